@@ -1,0 +1,240 @@
+//! Group membership: who is in the group and how alive each member looks.
+//!
+//! A failure detector (see [`FailureDetector`]) produces [`MemberEvent`]s;
+//! the node keeps the resulting [`MembershipView`] and fans the events out to
+//! every subscriber. Protocols only ever see these events, never which
+//! detector produced them, so switching detectors is a config edit.
+//!
+//! Status moves `Up -> Suspect -> Down`, `Suspect -> Up` (a refuted or cleared
+//! suspicion), and `Up/Suspect -> Left` (graceful leave). A member that is
+//! `Down` or `Left` comes back only as a new incarnation (a restarted node) or
+//! when a healed partition lets the detector hear from it again; that is
+//! reported as a fresh `Up`.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How alive a member looks to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberStatus {
+    /// Heard from recently; considered alive.
+    Up,
+    /// Not heard from for longer than the detector tolerates; may be dead.
+    Suspect,
+    /// Declared failed.
+    Down,
+    /// Left the group gracefully.
+    Left,
+}
+
+impl MemberStatus {
+    /// `Up` or `Suspect`: still counted as a member by protocols that must not
+    /// act on suspicion alone.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberStatus::Up | MemberStatus::Suspect)
+    }
+}
+
+/// One change in the membership view, with the (driver) time it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEvent<Id> {
+    /// The member whose status changed.
+    pub member: Id,
+    /// Its new status.
+    pub status: MemberStatus,
+    /// When this node decided it (time since the driver's epoch).
+    pub at: Duration,
+}
+
+/// The current view: each known member and its status, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipView<Id: Ord> {
+    members: BTreeMap<Id, MemberStatus>,
+}
+
+impl<Id: Ord> Default for MembershipView<Id> {
+    fn default() -> Self {
+        Self {
+            members: BTreeMap::new(),
+        }
+    }
+}
+
+impl<Id: Ord + Clone + Debug> MembershipView<Id> {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Apply an event; returns true if it changed the view.
+    pub fn apply(&mut self, ev: &MemberEvent<Id>) -> bool {
+        self.members.insert(ev.member.clone(), ev.status) != Some(ev.status)
+    }
+    /// Status of `id`, if known.
+    pub fn status(&self, id: &Id) -> Option<MemberStatus> {
+        self.members.get(id).copied()
+    }
+    /// All members and their status, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, MemberStatus)> {
+        self.members.iter().map(|(k, v)| (k, *v))
+    }
+    /// Members currently `Up` or `Suspect`, ordered by id.
+    pub fn live(&self) -> Vec<Id> {
+        self.members
+            .iter()
+            .filter(|(_, s)| s.is_live())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+    /// Members currently `Up`, ordered by id.
+    pub fn up(&self) -> Vec<Id> {
+        self.members
+            .iter()
+            .filter(|(_, s)| **s == MemberStatus::Up)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+    /// Number of known members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+    /// True when no member is known.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// A failure detector: a sans-IO [`Protocol`](crate::sansio::Protocol) whose
+/// events are membership changes.
+///
+/// Implementations live in `troupe-protocols::fd` (heartbeat, phi-accrual,
+/// SWIM). The node drives whichever one its config names and publishes the
+/// events; nothing else depends on which one runs.
+pub trait FailureDetector:
+    crate::sansio::Protocol<Event = MemberEvent<<Self as crate::sansio::Protocol>::Id>>
+{
+    /// The detector's name as written in the config (`"heartbeat"`, `"phi-accrual"`, `"swim"`...).
+    fn kind(&self) -> &'static str;
+    /// This detector's current view of every member it knows.
+    fn view(&self) -> Vec<(Self::Id, MemberStatus)>;
+    /// A peer this node should watch (from the config's seed peers or a join).
+    fn add_member(
+        &mut self,
+        now: Duration,
+        id: Self::Id,
+        out: &mut crate::sansio::Outputs<Self::Id, Self::Msg, Self::Timer, Self::Event>,
+    );
+}
+
+/// The trivial detector: every configured peer is `Up`, forever.
+///
+/// Use it only where failures are injected by hand (examples, some tests):
+/// it never suspects anyone, so it is useless in production.
+#[derive(Debug, Clone, Default)]
+pub struct AlwaysAlive<Id: Ord> {
+    view: MembershipView<Id>,
+}
+
+impl<Id: Ord + Clone + Debug> AlwaysAlive<Id> {
+    /// A detector that will report each added member `Up` and nothing else.
+    pub fn new() -> Self {
+        Self {
+            view: MembershipView::new(),
+        }
+    }
+}
+
+impl<Id: Ord + Clone + Debug> crate::sansio::Protocol for AlwaysAlive<Id> {
+    type Id = Id;
+    type Msg = ();
+    type Timer = ();
+    type Event = MemberEvent<Id>;
+    fn on_start(
+        &mut self,
+        _now: Duration,
+        _out: &mut crate::sansio::Outputs<Id, (), (), MemberEvent<Id>>,
+    ) {
+    }
+    fn on_message(
+        &mut self,
+        _now: Duration,
+        _from: Id,
+        _msg: (),
+        _out: &mut crate::sansio::Outputs<Id, (), (), MemberEvent<Id>>,
+    ) {
+    }
+    fn on_timer(
+        &mut self,
+        _now: Duration,
+        _timer: (),
+        _out: &mut crate::sansio::Outputs<Id, (), (), MemberEvent<Id>>,
+    ) {
+    }
+}
+
+impl<Id: Ord + Clone + Debug> FailureDetector for AlwaysAlive<Id> {
+    fn kind(&self) -> &'static str {
+        "always-alive"
+    }
+    fn view(&self) -> Vec<(Id, MemberStatus)> {
+        self.view.iter().map(|(k, v)| (k.clone(), v)).collect()
+    }
+    fn add_member(
+        &mut self,
+        now: Duration,
+        id: Id,
+        out: &mut crate::sansio::Outputs<Id, (), (), MemberEvent<Id>>,
+    ) {
+        let ev = MemberEvent {
+            member: id,
+            status: MemberStatus::Up,
+            at: now,
+        };
+        if self.view.apply(&ev) {
+            out.emit(ev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sansio::Outputs;
+
+    #[test]
+    fn always_alive_reports_each_member_up_once() {
+        let mut d = AlwaysAlive::<String>::new();
+        let mut out = Outputs::new();
+        d.add_member(Duration::ZERO, "a".into(), &mut out);
+        d.add_member(Duration::ZERO, "a".into(), &mut out);
+        d.add_member(Duration::from_secs(1), "b".into(), &mut out);
+        assert_eq!(out.events.len(), 2);
+        assert_eq!(d.view().len(), 2);
+        assert!(d.view().iter().all(|(_, s)| *s == MemberStatus::Up));
+    }
+
+    #[test]
+    fn view_tracks_live_members() {
+        let mut v = MembershipView::new();
+        for (m, s) in [
+            ("a", MemberStatus::Up),
+            ("b", MemberStatus::Suspect),
+            ("c", MemberStatus::Down),
+        ] {
+            v.apply(&MemberEvent {
+                member: m.to_string(),
+                status: s,
+                at: Duration::ZERO,
+            });
+        }
+        assert_eq!(v.live(), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(v.up(), vec!["a".to_string()]);
+        assert!(!v.apply(&MemberEvent {
+            member: "a".to_string(),
+            status: MemberStatus::Up,
+            at: Duration::ZERO
+        }));
+    }
+}

@@ -1,0 +1,88 @@
+//! The boundary between a node and the network.
+//!
+//! A [`Transport`] moves opaque frames (encoded envelopes) between nodes
+//! named by their node name, and reports what it receives as
+//! [`TransportEvent`]s into a bounded channel owned by the node. It knows
+//! nothing of actors or protocols.
+//!
+//! Guarantees every transport gives:
+//! - frames from one sender node to one receiver node arrive in send order,
+//!   or not at all (the simulated network can be told to break this on purpose);
+//! - `from` in [`TransportEvent::Frame`] is the *authenticated* sender (for QUIC,
+//!   the name in the peer's certificate), never taken from the frame itself;
+//! - `send` never blocks: a frame that cannot be queued is refused with an error
+//!   (bounded queues), so a dead peer cannot make the sender grow without limit;
+//! - inbound frames are delivered with back-pressure: when the node's inbound
+//!   channel is full the transport stops reading, and flow control pushes back
+//!   on the remote sender.
+
+use bytes::Bytes;
+
+/// What a transport tells its node.
+#[derive(Debug, Clone)]
+pub enum TransportEvent {
+    /// A frame arrived from the (authenticated) node `from`.
+    Frame {
+        /// Sender node name.
+        from: String,
+        /// The frame's bytes (one encoded envelope).
+        bytes: Bytes,
+    },
+    /// A connection to `peer` is established and the peer is confirmed.
+    PeerUp {
+        /// Peer node name.
+        peer: String,
+    },
+    /// The connection to `peer` is gone.
+    PeerDown {
+        /// Peer node name.
+        peer: String,
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// The node's inbound channel: bounded, so a fast sender is slowed down.
+pub type InboundSender = tokio::sync::mpsc::Sender<TransportEvent>;
+/// The receiving end, owned by the node.
+pub type InboundReceiver = tokio::sync::mpsc::Receiver<TransportEvent>;
+
+/// Why a frame could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No address is known for this peer.
+    #[error("unknown peer {0:?}")]
+    UnknownPeer(String),
+    /// The peer's bounded send queue is full (the peer is slow or unreachable).
+    #[error("send queue to {peer:?} is full ({capacity} frames): peer slow or unreachable")]
+    QueueFull {
+        /// Peer node name.
+        peer: String,
+        /// Queue capacity in frames.
+        capacity: usize,
+    },
+    /// The frame is larger than the configured maximum.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Frame length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The transport has been shut down.
+    #[error("transport is shut down")]
+    Closed,
+    /// Anything else, with a description.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// Moves frames between nodes. Implemented by `troupe-transports` (`quic`, `sim`).
+pub trait Transport: Send + Sync + 'static {
+    /// This node's name as the transport knows it.
+    fn local_name(&self) -> &str;
+    /// Queue `frame` for `to`. Never blocks; see [`TransportError`].
+    fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError>;
+    /// Stop sending and receiving; pending frames may be dropped.
+    fn shutdown(&self);
+}
