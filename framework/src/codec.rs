@@ -1,0 +1,328 @@
+//! The wire codec: what crosses the network between two nodes.
+//!
+//! Every frame is one [`Envelope`], encoded as
+//!
+//! ```text
+//! +---------+-------------------------------------------+
+//! | version | msgpack (rmp-serde) encoding of Envelope   |
+//! |  1 byte | (a compact array, fields in declared order)|
+//! +---------+-------------------------------------------+
+//! ```
+//!
+//! The transport adds its own length prefix; this module only sees whole
+//! frames. There is exactly one codec in Troupe and it lives here.
+//!
+//! Guarantees:
+//! - [`decode`] never panics on untrusted bytes: a truncated, random, wrongly
+//!   versioned or oversized frame is an [`CodecError`];
+//! - frames larger than the configured limit are refused on both encode and
+//!   decode, so a peer cannot make this node allocate without bound;
+//! - the application payload is itself msgpack, tagged with the message type's
+//!   stable name ([`crate::RemoteMessage::NAME`]), so a node can reject a
+//!   message it has no handler for without decoding it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActorPath, NodeId};
+
+/// The wire-format version this build speaks (first byte of every frame).
+pub const WIRE_VERSION: u8 = 1;
+
+/// Default hard limit on a frame, in bytes (1 MiB).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
+
+/// What kind of envelope this is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Fire-and-forget.
+    Tell,
+    /// A request that expects a reply carrying the same correlation id.
+    Ask {
+        /// Correlation id, unique per sending node incarnation.
+        id: u64,
+    },
+    /// The successful reply to the ask `id`; the payload is the reply value.
+    Reply {
+        /// Correlation id of the ask.
+        id: u64,
+    },
+    /// The ask `id` failed on the remote side.
+    ErrorReply {
+        /// Correlation id of the ask.
+        id: u64,
+        /// Why.
+        error: RemoteError,
+    },
+}
+
+/// Why a remote node could not answer an ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// No actor of that name on the target node.
+    #[error("no actor named {0:?} on the target node")]
+    UnknownActor(String),
+    /// The actor exists but has no handler registered for this message type.
+    #[error("actor has no handler for message type {0:?}")]
+    UnknownMessage(String),
+    /// The payload did not decode as the registered message type.
+    #[error("payload did not decode: {0}")]
+    BadPayload(String),
+    /// The actor stopped (or was restarting) before it answered.
+    #[error("the target actor stopped before answering")]
+    ActorStopped,
+    /// The target node refused the request because it is overloaded.
+    #[error("target node is overloaded: {0}")]
+    Overloaded(String),
+}
+
+/// Optional logical-clock stamps carried with a message (used by protocols
+/// and by the trace recorder to draw space-time diagrams).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStamp {
+    /// A Lamport timestamp.
+    pub lamport: Option<u64>,
+    /// A vector clock, as `(node, counter)` pairs sorted by node.
+    pub vector: Option<Vec<(String, u64)>>,
+}
+
+/// One message on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node (name + incarnation). The receiver checks the name
+    /// against the transport's authenticated peer name.
+    pub from: NodeId,
+    /// The sending actor's name, when the sender is a named actor.
+    pub from_actor: Option<String>,
+    /// The target actor.
+    pub to: ActorPath,
+    /// Tell, ask, reply or error reply.
+    pub kind: Kind,
+    /// Stable type tag of the payload ([`crate::RemoteMessage::NAME`]);
+    /// empty for error replies.
+    pub type_tag: String,
+    /// The msgpack-encoded message or reply.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Optional clock stamps.
+    pub stamp: Option<ClockStamp>,
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The frame is empty.
+    #[error("empty frame")]
+    Empty,
+    /// The frame's version byte is not one this build speaks.
+    #[error("unsupported wire version {found} (this node speaks {WIRE_VERSION})")]
+    Version {
+        /// The version byte found.
+        found: u8,
+    },
+    /// The frame (or payload) is over the size limit.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// msgpack decoding failed (truncated, malformed, wrong shape).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// Encoding failed (a payload type that msgpack cannot represent).
+    #[error("encode failed: {0}")]
+    Encode(String),
+}
+
+/// Encode `env` into a frame, refusing results over `max_len` bytes.
+pub fn encode(env: &Envelope, max_len: usize) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::with_capacity(64 + env.payload.len());
+    buf.push(WIRE_VERSION);
+    rmp_serde::encode::write(&mut buf, env).map_err(|e| CodecError::Encode(e.to_string()))?;
+    if buf.len() > max_len {
+        return Err(CodecError::TooLarge {
+            len: buf.len(),
+            max: max_len,
+        });
+    }
+    Ok(buf)
+}
+
+/// Decode a frame produced by [`encode`]. Never panics; see [`CodecError`].
+pub fn decode(frame: &[u8], max_len: usize) -> Result<Envelope, CodecError> {
+    if frame.len() > max_len {
+        return Err(CodecError::TooLarge {
+            len: frame.len(),
+            max: max_len,
+        });
+    }
+    let (&version, body) = frame.split_first().ok_or(CodecError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    rmp_serde::from_slice(body).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Encode an application value (a message or a reply) as msgpack.
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    rmp_serde::to_vec(value).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decode an application value from msgpack. Never panics.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            from: NodeId::with_incarnation("node-a", 7),
+            from_actor: Some("client".into()),
+            to: ActorPath::new("node-b", "ledger").unwrap(),
+            kind: Kind::Ask { id: 42 },
+            type_tag: "bank.deposit".into(),
+            payload: encode_payload(&("alice", 500i64)).unwrap(),
+            stamp: Some(ClockStamp {
+                lamport: Some(3),
+                vector: Some(vec![("node-a".into(), 2)]),
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips_a_sample() {
+        let env = sample();
+        let frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+        assert_eq!(frame[0], WIRE_VERSION);
+        assert_eq!(decode(&frame, DEFAULT_MAX_FRAME_LEN).unwrap(), env);
+        // A 100-byte-class message stays compact.
+        assert!(frame.len() < 120, "frame is {} bytes", frame.len());
+    }
+
+    #[test]
+    fn rejects_wrong_version_empty_and_oversize() {
+        let mut frame = encode(&sample(), DEFAULT_MAX_FRAME_LEN).unwrap();
+        frame[0] = 99;
+        assert_eq!(
+            decode(&frame, DEFAULT_MAX_FRAME_LEN),
+            Err(CodecError::Version { found: 99 })
+        );
+        assert_eq!(decode(&[], DEFAULT_MAX_FRAME_LEN), Err(CodecError::Empty));
+        let frame = encode(&sample(), DEFAULT_MAX_FRAME_LEN).unwrap();
+        assert!(matches!(
+            decode(&frame, 10),
+            Err(CodecError::TooLarge { .. })
+        ));
+        let mut big = sample();
+        big.payload = vec![0; 2000];
+        assert!(matches!(
+            encode(&big, 1000),
+            Err(CodecError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let frame = encode(&sample(), DEFAULT_MAX_FRAME_LEN).unwrap();
+        for cut in 0..frame.len() {
+            assert!(
+                decode(&frame[..cut], DEFAULT_MAX_FRAME_LEN).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_declared_lengths_do_not_allocate_or_panic() {
+        // version, array of 7, then a str32 claiming 4 GiB.
+        let frame = [WIRE_VERSION, 0x97, 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
+        assert!(decode(&frame, DEFAULT_MAX_FRAME_LEN).is_err());
+        let frame = [WIRE_VERSION, 0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode(&frame, DEFAULT_MAX_FRAME_LEN).is_err());
+    }
+
+    fn arb_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Tell),
+            any::<u64>().prop_map(|id| Kind::Ask { id }),
+            any::<u64>().prop_map(|id| Kind::Reply { id }),
+            (any::<u64>(), "[a-z]{0,12}").prop_map(|(id, s)| Kind::ErrorReply {
+                id,
+                error: RemoteError::UnknownActor(s)
+            }),
+            any::<u64>().prop_map(|id| Kind::ErrorReply {
+                id,
+                error: RemoteError::ActorStopped
+            }),
+        ]
+    }
+
+    fn arb_envelope() -> impl Strategy<Value = Envelope> {
+        (
+            "[a-z][a-z0-9-]{0,15}",
+            any::<u128>(),
+            proptest::option::of("[a-z]{1,10}"),
+            "[a-z][a-z0-9-]{0,15}",
+            "[a-z][a-z0-9._-]{0,15}",
+            arb_kind(),
+            "[a-z.]{0,20}",
+            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::option::of((
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(proptest::collection::vec(
+                    ("[a-z]{1,5}", any::<u64>()),
+                    0..4,
+                )),
+            )),
+        )
+            .prop_map(
+                |(fname, inc, from_actor, node, actor, kind, type_tag, payload, stamp)| Envelope {
+                    from: NodeId::with_incarnation(fname, inc),
+                    from_actor,
+                    to: ActorPath::new(node, actor).expect("strategy yields valid names"),
+                    kind,
+                    type_tag,
+                    payload,
+                    stamp: stamp.map(|(lamport, vector)| ClockStamp { lamport, vector }),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn prop_round_trip(env in arb_envelope()) {
+            let frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+            prop_assert_eq!(decode(&frame, DEFAULT_MAX_FRAME_LEN).unwrap(), env);
+        }
+
+        #[test]
+        fn prop_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, DEFAULT_MAX_FRAME_LEN);
+            let mut versioned = vec![WIRE_VERSION];
+            versioned.extend_from_slice(&bytes);
+            let _ = decode(&versioned, DEFAULT_MAX_FRAME_LEN);
+        }
+
+        #[test]
+        fn prop_mutated_frames_never_panic(env in arb_envelope(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+            for (i, b) in flips {
+                let i = i.index(frame.len());
+                frame[i] = b;
+            }
+            let _ = decode(&frame, DEFAULT_MAX_FRAME_LEN);
+        }
+
+        #[test]
+        fn prop_truncated_frames_are_errors(env in arb_envelope(), cut in any::<prop::sample::Index>()) {
+            let frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+            let cut = cut.index(frame.len());
+            prop_assert!(decode(&frame[..cut], DEFAULT_MAX_FRAME_LEN).is_err());
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The node: the root of a process's actors and its door to the network.
+//!
+//! A [`Node`] is a cheap, cloneable handle to a running node. Behind it:
+//!
+//! - the **node actor** ([`NodeActor`]), root of the supervision tree: its
+//!   root [`Supervisor`] holds every actor spawned with [`Node::spawn`]; if the
+//!   root supervisor gives up (restart limit), the node logs it and stops;
+//! - the **registry** of named local actors ([`Registry`]), read without locks
+//!   by handles;
+//! - the **RPC stub** ([`RpcStub`]) owning this node's outstanding remote asks;
+//! - the **inbound dispatcher**, a loop running inside the node actor that
+//!   takes frames from the transport, decodes them, checks the sender, and
+//!   hands messages to local actors. It keeps at most
+//!   `runtime.max_inflight_deliveries` deliveries waiting (for a full mailbox
+//!   or a reply); past that it stops taking frames, the transport's bounded
+//!   channel fills, the transport stops reading, and flow control slows the
+//!   remote senders. Nothing in this path grows without bound. The price is
+//!   head-of-line blocking: one persistently slow actor slows all inbound
+//!   traffic of its node.
+//!
+//! Bad input never stops a node: a frame that does not decode, claims another
+//! sender than the authenticated one, targets an unknown actor or carries an
+//! unknown message type is logged (and answered with an error reply when it
+//! was an ask); everything else keeps flowing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::codec::{self, Envelope, Kind, RemoteError};
+use crate::config::{NodeConfig, NodeOptions};
+use crate::error::NodeError;
+use crate::ids::{ActorPath, NameError, NodeId};
+use crate::membership::{MemberEvent, MembershipView};
+use crate::registry::Registry;
+use crate::remote::{Dispatched, LocalFut, RemoteMessage};
+use crate::remote_ref::RemoteRef;
+use crate::rpc::{DedupTable, ReplyArrived, RpcStub, Verdict};
+use crate::storage::{MemoryStorage, Storage};
+use crate::supervision::{
+    start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
+    SupervisorSpec,
+};
+use crate::trace::{TraceEvent, TraceSink};
+use crate::transport::{InboundReceiver, Transport, TransportEvent};
+
+/// Counters of what the node has seen; read with [`Node::stats`].
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Frames received from the transport.
+    pub frames_in: AtomicU64,
+    /// Frames that did not decode.
+    pub bad_frames: AtomicU64,
+    /// Frames whose claimed sender differed from the authenticated peer.
+    pub spoofed_frames: AtomicU64,
+    /// Messages for an unknown actor or with an unknown type.
+    pub undeliverable: AtomicU64,
+    /// Retried asks answered from the deduplication table (not re-executed).
+    pub deduplicated: AtomicU64,
+}
+
+/// A snapshot of [`NodeStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStatsSnapshot {
+    /// Frames received from the transport.
+    pub frames_in: u64,
+    /// Frames that did not decode.
+    pub bad_frames: u64,
+    /// Frames whose claimed sender differed from the authenticated peer.
+    pub spoofed_frames: u64,
+    /// Messages for an unknown actor or with an unknown type.
+    pub undeliverable: u64,
+    /// Retried asks answered from the deduplication table.
+    pub deduplicated: u64,
+}
+
+/// A transport-level connection change, as seen by this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Connected to and confirmed the peer.
+    Up(String),
+    /// Lost the connection to the peer.
+    Down(String),
+}
+
+pub(crate) struct NodeShared {
+    pub(crate) id: NodeId,
+    pub(crate) options: NodeOptions,
+    pub(crate) registry: Registry,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) rpc: Addr<RpcStub>,
+    pub(crate) root: Addr<Supervisor>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) trace: Option<Arc<dyn TraceSink>>,
+    pub(crate) epoch: tokio::time::Instant,
+    members: broadcast::Sender<MemberEvent<String>>,
+    peers: broadcast::Sender<PeerEvent>,
+    view: Mutex<MembershipView<String>>,
+    stopped: AtomicBool,
+    stats: NodeStats,
+}
+
+/// A handle to a running node. Clone it freely.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<NodeShared>,
+    actor: Addr<NodeActor>,
+}
+
+/// Builds and starts a [`Node`].
+pub struct NodeBuilder {
+    config: NodeConfig,
+    incarnation: Option<u128>,
+    storage: Option<Arc<dyn Storage>>,
+    trace: Option<Arc<dyn TraceSink>>,
+}
+
+impl NodeBuilder {
+    /// Use a chosen incarnation (simulations derive it from their seed);
+    /// by default a random one.
+    pub fn incarnation(mut self, incarnation: u128) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+    /// Where the node's protocols keep durable state (default: in memory).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+    /// Where trace events go (default: nowhere).
+    pub fn trace(mut self, sink: Arc<dyn TraceSink>) -> Self {
+        self.trace = Some(sink);
+        self
+    }
+    /// Start the node on `transport`, reading inbound events from `inbound`.
+    /// Must be called inside a running actix system.
+    pub fn start(
+        self,
+        transport: Arc<dyn Transport>,
+        inbound: InboundReceiver,
+    ) -> Result<Node, NodeError> {
+        self.config.validate()?;
+        if transport.local_name() != self.config.name {
+            return Err(NodeError::Config(format!(
+                "name {:?} differs from the transport's local name {:?}",
+                self.config.name,
+                transport.local_name()
+            )));
+        }
+        let id = match self.incarnation {
+            Some(i) => NodeId::with_incarnation(&self.config.name, i),
+            None => NodeId::new(&self.config.name),
+        };
+        let options = self.config.runtime.clone();
+        let registry = Registry::new();
+        let rpc = RpcStub::new(id.clone(), transport.clone(), options.max_frame_bytes).start();
+        let storage = self
+            .storage
+            .unwrap_or_else(|| Arc::new(MemoryStorage::new()));
+        let trace = self.trace;
+        let policy = self.config.supervision;
+        let mut shared_out = None;
+        let actor = NodeActor::create(|ctx| {
+            let spec = SupervisorSpec::new(format!("{}-root", id.name), policy);
+            let (root, running, generation) =
+                start_root(&spec, ctx.address().recipient(), registry.clone());
+            let (members, _) = broadcast::channel(1024);
+            let (peers, _) = broadcast::channel(256);
+            let shared = Arc::new(NodeShared {
+                id,
+                options,
+                registry,
+                transport,
+                rpc,
+                root,
+                storage,
+                trace,
+                epoch: tokio::time::Instant::now(),
+                members,
+                peers,
+                view: Mutex::new(MembershipView::new()),
+                stopped: AtomicBool::new(false),
+                stats: NodeStats::default(),
+            });
+            shared_out = Some(shared.clone());
+            NodeActor {
+                shared,
+                root: Some(running),
+                root_generation: generation,
+                inbound: Some(inbound),
+            }
+        });
+        let shared = shared_out.ok_or(NodeError::Stopped)?;
+        tracing::info!(node = %shared.id, "node started");
+        Ok(Node { shared, actor })
+    }
+}
+
+impl Node {
+    /// Start building a node from its framework config.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            incarnation: None,
+            storage: None,
+            trace: None,
+        }
+    }
+
+    /// This node's id (name + incarnation).
+    pub fn id(&self) -> &NodeId {
+        &self.shared.id
+    }
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.id.name
+    }
+    /// The node's runtime options.
+    pub fn options(&self) -> &NodeOptions {
+        &self.shared.options
+    }
+    /// The registry of named local actors.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+    /// The node's durable storage.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.shared.storage.clone()
+    }
+    /// Time since the node started (virtual time in simulations): the `now`
+    /// that protocol drivers feed to their sans-IO cores.
+    pub fn now(&self) -> Duration {
+        self.shared.epoch.elapsed()
+    }
+    /// Record a trace event for this node, if tracing is on.
+    pub fn trace(&self, event: TraceEvent) {
+        if let Some(t) = &self.shared.trace {
+            t.record(&self.shared.id.name, event);
+        }
+    }
+    /// True while tracing is on (to skip building events otherwise).
+    pub fn tracing(&self) -> bool {
+        self.shared.trace.is_some()
+    }
+
+    /// Spawn a named actor (or a nested supervisor) under the node's root
+    /// supervisor. Returns its path.
+    pub async fn spawn(&self, child: impl ChildFactory) -> Result<ActorPath, NodeError> {
+        let path = ActorPath::new(self.name(), child.name())?;
+        self.shared
+            .root
+            .send(AddChild(Arc::new(child)))
+            .await
+            .map_err(|_| NodeError::Stopped)??;
+        Ok(path)
+    }
+
+    /// Stop and remove the named child of the root supervisor; false if none.
+    pub async fn stop_actor(&self, name: &str) -> Result<bool, NodeError> {
+        self.shared
+            .root
+            .send(RemoveChild(name.to_string()))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// A typed handle to `path` (`"node/actor"`), local or remote.
+    pub fn lookup<M: RemoteMessage>(&self, path: &str) -> Result<RemoteRef<M>, NameError> {
+        Ok(RemoteRef::new(path.parse()?, self.shared.clone()))
+    }
+
+    /// A typed handle to an [`ActorPath`].
+    pub fn actor_ref<M: RemoteMessage>(&self, path: ActorPath) -> RemoteRef<M> {
+        RemoteRef::new(path, self.shared.clone())
+    }
+
+    /// The current membership view (node name -> status).
+    pub fn membership(&self) -> MembershipView<String> {
+        self.shared
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    /// Subscribe to membership changes (Up / Suspect / Down / Left).
+    pub fn subscribe_membership(&self) -> broadcast::Receiver<MemberEvent<String>> {
+        self.shared.members.subscribe()
+    }
+    /// Publish a membership change (called by the failure-detector driver).
+    pub fn publish_membership(&self, event: MemberEvent<String>) {
+        let changed = self
+            .shared
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&event);
+        if changed {
+            tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
+            let _ = self.shared.members.send(event);
+        }
+    }
+    /// Subscribe to transport connection changes.
+    pub fn subscribe_peers(&self) -> broadcast::Receiver<PeerEvent> {
+        self.shared.peers.subscribe()
+    }
+
+    /// Counters of inbound traffic and errors.
+    pub fn stats(&self) -> NodeStatsSnapshot {
+        let s = &self.shared.stats;
+        NodeStatsSnapshot {
+            frames_in: s.frames_in.load(Ordering::Relaxed),
+            bad_frames: s.bad_frames.load(Ordering::Relaxed),
+            spoofed_frames: s.spoofed_frames.load(Ordering::Relaxed),
+            undeliverable: s.undeliverable.load(Ordering::Relaxed),
+            deduplicated: s.deduplicated.load(Ordering::Relaxed),
+        }
+    }
+
+    /// True once the node has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stop the node: its actors, its dispatcher and its transport.
+    pub fn shutdown(&self) {
+        self.actor.do_send(Shutdown);
+    }
+
+    /// The node actor's address.
+    pub fn actor(&self) -> &Addr<NodeActor> {
+        &self.actor
+    }
+}
+
+/// The node actor. See the module docs.
+pub struct NodeActor {
+    shared: Arc<NodeShared>,
+    root: Option<RunningChild>,
+    root_generation: u64,
+    inbound: Option<InboundReceiver>,
+}
+
+impl Actor for NodeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(rx) = self.inbound.take() {
+            let shared = self.shared.clone();
+            let me = ctx.address();
+            ctx.spawn(actix::fut::wrap_future(inbound_loop(shared, rx, me)));
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(r) = self.root.take() {
+            r.stop();
+        }
+        self.shared.transport.shutdown();
+        tracing::info!(node = %self.shared.id, "node stopped");
+    }
+}
+
+/// Stop the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Shutdown;
+
+impl Handler<Shutdown> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ChildExited> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, m: ChildExited, ctx: &mut Context<Self>) {
+        if m.generation == self.root_generation && !self.shared.stopped.load(Ordering::SeqCst) {
+            tracing::error!(node = %self.shared.id, "root supervisor gave up (restart limit hit); stopping the node");
+            ctx.stop();
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Peer(PeerEvent);
+
+impl Handler<Peer> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, m: Peer, _ctx: &mut Context<Self>) {
+        match &m.0 {
+            PeerEvent::Up(p) => {
+                tracing::info!(node = %self.shared.id.name, peer = %p, "peer connected")
+            }
+            PeerEvent::Down(p) => {
+                tracing::info!(node = %self.shared.id.name, peer = %p, "peer disconnected")
+            }
+        }
+        let _ = self.shared.peers.send(m.0);
+    }
+}
+
+/// A delivery waiting to complete: for an ask, where the reply goes.
+type InFlight = LocalFut<Option<(String, NodeId, u64, Result<Vec<u8>, RemoteError>)>>;
+
+async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Addr<NodeActor>) {
+    let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut dedup = DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity);
+    let limit = shared.options.max_inflight_deliveries;
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Some((to, asker, id, result)) = done {
+                    send_reply(&shared, &mut dedup, &to, &asker, id, result);
+                }
+            }
+            ev = rx.recv(), if inflight.len() < limit => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    TransportEvent::Frame { from, bytes } => {
+                        on_frame(&shared, &mut dedup, &mut inflight, &from, &bytes);
+                    }
+                    TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
+                    TransportEvent::PeerDown { peer, reason } => {
+                        tracing::debug!(%peer, %reason, "connection lost");
+                        node.do_send(Peer(PeerEvent::Down(peer)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send_reply(
+    shared: &NodeShared,
+    dedup: &mut DedupTable,
+    to: &str,
+    asker: &NodeId,
+    id: u64,
+    result: Result<Vec<u8>, RemoteError>,
+) {
+    let (kind, payload) = match result {
+        Ok(p) => (Kind::Reply { id }, p),
+        Err(error) => (Kind::ErrorReply { id, error }, Vec::new()),
+    };
+    let env = Envelope {
+        from: shared.id.clone(),
+        from_actor: None,
+        to: ActorPath {
+            node: to.to_string(),
+            actor: String::new(),
+        },
+        kind,
+        type_tag: String::new(),
+        payload,
+        stamp: None,
+    };
+    let frame = match codec::encode(&env, shared.options.max_frame_bytes) {
+        Ok(f) => Bytes::from(f),
+        Err(e) => {
+            // The reply itself is too big: tell the asker instead of going silent.
+            tracing::warn!(ask = id, error = %e, "reply could not be encoded");
+            let env = Envelope {
+                kind: Kind::ErrorReply {
+                    id,
+                    error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
+                },
+                payload: Vec::new(),
+                ..env
+            };
+            match codec::encode(&env, shared.options.max_frame_bytes) {
+                Ok(f) => Bytes::from(f),
+                Err(_) => return,
+            }
+        }
+    };
+    dedup.answered(asker, id, frame.clone());
+    if let Err(e) = shared.transport.send(to, frame) {
+        tracing::debug!(ask = id, %to, error = %e, "reply not sent (the asker will retry or time out)");
+    }
+}
+
+fn on_frame(
+    shared: &Arc<NodeShared>,
+    dedup: &mut DedupTable,
+    inflight: &mut FuturesUnordered<InFlight>,
+    from: &str,
+    bytes: &[u8],
+) {
+    let stats = &shared.stats;
+    stats.frames_in.fetch_add(1, Ordering::Relaxed);
+    let env = match codec::decode(bytes, shared.options.max_frame_bytes) {
+        Ok(env) => env,
+        Err(e) => {
+            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %shared.id.name, peer = %from, error = %e, "dropping a frame that does not decode");
+            return;
+        }
+    };
+    if env.from.name != from {
+        stats.spoofed_frames.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
+        return;
+    }
+    match env.kind {
+        Kind::Reply { id } => shared.rpc.do_send(ReplyArrived {
+            from: from.to_string(),
+            id,
+            result: Ok(env.payload),
+        }),
+        Kind::ErrorReply { id, error } => shared.rpc.do_send(ReplyArrived {
+            from: from.to_string(),
+            id,
+            result: Err(error),
+        }),
+        Kind::Tell => match deliver(shared, &env, false) {
+            Ok(Dispatched::Queued) => {}
+            Ok(Dispatched::Pending(fut)) => inflight.push(Box::pin(async move {
+                let _ = fut.await;
+                None
+            })),
+            Err(e) => {
+                stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %shared.id.name, peer = %from, to = %env.to, tag = %env.type_tag, error = %e, "tell not delivered");
+            }
+        },
+        Kind::Ask { id } => match dedup.check(&env.from, id, tokio::time::Instant::now()) {
+            Verdict::Running => {
+                stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Answered(frame) => {
+                stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                let _ = shared.transport.send(from, frame);
+            }
+            Verdict::Execute => {
+                let asker = env.from.clone();
+                let to = from.to_string();
+                match deliver(shared, &env, true) {
+                    Ok(Dispatched::Pending(fut)) => {
+                        inflight.push(Box::pin(async move { Some((to, asker, id, fut.await)) }))
+                    }
+                    Ok(Dispatched::Queued) => {
+                        send_reply(shared, dedup, &to, &asker, id, Ok(Vec::new()))
+                    }
+                    Err(e) => {
+                        stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(node = %shared.id.name, peer = %from, to = %env.to, tag = %env.type_tag, error = %e, "ask rejected");
+                        send_reply(shared, dedup, &to, &asker, id, Err(e));
+                    }
+                }
+            }
+        },
+    }
+}
+
+fn deliver(
+    shared: &NodeShared,
+    env: &Envelope,
+    want_reply: bool,
+) -> Result<Dispatched, RemoteError> {
+    if env.to.node != shared.id.name {
+        return Err(RemoteError::UnknownActor(env.to.to_string()));
+    }
+    let entry = shared
+        .registry
+        .get(&env.to.actor)
+        .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.clone()))?;
+    let handler = entry
+        .handlers
+        .get(env.type_tag.as_str())
+        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.clone()))?;
+    handler.dispatch(&env.payload, want_reply)
+}
+
+/// Names of the running local actors with the message types each accepts.
+pub fn describe_registry(node: &Node) -> BTreeMap<String, Vec<&'static str>> {
+    node.shared
+        .registry
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            node.shared
+                .registry
+                .get(&n)
+                .map(|e| (n, e.handlers.keys().copied().collect()))
+        })
+        .collect()
+}

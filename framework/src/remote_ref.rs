@@ -1,0 +1,208 @@
+//! [`RemoteRef`]: a typed, location-transparent handle to a named actor.
+//!
+//! `node.lookup::<Deposit>("node-b/ledger")` gives a handle that accepts
+//! `Deposit`s. The same two calls work wherever the target lives:
+//!
+//! - [`RemoteRef::tell`] — fire and forget. For a local target the message
+//!   goes straight into the actor's mailbox (like actix's `do_send`, no
+//!   serialization); for a remote one it is encoded and queued on the
+//!   transport. `Ok` means *handed over*, not *delivered*.
+//! - [`RemoteRef::ask`] — request/response, resolving to the reply or a typed
+//!   [`AskError`] (timeout, unreachable, remote error, codec error). Remote
+//!   asks are retried and deduplicated (at most once execution, see
+//!   [`crate::rpc`]); local asks cannot be lost and are not retried.
+//!
+//! Handles resolve the actor name on every call, so they keep working across
+//! restarts of the target by its supervisor.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use bytes::Bytes;
+
+use crate::codec::{self, decode_payload, encode_payload, Envelope, Kind, RemoteError};
+use crate::config::RetryPolicy;
+use crate::error::{AskError, TellError};
+use crate::ids::ActorPath;
+use crate::node::NodeShared;
+use crate::remote::{RemoteMessage, TypedHandler};
+use crate::rpc::StartAsk;
+
+/// A typed handle to the actor at a path, accepting messages of type `M`.
+pub struct RemoteRef<M: RemoteMessage> {
+    target: ActorPath,
+    shared: Arc<NodeShared>,
+    from_actor: Option<String>,
+    _m: PhantomData<fn(M)>,
+}
+
+impl<M: RemoteMessage> Clone for RemoteRef<M> {
+    fn clone(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+            shared: self.shared.clone(),
+            from_actor: self.from_actor.clone(),
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<M: RemoteMessage> std::fmt::Debug for RemoteRef<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteRef<{}>({})", M::NAME, self.target)
+    }
+}
+
+impl<M: RemoteMessage> RemoteRef<M> {
+    pub(crate) fn new(target: ActorPath, shared: Arc<NodeShared>) -> Self {
+        Self {
+            target,
+            shared,
+            from_actor: None,
+            _m: PhantomData,
+        }
+    }
+
+    /// Name the sending actor in outgoing envelopes (shown in traces).
+    pub fn from_actor(mut self, name: impl Into<String>) -> Self {
+        self.from_actor = Some(name.into());
+        self
+    }
+
+    /// The target's path.
+    pub fn path(&self) -> &ActorPath {
+        &self.target
+    }
+
+    /// True when the target lives on this node.
+    pub fn is_local(&self) -> bool {
+        self.target.node == self.shared.id.name
+    }
+
+    fn local_recipient(&self) -> Result<Recipient<M>, RemoteError> {
+        let entry = self
+            .shared
+            .registry
+            .get(&self.target.actor)
+            .ok_or_else(|| RemoteError::UnknownActor(self.target.actor.clone()))?;
+        let h = entry
+            .handlers
+            .get(M::NAME)
+            .and_then(|h| h.as_any().downcast_ref::<TypedHandler<M>>())
+            .ok_or_else(|| RemoteError::UnknownMessage(M::NAME.to_string()))?;
+        Ok(h.recipient.clone())
+    }
+
+    /// Send `msg` without waiting for an answer. See the module docs.
+    pub fn tell(&self, msg: M) -> Result<(), TellError> {
+        if self.is_local() {
+            let r = self.local_recipient()?;
+            r.do_send(msg);
+            return Ok(());
+        }
+        let env = Envelope {
+            from: self.shared.id.clone(),
+            from_actor: self.from_actor.clone(),
+            to: self.target.clone(),
+            kind: Kind::Tell,
+            type_tag: M::NAME.to_string(),
+            payload: encode_payload(&msg)?,
+            stamp: None,
+        };
+        let frame = codec::encode(&env, self.shared.options.max_frame_bytes)?;
+        self.shared
+            .transport
+            .send(&self.target.node, Bytes::from(frame))?;
+        Ok(())
+    }
+
+    /// Like [`tell`](Self::tell) for a local target, but refuses with
+    /// [`TellError::MailboxFull`] instead of queueing past the mailbox
+    /// capacity. For a remote target it is the same as `tell`.
+    pub fn try_tell(&self, msg: M) -> Result<(), TellError> {
+        if self.is_local() {
+            return match self.local_recipient()?.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(actix::prelude::SendError::Full(_)) => Err(TellError::MailboxFull),
+                Err(actix::prelude::SendError::Closed(_)) => {
+                    Err(TellError::Local(RemoteError::ActorStopped))
+                }
+            };
+        }
+        self.tell(msg)
+    }
+
+    /// Ask `msg` and await the reply. Configure with
+    /// [`Ask::timeout`] and [`Ask::retry`], then `.await` it.
+    pub fn ask(&self, msg: M) -> Ask<M> {
+        Ask {
+            target: self.clone(),
+            msg,
+            timeout: self.shared.options.ask_timeout,
+            retry: self.shared.options.retry,
+        }
+    }
+}
+
+/// A pending ask; `.await` it.
+pub struct Ask<M: RemoteMessage> {
+    target: RemoteRef<M>,
+    msg: M,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl<M: RemoteMessage> Ask<M> {
+    /// The deadline for the reply (default: `runtime.ask_timeout_ms`).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+    /// How to re-send while waiting (default: `runtime.retry`).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    async fn run(self) -> Result<M::Reply, AskError> {
+        let Ask {
+            target,
+            msg,
+            timeout,
+            retry,
+        } = self;
+        if target.is_local() {
+            let r = target.local_recipient()?;
+            return match tokio::time::timeout(timeout, r.send(msg)).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(AskError::Remote(RemoteError::ActorStopped)),
+                Err(_) => Err(AskError::Timeout(timeout)),
+            };
+        }
+        let payload = encode_payload(&msg)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        target.shared.rpc.do_send(StartAsk {
+            to: target.target.clone(),
+            from_actor: target.from_actor.clone(),
+            tag: M::NAME,
+            payload,
+            timeout,
+            retry,
+            reply: tx,
+        });
+        let bytes = rx.await.map_err(|_| AskError::NodeStopped)??;
+        Ok(decode_payload(&bytes)?)
+    }
+}
+
+impl<M: RemoteMessage> IntoFuture for Ask<M> {
+    type Output = Result<M::Reply, AskError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}

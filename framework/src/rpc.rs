@@ -1,0 +1,325 @@
+//! Request/response over an unreliable network: the RPC stub and deduplication.
+//!
+//! **Client side.** Every node runs one [`RpcStub`] actor that owns its
+//! outstanding remote asks: it gives each a correlation id (unique within this
+//! node incarnation), sends the request, re-sends the *same* request (same id)
+//! on a back-off schedule ([`RetryPolicy`]) until the reply arrives or the
+//! per-call deadline passes, and then completes the caller's future with the
+//! reply or [`AskError::Timeout`]. A reply is accepted only from the node the
+//! request was sent to.
+//!
+//! **Server side.** The node remembers, per `(sender node incarnation,
+//! correlation id)`, whether a request is running or what it answered
+//! ([`DedupTable`]). A retried request that is still running is ignored; one
+//! that already ran gets the remembered reply again. So:
+//!
+//! > A retried ask is executed **at most once** by its target, provided the
+//! > retries arrive within `dedup_ttl` of the first copy and the target node
+//! > does not restart in between (the table lives in memory: a restarted
+//! > target is a new incarnation that does not know what its previous life
+//! > executed). Handlers whose effects must not repeat across a crash of the
+//! > target should persist what they did (see [`crate::storage`]) or be
+//! > idempotent. An ask that times out may or may not have run: treat it as
+//! > unknown, never as failed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::codec::{encode, Envelope, Kind, RemoteError};
+use crate::config::RetryPolicy;
+use crate::error::AskError;
+use crate::ids::{ActorPath, NodeId};
+use crate::transport::{Transport, TransportError};
+
+/// Start a remote ask (sent by [`crate::RemoteRef`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StartAsk {
+    pub(crate) to: ActorPath,
+    pub(crate) from_actor: Option<String>,
+    pub(crate) tag: &'static str,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+}
+
+/// A reply (or error reply) arrived from `from`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReplyArrived {
+    pub(crate) from: String,
+    pub(crate) id: u64,
+    pub(crate) result: Result<Vec<u8>, RemoteError>,
+}
+
+struct Pending {
+    to_node: String,
+    frame: Bytes,
+    attempts: u32,
+    retry: RetryPolicy,
+    reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+    timers: Vec<SpawnHandle>,
+}
+
+/// The client half of remote asks for one node. See the module docs.
+pub struct RpcStub {
+    node: NodeId,
+    transport: Arc<dyn Transport>,
+    max_frame: usize,
+    next_id: u64,
+    pending: HashMap<u64, Pending>,
+    rng: rand::rngs::StdRng,
+}
+
+impl RpcStub {
+    pub(crate) fn new(node: NodeId, transport: Arc<dyn Transport>, max_frame: usize) -> Self {
+        let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
+        Self {
+            node,
+            transport,
+            max_frame,
+            next_id: 1,
+            pending: HashMap::new(),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Asks waiting for a reply.
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn schedule_retry(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        if p.attempts >= p.retry.max_attempts {
+            return;
+        }
+        let base = p.retry.backoff(p.attempts);
+        let jitter = base.mul_f64(p.retry.jitter * self.rng.gen::<f64>());
+        let handle = ctx.run_later(base + jitter, move |act, ctx| {
+            let Some(p) = act.pending.get_mut(&id) else {
+                return;
+            };
+            p.attempts += 1;
+            match act.transport.send(&p.to_node, p.frame.clone()) {
+                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(ask = id, error = %e, "retry could not be sent");
+                }
+            }
+            act.schedule_retry(id, ctx);
+        });
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.timers.push(handle);
+        }
+    }
+
+    fn finish(&mut self, id: u64, result: Result<Vec<u8>, AskError>, ctx: &mut Context<Self>) {
+        if let Some(p) = self.pending.remove(&id) {
+            for t in p.timers {
+                ctx.cancel_future(t);
+            }
+            let _ = p.reply.send(result);
+        }
+    }
+}
+
+impl Actor for RpcStub {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartAsk> for RpcStub {
+    type Result = ();
+    fn handle(&mut self, m: StartAsk, ctx: &mut Context<Self>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let env = Envelope {
+            from: self.node.clone(),
+            from_actor: m.from_actor,
+            to: m.to.clone(),
+            kind: Kind::Ask { id },
+            type_tag: m.tag.to_string(),
+            payload: m.payload,
+            stamp: None,
+        };
+        let frame = match encode(&env, self.max_frame) {
+            Ok(f) => Bytes::from(f),
+            Err(e) => {
+                let _ = m.reply.send(Err(AskError::Codec(e)));
+                return;
+            }
+        };
+        match self.transport.send(&m.to.node, frame.clone()) {
+            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+            Err(e) => {
+                let _ = m.reply.send(Err(AskError::Unreachable(e)));
+                return;
+            }
+        }
+        let timeout = m.timeout;
+        let deadline = ctx.run_later(timeout, move |act, ctx| {
+            act.finish(id, Err(AskError::Timeout(timeout)), ctx);
+        });
+        self.pending.insert(
+            id,
+            Pending {
+                to_node: m.to.node,
+                frame,
+                attempts: 1,
+                retry: m.retry,
+                reply: m.reply,
+                timers: vec![deadline],
+            },
+        );
+        self.schedule_retry(id, ctx);
+    }
+}
+
+impl Handler<ReplyArrived> for RpcStub {
+    type Result = ();
+    fn handle(&mut self, m: ReplyArrived, ctx: &mut Context<Self>) {
+        match self.pending.get(&m.id) {
+            Some(p) if p.to_node == m.from => {
+                self.finish(m.id, m.result.map_err(AskError::Remote), ctx);
+            }
+            Some(p) => {
+                tracing::warn!(ask = m.id, expected = %p.to_node, from = %m.from, "reply from a node the ask was not sent to; ignored");
+            }
+            None => {
+                tracing::trace!(ask = m.id, from = %m.from, "late or duplicate reply ignored");
+            }
+        }
+    }
+}
+
+/// What the server should do with an incoming ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// First time seen: execute it.
+    Execute,
+    /// A copy is being executed now: drop this one.
+    Running,
+    /// Already answered: send this reply frame again.
+    Answered(Bytes),
+}
+
+enum DedupState {
+    Running,
+    Answered(Bytes),
+}
+
+/// Server-side memory of asks, for at-most-once execution of retries.
+///
+/// Bounded three ways: entries older than `ttl` are forgotten, at most
+/// `capacity` entries are kept, and remembered replies take at most
+/// `max_bytes` (the oldest go first).
+pub(crate) struct DedupTable {
+    entries: HashMap<(NodeId, u64), DedupState>,
+    order: VecDeque<(Instant, NodeId, u64)>,
+    ttl: Duration,
+    capacity: usize,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl DedupTable {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            ttl,
+            capacity,
+            bytes: 0,
+            max_bytes: 64 << 20,
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while let Some((t, _, _)) = self.order.front() {
+            let expired = now.saturating_duration_since(*t) > self.ttl;
+            if !(expired || self.order.len() > self.capacity || self.bytes > self.max_bytes) {
+                break;
+            }
+            if let Some((_, node, id)) = self.order.pop_front() {
+                if let Some(DedupState::Answered(b)) = self.entries.remove(&(node, id)) {
+                    self.bytes -= b.len();
+                }
+            }
+        }
+    }
+
+    /// Look at an incoming ask; registers it as running when new.
+    pub(crate) fn check(&mut self, from: &NodeId, id: u64, now: Instant) -> Verdict {
+        self.evict(now);
+        match self.entries.get(&(from.clone(), id)) {
+            Some(DedupState::Running) => Verdict::Running,
+            Some(DedupState::Answered(b)) => Verdict::Answered(b.clone()),
+            None => {
+                self.entries.insert((from.clone(), id), DedupState::Running);
+                self.order.push_back((now, from.clone(), id));
+                Verdict::Execute
+            }
+        }
+    }
+
+    /// Remember the reply frame sent for an ask.
+    pub(crate) fn answered(&mut self, from: &NodeId, id: u64, frame: Bytes) {
+        if let Some(state) = self.entries.get_mut(&(from.clone(), id)) {
+            self.bytes += frame.len();
+            *state = DedupState::Answered(frame);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_executes_once_and_replays_the_answer() {
+        let mut t = DedupTable::new(Duration::from_secs(10), 100);
+        let a = NodeId::with_incarnation("a", 1);
+        let now = Instant::now();
+        assert_eq!(t.check(&a, 1, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 1, now), Verdict::Running);
+        t.answered(&a, 1, Bytes::from_static(b"r"));
+        assert_eq!(
+            t.check(&a, 1, now),
+            Verdict::Answered(Bytes::from_static(b"r"))
+        );
+        // Another incarnation of the same node is a different sender.
+        assert_eq!(
+            t.check(&NodeId::with_incarnation("a", 2), 1, now),
+            Verdict::Execute
+        );
+    }
+
+    #[test]
+    fn dedup_forgets_after_ttl_and_capacity() {
+        let mut t = DedupTable::new(Duration::from_secs(1), 3);
+        let a = NodeId::with_incarnation("a", 1);
+        let now = Instant::now();
+        for id in 0..5 {
+            assert_eq!(t.check(&a, id, now), Verdict::Execute);
+        }
+        assert!(t.len() <= 4);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(t.check(&a, 100, later), Verdict::Execute);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,147 @@
+//! A trace of what happened, for space-time diagrams and replay checks.
+//!
+//! Transports and protocol drivers report [`TraceEvent`]s to a [`TraceSink`];
+//! [`TraceRecorder`] stamps each with the time since it was created (virtual
+//! time under a paused tokio clock) and keeps them as JSON lines, one object
+//! per event:
+//!
+//! ```text
+//! {"t_us":1500,"node":"n1","ev":"send","to":"n2","seq":7,"bytes":96,"kind":"ask","tag":"bank.deposit","lamport":3}
+//! ```
+//!
+//! The recorder is deterministic: the same run (same seed) yields
+//! byte-identical output, which the simulation tests check.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One thing that happened at a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum TraceEvent {
+    /// A frame left this node.
+    Send {
+        /// Destination node.
+        to: String,
+        /// Network-wide sequence number of the frame.
+        seq: u64,
+        /// Frame size.
+        bytes: usize,
+        /// tell / ask / reply / error.
+        kind: String,
+        /// Message type tag.
+        tag: String,
+        /// Lamport stamp carried, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lamport: Option<u64>,
+        /// Vector stamp carried, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vector: Option<Vec<(String, u64)>>,
+    },
+    /// A frame was handed to this node.
+    Deliver {
+        /// Sender node.
+        from: String,
+        /// Sequence number given at send.
+        seq: u64,
+    },
+    /// A frame to this node was lost (fault injection, crash, partition).
+    Drop {
+        /// Sender node.
+        from: String,
+        /// Sequence number given at send.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A protocol timer fired.
+    Timer {
+        /// Which protocol / timer.
+        name: String,
+    },
+    /// The node crashed (lost its volatile state).
+    Crash,
+    /// The node restarted as a new incarnation.
+    Restart {
+        /// The new incarnation.
+        incarnation: String,
+    },
+    /// A free-form annotation (a lock granted, a leader elected...).
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Receives trace events.
+pub trait TraceSink: Send + Sync + 'static {
+    /// Record `event` at `node`.
+    fn record(&self, node: &str, event: TraceEvent);
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    t_us: u64,
+    node: &'a str,
+    #[serde(flatten)]
+    event: &'a TraceEvent,
+}
+
+/// Keeps trace events as JSON lines in memory.
+pub struct TraceRecorder {
+    start: tokio::time::Instant,
+    out: Mutex<Vec<u8>>,
+    count: Mutex<u64>,
+}
+
+impl TraceRecorder {
+    /// A recorder whose time zero is now (call inside the runtime).
+    pub fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            out: Mutex::new(Vec::new()),
+            count: Mutex::new(0),
+        }
+    }
+    /// Everything recorded so far, as JSON lines.
+    pub fn to_jsonl(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+    /// Number of events recorded.
+    pub fn len(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// True if nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Write the JSON lines to `path`.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(&self.out.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Default for TraceRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceSink for TraceRecorder {
+    fn record(&self, node: &str, event: TraceEvent) {
+        let t_us = self.start.elapsed().as_micros().min(u64::MAX as u128) as u64;
+        let line = Line {
+            t_us,
+            node,
+            event: &event,
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if serde_json::to_writer(&mut *out, &line).is_ok() {
+            out.push(b'\n');
+            *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        }
+    }
+}
