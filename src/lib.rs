@@ -1,4 +1,27 @@
-//! Troupe facade.
+//! # Troupe
+//!
+//! A distributed actor framework for Rust, built to run, test and *see*
+//! distributed protocols. This crate is the facade: it re-exports
+//!
+//! - [`framework`] (`troupe-framework`): nodes, named actors, location-transparent
+//!   `tell`/`ask`, supervision, clocks, membership;
+//! - [`transports`] (`troupe-transports`): the simulated network and QUIC;
+//! - [`protocols`] (`troupe-protocols`): failure detectors, locks, elections.
+//!
+//! Start with [`prelude`].
+
 pub use troupe_framework as framework;
 pub use troupe_protocols as protocols;
 pub use troupe_transports as transports;
+
+/// The names most programs use.
+pub mod prelude {
+    pub use troupe_framework::actix::prelude::*;
+    pub use troupe_framework::membership::{MemberEvent, MemberStatus};
+    pub use troupe_framework::{
+        remote_message, ActorPath, ActorSpec, AskError, Node, NodeConfig, NodeId, OrFail,
+        RemoteMessage, RemoteRef, Restart, RetryPolicy, Strategy, SupervisorPolicy, SupervisorSpec,
+        TellError,
+    };
+    pub use troupe_transports::sim::{run_virtual, FaultPlan, LinkFaults, SimCluster};
+}

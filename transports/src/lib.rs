@@ -1,1 +1,12 @@
-//! placeholder
+//! # troupe-transports: how Troupe nodes reach each other
+//!
+//! Two implementations of [`troupe_framework::transport::Transport`]:
+//!
+//! - [`sim`] — a deterministic in-process network with seeded faults
+//!   (loss, duplication, delay, reordering, partitions, crash/restart) under
+//!   virtual time, where every protocol is tested;
+//! - `quic` — QUIC with mutual TLS between real processes and hosts.
+//!
+//! Protocols never name a transport: the same code runs on both.
+
+pub mod sim;

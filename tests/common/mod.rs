@@ -1,0 +1,123 @@
+//! Shared actors for the integration tests: a ledger whose side effects are
+//! counted outside the actor, so tests can check at-most-once execution.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use troupe::framework::{remote_message, OrFail};
+
+/// Apply `amount` once; `op` identifies the operation for the side-effect log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Apply {
+    pub op: u64,
+    pub amount: i64,
+}
+remote_message!(Apply, "test.apply", i64);
+
+/// Fire-and-forget note.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note(pub u64);
+remote_message!(Note, "test.note", ());
+
+/// Make the handler fail (returns an error and stops the actor).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fail;
+remote_message!(Fail, "test.fail", Result<(), String>);
+
+/// Make the handler panic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Panic;
+remote_message!(Panic, "test.panic", ());
+
+/// What happened, visible to the test across restarts.
+#[derive(Clone, Default)]
+pub struct Effects {
+    pub executions: Arc<Mutex<BTreeMap<u64, u32>>>,
+    pub notes: Arc<Mutex<Vec<u64>>>,
+    pub starts: Arc<AtomicU32>,
+}
+
+impl Effects {
+    pub fn executions_of(&self, op: u64) -> u32 {
+        self.executions
+            .lock()
+            .unwrap()
+            .get(&op)
+            .copied()
+            .unwrap_or(0)
+    }
+    pub fn starts(&self) -> u32 {
+        self.starts.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Ledger {
+    balance: i64,
+    effects: Effects,
+}
+
+impl Ledger {
+    pub fn new(effects: Effects) -> Self {
+        Self {
+            balance: 0,
+            effects,
+        }
+    }
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.effects.starts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Handler<Apply> for Ledger {
+    type Result = i64;
+    fn handle(&mut self, m: Apply, _: &mut Context<Self>) -> i64 {
+        *self
+            .effects
+            .executions
+            .lock()
+            .unwrap()
+            .entry(m.op)
+            .or_default() += 1;
+        self.balance += m.amount;
+        self.balance
+    }
+}
+
+impl Handler<Note> for Ledger {
+    type Result = ();
+    fn handle(&mut self, m: Note, _: &mut Context<Self>) {
+        self.effects.notes.lock().unwrap().push(m.0);
+    }
+}
+
+impl Handler<Fail> for Ledger {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: Fail, ctx: &mut Context<Self>) -> Result<(), String> {
+        Err::<(), String>("asked to fail".into()).or_fail(ctx)
+    }
+}
+
+impl Handler<Panic> for Ledger {
+    type Result = ();
+    fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+        panic!("asked to panic (this panic is expected by the test)");
+    }
+}
+
+/// The spec for a ledger named `name` recording into `effects`.
+pub fn ledger(name: &str, effects: &Effects) -> troupe::framework::ActorSpec<Ledger> {
+    let e = effects.clone();
+    troupe::framework::ActorSpec::new(name, move || Ledger::new(e.clone()))
+        .handles::<Apply>()
+        .handles::<Note>()
+        .handles::<Fail>()
+        .handles::<Panic>()
+}

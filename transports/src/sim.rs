@@ -1,0 +1,750 @@
+//! `sim`: a deterministic in-process network with seeded faults.
+//!
+//! Many nodes run in one process, on one thread, under *virtual time*: run
+//! the actix system on a current-thread tokio runtime with a paused clock
+//! ([`runtime`] builds one), and time jumps straight to the next timer or
+//! delivery whenever every actor is idle. A ten-minute scenario takes
+//! seconds, and timeouts cost nothing.
+//!
+//! What the network does to each frame is decided by a seeded RNG from a
+//! [`FaultPlan`]: loss, duplication, delay (a [`Delay`] distribution),
+//! reordering (or per-link FIFO), one-way and symmetric partitions that can
+//! be healed, and per-link overrides. [`SimCluster`] adds node crashes
+//! (volatile state lost) and restarts (a new incarnation that keeps only
+//! its [`MemoryStorage`]).
+//!
+//! Guarantees:
+//! - **Determinism.** Everything that decides an outcome is ordered: the RNG
+//!   is seeded, the pending-delivery queue is ordered by (time, sequence
+//!   number), maps are B-trees, and the driver's `select!` is biased. The
+//!   same seed and scenario give byte-identical traces ([`TraceRecorder`]);
+//!   the tests check it.
+//! - **Every frame is accounted for** in the trace: `send`, then `deliver`
+//!   or `drop` with a reason.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use troupe_framework::codec::{self, Kind};
+use troupe_framework::storage::MemoryStorage;
+use troupe_framework::trace::{TraceEvent, TraceRecorder, TraceSink};
+use troupe_framework::transport::{
+    InboundReceiver, InboundSender, Transport, TransportError, TransportEvent,
+};
+use troupe_framework::{Node, NodeConfig, NodeError};
+
+/// A current-thread tokio runtime with a paused clock, for running an actix
+/// `System` under virtual time:
+/// `actix_rt::System::with_tokio_rt(troupe_transports::sim::runtime)`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("building a current-thread tokio runtime cannot fail with these settings")
+}
+
+/// Run `f` to completion in a fresh actix system under virtual time.
+pub fn run_virtual<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let system = actix_rt::System::with_tokio_rt(runtime);
+    system.block_on(f())
+}
+
+/// How long a frame spends in flight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Delay {
+    /// Always the same.
+    Fixed(Duration),
+    /// Uniform in `[min, max]`.
+    Uniform {
+        /// Lower bound.
+        min: Duration,
+        /// Upper bound.
+        max: Duration,
+    },
+    /// `min` plus an exponential tail with the given mean (long tails).
+    Exponential {
+        /// Lower bound.
+        min: Duration,
+        /// Mean of the tail above `min`.
+        mean: Duration,
+    },
+}
+
+impl Delay {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> Duration {
+        match *self {
+            Delay::Fixed(d) => d,
+            Delay::Uniform { min, max } => {
+                if max <= min {
+                    min
+                } else {
+                    min + (max - min).mul_f64(rng.gen::<f64>())
+                }
+            }
+            Delay::Exponential { min, mean } => {
+                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                min + mean.mul_f64(-u.ln()).min(mean * 50)
+            }
+        }
+    }
+}
+
+/// Faults applied to frames on one link (or all links).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkFaults {
+    /// Probability that a frame is lost.
+    pub loss: f64,
+    /// Probability that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Time in flight.
+    pub delay: Delay,
+    /// If false, frames on a link arrive in send order (FIFO); if true,
+    /// each frame's delay is independent, so frames overtake each other.
+    pub reorder: bool,
+}
+
+impl Default for LinkFaults {
+    fn default() -> Self {
+        Self::reliable()
+    }
+}
+
+impl LinkFaults {
+    /// No loss, no duplication, 1 ms, FIFO.
+    pub fn reliable() -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            delay: Delay::Fixed(Duration::from_millis(1)),
+            reorder: false,
+        }
+    }
+    /// A rough network: the given loss and duplication, 1-20 ms, reordering.
+    pub fn lossy(loss: f64, duplicate: f64) -> Self {
+        Self {
+            loss,
+            duplicate,
+            delay: Delay::Uniform {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(20),
+            },
+            reorder: true,
+        }
+    }
+}
+
+/// What the network does to frames: defaults for every link plus overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultPlan {
+    /// Faults on every link without an override.
+    pub default: LinkFaults,
+    /// Per-link `(from, to)` overrides.
+    pub links: BTreeMap<(String, String), LinkFaults>,
+}
+
+impl FaultPlan {
+    /// A perfect network (1 ms, FIFO).
+    pub fn reliable() -> Self {
+        Self::default()
+    }
+    /// Every link with `faults`.
+    pub fn uniform(faults: LinkFaults) -> Self {
+        Self {
+            default: faults,
+            links: BTreeMap::new(),
+        }
+    }
+    /// Override the link `from -> to`.
+    pub fn link(mut self, from: &str, to: &str, faults: LinkFaults) -> Self {
+        self.links
+            .insert((from.to_string(), to.to_string()), faults);
+        self
+    }
+    fn for_link(&self, from: &str, to: &str) -> LinkFaults {
+        self.links
+            .get(&(from.to_string(), to.to_string()))
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// Counters of what the network did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames handed to the network.
+    pub sent: u64,
+    /// Frames delivered (duplicates count twice).
+    pub delivered: u64,
+    /// Frames lost to the loss probability.
+    pub lost: u64,
+    /// Extra copies made by duplication.
+    pub duplicated: u64,
+    /// Frames cut by a partition.
+    pub partitioned: u64,
+    /// Frames to or from a crashed node.
+    pub to_crashed: u64,
+    /// Bytes handed to the network.
+    pub bytes: u64,
+}
+
+struct InFlight {
+    at: Duration,
+    seq: u64,
+    from: String,
+    to: String,
+    frame: Bytes,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct NetState {
+    rng: ChaCha8Rng,
+    plan: FaultPlan,
+    start: Instant,
+    next_seq: u64,
+    nodes: BTreeMap<String, Option<InboundSender>>,
+    blocked: BTreeSet<(String, String)>,
+    fifo_last: BTreeMap<(String, String), Duration>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    stats: NetStats,
+    shut: bool,
+}
+
+/// The simulated network. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SimNetwork {
+    state: Arc<Mutex<NetState>>,
+    wake: Arc<Notify>,
+    trace: Arc<TraceRecorder>,
+}
+
+impl SimNetwork {
+    /// A network with `seed` and `plan`. Call inside the (virtual-time)
+    /// runtime: it spawns the delivery driver on the current arbiter.
+    pub fn new(seed: u64, plan: FaultPlan) -> Self {
+        let net = Self {
+            state: Arc::new(Mutex::new(NetState {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                plan,
+                start: Instant::now(),
+                next_seq: 0,
+                nodes: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                fifo_last: BTreeMap::new(),
+                queue: BinaryHeap::new(),
+                stats: NetStats::default(),
+                shut: false,
+            })),
+            wake: Arc::new(Notify::new()),
+            trace: Arc::new(TraceRecorder::new()),
+        };
+        actix_rt::spawn(net.clone().drive());
+        net
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The trace of everything the network (and nodes using it as their
+    /// trace sink) did.
+    pub fn trace(&self) -> Arc<TraceRecorder> {
+        self.trace.clone()
+    }
+
+    /// Time since the network was created.
+    pub fn now(&self) -> Duration {
+        self.lock().start.elapsed()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats
+    }
+
+    /// Attach node `name`: its transport, and the receiver its node reads.
+    /// Re-attaching a name (a restart) replaces the old attachment.
+    pub fn attach(
+        &self,
+        name: &str,
+        inbound_capacity: usize,
+    ) -> (Arc<SimTransport>, InboundReceiver) {
+        let (tx, rx) = tokio::sync::mpsc::channel(inbound_capacity.max(1));
+        self.lock().nodes.insert(name.to_string(), Some(tx));
+        (
+            Arc::new(SimTransport {
+                name: name.to_string(),
+                net: self.clone(),
+            }),
+            rx,
+        )
+    }
+
+    /// Cut `name` off: frames to and from it are dropped until it is
+    /// re-attached. Frames already in flight to it are dropped too.
+    pub fn detach(&self, name: &str) {
+        self.lock().nodes.insert(name.to_string(), None);
+    }
+
+    /// Replace the fault plan (e.g. remove all faults for a liveness phase).
+    pub fn set_plan(&self, plan: FaultPlan) {
+        self.lock().plan = plan;
+    }
+
+    /// Drop frames from `from` to `to` (one way) until healed.
+    pub fn block(&self, from: &str, to: &str) {
+        self.lock()
+            .blocked
+            .insert((from.to_string(), to.to_string()));
+    }
+
+    /// Partition the nodes into two sides: no frame crosses, either way.
+    pub fn partition(&self, side_a: &[&str], side_b: &[&str]) {
+        let mut s = self.lock();
+        for a in side_a {
+            for b in side_b {
+                s.blocked.insert((a.to_string(), b.to_string()));
+                s.blocked.insert((b.to_string(), a.to_string()));
+            }
+        }
+    }
+
+    /// Remove every partition and blocked link.
+    pub fn heal(&self) {
+        self.lock().blocked.clear();
+    }
+
+    /// Stop delivering anything.
+    pub fn shutdown(&self) {
+        self.lock().shut = true;
+        self.wake.notify_one();
+    }
+
+    fn record(&self, node: &str, ev: TraceEvent) {
+        self.trace.record(node, ev);
+    }
+
+    fn send(&self, from: &str, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        let mut s = self.lock();
+        if s.shut {
+            return Err(TransportError::Closed);
+        }
+        if !s.nodes.contains_key(to) {
+            return Err(TransportError::UnknownPeer(to.to_string()));
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.stats.sent += 1;
+        s.stats.bytes += frame.len() as u64;
+        let now = s.start.elapsed();
+        let (kind, tag, lamport, vector) = peek(&frame);
+        self.record(
+            from,
+            TraceEvent::Send {
+                to: to.to_string(),
+                seq,
+                bytes: frame.len(),
+                kind,
+                tag,
+                lamport,
+                vector,
+            },
+        );
+        let drop_reason = if !matches!(s.nodes.get(from), Some(Some(_)))
+            || !matches!(s.nodes.get(to), Some(Some(_)))
+        {
+            s.stats.to_crashed += 1;
+            Some("crashed")
+        } else if s.blocked.contains(&(from.to_string(), to.to_string())) {
+            s.stats.partitioned += 1;
+            Some("partition")
+        } else {
+            None
+        };
+        if let Some(reason) = drop_reason {
+            self.record(
+                to,
+                TraceEvent::Drop {
+                    from: from.to_string(),
+                    seq,
+                    reason: reason.into(),
+                },
+            );
+            return Ok(());
+        }
+        let faults = s.plan.for_link(from, to);
+        if faults.loss > 0.0 && s.rng.gen_bool(faults.loss.min(1.0)) {
+            s.stats.lost += 1;
+            self.record(
+                to,
+                TraceEvent::Drop {
+                    from: from.to_string(),
+                    seq,
+                    reason: "loss".into(),
+                },
+            );
+            return Ok(());
+        }
+        let copies = if faults.duplicate > 0.0 && s.rng.gen_bool(faults.duplicate.min(1.0)) {
+            s.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let link = (from.to_string(), to.to_string());
+        for _ in 0..copies {
+            let mut at = now + faults.delay.sample(&mut s.rng);
+            if !faults.reorder {
+                let last = s.fifo_last.get(&link).copied().unwrap_or_default();
+                at = at.max(last);
+                s.fifo_last.insert(link.clone(), at);
+            }
+            s.queue.push(Reverse(InFlight {
+                at,
+                seq,
+                from: from.to_string(),
+                to: to.to_string(),
+                frame: frame.clone(),
+            }));
+        }
+        drop(s);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn drive(self) {
+        loop {
+            let (next, start, shut) = {
+                let s = self.lock();
+                (s.queue.peek().map(|r| r.0.at), s.start, s.shut)
+            };
+            if shut {
+                return;
+            }
+            match next {
+                None => self.wake.notified().await,
+                Some(at) => {
+                    tokio::select! {
+                        biased;
+                        _ = tokio::time::sleep_until(start + at) => self.deliver_due().await,
+                        _ = self.wake.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver_due(&self) {
+        loop {
+            let (item, target) = {
+                let mut s = self.lock();
+                let now = s.start.elapsed();
+                match s.queue.peek() {
+                    Some(Reverse(f)) if f.at <= now => {}
+                    _ => return,
+                }
+                let Some(Reverse(f)) = s.queue.pop() else {
+                    return;
+                };
+                let target = s.nodes.get(&f.to).cloned().flatten();
+                if target.is_some() {
+                    s.stats.delivered += 1;
+                } else {
+                    s.stats.to_crashed += 1;
+                }
+                (f, target)
+            };
+            match target {
+                Some(tx) => {
+                    self.record(
+                        &item.to,
+                        TraceEvent::Deliver {
+                            from: item.from.clone(),
+                            seq: item.seq,
+                        },
+                    );
+                    let _ = tx
+                        .send(TransportEvent::Frame {
+                            from: item.from,
+                            bytes: item.frame,
+                        })
+                        .await;
+                }
+                None => self.record(
+                    &item.to,
+                    TraceEvent::Drop {
+                        from: item.from,
+                        seq: item.seq,
+                        reason: "crashed".into(),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+/// What the trace shows of a frame: kind, type tag, Lamport and vector stamps.
+type Peeked = (String, String, Option<u64>, Option<Vec<(String, u64)>>);
+
+fn peek(frame: &[u8]) -> Peeked {
+    match codec::decode(frame, usize::MAX) {
+        Ok(env) => {
+            let kind = match env.kind {
+                Kind::Tell => "tell",
+                Kind::Ask { .. } => "ask",
+                Kind::Reply { .. } => "reply",
+                Kind::ErrorReply { .. } => "error",
+            };
+            let (lamport, vector) = env
+                .stamp
+                .map(|s| (s.lamport, s.vector))
+                .unwrap_or((None, None));
+            (kind.to_string(), env.type_tag, lamport, vector)
+        }
+        Err(_) => ("garbage".to_string(), String::new(), None, None),
+    }
+}
+
+/// One node's attachment to a [`SimNetwork`].
+pub struct SimTransport {
+    name: String,
+    net: SimNetwork,
+}
+
+impl Transport for SimTransport {
+    fn local_name(&self) -> &str {
+        &self.name
+    }
+    fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.net.send(&self.name, to, frame)
+    }
+    fn shutdown(&self) {}
+}
+
+impl TraceSink for SimNetwork {
+    fn record(&self, node: &str, event: TraceEvent) {
+        self.trace.record(node, event);
+    }
+}
+
+/// Called on every (re)start of a node, to spawn its actors.
+pub type OnStart = Arc<dyn Fn(Node) -> futures::future::LocalBoxFuture<'static, ()>>;
+
+/// Many nodes on one [`SimNetwork`], with crash and restart.
+///
+/// Each node's [`MemoryStorage`] survives its crashes (it is the node's
+/// "disk"); everything else — its actors, their state, its RPC table — is
+/// lost. A restarted node gets a new incarnation derived from the seed.
+pub struct SimCluster {
+    net: SimNetwork,
+    configs: BTreeMap<String, NodeConfig>,
+    nodes: BTreeMap<String, Node>,
+    disks: BTreeMap<String, MemoryStorage>,
+    rng: ChaCha8Rng,
+    on_start: Option<OnStart>,
+}
+
+impl SimCluster {
+    /// A network with `seed` and `plan`, and no nodes yet. Call inside a
+    /// virtual-time runtime ([`run_virtual`]).
+    pub fn new(seed: u64, plan: FaultPlan) -> Self {
+        Self {
+            net: SimNetwork::new(seed, plan),
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7472_6f75_7065),
+            on_start: None,
+        }
+    }
+
+    /// Run `f` on every node start and restart (spawn the node's actors there).
+    pub fn on_start<F, Fut>(&mut self, f: F)
+    where
+        F: Fn(Node) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        self.on_start = Some(Arc::new(move |n| Box::pin(f(n))));
+    }
+
+    /// The network.
+    pub fn net(&self) -> &SimNetwork {
+        &self.net
+    }
+
+    /// Add and start a node with default settings.
+    pub async fn add_node(&mut self, name: &str) -> Result<Node, NodeError> {
+        self.add_node_with(NodeConfig::named(name)).await
+    }
+
+    /// Add and start a node with `config`.
+    pub async fn add_node_with(&mut self, config: NodeConfig) -> Result<Node, NodeError> {
+        let name = config.name.clone();
+        self.configs.insert(name.clone(), config);
+        self.disks.entry(name.clone()).or_default();
+        self.boot(&name).await
+    }
+
+    async fn boot(&mut self, name: &str) -> Result<Node, NodeError> {
+        let config =
+            self.configs.get(name).cloned().ok_or_else(|| {
+                NodeError::Config(format!("no node named {name:?} in this cluster"))
+            })?;
+        let (transport, rx) = self.net.attach(name, config.runtime.inbound_queue);
+        let disk = self.disks.entry(name.to_string()).or_default().clone();
+        let node = Node::builder(config)
+            .incarnation(self.rng.gen())
+            .storage(Arc::new(disk))
+            .trace(Arc::new(self.net.clone()))
+            .start(transport, rx)?;
+        self.nodes.insert(name.to_string(), node.clone());
+        if let Some(f) = &self.on_start {
+            f(node.clone()).await;
+        }
+        Ok(node)
+    }
+
+    /// The running node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// Names of all nodes (running or crashed), sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.configs.keys().cloned().collect()
+    }
+
+    /// Names of the running nodes, sorted.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Crash `name`: it stops at once, loses its volatile state, and every
+    /// frame to or from it is dropped.
+    pub fn crash(&mut self, name: &str) {
+        self.net.detach(name);
+        if let Some(node) = self.nodes.remove(name) {
+            self.net.record(name, TraceEvent::Crash);
+            node.shutdown();
+        }
+    }
+
+    /// Restart a crashed `name` as a new incarnation with its old disk.
+    pub async fn restart(&mut self, name: &str) -> Result<Node, NodeError> {
+        self.crash(name);
+        let node = self.boot(name).await?;
+        self.net.record(
+            name,
+            TraceEvent::Restart {
+                incarnation: node.id().incarnation.simple().to_string(),
+            },
+        );
+        Ok(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_stay_in_range() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let d = Delay::Uniform {
+            min: Duration::from_millis(5),
+            max: Duration::from_millis(10),
+        };
+        for _ in 0..1000 {
+            let x = d.sample(&mut rng);
+            assert!(x >= Duration::from_millis(5) && x <= Duration::from_millis(10));
+        }
+        let e = Delay::Exponential {
+            min: Duration::from_millis(1),
+            mean: Duration::from_millis(4),
+        };
+        let mean: f64 = (0..10_000)
+            .map(|_| e.sample(&mut rng).as_secs_f64())
+            .sum::<f64>()
+            / 10_000.0;
+        assert!((0.004..0.006).contains(&mean), "mean {mean}");
+    }
+
+    #[test]
+    fn fifo_links_keep_order_and_lossy_links_lose() {
+        run_virtual(|| async {
+            let net = SimNetwork::new(
+                7,
+                FaultPlan::uniform(LinkFaults {
+                    reorder: false,
+                    ..LinkFaults::lossy(0.0, 0.0)
+                }),
+            );
+            let (a, _rx_a) = net.attach("a", 100);
+            let (_b, mut rx_b) = net.attach("b", 100);
+            for i in 0..50u8 {
+                a.send("b", Bytes::from(vec![i])).unwrap();
+            }
+            for i in 0..50u8 {
+                match rx_b.recv().await {
+                    Some(TransportEvent::Frame { from, bytes }) => {
+                        assert_eq!(from, "a");
+                        assert_eq!(bytes[0], i);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            net.set_plan(FaultPlan::uniform(LinkFaults::lossy(1.0, 0.0)));
+            a.send("b", Bytes::from_static(b"x")).unwrap();
+            assert_eq!(net.stats().lost, 1);
+            assert!(matches!(
+                a.send("nobody", Bytes::new()),
+                Err(TransportError::UnknownPeer(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn partitions_cut_and_heal() {
+        run_virtual(|| async {
+            let net = SimNetwork::new(1, FaultPlan::reliable());
+            let (a, _ra) = net.attach("a", 10);
+            let (_b, mut rb) = net.attach("b", 10);
+            net.partition(&["a"], &["b"]);
+            a.send("b", Bytes::from_static(b"cut")).unwrap();
+            net.heal();
+            a.send("b", Bytes::from_static(b"ok")).unwrap();
+            match rb.recv().await {
+                Some(TransportEvent::Frame { bytes, .. }) => assert_eq!(&bytes[..], b"ok"),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(net.stats().partitioned, 1);
+        });
+    }
+}
