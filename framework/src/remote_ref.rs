@@ -19,6 +19,8 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use actix::Recipient;
@@ -37,6 +39,9 @@ pub struct RemoteRef<M: RemoteMessage> {
     target: ActorPath,
     shared: Arc<NodeShared>,
     from_actor: Option<String>,
+    /// The resolved local recipient, reused while its actor is alive.
+    cache: Arc<ArcSwapOption<Recipient<M>>>,
+    local: bool,
     _m: PhantomData<fn(M)>,
 }
 
@@ -46,6 +51,8 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             target: self.target.clone(),
             shared: self.shared.clone(),
             from_actor: self.from_actor.clone(),
+            cache: self.cache.clone(),
+            local: self.local,
             _m: PhantomData,
         }
     }
@@ -59,10 +66,13 @@ impl<M: RemoteMessage> std::fmt::Debug for RemoteRef<M> {
 
 impl<M: RemoteMessage> RemoteRef<M> {
     pub(crate) fn new(target: ActorPath, shared: Arc<NodeShared>) -> Self {
+        let local = target.node == shared.id.name;
         Self {
             target,
             shared,
             from_actor: None,
+            cache: Arc::new(ArcSwapOption::empty()),
+            local,
             _m: PhantomData,
         }
     }
@@ -80,10 +90,24 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// True when the target lives on this node.
     pub fn is_local(&self) -> bool {
-        self.target.node == self.shared.id.name
+        self.local
     }
 
-    fn local_recipient(&self) -> Result<Recipient<M>, RemoteError> {
+    /// Run `f` on the live local recipient, resolving the name only when the
+    /// cached one is gone (first use, or the actor was restarted).
+    fn with_local<T>(&self, f: impl FnOnce(&Recipient<M>) -> T) -> Result<T, RemoteError> {
+        if let Some(r) = self.cache.load().as_deref() {
+            if r.connected() {
+                return Ok(f(r));
+            }
+        }
+        let r = Arc::new(self.resolve_local()?);
+        let out = f(&r);
+        self.cache.store(Some(r));
+        Ok(out)
+    }
+
+    fn resolve_local(&self) -> Result<Recipient<M>, RemoteError> {
         let entry = self
             .shared
             .registry
@@ -100,8 +124,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Send `msg` without waiting for an answer. See the module docs.
     pub fn tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
-            let r = self.local_recipient()?;
-            r.do_send(msg);
+            self.with_local(|r| r.do_send(msg))?;
             return Ok(());
         }
         let env = Envelope {
@@ -125,7 +148,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// capacity. For a remote target it is the same as `tell`.
     pub fn try_tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
-            return match self.local_recipient()?.try_send(msg) {
+            return match self.with_local(|r| r.try_send(msg))? {
                 Ok(()) => Ok(()),
                 Err(actix::prelude::SendError::Full(_)) => Err(TellError::MailboxFull),
                 Err(actix::prelude::SendError::Closed(_)) => {
@@ -176,7 +199,7 @@ impl<M: RemoteMessage> Ask<M> {
             retry,
         } = self;
         if target.is_local() {
-            let r = target.local_recipient()?;
+            let r = target.with_local(|r| r.clone())?;
             return match tokio::time::timeout(timeout, r.send(msg)).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) => Err(AskError::Remote(RemoteError::ActorStopped)),

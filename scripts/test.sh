@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole Troupe test suite: what the README's test command and CI run.
+#
+# 1. Installs what the multi-host tests need when it is missing and we are
+#    root (iproute2 for network namespaces, nftables for cutting links).
+#    Without root or without namespace support those tests say they were
+#    skipped; nothing else depends on them.
+# 2. Runs every test of the workspace (unit, property, simulation,
+#    multi-process over QUIC on loopback, multi-host in namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing ${need[*]} for the multi-host tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \
+      || echo "== could not install ${need[*]}; multi-host tests will report that they were skipped"
+  else
+    echo "== ${need[*]} missing and not root: multi-host tests will report that they were skipped"
+  fi
+fi
+
+echo "== cargo test --workspace"
+exec cargo test --workspace "$@"
