@@ -66,6 +66,6 @@ pub use config::{NodeConfig, NodeOptions, RetryPolicy};
 pub use error::{AskError, NodeError, TellError};
 pub use ids::{ActorPath, NodeId};
 pub use node::{Node, NodeBuilder};
-pub use remote::RemoteMessage;
+pub use remote::{RemoteMessage, Sender};
 pub use remote_ref::RemoteRef;
 pub use supervision::{ActorSpec, OrFail, Restart, Strategy, SupervisorPolicy, SupervisorSpec};

@@ -578,7 +578,7 @@ fn deliver(
         .handlers
         .get(env.type_tag.as_str())
         .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.clone()))?;
-    handler.dispatch(&env.payload, want_reply)
+    handler.dispatch(&env.payload, &env.from, want_reply)
 }
 
 /// Names of the running local actors with the message types each accepts.

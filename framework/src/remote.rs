@@ -23,6 +23,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{decode_payload, encode_payload, RemoteError};
+use crate::ids::NodeId;
 
 /// A message that can travel between nodes.
 ///
@@ -65,6 +67,43 @@ macro_rules! remote_message {
     };
 }
 
+/// A message together with the node that sent it.
+///
+/// Register a handler with
+/// [`ActorSpec::handles_from`](crate::supervision::ActorSpec::handles_from)
+/// and implement `Handler<Sender<M>>` when the actor needs to know who sent
+/// `M`. `from` is the sender's *authenticated* node (for QUIC, the name in
+/// its certificate), never a value taken from the payload; for a local send
+/// it is this node.
+#[derive(Debug, Clone)]
+pub struct Sender<M> {
+    /// The sending node.
+    pub from: NodeId,
+    /// The message.
+    pub msg: M,
+}
+
+impl<M: RemoteMessage> actix::Message for Sender<M> {
+    type Result = M::Reply;
+}
+
+/// How a decoded `M` becomes the actix message the actor handles.
+pub(crate) trait Wrap<M: RemoteMessage>: actix::Message<Result = M::Reply> + Send + 'static {
+    fn wrap(msg: M, from: &NodeId) -> Self;
+}
+
+impl<M: RemoteMessage> Wrap<M> for M {
+    fn wrap(msg: M, _from: &NodeId) -> Self {
+        msg
+    }
+}
+
+impl<M: RemoteMessage> Wrap<M> for Sender<M> {
+    fn wrap(msg: M, from: &NodeId) -> Self {
+        Sender { from: from.clone(), msg }
+    }
+}
+
 /// A future that the node's dispatcher drives to completion (single-threaded).
 pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -82,31 +121,74 @@ pub(crate) enum Dispatched {
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode `payload` and deliver it. For a tell (`want_reply == false`)
     /// this returns `Queued` when the mailbox has room.
-    fn dispatch(&self, payload: &[u8], want_reply: bool) -> Result<Dispatched, RemoteError>;
-    /// For typed local lookups.
-    fn as_any(&self) -> &dyn Any;
+    fn dispatch(&self, payload: &[u8], from: &NodeId, want_reply: bool) -> Result<Dispatched, RemoteError>;
+    /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
+    fn local(&self) -> &(dyn Any + Send + Sync);
 }
 
-/// The erased handler for message `M` on some actor.
-pub(crate) struct TypedHandler<M: RemoteMessage> {
-    pub(crate) recipient: Recipient<M>,
+/// Typed delivery to a local actor, used by [`crate::RemoteRef`] without
+/// serialization.
+pub(crate) trait LocalSend<M: RemoteMessage>: Send + Sync {
+    fn do_send(&self, msg: M, from: &NodeId);
+    fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>>;
+    fn send(&self, msg: M, from: &NodeId) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>>;
+    fn connected(&self) -> bool;
 }
 
-impl<M: RemoteMessage> TypedHandler<M> {
+/// The erased handler for message `M`, delivered to the actor as `W`
+/// (`M` itself, or [`Sender<M>`]).
+pub(crate) struct TypedHandler<M: RemoteMessage, W: Wrap<M>> {
+    recipient: Recipient<W>,
+    local: Arc<dyn LocalSend<M>>,
+}
+
+struct LocalRecipient<M, W: actix::Message + Send>
+where
+    W::Result: Send,
+{
+    recipient: Recipient<W>,
+    _m: std::marker::PhantomData<fn(M)>,
+}
+
+impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
+    fn do_send(&self, msg: M, from: &NodeId) {
+        self.recipient.do_send(W::wrap(msg, from));
+    }
+    fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>> {
+        self.recipient.try_send(W::wrap(msg, from)).map_err(|e| match e {
+            actix::prelude::SendError::Full(_) => actix::prelude::SendError::Full(()),
+            actix::prelude::SendError::Closed(_) => actix::prelude::SendError::Closed(()),
+        })
+    }
+    fn send(&self, msg: M, from: &NodeId) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>> {
+        Box::pin(self.recipient.send(W::wrap(msg, from)))
+    }
+    fn connected(&self) -> bool {
+        self.recipient.connected()
+    }
+}
+
+impl<M: RemoteMessage, W: Wrap<M>> TypedHandler<M, W> {
     pub(crate) fn for_actor<A>(addr: &Addr<A>) -> Self
     where
-        A: Actor + Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Actor + Handler<W>,
+        A::Context: ToEnvelope<A, W>,
     {
+        let recipient: Recipient<W> = addr.clone().recipient();
         Self {
-            recipient: addr.clone().recipient(),
+            local: Arc::new(LocalRecipient::<M, W> {
+                recipient: recipient.clone(),
+                _m: std::marker::PhantomData,
+            }),
+            recipient,
         }
     }
 }
 
-impl<M: RemoteMessage> ErasedHandler for TypedHandler<M> {
-    fn dispatch(&self, payload: &[u8], want_reply: bool) -> Result<Dispatched, RemoteError> {
+impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
+    fn dispatch(&self, payload: &[u8], from: &NodeId, want_reply: bool) -> Result<Dispatched, RemoteError> {
         let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;
+        let msg = W::wrap(msg, from);
         if !want_reply {
             match self.recipient.try_send(msg) {
                 Ok(()) => return Ok(Dispatched::Queued),
@@ -116,9 +198,7 @@ impl<M: RemoteMessage> ErasedHandler for TypedHandler<M> {
                     // dispatcher's bounded in-flight set; that is the back-pressure.
                     let fut = self.recipient.send(msg);
                     return Ok(Dispatched::Pending(Box::pin(async move {
-                        fut.await
-                            .map(|_| Vec::new())
-                            .map_err(|_| RemoteError::ActorStopped)
+                        fut.await.map(|_| Vec::new()).map_err(|_| RemoteError::ActorStopped)
                     })));
                 }
             }
@@ -126,11 +206,10 @@ impl<M: RemoteMessage> ErasedHandler for TypedHandler<M> {
         let fut = self.recipient.send(msg);
         Ok(Dispatched::Pending(Box::pin(async move {
             let reply = fut.await.map_err(|_| RemoteError::ActorStopped)?;
-            encode_payload(&reply)
-                .map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
+            encode_payload(&reply).map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
         })))
     }
-    fn as_any(&self) -> &dyn Any {
-        self
+    fn local(&self) -> &(dyn Any + Send + Sync) {
+        &self.local
     }
 }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
-use actix::Recipient;
 use bytes::Bytes;
 
 use crate::codec::{self, decode_payload, encode_payload, Envelope, Kind, RemoteError};
@@ -31,7 +30,7 @@ use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
 use crate::node::NodeShared;
-use crate::remote::{RemoteMessage, TypedHandler};
+use crate::remote::{LocalSend, RemoteMessage};
 use crate::rpc::StartAsk;
 
 /// A typed handle to the actor at a path, accepting messages of type `M`.
@@ -40,7 +39,7 @@ pub struct RemoteRef<M: RemoteMessage> {
     shared: Arc<NodeShared>,
     from_actor: Option<String>,
     /// The resolved local recipient, reused while its actor is alive.
-    cache: Arc<ArcSwapOption<Recipient<M>>>,
+    cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
     local: bool,
     _m: PhantomData<fn(M)>,
 }
@@ -95,19 +94,19 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// Run `f` on the live local recipient, resolving the name only when the
     /// cached one is gone (first use, or the actor was restarted).
-    fn with_local<T>(&self, f: impl FnOnce(&Recipient<M>) -> T) -> Result<T, RemoteError> {
+    fn with_local<T>(&self, f: impl FnOnce(&dyn LocalSend<M>) -> T) -> Result<T, RemoteError> {
         if let Some(r) = self.cache.load().as_deref() {
             if r.connected() {
-                return Ok(f(r));
+                return Ok(f(r.as_ref()));
             }
         }
         let r = Arc::new(self.resolve_local()?);
-        let out = f(&r);
+        let out = f(r.as_ref().as_ref());
         self.cache.store(Some(r));
         Ok(out)
     }
 
-    fn resolve_local(&self) -> Result<Recipient<M>, RemoteError> {
+    fn resolve_local(&self) -> Result<Arc<dyn LocalSend<M>>, RemoteError> {
         let entry = self
             .shared
             .registry
@@ -116,15 +115,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let h = entry
             .handlers
             .get(M::NAME)
-            .and_then(|h| h.as_any().downcast_ref::<TypedHandler<M>>())
+            .and_then(|h| h.local().downcast_ref::<Arc<dyn LocalSend<M>>>())
             .ok_or_else(|| RemoteError::UnknownMessage(M::NAME.to_string()))?;
-        Ok(h.recipient.clone())
+        Ok(h.clone())
     }
 
     /// Send `msg` without waiting for an answer. See the module docs.
     pub fn tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
-            self.with_local(|r| r.do_send(msg))?;
+            let me = &self.shared.id;
+            self.with_local(|r| r.do_send(msg, me))?;
             return Ok(());
         }
         let env = Envelope {
@@ -148,7 +148,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// capacity. For a remote target it is the same as `tell`.
     pub fn try_tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
-            return match self.with_local(|r| r.try_send(msg))? {
+            let me = &self.shared.id;
+            return match self.with_local(|r| r.try_send(msg, me))? {
                 Ok(()) => Ok(()),
                 Err(actix::prelude::SendError::Full(_)) => Err(TellError::MailboxFull),
                 Err(actix::prelude::SendError::Closed(_)) => {
@@ -199,8 +200,9 @@ impl<M: RemoteMessage> Ask<M> {
             retry,
         } = self;
         if target.is_local() {
-            let r = target.with_local(|r| r.clone())?;
-            return match tokio::time::timeout(timeout, r.send(msg)).await {
+            let me = target.shared.id.clone();
+            let fut = target.with_local(|r| r.send(msg, &me))?;
+            return match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) => Err(AskError::Remote(RemoteError::ActorStopped)),
                 Err(_) => Err(AskError::Timeout(timeout)),

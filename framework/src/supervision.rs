@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use crate::error::NodeError;
 use crate::ids::validate_name;
 use crate::registry::{ActorEntry, Registry};
-use crate::remote::{ErasedHandler, RemoteMessage, TypedHandler};
+use crate::remote::{ErasedHandler, RemoteMessage, Sender, TypedHandler};
 
 /// How a supervisor reacts to one child's failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -282,7 +282,22 @@ impl<A: Actor<Context = Context<A>>> ActorSpec<A> {
         Context<A>: ToEnvelope<A, M>,
     {
         self.handlers.push(Arc::new(|addr: &Addr<A>| {
-            let h: Arc<dyn ErasedHandler> = Arc::new(TypedHandler::<M>::for_actor(addr));
+            let h: Arc<dyn ErasedHandler> = Arc::new(TypedHandler::<M, M>::for_actor(addr));
+            (M::NAME, h)
+        }));
+        self
+    }
+
+    /// Accept messages of type `M` delivered together with their sender:
+    /// the actor implements `Handler<Sender<M>>` (see [`Sender`]).
+    pub fn handles_from<M>(mut self) -> Self
+    where
+        M: RemoteMessage,
+        A: Handler<Sender<M>>,
+        Context<A>: ToEnvelope<A, Sender<M>>,
+    {
+        self.handlers.push(Arc::new(|addr: &Addr<A>| {
+            let h: Arc<dyn ErasedHandler> = Arc::new(TypedHandler::<M, Sender<M>>::for_actor(addr));
             (M::NAME, h)
         }));
         self
