@@ -17,6 +17,8 @@ use crate::remote::ErasedHandler;
 pub(crate) struct ActorEntry {
     pub(crate) handlers: BTreeMap<&'static str, Arc<dyn ErasedHandler>>,
     pub(crate) generation: u64,
+    /// The typed `Addr<A>` of the running instance.
+    pub(crate) addr: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Named local actors of one node. Cheap to clone (shared).
@@ -55,6 +57,11 @@ impl Registry {
     }
     pub(crate) fn get(&self, name: &str) -> Option<Arc<ActorEntry>> {
         self.live.get(name).map(|e| e.value().clone())
+    }
+    /// The typed address of the running instance of `name`, if it is an `A`.
+    pub fn typed_addr<A: actix::Actor>(&self, name: &str) -> Option<actix::Addr<A>> {
+        self.get(name)
+            .and_then(|e| e.addr.downcast_ref::<actix::Addr<A>>().cloned())
     }
     /// True if an instance of `name` is running now.
     pub fn is_running(&self, name: &str) -> bool {

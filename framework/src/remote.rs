@@ -88,7 +88,9 @@ impl<M: RemoteMessage> actix::Message for Sender<M> {
 }
 
 /// How a decoded `M` becomes the actix message the actor handles.
-pub(crate) trait Wrap<M: RemoteMessage>: actix::Message<Result = M::Reply> + Send + 'static {
+pub(crate) trait Wrap<M: RemoteMessage>:
+    actix::Message<Result = M::Reply> + Send + 'static
+{
     fn wrap(msg: M, from: &NodeId) -> Self;
 }
 
@@ -100,7 +102,10 @@ impl<M: RemoteMessage> Wrap<M> for M {
 
 impl<M: RemoteMessage> Wrap<M> for Sender<M> {
     fn wrap(msg: M, from: &NodeId) -> Self {
-        Sender { from: from.clone(), msg }
+        Sender {
+            from: from.clone(),
+            msg,
+        }
     }
 }
 
@@ -121,7 +126,12 @@ pub(crate) enum Dispatched {
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode `payload` and deliver it. For a tell (`want_reply == false`)
     /// this returns `Queued` when the mailbox has room.
-    fn dispatch(&self, payload: &[u8], from: &NodeId, want_reply: bool) -> Result<Dispatched, RemoteError>;
+    fn dispatch(
+        &self,
+        payload: &[u8],
+        from: &NodeId,
+        want_reply: bool,
+    ) -> Result<Dispatched, RemoteError>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
     fn local(&self) -> &(dyn Any + Send + Sync);
 }
@@ -131,7 +141,11 @@ pub(crate) trait ErasedHandler: Send + Sync {
 pub(crate) trait LocalSend<M: RemoteMessage>: Send + Sync {
     fn do_send(&self, msg: M, from: &NodeId);
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>>;
-    fn send(&self, msg: M, from: &NodeId) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>>;
+    fn send(
+        &self,
+        msg: M,
+        from: &NodeId,
+    ) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>>;
     fn connected(&self) -> bool;
 }
 
@@ -155,12 +169,18 @@ impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
         self.recipient.do_send(W::wrap(msg, from));
     }
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>> {
-        self.recipient.try_send(W::wrap(msg, from)).map_err(|e| match e {
-            actix::prelude::SendError::Full(_) => actix::prelude::SendError::Full(()),
-            actix::prelude::SendError::Closed(_) => actix::prelude::SendError::Closed(()),
-        })
+        self.recipient
+            .try_send(W::wrap(msg, from))
+            .map_err(|e| match e {
+                actix::prelude::SendError::Full(_) => actix::prelude::SendError::Full(()),
+                actix::prelude::SendError::Closed(_) => actix::prelude::SendError::Closed(()),
+            })
     }
-    fn send(&self, msg: M, from: &NodeId) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>> {
+    fn send(
+        &self,
+        msg: M,
+        from: &NodeId,
+    ) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>> {
         Box::pin(self.recipient.send(W::wrap(msg, from)))
     }
     fn connected(&self) -> bool {
@@ -186,7 +206,12 @@ impl<M: RemoteMessage, W: Wrap<M>> TypedHandler<M, W> {
 }
 
 impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
-    fn dispatch(&self, payload: &[u8], from: &NodeId, want_reply: bool) -> Result<Dispatched, RemoteError> {
+    fn dispatch(
+        &self,
+        payload: &[u8],
+        from: &NodeId,
+        want_reply: bool,
+    ) -> Result<Dispatched, RemoteError> {
         let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;
         let msg = W::wrap(msg, from);
         if !want_reply {
@@ -198,7 +223,9 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
                     // dispatcher's bounded in-flight set; that is the back-pressure.
                     let fut = self.recipient.send(msg);
                     return Ok(Dispatched::Pending(Box::pin(async move {
-                        fut.await.map(|_| Vec::new()).map_err(|_| RemoteError::ActorStopped)
+                        fut.await
+                            .map(|_| Vec::new())
+                            .map_err(|_| RemoteError::ActorStopped)
                     })));
                 }
             }
@@ -206,7 +233,8 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
         let fut = self.recipient.send(msg);
         Ok(Dispatched::Pending(Box::pin(async move {
             let reply = fut.await.map_err(|_| RemoteError::ActorStopped)?;
-            encode_payload(&reply).map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
+            encode_payload(&reply)
+                .map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
         })))
     }
     fn local(&self) -> &(dyn Any + Send + Sync) {

@@ -348,6 +348,7 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
             Arc::new(ActorEntry {
                 handlers,
                 generation,
+                addr: Arc::new(addr),
             }),
         );
         running.unwrap_or(RunningChild { stop: None })

@@ -1,0 +1,424 @@
+//! The thin actor around a sans-IO protocol core.
+//!
+//! [`Driver`] is the one actor every protocol runs in. It owns a core (any
+//! [`Protocol`]) and carries out what the core returns:
+//!
+//! - **sends** become [`Wire`] tells to the actor of the same name on the
+//!   destination node (location-transparent: a send to this node goes
+//!   straight into its own mailbox);
+//! - **timers** become actix `run_later` timers (virtual time in simulations);
+//! - **events** go to every subscriber ([`DriverHandle::subscribe`]) and to an
+//!   optional hook (the failure detector's hook publishes membership).
+//!
+//! Inputs come from peers' `Wire` messages (with the authenticated sender),
+//! from fired timers, from the node's membership events (when the protocol
+//! asks for them), and from local commands ([`Invoke`]: a closure run against
+//! the core, which is how typed APIs like `lock.acquire()` are built).
+//!
+//! Guarantees: the core sees inputs one at a time, in mailbox order, with the
+//! node's clock; outputs are carried out in the order produced. A message the
+//! network refuses (unknown peer, full queue) is dropped with a debug log —
+//! protocols are written for lossy networks. If the driver is restarted by
+//! its supervisor, the core is rebuilt from its factory (and whatever it
+//! persisted in the node's storage); timers of the old life never fire.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::remote::Sender;
+use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::trace::TraceEvent;
+use troupe_framework::{ActorPath, Node, NodeId, RemoteMessage, RemoteRef};
+
+/// How a protocol names its peers, and how that maps to nodes.
+pub trait PeerId: Clone + Ord + Debug + Send + 'static {
+    /// The node this peer lives on.
+    fn node_name(&self) -> &str;
+    /// The peer id of an authenticated sender node.
+    fn from_node(id: &NodeId) -> Self;
+    /// The peer id for a membership event's member name, if this id type can
+    /// be built from a bare name (node names can; full node ids cannot).
+    fn from_member_name(name: &str) -> Option<Self>;
+}
+
+impl PeerId for String {
+    fn node_name(&self) -> &str {
+        self
+    }
+    fn from_node(id: &NodeId) -> Self {
+        id.name.clone()
+    }
+    fn from_member_name(name: &str) -> Option<Self> {
+        Some(name.to_string())
+    }
+}
+
+impl PeerId for NodeId {
+    fn node_name(&self) -> &str {
+        &self.name
+    }
+    fn from_node(id: &NodeId) -> Self {
+        id.clone()
+    }
+    fn from_member_name(_name: &str) -> Option<Self> {
+        None
+    }
+}
+
+/// A protocol message type that can travel between drivers.
+pub trait WireMessage: Serialize + DeserializeOwned + Clone + Debug + Send + 'static {
+    /// Its stable wire name, e.g. `"mutex.ricart-agrawala"`.
+    const WIRE_NAME: &'static str;
+}
+
+/// A protocol message on its way to the same protocol instance on a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Wire<M>(pub M);
+
+impl<M: WireMessage> actix::Message for Wire<M> {
+    type Result = ();
+}
+
+impl<M: WireMessage> RemoteMessage for Wire<M> {
+    type Reply = ();
+    const NAME: &'static str = M::WIRE_NAME;
+}
+
+/// The output buffer of core `P`.
+pub type OutputsOf<P> = Outputs<
+    <P as Protocol>::Id,
+    <P as Protocol>::Msg,
+    <P as Protocol>::Timer,
+    <P as Protocol>::Event,
+>;
+
+/// A local command: run a closure against the core (with the current time
+/// and the output buffer), then carry out what it produced.
+pub struct Invoke<P: Protocol, R>(
+    pub Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send>,
+);
+
+impl<P: Protocol, R: Send + 'static> actix::Message for Invoke<P, R> {
+    type Result = R;
+}
+
+type EventHook<P> = Box<dyn FnMut(&Node, &<P as Protocol>::Event)>;
+
+/// The actor that drives core `P`. Build it with [`Driver::new`] inside an
+/// `ActorSpec` factory (so a restart builds a fresh one).
+pub struct Driver<P: Protocol>
+where
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+{
+    // Boxed so the actor is `Unpin` whatever the core's types are.
+    core: Box<P>,
+    node: Node,
+    name: String,
+    out: Box<OutputsOf<P>>,
+    events: broadcast::Sender<P::Event>,
+    hook: Option<EventHook<P>>,
+    membership: bool,
+    peers: BTreeMap<String, RemoteRef<Wire<P::Msg>>>,
+}
+
+impl<P> Driver<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+{
+    /// A driver for `core`, running as actor `name` on `node`, publishing
+    /// events on `events` (share the sender with the typed API's handle).
+    pub fn new(
+        core: P,
+        node: Node,
+        name: impl Into<String>,
+        events: broadcast::Sender<P::Event>,
+    ) -> Self {
+        Self {
+            core: Box::new(core),
+            node,
+            name: name.into(),
+            out: Box::new(Outputs::new()),
+            events,
+            hook: None,
+            membership: false,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// Feed the node's membership events to the core's `on_membership`
+    /// (starting with the current view).
+    pub fn with_membership(mut self) -> Self {
+        self.membership = true;
+        self
+    }
+
+    /// Call `hook` on every event before it is broadcast.
+    pub fn with_hook(mut self, hook: impl FnMut(&Node, &P::Event) + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    fn now(&self) -> Duration {
+        self.node.now()
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let out = self.out.take();
+        for (to, msg) in out.sends {
+            let node = to.node_name().to_string();
+            let peer = match self.peers.get(&node) {
+                Some(r) => r,
+                None => match ActorPath::new(node.clone(), self.name.clone()) {
+                    Ok(path) => {
+                        let r = self
+                            .node
+                            .actor_ref::<Wire<P::Msg>>(path)
+                            .from_actor(self.name.clone());
+                        self.peers.entry(node.clone()).or_insert(r)
+                    }
+                    Err(e) => {
+                        tracing::warn!(protocol = %self.name, peer = %node, error = %e, "bad peer name; message dropped");
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = peer.tell(Wire(msg)) {
+                tracing::debug!(protocol = %self.name, peer = %node, error = %e, "protocol message not sent");
+            }
+        }
+        for (delay, timer) in out.timers {
+            ctx.run_later(delay, move |act, ctx| {
+                if act.node.tracing() {
+                    act.node.trace(TraceEvent::Timer {
+                        name: format!("{}:{:?}", act.name, timer),
+                    });
+                }
+                let now = act.now();
+                act.core.on_timer(now, timer, &mut act.out);
+                act.flush(ctx);
+            });
+        }
+        for ev in out.events {
+            if let Some(h) = self.hook.as_mut() {
+                h(&self.node, &ev);
+            }
+            let _ = self.events.send(ev);
+        }
+    }
+}
+
+impl<P> Actor for Driver<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+{
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now();
+        self.core.on_start(now, &mut self.out);
+        if self.membership {
+            let view = self.node.membership();
+            for (member, status) in view.iter() {
+                if let Some(id) = P::Id::from_member_name(member) {
+                    let ev = MemberEvent {
+                        member: id,
+                        status,
+                        at: now,
+                    };
+                    self.core.on_membership(now, ev, &mut self.out);
+                }
+            }
+            ctx.add_stream(membership_stream(self.node.clone()));
+        }
+        self.flush(ctx);
+    }
+}
+
+fn membership_stream(node: Node) -> impl futures::Stream<Item = MemberEvent<String>> {
+    let rx = node.subscribe_membership();
+    futures::stream::unfold((rx, node), |(mut rx, node)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, (rx, node))),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(node = %node.name(), missed = n, "protocol lagged behind membership events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+impl<P> StreamHandler<MemberEvent<String>> for Driver<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+{
+    fn handle(&mut self, ev: MemberEvent<String>, ctx: &mut Context<Self>) {
+        if let Some(member) = P::Id::from_member_name(&ev.member) {
+            let now = self.now();
+            let ev = MemberEvent {
+                member,
+                status: ev.status,
+                at: ev.at,
+            };
+            self.core.on_membership(now, ev, &mut self.out);
+            self.flush(ctx);
+        }
+    }
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl<P> Handler<Sender<Wire<P::Msg>>> for Driver<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+{
+    type Result = ();
+    fn handle(&mut self, m: Sender<Wire<P::Msg>>, ctx: &mut Context<Self>) {
+        let now = self.now();
+        self.core
+            .on_message(now, P::Id::from_node(&m.from), m.msg.0, &mut self.out);
+        self.flush(ctx);
+    }
+}
+
+impl<P, R> Handler<Invoke<P, R>> for Driver<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+    R: Send + 'static,
+{
+    type Result = MessageResult<Invoke<P, R>>;
+    fn handle(&mut self, m: Invoke<P, R>, ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        let r = (m.0)(&mut self.core, now, &mut self.out);
+        self.flush(ctx);
+        MessageResult(r)
+    }
+}
+
+/// Spawn a driver for core `P` as actor `name` on `node`, supervised under
+/// the node's root; `make` builds a fresh core on every (re)start.
+/// Returns a handle to send commands and subscribe to events.
+pub async fn spawn_driver<P, F>(
+    node: &Node,
+    name: &str,
+    make: F,
+    membership: bool,
+    hook: Option<fn(&Node, &P::Event)>,
+) -> Result<DriverHandle<P>, troupe_framework::NodeError>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+    F: Fn(&Node) -> P + Send + Sync + 'static,
+{
+    let (events, _) = broadcast::channel(1024);
+    let ev = events.clone();
+    let n = node.clone();
+    let actor_name = name.to_string();
+    let spec = troupe_framework::ActorSpec::new(name, move || {
+        let mut d = Driver::new(make(&n), n.clone(), actor_name.clone(), ev.clone());
+        if membership {
+            d = d.with_membership();
+        }
+        if let Some(h) = hook {
+            d = d.with_hook(h);
+        }
+        d
+    })
+    .handles_from::<Wire<P::Msg>>();
+    node.spawn(spec).await?;
+    Ok(DriverHandle {
+        node: node.clone(),
+        name: name.to_string(),
+        events,
+    })
+}
+
+/// Local access to a running driver: commands and events.
+pub struct DriverHandle<P: Protocol> {
+    node: Node,
+    name: String,
+    events: broadcast::Sender<P::Event>,
+}
+
+impl<P: Protocol> Clone for DriverHandle<P> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+            name: self.name.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// Why a command to a driver failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// The protocol actor is not running (stopped, or restarting).
+    #[error("protocol actor {0:?} is not running")]
+    NotRunning(String),
+}
+
+impl<P> DriverHandle<P>
+where
+    P: Protocol + 'static,
+    P::Id: PeerId,
+    P::Msg: WireMessage,
+    P::Timer: 'static,
+    P::Event: Send + 'static,
+{
+    /// Subscribe to the protocol's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<P::Event> {
+        self.events.subscribe()
+    }
+
+    /// The node this protocol runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Run `f` against the core and return its result.
+    pub async fn invoke<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let addr = self
+            .node
+            .registry()
+            .typed_addr::<Driver<P>>(&self.name)
+            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
+        addr.send(Invoke(Box::new(f)))
+            .await
+            .map_err(|_| DriverError::NotRunning(self.name.clone()))
+    }
+}
