@@ -101,9 +101,10 @@ pub type OutputsOf<P> = Outputs<
 
 /// A local command: run a closure against the core (with the current time
 /// and the output buffer), then carry out what it produced.
-pub struct Invoke<P: Protocol, R>(
-    pub Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send>,
-);
+pub struct Invoke<P: Protocol, R>(pub Command<P, R>);
+
+/// The closure inside an [`Invoke`].
+pub type Command<P, R> = Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send>;
 
 impl<P: Protocol, R: Send + 'static> actix::Message for Invoke<P, R> {
     type Result = R;
