@@ -362,7 +362,12 @@ impl Inner {
                 peer.dialing.store(false, Ordering::Release);
                 match result {
                     Ok(()) => break,
-                    Err(e) => warn!(
+                    // Loud for the first attempts, then every tenth.
+                    Err(e) if attempt < 3 || attempt % 10 == 0 => warn!(
+                        node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                        "connecting to peer failed: {e}"
+                    ),
+                    Err(e) => debug!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
                     ),
@@ -406,9 +411,15 @@ impl Inner {
             send.write_all(&hello)
                 .await
                 .map_err(|e| format!("sending hello: {e}"))?;
-            let theirs = read_hello(&mut recv)
-                .await
-                .map_err(|e| format!("peer refused us or sent no hello: {e}"))?;
+            let theirs = match read_hello(&mut recv).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(match conn.close_reason() {
+                        Some(reason) => format!("peer refused us: {reason}"),
+                        None => format!("peer sent no valid hello: {e}"),
+                    })
+                }
+            };
             if theirs.name != peer.name {
                 close(&conn, wire::CLOSE_REFUSED, "unexpected node name in hello");
                 return Err(format!(

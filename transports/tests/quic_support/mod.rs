@@ -22,6 +22,9 @@ static INIT: Once = Once::new();
 struct Capture;
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TROUPE_TEST_LOG").is_some() {
+            eprint!("{}", String::from_utf8_lossy(buf));
+        }
         if let Ok(mut logs) = LOGS.lock() {
             logs.push(String::from_utf8_lossy(buf).into_owned());
         }
