@@ -5,8 +5,11 @@
 //! - [`sim`] — a deterministic in-process network with seeded faults
 //!   (loss, duplication, delay, reordering, partitions, crash/restart) under
 //!   virtual time, where every protocol is tested;
-//! - `quic` — QUIC with mutual TLS between real processes and hosts.
+//! - [`quic`] — QUIC (quinn + rustls) with mutual TLS between real processes
+//!   and hosts; [`certs`] makes and loads the cluster CA and node certificates.
 //!
 //! Protocols never name a transport: the same code runs on both.
 
+pub mod certs;
+pub mod quic;
 pub mod sim;

@@ -1,0 +1,711 @@
+//! The QUIC transport's moving parts: endpoint, per-peer queues and writer tasks,
+//! the connector (dial with jittered exponential back-off), the accept loop, the
+//! hello exchange, connection registration (duplicate rule) and stream readers.
+//!
+//! Per peer there are three long-lived tasks: a data writer, a control writer and
+//! a connector. Per confirmed connection there are a close monitor and a stream
+//! acceptor, plus one reader per incoming stream. Every task runs on the runtime
+//! that called `bind`.
+//!
+//! Ordering argument: a writer writes its batches in queue order on one stream per
+//! connection, and drops (never re-sends) a batch whose write failed. A reader
+//! delivers a frame only while its connection is the peer's *current* one
+//! (`Peer::current_id`, checked after reserving channel room, with no await in
+//! between), and once a connection stops being current it never becomes current
+//! again. So the receiver sees, per class, a subsequence of the sender's order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tracing::{debug, error, info, warn};
+use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
+
+use super::tls::{self, PeerNameChecker};
+use super::wire::{self, FrameDecoder, Hello};
+use super::{QuicConfig, QuicError, TlsSource, ALPN};
+
+/// A confirmed connection and its registry id (never 0).
+#[derive(Clone)]
+pub(crate) struct Link {
+    id: u64,
+    conn: Connection,
+}
+
+struct Current {
+    link: Link,
+    dialed_by_me: bool,
+    incarnation: String,
+}
+
+#[derive(Default)]
+struct PeerState {
+    current: Option<Current>,
+    /// PeerUp emitted and no PeerDown since.
+    up: bool,
+}
+
+pub(crate) struct Peer {
+    name: String,
+    addr: SocketAddr,
+    data_tx: mpsc::Sender<Bytes>,
+    ctrl_tx: mpsc::Sender<Bytes>,
+    /// Held across the PeerUp / PeerDown sends, so events for one peer are ordered.
+    state: Mutex<PeerState>,
+    /// Id of the current link, 0 if none; readers deliver only while it is theirs.
+    current_id: AtomicU64,
+    /// The current link, for the writers.
+    link: watch::Sender<Option<Link>>,
+    /// Writers ask the connector for a connection.
+    want_connect: Notify,
+    /// A dial to this peer is in progress.
+    dialing: AtomicBool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) incarnation: String,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) endpoint: Endpoint,
+    cfg: QuicConfig,
+    client_config: quinn::ClientConfig,
+    checker: Option<PeerNameChecker>,
+    inbound: InboundSender,
+    peers: HashMap<String, Arc<Peer>>,
+    shutdown_tx: watch::Sender<bool>,
+    next_link_id: AtomicU64,
+}
+
+fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, QuicError> {
+    let mut tc = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
+        .map_err(|e| QuicError::InvalidConfig(format!("idle_timeout: {e}")))?;
+    tc.max_idle_timeout(Some(idle));
+    tc.keep_alive_interval(Some(cfg.keep_alive));
+    // One bidirectional stream (the hello), two unidirectional per side (data,
+    // control) plus slack for a replaced stream.
+    tc.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    tc.max_concurrent_uni_streams(VarInt::from_u32(4));
+    tc.datagram_receive_buffer_size(None);
+    tc.stream_receive_window(VarInt::from_u32(4 * 1024 * 1024));
+    tc.receive_window(VarInt::from_u32(8 * 1024 * 1024));
+    tc.send_window(8 * 1024 * 1024);
+    Ok(Arc::new(tc))
+}
+
+fn seed_for(a: &str, b: &str) -> u64 {
+    // FNV-1a: a stable per-(node, peer) seed for the back-off jitter.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0u8]).chain(b.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn close(conn: &Connection, code: u32, reason: &str) {
+    conn.close(VarInt::from_u32(code), reason.as_bytes());
+}
+
+impl Inner {
+    pub(crate) fn start(cfg: QuicConfig, inbound: InboundSender) -> Result<Arc<Self>, QuicError> {
+        cfg.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(QuicError::NoRuntime);
+        }
+        let setup = if cfg.insecure_dev_mode {
+            warn!(
+                node = %cfg.node_name,
+                "INSECURE DEV MODE: QUIC peers are NOT authenticated (certificates are not \
+                 verified; names come from the hello). Never use this outside development."
+            );
+            let material = match &cfg.tls {
+                TlsSource::SelfSigned => None,
+                TlsSource::InMemory(t) => Some(t.clone()),
+                TlsSource::Files { ca, cert, key } => {
+                    Some(crate::certs::load_node_tls(ca, cert, key)?)
+                }
+            };
+            tls::insecure(&cfg.node_name, material.as_ref(), ALPN)?
+        } else {
+            let material = match &cfg.tls {
+                TlsSource::InMemory(t) => t.clone(),
+                TlsSource::Files { ca, cert, key } => crate::certs::load_node_tls(ca, cert, key)?,
+                TlsSource::SelfSigned => {
+                    return Err(QuicError::InvalidConfig(
+                        "TlsSource::SelfSigned requires insecure_dev_mode = true".into(),
+                    ))
+                }
+            };
+            tls::secure(&material, ALPN)?
+        };
+        let tc = transport_config(&cfg)?;
+        let mut server_config = quinn::ServerConfig::with_crypto(setup.server);
+        server_config.transport_config(tc.clone());
+        let mut client_config = quinn::ClientConfig::new(setup.client);
+        client_config.transport_config(tc);
+
+        let endpoint =
+            Endpoint::server(server_config, cfg.listen).map_err(|source| QuicError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+
+        let (shutdown_tx, _) = watch::channel(false);
+        let mut peers = HashMap::new();
+        let mut receivers = Vec::new();
+        for (name, addr) in &cfg.peers {
+            if *name == cfg.node_name {
+                debug!(node = %cfg.node_name, "ignoring peer entry naming this node");
+                continue;
+            }
+            let (data_tx, data_rx) = mpsc::channel(cfg.send_queue_capacity);
+            let (ctrl_tx, ctrl_rx) = mpsc::channel(cfg.control_queue_capacity);
+            let peer = Arc::new(Peer {
+                name: name.clone(),
+                addr: *addr,
+                data_tx,
+                ctrl_tx,
+                state: Mutex::new(PeerState::default()),
+                current_id: AtomicU64::new(0),
+                link: watch::channel(None).0,
+                want_connect: Notify::new(),
+                dialing: AtomicBool::new(false),
+            });
+            receivers.push((peer.clone(), data_rx, ctrl_rx));
+            peers.insert(name.clone(), peer);
+        }
+        let inner = Arc::new(Inner {
+            name: cfg.node_name.clone(),
+            incarnation: cfg.incarnation.clone(),
+            local_addr,
+            endpoint,
+            client_config,
+            checker: setup.checker,
+            inbound,
+            peers,
+            shutdown_tx,
+            next_link_id: AtomicU64::new(1),
+            cfg,
+        });
+        for (peer, data_rx, ctrl_rx) in receivers {
+            tokio::spawn(
+                inner
+                    .clone()
+                    .writer(peer.clone(), data_rx, wire::STREAM_DATA),
+            );
+            tokio::spawn(
+                inner
+                    .clone()
+                    .writer(peer.clone(), ctrl_rx, wire::STREAM_CONTROL),
+            );
+            tokio::spawn(inner.clone().connector(peer));
+        }
+        tokio::spawn(inner.clone().accept_loop());
+        info!(node = %inner.name, addr = %local_addr, peers = inner.peers.len(), "QUIC transport bound");
+        Ok(inner)
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.shutdown_tx.borrow()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if self.shutdown_tx.send_replace(true) {
+            return;
+        }
+        debug!(node = %self.name, "QUIC transport shutting down");
+        self.endpoint
+            .close(VarInt::from_u32(wire::CLOSE_SHUTDOWN), b"shutdown");
+    }
+
+    pub(crate) fn enqueue(
+        &self,
+        to: &str,
+        frame: Bytes,
+        control: bool,
+    ) -> Result<(), TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Closed);
+        }
+        if frame.len() > self.cfg.max_frame_size {
+            return Err(TransportError::FrameTooLarge {
+                len: frame.len(),
+                max: self.cfg.max_frame_size,
+            });
+        }
+        let peer = self
+            .peers
+            .get(to)
+            .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
+        let (queue, capacity) = if control {
+            (&peer.ctrl_tx, self.cfg.control_queue_capacity)
+        } else {
+            (&peer.data_tx, self.cfg.send_queue_capacity)
+        };
+        queue.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TransportError::QueueFull {
+                peer: to.to_string(),
+                capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+        })
+    }
+
+    pub(crate) fn connected_peers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.current_id.load(Ordering::Acquire) != 0)
+            .map(|p| p.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Resolves when shutdown starts.
+    async fn shut_down(mut rx: watch::Receiver<bool>) {
+        // An error means the sender is gone, which also means shutdown.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    // ----- writing -------------------------------------------------------------
+
+    /// Drains one queue of one peer, writing batches on a stream of the current link.
+    async fn writer(self: Arc<Self>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Bytes>, kind: u8) {
+        let shutdown = self.shutdown_tx.subscribe();
+        let stop = Self::shut_down(shutdown);
+        tokio::pin!(stop);
+        let mut link_rx = peer.link.subscribe();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(self.cfg.max_batch);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut scratch = BytesMut::with_capacity(64 * 1024);
+        let mut stream: Option<(u64, SendStream)> = None;
+        loop {
+            batch.clear();
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, self.cfg.max_batch) => n,
+                _ = &mut stop => return,
+            };
+            if n == 0 {
+                return;
+            }
+            // Wait for a confirmed connection.
+            let link = loop {
+                let current = link_rx.borrow_and_update().clone();
+                if let Some(link) = current {
+                    break link;
+                }
+                peer.want_connect.notify_one();
+                tokio::select! {
+                    changed = link_rx.changed() => if changed.is_err() { return },
+                    _ = &mut stop => return,
+                }
+            };
+            if stream.as_ref().map(|(id, _)| *id) != Some(link.id) {
+                stream = None;
+                match Self::open_stream(&link.conn, kind).await {
+                    Ok(s) => stream = Some((link.id, s)),
+                    Err(e) => {
+                        debug!(node = %self.name, peer = %peer.name, "opening stream failed, {n} frames dropped: {e}");
+                        continue;
+                    }
+                }
+            }
+            chunks.clear();
+            wire::encode_batch(&batch, &mut scratch, &mut chunks);
+            if let Some((_, s)) = stream.as_mut() {
+                if let Err(e) = s.write_all_chunks(&mut chunks).await {
+                    debug!(node = %self.name, peer = %peer.name, "write failed, {n} frames dropped: {e}");
+                    stream = None;
+                }
+            }
+        }
+    }
+
+    async fn open_stream(conn: &Connection, kind: u8) -> Result<SendStream, String> {
+        let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+        if kind == wire::STREAM_CONTROL {
+            s.set_priority(10).map_err(|e| e.to_string())?;
+        }
+        s.write_all(&[kind]).await.map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    // ----- dialing -------------------------------------------------------------
+
+    /// Dials `peer` whenever a writer waits for a connection, with jittered
+    /// exponential back-off between failed attempts.
+    async fn connector(self: Arc<Self>, peer: Arc<Peer>) {
+        let stop = Self::shut_down(self.shutdown_tx.subscribe());
+        tokio::pin!(stop);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed_for(&self.incarnation, &peer.name));
+        loop {
+            tokio::select! {
+                _ = peer.want_connect.notified() => {}
+                _ = &mut stop => return,
+            }
+            let mut attempt: u32 = 0;
+            while peer.link.borrow().is_none() && !self.is_shut_down() {
+                peer.dialing.store(true, Ordering::Release);
+                let result = self.dial(&peer).await;
+                peer.dialing.store(false, Ordering::Release);
+                match result {
+                    Ok(()) => break,
+                    // Loud for the first attempts, then every tenth.
+                    Err(e) if attempt < 3 || attempt % 10 == 0 => warn!(
+                        node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                        "connecting to peer failed: {e}"
+                    ),
+                    Err(e) => debug!(
+                        node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                        "connecting to peer failed: {e}"
+                    ),
+                }
+                let base = self
+                    .cfg
+                    .reconnect_min
+                    .saturating_mul(1u32 << attempt.min(16))
+                    .min(self.cfg.reconnect_max);
+                let delay = base.mul_f64(rng.gen_range(0.5..1.5));
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut stop => return,
+                }
+            }
+        }
+    }
+
+    async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), String> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), peer.addr, &peer.name)
+            .map_err(|e| format!("cannot start connection: {e}"))?;
+        let deadline = self.cfg.handshake_timeout;
+        let handshake = async {
+            let conn = connecting
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            if let Some(checker) = &self.checker {
+                if let Err(e) = checker.check(&conn, &peer.name) {
+                    close(&conn, wire::CLOSE_REFUSED, "identity mismatch");
+                    return Err(e);
+                }
+            }
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| format!("opening hello stream: {e}"))?;
+            let hello = self.hello().encode().map_err(|e| e.to_string())?;
+            send.write_all(&hello)
+                .await
+                .map_err(|e| format!("sending hello: {e}"))?;
+            let theirs = match read_hello(&mut recv).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(match conn.close_reason() {
+                        Some(reason) => format!("peer refused us: {reason}"),
+                        None => format!("peer sent no valid hello: {e}"),
+                    })
+                }
+            };
+            if theirs.name != peer.name {
+                close(&conn, wire::CLOSE_REFUSED, "unexpected node name in hello");
+                return Err(format!(
+                    "peer at {} says it is {:?}, expected {:?}",
+                    peer.addr, theirs.name, peer.name
+                ));
+            }
+            // The hello stream has served its purpose.
+            let _ = send.finish();
+            Ok((conn, theirs))
+        };
+        let (conn, theirs) = tokio::time::timeout(deadline, handshake)
+            .await
+            .map_err(|_| format!("handshake and hello took longer than {deadline:?}"))??;
+        self.register(peer, conn, true, theirs.incarnation).await
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            name: self.name.clone(),
+            incarnation: self.incarnation.clone(),
+        }
+    }
+
+    // ----- accepting -----------------------------------------------------------
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            if self.is_shut_down() {
+                incoming.refuse();
+                continue;
+            }
+            tokio::spawn(self.clone().accept_one(incoming));
+        }
+    }
+
+    async fn accept_one(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let deadline = self.cfg.handshake_timeout;
+        match tokio::time::timeout(deadline, self.clone().accept_handshake(incoming)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(node = %self.name, %remote, "refused incoming connection: {e}"),
+            Err(_) => warn!(
+                node = %self.name, %remote,
+                "refused incoming connection: handshake and hello took longer than {deadline:?}"
+            ),
+        }
+    }
+
+    async fn accept_handshake(self: Arc<Self>, incoming: quinn::Incoming) -> Result<(), String> {
+        let conn = incoming
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let (mut send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| format!("no hello stream: {e}"))?;
+        let theirs = match read_hello(&mut recv).await {
+            Ok(h) => h,
+            Err(e) => {
+                close(&conn, wire::CLOSE_REFUSED, "bad hello");
+                return Err(format!("bad hello: {e}"));
+            }
+        };
+        let refuse = |why: String| {
+            close(&conn, wire::CLOSE_REFUSED, &why);
+            Err(why)
+        };
+        if theirs.name == self.name {
+            return refuse(format!("peer claims to be this node ({:?})", theirs.name));
+        }
+        let Some(peer) = self.peers.get(&theirs.name).cloned() else {
+            return refuse(format!(
+                "node {:?} is not a configured peer (only configured peers are accepted)",
+                theirs.name
+            ));
+        };
+        if let Some(checker) = &self.checker {
+            if let Err(e) = checker.check(&conn, &theirs.name) {
+                return refuse(format!("peer claiming {:?}: {e}", theirs.name));
+            }
+        }
+        // Simultaneous dials: the connection dialed by the lower name wins, so the
+        // lower-named node refuses the peer's dial while its own is in flight
+        // (nothing has been written on either yet, so nothing is lost).
+        if self.name < peer.name && peer.dialing.load(Ordering::Acquire) {
+            close(
+                &conn,
+                wire::CLOSE_DUPLICATE,
+                "simultaneous dial; keeping mine",
+            );
+            debug!(node = %self.name, peer = %peer.name, "refused simultaneous dial from higher-named peer");
+            return Ok(());
+        }
+        // Decide on duplicates before answering, so a losing dialer hears why.
+        self.register(&peer, conn.clone(), false, theirs.incarnation)
+            .await?;
+        let hello = self.hello().encode().map_err(|e| e.to_string())?;
+        send.write_all(&hello)
+            .await
+            .map_err(|e| format!("sending hello to {:?}: {e}", theirs.name))?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    // ----- registration --------------------------------------------------------
+
+    /// Makes `conn` the current connection of `peer`, unless the duplicate rule
+    /// keeps the existing one. Emits PeerUp / PeerDown as needed.
+    async fn register(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        conn: Connection,
+        dialed_by_me: bool,
+        incarnation: String,
+    ) -> Result<(), String> {
+        let mut st = peer.state.lock().await;
+        if self.is_shut_down() {
+            close(&conn, wire::CLOSE_SHUTDOWN, "shutdown");
+            return Err("transport is shutting down".into());
+        }
+        if let Some(old) = st.current.take() {
+            if old.link.conn.close_reason().is_some() {
+                // Dead already; its monitor will find it is no longer current.
+            } else if old.incarnation != incarnation {
+                close(&old.link.conn, wire::CLOSE_REPLACED, "peer restarted");
+                if st.up {
+                    st.up = false;
+                    peer.current_id.store(0, Ordering::Release);
+                    peer.link.send_replace(None);
+                    let _ = self
+                        .inbound
+                        .send(TransportEvent::PeerDown {
+                            peer: peer.name.clone(),
+                            reason: format!(
+                                "restarted: incarnation {} replaced {}",
+                                incarnation, old.incarnation
+                            ),
+                        })
+                        .await;
+                }
+            } else {
+                let dialer = |by_me: bool| if by_me { &self.name } else { &peer.name };
+                let (old_dialer, new_dialer) = (dialer(old.dialed_by_me), dialer(dialed_by_me));
+                // Same dialer twice: it re-dialed because it saw the old one die.
+                let new_wins = old_dialer == new_dialer || new_dialer < old_dialer;
+                if !new_wins {
+                    debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {old_dialer}");
+                    st.current = Some(old);
+                    close(&conn, wire::CLOSE_DUPLICATE, "duplicate connection");
+                    return Err(
+                        "duplicate connection: the peer keeps the one dialed by the lower name"
+                            .into(),
+                    );
+                }
+                debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {new_dialer}");
+                close(
+                    &old.link.conn,
+                    wire::CLOSE_DUPLICATE,
+                    "duplicate connection",
+                );
+            }
+        }
+        let id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
+        let link = Link {
+            id,
+            conn: conn.clone(),
+        };
+        if !st.up {
+            info!(node = %self.name, peer = %peer.name, remote = %conn.remote_address(), %incarnation, "peer up");
+            if self
+                .inbound
+                .send(TransportEvent::PeerUp {
+                    peer: peer.name.clone(),
+                })
+                .await
+                .is_err()
+            {
+                debug!(node = %self.name, "node's inbound channel is closed");
+            }
+            st.up = true;
+        }
+        peer.current_id.store(id, Ordering::Release);
+        peer.link.send_replace(Some(link.clone()));
+        st.current = Some(Current {
+            link: link.clone(),
+            dialed_by_me,
+            incarnation,
+        });
+        drop(st);
+        tokio::spawn(self.clone().monitor(peer.clone(), link.clone()));
+        tokio::spawn(self.clone().accept_streams(peer.clone(), link));
+        Ok(())
+    }
+
+    /// Waits for the link to close; if it was current, clears it and emits PeerDown.
+    async fn monitor(self: Arc<Self>, peer: Arc<Peer>, link: Link) {
+        let reason = link.conn.closed().await;
+        let mut st = peer.state.lock().await;
+        if st.current.as_ref().map(|c| c.link.id) != Some(link.id) {
+            return;
+        }
+        st.current = None;
+        peer.current_id.store(0, Ordering::Release);
+        peer.link.send_replace(None);
+        if st.up && !self.is_shut_down() {
+            st.up = false;
+            info!(node = %self.name, peer = %peer.name, "peer down: {reason}");
+            let _ = self
+                .inbound
+                .send(TransportEvent::PeerDown {
+                    peer: peer.name.clone(),
+                    reason: reason.to_string(),
+                })
+                .await;
+        }
+    }
+
+    // ----- reading -------------------------------------------------------------
+
+    async fn accept_streams(self: Arc<Self>, peer: Arc<Peer>, link: Link) {
+        while let Ok(recv) = link.conn.accept_uni().await {
+            tokio::spawn(self.clone().read_stream(peer.clone(), link.clone(), recv));
+        }
+    }
+
+    async fn read_stream(self: Arc<Self>, peer: Arc<Peer>, link: Link, mut recv: RecvStream) {
+        let mut kind = [0u8; 1];
+        if recv.read_exact(&mut kind).await.is_err() {
+            return;
+        }
+        if kind[0] != wire::STREAM_DATA && kind[0] != wire::STREAM_CONTROL {
+            error!(node = %self.name, peer = %peer.name, kind = kind[0], "unknown stream kind; closing connection");
+            close(&link.conn, wire::CLOSE_PROTOCOL, "unknown stream kind");
+            return;
+        }
+        let mut decoder = FrameDecoder::new(self.cfg.max_frame_size);
+        loop {
+            let chunk = match recv.read_chunk(256 * 1024, true).await {
+                Ok(Some(chunk)) => chunk.bytes,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(node = %self.name, peer = %peer.name, "stream ended: {e}");
+                    return;
+                }
+            };
+            decoder.push(&chunk);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        let Ok(permit) = self.inbound.reserve().await else {
+                            return;
+                        };
+                        if peer.current_id.load(Ordering::Acquire) != link.id {
+                            // Replaced or closed: stop; frames from here on are dropped.
+                            let _ = recv.stop(VarInt::from_u32(wire::CLOSE_DUPLICATE));
+                            return;
+                        }
+                        permit.send(TransportEvent::Frame {
+                            from: peer.name.clone(),
+                            bytes: frame,
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        error!(node = %self.name, peer = %peer.name, "bad input from peer: {e}; closing connection");
+                        close(&link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed hello from the hello stream.
+async fn read_hello(recv: &mut RecvStream) -> Result<Hello, String> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > wire::MAX_HELLO {
+        return Err(format!("hello of {len} bytes exceeds {}", wire::MAX_HELLO));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Hello::decode(&body).map_err(|e| e.to_string())
+}

@@ -1,0 +1,298 @@
+//! The QUIC transport: one quinn endpoint per node, mutual TLS, framed streams.
+//!
+//! [`QuicTransport`] implements [`Transport`]: it moves opaque frames between nodes
+//! named by node name and reports [`TransportEvent`]s into the node's bounded
+//! inbound channel.
+//!
+//! # Wire and streams
+//! One QUIC connection per pair of nodes. The dialer opens one bidirectional stream
+//! and both sides exchange a *hello* (node name + incarnation) on it; only then is
+//! the peer confirmed and [`TransportEvent::PeerUp`] emitted. (With TLS 1.3 a
+//! client's handshake completes before the server has checked the client
+//! certificate, so the hello is what proves both sides accepted each other.)
+//! Afterwards each side opens two long-lived unidirectional streams towards the
+//! other: a *data* stream for [`Transport::send`] and a higher-priority *control*
+//! stream for [`QuicTransport::send_control`], so heartbeats never queue behind
+//! large payloads. Frames are `u32` big-endian length-prefixed (see [`wire`]).
+//!
+//! # Guarantees
+//! - Per sender, per class (data / control) frames arrive in send order or not at
+//!   all: a frame is never duplicated or reordered. Frames in flight when a
+//!   connection breaks or is replaced may be lost. There is no order between the
+//!   data and the control class.
+//! - `from` is the authenticated peer name: the node name proven by the peer's
+//!   certificate (SAN DNS name, checked against the cluster CA), never anything
+//!   inside a frame.
+//! - `send` / `send_control` never block: each peer has two bounded queues
+//!   ([`QuicConfig::send_queue_capacity`], [`QuicConfig::control_queue_capacity`]);
+//!   a full queue (peer slow or unreachable) gives [`TransportError::QueueFull`].
+//!   A writer task per peer and class drains its queue and writes everything queued
+//!   so far as one batch (small frames coalesced into one buffer).
+//! - Inbound back-pressure: a reader waits for room in the node's channel before
+//!   reading on, so QUIC flow control slows the remote sender down.
+//!
+//! # Connections
+//! - Connect on first send; on failure retry with jittered exponential back-off
+//!   ([`QuicConfig::reconnect_min`] .. [`QuicConfig::reconnect_max`]) while frames
+//!   are waiting. Keep-alives ([`QuicConfig::keep_alive`]) keep an idle connection
+//!   open below [`QuicConfig::idle_timeout`]; a silent peer is declared gone after
+//!   the idle timeout ([`TransportEvent::PeerDown`]).
+//! - Duplicates: when both nodes dial each other, the connection dialed by the
+//!   node with the lexicographically lower name is kept and the other one is closed
+//!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. A connection
+//!   from a new incarnation of a peer replaces the old one (PeerDown then PeerUp).
+//!
+//! # Security policy
+//! - Mutual TLS 1.3 with the cluster CA as the only root, client certificates
+//!   required, ALPN [`ALPN`], no 0-RTT.
+//! - **Only configured peers are accepted**: an incoming connection whose hello
+//!   names a node that is not in [`QuicConfig::peers`] is refused, even with a valid
+//!   cluster certificate. A peer whose certificate does not name the node it claims
+//!   (or, when dialing, the node we dialed) is refused. Every refusal is logged with
+//!   `tracing::warn!` and closes only that connection.
+//! - Bad input on an authenticated connection (length prefix over
+//!   [`QuicConfig::max_frame_size`], unknown stream kind) is logged with
+//!   `tracing::error!` and closes that connection (code [`wire::CLOSE_PROTOCOL`]);
+//!   the node keeps serving its other peers.
+//! - [`QuicConfig::insecure_dev_mode`] (opt-in by name, logged loudly): TLS with a
+//!   self-signed certificate, no certificate verification, names from the hello.
+//!
+//! # Runtime
+//! [`QuicTransport::bind`] must be awaited inside a tokio runtime (an actix
+//! `System` or `Arbiter` is one); the endpoint and every task of the transport run
+//! on that runtime, which must outlive the transport. `send` may be called from
+//! any thread.
+
+mod engine;
+mod tls;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use troupe_framework::transport::{InboundSender, Transport, TransportError};
+
+use crate::certs::{CertError, NodeTls};
+
+/// The ALPN protocol id of Troupe's wire protocol, version 1.
+pub const ALPN: &[u8] = b"troupe/1";
+
+/// Where a node's TLS identity comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files: the cluster CA certificate, the node certificate, the node key.
+    Files {
+        /// Cluster CA certificate (`ca.pem`).
+        ca: PathBuf,
+        /// Node certificate chain (`NODE.pem`).
+        cert: PathBuf,
+        /// Node private key (`NODE.key`).
+        key: PathBuf,
+    },
+    /// Material already in memory (tests, demos: see [`crate::certs::ClusterCa`]).
+    InMemory(NodeTls),
+    /// A throwaway self-signed certificate. Only valid with
+    /// [`QuicConfig::insecure_dev_mode`].
+    SelfSigned,
+}
+
+/// Configuration of one node's QUIC transport. [`QuicConfig::new`] fills in the
+/// documented defaults.
+#[derive(Debug, Clone)]
+pub struct QuicConfig {
+    /// This node's name; must be a DNS name and match its certificate's SAN.
+    pub node_name: String,
+    /// This node's incarnation, sent in the hello (default: a fresh UUID v4).
+    pub incarnation: String,
+    /// UDP address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The peers this node talks to and accepts: node name -> address. An entry
+    /// naming this node itself is ignored.
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// TLS identity.
+    pub tls: TlsSource,
+    /// Largest frame sent or accepted, in bytes (default 16 MiB).
+    pub max_frame_size: usize,
+    /// Data frames queued per peer before `send` fails with `QueueFull` (default 8192).
+    pub send_queue_capacity: usize,
+    /// Control frames queued per peer (default 1024).
+    pub control_queue_capacity: usize,
+    /// Most frames written in one batch (default 1024).
+    pub max_batch: usize,
+    /// Keep-alive interval; must be below `idle_timeout` (default 2 s).
+    pub keep_alive: Duration,
+    /// Idle timeout after which a silent connection is closed (default 10 s).
+    pub idle_timeout: Duration,
+    /// Limit for the TLS handshake plus hello exchange (default 5 s).
+    pub handshake_timeout: Duration,
+    /// First reconnect delay (default 50 ms); doubles per failure, with jitter.
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay (default 5 s).
+    pub reconnect_max: Duration,
+    /// Skip certificate verification (self-signed TLS, names from the hello only).
+    /// Never use in production; a loud warning is logged at bind.
+    pub insecure_dev_mode: bool,
+}
+
+impl QuicConfig {
+    /// A config with the documented defaults and no peers.
+    pub fn new(node_name: impl Into<String>, listen: SocketAddr, tls: TlsSource) -> Self {
+        Self {
+            node_name: node_name.into(),
+            incarnation: uuid::Uuid::new_v4().to_string(),
+            listen,
+            peers: BTreeMap::new(),
+            tls,
+            max_frame_size: 16 * 1024 * 1024,
+            send_queue_capacity: 8192,
+            control_queue_capacity: 1024,
+            max_batch: 1024,
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            insecure_dev_mode: false,
+        }
+    }
+
+    /// Adds (or replaces) a peer.
+    pub fn with_peer(mut self, name: impl Into<String>, addr: SocketAddr) -> Self {
+        self.peers.insert(name.into(), addr);
+        self
+    }
+
+    fn validate(&self) -> Result<(), QuicError> {
+        crate::certs::validate_node_name(&self.node_name)?;
+        for name in self.peers.keys() {
+            crate::certs::validate_node_name(name)?;
+        }
+        let bad = |m: &str| Err(QuicError::InvalidConfig(m.to_string()));
+        if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
+            return bad("max_frame_size must be between 1 and u32::MAX");
+        }
+        if self.send_queue_capacity == 0 || self.control_queue_capacity == 0 || self.max_batch == 0
+        {
+            return bad("queue capacities and max_batch must be positive");
+        }
+        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
+            return bad("keep_alive must be positive and below idle_timeout");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be positive");
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return bad("reconnect_min must be positive and at most reconnect_max");
+        }
+        if self.incarnation.is_empty() || self.incarnation.len() > 255 {
+            return bad("incarnation must be 1..=255 bytes");
+        }
+        if matches!(self.tls, TlsSource::SelfSigned) && !self.insecure_dev_mode {
+            return bad("TlsSource::SelfSigned requires insecure_dev_mode = true");
+        }
+        Ok(())
+    }
+}
+
+/// Why a QUIC transport could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// A configuration value is out of range.
+    #[error("invalid QUIC transport config: {0}")]
+    InvalidConfig(String),
+    /// Certificates could not be loaded or a name is invalid.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// rustls / quinn refused the TLS setup.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind QUIC endpoint on {addr}: {source}")]
+    Bind {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `bind` was not called inside a tokio runtime.
+    #[error("QuicTransport::bind must run inside a tokio runtime (actix System or Arbiter)")]
+    NoRuntime,
+}
+
+/// A node's QUIC transport. Dropping it shuts it down (see [`Transport::shutdown`]).
+pub struct QuicTransport {
+    inner: Arc<engine::Inner>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("node", &self.inner.name)
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Creates the endpoint on `config.listen` and starts accepting; events go to
+    /// `inbound`. Must be awaited inside the (long-lived) runtime that will run the
+    /// transport.
+    pub async fn bind(config: QuicConfig, inbound: InboundSender) -> Result<Self, QuicError> {
+        let inner = engine::Inner::start(config, inbound)?;
+        Ok(Self { inner })
+    }
+
+    /// The bound UDP address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// This node's incarnation string.
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
+    }
+
+    /// Queues a control frame (heartbeats, protocol control) for `to`. Control
+    /// frames use their own queue and their own higher-priority stream, so they do
+    /// not wait behind data frames; they are ordered among themselves only.
+    pub fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.inner.enqueue(to, frame, true)
+    }
+
+    /// Names of the peers with a confirmed connection right now, sorted.
+    pub fn connected_peers(&self) -> Vec<String> {
+        self.inner.connected_peers()
+    }
+
+    /// Shuts down and waits until the endpoint has closed its connections (the
+    /// UDP port can then be bound again).
+    pub async fn close(&self) {
+        self.inner.shutdown();
+        self.inner.endpoint.wait_idle().await;
+    }
+}
+
+impl Transport for QuicTransport {
+    fn local_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.inner.enqueue(to, frame, false)
+    }
+
+    fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+    }
+}

@@ -1,0 +1,228 @@
+//! rustls configurations for the QUIC transport.
+//!
+//! Secure mode (the default): TLS 1.3 only, the `ring` provider, ALPN
+//! [`ALPN`](super::ALPN), 0-RTT off (configs are built by hand, never with quinn's
+//! convenience constructors that enable early data), the cluster CA as the only
+//! trust root on both sides, and client certificates *required*
+//! ([`WebPkiClientVerifier`] without anonymous clients). A dialing node sets the
+//! TLS server name to the peer's node name, so rustls itself refuses a server whose
+//! certificate does not name the node we meant to reach; after the handshake both
+//! sides check the peer certificate again against the expected node name with
+//! [`PeerNameChecker`] (for an accepted connection that name is the one the peer
+//! claims in its hello).
+//!
+//! Insecure dev mode: a throwaway self-signed certificate, no client
+//! certificates, and a server verifier that accepts any certificate (it still checks
+//! the handshake signature, so the connection is encrypted, just not
+//! authenticated). Names then come only from the hello.
+
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::QuicError;
+use crate::certs::NodeTls;
+
+/// The ring provider shared by every config (never the process default: two
+/// providers compiled in would make rustls' `builder()` panic).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The QUIC crypto configs of one node plus its name checker.
+pub(crate) struct TlsSetup {
+    pub server: Arc<QuicServerConfig>,
+    pub client: Arc<QuicClientConfig>,
+    /// `None` in insecure dev mode.
+    pub checker: Option<PeerNameChecker>,
+}
+
+fn tls_err(context: &str, e: impl std::fmt::Display) -> QuicError {
+    QuicError::Tls(format!("{context}: {e}"))
+}
+
+/// Builds the secure (mutual TLS) configs from a node's TLS material.
+pub(crate) fn secure(tls: &NodeTls, alpn: &[u8]) -> Result<TlsSetup, QuicError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(tls.ca.clone())
+        .map_err(|e| tls_err("cluster CA certificate rejected", e))?;
+    let roots = Arc::new(roots);
+
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| tls_err("building the client-certificate verifier", e))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("TLS 1.3 server config", e))?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| tls_err("node certificate/key rejected", e))?;
+    server.alpn_protocols = vec![alpn.to_vec()];
+    server.max_early_data_size = 0;
+
+    let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| tls_err("building the server-certificate verifier", e))?;
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("TLS 1.3 client config", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier.clone())
+        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| tls_err("node certificate/key rejected for client auth", e))?;
+    client.alpn_protocols = vec![alpn.to_vec()];
+    client.enable_early_data = false;
+
+    Ok(TlsSetup {
+        server: Arc::new(
+            QuicServerConfig::try_from(server).map_err(|e| tls_err("QUIC server config", e))?,
+        ),
+        client: Arc::new(
+            QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))?,
+        ),
+        checker: Some(PeerNameChecker {
+            verifier: server_verifier,
+        }),
+    })
+}
+
+/// Builds the insecure dev-mode configs: a throwaway self-signed certificate for
+/// `node` (unless `tls` is given), no client authentication, any server accepted.
+pub(crate) fn insecure(
+    node: &str,
+    tls: Option<&NodeTls>,
+    alpn: &[u8],
+) -> Result<TlsSetup, QuicError> {
+    let provider = provider();
+    let (chain, key) = match tls {
+        Some(t) => (t.chain.clone(), t.key.clone_key()),
+        None => {
+            let self_signed = rcgen::generate_simple_self_signed(vec![node.to_string()])
+                .map_err(|e| tls_err("self-signed certificate", e))?;
+            let key =
+                rustls_pki_types::PrivateKeyDer::Pkcs8(self_signed.key_pair.serialize_der().into());
+            (vec![self_signed.cert.der().clone()], key)
+        }
+    };
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("TLS 1.3 server config", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_err("self-signed certificate rejected", e))?;
+    server.alpn_protocols = vec![alpn.to_vec()];
+    server.max_early_data_size = 0;
+
+    let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("TLS 1.3 client config", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider }))
+        .with_no_client_auth();
+    client.alpn_protocols = vec![alpn.to_vec()];
+    client.enable_early_data = false;
+    Ok(TlsSetup {
+        server: Arc::new(
+            QuicServerConfig::try_from(server).map_err(|e| tls_err("QUIC server config", e))?,
+        ),
+        client: Arc::new(
+            QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))?,
+        ),
+        checker: None,
+    })
+}
+
+/// Checks that a peer's certificate chain is valid under the cluster CA *and*
+/// names a given node (SAN DNS name), whichever side of the handshake it came from.
+///
+/// Node certificates carry both serverAuth and clientAuth usages, so the webpki
+/// server-certificate check (chain + validity + name) applies to a client's
+/// certificate too.
+#[derive(Clone)]
+pub(crate) struct PeerNameChecker {
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl PeerNameChecker {
+    /// `Ok(())` iff `conn`'s peer certificate is valid for node `expected`.
+    pub fn check(&self, conn: &quinn::Connection, expected: &str) -> Result<(), String> {
+        let identity = conn
+            .peer_identity()
+            .ok_or_else(|| "peer presented no certificate".to_string())?;
+        let chain = identity
+            .downcast::<Vec<CertificateDer<'static>>>()
+            .map_err(|_| "peer identity is not a certificate chain".to_string())?;
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| "peer presented an empty certificate chain".to_string())?;
+        let name = ServerName::try_from(expected.to_string())
+            .map_err(|e| format!("{expected:?} is not a valid node name: {e}"))?;
+        self.verifier
+            .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| format!("certificate does not prove identity {expected:?}: {e}"))
+    }
+}
+
+/// Insecure dev mode only: accepts any server certificate (the handshake
+/// signature is still verified, so the session is encrypted, not authenticated).
+#[derive(Debug)]
+struct AcceptAnyServerCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

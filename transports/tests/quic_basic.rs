@@ -1,0 +1,280 @@
+//! QUIC transport: frames both ways, per-sender order, PeerUp/PeerDown,
+//! reconnection after a node is dropped and re-bound, and the send-side errors.
+
+mod quic_support;
+
+use std::time::Duration;
+
+use quic_support::*;
+use troupe_framework::transport::{Transport, TransportError, TransportEvent};
+use troupe_transports::certs::ClusterCa;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn is_up(peer: &str) -> impl Fn(&TransportEvent) -> bool + '_ {
+    move |e| matches!(e, TransportEvent::PeerUp { peer: p } if p == peer)
+}
+
+fn is_down(peer: &str) -> impl Fn(&TransportEvent) -> bool + '_ {
+    move |e| matches!(e, TransportEvent::PeerDown { peer: p, .. } if p == peer)
+}
+
+#[actix_rt::test]
+async fn two_nodes_exchange_frames_both_ways_in_order() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let (a, mut a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let (b, mut b_rx) = bind(
+        config(
+            "node-b",
+            b_addr,
+            ca.issue("node-b").expect("b"),
+            &[("node-a", a_addr)],
+        ),
+        64,
+    )
+    .await;
+    assert_eq!(a.local_addr(), a_addr);
+    assert_eq!(a.local_name(), "node-a");
+
+    // Both send at once (simultaneous dial), more frames than the inbound channel holds.
+    const N: usize = 2000;
+    for i in 0..N {
+        a.send("node-b", frame("ab", i)).expect("queue a->b");
+        b.send("node-a", frame("ba", i)).expect("queue b->a");
+    }
+    let mut at_a = Vec::new();
+    let mut at_b = Vec::new();
+    let got_b = collect_frames(&mut b_rx, "node-a", "ab", N, WAIT, &mut at_b).await;
+    let got_a = collect_frames(&mut a_rx, "node-b", "ba", N, WAIT, &mut at_a).await;
+    assert_eq!(got_b, (0..N).collect::<Vec<_>>(), "a->b in order, complete");
+    assert_eq!(got_a, (0..N).collect::<Vec<_>>(), "b->a in order, complete");
+    // PeerUp came before the first frame, exactly once.
+    for (events, peer) in [(&at_a, "node-b"), (&at_b, "node-a")] {
+        let ups: Vec<_> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| is_up(peer)(e))
+            .collect();
+        assert_eq!(ups.len(), 1, "one PeerUp for {peer}: {events:?}");
+        let first_frame = events
+            .iter()
+            .position(|e| matches!(e, TransportEvent::Frame { .. }))
+            .expect("frames");
+        assert!(ups[0].0 < first_frame, "PeerUp before frames");
+        assert!(!events.iter().any(is_down(peer)), "no PeerDown");
+    }
+    assert_eq!(a.connected_peers(), vec!["node-b".to_string()]);
+    // Control frames travel on their own stream.
+    b.send_control("node-a", frame("ctl", 0)).expect("control");
+    let got = collect_frames(&mut a_rx, "node-b", "ctl", 1, WAIT, &mut at_a).await;
+    assert_eq!(got, vec![0]);
+}
+
+#[actix_rt::test]
+async fn three_nodes_all_to_all_keep_per_sender_order() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let names = ["node-a", "node-b", "node-c"];
+    let addrs: Vec<_> = names.iter().map(|_| reserve_addr()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let peers: Vec<_> = names.iter().zip(&addrs).map(|(n, a)| (*n, *a)).collect(); // includes itself: must be ignored
+        nodes.push(
+            bind(
+                config(name, addrs[i], ca.issue(name).expect("cert"), &peers),
+                256,
+            )
+            .await,
+        );
+    }
+    const N: usize = 500;
+    for i in 0..N {
+        for (s, (t, _)) in nodes.iter().enumerate() {
+            for (r, to) in names.iter().enumerate() {
+                if r != s {
+                    t.send(to, frame(names[s], i)).expect("queue");
+                }
+            }
+        }
+    }
+    for (r, (_, rx)) in nodes.iter_mut().enumerate() {
+        let mut all = Vec::new();
+        for (s, from) in names.iter().enumerate() {
+            if s == r {
+                continue;
+            }
+            let got = collect_frames(rx, from, from, N, WAIT, &mut all).await;
+            assert_eq!(got, (0..N).collect::<Vec<_>>(), "{from} -> {}", names[r]);
+        }
+        let ups = all
+            .iter()
+            .filter(|e| matches!(e, TransportEvent::PeerUp { .. }))
+            .count();
+        assert_eq!(ups, 2, "{} saw two PeerUps", names[r]);
+    }
+}
+
+#[actix_rt::test]
+async fn dropped_node_rebound_on_same_port_reconnects() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let names = ["node-a", "node-b", "node-c"];
+    let addrs: Vec<_> = names.iter().map(|_| reserve_addr()).collect();
+    let peers: Vec<_> = names.iter().zip(&addrs).map(|(n, a)| (*n, *a)).collect();
+    let b_cfg = config("node-b", addrs[1], ca.issue("node-b").expect("b"), &peers);
+    let (a, mut a_rx) = bind(
+        config("node-a", addrs[0], ca.issue("node-a").expect("a"), &peers),
+        256,
+    )
+    .await;
+    let (b, mut b_rx) = bind(b_cfg.clone(), 256).await;
+    let (c, mut c_rx) = bind(
+        config("node-c", addrs[2], ca.issue("node-c").expect("c"), &peers),
+        256,
+    )
+    .await;
+
+    for i in 0..10 {
+        a.send("node-b", frame("a1", i)).expect("a->b");
+        c.send("node-b", frame("c1", i)).expect("c->b");
+    }
+    let mut at_b = Vec::new();
+    assert_eq!(
+        collect_frames(&mut b_rx, "node-a", "a1", 10, WAIT, &mut at_b)
+            .await
+            .len(),
+        10
+    );
+    assert_eq!(
+        collect_frames(&mut b_rx, "node-c", "c1", 10, WAIT, &mut at_b)
+            .await
+            .len(),
+        10
+    );
+    let mut skipped = Vec::new();
+    assert!(wait_for(&mut a_rx, WAIT, &mut skipped, is_up("node-b"))
+        .await
+        .is_some());
+    assert!(wait_for(&mut c_rx, WAIT, &mut skipped, is_up("node-b"))
+        .await
+        .is_some());
+
+    // node-b goes away; a and c notice.
+    let old_incarnation = b.incarnation().to_string();
+    drop(b);
+    drop(b_rx);
+    assert!(
+        wait_for(&mut a_rx, WAIT, &mut skipped, is_down("node-b"))
+            .await
+            .is_some(),
+        "a: PeerDown"
+    );
+    assert!(
+        wait_for(&mut c_rx, WAIT, &mut skipped, is_down("node-b"))
+            .await
+            .is_some(),
+        "c: PeerDown"
+    );
+
+    // A new incarnation of node-b on the same port.
+    let mut b2_cfg = b_cfg;
+    b2_cfg.incarnation = uuid::Uuid::new_v4().to_string();
+    let (b2, mut b2_rx) = bind_retry(b2_cfg, 256).await;
+    assert_ne!(b2.incarnation(), old_incarnation);
+    for i in 0..10 {
+        a.send("node-b", frame("a2", i)).expect("a->b2");
+        c.send("node-b", frame("c2", i)).expect("c->b2");
+        b2.send("node-a", frame("b2", i)).expect("b2->a");
+    }
+    let mut at_b2 = Vec::new();
+    assert_eq!(
+        collect_frames(&mut b2_rx, "node-a", "a2", 10, WAIT, &mut at_b2).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        collect_frames(&mut b2_rx, "node-c", "c2", 10, WAIT, &mut at_b2).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    let mut at_a = Vec::new();
+    assert_eq!(
+        collect_frames(&mut a_rx, "node-b", "b2", 10, WAIT, &mut at_a).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert!(
+        at_a.iter().any(is_up("node-b")),
+        "a: PeerUp after PeerDown: {at_a:?}"
+    );
+    let mut at_c = Vec::new();
+    assert!(
+        wait_for(&mut c_rx, WAIT, &mut at_c, is_up("node-b"))
+            .await
+            .is_some(),
+        "c: PeerUp again"
+    );
+}
+
+#[actix_rt::test]
+async fn send_errors_unknown_peer_too_large_queue_full_closed() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    // Nobody listens at node-z's address.
+    let nowhere = reserve_addr();
+    let mut cfg = config(
+        "node-a",
+        reserve_addr(),
+        ca.issue("node-a").expect("a"),
+        &[("node-z", nowhere)],
+    );
+    cfg.send_queue_capacity = 8;
+    cfg.max_batch = 4;
+    cfg.max_frame_size = 100;
+    cfg.handshake_timeout = Duration::from_millis(150);
+    let (a, _rx) = bind(cfg, 16).await;
+
+    assert_eq!(
+        a.send("node-q", frame("x", 0)),
+        Err(TransportError::UnknownPeer("node-q".into()))
+    );
+    assert_eq!(
+        a.send("node-z", bytes::Bytes::from(vec![0u8; 101])),
+        Err(TransportError::FrameTooLarge { len: 101, max: 100 })
+    );
+    let mut full = None;
+    for i in 0..100 {
+        match a.send("node-z", frame("x", i)) {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(e) => {
+                full = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, e) = full.expect("queue must fill up");
+    assert_eq!(
+        e,
+        TransportError::QueueFull {
+            peer: "node-z".into(),
+            capacity: 8
+        }
+    );
+    assert!(
+        i <= 8 + 4,
+        "refused after {i} frames: capacity + one batch at most"
+    );
+    // The unreachable peer is retried (and logged) in the background.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(logged(&["connecting to peer failed", "node-z"]));
+    a.shutdown();
+    assert_eq!(a.send("node-z", frame("x", 0)), Err(TransportError::Closed));
+}
