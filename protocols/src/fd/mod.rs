@@ -227,8 +227,8 @@ pub enum AnyDetector<Id: FdId> {
     Heartbeat(Heartbeat<Id>),
     /// Phi-accrual.
     PhiAccrual(PhiAccrual<Id>),
-    /// SWIM + Lifeguard.
-    Swim(Swim<Id>),
+    /// SWIM + Lifeguard (boxed: it is much larger than the others).
+    Swim(Box<Swim<Id>>),
 }
 
 impl<Id: FdId> AnyDetector<Id> {
@@ -251,7 +251,7 @@ impl<Id: FdId> AnyDetector<Id> {
                 AnyDetector::PhiAccrual(PhiAccrual::new(me, c.params()))
             }
             FailureDetectorConfig::Swim(c) => {
-                AnyDetector::Swim(Swim::new(me, c.params(), seeds, rng_seed))
+                AnyDetector::Swim(Box::new(Swim::new(me, c.params(), seeds, rng_seed)))
             }
         })
     }

@@ -458,7 +458,7 @@ where
             let cut = self
                 .nodes
                 .get(to.node as usize)
-                .is_none_or(|d| d.group != group);
+                .map_or(true, |d| d.group != group);
             let lost = self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss.min(1.0));
             if cut || lost {
                 continue;

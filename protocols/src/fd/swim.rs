@@ -821,6 +821,11 @@ impl<Id: FdId> Protocol for Swim<Id> {
 
     fn on_start(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
         if !self.seeds.is_empty() && !self.joined {
+            // Announce ourselves through gossip as well as to the seeds.
+            self.enqueue(Update::Alive {
+                member: self.me.clone(),
+                inc: self.inc,
+            });
             self.send_joins(out);
         }
         // Random phase so that nodes started together do not probe in lockstep.
@@ -839,6 +844,19 @@ impl<Id: FdId> Protocol for Swim<Id> {
         };
         if self.left || from == self.me || self.retired.contains(&from) {
             return;
+        }
+        // A probe from a member we never heard of (a joiner whose Alive has
+        // not reached us yet): it is evidently alive, learn it.
+        if matches!(
+            msg,
+            SwimMessage::Ping { .. } | SwimMessage::Ack { .. } | SwimMessage::PingReq { .. }
+        ) && !self.members.contains_key(&from)
+            && self.admit(now, &from, 0, out)
+        {
+            self.enqueue(Update::Alive {
+                member: from.clone(),
+                inc: 0,
+            });
         }
         match msg {
             SwimMessage::Ping { seq, updates } => {
