@@ -409,17 +409,18 @@ where
         status: MemberStatus,
         since: Duration,
     ) -> Vec<(SimId, Duration)> {
-        let mut seen: Vec<(SimId, Duration)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut first = Vec::new();
         for o in &self.events {
             if o.event.member == member
                 && o.event.status == status
                 && o.event.at >= since
-                && !seen.iter().any(|(id, _)| *id == o.observer)
+                && seen.insert(o.observer)
             {
-                seen.push((o.observer, o.event.at));
+                first.push((o.observer, o.event.at));
             }
         }
-        seen
+        first
     }
 
     fn push(&mut self, at: Duration, kind: Kind<P::Msg, P::Timer>) {

@@ -5,7 +5,8 @@
 //! round-robin order (reshuffled every round, seeded RNG): a direct `Ping`,
 //! and if no `Ack` arrives within the probe timeout, `PingReq`s to `k` other
 //! members who ping the target on its behalf and relay its `Ack` (or send a
-//! `Nack` if they get none). If the period ends without an ack the target is
+//! `Nack` if they get none), plus one more direct `Ping` (memberlist's TCP
+//! fallback ping plays this role). If the period ends without an ack the target is
 //! *suspected*. Suspicion carries the member's incarnation number; a
 //! suspected member that hears of it *refutes* by bumping its incarnation
 //! and disseminating `Alive`. A suspicion that is not refuted within the
@@ -229,6 +230,7 @@ struct Suspicion<Id> {
     max: Duration,
     k: u32,
     confirmers: BTreeSet<Id>,
+    verified: bool,
 }
 
 impl<Id> Suspicion<Id> {
@@ -288,6 +290,7 @@ pub struct Swim<Id: FdId> {
     queue: Vec<Queued<Id>>,
     queue_order: u64,
     seeds: Vec<Id>,
+    corrections: Vec<Update<Id>>,
     joined: bool,
     left: bool,
     rng: ChaCha8Rng,
@@ -318,6 +321,7 @@ impl<Id: FdId> Swim<Id> {
             queue: Vec::new(),
             queue_order: 0,
             seeds,
+            corrections: Vec::new(),
             joined: false,
             left: false,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
@@ -342,6 +346,11 @@ impl<Id: FdId> Swim<Id> {
     /// Estimated cluster size: live members plus this node.
     pub fn cluster_size(&self) -> usize {
         self.live + 1
+    }
+
+    /// The SWIM incarnation number this node knows for `member`.
+    pub fn incarnation_of(&self, member: &Id) -> Option<u64> {
+        self.members.get(member).map(|m| m.inc)
     }
 
     /// Updates waiting to be piggybacked.
@@ -540,6 +549,25 @@ impl<Id: FdId> Swim<Id> {
         self.adjust_awareness(1);
     }
 
+    /// Bad news about this node: refute it if it is about the current
+    /// incarnation; if it is stale (already refuted), re-announce the
+    /// current `Alive` so that the holder of the stale news catches up
+    /// (it rides on the reply to that very holder) without bumping the
+    /// incarnation again.
+    fn refute_if_current(&mut self, inc: u64) {
+        if self.left {
+            return;
+        }
+        if inc >= self.inc {
+            self.refute(inc);
+        } else {
+            self.enqueue(Update::Alive {
+                member: self.me.clone(),
+                inc: self.inc,
+            });
+        }
+    }
+
     fn new_suspicion(&self, now: Duration, from: Id) -> Suspicion<Id> {
         let n = self.cluster_size();
         let mult = self.params.suspicion_mult;
@@ -558,10 +586,58 @@ impl<Id: FdId> Swim<Id> {
             max,
             k,
             confirmers,
+            verified: false,
+        }
+    }
+
+    /// Incoming news older than ours: remember what we know, to put it in
+    /// the reply to the sender (targeted anti-entropy, so a member that
+    /// missed a refutation or a death does not act on stale news).
+    fn correct(&mut self, member: &Id, inc: u64) {
+        if *member == self.me {
+            if inc < self.inc {
+                self.corrections.push(Update::Alive {
+                    member: member.clone(),
+                    inc: self.inc,
+                });
+            }
+            return;
+        }
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        let (member, from) = (member.clone(), self.me.clone());
+        let fix = match m.state {
+            State::Alive if m.inc > inc => Update::Alive { member, inc: m.inc },
+            State::Dead if m.inc >= inc => Update::Dead {
+                member,
+                inc: m.inc,
+                from,
+            },
+            State::Left if m.inc >= inc => Update::Left { member, inc: m.inc },
+            _ => return,
+        };
+        if self.corrections.len() < self.params.max_piggyback {
+            self.corrections.push(fix);
         }
     }
 
     fn apply(&mut self, now: Duration, update: Update<Id>, out: &mut FdOutputs<Id>) {
+        match &update {
+            Update::Alive { member, inc } => {
+                if self
+                    .members
+                    .get(member)
+                    .is_some_and(|m| matches!(m.state, State::Dead | State::Left))
+                {
+                    self.correct(member, *inc);
+                }
+            }
+            Update::Suspect { member, inc, .. } | Update::Dead { member, inc, .. } => {
+                self.correct(member, *inc)
+            }
+            Update::Left { .. } => {}
+        }
         match update {
             Update::Alive { member, inc } => {
                 if member == self.me || member.same_node(&self.me) {
@@ -581,9 +657,7 @@ impl<Id: FdId> Swim<Id> {
             }
             Update::Suspect { member, inc, from } => {
                 if member == self.me {
-                    if !self.left {
-                        self.refute(inc);
-                    }
+                    self.refute_if_current(inc);
                     return;
                 }
                 let Some(m) = self.members.get_mut(&member) else {
@@ -607,7 +681,8 @@ impl<Id: FdId> Swim<Id> {
                                 .suspicion
                                 .as_ref()
                                 .map(|s| s.start + s.timeout())
-                                .unwrap_or(now);
+                                .unwrap_or(now)
+                                .saturating_sub(self.params.probe_timeout);
                             let inc = m.inc;
                             out.set_timer(
                                 deadline.saturating_sub(now),
@@ -620,7 +695,7 @@ impl<Id: FdId> Swim<Id> {
                     }
                     State::Alive => {
                         let s = self.new_suspicion(now, from.clone());
-                        let after = s.timeout();
+                        let after = s.timeout().saturating_sub(self.params.probe_timeout);
                         self.set_state(now, &member, State::Suspect, inc, out);
                         if let Some(m) = self.members.get_mut(&member) {
                             m.suspicion = Some(s);
@@ -637,9 +712,7 @@ impl<Id: FdId> Swim<Id> {
             }
             Update::Dead { member, inc, from } => {
                 if member == self.me {
-                    if !self.left {
-                        self.refute(inc);
-                    }
+                    self.refute_if_current(inc);
                     return;
                 }
                 let Some(m) = self.members.get(&member) else {
@@ -767,6 +840,11 @@ impl<Id: FdId> Swim<Id> {
             .collect();
         helpers.shuffle(&mut self.rng);
         helpers.truncate(self.params.indirect_checks);
+        // A second direct ping alongside the indirect ones (memberlist sends
+        // a TCP ping here): a lost ping or ack no longer needs all k
+        // indirect paths to fail too before the target is suspected.
+        let updates = self.piggyback(&target);
+        self.send(target.clone(), SwimMessage::Ping { seq, updates }, out);
         for h in &helpers {
             let updates = self.piggyback(h);
             self.send(
@@ -845,6 +923,7 @@ impl<Id: FdId> Protocol for Swim<Id> {
         if self.left || from == self.me || self.retired.contains(&from) {
             return;
         }
+        self.corrections.clear();
         // A probe from a member we never heard of (a joiner whose Alive has
         // not reached us yet): it is evidently alive, learn it.
         if matches!(
@@ -861,21 +940,26 @@ impl<Id: FdId> Protocol for Swim<Id> {
         match msg {
             SwimMessage::Ping { seq, updates } => {
                 self.apply_all(now, updates, out);
-                let updates = self.piggyback(&from);
+                let mut updates = std::mem::take(&mut self.corrections);
+                let room = self.params.max_piggyback.saturating_sub(updates.len());
+                updates.extend(self.piggyback(&from).into_iter().take(room));
                 self.send(from, SwimMessage::Ack { seq, updates }, out);
             }
             SwimMessage::Ack { seq, updates } => {
                 self.apply_all(now, updates, out);
+                let mut mine = false;
                 if let Some(p) = &mut self.probe {
                     if p.seq == seq && !p.acked {
                         p.acked = true;
+                        mine = true;
                         if !p.indirect {
                             self.adjust_awareness(-1);
                         }
-                        return;
                     }
                 }
-                if let Some((origin, origin_seq)) = self.relays.remove(&seq) {
+                if mine {
+                    // Our probe succeeded; nothing to relay.
+                } else if let Some((origin, origin_seq)) = self.relays.remove(&seq) {
                     let updates = self.piggyback(&origin);
                     self.send(
                         origin,
@@ -900,7 +984,7 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 }
                 self.seq += 1;
                 let relay = self.seq;
-                self.relays.insert(relay, (from, seq));
+                self.relays.insert(relay, (from.clone(), seq));
                 let updates = self.piggyback(&target);
                 self.send(
                     target,
@@ -967,16 +1051,36 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     return;
                 };
                 let deadline = s.start + s.timeout();
+                let verify_at = deadline.saturating_sub(self.params.probe_timeout);
+                let verified = s.verified;
                 if now >= deadline {
                     let inc = m.inc;
                     self.set_state(now, &member, State::Dead, inc, out);
                     let from = self.me.clone();
                     self.enqueue(Update::Dead { member, inc, from });
-                } else {
+                } else if now >= verify_at && !verified {
+                    // Last-chance ping, one probe timeout before the
+                    // deadline: it carries the suspicion to the member,
+                    // whose ack carries its refutation (or the refutation
+                    // we missed) back.
+                    if let Some(s) = self
+                        .members
+                        .get_mut(&member)
+                        .and_then(|m| m.suspicion.as_mut())
+                    {
+                        s.verified = true;
+                    }
+                    self.seq += 1;
+                    let seq = self.seq;
+                    let updates = self.piggyback(&member);
+                    self.send(member.clone(), SwimMessage::Ping { seq, updates }, out);
                     out.set_timer(
                         deadline - now,
                         FdTimer::Swim(SwimTimer::Suspicion { member }),
                     );
+                } else {
+                    let at = if verified { deadline } else { verify_at };
+                    out.set_timer(at - now, FdTimer::Swim(SwimTimer::Suspicion { member }));
                 }
             }
             SwimTimer::Reconnect => {
@@ -1055,6 +1159,7 @@ mod tests {
             max: Duration::from_secs(24),
             k: 2,
             confirmers: BTreeSet::from([id(1)]),
+            verified: false,
         };
         assert_eq!(s.timeout(), Duration::from_secs(24));
         s.confirmers.insert(id(2));
@@ -1115,6 +1220,74 @@ mod tests {
         // Next message: the 24 never-sent ones come before re-sends.
         let p2 = s.piggyback(&id(1));
         assert!(p2.iter().all(|u| u.member().node < 224));
+    }
+
+    #[test]
+    fn stale_news_is_corrected_in_the_ack() {
+        let (mut s, mut out) = swim(0, 5);
+        let t = Duration::from_secs(1);
+        s.apply(
+            t,
+            Update::Alive {
+                member: id(2),
+                inc: 3,
+            },
+            &mut out,
+        );
+        out.sends.clear();
+        s.on_message(
+            t,
+            id(1),
+            FdMessage::Swim(SwimMessage::Ping {
+                seq: 9,
+                updates: vec![Update::Suspect {
+                    member: id(2),
+                    inc: 1,
+                    from: id(1),
+                }],
+            }),
+            &mut out,
+        );
+        let (to, FdMessage::Swim(SwimMessage::Ack { seq: 9, updates })) = &out.sends[0] else {
+            panic!("expected an ack: {:?}", out.sends)
+        };
+        assert_eq!(*to, id(1));
+        assert_eq!(
+            updates[0],
+            Update::Alive {
+                member: id(2),
+                inc: 3
+            }
+        );
+        assert_eq!(s.view()[1], (id(2), MemberStatus::Up));
+    }
+
+    #[test]
+    fn suspicion_is_verified_by_a_last_ping_before_the_deadline() {
+        let (mut s, mut out) = swim(0, 3);
+        let t = Duration::from_secs(1);
+        s.apply(
+            t,
+            Update::Suspect {
+                member: id(2),
+                inc: 0,
+                from: id(1),
+            },
+            &mut out,
+        );
+        // N = 3: no confirmations expected, timeout = min = 4 s.
+        let (after, timer) = out.timers.last().cloned().expect("timer");
+        assert_eq!(after, Duration::from_millis(3500));
+        out.sends.clear();
+        s.on_timer(t + after, timer, &mut out);
+        assert!(matches!(
+            &out.sends[..],
+            [(to, FdMessage::Swim(SwimMessage::Ping { .. }))] if *to == id(2)
+        ));
+        let (after, timer) = out.timers.last().cloned().expect("timer");
+        assert_eq!(after, Duration::from_millis(500));
+        s.on_timer(t + Duration::from_secs(4), timer, &mut out);
+        assert_eq!(s.view()[1], (id(2), MemberStatus::Down));
     }
 
     #[test]
