@@ -1,0 +1,726 @@
+//! Failure-detector quality versus cost, on the deterministic simulator.
+//!
+//! For each detector (Troupe's heartbeat, phi-accrual and SWIM+Lifeguard,
+//! and the `foca` crate's SWIM at equal probe period, probe timeout, `k`,
+//! retransmit limit and suspicion timeout), cluster size N and network
+//! scenario (loss 0 / 5 / 20 %, and random 1-5 s pauses of members), it
+//! crashes members one at a time and reports:
+//! - time until the first and until all live members mark the crashed node
+//!   Down (p50 / p99 over crashes and seeds),
+//! - false positives per node-hour (a live member reported Down),
+//! - messages and bytes (msgpack for Troupe, foca's postcard packets) per
+//!   member per second,
+//! - for SWIM/foca, protocol periods between the first and the last Down
+//!   report of a crash (dissemination), next to log2(N),
+//! - wall time of each run.
+//!
+//! Output: a table on stdout (also `target/fd_quality.md`) and the
+//! detection-time vs false-positive trade-off as `target/fd_quality.svg`.
+//!
+//! Run: `cargo bench -p troupe-protocols --bench fd_quality`
+//! Quick mode (N = 8, 64; short runs; one seed): add `-- --quick` or set
+//! `FD_QUICK=1`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use troupe_framework::membership::{FailureDetector, MemberStatus};
+use troupe_protocols::fd::config::{HeartbeatConfig, PhiAccrualConfig, SwimConfig};
+use troupe_protocols::fd::sim::{DelayModel, NetConfig, Sim, WireSize};
+use troupe_protocols::fd::{AnyDetector, FailureDetectorConfig, SimId};
+
+/// Adapter running a `foca::Foca` as a Troupe sans-IO detector on the sim.
+mod foca_adapter {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use foca::{
+        Config, Foca, Identity, Member, NoCustomBroadcast, Notification, PostcardCodec, Runtime,
+        Timer,
+    };
+    use rand::RngCore;
+    use rand_chacha::ChaCha8Rng;
+    use serde::{Deserialize, Serialize};
+    use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
+    use troupe_framework::sansio::{Outputs, Protocol};
+    use troupe_protocols::fd::sim::WireSize;
+    use troupe_protocols::fd::SimId;
+
+    /// foca identity: the sim address plus foca's own renewal counter (foca
+    /// renews its identity when it learns it was declared down).
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    pub struct FocaId {
+        pub id: SimId,
+        pub gen: u32,
+    }
+
+    impl Identity for FocaId {
+        type Addr = SimId;
+        fn renew(&self) -> Option<Self> {
+            Some(FocaId {
+                id: self.id,
+                gen: self.gen.wrapping_add(1),
+            })
+        }
+        fn addr(&self) -> SimId {
+            self.id
+        }
+        fn win_addr_conflict(&self, adversary: &Self) -> bool {
+            self.gen > adversary.gen
+        }
+    }
+
+    /// The seeded ChaCha8 stream behind foca's rand 0.10 interface.
+    pub struct FocaRng(pub ChaCha8Rng);
+
+    impl foca_rand_core::TryRng for FocaRng {
+        type Error = Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+            Ok(self.0.next_u32())
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+            Ok(self.0.next_u64())
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+            self.0.fill_bytes(dst);
+            Ok(())
+        }
+    }
+
+    /// One foca datagram.
+    #[derive(Debug, Clone)]
+    pub struct Packet(pub Vec<u8>);
+
+    impl WireSize for Packet {
+        fn wire_size(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    type Out = Outputs<SimId, Packet, Timer<FocaId>, MemberEvent<SimId>>;
+
+    struct Rt<'a> {
+        out: &'a mut Out,
+        now: Duration,
+        view: &'a mut BTreeMap<SimId, MemberStatus>,
+    }
+
+    impl Rt<'_> {
+        fn set(&mut self, id: SimId, status: MemberStatus) {
+            if self.view.insert(id, status) != Some(status) {
+                self.out.emit(MemberEvent {
+                    member: id,
+                    status,
+                    at: self.now,
+                });
+            }
+        }
+    }
+
+    impl Runtime<FocaId> for Rt<'_> {
+        fn notify(&mut self, notification: Notification<'_, FocaId>) {
+            match notification {
+                Notification::MemberUp(id) => self.set(id.id, MemberStatus::Up),
+                Notification::MemberDown(id) => self.set(id.id, MemberStatus::Down),
+                _ => {}
+            }
+        }
+        fn send_to(&mut self, to: FocaId, data: &[u8]) {
+            self.out.send(to.id, Packet(data.to_vec()));
+        }
+        fn submit_after(&mut self, event: Timer<FocaId>, after: Duration) {
+            self.out.set_timer(after, event);
+        }
+    }
+
+    /// A foca node.
+    pub struct FocaNode {
+        foca: Foca<FocaId, PostcardCodec, FocaRng, NoCustomBroadcast>,
+        view: BTreeMap<SimId, MemberStatus>,
+        pub errors: u64,
+    }
+
+    impl FocaNode {
+        pub fn new(id: SimId, config: Config, seed: u64) -> Self {
+            use rand::SeedableRng;
+            Self {
+                foca: Foca::new(
+                    FocaId { id, gen: 0 },
+                    config,
+                    FocaRng(ChaCha8Rng::seed_from_u64(seed)),
+                    PostcardCodec,
+                ),
+                view: BTreeMap::new(),
+                errors: 0,
+            }
+        }
+    }
+
+    impl Protocol for FocaNode {
+        type Id = SimId;
+        type Msg = Packet;
+        type Timer = Timer<FocaId>;
+        type Event = MemberEvent<SimId>;
+
+        fn on_start(&mut self, _now: Duration, _out: &mut Out) {}
+
+        fn on_message(&mut self, now: Duration, _from: SimId, msg: Packet, out: &mut Out) {
+            let rt = Rt {
+                out,
+                now,
+                view: &mut self.view,
+            };
+            if self.foca.handle_data(&msg.0, rt).is_err() {
+                self.errors += 1;
+            }
+        }
+
+        fn on_timer(&mut self, now: Duration, timer: Timer<FocaId>, out: &mut Out) {
+            let rt = Rt {
+                out,
+                now,
+                view: &mut self.view,
+            };
+            if self.foca.handle_timer(timer, rt).is_err() {
+                self.errors += 1;
+            }
+        }
+    }
+
+    impl FailureDetector for FocaNode {
+        fn kind(&self) -> &'static str {
+            "foca"
+        }
+        fn view(&self) -> Vec<(SimId, MemberStatus)> {
+            self.view.iter().map(|(k, v)| (*k, *v)).collect()
+        }
+        fn add_member(&mut self, now: Duration, id: SimId, out: &mut Out) {
+            let rt = Rt {
+                out,
+                now,
+                view: &mut self.view,
+            };
+            let m = Member::alive(FocaId { id, gen: 0 });
+            if self.foca.apply_many(std::iter::once(m), false, rt).is_err() {
+                self.errors += 1;
+            }
+        }
+    }
+}
+
+use foca_adapter::FocaNode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Heartbeat,
+    Phi,
+    Swim,
+    Foca,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Heartbeat => "heartbeat",
+            Kind::Phi => "phi-accrual",
+            Kind::Swim => "troupe-swim",
+            Kind::Foca => "foca",
+        }
+    }
+    fn color(self) -> &'static str {
+        match self {
+            Kind::Heartbeat => "#1f77b4",
+            Kind::Phi => "#2ca02c",
+            Kind::Swim => "#d62728",
+            Kind::Foca => "#ff7f0e",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    loss: f64,
+    pauses: bool,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "loss 0%",
+        loss: 0.0,
+        pauses: false,
+    },
+    Scenario {
+        name: "loss 5%",
+        loss: 0.05,
+        pauses: false,
+    },
+    Scenario {
+        name: "loss 20%",
+        loss: 0.20,
+        pauses: false,
+    },
+    Scenario {
+        name: "pauses 1-5s",
+        loss: 0.0,
+        pauses: true,
+    },
+];
+
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+
+/// What one simulated run measured.
+#[derive(Debug, Default, Clone)]
+struct RunStats {
+    first: Vec<f64>,
+    all: Vec<f64>,
+    crashes: usize,
+    undetected: usize,
+    dissemination_periods: Vec<f64>,
+    false_positives: u64,
+    node_hours: f64,
+    msgs_per_member_s: f64,
+    bytes_per_member_s: f64,
+    wall: f64,
+}
+
+impl RunStats {
+    fn merge(&mut self, o: RunStats) {
+        self.first.extend(o.first);
+        self.all.extend(o.all);
+        self.crashes += o.crashes;
+        self.undetected += o.undetected;
+        self.dissemination_periods.extend(o.dissemination_periods);
+        self.false_positives += o.false_positives;
+        self.node_hours += o.node_hours;
+        // Averages over runs of equal length: keep a running sum, divide later.
+        self.msgs_per_member_s += o.msgs_per_member_s;
+        self.bytes_per_member_s += o.bytes_per_member_s;
+        self.wall = self.wall.max(o.wall);
+    }
+}
+
+fn swim_config() -> SwimConfig {
+    SwimConfig::default()
+}
+
+/// foca's LAN profile with Troupe SWIM's probe period, probe timeout, k,
+/// retransmit limit and (minimum) suspicion timeout.
+fn foca_config(n: u32) -> foca::Config {
+    let mut c = foca::Config::new_lan(
+        std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+    );
+    let s = swim_config();
+    c.probe_period = PROBE_PERIOD;
+    c.probe_rtt = Duration::from_millis(s.probe_timeout_ms as u64);
+    c.num_indirect_probes = std::num::NonZeroUsize::new(s.indirect_checks as usize)
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    let tx = s.retransmit_mult as f64 * ((n as f64 + 1.0).log10().ceil()).max(1.0);
+    c.max_transmissions =
+        std::num::NonZeroU8::new(tx.min(255.0) as u8).unwrap_or(std::num::NonZeroU8::MIN);
+    let min = s.suspicion_mult as f64 * (n as f64).log10().max(1.0) * PROBE_PERIOD.as_secs_f64();
+    c.suspect_to_down_after = Duration::from_secs_f64(min);
+    c
+}
+
+fn any_config(kind: Kind) -> FailureDetectorConfig {
+    match kind {
+        Kind::Heartbeat => FailureDetectorConfig::Heartbeat(HeartbeatConfig::default()),
+        Kind::Phi => FailureDetectorConfig::PhiAccrual(PhiAccrualConfig::default()),
+        _ => FailureDetectorConfig::Swim(swim_config()),
+    }
+}
+
+enum Action {
+    Crash,
+    Pause(Duration),
+}
+
+/// One run: N nodes, crashes every 50 s from t = 30 s (at most N/4, none in
+/// the last 60 s), optional pauses (every 10 s a random live member stalls
+/// for 1-5 s).
+fn run<P>(
+    n: u32,
+    sc: Scenario,
+    seed: u64,
+    duration: Duration,
+    make: &dyn Fn(SimId, u64) -> P,
+) -> RunStats
+where
+    P: FailureDetector<Id = SimId>,
+    P::Msg: WireSize,
+{
+    let wall = Instant::now();
+    let net = NetConfig {
+        loss: sc.loss,
+        delay: DelayModel::Uniform {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+    };
+    let mut sim: Sim<P> = Sim::new(seed, net);
+    let ids: Vec<SimId> = (0..n).map(SimId::new).collect();
+    for id in &ids {
+        sim.add_node(*id, make(*id, seed), &ids);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00fa_17ed);
+    let mut actions: Vec<(Duration, Action)> = Vec::new();
+    let max_crashes = (n / 4).max(1) as usize;
+    let mut t = Duration::from_secs(30);
+    while actions.len() < max_crashes && t + Duration::from_secs(60) <= duration {
+        actions.push((t, Action::Crash));
+        t += Duration::from_secs(50);
+    }
+    if sc.pauses {
+        let mut t = Duration::from_secs(15);
+        while t < duration {
+            let d = Duration::from_millis(rng.gen_range(1000..=5000));
+            actions.push((t, Action::Pause(d)));
+            t += Duration::from_secs(10);
+        }
+    }
+    actions.sort_by_key(|(t, _)| *t);
+    let mut crashed: HashMap<SimId, Duration> = HashMap::new();
+    for (at, action) in actions {
+        sim.run_until(at);
+        let running: Vec<u32> = (0..n).filter(|i| sim.is_running(*i)).collect();
+        if running.is_empty() {
+            continue;
+        }
+        let victim = running[rng.gen_range(0..running.len())];
+        match action {
+            Action::Crash => {
+                crashed.insert(sim.id_of(victim), at);
+                sim.crash(victim);
+            }
+            Action::Pause(d) => sim.pause(victim, d),
+        }
+    }
+    sim.run_until(duration);
+
+    let mut out = RunStats {
+        node_hours: n as f64 * duration.as_secs_f64() / 3600.0,
+        ..RunStats::default()
+    };
+    // Per crashed member: each live observer's first Down report after the crash.
+    let mut reports: HashMap<SimId, BTreeMap<SimId, Duration>> = HashMap::new();
+    for o in sim.events() {
+        if o.event.status != MemberStatus::Down {
+            continue;
+        }
+        match crashed.get(&o.event.member) {
+            Some(tc) if o.event.at >= *tc => {
+                reports
+                    .entry(o.event.member)
+                    .or_default()
+                    .entry(o.observer)
+                    .or_insert(o.event.at);
+            }
+            _ => {
+                out.false_positives += 1;
+                if std::env::var_os("FD_DEBUG").is_some() {
+                    eprintln!("false positive (N={n}, {}, seed {seed}): {o:?}", sc.name);
+                }
+            }
+        }
+    }
+    let live: Vec<SimId> = (0..n)
+        .filter(|i| sim.is_running(*i))
+        .map(|i| sim.id_of(i))
+        .collect();
+    for (member, tc) in &crashed {
+        out.crashes += 1;
+        let r = reports.get(member);
+        let times: Vec<Duration> = live
+            .iter()
+            .filter_map(|o| r.and_then(|r| r.get(o)).copied())
+            .collect();
+        if let Some(first) = times.iter().min() {
+            out.first.push((*first - *tc).as_secs_f64());
+        }
+        if times.len() == live.len() && !times.is_empty() {
+            let last = times.iter().max().copied().unwrap_or(*tc);
+            let first = times.iter().min().copied().unwrap_or(*tc);
+            out.all.push((last - *tc).as_secs_f64());
+            out.dissemination_periods
+                .push((last - first).as_secs_f64() / PROBE_PERIOD.as_secs_f64());
+        } else {
+            out.undetected += 1;
+        }
+    }
+    let total = sim.total_stats();
+    let member_s = n as f64 * duration.as_secs_f64();
+    out.msgs_per_member_s = total.msgs as f64 / member_s;
+    out.bytes_per_member_s = total.bytes as f64 / member_s;
+    out.wall = wall.elapsed().as_secs_f64();
+    out
+}
+
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s.get(idx.min(s.len() - 1)).copied()
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+}
+
+struct Row {
+    kind: Kind,
+    n: u32,
+    scenario: &'static str,
+    stats: RunStats,
+    runs: usize,
+    secs: u64,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "quick")
+        || std::env::var("FD_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let sizes: Vec<u32> = if quick {
+        vec![8, 64]
+    } else {
+        vec![8, 64, 256, 1024]
+    };
+    println!(
+        "fd_quality ({} mode): probe period / heartbeat interval 1 s, delay U(1,10) ms",
+        if quick { "quick" } else { "full" }
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for &n in &sizes {
+        for kind in [Kind::Heartbeat, Kind::Phi, Kind::Swim, Kind::Foca] {
+            let all_to_all = matches!(kind, Kind::Heartbeat | Kind::Phi);
+            if all_to_all && n > 256 {
+                continue; // O(N^2) heartbeats: not meant for this size.
+            }
+            let secs: u64 = match (quick, all_to_all, n) {
+                (true, _, _) => 180,
+                (false, true, 256) => 180,
+                (false, _, _) => 600,
+            };
+            let seeds: Vec<u64> = match (quick, n) {
+                (true, _) => vec![1],
+                (false, 8) => (1..=8).collect(),
+                (false, 64) => (1..=3).collect(),
+                _ => vec![1],
+            };
+            for sc in SCENARIOS {
+                let mut agg = RunStats::default();
+                for &seed in &seeds {
+                    let d = Duration::from_secs(secs);
+                    let st = match kind {
+                        Kind::Foca => run(n, sc, seed, d, &|id, s| {
+                            FocaNode::new(id, foca_config(n), s ^ (u64::from(id.node) << 20))
+                        }),
+                        _ => {
+                            let cfg = any_config(kind);
+                            run(n, sc, seed, d, &|id, s| {
+                                AnyDetector::from_config(
+                                    id,
+                                    &cfg,
+                                    vec![],
+                                    s ^ (u64::from(id.node) << 20),
+                                )
+                                .unwrap_or_else(|e| panic!("config: {e}"))
+                            })
+                        }
+                    };
+                    agg.merge(st);
+                }
+                let row = Row {
+                    kind,
+                    n,
+                    scenario: sc.name,
+                    stats: agg,
+                    runs: seeds.len(),
+                    secs,
+                };
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    let table = table_markdown(&rows);
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = std::fs::write(format!("{target}/fd_quality.md"), &table) {
+        eprintln!("could not write fd_quality.md: {e}");
+    }
+    if let Err(e) = std::fs::write(format!("{target}/fd_quality.svg"), svg(&rows)) {
+        eprintln!("could not write fd_quality.svg: {e}");
+    }
+    println!("\n{table}");
+    println!("wrote {target}/fd_quality.md and {target}/fd_quality.svg");
+}
+
+fn header() -> String {
+    "| detector | N | scenario | runs x s | crashes (undetected) | first p50/p99 s | all p50/p99 s | FP per node-hour | msgs/member/s | bytes/member/s | dissem. periods p50/p99 (log2 N) | max wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_string()
+}
+
+fn row_markdown(r: &Row) -> String {
+    let s = &r.stats;
+    let runs = r.runs.max(1) as f64;
+    let dissem = if matches!(r.kind, Kind::Swim | Kind::Foca) {
+        format!(
+            "{}/{} ({:.1})",
+            fmt_opt(percentile(&s.dissemination_periods, 50.0)),
+            fmt_opt(percentile(&s.dissemination_periods, 99.0)),
+            (r.n as f64).log2()
+        )
+    } else {
+        "-".into()
+    };
+    format!(
+        "| {} | {} | {} | {}x{} | {} ({}) | {}/{} | {}/{} | {:.2} | {:.2} | {:.0} | {} | {:.1} |\n",
+        r.kind.name(),
+        r.n,
+        r.scenario,
+        r.runs,
+        r.secs,
+        s.crashes,
+        s.undetected,
+        fmt_opt(percentile(&s.first, 50.0)),
+        fmt_opt(percentile(&s.first, 99.0)),
+        fmt_opt(percentile(&s.all, 50.0)),
+        fmt_opt(percentile(&s.all, 99.0)),
+        s.false_positives as f64 / s.node_hours.max(1e-9),
+        s.msgs_per_member_s / runs,
+        s.bytes_per_member_s / runs,
+        dissem,
+        s.wall
+    )
+}
+
+fn print_row(r: &Row) {
+    print!("{}", row_markdown(r));
+}
+
+fn table_markdown(rows: &[Row]) -> String {
+    let mut t = header();
+    for r in rows {
+        t.push_str(&row_markdown(r));
+    }
+    t
+}
+
+/// Scatter plot: x = all-aware detection time p50, y = log10(1 + false
+/// positives per node-hour); one point per (detector, N, scenario).
+fn svg(rows: &[Row]) -> String {
+    let (w, h, ml, mr, mt, mb) = (900.0, 560.0, 70.0, 190.0, 40.0, 60.0);
+    let pts: Vec<(f64, f64, &Row)> = rows
+        .iter()
+        .filter_map(|r| {
+            let x = percentile(&r.stats.all, 50.0)?;
+            let fp = r.stats.false_positives as f64 / r.stats.node_hours.max(1e-9);
+            Some((x, (1.0 + fp).log10(), r))
+        })
+        .collect();
+    let xmax = pts.iter().map(|p| p.0).fold(10.0_f64, f64::max) * 1.1;
+    let ymax = pts.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.1;
+    let sx = |x: f64| ml + x / xmax * (w - ml - mr);
+    let sy = |y: f64| h - mb - y / ymax * (h - mt - mb);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">Detection time vs false positives (each point: detector, N, scenario)</text>"#,
+        (w - mr + ml) / 2.0
+    );
+    // Axes and ticks.
+    let _ = writeln!(
+        s,
+        r#"<line x1="{ml}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{ml}" y1="{mt}" x2="{ml}" y2="{}" stroke="black"/>"#,
+        h - mb,
+        w - mr,
+        h - mb,
+        h - mb
+    );
+    for i in 0..=5 {
+        let xv = xmax * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{xv:.0}</text>"#,
+            sx(xv),
+            h - mb + 18.0
+        );
+        let yv = ymax * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#,
+            ml - 6.0,
+            sy(yv) + 4.0,
+            10f64.powf(yv) - 1.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">time until all members mark a crashed node Down, p50 (s)</text>"#,
+        (w - mr + ml) / 2.0,
+        h - 18.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">false positives per node-hour (log scale)</text>"#,
+        (h - mb + mt) / 2.0
+    );
+    for (x, y, r) in &pts {
+        let shape = match r.scenario {
+            "pauses 1-5s" => format!(
+                r#"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="{}" fill-opacity="0.8"><title>{} N={} {}</title></rect>"#,
+                sx(*x) - 4.0,
+                sy(*y) - 4.0,
+                r.kind.color(),
+                r.kind.name(),
+                r.n,
+                r.scenario
+            ),
+            _ => format!(
+                r#"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{}" fill-opacity="0.7"><title>{} N={} {}</title></circle>"#,
+                sx(*x),
+                sy(*y),
+                3.0 + (r.n as f64).log2() / 2.0,
+                r.kind.color(),
+                r.kind.name(),
+                r.n,
+                r.scenario
+            ),
+        };
+        let _ = writeln!(s, "{shape}");
+    }
+    let lx = w - mr + 20.0;
+    for (i, k) in [Kind::Heartbeat, Kind::Phi, Kind::Swim, Kind::Foca]
+        .iter()
+        .enumerate()
+    {
+        let y = mt + 20.0 + i as f64 * 20.0;
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{lx}" cy="{y}" r="6" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            k.color(),
+            lx + 12.0,
+            y + 4.0,
+            k.name()
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{lx}" y="{}">circle size ~ log2 N</text><text x="{lx}" y="{}">square = pauses 1-5 s</text>"#,
+        mt + 110.0,
+        mt + 128.0
+    );
+    s.push_str("</svg>\n");
+    s
+}

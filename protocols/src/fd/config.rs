@@ -1,0 +1,563 @@
+//! `[failure_detector]` configuration: which detector a node runs and its
+//! parameters.
+//!
+//! ```toml
+//! [failure_detector]
+//! kind = "swim"            # or "heartbeat", "phi-accrual"
+//! probe_interval_ms = 1000
+//! ```
+//!
+//! Every parameter has a default (documented on its field, taken from Akka
+//! for phi-accrual and from memberlist's LAN profile for SWIM), unknown keys
+//! are rejected, and [`FailureDetectorConfig::validate`] rejects impossible
+//! values with an error naming the TOML key, e.g.
+//! `failure_detector.threshold must be > 0, got -1`. Durations are integer
+//! milliseconds (keys end in `_ms`); they are signed so that a negative value
+//! gets that clear error instead of a bare type error.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::heartbeat::HeartbeatParams;
+use super::phi::PhiParams;
+use super::swim::SwimParams;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or did not match the schema.
+    #[error("failure_detector: {0}")]
+    Parse(String),
+    /// A value is out of range; `key` is the full TOML key.
+    #[error("{key} {message}")]
+    Invalid {
+        /// The TOML key, e.g. `failure_detector.threshold`.
+        key: String,
+        /// What is wrong, e.g. `must be > 0, got -1`.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("failure_detector.{key}"),
+        message,
+    }
+}
+
+fn positive_ms(key: &str, v: i64) -> Result<(), ConfigError> {
+    if v > 0 {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be > 0 (milliseconds), got {v}")))
+    }
+}
+
+fn positive(key: &str, v: i64) -> Result<(), ConfigError> {
+    if v > 0 {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be > 0, got {v}")))
+    }
+}
+
+fn non_negative_ms(key: &str, v: i64) -> Result<(), ConfigError> {
+    if v >= 0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be >= 0 (milliseconds), got {v}"),
+        ))
+    }
+}
+
+/// Milliseconds (already validated non-negative) as a [`Duration`].
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(v.max(0) as u64)
+}
+
+/// Which failure detector a node runs, with its parameters
+/// (the `[failure_detector]` table; `kind` selects the variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FailureDetectorConfig {
+    /// `kind = "heartbeat"`: fixed-deadline heartbeats.
+    Heartbeat(HeartbeatConfig),
+    /// `kind = "phi-accrual"`: phi-accrual heartbeats.
+    PhiAccrual(PhiAccrualConfig),
+    /// `kind = "swim"`: SWIM + Lifeguard.
+    Swim(SwimConfig),
+}
+
+impl Default for FailureDetectorConfig {
+    /// SWIM with memberlist's LAN defaults (it scales to large clusters).
+    fn default() -> Self {
+        FailureDetectorConfig::Swim(SwimConfig::default())
+    }
+}
+
+/// A whole node config file, of which only `[failure_detector]` is read here.
+#[derive(Deserialize)]
+struct NodeFile {
+    #[serde(default)]
+    failure_detector: Option<toml::Value>,
+}
+
+impl FailureDetectorConfig {
+    /// The `kind` string as written in TOML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FailureDetectorConfig::Heartbeat(_) => "heartbeat",
+            FailureDetectorConfig::PhiAccrual(_) => "phi-accrual",
+            FailureDetectorConfig::Swim(_) => "swim",
+        }
+    }
+
+    /// Read the `[failure_detector]` table out of a node's TOML config text
+    /// (other tables are ignored; a missing table gives the default) and
+    /// validate it.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let file: NodeFile = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg = match file.failure_detector {
+            None => FailureDetectorConfig::default(),
+            Some(v) => v
+                .try_into::<FailureDetectorConfig>()
+                .map_err(|e| ConfigError::Parse(e.to_string()))?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every value; the error names the offending TOML key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            FailureDetectorConfig::Heartbeat(c) => c.validate(),
+            FailureDetectorConfig::PhiAccrual(c) => c.validate(),
+            FailureDetectorConfig::Swim(c) => c.validate(),
+        }
+    }
+
+    /// [`validate`](Self::validate), plus the checks that depend on the
+    /// cluster size `n` (SWIM's `indirect_checks` must be at most `n - 1`;
+    /// at run time the core also caps it at the `n - 2` members that are
+    /// neither the prober nor the probed member).
+    pub fn validate_for_cluster(&self, n: usize) -> Result<(), ConfigError> {
+        self.validate()?;
+        if let FailureDetectorConfig::Swim(c) = self {
+            let max = n.saturating_sub(1) as i64;
+            if c.indirect_checks > max {
+                return Err(invalid(
+                    "indirect_checks",
+                    format!(
+                        "must be <= cluster size - 1 = {max} for a cluster of {n}, got {}",
+                        c.indirect_checks
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `kind = "heartbeat"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often each node heartbeats every member. Default 1000.
+    pub interval_ms: i64,
+    /// Extra silence tolerated before `Suspect` (suspect after
+    /// `interval + acceptable_pause`). Default 3000.
+    pub acceptable_pause_ms: i64,
+    /// Further silence after `Suspect` before `Down`. Default 4000.
+    pub grace_ms: i64,
+    /// How often deadlines are checked (detection resolution). Default 100.
+    pub check_interval_ms: i64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1000,
+            acceptable_pause_ms: 3000,
+            grace_ms: 4000,
+            check_interval_ms: 100,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// Check every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive_ms("interval_ms", self.interval_ms)?;
+        non_negative_ms("acceptable_pause_ms", self.acceptable_pause_ms)?;
+        non_negative_ms("grace_ms", self.grace_ms)?;
+        positive_ms("check_interval_ms", self.check_interval_ms)?;
+        Ok(())
+    }
+
+    /// The detector's parameters.
+    pub fn params(&self) -> HeartbeatParams {
+        HeartbeatParams {
+            interval: ms(self.interval_ms),
+            acceptable_pause: ms(self.acceptable_pause_ms),
+            grace: ms(self.grace_ms),
+            check_interval: ms(self.check_interval_ms),
+        }
+    }
+}
+
+/// `kind = "phi-accrual"` (defaults are Akka cluster's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhiAccrualConfig {
+    /// Suspect when phi exceeds this. Default 8.0.
+    pub threshold: f64,
+    /// Inter-arrival samples kept (sliding window). Default 1000.
+    pub max_sample_size: i64,
+    /// Lower bound of the standard deviation used. Default 100.
+    pub min_std_deviation_ms: i64,
+    /// Added to the mean inter-arrival time (tolerated pause). Default 3000.
+    pub acceptable_heartbeat_pause_ms: i64,
+    /// How often heartbeats are sent. Default 1000.
+    pub heartbeat_interval_ms: i64,
+    /// Assumed mean interval before any sample (history seeded with 0.75x
+    /// and 1.25x of it, like Akka). Default 1000.
+    pub first_heartbeat_estimate_ms: i64,
+    /// Time above the threshold after `Suspect` before `Down`. Default 4000.
+    pub grace_ms: i64,
+    /// How often phi is evaluated. Default 100.
+    pub check_interval_ms: i64,
+}
+
+impl Default for PhiAccrualConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 8.0,
+            max_sample_size: 1000,
+            min_std_deviation_ms: 100,
+            acceptable_heartbeat_pause_ms: 3000,
+            heartbeat_interval_ms: 1000,
+            first_heartbeat_estimate_ms: 1000,
+            grace_ms: 4000,
+            check_interval_ms: 100,
+        }
+    }
+}
+
+impl PhiAccrualConfig {
+    /// Check every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(invalid(
+                "threshold",
+                format!("must be > 0, got {}", self.threshold),
+            ));
+        }
+        positive("max_sample_size", self.max_sample_size)?;
+        positive_ms("min_std_deviation_ms", self.min_std_deviation_ms)?;
+        non_negative_ms(
+            "acceptable_heartbeat_pause_ms",
+            self.acceptable_heartbeat_pause_ms,
+        )?;
+        positive_ms("heartbeat_interval_ms", self.heartbeat_interval_ms)?;
+        positive_ms(
+            "first_heartbeat_estimate_ms",
+            self.first_heartbeat_estimate_ms,
+        )?;
+        non_negative_ms("grace_ms", self.grace_ms)?;
+        positive_ms("check_interval_ms", self.check_interval_ms)?;
+        Ok(())
+    }
+
+    /// The detector's parameters.
+    pub fn params(&self) -> PhiParams {
+        PhiParams {
+            threshold: self.threshold,
+            max_sample_size: self.max_sample_size.max(1) as usize,
+            min_std_deviation: ms(self.min_std_deviation_ms),
+            acceptable_heartbeat_pause: ms(self.acceptable_heartbeat_pause_ms),
+            heartbeat_interval: ms(self.heartbeat_interval_ms),
+            first_heartbeat_estimate: ms(self.first_heartbeat_estimate_ms),
+            grace: ms(self.grace_ms),
+            check_interval: ms(self.check_interval_ms),
+        }
+    }
+}
+
+/// `kind = "swim"` (defaults are memberlist's LAN profile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwimConfig {
+    /// Protocol period: one probe per period (scaled by local health). Default 1000.
+    pub probe_interval_ms: i64,
+    /// Wait for a direct ack before indirect probes (scaled by local health);
+    /// must be < `probe_interval_ms`. Default 500.
+    pub probe_timeout_ms: i64,
+    /// Members asked to probe indirectly (`k`). Default 3.
+    pub indirect_checks: i64,
+    /// Each update is piggybacked `retransmit_mult * ceil(log10(N+1))` times. Default 4.
+    pub retransmit_mult: i64,
+    /// Suspicion timeout min = `suspicion_mult * max(1, log10 N) * probe_interval`;
+    /// Lifeguard expects `suspicion_mult - 2` confirmations. Default 4.
+    pub suspicion_mult: i64,
+    /// Suspicion timeout max = this times the min. Default 6.
+    pub suspicion_max_timeout_mult: i64,
+    /// Lifeguard local-health multiplier cap: timeouts scale by 1..=this. Default 8.
+    pub awareness_max_multiplier: i64,
+    /// At most this many membership updates piggybacked per message. Default 16.
+    pub max_piggyback: i64,
+    /// How often a `Down` member is pinged to heal partitions. Default 5000.
+    pub reconnect_interval_ms: i64,
+}
+
+impl Default for SwimConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 500,
+            indirect_checks: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            awareness_max_multiplier: 8,
+            max_piggyback: 16,
+            reconnect_interval_ms: 5000,
+        }
+    }
+}
+
+impl SwimConfig {
+    /// Check every value (cluster-size checks are in
+    /// [`FailureDetectorConfig::validate_for_cluster`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive_ms("probe_interval_ms", self.probe_interval_ms)?;
+        positive_ms("probe_timeout_ms", self.probe_timeout_ms)?;
+        if self.probe_timeout_ms >= self.probe_interval_ms {
+            return Err(invalid(
+                "probe_timeout_ms",
+                format!(
+                    "must be < probe_interval_ms ({}), got {}",
+                    self.probe_interval_ms, self.probe_timeout_ms
+                ),
+            ));
+        }
+        if self.indirect_checks < 0 {
+            return Err(invalid(
+                "indirect_checks",
+                format!("must be >= 0, got {}", self.indirect_checks),
+            ));
+        }
+        positive("retransmit_mult", self.retransmit_mult)?;
+        positive("suspicion_mult", self.suspicion_mult)?;
+        if self.suspicion_max_timeout_mult < 1 {
+            return Err(invalid(
+                "suspicion_max_timeout_mult",
+                format!("must be >= 1, got {}", self.suspicion_max_timeout_mult),
+            ));
+        }
+        if !(1..=64).contains(&self.awareness_max_multiplier) {
+            return Err(invalid(
+                "awareness_max_multiplier",
+                format!("must be in 1..=64, got {}", self.awareness_max_multiplier),
+            ));
+        }
+        positive("max_piggyback", self.max_piggyback)?;
+        positive_ms("reconnect_interval_ms", self.reconnect_interval_ms)?;
+        Ok(())
+    }
+
+    /// The detector's parameters.
+    pub fn params(&self) -> SwimParams {
+        SwimParams {
+            probe_interval: ms(self.probe_interval_ms),
+            probe_timeout: ms(self.probe_timeout_ms),
+            indirect_checks: self.indirect_checks.max(0) as usize,
+            retransmit_mult: self.retransmit_mult.max(1) as u32,
+            suspicion_mult: self.suspicion_mult.max(1) as u32,
+            suspicion_max_timeout_mult: self.suspicion_max_timeout_mult.max(1) as u32,
+            awareness_max_multiplier: self.awareness_max_multiplier.max(1) as u32,
+            max_piggyback: self.max_piggyback.max(1) as usize,
+            reconnect_interval: ms(self.reconnect_interval_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> String {
+        match FailureDetectorConfig::from_toml_str(text) {
+            Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_each_kind() {
+        let c = FailureDetectorConfig::from_toml_str(
+            "[node]\nname = \"a\"\n[failure_detector]\nkind = \"swim\"\nprobe_interval_ms = 2000\n",
+        )
+        .expect("swim");
+        let FailureDetectorConfig::Swim(s) = &c else {
+            panic!("not swim: {c:?}")
+        };
+        assert_eq!(s.probe_interval_ms, 2000);
+        assert_eq!(s.probe_timeout_ms, 500);
+        assert_eq!(c.kind(), "swim");
+
+        let c = FailureDetectorConfig::from_toml_str(
+            "[failure_detector]\nkind = \"phi-accrual\"\nthreshold = 10.5\n",
+        )
+        .expect("phi");
+        let FailureDetectorConfig::PhiAccrual(p) = &c else {
+            panic!("not phi: {c:?}")
+        };
+        assert_eq!(p.threshold, 10.5);
+        assert_eq!(p.max_sample_size, 1000);
+
+        let c = FailureDetectorConfig::from_toml_str(
+            "[failure_detector]\nkind = \"heartbeat\"\ninterval_ms = 250\ngrace_ms = 0\n",
+        )
+        .expect("heartbeat");
+        let FailureDetectorConfig::Heartbeat(h) = &c else {
+            panic!("not heartbeat: {c:?}")
+        };
+        assert_eq!(h.interval_ms, 250);
+        assert_eq!(h.grace_ms, 0);
+        assert_eq!(h.acceptable_pause_ms, 3000);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        assert_eq!(
+            FailureDetectorConfig::from_toml_str("").expect("empty"),
+            FailureDetectorConfig::Swim(SwimConfig::default())
+        );
+        let p = PhiAccrualConfig::default().params();
+        assert_eq!(p.threshold, 8.0);
+        assert_eq!(p.max_sample_size, 1000);
+        assert_eq!(p.min_std_deviation, Duration::from_millis(100));
+        assert_eq!(p.acceptable_heartbeat_pause, Duration::from_secs(3));
+        assert_eq!(p.heartbeat_interval, Duration::from_secs(1));
+        let s = SwimConfig::default().params();
+        assert_eq!(s.probe_interval, Duration::from_secs(1));
+        assert_eq!(s.probe_timeout, Duration::from_millis(500));
+        assert_eq!(s.indirect_checks, 3);
+        assert_eq!(s.retransmit_mult, 4);
+        assert_eq!(s.suspicion_mult, 4);
+        assert_eq!(s.suspicion_max_timeout_mult, 6);
+        assert_eq!(s.awareness_max_multiplier, 8);
+        let h = HeartbeatConfig::default().params();
+        assert_eq!(h.interval, Duration::from_secs(1));
+        assert_eq!(h.acceptable_pause, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_key() {
+        let cases = [
+            (
+                "kind = \"phi-accrual\"\nthreshold = -1.0",
+                "failure_detector.threshold must be > 0, got -1",
+            ),
+            (
+                "kind = \"phi-accrual\"\nthreshold = 0.0",
+                "failure_detector.threshold must be > 0",
+            ),
+            (
+                "kind = \"phi-accrual\"\nmax_sample_size = 0",
+                "failure_detector.max_sample_size must be > 0, got 0",
+            ),
+            (
+                "kind = \"phi-accrual\"\nmin_std_deviation_ms = 0",
+                "failure_detector.min_std_deviation_ms must be > 0",
+            ),
+            (
+                "kind = \"phi-accrual\"\nheartbeat_interval_ms = -5",
+                "failure_detector.heartbeat_interval_ms must be > 0 (milliseconds), got -5",
+            ),
+            (
+                "kind = \"phi-accrual\"\nacceptable_heartbeat_pause_ms = -1",
+                "failure_detector.acceptable_heartbeat_pause_ms must be >= 0",
+            ),
+            (
+                "kind = \"heartbeat\"\ninterval_ms = 0",
+                "failure_detector.interval_ms must be > 0",
+            ),
+            (
+                "kind = \"heartbeat\"\ngrace_ms = -1",
+                "failure_detector.grace_ms must be >= 0",
+            ),
+            (
+                "kind = \"heartbeat\"\ncheck_interval_ms = 0",
+                "failure_detector.check_interval_ms must be > 0",
+            ),
+            (
+                "kind = \"swim\"\nprobe_interval_ms = 0",
+                "failure_detector.probe_interval_ms must be > 0",
+            ),
+            (
+                "kind = \"swim\"\nprobe_timeout_ms = 1500",
+                "failure_detector.probe_timeout_ms must be < probe_interval_ms (1000), got 1500",
+            ),
+            (
+                "kind = \"swim\"\nindirect_checks = -1",
+                "failure_detector.indirect_checks must be >= 0",
+            ),
+            (
+                "kind = \"swim\"\nretransmit_mult = 0",
+                "failure_detector.retransmit_mult must be > 0",
+            ),
+            (
+                "kind = \"swim\"\nsuspicion_mult = 0",
+                "failure_detector.suspicion_mult must be > 0",
+            ),
+            (
+                "kind = \"swim\"\nawareness_max_multiplier = 0",
+                "failure_detector.awareness_max_multiplier must be in 1..=64",
+            ),
+            (
+                "kind = \"swim\"\nmax_piggyback = 0",
+                "failure_detector.max_piggyback must be > 0",
+            ),
+        ];
+        for (body, want) in cases {
+            let got = err_of(&format!("[failure_detector]\n{body}\n"));
+            assert!(
+                got.contains(want),
+                "for {body:?}: got {got:?}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_and_keys() {
+        assert!(err_of("[failure_detector]\nkind = \"gossip\"\n").contains("gossip"));
+        assert!(
+            err_of("[failure_detector]\nkind = \"swim\"\nthreshold = 3.0\n").contains("threshold")
+        );
+        assert!(
+            err_of("[failure_detector]\nkind = \"swim\"\nprobe_interval_ms = \"x\"\n")
+                .contains("failure_detector")
+        );
+    }
+
+    #[test]
+    fn indirect_checks_must_fit_the_cluster() {
+        let c = FailureDetectorConfig::default();
+        assert!(c.validate_for_cluster(4).is_ok());
+        let e = c
+            .validate_for_cluster(3)
+            .expect_err("k=3 in 3 nodes")
+            .to_string();
+        assert_eq!(
+            e,
+            "failure_detector.indirect_checks must be <= cluster size - 1 = 2 for a cluster of 3, got 3"
+        );
+        assert!(FailureDetectorConfig::Heartbeat(HeartbeatConfig::default())
+            .validate_for_cluster(2)
+            .is_ok());
+    }
+}

@@ -1,0 +1,388 @@
+//! Pluggable failure detectors as sans-IO cores.
+//!
+//! Three detectors, chosen by `[failure_detector] kind = ...` in a node's
+//! config ([`config::FailureDetectorConfig`]):
+//!
+//! - [`heartbeat::Heartbeat`] — fixed deadline: every member heartbeats every
+//!   member; a silent peer is `Suspect` after `interval + acceptable_pause`
+//!   and `Down` after a further `grace`.
+//! - [`phi::PhiAccrual`] — Hayashibara et al.'s phi-accrual detector with
+//!   Akka's logistic approximation; `Suspect` above a phi threshold, `Down`
+//!   after a further grace period.
+//! - [`swim::Swim`] — SWIM (Das, Gupta, Motivala 2002) with the Lifeguard
+//!   extensions (local health, dynamic suspicion timeouts): randomized probing,
+//!   indirect probes, incarnation-numbered suspicion with refutation and
+//!   infection-style dissemination. Per-member load is constant in N.
+//!
+//! All three implement [`troupe_framework::sansio::Protocol`] with
+//! `Event = MemberEvent<Id>` and [`troupe_framework::membership::FailureDetector`],
+//! share one wire type [`FdMessage`] and one timer type [`FdTimer`], and are
+//! wrapped by [`AnyDetector`], so a node drives whichever one the config
+//! names through a single type. Protocols never see which detector runs.
+//!
+//! Guarantees common to all: completeness — a crashed member is eventually
+//! declared `Down` by every live member that can reach the others; accuracy
+//! is only eventual (a member silent for longer than the tolerance is
+//! suspected even if it is merely slow; it comes back `Up` when heard from
+//! again). A restarted node (same name, new incarnation, see
+//! [`MemberIdentity`]) replaces its old life: the old id is reported `Down`
+//! (if it was still live) and retired — later messages or gossip about it are
+//! ignored — and the new id is reported `Up`.
+//!
+//! [`sim`] is a deterministic discrete-event simulator for detectors, used by
+//! the tests and the `fd_quality` benchmark.
+
+pub mod config;
+pub mod heartbeat;
+pub mod phi;
+pub mod sim;
+pub mod swim;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
+use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::NodeId;
+
+pub use config::{ConfigError, FailureDetectorConfig};
+pub use heartbeat::Heartbeat;
+pub use phi::PhiAccrual;
+pub use swim::Swim;
+
+/// Identity of a member that may restart: "same node, maybe another life".
+pub trait MemberIdentity {
+    /// True if `other` names the same node (same name), possibly another
+    /// incarnation of it. Equal ids are always the same node.
+    fn same_node(&self, other: &Self) -> bool;
+}
+
+impl MemberIdentity for NodeId {
+    fn same_node(&self, other: &Self) -> bool {
+        NodeId::same_node(self, other)
+    }
+}
+
+/// A small member id for simulations and tests: node number plus incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SimId {
+    /// The node's stable number (its "name").
+    pub node: u32,
+    /// Which life of the node this is (bumped on restart).
+    pub incarnation: u32,
+}
+
+impl SimId {
+    /// Node `node`, first life.
+    pub fn new(node: u32) -> Self {
+        Self {
+            node,
+            incarnation: 0,
+        }
+    }
+}
+
+impl MemberIdentity for SimId {
+    fn same_node(&self, other: &Self) -> bool {
+        self.node == other.node
+    }
+}
+
+/// Everything a failure detector needs from a member id.
+pub trait FdId:
+    Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static + MemberIdentity
+{
+}
+
+impl<T> FdId for T where
+    T: Clone + Ord + Hash + Debug + Serialize + DeserializeOwned + Send + 'static + MemberIdentity
+{
+}
+
+/// Wire messages of every detector (msgpack-serializable with rmp-serde).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FdMessage<Id> {
+    /// A heartbeat (heartbeat and phi-accrual detectors), numbered per sender.
+    Heartbeat {
+        /// Sender-local sequence number.
+        seq: u64,
+    },
+    /// The sender leaves the group gracefully (heartbeat and phi-accrual).
+    Leave,
+    /// A SWIM protocol message.
+    Swim(swim::SwimMessage<Id>),
+}
+
+/// Timers of every detector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FdTimer<Id> {
+    /// Send heartbeats (heartbeat and phi-accrual).
+    Tick,
+    /// Re-evaluate every peer's status (heartbeat and phi-accrual).
+    Check,
+    /// A SWIM timer.
+    Swim(swim::SwimTimer<Id>),
+}
+
+/// The output buffer type every detector uses.
+pub type FdOutputs<Id> = Outputs<Id, FdMessage<Id>, FdTimer<Id>, MemberEvent<Id>>;
+
+/// Peer bookkeeping shared by the heartbeat and phi-accrual detectors:
+/// known peers with their status, incarnation replacement, retired ids.
+#[derive(Debug, Clone)]
+pub(crate) struct Roster<Id: Ord, S> {
+    pub(crate) me: Id,
+    pub(crate) peers: BTreeMap<Id, (MemberStatus, S)>,
+    retired: BTreeSet<Id>,
+}
+
+impl<Id: FdId, S> Roster<Id, S> {
+    pub(crate) fn new(me: Id) -> Self {
+        Self {
+            me,
+            peers: BTreeMap::new(),
+            retired: BTreeSet::new(),
+        }
+    }
+
+    /// Make sure `id` is a known peer (adding it, and replacing an older
+    /// incarnation of the same node, if needed). Returns false if `id` is
+    /// this node or a retired incarnation, which must be ignored.
+    pub(crate) fn admit(
+        &mut self,
+        now: Duration,
+        id: &Id,
+        make: impl FnOnce() -> S,
+        out: &mut FdOutputs<Id>,
+    ) -> bool {
+        if *id == self.me || self.me.same_node(id) || self.retired.contains(id) {
+            return false;
+        }
+        if self.peers.contains_key(id) {
+            return true;
+        }
+        let old: Vec<Id> = self
+            .peers
+            .keys()
+            .filter(|k| k.same_node(id))
+            .cloned()
+            .collect();
+        for o in old {
+            if let Some((status, _)) = self.peers.remove(&o) {
+                if status.is_live() {
+                    out.emit(MemberEvent {
+                        member: o.clone(),
+                        status: MemberStatus::Down,
+                        at: now,
+                    });
+                }
+            }
+            self.retired.insert(o);
+        }
+        self.peers.insert(id.clone(), (MemberStatus::Up, make()));
+        out.emit(MemberEvent {
+            member: id.clone(),
+            status: MemberStatus::Up,
+            at: now,
+        });
+        true
+    }
+
+    /// Set the status of a known peer, reporting a change.
+    pub(crate) fn set_status(
+        &mut self,
+        now: Duration,
+        id: &Id,
+        status: MemberStatus,
+        out: &mut FdOutputs<Id>,
+    ) {
+        if let Some((s, _)) = self.peers.get_mut(id) {
+            if *s != status {
+                *s = status;
+                out.emit(MemberEvent {
+                    member: id.clone(),
+                    status,
+                    at: now,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn view(&self) -> Vec<(Id, MemberStatus)> {
+        self.peers
+            .iter()
+            .map(|(k, (s, _))| (k.clone(), *s))
+            .collect()
+    }
+}
+
+/// Whichever detector the config names, driven through one type.
+#[derive(Debug)]
+pub enum AnyDetector<Id: FdId> {
+    /// Fixed-deadline heartbeats.
+    Heartbeat(Heartbeat<Id>),
+    /// Phi-accrual.
+    PhiAccrual(PhiAccrual<Id>),
+    /// SWIM + Lifeguard (boxed: it is much larger than the others).
+    Swim(Box<Swim<Id>>),
+}
+
+impl<Id: FdId> AnyDetector<Id> {
+    /// Build the configured detector for node `me`. `seeds` are the peers to
+    /// join through (SWIM) — the heartbeat detectors instead watch every
+    /// member added with [`FailureDetector::add_member`]. `rng_seed` seeds
+    /// SWIM's randomness. The config is validated first.
+    pub fn from_config(
+        me: Id,
+        config: &FailureDetectorConfig,
+        seeds: Vec<Id>,
+        rng_seed: u64,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(match config {
+            FailureDetectorConfig::Heartbeat(c) => {
+                AnyDetector::Heartbeat(Heartbeat::new(me, c.params()))
+            }
+            FailureDetectorConfig::PhiAccrual(c) => {
+                AnyDetector::PhiAccrual(PhiAccrual::new(me, c.params()))
+            }
+            FailureDetectorConfig::Swim(c) => {
+                AnyDetector::Swim(Box::new(Swim::new(me, c.params(), seeds, rng_seed)))
+            }
+        })
+    }
+
+    /// Leave the group gracefully (peers report this node `Left`).
+    pub fn leave(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        match self {
+            AnyDetector::Heartbeat(d) => d.leave(now, out),
+            AnyDetector::PhiAccrual(d) => d.leave(now, out),
+            AnyDetector::Swim(d) => d.leave(now, out),
+        }
+    }
+
+    /// Current phi of every peer (phi-accrual only; empty otherwise).
+    pub fn phis(&self, now: Duration) -> Vec<(Id, f64)> {
+        match self {
+            AnyDetector::PhiAccrual(d) => d.phis(now),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl<Id: FdId> Protocol for AnyDetector<Id> {
+    type Id = Id;
+    type Msg = FdMessage<Id>;
+    type Timer = FdTimer<Id>;
+    type Event = MemberEvent<Id>;
+
+    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        match self {
+            AnyDetector::Heartbeat(d) => d.on_start(now, out),
+            AnyDetector::PhiAccrual(d) => d.on_start(now, out),
+            AnyDetector::Swim(d) => d.on_start(now, out),
+        }
+    }
+
+    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
+        match self {
+            AnyDetector::Heartbeat(d) => d.on_message(now, from, msg, out),
+            AnyDetector::PhiAccrual(d) => d.on_message(now, from, msg, out),
+            AnyDetector::Swim(d) => d.on_message(now, from, msg, out),
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
+        match self {
+            AnyDetector::Heartbeat(d) => d.on_timer(now, timer, out),
+            AnyDetector::PhiAccrual(d) => d.on_timer(now, timer, out),
+            AnyDetector::Swim(d) => d.on_timer(now, timer, out),
+        }
+    }
+}
+
+impl<Id: FdId> FailureDetector for AnyDetector<Id> {
+    fn kind(&self) -> &'static str {
+        match self {
+            AnyDetector::Heartbeat(d) => d.kind(),
+            AnyDetector::PhiAccrual(d) => d.kind(),
+            AnyDetector::Swim(d) => d.kind(),
+        }
+    }
+
+    fn view(&self) -> Vec<(Id, MemberStatus)> {
+        match self {
+            AnyDetector::Heartbeat(d) => d.view(),
+            AnyDetector::PhiAccrual(d) => d.view(),
+            AnyDetector::Swim(d) => d.view(),
+        }
+    }
+
+    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
+        match self {
+            AnyDetector::Heartbeat(d) => d.add_member(now, id, out),
+            AnyDetector::PhiAccrual(d) => d.add_member(now, id, out),
+            AnyDetector::Swim(d) => d.add_member(now, id, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_know_their_node() {
+        let a = NodeId::with_incarnation("a", 1);
+        assert!(MemberIdentity::same_node(
+            &a,
+            &NodeId::with_incarnation("a", 2)
+        ));
+        assert!(!MemberIdentity::same_node(
+            &a,
+            &NodeId::with_incarnation("b", 1)
+        ));
+        let s = SimId::new(3);
+        assert!(s.same_node(&SimId {
+            node: 3,
+            incarnation: 7
+        }));
+        assert!(!s.same_node(&SimId::new(4)));
+    }
+
+    #[test]
+    fn roster_replaces_old_incarnation() {
+        let mut r: Roster<SimId, ()> = Roster::new(SimId::new(0));
+        let mut out = FdOutputs::new();
+        assert!(r.admit(Duration::ZERO, &SimId::new(1), || (), &mut out));
+        let new = SimId {
+            node: 1,
+            incarnation: 1,
+        };
+        assert!(r.admit(Duration::from_secs(1), &new, || (), &mut out));
+        assert!(!r.admit(Duration::from_secs(2), &SimId::new(1), || (), &mut out));
+        assert!(!r.admit(Duration::from_secs(2), &SimId::new(0), || (), &mut out));
+        let st: Vec<_> = out.events.iter().map(|e| (e.member, e.status)).collect();
+        assert_eq!(
+            st,
+            vec![
+                (SimId::new(1), MemberStatus::Up),
+                (SimId::new(1), MemberStatus::Down),
+                (new, MemberStatus::Up)
+            ]
+        );
+        assert_eq!(r.view(), vec![(new, MemberStatus::Up)]);
+    }
+
+    #[test]
+    fn messages_roundtrip_msgpack() {
+        let m: FdMessage<NodeId> = FdMessage::Heartbeat { seq: 7 };
+        let bytes = rmp_serde::to_vec(&m).expect("encode");
+        let back: FdMessage<NodeId> = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(m, back);
+    }
+}

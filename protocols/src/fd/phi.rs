@@ -1,0 +1,440 @@
+//! Phi-accrual failure detector (Hayashibara, Défago, Yared, Katayama 2004),
+//! with Akka's logistic approximation of the normal CDF.
+//!
+//! Every `heartbeat_interval` each node heartbeats every member. For each
+//! peer a sliding window of the last `max_sample_size` inter-arrival times is
+//! kept; the suspicion level of a peer silent for `dt` is
+//! `phi = -log10(P(an interval longer than dt))` under a normal distribution
+//! with `mu' = mean + acceptable_heartbeat_pause` and
+//! `sigma = max(sd, min_std_deviation)`, computed as in Akka:
+//! `y = (dt - mu')/sigma`, `e = exp(-y(1.5976 + 0.070566 y^2))`,
+//! `phi = -log10(e/(1+e))` if `dt > mu'`, else `-log10(1 - 1/(1+e))`.
+//! Phi is never NaN; when `e` underflows it is `+infinity`.
+//!
+//! A peer is `Suspect` when phi > `threshold` and `Down` after a further
+//! `grace` with phi still above it; a heartbeat brings it back `Up`. Before
+//! the first sample the window is seeded, like Akka's, with intervals of
+//! 0.75x and 1.25x `first_heartbeat_estimate`; adding a member counts as a
+//! first heartbeat. When a `Down` peer is heard again its window is reset to
+//! that seed, so an outage does not distort the learned distribution;
+//! shorter gaps (pauses, suspicions) are recorded, which is how the detector
+//! adapts to a jittery peer.
+//!
+//! Guarantees: strong completeness (a crashed peer's phi grows without bound,
+//! so every live node declares it `Down`); accuracy is probabilistic and
+//! adapts to the observed jitter. Cost: O(N^2) heartbeats per interval.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
+use troupe_framework::sansio::Protocol;
+
+use super::{FdId, FdMessage, FdOutputs, FdTimer, Roster};
+
+/// Parameters of [`PhiAccrual`] (see [`super::config::PhiAccrualConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhiParams {
+    /// Suspect when phi exceeds this.
+    pub threshold: f64,
+    /// Window size (inter-arrival samples kept).
+    pub max_sample_size: usize,
+    /// Lower bound of the standard deviation.
+    pub min_std_deviation: Duration,
+    /// Added to the mean interval.
+    pub acceptable_heartbeat_pause: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Mean interval assumed before any sample.
+    pub first_heartbeat_estimate: Duration,
+    /// Time above threshold after `Suspect` before `Down`.
+    pub grace: Duration,
+    /// How often phi is evaluated.
+    pub check_interval: Duration,
+}
+
+/// Akka's phi: suspicion level of a peer silent for `time_diff_ms` when
+/// intervals have mean `mean_ms` (pause already added) and standard
+/// deviation `std_dev_ms` (already clamped, must be > 0).
+pub fn phi(time_diff_ms: f64, mean_ms: f64, std_dev_ms: f64) -> f64 {
+    let y = (time_diff_ms - mean_ms) / std_dev_ms;
+    let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+    let p = if time_diff_ms > mean_ms {
+        -(e / (1.0 + e)).log10()
+    } else {
+        -(1.0 - 1.0 / (1.0 + e)).log10()
+    };
+    if p.is_nan() {
+        // Only reachable with non-finite inputs; treat as "certainly failed".
+        f64::INFINITY
+    } else {
+        // -log10(1.0) is -0.0; report +0.0.
+        p.max(0.0)
+    }
+}
+
+/// A sliding window of inter-arrival times (microseconds, exact sums).
+#[derive(Debug, Clone)]
+pub struct HeartbeatHistory {
+    max: usize,
+    intervals: VecDeque<u64>,
+    sum: u128,
+    squared_sum: u128,
+}
+
+impl HeartbeatHistory {
+    /// An empty window holding at most `max` samples (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            intervals: VecDeque::new(),
+            sum: 0,
+            squared_sum: 0,
+        }
+    }
+
+    /// Akka's seed: two samples, 0.75x and 1.25x of `estimate`.
+    pub fn seeded(max: usize, estimate: Duration) -> Self {
+        let mut h = Self::new(max);
+        let mean = estimate.as_micros() as u64;
+        let sd = mean / 4;
+        h.record(Duration::from_micros(mean - sd));
+        h.record(Duration::from_micros(mean + sd));
+        h
+    }
+
+    /// Add one interval, dropping the oldest when full.
+    pub fn record(&mut self, interval: Duration) {
+        let us = interval.as_micros().min(u64::MAX as u128) as u64;
+        if self.intervals.len() == self.max {
+            if let Some(old) = self.intervals.pop_front() {
+                self.sum -= old as u128;
+                self.squared_sum -= (old as u128) * (old as u128);
+            }
+        }
+        self.intervals.push_back(us);
+        self.sum += us as u128;
+        self.squared_sum += (us as u128) * (us as u128);
+    }
+
+    /// Number of samples held.
+    pub fn len(&self) -> usize {
+        self.intervals.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.intervals.is_empty()
+    }
+
+    /// Mean interval in milliseconds (0 when empty).
+    pub fn mean_ms(&self) -> f64 {
+        if self.intervals.is_empty() {
+            return 0.0;
+        }
+        self.sum as f64 / self.intervals.len() as f64 / 1000.0
+    }
+
+    /// Population standard deviation in milliseconds (0 when empty).
+    pub fn std_dev_ms(&self) -> f64 {
+        let n = self.intervals.len() as f64;
+        if n == 0.0 {
+            return 0.0;
+        }
+        let mean = self.sum as f64 / n;
+        let var = (self.squared_sum as f64 / n - mean * mean).max(0.0);
+        var.sqrt() / 1000.0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    history: HeartbeatHistory,
+    last: Duration,
+    suspect_since: Option<Duration>,
+}
+
+/// The phi-accrual detector core.
+#[derive(Debug)]
+pub struct PhiAccrual<Id: FdId> {
+    params: PhiParams,
+    roster: Roster<Id, Peer>,
+    seq: u64,
+    left: bool,
+}
+
+impl<Id: FdId> PhiAccrual<Id> {
+    /// A detector for node `me`; add peers with [`FailureDetector::add_member`].
+    pub fn new(me: Id, params: PhiParams) -> Self {
+        Self {
+            params,
+            roster: Roster::new(me),
+            seq: 0,
+            left: false,
+        }
+    }
+
+    fn fresh_peer(&self, now: Duration) -> Peer {
+        Peer {
+            history: HeartbeatHistory::seeded(
+                self.params.max_sample_size,
+                self.params.first_heartbeat_estimate,
+            ),
+            last: now,
+            suspect_since: None,
+        }
+    }
+
+    fn phi_of_peer(&self, now: Duration, p: &Peer) -> f64 {
+        let dt = now.saturating_sub(p.last).as_secs_f64() * 1000.0;
+        let mean =
+            p.history.mean_ms() + self.params.acceptable_heartbeat_pause.as_secs_f64() * 1000.0;
+        let sd = p
+            .history
+            .std_dev_ms()
+            .max(self.params.min_std_deviation.as_secs_f64() * 1000.0);
+        phi(dt, mean, sd)
+    }
+
+    /// The current phi of `peer` (None if unknown). For dashboards.
+    pub fn phi_of(&self, now: Duration, peer: &Id) -> Option<f64> {
+        self.roster
+            .peers
+            .get(peer)
+            .map(|(_, p)| self.phi_of_peer(now, p))
+    }
+
+    /// The current phi of every known peer, ordered by id. For dashboards.
+    pub fn phis(&self, now: Duration) -> Vec<(Id, f64)> {
+        self.roster
+            .peers
+            .iter()
+            .map(|(id, (_, p))| (id.clone(), self.phi_of_peer(now, p)))
+            .collect()
+    }
+
+    /// Leave gracefully: tell every peer and stop heartbeating.
+    pub fn leave(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        for (id, (status, _)) in &self.roster.peers {
+            if *status != MemberStatus::Left {
+                out.send(id.clone(), FdMessage::Leave);
+            }
+        }
+    }
+
+    fn heartbeat_from(&mut self, now: Duration, from: Id, out: &mut FdOutputs<Id>) {
+        if let Some((MemberStatus::Left, _)) = self.roster.peers.get(&from) {
+            return;
+        }
+        let fresh = self.fresh_peer(now);
+        if !self.roster.admit(now, &from, || fresh, out) {
+            return;
+        }
+        let seed = self.fresh_peer(now);
+        if let Some((status, p)) = self.roster.peers.get_mut(&from) {
+            if *status == MemberStatus::Down {
+                p.history = seed.history;
+            } else if now > p.last {
+                p.history.record(now - p.last);
+            }
+            p.last = now;
+            p.suspect_since = None;
+        }
+        self.roster.set_status(now, &from, MemberStatus::Up, out);
+    }
+
+    fn check(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        let mut changes = Vec::new();
+        for (id, (status, p)) in &self.roster.peers {
+            if !matches!(status, MemberStatus::Up | MemberStatus::Suspect) {
+                continue;
+            }
+            let above = self.phi_of_peer(now, p) > self.params.threshold;
+            match (status, p.suspect_since) {
+                (MemberStatus::Up, _) if above => changes.push((id.clone(), MemberStatus::Suspect)),
+                (MemberStatus::Suspect, Some(since))
+                    if above && now.saturating_sub(since) >= self.params.grace =>
+                {
+                    changes.push((id.clone(), MemberStatus::Down))
+                }
+                (MemberStatus::Suspect, _) if !above => {
+                    changes.push((id.clone(), MemberStatus::Up))
+                }
+                _ => {}
+            }
+        }
+        for (id, s) in changes {
+            if let Some((_, p)) = self.roster.peers.get_mut(&id) {
+                p.suspect_since = match s {
+                    MemberStatus::Suspect => Some(now),
+                    MemberStatus::Up => None,
+                    _ => p.suspect_since,
+                };
+            }
+            self.roster.set_status(now, &id, s, out);
+        }
+    }
+}
+
+impl<Id: FdId> Protocol for PhiAccrual<Id> {
+    type Id = Id;
+    type Msg = FdMessage<Id>;
+    type Timer = FdTimer<Id>;
+    type Event = MemberEvent<Id>;
+
+    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        self.on_timer(now, FdTimer::Tick, out);
+        out.set_timer(self.params.check_interval, FdTimer::Check);
+    }
+
+    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        match msg {
+            FdMessage::Heartbeat { .. } => self.heartbeat_from(now, from, out),
+            FdMessage::Leave => self.roster.set_status(now, &from, MemberStatus::Left, out),
+            FdMessage::Swim(_) => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        match timer {
+            FdTimer::Tick => {
+                self.seq += 1;
+                for (id, (status, _)) in &self.roster.peers {
+                    if *status != MemberStatus::Left {
+                        out.send(id.clone(), FdMessage::Heartbeat { seq: self.seq });
+                    }
+                }
+                out.set_timer(self.params.heartbeat_interval, FdTimer::Tick);
+            }
+            FdTimer::Check => {
+                self.check(now, out);
+                out.set_timer(self.params.check_interval, FdTimer::Check);
+            }
+            FdTimer::Swim(_) => {}
+        }
+    }
+}
+
+impl<Id: FdId> FailureDetector for PhiAccrual<Id> {
+    fn kind(&self) -> &'static str {
+        "phi-accrual"
+    }
+
+    fn view(&self) -> Vec<(Id, MemberStatus)> {
+        self.roster.view()
+    }
+
+    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
+        let fresh = self.fresh_peer(now);
+        self.roster.admit(now, &id, || fresh, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fd::config::PhiAccrualConfig;
+    use crate::fd::SimId;
+
+    #[test]
+    fn phi_known_values() {
+        assert!((phi(1000.0, 1000.0, 100.0) - 0.301).abs() < 0.001);
+        assert!((phi(1200.0, 1000.0, 100.0) - 1.643).abs() < 0.001);
+        assert_eq!(phi(1e9, 1000.0, 100.0), f64::INFINITY);
+        assert_eq!(phi(0.0, 1e9, 100.0), 0.0);
+        assert!(!phi(f64::INFINITY, 1000.0, 100.0).is_nan());
+    }
+
+    #[test]
+    fn phi_grows_with_silence() {
+        let mut last = -1.0;
+        for dt in (0..20_000).step_by(250) {
+            let p = phi(dt as f64, 4000.0, 200.0);
+            assert!(p >= last, "phi must not decrease: {p} after {last} at {dt}");
+            last = p;
+        }
+    }
+
+    #[test]
+    fn window_is_bounded_and_seeded() {
+        let h = HeartbeatHistory::seeded(1000, Duration::from_secs(1));
+        assert_eq!(h.len(), 2);
+        assert!((h.mean_ms() - 1000.0).abs() < 1e-9);
+        assert!((h.std_dev_ms() - 250.0).abs() < 1e-9);
+        let mut h = HeartbeatHistory::new(3);
+        for ms in [100, 200, 300, 400, 500] {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.len(), 3);
+        assert!((h.mean_ms() - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn min_std_deviation_clamps() {
+        let mut params = PhiAccrualConfig::default().params();
+        params.acceptable_heartbeat_pause = Duration::ZERO;
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
+        // Perfectly regular heartbeats: sd of the window tends to 0 but the
+        // 100 ms floor is used.
+        for s in 1..=2000u64 {
+            d.on_message(
+                Duration::from_secs(s),
+                SimId::new(1),
+                FdMessage::Heartbeat { seq: s },
+                &mut out,
+            );
+        }
+        let now = Duration::from_secs(2000) + Duration::from_millis(1200);
+        let p = d.phi_of(now, &SimId::new(1)).expect("known");
+        assert!((p - 1.643).abs() < 0.001, "phi {p}");
+    }
+
+    #[test]
+    fn crash_goes_suspect_then_down_after_grace() {
+        let params = PhiAccrualConfig::default().params();
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
+        for s in 1..=10u64 {
+            d.on_message(
+                Duration::from_secs(s),
+                SimId::new(1),
+                FdMessage::Heartbeat { seq: s },
+                &mut out,
+            );
+        }
+        out.events.clear();
+        let mut t = Duration::from_secs(10);
+        while t < Duration::from_secs(30) {
+            t += Duration::from_millis(100);
+            d.check(t, &mut out);
+        }
+        let ev: Vec<_> = out.events.iter().map(|e| (e.status, e.at)).collect();
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(ev[0].0, MemberStatus::Suspect);
+        assert_eq!(ev[1].0, MemberStatus::Down);
+        assert_eq!(ev[1].1 - ev[0].1, Duration::from_secs(4));
+        // Suspect roughly at mean + pause + ~5 sigma after the last heartbeat.
+        let since_last = ev[0].1 - Duration::from_secs(10);
+        assert!(
+            since_last > Duration::from_secs(4) && since_last < Duration::from_secs(6),
+            "{since_last:?}"
+        );
+        assert_eq!(
+            d.phi_of(Duration::from_secs(10_000), &SimId::new(1)),
+            Some(f64::INFINITY)
+        );
+    }
+}

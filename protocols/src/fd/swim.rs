@@ -1,0 +1,1325 @@
+//! SWIM membership and failure detection (Das, Gupta, Motivala 2002) with the
+//! Lifeguard extensions (Dadgar, Phillips, Currey 2018), as in memberlist.
+//!
+//! Each protocol period a node probes one member, chosen in a randomized
+//! round-robin order (reshuffled every round, seeded RNG): a direct `Ping`,
+//! and if no `Ack` arrives within the probe timeout, `PingReq`s to `k` other
+//! members who ping the target on its behalf and relay its `Ack` (or send a
+//! `Nack` if they get none), plus one more direct `Ping` (memberlist's TCP
+//! fallback ping plays this role). If the period ends without an ack the target is
+//! *suspected*. Suspicion carries the member's incarnation number; a
+//! suspected member that hears of it *refutes* by bumping its incarnation
+//! and disseminating `Alive`. A suspicion that is not refuted within the
+//! suspicion timeout turns into `Dead` (reported `Down`).
+//!
+//! Membership updates (alive / suspect / dead / left) spread
+//! infection-style, piggybacked on pings, acks and ping-reqs: each update is
+//! sent `retransmit_mult * ceil(log10(N+1))` times, fewest-sent first, at
+//! most `max_piggyback` per message. Bad news about the destination itself is
+//! always included first so it can refute quickly.
+//!
+//! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
+//! missed acks/nacks and on refuting a suspicion of oneself, falls on
+//! successful probes, and scales the probe interval and timeout by
+//! `score+1`, so a slow or overloaded node probes less aggressively instead
+//! of spreading false suspicions; (2) a suspicion timeout that starts at
+//! `max = suspicion_max_timeout_mult * min` with
+//! `min = suspicion_mult * max(1, log10 N) * probe_interval` and shrinks
+//! towards `min` as independent confirmations arrive:
+//! `max - (ln(c+1)/ln(K+1)) * (max-min)` with `K = suspicion_mult - 2`
+//! expected confirmations (0 in clusters too small to supply them).
+//!
+//! Joining goes through seed nodes (`Join`, answered with a membership
+//! snapshot); a graceful `leave` disseminates `Left`; a restarted node (same
+//! name, new identity, see [`super::MemberIdentity`]) replaces its old life.
+//! Partitions heal because a node periodically pings one member it thinks is
+//! `Down` and tells it so; a live one refutes, and the refutation spreads.
+//!
+//! Guarantees: strong completeness (a crashed member is eventually declared
+//! dead by all), expected first detection about `e/(e-1)` protocol periods
+//! after a crash plus the suspicion timeout, dissemination in O(log N)
+//! periods, and per-member load constant in N. Accuracy is probabilistic: a
+//! member unreachable or paused for longer than the suspicion timeout is
+//! declared dead and comes back `Up` when its refutation arrives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
+use troupe_framework::sansio::Protocol;
+
+use super::{FdId, FdMessage, FdOutputs, FdTimer};
+
+/// Parameters of [`Swim`] (see [`super::config::SwimConfig`] for defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwimParams {
+    /// Protocol period (before local-health scaling).
+    pub probe_interval: Duration,
+    /// Direct-ack timeout (before local-health scaling).
+    pub probe_timeout: Duration,
+    /// Indirect probes `k`.
+    pub indirect_checks: usize,
+    /// Retransmit multiplier.
+    pub retransmit_mult: u32,
+    /// Suspicion multiplier.
+    pub suspicion_mult: u32,
+    /// max suspicion timeout = this * min.
+    pub suspicion_max_timeout_mult: u32,
+    /// Local-health multiplier cap.
+    pub awareness_max_multiplier: u32,
+    /// Updates piggybacked per message, at most.
+    pub max_piggyback: usize,
+    /// Period of pings to `Down` members (partition healing).
+    pub reconnect_interval: Duration,
+}
+
+impl Default for SwimParams {
+    fn default() -> Self {
+        super::config::SwimConfig::default().params()
+    }
+}
+
+/// A membership update, disseminated by gossip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Update<Id> {
+    /// `member` is alive at incarnation `inc`.
+    Alive {
+        /// The member.
+        member: Id,
+        /// Its incarnation number.
+        inc: u64,
+    },
+    /// `from` suspects `member` at incarnation `inc`.
+    Suspect {
+        /// The member.
+        member: Id,
+        /// Its incarnation number.
+        inc: u64,
+        /// Who suspects it.
+        from: Id,
+    },
+    /// `from` declared `member` dead at incarnation `inc`.
+    Dead {
+        /// The member.
+        member: Id,
+        /// Its incarnation number.
+        inc: u64,
+        /// Who declared it.
+        from: Id,
+    },
+    /// `member` left gracefully.
+    Left {
+        /// The member.
+        member: Id,
+        /// Its incarnation number.
+        inc: u64,
+    },
+}
+
+impl<Id> Update<Id> {
+    /// The member the update is about.
+    pub fn member(&self) -> &Id {
+        match self {
+            Update::Alive { member, .. }
+            | Update::Suspect { member, .. }
+            | Update::Dead { member, .. }
+            | Update::Left { member, .. } => member,
+        }
+    }
+}
+
+/// SWIM wire messages (inside [`FdMessage::Swim`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SwimMessage<Id> {
+    /// Are you alive? Answer with `Ack { seq }`.
+    Ping {
+        /// Sender's sequence number.
+        seq: u64,
+        /// Piggybacked updates.
+        updates: Vec<Update<Id>>,
+    },
+    /// Answer to a `Ping` (or relayed answer to a `PingReq`).
+    Ack {
+        /// The ping's sequence number.
+        seq: u64,
+        /// Piggybacked updates.
+        updates: Vec<Update<Id>>,
+    },
+    /// Please ping `target` for me and relay its ack.
+    PingReq {
+        /// Requester's sequence number.
+        seq: u64,
+        /// Member to probe.
+        target: Id,
+        /// Piggybacked updates.
+        updates: Vec<Update<Id>>,
+    },
+    /// The helper got no ack from the target in time (Lifeguard).
+    Nack {
+        /// Requester's sequence number.
+        seq: u64,
+    },
+    /// A new node asks a seed to be let in.
+    Join {
+        /// The joiner's incarnation number.
+        inc: u64,
+    },
+    /// The seed's membership snapshot (including itself).
+    JoinReply {
+        /// Every member the seed knows, with its state.
+        members: Vec<Update<Id>>,
+    },
+}
+
+/// SWIM timers (inside [`FdTimer::Swim`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwimTimer<Id> {
+    /// Start of a protocol period.
+    Probe,
+    /// Direct-ack deadline of probe `seq`.
+    ProbeTimeout {
+        /// Probe sequence number.
+        seq: u64,
+    },
+    /// Deadline of a relayed ping (send a nack).
+    RelayTimeout {
+        /// Relay sequence number.
+        seq: u64,
+    },
+    /// Re-check a suspicion of `member`.
+    Suspicion {
+        /// The suspected member.
+        member: Id,
+    },
+    /// Ping a `Down` member.
+    Reconnect,
+    /// Retry joining through the seeds.
+    JoinRetry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl State {
+    fn status(self) -> MemberStatus {
+        match self {
+            State::Alive => MemberStatus::Up,
+            State::Suspect => MemberStatus::Suspect,
+            State::Dead => MemberStatus::Down,
+            State::Left => MemberStatus::Left,
+        }
+    }
+    fn live(self) -> bool {
+        matches!(self, State::Alive | State::Suspect)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Suspicion<Id> {
+    start: Duration,
+    min: Duration,
+    max: Duration,
+    k: u32,
+    confirmers: BTreeSet<Id>,
+    verified: bool,
+}
+
+impl<Id> Suspicion<Id> {
+    /// Lifeguard's remaining-time formula, as a total timeout from `start`.
+    fn timeout(&self) -> Duration {
+        let c = self.confirmers.len().saturating_sub(1) as f64;
+        if self.k == 0 {
+            return self.min;
+        }
+        let frac = (c + 1.0).ln() / (self.k as f64 + 1.0).ln();
+        let (min, max) = (self.min.as_secs_f64(), self.max.as_secs_f64());
+        let raw = max - frac * (max - min);
+        let t = Duration::from_millis((raw * 1000.0).floor().max(0.0) as u64);
+        t.max(self.min)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Member<Id> {
+    inc: u64,
+    state: State,
+    suspicion: Option<Suspicion<Id>>,
+}
+
+#[derive(Debug, Clone)]
+struct Probe<Id> {
+    seq: u64,
+    target: Id,
+    acked: bool,
+    indirect: bool,
+    expected_nacks: u32,
+    nacks: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Queued<Id> {
+    update: Update<Id>,
+    transmits: u32,
+    order: u64,
+}
+
+/// The SWIM + Lifeguard detector core.
+#[derive(Debug)]
+pub struct Swim<Id: FdId> {
+    me: Id,
+    params: SwimParams,
+    inc: u64,
+    members: BTreeMap<Id, Member<Id>>,
+    retired: BTreeSet<Id>,
+    live: usize,
+    probe_order: Vec<Id>,
+    probe_idx: usize,
+    probe: Option<Probe<Id>>,
+    relays: BTreeMap<u64, (Id, u64)>,
+    seq: u64,
+    awareness: u32,
+    queue: Vec<Queued<Id>>,
+    queue_order: u64,
+    seeds: Vec<Id>,
+    corrections: Vec<Update<Id>>,
+    joined: bool,
+    left: bool,
+    rng: ChaCha8Rng,
+}
+
+impl<Id: FdId> Swim<Id> {
+    /// A SWIM node `me` that joins through `seeds` (may be empty when
+    /// members are added with [`FailureDetector::add_member`]); `rng_seed`
+    /// drives every random choice.
+    pub fn new(me: Id, params: SwimParams, seeds: Vec<Id>, rng_seed: u64) -> Self {
+        let seeds = seeds
+            .into_iter()
+            .filter(|s| *s != me && !s.same_node(&me))
+            .collect();
+        Self {
+            me,
+            params,
+            inc: 0,
+            members: BTreeMap::new(),
+            retired: BTreeSet::new(),
+            live: 0,
+            probe_order: Vec::new(),
+            probe_idx: 0,
+            probe: None,
+            relays: BTreeMap::new(),
+            seq: 0,
+            awareness: 0,
+            queue: Vec::new(),
+            queue_order: 0,
+            seeds,
+            corrections: Vec::new(),
+            joined: false,
+            left: false,
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &Id {
+        &self.me
+    }
+
+    /// This node's SWIM incarnation number (bumped on each refutation).
+    pub fn incarnation(&self) -> u64 {
+        self.inc
+    }
+
+    /// Lifeguard local-health score (0 = healthy; timeouts scale by score+1).
+    pub fn local_health(&self) -> u32 {
+        self.awareness
+    }
+
+    /// Estimated cluster size: live members plus this node.
+    pub fn cluster_size(&self) -> usize {
+        self.live + 1
+    }
+
+    /// The SWIM incarnation number this node knows for `member`.
+    pub fn incarnation_of(&self, member: &Id) -> Option<u64> {
+        self.members.get(member).map(|m| m.inc)
+    }
+
+    /// Updates waiting to be piggybacked.
+    pub fn pending_updates(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Leave gracefully: disseminate `Left` to a few members directly and stop.
+    pub fn leave(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        let left = Update::Left {
+            member: self.me.clone(),
+            inc: self.inc,
+        };
+        self.enqueue(left.clone());
+        let mut targets: Vec<Id> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state.live())
+            .map(|(id, _)| id.clone())
+            .collect();
+        targets.shuffle(&mut self.rng);
+        targets.truncate(self.params.indirect_checks.max(3));
+        for t in targets {
+            self.seq += 1;
+            let mut updates = vec![left.clone()];
+            updates.extend(
+                self.piggyback(&t)
+                    .into_iter()
+                    .filter(|u| *u != left)
+                    .take(self.params.max_piggyback.saturating_sub(1)),
+            );
+            out.send(
+                t,
+                FdMessage::Swim(SwimMessage::Ping {
+                    seq: self.seq,
+                    updates,
+                }),
+            );
+        }
+        self.left = true;
+    }
+
+    fn scale(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    fn adjust_awareness(&mut self, delta: i32) {
+        let max = self.params.awareness_max_multiplier.saturating_sub(1) as i64;
+        self.awareness = (self.awareness as i64 + delta as i64).clamp(0, max) as u32;
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        let n = self.cluster_size() as f64;
+        self.params.retransmit_mult * ((n + 1.0).log10().ceil() as u32).max(1)
+    }
+
+    fn enqueue(&mut self, update: Update<Id>) {
+        let member = update.member().clone();
+        self.queue.retain(|q| *q.update.member() != member);
+        self.queue_order += 1;
+        self.queue.push(Queued {
+            update,
+            transmits: 0,
+            order: self.queue_order,
+        });
+    }
+
+    /// Updates for one message to `dest`: bad news about `dest` first, then
+    /// the least-transmitted queued updates, at most `max_piggyback`.
+    fn piggyback(&mut self, dest: &Id) -> Vec<Update<Id>> {
+        let mut v = Vec::new();
+        if let Some(m) = self.members.get(dest) {
+            match m.state {
+                State::Suspect => v.push(Update::Suspect {
+                    member: dest.clone(),
+                    inc: m.inc,
+                    from: self.me.clone(),
+                }),
+                State::Dead => v.push(Update::Dead {
+                    member: dest.clone(),
+                    inc: m.inc,
+                    from: self.me.clone(),
+                }),
+                _ => {}
+            }
+        }
+        if self.queue.is_empty() {
+            return v;
+        }
+        let room = self.params.max_piggyback.saturating_sub(v.len());
+        if room == 0 {
+            return v;
+        }
+        let take = room.min(self.queue.len());
+        if take < self.queue.len() {
+            self.queue.select_nth_unstable_by(take - 1, |a, b| {
+                a.transmits.cmp(&b.transmits).then(b.order.cmp(&a.order))
+            });
+        }
+        let limit = self.retransmit_limit();
+        for q in &mut self.queue[..take] {
+            q.transmits += 1;
+            v.push(q.update.clone());
+        }
+        self.queue.retain(|q| q.transmits < limit);
+        v
+    }
+
+    fn emit(&self, now: Duration, member: &Id, state: State, out: &mut FdOutputs<Id>) {
+        out.emit(MemberEvent {
+            member: member.clone(),
+            status: state.status(),
+            at: now,
+        });
+    }
+
+    /// Change a known member's state, keeping the live count and reporting it.
+    fn set_state(
+        &mut self,
+        now: Duration,
+        id: &Id,
+        state: State,
+        inc: u64,
+        out: &mut FdOutputs<Id>,
+    ) {
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        let old = m.state;
+        m.state = state;
+        m.inc = inc;
+        if state != State::Suspect {
+            m.suspicion = None;
+        }
+        if old.live() && !state.live() {
+            self.live -= 1;
+        } else if !old.live() && state.live() {
+            self.live += 1;
+        }
+        if old != state {
+            self.emit(now, id, state, out);
+        }
+    }
+
+    /// A member not known yet: retire older incarnations of the same node
+    /// and add it alive. False if it must be ignored.
+    fn admit(&mut self, now: Duration, id: &Id, inc: u64, out: &mut FdOutputs<Id>) -> bool {
+        if *id == self.me || id.same_node(&self.me) || self.retired.contains(id) {
+            return false;
+        }
+        if self.members.contains_key(id) {
+            return true;
+        }
+        let old: Vec<Id> = self
+            .members
+            .keys()
+            .filter(|k| k.same_node(id))
+            .cloned()
+            .collect();
+        for o in old {
+            if let Some(m) = self.members.remove(&o) {
+                if m.state.live() {
+                    self.live -= 1;
+                    self.emit(now, &o, State::Dead, out);
+                }
+            }
+            self.queue.retain(|q| *q.update.member() != o);
+            self.retired.insert(o);
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                inc,
+                state: State::Alive,
+                suspicion: None,
+            },
+        );
+        self.live += 1;
+        self.emit(now, id, State::Alive, out);
+        // Probe it within the current round, at a random position.
+        let lo = self.probe_idx.min(self.probe_order.len());
+        let pos = self.rng.gen_range(lo..=self.probe_order.len());
+        self.probe_order.insert(pos, id.clone());
+        true
+    }
+
+    fn refute(&mut self, inc: u64) {
+        self.inc = self.inc.max(inc) + 1;
+        self.enqueue(Update::Alive {
+            member: self.me.clone(),
+            inc: self.inc,
+        });
+        self.adjust_awareness(1);
+    }
+
+    /// Bad news about this node: refute it if it is about the current
+    /// incarnation; if it is stale (already refuted), re-announce the
+    /// current `Alive` so that the holder of the stale news catches up
+    /// (it rides on the reply to that very holder) without bumping the
+    /// incarnation again.
+    fn refute_if_current(&mut self, inc: u64) {
+        if self.left {
+            return;
+        }
+        if inc >= self.inc {
+            self.refute(inc);
+        } else {
+            self.enqueue(Update::Alive {
+                member: self.me.clone(),
+                inc: self.inc,
+            });
+        }
+    }
+
+    fn new_suspicion(&self, now: Duration, from: Id) -> Suspicion<Id> {
+        let n = self.cluster_size();
+        let mult = self.params.suspicion_mult;
+        let mut k = mult.saturating_sub(2);
+        if (n as u32).saturating_sub(2) < k {
+            k = 0;
+        }
+        let scale = (n as f64).log10().max(1.0);
+        let min = self.params.probe_interval.mul_f64(mult as f64 * scale);
+        let max = min * self.params.suspicion_max_timeout_mult;
+        let mut confirmers = BTreeSet::new();
+        confirmers.insert(from);
+        Suspicion {
+            start: now,
+            min,
+            max,
+            k,
+            confirmers,
+            verified: false,
+        }
+    }
+
+    /// Incoming news older than ours: remember what we know, to put it in
+    /// the reply to the sender (targeted anti-entropy, so a member that
+    /// missed a refutation or a death does not act on stale news).
+    fn correct(&mut self, member: &Id, inc: u64) {
+        if *member == self.me {
+            if inc < self.inc {
+                self.corrections.push(Update::Alive {
+                    member: member.clone(),
+                    inc: self.inc,
+                });
+            }
+            return;
+        }
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        let (member, from) = (member.clone(), self.me.clone());
+        let fix = match m.state {
+            State::Alive if m.inc > inc => Update::Alive { member, inc: m.inc },
+            State::Dead if m.inc >= inc => Update::Dead {
+                member,
+                inc: m.inc,
+                from,
+            },
+            State::Left if m.inc >= inc => Update::Left { member, inc: m.inc },
+            _ => return,
+        };
+        if self.corrections.len() < self.params.max_piggyback {
+            self.corrections.push(fix);
+        }
+    }
+
+    fn apply(&mut self, now: Duration, update: Update<Id>, out: &mut FdOutputs<Id>) {
+        match &update {
+            Update::Alive { member, inc } => {
+                if self
+                    .members
+                    .get(member)
+                    .is_some_and(|m| matches!(m.state, State::Dead | State::Left))
+                {
+                    self.correct(member, *inc);
+                }
+            }
+            Update::Suspect { member, inc, .. } | Update::Dead { member, inc, .. } => {
+                self.correct(member, *inc)
+            }
+            Update::Left { .. } => {}
+        }
+        match update {
+            Update::Alive { member, inc } => {
+                if member == self.me || member.same_node(&self.me) {
+                    return;
+                }
+                if !self.members.contains_key(&member) {
+                    if self.admit(now, &member, inc, out) {
+                        self.enqueue(Update::Alive { member, inc });
+                    }
+                    return;
+                }
+                let m = &self.members[&member];
+                if inc > m.inc {
+                    self.set_state(now, &member, State::Alive, inc, out);
+                    self.enqueue(Update::Alive { member, inc });
+                }
+            }
+            Update::Suspect { member, inc, from } => {
+                if member == self.me {
+                    self.refute_if_current(inc);
+                    return;
+                }
+                let Some(m) = self.members.get_mut(&member) else {
+                    return;
+                };
+                if inc < m.inc {
+                    return;
+                }
+                match m.state {
+                    State::Dead | State::Left => {}
+                    State::Suspect => {
+                        if inc > m.inc {
+                            m.inc = inc;
+                        }
+                        let new = match &mut m.suspicion {
+                            Some(s) => s.confirmers.insert(from.clone()),
+                            None => false,
+                        };
+                        if new {
+                            let deadline = m
+                                .suspicion
+                                .as_ref()
+                                .map(|s| s.start + s.timeout())
+                                .unwrap_or(now)
+                                .saturating_sub(self.params.probe_timeout);
+                            let inc = m.inc;
+                            out.set_timer(
+                                deadline.saturating_sub(now),
+                                FdTimer::Swim(SwimTimer::Suspicion {
+                                    member: member.clone(),
+                                }),
+                            );
+                            self.enqueue(Update::Suspect { member, inc, from });
+                        }
+                    }
+                    State::Alive => {
+                        let s = self.new_suspicion(now, from.clone());
+                        let after = s.timeout().saturating_sub(self.params.probe_timeout);
+                        self.set_state(now, &member, State::Suspect, inc, out);
+                        if let Some(m) = self.members.get_mut(&member) {
+                            m.suspicion = Some(s);
+                        }
+                        out.set_timer(
+                            after,
+                            FdTimer::Swim(SwimTimer::Suspicion {
+                                member: member.clone(),
+                            }),
+                        );
+                        self.enqueue(Update::Suspect { member, inc, from });
+                    }
+                }
+            }
+            Update::Dead { member, inc, from } => {
+                if member == self.me {
+                    self.refute_if_current(inc);
+                    return;
+                }
+                let Some(m) = self.members.get(&member) else {
+                    return;
+                };
+                if inc < m.inc || !m.state.live() {
+                    return;
+                }
+                self.set_state(now, &member, State::Dead, inc, out);
+                self.enqueue(Update::Dead { member, inc, from });
+            }
+            Update::Left { member, inc } => {
+                let Some(m) = self.members.get(&member) else {
+                    return;
+                };
+                if inc < m.inc || m.state == State::Left {
+                    return;
+                }
+                self.set_state(now, &member, State::Left, inc, out);
+                self.enqueue(Update::Left { member, inc });
+            }
+        }
+    }
+
+    fn apply_all(&mut self, now: Duration, updates: Vec<Update<Id>>, out: &mut FdOutputs<Id>) {
+        for u in updates {
+            self.apply(now, u, out);
+        }
+    }
+
+    fn send(&mut self, to: Id, msg: SwimMessage<Id>, out: &mut FdOutputs<Id>) {
+        out.send(to, FdMessage::Swim(msg));
+    }
+
+    fn next_target(&mut self) -> Option<Id> {
+        for _ in 0..2 {
+            while self.probe_idx < self.probe_order.len() {
+                let id = self.probe_order[self.probe_idx].clone();
+                self.probe_idx += 1;
+                if self.members.get(&id).is_some_and(|m| m.state.live()) {
+                    return Some(id);
+                }
+            }
+            // Round over: reshuffle the live members.
+            self.probe_order = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.state.live())
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.probe_order.shuffle(&mut self.rng);
+            self.probe_idx = 0;
+        }
+        None
+    }
+
+    /// End of a protocol period: a probe without any ack suspects its target.
+    fn conclude_probe(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        if p.acked {
+            return;
+        }
+        let delta = if p.expected_nacks > 0 {
+            p.expected_nacks.saturating_sub(p.nacks) as i32
+        } else {
+            1
+        };
+        self.adjust_awareness(delta);
+        let Some(m) = self.members.get(&p.target) else {
+            return;
+        };
+        if m.state.live() {
+            let inc = m.inc;
+            let from = self.me.clone();
+            self.apply(
+                now,
+                Update::Suspect {
+                    member: p.target,
+                    inc,
+                    from,
+                },
+                out,
+            );
+        }
+    }
+
+    fn probe_tick(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        self.conclude_probe(now, out);
+        if let Some(target) = self.next_target() {
+            self.seq += 1;
+            let seq = self.seq;
+            self.probe = Some(Probe {
+                seq,
+                target: target.clone(),
+                acked: false,
+                indirect: false,
+                expected_nacks: 0,
+                nacks: 0,
+            });
+            let updates = self.piggyback(&target);
+            self.send(target, SwimMessage::Ping { seq, updates }, out);
+            out.set_timer(
+                self.scale(self.params.probe_timeout),
+                FdTimer::Swim(SwimTimer::ProbeTimeout { seq }),
+            );
+        }
+        out.set_timer(
+            self.scale(self.params.probe_interval),
+            FdTimer::Swim(SwimTimer::Probe),
+        );
+    }
+
+    fn probe_timeout(&mut self, seq: u64, out: &mut FdOutputs<Id>) {
+        let target = match &self.probe {
+            Some(p) if p.seq == seq && !p.acked && !p.indirect => p.target.clone(),
+            _ => return,
+        };
+        let mut helpers: Vec<Id> = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.state == State::Alive && **id != target)
+            .map(|(id, _)| id.clone())
+            .collect();
+        helpers.shuffle(&mut self.rng);
+        helpers.truncate(self.params.indirect_checks);
+        // A second direct ping alongside the indirect ones (memberlist sends
+        // a TCP ping here): a lost ping or ack no longer needs all k
+        // indirect paths to fail too before the target is suspected.
+        let updates = self.piggyback(&target);
+        self.send(target.clone(), SwimMessage::Ping { seq, updates }, out);
+        for h in &helpers {
+            let updates = self.piggyback(h);
+            self.send(
+                h.clone(),
+                SwimMessage::PingReq {
+                    seq,
+                    target: target.clone(),
+                    updates,
+                },
+                out,
+            );
+        }
+        if let Some(p) = &mut self.probe {
+            p.indirect = true;
+            p.expected_nacks = helpers.len() as u32;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Update<Id>> {
+        let mut v = vec![Update::Alive {
+            member: self.me.clone(),
+            inc: self.inc,
+        }];
+        for (id, m) in &self.members {
+            let (member, inc, from) = (id.clone(), m.inc, self.me.clone());
+            v.push(match m.state {
+                State::Alive => Update::Alive { member, inc },
+                State::Suspect => Update::Suspect { member, inc, from },
+                State::Dead => Update::Dead { member, inc, from },
+                State::Left => Update::Left { member, inc },
+            });
+        }
+        v
+    }
+
+    fn send_joins(&mut self, out: &mut FdOutputs<Id>) {
+        for s in self.seeds.clone() {
+            self.send(s, SwimMessage::Join { inc: self.inc }, out);
+        }
+        out.set_timer(
+            self.params.probe_interval * 2,
+            FdTimer::Swim(SwimTimer::JoinRetry),
+        );
+    }
+}
+
+impl<Id: FdId> Protocol for Swim<Id> {
+    type Id = Id;
+    type Msg = FdMessage<Id>;
+    type Timer = FdTimer<Id>;
+    type Event = MemberEvent<Id>;
+
+    fn on_start(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
+        if !self.seeds.is_empty() && !self.joined {
+            // Announce ourselves through gossip as well as to the seeds.
+            self.enqueue(Update::Alive {
+                member: self.me.clone(),
+                inc: self.inc,
+            });
+            self.send_joins(out);
+        }
+        // Random phase so that nodes started together do not probe in lockstep.
+        let interval_ms = self.params.probe_interval.as_millis().max(1) as u64;
+        let phase = Duration::from_millis(self.rng.gen_range(0..interval_ms));
+        out.set_timer(phase, FdTimer::Swim(SwimTimer::Probe));
+        out.set_timer(
+            self.params.reconnect_interval,
+            FdTimer::Swim(SwimTimer::Reconnect),
+        );
+    }
+
+    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
+        let FdMessage::Swim(msg) = msg else {
+            return;
+        };
+        if self.left || from == self.me || self.retired.contains(&from) {
+            return;
+        }
+        self.corrections.clear();
+        // A probe from a member we never heard of (a joiner whose Alive has
+        // not reached us yet): it is evidently alive, learn it.
+        if matches!(
+            msg,
+            SwimMessage::Ping { .. } | SwimMessage::Ack { .. } | SwimMessage::PingReq { .. }
+        ) && !self.members.contains_key(&from)
+            && self.admit(now, &from, 0, out)
+        {
+            self.enqueue(Update::Alive {
+                member: from.clone(),
+                inc: 0,
+            });
+        }
+        match msg {
+            SwimMessage::Ping { seq, updates } => {
+                self.apply_all(now, updates, out);
+                let mut updates = std::mem::take(&mut self.corrections);
+                let room = self.params.max_piggyback.saturating_sub(updates.len());
+                updates.extend(self.piggyback(&from).into_iter().take(room));
+                self.send(from, SwimMessage::Ack { seq, updates }, out);
+            }
+            SwimMessage::Ack { seq, updates } => {
+                self.apply_all(now, updates, out);
+                let mut mine = false;
+                if let Some(p) = &mut self.probe {
+                    if p.seq == seq && !p.acked {
+                        p.acked = true;
+                        mine = true;
+                        if !p.indirect {
+                            self.adjust_awareness(-1);
+                        }
+                    }
+                }
+                if mine {
+                    // Our probe succeeded; nothing to relay.
+                } else if let Some((origin, origin_seq)) = self.relays.remove(&seq) {
+                    let updates = self.piggyback(&origin);
+                    self.send(
+                        origin,
+                        SwimMessage::Ack {
+                            seq: origin_seq,
+                            updates,
+                        },
+                        out,
+                    );
+                }
+            }
+            SwimMessage::PingReq {
+                seq,
+                target,
+                updates,
+            } => {
+                self.apply_all(now, updates, out);
+                if target == self.me {
+                    let updates = self.piggyback(&from);
+                    self.send(from, SwimMessage::Ack { seq, updates }, out);
+                    return;
+                }
+                self.seq += 1;
+                let relay = self.seq;
+                self.relays.insert(relay, (from.clone(), seq));
+                let updates = self.piggyback(&target);
+                self.send(
+                    target,
+                    SwimMessage::Ping {
+                        seq: relay,
+                        updates,
+                    },
+                    out,
+                );
+                out.set_timer(
+                    self.params.probe_timeout.mul_f64(0.8),
+                    FdTimer::Swim(SwimTimer::RelayTimeout { seq: relay }),
+                );
+            }
+            SwimMessage::Nack { seq } => {
+                if let Some(p) = &mut self.probe {
+                    if p.seq == seq {
+                        p.nacks += 1;
+                    }
+                }
+            }
+            SwimMessage::Join { inc } => {
+                self.apply(
+                    now,
+                    Update::Alive {
+                        member: from.clone(),
+                        inc,
+                    },
+                    out,
+                );
+                let members = self.snapshot();
+                self.send(from, SwimMessage::JoinReply { members }, out);
+            }
+            SwimMessage::JoinReply { members } => {
+                self.joined = true;
+                self.apply_all(now, members, out);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
+        let FdTimer::Swim(timer) = timer else {
+            return;
+        };
+        if self.left {
+            return;
+        }
+        match timer {
+            SwimTimer::Probe => self.probe_tick(now, out),
+            SwimTimer::ProbeTimeout { seq } => self.probe_timeout(seq, out),
+            SwimTimer::RelayTimeout { seq } => {
+                if let Some((origin, origin_seq)) = self.relays.remove(&seq) {
+                    self.send(origin, SwimMessage::Nack { seq: origin_seq }, out);
+                }
+            }
+            SwimTimer::Suspicion { member } => {
+                let Some(m) = self.members.get(&member) else {
+                    return;
+                };
+                let Some(s) = (m.state == State::Suspect)
+                    .then_some(m.suspicion.as_ref())
+                    .flatten()
+                else {
+                    return;
+                };
+                let deadline = s.start + s.timeout();
+                let verify_at = deadline.saturating_sub(self.params.probe_timeout);
+                let verified = s.verified;
+                if now >= deadline {
+                    let inc = m.inc;
+                    self.set_state(now, &member, State::Dead, inc, out);
+                    let from = self.me.clone();
+                    self.enqueue(Update::Dead { member, inc, from });
+                } else if now >= verify_at && !verified {
+                    // Last-chance ping, one probe timeout before the
+                    // deadline: it carries the suspicion to the member,
+                    // whose ack carries its refutation (or the refutation
+                    // we missed) back.
+                    if let Some(s) = self
+                        .members
+                        .get_mut(&member)
+                        .and_then(|m| m.suspicion.as_mut())
+                    {
+                        s.verified = true;
+                    }
+                    self.seq += 1;
+                    let seq = self.seq;
+                    let updates = self.piggyback(&member);
+                    self.send(member.clone(), SwimMessage::Ping { seq, updates }, out);
+                    out.set_timer(
+                        deadline - now,
+                        FdTimer::Swim(SwimTimer::Suspicion { member }),
+                    );
+                } else {
+                    let at = if verified { deadline } else { verify_at };
+                    out.set_timer(at - now, FdTimer::Swim(SwimTimer::Suspicion { member }));
+                }
+            }
+            SwimTimer::Reconnect => {
+                let dead: Vec<Id> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.state == State::Dead)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if let Some(target) = dead.choose(&mut self.rng).cloned() {
+                    self.seq += 1;
+                    let seq = self.seq;
+                    let updates = self.piggyback(&target);
+                    self.send(target, SwimMessage::Ping { seq, updates }, out);
+                }
+                out.set_timer(
+                    self.params.reconnect_interval,
+                    FdTimer::Swim(SwimTimer::Reconnect),
+                );
+            }
+            SwimTimer::JoinRetry => {
+                if !self.joined {
+                    self.send_joins(out);
+                }
+            }
+        }
+    }
+}
+
+impl<Id: FdId> FailureDetector for Swim<Id> {
+    fn kind(&self) -> &'static str {
+        "swim"
+    }
+
+    fn view(&self) -> Vec<(Id, MemberStatus)> {
+        self.members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.state.status()))
+            .collect()
+    }
+
+    /// A configured peer: known alive at incarnation 0 without gossiping it
+    /// (every node is expected to be configured with it too).
+    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
+        self.admit(now, &id, 0, out);
+        self.joined = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fd::SimId;
+
+    fn id(n: u32) -> SimId {
+        SimId::new(n)
+    }
+
+    fn swim(n: u32, peers: u32) -> (Swim<SimId>, FdOutputs<SimId>) {
+        let mut s = Swim::new(id(n), SwimParams::default(), vec![], 1);
+        let mut out = FdOutputs::new();
+        for p in 0..peers {
+            if p != n {
+                s.add_member(Duration::ZERO, id(p), &mut out);
+            }
+        }
+        out.events.clear();
+        (s, out)
+    }
+
+    #[test]
+    fn suspicion_timeout_shrinks_with_confirmations() {
+        let mut s = Suspicion {
+            start: Duration::ZERO,
+            min: Duration::from_secs(4),
+            max: Duration::from_secs(24),
+            k: 2,
+            confirmers: BTreeSet::from([id(1)]),
+            verified: false,
+        };
+        assert_eq!(s.timeout(), Duration::from_secs(24));
+        s.confirmers.insert(id(2));
+        // 24 - ln2/ln3 * 20 = 11.381...
+        assert_eq!(s.timeout(), Duration::from_millis(11381));
+        s.confirmers.insert(id(3));
+        assert_eq!(s.timeout(), Duration::from_secs(4));
+        s.confirmers.insert(id(4));
+        assert_eq!(s.timeout(), Duration::from_secs(4));
+        s.k = 0;
+        assert_eq!(s.timeout(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn refutes_suspicion_of_itself() {
+        let (mut s, mut out) = swim(0, 5);
+        s.on_message(
+            Duration::from_secs(1),
+            id(1),
+            FdMessage::Swim(SwimMessage::Ping {
+                seq: 1,
+                updates: vec![Update::Suspect {
+                    member: id(0),
+                    inc: 0,
+                    from: id(1),
+                }],
+            }),
+            &mut out,
+        );
+        assert_eq!(s.incarnation(), 1);
+        assert_eq!(s.local_health(), 1);
+        let (_, FdMessage::Swim(SwimMessage::Ack { updates, .. })) = &out.sends[0] else {
+            panic!("expected an ack: {:?}", out.sends)
+        };
+        assert!(updates.contains(&Update::Alive {
+            member: id(0),
+            inc: 1
+        }));
+    }
+
+    #[test]
+    fn retransmit_limit_and_piggyback_bound() {
+        let (mut s, _) = swim(0, 100);
+        assert_eq!(s.cluster_size(), 100);
+        assert_eq!(s.retransmit_limit(), 4 * 3);
+        for n in 200..240 {
+            s.enqueue(Update::Alive {
+                member: id(n),
+                inc: 0,
+            });
+        }
+        let p = s.piggyback(&id(1));
+        assert_eq!(p.len(), 16);
+        // The newest among the never-sent ones.
+        let mut got: Vec<u32> = p.iter().map(|u| u.member().node).collect();
+        got.sort_unstable();
+        assert_eq!(got, (224..240).collect::<Vec<u32>>());
+        // Next message: the 24 never-sent ones come before re-sends.
+        let p2 = s.piggyback(&id(1));
+        assert!(p2.iter().all(|u| u.member().node < 224));
+    }
+
+    #[test]
+    fn stale_news_is_corrected_in_the_ack() {
+        let (mut s, mut out) = swim(0, 5);
+        let t = Duration::from_secs(1);
+        s.apply(
+            t,
+            Update::Alive {
+                member: id(2),
+                inc: 3,
+            },
+            &mut out,
+        );
+        out.sends.clear();
+        s.on_message(
+            t,
+            id(1),
+            FdMessage::Swim(SwimMessage::Ping {
+                seq: 9,
+                updates: vec![Update::Suspect {
+                    member: id(2),
+                    inc: 1,
+                    from: id(1),
+                }],
+            }),
+            &mut out,
+        );
+        let (to, FdMessage::Swim(SwimMessage::Ack { seq: 9, updates })) = &out.sends[0] else {
+            panic!("expected an ack: {:?}", out.sends)
+        };
+        assert_eq!(*to, id(1));
+        assert_eq!(
+            updates[0],
+            Update::Alive {
+                member: id(2),
+                inc: 3
+            }
+        );
+        assert_eq!(s.view()[1], (id(2), MemberStatus::Up));
+    }
+
+    #[test]
+    fn suspicion_is_verified_by_a_last_ping_before_the_deadline() {
+        let (mut s, mut out) = swim(0, 3);
+        let t = Duration::from_secs(1);
+        s.apply(
+            t,
+            Update::Suspect {
+                member: id(2),
+                inc: 0,
+                from: id(1),
+            },
+            &mut out,
+        );
+        // N = 3: no confirmations expected, timeout = min = 4 s.
+        let (after, timer) = out.timers.last().cloned().expect("timer");
+        assert_eq!(after, Duration::from_millis(3500));
+        out.sends.clear();
+        s.on_timer(t + after, timer, &mut out);
+        assert!(matches!(
+            &out.sends[..],
+            [(to, FdMessage::Swim(SwimMessage::Ping { .. }))] if *to == id(2)
+        ));
+        let (after, timer) = out.timers.last().cloned().expect("timer");
+        assert_eq!(after, Duration::from_millis(500));
+        s.on_timer(t + Duration::from_secs(4), timer, &mut out);
+        assert_eq!(s.view()[1], (id(2), MemberStatus::Down));
+    }
+
+    #[test]
+    fn alive_with_higher_incarnation_clears_suspicion() {
+        let (mut s, mut out) = swim(0, 5);
+        let t = Duration::from_secs(1);
+        s.apply(
+            t,
+            Update::Suspect {
+                member: id(2),
+                inc: 0,
+                from: id(1),
+            },
+            &mut out,
+        );
+        s.apply(
+            t,
+            Update::Alive {
+                member: id(2),
+                inc: 0,
+            },
+            &mut out,
+        );
+        s.apply(
+            t,
+            Update::Alive {
+                member: id(2),
+                inc: 1,
+            },
+            &mut out,
+        );
+        let st: Vec<_> = out.events.iter().map(|e| e.status).collect();
+        assert_eq!(st, vec![MemberStatus::Suspect, MemberStatus::Up]);
+    }
+}
