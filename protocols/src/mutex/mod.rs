@@ -29,12 +29,12 @@
 //! by the resource once; every later grant that hears from the restarted node
 //! is larger again.
 
-// pub mod centralized;
+pub mod centralized;
 // pub mod lamport;
 pub mod ricart_agrawala;
 // pub mod token_ring;
 
-// pub use centralized::Centralized;
+pub use centralized::Centralized;
 // pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
 // pub use token_ring::TokenRing;

@@ -208,11 +208,8 @@ where
 
     // Liveness phase: no more faults. Pending requests must all be granted.
     chaos.calm(&mut sim, &mut obs)?;
-    sim.set_faults(NetFaults {
-        loss: 0.0,
-        duplicate: 0.0,
-        ..sc.faults
-    });
+    // No loss, no duplicates, no reordering: a fixed delay.
+    sim.set_faults(NetFaults::reliable(sc.faults.max_delay / 2));
     let settle = sim.now() + sc.oracle.down_after.max(sc.oracle.up_after) * 2;
     let deadline = sim.now() + sc.liveness_bound;
     loop {
