@@ -408,7 +408,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
         }
     }
 
-    fn on_timer(&mut self, now: Duration, _timer: CentralTimer, out: &mut Out<Id>) {
+    fn on_timer(&mut self, _now: Duration, _timer: CentralTimer, out: &mut Out<Id>) {
         out.set_timer(self.config.retry, CentralTimer::Retry);
         if let Mine::Waiting { req } = self.mine {
             let c = self.coordinator();
