@@ -30,12 +30,12 @@
 //! is larger again.
 
 pub mod centralized;
-// pub mod lamport;
+pub mod lamport;
 pub mod ricart_agrawala;
 // pub mod token_ring;
 
 pub use centralized::Centralized;
-// pub use lamport::LamportMutex;
+pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
 // pub use token_ring::TokenRing;
 
