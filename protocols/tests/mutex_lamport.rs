@@ -56,8 +56,7 @@ fn an_ack_overtaking_its_senders_request_does_not_let_two_enter() {
         vec![1, 2],
         Some(MutexDurable {
             clock: 5,
-            max_token: 0,
-            seq: 0,
+            ..MutexDurable::default()
         }),
     );
     let mut n2 = make(2, vec![1, 2], None);

@@ -478,6 +478,7 @@ impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
             clock: 0,
             max_token: self.max_token,
             seq: self.seq.max(self.rounds),
+            hop: 0,
         }
     }
     fn msg_kind(msg: &CentralMsg) -> &'static str {

@@ -387,6 +387,7 @@ impl<Id: Clone + Ord + Debug> SimProtocol for LamportMutex<Id> {
             clock: self.clock,
             max_token: self.max_token,
             seq: 0,
+            hop: 0,
         }
     }
     fn msg_kind(msg: &LamportMsg) -> &'static str {

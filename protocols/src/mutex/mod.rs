@@ -32,12 +32,12 @@
 pub mod centralized;
 pub mod lamport;
 pub mod ricart_agrawala;
-// pub mod token_ring;
+pub mod token_ring;
 
 pub use centralized::Centralized;
 pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
-// pub use token_ring::TokenRing;
+pub use token_ring::TokenRing;
 
 use std::fmt;
 use std::str::FromStr;
@@ -152,6 +152,8 @@ pub struct MutexDurable {
     pub max_token: u64,
     /// Request sequence number (centralized) or largest token generation (token ring).
     pub seq: u64,
+    /// Token ring: the largest hop count seen in generation `seq`.
+    pub hop: u64,
 }
 
 /// The command side every mutex core offers (what an actor wrapper calls).
@@ -175,6 +177,15 @@ pub trait MutexCore: Protocol<Event = MutexEvent> {
     /// The order key of the outstanding or held request, when the algorithm
     /// defines one (`(Lamport time, _)`), for checking grant order.
     fn request_stamp(&self) -> Option<u64> {
+        None
+    }
+    /// Token ring: the newest token generation this node knows of (`None`
+    /// for algorithms without generations).
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
+    /// Token ring: the generation of the token this node holds the lock with.
+    fn held_epoch(&self) -> Option<u64> {
         None
     }
 }

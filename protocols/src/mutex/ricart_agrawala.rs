@@ -281,6 +281,7 @@ impl<Id: Clone + Ord + Debug> SimProtocol for RicartAgrawala<Id> {
             clock: self.clock,
             max_token: self.max_token,
             seq: 0,
+            hop: 0,
         }
     }
     fn msg_kind(msg: &RaMsg) -> &'static str {

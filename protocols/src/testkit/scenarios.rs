@@ -81,6 +81,9 @@ pub struct MutexObserver {
     last_stamp: Option<(u64, u32)>,
     /// Total grants seen.
     pub grants: u64,
+    /// When each token generation was first known to any node (≈ when its
+    /// regeneration started).
+    epoch_born: BTreeMap<u64, Duration>,
 }
 
 impl MutexObserver {
@@ -100,6 +103,11 @@ impl<P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore> Observer<P> for M
 
     fn check(&mut self, sim: &Sim<P>) -> Result<(), String> {
         let n = sim.members().len() as u64;
+        for (_, c) in sim.cores() {
+            if let Some(e) = c.epoch() {
+                self.epoch_born.entry(e).or_insert(sim.now());
+            }
+        }
         for (node, token) in std::mem::take(&mut self.granted) {
             self.grants += 1;
             let req = self
@@ -107,7 +115,15 @@ impl<P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore> Observer<P> for M
                 .get(&node)
                 .copied()
                 .unwrap_or(Duration::ZERO);
-            let clean = sim.fd_clean_since().is_some_and(|t| t <= req);
+            // A grant counts for mutual exclusion when no false suspicion
+            // happened since the request (and, for token generations, since
+            // the generation was created: a token regenerated behind a
+            // partition is a second token until the newer one meets it).
+            let since = match sim.core(&node).and_then(|c| c.held_epoch()) {
+                Some(e) => req.min(self.epoch_born.get(&e).copied().unwrap_or(req)),
+                None => req,
+            };
+            let clean = sim.fd_clean_since().is_some_and(|t| t <= since);
             self.clean.insert(node, (token, clean));
             if token > self.resource_token {
                 self.resource_token = token;
@@ -154,6 +170,18 @@ impl<P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore> Observer<P> for M
             .collect();
         if holders.len() > 1 {
             return Err(format!("two holders at once: {holders:?}"));
+        }
+        // Never two holders with tokens of the same generation, whatever the
+        // network and the detector do.
+        let mut by_epoch: BTreeMap<u64, u32> = BTreeMap::new();
+        for (id, c) in sim.cores() {
+            if let (Some(e), Some(_)) = (c.held_epoch(), c.holding()) {
+                if let Some(other) = by_epoch.insert(e, *id) {
+                    return Err(format!(
+                        "nodes {other} and {id} both hold a token of generation {e}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
