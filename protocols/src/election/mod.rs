@@ -1,0 +1,199 @@
+//! Leader election: every member can ask "who leads, in which term?" and is
+//! told when that changes.
+//!
+//! Algorithms, each a sans-IO core in its own module: [`Bully`] (the highest
+//! live id wins), [`RingElection`] (a message collects the live ids around the
+//! ring; the initiator announces the largest) and [`NextInLine`] (the leader
+//! publishes an ordered successor list; on its failure the first live
+//! successor takes over without an election). [`ElectionAlgorithm`] names
+//! them for configuration files.
+//!
+//! ## Terms
+//! Every leadership has a *term* that only grows and is kept on stable
+//! storage ([`ElectionDurable`]), so it survives restarts. Terms are *striped*
+//! by member rank (like Paxos ballot numbers `(round, id)` packed into one
+//! integer): the member of rank `r` in a group of `n` only ever claims terms
+//! `t` with `t % n == r`, always larger than every term it has seen. Hence
+//! two members can never claim the same term: **at most one leader per
+//! term**, whatever the network does. Members accept a leader only for a term
+//! at least as large as the one they know, reject older ones (answering with
+//! [`ElectionEvent`]-worthy information: the newer term and its leader), and a
+//! leader that hears of a newer term steps down.
+//!
+//! ## Partitions
+//! Bully and ring election rely on the failure detector; across a partition
+//! each side sees the other as down and elects its own leader — two leaders
+//! at once, necessarily with different terms. After the partition heals the
+//! members hear of both terms; the newer one wins (bully and ring then hold a
+//! fresh election that the highest live id wins, with a term larger than
+//! both). A resource that remembers the largest term it has seen can refuse
+//! the stale leader meanwhile. `tests/election_partition.rs` shows this.
+
+pub mod bully;
+// pub mod next_in_line;
+// pub mod ring;
+
+pub use bully::Bully;
+// pub use next_in_line::NextInLine;
+// pub use ring::RingElection;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::sansio::Protocol;
+
+pub use crate::mutex::UnknownAlgorithm;
+
+/// The election algorithms, by the names configuration files use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ElectionAlgorithm {
+    /// Garcia-Molina's bully algorithm: [`Bully`].
+    Bully,
+    /// Ring election (Chang–Roberts style, collecting ids): [`RingElection`].
+    Ring,
+    /// Successor-list failover: [`NextInLine`].
+    NextInLine,
+}
+
+impl ElectionAlgorithm {
+    /// Every algorithm, in a stable order.
+    pub const ALL: [ElectionAlgorithm; 3] = [
+        ElectionAlgorithm::Bully,
+        ElectionAlgorithm::Ring,
+        ElectionAlgorithm::NextInLine,
+    ];
+    /// The configuration name (`"bully"`, `"ring"`, `"next-in-line"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElectionAlgorithm::Bully => "bully",
+            ElectionAlgorithm::Ring => "ring",
+            ElectionAlgorithm::NextInLine => "next-in-line",
+        }
+    }
+}
+
+impl fmt::Display for ElectionAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ElectionAlgorithm {
+    type Err = UnknownAlgorithm;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
+    }
+}
+
+/// What an election core tells its local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionEvent<Id> {
+    /// The leader this node knows changed. `leader: None` means the leader of
+    /// `term` is gone (or stepped down) and a new one is being chosen.
+    LeaderChanged {
+        /// The term this node is in.
+        term: u64,
+        /// Its leader, if known.
+        leader: Option<Id>,
+    },
+}
+
+/// Timing of an election core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionConfig {
+    /// Bully: how long to wait for an `Alive` from a higher member; ring: for
+    /// the election message to come back; next-in-line: for the successor to
+    /// announce itself.
+    pub election_timeout: Duration,
+    /// Bully: how long to wait for the `Coordinator` after an `Alive`.
+    pub coordinator_timeout: Duration,
+    /// How often a leader re-announces itself (repairs lost announcements).
+    pub heartbeat: Duration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self {
+            election_timeout: Duration::from_millis(200),
+            coordinator_timeout: Duration::from_millis(400),
+            heartbeat: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What every election core keeps on stable storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionDurable<Id> {
+    /// The term this node is in (it never goes back).
+    pub term: u64,
+    /// The largest term it has seen.
+    pub max_term: u64,
+    /// Next-in-line: the last successor list it was given.
+    pub successors: Vec<Id>,
+}
+
+impl<Id> Default for ElectionDurable<Id> {
+    fn default() -> Self {
+        Self {
+            term: 0,
+            max_term: 0,
+            successors: Vec::new(),
+        }
+    }
+}
+
+/// The query side every election core offers (what an actor wrapper exposes).
+pub trait ElectionCore: Protocol<Event = ElectionEvent<<Self as Protocol>::Id>> {
+    /// The term this node is in.
+    fn term(&self) -> u64;
+    /// The leader of that term, if known.
+    fn leader(&self) -> Option<&Self::Id>;
+    /// This node's id.
+    fn id(&self) -> &Self::Id;
+    /// True when this node is the leader of its term.
+    fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id())
+    }
+}
+
+/// The smallest term `> max_seen` that the member of `rank` in a group of
+/// `n` may claim (`t % n == rank`).
+pub fn next_term(max_seen: u64, rank: usize, n: usize) -> u64 {
+    let n = n.max(1) as u64;
+    let rank = rank as u64 % n;
+    let base = max_seen + 1;
+    base + (rank + n - base % n) % n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_terms_are_unique_and_growing() {
+        for n in 1..6usize {
+            for max in 0..20u64 {
+                for r in 0..n {
+                    let t = next_term(max, r, n);
+                    assert!(t > max);
+                    assert_eq!(t % n as u64, r as u64);
+                    assert!(t <= max + n as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for a in ElectionAlgorithm::ALL {
+            assert_eq!(a.name().parse::<ElectionAlgorithm>(), Ok(a));
+        }
+        assert!("raft".parse::<ElectionAlgorithm>().is_err());
+    }
+}

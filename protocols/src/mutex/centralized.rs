@@ -1,0 +1,493 @@
+//! Centralized mutual exclusion: one coordinator with a FIFO queue.
+//!
+//! The coordinator is the highest live member in this node's membership view
+//! (deterministic, no election needed; an elected leader works the same way).
+//! A client sends `Request` to it; the coordinator grants the lock to the head
+//! of its FIFO queue with `Grant` and the holder gives it back with `Release`:
+//! 3 messages per entry and exit, 2 message delays before entry. The
+//! coordinator's own requests are served locally (0 messages).
+//!
+//! Guarantees: with an accurate failure detector at most one holder, grants in
+//! the order requests reach the coordinator (no starvation), and fencing
+//! tokens that strictly increase across grants — also across a coordinator
+//! failover, because the new coordinator learns the largest token every live
+//! member has seen before it grants anything.
+//!
+//! Failure behaviour: the coordinator is a single point of failure for the
+//! time it takes the failure detector to report it. Then the next-highest live
+//! member takes over and *rebuilds* the state: it sends `Sync` to every live
+//! member and each answers `State` with the lock it holds (if any), its
+//! pending request (if any) and its largest token (a member whose view
+//! switches to a new coordinator also sends its `State` unasked, so a
+//! coordinator that took over while views disagreed still learns every
+//! token once they agree). Until every live member has
+//! answered (or is reported down) it grants nothing; then the holder keeps the
+//! lock and the pending requests form the new queue (in the order the
+//! answers arrive; the FIFO order of the old queue is not recoverable). A holder or requester that is
+//! reported down is dropped from the queue; a down holder's lock is freed.
+//! Clients re-send an unanswered request every `retry`; the coordinator
+//! re-sends the grant to the holder every `retry` (a lost `Release` is
+//! answered by a new `Release`), so lost and duplicated messages are
+//! tolerated. Two coordinators can coexist only while views disagree (a
+//! partition); clients accept grants only from the coordinator of their own
+//! view and fencing tokens protect the resource meanwhile.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::sansio::{Outputs, Protocol};
+
+use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use crate::testkit::SimProtocol;
+
+/// Centralized-mutex wire messages. `req` numbers a client's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CentralMsg {
+    /// Client to coordinator: queue me.
+    Request {
+        /// The client's request number.
+        req: u64,
+        /// Largest fencing token the client has seen.
+        token: u64,
+    },
+    /// Coordinator to client: you hold the lock.
+    Grant {
+        /// The request this answers.
+        req: u64,
+        /// The grant's fencing token.
+        token: u64,
+    },
+    /// Client to coordinator: I gave the lock back (or refuse a stale grant).
+    Release {
+        /// The request whose grant ends.
+        req: u64,
+        /// Largest fencing token the client has seen.
+        token: u64,
+    },
+    /// New coordinator to client: report your state.
+    Sync {
+        /// The coordinator's sync round (never 0).
+        round: u64,
+    },
+    /// Client to coordinator: my state, when asked or when it became my
+    /// coordinator.
+    State {
+        /// The sync round this answers, 0 when unsolicited.
+        round: u64,
+        /// `(req, token)` of the lock I hold, if any.
+        holding: Option<(u64, u64)>,
+        /// My pending request, if any.
+        waiting: Option<u64>,
+        /// Largest fencing token I have seen.
+        token: u64,
+    },
+}
+
+/// Centralized-mutex timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CentralTimer {
+    /// Periodic re-sending of unanswered messages.
+    Retry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mine {
+    Idle,
+    Waiting { req: u64 },
+    Held { req: u64, token: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct CoordState<Id> {
+    round: u64,
+    syncing: BTreeSet<Id>,
+    queue: VecDeque<(Id, u64)>,
+    holder: Option<(Id, u64, u64)>,
+}
+
+/// A centralized-mutex core for one member (client, and coordinator when it
+/// is the highest live member).
+#[derive(Debug, Clone)]
+pub struct Centralized<Id> {
+    me: Id,
+    members: Vec<Id>,
+    down: BTreeSet<Id>,
+    config: MutexConfig,
+    max_token: u64,
+    seq: u64,
+    mine: Mine,
+    coord: Option<CoordState<Id>>,
+    rounds: u64,
+}
+
+type Out<Id> = Outputs<Id, CentralMsg, CentralTimer, MutexEvent>;
+
+impl<Id: Clone + Ord + Debug> Centralized<Id> {
+    /// A core for `me` among `members`, restarted from `durable` if given.
+    pub fn new(
+        me: Id,
+        members: impl IntoIterator<Item = Id>,
+        config: MutexConfig,
+        durable: Option<MutexDurable>,
+    ) -> Self {
+        let mut members: Vec<Id> = members.into_iter().collect();
+        members.push(me.clone());
+        members.sort();
+        members.dedup();
+        let d = durable.unwrap_or_default();
+        Self {
+            me,
+            members,
+            down: BTreeSet::new(),
+            config,
+            max_token: d.max_token,
+            seq: d.seq,
+            mine: Mine::Idle,
+            coord: None,
+            rounds: d.seq,
+        }
+    }
+
+    /// The coordinator in this node's view: the highest live member.
+    pub fn coordinator(&self) -> Id {
+        self.members
+            .iter()
+            .rev()
+            .find(|m| **m == self.me || !self.down.contains(*m))
+            .cloned()
+            .unwrap_or_else(|| self.me.clone())
+    }
+
+    /// True while this node acts as coordinator.
+    pub fn is_coordinator(&self) -> bool {
+        self.coord.is_some()
+    }
+
+    /// Requests queued at this node when it is coordinator (holder excluded).
+    pub fn queue_len(&self) -> usize {
+        self.coord.as_ref().map_or(0, |c| c.queue.len())
+    }
+
+    fn state_msg(&self, round: u64) -> CentralMsg {
+        let (holding, waiting) = match self.mine {
+            Mine::Idle => (None, None),
+            Mine::Waiting { req } => (None, Some(req)),
+            Mine::Held { req, token } => (Some((req, token)), None),
+        };
+        CentralMsg::State {
+            round,
+            holding,
+            waiting,
+            token: self.max_token,
+        }
+    }
+
+    fn live_others(&self) -> Vec<Id> {
+        self.members
+            .iter()
+            .filter(|m| **m != self.me && !self.down.contains(*m))
+            .cloned()
+            .collect()
+    }
+
+    /// Send, or handle at once when the destination is this node.
+    fn post(&mut self, now: Duration, to: Id, msg: CentralMsg, out: &mut Out<Id>) {
+        if to == self.me {
+            let me = self.me.clone();
+            self.on_message(now, me, msg, out);
+        } else {
+            out.send(to, msg);
+        }
+    }
+
+    /// Take the coordinator role if the view says so, or give it up.
+    fn check_role(&mut self, now: Duration, out: &mut Out<Id>) {
+        let should = self.coordinator() == self.me;
+        if should && self.coord.is_none() {
+            self.rounds += 1;
+            let others = self.live_others();
+            let mut st = CoordState {
+                round: self.rounds,
+                syncing: others.iter().cloned().collect(),
+                queue: VecDeque::new(),
+                holder: None,
+            };
+            match self.mine {
+                Mine::Held { req, token } => st.holder = Some((self.me.clone(), req, token)),
+                Mine::Waiting { req } => st.queue.push_back((self.me.clone(), req)),
+                Mine::Idle => {}
+            }
+            let round = st.round;
+            self.coord = Some(st);
+            for o in others {
+                out.send(o, CentralMsg::Sync { round });
+            }
+            self.grant_next(now, out);
+        } else if !should && self.coord.is_some() {
+            // Stepping down; `on_membership` reports our state to the new one.
+            self.coord = None;
+        }
+    }
+
+    fn grant_next(&mut self, now: Duration, out: &mut Out<Id>) {
+        let Some(st) = self.coord.as_mut() else {
+            return;
+        };
+        if st.holder.is_some() || !st.syncing.is_empty() {
+            return;
+        }
+        let Some((who, req)) = st.queue.pop_front() else {
+            return;
+        };
+        self.max_token += 1;
+        let token = self.max_token;
+        st.holder = Some((who.clone(), req, token));
+        self.post(now, who, CentralMsg::Grant { req, token }, out);
+    }
+
+    fn coord_on_request(&mut self, now: Duration, from: Id, req: u64, out: &mut Out<Id>) {
+        let Some(st) = self.coord.as_mut() else {
+            return;
+        };
+        if let Some((h, hreq, htoken)) = st.holder.clone() {
+            if h == from {
+                if hreq == req {
+                    // A duplicate or a lost grant: grant again.
+                    self.post(now, from, CentralMsg::Grant { req, token: htoken }, out);
+                    return;
+                } else if hreq < req {
+                    // It moved on: its release was lost.
+                    st.holder = None;
+                }
+            }
+        }
+        let Some(st) = self.coord.as_mut() else {
+            return;
+        };
+        if let Some(q) = st.queue.iter_mut().find(|(id, _)| *id == from) {
+            q.1 = q.1.max(req);
+        } else {
+            st.queue.push_back((from, req));
+        }
+        self.grant_next(now, out);
+    }
+
+    fn coord_on_release(&mut self, now: Duration, from: Id, req: u64, out: &mut Out<Id>) {
+        let Some(st) = self.coord.as_mut() else {
+            return;
+        };
+        if st
+            .holder
+            .as_ref()
+            .is_some_and(|(h, hreq, _)| *h == from && *hreq == req)
+        {
+            st.holder = None;
+        }
+        st.queue.retain(|(id, r)| !(*id == from && *r <= req));
+        self.grant_next(now, out);
+    }
+}
+
+impl<Id: Clone + Ord + Debug> MutexCore for Centralized<Id> {
+    fn request(&mut self, now: Duration, out: &mut Out<Id>) {
+        if self.mine != Mine::Idle {
+            return;
+        }
+        self.seq += 1;
+        let req = self.seq;
+        self.mine = Mine::Waiting { req };
+        let c = self.coordinator();
+        let token = self.max_token;
+        self.post(now, c, CentralMsg::Request { req, token }, out);
+    }
+
+    fn release(&mut self, now: Duration, out: &mut Out<Id>) {
+        let Mine::Held { req, token } = self.mine else {
+            return;
+        };
+        self.mine = Mine::Idle;
+        out.emit(MutexEvent::Released {
+            resource: self.config.resource.clone(),
+            fencing_token: token,
+        });
+        let c = self.coordinator();
+        let t = self.max_token;
+        self.post(now, c, CentralMsg::Release { req, token: t }, out);
+    }
+
+    fn holding(&self) -> Option<u64> {
+        match self.mine {
+            Mine::Held { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    fn is_waiting(&self) -> bool {
+        matches!(self.mine, Mine::Waiting { .. })
+    }
+}
+
+impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
+    type Id = Id;
+    type Msg = CentralMsg;
+    type Timer = CentralTimer;
+    type Event = MutexEvent;
+
+    fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
+        out.set_timer(self.config.retry, CentralTimer::Retry);
+        self.check_role(now, out);
+    }
+
+    fn on_message(&mut self, now: Duration, from: Id, msg: CentralMsg, out: &mut Out<Id>) {
+        match msg {
+            CentralMsg::Request { req, token } => {
+                self.max_token = self.max_token.max(token);
+                self.coord_on_request(now, from, req, out);
+            }
+            CentralMsg::Release { req, token } => {
+                self.max_token = self.max_token.max(token);
+                self.coord_on_release(now, from, req, out);
+            }
+            CentralMsg::Grant { req, token } => {
+                self.max_token = self.max_token.max(token);
+                match self.mine {
+                    Mine::Waiting { req: r } if r == req && from == self.coordinator() => {
+                        self.mine = Mine::Held { req, token };
+                        out.emit(MutexEvent::Granted {
+                            resource: self.config.resource.clone(),
+                            fencing_token: token,
+                        });
+                    }
+                    Mine::Held { req: r, .. } if r == req => {}
+                    _ => {
+                        // Stale, or from a node that is not our coordinator:
+                        // refuse it so that it does not stay taken.
+                        let t = self.max_token;
+                        self.post(now, from, CentralMsg::Release { req, token: t }, out);
+                    }
+                }
+            }
+            CentralMsg::Sync { round } => {
+                let msg = self.state_msg(round);
+                self.post(now, from, msg, out);
+            }
+            CentralMsg::State {
+                round,
+                holding,
+                waiting,
+                token,
+            } => {
+                self.max_token = self.max_token.max(token);
+                let Some(st) = self.coord.as_mut() else {
+                    return;
+                };
+                // Round 0: an unsolicited report from a member that just
+                // switched to us; otherwise the answer to our `Sync`.
+                if round != 0 && (st.round != round || !st.syncing.remove(&from)) {
+                    return;
+                }
+                if let Some((req, t)) = holding {
+                    let replace = st.holder.as_ref().map_or(true, |(_, _, ht)| *ht < t);
+                    if replace {
+                        st.holder = Some((from.clone(), req, t));
+                    }
+                    st.queue.retain(|(id, _)| *id != from);
+                }
+                if let Some(req) = waiting {
+                    if !st.queue.iter().any(|(id, _)| *id == from) {
+                        st.queue.push_back((from, req));
+                    }
+                }
+                if st.syncing.is_empty() {
+                    self.grant_next(now, out);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, _now: Duration, _timer: CentralTimer, out: &mut Out<Id>) {
+        out.set_timer(self.config.retry, CentralTimer::Retry);
+        if let Mine::Waiting { req } = self.mine {
+            let c = self.coordinator();
+            if c != self.me {
+                let token = self.max_token;
+                out.send(c, CentralMsg::Request { req, token });
+            }
+        }
+        if let Some(st) = &self.coord {
+            for s in &st.syncing {
+                out.send(s.clone(), CentralMsg::Sync { round: st.round });
+            }
+            if let Some((h, req, token)) = &st.holder {
+                if *h != self.me {
+                    out.send(
+                        h.clone(),
+                        CentralMsg::Grant {
+                            req: *req,
+                            token: *token,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
+        let m = change.member;
+        if m == self.me || !self.members.contains(&m) {
+            return;
+        }
+        let before = self.coordinator();
+        if change.status.is_live() {
+            self.down.remove(&m);
+            if let Some(st) = self.coord.as_mut() {
+                // A member back from a crash or a partition: ask its state.
+                if st.syncing.insert(m.clone()) {
+                    out.send(m, CentralMsg::Sync { round: st.round });
+                }
+            }
+        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
+            self.down.insert(m.clone());
+            if let Some(st) = self.coord.as_mut() {
+                st.syncing.remove(&m);
+                st.queue.retain(|(id, _)| *id != m);
+                if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
+                    st.holder = None;
+                }
+            }
+            self.grant_next(now, out);
+        }
+        self.check_role(now, out);
+        // A new coordinator for us: report our state (pending request, hold,
+        // largest token) without waiting to be asked.
+        let c = self.coordinator();
+        if c != self.me && c != before {
+            let msg = self.state_msg(0);
+            out.send(c, msg);
+        }
+    }
+}
+
+impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
+    type Durable = MutexDurable;
+    fn durable(&self) -> MutexDurable {
+        MutexDurable {
+            clock: 0,
+            max_token: self.max_token,
+            seq: self.seq.max(self.rounds),
+            hop: 0,
+        }
+    }
+    fn msg_kind(msg: &CentralMsg) -> &'static str {
+        match msg {
+            CentralMsg::Request { .. } => "request",
+            CentralMsg::Grant { .. } => "grant",
+            CentralMsg::Release { .. } => "release",
+            CentralMsg::Sync { .. } => "sync",
+            CentralMsg::State { .. } => "state",
+        }
+    }
+}

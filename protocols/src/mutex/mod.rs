@@ -1,0 +1,213 @@
+//! Distributed mutual exclusion: a lock on one named resource across a group.
+//!
+//! Each algorithm is a sans-IO core (see `troupe_framework::sansio`) in its own
+//! module: [`Centralized`] (a coordinator with a FIFO queue),
+//! [`RicartAgrawala`] (Lamport-stamped requests, deferred replies),
+//! [`TokenRing`] (a token circulating over the live ring, regenerated with a
+//! new generation when lost) and [`LamportMutex`] (replicated request queue,
+//! acks and releases). [`MutexAlgorithm`] names them for configuration files.
+//!
+//! One core guards one resource; a driver that multiplexes several resources
+//! over one connection routes messages by resource name itself.
+//!
+//! ## Common API
+//! Commands: `request(now, out)` asks for the lock (a no-op while already
+//! requesting or holding), `release(now, out)` gives it back (a no-op unless
+//! holding). Events: [`MutexEvent::Granted`] with a *fencing token*, and
+//! [`MutexEvent::Released`].
+//!
+//! ## Fencing tokens
+//! Every core keeps the largest token it has seen and the cores piggyback it on
+//! their messages (requests, replies, acks, grants, the token itself, the
+//! state transfer during failover); a grant takes `max seen + 1` and stores it
+//! durably. So with an accurate failure detector each grant's token is larger
+//! than every earlier grant's. When the detector is wrong (a partition) two
+//! nodes can believe they hold the lock; a resource that remembers the largest
+//! token it accepted and refuses smaller or equal ones stays safe anyway. A
+//! holder that crashes takes its token with it until it restarts (the token is
+//! in its durable state), so the first grant after such a crash may be refused
+//! by the resource once; every later grant that hears from the restarted node
+//! is larger again.
+
+pub mod centralized;
+pub mod lamport;
+pub mod ricart_agrawala;
+pub mod token_ring;
+
+pub use centralized::Centralized;
+pub use lamport::LamportMutex;
+pub use ricart_agrawala::RicartAgrawala;
+pub use token_ring::TokenRing;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::sansio::{Outputs, Protocol};
+
+/// The mutual-exclusion algorithms, by the names configuration files use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MutexAlgorithm {
+    /// A coordinator (the highest live member) with a FIFO queue: [`Centralized`].
+    Centralized,
+    /// Ricart and Agrawala's broadcast algorithm: [`RicartAgrawala`].
+    RicartAgrawala,
+    /// A token on a logical ring: [`TokenRing`].
+    TokenRing,
+    /// Lamport's replicated-queue algorithm: [`LamportMutex`].
+    Lamport,
+}
+
+impl MutexAlgorithm {
+    /// Every algorithm, in a stable order.
+    pub const ALL: [MutexAlgorithm; 4] = [
+        MutexAlgorithm::Centralized,
+        MutexAlgorithm::RicartAgrawala,
+        MutexAlgorithm::TokenRing,
+        MutexAlgorithm::Lamport,
+    ];
+    /// The configuration name (`"centralized"`, `"ricart-agrawala"`, `"token-ring"`, `"lamport"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MutexAlgorithm::Centralized => "centralized",
+            MutexAlgorithm::RicartAgrawala => "ricart-agrawala",
+            MutexAlgorithm::TokenRing => "token-ring",
+            MutexAlgorithm::Lamport => "lamport",
+        }
+    }
+}
+
+impl fmt::Display for MutexAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown algorithm name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown algorithm {0:?}")]
+pub struct UnknownAlgorithm(pub String);
+
+impl FromStr for MutexAlgorithm {
+    type Err = UnknownAlgorithm;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
+    }
+}
+
+/// What a mutex core tells its local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MutexEvent {
+    /// This node now holds the lock; present `fencing_token` to the resource.
+    Granted {
+        /// The resource's name.
+        resource: String,
+        /// Larger than every earlier grant's token (see the module docs).
+        fencing_token: u64,
+    },
+    /// This node gave the lock back.
+    Released {
+        /// The resource's name.
+        resource: String,
+        /// The token of the grant that ended.
+        fencing_token: u64,
+    },
+}
+
+/// Settings shared by every mutex core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutexConfig {
+    /// The resource's name (reported in events).
+    pub resource: String,
+    /// How often unanswered messages are sent again (requests, token
+    /// regeneration rounds...). Lost messages are only recovered this way.
+    pub retry: Duration,
+    /// Token ring only: how long the lowest live member waits without seeing
+    /// the token before regenerating it.
+    pub token_timeout: Duration,
+}
+
+impl MutexConfig {
+    /// Defaults for `resource`: retry every 250 ms, token timeout 1 s.
+    pub fn new(resource: impl Into<String>) -> Self {
+        Self {
+            resource: resource.into(),
+            retry: Duration::from_millis(250),
+            token_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What every mutex core keeps on stable storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutexDurable {
+    /// Lamport clock (Ricart–Agrawala, Lamport) so restarted requests stay ordered.
+    pub clock: u64,
+    /// Largest fencing token seen or granted.
+    pub max_token: u64,
+    /// Request sequence number (centralized) or largest token generation (token ring).
+    pub seq: u64,
+    /// Token ring: the largest hop count seen in generation `seq`.
+    pub hop: u64,
+}
+
+/// The command side every mutex core offers (what an actor wrapper calls).
+pub trait MutexCore: Protocol<Event = MutexEvent> {
+    /// Ask for the lock. No-op while already requesting or holding.
+    fn request(
+        &mut self,
+        now: Duration,
+        out: &mut Outputs<Self::Id, Self::Msg, Self::Timer, Self::Event>,
+    );
+    /// Give the lock back. No-op unless holding.
+    fn release(
+        &mut self,
+        now: Duration,
+        out: &mut Outputs<Self::Id, Self::Msg, Self::Timer, Self::Event>,
+    );
+    /// The fencing token of the grant this node holds, if it holds the lock.
+    fn holding(&self) -> Option<u64>;
+    /// True while a request is outstanding (not yet granted).
+    fn is_waiting(&self) -> bool;
+    /// The order key of the outstanding or held request, when the algorithm
+    /// defines one (`(Lamport time, _)`), for checking grant order.
+    fn request_stamp(&self) -> Option<u64> {
+        None
+    }
+    /// Token ring: the newest token generation this node knows of (`None`
+    /// for algorithms without generations).
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
+    /// Token ring: the generation of the token this node holds the lock with.
+    fn held_epoch(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Position of `me` in `members` (sorted), used by several algorithms.
+pub(crate) fn rank<Id: Ord>(members: &[Id], me: &Id) -> usize {
+    members.iter().position(|m| m == me).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in MutexAlgorithm::ALL {
+            assert_eq!(a.name().parse::<MutexAlgorithm>(), Ok(a));
+            let json = format!("\"{}\"", a.name());
+            let back: Result<MutexAlgorithm, _> =
+                rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap_or_default());
+            assert_eq!(back.ok(), Some(a), "{json}");
+        }
+        assert!("paxos".parse::<MutexAlgorithm>().is_err());
+    }
+}

@@ -1,0 +1,776 @@
+//! A deterministic discrete-event simulator for sans-IO protocol cores.
+//!
+//! [`Sim`] runs one core per member in virtual time (a [`Duration`] since the
+//! start of the run) and carries their outputs out over a simulated network
+//! with seeded faults: per-message loss and duplication, random delay (which
+//! also reorders messages), partitions (symmetric and one-way) that heal, and
+//! crash / restart of nodes. A restarted node is rebuilt by the factory from
+//! the *durable* state its previous life left behind ([`SimProtocol::durable`]),
+//! nothing else; timers of a previous life never fire.
+//!
+//! A membership oracle plays the failure detector: an observer learns that a
+//! member is `Down` a detection delay after it crashed or became unreachable
+//! (either direction of the link is cut), and `Up` a delay after it is back.
+//! A quick crash + restart is seen as `Down` then `Up` (a new incarnation). The
+//! oracle also knows when its own reports are *false* (a running member reported
+//! down because of a partition, or restarted before the others noticed): [`Sim::fd_clean_since`] tells tests since when
+//! no such false suspicion has been in force, which is what a protocol's
+//! safety under an accurate failure detector may be checked against.
+//!
+//! An [`Observer`] sees every local event as it is emitted and checks
+//! invariants after every step. Everything is a function of the seed: a
+//! failing run prints its seed and replays with `TROUPE_SEED=<seed>`
+//! (see [`check_seeds`]). Messages sent are counted per kind
+//! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
+
+mod chaos;
+pub mod scenarios;
+
+pub use chaos::Chaos;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::sansio::{Outputs, Protocol};
+
+/// What the simulator needs from a core beyond [`Protocol`].
+pub trait SimProtocol: Protocol {
+    /// The state the core keeps on stable storage; it survives a crash.
+    type Durable: Clone + Debug;
+    /// What the core has written to stable storage so far. The driver (here:
+    /// the simulator at crash time; in production: after every input, before
+    /// the outputs are sent) persists it.
+    fn durable(&self) -> Self::Durable;
+    /// A short stable name for a message's kind, used to count costs.
+    fn msg_kind(msg: &Self::Msg) -> &'static str;
+}
+
+/// The output buffer type of core `P`.
+pub type Out<P> = Outputs<
+    <P as Protocol>::Id,
+    <P as Protocol>::Msg,
+    <P as Protocol>::Timer,
+    <P as Protocol>::Event,
+>;
+
+/// Builds a core for member `id`, from its durable state when it restarts.
+pub type Factory<P> =
+    Box<dyn FnMut(&<P as Protocol>::Id, Option<<P as SimProtocol>::Durable>) -> P>;
+
+/// Per-message network faults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetFaults {
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    /// Probability that a message is delivered twice (independent delays).
+    pub duplicate: f64,
+    /// Smallest one-way delay.
+    pub min_delay: Duration,
+    /// Largest one-way delay (uniform in between; a wide range reorders).
+    pub max_delay: Duration,
+}
+
+impl NetFaults {
+    /// A reliable network with a fixed one-way delay (no loss, no duplicates,
+    /// no reordering between messages sent at the same time... in order).
+    pub fn reliable(delay: Duration) -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            min_delay: delay,
+            max_delay: delay,
+        }
+    }
+    /// A lossy, duplicating, reordering network.
+    pub fn chaotic() -> Self {
+        Self {
+            loss: 0.05,
+            duplicate: 0.05,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(40),
+        }
+    }
+}
+
+/// How the membership oracle (the simulated failure detector) behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OracleConfig {
+    /// Delay from a crash or a cut link to the `Down` report.
+    pub down_after: Duration,
+    /// Delay from a restart or a healed link to the `Up` report.
+    pub up_after: Duration,
+}
+
+impl Default for OracleConfig {
+    fn default() -> Self {
+        Self {
+            down_after: Duration::from_millis(300),
+            up_after: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Checks a run: sees every local event, and the whole simulation after
+/// every step. Returning `Err` stops the run with that message.
+pub trait Observer<P: SimProtocol> {
+    /// `node` emitted `event` at `now`.
+    fn on_event(&mut self, now: Duration, node: &P::Id, event: &P::Event) -> Result<(), String> {
+        let _ = (now, node, event);
+        Ok(())
+    }
+    /// Called after every step (a delivered message, a fired timer, a
+    /// membership report, a command, a crash or restart).
+    fn check(&mut self, sim: &Sim<P>) -> Result<(), String> {
+        let _ = sim;
+        Ok(())
+    }
+}
+
+/// The observer that checks nothing.
+impl<P: SimProtocol> Observer<P> for () {}
+
+enum Ev<P: Protocol> {
+    Deliver {
+        from: P::Id,
+        to: P::Id,
+        msg: P::Msg,
+    },
+    Timer {
+        node: P::Id,
+        life: u64,
+        timer: P::Timer,
+    },
+    Recheck {
+        observer: P::Id,
+        observer_life: u64,
+        target: P::Id,
+    },
+}
+
+struct Slot<P: SimProtocol> {
+    core: Option<P>,
+    life: u64,
+    durable: Option<P::Durable>,
+}
+
+/// The simulator: one core per member, a network, a membership oracle.
+pub struct Sim<P: SimProtocol> {
+    seed: u64,
+    rng: ChaCha8Rng,
+    now: Duration,
+    seq: u64,
+    queue: BTreeMap<(Duration, u64), Ev<P>>,
+    nodes: BTreeMap<P::Id, Slot<P>>,
+    factory: Factory<P>,
+    faults: NetFaults,
+    blocked: BTreeSet<(P::Id, P::Id)>,
+    oracle: OracleConfig,
+    opinions: BTreeMap<(P::Id, P::Id), (MemberStatus, u64)>,
+    sent: BTreeMap<&'static str, u64>,
+    delivered: u64,
+    fd_dirty: bool,
+    fd_inaccurate: bool,
+    clean_since: Duration,
+    trace: bool,
+}
+
+impl<P: SimProtocol> Sim<P> {
+    /// A simulation of `members`, each built by `factory(id, None)`; call
+    /// [`Sim::start`] before running it.
+    pub fn new(
+        seed: u64,
+        members: impl IntoIterator<Item = P::Id>,
+        factory: Factory<P>,
+        faults: NetFaults,
+        oracle: OracleConfig,
+    ) -> Self {
+        let mut sim = Self {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            factory,
+            faults,
+            blocked: BTreeSet::new(),
+            oracle,
+            opinions: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            delivered: 0,
+            fd_dirty: false,
+            fd_inaccurate: false,
+            clean_since: Duration::ZERO,
+            trace: std::env::var_os("TROUPE_TRACE").is_some(),
+        };
+        let ids: Vec<P::Id> = members.into_iter().collect();
+        for id in &ids {
+            let core = (sim.factory)(id, None);
+            sim.nodes.insert(
+                id.clone(),
+                Slot {
+                    core: Some(core),
+                    life: 0,
+                    durable: None,
+                },
+            );
+        }
+        for a in &ids {
+            for b in &ids {
+                if a != b {
+                    sim.opinions
+                        .insert((a.clone(), b.clone()), (MemberStatus::Up, 0));
+                }
+            }
+        }
+        sim
+    }
+
+    /// Start every core (`on_start` at the current time).
+    pub fn start(&mut self, obs: &mut impl Observer<P>) -> Result<(), String> {
+        let ids: Vec<P::Id> = self.nodes.keys().cloned().collect();
+        for id in ids {
+            let mut out = Out::<P>::new();
+            let now = self.now;
+            if let Some(core) = self.core_mut(&id) {
+                core.on_start(now, &mut out);
+            }
+            self.apply_outputs(&id, out, obs)?;
+        }
+        self.after_step(obs)
+    }
+
+    /// The seed this run was built from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// Current virtual time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+    /// All members, crashed or not, in order.
+    pub fn members(&self) -> Vec<P::Id> {
+        self.nodes.keys().cloned().collect()
+    }
+    /// Members that are running (not crashed), in order.
+    pub fn alive(&self) -> Vec<P::Id> {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| s.core.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+    /// True when `id` is running.
+    pub fn is_alive(&self, id: &P::Id) -> bool {
+        self.nodes.get(id).is_some_and(|s| s.core.is_some())
+    }
+    /// How many times `id` has been restarted.
+    pub fn life(&self, id: &P::Id) -> u64 {
+        self.nodes.get(id).map_or(0, |s| s.life)
+    }
+    /// The running core of `id`.
+    pub fn core(&self, id: &P::Id) -> Option<&P> {
+        self.nodes.get(id).and_then(|s| s.core.as_ref())
+    }
+    fn core_mut(&mut self, id: &P::Id) -> Option<&mut P> {
+        self.nodes.get_mut(id).and_then(|s| s.core.as_mut())
+    }
+    /// All running cores, in member order.
+    pub fn cores(&self) -> impl Iterator<Item = (&P::Id, &P)> {
+        self.nodes
+            .iter()
+            .filter_map(|(k, s)| s.core.as_ref().map(|c| (k, c)))
+    }
+    /// Messages sent so far, per kind (including lost ones).
+    pub fn sent_counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.sent
+    }
+    /// Total messages sent so far.
+    pub fn total_sent(&self) -> u64 {
+        self.sent.values().sum()
+    }
+    /// Messages delivered so far (duplicates count twice).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+    /// Forget the message counts.
+    pub fn reset_counts(&mut self) {
+        self.sent.clear();
+        self.delivered = 0;
+    }
+    /// Replace the network faults from now on (messages in flight keep theirs).
+    pub fn set_faults(&mut self, faults: NetFaults) {
+        self.faults = faults;
+    }
+    /// The network faults in force.
+    pub fn faults(&self) -> NetFaults {
+        self.faults
+    }
+    /// What `observer` currently believes about `target`.
+    pub fn opinion(&self, observer: &P::Id, target: &P::Id) -> MemberStatus {
+        self.opinions
+            .get(&(observer.clone(), target.clone()))
+            .map_or(MemberStatus::Up, |(s, _)| *s)
+    }
+    /// `None` while some running node believes another running node is down
+    /// — a false suspicion, as a partition causes (or a restart the others
+    /// have not noticed yet); otherwise the time since which no such false
+    /// suspicion has been in force or reported (a quick restart is reported
+    /// as `Down` + `Up`: the `Down` counts as a false suspicion of the
+    /// running new incarnation).
+    pub fn fd_clean_since(&self) -> Option<Duration> {
+        if self.fd_inaccurate {
+            None
+        } else {
+            Some(self.clean_since)
+        }
+    }
+    /// True when no link is cut.
+    pub fn is_connected(&self) -> bool {
+        self.blocked.is_empty()
+    }
+    /// True when nothing is scheduled.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn schedule(&mut self, at: Duration, ev: Ev<P>) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn delay(&mut self) -> Duration {
+        let lo = self.faults.min_delay.as_nanos() as u64;
+        let hi = self.faults.max_delay.as_nanos() as u64;
+        if hi <= lo {
+            self.faults.min_delay
+        } else {
+            Duration::from_nanos(self.rng.gen_range(lo..=hi))
+        }
+    }
+
+    fn apply_outputs(
+        &mut self,
+        from: &P::Id,
+        out: Out<P>,
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        let life = self.life(from);
+        for (to, msg) in out.sends {
+            *self.sent.entry(P::msg_kind(&msg)).or_insert(0) += 1;
+            if to == *from {
+                // A node talking to itself: local, never lost.
+                let at = self.now;
+                self.schedule(
+                    at,
+                    Ev::Deliver {
+                        from: from.clone(),
+                        to,
+                        msg,
+                    },
+                );
+                continue;
+            }
+            if self.blocked.contains(&(from.clone(), to.clone())) {
+                continue;
+            }
+            if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
+                continue;
+            }
+            let copies = if self.faults.duplicate > 0.0 && self.rng.gen_bool(self.faults.duplicate)
+            {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + self.delay();
+                self.schedule(
+                    at,
+                    Ev::Deliver {
+                        from: from.clone(),
+                        to: to.clone(),
+                        msg: msg.clone(),
+                    },
+                );
+            }
+        }
+        for (after, timer) in out.timers {
+            let at = self.now + after;
+            self.schedule(
+                at,
+                Ev::Timer {
+                    node: from.clone(),
+                    life,
+                    timer,
+                },
+            );
+        }
+        for ev in out.events {
+            if self.trace {
+                eprintln!("{:?} EVENT {from:?}: {ev:?}", self.now);
+            }
+            obs.on_event(self.now, from, &ev)
+                .map_err(|e| format!("t={:?} node {:?}: {e}", self.now, from))?;
+        }
+        Ok(())
+    }
+
+    fn after_step(&mut self, obs: &mut impl Observer<P>) -> Result<(), String> {
+        if self.fd_dirty {
+            self.fd_dirty = false;
+            let was = self.fd_inaccurate;
+            self.fd_inaccurate = self.opinions.iter().any(|((o, t), (s, _))| {
+                *s == MemberStatus::Down && self.is_alive(o) && self.is_alive(t)
+            });
+            if was && !self.fd_inaccurate {
+                self.clean_since = self.now;
+            }
+        }
+        obs.check(self)
+            .map_err(|e| format!("t={:?}: invariant violated: {e}", self.now))
+    }
+
+    /// Run a local command on `node` (e.g. `|c, now, out| c.request(now, out)`).
+    /// Returns `Ok(false)` if the node is crashed (the command is not run).
+    pub fn command(
+        &mut self,
+        node: &P::Id,
+        obs: &mut impl Observer<P>,
+        f: impl FnOnce(&mut P, Duration, &mut Out<P>),
+    ) -> Result<bool, String> {
+        let now = self.now;
+        let mut out = Out::<P>::new();
+        if self.trace {
+            eprintln!("{now:?} command at {node:?}");
+        }
+        match self.core_mut(node) {
+            Some(core) => f(core, now, &mut out),
+            None => return Ok(false),
+        }
+        self.apply_outputs(node, out, obs)?;
+        self.after_step(obs)?;
+        Ok(true)
+    }
+
+    /// Process the next scheduled event. Returns `Ok(false)` when nothing is left.
+    pub fn step(&mut self, obs: &mut impl Observer<P>) -> Result<bool, String> {
+        let Some(((at, _), ev)) = self.queue.pop_first() else {
+            return Ok(false);
+        };
+        self.now = self.now.max(at);
+        let now = self.now;
+        if self.trace {
+            match &ev {
+                Ev::Deliver { from, to, msg } => {
+                    eprintln!("{now:?} deliver {from:?} -> {to:?}: {msg:?}")
+                }
+                Ev::Timer { node, timer, .. } => eprintln!("{now:?} timer {node:?}: {timer:?}"),
+                Ev::Recheck { .. } => {}
+            }
+        }
+        match ev {
+            Ev::Deliver { from, to, msg } => {
+                let mut out = Out::<P>::new();
+                if let Some(core) = self.core_mut(&to) {
+                    core.on_message(now, from, msg, &mut out);
+                    self.delivered += 1;
+                    self.apply_outputs(&to, out, obs)?;
+                }
+            }
+            Ev::Timer { node, life, timer } => {
+                if self.life(&node) == life {
+                    let mut out = Out::<P>::new();
+                    if let Some(core) = self.core_mut(&node) {
+                        core.on_timer(now, timer, &mut out);
+                        self.apply_outputs(&node, out, obs)?;
+                    }
+                }
+            }
+            Ev::Recheck {
+                observer,
+                observer_life,
+                target,
+            } => {
+                if self.is_alive(&observer) && self.life(&observer) == observer_life {
+                    self.recheck(&observer, &target, obs)?;
+                }
+            }
+        }
+        self.after_step(obs)?;
+        Ok(true)
+    }
+
+    /// Process every event scheduled up to `until`, then set the clock to `until`.
+    pub fn run_until(&mut self, until: Duration, obs: &mut impl Observer<P>) -> Result<(), String> {
+        while let Some((&(at, _), _)) = self.queue.first_key_value() {
+            if at > until {
+                break;
+            }
+            self.step(obs)?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Run for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration, obs: &mut impl Observer<P>) -> Result<(), String> {
+        let until = self.now + d;
+        self.run_until(until, obs)
+    }
+
+    fn truth(&self, observer: &P::Id, target: &P::Id) -> MemberStatus {
+        let reachable = self.is_alive(target)
+            && !self.blocked.contains(&(observer.clone(), target.clone()))
+            && !self.blocked.contains(&(target.clone(), observer.clone()));
+        if reachable {
+            MemberStatus::Up
+        } else {
+            MemberStatus::Down
+        }
+    }
+
+    fn recheck(
+        &mut self,
+        observer: &P::Id,
+        target: &P::Id,
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        let truth = self.truth(observer, target);
+        let life = self.life(target);
+        let key = (observer.clone(), target.clone());
+        let (status, seen_life) = self
+            .opinions
+            .get(&key)
+            .copied()
+            .unwrap_or((MemberStatus::Up, life));
+        let mut reports = Vec::new();
+        match (truth, status) {
+            (MemberStatus::Up, MemberStatus::Up) if seen_life != life => {
+                reports.push(MemberStatus::Down);
+                reports.push(MemberStatus::Up);
+            }
+            (MemberStatus::Up, MemberStatus::Up) => {}
+            (MemberStatus::Up, _) => reports.push(MemberStatus::Up),
+            (_, MemberStatus::Up) => reports.push(MemberStatus::Down),
+            _ => {}
+        }
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let last = reports.last().copied().unwrap_or(MemberStatus::Up);
+        let op_life = if last == MemberStatus::Up {
+            life
+        } else {
+            seen_life
+        };
+        self.opinions.insert(key, (last, op_life));
+        self.fd_dirty = true;
+        if reports.contains(&MemberStatus::Down) && self.is_alive(target) {
+            // A Down report about a running member (the old incarnation of a
+            // restarted node, or a partition): a false suspicion from now on.
+            self.clean_since = self.clean_since.max(self.now);
+        }
+        let now = self.now;
+        for status in reports {
+            if self.trace {
+                eprintln!("{now:?} membership at {observer:?}: {target:?} {status:?}");
+            }
+            let mut out = Out::<P>::new();
+            if let Some(core) = self.core_mut(observer) {
+                core.on_membership(
+                    now,
+                    MemberEvent {
+                        member: target.clone(),
+                        status,
+                        at: now,
+                    },
+                    &mut out,
+                );
+            }
+            self.apply_outputs(observer, out, obs)?;
+        }
+        Ok(())
+    }
+
+    /// Schedule the oracle to re-examine every pair involving `who` (or all
+    /// pairs when `None`) after the appropriate detection delay.
+    fn schedule_rechecks(&mut self, who: Option<&P::Id>) {
+        let ids = self.members();
+        for o in &ids {
+            if !self.is_alive(o) {
+                continue;
+            }
+            for t in &ids {
+                if o == t {
+                    continue;
+                }
+                if let Some(w) = who {
+                    if o != w && t != w {
+                        continue;
+                    }
+                }
+                let delay = if self.truth(o, t) == MemberStatus::Up {
+                    self.oracle.up_after
+                } else {
+                    self.oracle.down_after
+                };
+                let at = self.now + delay;
+                let observer_life = self.life(o);
+                self.schedule(
+                    at,
+                    Ev::Recheck {
+                        observer: o.clone(),
+                        observer_life,
+                        target: t.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Crash `node`: its state is lost except what [`SimProtocol::durable`]
+    /// returned; messages to it are dropped until it restarts.
+    pub fn crash(&mut self, node: &P::Id, obs: &mut impl Observer<P>) -> Result<(), String> {
+        if self.trace {
+            eprintln!("{:?} CRASH {node:?}", self.now);
+        }
+        if let Some(slot) = self.nodes.get_mut(node) {
+            if let Some(core) = slot.core.take() {
+                slot.durable = Some(core.durable());
+            }
+        }
+        self.fd_dirty = true;
+        self.schedule_rechecks(Some(node));
+        self.after_step(obs)
+    }
+
+    /// Restart a crashed `node` from its durable state (a new incarnation; its
+    /// old timers never fire). It starts believing every member is up; the
+    /// oracle corrects it after the detection delay.
+    pub fn restart(&mut self, node: &P::Id, obs: &mut impl Observer<P>) -> Result<(), String> {
+        let Some(slot) = self.nodes.get_mut(node) else {
+            return Ok(());
+        };
+        if slot.core.is_some() {
+            return Ok(());
+        }
+        slot.life += 1;
+        if self.trace {
+            eprintln!("{:?} RESTART {node:?}", self.now);
+        }
+        let durable = slot.durable.clone();
+        let core = (self.factory)(node, durable);
+        if let Some(slot) = self.nodes.get_mut(node) {
+            slot.core = Some(core);
+        }
+        for t in self.members() {
+            if t != *node {
+                let life = self.life(&t);
+                self.opinions
+                    .insert((node.clone(), t), (MemberStatus::Up, life));
+            }
+        }
+        self.fd_dirty = true;
+        let mut out = Out::<P>::new();
+        let now = self.now;
+        if let Some(core) = self.core_mut(node) {
+            core.on_start(now, &mut out);
+        }
+        self.apply_outputs(node, out, obs)?;
+        self.schedule_rechecks(Some(node));
+        self.after_step(obs)
+    }
+
+    /// Cut every link between different groups (both directions). Members
+    /// not named in any group form one more group.
+    pub fn partition(
+        &mut self,
+        groups: &[Vec<P::Id>],
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        if self.trace {
+            eprintln!("{:?} PARTITION {groups:?}", self.now);
+        }
+        let ids = self.members();
+        let group_of = |id: &P::Id| {
+            groups
+                .iter()
+                .position(|g| g.contains(id))
+                .unwrap_or(usize::MAX)
+        };
+        for a in &ids {
+            for b in &ids {
+                if a != b && group_of(a) != group_of(b) {
+                    self.blocked.insert((a.clone(), b.clone()));
+                }
+            }
+        }
+        self.schedule_rechecks(None);
+        self.after_step(obs)
+    }
+
+    /// Cut the link from `from` to `to` only (a one-way partition).
+    pub fn block(
+        &mut self,
+        from: &P::Id,
+        to: &P::Id,
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        if self.trace {
+            eprintln!("{:?} BLOCK {from:?} -> {to:?}", self.now);
+        }
+        self.blocked.insert((from.clone(), to.clone()));
+        self.schedule_rechecks(None);
+        self.after_step(obs)
+    }
+
+    /// Restore every cut link.
+    pub fn heal(&mut self, obs: &mut impl Observer<P>) -> Result<(), String> {
+        if !self.blocked.is_empty() {
+            if self.trace {
+                eprintln!("{:?} HEAL", self.now);
+            }
+            self.blocked.clear();
+            self.schedule_rechecks(None);
+        }
+        self.after_step(obs)
+    }
+}
+
+/// The seeds a property test should run: only `TROUPE_SEED` when it is set,
+/// else `0..count` (`TROUPE_SEEDS` overrides `count`).
+pub fn seeds(count: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("TROUPE_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return vec![s];
+    }
+    let count = std::env::var("TROUPE_SEEDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(count);
+    (0..count).collect()
+}
+
+/// Run `scenario` for each of [`seeds`]`(count)`; panic on the first failure
+/// with the seed and the command that replays it.
+pub fn check_seeds(name: &str, count: u64, mut scenario: impl FnMut(u64) -> Result<(), String>) {
+    for seed in seeds(count) {
+        if let Err(e) = scenario(seed) {
+            panic!(
+                "{name}: seed {seed} failed: {e}\n  replay with: TROUPE_SEED={seed} cargo test -p troupe-protocols {name}"
+            );
+        }
+    }
+}
+
+/// Convenience: milliseconds as a [`Duration`].
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
