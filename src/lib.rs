@@ -6,7 +6,11 @@
 //! - [`framework`] (`troupe-framework`): nodes, named actors, location-transparent
 //!   `tell`/`ask`, supervision, clocks, membership;
 //! - [`transports`] (`troupe-transports`): the simulated network and QUIC;
-//! - [`protocols`] (`troupe-protocols`): failure detectors, locks, elections.
+//! - [`protocols`] (`troupe-protocols`): failure detectors, locks, elections;
+//!
+//! and assembles real nodes from a config file ([`config::Config`],
+//! [`runtime::start_node`]) with the failure detector the config names
+//! ([`failure_detector`]).
 //!
 //! Start with [`prelude`].
 
@@ -14,14 +18,23 @@ pub use troupe_framework as framework;
 pub use troupe_protocols as protocols;
 pub use troupe_transports as transports;
 
+pub mod config;
+pub mod error;
+pub mod failure_detector;
+pub mod runtime;
+
+pub use error::Error;
+
 /// The names most programs use.
 pub mod prelude {
+    pub use crate::config::Config;
+    pub use crate::runtime::{start_node, RunningNode};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};
     pub use troupe_framework::{
         remote_message, ActorPath, ActorSpec, AskError, Node, NodeConfig, NodeId, OrFail,
-        RemoteMessage, RemoteRef, Restart, RetryPolicy, Strategy, SupervisorPolicy, SupervisorSpec,
-        TellError,
+        RemoteMessage, RemoteRef, Restart, RetryPolicy, Sender, Strategy, SupervisorPolicy,
+        SupervisorSpec, TellError,
     };
     pub use troupe_transports::sim::{run_virtual, FaultPlan, LinkFaults, SimCluster};
 }

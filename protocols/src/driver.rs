@@ -77,6 +77,10 @@ pub trait WireMessage: Serialize + DeserializeOwned + Clone + Debug + Send + 'st
     const WIRE_NAME: &'static str;
 }
 
+impl<Id: crate::fd::FdId> WireMessage for crate::fd::FdMessage<Id> {
+    const WIRE_NAME: &'static str = "troupe.fd";
+}
+
 /// A protocol message on its way to the same protocol instance on a peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -110,7 +114,8 @@ impl<P: Protocol, R: Send + 'static> actix::Message for Invoke<P, R> {
     type Result = R;
 }
 
-type EventHook<P> = Box<dyn FnMut(&Node, &<P as Protocol>::Event)>;
+/// A hook called with the events of each input.
+pub type EventHook<P> = Box<dyn FnMut(&Node, &[<P as Protocol>::Event])>;
 
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
 /// `ActorSpec` factory (so a restart builds a fresh one).
@@ -165,8 +170,9 @@ where
         self
     }
 
-    /// Call `hook` on every event before it is broadcast.
-    pub fn with_hook(mut self, hook: impl FnMut(&Node, &P::Event) + 'static) -> Self {
+    /// Call `hook` with the events of each input (in order) before they are
+    /// broadcast. One call sees everything a single input produced.
+    pub fn with_hook(mut self, hook: impl FnMut(&Node, &[P::Event]) + 'static) -> Self {
         self.hook = Some(Box::new(hook));
         self
     }
@@ -211,11 +217,13 @@ where
                 act.flush(ctx);
             });
         }
-        for ev in out.events {
+        if !out.events.is_empty() {
             if let Some(h) = self.hook.as_mut() {
-                h(&self.node, &ev);
+                h(&self.node, &out.events);
             }
-            let _ = self.events.send(ev);
+            for ev in out.events {
+                let _ = self.events.send(ev);
+            }
         }
     }
 }
@@ -324,6 +332,9 @@ where
     }
 }
 
+/// Makes a fresh event hook for each (re)start of a driver.
+pub type HookFactory<P> = std::sync::Arc<dyn Fn() -> EventHook<P> + Send + Sync>;
+
 /// Spawn a driver for core `P` as actor `name` on `node`, supervised under
 /// the node's root; `make` builds a fresh core on every (re)start.
 /// Returns a handle to send commands and subscribe to events.
@@ -332,7 +343,7 @@ pub async fn spawn_driver<P, F>(
     name: &str,
     make: F,
     membership: bool,
-    hook: Option<fn(&Node, &P::Event)>,
+    hook: Option<HookFactory<P>>,
 ) -> Result<DriverHandle<P>, troupe_framework::NodeError>
 where
     P: Protocol + 'static,
@@ -351,8 +362,8 @@ where
         if membership {
             d = d.with_membership();
         }
-        if let Some(h) = hook {
-            d = d.with_hook(h);
+        if let Some(h) = &hook {
+            d.hook = Some(h());
         }
         d
     })

@@ -1,0 +1,373 @@
+//! A node's configuration file: everything `troupe node --config FILE` needs.
+//!
+//! ```toml
+//! name = "node-a"                 # required: 1-64 of [A-Za-z0-9._-], the SAN of its certificate
+//! listen = "0.0.0.0:7400"         # UDP address (default 0.0.0.0:7400)
+//! data_dir = "data/node-a"        # durable protocol state (default: kept in memory)
+//!
+//! [tls]                           # paths are relative to this file
+//! ca = "certs/ca.pem"
+//! cert = "certs/node-a.pem"
+//! key = "certs/node-a.key"
+//! # insecure_dev_mode = true      # no verification; only when asked for by name
+//!
+//! [[peers]]
+//! name = "node-b"
+//! addr = "192.0.2.2:7400"         # host:port; names are resolved at start-up
+//!
+//! [transport]                     # all optional, see TransportConfig
+//! keep_alive_ms = 2000
+//!
+//! [failure_detector]              # default: SWIM with memberlist's LAN defaults
+//! kind = "phi-accrual"            # or "heartbeat", "swim"
+//!
+//! [runtime]                       # framework limits, see NodeOptions
+//! [supervision]                   # root supervisor policy
+//! [apps]                          # sample applications to start (read by the CLI)
+//! ```
+//!
+//! Every field but `name` has a default. [`Config::validate`] rejects values
+//! that cannot work, naming the key.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::config::NodeConfig;
+use troupe_framework::{NodeOptions, SupervisorPolicy};
+use troupe_protocols::fd::FailureDetectorConfig;
+use troupe_transports::quic::{QuicConfig, TlsSource};
+
+use crate::Error;
+
+/// One peer: its node name and where to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node name (the SAN of its certificate).
+    pub name: String,
+    /// `host:port` of its UDP listener.
+    pub addr: String,
+}
+
+/// Where the node's certificates are (`[tls]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by the CA for `name`.
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM, owner-only permissions).
+    pub key: Option<PathBuf>,
+    /// No certificate verification, self-signed TLS. Development only; the
+    /// node logs a loud warning. Default false.
+    pub insecure_dev_mode: bool,
+}
+
+/// QUIC transport tuning (`[transport]`); every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Frames queued per peer before sends fail with "queue full" (default 8192).
+    pub send_queue: usize,
+    /// Control frames queued per peer (default 1024).
+    pub control_queue: usize,
+    /// Keep-alive interval in ms; must be below `idle_timeout_ms` (default 2000).
+    pub keep_alive_ms: u64,
+    /// A silent connection is closed after this many ms (default 10000).
+    pub idle_timeout_ms: u64,
+    /// Limit for the TLS handshake plus hello, in ms (default 5000).
+    pub handshake_timeout_ms: u64,
+    /// First reconnect delay in ms, doubling with jitter (default 50).
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay in ms (default 5000).
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            send_queue: 8192,
+            control_queue: 1024,
+            keep_alive_ms: 2000,
+            idle_timeout_ms: 10_000,
+            handshake_timeout_ms: 5000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 5000,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7400))
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The node's name (required).
+    pub name: String,
+    /// UDP listen address (default `0.0.0.0:7400`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for durable protocol state (default: in memory only).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Certificates.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The other nodes of the cluster.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Transport tuning.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Which failure detector feeds membership, and its parameters.
+    #[serde(default)]
+    pub failure_detector: FailureDetectorConfig,
+    /// Framework limits.
+    #[serde(default)]
+    pub runtime: NodeOptions,
+    /// Root supervisor policy.
+    #[serde(default)]
+    pub supervision: SupervisorPolicy,
+    /// Sample applications to start; interpreted by the `troupe` CLI.
+    #[serde(default)]
+    pub apps: toml::Table,
+}
+
+fn config_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+impl Config {
+    /// Parse TOML text; relative paths are taken relative to `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, Error> {
+        let mut c: Config = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+        for p in [
+            &mut c.tls.ca,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+            &mut c.data_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read and validate a config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The framework's part of this config.
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            name: self.name.clone(),
+            runtime: self.runtime.clone(),
+            supervision: self.supervision,
+        }
+    }
+
+    /// Peer names, sorted.
+    pub fn peer_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.peers.iter().map(|p| p.name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Check every value; errors name the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.node_config().validate()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            troupe_framework::ids::validate_name(&p.name)
+                .map_err(|e| config_err(format!("peers[{i}].name: {e}")))?;
+            if p.name == self.name {
+                return Err(config_err(format!(
+                    "peers[{i}].name: {:?} is this node itself",
+                    p.name
+                )));
+            }
+            if !seen.insert(&p.name) {
+                return Err(config_err(format!(
+                    "peers[{i}].name: {:?} is listed twice",
+                    p.name
+                )));
+            }
+            if !p.addr.contains(':') {
+                return Err(config_err(format!(
+                    "peers[{i}].addr: {:?} must be host:port",
+                    p.addr
+                )));
+            }
+        }
+        let t = &self.transport;
+        for (key, v) in [
+            ("transport.send_queue", t.send_queue as u64),
+            ("transport.control_queue", t.control_queue as u64),
+            ("transport.keep_alive_ms", t.keep_alive_ms),
+            ("transport.idle_timeout_ms", t.idle_timeout_ms),
+            ("transport.handshake_timeout_ms", t.handshake_timeout_ms),
+            ("transport.reconnect_min_ms", t.reconnect_min_ms),
+        ] {
+            if v == 0 {
+                return Err(config_err(format!("{key} must be > 0")));
+            }
+        }
+        if t.keep_alive_ms >= t.idle_timeout_ms {
+            return Err(config_err(format!(
+                "transport.keep_alive_ms ({}) must be below transport.idle_timeout_ms ({})",
+                t.keep_alive_ms, t.idle_timeout_ms
+            )));
+        }
+        if t.reconnect_max_ms < t.reconnect_min_ms {
+            return Err(config_err(
+                "transport.reconnect_max_ms must be >= transport.reconnect_min_ms",
+            ));
+        }
+        if !self.tls.insecure_dev_mode {
+            for (key, v) in [
+                ("tls.ca", &self.tls.ca),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+            ] {
+                if v.is_none() {
+                    return Err(config_err(format!(
+                        "{key} is required (or set tls.insecure_dev_mode = true for development)"
+                    )));
+                }
+            }
+        }
+        self.failure_detector
+            .validate()
+            .map_err(|e| config_err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The QUIC transport config for this node, resolving peer addresses.
+    pub fn quic_config(&self, incarnation: String) -> Result<QuicConfig, Error> {
+        let tls = if self.tls.insecure_dev_mode {
+            TlsSource::SelfSigned
+        } else {
+            match (&self.tls.ca, &self.tls.cert, &self.tls.key) {
+                (Some(ca), Some(cert), Some(key)) => TlsSource::Files {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                _ => return Err(config_err("tls.ca, tls.cert and tls.key are required")),
+            }
+        };
+        let mut q = QuicConfig::new(self.name.clone(), self.listen, tls);
+        q.incarnation = incarnation;
+        q.insecure_dev_mode = self.tls.insecure_dev_mode;
+        q.max_frame_size = self.runtime.max_frame_bytes;
+        q.send_queue_capacity = self.transport.send_queue;
+        q.control_queue_capacity = self.transport.control_queue;
+        q.keep_alive = Duration::from_millis(self.transport.keep_alive_ms);
+        q.idle_timeout = Duration::from_millis(self.transport.idle_timeout_ms);
+        q.handshake_timeout = Duration::from_millis(self.transport.handshake_timeout_ms);
+        q.reconnect_min = Duration::from_millis(self.transport.reconnect_min_ms);
+        q.reconnect_max = Duration::from_millis(self.transport.reconnect_max_ms);
+        for (i, p) in self.peers.iter().enumerate() {
+            let addr = p
+                .addr
+                .to_socket_addrs()
+                .map_err(|e| config_err(format!("peers[{i}].addr {:?}: {e}", p.addr)))?
+                .next()
+                .ok_or_else(|| {
+                    config_err(format!("peers[{i}].addr {:?} resolves to nothing", p.addr))
+                })?;
+            q.peers.insert(p.name.clone(), addr);
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "node-a"
+listen = "127.0.0.1:7401"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/node-a.pem"
+key = "certs/node-a.key"
+[[peers]]
+name = "node-b"
+addr = "127.0.0.1:7402"
+[[peers]]
+name = "node-c"
+addr = "localhost:7403"
+[failure_detector]
+kind = "phi-accrual"
+"#;
+
+    #[test]
+    fn parses_resolves_relative_paths_and_builds_quic_config() {
+        let c = Config::from_toml(GOOD, Path::new("/etc/troupe")).unwrap();
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(Path::new("/etc/troupe/certs/ca.pem"))
+        );
+        assert_eq!(c.failure_detector.kind(), "phi-accrual");
+        assert_eq!(
+            c.peer_names(),
+            vec!["node-b".to_string(), "node-c".to_string()]
+        );
+        let q = c.quic_config("inc".into()).unwrap();
+        assert_eq!(q.peers.len(), 2);
+        assert_eq!(q.keep_alive, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn minimal_insecure_config_gets_defaults() {
+        let c = Config::from_toml(
+            "name = \"a\"\n[tls]\ninsecure_dev_mode = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.failure_detector.kind(), "swim");
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (patch, key) in [
+            ("name = \"a b\"\n[tls]\ninsecure_dev_mode = true", "name"),
+            ("name = \"a\"", "tls.ca"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[[peers]]\nname = \"a\"\naddr = \"x:1\"", "peers[0].name"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[[peers]]\nname = \"b\"\naddr = \"nowhere\"", "peers[0].addr"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[transport]\nkeep_alive_ms = 20000", "transport.keep_alive_ms"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"phi-accrual\"\nthreshold = -1", "failure_detector.threshold"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"gossip\"", "gossip"),
+            ("name = \"a\"\nlisten = \"nope\"\n[tls]\ninsecure_dev_mode = true", "listen"),
+            ("name = \"a\"\nbogus = 1\n[tls]\ninsecure_dev_mode = true", "bogus"),
+        ] {
+            let err = Config::from_toml(patch, Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains(key), "error for {patch:?} does not name {key}: {err}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The facade's error type: what can go wrong assembling a node.
+
+use troupe_framework::NodeError;
+
+/// Why a node could not be configured or started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid; the message names the key (and file).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The framework refused (bad name, stopped node...).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The QUIC transport could not start (bad certificates, port in use...).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A protocol actor is not running.
+    #[error(transparent)]
+    Driver(#[from] troupe_protocols::driver::DriverError),
+}

@@ -1,0 +1,191 @@
+//! The node's failure detector: whichever one the config names, feeding the
+//! node's membership view.
+//!
+//! The detector core ([`AnyDetector`]) runs in a [`Driver`] actor named
+//! `"fd"`, supervised under the node like every other actor; its messages
+//! travel to the `"fd"` actor of the peers. Members are tracked by
+//! [`NodeId`] (name + incarnation) so a restarted node is told apart from its
+//! previous life; the node's membership view, which protocols consume, is by
+//! node *name*: a new incarnation replacing an old one shows as the name
+//! staying (or coming back) `Up`, not as a spurious `Down`.
+//!
+//! Configured peers are known before we have heard from them, by name only:
+//! they start as ids with a nil incarnation and are replaced by the real id
+//! on first contact (heartbeat detectors), or serve as join seeds (SWIM).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_framework::membership::{FailureDetector as _, MemberEvent};
+use troupe_framework::sansio::Protocol;
+use troupe_framework::{Node, NodeId};
+use troupe_protocols::driver::{spawn_driver, DriverHandle, EventHook, OutputsOf};
+use troupe_protocols::fd::{AnyDetector, FailureDetectorConfig, FdMessage, FdTimer};
+
+use crate::Error;
+
+/// The actor name of the failure detector on every node.
+pub const FD_ACTOR: &str = "fd";
+
+/// [`AnyDetector`] plus the configured peers, so that a restarted detector
+/// actor starts watching them again by itself.
+pub struct NodeDetector {
+    inner: AnyDetector<NodeId>,
+    peers: Vec<NodeId>,
+}
+
+impl NodeDetector {
+    /// Build the configured detector for `me`, watching `peers` (names).
+    pub fn new(
+        me: NodeId,
+        config: &FailureDetectorConfig,
+        peers: &[String],
+    ) -> Result<Self, Error> {
+        let peers: Vec<NodeId> = peers
+            .iter()
+            .map(|p| NodeId::with_incarnation(p.clone(), 0))
+            .collect();
+        let seed = me.incarnation.as_u128() as u64;
+        let seeds = match config {
+            FailureDetectorConfig::Swim(_) => peers.clone(),
+            _ => Vec::new(),
+        };
+        let inner = AnyDetector::from_config(me, config, seeds, seed)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let peers = match config {
+            FailureDetectorConfig::Swim(_) => Vec::new(),
+            _ => peers,
+        };
+        Ok(Self { inner, peers })
+    }
+
+    /// The wrapped detector.
+    pub fn inner(&self) -> &AnyDetector<NodeId> {
+        &self.inner
+    }
+}
+
+type Out = OutputsOf<NodeDetector>;
+
+impl Protocol for NodeDetector {
+    type Id = NodeId;
+    type Msg = FdMessage<NodeId>;
+    type Timer = FdTimer<NodeId>;
+    type Event = MemberEvent<NodeId>;
+
+    fn on_start(&mut self, now: Duration, out: &mut Out) {
+        self.inner.on_start(now, out);
+        for p in self.peers.clone() {
+            self.inner.add_member(now, p, out);
+        }
+    }
+    fn on_message(&mut self, now: Duration, from: NodeId, msg: Self::Msg, out: &mut Out) {
+        self.inner.on_message(now, from, msg, out);
+    }
+    fn on_timer(&mut self, now: Duration, timer: Self::Timer, out: &mut Out) {
+        self.inner.on_timer(now, timer, out);
+    }
+}
+
+/// Turns detector events about node ids into membership events about node
+/// names, collapsing "old incarnation down, new one up" into "up".
+#[derive(Default)]
+struct NameView {
+    current: BTreeMap<String, NodeId>,
+}
+
+impl NameView {
+    fn apply(&mut self, node: &Node, events: &[MemberEvent<NodeId>]) {
+        let mut latest: BTreeMap<String, MemberEvent<String>> = BTreeMap::new();
+        for ev in events {
+            let name = &ev.member.name;
+            let current = self.current.get(name);
+            let is_current = current.is_none_or(|c| *c == ev.member);
+            if ev.status.is_live() {
+                self.current.insert(name.clone(), ev.member.clone());
+            } else if !is_current {
+                continue; // an older life of a node that is back: not news
+            }
+            latest.insert(
+                name.clone(),
+                MemberEvent {
+                    member: name.clone(),
+                    status: ev.status,
+                    at: ev.at,
+                },
+            );
+        }
+        for (_, ev) in latest {
+            node.publish_membership(ev);
+        }
+    }
+}
+
+/// A handle to the node's running failure detector.
+#[derive(Clone)]
+pub struct FailureDetectorHandle {
+    driver: DriverHandle<NodeDetector>,
+    kind: &'static str,
+}
+
+impl FailureDetectorHandle {
+    /// Which detector runs (`"heartbeat"`, `"phi-accrual"`, `"swim"`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Current phi per peer (phi-accrual only; empty for the others). This
+    /// is what a dashboard plots.
+    pub async fn phis(&self) -> Result<Vec<(String, f64)>, Error> {
+        Ok(self
+            .driver
+            .invoke(|core, now, _| core.inner.phis(now))
+            .await?
+            .into_iter()
+            .map(|(id, phi)| (id.name, phi))
+            .collect())
+    }
+
+    /// The detector's own view, by node id.
+    pub async fn view(
+        &self,
+    ) -> Result<Vec<(NodeId, troupe_framework::membership::MemberStatus)>, Error> {
+        Ok(self.driver.invoke(|core, _, _| core.inner.view()).await?)
+    }
+
+    /// Leave the group gracefully: peers will report this node `Left`.
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.driver
+            .invoke(|core, now, out| core.inner.leave(now, out))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Start the configured failure detector on `node`, watching `peers`.
+pub async fn start_failure_detector(
+    node: &Node,
+    config: &FailureDetectorConfig,
+    peers: &[String],
+) -> Result<FailureDetectorHandle, Error> {
+    config
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    // Fail now, not in the actor factory, if the config cannot build a detector.
+    NodeDetector::new(node.id().clone(), config, peers)?;
+    let (cfg, peer_list) = (config.clone(), peers.to_vec());
+    let make = move |n: &Node| {
+        NodeDetector::new(n.id().clone(), &cfg, &peer_list)
+            .unwrap_or_else(|e| unreachable!("validated above: {e}"))
+    };
+    let hook: Arc<dyn Fn() -> EventHook<NodeDetector> + Send + Sync> = Arc::new(|| {
+        let mut view = NameView::default();
+        Box::new(move |node: &Node, evs: &[MemberEvent<NodeId>]| view.apply(node, evs))
+    });
+    let driver = spawn_driver(node, FD_ACTOR, make, false, Some(hook)).await?;
+    Ok(FailureDetectorHandle {
+        driver,
+        kind: config.kind(),
+    })
+}

@@ -1,0 +1,76 @@
+//! Starting a real node from its config: QUIC transport, node, failure detector.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use troupe_framework::storage::{FileStorage, MemoryStorage, Storage};
+use troupe_framework::Node;
+use troupe_transports::quic::QuicTransport;
+
+use crate::config::Config;
+use crate::failure_detector::{start_failure_detector, FailureDetectorHandle};
+use crate::Error;
+
+/// A node started from a [`Config`], with its transport and failure detector.
+pub struct RunningNode {
+    /// The node.
+    pub node: Node,
+    /// Its QUIC transport.
+    pub transport: Arc<QuicTransport>,
+    /// Its failure detector (feeding `node.membership()`).
+    pub failure_detector: FailureDetectorHandle,
+    /// The config it was started from.
+    pub config: Config,
+}
+
+impl RunningNode {
+    /// The UDP address the node listens on (useful when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Leave the group gracefully, then stop the node.
+    pub async fn shutdown(&self) {
+        let _ = self.failure_detector.leave().await;
+        // Give the leave announcement a moment to go out before closing.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.node.shutdown();
+    }
+}
+
+/// Start a node from `config`: bind QUIC, start the node with its storage,
+/// start the configured failure detector. Call inside an actix system.
+pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
+    config.validate()?;
+    let incarnation = uuid::Uuid::new_v4();
+    let quic = config.quic_config(incarnation.to_string())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);
+    let transport = Arc::new(
+        QuicTransport::bind(quic, tx)
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?,
+    );
+    let storage: Arc<dyn Storage> = match &config.data_dir {
+        Some(dir) => Arc::new(FileStorage::open(dir)?),
+        None => Arc::new(MemoryStorage::new()),
+    };
+    let node = Node::builder(config.node_config())
+        .incarnation(incarnation.as_u128())
+        .storage(storage)
+        .start(transport.clone(), rx)?;
+    let failure_detector =
+        start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
+    tracing::info!(
+        node = %node.id(),
+        listen = %transport.local_addr(),
+        detector = failure_detector.kind(),
+        peers = config.peers.len(),
+        "node up"
+    );
+    Ok(RunningNode {
+        node,
+        transport,
+        failure_detector,
+        config,
+    })
+}
