@@ -1,0 +1,185 @@
+//! The `troupe` command line.
+//!
+//! ```text
+//! troupe certs init  --dir DIR               create a cluster CA (DIR/ca.pem, DIR/ca.key)
+//! troupe certs issue --dir DIR --node NAME   issue DIR/NAME.pem and DIR/NAME.key, signed by the CA
+//! troupe node --config FILE                  run one node until SIGINT / SIGTERM
+//! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
+//! ```
+//!
+//! Logs go through `tracing`; set `RUST_LOG` (default `info` for `node`,
+//! `warn` for `demo`). Keys are written with owner-only permissions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use troupe::config::Config;
+use troupe::runtime::start_node;
+
+use crate::sample::{start_apps, AppsConfig};
+
+/// Troupe: a distributed actor framework for running, testing and watching
+/// distributed protocols.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or use cluster certificates.
+    Certs {
+        /// init or issue.
+        #[command(subcommand)]
+        action: CertsAction,
+    },
+    /// Run one node from its config file until SIGINT or SIGTERM.
+    Node {
+        /// The node's TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a 3-node cluster over QUIC on 127.0.0.1 with throwaway
+    /// certificates, exchange tells and asks, stop a node, watch the others
+    /// notice, bring it back, and exit.
+    Demo {
+        /// Keep the demo's working directory (configs, certificates, logs).
+        #[arg(long)]
+        keep: bool,
+        /// Failure detector the demo nodes run.
+        #[arg(long, default_value = "phi-accrual", value_parser = ["heartbeat", "phi-accrual", "swim"])]
+        detector: String,
+    },
+}
+
+/// `troupe certs ...`
+#[derive(Debug, Subcommand)]
+pub enum CertsAction {
+    /// Create a cluster CA: DIR/ca.pem and DIR/ca.key (refuses to overwrite).
+    Init {
+        /// Directory for the CA files.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in DIR: DIR/NAME.pem, DIR/NAME.key.
+    Issue {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node name (becomes the certificate's subject alternative name).
+        #[arg(long)]
+        node: String,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the framework facade.
+    #[error(transparent)]
+    Troupe(#[from] troupe::Error),
+    /// Certificates.
+    #[error("certificates: {0}")]
+    Certs(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Certs { action } => certs(action),
+        Command::Node { config } => {
+            init_logs("info");
+            node(config)
+        }
+        Command::Demo { keep, detector } => {
+            init_logs("warn");
+            crate::demo::run(keep, &detector)
+        }
+    }
+}
+
+fn certs(action: CertsAction) -> Result<(), CliError> {
+    match action {
+        CertsAction::Init { dir } => {
+            if dir.join("ca.key").exists() {
+                return Err(CliError::Certs(format!(
+                    "{} already exists; refusing to overwrite a cluster CA",
+                    dir.join("ca.key").display()
+                )));
+            }
+            troupe::transports::certs::init(&dir).map_err(|e| CliError::Certs(e.to_string()))?;
+            println!(
+                "cluster CA written: {}/ca.pem (share), {}/ca.key (keep secret)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        CertsAction::Issue { dir, node } => {
+            let (cert, key) = troupe::transports::certs::issue(&dir, &node)
+                .map_err(|e| CliError::Certs(e.to_string()))?;
+            println!(
+                "issued for node {node:?}: {} and {} (owner-only)",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn node(path: PathBuf) -> Result<(), CliError> {
+    let config = Config::from_file(&path)?;
+    let apps = AppsConfig::from_table(&config.apps)?;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let running = start_node(config).await?;
+        start_apps(&running.node, Some(running.failure_detector.clone()), &apps).await?;
+        tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
+        wait_for_signal().await;
+        tracing::info!("signal received; leaving the group and stopping");
+        running.shutdown().await;
+        Ok::<(), CliError>(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

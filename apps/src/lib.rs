@@ -1,0 +1,9 @@
+//! # troupe-apps: the `troupe` command and its sample applications
+//!
+//! - [`sample`]: the apps a node runs (`status`, `counter`), and their messages;
+//! - [`cli`]: `troupe certs init|issue`, `troupe node --config FILE`;
+//! - [`demo`]: `troupe demo`, a real cluster over QUIC on 127.0.0.1.
+
+pub mod cli;
+pub mod demo;
+pub mod sample;
