@@ -1,0 +1,263 @@
+//! A cluster of real `troupe node` processes on one machine, for the demo
+//! and the multi-process tests.
+//!
+//! [`LocalCluster::create`] makes a cluster CA, a certificate per node and a
+//! config file per node (every node lists every other as a peer, listening on
+//! a free UDP port of `bind_ip`), in a directory. Nodes are then started,
+//! killed (SIGKILL) and stopped (SIGTERM, a graceful leave) one by one. One
+//! name can be a *controller*: it gets a certificate and a config but no
+//! process, so a test or the demo can run it in-process with
+//! [`troupe::runtime::start_node`] and talk to the others like any node.
+//!
+//! Dropping the cluster kills every process it started.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use troupe::framework::membership::MemberStatus;
+use troupe::framework::{Node, RetryPolicy};
+
+use crate::cli::CliError;
+use crate::sample::{GetStatus, NodeStatus, STATUS};
+
+fn other(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+/// Fast failure-detector settings (a dead node is noticed within seconds),
+/// as the body of a `[failure_detector]` table.
+pub fn fast_detector_toml(kind: &str) -> String {
+    match kind {
+        "heartbeat" => {
+            "kind = \"heartbeat\"\ninterval_ms = 200\nacceptable_pause_ms = 600\ngrace_ms = 1000\ncheck_interval_ms = 100\n".into()
+        }
+        "swim" => "kind = \"swim\"\nprobe_interval_ms = 300\nprobe_timeout_ms = 150\nindirect_checks = 2\nsuspicion_mult = 3\n".into(),
+        _ => "kind = \"phi-accrual\"\nheartbeat_interval_ms = 200\nacceptable_heartbeat_pause_ms = 600\nmin_std_deviation_ms = 50\nfirst_heartbeat_estimate_ms = 200\nthreshold = 8.0\ngrace_ms = 1000\ncheck_interval_ms = 100\n".into(),
+    }
+}
+
+/// Node processes, their configs and certificates in one directory.
+pub struct LocalCluster {
+    dir: PathBuf,
+    exe: PathBuf,
+    ports: BTreeMap<String, u16>,
+    children: BTreeMap<String, Child>,
+}
+
+impl LocalCluster {
+    /// Create certificates and configs in `dir` for `nodes` and `controller`,
+    /// all listening on `bind_ip`, with `detector` (`[failure_detector]`
+    /// body) and `extra` appended to every config. `exe` is the `troupe`
+    /// binary that runs the nodes.
+    pub fn create(
+        dir: &Path,
+        exe: PathBuf,
+        nodes: &[&str],
+        controller: Option<&str>,
+        bind_ip: IpAddr,
+        detector: &str,
+        extra: &str,
+    ) -> Result<Self, CliError> {
+        std::fs::create_dir_all(dir).map_err(other)?;
+        troupe::transports::certs::init(dir).map_err(|e| CliError::Certs(e.to_string()))?;
+        let all: Vec<&str> = nodes.iter().copied().chain(controller).collect();
+        let mut ports = BTreeMap::new();
+        for name in &all {
+            troupe::transports::certs::issue(dir, name)
+                .map_err(|e| CliError::Certs(e.to_string()))?;
+            let s = UdpSocket::bind((bind_ip, 0))
+                .map_err(|e| other(format!("no free UDP port on {bind_ip}: {e}")))?;
+            ports.insert(name.to_string(), s.local_addr().map_err(other)?.port());
+        }
+        let cluster = Self {
+            dir: dir.to_path_buf(),
+            exe,
+            ports,
+            children: BTreeMap::new(),
+        };
+        for name in &all {
+            let mut text = format!(
+                "name = \"{name}\"\nlisten = \"{}\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n",
+                cluster.addr(name, bind_ip)
+            );
+            for peer in &all {
+                if peer != name {
+                    text.push_str(&format!(
+                        "[[peers]]\nname = \"{peer}\"\naddr = \"{}\"\n\n",
+                        cluster.addr(peer, bind_ip)
+                    ));
+                }
+            }
+            text.push_str("[failure_detector]\n");
+            text.push_str(detector);
+            text.push('\n');
+            text.push_str(extra);
+            std::fs::write(cluster.config_path(name), text).map_err(other)?;
+        }
+        Ok(cluster)
+    }
+
+    fn addr(&self, name: &str, ip: IpAddr) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(ip, self.ports[name])
+    }
+
+    /// The working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The UDP port of `name`.
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.ports.get(name).copied()
+    }
+
+    /// The config file of `name`.
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
+    /// The log file of `name`'s process.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Start `name`'s process (`troupe node --config ...`); returns its pid.
+    pub fn spawn(&mut self, name: &str) -> Result<u32, CliError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .map_err(other)?;
+        let err = log.try_clone().map_err(other)?;
+        let child = Command::new(&self.exe)
+            .arg("node")
+            .arg("--config")
+            .arg(self.config_path(name))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| {
+                other(format!(
+                    "cannot start {name} with {}: {e}",
+                    self.exe.display()
+                ))
+            })?;
+        let pid = child.id();
+        self.children.insert(name.to_string(), child);
+        Ok(pid)
+    }
+
+    /// SIGKILL `name`'s process and reap it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.children.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM `name`'s process (it leaves the group), wait up to 3 s, then SIGKILL.
+    pub fn terminate(&mut self, name: &str) {
+        if let Some(mut c) = self.children.remove(name) {
+            #[cfg(unix)]
+            {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+                for _ in 0..30 {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// True while `name`'s process runs.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.children
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stop every process (SIGTERM, then SIGKILL).
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for n in names {
+            self.terminate(&n);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for n in names {
+            self.kill(&n);
+        }
+    }
+}
+
+/// Ask `of`'s status app, once, within `timeout`.
+pub async fn status(ctl: &Node, of: &str, timeout: Duration) -> Option<NodeStatus> {
+    let r = ctl.lookup::<GetStatus>(&format!("{of}/{STATUS}")).ok()?;
+    r.ask(GetStatus)
+        .timeout(timeout)
+        .retry(RetryPolicy::none())
+        .await
+        .ok()
+}
+
+/// Wait until `of`'s status app answers.
+pub async fn wait_up(ctl: &Node, of: &str, deadline: Duration) -> Result<NodeStatus, CliError> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(s) = status(ctl, of, Duration::from_millis(500)).await {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(other(format!("{of} did not answer within {deadline:?}")))
+}
+
+/// How `s` sees member `of`: its status and (phi-accrual) phi.
+pub fn seen(s: &NodeStatus, of: &str) -> (Option<MemberStatus>, Option<f64>) {
+    let st = s.members.iter().find(|(n, _)| n == of).map(|(_, v)| *v);
+    let phi = s.phis.iter().find(|(n, _)| n == of).map(|(_, v)| *v);
+    (st, phi)
+}
+
+/// Wait until `observer` reports `of` with status `want`.
+pub async fn wait_seen(
+    ctl: &Node,
+    observer: &str,
+    of: &str,
+    want: MemberStatus,
+    deadline: Duration,
+) -> Result<Duration, CliError> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = status(ctl, observer, Duration::from_millis(500)).await {
+            if seen(&s, of).0 == Some(want) {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() > deadline {
+            return Err(other(format!(
+                "{observer} did not see {of} {want:?} within {deadline:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
