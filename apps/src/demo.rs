@@ -76,9 +76,8 @@ fn run_in(dir: &Path, detector: &str) -> Result<(), CliError> {
     let mut cluster = LocalCluster::create(
         dir,
         exe,
-        &NODES,
-        Some(CONTROLLER),
-        localhost,
+        &NODES.map(|n| (n, localhost)),
+        Some((CONTROLLER, localhost)),
         &fast_detector_toml(detector),
         "",
     )?;

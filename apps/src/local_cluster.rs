@@ -12,7 +12,7 @@
 //! Dropping the cluster kills every process it started.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,28 +49,32 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Create certificates and configs in `dir` for `nodes` and `controller`,
-    /// all listening on `bind_ip`, with `detector` (`[failure_detector]`
+    /// each listening on its own address, with `detector` (`[failure_detector]`
     /// body) and `extra` appended to every config. `exe` is the `troupe`
-    /// binary that runs the nodes.
+    /// binary that runs the nodes. A node whose address is local here gets a
+    /// free UDP port; one on another host (a network namespace) gets 7400.
     pub fn create(
         dir: &Path,
         exe: PathBuf,
-        nodes: &[&str],
-        controller: Option<&str>,
-        bind_ip: IpAddr,
+        nodes: &[(&str, IpAddr)],
+        controller: Option<(&str, IpAddr)>,
         detector: &str,
         extra: &str,
     ) -> Result<Self, CliError> {
         std::fs::create_dir_all(dir).map_err(other)?;
         troupe::transports::certs::init(dir).map_err(|e| CliError::Certs(e.to_string()))?;
-        let all: Vec<&str> = nodes.iter().copied().chain(controller).collect();
+        let all: Vec<(&str, IpAddr)> = nodes.iter().copied().chain(controller).collect();
         let mut ports = BTreeMap::new();
-        for name in &all {
+        let mut addrs = BTreeMap::new();
+        for (name, ip) in &all {
             troupe::transports::certs::issue(dir, name)
                 .map_err(|e| CliError::Certs(e.to_string()))?;
-            let s = UdpSocket::bind((bind_ip, 0))
-                .map_err(|e| other(format!("no free UDP port on {bind_ip}: {e}")))?;
-            ports.insert(name.to_string(), s.local_addr().map_err(other)?.port());
+            let port = match UdpSocket::bind((*ip, 0)) {
+                Ok(s) => s.local_addr().map_err(other)?.port(),
+                Err(_) => 7400,
+            };
+            ports.insert(name.to_string(), port);
+            addrs.insert(name.to_string(), SocketAddr::new(*ip, port));
         }
         let cluster = Self {
             dir: dir.to_path_buf(),
@@ -78,16 +82,16 @@ impl LocalCluster {
             ports,
             children: BTreeMap::new(),
         };
-        for name in &all {
+        for (name, _) in &all {
             let mut text = format!(
                 "name = \"{name}\"\nlisten = \"{}\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n",
-                cluster.addr(name, bind_ip)
+                addrs[*name]
             );
-            for peer in &all {
+            for (peer, _) in &all {
                 if peer != name {
                     text.push_str(&format!(
                         "[[peers]]\nname = \"{peer}\"\naddr = \"{}\"\n\n",
-                        cluster.addr(peer, bind_ip)
+                        addrs[*peer]
                     ));
                 }
             }
@@ -98,10 +102,6 @@ impl LocalCluster {
             std::fs::write(cluster.config_path(name), text).map_err(other)?;
         }
         Ok(cluster)
-    }
-
-    fn addr(&self, name: &str, ip: IpAddr) -> std::net::SocketAddr {
-        std::net::SocketAddr::new(ip, self.ports[name])
     }
 
     /// The working directory.
@@ -126,13 +126,27 @@ impl LocalCluster {
 
     /// Start `name`'s process (`troupe node --config ...`); returns its pid.
     pub fn spawn(&mut self, name: &str) -> Result<u32, CliError> {
+        self.spawn_wrapped(name, &[])
+    }
+
+    /// Start `name`'s process under a wrapper command, e.g.
+    /// `["ip", "netns", "exec", "host1"]` to run it on another test host.
+    pub fn spawn_wrapped(&mut self, name: &str, wrapper: &[&str]) -> Result<u32, CliError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(name))
             .map_err(other)?;
         let err = log.try_clone().map_err(other)?;
-        let child = Command::new(&self.exe)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = cmd
             .arg("node")
             .arg("--config")
             .arg(self.config_path(name))

@@ -22,9 +22,8 @@ fn cluster(test: &str, detector: &str) -> LocalCluster {
     LocalCluster::create(
         &dir,
         exe,
-        &NODES,
-        Some("ctl"),
-        localhost,
+        &NODES.map(|n| (n, localhost)),
+        Some(("ctl", localhost)),
         &fast_detector_toml(detector),
         "",
     )
