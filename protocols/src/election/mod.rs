@@ -30,12 +30,12 @@
 //! the stale leader meanwhile. `tests/election_partition.rs` shows this.
 
 pub mod bully;
-// pub mod next_in_line;
-// pub mod ring;
+pub mod next_in_line;
+pub mod ring;
 
 pub use bully::Bully;
-// pub use next_in_line::NextInLine;
-// pub use ring::RingElection;
+pub use next_in_line::NextInLine;
+pub use ring::RingElection;
 
 use std::fmt;
 use std::str::FromStr;
