@@ -5,7 +5,8 @@
 //! [`RicartAgrawala`] (Lamport-stamped requests, deferred replies),
 //! [`TokenRing`] (a token circulating over the live ring, regenerated with a
 //! new generation when lost) and [`LamportMutex`] (replicated request queue,
-//! acks and releases). [`MutexAlgorithm`] names them for configuration files.
+//! acks and releases). [`MutexAlgorithm`] names them for configuration files
+//! and [`AnyMutex`] runs the one a configuration names.
 //!
 //! One core guards one resource; a driver that multiplexes several resources
 //! over one connection routes messages by resource name itself.
@@ -29,11 +30,13 @@
 //! by the resource once; every later grant that hears from the restarted node
 //! is larger again.
 
+pub mod any;
 pub mod centralized;
 pub mod lamport;
 pub mod ricart_agrawala;
 pub mod token_ring;
 
+pub use any::{AnyMutex, AnyMutexMsg};
 pub use centralized::Centralized;
 pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
