@@ -104,6 +104,7 @@ pub struct Bully<Id> {
     leader: Option<Id>,
     phase: Phase,
     round: u64,
+    hb_round: u64,
 }
 
 type Out<Id> = Outputs<Id, BullyMsg<Id>, BullyTimer, ElectionEvent<Id>>;
@@ -131,6 +132,7 @@ impl<Id: Clone + Ord + Debug> Bully<Id> {
             leader: None,
             phase: Phase::Idle,
             round: 0,
+            hb_round: 0,
         }
     }
 
@@ -185,9 +187,12 @@ impl<Id: Clone + Ord + Debug> Bully<Id> {
             term,
             leader: Some(self.me.clone()),
         });
+        self.hb_round += 1;
         out.set_timer(
             self.config.heartbeat,
-            BullyTimer::Heartbeat { round: self.round },
+            BullyTimer::Heartbeat {
+                round: self.hb_round,
+            },
         );
     }
 
@@ -306,7 +311,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Bully<Id> {
                 }
             }
             BullyTimer::Heartbeat { round } => {
-                if round == self.round && self.leader.as_ref() == Some(&self.me) {
+                if round == self.hb_round && self.leader.as_ref() == Some(&self.me) {
                     let others: Vec<Id> = self.live_others().cloned().collect();
                     for m in others {
                         out.send(m, BullyMsg::Heartbeat { term: self.term });

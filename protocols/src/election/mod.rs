@@ -6,7 +6,8 @@
 //! ring; the initiator announces the largest) and [`NextInLine`] (the leader
 //! publishes an ordered successor list; on its failure the first live
 //! successor takes over without an election). [`ElectionAlgorithm`] names
-//! them for configuration files.
+//! them for configuration files and [`AnyElection`] runs the one a
+//! configuration names.
 //!
 //! ## Terms
 //! Every leadership has a *term* that only grows and is kept on stable
@@ -29,13 +30,15 @@
 //! both). A resource that remembers the largest term it has seen can refuse
 //! the stale leader meanwhile. `tests/election_partition.rs` shows this.
 
+pub mod any;
 pub mod bully;
-// pub mod next_in_line;
-// pub mod ring;
+pub mod next_in_line;
+pub mod ring;
 
+pub use any::{AnyElection, AnyElectionMsg};
 pub use bully::Bully;
-// pub use next_in_line::NextInLine;
-// pub use ring::RingElection;
+pub use next_in_line::NextInLine;
+pub use ring::RingElection;
 
 use std::fmt;
 use std::str::FromStr;

@@ -75,8 +75,8 @@ pub struct NetFaults {
 }
 
 impl NetFaults {
-    /// A reliable network with a fixed one-way delay (no loss, no duplicates,
-    /// no reordering between messages sent at the same time... in order).
+    /// A reliable network with a fixed one-way delay: no loss, no duplicates,
+    /// and messages between two nodes arrive in the order they were sent.
     pub fn reliable(delay: Duration) -> Self {
         Self {
             loss: 0.0,
@@ -773,4 +773,199 @@ pub fn check_seeds(name: &str, count: u64, mut scenario: impl FnMut(u64) -> Resu
 /// Convenience: milliseconds as a [`Duration`].
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny core: on `ping` it answers `pong`; it counts what it received
+    /// and remembers membership reports. Durable: the number of pongs seen.
+    #[derive(Debug, Default)]
+    struct Echo {
+        pongs: u64,
+        reports: Vec<(u32, MemberStatus)>,
+    }
+
+    impl Protocol for Echo {
+        type Id = u32;
+        type Msg = bool; // true = ping, false = pong
+        type Timer = ();
+        type Event = u64;
+        fn on_start(&mut self, _now: Duration, _out: &mut Outputs<u32, bool, (), u64>) {}
+        fn on_message(
+            &mut self,
+            _now: Duration,
+            from: u32,
+            ping: bool,
+            out: &mut Outputs<u32, bool, (), u64>,
+        ) {
+            if ping {
+                out.send(from, false);
+            } else {
+                self.pongs += 1;
+                out.emit(self.pongs);
+            }
+        }
+        fn on_timer(&mut self, _now: Duration, _t: (), _out: &mut Outputs<u32, bool, (), u64>) {}
+        fn on_membership(
+            &mut self,
+            _now: Duration,
+            change: MemberEvent<u32>,
+            _out: &mut Outputs<u32, bool, (), u64>,
+        ) {
+            self.reports.push((change.member, change.status));
+        }
+    }
+
+    impl SimProtocol for Echo {
+        type Durable = u64;
+        fn durable(&self) -> u64 {
+            self.pongs
+        }
+        fn msg_kind(ping: &bool) -> &'static str {
+            if *ping {
+                "ping"
+            } else {
+                "pong"
+            }
+        }
+    }
+
+    fn sim(seed: u64, faults: NetFaults) -> Sim<Echo> {
+        Sim::new(
+            seed,
+            [1, 2, 3],
+            Box::new(|_, d| Echo {
+                pongs: d.unwrap_or(0),
+                ..Echo::default()
+            }),
+            faults,
+            OracleConfig::default(),
+        )
+    }
+
+    fn ping_all(s: &mut Sim<Echo>, rounds: u32) -> Vec<(Duration, u32, u64)> {
+        struct Log(Vec<(Duration, u32, u64)>);
+        impl Observer<Echo> for Log {
+            fn on_event(&mut self, now: Duration, node: &u32, e: &u64) -> Result<(), String> {
+                self.0.push((now, *node, *e));
+                Ok(())
+            }
+        }
+        let mut log = Log(Vec::new());
+        s.start(&mut log).unwrap();
+        for _ in 0..rounds {
+            for to in [2, 3] {
+                s.command(&1, &mut log, |_, _, out| out.send(to, true))
+                    .unwrap();
+            }
+            s.run_for(ms(50), &mut log).unwrap();
+        }
+        log.0
+    }
+
+    #[test]
+    fn same_seed_same_run_and_other_seed_other_run() {
+        let a = ping_all(&mut sim(5, NetFaults::chaotic()), 50);
+        let b = ping_all(&mut sim(5, NetFaults::chaotic()), 50);
+        let c = ping_all(&mut sim(6, NetFaults::chaotic()), 50);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn loss_and_duplication_show_in_the_counts() {
+        let mut s = sim(1, NetFaults::reliable(ms(5)));
+        ping_all(&mut s, 100);
+        assert_eq!(s.sent_counts().get("ping"), Some(&200));
+        assert_eq!(s.core(&1).map(|c| c.pongs), Some(200));
+        let mut s = sim(
+            1,
+            NetFaults {
+                loss: 0.2,
+                duplicate: 0.2,
+                ..NetFaults::chaotic()
+            },
+        );
+        ping_all(&mut s, 100);
+        let pongs = s.core(&1).map_or(0, |c| c.pongs);
+        assert!(pongs != 200 && pongs > 100, "{pongs}");
+    }
+
+    #[test]
+    fn partitions_block_and_the_oracle_reports_down_then_up() {
+        let mut s = sim(2, NetFaults::reliable(ms(5)));
+        let obs = &mut ();
+        s.start(obs).unwrap();
+        s.partition(&[vec![1]], obs).unwrap();
+        s.command(&1, obs, |_, _, out| out.send(2, true)).unwrap();
+        s.run_for(ms(200), obs).unwrap();
+        assert_eq!(
+            s.core(&1).map(|c| c.pongs),
+            Some(0),
+            "message crossed a partition"
+        );
+        assert_eq!(
+            s.opinion(&1, &2),
+            MemberStatus::Up,
+            "before the detection delay"
+        );
+        s.run_for(ms(200), obs).unwrap();
+        assert_eq!(s.opinion(&1, &2), MemberStatus::Down);
+        assert_eq!(s.opinion(&2, &1), MemberStatus::Down);
+        assert_eq!(s.opinion(&2, &3), MemberStatus::Up);
+        assert!(
+            s.fd_clean_since().is_none(),
+            "a partition is a false suspicion"
+        );
+        s.heal(obs).unwrap();
+        s.run_for(ms(400), obs).unwrap();
+        assert_eq!(s.opinion(&1, &2), MemberStatus::Up);
+        assert!(s.fd_clean_since().is_some());
+        let reports = s.core(&1).map(|c| c.reports.clone()).unwrap();
+        assert_eq!(
+            reports,
+            vec![
+                (2, MemberStatus::Down),
+                (3, MemberStatus::Down),
+                (2, MemberStatus::Up),
+                (3, MemberStatus::Up)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_one_way_cut_is_seen_from_both_ends() {
+        let mut s = sim(3, NetFaults::reliable(ms(5)));
+        let obs = &mut ();
+        s.start(obs).unwrap();
+        s.block(&1, &2, obs).unwrap();
+        s.command(&2, obs, |_, _, out| out.send(1, true)).unwrap();
+        s.run_for(ms(400), obs).unwrap();
+        // 2 -> 1 works, the pong 1 -> 2 is cut.
+        assert_eq!(s.core(&2).map(|c| c.pongs), Some(0));
+        assert_eq!(s.opinion(&1, &2), MemberStatus::Down);
+        assert_eq!(s.opinion(&2, &1), MemberStatus::Down);
+    }
+
+    #[test]
+    fn a_restart_keeps_only_durable_state_and_is_reported_down_then_up() {
+        let mut s = sim(4, NetFaults::reliable(ms(5)));
+        ping_all(&mut s, 3);
+        let obs = &mut ();
+        s.command(&1, obs, |c, _, _| c.reports.push((9, MemberStatus::Left)))
+            .unwrap();
+        s.crash(&1, obs).unwrap();
+        assert!(!s.is_alive(&1));
+        s.command(&2, obs, |_, _, out| out.send(1, true)).unwrap();
+        s.run_for(ms(50), obs).unwrap();
+        s.restart(&1, obs).unwrap();
+        assert_eq!(s.life(&1), 1);
+        let c = s.core(&1).map(|c| (c.pongs, c.reports.len()));
+        assert_eq!(c, Some((6, 0)), "durable pongs kept, volatile reports lost");
+        s.run_for(ms(400), obs).unwrap();
+        let seen = s.core(&2).map(|c| c.reports.clone()).unwrap();
+        assert_eq!(seen, vec![(1, MemberStatus::Down), (1, MemberStatus::Up)]);
+    }
 }
