@@ -15,6 +15,7 @@
 //! again. So the receiver sees, per class, a subsequence of the sender's order.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub(crate) struct Inner {
     client_config: quinn::ClientConfig,
     checker: Option<PeerNameChecker>,
     inbound: InboundSender,
-    peers: HashMap<String, Arc<Peer>>,
+    peers: HashMap<String, Arc<Peer>, BuildHasherDefault<Fnv1a>>,
     shutdown_tx: watch::Sender<bool>,
     next_link_id: AtomicU64,
 }
@@ -97,6 +98,25 @@ fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, Qui
     tc.receive_window(VarInt::from_u32(8 * 1024 * 1024));
     tc.send_window(8 * 1024 * 1024);
     Ok(Arc::new(tc))
+}
+
+/// FNV-1a: a fast hasher for the small, trusted set of configured peer names
+/// (looked up on every send). Iteration order of the map never decides anything.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 fn seed_for(a: &str, b: &str) -> u64 {
@@ -162,7 +182,7 @@ impl Inner {
         })?;
 
         let (shutdown_tx, _) = watch::channel(false);
-        let mut peers = HashMap::new();
+        let mut peers = HashMap::default();
         let mut receivers = Vec::new();
         for (name, addr) in &cfg.peers {
             if *name == cfg.node_name {
@@ -260,6 +280,26 @@ impl Inner {
             },
             mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
         })
+    }
+
+    pub(crate) async fn enqueue_wait(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Closed);
+        }
+        if frame.len() > self.cfg.max_frame_size {
+            return Err(TransportError::FrameTooLarge {
+                len: frame.len(),
+                max: self.cfg.max_frame_size,
+            });
+        }
+        let peer = self
+            .peers
+            .get(to)
+            .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
+        peer.data_tx
+            .send(frame)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 
     pub(crate) fn connected_peers(&self) -> Vec<String> {
@@ -666,12 +706,21 @@ impl Inner {
                     return;
                 }
             };
-            decoder.push(&chunk);
+            decoder.push(chunk);
             loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
-                        let Ok(permit) = self.inbound.reserve().await else {
-                            return;
+                        // Fast path without a future; otherwise wait for room
+                        // (back-pressure: no more reading until the node catches up).
+                        let permit = match self.inbound.try_reserve() {
+                            Ok(permit) => permit,
+                            Err(mpsc::error::TrySendError::Full(())) => {
+                                match self.inbound.reserve().await {
+                                    Ok(permit) => permit,
+                                    Err(_) => return,
+                                }
+                            }
+                            Err(mpsc::error::TrySendError::Closed(())) => return,
                         };
                         if peer.current_id.load(Ordering::Acquire) != link.id {
                             // Replaced or closed: stop; frames from here on are dropped.

@@ -264,6 +264,13 @@ impl QuicTransport {
         self.inner.enqueue(to, frame, true)
     }
 
+    /// Like [`Transport::send`], but waits for room in the peer's data queue
+    /// instead of failing with `QueueFull` (for bulk producers that prefer to be
+    /// slowed down). Waits indefinitely while the peer is unreachable.
+    pub async fn send_wait(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.inner.enqueue_wait(to, frame).await
+    }
+
     /// Names of the peers with a confirmed connection right now, sorted.
     pub fn connected_peers(&self) -> Vec<String> {
         self.inner.connected_peers()
