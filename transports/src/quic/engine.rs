@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     inbound: InboundSender,
     peers: HashMap<String, Arc<Peer>, BuildHasherDefault<Fnv1a>>,
     shutdown_tx: watch::Sender<bool>,
+    /// Mirrors `shutdown_tx` for the per-send check (no lock).
+    closed: AtomicBool,
     next_link_id: AtomicU64,
 }
 
@@ -110,7 +112,11 @@ impl Hasher for Fnv1a {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -215,6 +221,7 @@ impl Inner {
             inbound,
             peers,
             shutdown_tx,
+            closed: AtomicBool::new(false),
             next_link_id: AtomicU64::new(1),
             cfg,
         });
@@ -237,13 +244,14 @@ impl Inner {
     }
 
     fn is_shut_down(&self) -> bool {
-        *self.shutdown_tx.borrow()
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn shutdown(&self) {
-        if self.shutdown_tx.send_replace(true) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.shutdown_tx.send_replace(true);
         debug!(node = %self.name, "QUIC transport shutting down");
         self.endpoint
             .close(VarInt::from_u32(wire::CLOSE_SHUTDOWN), b"shutdown");

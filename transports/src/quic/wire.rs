@@ -57,6 +57,18 @@ pub enum WireError {
 /// Appends the length-prefixed encoding of `frames` to `out` as few large chunks:
 /// small frames are coalesced into `scratch`, large ones are passed through.
 pub fn encode_batch(frames: &[Bytes], scratch: &mut BytesMut, out: &mut Vec<Bytes>) {
+    // One allocation for the whole coalesced part (no regrowth while copying).
+    let coalesced: usize = frames
+        .iter()
+        .map(|f| {
+            4 + if f.len() <= COALESCE_LIMIT {
+                f.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    scratch.reserve(coalesced);
     for frame in frames {
         // Frame lengths are checked against the (u32) limit at send time.
         scratch.put_u32(frame.len() as u32);
