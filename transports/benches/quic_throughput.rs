@@ -12,7 +12,6 @@
 //! `cargo bench -p troupe-transports --bench quic_throughput` (env `QUIC_BENCH_N`
 //! sets the frame count, default 2,000,000).
 
-#[allow(dead_code)]
 #[path = "../tests/quic_support/mod.rs"]
 mod quic_support;
 
