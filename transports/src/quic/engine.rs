@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
 
+use super::queue::{FrameQueue, PushError};
 use super::tls::{self, PeerNameChecker};
 use super::wire::{self, FrameDecoder, Hello};
 use super::{QuicConfig, QuicError, TlsSource, ALPN};
@@ -55,8 +56,8 @@ struct PeerState {
 pub(crate) struct Peer {
     name: String,
     addr: SocketAddr,
-    data_tx: mpsc::Sender<Bytes>,
-    ctrl_tx: mpsc::Sender<Bytes>,
+    data_q: FrameQueue,
+    ctrl_q: FrameQueue,
     /// Held across the PeerUp / PeerDown sends, so events for one peer are ordered.
     state: Mutex<PeerState>,
     /// Id of the current link, 0 if none; readers deliver only while it is theirs.
@@ -189,26 +190,24 @@ impl Inner {
 
         let (shutdown_tx, _) = watch::channel(false);
         let mut peers = HashMap::default();
-        let mut receivers = Vec::new();
+        let mut started = Vec::new();
         for (name, addr) in &cfg.peers {
             if *name == cfg.node_name {
                 debug!(node = %cfg.node_name, "ignoring peer entry naming this node");
                 continue;
             }
-            let (data_tx, data_rx) = mpsc::channel(cfg.send_queue_capacity);
-            let (ctrl_tx, ctrl_rx) = mpsc::channel(cfg.control_queue_capacity);
             let peer = Arc::new(Peer {
                 name: name.clone(),
                 addr: *addr,
-                data_tx,
-                ctrl_tx,
+                data_q: FrameQueue::new(cfg.send_queue_capacity),
+                ctrl_q: FrameQueue::new(cfg.control_queue_capacity),
                 state: Mutex::new(PeerState::default()),
                 current_id: AtomicU64::new(0),
                 link: watch::channel(None).0,
                 want_connect: Notify::new(),
                 dialing: AtomicBool::new(false),
             });
-            receivers.push((peer.clone(), data_rx, ctrl_rx));
+            started.push(peer.clone());
             peers.insert(name.clone(), peer);
         }
         let inner = Arc::new(Inner {
@@ -225,17 +224,9 @@ impl Inner {
             next_link_id: AtomicU64::new(1),
             cfg,
         });
-        for (peer, data_rx, ctrl_rx) in receivers {
-            tokio::spawn(
-                inner
-                    .clone()
-                    .writer(peer.clone(), data_rx, wire::STREAM_DATA),
-            );
-            tokio::spawn(
-                inner
-                    .clone()
-                    .writer(peer.clone(), ctrl_rx, wire::STREAM_CONTROL),
-            );
+        for peer in started {
+            tokio::spawn(inner.clone().writer(peer.clone(), wire::STREAM_DATA));
+            tokio::spawn(inner.clone().writer(peer.clone(), wire::STREAM_CONTROL));
             tokio::spawn(inner.clone().connector(peer));
         }
         tokio::spawn(inner.clone().accept_loop());
@@ -253,6 +244,10 @@ impl Inner {
         }
         self.shutdown_tx.send_replace(true);
         debug!(node = %self.name, "QUIC transport shutting down");
+        for peer in self.peers.values() {
+            peer.data_q.close();
+            peer.ctrl_q.close();
+        }
         self.endpoint
             .close(VarInt::from_u32(wire::CLOSE_SHUTDOWN), b"shutdown");
     }
@@ -277,16 +272,16 @@ impl Inner {
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
         let (queue, capacity) = if control {
-            (&peer.ctrl_tx, self.cfg.control_queue_capacity)
+            (&peer.ctrl_q, self.cfg.control_queue_capacity)
         } else {
-            (&peer.data_tx, self.cfg.send_queue_capacity)
+            (&peer.data_q, self.cfg.send_queue_capacity)
         };
-        queue.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TransportError::QueueFull {
+        queue.try_push(frame).map_err(|e| match e {
+            PushError::Full => TransportError::QueueFull {
                 peer: to.to_string(),
                 capacity,
             },
-            mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+            PushError::Closed => TransportError::Closed,
         })
     }
 
@@ -304,8 +299,8 @@ impl Inner {
             .peers
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
-        peer.data_tx
-            .send(frame)
+        peer.data_q
+            .push(frame)
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -330,7 +325,12 @@ impl Inner {
     // ----- writing -------------------------------------------------------------
 
     /// Drains one queue of one peer, writing batches on a stream of the current link.
-    async fn writer(self: Arc<Self>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Bytes>, kind: u8) {
+    async fn writer(self: Arc<Self>, peer: Arc<Peer>, kind: u8) {
+        let queue = if kind == wire::STREAM_CONTROL {
+            &peer.ctrl_q
+        } else {
+            &peer.data_q
+        };
         let shutdown = self.shutdown_tx.subscribe();
         let stop = Self::shut_down(shutdown);
         tokio::pin!(stop);
@@ -342,7 +342,7 @@ impl Inner {
         loop {
             batch.clear();
             let n = tokio::select! {
-                n = rx.recv_many(&mut batch, self.cfg.max_batch) => n,
+                n = queue.pop_batch(&mut batch, self.cfg.max_batch) => n,
                 _ = &mut stop => return,
             };
             if n == 0 {

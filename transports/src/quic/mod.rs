@@ -64,6 +64,7 @@
 //! any thread.
 
 mod engine;
+mod queue;
 mod tls;
 pub mod wire;
 
