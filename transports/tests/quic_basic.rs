@@ -389,3 +389,72 @@ async fn send_is_callable_from_other_threads() {
         assert_eq!(got, (0..200).collect::<Vec<_>>(), "thread {t}: in order");
     }
 }
+
+#[actix_rt::test]
+async fn simultaneous_dials_resolve_to_one_connection_without_loss() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    for round in 0..5 {
+        let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+        let (a, mut a_rx) = bind(
+            config(
+                "node-a",
+                a_addr,
+                ca.issue("node-a").expect("a"),
+                &[("node-b", b_addr)],
+            ),
+            512,
+        )
+        .await;
+        let (b, mut b_rx) = bind(
+            config(
+                "node-b",
+                b_addr,
+                ca.issue("node-b").expect("b"),
+                &[("node-a", a_addr)],
+            ),
+            512,
+        )
+        .await;
+        // Both dial at the same moment.
+        for i in 0..100 {
+            a.send("node-b", frame("ab", i)).expect("a");
+            b.send("node-a", frame("ba", i)).expect("b");
+        }
+        let mut at_a = Vec::new();
+        let mut at_b = Vec::new();
+        let want: Vec<usize> = (0..100).collect();
+        assert_eq!(
+            collect_frames(&mut b_rx, "node-a", "ab", 100, WAIT, &mut at_b).await,
+            want,
+            "round {round}"
+        );
+        assert_eq!(
+            collect_frames(&mut a_rx, "node-b", "ba", 100, WAIT, &mut at_a).await,
+            want,
+            "round {round}"
+        );
+        // Settled: traffic keeps flowing on the surviving connection, no flapping.
+        for i in 100..200 {
+            a.send("node-b", frame("ab", i)).expect("a");
+        }
+        let want: Vec<usize> = (0..200).collect();
+        assert_eq!(
+            collect_frames(&mut b_rx, "node-a", "ab", 200, WAIT, &mut at_b).await,
+            want,
+            "round {round}"
+        );
+        at_a.extend(drain(&mut a_rx, Duration::from_millis(100)).await);
+        for (events, peer) in [(&at_a, "node-b"), (&at_b, "node-a")] {
+            assert_eq!(
+                events.iter().filter(|e| is_up(peer)(e)).count(),
+                1,
+                "round {round}: {events:?}"
+            );
+            assert!(
+                !events.iter().any(is_down(peer)),
+                "round {round}: {events:?}"
+            );
+        }
+    }
+}

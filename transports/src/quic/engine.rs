@@ -33,6 +33,28 @@ use super::tls::{self, PeerNameChecker};
 use super::wire::{self, FrameDecoder, Hello};
 use super::{QuicConfig, QuicError, TlsSource, ALPN};
 
+/// Why a dial did not produce the peer's current connection.
+enum DialError {
+    /// The duplicate rule kept another connection (expected, not an error).
+    Duplicate,
+    /// Anything else, described.
+    Failed(String),
+}
+
+impl From<String> for DialError {
+    fn from(e: String) -> Self {
+        DialError::Failed(e)
+    }
+}
+
+/// Why `register` did not install a connection.
+enum Registration {
+    /// The duplicate rule keeps the existing connection.
+    Duplicate,
+    /// The transport is shutting down.
+    ShuttingDown,
+}
+
 /// A confirmed connection and its registry id (never 0).
 #[derive(Clone)]
 pub(crate) struct Link {
@@ -410,12 +432,17 @@ impl Inner {
                 peer.dialing.store(false, Ordering::Release);
                 match result {
                     Ok(()) => break,
+                    // Expected when both nodes dial at once; the peer's dial wins.
+                    Err(DialError::Duplicate) => debug!(
+                        node = %self.name, peer = %peer.name,
+                        "peer kept its own connection (simultaneous dial)"
+                    ),
                     // Loud for the first attempts, then every tenth.
-                    Err(e) if attempt < 3 || attempt % 10 == 0 => warn!(
+                    Err(DialError::Failed(e)) if attempt < 3 || attempt % 10 == 0 => warn!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
                     ),
-                    Err(e) => debug!(
+                    Err(DialError::Failed(e)) => debug!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
                     ),
@@ -435,7 +462,7 @@ impl Inner {
         }
     }
 
-    async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), String> {
+    async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), DialError> {
         let connecting = self
             .endpoint
             .connect_with(self.client_config.clone(), peer.addr, &peer.name)
@@ -448,7 +475,7 @@ impl Inner {
             if let Some(checker) = &self.checker {
                 if let Err(e) = checker.check(&conn, &peer.name) {
                     close(&conn, wire::CLOSE_REFUSED, "identity mismatch");
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             let (mut send, mut recv) = conn
@@ -463,9 +490,14 @@ impl Inner {
                 Ok(h) => h,
                 Err(e) => {
                     return Err(match conn.close_reason() {
-                        Some(reason) => format!("peer refused us: {reason}"),
-                        None => format!("peer sent no valid hello: {e}"),
-                    })
+                        Some(quinn::ConnectionError::ApplicationClosed(c))
+                            if c.error_code == VarInt::from_u32(wire::CLOSE_DUPLICATE) =>
+                        {
+                            DialError::Duplicate
+                        }
+                        Some(reason) => format!("peer refused us: {reason}").into(),
+                        None => format!("peer sent no valid hello: {e}").into(),
+                    });
                 }
             };
             if theirs.name != peer.name {
@@ -473,7 +505,8 @@ impl Inner {
                 return Err(format!(
                     "peer at {} says it is {:?}, expected {:?}",
                     peer.addr, theirs.name, peer.name
-                ));
+                )
+                .into());
             }
             // The hello stream has served its purpose.
             let _ = send.finish();
@@ -482,7 +515,11 @@ impl Inner {
         let (conn, theirs) = tokio::time::timeout(deadline, handshake)
             .await
             .map_err(|_| format!("handshake and hello took longer than {deadline:?}"))??;
-        self.register(peer, conn, true, theirs.incarnation).await
+        match self.register(peer, conn, true, theirs.incarnation).await {
+            Ok(()) => Ok(()),
+            Err(Registration::Duplicate) => Err(DialError::Duplicate),
+            Err(Registration::ShuttingDown) => Err("transport is shutting down".to_string().into()),
+        }
     }
 
     fn hello(&self) -> Hello {
@@ -563,8 +600,17 @@ impl Inner {
             return Ok(());
         }
         // Decide on duplicates before answering, so a losing dialer hears why.
-        self.register(&peer, conn.clone(), false, theirs.incarnation)
-            .await?;
+        match self
+            .register(&peer, conn.clone(), false, theirs.incarnation)
+            .await
+        {
+            Ok(()) => {}
+            Err(Registration::Duplicate) => {
+                debug!(node = %self.name, peer = %peer.name, "refused duplicate connection; keeping the existing one");
+                return Ok(());
+            }
+            Err(Registration::ShuttingDown) => return Err("transport is shutting down".into()),
+        }
         let hello = self.hello().encode().map_err(|e| e.to_string())?;
         send.write_all(&hello)
             .await
@@ -583,11 +629,11 @@ impl Inner {
         conn: Connection,
         dialed_by_me: bool,
         incarnation: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), Registration> {
         let mut st = peer.state.lock().await;
         if self.is_shut_down() {
             close(&conn, wire::CLOSE_SHUTDOWN, "shutdown");
-            return Err("transport is shutting down".into());
+            return Err(Registration::ShuttingDown);
         }
         if let Some(old) = st.current.take() {
             if old.link.conn.close_reason().is_some() {
@@ -618,10 +664,7 @@ impl Inner {
                     debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {old_dialer}");
                     st.current = Some(old);
                     close(&conn, wire::CLOSE_DUPLICATE, "duplicate connection");
-                    return Err(
-                        "duplicate connection: the peer keeps the one dialed by the lower name"
-                            .into(),
-                    );
+                    return Err(Registration::Duplicate);
                 }
                 debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {new_dialer}");
                 close(
