@@ -12,7 +12,6 @@
 //! `cargo bench -p troupe-transports --bench quic_throughput` (env `QUIC_BENCH_N`
 //! sets the frame count, default 2,000,000).
 
-#[allow(dead_code)]
 #[path = "../tests/quic_support/mod.rs"]
 mod quic_support;
 
@@ -85,6 +84,21 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time used so far by all threads of this process (ns), from schedstat.
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -131,7 +145,7 @@ async fn transport_pair(ca: &ClusterCa, xa: &Arbiter, xb: &Arbiter) -> Pair {
     }
 }
 
-async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) -> f64 {
+async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) -> (f64, f64) {
     let mut b_rx = p.b_rx.take().expect("rx");
     let receiver = on(xb, async move {
         let mut got = 0u64;
@@ -155,15 +169,17 @@ async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) 
     });
     let a = p.a.clone();
     let start = Instant::now();
+    let cpu0 = cpu_ns();
     let sender = on(xa, async move {
-        let mut i = 0u64;
+        // Non-blocking send while there is room; wait for room when the queue is
+        // full (the queue keeps up to `send_queue_capacity` frames in flight).
         let mut full = 0u64;
-        while i < n {
+        for i in 0..n {
             match a.send("node-b", payload(i)) {
-                Ok(()) => i += 1,
+                Ok(()) => {}
                 Err(TransportError::QueueFull { .. }) => {
                     full += 1;
-                    tokio::task::yield_now().await;
+                    a.send_wait("node-b", payload(i)).await.expect("send_wait");
                 }
                 Err(e) => panic!("send: {e}"),
             }
@@ -171,9 +187,13 @@ async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) 
         full
     });
     let (_, (end, got, b_rx)) = tokio::join!(sender, receiver);
+    let cpu = cpu_ns() - cpu0;
     p.b_rx = Some(b_rx);
     assert_eq!(got, n);
-    n as f64 / (end - start).as_secs_f64()
+    (
+        n as f64 / (end - start).as_secs_f64(),
+        cpu as f64 / n as f64,
+    )
 }
 
 async fn transport_rtt(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, iters: usize) -> Vec<Duration> {
@@ -300,7 +320,13 @@ async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint {
 }
 
 /// Sends `n` frames on one uni stream, batches of `batch` frames per write.
-async fn raw_throughput(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, n: u64, batch: usize) -> f64 {
+async fn raw_throughput(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    n: u64,
+    batch: usize,
+) -> (f64, f64) {
     let (server, addr) = raw_server(xb, ca).await;
     // The client endpoint must be created on its arbiter.
     let receiver = start(xb, async move {
@@ -331,6 +357,7 @@ async fn raw_throughput(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, n: u64, batc
     });
     let (client_ep, conn) = raw_connect(xa, ca, addr).await;
     let started = Instant::now();
+    let cpu0 = cpu_ns();
     let sender = on(xa, async move {
         let mut s = conn.open_uni().await.expect("open");
         let mut i = 0u64;
@@ -350,9 +377,13 @@ async fn raw_throughput(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, n: u64, batc
     });
     let (_s, _conn) = sender.await;
     let (end, got, _server, _sconn) = receiver.await.expect("receiver");
+    let cpu = cpu_ns() - cpu0;
     drop(client_ep);
     assert_eq!(got, n);
-    n as f64 / (end - started).as_secs_f64()
+    (
+        n as f64 / (end - started).as_secs_f64(),
+        cpu as f64 / n as f64,
+    )
 }
 
 async fn raw_rtt(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, iters: usize) -> Vec<Duration> {
@@ -558,29 +589,50 @@ fn main() {
         println!("QUIC transport benchmark: {FRAME}-byte frames over loopback, mutual TLS, {n} frames per throughput run");
 
         // (e) first, on a fresh process heap.
+        if std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport") {
+            let mut pair = transport_pair(&ca, &xa, &xb).await;
+            for _ in 0..3 {
+                let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+                println!("transport {t:.0} msg/s, {tc:.0} CPU-ns/msg");
+            }
+            return;
+        }
         let (before, after, per) = memory_per_connection(&xa, &xb, &ca, 100).await;
         println!("(e) memory: RSS {before} KiB -> {after} KiB for 100 idle connections: {per} KiB per connection (both ends in this process)");
 
         let mut pair = transport_pair(&ca, &xa, &xb).await;
         // Warm up: connect and run a short burst.
         transport_throughput(&mut pair, &xa, &xb, 50_000).await;
-        let mut ours = Vec::new();
-        let mut raw = Vec::new();
-        for round in 0..3 {
-            let r = raw_throughput(&xa, &xb, &ca, n, 1024).await;
-            let t = transport_throughput(&mut pair, &xa, &xb, n).await;
-            println!("    round {round}: transport {t:>12.0} msg/s   raw quinn {r:>12.0} msg/s   ratio {:.2}", t / r);
+        // QUIC_BENCH_ONLY=transport: only the transport throughput (for profiling).
+        let transport_only = std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport");
+        let rounds: usize = std::env::var("QUIC_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+        let (mut ours, mut raw, mut ratios, mut ours_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        for round in 0..rounds {
+            let (r, rc) = if transport_only {
+                (1.0, 1.0)
+            } else {
+                raw_throughput(&xa, &xb, &ca, n, 1024).await
+            };
+            let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+            println!(
+                "    round {round}: transport {t:>10.0} msg/s ({tc:>4.0} CPU-ns/msg)   raw quinn {r:>10.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
+                t / r
+            );
             ours.push(t);
             raw.push(r);
+            ratios.push(t / r);
+            ours_cpu.push(tc);
+            raw_cpu.push(rc);
         }
         let med = |v: &mut Vec<f64>| {
             v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
             v[v.len() / 2]
         };
-        let (t, r) = (med(&mut ours), med(&mut raw));
-        println!("(a) transport one-way throughput (median of 3): {t:.0} msg/s");
-        println!("(b) raw quinn, same framing, one stream (median of 3): {r:.0} msg/s");
-        println!("    ratio transport / raw quinn: {:.2}", t / r);
+        let (t, r, q) = (med(&mut ours), med(&mut raw), med(&mut ratios));
+        let (tc, rc) = (med(&mut ours_cpu), med(&mut raw_cpu));
+        println!("(a) transport one-way throughput: median {t:.0} msg/s, max {:.0} msg/s; {tc:.0} CPU-ns per message (both ends)", ours[ours.len() - 1]);
+        println!("(b) raw quinn, same framing, one stream: median {r:.0} msg/s, max {:.0} msg/s; {rc:.0} CPU-ns per message", raw[raw.len() - 1]);
+        println!("    ratio transport / raw quinn: median of per-round ratios {q:.2}; CPU-efficiency ratio (raw CPU-ns / transport CPU-ns) {:.2}", rc / tc);
 
         let iters = 5000;
         let mut ours = transport_rtt(&mut pair, &xa, &xb, iters).await;

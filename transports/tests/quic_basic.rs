@@ -278,3 +278,183 @@ async fn send_errors_unknown_peer_too_large_queue_full_closed() {
     a.shutdown();
     assert_eq!(a.send("node-z", frame("x", 0)), Err(TransportError::Closed));
 }
+
+#[actix_rt::test]
+async fn silent_peer_is_declared_down_after_idle_timeout() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let quick = |mut c: troupe_transports::quic::QuicConfig| {
+        c.keep_alive = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_millis(800);
+        c
+    };
+    let (a, mut a_rx) = bind(
+        quick(config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        )),
+        64,
+    )
+    .await;
+    // node-b lives on its own arbiter (thread + runtime), which is then stopped:
+    // its tasks vanish without closing anything, like a killed process.
+    let arbiter = actix_rt::Arbiter::new();
+    let b_cfg = quick(config(
+        "node-b",
+        b_addr,
+        ca.issue("node-b").expect("b"),
+        &[("node-a", a_addr)],
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    arbiter.spawn(async move {
+        let (b, b_rx) = bind(b_cfg, 64).await;
+        let _ = tx.send((b, b_rx));
+        std::future::pending::<()>().await;
+    });
+    let (b, _b_rx) = rx.await.expect("node-b bound");
+    // Keep-alives hold the idle connection open well past the idle timeout.
+    a.send("node-b", frame("x", 0)).expect("send");
+    let mut seen = Vec::new();
+    assert!(wait_for(&mut a_rx, WAIT, &mut seen, is_up("node-b"))
+        .await
+        .is_some());
+    let quiet = drain(&mut a_rx, Duration::from_millis(1500)).await;
+    assert!(
+        !quiet.iter().any(is_down("node-b")),
+        "keep-alive failed: {quiet:?}"
+    );
+
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    let started = std::time::Instant::now();
+    let down = wait_for(&mut a_rx, WAIT, &mut seen, is_down("node-b")).await;
+    assert!(
+        down.is_some(),
+        "no PeerDown after the peer went silent: {seen:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "down too early"
+    );
+    drop(b);
+}
+
+#[actix_rt::test]
+async fn send_is_callable_from_other_threads() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let (a, _a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let (_b, mut b_rx) = bind(
+        config(
+            "node-b",
+            b_addr,
+            ca.issue("node-b").expect("b"),
+            &[("node-a", a_addr)],
+        ),
+        64,
+    )
+    .await;
+    let a = std::sync::Arc::new(a);
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    a.send("node-b", frame(&format!("t{t}"), i))
+                        .expect("send from thread");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let mut all = Vec::new();
+    for t in 0..2 {
+        let tag = format!("t{t}");
+        let got = collect_frames(&mut b_rx, "node-a", &tag, 200, WAIT, &mut all).await;
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "thread {t}: in order");
+    }
+}
+
+#[actix_rt::test]
+async fn simultaneous_dials_resolve_to_one_connection_without_loss() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    for round in 0..5 {
+        let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+        let (a, mut a_rx) = bind(
+            config(
+                "node-a",
+                a_addr,
+                ca.issue("node-a").expect("a"),
+                &[("node-b", b_addr)],
+            ),
+            512,
+        )
+        .await;
+        let (b, mut b_rx) = bind(
+            config(
+                "node-b",
+                b_addr,
+                ca.issue("node-b").expect("b"),
+                &[("node-a", a_addr)],
+            ),
+            512,
+        )
+        .await;
+        // Both dial at the same moment.
+        for i in 0..100 {
+            a.send("node-b", frame("ab", i)).expect("a");
+            b.send("node-a", frame("ba", i)).expect("b");
+        }
+        let mut at_a = Vec::new();
+        let mut at_b = Vec::new();
+        let want: Vec<usize> = (0..100).collect();
+        assert_eq!(
+            collect_frames(&mut b_rx, "node-a", "ab", 100, WAIT, &mut at_b).await,
+            want,
+            "round {round}"
+        );
+        assert_eq!(
+            collect_frames(&mut a_rx, "node-b", "ba", 100, WAIT, &mut at_a).await,
+            want,
+            "round {round}"
+        );
+        // Settled: traffic keeps flowing on the surviving connection, no flapping.
+        for i in 100..200 {
+            a.send("node-b", frame("ab", i)).expect("a");
+        }
+        let want: Vec<usize> = (0..200).collect();
+        assert_eq!(
+            collect_frames(&mut b_rx, "node-a", "ab", 200, WAIT, &mut at_b).await,
+            want,
+            "round {round}"
+        );
+        at_a.extend(drain(&mut a_rx, Duration::from_millis(100)).await);
+        for (events, peer) in [(&at_a, "node-b"), (&at_b, "node-a")] {
+            assert_eq!(
+                events.iter().filter(|e| is_up(peer)(e)).count(),
+                1,
+                "round {round}: {events:?}"
+            );
+            assert!(
+                !events.iter().any(is_down(peer)),
+                "round {round}: {events:?}"
+            );
+        }
+    }
+}

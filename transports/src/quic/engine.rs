@@ -15,6 +15,7 @@
 //! again. So the receiver sees, per class, a subsequence of the sender's order.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,9 +28,32 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
 
+use super::queue::{FrameQueue, PushError};
 use super::tls::{self, PeerNameChecker};
 use super::wire::{self, FrameDecoder, Hello};
 use super::{QuicConfig, QuicError, TlsSource, ALPN};
+
+/// Why a dial did not produce the peer's current connection.
+enum DialError {
+    /// The duplicate rule kept another connection (expected, not an error).
+    Duplicate,
+    /// Anything else, described.
+    Failed(String),
+}
+
+impl From<String> for DialError {
+    fn from(e: String) -> Self {
+        DialError::Failed(e)
+    }
+}
+
+/// Why `register` did not install a connection.
+enum Registration {
+    /// The duplicate rule keeps the existing connection.
+    Duplicate,
+    /// The transport is shutting down.
+    ShuttingDown,
+}
 
 /// A confirmed connection and its registry id (never 0).
 #[derive(Clone)]
@@ -54,8 +78,8 @@ struct PeerState {
 pub(crate) struct Peer {
     name: String,
     addr: SocketAddr,
-    data_tx: mpsc::Sender<Bytes>,
-    ctrl_tx: mpsc::Sender<Bytes>,
+    data_q: FrameQueue,
+    ctrl_q: FrameQueue,
     /// Held across the PeerUp / PeerDown sends, so events for one peer are ordered.
     state: Mutex<PeerState>,
     /// Id of the current link, 0 if none; readers deliver only while it is theirs.
@@ -77,8 +101,10 @@ pub(crate) struct Inner {
     client_config: quinn::ClientConfig,
     checker: Option<PeerNameChecker>,
     inbound: InboundSender,
-    peers: HashMap<String, Arc<Peer>>,
+    peers: HashMap<String, Arc<Peer>, BuildHasherDefault<Fnv1a>>,
     shutdown_tx: watch::Sender<bool>,
+    /// Mirrors `shutdown_tx` for the per-send check (no lock).
+    closed: AtomicBool,
     next_link_id: AtomicU64,
 }
 
@@ -97,6 +123,29 @@ fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, Qui
     tc.receive_window(VarInt::from_u32(8 * 1024 * 1024));
     tc.send_window(8 * 1024 * 1024);
     Ok(Arc::new(tc))
+}
+
+/// FNV-1a: a fast hasher for the small, trusted set of configured peer names
+/// (looked up on every send). Iteration order of the map never decides anything.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 fn seed_for(a: &str, b: &str) -> u64 {
@@ -162,27 +211,25 @@ impl Inner {
         })?;
 
         let (shutdown_tx, _) = watch::channel(false);
-        let mut peers = HashMap::new();
-        let mut receivers = Vec::new();
+        let mut peers = HashMap::default();
+        let mut started = Vec::new();
         for (name, addr) in &cfg.peers {
             if *name == cfg.node_name {
                 debug!(node = %cfg.node_name, "ignoring peer entry naming this node");
                 continue;
             }
-            let (data_tx, data_rx) = mpsc::channel(cfg.send_queue_capacity);
-            let (ctrl_tx, ctrl_rx) = mpsc::channel(cfg.control_queue_capacity);
             let peer = Arc::new(Peer {
                 name: name.clone(),
                 addr: *addr,
-                data_tx,
-                ctrl_tx,
+                data_q: FrameQueue::new(cfg.send_queue_capacity),
+                ctrl_q: FrameQueue::new(cfg.control_queue_capacity),
                 state: Mutex::new(PeerState::default()),
                 current_id: AtomicU64::new(0),
                 link: watch::channel(None).0,
                 want_connect: Notify::new(),
                 dialing: AtomicBool::new(false),
             });
-            receivers.push((peer.clone(), data_rx, ctrl_rx));
+            started.push(peer.clone());
             peers.insert(name.clone(), peer);
         }
         let inner = Arc::new(Inner {
@@ -195,20 +242,13 @@ impl Inner {
             inbound,
             peers,
             shutdown_tx,
+            closed: AtomicBool::new(false),
             next_link_id: AtomicU64::new(1),
             cfg,
         });
-        for (peer, data_rx, ctrl_rx) in receivers {
-            tokio::spawn(
-                inner
-                    .clone()
-                    .writer(peer.clone(), data_rx, wire::STREAM_DATA),
-            );
-            tokio::spawn(
-                inner
-                    .clone()
-                    .writer(peer.clone(), ctrl_rx, wire::STREAM_CONTROL),
-            );
+        for peer in started {
+            tokio::spawn(inner.clone().writer(peer.clone(), wire::STREAM_DATA));
+            tokio::spawn(inner.clone().writer(peer.clone(), wire::STREAM_CONTROL));
             tokio::spawn(inner.clone().connector(peer));
         }
         tokio::spawn(inner.clone().accept_loop());
@@ -217,14 +257,19 @@ impl Inner {
     }
 
     fn is_shut_down(&self) -> bool {
-        *self.shutdown_tx.borrow()
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn shutdown(&self) {
-        if self.shutdown_tx.send_replace(true) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.shutdown_tx.send_replace(true);
         debug!(node = %self.name, "QUIC transport shutting down");
+        for peer in self.peers.values() {
+            peer.data_q.close();
+            peer.ctrl_q.close();
+        }
         self.endpoint
             .close(VarInt::from_u32(wire::CLOSE_SHUTDOWN), b"shutdown");
     }
@@ -249,17 +294,37 @@ impl Inner {
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
         let (queue, capacity) = if control {
-            (&peer.ctrl_tx, self.cfg.control_queue_capacity)
+            (&peer.ctrl_q, self.cfg.control_queue_capacity)
         } else {
-            (&peer.data_tx, self.cfg.send_queue_capacity)
+            (&peer.data_q, self.cfg.send_queue_capacity)
         };
-        queue.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TransportError::QueueFull {
+        queue.try_push(frame).map_err(|e| match e {
+            PushError::Full => TransportError::QueueFull {
                 peer: to.to_string(),
                 capacity,
             },
-            mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+            PushError::Closed => TransportError::Closed,
         })
+    }
+
+    pub(crate) async fn enqueue_wait(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Closed);
+        }
+        if frame.len() > self.cfg.max_frame_size {
+            return Err(TransportError::FrameTooLarge {
+                len: frame.len(),
+                max: self.cfg.max_frame_size,
+            });
+        }
+        let peer = self
+            .peers
+            .get(to)
+            .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
+        peer.data_q
+            .push(frame)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 
     pub(crate) fn connected_peers(&self) -> Vec<String> {
@@ -282,7 +347,12 @@ impl Inner {
     // ----- writing -------------------------------------------------------------
 
     /// Drains one queue of one peer, writing batches on a stream of the current link.
-    async fn writer(self: Arc<Self>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Bytes>, kind: u8) {
+    async fn writer(self: Arc<Self>, peer: Arc<Peer>, kind: u8) {
+        let queue = if kind == wire::STREAM_CONTROL {
+            &peer.ctrl_q
+        } else {
+            &peer.data_q
+        };
         let shutdown = self.shutdown_tx.subscribe();
         let stop = Self::shut_down(shutdown);
         tokio::pin!(stop);
@@ -294,7 +364,7 @@ impl Inner {
         loop {
             batch.clear();
             let n = tokio::select! {
-                n = rx.recv_many(&mut batch, self.cfg.max_batch) => n,
+                n = queue.pop_batch(&mut batch, self.cfg.max_batch) => n,
                 _ = &mut stop => return,
             };
             if n == 0 {
@@ -362,12 +432,17 @@ impl Inner {
                 peer.dialing.store(false, Ordering::Release);
                 match result {
                     Ok(()) => break,
+                    // Expected when both nodes dial at once; the peer's dial wins.
+                    Err(DialError::Duplicate) => debug!(
+                        node = %self.name, peer = %peer.name,
+                        "peer kept its own connection (simultaneous dial)"
+                    ),
                     // Loud for the first attempts, then every tenth.
-                    Err(e) if attempt < 3 || attempt % 10 == 0 => warn!(
+                    Err(DialError::Failed(e)) if attempt < 3 || attempt % 10 == 0 => warn!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
                     ),
-                    Err(e) => debug!(
+                    Err(DialError::Failed(e)) => debug!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
                     ),
@@ -387,7 +462,7 @@ impl Inner {
         }
     }
 
-    async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), String> {
+    async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), DialError> {
         let connecting = self
             .endpoint
             .connect_with(self.client_config.clone(), peer.addr, &peer.name)
@@ -400,7 +475,7 @@ impl Inner {
             if let Some(checker) = &self.checker {
                 if let Err(e) = checker.check(&conn, &peer.name) {
                     close(&conn, wire::CLOSE_REFUSED, "identity mismatch");
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             let (mut send, mut recv) = conn
@@ -415,9 +490,14 @@ impl Inner {
                 Ok(h) => h,
                 Err(e) => {
                     return Err(match conn.close_reason() {
-                        Some(reason) => format!("peer refused us: {reason}"),
-                        None => format!("peer sent no valid hello: {e}"),
-                    })
+                        Some(quinn::ConnectionError::ApplicationClosed(c))
+                            if c.error_code == VarInt::from_u32(wire::CLOSE_DUPLICATE) =>
+                        {
+                            DialError::Duplicate
+                        }
+                        Some(reason) => format!("peer refused us: {reason}").into(),
+                        None => format!("peer sent no valid hello: {e}").into(),
+                    });
                 }
             };
             if theirs.name != peer.name {
@@ -425,7 +505,8 @@ impl Inner {
                 return Err(format!(
                     "peer at {} says it is {:?}, expected {:?}",
                     peer.addr, theirs.name, peer.name
-                ));
+                )
+                .into());
             }
             // The hello stream has served its purpose.
             let _ = send.finish();
@@ -434,7 +515,11 @@ impl Inner {
         let (conn, theirs) = tokio::time::timeout(deadline, handshake)
             .await
             .map_err(|_| format!("handshake and hello took longer than {deadline:?}"))??;
-        self.register(peer, conn, true, theirs.incarnation).await
+        match self.register(peer, conn, true, theirs.incarnation).await {
+            Ok(()) => Ok(()),
+            Err(Registration::Duplicate) => Err(DialError::Duplicate),
+            Err(Registration::ShuttingDown) => Err("transport is shutting down".to_string().into()),
+        }
     }
 
     fn hello(&self) -> Hello {
@@ -515,8 +600,17 @@ impl Inner {
             return Ok(());
         }
         // Decide on duplicates before answering, so a losing dialer hears why.
-        self.register(&peer, conn.clone(), false, theirs.incarnation)
-            .await?;
+        match self
+            .register(&peer, conn.clone(), false, theirs.incarnation)
+            .await
+        {
+            Ok(()) => {}
+            Err(Registration::Duplicate) => {
+                debug!(node = %self.name, peer = %peer.name, "refused duplicate connection; keeping the existing one");
+                return Ok(());
+            }
+            Err(Registration::ShuttingDown) => return Err("transport is shutting down".into()),
+        }
         let hello = self.hello().encode().map_err(|e| e.to_string())?;
         send.write_all(&hello)
             .await
@@ -535,11 +629,11 @@ impl Inner {
         conn: Connection,
         dialed_by_me: bool,
         incarnation: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), Registration> {
         let mut st = peer.state.lock().await;
         if self.is_shut_down() {
             close(&conn, wire::CLOSE_SHUTDOWN, "shutdown");
-            return Err("transport is shutting down".into());
+            return Err(Registration::ShuttingDown);
         }
         if let Some(old) = st.current.take() {
             if old.link.conn.close_reason().is_some() {
@@ -570,10 +664,7 @@ impl Inner {
                     debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {old_dialer}");
                     st.current = Some(old);
                     close(&conn, wire::CLOSE_DUPLICATE, "duplicate connection");
-                    return Err(
-                        "duplicate connection: the peer keeps the one dialed by the lower name"
-                            .into(),
-                    );
+                    return Err(Registration::Duplicate);
                 }
                 debug!(node = %self.name, peer = %peer.name, "duplicate connection: keeping the one dialed by {new_dialer}");
                 close(
@@ -666,12 +757,21 @@ impl Inner {
                     return;
                 }
             };
-            decoder.push(&chunk);
+            decoder.push(chunk);
             loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
-                        let Ok(permit) = self.inbound.reserve().await else {
-                            return;
+                        // Fast path without a future; otherwise wait for room
+                        // (back-pressure: no more reading until the node catches up).
+                        let permit = match self.inbound.try_reserve() {
+                            Ok(permit) => permit,
+                            Err(mpsc::error::TrySendError::Full(())) => {
+                                match self.inbound.reserve().await {
+                                    Ok(permit) => permit,
+                                    Err(_) => return,
+                                }
+                            }
+                            Err(mpsc::error::TrySendError::Closed(())) => return,
                         };
                         if peer.current_id.load(Ordering::Acquire) != link.id {
                             // Replaced or closed: stop; frames from here on are dropped.

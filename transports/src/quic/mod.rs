@@ -1,13 +1,13 @@
 //! The QUIC transport: one quinn endpoint per node, mutual TLS, framed streams.
 //!
 //! [`QuicTransport`] implements [`Transport`]: it moves opaque frames between nodes
-//! named by node name and reports [`TransportEvent`]s into the node's bounded
+//! named by node name and reports [`TransportEvent`](troupe_framework::transport::TransportEvent)s into the node's bounded
 //! inbound channel.
 //!
 //! # Wire and streams
 //! One QUIC connection per pair of nodes. The dialer opens one bidirectional stream
 //! and both sides exchange a *hello* (node name + incarnation) on it; only then is
-//! the peer confirmed and [`TransportEvent::PeerUp`] emitted. (With TLS 1.3 a
+//! the peer confirmed and [`PeerUp`](troupe_framework::transport::TransportEvent::PeerUp) emitted. (With TLS 1.3 a
 //! client's handshake completes before the server has checked the client
 //! certificate, so the hello is what proves both sides accepted each other.)
 //! Afterwards each side opens two long-lived unidirectional streams towards the
@@ -29,14 +29,18 @@
 //!   A writer task per peer and class drains its queue and writes everything queued
 //!   so far as one batch (small frames coalesced into one buffer).
 //! - Inbound back-pressure: a reader waits for room in the node's channel before
-//!   reading on, so QUIC flow control slows the remote sender down.
+//!   reading on, so QUIC flow control slows the remote sender down. A stream's
+//!   receive window (4 MiB) is half the connection's (8 MiB), so a stalled data
+//!   stream cannot starve the control stream of connection credit.
+//! - [`QuicTransport::send_wait`] is the waiting variant of `send` for bulk
+//!   producers that prefer to be slowed down rather than refused.
 //!
 //! # Connections
 //! - Connect on first send; on failure retry with jittered exponential back-off
 //!   ([`QuicConfig::reconnect_min`] .. [`QuicConfig::reconnect_max`]) while frames
 //!   are waiting. Keep-alives ([`QuicConfig::keep_alive`]) keep an idle connection
 //!   open below [`QuicConfig::idle_timeout`]; a silent peer is declared gone after
-//!   the idle timeout ([`TransportEvent::PeerDown`]).
+//!   the idle timeout ([`PeerDown`](troupe_framework::transport::TransportEvent::PeerDown)).
 //! - Duplicates: when both nodes dial each other, the connection dialed by the
 //!   node with the lexicographically lower name is kept and the other one is closed
 //!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. A connection
@@ -64,6 +68,7 @@
 //! any thread.
 
 mod engine;
+mod queue;
 mod tls;
 pub mod wire;
 
@@ -262,6 +267,13 @@ impl QuicTransport {
     /// not wait behind data frames; they are ordered among themselves only.
     pub fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
         self.inner.enqueue(to, frame, true)
+    }
+
+    /// Like [`Transport::send`], but waits for room in the peer's data queue
+    /// instead of failing with `QueueFull` (for bulk producers that prefer to be
+    /// slowed down). Waits indefinitely while the peer is unreachable.
+    pub async fn send_wait(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.inner.enqueue_wait(to, frame).await
     }
 
     /// Names of the peers with a confirmed connection right now, sorted.

@@ -57,6 +57,18 @@ pub enum WireError {
 /// Appends the length-prefixed encoding of `frames` to `out` as few large chunks:
 /// small frames are coalesced into `scratch`, large ones are passed through.
 pub fn encode_batch(frames: &[Bytes], scratch: &mut BytesMut, out: &mut Vec<Bytes>) {
+    // One allocation for the whole coalesced part (no regrowth while copying).
+    let coalesced: usize = frames
+        .iter()
+        .map(|f| {
+            4 + if f.len() <= COALESCE_LIMIT {
+                f.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    scratch.reserve(coalesced);
     for frame in frames {
         // Frame lengths are checked against the (u32) limit at send time.
         scratch.put_u32(frame.len() as u32);
@@ -73,9 +85,15 @@ pub fn encode_batch(frames: &[Bytes], scratch: &mut BytesMut, out: &mut Vec<Byte
 }
 
 /// Incremental decoder of length-prefixed frames from stream chunks.
+///
+/// Frames that lie entirely inside one received chunk are returned as slices of
+/// that chunk (no copy); only frames split across chunks are assembled in a buffer.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buf: BytesMut,
+    /// The unparsed rest of the current chunk.
+    cur: Bytes,
+    /// A frame (with its prefix) being assembled across chunks.
+    partial: BytesMut,
     max: usize,
 }
 
@@ -83,36 +101,80 @@ impl FrameDecoder {
     /// A decoder refusing frames longer than `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
-            buf: BytesMut::new(),
+            cur: Bytes::new(),
+            partial: BytesMut::new(),
             max,
         }
     }
 
-    /// Appends bytes read from the stream.
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    /// Appends a chunk read from the stream. Call only after [`Self::next_frame`]
+    /// returned `Ok(None)` (everything before was consumed).
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.cur.is_empty() {
+            self.cur = chunk;
+        } else {
+            // Not the documented use; stay correct anyway (copying).
+            let mut joined = BytesMut::with_capacity(self.cur.len() + chunk.len());
+            joined.extend_from_slice(&self.cur);
+            joined.extend_from_slice(&chunk);
+            self.cur = joined.freeze();
+        }
+    }
+
+    fn check(&self, len: usize) -> Result<(), WireError> {
+        if len > self.max {
+            Err(WireError::FrameTooLarge { len, max: self.max })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn take_into_partial(&mut self, want: usize) {
+        let n = want.min(self.cur.len());
+        self.partial.extend_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, WireError> {
-        if self.buf.len() < 4 {
+        if !self.partial.is_empty() {
+            if self.partial.len() < 4 {
+                self.take_into_partial(4 - self.partial.len());
+                if self.partial.len() < 4 {
+                    return Ok(None);
+                }
+            }
+            let p = &self.partial;
+            let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+            self.check(len)?;
+            self.partial.reserve(4 + len - self.partial.len());
+            self.take_into_partial(4 + len - self.partial.len());
+            if self.partial.len() < 4 + len {
+                return Ok(None);
+            }
+            let mut frame = self.partial.split();
+            frame.advance(4);
+            return Ok(Some(frame.freeze()));
+        }
+        if self.cur.len() < 4 {
+            self.take_into_partial(4);
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > self.max {
-            return Err(WireError::FrameTooLarge { len, max: self.max });
+        let c = &self.cur;
+        let len = u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize;
+        self.check(len)?;
+        if self.cur.len() >= 4 + len {
+            self.cur.advance(4);
+            return Ok(Some(self.cur.split_to(len)));
         }
-        if self.buf.len() < 4 + len {
-            self.buf.reserve(4 + len - self.buf.len());
-            return Ok(None);
-        }
-        self.buf.advance(4);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        self.partial.reserve(4 + len);
+        self.take_into_partial(4 + len);
+        Ok(None)
     }
 
     /// Bytes buffered but not yet returned as a frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.cur.len() + self.partial.len()
     }
 }
 
@@ -195,7 +257,7 @@ mod tests {
             let mut dec = FrameDecoder::new(10_000);
             let mut got = Vec::new();
             for chunk in wire.chunks(step) {
-                dec.push(chunk);
+                dec.push(Bytes::copy_from_slice(chunk));
                 while let Some(f) = dec.next_frame().expect("valid") {
                     got.push(f);
                 }
@@ -206,9 +268,25 @@ mod tests {
     }
 
     #[test]
+    fn pushing_before_draining_keeps_the_stream_intact() {
+        let frames: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 10])).collect();
+        let mut out = Vec::new();
+        encode_batch(&frames, &mut BytesMut::new(), &mut out);
+        let wire: Vec<u8> = out.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut dec = FrameDecoder::new(100);
+        dec.push(Bytes::copy_from_slice(&wire[..7]));
+        dec.push(Bytes::copy_from_slice(&wire[7..]));
+        let mut got = Vec::new();
+        while let Some(f) = dec.next_frame().expect("valid") {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
     fn oversize_prefix_is_refused_before_the_body_arrives() {
         let mut dec = FrameDecoder::new(100);
-        dec.push(&[0xff, 0xff, 0xff, 0xff]);
+        dec.push(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]));
         assert_eq!(
             dec.next_frame(),
             Err(WireError::FrameTooLarge {
