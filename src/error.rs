@@ -22,6 +22,12 @@ pub enum Error {
     /// The QUIC transport could not start (bad certificates, port in use...).
     #[error("transport: {0}")]
     Transport(String),
+    /// A protocol reported a failure.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// An operation did not complete in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
     /// A protocol actor is not running.
     #[error(transparent)]
     Driver(#[from] troupe_protocols::driver::DriverError),

@@ -20,7 +20,7 @@ use std::time::Duration;
 use troupe_framework::membership::{FailureDetector as _, MemberEvent};
 use troupe_framework::sansio::Protocol;
 use troupe_framework::{Node, NodeId};
-use troupe_protocols::driver::{spawn_driver, DriverHandle, EventHook, OutputsOf};
+use troupe_protocols::driver::{spawn_driver, DriverHandle, DriverSpec, EventHook, OutputsOf};
 use troupe_protocols::fd::{AnyDetector, FailureDetectorConfig, FdMessage, FdTimer};
 
 use crate::Error;
@@ -183,7 +183,7 @@ pub async fn start_failure_detector(
         let mut view = NameView::default();
         Box::new(move |node: &Node, evs: &[MemberEvent<NodeId>]| view.apply(node, evs))
     });
-    let driver = spawn_driver(node, FD_ACTOR, make, false, Some(hook)).await?;
+    let driver = spawn_driver(node, DriverSpec::new(FD_ACTOR, make).hook(hook)).await?;
     Ok(FailureDetectorHandle {
         driver,
         kind: config.kind(),

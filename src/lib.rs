@@ -21,6 +21,8 @@ pub use troupe_transports as transports;
 pub mod config;
 pub mod error;
 pub mod failure_detector;
+pub mod leader;
+pub mod lock;
 pub mod runtime;
 
 pub use error::Error;
@@ -28,6 +30,10 @@ pub use error::Error;
 /// The names most programs use.
 pub mod prelude {
     pub use crate::config::Config;
+    pub use crate::leader::{start_election, LeaderElection, Leadership};
+    pub use crate::lock::{start_lock, DistributedLock, LockGuard};
+    pub use troupe_protocols::election::ElectionAlgorithm;
+    pub use troupe_protocols::mutex::MutexAlgorithm;
     pub use crate::runtime::{start_node, RunningNode};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};

@@ -81,6 +81,17 @@ impl<Id: crate::fd::FdId> WireMessage for crate::fd::FdMessage<Id> {
     const WIRE_NAME: &'static str = "troupe.fd";
 }
 
+impl WireMessage for crate::mutex::AnyMutexMsg {
+    const WIRE_NAME: &'static str = "troupe.mutex";
+}
+
+impl<Id> WireMessage for crate::election::AnyElectionMsg<Id>
+where
+    Id: Serialize + DeserializeOwned + Clone + Debug + Send + 'static,
+{
+    const WIRE_NAME: &'static str = "troupe.election";
+}
+
 /// A protocol message on its way to the same protocol instance on a peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -133,6 +144,25 @@ where
     hook: Option<EventHook<P>>,
     membership: bool,
     peers: BTreeMap<String, RemoteRef<Wire<P::Msg>>>,
+    persist: Option<Persist<P>>,
+}
+
+/// What the driver writes to the node's storage after each input.
+pub struct Persist<P> {
+    key: String,
+    snapshot: Box<dyn Fn(&P) -> Vec<u8>>,
+    last: Option<Vec<u8>>,
+}
+
+impl<P> Persist<P> {
+    /// Store `snapshot(core)` under `key` whenever it changes.
+    pub fn new(key: impl Into<String>, snapshot: impl Fn(&P) -> Vec<u8> + 'static) -> Self {
+        Self {
+            key: key.into(),
+            snapshot: Box::new(snapshot),
+            last: None,
+        }
+    }
 }
 
 impl<P> Driver<P>
@@ -160,7 +190,18 @@ where
             hook: None,
             membership: false,
             peers: BTreeMap::new(),
+            persist: None,
         }
+    }
+
+    /// After every input, and before any of its messages are sent, write the
+    /// core's durable state to the node's storage (when it changed). If the
+    /// write fails, the outputs are dropped and the actor stops (its
+    /// supervisor restarts it from what *was* persisted), so nothing is ever
+    /// sent on the strength of state that is not on disk.
+    pub fn with_persist(mut self, persist: Persist<P>) -> Self {
+        self.persist = Some(persist);
+        self
     }
 
     /// Feed the node's membership events to the core's `on_membership`
@@ -183,6 +224,17 @@ where
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let out = self.out.take();
+        if let Some(p) = self.persist.as_mut() {
+            let bytes = (p.snapshot)(&self.core);
+            if p.last.as_ref() != Some(&bytes) {
+                if let Err(e) = self.node.storage().put(&p.key, &bytes) {
+                    tracing::error!(protocol = %self.name, error = %e, "cannot persist protocol state; stopping");
+                    ctx.stop();
+                    return;
+                }
+                p.last = Some(bytes);
+            }
+        }
         for (to, msg) in out.sends {
             let node = to.node_name().to_string();
             let peer = match self.peers.get(&node) {
@@ -335,29 +387,70 @@ where
 /// Makes a fresh event hook for each (re)start of a driver.
 pub type HookFactory<P> = std::sync::Arc<dyn Fn() -> EventHook<P> + Send + Sync>;
 
-/// Spawn a driver for core `P` as actor `name` on `node`, supervised under
-/// the node's root; `make` builds a fresh core on every (re)start.
-/// Returns a handle to send commands and subscribe to events.
-pub async fn spawn_driver<P, F>(
-    node: &Node,
-    name: &str,
-    make: F,
+type Snapshot<P> = std::sync::Arc<dyn Fn(&P) -> Vec<u8> + Send + Sync>;
+
+/// How to run a protocol core as a supervised actor: build with
+/// [`DriverSpec::new`], then [`spawn_driver`].
+pub struct DriverSpec<P: Protocol> {
+    name: String,
+    make: std::sync::Arc<dyn Fn(&Node) -> P + Send + Sync>,
     membership: bool,
     hook: Option<HookFactory<P>>,
-) -> Result<DriverHandle<P>, troupe_framework::NodeError>
+    persist: Option<(String, Snapshot<P>)>,
+}
+
+impl<P: Protocol> DriverSpec<P> {
+    /// Actor `name`, whose core `make` builds on every (re)start (reading
+    /// the node's storage if it persists state).
+    pub fn new(name: impl Into<String>, make: impl Fn(&Node) -> P + Send + Sync + 'static) -> Self {
+        Self {
+            name: name.into(),
+            make: std::sync::Arc::new(make),
+            membership: false,
+            hook: None,
+            persist: None,
+        }
+    }
+    /// Feed the node's membership events to the core.
+    pub fn membership(mut self) -> Self {
+        self.membership = true;
+        self
+    }
+    /// Call a hook (made fresh on each start) with each input's events.
+    pub fn hook(mut self, hook: HookFactory<P>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+    /// Persist `snapshot(core)` under storage `key` after every input,
+    /// before its messages go out (see [`Driver::with_persist`]).
+    pub fn persist(mut self, key: impl Into<String>, snapshot: impl Fn(&P) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        self.persist = Some((key.into(), std::sync::Arc::new(snapshot)));
+        self
+    }
+}
+
+/// Spawn a driver as a named actor supervised under the node's root.
+/// Returns a handle to send commands and subscribe to events.
+pub async fn spawn_driver<P>(node: &Node, spec: DriverSpec<P>) -> Result<DriverHandle<P>, troupe_framework::NodeError>
 where
     P: Protocol + 'static,
     P::Id: PeerId,
     P::Msg: WireMessage,
     P::Timer: 'static,
     P::Event: Send + 'static,
-    F: Fn(&Node) -> P + Send + Sync + 'static,
 {
     let (events, _) = broadcast::channel(1024);
     let ev = events.clone();
     let n = node.clone();
-    let actor_name = name.to_string();
-    let spec = troupe_framework::ActorSpec::new(name, move || {
+    let DriverSpec {
+        name,
+        make,
+        membership,
+        hook,
+        persist,
+    } = spec;
+    let actor_name = name.clone();
+    let actor = troupe_framework::ActorSpec::new(name.clone(), move || {
         let mut d = Driver::new(make(&n), n.clone(), actor_name.clone(), ev.clone());
         if membership {
             d = d.with_membership();
@@ -365,13 +458,17 @@ where
         if let Some(h) = &hook {
             d.hook = Some(h());
         }
+        if let Some((key, snap)) = &persist {
+            let snap = snap.clone();
+            d = d.with_persist(Persist::new(key.clone(), move |p: &P| snap(p)));
+        }
         d
     })
     .handles_from::<Wire<P::Msg>>();
-    node.spawn(spec).await?;
+    node.spawn(actor).await?;
     Ok(DriverHandle {
         node: node.clone(),
-        name: name.to_string(),
+        name,
         events,
     })
 }
@@ -417,6 +514,22 @@ where
     /// The node this protocol runs on.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Run `f` against the core without waiting (for use in `Drop`).
+    pub fn invoke_detached(&self, f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static) -> Result<(), DriverError> {
+        let addr = self
+            .node
+            .registry()
+            .typed_addr::<Driver<P>>(&self.name)
+            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
+        addr.do_send(Invoke::<P, ()>(Box::new(f)));
+        Ok(())
+    }
+
+    /// The driver's actor name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Run `f` against the core and return its result.

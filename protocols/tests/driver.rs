@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
 use troupe_framework::sansio::{Outputs, Protocol};
-use troupe_protocols::driver::{spawn_driver, WireMessage};
+use troupe_protocols::driver::{spawn_driver, DriverSpec, WireMessage};
 use troupe_transports::sim::{run_virtual, FaultPlan, SimCluster};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ fn driver_carries_out_sends_timers_events_and_commands() {
                 });
             }
             handles.push(
-                spawn_driver(&node, "beacon", |_| Beacon::default(), true, None)
+                spawn_driver(&node, DriverSpec::new("beacon", |_| Beacon::default()).membership())
                     .await
                     .unwrap(),
             );
