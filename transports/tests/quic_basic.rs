@@ -458,3 +458,72 @@ async fn simultaneous_dials_resolve_to_one_connection_without_loss() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn large_frames_arrive_intact_and_control_overtakes_them() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let (a, _a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let (_b, mut b_rx) = bind(
+        config(
+            "node-b",
+            b_addr,
+            ca.issue("node-b").expect("b"),
+            &[("node-a", a_addr)],
+        ),
+        64,
+    )
+    .await;
+    // Connect first, so the burst below is not delayed by the handshake.
+    a.send("node-b", frame("warm", 0)).expect("warm");
+    let mut all = Vec::new();
+    collect_frames(&mut b_rx, "node-a", "warm", 1, WAIT, &mut all).await;
+
+    const BIG: usize = 1 << 20;
+    const COUNT: usize = 24;
+    for i in 0..COUNT {
+        let mut f = format!("big:{i}:").into_bytes();
+        f.resize(BIG, (i % 251) as u8);
+        a.send("node-b", bytes::Bytes::from(f)).expect("big");
+    }
+    a.send_control("node-b", frame("hb", 0)).expect("control");
+    let mut order = Vec::new();
+    let mut bigs = 0;
+    while bigs < COUNT {
+        match tokio::time::timeout(WAIT, b_rx.recv()).await {
+            Ok(Some(TransportEvent::Frame { bytes, .. })) => {
+                if bytes.starts_with(b"big:") {
+                    let prefix = format!("big:{bigs}:");
+                    assert!(bytes.starts_with(prefix.as_bytes()), "big frames in order");
+                    assert_eq!(bytes.len(), BIG);
+                    assert!(bytes[BIG - 1] == (bigs % 251) as u8, "content intact");
+                    order.push("big");
+                    bigs += 1;
+                } else if bytes.as_ref() == b"hb:0" {
+                    order.push("hb");
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("only {bigs} big frames arrived"),
+        }
+    }
+    let hb = order
+        .iter()
+        .position(|x| *x == "hb")
+        .expect("control frame arrived");
+    // It is sent after 24 MiB of queued data; it must not wait behind most of it.
+    assert!(
+        hb < COUNT / 2,
+        "control frame waited behind data: after {hb} big frames"
+    );
+}
