@@ -61,6 +61,31 @@
 //! - [`QuicConfig::insecure_dev_mode`] (opt-in by name, logged loudly): TLS with a
 //!   self-signed certificate, no certificate verification, names from the hello.
 //!
+//! # Example
+//! ```no_run
+//! use troupe_framework::transport::{Transport, TransportEvent};
+//! use troupe_transports::certs::ClusterCa;
+//! use troupe_transports::quic::{QuicConfig, QuicTransport, TlsSource};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = ClusterCa::generate()?; // or certs::init(dir) / certs::issue(dir, name) + TlsSource::Files
+//! let config = QuicConfig::new("node-a", "127.0.0.1:7000".parse()?, TlsSource::InMemory(ca.issue("node-a")?))
+//!     .with_peer("node-b", "127.0.0.1:7001".parse()?);
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+//! let transport = QuicTransport::bind(config, tx).await?;
+//! transport.send("node-b", bytes::Bytes::from_static(b"hello"))?; // connects on first send
+//! transport.send_control("node-b", bytes::Bytes::from_static(b"heartbeat"))?;
+//! while let Some(event) = rx.recv().await {
+//!     match event {
+//!         TransportEvent::PeerUp { peer } => println!("{peer} is up"),
+//!         TransportEvent::Frame { from, bytes } => println!("{} bytes from {from}", bytes.len()),
+//!         TransportEvent::PeerDown { peer, reason } => println!("{peer} down: {reason}"),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Runtime
 //! [`QuicTransport::bind`] must be awaited inside a tokio runtime (an actix
 //! `System` or `Arbiter` is one); the endpoint and every task of the transport run
