@@ -527,3 +527,72 @@ async fn large_frames_arrive_intact_and_control_overtakes_them() {
         "control frame waited behind data: after {hb} big frames"
     );
 }
+
+#[actix_rt::test]
+async fn restarted_peer_replaces_its_silent_old_connection() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    // Long idle timeout: the old connection is still "alive" when node-b returns.
+    let (a, mut a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let b_cfg = config(
+        "node-b",
+        b_addr,
+        ca.issue("node-b").expect("b"),
+        &[("node-a", a_addr)],
+    );
+    let arbiter = actix_rt::Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let first_cfg = b_cfg.clone();
+    arbiter.spawn(async move {
+        let (b, b_rx) = bind(first_cfg, 64).await;
+        let _ = tx.send((b, b_rx));
+        std::future::pending::<()>().await;
+    });
+    let (old_b, old_rx) = rx.await.expect("node-b bound");
+    a.send("node-b", frame("x", 0)).expect("send");
+    let mut seen = Vec::new();
+    assert!(wait_for(&mut a_rx, WAIT, &mut seen, is_up("node-b"))
+        .await
+        .is_some());
+    // node-b dies silently (its runtime stops without closing anything)...
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    // (Releases the old socket; its runtime is gone, so nothing is sent.)
+    drop(old_b);
+    drop(old_rx);
+    // ...and a new incarnation comes back on the same port and talks first.
+    let mut new_cfg = b_cfg;
+    new_cfg.incarnation = uuid::Uuid::new_v4().to_string();
+    let (b2, _b2_rx) = bind_retry(new_cfg, 64).await;
+    for i in 0..10 {
+        b2.send("node-a", frame("again", i)).expect("send");
+    }
+    let mut after = Vec::new();
+    let got = collect_frames(&mut a_rx, "node-b", "again", 10, WAIT, &mut after).await;
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    let down = after
+        .iter()
+        .position(is_down("node-b"))
+        .expect("PeerDown for the old incarnation");
+    let up = after
+        .iter()
+        .position(is_up("node-b"))
+        .expect("PeerUp for the new incarnation");
+    assert!(down < up, "{after:?}");
+    match &after[down] {
+        TransportEvent::PeerDown { reason, .. } => {
+            assert!(reason.contains("restarted"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
