@@ -43,8 +43,14 @@
 //!   the idle timeout ([`PeerDown`](troupe_framework::transport::TransportEvent::PeerDown)).
 //! - Duplicates: when both nodes dial each other, the connection dialed by the
 //!   node with the lexicographically lower name is kept and the other one is closed
-//!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. A connection
-//!   from a new incarnation of a peer replaces the old one (PeerDown then PeerUp).
+//!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. The
+//!   lower-named node refuses the other's dial while its own is in flight, before
+//!   either connection carried frames, so the usual simultaneous start loses
+//!   nothing. A connection from a new incarnation of a peer replaces the old one
+//!   (PeerDown with reason "restarted", then PeerUp). A peer that re-dials while
+//!   this side still holds a dead-but-not-yet-timed-out connection it dialed
+//!   itself is refused until the idle timeout notices (bounded by
+//!   [`QuicConfig::idle_timeout`]).
 //!
 //! # Security policy
 //! - Mutual TLS 1.3 with the cluster CA as the only root, client certificates
