@@ -22,10 +22,10 @@
 //! types with errors that name the file and what was wrong with it.
 //!
 //! Re-opening a CA from disk: rcgen (without its x509 parser) cannot parse a
-//! certificate, so [`ClusterCa::load`] rebuilds the issuer from the fixed CA
-//! distinguished name ([`CA_COMMON_NAME`]) and the stored key, after checking that
-//! the key really belongs to `ca.pem`. Node certificates it issues therefore chain
-//! to the original `ca.pem`.
+//! certificate, so [`ClusterCa::load`] rebuilds the issuer from the stored key: the
+//! CA's distinguished name is [`CA_COMMON_NAME`] plus a unit derived from the key,
+//! and the key is first checked to belong to `ca.pem`. Node certificates it issues
+//! therefore chain to the original `ca.pem`.
 
 use std::fs;
 use std::io::Write;
@@ -38,7 +38,7 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-/// Common name of every Troupe cluster CA (also used to rebuild the issuer from disk).
+/// Common name of every Troupe cluster CA (its unit is derived from the CA key).
 pub const CA_COMMON_NAME: &str = "Troupe cluster CA";
 /// File name of the CA certificate inside a certificate directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -122,10 +122,19 @@ pub fn validate_node_name(node: &str) -> Result<(), CertError> {
     }
 }
 
-fn ca_params() -> CertificateParams {
+/// The CA's distinguished name: [`CA_COMMON_NAME`] plus an organizational unit
+/// derived from the CA key (its key identifier in hex), so two clusters' CAs never
+/// share a name (a foreign certificate is then reported as from an *unknown
+/// issuer*), and the name can be rebuilt from the key alone.
+fn ca_params(key: &KeyPair) -> Result<CertificateParams, CertError> {
+    let mut probe = CertificateParams::default();
+    probe.distinguished_name = DistinguishedName::new();
+    let key_id = probe.self_signed(key)?.key_identifier();
+    let unit: String = key_id.iter().map(|b| format!("{b:02x}")).collect();
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::OrganizationalUnitName, unit);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -133,7 +142,7 @@ fn ca_params() -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params
+    Ok(params)
 }
 
 /// A cluster certificate authority held in memory.
@@ -154,7 +163,7 @@ impl ClusterCa {
     /// Generates a fresh CA (ECDSA P-256 key, self-signed).
     pub fn generate() -> Result<Self, CertError> {
         let key = KeyPair::generate()?;
-        let cert = ca_params().self_signed(&key)?;
+        let cert = ca_params(&key)?.self_signed(&key)?;
         let der = cert.der().clone();
         Ok(Self { cert, der, key })
     }
@@ -188,7 +197,7 @@ impl ClusterCa {
                 key: key_path,
             });
         }
-        let cert = ca_params().self_signed(&key)?;
+        let cert = ca_params(&key)?.self_signed(&key)?;
         Ok(Self { cert, der, key })
     }
 

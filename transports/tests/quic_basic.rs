@@ -458,3 +458,141 @@ async fn simultaneous_dials_resolve_to_one_connection_without_loss() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn large_frames_arrive_intact_and_control_overtakes_them() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let (a, _a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let (_b, mut b_rx) = bind(
+        config(
+            "node-b",
+            b_addr,
+            ca.issue("node-b").expect("b"),
+            &[("node-a", a_addr)],
+        ),
+        64,
+    )
+    .await;
+    // Connect first, so the burst below is not delayed by the handshake.
+    a.send("node-b", frame("warm", 0)).expect("warm");
+    let mut all = Vec::new();
+    collect_frames(&mut b_rx, "node-a", "warm", 1, WAIT, &mut all).await;
+
+    const BIG: usize = 1 << 20;
+    const COUNT: usize = 24;
+    for i in 0..COUNT {
+        let mut f = format!("big:{i}:").into_bytes();
+        f.resize(BIG, (i % 251) as u8);
+        a.send("node-b", bytes::Bytes::from(f)).expect("big");
+    }
+    a.send_control("node-b", frame("hb", 0)).expect("control");
+    let mut order = Vec::new();
+    let mut bigs = 0;
+    while bigs < COUNT {
+        match tokio::time::timeout(WAIT, b_rx.recv()).await {
+            Ok(Some(TransportEvent::Frame { bytes, .. })) => {
+                if bytes.starts_with(b"big:") {
+                    let prefix = format!("big:{bigs}:");
+                    assert!(bytes.starts_with(prefix.as_bytes()), "big frames in order");
+                    assert_eq!(bytes.len(), BIG);
+                    assert!(bytes[BIG - 1] == (bigs % 251) as u8, "content intact");
+                    order.push("big");
+                    bigs += 1;
+                } else if bytes.as_ref() == b"hb:0" {
+                    order.push("hb");
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("only {bigs} big frames arrived"),
+        }
+    }
+    let hb = order
+        .iter()
+        .position(|x| *x == "hb")
+        .expect("control frame arrived");
+    // It is sent after 24 MiB of queued data; it must not wait behind most of it.
+    assert!(
+        hb < COUNT / 2,
+        "control frame waited behind data: after {hb} big frames"
+    );
+}
+
+#[actix_rt::test]
+async fn restarted_peer_replaces_its_silent_old_connection() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    // Long idle timeout: the old connection is still "alive" when node-b returns.
+    let (a, mut a_rx) = bind(
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        64,
+    )
+    .await;
+    let b_cfg = config(
+        "node-b",
+        b_addr,
+        ca.issue("node-b").expect("b"),
+        &[("node-a", a_addr)],
+    );
+    let arbiter = actix_rt::Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let first_cfg = b_cfg.clone();
+    arbiter.spawn(async move {
+        let (b, b_rx) = bind(first_cfg, 64).await;
+        let _ = tx.send((b, b_rx));
+        std::future::pending::<()>().await;
+    });
+    let (old_b, old_rx) = rx.await.expect("node-b bound");
+    a.send("node-b", frame("x", 0)).expect("send");
+    let mut seen = Vec::new();
+    assert!(wait_for(&mut a_rx, WAIT, &mut seen, is_up("node-b"))
+        .await
+        .is_some());
+    // node-b dies silently (its runtime stops without closing anything)...
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    // (Releases the old socket; its runtime is gone, so nothing is sent.)
+    drop(old_b);
+    drop(old_rx);
+    // ...and a new incarnation comes back on the same port and talks first.
+    let mut new_cfg = b_cfg;
+    new_cfg.incarnation = uuid::Uuid::new_v4().to_string();
+    let (b2, _b2_rx) = bind_retry(new_cfg, 64).await;
+    for i in 0..10 {
+        b2.send("node-a", frame("again", i)).expect("send");
+    }
+    let mut after = Vec::new();
+    let got = collect_frames(&mut a_rx, "node-b", "again", 10, WAIT, &mut after).await;
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    let down = after
+        .iter()
+        .position(is_down("node-b"))
+        .expect("PeerDown for the old incarnation");
+    let up = after
+        .iter()
+        .position(is_up("node-b"))
+        .expect("PeerUp for the new incarnation");
+    assert!(down < up, "{after:?}");
+    match &after[down] {
+        TransportEvent::PeerDown { reason, .. } => {
+            assert!(reason.contains("restarted"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -43,8 +43,14 @@
 //!   the idle timeout ([`PeerDown`](troupe_framework::transport::TransportEvent::PeerDown)).
 //! - Duplicates: when both nodes dial each other, the connection dialed by the
 //!   node with the lexicographically lower name is kept and the other one is closed
-//!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. A connection
-//!   from a new incarnation of a peer replaces the old one (PeerDown then PeerUp).
+//!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. The
+//!   lower-named node refuses the other's dial while its own is in flight, before
+//!   either connection carried frames, so the usual simultaneous start loses
+//!   nothing. A connection from a new incarnation of a peer replaces the old one
+//!   (PeerDown with reason "restarted", then PeerUp). A peer that re-dials while
+//!   this side still holds a dead-but-not-yet-timed-out connection it dialed
+//!   itself is refused until the idle timeout notices (bounded by
+//!   [`QuicConfig::idle_timeout`]).
 //!
 //! # Security policy
 //! - Mutual TLS 1.3 with the cluster CA as the only root, client certificates
@@ -60,6 +66,31 @@
 //!   the node keeps serving its other peers.
 //! - [`QuicConfig::insecure_dev_mode`] (opt-in by name, logged loudly): TLS with a
 //!   self-signed certificate, no certificate verification, names from the hello.
+//!
+//! # Example
+//! ```no_run
+//! use troupe_framework::transport::{Transport, TransportEvent};
+//! use troupe_transports::certs::ClusterCa;
+//! use troupe_transports::quic::{QuicConfig, QuicTransport, TlsSource};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = ClusterCa::generate()?; // or certs::init(dir) / certs::issue(dir, name) + TlsSource::Files
+//! let config = QuicConfig::new("node-a", "127.0.0.1:7000".parse()?, TlsSource::InMemory(ca.issue("node-a")?))
+//!     .with_peer("node-b", "127.0.0.1:7001".parse()?);
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+//! let transport = QuicTransport::bind(config, tx).await?;
+//! transport.send("node-b", bytes::Bytes::from_static(b"hello"))?; // connects on first send
+//! transport.send_control("node-b", bytes::Bytes::from_static(b"heartbeat"))?;
+//! while let Some(event) = rx.recv().await {
+//!     match event {
+//!         TransportEvent::PeerUp { peer } => println!("{peer} is up"),
+//!         TransportEvent::Frame { from, bytes } => println!("{} bytes from {from}", bytes.len()),
+//!         TransportEvent::PeerDown { peer, reason } => println!("{peer} down: {reason}"),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Runtime
 //! [`QuicTransport::bind`] must be awaited inside a tokio runtime (an actix
