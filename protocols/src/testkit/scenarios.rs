@@ -26,6 +26,8 @@ pub struct Scenario {
     pub crash_prob: f64,
     /// Probability per tick that a partition starts.
     pub partition_prob: f64,
+    /// Most members crashed at once.
+    pub max_crashed: usize,
     /// Failure-detector delays.
     pub oracle: OracleConfig,
     /// Mutex: how long a holder keeps the lock.
@@ -45,6 +47,7 @@ impl Scenario {
             faults: NetFaults::chaotic(),
             crash_prob: 0.01,
             partition_prob: 0.004,
+            max_crashed: 1,
             oracle: OracleConfig::default(),
             hold: Duration::from_millis(30),
             request_prob: 0.05,
@@ -223,6 +226,7 @@ where
     let mut chaos = Chaos::new(seed);
     chaos.crash_prob = sc.crash_prob;
     chaos.partition_prob = sc.partition_prob;
+    chaos.max_crashed = sc.max_crashed;
     sim.start(&mut obs)?;
     let mut held_since: BTreeMap<u32, Duration> = BTreeMap::new();
 
@@ -464,7 +468,7 @@ where
     let mut chaos = Chaos::new(seed);
     chaos.crash_prob = sc.crash_prob;
     chaos.partition_prob = sc.partition_prob;
-    chaos.max_crashed = (sc.nodes as usize).saturating_sub(1).clamp(1, 2);
+    chaos.max_crashed = sc.max_crashed;
     sim.start(&mut obs)?;
     while sim.now() < sc.chaos_time {
         chaos.tick(&mut sim, &mut obs)?;
