@@ -2,6 +2,32 @@
 //! under chaos with invariants checked after every step, then a liveness
 //! phase with the faults removed. Used by the integration tests and the cost
 //! benchmark; members are `1..=n` (`u32`).
+//!
+//! ## What the mutex scenario checks
+//! * After every step: at most one holder among grants that were made with an
+//!   accurate failure detector — no false suspicion (a running member reported
+//!   down, by a partition or a restart the others had not noticed) between the
+//!   request and the grant, nor, for token generations, since the generation
+//!   was created. Grants made on false suspicions may overlap (that is what a
+//!   partition does to every one of these algorithms); for them the fenced
+//!   resource is the defence: it accepts a token only if it is larger than
+//!   every token it accepted before, and counts refusals.
+//! * Always, even under partitions: never two holders of tokens of the same
+//!   generation (token ring).
+//! * Liveness, after the faults stop (crashed members restarted, partitions
+//!   healed, fixed-delay reliable network): every pending request is granted
+//!   within the bound; then under constant contention every member is served,
+//!   no member waits for more than N-1 grants to others, grants follow
+//!   `(Lamport time, id)` order where the algorithm defines one, and the
+//!   resource refuses no token.
+//!
+//! ## What the election scenario checks
+//! * After every step: at most one leader per term (over every report ever
+//!   made), every member that knows a leader for a term agrees, and no
+//!   member's term ever decreases, across restarts too.
+//! * After healing: exactly one leader, known to every running member and
+//!   knowing it leads, the highest running id for bully and ring, unchanged
+//!   three seconds later.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
