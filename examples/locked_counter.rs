@@ -72,11 +72,17 @@ impl Handler<Write> for Store {
         let mut s = self.0.lock().expect("not poisoned");
         if w.token <= s.last_token {
             s.rejected += 1;
-            return Err(format!("stale fencing token {} (last accepted {})", w.token, s.last_token));
+            return Err(format!(
+                "stale fencing token {} (last accepted {})",
+                w.token, s.last_token
+            ));
         }
         if w.expected != s.value {
             s.rejected += 1;
-            return Err(format!("lost update: read {} but the counter is {}", w.expected, s.value));
+            return Err(format!(
+                "lost update: read {} but the counter is {}",
+                w.expected, s.value
+            ));
         }
         if !s.applied.insert((w.writer.clone(), w.seq)) {
             return Err("applied twice".into());
@@ -90,7 +96,11 @@ impl Handler<Write> for Store {
 fn main() {
     let algorithm: MutexAlgorithm = std::env::args()
         .nth(1)
-        .map(|a| a.parse().unwrap_or_else(|e| panic!("{e}; use centralized, ricart-agrawala, token-ring or lamport")))
+        .map(|a| {
+            a.parse().unwrap_or_else(|e| {
+                panic!("{e}; use centralized, ricart-agrawala, token-ring or lamport")
+            })
+        })
         .unwrap_or(MutexAlgorithm::Centralized);
     println!("Shared counter under a {algorithm} lock; bully election; leader killed at t=5s\n");
     run_virtual(move || async move {
@@ -100,7 +110,11 @@ fn main() {
         let s = store.clone();
         let store_node = cluster.add_node("store").await.expect("store node");
         store_node
-            .spawn(ActorSpec::new("store", move || Store(s.clone())).handles::<Read>().handles::<Write>())
+            .spawn(
+                ActorSpec::new("store", move || Store(s.clone()))
+                    .handles::<Read>()
+                    .handles::<Write>(),
+            )
             .await
             .expect("store actor");
 
@@ -113,9 +127,15 @@ fn main() {
         for w in WORKERS {
             let node = cluster.add_node(w).await.expect("worker node");
             let peers: Vec<String> = members.iter().filter(|m| *m != w).cloned().collect();
-            start_failure_detector(&node, &fd, &peers).await.expect("detector");
-            let election = start_election(&node, ElectionAlgorithm::Bully, &members).await.expect("election");
-            let lock = start_lock(&node, "counter", algorithm, &members).await.expect("lock");
+            start_failure_detector(&node, &fd, &peers)
+                .await
+                .expect("detector");
+            let election = start_election(&node, ElectionAlgorithm::Bully, &members)
+                .await
+                .expect("election");
+            let lock = start_lock(&node, "counter", algorithm, &members)
+                .await
+                .expect("lock");
             elections.push((w, election.clone()));
             let acked = acked.clone();
             let read = node.lookup::<Read>("store/store").expect("path");
@@ -132,7 +152,13 @@ fn main() {
                     };
                     let token = guard.fencing_token();
                     if let Ok(v) = read.ask(Read).timeout(Duration::from_secs(1)).await {
-                        let w = Write { token, expected: v, new: v + 1, writer: me.clone(), seq };
+                        let w = Write {
+                            token,
+                            expected: v,
+                            new: v + 1,
+                            writer: me.clone(),
+                            seq,
+                        };
                         if let Ok(Ok(())) = write.ask(w).timeout(Duration::from_secs(1)).await {
                             acked.lock().expect("not poisoned").push((me.clone(), seq));
                         }
@@ -148,7 +174,11 @@ fn main() {
                 .iter()
                 .map(|(w, e)| {
                     let l = e.current();
-                    format!("{w}: {} (term {})", l.leader.unwrap_or_else(|| "?".into()), l.term)
+                    format!(
+                        "{w}: {} (term {})",
+                        l.leader.unwrap_or_else(|| "?".into()),
+                        l.term
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -161,7 +191,10 @@ fn main() {
                 println!("[t={t:>2}s] n4 (leader, lock coordinator) crashes");
             }
             let value = store.lock().expect("not poisoned").value;
-            println!("[t={t:>2}s] counter = {value:>4}   leaders seen: {}", show(&elections));
+            println!(
+                "[t={t:>2}s] counter = {value:>4}   leaders seen: {}",
+                show(&elections)
+            );
         }
 
         let s = store.lock().expect("not poisoned");
@@ -169,10 +202,24 @@ fn main() {
         let missing: Vec<_> = acked.iter().filter(|a| !s.applied.contains(*a)).collect();
         println!("\nFinal counter {}; distinct writes applied {}; acknowledged to workers {}; rejected writes {}",
             s.value, s.applied.len(), acked.len(), s.rejected);
-        assert_eq!(s.value as usize, s.applied.len(), "an update was lost or doubled");
-        assert!(missing.is_empty(), "acknowledged writes missing from the store: {missing:?}");
+        assert_eq!(
+            s.value as usize,
+            s.applied.len(),
+            "an update was lost or doubled"
+        );
+        assert!(
+            missing.is_empty(),
+            "acknowledged writes missing from the store: {missing:?}"
+        );
         let leaders: BTreeSet<_> = elections.iter().map(|(_, e)| e.current().leader).collect();
-        assert_eq!(leaders.len(), 1, "the survivors disagree on the leader: {leaders:?}");
-        println!("OK: no update lost or doubled; the survivors agree on leader {:?}", leaders.iter().next().cloned().flatten());
+        assert_eq!(
+            leaders.len(),
+            1,
+            "the survivors disagree on the leader: {leaders:?}"
+        );
+        println!(
+            "OK: no update lost or doubled; the survivors agree on leader {:?}",
+            leaders.iter().next().cloned().flatten()
+        );
     });
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use troupe_framework::Node;
 use troupe_protocols::driver::{spawn_driver, DriverHandle, DriverSpec, EventHook};
-use troupe_protocols::election::{AnyElection, ElectionAlgorithm, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
+use troupe_protocols::election::{
+    AnyElection, ElectionAlgorithm, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent,
+};
 use troupe_protocols::testkit::SimProtocol;
 
 use crate::Error;
@@ -50,7 +52,11 @@ pub struct LeaderElection {
 
 /// Start the election on this node among `members` (names of every node
 /// taking part; this one is added if missing).
-pub async fn start_election(node: &Node, algorithm: ElectionAlgorithm, members: &[String]) -> Result<LeaderElection, Error> {
+pub async fn start_election(
+    node: &Node,
+    algorithm: ElectionAlgorithm,
+    members: &[String],
+) -> Result<LeaderElection, Error> {
     start_election_with(node, algorithm, members, ElectionConfig::default()).await
 }
 
@@ -76,26 +82,35 @@ pub async fn start_election_with(
                 None
             }
         };
-        AnyElection::new(algorithm, n.name().to_string(), all.clone(), config, durable)
+        AnyElection::new(
+            algorithm,
+            n.name().to_string(),
+            all.clone(),
+            config,
+            durable,
+        )
     };
     let (tx, rx) = watch::channel(Leadership::default());
     let tx = Arc::new(tx);
     let hook = Arc::new(move || {
         let tx = tx.clone();
-        let hook: EventHook<Core> = Box::new(move |_node: &Node, events: &[ElectionEvent<String>]| {
-            if let Some(ElectionEvent::LeaderChanged { term, leader }) = events.last() {
-                let _ = tx.send(Leadership {
-                    term: *term,
-                    leader: leader.clone(),
-                });
-            }
-        });
+        let hook: EventHook<Core> =
+            Box::new(move |_node: &Node, events: &[ElectionEvent<String>]| {
+                if let Some(ElectionEvent::LeaderChanged { term, leader }) = events.last() {
+                    let _ = tx.send(Leadership {
+                        term: *term,
+                        leader: leader.clone(),
+                    });
+                }
+            });
         hook
     });
     let spec = DriverSpec::new(ELECTION_ACTOR, make)
         .membership()
         .hook(hook)
-        .persist(ELECTION_ACTOR, |core: &Core| rmp_serde::to_vec(&core.durable()).unwrap_or_default());
+        .persist(ELECTION_ACTOR, |core: &Core| {
+            rmp_serde::to_vec(&core.durable()).unwrap_or_default()
+        });
     let driver = spawn_driver(node, spec).await?;
     Ok(LeaderElection { driver, watch: rx })
 }
@@ -136,6 +151,8 @@ impl LeaderElection {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| Error::Timeout(timeout))?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 }

@@ -32,8 +32,6 @@ pub mod prelude {
     pub use crate::config::Config;
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};
-    pub use troupe_protocols::election::ElectionAlgorithm;
-    pub use troupe_protocols::mutex::MutexAlgorithm;
     pub use crate::runtime::{start_node, RunningNode};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};
@@ -42,5 +40,7 @@ pub mod prelude {
         RemoteMessage, RemoteRef, Restart, RetryPolicy, Sender, Strategy, SupervisorPolicy,
         SupervisorSpec, TellError,
     };
+    pub use troupe_protocols::election::ElectionAlgorithm;
+    pub use troupe_protocols::mutex::MutexAlgorithm;
     pub use troupe_transports::sim::{run_virtual, FaultPlan, LinkFaults, SimCluster};
 }

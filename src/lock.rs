@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use troupe_framework::Node;
 use troupe_protocols::driver::{spawn_driver, DriverHandle, DriverSpec};
-use troupe_protocols::mutex::{AnyMutex, MutexAlgorithm, MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use troupe_protocols::mutex::{
+    AnyMutex, MutexAlgorithm, MutexConfig, MutexCore, MutexDurable, MutexEvent,
+};
 use troupe_protocols::testkit::SimProtocol;
 
 use crate::Error;
@@ -61,14 +63,21 @@ impl LockGuard {
     /// Give the lock back and wait until the core has taken the release.
     pub async fn release(mut self) {
         self.released = true;
-        let _ = self.lock.driver.invoke(|core, now, out| core.release(now, out)).await;
+        let _ = self
+            .lock
+            .driver
+            .invoke(|core, now, out| core.release(now, out))
+            .await;
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if !self.released {
-            let _ = self.lock.driver.invoke_detached(|core, now, out| core.release(now, out));
+            let _ = self
+                .lock
+                .driver
+                .invoke_detached(|core, now, out| core.release(now, out));
         }
     }
 }
@@ -81,7 +90,12 @@ fn storage_key(resource: &str) -> String {
 /// Start the lock on `resource` on this node; `members` are the names of all
 /// the nodes sharing it (this one included or not). Every member must start
 /// the lock with the same algorithm and members.
-pub async fn start_lock(node: &Node, resource: &str, algorithm: MutexAlgorithm, members: &[String]) -> Result<DistributedLock, Error> {
+pub async fn start_lock(
+    node: &Node,
+    resource: &str,
+    algorithm: MutexAlgorithm,
+    members: &[String],
+) -> Result<DistributedLock, Error> {
     start_lock_with(node, MutexConfig::new(resource), algorithm, members).await
 }
 
@@ -93,7 +107,8 @@ pub async fn start_lock_with(
     members: &[String],
 ) -> Result<DistributedLock, Error> {
     let resource = config.resource.clone();
-    troupe_framework::ids::validate_name(&resource).map_err(|e| Error::Config(format!("lock resource: {e}")))?;
+    troupe_framework::ids::validate_name(&resource)
+        .map_err(|e| Error::Config(format!("lock resource: {e}")))?;
     let mut all: Vec<String> = members.to_vec();
     all.push(node.name().to_string());
     all.sort();
@@ -115,11 +130,19 @@ pub async fn start_lock_with(
                 None
             }
         };
-        AnyMutex::new(algorithm, n.name().to_string(), all.clone(), config.clone(), durable)
+        AnyMutex::new(
+            algorithm,
+            n.name().to_string(),
+            all.clone(),
+            config.clone(),
+            durable,
+        )
     };
     let spec = DriverSpec::new(key.clone(), make)
         .membership()
-        .persist(key, |core: &Core| rmp_serde::to_vec(&core.durable()).unwrap_or_default());
+        .persist(key, |core: &Core| {
+            rmp_serde::to_vec(&core.durable()).unwrap_or_default()
+        });
     let driver = spawn_driver(node, spec).await?;
     Ok(DistributedLock {
         driver,
@@ -180,7 +203,10 @@ impl DistributedLock {
                 Ok(r) => r?,
                 Err(_) => {
                     // Withdraw: release now if granted meanwhile, or as soon as it is.
-                    let _ = self.driver.invoke(|core, now, out| core.release(now, out)).await;
+                    let _ = self
+                        .driver
+                        .invoke(|core, now, out| core.release(now, out))
+                        .await;
                     return Err(Error::Timeout(timeout));
                 }
             }

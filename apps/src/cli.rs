@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use troupe::config::Config;
 use troupe::runtime::start_node;
 
-use crate::sample::{start_apps, AppsConfig};
+use crate::sample::{start_apps_with_peers, AppsConfig};
 
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
@@ -150,7 +150,15 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let running = start_node(config).await?;
-        start_apps(&running.node, Some(running.failure_detector.clone()), &apps).await?;
+        let mut peers = running.config.peer_names();
+        peers.push(running.node.name().to_string());
+        start_apps_with_peers(
+            &running.node,
+            Some(running.failure_detector.clone()),
+            &apps,
+            &peers,
+        )
+        .await?;
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
         wait_for_signal().await;
         tracing::info!("signal received; leaving the group and stopping");

@@ -108,6 +108,7 @@ async fn drive(cluster: &mut LocalCluster) -> Result<(), CliError> {
     let apps = AppsConfig {
         status: true,
         counter: false,
+        ..Default::default()
     };
     start_apps(&node, Some(ctl.failure_detector.clone()), &apps).await?;
     for name in NODES {

@@ -3,8 +3,16 @@
 //!
 //! ```toml
 //! [apps]
-//! status = true    # default: answers GetStatus (membership, detector, stats)
-//! counter = true   # default: a counter to exercise tell / ask across nodes
+//! status = true                 # default: answers GetStatus (membership, detector, leader, stats)
+//! counter = true                # default: a counter to exercise tell / ask across nodes
+//! election = "bully"            # optional: run leader election ("bully", "ring", "next-in-line")
+//! members = ["n1", "n2", "n3"]  # who takes part in election and lock (default: this node + all peers)
+//!
+//! [apps.lock]                   # optional: a worker that takes a distributed lock in a loop
+//! resource = "ledger"
+//! algorithm = "ricart-agrawala" # "centralized", "ricart-agrawala", "token-ring", "lamport"
+//! audit = "ctl/audit"           # optional: an actor told of every entry and exit (see Audit)
+//! hold_ms = 20                  # how long each critical section lasts
 //! ```
 //!
 //! Their messages are public so that other programs (the demo, the tests, a
@@ -17,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use troupe::failure_detector::FailureDetectorHandle;
 use troupe::framework::membership::MemberStatus;
 use troupe::prelude::*;
+use troupe::protocols::election::ElectionAlgorithm;
+use troupe::protocols::mutex::MutexAlgorithm;
 
 /// Actor name of the status app.
 pub const STATUS: &str = "status";
@@ -31,6 +41,32 @@ pub struct AppsConfig {
     pub status: bool,
     /// Start the counter app (default true).
     pub counter: bool,
+    /// Run leader election with this algorithm (default: none).
+    pub election: Option<ElectionAlgorithm>,
+    /// Members of the election and the lock (default: this node and all peers).
+    pub members: Option<Vec<String>>,
+    /// Run a lock worker (default: none).
+    pub lock: Option<LockAppConfig>,
+}
+
+/// The `[apps.lock]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockAppConfig {
+    /// The resource's name.
+    pub resource: String,
+    /// The mutual-exclusion algorithm.
+    pub algorithm: MutexAlgorithm,
+    /// An actor path told (asked) of every entry and exit, e.g. `"ctl/audit"`.
+    #[serde(default)]
+    pub audit: Option<String>,
+    /// Length of each critical section in ms (default 20).
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: u64,
+}
+
+fn default_hold_ms() -> u64 {
+    20
 }
 
 impl Default for AppsConfig {
@@ -38,6 +74,9 @@ impl Default for AppsConfig {
         Self {
             status: true,
             counter: true,
+            election: None,
+            members: None,
+            lock: None,
         }
     }
 }
@@ -74,6 +113,8 @@ pub struct NodeStatus {
     pub actors: Vec<String>,
     /// Inbound frames seen so far.
     pub frames_in: u64,
+    /// The election term and leader this node knows (when it runs an election).
+    pub leader: Option<(u64, Option<String>)>,
 }
 remote_message!(GetStatus, "troupe.status.get", NodeStatus);
 
@@ -102,6 +143,7 @@ remote_message!(Forward, "troupe.counter.forward", Result<i64, String>);
 pub struct Status {
     node: Node,
     fd: Option<FailureDetectorHandle>,
+    election: Option<LeaderElection>,
 }
 
 impl Actor for Status {
@@ -113,6 +155,10 @@ impl Handler<GetStatus> for Status {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let node = self.node.clone();
         let fd = self.fd.clone();
+        let leader = self.election.as_ref().map(|e| {
+            let l = e.current();
+            (l.term, l.leader)
+        });
         Box::pin(async move {
             let phis = match &fd {
                 Some(fd) => fd.phis().await.unwrap_or_default(),
@@ -134,6 +180,7 @@ impl Handler<GetStatus> for Status {
                 phis,
                 actors: node.registry().names(),
                 frames_in: node.stats().frames_in,
+                leader,
             }
         })
     }
@@ -179,18 +226,56 @@ impl Handler<Forward> for Counter {
     }
 }
 
-/// Start the apps `config` asks for on `node`.
+/// A lock worker reports entering its critical section (asked, so that the
+/// auditor sees entries and exits in causal order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enter {
+    /// The resource.
+    pub resource: String,
+    /// The fencing token of the grant.
+    pub token: u64,
+}
+remote_message!(Enter, "troupe.lock.enter", ());
+
+/// A lock worker reports leaving its critical section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exit {
+    /// The resource.
+    pub resource: String,
+    /// The fencing token of the grant.
+    pub token: u64,
+}
+remote_message!(Exit, "troupe.lock.exit", ());
+
+/// Start the apps `config` asks for on `node` (with the node's peers, for
+/// the default member list).
 pub async fn start_apps(
     node: &Node,
     fd: Option<FailureDetectorHandle>,
     config: &AppsConfig,
 ) -> Result<(), troupe::Error> {
+    start_apps_with_peers(node, fd, config, &[]).await
+}
+
+/// [`start_apps`] with the configured peers (the default members).
+pub async fn start_apps_with_peers(
+    node: &Node,
+    fd: Option<FailureDetectorHandle>,
+    config: &AppsConfig,
+    peers: &[String],
+) -> Result<(), troupe::Error> {
+    let members = config.members.clone().unwrap_or_else(|| peers.to_vec());
+    let election = match config.election {
+        Some(algorithm) => Some(start_election(node, algorithm, &members).await?),
+        None => None,
+    };
     if config.status {
         let n = node.clone();
         node.spawn(
             ActorSpec::new(STATUS, move || Status {
                 node: n.clone(),
                 fd: fd.clone(),
+                election: election.clone(),
             })
             .handles::<GetStatus>(),
         )
@@ -208,6 +293,48 @@ pub async fn start_apps(
             .handles::<Forward>(),
         )
         .await?;
+    }
+    if let Some(lock) = &config.lock {
+        let dl = start_lock(node, &lock.resource, lock.algorithm, &members).await?;
+        let audit = match &lock.audit {
+            Some(path) => Some((
+                node.lookup::<Enter>(path)
+                    .map_err(|e| troupe::Error::Config(format!("apps.lock.audit: {e}")))?,
+                node.lookup::<Exit>(path)
+                    .map_err(|e| troupe::Error::Config(format!("apps.lock.audit: {e}")))?,
+            )),
+            None => None,
+        };
+        let hold = Duration::from_millis(lock.hold_ms);
+        let node = node.clone();
+        actix_rt::spawn(async move {
+            while !node.is_stopped() {
+                let Ok(guard) = dl.acquire_within(Duration::from_secs(10)).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let token = guard.fencing_token();
+                let resource = dl.resource().to_string();
+                if let Some((enter, _)) = &audit {
+                    let _ = enter
+                        .ask(Enter {
+                            resource: resource.clone(),
+                            token,
+                        })
+                        .timeout(Duration::from_secs(2))
+                        .await;
+                }
+                tokio::time::sleep(hold).await;
+                if let Some((_, exit)) = &audit {
+                    let _ = exit
+                        .ask(Exit { resource, token })
+                        .timeout(Duration::from_secs(2))
+                        .await;
+                }
+                guard.release().await;
+                tokio::time::sleep(hold).await;
+            }
+        });
     }
     Ok(())
 }

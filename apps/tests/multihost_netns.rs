@@ -91,6 +91,7 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
             &AppsConfig {
                 status: true,
                 counter: false,
+                ..Default::default()
             },
         )
         .await

@@ -37,6 +37,7 @@ async fn controller(c: &LocalCluster) -> troupe::runtime::RunningNode {
     let apps = AppsConfig {
         status: true,
         counter: false,
+        ..Default::default()
     };
     start_apps(&ctl.node, Some(ctl.failure_detector.clone()), &apps)
         .await

@@ -423,7 +423,11 @@ impl<P: Protocol> DriverSpec<P> {
     }
     /// Persist `snapshot(core)` under storage `key` after every input,
     /// before its messages go out (see [`Driver::with_persist`]).
-    pub fn persist(mut self, key: impl Into<String>, snapshot: impl Fn(&P) -> Vec<u8> + Send + Sync + 'static) -> Self {
+    pub fn persist(
+        mut self,
+        key: impl Into<String>,
+        snapshot: impl Fn(&P) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Self {
         self.persist = Some((key.into(), std::sync::Arc::new(snapshot)));
         self
     }
@@ -431,7 +435,10 @@ impl<P: Protocol> DriverSpec<P> {
 
 /// Spawn a driver as a named actor supervised under the node's root.
 /// Returns a handle to send commands and subscribe to events.
-pub async fn spawn_driver<P>(node: &Node, spec: DriverSpec<P>) -> Result<DriverHandle<P>, troupe_framework::NodeError>
+pub async fn spawn_driver<P>(
+    node: &Node,
+    spec: DriverSpec<P>,
+) -> Result<DriverHandle<P>, troupe_framework::NodeError>
 where
     P: Protocol + 'static,
     P::Id: PeerId,
@@ -517,7 +524,10 @@ where
     }
 
     /// Run `f` against the core without waiting (for use in `Drop`).
-    pub fn invoke_detached(&self, f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static) -> Result<(), DriverError> {
+    pub fn invoke_detached(
+        &self,
+        f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static,
+    ) -> Result<(), DriverError> {
         let addr = self
             .node
             .registry()

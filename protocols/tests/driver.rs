@@ -72,9 +72,12 @@ fn driver_carries_out_sends_timers_events_and_commands() {
                 });
             }
             handles.push(
-                spawn_driver(&node, DriverSpec::new("beacon", |_| Beacon::default()).membership())
-                    .await
-                    .unwrap(),
+                spawn_driver(
+                    &node,
+                    DriverSpec::new("beacon", |_| Beacon::default()).membership(),
+                )
+                .await
+                .unwrap(),
             );
         }
         let mut events = handles[0].subscribe();
