@@ -147,10 +147,12 @@ where
     persist: Option<Persist<P>>,
 }
 
+type SnapshotFn<P> = Box<dyn Fn(&P) -> Vec<u8>>;
+
 /// What the driver writes to the node's storage after each input.
 pub struct Persist<P> {
     key: String,
-    snapshot: Box<dyn Fn(&P) -> Vec<u8>>,
+    snapshot: SnapshotFn<P>,
     last: Option<Vec<u8>>,
 }
 
