@@ -205,9 +205,8 @@ fn election_and_lock_across_processes_survive_killing_the_leader() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let a = log.lock().unwrap();
-        assert!(a.violations.is_empty(), "violations: {:?}", a.violations);
-        drop(a);
+        let violations = log.lock().unwrap().violations.clone();
+        assert!(violations.is_empty(), "violations: {violations:?}");
         ctl.shutdown().await;
     });
     c.shutdown();
