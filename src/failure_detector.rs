@@ -1,9 +1,10 @@
 //! The node's failure detector: whichever one the config names, feeding the
 //! node's membership view.
 //!
-//! The detector core ([`AnyDetector`]) runs in a [`Driver`] actor named
+//! The detector core ([`AnyDetector`]) runs in a [`Driver`](troupe_protocols::driver::Driver) actor named
 //! `"fd"`, supervised under the node like every other actor; its messages
-//! travel to the `"fd"` actor of the peers. Members are tracked by
+//! travel to the `"fd"` actor of the peers as *control* traffic (QUIC's
+//! control stream), so heartbeats never wait behind application payloads. Members are tracked by
 //! [`NodeId`] (name + incarnation) so a restarted node is told apart from its
 //! previous life; the node's membership view, which protocols consume, is by
 //! node *name*: a new incarnation replacing an old one shows as the name
@@ -183,7 +184,7 @@ pub async fn start_failure_detector(
         let mut view = NameView::default();
         Box::new(move |node: &Node, evs: &[MemberEvent<NodeId>]| view.apply(node, evs))
     });
-    let driver = spawn_driver(node, DriverSpec::new(FD_ACTOR, make).hook(hook)).await?;
+    let driver = spawn_driver(node, DriverSpec::new(FD_ACTOR, make).control().hook(hook)).await?;
     Ok(FailureDetectorHandle {
         driver,
         kind: config.kind(),

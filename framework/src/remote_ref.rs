@@ -41,6 +41,7 @@ pub struct RemoteRef<M: RemoteMessage> {
     /// The resolved local recipient, reused while its actor is alive.
     cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
     local: bool,
+    control: bool,
     _m: PhantomData<fn(M)>,
 }
 
@@ -52,6 +53,7 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             from_actor: self.from_actor.clone(),
             cache: self.cache.clone(),
             local: self.local,
+            control: self.control,
             _m: PhantomData,
         }
     }
@@ -72,6 +74,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             from_actor: None,
             cache: Arc::new(ArcSwapOption::empty()),
             local,
+            control: false,
             _m: PhantomData,
         }
     }
@@ -79,6 +82,15 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Name the sending actor in outgoing envelopes (shown in traces).
     pub fn from_actor(mut self, name: impl Into<String>) -> Self {
         self.from_actor = Some(name.into());
+        self
+    }
+
+    /// Send this handle's remote tells as *control* traffic: on a transport
+    /// with a separate control stream (QUIC) they never queue behind large
+    /// payloads. For heartbeats and probes; order relative to ordinary
+    /// traffic is not kept.
+    pub fn control(mut self) -> Self {
+        self.control = true;
         self
     }
 

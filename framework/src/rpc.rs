@@ -10,7 +10,7 @@
 //!
 //! **Server side.** The node remembers, per `(sender node incarnation,
 //! correlation id)`, whether a request is running or what it answered
-//! ([`DedupTable`]). A retried request that is still running is ignored; one
+//! (its deduplication table). A retried request that is still running is ignored; one
 //! that already ran gets the remembered reply again. So:
 //!
 //! > A retried ask is executed **at most once** by its target, provided the

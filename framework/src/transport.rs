@@ -83,6 +83,13 @@ pub trait Transport: Send + Sync + 'static {
     fn local_name(&self) -> &str;
     /// Queue `frame` for `to`. Never blocks; see [`TransportError`].
     fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError>;
+    /// Queue a *control* frame (heartbeats, failure-detector probes) for `to`:
+    /// a transport that can (QUIC) sends it on its own stream, so it never
+    /// waits behind large payloads. Control frames keep their order among
+    /// themselves, not relative to ordinary frames. Default: [`Transport::send`].
+    fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.send(to, frame)
+    }
     /// Stop sending and receiving; pending frames may be dropped.
     fn shutdown(&self);
 }

@@ -143,6 +143,7 @@ where
     events: broadcast::Sender<P::Event>,
     hook: Option<EventHook<P>>,
     membership: bool,
+    control: bool,
     peers: BTreeMap<String, RemoteRef<Wire<P::Msg>>>,
     persist: Option<Persist<P>>,
 }
@@ -191,9 +192,18 @@ where
             events,
             hook: None,
             membership: false,
+            control: false,
             peers: BTreeMap::new(),
             persist: None,
         }
+    }
+
+    /// Send this protocol's messages as control traffic (see
+    /// [`RemoteRef::control`]): for failure detectors, whose heartbeats must
+    /// not wait behind application payloads.
+    pub fn with_control(mut self) -> Self {
+        self.control = true;
+        self
     }
 
     /// After every input, and before any of its messages are sent, write the
@@ -397,6 +407,7 @@ pub struct DriverSpec<P: Protocol> {
     name: String,
     make: std::sync::Arc<dyn Fn(&Node) -> P + Send + Sync>,
     membership: bool,
+    control: bool,
     hook: Option<HookFactory<P>>,
     persist: Option<(String, Snapshot<P>)>,
 }
@@ -409,6 +420,7 @@ impl<P: Protocol> DriverSpec<P> {
             name: name.into(),
             make: std::sync::Arc::new(make),
             membership: false,
+            control: false,
             hook: None,
             persist: None,
         }
@@ -416,6 +428,11 @@ impl<P: Protocol> DriverSpec<P> {
     /// Feed the node's membership events to the core.
     pub fn membership(mut self) -> Self {
         self.membership = true;
+        self
+    }
+    /// Send the protocol's messages as control traffic.
+    pub fn control(mut self) -> Self {
+        self.control = true;
         self
     }
     /// Call a hook (made fresh on each start) with each input's events.
@@ -455,6 +472,7 @@ where
         name,
         make,
         membership,
+        control,
         hook,
         persist,
     } = spec;
@@ -463,6 +481,9 @@ where
         let mut d = Driver::new(make(&n), n.clone(), actor_name.clone(), ev.clone());
         if membership {
             d = d.with_membership();
+        }
+        if control {
+            d = d.with_control();
         }
         if let Some(h) = &hook {
             d.hook = Some(h());

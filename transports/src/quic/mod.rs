@@ -329,6 +329,10 @@ impl Transport for QuicTransport {
         self.inner.enqueue(to, frame, false)
     }
 
+    fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.inner.enqueue(to, frame, true)
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }
