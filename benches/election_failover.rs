@@ -20,8 +20,15 @@ use troupe::protocols::fd::FailureDetectorConfig;
 use troupe::transports::sim::Delay;
 
 fn detector(kind: &str) -> FailureDetectorConfig {
-    FailureDetectorConfig::from_toml_str(&format!("[failure_detector]\nkind = \"{kind}\"\n{}", if kind == "swim" { "indirect_checks = 1\n" } else { "" }))
-        .expect("default detector config")
+    FailureDetectorConfig::from_toml_str(&format!(
+        "[failure_detector]\nkind = \"{kind}\"\n{}",
+        if kind == "swim" {
+            "indirect_checks = 1\n"
+        } else {
+            ""
+        }
+    ))
+    .expect("default detector config")
 }
 
 /// Virtual seconds from the crash until all survivors agree on the new leader.
@@ -30,7 +37,10 @@ fn failover(n: usize, kind: &str, seed: u64) -> (f64, f64) {
         let plan = FaultPlan::uniform(LinkFaults {
             loss: 0.0,
             duplicate: 0.0,
-            delay: Delay::Uniform { min: Duration::from_millis(1), max: Duration::from_millis(5) },
+            delay: Delay::Uniform {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
             reorder: false,
         });
         let mut cluster = SimCluster::new(seed, plan);
@@ -40,15 +50,26 @@ fn failover(n: usize, kind: &str, seed: u64) -> (f64, f64) {
         for name in &names {
             let node = cluster.add_node(name).await.expect("node");
             let peers: Vec<String> = names.iter().filter(|p| *p != name).cloned().collect();
-            start_failure_detector(&node, &fd, &peers).await.expect("detector");
-            elections.push((name.clone(), start_election(&node, ElectionAlgorithm::Bully, &names).await.expect("election")));
+            start_failure_detector(&node, &fd, &peers)
+                .await
+                .expect("detector");
+            elections.push((
+                name.clone(),
+                start_election(&node, ElectionAlgorithm::Bully, &names)
+                    .await
+                    .expect("election"),
+            ));
         }
         let leader = names.last().expect("n > 0").clone();
         let next = names[n - 2].clone();
         // Let membership and the first election settle.
         tokio::time::sleep(Duration::from_secs(20)).await;
         for (who, e) in &elections {
-            assert_eq!(e.current().leader.as_deref(), Some(leader.as_str()), "{kind} n={n} seed={seed}: {who} has no leader before the crash");
+            assert_eq!(
+                e.current().leader.as_deref(),
+                Some(leader.as_str()),
+                "{kind} n={n} seed={seed}: {who} has no leader before the crash"
+            );
         }
         let sent_before = cluster.net().stats().sent;
         let t0 = cluster.net().now();
@@ -56,10 +77,16 @@ fn failover(n: usize, kind: &str, seed: u64) -> (f64, f64) {
         elections.retain(|(w, _)| *w != leader);
         loop {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if elections.iter().all(|(_, e)| e.current().leader.as_deref() == Some(next.as_str())) {
+            if elections
+                .iter()
+                .all(|(_, e)| e.current().leader.as_deref() == Some(next.as_str()))
+            {
                 break;
             }
-            assert!(cluster.net().now() - t0 < Duration::from_secs(120), "{kind} n={n} seed={seed}: no new leader in 120 s");
+            assert!(
+                cluster.net().now() - t0 < Duration::from_secs(120),
+                "{kind} n={n} seed={seed}: no new leader in 120 s"
+            );
         }
         let secs = (cluster.net().now() - t0).as_secs_f64();
         let msgs = (cluster.net().stats().sent - sent_before) as f64 / (n - 1) as f64;
@@ -73,8 +100,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let seeds: u64 = std::env::var("TROUPE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    println!("Time to elect after the leader crashes (bully, virtual time, median of {seeds} seeds)\n");
+    let seeds: u64 = std::env::var("TROUPE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "Time to elect after the leader crashes (bully, virtual time, median of {seeds} seeds)\n"
+    );
     println!("| detector | N | time to new leader (s) | messages per survivor during failover |");
     println!("|---|---|---|---|");
     for kind in ["heartbeat", "phi-accrual", "swim"] {

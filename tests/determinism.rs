@@ -65,3 +65,58 @@ fn same_seed_same_trace_different_seed_different_trace() {
     let c = run(43);
     assert_ne!(a, c, "different seeds gave the same trace");
 }
+
+/// Every envelope carries the sender node's Lamport time, and the trace
+/// respects it: a node's sends have strictly growing stamps, and anything a
+/// node sends after a delivery is stamped above the delivered message.
+/// (A retried ask, and a remembered reply sent again to a retry, are the
+/// same envelope sent again, with their original stamp.)
+#[test]
+fn traces_carry_lamport_stamps_consistent_with_happens_before() {
+    let trace = run(7);
+    let mut stamp_of_seq = std::collections::BTreeMap::new();
+    let mut floor: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut last_send: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut sent: std::collections::BTreeSet<(String, u64)> = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for line in trace.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let node = v["node"].as_str().unwrap().to_string();
+        match v["ev"].as_str().unwrap() {
+            "send" => {
+                let Some(l) = v["lamport"].as_u64() else {
+                    continue;
+                };
+                stamp_of_seq.insert(v["seq"].as_u64().unwrap(), l);
+                if !sent.insert((node.clone(), l)) {
+                    assert_ne!(v["kind"], "tell", "{node} reused stamp {l} for a tell");
+                    continue; // a retransmission
+                }
+                if let Some(prev) = last_send.insert(node.clone(), l) {
+                    assert!(l > prev, "{node} sent stamp {l} after {prev}");
+                }
+                if let Some(f) = floor.get(&node) {
+                    assert!(l > *f, "{node} sent stamp {l} after receiving stamp {f}");
+                    checked += 1;
+                }
+            }
+            "deliver" => {
+                if let Some(l) = stamp_of_seq.get(&v["seq"].as_u64().unwrap()) {
+                    let f = floor.entry(node).or_default();
+                    *f = (*f).max(*l);
+                }
+            }
+            "crash" => {
+                // A restarted node starts a new clock; its causal past is gone.
+                floor.remove(&node);
+                last_send.remove(&node);
+                sent.retain(|(n, _)| *n != node);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        checked > 100,
+        "only {checked} sends were checked against a delivery"
+    );
+}

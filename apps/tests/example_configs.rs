@@ -14,7 +14,8 @@ fn shipped_example_configs_parse_and_validate() {
         if path.extension().is_some_and(|e| e == "toml") {
             let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(c.peers.len(), 2, "{}", path.display());
-            let apps = AppsConfig::from_table(&c.apps).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let apps = AppsConfig::from_table(&c.apps)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(apps.status && apps.election.is_some());
             c.quic_config("test".into()).unwrap();
             n += 1;

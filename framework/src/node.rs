@@ -104,6 +104,30 @@ pub(crate) struct NodeShared {
     view: Mutex<MembershipView<String>>,
     stopped: AtomicBool,
     stats: NodeStats,
+    /// The node's Lamport clock: ticked for every envelope sent, merged with
+    /// every envelope received; stamped on every envelope, so traces can be
+    /// drawn as space-time diagrams.
+    lamport: Arc<AtomicU64>,
+}
+
+impl NodeShared {
+    /// Tick the node's Lamport clock for a send and return the stamp to carry.
+    pub(crate) fn stamp(&self) -> Option<crate::codec::ClockStamp> {
+        let t = self.lamport.fetch_add(1, Ordering::Relaxed) + 1;
+        Some(crate::codec::ClockStamp {
+            lamport: Some(t),
+            vector: None,
+        })
+    }
+    /// Merge a received stamp: `max(local, received) + 1`.
+    fn observe(&self, stamp: &Option<crate::codec::ClockStamp>) {
+        let received = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
+        let _ = self
+            .lamport
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some(l.max(received).saturating_add(1))
+            });
+    }
 }
 
 /// A handle to a running node. Clone it freely.
@@ -159,7 +183,14 @@ impl NodeBuilder {
         };
         let options = self.config.runtime.clone();
         let registry = Registry::new();
-        let rpc = RpcStub::new(id.clone(), transport.clone(), options.max_frame_bytes).start();
+        let lamport = Arc::new(AtomicU64::new(0));
+        let rpc = RpcStub::new(
+            id.clone(),
+            transport.clone(),
+            options.max_frame_bytes,
+            lamport.clone(),
+        )
+        .start();
         let storage = self
             .storage
             .unwrap_or_else(|| Arc::new(MemoryStorage::new()));
@@ -187,6 +218,7 @@ impl NodeBuilder {
                 view: Mutex::new(MembershipView::new()),
                 stopped: AtomicBool::new(false),
                 stats: NodeStats::default(),
+                lamport: lamport.clone(),
             });
             shared_out = Some(shared.clone());
             NodeActor {
@@ -308,6 +340,11 @@ impl Node {
     /// Subscribe to transport connection changes.
     pub fn subscribe_peers(&self) -> broadcast::Receiver<PeerEvent> {
         self.shared.peers.subscribe()
+    }
+
+    /// The node's Lamport clock now (every envelope it sends carries a tick).
+    pub fn lamport_time(&self) -> u64 {
+        self.shared.lamport.load(Ordering::Relaxed)
     }
 
     /// Counters of inbound traffic and errors.
@@ -462,7 +499,7 @@ fn send_reply(
         kind,
         type_tag: String::new(),
         payload,
-        stamp: None,
+        stamp: shared.stamp(),
     };
     let frame = match codec::encode(&env, shared.options.max_frame_bytes) {
         Ok(f) => Bytes::from(f),
@@ -511,6 +548,7 @@ fn on_frame(
         tracing::warn!(node = %shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
         return;
     }
+    shared.observe(&env.stamp);
     match env.kind {
         Kind::Reply { id } => shared.rpc.do_send(ReplyArrived {
             from: from.to_string(),

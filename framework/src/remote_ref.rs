@@ -146,7 +146,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             kind: Kind::Tell,
             type_tag: M::NAME.to_string(),
             payload: encode_payload(&msg)?,
-            stamp: None,
+            stamp: self.shared.stamp(),
         };
         let frame = codec::encode(&env, self.shared.options.max_frame_bytes)?;
         self.shared

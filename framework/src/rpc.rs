@@ -77,10 +77,16 @@ pub struct RpcStub {
     next_id: u64,
     pending: HashMap<u64, Pending>,
     rng: rand::rngs::StdRng,
+    lamport: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RpcStub {
-    pub(crate) fn new(node: NodeId, transport: Arc<dyn Transport>, max_frame: usize) -> Self {
+    pub(crate) fn new(
+        node: NodeId,
+        transport: Arc<dyn Transport>,
+        max_frame: usize,
+        lamport: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
         Self {
             node,
@@ -89,6 +95,7 @@ impl RpcStub {
             next_id: 1,
             pending: HashMap::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
+            lamport,
         }
     }
 
@@ -150,7 +157,14 @@ impl Handler<StartAsk> for RpcStub {
             kind: Kind::Ask { id },
             type_tag: m.tag.to_string(),
             payload: m.payload,
-            stamp: None,
+            stamp: Some(crate::codec::ClockStamp {
+                lamport: Some(
+                    self.lamport
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1,
+                ),
+                vector: None,
+            }),
         };
         let frame = match encode(&env, self.max_frame) {
             Ok(f) => Bytes::from(f),
