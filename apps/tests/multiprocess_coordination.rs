@@ -1,7 +1,11 @@
 //! Coordination protocols across real processes over QUIC: three `troupe
 //! node` processes run a bully election and a Ricart–Agrawala lock worker;
 //! an in-process auditor (the controller node) checks that critical sections
-//! never overlap and fencing tokens only grow. The leader is killed with
+//! never overlap and fencing tokens only grow. A holder killed inside its
+//! critical section takes its token with it, so the next grant may repeat
+//! that token once; the auditor, like any fenced resource, refuses it (this
+//! is the documented failure behaviour of the mutex cores), and anything
+//! else not above the last token is a violation. The leader is killed with
 //! SIGKILL; the others elect the next-highest node in a higher term, and the
 //! lock keeps granting.
 
@@ -24,6 +28,8 @@ const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 struct AuditLog {
     inside: Option<(String, u64)>,
     last_token: u64,
+    last_holder: String,
+    refused: u32,
     entries: BTreeMap<String, u32>,
     violations: Vec<String>,
 }
