@@ -19,7 +19,9 @@
 //!
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
 //! Quick mode (N = 8, 64; short runs; one seed): add `-- --quick` or set
-//! `FD_QUICK=1`.
+//! `FD_QUICK=1`. Filters: `FD_SIZES=64,1024`, `FD_KINDS=troupe-swim,foca`
+//! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes);
+//! `FD_DEBUG=1` prints every false positive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -486,11 +488,20 @@ struct Row {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "quick")
         || std::env::var("FD_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let sizes: Vec<u32> = if quick {
+    let mut sizes: Vec<u32> = if quick {
         vec![8, 64]
     } else {
         vec![8, 64, 256, 1024]
     };
+    if let Ok(v) = std::env::var("FD_SIZES") {
+        sizes = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    }
+    let kinds_filter: Option<Vec<String>> = std::env::var("FD_KINDS")
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().to_string()).collect());
+    let scen_filter: Option<Vec<String>> = std::env::var("FD_SCENARIOS")
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().to_string()).collect());
     println!(
         "fd_quality ({} mode): probe period / heartbeat interval 1 s, delay U(1,10) ms",
         if quick { "quick" } else { "full" }
@@ -498,6 +509,12 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     for &n in &sizes {
         for kind in [Kind::Heartbeat, Kind::Phi, Kind::Swim, Kind::Foca] {
+            if kinds_filter
+                .as_ref()
+                .is_some_and(|f| !f.iter().any(|k| k == kind.name()))
+            {
+                continue;
+            }
             let all_to_all = matches!(kind, Kind::Heartbeat | Kind::Phi);
             if all_to_all && n > 256 {
                 continue; // O(N^2) heartbeats: not meant for this size.
@@ -514,6 +531,12 @@ fn main() {
                 _ => vec![1],
             };
             for sc in SCENARIOS {
+                if scen_filter
+                    .as_ref()
+                    .is_some_and(|f| !f.iter().any(|k| sc.name.starts_with(k.as_str())))
+                {
+                    continue;
+                }
                 let mut agg = RunStats::default();
                 for &seed in &seeds {
                     let d = Duration::from_secs(secs);
