@@ -106,6 +106,12 @@ impl<M: WireMessage> RemoteMessage for Wire<M> {
     const NAME: &'static str = M::WIRE_NAME;
 }
 
+/// A protocol core the [`Driver`] can run: peers named by a [`PeerId`],
+/// messages that are [`WireMessage`]s. Implemented for every such core.
+pub trait Drivable: Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static {}
+
+impl<P> Drivable for P where P: Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static {}
+
 /// The output buffer of core `P`.
 pub type OutputsOf<P> = Outputs<
     <P as Protocol>::Id,
@@ -130,11 +136,7 @@ pub type EventHook<P> = Box<dyn FnMut(&Node, &[<P as Protocol>::Event])>;
 
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
 /// `ActorSpec` factory (so a restart builds a fresh one).
-pub struct Driver<P: Protocol>
-where
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-{
+pub struct Driver<P: Drivable> {
     // Boxed so the actor is `Unpin` whatever the core's types are.
     core: Box<P>,
     node: Node,
@@ -170,11 +172,7 @@ impl<P> Persist<P> {
 
 impl<P> Driver<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     /// A driver for `core`, running as actor `name` on `node`, publishing
     /// events on `events` (share the sender with the typed API's handle).
@@ -294,11 +292,7 @@ where
 
 impl<P> Actor for Driver<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     type Context = Context<Self>;
 
@@ -340,11 +334,7 @@ fn membership_stream(node: Node) -> impl futures::Stream<Item = MemberEvent<Stri
 
 impl<P> StreamHandler<MemberEvent<String>> for Driver<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     fn handle(&mut self, ev: MemberEvent<String>, ctx: &mut Context<Self>) {
         if let Some(member) = P::Id::from_member_name(&ev.member) {
@@ -363,11 +353,7 @@ where
 
 impl<P> Handler<Sender<Wire<P::Msg>>> for Driver<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     type Result = ();
     fn handle(&mut self, m: Sender<Wire<P::Msg>>, ctx: &mut Context<Self>) {
@@ -380,11 +366,7 @@ where
 
 impl<P, R> Handler<Invoke<P, R>> for Driver<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
     R: Send + 'static,
 {
     type Result = MessageResult<Invoke<P, R>>;
@@ -459,11 +441,7 @@ pub async fn spawn_driver<P>(
     spec: DriverSpec<P>,
 ) -> Result<DriverHandle<P>, troupe_framework::NodeError>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     let (events, _) = broadcast::channel(1024);
     let ev = events.clone();
@@ -530,11 +508,7 @@ pub enum DriverError {
 
 impl<P> DriverHandle<P>
 where
-    P: Protocol + 'static,
-    P::Id: PeerId,
-    P::Msg: WireMessage,
-    P::Timer: 'static,
-    P::Event: Send + 'static,
+    P: Drivable,
 {
     /// Subscribe to the protocol's events.
     pub fn subscribe(&self) -> broadcast::Receiver<P::Event> {
