@@ -20,8 +20,9 @@
 //! `REMOTE_BENCH_N` tells per round (default 500000), `REMOTE_BENCH_ROUNDS`
 //! (default 5), `REMOTE_BENCH_ASKS` pipelined asks per round (default 100000),
 //! `REMOTE_BENCH_WINDOW` asks in flight (default 1024), `REMOTE_BENCH_RTT`
-//! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` (only
-//! the framework tell rounds, for profiling).
+//! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
+//! `REMOTE_BENCH_ONLY=ask` (only the framework tell, or pipelined-ask, rounds,
+//! for profiling).
 
 mod support;
 
@@ -471,7 +472,7 @@ fn main() {
     let asks: u64 = env_or("REMOTE_BENCH_ASKS", 100_000);
     let window: usize = env_or("REMOTE_BENCH_WINDOW", 1024).max(1);
     let rtt_iters: usize = env_or("REMOTE_BENCH_RTT", 2000).max(1);
-    let only_tell = std::env::var("REMOTE_BENCH_ONLY").is_ok_and(|v| v == "tell");
+    let only = std::env::var("REMOTE_BENCH_ONLY").unwrap_or_default();
     let frame = framework_frame_len();
     let wall = Instant::now();
     let system = actix_rt::System::new();
@@ -504,7 +505,14 @@ fn main() {
         // Warm up: connect and run a short burst.
         framework_tell(&a, &xa, &progress, 20_000).await;
 
-        if only_tell {
+        if only == "ask" {
+            for round in 0..rounds {
+                let (t, tc, failed) = framework_pipelined(&a, &xa, asks, window).await;
+                println!("    round {round}: framework asks {t:>9.0}/s ({tc:>5.0} CPU-ns/ask, {failed} failed)");
+            }
+            return;
+        }
+        if only == "tell" {
             for round in 0..rounds {
                 let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
                 println!("    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)");
