@@ -159,6 +159,49 @@ fn framework_frame_len() -> usize {
     codec::encode(&env, 1 << 20).expect("encode").len()
 }
 
+/// CPU cost (ns per message, one thread) of the framework codec alone for one
+/// `Blob` tell: (payload + envelope encode, envelope + payload decode).
+fn codec_cost(iters: u64) -> (f64, f64) {
+    let from = NodeId::with_incarnation("a", 1);
+    let to = ActorPath {
+        node: "b".into(),
+        actor: "sink".into(),
+    };
+    let data = vec![FILL; DATA];
+    let t0 = Instant::now();
+    let mut frames = Vec::with_capacity(1024);
+    for seq in 0..iters {
+        let env = Envelope {
+            from: from.clone(),
+            from_actor: None,
+            to: to.clone(),
+            kind: Kind::Tell,
+            type_tag: "bench.blob".to_string(),
+            payload: codec::encode_payload(&Blob {
+                seq,
+                data: data.clone(),
+            })
+            .expect("encode"),
+            stamp: None,
+        };
+        let f = codec::encode(&env, 1 << 20).expect("encode");
+        if frames.len() < 1024 {
+            frames.push(f);
+        } else {
+            std::hint::black_box(f);
+        }
+    }
+    let enc = t0.elapsed().as_nanos() as f64 / iters as f64;
+    let t0 = Instant::now();
+    for i in 0..iters {
+        let env = codec::decode(&frames[i as usize % frames.len()], 1 << 20).expect("decode");
+        let m: Blob = codec::decode_payload(&env.payload).expect("decode");
+        std::hint::black_box(m);
+    }
+    let dec = t0.elapsed().as_nanos() as f64 / iters as f64;
+    (enc, dec)
+}
+
 async fn count(a: &Node, xa: &Arbiter) -> u64 {
     let r = a.lookup::<Count>("b/sink").expect("path");
     on(xa, async move { r.ask(Count).await.expect("count") }).await
@@ -474,6 +517,7 @@ fn main() {
     let rtt_iters: usize = env_or("REMOTE_BENCH_RTT", 2000).max(1);
     let only = std::env::var("REMOTE_BENCH_ONLY").unwrap_or_default();
     let frame = framework_frame_len();
+    let (enc_ns, dec_ns) = codec_cost(300_000);
     let wall = Instant::now();
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -501,6 +545,9 @@ fn main() {
             "Troupe remote-node benchmark over QUIC (loopback, mutual TLS): user message {} bytes msgpack, \
              framework frame {frame} bytes; raw quinn frames are {frame} bytes too",
             codec::encode_payload(&Blob { seq: u64::MAX / 3, data: vec![FILL; DATA] }).expect("enc").len()
+        );
+        println!(
+            "0. codec alone (one thread, no I/O): tell envelope encode {enc_ns:.0} ns/msg (payload + envelope), decode {dec_ns:.0} ns/msg (envelope + payload)"
         );
         // Warm up: connect and run a short burst.
         framework_tell(&a, &xa, &progress, 20_000).await;
