@@ -562,7 +562,10 @@ fn main() {
         if only == "tell" {
             for round in 0..rounds {
                 let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
-                println!("    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)");
+                println!(
+                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries), RSS {} KiB",
+                    support::rss_kib()
+                );
             }
             return;
         }
