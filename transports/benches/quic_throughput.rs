@@ -15,154 +15,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use support::quic_support::{config, reserve_addr};
 use support::{
-    bind_on, cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
+    bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
+    transport_pair, transport_rtt, transport_throughput,
 };
-use troupe_framework::transport::{InboundReceiver, Transport, TransportError, TransportEvent};
+use troupe_framework::transport::{Transport, TransportEvent};
 use troupe_transports::certs::ClusterCa;
-use troupe_transports::quic::QuicTransport;
 
 const FRAME: usize = 100;
-
-fn payload(i: u64) -> Bytes {
-    support::payload(i, FRAME)
-}
-
-// ----- (a) and (c) through the transport --------------------------------------
-
-struct Pair {
-    a: Arc<QuicTransport>,
-    b: Arc<QuicTransport>,
-    a_rx: Option<InboundReceiver>,
-    b_rx: Option<InboundReceiver>,
-}
-
-async fn transport_pair(ca: &ClusterCa, xa: &Arbiter, xb: &Arbiter) -> Pair {
-    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, a_rx) = bind_on(
-        xa,
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        4096,
-    )
-    .await;
-    let (b, b_rx) = bind_on(
-        xb,
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        4096,
-    )
-    .await;
-    Pair {
-        a,
-        b,
-        a_rx: Some(a_rx),
-        b_rx: Some(b_rx),
-    }
-}
-
-async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) -> (f64, f64) {
-    let mut b_rx = p.b_rx.take().expect("rx");
-    let receiver = on(xb, async move {
-        let mut got = 0u64;
-        let mut last = 0u64;
-        while got < n {
-            match b_rx.recv().await {
-                Some(TransportEvent::Frame { bytes, .. }) => {
-                    let seq = (&bytes[..8]).get_u64();
-                    assert!(
-                        got == 0 || seq == last + 1,
-                        "order broken: {last} then {seq}"
-                    );
-                    last = seq;
-                    got += 1;
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-        (Instant::now(), got, b_rx)
-    });
-    let a = p.a.clone();
-    let start = Instant::now();
-    let cpu0 = cpu_ns();
-    let sender = on(xa, async move {
-        // Non-blocking send while there is room; wait for room when the queue is
-        // full (the queue keeps up to `send_queue_capacity` frames in flight).
-        let mut full = 0u64;
-        for i in 0..n {
-            match a.send("node-b", payload(i)) {
-                Ok(()) => {}
-                Err(TransportError::QueueFull { .. }) => {
-                    full += 1;
-                    a.send_wait("node-b", payload(i)).await.expect("send_wait");
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-        full
-    });
-    let (_, (end, got, b_rx)) = tokio::join!(sender, receiver);
-    let cpu = cpu_ns() - cpu0;
-    p.b_rx = Some(b_rx);
-    assert_eq!(got, n);
-    (
-        n as f64 / (end - start).as_secs_f64(),
-        cpu as f64 / n as f64,
-    )
-}
-
-async fn transport_rtt(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, iters: usize) -> Vec<Duration> {
-    // node-b echoes every frame back.
-    let mut b_rx = p.b_rx.take().expect("rx");
-    let b = p.b.clone();
-    xb.spawn(async move {
-        while let Some(ev) = b_rx.recv().await {
-            if let TransportEvent::Frame { bytes, .. } = ev {
-                if bytes.as_ref() == b"stop" {
-                    break;
-                }
-                let _ = b.send("node-a", bytes);
-            }
-        }
-    });
-    let mut a_rx = p.a_rx.take().expect("rx");
-    let a = p.a.clone();
-    on(xa, async move {
-        let mut samples = Vec::with_capacity(iters);
-        for i in 0..(iters + 200) as u64 {
-            let t0 = Instant::now();
-            a.send("node-b", payload(i)).expect("send");
-            loop {
-                match a_rx.recv().await {
-                    Some(TransportEvent::Frame { .. }) => break,
-                    Some(_) => {}
-                    None => panic!("closed"),
-                }
-            }
-            if i >= 200 {
-                samples.push(t0.elapsed());
-            }
-        }
-        let _ = a.send("node-b", Bytes::from_static(b"stop"));
-        samples
-    })
-    .await
-}
 
 // ----- (d) connect + authenticate, (e) memory -------------------------------------
 
@@ -325,7 +190,7 @@ fn main() {
         if std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport") {
             let mut pair = transport_pair(&ca, &xa, &xb).await;
             for _ in 0..3 {
-                let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+                let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n, FRAME).await;
                 println!("transport {t:.0} msg/s, {tc:.0} CPU-ns/msg");
             }
             return;
@@ -335,7 +200,7 @@ fn main() {
 
         let mut pair = transport_pair(&ca, &xa, &xb).await;
         // Warm up: connect and run a short burst.
-        transport_throughput(&mut pair, &xa, &xb, 50_000).await;
+        transport_throughput(&mut pair, &xa, &xb, 50_000, FRAME).await;
         // QUIC_BENCH_ONLY=transport: only the transport throughput (for profiling).
         let transport_only = std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport");
         let rounds: usize = std::env::var("QUIC_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
@@ -346,7 +211,7 @@ fn main() {
             } else {
                 raw_throughput(&xa, &xb, &ca, n, 1024, FRAME).await
             };
-            let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+            let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n, FRAME).await;
             println!(
                 "    round {round}: transport {t:>10.0} msg/s ({tc:>4.0} CPU-ns/msg)   raw quinn {r:>10.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
                 t / r
@@ -368,7 +233,7 @@ fn main() {
         println!("    ratio transport / raw quinn: median of per-round ratios {q:.2}; CPU-efficiency ratio (raw CPU-ns / transport CPU-ns) {:.2}", rc / tc);
 
         let iters = 5000;
-        let mut ours = transport_rtt(&mut pair, &xa, &xb, iters).await;
+        let mut ours = transport_rtt(&mut pair, &xa, &xb, iters, FRAME).await;
         let mut raw = raw_rtt(&xa, &xb, &ca, iters, FRAME).await;
         ours.sort();
         raw.sort();

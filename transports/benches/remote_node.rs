@@ -13,8 +13,10 @@
 //!
 //! Each is compared with raw quinn in the same run (same TLS, same flow-control
 //! windows, `u32` big-endian length-prefixed frames of the *same length as the
-//! framework's encoded envelope* on one long-lived stream). Framework and raw
-//! rounds alternate so machine load hits both; medians are reported.
+//! framework's encoded envelope* on one long-lived stream). For 1 and 2 the
+//! bare `QuicTransport` (no framework) is measured too, with the same frames, so
+//! the framework's own share is visible. Framework and baseline rounds alternate
+//! so machine load hits both; medians are reported.
 //!
 //! Run with `cargo bench -p troupe-transports --bench remote_node`. Knobs (env):
 //! `REMOTE_BENCH_N` tells per round (default 500000), `REMOTE_BENCH_ROUNDS`
@@ -38,7 +40,10 @@ use bytes::{Buf, BufMut, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use support::quic_support::{config, reserve_addr};
-use support::{cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput};
+use support::{
+    cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, transport_pair,
+    transport_rtt, transport_throughput,
+};
 use troupe_framework::codec::{self, Envelope, Kind};
 use troupe_framework::transport::TransportError;
 use troupe_framework::{ActorPath, ActorSpec, Node, NodeConfig, NodeId, TellError};
@@ -572,13 +577,20 @@ fn main() {
 
         // 1. tell throughput vs raw quinn one-way.
         let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut tr, mut tr_cpu) = (vec![], vec![]);
+        // The transport alone (no framework), same frame length, for the breakdown.
+        let mut pair = transport_pair(&ca, &xa, &xb).await;
+        transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
         for round in 0..rounds {
             let (r, rc) = raw_throughput(&xa, &xb, &ca, n, 1024, frame).await;
+            let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
             let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
             println!(
-                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
+                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
                 t / r
             );
+            tr.push(q);
+            tr_cpu.push(qc);
             fw.push(t);
             raw.push(r);
             ratio.push(t / r);
@@ -590,17 +602,26 @@ fn main() {
             "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
             median(&fw), median(&raw), median(&ratio), rc / fc
         );
+        println!(
+            "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
+            median(&tr), median(&tr_cpu)
+        );
 
         // 2. ask round trip, one in flight.
-        let (mut fw_rtt, mut raw_rtts) = (vec![], vec![]);
+        let (mut fw_rtt, mut raw_rtts, mut tr_rtts) = (vec![], vec![], vec![]);
         let (mut p50r, mut p99r) = (vec![], vec![]);
         for round in 0..rounds {
             let mut r = raw_rtt(&xa, &xb, &ca, rtt_iters, frame).await;
+            let mut q = transport_rtt(&mut pair, &xa, &xb, rtt_iters, frame).await;
+            pair = transport_pair(&ca, &xa, &xb).await;
             let mut f = framework_rtt(&a, &xa, rtt_iters).await;
             r.sort();
+            q.sort();
             f.sort();
+            tr_rtts.push((percentile(&q, 0.5), percentile(&q, 0.99)));
             let (f50, f99, r50, r99) = (percentile(&f, 0.5), percentile(&f, 0.99), percentile(&r, 0.5), percentile(&r, 0.99));
-            println!("    round {round}: framework ask p50 {f50:?} p99 {f99:?}   raw quinn p50 {r50:?} p99 {r99:?}   p50 ratio {:.2}",
+            println!("    round {round}: framework ask p50 {f50:?} p99 {f99:?}   transport alone p50 {:?} p99 {:?}   raw quinn p50 {r50:?} p99 {r99:?}   p50 ratio {:.2}",
+                percentile(&q, 0.5), percentile(&q, 0.99),
                 f50.as_secs_f64() / r50.as_secs_f64());
             p50r.push(f50.as_secs_f64() / r50.as_secs_f64());
             p99r.push(f99.as_secs_f64() / r99.as_secs_f64());
@@ -614,6 +635,11 @@ fn main() {
         println!(
             "2. ask round trip, one in flight, {rtt_iters} samples per round: framework p50 {fp50:?} p99 {fp99:?}; raw quinn p50 {rp50:?} p99 {rp99:?}; median per-round p50 ratio {:.2}, p99 ratio {:.2}",
             median(&p50r), median(&p99r)
+        );
+        println!(
+            "   (transport alone, echo through two QuicTransports: p50 {:?} p99 {:?})",
+            median_d(&tr_rtts.iter().map(|x| x.0).collect::<Vec<_>>()),
+            median_d(&tr_rtts.iter().map(|x| x.1).collect::<Vec<_>>())
         );
 
         // 3. pipelined asks.
