@@ -24,7 +24,9 @@
 //! `REMOTE_BENCH_WINDOW` asks in flight (default 1024), `REMOTE_BENCH_RTT`
 //! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
 //! `REMOTE_BENCH_ONLY=ask` (only the framework tell, or pipelined-ask, rounds,
-//! for profiling).
+//! for profiling), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
+//! cost of spawning and cancelling two `run_later` timers per request on one
+//! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
 
 mod support;
 
@@ -495,6 +497,57 @@ async fn raw_connect_times(
     .await
 }
 
+/// An actor that keeps `window` actix timers (`run_later`) outstanding, adding
+/// two per request and cancelling the oldest two, as the RPC stub does per ask.
+struct Timers {
+    handles: std::collections::VecDeque<SpawnHandle>,
+    window: usize,
+}
+
+impl Actor for Timers {
+    type Context = Context<Self>;
+}
+
+struct Tick;
+impl Message for Tick {
+    type Result = ();
+}
+
+impl Handler<Tick> for Timers {
+    type Result = ();
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        for _ in 0..2 {
+            self.handles
+                .push_back(ctx.run_later(Duration::from_secs(600), |_, _| {}));
+        }
+        while self.handles.len() > 2 * self.window {
+            if let Some(h) = self.handles.pop_front() {
+                ctx.cancel_future(h);
+            }
+        }
+    }
+}
+
+/// Plain actix, no framework: ns per "ask-like" timer pair (spawn two
+/// `run_later`s, cancel two) with `window` pairs outstanding.
+async fn actix_timer_cost(window: usize, ticks: u64) -> f64 {
+    let addr = Timers {
+        handles: Default::default(),
+        window,
+    }
+    .start();
+    for _ in 0..2 * window {
+        addr.do_send(Tick);
+    }
+    addr.send(Tick).await.expect("warm");
+    let t0 = Instant::now();
+    for _ in 0..ticks {
+        addr.do_send(Tick);
+    }
+    addr.send(Tick).await.expect("timers");
+    t0.elapsed().as_nanos() as f64 / ticks as f64
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -557,6 +610,12 @@ fn main() {
         // Warm up: connect and run a short burst.
         framework_tell(&a, &xa, &progress, 20_000).await;
 
+        if only == "timers" {
+            for w in [16usize, 256, 1024, 4096] {
+                println!("    W={w}: {:.0} ns per request", actix_timer_cost(w, 20_000).await);
+            }
+            return;
+        }
         if only == "ask" {
             for round in 0..rounds {
                 let (t, tc, failed) = framework_pipelined(&a, &xa, asks, window).await;
