@@ -7,6 +7,7 @@
 //! Nothing here is part of the library; benchmark code may `expect` freely.
 #![allow(dead_code)]
 
+/// The QUIC integration tests' helpers (configs, reserved ports, ALPN).
 #[path = "../../tests/quic_support/mod.rs"]
 pub mod quic_support;
 
@@ -54,6 +55,7 @@ pub async fn on<T: Send + 'static>(
     rx.await.expect("arbiter task finished")
 }
 
+/// Binds a `QuicTransport` on `arbiter` with an inbound channel of `cap` events.
 pub async fn bind_on(
     arbiter: &Arbiter,
     cfg: QuicConfig,
@@ -67,6 +69,7 @@ pub async fn bind_on(
     .await
 }
 
+/// Resident set size of this process, KiB (0 if unreadable).
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -93,6 +96,7 @@ pub fn cpu_ns() -> u64 {
         .sum()
 }
 
+/// The `p` quantile (0..=1) of an ascending-sorted, non-empty slice.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -100,6 +104,8 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 // ----- (b) and (c) raw quinn ------------------------------------------------------
 
+/// Raw quinn server config: TLS 1.3, client certificates required (cluster CA),
+/// the transport's ALPN, the same flow-control windows as the transport.
 pub fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -127,6 +133,7 @@ pub fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
     server
 }
 
+/// A raw quinn server endpoint on `arbiter`, on an ephemeral loopback port.
 pub async fn raw_server(arbiter: &Arbiter, ca: &ClusterCa) -> (quinn::Endpoint, SocketAddr) {
     let cfg = raw_server_config(ca, &ca.issue("raw-server").expect("cert"));
     on(arbiter, async move {
@@ -138,6 +145,7 @@ pub async fn raw_server(arbiter: &Arbiter, ca: &ClusterCa) -> (quinn::Endpoint, 
     .await
 }
 
+/// A raw mTLS client endpoint on `arbiter`, connected to `addr`.
 pub async fn raw_connect(
     arbiter: &Arbiter,
     ca: &ClusterCa,
@@ -251,6 +259,8 @@ pub async fn raw_throughput(
     )
 }
 
+/// Raw quinn request/response round trips, one in flight, on one bidi stream
+/// (the server echoes each `frame`-byte frame); 200 warm-up samples dropped.
 pub async fn raw_rtt(
     xa: &Arbiter,
     xb: &Arbiter,
