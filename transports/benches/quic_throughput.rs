@@ -12,424 +12,22 @@
 //! `cargo bench -p troupe-transports --bench quic_throughput` (env `QUIC_BENCH_N`
 //! sets the frame count, default 2,000,000).
 
-#[path = "../tests/quic_support/mod.rs"]
-mod quic_support;
+mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use quic_support::{config, reserve_addr, TROUPE_ALPN};
-use tokio::sync::oneshot;
-use troupe_framework::transport::{InboundReceiver, Transport, TransportError, TransportEvent};
-use troupe_transports::certs::{ClusterCa, NodeTls};
-use troupe_transports::quic::{QuicConfig, QuicTransport};
+use bytes::Bytes;
+use support::quic_support::{config, reserve_addr};
+use support::{
+    bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
+    transport_pair, transport_rtt, transport_throughput,
+};
+use troupe_framework::transport::{Transport, TransportEvent};
+use troupe_transports::certs::ClusterCa;
 
 const FRAME: usize = 100;
-
-fn payload(i: u64) -> Bytes {
-    let mut b = BytesMut::with_capacity(FRAME);
-    b.put_u64(i);
-    b.resize(FRAME, 0xab);
-    b.freeze()
-}
-
-/// Starts `fut` on `arbiter` now; its output arrives on the returned channel.
-fn start<T: Send + 'static>(
-    arbiter: &Arbiter,
-    fut: impl std::future::Future<Output = T> + Send + 'static,
-) -> oneshot::Receiver<T> {
-    let (tx, rx) = oneshot::channel();
-    arbiter.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx
-}
-
-/// Runs `fut` on `arbiter` and returns its output.
-async fn on<T: Send + 'static>(
-    arbiter: &Arbiter,
-    fut: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    let (tx, rx) = oneshot::channel();
-    arbiter.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.await.expect("arbiter task finished")
-}
-
-async fn bind_on(
-    arbiter: &Arbiter,
-    cfg: QuicConfig,
-    cap: usize,
-) -> (Arc<QuicTransport>, InboundReceiver) {
-    on(arbiter, async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(cap);
-        let t = QuicTransport::bind(cfg, tx).await.expect("bind");
-        (Arc::new(t), rx)
-    })
-    .await
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time used so far by all threads of this process (ns), from schedstat.
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-// ----- (a) and (c) through the transport --------------------------------------
-
-struct Pair {
-    a: Arc<QuicTransport>,
-    b: Arc<QuicTransport>,
-    a_rx: Option<InboundReceiver>,
-    b_rx: Option<InboundReceiver>,
-}
-
-async fn transport_pair(ca: &ClusterCa, xa: &Arbiter, xb: &Arbiter) -> Pair {
-    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, a_rx) = bind_on(
-        xa,
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        4096,
-    )
-    .await;
-    let (b, b_rx) = bind_on(
-        xb,
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        4096,
-    )
-    .await;
-    Pair {
-        a,
-        b,
-        a_rx: Some(a_rx),
-        b_rx: Some(b_rx),
-    }
-}
-
-async fn transport_throughput(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, n: u64) -> (f64, f64) {
-    let mut b_rx = p.b_rx.take().expect("rx");
-    let receiver = on(xb, async move {
-        let mut got = 0u64;
-        let mut last = 0u64;
-        while got < n {
-            match b_rx.recv().await {
-                Some(TransportEvent::Frame { bytes, .. }) => {
-                    let seq = (&bytes[..8]).get_u64();
-                    assert!(
-                        got == 0 || seq == last + 1,
-                        "order broken: {last} then {seq}"
-                    );
-                    last = seq;
-                    got += 1;
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-        (Instant::now(), got, b_rx)
-    });
-    let a = p.a.clone();
-    let start = Instant::now();
-    let cpu0 = cpu_ns();
-    let sender = on(xa, async move {
-        // Non-blocking send while there is room; wait for room when the queue is
-        // full (the queue keeps up to `send_queue_capacity` frames in flight).
-        let mut full = 0u64;
-        for i in 0..n {
-            match a.send("node-b", payload(i)) {
-                Ok(()) => {}
-                Err(TransportError::QueueFull { .. }) => {
-                    full += 1;
-                    a.send_wait("node-b", payload(i)).await.expect("send_wait");
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-        full
-    });
-    let (_, (end, got, b_rx)) = tokio::join!(sender, receiver);
-    let cpu = cpu_ns() - cpu0;
-    p.b_rx = Some(b_rx);
-    assert_eq!(got, n);
-    (
-        n as f64 / (end - start).as_secs_f64(),
-        cpu as f64 / n as f64,
-    )
-}
-
-async fn transport_rtt(p: &mut Pair, xa: &Arbiter, xb: &Arbiter, iters: usize) -> Vec<Duration> {
-    // node-b echoes every frame back.
-    let mut b_rx = p.b_rx.take().expect("rx");
-    let b = p.b.clone();
-    xb.spawn(async move {
-        while let Some(ev) = b_rx.recv().await {
-            if let TransportEvent::Frame { bytes, .. } = ev {
-                if bytes.as_ref() == b"stop" {
-                    break;
-                }
-                let _ = b.send("node-a", bytes);
-            }
-        }
-    });
-    let mut a_rx = p.a_rx.take().expect("rx");
-    let a = p.a.clone();
-    on(xa, async move {
-        let mut samples = Vec::with_capacity(iters);
-        for i in 0..(iters + 200) as u64 {
-            let t0 = Instant::now();
-            a.send("node-b", payload(i)).expect("send");
-            loop {
-                match a_rx.recv().await {
-                    Some(TransportEvent::Frame { .. }) => break,
-                    Some(_) => {}
-                    None => panic!("closed"),
-                }
-            }
-            if i >= 200 {
-                samples.push(t0.elapsed());
-            }
-        }
-        let _ = a.send("node-b", Bytes::from_static(b"stop"));
-        samples
-    })
-    .await
-}
-
-// ----- (b) and (c) raw quinn ------------------------------------------------------
-
-fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("root");
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("verifier");
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
-        .expect("cert");
-    cfg.alpn_protocols = vec![TROUPE_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).expect("quic");
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut tc = quinn::TransportConfig::default();
-    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
-    tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
-    tc.send_window(8 * 1024 * 1024);
-    server.transport_config(Arc::new(tc));
-    server
-}
-
-async fn raw_server(arbiter: &Arbiter, ca: &ClusterCa) -> (quinn::Endpoint, SocketAddr) {
-    let cfg = raw_server_config(ca, &ca.issue("raw-server").expect("cert"));
-    on(arbiter, async move {
-        let ep =
-            quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().expect("addr")).expect("server");
-        let addr = ep.local_addr().expect("addr");
-        (ep, addr)
-    })
-    .await
-}
-
-async fn raw_connect(
-    arbiter: &Arbiter,
-    ca: &ClusterCa,
-    addr: SocketAddr,
-) -> (quinn::Endpoint, quinn::Connection) {
-    let ep = raw_client_on(arbiter, ca).await;
-    let ep2 = ep.clone();
-    let conn = on(arbiter, async move {
-        ep2.connect(addr, "raw-server")
-            .expect("connect")
-            .await
-            .expect("handshake")
-    })
-    .await;
-    (ep, conn)
-}
-
-/// A raw mTLS client endpoint created on `arbiter` (so its driver runs there).
-async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("root");
-    let id = ca.issue("raw-client").expect("cert");
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-        .expect("client cert");
-    tls.alpn_protocols = vec![TROUPE_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic");
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut tc = quinn::TransportConfig::default();
-    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
-    tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
-    tc.send_window(8 * 1024 * 1024);
-    client.transport_config(Arc::new(tc));
-    on(arbiter, async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
-        ep.set_default_client_config(client);
-        ep
-    })
-    .await
-}
-
-/// Sends `n` frames on one uni stream, batches of `batch` frames per write.
-async fn raw_throughput(
-    xa: &Arbiter,
-    xb: &Arbiter,
-    ca: &ClusterCa,
-    n: u64,
-    batch: usize,
-) -> (f64, f64) {
-    let (server, addr) = raw_server(xb, ca).await;
-    // The client endpoint must be created on its arbiter.
-    let receiver = start(xb, async move {
-        let incoming = server.accept().await.expect("incoming");
-        let conn = incoming.await.expect("accept");
-        let mut recv = conn.accept_uni().await.expect("uni");
-        let mut buf = BytesMut::new();
-        let mut got = 0u64;
-        while got < n {
-            match recv.read_chunk(256 * 1024, true).await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk.bytes);
-                    while buf.len() >= 4 {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < 4 + len {
-                            break;
-                        }
-                        buf.advance(4);
-                        let frame = buf.split_to(len).freeze();
-                        std::hint::black_box(frame);
-                        got += 1;
-                    }
-                }
-                _ => break,
-            }
-        }
-        (Instant::now(), got, server, conn)
-    });
-    let (client_ep, conn) = raw_connect(xa, ca, addr).await;
-    let started = Instant::now();
-    let cpu0 = cpu_ns();
-    let sender = on(xa, async move {
-        let mut s = conn.open_uni().await.expect("open");
-        let mut i = 0u64;
-        let mut out = BytesMut::with_capacity(batch * (FRAME + 4));
-        while i < n {
-            let k = (n - i).min(batch as u64);
-            for j in 0..k {
-                let f = payload(i + j);
-                out.put_u32(f.len() as u32);
-                out.extend_from_slice(&f);
-            }
-            i += k;
-            s.write_all(&out).await.expect("write");
-            out.clear();
-        }
-        (s, conn)
-    });
-    let (_s, _conn) = sender.await;
-    let (end, got, _server, _sconn) = receiver.await.expect("receiver");
-    let cpu = cpu_ns() - cpu0;
-    drop(client_ep);
-    assert_eq!(got, n);
-    (
-        n as f64 / (end - started).as_secs_f64(),
-        cpu as f64 / n as f64,
-    )
-}
-
-async fn raw_rtt(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, iters: usize) -> Vec<Duration> {
-    let (server, addr) = raw_server(xb, ca).await;
-    xb.spawn(async move {
-        let incoming = server.accept().await.expect("incoming");
-        let conn = incoming.await.expect("accept");
-        let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
-        let mut len = [0u8; 4];
-        let mut body = vec![0u8; FRAME];
-        while recv.read_exact(&mut len).await.is_ok() {
-            let l = u32::from_be_bytes(len) as usize;
-            body.resize(l, 0);
-            if recv.read_exact(&mut body).await.is_err() {
-                break;
-            }
-            let mut out = len.to_vec();
-            out.extend_from_slice(&body);
-            if send.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        drop(server);
-    });
-    let (_ep, conn) = raw_connect(xa, ca, addr).await;
-    on(xa, async move {
-        let (mut send, mut recv) = conn.open_bi().await.expect("bi");
-        let mut samples = Vec::with_capacity(iters);
-        let mut len = [0u8; 4];
-        let mut body = vec![0u8; FRAME];
-        for i in 0..(iters + 200) as u64 {
-            let t0 = Instant::now();
-            let f = payload(i);
-            let mut out = (f.len() as u32).to_be_bytes().to_vec();
-            out.extend_from_slice(&f);
-            send.write_all(&out).await.expect("write");
-            recv.read_exact(&mut len).await.expect("read");
-            recv.read_exact(&mut body).await.expect("read");
-            if i >= 200 {
-                samples.push(t0.elapsed());
-            }
-        }
-        samples
-    })
-    .await
-}
 
 // ----- (d) connect + authenticate, (e) memory -------------------------------------
 
@@ -592,7 +190,7 @@ fn main() {
         if std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport") {
             let mut pair = transport_pair(&ca, &xa, &xb).await;
             for _ in 0..3 {
-                let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+                let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n, FRAME).await;
                 println!("transport {t:.0} msg/s, {tc:.0} CPU-ns/msg");
             }
             return;
@@ -602,7 +200,7 @@ fn main() {
 
         let mut pair = transport_pair(&ca, &xa, &xb).await;
         // Warm up: connect and run a short burst.
-        transport_throughput(&mut pair, &xa, &xb, 50_000).await;
+        transport_throughput(&mut pair, &xa, &xb, 50_000, FRAME).await;
         // QUIC_BENCH_ONLY=transport: only the transport throughput (for profiling).
         let transport_only = std::env::var("QUIC_BENCH_ONLY").is_ok_and(|v| v == "transport");
         let rounds: usize = std::env::var("QUIC_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
@@ -611,9 +209,9 @@ fn main() {
             let (r, rc) = if transport_only {
                 (1.0, 1.0)
             } else {
-                raw_throughput(&xa, &xb, &ca, n, 1024).await
+                raw_throughput(&xa, &xb, &ca, n, 1024, FRAME).await
             };
-            let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n).await;
+            let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n, FRAME).await;
             println!(
                 "    round {round}: transport {t:>10.0} msg/s ({tc:>4.0} CPU-ns/msg)   raw quinn {r:>10.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
                 t / r
@@ -635,8 +233,8 @@ fn main() {
         println!("    ratio transport / raw quinn: median of per-round ratios {q:.2}; CPU-efficiency ratio (raw CPU-ns / transport CPU-ns) {:.2}", rc / tc);
 
         let iters = 5000;
-        let mut ours = transport_rtt(&mut pair, &xa, &xb, iters).await;
-        let mut raw = raw_rtt(&xa, &xb, &ca, iters).await;
+        let mut ours = transport_rtt(&mut pair, &xa, &xb, iters, FRAME).await;
+        let mut raw = raw_rtt(&xa, &xb, &ca, iters, FRAME).await;
         ours.sort();
         raw.sort();
         println!(

@@ -1,0 +1,774 @@
+//! End-to-end benchmark of the framework over QUIC, against raw quinn in the same
+//! run, over loopback with mutual TLS.
+//!
+//! Two Troupe `Node`s (each on its own actix `Arbiter`, with its `QuicTransport`
+//! bound on the same arbiter) talk through `RemoteRef`s to a named actor `sink`:
+//!
+//! 1. one-way remote `tell` throughput, many in flight (the sender yields and
+//!    retries on `QueueFull`); only messages the sink actually handled count,
+//!    checked at the end with an ask;
+//! 2. remote `ask` round trip, one in flight, p50/p99;
+//! 3. pipelined `ask` throughput, `W` outstanding (`FuturesUnordered`);
+//! 4. connect + authenticate a new peer: a fresh node's first ask until its reply.
+//!
+//! Each is compared with raw quinn in the same run (same TLS, same flow-control
+//! windows, `u32` big-endian length-prefixed frames of the *same length as the
+//! framework's encoded envelope* on one long-lived stream). For 1 and 2 the
+//! bare `QuicTransport` (no framework) is measured too, with the same frames, so
+//! the framework's own share is visible. Framework and baseline rounds alternate
+//! so machine load hits both; medians are reported.
+//!
+//! Run with `cargo bench -p troupe-transports --bench remote_node`. Knobs (env):
+//! `REMOTE_BENCH_N` tells per round (default 500000), `REMOTE_BENCH_ROUNDS`
+//! (default 5), `REMOTE_BENCH_ASKS` pipelined asks per round (default 100000),
+//! `REMOTE_BENCH_WINDOW` asks in flight (default 1024), `REMOTE_BENCH_RTT`
+//! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
+//! `REMOTE_BENCH_ONLY=ask` (only the framework tell, or pipelined-ask, rounds,
+//! for profiling), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
+//! cost of spawning and cancelling two `run_later` timers per request on one
+//! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
+
+mod support;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::Arbiter;
+use bytes::{Buf, BufMut, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use support::quic_support::{config, reserve_addr};
+use support::{
+    cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, transport_pair,
+    transport_rtt, transport_throughput,
+};
+use troupe_framework::codec::{self, Envelope, Kind};
+use troupe_framework::transport::TransportError;
+use troupe_framework::{ActorPath, ActorSpec, Node, NodeConfig, NodeId, TellError};
+use troupe_transports::certs::ClusterCa;
+use troupe_transports::quic::{QuicConfig, QuicTransport};
+
+/// User payload filler: bytes below 0x80 so a plain `Vec<u8>` reply encodes
+/// one byte per element in msgpack.
+const FILL: u8 = 0x2a;
+/// Filler length: with the sequence number the encoded message is ~100 bytes.
+const DATA: usize = 88;
+
+/// A one-way message (~100 bytes of msgpack).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Blob {
+    seq: u64,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+troupe_framework::remote_message!(Blob, "bench.blob", ());
+
+/// A request answered with its own bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Echo(Vec<u8>);
+troupe_framework::remote_message!(Echo, "bench.echo", Vec<u8>);
+
+/// How many `Blob`s the sink has handled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Count;
+troupe_framework::remote_message!(Count, "bench.count", u64);
+
+/// Shared with the benchmark driver: when the sink reached `target`.
+#[derive(Default)]
+struct Progress {
+    target: AtomicU64,
+    reached: Mutex<Option<Instant>>,
+}
+
+struct Sink {
+    handled: u64,
+    progress: Arc<Progress>,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Blob> for Sink {
+    type Result = ();
+    fn handle(&mut self, m: Blob, _: &mut Context<Self>) {
+        std::hint::black_box(&m);
+        self.handled += 1;
+        if self.handled == self.progress.target.load(Ordering::Relaxed) {
+            if let Ok(mut r) = self.progress.reached.lock() {
+                *r = Some(Instant::now());
+            }
+        }
+    }
+}
+
+impl Handler<Echo> for Sink {
+    type Result = Vec<u8>;
+    fn handle(&mut self, m: Echo, _: &mut Context<Self>) -> Vec<u8> {
+        m.0
+    }
+}
+
+impl Handler<Count> for Sink {
+    type Result = u64;
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+        self.handled
+    }
+}
+
+fn sink(progress: &Arc<Progress>) -> ActorSpec<Sink> {
+    let p = progress.clone();
+    ActorSpec::new("sink", move || Sink {
+        handled: 0,
+        progress: p.clone(),
+    })
+    .handles::<Blob>()
+    .handles::<Echo>()
+    .handles::<Count>()
+}
+
+/// Binds a QUIC transport and starts a node on it, both on `arbiter`.
+async fn start_node(arbiter: &Arbiter, cfg: QuicConfig, incarnation: u128) -> Node {
+    on(arbiter, async move {
+        let name = cfg.node_name.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(NodeConfig::named("x").runtime.inbound_queue);
+        let t = QuicTransport::bind(cfg, tx).await.expect("bind");
+        Node::builder(NodeConfig::named(name))
+            .incarnation(incarnation)
+            .start(Arc::new(t), rx)
+            .expect("node")
+    })
+    .await
+}
+
+/// The length of the framework frame carrying one `Blob` tell.
+fn framework_frame_len() -> usize {
+    let env = Envelope {
+        from: NodeId::with_incarnation("a", 1),
+        from_actor: None,
+        to: ActorPath {
+            node: "b".into(),
+            actor: "sink".into(),
+        },
+        kind: Kind::Tell,
+        type_tag: "bench.blob".into(),
+        payload: codec::encode_payload(&Blob {
+            seq: u64::MAX / 3,
+            data: vec![FILL; DATA],
+        })
+        .expect("encode"),
+        stamp: None,
+    };
+    codec::encode(&env, 1 << 20).expect("encode").len()
+}
+
+/// CPU cost (ns per message, one thread) of the framework codec alone for one
+/// `Blob` tell: (payload + envelope encode, envelope + payload decode).
+fn codec_cost(iters: u64) -> (f64, f64) {
+    let from = NodeId::with_incarnation("a", 1);
+    let to = ActorPath {
+        node: "b".into(),
+        actor: "sink".into(),
+    };
+    let data = vec![FILL; DATA];
+    let t0 = Instant::now();
+    let mut frames = Vec::with_capacity(1024);
+    for seq in 0..iters {
+        let env = Envelope {
+            from: from.clone(),
+            from_actor: None,
+            to: to.clone(),
+            kind: Kind::Tell,
+            type_tag: "bench.blob".to_string(),
+            payload: codec::encode_payload(&Blob {
+                seq,
+                data: data.clone(),
+            })
+            .expect("encode"),
+            stamp: None,
+        };
+        let f = codec::encode(&env, 1 << 20).expect("encode");
+        if frames.len() < 1024 {
+            frames.push(f);
+        } else {
+            std::hint::black_box(f);
+        }
+    }
+    let enc = t0.elapsed().as_nanos() as f64 / iters as f64;
+    let t0 = Instant::now();
+    for i in 0..iters {
+        let env = codec::decode(&frames[i as usize % frames.len()], 1 << 20).expect("decode");
+        let m: Blob = codec::decode_payload(&env.payload).expect("decode");
+        std::hint::black_box(m);
+    }
+    let dec = t0.elapsed().as_nanos() as f64 / iters as f64;
+    (enc, dec)
+}
+
+async fn count(a: &Node, xa: &Arbiter) -> u64 {
+    let r = a.lookup::<Count>("b/sink").expect("path");
+    on(xa, async move { r.ask(Count).await.expect("count") }).await
+}
+
+/// Framework tell throughput: (msg/s, CPU-ns per message, QueueFull retries).
+async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> (f64, f64, u64) {
+    let before = count(a, xa).await;
+    progress.target.store(before + n, Ordering::Relaxed);
+    *progress.reached.lock().expect("lock") = None;
+    let r = a.lookup::<Blob>("b/sink").expect("path");
+    let started = Instant::now();
+    let cpu0 = cpu_ns();
+    let full = on(xa, async move {
+        let data = vec![FILL; DATA];
+        let mut full = 0u64;
+        for seq in 0..n {
+            loop {
+                match r.tell(Blob {
+                    seq,
+                    data: data.clone(),
+                }) {
+                    Ok(()) => break,
+                    Err(TellError::Transport(TransportError::QueueFull { .. })) => {
+                        full += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("tell failed: {e}"),
+                }
+            }
+        }
+        full
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let end = loop {
+        if let Some(t) = *progress.reached.lock().expect("lock") {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never handled {n} tells"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    };
+    let cpu = cpu_ns() - cpu0;
+    let after = count(a, xa).await;
+    assert_eq!(
+        after - before,
+        n,
+        "sink handled a different number of tells"
+    );
+    (
+        n as f64 / (end - started).as_secs_f64(),
+        cpu as f64 / n as f64,
+        full,
+    )
+}
+
+async fn framework_rtt(a: &Node, xa: &Arbiter, iters: usize) -> Vec<Duration> {
+    let r = a.lookup::<Echo>("b/sink").expect("path");
+    on(xa, async move {
+        let mut samples = Vec::with_capacity(iters);
+        for i in 0..iters + 200 {
+            let t0 = Instant::now();
+            let reply = r.ask(Echo(vec![FILL; DATA])).await.expect("ask");
+            if i >= 200 {
+                samples.push(t0.elapsed());
+            }
+            std::hint::black_box(reply);
+        }
+        samples
+    })
+    .await
+}
+
+/// Pipelined asks, `window` outstanding: (asks/s, CPU-ns per ask, failed asks).
+async fn framework_pipelined(a: &Node, xa: &Arbiter, total: u64, window: usize) -> (f64, f64, u64) {
+    let r = a.lookup::<Echo>("b/sink").expect("path");
+    let cpu0 = cpu_ns();
+    let (elapsed, failed) = on(xa, async move {
+        let started = Instant::now();
+        let mut pending = FuturesUnordered::new();
+        let (mut sent, mut done, mut failed) = (0u64, 0u64, 0u64);
+        while done < total {
+            while sent < total && pending.len() < window {
+                pending.push(r.ask(Echo(vec![FILL; DATA])).into_future());
+                sent += 1;
+            }
+            if let Some(res) = pending.next().await {
+                done += 1;
+                if res.is_err() {
+                    failed += 1;
+                }
+            }
+        }
+        (started.elapsed(), failed)
+    })
+    .await;
+    let cpu = cpu_ns() - cpu0;
+    (
+        total as f64 / elapsed.as_secs_f64(),
+        cpu as f64 / total as f64,
+        failed,
+    )
+}
+
+/// Raw quinn request/response with `window` requests outstanding on one bidi
+/// stream; the server echoes what it reads. Returns (requests/s, CPU-ns each).
+async fn raw_pipelined(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    total: u64,
+    window: usize,
+    frame: usize,
+) -> (f64, f64) {
+    let (server, addr) = raw_server(xb, ca).await;
+    xb.spawn(async move {
+        let incoming = server.accept().await.expect("incoming");
+        let conn = incoming.await.expect("accept");
+        let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
+        while let Ok(Some(chunk)) = recv.read_chunk(256 * 1024, true).await {
+            if send.write_all(&chunk.bytes).await.is_err() {
+                break;
+            }
+        }
+        drop(server);
+    });
+    let ep = raw_client_on(xa, ca).await;
+    let cpu0 = cpu_ns();
+    let elapsed = on(xa, async move {
+        let conn = ep
+            .connect(addr, "raw-server")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("bi");
+        let credit = Arc::new(tokio::sync::Semaphore::new(window));
+        let started = Instant::now();
+        let c2 = credit.clone();
+        let reader = actix_rt::spawn(async move {
+            let mut buf = BytesMut::new();
+            let mut got = 0u64;
+            while got < total {
+                match recv.read_chunk(256 * 1024, true).await {
+                    Ok(Some(chunk)) => {
+                        buf.extend_from_slice(&chunk.bytes);
+                        while buf.len() >= 4 {
+                            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                            if buf.len() < 4 + len {
+                                break;
+                            }
+                            buf.advance(4);
+                            std::hint::black_box(buf.split_to(len).freeze());
+                            got += 1;
+                            c2.add_permits(1);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            got
+        });
+        let mut out = BytesMut::new();
+        let mut i = 0u64;
+        while i < total {
+            credit.acquire().await.expect("sem").forget();
+            let mut k = 1u64;
+            while i + k < total {
+                match credit.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        k += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            for j in 0..k {
+                let f = support::payload(i + j, frame);
+                out.put_u32(f.len() as u32);
+                out.extend_from_slice(&f);
+            }
+            i += k;
+            send.write_all(&out).await.expect("write");
+            out.clear();
+        }
+        let got = reader.await.expect("reader");
+        assert_eq!(got, total);
+        let e = started.elapsed();
+        conn.close(0u32.into(), b"");
+        e
+    })
+    .await;
+    let cpu = cpu_ns() - cpu0;
+    (
+        total as f64 / elapsed.as_secs_f64(),
+        cpu as f64 / total as f64,
+    )
+}
+
+/// Connect + authenticate through the framework: `k` fresh nodes each ask the
+/// hub's sink once; time from the ask to its reply (handshake, hello, ask).
+async fn framework_connect(
+    xa: &Arbiter,
+    hub_addr: SocketAddr,
+    ca: &ClusterCa,
+    names: &[(String, SocketAddr)],
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for (i, (name, addr)) in names.iter().enumerate() {
+        let cfg = config(
+            name,
+            *addr,
+            ca.issue(name).expect("cert"),
+            &[("hub", hub_addr)],
+        );
+        let node = start_node(xa, cfg, 1000 + i as u128).await;
+        let r = node.lookup::<Count>("hub/sink").expect("path");
+        let t = on(xa, async move {
+            let t0 = Instant::now();
+            r.ask(Count).await.expect("first ask");
+            t0.elapsed()
+        })
+        .await;
+        out.push(t);
+        node.shutdown();
+    }
+    out
+}
+
+/// Raw quinn: (mTLS handshake, handshake + one echo round trip on a new stream).
+async fn raw_connect_times(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    k: usize,
+    frame: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (server, addr) = raw_server(xb, ca).await;
+    xb.spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            actix_rt::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let mut len = [0u8; 4];
+                        if recv.read_exact(&mut len).await.is_err() {
+                            break;
+                        }
+                        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                        if recv.read_exact(&mut body).await.is_err() {
+                            break;
+                        }
+                        let _ = send.write_all(&len).await;
+                        let _ = send.write_all(&body).await;
+                    }
+                }
+            });
+        }
+    });
+    let ep = raw_client_on(xa, ca).await;
+    on(xa, async move {
+        let (mut hs, mut full) = (Vec::new(), Vec::new());
+        for i in 0..k {
+            let t0 = Instant::now();
+            let conn = ep
+                .connect(addr, "raw-server")
+                .expect("connect")
+                .await
+                .expect("hs");
+            hs.push(t0.elapsed());
+            let (mut send, mut recv) = conn.open_bi().await.expect("bi");
+            let f = support::payload(i as u64, frame);
+            let mut out = (f.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(&f);
+            send.write_all(&out).await.expect("write");
+            let mut len = [0u8; 4];
+            recv.read_exact(&mut len).await.expect("read");
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            recv.read_exact(&mut body).await.expect("read");
+            full.push(t0.elapsed());
+            conn.close(0u32.into(), b"");
+        }
+        (hs, full)
+    })
+    .await
+}
+
+/// An actor that keeps `window` actix timers (`run_later`) outstanding, adding
+/// two per request and cancelling the oldest two, as the RPC stub does per ask.
+struct Timers {
+    handles: std::collections::VecDeque<SpawnHandle>,
+    window: usize,
+}
+
+impl Actor for Timers {
+    type Context = Context<Self>;
+}
+
+struct Tick;
+impl Message for Tick {
+    type Result = ();
+}
+
+impl Handler<Tick> for Timers {
+    type Result = ();
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        for _ in 0..2 {
+            self.handles
+                .push_back(ctx.run_later(Duration::from_secs(600), |_, _| {}));
+        }
+        while self.handles.len() > 2 * self.window {
+            if let Some(h) = self.handles.pop_front() {
+                ctx.cancel_future(h);
+            }
+        }
+    }
+}
+
+/// Plain actix, no framework: ns per "ask-like" timer pair (spawn two
+/// `run_later`s, cancel two) with `window` pairs outstanding.
+async fn actix_timer_cost(window: usize, ticks: u64) -> f64 {
+    let addr = Timers {
+        handles: Default::default(),
+        window,
+    }
+    .start();
+    for _ in 0..2 * window {
+        addr.do_send(Tick);
+    }
+    addr.send(Tick).await.expect("warm");
+    let t0 = Instant::now();
+    for _ in 0..ticks {
+        addr.do_send(Tick);
+    }
+    addr.send(Tick).await.expect("timers");
+    t0.elapsed().as_nanos() as f64 / ticks as f64
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    s[s.len() / 2]
+}
+
+fn median_d(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+fn main() {
+    let n: u64 = env_or("REMOTE_BENCH_N", 500_000);
+    let rounds: usize = env_or("REMOTE_BENCH_ROUNDS", 5).max(1);
+    let asks: u64 = env_or("REMOTE_BENCH_ASKS", 100_000);
+    let window: usize = env_or("REMOTE_BENCH_WINDOW", 1024).max(1);
+    let rtt_iters: usize = env_or("REMOTE_BENCH_RTT", 2000).max(1);
+    let only = std::env::var("REMOTE_BENCH_ONLY").unwrap_or_default();
+    let frame = framework_frame_len();
+    let (enc_ns, dec_ns) = codec_cost(300_000);
+    let wall = Instant::now();
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let xa = Arbiter::new();
+        let xb = Arbiter::new();
+        let ca = ClusterCa::generate().expect("ca");
+        let (a_addr, b_addr, hub_addr) = (reserve_addr(), reserve_addr(), reserve_addr());
+        let a = start_node(
+            &xa,
+            config("a", a_addr, ca.issue("a").expect("a"), &[("b", b_addr)]),
+            1,
+        )
+        .await;
+        let b = start_node(
+            &xb,
+            config("b", b_addr, ca.issue("b").expect("b"), &[("a", a_addr)]),
+            2,
+        )
+        .await;
+        let progress = Arc::new(Progress::default());
+        let spec = sink(&progress);
+        let b2 = b.clone();
+        on(&xb, async move { b2.spawn(spec).await.expect("spawn sink") }).await;
+        println!(
+            "Troupe remote-node benchmark over QUIC (loopback, mutual TLS): user message {} bytes msgpack, \
+             framework frame {frame} bytes; raw quinn frames are {frame} bytes too",
+            codec::encode_payload(&Blob { seq: u64::MAX / 3, data: vec![FILL; DATA] }).expect("enc").len()
+        );
+        println!(
+            "0. codec alone (one thread, no I/O): tell envelope encode {enc_ns:.0} ns/msg (payload + envelope), decode {dec_ns:.0} ns/msg (envelope + payload)"
+        );
+        // Warm up: connect and run a short burst.
+        framework_tell(&a, &xa, &progress, 20_000).await;
+
+        if only == "timers" {
+            let ticks: u64 = env_or("REMOTE_BENCH_TIMER_TICKS", 20_000);
+            for w in [16usize, 256, 1024, 4096] {
+                println!(
+                    "    W={w}: {:.0} ns per request ({ticks} requests queued at once)",
+                    actix_timer_cost(w, ticks).await
+                );
+            }
+            return;
+        }
+        if only == "ask" {
+            for round in 0..rounds {
+                let (t, tc, failed) = framework_pipelined(&a, &xa, asks, window).await;
+                println!("    round {round}: framework asks {t:>9.0}/s ({tc:>5.0} CPU-ns/ask, {failed} failed)");
+            }
+            return;
+        }
+        if only == "tell" {
+            for round in 0..rounds {
+                let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
+                println!(
+                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries), RSS {} KiB",
+                    support::rss_kib()
+                );
+            }
+            return;
+        }
+
+        // 1. tell throughput vs raw quinn one-way.
+        let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut tr, mut tr_cpu) = (vec![], vec![]);
+        // The transport alone (no framework), same frame length, for the breakdown.
+        let mut pair = transport_pair(&ca, &xa, &xb).await;
+        transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
+        for round in 0..rounds {
+            let (r, rc) = raw_throughput(&xa, &xb, &ca, n, 1024, frame).await;
+            let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
+            let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
+            println!(
+                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
+                t / r
+            );
+            tr.push(q);
+            tr_cpu.push(qc);
+            fw.push(t);
+            raw.push(r);
+            ratio.push(t / r);
+            fw_cpu.push(tc);
+            raw_cpu.push(rc);
+        }
+        let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
+        println!(
+            "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
+            median(&fw), median(&raw), median(&ratio), rc / fc
+        );
+        println!(
+            "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
+            median(&tr), median(&tr_cpu)
+        );
+
+        // 2. ask round trip, one in flight.
+        let (mut fw_rtt, mut raw_rtts, mut tr_rtts) = (vec![], vec![], vec![]);
+        let (mut p50r, mut p99r) = (vec![], vec![]);
+        for round in 0..rounds {
+            let mut r = raw_rtt(&xa, &xb, &ca, rtt_iters, frame).await;
+            let mut q = transport_rtt(&mut pair, &xa, &xb, rtt_iters, frame).await;
+            pair = transport_pair(&ca, &xa, &xb).await;
+            let mut f = framework_rtt(&a, &xa, rtt_iters).await;
+            r.sort();
+            q.sort();
+            f.sort();
+            tr_rtts.push((percentile(&q, 0.5), percentile(&q, 0.99)));
+            let (f50, f99, r50, r99) = (percentile(&f, 0.5), percentile(&f, 0.99), percentile(&r, 0.5), percentile(&r, 0.99));
+            println!("    round {round}: framework ask p50 {f50:?} p99 {f99:?}   transport alone p50 {:?} p99 {:?}   raw quinn p50 {r50:?} p99 {r99:?}   p50 ratio {:.2}",
+                percentile(&q, 0.5), percentile(&q, 0.99),
+                f50.as_secs_f64() / r50.as_secs_f64());
+            p50r.push(f50.as_secs_f64() / r50.as_secs_f64());
+            p99r.push(f99.as_secs_f64() / r99.as_secs_f64());
+            fw_rtt.push((f50, f99));
+            raw_rtts.push((r50, r99));
+        }
+        let fp50 = median_d(&fw_rtt.iter().map(|x| x.0).collect::<Vec<_>>());
+        let fp99 = median_d(&fw_rtt.iter().map(|x| x.1).collect::<Vec<_>>());
+        let rp50 = median_d(&raw_rtts.iter().map(|x| x.0).collect::<Vec<_>>());
+        let rp99 = median_d(&raw_rtts.iter().map(|x| x.1).collect::<Vec<_>>());
+        println!(
+            "2. ask round trip, one in flight, {rtt_iters} samples per round: framework p50 {fp50:?} p99 {fp99:?}; raw quinn p50 {rp50:?} p99 {rp99:?}; median per-round p50 ratio {:.2}, p99 ratio {:.2}",
+            median(&p50r), median(&p99r)
+        );
+        println!(
+            "   (transport alone, echo through two QuicTransports: p50 {:?} p99 {:?})",
+            median_d(&tr_rtts.iter().map(|x| x.0).collect::<Vec<_>>()),
+            median_d(&tr_rtts.iter().map(|x| x.1).collect::<Vec<_>>())
+        );
+
+        // 3. pipelined asks.
+        let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut failed_total = 0;
+        for round in 0..rounds {
+            let (r, rc) = raw_pipelined(&xa, &xb, &ca, asks, window, frame).await;
+            let (t, tc, failed) = framework_pipelined(&a, &xa, asks, window).await;
+            failed_total += failed;
+            println!(
+                "    round {round}: framework asks {t:>9.0}/s ({tc:>5.0} CPU-ns/ask, {failed} failed)   raw quinn req/resp {r:>9.0}/s ({rc:>4.0} CPU-ns/req)   ratio {:.2}",
+                t / r
+            );
+            fw.push(t);
+            raw.push(r);
+            ratio.push(t / r);
+            fw_cpu.push(tc);
+            raw_cpu.push(rc);
+        }
+        let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
+        println!(
+            "3. pipelined asks, {window} in flight, {asks} per round: framework median {:.0} asks/s ({fc:.0} CPU-ns/ask, {failed_total} failed in all); raw quinn median {:.0} req/s ({rc:.0} CPU-ns/req); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
+            median(&fw), median(&raw), median(&ratio), rc / fc
+        );
+
+        // 4. connect + authenticate a new peer.
+        let per_round = 10usize;
+        let names: Vec<(String, SocketAddr)> = (0..rounds * per_round)
+            .map(|i| (format!("fresh-{i}"), reserve_addr()))
+            .collect();
+        let peers: Vec<(&str, SocketAddr)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        let hub = start_node(&xb, config("hub", hub_addr, ca.issue("hub").expect("hub"), &peers), 3).await;
+        let hub_progress = Arc::new(Progress::default());
+        let spec = sink(&hub_progress);
+        let h2 = hub.clone();
+        on(&xb, async move { h2.spawn(spec).await.expect("spawn hub sink") }).await;
+        let (mut fw, mut hs, mut hs_echo) = (vec![], vec![], vec![]);
+        for round in 0..rounds {
+            let (h, he) = raw_connect_times(&xa, &xb, &ca, per_round, frame).await;
+            let f = framework_connect(&xa, hub_addr, &ca, &names[round * per_round..(round + 1) * per_round]).await;
+            fw.extend(f);
+            hs.extend(h);
+            hs_echo.extend(he);
+        }
+        fw.sort();
+        hs.sort();
+        hs_echo.sort();
+        println!(
+            "4. connect + authenticate, {} fresh peers: framework first ask -> reply p50 {:?} p99 {:?}; raw quinn mTLS handshake p50 {:?} p99 {:?}; raw handshake + first echo p50 {:?} p99 {:?}; p50 ratio vs handshake {:.2}, vs handshake+echo {:.2}",
+            fw.len(),
+            percentile(&fw, 0.5), percentile(&fw, 0.99),
+            percentile(&hs, 0.5), percentile(&hs, 0.99),
+            percentile(&hs_echo, 0.5), percentile(&hs_echo, 0.99),
+            percentile(&fw, 0.5).as_secs_f64() / percentile(&hs, 0.5).as_secs_f64(),
+            percentile(&fw, 0.5).as_secs_f64() / percentile(&hs_echo, 0.5).as_secs_f64(),
+        );
+        let stats = b.stats();
+        println!(
+            "node b stats: frames_in {} bad {} undeliverable {} deduplicated {}",
+            stats.frames_in, stats.bad_frames, stats.undeliverable, stats.deduplicated
+        );
+        hub.shutdown();
+        a.shutdown();
+        b.shutdown();
+        xa.stop();
+        xb.stop();
+    });
+    println!("wall time {:.1} s", wall.elapsed().as_secs_f64());
+}

@@ -1,0 +1,465 @@
+//! Helpers shared by the transport benchmarks (`quic_throughput`, `remote_node`):
+//! running futures on actix arbiters, CPU-time accounting from schedstat,
+//! percentiles, and the raw-quinn baseline (mutual TLS with the same cluster CA and
+//! ALPN as the transport, the same flow-control windows, `u32` big-endian length
+//! prefixed frames on one long-lived stream).
+//!
+//! Nothing here is part of the library; benchmark code may `expect` freely.
+#![allow(dead_code)]
+
+/// The QUIC integration tests' helpers (configs, reserved ports, ALPN).
+#[path = "../../tests/quic_support/mod.rs"]
+pub mod quic_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_rt::Arbiter;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use quic_support::{config, reserve_addr, TROUPE_ALPN};
+use tokio::sync::oneshot;
+use troupe_framework::transport::{InboundReceiver, Transport, TransportError, TransportEvent};
+use troupe_transports::certs::{ClusterCa, NodeTls};
+use troupe_transports::quic::{QuicConfig, QuicTransport};
+
+/// A `len`-byte frame: the sequence number `i` (8 bytes, big endian) plus filler.
+pub fn payload(i: u64, len: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(len.max(8));
+    b.put_u64(i);
+    b.resize(len.max(8), 0xab);
+    b.freeze()
+}
+
+/// Starts `fut` on `arbiter` now; its output arrives on the returned channel.
+pub fn start<T: Send + 'static>(
+    arbiter: &Arbiter,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> oneshot::Receiver<T> {
+    let (tx, rx) = oneshot::channel();
+    arbiter.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx
+}
+
+/// Runs `fut` on `arbiter` and returns its output.
+pub async fn on<T: Send + 'static>(
+    arbiter: &Arbiter,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (tx, rx) = oneshot::channel();
+    arbiter.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.await.expect("arbiter task finished")
+}
+
+/// Binds a `QuicTransport` on `arbiter` with an inbound channel of `cap` events.
+pub async fn bind_on(
+    arbiter: &Arbiter,
+    cfg: QuicConfig,
+    cap: usize,
+) -> (Arc<QuicTransport>, InboundReceiver) {
+    on(arbiter, async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(cap);
+        let t = QuicTransport::bind(cfg, tx).await.expect("bind");
+        (Arc::new(t), rx)
+    })
+    .await
+}
+
+/// Resident set size of this process, KiB (0 if unreadable).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time used so far by all threads of this process (ns), from schedstat.
+pub fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The `p` quantile (0..=1) of an ascending-sorted, non-empty slice.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+// ----- (b) and (c) raw quinn ------------------------------------------------------
+
+/// Raw quinn server config: TLS 1.3, client certificates required (cluster CA),
+/// the transport's ALPN, the same flow-control windows as the transport.
+pub fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .expect("cert");
+    cfg.alpn_protocols = vec![TROUPE_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).expect("quic");
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut tc = quinn::TransportConfig::default();
+    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
+    tc.send_window(8 * 1024 * 1024);
+    server.transport_config(Arc::new(tc));
+    server
+}
+
+/// A raw quinn server endpoint on `arbiter`, on an ephemeral loopback port.
+pub async fn raw_server(arbiter: &Arbiter, ca: &ClusterCa) -> (quinn::Endpoint, SocketAddr) {
+    let cfg = raw_server_config(ca, &ca.issue("raw-server").expect("cert"));
+    on(arbiter, async move {
+        let ep =
+            quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().expect("addr")).expect("server");
+        let addr = ep.local_addr().expect("addr");
+        (ep, addr)
+    })
+    .await
+}
+
+/// A raw mTLS client endpoint on `arbiter`, connected to `addr`.
+pub async fn raw_connect(
+    arbiter: &Arbiter,
+    ca: &ClusterCa,
+    addr: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let ep = raw_client_on(arbiter, ca).await;
+    let ep2 = ep.clone();
+    let conn = on(arbiter, async move {
+        ep2.connect(addr, "raw-server")
+            .expect("connect")
+            .await
+            .expect("handshake")
+    })
+    .await;
+    (ep, conn)
+}
+
+/// A raw mTLS client endpoint created on `arbiter` (so its driver runs there).
+pub async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).expect("root");
+    let id = ca.issue("raw-client").expect("cert");
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+        .expect("client cert");
+    tls.alpn_protocols = vec![TROUPE_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic");
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut tc = quinn::TransportConfig::default();
+    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
+    tc.send_window(8 * 1024 * 1024);
+    client.transport_config(Arc::new(tc));
+    on(arbiter, async move {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+        ep.set_default_client_config(client);
+        ep
+    })
+    .await
+}
+
+/// Sends `n` frames on one uni stream, batches of `batch` frames per write.
+pub async fn raw_throughput(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    n: u64,
+    batch: usize,
+    frame: usize,
+) -> (f64, f64) {
+    let (server, addr) = raw_server(xb, ca).await;
+    // The client endpoint must be created on its arbiter.
+    let receiver = start(xb, async move {
+        let incoming = server.accept().await.expect("incoming");
+        let conn = incoming.await.expect("accept");
+        let mut recv = conn.accept_uni().await.expect("uni");
+        let mut buf = BytesMut::new();
+        let mut got = 0u64;
+        while got < n {
+            match recv.read_chunk(256 * 1024, true).await {
+                Ok(Some(chunk)) => {
+                    buf.extend_from_slice(&chunk.bytes);
+                    while buf.len() >= 4 {
+                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if buf.len() < 4 + len {
+                            break;
+                        }
+                        buf.advance(4);
+                        let frame = buf.split_to(len).freeze();
+                        std::hint::black_box(frame);
+                        got += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        (Instant::now(), got, server, conn)
+    });
+    let (client_ep, conn) = raw_connect(xa, ca, addr).await;
+    let started = Instant::now();
+    let cpu0 = cpu_ns();
+    let sender = on(xa, async move {
+        let mut s = conn.open_uni().await.expect("open");
+        let mut i = 0u64;
+        let mut out = BytesMut::with_capacity(batch * (frame + 4));
+        while i < n {
+            let k = (n - i).min(batch as u64);
+            for j in 0..k {
+                let f = payload(i + j, frame);
+                out.put_u32(f.len() as u32);
+                out.extend_from_slice(&f);
+            }
+            i += k;
+            s.write_all(&out).await.expect("write");
+            out.clear();
+        }
+        (s, conn)
+    });
+    let (_s, _conn) = sender.await;
+    let (end, got, _server, _sconn) = receiver.await.expect("receiver");
+    let cpu = cpu_ns() - cpu0;
+    drop(client_ep);
+    assert_eq!(got, n);
+    (
+        n as f64 / (end - started).as_secs_f64(),
+        cpu as f64 / n as f64,
+    )
+}
+
+/// Raw quinn request/response round trips, one in flight, on one bidi stream
+/// (the server echoes each `frame`-byte frame); 200 warm-up samples dropped.
+pub async fn raw_rtt(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    iters: usize,
+    frame: usize,
+) -> Vec<Duration> {
+    let (server, addr) = raw_server(xb, ca).await;
+    xb.spawn(async move {
+        let incoming = server.accept().await.expect("incoming");
+        let conn = incoming.await.expect("accept");
+        let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
+        let mut len = [0u8; 4];
+        let mut body = vec![0u8; frame];
+        while recv.read_exact(&mut len).await.is_ok() {
+            let l = u32::from_be_bytes(len) as usize;
+            body.resize(l, 0);
+            if recv.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            let mut out = len.to_vec();
+            out.extend_from_slice(&body);
+            if send.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        drop(server);
+    });
+    let (_ep, conn) = raw_connect(xa, ca, addr).await;
+    on(xa, async move {
+        let (mut send, mut recv) = conn.open_bi().await.expect("bi");
+        let mut samples = Vec::with_capacity(iters);
+        let mut len = [0u8; 4];
+        let mut body = vec![0u8; frame];
+        for i in 0..(iters + 200) as u64 {
+            let t0 = Instant::now();
+            let f = payload(i, frame);
+            let mut out = (f.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(&f);
+            send.write_all(&out).await.expect("write");
+            recv.read_exact(&mut len).await.expect("read");
+            recv.read_exact(&mut body).await.expect("read");
+            if i >= 200 {
+                samples.push(t0.elapsed());
+            }
+        }
+        samples
+    })
+    .await
+}
+
+// ----- through two `QuicTransport`s (no framework) -----------------------------
+
+/// Two connected transports, `node-a` on one arbiter and `node-b` on the other.
+pub struct Pair {
+    /// Part of the pair.
+    pub a: Arc<QuicTransport>,
+    /// Part of the pair.
+    pub b: Arc<QuicTransport>,
+    /// Part of the pair.
+    pub a_rx: Option<InboundReceiver>,
+    /// Part of the pair.
+    pub b_rx: Option<InboundReceiver>,
+}
+
+/// Binds `node-a` on `xa` and `node-b` on `xb`, each knowing the other.
+pub async fn transport_pair(ca: &ClusterCa, xa: &Arbiter, xb: &Arbiter) -> Pair {
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let (a, a_rx) = bind_on(
+        xa,
+        config(
+            "node-a",
+            a_addr,
+            ca.issue("node-a").expect("a"),
+            &[("node-b", b_addr)],
+        ),
+        4096,
+    )
+    .await;
+    let (b, b_rx) = bind_on(
+        xb,
+        config(
+            "node-b",
+            b_addr,
+            ca.issue("node-b").expect("b"),
+            &[("node-a", a_addr)],
+        ),
+        4096,
+    )
+    .await;
+    Pair {
+        a,
+        b,
+        a_rx: Some(a_rx),
+        b_rx: Some(b_rx),
+    }
+}
+
+/// One-way throughput a -> b of `n` frames of `frame` bytes: (msg/s, CPU-ns/msg).
+pub async fn transport_throughput(
+    p: &mut Pair,
+    xa: &Arbiter,
+    xb: &Arbiter,
+    n: u64,
+    frame: usize,
+) -> (f64, f64) {
+    let mut b_rx = p.b_rx.take().expect("rx");
+    let receiver = on(xb, async move {
+        let mut got = 0u64;
+        let mut last = 0u64;
+        while got < n {
+            match b_rx.recv().await {
+                Some(TransportEvent::Frame { bytes, .. }) => {
+                    let seq = (&bytes[..8]).get_u64();
+                    assert!(
+                        got == 0 || seq == last + 1,
+                        "order broken: {last} then {seq}"
+                    );
+                    last = seq;
+                    got += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        (Instant::now(), got, b_rx)
+    });
+    let a = p.a.clone();
+    let start = Instant::now();
+    let cpu0 = cpu_ns();
+    let sender = on(xa, async move {
+        // Non-blocking send while there is room; wait for room when the queue is
+        // full (the queue keeps up to `send_queue_capacity` frames in flight).
+        let mut full = 0u64;
+        for i in 0..n {
+            match a.send("node-b", payload(i, frame)) {
+                Ok(()) => {}
+                Err(TransportError::QueueFull { .. }) => {
+                    full += 1;
+                    a.send_wait("node-b", payload(i, frame))
+                        .await
+                        .expect("send_wait");
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        full
+    });
+    let (_, (end, got, b_rx)) = tokio::join!(sender, receiver);
+    let cpu = cpu_ns() - cpu0;
+    p.b_rx = Some(b_rx);
+    assert_eq!(got, n);
+    (
+        n as f64 / (end - start).as_secs_f64(),
+        cpu as f64 / n as f64,
+    )
+}
+
+/// Round trips a -> b -> a, one in flight (b echoes); consumes the pair's receivers.
+pub async fn transport_rtt(
+    p: &mut Pair,
+    xa: &Arbiter,
+    xb: &Arbiter,
+    iters: usize,
+    frame: usize,
+) -> Vec<Duration> {
+    // node-b echoes every frame back.
+    let mut b_rx = p.b_rx.take().expect("rx");
+    let b = p.b.clone();
+    xb.spawn(async move {
+        while let Some(ev) = b_rx.recv().await {
+            if let TransportEvent::Frame { bytes, .. } = ev {
+                if bytes.as_ref() == b"stop" {
+                    break;
+                }
+                let _ = b.send("node-a", bytes);
+            }
+        }
+    });
+    let mut a_rx = p.a_rx.take().expect("rx");
+    let a = p.a.clone();
+    on(xa, async move {
+        let mut samples = Vec::with_capacity(iters);
+        for i in 0..(iters + 200) as u64 {
+            let t0 = Instant::now();
+            a.send("node-b", payload(i, frame)).expect("send");
+            loop {
+                match a_rx.recv().await {
+                    Some(TransportEvent::Frame { .. }) => break,
+                    Some(_) => {}
+                    None => panic!("closed"),
+                }
+            }
+            if i >= 200 {
+                samples.push(t0.elapsed());
+            }
+        }
+        let _ = a.send("node-b", Bytes::from_static(b"stop"));
+        samples
+    })
+    .await
+}
