@@ -22,7 +22,7 @@
 //! > idempotent. An ask that times out may or may not have run: treat it as
 //! > unknown, never as failed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +66,17 @@ struct Pending {
     attempts: u32,
     retry: RetryPolicy,
     reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
-    timers: Vec<SpawnHandle>,
+    timeout: Duration,
+    /// This ask's entries in the timer queue (deadline, next re-send).
+    deadline: (Instant, u64),
+    next_resend: Option<(Instant, u64)>,
+}
+
+/// What a timer-queue entry does when it comes due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Deadline(u64),
+    Resend(u64),
 }
 
 /// The client half of remote asks for one node. See the module docs.
@@ -78,6 +88,14 @@ pub struct RpcStub {
     pending: HashMap<u64, Pending>,
     rng: rand::rngs::StdRng,
     lamport: Arc<std::sync::atomic::AtomicU64>,
+    /// Every deadline and re-send of every outstanding ask, by due time
+    /// (ties broken by a sequence number). One actix timer is armed for the
+    /// earliest entry: per-ask actix timers would make each cancellation
+    /// scan all of them (actix keeps timers in a list), which the benchmark
+    /// showed costing O(asks in flight) per ask.
+    due: BTreeMap<(Instant, u64), Due>,
+    due_seq: u64,
+    armed: Option<Instant>,
 }
 
 impl RpcStub {
@@ -96,6 +114,9 @@ impl RpcStub {
             pending: HashMap::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             lamport,
+            due: BTreeMap::new(),
+            due_seq: 0,
+            armed: None,
         }
     }
 
@@ -104,37 +125,75 @@ impl RpcStub {
         self.pending.len()
     }
 
-    fn schedule_retry(&mut self, id: u64, ctx: &mut Context<Self>) {
-        let Some(p) = self.pending.get(&id) else {
-            return;
-        };
+    fn enqueue(&mut self, at: Instant, what: Due) -> (Instant, u64) {
+        self.due_seq += 1;
+        let key = (at, self.due_seq);
+        self.due.insert(key, what);
+        key
+    }
+
+    /// Make sure one actix timer fires at the earliest due entry.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(&(next, _)) = self.due.keys().next() else { return };
+        if self.armed.is_some_and(|a| a <= next) {
+            return; // an armed timer fires no later than needed
+        }
+        self.armed = Some(next);
+        ctx.run_later(next.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.armed = None;
+            act.fire_due(ctx);
+        });
+    }
+
+    fn fire_due(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while let Some(entry) = self.due.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Due::Deadline(id) => {
+                    let timeout = self.pending.get(&id).map(|p| p.timeout).unwrap_or_default();
+                    self.finish(id, Err(AskError::Timeout(timeout)));
+                }
+                Due::Resend(id) => self.resend(id, now),
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn resend(&mut self, id: u64, now: Instant) {
+        let Some(p) = self.pending.get_mut(&id) else { return };
+        p.next_resend = None;
+        p.attempts += 1;
+        match self.transport.send(&p.to_node, p.frame.clone()) {
+            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+            Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
+        }
+        self.schedule_resend(id, now);
+    }
+
+    fn schedule_resend(&mut self, id: u64, now: Instant) {
+        let Some(p) = self.pending.get(&id) else { return };
         if p.attempts >= p.retry.max_attempts {
             return;
         }
         let base = p.retry.backoff(p.attempts);
-        let jitter = base.mul_f64(p.retry.jitter * self.rng.gen::<f64>());
-        let handle = ctx.run_later(base + jitter, move |act, ctx| {
-            let Some(p) = act.pending.get_mut(&id) else {
-                return;
-            };
-            p.attempts += 1;
-            match act.transport.send(&p.to_node, p.frame.clone()) {
-                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
-                Err(e) => {
-                    tracing::debug!(ask = id, error = %e, "retry could not be sent");
-                }
-            }
-            act.schedule_retry(id, ctx);
-        });
+        let at = now + base + base.mul_f64(p.retry.jitter * self.rng.gen::<f64>());
+        if at >= p.deadline.0 {
+            return; // the deadline comes first
+        }
+        let key = self.enqueue(at, Due::Resend(id));
         if let Some(p) = self.pending.get_mut(&id) {
-            p.timers.push(handle);
+            p.next_resend = Some(key);
         }
     }
 
-    fn finish(&mut self, id: u64, result: Result<Vec<u8>, AskError>, ctx: &mut Context<Self>) {
+    fn finish(&mut self, id: u64, result: Result<Vec<u8>, AskError>) {
         if let Some(p) = self.pending.remove(&id) {
-            for t in p.timers {
-                ctx.cancel_future(t);
+            self.due.remove(&p.deadline);
+            if let Some(k) = p.next_resend {
+                self.due.remove(&k);
             }
             let _ = p.reply.send(result);
         }
@@ -180,10 +239,8 @@ impl Handler<StartAsk> for RpcStub {
                 return;
             }
         }
-        let timeout = m.timeout;
-        let deadline = ctx.run_later(timeout, move |act, ctx| {
-            act.finish(id, Err(AskError::Timeout(timeout)), ctx);
-        });
+        let now = Instant::now();
+        let deadline = self.enqueue(now + m.timeout, Due::Deadline(id));
         self.pending.insert(
             id,
             Pending {
@@ -192,19 +249,22 @@ impl Handler<StartAsk> for RpcStub {
                 attempts: 1,
                 retry: m.retry,
                 reply: m.reply,
-                timers: vec![deadline],
+                timeout: m.timeout,
+                deadline,
+                next_resend: None,
             },
         );
-        self.schedule_retry(id, ctx);
+        self.schedule_resend(id, now);
+        self.arm(ctx);
     }
 }
 
 impl Handler<ReplyArrived> for RpcStub {
     type Result = ();
-    fn handle(&mut self, m: ReplyArrived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: ReplyArrived, _ctx: &mut Context<Self>) {
         match self.pending.get(&m.id) {
             Some(p) if p.to_node == m.from => {
-                self.finish(m.id, m.result.map_err(AskError::Remote), ctx);
+                self.finish(m.id, m.result.map_err(AskError::Remote));
             }
             Some(p) => {
                 tracing::warn!(ask = m.id, expected = %p.to_node, from = %m.from, "reply from a node the ask was not sent to; ignored");
