@@ -298,8 +298,10 @@ enum DedupState {
 /// `capacity` entries are kept, and remembered replies take at most
 /// `max_bytes` (the oldest go first).
 pub(crate) struct DedupTable {
-    entries: HashMap<(NodeId, u64), DedupState>,
-    order: VecDeque<(Instant, NodeId, u64)>,
+    /// Keyed by (sender incarnation, correlation id): an incarnation is a
+    /// random 128-bit id unique to one life of one node, so it needs no name.
+    entries: HashMap<(u128, u64), DedupState>,
+    order: VecDeque<(Instant, u128, u64)>,
     ttl: Duration,
     capacity: usize,
     bytes: usize,
@@ -324,8 +326,8 @@ impl DedupTable {
             if !(expired || self.order.len() > self.capacity || self.bytes > self.max_bytes) {
                 break;
             }
-            if let Some((_, node, id)) = self.order.pop_front() {
-                if let Some(DedupState::Answered(b)) = self.entries.remove(&(node, id)) {
+            if let Some((_, inc, id)) = self.order.pop_front() {
+                if let Some(DedupState::Answered(b)) = self.entries.remove(&(inc, id)) {
                     self.bytes -= b.len();
                 }
             }
@@ -335,12 +337,13 @@ impl DedupTable {
     /// Look at an incoming ask; registers it as running when new.
     pub(crate) fn check(&mut self, from: &NodeId, id: u64, now: Instant) -> Verdict {
         self.evict(now);
-        match self.entries.get(&(from.clone(), id)) {
+        let inc = from.incarnation.as_u128();
+        match self.entries.get(&(inc, id)) {
             Some(DedupState::Running) => Verdict::Running,
             Some(DedupState::Answered(b)) => Verdict::Answered(b.clone()),
             None => {
-                self.entries.insert((from.clone(), id), DedupState::Running);
-                self.order.push_back((now, from.clone(), id));
+                self.entries.insert((inc, id), DedupState::Running);
+                self.order.push_back((now, inc, id));
                 Verdict::Execute
             }
         }
@@ -348,7 +351,7 @@ impl DedupTable {
 
     /// Remember the reply frame sent for an ask.
     pub(crate) fn answered(&mut self, from: &NodeId, id: u64, frame: Bytes) {
-        if let Some(state) = self.entries.get_mut(&(from.clone(), id)) {
+        if let Some(state) = self.entries.get_mut(&(from.incarnation.as_u128(), id)) {
             self.bytes += frame.len();
             *state = DedupState::Answered(frame);
         }
