@@ -89,7 +89,9 @@ fn main() {
             let node = cluster.add_node(n).await.expect("node");
             // Join through three seeds, as a real deployment would.
             let seeds: Vec<String> = names.iter().take(3).filter(|s| *s != n).cloned().collect();
-            troupe::failure_detector::start_failure_detector(&node, &fd, &seeds).await.expect("detector");
+            troupe::failure_detector::start_failure_detector(&node, &fd, &seeds)
+                .await
+                .expect("detector");
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
         cluster.crash("n050");
@@ -98,7 +100,9 @@ fn main() {
             .running()
             .iter()
             .filter(|n| {
-                cluster.node(n).and_then(|x| x.membership().status(&"n050".to_string()))
+                cluster
+                    .node(n)
+                    .and_then(|x| x.membership().status(&"n050".to_string()))
                     == Some(troupe::framework::membership::MemberStatus::Down)
             })
             .count();

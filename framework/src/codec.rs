@@ -107,6 +107,88 @@ pub struct Envelope {
     pub stamp: Option<ClockStamp>,
 }
 
+/// A borrowed [`Envelope`] for sending: encodes to exactly the same bytes
+/// without cloning the names, tag and payload it points at.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EnvelopeRef<'a> {
+    /// See [`Envelope::from`].
+    pub from: &'a NodeId,
+    /// See [`Envelope::from_actor`].
+    pub from_actor: Option<&'a str>,
+    /// See [`Envelope::to`].
+    pub to: &'a ActorPath,
+    /// See [`Envelope::kind`].
+    pub kind: &'a Kind,
+    /// See [`Envelope::type_tag`].
+    pub type_tag: &'a str,
+    /// See [`Envelope::payload`].
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+    /// See [`Envelope::stamp`].
+    pub stamp: Option<&'a ClockStamp>,
+}
+
+/// The sender of a received envelope, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct NodeIdView<'a> {
+    /// The node's name.
+    pub name: &'a str,
+    /// Its incarnation.
+    pub incarnation: uuid::Uuid,
+}
+
+impl NodeIdView<'_> {
+    /// An owned [`NodeId`].
+    pub fn to_node_id(&self) -> NodeId {
+        NodeId {
+            name: self.name.to_string(),
+            incarnation: self.incarnation,
+        }
+    }
+}
+
+impl<'a> From<&'a NodeId> for NodeIdView<'a> {
+    fn from(id: &'a NodeId) -> Self {
+        NodeIdView {
+            name: &id.name,
+            incarnation: id.incarnation,
+        }
+    }
+}
+
+/// A target actor, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ActorPathView<'a> {
+    /// The node's name.
+    pub node: &'a str,
+    /// The actor's name.
+    pub actor: &'a str,
+}
+
+/// A received [`Envelope`] whose names, tag and payload point into the
+/// frame: decoding it allocates nothing on the common path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EnvelopeView<'a> {
+    /// See [`Envelope::from`].
+    #[serde(borrow)]
+    pub from: NodeIdView<'a>,
+    /// See [`Envelope::from_actor`].
+    #[serde(borrow)]
+    pub from_actor: Option<&'a str>,
+    /// See [`Envelope::to`].
+    #[serde(borrow)]
+    pub to: ActorPathView<'a>,
+    /// See [`Envelope::kind`].
+    pub kind: Kind,
+    /// See [`Envelope::type_tag`].
+    pub type_tag: &'a str,
+    /// See [`Envelope::payload`].
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+    /// See [`Envelope::stamp`].
+    pub stamp: Option<ClockStamp>,
+}
+
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -137,7 +219,25 @@ pub enum CodecError {
 
 /// Encode `env` into a frame, refusing results over `max_len` bytes.
 pub fn encode(env: &Envelope, max_len: usize) -> Result<Vec<u8>, CodecError> {
-    let mut buf = Vec::with_capacity(64 + env.payload.len());
+    encode_ref(
+        &EnvelopeRef {
+            from: &env.from,
+            from_actor: env.from_actor.as_deref(),
+            to: &env.to,
+            kind: &env.kind,
+            type_tag: &env.type_tag,
+            payload: &env.payload,
+            stamp: env.stamp.as_ref(),
+        },
+        max_len,
+    )
+}
+
+/// Encode a borrowed envelope (the same bytes as [`encode`]).
+pub fn encode_ref(env: &EnvelopeRef<'_>, max_len: usize) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::with_capacity(
+        64 + env.to.node.len() + env.to.actor.len() + env.type_tag.len() + env.payload.len(),
+    );
     buf.push(WIRE_VERSION);
     rmp_serde::encode::write(&mut buf, env).map_err(|e| CodecError::Encode(e.to_string()))?;
     if buf.len() > max_len {
@@ -151,6 +251,21 @@ pub fn encode(env: &Envelope, max_len: usize) -> Result<Vec<u8>, CodecError> {
 
 /// Decode a frame produced by [`encode`]. Never panics; see [`CodecError`].
 pub fn decode(frame: &[u8], max_len: usize) -> Result<Envelope, CodecError> {
+    if frame.len() > max_len {
+        return Err(CodecError::TooLarge {
+            len: frame.len(),
+            max: max_len,
+        });
+    }
+    let (&version, body) = frame.split_first().ok_or(CodecError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    rmp_serde::from_slice(body).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Decode a frame without copying its names and payload. Never panics.
+pub fn decode_view(frame: &[u8], max_len: usize) -> Result<EnvelopeView<'_>, CodecError> {
     if frame.len() > max_len {
         return Err(CodecError::TooLarge {
             len: frame.len(),
@@ -301,11 +416,26 @@ mod tests {
         }
 
         #[test]
+        fn prop_view_decodes_the_same_envelope(env in arb_envelope()) {
+            let frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+            let v = decode_view(&frame, DEFAULT_MAX_FRAME_LEN).unwrap();
+            prop_assert_eq!(v.from.to_node_id(), env.from.clone());
+            prop_assert_eq!(v.from_actor, env.from_actor.as_deref());
+            prop_assert_eq!((v.to.node, v.to.actor), (env.to.node.as_str(), env.to.actor.as_str()));
+            prop_assert_eq!(&v.kind, &env.kind);
+            prop_assert_eq!(v.type_tag, env.type_tag.as_str());
+            prop_assert_eq!(v.payload, &env.payload[..]);
+            prop_assert_eq!(&v.stamp, &env.stamp);
+        }
+
+        #[test]
         fn prop_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes, DEFAULT_MAX_FRAME_LEN);
+            let _ = decode_view(&bytes, DEFAULT_MAX_FRAME_LEN);
             let mut versioned = vec![WIRE_VERSION];
             versioned.extend_from_slice(&bytes);
             let _ = decode(&versioned, DEFAULT_MAX_FRAME_LEN);
+            let _ = decode_view(&versioned, DEFAULT_MAX_FRAME_LEN);
         }
 
         #[test]
@@ -323,6 +453,7 @@ mod tests {
             let frame = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
             let cut = cut.index(frame.len());
             prop_assert!(decode(&frame[..cut], DEFAULT_MAX_FRAME_LEN).is_err());
+            prop_assert!(decode_view(&frame[..cut], DEFAULT_MAX_FRAME_LEN).is_err());
         }
     }
 }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::broadcast;
 
-use crate::codec::{self, Envelope, Kind, RemoteError};
+use crate::codec::{self, EnvelopeRef, EnvelopeView, Kind, RemoteError};
 use crate::config::{NodeConfig, NodeOptions};
 use crate::error::NodeError;
 use crate::ids::{ActorPath, NameError, NodeId};
@@ -446,7 +446,7 @@ impl Handler<Peer> for NodeActor {
 }
 
 /// A delivery waiting to complete: for an ask, where the reply goes.
-type InFlight = LocalFut<Option<(String, NodeId, u64, Result<Vec<u8>, RemoteError>)>>;
+type InFlight = LocalFut<Option<(String, u128, u64, Result<Vec<u8>, RemoteError>)>>;
 
 async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Addr<NodeActor>) {
     let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
@@ -457,7 +457,7 @@ async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Ad
             biased;
             Some(done) = inflight.next(), if !inflight.is_empty() => {
                 if let Some((to, asker, id, result)) = done {
-                    send_reply(&shared, &mut dedup, &to, &asker, id, result);
+                    send_reply(&shared, &mut dedup, &to, asker, id, result);
                 }
             }
             ev = rx.recv(), if inflight.len() < limit => {
@@ -481,7 +481,7 @@ fn send_reply(
     shared: &NodeShared,
     dedup: &mut DedupTable,
     to: &str,
-    asker: &NodeId,
+    asker: u128,
     id: u64,
     result: Result<Vec<u8>, RemoteError>,
 ) {
@@ -489,32 +489,35 @@ fn send_reply(
         Ok(p) => (Kind::Reply { id }, p),
         Err(error) => (Kind::ErrorReply { id, error }, Vec::new()),
     };
-    let env = Envelope {
-        from: shared.id.clone(),
-        from_actor: None,
-        to: ActorPath {
-            node: to.to_string(),
-            actor: String::new(),
-        },
-        kind,
-        type_tag: String::new(),
-        payload,
-        stamp: shared.stamp(),
+    let reply_to = ActorPath {
+        node: to.to_string(),
+        actor: String::new(),
     };
-    let frame = match codec::encode(&env, shared.options.max_frame_bytes) {
+    let stamp = shared.stamp();
+    let env = EnvelopeRef {
+        from: &shared.id,
+        from_actor: None,
+        to: &reply_to,
+        kind: &kind,
+        type_tag: "",
+        payload: &payload,
+        stamp: stamp.as_ref(),
+    };
+    let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
         Ok(f) => Bytes::from(f),
         Err(e) => {
             // The reply itself is too big: tell the asker instead of going silent.
             tracing::warn!(ask = id, error = %e, "reply could not be encoded");
-            let env = Envelope {
-                kind: Kind::ErrorReply {
-                    id,
-                    error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
-                },
-                payload: Vec::new(),
+            let kind = Kind::ErrorReply {
+                id,
+                error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
+            };
+            let env = EnvelopeRef {
+                kind: &kind,
+                payload: &[],
                 ..env
             };
-            match codec::encode(&env, shared.options.max_frame_bytes) {
+            match codec::encode_ref(&env, shared.options.max_frame_bytes) {
                 Ok(f) => Bytes::from(f),
                 Err(_) => return,
             }
@@ -535,7 +538,7 @@ fn on_frame(
 ) {
     let stats = &shared.stats;
     stats.frames_in.fetch_add(1, Ordering::Relaxed);
-    let env = match codec::decode(bytes, shared.options.max_frame_bytes) {
+    let env = match codec::decode_view(bytes, shared.options.max_frame_bytes) {
         Ok(env) => env,
         Err(e) => {
             stats.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -553,7 +556,7 @@ fn on_frame(
         Kind::Reply { id } => shared.rpc.do_send(ReplyArrived {
             from: from.to_string(),
             id,
-            result: Ok(env.payload),
+            result: Ok(env.payload.to_vec()),
         }),
         Kind::ErrorReply { id, error } => shared.rpc.do_send(ReplyArrived {
             from: from.to_string(),
@@ -568,10 +571,14 @@ fn on_frame(
             })),
             Err(e) => {
                 stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %shared.id.name, peer = %from, to = %env.to, tag = %env.type_tag, error = %e, "tell not delivered");
+                tracing::warn!(node = %shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "tell not delivered");
             }
         },
-        Kind::Ask { id } => match dedup.check(&env.from, id, tokio::time::Instant::now()) {
+        Kind::Ask { id } => match dedup.check(
+            env.from.incarnation.as_u128(),
+            id,
+            tokio::time::Instant::now(),
+        ) {
             Verdict::Running => {
                 stats.deduplicated.fetch_add(1, Ordering::Relaxed);
             }
@@ -580,19 +587,19 @@ fn on_frame(
                 let _ = shared.transport.send(from, frame);
             }
             Verdict::Execute => {
-                let asker = env.from.clone();
+                let asker = env.from.incarnation.as_u128();
                 let to = from.to_string();
                 match deliver(shared, &env, true) {
                     Ok(Dispatched::Pending(fut)) => {
                         inflight.push(Box::pin(async move { Some((to, asker, id, fut.await)) }))
                     }
                     Ok(Dispatched::Queued) => {
-                        send_reply(shared, dedup, &to, &asker, id, Ok(Vec::new()))
+                        send_reply(shared, dedup, &to, asker, id, Ok(Vec::new()))
                     }
                     Err(e) => {
                         stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(node = %shared.id.name, peer = %from, to = %env.to, tag = %env.type_tag, error = %e, "ask rejected");
-                        send_reply(shared, dedup, &to, &asker, id, Err(e));
+                        tracing::warn!(node = %shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "ask rejected");
+                        send_reply(shared, dedup, &to, asker, id, Err(e));
                     }
                 }
             }
@@ -602,21 +609,24 @@ fn on_frame(
 
 fn deliver(
     shared: &NodeShared,
-    env: &Envelope,
+    env: &EnvelopeView<'_>,
     want_reply: bool,
 ) -> Result<Dispatched, RemoteError> {
     if env.to.node != shared.id.name {
-        return Err(RemoteError::UnknownActor(env.to.to_string()));
+        return Err(RemoteError::UnknownActor(format!(
+            "{}/{}",
+            env.to.node, env.to.actor
+        )));
     }
     let entry = shared
         .registry
-        .get(&env.to.actor)
-        .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.clone()))?;
+        .get(env.to.actor)
+        .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.to_string()))?;
     let handler = entry
         .handlers
-        .get(env.type_tag.as_str())
-        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.clone()))?;
-    handler.dispatch(&env.payload, &env.from, want_reply)
+        .get(env.type_tag)
+        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))?;
+    handler.dispatch(env.payload, &env.from, want_reply)
 }
 
 /// Names of the running local actors with the message types each accepts.

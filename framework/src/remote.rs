@@ -30,7 +30,7 @@ use actix::{Actor, Addr, Handler, Recipient};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{decode_payload, encode_payload, RemoteError};
+use crate::codec::{decode_payload, encode_payload, NodeIdView, RemoteError};
 use crate::ids::NodeId;
 
 /// A message that can travel between nodes.
@@ -91,19 +91,19 @@ impl<M: RemoteMessage> actix::Message for Sender<M> {
 pub(crate) trait Wrap<M: RemoteMessage>:
     actix::Message<Result = M::Reply> + Send + 'static
 {
-    fn wrap(msg: M, from: &NodeId) -> Self;
+    fn wrap(msg: M, from: &NodeIdView<'_>) -> Self;
 }
 
 impl<M: RemoteMessage> Wrap<M> for M {
-    fn wrap(msg: M, _from: &NodeId) -> Self {
+    fn wrap(msg: M, _from: &NodeIdView<'_>) -> Self {
         msg
     }
 }
 
 impl<M: RemoteMessage> Wrap<M> for Sender<M> {
-    fn wrap(msg: M, from: &NodeId) -> Self {
+    fn wrap(msg: M, from: &NodeIdView<'_>) -> Self {
         Sender {
-            from: from.clone(),
+            from: from.to_node_id(),
             msg,
         }
     }
@@ -129,7 +129,7 @@ pub(crate) trait ErasedHandler: Send + Sync {
     fn dispatch(
         &self,
         payload: &[u8],
-        from: &NodeId,
+        from: &NodeIdView<'_>,
         want_reply: bool,
     ) -> Result<Dispatched, RemoteError>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
@@ -166,11 +166,11 @@ where
 
 impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
     fn do_send(&self, msg: M, from: &NodeId) {
-        self.recipient.do_send(W::wrap(msg, from));
+        self.recipient.do_send(W::wrap(msg, &from.into()));
     }
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>> {
         self.recipient
-            .try_send(W::wrap(msg, from))
+            .try_send(W::wrap(msg, &from.into()))
             .map_err(|e| match e {
                 actix::prelude::SendError::Full(_) => actix::prelude::SendError::Full(()),
                 actix::prelude::SendError::Closed(_) => actix::prelude::SendError::Closed(()),
@@ -181,7 +181,7 @@ impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
         msg: M,
         from: &NodeId,
     ) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>> {
-        Box::pin(self.recipient.send(W::wrap(msg, from)))
+        Box::pin(self.recipient.send(W::wrap(msg, &from.into())))
     }
     fn connected(&self) -> bool {
         self.recipient.connected()
@@ -209,7 +209,7 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
     fn dispatch(
         &self,
         payload: &[u8],
-        from: &NodeId,
+        from: &NodeIdView<'_>,
         want_reply: bool,
     ) -> Result<Dispatched, RemoteError> {
         let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;

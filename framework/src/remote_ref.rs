@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{self, decode_payload, encode_payload, Envelope, Kind, RemoteError};
+use crate::codec::{self, decode_payload, encode_payload, EnvelopeRef, Kind, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
@@ -139,19 +139,28 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.with_local(|r| r.do_send(msg, me))?;
             return Ok(());
         }
-        let env = Envelope {
-            from: self.shared.id.clone(),
-            from_actor: self.from_actor.clone(),
-            to: self.target.clone(),
-            kind: Kind::Tell,
-            type_tag: M::NAME.to_string(),
-            payload: encode_payload(&msg)?,
-            stamp: self.shared.stamp(),
+        let payload = encode_payload(&msg)?;
+        let stamp = self.shared.stamp();
+        let env = EnvelopeRef {
+            from: &self.shared.id,
+            from_actor: self.from_actor.as_deref(),
+            to: &self.target,
+            kind: &Kind::Tell,
+            type_tag: M::NAME,
+            payload: &payload,
+            stamp: stamp.as_ref(),
         };
-        let frame = codec::encode(&env, self.shared.options.max_frame_bytes)?;
-        self.shared
-            .transport
-            .send(&self.target.node, Bytes::from(frame))?;
+        let frame = Bytes::from(codec::encode_ref(
+            &env,
+            self.shared.options.max_frame_bytes,
+        )?);
+        if self.control {
+            self.shared
+                .transport
+                .send_control(&self.target.node, frame)?;
+        } else {
+            self.shared.transport.send(&self.target.node, frame)?;
+        }
         Ok(())
     }
 

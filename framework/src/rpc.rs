@@ -134,15 +134,20 @@ impl RpcStub {
 
     /// Make sure one actix timer fires at the earliest due entry.
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(next, _)) = self.due.keys().next() else { return };
+        let Some(&(next, _)) = self.due.keys().next() else {
+            return;
+        };
         if self.armed.is_some_and(|a| a <= next) {
             return; // an armed timer fires no later than needed
         }
         self.armed = Some(next);
-        ctx.run_later(next.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.armed = None;
-            act.fire_due(ctx);
-        });
+        ctx.run_later(
+            next.saturating_duration_since(Instant::now()),
+            |act, ctx| {
+                act.armed = None;
+                act.fire_due(ctx);
+            },
+        );
     }
 
     fn fire_due(&mut self, ctx: &mut Context<Self>) {
@@ -163,7 +168,9 @@ impl RpcStub {
     }
 
     fn resend(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.pending.get_mut(&id) else { return };
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
         p.next_resend = None;
         p.attempts += 1;
         match self.transport.send(&p.to_node, p.frame.clone()) {
@@ -174,7 +181,9 @@ impl RpcStub {
     }
 
     fn schedule_resend(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.pending.get(&id) else { return };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
         if p.attempts >= p.retry.max_attempts {
             return;
         }
@@ -335,9 +344,8 @@ impl DedupTable {
     }
 
     /// Look at an incoming ask; registers it as running when new.
-    pub(crate) fn check(&mut self, from: &NodeId, id: u64, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, inc: u128, id: u64, now: Instant) -> Verdict {
         self.evict(now);
-        let inc = from.incarnation.as_u128();
         match self.entries.get(&(inc, id)) {
             Some(DedupState::Running) => Verdict::Running,
             Some(DedupState::Answered(b)) => Verdict::Answered(b.clone()),
@@ -350,8 +358,8 @@ impl DedupTable {
     }
 
     /// Remember the reply frame sent for an ask.
-    pub(crate) fn answered(&mut self, from: &NodeId, id: u64, frame: Bytes) {
-        if let Some(state) = self.entries.get_mut(&(from.incarnation.as_u128(), id)) {
+    pub(crate) fn answered(&mut self, inc: u128, id: u64, frame: Bytes) {
+        if let Some(state) = self.entries.get_mut(&(inc, id)) {
             self.bytes += frame.len();
             *state = DedupState::Answered(frame);
         }
@@ -370,33 +378,31 @@ mod tests {
     #[test]
     fn dedup_executes_once_and_replays_the_answer() {
         let mut t = DedupTable::new(Duration::from_secs(10), 100);
-        let a = NodeId::with_incarnation("a", 1);
+        let a = NodeId::with_incarnation("a", 1).incarnation.as_u128();
         let now = Instant::now();
-        assert_eq!(t.check(&a, 1, now), Verdict::Execute);
-        assert_eq!(t.check(&a, 1, now), Verdict::Running);
-        t.answered(&a, 1, Bytes::from_static(b"r"));
+        assert_eq!(t.check(a, 1, now), Verdict::Execute);
+        assert_eq!(t.check(a, 1, now), Verdict::Running);
+        t.answered(a, 1, Bytes::from_static(b"r"));
         assert_eq!(
-            t.check(&a, 1, now),
+            t.check(a, 1, now),
             Verdict::Answered(Bytes::from_static(b"r"))
         );
         // Another incarnation of the same node is a different sender.
-        assert_eq!(
-            t.check(&NodeId::with_incarnation("a", 2), 1, now),
-            Verdict::Execute
-        );
+        let a2 = NodeId::with_incarnation("a", 2).incarnation.as_u128();
+        assert_eq!(t.check(a2, 1, now), Verdict::Execute);
     }
 
     #[test]
     fn dedup_forgets_after_ttl_and_capacity() {
         let mut t = DedupTable::new(Duration::from_secs(1), 3);
-        let a = NodeId::with_incarnation("a", 1);
+        let a = 7u128;
         let now = Instant::now();
         for id in 0..5 {
-            assert_eq!(t.check(&a, id, now), Verdict::Execute);
+            assert_eq!(t.check(a, id, now), Verdict::Execute);
         }
         assert!(t.len() <= 4);
         let later = now + Duration::from_secs(5);
-        assert_eq!(t.check(&a, 100, later), Verdict::Execute);
+        assert_eq!(t.check(a, 100, later), Verdict::Execute);
         assert_eq!(t.len(), 1);
     }
 }

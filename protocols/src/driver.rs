@@ -108,9 +108,15 @@ impl<M: WireMessage> RemoteMessage for Wire<M> {
 
 /// A protocol core the [`Driver`] can run: peers named by a [`PeerId`],
 /// messages that are [`WireMessage`]s. Implemented for every such core.
-pub trait Drivable: Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static {}
+pub trait Drivable:
+    Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static
+{
+}
 
-impl<P> Drivable for P where P: Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static {}
+impl<P> Drivable for P where
+    P: Protocol<Id: PeerId, Msg: WireMessage, Timer: 'static, Event: Send + 'static> + 'static
+{
+}
 
 /// The output buffer of core `P`.
 pub type OutputsOf<P> = Outputs<
@@ -251,10 +257,13 @@ where
                 Some(r) => r,
                 None => match ActorPath::new(node.clone(), self.name.clone()) {
                     Ok(path) => {
-                        let r = self
+                        let mut r = self
                             .node
                             .actor_ref::<Wire<P::Msg>>(path)
                             .from_actor(self.name.clone());
+                        if self.control {
+                            r = r.control();
+                        }
                         self.peers.entry(node.clone()).or_insert(r)
                     }
                     Err(e) => {
