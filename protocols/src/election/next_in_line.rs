@@ -100,10 +100,7 @@ impl<Id: Clone + Ord + Debug> NextInLine<Id> {
         config: ElectionConfig,
         durable: Option<ElectionDurable<Id>>,
     ) -> Self {
-        let mut members: Vec<Id> = members.into_iter().collect();
-        members.push(me.clone());
-        members.sort();
-        members.dedup();
+        let members = crate::mutex::group(&me, members);
         let d = durable.unwrap_or_default();
         let successors = if d.successors.is_empty() {
             members.iter().rev().cloned().collect()

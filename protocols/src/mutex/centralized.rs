@@ -133,10 +133,7 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let mut members: Vec<Id> = members.into_iter().collect();
-        members.push(me.clone());
-        members.sort();
-        members.dedup();
+        let members = crate::mutex::group(&me, members);
         let d = durable.unwrap_or_default();
         Self {
             me,

@@ -122,10 +122,7 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let mut members: Vec<Id> = members.into_iter().collect();
-        members.push(me.clone());
-        members.sort();
-        members.dedup();
+        let members = crate::mutex::group(&me, members);
         let fresh = durable.is_none();
         let d = durable.unwrap_or_default();
         Self {
