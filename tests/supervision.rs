@@ -23,6 +23,9 @@ fn a_failing_actor_is_restarted_with_fresh_state() {
         assert_eq!(apply.ask(Apply { op: 1, amount: 10 }).await.unwrap(), 10);
         assert_eq!(effects.starts(), 1);
 
+        // A tell caches the live recipient in the handle...
+        let note = a.lookup::<common::Note>("a/ledger").unwrap();
+        note.tell(common::Note(1)).unwrap();
         let fail = a.lookup::<Fail>("a/ledger").unwrap();
         assert_eq!(
             fail.ask(Fail).await.unwrap(),
@@ -32,6 +35,10 @@ fn a_failing_actor_is_restarted_with_fresh_state() {
         assert_eq!(effects.starts(), 2, "not restarted");
         // Fresh state after the restart, same handle.
         assert_eq!(apply.ask(Apply { op: 2, amount: 1 }).await.unwrap(), 1);
+        // ...and after the restart the same handle finds the new instance.
+        note.tell(common::Note(2)).unwrap();
+        settle().await;
+        assert_eq!(*effects.notes.lock().unwrap(), vec![1, 2]);
     });
 }
 

@@ -92,11 +92,15 @@ pub(crate) trait Wrap<M: RemoteMessage>:
     actix::Message<Result = M::Reply> + Send + 'static
 {
     fn wrap(msg: M, from: &NodeIdView<'_>) -> Self;
+    fn unwrap(self) -> M;
 }
 
 impl<M: RemoteMessage> Wrap<M> for M {
     fn wrap(msg: M, _from: &NodeIdView<'_>) -> Self {
         msg
+    }
+    fn unwrap(self) -> M {
+        self
     }
 }
 
@@ -106,6 +110,9 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
             from: from.to_node_id(),
             msg,
         }
+    }
+    fn unwrap(self) -> M {
+        self.msg
     }
 }
 
@@ -139,7 +146,9 @@ pub(crate) trait ErasedHandler: Send + Sync {
 /// Typed delivery to a local actor, used by [`crate::RemoteRef`] without
 /// serialization.
 pub(crate) trait LocalSend<M: RemoteMessage>: Send + Sync {
-    fn do_send(&self, msg: M, from: &NodeId);
+    /// Queue `msg` like actix's `do_send` (past the mailbox capacity if need
+    /// be); gives the message back if the actor is gone.
+    fn tell(&self, msg: M, from: &NodeId) -> Result<(), M>;
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>>;
     fn send(
         &self,
@@ -165,8 +174,15 @@ where
 }
 
 impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
-    fn do_send(&self, msg: M, from: &NodeId) {
-        self.recipient.do_send(W::wrap(msg, &from.into()));
+    fn tell(&self, msg: M, from: &NodeId) -> Result<(), M> {
+        match self.recipient.try_send(W::wrap(msg, &from.into())) {
+            Ok(()) => Ok(()),
+            Err(actix::prelude::SendError::Full(w)) => {
+                self.recipient.do_send(w);
+                Ok(())
+            }
+            Err(actix::prelude::SendError::Closed(w)) => Err(w.unwrap()),
+        }
     }
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>> {
         self.recipient

@@ -135,9 +135,20 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Send `msg` without waiting for an answer. See the module docs.
     pub fn tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
+            // One dynamic call on the fast path; a dead cached recipient hands
+            // the message back and the name is resolved again (a restart).
             let me = &self.shared.id;
-            self.with_local(|r| r.do_send(msg, me))?;
-            return Ok(());
+            let msg = match self.cache.load().as_deref() {
+                Some(r) => match r.tell(msg, me) {
+                    Ok(()) => return Ok(()),
+                    Err(msg) => msg,
+                },
+                None => msg,
+            };
+            let r = Arc::new(self.resolve_local()?);
+            let sent = r.tell(msg, me);
+            self.cache.store(Some(r));
+            return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
         let payload = encode_payload(&msg)?;
         let stamp = self.shared.stamp();
