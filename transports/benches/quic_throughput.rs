@@ -15,6 +15,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
@@ -24,20 +25,32 @@ use support::{
     bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
     transport_pair, transport_rtt, transport_throughput,
 };
-use troupe_framework::transport::{Transport, TransportEvent};
+use troupe_framework::transport::{InboundReceiver, Transport, TransportEvent};
 use troupe_transports::certs::ClusterCa;
+use troupe_transports::quic::QuicTransport;
 
 const FRAME: usize = 100;
 
 // ----- (d) connect + authenticate, (e) memory -------------------------------------
 
-async fn connect_times(
+/// A hub on `xa` that accepts `k` spokes named `prefix-i` bound on `xb`
+/// (inbound capacities `hub_cap` and `spoke_cap`). Returns the spoke names,
+/// the hub, and the spokes (keep them alive).
+#[allow(clippy::type_complexity)]
+async fn hub_and_spokes(
     xa: &Arbiter,
     xb: &Arbiter,
     ca: &ClusterCa,
+    prefix: &str,
     k: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
-    let names: Vec<String> = (0..k).map(|i| format!("peer-{i}")).collect();
+    hub_cap: usize,
+    spoke_cap: usize,
+) -> (
+    Vec<String>,
+    (Arc<QuicTransport>, InboundReceiver),
+    Vec<(Arc<QuicTransport>, InboundReceiver)>,
+) {
+    let names: Vec<String> = (0..k).map(|i| format!("{prefix}-{i}")).collect();
     let addrs: Vec<SocketAddr> = names.iter().map(|_| reserve_addr()).collect();
     let hub_addr = reserve_addr();
     let peers: Vec<(&str, SocketAddr)> = names
@@ -45,28 +58,32 @@ async fn connect_times(
         .map(|n| n.as_str())
         .zip(addrs.iter().copied())
         .collect();
-    let (hub, mut hub_rx) = bind_on(
+    let hub = bind_on(
         xa,
         config("hub", hub_addr, ca.issue("hub").expect("hub"), &peers),
-        1024,
+        hub_cap,
     )
     .await;
-    let mut keep = Vec::new();
+    let mut spokes = Vec::new();
     for (name, addr) in names.iter().zip(&addrs) {
-        keep.push(
-            bind_on(
-                xb,
-                config(
-                    name,
-                    *addr,
-                    ca.issue(name).expect("c"),
-                    &[("hub", hub_addr)],
-                ),
-                64,
-            )
-            .await,
+        let cfg = config(
+            name,
+            *addr,
+            ca.issue(name).expect("spoke cert"),
+            &[("hub", hub_addr)],
         );
+        spokes.push(bind_on(xb, cfg, spoke_cap).await);
     }
+    (names, hub, spokes)
+}
+
+async fn connect_times(
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    k: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (names, (hub, mut hub_rx), keep) = hub_and_spokes(xa, xb, ca, "peer", k, 1024, 64).await;
     let names2 = names.clone();
     let ours = on(xa, async move {
         let mut out = Vec::new();
@@ -122,36 +139,7 @@ async fn memory_per_connection(
     ca: &ClusterCa,
     k: usize,
 ) -> (u64, u64, u64) {
-    let names: Vec<String> = (0..k).map(|i| format!("idle-{i}")).collect();
-    let addrs: Vec<SocketAddr> = names.iter().map(|_| reserve_addr()).collect();
-    let hub_addr = reserve_addr();
-    let peers: Vec<(&str, SocketAddr)> = names
-        .iter()
-        .map(|n| n.as_str())
-        .zip(addrs.iter().copied())
-        .collect();
-    let (hub, mut hub_rx) = bind_on(
-        xa,
-        config("hub", hub_addr, ca.issue("hub").expect("hub"), &peers),
-        4096,
-    )
-    .await;
-    let mut keep = Vec::new();
-    for (name, addr) in names.iter().zip(&addrs) {
-        keep.push(
-            bind_on(
-                xb,
-                config(
-                    name,
-                    *addr,
-                    ca.issue(name).expect("c"),
-                    &[("hub", hub_addr)],
-                ),
-                16,
-            )
-            .await,
-        );
-    }
+    let (names, (hub, mut hub_rx), keep) = hub_and_spokes(xa, xb, ca, "idle", k, 4096, 16).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib();
     let names2 = names.clone();
