@@ -23,7 +23,6 @@
 //! unknown message type is logged (and answered with an error reply when it
 //! was an ask); everything else keeps flowing.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -627,19 +626,4 @@ fn deliver(
         .get(env.type_tag)
         .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))?;
     handler.dispatch(env.payload, &env.from, want_reply)
-}
-
-/// Names of the running local actors with the message types each accepts.
-pub fn describe_registry(node: &Node) -> BTreeMap<String, Vec<&'static str>> {
-    node.shared
-        .registry
-        .names()
-        .into_iter()
-        .filter_map(|n| {
-            node.shared
-                .registry
-                .get(&n)
-                .map(|e| (n, e.handlers.keys().copied().collect()))
-        })
-        .collect()
 }

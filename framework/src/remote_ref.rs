@@ -12,8 +12,9 @@
 //!   asks are retried and deduplicated (at most once execution, see
 //!   [`crate::rpc`]); local asks cannot be lost and are not retried.
 //!
-//! Handles resolve the actor name on every call, so they keep working across
-//! restarts of the target by its supervisor.
+//! A handle caches the local actor it resolved and resolves the name again
+//! when that instance is gone, so it keeps working across restarts of the
+//! target by its supervisor (tested in `tests/supervision.rs`).
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;

@@ -33,7 +33,8 @@
 //! restart: an actor that must keep state persists it (see [`crate::storage`]).
 //!
 //! A restarted named actor keeps its name: handles ([`crate::RemoteRef`])
-//! resolve the name on every call, so they reach the new instance.
+//! resolve the name again when their cached instance is gone, so they reach
+//! the new one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
