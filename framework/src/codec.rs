@@ -289,6 +289,146 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T,
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
+/// The bytes every tell frame from one handle starts with: version byte,
+/// array header, sender, sending actor, target, `Kind::Tell` and type tag.
+///
+/// They are the same for every message a handle sends, so a sender computes
+/// them once ([`tell_prefix`]) and a receiver can recognise a frame that
+/// repeats the previous one's header by a byte comparison
+/// ([`split_tell_tail`]) instead of decoding it again. A frame built from a
+/// prefix by [`encode_tell`] is byte for byte what [`encode_ref`] produces.
+pub fn tell_prefix(
+    from: &NodeId,
+    from_actor: Option<&str>,
+    to: &ActorPath,
+    type_tag: &str,
+) -> Result<Vec<u8>, CodecError> {
+    let mut buf = encode_ref(
+        &EnvelopeRef {
+            from,
+            from_actor,
+            to,
+            kind: &Kind::Tell,
+            type_tag,
+            payload: &[],
+            stamp: None,
+        },
+        usize::MAX,
+    )?;
+    // An empty `bin 8` payload then `nil` for the stamp end the frame.
+    if !buf.ends_with(&[0xc4, 0x00, 0xc0]) {
+        return Err(CodecError::Encode(
+            "unexpected envelope layout for a tell prefix".into(),
+        ));
+    }
+    buf.truncate(buf.len() - 3);
+    Ok(buf)
+}
+
+/// Encode the tell `msg` after `prefix` (from [`tell_prefix`]) in one buffer:
+/// the payload is serialized in place rather than into its own vector and
+/// copied. `size_hint` is the expected payload size (the previous one is a
+/// good guess). Refuses frames over `max_len` bytes, like [`encode_ref`].
+pub fn encode_tell<T: Serialize + ?Sized>(
+    prefix: &[u8],
+    msg: &T,
+    stamp: Option<&ClockStamp>,
+    size_hint: usize,
+    max_len: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::with_capacity(prefix.len() + 5 + size_hint + 16);
+    buf.extend_from_slice(prefix);
+    let at = buf.len();
+    // Room for the largest `bin` header; the payload is moved back over the
+    // unused part once its length is known, so the bytes stay canonical.
+    buf.extend_from_slice(&[0; 5]);
+    rmp_serde::encode::write(&mut buf, msg).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let len = buf.len() - at - 5;
+    let header: &[u8] = &match len {
+        0..=0xff => [0xc4, len as u8, 0, 0, 0],
+        0x100..=0xffff => {
+            let b = (len as u16).to_be_bytes();
+            [0xc5, b[0], b[1], 0, 0]
+        }
+        _ => {
+            let b = u32::try_from(len)
+                .map_err(|_| CodecError::TooLarge { len, max: max_len })?
+                .to_be_bytes();
+            [0xc6, b[0], b[1], b[2], b[3]]
+        }
+    };
+    let hlen = match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    };
+    buf[at..at + hlen].copy_from_slice(&header[..hlen]);
+    if hlen < 5 {
+        buf.copy_within(at + 5.., at + hlen);
+        buf.truncate(buf.len() - (5 - hlen));
+    }
+    rmp_serde::encode::write(&mut buf, &stamp).map_err(|e| CodecError::Encode(e.to_string()))?;
+    if buf.len() > max_len {
+        return Err(CodecError::TooLarge {
+            len: buf.len(),
+            max: max_len,
+        });
+    }
+    Ok(buf)
+}
+
+/// The length of the header that a decoded tell frame shares with every
+/// other tell from the same handle: the bytes before its payload's `bin`
+/// marker. `None` when `view` is not a tell borrowed from `frame` with a
+/// canonical `bin` marker (then the frame is simply not cached).
+pub fn tell_header_len(frame: &[u8], view: &EnvelopeView<'_>) -> Option<usize> {
+    if view.kind != Kind::Tell {
+        return None;
+    }
+    let start = frame.as_ptr() as usize;
+    let at = (view.payload.as_ptr() as usize).checked_sub(start)?;
+    if at > frame.len() {
+        return None;
+    }
+    let (marker, hlen) = match view.payload.len() {
+        0..=0xff => (0xc4, 2),
+        0x100..=0xffff => (0xc5, 3),
+        _ => (0xc6, 5),
+    };
+    let h = at.checked_sub(hlen)?;
+    (frame.get(h) == Some(&marker)).then_some(h)
+}
+
+/// Split what follows a known tell header (see [`tell_header_len`]) into the
+/// payload and the clock stamp. Never panics on untrusted bytes.
+pub fn split_tell_tail(rest: &[u8]) -> Result<(&[u8], Option<ClockStamp>), CodecError> {
+    let bad = |what: &str| CodecError::Malformed(format!("tell frame: {what}"));
+    let (&marker, after) = rest.split_first().ok_or_else(|| bad("no payload"))?;
+    let (len, body) = match marker {
+        0xc4 => {
+            let (&n, b) = after.split_first().ok_or_else(|| bad("truncated length"))?;
+            (usize::from(n), b)
+        }
+        0xc5 => {
+            let n = after.get(..2).ok_or_else(|| bad("truncated length"))?;
+            (usize::from(u16::from_be_bytes([n[0], n[1]])), &after[2..])
+        }
+        0xc6 => {
+            let n = after.get(..4).ok_or_else(|| bad("truncated length"))?;
+            let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]);
+            (
+                usize::try_from(n).map_err(|_| bad("length overflow"))?,
+                &after[4..],
+            )
+        }
+        _ => return Err(bad("payload is not binary")),
+    };
+    let payload = body.get(..len).ok_or_else(|| bad("truncated payload"))?;
+    let stamp =
+        rmp_serde::from_slice(&body[len..]).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok((payload, stamp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +546,47 @@ mod tests {
                     stamp: stamp.map(|(lamport, vector)| ClockStamp { lamport, vector }),
                 },
             )
+    }
+
+    fn arb_tell() -> impl Strategy<Value = Envelope> {
+        (
+            arb_envelope(),
+            prop_oneof![0usize..300, 250usize..70_000],
+            any::<u8>(),
+        )
+            .prop_map(|(mut env, n, fill)| {
+                env.kind = Kind::Tell;
+                env.payload = encode_payload(serde_bytes::Bytes::new(&vec![fill; n])).unwrap();
+                env
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn prop_tell_fast_paths_match_the_envelope_codec(env in arb_tell()) {
+            let reference = encode(&env, DEFAULT_MAX_FRAME_LEN).unwrap();
+            // Sender: prefix + in-place payload gives the very same bytes.
+            let prefix = tell_prefix(&env.from, env.from_actor.as_deref(), &env.to, &env.type_tag).unwrap();
+            let value: serde_bytes::ByteBuf = decode_payload(&env.payload).unwrap();
+            let fast = encode_tell(&prefix, &value, env.stamp.as_ref(), 0, DEFAULT_MAX_FRAME_LEN).unwrap();
+            prop_assert_eq!(&fast, &reference);
+            // Receiver: the header is the prefix, and the tail splits back.
+            let view = decode_view(&reference, DEFAULT_MAX_FRAME_LEN).unwrap();
+            let h = tell_header_len(&reference, &view).unwrap();
+            prop_assert_eq!(&reference[..h], &prefix[..]);
+            let (payload, stamp) = split_tell_tail(&reference[h..]).unwrap();
+            prop_assert_eq!(payload, &env.payload[..]);
+            prop_assert_eq!(stamp, env.stamp.clone());
+            // Every truncation of the tail is an error, never a panic.
+            for cut in 0..reference.len() - h {
+                prop_assert!(split_tell_tail(&reference[h..h + cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn prop_tell_tail_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = split_tell_tail(&bytes);
+        }
     }
 
     proptest! {

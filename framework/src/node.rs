@@ -38,7 +38,7 @@ use crate::error::NodeError;
 use crate::ids::{ActorPath, NameError, NodeId};
 use crate::membership::{MemberEvent, MembershipView};
 use crate::registry::Registry;
-use crate::remote::{Dispatched, LocalFut, RemoteMessage};
+use crate::remote::{Dispatched, ErasedHandler, LocalFut, RemoteMessage};
 use crate::remote_ref::RemoteRef;
 use crate::rpc::{DedupTable, ReplyArrived, RpcStub, Verdict};
 use crate::storage::{MemoryStorage, Storage};
@@ -451,6 +451,7 @@ async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Ad
     let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut dedup = DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity);
     let limit = shared.options.max_inflight_deliveries;
+    let mut cache: Option<TellCache> = None;
     loop {
         tokio::select! {
             biased;
@@ -463,7 +464,7 @@ async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Ad
                 let Some(ev) = ev else { break };
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
-                        on_frame(&shared, &mut dedup, &mut inflight, &from, &bytes);
+                        on_frame(&shared, &mut dedup, &mut inflight, &mut cache, &from, &bytes);
                     }
                     TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
                     TransportEvent::PeerDown { peer, reason } => {
@@ -528,15 +529,72 @@ fn send_reply(
     }
 }
 
+/// The header of the last tell delivered and the handler it went to. A
+/// stream of tells from one handle repeats the same header (sender, target,
+/// type), so the next one is recognised by a byte comparison and delivered
+/// without decoding the envelope or looking the actor up again.
+struct TellCache {
+    /// The authenticated peer the header came from.
+    peer: String,
+    /// The frame bytes before the payload (see [`codec::tell_header_len`]).
+    header: Vec<u8>,
+    /// The sender named in the header.
+    from: NodeId,
+    handler: Arc<dyn ErasedHandler>,
+}
+
+/// The fast path for a tell whose header matches the cache. `false` means
+/// "not handled here": take the full path (which refreshes the cache).
+fn on_cached_tell(
+    shared: &NodeShared,
+    inflight: &mut FuturesUnordered<InFlight>,
+    cache: &mut Option<TellCache>,
+    from: &str,
+    bytes: &[u8],
+) -> bool {
+    let Some(c) = cache.as_ref() else {
+        return false;
+    };
+    if c.peer != from
+        || bytes.len() <= c.header.len()
+        || bytes.len() > shared.options.max_frame_bytes
+        || !bytes.starts_with(&c.header)
+    {
+        return false;
+    }
+    let Ok((payload, stamp)) = codec::split_tell_tail(&bytes[c.header.len()..]) else {
+        return false;
+    };
+    match c.handler.dispatch(payload, &(&c.from).into(), false) {
+        Ok(Dispatched::Queued) => {}
+        Ok(Dispatched::Pending(fut)) => inflight.push(Box::pin(async move {
+            let _ = fut.await;
+            None
+        })),
+        Err(_) => {
+            // The actor stopped (perhaps restarted) or the payload is bad:
+            // the full path resolves the name again and reports errors.
+            *cache = None;
+            return false;
+        }
+    }
+    shared.observe(&stamp);
+    true
+}
+
 fn on_frame(
     shared: &Arc<NodeShared>,
     dedup: &mut DedupTable,
     inflight: &mut FuturesUnordered<InFlight>,
+    cache: &mut Option<TellCache>,
     from: &str,
     bytes: &[u8],
 ) {
     let stats = &shared.stats;
     stats.frames_in.fetch_add(1, Ordering::Relaxed);
+    if on_cached_tell(shared, inflight, cache, from, bytes) {
+        return;
+    }
     let env = match codec::decode_view(bytes, shared.options.max_frame_bytes) {
         Ok(env) => env,
         Err(e) => {
@@ -562,12 +620,25 @@ fn on_frame(
             id,
             result: Err(error),
         }),
-        Kind::Tell => match deliver(shared, &env, false) {
-            Ok(Dispatched::Queued) => {}
-            Ok(Dispatched::Pending(fut)) => inflight.push(Box::pin(async move {
-                let _ = fut.await;
-                None
-            })),
+        Kind::Tell => match resolve(shared, &env)
+            .and_then(|h| Ok((h.dispatch(env.payload, &env.from, false)?, h)))
+        {
+            Ok((dispatched, handler)) => {
+                if let Dispatched::Pending(fut) = dispatched {
+                    inflight.push(Box::pin(async move {
+                        let _ = fut.await;
+                        None
+                    }));
+                }
+                if let Some(h) = codec::tell_header_len(bytes, &env) {
+                    *cache = Some(TellCache {
+                        peer: from.to_string(),
+                        header: bytes[..h].to_vec(),
+                        from: env.from.to_node_id(),
+                        handler,
+                    });
+                }
+            }
             Err(e) => {
                 stats.undeliverable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "tell not delivered");
@@ -588,7 +659,7 @@ fn on_frame(
             Verdict::Execute => {
                 let asker = env.from.incarnation.as_u128();
                 let to = from.to_string();
-                match deliver(shared, &env, true) {
+                match resolve(shared, &env).and_then(|h| h.dispatch(env.payload, &env.from, true)) {
                     Ok(Dispatched::Pending(fut)) => {
                         inflight.push(Box::pin(async move { Some((to, asker, id, fut.await)) }))
                     }
@@ -606,11 +677,11 @@ fn on_frame(
     }
 }
 
-fn deliver(
+/// The handler of the actor and message type `env` is addressed to.
+fn resolve(
     shared: &NodeShared,
     env: &EnvelopeView<'_>,
-    want_reply: bool,
-) -> Result<Dispatched, RemoteError> {
+) -> Result<Arc<dyn ErasedHandler>, RemoteError> {
     if env.to.node != shared.id.name {
         return Err(RemoteError::UnknownActor(format!(
             "{}/{}",
@@ -621,9 +692,9 @@ fn deliver(
         .registry
         .get(env.to.actor)
         .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.to_string()))?;
-    let handler = entry
+    entry
         .handlers
         .get(env.type_tag)
-        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))?;
-    handler.dispatch(env.payload, &env.from, want_reply)
+        .cloned()
+        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))
 }

@@ -19,14 +19,15 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{self, decode_payload, encode_payload, EnvelopeRef, Kind, RemoteError};
+use crate::codec::{self, decode_payload, encode_payload, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
@@ -41,6 +42,10 @@ pub struct RemoteRef<M: RemoteMessage> {
     from_actor: Option<String>,
     /// The resolved local recipient, reused while its actor is alive.
     cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
+    /// The encoded header every remote tell of this handle starts with.
+    prefix: Arc<OnceLock<Vec<u8>>>,
+    /// The size of the last encoded payload, to size the next frame.
+    size_hint: Arc<AtomicUsize>,
     local: bool,
     control: bool,
     _m: PhantomData<fn(M)>,
@@ -53,6 +58,8 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             shared: self.shared.clone(),
             from_actor: self.from_actor.clone(),
             cache: self.cache.clone(),
+            prefix: self.prefix.clone(),
+            size_hint: self.size_hint.clone(),
             local: self.local,
             control: self.control,
             _m: PhantomData,
@@ -74,6 +81,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
             shared,
             from_actor: None,
             cache: Arc::new(ArcSwapOption::empty()),
+            prefix: Arc::new(OnceLock::new()),
+            size_hint: Arc::new(AtomicUsize::new(0)),
             local,
             control: false,
             _m: PhantomData,
@@ -83,6 +92,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Name the sending actor in outgoing envelopes (shown in traces).
     pub fn from_actor(mut self, name: impl Into<String>) -> Self {
         self.from_actor = Some(name.into());
+        self.prefix = Arc::new(OnceLock::new());
         self
     }
 
@@ -151,21 +161,32 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.cache.store(Some(r));
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
-        let payload = encode_payload(&msg)?;
-        let stamp = self.shared.stamp();
-        let env = EnvelopeRef {
-            from: &self.shared.id,
-            from_actor: self.from_actor.as_deref(),
-            to: &self.target,
-            kind: &Kind::Tell,
-            type_tag: M::NAME,
-            payload: &payload,
-            stamp: stamp.as_ref(),
+        let prefix = match self.prefix.get() {
+            Some(p) => p,
+            None => {
+                let p = codec::tell_prefix(
+                    &self.shared.id,
+                    self.from_actor.as_deref(),
+                    &self.target,
+                    M::NAME,
+                )?;
+                self.prefix.get_or_init(|| p)
+            }
         };
-        let frame = Bytes::from(codec::encode_ref(
-            &env,
+        let stamp = self.shared.stamp();
+        let mut frame = codec::encode_tell(
+            prefix,
+            &msg,
+            stamp.as_ref(),
+            self.size_hint.load(Ordering::Relaxed),
             self.shared.options.max_frame_bytes,
-        )?);
+        )?;
+        self.size_hint
+            .store(frame.len() - prefix.len(), Ordering::Relaxed);
+        // `Bytes` takes a vector without copying or a second allocation only
+        // when it is exactly full.
+        frame.shrink_to_fit();
+        let frame = Bytes::from(frame);
         if self.control {
             self.shared
                 .transport
