@@ -43,6 +43,37 @@ fn a_failing_actor_is_restarted_with_fresh_state() {
 }
 
 #[test]
+fn remote_tells_reach_the_restarted_instance() {
+    // The receiving node remembers where the last tell of a stream went;
+    // after a restart the stream must reach the new instance, not vanish.
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(3, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        let effects = Effects::default();
+        b.spawn(ledger("ledger", &effects)).await.unwrap();
+        let note = a.lookup::<common::Note>("b/ledger").unwrap();
+        for i in 0..5 {
+            note.tell(common::Note(i)).unwrap();
+        }
+        settle().await;
+        let fail = a.lookup::<Fail>("b/ledger").unwrap();
+        assert_eq!(
+            fail.ask(Fail).await.unwrap(),
+            Err("asked to fail".to_string())
+        );
+        settle().await;
+        assert_eq!(effects.starts(), 2, "not restarted");
+        for i in 5..10 {
+            note.tell(common::Note(i)).unwrap();
+        }
+        settle().await;
+        assert_eq!(*effects.notes.lock().unwrap(), (0..10).collect::<Vec<_>>());
+        assert_eq!(b.stats().undeliverable, 0);
+    });
+}
+
+#[test]
 fn a_panicking_actor_is_restarted_and_its_neighbours_keep_running() {
     run_virtual(|| async {
         let mut cluster = SimCluster::new(2, FaultPlan::reliable());
