@@ -7,6 +7,9 @@
 //!   goes straight into the actor's mailbox (like actix's `do_send`, no
 //!   serialization); for a remote one it is encoded and queued on the
 //!   transport. `Ok` means *handed over*, not *delivered*.
+//! - [`RemoteRef::tell_wait`] — the same, but waits for room when the
+//!   transport's queue to the target node is full (back-pressure) where
+//!   `tell` fails with `QueueFull`.
 //! - [`RemoteRef::ask`] — request/response, resolving to the reply or a typed
 //!   [`AskError`] (timeout, unreachable, remote error, codec error). Remote
 //!   asks are retried and deduplicated (at most once execution, see
@@ -161,6 +164,38 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.cache.store(Some(r));
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
+        let frame = self.encode_tell(&msg)?;
+        if self.control {
+            self.shared
+                .transport
+                .send_control(&self.target.node, frame)?;
+        } else {
+            self.shared.transport.send(&self.target.node, frame)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`tell`](Self::tell), but when the transport's queue to the
+    /// target's node is full, wait for room instead of failing with
+    /// `QueueFull`: back-pressure for a sender that produces faster than the
+    /// network drains. It waits as long as the peer is unreachable, so bound
+    /// it with a timeout where that matters. Local targets and control
+    /// handles behave exactly like `tell`.
+    pub async fn tell_wait(&self, msg: M) -> Result<(), TellError> {
+        if self.is_local() || self.control {
+            return self.tell(msg);
+        }
+        let frame = self.encode_tell(&msg)?;
+        self.shared
+            .transport
+            .send_wait(&self.target.node, frame)
+            .await?;
+        Ok(())
+    }
+
+    /// The frame for a remote tell of `msg`: this handle's cached envelope
+    /// header, the payload encoded in place, and a fresh Lamport stamp.
+    fn encode_tell(&self, msg: &M) -> Result<Bytes, TellError> {
         let prefix = match self.prefix.get() {
             Some(p) => p,
             None => {
@@ -176,7 +211,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let stamp = self.shared.stamp();
         let mut frame = codec::encode_tell(
             prefix,
-            &msg,
+            msg,
             stamp.as_ref(),
             self.size_hint.load(Ordering::Relaxed),
             self.shared.options.max_frame_bytes,
@@ -186,15 +221,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         // `Bytes` takes a vector without copying or a second allocation only
         // when it is exactly full.
         frame.shrink_to_fit();
-        let frame = Bytes::from(frame);
-        if self.control {
-            self.shared
-                .transport
-                .send_control(&self.target.node, frame)?;
-        } else {
-            self.shared.transport.send(&self.target.node, frame)?;
-        }
-        Ok(())
+        Ok(Bytes::from(frame))
     }
 
     /// Like [`tell`](Self::tell) for a local target, but refuses with

@@ -16,6 +16,9 @@
 //!   channel is full the transport stops reading, and flow control pushes back
 //!   on the remote sender.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 
 /// What a transport tells its node.
@@ -89,6 +92,18 @@ pub trait Transport: Send + Sync + 'static {
     /// themselves, not relative to ordinary frames. Default: [`Transport::send`].
     fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
         self.send(to, frame)
+    }
+    /// Like [`Transport::send`], but when the peer's queue is full, wait for
+    /// room instead of refusing the frame: back-pressure for bulk senders.
+    /// Other errors are returned at once. A transport without queues (the
+    /// default) just sends.
+    fn send_wait<'a>(
+        &'a self,
+        to: &'a str,
+        frame: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + 'a>> {
+        let sent = self.send(to, frame);
+        Box::pin(std::future::ready(sent))
     }
     /// Stop sending and receiving; pending frames may be dropped.
     fn shutdown(&self);

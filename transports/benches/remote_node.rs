@@ -4,8 +4,8 @@
 //! Two Troupe `Node`s (each on its own actix `Arbiter`, with its `QuicTransport`
 //! bound on the same arbiter) talk through `RemoteRef`s to a named actor `sink`:
 //!
-//! 1. one-way remote `tell` throughput, many in flight (the sender yields and
-//!    retries on `QueueFull`); only messages the sink actually handled count,
+//! 1. one-way remote `tell` throughput, many in flight (on `QueueFull` the
+//!    sender waits for room with `tell_wait`); only messages the sink actually handled count,
 //!    checked at the end with an ask;
 //! 2. remote `ask` round trip, one in flight, p50/p99;
 //! 3. pipelined `ask` throughput, `W` outstanding (`FuturesUnordered`);
@@ -214,7 +214,7 @@ async fn count(a: &Node, xa: &Arbiter) -> u64 {
     on(xa, async move { r.ask(Count).await.expect("count") }).await
 }
 
-/// Framework tell throughput: (msg/s, CPU-ns per message, QueueFull retries).
+/// Framework tell throughput: (msg/s, CPU-ns per message, QueueFull waits).
 async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> (f64, f64, u64) {
     let before = count(a, xa).await;
     progress.target.store(before + n, Ordering::Relaxed);
@@ -226,18 +226,22 @@ async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> 
         let data = vec![FILL; DATA];
         let mut full = 0u64;
         for seq in 0..n {
-            loop {
-                match r.tell(Blob {
-                    seq,
-                    data: data.clone(),
-                }) {
-                    Ok(()) => break,
-                    Err(TellError::Transport(TransportError::QueueFull { .. })) => {
-                        full += 1;
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => panic!("tell failed: {e}"),
+            match r.tell(Blob {
+                seq,
+                data: data.clone(),
+            }) {
+                Ok(()) => {}
+                Err(TellError::Transport(TransportError::QueueFull { .. })) => {
+                    // The queue to `b` is full: wait for room (back-pressure).
+                    full += 1;
+                    r.tell_wait(Blob {
+                        seq,
+                        data: data.clone(),
+                    })
+                    .await
+                    .expect("tell_wait");
                 }
+                Err(e) => panic!("tell failed: {e}"),
             }
         }
         full
@@ -631,7 +635,7 @@ fn main() {
             for round in 0..rounds {
                 let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
                 println!(
-                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries), RSS {} KiB",
+                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits), RSS {} KiB",
                     support::rss_kib()
                 );
             }
@@ -649,7 +653,7 @@ fn main() {
             let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
             let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
             println!(
-                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull retries)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
+                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
                 t / r
             );
             tr.push(q);

@@ -333,6 +333,15 @@ impl Transport for QuicTransport {
         self.inner.enqueue(to, frame, true)
     }
 
+    fn send_wait<'a>(
+        &'a self,
+        to: &'a str,
+        frame: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TransportError>> + Send + 'a>>
+    {
+        Box::pin(self.inner.enqueue_wait(to, frame))
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }

@@ -78,7 +78,13 @@ impl FrameQueue {
     }
 
     /// Appends `frame`, waiting for room while the queue is full.
-    pub(crate) async fn push(&self, mut frame: Bytes) -> Result<(), PushError> {
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        // Fast path: room now, no waiter registered.
+        let mut frame = match self.push_or_return(frame) {
+            Ok(()) => return Ok(()),
+            Err((PushError::Full, back)) => back,
+            Err((e, _)) => return Err(e),
+        };
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
