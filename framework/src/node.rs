@@ -466,6 +466,11 @@ async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Ad
                     TransportEvent::Frame { from, bytes } => {
                         on_frame(&shared, &mut dedup, &mut inflight, &mut cache, &from, &bytes);
                     }
+                    TransportEvent::Frames { from, frames } => {
+                        for bytes in &frames {
+                            on_frame(&shared, &mut dedup, &mut inflight, &mut cache, &from, bytes);
+                        }
+                    }
                     TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
                     TransportEvent::PeerDown { peer, reason } => {
                         tracing::debug!(%peer, %reason, "connection lost");

@@ -31,6 +31,17 @@ pub enum TransportEvent {
         /// The frame's bytes (one encoded envelope).
         bytes: Bytes,
     },
+    /// Several frames that arrived together from the (authenticated) node
+    /// `from`, in arrival order: a transport that reads in chunks (QUIC)
+    /// hands over a chunk's frames at once, so the node pays one channel
+    /// operation per chunk rather than per frame. Same guarantees as
+    /// [`TransportEvent::Frame`].
+    Frames {
+        /// Sender node name.
+        from: std::sync::Arc<str>,
+        /// The frames, in order (each one encoded envelope).
+        frames: Vec<Bytes>,
+    },
     /// A connection to `peer` is established and the peer is confirmed.
     PeerUp {
         /// Peer node name.
@@ -43,6 +54,21 @@ pub enum TransportEvent {
         /// Why, for logs.
         reason: String,
     },
+}
+
+impl TransportEvent {
+    /// The frames this event carries, with their sender: one for
+    /// [`TransportEvent::Frame`], all of them for [`TransportEvent::Frames`],
+    /// none for connection events.
+    pub fn frames(&self) -> Vec<(&str, &Bytes)> {
+        match self {
+            TransportEvent::Frame { from, bytes } => vec![(from.as_str(), bytes)],
+            TransportEvent::Frames { from, frames } => {
+                frames.iter().map(|b| (from.as_ref(), b)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The node's inbound channel: bounded, so a fast sender is slowed down.

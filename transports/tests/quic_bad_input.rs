@@ -211,15 +211,16 @@ async fn slow_receiver_pushes_back_to_sender_queue() {
     let mut n = 0usize;
     while n < accepted {
         match tokio::time::timeout(WAIT, b_rx.recv()).await {
-            Ok(Some(TransportEvent::Frame { bytes, .. })) => {
-                let prefix = format!("p:{n}:");
-                assert!(
-                    bytes.starts_with(prefix.as_bytes()),
-                    "frame {n} out of order"
-                );
-                n += 1;
+            Ok(Some(ev)) => {
+                for (_, bytes) in ev.frames() {
+                    let prefix = format!("p:{n}:");
+                    assert!(
+                        bytes.starts_with(prefix.as_bytes()),
+                        "frame {n} out of order"
+                    );
+                    n += 1;
+                }
             }
-            Ok(Some(_)) => {}
             _ => panic!("only {n} of {accepted} frames arrived"),
         }
     }

@@ -69,7 +69,7 @@ async fn two_nodes_exchange_frames_both_ways_in_order() {
         assert_eq!(ups.len(), 1, "one PeerUp for {peer}: {events:?}");
         let first_frame = events
             .iter()
-            .position(|e| matches!(e, TransportEvent::Frame { .. }))
+            .position(|e| !e.frames().is_empty())
             .expect("frames");
         assert!(ups[0].0 < first_frame, "PeerUp before frames");
         assert!(!events.iter().any(is_down(peer)), "no PeerDown");
@@ -501,19 +501,20 @@ async fn large_frames_arrive_intact_and_control_overtakes_them() {
     let mut bigs = 0;
     while bigs < COUNT {
         match tokio::time::timeout(WAIT, b_rx.recv()).await {
-            Ok(Some(TransportEvent::Frame { bytes, .. })) => {
-                if bytes.starts_with(b"big:") {
-                    let prefix = format!("big:{bigs}:");
-                    assert!(bytes.starts_with(prefix.as_bytes()), "big frames in order");
-                    assert_eq!(bytes.len(), BIG);
-                    assert!(bytes[BIG - 1] == (bigs % 251) as u8, "content intact");
-                    order.push("big");
-                    bigs += 1;
-                } else if bytes.as_ref() == b"hb:0" {
-                    order.push("hb");
+            Ok(Some(ev)) => {
+                for (_, bytes) in ev.frames() {
+                    if bytes.starts_with(b"big:") {
+                        let prefix = format!("big:{bigs}:");
+                        assert!(bytes.starts_with(prefix.as_bytes()), "big frames in order");
+                        assert_eq!(bytes.len(), BIG);
+                        assert!(bytes[BIG - 1] == (bigs % 251) as u8, "content intact");
+                        order.push("big");
+                        bigs += 1;
+                    } else if bytes.as_ref() == b"hb:0" {
+                        order.push("hb");
+                    }
                 }
             }
-            Ok(Some(_)) => {}
             _ => panic!("only {bigs} big frames arrived"),
         }
     }

@@ -18,7 +18,9 @@ fn no_peer_up_or_frames(events: &[TransportEvent]) -> bool {
     !events.iter().any(|e| {
         matches!(
             e,
-            TransportEvent::PeerUp { .. } | TransportEvent::Frame { .. }
+            TransportEvent::PeerUp { .. }
+                | TransportEvent::Frame { .. }
+                | TransportEvent::Frames { .. }
         )
     })
 }

@@ -373,6 +373,17 @@ pub async fn transport_throughput(
         let mut last = 0u64;
         while got < n {
             match b_rx.recv().await {
+                Some(TransportEvent::Frames { frames, .. }) => {
+                    for bytes in frames {
+                        let seq = (&bytes[..8]).get_u64();
+                        assert!(
+                            got == 0 || seq == last + 1,
+                            "order broken: {last} then {seq}"
+                        );
+                        last = seq;
+                        got += 1;
+                    }
+                }
                 Some(TransportEvent::Frame { bytes, .. }) => {
                     let seq = (&bytes[..8]).get_u64();
                     assert!(
@@ -432,11 +443,11 @@ pub async fn transport_rtt(
     let b = p.b.clone();
     xb.spawn(async move {
         while let Some(ev) = b_rx.recv().await {
-            if let TransportEvent::Frame { bytes, .. } = ev {
+            for (_, bytes) in ev.frames() {
                 if bytes.as_ref() == b"stop" {
-                    break;
+                    return;
                 }
-                let _ = b.send("node-a", bytes);
+                let _ = b.send("node-a", bytes.clone());
             }
         }
     });
@@ -449,7 +460,7 @@ pub async fn transport_rtt(
             a.send("node-b", payload(i, frame)).expect("send");
             loop {
                 match a_rx.recv().await {
-                    Some(TransportEvent::Frame { .. }) => break,
+                    Some(ev) if !ev.frames().is_empty() => break,
                     Some(_) => {}
                     None => panic!("closed"),
                 }

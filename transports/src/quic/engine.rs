@@ -748,6 +748,8 @@ impl Inner {
             return;
         }
         let mut decoder = FrameDecoder::new(self.cfg.max_frame_size);
+        let from: Arc<str> = Arc::from(peer.name.as_str());
+        let mut frames: Vec<Bytes> = Vec::new();
         loop {
             let chunk = match recv.read_chunk(256 * 1024, true).await {
                 Ok(Some(chunk)) => chunk.bytes,
@@ -758,38 +760,48 @@ impl Inner {
                 }
             };
             decoder.push(chunk);
+            // Every complete frame of this chunk goes to the node in one event.
+            let mut bad = None;
             loop {
                 match decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        // Fast path without a future; otherwise wait for room
-                        // (back-pressure: no more reading until the node catches up).
-                        let permit = match self.inbound.try_reserve() {
-                            Ok(permit) => permit,
-                            Err(mpsc::error::TrySendError::Full(())) => {
-                                match self.inbound.reserve().await {
-                                    Ok(permit) => permit,
-                                    Err(_) => return,
-                                }
-                            }
-                            Err(mpsc::error::TrySendError::Closed(())) => return,
-                        };
-                        if peer.current_id.load(Ordering::Acquire) != link.id {
-                            // Replaced or closed: stop; frames from here on are dropped.
-                            let _ = recv.stop(VarInt::from_u32(wire::CLOSE_DUPLICATE));
-                            return;
-                        }
-                        permit.send(TransportEvent::Frame {
-                            from: peer.name.clone(),
-                            bytes: frame,
-                        });
-                    }
+                    Ok(Some(frame)) => frames.push(frame),
                     Ok(None) => break,
                     Err(e) => {
-                        error!(node = %self.name, peer = %peer.name, "bad input from peer: {e}; closing connection");
-                        close(&link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
-                        return;
+                        bad = Some(e);
+                        break;
                     }
                 }
+            }
+            if !frames.is_empty() {
+                // Fast path without a future; otherwise wait for room
+                // (back-pressure: no more reading until the node catches up).
+                let permit = match self.inbound.try_reserve() {
+                    Ok(permit) => permit,
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        match self.inbound.reserve().await {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => return,
+                };
+                if peer.current_id.load(Ordering::Acquire) != link.id {
+                    // Replaced or closed: stop; frames from here on are dropped.
+                    let _ = recv.stop(VarInt::from_u32(wire::CLOSE_DUPLICATE));
+                    return;
+                }
+                let cap = frames.len();
+                let batch = std::mem::replace(&mut frames, Vec::with_capacity(cap));
+                permit.send(TransportEvent::Frames {
+                    from: from.clone(),
+                    frames: batch,
+                });
+            }
+            if let Some(e) = bad {
+                // The frames before the bad one were delivered above.
+                error!(node = %self.name, peer = %peer.name, "bad input from peer: {e}; closing connection");
+                close(&link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
+                return;
             }
         }
     }

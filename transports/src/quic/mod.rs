@@ -84,6 +84,7 @@
 //! while let Some(event) = rx.recv().await {
 //!     match event {
 //!         TransportEvent::PeerUp { peer } => println!("{peer} is up"),
+//!         TransportEvent::Frames { from, frames } => println!("{} frames from {from}", frames.len()),
 //!         TransportEvent::Frame { from, bytes } => println!("{} bytes from {from}", bytes.len()),
 //!         TransportEvent::PeerDown { peer, reason } => println!("{peer} down: {reason}"),
 //!     }

@@ -130,13 +130,14 @@ pub fn frame(tag: &str, i: usize) -> Bytes {
 pub fn seqs(events: &[TransportEvent], from: &str, tag: &str) -> Vec<usize> {
     events
         .iter()
-        .filter_map(|e| match e {
-            TransportEvent::Frame { from: f, bytes } if f == from => {
-                let s = std::str::from_utf8(bytes).ok()?;
-                let (t, n) = s.split_once(':')?;
-                (t == tag).then(|| n.parse().ok()).flatten()
+        .flat_map(|e| e.frames())
+        .filter_map(|(f, bytes)| {
+            if f != from {
+                return None;
             }
-            _ => None,
+            let s = std::str::from_utf8(bytes).ok()?;
+            let (t, n) = s.split_once(':')?;
+            (t == tag).then(|| n.parse().ok()).flatten()
         })
         .collect()
 }
