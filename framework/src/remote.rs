@@ -92,15 +92,11 @@ pub(crate) trait Wrap<M: RemoteMessage>:
     actix::Message<Result = M::Reply> + Send + 'static
 {
     fn wrap(msg: M, from: &NodeIdView<'_>) -> Self;
-    fn unwrap(self) -> M;
 }
 
 impl<M: RemoteMessage> Wrap<M> for M {
     fn wrap(msg: M, _from: &NodeIdView<'_>) -> Self {
         msg
-    }
-    fn unwrap(self) -> M {
-        self
     }
 }
 
@@ -110,9 +106,6 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
             from: from.to_node_id(),
             msg,
         }
-    }
-    fn unwrap(self) -> M {
-        self.msg
     }
 }
 
@@ -165,27 +158,32 @@ pub(crate) struct TypedHandler<M: RemoteMessage, W: Wrap<M>> {
     local: Arc<dyn LocalSend<M>>,
 }
 
-struct LocalRecipient<M, W: actix::Message + Send>
-where
-    W::Result: Send,
-{
-    recipient: Recipient<W>,
-    _m: std::marker::PhantomData<fn(M)>,
+/// Local delivery through the actor's typed `Addr<A>`: every send is
+/// statically dispatched, as fast as a plain actix `Addr`.
+struct LocalAddr<A: Actor, M, W> {
+    addr: Addr<A>,
+    _m: std::marker::PhantomData<fn(M, W)>,
 }
 
-impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
+impl<A, M, W> LocalSend<M> for LocalAddr<A, M, W>
+where
+    M: RemoteMessage,
+    W: Wrap<M>,
+    A: Actor + Handler<W>,
+    A::Context: ToEnvelope<A, W>,
+{
     fn tell(&self, msg: M, from: &NodeId) -> Result<(), M> {
-        match self.recipient.try_send(W::wrap(msg, &from.into())) {
-            Ok(()) => Ok(()),
-            Err(actix::prelude::SendError::Full(w)) => {
-                self.recipient.do_send(w);
-                Ok(())
-            }
-            Err(actix::prelude::SendError::Closed(w)) => Err(w.unwrap()),
+        // Like `do_send`: queue past the mailbox capacity rather than refuse.
+        // A stopped actor gets the message back so the caller can resolve the
+        // name again (a restarted instance has a new address).
+        if !self.addr.connected() {
+            return Err(msg);
         }
+        self.addr.do_send(W::wrap(msg, &from.into()));
+        Ok(())
     }
     fn try_send(&self, msg: M, from: &NodeId) -> Result<(), actix::prelude::SendError<()>> {
-        self.recipient
+        self.addr
             .try_send(W::wrap(msg, &from.into()))
             .map_err(|e| match e {
                 actix::prelude::SendError::Full(_) => actix::prelude::SendError::Full(()),
@@ -197,10 +195,10 @@ impl<M: RemoteMessage, W: Wrap<M>> LocalSend<M> for LocalRecipient<M, W> {
         msg: M,
         from: &NodeId,
     ) -> Pin<Box<dyn Future<Output = Result<M::Reply, actix::MailboxError>> + Send>> {
-        Box::pin(self.recipient.send(W::wrap(msg, &from.into())))
+        Box::pin(self.addr.send(W::wrap(msg, &from.into())))
     }
     fn connected(&self) -> bool {
-        self.recipient.connected()
+        self.addr.connected()
     }
 }
 
@@ -210,13 +208,12 @@ impl<M: RemoteMessage, W: Wrap<M>> TypedHandler<M, W> {
         A: Actor + Handler<W>,
         A::Context: ToEnvelope<A, W>,
     {
-        let recipient: Recipient<W> = addr.clone().recipient();
         Self {
-            local: Arc::new(LocalRecipient::<M, W> {
-                recipient: recipient.clone(),
+            local: Arc::new(LocalAddr::<A, M, W> {
+                addr: addr.clone(),
                 _m: std::marker::PhantomData,
             }),
-            recipient,
+            recipient: addr.clone().recipient(),
         }
     }
 }

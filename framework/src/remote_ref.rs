@@ -43,7 +43,11 @@ pub struct RemoteRef<M: RemoteMessage> {
     target: ActorPath,
     shared: Arc<NodeShared>,
     from_actor: Option<String>,
-    /// The resolved local recipient, reused while its actor is alive.
+    /// The first local recipient resolved. Set once, so reading it is a
+    /// single atomic load: the fast path while that instance lives.
+    pinned: Arc<OnceLock<Arc<dyn LocalSend<M>>>>,
+    /// The recipient resolved after the pinned one stopped (the actor was
+    /// restarted); replaced at each later restart.
     cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
     /// The encoded header every remote tell of this handle starts with.
     prefix: Arc<OnceLock<Vec<u8>>>,
@@ -60,6 +64,7 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             target: self.target.clone(),
             shared: self.shared.clone(),
             from_actor: self.from_actor.clone(),
+            pinned: self.pinned.clone(),
             cache: self.cache.clone(),
             prefix: self.prefix.clone(),
             size_hint: self.size_hint.clone(),
@@ -83,6 +88,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             target,
             shared,
             from_actor: None,
+            pinned: Arc::new(OnceLock::new()),
             cache: Arc::new(ArcSwapOption::empty()),
             prefix: Arc::new(OnceLock::new()),
             size_hint: Arc::new(AtomicUsize::new(0)),
@@ -121,15 +127,27 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Run `f` on the live local recipient, resolving the name only when the
     /// cached one is gone (first use, or the actor was restarted).
     fn with_local<T>(&self, f: impl FnOnce(&dyn LocalSend<M>) -> T) -> Result<T, RemoteError> {
+        if let Some(r) = self.pinned.get() {
+            if r.connected() {
+                return Ok(f(r.as_ref()));
+            }
+        }
         if let Some(r) = self.cache.load().as_deref() {
             if r.connected() {
                 return Ok(f(r.as_ref()));
             }
         }
-        let r = Arc::new(self.resolve_local()?);
-        let out = f(r.as_ref().as_ref());
-        self.cache.store(Some(r));
+        let r = self.resolve_local()?;
+        let out = f(r.as_ref());
+        self.remember(r);
         Ok(out)
+    }
+
+    /// Keep a freshly resolved recipient: pinned the first time, cached after.
+    fn remember(&self, r: Arc<dyn LocalSend<M>>) {
+        if let Err(r) = self.pinned.set(r) {
+            self.cache.store(Some(Arc::new(r)));
+        }
     }
 
     fn resolve_local(&self) -> Result<Arc<dyn LocalSend<M>>, RemoteError> {
@@ -149,9 +167,17 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Send `msg` without waiting for an answer. See the module docs.
     pub fn tell(&self, msg: M) -> Result<(), TellError> {
         if self.is_local() {
-            // One dynamic call on the fast path; a dead cached recipient hands
-            // the message back and the name is resolved again (a restart).
+            // One atomic load and one dynamic call on the fast path; a dead
+            // recipient hands the message back and the name is resolved
+            // again (the actor was restarted).
             let me = &self.shared.id;
+            let msg = match self.pinned.get() {
+                Some(r) => match r.tell(msg, me) {
+                    Ok(()) => return Ok(()),
+                    Err(msg) => msg,
+                },
+                None => msg,
+            };
             let msg = match self.cache.load().as_deref() {
                 Some(r) => match r.tell(msg, me) {
                     Ok(()) => return Ok(()),
@@ -159,9 +185,9 @@ impl<M: RemoteMessage> RemoteRef<M> {
                 },
                 None => msg,
             };
-            let r = Arc::new(self.resolve_local()?);
+            let r = self.resolve_local()?;
             let sent = r.tell(msg, me);
-            self.cache.store(Some(r));
+            self.remember(r);
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
         let frame = self.encode_tell(&msg)?;
