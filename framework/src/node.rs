@@ -34,13 +34,13 @@ use tokio::sync::broadcast;
 
 use crate::codec::{self, EnvelopeRef, EnvelopeView, Kind, RemoteError};
 use crate::config::{NodeConfig, NodeOptions};
-use crate::error::NodeError;
+use crate::error::{AskError, NodeError};
 use crate::ids::{ActorPath, NameError, NodeId};
 use crate::membership::{MemberEvent, MembershipView};
 use crate::registry::Registry;
 use crate::remote::{Dispatched, ErasedHandler, LocalFut, RemoteMessage};
 use crate::remote_ref::RemoteRef;
-use crate::rpc::{DedupTable, ReplyArrived, RpcStub, Verdict};
+use crate::rpc::{DedupTable, Done, Outstanding, RpcStub, Verdict};
 use crate::storage::{MemoryStorage, Storage};
 use crate::supervision::{
     start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
@@ -94,6 +94,8 @@ pub(crate) struct NodeShared {
     pub(crate) registry: Registry,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) rpc: Addr<RpcStub>,
+    /// Remote asks waiting for their reply.
+    pub(crate) asks: Arc<Outstanding>,
     pub(crate) root: Addr<Supervisor>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
@@ -183,13 +185,8 @@ impl NodeBuilder {
         let options = self.config.runtime.clone();
         let registry = Registry::new();
         let lamport = Arc::new(AtomicU64::new(0));
-        let rpc = RpcStub::new(
-            id.clone(),
-            transport.clone(),
-            options.max_frame_bytes,
-            lamport.clone(),
-        )
-        .start();
+        let asks = Arc::new(Outstanding::new());
+        let rpc = RpcStub::new(&id, transport.clone(), asks.clone()).start();
         let storage = self
             .storage
             .unwrap_or_else(|| Arc::new(MemoryStorage::new()));
@@ -208,6 +205,7 @@ impl NodeBuilder {
                 registry,
                 transport,
                 rpc,
+                asks,
                 root,
                 storage,
                 trace,
@@ -615,16 +613,16 @@ fn on_frame(
     }
     shared.observe(&env.stamp);
     match env.kind {
-        Kind::Reply { id } => shared.rpc.do_send(ReplyArrived {
-            from: from.to_string(),
-            id,
-            result: Ok(env.payload.to_vec()),
-        }),
-        Kind::ErrorReply { id, error } => shared.rpc.do_send(ReplyArrived {
-            from: from.to_string(),
-            id,
-            result: Err(error),
-        }),
+        Kind::Reply { id } => {
+            if shared.asks.complete(id, from, Ok(env.payload.to_vec())) {
+                shared.rpc.do_send(Done { id });
+            }
+        }
+        Kind::ErrorReply { id, error } => {
+            if shared.asks.complete(id, from, Err(AskError::Remote(error))) {
+                shared.rpc.do_send(Done { id });
+            }
+        }
         Kind::Tell => match resolve(shared, &env)
             .and_then(|h| Ok((h.dispatch(env.payload, &env.from, false)?, h)))
         {

@@ -30,13 +30,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{self, decode_payload, encode_payload, RemoteError};
+use crate::codec::{self, decode_payload, encode_payload, EnvelopeRef, Kind, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
 use crate::node::NodeShared;
 use crate::remote::{LocalSend, RemoteMessage};
-use crate::rpc::StartAsk;
+use crate::rpc::Track;
+use crate::transport::TransportError;
 
 /// A typed handle to the actor at a path, accepting messages of type `M`.
 pub struct RemoteRef<M: RemoteMessage> {
@@ -315,16 +316,39 @@ impl<M: RemoteMessage> Ask<M> {
                 Err(_) => Err(AskError::Timeout(timeout)),
             };
         }
+        // Register, send the first copy from here, then hand the re-sends
+        // and the deadline to the node's RPC stub (off the request's path).
+        let shared = &target.shared;
+        let to_node = &target.target.node;
+        let id = shared.asks.next_id();
         let payload = encode_payload(&msg)?;
+        let stamp = shared.stamp();
+        let env = EnvelopeRef {
+            from: &shared.id,
+            from_actor: target.from_actor.as_deref(),
+            to: &target.target,
+            kind: &Kind::Ask { id },
+            type_tag: M::NAME,
+            payload: &payload,
+            stamp: stamp.as_ref(),
+        };
+        let frame = Bytes::from(codec::encode_ref(&env, shared.options.max_frame_bytes)?);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        target.shared.rpc.do_send(StartAsk {
-            to: target.target.clone(),
-            from_actor: target.from_actor.clone(),
-            tag: M::NAME,
-            payload,
+        shared.asks.register(id, to_node.clone(), tx);
+        match shared.transport.send(to_node, frame.clone()) {
+            // A full queue is like a lost request: the re-sends cover it.
+            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+            Err(e) => {
+                shared.asks.fail(id, AskError::Unreachable(e.clone()));
+                return Err(AskError::Unreachable(e));
+            }
+        }
+        shared.rpc.do_send(Track {
+            id,
+            to_node: to_node.clone(),
+            frame,
             timeout,
             retry,
-            reply: tx,
         });
         let bytes = rx.await.map_err(|_| AskError::NodeStopped)??;
         Ok(decode_payload(&bytes)?)

@@ -1,12 +1,14 @@
 //! Request/response over an unreliable network: the RPC stub and deduplication.
 //!
-//! **Client side.** Every node runs one [`RpcStub`] actor that owns its
-//! outstanding remote asks: it gives each a correlation id (unique within this
-//! node incarnation), sends the request, re-sends the *same* request (same id)
-//! on a back-off schedule ([`RetryPolicy`]) until the reply arrives or the
-//! per-call deadline passes, and then completes the caller's future with the
-//! reply or [`AskError::Timeout`]. A reply is accepted only from the node the
-//! request was sent to.
+//! **Client side.** An ask takes a correlation id (unique within this node
+//! incarnation), registers in the node's table of outstanding asks and sends
+//! its request itself; the node's inbound dispatcher completes it straight
+//! from that table when the reply arrives, so neither direction waits in an
+//! actor's mailbox. Every node runs one [`RpcStub`] actor that keeps the
+//! asks' timers: it re-sends the *same* request (same id) on a back-off
+//! schedule ([`RetryPolicy`]) until the reply arrives or the per-call
+//! deadline passes, and then fails the ask with [`AskError::Timeout`]. A
+//! reply is accepted only from the node the request was sent to.
 //!
 //! **Server side.** The node remembers, per `(sender node incarnation,
 //! correlation id)`, whether a request is running or what it answered
@@ -23,7 +25,8 @@
 //! > unknown, never as failed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -32,40 +35,121 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::codec::{encode, Envelope, Kind, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::AskError;
-use crate::ids::{ActorPath, NodeId};
+use crate::ids::NodeId;
 use crate::transport::{Transport, TransportError};
 
-/// Start a remote ask (sent by [`crate::RemoteRef`]).
+/// The remote asks of one node that are waiting for a reply, by
+/// correlation id.
+///
+/// Shared by the three parties of an ask so that neither the request nor
+/// the reply waits in an actor's mailbox: the ask future registers itself
+/// and sends the request; the inbound dispatcher completes it when the reply
+/// arrives; the [`RpcStub`] re-sends it and times it out.
+pub(crate) struct Outstanding {
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+}
+
+struct Waiting {
+    to_node: String,
+    reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+}
+
+impl Outstanding {
+    pub(crate) fn new() -> Self {
+        Self {
+            next_id: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
+        // No invariant spans more than one statement: a poisoned map is usable.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh correlation id, unique within this node incarnation.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Wait for the reply to ask `id`, sent to `to_node`.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        to_node: String,
+        reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+    ) {
+        self.lock().insert(id, Waiting { to_node, reply });
+    }
+
+    /// Complete ask `id` with a reply from `from`. False (and nothing
+    /// changes) when the ask is not waiting — late, duplicate or already
+    /// timed out — or was sent to another node.
+    pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Vec<u8>, AskError>) -> bool {
+        let mut waiting = self.lock();
+        match waiting.get(&id) {
+            Some(w) if w.to_node == from => {
+                if let Some(w) = waiting.remove(&id) {
+                    drop(waiting);
+                    let _ = w.reply.send(result);
+                }
+                true
+            }
+            Some(w) => {
+                tracing::warn!(ask = id, expected = %w.to_node, %from, "reply from a node the ask was not sent to; ignored");
+                false
+            }
+            None => {
+                tracing::trace!(ask = id, %from, "late or duplicate reply ignored");
+                false
+            }
+        }
+    }
+
+    /// End ask `id` with `error` (its deadline passed, or it could not be sent).
+    pub(crate) fn fail(&self, id: u64, error: AskError) {
+        let w = self.lock().remove(&id);
+        if let Some(w) = w {
+            let _ = w.reply.send(Err(error));
+        }
+    }
+
+    fn is_waiting(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Re-send ask `id` on `retry`'s schedule and fail it after `timeout`
+/// (sent by [`crate::RemoteRef`] after the first copy went out).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct StartAsk {
-    pub(crate) to: ActorPath,
-    pub(crate) from_actor: Option<String>,
-    pub(crate) tag: &'static str,
-    pub(crate) payload: Vec<u8>,
+pub(crate) struct Track {
+    pub(crate) id: u64,
+    pub(crate) to_node: String,
+    pub(crate) frame: Bytes,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
 }
 
-/// A reply (or error reply) arrived from `from`.
+/// Ask `id` was answered: forget its timers (sent by the inbound dispatcher).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct ReplyArrived {
-    pub(crate) from: String,
+pub(crate) struct Done {
     pub(crate) id: u64,
-    pub(crate) result: Result<Vec<u8>, RemoteError>,
 }
 
-struct Pending {
+struct Tracked {
     to_node: String,
     frame: Bytes,
     attempts: u32,
     retry: RetryPolicy,
-    reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
     timeout: Duration,
     /// This ask's entries in the timer queue (deadline, next re-send).
     deadline: (Instant, u64),
@@ -79,15 +163,13 @@ enum Due {
     Resend(u64),
 }
 
-/// The client half of remote asks for one node. See the module docs.
+/// The timers of one node's remote asks: re-sends and deadlines. See the
+/// module docs. Replies do not pass through it (see [`Outstanding`]).
 pub struct RpcStub {
-    node: NodeId,
     transport: Arc<dyn Transport>,
-    max_frame: usize,
-    next_id: u64,
-    pending: HashMap<u64, Pending>,
+    asks: Arc<Outstanding>,
+    tracked: HashMap<u64, Tracked>,
     rng: rand::rngs::StdRng,
-    lamport: Arc<std::sync::atomic::AtomicU64>,
     /// Every deadline and re-send of every outstanding ask, by due time
     /// (ties broken by a sequence number). One actix timer is armed for the
     /// earliest entry: per-ask actix timers would make each cancellation
@@ -100,20 +182,16 @@ pub struct RpcStub {
 
 impl RpcStub {
     pub(crate) fn new(
-        node: NodeId,
+        node: &NodeId,
         transport: Arc<dyn Transport>,
-        max_frame: usize,
-        lamport: Arc<std::sync::atomic::AtomicU64>,
+        asks: Arc<Outstanding>,
     ) -> Self {
         let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
         Self {
-            node,
             transport,
-            max_frame,
-            next_id: 1,
-            pending: HashMap::new(),
+            asks,
+            tracked: HashMap::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
-            lamport,
             due: BTreeMap::new(),
             due_seq: 0,
             armed: None,
@@ -122,7 +200,7 @@ impl RpcStub {
 
     /// Asks waiting for a reply.
     pub fn outstanding(&self) -> usize {
-        self.pending.len()
+        self.asks.len()
     }
 
     fn enqueue(&mut self, at: Instant, what: Due) -> (Instant, u64) {
@@ -158,8 +236,9 @@ impl RpcStub {
             }
             match entry.remove() {
                 Due::Deadline(id) => {
-                    let timeout = self.pending.get(&id).map(|p| p.timeout).unwrap_or_default();
-                    self.finish(id, Err(AskError::Timeout(timeout)));
+                    if let Some(t) = self.forget(id) {
+                        self.asks.fail(id, AskError::Timeout(t.timeout));
+                    }
                 }
                 Due::Resend(id) => self.resend(id, now),
             }
@@ -168,12 +247,16 @@ impl RpcStub {
     }
 
     fn resend(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.pending.get_mut(&id) else {
+        if !self.asks.is_waiting(id) {
+            self.forget(id);
+            return;
+        }
+        let Some(t) = self.tracked.get_mut(&id) else {
             return;
         };
-        p.next_resend = None;
-        p.attempts += 1;
-        match self.transport.send(&p.to_node, p.frame.clone()) {
+        t.next_resend = None;
+        t.attempts += 1;
+        match self.transport.send(&t.to_node, t.frame.clone()) {
             Ok(()) | Err(TransportError::QueueFull { .. }) => {}
             Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
         }
@@ -181,31 +264,31 @@ impl RpcStub {
     }
 
     fn schedule_resend(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.pending.get(&id) else {
+        let Some(t) = self.tracked.get(&id) else {
             return;
         };
-        if p.attempts >= p.retry.max_attempts {
+        if t.attempts >= t.retry.max_attempts {
             return;
         }
-        let base = p.retry.backoff(p.attempts);
-        let at = now + base + base.mul_f64(p.retry.jitter * self.rng.gen::<f64>());
-        if at >= p.deadline.0 {
+        let base = t.retry.backoff(t.attempts);
+        let at = now + base + base.mul_f64(t.retry.jitter * self.rng.gen::<f64>());
+        if at >= t.deadline.0 {
             return; // the deadline comes first
         }
         let key = self.enqueue(at, Due::Resend(id));
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.next_resend = Some(key);
+        if let Some(t) = self.tracked.get_mut(&id) {
+            t.next_resend = Some(key);
         }
     }
 
-    fn finish(&mut self, id: u64, result: Result<Vec<u8>, AskError>) {
-        if let Some(p) = self.pending.remove(&id) {
-            self.due.remove(&p.deadline);
-            if let Some(k) = p.next_resend {
-                self.due.remove(&k);
-            }
-            let _ = p.reply.send(result);
+    /// Drop ask `id`'s timers; its record, if it had one.
+    fn forget(&mut self, id: u64) -> Option<Tracked> {
+        let t = self.tracked.remove(&id)?;
+        self.due.remove(&t.deadline);
+        if let Some(k) = t.next_resend {
+            self.due.remove(&k);
         }
+        Some(t)
     }
 }
 
@@ -213,75 +296,35 @@ impl Actor for RpcStub {
     type Context = Context<Self>;
 }
 
-impl Handler<StartAsk> for RpcStub {
+impl Handler<Track> for RpcStub {
     type Result = ();
-    fn handle(&mut self, m: StartAsk, ctx: &mut Context<Self>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let env = Envelope {
-            from: self.node.clone(),
-            from_actor: m.from_actor,
-            to: m.to.clone(),
-            kind: Kind::Ask { id },
-            type_tag: m.tag.to_string(),
-            payload: m.payload,
-            stamp: Some(crate::codec::ClockStamp {
-                lamport: Some(
-                    self.lamport
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                        + 1,
-                ),
-                vector: None,
-            }),
-        };
-        let frame = match encode(&env, self.max_frame) {
-            Ok(f) => Bytes::from(f),
-            Err(e) => {
-                let _ = m.reply.send(Err(AskError::Codec(e)));
-                return;
-            }
-        };
-        match self.transport.send(&m.to.node, frame.clone()) {
-            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
-            Err(e) => {
-                let _ = m.reply.send(Err(AskError::Unreachable(e)));
-                return;
-            }
+    fn handle(&mut self, m: Track, ctx: &mut Context<Self>) {
+        if !self.asks.is_waiting(m.id) {
+            return; // answered (or failed) before its timers were set
         }
         let now = Instant::now();
-        let deadline = self.enqueue(now + m.timeout, Due::Deadline(id));
-        self.pending.insert(
-            id,
-            Pending {
-                to_node: m.to.node,
-                frame,
+        let deadline = self.enqueue(now + m.timeout, Due::Deadline(m.id));
+        self.tracked.insert(
+            m.id,
+            Tracked {
+                to_node: m.to_node,
+                frame: m.frame,
                 attempts: 1,
                 retry: m.retry,
-                reply: m.reply,
                 timeout: m.timeout,
                 deadline,
                 next_resend: None,
             },
         );
-        self.schedule_resend(id, now);
+        self.schedule_resend(m.id, now);
         self.arm(ctx);
     }
 }
 
-impl Handler<ReplyArrived> for RpcStub {
+impl Handler<Done> for RpcStub {
     type Result = ();
-    fn handle(&mut self, m: ReplyArrived, _ctx: &mut Context<Self>) {
-        match self.pending.get(&m.id) {
-            Some(p) if p.to_node == m.from => {
-                self.finish(m.id, m.result.map_err(AskError::Remote));
-            }
-            Some(p) => {
-                tracing::warn!(ask = m.id, expected = %p.to_node, from = %m.from, "reply from a node the ask was not sent to; ignored");
-            }
-            None => {
-                tracing::trace!(ask = m.id, from = %m.from, "late or duplicate reply ignored");
-            }
-        }
+    fn handle(&mut self, m: Done, _ctx: &mut Context<Self>) {
+        self.forget(m.id);
     }
 }
 
