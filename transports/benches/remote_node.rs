@@ -631,6 +631,18 @@ fn main() {
             }
             return;
         }
+        if only == "rtt" {
+            for round in 0..rounds {
+                let mut s = framework_rtt(&a, &xa, rtt_iters).await;
+                s.sort();
+                println!(
+                    "    round {round}: framework ask p50 {:?} p99 {:?}",
+                    s[s.len() / 2],
+                    s[s.len() * 99 / 100]
+                );
+            }
+            return;
+        }
         if only == "tell" {
             for round in 0..rounds {
                 let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
