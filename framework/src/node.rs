@@ -8,7 +8,7 @@
 //! - the **registry** of named local actors ([`Registry`]), read without locks
 //!   by handles;
 //! - the **RPC stub** ([`RpcStub`]) owning this node's outstanding remote asks;
-//! - the **inbound dispatcher**, a loop running inside the node actor that
+//! - the **inbound dispatcher**, a task on the node actor's arbiter that
 //!   takes frames from the transport, decodes them, checks the sender, and
 //!   hands messages to local actors. It keeps at most
 //!   `runtime.max_inflight_deliveries` deliveries waiting (for a full mailbox
@@ -223,6 +223,7 @@ impl NodeBuilder {
                 root: Some(running),
                 root_generation: generation,
                 inbound: Some(inbound),
+                dispatcher: None,
             }
         });
         let shared = shared_out.ok_or(NodeError::Stopped)?;
@@ -378,6 +379,8 @@ pub struct NodeActor {
     root: Option<RunningChild>,
     root_generation: u64,
     inbound: Option<InboundReceiver>,
+    /// The inbound dispatcher's task, stopped with the node.
+    dispatcher: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Actor for NodeActor {
@@ -387,12 +390,17 @@ impl Actor for NodeActor {
         if let Some(rx) = self.inbound.take() {
             let shared = self.shared.clone();
             let me = ctx.address();
-            ctx.spawn(actix::fut::wrap_future(inbound_loop(shared, rx, me)));
+            // Its own task on this arbiter, not a future inside the node
+            // actor's context: a frame then wakes just the dispatcher.
+            self.dispatcher = Some(actix_rt::spawn(inbound_loop(shared, rx, me)));
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
         if let Some(r) = self.root.take() {
             r.stop();
         }
