@@ -8,46 +8,33 @@
 //! - the **registry** of named local actors ([`Registry`]), read without locks
 //!   by handles;
 //! - the **RPC stub** ([`RpcStub`]) owning this node's outstanding remote asks;
-//! - the **inbound dispatcher**, a task on the node actor's arbiter that
-//!   takes frames from the transport, decodes them, checks the sender, and
-//!   hands messages to local actors. It keeps at most
-//!   `runtime.max_inflight_deliveries` deliveries waiting (for a full mailbox
-//!   or a reply); past that it stops taking frames, the transport's bounded
-//!   channel fills, the transport stops reading, and flow control slows the
-//!   remote senders. Nothing in this path grows without bound. The price is
-//!   head-of-line blocking: one persistently slow actor slows all inbound
-//!   traffic of its node.
-//!
-//! Bad input never stops a node: a frame that does not decode, claims another
-//! sender than the authenticated one, targets an unknown actor or carries an
-//! unknown message type is logged (and answered with an error reply when it
-//! was an ask); everything else keeps flowing.
+//! - the **inbound dispatcher** ([`crate::dispatch`]), a task on the node
+//!   actor's arbiter that takes frames from the transport and hands messages
+//!   to local actors, in arrival order per actor, with bounded memory and
+//!   back-pressure to the remote senders. Bad input never stops a node.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::broadcast;
 
-use crate::codec::{self, EnvelopeRef, EnvelopeView, Kind, RemoteError};
 use crate::config::{NodeConfig, NodeOptions};
-use crate::error::{AskError, NodeError};
+use crate::error::NodeError;
 use crate::ids::{ActorPath, NameError, NodeId};
 use crate::membership::{MemberEvent, MembershipView};
 use crate::registry::Registry;
-use crate::remote::{Dispatched, ErasedHandler, LocalFut, RemoteMessage};
+use crate::remote::RemoteMessage;
 use crate::remote_ref::RemoteRef;
-use crate::rpc::{DedupTable, Done, Outstanding, RpcStub, Verdict};
+use crate::rpc::{Outstanding, RpcStub};
 use crate::storage::{MemoryStorage, Storage};
 use crate::supervision::{
     start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
     SupervisorSpec,
 };
 use crate::trace::{TraceEvent, TraceSink};
-use crate::transport::{InboundReceiver, Transport, TransportEvent};
+use crate::transport::{InboundReceiver, Transport};
 
 /// Counters of what the node has seen; read with [`Node::stats`].
 #[derive(Debug, Default)]
@@ -104,7 +91,7 @@ pub(crate) struct NodeShared {
     peers: broadcast::Sender<PeerEvent>,
     view: Mutex<MembershipView<String>>,
     stopped: AtomicBool,
-    stats: NodeStats,
+    pub(crate) stats: NodeStats,
     /// The node's Lamport clock: ticked for every envelope sent, merged with
     /// every envelope received; stamped on every envelope, so traces can be
     /// drawn as space-time diagrams.
@@ -121,7 +108,7 @@ impl NodeShared {
         })
     }
     /// Merge a received stamp: `max(local, received) + 1`.
-    fn observe(&self, stamp: &Option<crate::codec::ClockStamp>) {
+    pub(crate) fn observe(&self, stamp: &Option<crate::codec::ClockStamp>) {
         let received = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
         let _ = self
             .lamport
@@ -392,7 +379,7 @@ impl Actor for NodeActor {
             let me = ctx.address();
             // Its own task on this arbiter, not a future inside the node
             // actor's context: a frame then wakes just the dispatcher.
-            self.dispatcher = Some(actix_rt::spawn(inbound_loop(shared, rx, me)));
+            self.dispatcher = Some(actix_rt::spawn(crate::dispatch::run(shared, rx, me)));
         }
     }
 
@@ -431,9 +418,10 @@ impl Handler<ChildExited> for NodeActor {
     }
 }
 
+/// A connection change reported by the transport (sent by the dispatcher).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Peer(PeerEvent);
+pub(crate) struct Peer(pub(crate) PeerEvent);
 
 impl Handler<Peer> for NodeActor {
     type Result = ();
@@ -448,264 +436,4 @@ impl Handler<Peer> for NodeActor {
         }
         let _ = self.shared.peers.send(m.0);
     }
-}
-
-/// A delivery waiting to complete: for an ask, where the reply goes.
-type InFlight = LocalFut<Option<(String, u128, u64, Result<Vec<u8>, RemoteError>)>>;
-
-async fn inbound_loop(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Addr<NodeActor>) {
-    let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-    let mut dedup = DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity);
-    let limit = shared.options.max_inflight_deliveries;
-    let mut cache: Option<TellCache> = None;
-    loop {
-        tokio::select! {
-            biased;
-            Some(done) = inflight.next(), if !inflight.is_empty() => {
-                if let Some((to, asker, id, result)) = done {
-                    send_reply(&shared, &mut dedup, &to, asker, id, result);
-                }
-            }
-            ev = rx.recv(), if inflight.len() < limit => {
-                let Some(ev) = ev else { break };
-                match ev {
-                    TransportEvent::Frame { from, bytes } => {
-                        on_frame(&shared, &mut dedup, &mut inflight, &mut cache, &from, &bytes);
-                    }
-                    TransportEvent::Frames { from, frames } => {
-                        for bytes in &frames {
-                            on_frame(&shared, &mut dedup, &mut inflight, &mut cache, &from, bytes);
-                        }
-                    }
-                    TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
-                    TransportEvent::PeerDown { peer, reason } => {
-                        tracing::debug!(%peer, %reason, "connection lost");
-                        node.do_send(Peer(PeerEvent::Down(peer)));
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn send_reply(
-    shared: &NodeShared,
-    dedup: &mut DedupTable,
-    to: &str,
-    asker: u128,
-    id: u64,
-    result: Result<Vec<u8>, RemoteError>,
-) {
-    let (kind, payload) = match result {
-        Ok(p) => (Kind::Reply { id }, p),
-        Err(error) => (Kind::ErrorReply { id, error }, Vec::new()),
-    };
-    let reply_to = ActorPath {
-        node: to.to_string(),
-        actor: String::new(),
-    };
-    let stamp = shared.stamp();
-    let env = EnvelopeRef {
-        from: &shared.id,
-        from_actor: None,
-        to: &reply_to,
-        kind: &kind,
-        type_tag: "",
-        payload: &payload,
-        stamp: stamp.as_ref(),
-    };
-    let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-        Ok(f) => Bytes::from(f),
-        Err(e) => {
-            // The reply itself is too big: tell the asker instead of going silent.
-            tracing::warn!(ask = id, error = %e, "reply could not be encoded");
-            let kind = Kind::ErrorReply {
-                id,
-                error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
-            };
-            let env = EnvelopeRef {
-                kind: &kind,
-                payload: &[],
-                ..env
-            };
-            match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-                Ok(f) => Bytes::from(f),
-                Err(_) => return,
-            }
-        }
-    };
-    dedup.answered(asker, id, frame.clone());
-    if let Err(e) = shared.transport.send(to, frame) {
-        tracing::debug!(ask = id, %to, error = %e, "reply not sent (the asker will retry or time out)");
-    }
-}
-
-/// The header of the last tell delivered and the handler it went to. A
-/// stream of tells from one handle repeats the same header (sender, target,
-/// type), so the next one is recognised by a byte comparison and delivered
-/// without decoding the envelope or looking the actor up again.
-struct TellCache {
-    /// The authenticated peer the header came from.
-    peer: String,
-    /// The frame bytes before the payload (see [`codec::tell_header_len`]).
-    header: Vec<u8>,
-    /// The sender named in the header.
-    from: NodeId,
-    handler: Arc<dyn ErasedHandler>,
-}
-
-/// The fast path for a tell whose header matches the cache. `false` means
-/// "not handled here": take the full path (which refreshes the cache).
-fn on_cached_tell(
-    shared: &NodeShared,
-    inflight: &mut FuturesUnordered<InFlight>,
-    cache: &mut Option<TellCache>,
-    from: &str,
-    bytes: &[u8],
-) -> bool {
-    let Some(c) = cache.as_ref() else {
-        return false;
-    };
-    if c.peer != from
-        || bytes.len() <= c.header.len()
-        || bytes.len() > shared.options.max_frame_bytes
-        || !bytes.starts_with(&c.header)
-    {
-        return false;
-    }
-    let Ok((payload, stamp)) = codec::split_tell_tail(&bytes[c.header.len()..]) else {
-        return false;
-    };
-    match c.handler.dispatch(payload, &(&c.from).into(), false) {
-        Ok(Dispatched::Queued) => {}
-        Ok(Dispatched::Pending(fut)) => inflight.push(Box::pin(async move {
-            let _ = fut.await;
-            None
-        })),
-        Err(_) => {
-            // The actor stopped (perhaps restarted) or the payload is bad:
-            // the full path resolves the name again and reports errors.
-            *cache = None;
-            return false;
-        }
-    }
-    shared.observe(&stamp);
-    true
-}
-
-fn on_frame(
-    shared: &Arc<NodeShared>,
-    dedup: &mut DedupTable,
-    inflight: &mut FuturesUnordered<InFlight>,
-    cache: &mut Option<TellCache>,
-    from: &str,
-    bytes: &[u8],
-) {
-    let stats = &shared.stats;
-    stats.frames_in.fetch_add(1, Ordering::Relaxed);
-    if on_cached_tell(shared, inflight, cache, from, bytes) {
-        return;
-    }
-    let env = match codec::decode_view(bytes, shared.options.max_frame_bytes) {
-        Ok(env) => env,
-        Err(e) => {
-            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(node = %shared.id.name, peer = %from, error = %e, "dropping a frame that does not decode");
-            return;
-        }
-    };
-    if env.from.name != from {
-        stats.spoofed_frames.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(node = %shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
-        return;
-    }
-    shared.observe(&env.stamp);
-    match env.kind {
-        Kind::Reply { id } => {
-            if shared.asks.complete(id, from, Ok(env.payload.to_vec())) {
-                shared.rpc.do_send(Done { id });
-            }
-        }
-        Kind::ErrorReply { id, error } => {
-            if shared.asks.complete(id, from, Err(AskError::Remote(error))) {
-                shared.rpc.do_send(Done { id });
-            }
-        }
-        Kind::Tell => match resolve(shared, &env)
-            .and_then(|h| Ok((h.dispatch(env.payload, &env.from, false)?, h)))
-        {
-            Ok((dispatched, handler)) => {
-                if let Dispatched::Pending(fut) = dispatched {
-                    inflight.push(Box::pin(async move {
-                        let _ = fut.await;
-                        None
-                    }));
-                }
-                if let Some(h) = codec::tell_header_len(bytes, &env) {
-                    *cache = Some(TellCache {
-                        peer: from.to_string(),
-                        header: bytes[..h].to_vec(),
-                        from: env.from.to_node_id(),
-                        handler,
-                    });
-                }
-            }
-            Err(e) => {
-                stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "tell not delivered");
-            }
-        },
-        Kind::Ask { id } => match dedup.check(
-            env.from.incarnation.as_u128(),
-            id,
-            tokio::time::Instant::now(),
-        ) {
-            Verdict::Running => {
-                stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Answered(frame) => {
-                stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                let _ = shared.transport.send(from, frame);
-            }
-            Verdict::Execute => {
-                let asker = env.from.incarnation.as_u128();
-                let to = from.to_string();
-                match resolve(shared, &env).and_then(|h| h.dispatch(env.payload, &env.from, true)) {
-                    Ok(Dispatched::Pending(fut)) => {
-                        inflight.push(Box::pin(async move { Some((to, asker, id, fut.await)) }))
-                    }
-                    Ok(Dispatched::Queued) => {
-                        send_reply(shared, dedup, &to, asker, id, Ok(Vec::new()))
-                    }
-                    Err(e) => {
-                        stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(node = %shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "ask rejected");
-                        send_reply(shared, dedup, &to, asker, id, Err(e));
-                    }
-                }
-            }
-        },
-    }
-}
-
-/// The handler of the actor and message type `env` is addressed to.
-fn resolve(
-    shared: &NodeShared,
-    env: &EnvelopeView<'_>,
-) -> Result<Arc<dyn ErasedHandler>, RemoteError> {
-    if env.to.node != shared.id.name {
-        return Err(RemoteError::UnknownActor(format!(
-            "{}/{}",
-            env.to.node, env.to.actor
-        )));
-    }
-    let entry = shared
-        .registry
-        .get(env.to.actor)
-        .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.to_string()))?;
-    entry
-        .handlers
-        .get(env.type_tag)
-        .cloned()
-        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))
 }

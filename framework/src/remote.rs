@@ -114,18 +114,22 @@ pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Outcome of handing a decoded message to a local actor.
 pub(crate) enum Dispatched {
-    /// Queued in the actor's mailbox; nothing to wait for.
+    /// A tell is in the actor's mailbox.
     Queued,
-    /// The mailbox is full or a reply is awaited: drive this future. It
-    /// yields the encoded reply (for asks) when the actor has answered.
+    /// A tell found the mailbox full: this future puts it in when there is
+    /// room and resolves once it is handled. Nothing else may be handed to
+    /// this actor before then, or order would break.
+    Full(LocalFut<()>),
+    /// An ask is in the actor's mailbox: this future yields its encoded
+    /// reply once the actor has answered.
     Pending(LocalFut<Result<Vec<u8>, RemoteError>>),
 }
 
 /// A handler for one message type on one actor, with the types erased so the
 /// node can dispatch by wire name.
 pub(crate) trait ErasedHandler: Send + Sync {
-    /// Decode `payload` and deliver it. For a tell (`want_reply == false`)
-    /// this returns `Queued` when the mailbox has room.
+    /// Decode `payload` and deliver it: a tell (`want_reply == false`) gives
+    /// `Queued` or `Full`, an ask gives `Pending`.
     fn dispatch(
         &self,
         payload: &[u8],
@@ -228,22 +232,23 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
         let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;
         let msg = W::wrap(msg, from);
         if !want_reply {
-            match self.recipient.try_send(msg) {
-                Ok(()) => return Ok(Dispatched::Queued),
-                Err(actix::prelude::SendError::Closed(_)) => return Err(RemoteError::ActorStopped),
+            return match self.recipient.try_send(msg) {
+                Ok(()) => Ok(Dispatched::Queued),
+                Err(actix::prelude::SendError::Closed(_)) => Err(RemoteError::ActorStopped),
                 Err(actix::prelude::SendError::Full(msg)) => {
-                    // Mailbox full: wait for room (and the handler) in the
-                    // dispatcher's bounded in-flight set; that is the back-pressure.
+                    // Mailbox full: the dispatcher waits for room (in its
+                    // bounded in-flight set) before this actor gets more.
                     let fut = self.recipient.send(msg);
-                    return Ok(Dispatched::Pending(Box::pin(async move {
-                        fut.await
-                            .map(|_| Vec::new())
-                            .map_err(|_| RemoteError::ActorStopped)
-                    })));
+                    Ok(Dispatched::Full(Box::pin(async move {
+                        let _ = fut.await;
+                    })))
                 }
-            }
+            };
         }
-        let fut = self.recipient.send(msg);
+        // A fresh sender is never parked, so the ask goes into the mailbox
+        // now, in arrival order (a parked one would hold it back and let
+        // later messages overtake it).
+        let fut = self.recipient.clone().send(msg);
         Ok(Dispatched::Pending(Box::pin(async move {
             let reply = fut.await.map_err(|_| RemoteError::ActorStopped)?;
             encode_payload(&reply)

@@ -1,0 +1,453 @@
+//! The inbound dispatcher: from received frames to local actors' mailboxes.
+//!
+//! One dispatcher task runs per node, on the node actor's arbiter. It takes
+//! the transport's events, decodes each frame, checks that the claimed sender
+//! is the authenticated peer, and hands the message to the target actor:
+//! tells into its mailbox, asks into its mailbox with a reply future whose
+//! answer goes back to the asker (deduplicated, see [`crate::rpc`]), replies
+//! straight to the waiting ask.
+//!
+//! Guarantees:
+//! - **Order.** Messages reach each actor in the order their frames arrived,
+//!   so two actors keep the per-sender FIFO order the transport gives. When
+//!   a tell finds its actor's mailbox full, it waits for room, and everything
+//!   that arrives for that actor meanwhile is parked behind it, in order,
+//!   while other actors keep receiving.
+//! - **Bounded.** Deliveries waiting for a mailbox or a reply, plus parked
+//!   messages, are at most `runtime.max_inflight_deliveries`; past that the
+//!   dispatcher stops taking frames, the transport's bounded channel fills,
+//!   the transport stops reading, and flow control slows the remote senders.
+//!   The price is head-of-line blocking at that limit: one persistently slow
+//!   actor eventually slows all inbound traffic of its node.
+//! - **Bad input never stops it**: a frame that does not decode, claims
+//!   another sender than the authenticated one, targets an unknown actor or
+//!   carries an unknown message type is counted and logged (and answered
+//!   with an error reply when it was an ask); everything else keeps flowing.
+//!
+//! A stream of tells from one handle repeats the same envelope header
+//! (sender, target, type), so the dispatcher remembers the last tell's
+//! header bytes and handler: the next matching frame is delivered without
+//! decoding the envelope or looking the actor up (see [`crate::codec::tell_header_len`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::Addr;
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::codec::{self, EnvelopeRef, EnvelopeView, Kind, NodeIdView, RemoteError};
+use crate::error::AskError;
+use crate::ids::{ActorPath, NodeId};
+use crate::node::{NodeActor, NodeShared, Peer, PeerEvent};
+use crate::remote::{Dispatched, ErasedHandler, LocalFut};
+use crate::rpc::{DedupTable, Done, Verdict};
+use crate::transport::{InboundReceiver, TransportEvent};
+
+/// Where the answer to a delivered ask goes.
+struct AskOrigin {
+    /// The asking node (authenticated name).
+    to: String,
+    /// Its incarnation, for the deduplication table.
+    asker: u128,
+    /// The ask's correlation id.
+    id: u64,
+}
+
+/// What a finished in-flight future asks the dispatcher to do.
+enum Finished {
+    /// An ask was answered (or failed): send the reply.
+    Reply(AskOrigin, Result<Vec<u8>, RemoteError>),
+    /// A tell that waited for room in this actor's mailbox was handled:
+    /// deliver what was parked behind it.
+    Unblocked(String),
+    /// Nothing left to do.
+    Nothing,
+}
+
+type InFlight = LocalFut<Finished>;
+
+/// A message that arrived for an actor while a tell to it was waiting for
+/// room in its mailbox.
+struct Parked {
+    handler: Arc<dyn ErasedHandler>,
+    payload: Bytes,
+    from: NodeId,
+    ask: Option<AskOrigin>,
+}
+
+/// The header of the last tell delivered and the handler it went to.
+struct TellCache {
+    /// The authenticated peer the header came from.
+    peer: String,
+    /// The frame bytes before the payload (see [`codec::tell_header_len`]).
+    header: Vec<u8>,
+    /// The sender named in the header.
+    from: NodeId,
+    /// The target actor's name.
+    actor: String,
+    handler: Arc<dyn ErasedHandler>,
+}
+
+/// Runs the dispatcher until the transport's channel closes.
+pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Addr<NodeActor>) {
+    let limit = shared.options.max_inflight_deliveries;
+    let mut d = Dispatcher {
+        dedup: DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity),
+        shared,
+        inflight: FuturesUnordered::new(),
+        cache: None,
+        blocked: HashMap::new(),
+        parked: 0,
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = d.inflight.next(), if !d.inflight.is_empty() => d.finished(done),
+            ev = rx.recv(), if d.busy() < limit => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    TransportEvent::Frame { from, bytes } => d.on_frame(&from, &bytes),
+                    TransportEvent::Frames { from, frames } => {
+                        for bytes in &frames {
+                            d.on_frame(&from, bytes);
+                        }
+                    }
+                    TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
+                    TransportEvent::PeerDown { peer, reason } => {
+                        tracing::debug!(%peer, %reason, "connection lost");
+                        node.do_send(Peer(PeerEvent::Down(peer)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Dispatcher {
+    shared: Arc<NodeShared>,
+    dedup: DedupTable,
+    inflight: FuturesUnordered<InFlight>,
+    cache: Option<TellCache>,
+    /// Actors with a tell waiting for mailbox room, and what arrived for
+    /// them since, in arrival order.
+    blocked: HashMap<String, VecDeque<Parked>>,
+    /// Messages in `blocked`, counted against the in-flight limit.
+    parked: usize,
+}
+
+impl Dispatcher {
+    fn busy(&self) -> usize {
+        self.inflight.len() + self.parked
+    }
+
+    fn on_frame(&mut self, from: &str, bytes: &Bytes) {
+        self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        if self.on_cached_tell(from, bytes) {
+            return;
+        }
+        let env = match codec::decode_view(bytes, self.shared.options.max_frame_bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                self.shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.shared.id.name, peer = %from, error = %e, "dropping a frame that does not decode");
+                return;
+            }
+        };
+        if env.from.name != from {
+            self.shared
+                .stats
+                .spoofed_frames
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %self.shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
+            return;
+        }
+        self.shared.observe(&env.stamp);
+        match env.kind {
+            Kind::Reply { id } => self.reply_arrived(from, id, Ok(env.payload.to_vec())),
+            Kind::ErrorReply { id, ref error } => {
+                self.reply_arrived(from, id, Err(AskError::Remote(error.clone())))
+            }
+            Kind::Tell => match resolve(&self.shared, &env) {
+                Ok(handler) => {
+                    let delivered =
+                        self.deliver(env.to.actor, &handler, bytes, env.payload, &env.from, None);
+                    match delivered {
+                        Ok(()) => {
+                            if let Some(h) = codec::tell_header_len(bytes, &env) {
+                                self.cache = Some(TellCache {
+                                    peer: from.to_string(),
+                                    header: bytes[..h].to_vec(),
+                                    from: env.from.to_node_id(),
+                                    actor: env.to.actor.to_string(),
+                                    handler,
+                                });
+                            }
+                        }
+                        Err(e) => self.undeliverable(from, &env, &e),
+                    }
+                }
+                Err(e) => self.undeliverable(from, &env, &e),
+            },
+            Kind::Ask { id } => {
+                let asker = env.from.incarnation.as_u128();
+                match self.dedup.check(asker, id, tokio::time::Instant::now()) {
+                    Verdict::Running => {
+                        self.shared
+                            .stats
+                            .deduplicated
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Verdict::Answered(frame) => {
+                        self.shared
+                            .stats
+                            .deduplicated
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = self.shared.transport.send(from, frame);
+                    }
+                    Verdict::Execute => {
+                        let origin = AskOrigin {
+                            to: from.to_string(),
+                            asker,
+                            id,
+                        };
+                        let delivered = resolve(&self.shared, &env).and_then(|handler| {
+                            self.deliver(
+                                env.to.actor,
+                                &handler,
+                                bytes,
+                                env.payload,
+                                &env.from,
+                                Some(origin),
+                            )
+                        });
+                        if let Err(e) = delivered {
+                            self.undeliverable(from, &env, &e);
+                            let origin = AskOrigin {
+                                to: from.to_string(),
+                                asker,
+                                id,
+                            };
+                            self.send_reply(origin, Err(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fast path for a tell whose header matches the cache. `false`
+    /// means "not handled here": take the full path (which refreshes the
+    /// cache and reports errors).
+    fn on_cached_tell(&mut self, from: &str, bytes: &Bytes) -> bool {
+        let Some(c) = self.cache.as_ref() else {
+            return false;
+        };
+        if c.peer != from
+            || bytes.len() <= c.header.len()
+            || bytes.len() > self.shared.options.max_frame_bytes
+            || !bytes.starts_with(&c.header)
+        {
+            return false;
+        }
+        let Ok((payload, stamp)) = codec::split_tell_tail(&bytes[c.header.len()..]) else {
+            return false;
+        };
+        let (actor, handler, sender) = (c.actor.clone(), c.handler.clone(), c.from.clone());
+        let view = NodeIdView::from(&sender);
+        if self
+            .deliver(&actor, &handler, bytes, payload, &view, None)
+            .is_err()
+        {
+            // The actor stopped (perhaps restarted) or the payload is bad:
+            // the full path resolves the name again and reports errors.
+            self.cache = None;
+            return false;
+        }
+        self.shared.observe(&stamp);
+        true
+    }
+
+    /// Hand a message to `actor` through `handler`, or park it behind a tell
+    /// that is waiting for room in that actor's mailbox.
+    fn deliver(
+        &mut self,
+        actor: &str,
+        handler: &Arc<dyn ErasedHandler>,
+        frame: &Bytes,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        ask: Option<AskOrigin>,
+    ) -> Result<(), RemoteError> {
+        if let Some(queue) = self.blocked.get_mut(actor) {
+            queue.push_back(Parked {
+                handler: handler.clone(),
+                payload: frame.slice_ref(payload),
+                from: from.to_node_id(),
+                ask,
+            });
+            self.parked += 1;
+            return Ok(());
+        }
+        match handler.dispatch(payload, from, ask.is_some())? {
+            Dispatched::Queued => {
+                if let Some(origin) = ask {
+                    self.send_reply(origin, Ok(Vec::new()));
+                }
+            }
+            Dispatched::Pending(fut) => self.await_reply(ask, fut),
+            Dispatched::Full(fut) => self.block(actor.to_string(), fut, VecDeque::new()),
+        }
+        Ok(())
+    }
+
+    /// Drive an ask's reply future; its answer goes back to the asker.
+    fn await_reply(&mut self, ask: Option<AskOrigin>, fut: LocalFut<Result<Vec<u8>, RemoteError>>) {
+        self.inflight.push(Box::pin(async move {
+            let result = fut.await;
+            match ask {
+                Some(origin) => Finished::Reply(origin, result),
+                None => Finished::Nothing,
+            }
+        }));
+    }
+
+    /// `actor`'s mailbox is full: `fut` delivers the tell that found it
+    /// full; `queue` (parked messages) waits behind it.
+    fn block(&mut self, actor: String, fut: LocalFut<()>, queue: VecDeque<Parked>) {
+        self.blocked.insert(actor.clone(), queue);
+        self.inflight.push(Box::pin(async move {
+            fut.await;
+            Finished::Unblocked(actor)
+        }));
+    }
+
+    fn finished(&mut self, done: Finished) {
+        match done {
+            Finished::Reply(origin, result) => self.send_reply(origin, result),
+            Finished::Unblocked(actor) => self.unblock(actor),
+            Finished::Nothing => {}
+        }
+    }
+
+    /// Deliver, in order, what was parked for `actor` until its mailbox is
+    /// full again.
+    fn unblock(&mut self, actor: String) {
+        let Some(mut queue) = self.blocked.remove(&actor) else {
+            return;
+        };
+        while let Some(p) = queue.pop_front() {
+            self.parked -= 1;
+            let from = NodeIdView::from(&p.from);
+            match p.handler.dispatch(&p.payload, &from, p.ask.is_some()) {
+                Ok(Dispatched::Queued) => {
+                    if let Some(origin) = p.ask {
+                        self.send_reply(origin, Ok(Vec::new()));
+                    }
+                }
+                Ok(Dispatched::Pending(fut)) => self.await_reply(p.ask, fut),
+                Ok(Dispatched::Full(fut)) => {
+                    self.block(actor, fut, queue);
+                    return;
+                }
+                Err(e) => {
+                    // Like a message still in the mailbox of an actor that
+                    // stopped: it is not delivered.
+                    self.shared
+                        .stats
+                        .undeliverable
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %self.shared.id.name, %actor, error = %e, "parked message not delivered");
+                    if let Some(origin) = p.ask {
+                        self.send_reply(origin, Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn undeliverable(&self, from: &str, env: &EnvelopeView<'_>, e: &RemoteError) {
+        self.shared
+            .stats
+            .undeliverable
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %self.shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "message not delivered");
+    }
+
+    /// A reply to one of this node's asks: complete the waiting ask directly.
+    fn reply_arrived(&self, from: &str, id: u64, result: Result<Vec<u8>, AskError>) {
+        if self.shared.asks.complete(id, from, result) {
+            self.shared.rpc.do_send(Done { id });
+        }
+    }
+
+    fn send_reply(&mut self, origin: AskOrigin, result: Result<Vec<u8>, RemoteError>) {
+        let AskOrigin { to, asker, id } = origin;
+        let shared = &self.shared;
+        let (kind, payload) = match result {
+            Ok(p) => (Kind::Reply { id }, p),
+            Err(error) => (Kind::ErrorReply { id, error }, Vec::new()),
+        };
+        let reply_to = ActorPath {
+            node: to,
+            actor: String::new(),
+        };
+        let stamp = shared.stamp();
+        let env = EnvelopeRef {
+            from: &shared.id,
+            from_actor: None,
+            to: &reply_to,
+            kind: &kind,
+            type_tag: "",
+            payload: &payload,
+            stamp: stamp.as_ref(),
+        };
+        let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
+            Ok(f) => Bytes::from(f),
+            Err(e) => {
+                // The reply itself is too big: tell the asker instead of going silent.
+                tracing::warn!(ask = id, error = %e, "reply could not be encoded");
+                let kind = Kind::ErrorReply {
+                    id,
+                    error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
+                };
+                let env = EnvelopeRef {
+                    kind: &kind,
+                    payload: &[],
+                    ..env
+                };
+                match codec::encode_ref(&env, shared.options.max_frame_bytes) {
+                    Ok(f) => Bytes::from(f),
+                    Err(_) => return,
+                }
+            }
+        };
+        self.dedup.answered(asker, id, frame.clone());
+        if let Err(e) = shared.transport.send(&reply_to.node, frame) {
+            tracing::debug!(ask = id, to = %reply_to.node, error = %e, "reply not sent (the asker will retry or time out)");
+        }
+    }
+}
+
+/// The handler of the actor and message type `env` is addressed to.
+fn resolve(
+    shared: &NodeShared,
+    env: &EnvelopeView<'_>,
+) -> Result<Arc<dyn ErasedHandler>, RemoteError> {
+    if env.to.node != shared.id.name {
+        return Err(RemoteError::UnknownActor(format!(
+            "{}/{}",
+            env.to.node, env.to.actor
+        )));
+    }
+    let entry = shared
+        .registry
+        .get(env.to.actor)
+        .ok_or_else(|| RemoteError::UnknownActor(env.to.actor.to_string()))?;
+    entry
+        .handlers
+        .get(env.type_tag)
+        .cloned()
+        .ok_or_else(|| RemoteError::UnknownMessage(env.type_tag.to_string()))
+}
