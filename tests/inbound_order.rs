@@ -1,0 +1,137 @@
+//! Per-actor arrival order through the inbound dispatcher when mailboxes are
+//! full: a burst of tells with asks between them, handed to a node in one
+//! stream of batches (as QUIC hands over received chunks), must reach the actor exactly
+//! in arrival order, and each ask must see exactly the tells sent before it.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use troupe::framework::codec::{self, ClockStamp, EnvelopeRef, Kind};
+use troupe::framework::transport::TransportEvent;
+use troupe::framework::{remote_message, ActorPath, ActorSpec, Node, NodeConfig, NodeId};
+use troupe::prelude::*;
+use troupe::transports::sim::{run_virtual, FaultPlan, SimNetwork};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Seq(u64);
+remote_message!(Seq, "test.seq", ());
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen;
+remote_message!(Seen, "test.seen", u64);
+
+struct Recorder {
+    log: Arc<Mutex<Vec<u64>>>,
+}
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+impl Handler<Seq> for Recorder {
+    type Result = ();
+    fn handle(&mut self, m: Seq, _: &mut Context<Self>) {
+        self.log.lock().unwrap().push(m.0);
+    }
+}
+impl Handler<Seen> for Recorder {
+    type Result = u64;
+    fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> u64 {
+        self.log.lock().unwrap().len() as u64
+    }
+}
+
+fn frame(from: &NodeId, to: &ActorPath, kind: Kind, tag: &str, payload: &[u8], t: u64) -> Bytes {
+    let stamp = ClockStamp {
+        lamport: Some(t),
+        vector: None,
+    };
+    let env = EnvelopeRef {
+        from,
+        from_actor: None,
+        to,
+        kind: &kind,
+        type_tag: tag,
+        payload,
+        stamp: Some(&stamp),
+    };
+    Bytes::from(codec::encode_ref(&env, codec::DEFAULT_MAX_FRAME_LEN).unwrap())
+}
+
+#[test]
+fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
+    run_virtual(|| async {
+        let net = SimNetwork::new(9, FaultPlan::reliable());
+        // The node reads from our channel; its replies go out through the net.
+        let (transport, _unused) = net.attach("b", 16);
+        let (_peer, mut replies) = net.attach("peer", 4096);
+        let (inject, inbound) = tokio::sync::mpsc::channel(16);
+        let b = Node::builder(NodeConfig::named("b"))
+            .start(transport, inbound)
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        b.spawn(
+            ActorSpec::new("rec", move || Recorder { log: l.clone() })
+                .handles::<Seq>()
+                .handles::<Seen>(),
+        )
+        .await
+        .unwrap();
+
+        let peer = NodeId::with_incarnation("peer", 5);
+        let to = ActorPath::new("b", "rec").unwrap();
+        // 1,000 tells (far past the default mailbox capacity of 16) with an
+        // ask after every 100th.
+        let mut frames = Vec::new();
+        let mut asks = Vec::new();
+        for i in 0..1000u64 {
+            let p = codec::encode_payload(&Seq(i)).unwrap();
+            frames.push(frame(&peer, &to, Kind::Tell, "test.seq", &p, i + 1));
+            if i % 100 == 99 {
+                let id = 1 + asks.len() as u64;
+                let p = codec::encode_payload(&Seen).unwrap();
+                frames.push(frame(&peer, &to, Kind::Ask { id }, "test.seen", &p, i + 1));
+                asks.push((id, i + 1));
+            }
+        }
+        // In batches of varied sizes, as received chunks are.
+        let mut rest = &frames[..];
+        let mut k = 1;
+        while !rest.is_empty() {
+            let n = (k * 37 % 150 + 1).min(rest.len());
+            inject
+                .send(TransportEvent::Frames {
+                    from: Arc::from("peer"),
+                    frames: rest[..n].to_vec(),
+                })
+                .await
+                .unwrap();
+            rest = &rest[n..];
+            k += 1;
+        }
+
+        // Every ask is answered with the number of tells sent before it.
+        let mut answered = Vec::new();
+        while answered.len() < asks.len() {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(30), replies.recv())
+                .await
+                .expect("replies arrive")
+                .expect("channel open");
+            for (_, bytes) in ev.frames() {
+                let env = codec::decode(bytes, codec::DEFAULT_MAX_FRAME_LEN).unwrap();
+                match env.kind {
+                    Kind::Reply { id } => {
+                        let seen: u64 = codec::decode_payload(&env.payload).unwrap();
+                        answered.push((id, seen));
+                    }
+                    other => panic!("unexpected reply {other:?}"),
+                }
+            }
+        }
+        answered.sort();
+        assert_eq!(answered, asks, "an ask overtook tells or was overtaken");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log, (0..1000).collect::<Vec<_>>(), "tells reordered");
+        assert_eq!(b.stats().undeliverable, 0);
+    });
+}
