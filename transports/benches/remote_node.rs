@@ -67,10 +67,10 @@ struct Blob {
 }
 troupe_framework::remote_message!(Blob, "bench.blob", ());
 
-/// A request answered with its own bytes.
+/// A request answered with its own bytes (as msgpack `bin`, like `Blob`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Echo(Vec<u8>);
-troupe_framework::remote_message!(Echo, "bench.echo", Vec<u8>);
+struct Echo(#[serde(with = "serde_bytes")] Vec<u8>);
+troupe_framework::remote_message!(Echo, "bench.echo", serde_bytes::ByteBuf);
 
 /// How many `Blob`s the sink has handled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,9 +107,9 @@ impl Handler<Blob> for Sink {
 }
 
 impl Handler<Echo> for Sink {
-    type Result = Vec<u8>;
-    fn handle(&mut self, m: Echo, _: &mut Context<Self>) -> Vec<u8> {
-        m.0
+    type Result = MessageResult<Echo>;
+    fn handle(&mut self, m: Echo, _: &mut Context<Self>) -> MessageResult<Echo> {
+        MessageResult(serde_bytes::ByteBuf::from(m.0))
     }
 }
 
