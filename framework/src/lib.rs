@@ -46,7 +46,7 @@
 pub mod clock;
 pub mod codec;
 pub mod config;
-pub(crate) mod dispatch;
+pub mod dispatch;
 pub mod error;
 pub mod ids;
 pub mod membership;

@@ -164,7 +164,8 @@ enum Due {
 }
 
 /// The timers of one node's remote asks: re-sends and deadlines. See the
-/// module docs. Replies do not pass through it (see [`Outstanding`]).
+/// module docs. Replies do not pass through it: the inbound dispatcher
+/// completes the waiting ask directly.
 pub struct RpcStub {
     transport: Arc<dyn Transport>,
     asks: Arc<Outstanding>,
