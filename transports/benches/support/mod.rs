@@ -371,28 +371,24 @@ pub async fn transport_throughput(
     let receiver = on(xb, async move {
         let mut got = 0u64;
         let mut last = 0u64;
+        // Counts a frame, checking it follows the previous one.
+        fn check(bytes: &Bytes, got: &mut u64, last: &mut u64) {
+            let seq = (&bytes[..8]).get_u64();
+            assert!(
+                *got == 0 || seq == *last + 1,
+                "order broken: {last} then {seq}"
+            );
+            *last = seq;
+            *got += 1;
+        }
         while got < n {
             match b_rx.recv().await {
                 Some(TransportEvent::Frames { frames, .. }) => {
-                    for bytes in frames {
-                        let seq = (&bytes[..8]).get_u64();
-                        assert!(
-                            got == 0 || seq == last + 1,
-                            "order broken: {last} then {seq}"
-                        );
-                        last = seq;
-                        got += 1;
+                    for bytes in &frames {
+                        check(bytes, &mut got, &mut last);
                     }
                 }
-                Some(TransportEvent::Frame { bytes, .. }) => {
-                    let seq = (&bytes[..8]).get_u64();
-                    assert!(
-                        got == 0 || seq == last + 1,
-                        "order broken: {last} then {seq}"
-                    );
-                    last = seq;
-                    got += 1;
-                }
+                Some(TransportEvent::Frame { bytes, .. }) => check(&bytes, &mut got, &mut last),
                 Some(_) => {}
                 None => break,
             }
