@@ -84,6 +84,12 @@ pub struct SwimParams {
     pub max_piggyback: usize,
     /// Period of pings to `Down` members (partition healing).
     pub reconnect_interval: Duration,
+    /// Period of gossip rounds.
+    pub gossip_interval: Duration,
+    /// Members gossiped to per round (0 = no periodic gossip).
+    pub gossip_nodes: usize,
+    /// How long a member declared `Down` remains a gossip target.
+    pub gossip_to_the_dead: Duration,
 }
 
 impl Default for SwimParams {
@@ -182,6 +188,12 @@ pub enum SwimMessage<Id> {
         /// Every member the seed knows, with its state.
         members: Vec<Update<Id>>,
     },
+    /// Periodic gossip: membership updates only, no answer expected
+    /// (except corrections when it carried news older than the receiver's).
+    Gossip {
+        /// The updates.
+        updates: Vec<Update<Id>>,
+    },
 }
 
 /// SWIM timers (inside [`FdTimer::Swim`]).
@@ -208,6 +220,8 @@ pub enum SwimTimer<Id> {
     Reconnect,
     /// Retry joining through the seeds.
     JoinRetry,
+    /// Start of a gossip round.
+    Gossip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +278,8 @@ struct Member<Id> {
     suspicion: Option<Suspicion<Id>>,
     /// When any message from it last arrived.
     heard: Duration,
+    /// When its state last changed (or it was admitted).
+    since: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +321,8 @@ pub struct Swim<Id: FdId> {
     params: SwimParams,
     inc: u64,
     members: BTreeMap<Id, Member<Id>>,
+    /// The keys of `members`, for O(1) random picks (gossip targets).
+    roster: Vec<Id>,
     retired: BTreeSet<Id>,
     live: usize,
     probe_order: Vec<Id>,
@@ -336,6 +354,7 @@ impl<Id: FdId> Swim<Id> {
             params,
             inc: 0,
             members: BTreeMap::new(),
+            roster: Vec::new(),
             retired: BTreeSet::new(),
             live: 0,
             probe_order: Vec::new(),
@@ -514,6 +533,9 @@ impl<Id: FdId> Swim<Id> {
         let old = m.state;
         m.state = state;
         m.inc = inc;
+        if old != state {
+            m.since = now;
+        }
         if state != State::Suspect {
             m.suspicion = None;
         }
@@ -543,6 +565,7 @@ impl<Id: FdId> Swim<Id> {
             .cloned()
             .collect();
         for o in old {
+            self.roster.retain(|r| *r != o);
             if let Some(m) = self.members.remove(&o) {
                 if m.state.live() {
                     self.live -= 1;
@@ -552,6 +575,7 @@ impl<Id: FdId> Swim<Id> {
             self.queue.retain(|q| *q.update.member() != o);
             self.retired.insert(o);
         }
+        self.roster.push(id.clone());
         self.members.insert(
             id.clone(),
             Member {
@@ -559,6 +583,7 @@ impl<Id: FdId> Swim<Id> {
                 state: State::Alive,
                 suspicion: None,
                 heard: now,
+                since: now,
             },
         );
         self.live += 1;
@@ -623,7 +648,7 @@ impl<Id: FdId> Swim<Id> {
     /// Incoming news older than ours: remember what we know, to put it in
     /// the reply to the sender (targeted anti-entropy, so a member that
     /// missed a refutation or a death does not act on stale news).
-    fn correct(&mut self, member: &Id, inc: u64) {
+    fn correct(&mut self, member: &Id, inc: u64, incoming_dead: bool) {
         if *member == self.me {
             if inc < self.inc {
                 self.corrections.push(Update::Alive {
@@ -639,7 +664,9 @@ impl<Id: FdId> Swim<Id> {
         let (member, from) = (member.clone(), self.me.clone());
         let fix = match m.state {
             State::Alive if m.inc > inc => Update::Alive { member, inc: m.inc },
-            State::Dead if m.inc >= inc => Update::Dead {
+            // A death at the same incarnation is the same news, not stale
+            // (answering it would make two holders bounce it forever).
+            State::Dead if m.inc > inc || (m.inc == inc && !incoming_dead) => Update::Dead {
                 member,
                 inc: m.inc,
                 from,
@@ -660,12 +687,11 @@ impl<Id: FdId> Swim<Id> {
                     .get(member)
                     .is_some_and(|m| matches!(m.state, State::Dead | State::Left))
                 {
-                    self.correct(member, *inc);
+                    self.correct(member, *inc, false);
                 }
             }
-            Update::Suspect { member, inc, .. } | Update::Dead { member, inc, .. } => {
-                self.correct(member, *inc)
-            }
+            Update::Suspect { member, inc, .. } => self.correct(member, *inc, false),
+            Update::Dead { member, inc, .. } => self.correct(member, *inc, true),
             Update::Left { .. } => {}
         }
         match update {
@@ -702,9 +728,13 @@ impl<Id: FdId> Swim<Id> {
                         if inc > m.inc {
                             m.inc = inc;
                         }
+                        // memberlist: confirmations beyond the k expected
+                        // ones change nothing and are not re-broadcast.
                         let new = match &mut m.suspicion {
-                            Some(s) => s.confirmers.insert(from.clone()),
-                            None => false,
+                            Some(s) if s.confirmers.len() <= s.k as usize => {
+                                s.confirmers.insert(from.clone())
+                            }
+                            _ => false,
                         };
                         if new {
                             let deadline = m
@@ -903,6 +933,41 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
+    /// One gossip round (memberlist's `gossip`): pending updates to
+    /// `gossip_nodes` random members that are live or were declared `Down`
+    /// less than `gossip_to_the_dead` ago; nothing is sent when no update
+    /// is pending.
+    fn gossip_round(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let window = self.params.gossip_to_the_dead;
+        // memberlist's kRandomNodes: random picks (at most 3 x the roster),
+        // skipping repeats and members that are neither live nor recently
+        // dead; O(k) in the usual case instead of a pass over all members.
+        let want = self.params.gossip_nodes.min(self.roster.len());
+        let mut targets: Vec<Id> = Vec::with_capacity(want);
+        for _ in 0..3 * self.roster.len() {
+            if targets.len() >= want {
+                break;
+            }
+            let id = &self.roster[self.rng.gen_range(0..self.roster.len())];
+            let ok = self.members.get(id).is_some_and(|m| {
+                m.state.live() || (m.state == State::Dead && now.saturating_sub(m.since) < window)
+            });
+            if ok && !targets.contains(id) {
+                targets.push(id.clone());
+            }
+        }
+        for t in targets {
+            let updates = self.piggyback(&t);
+            if updates.is_empty() {
+                return;
+            }
+            self.send(t, SwimMessage::Gossip { updates }, out);
+        }
+    }
+
     fn snapshot(&self) -> Vec<Update<Id>> {
         let mut v = vec![Update::Alive {
             member: self.me.clone(),
@@ -954,6 +1019,11 @@ impl<Id: FdId> Protocol for Swim<Id> {
             self.params.reconnect_interval,
             FdTimer::Swim(SwimTimer::Reconnect),
         );
+        if self.params.gossip_nodes > 0 && !self.params.gossip_interval.is_zero() {
+            let gi = self.params.gossip_interval.as_millis().max(1) as u64;
+            let phase = Duration::from_millis(self.rng.gen_range(0..gi));
+            out.set_timer(phase, FdTimer::Swim(SwimTimer::Gossip));
+        }
     }
 
     fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
@@ -1065,6 +1135,13 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 self.joined = true;
                 self.apply_all(now, members, out);
             }
+            SwimMessage::Gossip { updates } => {
+                self.apply_all(now, updates, out);
+                if !self.corrections.is_empty() {
+                    let updates = std::mem::take(&mut self.corrections);
+                    self.send(from, SwimMessage::Gossip { updates }, out);
+                }
+            }
         }
     }
 
@@ -1148,6 +1225,13 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 if !self.joined {
                     self.send_joins(out);
                 }
+            }
+            SwimTimer::Gossip => {
+                self.gossip_round(now, out);
+                out.set_timer(
+                    self.params.gossip_interval,
+                    FdTimer::Swim(SwimTimer::Gossip),
+                );
             }
         }
     }
