@@ -337,6 +337,11 @@ fn any_config(kind: Kind) -> FailureDetectorConfig {
     }
 }
 
+/// `FD_ALIGNED_CRASHES=1`: crash on whole seconds, as before 2026-11-25 evening.
+fn aligned_crashes() -> bool {
+    std::env::var("FD_ALIGNED_CRASHES").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 enum Action {
     Crash,
     Pause(Duration),
@@ -372,9 +377,21 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00fa_17ed);
     let mut actions: Vec<(Duration, Action)> = Vec::new();
     let max_crashes = (n / 4).max(1) as usize;
+    // Each crash at a random offset within its second (own RNG stream, so
+    // the victims and pauses are those of the aligned schedule): a crash
+    // exactly on a whole second coincides with the probe instants of a
+    // detector whose nodes all started at t = 0 and probe in lockstep
+    // (foca), whose probe sent at that very instant then observes the crash
+    // with zero delay.
+    let mut phase = ChaCha8Rng::seed_from_u64(seed ^ 0x0c4a_5e00);
     let mut t = Duration::from_secs(30);
     while actions.len() < max_crashes && t + Duration::from_secs(60) <= duration {
-        actions.push((t, Action::Crash));
+        let offset = if aligned_crashes() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(phase.gen_range(0..1000))
+        };
+        actions.push((t + offset, Action::Crash));
         t += Duration::from_secs(50);
     }
     if sc.pauses {
