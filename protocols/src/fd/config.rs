@@ -477,6 +477,9 @@ mod tests {
         assert_eq!(s.suspicion_mult, 4);
         assert_eq!(s.suspicion_max_timeout_mult, 6);
         assert_eq!(s.awareness_max_multiplier, 8);
+        assert_eq!(s.gossip_interval, Duration::from_millis(200));
+        assert_eq!(s.gossip_nodes, 3);
+        assert_eq!(s.gossip_to_the_dead, Duration::from_secs(30));
         let h = HeartbeatConfig::default().params();
         assert_eq!(h.interval, Duration::from_secs(1));
         assert_eq!(h.acceptable_pause, Duration::from_secs(3));
@@ -569,6 +572,21 @@ mod tests {
                 "for {body:?}: got {got:?}, want {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn swim_gossip_keys_parse_and_zero_nodes_disables_gossip() {
+        let c = FailureDetectorConfig::from_toml_str(
+            "[failure_detector]\nkind = \"swim\"\ngossip_interval_ms = 50\ngossip_nodes = 0\ngossip_to_the_dead_ms = 0\n",
+        )
+        .expect("gossip keys");
+        let FailureDetectorConfig::Swim(s) = &c else {
+            panic!("not swim: {c:?}")
+        };
+        let p = s.params();
+        assert_eq!(p.gossip_interval, Duration::from_millis(50));
+        assert_eq!(p.gossip_nodes, 0);
+        assert_eq!(p.gossip_to_the_dead, Duration::ZERO);
     }
 
     #[test]

@@ -293,11 +293,82 @@ struct Probe<Id> {
     nacks: u32,
 }
 
-#[derive(Debug, Clone)]
-struct Queued<Id> {
-    update: Update<Id>,
-    transmits: u32,
+/// Position of a queued update in send order: priority class, then fewest
+/// transmissions, then newest first (memberlist's transmit-limited queue,
+/// plus the priority classes of [`priority`]).
+type QueueKey = (u8, u32, std::cmp::Reverse<u64>);
+
+/// Updates waiting to be piggybacked, at most one per member, kept in send
+/// order so that taking the next `room` updates costs O(room log Q) (a
+/// full pass per message was the bottleneck of large clusters under loss).
+#[derive(Debug)]
+struct BroadcastQueue<Id> {
+    by_key: BTreeMap<QueueKey, Update<Id>>,
+    by_member: BTreeMap<Id, QueueKey>,
     order: u64,
+}
+
+impl<Id: FdId> BroadcastQueue<Id> {
+    fn new() -> Self {
+        Self {
+            by_key: BTreeMap::new(),
+            by_member: BTreeMap::new(),
+            order: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Queue `update`, replacing any queued update about the same member.
+    fn push(&mut self, update: Update<Id>) {
+        let member = update.member().clone();
+        self.remove_member(&member);
+        self.order += 1;
+        let key = (priority(&update), 0, std::cmp::Reverse(self.order));
+        self.by_key.insert(key, update);
+        self.by_member.insert(member, key);
+    }
+
+    fn remove_member(&mut self, member: &Id) {
+        if let Some(key) = self.by_member.remove(member) {
+            self.by_key.remove(&key);
+        }
+    }
+
+    /// The next `room` updates in send order, each counted as transmitted
+    /// once more; an update that reached `limit` transmissions is dropped
+    /// (also one found at or above a limit that shrank with the cluster).
+    fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
+        let mut v = Vec::with_capacity(room.min(self.by_key.len()));
+        let mut resend = Vec::new();
+        while v.len() < room {
+            let Some(((prio, transmits, order), update)) = self.by_key.pop_first() else {
+                break;
+            };
+            if transmits >= limit {
+                self.by_member.remove(update.member());
+                continue;
+            }
+            v.push(update.clone());
+            let key = (prio, transmits + 1, order);
+            if key.1 < limit {
+                if let Some(k) = self.by_member.get_mut(update.member()) {
+                    *k = key;
+                }
+                resend.push((key, update));
+            } else {
+                self.by_member.remove(update.member());
+            }
+        }
+        self.by_key.extend(resend);
+        v
+    }
 }
 
 /// Piggyback priority when more updates wait than fit in a message: good
@@ -331,8 +402,7 @@ pub struct Swim<Id: FdId> {
     relays: BTreeMap<u64, (Id, u64)>,
     seq: u64,
     awareness: u32,
-    queue: Vec<Queued<Id>>,
-    queue_order: u64,
+    queue: BroadcastQueue<Id>,
     seeds: Vec<Id>,
     corrections: Vec<Update<Id>>,
     joined: bool,
@@ -363,8 +433,7 @@ impl<Id: FdId> Swim<Id> {
             relays: BTreeMap::new(),
             seq: 0,
             awareness: 0,
-            queue: Vec::new(),
-            queue_order: 0,
+            queue: BroadcastQueue::new(),
             seeds,
             corrections: Vec::new(),
             joined: false,
@@ -456,14 +525,7 @@ impl<Id: FdId> Swim<Id> {
     }
 
     fn enqueue(&mut self, update: Update<Id>) {
-        let member = update.member().clone();
-        self.queue.retain(|q| *q.update.member() != member);
-        self.queue_order += 1;
-        self.queue.push(Queued {
-            update,
-            transmits: 0,
-            order: self.queue_order,
-        });
+        self.queue.push(update);
     }
 
     /// Updates for one message to `dest`: bad news about `dest` first, then
@@ -492,21 +554,8 @@ impl<Id: FdId> Swim<Id> {
         if room == 0 {
             return v;
         }
-        let take = room.min(self.queue.len());
-        if take < self.queue.len() {
-            self.queue.select_nth_unstable_by(take - 1, |a, b| {
-                priority(&a.update)
-                    .cmp(&priority(&b.update))
-                    .then(a.transmits.cmp(&b.transmits))
-                    .then(b.order.cmp(&a.order))
-            });
-        }
         let limit = self.retransmit_limit();
-        for q in &mut self.queue[..take] {
-            q.transmits += 1;
-            v.push(q.update.clone());
-        }
-        self.queue.retain(|q| q.transmits < limit);
+        v.extend(self.queue.take(room, limit));
         v
     }
 
@@ -572,7 +621,7 @@ impl<Id: FdId> Swim<Id> {
                     self.emit(now, &o, State::Dead, out);
                 }
             }
-            self.queue.retain(|q| *q.update.member() != o);
+            self.queue.remove_member(&o);
             self.retired.insert(o);
         }
         self.roster.push(id.clone());
@@ -902,14 +951,9 @@ impl<Id: FdId> Swim<Id> {
             Some(p) if p.seq == seq && !p.acked && !p.indirect => p.target.clone(),
             _ => return,
         };
-        let mut helpers: Vec<Id> = self
-            .members
-            .iter()
-            .filter(|(id, m)| m.state == State::Alive && **id != target)
-            .map(|(id, _)| id.clone())
-            .collect();
-        helpers.shuffle(&mut self.rng);
-        helpers.truncate(self.params.indirect_checks);
+        let helpers = self.random_members(self.params.indirect_checks, |id, m| {
+            m.state == State::Alive && *id != target
+        });
         // A second direct ping alongside the indirect ones (memberlist sends
         // a TCP ping here): a lost ping or ack no longer needs all k
         // indirect paths to fail too before the target is suspected.
@@ -933,6 +977,37 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
+    /// Up to `k` distinct random members satisfying `ok`. Small clusters
+    /// (at most 64 members) choose among all qualifying members; larger
+    /// ones make at most 3 x (members) random picks, like memberlist's
+    /// `kRandomNodes` (O(k) in the usual case instead of a pass over all
+    /// members; it may return fewer than `k` when few members qualify).
+    fn random_members(&mut self, k: usize, ok: impl Fn(&Id, &Member<Id>) -> bool) -> Vec<Id> {
+        let n = self.roster.len();
+        if n <= 64 {
+            let all: Vec<&Id> = self
+                .roster
+                .iter()
+                .filter(|id| self.members.get(*id).is_some_and(|m| ok(id, m)))
+                .collect();
+            return all
+                .choose_multiple(&mut self.rng, k)
+                .map(|id| (*id).clone())
+                .collect();
+        }
+        let mut picked: Vec<Id> = Vec::with_capacity(k);
+        for _ in 0..3 * n {
+            if picked.len() >= k {
+                break;
+            }
+            let id = &self.roster[self.rng.gen_range(0..n)];
+            if !picked.contains(id) && self.members.get(id).is_some_and(|m| ok(id, m)) {
+                picked.push(id.clone());
+            }
+        }
+        picked
+    }
+
     /// One gossip round (memberlist's `gossip`): pending updates to
     /// `gossip_nodes` random members that are live or were declared `Down`
     /// less than `gossip_to_the_dead` ago; nothing is sent when no update
@@ -942,23 +1017,9 @@ impl<Id: FdId> Swim<Id> {
             return;
         }
         let window = self.params.gossip_to_the_dead;
-        // memberlist's kRandomNodes: random picks (at most 3 x the roster),
-        // skipping repeats and members that are neither live nor recently
-        // dead; O(k) in the usual case instead of a pass over all members.
-        let want = self.params.gossip_nodes.min(self.roster.len());
-        let mut targets: Vec<Id> = Vec::with_capacity(want);
-        for _ in 0..3 * self.roster.len() {
-            if targets.len() >= want {
-                break;
-            }
-            let id = &self.roster[self.rng.gen_range(0..self.roster.len())];
-            let ok = self.members.get(id).is_some_and(|m| {
-                m.state.live() || (m.state == State::Dead && now.saturating_sub(m.since) < window)
-            });
-            if ok && !targets.contains(id) {
-                targets.push(id.clone());
-            }
-        }
+        let targets = self.random_members(self.params.gossip_nodes, |_, m| {
+            m.state.live() || (m.state == State::Dead && now.saturating_sub(m.since) < window)
+        });
         for t in targets {
             let updates = self.piggyback(&t);
             if updates.is_empty() {
@@ -1415,6 +1476,57 @@ mod tests {
         assert_eq!(after, Duration::from_millis(500));
         s.on_timer(t + Duration::from_secs(4), timer, &mut out);
         assert_eq!(s.view()[1], (id(2), MemberStatus::Down));
+    }
+
+    #[test]
+    fn gossip_round_sends_pending_updates_to_distinct_members_or_nothing() {
+        let (mut s, mut out) = swim(0, 10);
+        let t = Duration::from_secs(1);
+        // Nothing pending: no gossip message, but the next round is armed.
+        s.on_timer(t, FdTimer::Swim(SwimTimer::Gossip), &mut out);
+        assert!(out.sends.is_empty(), "{:?}", out.sends);
+        assert_eq!(
+            out.timers,
+            vec![(Duration::from_millis(200), FdTimer::Swim(SwimTimer::Gossip))]
+        );
+        let news = Update::Alive {
+            member: id(42),
+            inc: 7,
+        };
+        s.enqueue(news.clone());
+        out.sends.clear();
+        s.on_timer(t, FdTimer::Swim(SwimTimer::Gossip), &mut out);
+        let mut to: Vec<SimId> = out.sends.iter().map(|(to, _)| *to).collect();
+        to.sort_unstable();
+        to.dedup();
+        assert_eq!(to.len(), 3, "{:?}", out.sends);
+        for (_, m) in &out.sends {
+            let FdMessage::Swim(SwimMessage::Gossip { updates }) = m else {
+                panic!("expected gossip: {m:?}")
+            };
+            assert_eq!(updates, &vec![news.clone()]);
+        }
+    }
+
+    #[test]
+    fn no_gossip_timer_when_gossip_nodes_is_zero() {
+        let params = SwimParams {
+            gossip_nodes: 0,
+            ..SwimParams::default()
+        };
+        let mut s = Swim::new(id(0), params, vec![], 1);
+        let mut out = FdOutputs::new();
+        s.on_start(Duration::ZERO, &mut out);
+        assert!(!out
+            .timers
+            .iter()
+            .any(|(_, t)| *t == FdTimer::Swim(SwimTimer::Gossip)));
+        let mut s = Swim::new(id(0), SwimParams::default(), vec![], 1);
+        s.on_start(Duration::ZERO, &mut out);
+        assert!(out
+            .timers
+            .iter()
+            .any(|(_, t)| *t == FdTimer::Swim(SwimTimer::Gossip)));
     }
 
     #[test]
