@@ -20,8 +20,10 @@
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
 //! Quick mode (N = 8, 64; short runs; one seed): add `-- --quick` or set
 //! `FD_QUICK=1`. Filters: `FD_SIZES=64,1024`, `FD_KINDS=troupe-swim,foca`
-//! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes);
-//! `FD_DEBUG=1` prints every false positive.
+//! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes),
+//! `FD_SEEDS=k` (seeds 1..=k for every size); `FD_DEBUG=1` prints every
+//! false positive; `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
+//! [`run`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -541,12 +543,18 @@ fn main() {
                 (false, true, 256) => 180,
                 (false, _, _) => 600,
             };
-            let seeds: Vec<u64> = match (quick, n) {
+            let mut seeds: Vec<u64> = match (quick, n) {
                 (true, _) => vec![1],
                 (false, 8) => (1..=8).collect(),
                 (false, 64) => (1..=3).collect(),
                 _ => vec![1],
             };
+            if let Some(k) = std::env::var("FD_SEEDS")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                seeds = (1..=k.max(1)).collect();
+            }
             for sc in SCENARIOS {
                 if scen_filter
                     .as_ref()

@@ -607,9 +607,11 @@ impl<Id: FdId> Swim<Id> {
         if self.members.contains_key(id) {
             return true;
         }
+        // Scan the roster (a contiguous Vec, same keys as `members`): this
+        // runs once per member at start-up, O(N^2) in all for N members.
         let old: Vec<Id> = self
-            .members
-            .keys()
+            .roster
+            .iter()
             .filter(|k| k.same_node(id))
             .cloned()
             .collect();
@@ -728,7 +730,31 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
+    /// True if `update` is exactly what this node already knows and needs
+    /// no correction: the common case under load (each update is received
+    /// about `retransmit_limit` times), answered with one lookup.
+    fn is_duplicate(&self, update: &Update<Id>) -> bool {
+        let Some(m) = self.members.get(update.member()) else {
+            return false;
+        };
+        match update {
+            Update::Alive { inc, .. } => m.state.live() && *inc <= m.inc,
+            Update::Suspect { inc, from, .. } => {
+                m.state == State::Suspect
+                    && *inc == m.inc
+                    && m.suspicion.as_ref().is_none_or(|s| {
+                        s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
+                    })
+            }
+            Update::Dead { inc, .. } => m.state == State::Dead && *inc == m.inc,
+            Update::Left { inc, .. } => m.state == State::Left && *inc <= m.inc,
+        }
+    }
+
     fn apply(&mut self, now: Duration, update: Update<Id>, out: &mut FdOutputs<Id>) {
+        if self.is_duplicate(&update) {
+            return;
+        }
         match &update {
             Update::Alive { member, inc } => {
                 if self
