@@ -13,10 +13,20 @@
 //! suspicion timeout turns into `Dead` (reported `Down`).
 //!
 //! Membership updates (alive / suspect / dead / left) spread
-//! infection-style, piggybacked on pings, acks and ping-reqs: each update is
-//! sent `retransmit_mult * ceil(log10(N+1))` times, fewest-sent first, at
-//! most `max_piggyback` per message. Bad news about the destination itself is
-//! always included first so it can refute quickly.
+//! infection-style, piggybacked on pings, acks and ping-reqs, and by
+//! periodic gossip as in memberlist: every `gossip_interval` (200 ms) a node
+//! with pending updates sends them, in a gossip-only `Gossip` message, to
+//! `gossip_nodes` (3) random members that are live or were declared `Down`
+//! less than `gossip_to_the_dead` (30 s) ago, so that one declared dead by
+//! mistake hears it and refutes (`gossip_nodes = 0` turns gossip off;
+//! nothing is sent while no update is pending). Each update is sent
+//! `retransmit_mult * ceil(log10(N+1))` times in all (piggyback and gossip
+//! together), fewest-sent first (newest first among equals), at most
+//! `max_piggyback` per message. Bad news about the destination itself is
+//! always included first so it can refute quickly (Lifeguard's buddy
+//! system). With gossip a death reaches every member in well under one
+//! protocol period (measured 0.1-0.6 periods at N = 8..1024, loss 0 %),
+//! against 1-4.5 periods on probe traffic alone.
 //!
 //! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
 //! missed acks/nacks and on refuting a suspicion of oneself, falls on
@@ -27,16 +37,29 @@
 //! `min = suspicion_mult * max(1, log10 N) * probe_interval` and shrinks
 //! towards `min` as independent confirmations arrive:
 //! `max - (ln(c+1)/ln(K+1)) * (max-min)` with `K = suspicion_mult - 2`
-//! expected confirmations (0 in clusters too small to supply them).
+//! expected confirmations (0 when `N - 2 < K`: too few members to supply
+//! them), where `c` counts distinct suspecters other than the one whose
+//! suspicion started the timer, as in memberlist; confirmations beyond `K`
+//! change nothing and, as in memberlist, are not re-broadcast. A member's
+//! own failed probe of a member it already suspects is a confirmation too.
 //!
-//! Two repairs beyond the papers, both cheap: a node that receives news
-//! older than its own (a suspicion of a member it knows refuted, or of
-//! itself) puts the newer state into its reply to that sender, and a node
+//! Deviations from the papers and memberlist, all cheap: (a) the second
+//! direct ping above (memberlist's fallback is TCP); (b) a node that
+//! receives news older than its own (a suspicion of a member it knows
+//! refuted, or of itself, or an alive for one it knows dead) puts the
+//! newer state into its reply to that sender (in the ack, or in a gossip
+//! message back when the stale news came by gossip; a death at the same
+//! incarnation is not stale); (c) a node
 //! whose suspicion is about to expire first sends the suspect one last
 //! ping (one probe timeout before the deadline) carrying the suspicion;
-//! the ack brings back a refutation the node may have missed. A stale
-//! suspicion of oneself is answered by re-announcing the current
-//! incarnation, not by bumping it again.
+//! the ack brings back a refutation the node may have missed; (d) a probe
+//! without an ack does not raise a suspicion if the target sent this node
+//! anything during that protocol period; (e) when more updates wait than
+//! fit in a message, alive/left go before dead before suspect (a
+//! refutation cancels a suspicion wherever it arrives, so under congestion
+//! it must not starve behind new suspicions). A stale suspicion of oneself
+//! is answered by re-announcing the current incarnation, not by bumping it
+//! again.
 //!
 //! Joining goes through seed nodes (`Join`, answered with a membership
 //! snapshot); a graceful `leave` disseminates `Left`; a restarted node (same
@@ -47,9 +70,14 @@
 //! Guarantees: strong completeness (a crashed member is eventually declared
 //! dead by all), expected first detection about `e/(e-1)` protocol periods
 //! after a crash plus the suspicion timeout, dissemination in O(log N)
-//! periods, and per-member load constant in N. Accuracy is probabilistic: a
+//! periods, and per-member load independent of N apart from the
+//! `log10 N` retransmissions of each update. Accuracy is probabilistic: a
 //! member unreachable or paused for longer than the suspicion timeout is
-//! declared dead and comes back `Up` when its refutation arrives.
+//! declared dead and comes back `Up` when its refutation arrives. Under
+//! heavy uniform loss in a large cluster (20 % at N = 1024) false
+//! suspicions arrive faster than their refutations can be retransmitted
+//! `retransmit_mult * log10 N` times by every member; updates then queue
+//! (refutations first) and dissemination slows to several periods.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -742,7 +770,7 @@ impl<Id: FdId> Swim<Id> {
             Update::Suspect { inc, from, .. } => {
                 m.state == State::Suspect
                     && *inc == m.inc
-                    && m.suspicion.as_ref().is_none_or(|s| {
+                    && m.suspicion.as_ref().map_or(true, |s| {
                         s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
                     })
             }
