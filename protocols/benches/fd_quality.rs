@@ -372,6 +372,7 @@ where
         },
     };
     let mut sim: Sim<P> = Sim::new(seed, net);
+    sim.record_only(&[MemberStatus::Down]);
     let ids: Vec<SimId> = (0..n).map(SimId::new).collect();
     for id in &ids {
         sim.add_node(*id, make(*id, seed), &ids);

@@ -79,7 +79,9 @@
 //! `retransmit_mult * log10 N` times by every member; updates then queue
 //! (refutations first) and dissemination slows to several periods.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -321,6 +323,12 @@ struct Probe<Id> {
     nacks: u32,
 }
 
+/// Lookup-only hash map with a fixed-key hasher (no OS randomness). It is
+/// never iterated: member lists are read from the roster and sorted, so no
+/// decision depends on hash order. A B-tree lookup in a 1024-member map
+/// walks ~4 nodes, mostly cache misses, and dominated large simulations.
+type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
 /// Position of a queued update in send order: priority class, then fewest
 /// transmissions, then newest first (memberlist's transmit-limited queue,
 /// plus the priority classes of [`priority`]).
@@ -332,7 +340,7 @@ type QueueKey = (u8, u32, std::cmp::Reverse<u64>);
 #[derive(Debug)]
 struct BroadcastQueue<Id> {
     by_key: BTreeMap<QueueKey, Update<Id>>,
-    by_member: BTreeMap<Id, QueueKey>,
+    by_member: LookupMap<Id, QueueKey>,
     order: u64,
 }
 
@@ -340,7 +348,7 @@ impl<Id: FdId> BroadcastQueue<Id> {
     fn new() -> Self {
         Self {
             by_key: BTreeMap::new(),
-            by_member: BTreeMap::new(),
+            by_member: LookupMap::default(),
             order: 0,
         }
     }
@@ -419,9 +427,12 @@ pub struct Swim<Id: FdId> {
     me: Id,
     params: SwimParams,
     inc: u64,
-    members: BTreeMap<Id, Member<Id>>,
-    /// The keys of `members`, for O(1) random picks (gossip targets).
+    members: LookupMap<Id, Member<Id>>,
+    /// The keys of `members` in admission order: random picks (gossip
+    /// targets, helpers) and every pass over the members go through it.
     roster: Vec<Id>,
+    /// The members in state `Dead`, in id order (partition-healing pings).
+    dead: BTreeSet<Id>,
     retired: BTreeSet<Id>,
     live: usize,
     probe_order: Vec<Id>,
@@ -451,8 +462,9 @@ impl<Id: FdId> Swim<Id> {
             me,
             params,
             inc: 0,
-            members: BTreeMap::new(),
+            members: LookupMap::default(),
             roster: Vec::new(),
+            dead: BTreeSet::new(),
             retired: BTreeSet::new(),
             live: 0,
             probe_order: Vec::new(),
@@ -510,12 +522,7 @@ impl<Id: FdId> Swim<Id> {
             inc: self.inc,
         };
         self.enqueue(left.clone());
-        let mut targets: Vec<Id> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.state.live())
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut targets = self.sorted_ids(|m| m.state.live());
         targets.shuffle(&mut self.rng);
         targets.truncate(self.params.indirect_checks.max(3));
         for t in targets {
@@ -612,6 +619,11 @@ impl<Id: FdId> Swim<Id> {
         m.inc = inc;
         if old != state {
             m.since = now;
+            if state == State::Dead {
+                self.dead.insert(id.clone());
+            } else if old == State::Dead {
+                self.dead.remove(id);
+            }
         }
         if state != State::Suspect {
             m.suspicion = None;
@@ -645,6 +657,7 @@ impl<Id: FdId> Swim<Id> {
             .collect();
         for o in old {
             self.roster.retain(|r| *r != o);
+            self.dead.remove(&o);
             if let Some(m) = self.members.remove(&o) {
                 if m.state.live() {
                     self.live -= 1;
@@ -920,12 +933,7 @@ impl<Id: FdId> Swim<Id> {
                 }
             }
             // Round over: reshuffle the live members.
-            self.probe_order = self
-                .members
-                .iter()
-                .filter(|(_, m)| m.state.live())
-                .map(|(id, _)| id.clone())
-                .collect();
+            self.probe_order = self.sorted_ids(|m| m.state.live());
             self.probe_order.shuffle(&mut self.rng);
             self.probe_idx = 0;
         }
@@ -1083,13 +1091,28 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
+    /// Ids of the members satisfying `ok`, in id order (deterministic).
+    fn sorted_ids(&self, ok: impl Fn(&Member<Id>) -> bool) -> Vec<Id> {
+        let mut v: Vec<Id> = self
+            .roster
+            .iter()
+            .filter(|id| self.members.get(*id).is_some_and(&ok))
+            .cloned()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     fn snapshot(&self) -> Vec<Update<Id>> {
         let mut v = vec![Update::Alive {
             member: self.me.clone(),
             inc: self.inc,
         }];
-        for (id, m) in &self.members {
-            let (member, inc, from) = (id.clone(), m.inc, self.me.clone());
+        for id in self.sorted_ids(|_| true) {
+            let Some(m) = self.members.get(&id) else {
+                continue;
+            };
+            let (member, inc, from) = (id, m.inc, self.me.clone());
             v.push(match m.state {
                 State::Alive => Update::Alive { member, inc },
                 State::Suspect => Update::Suspect { member, inc, from },
@@ -1319,12 +1342,7 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 }
             }
             SwimTimer::Reconnect => {
-                let dead: Vec<Id> = self
-                    .members
-                    .iter()
-                    .filter(|(_, m)| m.state == State::Dead)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let dead: Vec<Id> = self.dead.iter().cloned().collect();
                 if let Some(target) = dead.choose(&mut self.rng).cloned() {
                     self.seq += 1;
                     let seq = self.seq;
@@ -1358,9 +1376,12 @@ impl<Id: FdId> FailureDetector for Swim<Id> {
     }
 
     fn view(&self) -> Vec<(Id, MemberStatus)> {
-        self.members
-            .iter()
-            .map(|(id, m)| (id.clone(), m.state.status()))
+        self.sorted_ids(|_| true)
+            .into_iter()
+            .filter_map(|id| {
+                let status = self.members.get(&id)?.state.status();
+                Some((id, status))
+            })
             .collect()
     }
 
