@@ -305,7 +305,9 @@ impl<Id> Suspicion<Id> {
 struct Member<Id> {
     inc: u64,
     state: State,
-    suspicion: Option<Suspicion<Id>>,
+    /// Boxed: most members are not suspected, and a small entry keeps the
+    /// member table dense in cache.
+    suspicion: Option<Box<Suspicion<Id>>>,
     /// When any message from it last arrived.
     heard: Duration,
     /// When its state last changed (or it was admitted).
@@ -874,7 +876,7 @@ impl<Id: FdId> Swim<Id> {
                         let after = s.timeout().saturating_sub(self.params.probe_timeout);
                         self.set_state(now, &member, State::Suspect, inc, out);
                         if let Some(m) = self.members.get_mut(&member) {
-                            m.suspicion = Some(s);
+                            m.suspicion = Some(Box::new(s));
                         }
                         out.set_timer(
                             after,
