@@ -25,7 +25,7 @@
 //! `max_piggyback` per message. Bad news about the destination itself is
 //! always included first so it can refute quickly (Lifeguard's buddy
 //! system). With gossip a death reaches every member in well under one
-//! protocol period (measured 0.1-0.6 periods at N = 8..1024, loss 0 %),
+//! protocol period (p50 0.2-0.6 periods at N = 8..1024, loss 0 %, in `fd_quality`),
 //! against 1-4.5 periods on probe traffic alone.
 //!
 //! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
