@@ -20,8 +20,10 @@
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
 //! Quick mode (N = 8, 64; short runs; one seed): add `-- --quick` or set
 //! `FD_QUICK=1`. Filters: `FD_SIZES=64,1024`, `FD_KINDS=troupe-swim,foca`
-//! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes);
-//! `FD_DEBUG=1` prints every false positive.
+//! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes),
+//! `FD_SEEDS=k` (seeds 1..=k for every size); `FD_DEBUG=1` prints every
+//! false positive; `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
+//! [`run`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -337,6 +339,11 @@ fn any_config(kind: Kind) -> FailureDetectorConfig {
     }
 }
 
+/// `FD_ALIGNED_CRASHES=1`: crash on whole seconds, as before 2026-11-25 evening.
+fn aligned_crashes() -> bool {
+    std::env::var("FD_ALIGNED_CRASHES").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 enum Action {
     Crash,
     Pause(Duration),
@@ -365,6 +372,7 @@ where
         },
     };
     let mut sim: Sim<P> = Sim::new(seed, net);
+    sim.record_only(&[MemberStatus::Down]);
     let ids: Vec<SimId> = (0..n).map(SimId::new).collect();
     for id in &ids {
         sim.add_node(*id, make(*id, seed), &ids);
@@ -372,9 +380,21 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00fa_17ed);
     let mut actions: Vec<(Duration, Action)> = Vec::new();
     let max_crashes = (n / 4).max(1) as usize;
+    // Each crash at a random offset within its second (own RNG stream, so
+    // the victims and pauses are those of the aligned schedule): a crash
+    // exactly on a whole second coincides with the probe instants of a
+    // detector whose nodes all started at t = 0 and probe in lockstep
+    // (foca), whose probe sent at that very instant then observes the crash
+    // with zero delay.
+    let mut phase = ChaCha8Rng::seed_from_u64(seed ^ 0x0c4a_5e00);
     let mut t = Duration::from_secs(30);
     while actions.len() < max_crashes && t + Duration::from_secs(60) <= duration {
-        actions.push((t, Action::Crash));
+        let offset = if aligned_crashes() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(phase.gen_range(0..1000))
+        };
+        actions.push((t + offset, Action::Crash));
         t += Duration::from_secs(50);
     }
     if sc.pauses {
@@ -524,12 +544,18 @@ fn main() {
                 (false, true, 256) => 180,
                 (false, _, _) => 600,
             };
-            let seeds: Vec<u64> = match (quick, n) {
+            let mut seeds: Vec<u64> = match (quick, n) {
                 (true, _) => vec![1],
                 (false, 8) => (1..=8).collect(),
                 (false, 64) => (1..=3).collect(),
                 _ => vec![1],
             };
+            if let Some(k) = std::env::var("FD_SEEDS")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                seeds = (1..=k.max(1)).collect();
+            }
             for sc in SCENARIOS {
                 if scen_filter
                     .as_ref()

@@ -316,3 +316,45 @@ fn swim_has_no_false_positives_at_five_percent_loss() {
         assert_eq!(downs, 0, "{ctx}: false Down events at 5% loss");
     }
 }
+
+/// Periods (1 s each) between the first and the last live member's `Down`
+/// report of a crashed node, in a cluster of `n` SWIM nodes built from
+/// `toml_extra`, averaged over crashes of 4 different nodes.
+fn swim_dissemination_periods(n: u32, seed: u64, toml_extra: &str) -> f64 {
+    let cfg = FailureDetectorConfig::from_toml_str(&format!(
+        "[failure_detector]\nkind = \"swim\"\n{toml_extra}\n"
+    ))
+    .unwrap_or_else(|e| panic!("config: {e}"));
+    let ids = all_ids(n);
+    let mut sim = Sim::new(seed, NetConfig::default());
+    for id in &ids {
+        sim.add_node(*id, detector(*id, &cfg, vec![], seed), &ids);
+    }
+    let mut total = 0.0;
+    let victims = [3, 17, 29, 41];
+    for (i, v) in victims.iter().enumerate() {
+        let at = secs(20 + 60 * i as u64);
+        sim.run_until(at);
+        sim.crash(*v);
+        sim.run_until(at + secs(60));
+        let reports = sim.first_reports(SimId::new(*v), MemberStatus::Down, at);
+        let live = (0..n).filter(|o| sim.is_running(*o)).count();
+        assert_eq!(reports.len(), live, "seed {seed} victim {v}: {reports:?}");
+        let first = reports.iter().map(|r| r.1).min().unwrap_or(at);
+        let last = reports.iter().map(|r| r.1).max().unwrap_or(at);
+        total += (last - first).as_secs_f64();
+    }
+    total / victims.len() as f64
+}
+
+#[test]
+fn swim_gossip_spreads_a_death_in_fewer_periods_than_piggybacking_alone() {
+    for seed in SEEDS {
+        let with = swim_dissemination_periods(64, seed, "gossip_nodes = 3");
+        let without = swim_dissemination_periods(64, seed, "gossip_nodes = 0");
+        assert!(
+            with < without * 0.7,
+            "seed {seed}: {with:.2} periods with gossip vs {without:.2} without"
+        );
+    }
+}

@@ -309,6 +309,19 @@ pub struct SwimConfig {
     pub max_piggyback: i64,
     /// How often a `Down` member is pinged to heal partitions. Default 5000.
     pub reconnect_interval_ms: i64,
+    /// Period of gossip rounds (memberlist's `GossipInterval`): every
+    /// period, pending updates are sent to `gossip_nodes` random members as
+    /// a gossip-only message (none is sent when nothing is pending); must
+    /// be > 0. Default 200.
+    pub gossip_interval_ms: i64,
+    /// Members gossiped to per gossip round (memberlist's `GossipNodes`);
+    /// 0 disables periodic gossip (updates then ride only on probe
+    /// traffic). Default 3.
+    pub gossip_nodes: i64,
+    /// For this long after a member is declared `Down` it is still a gossip
+    /// target, so that a member declared dead by mistake learns it and
+    /// refutes (memberlist's `GossipToTheDeadTime`); 0 = never. Default 30000.
+    pub gossip_to_the_dead_ms: i64,
 }
 
 impl Default for SwimConfig {
@@ -323,6 +336,9 @@ impl Default for SwimConfig {
             awareness_max_multiplier: 8,
             max_piggyback: 16,
             reconnect_interval_ms: 5000,
+            gossip_interval_ms: 200,
+            gossip_nodes: 3,
+            gossip_to_the_dead_ms: 30_000,
         }
     }
 }
@@ -361,6 +377,17 @@ impl SwimConfig {
         }
         positive("max_piggyback", self.max_piggyback)?;
         positive_ms("reconnect_interval_ms", self.reconnect_interval_ms)?;
+        positive_ms("gossip_interval_ms", self.gossip_interval_ms)?;
+        if self.gossip_nodes < 0 {
+            return Err(invalid(
+                "gossip_nodes",
+                format!(
+                    "must be >= 0 (0 disables gossip), got {}",
+                    self.gossip_nodes
+                ),
+            ));
+        }
+        non_negative_ms("gossip_to_the_dead_ms", self.gossip_to_the_dead_ms)?;
         Ok(())
     }
 
@@ -376,6 +403,9 @@ impl SwimConfig {
             awareness_max_multiplier: self.awareness_max_multiplier.max(1) as u32,
             max_piggyback: self.max_piggyback.max(1) as usize,
             reconnect_interval: ms(self.reconnect_interval_ms),
+            gossip_interval: ms(self.gossip_interval_ms),
+            gossip_nodes: self.gossip_nodes.max(0) as usize,
+            gossip_to_the_dead: ms(self.gossip_to_the_dead_ms),
         }
     }
 }
@@ -447,6 +477,9 @@ mod tests {
         assert_eq!(s.suspicion_mult, 4);
         assert_eq!(s.suspicion_max_timeout_mult, 6);
         assert_eq!(s.awareness_max_multiplier, 8);
+        assert_eq!(s.gossip_interval, Duration::from_millis(200));
+        assert_eq!(s.gossip_nodes, 3);
+        assert_eq!(s.gossip_to_the_dead, Duration::from_secs(30));
         let h = HeartbeatConfig::default().params();
         assert_eq!(h.interval, Duration::from_secs(1));
         assert_eq!(h.acceptable_pause, Duration::from_secs(3));
@@ -519,6 +552,18 @@ mod tests {
                 "kind = \"swim\"\nmax_piggyback = 0",
                 "failure_detector.max_piggyback must be > 0",
             ),
+            (
+                "kind = \"swim\"\ngossip_interval_ms = 0",
+                "failure_detector.gossip_interval_ms must be > 0",
+            ),
+            (
+                "kind = \"swim\"\ngossip_nodes = -1",
+                "failure_detector.gossip_nodes must be >= 0",
+            ),
+            (
+                "kind = \"swim\"\ngossip_to_the_dead_ms = -5",
+                "failure_detector.gossip_to_the_dead_ms must be >= 0",
+            ),
         ];
         for (body, want) in cases {
             let got = err_of(&format!("[failure_detector]\n{body}\n"));
@@ -527,6 +572,21 @@ mod tests {
                 "for {body:?}: got {got:?}, want {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn swim_gossip_keys_parse_and_zero_nodes_disables_gossip() {
+        let c = FailureDetectorConfig::from_toml_str(
+            "[failure_detector]\nkind = \"swim\"\ngossip_interval_ms = 50\ngossip_nodes = 0\ngossip_to_the_dead_ms = 0\n",
+        )
+        .expect("gossip keys");
+        let FailureDetectorConfig::Swim(s) = &c else {
+            panic!("not swim: {c:?}")
+        };
+        let p = s.params();
+        assert_eq!(p.gossip_interval, Duration::from_millis(50));
+        assert_eq!(p.gossip_nodes, 0);
+        assert_eq!(p.gossip_to_the_dead, Duration::ZERO);
     }
 
     #[test]

@@ -206,6 +206,7 @@ where
     events: Vec<Observed>,
     out: SimOutputs<P>,
     count_bytes: bool,
+    record: Option<Vec<MemberStatus>>,
     processed: u64,
 }
 
@@ -227,6 +228,7 @@ where
             events: Vec::new(),
             out: Outputs::new(),
             count_bytes: true,
+            record: None,
             processed: 0,
         }
     }
@@ -234,6 +236,13 @@ where
     /// Turn byte accounting off (saves encoding every message).
     pub fn set_count_bytes(&mut self, on: bool) {
         self.count_bytes = on;
+    }
+
+    /// Record only events with one of these statuses in [`Sim::events`]
+    /// (all by default): a long run of a large cluster under loss reports
+    /// millions of `Suspect`/`Up` events a benchmark may not need.
+    pub fn record_only(&mut self, statuses: &[MemberStatus]) {
+        self.record = Some(statuses.to_vec());
     }
 
     /// Change the loss probability from now on.
@@ -440,6 +449,13 @@ where
         };
         let now = self.now;
         for ev in self.out.events.drain(..) {
+            if self
+                .record
+                .as_ref()
+                .is_some_and(|r| !r.contains(&ev.status))
+            {
+                continue;
+            }
             self.events.push(Observed {
                 observer: me,
                 event: ev,
