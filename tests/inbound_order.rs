@@ -59,7 +59,17 @@ fn frame(from: &NodeId, to: &ActorPath, kind: Kind, tag: &str, payload: &[u8], t
 
 #[test]
 fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
-    run_virtual(|| async {
+    run_virtual(|| burst(false));
+}
+
+#[test]
+fn a_paced_stream_reaches_a_full_mailbox_in_arrival_order_in_real_time() {
+    // Real time, with the actor draining its mailbox between batches.
+    actix_rt::System::new().block_on(burst(true));
+}
+
+async fn burst(paced: bool) {
+    {
         let net = SimNetwork::new(9, FaultPlan::reliable());
         // The node reads from our channel; its replies go out through the net.
         let (transport, _unused) = net.attach("b", 16);
@@ -72,6 +82,7 @@ fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
         let l = log.clone();
         b.spawn(
             ActorSpec::new("rec", move || Recorder { log: l.clone() })
+                .mailbox(8)
                 .handles::<Seq>()
                 .handles::<Seen>(),
         )
@@ -80,7 +91,7 @@ fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
 
         let peer = NodeId::with_incarnation("peer", 5);
         let to = ActorPath::new("b", "rec").unwrap();
-        // 1,000 tells (far past the default mailbox capacity of 16) with an
+        // 1,000 tells (far past the mailbox capacity of 8) with an
         // ask after every 100th.
         let mut frames = Vec::new();
         let mut asks = Vec::new();
@@ -108,6 +119,9 @@ fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
                 .unwrap();
             rest = &rest[n..];
             k += 1;
+            if paced {
+                tokio::task::yield_now().await;
+            }
         }
 
         // Every ask is answered with the number of tells sent before it.
@@ -133,5 +147,5 @@ fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
         let log = log.lock().unwrap().clone();
         assert_eq!(log, (0..1000).collect::<Vec<_>>(), "tells reordered");
         assert_eq!(b.stats().undeliverable, 0);
-    });
+    }
 }
