@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use common::{ledger, Apply, Effects};
@@ -102,6 +103,34 @@ fn unknown_actor_and_unknown_message_are_remote_errors() {
         let remote = a.lookup::<Apply>("b/ledger").unwrap();
         assert_eq!(remote.ask(Apply { op: 3, amount: 5 }).await.unwrap(), 10);
         assert_eq!(b.stats().undeliverable, 1);
+    });
+}
+
+#[test]
+fn asks_end_with_node_stopped_when_their_node_stops() {
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(4, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let _b = cluster.add_node("b").await.unwrap();
+        // `b` cannot answer (partitioned): the ask waits until `a` stops.
+        cluster.net().partition(&["a"], &["b"]);
+        let r = a.lookup::<Apply>("b/ledger").unwrap();
+        let pending = actix_rt::spawn(
+            r.ask(Apply { op: 1, amount: 1 })
+                .timeout(Duration::from_secs(3600))
+                .into_future(),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        a.shutdown();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), pending)
+            .await
+            .expect("the ask ended instead of hanging")
+            .expect("task");
+        assert_eq!(outcome, Err(AskError::NodeStopped));
+        // And a new ask on the stopped node fails at once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = r.ask(Apply { op: 2, amount: 1 }).await.unwrap_err();
+        assert_eq!(err, AskError::NodeStopped);
     });
 }
 

@@ -385,6 +385,9 @@ impl Actor for NodeActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared
+            .asks
+            .fail_all(&crate::error::AskError::NodeStopped);
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }

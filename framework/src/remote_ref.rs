@@ -334,7 +334,9 @@ impl<M: RemoteMessage> Ask<M> {
         };
         let frame = Bytes::from(codec::encode_ref(&env, shared.options.max_frame_bytes)?);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        shared.asks.register(id, to_node.clone(), tx);
+        if !shared.asks.register(id, to_node.clone(), tx) {
+            return Err(AskError::NodeStopped);
+        }
         match shared.transport.send(to_node, frame.clone()) {
             // A full queue is like a lost request: the re-sends cover it.
             Ok(()) | Err(TransportError::QueueFull { .. }) => {}

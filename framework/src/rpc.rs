@@ -50,6 +50,8 @@ use crate::transport::{Transport, TransportError};
 pub(crate) struct Outstanding {
     next_id: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting>>,
+    /// Set (under the `waiting` lock) once the node stops: no more asks.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Waiting {
@@ -62,6 +64,7 @@ impl Outstanding {
         Self {
             next_id: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -75,14 +78,20 @@ impl Outstanding {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Wait for the reply to ask `id`, sent to `to_node`.
+    /// Wait for the reply to ask `id`, sent to `to_node`. False when the
+    /// node has stopped (the ask must not be sent).
     pub(crate) fn register(
         &self,
         id: u64,
         to_node: String,
         reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
-    ) {
-        self.lock().insert(id, Waiting { to_node, reply });
+    ) -> bool {
+        let mut waiting = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        waiting.insert(id, Waiting { to_node, reply });
+        true
     }
 
     /// Complete ask `id` with a reply from `from`. False (and nothing
@@ -114,6 +123,19 @@ impl Outstanding {
         let w = self.lock().remove(&id);
         if let Some(w) = w {
             let _ = w.reply.send(Err(error));
+        }
+    }
+
+    /// End every waiting ask with `error` (the node is stopping: nothing
+    /// would re-send them or time them out any more).
+    pub(crate) fn fail_all(&self, error: &AskError) {
+        let waiting: Vec<Waiting> = {
+            let mut waiting = self.lock();
+            self.closed.store(true, Ordering::Relaxed);
+            waiting.drain().map(|(_, w)| w).collect()
+        };
+        for w in waiting {
+            let _ = w.reply.send(Err(error.clone()));
         }
     }
 
