@@ -344,23 +344,18 @@ pub fn encode_tell<T: Serialize + ?Sized>(
     buf.extend_from_slice(&[0; 5]);
     rmp_serde::encode::write(&mut buf, msg).map_err(|e| CodecError::Encode(e.to_string()))?;
     let len = buf.len() - at - 5;
-    let header: &[u8] = &match len {
-        0..=0xff => [0xc4, len as u8, 0, 0, 0],
+    let (header, hlen) = match len {
+        0..=0xff => ([0xc4, len as u8, 0, 0, 0], 2),
         0x100..=0xffff => {
             let b = (len as u16).to_be_bytes();
-            [0xc5, b[0], b[1], 0, 0]
+            ([0xc5, b[0], b[1], 0, 0], 3)
         }
         _ => {
             let b = u32::try_from(len)
                 .map_err(|_| CodecError::TooLarge { len, max: max_len })?
                 .to_be_bytes();
-            [0xc6, b[0], b[1], b[2], b[3]]
+            ([0xc6, b[0], b[1], b[2], b[3]], 5)
         }
-    };
-    let hlen = match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
     };
     buf[at..at + hlen].copy_from_slice(&header[..hlen]);
     if hlen < 5 {

@@ -14,8 +14,9 @@
 //!   that arrives for that actor meanwhile is parked behind it, in order,
 //!   while other actors keep receiving.
 //! - **Bounded.** Deliveries waiting for a mailbox or a reply, plus parked
-//!   messages, are at most `runtime.max_inflight_deliveries`; past that the
-//!   dispatcher stops taking frames, the transport's bounded channel fills,
+//!   messages, are checked against `runtime.max_inflight_deliveries` before
+//!   each received event (so they exceed it by at most one event's frames);
+//!   past that the dispatcher stops taking frames, the transport's bounded channel fills,
 //!   the transport stops reading, and flow control slows the remote senders.
 //!   The price is head-of-line blocking at that limit: one persistently slow
 //!   actor eventually slows all inbound traffic of its node.
@@ -46,6 +47,7 @@ use crate::rpc::{DedupTable, Done, Verdict};
 use crate::transport::{InboundReceiver, TransportEvent};
 
 /// Where the answer to a delivered ask goes.
+#[derive(Clone)]
 struct AskOrigin {
     /// The asking node (authenticated name).
     to: String,
@@ -207,7 +209,7 @@ impl Dispatcher {
                         let _ = self.shared.transport.send(from, frame);
                     }
                     Verdict::Execute => {
-                        let origin = AskOrigin {
+                        let origin = || AskOrigin {
                             to: from.to_string(),
                             asker,
                             id,
@@ -219,17 +221,13 @@ impl Dispatcher {
                                 bytes,
                                 env.payload,
                                 &env.from,
-                                Some(origin),
+                                Some(origin()),
                             )
                         });
                         if let Err(e) = delivered {
                             self.undeliverable(from, &env, &e);
-                            let origin = AskOrigin {
-                                to: from.to_string(),
-                                asker,
-                                id,
-                            };
-                            self.send_reply(origin, Err(e));
+                            // Not handed over: the origin above went unused.
+                            self.send_reply(origin(), Err(e));
                         }
                     }
                 }
@@ -241,30 +239,34 @@ impl Dispatcher {
     /// means "not handled here": take the full path (which refreshes the
     /// cache and reports errors).
     fn on_cached_tell(&mut self, from: &str, bytes: &Bytes) -> bool {
-        let Some(c) = self.cache.as_ref() else {
+        // Taken out while delivering (and put back) so nothing is cloned.
+        let Some(c) = self.cache.take() else {
             return false;
         };
-        if c.peer != from
-            || bytes.len() <= c.header.len()
-            || bytes.len() > self.shared.options.max_frame_bytes
-            || !bytes.starts_with(&c.header)
-        {
-            return false;
-        }
-        let Ok((payload, stamp)) = codec::split_tell_tail(&bytes[c.header.len()..]) else {
+        let matches = c.peer == from
+            && bytes.len() > c.header.len()
+            && bytes.len() <= self.shared.options.max_frame_bytes
+            && bytes.starts_with(&c.header);
+        let tail = if matches {
+            codec::split_tell_tail(&bytes[c.header.len()..]).ok()
+        } else {
+            None
+        };
+        let Some((payload, stamp)) = tail else {
+            self.cache = Some(c);
             return false;
         };
-        let (actor, handler, sender) = (c.actor.clone(), c.handler.clone(), c.from.clone());
-        let view = NodeIdView::from(&sender);
+        let view = NodeIdView::from(&c.from);
         if self
-            .deliver(&actor, &handler, bytes, payload, &view, None)
+            .deliver(&c.actor, &c.handler, bytes, payload, &view, None)
             .is_err()
         {
             // The actor stopped (perhaps restarted) or the payload is bad:
-            // the full path resolves the name again and reports errors.
-            self.cache = None;
+            // the cache stays empty; the full path resolves the name again
+            // and reports errors.
             return false;
         }
+        self.cache = Some(c);
         self.shared.observe(&stamp);
         true
     }
@@ -290,6 +292,22 @@ impl Dispatcher {
             self.parked += 1;
             return Ok(());
         }
+        if let Some(full) = self.hand_over(handler.as_ref(), payload, from, ask)? {
+            self.block(actor.to_string(), full, VecDeque::new());
+        }
+        Ok(())
+    }
+
+    /// Put a message in its actor's mailbox now. `Some(fut)` when a tell
+    /// found the mailbox full: `fut` delivers it, and the actor stays
+    /// blocked until then.
+    fn hand_over(
+        &mut self,
+        handler: &dyn ErasedHandler,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        ask: Option<AskOrigin>,
+    ) -> Result<Option<LocalFut<()>>, RemoteError> {
         match handler.dispatch(payload, from, ask.is_some())? {
             Dispatched::Queued => {
                 if let Some(origin) = ask {
@@ -297,9 +315,9 @@ impl Dispatcher {
                 }
             }
             Dispatched::Pending(fut) => self.await_reply(ask, fut),
-            Dispatched::Full(fut) => self.block(actor.to_string(), fut, VecDeque::new()),
+            Dispatched::Full(fut) => return Ok(Some(fut)),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Drive an ask's reply future; its answer goes back to the asker.
@@ -340,15 +358,12 @@ impl Dispatcher {
         while let Some(p) = queue.pop_front() {
             self.parked -= 1;
             let from = NodeIdView::from(&p.from);
-            match p.handler.dispatch(&p.payload, &from, p.ask.is_some()) {
-                Ok(Dispatched::Queued) => {
-                    if let Some(origin) = p.ask {
-                        self.send_reply(origin, Ok(Vec::new()));
-                    }
-                }
-                Ok(Dispatched::Pending(fut)) => self.await_reply(p.ask, fut),
-                Ok(Dispatched::Full(fut)) => {
-                    self.block(actor, fut, queue);
+            // Kept to answer an ask that cannot be handed over.
+            let reply_to = p.ask.clone();
+            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.ask) {
+                Ok(None) => {}
+                Ok(Some(full)) => {
+                    self.block(actor, full, queue);
                     return;
                 }
                 Err(e) => {
@@ -359,7 +374,7 @@ impl Dispatcher {
                         .undeliverable
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(node = %self.shared.id.name, %actor, error = %e, "parked message not delivered");
-                    if let Some(origin) = p.ask {
+                    if let Some(origin) = reply_to {
                         self.send_reply(origin, Err(e));
                     }
                 }

@@ -60,14 +60,13 @@ impl TransportEvent {
     /// The frames this event carries, with their sender: one for
     /// [`TransportEvent::Frame`], all of them for [`TransportEvent::Frames`],
     /// none for connection events.
-    pub fn frames(&self) -> Vec<(&str, &Bytes)> {
-        match self {
-            TransportEvent::Frame { from, bytes } => vec![(from.as_str(), bytes)],
-            TransportEvent::Frames { from, frames } => {
-                frames.iter().map(|b| (from.as_ref(), b)).collect()
-            }
-            _ => Vec::new(),
-        }
+    pub fn frames(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        let (from, frames): (&str, &[Bytes]) = match self {
+            TransportEvent::Frame { from, bytes } => (from, std::slice::from_ref(bytes)),
+            TransportEvent::Frames { from, frames } => (from, frames),
+            _ => ("", &[]),
+        };
+        frames.iter().map(move |b| (from, b))
     }
 }
 

@@ -69,7 +69,7 @@ async fn two_nodes_exchange_frames_both_ways_in_order() {
         assert_eq!(ups.len(), 1, "one PeerUp for {peer}: {events:?}");
         let first_frame = events
             .iter()
-            .position(|e| !e.frames().is_empty())
+            .position(|e| e.frames().next().is_some())
             .expect("frames");
         assert!(ups[0].0 < first_frame, "PeerUp before frames");
         assert!(!events.iter().any(is_down(peer)), "no PeerDown");

@@ -456,7 +456,7 @@ pub async fn transport_rtt(
             a.send("node-b", payload(i, frame)).expect("send");
             loop {
                 match a_rx.recv().await {
-                    Some(ev) if !ev.frames().is_empty() => break,
+                    Some(ev) if ev.frames().next().is_some() => break,
                     Some(_) => {}
                     None => panic!("closed"),
                 }
