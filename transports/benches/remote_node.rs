@@ -30,6 +30,15 @@
 
 mod support;
 
+/// Both sides of every comparison run on mimalloc, as Troupe's own binaries
+/// do (glibc malloc's slow path, taken when bursts of small allocations
+/// overflow its per-thread cache, cost a quarter of the receiving thread's
+/// time); `--features bench-system-alloc`
+/// measures on the system allocator instead.
+#[cfg(not(feature = "bench-system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -685,6 +694,9 @@ fn main() {
             "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
             median(&tr), median(&tr_cpu)
         );
+        if only == "tell-vs-raw" {
+            return;
+        }
 
         // 2. ask round trip, one in flight.
         let (mut fw_rtt, mut raw_rtts, mut tr_rtts) = (vec![], vec![], vec![]);
