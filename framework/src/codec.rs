@@ -325,24 +325,24 @@ pub fn tell_prefix(
     Ok(buf)
 }
 
-/// Encode the tell `msg` after `prefix` (from [`tell_prefix`]) in one buffer:
-/// the payload is serialized in place rather than into its own vector and
-/// copied. `size_hint` is the expected payload size (the previous one is a
-/// good guess). Refuses frames over `max_len` bytes, like [`encode_ref`].
+/// Encode the tell `msg` after `prefix` (from [`tell_prefix`]) into `buf`,
+/// replacing its contents: the payload is serialized in place rather than
+/// into its own vector and copied, and a reused `buf` means no allocation.
+/// Refuses frames over `max_len` bytes, like [`encode_ref`].
 pub fn encode_tell<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
     prefix: &[u8],
     msg: &T,
     stamp: Option<&ClockStamp>,
-    size_hint: usize,
     max_len: usize,
-) -> Result<Vec<u8>, CodecError> {
-    let mut buf = Vec::with_capacity(prefix.len() + 5 + size_hint + 16);
+) -> Result<(), CodecError> {
+    buf.clear();
     buf.extend_from_slice(prefix);
     let at = buf.len();
     // Room for the largest `bin` header; the payload is moved back over the
     // unused part once its length is known, so the bytes stay canonical.
     buf.extend_from_slice(&[0; 5]);
-    rmp_serde::encode::write(&mut buf, msg).map_err(|e| CodecError::Encode(e.to_string()))?;
+    rmp_serde::encode::write(buf, msg).map_err(|e| CodecError::Encode(e.to_string()))?;
     let len = buf.len() - at - 5;
     let (header, hlen) = match len {
         0..=0xff => ([0xc4, len as u8, 0, 0, 0], 2),
@@ -362,14 +362,14 @@ pub fn encode_tell<T: Serialize + ?Sized>(
         buf.copy_within(at + 5.., at + hlen);
         buf.truncate(buf.len() - (5 - hlen));
     }
-    rmp_serde::encode::write(&mut buf, &stamp).map_err(|e| CodecError::Encode(e.to_string()))?;
+    rmp_serde::encode::write(buf, &stamp).map_err(|e| CodecError::Encode(e.to_string()))?;
     if buf.len() > max_len {
         return Err(CodecError::TooLarge {
             len: buf.len(),
             max: max_len,
         });
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// The length of the header that a decoded tell frame shares with every
@@ -602,7 +602,9 @@ mod tests {
             // Sender: prefix + in-place payload gives the very same bytes.
             let prefix = tell_prefix(&env.from, env.from_actor.as_deref(), &env.to, &env.type_tag).unwrap();
             let value: serde_bytes::ByteBuf = decode_payload(&env.payload).unwrap();
-            let fast = encode_tell(&prefix, &value, env.stamp.as_ref(), 0, DEFAULT_MAX_FRAME_LEN).unwrap();
+            // Into a buffer holding an older, longer frame: replaced, not appended to.
+            let mut fast = vec![0xee; 300];
+            encode_tell(&mut fast, &prefix, &value, env.stamp.as_ref(), DEFAULT_MAX_FRAME_LEN).unwrap();
             prop_assert_eq!(&fast, &reference);
             // Receiver: the header is the prefix, and the tail splits back.
             let view = decode_view(&reference, DEFAULT_MAX_FRAME_LEN).unwrap();

@@ -22,7 +22,6 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
@@ -39,6 +38,15 @@ use crate::remote::{LocalSend, RemoteMessage};
 use crate::rpc::Track;
 use crate::transport::TransportError;
 
+thread_local! {
+    /// Where this thread encodes remote tells before the transport copies
+    /// them into its queue.
+    static TELL_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tell buffer that grew past this (one huge message) is not kept.
+const TELL_BUF_KEEP: usize = 256 * 1024;
+
 /// A typed handle to the actor at a path, accepting messages of type `M`.
 pub struct RemoteRef<M: RemoteMessage> {
     target: ActorPath,
@@ -52,8 +60,6 @@ pub struct RemoteRef<M: RemoteMessage> {
     cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
     /// The encoded header every remote tell of this handle starts with.
     prefix: Arc<OnceLock<Vec<u8>>>,
-    /// The size of the last encoded payload, to size the next frame.
-    size_hint: Arc<AtomicUsize>,
     local: bool,
     control: bool,
     _m: PhantomData<fn(M)>,
@@ -68,7 +74,6 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             pinned: self.pinned.clone(),
             cache: self.cache.clone(),
             prefix: self.prefix.clone(),
-            size_hint: self.size_hint.clone(),
             local: self.local,
             control: self.control,
             _m: PhantomData,
@@ -92,7 +97,6 @@ impl<M: RemoteMessage> RemoteRef<M> {
             pinned: Arc::new(OnceLock::new()),
             cache: Arc::new(ArcSwapOption::empty()),
             prefix: Arc::new(OnceLock::new()),
-            size_hint: Arc::new(AtomicUsize::new(0)),
             local,
             control: false,
             _m: PhantomData,
@@ -191,14 +195,35 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.remember(r);
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
-        let frame = self.encode_tell(&msg)?;
-        if self.control {
-            self.shared
-                .transport
-                .send_control(&self.target.node, frame)?;
-        } else {
-            self.shared.transport.send(&self.target.node, frame)?;
-        }
+        // Encoded into this thread's reused buffer and copied into the
+        // transport's queue: no allocation per message on this path.
+        let to = &self.target.node;
+        let transport = &self.shared.transport;
+        let sent = TELL_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                self.encode_tell_into(&mut buf, &msg)?;
+                let sent = if self.control {
+                    transport.send_control_slice(to, &buf)
+                } else {
+                    transport.send_slice(to, &buf)
+                };
+                if buf.capacity() > TELL_BUF_KEEP {
+                    *buf = Vec::new();
+                }
+                Ok::<_, TellError>(sent)
+            }
+            // Only if serializing a message tells (re-entrancy): no reuse.
+            Err(_) => {
+                let mut buf = Vec::new();
+                self.encode_tell_into(&mut buf, &msg)?;
+                Ok(if self.control {
+                    transport.send_control_slice(to, &buf)
+                } else {
+                    transport.send_slice(to, &buf)
+                })
+            }
+        })?;
+        sent?;
         Ok(())
     }
 
@@ -212,17 +237,18 @@ impl<M: RemoteMessage> RemoteRef<M> {
         if self.is_local() || self.control {
             return self.tell(msg);
         }
-        let frame = self.encode_tell(&msg)?;
+        let mut frame = Vec::new();
+        self.encode_tell_into(&mut frame, &msg)?;
         self.shared
             .transport
-            .send_wait(&self.target.node, frame)
+            .send_wait(&self.target.node, Bytes::from(frame))
             .await?;
         Ok(())
     }
 
     /// The frame for a remote tell of `msg`: this handle's cached envelope
     /// header, the payload encoded in place, and a fresh Lamport stamp.
-    fn encode_tell(&self, msg: &M) -> Result<Bytes, TellError> {
+    fn encode_tell_into(&self, buf: &mut Vec<u8>, msg: &M) -> Result<(), TellError> {
         let prefix = match self.prefix.get() {
             Some(p) => p,
             None => {
@@ -236,19 +262,14 @@ impl<M: RemoteMessage> RemoteRef<M> {
             }
         };
         let stamp = self.shared.stamp();
-        let mut frame = codec::encode_tell(
+        codec::encode_tell(
+            buf,
             prefix,
             msg,
             stamp.as_ref(),
-            self.size_hint.load(Ordering::Relaxed),
             self.shared.options.max_frame_bytes,
         )?;
-        self.size_hint
-            .store(frame.len() - prefix.len(), Ordering::Relaxed);
-        // `Bytes` takes a vector without copying or a second allocation only
-        // when it is exactly full.
-        frame.shrink_to_fit();
-        Ok(Bytes::from(frame))
+        Ok(())
     }
 
     /// Like [`tell`](Self::tell) for a local target, but refuses with

@@ -118,6 +118,19 @@ pub trait Transport: Send + Sync + 'static {
     fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
         self.send(to, frame)
     }
+    /// Like [`Transport::send`] for a frame the caller keeps (say, encoded
+    /// in a reused buffer): the transport copies what it needs. A transport
+    /// that queues frames in wire format (QUIC) appends the bytes straight to
+    /// the peer's queue, so neither side allocates per frame. Default: a copy
+    /// into a new [`Bytes`] for [`Transport::send`].
+    fn send_slice(&self, to: &str, frame: &[u8]) -> Result<(), TransportError> {
+        self.send(to, Bytes::copy_from_slice(frame))
+    }
+    /// [`Transport::send_control`] for a borrowed frame, as
+    /// [`Transport::send_slice`] is for [`Transport::send`].
+    fn send_control_slice(&self, to: &str, frame: &[u8]) -> Result<(), TransportError> {
+        self.send_control(to, Bytes::copy_from_slice(frame))
+    }
     /// Like [`Transport::send`], but when the peer's queue is full, wait for
     /// room instead of refusing the frame: back-pressure for bulk senders.
     /// Other errors are returned at once. A transport without queues (the

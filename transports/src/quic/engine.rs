@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -221,8 +221,8 @@ impl Inner {
             let peer = Arc::new(Peer {
                 name: name.clone(),
                 addr: *addr,
-                data_q: FrameQueue::new(cfg.send_queue_capacity),
-                ctrl_q: FrameQueue::new(cfg.control_queue_capacity),
+                data_q: FrameQueue::new(cfg.send_queue_capacity, cfg.max_batch),
+                ctrl_q: FrameQueue::new(cfg.control_queue_capacity, cfg.max_batch),
                 state: Mutex::new(PeerState::default()),
                 current_id: AtomicU64::new(0),
                 link: watch::channel(None).0,
@@ -280,12 +280,38 @@ impl Inner {
         frame: Bytes,
         control: bool,
     ) -> Result<(), TransportError> {
+        let (queue, capacity) = self.queue_for(to, frame.len(), control)?;
+        queue
+            .try_push(frame)
+            .map_err(|e| Self::push_error(e, to, capacity))
+    }
+
+    /// Like [`Inner::enqueue`] with a borrowed frame, copied into the queue.
+    pub(crate) fn enqueue_slice(
+        &self,
+        to: &str,
+        frame: &[u8],
+        control: bool,
+    ) -> Result<(), TransportError> {
+        let (queue, capacity) = self.queue_for(to, frame.len(), control)?;
+        queue
+            .try_push_slice(frame)
+            .map_err(|e| Self::push_error(e, to, capacity))
+    }
+
+    /// The queue a frame of `len` bytes for `to` goes to, and its capacity.
+    fn queue_for(
+        &self,
+        to: &str,
+        len: usize,
+        control: bool,
+    ) -> Result<(&FrameQueue, usize), TransportError> {
         if self.is_shut_down() {
             return Err(TransportError::Closed);
         }
-        if frame.len() > self.cfg.max_frame_size {
+        if len > self.cfg.max_frame_size {
             return Err(TransportError::FrameTooLarge {
-                len: frame.len(),
+                len,
                 max: self.cfg.max_frame_size,
             });
         }
@@ -293,18 +319,21 @@ impl Inner {
             .peers
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
-        let (queue, capacity) = if control {
+        Ok(if control {
             (&peer.ctrl_q, self.cfg.control_queue_capacity)
         } else {
             (&peer.data_q, self.cfg.send_queue_capacity)
-        };
-        queue.try_push(frame).map_err(|e| match e {
+        })
+    }
+
+    fn push_error(e: PushError, to: &str, capacity: usize) -> TransportError {
+        match e {
             PushError::Full => TransportError::QueueFull {
                 peer: to.to_string(),
                 capacity,
             },
             PushError::Closed => TransportError::Closed,
-        })
+        }
     }
 
     pub(crate) async fn enqueue_wait(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
@@ -357,14 +386,13 @@ impl Inner {
         let stop = Self::shut_down(shutdown);
         tokio::pin!(stop);
         let mut link_rx = peer.link.subscribe();
-        let mut batch: Vec<Bytes> = Vec::with_capacity(self.cfg.max_batch);
+        // Wire-format chunks (the queue stores frames already encoded).
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut scratch = BytesMut::with_capacity(64 * 1024);
         let mut stream: Option<(u64, SendStream)> = None;
         loop {
-            batch.clear();
+            chunks.clear();
             let n = tokio::select! {
-                n = queue.pop_batch(&mut batch, self.cfg.max_batch) => n,
+                n = queue.pop_batch(&mut chunks, self.cfg.max_batch) => n,
                 _ = &mut stop => return,
             };
             if n == 0 {
@@ -392,8 +420,6 @@ impl Inner {
                     }
                 }
             }
-            chunks.clear();
-            wire::encode_batch(&batch, &mut scratch, &mut chunks);
             if let Some((_, s)) = stream.as_mut() {
                 if let Err(e) = s.write_all_chunks(&mut chunks).await {
                     debug!(node = %self.name, peer = %peer.name, "write failed, {n} frames dropped: {e}");

@@ -334,6 +334,14 @@ impl Transport for QuicTransport {
         self.inner.enqueue(to, frame, true)
     }
 
+    fn send_slice(&self, to: &str, frame: &[u8]) -> Result<(), TransportError> {
+        self.inner.enqueue_slice(to, frame, false)
+    }
+
+    fn send_control_slice(&self, to: &str, frame: &[u8]) -> Result<(), TransportError> {
+        self.inner.enqueue_slice(to, frame, true)
+    }
+
     fn send_wait<'a>(
         &'a self,
         to: &'a str,

@@ -32,7 +32,7 @@ pub const CLOSE_REPLACED: u32 = 4;
 
 /// Frames at most this long are copied into one coalesced write; longer ones are
 /// written as their own chunk (no copy).
-const COALESCE_LIMIT: usize = 4096;
+pub(crate) const COALESCE_LIMIT: usize = 4096;
 /// Largest hello accepted.
 pub const MAX_HELLO: usize = 1024;
 const HELLO_MAGIC: &[u8; 4] = b"TRPH";
