@@ -24,7 +24,8 @@
 //! `REMOTE_BENCH_WINDOW` asks in flight (default 1024), `REMOTE_BENCH_RTT`
 //! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
 //! `REMOTE_BENCH_ONLY=ask` (only the framework tell, or pipelined-ask, rounds,
-//! for profiling), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
+//! for profiling), `REMOTE_BENCH_ONLY=tell-vs-raw` or `ask-vs-raw` (only
+//! section 1, or only section 2, each with its baselines), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
 //! cost of spawning and cancelling two `run_later` timers per request on one
 //! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
 
@@ -663,37 +664,39 @@ fn main() {
             return;
         }
 
-        // 1. tell throughput vs raw quinn one-way.
-        let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
-        let (mut tr, mut tr_cpu) = (vec![], vec![]);
         // The transport alone (no framework), same frame length, for the breakdown.
         let mut pair = transport_pair(&ca, &xa, &xb).await;
-        transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
-        for round in 0..rounds {
-            let (r, rc) = raw_throughput(&xa, &xb, &ca, n, 1024, frame).await;
-            let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
-            let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
+        // 1. tell throughput vs raw quinn one-way (skipped with `ask-vs-raw`).
+        if only != "ask-vs-raw" {
+            let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+            let (mut tr, mut tr_cpu) = (vec![], vec![]);
+            transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
+            for round in 0..rounds {
+                let (r, rc) = raw_throughput(&xa, &xb, &ca, n, 1024, frame).await;
+                let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
+                let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
+                println!(
+                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
+                    t / r
+                );
+                tr.push(q);
+                tr_cpu.push(qc);
+                fw.push(t);
+                raw.push(r);
+                ratio.push(t / r);
+                fw_cpu.push(tc);
+                raw_cpu.push(rc);
+            }
+            let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
             println!(
-                "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
-                t / r
+                "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
+                median(&fw), median(&raw), median(&ratio), rc / fc
             );
-            tr.push(q);
-            tr_cpu.push(qc);
-            fw.push(t);
-            raw.push(r);
-            ratio.push(t / r);
-            fw_cpu.push(tc);
-            raw_cpu.push(rc);
+            println!(
+                "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
+                median(&tr), median(&tr_cpu)
+            );
         }
-        let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
-        println!(
-            "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
-            median(&fw), median(&raw), median(&ratio), rc / fc
-        );
-        println!(
-            "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
-            median(&tr), median(&tr_cpu)
-        );
         if only == "tell-vs-raw" {
             return;
         }
@@ -732,6 +735,9 @@ fn main() {
             median_d(&tr_rtts.iter().map(|x| x.0).collect::<Vec<_>>()),
             median_d(&tr_rtts.iter().map(|x| x.1).collect::<Vec<_>>())
         );
+        if only == "ask-vs-raw" {
+            return;
+        }
 
         // 3. pipelined asks.
         let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);

@@ -28,10 +28,26 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
 
-use super::queue::{FrameQueue, PushError};
+use super::queue::{FrameQueue, PushError, WireSink};
 use super::tls::{self, PeerNameChecker};
 use super::wire::{self, FrameDecoder, Hello};
 use super::{QuicConfig, QuicError, TlsSource, ALPN};
+
+impl WireSink for SendStream {
+    fn try_write(&mut self, chunks: &mut [Bytes]) -> Result<usize, ()> {
+        // `write_chunks` does its work in its first poll: it returns what the
+        // stream's flow control admits now, or `Pending` having written
+        // nothing. Its waker is replaced when the writer next waits.
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        let write = self.write_chunks(chunks);
+        tokio::pin!(write);
+        match std::future::Future::poll(write.as_mut(), &mut cx) {
+            std::task::Poll::Ready(Ok(written)) => Ok(written.chunks),
+            std::task::Poll::Ready(Err(_)) => Err(()),
+            std::task::Poll::Pending => Ok(0),
+        }
+    }
+}
 
 /// Why a dial did not produce the peer's current connection.
 enum DialError {
@@ -78,8 +94,8 @@ struct PeerState {
 pub(crate) struct Peer {
     name: String,
     addr: SocketAddr,
-    data_q: FrameQueue,
-    ctrl_q: FrameQueue,
+    data_q: FrameQueue<SendStream>,
+    ctrl_q: FrameQueue<SendStream>,
     /// Held across the PeerUp / PeerDown sends, so events for one peer are ordered.
     state: Mutex<PeerState>,
     /// Id of the current link, 0 if none; readers deliver only while it is theirs.
@@ -280,9 +296,9 @@ impl Inner {
         frame: Bytes,
         control: bool,
     ) -> Result<(), TransportError> {
-        let (queue, capacity) = self.queue_for(to, frame.len(), control)?;
+        let (queue, capacity, link) = self.queue_for(to, frame.len(), control)?;
         queue
-            .try_push(frame)
+            .try_push(frame, link)
             .map_err(|e| Self::push_error(e, to, capacity))
     }
 
@@ -293,19 +309,21 @@ impl Inner {
         frame: &[u8],
         control: bool,
     ) -> Result<(), TransportError> {
-        let (queue, capacity) = self.queue_for(to, frame.len(), control)?;
+        let (queue, capacity, link) = self.queue_for(to, frame.len(), control)?;
         queue
-            .try_push_slice(frame)
+            .try_push_slice(frame, link)
             .map_err(|e| Self::push_error(e, to, capacity))
     }
 
-    /// The queue a frame of `len` bytes for `to` goes to, and its capacity.
+    /// The queue a frame of `len` bytes for `to` goes to, its capacity, and
+    /// the peer's current connection (0 if none), on whose stream the frame
+    /// may be written at once when the queue's writer is idle.
     fn queue_for(
         &self,
         to: &str,
         len: usize,
         control: bool,
-    ) -> Result<(&FrameQueue, usize), TransportError> {
+    ) -> Result<(&FrameQueue<SendStream>, usize, u64), TransportError> {
         if self.is_shut_down() {
             return Err(TransportError::Closed);
         }
@@ -319,10 +337,11 @@ impl Inner {
             .peers
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
+        let link = peer.current_id.load(Ordering::Acquire);
         Ok(if control {
-            (&peer.ctrl_q, self.cfg.control_queue_capacity)
+            (&peer.ctrl_q, self.cfg.control_queue_capacity, link)
         } else {
-            (&peer.data_q, self.cfg.send_queue_capacity)
+            (&peer.data_q, self.cfg.send_queue_capacity, link)
         })
     }
 
@@ -375,7 +394,9 @@ impl Inner {
 
     // ----- writing -------------------------------------------------------------
 
-    /// Drains one queue of one peer, writing batches on a stream of the current link.
+    /// Drains one queue of one peer, writing batches on a stream of the
+    /// current link. Between batches the stream waits in the queue, where a
+    /// frame sent to an empty queue is written directly (see `queue`).
     async fn writer(self: Arc<Self>, peer: Arc<Peer>, kind: u8) {
         let queue = if kind == wire::STREAM_CONTROL {
             &peer.ctrl_q
@@ -388,11 +409,10 @@ impl Inner {
         let mut link_rx = peer.link.subscribe();
         // Wire-format chunks (the queue stores frames already encoded).
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut stream: Option<(u64, SendStream)> = None;
         loop {
             chunks.clear();
-            let n = tokio::select! {
-                n = queue.pop_batch(&mut chunks, self.cfg.max_batch) => n,
+            let (n, mut stream) = tokio::select! {
+                popped = queue.pop_batch(&mut chunks, self.cfg.max_batch) => popped,
                 _ = &mut stop => return,
             };
             if n == 0 {
@@ -411,11 +431,11 @@ impl Inner {
                 }
             };
             if stream.as_ref().map(|(id, _)| *id) != Some(link.id) {
-                stream = None;
                 match Self::open_stream(&link.conn, kind).await {
                     Ok(s) => stream = Some((link.id, s)),
                     Err(e) => {
                         debug!(node = %self.name, peer = %peer.name, "opening stream failed, {n} frames dropped: {e}");
+                        queue.put_sink(None);
                         continue;
                     }
                 }
@@ -426,6 +446,7 @@ impl Inner {
                     stream = None;
                 }
             }
+            queue.put_sink(stream);
         }
     }
 
