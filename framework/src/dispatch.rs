@@ -282,7 +282,13 @@ impl Dispatcher {
         from: &NodeIdView<'_>,
         ask: Option<AskOrigin>,
     ) -> Result<(), RemoteError> {
-        if let Some(queue) = self.blocked.get_mut(actor) {
+        // Usually nothing is blocked: then the name is not even hashed.
+        let parked_behind = if self.blocked.is_empty() {
+            None
+        } else {
+            self.blocked.get_mut(actor)
+        };
+        if let Some(queue) = parked_behind {
             queue.push_back(Parked {
                 handler: handler.clone(),
                 payload: frame.slice_ref(payload),
