@@ -110,8 +110,12 @@ pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: 
             ev = rx.recv(), if d.busy() < limit => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    TransportEvent::Frame { from, bytes } => d.on_frame(&from, &bytes),
+                    TransportEvent::Frame { from, bytes } => {
+                        d.count_frames(1);
+                        d.on_frame(&from, &bytes)
+                    }
                     TransportEvent::Frames { from, frames } => {
+                        d.count_frames(frames.len());
                         for bytes in &frames {
                             d.on_frame(&from, bytes);
                         }
@@ -144,8 +148,15 @@ impl Dispatcher {
         self.inflight.len() + self.parked
     }
 
+    /// Count received frames (once per event, not per frame).
+    fn count_frames(&self, n: usize) {
+        self.shared
+            .stats
+            .frames_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn on_frame(&mut self, from: &str, bytes: &Bytes) {
-        self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         if self.on_cached_tell(from, bytes) {
             return;
         }
