@@ -135,7 +135,8 @@ struct Dispatcher {
     shared: Arc<NodeShared>,
     dedup: DedupTable,
     inflight: FuturesUnordered<InFlight>,
-    cache: Option<TellCache>,
+    /// Boxed, so taking it out and putting it back moves a pointer.
+    cache: Option<Box<TellCache>>,
     /// Actors with a tell waiting for mailbox room, and what arrived for
     /// them since, in arrival order.
     blocked: HashMap<String, VecDeque<Parked>>,
@@ -189,13 +190,13 @@ impl Dispatcher {
                     match delivered {
                         Ok(()) => {
                             if let Some(h) = codec::tell_header_len(bytes, &env) {
-                                self.cache = Some(TellCache {
+                                self.cache = Some(Box::new(TellCache {
                                     peer: from.to_string(),
                                     header: bytes[..h].to_vec(),
                                     from: env.from.to_node_id(),
                                     actor: env.to.actor.to_string(),
                                     handler,
-                                });
+                                }));
                             }
                         }
                         Err(e) => self.undeliverable(from, &env, &e),
