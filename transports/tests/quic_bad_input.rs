@@ -43,16 +43,7 @@ async fn garbage_and_oversize_frames_close_only_that_connection() {
     );
     a_cfg.max_frame_size = 1024;
     let (_a, mut a_rx) = bind(a_cfg, 256).await;
-    let (c, _c_rx) = bind(
-        config(
-            "node-c",
-            c_addr,
-            ca.issue("node-c").expect("c"),
-            &[("node-a", a_addr)],
-        ),
-        256,
-    )
-    .await;
+    let (c, _c_rx) = bind_node(&ca, "node-c", c_addr, &[("node-a", a_addr)], 256).await;
     let raw = raw_client(&ca, Some(&ca.issue("node-b").expect("b")), TROUPE_ALPN);
     let mut seen = Vec::new();
     let mut c_seq = 0usize;
@@ -122,16 +113,7 @@ async fn garbage_hello_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let a_addr = reserve_addr();
-    let (_a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", reserve_addr())],
-        ),
-        64,
-    )
-    .await;
+    let (_a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", reserve_addr())], 64).await;
     let raw = raw_client(&ca, Some(&ca.issue("node-b").expect("b")), TROUPE_ALPN);
     let conn = raw
         .connect(a_addr, "node-a")
@@ -173,16 +155,7 @@ async fn slow_receiver_pushes_back_to_sender_queue() {
     a_cfg.send_queue_capacity = 256;
     let (a, _a_rx) = bind(a_cfg, 16).await;
     // node-b's inbound channel holds 4 events and nobody reads it for a while.
-    let (_b, mut b_rx) = bind(
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        4,
-    )
-    .await;
+    let (_b, mut b_rx) = bind_node(&ca, "node-b", b_addr, &[("node-a", a_addr)], 4).await;
     let payload = vec![0u8; 1000];
     let mut accepted = 0usize;
     let mut full = false;

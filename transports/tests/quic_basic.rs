@@ -24,26 +24,8 @@ async fn two_nodes_exchange_frames_both_ways_in_order() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
-    let (b, mut b_rx) = bind(
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
+    let (b, mut b_rx) = bind_node(&ca, "node-b", b_addr, &[("node-a", a_addr)], 64).await;
     assert_eq!(a.local_addr(), a_addr);
     assert_eq!(a.local_name(), "node-a");
 
@@ -347,26 +329,8 @@ async fn send_is_callable_from_other_threads() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, _a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
-    let (_b, mut b_rx) = bind(
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, _a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
+    let (_b, mut b_rx) = bind_node(&ca, "node-b", b_addr, &[("node-a", a_addr)], 64).await;
     let a = std::sync::Arc::new(a);
     let threads: Vec<_> = (0..2)
         .map(|t| {
@@ -396,26 +360,8 @@ async fn simultaneous_dials_resolve_to_one_connection_without_loss() {
     let ca = ClusterCa::generate().expect("ca");
     for round in 0..5 {
         let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-        let (a, mut a_rx) = bind(
-            config(
-                "node-a",
-                a_addr,
-                ca.issue("node-a").expect("a"),
-                &[("node-b", b_addr)],
-            ),
-            512,
-        )
-        .await;
-        let (b, mut b_rx) = bind(
-            config(
-                "node-b",
-                b_addr,
-                ca.issue("node-b").expect("b"),
-                &[("node-a", a_addr)],
-            ),
-            512,
-        )
-        .await;
+        let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 512).await;
+        let (b, mut b_rx) = bind_node(&ca, "node-b", b_addr, &[("node-a", a_addr)], 512).await;
         // Both dial at the same moment.
         for i in 0..100 {
             a.send("node-b", frame("ab", i)).expect("a");
@@ -464,26 +410,8 @@ async fn large_frames_arrive_intact_and_control_overtakes_them() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, _a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
-    let (_b, mut b_rx) = bind(
-        config(
-            "node-b",
-            b_addr,
-            ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, _a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
+    let (_b, mut b_rx) = bind_node(&ca, "node-b", b_addr, &[("node-a", a_addr)], 64).await;
     // Connect first, so the burst below is not delayed by the handshake.
     a.send("node-b", frame("warm", 0)).expect("warm");
     let mut all = Vec::new();
@@ -535,16 +463,7 @@ async fn restarted_peer_replaces_its_silent_old_connection() {
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
     // Long idle timeout: the old connection is still "alive" when node-b returns.
-    let (a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
     let b_cfg = config(
         "node-b",
         b_addr,

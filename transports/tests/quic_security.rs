@@ -31,27 +31,9 @@ async fn node_with_certificate_from_another_ca_cannot_join() {
     let ca = ClusterCa::generate().expect("ca");
     let rogue_ca = ClusterCa::generate().expect("rogue ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
     // node-b has the right name but a certificate from another CA (and trusts that CA).
-    let (b, mut b_rx) = bind(
-        config(
-            "node-b",
-            b_addr,
-            rogue_ca.issue("node-b").expect("b"),
-            &[("node-a", a_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (b, mut b_rx) = bind_node(&rogue_ca, "node-b", b_addr, &[("node-a", a_addr)], 64).await;
     for i in 0..5 {
         b.send("node-a", frame("evil", i)).expect("queue");
         a.send("node-b", frame("hi", i)).expect("queue");
@@ -81,16 +63,7 @@ async fn client_without_certificate_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let a_addr = reserve_addr();
-    let (_a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", reserve_addr())],
-        ),
-        64,
-    )
-    .await;
+    let (_a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", reserve_addr())], 64).await;
     let ep = raw_client(&ca, None, TROUPE_ALPN);
     let result = raw_hello(&ep, a_addr, "node-a", "node-b").await;
     let err = result.expect_err("a client without a certificate must be refused");
@@ -110,16 +83,7 @@ async fn certificate_for_another_node_name_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let (a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        ),
-        64,
-    )
-    .await;
+    let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
 
     // 1. A raw client holding node-c's (valid) certificate claims to be node-b.
     let ep = raw_client(&ca, Some(&ca.issue("node-c").expect("c")), TROUPE_ALPN);
@@ -167,16 +131,7 @@ async fn unconfigured_peer_with_valid_certificate_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let a_addr = reserve_addr();
-    let (_a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", reserve_addr())],
-        ),
-        64,
-    )
-    .await;
+    let (_a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", reserve_addr())], 64).await;
     let ep = raw_client(&ca, Some(&ca.issue("node-x").expect("x")), TROUPE_ALPN);
     let err = raw_hello(&ep, a_addr, "node-a", "node-x")
         .await
@@ -193,16 +148,7 @@ async fn wrong_alpn_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let a_addr = reserve_addr();
-    let (_a, mut a_rx) = bind(
-        config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", reserve_addr())],
-        ),
-        64,
-    )
-    .await;
+    let (_a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", reserve_addr())], 64).await;
     let ep = raw_client(&ca, Some(&ca.issue("node-b").expect("b")), b"h3");
     let err = raw_hello(&ep, a_addr, "node-a", "node-b")
         .await

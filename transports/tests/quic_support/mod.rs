@@ -84,6 +84,19 @@ pub async fn bind(config: QuicConfig, cap: usize) -> (QuicTransport, InboundRece
     (t, rx)
 }
 
+/// Binds node `name` on `addr` with a certificate for `name` from `ca`,
+/// knowing `peers`, with an inbound channel of `cap` events.
+pub async fn bind_node(
+    ca: &ClusterCa,
+    name: &str,
+    addr: SocketAddr,
+    peers: &[(&str, SocketAddr)],
+    cap: usize,
+) -> (QuicTransport, InboundReceiver) {
+    let tls = ca.issue(name).expect("node certificate");
+    bind(config(name, addr, tls, peers), cap).await
+}
+
 /// Binds, retrying while the port is still held by a previous endpoint.
 pub async fn bind_retry(config: QuicConfig, cap: usize) -> (QuicTransport, InboundReceiver) {
     for _ in 0..100 {
