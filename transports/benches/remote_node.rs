@@ -25,7 +25,9 @@
 //! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
 //! `REMOTE_BENCH_ONLY=ask` (only the framework tell, or pipelined-ask, rounds,
 //! for profiling), `REMOTE_BENCH_ONLY=tell-vs-raw` or `ask-vs-raw` (only
-//! section 1, or only section 2, each with its baselines), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
+//! section 1, or only section 2, each with its baselines), `REMOTE_BENCH_ONLY=rtt`
+//! or `raw-rtt` (only the framework's, or raw quinn's, one-in-flight round
+//! trips, e.g. to count system calls), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
 //! cost of spawning and cancelling two `run_later` timers per request on one
 //! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
 
@@ -641,12 +643,16 @@ fn main() {
             }
             return;
         }
-        if only == "rtt" {
+        if only == "rtt" || only == "raw-rtt" {
             for round in 0..rounds {
-                let mut s = framework_rtt(&a, &xa, rtt_iters).await;
+                let mut s = if only == "rtt" {
+                    framework_rtt(&a, &xa, rtt_iters).await
+                } else {
+                    raw_rtt(&xa, &xb, &ca, rtt_iters, frame).await
+                };
                 s.sort();
                 println!(
-                    "    round {round}: framework ask p50 {:?} p99 {:?}",
+                    "    round {round}: {only} p50 {:?} p99 {:?}",
                     s[s.len() / 2],
                     s[s.len() * 99 / 100]
                 );
@@ -703,12 +709,23 @@ fn main() {
 
         // 2. ask round trip, one in flight.
         let (mut fw_rtt, mut raw_rtts, mut tr_rtts) = (vec![], vec![], vec![]);
+        let mut rtt_cpu: Vec<(f64, f64, f64)> = vec![];
         let (mut p50r, mut p99r) = (vec![], vec![]);
         for round in 0..rounds {
+            // CPU per round trip (both ends, all threads; the 200 warm-up
+            // round trips included, and for raw quinn its handshake too).
+            let per_rt = |c0: u64| (cpu_ns() - c0) as f64 / (rtt_iters + 200) as f64 / 1000.0;
+            let c0 = cpu_ns();
             let mut r = raw_rtt(&xa, &xb, &ca, rtt_iters, frame).await;
+            let r_cpu = per_rt(c0);
+            let c0 = cpu_ns();
             let mut q = transport_rtt(&mut pair, &xa, &xb, rtt_iters, frame).await;
+            let q_cpu = per_rt(c0);
             pair = transport_pair(&ca, &xa, &xb).await;
+            let c0 = cpu_ns();
             let mut f = framework_rtt(&a, &xa, rtt_iters).await;
+            let f_cpu = per_rt(c0);
+            rtt_cpu.push((f_cpu, q_cpu, r_cpu));
             r.sort();
             q.sort();
             f.sort();
@@ -734,6 +751,12 @@ fn main() {
             "   (transport alone, echo through two QuicTransports: p50 {:?} p99 {:?})",
             median_d(&tr_rtts.iter().map(|x| x.0).collect::<Vec<_>>()),
             median_d(&tr_rtts.iter().map(|x| x.1).collect::<Vec<_>>())
+        );
+        println!(
+            "   (CPU per round trip, both ends: framework {:.1} us, transport alone {:.1} us, raw quinn {:.1} us, medians)",
+            median(&rtt_cpu.iter().map(|x| x.0).collect::<Vec<_>>()),
+            median(&rtt_cpu.iter().map(|x| x.1).collect::<Vec<_>>()),
+            median(&rtt_cpu.iter().map(|x| x.2).collect::<Vec<_>>())
         );
         if only == "ask-vs-raw" {
             return;
