@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +49,9 @@ impl WireSink for SendStream {
         }
     }
 }
+
+/// Most frames a stream reader hands to the node in one event.
+const GATHER_FRAMES: usize = 1024;
 
 /// Why a dial did not produce the peer's current connection.
 enum DialError {
@@ -806,17 +810,27 @@ impl Inner {
                     return;
                 }
             };
-            decoder.push(chunk);
-            // Every complete frame of this chunk goes to the node in one event.
-            let mut bad = None;
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => frames.push(frame),
-                    Ok(None) => break,
-                    Err(e) => {
-                        bad = Some(e);
+            let mut bad = Self::take_frames(&mut decoder, chunk, &mut frames);
+            // Every complete frame of the chunks already received goes to the
+            // node in one event: more chunks are taken while they are ready
+            // now (one channel operation and one wake-up of the node's
+            // dispatcher for all of them).
+            let mut ended = false;
+            while bad.is_none() && frames.len() < GATHER_FRAMES {
+                match recv.read_chunk(256 * 1024, true).now_or_never() {
+                    Some(Ok(Some(chunk))) => {
+                        bad = Self::take_frames(&mut decoder, chunk.bytes, &mut frames);
+                    }
+                    Some(Ok(None)) => {
+                        ended = true;
                         break;
                     }
+                    Some(Err(e)) => {
+                        debug!(node = %self.name, peer = %peer.name, "stream ended: {e}");
+                        ended = true;
+                        break;
+                    }
+                    None => break,
                 }
             }
             if !frames.is_empty() {
@@ -849,6 +863,27 @@ impl Inner {
                 error!(node = %self.name, peer = %peer.name, "bad input from peer: {e}; closing connection");
                 close(&link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
                 return;
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+
+    /// Adds `chunk` to the decoder and moves every complete frame into
+    /// `frames`; the wire error, if a frame is malformed (the frames before
+    /// it are kept).
+    fn take_frames(
+        decoder: &mut FrameDecoder,
+        chunk: Bytes,
+        frames: &mut Vec<Bytes>,
+    ) -> Option<wire::WireError> {
+        decoder.push(chunk);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => return None,
+                Err(e) => return Some(e),
             }
         }
     }
