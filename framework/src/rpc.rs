@@ -7,7 +7,9 @@
 //! actor's mailbox. Every node runs one [`RpcStub`] actor that keeps the
 //! asks' timers: it re-sends the *same* request (same id) on a back-off
 //! schedule ([`RetryPolicy`]) until the reply arrives or the per-call
-//! deadline passes, and then fails the ask with [`AskError::Timeout`]. A
+//! deadline passes, and then fails the ask with [`AskError::Timeout`]
+//! (re-sends and deadlines fire up to 10 ms late: one timer serves them all,
+//! and it is not replaced for an entry due only a little earlier). A
 //! reply is accepted only from the node the request was sent to.
 //!
 //! **Server side.** The node remembers, per `(sender node incarnation,
@@ -185,6 +187,10 @@ enum Due {
     Resend(u64),
 }
 
+/// How late a re-send or deadline may fire, at most, so that the stub need
+/// not replace its armed timer for an entry due only a little earlier.
+const TIMER_SLACK: Duration = Duration::from_millis(10);
+
 /// The timers of one node's remote asks: re-sends and deadlines. See the
 /// module docs. Replies do not pass through it: the inbound dispatcher
 /// completes the waiting ask directly.
@@ -244,8 +250,12 @@ impl RpcStub {
             return;
         };
         if let Some((at, handle)) = self.armed {
-            if at <= next {
-                return; // the armed timer fires no later than needed
+            if at <= next + TIMER_SLACK {
+                // The armed timer fires early enough. (The slack keeps
+                // steady traffic from re-arming per ask: with jittered
+                // re-sends, every other ask's first re-send is due a few
+                // milliseconds before the armed one.)
+                return;
             }
             // Replace it: a timer left behind would fire, find nothing due
             // and arm yet another, so timers would pile up without bound
@@ -496,7 +506,9 @@ mod tests {
         )
         .start();
         let retry = RetryPolicy {
-            initial_backoff: Duration::from_millis(2),
+            // Well above the timer slack, so earlier entries do replace
+            // the armed timer.
+            initial_backoff: Duration::from_millis(40),
             jitter: 1.0,
             ..RetryPolicy::default()
         };
