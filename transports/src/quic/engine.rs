@@ -7,6 +7,13 @@
 //! acceptor, plus one reader per incoming stream. Every task runs on the runtime
 //! that called `bind`.
 //!
+//! Sending: frames go into the peer's bounded queue in wire format (see
+//! `queue`); a writer takes them in batches. While a writer is idle its stream
+//! waits in the queue, and a frame sent to the empty queue is written at once
+//! by the sender (a request or reply does not wait for the writer task).
+//! Receiving: a reader hands the node every complete frame of the chunks it
+//! has received so far in one `TransportEvent::Frames`.
+//!
 //! Ordering argument: a writer writes its batches in queue order on one stream per
 //! connection, and drops (never re-sends) a batch whose write failed. A reader
 //! delivers a frame only while its connection is the peer's *current* one
