@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
 
-use super::queue::{FrameQueue, PushError, WireSink};
+use super::queue::{FrameQueue, PushError, Sink, WireSink};
 use super::tls::{self, PeerNameChecker};
 use super::wire::{self, FrameDecoder, Hello};
 use super::{QuicConfig, QuicError, TlsSource, ALPN};
@@ -422,13 +422,13 @@ impl Inner {
         let mut chunks: Vec<Bytes> = Vec::new();
         loop {
             chunks.clear();
-            let (n, mut stream) = tokio::select! {
+            let popped = tokio::select! {
                 popped = queue.pop_batch(&mut chunks, self.cfg.max_batch) => popped,
                 _ = &mut stop => return,
             };
-            if n == 0 {
-                return;
-            }
+            let Some((n, sink)) = popped else {
+                return; // closed and drained
+            };
             // Wait for a confirmed connection.
             let link = loop {
                 let current = link_rx.borrow_and_update().clone();
@@ -441,9 +441,22 @@ impl Inner {
                     _ = &mut stop => return,
                 }
             };
-            if stream.as_ref().map(|(id, _)| *id) != Some(link.id) {
+            // The rest of a frame a direct write started goes first, on the
+            // same stream; if that stream's connection is gone, so is the
+            // frame (like a batch whose write failed).
+            let (mut stream, mut rest) = match sink {
+                Some(s) if s.link == link.id => (Some(s.stream), s.rest),
+                Some(s) => {
+                    if !s.rest.is_empty() {
+                        debug!(node = %self.name, peer = %peer.name, "connection replaced: a partly written frame dropped");
+                    }
+                    (None, Vec::new())
+                }
+                None => (None, Vec::new()),
+            };
+            if stream.is_none() {
                 match Self::open_stream(&link.conn, kind).await {
-                    Ok(s) => stream = Some((link.id, s)),
+                    Ok(s) => stream = Some(s),
                     Err(e) => {
                         debug!(node = %self.name, peer = %peer.name, "opening stream failed, {n} frames dropped: {e}");
                         queue.put_sink(None);
@@ -451,13 +464,21 @@ impl Inner {
                     }
                 }
             }
-            if let Some((_, s)) = stream.as_mut() {
-                if let Err(e) = s.write_all_chunks(&mut chunks).await {
+            if let Some(s) = stream.as_mut() {
+                let written = match s.write_all_chunks(&mut rest).await {
+                    Ok(()) => s.write_all_chunks(&mut chunks).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     debug!(node = %self.name, peer = %peer.name, "write failed, {n} frames dropped: {e}");
                     stream = None;
                 }
             }
-            queue.put_sink(stream);
+            queue.put_sink(stream.map(|stream| Sink {
+                link: link.id,
+                stream,
+                rest: Vec::new(),
+            }));
         }
     }
 

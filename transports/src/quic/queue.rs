@@ -23,9 +23,13 @@
 //! [`WireSink`]) in the queue. A frame pushed onto an empty queue whose
 //! sink belongs to the peer's current connection is then written at once,
 //! under the queue's lock, instead of waking the writer: one task switch
-//! less per message for a request/response exchange. Whatever the stream
-//! does not take without waiting stays at the front of the queue for the
-//! writer, so the order is the same either way. The writer takes the sink
+//! less per message for a request/response exchange. A frame the stream
+//! takes nothing of stays first in line for the writer; the rest of a frame
+//! it took only part of stays with the stream ([`Sink::rest`]): the writer
+//! writes it first on that same stream, or drops it if that stream's
+//! connection is gone (on a new stream it would be a frame without its
+//! beginning). Nothing is written directly while a rest is owed, so the
+//! order is the same either way. The writer takes the sink
 //! out with each batch and puts it back when the batch is written, so a
 //! direct write never overtakes a batch in flight. After a direct write the
 //! next frames queue up until the writer has looked at the queue again: a
@@ -58,12 +62,23 @@ pub(crate) trait WireSink: Send + 'static {
     fn try_write(&mut self, chunks: &mut [Bytes]) -> Result<usize, ()>;
 }
 
+/// The writer's stream, parked in the queue while the writer is idle.
+pub(crate) struct Sink<S> {
+    /// The connection the stream belongs to.
+    pub(crate) link: u64,
+    pub(crate) stream: S,
+    /// What a direct write left unwritten of a frame it had started: it
+    /// must go on this same stream, before anything else, or not at all
+    /// (on another stream it would be a frame without its beginning).
+    pub(crate) rest: Vec<Bytes>,
+}
+
 /// Wire-format bytes ready to write, and how many frames they hold.
 enum Segment {
     /// Small frames, each with its length prefix, in one buffer.
     Coalesced { bytes: Bytes, frames: usize },
-    /// Chunks written in order: a large frame's prefix and body, or what a
-    /// direct write left over.
+    /// Chunks written in order: a large frame's prefix and body, or a frame
+    /// a direct write could not start.
     Chunks { chunks: Vec<Bytes>, frames: usize },
 }
 
@@ -76,9 +91,8 @@ impl Segment {
 }
 
 struct State<S> {
-    /// The writer's stream and the id of its connection, while the writer
-    /// is idle.
-    sink: Option<(u64, S)>,
+    /// The writer's stream, while the writer is idle.
+    sink: Option<Sink<S>>,
     /// A direct write is allowed: set by the writer each time it finds the
     /// queue empty, cleared by a direct write. So a burst of sends makes at
     /// most one direct write and then queues up for the writer's batches
@@ -162,34 +176,38 @@ impl<S: WireSink> State<S> {
     }
 
     /// Writes the queue (holding one frame) straight to the idle writer's
-    /// stream if that stream is on connection `link`. `true` when nothing is
-    /// left for the writer.
+    /// stream if that stream is on connection `link` and owes nothing.
+    /// `true` when nothing is left for the writer.
     fn write_direct(&mut self, link: u64) -> bool {
-        let Some((id, mut sink)) = self.sink.take() else {
-            return false;
-        };
-        if id != link {
-            self.sink = Some((id, sink));
-            return false;
+        match &self.sink {
+            Some(sink) if sink.link == link && sink.rest.is_empty() => {}
+            _ => return false,
         }
         let mut chunks = Vec::with_capacity(2);
         let frames = self.take(&mut chunks, usize::MAX);
-        match sink.try_write(&mut chunks) {
-            Ok(k) if k == chunks.len() => {
-                self.sink = Some((id, sink));
-                true
-            }
+        let before: usize = chunks.iter().map(Bytes::len).sum();
+        let Some(sink) = self.sink.as_mut() else {
+            return false; // not reached: checked above
+        };
+        match sink.stream.try_write(&mut chunks) {
+            Ok(k) if k == chunks.len() => true,
             Ok(k) => {
-                // The rest waits, in order, for the writer.
-                self.sink = Some((id, sink));
                 chunks.drain(..k);
-                self.sealed.push_front(Segment::Chunks { chunks, frames });
-                self.frames += frames;
+                let left: usize = chunks.iter().map(Bytes::len).sum();
+                if left == before {
+                    // Nothing written: the frame waits, first in line.
+                    self.sealed.push_front(Segment::Chunks { chunks, frames });
+                    self.frames += frames;
+                } else {
+                    // Started: the rest belongs to this stream.
+                    sink.rest = chunks;
+                }
                 false
             }
             Err(()) => {
                 // The stream is dropped: the writer opens a new one, and the
-                // frame waits for it.
+                // frame (none of it written) waits for it.
+                self.sink = None;
                 self.sealed.push_front(Segment::Chunks { chunks, frames });
                 self.frames += frames;
                 false
@@ -328,32 +346,34 @@ impl<S: WireSink> FrameQueue<S> {
         }
     }
 
-    /// Moves whole segments, at most `max` frames unless the first segment
-    /// alone holds more, into `out` as wire-format chunks, waiting while the
-    /// queue is empty, and takes the writer's stream out (it goes back with
-    /// [`FrameQueue::put_sink`] once the batch is written). Returns the
-    /// number of frames moved and the stream; 0 frames means the queue is
-    /// closed and drained.
+    /// Waits for work: moves whole segments, at most `max` frames unless the
+    /// first segment alone holds more, into `out` as wire-format chunks, and
+    /// takes the writer's stream out (it goes back with
+    /// [`FrameQueue::put_sink`] once the batch is written). The stream's
+    /// `rest`, if any, must be written before `out`. Returns the number of
+    /// frames moved and the stream; `None` when the queue is closed and
+    /// drained.
     pub(crate) async fn pop_batch(
         &self,
         out: &mut Vec<Bytes>,
         max: usize,
-    ) -> (usize, Option<(u64, S)>) {
+    ) -> Option<(usize, Option<Sink<S>>)> {
         loop {
             {
                 let mut st = self.lock();
-                if st.frames > 0 {
+                let owed = st.sink.as_ref().is_some_and(|s| !s.rest.is_empty());
+                if st.frames > 0 || owed {
                     let was_full = st.frames >= self.capacity;
-                    let n = st.take(out, max);
+                    let n = if st.frames > 0 { st.take(out, max) } else { 0 };
                     let sink = st.sink.take();
                     drop(st);
                     if was_full {
                         self.room.notify_waiters();
                     }
-                    return (n, sink);
+                    return Some((n, sink));
                 }
                 if st.closed {
-                    return (0, st.sink.take());
+                    return None;
                 }
                 st.direct_ok = true;
             }
@@ -363,7 +383,7 @@ impl<S: WireSink> FrameQueue<S> {
 
     /// The writer is idle again: its stream (if it still has one) is
     /// available for direct writes.
-    pub(crate) fn put_sink(&self, sink: Option<(u64, S)>) {
+    pub(crate) fn put_sink(&self, sink: Option<Sink<S>>) {
         let mut st = self.lock();
         if !st.closed {
             st.sink = sink;
@@ -436,8 +456,8 @@ mod tests {
         }
         assert_eq!(q.try_push(Bytes::new(), 0), Err(PushError::Full));
         let mut out = Vec::new();
-        assert_eq!(q.pop_batch(&mut out, 2).await.0, 2);
-        assert_eq!(q.pop_batch(&mut out, 10).await.0, 1);
+        assert_eq!(q.pop_batch(&mut out, 2).await.expect("open").0, 2);
+        assert_eq!(q.pop_batch(&mut out, 10).await.expect("open").0, 1);
         assert_eq!(
             frames_of(&out),
             vec![
@@ -449,7 +469,10 @@ mod tests {
         q.close();
         assert_eq!(q.try_push(Bytes::new(), 0), Err(PushError::Closed));
         assert_eq!(q.try_push_slice(b"x", 0), Err(PushError::Closed));
-        assert_eq!(q.pop_batch(&mut out, 10).await.0, 0);
+        assert!(
+            q.pop_batch(&mut out, 10).await.is_none(),
+            "closed and drained"
+        );
     }
 
     #[tokio::test]
@@ -475,7 +498,7 @@ mod tests {
         let mut total = 0;
         while total < want.len() {
             let mut batch = Vec::new();
-            let n = q.pop_batch(&mut batch, 5).await.0;
+            let n = q.pop_batch(&mut batch, 5).await.expect("open").0;
             assert!((1..=5).contains(&n), "batch of {n} frames");
             // Each batch decodes on its own: no frame is split between batches.
             assert_eq!(frames_of(&batch).len(), n);
@@ -493,25 +516,35 @@ mod tests {
         let producer = tokio::spawn(async move { q2.push(Bytes::from_static(b"b")).await });
         tokio::task::yield_now().await;
         let mut out = Vec::new();
-        assert_eq!(q.pop_batch(&mut out, 10).await.0, 1);
+        assert_eq!(q.pop_batch(&mut out, 10).await.expect("open").0, 1);
         producer.await.expect("join").expect("pushed");
-        assert_eq!(q.pop_batch(&mut out, 10).await.0, 1);
+        assert_eq!(q.pop_batch(&mut out, 10).await.expect("open").0, 1);
         assert_eq!(
             frames_of(&out),
             vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
         );
     }
 
-    /// Everything the sink got, then everything the writer would write.
-    async fn stream_contents(q: &Queue, sink: &TestSink) -> Vec<Bytes> {
-        let mut all = vec![Bytes::from(sink.written.lock().expect("lock").clone())];
+    /// A stream parked in the queue.
+    fn sink_on(link: u64, stream: &TestSink) -> Option<Sink<TestSink>> {
+        Some(Sink {
+            link,
+            stream: stream.clone(),
+            rest: Vec::new(),
+        })
+    }
+
+    /// Everything the stream got, then what the writer would write on it
+    /// (the rest it owes first, then the batch), until the queue is drained.
+    async fn stream_contents(q: &Queue, stream: &TestSink) -> Vec<Bytes> {
+        let mut all = vec![Bytes::from(stream.written.lock().expect("lock").clone())];
         q.close();
-        loop {
-            let mut batch = Vec::new();
-            if q.pop_batch(&mut batch, usize::MAX).await.0 == 0 {
-                break;
+        let mut batch = Vec::new();
+        while let Some((_, sink)) = q.pop_batch(&mut batch, usize::MAX).await {
+            if let Some(sink) = sink {
+                all.extend(sink.rest);
             }
-            all.extend(batch);
+            all.append(&mut batch);
         }
         frames_of(&all)
     }
@@ -532,7 +565,7 @@ mod tests {
         let q = Queue::new(100, 8);
         let sink = TestSink::default();
         *sink.room.lock().expect("lock") = 1000;
-        q.put_sink(Some((7, sink.clone())));
+        q.put_sink(sink_on(7, &sink));
         let f = |i: u8| Bytes::from(vec![i; 50]);
         // Written at once: nothing queued.
         q.try_push(f(0), 7).expect("room");
@@ -541,7 +574,7 @@ mod tests {
         q.try_push_slice(&f(1), 7).expect("room");
         assert_eq!(q.lock().frames, 1);
         let mut out = Vec::new();
-        let (n, taken) = q.pop_batch(&mut out, 10).await;
+        let (n, taken) = q.pop_batch(&mut out, 10).await.expect("open");
         assert_eq!((n, frames_of(&out)), (1, vec![f(1)]));
         q.put_sink(taken);
         // ... which, finding the queue empty, allows a direct write again.
@@ -560,8 +593,8 @@ mod tests {
         q.try_push(f(3), 7).expect("room");
         assert_eq!(q.lock().frames, 2);
         let mut out = Vec::new();
-        let (n, taken) = q.pop_batch(&mut out, 10).await;
-        assert_eq!((n, taken.as_ref().map(|s| s.0)), (2, Some(7)));
+        let (n, taken) = q.pop_batch(&mut out, 10).await.expect("open");
+        assert_eq!((n, taken.as_ref().map(|s| s.link)), (2, Some(7)));
         // While the writer holds the stream, frames are queued.
         q.try_push(f(4), 7).expect("room");
         assert_eq!(q.lock().frames, 1);
@@ -574,13 +607,56 @@ mod tests {
         let sink = TestSink::default();
         // Room for the prefix and 10 of the 60 bytes.
         *sink.room.lock().expect("lock") = 14;
-        q.put_sink(Some((1, sink.clone())));
+        q.put_sink(sink_on(1, &sink));
         let f = |i: u8| Bytes::from(vec![i; 60]);
         q.try_push_slice(&f(0), 1).expect("room");
-        assert_eq!(q.lock().frames, 1, "the rest waits for the writer");
+        // The frame was started: its rest is owed by this stream, and no
+        // other frame is written directly before it.
+        assert_eq!(q.lock().frames, 0);
+        let owed: usize = q
+            .lock()
+            .sink
+            .as_ref()
+            .map_or(0, |s| s.rest.iter().map(Bytes::len).sum());
+        assert_eq!(owed, 50);
         q.try_push(f(1), 1).expect("room");
+        assert_eq!(q.lock().frames, 1);
         let got = stream_contents(&q, &sink).await;
         assert_eq!(got, vec![f(0), f(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_stream_takes_nothing_of_stays_first_in_line() {
+        let q = Queue::new(100, 8);
+        let sink = TestSink::default(); // no room at all
+        q.put_sink(sink_on(1, &sink));
+        let f = |i: u8| Bytes::from(vec![i; 60]);
+        q.try_push_slice(&f(0), 1).expect("room");
+        assert_eq!(q.lock().frames, 1, "waits for the writer");
+        assert!(q.lock().sink.as_ref().is_some_and(|s| s.rest.is_empty()));
+        q.try_push(f(1), 1).expect("room");
+        let mut out = Vec::new();
+        let (n, _) = q.pop_batch(&mut out, 10).await.expect("open");
+        assert_eq!((n, frames_of(&out)), (2, vec![f(0), f(1)]));
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_for_a_rest_alone() {
+        let q = Queue::new(100, 8);
+        let sink = TestSink::default();
+        *sink.room.lock().expect("lock") = 10;
+        q.put_sink(sink_on(3, &sink));
+        q.try_push_slice(&[9u8; 40], 3).expect("room");
+        let mut out = Vec::new();
+        let popped =
+            tokio::time::timeout(std::time::Duration::from_secs(5), q.pop_batch(&mut out, 10))
+                .await
+                .expect("woken")
+                .expect("open");
+        let (n, sink) = popped;
+        assert_eq!(n, 0);
+        let rest: usize = sink.map_or(0, |s| s.rest.iter().map(Bytes::len).sum());
+        assert_eq!(rest, 34, "prefix and 40 bytes, 10 written");
     }
 
     #[tokio::test]
@@ -590,10 +666,10 @@ mod tests {
             broken: true,
             ..TestSink::default()
         };
-        q.put_sink(Some((1, sink.clone())));
+        q.put_sink(sink_on(1, &sink));
         q.try_push(Bytes::from_static(b"kept"), 1).expect("room");
         let mut out = Vec::new();
-        let (n, taken) = q.pop_batch(&mut out, 10).await;
+        let (n, taken) = q.pop_batch(&mut out, 10).await.expect("open");
         assert_eq!(n, 1);
         assert!(taken.is_none(), "the broken stream was dropped");
         assert_eq!(frames_of(&out), vec![Bytes::from_static(b"kept")]);
