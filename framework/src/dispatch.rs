@@ -75,8 +75,23 @@ type InFlight = LocalFut<Finished>;
 struct Parked {
     handler: Arc<dyn ErasedHandler>,
     payload: Bytes,
-    from: NodeId,
+    /// The sender: the authenticated peer's name (shared, not copied) and
+    /// the incarnation its envelope named.
+    from_name: Arc<str>,
+    from_incarnation: uuid::Uuid,
     ask: Option<AskOrigin>,
+}
+
+/// A received message on its way to an actor.
+struct Incoming<'a> {
+    /// The frame it came in.
+    frame: &'a Bytes,
+    /// Its payload, inside `frame`.
+    payload: &'a [u8],
+    /// The authenticated peer it came from.
+    peer: &'a Arc<str>,
+    /// The sender its envelope names (`from.name` is `peer`).
+    from: &'a NodeIdView<'a>,
 }
 
 /// The header of the last tell delivered and the handler it went to.
@@ -112,7 +127,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: 
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
                         d.count_frames(1);
-                        d.on_frame(&from, &bytes)
+                        d.on_frame(&Arc::from(from), &bytes)
                     }
                     TransportEvent::Frames { from, frames } => {
                         d.count_frames(frames.len());
@@ -157,8 +172,9 @@ impl Dispatcher {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn on_frame(&mut self, from: &str, bytes: &Bytes) {
-        if self.on_cached_tell(from, bytes) {
+    fn on_frame(&mut self, peer: &Arc<str>, bytes: &Bytes) {
+        let from: &str = peer;
+        if self.on_cached_tell(peer, bytes) {
             return;
         }
         let env = match codec::decode_view(bytes, self.shared.options.max_frame_bytes) {
@@ -185,8 +201,13 @@ impl Dispatcher {
             }
             Kind::Tell => match resolve(&self.shared, &env) {
                 Ok(handler) => {
-                    let delivered =
-                        self.deliver(env.to.actor, &handler, bytes, env.payload, &env.from, None);
+                    let msg = Incoming {
+                        frame: bytes,
+                        payload: env.payload,
+                        peer,
+                        from: &env.from,
+                    };
+                    let delivered = self.deliver(env.to.actor, &handler, msg, None);
                     match delivered {
                         Ok(()) => {
                             if let Some(h) = codec::tell_header_len(bytes, &env) {
@@ -227,14 +248,13 @@ impl Dispatcher {
                             id,
                         };
                         let delivered = resolve(&self.shared, &env).and_then(|handler| {
-                            self.deliver(
-                                env.to.actor,
-                                &handler,
-                                bytes,
-                                env.payload,
-                                &env.from,
-                                Some(origin()),
-                            )
+                            let msg = Incoming {
+                                frame: bytes,
+                                payload: env.payload,
+                                peer,
+                                from: &env.from,
+                            };
+                            self.deliver(env.to.actor, &handler, msg, Some(origin()))
                         });
                         if let Err(e) = delivered {
                             self.undeliverable(from, &env, &e);
@@ -250,7 +270,8 @@ impl Dispatcher {
     /// The fast path for a tell whose header matches the cache. `false`
     /// means "not handled here": take the full path (which refreshes the
     /// cache and reports errors).
-    fn on_cached_tell(&mut self, from: &str, bytes: &Bytes) -> bool {
+    fn on_cached_tell(&mut self, peer: &Arc<str>, bytes: &Bytes) -> bool {
+        let from: &str = peer;
         // Taken out while delivering (and put back) so nothing is cloned.
         let Some(c) = self.cache.take() else {
             return false;
@@ -270,7 +291,17 @@ impl Dispatcher {
         };
         let view = NodeIdView::from(&c.from);
         if self
-            .deliver(&c.actor, &c.handler, bytes, payload, &view, None)
+            .deliver(
+                &c.actor,
+                &c.handler,
+                Incoming {
+                    frame: bytes,
+                    payload,
+                    peer,
+                    from: &view,
+                },
+                None,
+            )
             .is_err()
         {
             // The actor stopped (perhaps restarted) or the payload is bad:
@@ -289,11 +320,15 @@ impl Dispatcher {
         &mut self,
         actor: &str,
         handler: &Arc<dyn ErasedHandler>,
-        frame: &Bytes,
-        payload: &[u8],
-        from: &NodeIdView<'_>,
+        msg: Incoming<'_>,
         ask: Option<AskOrigin>,
     ) -> Result<(), RemoteError> {
+        let Incoming {
+            frame,
+            payload,
+            peer,
+            from,
+        } = msg;
         // Usually nothing is blocked: then the name is not even hashed.
         let parked_behind = if self.blocked.is_empty() {
             None
@@ -304,7 +339,9 @@ impl Dispatcher {
             queue.push_back(Parked {
                 handler: handler.clone(),
                 payload: frame.slice_ref(payload),
-                from: from.to_node_id(),
+                // The envelope's sender is the authenticated peer (checked).
+                from_name: peer.clone(),
+                from_incarnation: from.incarnation,
                 ask,
             });
             self.parked += 1;
@@ -375,7 +412,10 @@ impl Dispatcher {
         };
         while let Some(p) = queue.pop_front() {
             self.parked -= 1;
-            let from = NodeIdView::from(&p.from);
+            let from = NodeIdView {
+                name: &p.from_name,
+                incarnation: p.from_incarnation,
+            };
             // Kept to answer an ask that cannot be handed over.
             let reply_to = p.ask.clone();
             match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.ask) {

@@ -58,7 +58,7 @@ impl WireSink for SendStream {
 }
 
 /// Most frames a stream reader hands to the node in one event.
-const GATHER_FRAMES: usize = 1024;
+const GATHER_FRAMES: usize = 256;
 
 /// Why a dial did not produce the peer's current connection.
 enum DialError {
