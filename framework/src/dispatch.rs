@@ -43,7 +43,7 @@ use crate::error::AskError;
 use crate::ids::{ActorPath, NodeId};
 use crate::node::{NodeActor, NodeShared, Peer, PeerEvent};
 use crate::remote::{Dispatched, ErasedHandler, LocalFut};
-use crate::rpc::{DedupTable, Done, Verdict};
+use crate::rpc::{DedupTable, Verdict};
 use crate::transport::{InboundReceiver, TransportEvent};
 
 /// Where the answer to a delivered ask goes.
@@ -450,9 +450,7 @@ impl Dispatcher {
 
     /// A reply to one of this node's asks: complete the waiting ask directly.
     fn reply_arrived(&self, from: &str, id: u64, result: Result<Vec<u8>, AskError>) {
-        if self.shared.asks.complete(id, from, result) {
-            self.shared.rpc.do_send(Done { id });
-        }
+        self.shared.asks.complete(id, from, result);
     }
 
     fn send_reply(&mut self, origin: AskOrigin, result: Result<Vec<u8>, RemoteError>) {

@@ -172,8 +172,8 @@ impl NodeBuilder {
         let options = self.config.runtime.clone();
         let registry = Registry::new();
         let lamport = Arc::new(AtomicU64::new(0));
-        let asks = Arc::new(Outstanding::new());
-        let rpc = RpcStub::new(&id, transport.clone(), asks.clone()).start();
+        let asks = Arc::new(Outstanding::new(&id));
+        let rpc = RpcStub::new(transport.clone(), asks.clone()).start();
         let storage = self
             .storage
             .unwrap_or_else(|| Arc::new(MemoryStorage::new()));

@@ -35,7 +35,7 @@ use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
 use crate::node::NodeShared;
 use crate::remote::{LocalSend, RemoteMessage};
-use crate::rpc::Track;
+use crate::rpc::{Registered, Request, Wake};
 use crate::transport::TransportError;
 
 thread_local! {
@@ -337,8 +337,8 @@ impl<M: RemoteMessage> Ask<M> {
                 Err(_) => Err(AskError::Timeout(timeout)),
             };
         }
-        // Register, send the first copy from here, then hand the re-sends
-        // and the deadline to the node's RPC stub (off the request's path).
+        // Register (with the re-send and deadline timers, which the node's
+        // RPC stub carries out), then send the first copy from here.
         let shared = &target.shared;
         let to_node = &target.target.node;
         let id = shared.asks.next_id();
@@ -355,10 +355,19 @@ impl<M: RemoteMessage> Ask<M> {
         };
         let frame = Bytes::from(codec::encode_ref(&env, shared.options.max_frame_bytes)?);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if !shared.asks.register(id, to_node.clone(), tx) {
-            return Err(AskError::NodeStopped);
+        let req = Request {
+            to_node: to_node.clone(),
+            frame: frame.clone(),
+            timeout,
+            retry,
+        };
+        match shared.asks.register(id, req, tx) {
+            Registered::Ok => {}
+            // The stub was idle: wake it (not for every ask, only then).
+            Registered::WakeStub => shared.rpc.do_send(Wake),
+            Registered::Closed => return Err(AskError::NodeStopped),
         }
-        match shared.transport.send(to_node, frame.clone()) {
+        match shared.transport.send(to_node, frame) {
             // A full queue is like a lost request: the re-sends cover it.
             Ok(()) | Err(TransportError::QueueFull { .. }) => {}
             Err(e) => {
@@ -366,13 +375,6 @@ impl<M: RemoteMessage> Ask<M> {
                 return Err(AskError::Unreachable(e));
             }
         }
-        shared.rpc.do_send(Track {
-            id,
-            to_node: to_node.clone(),
-            frame,
-            timeout,
-            retry,
-        });
         let bytes = rx.await.map_err(|_| AskError::NodeStopped)??;
         Ok(decode_payload(&bytes)?)
     }

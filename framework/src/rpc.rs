@@ -1,16 +1,18 @@
 //! Request/response over an unreliable network: the RPC stub and deduplication.
 //!
 //! **Client side.** An ask takes a correlation id (unique within this node
-//! incarnation), registers in the node's table of outstanding asks and sends
-//! its request itself; the node's inbound dispatcher completes it straight
-//! from that table when the reply arrives, so neither direction waits in an
-//! actor's mailbox. Every node runs one [`RpcStub`] actor that keeps the
-//! asks' timers: it re-sends the *same* request (same id) on a back-off
-//! schedule ([`RetryPolicy`]) until the reply arrives or the per-call
-//! deadline passes, and then fails the ask with [`AskError::Timeout`]
-//! (re-sends and deadlines fire up to 10 ms late: one timer serves them all,
-//! and it is not replaced for an entry due only a little earlier). A
-//! reply is accepted only from the node the request was sent to.
+//! incarnation), registers in the node's table of outstanding asks together
+//! with its timers, and sends its request itself; the node's inbound
+//! dispatcher completes it straight from that table when the reply arrives
+//! (dropping its timers), so neither direction waits in an actor's mailbox
+//! and no actor message is sent per ask. Every node runs one [`RpcStub`]
+//! actor that carries the timers out: while asks are outstanding it wakes
+//! every [`RPC_TICK`] (10 ms), re-sends the *same* request (same id) on a
+//! back-off schedule ([`RetryPolicy`]) until the reply arrives or the
+//! per-call deadline passes, and then fails the ask with
+//! [`AskError::Timeout`]. Re-sends and deadlines therefore fire up to one
+//! tick late. An idle stub stops ticking after a second and the next ask
+//! wakes it. A reply is accepted only from the node the request was sent to.
 //!
 //! **Server side.** The node remembers, per `(sender node incarnation,
 //! correlation id)`, whether a request is running or what it answered
@@ -42,37 +44,140 @@ use crate::error::AskError;
 use crate::ids::NodeId;
 use crate::transport::{Transport, TransportError};
 
+/// How often the [`RpcStub`] looks for due re-sends and deadlines while asks
+/// are outstanding: they fire up to this much late.
+pub const RPC_TICK: Duration = Duration::from_millis(10);
+
+/// Ticks with no ask outstanding after which the stub stops ticking (an
+/// idle node does not wake up; the next ask wakes the stub again).
+const IDLE_TICKS: u32 = 100;
+
 /// The remote asks of one node that are waiting for a reply, by
-/// correlation id.
+/// correlation id, with their re-send and deadline timers.
 ///
-/// Shared by the three parties of an ask so that neither the request nor
-/// the reply waits in an actor's mailbox: the ask future registers itself
-/// and sends the request; the inbound dispatcher completes it when the reply
-/// arrives; the [`RpcStub`] re-sends it and times it out.
+/// Shared by the three parties of an ask so that nothing waits in an
+/// actor's mailbox, and no actor message is sent per ask: the ask future
+/// registers itself (with its timers) and sends the request; the inbound
+/// dispatcher completes it when the reply arrives (dropping its timers);
+/// the [`RpcStub`] wakes up every [`RPC_TICK`] while asks are outstanding,
+/// re-sends what is due and fails what has timed out.
 pub(crate) struct Outstanding {
     next_id: AtomicU64,
-    waiting: Mutex<HashMap<u64, Waiting>>,
-    /// Set (under the `waiting` lock) once the node stops: no more asks.
-    closed: std::sync::atomic::AtomicBool,
+    table: Mutex<Table>,
+}
+
+struct Table {
+    waiting: HashMap<u64, Waiting>,
+    /// Every deadline and re-send of every waiting ask, by due time (ties
+    /// broken by a sequence number).
+    due: BTreeMap<(Instant, u64), Due>,
+    due_seq: u64,
+    /// Re-send jitter (seeded from the node's incarnation).
+    rng: rand::rngs::StdRng,
+    /// The stub is ticking (or has been asked to start).
+    ticking: bool,
+    /// Set once the node stops: no more asks.
+    closed: bool,
 }
 
 struct Waiting {
     to_node: String,
     reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+    /// The request, for re-sends (the same id each time).
+    frame: Bytes,
+    attempts: u32,
+    retry: RetryPolicy,
+    timeout: Duration,
+    /// This ask's entries in `due`.
+    deadline: (Instant, u64),
+    next_resend: Option<(Instant, u64)>,
 }
 
-impl Outstanding {
-    pub(crate) fn new() -> Self {
-        Self {
-            next_id: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
-            closed: std::sync::atomic::AtomicBool::new(false),
+/// What a timer entry does when it comes due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Deadline(u64),
+    Resend(u64),
+}
+
+/// What [`Outstanding::register`] asks of its caller.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// Send the request; the stub is ticking.
+    Ok,
+    /// Send the request and wake the stub ([`Wake`]): it was idle.
+    WakeStub,
+    /// The node has stopped: do not send.
+    Closed,
+}
+
+/// An ask's request and its timer settings, for [`Outstanding::register`].
+pub(crate) struct Request {
+    pub(crate) to_node: String,
+    pub(crate) frame: Bytes,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl Table {
+    fn enqueue(&mut self, at: Instant, what: Due) -> (Instant, u64) {
+        self.due_seq += 1;
+        let key = (at, self.due_seq);
+        self.due.insert(key, what);
+        key
+    }
+
+    /// Schedule ask `id`'s next re-send, unless it has none left or its
+    /// deadline comes first.
+    fn schedule_resend(&mut self, id: u64, now: Instant) {
+        let Some(w) = self.waiting.get(&id) else {
+            return;
+        };
+        if w.attempts >= w.retry.max_attempts {
+            return;
+        }
+        let base = w.retry.backoff(w.attempts);
+        let (jitter, deadline) = (w.retry.jitter, w.deadline.0);
+        let at = now + base + base.mul_f64(jitter * self.rng.gen::<f64>());
+        if at >= deadline {
+            return;
+        }
+        let key = self.enqueue(at, Due::Resend(id));
+        if let Some(w) = self.waiting.get_mut(&id) {
+            w.next_resend = Some(key);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
-        // No invariant spans more than one statement: a poisoned map is usable.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    /// Remove ask `id` and its timers.
+    fn remove(&mut self, id: u64) -> Option<Waiting> {
+        let w = self.waiting.remove(&id)?;
+        self.due.remove(&w.deadline);
+        if let Some(k) = w.next_resend {
+            self.due.remove(&k);
+        }
+        Some(w)
+    }
+}
+
+impl Outstanding {
+    pub(crate) fn new(node: &NodeId) -> Self {
+        let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
+        Self {
+            next_id: AtomicU64::new(1),
+            table: Mutex::new(Table {
+                waiting: HashMap::new(),
+                due: BTreeMap::new(),
+                due_seq: 0,
+                rng: rand::rngs::StdRng::seed_from_u64(seed),
+                ticking: false,
+                closed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // No invariant spans a panic point: a poisoned table is usable.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A fresh correlation id, unique within this node incarnation.
@@ -80,31 +185,51 @@ impl Outstanding {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Wait for the reply to ask `id`, sent to `to_node`. False when the
-    /// node has stopped (the ask must not be sent).
+    /// Wait for the reply to ask `id` (the request's first copy is sent by
+    /// the caller after this), with its re-sends and deadline.
     pub(crate) fn register(
         &self,
         id: u64,
-        to_node: String,
+        req: Request,
         reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
-    ) -> bool {
-        let mut waiting = self.lock();
-        if self.closed.load(Ordering::Relaxed) {
-            return false;
+    ) -> Registered {
+        let now = Instant::now();
+        let mut t = self.lock();
+        if t.closed {
+            return Registered::Closed;
         }
-        waiting.insert(id, Waiting { to_node, reply });
-        true
+        let deadline = t.enqueue(now + req.timeout, Due::Deadline(id));
+        t.waiting.insert(
+            id,
+            Waiting {
+                to_node: req.to_node,
+                reply,
+                frame: req.frame,
+                attempts: 1,
+                retry: req.retry,
+                timeout: req.timeout,
+                deadline,
+                next_resend: None,
+            },
+        );
+        t.schedule_resend(id, now);
+        if t.ticking {
+            Registered::Ok
+        } else {
+            t.ticking = true;
+            Registered::WakeStub
+        }
     }
 
     /// Complete ask `id` with a reply from `from`. False (and nothing
     /// changes) when the ask is not waiting — late, duplicate or already
     /// timed out — or was sent to another node.
     pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Vec<u8>, AskError>) -> bool {
-        let mut waiting = self.lock();
-        match waiting.get(&id) {
+        let mut t = self.lock();
+        match t.waiting.get(&id) {
             Some(w) if w.to_node == from => {
-                if let Some(w) = waiting.remove(&id) {
-                    drop(waiting);
+                if let Some(w) = t.remove(id) {
+                    drop(t);
                     let _ = w.reply.send(result);
                 }
                 true
@@ -120,9 +245,9 @@ impl Outstanding {
         }
     }
 
-    /// End ask `id` with `error` (its deadline passed, or it could not be sent).
+    /// End ask `id` with `error` (it could not be sent).
     pub(crate) fn fail(&self, id: u64, error: AskError) {
-        let w = self.lock().remove(&id);
+        let w = self.lock().remove(id);
         if let Some(w) = w {
             let _ = w.reply.send(Err(error));
         }
@@ -132,103 +257,103 @@ impl Outstanding {
     /// would re-send them or time them out any more).
     pub(crate) fn fail_all(&self, error: &AskError) {
         let waiting: Vec<Waiting> = {
-            let mut waiting = self.lock();
-            self.closed.store(true, Ordering::Relaxed);
-            waiting.drain().map(|(_, w)| w).collect()
+            let mut t = self.lock();
+            t.closed = true;
+            t.due.clear();
+            t.waiting.drain().map(|(_, w)| w).collect()
         };
         for w in waiting {
             let _ = w.reply.send(Err(error.clone()));
         }
     }
 
-    fn is_waiting(&self, id: u64) -> bool {
-        self.lock().contains_key(&id)
+    /// Carry out every re-send and deadline due at `now`: re-send through
+    /// `transport`, fail timed-out asks with [`AskError::Timeout`].
+    fn fire_due(&self, now: Instant, transport: &dyn Transport) {
+        let mut resend: Vec<(u64, String, Bytes)> = Vec::new();
+        let mut expired: Vec<Waiting> = Vec::new();
+        {
+            let mut t = self.lock();
+            while let Some(entry) = t.due.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                match entry.remove() {
+                    Due::Deadline(id) => expired.extend(t.remove(id)),
+                    Due::Resend(id) => {
+                        let Some(w) = t.waiting.get_mut(&id) else {
+                            continue;
+                        };
+                        w.next_resend = None;
+                        w.attempts += 1;
+                        resend.push((id, w.to_node.clone(), w.frame.clone()));
+                        t.schedule_resend(id, now);
+                    }
+                }
+            }
+        }
+        for (id, to, frame) in resend {
+            match transport.send(&to, frame) {
+                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+                Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
+            }
+        }
+        for w in expired {
+            let _ = w.reply.send(Err(AskError::Timeout(w.timeout)));
+        }
+    }
+
+    /// Called by the stub when it found nothing outstanding for a while:
+    /// stop ticking, unless an ask registered meanwhile (checked under the
+    /// lock, so a registering ask either sees the stub ticking or wakes it).
+    fn stop_ticking_if_idle(&self) -> bool {
+        let mut t = self.lock();
+        if t.waiting.is_empty() {
+            t.ticking = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().waiting.is_empty()
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().waiting.len()
+    }
+
+    #[cfg(test)]
+    fn timers(&self) -> usize {
+        self.lock().due.len()
     }
 }
 
-/// Re-send ask `id` on `retry`'s schedule and fail it after `timeout`
-/// (sent by [`crate::RemoteRef`] after the first copy went out).
+/// Start ticking: an ask registered while the stub was idle.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Track {
-    pub(crate) id: u64,
-    pub(crate) to_node: String,
-    pub(crate) frame: Bytes,
-    pub(crate) timeout: Duration,
-    pub(crate) retry: RetryPolicy,
-}
+pub(crate) struct Wake;
 
-/// Ask `id` was answered: forget its timers (sent by the inbound dispatcher).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Done {
-    pub(crate) id: u64,
-}
-
-struct Tracked {
-    to_node: String,
-    frame: Bytes,
-    attempts: u32,
-    retry: RetryPolicy,
-    timeout: Duration,
-    /// This ask's entries in the timer queue (deadline, next re-send).
-    deadline: (Instant, u64),
-    next_resend: Option<(Instant, u64)>,
-}
-
-/// What a timer-queue entry does when it comes due.
-#[derive(Debug, Clone, Copy)]
-enum Due {
-    Deadline(u64),
-    Resend(u64),
-}
-
-/// How late a re-send or deadline may fire, at most, so that the stub need
-/// not replace its armed timer for an entry due only a little earlier.
-const TIMER_SLACK: Duration = Duration::from_millis(10);
-
-/// The timers of one node's remote asks: re-sends and deadlines. See the
-/// module docs. Replies do not pass through it: the inbound dispatcher
-/// completes the waiting ask directly.
+/// The timer side of one node's remote asks: while any are outstanding it
+/// wakes every [`RPC_TICK`], re-sends what is due and fails what timed out
+/// (the timers live in the node's table of outstanding asks); after a
+/// second with none it sleeps until an ask wakes it. Replies do not pass
+/// through it.
 pub struct RpcStub {
     transport: Arc<dyn Transport>,
     asks: Arc<Outstanding>,
-    tracked: HashMap<u64, Tracked>,
-    rng: rand::rngs::StdRng,
-    /// Every deadline and re-send of every outstanding ask, by due time
-    /// (ties broken by a sequence number). One actix timer is armed for the
-    /// earliest entry: per-ask actix timers would make each cancellation
-    /// scan all of them (actix keeps timers in a list), which the benchmark
-    /// showed costing O(asks in flight) per ask.
-    due: BTreeMap<(Instant, u64), Due>,
-    due_seq: u64,
-    /// The one armed actix timer: when it fires, and its handle (an earlier
-    /// entry cancels it and arms another, so there is never more than one).
-    armed: Option<(Instant, SpawnHandle)>,
-    /// Actix timers spawned and neither fired nor cancelled (at most one).
-    live_timers: usize,
+    tick: Option<SpawnHandle>,
+    idle_ticks: u32,
 }
 
 impl RpcStub {
-    pub(crate) fn new(
-        node: &NodeId,
-        transport: Arc<dyn Transport>,
-        asks: Arc<Outstanding>,
-    ) -> Self {
-        let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
+    pub(crate) fn new(transport: Arc<dyn Transport>, asks: Arc<Outstanding>) -> Self {
         Self {
             transport,
             asks,
-            tracked: HashMap::new(),
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
-            due: BTreeMap::new(),
-            due_seq: 0,
-            armed: None,
-            live_timers: 0,
+            tick: None,
+            idle_ticks: 0,
         }
     }
 
@@ -237,105 +362,18 @@ impl RpcStub {
         self.asks.len()
     }
 
-    fn enqueue(&mut self, at: Instant, what: Due) -> (Instant, u64) {
-        self.due_seq += 1;
-        let key = (at, self.due_seq);
-        self.due.insert(key, what);
-        key
-    }
-
-    /// Make sure one actix timer fires at the earliest due entry.
-    fn arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(next, _)) = self.due.keys().next() else {
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        self.asks.fire_due(Instant::now(), self.transport.as_ref());
+        if !self.asks.is_empty() {
+            self.idle_ticks = 0;
             return;
-        };
-        if let Some((at, handle)) = self.armed {
-            if at <= next + TIMER_SLACK {
-                // The armed timer fires early enough. (The slack keeps
-                // steady traffic from re-arming per ask: with jittered
-                // re-sends, every other ask's first re-send is due a few
-                // milliseconds before the armed one.)
-                return;
-            }
-            // Replace it: a timer left behind would fire, find nothing due
-            // and arm yet another, so timers would pile up without bound
-            // (and actix polls every one of them on each wake-up).
-            ctx.cancel_future(handle);
-            self.live_timers -= 1;
         }
-        let handle = ctx.run_later(
-            next.saturating_duration_since(Instant::now()),
-            |act, ctx| {
-                act.armed = None;
-                act.live_timers -= 1;
-                act.fire_due(ctx);
-            },
-        );
-        self.live_timers += 1;
-        self.armed = Some((next, handle));
-    }
-
-    fn fire_due(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        while let Some(entry) = self.due.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            match entry.remove() {
-                Due::Deadline(id) => {
-                    if let Some(t) = self.forget(id) {
-                        self.asks.fail(id, AskError::Timeout(t.timeout));
-                    }
-                }
-                Due::Resend(id) => self.resend(id, now),
+        self.idle_ticks += 1;
+        if self.idle_ticks >= IDLE_TICKS && self.asks.stop_ticking_if_idle() {
+            if let Some(h) = self.tick.take() {
+                ctx.cancel_future(h);
             }
         }
-        self.arm(ctx);
-    }
-
-    fn resend(&mut self, id: u64, now: Instant) {
-        if !self.asks.is_waiting(id) {
-            self.forget(id);
-            return;
-        }
-        let Some(t) = self.tracked.get_mut(&id) else {
-            return;
-        };
-        t.next_resend = None;
-        t.attempts += 1;
-        match self.transport.send(&t.to_node, t.frame.clone()) {
-            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
-            Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
-        }
-        self.schedule_resend(id, now);
-    }
-
-    fn schedule_resend(&mut self, id: u64, now: Instant) {
-        let Some(t) = self.tracked.get(&id) else {
-            return;
-        };
-        if t.attempts >= t.retry.max_attempts {
-            return;
-        }
-        let base = t.retry.backoff(t.attempts);
-        let at = now + base + base.mul_f64(t.retry.jitter * self.rng.gen::<f64>());
-        if at >= t.deadline.0 {
-            return; // the deadline comes first
-        }
-        let key = self.enqueue(at, Due::Resend(id));
-        if let Some(t) = self.tracked.get_mut(&id) {
-            t.next_resend = Some(key);
-        }
-    }
-
-    /// Drop ask `id`'s timers; its record, if it had one.
-    fn forget(&mut self, id: u64) -> Option<Tracked> {
-        let t = self.tracked.remove(&id)?;
-        self.due.remove(&t.deadline);
-        if let Some(k) = t.next_resend {
-            self.due.remove(&k);
-        }
-        Some(t)
     }
 }
 
@@ -343,35 +381,13 @@ impl Actor for RpcStub {
     type Context = Context<Self>;
 }
 
-impl Handler<Track> for RpcStub {
+impl Handler<Wake> for RpcStub {
     type Result = ();
-    fn handle(&mut self, m: Track, ctx: &mut Context<Self>) {
-        if !self.asks.is_waiting(m.id) {
-            return; // answered (or failed) before its timers were set
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.idle_ticks = 0;
+        if self.tick.is_none() {
+            self.tick = Some(ctx.run_interval(RPC_TICK, |act, ctx| act.on_tick(ctx)));
         }
-        let now = Instant::now();
-        let deadline = self.enqueue(now + m.timeout, Due::Deadline(m.id));
-        self.tracked.insert(
-            m.id,
-            Tracked {
-                to_node: m.to_node,
-                frame: m.frame,
-                attempts: 1,
-                retry: m.retry,
-                timeout: m.timeout,
-                deadline,
-                next_resend: None,
-            },
-        );
-        self.schedule_resend(m.id, now);
-        self.arm(ctx);
-    }
-}
-
-impl Handler<Done> for RpcStub {
-    type Result = ();
-    fn handle(&mut self, m: Done, _ctx: &mut Context<Self>) {
-        self.forget(m.id);
     }
 }
 
@@ -461,78 +477,129 @@ impl DedupTable {
     }
 }
 
-/// Test probe: how many actix timers the stub has live.
-#[cfg(test)]
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct LiveTimers;
-
-#[cfg(test)]
-impl Handler<LiveTimers> for RpcStub {
-    type Result = usize;
-    fn handle(&mut self, _: LiveTimers, _: &mut Context<Self>) -> usize {
-        self.live_timers
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct NullTransport;
+    /// Counts the frames sent through it.
+    #[derive(Default)]
+    struct CountingTransport {
+        sent: std::sync::atomic::AtomicUsize,
+    }
 
-    impl Transport for NullTransport {
+    impl Transport for CountingTransport {
         fn local_name(&self) -> &str {
             "a"
         }
         fn send(&self, _: &str, _: Bytes) -> Result<(), TransportError> {
+            self.sent.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         fn shutdown(&self) {}
     }
 
-    /// Sequential asks with jittered re-sends: an ask's first re-send is
-    /// often due before the one the armed timer was set for. The stub must
-    /// then replace that timer, not leave it behind (left-behind timers
-    /// fired, found nothing due and armed another: they piled up, and the
-    /// ask round trip in the benchmark slowed from 80 to 200 us in a minute).
+    fn request(timeout_ms: u64, retry: RetryPolicy) -> Request {
+        Request {
+            to_node: "b".into(),
+            frame: Bytes::from_static(b"req"),
+            timeout: Duration::from_millis(timeout_ms),
+            retry,
+        }
+    }
+
+    fn started() -> (Arc<Outstanding>, Arc<CountingTransport>, Addr<RpcStub>) {
+        let asks = Arc::new(Outstanding::new(&NodeId::with_incarnation("a", 1)));
+        let transport = Arc::new(CountingTransport::default());
+        let stub = RpcStub::new(transport.clone(), asks.clone()).start();
+        (asks, transport, stub)
+    }
+
+    /// An unanswered ask is re-sent on its back-off schedule and then fails
+    /// with `Timeout`; the first registration wakes the idle stub.
     #[actix_rt::test]
-    async fn the_stub_keeps_at_most_one_timer_armed() {
-        let asks = Arc::new(Outstanding::new());
-        let stub = RpcStub::new(
-            &NodeId::with_incarnation("a", 1),
-            Arc::new(NullTransport),
-            asks.clone(),
-        )
-        .start();
+    async fn unanswered_asks_are_resent_then_time_out() {
+        let (asks, transport, stub) = started();
         let retry = RetryPolicy {
-            // Well above the timer slack, so earlier entries do replace
-            // the armed timer.
-            initial_backoff: Duration::from_millis(40),
+            initial_backoff: Duration::from_millis(30),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        let (tx, rx) = oneshot::channel();
+        let id = asks.next_id();
+        assert_eq!(
+            asks.register(id, request(300, retry), tx),
+            Registered::WakeStub
+        );
+        stub.do_send(Wake);
+        // Re-sent twice (3 sends in all, the first by the caller), then failed.
+        let got = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("ends")
+            .expect("answered");
+        assert!(matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+        assert_eq!(transport.sent.load(Ordering::Relaxed), 2);
+        assert_eq!(asks.timers(), 0, "no timer left behind");
+        // A second ask finds the stub ticking: no wake needed.
+        let (tx, _rx) = oneshot::channel();
+        assert_eq!(
+            asks.register(asks.next_id(), request(300, retry), tx),
+            Registered::Ok
+        );
+    }
+
+    /// Answered asks take their timers with them, sends nothing more, and
+    /// an idle stub stops ticking; the next ask wakes it and still times out.
+    #[actix_rt::test]
+    async fn answered_asks_leave_no_timers_and_an_idle_stub_sleeps() {
+        let (asks, transport, stub) = started();
+        let retry = RetryPolicy {
+            initial_backoff: Duration::from_millis(20),
             jitter: 1.0,
             ..RetryPolicy::default()
         };
-        let mut most = 0;
-        for _ in 0..300 {
+        let mut woken = 0;
+        for _ in 0..200 {
+            let (tx, rx) = oneshot::channel();
             let id = asks.next_id();
-            let (tx, _rx) = oneshot::channel();
-            assert!(asks.register(id, "b".into(), tx));
-            stub.send(Track {
-                id,
-                to_node: "b".into(),
-                frame: Bytes::new(),
-                timeout: Duration::from_secs(5),
-                retry,
-            })
-            .await
-            .expect("stub alive");
-            assert!(asks.complete(id, "b", Ok(Vec::new())));
-            stub.send(Done { id }).await.expect("stub alive");
-            // Let some armed timers come due between asks.
-            tokio::time::sleep(Duration::from_micros(500)).await;
-            most = most.max(stub.send(LiveTimers).await.expect("stub alive"));
+            if asks.register(id, request(5_000, retry), tx) == Registered::WakeStub {
+                woken += 1;
+                stub.do_send(Wake);
+            }
+            assert!(asks.complete(id, "b", Ok(vec![7])));
+            assert_eq!(rx.await.expect("reply"), Ok(vec![7]));
         }
-        assert!(most <= 1, "up to {most} timers were armed at once");
+        assert_eq!(woken, 1, "one wake-up for a stream of asks");
+        assert_eq!(asks.timers(), 0);
+        tokio::time::sleep(RPC_TICK * (IDLE_TICKS + 20)).await;
+        assert_eq!(transport.sent.load(Ordering::Relaxed), 0, "no re-sends");
+        // Asleep now: the next ask must wake it, and its deadline still fires.
+        let (tx, rx) = oneshot::channel();
+        let id = asks.next_id();
+        assert_eq!(
+            asks.register(id, request(50, RetryPolicy::none()), tx),
+            Registered::WakeStub
+        );
+        stub.do_send(Wake);
+        let got = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("ends")
+            .expect("answered");
+        assert!(matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+    }
+
+    /// A reply from another node than the one asked does not complete it.
+    #[actix_rt::test]
+    async fn replies_count_only_from_the_node_asked() {
+        let (asks, _transport, _stub) = started();
+        let (tx, mut rx) = oneshot::channel();
+        let id = asks.next_id();
+        asks.register(id, request(5_000, RetryPolicy::none()), tx);
+        assert!(!asks.complete(id, "c", Ok(vec![1])));
+        assert!(rx.try_recv().is_err());
+        assert!(asks.complete(id, "b", Ok(vec![2])));
+        assert_eq!(rx.await.expect("reply"), Ok(vec![2]));
     }
 
     #[test]
