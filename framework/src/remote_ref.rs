@@ -197,16 +197,18 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         // Encoded into this thread's reused buffer and copied into the
         // transport's queue: no allocation per message on this path.
-        let to = &self.target.node;
-        let transport = &self.shared.transport;
+        let (to, transport) = (&self.target.node, &self.shared.transport);
+        let send = |frame: &[u8]| {
+            if self.control {
+                transport.send_control_slice(to, frame)
+            } else {
+                transport.send_slice(to, frame)
+            }
+        };
         let sent = TELL_BUF.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 self.encode_tell_into(&mut buf, &msg)?;
-                let sent = if self.control {
-                    transport.send_control_slice(to, &buf)
-                } else {
-                    transport.send_slice(to, &buf)
-                };
+                let sent = send(&buf);
                 if buf.capacity() > TELL_BUF_KEEP {
                     *buf = Vec::new();
                 }
@@ -216,11 +218,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             Err(_) => {
                 let mut buf = Vec::new();
                 self.encode_tell_into(&mut buf, &msg)?;
-                Ok(if self.control {
-                    transport.send_control_slice(to, &buf)
-                } else {
-                    transport.send_slice(to, &buf)
-                })
+                Ok(send(&buf))
             }
         })?;
         sent?;
