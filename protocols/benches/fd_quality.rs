@@ -23,7 +23,9 @@
 //! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes),
 //! `FD_SEEDS=k` (seeds 1..=k for every size); `FD_DEBUG=1` prints every
 //! false positive; `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
-//! [`run`]).
+//! [`run`]); `FD_FINGERPRINT=1` prints each run's exact fingerprint (Down
+//! reports, events processed, messages, bytes) to stderr, to check that a
+//! speed-up changed nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -475,6 +477,30 @@ where
         }
     }
     let total = sim.total_stats();
+    if std::env::var("FD_FINGERPRINT").is_ok_and(|v| !v.is_empty() && v != "0") {
+        // A run's exact fingerprint: every Down report, the events processed
+        // and the traffic. Equal before and after a change that must not
+        // change behaviour (speed-ups).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |x: u64| {
+            for b in x.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for o in sim.events() {
+            mix(u64::from(o.observer.node));
+            mix(u64::from(o.event.member.node));
+            mix(o.event.at.as_nanos() as u64);
+        }
+        eprintln!(
+            "fingerprint N={n} {} seed {seed}: events {} processed {} msgs {} bytes {} hash {h:016x}",
+            sc.name,
+            sim.events().len(),
+            sim.processed(),
+            total.msgs,
+            total.bytes
+        );
+    }
     let member_s = n as f64 * duration.as_secs_f64();
     out.msgs_per_member_s = total.msgs as f64 / member_s;
     out.bytes_per_member_s = total.bytes as f64 / member_s;
