@@ -301,12 +301,20 @@ impl<Id> Suspicion<Id> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Member<Id> {
+/// What most lookups need about a member (every received update is
+/// checked against it), kept small so the member table stays dense in
+/// cache; the rest is in [`MemberDetail`], at index `detail`.
+#[derive(Debug, Clone, Copy)]
+struct Member {
     inc: u64,
     state: State,
-    /// Boxed: most members are not suspected, and a small entry keeps the
-    /// member table dense in cache.
+    detail: u32,
+}
+
+/// The rarely read part of a member's entry.
+#[derive(Debug, Clone)]
+struct MemberDetail<Id> {
+    /// Boxed: most members are not suspected.
     suspicion: Option<Box<Suspicion<Id>>>,
     /// When any message from it last arrived.
     heard: Duration,
@@ -331,80 +339,158 @@ struct Probe<Id> {
 /// walks ~4 nodes, mostly cache misses, and dominated large simulations.
 type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
-/// Position of a queued update in send order: priority class, then fewest
-/// transmissions, then newest first (memberlist's transmit-limited queue,
-/// plus the priority classes of [`priority`]).
-type QueueKey = (u8, u32, std::cmp::Reverse<u64>);
+/// A queued update: the update and whether it is still the queued one for
+/// its member (a newer update about the same member replaces it in place).
+#[derive(Debug)]
+struct Queued<Id> {
+    update: Update<Id>,
+    live: bool,
+}
 
-/// Updates waiting to be piggybacked, at most one per member, kept in send
-/// order so that taking the next `room` updates costs O(room log Q) (a
-/// full pass per message was the bottleneck of large clusters under loss).
+/// Updates waiting to be piggybacked, at most one per member, in send
+/// order: priority class (see [`priority`]), then fewest transmissions,
+/// then newest first (memberlist's transmit-limited queue, plus the
+/// priority classes).
+///
+/// Layout, chosen for speed (a large cluster under loss spends most of its
+/// time here and in member lookups): every pushed update gets the next slot
+/// of `slots`, so slot numbers are push order; `buckets[class][transmits]`
+/// holds the slot numbers of the live updates with that class and
+/// transmission count, ascending, so the next update to send is the last
+/// of the first non-empty bucket. Taking an update moves its slot number to
+/// the next bucket (binary-search insert into a short vector); no hash
+/// lookup is needed except when an update is dropped. A replaced or removed
+/// update is only marked dead and skipped when reached; `slots` is
+/// compacted (renumbered in the same order) when dead ones outnumber live
+/// ones.
 #[derive(Debug)]
 struct BroadcastQueue<Id> {
-    by_key: BTreeMap<QueueKey, Update<Id>>,
-    by_member: LookupMap<Id, QueueKey>,
-    order: u64,
+    slots: Vec<Queued<Id>>,
+    buckets: [Vec<Vec<u32>>; 3],
+    /// The slot of each member's queued update.
+    by_member: LookupMap<Id, u32>,
 }
 
 impl<Id: FdId> BroadcastQueue<Id> {
     fn new() -> Self {
         Self {
-            by_key: BTreeMap::new(),
+            slots: Vec::new(),
+            buckets: [Vec::new(), Vec::new(), Vec::new()],
             by_member: LookupMap::default(),
-            order: 0,
         }
     }
 
     fn len(&self) -> usize {
-        self.by_key.len()
+        self.by_member.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.by_member.is_empty()
+    }
+
+    fn bucket(&mut self, class: u8, transmits: u32) -> &mut Vec<u32> {
+        let b = &mut self.buckets[class as usize];
+        let t = transmits as usize;
+        if b.len() <= t {
+            b.resize_with(t + 1, Vec::new);
+        }
+        &mut b[t]
     }
 
     /// Queue `update`, replacing any queued update about the same member.
     fn push(&mut self, update: Update<Id>) {
-        let member = update.member().clone();
-        self.remove_member(&member);
-        self.order += 1;
-        let key = (priority(&update), 0, std::cmp::Reverse(self.order));
-        self.by_key.insert(key, update);
-        self.by_member.insert(member, key);
+        if self.slots.len() >= u32::MAX as usize || self.slots.len() > 2 * self.len() + 64 {
+            self.compact();
+        }
+        let slot = self.slots.len() as u32;
+        let class = priority(&update);
+        if let Some(old) = self.by_member.insert(update.member().clone(), slot) {
+            self.slots[old as usize].live = false;
+        }
+        self.slots.push(Queued { update, live: true });
+        // The newest slot: it goes last in its bucket.
+        self.bucket(class, 0).push(slot);
     }
 
     fn remove_member(&mut self, member: &Id) {
-        if let Some(key) = self.by_member.remove(member) {
-            self.by_key.remove(&key);
+        if let Some(slot) = self.by_member.remove(member) {
+            self.slots[slot as usize].live = false;
         }
+    }
+
+    /// Drop dead slots and renumber the live ones in the same order.
+    fn compact(&mut self) {
+        let mut renumber = vec![u32::MAX; self.slots.len()];
+        let mut slots = Vec::with_capacity(self.len());
+        for (i, q) in std::mem::take(&mut self.slots).into_iter().enumerate() {
+            if q.live {
+                renumber[i] = slots.len() as u32;
+                slots.push(q);
+            }
+        }
+        for class in &mut self.buckets {
+            for b in class.iter_mut() {
+                b.retain_mut(|s| {
+                    *s = renumber[*s as usize];
+                    *s != u32::MAX
+                });
+            }
+        }
+        for (i, q) in slots.iter().enumerate() {
+            if let Some(s) = self.by_member.get_mut(q.update.member()) {
+                *s = i as u32;
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// Forget `slot`, whose update is dropped for good.
+    fn drop_slot(&mut self, slot: u32) {
+        let q = &mut self.slots[slot as usize];
+        q.live = false;
+        self.by_member.remove(q.update.member());
     }
 
     /// The next `room` updates in send order, each counted as transmitted
     /// once more; an update that reached `limit` transmissions is dropped
     /// (also one found at or above a limit that shrank with the cluster).
     fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
-        let mut v = Vec::with_capacity(room.min(self.by_key.len()));
-        let mut resend = Vec::new();
-        while v.len() < room {
-            let Some(((prio, transmits, order), update)) = self.by_key.pop_first() else {
-                break;
-            };
-            if transmits >= limit {
-                self.by_member.remove(update.member());
-                continue;
-            }
-            v.push(update.clone());
-            let key = (prio, transmits + 1, order);
-            if key.1 < limit {
-                if let Some(k) = self.by_member.get_mut(update.member()) {
-                    *k = key;
+        let mut v = Vec::with_capacity(room.min(self.len()));
+        // Moved to the next bucket after the pass, so that none is taken
+        // twice for one message.
+        let mut resend: Vec<(u8, u32, u32)> = Vec::new();
+        'classes: for class in 0..3u8 {
+            let mut transmits = 0;
+            while (transmits as usize) < self.buckets[class as usize].len() {
+                while v.len() < room {
+                    let Some(slot) = self.buckets[class as usize][transmits as usize].pop() else {
+                        break;
+                    };
+                    if !self.slots[slot as usize].live {
+                        continue;
+                    }
+                    if transmits >= limit {
+                        self.drop_slot(slot);
+                        continue;
+                    }
+                    v.push(self.slots[slot as usize].update.clone());
+                    if transmits + 1 < limit {
+                        resend.push((class, transmits + 1, slot));
+                    } else {
+                        self.drop_slot(slot);
+                    }
                 }
-                resend.push((key, update));
-            } else {
-                self.by_member.remove(update.member());
+                if v.len() >= room {
+                    break 'classes;
+                }
+                transmits += 1;
             }
         }
-        self.by_key.extend(resend);
+        for (class, transmits, slot) in resend {
+            let b = self.bucket(class, transmits);
+            let at = b.partition_point(|s| *s < slot);
+            b.insert(at, slot);
+        }
         v
     }
 }
@@ -429,7 +515,10 @@ pub struct Swim<Id: FdId> {
     me: Id,
     params: SwimParams,
     inc: u64,
-    members: LookupMap<Id, Member<Id>>,
+    members: LookupMap<Id, Member>,
+    /// Indexed by [`Member::detail`]; an entry is never reused (a member is
+    /// only removed when a restart of the same node replaces it).
+    details: Vec<MemberDetail<Id>>,
     /// The keys of `members` in admission order: random picks (gossip
     /// targets, helpers) and every pass over the members go through it.
     roster: Vec<Id>,
@@ -465,6 +554,7 @@ impl<Id: FdId> Swim<Id> {
             params,
             inc: 0,
             members: LookupMap::default(),
+            details: Vec::new(),
             roster: Vec::new(),
             dead: BTreeSet::new(),
             retired: BTreeSet::new(),
@@ -619,8 +709,9 @@ impl<Id: FdId> Swim<Id> {
         let old = m.state;
         m.state = state;
         m.inc = inc;
+        let d = &mut self.details[m.detail as usize];
         if old != state {
-            m.since = now;
+            d.since = now;
             if state == State::Dead {
                 self.dead.insert(id.clone());
             } else if old == State::Dead {
@@ -628,7 +719,7 @@ impl<Id: FdId> Swim<Id> {
             }
         }
         if state != State::Suspect {
-            m.suspicion = None;
+            d.suspicion = None;
         }
         if old.live() && !state.live() {
             self.live -= 1;
@@ -661,6 +752,7 @@ impl<Id: FdId> Swim<Id> {
             self.roster.retain(|r| *r != o);
             self.dead.remove(&o);
             if let Some(m) = self.members.remove(&o) {
+                self.details[m.detail as usize].suspicion = None;
                 if m.state.live() {
                     self.live -= 1;
                     self.emit(now, &o, State::Dead, out);
@@ -670,14 +762,18 @@ impl<Id: FdId> Swim<Id> {
             self.retired.insert(o);
         }
         self.roster.push(id.clone());
+        let detail = self.details.len() as u32;
+        self.details.push(MemberDetail {
+            suspicion: None,
+            heard: now,
+            since: now,
+        });
         self.members.insert(
             id.clone(),
             Member {
                 inc,
                 state: State::Alive,
-                suspicion: None,
-                heard: now,
-                since: now,
+                detail,
             },
         );
         self.live += 1;
@@ -785,9 +881,12 @@ impl<Id: FdId> Swim<Id> {
             Update::Suspect { inc, from, .. } => {
                 m.state == State::Suspect
                     && *inc == m.inc
-                    && m.suspicion.as_ref().map_or(true, |s| {
-                        s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
-                    })
+                    && self.details[m.detail as usize]
+                        .suspicion
+                        .as_ref()
+                        .map_or(true, |s| {
+                            s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
+                        })
             }
             Update::Dead { inc, .. } => m.state == State::Dead && *inc == m.inc,
             Update::Left { inc, .. } => m.state == State::Left && *inc <= m.inc,
@@ -848,15 +947,15 @@ impl<Id: FdId> Swim<Id> {
                         }
                         // memberlist: confirmations beyond the k expected
                         // ones change nothing and are not re-broadcast.
-                        let new = match &mut m.suspicion {
+                        let suspicion = &mut self.details[m.detail as usize].suspicion;
+                        let new = match suspicion {
                             Some(s) if s.confirmers.len() <= s.k as usize => {
                                 s.confirmers.insert(from.clone())
                             }
                             _ => false,
                         };
                         if new {
-                            let deadline = m
-                                .suspicion
+                            let deadline = suspicion
                                 .as_ref()
                                 .map(|s| s.start + s.timeout())
                                 .unwrap_or(now)
@@ -875,8 +974,8 @@ impl<Id: FdId> Swim<Id> {
                         let s = self.new_suspicion(now, from.clone());
                         let after = s.timeout().saturating_sub(self.params.probe_timeout);
                         self.set_state(now, &member, State::Suspect, inc, out);
-                        if let Some(m) = self.members.get_mut(&member) {
-                            m.suspicion = Some(Box::new(s));
+                        if let Some(m) = self.members.get(&member) {
+                            self.details[m.detail as usize].suspicion = Some(Box::new(s));
                         }
                         out.set_timer(
                             after,
@@ -916,6 +1015,17 @@ impl<Id: FdId> Swim<Id> {
     }
 
     fn apply_all(&mut self, now: Duration, updates: Vec<Update<Id>>, out: &mut FdOutputs<Id>) {
+        // Look every member up once before applying anything: the lookups
+        // are independent, so the CPU overlaps their cache misses (the
+        // member table of a node is usually cold when its message arrives),
+        // and `apply` then finds the entries in cache. Reads only.
+        let mut touched = 0u64;
+        for u in &updates {
+            if let Some(m) = self.members.get(u.member()) {
+                touched = touched.wrapping_add(m.inc);
+            }
+        }
+        std::hint::black_box(touched);
         for u in updates {
             self.apply(now, u, out);
         }
@@ -953,7 +1063,7 @@ impl<Id: FdId> Swim<Id> {
         if self
             .members
             .get(&p.target)
-            .is_some_and(|m| m.heard > p.start)
+            .is_some_and(|m| self.details[m.detail as usize].heard > p.start)
         {
             // No ack, but the target did talk to us during this period:
             // it is alive, and the loss was on the probe's path.
@@ -1015,7 +1125,7 @@ impl<Id: FdId> Swim<Id> {
             Some(p) if p.seq == seq && !p.acked && !p.indirect => p.target.clone(),
             _ => return,
         };
-        let helpers = self.random_members(self.params.indirect_checks, |id, m| {
+        let helpers = self.random_members(self.params.indirect_checks, |id, m, _| {
             m.state == State::Alive && *id != target
         });
         // A second direct ping alongside the indirect ones (memberlist sends
@@ -1046,13 +1156,21 @@ impl<Id: FdId> Swim<Id> {
     /// ones make at most 3 x (members) random picks, like memberlist's
     /// `kRandomNodes` (O(k) in the usual case instead of a pass over all
     /// members; it may return fewer than `k` when few members qualify).
-    fn random_members(&mut self, k: usize, ok: impl Fn(&Id, &Member<Id>) -> bool) -> Vec<Id> {
+    fn random_members(
+        &mut self,
+        k: usize,
+        ok: impl Fn(&Id, &Member, &MemberDetail<Id>) -> bool,
+    ) -> Vec<Id> {
         let n = self.roster.len();
         if n <= 64 {
             let all: Vec<&Id> = self
                 .roster
                 .iter()
-                .filter(|id| self.members.get(*id).is_some_and(|m| ok(id, m)))
+                .filter(|id| {
+                    self.members
+                        .get(*id)
+                        .is_some_and(|m| ok(id, m, &self.details[m.detail as usize]))
+                })
                 .collect();
             return all
                 .choose_multiple(&mut self.rng, k)
@@ -1065,7 +1183,12 @@ impl<Id: FdId> Swim<Id> {
                 break;
             }
             let id = &self.roster[self.rng.gen_range(0..n)];
-            if !picked.contains(id) && self.members.get(id).is_some_and(|m| ok(id, m)) {
+            if !picked.contains(id)
+                && self
+                    .members
+                    .get(id)
+                    .is_some_and(|m| ok(id, m, &self.details[m.detail as usize]))
+            {
                 picked.push(id.clone());
             }
         }
@@ -1081,8 +1204,8 @@ impl<Id: FdId> Swim<Id> {
             return;
         }
         let window = self.params.gossip_to_the_dead;
-        let targets = self.random_members(self.params.gossip_nodes, |_, m| {
-            m.state.live() || (m.state == State::Dead && now.saturating_sub(m.since) < window)
+        let targets = self.random_members(self.params.gossip_nodes, |_, m, d| {
+            m.state.live() || (m.state == State::Dead && now.saturating_sub(d.since) < window)
         });
         for t in targets {
             let updates = self.piggyback(&t);
@@ -1094,7 +1217,7 @@ impl<Id: FdId> Swim<Id> {
     }
 
     /// Ids of the members satisfying `ok`, in id order (deterministic).
-    fn sorted_ids(&self, ok: impl Fn(&Member<Id>) -> bool) -> Vec<Id> {
+    fn sorted_ids(&self, ok: impl Fn(&Member) -> bool) -> Vec<Id> {
         let mut v: Vec<Id> = self
             .roster
             .iter()
@@ -1174,8 +1297,8 @@ impl<Id: FdId> Protocol for Swim<Id> {
             return;
         }
         self.corrections.clear();
-        if let Some(m) = self.members.get_mut(&from) {
-            m.heard = now;
+        if let Some(m) = self.members.get(&from) {
+            self.details[m.detail as usize].heard = now;
         }
         // A probe from a member we never heard of (a joiner whose Alive has
         // not reached us yet): it is evidently alive, learn it.
@@ -1305,7 +1428,7 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     return;
                 };
                 let Some(s) = (m.state == State::Suspect)
-                    .then_some(m.suspicion.as_ref())
+                    .then_some(self.details[m.detail as usize].suspicion.as_ref())
                     .flatten()
                 else {
                     return;
@@ -1323,11 +1446,8 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     // deadline: it carries the suspicion to the member,
                     // whose ack carries its refutation (or the refutation
                     // we missed) back.
-                    if let Some(s) = self
-                        .members
-                        .get_mut(&member)
-                        .and_then(|m| m.suspicion.as_mut())
-                    {
+                    let detail = self.members.get(&member).map(|m| m.detail as usize);
+                    if let Some(s) = detail.and_then(|d| self.details[d].suspicion.as_mut()) {
                         s.verified = true;
                     }
                     self.seq += 1;
@@ -1485,6 +1605,75 @@ mod tests {
         // Next message: the 24 never-sent ones come before re-sends.
         let p2 = s.piggyback(&id(1));
         assert!(p2.iter().all(|u| u.member().node < 224));
+    }
+
+    /// The bucketed queue against a direct model of memberlist's order
+    /// (class, transmissions, newest first), with replacements, removals,
+    /// drops at the limit and compactions on the way.
+    #[test]
+    fn broadcast_queue_matches_a_sorted_model() {
+        let mut q: BroadcastQueue<SimId> = BroadcastQueue::new();
+        // Model: (class, transmits, push order, update).
+        let mut model: Vec<(u8, u32, u64, Update<SimId>)> = Vec::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut order = 0u64;
+        let mut compactions = 0;
+        for step in 0..4000 {
+            let member = id(rng.gen_range(0..40));
+            match rng.gen_range(0..10) {
+                0..=4 => {
+                    let inc = step;
+                    let u = match rng.gen_range(0..3) {
+                        0 => Update::Alive { member, inc },
+                        1 => Update::Dead {
+                            member,
+                            inc,
+                            from: id(99),
+                        },
+                        _ => Update::Suspect {
+                            member,
+                            inc,
+                            from: id(99),
+                        },
+                    };
+                    let before = q.slots.len();
+                    q.push(u.clone());
+                    if q.slots.len() <= before {
+                        compactions += 1;
+                    }
+                    model.retain(|e| *e.3.member() != member);
+                    order += 1;
+                    model.push((priority(&u), 0, order, u));
+                }
+                5 => {
+                    q.remove_member(&member);
+                    model.retain(|e| *e.3.member() != member);
+                }
+                _ => {
+                    let room = rng.gen_range(1..8);
+                    let limit = rng.gen_range(2..6);
+                    let got = q.take(room, limit);
+                    model.sort_by_key(|e| (e.0, e.1, std::cmp::Reverse(e.2)));
+                    let mut want = Vec::new();
+                    let mut keep = Vec::new();
+                    for mut e in std::mem::take(&mut model) {
+                        if want.len() == room {
+                            keep.push(e);
+                        } else if e.1 < limit {
+                            want.push(e.3.clone());
+                            e.1 += 1;
+                            if e.1 < limit {
+                                keep.push(e);
+                            }
+                        }
+                    }
+                    model = keep;
+                    assert_eq!(got, want, "step {step}");
+                }
+            }
+            assert_eq!(q.len(), model.len(), "step {step}");
+        }
+        assert!(compactions > 10, "compactions: {compactions}");
     }
 
     #[test]
