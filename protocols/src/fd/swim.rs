@@ -79,9 +79,8 @@
 //! `retransmit_mult * log10 N` times by every member; updates then queue
 //! (refutations first) and dissemination slows to several periods.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -303,12 +302,11 @@ impl<Id> Suspicion<Id> {
 
 /// What most lookups need about a member (every received update is
 /// checked against it), kept small so the member table stays dense in
-/// cache; the rest is in [`MemberDetail`], at index `detail`.
+/// cache; the rest is in [`MemberDetail`].
 #[derive(Debug, Clone, Copy)]
 struct Member {
     inc: u64,
     state: State,
-    detail: u32,
 }
 
 /// The rarely read part of a member's entry.
@@ -333,11 +331,187 @@ struct Probe<Id> {
     nacks: u32,
 }
 
-/// Lookup-only hash map with a fixed-key hasher (no OS randomness). It is
-/// never iterated: member lists are read from the roster and sorted, so no
-/// decision depends on hash order. A B-tree lookup in a 1024-member map
-/// walks ~4 nodes, mostly cache misses, and dominated large simulations.
-type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// A fast multiplicative hasher (the rustc "Fx" scheme) with a fixed
+/// start, for lookup-only tables: deterministic (no OS randomness) and a
+/// few instructions per id. Not resistant to crafted collisions; member
+/// ids come from authenticated cluster peers.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Lookup-only hash map with a fixed-start hasher (no OS randomness). It
+/// is never iterated, so no decision depends on hash order.
+type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The member table: entries in admission order (random picks index it
+/// directly; every pass over the members goes through it and sorts when
+/// order matters), found by id through an open-addressing index of
+/// positions (linear probing, at most half full).
+///
+/// Built for the cache: with a 1024-member cluster simulated in one
+/// process, each node's table is cold when its next event comes, and every
+/// received update is checked against it. A lookup reads one 4-byte index
+/// slot (the index is 8 KiB at N = 1024) and one 24-byte entry (for
+/// [`super::SimId`]), where a general hash map with 64-byte entries took
+/// two cache misses over a table six times larger. The index is never
+/// iterated, so hash order decides nothing. Removal (a restarted member
+/// replacing its old life) is rare and rebuilds the index.
+#[derive(Debug)]
+struct MemberTable<Id> {
+    index: Vec<u32>,
+    /// log2 of `index.len()`.
+    bits: u32,
+    entries: Vec<(Id, Member)>,
+    /// Parallel to `entries`.
+    details: Vec<MemberDetail<Id>>,
+}
+
+impl<Id: FdId> MemberTable<Id> {
+    const EMPTY: u32 = u32::MAX;
+
+    fn new() -> Self {
+        Self {
+            index: Vec::new(),
+            bits: 0,
+            entries: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn home(&self, id: &Id) -> usize {
+        let mut h = FxHasher::default();
+        id.hash(&mut h);
+        // Fibonacci hashing: the top bits of a second multiplication.
+        (h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+    }
+
+    /// Position of `id` in `entries`.
+    fn pos(&self, id: &Id) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.index.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            let p = self.index[i];
+            if p == Self::EMPTY {
+                return None;
+            }
+            if self.entries[p as usize].0 == *id {
+                return Some(p as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn get(&self, id: &Id) -> Option<&Member> {
+        self.pos(id).map(|p| &self.entries[p].1)
+    }
+
+    /// A member's entry and detail.
+    fn get_full_mut(&mut self, id: &Id) -> Option<(&mut Member, &mut MemberDetail<Id>)> {
+        let p = self.pos(id)?;
+        Some((&mut self.entries[p].1, &mut self.details[p]))
+    }
+
+    fn detail(&self, id: &Id) -> Option<&MemberDetail<Id>> {
+        self.pos(id).map(|p| &self.details[p])
+    }
+
+    fn detail_mut(&mut self, id: &Id) -> Option<&mut MemberDetail<Id>> {
+        self.pos(id).map(|p| &mut self.details[p])
+    }
+
+    fn contains_key(&self, id: &Id) -> bool {
+        self.pos(id).is_some()
+    }
+
+    fn place(&mut self, id: &Id, pos: u32) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(id);
+        while self.index[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = pos;
+    }
+
+    fn rebuild(&mut self, bits: u32) {
+        self.bits = bits;
+        self.index = vec![Self::EMPTY; 1 << bits];
+        for p in 0..self.entries.len() {
+            let id = self.entries[p].0.clone();
+            self.place(&id, p as u32);
+        }
+    }
+
+    /// Add a member not in the table (at the end of the admission order).
+    fn insert(&mut self, id: Id, member: Member, detail: MemberDetail<Id>) {
+        debug_assert!(!self.contains_key(&id));
+        let pos = self.entries.len() as u32;
+        self.entries.push((id.clone(), member));
+        self.details.push(detail);
+        if 2 * self.entries.len() > self.index.len() {
+            self.rebuild((self.bits + 1).max(4));
+        } else {
+            self.place(&id, pos);
+        }
+    }
+
+    /// Remove a member, keeping the admission order of the others.
+    fn remove(&mut self, id: &Id) -> Option<Member> {
+        let p = self.pos(id)?;
+        let (_, m) = self.entries.remove(p);
+        self.details.remove(p);
+        self.rebuild(self.bits);
+        Some(m)
+    }
+}
 
 /// A queued update: the update and whether it is still the queued one for
 /// its member (a newer update about the same member replaces it in place).
@@ -369,6 +543,8 @@ struct BroadcastQueue<Id> {
     buckets: [Vec<Vec<u32>>; 3],
     /// The slot of each member's queued update.
     by_member: LookupMap<Id, u32>,
+    /// Scratch list of [`Self::take_into`] (kept for its capacity).
+    resend: Vec<(u8, u32, u32)>,
 }
 
 impl<Id: FdId> BroadcastQueue<Id> {
@@ -377,6 +553,7 @@ impl<Id: FdId> BroadcastQueue<Id> {
             slots: Vec::new(),
             buckets: [Vec::new(), Vec::new(), Vec::new()],
             by_member: LookupMap::default(),
+            resend: Vec::new(),
         }
     }
 
@@ -451,14 +628,15 @@ impl<Id: FdId> BroadcastQueue<Id> {
         self.by_member.remove(q.update.member());
     }
 
-    /// The next `room` updates in send order, each counted as transmitted
-    /// once more; an update that reached `limit` transmissions is dropped
-    /// (also one found at or above a limit that shrank with the cluster).
-    fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
-        let mut v = Vec::with_capacity(room.min(self.len()));
+    /// Append the next `room` updates in send order to `v`, each counted
+    /// as transmitted once more; an update that reached `limit`
+    /// transmissions is dropped (also one found at or above a limit that
+    /// shrank with the cluster).
+    fn take_into(&mut self, v: &mut Vec<Update<Id>>, room: usize, limit: u32) {
+        let room = v.len() + room;
         // Moved to the next bucket after the pass, so that none is taken
         // twice for one message.
-        let mut resend: Vec<(u8, u32, u32)> = Vec::new();
+        let mut resend = std::mem::take(&mut self.resend);
         'classes: for class in 0..3u8 {
             let mut transmits = 0;
             while (transmits as usize) < self.buckets[class as usize].len() {
@@ -486,11 +664,18 @@ impl<Id: FdId> BroadcastQueue<Id> {
                 transmits += 1;
             }
         }
-        for (class, transmits, slot) in resend {
+        for (class, transmits, slot) in resend.drain(..) {
             let b = self.bucket(class, transmits);
             let at = b.partition_point(|s| *s < slot);
             b.insert(at, slot);
         }
+        self.resend = resend;
+    }
+
+    #[cfg(test)]
+    fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
+        let mut v = Vec::new();
+        self.take_into(&mut v, room, limit);
         v
     }
 }
@@ -515,13 +700,7 @@ pub struct Swim<Id: FdId> {
     me: Id,
     params: SwimParams,
     inc: u64,
-    members: LookupMap<Id, Member>,
-    /// Indexed by [`Member::detail`]; an entry is never reused (a member is
-    /// only removed when a restart of the same node replaces it).
-    details: Vec<MemberDetail<Id>>,
-    /// The keys of `members` in admission order: random picks (gossip
-    /// targets, helpers) and every pass over the members go through it.
-    roster: Vec<Id>,
+    members: MemberTable<Id>,
     /// The members in state `Dead`, in id order (partition-healing pings).
     dead: BTreeSet<Id>,
     retired: BTreeSet<Id>,
@@ -553,9 +732,7 @@ impl<Id: FdId> Swim<Id> {
             me,
             params,
             inc: 0,
-            members: LookupMap::default(),
-            details: Vec::new(),
-            roster: Vec::new(),
+            members: MemberTable::new(),
             dead: BTreeSet::new(),
             retired: BTreeSet::new(),
             live: 0,
@@ -658,31 +835,30 @@ impl<Id: FdId> Swim<Id> {
     /// Updates for one message to `dest`: bad news about `dest` first, then
     /// the least-transmitted queued updates, at most `max_piggyback`.
     fn piggyback(&mut self, dest: &Id) -> Vec<Update<Id>> {
-        let mut v = Vec::new();
-        if let Some(m) = self.members.get(dest) {
-            match m.state {
-                State::Suspect => v.push(Update::Suspect {
-                    member: dest.clone(),
-                    inc: m.inc,
-                    from: self.me.clone(),
-                }),
-                State::Dead => v.push(Update::Dead {
-                    member: dest.clone(),
-                    inc: m.inc,
-                    from: self.me.clone(),
-                }),
-                _ => {}
-            }
-        }
+        let bad_news = self.members.get(dest).and_then(|m| match m.state {
+            State::Suspect => Some(Update::Suspect {
+                member: dest.clone(),
+                inc: m.inc,
+                from: self.me.clone(),
+            }),
+            State::Dead => Some(Update::Dead {
+                member: dest.clone(),
+                inc: m.inc,
+                from: self.me.clone(),
+            }),
+            _ => None,
+        });
         if self.queue.is_empty() {
-            return v;
+            return bad_news.into_iter().collect();
         }
+        let mut v = Vec::with_capacity(self.params.max_piggyback.min(self.queue.len() + 1));
+        v.extend(bad_news);
         let room = self.params.max_piggyback.saturating_sub(v.len());
         if room == 0 {
             return v;
         }
         let limit = self.retransmit_limit();
-        v.extend(self.queue.take(room, limit));
+        self.queue.take_into(&mut v, room, limit);
         v
     }
 
@@ -703,13 +879,12 @@ impl<Id: FdId> Swim<Id> {
         inc: u64,
         out: &mut FdOutputs<Id>,
     ) {
-        let Some(m) = self.members.get_mut(id) else {
+        let Some((m, d)) = self.members.get_full_mut(id) else {
             return;
         };
         let old = m.state;
         m.state = state;
         m.inc = inc;
-        let d = &mut self.details[m.detail as usize];
         if old != state {
             d.since = now;
             if state == State::Dead {
@@ -740,19 +915,18 @@ impl<Id: FdId> Swim<Id> {
         if self.members.contains_key(id) {
             return true;
         }
-        // Scan the roster (a contiguous Vec, same keys as `members`): this
-        // runs once per member at start-up, O(N^2) in all for N members.
+        // Scan the member entries (contiguous): this runs once per member
+        // at start-up, O(N^2) in all for N members.
         let old: Vec<Id> = self
-            .roster
+            .members
+            .entries
             .iter()
-            .filter(|k| k.same_node(id))
-            .cloned()
+            .filter(|(k, _)| k.same_node(id))
+            .map(|(k, _)| k.clone())
             .collect();
         for o in old {
-            self.roster.retain(|r| *r != o);
             self.dead.remove(&o);
             if let Some(m) = self.members.remove(&o) {
-                self.details[m.detail as usize].suspicion = None;
                 if m.state.live() {
                     self.live -= 1;
                     self.emit(now, &o, State::Dead, out);
@@ -761,19 +935,16 @@ impl<Id: FdId> Swim<Id> {
             self.queue.remove_member(&o);
             self.retired.insert(o);
         }
-        self.roster.push(id.clone());
-        let detail = self.details.len() as u32;
-        self.details.push(MemberDetail {
-            suspicion: None,
-            heard: now,
-            since: now,
-        });
         self.members.insert(
             id.clone(),
             Member {
                 inc,
                 state: State::Alive,
-                detail,
+            },
+            MemberDetail {
+                suspicion: None,
+                heard: now,
+                since: now,
             },
         );
         self.live += 1;
@@ -873,15 +1044,16 @@ impl<Id: FdId> Swim<Id> {
     /// no correction: the common case under load (each update is received
     /// about `retransmit_limit` times), answered with one lookup.
     fn is_duplicate(&self, update: &Update<Id>) -> bool {
-        let Some(m) = self.members.get(update.member()) else {
+        let Some(p) = self.members.pos(update.member()) else {
             return false;
         };
+        let m = &self.members.entries[p].1;
         match update {
             Update::Alive { inc, .. } => m.state.live() && *inc <= m.inc,
             Update::Suspect { inc, from, .. } => {
                 m.state == State::Suspect
                     && *inc == m.inc
-                    && self.details[m.detail as usize]
+                    && self.members.details[p]
                         .suspicion
                         .as_ref()
                         .map_or(true, |s| {
@@ -922,7 +1094,9 @@ impl<Id: FdId> Swim<Id> {
                     }
                     return;
                 }
-                let m = &self.members[&member];
+                let Some(m) = self.members.get(&member) else {
+                    return;
+                };
                 if inc > m.inc {
                     self.set_state(now, &member, State::Alive, inc, out);
                     self.enqueue(Update::Alive { member, inc });
@@ -933,7 +1107,7 @@ impl<Id: FdId> Swim<Id> {
                     self.refute_if_current(inc);
                     return;
                 }
-                let Some(m) = self.members.get_mut(&member) else {
+                let Some((m, detail)) = self.members.get_full_mut(&member) else {
                     return;
                 };
                 if inc < m.inc {
@@ -947,7 +1121,7 @@ impl<Id: FdId> Swim<Id> {
                         }
                         // memberlist: confirmations beyond the k expected
                         // ones change nothing and are not re-broadcast.
-                        let suspicion = &mut self.details[m.detail as usize].suspicion;
+                        let suspicion = &mut detail.suspicion;
                         let new = match suspicion {
                             Some(s) if s.confirmers.len() <= s.k as usize => {
                                 s.confirmers.insert(from.clone())
@@ -974,8 +1148,8 @@ impl<Id: FdId> Swim<Id> {
                         let s = self.new_suspicion(now, from.clone());
                         let after = s.timeout().saturating_sub(self.params.probe_timeout);
                         self.set_state(now, &member, State::Suspect, inc, out);
-                        if let Some(m) = self.members.get(&member) {
-                            self.details[m.detail as usize].suspicion = Some(Box::new(s));
+                        if let Some(d) = self.members.detail_mut(&member) {
+                            d.suspicion = Some(Box::new(s));
                         }
                         out.set_timer(
                             after,
@@ -1062,8 +1236,8 @@ impl<Id: FdId> Swim<Id> {
         }
         if self
             .members
-            .get(&p.target)
-            .is_some_and(|m| self.details[m.detail as usize].heard > p.start)
+            .detail(&p.target)
+            .is_some_and(|d| d.heard > p.start)
         {
             // No ack, but the target did talk to us during this period:
             // it is alive, and the loss was on the probe's path.
@@ -1161,16 +1335,15 @@ impl<Id: FdId> Swim<Id> {
         k: usize,
         ok: impl Fn(&Id, &Member, &MemberDetail<Id>) -> bool,
     ) -> Vec<Id> {
-        let n = self.roster.len();
+        let t = &self.members;
+        let n = t.len();
         if n <= 64 {
-            let all: Vec<&Id> = self
-                .roster
+            let all: Vec<&Id> = t
+                .entries
                 .iter()
-                .filter(|id| {
-                    self.members
-                        .get(*id)
-                        .is_some_and(|m| ok(id, m, &self.details[m.detail as usize]))
-                })
+                .zip(&t.details)
+                .filter(|((id, m), d)| ok(id, m, d))
+                .map(|((id, _), _)| id)
                 .collect();
             return all
                 .choose_multiple(&mut self.rng, k)
@@ -1182,13 +1355,9 @@ impl<Id: FdId> Swim<Id> {
             if picked.len() >= k {
                 break;
             }
-            let id = &self.roster[self.rng.gen_range(0..n)];
-            if !picked.contains(id)
-                && self
-                    .members
-                    .get(id)
-                    .is_some_and(|m| ok(id, m, &self.details[m.detail as usize]))
-            {
+            let p = self.rng.gen_range(0..n);
+            let (id, m) = &t.entries[p];
+            if !picked.contains(id) && ok(id, m, &t.details[p]) {
                 picked.push(id.clone());
             }
         }
@@ -1219,10 +1388,11 @@ impl<Id: FdId> Swim<Id> {
     /// Ids of the members satisfying `ok`, in id order (deterministic).
     fn sorted_ids(&self, ok: impl Fn(&Member) -> bool) -> Vec<Id> {
         let mut v: Vec<Id> = self
-            .roster
+            .members
+            .entries
             .iter()
-            .filter(|id| self.members.get(*id).is_some_and(&ok))
-            .cloned()
+            .filter(|(_, m)| ok(m))
+            .map(|(id, _)| id.clone())
             .collect();
         v.sort_unstable();
         v
@@ -1297,8 +1467,8 @@ impl<Id: FdId> Protocol for Swim<Id> {
             return;
         }
         self.corrections.clear();
-        if let Some(m) = self.members.get(&from) {
-            self.details[m.detail as usize].heard = now;
+        if let Some(d) = self.members.detail_mut(&from) {
+            d.heard = now;
         }
         // A probe from a member we never heard of (a joiner whose Alive has
         // not reached us yet): it is evidently alive, learn it.
@@ -1317,8 +1487,12 @@ impl<Id: FdId> Protocol for Swim<Id> {
             SwimMessage::Ping { seq, updates } => {
                 self.apply_all(now, updates, out);
                 let mut updates = std::mem::take(&mut self.corrections);
-                let room = self.params.max_piggyback.saturating_sub(updates.len());
-                updates.extend(self.piggyback(&from).into_iter().take(room));
+                if updates.is_empty() {
+                    updates = self.piggyback(&from);
+                } else {
+                    let room = self.params.max_piggyback.saturating_sub(updates.len());
+                    updates.extend(self.piggyback(&from).into_iter().take(room));
+                }
                 self.send(from, SwimMessage::Ack { seq, updates }, out);
             }
             SwimMessage::Ack { seq, updates } => {
@@ -1424,11 +1598,12 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 }
             }
             SwimTimer::Suspicion { member } => {
-                let Some(m) = self.members.get(&member) else {
+                let Some(p) = self.members.pos(&member) else {
                     return;
                 };
+                let m = &self.members.entries[p].1;
                 let Some(s) = (m.state == State::Suspect)
-                    .then_some(self.details[m.detail as usize].suspicion.as_ref())
+                    .then_some(self.members.details[p].suspicion.as_ref())
                     .flatten()
                 else {
                     return;
@@ -1446,8 +1621,11 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     // deadline: it carries the suspicion to the member,
                     // whose ack carries its refutation (or the refutation
                     // we missed) back.
-                    let detail = self.members.get(&member).map(|m| m.detail as usize);
-                    if let Some(s) = detail.and_then(|d| self.details[d].suspicion.as_mut()) {
+                    if let Some(s) = self
+                        .members
+                        .detail_mut(&member)
+                        .and_then(|d| d.suspicion.as_mut())
+                    {
                         s.verified = true;
                     }
                     self.seq += 1;
@@ -1605,6 +1783,51 @@ mod tests {
         // Next message: the 24 never-sent ones come before re-sends.
         let p2 = s.piggyback(&id(1));
         assert!(p2.iter().all(|u| u.member().node < 224));
+    }
+
+    #[test]
+    fn member_table_finds_every_member_and_keeps_admission_order() {
+        let mut t: MemberTable<SimId> = MemberTable::new();
+        let detail = || MemberDetail {
+            suspicion: None,
+            heard: Duration::ZERO,
+            since: Duration::ZERO,
+        };
+        let ids: Vec<SimId> = (0..300).map(|n| id(n * 7 + 3)).collect();
+        for (i, m) in ids.iter().enumerate() {
+            let member = Member {
+                inc: i as u64,
+                state: State::Alive,
+            };
+            t.insert(*m, member, detail());
+        }
+        assert!(t.index.len() >= 2 * t.len());
+        for (i, m) in ids.iter().enumerate() {
+            assert_eq!(t.get(m).map(|e| e.inc), Some(i as u64));
+        }
+        assert!(t.get(&id(1)).is_none());
+        // Remove every third member: the others keep their order and entry.
+        for m in ids.iter().step_by(3) {
+            assert!(t.remove(m).is_some());
+            assert!(t.remove(m).is_none());
+        }
+        let kept: Vec<SimId> = ids.iter().skip(1).step_by(3).copied().collect();
+        let order: Vec<SimId> = t.entries.iter().map(|(k, _)| *k).collect();
+        let want: Vec<SimId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(order, want);
+        for m in &kept {
+            let i = ids.iter().position(|x| x == m).map(|i| i as u64);
+            assert_eq!(t.get(m).map(|e| e.inc), i);
+        }
+        for m in ids.iter().step_by(3) {
+            assert!(!t.contains_key(m));
+        }
+        assert_eq!(t.details.len(), t.entries.len());
     }
 
     /// The bucketed queue against a direct model of memberlist's order
