@@ -314,8 +314,6 @@ struct Member {
 struct MemberDetail<Id> {
     /// Boxed: most members are not suspected.
     suspicion: Option<Box<Suspicion<Id>>>,
-    /// When any message from it last arrived.
-    heard: Duration,
     /// When its state last changed (or it was admitted).
     since: Duration,
 }
@@ -329,6 +327,8 @@ struct Probe<Id> {
     indirect: bool,
     expected_nacks: u32,
     nacks: u32,
+    /// The target sent us something after `start` (deviation (d)).
+    heard: bool,
 }
 
 /// A fast multiplicative hasher (the rustc "Fx" scheme) with a fixed
@@ -458,10 +458,6 @@ impl<Id: FdId> MemberTable<Id> {
     fn get_full_mut(&mut self, id: &Id) -> Option<(&mut Member, &mut MemberDetail<Id>)> {
         let p = self.pos(id)?;
         Some((&mut self.entries[p].1, &mut self.details[p]))
-    }
-
-    fn detail(&self, id: &Id) -> Option<&MemberDetail<Id>> {
-        self.pos(id).map(|p| &self.details[p])
     }
 
     fn detail_mut(&mut self, id: &Id) -> Option<&mut MemberDetail<Id>> {
@@ -943,7 +939,6 @@ impl<Id: FdId> Swim<Id> {
             },
             MemberDetail {
                 suspicion: None,
-                heard: now,
                 since: now,
             },
         );
@@ -1234,11 +1229,7 @@ impl<Id: FdId> Swim<Id> {
         if p.acked {
             return;
         }
-        if self
-            .members
-            .detail(&p.target)
-            .is_some_and(|d| d.heard > p.start)
-        {
+        if p.heard && self.members.contains_key(&p.target) {
             // No ack, but the target did talk to us during this period:
             // it is alive, and the loss was on the probe's path.
             return;
@@ -1280,6 +1271,7 @@ impl<Id: FdId> Swim<Id> {
                 indirect: false,
                 expected_nacks: 0,
                 nacks: 0,
+                heard: false,
             });
             let updates = self.piggyback(&target);
             self.send(target, SwimMessage::Ping { seq, updates }, out);
@@ -1467,8 +1459,12 @@ impl<Id: FdId> Protocol for Swim<Id> {
             return;
         }
         self.corrections.clear();
-        if let Some(d) = self.members.detail_mut(&from) {
-            d.heard = now;
+        // Only the current probe's target needs "heard from" (deviation
+        // (d)); a retired target's messages were dropped above.
+        if let Some(p) = &mut self.probe {
+            if p.target == from && now > p.start {
+                p.heard = true;
+            }
         }
         // A probe from a member we never heard of (a joiner whose Alive has
         // not reached us yet): it is evidently alive, learn it.
@@ -1790,7 +1786,6 @@ mod tests {
         let mut t: MemberTable<SimId> = MemberTable::new();
         let detail = || MemberDetail {
             suspicion: None,
-            heard: Duration::ZERO,
             since: Duration::ZERO,
         };
         let ids: Vec<SimId> = (0..300).map(|n| id(n * 7 + 3)).collect();
