@@ -25,7 +25,9 @@
 //! false positive; `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
 //! [`run`]); `FD_FINGERPRINT=1` prints each run's exact fingerprint (Down
 //! reports, events processed, messages, bytes) to stderr, to check that a
-//! speed-up changed nothing.
+//! speed-up changed nothing. The benchmark re-executes itself once with
+//! glibc's huge-page malloc (see [`rerun_with_huge_pages`]); `FD_HUGEPAGES=0`
+//! runs it with the default allocator settings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -531,7 +533,38 @@ struct Row {
     secs: u64,
 }
 
+/// Re-run this benchmark with glibc's malloc backed by transparent huge
+/// pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) unless `FD_HUGEPAGES=0`
+/// or that was already done. The simulator's working set (the state of up
+/// to 1024 detectors, ~170 MB, touched at random) otherwise spends about a
+/// fifth of its time on TLB misses; results are unchanged (same seeds, same
+/// events), only wall time. Returns the child's exit code, or `None` to run
+/// here (re-executing not wanted, not Linux, or it failed to start).
+fn rerun_with_huge_pages() -> Option<i32> {
+    if !cfg!(target_os = "linux")
+        || std::env::var("FD_HUGEPAGES").is_ok_and(|v| v == "0")
+        || std::env::var_os("FD_HUGEPAGES_CHILD").is_some()
+    {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let tunables = match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:glibc.malloc.hugetlb=1"),
+        _ => "glibc.malloc.hugetlb=1".to_string(),
+    };
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", tunables)
+        .env("FD_HUGEPAGES_CHILD", "1")
+        .status()
+        .ok()?;
+    Some(status.code().unwrap_or(1))
+}
+
 fn main() {
+    if let Some(code) = rerun_with_huge_pages() {
+        std::process::exit(code);
+    }
     let quick = std::env::args().any(|a| a == "--quick" || a == "quick")
         || std::env::var("FD_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let mut sizes: Vec<u32> = if quick {

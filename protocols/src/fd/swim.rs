@@ -628,6 +628,28 @@ impl<Id: FdId> BroadcastQueue<Id> {
     /// as transmitted once more; an update that reached `limit`
     /// transmissions is dropped (also one found at or above a limit that
     /// shrank with the cluster).
+    /// Read (only) the slots of the next `room` queued updates, as
+    /// [`Swim::touch`] does for the member table: a reply will take them.
+    fn touch(&self, room: usize) {
+        if self.is_empty() {
+            return;
+        }
+        let mut left = room;
+        let mut live = 0usize;
+        'classes: for class in &self.buckets {
+            for b in class {
+                for s in b.iter().rev() {
+                    if left == 0 {
+                        break 'classes;
+                    }
+                    left -= 1;
+                    live += usize::from(self.slots[*s as usize].live);
+                }
+            }
+        }
+        std::hint::black_box(live);
+    }
+
     fn take_into(&mut self, v: &mut Vec<Update<Id>>, room: usize, limit: u32) {
         let room = v.len() + room;
         // Moved to the next bucket after the pass, so that none is taken
@@ -1183,18 +1205,22 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
-    fn apply_all(&mut self, now: Duration, updates: Vec<Update<Id>>, out: &mut FdOutputs<Id>) {
-        // Look every member up once before applying anything: the lookups
-        // are independent, so the CPU overlaps their cache misses (the
-        // member table of a node is usually cold when its message arrives),
-        // and `apply` then finds the entries in cache. Reads only.
-        let mut touched = 0u64;
-        for u in &updates {
+    /// Look up `from` and the members of `updates` (reads only) before
+    /// handling a message: the lookups are independent, so the CPU
+    /// overlaps their cache misses (a node's tables are usually cold when
+    /// its message arrives in a large simulation), and the handling then
+    /// finds the entries in cache.
+    fn touch(&self, from: &Id, updates: &[Update<Id>]) {
+        let mut touched = self.members.get(from).map_or(0, |m| m.inc);
+        for u in updates {
             if let Some(m) = self.members.get(u.member()) {
                 touched = touched.wrapping_add(m.inc);
             }
         }
         std::hint::black_box(touched);
+    }
+
+    fn apply_all(&mut self, now: Duration, updates: Vec<Update<Id>>, out: &mut FdOutputs<Id>) {
         for u in updates {
             self.apply(now, u, out);
         }
@@ -1457,6 +1483,18 @@ impl<Id: FdId> Protocol for Swim<Id> {
         };
         if self.left || from == self.me || self.retired.contains(&from) {
             return;
+        }
+        match &msg {
+            SwimMessage::Ping { updates, .. } | SwimMessage::PingReq { updates, .. } => {
+                // These are answered (an ack, a relayed ping) with updates
+                // from the queue.
+                self.queue.touch(self.params.max_piggyback);
+                self.touch(&from, updates);
+            }
+            SwimMessage::Ack { updates, .. } | SwimMessage::Gossip { updates } => {
+                self.touch(&from, updates)
+            }
+            _ => {}
         }
         self.corrections.clear();
         // Only the current probe's target needs "heard from" (deviation
