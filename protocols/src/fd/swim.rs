@@ -30,7 +30,8 @@
 //!
 //! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
 //! missed acks/nacks and on refuting a suspicion of oneself, falls on
-//! successful probes, and scales the probe interval and timeout by
+//! successful probes (however the ack came: direct, relayed, or answering
+//! the second direct ping), and scales the probe interval and timeout by
 //! `score+1`, so a slow or overloaded node probes less aggressively instead
 //! of spreading false suspicions; (2) a suspicion timeout that starts at
 //! `max = suspicion_max_timeout_mult * min` with
@@ -1536,9 +1537,11 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     if p.seq == seq && !p.acked {
                         p.acked = true;
                         mine = true;
-                        if !p.indirect {
-                            self.adjust_awareness(-1);
-                        }
+                        // Lifeguard: a successful probe lowers the score,
+                        // whichever path the ack took (direct, relayed by
+                        // a helper, or answering the second direct ping),
+                        // as memberlist does for every successful probe.
+                        self.adjust_awareness(-1);
                     }
                 }
                 if mine {
@@ -1768,6 +1771,66 @@ mod tests {
         assert_eq!(s.timeout(), Duration::from_secs(4));
         s.k = 0;
         assert_eq!(s.timeout(), Duration::from_secs(4));
+    }
+
+    /// Lifeguard: a probe acked only after the indirect phase began (a
+    /// relayed ack, or the answer to the second direct ping) is still a
+    /// successful probe and lowers the local-health score.
+    #[test]
+    fn late_ack_of_a_probe_lowers_local_health() {
+        let (mut s, mut out) = swim(0, 5);
+        let t = Duration::from_secs(1);
+        // Two refutations raise the score to 2.
+        for inc in 0..2 {
+            s.on_message(
+                t,
+                id(1),
+                FdMessage::Swim(SwimMessage::Gossip {
+                    updates: vec![Update::Suspect {
+                        member: id(0),
+                        inc,
+                        from: id(1),
+                    }],
+                }),
+                &mut out,
+            );
+        }
+        assert_eq!(s.local_health(), 2);
+        out.sends.clear();
+        s.on_timer(t, FdTimer::Swim(SwimTimer::Probe), &mut out);
+        let (target, seq) = match &out.sends[..] {
+            [(to, FdMessage::Swim(SwimMessage::Ping { seq, .. }))] => (*to, *seq),
+            other => panic!("expected one ping: {other:?}"),
+        };
+        // No direct ack in time: indirect probes go out.
+        s.on_timer(
+            t + Duration::from_millis(1500),
+            FdTimer::Swim(SwimTimer::ProbeTimeout { seq }),
+            &mut out,
+        );
+        assert!(out
+            .sends
+            .iter()
+            .any(|(_, m)| matches!(m, FdMessage::Swim(SwimMessage::PingReq { .. }))));
+        // A helper relays the target's ack.
+        let helper = out
+            .sends
+            .iter()
+            .find_map(|(to, m)| {
+                matches!(m, FdMessage::Swim(SwimMessage::PingReq { .. })).then_some(*to)
+            })
+            .expect("a helper");
+        assert_ne!(helper, target);
+        s.on_message(
+            t + Duration::from_millis(1600),
+            helper,
+            FdMessage::Swim(SwimMessage::Ack {
+                seq,
+                updates: vec![],
+            }),
+            &mut out,
+        );
+        assert_eq!(s.local_health(), 1);
     }
 
     #[test]
