@@ -691,10 +691,17 @@ impl<Id: FdId> BroadcastQueue<Id> {
                 transmits += 1;
             }
         }
+        // Newcomers usually belong at either end of their bucket.
         for (class, transmits, slot) in resend.drain(..) {
             let b = self.bucket(class, transmits);
-            let at = b.partition_point(|s| *s < slot);
-            b.insert(at, slot);
+            if b.last().is_none_or(|last| *last < slot) {
+                b.push(slot);
+            } else if b.first().is_some_and(|first| slot < *first) {
+                b.insert(0, slot);
+            } else {
+                let at = b.partition_point(|s| *s < slot);
+                b.insert(at, slot);
+            }
         }
         self.resend = resend;
     }
