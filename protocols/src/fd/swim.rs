@@ -694,7 +694,7 @@ impl<Id: FdId> BroadcastQueue<Id> {
         // Newcomers usually belong at either end of their bucket.
         for (class, transmits, slot) in resend.drain(..) {
             let b = self.bucket(class, transmits);
-            if b.last().is_none_or(|last| *last < slot) {
+            if b.last().map_or(true, |last| *last < slot) {
                 b.push(slot);
             } else if b.first().is_some_and(|first| slot < *first) {
                 b.insert(0, slot);
