@@ -526,37 +526,53 @@ struct Queued<Id> {
     live: bool,
 }
 
+/// Send-order key of a queued update: priority class, then fewest
+/// transmissions, then newest (highest slot) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    class: u8,
+    transmits: u32,
+    newest: std::cmp::Reverse<u32>,
+}
+
+impl QueueKey {
+    fn slot(self) -> u32 {
+        self.newest.0
+    }
+}
+
 /// Updates waiting to be piggybacked, at most one per member, in send
 /// order: priority class (see [`priority`]), then fewest transmissions,
 /// then newest first (memberlist's transmit-limited queue, plus the
 /// priority classes).
 ///
 /// Layout, chosen for speed (a large cluster under loss spends most of its
-/// time here and in member lookups): every pushed update gets the next slot
-/// of `slots`, so slot numbers are push order; `buckets[class][transmits]`
-/// holds the slot numbers of the live updates with that class and
-/// transmission count, ascending, so the next update to send is the last
-/// of the first non-empty bucket. Taking an update moves its slot number to
-/// the next bucket (binary-search insert into a short vector); no hash
-/// lookup is needed except when an update is dropped. A replaced or removed
-/// update is only marked dead and skipped when reached; `slots` is
-/// compacted (renumbered in the same order) when dead ones outnumber live
-/// ones.
+/// time here and in member lookups, on memory that is cold when the node's
+/// next event comes): every pushed update gets the next slot of `slots`, so
+/// slot numbers are push order; `order` holds one small key per live
+/// update, sorted in reverse send order, so the next update to send is its
+/// last element. Taking an update pops its key and re-inserts it with one
+/// more transmission (a binary search and a short move in one contiguous
+/// vector); no hash lookup is needed except when an update is dropped. A
+/// replaced or removed update is only marked dead and skipped when
+/// reached; `slots` is compacted (renumbered in the same order) when dead
+/// ones outnumber live ones.
 #[derive(Debug)]
 struct BroadcastQueue<Id> {
     slots: Vec<Queued<Id>>,
-    buckets: [Vec<Vec<u32>>; 3],
+    /// Keys in descending order (next to send last).
+    order: Vec<QueueKey>,
     /// The slot of each member's queued update.
     by_member: LookupMap<Id, u32>,
     /// Scratch list of [`Self::take_into`] (kept for its capacity).
-    resend: Vec<(u8, u32, u32)>,
+    resend: Vec<QueueKey>,
 }
 
 impl<Id: FdId> BroadcastQueue<Id> {
     fn new() -> Self {
         Self {
             slots: Vec::new(),
-            buckets: [Vec::new(), Vec::new(), Vec::new()],
+            order: Vec::new(),
             by_member: LookupMap::default(),
             resend: Vec::new(),
         }
@@ -570,13 +586,9 @@ impl<Id: FdId> BroadcastQueue<Id> {
         self.by_member.is_empty()
     }
 
-    fn bucket(&mut self, class: u8, transmits: u32) -> &mut Vec<u32> {
-        let b = &mut self.buckets[class as usize];
-        let t = transmits as usize;
-        if b.len() <= t {
-            b.resize_with(t + 1, Vec::new);
-        }
-        &mut b[t]
+    fn insert_key(&mut self, key: QueueKey) {
+        let at = self.order.partition_point(|k| *k > key);
+        self.order.insert(at, key);
     }
 
     /// Queue `update`, replacing any queued update about the same member.
@@ -590,8 +602,11 @@ impl<Id: FdId> BroadcastQueue<Id> {
             self.slots[old as usize].live = false;
         }
         self.slots.push(Queued { update, live: true });
-        // The newest slot: it goes last in its bucket.
-        self.bucket(class, 0).push(slot);
+        self.insert_key(QueueKey {
+            class,
+            transmits: 0,
+            newest: std::cmp::Reverse(slot),
+        });
     }
 
     fn remove_member(&mut self, member: &Id) {
@@ -610,14 +625,11 @@ impl<Id: FdId> BroadcastQueue<Id> {
                 slots.push(q);
             }
         }
-        for class in &mut self.buckets {
-            for b in class.iter_mut() {
-                b.retain_mut(|s| {
-                    *s = renumber[*s as usize];
-                    *s != u32::MAX
-                });
-            }
-        }
+        // Renumbering keeps the slots' order, so the keys stay sorted.
+        self.order.retain_mut(|k| {
+            k.newest.0 = renumber[k.slot() as usize];
+            k.newest.0 != u32::MAX
+        });
         for (i, q) in slots.iter().enumerate() {
             if let Some(s) = self.by_member.get_mut(q.update.member()) {
                 *s = i as u32;
@@ -633,75 +645,52 @@ impl<Id: FdId> BroadcastQueue<Id> {
         self.by_member.remove(q.update.member());
     }
 
+    /// Read (only) the slots of the next `room` queued updates, as
+    /// [`Swim::touch`] does for the member table: a reply will take them.
+    fn touch(&self, room: usize) {
+        let live: usize = self
+            .order
+            .iter()
+            .rev()
+            .take(room)
+            .map(|k| usize::from(self.slots[k.slot() as usize].live))
+            .sum();
+        std::hint::black_box(live);
+    }
+
     /// Append the next `room` updates in send order to `v`, each counted
     /// as transmitted once more; an update that reached `limit`
     /// transmissions is dropped (also one found at or above a limit that
     /// shrank with the cluster).
-    /// Read (only) the slots of the next `room` queued updates, as
-    /// [`Swim::touch`] does for the member table: a reply will take them.
-    fn touch(&self, room: usize) {
-        if self.is_empty() {
-            return;
-        }
-        let mut left = room;
-        let mut live = 0usize;
-        'classes: for class in &self.buckets {
-            for b in class {
-                for s in b.iter().rev() {
-                    if left == 0 {
-                        break 'classes;
-                    }
-                    left -= 1;
-                    live += usize::from(self.slots[*s as usize].live);
-                }
-            }
-        }
-        std::hint::black_box(live);
-    }
-
     fn take_into(&mut self, v: &mut Vec<Update<Id>>, room: usize, limit: u32) {
         let room = v.len() + room;
-        // Moved to the next bucket after the pass, so that none is taken
-        // twice for one message.
+        // Re-inserted after the pass, so that none is taken twice for one
+        // message.
         let mut resend = std::mem::take(&mut self.resend);
-        'classes: for class in 0..3u8 {
-            let mut transmits = 0;
-            while (transmits as usize) < self.buckets[class as usize].len() {
-                while v.len() < room {
-                    let Some(slot) = self.buckets[class as usize][transmits as usize].pop() else {
-                        break;
-                    };
-                    if !self.slots[slot as usize].live {
-                        continue;
-                    }
-                    if transmits >= limit {
-                        self.drop_slot(slot);
-                        continue;
-                    }
-                    v.push(self.slots[slot as usize].update.clone());
-                    if transmits + 1 < limit {
-                        resend.push((class, transmits + 1, slot));
-                    } else {
-                        self.drop_slot(slot);
-                    }
-                }
-                if v.len() >= room {
-                    break 'classes;
-                }
-                transmits += 1;
+        while v.len() < room {
+            let Some(key) = self.order.pop() else {
+                break;
+            };
+            let slot = key.slot();
+            if !self.slots[slot as usize].live {
+                continue;
+            }
+            if key.transmits >= limit {
+                self.drop_slot(slot);
+                continue;
+            }
+            v.push(self.slots[slot as usize].update.clone());
+            if key.transmits + 1 < limit {
+                resend.push(QueueKey {
+                    transmits: key.transmits + 1,
+                    ..key
+                });
+            } else {
+                self.drop_slot(slot);
             }
         }
-        // Newcomers usually belong at either end of their bucket.
-        for (class, transmits, slot) in resend.drain(..) {
-            let b = self.bucket(class, transmits);
-            if b.last().map_or(true, |last| *last < slot) {
-                b.push(slot);
-            } else if b.first().is_some_and(|first| slot < *first) {
-                b.insert(0, slot);
-            } else {
-                let at = b.partition_point(|s| *s < slot);
-                b.insert(at, slot);
-            }
+        for key in resend.drain(..) {
+            self.insert_key(key);
         }
         self.resend = resend;
     }
