@@ -587,8 +587,13 @@ impl<Id: FdId> BroadcastQueue<Id> {
     }
 
     fn insert_key(&mut self, key: QueueKey) {
-        let at = self.order.partition_point(|k| *k > key);
-        self.order.insert(at, key);
+        if self.order.last().map_or(true, |last| key < *last) {
+            // The usual case for a new update: next to send.
+            self.order.push(key);
+        } else {
+            let at = self.order.partition_point(|k| *k > key);
+            self.order.insert(at, key);
+        }
     }
 
     /// Queue `update`, replacing any queued update about the same member.
@@ -689,8 +694,25 @@ impl<Id: FdId> BroadcastQueue<Id> {
                 self.drop_slot(slot);
             }
         }
-        for key in resend.drain(..) {
-            self.insert_key(key);
+        // Merge the re-sent keys back from the end (they were the smallest
+        // and are still small, so only the tail of `order` moves).
+        if !resend.is_empty() {
+            resend.sort_unstable_by(|a, b| b.cmp(a));
+            let mut i = self.order.len();
+            let mut j = resend.len();
+            self.order.extend_from_slice(&resend);
+            let mut w = self.order.len();
+            while j > 0 {
+                w -= 1;
+                if i > 0 && self.order[i - 1] < resend[j - 1] {
+                    self.order[w] = self.order[i - 1];
+                    i -= 1;
+                } else {
+                    self.order[w] = resend[j - 1];
+                    j -= 1;
+                }
+            }
+            resend.clear();
         }
         self.resend = resend;
     }
