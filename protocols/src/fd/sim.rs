@@ -1,9 +1,10 @@
 //! Deterministic discrete-event simulator for failure detectors.
 //!
 //! Many detector cores (any [`FailureDetector`] over [`SimId`]) run in one
-//! process under virtual time. Events (message deliveries and timers) sit in
-//! a binary-heap queue ordered by `(time, insertion number)`, so a run is a
-//! pure function of the seed (ChaCha8) and the scripted faults: the same seed
+//! process under virtual time. Events (message deliveries and timers) are
+//! processed in `(time, insertion number)` order (a binary heap for the
+//! next 100 ms, unsorted per-window lists beyond), so a run is a pure
+//! function of the seed (ChaCha8) and the scripted faults: the same seed
 //! replays exactly.
 //!
 //! The network drops each message with probability `loss` and delays it by a
@@ -176,6 +177,71 @@ impl<M, T> Ord for Entry<M, T> {
     }
 }
 
+/// The pending events, popped in `(time, insertion number)` order.
+///
+/// Two levels, for speed (a large cluster under loss keeps hundreds of
+/// thousands of far-off timers pending, and a single binary heap over all
+/// of them made every pop walk ~19 levels of cold memory): events before
+/// `horizon` sit in a small binary heap; later ones are appended, unsorted,
+/// to the list of their `WINDOW`-wide time window, and a window's events
+/// move into the heap when the heap runs dry and time reaches it. Every
+/// event in the heap is earlier than every event in a window list, so the
+/// pop order is exactly that of one heap.
+struct EventQueue<M, T> {
+    near: BinaryHeap<Entry<M, T>>,
+    /// Window index (time / `WINDOW`) -> its events.
+    far: std::collections::BTreeMap<u64, Vec<Entry<M, T>>>,
+    /// Start of the first window still in `far`; `near` holds only events
+    /// before it.
+    horizon: Duration,
+}
+
+impl<M, T> EventQueue<M, T> {
+    const WINDOW: Duration = Duration::from_millis(100);
+
+    fn new() -> Self {
+        Self {
+            near: BinaryHeap::new(),
+            far: std::collections::BTreeMap::new(),
+            horizon: Self::WINDOW,
+        }
+    }
+
+    fn window(at: Duration) -> u64 {
+        (at.as_nanos() / Self::WINDOW.as_nanos()) as u64
+    }
+
+    fn push(&mut self, e: Entry<M, T>) {
+        if e.at < self.horizon {
+            self.near.push(e);
+        } else {
+            self.far.entry(Self::window(e.at)).or_default().push(e);
+        }
+    }
+
+    /// Make sure the earliest event is in `near` (if there is any).
+    fn refill(&mut self) {
+        while self.near.is_empty() {
+            let Some((w, events)) = self.far.pop_first() else {
+                return;
+            };
+            let end = (w + 1).saturating_mul(Self::WINDOW.as_nanos() as u64);
+            self.horizon = Duration::from_nanos(end);
+            self.near.extend(events);
+        }
+    }
+
+    fn peek_at(&mut self) -> Option<Duration> {
+        self.refill();
+        self.near.peek().map(|e| e.at)
+    }
+
+    fn pop(&mut self) -> Option<Entry<M, T>> {
+        self.refill();
+        self.near.pop()
+    }
+}
+
 struct Slot<P> {
     id: SimId,
     proto: Option<P>,
@@ -198,7 +264,7 @@ where
 {
     now: Duration,
     seq: u64,
-    queue: BinaryHeap<Entry<P::Msg, P::Timer>>,
+    queue: EventQueue<P::Msg, P::Timer>,
     nodes: Vec<Slot<P>>,
     stats: Vec<NodeStats>,
     net: NetConfig,
@@ -220,7 +286,7 @@ where
         Self {
             now: Duration::ZERO,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             nodes: Vec::new(),
             stats: Vec::new(),
             net,
@@ -461,12 +527,14 @@ where
                 event: ev,
             });
         }
-        let timers = std::mem::take(&mut self.out.timers);
-        for (after, timer) in timers {
+        // Taken out and put back empty, keeping their capacity.
+        let mut timers = std::mem::take(&mut self.out.timers);
+        for (after, timer) in timers.drain(..) {
             self.push(now + after, Kind::Timer { node, life, timer });
         }
-        let sends = std::mem::take(&mut self.out.sends);
-        for (to, msg) in sends {
+        self.out.timers = timers;
+        let mut sends = std::mem::take(&mut self.out.sends);
+        for (to, msg) in sends.drain(..) {
             let st = &mut self.stats[idx];
             st.msgs += 1;
             if self.count_bytes {
@@ -483,12 +551,13 @@ where
             let at = now + self.net.delay.sample(&mut self.rng);
             self.push(at, Kind::Deliver { to, from: me, msg });
         }
+        self.out.sends = sends;
     }
 
     /// Process every event up to and including time `t`; then `now() == t`.
     pub fn run_until(&mut self, t: Duration) {
-        while let Some(top) = self.queue.peek() {
-            if top.at > t {
+        while let Some(at) = self.queue.peek_at() {
+            if at > t {
                 break;
             }
             let Some(e) = self.queue.pop() else { break };

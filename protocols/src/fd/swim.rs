@@ -30,7 +30,7 @@
 //!
 //! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
 //! missed acks/nacks and on refuting a suspicion of oneself, falls on
-//! successful probes, and scales the probe interval and timeout by
+//! successful probes (acked directly in time, see (f) below), and scales the probe interval and timeout by
 //! `score+1`, so a slow or overloaded node probes less aggressively instead
 //! of spreading false suspicions; (2) a suspicion timeout that starts at
 //! `max = suspicion_max_timeout_mult * min` with
@@ -59,7 +59,16 @@
 //! refutation cancels a suspicion wherever it arrives, so under congestion
 //! it must not starve behind new suspicions). A stale suspicion of oneself
 //! is answered by re-announcing the current incarnation, not by bumping it
-//! again.
+//! again. (f) Only a probe acked directly within the probe timeout lowers
+//! the local-health score; one acked later (relayed by a helper, or
+//! answering the second direct ping) leaves it unchanged, where Lifeguard
+//! and memberlist lower it for every successful probe. Measured with
+//! `fd_quality` (seeds 1..k): counting late acks changes no first-detection
+//! p50 at N = 8 / 64 / 256 (64 / 24 / 6 seeds), and at N = 1024, 20 % loss
+//! (4 seeds), where dissemination is saturated, it raises first / all
+//! detection p50 from 13.9 / 21.5 to 14.8 / 23.0 s and false positives from
+//! 1.7 to 3.6 per node-hour: the slightly higher score there throttles
+//! probing, and with it the false suspicions that congest the queue.
 //!
 //! Joining goes through seed nodes (`Join`, answered with a membership
 //! snapshot); a graceful `leave` disseminates `Left`; a restarted node (same
@@ -79,9 +88,8 @@
 //! `retransmit_mult * log10 N` times by every member; updates then queue
 //! (refutations first) and dissemination slows to several periods.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -301,15 +309,20 @@ impl<Id> Suspicion<Id> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Member<Id> {
+/// What most lookups need about a member (every received update is
+/// checked against it), kept small so the member table stays dense in
+/// cache; the rest is in [`MemberDetail`].
+#[derive(Debug, Clone, Copy)]
+struct Member {
     inc: u64,
     state: State,
-    /// Boxed: most members are not suspected, and a small entry keeps the
-    /// member table dense in cache.
+}
+
+/// The rarely read part of a member's entry.
+#[derive(Debug, Clone)]
+struct MemberDetail<Id> {
+    /// Boxed: most members are not suspected.
     suspicion: Option<Box<Suspicion<Id>>>,
-    /// When any message from it last arrived.
-    heard: Duration,
     /// When its state last changed (or it was admitted).
     since: Duration,
 }
@@ -323,88 +336,391 @@ struct Probe<Id> {
     indirect: bool,
     expected_nacks: u32,
     nacks: u32,
+    /// The target sent us something after `start` (deviation (d)).
+    heard: bool,
 }
 
-/// Lookup-only hash map with a fixed-key hasher (no OS randomness). It is
-/// never iterated: member lists are read from the roster and sorted, so no
-/// decision depends on hash order. A B-tree lookup in a 1024-member map
-/// walks ~4 nodes, mostly cache misses, and dominated large simulations.
-type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// A fast multiplicative hasher (the rustc "Fx" scheme) with a fixed
+/// start, for lookup-only tables: deterministic (no OS randomness) and a
+/// few instructions per id. Not resistant to crafted collisions; member
+/// ids come from authenticated cluster peers.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
 
-/// Position of a queued update in send order: priority class, then fewest
-/// transmissions, then newest first (memberlist's transmit-limited queue,
-/// plus the priority classes of [`priority`]).
-type QueueKey = (u8, u32, std::cmp::Reverse<u64>);
+const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
 
-/// Updates waiting to be piggybacked, at most one per member, kept in send
-/// order so that taking the next `room` updates costs O(room log Q) (a
-/// full pass per message was the bottleneck of large clusters under loss).
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Lookup-only hash map with a fixed-start hasher (no OS randomness). It
+/// is never iterated, so no decision depends on hash order.
+type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The member table: entries in admission order (random picks index it
+/// directly; every pass over the members goes through it and sorts when
+/// order matters), found by id through an open-addressing index of
+/// positions (linear probing, at most half full).
+///
+/// Built for the cache: with a 1024-member cluster simulated in one
+/// process, each node's table is cold when its next event comes, and every
+/// received update is checked against it. A lookup reads one 4-byte index
+/// slot (the index is 8 KiB at N = 1024) and one 24-byte entry (for
+/// [`super::SimId`]), where a general hash map with 64-byte entries took
+/// two cache misses over a table six times larger. The index is never
+/// iterated, so hash order decides nothing. Removal (a restarted member
+/// replacing its old life) is rare and rebuilds the index.
+#[derive(Debug)]
+struct MemberTable<Id> {
+    index: Vec<u32>,
+    /// log2 of `index.len()`.
+    bits: u32,
+    entries: Vec<(Id, Member)>,
+    /// Parallel to `entries`.
+    details: Vec<MemberDetail<Id>>,
+}
+
+impl<Id: FdId> MemberTable<Id> {
+    const EMPTY: u32 = u32::MAX;
+
+    fn new() -> Self {
+        Self {
+            index: Vec::new(),
+            bits: 0,
+            entries: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn home(&self, id: &Id) -> usize {
+        let mut h = FxHasher::default();
+        id.hash(&mut h);
+        // Fibonacci hashing: the top bits of a second multiplication.
+        (h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+    }
+
+    /// Position of `id` in `entries`.
+    fn pos(&self, id: &Id) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.index.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            let p = self.index[i];
+            if p == Self::EMPTY {
+                return None;
+            }
+            if self.entries[p as usize].0 == *id {
+                return Some(p as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn get(&self, id: &Id) -> Option<&Member> {
+        self.pos(id).map(|p| &self.entries[p].1)
+    }
+
+    /// A member's entry and detail.
+    fn get_full_mut(&mut self, id: &Id) -> Option<(&mut Member, &mut MemberDetail<Id>)> {
+        let p = self.pos(id)?;
+        Some((&mut self.entries[p].1, &mut self.details[p]))
+    }
+
+    fn detail_mut(&mut self, id: &Id) -> Option<&mut MemberDetail<Id>> {
+        self.pos(id).map(|p| &mut self.details[p])
+    }
+
+    fn contains_key(&self, id: &Id) -> bool {
+        self.pos(id).is_some()
+    }
+
+    fn place(&mut self, id: &Id, pos: u32) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(id);
+        while self.index[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = pos;
+    }
+
+    fn rebuild(&mut self, bits: u32) {
+        self.bits = bits;
+        self.index = vec![Self::EMPTY; 1 << bits];
+        for p in 0..self.entries.len() {
+            let id = self.entries[p].0.clone();
+            self.place(&id, p as u32);
+        }
+    }
+
+    /// Add a member not in the table (at the end of the admission order).
+    fn insert(&mut self, id: Id, member: Member, detail: MemberDetail<Id>) {
+        debug_assert!(!self.contains_key(&id));
+        let pos = self.entries.len() as u32;
+        self.entries.push((id.clone(), member));
+        self.details.push(detail);
+        if 2 * self.entries.len() > self.index.len() {
+            self.rebuild((self.bits + 1).max(4));
+        } else {
+            self.place(&id, pos);
+        }
+    }
+
+    /// Remove a member, keeping the admission order of the others.
+    fn remove(&mut self, id: &Id) -> Option<Member> {
+        let p = self.pos(id)?;
+        let (_, m) = self.entries.remove(p);
+        self.details.remove(p);
+        self.rebuild(self.bits);
+        Some(m)
+    }
+}
+
+/// A queued update: the update and whether it is still the queued one for
+/// its member (a newer update about the same member replaces it in place).
+#[derive(Debug)]
+struct Queued<Id> {
+    update: Update<Id>,
+    live: bool,
+}
+
+/// Send-order key of a queued update: priority class, then fewest
+/// transmissions, then newest (highest slot) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    class: u8,
+    transmits: u32,
+    newest: std::cmp::Reverse<u32>,
+}
+
+impl QueueKey {
+    fn slot(self) -> u32 {
+        self.newest.0
+    }
+}
+
+/// Updates waiting to be piggybacked, at most one per member, in send
+/// order: priority class (see [`priority`]), then fewest transmissions,
+/// then newest first (memberlist's transmit-limited queue, plus the
+/// priority classes).
+///
+/// Layout, chosen for speed (a large cluster under loss spends most of its
+/// time here and in member lookups, on memory that is cold when the node's
+/// next event comes): every pushed update gets the next slot of `slots`, so
+/// slot numbers are push order; `order` holds one small key per live
+/// update, sorted in reverse send order, so the next update to send is its
+/// last element. Taking an update pops its key and re-inserts it with one
+/// more transmission (a binary search and a short move in one contiguous
+/// vector); no hash lookup is needed except when an update is dropped. A
+/// replaced or removed update is only marked dead and skipped when
+/// reached; `slots` is compacted (renumbered in the same order) when dead
+/// ones outnumber live ones.
 #[derive(Debug)]
 struct BroadcastQueue<Id> {
-    by_key: BTreeMap<QueueKey, Update<Id>>,
-    by_member: LookupMap<Id, QueueKey>,
-    order: u64,
+    slots: Vec<Queued<Id>>,
+    /// Keys in descending order (next to send last).
+    order: Vec<QueueKey>,
+    /// The slot of each member's queued update.
+    by_member: LookupMap<Id, u32>,
+    /// Scratch list of [`Self::take_into`] (kept for its capacity).
+    resend: Vec<QueueKey>,
 }
 
 impl<Id: FdId> BroadcastQueue<Id> {
     fn new() -> Self {
         Self {
-            by_key: BTreeMap::new(),
+            slots: Vec::new(),
+            order: Vec::new(),
             by_member: LookupMap::default(),
-            order: 0,
+            resend: Vec::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.by_key.len()
+        self.by_member.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.by_member.is_empty()
+    }
+
+    fn insert_key(&mut self, key: QueueKey) {
+        if self.order.last().map_or(true, |last| key < *last) {
+            // The usual case for a new update: next to send.
+            self.order.push(key);
+        } else {
+            let at = self.order.partition_point(|k| *k > key);
+            self.order.insert(at, key);
+        }
     }
 
     /// Queue `update`, replacing any queued update about the same member.
     fn push(&mut self, update: Update<Id>) {
-        let member = update.member().clone();
-        self.remove_member(&member);
-        self.order += 1;
-        let key = (priority(&update), 0, std::cmp::Reverse(self.order));
-        self.by_key.insert(key, update);
-        self.by_member.insert(member, key);
+        if self.slots.len() >= u32::MAX as usize || self.slots.len() > 2 * self.len() + 64 {
+            self.compact();
+        }
+        let slot = self.slots.len() as u32;
+        let class = priority(&update);
+        if let Some(old) = self.by_member.insert(update.member().clone(), slot) {
+            self.slots[old as usize].live = false;
+        }
+        self.slots.push(Queued { update, live: true });
+        self.insert_key(QueueKey {
+            class,
+            transmits: 0,
+            newest: std::cmp::Reverse(slot),
+        });
     }
 
     fn remove_member(&mut self, member: &Id) {
-        if let Some(key) = self.by_member.remove(member) {
-            self.by_key.remove(&key);
+        if let Some(slot) = self.by_member.remove(member) {
+            self.slots[slot as usize].live = false;
         }
     }
 
-    /// The next `room` updates in send order, each counted as transmitted
-    /// once more; an update that reached `limit` transmissions is dropped
-    /// (also one found at or above a limit that shrank with the cluster).
-    fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
-        let mut v = Vec::with_capacity(room.min(self.by_key.len()));
-        let mut resend = Vec::new();
-        while v.len() < room {
-            let Some(((prio, transmits, order), update)) = self.by_key.pop_first() else {
-                break;
-            };
-            if transmits >= limit {
-                self.by_member.remove(update.member());
-                continue;
-            }
-            v.push(update.clone());
-            let key = (prio, transmits + 1, order);
-            if key.1 < limit {
-                if let Some(k) = self.by_member.get_mut(update.member()) {
-                    *k = key;
-                }
-                resend.push((key, update));
-            } else {
-                self.by_member.remove(update.member());
+    /// Drop dead slots and renumber the live ones in the same order.
+    fn compact(&mut self) {
+        let mut renumber = vec![u32::MAX; self.slots.len()];
+        let mut slots = Vec::with_capacity(self.len());
+        for (i, q) in std::mem::take(&mut self.slots).into_iter().enumerate() {
+            if q.live {
+                renumber[i] = slots.len() as u32;
+                slots.push(q);
             }
         }
-        self.by_key.extend(resend);
+        // Renumbering keeps the slots' order, so the keys stay sorted.
+        self.order.retain_mut(|k| {
+            k.newest.0 = renumber[k.slot() as usize];
+            k.newest.0 != u32::MAX
+        });
+        for (i, q) in slots.iter().enumerate() {
+            if let Some(s) = self.by_member.get_mut(q.update.member()) {
+                *s = i as u32;
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// Forget `slot`, whose update is dropped for good.
+    fn drop_slot(&mut self, slot: u32) {
+        let q = &mut self.slots[slot as usize];
+        q.live = false;
+        self.by_member.remove(q.update.member());
+    }
+
+    /// Read (only) the slots of the next `room` queued updates, as
+    /// [`Swim::touch`] does for the member table: a reply will take them.
+    fn touch(&self, room: usize) {
+        let live: usize = self
+            .order
+            .iter()
+            .rev()
+            .take(room)
+            .map(|k| usize::from(self.slots[k.slot() as usize].live))
+            .sum();
+        std::hint::black_box(live);
+    }
+
+    /// Append the next `room` updates in send order to `v`, each counted
+    /// as transmitted once more; an update that reached `limit`
+    /// transmissions is dropped (also one found at or above a limit that
+    /// shrank with the cluster).
+    fn take_into(&mut self, v: &mut Vec<Update<Id>>, room: usize, limit: u32) {
+        let room = v.len() + room;
+        // Re-inserted after the pass, so that none is taken twice for one
+        // message.
+        let mut resend = std::mem::take(&mut self.resend);
+        while v.len() < room {
+            let Some(key) = self.order.pop() else {
+                break;
+            };
+            let slot = key.slot();
+            if !self.slots[slot as usize].live {
+                continue;
+            }
+            if key.transmits >= limit {
+                self.drop_slot(slot);
+                continue;
+            }
+            v.push(self.slots[slot as usize].update.clone());
+            if key.transmits + 1 < limit {
+                resend.push(QueueKey {
+                    transmits: key.transmits + 1,
+                    ..key
+                });
+            } else {
+                self.drop_slot(slot);
+            }
+        }
+        // Merge the re-sent keys back from the end (they were the smallest
+        // and are still small, so only the tail of `order` moves).
+        if !resend.is_empty() {
+            resend.sort_unstable_by(|a, b| b.cmp(a));
+            let mut i = self.order.len();
+            let mut j = resend.len();
+            self.order.extend_from_slice(&resend);
+            let mut w = self.order.len();
+            while j > 0 {
+                w -= 1;
+                if i > 0 && self.order[i - 1] < resend[j - 1] {
+                    self.order[w] = self.order[i - 1];
+                    i -= 1;
+                } else {
+                    self.order[w] = resend[j - 1];
+                    j -= 1;
+                }
+            }
+            resend.clear();
+        }
+        self.resend = resend;
+    }
+
+    #[cfg(test)]
+    fn take(&mut self, room: usize, limit: u32) -> Vec<Update<Id>> {
+        let mut v = Vec::new();
+        self.take_into(&mut v, room, limit);
         v
     }
 }
@@ -429,10 +745,7 @@ pub struct Swim<Id: FdId> {
     me: Id,
     params: SwimParams,
     inc: u64,
-    members: LookupMap<Id, Member<Id>>,
-    /// The keys of `members` in admission order: random picks (gossip
-    /// targets, helpers) and every pass over the members go through it.
-    roster: Vec<Id>,
+    members: MemberTable<Id>,
     /// The members in state `Dead`, in id order (partition-healing pings).
     dead: BTreeSet<Id>,
     retired: BTreeSet<Id>,
@@ -464,8 +777,7 @@ impl<Id: FdId> Swim<Id> {
             me,
             params,
             inc: 0,
-            members: LookupMap::default(),
-            roster: Vec::new(),
+            members: MemberTable::new(),
             dead: BTreeSet::new(),
             retired: BTreeSet::new(),
             live: 0,
@@ -568,31 +880,30 @@ impl<Id: FdId> Swim<Id> {
     /// Updates for one message to `dest`: bad news about `dest` first, then
     /// the least-transmitted queued updates, at most `max_piggyback`.
     fn piggyback(&mut self, dest: &Id) -> Vec<Update<Id>> {
-        let mut v = Vec::new();
-        if let Some(m) = self.members.get(dest) {
-            match m.state {
-                State::Suspect => v.push(Update::Suspect {
-                    member: dest.clone(),
-                    inc: m.inc,
-                    from: self.me.clone(),
-                }),
-                State::Dead => v.push(Update::Dead {
-                    member: dest.clone(),
-                    inc: m.inc,
-                    from: self.me.clone(),
-                }),
-                _ => {}
-            }
-        }
+        let bad_news = self.members.get(dest).and_then(|m| match m.state {
+            State::Suspect => Some(Update::Suspect {
+                member: dest.clone(),
+                inc: m.inc,
+                from: self.me.clone(),
+            }),
+            State::Dead => Some(Update::Dead {
+                member: dest.clone(),
+                inc: m.inc,
+                from: self.me.clone(),
+            }),
+            _ => None,
+        });
         if self.queue.is_empty() {
-            return v;
+            return bad_news.into_iter().collect();
         }
+        let mut v = Vec::with_capacity(self.params.max_piggyback.min(self.queue.len() + 1));
+        v.extend(bad_news);
         let room = self.params.max_piggyback.saturating_sub(v.len());
         if room == 0 {
             return v;
         }
         let limit = self.retransmit_limit();
-        v.extend(self.queue.take(room, limit));
+        self.queue.take_into(&mut v, room, limit);
         v
     }
 
@@ -613,14 +924,14 @@ impl<Id: FdId> Swim<Id> {
         inc: u64,
         out: &mut FdOutputs<Id>,
     ) {
-        let Some(m) = self.members.get_mut(id) else {
+        let Some((m, d)) = self.members.get_full_mut(id) else {
             return;
         };
         let old = m.state;
         m.state = state;
         m.inc = inc;
         if old != state {
-            m.since = now;
+            d.since = now;
             if state == State::Dead {
                 self.dead.insert(id.clone());
             } else if old == State::Dead {
@@ -628,7 +939,7 @@ impl<Id: FdId> Swim<Id> {
             }
         }
         if state != State::Suspect {
-            m.suspicion = None;
+            d.suspicion = None;
         }
         if old.live() && !state.live() {
             self.live -= 1;
@@ -649,16 +960,16 @@ impl<Id: FdId> Swim<Id> {
         if self.members.contains_key(id) {
             return true;
         }
-        // Scan the roster (a contiguous Vec, same keys as `members`): this
-        // runs once per member at start-up, O(N^2) in all for N members.
+        // Scan the member entries (contiguous): this runs once per member
+        // at start-up, O(N^2) in all for N members.
         let old: Vec<Id> = self
-            .roster
+            .members
+            .entries
             .iter()
-            .filter(|k| k.same_node(id))
-            .cloned()
+            .filter(|(k, _)| k.same_node(id))
+            .map(|(k, _)| k.clone())
             .collect();
         for o in old {
-            self.roster.retain(|r| *r != o);
             self.dead.remove(&o);
             if let Some(m) = self.members.remove(&o) {
                 if m.state.live() {
@@ -669,14 +980,14 @@ impl<Id: FdId> Swim<Id> {
             self.queue.remove_member(&o);
             self.retired.insert(o);
         }
-        self.roster.push(id.clone());
         self.members.insert(
             id.clone(),
             Member {
                 inc,
                 state: State::Alive,
+            },
+            MemberDetail {
                 suspicion: None,
-                heard: now,
                 since: now,
             },
         );
@@ -777,17 +1088,21 @@ impl<Id: FdId> Swim<Id> {
     /// no correction: the common case under load (each update is received
     /// about `retransmit_limit` times), answered with one lookup.
     fn is_duplicate(&self, update: &Update<Id>) -> bool {
-        let Some(m) = self.members.get(update.member()) else {
+        let Some(p) = self.members.pos(update.member()) else {
             return false;
         };
+        let m = &self.members.entries[p].1;
         match update {
             Update::Alive { inc, .. } => m.state.live() && *inc <= m.inc,
             Update::Suspect { inc, from, .. } => {
                 m.state == State::Suspect
                     && *inc == m.inc
-                    && m.suspicion.as_ref().map_or(true, |s| {
-                        s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
-                    })
+                    && self.members.details[p]
+                        .suspicion
+                        .as_ref()
+                        .map_or(true, |s| {
+                            s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
+                        })
             }
             Update::Dead { inc, .. } => m.state == State::Dead && *inc == m.inc,
             Update::Left { inc, .. } => m.state == State::Left && *inc <= m.inc,
@@ -823,7 +1138,9 @@ impl<Id: FdId> Swim<Id> {
                     }
                     return;
                 }
-                let m = &self.members[&member];
+                let Some(m) = self.members.get(&member) else {
+                    return;
+                };
                 if inc > m.inc {
                     self.set_state(now, &member, State::Alive, inc, out);
                     self.enqueue(Update::Alive { member, inc });
@@ -834,7 +1151,7 @@ impl<Id: FdId> Swim<Id> {
                     self.refute_if_current(inc);
                     return;
                 }
-                let Some(m) = self.members.get_mut(&member) else {
+                let Some((m, detail)) = self.members.get_full_mut(&member) else {
                     return;
                 };
                 if inc < m.inc {
@@ -848,15 +1165,15 @@ impl<Id: FdId> Swim<Id> {
                         }
                         // memberlist: confirmations beyond the k expected
                         // ones change nothing and are not re-broadcast.
-                        let new = match &mut m.suspicion {
+                        let suspicion = &mut detail.suspicion;
+                        let new = match suspicion {
                             Some(s) if s.confirmers.len() <= s.k as usize => {
                                 s.confirmers.insert(from.clone())
                             }
                             _ => false,
                         };
                         if new {
-                            let deadline = m
-                                .suspicion
+                            let deadline = suspicion
                                 .as_ref()
                                 .map(|s| s.start + s.timeout())
                                 .unwrap_or(now)
@@ -875,8 +1192,8 @@ impl<Id: FdId> Swim<Id> {
                         let s = self.new_suspicion(now, from.clone());
                         let after = s.timeout().saturating_sub(self.params.probe_timeout);
                         self.set_state(now, &member, State::Suspect, inc, out);
-                        if let Some(m) = self.members.get_mut(&member) {
-                            m.suspicion = Some(Box::new(s));
+                        if let Some(d) = self.members.detail_mut(&member) {
+                            d.suspicion = Some(Box::new(s));
                         }
                         out.set_timer(
                             after,
@@ -915,6 +1232,21 @@ impl<Id: FdId> Swim<Id> {
         }
     }
 
+    /// Look up `from` and the members of `updates` (reads only) before
+    /// handling a message: the lookups are independent, so the CPU
+    /// overlaps their cache misses (a node's tables are usually cold when
+    /// its message arrives in a large simulation), and the handling then
+    /// finds the entries in cache.
+    fn touch(&self, from: &Id, updates: &[Update<Id>]) {
+        let mut touched = self.members.get(from).map_or(0, |m| m.inc);
+        for u in updates {
+            if let Some(m) = self.members.get(u.member()) {
+                touched = touched.wrapping_add(m.inc);
+            }
+        }
+        std::hint::black_box(touched);
+    }
+
     fn apply_all(&mut self, now: Duration, updates: Vec<Update<Id>>, out: &mut FdOutputs<Id>) {
         for u in updates {
             self.apply(now, u, out);
@@ -950,11 +1282,7 @@ impl<Id: FdId> Swim<Id> {
         if p.acked {
             return;
         }
-        if self
-            .members
-            .get(&p.target)
-            .is_some_and(|m| m.heard > p.start)
-        {
+        if p.heard && self.members.contains_key(&p.target) {
             // No ack, but the target did talk to us during this period:
             // it is alive, and the loss was on the probe's path.
             return;
@@ -996,6 +1324,7 @@ impl<Id: FdId> Swim<Id> {
                 indirect: false,
                 expected_nacks: 0,
                 nacks: 0,
+                heard: false,
             });
             let updates = self.piggyback(&target);
             self.send(target, SwimMessage::Ping { seq, updates }, out);
@@ -1015,7 +1344,7 @@ impl<Id: FdId> Swim<Id> {
             Some(p) if p.seq == seq && !p.acked && !p.indirect => p.target.clone(),
             _ => return,
         };
-        let helpers = self.random_members(self.params.indirect_checks, |id, m| {
+        let helpers = self.random_members(self.params.indirect_checks, |id, m, _| {
             m.state == State::Alive && *id != target
         });
         // A second direct ping alongside the indirect ones (memberlist sends
@@ -1046,13 +1375,20 @@ impl<Id: FdId> Swim<Id> {
     /// ones make at most 3 x (members) random picks, like memberlist's
     /// `kRandomNodes` (O(k) in the usual case instead of a pass over all
     /// members; it may return fewer than `k` when few members qualify).
-    fn random_members(&mut self, k: usize, ok: impl Fn(&Id, &Member<Id>) -> bool) -> Vec<Id> {
-        let n = self.roster.len();
+    fn random_members(
+        &mut self,
+        k: usize,
+        ok: impl Fn(&Id, &Member, &MemberDetail<Id>) -> bool,
+    ) -> Vec<Id> {
+        let t = &self.members;
+        let n = t.len();
         if n <= 64 {
-            let all: Vec<&Id> = self
-                .roster
+            let all: Vec<&Id> = t
+                .entries
                 .iter()
-                .filter(|id| self.members.get(*id).is_some_and(|m| ok(id, m)))
+                .zip(&t.details)
+                .filter(|((id, m), d)| ok(id, m, d))
+                .map(|((id, _), _)| id)
                 .collect();
             return all
                 .choose_multiple(&mut self.rng, k)
@@ -1064,8 +1400,9 @@ impl<Id: FdId> Swim<Id> {
             if picked.len() >= k {
                 break;
             }
-            let id = &self.roster[self.rng.gen_range(0..n)];
-            if !picked.contains(id) && self.members.get(id).is_some_and(|m| ok(id, m)) {
+            let p = self.rng.gen_range(0..n);
+            let (id, m) = &t.entries[p];
+            if !picked.contains(id) && ok(id, m, &t.details[p]) {
                 picked.push(id.clone());
             }
         }
@@ -1081,8 +1418,8 @@ impl<Id: FdId> Swim<Id> {
             return;
         }
         let window = self.params.gossip_to_the_dead;
-        let targets = self.random_members(self.params.gossip_nodes, |_, m| {
-            m.state.live() || (m.state == State::Dead && now.saturating_sub(m.since) < window)
+        let targets = self.random_members(self.params.gossip_nodes, |_, m, d| {
+            m.state.live() || (m.state == State::Dead && now.saturating_sub(d.since) < window)
         });
         for t in targets {
             let updates = self.piggyback(&t);
@@ -1094,12 +1431,13 @@ impl<Id: FdId> Swim<Id> {
     }
 
     /// Ids of the members satisfying `ok`, in id order (deterministic).
-    fn sorted_ids(&self, ok: impl Fn(&Member<Id>) -> bool) -> Vec<Id> {
+    fn sorted_ids(&self, ok: impl Fn(&Member) -> bool) -> Vec<Id> {
         let mut v: Vec<Id> = self
-            .roster
+            .members
+            .entries
             .iter()
-            .filter(|id| self.members.get(*id).is_some_and(&ok))
-            .cloned()
+            .filter(|(_, m)| ok(m))
+            .map(|(id, _)| id.clone())
             .collect();
         v.sort_unstable();
         v
@@ -1173,9 +1511,25 @@ impl<Id: FdId> Protocol for Swim<Id> {
         if self.left || from == self.me || self.retired.contains(&from) {
             return;
         }
+        match &msg {
+            SwimMessage::Ping { updates, .. } | SwimMessage::PingReq { updates, .. } => {
+                // These are answered (an ack, a relayed ping) with updates
+                // from the queue.
+                self.queue.touch(self.params.max_piggyback);
+                self.touch(&from, updates);
+            }
+            SwimMessage::Ack { updates, .. } | SwimMessage::Gossip { updates } => {
+                self.touch(&from, updates)
+            }
+            _ => {}
+        }
         self.corrections.clear();
-        if let Some(m) = self.members.get_mut(&from) {
-            m.heard = now;
+        // Only the current probe's target needs "heard from" (deviation
+        // (d)); a retired target's messages were dropped above.
+        if let Some(p) = &mut self.probe {
+            if p.target == from && now > p.start {
+                p.heard = true;
+            }
         }
         // A probe from a member we never heard of (a joiner whose Alive has
         // not reached us yet): it is evidently alive, learn it.
@@ -1194,8 +1548,12 @@ impl<Id: FdId> Protocol for Swim<Id> {
             SwimMessage::Ping { seq, updates } => {
                 self.apply_all(now, updates, out);
                 let mut updates = std::mem::take(&mut self.corrections);
-                let room = self.params.max_piggyback.saturating_sub(updates.len());
-                updates.extend(self.piggyback(&from).into_iter().take(room));
+                if updates.is_empty() {
+                    updates = self.piggyback(&from);
+                } else {
+                    let room = self.params.max_piggyback.saturating_sub(updates.len());
+                    updates.extend(self.piggyback(&from).into_iter().take(room));
+                }
                 self.send(from, SwimMessage::Ack { seq, updates }, out);
             }
             SwimMessage::Ack { seq, updates } => {
@@ -1205,6 +1563,8 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     if p.seq == seq && !p.acked {
                         p.acked = true;
                         mine = true;
+                        // Deviation (f): only a direct ack in time
+                        // lowers the local-health score.
                         if !p.indirect {
                             self.adjust_awareness(-1);
                         }
@@ -1301,11 +1661,12 @@ impl<Id: FdId> Protocol for Swim<Id> {
                 }
             }
             SwimTimer::Suspicion { member } => {
-                let Some(m) = self.members.get(&member) else {
+                let Some(p) = self.members.pos(&member) else {
                     return;
                 };
+                let m = &self.members.entries[p].1;
                 let Some(s) = (m.state == State::Suspect)
-                    .then_some(m.suspicion.as_ref())
+                    .then_some(self.members.details[p].suspicion.as_ref())
                     .flatten()
                 else {
                     return;
@@ -1325,8 +1686,8 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     // we missed) back.
                     if let Some(s) = self
                         .members
-                        .get_mut(&member)
-                        .and_then(|m| m.suspicion.as_mut())
+                        .detail_mut(&member)
+                        .and_then(|d| d.suspicion.as_mut())
                     {
                         s.verified = true;
                     }
@@ -1438,6 +1799,84 @@ mod tests {
         assert_eq!(s.timeout(), Duration::from_secs(4));
     }
 
+    /// Deviation (f): a probe acked only after the indirect phase began (a
+    /// relayed ack, or the answer to the second direct ping) leaves the
+    /// local-health score unchanged; a direct ack in time lowers it.
+    #[test]
+    fn only_a_direct_ack_in_time_lowers_local_health() {
+        let (mut s, mut out) = swim(0, 5);
+        let t = Duration::from_secs(1);
+        // Two refutations raise the score to 2.
+        for inc in 0..2 {
+            s.on_message(
+                t,
+                id(1),
+                FdMessage::Swim(SwimMessage::Gossip {
+                    updates: vec![Update::Suspect {
+                        member: id(0),
+                        inc,
+                        from: id(1),
+                    }],
+                }),
+                &mut out,
+            );
+        }
+        assert_eq!(s.local_health(), 2);
+        out.sends.clear();
+        s.on_timer(t, FdTimer::Swim(SwimTimer::Probe), &mut out);
+        let (target, seq) = match &out.sends[..] {
+            [(to, FdMessage::Swim(SwimMessage::Ping { seq, .. }))] => (*to, *seq),
+            other => panic!("expected one ping: {other:?}"),
+        };
+        // No direct ack in time: indirect probes go out.
+        s.on_timer(
+            t + Duration::from_millis(1500),
+            FdTimer::Swim(SwimTimer::ProbeTimeout { seq }),
+            &mut out,
+        );
+        assert!(out
+            .sends
+            .iter()
+            .any(|(_, m)| matches!(m, FdMessage::Swim(SwimMessage::PingReq { .. }))));
+        // A helper relays the target's ack.
+        let helper = out
+            .sends
+            .iter()
+            .find_map(|(to, m)| {
+                matches!(m, FdMessage::Swim(SwimMessage::PingReq { .. })).then_some(*to)
+            })
+            .expect("a helper");
+        assert_ne!(helper, target);
+        s.on_message(
+            t + Duration::from_millis(1600),
+            helper,
+            FdMessage::Swim(SwimMessage::Ack {
+                seq,
+                updates: vec![],
+            }),
+            &mut out,
+        );
+        assert_eq!(s.local_health(), 2);
+        // The next probe is acked directly, in time.
+        let t2 = t + Duration::from_secs(3);
+        out.sends.clear();
+        s.on_timer(t2, FdTimer::Swim(SwimTimer::Probe), &mut out);
+        let (target, seq) = match &out.sends[..] {
+            [(to, FdMessage::Swim(SwimMessage::Ping { seq, .. }))] => (*to, *seq),
+            other => panic!("expected one ping: {other:?}"),
+        };
+        s.on_message(
+            t2 + Duration::from_millis(5),
+            target,
+            FdMessage::Swim(SwimMessage::Ack {
+                seq,
+                updates: vec![],
+            }),
+            &mut out,
+        );
+        assert_eq!(s.local_health(), 1);
+    }
+
     #[test]
     fn refutes_suspicion_of_itself() {
         let (mut s, mut out) = swim(0, 5);
@@ -1485,6 +1924,119 @@ mod tests {
         // Next message: the 24 never-sent ones come before re-sends.
         let p2 = s.piggyback(&id(1));
         assert!(p2.iter().all(|u| u.member().node < 224));
+    }
+
+    #[test]
+    fn member_table_finds_every_member_and_keeps_admission_order() {
+        let mut t: MemberTable<SimId> = MemberTable::new();
+        let detail = || MemberDetail {
+            suspicion: None,
+            since: Duration::ZERO,
+        };
+        let ids: Vec<SimId> = (0..300).map(|n| id(n * 7 + 3)).collect();
+        for (i, m) in ids.iter().enumerate() {
+            let member = Member {
+                inc: i as u64,
+                state: State::Alive,
+            };
+            t.insert(*m, member, detail());
+        }
+        assert!(t.index.len() >= 2 * t.len());
+        for (i, m) in ids.iter().enumerate() {
+            assert_eq!(t.get(m).map(|e| e.inc), Some(i as u64));
+        }
+        assert!(t.get(&id(1)).is_none());
+        // Remove every third member: the others keep their order and entry.
+        for m in ids.iter().step_by(3) {
+            assert!(t.remove(m).is_some());
+            assert!(t.remove(m).is_none());
+        }
+        let kept: Vec<SimId> = ids.iter().skip(1).step_by(3).copied().collect();
+        let order: Vec<SimId> = t.entries.iter().map(|(k, _)| *k).collect();
+        let want: Vec<SimId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(order, want);
+        for m in &kept {
+            let i = ids.iter().position(|x| x == m).map(|i| i as u64);
+            assert_eq!(t.get(m).map(|e| e.inc), i);
+        }
+        for m in ids.iter().step_by(3) {
+            assert!(!t.contains_key(m));
+        }
+        assert_eq!(t.details.len(), t.entries.len());
+    }
+
+    /// The bucketed queue against a direct model of memberlist's order
+    /// (class, transmissions, newest first), with replacements, removals,
+    /// drops at the limit and compactions on the way.
+    #[test]
+    fn broadcast_queue_matches_a_sorted_model() {
+        let mut q: BroadcastQueue<SimId> = BroadcastQueue::new();
+        // Model: (class, transmits, push order, update).
+        let mut model: Vec<(u8, u32, u64, Update<SimId>)> = Vec::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut order = 0u64;
+        let mut compactions = 0;
+        for step in 0..4000 {
+            let member = id(rng.gen_range(0..40));
+            match rng.gen_range(0..10) {
+                0..=4 => {
+                    let inc = step;
+                    let u = match rng.gen_range(0..3) {
+                        0 => Update::Alive { member, inc },
+                        1 => Update::Dead {
+                            member,
+                            inc,
+                            from: id(99),
+                        },
+                        _ => Update::Suspect {
+                            member,
+                            inc,
+                            from: id(99),
+                        },
+                    };
+                    let before = q.slots.len();
+                    q.push(u.clone());
+                    if q.slots.len() <= before {
+                        compactions += 1;
+                    }
+                    model.retain(|e| *e.3.member() != member);
+                    order += 1;
+                    model.push((priority(&u), 0, order, u));
+                }
+                5 => {
+                    q.remove_member(&member);
+                    model.retain(|e| *e.3.member() != member);
+                }
+                _ => {
+                    let room = rng.gen_range(1..8);
+                    let limit = rng.gen_range(2..6);
+                    let got = q.take(room, limit);
+                    model.sort_by_key(|e| (e.0, e.1, std::cmp::Reverse(e.2)));
+                    let mut want = Vec::new();
+                    let mut keep = Vec::new();
+                    for mut e in std::mem::take(&mut model) {
+                        if want.len() == room {
+                            keep.push(e);
+                        } else if e.1 < limit {
+                            want.push(e.3.clone());
+                            e.1 += 1;
+                            if e.1 < limit {
+                                keep.push(e);
+                            }
+                        }
+                    }
+                    model = keep;
+                    assert_eq!(got, want, "step {step}");
+                }
+            }
+            assert_eq!(q.len(), model.len(), "step {step}");
+        }
+        assert!(compactions > 10, "compactions: {compactions}");
     }
 
     #[test]
