@@ -292,6 +292,8 @@ struct RunStats {
     false_positives: u64,
     node_hours: f64,
     msgs_per_member_s: f64,
+    /// Of `msgs_per_member_s`, SWIM's gossip-only messages (the rest probe).
+    gossip_per_member_s: f64,
     bytes_per_member_s: f64,
     wall: f64,
 }
@@ -307,6 +309,7 @@ impl RunStats {
         self.node_hours += o.node_hours;
         // Averages over runs of equal length: keep a running sum, divide later.
         self.msgs_per_member_s += o.msgs_per_member_s;
+        self.gossip_per_member_s += o.gossip_per_member_s;
         self.bytes_per_member_s += o.bytes_per_member_s;
         self.wall = self.wall.max(o.wall);
     }
@@ -505,6 +508,7 @@ where
     }
     let member_s = n as f64 * duration.as_secs_f64();
     out.msgs_per_member_s = total.msgs as f64 / member_s;
+    out.gossip_per_member_s = total.gossip_msgs as f64 / member_s;
     out.bytes_per_member_s = total.bytes as f64 / member_s;
     out.wall = wall.elapsed().as_secs_f64();
     out
@@ -671,7 +675,7 @@ fn main() {
 }
 
 fn header() -> String {
-    "| detector | N | scenario | runs x s | crashes (undetected) | first p50/p99 s | all p50/p99 s | FP per node-hour | msgs/member/s | bytes/member/s | dissem. periods p50/p99 (log2 N) | max wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_string()
+    "| detector | N | scenario | runs x s | crashes (undetected) | first p50/p99 s | all p50/p99 s | FP per node-hour | msgs/member/s (gossip) | bytes/member/s | dissem. periods p50/p99 (log2 N) | max wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n".to_string()
 }
 
 fn row_markdown(r: &Row) -> String {
@@ -687,8 +691,17 @@ fn row_markdown(r: &Row) -> String {
     } else {
         "-".into()
     };
+    let msgs = if s.gossip_per_member_s > 0.0 {
+        format!(
+            "{:.2} ({:.2})",
+            s.msgs_per_member_s / runs,
+            s.gossip_per_member_s / runs
+        )
+    } else {
+        format!("{:.2}", s.msgs_per_member_s / runs)
+    };
     format!(
-        "| {} | {} | {} | {}x{} | {} ({}) | {}/{} | {}/{} | {:.2} | {:.2} | {:.0} | {} | {:.1} |\n",
+        "| {} | {} | {} | {}x{} | {} ({}) | {}/{} | {}/{} | {:.2} | {} | {:.0} | {} | {:.1} |\n",
         r.kind.name(),
         r.n,
         r.scenario,
@@ -701,7 +714,7 @@ fn row_markdown(r: &Row) -> String {
         fmt_opt(percentile(&s.all, 50.0)),
         fmt_opt(percentile(&s.all, 99.0)),
         s.false_positives as f64 / s.node_hours.max(1e-9),
-        s.msgs_per_member_s / runs,
+        msgs,
         s.bytes_per_member_s / runs,
         dissem,
         s.wall

@@ -38,6 +38,12 @@ use super::{FdMessage, SimId};
 pub trait WireSize {
     /// Bytes this message takes on the wire.
     fn wire_size(&self) -> usize;
+    /// Whether the message is sent only to spread membership updates (SWIM's
+    /// periodic gossip), as opposed to probing (pings, acks, ping-reqs,
+    /// nacks, heartbeats). Counted apart in [`NodeStats::gossip_msgs`].
+    fn is_gossip(&self) -> bool {
+        false
+    }
 }
 
 struct CountingWriter(usize);
@@ -64,6 +70,12 @@ pub fn msgpack_size<T: Serialize>(value: &T) -> usize {
 impl<Id: Serialize> WireSize for FdMessage<Id> {
     fn wire_size(&self) -> usize {
         msgpack_size(self)
+    }
+    fn is_gossip(&self) -> bool {
+        matches!(
+            self,
+            FdMessage::Swim(super::swim::SwimMessage::Gossip { .. })
+        )
     }
 }
 
@@ -144,6 +156,8 @@ pub struct Observed {
 pub struct NodeStats {
     /// Messages sent (including ones the network then lost).
     pub msgs: u64,
+    /// Of those, messages sent only to spread updates ([`WireSize::is_gossip`]).
+    pub gossip_msgs: u64,
     /// Their msgpack bytes.
     pub bytes: u64,
 }
@@ -472,6 +486,7 @@ where
             .iter()
             .fold(NodeStats::default(), |a, s| NodeStats {
                 msgs: a.msgs + s.msgs,
+                gossip_msgs: a.gossip_msgs + s.gossip_msgs,
                 bytes: a.bytes + s.bytes,
             })
     }
@@ -537,6 +552,9 @@ where
         for (to, msg) in sends.drain(..) {
             let st = &mut self.stats[idx];
             st.msgs += 1;
+            if msg.is_gossip() {
+                st.gossip_msgs += 1;
+            }
             if self.count_bytes {
                 st.bytes += msg.wire_size() as u64;
             }
