@@ -89,9 +89,33 @@ struct Incoming<'a> {
     /// Its payload, inside `frame`.
     payload: &'a [u8],
     /// The authenticated peer it came from.
-    peer: &'a Arc<str>,
+    peer: PeerName<'a>,
     /// The sender its envelope names (`from.name` is `peer`).
     from: &'a NodeIdView<'a>,
+}
+
+/// The authenticated peer's name as the transport gave it: shared for a
+/// batch of frames, borrowed for a single one (copied only if parked).
+#[derive(Clone, Copy)]
+enum PeerName<'a> {
+    Shared(&'a Arc<str>),
+    Borrowed(&'a str),
+}
+
+impl PeerName<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            PeerName::Shared(s) => s,
+            PeerName::Borrowed(s) => s,
+        }
+    }
+
+    fn to_shared(self) -> Arc<str> {
+        match self {
+            PeerName::Shared(s) => s.clone(),
+            PeerName::Borrowed(s) => Arc::from(s),
+        }
+    }
 }
 
 /// The header of the last tell delivered and the handler it went to.
@@ -127,12 +151,12 @@ pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: 
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
                         d.count_frames(1);
-                        d.on_frame(&Arc::from(from), &bytes)
+                        d.on_frame(PeerName::Borrowed(&from), &bytes)
                     }
                     TransportEvent::Frames { from, frames } => {
                         d.count_frames(frames.len());
                         for bytes in &frames {
-                            d.on_frame(&from, bytes);
+                            d.on_frame(PeerName::Shared(&from), bytes);
                         }
                     }
                     TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
@@ -172,8 +196,8 @@ impl Dispatcher {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn on_frame(&mut self, peer: &Arc<str>, bytes: &Bytes) {
-        let from: &str = peer;
+    fn on_frame(&mut self, peer: PeerName<'_>, bytes: &Bytes) {
+        let from: &str = peer.as_str();
         if self.on_cached_tell(peer, bytes) {
             return;
         }
@@ -270,8 +294,8 @@ impl Dispatcher {
     /// The fast path for a tell whose header matches the cache. `false`
     /// means "not handled here": take the full path (which refreshes the
     /// cache and reports errors).
-    fn on_cached_tell(&mut self, peer: &Arc<str>, bytes: &Bytes) -> bool {
-        let from: &str = peer;
+    fn on_cached_tell(&mut self, peer: PeerName<'_>, bytes: &Bytes) -> bool {
+        let from: &str = peer.as_str();
         // Taken out while delivering (and put back) so nothing is cloned.
         let Some(c) = self.cache.take() else {
             return false;
@@ -340,7 +364,7 @@ impl Dispatcher {
                 handler: handler.clone(),
                 payload: frame.slice_ref(payload),
                 // The envelope's sender is the authenticated peer (checked).
-                from_name: peer.clone(),
+                from_name: peer.to_shared(),
                 from_incarnation: from.incarnation,
                 ask,
             });

@@ -507,6 +507,15 @@ mod tests {
         }
     }
 
+    /// Waits (at most 5 s) for an ask's answer and checks it is a timeout.
+    async fn ends_in_timeout(rx: oneshot::Receiver<Result<Vec<u8>, AskError>>) {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("ends")
+            .expect("answered");
+        assert!(matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+    }
+
     fn started() -> (Arc<Outstanding>, Arc<CountingTransport>, Addr<RpcStub>) {
         let asks = Arc::new(Outstanding::new(&NodeId::with_incarnation("a", 1)));
         let transport = Arc::new(CountingTransport::default());
@@ -534,11 +543,7 @@ mod tests {
         );
         stub.do_send(Wake);
         // Re-sent twice (3 sends in all, the first by the caller), then failed.
-        let got = tokio::time::timeout(Duration::from_secs(5), rx)
-            .await
-            .expect("ends")
-            .expect("answered");
-        assert!(matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+        ends_in_timeout(rx).await;
         assert_eq!(transport.sent.load(Ordering::Relaxed), 2);
         assert_eq!(asks.timers(), 0, "no timer left behind");
         // A second ask finds the stub ticking: no wake needed.
@@ -582,11 +587,7 @@ mod tests {
             Registered::WakeStub
         );
         stub.do_send(Wake);
-        let got = tokio::time::timeout(Duration::from_secs(5), rx)
-            .await
-            .expect("ends")
-            .expect("answered");
-        assert!(matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+        ends_in_timeout(rx).await;
     }
 
     /// A reply from another node than the one asked does not complete it.

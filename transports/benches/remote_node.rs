@@ -564,6 +564,39 @@ async fn actix_timer_cost(window: usize, ticks: u64) -> f64 {
     t0.elapsed().as_nanos() as f64 / ticks as f64
 }
 
+/// Framework and raw-quinn results of the same rounds: rates, CPU-ns per
+/// operation, and each round's rate ratio.
+#[derive(Default)]
+struct Paired {
+    fw: Vec<f64>,
+    fw_cpu: Vec<f64>,
+    raw: Vec<f64>,
+    raw_cpu: Vec<f64>,
+    ratio: Vec<f64>,
+}
+
+impl Paired {
+    fn push(&mut self, fw: f64, fw_cpu: f64, raw: f64, raw_cpu: f64) {
+        self.fw.push(fw);
+        self.fw_cpu.push(fw_cpu);
+        self.raw.push(raw);
+        self.raw_cpu.push(raw_cpu);
+        self.ratio.push(fw / raw);
+    }
+
+    /// Medians: framework rate, raw rate, per-round ratio, framework CPU,
+    /// raw CPU.
+    fn medians(&self) -> (f64, f64, f64, f64, f64) {
+        (
+            median(&self.fw),
+            median(&self.raw),
+            median(&self.ratio),
+            median(&self.fw_cpu),
+            median(&self.raw_cpu),
+        )
+    }
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -674,7 +707,7 @@ fn main() {
         let mut pair = transport_pair(&ca, &xa, &xb).await;
         // 1. tell throughput vs raw quinn one-way (skipped with `ask-vs-raw`).
         if only != "ask-vs-raw" {
-            let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+            let mut paired = Paired::default();
             let (mut tr, mut tr_cpu) = (vec![], vec![]);
             transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
             for round in 0..rounds {
@@ -687,16 +720,12 @@ fn main() {
                 );
                 tr.push(q);
                 tr_cpu.push(qc);
-                fw.push(t);
-                raw.push(r);
-                ratio.push(t / r);
-                fw_cpu.push(tc);
-                raw_cpu.push(rc);
+                paired.push(t, tc, r, rc);
             }
-            let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
+            let (fw, raw, ratio, fc, rc) = paired.medians();
             println!(
                 "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
-                median(&fw), median(&raw), median(&ratio), rc / fc
+                fw, raw, ratio, rc / fc
             );
             println!(
                 "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
@@ -763,7 +792,7 @@ fn main() {
         }
 
         // 3. pipelined asks.
-        let (mut fw, mut raw, mut ratio, mut fw_cpu, mut raw_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut paired = Paired::default();
         let mut failed_total = 0;
         for round in 0..rounds {
             let (r, rc) = raw_pipelined(&xa, &xb, &ca, asks, window, frame).await;
@@ -773,16 +802,12 @@ fn main() {
                 "    round {round}: framework asks {t:>9.0}/s ({tc:>5.0} CPU-ns/ask, {failed} failed)   raw quinn req/resp {r:>9.0}/s ({rc:>4.0} CPU-ns/req)   ratio {:.2}",
                 t / r
             );
-            fw.push(t);
-            raw.push(r);
-            ratio.push(t / r);
-            fw_cpu.push(tc);
-            raw_cpu.push(rc);
+            paired.push(t, tc, r, rc);
         }
-        let (fc, rc) = (median(&fw_cpu), median(&raw_cpu));
+        let (fw, raw, ratio, fc, rc) = paired.medians();
         println!(
             "3. pipelined asks, {window} in flight, {asks} per round: framework median {:.0} asks/s ({fc:.0} CPU-ns/ask, {failed_total} failed in all); raw quinn median {:.0} req/s ({rc:.0} CPU-ns/req); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
-            median(&fw), median(&raw), median(&ratio), rc / fc
+            fw, raw, ratio, rc / fc
         );
 
         // 4. connect + authenticate a new peer.

@@ -35,10 +35,10 @@ async fn garbage_and_oversize_frames_close_only_that_connection() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, c_addr) = (reserve_addr(), reserve_addr());
-    let mut a_cfg = config(
+    let mut a_cfg = node_config(
+        &ca,
         "node-a",
         a_addr,
-        ca.issue("node-a").expect("a"),
         &[("node-b", reserve_addr()), ("node-c", c_addr)],
     );
     a_cfg.max_frame_size = 1024;
@@ -146,12 +146,7 @@ async fn slow_receiver_pushes_back_to_sender_queue() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let mut a_cfg = config(
-        "node-a",
-        a_addr,
-        ca.issue("node-a").expect("a"),
-        &[("node-b", b_addr)],
-    );
+    let mut a_cfg = node_config(&ca, "node-a", a_addr, &[("node-b", b_addr)]);
     a_cfg.send_queue_capacity = 256;
     let (a, _a_rx) = bind(a_cfg, 16).await;
     // node-b's inbound channel holds 4 events and nobody reads it for a while.

@@ -212,12 +212,7 @@ async fn send_errors_unknown_peer_too_large_queue_full_closed() {
     let ca = ClusterCa::generate().expect("ca");
     // Nobody listens at node-z's address.
     let nowhere = reserve_addr();
-    let mut cfg = config(
-        "node-a",
-        reserve_addr(),
-        ca.issue("node-a").expect("a"),
-        &[("node-z", nowhere)],
-    );
+    let mut cfg = node_config(&ca, "node-a", reserve_addr(), &[("node-z", nowhere)]);
     cfg.send_queue_capacity = 8;
     cfg.max_batch = 4;
     cfg.max_frame_size = 100;
@@ -272,24 +267,14 @@ async fn silent_peer_is_declared_down_after_idle_timeout() {
         c
     };
     let (a, mut a_rx) = bind(
-        quick(config(
-            "node-a",
-            a_addr,
-            ca.issue("node-a").expect("a"),
-            &[("node-b", b_addr)],
-        )),
+        quick(node_config(&ca, "node-a", a_addr, &[("node-b", b_addr)])),
         64,
     )
     .await;
     // node-b lives on its own arbiter (thread + runtime), which is then stopped:
     // its tasks vanish without closing anything, like a killed process.
     let arbiter = actix_rt::Arbiter::new();
-    let b_cfg = quick(config(
-        "node-b",
-        b_addr,
-        ca.issue("node-b").expect("b"),
-        &[("node-a", a_addr)],
-    ));
+    let b_cfg = quick(node_config(&ca, "node-b", b_addr, &[("node-a", a_addr)]));
     let (tx, rx) = tokio::sync::oneshot::channel();
     arbiter.spawn(async move {
         let (b, b_rx) = bind(b_cfg, 64).await;
@@ -464,12 +449,7 @@ async fn restarted_peer_replaces_its_silent_old_connection() {
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
     // Long idle timeout: the old connection is still "alive" when node-b returns.
     let (a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", b_addr)], 64).await;
-    let b_cfg = config(
-        "node-b",
-        b_addr,
-        ca.issue("node-b").expect("b"),
-        &[("node-a", a_addr)],
-    );
+    let b_cfg = node_config(&ca, "node-b", b_addr, &[("node-a", a_addr)]);
     let arbiter = actix_rt::Arbiter::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let first_cfg = b_cfg.clone();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use quic_support::{config, init_logs, reserve_addr};
+use quic_support::{init_logs, node_config, reserve_addr};
 use serde::{Deserialize, Serialize};
 use troupe_framework::transport::TransportError;
 use troupe_framework::{remote_message, ActorSpec, Node, NodeConfig, TellError};
@@ -56,19 +56,9 @@ async fn tell_wait_waits_for_room_where_tell_is_refused() {
     init_logs();
     let ca = ClusterCa::generate().expect("ca");
     let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
-    let mut a_cfg = config(
-        "node-a",
-        a_addr,
-        ca.issue("node-a").expect("a"),
-        &[("node-b", b_addr)],
-    );
+    let mut a_cfg = node_config(&ca, "node-a", a_addr, &[("node-b", b_addr)]);
     a_cfg.send_queue_capacity = 4;
-    let b_cfg = config(
-        "node-b",
-        b_addr,
-        ca.issue("node-b").expect("b"),
-        &[("node-a", a_addr)],
-    );
+    let b_cfg = node_config(&ca, "node-b", b_addr, &[("node-a", a_addr)]);
     let a = node(a_cfg).await;
     let b = node(b_cfg).await;
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -647,6 +647,39 @@ mod tests {
         sim
     }
 
+    /// Gossip-only messages are counted apart, and only SWIM's `Gossip`:
+    /// none for heartbeats, none for SWIM with gossip turned off, some (but
+    /// not all) of SWIM's traffic once a crash gives it news to spread.
+    #[test]
+    fn gossip_messages_are_counted_apart() {
+        let mut hb = cluster(4, 1);
+        hb.run_until(Duration::from_secs(30));
+        assert!(hb.total_stats().msgs > 0);
+        assert_eq!(hb.total_stats().gossip_msgs, 0);
+
+        let swim = |gossip_nodes: usize| {
+            let mut sim = Sim::new(3, NetConfig::default());
+            let ids: Vec<SimId> = (0..8).map(SimId::new).collect();
+            let params = crate::fd::swim::SwimParams {
+                gossip_nodes,
+                ..crate::fd::swim::SwimParams::default()
+            };
+            for id in &ids {
+                let core = crate::fd::Swim::new(*id, params.clone(), vec![], u64::from(id.node));
+                sim.add_node(*id, core, &ids);
+            }
+            sim.run_until(Duration::from_secs(20));
+            sim.crash(5);
+            sim.run_until(Duration::from_secs(60));
+            sim.total_stats()
+        };
+        let off = swim(0);
+        assert_eq!(off.gossip_msgs, 0);
+        let on = swim(3);
+        assert!(on.gossip_msgs > 0, "{on:?}");
+        assert!(on.gossip_msgs < on.msgs, "{on:?}");
+    }
+
     #[test]
     fn same_seed_same_run() {
         let run = |seed| {

@@ -179,17 +179,19 @@ impl<S: WireSink> State<S> {
     /// stream if that stream is on connection `link` and owes nothing.
     /// `true` when nothing is left for the writer.
     fn write_direct(&mut self, link: u64) -> bool {
-        match &self.sink {
-            Some(sink) if sink.link == link && sink.rest.is_empty() => {}
-            _ => return false,
-        }
+        // Taken out while writing (and put back unless it broke), so no
+        // frame is taken from the queue unless there is a stream to take it.
+        let mut sink = match self.sink.take() {
+            Some(sink) if sink.link == link && sink.rest.is_empty() => sink,
+            other => {
+                self.sink = other;
+                return false;
+            }
+        };
         let mut chunks = Vec::with_capacity(2);
         let frames = self.take(&mut chunks, usize::MAX);
         let before: usize = chunks.iter().map(Bytes::len).sum();
-        let Some(sink) = self.sink.as_mut() else {
-            return false; // not reached: checked above
-        };
-        match sink.stream.try_write(&mut chunks) {
+        let done = match sink.stream.try_write(&mut chunks) {
             Ok(k) if k == chunks.len() => true,
             Ok(k) => {
                 chunks.drain(..k);
@@ -207,12 +209,13 @@ impl<S: WireSink> State<S> {
             Err(()) => {
                 // The stream is dropped: the writer opens a new one, and the
                 // frame (none of it written) waits for it.
-                self.sink = None;
                 self.sealed.push_front(Segment::Chunks { chunks, frames });
                 self.frames += frames;
-                false
+                return false;
             }
-        }
+        };
+        self.sink = Some(sink);
+        done
     }
 }
 

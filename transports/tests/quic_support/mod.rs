@@ -84,8 +84,18 @@ pub async fn bind(config: QuicConfig, cap: usize) -> (QuicTransport, InboundRece
     (t, rx)
 }
 
-/// Binds node `name` on `addr` with a certificate for `name` from `ca`,
-/// knowing `peers`, with an inbound channel of `cap` events.
+/// Config for node `name` on `addr` with a certificate for `name` from
+/// `ca`, knowing `peers`.
+pub fn node_config(
+    ca: &ClusterCa,
+    name: &str,
+    addr: SocketAddr,
+    peers: &[(&str, SocketAddr)],
+) -> QuicConfig {
+    config(name, addr, ca.issue(name).expect("node certificate"), peers)
+}
+
+/// Binds [`node_config`] with an inbound channel of `cap` events.
 pub async fn bind_node(
     ca: &ClusterCa,
     name: &str,
@@ -93,8 +103,7 @@ pub async fn bind_node(
     peers: &[(&str, SocketAddr)],
     cap: usize,
 ) -> (QuicTransport, InboundReceiver) {
-    let tls = ca.issue(name).expect("node certificate");
-    bind(config(name, addr, tls, peers), cap).await
+    bind(node_config(ca, name, addr, peers), cap).await
 }
 
 /// Binds, retrying while the port is still held by a previous endpoint.
