@@ -1,7 +1,8 @@
 //! The inbound dispatcher: from received frames to local actors' mailboxes.
 //!
 //! One dispatcher task runs per node, on the node actor's arbiter. It takes
-//! the transport's events, decodes each frame, checks that the claimed sender
+//! the transport's events (and reads the streams a transport hands over,
+//! see [`crate::transport::InboundEvents`]), decodes each frame, checks that the claimed sender
 //! is the authenticated peer, and hands the message to the target actor:
 //! tells into its mailbox, asks into its mailbox with a reply future whose
 //! answer goes back to the asker (deduplicated, see [`crate::rpc`]), replies
@@ -44,7 +45,7 @@ use crate::ids::{ActorPath, NodeId};
 use crate::node::{NodeActor, NodeShared, Peer, PeerEvent};
 use crate::remote::{Dispatched, ErasedHandler, LocalFut};
 use crate::rpc::{DedupTable, Verdict};
-use crate::transport::{InboundReceiver, TransportEvent};
+use crate::transport::{InboundEvents, InboundReceiver, TransportEvent};
 
 /// Where the answer to a delivered ask goes.
 #[derive(Clone)]
@@ -132,7 +133,10 @@ struct TellCache {
 }
 
 /// Runs the dispatcher until the transport's channel closes.
-pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: Addr<NodeActor>) {
+pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr<NodeActor>) {
+    // The transport's channel, and the streams it hands over to be read
+    // right here (QUIC): no reader task between the network and the actor.
+    let mut events = InboundEvents::new(rx);
     let limit = shared.options.max_inflight_deliveries;
     let mut d = Dispatcher {
         dedup: DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity),
@@ -146,7 +150,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: 
         tokio::select! {
             biased;
             Some(done) = d.inflight.next(), if !d.inflight.is_empty() => d.finished(done),
-            ev = rx.recv(), if d.busy() < limit => {
+            ev = events.recv(), if d.busy() < limit => {
                 let Some(ev) = ev else { break };
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
@@ -164,6 +168,8 @@ pub(crate) async fn run(shared: Arc<NodeShared>, mut rx: InboundReceiver, node: 
                         tracing::debug!(%peer, %reason, "connection lost");
                         node.do_send(Peer(PeerEvent::Down(peer)));
                     }
+                    // `InboundEvents` reads sources itself and never yields one.
+                    TransportEvent::Source(_) => {}
                 }
             }
         }

@@ -15,14 +15,28 @@
 //! - inbound frames are delivered with back-pressure: when the node's inbound
 //!   channel is full the transport stops reading, and flow control pushes back
 //!   on the remote sender.
+//!
+//! A transport may also hand the node a whole source of frames
+//! ([`TransportEvent::Source`], say one QUIC stream) for the node to read
+//! itself: the node's dispatcher then polls it in its own task, so a frame
+//! reaches an actor without passing through a reader task and the channel
+//! (one task switch fewer per message). [`InboundEvents`] merges the channel
+//! and the sources it carried into one sequence of events, for the node and
+//! for anyone else who reads a transport directly. Back-pressure holds the
+//! same way: a source that is not polled is not read.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::stream::{SelectAll, Stream};
+
+/// A source of inbound events the receiver reads itself (see
+/// [`TransportEvent::Source`]). It ends when its stream or connection does.
+pub type InboundStream = Pin<Box<dyn Stream<Item = TransportEvent> + Send>>;
 
 /// What a transport tells its node.
-#[derive(Debug, Clone)]
 pub enum TransportEvent {
     /// A frame arrived from the (authenticated) node `from`.
     Frame {
@@ -54,6 +68,38 @@ pub enum TransportEvent {
         /// Why, for logs.
         reason: String,
     },
+    /// A source of further events (frames from one incoming stream) that the
+    /// receiver polls itself, for as long as it yields. Its events carry the
+    /// same guarantees as those sent through the channel; the frames of one
+    /// sender may be split over several sources (QUIC: one per stream class),
+    /// each in order. [`InboundEvents`] takes care of this variant.
+    Source(InboundStream),
+}
+
+impl std::fmt::Debug for TransportEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportEvent::Frame { from, bytes } => f
+                .debug_struct("Frame")
+                .field("from", from)
+                .field("len", &bytes.len())
+                .finish(),
+            TransportEvent::Frames { from, frames } => f
+                .debug_struct("Frames")
+                .field("from", from)
+                .field("count", &frames.len())
+                .finish(),
+            TransportEvent::PeerUp { peer } => {
+                f.debug_struct("PeerUp").field("peer", peer).finish()
+            }
+            TransportEvent::PeerDown { peer, reason } => f
+                .debug_struct("PeerDown")
+                .field("peer", peer)
+                .field("reason", reason)
+                .finish(),
+            TransportEvent::Source(_) => f.write_str("Source(..)"),
+        }
+    }
 }
 
 impl TransportEvent {
@@ -74,6 +120,79 @@ impl TransportEvent {
 pub type InboundSender = tokio::sync::mpsc::Sender<TransportEvent>;
 /// The receiving end, owned by the node.
 pub type InboundReceiver = tokio::sync::mpsc::Receiver<TransportEvent>;
+
+/// A transport's inbound events as one sequence: what comes through the
+/// channel, and what the [`TransportEvent::Source`]s it carried yield, polled
+/// here in the caller's task. Never yields a `Source` itself.
+///
+/// Within one source and within the channel, order is kept; between them
+/// there is no order (as between two streams of a QUIC connection). The
+/// channel is polled first, so connection events are not starved by a busy
+/// source.
+pub struct InboundEvents {
+    rx: InboundReceiver,
+    sources: SelectAll<InboundStream>,
+    closed: bool,
+}
+
+impl InboundEvents {
+    /// Reads the events of the channel `rx`.
+    pub fn new(rx: InboundReceiver) -> Self {
+        Self {
+            rx,
+            sources: SelectAll::new(),
+            closed: false,
+        }
+    }
+
+    /// The next event; `None` once the channel is closed and every source
+    /// has ended. Cancel-safe: dropping the future loses nothing, so it can
+    /// be a `tokio::select!` branch.
+    pub async fn recv(&mut self) -> Option<TransportEvent> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Sources currently being read.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Poll-based [`InboundEvents::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+        while !self.closed {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(TransportEvent::Source(s))) => self.sources.push(s),
+                Poll::Ready(Some(ev)) => return Poll::Ready(Some(ev)),
+                Poll::Ready(None) => self.closed = true,
+                Poll::Pending => break,
+            }
+        }
+        if self.sources.is_empty() {
+            return if self.closed {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            };
+        }
+        loop {
+            match Pin::new(&mut self.sources).poll_next(cx) {
+                // A source yielding a source is flattened too.
+                Poll::Ready(Some(TransportEvent::Source(s))) => self.sources.push(s),
+                Poll::Ready(Some(ev)) => return Poll::Ready(Some(ev)),
+                // Every source has ended (`SelectAll` is empty again).
+                Poll::Ready(None) if self.closed => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Stream for InboundEvents {
+    type Item = TransportEvent;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
 
 /// Why a frame could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

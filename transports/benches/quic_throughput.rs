@@ -25,7 +25,7 @@ use support::{
     bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
     transport_pair, transport_rtt, transport_throughput,
 };
-use troupe_framework::transport::{InboundReceiver, Transport, TransportEvent};
+use troupe_framework::transport::{InboundEvents, Transport, TransportEvent};
 use troupe_transports::certs::ClusterCa;
 use troupe_transports::quic::QuicTransport;
 
@@ -47,8 +47,8 @@ async fn hub_and_spokes(
     spoke_cap: usize,
 ) -> (
     Vec<String>,
-    (Arc<QuicTransport>, InboundReceiver),
-    Vec<(Arc<QuicTransport>, InboundReceiver)>,
+    (Arc<QuicTransport>, InboundEvents),
+    Vec<(Arc<QuicTransport>, InboundEvents)>,
 ) {
     let names: Vec<String> = (0..k).map(|i| format!("{prefix}-{i}")).collect();
     let addrs: Vec<SocketAddr> = names.iter().map(|_| reserve_addr()).collect();

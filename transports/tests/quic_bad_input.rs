@@ -8,16 +8,28 @@ mod quic_support;
 use std::time::Duration;
 
 use quic_support::*;
-use troupe_framework::transport::{Transport, TransportError, TransportEvent};
+use troupe_framework::transport::{InboundEvents, Transport, TransportError, TransportEvent};
 use troupe_transports::certs::ClusterCa;
 use troupe_transports::quic::wire::CLOSE_PROTOCOL;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn expect_protocol_close(conn: &quinn::Connection) {
-    let reason = tokio::time::timeout(WAIT, conn.closed())
-        .await
-        .expect("node must close the connection");
+/// Waits for the node to close `conn` for a protocol violation, reading the
+/// node's events meanwhile into `seen` (the node reads a stream only while
+/// its events are taken, as its dispatcher does).
+async fn expect_protocol_close(
+    conn: &quinn::Connection,
+    rx: &mut InboundEvents,
+    seen: &mut Vec<TransportEvent>,
+) {
+    let closed = tokio::time::timeout(WAIT, conn.closed());
+    tokio::pin!(closed);
+    let reason = loop {
+        tokio::select! {
+            reason = &mut closed => break reason.expect("node must close the connection"),
+            Some(ev) = rx.recv() => seen.push(ev),
+        }
+    };
     match reason {
         quinn::ConnectionError::ApplicationClosed(close) => {
             assert_eq!(
@@ -81,7 +93,7 @@ async fn garbage_and_oversize_frames_close_only_that_connection() {
         }
         let _ = s.write_all(bytes).await;
         let _ = s.finish();
-        expect_protocol_close(&conn).await;
+        expect_protocol_close(&conn, &mut a_rx, &mut seen).await;
         if !what.contains("kind") {
             let got = collect_frames(&mut a_rx, "node-b", "raw", round + 1, WAIT, &mut seen).await;
             assert!(

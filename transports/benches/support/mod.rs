@@ -19,7 +19,7 @@ use actix_rt::Arbiter;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quic_support::{config, reserve_addr, TROUPE_ALPN};
 use tokio::sync::oneshot;
-use troupe_framework::transport::{InboundReceiver, Transport, TransportError, TransportEvent};
+use troupe_framework::transport::{InboundEvents, Transport, TransportError, TransportEvent};
 use troupe_transports::certs::{ClusterCa, NodeTls};
 use troupe_transports::quic::{QuicConfig, QuicTransport};
 
@@ -60,11 +60,11 @@ pub async fn bind_on(
     arbiter: &Arbiter,
     cfg: QuicConfig,
     cap: usize,
-) -> (Arc<QuicTransport>, InboundReceiver) {
+) -> (Arc<QuicTransport>, InboundEvents) {
     on(arbiter, async move {
         let (tx, rx) = tokio::sync::mpsc::channel(cap);
         let t = QuicTransport::bind(cfg, tx).await.expect("bind");
-        (Arc::new(t), rx)
+        (Arc::new(t), InboundEvents::new(rx))
     })
     .await
 }
@@ -321,9 +321,9 @@ pub struct Pair {
     /// Part of the pair.
     pub b: Arc<QuicTransport>,
     /// Part of the pair.
-    pub a_rx: Option<InboundReceiver>,
+    pub a_rx: Option<InboundEvents>,
     /// Part of the pair.
-    pub b_rx: Option<InboundReceiver>,
+    pub b_rx: Option<InboundEvents>,
 }
 
 /// Binds `node-a` on `xa` and `node-b` on `xb`, each knowing the other.

@@ -4,21 +4,22 @@
 //!
 //! Per peer there are three long-lived tasks: a data writer, a control writer and
 //! a connector. Per confirmed connection there are a close monitor and a stream
-//! acceptor, plus one reader per incoming stream. Every task runs on the runtime
-//! that called `bind`.
+//! acceptor. Every task runs on the runtime that called `bind`. Incoming
+//! streams are not read by tasks of their own: each is handed to the node as
+//! a `TransportEvent::Source`, which the node's dispatcher polls.
 //!
 //! Sending: frames go into the peer's bounded queue in wire format (see
 //! `queue`); a writer takes them in batches. While a writer is idle its stream
 //! waits in the queue, and a frame sent to the empty queue is written at once
 //! by the sender (a request or reply does not wait for the writer task).
-//! Receiving: a reader hands the node every complete frame of the chunks it
-//! has received so far in one `TransportEvent::Frames`.
+//! Receiving: a stream's reader hands the node every complete frame of the
+//! chunks received so far in one `TransportEvent::Frames`.
 //!
 //! Ordering argument: a writer writes its batches in queue order on one stream per
 //! connection, and drops (never re-sends) a batch whose write failed. A reader
 //! delivers a frame only while its connection is the peer's *current* one
-//! (`Peer::current_id`, checked after reserving channel room, with no await in
-//! between), and once a connection stops being current it never becomes current
+//! (`Peer::current_id`, checked when the node polls the reader, which then
+//! delivers the frames in that same poll), and once a connection stops being current it never becomes current
 //! again. So the receiver sees, per class, a subsequence of the sender's order.
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ use futures::FutureExt;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 use tracing::{debug, error, info, warn};
 use troupe_framework::transport::{InboundSender, TransportError, TransportEvent};
 
@@ -816,6 +817,8 @@ impl Inner {
         }
     }
 
+    /// Reads an incoming stream's kind byte, then hands the stream to the
+    /// node as a [`TransportEvent::Source`] that its dispatcher reads itself.
     async fn read_stream(self: Arc<Self>, peer: Arc<Peer>, link: Link, mut recv: RecvStream) {
         let mut kind = [0u8; 1];
         if recv.read_exact(&mut kind).await.is_err() {
@@ -826,93 +829,116 @@ impl Inner {
             close(&link.conn, wire::CLOSE_PROTOCOL, "unknown stream kind");
             return;
         }
-        let mut decoder = FrameDecoder::new(self.cfg.max_frame_size);
-        let from: Arc<str> = Arc::from(peer.name.as_str());
-        let mut frames: Vec<Bytes> = Vec::new();
-        loop {
-            let chunk = match recv.read_chunk(256 * 1024, true).await {
+        let reader = StreamReader {
+            decoder: FrameDecoder::new(self.cfg.max_frame_size),
+            from: Arc::from(peer.name.as_str()),
+            inner: self.clone(),
+            peer,
+            link,
+            recv,
+            done: false,
+        };
+        let source = futures::stream::unfold(reader, |mut reader| async move {
+            let frames = reader.next_batch().await?;
+            let from = reader.from.clone();
+            Some((TransportEvent::Frames { from, frames }, reader))
+        });
+        if self
+            .inbound
+            .send(TransportEvent::Source(Box::pin(source)))
+            .await
+            .is_err()
+        {
+            debug!(node = %self.name, "node's inbound channel is closed");
+        }
+    }
+}
+
+/// One incoming stream, read by whoever polls it (the node's dispatcher):
+/// chunks become frames, handed over in batches.
+struct StreamReader {
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+    link: Link,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    from: Arc<str>,
+    /// Set once the stream has ended, broken, sent bad input or been
+    /// replaced: nothing more is read.
+    done: bool,
+}
+
+impl StreamReader {
+    /// Every complete frame of the chunks received so far (at least one, at
+    /// most about [`GATHER_FRAMES`]), in order; `None` once the stream is
+    /// over. Frames are handed over only while this stream's connection is
+    /// the peer's current one, checked just before they are returned (the
+    /// caller delivers them in the same poll, with no await in between).
+    async fn next_batch(&mut self) -> Option<Vec<Bytes>> {
+        let mut frames = Vec::new();
+        while !self.done {
+            let chunk = match self.recv.read_chunk(256 * 1024, true).await {
                 Ok(Some(chunk)) => chunk.bytes,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(e) => {
-                    debug!(node = %self.name, peer = %peer.name, "stream ended: {e}");
-                    return;
+                    debug!(node = %self.inner.name, peer = %self.peer.name, "stream ended: {e}");
+                    return None;
                 }
             };
-            let mut bad = Self::take_frames(&mut decoder, chunk, &mut frames);
+            let mut bad = take_frames(&mut self.decoder, chunk, &mut frames);
             // Every complete frame of the chunks already received goes to the
-            // node in one event: more chunks are taken while they are ready
-            // now (one channel operation and one wake-up of the node's
-            // dispatcher for all of them).
-            let mut ended = false;
+            // node at once: more chunks are taken while they are ready now.
             while bad.is_none() && frames.len() < GATHER_FRAMES {
-                match recv.read_chunk(256 * 1024, true).now_or_never() {
+                match self.recv.read_chunk(256 * 1024, true).now_or_never() {
                     Some(Ok(Some(chunk))) => {
-                        bad = Self::take_frames(&mut decoder, chunk.bytes, &mut frames);
+                        bad = take_frames(&mut self.decoder, chunk.bytes, &mut frames);
                     }
                     Some(Ok(None)) => {
-                        ended = true;
+                        self.done = true;
                         break;
                     }
                     Some(Err(e)) => {
-                        debug!(node = %self.name, peer = %peer.name, "stream ended: {e}");
-                        ended = true;
+                        debug!(node = %self.inner.name, peer = %self.peer.name, "stream ended: {e}");
+                        self.done = true;
                         break;
                     }
                     None => break,
                 }
             }
-            if !frames.is_empty() {
-                // Fast path without a future; otherwise wait for room
-                // (back-pressure: no more reading until the node catches up).
-                let permit = match self.inbound.try_reserve() {
-                    Ok(permit) => permit,
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        match self.inbound.reserve().await {
-                            Ok(permit) => permit,
-                            Err(_) => return,
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(())) => return,
-                };
-                if peer.current_id.load(Ordering::Acquire) != link.id {
-                    // Replaced or closed: stop; frames from here on are dropped.
-                    let _ = recv.stop(VarInt::from_u32(wire::CLOSE_DUPLICATE));
-                    return;
-                }
-                let cap = frames.len();
-                let batch = std::mem::replace(&mut frames, Vec::with_capacity(cap));
-                permit.send(TransportEvent::Frames {
-                    from: from.clone(),
-                    frames: batch,
-                });
-            }
             if let Some(e) = bad {
-                // The frames before the bad one were delivered above.
-                error!(node = %self.name, peer = %peer.name, "bad input from peer: {e}; closing connection");
-                close(&link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
-                return;
+                // The frames before the bad one are still delivered.
+                error!(node = %self.inner.name, peer = %self.peer.name, "bad input from peer: {e}; closing connection");
+                close(&self.link.conn, wire::CLOSE_PROTOCOL, &e.to_string());
+                self.done = true;
             }
-            if ended {
-                return;
+            if self.peer.current_id.load(Ordering::Acquire) != self.link.id {
+                // Replaced or closed: stop; frames from here on are dropped.
+                let _ = self.recv.stop(VarInt::from_u32(wire::CLOSE_DUPLICATE));
+                self.done = true;
+                return None;
+            }
+            if !frames.is_empty() {
+                return Some(frames);
             }
         }
+        None
     }
+}
 
-    /// Adds `chunk` to the decoder and moves every complete frame into
-    /// `frames`; the wire error, if a frame is malformed (the frames before
-    /// it are kept).
-    fn take_frames(
-        decoder: &mut FrameDecoder,
-        chunk: Bytes,
-        frames: &mut Vec<Bytes>,
-    ) -> Option<wire::WireError> {
-        decoder.push(chunk);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => return None,
-                Err(e) => return Some(e),
-            }
+/// Adds `chunk` to the decoder and moves every complete frame into
+/// `frames`; the wire error, if a frame is malformed (the frames before it
+/// are kept).
+fn take_frames(
+    decoder: &mut FrameDecoder,
+    chunk: Bytes,
+    frames: &mut Vec<Bytes>,
+) -> Option<wire::WireError> {
+    decoder.push(chunk);
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return None,
+            Err(e) => return Some(e),
         }
     }
 }

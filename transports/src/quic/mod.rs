@@ -2,7 +2,11 @@
 //!
 //! [`QuicTransport`] implements [`Transport`]: it moves opaque frames between nodes
 //! named by node name and reports [`TransportEvent`](troupe_framework::transport::TransportEvent)s into the node's bounded
-//! inbound channel.
+//! inbound channel. Each incoming stream is handed over as a
+//! [`TransportEvent::Source`](troupe_framework::transport::TransportEvent::Source)
+//! that the receiver reads in its own task (the node's dispatcher does;
+//! [`InboundEvents`](troupe_framework::transport::InboundEvents) does it for
+//! anyone else), so no reader task stands between the network and the node.
 //!
 //! # Wire and streams
 //! One QUIC connection per pair of nodes. The dialer opens one bidirectional stream
@@ -28,8 +32,9 @@
 //!   a full queue (peer slow or unreachable) gives [`TransportError::QueueFull`].
 //!   A writer task per peer and class drains its queue and writes everything queued
 //!   so far as one batch (small frames coalesced into one buffer).
-//! - Inbound back-pressure: a reader waits for room in the node's channel before
-//!   reading on, so QUIC flow control slows the remote sender down. A stream's
+//! - Inbound back-pressure: a stream is read only when the node polls its
+//!   source, so a node that stops taking events stops reading, and QUIC flow
+//!   control slows the remote sender down. A stream's
 //!   receive window (4 MiB) is half the connection's (8 MiB), so a stalled data
 //!   stream cannot starve the control stream of connection credit.
 //! - [`QuicTransport::send_wait`] is the waiting variant of `send` for bulk
@@ -69,7 +74,7 @@
 //!
 //! # Example
 //! ```no_run
-//! use troupe_framework::transport::{Transport, TransportEvent};
+//! use troupe_framework::transport::{InboundEvents, Transport, TransportEvent};
 //! use troupe_transports::certs::ClusterCa;
 //! use troupe_transports::quic::{QuicConfig, QuicTransport, TlsSource};
 //!
@@ -77,8 +82,10 @@
 //! let ca = ClusterCa::generate()?; // or certs::init(dir) / certs::issue(dir, name) + TlsSource::Files
 //! let config = QuicConfig::new("node-a", "127.0.0.1:7000".parse()?, TlsSource::InMemory(ca.issue("node-a")?))
 //!     .with_peer("node-b", "127.0.0.1:7001".parse()?);
-//! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+//! let (tx, rx) = tokio::sync::mpsc::channel(1024);
 //! let transport = QuicTransport::bind(config, tx).await?;
+//! // Incoming streams arrive as sources to read in place; this reads them all.
+//! let mut rx = InboundEvents::new(rx);
 //! transport.send("node-b", bytes::Bytes::from_static(b"hello"))?; // connects on first send
 //! transport.send_control("node-b", bytes::Bytes::from_static(b"heartbeat"))?;
 //! while let Some(event) = rx.recv().await {
@@ -87,6 +94,7 @@
 //!         TransportEvent::Frames { from, frames } => println!("{} frames from {from}", frames.len()),
 //!         TransportEvent::Frame { from, bytes } => println!("{} bytes from {from}", bytes.len()),
 //!         TransportEvent::PeerDown { peer, reason } => println!("{peer} down: {reason}"),
+//!         TransportEvent::Source(_) => {} // InboundEvents reads sources itself
 //!     }
 //! }
 //! # Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
-use troupe_framework::transport::{InboundReceiver, TransportEvent};
+use troupe_framework::transport::{InboundEvents, TransportEvent};
 use troupe_transports::certs::{ClusterCa, NodeTls};
 use troupe_transports::quic::wire::{Hello, STREAM_DATA};
 use troupe_transports::quic::{QuicConfig, QuicTransport, TlsSource, ALPN};
@@ -76,12 +76,12 @@ pub fn config(
 }
 
 /// Binds a transport with a fresh inbound channel of `cap` events.
-pub async fn bind(config: QuicConfig, cap: usize) -> (QuicTransport, InboundReceiver) {
+pub async fn bind(config: QuicConfig, cap: usize) -> (QuicTransport, InboundEvents) {
     let (tx, rx) = tokio::sync::mpsc::channel(cap);
     let t = QuicTransport::bind(config, tx)
         .await
         .expect("bind transport");
-    (t, rx)
+    (t, InboundEvents::new(rx))
 }
 
 /// Config for node `name` on `addr` with a certificate for `name` from
@@ -102,16 +102,16 @@ pub async fn bind_node(
     addr: SocketAddr,
     peers: &[(&str, SocketAddr)],
     cap: usize,
-) -> (QuicTransport, InboundReceiver) {
+) -> (QuicTransport, InboundEvents) {
     bind(node_config(ca, name, addr, peers), cap).await
 }
 
 /// Binds, retrying while the port is still held by a previous endpoint.
-pub async fn bind_retry(config: QuicConfig, cap: usize) -> (QuicTransport, InboundReceiver) {
+pub async fn bind_retry(config: QuicConfig, cap: usize) -> (QuicTransport, InboundEvents) {
     for _ in 0..100 {
         let (tx, rx) = tokio::sync::mpsc::channel(cap);
         match QuicTransport::bind(config.clone(), tx).await {
-            Ok(t) => return (t, rx),
+            Ok(t) => return (t, InboundEvents::new(rx)),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -121,7 +121,7 @@ pub async fn bind_retry(config: QuicConfig, cap: usize) -> (QuicTransport, Inbou
 /// Waits (at most `limit`) for an event matching `pred`, returning it; other
 /// events are collected into `skipped`.
 pub async fn wait_for(
-    rx: &mut InboundReceiver,
+    rx: &mut InboundEvents,
     limit: Duration,
     skipped: &mut Vec<TransportEvent>,
     mut pred: impl FnMut(&TransportEvent) -> bool,
@@ -137,7 +137,7 @@ pub async fn wait_for(
 }
 
 /// Everything that arrives within `limit`.
-pub async fn drain(rx: &mut InboundReceiver, limit: Duration) -> Vec<TransportEvent> {
+pub async fn drain(rx: &mut InboundEvents, limit: Duration) -> Vec<TransportEvent> {
     let mut out = Vec::new();
     wait_for(rx, limit, &mut out, |_| false).await;
     out
@@ -166,7 +166,7 @@ pub fn seqs(events: &[TransportEvent], from: &str, tag: &str) -> Vec<usize> {
 
 /// Receives until `n` frames from `from` with `tag` arrived (or `limit` passes).
 pub async fn collect_frames(
-    rx: &mut InboundReceiver,
+    rx: &mut InboundEvents,
     from: &str,
     tag: &str,
     n: usize,
