@@ -101,7 +101,14 @@ async fn burst(paced: bool) {
             if i % 100 == 99 {
                 let id = 1 + asks.len() as u64;
                 let p = codec::encode_payload(&Seen).unwrap();
-                frames.push(frame(&peer, &to, Kind::Ask { id }, "test.seen", &p, i + 1));
+                frames.push(frame(
+                    &peer,
+                    &to,
+                    Kind::Ask { id, done_below: 0 },
+                    "test.seen",
+                    &p,
+                    i + 1,
+                ));
                 asks.push((id, i + 1));
             }
         }

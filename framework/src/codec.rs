@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ActorPath, NodeId};
 
 /// The wire-format version this build speaks (first byte of every frame).
-pub const WIRE_VERSION: u8 = 1;
+/// Version 2 added [`Kind::Ask::done_below`].
+pub const WIRE_VERSION: u8 = 2;
 
 /// Default hard limit on a frame, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
@@ -40,6 +41,11 @@ pub enum Kind {
     Ask {
         /// Correlation id, unique per sending node incarnation.
         id: u64,
+        /// Every ask of the sending node incarnation with a smaller id is
+        /// finished there (answered or given up), so it will never be sent
+        /// again: the receiver forgets what it remembered for them and
+        /// drops copies of them that arrive late (see [`crate::rpc`]).
+        done_below: u64,
     },
     /// The successful reply to the ask `id`; the payload is the reply value.
     Reply {
@@ -466,7 +472,10 @@ mod tests {
             from: NodeId::with_incarnation("node-a", 7),
             from_actor: Some("client".into()),
             to: ActorPath::new("node-b", "ledger").unwrap(),
-            kind: Kind::Ask { id: 42 },
+            kind: Kind::Ask {
+                id: 42,
+                done_below: 40,
+            },
             type_tag: "bank.deposit".into(),
             payload: encode_payload(&("alice", 500i64)).unwrap(),
             stamp: Some(ClockStamp {
@@ -531,7 +540,7 @@ mod tests {
     fn arb_kind() -> impl Strategy<Value = Kind> {
         prop_oneof![
             Just(Kind::Tell),
-            any::<u64>().prop_map(|id| Kind::Ask { id }),
+            (any::<u64>(), any::<u64>()).prop_map(|(id, done_below)| Kind::Ask { id, done_below }),
             any::<u64>().prop_map(|id| Kind::Reply { id }),
             (any::<u64>(), "[a-z]{0,12}").prop_map(|(id, s)| Kind::ErrorReply {
                 id,

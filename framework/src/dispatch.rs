@@ -255,10 +255,15 @@ impl Dispatcher {
                 }
                 Err(e) => self.undeliverable(from, &env, &e),
             },
-            Kind::Ask { id } => {
+            Kind::Ask { id, done_below } => {
                 let asker = env.from.incarnation.as_u128();
-                match self.dedup.check(asker, id, tokio::time::Instant::now()) {
-                    Verdict::Running => {
+                match self
+                    .dedup
+                    .check(asker, id, done_below, tokio::time::Instant::now())
+                {
+                    // A copy of an ask that is running, or that its sender
+                    // has finished with: nobody needs it.
+                    Verdict::Running | Verdict::Finished => {
                         self.shared
                             .stats
                             .deduplicated

@@ -35,7 +35,7 @@ use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
 use crate::node::NodeShared;
 use crate::remote::{LocalSend, RemoteMessage};
-use crate::rpc::{Registered, Request, Wake};
+use crate::rpc::{Begun, Registered, Request, Wake};
 use crate::transport::TransportError;
 
 thread_local! {
@@ -339,38 +339,51 @@ impl<M: RemoteMessage> Ask<M> {
         // RPC stub carries out), then send the first copy from here.
         let shared = &target.shared;
         let to_node = &target.target.node;
-        let id = shared.asks.next_id();
         let payload = encode_payload(&msg)?;
-        let stamp = shared.stamp();
-        let env = EnvelopeRef {
-            from: &shared.id,
-            from_actor: target.from_actor.as_deref(),
-            to: &target.target,
-            kind: &Kind::Ask { id },
-            type_tag: M::NAME,
-            payload: &payload,
-            stamp: stamp.as_ref(),
-        };
-        let frame = Bytes::from(codec::encode_ref(&env, shared.options.max_frame_bytes)?);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = Request {
             to_node: to_node.clone(),
-            frame: frame.clone(),
             timeout,
             retry,
         };
-        match shared.asks.register(id, req, tx) {
+        let Begun {
+            id,
+            done_below,
+            registered,
+        } = shared.asks.begin(req, tx);
+        match registered {
             Registered::Ok => {}
             // The stub was idle: wake it (not for every ask, only then).
             Registered::WakeStub => shared.rpc.do_send(Wake),
             Registered::Closed => return Err(AskError::NodeStopped),
         }
-        match shared.transport.send(to_node, frame) {
-            // A full queue is like a lost request: the re-sends cover it.
-            Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+        let stamp = shared.stamp();
+        let env = EnvelopeRef {
+            from: &shared.id,
+            from_actor: target.from_actor.as_deref(),
+            to: &target.target,
+            kind: &Kind::Ask { id, done_below },
+            type_tag: M::NAME,
+            payload: &payload,
+            stamp: stamp.as_ref(),
+        };
+        let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
+            Ok(frame) => Bytes::from(frame),
             Err(e) => {
-                shared.asks.fail(id, AskError::Unreachable(e.clone()));
-                return Err(AskError::Unreachable(e));
+                shared.asks.fail(id, AskError::Codec(e.clone()));
+                return Err(e.into());
+            }
+        };
+        // Not armed: the ask ended already (the node stopped, or the
+        // deadline passed), and the reply channel says how.
+        if shared.asks.arm(id, frame.clone()) {
+            match shared.transport.send(to_node, frame) {
+                // A full queue is like a lost request: the re-sends cover it.
+                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+                Err(e) => {
+                    shared.asks.fail(id, AskError::Unreachable(e.clone()));
+                    return Err(AskError::Unreachable(e));
+                }
             }
         }
         let bytes = rx.await.map_err(|_| AskError::NodeStopped)??;

@@ -14,14 +14,25 @@
 //! tick late. An idle stub stops ticking after a second and the next ask
 //! wakes it. A reply is accepted only from the node the request was sent to.
 //!
+//! Every request also carries its node's *watermark* (`done_below`): the
+//! smallest correlation id still waiting, so every smaller one is finished
+//! (answered or given up) and will never be sent again. Ids are taken and
+//! entered in the table in one step under its lock, which keeps that true
+//! when several threads ask at once.
+//!
 //! **Server side.** The node remembers, per `(sender node incarnation,
 //! correlation id)`, whether a request is running or what it answered
 //! (its deduplication table). A retried request that is still running is ignored; one
-//! that already ran gets the remembered reply again. So:
+//! that already ran gets the remembered reply again; one below its
+//! sender's watermark is a late copy nobody waits for, and is dropped. The
+//! watermark also tells the table what to forget: in steady state it holds
+//! only the asks in flight, so the memory an ask touches stays small and
+//! warm (before, every answered ask stayed for `dedup_ttl`, up to 100,000
+//! entries, and each new one evicted a cold one). So:
 //!
 //! > A retried ask is executed **at most once** by its target, provided the
-//! > retries arrive within `dedup_ttl` of the first copy and the target node
-//! > does not restart in between (the table lives in memory: a restarted
+//! > retries arrive within `dedup_ttl` of the first copy (or of the
+//! > sender's last ask) and the target node does not restart in between (the table lives in memory: a restarted
 //! > target is a new incarnation that does not know what its previous life
 //! > executed). Handlers whose effects must not repeat across a crash of the
 //! > target should persist what they did (see [`crate::storage`]) or be
@@ -29,7 +40,6 @@
 //! > unknown, never as failed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,12 +72,16 @@ const IDLE_TICKS: u32 = 100;
 /// the [`RpcStub`] wakes up every [`RPC_TICK`] while asks are outstanding,
 /// re-sends what is due and fails what has timed out.
 pub(crate) struct Outstanding {
-    next_id: AtomicU64,
     table: Mutex<Table>,
 }
 
 struct Table {
-    waiting: HashMap<u64, Waiting>,
+    /// The next correlation id. Ids are taken under the table's lock, in
+    /// the same step that enters the ask in `waiting`, so the smallest key
+    /// of `waiting` is always the smallest id not yet finished.
+    next_id: u64,
+    /// By correlation id, ascending.
+    waiting: BTreeMap<u64, Waiting>,
     /// Every deadline and re-send of every waiting ask, by due time (ties
     /// broken by a sequence number).
     due: BTreeMap<(Instant, u64), Due>,
@@ -83,7 +97,8 @@ struct Table {
 struct Waiting {
     to_node: String,
     reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
-    /// The request, for re-sends (the same id each time).
+    /// The request, for re-sends (the same id each time); empty until
+    /// [`Outstanding::arm`].
     frame: Bytes,
     attempts: u32,
     retry: RetryPolicy,
@@ -100,7 +115,7 @@ enum Due {
     Resend(u64),
 }
 
-/// What [`Outstanding::register`] asks of its caller.
+/// What [`Outstanding::begin`] asks of its caller.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Registered {
     /// Send the request; the stub is ticking.
@@ -111,12 +126,20 @@ pub(crate) enum Registered {
     Closed,
 }
 
-/// An ask's request and its timer settings, for [`Outstanding::register`].
+/// An ask's target and timer settings, for [`Outstanding::begin`].
 pub(crate) struct Request {
     pub(crate) to_node: String,
-    pub(crate) frame: Bytes,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
+}
+
+/// An ask entered by [`Outstanding::begin`]: its correlation id, and the
+/// watermark to send with it ([`crate::codec::Kind::Ask::done_below`]).
+#[derive(Debug)]
+pub(crate) struct Begun {
+    pub(crate) id: u64,
+    pub(crate) done_below: u64,
+    pub(crate) registered: Registered,
 }
 
 impl Table {
@@ -163,9 +186,9 @@ impl Outstanding {
     pub(crate) fn new(node: &NodeId) -> Self {
         let seed = node.incarnation.as_u128() as u64 ^ (node.incarnation.as_u128() >> 64) as u64;
         Self {
-            next_id: AtomicU64::new(1),
             table: Mutex::new(Table {
-                waiting: HashMap::new(),
+                next_id: 1,
+                waiting: BTreeMap::new(),
                 due: BTreeMap::new(),
                 due_seq: 0,
                 rng: rand::rngs::StdRng::seed_from_u64(seed),
@@ -180,31 +203,38 @@ impl Outstanding {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fresh correlation id, unique within this node incarnation.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Wait for the reply to ask `id` (the request's first copy is sent by
-    /// the caller after this), with its re-sends and deadline.
-    pub(crate) fn register(
+    /// Enter a new ask, waiting for its reply (with its deadline), under a
+    /// fresh correlation id (unique within this node incarnation). The
+    /// caller encodes the request with the returned id and watermark, hands
+    /// it over with [`Outstanding::arm`], then sends the first copy.
+    ///
+    /// The watermark (`done_below`) is the smallest id still waiting: every
+    /// smaller id has finished and will never be sent again. Taking the id
+    /// and entering the ask in one step under the lock keeps that true
+    /// when several threads ask at once.
+    pub(crate) fn begin(
         &self,
-        id: u64,
         req: Request,
         reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
-    ) -> Registered {
+    ) -> Begun {
         let now = Instant::now();
         let mut t = self.lock();
+        let id = t.next_id;
         if t.closed {
-            return Registered::Closed;
+            return Begun {
+                id,
+                done_below: id,
+                registered: Registered::Closed,
+            };
         }
+        t.next_id += 1;
         let deadline = t.enqueue(now + req.timeout, Due::Deadline(id));
         t.waiting.insert(
             id,
             Waiting {
                 to_node: req.to_node,
                 reply,
-                frame: req.frame,
+                frame: Bytes::new(),
                 attempts: 1,
                 retry: req.retry,
                 timeout: req.timeout,
@@ -212,12 +242,33 @@ impl Outstanding {
                 next_resend: None,
             },
         );
-        t.schedule_resend(id, now);
-        if t.ticking {
+        let done_below = t.waiting.keys().next().copied().unwrap_or(id);
+        let registered = if t.ticking {
             Registered::Ok
         } else {
             t.ticking = true;
             Registered::WakeStub
+        };
+        Begun {
+            id,
+            done_below,
+            registered,
+        }
+    }
+
+    /// Hand over ask `id`'s encoded request, for re-sends (which start
+    /// now). False when the ask has already ended (the node stopped, or its
+    /// deadline passed): then it must not be sent.
+    pub(crate) fn arm(&self, id: u64, frame: Bytes) -> bool {
+        let now = Instant::now();
+        let mut t = self.lock();
+        match t.waiting.get_mut(&id) {
+            Some(w) => {
+                w.frame = frame;
+                t.schedule_resend(id, now);
+                true
+            }
+            None => false,
         }
     }
 
@@ -260,7 +311,7 @@ impl Outstanding {
             let mut t = self.lock();
             t.closed = true;
             t.due.clear();
-            t.waiting.drain().map(|(_, w)| w).collect()
+            std::mem::take(&mut t.waiting).into_values().collect()
         };
         for w in waiting {
             let _ = w.reply.send(Err(error.clone()));
@@ -400,6 +451,9 @@ pub(crate) enum Verdict {
     Running,
     /// Already answered: send this reply frame again.
     Answered(Bytes),
+    /// A late copy of an ask its sender has finished with (its id is below
+    /// the sender's watermark): nobody waits for it, drop it.
+    Finished,
 }
 
 enum DedupState {
@@ -407,79 +461,223 @@ enum DedupState {
     Answered(Bytes),
 }
 
+/// One remembered ask.
+struct Slot {
+    id: u64,
+    at: Instant,
+    state: DedupState,
+}
+
+/// What is remembered of one sender node incarnation.
+struct Window {
+    /// The sender's watermark: every ask below it is finished there.
+    floor: u64,
+    /// Asks at or above `floor`, by id, ascending. Ids arrive mostly in
+    /// increasing order, so this is appended to and drained from the
+    /// front: the memory an ask touches stays small and warm.
+    slots: VecDeque<Slot>,
+    last_seen: Instant,
+}
+
+impl Window {
+    /// Where `id` is, or would go.
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        match self.slots.back() {
+            None => Err(0),
+            Some(last) if last.id < id => Err(self.slots.len()),
+            Some(last) if last.id == id => Ok(self.slots.len() - 1),
+            Some(_) => self.slots.binary_search_by_key(&id, |s| s.id),
+        }
+    }
+}
+
+/// Hashes a sender incarnation (a random 128-bit id) by folding it: no
+/// need for SipHash on keys that are random already.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl std::hash::Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u128` keys; FNV-1a keeps it correct for anything.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
 /// Server-side memory of asks, for at-most-once execution of retries.
 ///
-/// Bounded three ways: entries older than `ttl` are forgotten, at most
-/// `capacity` entries are kept, and remembered replies take at most
-/// `max_bytes` (the oldest go first).
+/// Per sender node incarnation it keeps a window of asks by id. Each ask
+/// carries its sender's watermark ([`crate::codec::Kind::Ask::done_below`]):
+/// asks below it are finished at the sender, so their entries (and the
+/// remembered replies) are dropped as soon as the watermark passes them,
+/// and a copy of one that arrives later is [`Verdict::Finished`]. So in
+/// steady state a window holds only the asks in flight.
+///
+/// Bounded besides, for senders that stop sending: entries older than `ttl`
+/// are forgotten, at most `capacity` entries are kept, remembered replies
+/// take at most `max_bytes` (the oldest go first), and a sender unheard of
+/// for `ttl` is forgotten with its watermark.
 pub(crate) struct DedupTable {
-    /// Keyed by (sender incarnation, correlation id): an incarnation is a
-    /// random 128-bit id unique to one life of one node, so it needs no name.
-    entries: HashMap<(u128, u64), DedupState>,
-    order: VecDeque<(Instant, u128, u64)>,
+    senders: HashMap<u128, Window, std::hash::BuildHasherDefault<FoldHasher>>,
     ttl: Duration,
     capacity: usize,
+    entries: usize,
     bytes: usize,
     max_bytes: usize,
+    /// Checks since the last sweep of every window.
+    since_sweep: u32,
 }
+
+/// Checks between two sweeps of every sender's window for expired entries.
+const SWEEP_EVERY: u32 = 1024;
 
 impl DedupTable {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            senders: HashMap::default(),
             ttl,
             capacity,
+            entries: 0,
             bytes: 0,
             max_bytes: 64 << 20,
+            since_sweep: 0,
         }
     }
 
-    fn evict(&mut self, now: Instant) {
-        while let Some((t, _, _)) = self.order.front() {
-            let expired = now.saturating_duration_since(*t) > self.ttl;
-            if !(expired || self.order.len() > self.capacity || self.bytes > self.max_bytes) {
-                break;
+    fn forget(&mut self, slot: Slot) {
+        self.entries -= 1;
+        if let DedupState::Answered(b) = slot.state {
+            self.bytes -= b.len();
+        }
+    }
+
+    /// Forget expired entries everywhere, then the oldest while over the
+    /// bounds, and senders unheard of for `ttl`.
+    fn sweep(&mut self, now: Instant) {
+        self.since_sweep = 0;
+        let ttl = self.ttl;
+        let mut forgotten = Vec::new();
+        for w in self.senders.values_mut() {
+            while w
+                .slots
+                .front()
+                .is_some_and(|s| now.saturating_duration_since(s.at) > ttl)
+            {
+                forgotten.extend(w.slots.pop_front());
             }
-            if let Some((_, inc, id)) = self.order.pop_front() {
-                if let Some(DedupState::Answered(b)) = self.entries.remove(&(inc, id)) {
-                    self.bytes -= b.len();
+        }
+        for slot in forgotten {
+            self.forget(slot);
+        }
+        while self.entries > self.capacity || self.bytes > self.max_bytes {
+            let oldest = self
+                .senders
+                .iter()
+                .filter_map(|(k, w)| w.slots.front().map(|s| (s.at, *k)))
+                .min();
+            let Some((_, k)) = oldest else { break };
+            let slot = self.senders.get_mut(&k).and_then(|w| w.slots.pop_front());
+            match slot {
+                Some(slot) => self.forget(slot),
+                None => break,
+            }
+        }
+        self.senders.retain(|_, w| {
+            !w.slots.is_empty() || now.saturating_duration_since(w.last_seen) <= ttl
+        });
+    }
+
+    /// Look at an incoming ask `id` from sender incarnation `inc`, whose
+    /// watermark is `done_below`; registers it as running when new.
+    pub(crate) fn check(&mut self, inc: u128, id: u64, done_below: u64, now: Instant) -> Verdict {
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY
+            || self.entries > self.capacity
+            || self.bytes > self.max_bytes
+        {
+            self.sweep(now);
+        }
+        let w = self.senders.entry(inc).or_insert_with(|| Window {
+            floor: 0,
+            slots: VecDeque::new(),
+            last_seen: now,
+        });
+        w.last_seen = now;
+        let mut dropped = (0usize, 0usize);
+        let ttl = self.ttl;
+        while w
+            .slots
+            .front()
+            .is_some_and(|s| s.id < done_below || now.saturating_duration_since(s.at) > ttl)
+        {
+            if let Some(slot) = w.slots.pop_front() {
+                dropped.0 += 1;
+                if let DedupState::Answered(b) = slot.state {
+                    dropped.1 += b.len();
                 }
             }
         }
-    }
-
-    /// Look at an incoming ask; registers it as running when new.
-    pub(crate) fn check(&mut self, inc: u128, id: u64, now: Instant) -> Verdict {
-        self.evict(now);
-        match self.entries.get(&(inc, id)) {
-            Some(DedupState::Running) => Verdict::Running,
-            Some(DedupState::Answered(b)) => Verdict::Answered(b.clone()),
-            None => {
-                self.entries.insert((inc, id), DedupState::Running);
-                self.order.push_back((now, inc, id));
-                Verdict::Execute
+        w.floor = w.floor.max(done_below);
+        let verdict = if id < w.floor {
+            Verdict::Finished
+        } else {
+            match w.find(id) {
+                Ok(i) => match &w.slots[i].state {
+                    DedupState::Running => Verdict::Running,
+                    DedupState::Answered(b) => Verdict::Answered(b.clone()),
+                },
+                Err(i) => {
+                    w.slots.insert(
+                        i,
+                        Slot {
+                            id,
+                            at: now,
+                            state: DedupState::Running,
+                        },
+                    );
+                    self.entries += 1;
+                    Verdict::Execute
+                }
             }
-        }
+        };
+        self.entries -= dropped.0;
+        self.bytes -= dropped.1;
+        verdict
     }
 
-    /// Remember the reply frame sent for an ask.
+    /// Remember the reply frame sent for an ask (unless it was forgotten
+    /// meanwhile).
     pub(crate) fn answered(&mut self, inc: u128, id: u64, frame: Bytes) {
-        if let Some(state) = self.entries.get_mut(&(inc, id)) {
+        let Some(w) = self.senders.get_mut(&inc) else {
+            return;
+        };
+        if let Ok(i) = w.find(id) {
             self.bytes += frame.len();
-            *state = DedupState::Answered(frame);
+            if let DedupState::Answered(old) =
+                std::mem::replace(&mut w.slots[i].state, DedupState::Answered(frame))
+            {
+                self.bytes -= old.len();
+            }
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.len()
+        self.entries
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     /// Counts the frames sent through it.
     #[derive(Default)]
@@ -501,10 +699,21 @@ mod tests {
     fn request(timeout_ms: u64, retry: RetryPolicy) -> Request {
         Request {
             to_node: "b".into(),
-            frame: Bytes::from_static(b"req"),
             timeout: Duration::from_millis(timeout_ms),
             retry,
         }
+    }
+
+    /// Begins and arms an ask, as `RemoteRef::ask` does: its id and whether
+    /// the stub must be woken.
+    fn ask(
+        asks: &Outstanding,
+        req: Request,
+        tx: oneshot::Sender<Result<Vec<u8>, AskError>>,
+    ) -> (u64, Registered) {
+        let begun = asks.begin(req, tx);
+        assert!(asks.arm(begun.id, Bytes::from_static(b"req")));
+        (begun.id, begun.registered)
     }
 
     /// Waits (at most 5 s) for an ask's answer and checks it is a timeout.
@@ -536,11 +745,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let (tx, rx) = oneshot::channel();
-        let id = asks.next_id();
-        assert_eq!(
-            asks.register(id, request(300, retry), tx),
-            Registered::WakeStub
-        );
+        assert_eq!(ask(&asks, request(300, retry), tx).1, Registered::WakeStub);
         stub.do_send(Wake);
         // Re-sent twice (3 sends in all, the first by the caller), then failed.
         ends_in_timeout(rx).await;
@@ -548,10 +753,7 @@ mod tests {
         assert_eq!(asks.timers(), 0, "no timer left behind");
         // A second ask finds the stub ticking: no wake needed.
         let (tx, _rx) = oneshot::channel();
-        assert_eq!(
-            asks.register(asks.next_id(), request(300, retry), tx),
-            Registered::Ok
-        );
+        assert_eq!(ask(&asks, request(300, retry), tx).1, Registered::Ok);
     }
 
     /// Answered asks take their timers with them, sends nothing more, and
@@ -567,8 +769,8 @@ mod tests {
         let mut woken = 0;
         for _ in 0..200 {
             let (tx, rx) = oneshot::channel();
-            let id = asks.next_id();
-            if asks.register(id, request(5_000, retry), tx) == Registered::WakeStub {
+            let (id, registered) = ask(&asks, request(5_000, retry), tx);
+            if registered == Registered::WakeStub {
                 woken += 1;
                 stub.do_send(Wake);
             }
@@ -581,9 +783,8 @@ mod tests {
         assert_eq!(transport.sent.load(Ordering::Relaxed), 0, "no re-sends");
         // Asleep now: the next ask must wake it, and its deadline still fires.
         let (tx, rx) = oneshot::channel();
-        let id = asks.next_id();
         assert_eq!(
-            asks.register(id, request(50, RetryPolicy::none()), tx),
+            ask(&asks, request(50, RetryPolicy::none()), tx).1,
             Registered::WakeStub
         );
         stub.do_send(Wake);
@@ -595,8 +796,7 @@ mod tests {
     async fn replies_count_only_from_the_node_asked() {
         let (asks, _transport, _stub) = started();
         let (tx, mut rx) = oneshot::channel();
-        let id = asks.next_id();
-        asks.register(id, request(5_000, RetryPolicy::none()), tx);
+        let (id, _) = ask(&asks, request(5_000, RetryPolicy::none()), tx);
         assert!(!asks.complete(id, "c", Ok(vec![1])));
         assert!(rx.try_recv().is_err());
         assert!(asks.complete(id, "b", Ok(vec![2])));
@@ -608,16 +808,74 @@ mod tests {
         let mut t = DedupTable::new(Duration::from_secs(10), 100);
         let a = NodeId::with_incarnation("a", 1).incarnation.as_u128();
         let now = Instant::now();
-        assert_eq!(t.check(a, 1, now), Verdict::Execute);
-        assert_eq!(t.check(a, 1, now), Verdict::Running);
+        assert_eq!(t.check(a, 1, 0, now), Verdict::Execute);
+        assert_eq!(t.check(a, 1, 0, now), Verdict::Running);
         t.answered(a, 1, Bytes::from_static(b"r"));
         assert_eq!(
-            t.check(a, 1, now),
+            t.check(a, 1, 0, now),
             Verdict::Answered(Bytes::from_static(b"r"))
         );
         // Another incarnation of the same node is a different sender.
         let a2 = NodeId::with_incarnation("a", 2).incarnation.as_u128();
-        assert_eq!(t.check(a2, 1, now), Verdict::Execute);
+        assert_eq!(t.check(a2, 1, 0, now), Verdict::Execute);
+    }
+
+    /// The sender's watermark drops what is below it at once, and a late
+    /// copy of a finished ask is not executed again.
+    #[test]
+    fn dedup_forgets_below_the_watermark_and_drops_late_copies() {
+        let mut t = DedupTable::new(Duration::from_secs(10), 100);
+        let a = 7u128;
+        let now = Instant::now();
+        assert_eq!(t.check(a, 1, 1, now), Verdict::Execute);
+        t.answered(a, 1, Bytes::from_static(b"r1"));
+        assert_eq!(t.check(a, 2, 1, now), Verdict::Execute);
+        assert_eq!(t.len(), 2);
+        // Ask 1 finished at the sender: forgotten, and its late copy dropped.
+        assert_eq!(t.check(a, 3, 2, now), Verdict::Execute);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.check(a, 1, 2, now), Verdict::Finished);
+        // A copy carrying an older watermark does not lower it.
+        assert_eq!(t.check(a, 1, 0, now), Verdict::Finished);
+        assert_eq!(t.check(a, 2, 0, now), Verdict::Running);
+        // Out of order arrivals are remembered in id order.
+        assert_eq!(t.check(a, 6, 2, now), Verdict::Execute);
+        assert_eq!(t.check(a, 4, 2, now), Verdict::Execute);
+        assert_eq!(t.check(a, 5, 2, now), Verdict::Execute);
+        t.answered(a, 5, Bytes::from_static(b"r5"));
+        assert_eq!(t.check(a, 4, 2, now), Verdict::Running);
+        assert_eq!(
+            t.check(a, 5, 2, now),
+            Verdict::Answered(Bytes::from_static(b"r5"))
+        );
+        assert_eq!(t.len(), 5);
+        // Everything finished: only the newest ask is remembered.
+        assert_eq!(t.check(a, 7, 7, now), Verdict::Execute);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.bytes, 0);
+    }
+
+    /// The watermark sent with an ask is the smallest id still waiting.
+    #[actix_rt::test]
+    async fn the_watermark_is_the_oldest_unfinished_ask() {
+        let (asks, _transport, _stub) = started();
+        let begin = || {
+            let (tx, rx) = oneshot::channel();
+            let b = asks.begin(request(5_000, RetryPolicy::none()), tx);
+            assert!(asks.arm(b.id, Bytes::from_static(b"req")));
+            (b.id, b.done_below, rx)
+        };
+        let (a, a_below, _ra) = begin();
+        assert_eq!(a_below, a, "nothing older is waiting");
+        let (b, b_below, _rb) = begin();
+        let (c, c_below, _rc) = begin();
+        assert_eq!((b_below, c_below), (a, a));
+        assert!(asks.complete(b, "b", Ok(vec![])));
+        let (_, d_below, _rd) = begin();
+        assert_eq!(d_below, a, "a is still waiting");
+        assert!(asks.complete(a, "b", Ok(vec![])));
+        let (_, e_below, _re) = begin();
+        assert_eq!(e_below, c);
     }
 
     #[test]
@@ -626,11 +884,11 @@ mod tests {
         let a = 7u128;
         let now = Instant::now();
         for id in 0..5 {
-            assert_eq!(t.check(a, id, now), Verdict::Execute);
+            assert_eq!(t.check(a, id, 0, now), Verdict::Execute);
         }
         assert!(t.len() <= 4);
         let later = now + Duration::from_secs(5);
-        assert_eq!(t.check(a, 100, later), Verdict::Execute);
+        assert_eq!(t.check(a, 100, 0, later), Verdict::Execute);
         assert_eq!(t.len(), 1);
     }
 }
