@@ -225,7 +225,7 @@ impl Dispatcher {
         }
         self.shared.observe(&env.stamp);
         match env.kind {
-            Kind::Reply { id } => self.reply_arrived(from, id, Ok(env.payload.to_vec())),
+            Kind::Reply { id } => self.reply_arrived(from, id, Ok(sub_bytes(bytes, env.payload))),
             Kind::ErrorReply { id, ref error } => {
                 self.reply_arrived(from, id, Err(AskError::Remote(error.clone())))
             }
@@ -484,7 +484,7 @@ impl Dispatcher {
     }
 
     /// A reply to one of this node's asks: complete the waiting ask directly.
-    fn reply_arrived(&self, from: &str, id: u64, result: Result<Vec<u8>, AskError>) {
+    fn reply_arrived(&self, from: &str, id: u64, result: Result<Bytes, AskError>) {
         self.shared.asks.complete(id, from, result);
     }
 
@@ -533,6 +533,21 @@ impl Dispatcher {
         if let Err(e) = shared.transport.send(&reply_to.node, frame) {
             tracing::debug!(ask = id, to = %reply_to.node, error = %e, "reply not sent (the asker will retry or time out)");
         }
+    }
+}
+
+/// `part` of `frame` as a `Bytes` sharing its memory (no copy); a copy if
+/// `part` is not inside `frame` after all.
+fn sub_bytes(frame: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (
+        frame.as_ptr() as usize,
+        frame.as_ptr() as usize + frame.len(),
+    );
+    let at = part.as_ptr() as usize;
+    if !part.is_empty() && at >= start && at + part.len() <= end {
+        frame.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
     }
 }
 

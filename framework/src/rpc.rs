@@ -96,7 +96,7 @@ struct Table {
 
 struct Waiting {
     to_node: String,
-    reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+    reply: oneshot::Sender<Result<Bytes, AskError>>,
     /// The request, for re-sends (the same id each time); empty until
     /// [`Outstanding::arm`].
     frame: Bytes,
@@ -215,7 +215,7 @@ impl Outstanding {
     pub(crate) fn begin(
         &self,
         req: Request,
-        reply: oneshot::Sender<Result<Vec<u8>, AskError>>,
+        reply: oneshot::Sender<Result<Bytes, AskError>>,
     ) -> Begun {
         let now = Instant::now();
         let mut t = self.lock();
@@ -275,7 +275,7 @@ impl Outstanding {
     /// Complete ask `id` with a reply from `from`. False (and nothing
     /// changes) when the ask is not waiting — late, duplicate or already
     /// timed out — or was sent to another node.
-    pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Vec<u8>, AskError>) -> bool {
+    pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Bytes, AskError>) -> bool {
         let mut t = self.lock();
         match t.waiting.get(&id) {
             Some(w) if w.to_node == from => {
@@ -709,7 +709,7 @@ mod tests {
     fn ask(
         asks: &Outstanding,
         req: Request,
-        tx: oneshot::Sender<Result<Vec<u8>, AskError>>,
+        tx: oneshot::Sender<Result<Bytes, AskError>>,
     ) -> (u64, Registered) {
         let begun = asks.begin(req, tx);
         assert!(asks.arm(begun.id, Bytes::from_static(b"req")));
@@ -717,7 +717,7 @@ mod tests {
     }
 
     /// Waits (at most 5 s) for an ask's answer and checks it is a timeout.
-    async fn ends_in_timeout(rx: oneshot::Receiver<Result<Vec<u8>, AskError>>) {
+    async fn ends_in_timeout(rx: oneshot::Receiver<Result<Bytes, AskError>>) {
         let got = tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .expect("ends")
@@ -774,8 +774,8 @@ mod tests {
                 woken += 1;
                 stub.do_send(Wake);
             }
-            assert!(asks.complete(id, "b", Ok(vec![7])));
-            assert_eq!(rx.await.expect("reply"), Ok(vec![7]));
+            assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[7]))));
+            assert_eq!(rx.await.expect("reply"), Ok(Bytes::from_static(&[7])));
         }
         assert_eq!(woken, 1, "one wake-up for a stream of asks");
         assert_eq!(asks.timers(), 0);
@@ -797,10 +797,10 @@ mod tests {
         let (asks, _transport, _stub) = started();
         let (tx, mut rx) = oneshot::channel();
         let (id, _) = ask(&asks, request(5_000, RetryPolicy::none()), tx);
-        assert!(!asks.complete(id, "c", Ok(vec![1])));
+        assert!(!asks.complete(id, "c", Ok(Bytes::from_static(&[1]))));
         assert!(rx.try_recv().is_err());
-        assert!(asks.complete(id, "b", Ok(vec![2])));
-        assert_eq!(rx.await.expect("reply"), Ok(vec![2]));
+        assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[2]))));
+        assert_eq!(rx.await.expect("reply"), Ok(Bytes::from_static(&[2])));
     }
 
     #[test]
@@ -870,10 +870,10 @@ mod tests {
         let (b, b_below, _rb) = begin();
         let (c, c_below, _rc) = begin();
         assert_eq!((b_below, c_below), (a, a));
-        assert!(asks.complete(b, "b", Ok(vec![])));
+        assert!(asks.complete(b, "b", Ok(Bytes::from_static(&[]))));
         let (_, d_below, _rd) = begin();
         assert_eq!(d_below, a, "a is still waiting");
-        assert!(asks.complete(a, "b", Ok(vec![])));
+        assert!(asks.complete(a, "b", Ok(Bytes::from_static(&[]))));
         let (_, e_below, _re) = begin();
         assert_eq!(e_below, c);
     }
