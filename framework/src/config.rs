@@ -113,7 +113,10 @@ impl RetryPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct NodeOptions {
     /// Capacity of the channel from the transport to the node (default 8192
-    /// events). When full, the transport stops reading: back-pressure.
+    /// events). When full, the transport stops reading: back-pressure. A
+    /// transport that hands its streams to the node (QUIC) sends only
+    /// connection events and streams through it; their frames are read by
+    /// the node directly, bounded by `max_inflight_deliveries`.
     pub inbound_queue: usize,
     /// Deliveries to local actors that may wait at once for a full mailbox or
     /// a reply (default 4096). Past it the node stops taking inbound frames.
