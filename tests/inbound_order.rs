@@ -154,5 +154,7 @@ async fn burst(paced: bool) {
         let log = log.lock().unwrap().clone();
         assert_eq!(log, (0..1000).collect::<Vec<_>>(), "tells reordered");
         assert_eq!(b.stats().undeliverable, 0);
+        // The mailbox (8) really was full along the way, and it was counted.
+        assert!(b.stats().mailbox_full > 0, "{:?}", b.stats());
     }
 }

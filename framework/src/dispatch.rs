@@ -146,6 +146,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         blocked: HashMap::new(),
         parked: 0,
     };
+    let mut since_yield = 0usize;
     loop {
         tokio::select! {
             biased;
@@ -162,6 +163,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                         for bytes in &frames {
                             d.on_frame(PeerName::Shared(&from), bytes);
                         }
+                        since_yield += frames.len();
                     }
                     TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
                     TransportEvent::PeerDown { peer, reason } => {
@@ -173,8 +175,19 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                 }
             }
         }
+        // A stream read here is not a tokio channel: nothing makes this
+        // task yield while data keeps arriving. Let the actors (on this
+        // thread) drain their mailboxes before they fill up.
+        if since_yield >= YIELD_EVERY_FRAMES {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// Frames delivered between two voluntary yields of the dispatcher: well
+/// under an actor's default mailbox (1024).
+const YIELD_EVERY_FRAMES: usize = 256;
 
 struct Dispatcher {
     shared: Arc<NodeShared>,
@@ -424,6 +437,10 @@ impl Dispatcher {
     /// `actor`'s mailbox is full: `fut` delivers the tell that found it
     /// full; `queue` (parked messages) waits behind it.
     fn block(&mut self, actor: String, fut: LocalFut<()>, queue: VecDeque<Parked>) {
+        self.shared
+            .stats
+            .mailbox_full
+            .fetch_add(1, Ordering::Relaxed);
         self.blocked.insert(actor.clone(), queue);
         self.inflight.push(Box::pin(async move {
             fut.await;

@@ -49,6 +49,10 @@ pub struct NodeStats {
     pub undeliverable: AtomicU64,
     /// Retried asks answered from the deduplication table (not re-executed).
     pub deduplicated: AtomicU64,
+    /// Times a remote message found its actor's mailbox full, so that the
+    /// dispatcher waited for room (parking what came meanwhile for that
+    /// actor): a sign that an actor is slower than its remote senders.
+    pub mailbox_full: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`].
@@ -64,6 +68,8 @@ pub struct NodeStatsSnapshot {
     pub undeliverable: u64,
     /// Retried asks answered from the deduplication table.
     pub deduplicated: u64,
+    /// Times a remote message found its actor's mailbox full.
+    pub mailbox_full: u64,
 }
 
 /// A transport-level connection change, as seen by this node.
@@ -341,6 +347,7 @@ impl Node {
             spoofed_frames: s.spoofed_frames.load(Ordering::Relaxed),
             undeliverable: s.undeliverable.load(Ordering::Relaxed),
             deduplicated: s.deduplicated.load(Ordering::Relaxed),
+            mailbox_full: s.mailbox_full.load(Ordering::Relaxed),
         }
     }
 

@@ -694,9 +694,11 @@ fn main() {
         }
         if only == "tell" {
             for round in 0..rounds {
+                let before = b.stats().mailbox_full;
                 let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
                 println!(
-                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits), RSS {} KiB",
+                    "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits, sink mailbox full {} times), RSS {} KiB",
+                    b.stats().mailbox_full - before,
                     support::rss_kib()
                 );
             }
@@ -843,8 +845,12 @@ fn main() {
         );
         let stats = b.stats();
         println!(
-            "node b stats: frames_in {} bad {} undeliverable {} deduplicated {}",
-            stats.frames_in, stats.bad_frames, stats.undeliverable, stats.deduplicated
+            "node b stats: frames_in {} bad {} undeliverable {} deduplicated {} mailbox full {}",
+            stats.frames_in,
+            stats.bad_frames,
+            stats.undeliverable,
+            stats.deduplicated,
+            stats.mailbox_full
         );
         hub.shutdown();
         a.shutdown();
