@@ -265,3 +265,61 @@ pub trait Transport: Send + Sync + 'static {
     /// Stop sending and receiving; pending frames may be dropped.
     fn shutdown(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(from: &str, text: &'static str) -> TransportEvent {
+        TransportEvent::Frame {
+            from: from.into(),
+            bytes: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    fn text(ev: &TransportEvent) -> String {
+        ev.frames()
+            .map(|(from, b)| format!("{from}:{}", String::from_utf8_lossy(b)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A source's events come out in order, interleaved with the channel's,
+    /// and the sequence ends only once the channel is closed *and* every
+    /// source (including one handed over by a source) has ended.
+    #[tokio::test]
+    async fn channel_and_sources_merge_in_order_and_end_together() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut events = InboundEvents::new(rx);
+        let (src_tx, src_rx) = tokio::sync::mpsc::channel::<TransportEvent>(8);
+        let source = futures::stream::unfold(src_rx, |mut rx| async move {
+            rx.recv().await.map(|ev| (ev, rx))
+        });
+        tx.send(frame("a", "1")).await.unwrap();
+        tx.send(TransportEvent::Source(Box::pin(source)))
+            .await
+            .unwrap();
+        src_tx.send(frame("b", "1")).await.unwrap();
+        src_tx.send(frame("b", "2")).await.unwrap();
+        assert_eq!(text(&events.recv().await.unwrap()), "a:1");
+        assert_eq!(text(&events.recv().await.unwrap()), "b:1");
+        assert_eq!(events.sources(), 1);
+        // A source handed over by a source is read as well.
+        let inner = futures::stream::iter([frame("c", "1")]);
+        src_tx
+            .send(TransportEvent::Source(Box::pin(inner)))
+            .await
+            .unwrap();
+        assert_eq!(text(&events.recv().await.unwrap()), "b:2");
+        assert_eq!(text(&events.recv().await.unwrap()), "c:1");
+        // The channel closes, but a source is still open: not over yet.
+        drop(tx);
+        src_tx.send(frame("b", "3")).await.unwrap();
+        assert_eq!(text(&events.recv().await.unwrap()), "b:3");
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), events.recv());
+        assert!(pending.await.is_err(), "must wait for the open source");
+        drop(src_tx);
+        assert!(events.recv().await.is_none());
+        assert_eq!(events.sources(), 0);
+    }
+}
