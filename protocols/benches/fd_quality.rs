@@ -402,7 +402,13 @@ where
         },
     };
     let mut sim: Sim<P> = Sim::new(seed, net);
-    sim.record_only(&[MemberStatus::Down]);
+    let trace = std::env::var_os("FD_TRACE_CRASHES").is_some();
+    if trace {
+        // Suspicions too, for the time to the first suspicion.
+        sim.record_only(&[MemberStatus::Suspect, MemberStatus::Down]);
+    } else {
+        sim.record_only(&[MemberStatus::Down]);
+    }
     let ids: Vec<SimId> = (0..n).map(SimId::new).collect();
     for id in &ids {
         sim.add_node(*id, make(*id, seed), &ids);
@@ -462,7 +468,7 @@ where
     let mut reports: HashMap<SimId, BTreeMap<SimId, Duration>> = HashMap::new();
     for o in sim.events() {
         if o.event.status != MemberStatus::Down {
-            continue;
+            continue; // Suspect, recorded only for FD_TRACE_CRASHES
         }
         match crashed.get(&o.event.member) {
             Some(tc) if o.event.at >= *tc => {
@@ -494,19 +500,30 @@ where
         if let Some(first) = times.iter().min() {
             out.first.push((*first - *tc).as_secs_f64());
         }
-        if std::env::var_os("FD_TRACE_CRASHES").is_some() {
+        if trace {
             let secs = |t: Option<&Duration>| {
                 t.map(|t| format!("{:.2}", (*t - *tc).as_secs_f64()))
                     .unwrap_or_else(|| "-".into())
             };
+            let first_suspect = sim
+                .events()
+                .iter()
+                .filter(|o| {
+                    o.event.member == *member
+                        && o.event.status == MemberStatus::Suspect
+                        && o.event.at >= *tc
+                })
+                .min_by_key(|o| o.event.at);
             let last = (times.len() == live.len())
                 .then(|| times.iter().max())
                 .flatten();
             eprintln!(
-                "crash N={n} {} seed {seed}: member {} at {:.3} s: first Down +{} s, all +{} s ({} of {} live)",
+                "crash N={n} {} seed {seed}: member {} at {:.3} s: first Suspect +{} s (by {}), first Down +{} s, all +{} s ({} of {} live)",
                 sc.name,
                 member.node,
                 tc.as_secs_f64(),
+                secs(first_suspect.map(|o| &o.event.at)),
+                first_suspect.map_or(u32::MAX, |o| o.observer.node),
                 secs(times.iter().min()),
                 secs(last),
                 times.len(),
