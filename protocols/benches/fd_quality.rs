@@ -840,7 +840,12 @@ fn load_table(rows: &[Row]) -> String {
                         tot.push(m);
                         live.push(l);
                     }
-                    let _ = write!(t, " {m:.2} ({g:.2}) [{l:.2}] |");
+                    if g > 0.0 {
+                        let _ = write!(t, " {m:.2} ({g:.2}) [{l:.2}] |");
+                    } else {
+                        // No gossip-only messages, or not told apart (foca).
+                        let _ = write!(t, " {m:.2} [{l:.2}] |");
+                    }
                 }
                 None => t.push_str(" - |"),
             }
