@@ -14,7 +14,9 @@
 //!   report of a crash (dissemination), next to log2(N),
 //! - wall time of each run.
 //!
-//! Output: a table on stdout (also `target/fd_quality.md`) and the
+//! Output: a table on stdout (also `target/fd_quality.md`), then the
+//! per-member load against N (total, gossip-only part, per live member, and
+//! its spread over N >= 64, to show whether the load stays flat), and the
 //! detection-time vs false-positive trade-off as `target/fd_quality.svg`.
 //!
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
