@@ -14,7 +14,9 @@
 //!   report of a crash (dissemination), next to log2(N),
 //! - wall time of each run.
 //!
-//! Output: a table on stdout (also `target/fd_quality.md`) and the
+//! Output: a table on stdout (also `target/fd_quality.md`), then the
+//! per-member load against N (total, gossip-only part, per live member, and
+//! its spread over N >= 64, to show whether the load stays flat), and the
 //! detection-time vs false-positive trade-off as `target/fd_quality.svg`.
 //!
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
@@ -22,7 +24,10 @@
 //! `FD_QUICK=1`. Filters: `FD_SIZES=64,1024`, `FD_KINDS=troupe-swim,foca`
 //! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes),
 //! `FD_SEEDS=k` (seeds 1..=k for every size); `FD_DEBUG=1` prints every
-//! false positive; `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
+//! false positive; `FD_TRACE_CRASHES=1` prints each crash's first and
+//! all-members detection time; `FD_SWIM="key=value,..."` overrides Troupe
+//! SWIM's `[failure_detector]` keys (parameter sweeps without a rebuild);
+//! `FD_ALIGNED_CRASHES=1` crashes on whole seconds (see
 //! [`run`]); `FD_FINGERPRINT=1` prints each run's exact fingerprint (Down
 //! reports, events processed, messages, bytes) to stderr, to check that a
 //! speed-up changed nothing. The benchmark re-executes itself once with
@@ -294,6 +299,9 @@ struct RunStats {
     msgs_per_member_s: f64,
     /// Of `msgs_per_member_s`, SWIM's gossip-only messages (the rest probe).
     gossip_per_member_s: f64,
+    /// Messages per second per *live* member (crashed members send
+    /// nothing, and with N/4 crashes in a run they weigh on small N).
+    msgs_per_live_member_s: f64,
     bytes_per_member_s: f64,
     wall: f64,
 }
@@ -310,13 +318,30 @@ impl RunStats {
         // Averages over runs of equal length: keep a running sum, divide later.
         self.msgs_per_member_s += o.msgs_per_member_s;
         self.gossip_per_member_s += o.gossip_per_member_s;
+        self.msgs_per_live_member_s += o.msgs_per_live_member_s;
         self.bytes_per_member_s += o.bytes_per_member_s;
         self.wall = self.wall.max(o.wall);
     }
 }
 
+/// Troupe SWIM's configuration: the defaults, with any keys given in
+/// `FD_SWIM` (comma-separated TOML `key = value` pairs of
+/// `[failure_detector]`, e.g. `FD_SWIM="gossip_transmits=6"`) overridden,
+/// for parameter sweeps without rebuilding.
 fn swim_config() -> SwimConfig {
-    SwimConfig::default()
+    let Ok(extra) = std::env::var("FD_SWIM") else {
+        return SwimConfig::default();
+    };
+    let mut text = String::from("[failure_detector]\nkind = \"swim\"\n");
+    for kv in extra.split(',').filter(|kv| !kv.trim().is_empty()) {
+        text.push_str(kv.trim());
+        text.push('\n');
+    }
+    match FailureDetectorConfig::from_toml_str(&text) {
+        Ok(FailureDetectorConfig::Swim(c)) => c,
+        Ok(other) => panic!("FD_SWIM: not a SWIM config: {other:?}"),
+        Err(e) => panic!("FD_SWIM={extra:?}: {e}"),
+    }
 }
 
 /// foca's LAN profile with Troupe SWIM's probe period, probe timeout, k,
@@ -379,7 +404,13 @@ where
         },
     };
     let mut sim: Sim<P> = Sim::new(seed, net);
-    sim.record_only(&[MemberStatus::Down]);
+    let trace = std::env::var_os("FD_TRACE_CRASHES").is_some();
+    if trace {
+        // Suspicions too, for the time to the first suspicion.
+        sim.record_only(&[MemberStatus::Suspect, MemberStatus::Down]);
+    } else {
+        sim.record_only(&[MemberStatus::Down]);
+    }
     let ids: Vec<SimId> = (0..n).map(SimId::new).collect();
     for id in &ids {
         sim.add_node(*id, make(*id, seed), &ids);
@@ -439,7 +470,7 @@ where
     let mut reports: HashMap<SimId, BTreeMap<SimId, Duration>> = HashMap::new();
     for o in sim.events() {
         if o.event.status != MemberStatus::Down {
-            continue;
+            continue; // Suspect, recorded only for FD_TRACE_CRASHES
         }
         match crashed.get(&o.event.member) {
             Some(tc) if o.event.at >= *tc => {
@@ -470,6 +501,36 @@ where
             .collect();
         if let Some(first) = times.iter().min() {
             out.first.push((*first - *tc).as_secs_f64());
+        }
+        if trace {
+            let secs = |t: Option<&Duration>| {
+                t.map(|t| format!("{:.2}", (*t - *tc).as_secs_f64()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let first_suspect = sim
+                .events()
+                .iter()
+                .filter(|o| {
+                    o.event.member == *member
+                        && o.event.status == MemberStatus::Suspect
+                        && o.event.at >= *tc
+                })
+                .min_by_key(|o| o.event.at);
+            let last = (times.len() == live.len())
+                .then(|| times.iter().max())
+                .flatten();
+            eprintln!(
+                "crash N={n} {} seed {seed}: member {} at {:.3} s: first Suspect +{} s (by {}), first Down +{} s, all +{} s ({} of {} live)",
+                sc.name,
+                member.node,
+                tc.as_secs_f64(),
+                secs(first_suspect.map(|o| &o.event.at)),
+                first_suspect.map_or(u32::MAX, |o| o.observer.node),
+                secs(times.iter().min()),
+                secs(last),
+                times.len(),
+                live.len()
+            );
         }
         if times.len() == live.len() && !times.is_empty() {
             let last = times.iter().max().copied().unwrap_or(*tc);
@@ -509,6 +570,11 @@ where
     let member_s = n as f64 * duration.as_secs_f64();
     out.msgs_per_member_s = total.msgs as f64 / member_s;
     out.gossip_per_member_s = total.gossip_msgs as f64 / member_s;
+    let dead_s: f64 = crashed
+        .values()
+        .map(|tc| duration.saturating_sub(*tc).as_secs_f64())
+        .sum();
+    out.msgs_per_live_member_s = total.msgs as f64 / (member_s - dead_s).max(1e-9);
     out.bytes_per_member_s = total.bytes as f64 / member_s;
     out.wall = wall.elapsed().as_secs_f64();
     out
@@ -664,13 +730,18 @@ fn main() {
     let table = table_markdown(&rows);
     let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
     let _ = std::fs::create_dir_all(target);
-    if let Err(e) = std::fs::write(format!("{target}/fd_quality.md"), &table) {
+    if let Err(e) = std::fs::write(
+        format!("{target}/fd_quality.md"),
+        format!("{table}\n{}", load_table(&rows)),
+    ) {
         eprintln!("could not write fd_quality.md: {e}");
     }
     if let Err(e) = std::fs::write(format!("{target}/fd_quality.svg"), svg(&rows)) {
         eprintln!("could not write fd_quality.svg: {e}");
     }
     println!("\n{table}");
+    let load = load_table(&rows);
+    println!("{load}");
     println!("wrote {target}/fd_quality.md and {target}/fd_quality.svg");
 }
 
@@ -719,6 +790,80 @@ fn row_markdown(r: &Row) -> String {
         dissem,
         s.wall
     )
+}
+
+/// Per-member load against N, one line per (detector, scenario) run at
+/// two or more sizes: messages per member per second, its gossip-only
+/// part, and per live member; then the spread (max / min - 1) of the
+/// total and of the per-live-member figure over N >= 64 (N = 8 loses 2 of
+/// its 8 members to crashes early, so it is left out of the spread).
+fn load_table(rows: &[Row]) -> String {
+    let mut sizes: Vec<u32> = rows.iter().map(|r| r.n).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut t = String::from(
+        "Load per member vs N: msgs/member/s (gossip-only part) [per live member]\n\n| detector | scenario |",
+    );
+    for n in &sizes {
+        let _ = write!(t, " N={n} |");
+    }
+    t.push_str(" spread N>=64 (live) |\n|---|---|");
+    for _ in &sizes {
+        t.push_str("---|");
+    }
+    t.push_str("---|\n");
+    let mut keys: Vec<(Kind, &'static str)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.kind, r.scenario)) {
+            keys.push((r.kind, r.scenario));
+        }
+    }
+    for (kind, scenario) in keys {
+        let mine: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.kind == kind && r.scenario == scenario)
+            .collect();
+        if mine.len() < 2 {
+            continue;
+        }
+        let _ = write!(t, "| {} | {} |", kind.name(), scenario);
+        let (mut tot, mut live) = (Vec::new(), Vec::new());
+        for n in &sizes {
+            match mine.iter().find(|r| r.n == *n) {
+                Some(r) => {
+                    let runs = r.runs.max(1) as f64;
+                    let s = &r.stats;
+                    let (m, g, l) = (
+                        s.msgs_per_member_s / runs,
+                        s.gossip_per_member_s / runs,
+                        s.msgs_per_live_member_s / runs,
+                    );
+                    if *n >= 64 {
+                        tot.push(m);
+                        live.push(l);
+                    }
+                    if g > 0.0 {
+                        let _ = write!(t, " {m:.2} ({g:.2}) [{l:.2}] |");
+                    } else {
+                        // No gossip-only messages, or not told apart (foca).
+                        let _ = write!(t, " {m:.2} [{l:.2}] |");
+                    }
+                }
+                None => t.push_str(" - |"),
+            }
+        }
+        let spread = |v: &[f64]| {
+            let max = v.iter().copied().fold(f64::MIN, f64::max);
+            let min = v.iter().copied().fold(f64::MAX, f64::min);
+            100.0 * (max / min.max(1e-9) - 1.0)
+        };
+        if tot.len() >= 2 {
+            let _ = writeln!(t, " {:.0} % ({:.0} %) |", spread(&tot), spread(&live));
+        } else {
+            t.push_str(" - |\n");
+        }
+    }
+    t
 }
 
 fn print_row(r: &Row) {

@@ -18,15 +18,45 @@
 //! with pending updates sends them, in a gossip-only `Gossip` message, to
 //! `gossip_nodes` (3) random members that are live or were declared `Down`
 //! less than `gossip_to_the_dead` (30 s) ago, so that one declared dead by
-//! mistake hears it and refutes (`gossip_nodes = 0` turns gossip off;
-//! nothing is sent while no update is pending). Each update is sent
-//! `retransmit_mult * ceil(log10(N+1))` times in all (piggyback and gossip
-//! together), fewest-sent first (newest first among equals), at most
-//! `max_piggyback` per message. Bad news about the destination itself is
-//! always included first so it can refute quickly (Lifeguard's buddy
-//! system). With gossip a death reaches every member in well under one
+//! mistake hears it and refutes (`gossip_nodes = 0` turns gossip off).
+//! Each update is sent `retransmit_mult * ceil(log10(N+1))` times in all
+//! (piggyback and gossip together), fewest-sent first (newest first among
+//! equals), at most `max_piggyback` per message. Bad news about the
+//! destination itself is always included first so it can refute quickly
+//! (Lifeguard's buddy system). With gossip a death reaches every member in well under one
 //! protocol period (p50 0.2-0.6 periods at N = 8..1024, loss 0 %, in `fd_quality`),
 //! against 1-4.5 periods on probe traffic alone.
+//!
+//! Bounded gossip (unlike memberlist): a gossip round sends only while a
+//! pending update is *fresh*: a suspicion or death that has been sent
+//! (piggybacked or gossiped) fewer than `gossip_transmits` (6) times, or
+//! any alive/left update (a refutation). A gossip message goes out only
+//! if one is still fresh (or it carries bad news about its destination),
+//! and then carries the usual selection. A suspicion's or death's later
+//! sends, up to its retransmit limit, ride only on pings, acks and
+//! ping-reqs, which go out anyway. Why: with a fixed amount of churn,
+//! memberlist's rule (gossip while anything is pending) makes every update
+//! cost about `retransmit_mult * log10 N` gossip-only messages per member,
+//! so the per-member load grows like log N (measured at loss 0 %: 0.03 /
+//! 0.41 / 0.68 / 0.81 gossip msgs/member/s at N = 8 / 64 / 256 / 1024);
+//! with the bound a suspicion or death costs at most `gossip_transmits`
+//! gossip-only messages per member whatever N (0.03 / 0.33 / 0.35 / 0.35;
+//! total 1.75 / 2.36 / 2.52 / 2.55 msgs/member/s, 2.6 per live member at
+//! N >= 64), while the first rounds, which do the fast part of the
+//! epidemic, stay. The few members the gossip rounds miss (in a push
+//! epidemic where each member sends `G` copies, roughly `e^-G` of them)
+//! get the update from the remaining piggybacked sends. Refutations are
+//! exempt because a member that misses one in time turns a false
+//! suspicion into a false `Down` (measured at N = 64, 20 % loss, 64
+//! seeds: bounding them too at `gossip_transmits = 4` gave 50 false deaths
+//! against 19 without the bound; 17 with the exemption, 13 at 6), while a
+//! member that misses a death only learns it a little later; without
+//! false suspicions (loss 0 %) no refutation is sent.
+//! `gossip_transmits = 4` also slowed dissemination (first to last `Down`
+//! p99 1.0-1.4 periods at N = 1024, against 0.7-0.8 without the bound);
+//! 6 keeps it close to that. A `gossip_transmits` at or above the
+//! retransmit limit is memberlist's rule (so nothing changes at N <= 9,
+//! where the limit is 4).
 //!
 //! Lifeguard: (1) a local-health score (0..multiplier-1) that rises on
 //! missed acks/nacks and on refuting a suspicion of oneself, falls on
@@ -79,8 +109,9 @@
 //! Guarantees: strong completeness (a crashed member is eventually declared
 //! dead by all), expected first detection about `e/(e-1)` protocol periods
 //! after a crash plus the suspicion timeout, dissemination in O(log N)
-//! periods, and per-member load independent of N apart from the
-//! `log10 N` retransmissions of each update. Accuracy is probabilistic: a
+//! periods, and per-member message load independent of N (the `log10 N`
+//! retransmissions of each update add bytes to messages sent anyway, not
+//! messages; refutations are the exception, see above). Accuracy is probabilistic: a
 //! member unreachable or paused for longer than the suspicion timeout is
 //! declared dead and comes back `Up` when its refutation arrives. Under
 //! heavy uniform loss in a large cluster (20 % at N = 1024) false
@@ -128,6 +159,10 @@ pub struct SwimParams {
     pub gossip_nodes: usize,
     /// How long a member declared `Down` remains a gossip target.
     pub gossip_to_the_dead: Duration,
+    /// A gossip-only message is sent only while some pending suspicion or
+    /// death has been sent (piggybacked or gossiped) fewer than this many
+    /// times, or an alive/left update is pending (see the module doc).
+    pub gossip_transmits: u32,
 }
 
 impl Default for SwimParams {
@@ -524,6 +559,9 @@ impl<Id: FdId> MemberTable<Id> {
 struct Queued<Id> {
     update: Update<Id>,
     live: bool,
+    /// Times sent so far (mirrors its key's count; read when the update is
+    /// replaced or dropped, to keep [`BroadcastQueue::fresh`] exact).
+    transmits: u32,
 }
 
 /// Send-order key of a queued update: priority class, then fewest
@@ -566,16 +604,46 @@ struct BroadcastQueue<Id> {
     by_member: LookupMap<Id, u32>,
     /// Scratch list of [`Self::take_into`] (kept for its capacity).
     resend: Vec<QueueKey>,
+    /// A suspicion or death is *fresh* while it has been sent fewer than
+    /// this many times (`gossip_transmits`; alive and left are fresh until
+    /// dropped): only fresh updates start gossip-only messages.
+    fresh_below: u32,
+    /// Live updates that are fresh.
+    fresh: usize,
 }
 
 impl<Id: FdId> BroadcastQueue<Id> {
-    fn new() -> Self {
+    fn new(fresh_below: u32) -> Self {
         Self {
             slots: Vec::new(),
             order: Vec::new(),
             by_member: LookupMap::default(),
             resend: Vec::new(),
+            fresh_below,
+            fresh: 0,
         }
+    }
+
+    /// True if some queued update is fresh (see [`Self::is_fresh`]).
+    fn has_fresh(&self) -> bool {
+        self.fresh > 0
+    }
+
+    /// An update of priority `class` sent `transmits` times is fresh (may
+    /// start gossip-only messages) while it has been sent fewer than
+    /// `fresh_below` times; alive and left (refutations, class 0) stay
+    /// fresh until their last send.
+    fn is_fresh(&self, class: u8, transmits: u32) -> bool {
+        class == 0 || transmits < self.fresh_below
+    }
+
+    /// Slot `slot` stops being live (replaced, removed or dropped).
+    fn kill(&mut self, slot: u32) {
+        let q = &self.slots[slot as usize];
+        if q.live && self.is_fresh(priority(&q.update), q.transmits) {
+            self.fresh -= 1;
+        }
+        self.slots[slot as usize].live = false;
     }
 
     fn len(&self) -> usize {
@@ -604,9 +672,16 @@ impl<Id: FdId> BroadcastQueue<Id> {
         let slot = self.slots.len() as u32;
         let class = priority(&update);
         if let Some(old) = self.by_member.insert(update.member().clone(), slot) {
-            self.slots[old as usize].live = false;
+            self.kill(old);
         }
-        self.slots.push(Queued { update, live: true });
+        if self.is_fresh(class, 0) {
+            self.fresh += 1;
+        }
+        self.slots.push(Queued {
+            update,
+            live: true,
+            transmits: 0,
+        });
         self.insert_key(QueueKey {
             class,
             transmits: 0,
@@ -616,7 +691,7 @@ impl<Id: FdId> BroadcastQueue<Id> {
 
     fn remove_member(&mut self, member: &Id) {
         if let Some(slot) = self.by_member.remove(member) {
-            self.slots[slot as usize].live = false;
+            self.kill(slot);
         }
     }
 
@@ -645,8 +720,8 @@ impl<Id: FdId> BroadcastQueue<Id> {
 
     /// Forget `slot`, whose update is dropped for good.
     fn drop_slot(&mut self, slot: u32) {
-        let q = &mut self.slots[slot as usize];
-        q.live = false;
+        self.kill(slot);
+        let q = &self.slots[slot as usize];
         self.by_member.remove(q.update.member());
     }
 
@@ -684,7 +759,12 @@ impl<Id: FdId> BroadcastQueue<Id> {
                 self.drop_slot(slot);
                 continue;
             }
-            v.push(self.slots[slot as usize].update.clone());
+            let q = &mut self.slots[slot as usize];
+            v.push(q.update.clone());
+            q.transmits = key.transmits + 1;
+            if key.class != 0 && q.transmits == self.fresh_below {
+                self.fresh -= 1;
+            }
             if key.transmits + 1 < limit {
                 resend.push(QueueKey {
                     transmits: key.transmits + 1,
@@ -773,6 +853,7 @@ impl<Id: FdId> Swim<Id> {
             .into_iter()
             .filter(|s| *s != me && !s.same_node(&me))
             .collect();
+        let fresh_below = params.gossip_transmits;
         Self {
             me,
             params,
@@ -787,7 +868,7 @@ impl<Id: FdId> Swim<Id> {
             relays: BTreeMap::new(),
             seq: 0,
             awareness: 0,
-            queue: BroadcastQueue::new(),
+            queue: BroadcastQueue::new(fresh_below),
             seeds,
             corrections: Vec::new(),
             joined: false,
@@ -877,10 +958,10 @@ impl<Id: FdId> Swim<Id> {
         self.queue.push(update);
     }
 
-    /// Updates for one message to `dest`: bad news about `dest` first, then
-    /// the least-transmitted queued updates, at most `max_piggyback`.
-    fn piggyback(&mut self, dest: &Id) -> Vec<Update<Id>> {
-        let bad_news = self.members.get(dest).and_then(|m| match m.state {
+    /// This node's suspicion or death verdict about `dest`, if any: it
+    /// heads every message to `dest`, so that `dest` can refute.
+    fn bad_news(&self, dest: &Id) -> Option<Update<Id>> {
+        self.members.get(dest).and_then(|m| match m.state {
             State::Suspect => Some(Update::Suspect {
                 member: dest.clone(),
                 inc: m.inc,
@@ -892,7 +973,13 @@ impl<Id: FdId> Swim<Id> {
                 from: self.me.clone(),
             }),
             _ => None,
-        });
+        })
+    }
+
+    /// Updates for one message to `dest`: bad news about `dest` first, then
+    /// the least-transmitted queued updates, at most `max_piggyback`.
+    fn piggyback(&mut self, dest: &Id) -> Vec<Update<Id>> {
+        let bad_news = self.bad_news(dest);
         if self.queue.is_empty() {
             return bad_news.into_iter().collect();
         }
@@ -1411,10 +1498,11 @@ impl<Id: FdId> Swim<Id> {
 
     /// One gossip round (memberlist's `gossip`): pending updates to
     /// `gossip_nodes` random members that are live or were declared `Down`
-    /// less than `gossip_to_the_dead` ago; nothing is sent when no update
-    /// is pending.
+    /// less than `gossip_to_the_dead` ago, while a fresh update is pending
+    /// (bounded gossip, see the module doc); a message to a suspected or
+    /// dead target also goes out for the bad news it carries.
     fn gossip_round(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
-        if self.queue.is_empty() {
+        if !self.queue.has_fresh() {
             return;
         }
         let window = self.params.gossip_to_the_dead;
@@ -1422,10 +1510,10 @@ impl<Id: FdId> Swim<Id> {
             m.state.live() || (m.state == State::Dead && now.saturating_sub(d.since) < window)
         });
         for t in targets {
-            let updates = self.piggyback(&t);
-            if updates.is_empty() {
+            if !self.queue.has_fresh() && self.bad_news(&t).is_none() {
                 return;
             }
+            let updates = self.piggyback(&t);
             self.send(t, SwimMessage::Gossip { updates }, out);
         }
     }
@@ -1975,7 +2063,8 @@ mod tests {
     /// drops at the limit and compactions on the way.
     #[test]
     fn broadcast_queue_matches_a_sorted_model() {
-        let mut q: BroadcastQueue<SimId> = BroadcastQueue::new();
+        const FRESH: u32 = 3;
+        let mut q: BroadcastQueue<SimId> = BroadcastQueue::new(FRESH);
         // Model: (class, transmits, push order, update).
         let mut model: Vec<(u8, u32, u64, Update<SimId>)> = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -2035,6 +2124,9 @@ mod tests {
                 }
             }
             assert_eq!(q.len(), model.len(), "step {step}");
+            let fresh = model.iter().filter(|e| e.0 == 0 || e.1 < FRESH).count();
+            assert_eq!(q.fresh, fresh, "fresh updates, step {step}");
+            assert_eq!(q.has_fresh(), fresh > 0, "step {step}");
         }
         assert!(compactions > 10, "compactions: {compactions}");
     }
@@ -2135,6 +2227,92 @@ mod tests {
             };
             assert_eq!(updates, &vec![news.clone()]);
         }
+    }
+
+    /// Gossip-only messages carry a death (or suspicion) only for its first
+    /// `gossip_transmits` sends; its other sends (up to the retransmit
+    /// limit) ride on probe traffic only. A refutation (alive) is gossiped
+    /// for all its sends.
+    #[test]
+    fn gossip_stops_after_gossip_transmits_and_piggyback_finishes_the_job() {
+        let params = SwimParams {
+            gossip_transmits: 4,
+            ..SwimParams::default()
+        };
+        let mut s = Swim::new(id(0), params, vec![], 1);
+        let mut out = FdOutputs::new();
+        for p in 1..10 {
+            s.add_member(Duration::ZERO, id(p), &mut out);
+        }
+        // N = 10: each update is sent 4 * ceil(log10(11)) = 8 times.
+        assert_eq!(s.retransmit_limit(), 8);
+        let news = Update::Dead {
+            member: id(42),
+            inc: 7,
+            from: id(3),
+        };
+        s.enqueue(news.clone());
+        let t = Duration::from_secs(1);
+        let mut gossip_counts = Vec::new();
+        for _ in 0..4 {
+            out.sends.clear();
+            s.on_timer(t, FdTimer::Swim(SwimTimer::Gossip), &mut out);
+            for (_, m) in &out.sends {
+                assert!(
+                    matches!(m, FdMessage::Swim(SwimMessage::Gossip { updates }) if *updates == vec![news.clone()]),
+                    "{m:?}"
+                );
+            }
+            gossip_counts.push(out.sends.len());
+        }
+        // 3 messages, then the 4th send, then nothing: 4 gossip sends.
+        assert_eq!(gossip_counts, vec![3, 1, 0, 0]);
+        assert_eq!(s.pending_updates(), 1);
+        // The 4 remaining sends ride on pings (probe periods).
+        let mut piggybacked = 0;
+        for period in 0..6u64 {
+            out.sends.clear();
+            s.on_timer(
+                t + Duration::from_secs(period),
+                FdTimer::Swim(SwimTimer::Probe),
+                &mut out,
+            );
+            let pings: Vec<(SimId, u64, usize)> = out
+                .sends
+                .iter()
+                .filter_map(|(to, m)| match m {
+                    FdMessage::Swim(SwimMessage::Ping { seq, updates }) => {
+                        Some((*to, *seq, updates.iter().filter(|u| **u == news).count()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(pings.len(), 1, "{:?}", out.sends);
+            for (to, seq, n) in pings {
+                piggybacked += n;
+                // The target answers: no suspicion, nothing else queued.
+                let ack = SwimMessage::Ack {
+                    seq,
+                    updates: vec![],
+                };
+                s.on_message(t, to, FdMessage::Swim(ack), &mut out);
+            }
+        }
+        assert_eq!(piggybacked, 4);
+        assert_eq!(s.pending_updates(), 0);
+        // A refutation goes out in gossip messages for all its 8 sends.
+        s.enqueue(Update::Alive {
+            member: id(43),
+            inc: 1,
+        });
+        let mut gossip_counts = Vec::new();
+        for _ in 0..4 {
+            out.sends.clear();
+            s.on_timer(t, FdTimer::Swim(SwimTimer::Gossip), &mut out);
+            gossip_counts.push(out.sends.len());
+        }
+        assert_eq!(gossip_counts, vec![3, 3, 2, 0]);
+        assert_eq!(s.pending_updates(), 0);
     }
 
     #[test]
