@@ -17,10 +17,15 @@
 //! - **Bounded.** Deliveries waiting for a mailbox or a reply, plus parked
 //!   messages, are checked against `runtime.max_inflight_deliveries` before
 //!   each received event (so they exceed it by at most one event's frames);
-//!   past that the dispatcher stops taking frames, the transport's bounded channel fills,
-//!   the transport stops reading, and flow control slows the remote senders.
+//!   past that the dispatcher stops taking frames: it no longer polls the
+//!   streams it reads itself, the transport's bounded channel fills, the
+//!   transport stops reading, and flow control slows the remote senders.
 //!   The price is head-of-line blocking at that limit: one persistently slow
 //!   actor eventually slows all inbound traffic of its node.
+//! - **Fair to local actors.** Every 256 delivered frames the dispatcher
+//!   yields, so the actors on its thread drain their mailboxes while a
+//!   stream keeps delivering (a stream read in place has no channel budget
+//!   to make it yield).
 //! - **Bad input never stops it**: a frame that does not decode, claims
 //!   another sender than the authenticated one, targets an unknown actor or
 //!   carries an unknown message type is counted and logged (and answered
