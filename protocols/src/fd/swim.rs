@@ -777,7 +777,16 @@ impl<Id: FdId> BroadcastQueue<Id> {
         // Merge the re-sent keys back from the end (they were the smallest
         // and are still small, so only the tail of `order` moves).
         if !resend.is_empty() {
-            resend.sort_unstable_by(|a, b| b.cmp(a));
+            // Keys were popped in ascending order and each got the same +1
+            // on its transmission count, so they are still ascending:
+            // reversing is enough (sorting a reversed run by insertion was
+            // ~6 % of a 1024-member run at 20 % loss). Sorted anyway should
+            // that ever not hold.
+            if resend.windows(2).all(|w| w[0] < w[1]) {
+                resend.reverse();
+            } else {
+                resend.sort_unstable_by(|a, b| b.cmp(a));
+            }
             let mut i = self.order.len();
             let mut j = resend.len();
             self.order.extend_from_slice(&resend);
