@@ -384,19 +384,10 @@ pub fn encode_tell<T: Serialize + ?Sized>(
     buf.extend_from_slice(&[0; 5]);
     rmp_serde::encode::write(buf, msg).map_err(|e| CodecError::Encode(e.to_string()))?;
     let len = buf.len() - at - 5;
-    let (header, hlen) = match len {
-        0..=0xff => ([0xc4, len as u8, 0, 0, 0], 2),
-        0x100..=0xffff => {
-            let b = (len as u16).to_be_bytes();
-            ([0xc5, b[0], b[1], 0, 0], 3)
-        }
-        _ => {
-            let b = u32::try_from(len)
-                .map_err(|_| CodecError::TooLarge { len, max: max_len })?
-                .to_be_bytes();
-            ([0xc6, b[0], b[1], b[2], b[3]], 5)
-        }
-    };
+    if u32::try_from(len).is_err() {
+        return Err(CodecError::TooLarge { len, max: max_len });
+    }
+    let (header, hlen) = layout::bin_header(len);
     buf[at..at + hlen].copy_from_slice(&header[..hlen]);
     if hlen < 5 {
         buf.copy_within(at + 5.., at + hlen);
@@ -427,75 +418,24 @@ pub fn tell_header_len(frame: &[u8], view: &EnvelopeView<'_>) -> Option<usize> {
     if at > frame.len() {
         return None;
     }
-    let (marker, hlen) = match view.payload.len() {
-        0..=0xff => (0xc4, 2),
-        0x100..=0xffff => (0xc5, 3),
-        _ => (0xc6, 5),
-    };
+    let (header, hlen) = layout::bin_header(view.payload.len());
     let h = at.checked_sub(hlen)?;
-    (frame.get(h) == Some(&marker)).then_some(h)
+    (frame.get(h..at) == Some(&header[..hlen])).then_some(h)
 }
 
 /// Split what follows a known tell header (see [`tell_header_len`]) into the
 /// payload and the clock stamp. Never panics on untrusted bytes.
 pub fn split_tell_tail(rest: &[u8]) -> Result<(&[u8], Option<ClockStamp>), CodecError> {
-    let bad = |what: &str| CodecError::Malformed(format!("tell frame: {what}"));
-    let (&marker, after) = rest.split_first().ok_or_else(|| bad("no payload"))?;
-    let (len, body) = match marker {
-        0xc4 => {
-            let (&n, b) = after.split_first().ok_or_else(|| bad("truncated length"))?;
-            (usize::from(n), b)
-        }
-        0xc5 => {
-            let n = after.get(..2).ok_or_else(|| bad("truncated length"))?;
-            (usize::from(u16::from_be_bytes([n[0], n[1]])), &after[2..])
-        }
-        0xc6 => {
-            let n = after.get(..4).ok_or_else(|| bad("truncated length"))?;
-            let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]);
-            (
-                usize::try_from(n).map_err(|_| bad("length overflow"))?,
-                &after[4..],
-            )
-        }
-        _ => return Err(bad("payload is not binary")),
-    };
-    let payload = body.get(..len).ok_or_else(|| bad("truncated payload"))?;
-    let tail = &body[len..];
-    // The usual stamp, a Lamport time and no vector (`[uint, nil]`), is read
-    // by hand; anything else goes through serde.
-    if let Some(lamport) = lamport_only_stamp(tail) {
-        return Ok((
-            payload,
-            Some(ClockStamp {
-                lamport: Some(lamport),
-                vector: None,
-            }),
-        ));
+    let (payload, tail) = layout::split_bin(rest).ok_or_else(|| {
+        CodecError::Malformed("tell frame: payload missing, truncated or not binary".into())
+    })?;
+    // The usual stamps (none, or a Lamport time) are read by hand; anything
+    // else goes through serde.
+    if let Some(stamp) = layout::read_stamp(tail) {
+        return Ok((payload, stamp));
     }
     let stamp = rmp_serde::from_slice(tail).map_err(|e| CodecError::Malformed(e.to_string()))?;
     Ok((payload, stamp))
-}
-
-/// `Some(t)` when `bytes` is exactly the msgpack of
-/// `Some(ClockStamp { lamport: Some(t), vector: None })`.
-fn lamport_only_stamp(bytes: &[u8]) -> Option<u64> {
-    let (&array, rest) = bytes.split_first()?;
-    let (&nil, int) = rest.split_last()?;
-    if array != 0x92 || nil != 0xc0 {
-        return None;
-    }
-    let (&m, n) = int.split_first()?;
-    match (m, n.len()) {
-        (0x00..=0x7f, 0) => Some(u64::from(m)),
-        (0xcc, 1) => Some(u64::from(n[0])),
-        (0xcd, 2) => Some(u64::from(u16::from_be_bytes([n[0], n[1]]))),
-        (0xce, 4) => Some(u64::from(u32::from_be_bytes([n[0], n[1], n[2], n[3]]))),
-        (0xcf, 8) => Some(u64::from_be_bytes([
-            n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7],
-        ])),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

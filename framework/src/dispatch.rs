@@ -161,7 +161,8 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
                         d.count_frames(1);
-                        d.on_frame(PeerName::Borrowed(&from), &bytes)
+                        d.on_frame(PeerName::Borrowed(&from), &bytes);
+                        since_yield += 1;
                     }
                     TransportEvent::Frames { from, frames } => {
                         d.count_frames(frames.len());
@@ -243,7 +244,9 @@ impl Dispatcher {
         }
         self.shared.observe(&env.stamp);
         match env.kind {
-            Kind::Reply { id } => self.reply_arrived(from, id, Ok(sub_bytes(bytes, env.payload))),
+            // The view borrows its payload from the frame (both decoders do), as
+            // `Parked` relies on too: a slice of it, not a copy.
+            Kind::Reply { id } => self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload))),
             Kind::ErrorReply { id, ref error } => {
                 self.reply_arrived(from, id, Err(AskError::Remote(error.clone())))
             }
@@ -555,21 +558,6 @@ impl Dispatcher {
         if let Err(e) = shared.transport.send(&reply_to.node, frame) {
             tracing::debug!(ask = id, to = %reply_to.node, error = %e, "reply not sent (the asker will retry or time out)");
         }
-    }
-}
-
-/// `part` of `frame` as a `Bytes` sharing its memory (no copy); a copy if
-/// `part` is not inside `frame` after all.
-fn sub_bytes(frame: &Bytes, part: &[u8]) -> Bytes {
-    let (start, end) = (
-        frame.as_ptr() as usize,
-        frame.as_ptr() as usize + frame.len(),
-    );
-    let at = part.as_ptr() as usize;
-    if !part.is_empty() && at >= start && at + part.len() <= end {
-        frame.slice_ref(part)
-    } else {
-        Bytes::copy_from_slice(part)
     }
 }
 

@@ -47,7 +47,8 @@ pub struct NodeStats {
     pub spoofed_frames: AtomicU64,
     /// Messages for an unknown actor or with an unknown type.
     pub undeliverable: AtomicU64,
-    /// Retried asks answered from the deduplication table (not re-executed).
+    /// Copies of asks not executed again: running, already answered (the
+    /// remembered reply is sent again) or finished at their sender.
     pub deduplicated: AtomicU64,
     /// Times a remote message found its actor's mailbox full, so that the
     /// dispatcher waited for room (parking what came meanwhile for that
@@ -66,7 +67,7 @@ pub struct NodeStatsSnapshot {
     pub spoofed_frames: u64,
     /// Messages for an unknown actor or with an unknown type.
     pub undeliverable: u64,
-    /// Retried asks answered from the deduplication table.
+    /// Copies of asks not executed again (see [`NodeStats::deduplicated`]).
     pub deduplicated: u64,
     /// Times a remote message found its actor's mailbox full.
     pub mailbox_full: u64,

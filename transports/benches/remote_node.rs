@@ -730,7 +730,7 @@ fn main() {
                 fw, raw, ratio, rc / fc
             );
             println!(
-                "   (transport alone, QuicTransport::send + inbound channel, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
+                "   (transport alone, QuicTransport::send + InboundEvents, same frames: median {:.0} msg/s, {:.0} CPU-ns/msg)",
                 median(&tr), median(&tr_cpu)
             );
         }

@@ -112,19 +112,25 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-fn write_bin(buf: &mut Vec<u8>, b: &[u8]) {
-    let n = b.len();
+/// The minimal msgpack `bin` header for `n` bytes (`n` fits in a `u32`):
+/// its bytes and how many of them are used.
+pub(super) fn bin_header(n: usize) -> ([u8; 5], usize) {
     match n {
-        0..=0xff => buf.extend_from_slice(&[0xc4, n as u8]),
+        0..=0xff => ([0xc4, n as u8, 0, 0, 0], 2),
         0x100..=0xffff => {
-            buf.push(0xc5);
-            buf.extend_from_slice(&(n as u16).to_be_bytes());
+            let b = (n as u16).to_be_bytes();
+            ([0xc5, b[0], b[1], 0, 0], 3)
         }
         _ => {
-            buf.push(0xc6);
-            buf.extend_from_slice(&(n as u32).to_be_bytes());
+            let b = (n as u32).to_be_bytes();
+            ([0xc6, b[0], b[1], b[2], b[3]], 5)
         }
     }
+}
+
+fn write_bin(buf: &mut Vec<u8>, b: &[u8]) {
+    let (header, len) = bin_header(b.len());
+    buf.extend_from_slice(&header[..len]);
     buf.extend_from_slice(b);
 }
 
@@ -183,19 +189,7 @@ pub(super) fn read(body: &[u8]) -> Option<EnvelopeView<'_>> {
     };
     let type_tag = r.str()?;
     let payload = r.bin()?;
-    let stamp = if r.nil() {
-        None
-    } else {
-        r.tag(0x92)?;
-        let lamport = if r.nil() { None } else { Some(r.uint()?) };
-        if !r.nil() {
-            return None;
-        }
-        Some(ClockStamp {
-            lamport,
-            vector: None,
-        })
-    };
+    let stamp = r.stamp()?;
     if !r.rest.is_empty() {
         return None;
     }
@@ -208,6 +202,22 @@ pub(super) fn read(body: &[u8]) -> Option<EnvelopeView<'_>> {
         payload,
         stamp,
     })
+}
+
+/// A `bin` value at the start of `bytes` (minimal header), and what
+/// follows it.
+pub(super) fn split_bin(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = Reader { rest: bytes };
+    let bin = r.bin()?;
+    Some((bin, r.rest))
+}
+
+/// `bytes` read whole as an optional stamp in the layout [`write_stamp`]
+/// produces (none, or a Lamport time and no vector); `None` otherwise.
+pub(super) fn read_stamp(bytes: &[u8]) -> Option<Option<ClockStamp>> {
+    let mut r = Reader { rest: bytes };
+    let stamp = r.stamp()?;
+    r.rest.is_empty().then_some(stamp)
 }
 
 /// A cursor over untrusted bytes: every read checks its bounds.
@@ -281,6 +291,23 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         self.take(n)
+    }
+
+    /// An optional stamp without a vector clock: `nil`, or
+    /// `[lamport | nil, nil]`.
+    fn stamp(&mut self) -> Option<Option<ClockStamp>> {
+        if self.nil() {
+            return Some(None);
+        }
+        self.tag(0x92)?;
+        let lamport = if self.nil() { None } else { Some(self.uint()?) };
+        if !self.nil() {
+            return None;
+        }
+        Some(Some(ClockStamp {
+            lamport,
+            vector: None,
+        }))
     }
 
     fn uint(&mut self) -> Option<u64> {
