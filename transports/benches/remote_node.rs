@@ -16,7 +16,10 @@
 //! framework's encoded envelope* on one long-lived stream). For 1 and 2 the
 //! bare `QuicTransport` (no framework) is measured too, with the same frames, so
 //! the framework's own share is visible. Framework and baseline rounds alternate
-//! so machine load hits both; medians are reported.
+//! so machine load hits both; medians are reported. Section 2 goes further: the
+//! framework's, the transport's and raw quinn's round trips are interleaved in
+//! blocks of 20 within each round, because the cost of a wake-up on this VM
+//! changes within a round by more than the framework adds.
 //!
 //! Run with `cargo bench -p troupe-transports --bench remote_node`. Knobs (env):
 //! `REMOTE_BENCH_N` tells per round (default 500000), `REMOTE_BENCH_ROUNDS`
@@ -56,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use support::quic_support::{config, reserve_addr};
 use support::{
     cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, transport_pair,
-    transport_rtt, transport_throughput,
+    transport_throughput,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
 use troupe_framework::transport::TransportError;
@@ -300,6 +303,63 @@ async fn framework_rtt(a: &Node, xa: &Arbiter, iters: usize) -> Vec<Duration> {
     })
     .await
 }
+
+/// One round of section 2: framework asks, transport-alone echoes and raw
+/// quinn echoes, one in flight, interleaved in blocks of [`RTT_BLOCK`] round
+/// trips (the order rotating every block), so that all three see the same
+/// machine: on this VM the cost of a wake-up changes from one millisecond to
+/// the next, far more than the framework's own share does. Returns the
+/// samples of each, and the process CPU (both ends) per round trip of each.
+async fn interleaved_rtt(
+    a: &Node,
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    pair: &mut support::Pair,
+    iters: usize,
+    frame: usize,
+) -> [(Vec<Duration>, f64); 3] {
+    let r = a.lookup::<Echo>("b/sink").expect("path");
+    let mut raw = support::RawEcho::connect(xa, xb, ca, frame).await;
+    let mut transport = support::TransportEcho::start(pair, xb, frame);
+    on(xa, async move {
+        let mut out: [(Vec<Duration>, u64, usize); 3] = Default::default();
+        let warm_blocks = 200 / RTT_BLOCK;
+        let mut i = 0u64;
+        for block in 0..iters.div_ceil(RTT_BLOCK) + warm_blocks {
+            let warm = block < warm_blocks;
+            for k in 0..3 {
+                let which = (block + k) % 3;
+                let c0 = cpu_ns();
+                for _ in 0..RTT_BLOCK {
+                    let t = match which {
+                        0 => {
+                            let t0 = Instant::now();
+                            let reply = r.ask(Echo(vec![FILL; DATA])).await.expect("ask");
+                            std::hint::black_box(reply);
+                            t0.elapsed()
+                        }
+                        1 => transport.round_trip(i).await,
+                        _ => raw.round_trip(i).await,
+                    };
+                    i += 1;
+                    if !warm {
+                        out[which].0.push(t);
+                    }
+                }
+                if !warm {
+                    out[which].1 += cpu_ns() - c0;
+                    out[which].2 += RTT_BLOCK;
+                }
+            }
+        }
+        out.map(|(samples, cpu, n)| (samples, cpu as f64 / n as f64 / 1000.0))
+    })
+    .await
+}
+
+/// Round trips per block of the interleaved comparison (section 2).
+const RTT_BLOCK: usize = 20;
 
 /// Pipelined asks, `window` outstanding: (asks/s, CPU-ns per ask, failed asks).
 async fn framework_pipelined(a: &Node, xa: &Arbiter, total: u64, window: usize) -> (f64, f64, u64) {
@@ -610,12 +670,6 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn median_d(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    s[s.len() / 2]
-}
-
 fn main() {
     let n: u64 = env_or("REMOTE_BENCH_N", 500_000);
     let rounds: usize = env_or("REMOTE_BENCH_ROUNDS", 5).max(1);
@@ -738,56 +792,51 @@ fn main() {
             return;
         }
 
-        // 2. ask round trip, one in flight.
-        let (mut fw_rtt, mut raw_rtts, mut tr_rtts) = (vec![], vec![], vec![]);
-        let mut rtt_cpu: Vec<(f64, f64, f64)> = vec![];
+        // 2. ask round trip, one in flight, interleaved with its baselines.
+        let (mut pooled, mut cpu): ([Vec<Duration>; 3], [Vec<f64>; 3]) = Default::default();
         let (mut p50r, mut p99r) = (vec![], vec![]);
         for round in 0..rounds {
-            // CPU per round trip (both ends, all threads; the 200 warm-up
-            // round trips included, and for raw quinn its handshake too).
-            let per_rt = |c0: u64| (cpu_ns() - c0) as f64 / (rtt_iters + 200) as f64 / 1000.0;
-            let c0 = cpu_ns();
-            let mut r = raw_rtt(&xa, &xb, &ca, rtt_iters, frame).await;
-            let r_cpu = per_rt(c0);
-            let c0 = cpu_ns();
-            let mut q = transport_rtt(&mut pair, &xa, &xb, rtt_iters, frame).await;
-            let q_cpu = per_rt(c0);
+            let [f, q, r] = interleaved_rtt(&a, &xa, &xb, &ca, &mut pair, rtt_iters, frame)
+                .await
+                .map(|(mut s, c)| {
+                    s.sort();
+                    (s, c)
+                });
             pair = transport_pair(&ca, &xa, &xb).await;
-            let c0 = cpu_ns();
-            let mut f = framework_rtt(&a, &xa, rtt_iters).await;
-            let f_cpu = per_rt(c0);
-            rtt_cpu.push((f_cpu, q_cpu, r_cpu));
-            r.sort();
-            q.sort();
-            f.sort();
-            tr_rtts.push((percentile(&q, 0.5), percentile(&q, 0.99)));
-            let (f50, f99, r50, r99) = (percentile(&f, 0.5), percentile(&f, 0.99), percentile(&r, 0.5), percentile(&r, 0.99));
-            println!("    round {round}: framework ask p50 {f50:?} p99 {f99:?}   transport alone p50 {:?} p99 {:?}   raw quinn p50 {r50:?} p99 {r99:?}   p50 ratio {:.2}",
-                percentile(&q, 0.5), percentile(&q, 0.99),
-                f50.as_secs_f64() / r50.as_secs_f64());
+            let p = |s: &[Duration]| (percentile(s, 0.5), percentile(s, 0.99));
+            let ((f50, f99), (q50, q99), (r50, r99)) = (p(&f.0), p(&q.0), p(&r.0));
+            println!(
+                "    round {round}: framework ask p50 {f50:?} p99 {f99:?}   transport alone p50 {q50:?} p99 {q99:?}   raw quinn p50 {r50:?} p99 {r99:?}   p50 ratio {:.2}",
+                f50.as_secs_f64() / r50.as_secs_f64()
+            );
             p50r.push(f50.as_secs_f64() / r50.as_secs_f64());
             p99r.push(f99.as_secs_f64() / r99.as_secs_f64());
-            fw_rtt.push((f50, f99));
-            raw_rtts.push((r50, r99));
+            for (k, (s, c)) in [f, q, r].into_iter().enumerate() {
+                pooled[k].extend(s);
+                cpu[k].push(c);
+            }
         }
-        let fp50 = median_d(&fw_rtt.iter().map(|x| x.0).collect::<Vec<_>>());
-        let fp99 = median_d(&fw_rtt.iter().map(|x| x.1).collect::<Vec<_>>());
-        let rp50 = median_d(&raw_rtts.iter().map(|x| x.0).collect::<Vec<_>>());
-        let rp99 = median_d(&raw_rtts.iter().map(|x| x.1).collect::<Vec<_>>());
+        for s in &mut pooled {
+            s.sort();
+        }
+        let [fp, qp, rp] = &pooled;
         println!(
-            "2. ask round trip, one in flight, {rtt_iters} samples per round: framework p50 {fp50:?} p99 {fp99:?}; raw quinn p50 {rp50:?} p99 {rp99:?}; median per-round p50 ratio {:.2}, p99 ratio {:.2}",
+            "2. ask round trip, one in flight, {rtt_iters} samples per round each, interleaved in blocks of {RTT_BLOCK}: framework p50 {:?} p99 {:?}; raw quinn p50 {:?} p99 {:?}; pooled p50 ratio {:.2}, p99 ratio {:.2}; median per-round p50 ratio {:.2}, p99 ratio {:.2}",
+            percentile(fp, 0.5), percentile(fp, 0.99), percentile(rp, 0.5), percentile(rp, 0.99),
+            percentile(fp, 0.5).as_secs_f64() / percentile(rp, 0.5).as_secs_f64(),
+            percentile(fp, 0.99).as_secs_f64() / percentile(rp, 0.99).as_secs_f64(),
             median(&p50r), median(&p99r)
         );
         println!(
             "   (transport alone, echo through two QuicTransports: p50 {:?} p99 {:?})",
-            median_d(&tr_rtts.iter().map(|x| x.0).collect::<Vec<_>>()),
-            median_d(&tr_rtts.iter().map(|x| x.1).collect::<Vec<_>>())
+            percentile(qp, 0.5),
+            percentile(qp, 0.99)
         );
         println!(
             "   (CPU per round trip, both ends: framework {:.1} us, transport alone {:.1} us, raw quinn {:.1} us, medians)",
-            median(&rtt_cpu.iter().map(|x| x.0).collect::<Vec<_>>()),
-            median(&rtt_cpu.iter().map(|x| x.1).collect::<Vec<_>>()),
-            median(&rtt_cpu.iter().map(|x| x.2).collect::<Vec<_>>())
+            median(&cpu[0]),
+            median(&cpu[1]),
+            median(&cpu[2])
         );
         if only == "ask-vs-raw" {
             return;

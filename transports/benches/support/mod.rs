@@ -268,48 +268,78 @@ pub async fn raw_rtt(
     iters: usize,
     frame: usize,
 ) -> Vec<Duration> {
-    let (server, addr) = raw_server(xb, ca).await;
-    xb.spawn(async move {
-        let incoming = server.accept().await.expect("incoming");
-        let conn = incoming.await.expect("accept");
-        let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
-        let mut len = [0u8; 4];
-        let mut body = vec![0u8; frame];
-        while recv.read_exact(&mut len).await.is_ok() {
-            let l = u32::from_be_bytes(len) as usize;
-            body.resize(l, 0);
-            if recv.read_exact(&mut body).await.is_err() {
-                break;
-            }
-            let mut out = len.to_vec();
-            out.extend_from_slice(&body);
-            if send.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        drop(server);
-    });
-    let (_ep, conn) = raw_connect(xa, ca, addr).await;
+    let mut echo = RawEcho::connect(xa, xb, ca, frame).await;
     on(xa, async move {
-        let (mut send, mut recv) = conn.open_bi().await.expect("bi");
         let mut samples = Vec::with_capacity(iters);
-        let mut len = [0u8; 4];
-        let mut body = vec![0u8; frame];
         for i in 0..(iters + 200) as u64 {
-            let t0 = Instant::now();
-            let f = payload(i, frame);
-            let mut out = (f.len() as u32).to_be_bytes().to_vec();
-            out.extend_from_slice(&f);
-            send.write_all(&out).await.expect("write");
-            recv.read_exact(&mut len).await.expect("read");
-            recv.read_exact(&mut body).await.expect("read");
+            let t = echo.round_trip(i).await;
             if i >= 200 {
-                samples.push(t0.elapsed());
+                samples.push(t);
             }
         }
         samples
     })
     .await
+}
+
+/// A raw quinn request/response client: `u32` big-endian length-prefixed
+/// frames on one bidirectional stream to a server on another arbiter that
+/// writes every frame back. Dropping it ends the server's task.
+pub struct RawEcho {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    frame: usize,
+    body: Vec<u8>,
+}
+
+impl RawEcho {
+    /// Starts the echo server on `xb` and connects to it from `xa`.
+    pub async fn connect(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, frame: usize) -> Self {
+        let (server, addr) = raw_server(xb, ca).await;
+        xb.spawn(async move {
+            let incoming = server.accept().await.expect("incoming");
+            let conn = incoming.await.expect("accept");
+            let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
+            let mut len = [0u8; 4];
+            let mut body = vec![0u8; frame];
+            while recv.read_exact(&mut len).await.is_ok() {
+                let l = u32::from_be_bytes(len) as usize;
+                body.resize(l, 0);
+                if recv.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                let mut out = len.to_vec();
+                out.extend_from_slice(&body);
+                if send.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            drop(server);
+        });
+        let (endpoint, conn) = raw_connect(xa, ca, addr).await;
+        let (send, recv) = on(xa, async move { conn.open_bi().await.expect("bi") }).await;
+        RawEcho {
+            _endpoint: endpoint,
+            send,
+            recv,
+            frame,
+            body: vec![0u8; frame],
+        }
+    }
+
+    /// One request (frame number `i`) and its echo; the time it took.
+    pub async fn round_trip(&mut self, i: u64) -> Duration {
+        let t0 = Instant::now();
+        let f = payload(i, self.frame);
+        let mut out = (f.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&f);
+        self.send.write_all(&out).await.expect("write");
+        let mut len = [0u8; 4];
+        self.recv.read_exact(&mut len).await.expect("read");
+        self.recv.read_exact(&mut self.body).await.expect("read");
+        t0.elapsed()
+    }
 }
 
 // ----- through two `QuicTransport`s (no framework) -----------------------------
@@ -434,39 +464,68 @@ pub async fn transport_rtt(
     iters: usize,
     frame: usize,
 ) -> Vec<Duration> {
-    // node-b echoes every frame back.
-    let mut b_rx = p.b_rx.take().expect("rx");
-    let b = p.b.clone();
-    xb.spawn(async move {
-        while let Some(ev) = b_rx.recv().await {
-            for (_, bytes) in ev.frames() {
-                if bytes.as_ref() == b"stop" {
-                    return;
-                }
-                let _ = b.send("node-a", bytes.clone());
-            }
-        }
-    });
-    let mut a_rx = p.a_rx.take().expect("rx");
-    let a = p.a.clone();
+    let mut echo = TransportEcho::start(p, xb, frame);
     on(xa, async move {
         let mut samples = Vec::with_capacity(iters);
         for i in 0..(iters + 200) as u64 {
-            let t0 = Instant::now();
-            a.send("node-b", payload(i, frame)).expect("send");
-            loop {
-                match a_rx.recv().await {
-                    Some(ev) if ev.frames().next().is_some() => break,
-                    Some(_) => {}
-                    None => panic!("closed"),
-                }
-            }
+            let t = echo.round_trip(i).await;
             if i >= 200 {
-                samples.push(t0.elapsed());
+                samples.push(t);
             }
         }
-        let _ = a.send("node-b", Bytes::from_static(b"stop"));
         samples
     })
     .await
+}
+
+/// Request/response through two `QuicTransport`s and no framework: node-b
+/// writes every frame back to node-a. Takes the pair's receivers; dropping
+/// it ends node-b's echo task.
+pub struct TransportEcho {
+    a: Arc<QuicTransport>,
+    a_rx: InboundEvents,
+    frame: usize,
+}
+
+impl TransportEcho {
+    /// Starts node-b's echo task on `xb`.
+    pub fn start(p: &mut Pair, xb: &Arbiter, frame: usize) -> Self {
+        let mut b_rx = p.b_rx.take().expect("rx");
+        let b = p.b.clone();
+        xb.spawn(async move {
+            while let Some(ev) = b_rx.recv().await {
+                for (_, bytes) in ev.frames() {
+                    if bytes.as_ref() == b"stop" {
+                        return;
+                    }
+                    let _ = b.send("node-a", bytes.clone());
+                }
+            }
+        });
+        TransportEcho {
+            a: p.a.clone(),
+            a_rx: p.a_rx.take().expect("rx"),
+            frame,
+        }
+    }
+
+    /// One request (frame number `i`) and its echo; the time it took.
+    pub async fn round_trip(&mut self, i: u64) -> Duration {
+        let t0 = Instant::now();
+        self.a.send("node-b", payload(i, self.frame)).expect("send");
+        loop {
+            match self.a_rx.recv().await {
+                Some(ev) if ev.frames().next().is_some() => break,
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+        t0.elapsed()
+    }
+}
+
+impl Drop for TransportEcho {
+    fn drop(&mut self) {
+        let _ = self.a.send("node-b", Bytes::from_static(b"stop"));
+    }
 }
