@@ -7,15 +7,51 @@
 //! the table of outstanding asks, the dispatcher, deduplication, the actor's
 //! mailbox, the reply) on a warm cache. The baseline, in the same run, is a
 //! plain actix `send` to a local actor with the same handler. It prints CPU
-//! per ask (both nodes: they share the thread) and the ratio.
+//! per ask (both nodes: they share the thread), the ratio, and the heap
+//! allocations per ask of each (the in-memory transport adds one per frame,
+//! for the sender's name, that QUIC does not).
 //!
 //! `cargo bench -p troupe-transports --bench ask_path`; `ASK_PATH_N` asks per
 //! round (default 200000), `ASK_PATH_ROUNDS` (default 5).
 
 mod support;
 
+/// mimalloc, counting allocations (one relaxed atomic add each, on both
+/// sides of the comparison), so the bench can print allocations per ask.
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to mimalloc, a correct allocator;
+// the counter has no effect on the memory handed out.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -112,19 +148,20 @@ fn main() {
         println!("Framework ask without a network: two nodes on one thread, an in-memory transport, one ask in flight, {n} per round");
         let (mut fw, mut plain) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let c0 = cpu_ns();
+            let (c0, a0) = (cpu_ns(), allocations());
             for _ in 0..n {
                 let reply = remote.ask(Echo(vec![0x2a; 88])).await.expect("ask");
                 std::hint::black_box(reply);
             }
-            let c1 = cpu_ns();
+            let (c1, a1) = (cpu_ns(), allocations());
             for _ in 0..n {
                 let reply = local.send(Echo(vec![0x2a; 88])).await.expect("send");
                 std::hint::black_box(reply);
             }
-            let c2 = cpu_ns();
+            let (c2, a2) = (cpu_ns(), allocations());
             let (f, p) = ((c1 - c0) as f64 / n as f64, (c2 - c1) as f64 / n as f64);
-            println!("    round {round}: framework ask {f:6.0} CPU-ns   plain actix send {p:5.0} CPU-ns   ratio {:.1}", f / p);
+            let (fa, pa) = ((a1 - a0) as f64 / n as f64, (a2 - a1) as f64 / n as f64);
+            println!("    round {round}: framework ask {f:6.0} CPU-ns, {fa:4.1} allocations   plain actix send {p:5.0} CPU-ns, {pa:3.1} allocations   ratio {:.1}", f / p);
             fw.push(f);
             plain.push(p);
         }
