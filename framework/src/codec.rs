@@ -324,6 +324,41 @@ pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Codec
     rmp_serde::to_vec(value).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+thread_local! {
+    /// Where [`with_encoded_payload`] encodes, reused by every call on this thread.
+    static PAYLOAD_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A payload buffer that grew past this (one huge message) is not kept.
+const PAYLOAD_BUF_KEEP: usize = 256 * 1024;
+
+/// Encode `value` as msgpack into this thread's reused buffer and hand the
+/// bytes to `f`: no allocation for the payload itself (and none of the
+/// regrowth a fresh `Vec` goes through) when `f` copies it into a frame.
+pub(crate) fn with_encoded_payload<T: Serialize + ?Sized, R>(
+    value: &T,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, CodecError> {
+    let encode = |buf: &mut Vec<u8>| {
+        buf.clear();
+        rmp_serde::encode::write(buf, value).map_err(|e| CodecError::Encode(e.to_string()))
+    };
+    PAYLOAD_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let encoded = encode(&mut buf).map(|()| f(&buf));
+            if buf.capacity() > PAYLOAD_BUF_KEEP {
+                *buf = Vec::new();
+            }
+            encoded
+        }
+        // Only if serializing a value encodes another one (re-entrancy).
+        Err(_) => {
+            let mut buf = Vec::new();
+            encode(&mut buf).map(|()| f(&buf))
+        }
+    })
+}
+
 /// Decode an application value from msgpack. Never panics.
 pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
@@ -442,6 +477,40 @@ pub fn split_tell_tail(rest: &[u8]) -> Result<(&[u8], Option<ClockStamp>), Codec
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Serializes by encoding another value first (re-entrancy), or fails.
+    struct Nested(bool);
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if !self.0 {
+                return Err(serde::ser::Error::custom("refused"));
+            }
+            let inner = with_encoded_payload(&("inner", 1u8), <[u8]>::to_vec)
+                .map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    #[test]
+    fn payloads_encoded_in_the_reused_buffer_match_encode_payload() {
+        for v in [("a", 1i64), ("a much longer name than the first", -5)] {
+            let reused = with_encoded_payload(&v, <[u8]>::to_vec).unwrap();
+            assert_eq!(reused, encode_payload(&v).unwrap());
+        }
+        // Re-entrant use falls back to a fresh buffer and stays correct.
+        let outer = with_encoded_payload(&Nested(true), <[u8]>::to_vec).unwrap();
+        assert_eq!(outer, encode_payload(&Nested(true)).unwrap());
+        // A value that does not serialize is an error, and the buffer is
+        // usable afterwards.
+        assert!(matches!(
+            with_encoded_payload(&Nested(false), |_| ()),
+            Err(CodecError::Encode(_))
+        ));
+        assert_eq!(
+            with_encoded_payload(&7u8, <[u8]>::to_vec).unwrap(),
+            encode_payload(&7u8).unwrap()
+        );
+    }
 
     fn sample() -> Envelope {
         Envelope {

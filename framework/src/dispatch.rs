@@ -74,7 +74,47 @@ enum Finished {
     Nothing,
 }
 
-type InFlight = LocalFut<Finished>;
+/// A delivery the dispatcher waits on: its future, and what to do when it
+/// is done. Not boxed again: the future is the one the handler returned.
+enum InFlight {
+    /// An ask's reply (or a tell's completion, when `origin` is `None`).
+    Reply {
+        origin: Option<AskOrigin>,
+        fut: LocalFut<Result<Vec<u8>, RemoteError>>,
+    },
+    /// A tell waiting for room in `actor`'s mailbox.
+    Unblock {
+        actor: Option<String>,
+        fut: LocalFut<()>,
+    },
+}
+
+impl std::future::Future for InFlight {
+    type Output = Finished;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Finished> {
+        use std::task::Poll;
+        // Every field is `Unpin` (the futures are boxed).
+        match self.get_mut() {
+            InFlight::Reply { origin, fut } => match fut.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(match origin.take() {
+                    Some(origin) => Finished::Reply(origin, result),
+                    None => Finished::Nothing,
+                }),
+                Poll::Pending => Poll::Pending,
+            },
+            InFlight::Unblock { actor, fut } => match fut.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(match actor.take() {
+                    Some(actor) => Finished::Unblocked(actor),
+                    None => Finished::Nothing,
+                }),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
 
 /// A message that arrived for an actor while a tell to it was waiting for
 /// room in its mailbox.
@@ -433,13 +473,7 @@ impl Dispatcher {
 
     /// Drive an ask's reply future; its answer goes back to the asker.
     fn await_reply(&mut self, ask: Option<AskOrigin>, fut: LocalFut<Result<Vec<u8>, RemoteError>>) {
-        self.inflight.push(Box::pin(async move {
-            let result = fut.await;
-            match ask {
-                Some(origin) => Finished::Reply(origin, result),
-                None => Finished::Nothing,
-            }
-        }));
+        self.inflight.push(InFlight::Reply { origin: ask, fut });
     }
 
     /// `actor`'s mailbox is full: `fut` delivers the tell that found it
@@ -450,10 +484,10 @@ impl Dispatcher {
             .mailbox_full
             .fetch_add(1, Ordering::Relaxed);
         self.blocked.insert(actor.clone(), queue);
-        self.inflight.push(Box::pin(async move {
-            fut.await;
-            Finished::Unblocked(actor)
-        }));
+        self.inflight.push(InFlight::Unblock {
+            actor: Some(actor),
+            fut,
+        });
     }
 
     fn finished(&mut self, done: Finished) {

@@ -30,7 +30,7 @@ use actix::{Actor, Addr, Handler, Recipient};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{decode_payload, encode_payload, NodeIdView, RemoteError};
+use crate::codec::{decode_payload, with_encoded_payload, NodeIdView, RemoteError};
 use crate::ids::NodeId;
 
 /// A message that can travel between nodes.
@@ -251,7 +251,8 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
         let fut = self.recipient.clone().send(msg);
         Ok(Dispatched::Pending(Box::pin(async move {
             let reply = fut.await.map_err(|_| RemoteError::ActorStopped)?;
-            encode_payload(&reply)
+            // Encoded in the thread's reused buffer, copied out at its size.
+            with_encoded_payload(&reply, <[u8]>::to_vec)
                 .map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
         })))
     }

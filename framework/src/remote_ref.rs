@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{self, decode_payload, encode_payload, EnvelopeRef, Kind, RemoteError};
+use crate::codec::{self, decode_payload, EnvelopeRef, Kind, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
@@ -49,7 +49,8 @@ const TELL_BUF_KEEP: usize = 256 * 1024;
 
 /// A typed handle to the actor at a path, accepting messages of type `M`.
 pub struct RemoteRef<M: RemoteMessage> {
-    target: ActorPath,
+    /// Shared, so a handle and each of its asks clone a pointer.
+    target: Arc<ActorPath>,
     shared: Arc<NodeShared>,
     from_actor: Option<String>,
     /// The first local recipient resolved. Set once, so reading it is a
@@ -91,7 +92,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     pub(crate) fn new(target: ActorPath, shared: Arc<NodeShared>) -> Self {
         let local = target.node == shared.id.name;
         Self {
-            target,
+            target: Arc::new(target),
             shared,
             from_actor: None,
             pinned: Arc::new(OnceLock::new()),
@@ -339,41 +340,44 @@ impl<M: RemoteMessage> Ask<M> {
         // RPC stub carries out), then send the first copy from here.
         let shared = &target.shared;
         let to_node = &target.target.node;
-        let payload = encode_payload(&msg)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let req = Request {
-            to_node: to_node.clone(),
-            timeout,
-            retry,
-        };
-        let Begun {
-            id,
-            done_below,
-            registered,
-        } = shared.asks.begin(req, tx);
-        match registered {
-            Registered::Ok => {}
-            // The stub was idle: wake it (not for every ask, only then).
-            Registered::WakeStub => shared.rpc.do_send(Wake),
-            Registered::Closed => return Err(AskError::NodeStopped),
-        }
-        let stamp = shared.stamp();
-        let env = EnvelopeRef {
-            from: &shared.id,
-            from_actor: target.from_actor.as_deref(),
-            to: &target.target,
-            kind: &Kind::Ask { id, done_below },
-            type_tag: M::NAME,
-            payload: &payload,
-            stamp: stamp.as_ref(),
-        };
-        let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-            Ok(frame) => Bytes::from(frame),
-            Err(e) => {
-                shared.asks.fail(id, AskError::Codec(e.clone()));
-                return Err(e.into());
+        // The payload is encoded into this thread's reused buffer and
+        // copied once, into the frame.
+        let (id, frame) = codec::with_encoded_payload(&msg, |payload| {
+            let req = Request {
+                to: target.target.clone(),
+                timeout,
+                retry,
+            };
+            let Begun {
+                id,
+                done_below,
+                registered,
+            } = shared.asks.begin(req, tx);
+            match registered {
+                Registered::Ok => {}
+                // The stub was idle: wake it (not for every ask, only then).
+                Registered::WakeStub => shared.rpc.do_send(Wake),
+                Registered::Closed => return Err(AskError::NodeStopped),
             }
-        };
+            let stamp = shared.stamp();
+            let env = EnvelopeRef {
+                from: &shared.id,
+                from_actor: target.from_actor.as_deref(),
+                to: &target.target,
+                kind: &Kind::Ask { id, done_below },
+                type_tag: M::NAME,
+                payload,
+                stamp: stamp.as_ref(),
+            };
+            match codec::encode_ref(&env, shared.options.max_frame_bytes) {
+                Ok(frame) => Ok((id, Bytes::from(frame))),
+                Err(e) => {
+                    shared.asks.fail(id, AskError::Codec(e.clone()));
+                    Err(e.into())
+                }
+            }
+        })??;
         // Not armed: the ask ended already (the node stopped, or the
         // deadline passed), and the reply channel says how.
         if shared.asks.arm(id, frame.clone()) {

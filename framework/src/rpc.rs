@@ -51,7 +51,7 @@ use tokio::time::Instant;
 
 use crate::config::RetryPolicy;
 use crate::error::AskError;
-use crate::ids::NodeId;
+use crate::ids::{ActorPath, NodeId};
 use crate::transport::{Transport, TransportError};
 
 /// How often the [`RpcStub`] looks for due re-sends and deadlines while asks
@@ -95,7 +95,9 @@ struct Table {
 }
 
 struct Waiting {
-    to_node: String,
+    /// Where the ask went (shared with the handle that asked): replies
+    /// count only from its node.
+    to: Arc<ActorPath>,
     reply: oneshot::Sender<Result<Bytes, AskError>>,
     /// The request, for re-sends (the same id each time); empty until
     /// [`Outstanding::arm`].
@@ -128,7 +130,7 @@ pub(crate) enum Registered {
 
 /// An ask's target and timer settings, for [`Outstanding::begin`].
 pub(crate) struct Request {
-    pub(crate) to_node: String,
+    pub(crate) to: Arc<ActorPath>,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
 }
@@ -232,7 +234,7 @@ impl Outstanding {
         t.waiting.insert(
             id,
             Waiting {
-                to_node: req.to_node,
+                to: req.to,
                 reply,
                 frame: Bytes::new(),
                 attempts: 1,
@@ -278,7 +280,7 @@ impl Outstanding {
     pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Bytes, AskError>) -> bool {
         let mut t = self.lock();
         match t.waiting.get(&id) {
-            Some(w) if w.to_node == from => {
+            Some(w) if w.to.node == from => {
                 if let Some(w) = t.remove(id) {
                     drop(t);
                     let _ = w.reply.send(result);
@@ -286,7 +288,7 @@ impl Outstanding {
                 true
             }
             Some(w) => {
-                tracing::warn!(ask = id, expected = %w.to_node, %from, "reply from a node the ask was not sent to; ignored");
+                tracing::warn!(ask = id, expected = %w.to.node, %from, "reply from a node the ask was not sent to; ignored");
                 false
             }
             None => {
@@ -321,7 +323,7 @@ impl Outstanding {
     /// Carry out every re-send and deadline due at `now`: re-send through
     /// `transport`, fail timed-out asks with [`AskError::Timeout`].
     fn fire_due(&self, now: Instant, transport: &dyn Transport) {
-        let mut resend: Vec<(u64, String, Bytes)> = Vec::new();
+        let mut resend: Vec<(u64, Arc<ActorPath>, Bytes)> = Vec::new();
         let mut expired: Vec<Waiting> = Vec::new();
         {
             let mut t = self.lock();
@@ -337,14 +339,14 @@ impl Outstanding {
                         };
                         w.next_resend = None;
                         w.attempts += 1;
-                        resend.push((id, w.to_node.clone(), w.frame.clone()));
+                        resend.push((id, w.to.clone(), w.frame.clone()));
                         t.schedule_resend(id, now);
                     }
                 }
             }
         }
         for (id, to, frame) in resend {
-            match transport.send(&to, frame) {
+            match transport.send(&to.node, frame) {
                 Ok(()) | Err(TransportError::QueueFull { .. }) => {}
                 Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
             }
@@ -698,7 +700,10 @@ mod tests {
 
     fn request(timeout_ms: u64, retry: RetryPolicy) -> Request {
         Request {
-            to_node: "b".into(),
+            to: Arc::new(ActorPath {
+                node: "b".into(),
+                actor: "x".into(),
+            }),
             timeout: Duration::from_millis(timeout_ms),
             retry,
         }
