@@ -3,12 +3,17 @@
 #
 #   netns.sh up   PREFIX N      N namespaces PREFIX-h1..hN, each with a veth into a
 #                               bridge PREFIX-br in the calling namespace;
-#                               host i is $NET.i/24, the bridge $NET.254/24
+#                               host i is $NET.i/24, the bridge $NET.254/24;
+#                               prints NET (pass it back as TROUPE_TEST_NET)
 #
-# NET defaults to 198.51.100 (TEST-NET-2, a documentation range). `up` refuses
-# to run if the calling namespace already routes that range anywhere (some
-# machines use TEST-NET-1 for their own uplink), so test traffic can never
-# leave the machine.
+# NET is the first documentation range of 198.51.100 (TEST-NET-2), 203.0.113
+# (TEST-NET-3) and 192.0.2 (TEST-NET-1) that the calling namespace does not
+# route anywhere yet (some machines use TEST-NET-1 for their own uplink; a
+# test run already in progress holds another), so test traffic can never
+# leave the machine and concurrent runs do not collide. TROUPE_TEST_NET
+# forces one range. Before choosing, `up` removes what earlier runs left
+# behind when they were killed: a PREFIX of the form tr<pid> whose process
+# is gone.
 #   netns.sh cut  PREFIX I J    drop all traffic between hosts I and J (nftables in host I)
 #   netns.sh heal PREFIX I      remove host I's drop rules
 #   netns.sh exec PREFIX I CMD  run CMD inside host I
@@ -30,9 +35,37 @@ case "$cmd" in
     ;;
   up)
     p=$1; n=$2
-    if [ -n "$(ip route show to match "$NET.1" | grep -v '^default')" ]; then
-      echo "$NET.0/24 is already routed here ($(ip route show to match "$NET.1" | grep -v '^default' | head -1)); set TROUPE_TEST_NET to a free range" >&2
-      exit 1
+    # One `up` at a time, so two runs never pick the same range.
+    if command -v flock >/dev/null; then
+      exec 9>/tmp/troupe-netns.lock
+      flock 9
+    fi
+    # Leftovers of killed runs: bridges tr<pid>-br whose process is gone.
+    for br in $(ip -o link show type bridge | sed -nE 's/^[0-9]+: (tr[0-9]+)-br[:@].*/\1/p'); do
+      if ! kill -0 "${br#tr}" 2>/dev/null; then
+        echo "removing $br-*, left behind by a run that was killed" >&2
+        for ns in $(ip netns list | sed -nE "s/^($br-h[0-9]+).*/\1/p"); do
+          ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+          ip netns del "$ns" 2>/dev/null || true
+        done
+        ip link del "$br-br" 2>/dev/null || true
+      fi
+    done
+    routed() { [ -n "$(ip route show to match "$1.1" | grep -v '^default')" ]; }
+    if [ -n "${TROUPE_TEST_NET:-}" ]; then
+      if routed "$NET"; then
+        echo "$NET.0/24 is already routed here ($(ip route show to match "$NET.1" | grep -v '^default' | head -1)); set TROUPE_TEST_NET to a free range" >&2
+        exit 1
+      fi
+    else
+      NET=
+      for candidate in 198.51.100 203.0.113 192.0.2; do
+        if ! routed "$candidate"; then NET=$candidate; break; fi
+      done
+      if [ -z "$NET" ]; then
+        echo "198.51.100.0/24, 203.0.113.0/24 and 192.0.2.0/24 are all routed here; set TROUPE_TEST_NET to a free range" >&2
+        exit 1
+      fi
     fi
     ip link add "$p-br" type bridge
     ip addr add "$NET.254/24" dev "$p-br"
@@ -52,6 +85,7 @@ case "$cmd" in
     if [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
       echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables || true
     fi
+    echo "$NET"
     ;;
   cut)
     p=$1; i=$2; j=$3

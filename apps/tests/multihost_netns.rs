@@ -1,6 +1,7 @@
 //! Multi-host test: three `troupe node` processes, each in its own network
-//! namespace (198.51.100.1-3, TEST-NET-2, joined by a bridge), a controller
-//! on the bridge (198.51.100.254). The test cuts the link between two hosts with
+//! namespace (NET.1-3, where NET is a documentation range the script finds
+//! unused here, usually 198.51.100, TEST-NET-2; joined by a bridge), a
+//! controller on the bridge (NET.254). The test cuts the link between two hosts with
 //! nftables and checks that SWIM keeps everyone Up through indirect probes,
 //! heals it, kills one node and checks that the other two declare it Down and
 //! still serve asks. Namespaces are created and removed by
@@ -22,14 +23,17 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
 }
 
-fn netns(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
+/// Runs `netns.sh` with `args` (and the range `up` chose, once known);
+/// its standard output.
+fn netns_in(net: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script()).args(args);
+    if let Some(net) = net {
+        cmd.env("TROUPE_TEST_NET", net);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
         Err(format!(
             "netns.sh {args:?} failed: {}{}",
@@ -43,25 +47,32 @@ fn netns(args: &[&str]) -> Result<(), String> {
 struct Hosts(String);
 impl Drop for Hosts {
     fn drop(&mut self) {
-        let _ = netns(&["down", &self.0, "3"]);
+        let _ = netns_in(None, &["down", &self.0, "3"]);
     }
 }
 
 #[test]
 fn three_hosts_survive_a_cut_link_and_a_killed_node() {
-    if let Err(why) = netns(&["check"]) {
+    if let Err(why) = netns_in(None, &["check"]) {
         println!(
             "SKIPPED multi-host test: network namespaces are not available here ({})",
             why.trim()
         );
         return;
     }
-    let prefix = format!("tr{}", std::process::id() % 100_000);
-    let _ = netns(&["down", &prefix, "3"]);
-    netns(&["up", &prefix, "3"]).expect("namespaces");
+    // tr<pid>: a later run recognises what a killed run left behind.
+    let prefix = format!("tr{}", std::process::id());
+    let _ = netns_in(None, &["down", &prefix, "3"]);
+    let net = netns_in(None, &["up", &prefix, "3"]).expect("namespaces");
     let hosts = Hosts(prefix.clone());
-
-    let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
+    let octets: Vec<u8> = net.split('.').filter_map(|o| o.parse().ok()).collect();
+    assert_eq!(
+        octets.len(),
+        3,
+        "netns.sh up printed {net:?}, not a /24 prefix"
+    );
+    let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], i));
+    println!("hosts on {net}.0/24 (namespaces {prefix}-h1..3)");
     let names = ["host-1", "host-2", "host-3"];
     let dir = std::env::temp_dir().join(format!("troupe-multihost-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -112,7 +123,7 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
 
         // Cut host-1 <-> host-2. SWIM's indirect probes (through host-3)
         // must keep both Up: no false positive from one broken link.
-        netns(&["cut", &prefix, "1", "2"]).unwrap();
+        netns_in(Some(&net), &["cut", &prefix, "1", "2"]).unwrap();
         tokio::time::sleep(Duration::from_secs(8)).await;
         for (a, b) in [("host-1", "host-2"), ("host-2", "host-1")] {
             let s = troupe_apps::local_cluster::status(&node, a, Duration::from_secs(2))
@@ -125,7 +136,7 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
                 "{a} lost {b} over a single cut link"
             );
         }
-        netns(&["heal", &prefix, "1"]).unwrap();
+        netns_in(Some(&net), &["heal", &prefix, "1"]).unwrap();
 
         // Kill host-3: the others declare it Down and keep serving.
         c.kill("host-3");
