@@ -10,7 +10,7 @@
 //! Logs go through `tracing`; set `RUST_LOG` (default `info` for `node`,
 //! `warn` for `demo`). Keys are written with owner-only permissions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
@@ -146,6 +146,7 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
 
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
+    check_tls(&path, &config)?;
     let apps = AppsConfig::from_table(&config.apps)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -165,6 +166,21 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         running.shutdown().await;
         Ok::<(), CliError>(())
     })
+}
+
+/// Refuses, before anything starts, TLS files that cannot work or are unsafe
+/// (a key others can read, a certificate for another name or from another
+/// CA, a key of another certificate); see
+/// [`troupe::transports::quic::check_tls_files`].
+fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
+    if config.tls.insecure_dev_mode {
+        return Ok(());
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key) {
+        troupe::transports::quic::check_tls_files(&config.name, ca, cert, key)
+            .map_err(|e| CliError::Other(format!("{}: [tls] {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -114,7 +114,7 @@ pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,6 +255,17 @@ pub enum QuicError {
     /// rustls / quinn refused the TLS setup.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// A private key file can be read by other users than its owner.
+    #[error(
+        "{path} has mode {mode:04o}: a private key must be readable by its owner only \
+         (run: chmod 600 {path})"
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot bind QUIC endpoint on {addr}: {source}")]
     Bind {
@@ -267,6 +278,44 @@ pub enum QuicError {
     /// `bind` was not called inside a tokio runtime.
     #[error("QuicTransport::bind must run inside a tokio runtime (actix System or Arbiter)")]
     NoRuntime,
+}
+
+/// Checks a node's TLS files before it starts, so that a mistake stops the
+/// node with an error naming the file instead of showing up only as refused
+/// connections in its peers' logs:
+/// - on unix, the private key `key` has no group or other permission bits
+///   (like ssh, a key others can read is refused: [`QuicError::KeyPermissions`]);
+/// - the three files parse, and the key belongs to the certificate `cert`;
+/// - `cert` chains to the CA in `ca`, is currently valid, and names `node`.
+///
+/// [`QuicTransport::bind`] does not run these checks (tests and tools may
+/// bind with any identity); `troupe node` runs them at start-up.
+pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(key).map_err(|source| CertError::Io {
+            action: "reading",
+            path: key.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(QuicError::KeyPermissions {
+                path: key.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    tls::check_identity(&tls, node).map_err(|e| {
+        QuicError::Tls(format!(
+            "{} (key {}) cannot be node {node:?}'s identity under the CA {}: {e}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ))
+    })
 }
 
 /// A node's QUIC transport. Dropping it shuts it down (see [`Transport::shutdown`]).
@@ -367,5 +416,104 @@ impl Transport for QuicTransport {
 impl Drop for QuicTransport {
     fn drop(&mut self) {
         self.inner.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory with a cluster CA and certificates for `nodes`.
+    fn cert_dir(tag: &str, nodes: &[&str]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("troupe-quic-check-{tag}-{}", uuid::Uuid::new_v4()));
+        crate::certs::init(&dir).expect("init");
+        for n in nodes {
+            crate::certs::issue(&dir, n).expect("issue");
+        }
+        dir
+    }
+
+    fn check(node: &str, ca: &Path, dir: &Path, file: &str) -> Result<(), QuicError> {
+        check_tls_files(
+            node,
+            ca,
+            &dir.join(format!("{file}.pem")),
+            &dir.join(format!("{file}.key")),
+        )
+    }
+
+    #[test]
+    fn issued_files_pass_the_start_up_check() {
+        let dir = cert_dir("ok", &["node-a"]);
+        check("node-a", &dir.join("ca.pem"), &dir, "node-a").expect("good files");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn certificate_for_another_name_is_refused_at_start_up() {
+        let dir = cert_dir("name", &["node-c"]);
+        let err = check("node-b", &dir.join("ca.pem"), &dir, "node-c")
+            .expect_err("node-c's certificate cannot be node-b")
+            .to_string();
+        assert!(
+            err.contains("node-c.pem") && err.contains("\"node-b\"") && err.contains("node-c"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn certificate_from_another_ca_is_refused_at_start_up() {
+        let dir = cert_dir("ca", &["node-a"]);
+        let other = cert_dir("other-ca", &[]);
+        let err = check("node-a", &other.join("ca.pem"), &dir, "node-a")
+            .expect_err("another cluster's CA")
+            .to_string();
+        assert!(
+            err.contains("UnknownIssuer") && err.contains("node-a.pem"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&other).ok();
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused_naming_both_files() {
+        let dir = cert_dir("pair", &["node-a", "node-b"]);
+        let err = check_tls_files(
+            "node-a",
+            &dir.join("ca.pem"),
+            &dir.join("node-a.pem"),
+            &dir.join("node-b.key"),
+        )
+        .expect_err("mismatched key")
+        .to_string();
+        assert!(
+            err.contains("node-a.pem") && err.contains("node-b.key"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = cert_dir("mode", &["node-a"]);
+        let key = dir.join("node-a.key");
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = check("node-a", &dir.join("ca.pem"), &dir, "node-a")
+                .expect_err("key readable by others")
+                .to_string();
+            assert!(
+                err.contains("node-a.key") && err.contains("chmod 600"),
+                "{err}"
+            );
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        check("node-a", &dir.join("ca.pem"), &dir, "node-a").expect("0400 is owner-only");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,0 +1,114 @@
+//! What an operator sees from the `troupe` binary when a deployment step is
+//! wrong: start-up mistakes stop `troupe node` with a non-zero exit code and
+//! an error naming the file; `troupe certs` refuses what it cannot do safely.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_troupe")
+}
+
+/// A fresh directory with a cluster CA in `certs/` and certificates for `nodes`.
+fn cluster_dir(tag: &str, nodes: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "troupe-cli-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let certs = dir.join("certs");
+    troupe::transports::certs::init(&certs).expect("init");
+    for n in nodes {
+        troupe::transports::certs::issue(&certs, n).expect("issue");
+    }
+    dir
+}
+
+/// Writes `dir/NAME.toml` for node `name` using certificate files `cert`
+/// (`certs/CERT.pem`, `certs/CERT.key`), listening on a free port.
+fn write_config(dir: &Path, name: &str, cert: &str, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\n[tls]\nca = \"certs/ca.pem\"\n\
+             cert = \"certs/{cert}.pem\"\nkey = \"certs/{cert}.key\"\n\n\
+             [[peers]]\nname = \"peer-x\"\naddr = \"127.0.0.1:9\"\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Runs `troupe ARGS`; a process still running after 20 s is killed and fails the test.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn troupe");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "troupe {args:?} did not exit: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `troupe node --config FILE` must fail at start-up, saying all of `words`.
+fn node_fails(config: &Path, words: &[&str]) {
+    let out = run(&["node", "--config", config.to_str().expect("utf-8 path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    for w in words {
+        assert!(err.contains(w), "stderr does not say {w:?}: {err}");
+    }
+}
+
+#[test]
+fn node_refuses_tls_files_that_cannot_work_naming_them() {
+    let dir = cluster_dir("tls", &["node-a", "node-c"]);
+    // A certificate issued for another node name.
+    let c = write_config(&dir, "node-b", "node-c", "");
+    node_fails(&c, &["node-b.toml", "node-c.pem", "\"node-b\""]);
+    // A certificate from another cluster's CA.
+    let other = dir.join("other");
+    troupe::transports::certs::init(&other).expect("other CA");
+    let c = write_config(&dir, "node-a", "node-a", "");
+    let text = std::fs::read_to_string(&c)
+        .expect("read")
+        .replace("certs/ca.pem", "other/ca.pem");
+    std::fs::write(&c, text).expect("write");
+    node_fails(&c, &["node-a.toml", "node-a.pem", "UnknownIssuer"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn node_refuses_a_private_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cluster_dir("mode", &["node-a"]);
+    let key = dir.join("certs/node-a.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let c = write_config(&dir, "node-a", "node-a", "");
+    node_fails(&c, &["node-a.key", "chmod 600"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
