@@ -147,10 +147,10 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
     check_tls(&path, &config)?;
-    let apps = AppsConfig::from_table(&config.apps)?;
+    let apps = AppsConfig::from_table(&config.apps).map_err(|e| in_file(&path, e))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node(config).await?;
+        let running = start_node(config).await.map_err(|e| in_file(&path, e))?;
         let mut peers = running.config.peer_names();
         peers.push(running.node.name().to_string());
         start_apps_with_peers(
@@ -159,13 +159,25 @@ fn node(path: PathBuf) -> Result<(), CliError> {
             &apps,
             &peers,
         )
-        .await?;
+        .await
+        .map_err(|e| in_file(&path, e))?;
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
         wait_for_signal().await;
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;
         Ok::<(), CliError>(())
     })
+}
+
+/// Names the config file in a configuration error found after parsing it
+/// (the `[apps]` table, peer addresses resolved at start-up).
+fn in_file(path: &Path, e: troupe::Error) -> CliError {
+    match e {
+        troupe::Error::Config(m) if !m.starts_with(&path.display().to_string()) => {
+            troupe::Error::Config(format!("{}: {m}", path.display())).into()
+        }
+        other => other.into(),
+    }
 }
 
 /// Refuses, before anything starts, TLS files that cannot work or are unsafe

@@ -112,3 +112,11 @@ fn node_refuses_a_private_key_others_can_read() {
     node_fails(&c, &["node-a.key", "chmod 600"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn node_names_the_config_file_in_an_apps_table_error() {
+    let dir = cluster_dir("apps", &["node-a"]);
+    let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelction = \"bully\"\n");
+    node_fails(&c, &["node-a.toml", "apps", "elction"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
