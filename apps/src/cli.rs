@@ -147,7 +147,9 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
     check_tls(&path, &config)?;
-    let apps = AppsConfig::from_table(&config.apps).map_err(|e| in_file(&path, e))?;
+    let apps = AppsConfig::from_table(&config.apps)
+        .and_then(|a| a.validate(&config.name, &config.peer_names()).map(|()| a))
+        .map_err(|e| in_file(&path, e))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let running = start_node(config).await.map_err(|e| in_file(&path, e))?;

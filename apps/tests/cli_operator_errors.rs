@@ -120,3 +120,16 @@ fn node_names_the_config_file_in_an_apps_table_error() {
     node_fails(&c, &["node-a.toml", "apps", "elction"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn node_refuses_election_members_that_are_not_peers() {
+    let dir = cluster_dir("members", &["node-a"]);
+    let c = write_config(
+        &dir,
+        "node-a",
+        "node-a",
+        "\n[apps]\nelection = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
+    );
+    node_fails(&c, &["node-a.toml", "apps.members[1]", "peer-y"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
