@@ -132,6 +132,16 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
             Ok(())
         }
         CertsAction::Issue { dir, node } => {
+            for file in ["ca.pem", "ca.key"] {
+                if !dir.join(file).exists() {
+                    return Err(CliError::Certs(format!(
+                        "no cluster CA in {dir} ({} is missing): run `troupe certs init --dir {dir}` \
+                         first, or pass the --dir that holds ca.pem and ca.key",
+                        dir.join(file).display(),
+                        dir = dir.display()
+                    )));
+                }
+            }
             let (cert, key) = troupe::transports::certs::issue(&dir, &node)
                 .map_err(|e| CliError::Certs(e.to_string()))?;
             println!(

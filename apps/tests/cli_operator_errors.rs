@@ -133,3 +133,58 @@ fn node_refuses_election_members_that_are_not_peers() {
     node_fails(&c, &["node-a.toml", "apps.members[1]", "peer-y"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn certs_issue_without_a_ca_says_to_run_certs_init() {
+    let dir = cluster_dir("noca", &[]);
+    let empty = dir.join("empty");
+    let out = run(&[
+        "certs",
+        "issue",
+        "--dir",
+        empty.to_str().expect("utf-8"),
+        "--node",
+        "node-a",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("troupe certs init --dir"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!empty.exists(), "certs issue must not create the directory");
+    // ca.pem alone (a node host's copy) is not enough to issue.
+    std::fs::remove_file(dir.join("certs/ca.key")).expect("rm ca.key");
+    let certs = dir.join("certs");
+    let out = run(&[
+        "certs",
+        "issue",
+        "--dir",
+        certs.to_str().expect("utf-8"),
+        "--node",
+        "node-a",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ca.key is missing"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn certs_init_twice_keeps_the_first_ca_key() {
+    let dir = cluster_dir("twice", &[]);
+    let certs = dir.join("certs");
+    let key = std::fs::read(certs.join("ca.key")).expect("ca.key");
+    let out = run(&["certs", "init", "--dir", certs.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to overwrite"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(certs.join("ca.key")).expect("ca.key"), key);
+    std::fs::remove_dir_all(&dir).ok();
+}
