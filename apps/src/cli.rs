@@ -10,6 +10,7 @@
 //! Logs go through `tracing`; set `RUST_LOG` (default `info` for `node`,
 //! `warn` for `demo`). Keys are written with owner-only permissions.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -93,8 +94,11 @@ pub enum CliError {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: a log file or the journal gets plain text.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }

@@ -188,3 +188,70 @@ fn certs_init_twice_keeps_the_first_ca_key() {
     assert_eq!(std::fs::read(certs.join("ca.key")).expect("ca.key"), key);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Starts `troupe node` with its output in `log`, waits for "ready", sends
+/// `signal`, and returns the exit status and the whole log.
+#[cfg(unix)]
+fn run_until_signal(config: &Path, log: &Path, signal: &str) -> (Option<i32>, String) {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(exe())
+        .args(["node", "--config", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn troupe");
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        if start.elapsed() > Duration::from_secs(20) || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            panic!(
+                "node did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("node did not stop after {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
+    let dir = cluster_dir("signals", &["node-a"]);
+    let c = write_config(&dir, "node-a", "node-a", "");
+    for signal in ["-INT", "-TERM"] {
+        let log = dir.join(format!("node-a{signal}.log"));
+        let (code, text) = run_until_signal(&c, &log, signal);
+        assert_eq!(code, Some(0), "{signal}: {text}");
+        assert!(text.contains("node stopped"), "{signal}: {text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "{signal}: terminal colour codes in a log file: {text:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
