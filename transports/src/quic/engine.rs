@@ -506,17 +506,44 @@ impl Inner {
                 _ = &mut stop => return,
             }
             let mut attempt: u32 = 0;
+            // Since when the peer has refused our dials as duplicates, without
+            // its own connection to us ever arriving.
+            let mut refused_since: Option<tokio::time::Instant> = None;
             while peer.link.borrow().is_none() && !self.is_shut_down() {
                 peer.dialing.store(true, Ordering::Release);
                 let result = self.dial(&peer).await;
                 peer.dialing.store(false, Ordering::Release);
+                if !matches!(result, Err(DialError::Duplicate)) {
+                    refused_since = None;
+                }
                 match result {
                     Ok(()) => break,
-                    // Expected when both nodes dial at once; the peer's dial wins.
-                    Err(DialError::Duplicate) => debug!(
-                        node = %self.name, peer = %peer.name,
-                        "peer kept its own connection (simultaneous dial)"
-                    ),
+                    // Expected when both nodes dial at once, or while the peer
+                    // holds a connection that has not timed out yet: the peer's
+                    // connection wins. Past the idle and handshake timeouts the
+                    // peer's own dial to us is failing: say so where an operator
+                    // looks (this is the only side that can see it from here).
+                    Err(DialError::Duplicate) => {
+                        let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() > self.cfg.idle_timeout + self.cfg.handshake_timeout
+                            && attempt % 5 == 0
+                        {
+                            warn!(
+                                node = %self.name, peer = %peer.name, attempt,
+                                "peer has refused our connections for {}s because it is dialing \
+                                 us itself, and its dial does not get through: check the address \
+                                 {:?} has for {:?} in its [[peers]], and that UDP port {} is open \
+                                 towards this host",
+                                since.elapsed().as_secs(), peer.name, self.name,
+                                self.local_addr.port()
+                            );
+                        } else {
+                            debug!(
+                                node = %self.name, peer = %peer.name,
+                                "peer kept its own connection (simultaneous dial)"
+                            );
+                        }
+                    }
                     // Loud for the first attempts, then every tenth.
                     Err(DialError::Failed(e)) if attempt < 3 || attempt % 10 == 0 => warn!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
