@@ -289,6 +289,22 @@ pub async fn start_apps_with_peers(
         Some(algorithm) => Some(start_election(node, algorithm, &members).await?),
         None => None,
     };
+    if let Some(election) = &election {
+        // The election's outcome, where an operator looks: the node's log.
+        let mut changes = election.watch();
+        let name = node.name().to_string();
+        actix_rt::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let l = changes.borrow_and_update().clone();
+                match l.leader {
+                    Some(leader) => {
+                        tracing::info!(node = %name, term = l.term, %leader, "leader elected")
+                    }
+                    None => tracing::info!(node = %name, term = l.term, "no leader; electing"),
+                }
+            }
+        });
+    }
     if config.status {
         let n = node.clone();
         node.spawn(

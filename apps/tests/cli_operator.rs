@@ -1,6 +1,8 @@
-//! What an operator sees from the `troupe` binary when a deployment step is
-//! wrong: start-up mistakes stop `troupe node` with a non-zero exit code and
-//! an error naming the file; `troupe certs` refuses what it cannot do safely.
+//! What an operator sees from the `troupe` binary: start-up mistakes stop
+//! `troupe node` with a non-zero exit code and an error naming the file;
+//! `troupe certs` refuses what it cannot do safely; a running node logs
+//! plain text (its election's outcome included) and stops cleanly on
+//! SIGINT / SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -189,10 +191,15 @@ fn certs_init_twice_keeps_the_first_ca_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Starts `troupe node` with its output in `log`, waits for "ready", sends
-/// `signal`, and returns the exit status and the whole log.
+/// Starts `troupe node` with its output in `log`, waits until the log says
+/// `wait_for`, sends `signal`, and returns the exit status and the whole log.
 #[cfg(unix)]
-fn run_until_signal(config: &Path, log: &Path, signal: &str) -> (Option<i32>, String) {
+fn run_until_signal(
+    config: &Path,
+    log: &Path,
+    wait_for: &str,
+    signal: &str,
+) -> (Option<i32>, String) {
     let file = std::fs::File::create(log).expect("log file");
     let mut child = Command::new(exe())
         .args(["node", "--config", config.to_str().expect("utf-8")])
@@ -205,7 +212,7 @@ fn run_until_signal(config: &Path, log: &Path, signal: &str) -> (Option<i32>, St
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()
-        .contains("ready")
+        .contains(wait_for)
     {
         if start.elapsed() > Duration::from_secs(20) || matches!(child.try_wait(), Ok(Some(_))) {
             let _ = child.kill();
@@ -245,7 +252,7 @@ fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
     let c = write_config(&dir, "node-a", "node-a", "");
     for signal in ["-INT", "-TERM"] {
         let log = dir.join(format!("node-a{signal}.log"));
-        let (code, text) = run_until_signal(&c, &log, signal);
+        let (code, text) = run_until_signal(&c, &log, "ready", signal);
         assert_eq!(code, Some(0), "{signal}: {text}");
         assert!(text.contains("node stopped"), "{signal}: {text}");
         assert!(
@@ -253,5 +260,25 @@ fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
             "{signal}: terminal colour codes in a log file: {text:?}"
         );
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn node_logs_the_elected_leader() {
+    let dir = cluster_dir("leader", &["node-a"]);
+    let c = dir.join("node-a.toml");
+    std::fs::write(
+        &c,
+        "name = \"node-a\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n\
+         cert = \"certs/node-a.pem\"\nkey = \"certs/node-a.key\"\n[apps]\nelection = \"bully\"\n",
+    )
+    .expect("write config");
+    let (code, text) = run_until_signal(&c, &dir.join("node-a.log"), "leader elected", "-TERM");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("leader elected") && text.contains("leader=node-a"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
