@@ -22,7 +22,7 @@ use crate::sample::{start_apps_with_peers, AppsConfig};
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
 #[derive(Debug, Parser)]
-#[command(name = "troupe", version, about)]
+#[command(name = "troupe", version, after_help = DEPLOY_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -39,6 +39,18 @@ pub enum Command {
         action: CertsAction,
     },
     /// Run one node from its config file until SIGINT or SIGTERM.
+    ///
+    /// The TOML file names the node (`name`, the name its certificate was
+    /// issued for), its UDP `listen` address, its `[[peers]]` (name and
+    /// host:port), its `[tls]` files (paths relative to the config file) and
+    /// its `[failure_detector]`; see README.md and examples/configs/. Before
+    /// starting, the TLS files are checked: the key must be readable by its
+    /// owner only, the certificate must be signed by the CA and name this
+    /// node.
+    ///
+    /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
+    /// SIGTERM the node leaves the group (its peers see it Left) and exits 0;
+    /// a configuration or start-up error exits 1.
     Node {
         /// The node's TOML config file.
         #[arg(long, short)]
@@ -57,21 +69,39 @@ pub enum Command {
     },
 }
 
+/// The usual sequence, shown under `troupe --help`.
+const DEPLOY_HELP: &str = "\
+Deploying a cluster (README.md, \"Deploying a cluster across hosts\"):
+  troupe certs init  --dir certs                 once, on a trusted machine
+  troupe certs issue --dir certs --node node-a   once per node
+  troupe node --config node-a.toml               on each node's host
+Try it on one machine first: troupe demo";
+
 /// `troupe certs ...`
 #[derive(Debug, Subcommand)]
 pub enum CertsAction {
     /// Create a cluster CA: DIR/ca.pem and DIR/ca.key (refuses to overwrite).
+    ///
+    /// Every node gets a copy of ca.pem. ca.key (written owner-only) signs
+    /// node certificates: keep it on this machine, never on the nodes. DIR is
+    /// created if missing; an existing CA is never overwritten.
     Init {
-        /// Directory for the CA files.
+        /// Directory for the CA files (created if missing).
         #[arg(long)]
         dir: PathBuf,
     },
     /// Issue a node certificate signed by the CA in DIR: DIR/NAME.pem, DIR/NAME.key.
+    ///
+    /// Copy NAME.pem, NAME.key (written owner-only; keep it so: `troupe node`
+    /// refuses a key others can read) and ca.pem to the node's host. Existing
+    /// files are never overwritten.
     Issue {
-        /// Directory holding ca.pem and ca.key.
+        /// Directory holding ca.pem and ca.key (made by `troupe certs init`).
         #[arg(long)]
         dir: PathBuf,
-        /// The node name (becomes the certificate's subject alternative name).
+        /// The node name, exactly as `name` in its config (letters, digits,
+        /// '-' and '.'; it becomes the certificate's DNS subject alternative
+        /// name).
         #[arg(long)]
         node: String,
     },
@@ -233,5 +263,27 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_describes_troupe_and_the_deployment_steps() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("distributed actor framework"), "{help}");
+        for step in ["certs init", "certs issue", "node --config", "demo"] {
+            assert!(help.contains(step), "{step} missing from:\n{help}");
+        }
+        let mut cmd = Cli::command();
+        let node = cmd.find_subcommand_mut("node").expect("node subcommand");
+        let help = node.render_long_help().to_string();
+        for word in ["[[peers]]", "RUST_LOG", "exits 0", "exits 1"] {
+            assert!(help.contains(word), "{word} missing from:\n{help}");
+        }
     }
 }
