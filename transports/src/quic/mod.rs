@@ -213,8 +213,18 @@ impl QuicConfig {
 
     fn validate(&self) -> Result<(), QuicError> {
         crate::certs::validate_node_name(&self.node_name)?;
-        for name in self.peers.keys() {
+        for (name, addr) in &self.peers {
             crate::certs::validate_node_name(name)?;
+            // An IPv4 socket cannot send to an IPv6 address, nor a socket bound
+            // to a specific IPv6 address to an IPv4 one (only `[::]` is dual-stack).
+            let v6_only = self.listen.is_ipv6() && !self.listen.ip().is_unspecified();
+            if (self.listen.is_ipv4() && addr.is_ipv6()) || (v6_only && addr.is_ipv4()) {
+                return Err(QuicError::InvalidConfig(format!(
+                    "peer {name:?} is at {addr}, which this node cannot reach from its listen \
+                     address {}: give the peer an address of the same IP family, or listen on [::]",
+                    self.listen
+                )));
+            }
         }
         let bad = |m: &str| Err(QuicError::InvalidConfig(m.to_string()));
         if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
@@ -441,6 +451,35 @@ mod tests {
             &dir.join(format!("{file}.pem")),
             &dir.join(format!("{file}.key")),
         )
+    }
+
+    #[test]
+    fn peer_of_another_ip_family_is_refused_at_start_up() {
+        let tls = TlsSource::SelfSigned;
+        let v4 = |s: &str| QuicConfig::new("node-a", s.parse().expect("addr"), tls.clone());
+        let err = v4("127.0.0.1:7401")
+            .with_peer("node-b", "[::1]:7402".parse().expect("addr"))
+            .validate()
+            .expect_err("IPv6 peer from an IPv4 socket")
+            .to_string();
+        assert!(
+            err.contains("\"node-b\"") && err.contains("[::1]:7402"),
+            "{err}"
+        );
+        let err = v4("[::1]:7401")
+            .with_peer("node-b", "127.0.0.1:7402".parse().expect("addr"))
+            .validate()
+            .expect_err("IPv4 peer from an IPv6-only socket");
+        assert!(err.to_string().contains("node-b"), "{err}");
+        for (listen, peer) in [
+            ("127.0.0.1:7401", "127.0.0.1:7402"),
+            ("[::]:7401", "127.0.0.1:7402"),
+            ("[::]:7401", "[::1]:7402"),
+        ] {
+            let mut c = v4(listen).with_peer("node-b", peer.parse().expect("addr"));
+            c.insecure_dev_mode = true;
+            c.validate().expect(listen);
+        }
     }
 
     #[test]
