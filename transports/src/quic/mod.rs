@@ -432,6 +432,102 @@ impl Drop for QuicTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, Once};
+
+    /// Warnings logged by this test binary (some tests check what an
+    /// operator would read).
+    static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut logs) = LOGS.lock() {
+                logs.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture_warnings() {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .try_init();
+        });
+    }
+
+    /// True if a captured line contains every needle.
+    fn logged(needles: &[&str]) -> bool {
+        LOGS.lock()
+            .map(|logs| {
+                String::from_utf8_lossy(&logs)
+                    .lines()
+                    .any(|l| needles.iter().all(|n| l.contains(n)))
+            })
+            .unwrap_or(false)
+    }
+
+    #[actix_rt::test]
+    async fn a_peer_whose_dial_never_arrives_is_reported_by_the_refused_side() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        let free = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("free port")
+        };
+        let (a_addr, nowhere) = (free(), free());
+        // node-a has a wrong address for node-b; its dial there stays in flight
+        // for the whole test, so it refuses node-b's dials (the lower name's
+        // own dial wins a simultaneous dial).
+        let mut a = QuicConfig::new(
+            "node-a",
+            a_addr,
+            TlsSource::InMemory(ca.issue("node-a").expect("a")),
+        )
+        .with_peer("node-b", nowhere);
+        a.idle_timeout = Duration::from_secs(60);
+        a.handshake_timeout = Duration::from_secs(60);
+        let (a_tx, _a_rx) = tokio::sync::mpsc::channel(1024);
+        let a = QuicTransport::bind(a, a_tx).await.expect("bind a");
+        a.send("node-b", Bytes::from_static(b"x")).expect("queue");
+        let mut b = QuicConfig::new(
+            "node-b",
+            free(),
+            TlsSource::InMemory(ca.issue("node-b").expect("b")),
+        )
+        .with_peer("node-a", a_addr);
+        b.keep_alive = Duration::from_millis(100);
+        b.idle_timeout = Duration::from_millis(300);
+        b.handshake_timeout = Duration::from_millis(200);
+        b.reconnect_min = Duration::from_millis(10);
+        b.reconnect_max = Duration::from_millis(50);
+        let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
+        let b = QuicTransport::bind(b, b_tx).await.expect("bind b");
+        let needles = [
+            "because it is dialing us itself",
+            "node=node-b",
+            "peer=node-a",
+            "\"node-a\" has for \"node-b\"",
+        ];
+        for i in 0..100u32 {
+            let _ = b.send("node-a", Bytes::from(i.to_be_bytes().to_vec()));
+            if logged(&needles) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(logged(&needles), "b never said node-a keeps refusing it");
+        assert!(b.connected_peers().is_empty());
+        drop((a, b));
+    }
 
     /// A fresh directory with a cluster CA and certificates for `nodes`.
     fn cert_dir(tag: &str, nodes: &[&str]) -> PathBuf {
