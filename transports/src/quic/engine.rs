@@ -101,6 +101,12 @@ struct PeerState {
     current: Option<Current>,
     /// PeerUp emitted and no PeerDown since.
     up: bool,
+    /// The incarnation that a live connection of a new incarnation last
+    /// replaced. Incarnations are never reused, so seeing it come back means
+    /// two running processes claim this peer's name.
+    replaced: Option<String>,
+    /// How often such a comeback was seen (the warning is rate-limited).
+    impostor_comebacks: u32,
 }
 
 pub(crate) struct Peer {
@@ -746,6 +752,20 @@ impl Inner {
             if old.link.conn.close_reason().is_some() {
                 // Dead already; its monitor will find it is no longer current.
             } else if old.incarnation != incarnation {
+                if st.replaced.as_ref() == Some(&incarnation) {
+                    if st.impostor_comebacks % 30 == 0 {
+                        warn!(
+                            node = %self.name, peer = %peer.name,
+                            "two running processes claim to be {:?} (incarnation {} at {}, \
+                             incarnation {} at {}) and keep replacing each other's connection: \
+                             stop one of them; each node name must run once",
+                            peer.name, old.incarnation, old.link.conn.remote_address(),
+                            incarnation, conn.remote_address()
+                        );
+                    }
+                    st.impostor_comebacks = st.impostor_comebacks.wrapping_add(1);
+                }
+                st.replaced = Some(old.incarnation.clone());
                 close(&old.link.conn, wire::CLOSE_REPLACED, "peer restarted");
                 if st.up {
                     st.up = false;

@@ -529,6 +529,61 @@ mod tests {
         drop((a, b));
     }
 
+    #[actix_rt::test]
+    async fn two_processes_with_one_name_are_reported_by_their_peer() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        let b_addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port");
+        // b knows node-g at some address; incoming connections are accepted
+        // by name (certificate + configured peer), from anywhere.
+        let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
+        let b = QuicTransport::bind(
+            QuicConfig::new(
+                "node-b",
+                b_addr,
+                TlsSource::InMemory(ca.issue("node-b").expect("b")),
+            )
+            .with_peer("node-g", "127.0.0.1:9".parse().expect("addr")),
+            b_tx,
+        )
+        .await
+        .expect("bind b");
+        // Two running transports both named node-g (each its own incarnation).
+        let mut twins = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let mut c = QuicConfig::new(
+                "node-g",
+                "127.0.0.1:0".parse().expect("addr"),
+                TlsSource::InMemory(ca.issue("node-g").expect("g")),
+            )
+            .with_peer("node-b", b_addr);
+            c.reconnect_min = Duration::from_millis(10);
+            c.reconnect_max = Duration::from_millis(50);
+            twins.push((QuicTransport::bind(c, tx).await.expect("bind twin"), rx));
+        }
+        let needles = [
+            "two running processes claim to be \"node-g\"",
+            "node=node-b",
+        ];
+        for i in 0..200u32 {
+            for (t, _) in &twins {
+                let _ = t.send("node-b", Bytes::from(i.to_be_bytes().to_vec()));
+            }
+            if logged(&needles) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            logged(&needles),
+            "b never reported the two node-g processes"
+        );
+        b.close().await;
+    }
+
     /// A fresh directory with a cluster CA and certificates for `nodes`.
     fn cert_dir(tag: &str, nodes: &[&str]) -> PathBuf {
         let dir =
