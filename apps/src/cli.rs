@@ -7,8 +7,13 @@
 //! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
 //! ```
 //!
-//! Logs go through `tracing`; set `RUST_LOG` (default `info` for `node`,
-//! `warn` for `demo`). Keys are written with owner-only permissions.
+//! Logs go through `tracing` to stdout, coloured only on a terminal; set
+//! `RUST_LOG` (default `info` for `node`, `warn` for `demo`). Keys are
+//! written with owner-only permissions, and `node` refuses to start with a
+//! key others can read, or with a certificate that does not chain to its CA
+//! or name the node. A start-up error exits with code 1 (configuration
+//! errors name the config file); SIGINT / SIGTERM make a node leave its
+//! group and exit 0.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
