@@ -142,6 +142,12 @@ pub(crate) struct Inner {
     next_link_id: AtomicU64,
 }
 
+/// `addr` with an IPv4-mapped IPv6 address (as seen by a dual-stack socket)
+/// written as IPv4, so that addresses compare equal across the two forms.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, QuicError> {
     let mut tc = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
@@ -512,44 +518,17 @@ impl Inner {
                 _ = &mut stop => return,
             }
             let mut attempt: u32 = 0;
-            // Since when the peer has refused our dials as duplicates, without
-            // its own connection to us ever arriving.
-            let mut refused_since: Option<tokio::time::Instant> = None;
             while peer.link.borrow().is_none() && !self.is_shut_down() {
                 peer.dialing.store(true, Ordering::Release);
                 let result = self.dial(&peer).await;
                 peer.dialing.store(false, Ordering::Release);
-                if !matches!(result, Err(DialError::Duplicate)) {
-                    refused_since = None;
-                }
                 match result {
                     Ok(()) => break,
-                    // Expected when both nodes dial at once, or while the peer
-                    // holds a connection that has not timed out yet: the peer's
-                    // connection wins. Past the idle and handshake timeouts the
-                    // peer's own dial to us is failing: say so where an operator
-                    // looks (this is the only side that can see it from here).
-                    Err(DialError::Duplicate) => {
-                        let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
-                        if since.elapsed() > self.cfg.idle_timeout + self.cfg.handshake_timeout
-                            && attempt % 5 == 0
-                        {
-                            warn!(
-                                node = %self.name, peer = %peer.name, attempt,
-                                "peer has refused our connections for {}s because it is dialing \
-                                 us itself, and its dial does not get through: check the address \
-                                 {:?} has for {:?} in its [[peers]], and that UDP port {} is open \
-                                 towards this host",
-                                since.elapsed().as_secs(), peer.name, self.name,
-                                self.local_addr.port()
-                            );
-                        } else {
-                            debug!(
-                                node = %self.name, peer = %peer.name,
-                                "peer kept its own connection (simultaneous dial)"
-                            );
-                        }
-                    }
+                    // Expected when both nodes dial at once; the peer's dial wins.
+                    Err(DialError::Duplicate) => debug!(
+                        node = %self.name, peer = %peer.name,
+                        "peer kept its own connection (simultaneous dial)"
+                    ),
                     // Loud for the first attempts, then every tenth.
                     Err(DialError::Failed(e)) if attempt < 3 || attempt % 10 == 0 => warn!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
@@ -702,15 +681,27 @@ impl Inner {
         }
         // Simultaneous dials: the connection dialed by the lower name wins, so the
         // lower-named node refuses the peer's dial while its own is in flight
-        // (nothing has been written on either yet, so nothing is lost).
+        // (nothing has been written on either yet, so nothing is lost) -- if its
+        // own dial goes where the peer's connection comes from. A dial to another
+        // address (a wrong `addr` for the peer here) may never complete; refusing
+        // would then keep the two nodes apart, so the peer's dial is taken and
+        // the duplicate rule of `register` settles any race.
         if self.name < peer.name && peer.dialing.load(Ordering::Acquire) {
-            close(
-                &conn,
-                wire::CLOSE_DUPLICATE,
-                "simultaneous dial; keeping mine",
+            let from = conn.remote_address();
+            if canonical(from) == canonical(peer.addr) {
+                close(
+                    &conn,
+                    wire::CLOSE_DUPLICATE,
+                    "simultaneous dial; keeping mine",
+                );
+                debug!(node = %self.name, peer = %peer.name, "refused simultaneous dial from higher-named peer");
+                return Ok(());
+            }
+            warn!(
+                node = %self.name, peer = %peer.name, remote = %from, addr = %peer.addr,
+                "accepting the peer's connection while dialing it at another address: \
+                 is the configured addr of {:?} in [[peers]] right?", peer.name
             );
-            debug!(node = %self.name, peer = %peer.name, "refused simultaneous dial from higher-named peer");
-            return Ok(());
         }
         // Decide on duplicates before answering, so a losing dialer hears why.
         match self
