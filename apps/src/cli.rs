@@ -7,10 +7,16 @@
 //! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
 //! ```
 //!
-//! Logs go through `tracing`; set `RUST_LOG` (default `info` for `node`,
-//! `warn` for `demo`). Keys are written with owner-only permissions.
+//! Logs go through `tracing` to stdout, coloured only on a terminal; set
+//! `RUST_LOG` (default `info` for `node`, `warn` for `demo`). Keys are
+//! written with owner-only permissions, and `node` refuses to start with a
+//! key others can read, or with a certificate that does not chain to its CA
+//! or name the node. A start-up error exits with code 1 (configuration
+//! errors name the config file); SIGINT / SIGTERM make a node leave its
+//! group and exit 0.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
@@ -21,7 +27,7 @@ use crate::sample::{start_apps_with_peers, AppsConfig};
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
 #[derive(Debug, Parser)]
-#[command(name = "troupe", version, about)]
+#[command(name = "troupe", version, after_help = DEPLOY_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -38,6 +44,18 @@ pub enum Command {
         action: CertsAction,
     },
     /// Run one node from its config file until SIGINT or SIGTERM.
+    ///
+    /// The TOML file names the node (`name`, the name its certificate was
+    /// issued for), its UDP `listen` address, its `[[peers]]` (name and
+    /// host:port), its `[tls]` files (paths relative to the config file) and
+    /// its `[failure_detector]`; see README.md and examples/configs/. Before
+    /// starting, the TLS files are checked: the key must be readable by its
+    /// owner only, the certificate must be signed by the CA and name this
+    /// node.
+    ///
+    /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
+    /// SIGTERM the node leaves the group (its peers see it Left) and exits 0;
+    /// a configuration or start-up error exits 1.
     Node {
         /// The node's TOML config file.
         #[arg(long, short)]
@@ -56,21 +74,39 @@ pub enum Command {
     },
 }
 
+/// The usual sequence, shown under `troupe --help`.
+const DEPLOY_HELP: &str = "\
+Deploying a cluster (README.md, \"Deploying a cluster across hosts\"):
+  troupe certs init  --dir certs                 once, on a trusted machine
+  troupe certs issue --dir certs --node node-a   once per node
+  troupe node --config node-a.toml               on each node's host
+Try it on one machine first: troupe demo";
+
 /// `troupe certs ...`
 #[derive(Debug, Subcommand)]
 pub enum CertsAction {
     /// Create a cluster CA: DIR/ca.pem and DIR/ca.key (refuses to overwrite).
+    ///
+    /// Every node gets a copy of ca.pem. ca.key (written owner-only) signs
+    /// node certificates: keep it on this machine, never on the nodes. DIR is
+    /// created if missing; an existing CA is never overwritten.
     Init {
-        /// Directory for the CA files.
+        /// Directory for the CA files (created if missing).
         #[arg(long)]
         dir: PathBuf,
     },
     /// Issue a node certificate signed by the CA in DIR: DIR/NAME.pem, DIR/NAME.key.
+    ///
+    /// Copy NAME.pem, NAME.key (written owner-only; keep it so: `troupe node`
+    /// refuses a key others can read) and ca.pem to the node's host. Existing
+    /// files are never overwritten.
     Issue {
-        /// Directory holding ca.pem and ca.key.
+        /// Directory holding ca.pem and ca.key (made by `troupe certs init`).
         #[arg(long)]
         dir: PathBuf,
-        /// The node name (becomes the certificate's subject alternative name).
+        /// The node name, exactly as `name` in its config (letters, digits,
+        /// '-' and '.'; it becomes the certificate's DNS subject alternative
+        /// name).
         #[arg(long)]
         node: String,
     },
@@ -93,8 +129,11 @@ pub enum CliError {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: a log file or the journal gets plain text.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }
@@ -132,6 +171,16 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
             Ok(())
         }
         CertsAction::Issue { dir, node } => {
+            for file in ["ca.pem", "ca.key"] {
+                if !dir.join(file).exists() {
+                    return Err(CliError::Certs(format!(
+                        "no cluster CA in {dir} ({} is missing): run `troupe certs init --dir {dir}` \
+                         first, or pass the --dir that holds ca.pem and ca.key",
+                        dir.join(file).display(),
+                        dir = dir.display()
+                    )));
+                }
+            }
             let (cert, key) = troupe::transports::certs::issue(&dir, &node)
                 .map_err(|e| CliError::Certs(e.to_string()))?;
             println!(
@@ -146,10 +195,13 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
 
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
-    let apps = AppsConfig::from_table(&config.apps)?;
+    check_tls(&path, &config)?;
+    let apps = AppsConfig::from_table(&config.apps)
+        .and_then(|a| a.validate(&config.name, &config.peer_names()).map(|()| a))
+        .map_err(|e| in_file(&path, e))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node(config).await?;
+        let running = start_node(config).await.map_err(|e| in_file(&path, e))?;
         let mut peers = running.config.peer_names();
         peers.push(running.node.name().to_string());
         start_apps_with_peers(
@@ -158,13 +210,40 @@ fn node(path: PathBuf) -> Result<(), CliError> {
             &apps,
             &peers,
         )
-        .await?;
+        .await
+        .map_err(|e| in_file(&path, e))?;
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
         wait_for_signal().await;
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;
         Ok::<(), CliError>(())
     })
+}
+
+/// Names the config file in a configuration error found after parsing it
+/// (the `[apps]` table, peer addresses resolved at start-up).
+fn in_file(path: &Path, e: troupe::Error) -> CliError {
+    match e {
+        troupe::Error::Config(m) if !m.starts_with(&path.display().to_string()) => {
+            troupe::Error::Config(format!("{}: {m}", path.display())).into()
+        }
+        other => other.into(),
+    }
+}
+
+/// Refuses, before anything starts, TLS files that cannot work or are unsafe
+/// (a key others can read, a certificate for another name or from another
+/// CA, a key of another certificate); see
+/// [`troupe::transports::quic::check_tls_files`].
+fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
+    if config.tls.insecure_dev_mode {
+        return Ok(());
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key) {
+        troupe::transports::quic::check_tls_files(&config.name, ca, cert, key)
+            .map_err(|e| CliError::Other(format!("{}: [tls] {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -189,5 +268,27 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_describes_troupe_and_the_deployment_steps() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("distributed actor framework"), "{help}");
+        for step in ["certs init", "certs issue", "node --config", "demo"] {
+            assert!(help.contains(step), "{step} missing from:\n{help}");
+        }
+        let mut cmd = Cli::command();
+        let node = cmd.find_subcommand_mut("node").expect("node subcommand");
+        let help = node.render_long_help().to_string();
+        for word in ["[[peers]]", "RUST_LOG", "exits 0", "exits 1"] {
+            assert!(help.contains(word), "{word} missing from:\n{help}");
+        }
     }
 }

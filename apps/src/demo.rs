@@ -48,7 +48,8 @@ fn fmt_seen(st: Option<MemberStatus>, phi: Option<f64>) -> String {
     let st = st.map(|s| format!("{s:?}")).unwrap_or_else(|| "?".into());
     match phi {
         Some(p) if p.is_infinite() => format!("{st:<7} phi=inf"),
-        Some(p) => format!("{st:<7} phi={:5.2}", p.max(0.0)),
+        // `+ 0.0` turns a -0.0 (which `max` may keep) into 0.0: no "phi=-0.00".
+        Some(p) => format!("{st:<7} phi={:5.2}", p.max(0.0) + 0.0),
         None => st,
     }
 }
@@ -305,5 +306,22 @@ async fn wait_all_up(node: &Node) -> Result<(), CliError> {
             return Err(other("the nodes did not all see each other Up within 30 s"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phi_of_a_fresh_peer_prints_as_zero_not_minus_zero() {
+        for p in [-0.0, -1e-12, -3.0, 0.0] {
+            let s = fmt_seen(Some(MemberStatus::Up), Some(p));
+            assert_eq!(s, "Up      phi= 0.00", "{p}");
+        }
+        assert_eq!(
+            fmt_seen(Some(MemberStatus::Down), Some(f64::INFINITY)),
+            "Down    phi=inf"
+        );
     }
 }

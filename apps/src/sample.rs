@@ -88,6 +88,26 @@ impl AppsConfig {
             .try_into()
             .map_err(|e| troupe::Error::Config(format!("apps: {e}")))
     }
+
+    /// Checks the table against the node's config: every name in `members`
+    /// must be this node (`this`) or one of its configured `peers` (a node
+    /// can only reach its peers), and appear once.
+    pub fn validate(&self, this: &str, peers: &[String]) -> Result<(), troupe::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, m) in self.members.iter().flatten().enumerate() {
+            if m != this && !peers.contains(m) {
+                return Err(troupe::Error::Config(format!(
+                    "apps.members[{i}]: {m:?} is neither this node nor one of its [[peers]]"
+                )));
+            }
+            if !seen.insert(m) {
+                return Err(troupe::Error::Config(format!(
+                    "apps.members[{i}]: {m:?} is listed twice"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Ask a node how it is doing.
@@ -269,6 +289,22 @@ pub async fn start_apps_with_peers(
         Some(algorithm) => Some(start_election(node, algorithm, &members).await?),
         None => None,
     };
+    if let Some(election) = &election {
+        // The election's outcome, where an operator looks: the node's log.
+        let mut changes = election.watch();
+        let name = node.name().to_string();
+        actix_rt::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let l = changes.borrow_and_update().clone();
+                match l.leader {
+                    Some(leader) => {
+                        tracing::info!(node = %name, term = l.term, %leader, "leader elected")
+                    }
+                    None => tracing::info!(node = %name, term = l.term, "no leader; electing"),
+                }
+            }
+        });
+    }
     if config.status {
         let n = node.clone();
         node.spawn(
@@ -337,4 +373,38 @@ pub async fn start_apps_with_peers(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apps(text: &str) -> AppsConfig {
+        AppsConfig::from_table(&text.parse::<toml::Table>().expect("toml")).expect("apps")
+    }
+
+    #[test]
+    fn members_must_be_this_node_or_configured_peers() {
+        let peers = vec!["node-b".to_string(), "node-c".to_string()];
+        apps("election = \"bully\"\nmembers = [\"node-a\", \"node-b\", \"node-c\"]")
+            .validate("node-a", &peers)
+            .expect("this node and its peers");
+        apps("")
+            .validate("node-a", &peers)
+            .expect("default members");
+        for (members, bad) in [
+            ("[\"node-a\", \"node b\"]", "apps.members[1]: \"node b\""),
+            ("[\"node-a\", \"node-d\"]", "apps.members[1]: \"node-d\""),
+            (
+                "[\"node-b\", \"node-b\"]",
+                "apps.members[1]: \"node-b\" is listed twice",
+            ),
+        ] {
+            let err = apps(&format!("members = {members}"))
+                .validate("node-a", &peers)
+                .expect_err(members)
+                .to_string();
+            assert!(err.contains(bad), "{members}: {err}");
+        }
+    }
 }

@@ -101,6 +101,12 @@ struct PeerState {
     current: Option<Current>,
     /// PeerUp emitted and no PeerDown since.
     up: bool,
+    /// The incarnation that a live connection of a new incarnation last
+    /// replaced. Incarnations are never reused, so seeing it come back means
+    /// two running processes claim this peer's name.
+    replaced: Option<String>,
+    /// How often such a comeback was seen (the warning is rate-limited).
+    impostor_comebacks: u32,
 }
 
 pub(crate) struct Peer {
@@ -134,6 +140,12 @@ pub(crate) struct Inner {
     /// Mirrors `shutdown_tx` for the per-send check (no lock).
     closed: AtomicBool,
     next_link_id: AtomicU64,
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (as seen by a dual-stack socket)
+/// written as IPv4, so that addresses compare equal across the two forms.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, QuicError> {
@@ -669,15 +681,27 @@ impl Inner {
         }
         // Simultaneous dials: the connection dialed by the lower name wins, so the
         // lower-named node refuses the peer's dial while its own is in flight
-        // (nothing has been written on either yet, so nothing is lost).
+        // (nothing has been written on either yet, so nothing is lost) -- if its
+        // own dial goes where the peer's connection comes from. A dial to another
+        // address (a wrong `addr` for the peer here) may never complete; refusing
+        // would then keep the two nodes apart, so the peer's dial is taken and
+        // the duplicate rule of `register` settles any race.
         if self.name < peer.name && peer.dialing.load(Ordering::Acquire) {
-            close(
-                &conn,
-                wire::CLOSE_DUPLICATE,
-                "simultaneous dial; keeping mine",
+            let from = conn.remote_address();
+            if canonical(from) == canonical(peer.addr) {
+                close(
+                    &conn,
+                    wire::CLOSE_DUPLICATE,
+                    "simultaneous dial; keeping mine",
+                );
+                debug!(node = %self.name, peer = %peer.name, "refused simultaneous dial from higher-named peer");
+                return Ok(());
+            }
+            warn!(
+                node = %self.name, peer = %peer.name, remote = %from, addr = %peer.addr,
+                "accepting the peer's connection while dialing it at another address: \
+                 is the configured addr of {:?} in [[peers]] right?", peer.name
             );
-            debug!(node = %self.name, peer = %peer.name, "refused simultaneous dial from higher-named peer");
-            return Ok(());
         }
         // Decide on duplicates before answering, so a losing dialer hears why.
         match self
@@ -719,6 +743,20 @@ impl Inner {
             if old.link.conn.close_reason().is_some() {
                 // Dead already; its monitor will find it is no longer current.
             } else if old.incarnation != incarnation {
+                if st.replaced.as_ref() == Some(&incarnation) {
+                    if st.impostor_comebacks % 30 == 0 {
+                        warn!(
+                            node = %self.name, peer = %peer.name,
+                            "two running processes claim to be {:?} (incarnation {} at {}, \
+                             incarnation {} at {}) and keep replacing each other's connection: \
+                             stop one of them; each node name must run once",
+                            peer.name, old.incarnation, old.link.conn.remote_address(),
+                            incarnation, conn.remote_address()
+                        );
+                    }
+                    st.impostor_comebacks = st.impostor_comebacks.wrapping_add(1);
+                }
+                st.replaced = Some(old.incarnation.clone());
                 close(&old.link.conn, wire::CLOSE_REPLACED, "peer restarted");
                 if st.up {
                     st.up = false;

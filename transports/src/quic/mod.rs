@@ -51,7 +51,9 @@
 //!   (code [`wire::CLOSE_DUPLICATE`]) by both sides, deterministically. The
 //!   lower-named node refuses the other's dial while its own is in flight, before
 //!   either connection carried frames, so the usual simultaneous start loses
-//!   nothing. A connection from a new incarnation of a peer replaces the old one
+//!   nothing; it does so only while its own dial goes to the address the
+//!   other's comes from (a dial to a wrong configured address must not keep the
+//!   two apart: the other's dial is then taken, with a warning). A connection from a new incarnation of a peer replaces the old one
 //!   (PeerDown with reason "restarted", then PeerUp). A peer that re-dials while
 //!   this side still holds a dead-but-not-yet-timed-out connection it dialed
 //!   itself is refused until the idle timeout notices (bounded by
@@ -114,7 +116,7 @@ pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,8 +215,18 @@ impl QuicConfig {
 
     fn validate(&self) -> Result<(), QuicError> {
         crate::certs::validate_node_name(&self.node_name)?;
-        for name in self.peers.keys() {
+        for (name, addr) in &self.peers {
             crate::certs::validate_node_name(name)?;
+            // An IPv4 socket cannot send to an IPv6 address, nor a socket bound
+            // to a specific IPv6 address to an IPv4 one (only `[::]` is dual-stack).
+            let v6_only = self.listen.is_ipv6() && !self.listen.ip().is_unspecified();
+            if (self.listen.is_ipv4() && addr.is_ipv6()) || (v6_only && addr.is_ipv4()) {
+                return Err(QuicError::InvalidConfig(format!(
+                    "peer {name:?} is at {addr}, which this node cannot reach from its listen \
+                     address {}: give the peer an address of the same IP family, or listen on [::]",
+                    self.listen
+                )));
+            }
         }
         let bad = |m: &str| Err(QuicError::InvalidConfig(m.to_string()));
         if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
@@ -255,6 +267,17 @@ pub enum QuicError {
     /// rustls / quinn refused the TLS setup.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// A private key file can be read by other users than its owner.
+    #[error(
+        "{path} has mode {mode:04o}: a private key must be readable by its owner only \
+         (run: chmod 600 {path})"
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot bind QUIC endpoint on {addr}: {source}")]
     Bind {
@@ -267,6 +290,44 @@ pub enum QuicError {
     /// `bind` was not called inside a tokio runtime.
     #[error("QuicTransport::bind must run inside a tokio runtime (actix System or Arbiter)")]
     NoRuntime,
+}
+
+/// Checks a node's TLS files before it starts, so that a mistake stops the
+/// node with an error naming the file instead of showing up only as refused
+/// connections in its peers' logs:
+/// - on unix, the private key `key` has no group or other permission bits
+///   (like ssh, a key others can read is refused: [`QuicError::KeyPermissions`]);
+/// - the three files parse, and the key belongs to the certificate `cert`;
+/// - `cert` chains to the CA in `ca`, is currently valid, and names `node`.
+///
+/// [`QuicTransport::bind`] does not run these checks (tests and tools may
+/// bind with any identity); `troupe node` runs them at start-up.
+pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(key).map_err(|source| CertError::Io {
+            action: "reading",
+            path: key.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(QuicError::KeyPermissions {
+                path: key.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    tls::check_identity(&tls, node).map_err(|e| {
+        QuicError::Tls(format!(
+            "{} (key {}) cannot be node {node:?}'s identity under the CA {}: {e}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ))
+    })
 }
 
 /// A node's QUIC transport. Dropping it shuts it down (see [`Transport::shutdown`]).
@@ -367,5 +428,280 @@ impl Transport for QuicTransport {
 impl Drop for QuicTransport {
     fn drop(&mut self) {
         self.inner.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Mutex, Once};
+
+    /// Warnings logged by this test binary (some tests check what an
+    /// operator would read).
+    static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut logs) = LOGS.lock() {
+                logs.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture_warnings() {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .try_init();
+        });
+    }
+
+    /// True if a captured line contains every needle.
+    fn logged(needles: &[&str]) -> bool {
+        LOGS.lock()
+            .map(|logs| {
+                String::from_utf8_lossy(&logs)
+                    .lines()
+                    .any(|l| needles.iter().all(|n| l.contains(n)))
+            })
+            .unwrap_or(false)
+    }
+
+    #[actix_rt::test]
+    async fn a_wrong_address_on_the_lower_named_node_does_not_keep_the_pair_apart() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        let free = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("free port")
+        };
+        let (a_addr, nowhere) = (free(), free());
+        // node-a has a wrong address for node-b; its dial there stays in flight
+        // for the whole test. The lower name refuses a simultaneous dial, but
+        // must not refuse node-b's dial from an address it is not dialing.
+        let mut a = QuicConfig::new(
+            "node-a",
+            a_addr,
+            TlsSource::InMemory(ca.issue("node-a").expect("a")),
+        )
+        .with_peer("node-b", nowhere);
+        a.idle_timeout = Duration::from_secs(60);
+        a.handshake_timeout = Duration::from_secs(60);
+        let (a_tx, _a_rx) = tokio::sync::mpsc::channel(1024);
+        let a = QuicTransport::bind(a, a_tx).await.expect("bind a");
+        a.send("node-b", Bytes::from_static(b"x")).expect("queue");
+        let mut b = QuicConfig::new(
+            "node-b",
+            free(),
+            TlsSource::InMemory(ca.issue("node-b").expect("b")),
+        )
+        .with_peer("node-a", a_addr);
+        b.reconnect_min = Duration::from_millis(10);
+        b.reconnect_max = Duration::from_millis(50);
+        let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
+        let b = QuicTransport::bind(b, b_tx).await.expect("bind b");
+        for i in 0..100u32 {
+            let _ = b.send("node-a", Bytes::from(i.to_be_bytes().to_vec()));
+            if !b.connected_peers().is_empty() && !a.connected_peers().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(b.connected_peers(), vec!["node-a".to_string()]);
+        assert_eq!(a.connected_peers(), vec!["node-b".to_string()]);
+        assert!(logged(&[
+            "while dialing it at another address",
+            "node=node-a",
+            "peer=node-b",
+        ]));
+        drop((a, b));
+    }
+
+    #[actix_rt::test]
+    async fn two_processes_with_one_name_are_reported_by_their_peer() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        let b_addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port");
+        // b knows node-g at some address; incoming connections are accepted
+        // by name (certificate + configured peer), from anywhere.
+        let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
+        let b = QuicTransport::bind(
+            QuicConfig::new(
+                "node-b",
+                b_addr,
+                TlsSource::InMemory(ca.issue("node-b").expect("b")),
+            )
+            .with_peer("node-g", "127.0.0.1:9".parse().expect("addr")),
+            b_tx,
+        )
+        .await
+        .expect("bind b");
+        // Two running transports both named node-g (each its own incarnation).
+        let mut twins = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let mut c = QuicConfig::new(
+                "node-g",
+                "127.0.0.1:0".parse().expect("addr"),
+                TlsSource::InMemory(ca.issue("node-g").expect("g")),
+            )
+            .with_peer("node-b", b_addr);
+            c.reconnect_min = Duration::from_millis(10);
+            c.reconnect_max = Duration::from_millis(50);
+            twins.push((QuicTransport::bind(c, tx).await.expect("bind twin"), rx));
+        }
+        let needles = [
+            "two running processes claim to be \"node-g\"",
+            "node=node-b",
+        ];
+        for i in 0..200u32 {
+            for (t, _) in &twins {
+                let _ = t.send("node-b", Bytes::from(i.to_be_bytes().to_vec()));
+            }
+            if logged(&needles) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            logged(&needles),
+            "b never reported the two node-g processes"
+        );
+        b.close().await;
+    }
+
+    /// A fresh directory with a cluster CA and certificates for `nodes`.
+    fn cert_dir(tag: &str, nodes: &[&str]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("troupe-quic-check-{tag}-{}", uuid::Uuid::new_v4()));
+        crate::certs::init(&dir).expect("init");
+        for n in nodes {
+            crate::certs::issue(&dir, n).expect("issue");
+        }
+        dir
+    }
+
+    fn check(node: &str, ca: &Path, dir: &Path, file: &str) -> Result<(), QuicError> {
+        check_tls_files(
+            node,
+            ca,
+            &dir.join(format!("{file}.pem")),
+            &dir.join(format!("{file}.key")),
+        )
+    }
+
+    #[test]
+    fn peer_of_another_ip_family_is_refused_at_start_up() {
+        let tls = TlsSource::SelfSigned;
+        let v4 = |s: &str| QuicConfig::new("node-a", s.parse().expect("addr"), tls.clone());
+        let err = v4("127.0.0.1:7401")
+            .with_peer("node-b", "[::1]:7402".parse().expect("addr"))
+            .validate()
+            .expect_err("IPv6 peer from an IPv4 socket")
+            .to_string();
+        assert!(
+            err.contains("\"node-b\"") && err.contains("[::1]:7402"),
+            "{err}"
+        );
+        let err = v4("[::1]:7401")
+            .with_peer("node-b", "127.0.0.1:7402".parse().expect("addr"))
+            .validate()
+            .expect_err("IPv4 peer from an IPv6-only socket");
+        assert!(err.to_string().contains("node-b"), "{err}");
+        for (listen, peer) in [
+            ("127.0.0.1:7401", "127.0.0.1:7402"),
+            ("[::]:7401", "127.0.0.1:7402"),
+            ("[::]:7401", "[::1]:7402"),
+        ] {
+            let mut c = v4(listen).with_peer("node-b", peer.parse().expect("addr"));
+            c.insecure_dev_mode = true;
+            c.validate().expect(listen);
+        }
+    }
+
+    #[test]
+    fn issued_files_pass_the_start_up_check() {
+        let dir = cert_dir("ok", &["node-a"]);
+        check("node-a", &dir.join("ca.pem"), &dir, "node-a").expect("good files");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn certificate_for_another_name_is_refused_at_start_up() {
+        let dir = cert_dir("name", &["node-c"]);
+        let err = check("node-b", &dir.join("ca.pem"), &dir, "node-c")
+            .expect_err("node-c's certificate cannot be node-b")
+            .to_string();
+        assert!(
+            err.contains("node-c.pem") && err.contains("\"node-b\"") && err.contains("node-c"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn certificate_from_another_ca_is_refused_at_start_up() {
+        let dir = cert_dir("ca", &["node-a"]);
+        let other = cert_dir("other-ca", &[]);
+        let err = check("node-a", &other.join("ca.pem"), &dir, "node-a")
+            .expect_err("another cluster's CA")
+            .to_string();
+        assert!(
+            err.contains("UnknownIssuer") && err.contains("node-a.pem"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&other).ok();
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused_naming_both_files() {
+        let dir = cert_dir("pair", &["node-a", "node-b"]);
+        let err = check_tls_files(
+            "node-a",
+            &dir.join("ca.pem"),
+            &dir.join("node-a.pem"),
+            &dir.join("node-b.key"),
+        )
+        .expect_err("mismatched key")
+        .to_string();
+        assert!(
+            err.contains("node-a.pem") && err.contains("node-b.key"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = cert_dir("mode", &["node-a"]);
+        let key = dir.join("node-a.key");
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = check("node-a", &dir.join("ca.pem"), &dir, "node-a")
+                .expect_err("key readable by others")
+                .to_string();
+            assert!(
+                err.contains("node-a.key") && err.contains("chmod 600"),
+                "{err}"
+            );
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        check("node-a", &dir.join("ca.pem"), &dir, "node-a").expect("0400 is owner-only");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

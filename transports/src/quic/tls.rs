@@ -161,6 +161,16 @@ impl PeerNameChecker {
         let chain = identity
             .downcast::<Vec<CertificateDer<'static>>>()
             .map_err(|_| "peer identity is not a certificate chain".to_string())?;
+        self.check_chain(&chain, expected)
+    }
+
+    /// `Ok(())` iff `chain` (leaf first) is valid under the cluster CA for node
+    /// `expected`.
+    pub fn check_chain(
+        &self,
+        chain: &[CertificateDer<'static>],
+        expected: &str,
+    ) -> Result<(), String> {
         let (leaf, intermediates) = chain
             .split_first()
             .ok_or_else(|| "peer presented an empty certificate chain".to_string())?;
@@ -171,6 +181,21 @@ impl PeerNameChecker {
             .map(|_| ())
             .map_err(|e| format!("certificate does not prove identity {expected:?}: {e}"))
     }
+}
+
+/// Checks that `tls` can be node `node`'s identity in secure mode: the key
+/// belongs to the certificate, and the certificate chains to the cluster CA
+/// and names `node`. Without this, such a mistake shows up only as refused
+/// connections in the peers' logs.
+pub(crate) fn check_identity(tls: &NodeTls, node: &str) -> Result<(), String> {
+    let setup = secure(tls, super::ALPN).map_err(|e| match e {
+        QuicError::Tls(m) => m,
+        other => other.to_string(),
+    })?;
+    let checker = setup
+        .checker
+        .ok_or_else(|| "no certificate checker in secure mode".to_string())?;
+    checker.check_chain(&tls.chain, node)
 }
 
 /// Insecure dev mode only: accepts any server certificate (the handshake

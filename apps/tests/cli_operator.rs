@@ -1,0 +1,284 @@
+//! What an operator sees from the `troupe` binary: start-up mistakes stop
+//! `troupe node` with a non-zero exit code and an error naming the file;
+//! `troupe certs` refuses what it cannot do safely; a running node logs
+//! plain text (its election's outcome included) and stops cleanly on
+//! SIGINT / SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_troupe")
+}
+
+/// A fresh directory with a cluster CA in `certs/` and certificates for `nodes`.
+fn cluster_dir(tag: &str, nodes: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "troupe-cli-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let certs = dir.join("certs");
+    troupe::transports::certs::init(&certs).expect("init");
+    for n in nodes {
+        troupe::transports::certs::issue(&certs, n).expect("issue");
+    }
+    dir
+}
+
+/// Writes `dir/NAME.toml` for node `name` using certificate files `cert`
+/// (`certs/CERT.pem`, `certs/CERT.key`), listening on a free port.
+fn write_config(dir: &Path, name: &str, cert: &str, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\n[tls]\nca = \"certs/ca.pem\"\n\
+             cert = \"certs/{cert}.pem\"\nkey = \"certs/{cert}.key\"\n\n\
+             [[peers]]\nname = \"peer-x\"\naddr = \"127.0.0.1:9\"\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Runs `troupe ARGS`; a process still running after 20 s is killed and fails the test.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn troupe");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "troupe {args:?} did not exit: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `troupe node --config FILE` must fail at start-up, saying all of `words`.
+fn node_fails(config: &Path, words: &[&str]) {
+    let out = run(&["node", "--config", config.to_str().expect("utf-8 path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    for w in words {
+        assert!(err.contains(w), "stderr does not say {w:?}: {err}");
+    }
+}
+
+#[test]
+fn node_refuses_tls_files_that_cannot_work_naming_them() {
+    let dir = cluster_dir("tls", &["node-a", "node-c"]);
+    // A certificate issued for another node name.
+    let c = write_config(&dir, "node-b", "node-c", "");
+    node_fails(&c, &["node-b.toml", "node-c.pem", "\"node-b\""]);
+    // A certificate from another cluster's CA.
+    let other = dir.join("other");
+    troupe::transports::certs::init(&other).expect("other CA");
+    let c = write_config(&dir, "node-a", "node-a", "");
+    let text = std::fs::read_to_string(&c)
+        .expect("read")
+        .replace("certs/ca.pem", "other/ca.pem");
+    std::fs::write(&c, text).expect("write");
+    node_fails(&c, &["node-a.toml", "node-a.pem", "UnknownIssuer"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn node_refuses_a_private_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cluster_dir("mode", &["node-a"]);
+    let key = dir.join("certs/node-a.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let c = write_config(&dir, "node-a", "node-a", "");
+    node_fails(&c, &["node-a.key", "chmod 600"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn node_names_the_config_file_in_an_apps_table_error() {
+    let dir = cluster_dir("apps", &["node-a"]);
+    let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelction = \"bully\"\n");
+    node_fails(&c, &["node-a.toml", "apps", "elction"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn node_refuses_election_members_that_are_not_peers() {
+    let dir = cluster_dir("members", &["node-a"]);
+    let c = write_config(
+        &dir,
+        "node-a",
+        "node-a",
+        "\n[apps]\nelection = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
+    );
+    node_fails(&c, &["node-a.toml", "apps.members[1]", "peer-y"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn certs_issue_without_a_ca_says_to_run_certs_init() {
+    let dir = cluster_dir("noca", &[]);
+    let empty = dir.join("empty");
+    let out = run(&[
+        "certs",
+        "issue",
+        "--dir",
+        empty.to_str().expect("utf-8"),
+        "--node",
+        "node-a",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("troupe certs init --dir"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!empty.exists(), "certs issue must not create the directory");
+    // ca.pem alone (a node host's copy) is not enough to issue.
+    std::fs::remove_file(dir.join("certs/ca.key")).expect("rm ca.key");
+    let certs = dir.join("certs");
+    let out = run(&[
+        "certs",
+        "issue",
+        "--dir",
+        certs.to_str().expect("utf-8"),
+        "--node",
+        "node-a",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ca.key is missing"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn certs_init_twice_keeps_the_first_ca_key() {
+    let dir = cluster_dir("twice", &[]);
+    let certs = dir.join("certs");
+    let key = std::fs::read(certs.join("ca.key")).expect("ca.key");
+    let out = run(&["certs", "init", "--dir", certs.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to overwrite"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(certs.join("ca.key")).expect("ca.key"), key);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Starts `troupe node` with its output in `log`, waits until the log says
+/// `wait_for`, sends `signal`, and returns the exit status and the whole log.
+#[cfg(unix)]
+fn run_until_signal(
+    config: &Path,
+    log: &Path,
+    wait_for: &str,
+    signal: &str,
+) -> (Option<i32>, String) {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(exe())
+        .args(["node", "--config", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn troupe");
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(wait_for)
+    {
+        if start.elapsed() > Duration::from_secs(20) || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            panic!(
+                "node did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("node did not stop after {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
+    let dir = cluster_dir("signals", &["node-a"]);
+    let c = write_config(&dir, "node-a", "node-a", "");
+    for signal in ["-INT", "-TERM"] {
+        let log = dir.join(format!("node-a{signal}.log"));
+        let (code, text) = run_until_signal(&c, &log, "ready", signal);
+        assert_eq!(code, Some(0), "{signal}: {text}");
+        assert!(text.contains("node stopped"), "{signal}: {text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "{signal}: terminal colour codes in a log file: {text:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn node_logs_the_elected_leader() {
+    let dir = cluster_dir("leader", &["node-a"]);
+    let c = dir.join("node-a.toml");
+    std::fs::write(
+        &c,
+        "name = \"node-a\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n\
+         cert = \"certs/node-a.pem\"\nkey = \"certs/node-a.key\"\n[apps]\nelection = \"bully\"\n",
+    )
+    .expect("write config");
+    let (code, text) = run_until_signal(&c, &dir.join("node-a.log"), "leader elected", "-TERM");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("leader elected") && text.contains("leader=node-a"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
