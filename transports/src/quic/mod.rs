@@ -53,8 +53,9 @@
 //!   either connection carried frames, so the usual simultaneous start loses
 //!   nothing; it does so only while its own dial goes to the address the
 //!   other's comes from (a dial to a wrong configured address must not keep the
-//!   two apart: the other's dial is then taken, with a warning). A connection from a new incarnation of a peer replaces the old one
-//!   (PeerDown with reason "restarted", then PeerUp). A peer that re-dials while
+//!   two apart: the other's dial is then taken, with a warning). A connection
+//!   from a new incarnation of a peer replaces the old one (PeerDown with
+//!   reason "restarted", then PeerUp). A peer that re-dials while
 //!   this side still holds a dead-but-not-yet-timed-out connection it dialed
 //!   itself is refused until the idle timeout notices (bounded by
 //!   [`QuicConfig::idle_timeout`]).
