@@ -100,6 +100,18 @@ impl Default for TransportConfig {
     }
 }
 
+/// The first of `resolved` that a socket bound to `listen` can send to: of
+/// its IP family, or any when it is bound to `[::]` (dual-stack). A host name
+/// such as `localhost` often resolves to an IPv6 and an IPv4 address, in
+/// either order.
+fn reachable_from(listen: SocketAddr, resolved: &[SocketAddr]) -> Option<SocketAddr> {
+    let dual_stack = listen.is_ipv6() && listen.ip().is_unspecified();
+    resolved
+        .iter()
+        .find(|a| dual_stack || a.is_ipv4() == listen.is_ipv4())
+        .copied()
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7400))
 }
@@ -289,14 +301,22 @@ impl Config {
         q.reconnect_min = Duration::from_millis(self.transport.reconnect_min_ms);
         q.reconnect_max = Duration::from_millis(self.transport.reconnect_max_ms);
         for (i, p) in self.peers.iter().enumerate() {
-            let addr = p
+            let resolved: Vec<SocketAddr> = p
                 .addr
                 .to_socket_addrs()
                 .map_err(|e| config_err(format!("peers[{i}].addr {:?}: {e}", p.addr)))?
-                .next()
-                .ok_or_else(|| {
+                .collect();
+            let addr = reachable_from(self.listen, &resolved).ok_or_else(|| {
+                if resolved.is_empty() {
                     config_err(format!("peers[{i}].addr {:?} resolves to nothing", p.addr))
-                })?;
+                } else {
+                    config_err(format!(
+                        "peers[{i}].addr {:?} resolves only to {resolved:?}, none of which \
+                         this node can reach from its listen address {} (another IP family)",
+                        p.addr, self.listen
+                    ))
+                }
+            })?;
             q.peers.insert(p.name.clone(), addr);
         }
         Ok(q)
@@ -323,6 +343,19 @@ addr = "localhost:7403"
 [failure_detector]
 kind = "phi-accrual"
 "#;
+
+    #[test]
+    fn a_peer_host_name_resolves_to_an_address_of_the_listen_family() {
+        let v4: SocketAddr = "127.0.0.1:7402".parse().unwrap();
+        let v6: SocketAddr = "[::1]:7402".parse().unwrap();
+        let listen = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // `localhost` may come back IPv6 first.
+        assert_eq!(reachable_from(listen("0.0.0.0:7401"), &[v6, v4]), Some(v4));
+        assert_eq!(reachable_from(listen("[::1]:7401"), &[v4, v6]), Some(v6));
+        assert_eq!(reachable_from(listen("[::]:7401"), &[v6, v4]), Some(v6));
+        assert_eq!(reachable_from(listen("127.0.0.1:7401"), &[v6]), None);
+        assert_eq!(reachable_from(listen("127.0.0.1:7401"), &[]), None);
+    }
 
     #[test]
     fn parses_resolves_relative_paths_and_builds_quic_config() {
