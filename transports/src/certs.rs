@@ -72,7 +72,9 @@ pub enum CertError {
     },
     /// The node name cannot be a certificate DNS name.
     #[error(
-        "invalid node name {0:?}: node names must be valid DNS names (letters, digits, '-', '.')"
+        "invalid node name {0:?}: a node name must be a certificate DNS name: labels of 1-63 \
+         letters, digits, '-' or '_' separated by '.', no label starting or ending with '-', \
+         and a last label that is not all digits (not an IP address)"
     )]
     InvalidNodeName(String),
     /// The CA key does not belong to the CA certificate.

@@ -653,6 +653,20 @@ mod tests {
     }
 
     #[test]
+    fn node_names_in_certificates_are_case_sensitive() {
+        let dir = cert_dir("case", &["node-a", "Node-B"]);
+        let ca = dir.join("ca.pem");
+        // TLS alone would accept node-a's certificate for NODE-A.
+        let err = check("NODE-A", &ca, &dir, "node-a")
+            .expect_err("node-a's certificate is not NODE-A's")
+            .to_string();
+        assert!(err.contains("case-sensitive"), "{err}");
+        check("Node-B", &ca, &dir, "Node-B").expect("exact name, mixed case");
+        assert!(check("node-b", &ca, &dir, "Node-B").is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn certificate_from_another_ca_is_refused_at_start_up() {
         let dir = cert_dir("ca", &["node-a"]);
         let other = cert_dir("other-ca", &[]);

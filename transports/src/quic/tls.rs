@@ -178,8 +178,21 @@ impl PeerNameChecker {
             .map_err(|e| format!("{expected:?} is not a valid node name: {e}"))?;
         self.verifier
             .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| format!("certificate does not prove identity {expected:?}: {e}"))
+            .map_err(|e| format!("certificate does not prove identity {expected:?}: {e}"))?;
+        // TLS compares DNS names without case, node names are compared
+        // exactly: without this, node-a's certificate would also pass for a
+        // node named NODE-A. Checked after the full verification above, as a
+        // stricter policy on top of it (which also refuses wildcard names).
+        let cert = webpki::EndEntityCert::try_from(leaf)
+            .map_err(|e| format!("peer certificate does not parse: {e}"))?;
+        let named: Vec<&str> = cert.valid_dns_names().collect();
+        if named.iter().any(|n| *n == expected) {
+            Ok(())
+        } else {
+            Err(format!(
+                "certificate names {named:?}, not exactly {expected:?} (node names are case-sensitive)"
+            ))
+        }
     }
 }
 
