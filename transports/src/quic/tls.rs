@@ -186,7 +186,7 @@ impl PeerNameChecker {
         let cert = webpki::EndEntityCert::try_from(leaf)
             .map_err(|e| format!("peer certificate does not parse: {e}"))?;
         let named: Vec<&str> = cert.valid_dns_names().collect();
-        if named.iter().any(|n| *n == expected) {
+        if named.contains(&expected) {
             Ok(())
         } else {
             Err(format!(
