@@ -44,16 +44,23 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     config.validate()?;
     let incarnation = uuid::Uuid::new_v4();
     let quic = config.quic_config(incarnation.to_string())?;
+    // Storage first: a bad `data_dir` stops the node before it touches the
+    // network, with an error that names the key.
+    let storage: Arc<dyn Storage> = match &config.data_dir {
+        Some(dir) => Arc::new(FileStorage::open(dir).map_err(|e| {
+            Error::Config(format!(
+                "data_dir {:?} cannot hold the node's state: {e}",
+                dir
+            ))
+        })?),
+        None => Arc::new(MemoryStorage::new()),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);
     let transport = Arc::new(
         QuicTransport::bind(quic, tx)
             .await
             .map_err(|e| Error::Transport(e.to_string()))?,
     );
-    let storage: Arc<dyn Storage> = match &config.data_dir {
-        Some(dir) => Arc::new(FileStorage::open(dir)?),
-        None => Arc::new(MemoryStorage::new()),
-    };
     let node = Node::builder(config.node_config())
         .incarnation(incarnation.as_u128())
         .storage(storage)

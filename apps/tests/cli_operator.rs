@@ -116,6 +116,19 @@ fn node_refuses_a_private_key_others_can_read() {
 }
 
 #[test]
+fn node_refuses_a_data_dir_it_cannot_use_naming_the_key() {
+    let dir = cluster_dir("data", &["node-a"]);
+    let c = write_config(&dir, "node-a", "node-a", "");
+    std::fs::write(dir.join("a-file"), "not a directory").expect("write");
+    let text = std::fs::read_to_string(&c)
+        .expect("read")
+        .replace("listen = ", "data_dir = \"a-file\"\nlisten = ");
+    std::fs::write(&c, text).expect("write");
+    node_fails(&c, &["node-a.toml", "data_dir", "a-file"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn node_names_the_config_file_in_an_apps_table_error() {
     let dir = cluster_dir("apps", &["node-a"]);
     let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelction = \"bully\"\n");
