@@ -112,6 +112,18 @@ fn reachable_from(listen: SocketAddr, resolved: &[SocketAddr]) -> Option<SocketA
         .copied()
 }
 
+/// `listen` as an IP address and port, with an error that says so (serde's
+/// own says only "invalid socket address syntax").
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port such as \"0.0.0.0:7400\" or \"[::]:7400\" \
+             (a listen address takes no host name)"
+        ))
+    })
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7400))
 }
@@ -122,8 +134,9 @@ fn default_listen() -> SocketAddr {
 pub struct Config {
     /// The node's name (required).
     pub name: String,
-    /// UDP listen address (default `0.0.0.0:7400`).
-    #[serde(default = "default_listen")]
+    /// UDP listen address (default `0.0.0.0:7400`): an IP address and a
+    /// port, not a host name.
+    #[serde(default = "default_listen", deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Directory for durable protocol state (default: in memory only).
     #[serde(default)]
@@ -398,6 +411,8 @@ kind = "phi-accrual"
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"gossip\"", "gossip"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[failure_detector]\nkind = \"swim\"\nindirect_checks = 9", "failure_detector.indirect_checks"),
             ("name = \"a\"\nlisten = \"nope\"\n[tls]\ninsecure_dev_mode = true", "listen"),
+            ("name = \"a\"\nlisten = \"localhost:7400\"\n[tls]\ninsecure_dev_mode = true", "takes no host name"),
+            ("name = \"a\"\nlisten = \"127.0.0.1\"\n[tls]\ninsecure_dev_mode = true", "IP address and port"),
             ("name = \"a\"\nbogus = 1\n[tls]\ninsecure_dev_mode = true", "bogus"),
         ] {
             let err = Config::from_toml(patch, Path::new(".")).unwrap_err().to_string();
