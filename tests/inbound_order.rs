@@ -57,6 +57,36 @@ fn frame(from: &NodeId, to: &ActorPath, kind: Kind, tag: &str, payload: &[u8], t
     Bytes::from(codec::encode_ref(&env, codec::DEFAULT_MAX_FRAME_LEN).unwrap())
 }
 
+/// Node `b` on `net`, reading the frames sent into the returned channel as
+/// if they came from a transport, with a `Recorder` named `rec` (mailbox of
+/// `mailbox` messages, or the default) whose log is returned, and the
+/// receiver `net` delivers to for `b` (unused; kept open by the caller).
+async fn recorder_node(
+    net: &SimNetwork,
+    mailbox: Option<usize>,
+) -> (
+    Node,
+    tokio::sync::mpsc::Sender<TransportEvent>,
+    Arc<Mutex<Vec<u64>>>,
+    troupe::framework::transport::InboundReceiver,
+) {
+    let (transport, net_rx) = net.attach("b", 16);
+    let (inject, inbound) = tokio::sync::mpsc::channel(16);
+    let b = Node::builder(NodeConfig::named("b"))
+        .start(transport, inbound)
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let mut spec = ActorSpec::new("rec", move || Recorder { log: l.clone() })
+        .handles::<Seq>()
+        .handles::<Seen>();
+    if let Some(capacity) = mailbox {
+        spec = spec.mailbox(capacity);
+    }
+    b.spawn(spec).await.unwrap();
+    (b, inject, log, net_rx)
+}
+
 #[test]
 fn a_burst_reaches_a_full_mailbox_in_arrival_order() {
     run_virtual(|| burst(false));
@@ -72,22 +102,8 @@ async fn burst(paced: bool) {
     {
         let net = SimNetwork::new(9, FaultPlan::reliable());
         // The node reads from our channel; its replies go out through the net.
-        let (transport, _unused) = net.attach("b", 16);
+        let (b, inject, log, _net_rx) = recorder_node(&net, Some(8)).await;
         let (_peer, mut replies) = net.attach("peer", 4096);
-        let (inject, inbound) = tokio::sync::mpsc::channel(16);
-        let b = Node::builder(NodeConfig::named("b"))
-            .start(transport, inbound)
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        b.spawn(
-            ActorSpec::new("rec", move || Recorder { log: l.clone() })
-                .mailbox(8)
-                .handles::<Seq>()
-                .handles::<Seen>(),
-        )
-        .await
-        .unwrap();
 
         let peer = NodeId::with_incarnation("peer", 5);
         let to = ActorPath::new("b", "rec").unwrap();
@@ -168,20 +184,7 @@ async fn burst(paced: bool) {
 fn a_stream_read_in_place_lets_actors_drain_their_mailboxes() {
     run_virtual(|| async {
         let net = SimNetwork::new(3, FaultPlan::reliable());
-        let (transport, _unused) = net.attach("b", 16);
-        let (inject, inbound) = tokio::sync::mpsc::channel(16);
-        let b = Node::builder(NodeConfig::named("b"))
-            .start(transport, inbound)
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        b.spawn(
-            ActorSpec::new("rec", move || Recorder { log: l.clone() })
-                .handles::<Seq>()
-                .handles::<Seen>(),
-        )
-        .await
-        .unwrap();
+        let (b, inject, log, _net_rx) = recorder_node(&net, None).await;
         let peer = NodeId::with_incarnation("peer", 5);
         let to = ActorPath::new("b", "rec").unwrap();
         let frames: Vec<Bytes> = (0..4096u64)
