@@ -75,14 +75,22 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `troupe node --config FILE` must fail at start-up, saying all of `words`.
-fn node_fails(config: &Path, words: &[&str]) {
-    let out = run(&["node", "--config", config.to_str().expect("utf-8 path")]);
+/// `troupe ARGS` must exit with code 1, saying all of `words` on stderr.
+fn fails(args: &[&str], words: &[&str]) {
+    let out = run(args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
     for w in words {
         assert!(err.contains(w), "stderr does not say {w:?}: {err}");
     }
+}
+
+/// `troupe node --config FILE` must fail at start-up, saying all of `words`.
+fn node_fails(config: &Path, words: &[&str]) {
+    fails(
+        &["node", "--config", config.to_str().expect("utf-8 path")],
+        words,
+    );
 }
 
 #[test]
@@ -153,37 +161,31 @@ fn node_refuses_election_members_that_are_not_peers() {
 fn certs_issue_without_a_ca_says_to_run_certs_init() {
     let dir = cluster_dir("noca", &[]);
     let empty = dir.join("empty");
-    let out = run(&[
-        "certs",
-        "issue",
-        "--dir",
-        empty.to_str().expect("utf-8"),
-        "--node",
-        "node-a",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("troupe certs init --dir"),
-        "{}",
-        stderr(&out)
+    fails(
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            empty.to_str().expect("utf-8"),
+            "--node",
+            "node-a",
+        ],
+        &["troupe certs init --dir"],
     );
     assert!(!empty.exists(), "certs issue must not create the directory");
     // ca.pem alone (a node host's copy) is not enough to issue.
     std::fs::remove_file(dir.join("certs/ca.key")).expect("rm ca.key");
     let certs = dir.join("certs");
-    let out = run(&[
-        "certs",
-        "issue",
-        "--dir",
-        certs.to_str().expect("utf-8"),
-        "--node",
-        "node-a",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("ca.key is missing"),
-        "{}",
-        stderr(&out)
+    fails(
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            certs.to_str().expect("utf-8"),
+            "--node",
+            "node-a",
+        ],
+        &["ca.key is missing"],
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -193,12 +195,9 @@ fn certs_init_twice_keeps_the_first_ca_key() {
     let dir = cluster_dir("twice", &[]);
     let certs = dir.join("certs");
     let key = std::fs::read(certs.join("ca.key")).expect("ca.key");
-    let out = run(&["certs", "init", "--dir", certs.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("refusing to overwrite"),
-        "{}",
-        stderr(&out)
+    fails(
+        &["certs", "init", "--dir", certs.to_str().expect("utf-8")],
+        &["refusing to overwrite"],
     );
     assert_eq!(std::fs::read(certs.join("ca.key")).expect("ca.key"), key);
     std::fs::remove_dir_all(&dir).ok();
