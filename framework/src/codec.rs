@@ -325,12 +325,30 @@ pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Codec
 }
 
 thread_local! {
-    /// Where [`with_encoded_payload`] encodes, reused by every call on this thread.
-    static PAYLOAD_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's encoding buffer, see [`with_scratch`].
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A payload buffer that grew past this (one huge message) is not kept.
-const PAYLOAD_BUF_KEEP: usize = 256 * 1024;
+/// A scratch buffer that grew past this (one huge message) is not kept.
+const SCRATCH_KEEP: usize = 256 * 1024;
+
+/// Run `f` with this thread's reused, empty encoding buffer, so encoding a
+/// frame or payload allocates nothing once the buffer has grown. If the
+/// buffer is in use (encoding a value encodes another: re-entrancy), `f`
+/// gets a fresh one.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let out = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            out
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 /// Encode `value` as msgpack into this thread's reused buffer and hand the
 /// bytes to `f`: no allocation for the payload itself (and none of the
@@ -339,23 +357,10 @@ pub(crate) fn with_encoded_payload<T: Serialize + ?Sized, R>(
     value: &T,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, CodecError> {
-    let encode = |buf: &mut Vec<u8>| {
-        buf.clear();
-        rmp_serde::encode::write(buf, value).map_err(|e| CodecError::Encode(e.to_string()))
-    };
-    PAYLOAD_BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let encoded = encode(&mut buf).map(|()| f(&buf));
-            if buf.capacity() > PAYLOAD_BUF_KEEP {
-                *buf = Vec::new();
-            }
-            encoded
-        }
-        // Only if serializing a value encodes another one (re-entrancy).
-        Err(_) => {
-            let mut buf = Vec::new();
-            encode(&mut buf).map(|()| f(&buf))
-        }
+    with_scratch(|buf| {
+        rmp_serde::encode::write(buf, value)
+            .map(|()| f(buf))
+            .map_err(|e| CodecError::Encode(e.to_string()))
     })
 }
 

@@ -38,15 +38,6 @@ use crate::remote::{LocalSend, RemoteMessage};
 use crate::rpc::{Begun, Registered, Request, Wake};
 use crate::transport::TransportError;
 
-thread_local! {
-    /// Where this thread encodes remote tells before the transport copies
-    /// them into its queue.
-    static TELL_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A tell buffer that grew past this (one huge message) is not kept.
-const TELL_BUF_KEEP: usize = 256 * 1024;
-
 /// A typed handle to the actor at a path, accepting messages of type `M`.
 pub struct RemoteRef<M: RemoteMessage> {
     /// Shared, so a handle and each of its asks clone a pointer.
@@ -206,21 +197,9 @@ impl<M: RemoteMessage> RemoteRef<M> {
                 transport.send_slice(to, frame)
             }
         };
-        let sent = TELL_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                self.encode_tell_into(&mut buf, &msg)?;
-                let sent = send(&buf);
-                if buf.capacity() > TELL_BUF_KEEP {
-                    *buf = Vec::new();
-                }
-                Ok::<_, TellError>(sent)
-            }
-            // Only if serializing a message tells (re-entrancy): no reuse.
-            Err(_) => {
-                let mut buf = Vec::new();
-                self.encode_tell_into(&mut buf, &msg)?;
-                Ok(send(&buf))
-            }
+        let sent = codec::with_scratch(|buf| {
+            self.encode_tell_into(buf, &msg)?;
+            Ok::<_, TellError>(send(buf))
         })?;
         sent?;
         Ok(())
