@@ -9,20 +9,19 @@
 //! SIGKILL; the others elect the next-highest node in a higher term, and the
 //! lock keeps granting.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use common::{loopback_cluster, NODES};
 use troupe::config::Config;
 use troupe::framework::{ActorSpec, Node, Sender};
 use troupe::runtime::start_node;
-use troupe_apps::local_cluster::{fast_detector_toml, status, wait_up, LocalCluster};
+use troupe_apps::local_cluster::{status, wait_up};
 use troupe_apps::sample::{start_apps, AppsConfig, Enter, Exit};
-
-const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 
 #[derive(Default, Debug)]
 struct AuditLog {
@@ -134,20 +133,10 @@ async fn wait_leader(ctl: &Node, observers: &[&str], want: &str, deadline: Durat
 
 #[test]
 fn election_and_lock_across_processes_survive_killing_the_leader() {
-    let dir = std::env::temp_dir().join(format!("troupe-test-coord-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let extra = "[apps]\nelection = \"bully\"\nmembers = [\"node-1\", \"node-2\", \"node-3\"]\n\n\
                  [apps.lock]\nresource = \"ledger\"\nalgorithm = \"ricart-agrawala\"\naudit = \"ctl/audit\"\nhold_ms = 20\n";
-    let mut c = LocalCluster::create(
-        &dir,
-        PathBuf::from(env!("CARGO_BIN_EXE_troupe")),
-        &NODES.map(|n| (n, localhost)),
-        Some(("ctl", localhost)),
-        &fast_detector_toml("phi-accrual"),
-        extra,
-    )
-    .unwrap();
+    let mut c = loopback_cluster("coord", "phi-accrual", extra);
+    let dir = c.dir().to_path_buf();
     let log = Arc::new(Mutex::new(AuditLog::default()));
     let sys = actix_rt::System::new();
     sys.block_on(async {

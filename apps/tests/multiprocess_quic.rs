@@ -1,33 +1,20 @@
 //! Multi-process tests over real QUIC on loopback: three `troupe node`
 //! processes and an in-process controller node.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
+use common::{loopback_cluster, NODES};
 use troupe::config::Config;
 use troupe::framework::membership::MemberStatus;
 use troupe::framework::Node;
 use troupe::runtime::start_node;
-use troupe_apps::local_cluster::{fast_detector_toml, wait_seen, wait_up, LocalCluster};
+use troupe_apps::local_cluster::{wait_seen, wait_up, LocalCluster};
 use troupe_apps::sample::{start_apps, Add, AppsConfig, Forward, Get, COUNTER};
 
-const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
-
 fn cluster(test: &str, detector: &str) -> LocalCluster {
-    let dir = std::env::temp_dir().join(format!("troupe-test-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_troupe"));
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    LocalCluster::create(
-        &dir,
-        exe,
-        &NODES.map(|n| (n, localhost)),
-        Some(("ctl", localhost)),
-        &fast_detector_toml(detector),
-        "",
-    )
-    .expect("cluster files")
+    loopback_cluster(test, detector, "")
 }
 
 async fn controller(c: &LocalCluster) -> troupe::runtime::RunningNode {

@@ -16,17 +16,16 @@
 //! `cargo test -p troupe-apps --release --test soak -- --ignored --nocapture`
 //! (`SOAK_CYCLES`, default 40, sets the number of kill/restart cycles).
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{loopback_cluster, NODES};
 use troupe::config::Config;
 use troupe::framework::membership::MemberStatus;
 use troupe::runtime::start_node;
-use troupe_apps::local_cluster::{fast_detector_toml, wait_seen, wait_up, LocalCluster};
+use troupe_apps::local_cluster::{wait_seen, wait_up};
 use troupe_apps::sample::{start_apps, Add, AppsConfig, Forward, Get, COUNTER};
-
-const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 
 /// Resident set size of process `pid` in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -66,18 +65,8 @@ fn a_cluster_under_traffic_survives_many_restarts_without_growing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(40)
         .max(4);
-    let dir = std::env::temp_dir().join(format!("troupe-soak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut c = LocalCluster::create(
-        &dir,
-        PathBuf::from(env!("CARGO_BIN_EXE_troupe")),
-        &NODES.map(|n| (n, localhost)),
-        Some(("ctl", localhost)),
-        &fast_detector_toml("phi-accrual"),
-        "",
-    )
-    .expect("cluster files");
+    let mut c = loopback_cluster("soak", "phi-accrual", "");
+    let dir = c.dir().to_path_buf();
     let mut pids = Vec::new();
     for n in NODES {
         pids.push(c.spawn(n).expect("spawn"));
