@@ -182,39 +182,50 @@ async fn burst(paced: bool) {
 /// tells arriving at once never find it full.
 #[test]
 fn a_stream_read_in_place_lets_actors_drain_their_mailboxes() {
-    run_virtual(|| async {
-        let net = SimNetwork::new(3, FaultPlan::reliable());
-        let (b, inject, log, _net_rx) = recorder_node(&net, None).await;
-        let peer = NodeId::with_incarnation("peer", 5);
-        let to = ActorPath::new("b", "rec").unwrap();
-        let frames: Vec<Bytes> = (0..4096u64)
-            .map(|i| {
-                let p = codec::encode_payload(&Seq(i)).unwrap();
-                frame(&peer, &to, Kind::Tell, "test.seq", &p, i + 1)
-            })
-            .collect();
-        // Sixteen batches of 256, every one ready at once.
-        let batches: Vec<TransportEvent> = frames
-            .chunks(256)
-            .map(|c| TransportEvent::Frames {
-                from: Arc::from("peer"),
-                frames: c.to_vec(),
-            })
-            .collect();
-        inject
-            .send(TransportEvent::Source(Box::pin(futures::stream::iter(
-                batches,
-            ))))
-            .await
-            .unwrap();
-        while log.lock().unwrap().len() < 4096 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            *log.lock().unwrap(),
-            (0..4096).collect::<Vec<_>>(),
-            "tells reordered"
-        );
-        assert_eq!(b.stats().mailbox_full, 0, "{:?}", b.stats());
-    });
+    // Sixteen batches of 256, every one ready at once.
+    run_virtual(|| tells_arriving_at_once(256));
+}
+
+/// The same when a single received chunk holds more frames than the
+/// mailbox: the dispatcher yields in the middle of the batch.
+#[test]
+fn one_batch_larger_than_a_mailbox_lets_the_actor_drain_it() {
+    run_virtual(|| tells_arriving_at_once(4096));
+}
+
+/// 4,096 tells handed over in batches of `batch`, all ready at once: they
+/// arrive in order and never find the (default) mailbox full.
+async fn tells_arriving_at_once(batch: usize) {
+    let net = SimNetwork::new(3, FaultPlan::reliable());
+    let (b, inject, log, _net_rx) = recorder_node(&net, None).await;
+    let peer = NodeId::with_incarnation("peer", 5);
+    let to = ActorPath::new("b", "rec").unwrap();
+    let frames: Vec<Bytes> = (0..4096u64)
+        .map(|i| {
+            let p = codec::encode_payload(&Seq(i)).unwrap();
+            frame(&peer, &to, Kind::Tell, "test.seq", &p, i + 1)
+        })
+        .collect();
+    let batches: Vec<TransportEvent> = frames
+        .chunks(batch)
+        .map(|c| TransportEvent::Frames {
+            from: Arc::from("peer"),
+            frames: c.to_vec(),
+        })
+        .collect();
+    inject
+        .send(TransportEvent::Source(Box::pin(futures::stream::iter(
+            batches,
+        ))))
+        .await
+        .unwrap();
+    while log.lock().unwrap().len() < 4096 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        (0..4096).collect::<Vec<_>>(),
+        "tells reordered"
+    );
+    assert_eq!(b.stats().mailbox_full, 0, "{:?}", b.stats());
 }

@@ -16,13 +16,15 @@
 //! framework's encoded envelope* on one long-lived stream). For 1 and 2 the
 //! bare `QuicTransport` (no framework) is measured too, with the same frames, so
 //! the framework's own share is visible. Framework and baseline rounds alternate
-//! so machine load hits both; medians are reported. Section 2 goes further: the
-//! framework's, the transport's and raw quinn's round trips are interleaved in
-//! blocks of 20 within each round, because the cost of a wake-up on this VM
-//! changes within a round by more than the framework adds.
+//! so machine load hits both; medians are reported. Sections 1 and 2 go further:
+//! within each round the framework's, the transport's and raw quinn's work is
+//! interleaved in blocks (100,000 tells, or 20 round trips), over long-lived
+//! connections, in a rotating order, because this VM's speed changes within a
+//! round by more than the framework adds.
 //!
 //! Run with `cargo bench -p troupe-transports --bench remote_node`. Knobs (env):
-//! `REMOTE_BENCH_N` tells per round (default 500000), `REMOTE_BENCH_ROUNDS`
+//! `REMOTE_BENCH_N` tells per round (default 500000) in blocks of
+//! `REMOTE_BENCH_BLOCK` (default 100000), `REMOTE_BENCH_ROUNDS`
 //! (default 5), `REMOTE_BENCH_ASKS` pipelined asks per round (default 100000),
 //! `REMOTE_BENCH_WINDOW` asks in flight (default 1024), `REMOTE_BENCH_RTT`
 //! round-trip samples per round (default 2000), `REMOTE_BENCH_ONLY=tell` or
@@ -58,8 +60,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use support::quic_support::{config, reserve_addr};
 use support::{
-    cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, transport_pair,
-    transport_throughput,
+    cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, transport_pair,
+    transport_throughput, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
 use troupe_framework::transport::TransportError;
@@ -761,15 +763,43 @@ fn main() {
 
         // The transport alone (no framework), same frame length, for the breakdown.
         let mut pair = transport_pair(&ca, &xa, &xb).await;
-        // 1. tell throughput vs raw quinn one-way (skipped with `ask-vs-raw`).
+        // 1. tell throughput vs raw quinn one-way (skipped with `ask-vs-raw`),
+        // interleaved: each round sends its N messages of each kind in blocks,
+        // the three kinds taking turns in a rotating order, so a change in the
+        // machine's load hits all three alike.
         if only != "ask-vs-raw" {
+            let block: u64 = env_or("REMOTE_BENCH_BLOCK", 100_000u64).clamp(1, n);
+            let blocks = n.div_ceil(block);
+            let mut raw_link = RawOneWay::connect(&xa, &xb, &ca, frame).await;
             let mut paired = Paired::default();
             let (mut tr, mut tr_cpu) = (vec![], vec![]);
             transport_throughput(&mut pair, &xa, &xb, 20_000, frame).await;
+            raw_link.block(&xa, 20_000).await;
             for round in 0..rounds {
-                let (r, rc) = raw_throughput(&xa, &xb, &ca, n, 1024, frame).await;
-                let (q, qc) = transport_throughput(&mut pair, &xa, &xb, n, frame).await;
-                let (t, tc, full) = framework_tell(&a, &xa, &progress, n).await;
+                // Per kind (framework, transport alone, raw): seconds, CPU-ns,
+                // messages; and the framework's QueueFull waits.
+                let mut acc = [(0f64, 0f64, 0u64); 3];
+                let mut full = 0u64;
+                for k in 0..blocks {
+                    let m = block.min(n - k * block);
+                    for turn in 0..3 {
+                        let kind = (turn + round + k as usize) % 3;
+                        let (rate, cpu) = match kind {
+                            0 => {
+                                let (t, tc, f) = framework_tell(&a, &xa, &progress, m).await;
+                                full += f;
+                                (t, tc)
+                            }
+                            1 => transport_throughput(&mut pair, &xa, &xb, m, frame).await,
+                            _ => raw_link.block(&xa, m).await,
+                        };
+                        acc[kind].0 += m as f64 / rate;
+                        acc[kind].1 += cpu * m as f64;
+                        acc[kind].2 += m;
+                    }
+                }
+                let [(t, tc), (q, qc), (r, rc)] =
+                    acc.map(|(secs, cpu, msgs)| (msgs as f64 / secs, cpu / msgs as f64));
                 println!(
                     "    round {round}: framework tell {t:>9.0} msg/s ({tc:>5.0} CPU-ns/msg, {full} QueueFull waits)   transport alone {q:>9.0} msg/s ({qc:>4.0} CPU-ns/msg)   raw quinn {r:>9.0} msg/s ({rc:>4.0} CPU-ns/msg)   ratio {:.2}",
                     t / r
@@ -780,7 +810,7 @@ fn main() {
             }
             let (fw, raw, ratio, fc, rc) = paired.medians();
             println!(
-                "1. tell throughput, {n} per round, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
+                "1. tell throughput, {n} per round in blocks of {block} interleaved with the baselines, {rounds} rounds: framework median {:.0} msg/s ({fc:.0} CPU-ns/msg); raw quinn median {:.0} msg/s ({rc:.0} CPU-ns/msg); median per-round ratio {:.3}; CPU-efficiency ratio {:.3}",
                 fw, raw, ratio, rc / fc
             );
             println!(

@@ -259,6 +259,115 @@ pub async fn raw_throughput(
     )
 }
 
+/// A raw quinn one-way sender: `u32` big-endian length-prefixed frames on one
+/// long-lived uni stream to a receiver on another arbiter that parses every
+/// frame. Long-lived, so blocks of it can be interleaved with the
+/// framework's (no handshake or slow start inside a block).
+pub struct RawOneWay {
+    _endpoint: quinn::Endpoint,
+    /// The stream, moved to the sending arbiter for each block.
+    send: Option<quinn::SendStream>,
+    progress: Arc<OneWayProgress>,
+    frame: usize,
+    /// Frames sent so far (the receiver's target for the current block).
+    sent: u64,
+}
+
+/// What the receiver has parsed, shared with the sender.
+#[derive(Default)]
+struct OneWayProgress {
+    target: std::sync::atomic::AtomicU64,
+    reached: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RawOneWay {
+    /// Starts the receiver on `xb` and connects to it from `xa`.
+    pub async fn connect(xa: &Arbiter, xb: &Arbiter, ca: &ClusterCa, frame: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let (server, addr) = raw_server(xb, ca).await;
+        let progress = Arc::new(OneWayProgress::default());
+        let shared = progress.clone();
+        xb.spawn(async move {
+            let incoming = server.accept().await.expect("incoming");
+            let conn = incoming.await.expect("accept");
+            let mut recv = conn.accept_uni().await.expect("uni");
+            let mut buf = BytesMut::new();
+            let mut got = 0u64;
+            while let Ok(Some(chunk)) = recv.read_chunk(256 * 1024, true).await {
+                buf.extend_from_slice(&chunk.bytes);
+                while buf.len() >= 4 {
+                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    if buf.len() < 4 + len {
+                        break;
+                    }
+                    buf.advance(4);
+                    std::hint::black_box(buf.split_to(len).freeze());
+                    got += 1;
+                }
+                if got == shared.target.load(Ordering::Acquire) {
+                    *shared.reached.lock().expect("lock") = Some(Instant::now());
+                }
+            }
+            drop((conn, server));
+        });
+        let (endpoint, conn) = raw_connect(xa, ca, addr).await;
+        let send = on(xa, async move { conn.open_uni().await.expect("uni") }).await;
+        RawOneWay {
+            _endpoint: endpoint,
+            send: Some(send),
+            progress,
+            frame,
+            sent: 0,
+        }
+    }
+
+    /// Sends `n` frames from `xa`, 1024 per `write_all`, and waits until the
+    /// receiver has parsed the last one: (msg/s, CPU-ns per message).
+    pub async fn block(&mut self, xa: &Arbiter, n: u64) -> (f64, f64) {
+        use std::sync::atomic::Ordering;
+        let first = self.sent;
+        self.sent += n;
+        *self.progress.reached.lock().expect("lock") = None;
+        self.progress.target.store(self.sent, Ordering::Release);
+        let mut s = self.send.take().expect("stream");
+        let frame = self.frame;
+        let started = Instant::now();
+        let cpu0 = cpu_ns();
+        let s = on(xa, async move {
+            let batch = 1024u64;
+            let mut out = BytesMut::with_capacity(batch as usize * (frame + 4));
+            let mut i = 0u64;
+            while i < n {
+                let k = (n - i).min(batch);
+                for j in 0..k {
+                    let f = payload(first + i + j, frame);
+                    out.put_u32(f.len() as u32);
+                    out.extend_from_slice(&f);
+                }
+                i += k;
+                s.write_all(&out).await.expect("write");
+                out.clear();
+            }
+            s
+        })
+        .await;
+        self.send = Some(s);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let end = loop {
+            if let Some(t) = *self.progress.reached.lock().expect("lock") {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "raw receiver stalled");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        let cpu = cpu_ns() - cpu0;
+        (
+            n as f64 / (end - started).as_secs_f64(),
+            cpu as f64 / n as f64,
+        )
+    }
+}
+
 /// Raw quinn request/response round trips, one in flight, on one bidi stream
 /// (the server echoes each `frame`-byte frame); 200 warm-up samples dropped.
 pub async fn raw_rtt(

@@ -18,9 +18,10 @@
 //! Ordering argument: a writer writes its batches in queue order on one stream per
 //! connection, and drops (never re-sends) a batch whose write failed. A reader
 //! delivers a frame only while its connection is the peer's *current* one
-//! (`Peer::current_id`, checked when the node polls the reader, which then
-//! delivers the frames in that same poll), and once a connection stops being current it never becomes current
-//! again. So the receiver sees, per class, a subsequence of the sender's order.
+//! (`Peer::current_id`, checked when the node polls the reader; the node
+//! delivers that whole batch before it takes any other event, though it may
+//! yield to its actors in between), and once a connection stops being current
+//! it never becomes current again. So the receiver sees, per class, a subsequence of the sender's order.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -911,7 +912,7 @@ impl StreamReader {
     /// most about [`GATHER_FRAMES`]), in order; `None` once the stream is
     /// over. Frames are handed over only while this stream's connection is
     /// the peer's current one, checked just before they are returned (the
-    /// caller delivers them in the same poll, with no await in between).
+    /// caller delivers the whole batch before it takes any other event).
     async fn next_batch(&mut self) -> Option<Vec<Bytes>> {
         let mut frames = Vec::new();
         while !self.done {
