@@ -126,7 +126,7 @@ pub fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).expect("quic");
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut tc = quinn::TransportConfig::default();
-    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    tc.stream_receive_window(quinn::VarInt::from_u32(2 * 1024 * 1024));
     tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
     tc.send_window(8 * 1024 * 1024);
     server.transport_config(Arc::new(tc));
@@ -179,7 +179,7 @@ pub async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic");
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut tc = quinn::TransportConfig::default();
-    tc.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    tc.stream_receive_window(quinn::VarInt::from_u32(2 * 1024 * 1024));
     tc.receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
     tc.send_window(8 * 1024 * 1024);
     client.transport_config(Arc::new(tc));

@@ -149,6 +149,9 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
+/// Flow-control credit per stream, in bytes (see `transport_config`).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
 fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, QuicError> {
     let mut tc = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
@@ -160,7 +163,13 @@ fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, Qui
     tc.max_concurrent_bidi_streams(VarInt::from_u32(1));
     tc.max_concurrent_uni_streams(VarInt::from_u32(4));
     tc.datagram_receive_buffer_size(None);
-    tc.stream_receive_window(VarInt::from_u32(4 * 1024 * 1024));
+    // 2 MiB per stream: a receiver that falls behind buffers at most ~1,800
+    // packets of a stream, under quinn's reassembly compaction threshold
+    // (2,048 chunks). With 4 MiB an overloaded receiver's backlog crossed it
+    // and quinn copied the backlog into fresh multi-megabyte buffers, over
+    // and over (up to 10 % of a receiving node's CPU in page clearing in the
+    // remote_node tell benchmark), making the slow side slower still.
+    tc.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
     tc.receive_window(VarInt::from_u32(8 * 1024 * 1024));
     tc.send_window(8 * 1024 * 1024);
     Ok(Arc::new(tc))

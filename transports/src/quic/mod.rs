@@ -35,7 +35,7 @@
 //! - Inbound back-pressure: a stream is read only when the node polls its
 //!   source, so a node that stops taking events stops reading, and QUIC flow
 //!   control slows the remote sender down. A stream's
-//!   receive window (4 MiB) is half the connection's (8 MiB), so a stalled data
+//!   receive window (2 MiB) is a quarter of the connection's (8 MiB), so a stalled data
 //!   stream cannot starve the control stream of connection credit.
 //! - [`QuicTransport::send_wait`] is the waiting variant of `send` for bulk
 //!   producers that prefer to be slowed down rather than refused.
