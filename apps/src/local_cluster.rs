@@ -12,7 +12,7 @@
 //! Dropping the cluster kills every process it started.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,10 +69,7 @@ impl LocalCluster {
         for (name, ip) in &all {
             troupe::transports::certs::issue(dir, name)
                 .map_err(|e| CliError::Certs(e.to_string()))?;
-            let port = match UdpSocket::bind((*ip, 0)) {
-                Ok(s) => s.local_addr().map_err(other)?.port(),
-                Err(_) => 7400,
-            };
+            let port = troupe::transports::ports::unused_udp_port(*ip).unwrap_or(7400);
             ports.insert(name.to_string(), port);
             addrs.insert(name.to_string(), SocketAddr::new(*ip, port));
         }

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 use support::quic_support::{config, reserve_addr};
 use support::{
     cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, transport_pair,
-    transport_throughput, RawOneWay,
+    transport_throughput, HeldAddr, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
 use troupe_framework::transport::TransportError;
@@ -494,17 +494,18 @@ async fn framework_connect(
     xa: &Arbiter,
     hub_addr: SocketAddr,
     ca: &ClusterCa,
-    names: &[(String, SocketAddr)],
+    names: Vec<(String, HeldAddr)>,
+    first: usize,
 ) -> Vec<Duration> {
     let mut out = Vec::new();
-    for (i, (name, addr)) in names.iter().enumerate() {
+    for (i, (name, held)) in names.into_iter().enumerate() {
         let cfg = config(
-            name,
-            *addr,
-            ca.issue(name).expect("cert"),
+            &name,
+            held.release(),
+            ca.issue(&name).expect("cert"),
             &[("hub", hub_addr)],
         );
-        let node = start_node(xa, cfg, 1000 + i as u128).await;
+        let node = start_node(xa, cfg, 1000 + (first + i) as u128).await;
         let r = node.lookup::<Count>("hub/sink").expect("path");
         let t = on(xa, async move {
             let t0 = Instant::now();
@@ -687,7 +688,10 @@ fn main() {
         let xa = Arbiter::new();
         let xb = Arbiter::new();
         let ca = ClusterCa::generate().expect("ca");
-        let (a_addr, b_addr, hub_addr) = (reserve_addr(), reserve_addr(), reserve_addr());
+        let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+        // Bound by section 4 only, at the end of the run: held until then.
+        let hub_held = HeldAddr::new();
+        let hub_addr = hub_held.addr();
         let a = start_node(
             &xa,
             config("a", a_addr, ca.issue("a").expect("a"), &[("b", b_addr)]),
@@ -893,11 +897,13 @@ fn main() {
 
         // 4. connect + authenticate a new peer.
         let per_round = 10usize;
-        let names: Vec<(String, SocketAddr)> = (0..rounds * per_round)
-            .map(|i| (format!("fresh-{i}"), reserve_addr()))
+        let mut names: Vec<(String, HeldAddr)> = (0..rounds * per_round)
+            .map(|i| (format!("fresh-{i}"), HeldAddr::new()))
             .collect();
-        let peers: Vec<(&str, SocketAddr)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-        let hub = start_node(&xb, config("hub", hub_addr, ca.issue("hub").expect("hub"), &peers), 3).await;
+        let peers: Vec<(&str, SocketAddr)> =
+            names.iter().map(|(n, a)| (n.as_str(), a.addr())).collect();
+        let hub_cfg = config("hub", hub_held.release(), ca.issue("hub").expect("hub"), &peers);
+        let hub = start_node(&xb, hub_cfg, 3).await;
         let hub_progress = Arc::new(Progress::default());
         let spec = sink(&hub_progress);
         let h2 = hub.clone();
@@ -905,7 +911,8 @@ fn main() {
         let (mut fw, mut hs, mut hs_echo) = (vec![], vec![], vec![]);
         for round in 0..rounds {
             let (h, he) = raw_connect_times(&xa, &xb, &ca, per_round, frame).await;
-            let f = framework_connect(&xa, hub_addr, &ca, &names[round * per_round..(round + 1) * per_round]).await;
+            let batch: Vec<_> = names.drain(..per_round).collect();
+            let f = framework_connect(&xa, hub_addr, &ca, batch, round * per_round).await;
             fw.extend(f);
             hs.extend(h);
             hs_echo.extend(he);

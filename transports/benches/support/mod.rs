@@ -31,6 +31,37 @@ pub fn payload(i: u64, len: usize) -> Bytes {
     b.freeze()
 }
 
+/// A free loopback UDP port, held by an open socket until [`HeldAddr::release`].
+/// For an address that must be known long before its node binds it:
+/// `reserve_addr` releases the port at once, and in a long benchmark run an
+/// endpoint bound to port 0 in between sometimes took it (`AddrInUse`).
+pub struct HeldAddr {
+    addr: SocketAddr,
+    socket: std::net::UdpSocket,
+}
+
+impl HeldAddr {
+    /// Binds a fresh loopback port and keeps it.
+    pub fn new() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        HeldAddr {
+            addr: socket.local_addr().expect("addr"),
+            socket,
+        }
+    }
+
+    /// The held address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Frees the port for its node, which should bind it right away.
+    pub fn release(self) -> SocketAddr {
+        drop(self.socket);
+        self.addr
+    }
+}
+
 /// Starts `fut` on `arbiter` now; its output arrives on the returned channel.
 pub fn start<T: Send + 'static>(
     arbiter: &Arbiter,

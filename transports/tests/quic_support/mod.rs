@@ -3,7 +3,7 @@
 //! clients for attacking a node.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
 use troupe_framework::transport::{InboundEvents, TransportEvent};
 use troupe_transports::certs::{ClusterCa, NodeTls};
+use troupe_transports::ports::unused_udp_port;
 use troupe_transports::quic::wire::{Hello, STREAM_DATA};
 use troupe_transports::quic::{QuicConfig, QuicTransport, TlsSource, ALPN};
 
@@ -53,10 +54,11 @@ pub fn logged(needles: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-/// A free loopback UDP port (bound and released; fine for tests).
+/// A free loopback UDP port, below the range port-0 binds draw from (see
+/// `troupe_transports::ports`), so no endpoint bound meanwhile takes it.
 pub fn reserve_addr() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr")
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    SocketAddr::new(ip, unused_udp_port(ip).expect("loopback binds"))
 }
 
 /// Config for `name` listening on `addr` with `tls`, knowing `peers`.

@@ -1,0 +1,98 @@
+//! Picking a UDP port for a node before it starts, for local clusters,
+//! demos and tests, where every node's address goes into every other
+//! node's config first.
+//!
+//! The usual trick (bind port 0, read the port, close the socket) leaves a
+//! window in which any other socket bound to port 0 on the machine (another
+//! test, a QUIC client endpoint) may be handed the same port by the kernel,
+//! and the node then fails to bind with `AddrInUse`; a node restarted on
+//! its old port after a crash has the same window. [`unused_udp_port`]
+//! instead picks a port below the kernel's ephemeral range (the range port
+//! 0 draws from, 32768-60999 by default on Linux), so only another explicit
+//! choice of the same port can collide, and it checks that the port is free
+//! now. The guarantee is "free when checked", nothing more.
+
+use std::net::{IpAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Lowest port tried (well above the registered well-known services).
+const FIRST: u16 = 20_000;
+/// One past the highest port tried: the bottom of Linux's default
+/// ephemeral range.
+const END: u16 = 32_768;
+
+/// A UDP port on `ip` that was free just now, chosen at random below the
+/// ephemeral port range (see the module docs); if none of 64 tries is free,
+/// one from the kernel (port 0). `None` only if `ip` cannot be bound at all
+/// (for example, an address of another host).
+pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut x = seed()
+        ^ CALLS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..64 {
+        // xorshift64*: plenty for spreading ports between processes.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let port = FIRST + (r % u64::from(END - FIRST)) as u16;
+        match UdpSocket::bind((ip, port)) {
+            Ok(_) => return Some(port),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return None,
+            Err(_) => {}
+        }
+    }
+    UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+/// Different in every process and every call site's time.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_port_is_free_and_below_the_ephemeral_range() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        for _ in 0..20 {
+            let port = unused_udp_port(ip).expect("loopback binds");
+            assert!((FIRST..END).contains(&port), "{port}");
+            UdpSocket::bind((ip, port)).expect("still free");
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_is_not_chosen() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let held: Vec<UdpSocket> = (0..50)
+            .map(|_| UdpSocket::bind((ip, unused_udp_port(ip).unwrap())).unwrap())
+            .collect();
+        let taken: Vec<u16> = held
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        for _ in 0..200 {
+            let port = unused_udp_port(ip).unwrap();
+            assert!(!taken.contains(&port), "{port} is held");
+        }
+    }
+
+    #[test]
+    fn an_address_of_another_host_has_no_port() {
+        // TEST-NET-3: never assigned to this machine.
+        assert_eq!(unused_udp_port("203.0.113.7".parse().unwrap()), None);
+    }
+}
