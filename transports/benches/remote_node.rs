@@ -55,12 +55,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use support::quic_support::{config, reserve_addr};
 use support::{
-    cpu_ns, on, percentile, raw_client_on, raw_rtt, raw_server, transport_pair,
+    cpu_ns, next_raw_frame, on, percentile, raw_client_on, raw_rtt, raw_server, transport_pair,
     transport_throughput, HeldAddr, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
@@ -435,13 +435,8 @@ async fn raw_pipelined(
                 match recv.read_chunk(256 * 1024, true).await {
                     Ok(Some(chunk)) => {
                         buf.extend_from_slice(&chunk.bytes);
-                        while buf.len() >= 4 {
-                            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                            if buf.len() < 4 + len {
-                                break;
-                            }
-                            buf.advance(4);
-                            std::hint::black_box(buf.split_to(len).freeze());
+                        while let Some(frame) = next_raw_frame(&mut buf) {
+                            std::hint::black_box(frame);
                             got += 1;
                             c2.add_permits(1);
                         }

@@ -243,13 +243,7 @@ pub async fn raw_throughput(
             match recv.read_chunk(256 * 1024, true).await {
                 Ok(Some(chunk)) => {
                     buf.extend_from_slice(&chunk.bytes);
-                    while buf.len() >= 4 {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < 4 + len {
-                            break;
-                        }
-                        buf.advance(4);
-                        let frame = buf.split_to(len).freeze();
+                    while let Some(frame) = next_raw_frame(&mut buf) {
                         std::hint::black_box(frame);
                         got += 1;
                     }
@@ -290,6 +284,17 @@ pub async fn raw_throughput(
     )
 }
 
+/// The next whole `u32`-length-prefixed frame at the front of `buf`, if
+/// it has arrived (the raw baselines' receive side).
+pub fn next_raw_frame(buf: &mut BytesMut) -> Option<Bytes> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    if buf.len() < 4 + len {
+        return None;
+    }
+    buf.advance(4);
+    Some(buf.split_to(len).freeze())
+}
+
 /// A raw quinn one-way sender: `u32` big-endian length-prefixed frames on one
 /// long-lived uni stream to a receiver on another arbiter that parses every
 /// frame. Long-lived, so blocks of it can be interleaved with the
@@ -326,13 +331,8 @@ impl RawOneWay {
             let mut got = 0u64;
             while let Ok(Some(chunk)) = recv.read_chunk(256 * 1024, true).await {
                 buf.extend_from_slice(&chunk.bytes);
-                while buf.len() >= 4 {
-                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                    if buf.len() < 4 + len {
-                        break;
-                    }
-                    buf.advance(4);
-                    std::hint::black_box(buf.split_to(len).freeze());
+                while let Some(frame) = next_raw_frame(&mut buf) {
+                    std::hint::black_box(frame);
                     got += 1;
                 }
                 if got == shared.target.load(Ordering::Acquire) {
