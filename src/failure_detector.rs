@@ -136,12 +136,13 @@ impl FailureDetectorHandle {
         self.kind
     }
 
-    /// Current phi per peer (phi-accrual only; empty for the others). This
-    /// is what a dashboard plots.
+    /// Phi per peer when its status was last decided (phi-accrual only;
+    /// empty for the others): the value that belongs next to the status the
+    /// membership table shows. This is what a dashboard plots.
     pub async fn phis(&self) -> Result<Vec<(String, f64)>, Error> {
         Ok(self
             .driver
-            .invoke(|core, now, _| core.inner.phis(now))
+            .invoke(|core, _, _| core.inner.phis())
             .await?
             .into_iter()
             .map(|(id, phi)| (id.name, phi))

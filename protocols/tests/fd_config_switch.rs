@@ -119,7 +119,7 @@ fn phi_is_observable_through_any_detector() {
     sim.run_until(Duration::from_secs(10));
     sim.crash(1);
     sim.run_until(Duration::from_secs(14));
-    let phis = sim.node(0).map(|d| d.phis(sim.now())).unwrap_or_default();
+    let phis = sim.node(0).map(|d| d.phis()).unwrap_or_default();
     assert_eq!(phis.len(), 2);
     let phi_of = |n: u32| phis.iter().find(|(id, _)| id.node == n).map(|(_, p)| *p);
     let (alive, dead) = (phi_of(2).unwrap_or(f64::NAN), phi_of(1).unwrap_or(f64::NAN));

@@ -265,10 +265,11 @@ impl<Id: FdId> AnyDetector<Id> {
         }
     }
 
-    /// Current phi of every peer (phi-accrual only; empty otherwise).
-    pub fn phis(&self, now: Duration) -> Vec<(Id, f64)> {
+    /// Phi of every peer when its status was last decided (phi-accrual
+    /// only; empty otherwise): see [`PhiAccrual::phis`].
+    pub fn phis(&self) -> Vec<(Id, f64)> {
         match self {
-            AnyDetector::PhiAccrual(d) => d.phis(now),
+            AnyDetector::PhiAccrual(d) => d.phis(),
             _ => Vec::new(),
         }
     }

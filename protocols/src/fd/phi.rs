@@ -152,6 +152,10 @@ struct Peer {
     history: HeartbeatHistory,
     last: Duration,
     suspect_since: Option<Duration>,
+    /// Phi when the peer's status was last decided (the last check, or the
+    /// last heartbeat, which brings it back `Up`): what [`PhiAccrual::phis`]
+    /// shows next to that status.
+    decided_phi: f64,
 }
 
 /// The phi-accrual detector core.
@@ -182,21 +186,16 @@ impl<Id: FdId> PhiAccrual<Id> {
             ),
             last: now,
             suspect_since: None,
+            decided_phi: 0.0,
         }
     }
 
     fn phi_of_peer(&self, now: Duration, p: &Peer) -> f64 {
-        let dt = now.saturating_sub(p.last).as_secs_f64() * 1000.0;
-        let mean =
-            p.history.mean_ms() + self.params.acceptable_heartbeat_pause.as_secs_f64() * 1000.0;
-        let sd = p
-            .history
-            .std_dev_ms()
-            .max(self.params.min_std_deviation.as_secs_f64() * 1000.0);
-        phi(dt, mean, sd)
+        peer_phi(&self.params, now, p)
     }
 
-    /// The current phi of `peer` (None if unknown). For dashboards.
+    /// The phi of `peer` at `now` (None if unknown): it rises continuously
+    /// between heartbeats, while the status changes only at checks.
     pub fn phi_of(&self, now: Duration, peer: &Id) -> Option<f64> {
         self.roster
             .peers
@@ -204,12 +203,17 @@ impl<Id: FdId> PhiAccrual<Id> {
             .map(|(_, p)| self.phi_of_peer(now, p))
     }
 
-    /// The current phi of every known peer, ordered by id. For dashboards.
-    pub fn phis(&self, now: Duration) -> Vec<(Id, f64)> {
+    /// The phi of every known peer when its status was last decided (at
+    /// the last check, every `check_interval`, or the last heartbeat),
+    /// ordered by id: the value that belongs next to the status. Phi *now*
+    /// can already be above `threshold` while the peer is still `Up` until
+    /// the next check; shown side by side that looks like a bug. For
+    /// dashboards.
+    pub fn phis(&self) -> Vec<(Id, f64)> {
         self.roster
             .peers
             .iter()
-            .map(|(id, (_, p))| (id.clone(), self.phi_of_peer(now, p)))
+            .map(|(id, (_, p))| (id.clone(), p.decided_phi))
             .collect()
     }
 
@@ -243,17 +247,19 @@ impl<Id: FdId> PhiAccrual<Id> {
             }
             p.last = now;
             p.suspect_since = None;
+            p.decided_phi = peer_phi(&self.params, now, p);
         }
         self.roster.set_status(now, &from, MemberStatus::Up, out);
     }
 
     fn check(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
         let mut changes = Vec::new();
-        for (id, (status, p)) in &self.roster.peers {
+        for (id, (status, p)) in self.roster.peers.iter_mut() {
+            p.decided_phi = peer_phi(&self.params, now, p);
             if !matches!(status, MemberStatus::Up | MemberStatus::Suspect) {
                 continue;
             }
-            let above = self.phi_of_peer(now, p) > self.params.threshold;
+            let above = p.decided_phi > self.params.threshold;
             match (status, p.suspect_since) {
                 (MemberStatus::Up, _) if above => changes.push((id.clone(), MemberStatus::Suspect)),
                 (MemberStatus::Suspect, Some(since))
@@ -278,6 +284,17 @@ impl<Id: FdId> PhiAccrual<Id> {
             self.roster.set_status(now, &id, s, out);
         }
     }
+}
+
+/// Phi of peer `p` at `now` under `params`.
+fn peer_phi(params: &PhiParams, now: Duration, p: &Peer) -> f64 {
+    let dt = now.saturating_sub(p.last).as_secs_f64() * 1000.0;
+    let mean = p.history.mean_ms() + params.acceptable_heartbeat_pause.as_secs_f64() * 1000.0;
+    let sd = p
+        .history
+        .std_dev_ms()
+        .max(params.min_std_deviation.as_secs_f64() * 1000.0);
+    phi(dt, mean, sd)
 }
 
 impl<Id: FdId> Protocol for PhiAccrual<Id> {
@@ -436,5 +453,46 @@ mod tests {
             d.phi_of(Duration::from_secs(10_000), &SimId::new(1)),
             Some(f64::INFINITY)
         );
+    }
+
+    /// `phis` shows the phi each status was decided on: never an `Up` peer
+    /// above the threshold (phi *now* is, between a check and the next),
+    /// never a suspected one below it; a heartbeat brings both back.
+    #[test]
+    fn phis_agree_with_the_status_they_decided() {
+        let params = PhiAccrualConfig::default().params();
+        let threshold = params.threshold;
+        let check = params.check_interval;
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        let peer = SimId::new(1);
+        d.add_member(Duration::ZERO, peer, &mut out);
+        for s in 1..=10u64 {
+            let hb = FdMessage::Heartbeat { seq: s };
+            d.on_message(Duration::from_secs(s), peer, hb, &mut out);
+        }
+        let shown = |d: &PhiAccrual<SimId>| d.phis()[0].1;
+        let mut t = Duration::from_secs(10);
+        let mut ahead_of_check = false;
+        while d.view()[0].1 != MemberStatus::Down {
+            // Between two checks: phi now may pass the threshold first.
+            let between = t + check / 2;
+            let now_phi = d.phi_of(between, &peer).unwrap();
+            if now_phi > threshold && d.view()[0].1 == MemberStatus::Up {
+                ahead_of_check = true;
+                assert!(shown(&d) <= threshold, "Up shown with phi {}", shown(&d));
+            }
+            t += check;
+            d.on_timer(t, FdTimer::Check, &mut out);
+            match d.view()[0].1 {
+                MemberStatus::Up => assert!(shown(&d) <= threshold),
+                _ => assert!(shown(&d) > threshold, "suspected with {}", shown(&d)),
+            }
+        }
+        assert!(ahead_of_check, "phi now never ran ahead of a check");
+        let hb = FdMessage::Heartbeat { seq: 11 };
+        d.on_message(t + check / 2, peer, hb, &mut out);
+        assert_eq!(d.view()[0].1, MemberStatus::Up);
+        assert!(shown(&d) < 1.0, "{}", shown(&d));
     }
 }
