@@ -1,8 +1,9 @@
 //! The `troupe` command line.
 //!
 //! ```text
-//! troupe certs init  --dir DIR               create a cluster CA (DIR/ca.pem, DIR/ca.key)
-//! troupe certs issue --dir DIR --node NAME   issue DIR/NAME.pem and DIR/NAME.key, signed by the CA
+//! troupe certs init  --dir DIR [--days N]    create a cluster CA (DIR/ca.pem, DIR/ca.key)
+//! troupe certs issue --dir DIR --node NAME [--days N] [--renew]
+//!                                            issue DIR/NAME.pem and DIR/NAME.key, signed by the CA
 //! troupe node --config FILE                  run one node until SIGINT / SIGTERM
 //! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
 //! ```
@@ -11,16 +12,19 @@
 //! `RUST_LOG` (default `info` for `node`, `warn` for `demo`). Keys are
 //! written with owner-only permissions, and `node` refuses to start with a
 //! key others can read, or with a certificate that does not chain to its CA
-//! or name the node. A start-up error exits with code 1 (configuration
+//! or name the node, or that has expired (it warns from 30 days before, then
+//! twice a day). A start-up error exits with code 1 (configuration
 //! errors name the config file); SIGINT / SIGTERM make a node leave its
 //! group and exit 0.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
 use troupe::runtime::start_node;
+use troupe::transports::certs::{format_utc, Validity};
 
 use crate::sample::{start_apps_with_peers, AppsConfig};
 
@@ -94,12 +98,20 @@ pub enum CertsAction {
         /// Directory for the CA files (created if missing).
         #[arg(long)]
         dir: PathBuf,
+        /// Days the CA is valid. Node certificates never outlive it; when it
+        /// expires, every node needs a certificate from a new CA.
+        #[arg(long, default_value_t = troupe::transports::certs::DEFAULT_CA_DAYS)]
+        days: u32,
     },
     /// Issue a node certificate signed by the CA in DIR: DIR/NAME.pem, DIR/NAME.key.
     ///
     /// Copy NAME.pem, NAME.key (written owner-only; keep it so: `troupe node`
     /// refuses a key others can read) and ca.pem to the node's host. Existing
-    /// files are never overwritten.
+    /// files are never overwritten, unless --renew.
+    ///
+    /// A node warns from 30 days before its certificate expires; renew it with
+    /// --renew, copy the two files over the old ones and restart the node
+    /// (peers need nothing: same CA).
     Issue {
         /// Directory holding ca.pem and ca.key (made by `troupe certs init`).
         #[arg(long)]
@@ -109,6 +121,13 @@ pub enum CertsAction {
         /// name).
         #[arg(long)]
         node: String,
+        /// Days the certificate is valid (never past the CA's expiry).
+        #[arg(long, default_value_t = troupe::transports::certs::DEFAULT_NODE_DAYS)]
+        days: u32,
+        /// Replace NAME.pem and NAME.key if they exist (a new key and
+        /// certificate), instead of refusing.
+        #[arg(long)]
+        renew: bool,
     },
 }
 
@@ -155,22 +174,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 fn certs(action: CertsAction) -> Result<(), CliError> {
     match action {
-        CertsAction::Init { dir } => {
+        CertsAction::Init { dir, days } => {
             if dir.join("ca.key").exists() {
                 return Err(CliError::Certs(format!(
                     "{} already exists; refusing to overwrite a cluster CA",
                     dir.join("ca.key").display()
                 )));
             }
-            troupe::transports::certs::init(&dir).map_err(|e| CliError::Certs(e.to_string()))?;
+            let ca = troupe::transports::certs::init_with_days(&dir, days)
+                .map_err(|e| CliError::Certs(e.to_string()))?;
             println!(
-                "cluster CA written: {}/ca.pem (share), {}/ca.key (keep secret)",
+                "cluster CA written: {}/ca.pem (share), {}/ca.key (keep secret){}",
                 dir.display(),
-                dir.display()
+                dir.display(),
+                valid_until(ca.validity())
             );
             Ok(())
         }
-        CertsAction::Issue { dir, node } => {
+        CertsAction::Issue {
+            dir,
+            node,
+            days,
+            renew,
+        } => {
             for file in ["ca.pem", "ca.key"] {
                 if !dir.join(file).exists() {
                     return Err(CliError::Certs(format!(
@@ -181,16 +207,38 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
                     )));
                 }
             }
-            let (cert, key) = troupe::transports::certs::issue(&dir, &node)
-                .map_err(|e| CliError::Certs(e.to_string()))?;
+            let options = troupe::transports::certs::IssueOptions { days, renew };
+            let (cert, key) = troupe::transports::certs::issue_with(&dir, &node, options).map_err(
+                |e| match e {
+                    troupe::transports::certs::CertError::AlreadyExists(p) => {
+                        CliError::Certs(format!(
+                            "{} already exists; refusing to overwrite it (to replace it with a \
+                             new certificate and key, add --renew)",
+                            p.display()
+                        ))
+                    }
+                    other => CliError::Certs(other.to_string()),
+                },
+            )?;
+            let dates = troupe::transports::certs::load_cert_chain(&cert)
+                .ok()
+                .and_then(|c| c.first().and_then(|c| Validity::of_der(c.as_ref())));
             println!(
-                "issued for node {node:?}: {} and {} (owner-only)",
+                "{} for node {node:?}: {} and {} (owner-only){}",
+                if renew { "renewed" } else { "issued" },
                 cert.display(),
-                key.display()
+                key.display(),
+                valid_until(dates)
             );
             Ok(())
         }
     }
+}
+
+/// ", valid until 2027-11-26 04:16 UTC", or nothing if the dates are unknown.
+fn valid_until(v: Option<Validity>) -> String {
+    v.map(|v| format!(", valid until {}", format_utc(v.not_after)))
+        .unwrap_or_default()
 }
 
 fn node(path: PathBuf) -> Result<(), CliError> {
@@ -213,7 +261,10 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         .await
         .map_err(|e| in_file(&path, e))?;
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = warn_before_expiry(&running.config) => {}
+        }
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;
         Ok::<(), CliError>(())
@@ -244,6 +295,25 @@ fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(format!("{}: [tls] {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// Logs a warning now and every 12 hours while the node's certificate or
+/// the cluster CA expires within 30 days (see
+/// [`troupe::transports::quic::certificate_expiry_warning`]). Never returns.
+async fn warn_before_expiry(config: &Config) {
+    let (Some(ca), Some(cert)) = (config.tls.ca.clone(), config.tls.cert.clone()) else {
+        return std::future::pending().await;
+    };
+    let mut every = tokio::time::interval(Duration::from_secs(12 * 3600));
+    loop {
+        every.tick().await;
+        let now = std::time::SystemTime::now();
+        if let Some(warning) =
+            troupe::transports::quic::certificate_expiry_warning(&config.name, &ca, &cert, now)
+        {
+            tracing::warn!("{warning}");
+        }
+    }
 }
 
 async fn wait_for_signal() {

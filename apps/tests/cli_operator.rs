@@ -203,6 +203,36 @@ fn certs_init_twice_keeps_the_first_ca_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn certs_issue_renews_only_when_asked_and_says_until_when() {
+    let dir = cluster_dir("renew", &["node-a"]);
+    let certs = dir.join("certs");
+    let c = certs.to_str().expect("utf-8");
+    let key = std::fs::read(certs.join("node-a.key")).expect("key");
+    fails(
+        &["certs", "issue", "--dir", c, "--node", "node-a"],
+        &["node-a", "already exists", "--renew"],
+    );
+    assert_eq!(std::fs::read(certs.join("node-a.key")).expect("key"), key);
+    let out = run(&[
+        "certs", "issue", "--dir", c, "--node", "node-a", "--renew", "--days", "30",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("renewed") && said.contains("valid until"),
+        "{said}"
+    );
+    assert_ne!(std::fs::read(certs.join("node-a.key")).expect("key"), key);
+    fails(
+        &[
+            "certs", "issue", "--dir", c, "--node", "node-b", "--days", "0",
+        ],
+        &["0 days", "1 to"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Starts `troupe node` with its output in `log`, waits until the log says
 /// `wait_for`, sends `signal`, and returns the exit status and the whole log.
 #[cfg(unix)]
@@ -272,6 +302,32 @@ fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
             "{signal}: terminal colour codes in a log file: {text:?}"
         );
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn node_warns_when_its_certificate_expires_within_thirty_days() {
+    let dir = cluster_dir("expiry", &[]);
+    let certs = dir.join("certs");
+    let out = run(&[
+        "certs",
+        "issue",
+        "--dir",
+        certs.to_str().expect("utf-8"),
+        "--node",
+        "node-a",
+        "--days",
+        "20",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = write_config(&dir, "node-a", "node-a", "");
+    let (code, text) = run_until_signal(&c, &dir.join("node-a.log"), "--renew", "-TERM");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("node-a.pem") && text.contains("expires on"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

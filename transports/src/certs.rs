@@ -13,7 +13,15 @@
 //!   signed by the CA found in `dir`.
 //!
 //! Private keys are written with permissions `0600` on unix. Existing files are
-//! never overwritten: [`init`] and [`issue`] fail with [`CertError::AlreadyExists`].
+//! never overwritten: [`init`] and [`issue`] fail with [`CertError::AlreadyExists`];
+//! [`issue_with`] and `renew` replace a node's certificate and key.
+//!
+//! Validity: a CA is valid for [`DEFAULT_CA_DAYS`] and a node certificate for
+//! [`DEFAULT_NODE_DAYS`] unless asked otherwise ([`init_with_days`],
+//! [`IssueOptions`]), never past its CA, and starting an hour back (clocks of
+//! different hosts differ). The TLS handshake refuses an expired certificate;
+//! [`Validity`] reads the dates back so that a node can refuse to start with
+//! one and warn ahead of expiry.
 //!
 //! In memory (tests, demos): [`ClusterCa::generate`] makes a throwaway CA and
 //! [`ClusterCa::issue`] node identities ([`NodeTls`]) ready for the transport.
@@ -38,12 +46,21 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+mod validity;
+pub use validity::{format_utc, Validity};
+
 /// Common name of every Troupe cluster CA (its unit is derived from the CA key).
 pub const CA_COMMON_NAME: &str = "Troupe cluster CA";
 /// File name of the CA certificate inside a certificate directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key inside a certificate directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// Days a cluster CA is valid unless asked otherwise (about ten years).
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+/// Days a node certificate is valid unless asked otherwise.
+pub const DEFAULT_NODE_DAYS: u32 = 365;
+/// Longest validity accepted, in days (100 years).
+pub const MAX_DAYS: u32 = 36_500;
 
 /// Why a certificate could not be made, written or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +105,41 @@ pub enum CertError {
     /// rcgen failed to generate or sign.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A validity outside 1..=[`MAX_DAYS`] days.
+    #[error("invalid validity of {0} days: it must be 1 to {MAX_DAYS}")]
+    InvalidDays(u32),
+    /// A certificate (or the CA) that has expired.
+    #[error("{what} expired on {at}")]
+    Expired {
+        /// Which certificate.
+        what: String,
+        /// When (UTC).
+        at: String,
+    },
+}
+
+/// `(not_before, not_after)` for a certificate valid for `days` from now:
+/// it starts an hour back (another host's clock may be behind) and ends no
+/// later than `cap` (its CA's expiry). Whole seconds, as certificates hold.
+fn validity_window(
+    days: u32,
+    cap: Option<std::time::SystemTime>,
+) -> Result<(time::OffsetDateTime, time::OffsetDateTime), CertError> {
+    if days == 0 || days > MAX_DAYS {
+        return Err(CertError::InvalidDays(days));
+    }
+    let now = std::time::SystemTime::now();
+    let start = now - std::time::Duration::from_secs(3600);
+    let mut end = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
+    if let Some(cap) = cap {
+        end = end.min(cap);
+    }
+    let whole = |t: std::time::SystemTime| {
+        time::OffsetDateTime::from(t)
+            .replace_nanosecond(0)
+            .expect("0 is a valid nanosecond")
+    };
+    Ok((whole(start), whole(end)))
 }
 
 /// A node's TLS material, ready for the transport: the cluster CA it trusts, its
@@ -162,12 +214,27 @@ impl std::fmt::Debug for ClusterCa {
 }
 
 impl ClusterCa {
-    /// Generates a fresh CA (ECDSA P-256 key, self-signed).
+    /// Generates a fresh CA (ECDSA P-256 key, self-signed), valid for
+    /// [`DEFAULT_CA_DAYS`].
     pub fn generate() -> Result<Self, CertError> {
+        Self::generate_valid_for(DEFAULT_CA_DAYS)
+    }
+
+    /// Generates a fresh CA valid for `days` (1 to [`MAX_DAYS`]) from now.
+    pub fn generate_valid_for(days: u32) -> Result<Self, CertError> {
         let key = KeyPair::generate()?;
-        let cert = ca_params(&key)?.self_signed(&key)?;
+        let mut params = ca_params(&key)?;
+        let (not_before, not_after) = validity_window(days, None)?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.self_signed(&key)?;
         let der = cert.der().clone();
         Ok(Self { cert, der, key })
+    }
+
+    /// When the CA certificate is valid (`None` if its dates cannot be read).
+    pub fn validity(&self) -> Option<Validity> {
+        Validity::of_der(self.der.as_ref())
     }
 
     /// Opens the CA stored in `dir` (`ca.pem`, `ca.key`).
@@ -240,8 +307,41 @@ impl ClusterCa {
         })
     }
 
-    /// Issues a certificate for `node` and returns `(certificate PEM, key PEM)`.
+    /// Issues a certificate for `node`, valid for [`DEFAULT_NODE_DAYS`], and
+    /// returns `(certificate PEM, key PEM)`.
     pub fn issue_pem(&self, node: &str) -> Result<(String, String), CertError> {
+        self.issue_pem_valid_for(node, DEFAULT_NODE_DAYS)
+    }
+
+    /// Like [`issue_pem`](Self::issue_pem), valid for `days` (1 to
+    /// [`MAX_DAYS`]) from now, but never past the CA's own expiry.
+    pub fn issue_pem_valid_for(
+        &self,
+        node: &str,
+        days: u32,
+    ) -> Result<(String, String), CertError> {
+        validate_node_name(node)?;
+        let ca_end = self.validity().map(|v| v.not_after);
+        if let Some(end) = ca_end {
+            if end <= std::time::SystemTime::now() {
+                return Err(CertError::Expired {
+                    what: "the cluster CA".into(),
+                    at: format_utc(end),
+                });
+            }
+        }
+        let (not_before, not_after) = validity_window(days, ca_end)?;
+        self.issue_pem_between(node, not_before, not_after)
+    }
+
+    /// A certificate for `node` valid from `not_before` to `not_after`,
+    /// whatever those are (tests make expired ones with it).
+    pub(crate) fn issue_pem_between(
+        &self,
+        node: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<(String, String), CertError> {
         validate_node_name(node)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -260,13 +360,21 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
 
-/// Creates a cluster CA in `dir` (created if missing): `ca.pem` and `ca.key` (0600).
+/// Creates a cluster CA in `dir` (created if missing): `ca.pem` and `ca.key`
+/// (0600), valid for [`DEFAULT_CA_DAYS`].
 pub fn init(dir: &Path) -> Result<ClusterCa, CertError> {
+    init_with_days(dir, DEFAULT_CA_DAYS)
+}
+
+/// Like [`init`], with a CA valid for `days` (1 to [`MAX_DAYS`]).
+pub fn init_with_days(dir: &Path, days: u32) -> Result<ClusterCa, CertError> {
     fs::create_dir_all(dir).map_err(|source| CertError::Io {
         action: "creating directory",
         path: dir.to_path_buf(),
@@ -279,27 +387,64 @@ pub fn init(dir: &Path) -> Result<ClusterCa, CertError> {
             return Err(CertError::AlreadyExists(p.clone()));
         }
     }
-    let ca = ClusterCa::generate()?;
+    let ca = ClusterCa::generate_valid_for(days)?;
     write_file(&key_path, ca.key_pem().as_bytes(), true)?;
     write_file(&cert_path, ca.cert_pem().as_bytes(), false)?;
     Ok(ca)
 }
 
-/// Issues `NODE.pem` and `NODE.key` (0600) in `dir`, signed by the CA stored there.
-/// Returns the paths `(certificate, key)`.
+/// How [`issue_with`] issues a node certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueOptions {
+    /// Days the certificate is valid (1 to [`MAX_DAYS`]); never past the CA.
+    pub days: u32,
+    /// Replace an existing `NODE.pem` and `NODE.key` (a renewal: a new key
+    /// too) instead of refusing to overwrite them.
+    pub renew: bool,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_NODE_DAYS,
+            renew: false,
+        }
+    }
+}
+
+/// Issues `NODE.pem` and `NODE.key` (0600) in `dir`, signed by the CA stored there,
+/// valid for [`DEFAULT_NODE_DAYS`]. Returns the paths `(certificate, key)`.
 pub fn issue(dir: &Path, node: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    issue_with(dir, node, IssueOptions::default())
+}
+
+/// Like [`issue`], with a chosen validity, or renewing (replacing) an existing
+/// certificate and key. A renewed node certificate is accepted by every peer at
+/// once (same CA); the node uses it from its next start.
+pub fn issue_with(
+    dir: &Path,
+    node: &str,
+    options: IssueOptions,
+) -> Result<(PathBuf, PathBuf), CertError> {
     validate_node_name(node)?;
     let ca = ClusterCa::load(dir)?;
     let cert_path = dir.join(format!("{node}.pem"));
     let key_path = dir.join(format!("{node}.key"));
-    for p in [&cert_path, &key_path] {
-        if p.exists() {
-            return Err(CertError::AlreadyExists(p.clone()));
+    if !options.renew {
+        for p in [&cert_path, &key_path] {
+            if p.exists() {
+                return Err(CertError::AlreadyExists(p.clone()));
+            }
         }
     }
-    let (cert_pem, key_pem) = ca.issue_pem(node)?;
-    write_file(&key_path, key_pem.as_bytes(), true)?;
-    write_file(&cert_path, cert_pem.as_bytes(), false)?;
+    let (cert_pem, key_pem) = ca.issue_pem_valid_for(node, options.days)?;
+    if options.renew {
+        replace_file(&key_path, key_pem.as_bytes(), true)?;
+        replace_file(&cert_path, cert_pem.as_bytes(), false)?;
+    } else {
+        write_file(&key_path, key_pem.as_bytes(), true)?;
+        write_file(&cert_path, cert_pem.as_bytes(), false)?;
+    }
     Ok((cert_path, key_path))
 }
 
@@ -381,6 +526,22 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertErro
     file.sync_all().map_err(io_err)
 }
 
+/// Writes `path` whole or not at all: into a new file beside it, then renamed
+/// over it (a reader sees the old contents or the new, never a mix).
+fn replace_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    // A leftover from an interrupted renewal is ours to replace.
+    let _ = fs::remove_file(&tmp);
+    write_file(&tmp, contents, secret)?;
+    fs::rename(&tmp, path).map_err(|source| CertError::Io {
+        action: "replacing",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn pem_encode(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
@@ -419,6 +580,95 @@ mod tests {
             uuid::Uuid::new_v4()
         ));
         dir
+    }
+
+    /// The validity of the first certificate in `pem`.
+    fn dates(pem: &str) -> Validity {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        Validity::of_der(der.as_ref()).expect("dates readable")
+    }
+
+    /// `t` is within a minute of `want`.
+    fn near(t: std::time::SystemTime, want: std::time::SystemTime) -> bool {
+        let d = t
+            .duration_since(want)
+            .or_else(|_| want.duration_since(t))
+            .expect("either order");
+        d < std::time::Duration::from_secs(60)
+    }
+
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[test]
+    fn certificates_are_valid_for_the_days_asked_from_an_hour_back() {
+        let now = std::time::SystemTime::now();
+        let ca = ClusterCa::generate().expect("ca");
+        let v = ca.validity().expect("ca dates");
+        assert!(near(v.not_before, now - HOUR), "{v:?}");
+        assert!(near(v.not_after, now + DAY * DEFAULT_CA_DAYS), "{v:?}");
+        let (pem, _) = ca.issue_pem("node-a").expect("issue");
+        let v = dates(&pem);
+        assert!(near(v.not_before, now - HOUR), "{v:?}");
+        assert!(near(v.not_after, now + DAY * DEFAULT_NODE_DAYS), "{v:?}");
+        let (pem, _) = ca.issue_pem_valid_for("node-a", 10).expect("issue");
+        assert!(near(dates(&pem).not_after, now + DAY * 10));
+    }
+
+    #[test]
+    fn a_node_certificate_never_outlives_its_ca() {
+        let ca = ClusterCa::generate_valid_for(5).expect("ca");
+        let (pem, _) = ca.issue_pem_valid_for("node-a", 365).expect("issue");
+        assert_eq!(
+            dates(&pem).not_after,
+            ca.validity().expect("dates").not_after
+        );
+    }
+
+    #[test]
+    fn a_validity_out_of_range_is_refused() {
+        assert!(matches!(
+            ClusterCa::generate_valid_for(0),
+            Err(CertError::InvalidDays(0))
+        ));
+        let ca = ClusterCa::generate().expect("ca");
+        for days in [0, MAX_DAYS + 1] {
+            let err = ca.issue_pem_valid_for("node-a", days).unwrap_err();
+            assert!(
+                matches!(err, CertError::InvalidDays(d) if d == days),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn renew_replaces_the_certificate_and_key_and_only_then() {
+        let dir = temp_dir("renew");
+        init(&dir).expect("init");
+        let (cert, key) = issue(&dir, "node-a").expect("issue");
+        let old_key = fs::read(&key).expect("key");
+        let again = issue_with(&dir, "node-a", IssueOptions::default());
+        assert!(matches!(again, Err(CertError::AlreadyExists(_))));
+        assert_eq!(fs::read(&key).expect("key"), old_key, "refused, untouched");
+        let renew = IssueOptions {
+            days: 30,
+            renew: true,
+        };
+        let (cert2, key2) = issue_with(&dir, "node-a", renew).expect("renew");
+        assert_eq!((&cert2, &key2), (&cert, &key));
+        assert_ne!(fs::read(&key).expect("key"), old_key, "a new key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&key).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // The renewed pair belongs together and chains to the CA.
+        let tls = load_node_tls(&dir.join(CA_CERT_FILE), &cert, &key).expect("load");
+        let v = Validity::of_der(tls.chain[0].as_ref()).expect("dates");
+        assert!(near(v.not_after, std::time::SystemTime::now() + DAY * 30));
+        assert!(!dir.join("node-a.pem.new").exists());
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -299,10 +299,13 @@ pub enum QuicError {
 /// - on unix, the private key `key` has no group or other permission bits
 ///   (like ssh, a key others can read is refused: [`QuicError::KeyPermissions`]);
 /// - the three files parse, and the key belongs to the certificate `cert`;
-/// - `cert` chains to the CA in `ca`, is currently valid, and names `node`.
+/// - neither `cert` nor the CA has expired, and `cert` is valid already
+///   (a host whose clock is far behind shows up here);
+/// - `cert` chains to the CA in `ca` and names `node`.
 ///
 /// [`QuicTransport::bind`] does not run these checks (tests and tools may
-/// bind with any identity); `troupe node` runs them at start-up.
+/// bind with any identity); `troupe node` runs them at start-up, and
+/// [`certificate_expiry_warning`] too, then twice a day.
 pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
     #[cfg(unix)]
     {
@@ -321,6 +324,7 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
         }
     }
     let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    check_dates(&tls, node, ca, cert, std::time::SystemTime::now())?;
     tls::check_identity(&tls, node).map_err(|e| {
         QuicError::Tls(format!(
             "{} (key {}) cannot be node {node:?}'s identity under the CA {}: {e}",
@@ -328,6 +332,92 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
             key.display(),
             ca.display()
         ))
+    })
+}
+
+/// How long before its certificate (or the CA) expires a node starts to warn.
+pub const RENEW_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Refuses an expired certificate or CA, and a certificate not valid yet,
+/// with what to do about it.
+fn check_dates(
+    tls: &NodeTls,
+    node: &str,
+    ca: &Path,
+    cert: &Path,
+    now: std::time::SystemTime,
+) -> Result<(), QuicError> {
+    use crate::certs::{format_utc, Validity};
+    if let Some(v) = Validity::of_der(tls.ca.as_ref()) {
+        if now > v.not_after {
+            return Err(QuicError::Tls(format!(
+                "the cluster CA {} expired on {}: make a new CA (`troupe certs init`) and issue \
+                 every node a certificate from it",
+                ca.display(),
+                format_utc(v.not_after)
+            )));
+        }
+    }
+    if let Some(v) = tls.chain.first().and_then(|c| Validity::of_der(c.as_ref())) {
+        if now > v.not_after {
+            return Err(QuicError::Tls(format!(
+                "{} expired on {}: peers refuse it. Renew it where the CA key is \
+                 (`troupe certs issue --dir DIR --node {node} --renew`), copy it here and restart",
+                cert.display(),
+                format_utc(v.not_after)
+            )));
+        }
+        if now < v.not_before {
+            return Err(QuicError::Tls(format!(
+                "{} is not valid until {} and this host's clock says {}: is the clock right?",
+                cert.display(),
+                format_utc(v.not_before),
+                format_utc(now)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A warning for the operator when node `node`'s certificate `cert`, or the
+/// cluster CA `ca`, expires within [`RENEW_WARNING`] of `now` (or has
+/// expired): after that, peers refuse new connections from this node. `None`
+/// when both are good for longer, or the files cannot be read (start-up
+/// reports that).
+pub fn certificate_expiry_warning(
+    node: &str,
+    ca: &Path,
+    cert: &Path,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    use crate::certs::{format_utc, load_cert_chain, Validity};
+    let end = |path: &Path| {
+        let der = load_cert_chain(path).ok()?.into_iter().next()?;
+        Validity::of_der(der.as_ref()).map(|v| v.not_after)
+    };
+    let soon = |t: std::time::SystemTime| match t.duration_since(now) {
+        Ok(left) if left <= RENEW_WARNING => Some(format!(
+            "expires on {} (in {} days)",
+            format_utc(t),
+            left.as_secs() / 86_400
+        )),
+        Ok(_) => None,
+        Err(_) => Some(format!("expired on {}", format_utc(t))),
+    };
+    if let Some(when) = end(ca).and_then(soon) {
+        return Some(format!(
+            "the cluster CA {} {when}: make a new CA and issue every node a certificate from it \
+             before then, or peers will refuse new connections",
+            ca.display()
+        ));
+    }
+    end(cert).and_then(soon).map(|when| {
+        format!(
+            "certificate {} of node {node:?} {when}: renew it (`troupe certs issue --dir DIR \
+             --node {node} --renew` where the CA key is), copy it here and restart the node, or \
+             peers will refuse new connections",
+            cert.display()
+        )
     })
 }
 
@@ -630,6 +720,89 @@ mod tests {
             c.insecure_dev_mode = true;
             c.validate().expect(listen);
         }
+    }
+
+    /// Writes `node`'s certificate and key into `dir` (made by `cert_dir`),
+    /// valid from `from` to `to` seconds relative to now.
+    #[cfg(unix)]
+    fn write_dated(dir: &Path, node: &str, from: i64, to: i64) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let ca = crate::certs::ClusterCa::load(dir).expect("ca");
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("ns");
+        let (cert, key) = ca
+            .issue_pem_between(
+                node,
+                now + time::Duration::seconds(from),
+                now + time::Duration::seconds(to),
+            )
+            .expect("issue");
+        std::fs::write(dir.join(format!("{node}.pem")), cert).expect("cert");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(format!("{node}.key")))
+            .expect("key");
+        f.write_all(key.as_bytes()).expect("key");
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[cfg(unix)]
+    #[test]
+    fn an_expired_certificate_is_refused_at_start_up_saying_how_to_renew() {
+        let dir = cert_dir("expired", &[]);
+        write_dated(&dir, "node-a", -30 * DAY, -DAY);
+        let err = check("node-a", &dir.join("ca.pem"), &dir, "node-a")
+            .expect_err("expired")
+            .to_string();
+        assert!(
+            err.contains("node-a.pem") && err.contains("expired on") && err.contains("--renew"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_certificate_from_the_future_points_at_the_clock() {
+        let dir = cert_dir("future", &[]);
+        write_dated(&dir, "node-a", DAY, 30 * DAY);
+        let err = check("node-a", &dir.join("ca.pem"), &dir, "node-a")
+            .expect_err("not valid yet")
+            .to_string();
+        assert!(
+            err.contains("not valid until") && err.contains("clock"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn expiry_is_warned_about_from_thirty_days_before() {
+        let dir = cert_dir("warn", &["node-a"]);
+        write_dated(&dir, "node-b", -DAY, 10 * DAY);
+        write_dated(&dir, "node-c", -30 * DAY, -DAY);
+        let (ca, now) = (dir.join("ca.pem"), std::time::SystemTime::now());
+        let warn = |n: &str| certificate_expiry_warning(n, &ca, &dir.join(format!("{n}.pem")), now);
+        assert_eq!(warn("node-a"), None, "a year left");
+        let soon = warn("node-b").expect("10 days left");
+        assert!(
+            soon.contains("node-b.pem") && soon.contains("in 9 days") && soon.contains("--renew"),
+            "{soon}"
+        );
+        let gone = warn("node-c").expect("expired");
+        assert!(gone.contains("expired on"), "{gone}");
+        // And 30 days before a year-long certificate ends, it is due.
+        let later = now + Duration::from_secs(340 * DAY as u64);
+        assert!(
+            certificate_expiry_warning("node-a", &ca, &dir.join("node-a.pem"), later).is_some()
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

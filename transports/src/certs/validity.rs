@@ -1,0 +1,208 @@
+//! How long a certificate is valid: the `Validity` field of an X.509
+//! certificate, read straight from its DER encoding.
+//!
+//! rcgen writes certificates but (without its x509 parser) cannot read them,
+//! and webpki checks validity without exposing it. A node needs the dates
+//! itself, to refuse to start with an expired certificate and to warn ahead
+//! of expiry, so this walks the few DER elements in front of the field:
+//! `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version
+//! OPTIONAL, serialNumber, signature, issuer, validity SEQUENCE { notBefore,
+//! notAfter }, ... } ... }`, each time a `UTCTime` (years 1950-2049) or a
+//! `GeneralizedTime`, in UTC as RFC 5280 requires. Anything else is refused
+//! (`None`), never guessed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// When a certificate starts and stops being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// The first instant it is valid.
+    pub not_before: SystemTime,
+    /// The last instant it is valid.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// Reads the validity of a DER certificate; `None` if it is not one
+    /// this understands.
+    pub fn of_der(der: &[u8]) -> Option<Self> {
+        let (tag, cert, _) = element(der)?;
+        if tag != SEQUENCE {
+            return None;
+        }
+        let (tag, tbs, _) = element(cert)?;
+        if tag != SEQUENCE {
+            return None;
+        }
+        let mut rest = tbs;
+        // [0] EXPLICIT version, when present.
+        let (tag, _, after) = element(rest)?;
+        if tag == VERSION {
+            rest = after;
+        }
+        // serialNumber, signature, issuer.
+        for want in [INTEGER, SEQUENCE, SEQUENCE] {
+            let (tag, _, after) = element(rest)?;
+            if tag != want {
+                return None;
+            }
+            rest = after;
+        }
+        let (tag, validity, _) = element(rest)?;
+        if tag != SEQUENCE {
+            return None;
+        }
+        let (t1, before, after) = element(validity)?;
+        let (t2, not_after, end) = element(after)?;
+        if !end.is_empty() {
+            return None;
+        }
+        Some(Self {
+            not_before: time(t1, before)?,
+            not_after: time(t2, not_after)?,
+        })
+    }
+
+    /// Time left until `not_after`, from `now`; `None` once it has passed.
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        self.not_after.duration_since(now).ok()
+    }
+}
+
+const INTEGER: u8 = 0x02;
+const SEQUENCE: u8 = 0x30;
+const VERSION: u8 = 0xa0;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+
+/// One DER element at the front of `b`: (tag, contents, what follows).
+/// Single-byte tags and definite lengths only, as DER requires here.
+fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, mut b) = b.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |l, &x| (l << 8) | usize::from(x));
+        b = &b[n..];
+        len
+    };
+    if b.len() < len {
+        return None;
+    }
+    Some((tag, &b[..len], &b[len..]))
+}
+
+/// A `UTCTime` (`YYMMDDHHMMSSZ`) or `GeneralizedTime` (`YYYYMMDDHHMMSSZ`).
+fn time(tag: u8, s: &[u8]) -> Option<SystemTime> {
+    let s = std::str::from_utf8(s).ok()?;
+    let s = s.strip_suffix('Z')?;
+    if !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (year, rest) = match (tag, s.len()) {
+        (UTC_TIME, 12) => {
+            let yy = num(0..2)?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, 2)
+        }
+        (GENERALIZED_TIME, 14) => (num(0..4)?, 4),
+        _ => return None,
+    };
+    let [month, day, hour, min, sec] = [0, 2, 4, 6, 8].map(|i| num(rest + i..rest + i + 2));
+    let (month, day, hour, min, sec) = (month?, day?, hour?, min?, sec?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec;
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard
+/// Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2027-11-26 04:16 UTC`, for messages.
+pub fn format_utc(t: SystemTime) -> String {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil_from_days, the inverse of the above.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_666_560); // 2026-11-26 04:16 UTC
+        assert_eq!(format_utc(t), "2026-11-26 04:16 UTC");
+        assert_eq!(format_utc(UNIX_EPOCH), "1970-01-01 00:00 UTC");
+    }
+
+    #[test]
+    fn both_time_forms_parse() {
+        let utc = time(UTC_TIME, b"261126041600Z").unwrap();
+        let gen = time(GENERALIZED_TIME, b"20261126041600Z").unwrap();
+        assert_eq!(utc, gen);
+        assert_eq!(format_utc(utc), "2026-11-26 04:16 UTC");
+        // UTCTime years 50-99 are 1950-1999.
+        assert_eq!(
+            format_utc(time(UTC_TIME, b"750101000000Z").unwrap()),
+            "1975-01-01 00:00 UTC"
+        );
+        for bad in [
+            &b"2611260416Z"[..],
+            b"261126041600",
+            b"26112604160aZ",
+            b"261326041600Z",
+        ] {
+            assert_eq!(time(UTC_TIME, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_not_guessed() {
+        assert_eq!(Validity::of_der(&[]), None);
+        assert_eq!(Validity::of_der(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(Validity::of_der(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+    }
+}
