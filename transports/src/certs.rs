@@ -439,8 +439,19 @@ pub fn issue_with(
     }
     let (cert_pem, key_pem) = ca.issue_pem_valid_for(node, options.days)?;
     if options.renew {
-        replace_file(&key_path, key_pem.as_bytes(), true)?;
-        replace_file(&cert_path, cert_pem.as_bytes(), false)?;
+        // Both new files are written before either old one is replaced: a
+        // renewal that fails on the way leaves the old pair as it was,
+        // never a new key beside the old certificate.
+        let key_tmp = stage_file(&key_path, key_pem.as_bytes(), true)?;
+        let cert_tmp = match stage_file(&cert_path, cert_pem.as_bytes(), false) {
+            Ok(tmp) => tmp,
+            Err(e) => {
+                let _ = fs::remove_file(&key_tmp);
+                return Err(e);
+            }
+        };
+        rename_over(&key_tmp, &key_path)?;
+        rename_over(&cert_tmp, &cert_path)?;
     } else {
         write_file(&key_path, key_pem.as_bytes(), true)?;
         write_file(&cert_path, cert_pem.as_bytes(), false)?;
@@ -526,16 +537,22 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertErro
     file.sync_all().map_err(io_err)
 }
 
-/// Writes `path` whole or not at all: into a new file beside it, then renamed
-/// over it (a reader sees the old contents or the new, never a mix).
-fn replace_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
+/// Writes the future contents of `path` into a new file beside it
+/// (`PATH.new`), to be renamed over it with [`rename_over`] (a reader then
+/// sees the old contents or the new, never a mix). Returns that file.
+fn stage_file(path: &Path, contents: &[u8], secret: bool) -> Result<PathBuf, CertError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
     // A leftover from an interrupted renewal is ours to replace.
     let _ = fs::remove_file(&tmp);
     write_file(&tmp, contents, secret)?;
-    fs::rename(&tmp, path).map_err(|source| CertError::Io {
+    Ok(tmp)
+}
+
+/// Renames the staged file `tmp` over `path`.
+fn rename_over(tmp: &Path, path: &Path) -> Result<(), CertError> {
+    fs::rename(tmp, path).map_err(|source| CertError::Io {
         action: "replacing",
         path: path.to_path_buf(),
         source,
@@ -668,6 +685,27 @@ mod tests {
         let v = Validity::of_der(tls.chain[0].as_ref()).expect("dates");
         assert!(near(v.not_after, std::time::SystemTime::now() + DAY * 30));
         assert!(!dir.join("node-a.pem.new").exists());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_renewal_leaves_the_old_pair_usable() {
+        let dir = temp_dir("renew-fails");
+        init(&dir).expect("init");
+        let (cert, key) = issue(&dir, "node-a").expect("issue");
+        let (old_cert, old_key) = (fs::read(&cert).expect("cert"), fs::read(&key).expect("key"));
+        // Something in the way of the new certificate (a directory where
+        // its temporary file goes): the renewal must fail as a whole.
+        fs::create_dir(dir.join("node-a.pem.new")).expect("obstacle");
+        let renew = IssueOptions {
+            days: 30,
+            renew: true,
+        };
+        assert!(issue_with(&dir, "node-a", renew).is_err());
+        assert_eq!(fs::read(&key).expect("key"), old_key, "key replaced alone");
+        assert_eq!(fs::read(&cert).expect("cert"), old_cert);
+        load_node_tls(&dir.join(CA_CERT_FILE), &cert, &key).expect("old pair loads");
+        assert!(!dir.join("node-a.key.new").exists(), "a stray key copy");
         fs::remove_dir_all(&dir).ok();
     }
 
