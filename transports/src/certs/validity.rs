@@ -199,6 +199,69 @@ mod tests {
         }
     }
 
+    /// DER element `tag` around `content`, long-form length when needed.
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = content.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else if n < 0x100 {
+            out.extend([0x81, n as u8]);
+        } else {
+            out.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A certificate skeleton up to its validity, with or without the
+    /// `[0]` version, an issuer name padded to `issuer_len` bytes.
+    fn skeleton(version: bool, issuer_len: usize, times: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut tbs = Vec::new();
+        if version {
+            tbs.extend(der(VERSION, &der(INTEGER, &[2])));
+        }
+        tbs.extend(der(INTEGER, &[0x01, 0x02]));
+        tbs.extend(der(SEQUENCE, &der(0x06, &[0x2a, 0x86, 0x48])));
+        tbs.extend(der(SEQUENCE, &vec![0x31; issuer_len]));
+        let validity: Vec<u8> = times.iter().flat_map(|(t, s)| der(*t, s)).collect();
+        tbs.extend(der(SEQUENCE, &validity));
+        tbs.extend(der(SEQUENCE, &[])); // subject
+        der(SEQUENCE, &der(SEQUENCE, &tbs))
+    }
+
+    #[test]
+    fn v1_and_v3_certificates_with_long_lengths_parse() {
+        let times: &[(u8, &[u8])] = &[
+            (UTC_TIME, b"491231235959Z"),
+            (GENERALIZED_TIME, b"20500101000000Z"),
+        ];
+        for version in [false, true] {
+            for issuer_len in [3, 200, 400] {
+                let v = Validity::of_der(&skeleton(version, issuer_len, times))
+                    .unwrap_or_else(|| panic!("version {version}, issuer {issuer_len}"));
+                assert_eq!(format_utc(v.not_before), "2049-12-31 23:59 UTC");
+                assert_eq!(format_utc(v.not_after), "2050-01-01 00:00 UTC");
+                assert_eq!(
+                    v.not_after.duration_since(v.not_before).unwrap(),
+                    Duration::from_secs(1)
+                );
+            }
+        }
+        // UTCTime 50 is 1950, not 2050.
+        let old = skeleton(
+            false,
+            3,
+            &[(UTC_TIME, b"500101000000Z"), (UTC_TIME, b"991231235959Z")],
+        );
+        let v = Validity::of_der(&old).expect("parses");
+        assert_eq!(format_utc(v.not_before), "1950-01-01 00:00 UTC");
+        // A third time in the validity is not a certificate this knows.
+        let t: (u8, &[u8]) = (UTC_TIME, b"500101000000Z");
+        let three = skeleton(true, 3, &[t; 3]);
+        assert_eq!(Validity::of_der(&three), None);
+    }
+
     #[test]
     fn garbage_is_refused_not_guessed() {
         assert_eq!(Validity::of_der(&[]), None);
