@@ -117,7 +117,12 @@ fn time(tag: u8, s: &[u8]) -> Option<SystemTime> {
     };
     let [month, day, hour, min, sec] = [0, 2, 4, 6, 8].map(|i| num(rest + i..rest + i + 2));
     let (month, day, hour, min, sec) = (month?, day?, hour?, min?, sec?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
         return None;
     }
     let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec;
@@ -125,6 +130,16 @@ fn time(tag: u8, s: &[u8]) -> Option<SystemTime> {
         UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
     } else {
         UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
+/// Days in `month` (1-12) of `year`, proleptic Gregorian.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
 
@@ -260,6 +275,25 @@ mod tests {
         let t: (u8, &[u8]) = (UTC_TIME, b"500101000000Z");
         let three = skeleton(true, 3, &[t; 3]);
         assert_eq!(Validity::of_der(&three), None);
+    }
+
+    #[test]
+    fn days_that_do_not_exist_are_refused() {
+        for bad in [
+            &b"20260230000000Z"[..],
+            b"20250229000000Z",
+            b"20260431000000Z",
+            b"21000229000000Z",
+        ] {
+            assert_eq!(time(GENERALIZED_TIME, bad), None, "{bad:?}");
+        }
+        for good in [
+            &b"20240229000000Z"[..],
+            b"20000229000000Z",
+            b"20261231000000Z",
+        ] {
+            assert!(time(GENERALIZED_TIME, good).is_some(), "{good:?}");
+        }
     }
 
     #[test]
