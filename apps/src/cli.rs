@@ -208,18 +208,8 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
                 }
             }
             let options = troupe::transports::certs::IssueOptions { days, renew };
-            let (cert, key) = troupe::transports::certs::issue_with(&dir, &node, options).map_err(
-                |e| match e {
-                    troupe::transports::certs::CertError::AlreadyExists(p) => {
-                        CliError::Certs(format!(
-                            "{} already exists; refusing to overwrite it (to replace it with a \
-                             new certificate and key, add --renew)",
-                            p.display()
-                        ))
-                    }
-                    other => CliError::Certs(other.to_string()),
-                },
-            )?;
+            let (cert, key) =
+                troupe::transports::certs::issue_with(&dir, &node, options).map_err(issue_error)?;
             let dates = troupe::transports::certs::load_cert_chain(&cert)
                 .ok()
                 .and_then(|c| c.first().and_then(|c| Validity::of_der(c.as_ref())));
@@ -232,6 +222,25 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+/// Why `certs issue` failed, and what to do about it.
+fn issue_error(e: troupe::transports::certs::CertError) -> CliError {
+    use troupe::transports::certs::CertError;
+    match e {
+        CertError::AlreadyExists(p) => CliError::Certs(format!(
+            "{} already exists; refusing to overwrite it (to replace it with a new certificate \
+             and key, add --renew)",
+            p.display()
+        )),
+        e @ CertError::Expired { .. } => CliError::Certs(format!(
+            "{e}: it can sign no more certificates. Make a new CA in a new directory \
+             (`troupe certs init --dir NEW_DIR`), issue every node a certificate from it, copy \
+             the new ca.pem and each node's files to its host and restart all the nodes (a node \
+             trusts one CA: nodes on the old and the new one cannot talk)"
+        )),
+        other => CliError::Certs(other.to_string()),
     }
 }
 
@@ -360,5 +369,21 @@ mod tests {
         for word in ["[[peers]]", "RUST_LOG", "exits 0", "exits 1"] {
             assert!(help.contains(word), "{word} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn an_expired_ca_error_says_what_to_do() {
+        let e = troupe::transports::certs::CertError::Expired {
+            what: "the cluster CA".into(),
+            at: "2036-11-26 05:00 UTC".into(),
+        };
+        let said = issue_error(e).to_string();
+        assert!(
+            said.contains("expired on 2036-11-26")
+                && said.contains("certs init --dir")
+                && said.contains("new directory")
+                && said.contains("restart all"),
+            "{said}"
+        );
     }
 }
