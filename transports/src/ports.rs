@@ -10,10 +10,14 @@
 //! instead picks a port below the kernel's ephemeral range (the range port
 //! 0 draws from, 32768-60999 by default on Linux), so only another explicit
 //! choice of the same port can collide, and it checks that the port is free
-//! now. The guarantee is "free when checked", nothing more.
+//! now. It never hands the same port out twice in one process (a local
+//! cluster picks all its nodes' ports before any node binds one). The
+//! guarantee is "free when checked", nothing more.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Lowest port tried (well above the registered well-known services).
 const FIRST: u16 = 20_000;
@@ -22,11 +26,15 @@ const FIRST: u16 = 20_000;
 const END: u16 = 32_768;
 
 /// A UDP port on `ip` that was free just now, chosen at random below the
-/// ephemeral port range (see the module docs); if none of 64 tries is free,
-/// one from the kernel (port 0). `None` only if `ip` cannot be bound at all
-/// (for example, an address of another host).
+/// ephemeral port range and not handed out before by this process (see the
+/// module docs); if none of 64 tries is both, one from the kernel (port 0).
+/// `None` only if `ip` cannot be bound at all (for example, an address of
+/// another host).
 pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
+    /// Ports this process was handed (at most `END - FIRST` of them).
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut x = seed()
         ^ CALLS
             .fetch_add(1, Ordering::Relaxed)
@@ -38,8 +46,14 @@ pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
         x ^= x >> 27;
         let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let port = FIRST + (r % u64::from(END - FIRST)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
         match UdpSocket::bind((ip, port)) {
-            Ok(_) => return Some(port),
+            Ok(_) => {
+                given.insert(port);
+                return Some(port);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return None,
             Err(_) => {}
         }
@@ -87,6 +101,18 @@ mod tests {
         for _ in 0..200 {
             let port = unused_udp_port(ip).unwrap();
             assert!(!taken.contains(&port), "{port} is held");
+        }
+    }
+
+    #[test]
+    fn one_process_is_never_handed_the_same_port_twice() {
+        // A local cluster picks every node's port before any node binds
+        // it: two picks must not be the same free port.
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let port = unused_udp_port(ip).expect("loopback binds");
+            assert!(seen.insert(port), "{port} handed out twice");
         }
     }
 
