@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 use troupe::config::Config;
 use troupe::runtime::start_node;
 use troupe::transports::certs::{format_utc, Validity};
+use troupe::transports::quic::CertificateExpiry;
 
 use crate::sample::{start_apps_with_peers, AppsConfig};
 
@@ -256,6 +257,12 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     let apps = AppsConfig::from_table(&config.apps)
         .and_then(|a| a.validate(&config.name, &config.peer_names()).map(|()| a))
         .map_err(|e| in_file(&path, e))?;
+    // The certificates the node is about to load: it keeps them until it
+    // restarts, whatever is copied over the files meanwhile.
+    let expiry = match (&config.tls.ca, &config.tls.cert) {
+        (Some(ca), Some(cert)) => Some(CertificateExpiry::read(&config.name, ca, cert)),
+        _ => None,
+    };
     let system = actix_rt::System::new();
     system.block_on(async move {
         let running = start_node(config).await.map_err(|e| in_file(&path, e))?;
@@ -272,7 +279,7 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
         tokio::select! {
             _ = wait_for_signal() => {}
-            _ = warn_before_expiry(&running.config) => {}
+            _ = warn_before_expiry(expiry) => {}
         }
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;
@@ -307,19 +314,16 @@ fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
 }
 
 /// Logs a warning now and every 12 hours while the node's certificate or
-/// the cluster CA expires within 30 days (see
+/// the cluster CA, as the node loaded them, expires within 30 days (see
 /// [`troupe::transports::quic::certificate_expiry_warning`]). Never returns.
-async fn warn_before_expiry(config: &Config) {
-    let (Some(ca), Some(cert)) = (config.tls.ca.clone(), config.tls.cert.clone()) else {
+async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
+    let Some(expiry) = expiry else {
         return std::future::pending().await;
     };
     let mut every = tokio::time::interval(Duration::from_secs(12 * 3600));
     loop {
         every.tick().await;
-        let now = std::time::SystemTime::now();
-        if let Some(warning) =
-            troupe::transports::quic::certificate_expiry_warning(&config.name, &ca, &cert, now)
-        {
+        if let Some(warning) = expiry.warning(std::time::SystemTime::now()) {
             tracing::warn!("{warning}");
         }
     }

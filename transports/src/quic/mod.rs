@@ -383,42 +383,78 @@ fn check_dates(
 /// cluster CA `ca`, expires within [`RENEW_WARNING`] of `now` (or has
 /// expired): after that, peers refuse new connections from this node. `None`
 /// when both are good for longer, or the files cannot be read (start-up
-/// reports that).
+/// reports that). Reads the files as they are now: for a running node, which
+/// loaded them at start-up, use [`CertificateExpiry`].
 pub fn certificate_expiry_warning(
     node: &str,
     ca: &Path,
     cert: &Path,
     now: std::time::SystemTime,
 ) -> Option<String> {
-    use crate::certs::{format_utc, load_cert_chain, Validity};
-    let end = |path: &Path| {
-        let der = load_cert_chain(path).ok()?.into_iter().next()?;
-        Validity::of_der(der.as_ref()).map(|v| v.not_after)
-    };
-    let soon = |t: std::time::SystemTime| match t.duration_since(now) {
-        Ok(left) if left <= RENEW_WARNING => Some(format!(
-            "expires on {} (in {} days)",
-            format_utc(t),
-            left.as_secs() / 86_400
-        )),
-        Ok(_) => None,
-        Err(_) => Some(format!("expired on {}", format_utc(t))),
-    };
-    if let Some(when) = end(ca).and_then(soon) {
-        return Some(format!(
-            "the cluster CA {} {when}: make a new CA and issue every node a certificate from it \
-             before then, or peers will refuse new connections",
-            ca.display()
-        ));
+    CertificateExpiry::read(node, ca, cert).warning(now)
+}
+
+/// When the certificates a node *runs with* expire: its own and the
+/// cluster CA's, read once, when it loads them. A running node keeps the
+/// certificate it started with; a renewed file copied over it counts only
+/// from the next start, so a node warned from the file on disk would fall
+/// silent while it still presents the old certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateExpiry {
+    node: String,
+    ca: PathBuf,
+    ca_end: Option<std::time::SystemTime>,
+    cert: PathBuf,
+    cert_end: Option<std::time::SystemTime>,
+}
+
+impl CertificateExpiry {
+    /// Reads the expiry of node `node`'s certificate `cert` and of the
+    /// cluster CA `ca` (unknown for a file that cannot be read or parsed).
+    pub fn read(node: &str, ca: &Path, cert: &Path) -> Self {
+        use crate::certs::{load_cert_chain, Validity};
+        let end = |path: &Path| {
+            let der = load_cert_chain(path).ok()?.into_iter().next()?;
+            Validity::of_der(der.as_ref()).map(|v| v.not_after)
+        };
+        Self {
+            node: node.to_string(),
+            ca: ca.to_path_buf(),
+            ca_end: end(ca),
+            cert: cert.to_path_buf(),
+            cert_end: end(cert),
+        }
     }
-    end(cert).and_then(soon).map(|when| {
-        format!(
-            "certificate {} of node {node:?} {when}: renew it (`troupe certs issue --dir DIR \
-             --node {node} --renew` where the CA key is), copy it here and restart the node, or \
-             peers will refuse new connections",
-            cert.display()
-        )
-    })
+
+    /// The warning due at `now` (see [`certificate_expiry_warning`]), if any.
+    pub fn warning(&self, now: std::time::SystemTime) -> Option<String> {
+        use crate::certs::format_utc;
+        let node = &self.node;
+        let soon = |t: std::time::SystemTime| match t.duration_since(now) {
+            Ok(left) if left <= RENEW_WARNING => Some(format!(
+                "expires on {} (in {} days)",
+                format_utc(t),
+                left.as_secs() / 86_400
+            )),
+            Ok(_) => None,
+            Err(_) => Some(format!("expired on {}", format_utc(t))),
+        };
+        if let Some(when) = self.ca_end.and_then(soon) {
+            return Some(format!(
+                "the cluster CA {} {when}: make a new CA and issue every node a certificate from \
+                 it before then, or peers will refuse new connections",
+                self.ca.display()
+            ));
+        }
+        self.cert_end.and_then(soon).map(|when| {
+            format!(
+                "certificate {} of node {node:?} {when}: renew it (`troupe certs issue --dir DIR \
+                 --node {node} --renew` where the CA key is), copy it here and restart the node, \
+                 or peers will refuse new connections",
+                self.cert.display()
+            )
+        })
+    }
 }
 
 /// A node's QUIC transport. Dropping it shuts it down (see [`Transport::shutdown`]).
@@ -797,6 +833,15 @@ mod tests {
         );
         let gone = warn("node-c").expect("expired");
         assert!(gone.contains("expired on"), "{gone}");
+        // A running node is warned about the certificate it loaded, even
+        // once a renewed one is on disk (it uses that from its next start).
+        let running = CertificateExpiry::read("node-b", &ca, &dir.join("node-b.pem"));
+        std::fs::remove_file(dir.join("node-b.pem")).expect("rm");
+        std::fs::remove_file(dir.join("node-b.key")).expect("rm");
+        write_dated(&dir, "node-b", -DAY, 365 * DAY);
+        assert_eq!(warn("node-b"), None, "renewed on disk");
+        let still = running.warning(now).expect("the loaded one still expires");
+        assert!(still.contains("in 9 days"), "{still}");
         // And 30 days before a year-long certificate ends, it is due.
         let later = now + Duration::from_secs(340 * DAY as u64);
         assert!(
