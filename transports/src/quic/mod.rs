@@ -362,7 +362,8 @@ fn check_dates(
         if now > v.not_after {
             return Err(QuicError::Tls(format!(
                 "{} expired on {}: peers refuse it. Renew it where the CA key is \
-                 (`troupe certs issue --dir DIR --node {node} --renew`), copy it here and restart",
+                 (`troupe certs issue --dir DIR --node {node} --renew`), copy both new files \
+                 here ({node}.pem and {node}.key: a renewal makes a new key too) and restart",
                 cert.display(),
                 format_utc(v.not_after)
             )));
@@ -449,8 +450,9 @@ impl CertificateExpiry {
         self.cert_end.and_then(soon).map(|when| {
             format!(
                 "certificate {} of node {node:?} {when}: renew it (`troupe certs issue --dir DIR \
-                 --node {node} --renew` where the CA key is), copy it here and restart the node, \
-                 or peers will refuse new connections",
+                 --node {node} --renew` where the CA key is), copy both new files here \
+                 ({node}.pem and {node}.key: a renewal makes a new key too) and restart the \
+                 node, or peers will refuse new connections",
                 self.cert.display()
             )
         })
@@ -796,7 +798,10 @@ mod tests {
             .expect_err("expired")
             .to_string();
         assert!(
-            err.contains("node-a.pem") && err.contains("expired on") && err.contains("--renew"),
+            err.contains("node-a.pem")
+                && err.contains("expired on")
+                && err.contains("--renew")
+                && err.contains("node-a.key"),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).ok();
@@ -828,7 +833,10 @@ mod tests {
         assert_eq!(warn("node-a"), None, "a year left");
         let soon = warn("node-b").expect("10 days left");
         assert!(
-            soon.contains("node-b.pem") && soon.contains("in 9 days") && soon.contains("--renew"),
+            soon.contains("node-b.pem")
+                && soon.contains("in 9 days")
+                && soon.contains("--renew")
+                && soon.contains("node-b.key"),
             "{soon}"
         );
         let gone = warn("node-c").expect("expired");
