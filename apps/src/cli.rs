@@ -221,6 +221,19 @@ fn certs(action: CertsAction) -> Result<(), CliError> {
                 key.display(),
                 valid_until(dates)
             );
+            // Capped at the CA's expiry: say so, or a CA near its end makes
+            // short-lived node certificates without anyone noticing.
+            let asked =
+                std::time::SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400);
+            if let Some(v) = dates {
+                if v.not_after + Duration::from_secs(86_400) < asked {
+                    println!(
+                        "note: shorter than the {days} days asked: a node certificate never \
+                         outlives the cluster CA, which expires on {}",
+                        format_utc(v.not_after)
+                    );
+                }
+            }
             Ok(())
         }
     }
@@ -259,8 +272,11 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         .map_err(|e| in_file(&path, e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
+    // (None in the insecure development mode, which uses no certificates.)
     let expiry = match (&config.tls.ca, &config.tls.cert) {
-        (Some(ca), Some(cert)) => Some(CertificateExpiry::read(&config.name, ca, cert)),
+        (Some(ca), Some(cert)) if !config.tls.insecure_dev_mode => {
+            Some(CertificateExpiry::read(&config.name, ca, cert))
+        }
         _ => None,
     };
     let system = actix_rt::System::new();

@@ -233,6 +233,28 @@ fn certs_issue_renews_only_when_asked_and_says_until_when() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn certs_issue_says_when_the_ca_cuts_a_certificate_short() {
+    let dir = cluster_dir("cap", &[]);
+    let certs = dir.join("fresh");
+    let c = certs.to_str().expect("utf-8");
+    let out = run(&["certs", "init", "--dir", c, "--days", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["certs", "issue", "--dir", c, "--node", "node-a"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("shorter than the 365 days") && said.contains("cluster CA"),
+        "{said}"
+    );
+    let out = run(&[
+        "certs", "issue", "--dir", c, "--node", "node-b", "--days", "5",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && !said.contains("shorter"), "{said}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Starts `troupe node` with its output in `log`, waits until the log says
 /// `wait_for`, sends `signal`, and returns the exit status and the whole log.
 #[cfg(unix)]

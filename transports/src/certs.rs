@@ -14,7 +14,7 @@
 //!
 //! Private keys are written with permissions `0600` on unix. Existing files are
 //! never overwritten: [`init`] and [`issue`] fail with [`CertError::AlreadyExists`];
-//! [`issue_with`] and `renew` replace a node's certificate and key.
+//! [`issue_with`] with [`IssueOptions::renew`] replaces a node's certificate and key.
 //!
 //! Validity: a CA is valid for [`DEFAULT_CA_DAYS`] and a node certificate for
 //! [`DEFAULT_NODE_DAYS`] unless asked otherwise ([`init_with_days`],

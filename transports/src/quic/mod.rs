@@ -305,7 +305,7 @@ pub enum QuicError {
 ///
 /// [`QuicTransport::bind`] does not run these checks (tests and tools may
 /// bind with any identity); `troupe node` runs them at start-up, and
-/// [`certificate_expiry_warning`] too, then twice a day.
+/// warns through [`CertificateExpiry`] at start-up and then twice a day.
 pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
     #[cfg(unix)]
     {
@@ -433,9 +433,13 @@ impl CertificateExpiry {
         let node = &self.node;
         let soon = |t: std::time::SystemTime| match t.duration_since(now) {
             Ok(left) if left <= RENEW_WARNING => Some(format!(
-                "expires on {} (in {} days)",
+                "expires on {} ({})",
                 format_utc(t),
-                left.as_secs() / 86_400
+                match left.as_secs() / 86_400 {
+                    0 => "within a day".to_string(),
+                    1 => "in 1 day".to_string(),
+                    n => format!("in {n} days"),
+                }
             )),
             Ok(_) => None,
             Err(_) => Some(format!("expired on {}", format_utc(t))),
