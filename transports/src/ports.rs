@@ -7,10 +7,12 @@
 //! test, a QUIC client endpoint) may be handed the same port by the kernel,
 //! and the node then fails to bind with `AddrInUse`; a node restarted on
 //! its old port after a crash has the same window. [`unused_udp_port`]
-//! instead picks a port below the kernel's ephemeral range (the range port
-//! 0 draws from, 32768-60999 by default on Linux), so only another explicit
-//! choice of the same port can collide, and it checks that the port is free
-//! now. It never hands the same port out twice in one process (a local
+//! instead picks a port outside the kernel's ephemeral range (the range
+//! port 0 draws from: read from `/proc/sys/net/ipv4/ip_local_port_range`,
+//! 32768-60999 by default on Linux), so only another explicit choice of the
+//! same port can collide, and it checks that the port is free now. (A host
+//! whose ephemeral range leaves no room outside it loses that protection;
+//! the port is still checked free.) It never hands the same port out twice in one process (a local
 //! cluster picks all its nodes' ports before any node binds one). The
 //! guarantee is "free when checked", nothing more.
 
@@ -19,22 +21,53 @@ use std::net::{IpAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Lowest port tried (well above the registered well-known services).
-const FIRST: u16 = 20_000;
-/// One past the highest port tried: the bottom of Linux's default
-/// ephemeral range.
-const END: u16 = 32_768;
+/// Linux's default ephemeral range, when the host's cannot be read.
+const DEFAULT_EPHEMERAL: (u16, u16) = (32_768, 60_999);
+/// How many ports to draw from.
+const SPAN: u16 = 12_000;
+/// Lowest port ever drawn (well above the registered well-known services).
+const LOWEST: u16 = 10_000;
 
-/// A UDP port on `ip` that was free just now, chosen at random below the
+/// The ports drawn from, `start..end`: the `SPAN` ports just below the
+/// ephemeral range `low..=high`, or just above it if there is no room
+/// below, or `20000..32000` if there is none either.
+fn outside(low: u16, high: u16) -> (u16, u16) {
+    if low >= LOWEST + SPAN {
+        (low - SPAN, low)
+    } else if high <= u16::MAX - SPAN {
+        (high + 1, high + 1 + SPAN)
+    } else {
+        (20_000, 32_000)
+    }
+}
+
+/// This host's candidate range (read once).
+fn candidates() -> (u16, u16) {
+    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| {
+                let mut it = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            })
+            .filter(|(low, high)| low <= high)
+            .unwrap_or(DEFAULT_EPHEMERAL);
+        outside(low, high)
+    })
+}
+
+/// A UDP port on `ip` that was free just now, chosen at random outside the
 /// ephemeral port range and not handed out before by this process (see the
 /// module docs); if none of 64 tries is both, one from the kernel (port 0).
 /// `None` only if `ip` cannot be bound at all (for example, an address of
 /// another host).
 pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    /// Ports this process was handed (at most `END - FIRST` of them).
+    /// Ports this process was handed (at most `SPAN` of them).
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let (first, end) = candidates();
     let mut x = seed()
         ^ CALLS
             .fetch_add(1, Ordering::Relaxed)
@@ -45,7 +78,7 @@ pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
         x ^= x << 25;
         x ^= x >> 27;
         let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let port = FIRST + (r % u64::from(END - FIRST)) as u16;
+        let port = first + (r % u64::from(end - first)) as u16;
         if given.contains(&port) {
             continue;
         }
@@ -83,9 +116,21 @@ mod tests {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         for _ in 0..20 {
             let port = unused_udp_port(ip).expect("loopback binds");
-            assert!((FIRST..END).contains(&port), "{port}");
+            let (first, end) = candidates();
+            assert!((first..end).contains(&port), "{port}");
             UdpSocket::bind((ip, port)).expect("still free");
         }
+    }
+
+    #[test]
+    fn the_range_is_outside_the_ephemeral_one_wherever_there_is_room() {
+        assert_eq!(outside(32_768, 60_999), (20_768, 32_768));
+        // A range starting low: above it.
+        assert_eq!(outside(15_000, 40_000), (40_001, 52_001));
+        // No room on either side: a fixed range, checked free as always.
+        assert_eq!(outside(1_024, 65_535), (20_000, 32_000));
+        let (first, end) = candidates();
+        assert!(first < end && end - first >= 8_000, "{first}..{end}");
     }
 
     #[test]

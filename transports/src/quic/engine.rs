@@ -164,7 +164,7 @@ fn transport_config(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, Qui
     tc.max_concurrent_uni_streams(VarInt::from_u32(4));
     tc.datagram_receive_buffer_size(None);
     // 2 MiB per stream: a receiver that falls behind buffers at most ~1,800
-    // packets of a stream, under quinn's reassembly compaction threshold
+    // full packets of a stream, under quinn's reassembly compaction threshold
     // (2,048 chunks). With 4 MiB an overloaded receiver's backlog crossed it
     // and quinn copied the backlog into fresh multi-megabyte buffers, over
     // and over (up to 10 % of a receiving node's CPU in page clearing in the
