@@ -5,7 +5,8 @@
 //! the node's name. The QUIC transport uses them for mutual TLS: a peer is accepted
 //! only if its certificate chains to the cluster CA *and* names the node it claims to
 //! be. Node certificates carry both the `serverAuth` and `clientAuth` extended key
-//! usages because every node both dials and accepts.
+//! usages because every node both dials and accepts. While a cluster moves to a new
+//! CA, a node trusts both: every certificate of its `ca.pem` ([`NodeTls::also_trusted`]).
 //!
 //! On disk (made with rcgen, ECDSA P-256):
 //! - [`init`]`(dir)` writes `ca.pem` (the CA certificate) and `ca.key` (its private key);
@@ -146,8 +147,12 @@ fn validity_window(
 /// certificate chain (leaf first) and its private key.
 #[derive(Debug)]
 pub struct NodeTls {
-    /// The cluster CA certificate (the only trust root).
+    /// The cluster CA certificate (a trust root).
     pub ca: CertificateDer<'static>,
+    /// Further CA certificates trusted alongside `ca`: the others of a
+    /// `ca.pem` holding several, while a cluster moves to a new CA node by
+    /// node (empty otherwise).
+    pub also_trusted: Vec<CertificateDer<'static>>,
     /// This node's certificate chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// This node's private key.
@@ -158,6 +163,7 @@ impl Clone for NodeTls {
     fn clone(&self) -> Self {
         Self {
             ca: self.ca.clone(),
+            also_trusted: self.also_trusted.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
         }
@@ -302,6 +308,7 @@ impl ClusterCa {
             })?;
         Ok(NodeTls {
             ca: self.cert_der(),
+            also_trusted: Vec::new(),
             chain,
             key,
         })
@@ -459,18 +466,18 @@ pub fn issue_with(
     Ok((cert_path, key_path))
 }
 
-/// Loads a node's TLS material from PEM files: the cluster CA certificate, the
-/// node's certificate chain and its private key.
+/// Loads a node's TLS material from PEM files: the cluster CA certificate (every
+/// certificate in `ca` is trusted: more than one while the cluster changes
+/// CA), the node's certificate chain and its private key.
 pub fn load_node_tls(ca: &Path, cert: &Path, key: &Path) -> Result<NodeTls, CertError> {
-    let ca_der = load_cert_chain(ca)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| CertError::BadPem {
-            path: ca.to_path_buf(),
-            what: "no certificate".into(),
-        })?;
+    let mut cas = load_cert_chain(ca)?.into_iter();
+    let first = cas.next().ok_or_else(|| CertError::BadPem {
+        path: ca.to_path_buf(),
+        what: "no certificate".into(),
+    })?;
     Ok(NodeTls {
-        ca: ca_der,
+        ca: first,
+        also_trusted: cas.collect(),
         chain: load_cert_chain(cert)?,
         key: load_private_key(key)?,
     })

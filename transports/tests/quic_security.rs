@@ -241,3 +241,66 @@ async fn nodes_start_from_pem_files_and_bad_files_give_clear_errors() {
     assert!(err.to_string().contains("node-a.key"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A cluster moving to a new CA node by node: nodes whose `ca.pem` holds
+/// both CAs accept certificates from either, so a node already on the new
+/// CA and one still on the old one talk; a node that trusts only the new
+/// CA still refuses the old one's certificates.
+#[actix_rt::test]
+async fn nodes_trusting_two_cas_accept_certificates_from_either() {
+    init_logs();
+    let (old, new) = (
+        ClusterCa::generate().expect("old ca"),
+        ClusterCa::generate().expect("new ca"),
+    );
+    let (a_addr, b_addr, c_addr) = (reserve_addr(), reserve_addr(), reserve_addr());
+    // node-a still has its certificate from the old CA, node-b already one
+    // from the new CA; both trust both.
+    let mut a_tls = old.issue("node-a").expect("a");
+    a_tls.also_trusted = vec![new.cert_der()];
+    let mut b_tls = new.issue("node-b").expect("b");
+    b_tls.also_trusted = vec![old.cert_der()];
+    let peers_of = |me: &str| -> Vec<(&'static str, std::net::SocketAddr)> {
+        [("node-a", a_addr), ("node-b", b_addr), ("node-c", c_addr)]
+            .into_iter()
+            .filter(|(n, _)| *n != me)
+            .collect()
+    };
+    let (a, mut a_rx) = bind(config("node-a", a_addr, a_tls, &peers_of("node-a")), 64).await;
+    let (b, mut b_rx) = bind(config("node-b", b_addr, b_tls, &peers_of("node-b")), 64).await;
+    a.send("node-b", frame("a", 1)).expect("queue");
+    b.send("node-a", frame("b", 1)).expect("queue");
+    let mut skipped = Vec::new();
+    let got_a = wait_for(&mut b_rx, WAIT, &mut skipped, |e| {
+        e.frames().any(|(from, _)| from == "node-a")
+    });
+    assert!(
+        got_a.await.is_some(),
+        "node-b never heard node-a: {skipped:?}"
+    );
+    let got_b = wait_for(&mut a_rx, WAIT, &mut skipped, |e| {
+        e.frames().any(|(from, _)| from == "node-b")
+    });
+    assert!(
+        got_b.await.is_some(),
+        "node-a never heard node-b: {skipped:?}"
+    );
+    // node-c trusts only the new CA (the change is finished there): it
+    // talks to node-b but refuses node-a's old-CA certificate.
+    let (c, mut c_rx) = bind_node(&new, "node-c", c_addr, &peers_of("node-c"), 64).await;
+    a.send("node-c", frame("a", 2)).expect("queue");
+    c.send("node-b", frame("c", 1)).expect("queue");
+    let got_c = wait_for(&mut b_rx, WAIT, &mut skipped, |e| {
+        e.frames().any(|(from, _)| from == "node-c")
+    });
+    assert!(got_c.await.is_some(), "node-b never heard node-c");
+    let at_c = drain(&mut c_rx, QUIET).await;
+    assert!(
+        !at_c
+            .iter()
+            .flat_map(|e| e.frames())
+            .any(|(from, _)| from == "node-a"),
+        "node-c accepted an old-CA certificate: {at_c:?}"
+    );
+    assert!(logged(&["node=node-c", "UnknownIssuer"]));
+}

@@ -61,7 +61,8 @@
 //!   [`QuicConfig::idle_timeout`]).
 //!
 //! # Security policy
-//! - Mutual TLS 1.3 with the cluster CA as the only root, client certificates
+//! - Mutual TLS 1.3 with the cluster CA as the only root (or the CAs of a
+//!   `ca.pem` holding several, while the cluster changes CA), client certificates
 //!   required, ALPN [`ALPN`], no 0-RTT.
 //! - **Only configured peers are accepted**: an incoming connection whose hello
 //!   names a node that is not in [`QuicConfig::peers`] is refused, even with a valid
@@ -348,13 +349,20 @@ fn check_dates(
     now: std::time::SystemTime,
 ) -> Result<(), QuicError> {
     use crate::certs::{format_utc, Validity};
-    if let Some(v) = Validity::of_der(tls.ca.as_ref()) {
-        if now > v.not_after {
+    // With several CAs in the file (a CA change under way), while one of
+    // them is valid.
+    let last_end = std::iter::once(&tls.ca)
+        .chain(&tls.also_trusted)
+        .filter_map(|c| Validity::of_der(c.as_ref()))
+        .map(|v| v.not_after)
+        .max();
+    if let Some(end) = last_end {
+        if now > end {
             return Err(QuicError::Tls(format!(
                 "the cluster CA {} expired on {}: make a new CA (`troupe certs init`) and issue \
                  every node a certificate from it",
                 ca.display(),
-                format_utc(v.not_after)
+                format_utc(end)
             )));
         }
     }
@@ -411,19 +419,28 @@ pub struct CertificateExpiry {
 
 impl CertificateExpiry {
     /// Reads the expiry of node `node`'s certificate `cert` and of the
-    /// cluster CA `ca` (unknown for a file that cannot be read or parsed).
+    /// cluster CA `ca` (the latest, if the file trusts several during a CA
+    /// change; unknown for a file that cannot be read or parsed).
     pub fn read(node: &str, ca: &Path, cert: &Path) -> Self {
         use crate::certs::{load_cert_chain, Validity};
-        let end = |path: &Path| {
-            let der = load_cert_chain(path).ok()?.into_iter().next()?;
-            Validity::of_der(der.as_ref()).map(|v| v.not_after)
+        let ends = |path: &Path| {
+            load_cert_chain(path)
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| Validity::of_der(c.as_ref()).map(|v| v.not_after))
+                .collect::<Vec<_>>()
         };
         Self {
             node: node.to_string(),
             ca: ca.to_path_buf(),
-            ca_end: end(ca),
+            ca_end: ends(ca).into_iter().max(),
             cert: cert.to_path_buf(),
-            cert_end: end(cert),
+            // The leaf: the first certificate of the chain.
+            cert_end: load_cert_chain(cert)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| Validity::of_der(c.as_ref()).map(|v| v.not_after)),
         }
     }
 
@@ -860,6 +877,26 @@ mod tests {
             certificate_expiry_warning("node-a", &ca, &dir.join("node-a.pem"), later).is_some()
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_ca_file_with_two_cas_accepts_a_certificate_from_either() {
+        let (old, new) = (
+            cert_dir("old-ca", &["node-a"]),
+            cert_dir("new-ca", &["node-b"]),
+        );
+        let bundle = new.join("both.pem");
+        let text = |d: &Path| std::fs::read_to_string(d.join("ca.pem")).expect("ca.pem");
+        std::fs::write(&bundle, text(&new) + &text(&old)).expect("bundle");
+        check("node-a", &bundle, &old, "node-a").expect("old-CA certificate, both trusted");
+        check("node-b", &bundle, &new, "node-b").expect("new-CA certificate, both trusted");
+        assert!(check("node-a", &new.join("ca.pem"), &old, "node-a").is_err());
+        let tls =
+            crate::certs::load_node_tls(&bundle, &old.join("node-a.pem"), &old.join("node-a.key"))
+                .expect("load");
+        assert_eq!(tls.also_trusted.len(), 1);
+        std::fs::remove_dir_all(&old).ok();
+        std::fs::remove_dir_all(&new).ok();
     }
 
     #[test]

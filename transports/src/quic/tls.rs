@@ -51,9 +51,11 @@ fn tls_err(context: &str, e: impl std::fmt::Display) -> QuicError {
 pub(crate) fn secure(tls: &NodeTls, alpn: &[u8]) -> Result<TlsSetup, QuicError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
-    roots
-        .add(tls.ca.clone())
-        .map_err(|e| tls_err("cluster CA certificate rejected", e))?;
+    for ca in std::iter::once(&tls.ca).chain(&tls.also_trusted) {
+        roots
+            .add(ca.clone())
+            .map_err(|e| tls_err("cluster CA certificate rejected", e))?;
+    }
     let roots = Arc::new(roots);
 
     let client_verifier =
