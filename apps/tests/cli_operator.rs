@@ -85,6 +85,13 @@ fn fails(args: &[&str], words: &[&str]) {
     }
 }
 
+/// `troupe ARGS` must succeed; what it printed on stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// `troupe node --config FILE` must fail at start-up, saying all of `words`.
 fn node_fails(config: &Path, words: &[&str]) {
     fails(
@@ -214,11 +221,9 @@ fn certs_issue_renews_only_when_asked_and_says_until_when() {
         &["node-a", "already exists", "--renew"],
     );
     assert_eq!(std::fs::read(certs.join("node-a.key")).expect("key"), key);
-    let out = run(&[
+    let said = succeeds(&[
         "certs", "issue", "--dir", c, "--node", "node-a", "--renew", "--days", "30",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         said.contains("renewed") && said.contains("valid until"),
         "{said}"
@@ -238,20 +243,16 @@ fn certs_issue_says_when_the_ca_cuts_a_certificate_short() {
     let dir = cluster_dir("cap", &[]);
     let certs = dir.join("fresh");
     let c = certs.to_str().expect("utf-8");
-    let out = run(&["certs", "init", "--dir", c, "--days", "10"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(&["certs", "issue", "--dir", c, "--node", "node-a"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    succeeds(&["certs", "init", "--dir", c, "--days", "10"]);
+    let said = succeeds(&["certs", "issue", "--dir", c, "--node", "node-a"]);
     assert!(
         said.contains("shorter than the 365 days") && said.contains("cluster CA"),
         "{said}"
     );
-    let out = run(&[
+    let said = succeeds(&[
         "certs", "issue", "--dir", c, "--node", "node-b", "--days", "5",
     ]);
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success() && !said.contains("shorter"), "{said}");
+    assert!(!said.contains("shorter"), "{said}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -332,17 +333,10 @@ fn node_stops_cleanly_on_sigint_and_sigterm_with_a_plain_text_log() {
 fn node_warns_when_its_certificate_expires_within_thirty_days() {
     let dir = cluster_dir("expiry", &[]);
     let certs = dir.join("certs");
-    let out = run(&[
-        "certs",
-        "issue",
-        "--dir",
-        certs.to_str().expect("utf-8"),
-        "--node",
-        "node-a",
-        "--days",
-        "20",
+    let c = certs.to_str().expect("utf-8");
+    succeeds(&[
+        "certs", "issue", "--dir", c, "--node", "node-a", "--days", "20",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let c = write_config(&dir, "node-a", "node-a", "");
     let (code, text) = run_until_signal(&c, &dir.join("node-a.log"), "--renew", "-TERM");
     assert_eq!(code, Some(0), "{text}");
