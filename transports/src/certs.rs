@@ -458,7 +458,25 @@ pub fn issue_with(
             }
         };
         rename_over(&key_tmp, &key_path)?;
-        rename_over(&cert_tmp, &cert_path)?;
+        if let Err(e) = rename_over(&cert_tmp, &cert_path) {
+            // The new key is in place but not its certificate: say so, rather
+            // than leave a pair the node will refuse without a word why.
+            let _ = fs::remove_file(&cert_tmp);
+            return Err(CertError::Io {
+                action:
+                    "renewing (the key was replaced but not the certificate: run the renewal again)",
+                path: cert_path,
+                source: match e {
+                    CertError::Io { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            });
+        }
+        // The renames are durable once the directory is (best effort: not
+        // every platform lets a directory be opened for syncing).
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
     } else {
         write_file(&key_path, key_pem.as_bytes(), true)?;
         write_file(&cert_path, cert_pem.as_bytes(), false)?;
@@ -713,6 +731,28 @@ mod tests {
         assert_eq!(fs::read(&cert).expect("cert"), old_cert);
         load_node_tls(&dir.join(CA_CERT_FILE), &cert, &key).expect("old pair loads");
         assert!(!dir.join("node-a.key.new").exists(), "a stray key copy");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_renewal_that_replaces_only_the_key_says_so() {
+        let dir = temp_dir("half-renew");
+        init(&dir).expect("init");
+        // A certificate path that cannot be replaced by a file.
+        fs::create_dir_all(dir.join("node-a.pem").join("x")).expect("dir");
+        let renew = IssueOptions {
+            days: 30,
+            renew: true,
+        };
+        let err = issue_with(&dir, "node-a", renew).unwrap_err().to_string();
+        assert!(
+            err.contains("key was replaced but not the certificate") && err.contains("node-a.pem"),
+            "{err}"
+        );
+        assert!(
+            !dir.join("node-a.pem.new").exists(),
+            "staged file left behind"
+        );
         fs::remove_dir_all(&dir).ok();
     }
 
