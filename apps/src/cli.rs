@@ -331,7 +331,7 @@ fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
 
 /// Logs a warning now and every 12 hours while the node's certificate or
 /// the cluster CA, as the node loaded them, expires within 30 days (see
-/// [`troupe::transports::quic::certificate_expiry_warning`]). Never returns.
+/// [`troupe::transports::quic::CertificateExpiry::warning`]). Never returns.
 async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
     let Some(expiry) = expiry else {
         return std::future::pending().await;
