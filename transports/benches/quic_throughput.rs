@@ -22,8 +22,8 @@ use actix_rt::Arbiter;
 use bytes::Bytes;
 use support::quic_support::{config, reserve_addr};
 use support::{
-    bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, raw_throughput, rss_kib,
-    transport_pair, transport_rtt, transport_throughput,
+    bind_on, on, percentile, raw_client_on, raw_rtt, raw_server, rss_kib, transport_pair,
+    transport_rtt, transport_throughput, RawOneWay,
 };
 use troupe_framework::transport::{InboundEvents, Transport, TransportEvent};
 use troupe_transports::certs::ClusterCa;
@@ -197,7 +197,8 @@ fn main() {
             let (r, rc) = if transport_only {
                 (1.0, 1.0)
             } else {
-                raw_throughput(&xa, &xb, &ca, n, 1024, FRAME).await
+                // A fresh raw connection per round, like before.
+                RawOneWay::connect(&xa, &xb, &ca, FRAME).await.block(&xa, n).await
             };
             let (t, tc) = transport_throughput(&mut pair, &xa, &xb, n, FRAME).await;
             println!(

@@ -222,68 +222,6 @@ pub async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint
     .await
 }
 
-/// Sends `n` frames on one uni stream, batches of `batch` frames per write.
-pub async fn raw_throughput(
-    xa: &Arbiter,
-    xb: &Arbiter,
-    ca: &ClusterCa,
-    n: u64,
-    batch: usize,
-    frame: usize,
-) -> (f64, f64) {
-    let (server, addr) = raw_server(xb, ca).await;
-    // The client endpoint must be created on its arbiter.
-    let receiver = start(xb, async move {
-        let incoming = server.accept().await.expect("incoming");
-        let conn = incoming.await.expect("accept");
-        let mut recv = conn.accept_uni().await.expect("uni");
-        let mut buf = BytesMut::new();
-        let mut got = 0u64;
-        while got < n {
-            match recv.read_chunk(256 * 1024, true).await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk.bytes);
-                    while let Some(frame) = next_raw_frame(&mut buf) {
-                        std::hint::black_box(frame);
-                        got += 1;
-                    }
-                }
-                _ => break,
-            }
-        }
-        (Instant::now(), got, server, conn)
-    });
-    let (client_ep, conn) = raw_connect(xa, ca, addr).await;
-    let started = Instant::now();
-    let cpu0 = cpu_ns();
-    let sender = on(xa, async move {
-        let mut s = conn.open_uni().await.expect("open");
-        let mut i = 0u64;
-        let mut out = BytesMut::with_capacity(batch * (frame + 4));
-        while i < n {
-            let k = (n - i).min(batch as u64);
-            for j in 0..k {
-                let f = payload(i + j, frame);
-                out.put_u32(f.len() as u32);
-                out.extend_from_slice(&f);
-            }
-            i += k;
-            s.write_all(&out).await.expect("write");
-            out.clear();
-        }
-        (s, conn)
-    });
-    let (_s, _conn) = sender.await;
-    let (end, got, _server, _sconn) = receiver.await.expect("receiver");
-    let cpu = cpu_ns() - cpu0;
-    drop(client_ep);
-    assert_eq!(got, n);
-    (
-        n as f64 / (end - started).as_secs_f64(),
-        cpu as f64 / n as f64,
-    )
-}
-
 /// The next whole `u32`-length-prefixed frame at the front of `buf`, if
 /// it has arrived (the raw baselines' receive side).
 pub fn next_raw_frame(buf: &mut BytesMut) -> Option<Bytes> {
