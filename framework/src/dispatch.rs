@@ -1,20 +1,21 @@
-//! The inbound dispatcher: from received frames to local actors' mailboxes.
+//! The inbound dispatcher: from received frames to local actors' inboxes.
 //!
 //! One dispatcher task runs per node, on the node actor's arbiter. It takes
 //! the transport's events (and reads the streams a transport hands over,
 //! see [`crate::transport::InboundEvents`]), decodes each frame, checks that the claimed sender
-//! is the authenticated peer, and hands the message to the target actor:
-//! tells into its mailbox, asks into its mailbox with a reply future whose
-//! answer goes back to the asker (deduplicated, see [`crate::rpc`]), replies
+//! is the authenticated peer, and hands the message to the target actor
+//! through its remote inbox (see [`crate::inbox`], bounded by the actor's
+//! `mailbox` setting): tells, and asks with a reply future whose answer
+//! goes back to the asker (deduplicated, see [`crate::rpc`]); replies go
 //! straight to the waiting ask.
 //!
 //! Guarantees:
 //! - **Order.** Messages reach each actor in the order their frames arrived,
 //!   so two actors keep the per-sender FIFO order the transport gives. When
-//!   a tell finds its actor's mailbox full, it waits for room, and everything
+//!   a tell finds its actor's inbox full, it waits for room, and everything
 //!   that arrives for that actor meanwhile is parked behind it, in order,
 //!   while other actors keep receiving.
-//! - **Bounded.** Deliveries waiting for a mailbox or a reply, plus parked
+//! - **Bounded.** Deliveries waiting for inbox room or a reply, plus parked
 //!   messages, are checked against `runtime.max_inflight_deliveries` before
 //!   each received event (so they exceed it by at most one event's frames);
 //!   past that the dispatcher stops taking frames: it no longer polls the
@@ -23,7 +24,7 @@
 //!   The price is head-of-line blocking at that limit: one persistently slow
 //!   actor eventually slows all inbound traffic of its node.
 //! - **Fair to local actors.** Every 256 delivered frames the dispatcher
-//!   yields, so the actors on its thread drain their mailboxes while a
+//!   yields, so the actors on its thread drain their inboxes while a
 //!   stream keeps delivering (a stream read in place has no channel budget
 //!   to make it yield).
 //! - **Bad input never stops it**: a frame that does not decode, claims
@@ -67,8 +68,8 @@ struct AskOrigin {
 enum Finished {
     /// An ask was answered (or failed): send the reply.
     Reply(AskOrigin, Result<Vec<u8>, RemoteError>),
-    /// A tell that waited for room in this actor's mailbox was handled:
-    /// deliver what was parked behind it.
+    /// A tell that waited for room in this actor's inbox is in: deliver
+    /// what was parked behind it.
     Unblocked(String),
     /// Nothing left to do.
     Nothing,
@@ -82,7 +83,7 @@ enum InFlight {
         origin: Option<AskOrigin>,
         fut: LocalFut<Result<Vec<u8>, RemoteError>>,
     },
-    /// A tell waiting for room in `actor`'s mailbox.
+    /// A tell waiting for room in `actor`'s inbox.
     Unblock {
         actor: Option<String>,
         fut: LocalFut<()>,
@@ -117,7 +118,7 @@ impl std::future::Future for InFlight {
 }
 
 /// A message that arrived for an actor while a tell to it was waiting for
-/// room in its mailbox.
+/// room in its inbox.
 struct Parked {
     handler: Arc<dyn ErasedHandler>,
     payload: Bytes,
@@ -210,7 +211,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                         for bytes in &frames {
                             d.on_frame(PeerName::Shared(&from), bytes);
                             since_yield += 1;
-                            // One chunk can hold more frames than a mailbox:
+                            // One chunk can hold more frames than an inbox:
                             // let the actors catch up in the middle of it.
                             if since_yield >= YIELD_EVERY_FRAMES {
                                 since_yield = 0;
@@ -230,7 +231,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         }
         // A stream read here is not a tokio channel: nothing makes this
         // task yield while data keeps arriving. Let the actors (on this
-        // thread) drain their mailboxes before they fill up.
+        // thread) drain their inboxes before they fill up.
         if since_yield >= YIELD_EVERY_FRAMES {
             since_yield = 0;
             tokio::task::yield_now().await;
@@ -239,7 +240,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
 }
 
 /// Frames delivered between two voluntary yields of the dispatcher: well
-/// under an actor's default mailbox (1024).
+/// under an actor's default inbox (1024).
 const YIELD_EVERY_FRAMES: usize = 256;
 
 struct Dispatcher {
@@ -248,14 +249,14 @@ struct Dispatcher {
     inflight: FuturesUnordered<InFlight>,
     /// Boxed, so taking it out and putting it back moves a pointer.
     cache: Option<Box<TellCache>>,
-    /// Actors with a tell waiting for mailbox room, and what arrived for
+    /// Actors with a tell waiting for inbox room, and what arrived for
     /// them since, in arrival order.
     blocked: HashMap<String, VecDeque<Parked>>,
     /// Messages in `blocked`, counted against the in-flight limit.
     parked: usize,
     /// An emptied park queue, kept with its capacity for the next actor
     /// that blocks. A fresh queue grown to a few thousand entries on every
-    /// full mailbox cost the receiving thread ~10 % of its CPU in page
+    /// full inbox cost the receiving thread ~10 % of its CPU in page
     /// faults (the allocator returned the big buffer to the OS in between).
     /// Bounded by the in-flight limit, like the queues themselves.
     spare: VecDeque<Parked>,
@@ -424,7 +425,7 @@ impl Dispatcher {
     }
 
     /// Hand a message to `actor` through `handler`, or park it behind a tell
-    /// that is waiting for room in that actor's mailbox.
+    /// that is waiting for room in that actor's inbox.
     fn deliver(
         &mut self,
         actor: &str,
@@ -463,8 +464,8 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Put a message in its actor's mailbox now. `Some(fut)` when a tell
-    /// found the mailbox full: `fut` delivers it, and the actor stays
+    /// Put a message in its actor's inbox now. `Some(fut)` when a tell
+    /// found the inbox full: `fut` delivers it, and the actor stays
     /// blocked until then.
     fn hand_over(
         &mut self,
@@ -490,7 +491,7 @@ impl Dispatcher {
         self.inflight.push(InFlight::Reply { origin: ask, fut });
     }
 
-    /// `actor`'s mailbox is full: `fut` delivers the tell that found it
+    /// `actor`'s inbox is full: `fut` delivers the tell that found it
     /// full; `queue` (parked messages) waits behind it.
     fn block(&mut self, actor: String, fut: LocalFut<()>, queue: VecDeque<Parked>) {
         self.shared
@@ -512,7 +513,7 @@ impl Dispatcher {
         }
     }
 
-    /// Deliver, in order, what was parked for `actor` until its mailbox is
+    /// Deliver, in order, what was parked for `actor` until its inbox is
     /// full again.
     fn unblock(&mut self, actor: String) {
         let Some(mut queue) = self.blocked.remove(&actor) else {
@@ -533,7 +534,7 @@ impl Dispatcher {
                     return;
                 }
                 Err(e) => {
-                    // Like a message still in the mailbox of an actor that
+                    // Like a message still in the inbox of an actor that
                     // stopped: it is not delivered.
                     self.shared
                         .stats

@@ -49,6 +49,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod ids;
+pub mod inbox;
 pub mod membership;
 pub mod node;
 pub mod registry;

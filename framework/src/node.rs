@@ -50,7 +50,8 @@ pub struct NodeStats {
     /// Copies of asks not executed again: running, already answered (the
     /// remembered reply is sent again) or finished at their sender.
     pub deduplicated: AtomicU64,
-    /// Times a remote message found its actor's mailbox full, so that the
+    /// Times a remote message found its actor's inbox full (its `mailbox`
+    /// capacity of messages from the network), so that the
     /// dispatcher waited for room (parking what came meanwhile for that
     /// actor): a sign that an actor is slower than its remote senders.
     pub mailbox_full: AtomicU64,
@@ -69,7 +70,7 @@ pub struct NodeStatsSnapshot {
     pub undeliverable: u64,
     /// Copies of asks not executed again (see [`NodeStats::deduplicated`]).
     pub deduplicated: u64,
-    /// Times a remote message found its actor's mailbox full.
+    /// Times a remote message found its actor's inbox full.
     pub mailbox_full: u64,
 }
 

@@ -25,13 +25,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, Handler, Recipient};
+use actix::dev::{MessageResponse, ToEnvelope};
+use actix::{Actor, Addr, Context, Handler};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{decode_payload, with_encoded_payload, NodeIdView, RemoteError};
 use crate::ids::NodeId;
+use crate::inbox::{Inbox, Job, Refused};
 
 /// A message that can travel between nodes.
 ///
@@ -114,13 +115,13 @@ pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Outcome of handing a decoded message to a local actor.
 pub(crate) enum Dispatched {
-    /// A tell is in the actor's mailbox.
+    /// A tell is in the actor's inbox.
     Queued,
-    /// A tell found the mailbox full: this future puts it in when there is
-    /// room and resolves once it is handled. Nothing else may be handed to
-    /// this actor before then, or order would break.
+    /// A tell found the actor's inbox full: this future puts it in when
+    /// there is room. Nothing else may be handed to this actor before then,
+    /// or order would break.
     Full(LocalFut<()>),
-    /// An ask is in the actor's mailbox: this future yields its encoded
+    /// An ask is in the actor's inbox: this future yields its encoded
     /// reply once the actor has answered.
     Pending(LocalFut<Result<Vec<u8>, RemoteError>>),
 }
@@ -155,11 +156,13 @@ pub(crate) trait LocalSend<M: RemoteMessage>: Send + Sync {
     fn connected(&self) -> bool;
 }
 
-/// The erased handler for message `M`, delivered to the actor as `W`
-/// (`M` itself, or [`Sender<M>`]).
-pub(crate) struct TypedHandler<M: RemoteMessage, W: Wrap<M>> {
-    recipient: Recipient<W>,
+/// The erased handler for message `M` on an actor `A`, delivered to it as
+/// `W` (`M` itself, or [`Sender<M>`]): from the network through the actor's
+/// [`Inbox`], locally through its `Addr`.
+pub(crate) struct TypedHandler<A: Actor, M: RemoteMessage, W: Wrap<M>> {
+    inbox: Arc<Inbox<A>>,
     local: Arc<dyn LocalSend<M>>,
+    _w: std::marker::PhantomData<fn(W)>,
 }
 
 /// Local delivery through the actor's typed `Addr<A>`: every send is
@@ -206,23 +209,30 @@ where
     }
 }
 
-impl<M: RemoteMessage, W: Wrap<M>> TypedHandler<M, W> {
-    pub(crate) fn for_actor<A>(addr: &Addr<A>) -> Self
-    where
-        A: Actor + Handler<W>,
-        A::Context: ToEnvelope<A, W>,
-    {
+impl<A, M, W> TypedHandler<A, M, W>
+where
+    A: Actor<Context = Context<A>> + Handler<W>,
+    M: RemoteMessage,
+    W: Wrap<M>,
+{
+    pub(crate) fn for_actor(addr: &Addr<A>, inbox: &Arc<Inbox<A>>) -> Self {
         Self {
             local: Arc::new(LocalAddr::<A, M, W> {
                 addr: addr.clone(),
                 _m: std::marker::PhantomData,
             }),
-            recipient: addr.clone().recipient(),
+            inbox: inbox.clone(),
+            _w: std::marker::PhantomData,
         }
     }
 }
 
-impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
+impl<A, M, W> ErasedHandler for TypedHandler<A, M, W>
+where
+    A: Actor<Context = Context<A>> + Handler<W>,
+    M: RemoteMessage,
+    W: Wrap<M>,
+{
     fn dispatch(
         &self,
         payload: &[u8],
@@ -232,25 +242,36 @@ impl<M: RemoteMessage, W: Wrap<M>> ErasedHandler for TypedHandler<M, W> {
         let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;
         let msg = W::wrap(msg, from);
         if !want_reply {
-            return match self.recipient.try_send(msg) {
+            // Run as actix runs a `do_send`: the result is handled, with no
+            // one to answer.
+            let job: Job<A> = Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+            });
+            return match self.inbox.try_push(job) {
                 Ok(()) => Ok(Dispatched::Queued),
-                Err(actix::prelude::SendError::Closed(_)) => Err(RemoteError::ActorStopped),
-                Err(actix::prelude::SendError::Full(msg)) => {
-                    // Mailbox full: the dispatcher waits for room (in its
+                Err(Refused::Closed) => Err(RemoteError::ActorStopped),
+                Err(Refused::Full(job)) => {
+                    // Inbox full: the dispatcher waits for room (in its
                     // bounded in-flight set) before this actor gets more.
-                    let fut = self.recipient.send(msg);
+                    let room = self.inbox.push_when_room(job);
                     Ok(Dispatched::Full(Box::pin(async move {
-                        let _ = fut.await;
+                        room.await;
                     })))
                 }
             };
         }
-        // A fresh sender is never parked, so the ask goes into the mailbox
-        // now, in arrival order (a parked one would hold it back and let
-        // later messages overtake it).
-        let fut = self.recipient.clone().send(msg);
+        // A fresh sender is never parked, so the ask goes in now, in arrival
+        // order (a parked one would hold it back and let later messages
+        // overtake it), whatever the inbox holds: the dispatcher bounds asks.
+        let (tx, rx) = tokio::sync::oneshot::channel::<M::Reply>();
+        let job: Job<A> = Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+            MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+        });
+        if let Err(Refused::Closed | Refused::Full(_)) = self.inbox.push(job) {
+            return Err(RemoteError::ActorStopped);
+        }
         Ok(Dispatched::Pending(Box::pin(async move {
-            let reply = fut.await.map_err(|_| RemoteError::ActorStopped)?;
+            let reply = rx.await.map_err(|_| RemoteError::ActorStopped)?;
             // Encoded in the thread's reused buffer, copied out at its size.
             with_encoded_payload(&reply, <[u8]>::to_vec)
                 .map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))

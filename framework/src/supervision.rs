@@ -48,6 +48,7 @@ use tokio::time::Instant;
 
 use crate::error::NodeError;
 use crate::ids::validate_name;
+use crate::inbox::{Drain, Inbox};
 use crate::registry::{ActorEntry, Registry};
 use crate::remote::{ErasedHandler, RemoteMessage, Sender, TypedHandler};
 
@@ -250,7 +251,7 @@ impl<T, E: std::fmt::Display> OrFail<T, E> for Result<T, E> {
 }
 
 type HandlerBuilder<A> =
-    Arc<dyn Fn(&Addr<A>) -> (&'static str, Arc<dyn ErasedHandler>) + Send + Sync>;
+    Arc<dyn Fn(&Addr<A>, &Arc<Inbox<A>>) -> (&'static str, Arc<dyn ErasedHandler>) + Send + Sync>;
 
 /// How to build and supervise one named actor: its name, a factory that makes
 /// a fresh instance (called again on every restart), the remote messages it
@@ -282,10 +283,12 @@ impl<A: Actor<Context = Context<A>>> ActorSpec<A> {
         A: Handler<M>,
         Context<A>: ToEnvelope<A, M>,
     {
-        self.handlers.push(Arc::new(|addr: &Addr<A>| {
-            let h: Arc<dyn ErasedHandler> = Arc::new(TypedHandler::<M, M>::for_actor(addr));
-            (M::NAME, h)
-        }));
+        self.handlers
+            .push(Arc::new(|addr: &Addr<A>, inbox: &Arc<Inbox<A>>| {
+                let h: Arc<dyn ErasedHandler> =
+                    Arc::new(TypedHandler::<A, M, M>::for_actor(addr, inbox));
+                (M::NAME, h)
+            }));
         self
     }
 
@@ -297,16 +300,20 @@ impl<A: Actor<Context = Context<A>>> ActorSpec<A> {
         A: Handler<Sender<M>>,
         Context<A>: ToEnvelope<A, Sender<M>>,
     {
-        self.handlers.push(Arc::new(|addr: &Addr<A>| {
-            let h: Arc<dyn ErasedHandler> = Arc::new(TypedHandler::<M, Sender<M>>::for_actor(addr));
-            (M::NAME, h)
-        }));
+        self.handlers
+            .push(Arc::new(|addr: &Addr<A>, inbox: &Arc<Inbox<A>>| {
+                let h: Arc<dyn ErasedHandler> =
+                    Arc::new(TypedHandler::<A, M, Sender<M>>::for_actor(addr, inbox));
+                (M::NAME, h)
+            }));
         self
     }
 
-    /// Mailbox capacity for messages arriving from the network (default 1024).
-    /// When it is full, inbound delivery waits, which slows the network
-    /// reader and, through flow control, the remote senders.
+    /// Capacity for messages arriving from the network (default 1024): the
+    /// actor's remote inbox (see the `inbox` module), and its actix mailbox
+    /// for local `try_send`s. When the inbox is full, inbound delivery
+    /// waits, which slows the network reader and, through flow control, the
+    /// remote senders.
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity.max(1);
         self
@@ -333,8 +340,10 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
         let registry = cx.registry.clone();
         let name = self.name.clone();
         let generation = cx.generation;
+        let mut inbox = None;
         let addr = A::create(|ctx| {
             ctx.set_mailbox_capacity(mailbox);
+            inbox = Some(Drain::spawn(ctx, mailbox));
             let reg = registry.clone();
             let n = name.clone();
             let cleanup: Box<dyn FnOnce()> =
@@ -342,8 +351,9 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
             running = Some(install_exit_guard(ctx, &cx, Some(cleanup)));
             factory()
         });
+        let inbox = inbox.expect("actix runs the create closure before returning");
         let handlers: BTreeMap<&'static str, Arc<dyn ErasedHandler>> =
-            self.handlers.iter().map(|b| b(&addr)).collect();
+            self.handlers.iter().map(|b| b(&addr, &inbox)).collect();
         registry.insert(
             &name,
             Arc::new(ActorEntry {
