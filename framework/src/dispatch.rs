@@ -5,18 +5,19 @@
 //! see [`crate::transport::InboundEvents`]), decodes each frame, checks that the claimed sender
 //! is the authenticated peer, and hands the message to the target actor
 //! through its remote inbox (see [`crate::inbox`], bounded by the actor's
-//! `mailbox` setting): tells, and asks with a reply future whose answer
-//! goes back to the asker (deduplicated, see [`crate::rpc`]); replies go
-//! straight to the waiting ask.
+//! `mailbox` setting): tells, and asks together with the handle that
+//! answers them from wherever the answer is known (deduplicated, see
+//! `ReplyTo` in the `reply` module and [`crate::rpc`]); replies to this
+//! node's own asks go straight to the waiting ask.
 //!
 //! Guarantees:
 //! - **Order.** Messages reach each actor in the order their frames arrived,
 //!   so two actors keep the per-sender FIFO order the transport gives. When
-//!   a tell finds its actor's inbox full, it waits for room, and everything
+//!   a message finds its actor's inbox full, it waits for room, and everything
 //!   that arrives for that actor meanwhile is parked behind it, in order,
 //!   while other actors keep receiving.
-//! - **Bounded.** Deliveries waiting for inbox room or a reply, plus parked
-//!   messages, are checked against `runtime.max_inflight_deliveries` before
+//! - **Bounded.** Deliveries waiting for inbox room, parked messages, and
+//!   asks handed over but not answered yet are checked against `runtime.max_inflight_deliveries` before
 //!   each received event (so they exceed it by at most one event's frames);
 //!   past that the dispatcher stops taking frames: it no longer polls the
 //!   streams it reads itself, the transport's bounded channel fills, the
@@ -45,79 +46,37 @@ use actix::Addr;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::codec::{self, EnvelopeRef, EnvelopeView, Kind, NodeIdView, RemoteError};
+use crate::codec::{self, EnvelopeView, Kind, NodeIdView, RemoteError};
 use crate::error::AskError;
-use crate::ids::{ActorPath, NodeId};
+use crate::ids::NodeId;
 use crate::node::{NodeActor, NodeShared, Peer, PeerEvent};
-use crate::remote::{Dispatched, ErasedHandler, LocalFut};
-use crate::rpc::{DedupTable, Verdict};
+use crate::remote::{Dispatched, ErasedHandler, LocalFut, Undelivered};
+use crate::reply::ReplyTo;
+use crate::rpc::Verdict;
 use crate::transport::{InboundEvents, InboundReceiver, TransportEvent};
 
-/// Where the answer to a delivered ask goes.
-#[derive(Clone)]
-struct AskOrigin {
-    /// The asking node (authenticated name).
-    to: String,
-    /// Its incarnation, for the deduplication table.
-    asker: u128,
-    /// The ask's correlation id.
-    id: u64,
-}
-
-/// What a finished in-flight future asks the dispatcher to do.
-enum Finished {
-    /// An ask was answered (or failed): send the reply.
-    Reply(AskOrigin, Result<Vec<u8>, RemoteError>),
-    /// A tell that waited for room in this actor's inbox is in: deliver
-    /// what was parked behind it.
-    Unblocked(String),
-    /// Nothing left to do.
-    Nothing,
-}
-
-/// A delivery the dispatcher waits on: its future, and what to do when it
-/// is done. Not boxed again: the future is the one the handler returned.
-enum InFlight {
-    /// An ask's reply (or a tell's completion, when `origin` is `None`).
-    Reply {
-        origin: Option<AskOrigin>,
-        fut: LocalFut<Result<Vec<u8>, RemoteError>>,
-    },
-    /// A tell waiting for room in `actor`'s inbox.
-    Unblock {
-        actor: Option<String>,
-        fut: LocalFut<()>,
-    },
+/// A message waiting for room in an actor's inbox: its future, and the actor,
+/// whose parked messages go next once it is in. Not boxed again: the future
+/// is the one the handler returned.
+struct InFlight {
+    /// `None` once finished.
+    actor: Option<String>,
+    fut: LocalFut<()>,
 }
 
 impl std::future::Future for InFlight {
-    type Output = Finished;
+    type Output = Option<String>;
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Finished> {
-        use std::task::Poll;
-        // Every field is `Unpin` (the futures are boxed).
-        match self.get_mut() {
-            InFlight::Reply { origin, fut } => match fut.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(match origin.take() {
-                    Some(origin) => Finished::Reply(origin, result),
-                    None => Finished::Nothing,
-                }),
-                Poll::Pending => Poll::Pending,
-            },
-            InFlight::Unblock { actor, fut } => match fut.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(match actor.take() {
-                    Some(actor) => Finished::Unblocked(actor),
-                    None => Finished::Nothing,
-                }),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+    ) -> std::task::Poll<Option<String>> {
+        // Every field is `Unpin` (the future is boxed).
+        let this = self.get_mut();
+        this.fut.as_mut().poll(cx).map(|()| this.actor.take())
     }
 }
 
-/// A message that arrived for an actor while a tell to it was waiting for
+/// A message that arrived for an actor while a message to it was waiting for
 /// room in its inbox.
 struct Parked {
     handler: Arc<dyn ErasedHandler>,
@@ -126,7 +85,8 @@ struct Parked {
     /// the incarnation its envelope named.
     from_name: Arc<str>,
     from_incarnation: uuid::Uuid,
-    ask: Option<AskOrigin>,
+    /// How to answer it, when it is an ask.
+    reply: Option<ReplyTo>,
 }
 
 /// A received message on its way to an actor.
@@ -185,7 +145,6 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
     let mut events = InboundEvents::new(rx);
     let limit = shared.options.max_inflight_deliveries;
     let mut d = Dispatcher {
-        dedup: DedupTable::new(shared.options.dedup_ttl, shared.options.dedup_capacity),
         shared,
         inflight: FuturesUnordered::new(),
         cache: None,
@@ -197,7 +156,14 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
     loop {
         tokio::select! {
             biased;
-            Some(done) = d.inflight.next(), if !d.inflight.is_empty() => d.finished(done),
+            Some(done) = d.inflight.next(), if !d.inflight.is_empty() => {
+                if let Some(actor) = done {
+                    d.unblock(actor);
+                }
+            }
+            // Held back only by asks its actors have not answered yet:
+            // look again after the next answer.
+            () = d.shared.answering.one_answered(), if d.busy() >= limit => {}
             ev = events.recv(), if d.busy() < limit => {
                 let Some(ev) = ev else { break };
                 match ev {
@@ -245,11 +211,10 @@ const YIELD_EVERY_FRAMES: usize = 256;
 
 struct Dispatcher {
     shared: Arc<NodeShared>,
-    dedup: DedupTable,
     inflight: FuturesUnordered<InFlight>,
     /// Boxed, so taking it out and putting it back moves a pointer.
     cache: Option<Box<TellCache>>,
-    /// Actors with a tell waiting for inbox room, and what arrived for
+    /// Actors with a message waiting for inbox room, and what arrived for
     /// them since, in arrival order.
     blocked: HashMap<String, VecDeque<Parked>>,
     /// Messages in `blocked`, counted against the in-flight limit.
@@ -263,8 +228,10 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Deliveries waiting for inbox room, parked messages, and asks handed
+    /// over and not answered yet: checked against the in-flight limit.
     fn busy(&self) -> usize {
-        self.inflight.len() + self.parked
+        self.inflight.len() + self.parked + self.shared.answering.running()
     }
 
     /// Count received frames (once per event, not per frame).
@@ -325,17 +292,18 @@ impl Dispatcher {
                                 }));
                             }
                         }
-                        Err(e) => self.undeliverable(from, &env, &e),
+                        Err(u) => self.undeliverable(from, &env, &u.error),
                     }
                 }
                 Err(e) => self.undeliverable(from, &env, &e),
             },
             Kind::Ask { id, done_below } => {
                 let asker = env.from.incarnation.as_u128();
-                match self
-                    .dedup
-                    .check(asker, id, done_below, tokio::time::Instant::now())
-                {
+                let verdict =
+                    self.shared
+                        .dedup()
+                        .check(asker, id, done_below, tokio::time::Instant::now());
+                match verdict {
                     // A copy of an ask that is running, or that its sender
                     // has finished with: nobody needs it.
                     Verdict::Running | Verdict::Finished => {
@@ -352,24 +320,29 @@ impl Dispatcher {
                         let _ = self.shared.transport.send(from, frame);
                     }
                     Verdict::Execute => {
-                        let origin = || AskOrigin {
-                            to: from.to_string(),
-                            asker,
-                            id,
+                        let reply = ReplyTo::new(&self.shared, peer.to_shared(), asker, id);
+                        let delivered = match resolve(&self.shared, &env) {
+                            Ok(handler) => {
+                                let msg = Incoming {
+                                    frame: bytes,
+                                    payload: env.payload,
+                                    peer,
+                                    from: &env.from,
+                                };
+                                self.deliver(env.to.actor, &handler, msg, Some(reply))
+                            }
+                            Err(error) => Err(Undelivered {
+                                error,
+                                reply: Some(reply),
+                            }),
                         };
-                        let delivered = resolve(&self.shared, &env).and_then(|handler| {
-                            let msg = Incoming {
-                                frame: bytes,
-                                payload: env.payload,
-                                peer,
-                                from: &env.from,
-                            };
-                            self.deliver(env.to.actor, &handler, msg, Some(origin()))
-                        });
-                        if let Err(e) = delivered {
-                            self.undeliverable(from, &env, &e);
-                            // Not handed over: the origin above went unused.
-                            self.send_reply(origin(), Err(e));
+                        if let Err(Undelivered { error, reply }) = delivered {
+                            self.undeliverable(from, &env, &error);
+                            // Not handed over: answer the error. (Dropped
+                            // inside, the reply has answered already.)
+                            if let Some(reply) = reply {
+                                reply.fail(error);
+                            }
                         }
                     }
                 }
@@ -431,8 +404,8 @@ impl Dispatcher {
         actor: &str,
         handler: &Arc<dyn ErasedHandler>,
         msg: Incoming<'_>,
-        ask: Option<AskOrigin>,
-    ) -> Result<(), RemoteError> {
+        reply: Option<ReplyTo>,
+    ) -> Result<(), Undelivered> {
         let Incoming {
             frame,
             payload,
@@ -452,46 +425,34 @@ impl Dispatcher {
                 // The envelope's sender is the authenticated peer (checked).
                 from_name: peer.to_shared(),
                 from_incarnation: from.incarnation,
-                ask,
+                reply,
             });
             self.parked += 1;
             return Ok(());
         }
-        if let Some(full) = self.hand_over(handler.as_ref(), payload, from, ask)? {
+        if let Some(full) = self.hand_over(handler.as_ref(), payload, from, reply)? {
             let queue = std::mem::take(&mut self.spare);
             self.block(actor.to_string(), full, queue);
         }
         Ok(())
     }
 
-    /// Put a message in its actor's inbox now. `Some(fut)` when a tell
-    /// found the inbox full: `fut` delivers it, and the actor stays
-    /// blocked until then.
+    /// Put a message in its actor's inbox now. `Some(fut)` when the inbox
+    /// is full: `fut` puts it in, and the actor stays blocked until then.
     fn hand_over(
         &mut self,
         handler: &dyn ErasedHandler,
         payload: &[u8],
         from: &NodeIdView<'_>,
-        ask: Option<AskOrigin>,
-    ) -> Result<Option<LocalFut<()>>, RemoteError> {
-        match handler.dispatch(payload, from, ask.is_some())? {
-            Dispatched::Queued => {
-                if let Some(origin) = ask {
-                    self.send_reply(origin, Ok(Vec::new()));
-                }
-            }
-            Dispatched::Pending(fut) => self.await_reply(ask, fut),
-            Dispatched::Full(fut) => return Ok(Some(fut)),
-        }
-        Ok(None)
+        reply: Option<ReplyTo>,
+    ) -> Result<Option<LocalFut<()>>, Undelivered> {
+        Ok(match handler.dispatch(payload, from, reply)? {
+            Dispatched::Queued => None,
+            Dispatched::Full(fut) => Some(fut),
+        })
     }
 
-    /// Drive an ask's reply future; its answer goes back to the asker.
-    fn await_reply(&mut self, ask: Option<AskOrigin>, fut: LocalFut<Result<Vec<u8>, RemoteError>>) {
-        self.inflight.push(InFlight::Reply { origin: ask, fut });
-    }
-
-    /// `actor`'s inbox is full: `fut` delivers the tell that found it
+    /// `actor`'s inbox is full: `fut` puts in the message that found it
     /// full; `queue` (parked messages) waits behind it.
     fn block(&mut self, actor: String, fut: LocalFut<()>, queue: VecDeque<Parked>) {
         self.shared
@@ -499,18 +460,10 @@ impl Dispatcher {
             .mailbox_full
             .fetch_add(1, Ordering::Relaxed);
         self.blocked.insert(actor.clone(), queue);
-        self.inflight.push(InFlight::Unblock {
+        self.inflight.push(InFlight {
             actor: Some(actor),
             fut,
         });
-    }
-
-    fn finished(&mut self, done: Finished) {
-        match done {
-            Finished::Reply(origin, result) => self.send_reply(origin, result),
-            Finished::Unblocked(actor) => self.unblock(actor),
-            Finished::Nothing => {}
-        }
     }
 
     /// Deliver, in order, what was parked for `actor` until its inbox is
@@ -525,24 +478,22 @@ impl Dispatcher {
                 name: &p.from_name,
                 incarnation: p.from_incarnation,
             };
-            // Kept to answer an ask that cannot be handed over.
-            let reply_to = p.ask.clone();
-            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.ask) {
+            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply) {
                 Ok(None) => {}
                 Ok(Some(full)) => {
                     self.block(actor, full, queue);
                     return;
                 }
-                Err(e) => {
+                Err(Undelivered { error, reply }) => {
                     // Like a message still in the inbox of an actor that
                     // stopped: it is not delivered.
                     self.shared
                         .stats
                         .undeliverable
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %self.shared.id.name, %actor, error = %e, "parked message not delivered");
-                    if let Some(origin) = reply_to {
-                        self.send_reply(origin, Err(e));
+                    tracing::warn!(node = %self.shared.id.name, %actor, %error, "parked message not delivered");
+                    if let Some(reply) = reply {
+                        reply.fail(error);
                     }
                 }
             }
@@ -563,53 +514,6 @@ impl Dispatcher {
     /// A reply to one of this node's asks: complete the waiting ask directly.
     fn reply_arrived(&self, from: &str, id: u64, result: Result<Bytes, AskError>) {
         self.shared.asks.complete(id, from, result);
-    }
-
-    fn send_reply(&mut self, origin: AskOrigin, result: Result<Vec<u8>, RemoteError>) {
-        let AskOrigin { to, asker, id } = origin;
-        let shared = &self.shared;
-        let (kind, payload) = match result {
-            Ok(p) => (Kind::Reply { id }, p),
-            Err(error) => (Kind::ErrorReply { id, error }, Vec::new()),
-        };
-        let reply_to = ActorPath {
-            node: to,
-            actor: String::new(),
-        };
-        let stamp = shared.stamp();
-        let env = EnvelopeRef {
-            from: &shared.id,
-            from_actor: None,
-            to: &reply_to,
-            kind: &kind,
-            type_tag: "",
-            payload: &payload,
-            stamp: stamp.as_ref(),
-        };
-        let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-            Ok(f) => Bytes::from(f),
-            Err(e) => {
-                // The reply itself is too big: tell the asker instead of going silent.
-                tracing::warn!(ask = id, error = %e, "reply could not be encoded");
-                let kind = Kind::ErrorReply {
-                    id,
-                    error: RemoteError::BadPayload(format!("reply could not be encoded: {e}")),
-                };
-                let env = EnvelopeRef {
-                    kind: &kind,
-                    payload: &[],
-                    ..env
-                };
-                match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-                    Ok(f) => Bytes::from(f),
-                    Err(_) => return,
-                }
-            }
-        };
-        self.dedup.answered(asker, id, frame.clone());
-        if let Err(e) = shared.transport.send(&reply_to.node, frame) {
-            tracing::debug!(ask = id, to = %reply_to.node, error = %e, "reply not sent (the asker will retry or time out)");
-        }
     }
 }
 

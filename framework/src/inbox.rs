@@ -23,9 +23,7 @@
 //!   actor's `mailbox` setting) and `Inbox::push_when_room` waits for
 //!   room instead. The drain takes the whole backlog out at once, so up
 //!   to twice the capacity can be waiting: a full inbox, plus what the
-//!   drain took out and has not run yet.
-//!   Asks are put in regardless of the capacity (`Inbox::push`): the
-//!   dispatcher bounds those itself.
+//!   drain took out and has not run yet. Tells and asks alike.
 //! - **Actor semantics.** Nothing runs while the actor is waiting on a
 //!   future (`ctx.wait`) or stopping; the drain runs at most
 //!   256 messages (`DRAIN_BATCH`) per poll, then lets the actor's other work
@@ -97,20 +95,11 @@ impl<A: Actor> Inbox<A> {
 
     /// Put `job` in unless the inbox is full or closed.
     pub(crate) fn try_push(&self, job: Job<A>) -> Result<(), Refused<A>> {
-        self.push_if(job, true)
-    }
-
-    /// Put `job` in whatever the inbox holds (refused only when closed).
-    pub(crate) fn push(&self, job: Job<A>) -> Result<(), Refused<A>> {
-        self.push_if(job, false)
-    }
-
-    fn push_if(&self, job: Job<A>, bounded: bool) -> Result<(), Refused<A>> {
         let mut s = self.lock();
         if s.closed {
             return Err(Refused::Closed);
         }
-        if bounded && s.jobs.len() >= self.capacity {
+        if s.jobs.len() >= self.capacity {
             return Err(Refused::Full(job));
         }
         s.jobs.push_back(job);
@@ -298,15 +287,13 @@ mod tests {
             assert!(inbox.try_push(record(n)).is_ok());
         }
         assert!(matches!(inbox.try_push(record(99)), Err(Refused::Full(_))));
-        // An ask goes in regardless.
-        assert!(inbox.push(record(3)).is_ok());
-        assert_eq!(inbox.len(), 4);
+        assert_eq!(inbox.len(), 3);
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+        // Room again, and the idle drain wakes for the next push.
+        assert!(inbox.try_push(record(3)).is_ok());
         settle().await;
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3]);
-        // Room again, and the idle drain wakes for the next push.
-        assert!(inbox.try_push(record(4)).is_ok());
-        settle().await;
-        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
 
     #[actix_rt::test]
@@ -338,7 +325,6 @@ mod tests {
         addr.do_send(Stop);
         settle().await;
         assert!(matches!(inbox.try_push(record(1)), Err(Refused::Closed)));
-        assert!(matches!(inbox.push(record(2)), Err(Refused::Closed)));
         assert!(!inbox.push_when_room(record(3)).await);
         assert!(seen.lock().unwrap().is_empty());
     }

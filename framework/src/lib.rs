@@ -55,6 +55,7 @@ pub mod node;
 pub mod registry;
 pub mod remote;
 pub mod remote_ref;
+mod reply;
 pub mod rpc;
 pub mod sansio;
 pub mod storage;

@@ -27,7 +27,8 @@ use crate::membership::{MemberEvent, MembershipView};
 use crate::registry::Registry;
 use crate::remote::RemoteMessage;
 use crate::remote_ref::RemoteRef;
-use crate::rpc::{Outstanding, RpcStub};
+use crate::reply::Answering;
+use crate::rpc::{DedupTable, Outstanding, RpcStub};
 use crate::storage::{MemoryStorage, Storage};
 use crate::supervision::{
     start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
@@ -104,9 +105,21 @@ pub(crate) struct NodeShared {
     /// every envelope received; stamped on every envelope, so traces can be
     /// drawn as space-time diagrams.
     lamport: Arc<AtomicU64>,
+    /// Asks this node executes: what each answered, for retried copies
+    /// (see [`crate::rpc`]). Checked by the dispatcher, filled in by
+    /// whoever answers ([`crate::reply::ReplyTo`]).
+    dedup: Mutex<DedupTable>,
+    /// Asks handed to actors and not answered yet.
+    pub(crate) answering: Answering,
 }
 
 impl NodeShared {
+    /// The deduplication table of asks this node executes.
+    pub(crate) fn dedup(&self) -> std::sync::MutexGuard<'_, DedupTable> {
+        // No invariant spans a panic point: a poisoned table is usable.
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
     pub(crate) fn stamp(&self) -> Option<crate::codec::ClockStamp> {
         let t = self.lamport.fetch_add(1, Ordering::Relaxed) + 1;
@@ -178,6 +191,7 @@ impl NodeBuilder {
             None => NodeId::new(&self.config.name),
         };
         let options = self.config.runtime.clone();
+        let (dedup_ttl, dedup_capacity) = (options.dedup_ttl, options.dedup_capacity);
         let registry = Registry::new();
         let lamport = Arc::new(AtomicU64::new(0));
         let asks = Arc::new(Outstanding::new(&id));
@@ -211,6 +225,8 @@ impl NodeBuilder {
                 stopped: AtomicBool::new(false),
                 stats: NodeStats::default(),
                 lamport: lamport.clone(),
+                dedup: Mutex::new(DedupTable::new(dedup_ttl, dedup_capacity)),
+                answering: Answering::default(),
             });
             shared_out = Some(shared.clone());
             NodeActor {

@@ -25,6 +25,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::oneshot::error::TryRecvError;
+
 use actix::dev::{MessageResponse, ToEnvelope};
 use actix::{Actor, Addr, Context, Handler};
 use serde::de::DeserializeOwned;
@@ -33,6 +35,7 @@ use serde::Serialize;
 use crate::codec::{decode_payload, with_encoded_payload, NodeIdView, RemoteError};
 use crate::ids::NodeId;
 use crate::inbox::{Inbox, Job, Refused};
+use crate::reply::ReplyTo;
 
 /// A message that can travel between nodes.
 ///
@@ -110,33 +113,39 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
     }
 }
 
-/// A future that the node's dispatcher drives to completion (single-threaded).
+/// A future that the node's dispatcher drives to completion (single-threaded):
+/// a message waiting for room in an actor's inbox.
 pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Outcome of handing a decoded message to a local actor.
 pub(crate) enum Dispatched {
-    /// A tell is in the actor's inbox.
+    /// The message is in the actor's inbox (an ask with its [`ReplyTo`],
+    /// which answers it).
     Queued,
-    /// A tell found the actor's inbox full: this future puts it in when
+    /// The actor's inbox is full: this future puts the message in when
     /// there is room. Nothing else may be handed to this actor before then,
     /// or order would break.
     Full(LocalFut<()>),
-    /// An ask is in the actor's inbox: this future yields its encoded
-    /// reply once the actor has answered.
-    Pending(LocalFut<Result<Vec<u8>, RemoteError>>),
+}
+
+/// A message that could not be handed over, and the ask's [`ReplyTo`] when
+/// it was an ask that is still to be answered.
+pub(crate) struct Undelivered {
+    pub(crate) error: RemoteError,
+    pub(crate) reply: Option<ReplyTo>,
 }
 
 /// A handler for one message type on one actor, with the types erased so the
 /// node can dispatch by wire name.
 pub(crate) trait ErasedHandler: Send + Sync {
-    /// Decode `payload` and deliver it: a tell (`want_reply == false`) gives
-    /// `Queued` or `Full`, an ask gives `Pending`.
+    /// Decode `payload` and put it in the actor's inbox: a tell when `reply`
+    /// is `None`, an ask answered through `reply` otherwise.
     fn dispatch(
         &self,
         payload: &[u8],
         from: &NodeIdView<'_>,
-        want_reply: bool,
-    ) -> Result<Dispatched, RemoteError>;
+        reply: Option<ReplyTo>,
+    ) -> Result<Dispatched, Undelivered>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
     fn local(&self) -> &(dyn Any + Send + Sync);
 }
@@ -227,6 +236,21 @@ where
     }
 }
 
+/// Encode `answer` (in the thread's reused buffer) and send it.
+fn answer_with<R: Serialize>(reply: ReplyTo, answer: &R) {
+    let mut reply = Some(reply);
+    let encoded = with_encoded_payload(answer, |payload| {
+        if let Some(r) = reply.take() {
+            r.answer(payload);
+        }
+    });
+    if let (Err(e), Some(r)) = (encoded, reply) {
+        r.fail(RemoteError::BadPayload(format!(
+            "reply did not encode: {e}"
+        )));
+    }
+}
+
 impl<A, M, W> ErasedHandler for TypedHandler<A, M, W>
 where
     A: Actor<Context = Context<A>> + Handler<W>,
@@ -237,45 +261,60 @@ where
         &self,
         payload: &[u8],
         from: &NodeIdView<'_>,
-        want_reply: bool,
-    ) -> Result<Dispatched, RemoteError> {
-        let msg: M = decode_payload(payload).map_err(|e| RemoteError::BadPayload(e.to_string()))?;
+        reply: Option<ReplyTo>,
+    ) -> Result<Dispatched, Undelivered> {
+        let msg: M = match decode_payload(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                let error = RemoteError::BadPayload(e.to_string());
+                return Err(Undelivered { error, reply });
+            }
+        };
         let msg = W::wrap(msg, from);
-        if !want_reply {
+        let job: Job<A> = match reply {
             // Run as actix runs a `do_send`: the result is handled, with no
             // one to answer.
-            let job: Job<A> = Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+            None => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
                 MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
-            });
-            return match self.inbox.try_push(job) {
-                Ok(()) => Ok(Dispatched::Queued),
-                Err(Refused::Closed) => Err(RemoteError::ActorStopped),
-                Err(Refused::Full(job)) => {
-                    // Inbox full: the dispatcher waits for room (in its
-                    // bounded in-flight set) before this actor gets more.
-                    let room = self.inbox.push_when_room(job);
-                    Ok(Dispatched::Full(Box::pin(async move {
-                        room.await;
-                    })))
+            }),
+            // Run as actix runs a `send`, and answer right here when the
+            // handler's answer is ready at once (no hop back through the
+            // dispatcher); else when its future finishes.
+            Some(reply) => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+                let (tx, mut rx) = tokio::sync::oneshot::channel::<M::Reply>();
+                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+                match rx.try_recv() {
+                    Ok(answer) => answer_with(reply, &answer),
+                    // A dropped sender (the handler's future cannot finish)
+                    // drops `reply`, which answers `ActorStopped`.
+                    Err(TryRecvError::Closed) => {}
+                    Err(TryRecvError::Empty) => {
+                        actix_rt::spawn(async move {
+                            if let Ok(answer) = rx.await {
+                                answer_with(reply, &answer);
+                            }
+                        });
+                    }
                 }
-            };
+            }),
+        };
+        match self.inbox.try_push(job) {
+            Ok(()) => Ok(Dispatched::Queued),
+            // The job (and an ask's `ReplyTo` in it, which answers
+            // `ActorStopped`) is dropped.
+            Err(Refused::Closed) => Err(Undelivered {
+                error: RemoteError::ActorStopped,
+                reply: None,
+            }),
+            Err(Refused::Full(job)) => {
+                // Inbox full: the dispatcher waits for room (in its bounded
+                // in-flight set) before this actor gets more.
+                let room = self.inbox.push_when_room(job);
+                Ok(Dispatched::Full(Box::pin(async move {
+                    room.await;
+                })))
+            }
         }
-        // A fresh sender is never parked, so the ask goes in now, in arrival
-        // order (a parked one would hold it back and let later messages
-        // overtake it), whatever the inbox holds: the dispatcher bounds asks.
-        let (tx, rx) = tokio::sync::oneshot::channel::<M::Reply>();
-        let job: Job<A> = Box::new(move |act: &mut A, ctx: &mut Context<A>| {
-            MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
-        });
-        if let Err(Refused::Closed | Refused::Full(_)) = self.inbox.push(job) {
-            return Err(RemoteError::ActorStopped);
-        }
-        Ok(Dispatched::Pending(Box::pin(async move {
-            let reply = rx.await.map_err(|_| RemoteError::ActorStopped)?;
-            // Encoded in the thread's reused buffer, copied out at its size.
-            with_encoded_payload(&reply, <[u8]>::to_vec)
-                .map_err(|e| RemoteError::BadPayload(format!("reply did not encode: {e}")))
-        })))
     }
     fn local(&self) -> &(dyn Any + Send + Sync) {
         &self.local

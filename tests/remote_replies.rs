@@ -1,0 +1,167 @@
+//! How remote asks are answered when the answer is not ready at once: a
+//! handler that answers later (its future finishes), an actor that stops
+//! before it answers (the asker hears so at once instead of timing out),
+//! and the node's bound on asks handed to actors and not answered yet
+//! (`runtime.max_inflight_deliveries`): past it the node stops taking
+//! frames until answers go out.
+
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use troupe::framework::codec::RemoteError;
+use troupe::prelude::*;
+
+/// Answered after a (virtual) delay, by a future.
+#[derive(Debug, Serialize, Deserialize)]
+struct Later(u64);
+remote_message!(Later, "test.later", u64);
+
+/// Never answered: the actor stops instead.
+#[derive(Debug, Serialize, Deserialize)]
+struct Quit;
+remote_message!(Quit, "test.quit", u64);
+
+/// Answered once the test releases the gate.
+#[derive(Debug, Serialize, Deserialize)]
+struct Held(u64);
+remote_message!(Held, "test.held", u64);
+
+/// A tell the actor records.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping;
+remote_message!(Ping, "test.ping", ());
+
+struct Worker {
+    gate: watch::Receiver<bool>,
+    pings: Arc<Mutex<u32>>,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Later> for Worker {
+    type Result = ResponseFuture<u64>;
+    fn handle(&mut self, m: Later, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            m.0 * 2
+        })
+    }
+}
+
+impl Handler<Quit> for Worker {
+    type Result = ResponseActFuture<Self, u64>;
+    fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) -> Self::Result {
+        // The answer would come from the actor's own future, which stops
+        // with it.
+        ctx.stop();
+        Box::pin(actix::fut::wrap_future(futures::future::pending()))
+    }
+}
+
+impl Handler<Held> for Worker {
+    type Result = ResponseFuture<u64>;
+    fn handle(&mut self, m: Held, _: &mut Context<Self>) -> Self::Result {
+        let mut gate = self.gate.clone();
+        Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            m.0
+        })
+    }
+}
+
+impl Handler<Ping> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {
+        *self.pings.lock().unwrap() += 1;
+    }
+}
+
+/// Nodes `a` and `b` on a reliable simulated network, `b` with at most
+/// `limit` deliveries in flight and a `Worker` named `w`.
+async fn cluster(limit: usize) -> (SimCluster, Node, Node, watch::Sender<bool>, Arc<Mutex<u32>>) {
+    let mut cluster = SimCluster::new(7, FaultPlan::reliable());
+    let a = cluster.add_node("a").await.unwrap();
+    let mut config = NodeConfig::named("b");
+    config.runtime.max_inflight_deliveries = limit;
+    let b = cluster.add_node_with(config).await.unwrap();
+    let (open, gate) = watch::channel(false);
+    let pings = Arc::new(Mutex::new(0));
+    let p = pings.clone();
+    let spec = ActorSpec::new("w", move || Worker {
+        gate: gate.clone(),
+        pings: p.clone(),
+    })
+    .handles::<Later>()
+    .handles::<Quit>()
+    .handles::<Held>()
+    .handles::<Ping>();
+    b.spawn(spec).await.unwrap();
+    (cluster, a, b, open, pings)
+}
+
+#[test]
+fn a_handler_that_answers_later_answers_the_remote_ask() {
+    run_virtual(|| async {
+        let (_cluster, a, _b, _open, _) = cluster(4096).await;
+        let w = a.lookup::<Later>("b/w").unwrap();
+        let replies =
+            futures::future::join_all((0..5).map(|i| w.ask(Later(i)).into_future())).await;
+        let replies: Vec<u64> = replies.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(replies, vec![0, 2, 4, 6, 8]);
+    });
+}
+
+#[test]
+fn an_actor_that_stops_before_it_answers_fails_the_ask_at_once() {
+    run_virtual(|| async {
+        let (_cluster, a, _b, _open, _) = cluster(4096).await;
+        let w = a.lookup::<Quit>("b/w").unwrap();
+        let asked = tokio::time::Instant::now();
+        let r = w.ask(Quit).timeout(Duration::from_secs(30)).await;
+        assert!(
+            matches!(r, Err(AskError::Remote(RemoteError::ActorStopped))),
+            "expected ActorStopped, got {r:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the asker waited {:?}: it was not told",
+            asked.elapsed()
+        );
+    });
+}
+
+#[test]
+fn unanswered_asks_count_against_the_in_flight_limit() {
+    run_virtual(|| async {
+        let limit = 4;
+        let (_cluster, a, b, open, pings) = cluster(limit).await;
+        let held = a.lookup::<Held>("b/w").unwrap();
+        let ping = a.lookup::<Ping>("b/w").unwrap();
+        let asks: Vec<_> = (0..10u64)
+            .map(|i| {
+                held.ask(Held(i))
+                    .timeout(Duration::from_secs(60))
+                    .into_future()
+            })
+            .collect();
+        let asks = tokio::spawn(futures::future::join_all(asks));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ping.tell(Ping).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Four asks are running; the node took no frame since, so neither
+        // the other asks nor the tell behind them has reached the actor.
+        assert_eq!(*pings.lock().unwrap(), 0, "the tell overtook the limit");
+        open.send(true).unwrap();
+        let replies = asks.await.unwrap();
+        let replies: Vec<u64> = replies.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(replies, (0..10).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*pings.lock().unwrap(), 1);
+        assert_eq!(b.stats().undeliverable, 0);
+    });
+}
