@@ -101,6 +101,19 @@ struct Incoming<'a> {
     from: &'a NodeIdView<'a>,
 }
 
+impl<'a> Incoming<'a> {
+    /// The message of a decoded envelope `env` that came in `frame` from
+    /// `peer` (whose name the envelope's sender was checked against).
+    fn of(frame: &'a Bytes, env: &'a EnvelopeView<'a>, peer: PeerName<'a>) -> Self {
+        Incoming {
+            frame,
+            payload: env.payload,
+            peer,
+            from: &env.from,
+        }
+    }
+}
+
 /// The authenticated peer's name as the transport gave it: shared for a
 /// batch of frames, borrowed for a single one (copied only if parked).
 #[derive(Clone, Copy)]
@@ -273,12 +286,7 @@ impl Dispatcher {
             }
             Kind::Tell => match resolve(&self.shared, &env) {
                 Ok(handler) => {
-                    let msg = Incoming {
-                        frame: bytes,
-                        payload: env.payload,
-                        peer,
-                        from: &env.from,
-                    };
+                    let msg = Incoming::of(bytes, &env, peer);
                     let delivered = self.deliver(env.to.actor, &handler, msg, None);
                     match delivered {
                         Ok(()) => {
@@ -323,12 +331,7 @@ impl Dispatcher {
                         let reply = ReplyTo::new(&self.shared, peer.to_shared(), asker, id);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
-                                let msg = Incoming {
-                                    frame: bytes,
-                                    payload: env.payload,
-                                    peer,
-                                    from: &env.from,
-                                };
+                                let msg = Incoming::of(bytes, &env, peer);
                                 self.deliver(env.to.actor, &handler, msg, Some(reply))
                             }
                             Err(error) => Err(Undelivered {

@@ -25,12 +25,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::oneshot::error::TryRecvError;
-
 use actix::dev::{MessageResponse, ToEnvelope};
 use actix::{Actor, Addr, Context, Handler};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::oneshot::error::TryRecvError;
 
 use crate::codec::{decode_payload, with_encoded_payload, NodeIdView, RemoteError};
 use crate::ids::NodeId;
