@@ -6,7 +6,7 @@ use clap::Parser;
 use troupe_apps::cli::{run, Cli};
 
 /// mimalloc rather than the system allocator: a node allocates in bursts (a
-/// received chunk's messages, each with its mailbox envelope) and frees them
+/// received chunk's messages, each with its inbox entry) and frees them
 /// later, which overflows glibc malloc's small per-thread cache; its slow
 /// path took about a quarter of a receiving node's CPU time in the
 /// remote-tell benchmark (BENCHMARKS.md).

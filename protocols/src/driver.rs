@@ -15,7 +15,7 @@
 //! asks for them), and from local commands ([`Invoke`]: a closure run against
 //! the core, which is how typed APIs like `lock.acquire()` are built).
 //!
-//! Guarantees: the core sees inputs one at a time, in mailbox order, with the
+//! Guarantees: the core sees inputs one at a time, in the order the actor handles them, with the
 //! node's clock; outputs are carried out in the order produced. A message the
 //! network refuses (unknown peer, full queue) is dropped with a debug log —
 //! protocols are written for lossy networks. If the driver is restarted by
