@@ -15,8 +15,9 @@
 //! asks for them), and from local commands ([`Invoke`]: a closure run against
 //! the core, which is how typed APIs like `lock.acquire()` are built).
 //!
-//! Guarantees: the core sees inputs one at a time, in the order the actor handles them, with the
-//! node's clock; outputs are carried out in the order produced. A message the
+//! Guarantees: the core sees inputs one at a time, in the order the actor
+//! handles them, with the node's clock; outputs are carried out in the order
+//! produced. A message the
 //! network refuses (unknown peer, full queue) is dropped with a debug log —
 //! protocols are written for lossy networks. If the driver is restarted by
 //! its supervisor, the core is rebuilt from its factory (and whatever it
