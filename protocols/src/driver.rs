@@ -17,11 +17,11 @@
 //!
 //! Guarantees: the core sees inputs one at a time, in the order the actor
 //! handles them, with the node's clock; outputs are carried out in the order
-//! produced. A message the
-//! network refuses (unknown peer, full queue) is dropped with a debug log —
-//! protocols are written for lossy networks. If the driver is restarted by
-//! its supervisor, the core is rebuilt from its factory (and whatever it
-//! persisted in the node's storage); timers of the old life never fire.
+//! produced. A message the network refuses (unknown peer, full queue) is
+//! dropped with a debug log — protocols are written for lossy networks. If
+//! the driver is restarted by its supervisor, the core is rebuilt from its
+//! factory (and whatever it persisted in the node's storage); timers of the
+//! old life never fire.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
