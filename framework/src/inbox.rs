@@ -186,6 +186,13 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Drain<A> {
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        // actix polls its spawned futures right after its mailbox, before
+        // it looks at a wait a mailbox message has just begun: check here
+        // too, not only after a job of ours.
+        if ctx.waiting() {
+            task.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut ran = 0;
         loop {
             if this.taken.is_empty() {
@@ -361,6 +368,48 @@ mod tests {
         tx.send(()).unwrap();
         settle().await;
         assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+    }
+
+    /// Makes the actor wait on the future it carries (`ctx.wait`).
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct WaitOn(tokio::sync::oneshot::Receiver<()>);
+
+    impl Handler<WaitOn> for Recorder {
+        type Result = ();
+        fn handle(&mut self, WaitOn(rx): WaitOn, ctx: &mut Context<Self>) {
+            ctx.wait(actix::fut::wrap_future(async move {
+                let _ = rx.await;
+            }));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_wait_begun_by_a_mailbox_message_holds_the_inbox_back() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut inbox = None;
+        let addr = Recorder::create(|ctx| {
+            inbox = Some(Drain::spawn(ctx, 8));
+            Recorder { seen: s }
+        });
+        let inbox = inbox.unwrap();
+        settle().await;
+        // A local message (the actix mailbox) makes the actor wait, and a
+        // remote one is in the inbox: both are there when the actor runs
+        // next (actix polls its mailbox, then its spawned futures, in one
+        // poll).
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        addr.do_send(WaitOn(rx));
+        assert!(inbox.try_push(record(1)).is_ok());
+        settle().await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "an inbox message ran while the actor waited"
+        );
+        tx.send(()).unwrap();
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
     }
 
     /// Records how many jobs had run when it was handled.
