@@ -412,6 +412,54 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec![1]);
     }
 
+    /// Refuses to stop the first time it is asked to.
+    struct Stubborn {
+        seen: Arc<Mutex<Vec<u32>>>,
+        refused: bool,
+    }
+
+    impl Actor for Stubborn {
+        type Context = Context<Self>;
+        fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+            if self.refused {
+                Running::Stop
+            } else {
+                self.refused = true;
+                Running::Continue
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_stop_the_actor_refuses_leaves_the_drain_running() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut inbox = None;
+        let _addr = Stubborn::create(|ctx| {
+            inbox = Some(Drain::spawn(ctx, 8));
+            Stubborn {
+                seen: s,
+                refused: false,
+            }
+        });
+        let inbox = inbox.unwrap();
+        let job = |n: u32, stop: bool| -> Job<Stubborn> {
+            Box::new(move |a: &mut Stubborn, ctx: &mut Context<Stubborn>| {
+                a.seen.lock().unwrap().push(n);
+                if stop {
+                    ctx.stop();
+                }
+            })
+        };
+        assert!(inbox.try_push(job(0, true)).is_ok());
+        assert!(inbox.try_push(job(1, false)).is_ok());
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+        assert!(inbox.try_push(job(2, false)).is_ok());
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+    }
+
     /// Records how many jobs had run when it was handled.
     #[derive(Message)]
     #[rtype(result = "()")]
