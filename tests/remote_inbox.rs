@@ -142,3 +142,58 @@ fn tells_behind_an_atomic_ask_wait_for_it() {
         assert_eq!(*log.lock().unwrap(), vec![1000, 1, 2, 3]);
     });
 }
+
+/// Answered by a future, a while after the handler returns.
+#[derive(Debug, Serialize, Deserialize)]
+struct Slow;
+remote_message!(Slow, "review.slow", u64);
+
+struct Sleeper;
+
+impl Actor for Sleeper {
+    type Context = Context<Self>;
+}
+
+impl Handler<Slow> for Sleeper {
+    type Result = ResponseFuture<u64>;
+    fn handle(&mut self, _: Slow, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            1
+        })
+    }
+}
+
+#[test]
+fn a_crashed_node_sends_no_reply() {
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(8, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        b.spawn(ActorSpec::new("sleeper", || Sleeper).handles::<Slow>())
+            .await
+            .unwrap();
+        let slow = a.lookup::<Slow>("b/sleeper").unwrap();
+        let ask = tokio::spawn(
+            slow.ask(Slow)
+                .timeout(Duration::from_secs(1))
+                .retry(RetryPolicy::none())
+                .into_future(),
+        );
+        // The ask is running at `b` (its future sleeps) when `b` crashes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cluster.crash("b");
+        let r = ask.await.unwrap();
+        assert!(matches!(r, Err(AskError::Timeout(_))), "got {r:?}");
+        let trace = cluster.net().trace().to_jsonl();
+        let after_crash: Vec<&str> = trace
+            .lines()
+            .skip_while(|l| !(l.contains(r#""node":"b""#) && l.contains(r#""ev":"crash""#)))
+            .filter(|l| l.contains(r#""node":"b""#) && l.contains(r#""ev":"send""#))
+            .collect();
+        assert!(
+            after_crash.is_empty(),
+            "the crashed node sent: {after_crash:?}"
+        );
+    });
+}
