@@ -186,6 +186,13 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Drain<A> {
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         let this = self.get_mut();
+        // actix polls its spawned futures right after its mailbox, before
+        // it looks at a wait a mailbox message has just begun: check here
+        // too, not only after a job of ours.
+        if ctx.waiting() {
+            task.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut ran = 0;
         loop {
             if this.taken.is_empty() {
@@ -361,6 +368,96 @@ mod tests {
         tx.send(()).unwrap();
         settle().await;
         assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+    }
+
+    /// Makes the actor wait on the future it carries (`ctx.wait`).
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct WaitOn(tokio::sync::oneshot::Receiver<()>);
+
+    impl Handler<WaitOn> for Recorder {
+        type Result = ();
+        fn handle(&mut self, WaitOn(rx): WaitOn, ctx: &mut Context<Self>) {
+            ctx.wait(actix::fut::wrap_future(async move {
+                let _ = rx.await;
+            }));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_wait_begun_by_a_mailbox_message_holds_the_inbox_back() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut inbox = None;
+        let addr = Recorder::create(|ctx| {
+            inbox = Some(Drain::spawn(ctx, 8));
+            Recorder { seen: s }
+        });
+        let inbox = inbox.unwrap();
+        settle().await;
+        // A local message (the actix mailbox) makes the actor wait, and a
+        // remote one is in the inbox: both are there when the actor runs
+        // next (actix polls its mailbox, then its spawned futures, in one
+        // poll).
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        addr.do_send(WaitOn(rx));
+        assert!(inbox.try_push(record(1)).is_ok());
+        settle().await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "an inbox message ran while the actor waited"
+        );
+        tx.send(()).unwrap();
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
+    }
+
+    /// Refuses to stop the first time it is asked to.
+    struct Stubborn {
+        seen: Arc<Mutex<Vec<u32>>>,
+        refused: bool,
+    }
+
+    impl Actor for Stubborn {
+        type Context = Context<Self>;
+        fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+            if self.refused {
+                Running::Stop
+            } else {
+                self.refused = true;
+                Running::Continue
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_stop_the_actor_refuses_leaves_the_drain_running() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut inbox = None;
+        let _addr = Stubborn::create(|ctx| {
+            inbox = Some(Drain::spawn(ctx, 8));
+            Stubborn {
+                seen: s,
+                refused: false,
+            }
+        });
+        let inbox = inbox.unwrap();
+        let job = |n: u32, stop: bool| -> Job<Stubborn> {
+            Box::new(move |a: &mut Stubborn, ctx: &mut Context<Stubborn>| {
+                a.seen.lock().unwrap().push(n);
+                if stop {
+                    ctx.stop();
+                }
+            })
+        };
+        assert!(inbox.try_push(job(0, true)).is_ok());
+        assert!(inbox.try_push(job(1, false)).is_ok());
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+        assert!(inbox.try_push(job(2, false)).is_ok());
+        settle().await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
     }
 
     /// Records how many jobs had run when it was handled.

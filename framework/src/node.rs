@@ -120,6 +120,11 @@ impl NodeShared {
         self.dedup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True once the node has stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
     pub(crate) fn stamp(&self) -> Option<crate::codec::ClockStamp> {
         let t = self.lamport.fetch_add(1, Ordering::Relaxed) + 1;

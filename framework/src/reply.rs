@@ -13,7 +13,9 @@
 //!   is dropped without an answer (its actor stopped or panicked before
 //!   answering, the inbox closed, the handler's future was cancelled)
 //!   answers [`RemoteError::ActorStopped`]; a reply too big to encode
-//!   answers [`RemoteError::BadPayload`] instead of going silent.
+//!   answers [`RemoteError::BadPayload`] instead of going silent. Once the
+//!   node has stopped nothing is sent any more (a crashed node stays
+//!   silent); the ask still counts as answered.
 //! - **Bounded.** Asks handed over and not yet answered are counted
 //!   ([`Answering`]); the dispatcher counts them against
 //!   `runtime.max_inflight_deliveries` and stops taking frames past it, as
@@ -90,6 +92,21 @@ impl ReplyTo {
 
     fn send(&mut self, kind: Kind, payload: &[u8]) {
         self.answered = true;
+        // A stopped node sends nothing more: its dispatcher (which used to
+        // send every reply) is gone, and a crashed node must stay silent
+        // even when a handler's future outlives it.
+        if !self.shared.is_stopped() {
+            self.put(kind, payload);
+        }
+        self.shared
+            .answering
+            .running
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared.answering.answered.notify_one();
+    }
+
+    /// Encode the reply, remember it for retried copies, and send it.
+    fn put(&self, kind: Kind, payload: &[u8]) {
         let shared = &self.shared;
         let id = self.id;
         let reply_to = ActorPath {
@@ -131,8 +148,6 @@ impl ReplyTo {
                 tracing::debug!(ask = id, to = %self.to, error = %e, "reply not sent (the asker will retry or time out)");
             }
         }
-        shared.answering.running.fetch_sub(1, Ordering::Relaxed);
-        shared.answering.answered.notify_one();
     }
 }
 
