@@ -270,6 +270,18 @@ mod tests {
         }
     }
 
+    /// A `Recorder` with an inbox of `capacity`, and what it records.
+    fn recorder(capacity: usize) -> (Addr<Recorder>, Arc<Inbox<Recorder>>, Arc<Mutex<Vec<u32>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut inbox = None;
+        let addr = Recorder::create(|ctx| {
+            inbox = Some(Drain::spawn(ctx, capacity));
+            Recorder { seen: s }
+        });
+        (addr, inbox.expect("created"), seen)
+    }
+
     fn record(n: u32) -> Job<Recorder> {
         Box::new(move |a: &mut Recorder, _| a.seen.lock().unwrap().push(n))
     }
@@ -282,14 +294,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn runs_in_order_and_refuses_past_capacity() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut inbox = None;
-        let _addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 3));
-            Recorder { seen: s }
-        });
-        let inbox = inbox.unwrap();
+        let (_addr, inbox, seen) = recorder(3);
         for n in 0..3 {
             assert!(inbox.try_push(record(n)).is_ok());
         }
@@ -305,14 +310,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_push_waiting_for_room_goes_in_when_the_actor_catches_up() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut inbox = None;
-        let _addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 1));
-            Recorder { seen: s }
-        });
-        let inbox = inbox.unwrap();
+        let (_addr, inbox, seen) = recorder(1);
         assert!(inbox.try_push(record(0)).is_ok());
         assert!(inbox.push_when_room(record(1)).await);
         settle().await;
@@ -321,14 +319,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_stopped_actor_closes_its_inbox_and_drops_what_waited() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut inbox = None;
-        let addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 8));
-            Recorder { seen: s }
-        });
-        let inbox = inbox.unwrap();
+        let (addr, inbox, seen) = recorder(8);
         addr.do_send(Stop);
         settle().await;
         assert!(matches!(inbox.try_push(record(1)), Err(Refused::Closed)));
@@ -338,14 +329,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_waiting_actor_runs_nothing_until_its_future_is_done() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut inbox = None;
-        let _addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 8));
-            Recorder { seen: s }
-        });
-        let inbox = inbox.unwrap();
+        let (_addr, inbox, seen) = recorder(8);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rx = Arc::new(Mutex::new(Some(rx)));
         // The first message makes the actor wait on `rx`.
@@ -386,14 +370,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_wait_begun_by_a_mailbox_message_holds_the_inbox_back() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut inbox = None;
-        let addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 8));
-            Recorder { seen: s }
-        });
-        let inbox = inbox.unwrap();
+        let (addr, inbox, seen) = recorder(8);
         settle().await;
         // A local message (the actix mailbox) makes the actor wait, and a
         // remote one is in the inbox: both are there when the actor runs
@@ -476,12 +453,7 @@ mod tests {
     async fn a_long_backlog_lets_the_mailbox_in_between_batches() {
         let runs = Arc::new(AtomicUsize::new(0));
         let seen_at = Arc::new(AtomicUsize::new(usize::MAX));
-        let mut inbox = None;
-        let _addr = Recorder::create(|ctx| {
-            inbox = Some(Drain::spawn(ctx, 10_000));
-            Recorder::default()
-        });
-        let inbox = inbox.unwrap();
+        let (_addr, inbox, _) = recorder(10_000);
         let total = 3 * DRAIN_BATCH + 1;
         for i in 0..total {
             let r = runs.clone();
