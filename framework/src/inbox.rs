@@ -270,8 +270,11 @@ mod tests {
         }
     }
 
+    /// What a `Recorder` recorded, in order.
+    type Seen = Arc<Mutex<Vec<u32>>>;
+
     /// A `Recorder` with an inbox of `capacity`, and what it records.
-    fn recorder(capacity: usize) -> (Addr<Recorder>, Arc<Inbox<Recorder>>, Arc<Mutex<Vec<u32>>>) {
+    fn recorder(capacity: usize) -> (Addr<Recorder>, Arc<Inbox<Recorder>>, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let mut inbox = None;
