@@ -23,7 +23,13 @@
 //!   streams it reads itself, the transport's bounded channel fills, the
 //!   transport stops reading, and flow control slows the remote senders.
 //!   The price is head-of-line blocking at that limit: one persistently slow
-//!   actor eventually slows all inbound traffic of its node.
+//!   actor eventually slows all inbound traffic of its node; and an ask
+//!   handler that waits for *further* frames (a vote arriving as a tell,
+//!   say) counts while it waits, so with that many such handlers waiting
+//!   the node stops reading the frames they wait for, until their asks time
+//!   out. Protocols here never wait inside a handler (they are sans-IO
+//!   state machines fed one message at a time); application handlers that
+//!   must should answer later from their own state instead.
 //! - **Fair to local actors.** Every 256 delivered frames the dispatcher
 //!   yields, so the actors on its thread drain their inboxes while a
 //!   stream keeps delivering (a stream read in place has no channel budget
