@@ -17,8 +17,9 @@
 //!   that arrives for that actor meanwhile is parked behind it, in order,
 //!   while other actors keep receiving.
 //! - **Bounded.** Deliveries waiting for inbox room, parked messages, and
-//!   asks handed over but not answered yet are checked against `runtime.max_inflight_deliveries` before
-//!   each received event (so they exceed it by at most one event's frames);
+//!   asks handed over but not answered yet are checked against
+//!   `runtime.max_inflight_deliveries` before each received event (so they
+//!   exceed it by at most one event's frames);
 //!   past that the dispatcher stops taking frames: it no longer polls the
 //!   streams it reads itself, the transport's bounded channel fills, the
 //!   transport stops reading, and flow control slows the remote senders.
@@ -28,8 +29,9 @@
 //!   say) counts while it waits, so with that many such handlers waiting
 //!   the node stops reading the frames they wait for, until their asks time
 //!   out. Protocols here never wait inside a handler (they are sans-IO
-//!   state machines fed one message at a time); application handlers that
-//!   must should answer later from their own state instead.
+//!   state machines fed one message at a time); an application that must
+//!   wait for other nodes' messages before it answers should exchange tells
+//!   (answering with a tell of its own) rather than hold an ask open.
 //! - **Fair to local actors.** Every 256 delivered frames the dispatcher
 //!   yields, so the actors on its thread drain their inboxes while a
 //!   stream keeps delivering (a stream read in place has no channel budget
