@@ -23,8 +23,13 @@
 //!   past that the dispatcher stops taking frames: it no longer polls the
 //!   streams it reads itself, the transport's bounded channel fills, the
 //!   transport stops reading, and flow control slows the remote senders.
+//!   Control frames (heartbeats and probes, sent with `send_control`: their
+//!   own stream on QUIC) are still read past the limit, until they have
+//!   added a quarter of it (at least 16) to where the count stood when it
+//!   was reached, so a node with a slow actor keeps hearing its peers and
+//!   its failure detector does not suspect them for it.
 //!   The price is head-of-line blocking at that limit: one persistently slow
-//!   actor eventually slows all inbound traffic of its node; and an ask
+//!   actor eventually slows all other inbound traffic of its node; and an ask
 //!   handler that waits for *further* frames (a vote arriving as a tell,
 //!   say) counts while it waits, so with that many such handlers waiting
 //!   the node stops reading the frames they wait for, until their asks time
@@ -165,6 +170,10 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
     // right here (QUIC): no reader task between the network and the actor.
     let mut events = InboundEvents::new(rx);
     let limit = shared.options.max_inflight_deliveries;
+    // Past the limit, control frames may add this many more (see the
+    // module docs), counted from where the limit was first reached.
+    let control_reserve = (limit / 4).max(16);
+    let mut control_ceiling: Option<usize> = None;
     let mut d = Dispatcher {
         shared,
         inflight: FuturesUnordered::new(),
@@ -175,6 +184,13 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
     };
     let mut since_yield = 0usize;
     loop {
+        let busy = d.busy();
+        let readable = if busy < limit {
+            control_ceiling = None;
+            true
+        } else {
+            busy < *control_ceiling.get_or_insert(busy + control_reserve)
+        };
         tokio::select! {
             biased;
             Some(done) = d.inflight.next(), if !d.inflight.is_empty() => {
@@ -184,8 +200,9 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
             }
             // Held back only by asks its actors have not answered yet:
             // look again after the next answer.
-            () = d.shared.answering.one_answered(), if d.busy() >= limit => {}
-            ev = events.recv(), if d.busy() < limit => {
+            () = d.shared.answering.one_answered(), if busy >= limit => {}
+            // At the limit only control frames are read, up to a reserve.
+            ev = events.recv_filtered(busy < limit), if readable => {
                 let Some(ev) = ev else { break };
                 match ev {
                     TransportEvent::Frame { from, bytes } => {
@@ -212,7 +229,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                         node.do_send(Peer(PeerEvent::Down(peer)));
                     }
                     // `InboundEvents` reads sources itself and never yields one.
-                    TransportEvent::Source(_) => {}
+                    TransportEvent::Source(_) | TransportEvent::ControlSource(_) => {}
                 }
             }
         }

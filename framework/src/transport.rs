@@ -24,6 +24,12 @@
 //! and the sources it carried into one sequence of events, for the node and
 //! for anyone else who reads a transport directly. Back-pressure holds the
 //! same way: a source that is not polled is not read.
+//!
+//! A source of *control* frames ([`TransportEvent::ControlSource`]: what
+//! [`Transport::send_control`] sent, on QUIC its own stream) can be read
+//! on its own, while ordinary traffic is held back
+//! ([`InboundEvents::recv_filtered`]): a node whose actors are slow stops
+//! reading their messages but still hears its peers' heartbeats.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,6 +80,11 @@ pub enum TransportEvent {
     /// sender may be split over several sources (QUIC: one per stream class),
     /// each in order. [`InboundEvents`] takes care of this variant.
     Source(InboundStream),
+    /// Like [`TransportEvent::Source`], for a source of control frames only
+    /// (heartbeats, failure-detector probes: what [`Transport::send_control`]
+    /// sent). A receiver holding ordinary traffic back can still read it
+    /// ([`InboundEvents::recv_filtered`]).
+    ControlSource(InboundStream),
 }
 
 impl std::fmt::Debug for TransportEvent {
@@ -98,6 +109,7 @@ impl std::fmt::Debug for TransportEvent {
                 .field("reason", reason)
                 .finish(),
             TransportEvent::Source(_) => f.write_str("Source(..)"),
+            TransportEvent::ControlSource(_) => f.write_str("ControlSource(..)"),
         }
     }
 }
@@ -122,16 +134,22 @@ pub type InboundSender = tokio::sync::mpsc::Sender<TransportEvent>;
 pub type InboundReceiver = tokio::sync::mpsc::Receiver<TransportEvent>;
 
 /// A transport's inbound events as one sequence: what comes through the
-/// channel, and what the [`TransportEvent::Source`]s it carried yield, polled
-/// here in the caller's task. Never yields a `Source` itself.
+/// channel, and what the [`TransportEvent::Source`]s and
+/// [`TransportEvent::ControlSource`]s it carried yield, polled here in the
+/// caller's task. Never yields a source itself.
 ///
 /// Within one source and within the channel, order is kept; between them
 /// there is no order (as between two streams of a QUIC connection). The
 /// channel is polled first, so connection events are not starved by a busy
-/// source.
+/// source, then the control sources, then the others.
 pub struct InboundEvents {
     rx: InboundReceiver,
     sources: SelectAll<InboundStream>,
+    control: SelectAll<InboundStream>,
+    /// A frame event taken from the channel while only control traffic
+    /// was wanted: the next event once ordinary traffic is read again (the
+    /// channel is not read past it meanwhile, so at most one waits here).
+    held: Option<TransportEvent>,
     closed: bool,
 }
 
@@ -141,6 +159,8 @@ impl InboundEvents {
         Self {
             rx,
             sources: SelectAll::new(),
+            control: SelectAll::new(),
+            held: None,
             closed: false,
         }
     }
@@ -152,36 +172,89 @@ impl InboundEvents {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Sources currently being read.
+    /// Like [`InboundEvents::recv`], but with `data` false only connection
+    /// events and the frames of control sources come out: ordinary frames
+    /// (from the channel or a [`TransportEvent::Source`]) wait, unread, so
+    /// back-pressure holds for them while heartbeats keep arriving.
+    /// Cancel-safe.
+    pub async fn recv_filtered(&mut self, data: bool) -> Option<TransportEvent> {
+        std::future::poll_fn(|cx| self.poll_recv_filtered(cx, data)).await
+    }
+
+    /// Sources currently being read (ordinary and control).
     pub fn sources(&self) -> usize {
-        self.sources.len()
+        self.sources.len() + self.control.len()
     }
 
     /// Poll-based [`InboundEvents::recv`].
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
-        while !self.closed {
+        self.poll_recv_filtered(cx, true)
+    }
+
+    /// Poll-based [`InboundEvents::recv_filtered`].
+    pub fn poll_recv_filtered(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: bool,
+    ) -> Poll<Option<TransportEvent>> {
+        if data {
+            if let Some(ev) = self.held.take() {
+                return Poll::Ready(Some(ev));
+            }
+        }
+        while !self.closed && self.held.is_none() {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(TransportEvent::Source(s))) => self.sources.push(s),
-                Poll::Ready(Some(ev)) => return Poll::Ready(Some(ev)),
+                Poll::Ready(Some(ev)) => match self.adopt(ev) {
+                    Some(ev) if data || !ev.frames().any(|_| true) => return Poll::Ready(Some(ev)),
+                    Some(ev) => self.held = Some(ev),
+                    None => {}
+                },
                 Poll::Ready(None) => self.closed = true,
                 Poll::Pending => break,
             }
         }
-        if self.sources.is_empty() {
-            return if self.closed {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
-            };
+        if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.control, cx) {
+            return Poll::Ready(Some(ev));
         }
+        if data {
+            if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.sources, cx) {
+                return Poll::Ready(Some(ev));
+            }
+        }
+        let over = self.closed
+            && self.held.is_none()
+            && self.sources.is_empty()
+            && self.control.is_empty();
+        if over {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Keeps a source handed over in an event, to be read from now on;
+    /// other events are given back.
+    fn adopt(&mut self, ev: TransportEvent) -> Option<TransportEvent> {
+        match ev {
+            TransportEvent::Source(s) => self.sources.push(s),
+            TransportEvent::ControlSource(s) => self.control.push(s),
+            ev => return Some(ev),
+        }
+        None
+    }
+
+    /// The next event of the sources in `sources`; `Ready(None)` once all
+    /// have ended. A source that a source yields is read too, in the same
+    /// set (it is of the same class).
+    fn poll_sources(
+        sources: &mut SelectAll<InboundStream>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<TransportEvent>> {
         loop {
-            match Pin::new(&mut self.sources).poll_next(cx) {
-                // A source yielding a source is flattened too.
-                Poll::Ready(Some(TransportEvent::Source(s))) => self.sources.push(s),
-                Poll::Ready(Some(ev)) => return Poll::Ready(Some(ev)),
-                // Every source has ended (`SelectAll` is empty again).
-                Poll::Ready(None) if self.closed => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            match Pin::new(&mut *sources).poll_next(cx) {
+                Poll::Ready(Some(TransportEvent::Source(s)))
+                | Poll::Ready(Some(TransportEvent::ControlSource(s))) => sources.push(s),
+                other => return other,
             }
         }
     }
@@ -321,5 +394,63 @@ mod tests {
         drop(src_tx);
         assert!(events.recv().await.is_none());
         assert_eq!(events.sources(), 0);
+    }
+
+    /// With ordinary traffic held back, control sources and connection
+    /// events still come out; an ordinary frame from the channel stops the
+    /// channel (so connection events after it wait too) and comes out first
+    /// once ordinary traffic is read again; nothing is lost or reordered.
+    #[tokio::test]
+    async fn control_sources_are_read_while_ordinary_traffic_waits() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut events = InboundEvents::new(rx);
+        let data = futures::stream::iter([frame("d", "1"), frame("d", "2")]);
+        let control = futures::stream::iter([frame("c", "1"), frame("c", "2")]);
+        tx.send(TransportEvent::Source(Box::pin(data)))
+            .await
+            .unwrap();
+        tx.send(TransportEvent::ControlSource(Box::pin(control)))
+            .await
+            .unwrap();
+        tx.send(TransportEvent::PeerUp { peer: "p".into() })
+            .await
+            .unwrap();
+        tx.send(frame("ch", "1")).await.unwrap();
+        tx.send(TransportEvent::PeerDown {
+            peer: "p".into(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+        let mut held_back = Vec::new();
+        loop {
+            let next = events.recv_filtered(false);
+            match tokio::time::timeout(std::time::Duration::from_millis(50), next).await {
+                Ok(Some(ev)) => held_back.push(format!("{ev:?}/{}", text(&ev))),
+                Ok(None) => panic!("ended early"),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            held_back,
+            [
+                "PeerUp { peer: \"p\" }/",
+                "Frame { from: \"c\", len: 1 }/c:1",
+                "Frame { from: \"c\", len: 1 }/c:2",
+            ]
+        );
+        // The control source has ended; the data source is still unread.
+        assert_eq!(events.sources(), 1);
+        // Ordinary traffic again: the held channel frame first, then the
+        // rest of the channel, then the data source.
+        assert_eq!(text(&events.recv().await.unwrap()), "ch:1");
+        assert!(matches!(
+            events.recv().await,
+            Some(TransportEvent::PeerDown { .. })
+        ));
+        assert_eq!(text(&events.recv().await.unwrap()), "d:1");
+        assert_eq!(text(&events.recv().await.unwrap()), "d:2");
+        drop(tx);
+        assert!(events.recv().await.is_none());
     }
 }

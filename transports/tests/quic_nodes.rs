@@ -1,6 +1,8 @@
 //! Framework nodes over QUIC: `RemoteRef::tell_wait` waits for room in a
 //! full send queue (where `tell` is refused with `QueueFull`), and every
-//! waited tell arrives, in order.
+//! waited tell arrives, in order; a node held at its in-flight limit by a
+//! slow actor still reads control tells (heartbeats), and nothing is lost
+//! once the actor catches up.
 
 mod quic_support;
 
@@ -43,12 +45,40 @@ impl Handler<Count> for Sink {
 }
 
 async fn node(cfg: troupe_transports::quic::QuicConfig) -> Node {
-    let name = cfg.node_name.clone();
+    let config = NodeConfig::named(cfg.node_name.clone());
+    node_with(cfg, config).await
+}
+
+async fn node_with(cfg: troupe_transports::quic::QuicConfig, config: NodeConfig) -> Node {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let t = QuicTransport::bind(cfg, tx).await.expect("bind");
-    Node::builder(NodeConfig::named(name))
-        .start(Arc::new(t), rx)
-        .expect("node")
+    Node::builder(config).start(Arc::new(t), rx).expect("node")
+}
+
+/// Handles its first `Item` only once `release` turns true (waiting in
+/// `ctx.wait`, so nothing else reaches it meanwhile), the rest at once.
+struct Held {
+    seen: Arc<Mutex<Vec<u64>>>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+impl Actor for Held {
+    type Context = Context<Self>;
+}
+impl Handler<Item> for Held {
+    type Result = ();
+    fn handle(&mut self, m: Item, ctx: &mut Context<Self>) {
+        let first = self.seen.lock().unwrap().is_empty();
+        self.seen.lock().unwrap().push(m.0);
+        if first {
+            let mut release = self.release.clone();
+            ctx.wait(
+                async move {
+                    let _ = release.wait_for(|r| *r).await;
+                }
+                .into_actor(self),
+            );
+        }
+    }
 }
 
 #[actix_rt::test]
@@ -102,4 +132,95 @@ async fn tell_wait_waits_for_room_where_tell_is_refused() {
         (0..5000).collect::<Vec<_>>(),
         "waited tells out of order"
     );
+}
+
+/// The failure detector must not go deaf when an actor is slow: at its
+/// in-flight limit a node stops reading ordinary frames (back-pressure), but
+/// it keeps reading control frames (heartbeats travel as control tells), up
+/// to a reserve. Without that, the ordinary frame to `fast` and the control
+/// ones would wait alike until `slow` is released.
+#[actix_rt::test]
+async fn a_node_at_its_in_flight_limit_still_reads_control_tells() {
+    init_logs();
+    let ca = ClusterCa::generate().expect("ca");
+    let (a_addr, b_addr) = (reserve_addr(), reserve_addr());
+    let a = node(node_config(&ca, "node-a", a_addr, &[("node-b", b_addr)])).await;
+    let mut b_node = NodeConfig::named("node-b");
+    b_node.runtime.max_inflight_deliveries = 32;
+    let b = node_with(
+        node_config(&ca, "node-b", b_addr, &[("node-a", a_addr)]),
+        b_node,
+    )
+    .await;
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let slow_seen = Arc::new(Mutex::new(Vec::new()));
+    let s = slow_seen.clone();
+    b.spawn(
+        ActorSpec::new("slow", move || Held {
+            seen: s.clone(),
+            release: release.clone(),
+        })
+        .handles::<Item>()
+        .mailbox(1),
+    )
+    .await
+    .expect("spawn slow");
+    let fast_seen = Arc::new(Mutex::new(Vec::new()));
+    let f = fast_seen.clone();
+    b.spawn(ActorSpec::new("fast", move || Sink { seen: f.clone() }).handles::<Item>())
+        .await
+        .expect("spawn fast");
+
+    // 200 tells to the held actor: one is handled (and holds it), one
+    // fills its inbox, one waits for room, 32 more are parked and the node
+    // stops reading ordinary frames.
+    let slow = a.lookup::<Item>("node-b/slow").expect("path");
+    for i in 0..200u64 {
+        slow.tell_wait(Item(i)).await.expect("tell");
+    }
+    let fast = a.lookup::<Item>("node-b/fast").expect("path");
+    fast.tell_wait(Item(1_000)).await.expect("ordinary tell");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while b.stats().frames_in < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-b reads nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Control tells still get through, while `slow` is held.
+    let heartbeat = fast.clone().control();
+    for i in 0..5u64 {
+        heartbeat.tell(Item(i)).expect("control tell");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fast_seen.lock().unwrap().iter().filter(|v| **v < 5).count() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "control tells not read at the in-flight limit: fast saw {:?}",
+            fast_seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(slow_seen.lock().unwrap().len(), 1, "slow is not held");
+    assert!(
+        !fast_seen.lock().unwrap().contains(&1_000),
+        "the ordinary tell behind the held ones was read: the limit did not hold"
+    );
+
+    // Released, the held actor gets all 200 in order, and the ordinary
+    // tell to `fast` arrives too.
+    release_tx.send(true).expect("release");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slow_seen.lock().unwrap().len() < 200 || !fast_seen.lock().unwrap().contains(&1_000) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lost after release: slow saw {}, fast saw {:?}",
+            slow_seen.lock().unwrap().len(),
+            fast_seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*slow_seen.lock().unwrap(), (0..200).collect::<Vec<_>>());
 }

@@ -98,7 +98,8 @@
 //!         TransportEvent::Frames { from, frames } => println!("{} frames from {from}", frames.len()),
 //!         TransportEvent::Frame { from, bytes } => println!("{} bytes from {from}", bytes.len()),
 //!         TransportEvent::PeerDown { peer, reason } => println!("{peer} down: {reason}"),
-//!         TransportEvent::Source(_) => {} // InboundEvents reads sources itself
+//!         // InboundEvents reads sources itself
+//!         TransportEvent::Source(_) | TransportEvent::ControlSource(_) => {}
 //!     }
 //! }
 //! # Ok(())

@@ -38,7 +38,8 @@ impl Inner {
     }
 
     /// Reads an incoming stream's kind byte, then hands the stream to the
-    /// node as a [`TransportEvent::Source`] that its dispatcher reads itself.
+    /// node as a [`TransportEvent::Source`] (a control stream as a
+    /// [`TransportEvent::ControlSource`]) that its dispatcher reads itself.
     async fn read_stream(self: Arc<Self>, peer: Arc<Peer>, link: Link, mut recv: RecvStream) {
         let mut kind = [0u8; 1];
         if recv.read_exact(&mut kind).await.is_err() {
@@ -63,12 +64,13 @@ impl Inner {
             let from = reader.from.clone();
             Some((TransportEvent::Frames { from, frames }, reader))
         });
-        if self
-            .inbound
-            .send(TransportEvent::Source(Box::pin(source)))
-            .await
-            .is_err()
-        {
+        let source = Box::pin(source);
+        let event = if kind[0] == wire::STREAM_CONTROL {
+            TransportEvent::ControlSource(source)
+        } else {
+            TransportEvent::Source(source)
+        };
+        if self.inbound.send(event).await.is_err() {
             debug!(node = %self.name, "node's inbound channel is closed");
         }
     }
