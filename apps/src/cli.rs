@@ -250,9 +250,10 @@ fn issue_error(e: troupe::transports::certs::CertError) -> CliError {
         )),
         e @ CertError::Expired { .. } => CliError::Certs(format!(
             "{e}: it can sign no more certificates. Make a new CA in a new directory \
-             (`troupe certs init --dir NEW_DIR`), issue every node a certificate from it, copy \
-             the new ca.pem and each node's files to its host and restart all the nodes (a node \
-             trusts one CA: nodes on the old and the new one cannot talk)"
+             (`troupe certs init --dir NEW_DIR`) and roll it out node by node: set every \
+             node's ca.pem to both CAs and restart them one at a time, issue every node a \
+             certificate from the new CA and restart them again, then drop the old CA from \
+             ca.pem (README, \"Deploying a cluster across hosts\", step 1, has the steps)"
         )),
         other => CliError::Certs(other.to_string()),
     }
@@ -402,7 +403,8 @@ mod tests {
             said.contains("expired on 2036-11-26")
                 && said.contains("certs init --dir")
                 && said.contains("new directory")
-                && said.contains("restart all"),
+                && said.contains("both CAs")
+                && said.contains("one at a time"),
             "{said}"
         );
     }

@@ -199,7 +199,7 @@ async fn tells_and_asks(node: &Node) -> Result<(), CliError> {
     }
     let total = get3.ask(Get).await.map_err(other)?;
     println!(
-        "    demo -> node-3/counter  {n} tells Add(1), then ask Get = {total}   ({:.0} msg/s, per-sender order kept)",
+        "    demo -> node-3/counter  {n} tells Add(1), then ask Get = {total}   ({:.0} msg/s, none lost)",
         n as f64 / t.elapsed().as_secs_f64()
     );
     if total != n {

@@ -35,7 +35,7 @@ pub mod duration_ms {
 /// `max_attempts` sends in all, until the reply or the ask's deadline. The
 /// receiving node executes a retried request at most once (see [`crate::rpc`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Delay before the first re-send (default 200 ms).
     #[serde(rename = "initial_backoff_ms", with = "duration_ms")]
@@ -279,6 +279,14 @@ mod tests {
                 "ask_timeout_ms",
             ),
             ("name = \"a\"\n[runtime]\nno_such_key = 1", "no_such_key"),
+            (
+                "name = \"a\"\n[runtime.retry]\nmax_attemps = 3",
+                "max_attemps",
+            ),
+            (
+                "name = \"a\"\n[supervision]\nmax_restart = 3",
+                "max_restart",
+            ),
         ] {
             let err = NodeConfig::from_toml(text).unwrap_err().to_string();
             assert!(

@@ -77,7 +77,7 @@ pub enum Restart {
 /// A supervisor's restart policy. Defaults: one-for-one, 5 restarts in 10 s,
 /// back-off from 10 ms doubling up to 1 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SupervisorPolicy {
     /// One-for-one or one-for-all.
     pub strategy: Strategy,
