@@ -36,11 +36,12 @@ impl std::io::Write for Capture {
     }
 }
 
-/// Installs a tracing subscriber that captures log lines into [`LOGS`].
+/// Installs a tracing subscriber that captures log lines into [`LOGS`]
+/// (the transport at debug level, the framework's warnings).
 pub fn init_logs() {
     INIT.call_once(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("troupe_transports=debug")
+            .with_env_filter("troupe_transports=debug,troupe_framework=warn")
             .with_ansi(false)
             .with_writer(|| Capture)
             .try_init();
