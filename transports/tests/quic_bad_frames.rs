@@ -496,9 +496,8 @@ async fn undeliverable_asks_get_error_replies_not_timeouts() {
     b.assert_open();
 
     // From node-c, through the framework's own ask: the error comes back as
-    // the right `AskError`, well before the (long) deadline.
+    // the right `AskError` (a lost error reply would be `AskError::Timeout`).
     let long = Duration::from_secs(30);
-    let started = tokio::time::Instant::now();
     let nobody = c.lookup::<Echo>("node-a/nobody").expect("path");
     match nobody.ask(Echo(1)).timeout(long).await {
         Err(AskError::Remote(RemoteError::UnknownActor(actor))) => assert_eq!(actor, "nobody"),
@@ -511,10 +510,6 @@ async fn undeliverable_asks_get_error_replies_not_timeouts() {
         }
         other => panic!("unknown type: expected AskError::Remote(UnknownMessage), got {other:?}"),
     }
-    assert!(
-        started.elapsed() < long,
-        "error replies must come back, not deadlines expire"
-    );
     node_c_is_served(&c, 11).await;
     let d = delta(before, a.stats());
     assert_eq!(d.undeliverable, 7, "plus node-c's two asks: {d:?}");
