@@ -58,6 +58,13 @@ async fn node_with_certificate_from_another_ca_cannot_join() {
     assert!(a.connected_peers().is_empty());
 }
 
+/// The refusal must come from the TLS handshake itself (client certificates
+/// are *required* by the server's verifier), not only from the
+/// application-level identity check after it, which would refuse a
+/// certificate-less client as well: the client sees a QUIC CONNECTION_CLOSE
+/// carrying the TLS `certificate_required` alert (not the transport's
+/// application close), and the node logs that the handshake failed because no
+/// certificate was sent.
 #[actix_rt::test]
 async fn client_without_certificate_is_refused() {
     init_logs();
@@ -65,17 +72,41 @@ async fn client_without_certificate_is_refused() {
     let a_addr = reserve_addr();
     let (_a, mut a_rx) = bind_node(&ca, "node-a", a_addr, &[("node-b", reserve_addr())], 64).await;
     let ep = raw_client(&ca, None, TROUPE_ALPN);
-    let result = raw_hello(&ep, a_addr, "node-a", "node-b").await;
-    let err = result.expect_err("a client without a certificate must be refused");
-    // TLS 1.3: connect() may succeed; the refusal shows on the first read.
-    assert!(
-        err.contains("read hello") || err.contains("handshake"),
-        "{err}"
-    );
+    let remote = ep.local_addr().expect("addr").to_string();
+    let attempt = async {
+        // TLS 1.3: connect() may complete before the server has looked at the
+        // (missing) client certificate; the refusal then shows on the first read.
+        let conn = ep.connect(a_addr, "node-a").expect("connect").await?;
+        let _ = raw_hello_on(&conn, "node-b").await;
+        Err::<(), _>(conn.closed().await)
+    };
+    let reason = tokio::time::timeout(WAIT, attempt)
+        .await
+        .expect("the node must close the connection")
+        .expect_err("a client without a certificate must be refused");
+    let certificate_required =
+        quinn::TransportErrorCode::crypto(u8::from(rustls::AlertDescription::CertificateRequired));
+    match &reason {
+        quinn::ConnectionError::ConnectionClosed(close) => assert_eq!(
+            close.error_code, certificate_required,
+            "refused by the TLS handshake with certificate_required: {reason}"
+        ),
+        other => panic!(
+            "expected the TLS handshake to refuse the connection (a QUIC \
+             CONNECTION_CLOSE with the certificate_required alert), got: {other}"
+        ),
+    }
     let at_a = drain(&mut a_rx, Duration::from_millis(300)).await;
     assert!(no_peer_up_or_frames(&at_a), "{at_a:?}");
-    let remote = ep.local_addr().expect("addr").to_string();
-    assert!(logged(&["refused incoming connection", &remote]));
+    assert!(
+        logged(&[
+            "refused incoming connection",
+            &remote,
+            "TLS handshake failed",
+            "peer sent no certificates"
+        ]),
+        "the node logs the handshake refusal"
+    );
 }
 
 #[actix_rt::test]

@@ -36,11 +36,12 @@ impl std::io::Write for Capture {
     }
 }
 
-/// Installs a tracing subscriber that captures log lines into [`LOGS`].
+/// Installs a tracing subscriber that captures log lines into [`LOGS`]
+/// (the transport at debug level, the framework's warnings).
 pub fn init_logs() {
     INIT.call_once(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("troupe_transports=debug")
+            .with_env_filter("troupe_transports=debug,troupe_framework=warn")
             .with_ansi(false)
             .with_writer(|| Capture)
             .try_init();
@@ -221,6 +222,13 @@ pub async fn raw_hello(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| format!("handshake: {e}"))?;
+    raw_hello_on(&conn, claimed).await?;
+    Ok(conn)
+}
+
+/// Does the hello as `claimed` on an established raw connection; returns
+/// once the server's hello arrived.
+pub async fn raw_hello_on(conn: &quinn::Connection, claimed: &str) -> Result<(), String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("open_bi: {e}"))?;
     let hello = Hello {
         name: claimed.to_string(),
@@ -238,7 +246,7 @@ pub async fn raw_hello(
         .await
         .map_err(|e| format!("read hello body: {e}"))?;
     Hello::decode(&body).map_err(|e| e.to_string())?;
-    Ok(conn)
+    Ok(())
 }
 
 /// Opens a data stream on a raw connection (kind byte written).
