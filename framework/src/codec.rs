@@ -85,6 +85,10 @@ pub enum RemoteError {
     /// The target node refused the request because it is overloaded.
     #[error("target node is overloaded: {0}")]
     Overloaded(String),
+    /// The target node refused the request as malformed: say, its envelope
+    /// named another sender than the node the connection is authenticated as.
+    #[error("target node refused the request: {0}")]
+    Refused(String),
 }
 
 /// Optional logical-clock stamps carried with a message (used by protocols

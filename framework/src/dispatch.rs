@@ -299,6 +299,17 @@ impl Dispatcher {
                 .spoofed_frames
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %self.shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
+            if let Kind::Ask { id, .. } = env.kind {
+                // Answered, to the authenticated peer, so its asker does
+                // not wait for a deadline; never executed.
+                let asker = env.from.incarnation.as_u128();
+                ReplyTo::new(&self.shared, peer.to_shared(), asker, id).fail(RemoteError::Refused(
+                    format!(
+                        "the envelope names {:?} as its sender, but the connection is authenticated as {from:?}",
+                        env.from.name
+                    ),
+                ));
+            }
             return;
         }
         self.shared.observe(&env.stamp);

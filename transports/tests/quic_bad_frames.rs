@@ -516,15 +516,11 @@ async fn undeliverable_asks_get_error_replies_not_timeouts() {
     b.assert_open();
 }
 
-/// README ("Bad input ... is logged and counted, answered with an error where
-/// it was an ask") and the dispatcher's module doc promise an error reply for
-/// an ask whose envelope claims another sender; the dispatcher drops it
-/// without answering (framework/src/dispatch.rs, the `spoofed_frames` branch
-/// returns before any reply is built), so the authenticated asker waits for
-/// its deadline.
+/// An ask whose envelope claims another sender is not executed, and is
+/// answered at once with `RemoteError::Refused`, to the authenticated peer
+/// (README: bad input is "answered with an error where it was an ask"), so
+/// the asker does not wait for its deadline.
 #[actix_rt::test]
-#[ignore = "defect: a spoofed ask is counted and dropped but never answered with an error reply, \
-            although README and dispatch.rs say bad asks are answered with an error"]
 async fn spoofed_ask_gets_an_error_reply() {
     let Cluster { a, c, a_addr, ca } = cluster().await;
     let mut b = RawPeer::connect(&ca, a_addr).await;
@@ -539,7 +535,10 @@ async fn spoofed_ask_gets_an_error_reply() {
     assert_eq!(delta(before, a.stats()).spoofed_frames, 1);
     let answer = b.answer_within(spoofed, Duration::from_secs(2)).await;
     match answer.map(|env| env.kind) {
-        Some(Kind::ErrorReply { .. }) => {}
-        other => panic!("spoofed ask: expected an error reply, got {other:?}"),
+        Some(Kind::ErrorReply {
+            error: RemoteError::Refused(why),
+            ..
+        }) => assert!(why.contains("authenticated as \"node-b\""), "{why}"),
+        other => panic!("spoofed ask: expected a Refused error reply, got {other:?}"),
     }
 }
