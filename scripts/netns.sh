@@ -24,7 +24,10 @@
 #   netns.sh exec PREFIX I CMD  run CMD inside host I
 #   netns.sh down PREFIX N      remove everything `up` created
 #   netns.sh check              exit 0 if namespaces can be created and links cut
-#                               here; otherwise print why and exit 1
+#                               here; otherwise print why and exit 1. A non-empty
+#                               TROUPE_NETNS_UNAVAILABLE makes it fail with that
+#                               text as the reason (to skip the multi-host tests
+#                               on purpose, and to test the skip itself)
 #
 # Bridged frames must not go through the host's iptables (Docker's FORWARD
 # DROP policy applies to bridges when br_netfilter is loaded), so `up` sets the
@@ -59,6 +62,9 @@ shift
 
 case "$cmd" in
   check)
+    if [ -n "${TROUPE_NETNS_UNAVAILABLE:-}" ]; then
+      echo "$TROUPE_NETNS_UNAVAILABLE (TROUPE_NETNS_UNAVAILABLE is set)"; exit 1
+    fi
     [ "$(id -u)" = 0 ] || { echo "not root"; exit 1; }
     command -v ip >/dev/null || { echo "ip (iproute2) not installed"; exit 1; }
     command -v nft >/dev/null || { echo "nft (nftables) not installed; it cuts links between hosts"; exit 1; }

@@ -9,7 +9,8 @@
 //! created and removed by `scripts/netns.sh`; where the test cannot run (not
 //! root, no iproute2 or nftables, no permission) it writes that it was
 //! SKIPPED and why to stderr, past libtest's output capture, so a plain
-//! `cargo test` shows it next to the test's `ok`.
+//! `cargo test` shows it next to the test's `ok` (a second test checks
+//! that). `TROUPE_NETNS_UNAVAILABLE=reason` skips it on purpose.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -92,6 +93,33 @@ impl Drop for Hosts {
     fn drop(&mut self) {
         let _ = netns_in(None, &["down", &self.0, "3"]);
     }
+}
+
+/// The skip notice must reach a plain `cargo test`'s terminal: this runs the
+/// multi-host test again, in a child test process with libtest's default
+/// output capture, with `netns.sh check` made to fail.
+#[test]
+fn a_skipped_run_says_so_past_output_capture() {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "three_hosts_survive_a_cut_link_and_a_killed_node",
+            "--exact",
+        ])
+        .env("TROUPE_NETNS_UNAVAILABLE", "made unavailable by the test")
+        .env_remove("RUST_TEST_NOCAPTURE")
+        .output()
+        .expect("run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child test run failed:\n{text}");
+    assert!(
+        text.contains("SKIPPED multi-host test")
+            && text.contains("made unavailable by the test (TROUPE_NETNS_UNAVAILABLE is set)"),
+        "the skip notice is not in a plain run's output:\n{text}"
+    );
 }
 
 #[test]
