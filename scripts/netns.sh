@@ -16,30 +16,66 @@
 # is gone.
 #   netns.sh cut  PREFIX I J    drop all traffic between hosts I and J (nftables in host I)
 #   netns.sh heal PREFIX I      remove host I's drop rules
+#   netns.sh reach PREFIX I J   exit 0 if host J answers host I (a TCP connection
+#                               attempt to NET.J port 9, which J's kernel refuses:
+#                               no listener or extra tool needed), 1 if nothing
+#                               comes back within 3 s (the link is cut), 2 if the
+#                               probe itself failed
 #   netns.sh exec PREFIX I CMD  run CMD inside host I
 #   netns.sh down PREFIX N      remove everything `up` created
-#   netns.sh check              exit 0 if namespaces can be created here
+#   netns.sh check              exit 0 if namespaces can be created and links cut
+#                               here; otherwise print why and exit 1. A non-empty
+#                               TROUPE_NETNS_UNAVAILABLE makes it fail with that
+#                               text as the reason (to skip the multi-host tests
+#                               on purpose, and to test the skip itself)
+#
+# Bridged frames must not go through the host's iptables (Docker's FORWARD
+# DROP policy applies to bridges when br_netfilter is loaded), so `up` sets the
+# host-wide sysctl net.bridge.bridge-nf-call-iptables to 0. The value it had
+# before the first of the runs that are up now is saved in $SAVED, and the
+# `down` that leaves no test bridge behind (test bridges carry the alias
+# $ALIAS; concurrent runs share the sysctl) writes it back. `up` and `down`
+# hold a lock while they look at and change this state.
 set -euo pipefail
 NET=${TROUPE_TEST_NET:-198.51.100}
+SYSCTL=/proc/sys/net/bridge/bridge-nf-call-iptables
+SAVED=/tmp/troupe-netns-bridge-nf-call-iptables.saved
+ALIAS=troupe-netns-test
+LOCK=/tmp/troupe-netns.lock
 
-cmd=${1:?usage: netns.sh up|cut|heal|exec|down|check ...}
+# One `up` or `down` at a time: two runs never pick the same range, and the
+# saved sysctl value is never read and written concurrently.
+lock() {
+  if command -v flock >/dev/null; then
+    exec 9>"$LOCK"
+    flock 9
+  fi
+}
+
+# Names of the test bridges that exist now.
+test_bridges() {
+  ip -o link show type bridge | grep -F "alias $ALIAS" | sed -nE 's/^[0-9]+: ([^:@]+)[:@].*/\1/p' || true
+}
+
+cmd=${1:?usage: netns.sh up|cut|heal|reach|exec|down|check ...}
 shift
 
 case "$cmd" in
   check)
+    if [ -n "${TROUPE_NETNS_UNAVAILABLE:-}" ]; then
+      echo "$TROUPE_NETNS_UNAVAILABLE (TROUPE_NETNS_UNAVAILABLE is set)"; exit 1
+    fi
     [ "$(id -u)" = 0 ] || { echo "not root"; exit 1; }
     command -v ip >/dev/null || { echo "ip (iproute2) not installed"; exit 1; }
+    command -v nft >/dev/null || { echo "nft (nftables) not installed; it cuts links between hosts"; exit 1; }
+    command -v timeout >/dev/null || { echo "timeout (coreutils) not installed"; exit 1; }
     probe="troupe-probe-$$"
     ip netns add "$probe" 2>/dev/null || { echo "ip netns add is not permitted here"; exit 1; }
     ip netns del "$probe"
     ;;
   up)
     p=$1; n=$2
-    # One `up` at a time, so two runs never pick the same range.
-    if command -v flock >/dev/null; then
-      exec 9>/tmp/troupe-netns.lock
-      flock 9
-    fi
+    lock
     # Leftovers of killed runs: bridges tr<pid>-br whose process is gone.
     for br in $(ip -o link show type bridge | sed -nE 's/^[0-9]+: (tr[0-9]+)-br[:@].*/\1/p'); do
       if ! kill -0 "${br#tr}" 2>/dev/null; then
@@ -68,6 +104,7 @@ case "$cmd" in
       fi
     fi
     ip link add "$p-br" type bridge
+    ip link set "$p-br" alias "$ALIAS"
     ip addr add "$NET.254/24" dev "$p-br"
     ip link set "$p-br" up
     for i in $(seq 1 "$n"); do
@@ -80,10 +117,12 @@ case "$cmd" in
       ip -n "$p-h$i" link set "$p-v$i" up
       ip -n "$p-h$i" link set lo up
     done
-    # Bridged frames must not be filtered by the host's firewall (e.g. Docker's
-    # FORWARD DROP policy applies to bridges when br_netfilter is loaded).
-    if [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
-      echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables || true
+    # Bridged frames must not be filtered by the host's firewall (see the top).
+    # A saved value that is already there belongs to a run still up, or to
+    # one that was killed before its `down`: it is the value from before.
+    if [ -w "$SYSCTL" ]; then
+      [ -e "$SAVED" ] || cat "$SYSCTL" > "$SAVED"
+      echo 0 > "$SYSCTL" || true
     fi
     echo "$NET"
     ;;
@@ -100,18 +139,40 @@ NFT
     p=$1; i=$2
     ip netns exec "$p-h$i" nft delete table inet troupe_cut 2>/dev/null || true
     ;;
+  reach)
+    p=$1; i=$2; j=$3
+    rc=0
+    out=$(LC_ALL=C ip netns exec "$p-h$i" timeout 3 bash -c "exec 3<>/dev/tcp/$NET.$j/9" 2>&1) || rc=$?
+    case "$rc" in
+      0) exit 0 ;;  # something listens there: it answered
+      124) echo "host $i: no answer from $NET.$j within 3 s"; exit 1 ;;
+    esac
+    case "$out" in
+      *"Connection refused"*) exit 0 ;;  # J's kernel answered with a reset
+    esac
+    echo "host $i: probing $NET.$j failed (exit $rc): $out"
+    exit 2
+    ;;
   exec)
     p=$1; i=$2; shift 2
     exec ip netns exec "$p-h$i" "$@"
     ;;
   down)
     p=$1; n=$2
+    lock
     for i in $(seq 1 "$n"); do
       ip netns pids "$p-h$i" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
       ip netns del "$p-h$i" 2>/dev/null || true
       ip link del "$p-b$i" 2>/dev/null || true
     done
     ip link del "$p-br" 2>/dev/null || true
+    # The last run to go puts the sysctl back as it was before the first.
+    if [ -e "$SAVED" ] && [ -z "$(test_bridges)" ]; then
+      if [ -w "$SYSCTL" ]; then
+        cat "$SAVED" > "$SYSCTL" || true
+      fi
+      rm -f "$SAVED"
+    fi
     ;;
   *)
     echo "unknown command $cmd" >&2; exit 2 ;;

@@ -5,7 +5,9 @@
 #    root (iproute2 for network namespaces, nftables for cutting links).
 #    Without root or without namespace support those tests say they were
 #    skipped; nothing else depends on them.
-# 2. Runs every test of the workspace (unit, property, simulation,
+# 2. Says in one line whether the multi-host tests will run or be skipped,
+#    and why (`scripts/netns.sh check`).
+# 3. Runs every test of the workspace (unit, property, simulation,
 #    multi-process over QUIC on loopback, multi-host in namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,12 @@ if [ "${#need[@]}" -gt 0 ]; then
   else
     echo "== ${need[*]} missing and not root: multi-host tests will report that they were skipped"
   fi
+fi
+
+if why=$(bash scripts/netns.sh check 2>&1); then
+  echo "== multi-host tests will run (network namespaces and nftables available)"
+else
+  echo "== multi-host tests will be SKIPPED: ${why:-scripts/netns.sh check failed}"
 fi
 
 echo "== cargo test --workspace"

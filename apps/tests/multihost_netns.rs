@@ -2,15 +2,20 @@
 //! namespace (NET.1-3, where NET is a documentation range the script finds
 //! unused here, usually 198.51.100, TEST-NET-2; joined by a bridge), a
 //! controller on the bridge (NET.254). The test cuts the link between two hosts with
-//! nftables and checks that SWIM keeps everyone Up through indirect probes,
-//! heals it, kills one node and checks that the other two declare it Down and
-//! still serve asks. Namespaces are created and removed by
-//! `scripts/netns.sh`; where they cannot be created (not root, no iproute2,
-//! no permission) the test prints that it was SKIPPED and why.
+//! nftables, checks that the cut really drops their traffic both ways (and
+//! that the same probe got through before), checks that SWIM keeps everyone
+//! Up through indirect probes, heals the link, kills one node and checks that
+//! the other two declare it Down and still serve asks. Namespaces are
+//! created and removed by `scripts/netns.sh`; where the test cannot run (not
+//! root, no iproute2 or nftables, no permission) it writes that it was
+//! SKIPPED and why to stderr, past libtest's output capture, so a plain
+//! `cargo test` shows it next to the test's `ok` (a second test checks
+//! that). `TROUPE_NETNS_UNAVAILABLE=reason` skips it on purpose.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use troupe::config::Config;
@@ -23,15 +28,21 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
 }
 
-/// Runs `netns.sh` with `args` (and the range `up` chose, once known);
-/// its standard output.
-fn netns_in(net: Option<&str>, args: &[&str]) -> Result<String, String> {
+/// Runs `netns.sh` with `args` (and the range `up` chose, once known).
+fn netns_run(net: Option<&str>, args: &[&str]) -> Result<Output, String> {
     let mut cmd = Command::new("bash");
     cmd.arg(script()).args(args);
     if let Some(net) = net {
         cmd.env("TROUPE_TEST_NET", net);
     }
-    let out = cmd.output().map_err(|e| e.to_string())?;
+    cmd.output()
+        .map_err(|e| format!("cannot run netns.sh {args:?}: {e}"))
+}
+
+/// Runs `netns.sh` with `args` (and the range `up` chose, once known);
+/// its standard output.
+fn netns_in(net: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let out = netns_run(net, args)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -43,6 +54,39 @@ fn netns_in(net: Option<&str>, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Why the namespaces cannot be used here (`netns.sh check`), if they cannot.
+fn unavailable() -> Option<String> {
+    match netns_run(None, &["check"]) {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .trim()
+            .to_string(),
+        ),
+        Err(e) => Some(e),
+    }
+}
+
+/// Whether host `j` answers host `i` (`netns.sh reach`: true if it answered,
+/// false if nothing came back; a probe that could not be made fails the test).
+fn reach(net: &str, prefix: &str, i: u8, j: u8) -> bool {
+    let (i, j) = (i.to_string(), j.to_string());
+    let out = netns_run(Some(net), &["reach", prefix, &i, &j]).unwrap();
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!(
+            "netns.sh reach {i} {j} could not probe: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// Removes the namespaces even when the test fails.
 struct Hosts(String);
 impl Drop for Hosts {
@@ -51,20 +95,52 @@ impl Drop for Hosts {
     }
 }
 
+/// The skip notice must reach a plain `cargo test`'s terminal: this runs the
+/// multi-host test again, in a child test process with libtest's default
+/// output capture, with `netns.sh check` made to fail.
+#[test]
+fn a_skipped_run_says_so_past_output_capture() {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "three_hosts_survive_a_cut_link_and_a_killed_node",
+            "--exact",
+        ])
+        .env("TROUPE_NETNS_UNAVAILABLE", "made unavailable by the test")
+        .env_remove("RUST_TEST_NOCAPTURE")
+        .output()
+        .expect("run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child test run failed:\n{text}");
+    assert!(
+        text.contains("SKIPPED multi-host test")
+            && text.contains("made unavailable by the test (TROUPE_NETNS_UNAVAILABLE is set)"),
+        "the skip notice is not in a plain run's output:\n{text}"
+    );
+}
+
 #[test]
 fn three_hosts_survive_a_cut_link_and_a_killed_node() {
-    if let Err(why) = netns_in(None, &["check"]) {
-        println!(
-            "SKIPPED multi-host test: network namespaces are not available here ({})",
-            why.trim()
+    if let Some(why) = unavailable() {
+        // Not `println!`/`eprintln!`: libtest captures those and shows them
+        // only for a failed test, and this one then just says `ok`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED multi-host test three_hosts_survive_a_cut_link_and_a_killed_node: \
+             it cannot run here ({})",
+            why
         );
         return;
     }
     // tr<pid>: a later run recognises what a killed run left behind.
     let prefix = format!("tr{}", std::process::id());
     let _ = netns_in(None, &["down", &prefix, "3"]);
-    let net = netns_in(None, &["up", &prefix, "3"]).expect("namespaces");
+    // Before `up`, so that a half-done `up` is cleaned up too.
     let hosts = Hosts(prefix.clone());
+    let net = netns_in(None, &["up", &prefix, "3"]).expect("namespaces");
     let octets: Vec<u8> = net.split('.').filter_map(|o| o.parse().ok()).collect();
     assert_eq!(
         octets.len(),
@@ -123,8 +199,29 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
 
         // Cut host-1 <-> host-2. SWIM's indirect probes (through host-3)
         // must keep both Up: no false positive from one broken link.
+        // First: the probe that must fail after the cut gets through now.
+        for (i, j) in [(1, 2), (2, 1)] {
+            assert!(
+                reach(&net, &prefix, i, j),
+                "host-{j} does not answer host-{i} before the cut"
+            );
+        }
         netns_in(Some(&net), &["cut", &prefix, "1", "2"]).unwrap();
+        // The probes wait up to 3 s for an answer: off this thread, which
+        // runs the controller node.
+        let probes = {
+            let (net, prefix) = (net.clone(), prefix.clone());
+            tokio::task::spawn_blocking(move || {
+                [(1, 2), (2, 1)].map(|(i, j)| (i, j, reach(&net, &prefix, i, j)))
+            })
+        };
         tokio::time::sleep(Duration::from_secs(8)).await;
+        for (i, j, answered) in probes.await.expect("probes") {
+            assert!(
+                !answered,
+                "host-{j} still answers host-{i} after the cut: the cut drops nothing"
+            );
+        }
         for (a, b) in [("host-1", "host-2"), ("host-2", "host-1")] {
             let s = troupe_apps::local_cluster::status(&node, a, Duration::from_secs(2))
                 .await
@@ -137,6 +234,10 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
             );
         }
         netns_in(Some(&net), &["heal", &prefix, "1"]).unwrap();
+        assert!(
+            reach(&net, &prefix, 1, 2),
+            "host-2 does not answer host-1 after the heal"
+        );
 
         // Kill host-3: the others declare it Down and keep serving.
         c.kill("host-3");
