@@ -213,10 +213,13 @@ impl InboundEvents {
                 Poll::Pending => break,
             }
         }
-        if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.control, cx) {
-            return Poll::Ready(Some(ev));
+        // (An empty set is not polled: nothing in it can wake us.)
+        if !self.control.is_empty() {
+            if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.control, cx) {
+                return Poll::Ready(Some(ev));
+            }
         }
-        if data {
+        if data && !self.sources.is_empty() {
             if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.sources, cx) {
                 return Poll::Ready(Some(ev));
             }
