@@ -141,7 +141,8 @@ pub type InboundReceiver = tokio::sync::mpsc::Receiver<TransportEvent>;
 /// Within one source and within the channel, order is kept; between them
 /// there is no order (as between two streams of a QUIC connection). The
 /// channel is polled first, so connection events are not starved by a busy
-/// source, then the control sources, then the others.
+/// source; between control sources and the others it alternates, control
+/// first.
 pub struct InboundEvents {
     rx: InboundReceiver,
     sources: SelectAll<InboundStream>,
@@ -150,6 +151,8 @@ pub struct InboundEvents {
     /// was wanted: the next event once ordinary traffic is read again (the
     /// channel is not read past it meanwhile, so at most one waits here).
     held: Option<TransportEvent>,
+    /// The last event came from a control source (ordinary ones go first next).
+    control_last: bool,
     closed: bool,
 }
 
@@ -161,6 +164,7 @@ impl InboundEvents {
             sources: SelectAll::new(),
             control: SelectAll::new(),
             held: None,
+            control_last: false,
             closed: false,
         }
     }
@@ -213,14 +217,28 @@ impl InboundEvents {
                 Poll::Pending => break,
             }
         }
-        // (An empty set is not polled: nothing in it can wake us.)
-        if !self.control.is_empty() {
-            if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.control, cx) {
-                return Poll::Ready(Some(ev));
+        // Control first, unless the last event was a control one: a heartbeat
+        // waits behind at most one batch of ordinary frames, and a flood of
+        // control frames cannot starve the rest. (An empty set is not
+        // polled: nothing in it can wake us.)
+        let order = if data && self.control_last {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for control in order {
+            let set = if control {
+                &mut self.control
+            } else if data {
+                &mut self.sources
+            } else {
+                continue;
+            };
+            if set.is_empty() {
+                continue;
             }
-        }
-        if data && !self.sources.is_empty() {
-            if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.sources, cx) {
+            if let Poll::Ready(Some(ev)) = Self::poll_sources(set, cx) {
+                self.control_last = control;
                 return Poll::Ready(Some(ev));
             }
         }
@@ -455,5 +473,31 @@ mod tests {
         assert_eq!(text(&events.recv().await.unwrap()), "d:2");
         drop(tx);
         assert!(events.recv().await.is_none());
+    }
+
+    /// With both kinds ready, control and ordinary events take turns: a
+    /// busy control source neither waits behind a busy ordinary one nor
+    /// starves it.
+    #[tokio::test]
+    async fn control_and_ordinary_sources_take_turns() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut events = InboundEvents::new(rx);
+        let data = futures::stream::iter(["1", "2", "3"].map(|t| frame("d", t)));
+        let control = futures::stream::iter(["1", "2", "3", "4", "5"].map(|t| frame("c", t)));
+        tx.send(TransportEvent::Source(Box::pin(data)))
+            .await
+            .unwrap();
+        tx.send(TransportEvent::ControlSource(Box::pin(control)))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut seen = Vec::new();
+        while let Some(ev) = events.recv().await {
+            seen.push(text(&ev));
+        }
+        assert_eq!(
+            seen,
+            ["c:1", "d:1", "c:2", "d:2", "c:3", "d:3", "c:4", "c:5"]
+        );
     }
 }
