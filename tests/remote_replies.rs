@@ -3,7 +3,7 @@
 //! before it answers (the asker hears so at once instead of timing out),
 //! and the node's bound on asks handed to actors and not answered yet
 //! (`runtime.max_inflight_deliveries`): past it the node stops taking
-//! frames until answers go out.
+//! frames until answers go out; an ask waiting for inbox room counts once.
 
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
@@ -162,6 +162,80 @@ fn unanswered_asks_count_against_the_in_flight_limit() {
         assert_eq!(replies, (0..10).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(*pings.lock().unwrap(), 1);
+        assert_eq!(b.stats().undeliverable, 0);
+    });
+}
+
+/// Answered at once, but the actor then waits (in `ctx.wait`) for the gate:
+/// what comes after it stays in the actor's inbox.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stall(u64);
+remote_message!(Stall, "test.stall", u64);
+
+struct Staller {
+    gate: watch::Receiver<bool>,
+}
+
+impl Actor for Staller {
+    type Context = Context<Self>;
+}
+
+impl Handler<Stall> for Staller {
+    type Result = u64;
+    fn handle(&mut self, m: Stall, ctx: &mut Context<Self>) -> u64 {
+        let mut gate = self.gate.clone();
+        ctx.wait(
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            .into_actor(self),
+        );
+        m.0
+    }
+}
+
+/// An ask that finds its actor's inbox full waits for room (or is parked
+/// behind one that does): it counts once against the in-flight limit, as a
+/// delivery, not also as an ask being answered. With limit 6 and five asks
+/// to a stalled actor whose inbox holds one (one answered, one in the
+/// inbox, one waiting for room, two parked), the node has 4 in flight and
+/// still takes the tell behind them; counted twice (7) it would not.
+#[test]
+fn an_ask_waiting_for_inbox_room_counts_once() {
+    run_virtual(|| async {
+        let (_cluster, a, b, open, pings) = cluster(6).await;
+        let (release, gate) = watch::channel(false);
+        b.spawn(
+            ActorSpec::new("s", move || Staller { gate: gate.clone() })
+                .handles::<Stall>()
+                .mailbox(1),
+        )
+        .await
+        .unwrap();
+        let stall = a.lookup::<Stall>("b/s").unwrap();
+        let ping = a.lookup::<Ping>("b/w").unwrap();
+        let asks: Vec<_> = (0..5u64)
+            .map(|i| {
+                stall
+                    .ask(Stall(i))
+                    .timeout(Duration::from_secs(60))
+                    .into_future()
+            })
+            .collect();
+        let asks = tokio::spawn(futures::future::join_all(asks));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ping.tell(Ping).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            *pings.lock().unwrap(),
+            1,
+            "the tell behind asks waiting for room was not taken"
+        );
+        release.send(true).unwrap();
+        drop(open);
+        let replies = asks.await.unwrap();
+        let replies: Vec<u64> = replies.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(replies, (0..5).collect::<Vec<_>>());
         assert_eq!(b.stats().undeliverable, 0);
     });
 }

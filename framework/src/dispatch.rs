@@ -77,18 +77,30 @@ use crate::transport::{InboundEvents, InboundReceiver, TransportEvent};
 struct InFlight {
     /// `None` once finished.
     actor: Option<String>,
+    /// The message is an ask (whose `ReplyTo` is counted as answering).
+    ask: bool,
     fut: LocalFut<()>,
 }
 
+/// What a finished [`InFlight`] hands back.
+struct Landed {
+    /// The actor whose parked messages go next.
+    actor: Option<String>,
+    ask: bool,
+}
+
 impl std::future::Future for InFlight {
-    type Output = Option<String>;
+    type Output = Landed;
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<String>> {
+    ) -> std::task::Poll<Landed> {
         // Every field is `Unpin` (the future is boxed).
         let this = self.get_mut();
-        this.fut.as_mut().poll(cx).map(|()| this.actor.take())
+        this.fut.as_mut().poll(cx).map(|()| Landed {
+            actor: this.actor.take(),
+            ask: this.ask,
+        })
     }
 }
 
@@ -183,6 +195,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         cache: None,
         blocked: HashMap::new(),
         parked: 0,
+        held_asks: 0,
         spare: VecDeque::new(),
     };
     let mut since_yield = 0usize;
@@ -197,7 +210,10 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         tokio::select! {
             biased;
             Some(done) = d.inflight.next(), if !d.inflight.is_empty() => {
-                if let Some(actor) = done {
+                if done.ask {
+                    d.held_asks -= 1;
+                }
+                if let Some(actor) = done.actor {
                     d.unblock(actor);
                 }
             }
@@ -260,6 +276,9 @@ struct Dispatcher {
     blocked: HashMap<String, VecDeque<Parked>>,
     /// Messages in `blocked`, counted against the in-flight limit.
     parked: usize,
+    /// Asks in `inflight` or `blocked`: already counted as answering (their
+    /// `ReplyTo` exists), so not counted again.
+    held_asks: usize,
     /// An emptied park queue, kept with its capacity for the next actor
     /// that blocks. A fresh queue grown to a few thousand entries on every
     /// full inbox cost the receiving thread ~10 % of its CPU in page
@@ -272,7 +291,9 @@ impl Dispatcher {
     /// Deliveries waiting for inbox room, parked messages, and asks handed
     /// over and not answered yet: checked against the in-flight limit.
     fn busy(&self) -> usize {
-        self.inflight.len() + self.parked + self.shared.answering.running()
+        // An ask waiting for room or parked counts once: as a delivery.
+        let answering = self.shared.answering.running();
+        self.inflight.len() + self.parked + answering.saturating_sub(self.held_asks)
     }
 
     /// Count received frames (once per event, not per frame).
@@ -461,6 +482,7 @@ impl Dispatcher {
             self.blocked.get_mut(actor)
         };
         if let Some(queue) = parked_behind {
+            self.held_asks += usize::from(reply.is_some());
             queue.push_back(Parked {
                 handler: handler.clone(),
                 payload: frame.slice_ref(payload),
@@ -472,9 +494,10 @@ impl Dispatcher {
             self.parked += 1;
             return Ok(());
         }
+        let ask = reply.is_some();
         if let Some(full) = self.hand_over(handler.as_ref(), payload, from, reply)? {
             let queue = std::mem::take(&mut self.spare);
-            self.block(actor.to_string(), full, queue);
+            self.block(actor.to_string(), full, ask, queue);
         }
         Ok(())
     }
@@ -495,15 +518,17 @@ impl Dispatcher {
     }
 
     /// `actor`'s inbox is full: `fut` puts in the message that found it
-    /// full; `queue` (parked messages) waits behind it.
-    fn block(&mut self, actor: String, fut: LocalFut<()>, queue: VecDeque<Parked>) {
+    /// full (an ask if `ask`); `queue` (parked messages) waits behind it.
+    fn block(&mut self, actor: String, fut: LocalFut<()>, ask: bool, queue: VecDeque<Parked>) {
         self.shared
             .stats
             .mailbox_full
             .fetch_add(1, Ordering::Relaxed);
         self.blocked.insert(actor.clone(), queue);
+        self.held_asks += usize::from(ask);
         self.inflight.push(InFlight {
             actor: Some(actor),
+            ask,
             fut,
         });
     }
@@ -516,6 +541,8 @@ impl Dispatcher {
         };
         while let Some(p) = queue.pop_front() {
             self.parked -= 1;
+            let ask = p.reply.is_some();
+            self.held_asks -= usize::from(ask);
             let from = NodeIdView {
                 name: &p.from_name,
                 incarnation: p.from_incarnation,
@@ -523,7 +550,7 @@ impl Dispatcher {
             match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply) {
                 Ok(None) => {}
                 Ok(Some(full)) => {
-                    self.block(actor, full, queue);
+                    self.block(actor, full, ask, queue);
                     return;
                 }
                 Err(Undelivered { error, reply }) => {

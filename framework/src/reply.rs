@@ -19,9 +19,9 @@
 //! - **Bounded.** Asks handed over and not yet answered are counted
 //!   ([`Answering`]); the dispatcher counts them against
 //!   `runtime.max_inflight_deliveries` and stops taking frames past it, as
-//!   it did when it awaited every reply itself. (An ask parked behind a
-//!   full inbox counts twice meanwhile, as parked and as running: the
-//!   limit errs on the safe side.)
+//!   it did when it awaited every reply itself. (An ask waiting for room in
+//!   a full inbox, or parked behind one, counts once: the dispatcher takes
+//!   it out of this count while it counts it as a delivery.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
