@@ -104,6 +104,27 @@ async fn cluster(limit: usize) -> (SimCluster, Node, Node, watch::Sender<bool>, 
     (cluster, a, b, open, pings)
 }
 
+/// Sends `msgs` as asks (60 s timeouts, all in flight at once), a `Ping`
+/// tell 100 ms later, and waits 2 s more; the replies, in order, come from
+/// the returned task.
+async fn asks_then_a_ping<M>(
+    to: &RemoteRef<M>,
+    msgs: impl Iterator<Item = M>,
+    ping: &RemoteRef<Ping>,
+) -> tokio::task::JoinHandle<Vec<Result<u64, AskError>>>
+where
+    M: RemoteMessage<Reply = u64> + actix::Message<Result = u64>,
+{
+    let asks: Vec<_> = msgs
+        .map(|m| to.ask(m).timeout(Duration::from_secs(60)).into_future())
+        .collect();
+    let asks = tokio::spawn(futures::future::join_all(asks));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ping.tell(Ping).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    asks
+}
+
 #[test]
 fn a_handler_that_answers_later_answers_the_remote_ask() {
     run_virtual(|| async {
@@ -142,17 +163,7 @@ fn unanswered_asks_count_against_the_in_flight_limit() {
         let (_cluster, a, b, open, pings) = cluster(limit).await;
         let held = a.lookup::<Held>("b/w").unwrap();
         let ping = a.lookup::<Ping>("b/w").unwrap();
-        let asks: Vec<_> = (0..10u64)
-            .map(|i| {
-                held.ask(Held(i))
-                    .timeout(Duration::from_secs(60))
-                    .into_future()
-            })
-            .collect();
-        let asks = tokio::spawn(futures::future::join_all(asks));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ping.tell(Ping).unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let asks = asks_then_a_ping(&held, (0..10).map(Held), &ping).await;
         // Four asks are running; the node took no frame since, so neither
         // the other asks nor the tell behind them has reached the actor.
         assert_eq!(*pings.lock().unwrap(), 0, "the tell overtook the limit");
@@ -214,18 +225,7 @@ fn an_ask_waiting_for_inbox_room_counts_once() {
         .unwrap();
         let stall = a.lookup::<Stall>("b/s").unwrap();
         let ping = a.lookup::<Ping>("b/w").unwrap();
-        let asks: Vec<_> = (0..5u64)
-            .map(|i| {
-                stall
-                    .ask(Stall(i))
-                    .timeout(Duration::from_secs(60))
-                    .into_future()
-            })
-            .collect();
-        let asks = tokio::spawn(futures::future::join_all(asks));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ping.tell(Ping).unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let asks = asks_then_a_ping(&stall, (0..5).map(Stall), &ping).await;
         assert_eq!(
             *pings.lock().unwrap(),
             1,
