@@ -239,3 +239,39 @@ fn an_ask_waiting_for_inbox_room_counts_once() {
         assert_eq!(b.stats().undeliverable, 0);
     });
 }
+
+/// The simulated network carries control frames apart, as QUIC does: a node
+/// that has stopped taking ordinary frames at its in-flight limit still
+/// takes a control tell (say, a heartbeat), while an ordinary tell sent
+/// before it waits.
+#[test]
+fn a_node_at_its_limit_still_takes_control_tells_on_the_simulated_network() {
+    run_virtual(|| async {
+        let (_cluster, a, _b, open, pings) = cluster(4).await;
+        let held = a.lookup::<Held>("b/w").unwrap();
+        let ping = a.lookup::<Ping>("b/w").unwrap();
+        let asks = asks_then_a_ping(&held, (0..10).map(Held), &ping).await;
+        assert_eq!(
+            *pings.lock().unwrap(),
+            0,
+            "the ordinary tell overtook the limit"
+        );
+        ping.clone().control().tell(Ping).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            *pings.lock().unwrap(),
+            1,
+            "the control tell was not taken at the limit"
+        );
+        open.send(true).unwrap();
+        let replies: Vec<u64> = asks
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(replies, (0..10).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*pings.lock().unwrap(), 2);
+    });
+}

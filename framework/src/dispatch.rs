@@ -28,9 +28,8 @@
 //!   added a quarter of it (at least 16) to where the count stood when it
 //!   was reached, so a node with a slow actor keeps hearing its peers and
 //!   its failure detector does not suspect them for it (where the transport
-//!   hands control frames over as a control source, as QUIC does; the
-//!   simulated network delivers everything through the channel, so there
-//!   they wait with the rest).
+//!   hands control frames over as a control source, as QUIC and the
+//!   simulated network do).
 //!   The price is head-of-line blocking at that limit: one persistently slow
 //!   actor eventually slows all other inbound traffic of its node; and an ask
 //!   handler that waits for *further* frames (a vote arriving as a tell,

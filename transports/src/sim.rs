@@ -21,6 +21,15 @@
 //!   the tests check it.
 //! - **Every frame is accounted for** in the trace: `send`, then `deliver`
 //!   or `drop` with a reason.
+//! - **A slow node slows only itself.** A delivered frame goes into its
+//!   node's bounded inbound channel; when that is full, it and the node's
+//!   later frames wait in order in a backlog of that node, while the others
+//!   keep receiving (the network holds them, as it holds frames in flight).
+//! - **Control frames travel apart**, as on QUIC: what
+//!   [`Transport::send_control`] sends reaches the node through a source of
+//!   its own ([`TransportEvent::ControlSource`], handed over first thing),
+//!   which the node keeps reading when its in-flight limit holds the rest
+//!   back.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -205,6 +214,34 @@ struct InFlight {
     from: String,
     to: String,
     frame: Bytes,
+    /// Sent with `send_control`.
+    control: bool,
+}
+
+/// Where a node's frames of one class go: its bounded channel, and, while
+/// that has been found full, the backlog a forwarding task drains into it.
+struct Outlet {
+    tx: InboundSender,
+    backlog: Option<tokio::sync::mpsc::UnboundedSender<TransportEvent>>,
+}
+
+impl Outlet {
+    fn new(tx: InboundSender) -> Self {
+        Outlet { tx, backlog: None }
+    }
+}
+
+/// A node attached to the network.
+struct Attached {
+    data: Outlet,
+    control: Outlet,
+}
+
+/// Which of a node's outlets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Data,
+    Control,
 }
 
 impl PartialEq for InFlight {
@@ -229,7 +266,7 @@ struct NetState {
     plan: FaultPlan,
     start: Instant,
     next_seq: u64,
-    nodes: BTreeMap<String, Option<InboundSender>>,
+    nodes: BTreeMap<String, Option<Attached>>,
     blocked: BTreeSet<(String, String)>,
     fifo_last: BTreeMap<(String, String), Duration>,
     queue: BinaryHeap<Reverse<InFlight>>,
@@ -290,14 +327,33 @@ impl SimNetwork {
     }
 
     /// Attach node `name`: its transport, and the receiver its node reads.
-    /// Re-attaching a name (a restart) replaces the old attachment.
+    /// Re-attaching a name (a restart) replaces the old attachment. The
+    /// receiver's first event hands over the source of the node's control
+    /// frames ([`TransportEvent::ControlSource`]); read it through
+    /// [`InboundEvents`](troupe_framework::transport::InboundEvents), as a
+    /// node does, which reads that source too.
     pub fn attach(
         &self,
         name: &str,
         inbound_capacity: usize,
     ) -> (Arc<SimTransport>, InboundReceiver) {
-        let (tx, rx) = tokio::sync::mpsc::channel(inbound_capacity.max(1));
-        self.lock().nodes.insert(name.to_string(), Some(tx));
+        let capacity = inbound_capacity.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(capacity);
+        // First in the channel, so a node that holds its ordinary traffic
+        // back has the control source already.
+        let source = futures::stream::unfold(control_rx, |mut rx| async move {
+            rx.recv().await.map(|ev| (ev, rx))
+        });
+        let handover = tx.try_send(TransportEvent::ControlSource(Box::pin(source)));
+        debug_assert!(handover.is_ok(), "a new channel has room");
+        self.lock().nodes.insert(
+            name.to_string(),
+            Some(Attached {
+                data: Outlet::new(tx),
+                control: Outlet::new(control_tx),
+            }),
+        );
         (
             Arc::new(SimTransport {
                 name: name.to_string(),
@@ -351,7 +407,13 @@ impl SimNetwork {
         self.trace.record(node, ev);
     }
 
-    fn send(&self, from: &str, to: &str, frame: Bytes) -> Result<(), TransportError> {
+    fn send(
+        &self,
+        from: &str,
+        to: &str,
+        frame: Bytes,
+        control: bool,
+    ) -> Result<(), TransportError> {
         let mut s = self.lock();
         if s.shut {
             return Err(TransportError::Closed);
@@ -432,6 +494,7 @@ impl SimNetwork {
                 from: from.to_string(),
                 to: to.to_string(),
                 frame: frame.clone(),
+                control,
             }));
         }
         drop(s);
@@ -453,7 +516,7 @@ impl SimNetwork {
                 Some(at) => {
                     tokio::select! {
                         biased;
-                        _ = tokio::time::sleep_until(start + at) => self.deliver_due().await,
+                        _ = tokio::time::sleep_until(start + at) => self.deliver_due(),
                         _ = self.wake.notified() => {}
                     }
                 }
@@ -461,52 +524,117 @@ impl SimNetwork {
         }
     }
 
-    async fn deliver_due(&self) {
+    /// Delivers every frame that is due, in (time, sequence) order. Never
+    /// waits: a node whose channel is full gets the frame through its
+    /// backlog (see [`SimNetwork::put`]).
+    fn deliver_due(&self) {
         loop {
-            let (item, target) = {
-                let mut s = self.lock();
-                let now = s.start.elapsed();
-                match s.queue.peek() {
-                    Some(Reverse(f)) if f.at <= now => {}
-                    _ => return,
-                }
-                let Some(Reverse(f)) = s.queue.pop() else {
-                    return;
-                };
-                let target = s.nodes.get(&f.to).cloned().flatten();
-                if target.is_some() {
-                    s.stats.delivered += 1;
-                } else {
-                    s.stats.to_crashed += 1;
-                }
-                (f, target)
+            let mut s = self.lock();
+            let now = s.start.elapsed();
+            match s.queue.peek() {
+                Some(Reverse(f)) if f.at <= now => {}
+                _ => return,
+            }
+            let Some(Reverse(item)) = s.queue.pop() else {
+                return;
             };
-            match target {
-                Some(tx) => {
-                    self.record(
-                        &item.to,
-                        TraceEvent::Deliver {
-                            from: item.from.clone(),
-                            seq: item.seq,
-                        },
-                    );
-                    let _ = tx
-                        .send(TransportEvent::Frame {
-                            from: item.from,
-                            bytes: item.frame,
-                        })
-                        .await;
-                }
-                None => self.record(
+            let Some(Some(node)) = s.nodes.get_mut(&item.to) else {
+                s.stats.to_crashed += 1;
+                drop(s);
+                self.record(
                     &item.to,
                     TraceEvent::Drop {
                         from: item.from,
                         seq: item.seq,
                         reason: "crashed".into(),
                     },
-                ),
-            }
+                );
+                continue;
+            };
+            let (class, outlet) = if item.control {
+                (Class::Control, &mut node.control)
+            } else {
+                (Class::Data, &mut node.data)
+            };
+            let ev = TransportEvent::Frame {
+                from: item.from.clone(),
+                bytes: item.frame,
+            };
+            Self::put(&self.state, &item.to, class, outlet, ev);
+            s.stats.delivered += 1;
+            drop(s);
+            self.record(
+                &item.to,
+                TraceEvent::Deliver {
+                    from: item.from,
+                    seq: item.seq,
+                },
+            );
         }
+    }
+
+    /// Puts `ev` into `outlet` (node `to`'s, of `class`), in order after
+    /// what it already holds, without waiting. While the channel has room
+    /// and no backlog, straight in; otherwise into the backlog, whose task
+    /// (started when the channel is first found full) forwards it, waiting
+    /// for room, and ends, under the network's lock, once the backlog is
+    /// empty. Called with the lock held (`state` is only for that task).
+    fn put(
+        state: &Arc<Mutex<NetState>>,
+        to: &str,
+        class: Class,
+        outlet: &mut Outlet,
+        ev: TransportEvent,
+    ) {
+        let ev = match &outlet.backlog {
+            Some(backlog) => match backlog.send(ev) {
+                Ok(()) => return,
+                // Its task ended (the node's channel closed): start over.
+                Err(e) => e.0,
+            },
+            None => ev,
+        };
+        let ev = match outlet.tx.try_send(ev) {
+            Ok(()) => return,
+            // A node that is gone: like a crashed one, it gets nothing.
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) => ev,
+        };
+        let (backlog, mut waiting) = tokio::sync::mpsc::unbounded_channel();
+        let _ = backlog.send(ev);
+        outlet.backlog = Some(backlog);
+        let (tx, state, to) = (outlet.tx.clone(), state.clone(), to.to_string());
+        actix_rt::spawn(async move {
+            loop {
+                let next = waiting.try_recv();
+                let ev = match next {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        // Empty now: under the lock, so nothing is added
+                        // meanwhile, check once more and stand down.
+                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                        match waiting.try_recv() {
+                            Ok(ev) => ev,
+                            Err(_) => {
+                                if let Some(Some(node)) = s.nodes.get_mut(&to) {
+                                    let outlet = match class {
+                                        Class::Data => &mut node.data,
+                                        Class::Control => &mut node.control,
+                                    };
+                                    if outlet.tx.same_channel(&tx) {
+                                        outlet.backlog = None;
+                                    }
+                                }
+                                return;
+                            }
+                        }
+                    }
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -543,7 +671,10 @@ impl Transport for SimTransport {
         &self.name
     }
     fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
-        self.net.send(&self.name, to, frame)
+        self.net.send(&self.name, to, frame, false)
+    }
+    fn send_control(&self, to: &str, frame: Bytes) -> Result<(), TransportError> {
+        self.net.send(&self.name, to, frame, true)
     }
     fn shutdown(&self) {}
 }
@@ -673,6 +804,13 @@ impl SimCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use troupe_framework::transport::InboundEvents;
+
+    /// `name`'s events, read as a node reads them.
+    fn attach(net: &SimNetwork, name: &str, cap: usize) -> (Arc<SimTransport>, InboundEvents) {
+        let (t, rx) = net.attach(name, cap);
+        (t, InboundEvents::new(rx))
+    }
 
     #[test]
     fn delays_stay_in_range() {
@@ -696,6 +834,63 @@ mod tests {
         assert!((0.004..0.006).contains(&mean), "mean {mean}");
     }
 
+    /// A node that does not read its channel holds up nobody else: its
+    /// frames wait in its backlog, in order, and all arrive once it reads.
+    #[test]
+    fn a_node_that_does_not_read_slows_only_itself() {
+        run_virtual(|| async {
+            let net = SimNetwork::new(3, FaultPlan::reliable());
+            let (a, _rx_a) = attach(&net, "a", 4);
+            let (_slow, mut rx_slow) = attach(&net, "slow", 2);
+            let (_b, mut rx_b) = attach(&net, "b", 4);
+            for i in 0..20u8 {
+                a.send("slow", Bytes::from(vec![i])).unwrap();
+            }
+            a.send("b", Bytes::from_static(b"ok")).unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), rx_b.recv()).await;
+            match got {
+                Ok(Some(TransportEvent::Frame { bytes, .. })) => assert_eq!(&bytes[..], b"ok"),
+                other => panic!("b got nothing while slow was not reading: {other:?}"),
+            }
+            for i in 0..20u8 {
+                match rx_slow.recv().await {
+                    Some(TransportEvent::Frame { bytes, .. }) => assert_eq!(bytes[0], i),
+                    other => panic!("expected frame {i}, got {other:?}"),
+                }
+            }
+            assert_eq!(net.stats().delivered, 21);
+        });
+    }
+
+    /// Control frames reach the node through a source of their own, handed
+    /// over first, and the node can read them while frames in its channel
+    /// wait.
+    #[test]
+    fn control_frames_come_through_their_own_source() {
+        run_virtual(|| async {
+            let net = SimNetwork::new(5, FaultPlan::reliable());
+            let (a, _rx_a) = attach(&net, "a", 4);
+            let (_b, rx_b) = attach(&net, "b", 4);
+            a.send("b", Bytes::from_static(b"data")).unwrap();
+            a.send_control("b", Bytes::from_static(b"heartbeat"))
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut events = rx_b;
+            // Ordinary traffic held back: only the control frame comes out.
+            let control = events.recv_filtered(false);
+            match tokio::time::timeout(Duration::from_secs(5), control).await {
+                Ok(Some(TransportEvent::Frame { bytes, .. })) => {
+                    assert_eq!(&bytes[..], b"heartbeat")
+                }
+                other => panic!("expected the control frame, got {other:?}"),
+            }
+            match events.recv().await {
+                Some(TransportEvent::Frame { bytes, .. }) => assert_eq!(&bytes[..], b"data"),
+                other => panic!("expected the data frame, got {other:?}"),
+            }
+        });
+    }
+
     #[test]
     fn fifo_links_keep_order_and_lossy_links_lose() {
         run_virtual(|| async {
@@ -706,8 +901,8 @@ mod tests {
                     ..LinkFaults::lossy(0.0, 0.0)
                 }),
             );
-            let (a, _rx_a) = net.attach("a", 100);
-            let (_b, mut rx_b) = net.attach("b", 100);
+            let (a, _rx_a) = attach(&net, "a", 100);
+            let (_b, mut rx_b) = attach(&net, "b", 100);
             for i in 0..50u8 {
                 a.send("b", Bytes::from(vec![i])).unwrap();
             }
@@ -734,8 +929,8 @@ mod tests {
     fn partitions_cut_and_heal() {
         run_virtual(|| async {
             let net = SimNetwork::new(1, FaultPlan::reliable());
-            let (a, _ra) = net.attach("a", 10);
-            let (_b, mut rb) = net.attach("b", 10);
+            let (a, _ra) = attach(&net, "a", 10);
+            let (_b, mut rb) = attach(&net, "b", 10);
             net.partition(&["a"], &["b"]);
             a.send("b", Bytes::from_static(b"cut")).unwrap();
             net.heal();
