@@ -325,8 +325,7 @@ impl Dispatcher {
             if let Kind::Ask { id, .. } = env.kind {
                 // Answered, to the authenticated peer, so its asker does
                 // not wait for a deadline; never executed.
-                let asker = env.from.incarnation.as_u128();
-                ReplyTo::new(&self.shared, peer.to_shared(), asker, id).fail(RemoteError::Refused(
+                ReplyTo::unrecorded(&self.shared, peer.to_shared(), id).fail(RemoteError::Refused(
                     format!(
                         "the envelope names {:?} as its sender, but the connection is authenticated as {from:?}",
                         env.from.name
@@ -365,11 +364,13 @@ impl Dispatcher {
                 Err(e) => self.undeliverable(from, &env, &e),
             },
             Kind::Ask { id, done_below } => {
-                let asker = env.from.incarnation.as_u128();
+                // Told apart by incarnation *and* authenticated name (see
+                // `rpc::Sender`).
+                let sender = (env.from.incarnation.as_u128(), peer.to_shared());
                 let verdict =
                     self.shared
                         .dedup()
-                        .check(asker, id, done_below, tokio::time::Instant::now());
+                        .check(&sender, id, done_below, tokio::time::Instant::now());
                 match verdict {
                     // A copy of an ask that is running, or that its sender
                     // has finished with: nobody needs it.
@@ -387,7 +388,8 @@ impl Dispatcher {
                         let _ = self.shared.transport.send(from, frame);
                     }
                     Verdict::Execute => {
-                        let reply = ReplyTo::new(&self.shared, peer.to_shared(), asker, id);
+                        let (asker, name) = sender;
+                        let reply = ReplyTo::new(&self.shared, name, asker, id);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
                                 let msg = Incoming::of(bytes, &env, peer);

@@ -65,6 +65,8 @@ pub(crate) struct ReplyTo {
     asker: u128,
     /// The ask's correlation id.
     id: u64,
+    /// The answer is remembered in the deduplication table.
+    record: bool,
     answered: bool,
 }
 
@@ -78,8 +80,19 @@ impl ReplyTo {
             to,
             asker,
             id,
+            record: true,
             answered: false,
         }
+    }
+
+    /// A handle for ask `id` from node `to` that is refused unexecuted (it
+    /// was never entered in the deduplication table): its answer is sent
+    /// but not remembered, so it cannot stand in for the answer to the
+    /// ask whose correlation id it repeats.
+    pub(crate) fn unrecorded(shared: &Arc<NodeShared>, to: Arc<str>, id: u64) -> Self {
+        let mut reply = Self::new(shared, to, 0, id);
+        reply.record = false;
+        reply
     }
 
     /// Answer with the encoded reply `payload`.
@@ -145,7 +158,10 @@ impl ReplyTo {
             }
         };
         if let Some(frame) = frame {
-            shared.dedup().answered(self.asker, id, frame.clone());
+            if self.record {
+                let sender = (self.asker, self.to.clone());
+                shared.dedup().answered(&sender, id, frame.clone());
+            }
             if let Err(e) = shared.transport.send(&self.to, frame) {
                 tracing::debug!(ask = id, to = %self.to, error = %e, "reply not sent (the asker will retry or time out)");
             }

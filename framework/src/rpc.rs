@@ -526,8 +526,15 @@ impl std::hash::Hasher for FoldHasher {
 /// are forgotten, at most `capacity` entries are kept, remembered replies
 /// take at most `max_bytes` (the oldest go first), and a sender unheard of
 /// for `ttl` is forgotten with its watermark.
+/// Who sent an ask, as the deduplication table tells senders apart: the
+/// incarnation its envelope names, and the node the connection is
+/// authenticated as. Keyed by both, a peer that names another node's
+/// incarnation in its own envelopes gets a table of its own, and can
+/// neither read nor overwrite that node's answers.
+pub(crate) type Sender = (u128, Arc<str>);
+
 pub(crate) struct DedupTable {
-    senders: HashMap<u128, Window, std::hash::BuildHasherDefault<FoldHasher>>,
+    senders: HashMap<Sender, Window, std::hash::BuildHasherDefault<FoldHasher>>,
     ttl: Duration,
     capacity: usize,
     entries: usize,
@@ -582,8 +589,9 @@ impl DedupTable {
             let oldest = self
                 .senders
                 .iter()
-                .filter_map(|(k, w)| w.slots.front().map(|s| (s.at, *k)))
-                .min();
+                .filter_map(|(k, w)| w.slots.front().map(|s| (s.at, k)))
+                .min()
+                .map(|(at, k)| (at, k.clone()));
             let Some((_, k)) = oldest else { break };
             let slot = self.senders.get_mut(&k).and_then(|w| w.slots.pop_front());
             match slot {
@@ -596,9 +604,15 @@ impl DedupTable {
         });
     }
 
-    /// Look at an incoming ask `id` from sender incarnation `inc`, whose
-    /// watermark is `done_below`; registers it as running when new.
-    pub(crate) fn check(&mut self, inc: u128, id: u64, done_below: u64, now: Instant) -> Verdict {
+    /// Look at an incoming ask `id` from `sender`, whose watermark is
+    /// `done_below`; registers it as running when new.
+    pub(crate) fn check(
+        &mut self,
+        sender: &Sender,
+        id: u64,
+        done_below: u64,
+        now: Instant,
+    ) -> Verdict {
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY
             || self.entries > self.capacity
@@ -606,11 +620,14 @@ impl DedupTable {
         {
             self.sweep(now);
         }
-        let w = self.senders.entry(inc).or_insert_with(|| Window {
-            floor: 0,
-            slots: VecDeque::new(),
-            last_seen: now,
-        });
+        let w = self
+            .senders
+            .entry(sender.clone())
+            .or_insert_with(|| Window {
+                floor: 0,
+                slots: VecDeque::new(),
+                last_seen: now,
+            });
         w.last_seen = now;
         let mut dropped = (0usize, 0usize);
         let ttl = self.ttl;
@@ -656,8 +673,8 @@ impl DedupTable {
 
     /// Remember the reply frame sent for an ask (unless it was forgotten
     /// meanwhile).
-    pub(crate) fn answered(&mut self, inc: u128, id: u64, frame: Bytes) {
-        let Some(w) = self.senders.get_mut(&inc) else {
+    pub(crate) fn answered(&mut self, sender: &Sender, id: u64, frame: Bytes) {
+        let Some(w) = self.senders.get_mut(sender) else {
             return;
         };
         if let Ok(i) = w.find(id) {
@@ -811,18 +828,33 @@ mod tests {
     #[test]
     fn dedup_executes_once_and_replays_the_answer() {
         let mut t = DedupTable::new(Duration::from_secs(10), 100);
-        let a = NodeId::with_incarnation("a", 1).incarnation.as_u128();
+        let a = (
+            NodeId::with_incarnation("a", 1).incarnation.as_u128(),
+            Arc::from("a"),
+        );
         let now = Instant::now();
-        assert_eq!(t.check(a, 1, 0, now), Verdict::Execute);
-        assert_eq!(t.check(a, 1, 0, now), Verdict::Running);
-        t.answered(a, 1, Bytes::from_static(b"r"));
+        assert_eq!(t.check(&a, 1, 0, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 1, 0, now), Verdict::Running);
+        t.answered(&a, 1, Bytes::from_static(b"r"));
         assert_eq!(
-            t.check(a, 1, 0, now),
+            t.check(&a, 1, 0, now),
             Verdict::Answered(Bytes::from_static(b"r"))
         );
         // Another incarnation of the same node is a different sender.
-        let a2 = NodeId::with_incarnation("a", 2).incarnation.as_u128();
-        assert_eq!(t.check(a2, 1, 0, now), Verdict::Execute);
+        let a2 = (
+            NodeId::with_incarnation("a", 2).incarnation.as_u128(),
+            Arc::from("a"),
+        );
+        assert_eq!(t.check(&a2, 1, 0, now), Verdict::Execute);
+        // So is a peer naming a's incarnation in its own envelopes: it
+        // neither sees a's answer nor overwrites it.
+        let m = (a.0, Arc::from("m"));
+        assert_eq!(t.check(&m, 1, 0, now), Verdict::Execute);
+        t.answered(&m, 1, Bytes::from_static(b"forged"));
+        assert_eq!(
+            t.check(&a, 1, 0, now),
+            Verdict::Answered(Bytes::from_static(b"r"))
+        );
     }
 
     /// The sender's watermark drops what is below it at once, and a late
@@ -830,32 +862,32 @@ mod tests {
     #[test]
     fn dedup_forgets_below_the_watermark_and_drops_late_copies() {
         let mut t = DedupTable::new(Duration::from_secs(10), 100);
-        let a = 7u128;
+        let a = (7u128, Arc::from("a"));
         let now = Instant::now();
-        assert_eq!(t.check(a, 1, 1, now), Verdict::Execute);
-        t.answered(a, 1, Bytes::from_static(b"r1"));
-        assert_eq!(t.check(a, 2, 1, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 1, 1, now), Verdict::Execute);
+        t.answered(&a, 1, Bytes::from_static(b"r1"));
+        assert_eq!(t.check(&a, 2, 1, now), Verdict::Execute);
         assert_eq!(t.len(), 2);
         // Ask 1 finished at the sender: forgotten, and its late copy dropped.
-        assert_eq!(t.check(a, 3, 2, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 3, 2, now), Verdict::Execute);
         assert_eq!(t.len(), 2);
-        assert_eq!(t.check(a, 1, 2, now), Verdict::Finished);
+        assert_eq!(t.check(&a, 1, 2, now), Verdict::Finished);
         // A copy carrying an older watermark does not lower it.
-        assert_eq!(t.check(a, 1, 0, now), Verdict::Finished);
-        assert_eq!(t.check(a, 2, 0, now), Verdict::Running);
+        assert_eq!(t.check(&a, 1, 0, now), Verdict::Finished);
+        assert_eq!(t.check(&a, 2, 0, now), Verdict::Running);
         // Out of order arrivals are remembered in id order.
-        assert_eq!(t.check(a, 6, 2, now), Verdict::Execute);
-        assert_eq!(t.check(a, 4, 2, now), Verdict::Execute);
-        assert_eq!(t.check(a, 5, 2, now), Verdict::Execute);
-        t.answered(a, 5, Bytes::from_static(b"r5"));
-        assert_eq!(t.check(a, 4, 2, now), Verdict::Running);
+        assert_eq!(t.check(&a, 6, 2, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 4, 2, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 5, 2, now), Verdict::Execute);
+        t.answered(&a, 5, Bytes::from_static(b"r5"));
+        assert_eq!(t.check(&a, 4, 2, now), Verdict::Running);
         assert_eq!(
-            t.check(a, 5, 2, now),
+            t.check(&a, 5, 2, now),
             Verdict::Answered(Bytes::from_static(b"r5"))
         );
         assert_eq!(t.len(), 5);
         // Everything finished: only the newest ask is remembered.
-        assert_eq!(t.check(a, 7, 7, now), Verdict::Execute);
+        assert_eq!(t.check(&a, 7, 7, now), Verdict::Execute);
         assert_eq!(t.len(), 1);
         assert_eq!(t.bytes, 0);
     }
@@ -886,14 +918,14 @@ mod tests {
     #[test]
     fn dedup_forgets_after_ttl_and_capacity() {
         let mut t = DedupTable::new(Duration::from_secs(1), 3);
-        let a = 7u128;
+        let a = (7u128, Arc::from("a"));
         let now = Instant::now();
         for id in 0..5 {
-            assert_eq!(t.check(a, id, 0, now), Verdict::Execute);
+            assert_eq!(t.check(&a, id, 0, now), Verdict::Execute);
         }
         assert!(t.len() <= 4);
         let later = now + Duration::from_secs(5);
-        assert_eq!(t.check(a, 100, 0, later), Verdict::Execute);
+        assert_eq!(t.check(&a, 100, 0, later), Verdict::Execute);
         assert_eq!(t.len(), 1);
     }
 }
