@@ -141,15 +141,15 @@ pub type InboundReceiver = tokio::sync::mpsc::Receiver<TransportEvent>;
 /// Within one source and within the channel, order is kept; between them
 /// there is no order (as between two streams of a QUIC connection). The
 /// channel is polled first, so connection events are not starved by a busy
-/// source; between control sources and the others it alternates, control
-/// first.
+/// source; control frames and the others (from the channel or a source)
+/// take turns, control first.
 pub struct InboundEvents {
     rx: InboundReceiver,
     sources: SelectAll<InboundStream>,
     control: SelectAll<InboundStream>,
-    /// A frame event taken from the channel while only control traffic
-    /// was wanted: the next event once ordinary traffic is read again (the
-    /// channel is not read past it meanwhile, so at most one waits here).
+    /// A frame event taken from the channel, waiting for its turn (after a
+    /// control frame, or until ordinary traffic is read again); the channel
+    /// is not read past it meanwhile, so at most one waits here.
     held: Option<TransportEvent>,
     /// The last event came from a control source (ordinary ones go first next).
     control_last: bool,
@@ -201,15 +201,13 @@ impl InboundEvents {
         cx: &mut Context<'_>,
         data: bool,
     ) -> Poll<Option<TransportEvent>> {
-        if data {
-            if let Some(ev) = self.held.take() {
-                return Poll::Ready(Some(ev));
-            }
-        }
+        // The channel: sources are adopted and connection events come out
+        // at once; the first frame event waits in `held` (one slot), and
+        // the channel is not read past it until it has gone out.
         while !self.closed && self.held.is_none() {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(ev)) => match self.adopt(ev) {
-                    Some(ev) if data || !ev.frames().any(|_| true) => return Poll::Ready(Some(ev)),
+                    Some(ev) if ev.frames().next().is_none() => return Poll::Ready(Some(ev)),
                     Some(ev) => self.held = Some(ev),
                     None => {}
                 },
@@ -217,29 +215,31 @@ impl InboundEvents {
                 Poll::Pending => break,
             }
         }
-        // Control first, unless the last event was a control one: a heartbeat
-        // waits behind at most one batch of ordinary frames, and a flood of
+        // Control and ordinary frames (the held channel frame, then the
+        // ordinary sources) take turns, control first: a heartbeat waits
+        // behind at most one batch of ordinary frames, and a flood of
         // control frames cannot starve the rest. (An empty set is not
         // polled: nothing in it can wake us.)
-        let order = if data && self.control_last {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for control in order {
-            let set = if control {
-                &mut self.control
+        let control_first = !(data && self.control_last);
+        for control in [control_first, !control_first] {
+            if control {
+                if !self.control.is_empty() {
+                    if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.control, cx) {
+                        self.control_last = true;
+                        return Poll::Ready(Some(ev));
+                    }
+                }
             } else if data {
-                &mut self.sources
-            } else {
-                continue;
-            };
-            if set.is_empty() {
-                continue;
-            }
-            if let Poll::Ready(Some(ev)) = Self::poll_sources(set, cx) {
-                self.control_last = control;
-                return Poll::Ready(Some(ev));
+                if let Some(ev) = self.held.take() {
+                    self.control_last = false;
+                    return Poll::Ready(Some(ev));
+                }
+                if !self.sources.is_empty() {
+                    if let Poll::Ready(Some(ev)) = Self::poll_sources(&mut self.sources, cx) {
+                        self.control_last = false;
+                        return Poll::Ready(Some(ev));
+                    }
+                }
             }
         }
         let over = self.closed
@@ -473,6 +473,28 @@ mod tests {
         assert_eq!(text(&events.recv().await.unwrap()), "d:2");
         drop(tx);
         assert!(events.recv().await.is_none());
+    }
+
+    /// Frames on the channel (a transport that sends them there, like the
+    /// simulated network) take turns with control frames too: a heartbeat
+    /// does not wait behind a full channel.
+    #[tokio::test]
+    async fn channel_frames_take_turns_with_control_frames() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut events = InboundEvents::new(rx);
+        let control = futures::stream::iter([frame("c", "1")]);
+        tx.send(TransportEvent::ControlSource(Box::pin(control)))
+            .await
+            .unwrap();
+        for t in ["1", "2", "3"] {
+            tx.send(frame("ch", t)).await.unwrap();
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        while let Some(ev) = events.recv().await {
+            seen.push(text(&ev));
+        }
+        assert_eq!(seen, ["c:1", "ch:1", "ch:2", "ch:3"]);
     }
 
     /// With both kinds ready, control and ordinary events take turns: a
