@@ -24,7 +24,8 @@
 //! - **A slow node slows only itself.** A delivered frame goes into its
 //!   node's bounded inbound channel; when that is full, it and the node's
 //!   later frames wait in order in a backlog of that node, while the others
-//!   keep receiving (the network holds them, as it holds frames in flight).
+//!   keep receiving (the network holds them, as it holds frames in flight,
+//!   and drops them, traced so, if the node is detached or crashes).
 //! - **Control frames travel apart**, as on QUIC: what
 //!   [`Transport::send_control`] sends reaches the node through a source of
 //!   its own ([`TransportEvent::ControlSource`], handed over first thing),
@@ -32,7 +33,7 @@
 //!   back.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -219,22 +220,70 @@ struct InFlight {
 }
 
 /// Where a node's frames of one class go: its bounded channel, and, while
-/// that has been found full, the backlog a forwarding task drains into it.
+/// that has been found full, the backlog a forwarding task moves into it.
 struct Outlet {
     tx: InboundSender,
-    backlog: Option<tokio::sync::mpsc::UnboundedSender<TransportEvent>>,
+    /// Frames that found the channel full, and every later one, in order.
+    /// Held here, under the network's lock, they are dropped with the
+    /// attachment when the node is detached, like frames in flight.
+    backlog: VecDeque<Pending>,
+    /// A task is moving `backlog` into the channel.
+    forwarding: bool,
 }
 
 impl Outlet {
     fn new(tx: InboundSender) -> Self {
-        Outlet { tx, backlog: None }
+        Outlet {
+            tx,
+            backlog: VecDeque::new(),
+            forwarding: false,
+        }
     }
+}
+
+/// A frame waiting in a backlog, with what the trace says of it.
+struct Pending {
+    ev: TransportEvent,
+    from: String,
+    seq: u64,
+}
+
+/// What became of a frame handed to an [`Outlet`]: for the first two, the
+/// frame's sender and sequence number, for the trace.
+enum Put {
+    /// In the node's channel.
+    Delivered(String, u64),
+    /// The node's channel is closed (the node stopped): dropped.
+    Closed(String, u64),
+    /// Behind others in the backlog; `true` if a forwarding task must start.
+    Queued(bool),
 }
 
 /// A node attached to the network.
 struct Attached {
     data: Outlet,
     control: Outlet,
+}
+
+impl Attached {
+    fn outlet(&mut self, class: Class) -> &mut Outlet {
+        match class {
+            Class::Data => &mut self.data,
+            Class::Control => &mut self.control,
+        }
+    }
+
+    fn channel(&self, class: Class) -> &InboundSender {
+        match class {
+            Class::Data => &self.data.tx,
+            Class::Control => &self.control.tx,
+        }
+    }
+
+    /// Everything still in the backlogs (the attachment is going away).
+    fn into_backlog(self) -> impl Iterator<Item = Pending> {
+        self.data.backlog.into_iter().chain(self.control.backlog)
+    }
 }
 
 /// Which of a node's outlets.
@@ -347,13 +396,11 @@ impl SimNetwork {
         });
         let handover = tx.try_send(TransportEvent::ControlSource(Box::pin(source)));
         debug_assert!(handover.is_ok(), "a new channel has room");
-        self.lock().nodes.insert(
-            name.to_string(),
-            Some(Attached {
-                data: Outlet::new(tx),
-                control: Outlet::new(control_tx),
-            }),
-        );
+        let attached = Attached {
+            data: Outlet::new(tx),
+            control: Outlet::new(control_tx),
+        };
+        self.replace(name, Some(attached));
         (
             Arc::new(SimTransport {
                 name: name.to_string(),
@@ -366,7 +413,29 @@ impl SimNetwork {
     /// Cut `name` off: frames to and from it are dropped until it is
     /// re-attached. Frames already in flight to it are dropped too.
     pub fn detach(&self, name: &str) {
-        self.lock().nodes.insert(name.to_string(), None);
+        self.replace(name, None);
+    }
+
+    /// Puts `attached` in place of `name`'s attachment; frames still in the
+    /// old one's backlogs are dropped (and traced so).
+    fn replace(&self, name: &str, attached: Option<Attached>) {
+        let old = {
+            let mut s = self.lock();
+            let old = s.nodes.insert(name.to_string(), attached).flatten();
+            let old: Vec<Pending> = old.into_iter().flat_map(Attached::into_backlog).collect();
+            s.stats.to_crashed += old.len() as u64;
+            old
+        };
+        for p in old {
+            self.record(
+                name,
+                TraceEvent::Drop {
+                    from: p.from,
+                    seq: p.seq,
+                    reason: "crashed".into(),
+                },
+            );
+        }
     }
 
     /// Replace the fault plan (e.g. remove all faults for a liveness phase).
@@ -538,103 +607,114 @@ impl SimNetwork {
             let Some(Reverse(item)) = s.queue.pop() else {
                 return;
             };
-            let Some(Some(node)) = s.nodes.get_mut(&item.to) else {
-                s.stats.to_crashed += 1;
-                drop(s);
-                self.record(
-                    &item.to,
-                    TraceEvent::Drop {
-                        from: item.from,
-                        seq: item.seq,
-                        reason: "crashed".into(),
-                    },
-                );
-                continue;
-            };
-            let (class, outlet) = if item.control {
-                (Class::Control, &mut node.control)
+            let class = if item.control {
+                Class::Control
             } else {
-                (Class::Data, &mut node.data)
+                Class::Data
             };
-            let ev = TransportEvent::Frame {
-                from: item.from.clone(),
-                bytes: item.frame,
-            };
-            Self::put(&self.state, &item.to, class, outlet, ev);
-            s.stats.delivered += 1;
-            drop(s);
-            self.record(
-                &item.to,
-                TraceEvent::Deliver {
-                    from: item.from,
-                    seq: item.seq,
+            let pending = Pending {
+                ev: TransportEvent::Frame {
+                    from: item.from.clone(),
+                    bytes: item.frame,
                 },
-            );
+                from: item.from,
+                seq: item.seq,
+            };
+            let put = match s.nodes.get_mut(&item.to) {
+                Some(Some(node)) => Self::put(node.outlet(class), pending),
+                _ => Put::Closed(pending.from, pending.seq),
+            };
+            match put {
+                Put::Delivered(from, seq) => {
+                    s.stats.delivered += 1;
+                    drop(s);
+                    self.record(&item.to, TraceEvent::Deliver { from, seq });
+                }
+                Put::Closed(from, seq) => {
+                    s.stats.to_crashed += 1;
+                    drop(s);
+                    let reason = "crashed".into();
+                    self.record(&item.to, TraceEvent::Drop { from, seq, reason });
+                }
+                Put::Queued(start) => {
+                    let tx = match s.nodes.get_mut(&item.to) {
+                        Some(Some(node)) => node.outlet(class).tx.clone(),
+                        _ => continue,
+                    };
+                    drop(s);
+                    if start {
+                        actix_rt::spawn(self.clone().forward(item.to, class, tx));
+                    }
+                }
+            }
         }
     }
 
-    /// Puts `ev` into `outlet` (node `to`'s, of `class`), in order after
-    /// what it already holds, without waiting. While the channel has room
-    /// and no backlog, straight in; otherwise into the backlog, whose task
-    /// (started when the channel is first found full) forwards it, waiting
-    /// for room, and ends, under the network's lock, once the backlog is
-    /// empty. Called with the lock held (`state` is only for that task).
-    fn put(
-        state: &Arc<Mutex<NetState>>,
-        to: &str,
-        class: Class,
-        outlet: &mut Outlet,
-        ev: TransportEvent,
-    ) {
-        let ev = match &outlet.backlog {
-            Some(backlog) => match backlog.send(ev) {
-                Ok(()) => return,
-                // Its task ended (the node's channel closed): start over.
-                Err(e) => e.0,
-            },
-            None => ev,
-        };
-        let ev = match outlet.tx.try_send(ev) {
-            Ok(()) => return,
-            // A node that is gone: like a crashed one, it gets nothing.
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) => ev,
-        };
-        let (backlog, mut waiting) = tokio::sync::mpsc::unbounded_channel();
-        let _ = backlog.send(ev);
-        outlet.backlog = Some(backlog);
-        let (tx, state, to) = (outlet.tx.clone(), state.clone(), to.to_string());
-        actix_rt::spawn(async move {
-            loop {
-                let next = waiting.try_recv();
-                let ev = match next {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        // Empty now: under the lock, so nothing is added
-                        // meanwhile, check once more and stand down.
-                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                        match waiting.try_recv() {
-                            Ok(ev) => ev,
-                            Err(_) => {
-                                if let Some(Some(node)) = s.nodes.get_mut(&to) {
-                                    let outlet = match class {
-                                        Class::Data => &mut node.data,
-                                        Class::Control => &mut node.control,
-                                    };
-                                    if outlet.tx.same_channel(&tx) {
-                                        outlet.backlog = None;
-                                    }
-                                }
-                                return;
-                            }
-                        }
-                    }
-                };
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
+    /// Hands `p` to `outlet` without waiting: into the channel if it has
+    /// room and nothing waits before it, else to the back of the backlog.
+    /// Called with the network's lock held.
+    fn put(outlet: &mut Outlet, p: Pending) -> Put {
+        if outlet.forwarding {
+            outlet.backlog.push_back(p);
+            return Put::Queued(false);
+        }
+        let Pending { ev, from, seq } = p;
+        match outlet.tx.try_send(ev) {
+            Ok(()) => Put::Delivered(from, seq),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Put::Closed(from, seq),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) => {
+                outlet.backlog.push_back(Pending { ev, from, seq });
+                outlet.forwarding = true;
+                Put::Queued(true)
             }
-        });
+        }
+    }
+
+    /// Moves node `to`'s `class` backlog into its channel `tx`, one frame
+    /// per free slot, while that channel is still the node's (a detached
+    /// node's backlog went, traced as dropped, with its attachment); ends
+    /// when the backlog is empty.
+    async fn forward(self, to: String, class: Class, tx: InboundSender) {
+        loop {
+            let permit = tx.reserve().await;
+            let mut s = self.lock();
+            let outlet = match s.nodes.get_mut(&to) {
+                Some(Some(node)) if node.channel(class).same_channel(&tx) => node.outlet(class),
+                _ => return,
+            };
+            let Ok(permit) = permit else {
+                // The node stopped: what waits for it is dropped.
+                outlet.forwarding = false;
+                let gone: Vec<Pending> = outlet.backlog.drain(..).collect();
+                s.stats.to_crashed += gone.len() as u64;
+                drop(s);
+                for p in gone {
+                    self.record(
+                        &to,
+                        TraceEvent::Drop {
+                            from: p.from,
+                            seq: p.seq,
+                            reason: "crashed".into(),
+                        },
+                    );
+                }
+                return;
+            };
+            let Some(p) = outlet.backlog.pop_front() else {
+                outlet.forwarding = false;
+                return;
+            };
+            s.stats.delivered += 1;
+            drop(s);
+            permit.send(p.ev);
+            self.record(
+                &to,
+                TraceEvent::Deliver {
+                    from: p.from,
+                    seq: p.seq,
+                },
+            );
+        }
     }
 }
 
@@ -859,6 +939,34 @@ mod tests {
                 }
             }
             assert_eq!(net.stats().delivered, 21);
+        });
+    }
+
+    /// A detached (crashed) node gets nothing of its backlog: those frames
+    /// are dropped, and traced so, like frames in flight to it.
+    #[test]
+    fn a_detached_node_gets_nothing_of_its_backlog() {
+        run_virtual(|| async {
+            let net = SimNetwork::new(4, FaultPlan::reliable());
+            let (a, _rx_a) = attach(&net, "a", 4);
+            let (_slow, mut rx_slow) = attach(&net, "slow", 2);
+            for i in 0..20u8 {
+                a.send("slow", Bytes::from(vec![i])).unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            net.detach("slow");
+            let mut after = 0;
+            while let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_secs(1), rx_slow.recv()).await
+            {
+                after += ev.frames().count();
+            }
+            // What was in the channel already (its capacity) at most.
+            assert!(after <= 2, "{after} frames reached the node after detach");
+            let stats = net.stats();
+            assert_eq!(stats.delivered + stats.to_crashed, 20, "{stats:?}");
+            let dropped = net.trace().to_jsonl().matches("crashed").count();
+            assert_eq!(dropped as u64, stats.to_crashed);
         });
     }
 
