@@ -371,6 +371,27 @@ mod tests {
         }
     }
 
+    /// A channel that has handed over a source of frames `d:<t>` for each
+    /// of `data` and a control source of frames `c:<t>` for each of
+    /// `control`, and the events read from it.
+    async fn with_sources(
+        data: &[&'static str],
+        control: &[&'static str],
+    ) -> (tokio::sync::mpsc::Sender<TransportEvent>, InboundEvents) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let frames = |from: &'static str, texts: &[&'static str]| {
+            let frames: Vec<_> = texts.iter().map(|t| frame(from, t)).collect();
+            Box::pin(futures::stream::iter(frames))
+        };
+        tx.send(TransportEvent::Source(frames("d", data)))
+            .await
+            .unwrap();
+        tx.send(TransportEvent::ControlSource(frames("c", control)))
+            .await
+            .unwrap();
+        (tx, InboundEvents::new(rx))
+    }
+
     fn text(ev: &TransportEvent) -> String {
         ev.frames()
             .map(|(from, b)| format!("{from}:{}", String::from_utf8_lossy(b)))
@@ -423,16 +444,7 @@ mod tests {
     /// once ordinary traffic is read again; nothing is lost or reordered.
     #[tokio::test]
     async fn control_sources_are_read_while_ordinary_traffic_waits() {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let mut events = InboundEvents::new(rx);
-        let data = futures::stream::iter([frame("d", "1"), frame("d", "2")]);
-        let control = futures::stream::iter([frame("c", "1"), frame("c", "2")]);
-        tx.send(TransportEvent::Source(Box::pin(data)))
-            .await
-            .unwrap();
-        tx.send(TransportEvent::ControlSource(Box::pin(control)))
-            .await
-            .unwrap();
+        let (tx, mut events) = with_sources(&["1", "2"], &["1", "2"]).await;
         tx.send(TransportEvent::PeerUp { peer: "p".into() })
             .await
             .unwrap();
@@ -502,16 +514,7 @@ mod tests {
     /// starves it.
     #[tokio::test]
     async fn control_and_ordinary_sources_take_turns() {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let mut events = InboundEvents::new(rx);
-        let data = futures::stream::iter(["1", "2", "3"].map(|t| frame("d", t)));
-        let control = futures::stream::iter(["1", "2", "3", "4", "5"].map(|t| frame("c", t)));
-        tx.send(TransportEvent::Source(Box::pin(data)))
-            .await
-            .unwrap();
-        tx.send(TransportEvent::ControlSource(Box::pin(control)))
-            .await
-            .unwrap();
+        let (tx, mut events) = with_sources(&["1", "2", "3"], &["1", "2", "3", "4", "5"]).await;
         drop(tx);
         let mut seen = Vec::new();
         while let Some(ev) = events.recv().await {

@@ -426,15 +426,15 @@ impl SimNetwork {
             s.stats.to_crashed += old.len() as u64;
             old
         };
-        for p in old {
-            self.record(
-                name,
-                TraceEvent::Drop {
-                    from: p.from,
-                    seq: p.seq,
-                    reason: "crashed".into(),
-                },
-            );
+        self.record_crashed(name, old.into_iter().map(|p| (p.from, p.seq)));
+    }
+
+    /// Traces the frames `(sender, sequence number)` to `to` as dropped
+    /// because the node is gone (already counted in `to_crashed`).
+    fn record_crashed(&self, to: &str, frames: impl IntoIterator<Item = (String, u64)>) {
+        for (from, seq) in frames {
+            let reason = "crashed".into();
+            self.record(to, TraceEvent::Drop { from, seq, reason });
         }
     }
 
@@ -633,8 +633,7 @@ impl SimNetwork {
                 Put::Closed(from, seq) => {
                     s.stats.to_crashed += 1;
                     drop(s);
-                    let reason = "crashed".into();
-                    self.record(&item.to, TraceEvent::Drop { from, seq, reason });
+                    self.record_crashed(&item.to, [(from, seq)]);
                 }
                 Put::Queued(start) => {
                     let tx = match s.nodes.get_mut(&item.to) {
@@ -688,16 +687,7 @@ impl SimNetwork {
                 let gone: Vec<Pending> = outlet.backlog.drain(..).collect();
                 s.stats.to_crashed += gone.len() as u64;
                 drop(s);
-                for p in gone {
-                    self.record(
-                        &to,
-                        TraceEvent::Drop {
-                            from: p.from,
-                            seq: p.seq,
-                            reason: "crashed".into(),
-                        },
-                    );
-                }
+                self.record_crashed(&to, gone.into_iter().map(|p| (p.from, p.seq)));
                 return;
             };
             let Some(p) = outlet.backlog.pop_front() else {
