@@ -102,7 +102,7 @@ impl NameView {
         for ev in events {
             let name = &ev.member.name;
             let current = self.current.get(name);
-            let is_current = current.map_or(true, |c| *c == ev.member);
+            let is_current = current.is_none_or(|c| *c == ev.member);
             if ev.status.is_live() {
                 self.current.insert(name.clone(), ev.member.clone());
             } else if !is_current {

@@ -21,6 +21,7 @@ pub use troupe_transports as transports;
 pub mod config;
 pub mod error;
 pub mod failure_detector;
+pub mod family;
 pub mod leader;
 pub mod lock;
 pub mod runtime;

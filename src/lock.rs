@@ -1,4 +1,4 @@
-//! Distributed locks: a typed API over the mutual-exclusion cores.
+//! Distributed locks: a typed API over the mutual-exclusion family.
 //!
 //! ```ignore
 //! let lock = start_lock(&node, "ledger", MutexAlgorithm::RicartAgrawala, &members).await?;
@@ -7,12 +7,14 @@
 //! guard.release().await;                      // or drop it
 //! ```
 //!
-//! Each lock is one [`Driver`](troupe_protocols::driver::Driver) actor named
-//! `mutex.<resource>` on every member node, supervised under the node,
-//! running the configured algorithm ([`MutexAlgorithm`]). Its durable state
-//! (Lamport clock, largest fencing token, sequence numbers) is written to the
-//! node's storage before any message that depends on it is sent, so a
-//! restarted node never reuses a token or a timestamp.
+//! Each lock is one instance of the mutual-exclusion family
+//! ([`MutexFamily`], started by [`crate::family`]): a driver actor named
+//! `mutex.<resource>` on every member, supervised under the node, running
+//! the configured algorithm ([`MutexAlgorithm`]). Its durable state (Lamport
+//! clock, largest fencing token, sequence numbers) is made durable in the
+//! node's store before any message that depends on it is sent, and before a
+//! grant is reported here, so a restarted node never reuses a token or a
+//! timestamp.
 //!
 //! Guarantees (see each algorithm's module for its failure behaviour):
 //! - at most one holder at a time while the failure detector is accurate;
@@ -20,26 +22,24 @@
 //!   resource that refuses tokens not larger than the last one it accepted
 //!   stays safe even when a partition fools the detector;
 //! - on one node, holders are serialized: a second local `acquire` waits for
-//!   the first guard to be released.
+//!   the first guard to be released;
+//! - an `acquire_within` that times out withdraws its request: if the lock
+//!   is granted later, it is released at once (and the next local `acquire`
+//!   waits for that).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_framework::Node;
-use troupe_protocols::driver::{spawn_driver, DriverHandle, DriverSpec};
-use troupe_protocols::mutex::{
-    AnyMutex, MutexAlgorithm, MutexConfig, MutexCore, MutexDurable, MutexEvent,
-};
-use troupe_protocols::testkit::SimProtocol;
+use troupe_protocols::mutex::{MutexAlgorithm, MutexConfig, MutexCore, MutexFamily};
 
+use crate::family::{self, Instance};
 use crate::Error;
-
-type Core = AnyMutex<String>;
 
 /// A lock on one named resource shared by a group of nodes. Cheap to clone.
 #[derive(Clone)]
 pub struct DistributedLock {
-    driver: DriverHandle<Core>,
+    instance: Instance<MutexFamily>,
     resource: String,
     local: Arc<tokio::sync::Mutex<()>>,
 }
@@ -60,12 +60,12 @@ impl LockGuard {
         self.token
     }
 
-    /// Give the lock back and wait until the core has taken the release.
+    /// Give the lock back and wait until the release is carried out.
     pub async fn release(mut self) {
         self.released = true;
         let _ = self
             .lock
-            .driver
+            .instance
             .invoke(|core, now, out| core.release(now, out))
             .await;
     }
@@ -76,15 +76,10 @@ impl Drop for LockGuard {
         if !self.released {
             let _ = self
                 .lock
-                .driver
+                .instance
                 .invoke_detached(|core, now, out| core.release(now, out));
         }
     }
-}
-
-/// The storage key of a lock's durable state.
-fn storage_key(resource: &str) -> String {
-    format!("mutex.{resource}")
 }
 
 /// Start the lock on `resource` on this node; `members` are the names of all
@@ -109,49 +104,22 @@ pub async fn start_lock_with(
     let resource = config.resource.clone();
     troupe_framework::ids::validate_name(&resource)
         .map_err(|e| Error::Config(format!("lock resource: {e}")))?;
-    let mut all: Vec<String> = members.to_vec();
-    all.push(node.name().to_string());
-    all.sort();
-    all.dedup();
-    let key = storage_key(&resource);
-    let make_key = key.clone();
-    let make = move |n: &Node| {
-        let durable = match n.storage().get(&make_key) {
-            Ok(Some(bytes)) => match rmp_serde::from_slice::<MutexDurable>(&bytes) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::error!(key = %make_key, error = %e, "stored lock state does not decode; starting fresh");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(key = %make_key, error = %e, "cannot read lock state; starting fresh");
-                None
-            }
-        };
-        AnyMutex::new(
-            algorithm,
-            n.name().to_string(),
-            all.clone(),
-            config.clone(),
-            durable,
-        )
-    };
-    let spec = DriverSpec::new(key.clone(), make)
-        .membership()
-        .persist(key, |core: &Core| {
-            rmp_serde::to_vec(&core.durable()).unwrap_or_default()
-        });
-    let driver = spawn_driver(node, spec).await?;
-    Ok(DistributedLock {
-        driver,
-        resource,
-        local: Arc::new(tokio::sync::Mutex::new(())),
-    })
+    let instance =
+        family::start::<MutexFamily>(node, &resource, algorithm, members, config).await?;
+    Ok(DistributedLock::new(instance, resource))
 }
 
 impl DistributedLock {
+    /// A lock over a running mutual-exclusion instance (from
+    /// [`family::prepare`], when the lock lives in an app's tree).
+    pub fn new(instance: Instance<MutexFamily>, resource: impl Into<String>) -> Self {
+        Self {
+            instance,
+            resource: resource.into(),
+            local: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
     /// The resource's name.
     pub fn resource(&self) -> &str {
         &self.resource
@@ -162,56 +130,54 @@ impl DistributedLock {
         self.acquire_within(Duration::MAX).await
     }
 
-    /// Wait for the lock at most `timeout`; on timeout the request is
-    /// withdrawn (released as soon as it would be granted).
+    /// Wait for the lock at most `timeout` (waiting for another local holder
+    /// included); on timeout the request is withdrawn: released as soon as
+    /// it would be granted.
     pub async fn acquire_within(&self, timeout: Duration) -> Result<LockGuard, Error> {
-        let local = self.local.clone().lock_owned().await;
-        let mut events = self.driver.subscribe();
-        let held = self
-            .driver
+        let deadline = (timeout != Duration::MAX)
+            .then(|| tokio::time::Instant::now().checked_add(timeout))
+            .flatten();
+        let local = match deadline {
+            None => self.local.clone().lock_owned().await,
+            Some(d) => tokio::time::timeout_at(d, self.local.clone().lock_owned())
+                .await
+                .map_err(|_| Error::Timeout(timeout))?,
+        };
+        self.instance
             .invoke(|core, now, out| {
-                let held = core.holding();
-                if held.is_none() {
+                if core.holding().is_none() {
                     core.request(now, out);
                 }
-                held
             })
             .await?;
-        if let Some(token) = held {
-            return Ok(self.guard(token, local));
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
+        match self.instance.wait_for(|v| v.holding.is_some(), left).await {
+            Ok(v) => Ok(self.guard(v.holding.unwrap_or_default(), local)),
+            Err(Error::Timeout(_)) => {
+                self.withdraw(local);
+                Err(Error::Timeout(timeout))
+            }
+            Err(e) => Err(e),
         }
-        let wait = async {
-            loop {
-                match events.recv().await {
-                    Ok(MutexEvent::Granted { fencing_token, .. }) => return Ok(fencing_token),
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if let Some(t) = self.driver.invoke(|core, _, _| core.holding()).await? {
-                            return Ok(t);
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Err(Error::Protocol(format!("lock {:?} stopped", self.resource)))
-                    }
-                }
+    }
+
+    /// Give up a request that timed out: release the lock as soon as it is
+    /// granted, keeping other local acquirers out until then.
+    fn withdraw(&self, local: tokio::sync::OwnedMutexGuard<()>) {
+        let instance = self.instance.clone();
+        actix_rt::spawn(async move {
+            let _local = local;
+            let settled = instance
+                .wait_for(|v| v.holding.is_some() || !v.waiting, Duration::MAX)
+                .await;
+            if matches!(settled, Ok(v) if v.holding.is_some()) {
+                let _ = instance
+                    .invoke(|core, now, out| core.release(now, out))
+                    .await;
             }
-        };
-        let token = if timeout == Duration::MAX {
-            wait.await?
-        } else {
-            match tokio::time::timeout(timeout, wait).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    // Withdraw: release now if granted meanwhile, or as soon as it is.
-                    let _ = self
-                        .driver
-                        .invoke(|core, now, out| core.release(now, out))
-                        .await;
-                    return Err(Error::Timeout(timeout));
-                }
-            }
-        };
-        Ok(self.guard(token, local))
+        });
     }
 
     fn guard(&self, token: u64, local: tokio::sync::OwnedMutexGuard<()>) -> LockGuard {
@@ -225,6 +191,11 @@ impl DistributedLock {
 
     /// The fencing token if this node holds the lock now.
     pub async fn holding(&self) -> Result<Option<u64>, Error> {
-        Ok(self.driver.invoke(|core, _, _| core.holding()).await?)
+        self.instance.invoke(|core, _, _| core.holding()).await
+    }
+
+    /// The protocol instance underneath (its view, events and commands).
+    pub fn instance(&self) -> &Instance<MutexFamily> {
+        &self.instance
     }
 }

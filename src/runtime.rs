@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use troupe_framework::storage::{FileStorage, MemoryStorage, Storage};
+use troupe_framework::storage::{DurableStore, MemoryStore, RedbStore};
 use troupe_framework::Node;
 use troupe_transports::quic::QuicTransport;
 
@@ -38,7 +38,8 @@ impl RunningNode {
     }
 }
 
-/// Start a node from `config`: bind QUIC, start the node with its storage,
+/// Start a node from `config`: bind QUIC, start the node with its durable
+/// store (`<data_dir>/troupe.redb`, or in memory without a `data_dir`),
 /// start the configured failure detector. Call inside an actix system.
 pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     config.validate()?;
@@ -46,14 +47,14 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     let quic = config.quic_config(incarnation.to_string())?;
     // Storage first: a bad `data_dir` stops the node before it touches the
     // network, with an error that names the key.
-    let storage: Arc<dyn Storage> = match &config.data_dir {
-        Some(dir) => Arc::new(FileStorage::open(dir).map_err(|e| {
+    let store: Arc<dyn DurableStore> = match &config.data_dir {
+        Some(dir) => Arc::new(RedbStore::open_dir(dir).map_err(|e| {
             Error::Config(format!(
                 "data_dir {:?} cannot hold the node's state: {e}",
                 dir
             ))
         })?),
-        None => Arc::new(MemoryStorage::new()),
+        None => Arc::new(MemoryStore::new()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);
     let transport = Arc::new(
@@ -63,7 +64,7 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     );
     let node = Node::builder(config.node_config())
         .incarnation(incarnation.as_u128())
-        .storage(storage)
+        .store(store)
         .start(transport.clone(), rx)?;
     let failure_detector =
         start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;

@@ -17,7 +17,7 @@
 //! | [`sansio`] | the shape of every protocol core: inputs in, [`sansio::Outputs`] out |
 //! | [`transport`] | the boundary to the network ([`transport::Transport`]) |
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
-//! | [`storage`] | durable key-value storage for protocol state |
+//! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
 //!
 //! A minimal remote-capable actor:

@@ -29,7 +29,7 @@ use crate::remote::RemoteMessage;
 use crate::remote_ref::RemoteRef;
 use crate::reply::Answering;
 use crate::rpc::{DedupTable, Outstanding, RpcStub};
-use crate::storage::{MemoryStorage, Storage};
+use crate::storage::{DurableStore, MemoryStore};
 use crate::supervision::{
     start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
     SupervisorSpec,
@@ -93,7 +93,7 @@ pub(crate) struct NodeShared {
     /// Remote asks waiting for their reply.
     pub(crate) asks: Arc<Outstanding>,
     pub(crate) root: Addr<Supervisor>,
-    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) store: Arc<dyn DurableStore>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
     pub(crate) epoch: tokio::time::Instant,
     members: broadcast::Sender<MemberEvent<String>>,
@@ -155,7 +155,7 @@ pub struct Node {
 pub struct NodeBuilder {
     config: NodeConfig,
     incarnation: Option<u128>,
-    storage: Option<Arc<dyn Storage>>,
+    store: Option<Arc<dyn DurableStore>>,
     trace: Option<Arc<dyn TraceSink>>,
 }
 
@@ -166,9 +166,10 @@ impl NodeBuilder {
         self.incarnation = Some(incarnation);
         self
     }
-    /// Where the node's protocols keep durable state (default: in memory).
-    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
-        self.storage = Some(storage);
+    /// Where the node's protocols keep durable state and logs (default: a
+    /// [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn DurableStore>) -> Self {
+        self.store = Some(store);
         self
     }
     /// Where trace events go (default: nowhere).
@@ -201,9 +202,7 @@ impl NodeBuilder {
         let lamport = Arc::new(AtomicU64::new(0));
         let asks = Arc::new(Outstanding::new(&id));
         let rpc = RpcStub::new(transport.clone(), asks.clone()).start();
-        let storage = self
-            .storage
-            .unwrap_or_else(|| Arc::new(MemoryStorage::new()));
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let trace = self.trace;
         let policy = self.config.supervision;
         let mut shared_out = None;
@@ -221,7 +220,7 @@ impl NodeBuilder {
                 rpc,
                 asks,
                 root,
-                storage,
+                store,
                 trace,
                 epoch: tokio::time::Instant::now(),
                 members,
@@ -254,7 +253,7 @@ impl Node {
         NodeBuilder {
             config,
             incarnation: None,
-            storage: None,
+            store: None,
             trace: None,
         }
     }
@@ -275,9 +274,10 @@ impl Node {
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
     }
-    /// The node's durable storage.
-    pub fn storage(&self) -> Arc<dyn Storage> {
-        self.shared.storage.clone()
+    /// The node's durable store, shared by its protocols (each in its own
+    /// namespace; see [`crate::storage`]).
+    pub fn store(&self) -> &Arc<dyn DurableStore> {
+        &self.shared.store
     }
     /// Time since the node started (virtual time in simulations): the `now`
     /// that protocol drivers feed to their sans-IO cores.

@@ -68,6 +68,17 @@ pub enum TraceEvent {
         /// The new incarnation.
         incarnation: String,
     },
+    /// A protocol's durable writes became durable (see `crate::storage`).
+    Sync {
+        /// The protocol instance (its store namespace).
+        protocol: String,
+        /// Number of the store's sync that made them durable.
+        sync: u64,
+        /// Submissions (inputs, from every protocol) that shared that sync.
+        group: usize,
+        /// Writes in that sync.
+        writes: usize,
+    },
     /// A free-form annotation (a lock granted, a leader elected...).
     Note {
         /// The text.

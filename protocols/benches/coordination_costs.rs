@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use troupe_framework::sansio::SnapshotCore;
 use troupe_protocols::election::{
     Bully, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent, NextInLine, RingElection,
 };
@@ -17,7 +18,7 @@ use troupe_protocols::mutex::{
     TokenRing,
 };
 use troupe_protocols::testkit::scenarios::one_leader;
-use troupe_protocols::testkit::{NetFaults, OracleConfig, Sim, SimProtocol};
+use troupe_protocols::testkit::{recover_state, NetFaults, OracleConfig, Sim, SimProtocol};
 
 const D: Duration = Duration::from_millis(10);
 const SIZES: [u32; 4] = [3, 5, 9, 17];
@@ -30,9 +31,9 @@ fn quiet_mutex_config() -> MutexConfig {
     }
 }
 
-fn sim_of<P: SimProtocol<Id = u32> + 'static>(
+fn sim_of<P: SimProtocol<Id = u32> + SnapshotCore + 'static>(
     n: u32,
-    make: fn(u32, Vec<u32>, Option<P::Durable>) -> P,
+    make: fn(u32, Vec<u32>, Option<P::State>) -> P,
     oracle: OracleConfig,
 ) -> Sim<P> {
     let members: Vec<u32> = (1..=n).collect();
@@ -40,7 +41,7 @@ fn sim_of<P: SimProtocol<Id = u32> + 'static>(
     Sim::new(
         42,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<P>(r))),
         NetFaults::reliable(D),
         oracle,
     )
@@ -54,7 +55,10 @@ struct MutexCost {
 
 fn mutex_cost<P>(n: u32, make: fn(u32, Vec<u32>, Option<MutexDurable>) -> P) -> MutexCost
 where
-    P: SimProtocol<Id = u32, Event = MutexEvent, Durable = MutexDurable> + MutexCore + 'static,
+    P: SimProtocol<Id = u32, Event = MutexEvent>
+        + SnapshotCore<State = MutexDurable>
+        + MutexCore
+        + 'static,
 {
     let mut sim = sim_of(n, make, OracleConfig::default());
     let obs = &mut ();
@@ -125,7 +129,8 @@ fn elect_cost<P>(
     detect: Duration,
 ) -> ElectCost
 where
-    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>, Durable = ElectionDurable<u32>>
+    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>>
+        + SnapshotCore<State = ElectionDurable<u32>>
         + ElectionCore
         + 'static,
 {

@@ -3,37 +3,56 @@
 //! [`Driver`] is the one actor every protocol runs in. It owns a core (any
 //! [`Protocol`]) and carries out what the core returns:
 //!
+//! - **durable writes** go to the node's store
+//!   ([`troupe_framework::storage`]), in the protocol's own namespace (its
+//!   actor name), one submission per input; the store group-commits them;
 //! - **sends** become [`Wire`] tells to the actor of the same name on the
 //!   destination node (location-transparent: a send to this node goes
 //!   straight into its own mailbox);
-//! - **timers** become actix `run_later` timers (virtual time in simulations);
-//! - **events** go to every subscriber ([`DriverHandle::subscribe`]) and to an
-//!   optional hook (the failure detector's hook publishes membership).
+//! - **timers** become actix `run_later` timers (virtual time in
+//!   simulations), keyed: setting a timer equal to a pending one replaces
+//!   it, cancelling removes it ([`troupe_framework::sansio::TimerTable`]);
+//! - **events** go to an optional hook (the failure detector's hook
+//!   publishes membership) and then to every subscriber
+//!   ([`DriverHandle::subscribe`]).
 //!
 //! Inputs come from peers' `Wire` messages (with the authenticated sender),
 //! from fired timers, from the node's membership events (when the protocol
 //! asks for them), and from local commands ([`Invoke`]: a closure run against
 //! the core, which is how typed APIs like `lock.acquire()` are built).
 //!
-//! Guarantees: the core sees inputs one at a time, in the order the actor
-//! handles them, with the node's clock; outputs are carried out in the order
-//! produced. A message the network refuses (unknown peer, full queue) is
-//! dropped with a debug log — protocols are written for lossy networks. If
-//! the driver is restarted by its supervisor, the core is rebuilt from its
-//! factory (and whatever it persisted in the node's storage); timers of the
-//! old life never fire.
+//! Guarantees:
+//! - the core sees inputs one at a time, in the order the actor handles them,
+//!   with the node's clock; after each input the driver calls the core's
+//!   [`Protocol::persist`], then carries the outputs out in the order produced;
+//! - **durability first**: no message, event or command reply of an input
+//!   leaves before that input's writes, and every earlier input's writes,
+//!   are durable. Outputs that wait for a sync are held in order while the
+//!   core keeps taking inputs (so the writes of many inputs share a sync);
+//!   timers are armed at once (they only produce new inputs, whose outputs
+//!   wait their turn);
+//! - a failed write (store error, a value that does not encode, an append
+//!   that does not follow its log) stops the actor; nothing held is sent.
+//!   Its supervisor restarts it, and the core is rebuilt from what the store
+//!   holds — the writes that were acknowledged, nothing else;
+//! - a message the network refuses (unknown peer, full queue) is dropped with
+//!   a debug log — protocols are written for lossy networks;
+//! - timers of an old life never fire after a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot, watch};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::remote::Sender;
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, TimerOp, TimerTable};
+use troupe_framework::storage::{Completion, SyncReport};
+use troupe_framework::supervision::ActorSpec;
 use troupe_framework::trace::TraceEvent;
 use troupe_framework::{ActorPath, Node, NodeId, RemoteMessage, RemoteRef};
 
@@ -72,25 +91,12 @@ impl PeerId for NodeId {
     }
 }
 
-/// A protocol message type that can travel between drivers.
+/// A protocol message type that can travel between drivers. A family
+/// implements it next to its message type (one stable wire name per
+/// family); the driver needs nothing else to carry it.
 pub trait WireMessage: Serialize + DeserializeOwned + Clone + Debug + Send + 'static {
-    /// Its stable wire name, e.g. `"mutex.ricart-agrawala"`.
+    /// Its stable wire name, e.g. `"troupe.mutex"`.
     const WIRE_NAME: &'static str;
-}
-
-impl<Id: crate::fd::FdId> WireMessage for crate::fd::FdMessage<Id> {
-    const WIRE_NAME: &'static str = "troupe.fd";
-}
-
-impl WireMessage for crate::mutex::AnyMutexMsg {
-    const WIRE_NAME: &'static str = "troupe.mutex";
-}
-
-impl<Id> WireMessage for crate::election::AnyElectionMsg<Id>
-where
-    Id: Serialize + DeserializeOwned + Clone + Debug + Send + 'static,
-{
-    const WIRE_NAME: &'static str = "troupe.election";
 }
 
 /// A protocol message on its way to the same protocol instance on a peer.
@@ -128,53 +134,64 @@ pub type OutputsOf<P> = Outputs<
 >;
 
 /// A local command: run a closure against the core (with the current time
-/// and the output buffer), then carry out what it produced.
+/// and the output buffer), then carry out what it produced. The answer
+/// comes once everything the core has written so far is durable.
 pub struct Invoke<P: Protocol, R>(pub Command<P, R>);
 
 /// The closure inside an [`Invoke`].
 pub type Command<P, R> = Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send>;
 
 impl<P: Protocol, R: Send + 'static> actix::Message for Invoke<P, R> {
-    type Result = R;
+    type Result = Result<R, DriverError>;
 }
 
 /// A hook called with the events of each input.
 pub type EventHook<P> = Box<dyn FnMut(&Node, &[<P as Protocol>::Event])>;
 
+/// Builds a core from what its protocol made durable (on every start and
+/// restart). A stored state that does not decode is an error, never a
+/// silent fresh start.
+pub type MakeCore<P> = Arc<dyn Fn(&Node, &Recovered) -> Result<P, DurableError> + Send + Sync>;
+
+/// Computes a core's view after an input; returns what publishes it when
+/// the input's outputs are carried out (nothing when it did not change).
+pub type ViewHook<P> = Box<dyn FnMut(&P) -> Option<Box<dyn FnOnce()>>>;
+
+/// Outputs of earlier inputs waiting for their writes to become durable.
+struct Held<P: Protocol> {
+    /// The submission that must be durable first.
+    ticket: u64,
+    sends: Vec<(P::Id, P::Msg)>,
+    view: Option<Box<dyn FnOnce()>>,
+    events: Vec<P::Event>,
+    replies: Vec<Box<dyn FnOnce()>>,
+}
+
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
-/// `ActorSpec` factory (so a restart builds a fresh one).
+/// `ActorSpec` factory (so a restart builds a fresh one), or let
+/// [`DriverSpec`] do it.
 pub struct Driver<P: Drivable> {
-    // Boxed so the actor is `Unpin` whatever the core's types are.
-    core: Box<P>,
+    // Boxed so the actor is `Unpin` whatever the core's types are; `None`
+    // when the core could not be rebuilt (the actor stops at once).
+    core: Option<Box<P>>,
+    failed: Option<DurableError>,
     node: Node,
     name: String,
     out: Box<OutputsOf<P>>,
     events: broadcast::Sender<P::Event>,
     hook: Option<EventHook<P>>,
+    view: Option<ViewHook<P>>,
     membership: bool,
     control: bool,
     peers: BTreeMap<String, RemoteRef<Wire<P::Msg>>>,
-    persist: Option<Persist<P>>,
-}
-
-type SnapshotFn<P> = Box<dyn Fn(&P) -> Vec<u8>>;
-
-/// What the driver writes to the node's storage after each input.
-pub struct Persist<P> {
-    key: String,
-    snapshot: SnapshotFn<P>,
-    last: Option<Vec<u8>>,
-}
-
-impl<P> Persist<P> {
-    /// Store `snapshot(core)` under `key` whenever it changes.
-    pub fn new(key: impl Into<String>, snapshot: impl Fn(&P) -> Vec<u8> + 'static) -> Self {
-        Self {
-            key: key.into(),
-            snapshot: Box::new(snapshot),
-            last: None,
-        }
-    }
+    // Boxed for `Unpin`, as `core`.
+    timers: Box<TimerTable<P::Timer>>,
+    timer_handles: HashMap<u64, SpawnHandle>,
+    /// Submissions made / acknowledged (in order: the store answers in order).
+    submitted: u64,
+    durable: u64,
+    #[allow(clippy::box_collection)] // boxed for `Unpin`, as `core`
+    held: Box<VecDeque<Held<P>>>,
 }
 
 impl<P> Driver<P>
@@ -189,17 +206,36 @@ where
         name: impl Into<String>,
         events: broadcast::Sender<P::Event>,
     ) -> Self {
+        Self::build(Ok(core), node, name.into(), events)
+    }
+
+    fn build(
+        core: Result<P, DurableError>,
+        node: Node,
+        name: String,
+        events: broadcast::Sender<P::Event>,
+    ) -> Self {
+        let (core, failed) = match core {
+            Ok(c) => (Some(Box::new(c)), None),
+            Err(e) => (None, Some(e)),
+        };
         Self {
-            core: Box::new(core),
+            core,
+            failed,
             node,
-            name: name.into(),
+            name,
             out: Box::new(Outputs::new()),
             events,
             hook: None,
+            view: None,
             membership: false,
             control: false,
             peers: BTreeMap::new(),
-            persist: None,
+            timers: Box::new(TimerTable::new()),
+            timer_handles: HashMap::new(),
+            submitted: 0,
+            durable: 0,
+            held: Box::new(VecDeque::new()),
         }
     }
 
@@ -208,16 +244,6 @@ where
     /// not wait behind application payloads.
     pub fn with_control(mut self) -> Self {
         self.control = true;
-        self
-    }
-
-    /// After every input, and before any of its messages are sent, write the
-    /// core's durable state to the node's storage (when it changed). If the
-    /// write fails, the outputs are dropped and the actor stops (its
-    /// supervisor restarts it from what *was* persisted), so nothing is ever
-    /// sent on the strength of state that is not on disk.
-    pub fn with_persist(mut self, persist: Persist<P>) -> Self {
-        self.persist = Some(persist);
         self
     }
 
@@ -239,20 +265,138 @@ where
         self.node.now()
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    /// Feed one input to the core (if it runs), then carry out its outputs.
+    fn input(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>),
+    ) {
+        let now = self.now();
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        f(core, now, &mut self.out);
+        core.persist(&mut self.out);
+        let view = self.view.as_mut().and_then(|v| v(core));
+        self.flush(ctx, view, None);
+    }
+
+    fn fail(&mut self, ctx: &mut Context<Self>, e: &DurableError) {
+        tracing::error!(protocol = %self.name, error = %e, "durable write failed; stopping the protocol (nothing of it is sent)");
+        self.held.clear();
+        self.core = None;
+        ctx.stop();
+    }
+
+    /// Carry out the outputs of the input just fed; `view` publishes the
+    /// core's new view and `reply` answers a command, once they are released.
+    fn flush(
+        &mut self,
+        ctx: &mut Context<Self>,
+        view: Option<Box<dyn FnOnce()>>,
+        reply: Option<Box<dyn FnOnce()>>,
+    ) {
         let out = self.out.take();
-        if let Some(p) = self.persist.as_mut() {
-            let bytes = (p.snapshot)(&self.core);
-            if p.last.as_ref() != Some(&bytes) {
-                if let Err(e) = self.node.storage().put(&p.key, &bytes) {
-                    tracing::error!(protocol = %self.name, error = %e, "cannot persist protocol state; stopping");
-                    ctx.stop();
-                    return;
+        if let Some(e) = out.write_error {
+            self.fail(ctx, &e);
+            return;
+        }
+        for op in out.timers {
+            self.timer(ctx, op);
+        }
+        if !out.writes.is_empty() {
+            self.submitted += 1;
+            let ticket = self.submitted;
+            match self.node.store().submit(&self.name, out.writes) {
+                Completion::Done(Ok(r)) => self.synced(ticket, r),
+                Completion::Done(Err(e)) => return self.fail(ctx, &e),
+                Completion::Waiting(rx) => {
+                    ctx.spawn(actix::fut::wrap_future::<_, Self>(rx).map(
+                        move |answer, act, ctx| match answer {
+                            Ok(Ok(r)) => {
+                                act.synced(ticket, r);
+                                act.release(ctx);
+                            }
+                            Ok(Err(e)) => act.fail(ctx, &e),
+                            Err(_) => act.fail(
+                                ctx,
+                                &DurableError::Store("the store stopped before answering".into()),
+                            ),
+                        },
+                    ));
                 }
-                p.last = Some(bytes);
             }
         }
-        for (to, msg) in out.sends {
+        let held = Held {
+            ticket: self.submitted,
+            sends: out.sends,
+            view,
+            events: out.events,
+            replies: reply.into_iter().collect(),
+        };
+        if self.held.is_empty() && held.ticket <= self.durable {
+            self.carry_out(held);
+        } else {
+            self.held.push_back(held);
+        }
+    }
+
+    fn synced(&mut self, ticket: u64, r: SyncReport) {
+        self.durable = self.durable.max(ticket);
+        if self.node.tracing() {
+            self.node.trace(TraceEvent::Sync {
+                protocol: self.name.clone(),
+                sync: r.sync,
+                group: r.group,
+                writes: r.writes,
+            });
+        }
+    }
+
+    /// Carry out every held batch whose writes are now durable, in order.
+    fn release(&mut self, _ctx: &mut Context<Self>) {
+        while self.held.front().is_some_and(|h| h.ticket <= self.durable) {
+            if let Some(h) = self.held.pop_front() {
+                self.carry_out(h);
+            }
+        }
+    }
+
+    fn timer(&mut self, ctx: &mut Context<Self>, op: TimerOp<P::Timer>) {
+        match op {
+            TimerOp::Set { after, timer } => {
+                let (token, old) = self.timers.set(timer.clone());
+                if let Some(h) = old.and_then(|o| self.timer_handles.remove(&o)) {
+                    ctx.cancel_future(h);
+                }
+                let h = ctx.run_later(after, move |act, ctx| {
+                    act.timer_handles.remove(&token);
+                    if !act.timers.fire(token) {
+                        return;
+                    }
+                    if act.node.tracing() {
+                        act.node.trace(TraceEvent::Timer {
+                            name: format!("{}:{:?}", act.name, timer),
+                        });
+                    }
+                    act.input(ctx, |core, now, out| core.on_timer(now, timer, out));
+                });
+                self.timer_handles.insert(token, h);
+            }
+            TimerOp::Cancel(timer) => {
+                if let Some(h) = self
+                    .timers
+                    .cancel(&timer)
+                    .and_then(|t| self.timer_handles.remove(&t))
+                {
+                    ctx.cancel_future(h);
+                }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, held: Held<P>) {
+        for (to, msg) in held.sends {
             let node = to.node_name().to_string();
             let peer = match self.peers.get(&node) {
                 Some(r) => r,
@@ -277,25 +421,19 @@ where
                 tracing::debug!(protocol = %self.name, peer = %node, error = %e, "protocol message not sent");
             }
         }
-        for (delay, timer) in out.timers {
-            ctx.run_later(delay, move |act, ctx| {
-                if act.node.tracing() {
-                    act.node.trace(TraceEvent::Timer {
-                        name: format!("{}:{:?}", act.name, timer),
-                    });
-                }
-                let now = act.now();
-                act.core.on_timer(now, timer, &mut act.out);
-                act.flush(ctx);
-            });
+        if let Some(publish) = held.view {
+            publish();
         }
-        if !out.events.is_empty() {
+        if !held.events.is_empty() {
             if let Some(h) = self.hook.as_mut() {
-                h(&self.node, &out.events);
+                h(&self.node, &held.events);
             }
-            for ev in out.events {
+            for ev in held.events {
                 let _ = self.events.send(ev);
             }
+        }
+        for r in held.replies {
+            r();
         }
     }
 }
@@ -307,9 +445,14 @@ where
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let now = self.now();
-        self.core.on_start(now, &mut self.out);
+        if let Some(e) = self.failed.take() {
+            tracing::error!(protocol = %self.name, error = %e, "cannot rebuild the protocol from its durable state; stopping");
+            ctx.stop();
+            return;
+        }
+        self.input(ctx, |core, now, out| core.on_start(now, out));
         if self.membership {
+            let now = self.now();
             let view = self.node.membership();
             for (member, status) in view.iter() {
                 if let Some(id) = P::Id::from_member_name(member) {
@@ -318,12 +461,11 @@ where
                         status,
                         at: now,
                     };
-                    self.core.on_membership(now, ev, &mut self.out);
+                    self.input(ctx, |core, now, out| core.on_membership(now, ev, out));
                 }
             }
             ctx.add_stream(membership_stream(self.node.clone()));
         }
-        self.flush(ctx);
     }
 }
 
@@ -348,14 +490,12 @@ where
 {
     fn handle(&mut self, ev: MemberEvent<String>, ctx: &mut Context<Self>) {
         if let Some(member) = P::Id::from_member_name(&ev.member) {
-            let now = self.now();
             let ev = MemberEvent {
                 member,
                 status: ev.status,
                 at: ev.at,
             };
-            self.core.on_membership(now, ev, &mut self.out);
-            self.flush(ctx);
+            self.input(ctx, |core, now, out| core.on_membership(now, ev, out));
         }
     }
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
@@ -367,10 +507,10 @@ where
 {
     type Result = ();
     fn handle(&mut self, m: Sender<Wire<P::Msg>>, ctx: &mut Context<Self>) {
-        let now = self.now();
-        self.core
-            .on_message(now, P::Id::from_node(&m.from), m.msg.0, &mut self.out);
-        self.flush(ctx);
+        let from = P::Id::from_node(&m.from);
+        self.input(ctx, |core, now, out| {
+            core.on_message(now, from, m.msg.0, out)
+        });
     }
 }
 
@@ -379,42 +519,61 @@ where
     P: Drivable,
     R: Send + 'static,
 {
-    type Result = MessageResult<Invoke<P, R>>;
+    type Result = ResponseFuture<Result<R, DriverError>>;
     fn handle(&mut self, m: Invoke<P, R>, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        let r = (m.0)(&mut self.core, now, &mut self.out);
-        self.flush(ctx);
-        MessageResult(r)
+        let name = self.name.clone();
+        let Some(core) = self.core.as_mut() else {
+            return Box::pin(async move { Err(DriverError::NotRunning(name)) });
+        };
+        let r = (m.0)(core, now, &mut self.out);
+        core.persist(&mut self.out);
+        let view = self.view.as_mut().and_then(|v| v(core));
+        let (tx, rx) = oneshot::channel();
+        self.flush(ctx, view, Some(Box::new(move || drop(tx.send(r)))));
+        Box::pin(async move { rx.await.map_err(|_| DriverError::NotRunning(name)) })
     }
 }
 
 /// Makes a fresh event hook for each (re)start of a driver.
-pub type HookFactory<P> = std::sync::Arc<dyn Fn() -> EventHook<P> + Send + Sync>;
+pub type HookFactory<P> = Arc<dyn Fn() -> EventHook<P> + Send + Sync>;
 
-type Snapshot<P> = std::sync::Arc<dyn Fn(&P) -> Vec<u8> + Send + Sync>;
+/// Makes a fresh view hook for each (re)start of a driver.
+type ViewFactory<P> = Arc<dyn Fn() -> ViewHook<P> + Send + Sync>;
 
 /// How to run a protocol core as a supervised actor: build with
-/// [`DriverSpec::new`], then [`spawn_driver`].
+/// [`DriverSpec::new`] (a core without durable state) or
+/// [`DriverSpec::recovering`], then [`spawn_driver`] (under the node's root
+/// supervisor) or [`DriverSpec::into_actor`] (to place it in an app's tree).
 pub struct DriverSpec<P: Protocol> {
     name: String,
-    make: std::sync::Arc<dyn Fn(&Node) -> P + Send + Sync>,
+    make: MakeCore<P>,
     membership: bool,
     control: bool,
     hook: Option<HookFactory<P>>,
-    persist: Option<(String, Snapshot<P>)>,
+    view: Option<ViewFactory<P>>,
 }
 
 impl<P: Protocol> DriverSpec<P> {
-    /// Actor `name`, whose core `make` builds on every (re)start (reading
-    /// the node's storage if it persists state).
+    /// Actor `name`, whose core `make` builds on every (re)start; for cores
+    /// that keep nothing durable.
     pub fn new(name: impl Into<String>, make: impl Fn(&Node) -> P + Send + Sync + 'static) -> Self {
+        Self::recovering(name, move |n, _| Ok(make(n)))
+    }
+    /// Actor `name`, whose core `make` rebuilds on every (re)start from what
+    /// the protocol made durable in the node's store (its namespace is
+    /// `name`). If `make` fails, the actor stops (and its supervisor decides).
+    pub fn recovering(
+        name: impl Into<String>,
+        make: impl Fn(&Node, &Recovered) -> Result<P, DurableError> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             name: name.into(),
-            make: std::sync::Arc::new(make),
+            make: Arc::new(make),
             membership: false,
             control: false,
             hook: None,
-            persist: None,
+            view: None,
         }
     }
     /// Feed the node's membership events to the core.
@@ -432,15 +591,81 @@ impl<P: Protocol> DriverSpec<P> {
         self.hook = Some(hook);
         self
     }
-    /// Persist `snapshot(core)` under storage `key` after every input,
-    /// before its messages go out (see [`Driver::with_persist`]).
-    pub fn persist(
+    /// The actor's name (and store namespace).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Publish `view(core)` on a watch channel after every input that
+    /// changes it, when that input's outputs are carried out (so a view
+    /// never shows state that is not durable yet), across restarts too.
+    /// Returns the spec and a receiver of the views.
+    pub fn view<V>(
         mut self,
-        key: impl Into<String>,
-        snapshot: impl Fn(&P) -> Vec<u8> + Send + Sync + 'static,
-    ) -> Self {
-        self.persist = Some((key.into(), std::sync::Arc::new(snapshot)));
-        self
+        view: impl Fn(&P) -> V + Send + Sync + 'static,
+    ) -> (Self, watch::Receiver<V>)
+    where
+        V: Clone + PartialEq + Default + Send + Sync + 'static,
+        P: 'static,
+    {
+        let (tx, rx) = watch::channel(V::default());
+        let tx = Arc::new(tx);
+        let view = Arc::new(view);
+        self.view = Some(Arc::new(move || {
+            let (tx, view) = (tx.clone(), view.clone());
+            let mut last: Option<V> = None;
+            Box::new(move |core: &P| {
+                let v = view(core);
+                if last.as_ref() == Some(&v) {
+                    return None;
+                }
+                last = Some(v.clone());
+                let tx = tx.clone();
+                Some(Box::new(move || {
+                    tx.send_if_modified(|cur| {
+                        let changed = *cur != v;
+                        *cur = v;
+                        changed
+                    });
+                }) as Box<dyn FnOnce()>)
+            }) as ViewHook<P>
+        }));
+        (self, rx)
+    }
+}
+
+impl<P: Drivable> DriverSpec<P> {
+    /// The supervised actor spec of this driver on `node`, and the handle to
+    /// reach it once it runs: add the spec to any supervisor (an app's tree)
+    /// or let [`spawn_driver`] put it under the node's root.
+    pub fn into_actor(self, node: &Node) -> (ActorSpec<Driver<P>>, DriverHandle<P>) {
+        let (events, _) = broadcast::channel(1024);
+        let ev = events.clone();
+        let n = node.clone();
+        let DriverSpec {
+            name,
+            make,
+            membership,
+            control,
+            hook,
+            view,
+        } = self;
+        let actor_name = name.clone();
+        let actor = ActorSpec::new(name.clone(), move || {
+            let core = n.store().load(&actor_name).and_then(|r| make(&n, &r));
+            let mut d = Driver::build(core, n.clone(), actor_name.clone(), ev.clone());
+            d.membership = membership;
+            d.control = control;
+            d.hook = hook.as_ref().map(|h| h());
+            d.view = view.as_ref().map(|v| v());
+            d
+        })
+        .handles_from::<Wire<P::Msg>>();
+        let handle = DriverHandle {
+            node: node.clone(),
+            name,
+            events,
+        };
+        (actor, handle)
     }
 }
 
@@ -453,42 +678,9 @@ pub async fn spawn_driver<P>(
 where
     P: Drivable,
 {
-    let (events, _) = broadcast::channel(1024);
-    let ev = events.clone();
-    let n = node.clone();
-    let DriverSpec {
-        name,
-        make,
-        membership,
-        control,
-        hook,
-        persist,
-    } = spec;
-    let actor_name = name.clone();
-    let actor = troupe_framework::ActorSpec::new(name.clone(), move || {
-        let mut d = Driver::new(make(&n), n.clone(), actor_name.clone(), ev.clone());
-        if membership {
-            d = d.with_membership();
-        }
-        if control {
-            d = d.with_control();
-        }
-        if let Some(h) = &hook {
-            d.hook = Some(h());
-        }
-        if let Some((key, snap)) = &persist {
-            let snap = snap.clone();
-            d = d.with_persist(Persist::new(key.clone(), move |p: &P| snap(p)));
-        }
-        d
-    })
-    .handles_from::<Wire<P::Msg>>();
+    let (actor, handle) = spec.into_actor(node);
     node.spawn(actor).await?;
-    Ok(DriverHandle {
-        node: node.clone(),
-        name,
-        events,
-    })
+    Ok(handle)
 }
 
 /// Local access to a running driver: commands and events.
@@ -530,17 +722,19 @@ where
         &self.node
     }
 
+    fn addr(&self) -> Result<Addr<Driver<P>>, DriverError> {
+        self.node
+            .registry()
+            .typed_addr::<Driver<P>>(&self.name)
+            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))
+    }
+
     /// Run `f` against the core without waiting (for use in `Drop`).
     pub fn invoke_detached(
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static,
     ) -> Result<(), DriverError> {
-        let addr = self
-            .node
-            .registry()
-            .typed_addr::<Driver<P>>(&self.name)
-            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
-        addr.do_send(Invoke::<P, ()>(Box::new(f)));
+        self.addr()?.do_send(Invoke::<P, ()>(Box::new(f)));
         Ok(())
     }
 
@@ -549,18 +743,15 @@ where
         &self.name
     }
 
-    /// Run `f` against the core and return its result.
+    /// Run `f` against the core and return its result, once everything the
+    /// core has written up to and including this command is durable.
     pub async fn invoke<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        let addr = self
-            .node
-            .registry()
-            .typed_addr::<Driver<P>>(&self.name)
-            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
-        addr.send(Invoke(Box::new(f)))
+        self.addr()?
+            .send(Invoke(Box::new(f)))
             .await
-            .map_err(|_| DriverError::NotRunning(self.name.clone()))
+            .map_err(|_| DriverError::NotRunning(self.name.clone()))?
     }
 }

@@ -8,9 +8,27 @@
 //! - [`fd`]: failure detectors (heartbeat, phi-accrual, SWIM + Lifeguard);
 //! - [`mutex`]: distributed mutual exclusion (centralized, Ricart–Agrawala,
 //!   token ring, Lamport);
-//! - [`election`]: leader election (bully, ring, next-in-line).
+//! - [`election`]: leader election (bully, ring, next-in-line);
+//! - [`family`]: what every family shares (algorithm names, the `Any*`
+//!   run-time choice, the [`family::Family`] trait the typed APIs start),
+//!   and the guide to writing a new family.
 pub mod driver;
 pub mod election;
+pub mod family;
 pub mod fd;
 pub mod mutex;
 pub mod testkit;
+
+/// What a protocol needs of a member id: ordered (ranks, rings, tie
+/// breaks), printable, and storable (cores that persist ids, such as an
+/// election's successor list). Node names (`String`) and test ids (`u32`)
+/// are member ids.
+pub trait MemberId:
+    Clone + Ord + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned
+{
+}
+
+impl<T> MemberId for T where
+    T: Clone + Ord + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned
+{
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use troupe_protocols::election::{ElectionConfig, ElectionCore, ElectionDurable, NextInLine};
 use troupe_protocols::testkit::scenarios::{one_leader, run_election, ElectionObserver, Scenario};
-use troupe_protocols::testkit::{check_seeds, ms, NetFaults, OracleConfig, Sim};
+use troupe_protocols::testkit::{check_seeds, ms, recover_state, NetFaults, OracleConfig, Sim};
 
 fn make(id: u32, members: Vec<u32>, d: Option<ElectionDurable<u32>>) -> NextInLine<u32> {
     NextInLine::new(id, members, ElectionConfig::default(), d)
@@ -31,7 +31,7 @@ fn the_first_live_successor_takes_over_without_an_election() {
     let mut sim: Sim<NextInLine<u32>> = Sim::new(
         1,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<NextInLine<u32>>(r))),
         NetFaults::reliable(ms(5)),
         OracleConfig::default(),
     );

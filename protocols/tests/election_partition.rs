@@ -4,27 +4,29 @@
 
 use std::time::Duration;
 
+use troupe_framework::sansio::SnapshotCore;
 use troupe_framework::sansio::{Outputs, Protocol};
 use troupe_protocols::election::bully::BullyMsg;
 use troupe_protocols::election::{
     Bully, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent, NextInLine, RingElection,
 };
 use troupe_protocols::testkit::scenarios::{one_leader, ElectionObserver};
-use troupe_protocols::testkit::{ms, NetFaults, OracleConfig, Sim, SimProtocol};
+use troupe_protocols::testkit::{ms, recover_state, NetFaults, OracleConfig, Sim, SimProtocol};
 
 fn two_leaders_then_one<P>(
     make: impl Fn(u32, Vec<u32>, Option<ElectionDurable<u32>>) -> P + 'static,
     highest: bool,
 ) where
-    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>, Durable = ElectionDurable<u32>>
-        + ElectionCore,
+    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>>
+        + ElectionCore
+        + SnapshotCore<State = ElectionDurable<u32>>,
 {
     let members: Vec<u32> = (1..=5).collect();
     let m2 = members.clone();
     let mut sim: Sim<P> = Sim::new(
         7,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<P>(r))),
         NetFaults::reliable(ms(5)),
         OracleConfig::default(),
     );

@@ -4,7 +4,7 @@
 
 use troupe_protocols::mutex::{Centralized, MutexConfig, MutexCore, MutexDurable};
 use troupe_protocols::testkit::scenarios::{run_mutex, MutexObserver, Scenario};
-use troupe_protocols::testkit::{check_seeds, ms, NetFaults, OracleConfig, Sim};
+use troupe_protocols::testkit::{check_seeds, ms, recover_state, NetFaults, OracleConfig, Sim};
 
 fn make(id: u32, members: Vec<u32>, d: Option<MutexDurable>) -> Centralized<u32> {
     Centralized::new(id, members, MutexConfig::new("r"), d)
@@ -25,7 +25,7 @@ fn coordinator_failover_rebuilds_queue_and_tokens_keep_growing() {
     let mut sim: Sim<Centralized<u32>> = Sim::new(
         1,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<Centralized<u32>>(r))),
         NetFaults::reliable(ms(5)),
         OracleConfig::default(),
     );

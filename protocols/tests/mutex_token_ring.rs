@@ -7,7 +7,7 @@ use troupe_framework::sansio::{Outputs, Protocol};
 use troupe_protocols::mutex::token_ring::RingMsg;
 use troupe_protocols::mutex::{MutexConfig, MutexCore, MutexDurable, TokenRing};
 use troupe_protocols::testkit::scenarios::{run_mutex, MutexObserver, Scenario};
-use troupe_protocols::testkit::{check_seeds, ms, NetFaults, OracleConfig, Sim};
+use troupe_protocols::testkit::{check_seeds, ms, recover_state, NetFaults, OracleConfig, Sim};
 
 fn make(id: u32, members: Vec<u32>, d: Option<MutexDurable>) -> TokenRing<u32> {
     TokenRing::new(id, members, MutexConfig::new("r"), d)
@@ -76,7 +76,7 @@ fn a_token_lost_with_its_holder_is_regenerated() {
     let mut sim: Sim<TokenRing<u32>> = Sim::new(
         3,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<TokenRing<u32>>(r))),
         NetFaults::reliable(ms(5)),
         OracleConfig::default(),
     );

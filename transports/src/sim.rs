@@ -11,7 +11,7 @@
 //! reordering (or per-link FIFO), one-way and symmetric partitions that can
 //! be healed, and per-link overrides. [`SimCluster`] adds node crashes
 //! (volatile state lost) and restarts (a new incarnation that keeps only
-//! its [`MemoryStorage`]).
+//! its [`MemoryStore`]).
 //!
 //! Guarantees:
 //! - **Determinism.** Everything that decides an outcome is ordered: the RNG
@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use troupe_framework::codec::{self, Kind};
-use troupe_framework::storage::MemoryStorage;
+use troupe_framework::storage::MemoryStore;
 use troupe_framework::trace::{TraceEvent, TraceRecorder, TraceSink};
 use troupe_framework::transport::{
     InboundReceiver, InboundSender, Transport, TransportError, TransportEvent,
@@ -760,14 +760,14 @@ pub type OnStart = Arc<dyn Fn(Node) -> futures::future::LocalBoxFuture<'static, 
 
 /// Many nodes on one [`SimNetwork`], with crash and restart.
 ///
-/// Each node's [`MemoryStorage`] survives its crashes (it is the node's
+/// Each node's [`MemoryStore`] survives its crashes (it is the node's
 /// "disk"); everything else — its actors, their state, its RPC table — is
 /// lost. A restarted node gets a new incarnation derived from the seed.
 pub struct SimCluster {
     net: SimNetwork,
     configs: BTreeMap<String, NodeConfig>,
     nodes: BTreeMap<String, Node>,
-    disks: BTreeMap<String, MemoryStorage>,
+    disks: BTreeMap<String, MemoryStore>,
     rng: ChaCha8Rng,
     on_start: Option<OnStart>,
 }
@@ -822,7 +822,7 @@ impl SimCluster {
         let disk = self.disks.entry(name.to_string()).or_default().clone();
         let node = Node::builder(config)
             .incarnation(self.rng.gen())
-            .storage(Arc::new(disk))
+            .store(Arc::new(disk))
             .trace(Arc::new(self.net.clone()))
             .start(transport, rx)?;
         self.nodes.insert(name.to_string(), node.clone());

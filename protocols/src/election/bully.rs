@@ -22,13 +22,14 @@
 //! terms); after healing the `Up` reports trigger an election that the highest
 //! id wins with a term above both.
 
+use crate::MemberId;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
 use crate::testkit::SimProtocol;
@@ -99,6 +100,7 @@ pub struct Bully<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: ElectionConfig,
+    saved: Snapshot<ElectionDurable<Id>>,
     term: u64,
     max_term: u64,
     leader: Option<Id>,
@@ -109,7 +111,7 @@ pub struct Bully<Id> {
 
 type Out<Id> = Outputs<Id, BullyMsg<Id>, BullyTimer, ElectionEvent<Id>>;
 
-impl<Id: Clone + Ord + Debug> Bully<Id> {
+impl<Id: MemberId> Bully<Id> {
     /// A core for `me` among `members`, restarted from `durable` if given.
     pub fn new(
         me: Id,
@@ -118,12 +120,14 @@ impl<Id: Clone + Ord + Debug> Bully<Id> {
         durable: Option<ElectionDurable<Id>>,
     ) -> Self {
         let members = crate::mutex::group(&me, members);
+        let saved = Snapshot::resumed(durable.clone());
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             term: d.term,
             max_term: d.max_term.max(d.term),
             leader: None,
@@ -228,7 +232,7 @@ impl<Id: Clone + Ord + Debug> Bully<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> ElectionCore for Bully<Id> {
+impl<Id: MemberId> ElectionCore for Bully<Id> {
     fn term(&self) -> u64 {
         self.term
     }
@@ -240,11 +244,16 @@ impl<Id: Clone + Ord + Debug> ElectionCore for Bully<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for Bully<Id> {
+impl<Id: MemberId> Protocol for Bully<Id> {
     type Id = Id;
     type Msg = BullyMsg<Id>;
     type Timer = BullyTimer;
     type Event = ElectionEvent<Id>;
+
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -286,7 +295,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Bully<Id> {
                     self.round += 1;
                     self.phase = Phase::Idle;
                     self.set_leader(term, leader.clone(), out);
-                    let below_me = leader.as_ref().map_or(true, |l| *l < self.me);
+                    let below_me = leader.as_ref().is_none_or(|l| *l < self.me);
                     if below_me {
                         self.start_election(out);
                     }
@@ -331,7 +340,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Bully<Id> {
             if self.leader.as_ref() == Some(&self.me) {
                 out.send(m.clone(), BullyMsg::Coordinator { term: self.term });
             }
-            let above_leader = self.leader.as_ref().map_or(true, |l| m > *l);
+            let above_leader = self.leader.as_ref().is_none_or(|l| m > *l);
             if above_leader && self.phase == Phase::Idle && m > self.me {
                 self.start_election(out);
             }
@@ -347,15 +356,18 @@ impl<Id: Clone + Ord + Debug> Protocol for Bully<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for Bully<Id> {
-    type Durable = ElectionDurable<Id>;
-    fn durable(&self) -> ElectionDurable<Id> {
+impl<Id: MemberId> SnapshotCore for Bully<Id> {
+    type State = ElectionDurable<Id>;
+    fn state(&self) -> ElectionDurable<Id> {
         ElectionDurable {
             term: self.term,
             max_term: self.max_term,
             successors: Vec::new(),
         }
     }
+}
+
+impl<Id: MemberId> SimProtocol for Bully<Id> {
     fn msg_kind(msg: &BullyMsg<Id>) -> &'static str {
         match msg {
             BullyMsg::Election { .. } => "election",

@@ -40,57 +40,22 @@ pub use bully::Bully;
 pub use next_in_line::NextInLine;
 pub use ring::RingElection;
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::Protocol;
+use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
 
-pub use crate::mutex::UnknownAlgorithm;
+pub use crate::family::UnknownAlgorithm;
 
-/// The election algorithms, by the names configuration files use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ElectionAlgorithm {
-    /// Garcia-Molina's bully algorithm: [`Bully`].
-    Bully,
-    /// Ring election (Chang–Roberts style, collecting ids): [`RingElection`].
-    Ring,
-    /// Successor-list failover: [`NextInLine`].
-    NextInLine,
-}
-
-impl ElectionAlgorithm {
-    /// Every algorithm, in a stable order.
-    pub const ALL: [ElectionAlgorithm; 3] = [
-        ElectionAlgorithm::Bully,
-        ElectionAlgorithm::Ring,
-        ElectionAlgorithm::NextInLine,
-    ];
-    /// The configuration name (`"bully"`, `"ring"`, `"next-in-line"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ElectionAlgorithm::Bully => "bully",
-            ElectionAlgorithm::Ring => "ring",
-            ElectionAlgorithm::NextInLine => "next-in-line",
-        }
-    }
-}
-
-impl fmt::Display for ElectionAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ElectionAlgorithm {
-    type Err = UnknownAlgorithm;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
+crate::algorithms! {
+    /// The election algorithms, by the names configuration files use.
+    pub enum ElectionAlgorithm {
+        /// Garcia-Molina's bully algorithm: [`Bully`].
+        Bully = "bully",
+        /// Ring election (Chang–Roberts style, collecting ids): [`RingElection`].
+        Ring = "ring",
+        /// Successor-list failover: [`NextInLine`].
+        NextInLine = "next-in-line",
     }
 }
 
@@ -162,6 +127,52 @@ pub trait ElectionCore: Protocol<Event = ElectionEvent<<Self as Protocol>::Id>> 
     /// True when this node is the leader of its term.
     fn is_leader(&self) -> bool {
         self.leader() == Some(self.id())
+    }
+}
+
+/// Who leads, in which term, as this node knows it: what an election's
+/// handles watch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Leadership {
+    /// The term this node is in.
+    pub term: u64,
+    /// Its leader, if known.
+    pub leader: Option<String>,
+}
+
+/// The leader-election family: actor `election` (or `election.<name>` for
+/// a named election) on every member.
+#[derive(Debug)]
+pub enum ElectionFamily {}
+
+impl crate::family::Family for ElectionFamily {
+    type Algorithm = ElectionAlgorithm;
+    type Config = ElectionConfig;
+    type Core = AnyElection<String>;
+    type View = Leadership;
+
+    fn actor_name(instance: &str) -> String {
+        if instance.is_empty() {
+            "election".to_string()
+        } else {
+            format!("election.{instance}")
+        }
+    }
+    fn build(
+        algorithm: ElectionAlgorithm,
+        me: String,
+        members: Vec<String>,
+        config: &ElectionConfig,
+        recovered: &Recovered,
+    ) -> Result<AnyElection<String>, DurableError> {
+        let state = AnyElection::<String>::recover(recovered)?;
+        Ok(AnyElection::new(algorithm, me, members, *config, state))
+    }
+    fn view(core: &AnyElection<String>) -> Leadership {
+        Leadership {
+            term: core.term(),
+            leader: core.leader().cloned(),
+        }
     }
 }
 

@@ -19,13 +19,14 @@
 //! hear of each other and the newer term wins. Unlike bully and ring, the
 //! survivor is not necessarily the highest id.
 
+use crate::MemberId;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
 use crate::mutex::rank;
@@ -79,6 +80,7 @@ pub struct NextInLine<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: ElectionConfig,
+    saved: Snapshot<ElectionDurable<Id>>,
     term: u64,
     max_term: u64,
     leader: Option<Id>,
@@ -92,7 +94,7 @@ pub struct NextInLine<Id> {
 
 type Out<Id> = Outputs<Id, NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>>;
 
-impl<Id: Clone + Ord + Debug> NextInLine<Id> {
+impl<Id: MemberId> NextInLine<Id> {
     /// A core for `me` among `members`, restarted from `durable` if given.
     pub fn new(
         me: Id,
@@ -101,6 +103,7 @@ impl<Id: Clone + Ord + Debug> NextInLine<Id> {
         durable: Option<ElectionDurable<Id>>,
     ) -> Self {
         let members = crate::mutex::group(&me, members);
+        let saved = Snapshot::resumed(durable.clone());
         let d = durable.unwrap_or_default();
         let successors = if d.successors.is_empty() {
             members.iter().rev().cloned().collect()
@@ -112,6 +115,7 @@ impl<Id: Clone + Ord + Debug> NextInLine<Id> {
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             term: d.term,
             max_term: d.max_term.max(d.term),
             leader: None,
@@ -223,7 +227,7 @@ impl<Id: Clone + Ord + Debug> NextInLine<Id> {
     fn on_claim(&mut self, from: Id, term: u64, successors: Vec<Id>, out: &mut Out<Id>) {
         self.max_term = self.max_term.max(term);
         let acceptable = term > self.term
-            || (term == self.term && self.leader.as_ref().map_or(true, |l| *l == from));
+            || (term == self.term && self.leader.as_ref().is_none_or(|l| *l == from));
         if acceptable {
             self.round += 1; // cancels a pending takeover wait
             self.skipped.clear();
@@ -245,7 +249,7 @@ impl<Id: Clone + Ord + Debug> NextInLine<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> ElectionCore for NextInLine<Id> {
+impl<Id: MemberId> ElectionCore for NextInLine<Id> {
     fn term(&self) -> u64 {
         self.term
     }
@@ -257,11 +261,16 @@ impl<Id: Clone + Ord + Debug> ElectionCore for NextInLine<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for NextInLine<Id> {
+impl<Id: MemberId> Protocol for NextInLine<Id> {
     type Id = Id;
     type Msg = NextInLineMsg<Id>;
     type Timer = NextInLineTimer;
     type Event = ElectionEvent<Id>;
+
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         // Listen first: a leader may already be running.
@@ -345,15 +354,18 @@ impl<Id: Clone + Ord + Debug> Protocol for NextInLine<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for NextInLine<Id> {
-    type Durable = ElectionDurable<Id>;
-    fn durable(&self) -> ElectionDurable<Id> {
+impl<Id: MemberId> SnapshotCore for NextInLine<Id> {
+    type State = ElectionDurable<Id>;
+    fn state(&self) -> ElectionDurable<Id> {
         ElectionDurable {
             term: self.term,
             max_term: self.max_term,
             successors: self.successors.clone(),
         }
     }
+}
+
+impl<Id: MemberId> SimProtocol for NextInLine<Id> {
     fn msg_kind(msg: &NextInLineMsg<Id>) -> &'static str {
         match msg {
             NextInLineMsg::Coordinator { .. } => "coordinator",

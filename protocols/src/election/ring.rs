@@ -22,13 +22,14 @@
 //! `Up`, or that is rejected by a member of a newer term, starts an election
 //! that the highest live id wins with a term above both.
 
+use crate::MemberId;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
 use crate::mutex::rank;
@@ -100,6 +101,7 @@ pub struct RingElection<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: ElectionConfig,
+    saved: Snapshot<ElectionDurable<Id>>,
     term: u64,
     max_term: u64,
     leader: Option<Id>,
@@ -112,7 +114,7 @@ pub struct RingElection<Id> {
 
 type Out<Id> = Outputs<Id, RingElectionMsg<Id>, RingElectionTimer, ElectionEvent<Id>>;
 
-impl<Id: Clone + Ord + Debug> RingElection<Id> {
+impl<Id: MemberId> RingElection<Id> {
     /// A core for `me` among `members`, restarted from `durable` if given.
     pub fn new(
         me: Id,
@@ -121,12 +123,14 @@ impl<Id: Clone + Ord + Debug> RingElection<Id> {
         durable: Option<ElectionDurable<Id>>,
     ) -> Self {
         let members = crate::mutex::group(&me, members);
+        let saved = Snapshot::resumed(durable.clone());
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             term: d.term,
             max_term: d.max_term.max(d.term),
             leader: None,
@@ -208,8 +212,7 @@ impl<Id: Clone + Ord + Debug> RingElection<Id> {
     }
 
     fn acceptable(&self, term: u64, leader: &Id) -> bool {
-        term > self.term
-            || (term == self.term && self.leader.as_ref().map_or(true, |l| l == leader))
+        term > self.term || (term == self.term && self.leader.as_ref().is_none_or(|l| l == leader))
     }
 
     fn accept(&mut self, term: u64, leader: Id, out: &mut Out<Id>) {
@@ -236,7 +239,7 @@ impl<Id: Clone + Ord + Debug> RingElection<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> ElectionCore for RingElection<Id> {
+impl<Id: MemberId> ElectionCore for RingElection<Id> {
     fn term(&self) -> u64 {
         self.term
     }
@@ -248,11 +251,16 @@ impl<Id: Clone + Ord + Debug> ElectionCore for RingElection<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for RingElection<Id> {
+impl<Id: MemberId> Protocol for RingElection<Id> {
     type Id = Id;
     type Msg = RingElectionMsg<Id>;
     type Timer = RingElectionTimer;
     type Event = ElectionEvent<Id>;
+
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -362,7 +370,7 @@ impl<Id: Clone + Ord + Debug> Protocol for RingElection<Id> {
                     self.round += 1;
                     self.phase = Phase::Idle;
                     self.set_leader(term, leader.clone(), out);
-                    if leader.as_ref().map_or(true, |l| *l < self.me) {
+                    if leader.as_ref().is_none_or(|l| *l < self.me) {
                         self.start_election(out);
                     }
                 }
@@ -413,7 +421,7 @@ impl<Id: Clone + Ord + Debug> Protocol for RingElection<Id> {
             }
             // Only the leader (or a member without one) starts the election a
             // higher newcomer calls for, to avoid N concurrent elections.
-            let higher = self.leader.as_ref().map_or(true, |l| m > *l);
+            let higher = self.leader.as_ref().is_none_or(|l| m > *l);
             if higher && (leading || self.leader.is_none()) && self.phase == Phase::Idle {
                 self.start_election(out);
             }
@@ -429,15 +437,18 @@ impl<Id: Clone + Ord + Debug> Protocol for RingElection<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for RingElection<Id> {
-    type Durable = ElectionDurable<Id>;
-    fn durable(&self) -> ElectionDurable<Id> {
+impl<Id: MemberId> SnapshotCore for RingElection<Id> {
+    type State = ElectionDurable<Id>;
+    fn state(&self) -> ElectionDurable<Id> {
         ElectionDurable {
             term: self.term,
             max_term: self.max_term,
             successors: Vec::new(),
         }
     }
+}
+
+impl<Id: MemberId> SimProtocol for RingElection<Id> {
     fn msg_kind(msg: &RingElectionMsg<Id>) -> &'static str {
         match msg {
             RingElectionMsg::Election { .. } => "election",

@@ -140,6 +140,10 @@ pub(crate) struct Roster<Id: Ord, S> {
     retired: BTreeSet<Id>,
 }
 
+impl<Id: FdId> crate::driver::WireMessage for FdMessage<Id> {
+    const WIRE_NAME: &'static str = "troupe.fd";
+}
+
 impl<Id: FdId, S> Roster<Id, S> {
     pub(crate) fn new(me: Id) -> Self {
         Self {

@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
-use troupe_framework::sansio::Outputs;
+use troupe_framework::sansio::{Outputs, TimerOp, TimerTable};
 
 use super::{FdMessage, SimId};
 
@@ -163,8 +163,17 @@ pub struct NodeStats {
 }
 
 enum Kind<M, T> {
-    Deliver { to: SimId, from: SimId, msg: M },
-    Timer { node: u32, life: u32, timer: T },
+    Deliver {
+        to: SimId,
+        from: SimId,
+        msg: M,
+    },
+    Timer {
+        node: u32,
+        life: u32,
+        token: u64,
+        timer: T,
+    },
 }
 
 struct Entry<M, T> {
@@ -256,12 +265,14 @@ impl<M, T> EventQueue<M, T> {
     }
 }
 
-struct Slot<P> {
+struct Slot<P: troupe_framework::sansio::Protocol> {
     id: SimId,
     proto: Option<P>,
     life: u32,
     paused_until: Duration,
     group: u32,
+    /// Pending timers (keyed: a new arming of an equal timer replaces it).
+    timers: TimerTable<P::Timer>,
 }
 
 type SimOutputs<P> = Outputs<
@@ -365,6 +376,7 @@ where
             life: 0,
             paused_until: Duration::ZERO,
             group: 0,
+            timers: TimerTable::new(),
         });
         self.start(id.node, &mut proto, members);
         self.nodes[id.node as usize].proto = Some(proto);
@@ -386,6 +398,7 @@ where
         if let Some(s) = self.nodes.get_mut(node as usize) {
             s.proto = None;
             s.life += 1;
+            s.timers.clear();
         }
     }
 
@@ -544,8 +557,25 @@ where
         }
         // Taken out and put back empty, keeping their capacity.
         let mut timers = std::mem::take(&mut self.out.timers);
-        for (after, timer) in timers.drain(..) {
-            self.push(now + after, Kind::Timer { node, life, timer });
+        for op in timers.drain(..) {
+            let slot = &mut self.nodes[idx];
+            match op {
+                TimerOp::Set { after, timer } => {
+                    let (token, _replaced) = slot.timers.set(timer.clone());
+                    self.push(
+                        now + after,
+                        Kind::Timer {
+                            node,
+                            life,
+                            token,
+                            timer,
+                        },
+                    );
+                }
+                TimerOp::Cancel(timer) => {
+                    slot.timers.cancel(&timer);
+                }
+            }
         }
         self.out.timers = timers;
         let mut sends = std::mem::take(&mut self.out.sends);
@@ -561,7 +591,7 @@ where
             let cut = self
                 .nodes
                 .get(to.node as usize)
-                .map_or(true, |d| d.group != group);
+                .is_none_or(|d| d.group != group);
             let lost = self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss.min(1.0));
             if cut || lost {
                 continue;
@@ -599,14 +629,31 @@ where
                     }
                     self.flush(to.node);
                 }
-                Kind::Timer { node, life, timer } => {
+                Kind::Timer {
+                    node,
+                    life,
+                    token,
+                    timer,
+                } => {
                     let slot = &mut self.nodes[node as usize];
                     if slot.life != life || slot.proto.is_none() {
                         continue;
                     }
                     if slot.paused_until > self.now {
                         let at = slot.paused_until;
-                        self.push(at, Kind::Timer { node, life, timer });
+                        self.push(
+                            at,
+                            Kind::Timer {
+                                node,
+                                life,
+                                token,
+                                timer,
+                            },
+                        );
+                        continue;
+                    }
+                    if !slot.timers.fire(token) {
+                        // Replaced or cancelled since it was armed.
                         continue;
                     }
                     if let Some(p) = slot.proto.as_mut() {

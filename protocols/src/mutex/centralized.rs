@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
 use crate::testkit::SimProtocol;
@@ -116,6 +116,7 @@ pub struct Centralized<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: MutexConfig,
+    saved: Snapshot<MutexDurable>,
     max_token: u64,
     seq: u64,
     mine: Mine,
@@ -134,12 +135,14 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
         durable: Option<MutexDurable>,
     ) -> Self {
         let members = crate::mutex::group(&me, members);
+        let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             max_token: d.max_token,
             seq: d.seq,
             mine: Mine::Idle,
@@ -333,6 +336,11 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
     type Timer = CentralTimer;
     type Event = MutexEvent;
 
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
         out.set_timer(self.config.retry, CentralTimer::Retry);
         self.check_role(now, out);
@@ -387,7 +395,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
                     return;
                 }
                 if let Some((req, t)) = holding {
-                    let replace = st.holder.as_ref().map_or(true, |(_, _, ht)| *ht < t);
+                    let replace = st.holder.as_ref().is_none_or(|(_, _, ht)| *ht < t);
                     if replace {
                         st.holder = Some((from.clone(), req, t));
                     }
@@ -468,9 +476,9 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
-    type Durable = MutexDurable;
-    fn durable(&self) -> MutexDurable {
+impl<Id: Clone + Ord + Debug> SnapshotCore for Centralized<Id> {
+    type State = MutexDurable;
+    fn state(&self) -> MutexDurable {
         MutexDurable {
             clock: 0,
             max_token: self.max_token,
@@ -478,6 +486,9 @@ impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
             hop: 0,
         }
     }
+}
+
+impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
     fn msg_kind(msg: &CentralMsg) -> &'static str {
         match msg {
             CentralMsg::Request { .. } => "request",

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
 use crate::testkit::SimProtocol;
@@ -95,6 +95,7 @@ pub struct LamportMutex<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: MutexConfig,
+    saved: Snapshot<MutexDurable>,
     clock: u64,
     max_token: u64,
     queue: BTreeSet<(u64, Id)>,
@@ -113,12 +114,14 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
         durable: Option<MutexDurable>,
     ) -> Self {
         let members = crate::mutex::group(&me, members);
+        let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             clock: d.clock,
             max_token: d.max_token,
             queue: BTreeSet::new(),
@@ -263,6 +266,11 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
     type Timer = LamportTimer;
     type Event = MutexEvent;
 
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+
     fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: LamportMsg, out: &mut Out<Id>) {
@@ -377,9 +385,9 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for LamportMutex<Id> {
-    type Durable = MutexDurable;
-    fn durable(&self) -> MutexDurable {
+impl<Id: Clone + Ord + Debug> SnapshotCore for LamportMutex<Id> {
+    type State = MutexDurable;
+    fn state(&self) -> MutexDurable {
         MutexDurable {
             clock: self.clock,
             max_token: self.max_token,
@@ -387,6 +395,9 @@ impl<Id: Clone + Ord + Debug> SimProtocol for LamportMutex<Id> {
             hop: 0,
         }
     }
+}
+
+impl<Id: Clone + Ord + Debug> SimProtocol for LamportMutex<Id> {
     fn msg_kind(msg: &LamportMsg) -> &'static str {
         match msg {
             LamportMsg::Request { .. } => "request",

@@ -42,66 +42,26 @@ pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
 pub use token_ring::TokenRing;
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
 
-/// The mutual-exclusion algorithms, by the names configuration files use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MutexAlgorithm {
-    /// A coordinator (the highest live member) with a FIFO queue: [`Centralized`].
-    Centralized,
-    /// Ricart and Agrawala's broadcast algorithm: [`RicartAgrawala`].
-    RicartAgrawala,
-    /// A token on a logical ring: [`TokenRing`].
-    TokenRing,
-    /// Lamport's replicated-queue algorithm: [`LamportMutex`].
-    Lamport,
-}
-
-impl MutexAlgorithm {
-    /// Every algorithm, in a stable order.
-    pub const ALL: [MutexAlgorithm; 4] = [
-        MutexAlgorithm::Centralized,
-        MutexAlgorithm::RicartAgrawala,
-        MutexAlgorithm::TokenRing,
-        MutexAlgorithm::Lamport,
-    ];
-    /// The configuration name (`"centralized"`, `"ricart-agrawala"`, `"token-ring"`, `"lamport"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            MutexAlgorithm::Centralized => "centralized",
-            MutexAlgorithm::RicartAgrawala => "ricart-agrawala",
-            MutexAlgorithm::TokenRing => "token-ring",
-            MutexAlgorithm::Lamport => "lamport",
-        }
+crate::algorithms! {
+    /// The mutual-exclusion algorithms, by the names configuration files use.
+    pub enum MutexAlgorithm {
+        /// A coordinator (the highest live member) with a FIFO queue: [`Centralized`].
+        Centralized = "centralized",
+        /// Ricart and Agrawala's broadcast algorithm: [`RicartAgrawala`].
+        RicartAgrawala = "ricart-agrawala",
+        /// A token on a logical ring: [`TokenRing`].
+        TokenRing = "token-ring",
+        /// Lamport's replicated-queue algorithm: [`LamportMutex`].
+        Lamport = "lamport",
     }
 }
 
-impl fmt::Display for MutexAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An unknown algorithm name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown algorithm {0:?}")]
-pub struct UnknownAlgorithm(pub String);
-
-impl FromStr for MutexAlgorithm {
-    type Err = UnknownAlgorithm;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
-    }
-}
+pub use crate::family::UnknownAlgorithm;
 
 /// What a mutex core tells its local user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +150,48 @@ pub trait MutexCore: Protocol<Event = MutexEvent> {
     /// Token ring: the generation of the token this node holds the lock with.
     fn held_epoch(&self) -> Option<u64> {
         None
+    }
+}
+
+/// What a lock's handles watch: whether this node holds the lock (with the
+/// grant's fencing token) or waits for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutexView {
+    /// The fencing token of the grant this node holds.
+    pub holding: Option<u64>,
+    /// True while a request is outstanding.
+    pub waiting: bool,
+}
+
+/// The mutual-exclusion family: one lock per resource, actor
+/// `mutex.<resource>` on every member.
+#[derive(Debug)]
+pub enum MutexFamily {}
+
+impl crate::family::Family for MutexFamily {
+    type Algorithm = MutexAlgorithm;
+    type Config = MutexConfig;
+    type Core = AnyMutex<String>;
+    type View = MutexView;
+
+    fn actor_name(resource: &str) -> String {
+        format!("mutex.{resource}")
+    }
+    fn build(
+        algorithm: MutexAlgorithm,
+        me: String,
+        members: Vec<String>,
+        config: &MutexConfig,
+        recovered: &Recovered,
+    ) -> Result<AnyMutex<String>, DurableError> {
+        let state = AnyMutex::<String>::recover(recovered)?;
+        Ok(AnyMutex::new(algorithm, me, members, config.clone(), state))
+    }
+    fn view(core: &AnyMutex<String>) -> MutexView {
+        MutexView {
+            holding: core.holding(),
+            waiting: core.is_waiting(),
+        }
     }
 }
 

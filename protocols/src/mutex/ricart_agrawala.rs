@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
 use crate::testkit::SimProtocol;
@@ -73,6 +73,7 @@ pub struct RicartAgrawala<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: MutexConfig,
+    saved: Snapshot<MutexDurable>,
     clock: u64,
     max_token: u64,
     state: State<Id>,
@@ -93,12 +94,14 @@ impl<Id: Clone + Ord + Debug> RicartAgrawala<Id> {
         let mut members: Vec<Id> = members.into_iter().collect();
         members.sort();
         members.dedup();
+        let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             clock: d.clock,
             max_token: d.max_token,
             state: State::Idle,
@@ -201,6 +204,11 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
     type Timer = RaTimer;
     type Event = MutexEvent;
 
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+
     fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: RaMsg, out: &mut Out<Id>) {
@@ -274,9 +282,9 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for RicartAgrawala<Id> {
-    type Durable = MutexDurable;
-    fn durable(&self) -> MutexDurable {
+impl<Id: Clone + Ord + Debug> SnapshotCore for RicartAgrawala<Id> {
+    type State = MutexDurable;
+    fn state(&self) -> MutexDurable {
         MutexDurable {
             clock: self.clock,
             max_token: self.max_token,
@@ -284,6 +292,9 @@ impl<Id: Clone + Ord + Debug> SimProtocol for RicartAgrawala<Id> {
             hop: 0,
         }
     }
+}
+
+impl<Id: Clone + Ord + Debug> SimProtocol for RicartAgrawala<Id> {
     fn msg_kind(msg: &RaMsg) -> &'static str {
         match msg {
             RaMsg::Request { .. } => "request",

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{rank, MutexConfig, MutexCore, MutexDurable, MutexEvent};
 use crate::election::next_term;
@@ -99,6 +99,7 @@ pub struct TokenRing<Id> {
     members: Vec<Id>,
     down: BTreeSet<Id>,
     config: MutexConfig,
+    saved: Snapshot<MutexDurable>,
     max_token: u64,
     gen: u64,
     seen: (u64, u64),
@@ -124,12 +125,14 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
     ) -> Self {
         let members = crate::mutex::group(&me, members);
         let fresh = durable.is_none();
+        let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
             me,
             members,
             down: BTreeSet::new(),
             config,
+            saved,
             max_token: d.max_token,
             gen: d.seq,
             seen: (d.seq, d.hop),
@@ -312,6 +315,11 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
     type Timer = RingTimer;
     type Event = MutexEvent;
 
+    fn persist(&mut self, out: &mut Out<Id>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
         self.last_seen = now;
         out.set_timer(self.config.retry, RingTimer::Tick);
@@ -435,9 +443,9 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> SimProtocol for TokenRing<Id> {
-    type Durable = MutexDurable;
-    fn durable(&self) -> MutexDurable {
+impl<Id: Clone + Ord + Debug> SnapshotCore for TokenRing<Id> {
+    type State = MutexDurable;
+    fn state(&self) -> MutexDurable {
         MutexDurable {
             clock: 0,
             max_token: self.max_token,
@@ -449,6 +457,9 @@ impl<Id: Clone + Ord + Debug> SimProtocol for TokenRing<Id> {
             },
         }
     }
+}
+
+impl<Id: Clone + Ord + Debug> SimProtocol for TokenRing<Id> {
     fn msg_kind(msg: &RingMsg) -> &'static str {
         match msg {
             RingMsg::Token { .. } => "token",

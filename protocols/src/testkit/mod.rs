@@ -4,8 +4,17 @@
 //! start of the run) and carries their outputs out over a simulated network
 //! with seeded faults: per-message loss and duplication, random delay (which
 //! also reorders messages), partitions (symmetric and one-way) that heal, and
-//! crash / restart of nodes. A restarted node is rebuilt by the factory from
-//! the *durable* state its previous life left behind ([`SimProtocol::durable`]),
+//! crash / restart of nodes. Timers are keyed as in production (setting a
+//! timer equal to a pending one replaces it).
+//!
+//! Each node has a simulated disk that plays the node's durable store: the
+//! cores' [`Write`]s are applied to it in order, and their sends and events
+//! are held until the writes are synced, exactly as the production driver
+//! does. With a sync delay ([`DiskModel`]) syncs take time and group the
+//! writes of every input made meanwhile; a crash then loses what was not yet
+//! synced (the writes of the sync in flight survive all together or not at
+//! all, a seeded choice, as with the real store's atomic commits). A
+//! restarted node is rebuilt by the factory from its disk ([`Recovered`]),
 //! nothing else; timers of a previous life never fire.
 //!
 //! A membership oracle plays the failure detector: an observer learns that a
@@ -28,23 +37,19 @@ pub mod scenarios;
 
 pub use chaos::Chaos;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol};
+use troupe_framework::sansio::{
+    Outputs, Protocol, Recovered, SnapshotCore, TimerOp, TimerTable, Write,
+};
 
 /// What the simulator needs from a core beyond [`Protocol`].
 pub trait SimProtocol: Protocol {
-    /// The state the core keeps on stable storage; it survives a crash.
-    type Durable: Clone + Debug;
-    /// What the core has written to stable storage so far. The driver (here:
-    /// the simulator at crash time; in production: after every input, before
-    /// the outputs are sent) persists it.
-    fn durable(&self) -> Self::Durable;
     /// A short stable name for a message's kind, used to count costs.
     fn msg_kind(msg: &Self::Msg) -> &'static str;
 }
@@ -57,9 +62,115 @@ pub type Out<P> = Outputs<
     <P as Protocol>::Event,
 >;
 
-/// Builds a core for member `id`, from its durable state when it restarts.
-pub type Factory<P> =
-    Box<dyn FnMut(&<P as Protocol>::Id, Option<<P as SimProtocol>::Durable>) -> P>;
+/// Builds a core for member `id` from what its disk holds (empty on the
+/// first start).
+pub type Factory<P> = Box<dyn FnMut(&<P as Protocol>::Id, &Recovered) -> P>;
+
+/// How the simulated disks behave.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DiskModel {
+    /// Smallest time a sync takes.
+    pub min_sync: Duration,
+    /// Largest time a sync takes (uniform in between). With both zero
+    /// (the default) writes are synced at once and a crash loses nothing.
+    pub max_sync: Duration,
+}
+
+impl DiskModel {
+    /// Syncs taking between `min` and `max`.
+    pub fn syncing(min: Duration, max: Duration) -> Self {
+        Self {
+            min_sync: min,
+            max_sync: max,
+        }
+    }
+    fn instant(&self) -> bool {
+        self.max_sync.is_zero()
+    }
+}
+
+/// What the simulator records about durability, when asked to
+/// ([`Sim::record_durability`]), for [`check_durability_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurabilityRecord<Id> {
+    /// `node` (in life `life`) submitted the writes of one input as `ticket`.
+    Wrote {
+        /// The node.
+        node: Id,
+        /// Its life (restart count).
+        life: u64,
+        /// The submission's number.
+        ticket: u64,
+    },
+    /// Every submission up to `upto` is on the disk.
+    Synced {
+        /// The node.
+        node: Id,
+        /// Its life.
+        life: u64,
+        /// Last submission synced.
+        upto: u64,
+    },
+    /// Outputs that needed submission `needs` durable were carried out.
+    Released {
+        /// The node.
+        node: Id,
+        /// Its life.
+        life: u64,
+        /// The submission they depend on (all earlier ones too).
+        needs: u64,
+        /// Messages sent.
+        sends: usize,
+        /// Events emitted.
+        events: usize,
+    },
+    /// The node crashed; submissions up to `kept` survived.
+    Crashed {
+        /// The node.
+        node: Id,
+        /// The life that ended.
+        life: u64,
+        /// Last submission on the disk after the crash.
+        kept: u64,
+        /// Last submission made before the crash.
+        submitted: u64,
+    },
+}
+
+/// Check a durability record: no message or event left before the writes it
+/// depends on were synced. Returns the number of releases checked.
+pub fn check_durability_order<Id: Ord + Clone + Debug>(
+    records: &[DurabilityRecord<Id>],
+) -> Result<usize, String> {
+    let mut synced: BTreeMap<(Id, u64), u64> = BTreeMap::new();
+    let mut checked = 0;
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            DurabilityRecord::Synced { node, life, upto } => {
+                let s = synced.entry((node.clone(), *life)).or_insert(0);
+                *s = (*s).max(*upto);
+            }
+            DurabilityRecord::Released {
+                node,
+                life,
+                needs,
+                sends,
+                events,
+            } => {
+                let s = synced.get(&(node.clone(), *life)).copied().unwrap_or(0);
+                if *needs > s && sends + events > 0 {
+                    return Err(format!(
+                        "record {i}: {node:?} (life {life}) sent {sends} message(s) and {events} event(s) \
+                         needing submission {needs} while only {s} was synced"
+                    ));
+                }
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(checked)
+}
 
 /// Per-message network faults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,7 +253,13 @@ enum Ev<P: Protocol> {
     Timer {
         node: P::Id,
         life: u64,
+        token: u64,
         timer: P::Timer,
+    },
+    Sync {
+        node: P::Id,
+        life: u64,
+        upto: u64,
     },
     Recheck {
         observer: P::Id,
@@ -151,10 +268,45 @@ enum Ev<P: Protocol> {
     },
 }
 
+/// Outputs held until the writes they depend on are synced.
+struct Held<P: Protocol> {
+    needs: u64,
+    sends: Vec<(P::Id, P::Msg)>,
+    events: Vec<P::Event>,
+}
+
 struct Slot<P: SimProtocol> {
     core: Option<P>,
     life: u64,
-    durable: Option<P::Durable>,
+    /// What is on the disk: survives crashes.
+    disk: Recovered,
+    /// Submissions not yet on the disk, in order.
+    pending: VecDeque<(u64, Vec<Write>)>,
+    /// The last submission of the sync in flight.
+    syncing: Option<u64>,
+    submitted: u64,
+    synced: u64,
+    held: VecDeque<Held<P>>,
+    timers: TimerTable<P::Timer>,
+    /// Queue keys of the pending timers, by token.
+    timer_keys: BTreeMap<u64, (Duration, u64)>,
+}
+
+impl<P: SimProtocol> Slot<P> {
+    fn new(core: Option<P>, disk: Recovered) -> Self {
+        Self {
+            core,
+            life: 0,
+            disk,
+            pending: VecDeque::new(),
+            syncing: None,
+            submitted: 0,
+            synced: 0,
+            held: VecDeque::new(),
+            timers: TimerTable::new(),
+            timer_keys: BTreeMap::new(),
+        }
+    }
 }
 
 /// The simulator: one core per member, a network, a membership oracle.
@@ -176,6 +328,8 @@ pub struct Sim<P: SimProtocol> {
     fd_inaccurate: bool,
     clean_since: Duration,
     trace: bool,
+    disk: DiskModel,
+    records: Option<Vec<DurabilityRecord<P::Id>>>,
 }
 
 impl<P: SimProtocol> Sim<P> {
@@ -206,18 +360,14 @@ impl<P: SimProtocol> Sim<P> {
             fd_inaccurate: false,
             clean_since: Duration::ZERO,
             trace: std::env::var_os("TROUPE_TRACE").is_some(),
+            disk: DiskModel::default(),
+            records: None,
         };
         let ids: Vec<P::Id> = members.into_iter().collect();
         for id in &ids {
-            let core = (sim.factory)(id, None);
-            sim.nodes.insert(
-                id.clone(),
-                Slot {
-                    core: Some(core),
-                    life: 0,
-                    durable: None,
-                },
-            );
+            let core = (sim.factory)(id, &Recovered::empty());
+            sim.nodes
+                .insert(id.clone(), Slot::new(Some(core), Recovered::empty()));
         }
         for a in &ids {
             for b in &ids {
@@ -234,14 +384,56 @@ impl<P: SimProtocol> Sim<P> {
     pub fn start(&mut self, obs: &mut impl Observer<P>) -> Result<(), String> {
         let ids: Vec<P::Id> = self.nodes.keys().cloned().collect();
         for id in ids {
-            let mut out = Out::<P>::new();
-            let now = self.now;
-            if let Some(core) = self.core_mut(&id) {
-                core.on_start(now, &mut out);
-            }
-            self.apply_outputs(&id, out, obs)?;
+            self.input(&id, obs, |core, now, out| core.on_start(now, out))?;
         }
         self.after_step(obs)
+    }
+
+    /// Make syncs take time (see [`DiskModel`]); from now on.
+    pub fn set_disk(&mut self, disk: DiskModel) {
+        self.disk = disk;
+    }
+
+    /// Record durability steps for [`check_durability_order`] from now on.
+    pub fn record_durability(&mut self) {
+        self.records.get_or_insert_with(Vec::new);
+    }
+
+    /// The durability steps recorded so far.
+    pub fn durability_records(&self) -> &[DurabilityRecord<P::Id>] {
+        self.records.as_deref().unwrap_or(&[])
+    }
+
+    /// What `id`'s disk holds (what a restart would rebuild it from).
+    pub fn disk(&self, id: &P::Id) -> Option<&Recovered> {
+        self.nodes.get(id).map(|s| &s.disk)
+    }
+
+    /// Feed one input to `node`'s core (if it runs), let it persist, and
+    /// carry out its outputs. Returns false when the node is crashed.
+    fn input(
+        &mut self,
+        node: &P::Id,
+        obs: &mut impl Observer<P>,
+        f: impl FnOnce(&mut P, Duration, &mut Out<P>),
+    ) -> Result<bool, String> {
+        let now = self.now;
+        let mut out = Out::<P>::new();
+        match self.core_mut(node) {
+            Some(core) => {
+                f(core, now, &mut out);
+                core.persist(&mut out);
+            }
+            None => return Ok(false),
+        }
+        self.apply_outputs(node, out, obs)?;
+        Ok(true)
+    }
+
+    fn record(&mut self, r: impl FnOnce() -> DurabilityRecord<P::Id>) {
+        if let Some(v) = self.records.as_mut() {
+            v.push(r());
+        }
     }
 
     /// The seed this run was built from.
@@ -359,8 +551,69 @@ impl<P: SimProtocol> Sim<P> {
         out: Out<P>,
         obs: &mut impl Observer<P>,
     ) -> Result<(), String> {
+        if let Some(e) = out.write_error {
+            return Err(format!(
+                "t={:?} node {from:?}: durable write failed: {e}",
+                self.now
+            ));
+        }
         let life = self.life(from);
-        for (to, msg) in out.sends {
+        if !out.writes.is_empty() {
+            self.submit(from, life, out.writes)?;
+        }
+        let Some((needs, now)) = self
+            .nodes
+            .get(from)
+            .map(|s| (s.submitted, s.held.is_empty() && s.submitted <= s.synced))
+        else {
+            return Ok(());
+        };
+        if now {
+            return self.carry_out(
+                from,
+                life,
+                needs,
+                out.sends,
+                out.events,
+                Some(out.timers),
+                obs,
+            );
+        }
+        self.arm_timers(from, life, out.timers);
+        if let Some(slot) = self.nodes.get_mut(from) {
+            slot.held.push_back(Held {
+                needs,
+                sends: out.sends,
+                events: out.events,
+            });
+        }
+        Ok(())
+    }
+
+    /// Send, arm timers (in that order: the queue breaks ties by
+    /// scheduling order) and report events.
+    #[allow(clippy::too_many_arguments)]
+    fn carry_out(
+        &mut self,
+        from: &P::Id,
+        life: u64,
+        needs: u64,
+        sends: Vec<(P::Id, P::Msg)>,
+        events: Vec<P::Event>,
+        timers: Option<Vec<TimerOp<P::Timer>>>,
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        if needs > 0 || self.records.is_some() {
+            let (n_sends, n_events) = (sends.len(), events.len());
+            self.record(|| DurabilityRecord::Released {
+                node: from.clone(),
+                life,
+                needs,
+                sends: n_sends,
+                events: n_events,
+            });
+        }
+        for (to, msg) in sends {
             *self.sent.entry(P::msg_kind(&msg)).or_insert(0) += 1;
             if to == *from {
                 // A node talking to itself: local, never lost.
@@ -399,24 +652,141 @@ impl<P: SimProtocol> Sim<P> {
                 );
             }
         }
-        for (after, timer) in out.timers {
-            let at = self.now + after;
-            self.schedule(
-                at,
-                Ev::Timer {
-                    node: from.clone(),
-                    life,
-                    timer,
-                },
-            );
+        if let Some(timers) = timers {
+            self.arm_timers(from, life, timers);
         }
-        for ev in out.events {
+        for ev in events {
             if self.trace {
                 eprintln!("{:?} EVENT {from:?}: {ev:?}", self.now);
             }
             obs.on_event(self.now, from, &ev)
                 .map_err(|e| format!("t={:?} node {:?}: {e}", self.now, from))?;
         }
+        Ok(())
+    }
+
+    fn arm_timers(&mut self, node: &P::Id, life: u64, ops: Vec<TimerOp<P::Timer>>) {
+        for op in ops {
+            let Some(slot) = self.nodes.get_mut(node) else {
+                return;
+            };
+            let old = match op {
+                TimerOp::Set { after, timer } => {
+                    let (token, old) = slot.timers.set(timer.clone());
+                    let at = self.now + after;
+                    self.seq += 1;
+                    let key = (at, self.seq);
+                    slot.timer_keys.insert(token, key);
+                    self.queue.insert(
+                        key,
+                        Ev::Timer {
+                            node: node.clone(),
+                            life,
+                            token,
+                            timer,
+                        },
+                    );
+                    old
+                }
+                TimerOp::Cancel(timer) => slot.timers.cancel(&timer),
+            };
+            if let Some(key) = old.and_then(|t| slot.timer_keys.remove(&t)) {
+                self.queue.remove(&key);
+            }
+        }
+    }
+
+    /// Hand one input's writes to `node`'s disk.
+    fn submit(&mut self, node: &P::Id, life: u64, writes: Vec<Write>) -> Result<(), String> {
+        let instant = self.disk.instant();
+        let Some(slot) = self.nodes.get_mut(node) else {
+            return Ok(());
+        };
+        slot.submitted += 1;
+        let ticket = slot.submitted;
+        slot.pending.push_back((ticket, writes));
+        self.record(|| DurabilityRecord::Wrote {
+            node: node.clone(),
+            life,
+            ticket,
+        });
+        if instant {
+            self.sync_to(node, life, ticket)
+        } else {
+            self.start_sync(node, life);
+            Ok(())
+        }
+    }
+
+    /// Start a sync of everything submitted so far, unless one is running.
+    fn start_sync(&mut self, node: &P::Id, life: u64) {
+        let Some(slot) = self.nodes.get(node) else {
+            return;
+        };
+        if slot.syncing.is_some() || slot.submitted == slot.synced {
+            return;
+        }
+        let upto = slot.submitted;
+        let lo = self.disk.min_sync.as_nanos() as u64;
+        let hi = self.disk.max_sync.as_nanos() as u64;
+        let took = Duration::from_nanos(if hi <= lo {
+            lo
+        } else {
+            self.rng.gen_range(lo..=hi)
+        });
+        if let Some(slot) = self.nodes.get_mut(node) {
+            slot.syncing = Some(upto);
+        }
+        let at = self.now + took;
+        self.schedule(
+            at,
+            Ev::Sync {
+                node: node.clone(),
+                life,
+                upto,
+            },
+        );
+    }
+
+    /// Put every submission up to `upto` on the disk.
+    fn sync_to(&mut self, node: &P::Id, life: u64, upto: u64) -> Result<(), String> {
+        let now = self.now;
+        let Some(slot) = self.nodes.get_mut(node) else {
+            return Ok(());
+        };
+        while slot.pending.front().is_some_and(|(t, _)| *t <= upto) {
+            if let Some((t, writes)) = slot.pending.pop_front() {
+                slot.disk.apply(&writes).map_err(|e| {
+                    format!("t={now:?} node {node:?}: durable write {t} refused: {e}")
+                })?;
+            }
+        }
+        slot.synced = slot.synced.max(upto);
+        slot.syncing = None;
+        self.record(|| DurabilityRecord::Synced {
+            node: node.clone(),
+            life,
+            upto,
+        });
+        Ok(())
+    }
+
+    /// A sync finished: release what waited for it, start the next one.
+    fn synced(
+        &mut self,
+        node: &P::Id,
+        life: u64,
+        upto: u64,
+        obs: &mut impl Observer<P>,
+    ) -> Result<(), String> {
+        self.sync_to(node, life, upto)?;
+        while let Some(h) = self.nodes.get_mut(node).and_then(|s| {
+            let ready = s.held.front().is_some_and(|h| h.needs <= s.synced);
+            ready.then(|| s.held.pop_front()).flatten()
+        }) {
+            self.carry_out(node, life, h.needs, h.sends, h.events, None, obs)?;
+        }
+        self.start_sync(node, life);
         Ok(())
     }
 
@@ -443,16 +813,12 @@ impl<P: SimProtocol> Sim<P> {
         obs: &mut impl Observer<P>,
         f: impl FnOnce(&mut P, Duration, &mut Out<P>),
     ) -> Result<bool, String> {
-        let now = self.now;
-        let mut out = Out::<P>::new();
         if self.trace {
-            eprintln!("{now:?} command at {node:?}");
+            eprintln!("{:?} command at {node:?}", self.now);
         }
-        match self.core_mut(node) {
-            Some(core) => f(core, now, &mut out),
-            None => return Ok(false),
+        if !self.input(node, obs, f)? {
+            return Ok(false);
         }
-        self.apply_outputs(node, out, obs)?;
         self.after_step(obs)?;
         Ok(true)
     }
@@ -470,25 +836,36 @@ impl<P: SimProtocol> Sim<P> {
                     eprintln!("{now:?} deliver {from:?} -> {to:?}: {msg:?}")
                 }
                 Ev::Timer { node, timer, .. } => eprintln!("{now:?} timer {node:?}: {timer:?}"),
+                Ev::Sync { node, upto, .. } => eprintln!("{now:?} sync {node:?} up to {upto}"),
                 Ev::Recheck { .. } => {}
             }
         }
         match ev {
             Ev::Deliver { from, to, msg } => {
-                let mut out = Out::<P>::new();
-                if let Some(core) = self.core_mut(&to) {
-                    core.on_message(now, from, msg, &mut out);
+                if self.input(&to, obs, |core, now, out| {
+                    core.on_message(now, from, msg, out)
+                })? {
                     self.delivered += 1;
-                    self.apply_outputs(&to, out, obs)?;
                 }
             }
-            Ev::Timer { node, life, timer } => {
-                if self.life(&node) == life {
-                    let mut out = Out::<P>::new();
-                    if let Some(core) = self.core_mut(&node) {
-                        core.on_timer(now, timer, &mut out);
-                        self.apply_outputs(&node, out, obs)?;
-                    }
+            Ev::Timer {
+                node,
+                life,
+                token,
+                timer,
+            } => {
+                let current = self.life(&node) == life
+                    && self.nodes.get_mut(&node).is_some_and(|s| {
+                        s.timer_keys.remove(&token);
+                        s.timers.fire(token)
+                    });
+                if current {
+                    self.input(&node, obs, |core, now, out| core.on_timer(now, timer, out))?;
+                }
+            }
+            Ev::Sync { node, life, upto } => {
+                if self.life(&node) == life && self.is_alive(&node) {
+                    self.synced(&node, life, upto, obs)?;
                 }
             }
             Ev::Recheck {
@@ -580,19 +957,14 @@ impl<P: SimProtocol> Sim<P> {
             if self.trace {
                 eprintln!("{now:?} membership at {observer:?}: {target:?} {status:?}");
             }
-            let mut out = Out::<P>::new();
-            if let Some(core) = self.core_mut(observer) {
-                core.on_membership(
-                    now,
-                    MemberEvent {
-                        member: target.clone(),
-                        status,
-                        at: now,
-                    },
-                    &mut out,
-                );
-            }
-            self.apply_outputs(observer, out, obs)?;
+            let change = MemberEvent {
+                member: target.clone(),
+                status,
+                at: now,
+            };
+            self.input(observer, obs, |core, now, out| {
+                core.on_membership(now, change, out)
+            })?;
         }
         Ok(())
     }
@@ -633,16 +1005,39 @@ impl<P: SimProtocol> Sim<P> {
         }
     }
 
-    /// Crash `node`: its state is lost except what [`SimProtocol::durable`]
-    /// returned; messages to it are dropped until it restarts.
+    /// Crash `node`: its state is lost except what its disk holds (the
+    /// writes of a sync in flight survive all together or not at all, a
+    /// seeded choice; later ones are lost); messages to it are dropped until
+    /// it restarts, and its held outputs and timers are gone.
     pub fn crash(&mut self, node: &P::Id, obs: &mut impl Observer<P>) -> Result<(), String> {
         if self.trace {
             eprintln!("{:?} CRASH {node:?}", self.now);
         }
-        if let Some(slot) = self.nodes.get_mut(node) {
-            if let Some(core) = slot.core.take() {
-                slot.durable = Some(core.durable());
+        let (life, syncing) = match self.nodes.get(node) {
+            Some(s) if s.core.is_some() => (s.life, s.syncing),
+            _ => return self.after_step(obs),
+        };
+        if let Some(upto) = syncing {
+            if self.rng.gen_bool(0.5) {
+                self.sync_to(node, life, upto)?;
             }
+        }
+        if let Some(slot) = self.nodes.get_mut(node) {
+            slot.core = None;
+            slot.pending.clear();
+            slot.syncing = None;
+            slot.held.clear();
+            slot.timers.clear();
+            for key in std::mem::take(&mut slot.timer_keys).into_values() {
+                self.queue.remove(&key);
+            }
+            let (kept, submitted) = (slot.synced, slot.submitted);
+            self.record(|| DurabilityRecord::Crashed {
+                node: node.clone(),
+                life,
+                kept,
+                submitted,
+            });
         }
         self.fd_dirty = true;
         self.schedule_rechecks(Some(node));
@@ -660,11 +1055,13 @@ impl<P: SimProtocol> Sim<P> {
             return Ok(());
         }
         slot.life += 1;
+        slot.submitted = 0;
+        slot.synced = 0;
         if self.trace {
             eprintln!("{:?} RESTART {node:?}", self.now);
         }
-        let durable = slot.durable.clone();
-        let core = (self.factory)(node, durable);
+        let disk = slot.disk.clone();
+        let core = (self.factory)(node, &disk);
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = Some(core);
         }
@@ -676,12 +1073,7 @@ impl<P: SimProtocol> Sim<P> {
             }
         }
         self.fd_dirty = true;
-        let mut out = Out::<P>::new();
-        let now = self.now;
-        if let Some(core) = self.core_mut(node) {
-            core.on_start(now, &mut out);
-        }
-        self.apply_outputs(node, out, obs)?;
+        self.input(node, obs, |core, now, out| core.on_start(now, out))?;
         self.schedule_rechecks(Some(node));
         self.after_step(obs)
     }
@@ -770,6 +1162,18 @@ pub fn check_seeds(name: &str, count: u64, mut scenario: impl FnMut(u64) -> Resu
     }
 }
 
+/// The state a [`SnapshotCore`] left on a simulated disk (`None` when it
+/// saved nothing yet). A state that does not decode is a bug of the core
+/// under test: it panics, naming it.
+pub fn recover_state<P: SnapshotCore>(r: &Recovered) -> Option<P::State> {
+    P::recover(r).unwrap_or_else(|e| {
+        panic!(
+            "{}: recovering its state from the simulated disk: {e}",
+            std::any::type_name::<P>()
+        )
+    })
+}
+
 /// Convenience: milliseconds as a [`Duration`].
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -804,6 +1208,7 @@ mod tests {
                 out.send(from, false);
             } else {
                 self.pongs += 1;
+                out.put("pongs", &self.pongs);
                 out.emit(self.pongs);
             }
         }
@@ -819,10 +1224,6 @@ mod tests {
     }
 
     impl SimProtocol for Echo {
-        type Durable = u64;
-        fn durable(&self) -> u64 {
-            self.pongs
-        }
         fn msg_kind(ping: &bool) -> &'static str {
             if *ping {
                 "ping"
@@ -837,7 +1238,7 @@ mod tests {
             seed,
             [1, 2, 3],
             Box::new(|_, d| Echo {
-                pongs: d.unwrap_or(0),
+                pongs: d.get_as("pongs").unwrap().unwrap_or(0),
                 ..Echo::default()
             }),
             faults,

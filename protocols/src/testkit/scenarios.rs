@@ -35,6 +35,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use troupe_framework::sansio::SnapshotCore;
+
 use super::{Chaos, NetFaults, Observer, OracleConfig, Sim, SimProtocol};
 use crate::election::{ElectionCore, ElectionEvent};
 use crate::mutex::{MutexCore, MutexEvent};
@@ -233,17 +235,17 @@ pub struct MutexOutcome {
 pub fn run_mutex<P>(
     seed: u64,
     sc: &Scenario,
-    make: impl Fn(u32, Vec<u32>, Option<P::Durable>) -> P + 'static,
+    make: impl Fn(u32, Vec<u32>, Option<P::State>) -> P + 'static,
 ) -> Result<MutexOutcome, String>
 where
-    P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore,
+    P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore + SnapshotCore,
 {
     let members: Vec<u32> = (1..=sc.nodes).collect();
     let m2 = members.clone();
     let mut sim: Sim<P> = Sim::new(
         seed,
         members.clone(),
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), super::recover_state::<P>(r))),
         sc.faults,
         sc.oracle,
     );
@@ -476,17 +478,17 @@ pub fn run_election<P>(
     seed: u64,
     sc: &Scenario,
     highest: bool,
-    make: impl Fn(u32, Vec<u32>, Option<P::Durable>) -> P + 'static,
+    make: impl Fn(u32, Vec<u32>, Option<P::State>) -> P + 'static,
 ) -> Result<(u64, u32), String>
 where
-    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>> + ElectionCore,
+    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>> + ElectionCore + SnapshotCore,
 {
     let members: Vec<u32> = (1..=sc.nodes).collect();
     let m2 = members.clone();
     let mut sim: Sim<P> = Sim::new(
         seed,
         members,
-        Box::new(move |id, d| make(*id, m2.clone(), d)),
+        Box::new(move |id, r| make(*id, m2.clone(), super::recover_state::<P>(r))),
         sc.faults,
         sc.oracle,
     );

@@ -113,7 +113,7 @@ impl<Id: FdId> BroadcastQueue<Id> {
     }
 
     fn insert_key(&mut self, key: QueueKey) {
-        if self.order.last().map_or(true, |last| key < *last) {
+        if self.order.last().is_none_or(|last| key < *last) {
             // The usual case for a new update: next to send.
             self.order.push(key);
         } else {

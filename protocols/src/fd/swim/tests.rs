@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use troupe_framework::membership::{FailureDetector, MemberStatus};
-use troupe_framework::sansio::Protocol;
+use troupe_framework::sansio::{Protocol, TimerOp};
 
 use super::broadcast::{priority, BroadcastQueue};
 use super::members::{Member, MemberDetail, MemberTable, State};
@@ -353,7 +353,9 @@ fn suspicion_is_verified_by_a_last_ping_before_the_deadline() {
         &mut out,
     );
     // N = 3: no confirmations expected, timeout = min = 4 s.
-    let (after, timer) = out.timers.last().cloned().expect("timer");
+    let Some(TimerOp::Set { after, timer }) = out.timers.last().cloned() else {
+        panic!("a timer was set")
+    };
     assert_eq!(after, Duration::from_millis(3500));
     out.sends.clear();
     s.on_timer(t + after, timer, &mut out);
@@ -361,7 +363,9 @@ fn suspicion_is_verified_by_a_last_ping_before_the_deadline() {
         &out.sends[..],
         [(to, FdMessage::Swim(SwimMessage::Ping { .. }))] if *to == id(2)
     ));
-    let (after, timer) = out.timers.last().cloned().expect("timer");
+    let Some(TimerOp::Set { after, timer }) = out.timers.last().cloned() else {
+        panic!("a timer was set")
+    };
     assert_eq!(after, Duration::from_millis(500));
     s.on_timer(t + Duration::from_secs(4), timer, &mut out);
     assert_eq!(s.view()[1], (id(2), MemberStatus::Down));
@@ -376,7 +380,10 @@ fn gossip_round_sends_pending_updates_to_distinct_members_or_nothing() {
     assert!(out.sends.is_empty(), "{:?}", out.sends);
     assert_eq!(
         out.timers,
-        vec![(Duration::from_millis(200), FdTimer::Swim(SwimTimer::Gossip))]
+        vec![TimerOp::Set {
+            after: Duration::from_millis(200),
+            timer: FdTimer::Swim(SwimTimer::Gossip)
+        }]
     );
     let news = Update::Alive {
         member: id(42),
@@ -492,16 +499,14 @@ fn no_gossip_timer_when_gossip_nodes_is_zero() {
     let mut s = Swim::new(id(0), params, vec![], 1);
     let mut out = FdOutputs::new();
     s.on_start(Duration::ZERO, &mut out);
-    assert!(!out
-        .timers
-        .iter()
-        .any(|(_, t)| *t == FdTimer::Swim(SwimTimer::Gossip)));
+    assert!(!out.timers.iter().any(
+        |op| matches!(op, TimerOp::Set { timer, .. } if *timer == FdTimer::Swim(SwimTimer::Gossip))
+    ));
     let mut s = Swim::new(id(0), SwimParams::default(), vec![], 1);
     s.on_start(Duration::ZERO, &mut out);
-    assert!(out
-        .timers
-        .iter()
-        .any(|(_, t)| *t == FdTimer::Swim(SwimTimer::Gossip)));
+    assert!(out.timers.iter().any(
+        |op| matches!(op, TimerOp::Set { timer, .. } if *timer == FdTimer::Swim(SwimTimer::Gossip))
+    ));
 }
 
 #[test]

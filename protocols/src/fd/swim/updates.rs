@@ -88,12 +88,9 @@ impl<Id: FdId> Swim<Id> {
             Update::Suspect { inc, from, .. } => {
                 m.state == State::Suspect
                     && *inc == m.inc
-                    && self.members.details[p]
-                        .suspicion
-                        .as_ref()
-                        .map_or(true, |s| {
-                            s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
-                        })
+                    && self.members.details[p].suspicion.as_ref().is_none_or(|s| {
+                        s.confirmers.len() > s.k as usize || s.confirmers.contains(from)
+                    })
             }
             Update::Dead { inc, .. } => m.state == State::Dead && *inc == m.inc,
             Update::Left { inc, .. } => m.state == State::Left && *inc <= m.inc,

@@ -185,10 +185,12 @@ impl Inner {
                         "peer kept its own connection (simultaneous dial)"
                     ),
                     // Loud for the first attempts, then every tenth.
-                    Err(DialError::Failed(e)) if attempt < 3 || attempt % 10 == 0 => warn!(
-                        node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
-                        "connecting to peer failed: {e}"
-                    ),
+                    Err(DialError::Failed(e)) if attempt < 3 || attempt.is_multiple_of(10) => {
+                        warn!(
+                            node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                            "connecting to peer failed: {e}"
+                        )
+                    }
                     Err(DialError::Failed(e)) => debug!(
                         node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
                         "connecting to peer failed: {e}"
