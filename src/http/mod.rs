@@ -39,7 +39,7 @@
 //! ```ignore
 //! let mut routes = AppRouteRegistry::new();
 //! routes.mount("counter", Arc::new(|cfg: &mut web::ServiceConfig| {
-//!     cfg.route("", web::get().to(read_counter));        // GET /v1/counter
+//!     cfg.service(web::resource("").get(read_counter));   // GET /v1/counter
 //! }))?;
 //! let running = start_node_with(config, StartOptions { app_routes: routes }).await?;
 //! ```
@@ -70,8 +70,11 @@ pub use status::{
 };
 
 /// Routes an application mounts under `/v1/<app>/`: called once per worker
-/// with a `ServiceConfig` scoped to that prefix (a route `""` is
-/// `/v1/<app>` itself, `"/add"` is `/v1/<app>/add`).
+/// with a `ServiceConfig` scoped to that prefix (a resource `""` is
+/// `/v1/<app>` itself, `"/add"` is `/v1/<app>/add`). Declare them as
+/// `web::resource(path).get(handler)`: a resource answers other methods
+/// with 405, where actix-web's `cfg.route(path, web::get()...)` shorthand
+/// makes them 404.
 pub type AppRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Reports the node's applications and their state for `/v1/status`
@@ -274,7 +277,7 @@ pub fn start(
             .app_data(web::PayloadConfig::new(limit))
             .app_data(errors::json_config(limit))
             .wrap(from_fn(guard))
-            .route("/v1/status", web::get().to(status::status));
+            .service(web::resource("/v1/status").get(status::status));
         for (name, routes) in &routes.routes {
             let routes = routes.clone();
             app = app.service(web::scope(&format!("/v1/{name}")).configure(move |c| routes(c)));
@@ -322,12 +325,17 @@ async fn guard(
     };
     let shared = &ctx.shared;
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let http_req = req.request().clone();
     let res = match refuse_without_token(shared, &req) {
         Some(refusal) => req.into_response(refusal.error_response_json()),
+        // Routing and handler errors arrive as responses; an `Err` could
+        // only come from a middleware inside this one (there is none).
         None => match next.call(req).await {
             Ok(res) => res.map_into_boxed_body(),
-            Err(e) => ServiceResponse::from_err(e, http_req),
+            Err(e) => {
+                let status = e.as_response_error().status_code();
+                shared.counters.count_response(status);
+                return Err(e);
+            }
         },
     };
     let status = res.status();
