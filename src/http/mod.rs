@@ -147,7 +147,7 @@ impl HttpCounters {
             405 => &self.method_not_allowed,
             413 => &self.payload_too_large,
             415 => &self.unsupported_media_type,
-            400..=499 => &self.other_4xx,
+            402..=499 => &self.other_4xx,
             500..=599 => &self.server_errors,
             _ => return,
         };
