@@ -47,6 +47,9 @@
 mod errors;
 mod status;
 
+/// The actix-web the endpoint runs, for applications' routes.
+pub use actix_web;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
