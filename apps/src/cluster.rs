@@ -153,13 +153,7 @@ pub fn run(action: ClusterAction) -> Result<(), CliError> {
             timeout,
         } => up(&dir, nodes, &apps, &detector, Duration::from_secs(timeout)),
         ClusterAction::Kill { dir, node } => {
-            let (_, n) = find(&dir, &node)?;
-            if !running(&n) {
-                return Err(other(format!(
-                    "{node} is not running (pid {} is gone)",
-                    n.pid
-                )));
-            }
+            let n = find_running(&dir, &node)?;
             signal(n.pid, libc::SIGKILL);
             if !wait_gone(&n, Duration::from_secs(10)) {
                 return Err(other(format!(
@@ -171,13 +165,7 @@ pub fn run(action: ClusterAction) -> Result<(), CliError> {
             Ok(())
         }
         ClusterAction::Stop { dir, node } => {
-            let (_, n) = find(&dir, &node)?;
-            if !running(&n) {
-                return Err(other(format!(
-                    "{node} is not running (pid {} is gone)",
-                    n.pid
-                )));
-            }
+            let n = find_running(&dir, &node)?;
             println!("{}", stop_all(&[n])?);
             Ok(())
         }
@@ -521,6 +509,18 @@ fn write_file(dir: &Path, file: &ClusterFile) -> Result<(), CliError> {
     std::fs::write(&tmp, text + "\n")
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| other(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Node `name` of the cluster in `dir`, if its process runs.
+fn find_running(dir: &Path, name: &str) -> Result<ClusterNode, CliError> {
+    let (_, n) = find(dir, name)?;
+    if !running(&n) {
+        return Err(other(format!(
+            "{name} is not running (pid {} is gone)",
+            n.pid
+        )));
+    }
+    Ok(n)
 }
 
 /// The cluster file and its node `name`, or an error listing the names.

@@ -121,43 +121,19 @@ pub fn format_status(s: &StatusReport) -> String {
             m.incarnation.as_deref().map(short).unwrap_or("-")
         );
     }
-    let apps: Vec<String> = s
-        .apps
-        .iter()
-        .map(|a| format!("{} {}", a.name, a.state))
-        .collect();
-    let _ = writeln!(
-        out,
-        "\napps     {}",
-        if apps.is_empty() {
-            "none reported".into()
-        } else {
-            apps.join(", ")
-        }
-    );
-    let leaders: Vec<String> = s
-        .leaders
-        .iter()
-        .map(|l| {
-            format!(
-                "{}: term {}, leader {}",
-                l.election,
-                l.term,
-                l.leader.as_deref().unwrap_or("unknown")
-            )
-        })
-        .collect();
+    let apps = s.apps.iter().map(|a| format!("{} {}", a.name, a.state));
+    let _ = writeln!(out, "\napps     {}", listed(apps, ", ", "none reported"));
+    let leaders = s.leaders.iter().map(|l| {
+        let leader = l.leader.as_deref().unwrap_or("unknown");
+        format!("{}: term {}, leader {leader}", l.election, l.term)
+    });
     let _ = writeln!(
         out,
         "leaders  {}",
-        if leaders.is_empty() {
-            "no election on this node".into()
-        } else {
-            leaders.join("; ")
-        }
+        listed(leaders, "; ", "no election on this node")
     );
     let r = &s.http.rejected;
-    let refused: Vec<String> = [
+    let refused = [
         ("bad request", r.bad_request),
         ("unauthorized", r.unauthorized),
         ("not found", r.not_found),
@@ -166,19 +142,19 @@ pub fn format_status(s: &StatusReport) -> String {
         ("unsupported media type", r.unsupported_media_type),
         ("other", r.other),
     ]
-    .iter()
+    .into_iter()
     .filter(|(_, n)| *n > 0)
-    .map(|(k, n)| format!("{k} {n}"))
-    .collect();
+    .map(|(k, n)| format!("{k} {n}"));
+    let refused = listed(refused, ", ", "");
     let _ = writeln!(
         out,
         "http     {} requests, {} refused{}, {} server errors",
         s.http.requests,
         r.total(),
         if refused.is_empty() {
-            String::new()
+            refused
         } else {
-            format!(" ({})", refused.join(", "))
+            format!(" ({refused})")
         },
         s.http.server_errors
     );
@@ -189,6 +165,16 @@ pub fn format_status(s: &StatusReport) -> String {
         t.frames_in, t.bad_frames, t.spoofed_frames, t.undeliverable, t.deduplicated, t.mailbox_full
     );
     out
+}
+
+/// `items` joined by `sep`, or `none` if there are none.
+fn listed(items: impl Iterator<Item = String>, sep: &str, none: &str) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        none.to_string()
+    } else {
+        items.join(sep)
+    }
 }
 
 /// A supervision tree drawn like pstree, one line per node:

@@ -6,7 +6,7 @@
 //! no process behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -14,29 +14,12 @@ use troupe::framework::membership::MemberStatus;
 use troupe_apps::cluster::{read_file, running, ClusterFile};
 use troupe_apps::http_client::NodeClient;
 
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_troupe")
-}
+#[path = "troupe_run/mod.rs"]
+mod troupe_run;
 
 /// Runs `troupe ARGS`; one still running after 120 s is killed and fails the test.
 fn troupe(args: &[&str]) -> Output {
-    let mut child = Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn troupe");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(120) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    panic!("troupe {args:?} did not exit: {}", text(&out));
+    troupe_run::troupe_within(args, Duration::from_secs(120))
 }
 
 fn text(out: &Output) -> String {

@@ -68,9 +68,9 @@ use crate::leader::LeaderElection;
 use crate::Error;
 pub use errors::{ApiError, Json};
 pub use status::{
-    AppState, HttpCountersSnapshot, LeaderReport, MemberReport, NodeStatsReport, Rejected,
-    StatusReport,
+    AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected, StatusReport,
 };
+pub use troupe_framework::node::NodeStatsSnapshot;
 
 /// Routes an application mounts under `/v1/<app>/`: called once per worker
 /// with a `ServiceConfig` scoped to that prefix (a resource `""` is

@@ -33,7 +33,7 @@ pub struct StatusReport {
     /// knows ([`super::HttpEndpoint::add_election`]); empty when it runs none.
     pub leaders: Vec<LeaderReport>,
     /// The node's traffic and bad-input counters.
-    pub stats: NodeStatsReport,
+    pub stats: NodeStatsSnapshot,
     /// The endpoint's own counters (this request included).
     pub http: HttpCountersSnapshot,
 }
@@ -75,36 +75,6 @@ pub struct LeaderReport {
     pub term: u64,
     /// The leader of that term, if this node knows one.
     pub leader: Option<String>,
-}
-
-/// The node's counters ([`troupe_framework::NodeStatsSnapshot`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct NodeStatsReport {
-    /// Frames received from the transport.
-    pub frames_in: u64,
-    /// Frames that did not decode.
-    pub bad_frames: u64,
-    /// Frames whose claimed sender differed from the authenticated peer.
-    pub spoofed_frames: u64,
-    /// Messages for an unknown actor or with an unknown type.
-    pub undeliverable: u64,
-    /// Copies of asks not executed again.
-    pub deduplicated: u64,
-    /// Times a remote message found its actor's inbox full.
-    pub mailbox_full: u64,
-}
-
-impl From<NodeStatsSnapshot> for NodeStatsReport {
-    fn from(s: NodeStatsSnapshot) -> Self {
-        Self {
-            frames_in: s.frames_in,
-            bad_frames: s.bad_frames,
-            spoofed_frames: s.spoofed_frames,
-            undeliverable: s.undeliverable,
-            deduplicated: s.deduplicated,
-            mailbox_full: s.mailbox_full,
-        }
-    }
 }
 
 /// The endpoint's counters.
@@ -217,7 +187,7 @@ pub(super) async fn status(
         members,
         apps,
         leaders,
-        stats: node.stats().into(),
+        stats: node.stats(),
         http: shared.counters.snapshot(),
     }))
 }
