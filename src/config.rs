@@ -24,6 +24,11 @@
 //! [runtime]                       # framework limits, see NodeOptions
 //! [supervision]                   # root supervisor policy
 //! [apps]                          # sample applications to start (read by the CLI)
+//!
+//! [http]                          # the node's HTTP endpoint (off when absent), see HttpConfig
+//! listen = "127.0.0.1:8080"       # TCP address; port 0 picks a free one
+//! # token = "..."                 # bearer token; required unless `listen` is loopback
+//! # max_body_bytes = 65536        # largest request body (default 64 KiB)
 //! ```
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
@@ -124,6 +129,83 @@ fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, 
     })
 }
 
+/// The node's HTTP endpoint (`[http]`, off when absent): status, and the
+/// routes applications mount under `/v1/<app>/` (see [`crate::http`]).
+///
+/// Every request must carry `Authorization: Bearer <token>` when `token` is
+/// set. A `listen` address that is not loopback (`127.0.0.0/8`, `[::1]`)
+/// requires a `token`: the node refuses to start without one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP address to serve on (required): an IP address and a port, such as
+    /// `"127.0.0.1:8080"`; port 0 picks a free one
+    /// ([`crate::runtime::RunningNode::http_addr`] tells which).
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry (default: none, which only a
+    /// loopback `listen` allows). At least [`MIN_HTTP_TOKEN_LEN`] printable
+    /// ASCII characters, no spaces; compared in constant time.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Largest request body in bytes (default 65536, i.e. 64 KiB; at most
+    /// [`MAX_HTTP_BODY_BYTES`]). A larger body is refused with 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// Shortest `[http] token` accepted.
+pub const MIN_HTTP_TOKEN_LEN: usize = 16;
+/// Largest `[http] max_body_bytes` accepted (16 MiB).
+pub const MAX_HTTP_BODY_BYTES: usize = 16 << 20;
+/// The default `[http] max_body_bytes` (64 KiB).
+pub const DEFAULT_HTTP_BODY_BYTES: usize = 64 << 10;
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_HTTP_BODY_BYTES
+}
+
+/// The token stays out of logs and error messages.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl HttpConfig {
+    /// Check the `[http]` table; errors name the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(token) = &self.token {
+            if token.len() < MIN_HTTP_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(config_err(format!(
+                    "http.token must be at least {MIN_HTTP_TOKEN_LEN} printable ASCII characters \
+                     without spaces (it travels in an `Authorization: Bearer` header)"
+                )));
+            }
+        }
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_HTTP_BODY_BYTES {
+            return Err(config_err(format!(
+                "http.max_body_bytes must be between 1 and {MAX_HTTP_BODY_BYTES}, not {}",
+                self.max_body_bytes
+            )));
+        }
+        if self.token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(config_err(format!(
+                "[http] listen = \"{}\" is not a loopback address, and anyone who can reach it \
+                 could read and drive this node: set [http] token = \"...\" (at least \
+                 {MIN_HTTP_TOKEN_LEN} characters; clients send `Authorization: Bearer <token>`), \
+                 or listen on 127.0.0.1 or [::1]",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7400))
 }
@@ -162,6 +244,9 @@ pub struct Config {
     /// Sample applications to start; interpreted by the `troupe` CLI.
     #[serde(default)]
     pub apps: toml::Table,
+    /// The node's HTTP endpoint (default: none).
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 fn config_err(msg: impl Into<String>) -> Error {
@@ -285,6 +370,9 @@ impl Config {
         self.failure_detector
             .validate_for_cluster(self.peers.len() + 1)
             .map_err(|e| config_err(e.to_string()))?;
+        if let Some(http) = &self.http {
+            http.validate()?;
+        }
         Ok(())
     }
 
@@ -400,6 +488,32 @@ kind = "phi-accrual"
     }
 
     #[test]
+    fn http_defaults_and_the_loopback_rule() {
+        let base = "name = \"a\"\n[tls]\ninsecure_dev_mode = true\n";
+        let c = Config::from_toml(base, Path::new(".")).unwrap();
+        assert!(c.http.is_none(), "no [http]: no endpoint");
+        let c = Config::from_toml(
+            &format!("{base}[http]\nlisten = \"127.0.0.1:0\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        let http = c.http.expect("[http]");
+        assert_eq!(http.max_body_bytes, 64 * 1024);
+        assert_eq!(http.token, None);
+        // Not loopback, with a token: accepted, and the token is not printed.
+        let c = Config::from_toml(
+            &format!("{base}[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"s3cret-s3cret-s3cret\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (patch, key) in [
             ("name = \"a b\"\n[tls]\ninsecure_dev_mode = true", "name"),
@@ -414,6 +528,14 @@ kind = "phi-accrual"
             ("name = \"a\"\nlisten = \"localhost:7400\"\n[tls]\ninsecure_dev_mode = true", "takes no host name"),
             ("name = \"a\"\nlisten = \"127.0.0.1\"\n[tls]\ninsecure_dev_mode = true", "IP address and port"),
             ("name = \"a\"\nbogus = 1\n[tls]\ninsecure_dev_mode = true", "bogus"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\ntoken = \"0123456789abcdef\"", "listen"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1\"", "IP address and port"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nport = 1", "port"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"short\"", "http.token"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"has a space in it ok\"", "http.token"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 0", "http.max_body_bytes"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"0.0.0.0:8080\"", "set [http] token"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"[::]:8080\"", "set [http] token"),
         ] {
             let err = Config::from_toml(patch, Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(key), "error for {patch:?} does not name {key}: {err}");

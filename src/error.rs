@@ -22,6 +22,9 @@ pub enum Error {
     /// The QUIC transport could not start (bad certificates, port in use...).
     #[error("transport: {0}")]
     Transport(String),
+    /// The HTTP endpoint could not start (address in use...).
+    #[error("HTTP endpoint: {0}")]
+    Http(String),
     /// A protocol reported a failure.
     #[error("protocol: {0}")]
     Protocol(String),

@@ -123,6 +123,17 @@ impl NameView {
     }
 }
 
+/// One member as the detector sees it ([`FailureDetectorHandle::members`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorMember {
+    /// Name and incarnation (nil before first contact).
+    pub id: NodeId,
+    /// Its status.
+    pub status: troupe_framework::membership::MemberStatus,
+    /// Its phi (phi-accrual only).
+    pub phi: Option<f64>,
+}
+
 /// A handle to the node's running failure detector.
 #[derive(Clone)]
 pub struct FailureDetectorHandle {
@@ -154,6 +165,27 @@ impl FailureDetectorHandle {
         &self,
     ) -> Result<Vec<(NodeId, troupe_framework::membership::MemberStatus)>, Error> {
         Ok(self.driver.invoke(|core, _, _| core.inner.view()).await?)
+    }
+
+    /// Every member the detector tracks, read in one go: its id (the
+    /// incarnation is nil until first contact), its status and, with
+    /// phi-accrual, its phi (see [`Self::phis`]).
+    pub async fn members(&self) -> Result<Vec<DetectorMember>, Error> {
+        Ok(self
+            .driver
+            .invoke(|core, _, _| {
+                let phis: BTreeMap<NodeId, f64> = core.inner.phis().into_iter().collect();
+                core.inner
+                    .view()
+                    .into_iter()
+                    .map(|(id, status)| DetectorMember {
+                        phi: phis.get(&id).copied(),
+                        id,
+                        status,
+                    })
+                    .collect()
+            })
+            .await?)
     }
 
     /// Leave the group gracefully: peers will report this node `Left`.

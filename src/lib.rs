@@ -10,7 +10,8 @@
 //!
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
-//! ([`failure_detector`]).
+//! ([`failure_detector`]) and, with `[http]`, the node's HTTP endpoint
+//! ([`http`]).
 //!
 //! Start with [`prelude`].
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod failure_detector;
 pub mod family;
+pub mod http;
 pub mod leader;
 pub mod lock;
 pub mod runtime;
@@ -33,7 +35,7 @@ pub mod prelude {
     pub use crate::config::Config;
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};
-    pub use crate::runtime::{start_node, RunningNode};
+    pub use crate::runtime::{start_node, start_node_with, RunningNode, StartOptions};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};
     pub use troupe_framework::{

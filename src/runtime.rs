@@ -1,4 +1,5 @@
-//! Starting a real node from its config: QUIC transport, node, failure detector.
+//! Starting a real node from its config: QUIC transport, node, failure
+//! detector, and the HTTP endpoint when the config has `[http]`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use troupe_transports::quic::QuicTransport;
 
 use crate::config::Config;
 use crate::failure_detector::{start_failure_detector, FailureDetectorHandle};
+use crate::http::{AppRouteRegistry, HttpEndpoint};
 use crate::Error;
 
 /// A node started from a [`Config`], with its transport and failure detector.
@@ -19,8 +21,18 @@ pub struct RunningNode {
     pub transport: Arc<QuicTransport>,
     /// Its failure detector (feeding `node.membership()`).
     pub failure_detector: FailureDetectorHandle,
+    /// Its HTTP endpoint (when the config has `[http]`).
+    pub http: Option<HttpEndpoint>,
     /// The config it was started from.
     pub config: Config,
+}
+
+/// What [`start_node_with`] adds to the config.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// The applications' HTTP routes, mounted under `/v1/<app>/` when the
+    /// config has `[http]` (ignored otherwise).
+    pub app_routes: AppRouteRegistry,
 }
 
 impl RunningNode {
@@ -29,19 +41,34 @@ impl RunningNode {
         self.transport.local_addr()
     }
 
-    /// Leave the group gracefully, then stop the node.
+    /// The TCP address of the HTTP endpoint, if it runs (useful when the
+    /// config said port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpEndpoint::local_addr)
+    }
+
+    /// Leave the group gracefully, then stop the HTTP endpoint and the node.
     pub async fn shutdown(&self) {
         let _ = self.failure_detector.leave().await;
         // Give the leave announcement a moment to go out before closing.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Some(http) = &self.http {
+            http.stop().await;
+        }
         self.node.shutdown();
     }
 }
 
 /// Start a node from `config`: bind QUIC, start the node with its durable
 /// store (`<data_dir>/troupe.redb`, or in memory without a `data_dir`),
-/// start the configured failure detector. Call inside an actix system.
+/// start the configured failure detector and, with `[http]`, the HTTP
+/// endpoint. Call inside an actix system.
 pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
+    start_node_with(config, StartOptions::default()).await
+}
+
+/// [`start_node`] with the applications' HTTP routes.
+pub async fn start_node_with(config: Config, options: StartOptions) -> Result<RunningNode, Error> {
     config.validate()?;
     let incarnation = uuid::Uuid::new_v4();
     let quic = config.quic_config(incarnation.to_string())?;
@@ -68,6 +95,24 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
         .start(transport.clone(), rx)?;
     let failure_detector =
         start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
+    let http = match &config.http {
+        Some(http) => {
+            match crate::http::start(
+                http,
+                node.clone(),
+                failure_detector.clone(),
+                options.app_routes,
+            ) {
+                Ok(endpoint) => Some(endpoint),
+                Err(e) => {
+                    // Nothing of this node may outlive the refusal.
+                    node.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!(
         node = %node.id(),
         listen = %transport.local_addr(),
@@ -79,6 +124,7 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
         node,
         transport,
         failure_detector,
+        http,
         config,
     })
 }

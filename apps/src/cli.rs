@@ -5,6 +5,11 @@
 //! troupe certs issue --dir DIR --node NAME [--days N] [--renew]
 //!                                            issue DIR/NAME.pem and DIR/NAME.key, signed by the CA
 //! troupe node --config FILE                  run one node until SIGINT / SIGTERM
+//! troupe status --node URL [--token T]       a node's status table (GET URL/v1/status)
+//! troupe tree --node URL [--token T]         a node's supervision tree (GET URL/v1/tree)
+//! troupe cluster up --nodes N --apps A,B --dir DIR [--detector D]
+//! troupe cluster kill|stop|start --dir DIR NODE
+//! troupe cluster down --dir DIR [--clean]    a local cluster of node processes (see `cluster`)
 //! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
 //! ```
 //!
@@ -23,11 +28,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
-use troupe::runtime::start_node;
+use troupe::runtime::{start_node_with, StartOptions};
 use troupe::transports::certs::{format_utc, Validity};
 use troupe::transports::quic::CertificateExpiry;
 
 use crate::sample::{start_apps_with_peers, AppsConfig};
+use crate::sample_http::{app_routes, apps_probe};
 
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
@@ -66,6 +72,35 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a node's status: membership as it sees it (status, phi,
+    /// incarnation per member), apps, leaders, counters.
+    ///
+    /// Reads GET URL/v1/status from the node's HTTP endpoint (the `[http]`
+    /// table of its config).
+    Status {
+        /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        node: String,
+        /// The node's [http] token, if it has one.
+        #[arg(long, env = "TROUPE_HTTP_TOKEN")]
+        token: Option<String>,
+    },
+    /// Print a node's supervision tree, pstree-like (GET URL/v1/tree).
+    Tree {
+        /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        node: String,
+        /// The node's [http] token, if it has one.
+        #[arg(long, env = "TROUPE_HTTP_TOKEN")]
+        token: Option<String>,
+    },
+    /// A local cluster of node processes for development and tests, that
+    /// outlives the command: up, kill, stop, start, down.
+    Cluster {
+        /// up, kill, stop, start or down.
+        #[command(subcommand)]
+        action: crate::cluster::ClusterAction,
+    },
     /// Start a 3-node cluster over QUIC on 127.0.0.1 with throwaway
     /// certificates, exchange tells and asks, stop a node, watch the others
     /// notice, bring it back, and exit.
@@ -85,7 +120,8 @@ Deploying a cluster (README.md, \"Deploying a cluster across hosts\"):
   troupe certs init  --dir certs                 once, on a trusted machine
   troupe certs issue --dir certs --node node-a   once per node
   troupe node --config node-a.toml               on each node's host
-Try it on one machine first: troupe demo";
+Try it on one machine first: troupe demo, or
+  troupe cluster up --nodes 3 --apps counter --dir /tmp/c   (then troupe status --node URL)";
 
 /// `troupe certs ...`
 #[derive(Debug, Subcommand)]
@@ -166,6 +202,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logs("info");
             node(config)
         }
+        Command::Status { node, token } => {
+            print!("{}", crate::inspect::status_command(&node, token)?);
+            Ok(())
+        }
+        Command::Tree { node, token } => {
+            print!("{}", crate::inspect::tree_command(&node, token)?);
+            Ok(())
+        }
+        Command::Cluster { action } => crate::cluster::run(action),
         Command::Demo { keep, detector } => {
             init_logs("warn");
             crate::demo::run(keep, &detector)
@@ -280,12 +325,17 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         }
         _ => None,
     };
+    let options = StartOptions {
+        app_routes: app_routes(&apps).map_err(|e| in_file(&path, e))?,
+    };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node(config).await.map_err(|e| in_file(&path, e))?;
+        let running = start_node_with(config, options)
+            .await
+            .map_err(|e| in_file(&path, e))?;
         let mut peers = running.config.peer_names();
         peers.push(running.node.name().to_string());
-        start_apps_with_peers(
+        let election = start_apps_with_peers(
             &running.node,
             Some(running.failure_detector.clone()),
             &apps,
@@ -293,7 +343,18 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         )
         .await
         .map_err(|e| in_file(&path, e))?;
-        tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
+        if let Some(http) = &running.http {
+            http.set_apps(apps_probe(&running.node, &apps));
+            if let Some(election) = election {
+                http.add_election(troupe::leader::ELECTION_ACTOR, election);
+            }
+        }
+        match running.http_addr() {
+            Some(http) => {
+                tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
+            }
+            None => tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready"),
+        }
         tokio::select! {
             _ = wait_for_signal() => {}
             _ = warn_before_expiry(expiry) => {}

@@ -1,11 +1,19 @@
 //! # troupe-apps: the `troupe` command and its sample applications
 //!
 //! - [`sample`]: the apps a node runs (`status`, `counter`), and their messages;
+//! - [`sample_http`]: their routes on the node's HTTP endpoint;
 //! - [`cli`]: `troupe certs init|issue`, `troupe node --config FILE`;
+//! - [`inspect`]: `troupe status` and `troupe tree`, over [`http_client`];
+//! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
+//!   that outlives the command;
 //! - [`demo`]: `troupe demo`, a real cluster over QUIC on 127.0.0.1;
 //! - [`local_cluster`]: node processes on one machine, for the demo and tests.
 
 pub mod cli;
+pub mod cluster;
 pub mod demo;
+pub mod http_client;
+pub mod inspect;
 pub mod local_cluster;
 pub mod sample;
+pub mod sample_http;

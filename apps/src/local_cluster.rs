@@ -61,6 +61,22 @@ impl LocalCluster {
         detector: &str,
         extra: &str,
     ) -> Result<Self, CliError> {
+        Self::create_with(dir, exe, nodes, controller, detector, &|_| {
+            (String::new(), extra.to_string())
+        })
+    }
+
+    /// [`Self::create`] with per-node additions: `extras(name)` gives the
+    /// lines to add at the top level of `name`'s config (such as
+    /// `data_dir = "..."`) and the tables to append (such as `[http]`).
+    pub fn create_with(
+        dir: &Path,
+        exe: PathBuf,
+        nodes: &[(&str, IpAddr)],
+        controller: Option<(&str, IpAddr)>,
+        detector: &str,
+        extras: &dyn Fn(&str) -> (String, String),
+    ) -> Result<Self, CliError> {
         std::fs::create_dir_all(dir).map_err(other)?;
         troupe::transports::certs::init(dir).map_err(|e| CliError::Certs(e.to_string()))?;
         let all: Vec<(&str, IpAddr)> = nodes.iter().copied().chain(controller).collect();
@@ -80,8 +96,9 @@ impl LocalCluster {
             children: BTreeMap::new(),
         };
         for (name, _) in &all {
+            let (top_level, tables) = extras(name);
             let mut text = format!(
-                "name = \"{name}\"\nlisten = \"{}\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n",
+                "name = \"{name}\"\nlisten = \"{}\"\n{top_level}\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n",
                 addrs[*name]
             );
             for (peer, _) in &all {
@@ -95,7 +112,7 @@ impl LocalCluster {
             text.push_str("[failure_detector]\n");
             text.push_str(detector);
             text.push('\n');
-            text.push_str(extra);
+            text.push_str(&tables);
             std::fs::write(cluster.config_path(name), text).map_err(other)?;
         }
         Ok(cluster)
@@ -129,31 +146,18 @@ impl LocalCluster {
     /// Start `name`'s process under a wrapper command, e.g.
     /// `["ip", "netns", "exec", "host1"]` to run it on another test host.
     pub fn spawn_wrapped(&mut self, name: &str, wrapper: &[&str]) -> Result<u32, CliError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(name))
-            .map_err(other)?;
-        let err = log.try_clone().map_err(other)?;
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(&self.exe);
+                c.args(rest);
                 c
             }
             None => Command::new(&self.exe),
         };
-        let child = cmd
-            .arg("node")
-            .arg("--config")
-            .arg(self.config_path(name))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
+        if !wrapper.is_empty() {
+            cmd.arg(&self.exe);
+        }
+        let child = node_command(cmd, &self.config_path(name), &self.log_path(name))?
             .spawn()
             .map_err(|e| {
                 other(format!(
@@ -218,6 +222,29 @@ impl Drop for LocalCluster {
             self.kill(&n);
         }
     }
+}
+
+/// `cmd` (the `troupe` binary, or a wrapper naming it last) completed to
+/// run `troupe node --config CONFIG` with its output appended to `log`,
+/// stdin closed, and `RUST_LOG` as set here (default `info`).
+pub fn node_command(mut cmd: Command, config: &Path, log: &Path) -> Result<Command, CliError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| other(format!("cannot open {}: {e}", log.display())))?;
+    let err = out.try_clone().map_err(other)?;
+    cmd.arg("node")
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    Ok(cmd)
 }
 
 /// Ask `of`'s status app, once, within `timeout`.

@@ -268,12 +268,12 @@ pub struct Exit {
 remote_message!(Exit, "troupe.lock.exit", ());
 
 /// Start the apps `config` asks for on `node` (with the node's peers, for
-/// the default member list).
+/// the default member list). Returns the election, if one was started.
 pub async fn start_apps(
     node: &Node,
     fd: Option<FailureDetectorHandle>,
     config: &AppsConfig,
-) -> Result<(), troupe::Error> {
+) -> Result<Option<LeaderElection>, troupe::Error> {
     start_apps_with_peers(node, fd, config, &[]).await
 }
 
@@ -283,7 +283,7 @@ pub async fn start_apps_with_peers(
     fd: Option<FailureDetectorHandle>,
     config: &AppsConfig,
     peers: &[String],
-) -> Result<(), troupe::Error> {
+) -> Result<Option<LeaderElection>, troupe::Error> {
     let members = config.members.clone().unwrap_or_else(|| peers.to_vec());
     let election = match config.election {
         Some(algorithm) => Some(start_election(node, algorithm, &members).await?),
@@ -306,7 +306,7 @@ pub async fn start_apps_with_peers(
         });
     }
     if config.status {
-        let n = node.clone();
+        let (n, election) = (node.clone(), election.clone());
         node.spawn(
             ActorSpec::new(STATUS, move || Status {
                 node: n.clone(),
@@ -372,7 +372,7 @@ pub async fn start_apps_with_peers(
             }
         });
     }
-    Ok(())
+    Ok(election)
 }
 
 #[cfg(test)]

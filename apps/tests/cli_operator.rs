@@ -47,28 +47,12 @@ fn write_config(dir: &Path, name: &str, cert: &str, extra: &str) -> PathBuf {
     path
 }
 
+#[path = "troupe_run/mod.rs"]
+mod troupe_run;
+
 /// Runs `troupe ARGS`; a process still running after 20 s is killed and fails the test.
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn troupe");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    panic!(
-        "troupe {args:?} did not exit: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    troupe_run::troupe_within(args, Duration::from_secs(20))
 }
 
 fn stderr(out: &Output) -> String {

@@ -58,8 +58,9 @@ pub struct NodeStats {
     pub mailbox_full: AtomicU64,
 }
 
-/// A snapshot of [`NodeStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A snapshot of [`NodeStats`] (serialized as is in the HTTP endpoint's
+/// `/v1/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatsSnapshot {
     /// Frames received from the transport.
     pub frames_in: u64,

@@ -1,6 +1,6 @@
-//! Picking a UDP port for a node before it starts, for local clusters,
-//! demos and tests, where every node's address goes into every other
-//! node's config first.
+//! Picking a UDP port (QUIC) or a TCP port (the HTTP endpoint) for a node
+//! before it starts, for local clusters, demos and tests, where every
+//! node's address goes into every other node's config first.
 //!
 //! The usual trick (bind port 0, read the port, close the socket) leaves a
 //! window in which any other socket bound to port 0 on the machine (another
@@ -17,7 +17,7 @@
 //! guarantee is "free when checked", nothing more.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -63,6 +63,17 @@ fn candidates() -> (u16, u16) {
 /// `None` only if `ip` cannot be bound at all (for example, an address of
 /// another host).
 pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
+    unused_port(|port| UdpSocket::bind((ip, port))?.local_addr())
+}
+
+/// [`unused_udp_port`] for a TCP listener. One process never gets the same
+/// number from both.
+pub fn unused_tcp_port(ip: IpAddr) -> Option<u16> {
+    unused_port(|port| TcpListener::bind((ip, port))?.local_addr())
+}
+
+/// A port that `bind` could bind (see [`unused_udp_port`]).
+fn unused_port(bind: impl Fn(u16) -> std::io::Result<std::net::SocketAddr>) -> Option<u16> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     /// Ports this process was handed (at most `SPAN` of them).
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
@@ -82,7 +93,7 @@ pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
         if given.contains(&port) {
             continue;
         }
-        match UdpSocket::bind((ip, port)) {
+        match bind(port) {
             Ok(_) => {
                 given.insert(port);
                 return Some(port);
@@ -91,10 +102,7 @@ pub fn unused_udp_port(ip: IpAddr) -> Option<u16> {
             Err(_) => {}
         }
     }
-    UdpSocket::bind((ip, 0))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .ok()
+    bind(0).map(|a| a.port()).ok()
 }
 
 /// Different in every process and every call site's time.
@@ -165,5 +173,19 @@ mod tests {
     fn an_address_of_another_host_has_no_port() {
         // TEST-NET-3: never assigned to this machine.
         assert_eq!(unused_udp_port("203.0.113.7".parse().unwrap()), None);
+        assert_eq!(unused_tcp_port("203.0.113.7".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_tcp_port_is_free_for_tcp_and_never_also_handed_out_for_udp() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let tcp = unused_tcp_port(ip).expect("loopback binds");
+            TcpListener::bind((ip, tcp)).expect("still free");
+            assert!(seen.insert(tcp), "{tcp} handed out twice");
+            let udp = unused_udp_port(ip).expect("loopback binds");
+            assert!(seen.insert(udp), "{udp} handed out twice");
+        }
     }
 }

@@ -1,0 +1,253 @@
+//! `GET /v1/status`: what the node knows about itself and its group, as
+//! [`StatusReport`] (serialized to JSON; the same types deserialize it, for
+//! `troupe status` and tests).
+
+use std::collections::BTreeMap;
+
+use actix_web::web;
+use serde::{Deserialize, Serialize};
+use troupe_framework::membership::MemberStatus;
+use troupe_framework::node::NodeStatsSnapshot;
+
+use super::{ApiError, HttpContext};
+
+/// The body of `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The node's name.
+    pub node: String,
+    /// Its incarnation: 32 hex digits, new at every start of the process.
+    pub incarnation: String,
+    /// Time since the node started, in ms.
+    pub uptime_ms: u64,
+    /// The failure detector that feeds membership (`heartbeat`,
+    /// `phi-accrual`, `swim`).
+    pub detector: String,
+    /// The group as this node sees it, by name (this node not included).
+    pub members: Vec<MemberReport>,
+    /// The node's applications and their state, as reported by the
+    /// application layer ([`super::HttpEndpoint::set_apps`]); empty when
+    /// none reports.
+    pub apps: Vec<AppState>,
+    /// The elections this node takes part in, with the term and leader it
+    /// knows ([`super::HttpEndpoint::add_election`]); empty when it runs none.
+    pub leaders: Vec<LeaderReport>,
+    /// The node's traffic and bad-input counters.
+    pub stats: NodeStatsSnapshot,
+    /// The endpoint's own counters (this request included).
+    pub http: HttpCountersSnapshot,
+}
+
+/// One member of the group as this node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// The member's node name.
+    pub name: String,
+    /// Its status in the node's membership view (what protocols act on):
+    /// `Up`, `Suspect` (SWIM's and the heartbeat detectors' suspicion),
+    /// `Down` or `Left`.
+    pub status: MemberStatus,
+    /// The incarnation the detector last heard from (32 hex digits), or
+    /// null before first contact.
+    pub incarnation: Option<String>,
+    /// Its phi now (phi-accrual only, null with the other detectors): a
+    /// number, or the string `"inf"` once the member has been silent far
+    /// past the threshold.
+    #[serde(with = "phi_json")]
+    pub phi: Option<f64>,
+}
+
+/// An application and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    /// The application's name.
+    pub name: String,
+    /// Its state (`running`, `restarting`, `stopped`, `gave-up`).
+    pub state: String,
+}
+
+/// An election and what this node knows of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderReport {
+    /// The election's name.
+    pub election: String,
+    /// The term this node is in.
+    pub term: u64,
+    /// The leader of that term, if this node knows one.
+    pub leader: Option<String>,
+}
+
+/// The endpoint's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpCountersSnapshot {
+    /// Requests received (routed or refused).
+    pub requests: u64,
+    /// Requests refused with a 4xx, by kind.
+    pub rejected: Rejected,
+    /// Requests answered with a 5xx.
+    pub server_errors: u64,
+}
+
+/// Requests refused, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rejected {
+    /// 400: a body that does not parse or fit.
+    pub bad_request: u64,
+    /// 401: a missing or wrong bearer token.
+    pub unauthorized: u64,
+    /// 404: no such route.
+    pub not_found: u64,
+    /// 405: the route does not take that method.
+    pub method_not_allowed: u64,
+    /// 413: a body over `[http] max_body_bytes`.
+    pub payload_too_large: u64,
+    /// 415: a JSON body without `Content-Type: application/json`.
+    pub unsupported_media_type: u64,
+    /// Any other 4xx.
+    pub other: u64,
+}
+
+impl Rejected {
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.bad_request
+            + self.unauthorized
+            + self.not_found
+            + self.method_not_allowed
+            + self.payload_too_large
+            + self.unsupported_media_type
+            + self.other
+    }
+}
+
+/// `GET /v1/status`.
+pub(super) async fn status(
+    ctx: web::Data<HttpContext>,
+) -> Result<web::Json<StatusReport>, ApiError> {
+    let node = ctx.node();
+    let detected =
+        ctx.failure_detector().members().await.map_err(|e| {
+            ApiError::unavailable(format!("the failure detector does not answer: {e}"))
+        })?;
+    // Per name, the incarnation and phi of the life the detector counts as
+    // current: a live one if any, else the last one heard from (a nil
+    // incarnation: not heard from yet).
+    let mut lives: BTreeMap<String, (Option<String>, Option<f64>, bool)> = BTreeMap::new();
+    for m in detected {
+        let incarnation =
+            (!m.id.incarnation.is_nil()).then(|| m.id.incarnation.simple().to_string());
+        let rank = (m.status.is_live(), incarnation.is_some());
+        let keep = lives
+            .get(&m.id.name)
+            .is_some_and(|(inc, _, live)| (*live, inc.is_some()) > rank);
+        if !keep {
+            lives.insert(m.id.name.clone(), (incarnation, m.phi, rank.0));
+        }
+    }
+    let members = node
+        .membership()
+        .iter()
+        .map(|(name, status)| {
+            let life = lives.get(name);
+            MemberReport {
+                name: name.clone(),
+                status,
+                incarnation: life.and_then(|l| l.0.clone()),
+                phi: life.and_then(|l| l.1),
+            }
+        })
+        .collect();
+    let shared = &ctx.shared;
+    let apps = shared
+        .apps
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|probe| probe())
+        .unwrap_or_default();
+    let leaders = shared
+        .leaders
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(name, election)| {
+            let l = election.current();
+            LeaderReport {
+                election: name.clone(),
+                term: l.term,
+                leader: l.leader,
+            }
+        })
+        .collect();
+    Ok(web::Json(StatusReport {
+        node: node.name().to_string(),
+        incarnation: node.id().incarnation.simple().to_string(),
+        uptime_ms: node.now().as_millis() as u64,
+        detector: ctx.failure_detector().kind().to_string(),
+        members,
+        apps,
+        leaders,
+        stats: node.stats(),
+        http: shared.counters.snapshot(),
+    }))
+}
+
+/// `phi` in JSON: a number, `"inf"` for infinity (JSON has none), or null.
+mod phi_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Phi {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(phi: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match phi {
+            Some(p) if p.is_finite() => Phi::Number(*p).serialize(s),
+            Some(p) if *p > 0.0 => Phi::Text("inf".into()).serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<Phi>::deserialize(d)? {
+            None => Ok(None),
+            Some(Phi::Number(p)) => Ok(Some(p)),
+            Some(Phi::Text(t)) if t == "inf" => Ok(Some(f64::INFINITY)),
+            Some(Phi::Text(t)) => Err(serde::de::Error::custom(format!(
+                "phi {t:?} is neither a number nor \"inf\""
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phi_round_trips_through_json_infinity_included() {
+        for phi in [None, Some(0.0), Some(3.25), Some(f64::INFINITY)] {
+            let m = MemberReport {
+                name: "n".into(),
+                status: MemberStatus::Up,
+                incarnation: None,
+                phi,
+            };
+            let text = serde_json::to_string(&m).unwrap();
+            let back: MemberReport = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, m, "{text}");
+        }
+        let text = serde_json::to_string(&MemberReport {
+            name: "n".into(),
+            status: MemberStatus::Down,
+            incarnation: None,
+            phi: Some(f64::INFINITY),
+        })
+        .unwrap();
+        assert!(text.contains(r#""phi":"inf""#), "{text}");
+        assert!(text.contains(r#""status":"Down""#), "{text}");
+    }
+}
