@@ -212,13 +212,13 @@ impl NodeConfig {
             )));
         }
         r.retry.validate("runtime.retry")?;
-        let s = &self.supervision;
-        if s.within.is_zero() {
-            return Err(NodeError::Config("supervision.within must be > 0".into()));
-        }
-        if s.backoff_max < s.backoff_base {
+        self.supervision.validate("supervision")?;
+        if self.supervision.on_give_up == crate::supervision::GiveUp::Stop {
             return Err(NodeError::Config(
-                "supervision.backoff_max must be >= supervision.backoff_base".into(),
+                "supervision.on_give_up = \"stop\" would leave the node running with nothing \
+                 in it: the root supervisor can \"escalate\" (stop the node, the default) \
+                 or \"restart\" everything below it"
+                    .into(),
             ));
         }
         Ok(())
