@@ -99,6 +99,8 @@ pub(crate) struct NodeShared {
     pub(crate) root: Addr<Supervisor>,
     /// Where the supervisors publish their events.
     hub: Arc<Hub>,
+    /// The root supervisor's policy (`[supervision]`).
+    root_policy: crate::supervision::SupervisorPolicy,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
     pub(crate) epoch: tokio::time::Instant,
@@ -241,6 +243,7 @@ impl NodeBuilder {
                 asks,
                 root,
                 hub,
+                root_policy: policy,
                 storage,
                 trace,
                 epoch,
@@ -335,6 +338,11 @@ impl Node {
     /// below it by path ([`SupervisorRef::child`]).
     pub fn root_supervisor(&self) -> SupervisorRef {
         SupervisorRef::root(self.shared.root.clone())
+    }
+
+    /// The policy of the node's root supervisor (`[supervision]` in its config).
+    pub fn root_policy(&self) -> crate::supervision::SupervisorPolicy {
+        self.shared.root_policy
     }
 
     /// Subscribe to what happens in the node's supervision tree from now on:
