@@ -23,7 +23,7 @@
 //!
 //! [runtime]                       # framework limits, see NodeOptions
 //! [supervision]                   # root supervisor policy
-//! [apps]                          # sample applications to start (read by the CLI)
+//! [apps.election]                 # apps to start, one table each (see crate::app::registry)
 //! ```
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
@@ -159,7 +159,8 @@ pub struct Config {
     /// Root supervisor policy.
     #[serde(default)]
     pub supervision: SupervisorPolicy,
-    /// Sample applications to start; interpreted by the `troupe` CLI.
+    /// The apps to start, one `[apps.NAME]` table each; read through an
+    /// app registry ([`crate::app::AppRegistry::plan`]), e.g. by `troupe node`.
     #[serde(default)]
     pub apps: toml::Table,
 }

@@ -27,7 +27,7 @@ use troupe::runtime::start_node;
 use troupe::transports::certs::{format_utc, Validity};
 use troupe::transports::quic::CertificateExpiry;
 
-use crate::sample::{start_apps_with_peers, AppsConfig};
+use troupe::app::ClusterInfo;
 
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
@@ -58,9 +58,15 @@ pub enum Command {
     /// owner only, the certificate must be signed by the CA and name this
     /// node.
     ///
+    /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
+    /// kind's settings: status, counter, election, lock, crashtest); status
+    /// and counter run by default. Each app is a supervised tree; see
+    /// README.md, "Apps as supervised trees".
+    ///
     /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
     /// SIGTERM the node leaves the group (its peers see it Left) and exits 0;
-    /// a configuration or start-up error exits 1.
+    /// a configuration or start-up error exits 1, and so does a node whose
+    /// supervision gave up (a failure escalated to the node).
     Node {
         /// The node's TOML config file.
         #[arg(long, short)]
@@ -268,8 +274,8 @@ fn valid_until(v: Option<Validity>) -> String {
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
     check_tls(&path, &config)?;
-    let apps = AppsConfig::from_table(&config.apps)
-        .and_then(|a| a.validate(&config.name, &config.peer_names()).map(|()| a))
+    let apps = crate::sample::registry()
+        .plan(&config.apps, &ClusterInfo::of(&config))
         .map_err(|e| in_file(&path, e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
@@ -283,20 +289,22 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let running = start_node(config).await.map_err(|e| in_file(&path, e))?;
-        let mut peers = running.config.peer_names();
-        peers.push(running.node.name().to_string());
-        start_apps_with_peers(
-            &running.node,
-            Some(running.failure_detector.clone()),
-            &apps,
-            &peers,
-        )
-        .await
-        .map_err(|e| in_file(&path, e))?;
+        let peers = running.config.peer_names();
+        let fd = Some(running.failure_detector.clone());
+        apps.start(&running.node, &peers, fd)
+            .await
+            .map_err(|e| in_file(&path, e))?;
         tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready");
         tokio::select! {
             _ = wait_for_signal() => {}
             _ = warn_before_expiry(expiry) => {}
+            _ = running.node.stopped() => {
+                return Err(CliError::Other(format!(
+                    "node {} stopped: a supervisor gave up and the failure reached the node \
+                     (its log says which)",
+                    running.node.name()
+                )));
+            }
         }
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;

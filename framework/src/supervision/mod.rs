@@ -137,6 +137,18 @@ pub enum GiveUp {
     StopNode,
 }
 
+impl std::fmt::Display for GiveUp {
+    /// As in a config file: `escalate`, `restart`, `stop`, `stop-node`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GiveUp::Escalate => "escalate",
+            GiveUp::Restart => "restart",
+            GiveUp::Stop => "stop",
+            GiveUp::StopNode => "stop-node",
+        })
+    }
+}
+
 /// A supervisor's restart policy. Defaults: one-for-one, 5 restarts in 10 s,
 /// back-off from 10 ms doubling up to 1 s, escalate on giving up.
 ///

@@ -147,7 +147,7 @@ impl fmt::Display for SupervisionEventKind {
             SupervisionEventKind::Restarted { attempt, delay } => {
                 write!(f, "restarted (attempt {attempt}, after {delay:?})")
             }
-            SupervisionEventKind::GaveUp { then } => write!(f, "gave up, then {then:?}"),
+            SupervisionEventKind::GaveUp { then } => write!(f, "gave up, then {then}"),
         }
     }
 }
