@@ -133,21 +133,27 @@ fn rest_for_one_at_the_app_root_restarts_the_escalating_supervisor_and_what_foll
     });
 }
 
+/// Start `crash` (giving up with `on_give_up`) and `other` (restarting)
+/// on `a`, then make `crash`'s leaf panic twice: the first time the app
+/// restarts its inner supervisor (1 restart allowed), the second it gives up.
+async fn crash_twice_beside_another(a: &Node, on_give_up: GiveUp) -> ([Effects; 3], [Effects; 3]) {
+    let (e, other) = (effects(), effects());
+    start_app(a, crashy("crash", on_give_up, &e)).await.unwrap();
+    start_app(a, crashy("other", GiveUp::Restart, &other))
+        .await
+        .unwrap();
+    settle().await;
+    panic_leaf(a, "crash").await;
+    panic_leaf(a, "crash").await;
+    (e, other)
+}
+
 #[test]
 fn an_app_that_gives_up_restarts_alone_and_the_node_and_other_apps_run_on() {
     run_virtual(|| async {
         // The node's root allows no restart: anything reaching it stops the node.
         let (_cluster, a) = node_with_root_restarts(33, 0).await;
-        let (e, other) = (effects(), effects());
-        start_app(&a, crashy("crash", GiveUp::Restart, &e))
-            .await
-            .unwrap();
-        start_app(&a, crashy("other", GiveUp::Restart, &other))
-            .await
-            .unwrap();
-        settle().await;
-        panic_leaf(&a, "crash").await; // the app restarts inner (1 allowed)
-        panic_leaf(&a, "crash").await; // the app gives up: whole restart
+        let (e, other) = crash_twice_beside_another(&a, GiveUp::Restart).await;
         assert!(!a.is_stopped());
         let apps = list_apps(&a).await.unwrap();
         assert_eq!(apps[0].name, "crash");
@@ -185,16 +191,7 @@ fn an_app_that_escalates_is_restarted_by_the_node_s_policy_and_past_it_stops_the
     run_virtual(|| async {
         // Lenient root: the node's policy restarts the escalating app alone.
         let (_cluster, a) = node_with_root_restarts(35, 5).await;
-        let (e, other) = (effects(), effects());
-        start_app(&a, crashy("crash", GiveUp::Escalate, &e))
-            .await
-            .unwrap();
-        start_app(&a, crashy("other", GiveUp::Restart, &other))
-            .await
-            .unwrap();
-        settle().await;
-        panic_leaf(&a, "crash").await;
-        panic_leaf(&a, "crash").await;
+        let (_e, other) = crash_twice_beside_another(&a, GiveUp::Escalate).await;
         assert!(!a.is_stopped());
         let apps = list_apps(&a).await.unwrap();
         assert_eq!((apps[0].state, apps[0].restarts), (ChildState::Running, 1));

@@ -46,6 +46,22 @@ fn restarted(events: &[SupervisionEvent]) -> Vec<&str> {
         .collect()
 }
 
+/// A node `a` whose supervisor `s` (with `policy`) has one ledger, `x`.
+async fn one_leaf(
+    seed: u64,
+    policy: SupervisorPolicy,
+    restart: Restart,
+) -> (SimCluster, Node, Effects) {
+    let mut cluster = SimCluster::new(seed, FaultPlan::reliable());
+    let a = cluster.add_node("a").await.unwrap();
+    let e = Effects::default();
+    a.spawn(SupervisorSpec::new("s", policy).child(ledger("x", &e).restart(restart)))
+        .await
+        .unwrap();
+    settle().await;
+    (cluster, a, e)
+}
+
 fn crew(policy: SupervisorPolicy, e: &[Effects; 3]) -> SupervisorSpec {
     SupervisorSpec::new("crew", policy)
         .child(ledger("a", &e[0]))
@@ -111,13 +127,7 @@ fn each_strategy_restarts_what_it_should_in_start_order() {
 #[test]
 fn exit_reasons_tell_a_panic_from_an_error_from_a_stop() {
     run_virtual(|| async {
-        let mut cluster = SimCluster::new(12, FaultPlan::reliable());
-        let a = cluster.add_node("a").await.unwrap();
-        let e = Effects::default();
-        a.spawn(SupervisorSpec::new("s", SupervisorPolicy::default()).child(ledger("x", &e)))
-            .await
-            .unwrap();
-        settle().await;
+        let (_cluster, a, e) = one_leaf(12, SupervisorPolicy::default(), Restart::Permanent).await;
         let mut events = a.supervision_events();
         a.lookup::<Panic>("a/x").unwrap().tell(Panic).unwrap();
         settle().await;
@@ -154,34 +164,22 @@ fn exit_reasons_tell_a_panic_from_an_error_from_a_stop() {
 #[test]
 fn a_transient_child_is_restarted_after_a_failure_but_not_after_a_stop() {
     run_virtual(|| async {
-        let mut cluster = SimCluster::new(13, FaultPlan::reliable());
-        let a = cluster.add_node("a").await.unwrap();
-        let e = Effects::default();
-        a.spawn(
-            SupervisorSpec::new("s", SupervisorPolicy::default())
-                .child(ledger("t", &e).restart(Restart::Transient)),
-        )
-        .await
-        .unwrap();
-        settle().await;
-        a.lookup::<Fail>("a/t").unwrap().tell(Fail).unwrap();
+        let (_cluster, a, e) = one_leaf(13, SupervisorPolicy::default(), Restart::Transient).await;
+        a.lookup::<Fail>("a/x").unwrap().tell(Fail).unwrap();
         settle().await;
         assert_eq!(e.starts(), 2, "not restarted after a failure");
-        a.lookup::<Halt>("a/t").unwrap().tell(Halt).unwrap();
+        a.lookup::<Halt>("a/x").unwrap().tell(Halt).unwrap();
         settle().await;
         assert_eq!(e.starts(), 2, "restarted after a plain stop");
         let tree = a.supervision_tree().await.unwrap();
-        assert_eq!(at(&tree, "s/t").state, ChildState::Stopped);
-        assert_eq!(at(&tree, "s/t").restarts, 1);
+        assert_eq!(at(&tree, "s/x").state, ChildState::Stopped);
+        assert_eq!(at(&tree, "s/x").restarts, 1);
     });
 }
 
 #[test]
 fn back_off_doubles_and_the_limit_gives_up_as_applied() {
     run_virtual(|| async {
-        let mut cluster = SimCluster::new(14, FaultPlan::reliable());
-        let a = cluster.add_node("a").await.unwrap();
-        let e = Effects::default();
         let policy = SupervisorPolicy {
             max_restarts: 3,
             within: Duration::from_secs(60),
@@ -190,10 +188,7 @@ fn back_off_doubles_and_the_limit_gives_up_as_applied() {
             on_give_up: GiveUp::Stop,
             ..Default::default()
         };
-        a.spawn(SupervisorSpec::new("s", policy).child(ledger("x", &e)))
-            .await
-            .unwrap();
-        settle().await;
+        let (_cluster, a, e) = one_leaf(14, policy, Restart::Permanent).await;
         let mut events = a.supervision_events();
         let panic = a.lookup::<Panic>("a/x").unwrap();
         for _ in 0..4 {
@@ -247,18 +242,13 @@ fn back_off_doubles_and_the_limit_gives_up_as_applied() {
 #[test]
 fn failures_further_apart_than_the_window_never_add_up() {
     run_virtual(|| async {
-        let mut cluster = SimCluster::new(15, FaultPlan::reliable());
-        let a = cluster.add_node("a").await.unwrap();
-        let e = Effects::default();
         let policy = SupervisorPolicy {
             max_restarts: 1,
             within: Duration::from_secs(2),
             on_give_up: GiveUp::Stop,
             ..Default::default()
         };
-        a.spawn(SupervisorSpec::new("s", policy).child(ledger("x", &e)))
-            .await
-            .unwrap();
+        let (_cluster, a, e) = one_leaf(15, policy, Restart::Permanent).await;
         let fail = a.lookup::<Fail>("a/x").unwrap();
         for _ in 0..4 {
             fail.tell(Fail).unwrap();
@@ -416,18 +406,12 @@ fn an_app_root_that_escalates_hands_the_failure_to_the_node() {
 #[test]
 fn a_subtree_that_gives_up_with_stop_node_stops_the_node_even_under_a_lenient_root() {
     run_virtual(|| async {
-        let mut cluster = SimCluster::new(19, FaultPlan::reliable());
-        let a = cluster.add_node("a").await.unwrap();
-        let e = Effects::default();
         let vital = SupervisorPolicy {
             max_restarts: 0,
             on_give_up: GiveUp::StopNode,
             ..Default::default()
         };
-        a.spawn(SupervisorSpec::new("vital", vital).child(ledger("x", &e)))
-            .await
-            .unwrap();
-        settle().await;
+        let (_cluster, a, _e) = one_leaf(19, vital, Restart::Permanent).await;
         let stopped = a.stopped();
         a.lookup::<Fail>("a/x").unwrap().tell(Fail).unwrap();
         tokio::time::timeout(Duration::from_secs(5), stopped)
