@@ -287,6 +287,14 @@ mod tests {
                 "name = \"a\"\n[supervision]\nmax_restart = 3",
                 "max_restart",
             ),
+            (
+                "name = \"a\"\n[supervision]\non_give_up = \"stop\"",
+                "supervision.on_give_up",
+            ),
+            (
+                "name = \"a\"\n[supervision]\nstrategy = \"rest-for-two\"",
+                "rest-for-two",
+            ),
         ] {
             let err = NodeConfig::from_toml(text).unwrap_err().to_string();
             assert!(
