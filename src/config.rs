@@ -23,7 +23,7 @@
 //!
 //! [runtime]                       # framework limits, see NodeOptions
 //! [supervision]                   # root supervisor policy
-//! [apps]                          # sample applications to start (read by the CLI)
+//! [apps.election]                 # apps to start, one table each (see crate::app::registry)
 //!
 //! [http]                          # the node's HTTP endpoint (off when absent), see HttpConfig
 //! listen = "127.0.0.1:8080"       # TCP address; port 0 picks a free one
@@ -241,7 +241,8 @@ pub struct Config {
     /// Root supervisor policy.
     #[serde(default)]
     pub supervision: SupervisorPolicy,
-    /// Sample applications to start; interpreted by the `troupe` CLI.
+    /// The apps to start, one `[apps.NAME]` table each; read through an
+    /// app registry ([`crate::app::AppRegistry::plan`]), e.g. by `troupe node`.
     #[serde(default)]
     pub apps: toml::Table,
     /// The node's HTTP endpoint (default: none).

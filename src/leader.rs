@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use troupe_framework::Node;
 pub use troupe_protocols::election::Leadership;
 use troupe_protocols::election::{ElectionAlgorithm, ElectionConfig, ElectionFamily};
+use troupe_protocols::family::Family;
 
 use crate::family::{self, Instance};
 use crate::Error;
@@ -57,6 +58,27 @@ pub async fn start_election_with(
     Ok(LeaderElection { instance })
 }
 
+/// Every election running on `node` (actors `election` and
+/// `election.<name>`), with the term and leader it knows, by actor name.
+pub async fn running_elections(node: &Node) -> Vec<(String, Leadership)> {
+    let mut out = Vec::new();
+    for name in node.registry().names() {
+        if name != ELECTION_ACTOR && !name.starts_with("election.") {
+            continue;
+        }
+        let view = troupe_protocols::driver::invoke_named(
+            node,
+            &name,
+            |core: &mut <ElectionFamily as Family>::Core, _, _| ElectionFamily::view(core),
+        )
+        .await;
+        if let Ok(l) = view {
+            out.push((name, l));
+        }
+    }
+    out
+}
+
 impl LeaderElection {
     /// An election over a running election instance (from
     /// [`family::prepare`], when the election lives in an app's tree).
@@ -77,7 +99,7 @@ impl LeaderElection {
     /// Ask the core directly (term, leader).
     pub async fn query(&self) -> Result<Leadership, Error> {
         self.instance
-            .invoke(|core, _, _| <ElectionFamily as troupe_protocols::family::Family>::view(core))
+            .invoke(|core, _, _| ElectionFamily::view(core))
             .await
     }
 

@@ -10,8 +10,9 @@
 //!
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
-//! ([`failure_detector`]) and, with `[http]`, the node's HTTP endpoint
-//! ([`http`]).
+//! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
+//! ([`http`]), and applications as supervised actor trees, declared in
+//! code or started from the config ([`app`]).
 //!
 //! Start with [`prelude`].
 
@@ -19,6 +20,7 @@ pub use troupe_framework as framework;
 pub use troupe_protocols as protocols;
 pub use troupe_transports as transports;
 
+pub mod app;
 pub mod config;
 pub mod error;
 pub mod failure_detector;
@@ -32,6 +34,7 @@ pub use error::Error;
 
 /// The names most programs use.
 pub mod prelude {
+    pub use crate::app::{start_app, App, AppContext, AppKind, AppRegistry, AppSpec};
     pub use crate::config::Config;
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};
@@ -39,7 +42,7 @@ pub mod prelude {
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};
     pub use troupe_framework::{
-        remote_message, ActorPath, ActorSpec, AskError, Node, NodeConfig, NodeId, OrFail,
+        remote_message, ActorPath, ActorSpec, AskError, GiveUp, Node, NodeConfig, NodeId, OrFail,
         RemoteMessage, RemoteRef, Restart, RetryPolicy, Sender, Strategy, SupervisorPolicy,
         SupervisorSpec, TellError,
     };

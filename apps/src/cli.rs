@@ -32,8 +32,7 @@ use troupe::runtime::{start_node_with, StartOptions};
 use troupe::transports::certs::{format_utc, Validity};
 use troupe::transports::quic::CertificateExpiry;
 
-use crate::sample::{start_apps_with_peers, AppsConfig};
-use crate::sample_http::{app_routes, apps_probe};
+use troupe::app::ClusterInfo;
 
 /// Troupe: a distributed actor framework for running, testing and watching
 /// distributed protocols.
@@ -64,9 +63,15 @@ pub enum Command {
     /// owner only, the certificate must be signed by the CA and name this
     /// node.
     ///
+    /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
+    /// kind's settings: status, counter, election, lock, crashtest); status
+    /// and counter run by default. Each app is a supervised tree; see
+    /// README.md, "Apps as supervised trees".
+    ///
     /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
     /// SIGTERM the node leaves the group (its peers see it Left) and exits 0;
-    /// a configuration or start-up error exits 1.
+    /// a configuration or start-up error exits 1, and so does a node whose
+    /// supervision gave up (a failure escalated to the node).
     Node {
         /// The node's TOML config file.
         #[arg(long, short)]
@@ -313,8 +318,8 @@ fn valid_until(v: Option<Validity>) -> String {
 fn node(path: PathBuf) -> Result<(), CliError> {
     let config = Config::from_file(&path)?;
     check_tls(&path, &config)?;
-    let apps = AppsConfig::from_table(&config.apps)
-        .and_then(|a| a.validate(&config.name, &config.peer_names()).map(|()| a))
+    let apps = crate::sample::registry()
+        .plan(&config.apps, &ClusterInfo::of(&config))
         .map_err(|e| in_file(&path, e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
@@ -326,29 +331,18 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         _ => None,
     };
     let options = StartOptions {
-        app_routes: app_routes(&apps).map_err(|e| in_file(&path, e))?,
+        app_routes: apps.routes().map_err(|e| in_file(&path, e))?,
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
         let running = start_node_with(config, options)
             .await
             .map_err(|e| in_file(&path, e))?;
-        let mut peers = running.config.peer_names();
-        peers.push(running.node.name().to_string());
-        let election = start_apps_with_peers(
-            &running.node,
-            Some(running.failure_detector.clone()),
-            &apps,
-            &peers,
-        )
-        .await
-        .map_err(|e| in_file(&path, e))?;
-        if let Some(http) = &running.http {
-            http.set_apps(apps_probe(&running.node, &apps));
-            if let Some(election) = election {
-                http.add_election(troupe::leader::ELECTION_ACTOR, election);
-            }
-        }
+        let peers = running.config.peer_names();
+        let fd = Some(running.failure_detector.clone());
+        apps.start(&running.node, &peers, fd)
+            .await
+            .map_err(|e| in_file(&path, e))?;
         match running.http_addr() {
             Some(http) => {
                 tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
@@ -358,6 +352,13 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         tokio::select! {
             _ = wait_for_signal() => {}
             _ = warn_before_expiry(expiry) => {}
+            _ = running.node.stopped() => {
+                return Err(CliError::Other(format!(
+                    "node {} stopped: a supervisor gave up and the failure reached the node \
+                     (its log says which)",
+                    running.node.name()
+                )));
+            }
         }
         tracing::info!("signal received; leaving the group and stopping");
         running.shutdown().await;

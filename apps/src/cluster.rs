@@ -192,26 +192,33 @@ pub fn run(action: ClusterAction) -> Result<(), CliError> {
     }
 }
 
-/// The `[apps]` part of every generated node config, in today's format
-/// (`troupe_apps::sample::AppsConfig`: one key per sample app). The only
-/// place that knows that format: switch it here when apps get their own
-/// `[apps.<name>]` tables.
+/// The apps part of every generated node config: one `[apps.NAME]` table
+/// per app of `--apps` (with sample settings where the kind needs some),
+/// and `enabled = false` for the apps a node starts by default but
+/// `--apps` leaves out. Names are the sample kinds (`crate::sample::registry`).
 fn apps_toml(apps: &[String]) -> Result<String, CliError> {
-    const KNOWN: [&str; 3] = ["status", "counter", "election"];
-    if let Some(bad) = apps.iter().find(|a| !KNOWN.contains(&a.as_str())) {
+    let registry = crate::sample::registry();
+    let known = registry.kinds();
+    if let Some(bad) = apps.iter().find(|a| !known.contains(&a.as_str())) {
         return Err(other(format!(
             "--apps: unknown app {bad:?} (known: {})",
-            KNOWN.join(", ")
+            known.join(", ")
         )));
     }
-    let on = |a: &str| apps.iter().any(|x| x == a);
-    let mut toml = format!(
-        "[apps]\nstatus = {}\ncounter = {}\n",
-        on("status"),
-        on("counter")
-    );
-    if on("election") {
-        toml.push_str("election = \"bully\"\n");
+    let mut toml = String::new();
+    for kind in registry.defaults() {
+        if !apps.iter().any(|a| a == kind) {
+            toml.push_str(&format!("[apps.{kind}]\nenabled = false\n\n"));
+        }
+    }
+    for app in apps {
+        toml.push_str(&format!("[apps.{app}]\n"));
+        match app.as_str() {
+            "election" => toml.push_str("algorithm = \"bully\"\n"),
+            "lock" => toml.push_str("resource = \"ledger\"\nalgorithm = \"ricart-agrawala\"\n"),
+            _ => {}
+        }
+        toml.push('\n');
     }
     Ok(toml)
 }
@@ -548,18 +555,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn apps_become_todays_apps_table_and_unknown_ones_are_refused() {
+    fn apps_become_app_tables_and_unknown_ones_are_refused() {
         let apps = |a: &[&str]| apps_toml(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let planned = |t: &str| {
+            let parsed: toml::Table = t.parse().expect("toml");
+            let empty = toml::Table::new();
+            let table = parsed
+                .get("apps")
+                .and_then(|a| a.as_table())
+                .unwrap_or(&empty);
+            let cluster = troupe::app::ClusterInfo {
+                node: "node-1".into(),
+                peers: vec!["node-2".into()],
+            };
+            crate::sample::registry()
+                .plan(table, &cluster)
+                .expect("a valid [apps] table")
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
         let t = apps(&["counter"]).expect("known");
-        let parsed: toml::Table = t.parse().expect("toml");
-        let cfg = crate::sample::AppsConfig::from_table(parsed["apps"].as_table().expect("table"))
-            .expect("today's [apps] format");
-        assert!(cfg.counter && !cfg.status && cfg.election.is_none(), "{t}");
-        let t = apps(&["status", "election"]).expect("known");
-        let parsed: toml::Table = t.parse().expect("toml");
-        let cfg = crate::sample::AppsConfig::from_table(parsed["apps"].as_table().expect("table"))
-            .expect("today's [apps] format");
-        assert!(!cfg.counter && cfg.status && cfg.election.is_some(), "{t}");
+        assert_eq!(planned(&t), vec!["counter"], "{t}");
+        let t = apps(&["status", "election", "lock"]).expect("known");
+        // Tables start in the order of their names.
+        assert_eq!(planned(&t), vec!["election", "lock", "status"], "{t}");
         let err = apps(&["counter", "ledger"]).unwrap_err().to_string();
         assert!(
             err.contains("\"ledger\"") && err.contains("counter"),

@@ -27,7 +27,7 @@ use troupe::runtime::start_node;
 
 use crate::cli::CliError;
 use crate::local_cluster::{fast_detector_toml, seen, status, wait_up, LocalCluster};
-use crate::sample::{start_apps, Add, AppsConfig, Forward, Get, COUNTER};
+use crate::sample::{start_status, Add, Forward, Get, COUNTER};
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const CONTROLLER: &str = "demo";
@@ -106,12 +106,7 @@ fn run_in(dir: &Path, detector: &str) -> Result<(), CliError> {
 async fn drive(cluster: &mut LocalCluster) -> Result<(), CliError> {
     let ctl = start_node(Config::from_file(cluster.config_path(CONTROLLER))?).await?;
     let node = ctl.node.clone();
-    let apps = AppsConfig {
-        status: true,
-        counter: false,
-        ..Default::default()
-    };
-    start_apps(&node, Some(ctl.failure_detector.clone()), &apps).await?;
+    start_status(&node, Some(ctl.failure_detector.clone())).await?;
     for name in NODES {
         let s = wait_up(&node, name, Duration::from_secs(20)).await?;
         println!(

@@ -255,7 +255,7 @@ node-1 (supervisor, one-for-one, running)
         {"name": "node-3", "status": "Down", "incarnation": "9a8b7c6d22222222222222222222eeee", "phi": "inf"},
         {"name": "node-4", "status": "Suspect", "incarnation": null, "phi": null}
       ],
-      "apps": [{"name": "counter", "state": "running"}],
+      "apps": [{"name": "counter", "state": "running", "restarts": 0}],
       "leaders": [{"election": "election", "term": 3, "leader": "node-2"}],
       "stats": {"frames_in": 1234, "bad_frames": 0, "spoofed_frames": 0, "undeliverable": 1, "deduplicated": 0, "mailbox_full": 0},
       "http": {"requests": 12, "rejected": {"bad_request": 0, "unauthorized": 2, "not_found": 1,

@@ -1,7 +1,8 @@
 //! # troupe-apps: the `troupe` command and its sample applications
 //!
-//! - [`sample`]: the apps a node runs (`status`, `counter`), and their messages;
-//! - [`sample_http`]: their routes on the node's HTTP endpoint;
+//! - [`sample`]: the kinds of apps a node runs from its config (`status`,
+//!   `counter`, `election`, `lock`, `crashtest`), each a supervised tree, and
+//!   their messages;
 //! - [`cli`]: `troupe certs init|issue`, `troupe node --config FILE`;
 //! - [`inspect`]: `troupe status` and `troupe tree`, over [`http_client`];
 //! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
@@ -16,4 +17,3 @@ pub mod http_client;
 pub mod inspect;
 pub mod local_cluster;
 pub mod sample;
-pub mod sample_http;

@@ -18,10 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use troupe::framework::membership::MemberStatus;
-use troupe::framework::{Node, RetryPolicy};
+use troupe::framework::{Node, RemoteMessage, RetryPolicy, TreeNode};
 
 use crate::cli::CliError;
-use crate::sample::{GetStatus, NodeStatus, STATUS};
+use crate::sample::{GetStatus, GetTree, NodeStatus, STATUS};
 
 fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
@@ -199,6 +199,14 @@ impl LocalCluster {
         }
     }
 
+    /// How `name`'s process ended, once it has (reaping it); `None` while it
+    /// runs or if it was never started.
+    pub fn exit_status(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let status = self.children.get_mut(name)?.try_wait().ok().flatten()?;
+        self.children.remove(name);
+        Some(status)
+    }
+
     /// True while `name`'s process runs.
     pub fn is_running(&mut self, name: &str) -> bool {
         self.children
@@ -247,14 +255,30 @@ pub fn node_command(mut cmd: Command, config: &Path, log: &Path) -> Result<Comma
     Ok(cmd)
 }
 
-/// Ask `of`'s status app, once, within `timeout`.
-pub async fn status(ctl: &Node, of: &str, timeout: Duration) -> Option<NodeStatus> {
-    let r = ctl.lookup::<GetStatus>(&format!("{of}/{STATUS}")).ok()?;
-    r.ask(GetStatus)
+/// Ask `of`'s status app `msg`, once, within `timeout`.
+async fn ask_status_app<M: RemoteMessage>(
+    ctl: &Node,
+    of: &str,
+    msg: M,
+    timeout: Duration,
+) -> Option<M::Reply> {
+    let r = ctl.lookup::<M>(&format!("{of}/{STATUS}")).ok()?;
+    r.ask(msg)
         .timeout(timeout)
         .retry(RetryPolicy::none())
         .await
         .ok()
+}
+
+/// Ask `of`'s status app, once, within `timeout`.
+pub async fn status(ctl: &Node, of: &str, timeout: Duration) -> Option<NodeStatus> {
+    ask_status_app(ctl, of, GetStatus, timeout).await
+}
+
+/// Ask `of`'s status app for its node's supervision tree, once, within
+/// `timeout`.
+pub async fn tree(ctl: &Node, of: &str, timeout: Duration) -> Option<TreeNode> {
+    ask_status_app(ctl, of, GetTree, timeout).await?.ok()
 }
 
 /// Wait until `of`'s status app answers.

@@ -128,10 +128,31 @@ fn node_refuses_a_data_dir_it_cannot_use_naming_the_key() {
 }
 
 #[test]
-fn node_names_the_config_file_in_an_apps_table_error() {
+fn node_names_the_config_file_and_the_key_in_an_apps_table_error() {
     let dir = cluster_dir("apps", &["node-a"]);
-    let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelction = \"bully\"\n");
-    node_fails(&c, &["node-a.toml", "apps", "elction"]);
+    let c = write_config(
+        &dir,
+        "node-a",
+        "node-a",
+        "\n[apps.election]\nalgoritm = \"bully\"\n",
+    );
+    node_fails(
+        &c,
+        &["node-a.toml", "apps.election.algoritm", "unknown field"],
+    );
+    let c = write_config(&dir, "node-a", "node-a", "\n[apps.x]\nkind = \"gossip\"\n");
+    node_fails(
+        &c,
+        &[
+            "node-a.toml",
+            "apps.x.kind",
+            "\"gossip\"",
+            "counter, crashtest, election, lock, status",
+        ],
+    );
+    // The flat form of earlier versions says what to write instead.
+    let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelection = \"bully\"\n");
+    node_fails(&c, &["node-a.toml", "apps.election", "[apps.election]"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -142,9 +163,9 @@ fn node_refuses_election_members_that_are_not_peers() {
         &dir,
         "node-a",
         "node-a",
-        "\n[apps]\nelection = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
+        "\n[apps.election]\nalgorithm = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
     );
-    node_fails(&c, &["node-a.toml", "apps.members[1]", "peer-y"]);
+    node_fails(&c, &["node-a.toml", "apps.election.members[1]", "peer-y"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -339,7 +360,7 @@ fn node_logs_the_elected_leader() {
     std::fs::write(
         &c,
         "name = \"node-a\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n\
-         cert = \"certs/node-a.pem\"\nkey = \"certs/node-a.key\"\n[apps]\nelection = \"bully\"\n",
+         cert = \"certs/node-a.pem\"\nkey = \"certs/node-a.key\"\n[apps.election]\nalgorithm = \"bully\"\n",
     )
     .expect("write config");
     let (code, text) = run_until_signal(&c, &dir.join("node-a.log"), "leader elected", "-TERM");

@@ -150,8 +150,8 @@ fn cluster_up_kill_start_stop_down_end_to_end() {
         }
         assert_eq!(s.apps.len(), 1, "{:?}", s.apps);
         assert_eq!(
-            (s.apps[0].name.as_str(), s.apps[0].state.as_str()),
-            ("counter", "running")
+            (s.apps[0].name.as_str(), s.apps[0].state),
+            ("counter", troupe::framework::ChildState::Running)
         );
     }
 

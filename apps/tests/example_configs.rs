@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use troupe::app::ClusterInfo;
 use troupe::config::Config;
-use troupe_apps::sample::AppsConfig;
 
 #[test]
 fn shipped_example_configs_parse_and_validate() {
@@ -14,9 +14,10 @@ fn shipped_example_configs_parse_and_validate() {
         if path.extension().is_some_and(|e| e == "toml") {
             let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(c.peers.len(), 2, "{}", path.display());
-            let apps = AppsConfig::from_table(&c.apps)
+            let apps = troupe_apps::sample::registry()
+                .plan(&c.apps, &ClusterInfo::of(&c))
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(apps.status && apps.election.is_some());
+            assert_eq!(apps.names(), vec!["status", "counter", "election"]);
             c.quic_config("test".into()).unwrap();
             n += 1;
         }

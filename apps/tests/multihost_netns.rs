@@ -22,7 +22,7 @@ use troupe::config::Config;
 use troupe::framework::membership::MemberStatus;
 use troupe::runtime::start_node;
 use troupe_apps::local_cluster::{fast_detector_toml, wait_seen, wait_up, LocalCluster};
-use troupe_apps::sample::{start_apps, Add, AppsConfig, COUNTER};
+use troupe_apps::sample::{start_status, Add, COUNTER};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
@@ -172,17 +172,9 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
         let ctl = start_node(Config::from_file(c.config_path("ctl")).unwrap())
             .await
             .unwrap();
-        start_apps(
-            &ctl.node,
-            Some(ctl.failure_detector.clone()),
-            &AppsConfig {
-                status: true,
-                counter: false,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        start_status(&ctl.node, Some(ctl.failure_detector.clone()))
+            .await
+            .unwrap();
         let node = ctl.node.clone();
         for n in names {
             wait_up(&node, n, Duration::from_secs(30))

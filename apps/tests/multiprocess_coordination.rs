@@ -21,7 +21,7 @@ use troupe::config::Config;
 use troupe::framework::{ActorSpec, Node, Sender};
 use troupe::runtime::start_node;
 use troupe_apps::local_cluster::{status, wait_up};
-use troupe_apps::sample::{start_apps, AppsConfig, Enter, Exit};
+use troupe_apps::sample::{Enter, Exit};
 
 #[derive(Default, Debug)]
 struct AuditLog {
@@ -133,9 +133,13 @@ async fn wait_leader(ctl: &Node, observers: &[&str], want: &str, deadline: Durat
 
 #[test]
 fn election_and_lock_across_processes_survive_killing_the_leader() {
-    let extra = "[apps]\nelection = \"bully\"\nmembers = [\"node-1\", \"node-2\", \"node-3\"]\n\n\
-                 [apps.lock]\nresource = \"ledger\"\nalgorithm = \"ricart-agrawala\"\naudit = \"ctl/audit\"\nhold_ms = 20\n";
-    let mut c = loopback_cluster("coord", "phi-accrual", extra);
+    let members = "members = [\"node-1\", \"node-2\", \"node-3\"]";
+    let extra = format!(
+        "[apps.election]\nalgorithm = \"bully\"\n{members}\n\n\
+         [apps.lock]\nresource = \"ledger\"\nalgorithm = \"ricart-agrawala\"\n\
+         audit = \"ctl/audit\"\nhold_ms = 20\n{members}\n"
+    );
+    let mut c = loopback_cluster("coord", "phi-accrual", &extra);
     let dir = c.dir().to_path_buf();
     let log = Arc::new(Mutex::new(AuditLog::default()));
     let sys = actix_rt::System::new();
@@ -152,17 +156,6 @@ fn election_and_lock_across_processes_survive_killing_the_leader() {
             )
             .await
             .unwrap();
-        start_apps(
-            &ctl.node,
-            None,
-            &AppsConfig {
-                status: false,
-                counter: false,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
         for n in NODES {
             c.spawn(n).unwrap();
         }

@@ -11,7 +11,7 @@ use troupe::framework::membership::MemberStatus;
 use troupe::framework::Node;
 use troupe::runtime::start_node;
 use troupe_apps::local_cluster::{wait_seen, wait_up, LocalCluster};
-use troupe_apps::sample::{start_apps, Add, AppsConfig, Forward, Get, COUNTER};
+use troupe_apps::sample::{start_status, Add, Forward, Get, COUNTER};
 
 fn cluster(test: &str, detector: &str) -> LocalCluster {
     loopback_cluster(test, detector, "")
@@ -21,12 +21,7 @@ async fn controller(c: &LocalCluster) -> troupe::runtime::RunningNode {
     let ctl = start_node(Config::from_file(c.config_path("ctl")).unwrap())
         .await
         .unwrap();
-    let apps = AppsConfig {
-        status: true,
-        counter: false,
-        ..Default::default()
-    };
-    start_apps(&ctl.node, Some(ctl.failure_detector.clone()), &apps)
+    start_status(&ctl.node, Some(ctl.failure_detector.clone()))
         .await
         .unwrap();
     for n in NODES {

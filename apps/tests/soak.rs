@@ -25,7 +25,7 @@ use troupe::config::Config;
 use troupe::framework::membership::MemberStatus;
 use troupe::runtime::start_node;
 use troupe_apps::local_cluster::{wait_seen, wait_up};
-use troupe_apps::sample::{start_apps, Add, AppsConfig, Forward, Get, COUNTER};
+use troupe_apps::sample::{start_status, Add, Forward, Get, COUNTER};
 
 /// Resident set size of process `pid` in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -76,11 +76,7 @@ fn a_cluster_under_traffic_survives_many_restarts_without_growing() {
         let ctl = start_node(Config::from_file(c.config_path("ctl")).expect("config"))
             .await
             .expect("controller");
-        let apps = AppsConfig {
-            counter: false,
-            ..Default::default()
-        };
-        start_apps(&ctl.node, Some(ctl.failure_detector.clone()), &apps)
+        start_status(&ctl.node, Some(ctl.failure_detector.clone()))
             .await
             .expect("apps");
         for n in NODES {

@@ -212,13 +212,13 @@ impl NodeConfig {
             )));
         }
         r.retry.validate("runtime.retry")?;
-        let s = &self.supervision;
-        if s.within.is_zero() {
-            return Err(NodeError::Config("supervision.within must be > 0".into()));
-        }
-        if s.backoff_max < s.backoff_base {
+        self.supervision.validate("supervision")?;
+        if self.supervision.on_give_up == crate::supervision::GiveUp::Stop {
             return Err(NodeError::Config(
-                "supervision.backoff_max must be >= supervision.backoff_base".into(),
+                "supervision.on_give_up = \"stop\" would leave the node running with nothing \
+                 in it: the root supervisor can \"escalate\" (stop the node, the default) \
+                 or \"restart\" everything below it"
+                    .into(),
             ));
         }
         Ok(())
@@ -286,6 +286,14 @@ mod tests {
             (
                 "name = \"a\"\n[supervision]\nmax_restart = 3",
                 "max_restart",
+            ),
+            (
+                "name = \"a\"\n[supervision]\non_give_up = \"stop\"",
+                "supervision.on_give_up",
+            ),
+            (
+                "name = \"a\"\n[supervision]\nstrategy = \"rest-for-two\"",
+                "rest-for-two",
             ),
         ] {
             let err = NodeConfig::from_toml(text).unwrap_err().to_string();

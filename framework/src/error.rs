@@ -58,6 +58,14 @@ pub enum NodeError {
     /// An actor with this name is already registered on this node.
     #[error("an actor named {0:?} already exists on this node")]
     NameTaken(String),
+    /// A supervisor already has a child with this name (names of a
+    /// supervisor's children are unique, so that tree paths are).
+    #[error("a child named {0:?} already exists under this supervisor")]
+    ChildExists(String),
+    /// No running supervisor at this path of the supervision tree (it is
+    /// restarting, stopped, or was never started).
+    #[error("no running supervisor at {0:?}")]
+    NoSupervisor(String),
     /// The node is stopped.
     #[error("the node is stopped")]
     Stopped,

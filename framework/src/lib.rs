@@ -11,7 +11,7 @@
 //! | [`remote_ref`] | [`RemoteRef`]: location-transparent `tell` / `ask` |
 //! | [`rpc`] | the RPC stub: correlation ids, deadlines, retries, at-most-once dedup |
 //! | [`node`] | the [`Node`]: registry, inbound dispatch with back-pressure, membership |
-//! | [`supervision`] | supervision trees: one-for-one / one-for-all, intensity, back-off, escalation |
+//! | [`supervision`] | supervision trees: one-for-one / one-for-all / rest-for-one, intensity, back-off, escalation, events, tree snapshots |
 //! | [`clock`] | Lamport and vector clocks |
 //! | [`membership`] | the membership view, its events, the [`membership::FailureDetector`] trait |
 //! | [`sansio`] | the shape of every protocol core: inputs in, [`sansio::Outputs`] out |
@@ -71,4 +71,7 @@ pub use ids::{ActorPath, NodeId};
 pub use node::{Node, NodeBuilder};
 pub use remote::{RemoteMessage, Sender};
 pub use remote_ref::RemoteRef;
-pub use supervision::{ActorSpec, OrFail, Restart, Strategy, SupervisorPolicy, SupervisorSpec};
+pub use supervision::{
+    ActorSpec, ChildState, ExitReason, GiveUp, OrFail, Restart, Strategy, SupervisionEvent,
+    SupervisionEventKind, SupervisorPolicy, SupervisorRef, SupervisorSpec, TreeKind, TreeNode,
+};

@@ -3,8 +3,12 @@
 //! A [`Node`] is a cheap, cloneable handle to a running node. Behind it:
 //!
 //! - the **node actor** ([`NodeActor`]), root of the supervision tree: its
-//!   root [`Supervisor`] holds every actor spawned with [`Node::spawn`]; if the
-//!   root supervisor gives up (restart limit), the node logs it and stops;
+//!   root [`Supervisor`] (named after the node) holds every actor spawned with
+//!   [`Node::spawn`] outside a [`SupervisorRef::scope`]; if the root
+//!   supervisor gives up (restart limit) and escalates, or a subtree gives up
+//!   with [`GiveUp::StopNode`](crate::supervision::GiveUp::StopNode), the
+//!   node logs it and stops. Supervision events and tree snapshots are read
+//!   with [`Node::supervision_events`] and [`Node::supervision_tree`];
 //! - the **registry** of named local actors ([`Registry`]), read without locks
 //!   by handles;
 //! - the **RPC stub** ([`RpcStub`]) owning this node's outstanding remote asks;
@@ -31,8 +35,8 @@ use crate::reply::Answering;
 use crate::rpc::{DedupTable, Outstanding, RpcStub};
 use crate::storage::{DurableStore, MemoryStore};
 use crate::supervision::{
-    start_root, AddChild, ChildExited, ChildFactory, RemoveChild, RunningChild, Supervisor,
-    SupervisorSpec,
+    start_root, ChildExited, ChildFactory, GetTree, Hub, RunningChild, StopNode, SupervisionEvent,
+    Supervisor, SupervisorRef, SupervisorSpec, TreeNode,
 };
 use crate::trace::{TraceEvent, TraceSink};
 use crate::transport::{InboundReceiver, Transport};
@@ -94,6 +98,10 @@ pub(crate) struct NodeShared {
     /// Remote asks waiting for their reply.
     pub(crate) asks: Arc<Outstanding>,
     pub(crate) root: Addr<Supervisor>,
+    /// Where the supervisors publish their events.
+    hub: Arc<Hub>,
+    /// The root supervisor's policy (`[supervision]`).
+    root_policy: crate::supervision::SupervisorPolicy,
     pub(crate) store: Arc<dyn DurableStore>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
     pub(crate) epoch: tokio::time::Instant,
@@ -101,6 +109,8 @@ pub(crate) struct NodeShared {
     peers: broadcast::Sender<PeerEvent>,
     view: Mutex<MembershipView<String>>,
     stopped: AtomicBool,
+    /// Turns true when the node stops (for [`Node::stopped`]).
+    stopped_watch: tokio::sync::watch::Sender<bool>,
     pub(crate) stats: NodeStats,
     /// The node's Lamport clock: ticked for every envelope sent, merged with
     /// every envelope received; stamped on every envelope, so traces can be
@@ -208,9 +218,20 @@ impl NodeBuilder {
         let policy = self.config.supervision;
         let mut shared_out = None;
         let actor = NodeActor::create(|ctx| {
-            let spec = SupervisorSpec::new(format!("{}-root", id.name), policy);
-            let (root, running, generation) =
-                start_root(&spec, ctx.address().recipient(), registry.clone());
+            let epoch = tokio::time::Instant::now();
+            let hub = Arc::new(Hub::new(
+                &id.name,
+                epoch,
+                trace.clone(),
+                Some(ctx.address().recipient()),
+            ));
+            let spec = SupervisorSpec::new(id.name.clone(), policy);
+            let (root, running, generation) = start_root(
+                &spec,
+                ctx.address().recipient(),
+                registry.clone(),
+                hub.clone(),
+            );
             let (members, _) = broadcast::channel(1024);
             let (peers, _) = broadcast::channel(256);
             let shared = Arc::new(NodeShared {
@@ -221,13 +242,16 @@ impl NodeBuilder {
                 rpc,
                 asks,
                 root,
+                hub,
+                root_policy: policy,
                 store,
                 trace,
-                epoch: tokio::time::Instant::now(),
+                epoch,
                 members,
                 peers,
                 view: Mutex::new(MembershipView::new()),
                 stopped: AtomicBool::new(false),
+                stopped_watch: tokio::sync::watch::channel(false).0,
                 stats: NodeStats::default(),
                 lamport: lamport.clone(),
                 dedup: Mutex::new(DedupTable::new(dedup_ttl, dedup_capacity)),
@@ -297,24 +321,54 @@ impl Node {
     }
 
     /// Spawn a named actor (or a nested supervisor) under the node's root
+    /// supervisor — or, inside [`SupervisorRef::scope`], under that
     /// supervisor. Returns its path.
     pub async fn spawn(&self, child: impl ChildFactory) -> Result<ActorPath, NodeError> {
         let path = ActorPath::new(self.name(), child.name())?;
-        self.shared
-            .root
-            .send(AddChild(Arc::new(child)))
-            .await
-            .map_err(|_| NodeError::Stopped)??;
+        let parent = SupervisorRef::current().unwrap_or_else(|| self.root_supervisor());
+        parent.spawn(child).await?;
         Ok(path)
     }
 
     /// Stop and remove the named child of the root supervisor; false if none.
     pub async fn stop_actor(&self, name: &str) -> Result<bool, NodeError> {
-        self.shared
-            .root
-            .send(RemoveChild(name.to_string()))
-            .await
-            .map_err(|_| NodeError::Stopped)
+        self.root_supervisor().stop_child(name).await
+    }
+
+    /// A handle to the node's root supervisor, to reach the supervisors
+    /// below it by path ([`SupervisorRef::child`]).
+    pub fn root_supervisor(&self) -> SupervisorRef {
+        SupervisorRef::root(self.shared.root.clone())
+    }
+
+    /// The policy of the node's root supervisor (`[supervision]` in its config).
+    pub fn root_policy(&self) -> crate::supervision::SupervisorPolicy {
+        self.shared.root_policy
+    }
+
+    /// Subscribe to what happens in the node's supervision tree from now on:
+    /// children started, exited (with the reason), restarted (with the
+    /// back-off waited) and supervisors giving up. A receiver more than 1024
+    /// events behind loses the oldest (`RecvError::Lagged`).
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.shared.hub.subscribe()
+    }
+
+    /// A snapshot of the node's whole supervision tree: each supervisor and
+    /// actor with its strategy, restart count and state. The root is named
+    /// after the node.
+    pub fn supervision_tree(
+        &self,
+    ) -> impl std::future::Future<Output = Result<TreeNode, NodeError>> {
+        let root = self.shared.root.clone();
+        async move { root.send(GetTree).await.map_err(|_| NodeError::Stopped) }
+    }
+
+    /// Resolves once the node has stopped (shut down, or its root supervisor
+    /// gave up).
+    pub async fn stopped(&self) {
+        let mut rx = self.shared.stopped_watch.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
 
     /// A typed handle to `path` (`"node/actor"`), local or remote.
@@ -416,6 +470,7 @@ impl Actor for NodeActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.stopped_watch.send_replace(true);
         self.shared
             .asks
             .fail_all(&crate::error::AskError::NodeStopped);
@@ -446,7 +501,17 @@ impl Handler<ChildExited> for NodeActor {
     type Result = ();
     fn handle(&mut self, m: ChildExited, ctx: &mut Context<Self>) {
         if m.generation == self.root_generation && !self.shared.stopped.load(Ordering::SeqCst) {
-            tracing::error!(node = %self.shared.id, "root supervisor gave up (restart limit hit); stopping the node");
+            tracing::error!(node = %self.shared.id, reason = %m.reason, "root supervisor exited; stopping the node");
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<StopNode> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, m: StopNode, ctx: &mut Context<Self>) {
+        if !self.shared.stopped.load(Ordering::SeqCst) {
+            tracing::error!(node = %self.shared.id, subtree = %m.path, "a subtree gave up with on_give_up = stop-node; stopping the node");
             ctx.stop();
         }
     }

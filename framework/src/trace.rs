@@ -79,6 +79,14 @@ pub enum TraceEvent {
         /// Writes in that sync.
         writes: usize,
     },
+    /// Something happened in the node's supervision tree (see
+    /// [`crate::supervision::SupervisionEvent`]).
+    Supervision {
+        /// The child's path below the root supervisor (`""`: the root).
+        path: String,
+        /// What happened, e.g. `exited, panicked: boom (at src/x.rs:3:5)`.
+        event: String,
+    },
     /// A free-form annotation (a lock granted, a leader elected...).
     Note {
         /// The text.

@@ -749,9 +749,23 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        self.addr()?
-            .send(Invoke(Box::new(f)))
-            .await
-            .map_err(|_| DriverError::NotRunning(self.name.clone()))?
+        invoke_named(&self.node, &self.name, f).await
     }
+}
+
+/// Run `f` against the core of the driver actor `name` on `node` (a core of
+/// type `P`), without its handle: how a status page reads every election a
+/// node runs. Answered as [`DriverHandle::invoke`] is.
+pub async fn invoke_named<P: Drivable, R: Send + 'static>(
+    node: &Node,
+    name: &str,
+    f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
+) -> Result<R, DriverError> {
+    let addr = node
+        .registry()
+        .typed_addr::<Driver<P>>(name)
+        .ok_or_else(|| DriverError::NotRunning(name.to_string()))?;
+    addr.send(Invoke(Box::new(f)))
+        .await
+        .map_err(|_| DriverError::NotRunning(name.to_string()))?
 }

@@ -53,7 +53,7 @@ pub use actix_web;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -64,7 +64,6 @@ use troupe_framework::Node;
 
 pub use crate::config::HttpConfig;
 use crate::failure_detector::FailureDetectorHandle;
-use crate::leader::LeaderElection;
 use crate::Error;
 pub use errors::{ApiError, Json};
 pub use status::{
@@ -79,10 +78,6 @@ pub use troupe_framework::node::NodeStatsSnapshot;
 /// with 405, where actix-web's `cfg.route(path, web::get()...)` shorthand
 /// makes them 404.
 pub type AppRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
-
-/// Reports the node's applications and their state for `/v1/status`
-/// (installed by the application layer with [`HttpEndpoint::set_apps`]).
-pub type AppsProbe = Arc<dyn Fn() -> Vec<AppState> + Send + Sync>;
 
 /// Path prefixes the endpoint keeps for itself: no application may be
 /// mounted under these names.
@@ -181,8 +176,6 @@ struct Shared {
     counters: HttpCounters,
     token: Option<Box<[u8]>>,
     max_body_bytes: usize,
-    leaders: RwLock<BTreeMap<String, LeaderElection>>,
-    apps: RwLock<Option<AppsProbe>>,
 }
 
 /// What handlers, the applications' included, can read:
@@ -219,26 +212,6 @@ impl HttpEndpoint {
         self.addr
     }
 
-    /// Report `election`'s term and leader under `name` in `/v1/status`.
-    pub fn add_election(&self, name: &str, election: LeaderElection) {
-        self.ctx
-            .shared
-            .leaders
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), election);
-    }
-
-    /// Report the node's applications through `probe` in `/v1/status`.
-    pub fn set_apps(&self, probe: AppsProbe) {
-        *self
-            .ctx
-            .shared
-            .apps
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(probe);
-    }
-
     /// The request and refusal counters now.
     pub fn counters(&self) -> HttpCountersSnapshot {
         self.ctx.shared.counters.snapshot()
@@ -267,8 +240,6 @@ pub fn start(
             .as_ref()
             .map(|t| t.as_bytes().to_vec().into_boxed_slice()),
         max_body_bytes: config.max_body_bytes,
-        leaders: RwLock::new(BTreeMap::new()),
-        apps: RwLock::new(None),
     });
     let ctx = HttpContext { node, fd, shared };
     let app_ctx = ctx.clone();
@@ -280,7 +251,8 @@ pub fn start(
             .app_data(web::PayloadConfig::new(limit))
             .app_data(errors::json_config(limit))
             .wrap(from_fn(guard))
-            .service(web::resource("/v1/status").get(status::status));
+            .service(web::resource("/v1/status").get(status::status))
+            .service(web::resource("/v1/tree").get(status::tree));
         for (name, routes) in &routes.routes {
             let routes = routes.clone();
             app = app.service(web::scope(&format!("/v1/{name}")).configure(move |c| routes(c)));

@@ -8,6 +8,7 @@ use actix_web::web;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberStatus;
 use troupe_framework::node::NodeStatsSnapshot;
+use troupe_framework::{ChildState, TreeNode};
 
 use super::{ApiError, HttpContext};
 
@@ -25,12 +26,12 @@ pub struct StatusReport {
     pub detector: String,
     /// The group as this node sees it, by name (this node not included).
     pub members: Vec<MemberReport>,
-    /// The node's applications and their state, as reported by the
-    /// application layer ([`super::HttpEndpoint::set_apps`]); empty when
-    /// none reports.
+    /// The node's applications (`crate::app`), in start order, with their
+    /// state; empty when it runs none.
     pub apps: Vec<AppState>,
-    /// The elections this node takes part in, with the term and leader it
-    /// knows ([`super::HttpEndpoint::add_election`]); empty when it runs none.
+    /// The elections this node takes part in (actors `election` and
+    /// `election.<name>`), with the term and leader it knows; empty when it
+    /// runs none.
     pub leaders: Vec<LeaderReport>,
     /// The node's traffic and bad-input counters.
     pub stats: NodeStatsSnapshot,
@@ -63,7 +64,9 @@ pub struct AppState {
     /// The application's name.
     pub name: String,
     /// Its state (`running`, `restarting`, `stopped`, `gave-up`).
-    pub state: String,
+    pub state: ChildState,
+    /// Times it was restarted as a whole.
+    pub restarts: u64,
 }
 
 /// An election and what this node knows of it.
@@ -158,25 +161,23 @@ pub(super) async fn status(
         })
         .collect();
     let shared = &ctx.shared;
-    let apps = shared
-        .apps
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|probe| probe())
-        .unwrap_or_default();
-    let leaders = shared
-        .leaders
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(name, election)| {
-            let l = election.current();
-            LeaderReport {
-                election: name.clone(),
-                term: l.term,
-                leader: l.leader,
-            }
+    let apps = crate::app::list_apps(node)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the apps supervisor does not answer: {e}")))?
+        .into_iter()
+        .map(|a| AppState {
+            name: a.name,
+            state: a.state,
+            restarts: a.restarts,
+        })
+        .collect();
+    let leaders = crate::leader::running_elections(node)
+        .await
+        .into_iter()
+        .map(|(election, l)| LeaderReport {
+            election,
+            term: l.term,
+            leader: l.leader,
         })
         .collect();
     Ok(web::Json(StatusReport {
@@ -190,6 +191,16 @@ pub(super) async fn status(
         stats: node.stats(),
         http: shared.counters.snapshot(),
     }))
+}
+
+/// `GET /v1/tree`: the node's supervision tree (see
+/// [`troupe_framework::supervision::TreeNode`]).
+pub(super) async fn tree(ctx: web::Data<HttpContext>) -> Result<web::Json<TreeNode>, ApiError> {
+    ctx.node()
+        .supervision_tree()
+        .await
+        .map(web::Json)
+        .map_err(|e| ApiError::unavailable(format!("the supervision tree is not available: {e}")))
 }
 
 /// `phi` in JSON: a number, `"inf"` for infinity (JSON has none), or null.

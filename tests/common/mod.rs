@@ -33,6 +33,11 @@ remote_message!(Fail, "test.fail", Result<(), String>);
 pub struct Panic;
 remote_message!(Panic, "test.panic", ());
 
+/// Make the actor stop itself (`ctx.stop()`), without an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Halt;
+remote_message!(Halt, "test.halt", ());
+
 /// What happened, visible to the test across restarts.
 #[derive(Clone, Default)]
 pub struct Effects {
@@ -112,6 +117,13 @@ impl Handler<Panic> for Ledger {
     }
 }
 
+impl Handler<Halt> for Ledger {
+    type Result = ();
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 /// The spec for a ledger named `name` recording into `effects`.
 pub fn ledger(name: &str, effects: &Effects) -> troupe::framework::ActorSpec<Ledger> {
     let e = effects.clone();
@@ -120,4 +132,5 @@ pub fn ledger(name: &str, effects: &Effects) -> troupe::framework::ActorSpec<Led
         .handles::<Note>()
         .handles::<Fail>()
         .handles::<Panic>()
+        .handles::<Halt>()
 }

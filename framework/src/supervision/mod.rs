@@ -2,17 +2,27 @@
 //!
 //! The node is the root of a tree of [`Supervisor`]s. Each supervisor owns an
 //! ordered list of children — named actors ([`ActorSpec`]) or nested
-//! supervisors ([`SupervisorSpec`]) — and a [`SupervisorPolicy`]:
+//! supervisors ([`SupervisorSpec`]) — and a [`SupervisorPolicy`], with the
+//! vocabulary of Erlang/OTP:
 //!
 //! - **strategy**: [`Strategy::OneForOne`] restarts only the child that exited;
 //!   [`Strategy::OneForAll`] stops the siblings too and restarts them all (for
 //!   children that share state and must start together);
+//!   [`Strategy::RestForOne`] stops and restarts the failed child and every
+//!   child started after it (for children that depend on the ones before);
+//!   restarts happen in start order;
 //! - **intensity**: at most `max_restarts` restarts within `within`; one more
-//!   and the supervisor *escalates*: it stops its children and itself, and its
-//!   own parent handles that as the failure of one child. At the root, the node
-//!   logs the escalation and stops;
+//!   and the supervisor *gives up*: it stops all its children, then does what
+//!   its `on_give_up` says ([`GiveUp`]): escalate (stop itself, so that its
+//!   parent handles that as the failure of one child — the default, as in
+//!   OTP), restart its whole subtree in place after `backoff_max`, stay
+//!   stopped, or stop the node. At the root, escalating stops the node;
 //! - **back-off**: the n-th restart inside the window waits
 //!   `backoff_base * 2^(n-1)`, capped at `backoff_max`.
+//!
+//! Children are [`Restart::Permanent`] (always restarted), [`Restart::Transient`]
+//! (restarted only after an abnormal exit: an error or a panic) or
+//! [`Restart::Temporary`] (never restarted; removed when they exit).
 //!
 //! # The handler contract (what counts as a failure)
 //!
@@ -21,8 +31,8 @@
 //! go on returns its error *and stops its actor*, most simply with
 //! [`OrFail::or_fail`] (`self.apply(m).or_fail(ctx)`). Any exit of a
 //! supervised actor that its supervisor did not ask for — `ctx.stop()`, an
-//! error passed to `or_fail`, or a panic — counts as a failure and is handled
-//! by the policy. ([`Restart::Temporary`] children are simply removed.)
+//! error passed to `or_fail`, or a panic — counts as a failure of a permanent
+//! child and is handled by the policy, with its [`ExitReason`].
 //!
 //! **On a panic:** the panic unwinds out of the actor's task; tokio catches it
 //! at the task boundary and drops the actor's context, which reports the exit
@@ -34,9 +44,28 @@
 //!
 //! A restarted named actor keeps its name: handles ([`crate::RemoteRef`])
 //! resolve the name again when their cached instance is gone, so they reach
-//! the new one.
+//! the new one. Actor names are unique on their node; supervisor names are
+//! unique among their siblings, so that a path such as `apps/counter/counter`
+//! names one child of the tree.
+//!
+//! # Watching it
+//!
+//! Every start, exit (with its reason), restart and give-up is published as a
+//! [`SupervisionEvent`] (`Node::supervision_events`) and traced; a snapshot
+//! of the whole tree, with restart counts and states, is a [`TreeNode`]
+//! (`Node::supervision_tree`). See [`observe`].
+//!
+//! # Adding children later
+//!
+//! A [`SupervisorRef`] names a running supervisor by its path and adds
+//! children to it; inside [`SupervisorRef::scope`], `Node::spawn` places its
+//! children under that supervisor instead of the root, which is how a typed
+//! protocol API called from an application lands in the application's tree.
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod observe;
+mod supervisor;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,13 +73,19 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use crate::error::NodeError;
 use crate::ids::validate_name;
 use crate::inbox::{Drain, Inbox};
 use crate::registry::{ActorEntry, Registry};
 use crate::remote::{ErasedHandler, RemoteMessage, Sender, TypedHandler};
+
+pub use observe::{
+    ChildState, ExitReason, SupervisionEvent, SupervisionEventKind, TreeKind, TreeNode,
+};
+pub(crate) use observe::{Hub, StopNode};
+pub(crate) use supervisor::{start_root, GetTree};
+pub use supervisor::{Supervisor, SupervisorRef};
 
 /// How a supervisor reacts to one child's failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -61,6 +96,9 @@ pub enum Strategy {
     OneForOne,
     /// Stop all children and restart them all, in their original order.
     OneForAll,
+    /// Stop the children started after the failed one, then restart the
+    /// failed child and those, in their original order.
+    RestForOne,
 }
 
 /// Whether a child is restarted when it exits.
@@ -70,28 +108,80 @@ pub enum Restart {
     /// Always restarted when it exits without being asked to (default).
     #[default]
     Permanent,
+    /// Restarted only when it exits abnormally ([`ExitReason::is_abnormal`]:
+    /// an error passed to `or_fail`, a panic); a plain stop leaves it stopped.
+    Transient,
     /// Never restarted; removed when it exits.
     Temporary,
 }
 
+/// What a supervisor does when it gives up (a child failed more than
+/// `max_restarts` times within `within`). In every case it first stops all
+/// its children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveUp {
+    /// Stop itself: its parent handles that as the failure of one child (OTP's
+    /// behaviour, and the default). At the node's root, the node stops.
+    #[default]
+    Escalate,
+    /// Restart its whole subtree in place after `backoff_max`, with a fresh
+    /// intensity window; its parent is not involved. The default of an
+    /// application's root supervisor.
+    Restart,
+    /// Stay stopped ([`ChildState::GaveUp`]) until restarted by hand
+    /// ([`SupervisorRef::restart`]); its parent is not involved.
+    Stop,
+    /// Stop the node, whatever the supervisors above would do: for a subtree
+    /// without which the node is useless.
+    StopNode,
+}
+
+impl std::fmt::Display for GiveUp {
+    /// As in a config file: `escalate`, `restart`, `stop`, `stop-node`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GiveUp::Escalate => "escalate",
+            GiveUp::Restart => "restart",
+            GiveUp::Stop => "stop",
+            GiveUp::StopNode => "stop-node",
+        })
+    }
+}
+
 /// A supervisor's restart policy. Defaults: one-for-one, 5 restarts in 10 s,
-/// back-off from 10 ms doubling up to 1 s.
+/// back-off from 10 ms doubling up to 1 s, escalate on giving up.
+///
+/// In a config file (`[supervision]`, `[apps.NAME.supervision]`) the
+/// durations are whole milliseconds and the enums are kebab-case:
+///
+/// ```toml
+/// strategy = "rest-for-one"   # "one-for-one", "one-for-all", "rest-for-one"
+/// max_restarts = 3
+/// within = 5000
+/// backoff_base = 10
+/// backoff_max = 1000
+/// on_give_up = "restart"      # "escalate", "restart", "stop", "stop-node"
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisorPolicy {
-    /// One-for-one or one-for-all.
+    /// One-for-one, one-for-all or rest-for-one.
     pub strategy: Strategy,
-    /// Restarts allowed within `within` before escalating.
+    /// Restarts allowed within `within` before giving up.
     pub max_restarts: u32,
-    /// The sliding window for `max_restarts`.
+    /// The sliding window for `max_restarts` (ms in config files).
     #[serde(with = "crate::config::duration_ms")]
     pub within: Duration,
-    /// Delay before the first restart in a window.
+    /// Delay before the first restart in a window (ms in config files).
     #[serde(with = "crate::config::duration_ms")]
     pub backoff_base: Duration,
-    /// Upper bound on the delay before a restart.
+    /// Upper bound on the delay before a restart, and the delay before a
+    /// whole-subtree restart ([`GiveUp::Restart`]) (ms in config files).
     #[serde(with = "crate::config::duration_ms")]
     pub backoff_max: Duration,
+    /// What to do on giving up.
+    pub on_give_up: GiveUp,
 }
 
 impl Default for SupervisorPolicy {
@@ -102,6 +192,7 @@ impl Default for SupervisorPolicy {
             within: Duration::from_secs(10),
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
+            on_give_up: GiveUp::Escalate,
         }
     }
 }
@@ -114,16 +205,32 @@ impl SupervisorPolicy {
             .saturating_mul(factor)
             .min(self.backoff_max)
     }
+
+    /// Check the values that cannot work; `key` is where the policy sits in
+    /// the config (e.g. `"supervision"`), for the error message.
+    pub fn validate(&self, key: &str) -> Result<(), NodeError> {
+        if self.within.is_zero() {
+            return Err(NodeError::Config(format!("{key}.within must be > 0")));
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err(NodeError::Config(format!(
+                "{key}.backoff_max must be >= {key}.backoff_base"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Sent to a supervisor when one of its children has exited.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ChildExited {
     /// The child's key within its supervisor.
     pub key: u64,
     /// Which start of that child exited (stale exits are ignored).
     pub generation: u64,
+    /// Why it exited.
+    pub reason: ExitReason,
 }
 
 /// What a child factory needs to start a child under a supervisor.
@@ -132,22 +239,23 @@ pub struct ChildContext {
     key: u64,
     generation: u64,
     registry: Registry,
+    hub: Arc<Hub>,
+    /// The child's path in the tree.
+    path: String,
 }
 
 impl ChildContext {
-    pub(crate) fn root(exit_to: Recipient<ChildExited>, registry: Registry) -> Self {
-        Self {
-            exit_to,
-            key: 0,
-            generation: next_generation(),
-            registry,
-        }
+    /// The path the child being started will have (`apps/counter/counter`).
+    pub fn path(&self) -> &str {
+        &self.path
     }
 }
 
 /// A started child: dropping it (or calling [`RunningChild::stop`]) stops the child.
 pub struct RunningChild {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The address of a child supervisor, to ask it for its own subtree.
+    supervisor: Option<Addr<Supervisor>>,
 }
 
 impl RunningChild {
@@ -159,9 +267,11 @@ impl RunningChild {
     }
 }
 
-/// Something a supervisor can start and restart.
+/// Something a supervisor can start and restart: an [`ActorSpec`] or a
+/// [`SupervisorSpec`].
 pub trait ChildFactory: Send + Sync + 'static {
-    /// The child's name (unique on its node for named actors).
+    /// The child's name (unique on its node for named actors, among its
+    /// siblings for supervisors).
     fn name(&self) -> &str;
     /// Whether it is restarted on exit.
     fn restart(&self) -> Restart;
@@ -171,6 +281,23 @@ pub trait ChildFactory: Send + Sync + 'static {
     fn removed(&self, registry: &Registry) {
         let _ = registry;
     }
+    /// Actor or supervisor (for tree snapshots).
+    fn kind(&self) -> TreeKind {
+        TreeKind::Actor
+    }
+    /// A supervisor's strategy (for tree snapshots).
+    fn strategy(&self) -> Option<Strategy> {
+        None
+    }
+    /// The actor names this child claims on its node: its own for an actor,
+    /// those of every actor below it for a supervisor.
+    fn actor_names(&self) -> Vec<String>;
+    /// Check every name in this child (and below it): well formed, and
+    /// supervisors' children unique among their siblings.
+    fn validate(&self) -> Result<(), NodeError> {
+        validate_name(self.name())?;
+        Ok(())
+    }
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -178,7 +305,7 @@ fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Reports the exit of the actor whose context holds it.
+/// Reports the exit of the actor whose context holds it, with its reason.
 struct ExitGuard {
     to: Recipient<ChildExited>,
     key: u64,
@@ -188,12 +315,16 @@ struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        // Read first: the reason is tied to this moment (a panic unwinding,
+        // a reason noted by the actor's own task).
+        let reason = observe::exit_reason_now();
         if let Some(cleanup) = self.cleanup.take() {
             cleanup();
         }
         self.to.do_send(ChildExited {
             key: self.key,
             generation: self.generation,
+            reason,
         });
     }
 }
@@ -209,6 +340,7 @@ fn install_exit_guard<A>(
 where
     A: Actor<Context = Context<A>>,
 {
+    observe::install_panic_capture();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let guard = ExitGuard {
         to: cx.exit_to.clone(),
@@ -225,13 +357,17 @@ where
             ctx.stop();
         }),
     );
-    RunningChild { stop: Some(tx) }
+    RunningChild {
+        stop: Some(tx),
+        supervisor: None,
+    }
 }
 
 /// Helper for the handler contract: turn an `Err` into a supervised failure.
 pub trait OrFail<T, E> {
     /// On `Err`, log it and stop the actor (its supervisor restarts it per
-    /// policy); the error is still returned to the caller.
+    /// policy, with [`ExitReason::Failed`] carrying the error's text); the
+    /// error is still returned to the caller.
     fn or_fail<A>(self, ctx: &mut Context<A>) -> Result<T, E>
     where
         A: Actor<Context = Context<A>>;
@@ -244,6 +380,9 @@ impl<T, E: std::fmt::Display> OrFail<T, E> for Result<T, E> {
     {
         if let Err(e) = &self {
             tracing::warn!(actor = std::any::type_name::<A>(), error = %e, "handler failed; stopping actor for its supervisor");
+            observe::note_exit(ExitReason::Failed {
+                error: e.to_string(),
+            });
             ctx.stop();
         }
         self
@@ -319,7 +458,7 @@ impl<A: Actor<Context = Context<A>>> ActorSpec<A> {
         self
     }
 
-    /// Permanent (default) or temporary.
+    /// Permanent (default), transient or temporary.
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self
@@ -352,7 +491,7 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
             factory()
         });
         let inbox = inbox.expect("actix runs the create closure before returning");
-        let handlers: BTreeMap<&'static str, Arc<dyn ErasedHandler>> =
+        let handlers: std::collections::BTreeMap<&'static str, Arc<dyn ErasedHandler>> =
             self.handlers.iter().map(|b| b(&addr, &inbox)).collect();
         registry.insert(
             &name,
@@ -362,14 +501,22 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
                 addr: Arc::new(addr),
             }),
         );
-        running.unwrap_or(RunningChild { stop: None })
+        running.unwrap_or(RunningChild {
+            stop: None,
+            supervisor: None,
+        })
     }
     fn removed(&self, registry: &Registry) {
         registry.release(&self.name);
     }
+    fn actor_names(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
 }
 
-/// A nested supervisor: its policy and its initial children.
+/// A nested supervisor: its policy and its children. Children added to it
+/// once it runs ([`SupervisorRef::spawn`]) join this list, so a restart of
+/// the supervisor starts them again too.
 pub struct SupervisorSpec {
     name: String,
     policy: SupervisorPolicy,
@@ -389,33 +536,38 @@ impl SupervisorSpec {
     }
     /// Add a child, started in order after the ones before it.
     pub fn child(self, child: impl ChildFactory) -> Self {
-        lock(&self.children).push(Arc::new(child));
+        self.child_arc(Arc::new(child))
+    }
+    /// [`SupervisorSpec::child`] for a child already behind an `Arc`.
+    pub fn child_arc(self, child: Arc<dyn ChildFactory>) -> Self {
+        lock(&self.children).push(child);
         self
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl SupervisorSpec {
-    fn launch(&self, cx: ChildContext) -> (Addr<Supervisor>, RunningChild) {
-        let mut running = None;
-        let me = Supervisor {
-            name: self.name.clone(),
-            policy: self.policy,
-            specs: self.children.clone(),
-            slots: BTreeMap::new(),
-            next_key: 1,
-            restarts: VecDeque::new(),
-            registry: cx.registry.clone(),
-        };
-        let addr = Supervisor::create(|ctx| {
-            running = Some(install_exit_guard(ctx, &cx, None));
-            me
-        });
-        (addr, running.unwrap_or(RunningChild { stop: None }))
+    /// Permanent (default), transient or temporary.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
     }
+    /// The supervisor's policy.
+    pub fn policy(&self) -> &SupervisorPolicy {
+        &self.policy
+    }
+    /// Replace the supervisor's policy.
+    pub fn with_policy(mut self, policy: SupervisorPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+    /// The supervisor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> Vec<Arc<dyn ChildFactory>> {
+        lock(&self.children).clone()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ChildFactory for SupervisorSpec {
@@ -426,192 +578,36 @@ impl ChildFactory for SupervisorSpec {
         self.restart
     }
     fn start(&self, cx: ChildContext) -> RunningChild {
-        self.launch(cx).1
+        supervisor::launch(self, cx)
     }
-}
-
-struct Slot {
-    factory: Arc<dyn ChildFactory>,
-    generation: u64,
-    running: Option<RunningChild>,
-}
-
-/// The supervisor actor. Created through [`SupervisorSpec`] (or as the node's root).
-pub struct Supervisor {
-    name: String,
-    policy: SupervisorPolicy,
-    specs: Arc<Mutex<Vec<Arc<dyn ChildFactory>>>>,
-    slots: BTreeMap<u64, Slot>,
-    next_key: u64,
-    restarts: VecDeque<Instant>,
-    registry: Registry,
-}
-
-impl Supervisor {
-    fn start_slot(&mut self, key: u64, ctx: &mut Context<Self>) {
-        let exit_to = ctx.address().recipient();
-        let registry = self.registry.clone();
-        if let Some(slot) = self.slots.get_mut(&key) {
-            slot.generation = next_generation();
-            let cx = ChildContext {
-                exit_to,
-                key,
-                generation: slot.generation,
-                registry,
-            };
-            slot.running = Some(slot.factory.start(cx));
+    fn removed(&self, registry: &Registry) {
+        for child in self.children() {
+            child.removed(registry);
         }
     }
-
-    fn add_slot(&mut self, factory: Arc<dyn ChildFactory>, ctx: &mut Context<Self>) {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.slots.insert(
-            key,
-            Slot {
-                factory,
-                generation: 0,
-                running: None,
-            },
-        );
-        self.start_slot(key, ctx);
+    fn kind(&self) -> TreeKind {
+        TreeKind::Supervisor
     }
-
-    fn stop_all(&mut self) {
-        for slot in self.slots.values_mut() {
-            slot.generation = next_generation(); // its exit is expected, ignore it
-            if let Some(r) = slot.running.take() {
-                r.stop();
+    fn strategy(&self) -> Option<Strategy> {
+        Some(self.policy.strategy)
+    }
+    fn actor_names(&self) -> Vec<String> {
+        self.children()
+            .iter()
+            .flat_map(|c| c.actor_names())
+            .collect()
+    }
+    fn validate(&self) -> Result<(), NodeError> {
+        validate_name(&self.name)?;
+        let mut seen = BTreeSet::new();
+        for child in self.children() {
+            child.validate()?;
+            if !seen.insert(child.name().to_string()) {
+                return Err(NodeError::ChildExists(child.name().to_string()));
             }
         }
-    }
-}
-
-impl Actor for Supervisor {
-    type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let specs: Vec<_> = lock(&self.specs).clone();
-        for f in specs {
-            self.add_slot(f, ctx);
-        }
-    }
-}
-
-/// Add a child to a running supervisor (used by the node's `spawn`).
-#[derive(Message)]
-#[rtype(result = "Result<(), NodeError>")]
-pub struct AddChild(pub Arc<dyn ChildFactory>);
-
-impl Handler<AddChild> for Supervisor {
-    type Result = Result<(), NodeError>;
-    fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) -> Self::Result {
-        let name = msg.0.name().to_string();
-        validate_name(&name)?;
-        if !self.registry.claim(&name) {
-            return Err(NodeError::NameTaken(name));
-        }
-        lock(&self.specs).push(msg.0.clone());
-        self.add_slot(msg.0, ctx);
         Ok(())
     }
-}
-
-/// Stop and remove the child named `0`; answers whether it existed.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct RemoveChild(pub String);
-
-impl Handler<RemoveChild> for Supervisor {
-    type Result = bool;
-    fn handle(&mut self, msg: RemoveChild, _ctx: &mut Context<Self>) -> bool {
-        let Some(key) = self
-            .slots
-            .iter()
-            .find(|(_, s)| s.factory.name() == msg.0)
-            .map(|(k, _)| *k)
-        else {
-            return false;
-        };
-        if let Some(mut slot) = self.slots.remove(&key) {
-            if let Some(r) = slot.running.take() {
-                r.stop();
-            }
-            lock(&self.specs).retain(|f| !Arc::ptr_eq(f, &slot.factory));
-            slot.factory.removed(&self.registry);
-        }
-        true
-    }
-}
-
-impl Handler<ChildExited> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        let Some(slot) = self.slots.get_mut(&msg.key) else {
-            return;
-        };
-        if slot.generation != msg.generation {
-            return; // an exit we caused, or an older life of the child
-        }
-        slot.running = None;
-        let child = slot.factory.name().to_string();
-        if slot.factory.restart() == Restart::Temporary {
-            if let Some(slot) = self.slots.remove(&msg.key) {
-                lock(&self.specs).retain(|f| !Arc::ptr_eq(f, &slot.factory));
-                slot.factory.removed(&self.registry);
-            }
-            return;
-        }
-        let now = Instant::now();
-        self.restarts.push_back(now);
-        while let Some(&t) = self.restarts.front() {
-            if now.duration_since(t) > self.policy.within {
-                self.restarts.pop_front();
-            } else {
-                break;
-            }
-        }
-        let n = self.restarts.len() as u32;
-        if n > self.policy.max_restarts {
-            tracing::error!(
-                supervisor = %self.name, %child,
-                "restart limit hit ({} in {:?}); escalating to the parent",
-                self.policy.max_restarts, self.policy.within
-            );
-            self.stop_all();
-            ctx.stop();
-            return;
-        }
-        let delay = self.policy.backoff(n);
-        tracing::warn!(supervisor = %self.name, %child, restart = n, ?delay, "child exited; restarting");
-        match self.policy.strategy {
-            Strategy::OneForOne => {
-                let key = msg.key;
-                ctx.run_later(delay, move |act, ctx| act.start_slot(key, ctx));
-            }
-            Strategy::OneForAll => {
-                self.stop_all();
-                ctx.run_later(delay, |act, ctx| {
-                    let keys: Vec<u64> = act.slots.keys().copied().collect();
-                    for key in keys {
-                        act.start_slot(key, ctx);
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// Start `spec` as the root of a tree whose escalation goes to `exit_to`;
-/// returns its address, its handle and the generation its exit will carry.
-pub(crate) fn start_root(
-    spec: &SupervisorSpec,
-    exit_to: Recipient<ChildExited>,
-    registry: Registry,
-) -> (Addr<Supervisor>, RunningChild, u64) {
-    let cx = ChildContext::root(exit_to, registry);
-    let generation = cx.generation;
-    let (addr, running) = spec.launch(cx);
-    (addr, running, generation)
 }
 
 #[cfg(test)]
@@ -630,5 +626,47 @@ mod tests {
         assert_eq!(p.backoff(3), Duration::from_millis(40));
         assert_eq!(p.backoff(4), Duration::from_millis(50));
         assert_eq!(p.backoff(100), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn policies_read_from_toml_in_kebab_case() {
+        let p: SupervisorPolicy =
+            toml::from_str("strategy = \"rest-for-one\"\non_give_up = \"stop-node\"\nwithin = 500")
+                .unwrap();
+        assert_eq!(p.strategy, Strategy::RestForOne);
+        assert_eq!(p.on_give_up, GiveUp::StopNode);
+        assert_eq!(p.within, Duration::from_millis(500));
+        assert_eq!(p.max_restarts, 5);
+        let bad = SupervisorPolicy {
+            backoff_base: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let e = bad.validate("apps.x.supervision").unwrap_err().to_string();
+        assert!(e.contains("apps.x.supervision.backoff_max"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_refuses_twin_children_and_bad_names() {
+        struct Nobody;
+        impl Actor for Nobody {
+            type Context = Context<Self>;
+        }
+        let twins = SupervisorSpec::new("pair", SupervisorPolicy::default())
+            .child(ActorSpec::new("a", || Nobody))
+            .child(SupervisorSpec::new("a", SupervisorPolicy::default()));
+        assert_eq!(twins.validate(), Err(NodeError::ChildExists("a".into())));
+        let nested = SupervisorSpec::new("outer", SupervisorPolicy::default()).child(
+            SupervisorSpec::new("inner", SupervisorPolicy::default())
+                .child(ActorSpec::new("bad name", || Nobody)),
+        );
+        assert!(nested.validate().is_err());
+        let ok = SupervisorSpec::new("outer", SupervisorPolicy::default())
+            .child(ActorSpec::new("x", || Nobody))
+            .child(
+                SupervisorSpec::new("inner", SupervisorPolicy::default())
+                    .child(ActorSpec::new("y", || Nobody)),
+            );
+        ok.validate().unwrap();
+        assert_eq!(ok.actor_names(), vec!["x".to_string(), "y".to_string()]);
     }
 }

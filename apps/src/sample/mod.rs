@@ -1,0 +1,148 @@
+//! The sample applications a `troupe node` can run: kinds of apps
+//! ([`troupe::app`]), each a small supervised tree, started from
+//! `[apps.NAME]` tables of the node's config:
+//!
+//! ```toml
+//! # `status` and `counter` run unless their table says `enabled = false`.
+//!
+//! [apps.election]               # leader election ("bully", "ring", "next-in-line")
+//! algorithm = "bully"
+//! members = ["n1", "n2", "n3"]  # optional; default: this node and all its peers
+//!
+//! [apps.lock]                   # a worker that takes a distributed lock in a loop
+//! resource = "ledger"
+//! algorithm = "ricart-agrawala" # "centralized", "ricart-agrawala", "token-ring", "lamport"
+//! audit = "ctl/audit"           # optional: an actor asked at every entry and exit (see Enter)
+//! hold_ms = 20                  # optional: length of each critical section (default 20)
+//! members = ["n1", "n2", "n3"]  # optional, as for the election
+//!
+//! [apps.crash]                  # a tree whose leaves panic on request, to watch supervision
+//! kind = "crashtest"
+//! leaves = 3
+//! [apps.crash.supervision]      # any app: its root supervisor's policy
+//! strategy = "rest-for-one"
+//! ```
+//!
+//! | kind | tree (below `apps/NAME`) | messages |
+//! |---|---|---|
+//! | `status` | `status` | [`GetStatus`], [`GetTree`] |
+//! | `counter` | `counter` | [`Add`], [`Get`], [`Forward`] |
+//! | `election` | `election` (protocol), `leader` (logs and answers the leader) | [`GetLeadership`] |
+//! | `lock` | `mutex.RESOURCE` (protocol), `NAME.worker` (acquire / release loop) | tells [`Enter`], [`Exit`] to `audit` |
+//! | `crashtest` | `NAME.first`, `inner` (`NAME.leaf-1`...), `NAME.last` | [`Crash`] |
+//!
+//! Their messages are public so that other programs (the demo, the tests, a
+//! dashboard) can talk to them from their own node.
+
+mod counter;
+mod crashtest;
+mod election;
+mod lock;
+mod status;
+
+pub use counter::{counter_app, Add, CounterKind, Forward, Get, COUNTER};
+pub use crashtest::{Crash, CrashHow, CrashtestKind, CrashtestSettings};
+pub use election::{ElectionKind, ElectionSettings, GetLeadership, LEADER};
+pub use lock::{Enter, Exit, LockKind, LockSettings};
+pub use status::{status_app, GetStatus, GetTree, NodeStatus, StatusKind, STATUS};
+
+use troupe::app::{start_app, App, AppContext, AppRegistry};
+use troupe::failure_detector::FailureDetectorHandle;
+use troupe::framework::Node;
+
+/// The registry of the sample kinds (`status`, `counter`, `election`,
+/// `lock`, `crashtest`), with `status` and `counter` started by default:
+/// what `troupe node` reads its `[apps]` tables with. An embedding program
+/// can add its own kinds to it.
+pub fn registry() -> AppRegistry {
+    let mut r = AppRegistry::new();
+    r.register(StatusKind)
+        .register(CounterKind)
+        .register(ElectionKind)
+        .register(LockKind)
+        .register(CrashtestKind)
+        .start_by_default(StatusKind::KIND)
+        .start_by_default(CounterKind::KIND);
+    r
+}
+
+/// Start the status app alone on `node` (what an in-process controller node
+/// runs, so that it answers like the others).
+pub async fn start_status(
+    node: &Node,
+    fd: Option<FailureDetectorHandle>,
+) -> Result<App, troupe::Error> {
+    let ctx = AppContext::new(node, StatusKind::KIND).with_failure_detector(fd);
+    start_app(node, status_app(&ctx)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe::app::ClusterInfo;
+
+    fn plan(text: &str) -> Result<Vec<String>, troupe::Error> {
+        let cluster = ClusterInfo {
+            node: "node-a".into(),
+            peers: vec!["node-b".into(), "node-c".into()],
+        };
+        let table: toml::Table = text.parse().expect("toml");
+        registry()
+            .plan(&table, &cluster)
+            .map(|p| p.names().into_iter().map(String::from).collect())
+    }
+
+    #[test]
+    fn status_and_counter_run_by_default_and_the_rest_when_asked() {
+        assert_eq!(plan("").unwrap(), vec!["status", "counter"]);
+        assert_eq!(
+            plan("[election]\nalgorithm = \"bully\"\n[counter]\nenabled = false").unwrap(),
+            vec!["status", "election"]
+        );
+        assert_eq!(
+            plan(
+                "[lock]\nresource = \"r\"\nalgorithm = \"lamport\"\n[crash]\nkind = \"crashtest\""
+            )
+            .unwrap(),
+            vec!["status", "counter", "crash", "lock"]
+        );
+    }
+
+    #[test]
+    fn sample_settings_are_checked_naming_the_key() {
+        for (text, want) in [
+            (
+                "[election]\nalgorithm = \"bully\"\nmembers = [\"node-a\", \"node d\"]",
+                "apps.election.members[1]: \"node d\" is neither this node nor one of its [[peers]]",
+            ),
+            ("[election]\nalgorithm = \"paxos\"", "apps.election.algorithm: unknown variant `paxos`"),
+            ("[election]\nalgoritm = \"bully\"", "apps.election.algoritm: unknown field"),
+            (
+                "[lock]\nresource = \"r\"\nalgorithm = \"lamport\"\nhold = 3",
+                "apps.lock.hold: unknown field `hold`",
+            ),
+            (
+                "[lock]\nresource = \"a b\"\nalgorithm = \"lamport\"",
+                "apps.lock.resource: ",
+            ),
+            (
+                "[lock]\nresource = \"r\"\nalgorithm = \"lamport\"\naudit = \"nowhere\"",
+                "apps.lock.audit: ",
+            ),
+            ("[status]\nverbose = true", "apps.status.verbose: unknown field"),
+            ("[counter]\nstart = 3", "apps.counter.start: unknown field"),
+            ("[crash]\nkind = \"crashtest\"\nleaves = 0", "apps.crash.leaves: "),
+            (
+                "[crash]\nkind = \"crashtest\"\n[crash.inner]\nstrategy = \"all\"",
+                "apps.crash.inner.strategy: unknown variant `all`",
+            ),
+            (
+                "[x]\nkind = \"elect\"",
+                "apps.x.kind: unknown app kind \"elect\" (known kinds: counter, crashtest, election, lock, status)",
+            ),
+        ] {
+            let err = plan(text).expect_err(text).to_string();
+            assert!(err.contains(want), "for {text:?}: {err}\n  does not contain: {want}");
+        }
+    }
+}

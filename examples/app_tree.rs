@@ -1,0 +1,140 @@
+//! Apps as supervised trees: an app kind declared in code, started from a
+//! config table through a registry, a worker made to panic, and the
+//! restarts watched through the supervision events and the tree snapshot.
+//!
+//! ```sh
+//! cargo run --example app_tree
+//! ```
+//!
+//! It runs one simulated node under virtual time (no network, a fraction
+//! of a second). The part between the `README` markers is the README's
+//! "Apps as supervised trees" example (a test keeps them the same).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe::app::{AppContext, AppKind, AppRegistry, AppSpec, ClusterInfo};
+use troupe::config::Config;
+use troupe::prelude::*;
+
+// README: apps as supervised trees (begin)
+/// Tell a worker to panic.
+#[derive(Debug, Serialize, Deserialize)]
+struct Boom;
+remote_message!(Boom, "example.boom", ());
+
+struct Worker;
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+impl Handler<Boom> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Boom, _: &mut Context<Self>) {
+        panic!("boom");
+    }
+}
+
+/// An app kind: `[apps.NAME]` tables with `kind = "pipeline"`.
+struct Pipeline;
+
+/// Its settings: unknown keys are refused, naming the key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineSettings {
+    workers: u32,
+}
+
+impl AppKind for Pipeline {
+    type Settings = PipelineSettings;
+    fn kind(&self) -> &'static str {
+        "pipeline"
+    }
+    fn build(&self, ctx: &AppContext, s: PipelineSettings) -> Result<AppSpec, troupe::Error> {
+        let name = ctx.name();
+        // A nested supervisor: its workers restart together.
+        let policy = SupervisorPolicy {
+            strategy: Strategy::OneForAll,
+            ..Default::default()
+        };
+        let mut workers = SupervisorSpec::new("workers", policy);
+        for i in 1..=s.workers {
+            let worker = ActorSpec::new(format!("{name}.worker-{i}"), || Worker).handles::<Boom>();
+            workers = workers.child(worker);
+        }
+        let members = ctx.members(); // this node and its peers
+        Ok(AppSpec::new(name)
+            .strategy(Strategy::RestForOne) // the workers depend on the election
+            // Protocols started here run inside the app's tree.
+            .start(move |app| async move {
+                start_election(app.node(), ElectionAlgorithm::Bully, &members).await?;
+                Ok(())
+            })
+            .supervisor(workers))
+    }
+}
+
+/// The apps of a node's config file.
+const APPS: &str = r#"
+[apps.ingest]
+kind = "pipeline"
+workers = 2
+
+[apps.ingest.supervision]    # optional: the app's root supervisor
+max_restarts = 3
+on_give_up = "restart"       # the default: restart the app as a whole; the node runs on
+"#;
+
+async fn start_apps(node: &Node, config: &Config) -> Result<(), troupe::Error> {
+    let mut registry = AppRegistry::new();
+    registry.register(Pipeline);
+    let plan = registry.plan(&config.apps, &ClusterInfo::of(config))?; // checks every key
+    plan.start(node, &config.peer_names(), None).await?;
+    Ok(())
+}
+// README: apps as supervised trees (end)
+
+fn print_tree(node: &troupe::framework::TreeNode, depth: usize) {
+    let strategy = node.strategy.map(|s| format!(" {s:?}")).unwrap_or_default();
+    println!(
+        "{:indent$}{} ({:?}{strategy}) {:?}, {} restarts",
+        "",
+        node.name,
+        node.kind,
+        node.state,
+        node.restarts,
+        indent = depth * 2
+    );
+    for child in &node.children {
+        print_tree(child, depth + 1);
+    }
+}
+
+fn main() {
+    let text = format!("name = \"node-a\"\n[tls]\ninsecure_dev_mode = true\n{APPS}");
+    let config = Config::from_toml(&text, Path::new(".")).expect("config");
+    run_virtual(|| async move {
+        let mut cluster = SimCluster::new(1, FaultPlan::reliable());
+        let node = cluster.add_node("node-a").await.expect("node");
+        let mut events = node.supervision_events();
+        start_apps(&node, &config).await.expect("apps");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!("The tree:");
+        print_tree(&node.supervision_tree().await.expect("tree"), 1);
+
+        println!("\nMaking ingest.worker-2 panic (its siblings restart with it: one-for-all).");
+        println!("The panic message printed next is expected:");
+        node.lookup::<Boom>("node-a/ingest.worker-2")
+            .expect("path")
+            .tell(Boom)
+            .expect("tell");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        while let Ok(e) = events.try_recv() {
+            if !matches!(e.kind, troupe::framework::SupervisionEventKind::Started) {
+                println!("  {:>6.3}s  {e}", e.at.as_secs_f64());
+            }
+        }
+        println!("\nThe tree after:");
+        print_tree(&node.supervision_tree().await.expect("tree"), 1);
+    });
+}
