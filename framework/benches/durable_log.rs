@@ -1,0 +1,499 @@
+//! Synced appends through the node's durable store (`RedbStore`, group
+//! commit) against the disk's own fsync rate, measured in the same run.
+//!
+//! Configurations, each appending 100-byte records:
+//!
+//! 1. `raw fsync`: append a record to a plain file in the same directory and
+//!    `sync_data()` it, one after the other: the physical limit of one
+//!    synced append. `raw fsync, in place` does the same into a preallocated
+//!    file (overwriting, so the file's size never changes), to show whether
+//!    growing the file costs the disk anything more.
+//! 2. `store, fsync per record`: one thread submits an append to the store
+//!    and waits for its acknowledgement before the next, so every record is
+//!    its own commit (one fsync): the store without anything to group.
+//! 3. `group commit, W writers` (W = 1, 16, 256): W tasks on a tokio
+//!    current-thread runtime (as protocol actors share an actix arbiter),
+//!    each a namespace of its own (a protocol instance) appending to its own
+//!    log and waiting for each append's acknowledgement before the next, as
+//!    a driver waits for a sync before releasing an input's messages. The
+//!    store's writer thread does the fsyncs; appends that arrive while a
+//!    commit is in flight share the next one.
+//!
+//! Each configuration runs for a fixed window after a warm-up, on a fresh
+//! store (a fresh file for the raw baselines). Rounds run every
+//! configuration once, in an order that rotates from round to round, because
+//! this VM's disk is shared and its speed moves by more than the differences
+//! measured; the table reports medians over rounds, and the ratios are the
+//! medians of the per-round ratios (each compares measurements of the same
+//! round) next to the ratios of the medians.
+//!
+//! Run with `cargo bench -p troupe-framework --bench durable_log`. Knobs
+//! (env): `DURABLE_BENCH_ROUNDS` (default 5), `DURABLE_BENCH_MS` measured
+//! milliseconds per configuration and round (default 2000, after a warm-up
+//! of a quarter of that), `DURABLE_BENCH_WRITERS` (default `1,16,256`),
+//! `DURABLE_BENCH_ONLY=raw|single|group` (one section; `group` alone is the
+//! one to profile), `DURABLE_BENCH_DIR` (default: `durable-bench` under
+//! cargo's target tmp dir, on the same disk as the repository).
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it makes one short
+//! round of every configuration (about a second), to check that it works.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe_framework::storage::{DurableStore, RedbStore, StoreStats, Write};
+
+/// Bytes per record, in every configuration.
+const RECORD: usize = 100;
+/// Filler byte of a record.
+const FILL: u8 = 0x2a;
+
+/// One configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    /// Append to a plain file + `sync_data`.
+    RawAppend,
+    /// Overwrite in a preallocated plain file + `sync_data`.
+    RawInPlace,
+    /// One thread, one store commit per record.
+    Single,
+    /// `n` concurrent writers on a tokio runtime, group commit.
+    Group(usize),
+}
+
+impl Config {
+    fn label(self) -> String {
+        match self {
+            Config::RawAppend => "raw fsync (append + sync_data)".into(),
+            Config::RawInPlace => "raw fsync, in place (preallocated)".into(),
+            Config::Single => "store, fsync per record (1 thread)".into(),
+            Config::Group(n) => format!("store, group commit, {n} writer{}", plural(n)),
+        }
+    }
+    fn slug(self) -> String {
+        match self {
+            Config::RawAppend => "raw".into(),
+            Config::RawInPlace => "raw-in-place".into(),
+            Config::Single => "single".into(),
+            Config::Group(n) => format!("group-{n}"),
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// What one configuration measured in one round.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    /// Records acknowledged (synced) inside the window, per second.
+    records_per_s: f64,
+    /// Syncs (fsyncs, or store commits) inside the window, per second.
+    syncs_per_s: f64,
+    /// Records per sync (`StoreStats::mean_group` over the window; 1 for raw).
+    mean_group: f64,
+    /// Latency of one synced append, submit to acknowledgement.
+    p50: Duration,
+    p99: Duration,
+}
+
+/// The measured window: warm-up ends at `start`, measurement at `end`.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn after(warmup: Duration, len: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Window {
+            start,
+            end: start + len,
+        }
+    }
+    fn secs(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+    /// An operation counts when it started and ended inside the window.
+    fn holds(&self, t0: Instant, t1: Instant) -> bool {
+        t0 >= self.start && t1 <= self.end
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn sample(mut lat: Vec<Duration>, w: &Window, syncs: f64, mean_group: f64) -> Sample {
+    lat.sort_unstable();
+    Sample {
+        records_per_s: lat.len() as f64 / w.secs(),
+        syncs_per_s: syncs / w.secs(),
+        mean_group,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
+/// The store's counters over the window (`after - before`).
+fn delta(before: StoreStats, after: StoreStats) -> StoreStats {
+    StoreStats {
+        submissions: after.submissions - before.submissions,
+        writes: after.writes - before.writes,
+        records: after.records - before.records,
+        bytes: after.bytes - before.bytes,
+        syncs: after.syncs - before.syncs,
+        max_group: after.max_group,
+        failed: after.failed - before.failed,
+    }
+}
+
+fn record() -> Vec<u8> {
+    vec![FILL; RECORD]
+}
+
+fn append(first: u64) -> Vec<Write> {
+    vec![Write::Append {
+        log: "log".into(),
+        first,
+        records: vec![record()],
+    }]
+}
+
+/// Section 1, the disk alone: append (or overwrite) a record and `sync_data` it.
+fn raw(dir: &Path, in_place: bool, w: Window) -> Sample {
+    let path = dir.join("raw.log");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open the raw file");
+    // Enough room to overwrite without growing for the whole window.
+    const PREALLOC: u64 = 64 << 20;
+    if in_place {
+        f.set_len(PREALLOC).expect("preallocate");
+        // Write the blocks for real (set_len alone leaves a hole that the
+        // first write would allocate), then make the size durable.
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..PREALLOC >> 20 {
+            f.write_all_at(&zeros, i << 20).expect("fill");
+        }
+        f.sync_all().expect("sync");
+    }
+    let rec = record();
+    let mut lat = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= w.end {
+            break;
+        }
+        if in_place {
+            f.write_all_at(&rec, off % PREALLOC).expect("write");
+            off += RECORD as u64;
+        } else {
+            f.write_all(&rec).expect("append");
+        }
+        f.sync_data().expect("sync_data");
+        let t1 = Instant::now();
+        if w.holds(t0, t1) {
+            lat.push(t1 - t0);
+        }
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    let n = lat.len() as f64;
+    sample(lat, &w, n, 1.0)
+}
+
+/// Section 2: one thread, each append submitted and awaited before the next.
+fn single(store: &RedbStore, w: Window) -> Sample {
+    let mut lat = Vec::new();
+    let mut next = 1u64;
+    let mut before = None;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= w.end {
+            break;
+        }
+        if before.is_none() && t0 >= w.start {
+            before = Some(store.stats());
+        }
+        futures::executor::block_on(store.submit("single", append(next)).wait())
+            .expect("append acknowledged");
+        next += 1;
+        let t1 = Instant::now();
+        if w.holds(t0, t1) {
+            lat.push(t1 - t0);
+        }
+    }
+    let d = delta(before.unwrap_or_default(), store.stats());
+    sample(lat, &w, d.syncs as f64, d.mean_group())
+}
+
+/// Section 3: `writers` tasks on a current-thread tokio runtime, each
+/// appending to its own namespace's log and waiting for each acknowledgement.
+fn group(store: Arc<RedbStore>, writers: usize, w: Window) -> Sample {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let tasks: Vec<_> = (0..writers)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let ns = format!("protocol-{i:03}");
+                    let mut lat = Vec::new();
+                    let mut next = 1u64;
+                    loop {
+                        let t0 = Instant::now();
+                        if t0 >= w.end {
+                            break;
+                        }
+                        store
+                            .submit(&ns, append(next))
+                            .wait()
+                            .await
+                            .expect("append acknowledged");
+                        next += 1;
+                        let t1 = Instant::now();
+                        if w.holds(t0, t1) {
+                            lat.push(t1 - t0);
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let stats = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(w.start.into()).await;
+                let before = store.stats();
+                tokio::time::sleep_until(w.end.into()).await;
+                delta(before, store.stats())
+            })
+        };
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("writer task"));
+        }
+        let d = stats.await.expect("stats task");
+        sample(lat, &w, d.syncs as f64, d.mean_group())
+    })
+}
+
+fn run(config: Config, dir: &Path, warmup: Duration, len: Duration) -> Sample {
+    let dir = dir.join(config.slug());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let s = match config {
+        Config::RawAppend => raw(&dir, false, Window::after(warmup, len)),
+        Config::RawInPlace => raw(&dir, true, Window::after(warmup, len)),
+        Config::Single => {
+            let store = RedbStore::open_dir(&dir).expect("open the store");
+            single(&store, Window::after(warmup, len))
+        }
+        Config::Group(n) => {
+            let store = Arc::new(RedbStore::open_dir(&dir).expect("open the store"));
+            group(store, n, Window::after(warmup, len))
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    s
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then
+    // one short round only checks that every configuration works.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds: usize = if quick {
+        1
+    } else {
+        env("DURABLE_BENCH_ROUNDS", 5usize).max(1)
+    };
+    let len = Duration::from_millis(if quick {
+        60
+    } else {
+        env("DURABLE_BENCH_MS", 2000u64)
+    });
+    let warmup = len / 4;
+    let writers: Vec<usize> = std::env::var("DURABLE_BENCH_WRITERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 256]);
+    let only = std::env::var("DURABLE_BENCH_ONLY").ok();
+    let dir: PathBuf = std::env::var_os("DURABLE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("durable-bench"));
+
+    let mut configs = Vec::new();
+    if only.as_deref().is_none_or(|o| o == "raw") {
+        configs.push(Config::RawAppend);
+        configs.push(Config::RawInPlace);
+    }
+    if only.as_deref().is_none_or(|o| o == "single") {
+        configs.push(Config::Single);
+    }
+    if only.as_deref().is_none_or(|o| o == "group") {
+        configs.extend(writers.iter().map(|&n| Config::Group(n)));
+    }
+
+    let mut out = std::io::stderr();
+    if quick {
+        let _ = writeln!(
+            out,
+            "durable_log: quick check (run `cargo bench -p troupe-framework --bench durable_log` to measure)"
+        );
+    } else {
+        println!("cargo bench -p troupe-framework --bench durable_log");
+        println!(
+            "  rounds {rounds}, {} ms measured per configuration and round after {} ms of warm-up, \
+             {RECORD}-byte records, directory {}",
+            len.as_millis(),
+            warmup.as_millis(),
+            dir.display()
+        );
+    }
+
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
+    for round in 0..rounds {
+        let n = configs.len();
+        for k in 0..n {
+            let i = (round + k) % n;
+            let s = run(configs[i], &dir, warmup, len);
+            if !quick {
+                println!(
+                    "  round {}: {:<40} {:>9.0} records/s {:>7.0} syncs/s  group {:>6.1}  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                    round + 1,
+                    configs[i].label(),
+                    s.records_per_s,
+                    s.syncs_per_s,
+                    s.mean_group,
+                    ms(s.p50),
+                    ms(s.p99)
+                );
+            }
+            results[i].push(s);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if quick {
+        for (c, r) in configs.iter().zip(&results) {
+            assert!(
+                r.iter().all(|s| s.records_per_s > 0.0),
+                "{}: nothing synced",
+                c.label()
+            );
+        }
+        let _ = writeln!(out, "durable_log: every configuration ran");
+        return;
+    }
+
+    println!();
+    println!("median of {rounds} rounds:");
+    println!();
+    println!(
+        "| configuration | records/s | syncs/s | records per sync | p50 latency | p99 latency |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (c, r) in configs.iter().zip(&results) {
+        let m = |f: &dyn Fn(&Sample) -> f64| median(r.iter().map(f).collect());
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} | {:.3} ms | {:.3} ms |",
+            c.label(),
+            m(&|s| s.records_per_s),
+            m(&|s| s.syncs_per_s),
+            m(&|s| s.mean_group),
+            m(&|s| ms(s.p50)),
+            m(&|s| ms(s.p99)),
+        );
+    }
+
+    // The two targets of issue 15, per round and overall.
+    let find = |c: Config| configs.iter().position(|&x| x == c);
+    let ratio = |a: usize, b: usize, f: &dyn Fn(&Sample) -> f64| -> (f64, f64, Vec<f64>) {
+        let per_round: Vec<f64> = results[a]
+            .iter()
+            .zip(&results[b])
+            .map(|(x, y)| f(x) / f(y))
+            .collect();
+        let of_medians =
+            median(results[a].iter().map(f).collect()) / median(results[b].iter().map(f).collect());
+        (median(per_round.clone()), of_medians, per_round)
+    };
+    let show = |name: &str, (med, of_med, per): (f64, f64, Vec<f64>), target: &str, ok: bool| {
+        let rounds: Vec<String> = per.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{name}: median of per-round ratios {med:.2}, ratio of medians {of_med:.2} \
+             (rounds: {}); target {target}: {}",
+            rounds.join(" "),
+            if ok { "holds" } else { "NOT met" }
+        );
+    };
+    println!();
+    if let (Some(s), Some(r)) = (find(Config::Single), find(Config::RawAppend)) {
+        let x = ratio(s, r, &|s| ms(s.p50));
+        let ok = x.0 <= 2.0;
+        show(
+            "single-writer store append p50 / raw fsync p50",
+            x,
+            "<= 2",
+            ok,
+        );
+    }
+    if let (Some(g), Some(s)) = (find(Config::Group(256)), find(Config::Single)) {
+        let x = ratio(g, s, &|s| s.records_per_s);
+        let ok = x.0 >= 50.0;
+        show(
+            "records/s at 256 writers / records/s of fsync per record",
+            x,
+            ">= 50",
+            ok,
+        );
+    }
+    if let (Some(g), Some(r)) = (find(Config::Group(256)), find(Config::RawAppend)) {
+        let x = ratio(g, r, &|s| s.records_per_s);
+        println!(
+            "records/s at 256 writers / raw fsyncs/s: median of per-round ratios {:.1}, ratio of medians {:.1}",
+            x.0, x.1
+        );
+    }
+}
