@@ -6,31 +6,35 @@
 //! 1. `raw fsync`: append a record to a plain file in the same directory and
 //!    `sync_data()` it, one after the other: the physical limit of one
 //!    synced append. `raw fsync, in place` does the same into a preallocated
-//!    file (overwriting, so the file's size never changes), to show whether
-//!    growing the file costs the disk anything more.
+//!    file (overwriting, so the file's size never changes), to show what
+//!    growing the file costs the disk.
 //! 2. `store, fsync per record`: one thread submits an append to the store
 //!    and waits for its acknowledgement before the next, so every record is
-//!    its own commit (one fsync): the store without anything to group.
+//!    its own commit (one fsync): the store with nothing to group.
 //! 3. `group commit, W writers` (W = 1, 16, 256): W tasks on a tokio
 //!    current-thread runtime (as protocol actors share an actix arbiter),
 //!    each a namespace of its own (a protocol instance) appending to its own
 //!    log and waiting for each append's acknowledgement before the next, as
 //!    a driver waits for a sync before releasing an input's messages. The
-//!    store's writer thread does the fsyncs; appends that arrive while a
-//!    commit is in flight share the next one.
+//!    store's threads do the fsyncs; appends that arrive while a commit is in
+//!    flight share the next one.
 //!
-//! Each configuration runs for a fixed window after a warm-up, on a fresh
-//! store (a fresh file for the raw baselines). Rounds run every
-//! configuration once, in an order that rotates from round to round, because
-//! this VM's disk is shared and its speed moves by more than the differences
-//! measured; the table reports medians over rounds, and the ratios are the
-//! medians of the per-round ratios (each compares measurements of the same
-//! round) next to the ratios of the medians.
+//! This VM's disk is shared, and how long an fsync takes changes by 20x
+//! within seconds (~0.15 ms, or ~4 ms while other work on the host flushes).
+//! So each round opens every configuration once (a fresh store, a fresh
+//! file) and then runs them in short blocks (`DURABLE_BENCH_BLOCK_MS`, after
+//! a short warm-up each), one configuration after the other in an order that
+//! rotates, several blocks each: a configuration's numbers for the round are
+//! its blocks together, taken from the same seconds as everyone else's. The
+//! table reports medians over rounds; the ratios are the medians of the
+//! per-round ratios (each compares measurements of the same round), next to
+//! the ratios of the medians.
 //!
 //! Run with `cargo bench -p troupe-framework --bench durable_log`. Knobs
-//! (env): `DURABLE_BENCH_ROUNDS` (default 5), `DURABLE_BENCH_MS` measured
-//! milliseconds per configuration and round (default 2000, after a warm-up
-//! of a quarter of that), `DURABLE_BENCH_WRITERS` (default `1,16,256`),
+//! (env): `DURABLE_BENCH_ROUNDS` (default 5), `DURABLE_BENCH_BLOCKS` blocks
+//! per configuration and round (default 6), `DURABLE_BENCH_BLOCK_MS`
+//! measured milliseconds per block (default 300, after 60 ms of warm-up),
+//! `DURABLE_BENCH_WRITERS` (default `1,16,256`),
 //! `DURABLE_BENCH_ONLY=raw|single|group` (one section; `group` alone is the
 //! one to profile), `DURABLE_BENCH_DIR` (default: `durable-bench` under
 //! cargo's target tmp dir, on the same disk as the repository).
@@ -38,7 +42,13 @@
 //! Without `--bench` (as `cargo test --benches` runs it) it makes one short
 //! round of every configuration (about a second), to check that it works.
 
-use std::fs::OpenOptions;
+/// On mimalloc, as the `troupe` binary (`--features bench-system-alloc`
+/// measures on glibc malloc instead).
+#[cfg(not(feature = "bench-system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +61,9 @@ use troupe_framework::storage::{DurableStore, RedbStore, StoreStats, Write};
 const RECORD: usize = 100;
 /// Filler byte of a record.
 const FILL: u8 = 0x2a;
+/// Size of the preallocated file of `raw fsync, in place` (1 MiB in the
+/// quick check).
+const PREALLOC: u64 = 64 << 20;
 
 /// One configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,21 +105,61 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// What one configuration measured in one round.
+/// What one block measured.
+#[derive(Default)]
+struct Block {
+    /// Latency of every synced append that started and ended in the window.
+    lat: Vec<Duration>,
+    /// Length of the window.
+    secs: f64,
+    /// Syncs (fsyncs, or store commits) and submissions in the window.
+    syncs: u64,
+    submissions: u64,
+}
+
+impl Block {
+    fn add(&mut self, b: Block) {
+        self.lat.extend(b.lat);
+        self.secs += b.secs;
+        self.syncs += b.syncs;
+        self.submissions += b.submissions;
+    }
+}
+
+/// What one configuration measured in one round (its blocks together).
 #[derive(Debug, Clone, Default)]
 struct Sample {
-    /// Records acknowledged (synced) inside the window, per second.
+    /// Records acknowledged (synced) per second.
     records_per_s: f64,
-    /// Syncs (fsyncs, or store commits) inside the window, per second.
+    /// Syncs (fsyncs, or store commits) per second.
     syncs_per_s: f64,
-    /// Records per sync (`StoreStats::mean_group` over the window; 1 for raw).
+    /// Records per sync (`StoreStats::mean_group` over the windows; 1 for raw).
     mean_group: f64,
     /// Latency of one synced append, submit to acknowledgement.
     p50: Duration,
     p99: Duration,
 }
 
-/// The measured window: warm-up ends at `start`, measurement at `end`.
+impl From<Block> for Sample {
+    fn from(mut b: Block) -> Self {
+        b.lat.sort_unstable();
+        let stats = StoreStats {
+            submissions: b.submissions,
+            syncs: b.syncs,
+            ..StoreStats::default()
+        };
+        Sample {
+            records_per_s: b.lat.len() as f64 / b.secs,
+            syncs_per_s: b.syncs as f64 / b.secs,
+            mean_group: stats.mean_group(),
+            p50: percentile(&b.lat, 0.50),
+            p99: percentile(&b.lat, 0.99),
+        }
+    }
+}
+
+/// The measured window of a block: warm-up ends at `start`, measurement at
+/// `end`.
 #[derive(Clone, Copy)]
 struct Window {
     start: Instant,
@@ -138,30 +191,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn sample(mut lat: Vec<Duration>, w: &Window, syncs: f64, mean_group: f64) -> Sample {
-    lat.sort_unstable();
-    Sample {
-        records_per_s: lat.len() as f64 / w.secs(),
-        syncs_per_s: syncs / w.secs(),
-        mean_group,
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-    }
-}
-
-/// The store's counters over the window (`after - before`).
-fn delta(before: StoreStats, after: StoreStats) -> StoreStats {
-    StoreStats {
-        submissions: after.submissions - before.submissions,
-        writes: after.writes - before.writes,
-        records: after.records - before.records,
-        bytes: after.bytes - before.bytes,
-        syncs: after.syncs - before.syncs,
-        max_group: after.max_group,
-        failed: after.failed - before.failed,
-    }
-}
-
 fn record() -> Vec<u8> {
     vec![FILL; RECORD]
 }
@@ -174,39 +203,99 @@ fn append(first: u64) -> Vec<Write> {
     }]
 }
 
-/// Section 1, the disk alone: append (or overwrite) a record and `sync_data` it.
-fn raw(dir: &Path, in_place: bool, w: Window) -> Sample {
-    let path = dir.join("raw.log");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open the raw file");
-    // Enough room to overwrite without growing for the whole window.
-    const PREALLOC: u64 = 64 << 20;
-    if in_place {
-        f.set_len(PREALLOC).expect("preallocate");
-        // Write the blocks for real (set_len alone leaves a hole that the
-        // first write would allocate), then make the size durable.
-        let zeros = vec![0u8; 1 << 20];
-        for i in 0..PREALLOC >> 20 {
-            f.write_all_at(&zeros, i << 20).expect("fill");
+/// A configuration's state across the blocks of a round.
+enum Bed {
+    Raw {
+        file: File,
+        /// Preallocated bytes (0: append).
+        prealloc: u64,
+        off: u64,
+    },
+    Single {
+        store: RedbStore,
+        next: u64,
+    },
+    Group {
+        store: Arc<RedbStore>,
+        rt: tokio::runtime::Runtime,
+        next: Vec<u64>,
+    },
+}
+
+impl Bed {
+    fn open(config: Config, dir: &Path, prealloc: u64) -> Self {
+        match config {
+            Config::RawAppend | Config::RawInPlace => {
+                let prealloc = if config == Config::RawInPlace {
+                    prealloc
+                } else {
+                    0
+                };
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(dir.join("raw.log"))
+                    .expect("open the raw file");
+                if prealloc > 0 {
+                    // Write the blocks for real (set_len alone leaves a hole
+                    // that the first write would allocate), then make the
+                    // size durable.
+                    let zeros = vec![0u8; 1 << 20];
+                    for i in 0..prealloc.div_ceil(1 << 20) {
+                        file.write_all_at(&zeros, i << 20).expect("fill");
+                    }
+                    file.sync_all().expect("sync");
+                }
+                Bed::Raw {
+                    file,
+                    prealloc,
+                    off: 0,
+                }
+            }
+            Config::Single => Bed::Single {
+                store: RedbStore::open_dir(dir).expect("open the store"),
+                next: 1,
+            },
+            Config::Group(n) => Bed::Group {
+                store: Arc::new(RedbStore::open_dir(dir).expect("open the store")),
+                rt: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime"),
+                next: vec![1; n],
+            },
         }
-        f.sync_all().expect("sync");
     }
+
+    fn block(&mut self, w: Window) -> Block {
+        match self {
+            Bed::Raw {
+                file,
+                prealloc,
+                off,
+            } => raw(file, *prealloc, off, w),
+            Bed::Single { store, next } => single(store, next, w),
+            Bed::Group { store, rt, next } => group(store, rt, next, w),
+        }
+    }
+}
+
+/// Section 1, the disk alone: append (or overwrite) a record and
+/// `sync_data` it.
+fn raw(f: &mut File, prealloc: u64, off: &mut u64, w: Window) -> Block {
     let rec = record();
     let mut lat = Vec::new();
-    let mut off = 0u64;
     loop {
         let t0 = Instant::now();
         if t0 >= w.end {
             break;
         }
-        if in_place {
-            f.write_all_at(&rec, off % PREALLOC).expect("write");
-            off += RECORD as u64;
+        if prealloc > 0 {
+            f.write_all_at(&rec, *off % (prealloc - RECORD as u64))
+                .expect("write");
+            *off += RECORD as u64;
         } else {
             f.write_all(&rec).expect("append");
         }
@@ -216,16 +305,18 @@ fn raw(dir: &Path, in_place: bool, w: Window) -> Sample {
             lat.push(t1 - t0);
         }
     }
-    drop(f);
-    let _ = std::fs::remove_file(&path);
-    let n = lat.len() as f64;
-    sample(lat, &w, n, 1.0)
+    let n = lat.len() as u64;
+    Block {
+        lat,
+        secs: w.secs(),
+        syncs: n,
+        submissions: n,
+    }
 }
 
 /// Section 2: one thread, each append submitted and awaited before the next.
-fn single(store: &RedbStore, w: Window) -> Sample {
+fn single(store: &RedbStore, next: &mut u64, w: Window) -> Block {
     let mut lat = Vec::new();
-    let mut next = 1u64;
     let mut before = None;
     loop {
         let t0 = Instant::now();
@@ -235,33 +326,42 @@ fn single(store: &RedbStore, w: Window) -> Sample {
         if before.is_none() && t0 >= w.start {
             before = Some(store.stats());
         }
-        futures::executor::block_on(store.submit("single", append(next)).wait())
+        futures::executor::block_on(store.submit("single", append(*next)).wait())
             .expect("append acknowledged");
-        next += 1;
+        *next += 1;
         let t1 = Instant::now();
         if w.holds(t0, t1) {
             lat.push(t1 - t0);
         }
     }
-    let d = delta(before.unwrap_or_default(), store.stats());
-    sample(lat, &w, d.syncs as f64, d.mean_group())
+    let (before, after) = (before.unwrap_or_default(), store.stats());
+    Block {
+        lat,
+        secs: w.secs(),
+        syncs: after.syncs - before.syncs,
+        submissions: after.submissions - before.submissions,
+    }
 }
 
-/// Section 3: `writers` tasks on a current-thread tokio runtime, each
-/// appending to its own namespace's log and waiting for each acknowledgement.
-fn group(store: Arc<RedbStore>, writers: usize, w: Window) -> Sample {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
-        let tasks: Vec<_> = (0..writers)
-            .map(|i| {
+/// Section 3: `next.len()` tasks on a current-thread tokio runtime, each
+/// appending to its own namespace's log and waiting for each
+/// acknowledgement.
+fn group(
+    store: &Arc<RedbStore>,
+    rt: &tokio::runtime::Runtime,
+    next: &mut [u64],
+    w: Window,
+) -> Block {
+    rt.block_on(async {
+        let tasks: Vec<_> = next
+            .iter()
+            .enumerate()
+            .map(|(i, &first)| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let ns = format!("protocol-{i:03}");
                     let mut lat = Vec::new();
-                    let mut next = 1u64;
+                    let mut next = first;
                     loop {
                         let t0 = Instant::now();
                         if t0 >= w.end {
@@ -278,7 +378,7 @@ fn group(store: Arc<RedbStore>, writers: usize, w: Window) -> Sample {
                             lat.push(t1 - t0);
                         }
                     }
-                    lat
+                    (lat, next)
                 })
             })
             .collect();
@@ -288,36 +388,23 @@ fn group(store: Arc<RedbStore>, writers: usize, w: Window) -> Sample {
                 tokio::time::sleep_until(w.start.into()).await;
                 let before = store.stats();
                 tokio::time::sleep_until(w.end.into()).await;
-                delta(before, store.stats())
+                (before, store.stats())
             })
         };
         let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.expect("writer task"));
+        for (t, n) in tasks.into_iter().zip(next.iter_mut()) {
+            let (l, after) = t.await.expect("writer task");
+            lat.extend(l);
+            *n = after;
         }
-        let d = stats.await.expect("stats task");
-        sample(lat, &w, d.syncs as f64, d.mean_group())
+        let (before, after) = stats.await.expect("stats task");
+        Block {
+            lat,
+            secs: w.secs(),
+            syncs: after.syncs - before.syncs,
+            submissions: after.submissions - before.submissions,
+        }
     })
-}
-
-fn run(config: Config, dir: &Path, warmup: Duration, len: Duration) -> Sample {
-    let dir = dir.join(config.slug());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("bench directory");
-    let s = match config {
-        Config::RawAppend => raw(&dir, false, Window::after(warmup, len)),
-        Config::RawInPlace => raw(&dir, true, Window::after(warmup, len)),
-        Config::Single => {
-            let store = RedbStore::open_dir(&dir).expect("open the store");
-            single(&store, Window::after(warmup, len))
-        }
-        Config::Group(n) => {
-            let store = Arc::new(RedbStore::open_dir(&dir).expect("open the store"));
-            group(store, n, Window::after(warmup, len))
-        }
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    s
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -348,12 +435,17 @@ fn main() {
     } else {
         env("DURABLE_BENCH_ROUNDS", 5usize).max(1)
     };
+    let blocks: usize = if quick {
+        1
+    } else {
+        env("DURABLE_BENCH_BLOCKS", 6usize).max(1)
+    };
     let len = Duration::from_millis(if quick {
         60
     } else {
-        env("DURABLE_BENCH_MS", 2000u64)
+        env("DURABLE_BENCH_BLOCK_MS", 300u64)
     });
-    let warmup = len / 4;
+    let warmup = Duration::from_millis(if quick { 20 } else { 60 });
     let writers: Vec<usize> = std::env::var("DURABLE_BENCH_WRITERS")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -384,8 +476,8 @@ fn main() {
     } else {
         println!("cargo bench -p troupe-framework --bench durable_log");
         println!(
-            "  rounds {rounds}, {} ms measured per configuration and round after {} ms of warm-up, \
-             {RECORD}-byte records, directory {}",
+            "  {rounds} rounds; per round every configuration runs {blocks} blocks of {} ms \
+             (after {} ms of warm-up each), interleaved; {RECORD}-byte records; directory {}",
             len.as_millis(),
             warmup.as_millis(),
             dir.display()
@@ -393,11 +485,27 @@ fn main() {
     }
 
     let mut results: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
+    let n = configs.len();
     for round in 0..rounds {
-        let n = configs.len();
-        for k in 0..n {
-            let i = (round + k) % n;
-            let s = run(configs[i], &dir, warmup, len);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut beds: Vec<Bed> = configs
+            .iter()
+            .map(|c| {
+                let d = dir.join(c.slug());
+                std::fs::create_dir_all(&d).expect("bench directory");
+                Bed::open(*c, &d, if quick { 1 << 20 } else { PREALLOC })
+            })
+            .collect();
+        let mut acc: Vec<Block> = (0..n).map(|_| Block::default()).collect();
+        for b in 0..blocks {
+            for k in 0..n {
+                let i = (round + b + k) % n;
+                acc[i].add(beds[i].block(Window::after(warmup, len)));
+            }
+        }
+        drop(beds);
+        for (i, a) in acc.into_iter().enumerate() {
+            let s = Sample::from(a);
             if !quick {
                 println!(
                     "  round {}: {:<40} {:>9.0} records/s {:>7.0} syncs/s  group {:>6.1}  p50 {:>7.3} ms  p99 {:>7.3} ms",

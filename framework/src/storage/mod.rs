@@ -90,6 +90,9 @@ pub struct StoreStats {
     pub syncs: u64,
     /// Largest group of submissions made durable by one sync.
     pub max_group: u64,
+    /// Journal folds: commits that moved journaled submissions into the
+    /// store's tables ([`RedbStore`]; not counted in `syncs`).
+    pub folds: u64,
     /// Submissions refused or failed.
     pub failed: u64,
 }
@@ -128,6 +131,7 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     syncs: AtomicU64,
     max_group: AtomicU64,
+    folds: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -147,6 +151,9 @@ impl Counters {
         self.max_group.fetch_max(group as u64, Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed) + 1
     }
+    pub(crate) fn folded(&self) {
+        self.folds.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn failed(&self, n: usize) {
         self.failed.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -158,6 +165,7 @@ impl Counters {
             bytes: self.bytes.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             max_group: self.max_group.load(Ordering::Relaxed),
+            folds: self.folds.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
     }
