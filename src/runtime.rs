@@ -60,9 +60,9 @@ impl RunningNode {
 }
 
 /// Start a node from `config`: bind QUIC, start the node with its durable
-/// store (`<data_dir>/troupe.redb`, or in memory without a `data_dir`),
-/// start the configured failure detector and, with `[http]`, the HTTP
-/// endpoint. Call inside an actix system.
+/// store (`<data_dir>/troupe.redb` and `troupe.journal.redb`, or in memory
+/// without a `data_dir`), start the configured failure detector and, with
+/// `[http]`, the HTTP endpoint. Call inside an actix system.
 pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     start_node_with(config, StartOptions::default()).await
 }

@@ -8,13 +8,15 @@
 //! messages and events back until the store says they are durable.
 //!
 //! Two stores:
-//! - [`RedbStore`]: a [redb](https://docs.rs/redb) database file under the
-//!   node's data directory (`<data_dir>/troupe.redb`). A writer thread
-//!   applies submissions in order and **group-commits**: every submission
+//! - [`RedbStore`]: two [redb](https://docs.rs/redb) database files under
+//!   the node's data directory (`<data_dir>/troupe.redb`, the tables, and
+//!   `<data_dir>/troupe.journal.redb`, the journal). A writer thread
+//!   journals submissions in order and **group-commits**: every submission
 //!   that arrives while a commit (one fsync) is in flight joins the next one,
 //!   so many writers share each fsync. A submission is applied atomically
 //!   (all of its writes or none survive a crash), and is acknowledged only
-//!   after the commit that holds it returned.
+//!   after the commit that holds it returned. Another thread folds the
+//!   journal into the tables in large batches.
 //! - [`MemoryStore`]: in memory, acknowledged at once. For nodes without a
 //!   data directory and for simulations, where a clone kept across a node's
 //!   crash plays its disk.
