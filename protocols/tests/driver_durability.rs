@@ -94,13 +94,16 @@ struct GateStore {
     gate: Arc<Mutex<Gate>>,
 }
 
+/// A submission waiting for the test to acknowledge it.
+type Waiting = (
+    String,
+    Vec<Write>,
+    oneshot::Sender<Result<SyncReport, DurableError>>,
+);
+
 #[derive(Default)]
 struct Gate {
-    waiting: VecDeque<(
-        String,
-        Vec<Write>,
-        oneshot::Sender<Result<SyncReport, DurableError>>,
-    )>,
+    waiting: VecDeque<Waiting>,
     fail_next: bool,
 }
 
