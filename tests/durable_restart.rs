@@ -50,15 +50,14 @@ type Out = Outputs<String, Never, (), ()>;
 impl Journal {
     fn recover(r: &Recovered) -> Result<Self, DurableError> {
         let log = r.log_as::<Vec<u64>>("log")?;
-        let mut expected = log.first().map_or(1, |(i, _)| *i);
-        for (i, rec) in &log {
+        let start = log.first().map_or(1, |(i, _)| *i);
+        for (expected, (i, rec)) in (start..).zip(log.iter()) {
             if *i != expected || *rec != record(*i) {
                 return Err(DurableError::Decode {
                     key: format!("log[{i}]"),
                     message: "a record out of place or not as written".into(),
                 });
             }
-            expected += 1;
         }
         Ok(Self {
             first: log.first().map_or(0, |(i, _)| *i),
