@@ -197,7 +197,11 @@ fn strategies_and_the_escalation_boundary_seen_from_outside_a_node() {
         // included, and `troupe tree` draws it.
         let h = http_tree(&http);
         for path in ["apps/oo/inner", "apps/oa/inner", "apps/rf/inner", "apps/oa"] {
-            assert_eq!(counts(&h, path), counts(&t, path), "{path} over HTTP: {h:#?}");
+            assert_eq!(
+                counts(&h, path),
+                counts(&t, path),
+                "{path} over HTTP: {h:#?}"
+            );
         }
         let drawn = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args(["tree", "--node", &http])
