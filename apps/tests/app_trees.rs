@@ -2,7 +2,8 @@
 //! outside: `crashtest` apps (app root, a nested supervisor, leaves) started
 //! from the config, leaves made to panic over QUIC, and the effect of each
 //! strategy and of the escalation boundary read back from the node's
-//! supervision tree (the status app's `GetTree`).
+//! supervision tree (the status app's `GetTree`, and the node's HTTP
+//! endpoint: `GET /v1/tree` and `troupe tree`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use troupe::config::Config;
 use troupe::framework::{ChildState, Node, TreeNode};
 use troupe::runtime::start_node;
+use troupe_apps::http_client::NodeClient;
 use troupe_apps::local_cluster::{fast_detector_toml, tree, wait_up, LocalCluster};
 use troupe_apps::sample::{start_status, Add, Crash, CrashHow, COUNTER};
 
@@ -88,6 +90,23 @@ fn cluster() -> LocalCluster {
     c
 }
 
+/// Give `node` an HTTP endpoint on a free loopback port; its URL.
+fn with_http(c: &LocalCluster, node: &str) -> String {
+    let port = troupe::transports::ports::unused_tcp_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .expect("a free TCP port");
+    let path = c.config_path(node);
+    let mut config = std::fs::read_to_string(&path).expect("config");
+    config.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&path, config).expect("config");
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The tree as the node's HTTP endpoint serves it, parsed.
+fn http_tree(url: &str) -> TreeNode {
+    let client = NodeClient::new(url, None, Duration::from_secs(10)).expect("client");
+    client.get_as("/v1/tree").expect("GET /v1/tree")
+}
+
 async fn crash(ctl: &Node, node: &str, leaf: &str) {
     ctl.lookup::<Crash>(&format!("{node}/{leaf}"))
         .expect("path")
@@ -127,6 +146,7 @@ async fn tree_until(
 #[test]
 fn strategies_and_the_escalation_boundary_seen_from_outside_a_node() {
     let mut c = cluster();
+    let http = with_http(&c, "node-1");
     let dir = c.dir().to_path_buf();
     c.spawn("node-1").expect("spawn node-1");
     c.spawn("node-2").expect("spawn node-2");
@@ -171,6 +191,30 @@ fn strategies_and_the_escalation_boundary_seen_from_outside_a_node() {
                 vec![0, 0, 0],
                 "{app}: {t:#?}"
             );
+        }
+
+        // The node's HTTP endpoint serves the same tree, restart counts
+        // included, and `troupe tree` draws it.
+        let h = http_tree(&http);
+        for path in ["apps/oo/inner", "apps/oa/inner", "apps/rf/inner", "apps/oa"] {
+            assert_eq!(
+                counts(&h, path),
+                counts(&t, path),
+                "{path} over HTTP: {h:#?}"
+            );
+        }
+        let drawn = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args(["tree", "--node", &http])
+            .output()
+            .expect("troupe tree");
+        let drawn = String::from_utf8_lossy(&drawn.stdout);
+        assert!(drawn.starts_with("node-1 (supervisor, "), "{drawn}");
+        for line in [
+            "inner (supervisor, rest-for-one, running)",
+            "rf.leaf-2 (actor, running, 1 restart)",
+            "rf.leaf-3 (actor, running, 1 restart)",
+        ] {
+            assert!(drawn.contains(line), "{line:?} not in:\n{drawn}");
         }
 
         // esc: the inner supervisor escalates; the app root restarts it and

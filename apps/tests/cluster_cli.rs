@@ -148,6 +148,11 @@ fn cluster_up_kill_start_stop_down_end_to_end() {
                 n.name
             );
         }
+        assert!(
+            s.store.location.ends_with("troupe.redb"),
+            "the node keeps its state in its data directory: {:?}",
+            s.store
+        );
         assert_eq!(s.apps.len(), 1, "{:?}", s.apps);
         assert_eq!(
             (s.apps[0].name.as_str(), s.apps[0].state),

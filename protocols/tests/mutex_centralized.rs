@@ -69,3 +69,62 @@ fn coordinator_failover_rebuilds_queue_and_tokens_keep_growing() {
     assert!(obs.accepted >= 3 && obs.refused == 0);
     assert!(obs.resource_token > first);
 }
+
+/// A grant refused because it came from a member that is not yet this
+/// node's coordinator voids the request: a copy of that grant arriving once
+/// the view has switched to that member must not be taken, because the
+/// member freed the lock when it got the refusal (found by the heavy chaos
+/// test, seed 24, once syncs took time: two holders).
+#[test]
+fn a_refused_grant_is_not_taken_later_from_a_duplicate() {
+    use std::time::Duration;
+    use troupe_framework::membership::{MemberEvent, MemberStatus};
+    use troupe_framework::sansio::{Outputs, Protocol};
+    use troupe_protocols::mutex::centralized::CentralMsg;
+
+    let mut c = make(1, vec![1, 2, 3, 4], None);
+    let mut out = Outputs::new();
+    let t = Duration::from_secs(1);
+    c.on_start(t, &mut out);
+    c.request(t, &mut out);
+    let req = match out.sends.last() {
+        Some((4, CentralMsg::Request { req, .. })) => *req,
+        other => panic!("a request to coordinator 4: {other:?}"),
+    };
+    out.sends.clear();
+    // 4 crashed; 3 took over and grants before 1 hears that 4 is down.
+    let grant = CentralMsg::Grant { req, token: 68 };
+    c.on_message(t, 3, grant.clone(), &mut out);
+    assert_eq!(
+        c.holding(),
+        None,
+        "a grant from another coordinator is refused"
+    );
+    assert!(
+        out.sends
+            .iter()
+            .any(|(to, m)| *to == 3 && matches!(m, CentralMsg::Release { req: r, .. } if *r == req)),
+        "refused with a release: {:?}",
+        out.sends
+    );
+    // 1's view switches to 3; a duplicate of the refused grant arrives.
+    c.on_membership(
+        t,
+        MemberEvent {
+            member: 4,
+            status: MemberStatus::Down,
+            at: t,
+        },
+        &mut out,
+    );
+    c.on_message(t, 3, grant, &mut out);
+    assert_eq!(
+        c.holding(),
+        None,
+        "3 freed the lock on the refusal: the copy must not make 1 a holder"
+    );
+    assert!(
+        c.is_waiting(),
+        "1 still wants the lock, under a new request"
+    );
+}

@@ -67,7 +67,7 @@ use crate::failure_detector::FailureDetectorHandle;
 use crate::Error;
 pub use errors::{ApiError, Json};
 pub use status::{
-    AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected, StatusReport,
+    AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected, StatusReport, StoreReport,
 };
 pub use troupe_framework::node::NodeStatsSnapshot;
 

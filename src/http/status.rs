@@ -8,6 +8,7 @@ use actix_web::web;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberStatus;
 use troupe_framework::node::NodeStatsSnapshot;
+use troupe_framework::storage::StoreStats;
 use troupe_framework::{ChildState, TreeNode};
 
 use super::{ApiError, HttpContext};
@@ -35,6 +36,10 @@ pub struct StatusReport {
     pub leaders: Vec<LeaderReport>,
     /// The node's traffic and bad-input counters.
     pub stats: NodeStatsSnapshot,
+    /// The node's durable store: where it is (a file, or `memory`) and its
+    /// counters (syncs, and submissions per sync: the group commit).
+    #[serde(default)]
+    pub store: StoreReport,
     /// The endpoint's own counters (this request included).
     pub http: HttpCountersSnapshot,
 }
@@ -78,6 +83,15 @@ pub struct LeaderReport {
     pub term: u64,
     /// The leader of that term, if this node knows one.
     pub leader: Option<String>,
+}
+
+/// The node's durable store.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// The database file, or `memory`.
+    pub location: String,
+    /// Its counters.
+    pub stats: StoreStats,
 }
 
 /// The endpoint's counters.
@@ -189,6 +203,10 @@ pub(super) async fn status(
         apps,
         leaders,
         stats: node.stats(),
+        store: StoreReport {
+            location: node.store().location(),
+            stats: node.store().stats(),
+        },
         http: shared.counters.snapshot(),
     }))
 }

@@ -163,6 +163,10 @@ impl Recovered {
             .into_iter()
             .flat_map(|l| l.iter().map(|(i, r)| (*i, r.as_slice())))
     }
+    /// The record of `log` at `index`.
+    pub fn record(&self, log: &str, index: u64) -> Option<&[u8]> {
+        self.logs.get(log)?.get(&index).map(Vec::as_slice)
+    }
     /// The records of `log`, decoded.
     pub fn log_as<T: DeserializeOwned>(&self, log: &str) -> Result<Vec<(u64, T)>, DurableError> {
         self.log(log)

@@ -78,7 +78,7 @@ impl Completion {
 }
 
 /// Counters of a store, read with [`DurableStore::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StoreStats {
     /// Submissions acknowledged.
     pub submissions: u64,

@@ -372,6 +372,18 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
                         // refuse it so that it does not stay taken.
                         let t = self.max_token;
                         self.post(now, from, CentralMsg::Release { req, token: t }, out);
+                        // Refusing the grant of the request we still wait on
+                        // voids that request: a copy of the same grant must
+                        // not be taken later (once `from` becomes our
+                        // coordinator), since `from` has freed the lock on
+                        // our refusal. Ask again under a new number.
+                        if self.mine == (Mine::Waiting { req }) {
+                            self.seq += 1;
+                            let req = self.seq;
+                            self.mine = Mine::Waiting { req };
+                            let c = self.coordinator();
+                            self.post(now, c, CentralMsg::Request { req, token: t }, out);
+                        }
                     }
                 }
             }

@@ -134,6 +134,8 @@ pub enum DurabilityRecord<Id> {
         kept: u64,
         /// Last submission made before the crash.
         submitted: u64,
+        /// The last submission of the sync in flight at the crash, if one was.
+        in_flight: Option<u64>,
     },
 }
 
@@ -1037,6 +1039,7 @@ impl<P: SimProtocol> Sim<P> {
                 life,
                 kept,
                 submitted,
+                in_flight: syncing,
             });
         }
         self.fd_dirty = true;

@@ -37,8 +37,8 @@ use rand_chacha::ChaCha8Rng;
 
 use troupe_framework::sansio::SnapshotCore;
 
-use super::{Chaos, NetFaults, Observer, OracleConfig, Sim, SimProtocol};
-use crate::election::{ElectionCore, ElectionEvent};
+use super::{Chaos, DiskModel, NetFaults, Observer, OracleConfig, Sim, SimProtocol};
+use crate::election::{ElectionCore, ElectionDurable, ElectionEvent};
 use crate::mutex::{MutexCore, MutexEvent};
 
 /// How a mutex or election scenario is run.
@@ -64,6 +64,9 @@ pub struct Scenario {
     pub request_prob: f64,
     /// Time allowed for the liveness phase to converge.
     pub liveness_bound: Duration,
+    /// How long the members' syncs take: their messages wait for them, and
+    /// a crash loses what was not synced yet.
+    pub disk: DiskModel,
 }
 
 impl Scenario {
@@ -80,6 +83,7 @@ impl Scenario {
             hold: Duration::from_millis(30),
             request_prob: 0.05,
             liveness_bound: Duration::from_secs(30),
+            disk: DiskModel::syncing(Duration::from_micros(500), Duration::from_millis(5)),
         }
     }
 }
@@ -255,6 +259,7 @@ where
     chaos.crash_prob = sc.crash_prob;
     chaos.partition_prob = sc.partition_prob;
     chaos.max_crashed = sc.max_crashed;
+    sim.set_disk(sc.disk);
     sim.start(&mut obs)?;
     let mut held_since: BTreeMap<u32, Duration> = BTreeMap::new();
 
@@ -379,7 +384,10 @@ where
 #[derive(Debug, Default)]
 pub struct ElectionObserver {
     leaders: BTreeMap<u64, u32>,
-    last_term: BTreeMap<u32, u64>,
+    /// Per (node, life): the term its running core was last seen in.
+    last_term: BTreeMap<(u32, u64), u64>,
+    /// Per node: the term on its disk when last seen.
+    durable_term: BTreeMap<u32, u64>,
     /// Leader changes reported.
     pub changes: u64,
 }
@@ -391,8 +399,11 @@ impl ElectionObserver {
     }
 }
 
-impl<P: SimProtocol<Id = u32, Event = ElectionEvent<u32>> + ElectionCore> Observer<P>
-    for ElectionObserver
+impl<P> Observer<P> for ElectionObserver
+where
+    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>>
+        + ElectionCore
+        + SnapshotCore<State = ElectionDurable<u32>>,
 {
     fn on_event(
         &mut self,
@@ -415,9 +426,33 @@ impl<P: SimProtocol<Id = u32, Event = ElectionEvent<u32>> + ElectionCore> Observ
     }
 
     fn check(&mut self, sim: &Sim<P>) -> Result<(), String> {
+        // Terms only grow: on each node's disk, in a running core during one
+        // life, and a restarted core starts at least at its disk's term. (A
+        // term adopted but lost in a crash before it was synced was never
+        // seen outside the node: its messages and events wait for the sync.)
+        for id in sim.members() {
+            let disk = sim
+                .disk(&id)
+                .map(super::recover_state::<P>)
+                .unwrap_or_default()
+                .map_or(0, |d| d.term);
+            let last = self.durable_term.entry(id).or_insert(0);
+            if disk < *last {
+                return Err(format!(
+                    "node {id}: durable term went back from {last} to {disk}"
+                ));
+            }
+            *last = disk;
+        }
         for (id, c) in sim.cores() {
             let term = c.term();
-            let last = self.last_term.entry(*id).or_insert(0);
+            let durable = self.durable_term.get(id).copied().unwrap_or(0);
+            if term < durable {
+                return Err(format!(
+                    "node {id}: term {term} behind the term {durable} on its disk"
+                ));
+            }
+            let last = self.last_term.entry((*id, sim.life(id))).or_insert(0);
             if term < *last {
                 return Err(format!("node {id}: term went back from {last} to {term}"));
             }
@@ -481,7 +516,9 @@ pub fn run_election<P>(
     make: impl Fn(u32, Vec<u32>, Option<P::State>) -> P + 'static,
 ) -> Result<(u64, u32), String>
 where
-    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>> + ElectionCore + SnapshotCore,
+    P: SimProtocol<Id = u32, Event = ElectionEvent<u32>>
+        + ElectionCore
+        + SnapshotCore<State = ElectionDurable<u32>>,
 {
     let members: Vec<u32> = (1..=sc.nodes).collect();
     let m2 = members.clone();
@@ -497,6 +534,7 @@ where
     chaos.crash_prob = sc.crash_prob;
     chaos.partition_prob = sc.partition_prob;
     chaos.max_crashed = sc.max_crashed;
+    sim.set_disk(sc.disk);
     sim.start(&mut obs)?;
     while sim.now() < sc.chaos_time {
         chaos.tick(&mut sim, &mut obs)?;
