@@ -88,12 +88,13 @@ pub struct StoreStats {
     pub records: u64,
     /// Payload bytes acknowledged.
     pub bytes: u64,
-    /// Syncs (commits, each one fsync for [`RedbStore`]).
+    /// Syncs (journal commits, each one fsync for [`RedbStore`]).
     pub syncs: u64,
     /// Largest group of submissions made durable by one sync.
     pub max_group: u64,
     /// Journal folds: commits that moved journaled submissions into the
     /// store's tables ([`RedbStore`]; not counted in `syncs`).
+    #[serde(default)]
     pub folds: u64,
     /// Submissions refused or failed.
     pub failed: u64,
