@@ -20,7 +20,9 @@
 //! submission ([`SyncReport::group`]) and in the stats. A refused submission
 //! is answered with its error and nothing of it is applied; a failed commit
 //! fails every submission of its group and every later one (redb refuses
-//! further write transactions until the database is reopened).
+//! further write transactions until the database is reopened). A large
+//! group's answers go out from a thread of their own (see [`Answers`]), in
+//! order, while the writer starts the next commit.
 //!
 //! The folder thread owns the tables' write transactions. It receives every
 //! committed group and, once it holds [`DEFAULT_FOLD_BYTES`] of them, *folds*
@@ -164,7 +166,7 @@ impl RedbStore {
 
     /// [`RedbStore::open`], folding the journal into the tables whenever
     /// `fold_bytes` of it are waiting (for tests and benchmarks; the default
-    /// is [`DEFAULT_FOLD_BYTES`]).
+    /// is 4 MiB).
     pub fn open_with_fold_bytes(
         path: impl Into<PathBuf>,
         fold_bytes: usize,
@@ -212,6 +214,7 @@ impl RedbStore {
                 next_entry: folded + 1,
                 deleted: folded,
                 answers: Answers::start().map_err(|e| store_err(&path, e))?,
+                buffer: Vec::new(),
                 broken: None,
             };
             std::thread::Builder::new()
@@ -552,6 +555,8 @@ struct Writer {
     deleted: u64,
     /// Where answers go out, in order.
     answers: Answers,
+    /// The last group's encoding buffer, for the next one.
+    buffer: Vec<u8>,
     /// Why the store takes no more writes: a journal commit failed, after
     /// which redb refuses write transactions until the file is reopened.
     broken: Option<DurableError>,
@@ -577,14 +582,21 @@ impl Writer {
     }
 
     /// Back-pressure: the folder keeps what it has not folded in memory.
-    fn wait_for_folder(&self) {
+    fn wait_for_folder(&mut self) {
         let mut backlog = self.folding.backlog();
         while *backlog > self.backlog_limit && self.folding.broken().is_none() {
+            if self.folder.as_ref().is_none_or(|f| f.is_finished()) {
+                // It panicked: nothing will drain the backlog.
+                drop(backlog);
+                self.broken = Some(store_err(&self.path, "the folder thread has stopped"));
+                return;
+            }
             backlog = self
                 .folding
                 .drained
-                .wait(backlog)
-                .unwrap_or_else(|p| p.into_inner());
+                .wait_timeout(backlog, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -650,7 +662,7 @@ impl Writer {
         let entry = self.next_entry;
         // Each submission's writes (accepted) or error (refused), in order.
         let mut checked = Vec::with_capacity(all.len());
-        let mut encoded = GroupEncoder::new();
+        let mut encoded = GroupEncoder::with_buffer(std::mem::take(&mut self.buffer));
         let mut read = None;
         for (ns, writes, done) in all {
             let after = bounds_after(&writes, |name| {
@@ -682,6 +694,7 @@ impl Writer {
         let n = encoded.submissions as usize;
         if n == 0 {
             // Every submission was refused: nothing to commit.
+            self.buffer = encoded.finish();
             let _ = txn.abort();
             return checked
                 .into_iter()
@@ -689,6 +702,7 @@ impl Writer {
                 .collect();
         }
         let bytes = encoded.finish();
+        let size = bytes.len();
         let folded = self.folding.folded.load(Ordering::Acquire);
         let written = match txn.open_table(JOURNAL) {
             Ok(mut j) => j
@@ -713,6 +727,9 @@ impl Writer {
         }
         self.next_entry += 1;
         self.deleted = self.deleted.max(folded);
+        if bytes.capacity() <= 1 << 20 {
+            self.buffer = bytes;
+        }
         let accepted = || checked.iter().filter_map(|(_, r)| r.as_ref().ok());
         let writes: usize = accepted().map(|(_, w)| w.len()).sum();
         let sync = self
@@ -734,11 +751,11 @@ impl Writer {
                 Err(x) => (d, Err(x)),
             })
             .collect();
-        *self.folding.backlog() += bytes.len();
+        *self.folding.backlog() += size;
         if let Some(f) = &self.to_folder {
             let _ = f.send(ToFold {
                 entry,
-                bytes: bytes.len(),
+                bytes: size,
                 group,
             });
         }
@@ -945,8 +962,14 @@ struct GroupEncoder {
 }
 
 impl GroupEncoder {
+    #[cfg(test)]
     fn new() -> Self {
-        let mut buf = Vec::with_capacity(4096);
+        Self::with_buffer(Vec::new())
+    }
+
+    /// Encode into `buf` (cleared first), reusing its memory.
+    fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.push(GROUP_FORMAT);
         buf.extend_from_slice(&0u32.to_le_bytes());
         Self {
