@@ -112,6 +112,8 @@ struct Block {
     lat: Vec<Duration>,
     /// Length of the window.
     secs: f64,
+    /// CPU time of the whole process (every thread) in the window.
+    cpu: f64,
     /// Syncs (fsyncs, or store commits) and submissions in the window.
     syncs: u64,
     submissions: u64,
@@ -121,6 +123,7 @@ impl Block {
     fn add(&mut self, b: Block) {
         self.lat.extend(b.lat);
         self.secs += b.secs;
+        self.cpu += b.cpu;
         self.syncs += b.syncs;
         self.submissions += b.submissions;
     }
@@ -138,6 +141,9 @@ struct Sample {
     /// Latency of one synced append, submit to acknowledgement.
     p50: Duration,
     p99: Duration,
+    /// CPU time of the process per synced record (all threads: writers,
+    /// the store's threads; for raw, the one thread).
+    cpu_us: f64,
 }
 
 impl From<Block> for Sample {
@@ -154,6 +160,7 @@ impl From<Block> for Sample {
             mean_group: stats.mean_group(),
             p50: percentile(&b.lat, 0.50),
             p99: percentile(&b.lat, 0.99),
+            cpu_us: b.cpu * 1e6 / b.lat.len().max(1) as f64,
         }
     }
 }
@@ -189,6 +196,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// CPU time used so far by every thread of this process (from
+/// `/proc/self/task/*/schedstat`, nanoseconds on CPU), in seconds.
+fn cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
 }
 
 fn record() -> Vec<u8> {
@@ -287,10 +313,14 @@ impl Bed {
 fn raw(f: &mut File, prealloc: u64, off: &mut u64, w: Window) -> Block {
     let rec = record();
     let mut lat = Vec::new();
+    let mut cpu0 = None;
     loop {
         let t0 = Instant::now();
         if t0 >= w.end {
             break;
+        }
+        if cpu0.is_none() && t0 >= w.start {
+            cpu0 = Some(cpu_secs());
         }
         if prealloc > 0 {
             f.write_all_at(&rec, *off % (prealloc - RECORD as u64))
@@ -309,6 +339,7 @@ fn raw(f: &mut File, prealloc: u64, off: &mut u64, w: Window) -> Block {
     Block {
         lat,
         secs: w.secs(),
+        cpu: cpu_secs() - cpu0.unwrap_or_else(cpu_secs),
         syncs: n,
         submissions: n,
     }
@@ -324,7 +355,7 @@ fn single(store: &RedbStore, next: &mut u64, w: Window) -> Block {
             break;
         }
         if before.is_none() && t0 >= w.start {
-            before = Some(store.stats());
+            before = Some((store.stats(), cpu_secs()));
         }
         futures::executor::block_on(store.submit("single", append(*next)).wait())
             .expect("append acknowledged");
@@ -334,10 +365,14 @@ fn single(store: &RedbStore, next: &mut u64, w: Window) -> Block {
             lat.push(t1 - t0);
         }
     }
-    let (before, after) = (before.unwrap_or_default(), store.stats());
+    let ((before, cpu0), after) = (
+        before.unwrap_or_else(|| (store.stats(), cpu_secs())),
+        store.stats(),
+    );
     Block {
         lat,
         secs: w.secs(),
+        cpu: cpu_secs() - cpu0,
         syncs: after.syncs - before.syncs,
         submissions: after.submissions - before.submissions,
     }
@@ -386,9 +421,9 @@ fn group(
             let store = store.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(w.start.into()).await;
-                let before = store.stats();
+                let before = (store.stats(), cpu_secs());
                 tokio::time::sleep_until(w.end.into()).await;
-                (before, store.stats())
+                (before, (store.stats(), cpu_secs()))
             })
         };
         let mut lat = Vec::new();
@@ -397,10 +432,11 @@ fn group(
             lat.extend(l);
             *n = after;
         }
-        let (before, after) = stats.await.expect("stats task");
+        let ((before, cpu0), (after, cpu1)) = stats.await.expect("stats task");
         Block {
             lat,
             secs: w.secs(),
+            cpu: cpu1 - cpu0,
             syncs: after.syncs - before.syncs,
             submissions: after.submissions - before.submissions,
         }
@@ -508,14 +544,15 @@ fn main() {
             let s = Sample::from(a);
             if !quick {
                 println!(
-                    "  round {}: {:<40} {:>9.0} records/s {:>7.0} syncs/s  group {:>6.1}  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                    "  round {}: {:<40} {:>9.0} records/s {:>7.0} syncs/s  group {:>6.1}  p50 {:>7.3} ms  p99 {:>7.3} ms  cpu {:>6.1} us/record",
                     round + 1,
                     configs[i].label(),
                     s.records_per_s,
                     s.syncs_per_s,
                     s.mean_group,
                     ms(s.p50),
-                    ms(s.p99)
+                    ms(s.p99),
+                    s.cpu_us
                 );
             }
             results[i].push(s);
@@ -539,19 +576,20 @@ fn main() {
     println!("median of {rounds} rounds:");
     println!();
     println!(
-        "| configuration | records/s | syncs/s | records per sync | p50 latency | p99 latency |"
+        "| configuration | records/s | syncs/s | records per sync | p50 latency | p99 latency | CPU per record |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (c, r) in configs.iter().zip(&results) {
         let m = |f: &dyn Fn(&Sample) -> f64| median(r.iter().map(f).collect());
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.3} ms | {:.3} ms |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.3} ms | {:.3} ms | {:.1} us |",
             c.label(),
             m(&|s| s.records_per_s),
             m(&|s| s.syncs_per_s),
             m(&|s| s.mean_group),
             m(&|s| ms(s.p50)),
             m(&|s| ms(s.p99)),
+            m(&|s| s.cpu_us),
         );
     }
 
