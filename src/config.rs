@@ -41,7 +41,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_framework::config::NodeConfig;
 use troupe_framework::{NodeOptions, SupervisorPolicy};
-use troupe_protocols::fd::FailureDetectorConfig;
+pub use troupe_protocols::fd::config::{HeartbeatConfig, PhiAccrualConfig, SwimConfig};
+pub use troupe_protocols::fd::FailureDetectorConfig;
 use troupe_transports::quic::{QuicConfig, TlsSource};
 
 use crate::Error;

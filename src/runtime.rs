@@ -59,6 +59,59 @@ impl RunningNode {
     }
 }
 
+/// Why [`RunningNode::run_until_signal`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT (Ctrl-C): the node left its group and stopped.
+    Signal,
+    /// The node stopped by itself: a supervisor gave up and the failure
+    /// reached the node (its log says which).
+    Failure,
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (on non-Unix systems:
+/// Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+impl RunningNode {
+    /// Serve until SIGTERM or SIGINT, then leave the group gracefully (the
+    /// other nodes see this one `Left`, not `Down`) and stop; or until the
+    /// node stops by itself. What an embedding program's `main` ends with.
+    pub async fn run_until_signal(&self) -> Stopped {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!(node = %self.node.id(), "signal received; leaving the group and stopping");
+                self.shutdown().await;
+                Stopped::Signal
+            }
+            _ = self.node.stopped() => Stopped::Failure,
+        }
+    }
+}
+
 /// Start a node from `config`: bind QUIC, start the node with its durable
 /// store (`<data_dir>/troupe.redb`, or in memory without a `data_dir`),
 /// start the configured failure detector and, with `[http]`, the HTTP

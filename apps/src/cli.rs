@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
-use troupe::runtime::{start_node_with, StartOptions};
+use troupe::runtime::{start_node_with, StartOptions, Stopped};
 use troupe::transports::certs::{format_utc, Validity};
 use troupe::transports::quic::CertificateExpiry;
 
@@ -349,20 +349,18 @@ fn node(path: PathBuf) -> Result<(), CliError> {
             }
             None => tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready"),
         }
-        tokio::select! {
-            _ = wait_for_signal() => {}
-            _ = warn_before_expiry(expiry) => {}
-            _ = running.node.stopped() => {
-                return Err(CliError::Other(format!(
-                    "node {} stopped: a supervisor gave up and the failure reached the node \
-                     (its log says which)",
-                    running.node.name()
-                )));
-            }
+        let stopped = tokio::select! {
+            s = running.run_until_signal() => s,
+            never = warn_before_expiry(expiry) => match never {},
+        };
+        match stopped {
+            Stopped::Signal => Ok::<(), CliError>(()),
+            Stopped::Failure => Err(CliError::Other(format!(
+                "node {} stopped: a supervisor gave up and the failure reached the node \
+                 (its log says which)",
+                running.node.name()
+            ))),
         }
-        tracing::info!("signal received; leaving the group and stopping");
-        running.shutdown().await;
-        Ok::<(), CliError>(())
     })
 }
 
@@ -395,7 +393,7 @@ fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
 /// Logs a warning now and every 12 hours while the node's certificate or
 /// the cluster CA, as the node loaded them, expires within 30 days (see
 /// [`troupe::transports::quic::CertificateExpiry::warning`]). Never returns.
-async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
+async fn warn_before_expiry(expiry: Option<CertificateExpiry>) -> std::convert::Infallible {
     let Some(expiry) = expiry else {
         return std::future::pending().await;
     };
@@ -405,31 +403,6 @@ async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
         if let Some(warning) = expiry.warning(std::time::SystemTime::now()) {
             tracing::warn!("{warning}");
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

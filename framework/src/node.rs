@@ -30,7 +30,7 @@ use crate::ids::{ActorPath, NameError, NodeId};
 use crate::membership::{MemberEvent, MembershipView};
 use crate::registry::Registry;
 use crate::remote::RemoteMessage;
-use crate::remote_ref::RemoteRef;
+use crate::remote_ref::{ActorHandle, RemoteRef};
 use crate::reply::Answering;
 use crate::rpc::{DedupTable, Outstanding, RpcStub};
 use crate::storage::{DurableStore, MemoryStore};
@@ -267,6 +267,15 @@ impl NodeBuilder {
             }
         });
         let shared = shared_out.ok_or(NodeError::Stopped)?;
+        // Actor factories reach the node through the supervision hub; weak
+        // links, as the node's state holds the hub.
+        let (weak_shared, weak_actor) = (Arc::downgrade(&shared), actor.downgrade());
+        shared.hub.link_node(Box::new(move || {
+            Some(Node {
+                shared: weak_shared.upgrade()?,
+                actor: weak_actor.upgrade()?,
+            })
+        }));
         tracing::info!(node = %shared.id, "node started");
         Ok(Node { shared, actor })
     }
@@ -376,6 +385,12 @@ impl Node {
         Ok(RemoteRef::new(path.parse()?, self.shared.clone()))
     }
 
+    /// A handle to the actor at `path` (`"node-b/ledger"`) that tells and
+    /// asks it any message type it accepts (see [`ActorHandle`]).
+    pub fn actor(&self, path: &str) -> Result<ActorHandle, NameError> {
+        Ok(ActorHandle::new(path.parse()?, self.shared.clone()))
+    }
+
     /// A typed handle to an [`ActorPath`].
     pub fn actor_ref<M: RemoteMessage>(&self, path: ActorPath) -> RemoteRef<M> {
         RemoteRef::new(path, self.shared.clone())
@@ -440,7 +455,7 @@ impl Node {
     }
 
     /// The node actor's address.
-    pub fn actor(&self) -> &Addr<NodeActor> {
+    pub fn node_actor(&self) -> &Addr<NodeActor> {
         &self.actor
     }
 }

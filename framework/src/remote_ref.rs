@@ -381,3 +381,70 @@ impl<M: RemoteMessage> IntoFuture for Ask<M> {
         Box::pin(self.run())
     }
 }
+
+/// A handle to the actor at a path that tells and asks it any message type
+/// it accepts (`node.actor("node-b/ledger")`): one handle per actor instead of
+/// one [`RemoteRef`] per message type. Each message type gets its typed
+/// handle on first use, kept for the next ones, so every call behaves
+/// exactly as [`RemoteRef`]'s (ordering, back-pressure, retries,
+/// deduplication, restarts of the target). Cheap to clone.
+#[derive(Clone)]
+pub struct ActorHandle {
+    target: ActorPath,
+    shared: Arc<NodeShared>,
+    typed: Arc<std::sync::Mutex<TypedRefs>>,
+}
+
+type TypedRefs = std::collections::HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
+
+impl std::fmt::Debug for ActorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorHandle({})", self.target)
+    }
+}
+
+impl ActorHandle {
+    pub(crate) fn new(target: ActorPath, shared: Arc<NodeShared>) -> Self {
+        Self {
+            target,
+            shared,
+            typed: Arc::default(),
+        }
+    }
+
+    /// The target's path.
+    pub fn path(&self) -> &ActorPath {
+        &self.target
+    }
+
+    /// The typed handle for messages of type `M` (made once, then shared).
+    pub fn of<M: RemoteMessage>(&self) -> RemoteRef<M> {
+        let mut typed = self.typed.lock().unwrap_or_else(|p| p.into_inner());
+        typed
+            .entry(std::any::TypeId::of::<M>())
+            .or_insert_with(|| {
+                Box::new(RemoteRef::<M>::new(
+                    self.target.clone(),
+                    self.shared.clone(),
+                ))
+            })
+            .downcast_ref::<RemoteRef<M>>()
+            .cloned()
+            .unwrap_or_else(|| RemoteRef::new(self.target.clone(), self.shared.clone()))
+    }
+
+    /// [`RemoteRef::tell`] of `msg`.
+    pub fn tell<M: RemoteMessage>(&self, msg: M) -> Result<(), TellError> {
+        self.of::<M>().tell(msg)
+    }
+
+    /// [`RemoteRef::tell_wait`] of `msg`.
+    pub async fn tell_wait<M: RemoteMessage>(&self, msg: M) -> Result<(), TellError> {
+        self.of::<M>().tell_wait(msg).await
+    }
+
+    /// [`RemoteRef::ask`] of `msg`.
+    pub fn ask<M: RemoteMessage>(&self, msg: M) -> Ask<M> {
+        self.of::<M>().ask(msg)
+    }
+}
