@@ -146,3 +146,76 @@ fn detector_config_types_are_exported_from_troupe_config() {
         (Default::default(), Default::default());
     assert!(format!("{fd:?}").contains("PhiAccrual"));
 }
+
+/// Messages to a node the failure detector reports `Down` say so at once:
+/// an ask fails with `Unreachable` instead of waiting for its deadline, a
+/// tell is refused and counted; control traffic still goes out (so a node
+/// that comes back is noticed), and everything works again once it is `Up`.
+#[test]
+fn messages_to_a_node_known_down_fail_fast_and_dropped_tells_are_counted() {
+    use troupe::framework::membership::{MemberEvent, MemberStatus};
+    use troupe::framework::transport::TransportError;
+    use troupe::framework::{AskError, TellError};
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(24, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        let effects = Effects::default();
+        let e = effects.clone();
+        b.spawn(
+            ActorSpec::new("ledger", move || Ledger::new(e.clone()))
+                .handles::<Apply>()
+                .handles::<Note>(),
+        )
+        .await
+        .unwrap();
+        let set = |status| {
+            a.publish_membership(MemberEvent {
+                member: "b".into(),
+                status,
+                at: a.now(),
+            })
+        };
+        set(MemberStatus::Down);
+        let ledger = a.actor("b/ledger").unwrap();
+        let before = a.now();
+        let asked = ledger
+            .ask(Apply { op: 1, amount: 1 })
+            .timeout(Duration::from_secs(10))
+            .await;
+        assert_eq!(a.now(), before, "failed at once, not after the deadline");
+        assert!(
+            matches!(
+                asked,
+                Err(AskError::Unreachable(TransportError::PeerDown { ref peer, status: MemberStatus::Down })) if peer == "b"
+            ),
+            "{asked:?}"
+        );
+        let told = ledger.tell(Note(1));
+        assert!(
+            matches!(
+                told,
+                Err(TellError::Transport(TransportError::PeerDown { .. }))
+            ),
+            "{told:?}"
+        );
+        assert_eq!(a.stats().dropped_tells, 1);
+        // Control traffic is still sent.
+        let control = a.actor_ref::<Note>("b/ledger".parse().unwrap()).control();
+        control.tell(Note(2)).unwrap();
+        set(MemberStatus::Left);
+        assert!(ledger.tell(Note(3)).is_err(), "Left is unreachable too");
+        set(MemberStatus::Up);
+        ledger.tell(Note(4)).unwrap();
+        let balance = ledger
+            .ask(Apply { op: 5, amount: 7 })
+            .timeout(Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(balance, 7);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*effects.notes.lock().unwrap(), vec![2, 4]);
+        assert_eq!(effects.executions_of(1), 0, "the refused ask never ran");
+        assert_eq!(a.stats().dropped_tells, 2);
+    });
+}

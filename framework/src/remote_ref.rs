@@ -187,6 +187,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.remember(r);
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
+        self.check_reachable()?;
         // Encoded into this thread's reused buffer and copied into the
         // transport's queue: no allocation per message on this path.
         let (to, transport) = (&self.target.node, &self.shared.transport);
@@ -215,6 +216,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         if self.is_local() || self.control {
             return self.tell(msg);
         }
+        self.check_reachable()?;
         let mut frame = Vec::new();
         self.encode_tell_into(&mut frame, &msg)?;
         self.shared
@@ -222,6 +224,26 @@ impl<M: RemoteMessage> RemoteRef<M> {
             .send_wait(&self.target.node, Bytes::from(frame))
             .await?;
         Ok(())
+    }
+
+    /// A remote tell to a node the membership view says is `Down` or `Left`
+    /// is not sent: counted, and refused with
+    /// [`TransportError::PeerDown`]. Control traffic (failure detectors)
+    /// is always sent, so a node that comes back is noticed.
+    fn check_reachable(&self) -> Result<(), TellError> {
+        if self.control {
+            return Ok(());
+        }
+        match self.shared.unreachable(&self.target.node) {
+            None => Ok(()),
+            Some(e) => {
+                self.shared
+                    .stats
+                    .dropped_tells
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(TellError::Transport(e))
+            }
+        }
     }
 
     /// The frame for a remote tell of `msg`: this handle's cached envelope
@@ -314,6 +336,11 @@ impl<M: RemoteMessage> Ask<M> {
                 Ok(Err(_)) => Err(AskError::Remote(RemoteError::ActorStopped)),
                 Err(_) => Err(AskError::Timeout(timeout)),
             };
+        }
+        // A node known to be Down or Left cannot answer: say so now rather
+        // than after the deadline.
+        if let Some(e) = target.shared.unreachable(&target.target.node) {
+            return Err(AskError::Unreachable(e));
         }
         // Register (with the re-send and deadline timers, which the node's
         // RPC stub carries out), then send the first copy from here.
