@@ -9,7 +9,7 @@
 //!
 //! - [`algorithms!`](crate::algorithms): the algorithm enum with its stable
 //!   names (`"ricart-agrawala"`), parsing that lists the known names on a
-//!   typo, `Display`, serde, and [`Algorithm::ALL`];
+//!   typo, `Display`, serde, and `ALL` ([`Algorithm::all`]);
 //! - [`any_core!`](crate::any_core): the `Any*` core that runs the algorithm a
 //!   configuration names — one wire message type with its registered wire
 //!   name, one timer type, the relay of every input and output, the

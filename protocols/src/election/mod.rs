@@ -20,6 +20,9 @@
 //! at least as large as the one they know, reject older ones (answering with
 //! [`ElectionEvent`]-worthy information: the newer term and its leader), and a
 //! leader that hears of a newer term steps down.
+//! [`Terms`] keeps these rules for every core, and
+//! [`Group`](crate::group::Group) the members, ranks and live set they
+//! are computed from.
 //!
 //! ## Partitions
 //! Bully and ring election rely on the failure detector; across a partition
@@ -45,7 +48,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
 
+use crate::group::Terms;
+
 pub use crate::family::UnknownAlgorithm;
+pub use crate::group::next_term;
 
 crate::algorithms! {
     /// The election algorithms, by the names configuration files use.
@@ -118,12 +124,20 @@ impl<Id> Default for ElectionDurable<Id> {
 
 /// The query side every election core offers (what an actor wrapper exposes).
 pub trait ElectionCore: Protocol<Event = ElectionEvent<<Self as Protocol>::Id>> {
+    /// This node's terms: its term, the largest it has seen, its leader.
+    fn terms(&self) -> &Terms<Self::Id>;
     /// The term this node is in.
-    fn term(&self) -> u64;
+    fn term(&self) -> u64 {
+        self.terms().term()
+    }
     /// The leader of that term, if known.
-    fn leader(&self) -> Option<&Self::Id>;
+    fn leader(&self) -> Option<&Self::Id> {
+        self.terms().leader()
+    }
     /// This node's id.
-    fn id(&self) -> &Self::Id;
+    fn id(&self) -> &Self::Id {
+        self.terms().me()
+    }
     /// True when this node is the leader of its term.
     fn is_leader(&self) -> bool {
         self.leader() == Some(self.id())
@@ -176,32 +190,9 @@ impl crate::family::Family for ElectionFamily {
     }
 }
 
-/// The smallest term `> max_seen` that the member of `rank` in a group of
-/// `n` may claim (`t % n == rank`).
-pub fn next_term(max_seen: u64, rank: usize, n: usize) -> u64 {
-    let n = n.max(1) as u64;
-    let rank = rank as u64 % n;
-    let base = max_seen + 1;
-    base + (rank + n - base % n) % n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn striped_terms_are_unique_and_growing() {
-        for n in 1..6usize {
-            for max in 0..20u64 {
-                for r in 0..n {
-                    let t = next_term(max, r, n);
-                    assert!(t > max);
-                    assert_eq!(t % n as u64, r as u64);
-                    assert!(t <= max + n as u64);
-                }
-            }
-        }
-    }
 
     #[test]
     fn names_round_trip() {

@@ -37,10 +37,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use crate::group::{Change, Group};
 use crate::testkit::SimProtocol;
 
 /// Centralized-mutex wire messages. `req` numbers a client's requests.
@@ -112,9 +113,7 @@ struct CoordState<Id> {
 /// is the highest live member).
 #[derive(Debug, Clone)]
 pub struct Centralized<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
+    group: Group<Id>,
     config: MutexConfig,
     saved: Snapshot<MutexDurable>,
     max_token: u64,
@@ -134,13 +133,10 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let members = crate::mutex::group(&me, members);
         let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
-            me,
-            members,
-            down: BTreeSet::new(),
+            group: Group::new(me, members),
             config,
             saved,
             max_token: d.max_token,
@@ -153,12 +149,7 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
 
     /// The coordinator in this node's view: the highest live member.
     pub fn coordinator(&self) -> Id {
-        self.members
-            .iter()
-            .rev()
-            .find(|m| **m == self.me || !self.down.contains(*m))
-            .cloned()
-            .unwrap_or_else(|| self.me.clone())
+        self.group.highest_live().clone()
     }
 
     /// True while this node acts as coordinator.
@@ -185,19 +176,10 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
         }
     }
 
-    fn live_others(&self) -> Vec<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-
     /// Send, or handle at once when the destination is this node.
     fn post(&mut self, now: Duration, to: Id, msg: CentralMsg, out: &mut Out<Id>) {
-        if to == self.me {
-            let me = self.me.clone();
-            self.on_message(now, me, msg, out);
+        if to == *self.group.me() {
+            self.on_message(now, to, msg, out);
         } else {
             out.send(to, msg);
         }
@@ -205,10 +187,11 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
 
     /// Take the coordinator role if the view says so, or give it up.
     fn check_role(&mut self, now: Duration, out: &mut Out<Id>) {
-        let should = self.coordinator() == self.me;
+        let me = self.group.me().clone();
+        let should = *self.group.highest_live() == me;
         if should && self.coord.is_none() {
             self.rounds += 1;
-            let others = self.live_others();
+            let others: Vec<Id> = self.group.live_peers().cloned().collect();
             let mut st = CoordState {
                 round: self.rounds,
                 syncing: others.iter().cloned().collect(),
@@ -216,8 +199,8 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
                 holder: None,
             };
             match self.mine {
-                Mine::Held { req, token } => st.holder = Some((self.me.clone(), req, token)),
-                Mine::Waiting { req } => st.queue.push_back((self.me.clone(), req)),
+                Mine::Held { req, token } => st.holder = Some((me, req, token)),
+                Mine::Waiting { req } => st.queue.push_back((me, req)),
                 Mine::Idle => {}
             }
             let round = st.round;
@@ -417,7 +400,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
         out.set_timer(self.config.retry, CentralTimer::Retry);
         if let Mine::Waiting { req } = self.mine {
             let c = self.coordinator();
-            if c != self.me {
+            if c != *self.group.me() {
                 let token = self.max_token;
                 out.send(c, CentralMsg::Request { req, token });
             }
@@ -427,7 +410,7 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
                 out.send(s.clone(), CentralMsg::Sync { round: st.round });
             }
             if let Some((h, req, token)) = &st.holder {
-                if *h != self.me {
+                if h != self.group.me() {
                     out.send(
                         h.clone(),
                         CentralMsg::Grant {
@@ -441,35 +424,34 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
     }
 
     fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
         let before = self.coordinator();
-        if change.status.is_live() {
-            self.down.remove(&m);
-            if let Some(st) = self.coord.as_mut() {
-                // A member back from a crash or a partition: ask its state.
-                if st.syncing.insert(m.clone()) {
-                    out.send(m, CentralMsg::Sync { round: st.round });
+        match self.group.apply(change) {
+            None => return,
+            Some(Change::Back(m) | Change::Live(m)) => {
+                if let Some(st) = self.coord.as_mut() {
+                    // A member back from a crash or a partition (or only
+                    // suspected): ask its state.
+                    if st.syncing.insert(m.clone()) {
+                        out.send(m, CentralMsg::Sync { round: st.round });
+                    }
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if let Some(st) = self.coord.as_mut() {
-                st.syncing.remove(&m);
-                st.queue.retain(|(id, _)| *id != m);
-                if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
-                    st.holder = None;
+            Some(Change::Gone(m)) => {
+                if let Some(st) = self.coord.as_mut() {
+                    st.syncing.remove(&m);
+                    st.queue.retain(|(id, _)| *id != m);
+                    if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
+                        st.holder = None;
+                    }
                 }
+                self.grant_next(now, out);
             }
-            self.grant_next(now, out);
         }
         self.check_role(now, out);
         // A new coordinator for us: report our state (pending request, hold,
         // largest token) without waiting to be asked.
         let c = self.coordinator();
-        if c != self.me && c != before {
+        if c != *self.group.me() && c != before {
             let msg = self.state_msg(0);
             out.send(c, msg);
         }

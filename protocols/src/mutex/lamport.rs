@@ -30,10 +30,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use crate::group::{Change, Group};
 use crate::testkit::SimProtocol;
 
 /// Lamport-mutex wire messages.
@@ -91,9 +92,7 @@ enum Mine<Id> {
 /// A Lamport-mutex core for one member.
 #[derive(Debug, Clone)]
 pub struct LamportMutex<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
+    group: Group<Id>,
     config: MutexConfig,
     saved: Snapshot<MutexDurable>,
     clock: u64,
@@ -113,13 +112,10 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let members = crate::mutex::group(&me, members);
         let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
-            me,
-            members,
-            down: BTreeSet::new(),
+            group: Group::new(me, members),
             config,
             saved,
             clock: d.clock,
@@ -146,7 +142,7 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
     fn note_request(&mut self, from: &Id, ts: u64) {
         // A request from a member reported down is a late message of a dead
         // incarnation (or the view is stale; its `Up` makes us ask again).
-        if self.down.contains(from) || self.released.get(from).is_some_and(|r| *r >= ts) {
+        if !self.group.is_live(from) || self.released.get(from).is_some_and(|r| *r >= ts) {
             return;
         }
         // A member has one request at a time: older ones are finished.
@@ -178,7 +174,7 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
         let first = self
             .queue
             .first()
-            .is_some_and(|(t, id)| *t == ts && *id == self.me);
+            .is_some_and(|(t, id)| *t == ts && id == self.group.me());
         if unacked.is_empty() && first {
             self.max_token += 1;
             let token = self.max_token;
@@ -189,14 +185,6 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
             });
         }
     }
-
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
 }
 
 impl<Id: Clone + Ord + Debug> MutexCore for LamportMutex<Id> {
@@ -206,7 +194,7 @@ impl<Id: Clone + Ord + Debug> MutexCore for LamportMutex<Id> {
         }
         self.clock += 1;
         let ts = self.clock;
-        let unacked = self.live_peers();
+        let unacked: BTreeSet<Id> = self.group.live_peers().cloned().collect();
         for p in &unacked {
             out.send(
                 p.clone(),
@@ -216,7 +204,7 @@ impl<Id: Clone + Ord + Debug> MutexCore for LamportMutex<Id> {
                 },
             );
         }
-        self.queue.insert((ts, self.me.clone()));
+        self.queue.insert((ts, self.group.me().clone()));
         self.mine = Mine::Wanted { ts, unacked };
         out.set_timer(self.config.retry, LamportTimer::Retry { ts });
         self.maybe_enter(out);
@@ -227,11 +215,11 @@ impl<Id: Clone + Ord + Debug> MutexCore for LamportMutex<Id> {
             return;
         };
         self.mine = Mine::Idle;
-        let me = self.me.clone();
+        let me = self.group.me().clone();
         self.note_release(&me, ts);
-        for p in self.live_peers() {
+        for p in self.group.live_peers() {
             out.send(
-                p,
+                p.clone(),
                 LamportMsg::Release {
                     ts,
                     token: self.max_token,
@@ -345,7 +333,7 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
         let ahead: Vec<(u64, Id)> = self
             .queue
             .iter()
-            .take_while(|(t, id)| (*t, id) < (ts, &self.me))
+            .take_while(|(t, id)| (*t, id) < (ts, self.group.me()))
             .cloned()
             .collect();
         for (t, id) in ahead {
@@ -355,12 +343,8 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if self.down.remove(&m) {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
                 if let Some(ts) = self.my_ts() {
                     if let Mine::Wanted { unacked, .. } = &mut self.mine {
                         unacked.insert(m.clone());
@@ -374,13 +358,14 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
                     );
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            self.queue.retain(|(_, id)| *id != m);
-            if let Mine::Wanted { unacked, .. } = &mut self.mine {
-                unacked.remove(&m);
+            Some(Change::Gone(m)) => {
+                self.queue.retain(|(_, id)| *id != m);
+                if let Mine::Wanted { unacked, .. } = &mut self.mine {
+                    unacked.remove(&m);
+                }
+                self.maybe_enter(out);
             }
-            self.maybe_enter(out);
+            Some(Change::Live(_)) | None => {}
         }
     }
 }

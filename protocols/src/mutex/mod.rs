@@ -195,21 +195,6 @@ impl crate::family::Family for MutexFamily {
     }
 }
 
-/// The group as every core keeps it: `members` plus `me`, sorted, without
-/// duplicates (so every member computes the same ring, ranks and terms).
-pub(crate) fn group<Id: Ord + Clone>(me: &Id, members: impl IntoIterator<Item = Id>) -> Vec<Id> {
-    let mut all: Vec<Id> = members.into_iter().collect();
-    all.push(me.clone());
-    all.sort();
-    all.dedup();
-    all
-}
-
-/// Position of `me` in `members` (sorted), used by several algorithms.
-pub(crate) fn rank<Id: Ord>(members: &[Id], me: &Id) -> usize {
-    members.iter().position(|m| m == me).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

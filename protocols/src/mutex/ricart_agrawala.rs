@@ -24,10 +24,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use crate::group::{Change, Group};
 use crate::testkit::SimProtocol;
 
 /// Ricart–Agrawala wire messages.
@@ -69,9 +70,7 @@ enum State<Id> {
 /// A Ricart–Agrawala core for one member.
 #[derive(Debug, Clone)]
 pub struct RicartAgrawala<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
+    group: Group<Id>,
     config: MutexConfig,
     saved: Snapshot<MutexDurable>,
     clock: u64,
@@ -83,23 +82,18 @@ pub struct RicartAgrawala<Id> {
 type Out<Id> = Outputs<Id, RaMsg, RaTimer, MutexEvent>;
 
 impl<Id: Clone + Ord + Debug> RicartAgrawala<Id> {
-    /// A core for `me` in the group `members` (which should include `me`),
-    /// restarted from `durable` if given. Every member starts believed alive.
+    /// A core for `me` among `members`, restarted from `durable` if given.
+    /// Every member starts believed alive.
     pub fn new(
         me: Id,
         members: impl IntoIterator<Item = Id>,
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let mut members: Vec<Id> = members.into_iter().collect();
-        members.sort();
-        members.dedup();
         let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
-            me,
-            members,
-            down: BTreeSet::new(),
+            group: Group::new(me, members),
             config,
             saved,
             clock: d.clock,
@@ -107,14 +101,6 @@ impl<Id: Clone + Ord + Debug> RicartAgrawala<Id> {
             state: State::Idle,
             deferred: BTreeMap::new(),
         }
-    }
-
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
     }
 
     fn maybe_enter(&mut self, out: &mut Out<Id>) {
@@ -150,7 +136,7 @@ impl<Id: Clone + Ord + Debug> MutexCore for RicartAgrawala<Id> {
         }
         self.clock += 1;
         let ts = self.clock;
-        let waiting = self.live_peers();
+        let waiting: BTreeSet<Id> = self.group.live_peers().cloned().collect();
         for p in &waiting {
             self.send_request(p.clone(), ts, out);
         }
@@ -218,7 +204,7 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
                 self.max_token = self.max_token.max(token);
                 let defer = match &self.state {
                     State::Held { .. } => true,
-                    State::Wanted { ts: mine, .. } => (*mine, &self.me) < (ts, &from),
+                    State::Wanted { ts: mine, .. } => (*mine, self.group.me()) < (ts, &from),
                     State::Idle => false,
                 };
                 if defer {
@@ -259,25 +245,23 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            self.down.remove(&m);
-            if let State::Wanted { ts, waiting } = &mut self.state {
-                let ts = *ts;
-                if waiting.insert(m.clone()) {
-                    self.send_request(m, ts, out);
+        match self.group.apply(change) {
+            Some(Change::Back(m) | Change::Live(m)) => {
+                if let State::Wanted { ts, waiting } = &mut self.state {
+                    let ts = *ts;
+                    if waiting.insert(m.clone()) {
+                        self.send_request(m, ts, out);
+                    }
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            self.deferred.remove(&m);
-            if let State::Wanted { waiting, .. } = &mut self.state {
-                waiting.remove(&m);
+            Some(Change::Gone(m)) => {
+                self.deferred.remove(&m);
+                if let State::Wanted { waiting, .. } = &mut self.state {
+                    waiting.remove(&m);
+                }
+                self.maybe_enter(out);
             }
-            self.maybe_enter(out);
+            None => {}
         }
     }
 }

@@ -32,11 +32,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
-use super::{rank, MutexConfig, MutexCore, MutexDurable, MutexEvent};
-use crate::election::next_term;
+use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
+use crate::group::{Change, Group};
 use crate::testkit::SimProtocol;
 
 /// Token-ring wire messages.
@@ -95,9 +95,7 @@ struct Regen<Id> {
 /// A token-ring core for one member.
 #[derive(Debug, Clone)]
 pub struct TokenRing<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
+    group: Group<Id>,
     config: MutexConfig,
     saved: Snapshot<MutexDurable>,
     max_token: u64,
@@ -123,14 +121,11 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
         config: MutexConfig,
         durable: Option<MutexDurable>,
     ) -> Self {
-        let members = crate::mutex::group(&me, members);
         let fresh = durable.is_none();
         let saved = Snapshot::resumed(durable);
         let d = durable.unwrap_or_default();
         Self {
-            me,
-            members,
-            down: BTreeSet::new(),
+            group: Group::new(me, members),
             config,
             saved,
             max_token: d.max_token,
@@ -156,31 +151,6 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
         self.token.is_some()
     }
 
-    fn successor(&self) -> Option<Id> {
-        let live = |m: &&Id| **m != self.me && !self.down.contains(*m);
-        let i = rank(&self.members, &self.me);
-        self.members[i + 1..]
-            .iter()
-            .find(live)
-            .or_else(|| self.members[..i].iter().find(live))
-            .cloned()
-    }
-
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-
-    fn lowest_live(&self) -> bool {
-        self.members
-            .iter()
-            .find(|m| **m == self.me || !self.down.contains(*m))
-            .is_some_and(|m| *m == self.me)
-    }
-
     /// We have the token: enter if wanted, else pass it on.
     fn use_token(&mut self, now: Duration, mut t: Token, out: &mut Out<Id>) {
         self.last_seen = now;
@@ -203,7 +173,7 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
         let Some(mut t) = self.token else {
             return;
         };
-        if let Some(next) = self.successor() {
+        if let Some(next) = self.group.successor().cloned() {
             t.hop += 1;
             t.counter = t.counter.max(self.max_token);
             self.token = None;
@@ -323,7 +293,7 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
         self.last_seen = now;
         out.set_timer(self.config.retry, RingTimer::Tick);
-        if self.fresh && self.members.first() == Some(&self.me) {
+        if self.fresh && self.group.rank() == 0 {
             self.fresh = false;
             let t = Token {
                 gen: 0,
@@ -400,10 +370,10 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
             return;
         }
         let overdue = now.saturating_sub(self.last_seen) >= self.config.token_timeout;
-        if overdue && self.token.is_none() && self.lowest_live() {
-            let gen = next_term(self.gen, rank(&self.members, &self.me), self.members.len());
+        if overdue && self.token.is_none() && self.group.lowest_live() == self.group.me() {
+            let gen = self.group.next_term(self.gen);
             self.gen = gen;
-            let waiting = self.live_peers();
+            let waiting: BTreeSet<Id> = self.group.live_peers().cloned().collect();
             for p in &waiting {
                 out.send(p.clone(), RingMsg::Regen { gen });
             }
@@ -414,12 +384,8 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
     }
 
     fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if self.down.remove(&m) {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
                 if let Some(r) = self.regen.as_mut() {
                     if r.waiting.insert(m.clone()) {
                         out.send(m.clone(), RingMsg::Regen { gen: r.gen });
@@ -433,12 +399,13 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
                     self.pass(out);
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if let Some(r) = self.regen.as_mut() {
-                r.waiting.remove(&m);
+            Some(Change::Gone(m)) => {
+                if let Some(r) = self.regen.as_mut() {
+                    r.waiting.remove(&m);
+                }
+                self.finish_regen(now, out);
             }
-            self.finish_regen(now, out);
+            Some(Change::Live(_)) | None => {}
         }
     }
 }
