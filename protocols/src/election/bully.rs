@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::group::{Change, Group, Terms};
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::Change;
 
 /// Bully wire messages. Every message carries the sender's largest term seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,29 @@ pub enum BullyMsg<Id> {
     },
 }
 
+/// A bully-election core for one member.
+pub type Bully<Id> = Election<Id, BullyState>;
+
+/// Bully's own state (see [`Bully`]): the phase of this member's election.
+#[derive(Debug, Clone, Default)]
+pub struct BullyState {
+    phase: Phase,
+}
+
+impl<Id> ElectionState<Id> for BullyState {}
+
+/// Where this member's election is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Phase {
+    /// No election of its own running.
+    #[default]
+    Idle,
+    /// Waiting for an `Alive` from a higher member.
+    AwaitAlive,
+    /// Got an `Alive`; waiting for the `Coordinator`.
+    AwaitCoordinator,
+}
+
 /// Bully timers. Each is its own key: at most one of each is pending, the
 /// timeout of the election phase this member is in (none when idle) and the
 /// heartbeat while it leads.
@@ -80,56 +103,21 @@ pub enum BullyTimer {
     Heartbeat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    AwaitAlive,
-    AwaitCoordinator,
-}
-
-/// A bully-election core for one member.
-#[derive(Debug, Clone)]
-pub struct Bully<Id> {
-    group: Group<Id>,
-    terms: Terms<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
-    phase: Phase,
-}
-
 type Out<Id> = Outputs<Id, BullyMsg<Id>, BullyTimer, ElectionEvent<Id>>;
 
 impl<Id: MemberId> Bully<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let group = Group::new(me, members);
-        let terms = Terms::new(&group, durable.as_ref().unwrap_or(&Default::default()));
-        Self {
-            group,
-            terms,
-            config,
-            saved: Snapshot::resumed(durable),
-            phase: Phase::Idle,
-        }
-    }
-
     fn live_others(&self) -> Vec<Id> {
         self.group.live_peers().cloned().collect()
     }
 
     /// Leave the current election phase: its timeout is void.
     fn end_phase(&mut self, out: &mut Out<Id>) {
-        match self.phase {
+        match self.alg.phase {
             Phase::Idle => {}
             Phase::AwaitAlive => out.cancel_timer(BullyTimer::AliveTimeout),
             Phase::AwaitCoordinator => out.cancel_timer(BullyTimer::CoordinatorTimeout),
         }
-        self.phase = Phase::Idle;
+        self.alg.phase = Phase::Idle;
     }
 
     fn start_election(&mut self, out: &mut Out<Id>) {
@@ -153,7 +141,7 @@ impl<Id: MemberId> Bully<Id> {
                 },
             );
         }
-        self.phase = Phase::AwaitAlive;
+        self.alg.phase = Phase::AwaitAlive;
         out.set_timer(self.config.election_timeout, BullyTimer::AliveTimeout);
     }
 
@@ -168,35 +156,20 @@ impl<Id: MemberId> Bully<Id> {
 
     /// A leader claim for `term` from `from`: accept it or reject it.
     fn on_claim(&mut self, from: Id, term: u64, out: &mut Out<Id>) {
-        if self.terms.accept(term, from.clone(), out) {
-            self.end_phase(out);
-            if from < *self.group.me() {
-                // The bully rule: a lower member must not lead while I live.
-                self.start_election(out);
-            }
-        } else {
+        if !self.terms.accept(term, from.clone(), out) {
             let (term, leader) = self.terms.rejection();
-            out.send(from, BullyMsg::Reject { term, leader });
+            return out.send(from, BullyMsg::Reject { term, leader });
+        }
+        self.end_phase(out);
+        if from < *self.group.me() {
+            // The bully rule: a lower member must not lead while I live.
+            self.start_election(out);
         }
     }
 }
 
-impl<Id: MemberId> ElectionCore for Bully<Id> {
-    fn terms(&self) -> &Terms<Id> {
-        &self.terms
-    }
-}
-
 impl<Id: MemberId> Protocol for Bully<Id> {
-    type Id = Id;
-    type Msg = BullyMsg<Id>;
-    type Timer = BullyTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(BullyMsg<Id>, BullyTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -216,15 +189,15 @@ impl<Id: MemberId> Protocol for Bully<Id> {
                     // Already leading with the newest term: just tell it again.
                     let term = self.terms.term();
                     out.send(from, BullyMsg::Coordinator { term });
-                } else if self.phase == Phase::Idle {
+                } else if self.alg.phase == Phase::Idle {
                     self.start_election(out);
                 }
             }
             BullyMsg::Alive { max_term } => {
                 self.terms.observe(max_term);
-                if self.phase == Phase::AwaitAlive && from > *self.group.me() {
+                if self.alg.phase == Phase::AwaitAlive && from > *self.group.me() {
                     self.end_phase(out);
-                    self.phase = Phase::AwaitCoordinator;
+                    self.alg.phase = Phase::AwaitCoordinator;
                     out.set_timer(
                         self.config.coordinator_timeout,
                         BullyTimer::CoordinatorTimeout,
@@ -249,12 +222,12 @@ impl<Id: MemberId> Protocol for Bully<Id> {
     fn on_timer(&mut self, _now: Duration, timer: BullyTimer, out: &mut Out<Id>) {
         match timer {
             BullyTimer::AliveTimeout => {
-                if self.phase == Phase::AwaitAlive {
+                if self.alg.phase == Phase::AwaitAlive {
                     self.become_leader(out);
                 }
             }
             BullyTimer::CoordinatorTimeout => {
-                if self.phase == Phase::AwaitCoordinator {
+                if self.alg.phase == Phase::AwaitCoordinator {
                     self.start_election(out);
                 }
             }
@@ -278,14 +251,14 @@ impl<Id: MemberId> Protocol for Bully<Id> {
                     out.send(m.clone(), BullyMsg::Coordinator { term });
                 }
                 let above_leader = self.terms.leader().is_none_or(|l| m > *l);
-                if above_leader && self.phase == Phase::Idle && m > *self.group.me() {
+                if above_leader && self.alg.phase == Phase::Idle && m > *self.group.me() {
                     self.start_election(out);
                 }
             }
             Some(Change::Gone(m)) => {
                 if self.terms.is_led_by(&m) {
                     self.terms.leader_gone(out);
-                    if self.phase == Phase::Idle {
+                    if self.alg.phase == Phase::Idle {
                         self.start_election(out);
                     }
                 }
@@ -293,23 +266,8 @@ impl<Id: MemberId> Protocol for Bully<Id> {
             Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for Bully<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        self.terms.durable(Vec::new())
-    }
-}
-
-impl<Id: MemberId> SimProtocol for Bully<Id> {
-    fn msg_kind(msg: &BullyMsg<Id>) -> &'static str {
-        match msg {
-            BullyMsg::Election { .. } => "election",
-            BullyMsg::Alive { .. } => "alive",
-            BullyMsg::Coordinator { .. } => "coordinator",
-            BullyMsg::Heartbeat { .. } => "heartbeat",
-            BullyMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::group::{Change, Group, Terms};
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionDurable, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::{Change, Group};
 
 /// Next-in-line wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,49 +71,53 @@ pub enum NextInLineTimer {
 }
 
 /// A next-in-line core for one member.
+pub type NextInLine<Id> = Election<Id, NextInLineState<Id>>;
+
+/// Next-in-line's own state (see [`NextInLine`]).
 #[derive(Debug, Clone)]
-pub struct NextInLine<Id> {
-    group: Group<Id>,
-    terms: Terms<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
+pub struct NextInLineState<Id> {
+    /// The successor list last received (or published); kept durably.
     successors: Vec<Id>,
+    /// Successors that stayed silent when their turn came.
     skipped: BTreeSet<Id>,
+    /// Listening for a running leader after a (re)start.
     listening: bool,
+    /// The successor expected to announce itself.
     awaiting: Option<Id>,
 }
 
-type Out<Id> = Outputs<Id, NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>>;
-
-impl<Id: MemberId> NextInLine<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let group = Group::new(me, members);
-        let terms = Terms::new(&group, durable.as_ref().unwrap_or(&Default::default()));
-        let successors = match &durable {
-            Some(d) if !d.successors.is_empty() => d.successors.clone(),
-            _ => group.members().iter().rev().cloned().collect(),
-        };
+impl<Id> Default for NextInLineState<Id> {
+    fn default() -> Self {
         Self {
-            group,
-            terms,
-            config,
-            saved: Snapshot::resumed(durable),
-            successors,
+            successors: Vec::new(),
             skipped: BTreeSet::new(),
             listening: false,
             awaiting: None,
         }
     }
+}
 
+impl<Id: MemberId> ElectionState<Id> for NextInLineState<Id> {
+    fn resume(&mut self, group: &Group<Id>, durable: &ElectionDurable<Id>) {
+        // Before any list was published: the members, highest first.
+        self.successors = if durable.successors.is_empty() {
+            group.members().iter().rev().cloned().collect()
+        } else {
+            durable.successors.clone()
+        };
+    }
+
+    fn successors(&self) -> Vec<Id> {
+        self.successors.clone()
+    }
+}
+
+type Out<Id> = Outputs<Id, NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>>;
+
+impl<Id: MemberId> NextInLine<Id> {
     /// The successor list this member last received (or published).
     pub fn successors(&self) -> &[Id] {
-        &self.successors
+        &self.alg.successors
     }
 
     fn live_others_desc(&self) -> Vec<Id> {
@@ -126,16 +130,17 @@ impl<Id: MemberId> NextInLine<Id> {
             return;
         }
         let candidate = self
+            .alg
             .successors
             .iter()
-            .find(|m| self.group.is_live(m) && !self.skipped.contains(*m))
+            .find(|m| self.group.is_live(m) && !self.alg.skipped.contains(*m))
             .cloned();
         match candidate {
             Some(c) if c != *self.group.me() => {
-                if self.awaiting.as_ref() == Some(&c) {
+                if self.alg.awaiting.as_ref() == Some(&c) {
                     return; // already waiting for it
                 }
-                self.awaiting = Some(c);
+                self.alg.awaiting = Some(c);
                 out.set_timer(self.config.election_timeout, NextInLineTimer::Takeover);
             }
             // Next in line, or nobody left on the list: lead.
@@ -145,19 +150,19 @@ impl<Id: MemberId> NextInLine<Id> {
 
     fn become_leader(&mut self, out: &mut Out<Id>) {
         out.cancel_timer(NextInLineTimer::Takeover);
-        self.successors = self.live_others_desc();
-        self.skipped.clear();
+        self.alg.successors = self.live_others_desc();
+        self.alg.skipped.clear();
         self.terms.claim(out);
-        self.awaiting = None;
+        self.alg.awaiting = None;
         self.publish(false, out);
         out.set_timer(self.config.heartbeat, NextInLineTimer::Heartbeat);
     }
 
     fn publish(&mut self, heartbeat: bool, out: &mut Out<Id>) {
-        self.successors = self.live_others_desc();
+        self.alg.successors = self.live_others_desc();
         let term = self.terms.term();
         for m in self.live_others_desc() {
-            let successors = self.successors.clone();
+            let successors = self.alg.successors.clone();
             let msg = if heartbeat {
                 NextInLineMsg::Heartbeat { term, successors }
             } else {
@@ -170,9 +175,9 @@ impl<Id: MemberId> NextInLine<Id> {
     fn on_claim(&mut self, from: Id, term: u64, successors: Vec<Id>, out: &mut Out<Id>) {
         if self.terms.accept(term, from.clone(), out) {
             out.cancel_timer(NextInLineTimer::Takeover);
-            self.skipped.clear();
-            self.successors = successors;
-            self.awaiting = None;
+            self.alg.skipped.clear();
+            self.alg.successors = successors;
+            self.alg.awaiting = None;
         } else {
             let (term, leader) = self.terms.rejection();
             out.send(from, NextInLineMsg::Reject { term, leader });
@@ -180,26 +185,12 @@ impl<Id: MemberId> NextInLine<Id> {
     }
 }
 
-impl<Id: MemberId> ElectionCore for NextInLine<Id> {
-    fn terms(&self) -> &Terms<Id> {
-        &self.terms
-    }
-}
-
 impl<Id: MemberId> Protocol for NextInLine<Id> {
-    type Id = Id;
-    type Msg = NextInLineMsg<Id>;
-    type Timer = NextInLineTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         // Listen first: a leader may already be running.
-        self.listening = true;
+        self.alg.listening = true;
         out.set_timer(self.config.heartbeat * 2, NextInLineTimer::Takeover);
     }
 
@@ -214,7 +205,7 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
                     // Stepped down to follow the newer term.
                     out.cancel_timer(NextInLineTimer::Takeover);
                     if self.terms.leader().is_some() {
-                        self.awaiting = None;
+                        self.alg.awaiting = None;
                     }
                     self.take_over(out);
                 }
@@ -228,11 +219,11 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
                 if self.terms.leader().is_some() {
                     return;
                 }
-                let listened = std::mem::replace(&mut self.listening, false);
+                let listened = std::mem::replace(&mut self.alg.listening, false);
                 // The expected successor stayed silent: skip it.
-                if let Some(c) = self.awaiting.take() {
+                if let Some(c) = self.alg.awaiting.take() {
                     if !listened {
-                        self.skipped.insert(c);
+                        self.alg.skipped.insert(c);
                     }
                 }
                 self.take_over(out);
@@ -249,7 +240,7 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
         match self.group.apply(change) {
             Some(Change::Back(m)) => {
-                self.skipped.remove(&m);
+                self.alg.skipped.remove(&m);
                 if self.terms.is_leading() {
                     self.publish(false, out);
                 }
@@ -260,8 +251,8 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
                     self.take_over(out);
                 } else if self.terms.leader().is_none() {
                     // Perhaps the one we were waiting for: look again.
-                    if self.awaiting.as_ref() == Some(&m) {
-                        self.awaiting = None;
+                    if self.alg.awaiting.as_ref() == Some(&m) {
+                        self.alg.awaiting = None;
                     }
                     self.take_over(out);
                 } else if self.terms.is_leading() {
@@ -271,21 +262,8 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
             Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for NextInLine<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        self.terms.durable(self.successors.clone())
-    }
-}
-
-impl<Id: MemberId> SimProtocol for NextInLine<Id> {
-    fn msg_kind(msg: &NextInLineMsg<Id>) -> &'static str {
-        match msg {
-            NextInLineMsg::Coordinator { .. } => "coordinator",
-            NextInLineMsg::Heartbeat { .. } => "heartbeat",
-            NextInLineMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::group::{Change, Group, Terms};
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::Change;
 
 /// Ring-election wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,47 +82,31 @@ pub enum RingElectionTimer {
     Heartbeat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Phase {
+    #[default]
     Idle,
     Electing,
     Announcing,
 }
 
 /// A ring-election core for one member.
-#[derive(Debug, Clone)]
-pub struct RingElection<Id> {
-    group: Group<Id>,
-    terms: Terms<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
+pub type RingElection<Id> = Election<Id, RingState>;
+
+/// Ring election's own state (see [`RingElection`]).
+#[derive(Debug, Clone, Default)]
+pub struct RingState {
+    /// The phase of this member's election.
     phase: Phase,
     /// The leader of the current term has shown that it knows it leads.
     confirmed: bool,
 }
 
+impl<Id> ElectionState<Id> for RingState {}
+
 type Out<Id> = Outputs<Id, RingElectionMsg<Id>, RingElectionTimer, ElectionEvent<Id>>;
 
 impl<Id: MemberId> RingElection<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let group = Group::new(me, members);
-        let terms = Terms::new(&group, durable.as_ref().unwrap_or(&Default::default()));
-        Self {
-            group,
-            terms,
-            config,
-            saved: Snapshot::resumed(durable),
-            phase: Phase::Idle,
-            confirmed: false,
-        }
-    }
-
     fn me(&self) -> &Id {
         self.group.me()
     }
@@ -136,7 +120,7 @@ impl<Id: MemberId> RingElection<Id> {
     }
 
     fn start_election(&mut self, out: &mut Out<Id>) {
-        self.phase = Phase::Electing;
+        self.alg.phase = Phase::Electing;
         out.set_timer(self.timeout(), RingElectionTimer::Timeout);
         match self.successor() {
             Some(next) => out.send(
@@ -154,7 +138,7 @@ impl<Id: MemberId> RingElection<Id> {
     /// This member's election and its announcement are over: the timeout is
     /// void.
     fn end_election(&mut self, out: &mut Out<Id>) {
-        self.phase = Phase::Idle;
+        self.alg.phase = Phase::Idle;
         out.cancel_timer(RingElectionTimer::Timeout);
     }
 
@@ -166,7 +150,7 @@ impl<Id: MemberId> RingElection<Id> {
         self.accept(term, leader.clone(), out);
         match self.successor() {
             Some(next) => {
-                self.phase = Phase::Announcing;
+                self.alg.phase = Phase::Announcing;
                 out.send(
                     next,
                     RingElectionMsg::Coordinator {
@@ -183,7 +167,7 @@ impl<Id: MemberId> RingElection<Id> {
 
     fn follow(&mut self, term: u64, leader: Option<Id>, out: &mut Out<Id>) {
         if self.terms.follow(term, leader, out) {
-            self.confirmed = self.terms.is_leading();
+            self.alg.confirmed = self.terms.is_leading();
         }
     }
 
@@ -203,22 +187,8 @@ impl<Id: MemberId> RingElection<Id> {
     }
 }
 
-impl<Id: MemberId> ElectionCore for RingElection<Id> {
-    fn terms(&self) -> &Terms<Id> {
-        &self.terms
-    }
-}
-
 impl<Id: MemberId> Protocol for RingElection<Id> {
-    type Id = Id;
-    type Msg = RingElectionMsg<Id>;
-    type Timer = RingElectionTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(RingElectionMsg<Id>, RingElectionTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -239,10 +209,10 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
             } => {
                 self.terms.observe(max_term);
                 if origin == *self.me() {
-                    if self.phase == Phase::Electing {
+                    if self.alg.phase == Phase::Electing {
                         self.conclude(ids, out);
                     }
-                } else if self.phase == Phase::Electing && origin < *self.me() {
+                } else if self.alg.phase == Phase::Electing && origin < *self.me() {
                     // Chang–Roberts suppression: our own election, started by
                     // a higher id, covers this one.
                 } else if !ids.contains(self.me()) {
@@ -267,7 +237,7 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
             } => {
                 self.terms.observe(term);
                 if origin == *self.me() {
-                    if self.phase == Phase::Announcing {
+                    if self.alg.phase == Phase::Announcing {
                         self.end_election(out);
                     }
                     return;
@@ -304,7 +274,7 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
                     let lower = from < *self.me();
                     self.accept(term, from, out);
                     self.end_election(out);
-                    self.confirmed = true;
+                    self.alg.confirmed = true;
                     if lower {
                         self.start_election(out);
                     }
@@ -314,7 +284,7 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
             }
             RingElectionMsg::Reject { term, leader } => {
                 if self.terms.step_down(term, leader, out) {
-                    self.confirmed = self.terms.is_leading();
+                    self.alg.confirmed = self.terms.is_leading();
                     self.end_election(out);
                     let me = self.me();
                     if self.terms.leader().is_none_or(|l| l < me) {
@@ -327,11 +297,11 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: RingElectionTimer, out: &mut Out<Id>) {
         match timer {
-            RingElectionTimer::Timeout => match self.phase {
+            RingElectionTimer::Timeout => match self.alg.phase {
                 Phase::Idle => {}
                 // Our announcement did not come back, but a leader that
                 // knows it leads repairs that with its heartbeats.
-                Phase::Announcing if self.confirmed => self.phase = Phase::Idle,
+                Phase::Announcing if self.alg.confirmed => self.alg.phase = Phase::Idle,
                 _ => self.start_election(out),
             },
             RingElectionTimer::Heartbeat => {
@@ -359,14 +329,14 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
                 // elections.
                 let leader = self.terms.leader();
                 let higher = leader.is_none_or(|l| m > *l);
-                if higher && (leading || leader.is_none()) && self.phase == Phase::Idle {
+                if higher && (leading || leader.is_none()) && self.alg.phase == Phase::Idle {
                     self.start_election(out);
                 }
             }
             Some(Change::Gone(m)) => {
                 if self.terms.is_led_by(&m) {
                     self.follow(self.terms.term(), None, out);
-                    if self.phase == Phase::Idle {
+                    if self.alg.phase == Phase::Idle {
                         self.start_election(out);
                     }
                 }
@@ -374,22 +344,8 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
             Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for RingElection<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        self.terms.durable(Vec::new())
-    }
-}
-
-impl<Id: MemberId> SimProtocol for RingElection<Id> {
-    fn msg_kind(msg: &RingElectionMsg<Id>) -> &'static str {
-        match msg {
-            RingElectionMsg::Election { .. } => "election",
-            RingElectionMsg::Coordinator { .. } => "coordinator",
-            RingElectionMsg::Heartbeat { .. } => "heartbeat",
-            RingElectionMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }
