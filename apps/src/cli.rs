@@ -86,7 +86,7 @@ pub enum Command {
         /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         node: String,
-        /// The node's [http] token, if it has one.
+        /// The node's `[http]` token, if it has one.
         #[arg(long, env = "TROUPE_HTTP_TOKEN")]
         token: Option<String>,
     },
@@ -95,7 +95,7 @@ pub enum Command {
         /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         node: String,
-        /// The node's [http] token, if it has one.
+        /// The node's `[http]` token, if it has one.
         #[arg(long, env = "TROUPE_HTTP_TOKEN")]
         token: Option<String>,
     },
