@@ -175,6 +175,8 @@ impl<Id: MemberId> NextInLine<Id> {
     fn on_claim(&mut self, from: Id, term: u64, successors: Vec<Id>, out: &mut Out<Id>) {
         if self.terms.accept(term, from.clone(), out) {
             out.cancel_timer(NextInLineTimer::Takeover);
+            // A leader heard: the start-up listening is over.
+            self.alg.listening = false;
             self.alg.skipped.clear();
             self.alg.successors = successors;
             self.alg.awaiting = None;
@@ -202,9 +204,12 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
             }
             NextInLineMsg::Reject { term, leader } => {
                 if self.terms.step_down(term, leader, out) {
-                    // Stepped down to follow the newer term.
-                    out.cancel_timer(NextInLineTimer::Takeover);
+                    // Stepped down to follow the newer term: with its
+                    // leader known, stop waiting; without one, keep (or
+                    // start) waiting for the next in line, its takeover
+                    // timer armed.
                     if self.terms.leader().is_some() {
+                        out.cancel_timer(NextInLineTimer::Takeover);
                         self.alg.awaiting = None;
                     }
                     self.take_over(out);
