@@ -117,6 +117,8 @@ mod queue;
 mod tls;
 pub mod wire;
 
+pub use tls::provider as crypto_provider;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
