@@ -664,6 +664,42 @@ mod tests {
         drop((a, b));
     }
 
+    /// A node that shuts down while dialing a peer that is gone (its
+    /// last frames, say a leave announcement, went to a dead peer) must not
+    /// report that dial afterwards as a failure: "handshake and hello took
+    /// longer than ..." about a peer it no longer talks to is noise that
+    /// sends an operator looking for a network problem.
+    #[actix_rt::test]
+    async fn shutting_down_abandons_a_dial_to_a_dead_peer_without_a_warning() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        // Nothing listens at the peer's address: a dial there can only time out.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port");
+        let mut c = QuicConfig::new(
+            "node-quitting",
+            "127.0.0.1:0".parse().expect("addr"),
+            TlsSource::InMemory(ca.issue("node-quitting").expect("cert")),
+        )
+        .with_peer("node-dead", dead);
+        c.handshake_timeout = Duration::from_millis(400);
+        let (tx, _rx) = tokio::sync::mpsc::channel(64);
+        let t = QuicTransport::bind(c, tx).await.expect("bind");
+        t.send("node-dead", Bytes::from_static(b"leaving"))
+            .expect("queue");
+        tokio::time::sleep(Duration::from_millis(100)).await; // the dial is under way
+        t.shutdown();
+        // Well past the handshake timeout.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            !logged(&["node=node-quitting"]),
+            "a shut-down transport logged about its abandoned dial: {}",
+            String::from_utf8_lossy(&LOGS.lock().map(|l| l.clone()).unwrap_or_default())
+        );
+        drop(t);
+    }
+
     #[actix_rt::test]
     async fn two_processes_with_one_name_are_reported_by_their_peer() {
         capture_warnings();
