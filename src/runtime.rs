@@ -59,16 +59,41 @@ impl RunningNode {
     }
 }
 
-/// Start a node from `config`: bind QUIC, start the node with its durable
-/// store (`<data_dir>/troupe.redb`, or in memory without a `data_dir`),
-/// start the configured failure detector and, with `[http]`, the HTTP
-/// endpoint. Call inside an actix system.
+/// Start a node from `config`: bind QUIC, start the
+/// node with its durable store (`<data_dir>/troupe.redb`, or in memory
+/// without a `data_dir`), start the configured failure detector and, with
+/// `[http]`, the HTTP endpoint. Call inside an actix system.
+///
+/// Errors about the config and its `listen` addresses (a port already in
+/// use) are [`Error::Config`] naming the config file, the line and the key
+/// (see [`Config::locate`]).
 pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     start_node_with(config, StartOptions::default()).await
 }
 
 /// [`start_node`] with the applications' HTTP routes.
 pub async fn start_node_with(config: Config, options: StartOptions) -> Result<RunningNode, Error> {
+    match start(&config, options).await {
+        Ok((node, transport, failure_detector, http)) => Ok(RunningNode {
+            node,
+            transport,
+            failure_detector,
+            http,
+            config,
+        }),
+        Err(e) => Err(config.locate(e)),
+    }
+}
+
+/// The parts of a started node; errors not yet located in the config.
+type Started = (
+    Node,
+    Arc<QuicTransport>,
+    FailureDetectorHandle,
+    Option<HttpEndpoint>,
+);
+
+async fn start(config: &Config, options: StartOptions) -> Result<Started, Error> {
     config.validate()?;
     let incarnation = uuid::Uuid::new_v4();
     let quic = config.quic_config(incarnation.to_string())?;
@@ -84,11 +109,13 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
         None => Arc::new(MemoryStore::new()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);
-    let transport = Arc::new(
-        QuicTransport::bind(quic, tx)
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?,
-    );
+    let transport = Arc::new(QuicTransport::bind(quic, tx).await.map_err(|e| match e {
+        // Port in use, or an address this host does not have.
+        e @ troupe_transports::quic::QuicError::Bind { .. } => {
+            Error::Config(format!("listen: {e}"))
+        }
+        e => Error::Transport(e.to_string()),
+    })?);
     let node = Node::builder(config.node_config())
         .incarnation(incarnation.as_u128())
         .store(store)
@@ -107,7 +134,10 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
                 Err(e) => {
                     // Nothing of this node may outlive the refusal.
                     node.shutdown();
-                    return Err(e);
+                    return Err(match e {
+                        Error::Http(m) => Error::Config(format!("http.listen: {m}")),
+                        other => other,
+                    });
                 }
             }
         }
@@ -120,11 +150,5 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
         peers = config.peers.len(),
         "node up"
     );
-    Ok(RunningNode {
-        node,
-        transport,
-        failure_detector,
-        http,
-        config,
-    })
+    Ok((node, transport, failure_detector, http))
 }

@@ -316,11 +316,12 @@ fn valid_until(v: Option<Validity>) -> String {
 }
 
 fn node(path: PathBuf) -> Result<(), CliError> {
+    // Errors name the file, line and key (`Config::locate`).
     let config = Config::from_file(&path)?;
     check_tls(&path, &config)?;
     let apps = crate::sample::registry()
         .plan(&config.apps, &ClusterInfo::of(&config))
-        .map_err(|e| in_file(&path, e))?;
+        .map_err(|e| config.locate(e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
     // (None in the insecure development mode, which uses no certificates.)
@@ -331,18 +332,16 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         _ => None,
     };
     let options = StartOptions {
-        app_routes: apps.routes().map_err(|e| in_file(&path, e))?,
+        app_routes: apps.routes().map_err(|e| config.locate(e))?,
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node_with(config, options)
-            .await
-            .map_err(|e| in_file(&path, e))?;
+        let running = start_node_with(config, options).await?;
         let peers = running.config.peer_names();
         let fd = Some(running.failure_detector.clone());
         apps.start(&running.node, &peers, fd)
             .await
-            .map_err(|e| in_file(&path, e))?;
+            .map_err(|e| running.config.locate(e))?;
         match running.http_addr() {
             Some(http) => {
                 tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
@@ -364,17 +363,6 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         running.shutdown().await;
         Ok::<(), CliError>(())
     })
-}
-
-/// Names the config file in a configuration error found after parsing it
-/// (the `[apps]` table, peer addresses resolved at start-up).
-fn in_file(path: &Path, e: troupe::Error) -> CliError {
-    match e {
-        troupe::Error::Config(m) if !m.starts_with(&path.display().to_string()) => {
-            troupe::Error::Config(format!("{}: {m}", path.display())).into()
-        }
-        other => other.into(),
-    }
 }
 
 /// Refuses, before anything starts, TLS files that cannot work or are unsafe

@@ -136,23 +136,23 @@ fn node_names_the_config_file_and_the_key_in_an_apps_table_error() {
         "node-a",
         "\n[apps.election]\nalgoritm = \"bully\"\n",
     );
+    // The settings start on line 14 (see write_config).
     node_fails(
         &c,
-        &["node-a.toml", "apps.election.algoritm", "unknown field"],
+        &["node-a.toml:14: apps.election.algoritm", "unknown field"],
     );
     let c = write_config(&dir, "node-a", "node-a", "\n[apps.x]\nkind = \"gossip\"\n");
     node_fails(
         &c,
         &[
-            "node-a.toml",
-            "apps.x.kind",
+            "node-a.toml:14: apps.x.kind",
             "\"gossip\"",
             "counter, crashtest, election, lock, status",
         ],
     );
     // The flat form of earlier versions says what to write instead.
     let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelection = \"bully\"\n");
-    node_fails(&c, &["node-a.toml", "apps.election", "[apps.election]"]);
+    node_fails(&c, &["node-a.toml:14: apps.election", "[apps.election]"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -165,7 +165,7 @@ fn node_refuses_election_members_that_are_not_peers() {
         "node-a",
         "\n[apps.election]\nalgorithm = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
     );
-    node_fails(&c, &["node-a.toml", "apps.election.members[1]", "peer-y"]);
+    node_fails(&c, &["node-a.toml:15: apps.election.members[1]", "peer-y"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
