@@ -272,6 +272,17 @@ pub enum QuicError {
     /// rustls / quinn refused the TLS setup.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The private key is not the key of the certificate.
+    #[error(
+        "the private key {key} does not belong to the certificate {cert}: give the key issued \
+         with that certificate (`troupe certs issue` writes NODE.pem and NODE.key as a pair)"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A private key file can be read by other users than its owner.
     #[error(
         "{path} has mode {mode:04o}: a private key must be readable by its owner only \
@@ -307,9 +318,10 @@ pub enum QuicError {
 ///   (a host whose clock is far behind shows up here);
 /// - `cert` chains to the CA in `ca` and names `node`.
 ///
-/// [`QuicTransport::bind`] does not run these checks (tests and tools may
-/// bind with any identity); `troupe node` runs them at start-up, and
-/// warns through [`CertificateExpiry`] at start-up and then twice a day.
+/// [`QuicTransport::bind`] runs only the key check (tests and tools may
+/// bind with any other identity); `troupe::runtime::start_node`, and so
+/// `troupe node`, runs them all at start-up, and `troupe node` warns through
+/// [`CertificateExpiry`] at start-up and then twice a day.
 pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
     #[cfg(unix)]
     {
@@ -327,7 +339,7 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
             });
         }
     }
-    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    let tls = load_tls_files(ca, cert, key)?;
     check_dates(&tls, node, ca, cert, std::time::SystemTime::now())?;
     tls::check_identity(&tls, node).map_err(|e| {
         QuicError::Tls(format!(
@@ -337,6 +349,27 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
             ca.display()
         ))
     })
+}
+
+/// Loads a node's TLS files ([`crate::certs::load_node_tls`]) and checks
+/// that the key belongs to the certificate: [`QuicError::KeyMismatch`], naming
+/// both files, rather than rustls' bare "KeyMismatch" from the TLS setup.
+pub(crate) fn load_tls_files(ca: &Path, cert: &Path, key: &Path) -> Result<NodeTls, QuicError> {
+    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    match tls::keys_match(&tls) {
+        Ok(()) => Ok(tls),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(QuicError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+        }
+        Err(e) => Err(QuicError::Tls(format!(
+            "{} (key {}) cannot be used: {e}",
+            cert.display(),
+            key.display()
+        ))),
+    }
 }
 
 /// How long before its certificate (or the CA) expires a node starts to warn.
@@ -969,10 +1002,26 @@ mod tests {
         )
         .expect_err("mismatched key")
         .to_string();
-        assert!(
-            err.contains("node-a.pem") && err.contains("node-b.key"),
-            "{err}"
+        let says = |err: &str| {
+            err.contains("the private key")
+                && err.contains("node-b.key does not belong to the certificate")
+                && err.contains("node-a.pem")
+        };
+        assert!(says(&err), "{err}");
+        // Binding with those files says the same, not rustls' bare "KeyMismatch".
+        let config = QuicConfig::new(
+            "node-a",
+            "127.0.0.1:0".parse().expect("addr"),
+            TlsSource::Files {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("node-a.pem"),
+                key: dir.join("node-b.key"),
+            },
         );
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let bound = actix_rt::System::new().block_on(QuicTransport::bind(config, tx));
+        let err = bound.expect_err("mismatched key").to_string();
+        assert!(says(&err), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

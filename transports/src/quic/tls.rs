@@ -218,6 +218,13 @@ pub(crate) fn check_identity(tls: &NodeTls, node: &str) -> Result<(), String> {
     checker.check_chain(&tls.chain, node)
 }
 
+/// `Ok(())` if `tls.key` is the key of the leaf certificate of `tls.chain`
+/// (or rustls cannot tell), else the error rustls would give at setup.
+pub(crate) fn keys_match(tls: &NodeTls) -> Result<(), rustls::Error> {
+    rustls::sign::CertifiedKey::from_der(tls.chain.clone(), tls.key.clone_key(), &provider())
+        .map(|_| ())
+}
+
 /// Insecure dev mode only: accepts any server certificate (the handshake
 /// signature is still verified, so the session is encrypted, not authenticated).
 #[derive(Debug)]
