@@ -32,6 +32,12 @@ fn file_with(dir: &Path, tail: &str) -> PathBuf {
     path
 }
 
+/// `err` must say `at` right after the config file's name (`:LINE: KEY...`).
+fn assert_at(err: &str, path: &Path, at: &str) {
+    let want = format!("{}{at}", path.display());
+    assert!(err.contains(&want), "want {want:?} in: {err}");
+}
+
 /// `Config::from_file` must refuse `tail`, saying `FILE:LINE: KEY` and `what`.
 fn refused(tail: &str, line: usize, key: &str, what: &str) {
     let dir = temp_dir("refused");
@@ -108,10 +114,7 @@ fn values_refused_by_validation_name_their_key_and_line() {
     let path = dir.join("node-a.toml");
     std::fs::write(&path, "name = \"a\"\n\n[tls]\nca = \"ca.pem\"\n").expect("write");
     let err = Config::from_file(&path).expect_err("no cert").to_string();
-    assert!(
-        err.contains(&format!("{}:3: tls.cert is required", path.display())),
-        "{err}"
-    );
+    assert_at(&err, &path, ":3: tls.cert is required");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -128,21 +131,16 @@ fn errors_of_apps_tables_get_the_line_of_their_key() {
         "apps.votes.supervision.max_restarts: invalid type: string \"many\", expected u32".into(),
     );
     let err = config.locate(said).to_string();
-    assert!(
-        err.contains(&format!(
-            "{}:9: apps.votes.supervision.max_restarts: invalid type",
-            path.display()
-        )),
-        "{err}"
+    assert_at(
+        &err,
+        &path,
+        ":9: apps.votes.supervision.max_restarts: invalid type",
     );
     // A key that is not in the file: its table's line.
     let err = config
         .locate(troupe::Error::Config("apps.votes.members: who?".into()))
         .to_string();
-    assert!(
-        err.contains(&format!("{}:5: apps.votes.members", path.display())),
-        "{err}"
-    );
+    assert_at(&err, &path, ":5: apps.votes.members");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -163,11 +161,8 @@ fn a_listen_port_in_use_names_the_file_the_key_and_its_line() {
         .err()
         .expect("the port is taken")
         .to_string();
-    assert!(
-        err.contains(&format!("{}:3: listen: ", path.display()))
-            && err.contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
+    assert_at(&err, &path, ":3: listen: ");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     drop(taken);
     std::fs::remove_dir_all(&dir).ok();
 }

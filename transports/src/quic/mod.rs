@@ -635,6 +635,13 @@ mod tests {
         });
     }
 
+    /// A UDP address on loopback that nothing listens at (now).
+    fn free_port() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+    }
+
     /// True if a captured line contains every needle.
     fn logged(needles: &[&str]) -> bool {
         LOGS.lock()
@@ -650,12 +657,7 @@ mod tests {
     async fn a_wrong_address_on_the_lower_named_node_does_not_keep_the_pair_apart() {
         capture_warnings();
         let ca = crate::certs::ClusterCa::generate().expect("ca");
-        let free = || {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("free port")
-        };
-        let (a_addr, nowhere) = (free(), free());
+        let (a_addr, nowhere) = (free_port(), free_port());
         // node-a has a wrong address for node-b; its dial there stays in flight
         // for the whole test. The lower name refuses a simultaneous dial, but
         // must not refuse node-b's dial from an address it is not dialing.
@@ -672,7 +674,7 @@ mod tests {
         a.send("node-b", Bytes::from_static(b"x")).expect("queue");
         let mut b = QuicConfig::new(
             "node-b",
-            free(),
+            free_port(),
             TlsSource::InMemory(ca.issue("node-b").expect("b")),
         )
         .with_peer("node-a", a_addr);
@@ -707,9 +709,7 @@ mod tests {
         capture_warnings();
         let ca = crate::certs::ClusterCa::generate().expect("ca");
         // Nothing listens at the peer's address: a dial there can only time out.
-        let dead = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port");
+        let dead = free_port();
         let mut c = QuicConfig::new(
             "node-quitting",
             "127.0.0.1:0".parse().expect("addr"),
@@ -737,9 +737,7 @@ mod tests {
     async fn two_processes_with_one_name_are_reported_by_their_peer() {
         capture_warnings();
         let ca = crate::certs::ClusterCa::generate().expect("ca");
-        let b_addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port");
+        let b_addr = free_port();
         // b knows node-g at some address; incoming connections are accepted
         // by name (certificate + configured peer), from anywhere.
         let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
