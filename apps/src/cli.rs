@@ -18,12 +18,14 @@
 //! written with owner-only permissions, and `node` refuses to start with a
 //! key others can read, or with a certificate that does not chain to its CA
 //! or name the node, or that has expired (it warns from 30 days before, then
-//! twice a day). A start-up error exits with code 1 (configuration
-//! errors name the config file); SIGINT / SIGTERM make a node leave its
+//! twice a day); these checks are the library's (`troupe::runtime`), so an
+//! app that embeds Troupe gets the same messages. A start-up error exits
+//! with code 1 (configuration errors name the config file, the line and
+//! the key); SIGINT / SIGTERM make a node leave its
 //! group and exit 0.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -316,11 +318,13 @@ fn valid_until(v: Option<Validity>) -> String {
 }
 
 fn node(path: PathBuf) -> Result<(), CliError> {
+    // Every check (the config, its `[tls]` files, its `listen` addresses)
+    // is the library's, with the library's messages: an app that embeds
+    // Troupe gets the same ones. Errors name the file, line and key.
     let config = Config::from_file(&path)?;
-    check_tls(&path, &config)?;
     let apps = crate::sample::registry()
         .plan(&config.apps, &ClusterInfo::of(&config))
-        .map_err(|e| in_file(&path, e))?;
+        .map_err(|e| config.locate(e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
     // (None in the insecure development mode, which uses no certificates.)
@@ -331,18 +335,16 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         _ => None,
     };
     let options = StartOptions {
-        app_routes: apps.routes().map_err(|e| in_file(&path, e))?,
+        app_routes: apps.routes().map_err(|e| config.locate(e))?,
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node_with(config, options)
-            .await
-            .map_err(|e| in_file(&path, e))?;
+        let running = start_node_with(config, options).await?;
         let peers = running.config.peer_names();
         let fd = Some(running.failure_detector.clone());
         apps.start(&running.node, &peers, fd)
             .await
-            .map_err(|e| in_file(&path, e))?;
+            .map_err(|e| running.config.locate(e))?;
         match running.http_addr() {
             Some(http) => {
                 tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
@@ -362,32 +364,6 @@ fn node(path: PathBuf) -> Result<(), CliError> {
             ))),
         }
     })
-}
-
-/// Names the config file in a configuration error found after parsing it
-/// (the `[apps]` table, peer addresses resolved at start-up).
-fn in_file(path: &Path, e: troupe::Error) -> CliError {
-    match e {
-        troupe::Error::Config(m) if !m.starts_with(&path.display().to_string()) => {
-            troupe::Error::Config(format!("{}: {m}", path.display())).into()
-        }
-        other => other.into(),
-    }
-}
-
-/// Refuses, before anything starts, TLS files that cannot work or are unsafe
-/// (a key others can read, a certificate for another name or from another
-/// CA, a key of another certificate); see
-/// [`troupe::transports::quic::check_tls_files`].
-fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
-    if config.tls.insecure_dev_mode {
-        return Ok(());
-    }
-    if let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key) {
-        troupe::transports::quic::check_tls_files(&config.name, ca, cert, key)
-            .map_err(|e| CliError::Other(format!("{}: [tls] {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 /// Logs a warning now and every 12 hours while the node's certificate or

@@ -67,9 +67,13 @@ pub fn phi(time_diff_ms: f64, mean_ms: f64, std_dev_ms: f64) -> f64 {
     if p.is_nan() {
         // Only reachable with non-finite inputs; treat as "certainly failed".
         f64::INFINITY
+    } else if p > 0.0 {
+        p
     } else {
-        // -log10(1.0) is -0.0; report +0.0.
-        p.max(0.0)
+        // -log10(1.0) is -0.0; report +0.0. (Not `p.max(0.0)`: which zero
+        // `f64::max` returns for -0.0 and +0.0 is unspecified, and it does
+        // return -0.0 here.)
+        0.0
     }
 }
 
@@ -265,6 +269,33 @@ mod tests {
         assert_eq!(phi(1e9, 1000.0, 100.0), f64::INFINITY);
         assert_eq!(phi(0.0, 1e9, 100.0), 0.0);
         assert!(!phi(f64::INFINITY, 1000.0, 100.0).is_nan());
+    }
+
+    /// No silence, no suspicion: phi is +0.0, never -0.0 (which a status
+    /// page or JSON would show as "-0.0"), whatever `f64::max` does with
+    /// zeros of both signs.
+    #[test]
+    fn phi_at_zero_elapsed_time_is_positive_zero() {
+        let params = PhiAccrualConfig::default().params();
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        let peer = SimId::new(1);
+        d.add_member(Duration::ZERO, peer, &mut out);
+        let at = Duration::from_secs(1);
+        d.on_message(at, peer, FdMessage::Heartbeat { seq: 1 }, &mut out);
+        let reported = [
+            d.phi_of(at, &peer).expect("known"),
+            d.phis()[0].1,
+            phi(0.0, 4000.0, 100.0),
+            phi(std::hint::black_box(0.0), 1000.0, 250.0),
+        ];
+        for p in reported {
+            assert!(
+                p.is_sign_positive() && format!("{p:.2}") == "0.00",
+                "phi {p} ({:?}) at zero elapsed time",
+                format!("{p:.2}")
+            );
+        }
     }
 
     #[test]
