@@ -5,6 +5,8 @@
 #    root (iproute2 for network namespaces, nftables for cutting links).
 #    Without root or without namespace support those tests say they were
 #    skipped; nothing else depends on them.
+#    Installs Python's `cryptography` (pip) for the certificate interop
+#    test when it is missing; without it that test says it was skipped.
 # 2. Says in one line whether the multi-host tests will run or be skipped,
 #    and why (`scripts/netns.sh check`).
 # 3. Runs every test of the workspace (unit, property, simulation,
@@ -23,6 +25,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   else
     echo "== ${need[*]} missing and not root: multi-host tests will report that they were skipped"
   fi
+fi
+
+# The certificate interop test checks issued certificates with Python's
+# `cryptography` (a strict X.509 stack); without it that test says SKIPPED.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import cryptography' >/dev/null 2>&1; then
+  echo "== installing Python cryptography for the certificate interop test"
+  python3 -m pip install --quiet cryptography >/dev/null 2>&1 \
+    || echo "== could not install Python cryptography; the certificate interop test will report SKIPPED"
 fi
 
 if why=$(bash scripts/netns.sh check 2>&1); then

@@ -33,15 +33,27 @@
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
 //! that cannot work, naming the key.
+//!
+//! # Where an error is
+//! Every configuration error ([`Error::Config`]) names the file, the line and
+//! the key: `node-a.toml:12: failure_detector.threshold: invalid type: string
+//! "high", expected f64`. Parse errors take the line from the TOML parser
+//! (at the offending key, also inside `[failure_detector]`) and the key path
+//! from `serde_path_to_error`; errors found later (validation, `[apps.*]`
+//! tables, a `listen` port already in use, unusable `[tls]` files at
+//! start-up) start with the key path, and [`Config::locate`] adds the file
+//! and the line of that key (of its table when the key is not in the file).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::config::NodeConfig;
 use troupe_framework::{NodeOptions, SupervisorPolicy};
-use troupe_protocols::fd::FailureDetectorConfig;
+pub use troupe_protocols::fd::config::{HeartbeatConfig, PhiAccrualConfig, SwimConfig};
+pub use troupe_protocols::fd::FailureDetectorConfig;
 use troupe_transports::quic::{QuicConfig, TlsSource};
 
 use crate::Error;
@@ -195,7 +207,7 @@ impl HttpConfig {
         }
         if self.token.is_none() && !self.listen.ip().is_loopback() {
             return Err(config_err(format!(
-                "[http] listen = \"{}\" is not a loopback address, and anyone who can reach it \
+                "http.listen = \"{}\" is not a loopback address, and anyone who can reach it \
                  could read and drive this node: set [http] token = \"...\" (at least \
                  {MIN_HTTP_TOKEN_LEN} characters; clients send `Authorization: Bearer <token>`), \
                  or listen on 127.0.0.1 or [::1]",
@@ -248,6 +260,145 @@ pub struct Config {
     /// The node's HTTP endpoint (default: none).
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// The file and text this config was read from, to say where an error is.
+    #[serde(skip)]
+    source: Source,
+}
+
+/// Where a config came from: its file (when read from one) and its text.
+#[derive(Clone, Default)]
+struct Source {
+    file: Option<PathBuf>,
+    text: Arc<str>,
+}
+
+/// The file only: the text may hold secrets (`[http] token`).
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// `FILE:LINE`, `FILE`, `line LINE` or nothing, for a 1-based `line`.
+    fn at(&self, line: Option<usize>) -> String {
+        match (&self.file, line) {
+            (Some(f), Some(l)) => format!("{}:{l}", f.display()),
+            (Some(f), None) => f.display().to_string(),
+            (None, Some(l)) => format!("line {l}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// `message` about `key` (when known) at `line`: `WHERE: KEY: message`.
+    fn error(&self, line: Option<usize>, key: Option<&str>, message: &str) -> Error {
+        let mut text = self.at(line);
+        for part in key.into_iter().chain([message]) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(part);
+        }
+        Error::Config(text)
+    }
+
+    /// The 1-based line of `offset` in the text.
+    fn line_at(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The line of `key` (a path such as `peers[1].addr`) in the text: of
+    /// the key itself, else of the deepest table on its path that the text
+    /// has (a key left out is reported at its table), else none.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        use toml_edit::{Item, TableLike, Value};
+        /// Where the walk down the document is.
+        enum At<'a> {
+            Table(&'a dyn TableLike),
+            Item(&'a Item),
+            Value(&'a Value),
+        }
+        let doc = toml_edit::ImDocument::parse(&*self.text).ok()?;
+        let mut at = At::Table(doc.as_table());
+        let mut best = None;
+        for segment in key_segments(key)? {
+            let (span, next) = match (segment, at) {
+                (Segment::Key(k), at) => {
+                    let table = match at {
+                        At::Table(t) => Some(t),
+                        At::Item(i) => i.as_table_like(),
+                        At::Value(v) => v.as_inline_table().map(|t| t as &dyn TableLike),
+                    };
+                    let Some((k, v)) = table.and_then(|t| t.get_key_value(k)) else {
+                        break;
+                    };
+                    (k.span().or_else(|| v.span()), At::Item(v))
+                }
+                (Segment::Index(n), At::Item(i)) => {
+                    if let Some(t) = i.as_array_of_tables().and_then(|a| a.get(n)) {
+                        (t.span(), At::Table(t))
+                    } else if let Some(v) = i.as_array().and_then(|a| a.get(n)) {
+                        (v.span(), At::Value(v))
+                    } else {
+                        break;
+                    }
+                }
+                (Segment::Index(n), At::Value(v)) => {
+                    let Some(v) = v.as_array().and_then(|a| a.get(n)) else {
+                        break;
+                    };
+                    (v.span(), At::Value(v))
+                }
+                (Segment::Index(_), At::Table(_)) => break,
+            };
+            if let Some(span) = span {
+                best = Some(self.line_at(span.start));
+            }
+            at = next;
+        }
+        best
+    }
+}
+
+/// One step of a key path.
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `peers[1].addr` as `peers`, `1`, `addr` (None if it is no key path).
+fn key_segments(key: &str) -> Option<Vec<Segment<'_>>> {
+    let mut out = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if name.is_empty() {
+            return None;
+        }
+        out.push(Segment::Key(name));
+        while !rest.is_empty() {
+            let (n, after) = rest.split_once(']')?;
+            out.push(Segment::Index(n.parse().ok()?));
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+    }
+    Some(out)
+}
+
+/// The key path an error message starts with (`peers[0].addr` in
+/// `peers[0].addr: "x" must be host:port`), if any.
+fn leading_key(message: &str) -> Option<&str> {
+    let end = message
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "_-.[]".contains(c)))
+        .unwrap_or(message.len());
+    let key = message[..end].trim_end_matches('.');
+    key_segments(key).map(|_| key)
 }
 
 fn config_err(msg: impl Into<String>) -> Error {
@@ -255,9 +406,26 @@ fn config_err(msg: impl Into<String>) -> Error {
 }
 
 impl Config {
-    /// Parse TOML text; relative paths are taken relative to `base`.
+    /// Parse TOML text; relative paths are taken relative to `base`. An
+    /// error says the line and the key (see [`Config::from_file`]).
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, Error> {
-        let mut c: Config = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+        Self::parse(text, base, None)
+    }
+
+    fn parse(text: &str, base: &Path, file: Option<&Path>) -> Result<Self, Error> {
+        let source = Source {
+            file: file.map(Path::to_path_buf),
+            text: text.into(),
+        };
+        let mut c: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let e = e.into_inner();
+                let line = e.span().map(|s| source.line_at(s.start));
+                let key = (key != "." && !key.is_empty()).then_some(key);
+                source.error(line, key.as_deref(), e.message().trim_end())
+            })?;
+        c.source = source;
         for p in [
             &mut c.tls.ca,
             &mut c.tls.cert,
@@ -271,11 +439,12 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        c.validate()?;
+        c.validate().map_err(|e| c.locate(e))?;
         Ok(c)
     }
 
-    /// Read and validate a config file.
+    /// Read and validate a config file. An error names the file, the line
+    /// and the key: `node-a.toml:7: failure_detector.threshold: ...`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
@@ -283,10 +452,36 @@ impl Config {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Self::parse(&text, base, Some(path))
+    }
+
+    /// The file this config was read from ([`Config::from_file`]), if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.source.file.as_deref()
+    }
+
+    /// Says where in this config an error is. An [`Error::Config`] (or a
+    /// framework [`NodeError::Config`](troupe_framework::NodeError::Config))
+    /// whose message starts with a key path, as Troupe's configuration
+    /// errors do (`peers[1].addr ...`, `apps.election.members: ...`),
+    /// becomes `Error::Config("FILE:LINE: message")`, LINE being the line
+    /// of that key, or of its table when the key is not in the file. Other
+    /// errors, and those already located, are returned as they are. Errors
+    /// of [`crate::runtime::start_node`] and [`Config::from_file`] come
+    /// located; use this for what else reads the config, such as
+    /// [`crate::app::AppRegistry::plan`].
+    pub fn locate(&self, e: Error) -> Error {
+        let message = match e {
+            Error::Config(m) => m,
+            Error::Node(troupe_framework::NodeError::Config(m)) => m,
+            other => return other,
+        };
+        let here = self.source.at(None);
+        if !here.is_empty() && message.starts_with(&here) {
+            return Error::Config(message);
+        }
+        let line = leading_key(&message).and_then(|k| self.source.line_of(k));
+        self.source.error(line, None, &message)
     }
 
     /// The framework's part of this config.
@@ -307,7 +502,10 @@ impl Config {
 
     /// Check every value; errors name the key.
     pub fn validate(&self) -> Result<(), Error> {
-        self.node_config().validate()?;
+        self.node_config().validate().map_err(|e| match e {
+            troupe_framework::NodeError::Config(m) => Error::Config(m),
+            other => Error::Node(other),
+        })?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             troupe_framework::ids::validate_name(&p.name)

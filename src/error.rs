@@ -5,7 +5,11 @@ use troupe_framework::NodeError;
 /// Why a node could not be configured or started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid; the message names the key (and file).
+    /// The configuration is invalid, or a file or address it names cannot
+    /// be used (`[tls]` files, a `listen` port in use). The message starts
+    /// with the key path (`peers[1].addr ...`); once located
+    /// ([`crate::config::Config::locate`], as `Config::from_file` and
+    /// `start_node` do) it reads `FILE:LINE: KEY...`.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A file could not be read or written.
@@ -19,7 +23,8 @@ pub enum Error {
     /// The framework refused (bad name, stopped node...).
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// The QUIC transport could not start (bad certificates, port in use...).
+    /// The QUIC transport could not start (a TLS setup rustls refuses...;
+    /// unusable `[tls]` files and a port in use are [`Error::Config`]).
     #[error("transport: {0}")]
     Transport(String),
     /// The HTTP endpoint could not start (address in use...).

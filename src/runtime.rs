@@ -59,17 +59,128 @@ impl RunningNode {
     }
 }
 
-/// Start a node from `config`: bind QUIC, start the node with its durable
-/// store (`<data_dir>/troupe.redb` and `troupe.journal.redb`, or in memory
-/// without a `data_dir`), start the configured failure detector and, with
+/// Why [`RunningNode::run_until_signal`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT (Ctrl-C): the node left its group and stopped.
+    Signal,
+    /// The node stopped by itself: a supervisor gave up and the failure
+    /// reached the node (its log says which).
+    Failure,
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (on non-Unix systems:
+/// Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+impl RunningNode {
+    /// Serve until SIGTERM or SIGINT, then leave the group gracefully (the
+    /// other nodes see this one `Left`, not `Down`) and stop; or until the
+    /// node stops by itself. What an embedding program's `main` ends with.
+    pub async fn run_until_signal(&self) -> Stopped {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!(node = %self.node.id(), "signal received; leaving the group and stopping");
+                self.shutdown().await;
+                Stopped::Signal
+            }
+            _ = self.node.stopped() => Stopped::Failure,
+        }
+    }
+}
+
+/// Start a node from `config`: check its TLS files, bind QUIC, start the
+/// node with its durable store (`<data_dir>/troupe.redb` and
+/// `troupe.journal.redb`, or in memory without a `data_dir`), start the configured failure detector and, with
 /// `[http]`, the HTTP endpoint. Call inside an actix system.
+///
+/// Before anything starts, the `[tls]` files are checked (unless
+/// `insecure_dev_mode`): the key must be readable by its owner only and
+/// belong to the certificate, which must chain to the CA, name this node
+/// and be valid now ([`troupe_transports::quic::check_tls_files`]). Errors
+/// about the config, these files and the `listen` addresses (a port
+/// already in use) are [`Error::Config`] naming the config file, the line
+/// and the key (see [`Config::locate`]); `troupe node` prints them as they
+/// are.
 pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
     start_node_with(config, StartOptions::default()).await
 }
 
 /// [`start_node`] with the applications' HTTP routes.
 pub async fn start_node_with(config: Config, options: StartOptions) -> Result<RunningNode, Error> {
+    match start(&config, options).await {
+        Ok((node, transport, failure_detector, http)) => Ok(RunningNode {
+            node,
+            transport,
+            failure_detector,
+            http,
+            config,
+        }),
+        Err(e) => Err(config.locate(e)),
+    }
+}
+
+/// Checks the `[tls]` files of `config`; an error starts with the key of
+/// the file it is about (`tls.key: ...`).
+fn check_tls(config: &Config) -> Result<(), Error> {
+    use troupe_transports::certs::CertError;
+    use troupe_transports::quic::{check_tls_files, QuicError};
+    let tls = &config.tls;
+    let (Some(ca), Some(cert), Some(key)) = (&tls.ca, &tls.cert, &tls.key) else {
+        return Ok(()); // validate() requires them outside insecure mode
+    };
+    if tls.insecure_dev_mode {
+        return Ok(());
+    }
+    check_tls_files(&config.name, ca, cert, key).map_err(|e| {
+        let file = match &e {
+            QuicError::KeyPermissions { .. } | QuicError::KeyMismatch { .. } => "key",
+            QuicError::Cert(CertError::Io { path, .. } | CertError::BadPem { path, .. }) => {
+                [("ca", ca), ("key", key)]
+                    .into_iter()
+                    .find(|(_, p)| *p == path)
+                    .map_or("cert", |(k, _)| k)
+            }
+            _ => "cert",
+        };
+        Error::Config(format!("tls.{file}: {e}"))
+    })
+}
+
+/// The parts of a started node; errors not yet located in the config.
+type Started = (
+    Node,
+    Arc<QuicTransport>,
+    FailureDetectorHandle,
+    Option<HttpEndpoint>,
+);
+
+async fn start(config: &Config, options: StartOptions) -> Result<Started, Error> {
     config.validate()?;
+    check_tls(config)?;
     let incarnation = uuid::Uuid::new_v4();
     let quic = config.quic_config(incarnation.to_string())?;
     // Storage first: a bad `data_dir` stops the node before it touches the
@@ -84,11 +195,13 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
         None => Arc::new(MemoryStore::new()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);
-    let transport = Arc::new(
-        QuicTransport::bind(quic, tx)
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?,
-    );
+    let transport = Arc::new(QuicTransport::bind(quic, tx).await.map_err(|e| match e {
+        // Port in use, or an address this host does not have.
+        e @ troupe_transports::quic::QuicError::Bind { .. } => {
+            Error::Config(format!("listen: {e}"))
+        }
+        e => Error::Transport(e.to_string()),
+    })?);
     let node = Node::builder(config.node_config())
         .incarnation(incarnation.as_u128())
         .store(store)
@@ -107,7 +220,10 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
                 Err(e) => {
                     // Nothing of this node may outlive the refusal.
                     node.shutdown();
-                    return Err(e);
+                    return Err(match e {
+                        Error::Http(m) => Error::Config(format!("http.listen: {m}")),
+                        other => other,
+                    });
                 }
             }
         }
@@ -120,11 +236,5 @@ pub async fn start_node_with(config: Config, options: StartOptions) -> Result<Ru
         peers = config.peers.len(),
         "node up"
     );
-    Ok(RunningNode {
-        node,
-        transport,
-        failure_detector,
-        http,
-        config,
-    })
+    Ok((node, transport, failure_detector, http))
 }

@@ -18,17 +18,19 @@
 //! written with owner-only permissions, and `node` refuses to start with a
 //! key others can read, or with a certificate that does not chain to its CA
 //! or name the node, or that has expired (it warns from 30 days before, then
-//! twice a day). A start-up error exits with code 1 (configuration
-//! errors name the config file); SIGINT / SIGTERM make a node leave its
+//! twice a day); these checks are the library's (`troupe::runtime`), so an
+//! app that embeds Troupe gets the same messages. A start-up error exits
+//! with code 1 (configuration errors name the config file, the line and
+//! the key); SIGINT / SIGTERM make a node leave its
 //! group and exit 0.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use troupe::config::Config;
-use troupe::runtime::{start_node_with, StartOptions};
+use troupe::runtime::{start_node_with, StartOptions, Stopped};
 use troupe::transports::certs::{format_utc, Validity};
 use troupe::transports::quic::CertificateExpiry;
 
@@ -86,7 +88,7 @@ pub enum Command {
         /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         node: String,
-        /// The node's [http] token, if it has one.
+        /// The node's `[http]` token, if it has one.
         #[arg(long, env = "TROUPE_HTTP_TOKEN")]
         token: Option<String>,
     },
@@ -95,7 +97,7 @@ pub enum Command {
         /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         node: String,
-        /// The node's [http] token, if it has one.
+        /// The node's `[http]` token, if it has one.
         #[arg(long, env = "TROUPE_HTTP_TOKEN")]
         token: Option<String>,
     },
@@ -316,11 +318,13 @@ fn valid_until(v: Option<Validity>) -> String {
 }
 
 fn node(path: PathBuf) -> Result<(), CliError> {
+    // Every check (the config, its `[tls]` files, its `listen` addresses)
+    // is the library's, with the library's messages: an app that embeds
+    // Troupe gets the same ones. Errors name the file, line and key.
     let config = Config::from_file(&path)?;
-    check_tls(&path, &config)?;
     let apps = crate::sample::registry()
         .plan(&config.apps, &ClusterInfo::of(&config))
-        .map_err(|e| in_file(&path, e))?;
+        .map_err(|e| config.locate(e))?;
     // The certificates the node is about to load: it keeps them until it
     // restarts, whatever is copied over the files meanwhile.
     // (None in the insecure development mode, which uses no certificates.)
@@ -331,71 +335,41 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         _ => None,
     };
     let options = StartOptions {
-        app_routes: apps.routes().map_err(|e| in_file(&path, e))?,
+        app_routes: apps.routes().map_err(|e| config.locate(e))?,
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let running = start_node_with(config, options)
-            .await
-            .map_err(|e| in_file(&path, e))?;
+        let running = start_node_with(config, options).await?;
         let peers = running.config.peer_names();
         let fd = Some(running.failure_detector.clone());
         apps.start(&running.node, &peers, fd)
             .await
-            .map_err(|e| in_file(&path, e))?;
+            .map_err(|e| running.config.locate(e))?;
         match running.http_addr() {
             Some(http) => {
                 tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
             }
             None => tracing::info!(node = %running.node.id(), addr = %running.local_addr(), "ready"),
         }
-        tokio::select! {
-            _ = wait_for_signal() => {}
-            _ = warn_before_expiry(expiry) => {}
-            _ = running.node.stopped() => {
-                return Err(CliError::Other(format!(
-                    "node {} stopped: a supervisor gave up and the failure reached the node \
-                     (its log says which)",
-                    running.node.name()
-                )));
-            }
+        let stopped = tokio::select! {
+            s = running.run_until_signal() => s,
+            never = warn_before_expiry(expiry) => match never {},
+        };
+        match stopped {
+            Stopped::Signal => Ok::<(), CliError>(()),
+            Stopped::Failure => Err(CliError::Other(format!(
+                "node {} stopped: a supervisor gave up and the failure reached the node \
+                 (its log says which)",
+                running.node.name()
+            ))),
         }
-        tracing::info!("signal received; leaving the group and stopping");
-        running.shutdown().await;
-        Ok::<(), CliError>(())
     })
-}
-
-/// Names the config file in a configuration error found after parsing it
-/// (the `[apps]` table, peer addresses resolved at start-up).
-fn in_file(path: &Path, e: troupe::Error) -> CliError {
-    match e {
-        troupe::Error::Config(m) if !m.starts_with(&path.display().to_string()) => {
-            troupe::Error::Config(format!("{}: {m}", path.display())).into()
-        }
-        other => other.into(),
-    }
-}
-
-/// Refuses, before anything starts, TLS files that cannot work or are unsafe
-/// (a key others can read, a certificate for another name or from another
-/// CA, a key of another certificate); see
-/// [`troupe::transports::quic::check_tls_files`].
-fn check_tls(path: &Path, config: &Config) -> Result<(), CliError> {
-    if config.tls.insecure_dev_mode {
-        return Ok(());
-    }
-    if let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key) {
-        troupe::transports::quic::check_tls_files(&config.name, ca, cert, key)
-            .map_err(|e| CliError::Other(format!("{}: [tls] {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 /// Logs a warning now and every 12 hours while the node's certificate or
 /// the cluster CA, as the node loaded them, expires within 30 days (see
 /// [`troupe::transports::quic::CertificateExpiry::warning`]). Never returns.
-async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
+async fn warn_before_expiry(expiry: Option<CertificateExpiry>) -> std::convert::Infallible {
     let Some(expiry) = expiry else {
         return std::future::pending().await;
     };
@@ -405,31 +379,6 @@ async fn warn_before_expiry(expiry: Option<CertificateExpiry>) {
         if let Some(warning) = expiry.warning(std::time::SystemTime::now()) {
             tracing::warn!("{warning}");
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -161,8 +161,14 @@ pub fn format_status(s: &StatusReport) -> String {
     let t = &s.stats;
     let _ = writeln!(
         out,
-        "traffic  {} frames in, {} bad, {} spoofed, {} undeliverable, {} deduplicated, {} inbox full",
-        t.frames_in, t.bad_frames, t.spoofed_frames, t.undeliverable, t.deduplicated, t.mailbox_full
+        "traffic  {} frames in, {} bad, {} spoofed, {} undeliverable, {} deduplicated, {} inbox full, {} tells to down nodes dropped",
+        t.frames_in,
+        t.bad_frames,
+        t.spoofed_frames,
+        t.undeliverable,
+        t.deduplicated,
+        t.mailbox_full,
+        t.dropped_tells
     );
     out
 }
@@ -277,7 +283,7 @@ node-4  Suspect       -  -
 apps     counter running
 leaders  election: term 3, leader node-2
 http     12 requests, 3 refused (unauthorized 2, not found 1), 0 server errors
-traffic  1234 frames in, 0 bad, 0 spoofed, 1 undeliverable, 0 deduplicated, 0 inbox full
+traffic  1234 frames in, 0 bad, 0 spoofed, 1 undeliverable, 0 deduplicated, 0 inbox full, 0 tells to down nodes dropped
 ";
         assert_eq!(format_status(&s), want);
     }

@@ -102,6 +102,38 @@ fn node_refuses_tls_files_that_cannot_work_naming_them() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A key that is not the certificate's: `troupe node` and an app that
+/// embeds Troupe (`Config::from_file` + `start_node`) say the same thing,
+/// naming the config file, its `[tls]` key line and both files.
+#[test]
+fn a_key_of_another_certificate_reads_the_same_from_the_cli_and_the_library() {
+    let dir = cluster_dir("pair", &["node-a", "node-b"]);
+    let c = write_config(&dir, "node-a", "node-a", "");
+    let text = std::fs::read_to_string(&c)
+        .expect("read")
+        .replace("certs/node-a.key", "certs/node-b.key");
+    std::fs::write(&c, text).expect("write");
+    let out = run(&["node", "--config", c.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let embedded = actix_rt::System::new().block_on(async {
+        let config = troupe::config::Config::from_file(&c).expect("the file itself is fine");
+        troupe::runtime::start_node(config)
+            .await
+            .err()
+            .expect("the library refuses the pair")
+            .to_string()
+    });
+    assert_eq!(stderr(&out).trim_end(), format!("troupe: {embedded}"));
+    for w in [
+        "node-a.toml:7: tls.key",
+        "node-b.key does not belong to the certificate",
+        "node-a.pem",
+    ] {
+        assert!(embedded.contains(w), "{w:?} missing from: {embedded}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[cfg(unix)]
 #[test]
 fn node_refuses_a_private_key_others_can_read() {
@@ -136,23 +168,23 @@ fn node_names_the_config_file_and_the_key_in_an_apps_table_error() {
         "node-a",
         "\n[apps.election]\nalgoritm = \"bully\"\n",
     );
+    // The settings start on line 14 (see write_config).
     node_fails(
         &c,
-        &["node-a.toml", "apps.election.algoritm", "unknown field"],
+        &["node-a.toml:14: apps.election.algoritm", "unknown field"],
     );
     let c = write_config(&dir, "node-a", "node-a", "\n[apps.x]\nkind = \"gossip\"\n");
     node_fails(
         &c,
         &[
-            "node-a.toml",
-            "apps.x.kind",
+            "node-a.toml:14: apps.x.kind",
             "\"gossip\"",
             "counter, crashtest, election, lock, status",
         ],
     );
     // The flat form of earlier versions says what to write instead.
     let c = write_config(&dir, "node-a", "node-a", "\n[apps]\nelection = \"bully\"\n");
-    node_fails(&c, &["node-a.toml", "apps.election", "[apps.election]"]);
+    node_fails(&c, &["node-a.toml:14: apps.election", "[apps.election]"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -165,7 +197,7 @@ fn node_refuses_election_members_that_are_not_peers() {
         "node-a",
         "\n[apps.election]\nalgorithm = \"bully\"\nmembers = [\"node-a\", \"peer-y\"]\n",
     );
-    node_fails(&c, &["node-a.toml", "apps.election.members[1]", "peer-y"]);
+    node_fails(&c, &["node-a.toml:15: apps.election.members[1]", "peer-y"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -70,7 +70,7 @@ pub use error::{AskError, NodeError, TellError};
 pub use ids::{ActorPath, NodeId};
 pub use node::{Node, NodeBuilder};
 pub use remote::{RemoteMessage, Sender};
-pub use remote_ref::RemoteRef;
+pub use remote_ref::{ActorHandle, RemoteRef};
 pub use supervision::{
     ActorSpec, ChildState, ExitReason, GiveUp, OrFail, Restart, Strategy, SupervisionEvent,
     SupervisionEventKind, SupervisorPolicy, SupervisorRef, SupervisorSpec, TreeKind, TreeNode,

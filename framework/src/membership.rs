@@ -50,9 +50,16 @@ pub struct MemberEvent<Id> {
 }
 
 /// The current view: each known member and its status, in a stable order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` form is the map itself: `{"node-b": Up, "node-c": Down}`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MembershipView<Id: Ord> {
     members: BTreeMap<Id, MemberStatus>,
+}
+
+impl<Id: Ord + std::fmt::Debug> std::fmt::Debug for MembershipView<Id> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.members.iter()).finish()
+    }
 }
 
 impl<Id: Ord> Default for MembershipView<Id> {

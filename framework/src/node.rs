@@ -17,6 +17,7 @@
 //!   to local actors, in arrival order per actor, with bounded memory and
 //!   back-pressure to the remote senders. Bad input never stops a node.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,10 +28,10 @@ use tokio::sync::broadcast;
 use crate::config::{NodeConfig, NodeOptions};
 use crate::error::NodeError;
 use crate::ids::{ActorPath, NameError, NodeId};
-use crate::membership::{MemberEvent, MembershipView};
+use crate::membership::{MemberEvent, MemberStatus, MembershipView};
 use crate::registry::Registry;
 use crate::remote::RemoteMessage;
-use crate::remote_ref::RemoteRef;
+use crate::remote_ref::{ActorHandle, RemoteRef};
 use crate::reply::Answering;
 use crate::rpc::{DedupTable, Outstanding, RpcStub};
 use crate::storage::{DurableStore, MemoryStore};
@@ -39,7 +40,7 @@ use crate::supervision::{
     Supervisor, SupervisorRef, SupervisorSpec, TreeNode,
 };
 use crate::trace::{TraceEvent, TraceSink};
-use crate::transport::{InboundReceiver, Transport};
+use crate::transport::{InboundReceiver, Transport, TransportError};
 
 /// Counters of what the node has seen; read with [`Node::stats`].
 #[derive(Debug, Default)]
@@ -60,6 +61,9 @@ pub struct NodeStats {
     /// dispatcher waited for room (parking what came meanwhile for that
     /// actor): a sign that an actor is slower than its remote senders.
     pub mailbox_full: AtomicU64,
+    /// Tells not sent because their target node was `Down` or `Left` in
+    /// this node's membership view (see [`TransportError::PeerDown`]).
+    pub dropped_tells: AtomicU64,
 }
 
 /// A snapshot of [`NodeStats`] (serialized as is in the HTTP endpoint's
@@ -78,6 +82,10 @@ pub struct NodeStatsSnapshot {
     pub deduplicated: u64,
     /// Times a remote message found its actor's inbox full.
     pub mailbox_full: u64,
+    /// Tells not sent because their target node was `Down` or `Left` in
+    /// this node's membership view.
+    #[serde(default)]
+    pub dropped_tells: u64,
 }
 
 /// A transport-level connection change, as seen by this node.
@@ -108,6 +116,9 @@ pub(crate) struct NodeShared {
     members: broadcast::Sender<MemberEvent<String>>,
     peers: broadcast::Sender<PeerEvent>,
     view: Mutex<MembershipView<String>>,
+    /// The members the view says are `Down` or `Left`, read without a lock
+    /// on every remote send.
+    unreachable: arc_swap::ArcSwap<BTreeMap<String, MemberStatus>>,
     stopped: AtomicBool,
     /// Turns true when the node stops (for [`Node::stopped`]).
     stopped_watch: tokio::sync::watch::Sender<bool>,
@@ -125,6 +136,19 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
+    /// The error for a message to `node` when the membership view says it
+    /// is `Down` or `Left` (one lock-free load when nobody is).
+    pub(crate) fn unreachable(&self, node: &str) -> Option<TransportError> {
+        let down = self.unreachable.load();
+        if down.is_empty() {
+            return None;
+        }
+        down.get(node).map(|status| TransportError::PeerDown {
+            peer: node.to_string(),
+            status: *status,
+        })
+    }
+
     /// The deduplication table of asks this node executes.
     pub(crate) fn dedup(&self) -> std::sync::MutexGuard<'_, DedupTable> {
         // No invariant spans a panic point: a poisoned table is usable.
@@ -250,6 +274,7 @@ impl NodeBuilder {
                 members,
                 peers,
                 view: Mutex::new(MembershipView::new()),
+                unreachable: arc_swap::ArcSwap::from_pointee(BTreeMap::new()),
                 stopped: AtomicBool::new(false),
                 stopped_watch: tokio::sync::watch::channel(false).0,
                 stats: NodeStats::default(),
@@ -267,6 +292,15 @@ impl NodeBuilder {
             }
         });
         let shared = shared_out.ok_or(NodeError::Stopped)?;
+        // Actor factories reach the node through the supervision hub; weak
+        // links, as the node's state holds the hub.
+        let (weak_shared, weak_actor) = (Arc::downgrade(&shared), actor.downgrade());
+        shared.hub.link_node(Box::new(move || {
+            Some(Node {
+                shared: weak_shared.upgrade()?,
+                actor: weak_actor.upgrade()?,
+            })
+        }));
         tracing::info!(node = %shared.id, "node started");
         Ok(Node { shared, actor })
     }
@@ -376,6 +410,12 @@ impl Node {
         Ok(RemoteRef::new(path.parse()?, self.shared.clone()))
     }
 
+    /// A handle to the actor at `path` (`"node-b/ledger"`) that tells and
+    /// asks it any message type it accepts (see [`ActorHandle`]).
+    pub fn actor(&self, path: &str) -> Result<ActorHandle, NameError> {
+        Ok(ActorHandle::new(path.parse()?, self.shared.clone()))
+    }
+
     /// A typed handle to an [`ActorPath`].
     pub fn actor_ref<M: RemoteMessage>(&self, path: ActorPath) -> RemoteRef<M> {
         RemoteRef::new(path, self.shared.clone())
@@ -395,12 +435,19 @@ impl Node {
     }
     /// Publish a membership change (called by the failure-detector driver).
     pub fn publish_membership(&self, event: MemberEvent<String>) {
-        let changed = self
-            .shared
-            .view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(&event);
+        let changed = {
+            let mut view = self.shared.view.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = view.apply(&event);
+            if changed {
+                let down: BTreeMap<String, MemberStatus> = view
+                    .iter()
+                    .filter(|(_, s)| !s.is_live())
+                    .map(|(m, s)| (m.clone(), s))
+                    .collect();
+                self.shared.unreachable.store(Arc::new(down));
+            }
+            changed
+        };
         if changed {
             tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
             let _ = self.shared.members.send(event);
@@ -426,6 +473,7 @@ impl Node {
             undeliverable: s.undeliverable.load(Ordering::Relaxed),
             deduplicated: s.deduplicated.load(Ordering::Relaxed),
             mailbox_full: s.mailbox_full.load(Ordering::Relaxed),
+            dropped_tells: s.dropped_tells.load(Ordering::Relaxed),
         }
     }
 
@@ -440,7 +488,7 @@ impl Node {
     }
 
     /// The node actor's address.
-    pub fn actor(&self) -> &Addr<NodeActor> {
+    pub fn node_actor(&self) -> &Addr<NodeActor> {
         &self.actor
     }
 }

@@ -187,6 +187,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             self.remember(r);
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
+        self.check_reachable()?;
         // Encoded into this thread's reused buffer and copied into the
         // transport's queue: no allocation per message on this path.
         let (to, transport) = (&self.target.node, &self.shared.transport);
@@ -215,6 +216,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         if self.is_local() || self.control {
             return self.tell(msg);
         }
+        self.check_reachable()?;
         let mut frame = Vec::new();
         self.encode_tell_into(&mut frame, &msg)?;
         self.shared
@@ -222,6 +224,26 @@ impl<M: RemoteMessage> RemoteRef<M> {
             .send_wait(&self.target.node, Bytes::from(frame))
             .await?;
         Ok(())
+    }
+
+    /// A remote tell to a node the membership view says is `Down` or `Left`
+    /// is not sent: counted, and refused with
+    /// [`TransportError::PeerDown`]. Control traffic (failure detectors)
+    /// is always sent, so a node that comes back is noticed.
+    fn check_reachable(&self) -> Result<(), TellError> {
+        if self.control {
+            return Ok(());
+        }
+        match self.shared.unreachable(&self.target.node) {
+            None => Ok(()),
+            Some(e) => {
+                self.shared
+                    .stats
+                    .dropped_tells
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(TellError::Transport(e))
+            }
+        }
     }
 
     /// The frame for a remote tell of `msg`: this handle's cached envelope
@@ -315,6 +337,11 @@ impl<M: RemoteMessage> Ask<M> {
                 Err(_) => Err(AskError::Timeout(timeout)),
             };
         }
+        // A node known to be Down or Left cannot answer: say so now rather
+        // than after the deadline.
+        if let Some(e) = target.shared.unreachable(&target.target.node) {
+            return Err(AskError::Unreachable(e));
+        }
         // Register (with the re-send and deadline timers, which the node's
         // RPC stub carries out), then send the first copy from here.
         let shared = &target.shared;
@@ -379,5 +406,72 @@ impl<M: RemoteMessage> IntoFuture for Ask<M> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
+    }
+}
+
+/// A handle to the actor at a path that tells and asks it any message type
+/// it accepts (`node.actor("node-b/ledger")`): one handle per actor instead of
+/// one [`RemoteRef`] per message type. Each message type gets its typed
+/// handle on first use, kept for the next ones, so every call behaves
+/// exactly as [`RemoteRef`]'s (ordering, back-pressure, retries,
+/// deduplication, restarts of the target). Cheap to clone.
+#[derive(Clone)]
+pub struct ActorHandle {
+    target: ActorPath,
+    shared: Arc<NodeShared>,
+    typed: Arc<std::sync::Mutex<TypedRefs>>,
+}
+
+type TypedRefs = std::collections::HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
+
+impl std::fmt::Debug for ActorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorHandle({})", self.target)
+    }
+}
+
+impl ActorHandle {
+    pub(crate) fn new(target: ActorPath, shared: Arc<NodeShared>) -> Self {
+        Self {
+            target,
+            shared,
+            typed: Arc::default(),
+        }
+    }
+
+    /// The target's path.
+    pub fn path(&self) -> &ActorPath {
+        &self.target
+    }
+
+    /// The typed handle for messages of type `M` (made once, then shared).
+    pub fn of<M: RemoteMessage>(&self) -> RemoteRef<M> {
+        let mut typed = self.typed.lock().unwrap_or_else(|p| p.into_inner());
+        typed
+            .entry(std::any::TypeId::of::<M>())
+            .or_insert_with(|| {
+                Box::new(RemoteRef::<M>::new(
+                    self.target.clone(),
+                    self.shared.clone(),
+                ))
+            })
+            .downcast_ref::<RemoteRef<M>>()
+            .cloned()
+            .unwrap_or_else(|| RemoteRef::new(self.target.clone(), self.shared.clone()))
+    }
+
+    /// [`RemoteRef::tell`] of `msg`.
+    pub fn tell<M: RemoteMessage>(&self, msg: M) -> Result<(), TellError> {
+        self.of::<M>().tell(msg)
+    }
+
+    /// [`RemoteRef::tell_wait`] of `msg`.
+    pub async fn tell_wait<M: RemoteMessage>(&self, msg: M) -> Result<(), TellError> {
+        self.of::<M>().tell_wait(msg).await
+    }
+
+    /// [`RemoteRef::ask`] of `msg`.
+    pub fn ask<M: RemoteMessage>(&self, msg: M) -> Ask<M> {
+        self.of::<M>().ask(msg)
     }
 }

@@ -310,6 +310,18 @@ pub enum TransportError {
         /// Limit.
         max: usize,
     },
+    /// The target node is `Down` or `Left` in this node's membership view
+    /// (its failure detector reported it): asks fail at once instead of
+    /// waiting for their deadline, and tells are not sent (and counted in
+    /// the node's `dropped_tells`). Failure-detector (control) traffic is
+    /// still sent, so a node that comes back is noticed.
+    #[error("node {peer:?} is {status:?} in this node's membership view")]
+    PeerDown {
+        /// Peer node name.
+        peer: String,
+        /// What the failure detector reported.
+        status: crate::membership::MemberStatus,
+    },
     /// The transport has been shut down.
     #[error("transport is shut down")]
     Closed,

@@ -9,7 +9,7 @@
 //!
 //! - [`algorithms!`](crate::algorithms): the algorithm enum with its stable
 //!   names (`"ricart-agrawala"`), parsing that lists the known names on a
-//!   typo, `Display`, serde, and [`Algorithm::ALL`];
+//!   typo, `Display`, serde, and `ALL` ([`Algorithm::all`]);
 //! - [`any_core!`](crate::any_core): the `Any*` core that runs the algorithm a
 //!   configuration names — one wire message type with its registered wire
 //!   name, one timer type, the relay of every input and output, the
@@ -32,16 +32,23 @@
 //!    is a small value (`MutexDurable`), and the family trait with the
 //!    commands and queries every algorithm offers (`MutexCore: request,
 //!    release, holding...`). Name the algorithms with
-//!    [`algorithms!`](crate::algorithms).
+//!    [`algorithms!`](crate::algorithms). What every algorithm's core keeps
+//!    whatever the algorithm is one generic core around the algorithm's own
+//!    state (`Lock<Id, A>`; elections: `Election<Id, A>`): its
+//!    [`crate::group::Group`] (members, live set, ranks, ring), its settings,
+//!    its durable snapshot and counters (elections: [`crate::group::Terms`]),
+//!    with the constructor `new(me, members, config, state)`, the family
+//!    trait's queries, [`SnapshotCore`] and
+//!    [`crate::testkit::SimProtocol`] written once for all algorithms.
 //! 2. **One module per algorithm** (`mutex/ricart_agrawala.rs`): its wire
-//!    messages and timers, and a core implementing [`Protocol`], the family
-//!    trait, [`SnapshotCore`] (or emitting its own writes, for a log) and
-//!    [`crate::testkit::SimProtocol`] (message kinds). Use
-//!    [`crate::group::Group`] for members and the live set, and
-//!    [`crate::group::Terms`] for terms; set timers by key
-//!    ([`troupe_framework::sansio::Outputs::set_timer`] replaces a pending
-//!    equal timer), so no round counters are needed. The module header says
-//!    what it guarantees and how it fails.
+//!    messages and timers, its own state (`RaState`, a `LockState`: what it
+//!    adds to the durable state, if anything) and its core — the generic core
+//!    around that state (`pub type RicartAgrawala<Id> = Lock<Id,
+//!    RaState<Id>>`) — implementing [`Protocol`] (the associated types with
+//!    `protocol_types!`) and the family's commands (`LockCommands`). Set
+//!    timers by key ([`troupe_framework::sansio::Outputs::set_timer`]
+//!    replaces a pending equal timer), so no round counters are needed. The
+//!    module header says what it guarantees and how it fails.
 //! 3. **The run-time choice** (`mutex/any.rs`): one
 //!    [`any_core!`](crate::any_core) invocation naming the algorithms, their
 //!    message and timer types, and the family trait's commands and queries.
@@ -125,6 +132,19 @@ pub trait Family: 'static {
     /// The view of `core`.
     fn view(core: &Self::Core) -> Self::View;
 }
+
+/// The associated types of a [`Protocol`] impl for a core generic over its
+/// member type `Id`: `protocol_types!(Msg, Timer, Event)` stands for
+/// `type Id = Id; type Msg = Msg; type Timer = Timer; type Event = Event;`.
+macro_rules! protocol_types {
+    ($msg:ty, $timer:ty, $event:ty) => {
+        type Id = Id;
+        type Msg = $msg;
+        type Timer = $timer;
+        type Event = $event;
+    };
+}
+pub(crate) use protocol_types;
 
 /// Count token trees (for array lengths in the macros).
 #[doc(hidden)]

@@ -9,6 +9,8 @@
 //! - [`mutex`]: distributed mutual exclusion (centralized, Ricart–Agrawala,
 //!   token ring, Lamport);
 //! - [`election`]: leader election (bully, ring, next-in-line);
+//! - [`group`]: what their cores share: the group's members and live set
+//!   ([`group::Group`]) and an election's terms ([`group::Terms`]);
 //! - [`family`]: what every family shares (algorithm names, the `Any*`
 //!   run-time choice, the [`family::Family`] trait the typed APIs start),
 //!   and the guide to writing a new family.
@@ -16,6 +18,7 @@ pub mod driver;
 pub mod election;
 pub mod family;
 pub mod fd;
+pub mod group;
 pub mod mutex;
 pub mod testkit;
 

@@ -59,3 +59,81 @@ fn the_first_live_successor_takes_over_without_an_election() {
     assert_eq!(sim.core(&1).unwrap().successors(), &[2, 1]);
     assert_eq!(sim.core(&1).unwrap().leader(), Some(&3));
 }
+
+/// A member waiting for its successor to take over that hears of a newer
+/// term without a leader keeps its takeover timer: if the successor stays
+/// silent, it still skips it and moves on (it used to wait until some other
+/// input came).
+#[test]
+fn a_leaderless_rejection_does_not_stop_the_wait_for_the_successor() {
+    use troupe_framework::membership::{MemberEvent, MemberStatus};
+    use troupe_framework::sansio::{Outputs, Protocol, TimerOp};
+    use troupe_protocols::election::next_in_line::{NextInLineMsg, NextInLineTimer};
+
+    let mut c = make(1, vec![1, 2, 3], None);
+    let mut out = Outputs::new();
+    let t = Duration::from_secs(1);
+    c.on_start(t, &mut out);
+    // 3 leads (term 3) with successors [2, 1]; then 3 is reported down.
+    c.on_message(
+        t,
+        3,
+        NextInLineMsg::Coordinator {
+            term: 3,
+            successors: vec![2, 1],
+        },
+        &mut out,
+    );
+    assert_eq!(c.leader(), Some(&3));
+    out = Outputs::new();
+    c.on_membership(
+        t,
+        MemberEvent {
+            member: 3,
+            status: MemberStatus::Down,
+            at: t,
+        },
+        &mut out,
+    );
+    let armed = |out: &Outputs<u32, _, NextInLineTimer, _>| {
+        out.timers.iter().rev().find_map(|op| match op {
+            TimerOp::Set {
+                timer: NextInLineTimer::Takeover,
+                ..
+            } => Some(true),
+            TimerOp::Cancel(NextInLineTimer::Takeover) => Some(false),
+            _ => None,
+        })
+    };
+    assert_eq!(armed(&out), Some(true), "waiting for 2, takeover armed");
+    // A newer term, leader unknown (2 is busy taking over, say).
+    out = Outputs::new();
+    c.on_message(
+        t,
+        2,
+        NextInLineMsg::Reject {
+            term: 5,
+            leader: None,
+        },
+        &mut out,
+    );
+    assert_ne!(
+        armed(&out),
+        Some(false),
+        "the takeover timer must stay armed: {:?}",
+        out.timers
+    );
+    // 2 stays silent: the takeover fires, 1 skips 2 and leads.
+    out = Outputs::new();
+    c.on_timer(
+        t + Duration::from_secs(1),
+        NextInLineTimer::Takeover,
+        &mut out,
+    );
+    assert_eq!(
+        c.leader(),
+        Some(&1),
+        "1 took over from the silent successor"
+    );
+    assert!(c.term() > 5);
+}

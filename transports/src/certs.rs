@@ -5,7 +5,11 @@
 //! the node's name. The QUIC transport uses them for mutual TLS: a peer is accepted
 //! only if its certificate chains to the cluster CA *and* names the node it claims to
 //! be. Node certificates carry both the `serverAuth` and `clientAuth` extended key
-//! usages because every node both dials and accepts. While a cluster moves to a new
+//! usages because every node both dials and accepts, key usage `digitalSignature`
+//! only, and a critical basicConstraints saying it is no CA. Both certificates
+//! are strict DER (no explicitly encoded default values), so strict X.509 stacks
+//! such as Python's `cryptography` (used by aioquic) accept them; the tests parse
+//! them with the same parser. While a cluster moves to a new
 //! CA, a node trusts both: every certificate of its `ca.pem` ([`NodeTls::also_trusted`]).
 //!
 //! On disk (made with rcgen, ECDSA P-256):
@@ -205,6 +209,17 @@ fn ca_params(key: &KeyPair) -> Result<CertificateParams, CertError> {
     Ok(params)
 }
 
+/// OID of the X.509 basicConstraints extension (RFC 5280, 4.2.1.9).
+const BASIC_CONSTRAINTS_OID: &[u64] = &[2, 5, 29, 19];
+
+/// basicConstraints for an end-entity certificate: critical, and an empty
+/// `SEQUENCE` (DER `30 00`): `cA` takes its default, FALSE, by being absent.
+fn not_a_ca() -> rcgen::CustomExtension {
+    let mut ext = rcgen::CustomExtension::from_oid_content(BASIC_CONSTRAINTS_OID, vec![0x30, 0x00]);
+    ext.set_criticality(true);
+    ext
+}
+
 /// A cluster certificate authority held in memory.
 pub struct ClusterCa {
     cert: rcgen::Certificate,
@@ -360,7 +375,15 @@ impl ClusterCa {
                 .try_into()
                 .map_err(|_| CertError::InvalidNodeName(node.to_string()))?,
         )];
-        params.is_ca = IsCa::ExplicitNoCa;
+        // "Not a CA", encoded as DER requires. rcgen's `IsCa::ExplicitNoCa`
+        // writes `cA BOOLEAN FALSE`, the default value, which DER forbids:
+        // strict parsers (Python's `cryptography`, so aioquic) then refuse
+        // the whole certificate ("EncodedDefault"). `IsCa::NoCa` writes no
+        // basicConstraints at all; the extension below says the same as the
+        // old one, correctly: an empty SEQUENCE (cA absent = FALSE, no path
+        // length), critical, as web PKI end-entity certificates carry it.
+        params.is_ca = IsCa::NoCa;
+        params.custom_extensions = vec![not_a_ca()];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -802,6 +825,136 @@ mod tests {
             Err(CertError::InvalidNodeName(_))
         ));
         fs::remove_dir_all(&dir).ok();
+    }
+
+    /// An X.509 certificate as Python's `cryptography` parses it (its
+    /// `cryptography-x509` crate, on rust-asn1): strict DER, DEFAULT values
+    /// included, down to each extension.
+    // Every field is parsed (its encoding checked), not every one read; the
+    // derived parsers return rust-asn1's (large) error type.
+    #[allow(dead_code, clippy::result_large_err)]
+    mod strict {
+        #[derive(asn1::Asn1Read)]
+        pub struct Certificate<'a> {
+            pub tbs: TbsCertificate<'a>,
+            pub signature_algorithm: asn1::Tlv<'a>,
+            pub signature: asn1::BitString<'a>,
+        }
+
+        #[derive(asn1::Asn1Read)]
+        pub struct TbsCertificate<'a> {
+            #[explicit(0)]
+            #[default(0)]
+            pub version: u8,
+            pub serial: asn1::BigInt<'a>,
+            pub signature_algorithm: asn1::Tlv<'a>,
+            pub issuer: asn1::Tlv<'a>,
+            pub validity: asn1::Tlv<'a>,
+            pub subject: asn1::Tlv<'a>,
+            pub spki: asn1::Tlv<'a>,
+            #[implicit(1)]
+            pub issuer_unique_id: Option<asn1::BitString<'a>>,
+            #[implicit(2)]
+            pub subject_unique_id: Option<asn1::BitString<'a>>,
+            #[explicit(3)]
+            pub extensions: Option<asn1::SequenceOf<'a, Extension<'a>>>,
+        }
+
+        #[derive(asn1::Asn1Read)]
+        pub struct Extension<'a> {
+            pub id: asn1::ObjectIdentifier,
+            #[default(false)]
+            pub critical: bool,
+            pub value: &'a [u8],
+        }
+
+        #[derive(asn1::Asn1Read, Debug)]
+        pub struct BasicConstraints {
+            #[default(false)]
+            pub ca: bool,
+            pub path_length: Option<u64>,
+        }
+    }
+
+    /// Parses `der` as strictly as Python's `cryptography` does, every
+    /// extension's contents included, and returns its extensions
+    /// (OID, critical, contents).
+    fn parse_strictly(der: &[u8], what: &str) -> Vec<(String, bool, Vec<u8>)> {
+        let refused =
+            |e: asn1::ParseError| -> ! { panic!("a strict DER parser refuses the {what}: {e:?}") };
+        let cert =
+            asn1::parse_single::<strict::Certificate<'_>>(der).unwrap_or_else(|e| refused(e));
+        assert_eq!(cert.tbs.version, 2, "an X.509 v3 {what}");
+        let mut out = Vec::new();
+        for ext in cert.tbs.extensions.into_iter().flatten() {
+            let id = ext.id.to_string();
+            let contents = ext.value.to_vec();
+            match id.as_str() {
+                "2.5.29.19" => drop(
+                    asn1::parse_single::<strict::BasicConstraints>(&contents)
+                        .unwrap_or_else(|e| refused(e)),
+                ),
+                "2.5.29.15" => drop(
+                    asn1::parse_single::<asn1::BitString<'_>>(&contents)
+                        .unwrap_or_else(|e| refused(e)),
+                ),
+                "2.5.29.37" => drop(
+                    asn1::parse_single::<asn1::SequenceOf<'_, asn1::ObjectIdentifier>>(&contents)
+                        .unwrap_or_else(|e| refused(e)),
+                ),
+                _ => drop(
+                    asn1::parse_single::<asn1::Tlv<'_>>(&contents).unwrap_or_else(|e| refused(e)),
+                ),
+            }
+            out.push((id, ext.critical, contents));
+        }
+        out
+    }
+
+    /// Strict DER parsers (Python's `cryptography`, so aioquic) refuse a
+    /// certificate that encodes a DEFAULT value, such as basicConstraints
+    /// `cA BOOLEAN FALSE` ("EncodedDefault"); so does this test, with the
+    /// same parser. It then checks what a node certificate must say.
+    #[test]
+    fn issued_certificates_are_strict_der_and_say_what_a_node_is() {
+        let ca = ClusterCa::generate().expect("ca");
+        let ca_exts = parse_strictly(ca.cert_der().as_ref(), "CA certificate");
+        let (pem, _) = ca.issue_pem("node-a").expect("issue");
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        let exts = parse_strictly(der.as_ref(), "node certificate");
+        let get = |exts: &[(String, bool, Vec<u8>)], oid: &str| {
+            exts.iter()
+                .find(|(id, _, _)| id == oid)
+                .map(|(_, critical, v)| (*critical, v.clone()))
+                .unwrap_or_else(|| panic!("no extension {oid}"))
+        };
+        // Not a CA: basicConstraints critical, cA absent (FALSE), no path length.
+        let (critical, bc) = get(&exts, "2.5.29.19");
+        let bc = asn1::parse_single::<strict::BasicConstraints>(&bc).expect("bc");
+        assert!(critical && !bc.ca && bc.path_length.is_none(), "{bc:?}");
+        // Signs handshakes only (digitalSignature, bit 0), as a server and a client.
+        let (critical, ku) = get(&exts, "2.5.29.15");
+        let ku = asn1::parse_single::<asn1::BitString<'_>>(&ku).expect("ku");
+        let bits: Vec<usize> = (0..16).filter(|i| ku.has_bit_set(*i)).collect();
+        assert!(critical && bits == [0], "key usage bits {bits:?}");
+        let (_, eku) = get(&exts, "2.5.29.37");
+        let eku = asn1::parse_single::<asn1::SequenceOf<'_, asn1::ObjectIdentifier>>(&eku)
+            .expect("eku")
+            .map(|oid| oid.to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            eku,
+            ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"],
+            "serverAuth, clientAuth"
+        );
+        // Named by the node name only, and naming its issuer's key.
+        let leaf = webpki::EndEntityCert::try_from(&der).expect("webpki");
+        assert_eq!(leaf.valid_dns_names().collect::<Vec<_>>(), ["node-a"]);
+        get(&exts, "2.5.29.35");
+        // The CA says it is one.
+        let (critical, bc) = get(&ca_exts, "2.5.29.19");
+        let bc = asn1::parse_single::<strict::BasicConstraints>(&bc).expect("CA bc");
+        assert!(critical && bc.ca, "{bc:?}");
     }
 
     #[test]

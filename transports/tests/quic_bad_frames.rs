@@ -346,6 +346,7 @@ fn delta(before: NodeStatsSnapshot, after: NodeStatsSnapshot) -> NodeStatsSnapsh
         undeliverable: after.undeliverable - before.undeliverable,
         deduplicated: after.deduplicated - before.deduplicated,
         mailbox_full: after.mailbox_full - before.mailbox_full,
+        dropped_tells: after.dropped_tells - before.dropped_tells,
     }
 }
 

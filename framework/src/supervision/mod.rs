@@ -75,7 +75,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::NodeError;
-use crate::ids::validate_name;
+use crate::ids::{validate_name, ActorPath};
 use crate::inbox::{Drain, Inbox};
 use crate::registry::{ActorEntry, Registry};
 use crate::remote::{ErasedHandler, RemoteMessage, Sender, TypedHandler};
@@ -392,12 +392,39 @@ impl<T, E: std::fmt::Display> OrFail<T, E> for Result<T, E> {
 type HandlerBuilder<A> =
     Arc<dyn Fn(&Addr<A>, &Arc<Inbox<A>>) -> (&'static str, Arc<dyn ErasedHandler>) + Send + Sync>;
 
+/// What an actor's factory gets ([`ActorSpec::with_context`]): the node it
+/// runs on and where it is.
+pub struct ActorSetup {
+    node: crate::Node,
+    path: ActorPath,
+    tree_path: String,
+}
+
+impl ActorSetup {
+    /// The node the actor runs on.
+    pub fn node(&self) -> &crate::Node {
+        &self.node
+    }
+    /// The actor's path (`node/name`), where its peers reach it.
+    pub fn path(&self) -> &ActorPath {
+        &self.path
+    }
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.path.actor
+    }
+    /// Where it is in the node's supervision tree (`apps/counter/counter`).
+    pub fn tree_path(&self) -> &str {
+        &self.tree_path
+    }
+}
+
 /// How to build and supervise one named actor: its name, a factory that makes
 /// a fresh instance (called again on every restart), the remote messages it
 /// accepts, its mailbox size and restart type.
 pub struct ActorSpec<A: Actor<Context = Context<A>>> {
     name: String,
-    factory: Arc<dyn Fn() -> A + Send + Sync>,
+    factory: Arc<dyn Fn(&ActorSetup) -> A + Send + Sync>,
     handlers: Vec<HandlerBuilder<A>>,
     mailbox: usize,
     restart: Restart,
@@ -406,6 +433,28 @@ pub struct ActorSpec<A: Actor<Context = Context<A>>> {
 impl<A: Actor<Context = Context<A>>> ActorSpec<A> {
     /// A spec for actor `name` built by `factory`.
     pub fn new(name: impl Into<String>, factory: impl Fn() -> A + Send + Sync + 'static) -> Self {
+        Self::with_context(name, move |_| factory())
+    }
+
+    /// A spec for actor `name` built by `factory`, which gets the node the
+    /// actor runs on and the actor's own path on every (re)start, so the
+    /// actor can reach its peers without capturing clones:
+    ///
+    /// ```
+    /// # use actix::prelude::*;
+    /// # use troupe_framework::{supervision::ActorSetup, ActorSpec, Node};
+    /// struct Greeter { node: Node, me: String }
+    /// impl Actor for Greeter { type Context = Context<Self>; }
+    /// let spec = ActorSpec::with_context("greeter", |cx: &ActorSetup| Greeter {
+    ///     node: cx.node().clone(),
+    ///     me: cx.path().to_string(), // "node-a/greeter"
+    /// });
+    /// # let _ = spec;
+    /// ```
+    pub fn with_context(
+        name: impl Into<String>,
+        factory: impl Fn(&ActorSetup) -> A + Send + Sync + 'static,
+    ) -> Self {
         Self {
             name: name.into(),
             factory: Arc::new(factory),
@@ -473,6 +522,22 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
         self.restart
     }
     fn start(&self, cx: ChildContext) -> RunningChild {
+        let Some(node) = cx.hub.node() else {
+            // Only while the node itself goes away: nothing to start.
+            tracing::debug!(actor = %self.name, "not started: the node is gone");
+            return RunningChild {
+                stop: None,
+                supervisor: None,
+            };
+        };
+        let actor_cx = ActorSetup {
+            path: ActorPath {
+                node: node.name().to_string(),
+                actor: self.name.clone(),
+            },
+            tree_path: cx.path.clone(),
+            node,
+        };
         let factory = self.factory.clone();
         let mailbox = self.mailbox;
         let mut running = None;
@@ -488,7 +553,7 @@ impl<A: Actor<Context = Context<A>>> ChildFactory for ActorSpec<A> {
             let cleanup: Box<dyn FnOnce()> =
                 Box::new(move || reg.remove_if_generation(&n, generation));
             running = Some(install_exit_guard(ctx, &cx, Some(cleanup)));
-            factory()
+            factory(&actor_cx)
         });
         let inbox = inbox.expect("actix runs the create closure before returning");
         let handlers: std::collections::BTreeMap<&'static str, Arc<dyn ErasedHandler>> =

@@ -312,7 +312,13 @@ pub(crate) struct Hub {
     trace: Option<Arc<dyn TraceSink>>,
     epoch: tokio::time::Instant,
     stop_node: Option<Recipient<StopNode>>,
+    /// A handle to the node, for actor factories that want it (weak inside:
+    /// the node's state holds this hub).
+    handle: std::sync::OnceLock<NodeLink>,
 }
+
+/// Gives a handle to the node while it lives.
+pub(crate) type NodeLink = Box<dyn Fn() -> Option<crate::Node> + Send + Sync>;
 
 impl Hub {
     /// The hub of node `node`, whose clock started at `epoch`.
@@ -329,7 +335,18 @@ impl Hub {
             trace,
             epoch,
             stop_node,
+            handle: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set once the node exists: how to reach it.
+    pub(crate) fn link_node(&self, link: NodeLink) {
+        let _ = self.handle.set(link);
+    }
+
+    /// The node, if it still runs.
+    pub(crate) fn node(&self) -> Option<crate::Node> {
+        self.handle.get().and_then(|f| f())
     }
 
     /// A receiver of every event published from now on.

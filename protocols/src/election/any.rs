@@ -15,6 +15,7 @@ use super::{
     Bully, ElectionAlgorithm, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent,
     NextInLine, RingElection,
 };
+use crate::group::Terms;
 
 crate::any_core! {
     /// Any election core, selected by [`ElectionAlgorithm`].
@@ -26,9 +27,7 @@ crate::any_core! {
     state ElectionDurable<Id>;
     config ElectionConfig;
     trait ElectionCore {
-        query term -> u64;
-        query leader -> Option<&Id>;
-        query id -> &Id;
+        query terms -> &Terms<Id>;
     }
     variants {
         /// [`Bully`].

@@ -23,16 +23,16 @@
 //! id wins with a term above both.
 
 use crate::MemberId;
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::Change;
 
 /// Bully wire messages. Every message carries the sender's largest term seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,92 +66,67 @@ pub enum BullyMsg<Id> {
     },
 }
 
-/// Bully timers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BullyTimer {
-    /// No `Alive` arrived for election `round`.
-    AliveTimeout {
-        /// Which election.
-        round: u64,
-    },
-    /// No `Coordinator` arrived after an `Alive` in election `round`.
-    CoordinatorTimeout {
-        /// Which election.
-        round: u64,
-    },
-    /// Time for the leader to re-announce (leadership `round`).
-    Heartbeat {
-        /// Which leadership.
-        round: u64,
-    },
+/// A bully-election core for one member.
+pub type Bully<Id> = Election<Id, BullyState>;
+
+/// Bully's own state (see [`Bully`]): the phase of this member's election.
+#[derive(Debug, Clone, Default)]
+pub struct BullyState {
+    phase: Phase,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl<Id> ElectionState<Id> for BullyState {}
+
+/// Where this member's election is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Phase {
+    /// No election of its own running.
+    #[default]
     Idle,
+    /// Waiting for an `Alive` from a higher member.
     AwaitAlive,
+    /// Got an `Alive`; waiting for the `Coordinator`.
     AwaitCoordinator,
 }
 
-/// A bully-election core for one member.
-#[derive(Debug, Clone)]
-pub struct Bully<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
-    term: u64,
-    max_term: u64,
-    leader: Option<Id>,
-    phase: Phase,
-    round: u64,
-    hb_round: u64,
+/// Bully timers. Each is its own key: at most one of each is pending, the
+/// timeout of the election phase this member is in (none when idle) and the
+/// heartbeat while it leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BullyTimer {
+    /// No `Alive` arrived for this member's election.
+    AliveTimeout,
+    /// No `Coordinator` arrived after an `Alive`.
+    CoordinatorTimeout,
+    /// Time for the leader to re-announce (a member that no longer leads
+    /// lets it lapse).
+    Heartbeat,
 }
 
 type Out<Id> = Outputs<Id, BullyMsg<Id>, BullyTimer, ElectionEvent<Id>>;
 
 impl<Id: MemberId> Bully<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let saved = Snapshot::resumed(durable.clone());
-        let d = durable.unwrap_or_default();
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            term: d.term,
-            max_term: d.max_term.max(d.term),
-            leader: None,
-            phase: Phase::Idle,
-            round: 0,
-            hb_round: 0,
+    fn live_others(&self) -> Vec<Id> {
+        self.group.live_peers().cloned().collect()
+    }
+
+    /// Leave the current election phase: its timeout is void.
+    fn end_phase(&mut self, out: &mut Out<Id>) {
+        match self.alg.phase {
+            Phase::Idle => {}
+            Phase::AwaitAlive => out.cancel_timer(BullyTimer::AliveTimeout),
+            Phase::AwaitCoordinator => out.cancel_timer(BullyTimer::CoordinatorTimeout),
         }
-    }
-
-    fn live_others(&self) -> impl Iterator<Item = &Id> + '_ {
-        self.members
-            .iter()
-            .filter(move |m| **m != self.me && !self.down.contains(*m))
-    }
-
-    fn rank(&self) -> usize {
-        super::super::mutex::rank(&self.members, &self.me)
+        self.alg.phase = Phase::Idle;
     }
 
     fn start_election(&mut self, out: &mut Out<Id>) {
-        self.round += 1;
+        self.end_phase(out);
+        let me = self.group.me();
         let higher: Vec<Id> = self
-            .live_others()
-            .filter(|m| **m > self.me)
+            .group
+            .live_peers()
+            .filter(|m| *m > me)
             .cloned()
             .collect();
         if higher.is_empty() {
@@ -162,98 +137,39 @@ impl<Id: MemberId> Bully<Id> {
             out.send(
                 h,
                 BullyMsg::Election {
-                    max_term: self.max_term,
+                    max_term: self.terms.max_term(),
                 },
             );
         }
-        self.phase = Phase::AwaitAlive;
-        out.set_timer(
-            self.config.election_timeout,
-            BullyTimer::AliveTimeout { round: self.round },
-        );
+        self.alg.phase = Phase::AwaitAlive;
+        out.set_timer(self.config.election_timeout, BullyTimer::AliveTimeout);
     }
 
     fn become_leader(&mut self, out: &mut Out<Id>) {
-        self.round += 1;
-        let term = next_term(self.max_term, self.rank(), self.members.len());
-        self.max_term = term;
-        self.term = term;
-        self.leader = Some(self.me.clone());
-        self.phase = Phase::Idle;
-        let others: Vec<Id> = self.live_others().cloned().collect();
-        for m in others {
+        self.end_phase(out);
+        let term = self.terms.claim(out);
+        for m in self.live_others() {
             out.send(m, BullyMsg::Coordinator { term });
         }
-        out.emit(ElectionEvent::LeaderChanged {
-            term,
-            leader: Some(self.me.clone()),
-        });
-        self.hb_round += 1;
-        out.set_timer(
-            self.config.heartbeat,
-            BullyTimer::Heartbeat {
-                round: self.hb_round,
-            },
-        );
-    }
-
-    fn set_leader(&mut self, term: u64, leader: Option<Id>, out: &mut Out<Id>) {
-        if self.term != term || self.leader != leader {
-            self.term = term;
-            self.max_term = self.max_term.max(term);
-            self.leader = leader.clone();
-            out.emit(ElectionEvent::LeaderChanged { term, leader });
-        }
+        out.set_timer(self.config.heartbeat, BullyTimer::Heartbeat);
     }
 
     /// A leader claim for `term` from `from`: accept it or reject it.
     fn on_claim(&mut self, from: Id, term: u64, out: &mut Out<Id>) {
-        self.max_term = self.max_term.max(term);
-        let acceptable = term > self.term
-            || (term == self.term
-                && (self.leader.is_none() || self.leader.as_ref() == Some(&from)));
-        if acceptable {
-            self.round += 1; // cancels pending election timers
-            self.phase = Phase::Idle;
-            self.set_leader(term, Some(from.clone()), out);
-            if from < self.me {
-                // The bully rule: a lower member must not lead while I live.
-                self.start_election(out);
-            }
-        } else {
-            out.send(
-                from,
-                BullyMsg::Reject {
-                    term: self.term,
-                    leader: self.leader.clone(),
-                },
-            );
+        if !self.terms.accept(term, from.clone(), out) {
+            let (term, leader) = self.terms.rejection();
+            return out.send(from, BullyMsg::Reject { term, leader });
+        }
+        self.end_phase(out);
+        if from < *self.group.me() {
+            // The bully rule: a lower member must not lead while I live.
+            self.start_election(out);
         }
     }
 }
 
-impl<Id: MemberId> ElectionCore for Bully<Id> {
-    fn term(&self) -> u64 {
-        self.term
-    }
-    fn leader(&self) -> Option<&Id> {
-        self.leader.as_ref()
-    }
-    fn id(&self) -> &Id {
-        &self.me
-    }
-}
-
 impl<Id: MemberId> Protocol for Bully<Id> {
-    type Id = Id;
-    type Msg = BullyMsg<Id>;
-    type Timer = BullyTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(BullyMsg<Id>, BullyTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -262,27 +178,29 @@ impl<Id: MemberId> Protocol for Bully<Id> {
     fn on_message(&mut self, _now: Duration, from: Id, msg: BullyMsg<Id>, out: &mut Out<Id>) {
         match msg {
             BullyMsg::Election { max_term } => {
-                self.max_term = self.max_term.max(max_term);
+                self.terms.observe(max_term);
                 out.send(
                     from.clone(),
                     BullyMsg::Alive {
-                        max_term: self.max_term,
+                        max_term: self.terms.max_term(),
                     },
                 );
-                if self.leader.as_ref() == Some(&self.me) && self.max_term == self.term {
+                if self.terms.is_leading() && self.terms.max_term() == self.terms.term() {
                     // Already leading with the newest term: just tell it again.
-                    out.send(from, BullyMsg::Coordinator { term: self.term });
-                } else if self.phase == Phase::Idle {
+                    let term = self.terms.term();
+                    out.send(from, BullyMsg::Coordinator { term });
+                } else if self.alg.phase == Phase::Idle {
                     self.start_election(out);
                 }
             }
             BullyMsg::Alive { max_term } => {
-                self.max_term = self.max_term.max(max_term);
-                if self.phase == Phase::AwaitAlive && from > self.me {
-                    self.phase = Phase::AwaitCoordinator;
+                self.terms.observe(max_term);
+                if self.alg.phase == Phase::AwaitAlive && from > *self.group.me() {
+                    self.end_phase(out);
+                    self.alg.phase = Phase::AwaitCoordinator;
                     out.set_timer(
                         self.config.coordinator_timeout,
-                        BullyTimer::CoordinatorTimeout { round: self.round },
+                        BullyTimer::CoordinatorTimeout,
                     );
                 }
             }
@@ -290,13 +208,10 @@ impl<Id: MemberId> Protocol for Bully<Id> {
                 self.on_claim(from, term, out);
             }
             BullyMsg::Reject { term, leader } => {
-                self.max_term = self.max_term.max(term);
-                if term > self.term {
-                    self.round += 1;
-                    self.phase = Phase::Idle;
-                    self.set_leader(term, leader.clone(), out);
-                    let below_me = leader.as_ref().is_none_or(|l| *l < self.me);
-                    if below_me {
+                if self.terms.step_down(term, leader, out) {
+                    self.end_phase(out);
+                    let me = self.group.me();
+                    if self.terms.leader().is_none_or(|l| l < me) {
                         self.start_election(out);
                     }
                 }
@@ -306,75 +221,53 @@ impl<Id: MemberId> Protocol for Bully<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: BullyTimer, out: &mut Out<Id>) {
         match timer {
-            BullyTimer::AliveTimeout { round } => {
-                if round == self.round && self.phase == Phase::AwaitAlive {
+            BullyTimer::AliveTimeout => {
+                if self.alg.phase == Phase::AwaitAlive {
                     self.become_leader(out);
                 }
             }
-            BullyTimer::CoordinatorTimeout { round } => {
-                if round == self.round && self.phase == Phase::AwaitCoordinator {
+            BullyTimer::CoordinatorTimeout => {
+                if self.alg.phase == Phase::AwaitCoordinator {
                     self.start_election(out);
                 }
             }
-            BullyTimer::Heartbeat { round } => {
-                if round == self.hb_round && self.leader.as_ref() == Some(&self.me) {
-                    let others: Vec<Id> = self.live_others().cloned().collect();
-                    for m in others {
-                        out.send(m, BullyMsg::Heartbeat { term: self.term });
+            BullyTimer::Heartbeat => {
+                if self.terms.is_leading() {
+                    let term = self.terms.term();
+                    for m in self.live_others() {
+                        out.send(m, BullyMsg::Heartbeat { term });
                     }
-                    out.set_timer(self.config.heartbeat, BullyTimer::Heartbeat { round });
+                    out.set_timer(self.config.heartbeat, BullyTimer::Heartbeat);
                 }
             }
         }
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if !self.down.remove(&m) {
-                return;
-            }
-            if self.leader.as_ref() == Some(&self.me) {
-                out.send(m.clone(), BullyMsg::Coordinator { term: self.term });
-            }
-            let above_leader = self.leader.as_ref().is_none_or(|l| m > *l);
-            if above_leader && self.phase == Phase::Idle && m > self.me {
-                self.start_election(out);
-            }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if self.leader.as_ref() == Some(&m) {
-                self.set_leader(self.term, None, out);
-                if self.phase == Phase::Idle {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
+                if self.terms.is_leading() {
+                    let term = self.terms.term();
+                    out.send(m.clone(), BullyMsg::Coordinator { term });
+                }
+                let above_leader = self.terms.leader().is_none_or(|l| m > *l);
+                if above_leader && self.alg.phase == Phase::Idle && m > *self.group.me() {
                     self.start_election(out);
                 }
             }
+            Some(Change::Gone(m)) => {
+                if self.terms.is_led_by(&m) {
+                    self.terms.leader_gone(out);
+                    if self.alg.phase == Phase::Idle {
+                        self.start_election(out);
+                    }
+                }
+            }
+            Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for Bully<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        ElectionDurable {
-            term: self.term,
-            max_term: self.max_term,
-            successors: Vec::new(),
-        }
-    }
-}
-
-impl<Id: MemberId> SimProtocol for Bully<Id> {
-    fn msg_kind(msg: &BullyMsg<Id>) -> &'static str {
-        match msg {
-            BullyMsg::Election { .. } => "election",
-            BullyMsg::Alive { .. } => "alive",
-            BullyMsg::Coordinator { .. } => "coordinator",
-            BullyMsg::Heartbeat { .. } => "heartbeat",
-            BullyMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

@@ -5,8 +5,10 @@
 //! live id wins), [`RingElection`] (a message collects the live ids around the
 //! ring; the initiator announces the largest) and [`NextInLine`] (the leader
 //! publishes an ordered successor list; on its failure the first live
-//! successor takes over without an election). [`ElectionAlgorithm`] names
-//! them for configuration files and [`AnyElection`] runs the one a
+//! successor takes over without an election). Each is an [`Election`] — the
+//! group, the [`Terms`], the settings and the durable snapshot that every
+//! algorithm keeps — around the algorithm's own state. [`ElectionAlgorithm`]
+//! names them for configuration files and [`AnyElection`] runs the one a
 //! configuration names.
 //!
 //! ## Terms
@@ -20,6 +22,9 @@
 //! at least as large as the one they know, reject older ones (answering with
 //! [`ElectionEvent`]-worthy information: the newer term and its leader), and a
 //! leader that hears of a newer term steps down.
+//! [`Terms`] keeps these rules for every core, and
+//! [`Group`] the members, ranks and live set they
+//! are computed from.
 //!
 //! ## Partitions
 //! Bully and ring election rely on the failure detector; across a partition
@@ -40,12 +45,20 @@ pub use bully::Bully;
 pub use next_in_line::NextInLine;
 pub use ring::RingElection;
 
+use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{
+    DurableError, Outputs, Protocol, Recovered, Snapshot, SnapshotCore,
+};
+
+use crate::group::{Group, Terms};
+use crate::testkit::SimProtocol;
+use crate::MemberId;
 
 pub use crate::family::UnknownAlgorithm;
+pub use crate::group::next_term;
 
 crate::algorithms! {
     /// The election algorithms, by the names configuration files use.
@@ -118,17 +131,110 @@ impl<Id> Default for ElectionDurable<Id> {
 
 /// The query side every election core offers (what an actor wrapper exposes).
 pub trait ElectionCore: Protocol<Event = ElectionEvent<<Self as Protocol>::Id>> {
+    /// This node's terms: its term, the largest it has seen, its leader.
+    fn terms(&self) -> &Terms<Self::Id>;
     /// The term this node is in.
-    fn term(&self) -> u64;
+    fn term(&self) -> u64 {
+        self.terms().term()
+    }
     /// The leader of that term, if known.
-    fn leader(&self) -> Option<&Self::Id>;
+    fn leader(&self) -> Option<&Self::Id> {
+        self.terms().leader()
+    }
     /// This node's id.
-    fn id(&self) -> &Self::Id;
+    fn id(&self) -> &Self::Id {
+        self.terms().me()
+    }
     /// True when this node is the leader of its term.
     fn is_leader(&self) -> bool {
         self.leader() == Some(self.id())
     }
 }
+
+/// An election core: what every algorithm keeps — its group, its terms, its
+/// settings and the snapshot of its durable state — around the algorithm's
+/// own state `A`. [`Bully`], [`RingElection`] and [`NextInLine`] are
+/// elections of their algorithm's state; each implements [`Protocol`], and
+/// every election is an [`ElectionCore`], a [`SnapshotCore`] (its terms, and
+/// what `A` adds) and a [`SimProtocol`].
+#[derive(Debug, Clone)]
+pub struct Election<Id, A> {
+    group: Group<Id>,
+    terms: Terms<Id>,
+    config: ElectionConfig,
+    saved: Snapshot<ElectionDurable<Id>>,
+    alg: A,
+}
+
+/// An election algorithm's own state: what its [`Election`] keeps besides
+/// the group and the terms. It starts as the default value.
+pub trait ElectionState<Id>: Clone + Debug + Default {
+    /// Take up what a previous life made durable (the default value on a
+    /// first start), for the member of `group`. Default: nothing to take.
+    fn resume(&mut self, group: &Group<Id>, durable: &ElectionDurable<Id>) {
+        let _ = (group, durable);
+    }
+    /// What it keeps on stable storage besides the terms: next-in-line's
+    /// successor list (nothing by default).
+    fn successors(&self) -> Vec<Id> {
+        Vec::new()
+    }
+}
+
+impl<Id: MemberId, A: ElectionState<Id>> Election<Id, A> {
+    /// A core for `me` among `members`, restarted from `durable` if given.
+    pub fn new(
+        me: Id,
+        members: impl IntoIterator<Item = Id>,
+        config: ElectionConfig,
+        durable: Option<ElectionDurable<Id>>,
+    ) -> Self {
+        let group = Group::new(me, members);
+        let d = durable.clone().unwrap_or_default();
+        let mut alg = A::default();
+        alg.resume(&group, &d);
+        Self {
+            terms: Terms::new(&group, &d),
+            group,
+            config,
+            saved: Snapshot::resumed(durable),
+            alg,
+        }
+    }
+}
+
+impl<Id: MemberId, A: ElectionState<Id>> Election<Id, A>
+where
+    Self: SnapshotCore<State = ElectionDurable<Id>>,
+{
+    /// Save the durable state if it changed (what the algorithm's
+    /// [`Protocol::persist`] does).
+    fn save<M, T>(&mut self, out: &mut Outputs<Id, M, T, ElectionEvent<Id>>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+}
+
+impl<Id: MemberId, A: ElectionState<Id>> ElectionCore for Election<Id, A>
+where
+    Self: Protocol<Id = Id, Event = ElectionEvent<Id>>,
+{
+    fn terms(&self) -> &Terms<Id> {
+        &self.terms
+    }
+}
+
+impl<Id: MemberId, A: ElectionState<Id>> SnapshotCore for Election<Id, A>
+where
+    Self: Protocol<Id = Id>,
+{
+    type State = ElectionDurable<Id>;
+    fn state(&self) -> ElectionDurable<Id> {
+        self.terms.durable(self.alg.successors())
+    }
+}
+
+impl<Id: MemberId, A: ElectionState<Id>> SimProtocol for Election<Id, A> where Self: Protocol {}
 
 /// Who leads, in which term, as this node knows it: what an election's
 /// handles watch.
@@ -176,32 +282,9 @@ impl crate::family::Family for ElectionFamily {
     }
 }
 
-/// The smallest term `> max_seen` that the member of `rank` in a group of
-/// `n` may claim (`t % n == rank`).
-pub fn next_term(max_seen: u64, rank: usize, n: usize) -> u64 {
-    let n = n.max(1) as u64;
-    let rank = rank as u64 % n;
-    let base = max_seen + 1;
-    base + (rank + n - base % n) % n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn striped_terms_are_unique_and_growing() {
-        for n in 1..6usize {
-            for max in 0..20u64 {
-                for r in 0..n {
-                    let t = next_term(max, r, n);
-                    assert!(t > max);
-                    assert_eq!(t % n as u64, r as u64);
-                    assert!(t <= max + n as u64);
-                }
-            }
-        }
-    }
 
     #[test]
     fn names_round_trip() {

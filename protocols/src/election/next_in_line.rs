@@ -25,12 +25,12 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::mutex::rank;
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionDurable, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::{Change, Group};
 
 /// Next-in-line wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,115 +58,90 @@ pub enum NextInLineMsg<Id> {
     },
 }
 
-/// Next-in-line timers.
+/// Next-in-line timers. Each is its own key: at most one of each is
+/// pending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NextInLineTimer {
-    /// The expected successor did not announce itself (takeover `round`).
-    Takeover {
-        /// Which wait.
-        round: u64,
-    },
-    /// Time for the leader to re-announce (leadership `round`).
-    Heartbeat {
-        /// Which leadership.
-        round: u64,
-    },
+    /// The expected successor did not announce itself (or, after a start,
+    /// no leader was heard).
+    Takeover,
+    /// Time for the leader to re-announce (a member that no longer leads
+    /// lets it lapse).
+    Heartbeat,
 }
 
 /// A next-in-line core for one member.
+pub type NextInLine<Id> = Election<Id, NextInLineState<Id>>;
+
+/// Next-in-line's own state (see [`NextInLine`]).
 #[derive(Debug, Clone)]
-pub struct NextInLine<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
-    term: u64,
-    max_term: u64,
-    leader: Option<Id>,
+pub struct NextInLineState<Id> {
+    /// The successor list last received (or published); kept durably.
     successors: Vec<Id>,
+    /// Successors that stayed silent when their turn came.
     skipped: BTreeSet<Id>,
-    round: u64,
-    hb_round: u64,
+    /// Listening for a running leader after a (re)start.
     listening: bool,
+    /// The successor expected to announce itself.
     awaiting: Option<Id>,
+}
+
+impl<Id> Default for NextInLineState<Id> {
+    fn default() -> Self {
+        Self {
+            successors: Vec::new(),
+            skipped: BTreeSet::new(),
+            listening: false,
+            awaiting: None,
+        }
+    }
+}
+
+impl<Id: MemberId> ElectionState<Id> for NextInLineState<Id> {
+    fn resume(&mut self, group: &Group<Id>, durable: &ElectionDurable<Id>) {
+        // Before any list was published: the members, highest first.
+        self.successors = if durable.successors.is_empty() {
+            group.members().iter().rev().cloned().collect()
+        } else {
+            durable.successors.clone()
+        };
+    }
+
+    fn successors(&self) -> Vec<Id> {
+        self.successors.clone()
+    }
 }
 
 type Out<Id> = Outputs<Id, NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>>;
 
 impl<Id: MemberId> NextInLine<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let saved = Snapshot::resumed(durable.clone());
-        let d = durable.unwrap_or_default();
-        let successors = if d.successors.is_empty() {
-            members.iter().rev().cloned().collect()
-        } else {
-            d.successors
-        };
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            term: d.term,
-            max_term: d.max_term.max(d.term),
-            leader: None,
-            successors,
-            skipped: BTreeSet::new(),
-            round: 0,
-            hb_round: 0,
-            listening: false,
-            awaiting: None,
-        }
-    }
-
     /// The successor list this member last received (or published).
     pub fn successors(&self) -> &[Id] {
-        &self.successors
-    }
-
-    fn is_live(&self, m: &Id) -> bool {
-        *m == self.me || !self.down.contains(m)
+        &self.alg.successors
     }
 
     fn live_others_desc(&self) -> Vec<Id> {
-        self.members
-            .iter()
-            .rev()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
+        self.group.live_peers().rev().cloned().collect()
     }
 
     /// The leader is gone: promote ourselves if we are next, else wait.
     fn take_over(&mut self, out: &mut Out<Id>) {
-        if self.leader.is_some() {
+        if self.terms.leader().is_some() {
             return;
         }
         let candidate = self
+            .alg
             .successors
             .iter()
-            .find(|m| self.is_live(m) && !self.skipped.contains(*m))
+            .find(|m| self.group.is_live(m) && !self.alg.skipped.contains(*m))
             .cloned();
         match candidate {
-            Some(c) if c != self.me => {
-                if self.awaiting.as_ref() == Some(&c) {
+            Some(c) if c != *self.group.me() => {
+                if self.alg.awaiting.as_ref() == Some(&c) {
                     return; // already waiting for it
                 }
-                self.awaiting = Some(c);
-                self.round += 1;
-                out.set_timer(
-                    self.config.election_timeout,
-                    NextInLineTimer::Takeover { round: self.round },
-                );
+                self.alg.awaiting = Some(c);
+                out.set_timer(self.config.election_timeout, NextInLineTimer::Takeover);
             }
             // Next in line, or nobody left on the list: lead.
             _ => self.become_leader(out),
@@ -174,112 +149,51 @@ impl<Id: MemberId> NextInLine<Id> {
     }
 
     fn become_leader(&mut self, out: &mut Out<Id>) {
-        self.round += 1;
-        let term = next_term(
-            self.max_term,
-            rank(&self.members, &self.me),
-            self.members.len(),
-        );
-        self.successors = self.live_others_desc();
-        self.skipped.clear();
-        self.set_leader(term, Some(self.me.clone()), out);
+        out.cancel_timer(NextInLineTimer::Takeover);
+        self.alg.successors = self.live_others_desc();
+        self.alg.skipped.clear();
+        self.terms.claim(out);
+        self.alg.awaiting = None;
         self.publish(false, out);
-        self.hb_round += 1;
-        out.set_timer(
-            self.config.heartbeat,
-            NextInLineTimer::Heartbeat {
-                round: self.hb_round,
-            },
-        );
+        out.set_timer(self.config.heartbeat, NextInLineTimer::Heartbeat);
     }
 
     fn publish(&mut self, heartbeat: bool, out: &mut Out<Id>) {
-        self.successors = self.live_others_desc();
+        self.alg.successors = self.live_others_desc();
+        let term = self.terms.term();
         for m in self.live_others_desc() {
-            let successors = self.successors.clone();
+            let successors = self.alg.successors.clone();
             let msg = if heartbeat {
-                NextInLineMsg::Heartbeat {
-                    term: self.term,
-                    successors,
-                }
+                NextInLineMsg::Heartbeat { term, successors }
             } else {
-                NextInLineMsg::Coordinator {
-                    term: self.term,
-                    successors,
-                }
+                NextInLineMsg::Coordinator { term, successors }
             };
             out.send(m, msg);
         }
     }
 
-    fn set_leader(&mut self, term: u64, leader: Option<Id>, out: &mut Out<Id>) {
-        self.max_term = self.max_term.max(term);
-        if leader.is_some() {
-            self.awaiting = None;
-        }
-        if self.term != term || self.leader != leader {
-            self.term = term;
-            self.leader = leader.clone();
-            out.emit(ElectionEvent::LeaderChanged { term, leader });
-        }
-    }
-
     fn on_claim(&mut self, from: Id, term: u64, successors: Vec<Id>, out: &mut Out<Id>) {
-        self.max_term = self.max_term.max(term);
-        let acceptable = term > self.term
-            || (term == self.term && self.leader.as_ref().is_none_or(|l| *l == from));
-        if acceptable {
-            self.round += 1; // cancels a pending takeover wait
-            self.skipped.clear();
-            self.successors = successors;
-            self.set_leader(term, Some(from), out);
+        if self.terms.accept(term, from.clone(), out) {
+            out.cancel_timer(NextInLineTimer::Takeover);
+            // A leader heard: the start-up listening is over.
+            self.alg.listening = false;
+            self.alg.skipped.clear();
+            self.alg.successors = successors;
+            self.alg.awaiting = None;
         } else {
-            out.send(
-                from,
-                NextInLineMsg::Reject {
-                    term: self.term,
-                    leader: self.leader.clone(),
-                },
-            );
+            let (term, leader) = self.terms.rejection();
+            out.send(from, NextInLineMsg::Reject { term, leader });
         }
-    }
-
-    fn is_leading(&self) -> bool {
-        self.leader.as_ref() == Some(&self.me)
-    }
-}
-
-impl<Id: MemberId> ElectionCore for NextInLine<Id> {
-    fn term(&self) -> u64 {
-        self.term
-    }
-    fn leader(&self) -> Option<&Id> {
-        self.leader.as_ref()
-    }
-    fn id(&self) -> &Id {
-        &self.me
     }
 }
 
 impl<Id: MemberId> Protocol for NextInLine<Id> {
-    type Id = Id;
-    type Msg = NextInLineMsg<Id>;
-    type Timer = NextInLineTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(NextInLineMsg<Id>, NextInLineTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         // Listen first: a leader may already be running.
-        self.round += 1;
-        self.listening = true;
-        out.set_timer(
-            self.config.heartbeat * 2,
-            NextInLineTimer::Takeover { round: self.round },
-        );
+        self.alg.listening = true;
+        out.set_timer(self.config.heartbeat * 2, NextInLineTimer::Takeover);
     }
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: NextInLineMsg<Id>, out: &mut Out<Id>) {
@@ -289,11 +203,15 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
                 self.on_claim(from, term, successors, out);
             }
             NextInLineMsg::Reject { term, leader } => {
-                self.max_term = self.max_term.max(term);
-                if term > self.term {
-                    // Step down and follow the newer term.
-                    self.round += 1;
-                    self.set_leader(term, leader, out);
+                if self.terms.step_down(term, leader, out) {
+                    // Stepped down to follow the newer term: with its
+                    // leader known, stop waiting; without one, keep (or
+                    // start) waiting for the next in line, its takeover
+                    // timer armed.
+                    if self.terms.leader().is_some() {
+                        out.cancel_timer(NextInLineTimer::Takeover);
+                        self.alg.awaiting = None;
+                    }
                     self.take_over(out);
                 }
             }
@@ -302,75 +220,55 @@ impl<Id: MemberId> Protocol for NextInLine<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: NextInLineTimer, out: &mut Out<Id>) {
         match timer {
-            NextInLineTimer::Takeover { round } => {
-                if round != self.round || self.leader.is_some() {
+            NextInLineTimer::Takeover => {
+                if self.terms.leader().is_some() {
                     return;
                 }
-                let listened = std::mem::replace(&mut self.listening, false);
+                let listened = std::mem::replace(&mut self.alg.listening, false);
                 // The expected successor stayed silent: skip it.
-                if let Some(c) = self.awaiting.take() {
+                if let Some(c) = self.alg.awaiting.take() {
                     if !listened {
-                        self.skipped.insert(c);
+                        self.alg.skipped.insert(c);
                     }
                 }
                 self.take_over(out);
             }
-            NextInLineTimer::Heartbeat { round } => {
-                if round == self.hb_round && self.is_leading() {
+            NextInLineTimer::Heartbeat => {
+                if self.terms.is_leading() {
                     self.publish(true, out);
-                    out.set_timer(self.config.heartbeat, NextInLineTimer::Heartbeat { round });
+                    out.set_timer(self.config.heartbeat, NextInLineTimer::Heartbeat);
                 }
             }
         }
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if self.down.remove(&m) {
-                self.skipped.remove(&m);
-                if self.is_leading() {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
+                self.alg.skipped.remove(&m);
+                if self.terms.is_leading() {
                     self.publish(false, out);
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if self.leader.as_ref() == Some(&m) {
-                self.set_leader(self.term, None, out);
-                self.take_over(out);
-            } else if self.leader.is_none() {
-                // Perhaps the one we were waiting for: look again.
-                if self.awaiting.as_ref() == Some(&m) {
-                    self.awaiting = None;
+            Some(Change::Gone(m)) => {
+                if self.terms.is_led_by(&m) {
+                    self.terms.leader_gone(out);
+                    self.take_over(out);
+                } else if self.terms.leader().is_none() {
+                    // Perhaps the one we were waiting for: look again.
+                    if self.alg.awaiting.as_ref() == Some(&m) {
+                        self.alg.awaiting = None;
+                    }
+                    self.take_over(out);
+                } else if self.terms.is_leading() {
+                    self.publish(false, out);
                 }
-                self.take_over(out);
-            } else if self.is_leading() {
-                self.publish(false, out);
             }
+            Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for NextInLine<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        ElectionDurable {
-            term: self.term,
-            max_term: self.max_term,
-            successors: self.successors.clone(),
-        }
-    }
-}
-
-impl<Id: MemberId> SimProtocol for NextInLine<Id> {
-    fn msg_kind(msg: &NextInLineMsg<Id>) -> &'static str {
-        match msg {
-            NextInLineMsg::Coordinator { .. } => "coordinator",
-            NextInLineMsg::Heartbeat { .. } => "heartbeat",
-            NextInLineMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

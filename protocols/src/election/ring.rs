@@ -23,17 +23,16 @@
 //! that the highest live id wins with a term above both.
 
 use crate::MemberId;
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{next_term, ElectionConfig, ElectionCore, ElectionDurable, ElectionEvent};
-use crate::mutex::rank;
-use crate::testkit::SimProtocol;
+use super::{Election, ElectionEvent, ElectionState};
+use crate::family::protocol_types;
+use crate::group::Change;
 
 /// Ring-election wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,195 +71,124 @@ pub enum RingElectionMsg<Id> {
     },
 }
 
-/// Ring-election timers.
+/// Ring-election timers. Each is its own key: at most one of each is
+/// pending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingElectionTimer {
-    /// The election (or its announcement) of `round` did not come back.
-    Timeout {
-        /// Which election.
-        round: u64,
-    },
-    /// Time for the leader to re-announce (leadership `round`).
-    Heartbeat {
-        /// Which leadership.
-        round: u64,
-    },
+    /// This member's election (or its announcement) did not come back.
+    Timeout,
+    /// Time for the leader to re-announce (a member that no longer leads
+    /// lets it lapse).
+    Heartbeat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Phase {
+    #[default]
     Idle,
     Electing,
     Announcing,
 }
 
 /// A ring-election core for one member.
-#[derive(Debug, Clone)]
-pub struct RingElection<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: ElectionConfig,
-    saved: Snapshot<ElectionDurable<Id>>,
-    term: u64,
-    max_term: u64,
-    leader: Option<Id>,
+pub type RingElection<Id> = Election<Id, RingState>;
+
+/// Ring election's own state (see [`RingElection`]).
+#[derive(Debug, Clone, Default)]
+pub struct RingState {
+    /// The phase of this member's election.
     phase: Phase,
-    round: u64,
-    hb_round: u64,
     /// The leader of the current term has shown that it knows it leads.
     confirmed: bool,
 }
 
+impl<Id> ElectionState<Id> for RingState {}
+
 type Out<Id> = Outputs<Id, RingElectionMsg<Id>, RingElectionTimer, ElectionEvent<Id>>;
 
 impl<Id: MemberId> RingElection<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: ElectionConfig,
-        durable: Option<ElectionDurable<Id>>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let saved = Snapshot::resumed(durable.clone());
-        let d = durable.unwrap_or_default();
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            term: d.term,
-            max_term: d.max_term.max(d.term),
-            leader: None,
-            phase: Phase::Idle,
-            round: 0,
-            hb_round: 0,
-            confirmed: false,
-        }
+    fn me(&self) -> &Id {
+        self.group.me()
     }
 
     fn successor(&self) -> Option<Id> {
-        let live = |m: &&Id| **m != self.me && !self.down.contains(*m);
-        let i = rank(&self.members, &self.me);
-        self.members[i + 1..]
-            .iter()
-            .find(live)
-            .or_else(|| self.members[..i].iter().find(live))
-            .cloned()
+        self.group.successor().cloned()
     }
 
     fn timeout(&self) -> Duration {
-        self.config.election_timeout * self.members.len().max(1) as u32
+        self.config.election_timeout * self.group.size() as u32
     }
 
     fn start_election(&mut self, out: &mut Out<Id>) {
-        self.round += 1;
-        self.phase = Phase::Electing;
-        out.set_timer(
-            self.timeout(),
-            RingElectionTimer::Timeout { round: self.round },
-        );
+        self.alg.phase = Phase::Electing;
+        out.set_timer(self.timeout(), RingElectionTimer::Timeout);
         match self.successor() {
             Some(next) => out.send(
                 next,
                 RingElectionMsg::Election {
-                    origin: self.me.clone(),
-                    ids: vec![self.me.clone()],
-                    max_term: self.max_term,
+                    origin: self.me().clone(),
+                    ids: vec![self.me().clone()],
+                    max_term: self.terms.max_term(),
                 },
             ),
-            None => self.conclude(vec![self.me.clone()], out),
+            None => self.conclude(vec![self.me().clone()], out),
         }
+    }
+
+    /// This member's election and its announcement are over: the timeout is
+    /// void.
+    fn end_election(&mut self, out: &mut Out<Id>) {
+        self.alg.phase = Phase::Idle;
+        out.cancel_timer(RingElectionTimer::Timeout);
     }
 
     fn conclude(&mut self, ids: Vec<Id>, out: &mut Out<Id>) {
         let Some(leader) = ids.into_iter().max() else {
             return;
         };
-        let term = next_term(
-            self.max_term,
-            rank(&self.members, &leader),
-            self.members.len(),
-        );
-        self.phase = Phase::Announcing;
+        let term = self.group.next_term_of(&leader, self.terms.max_term());
         self.accept(term, leader.clone(), out);
-        self.phase = Phase::Announcing;
         match self.successor() {
-            Some(next) => out.send(
-                next,
-                RingElectionMsg::Coordinator {
-                    origin: self.me.clone(),
-                    leader,
-                    term,
-                    hops: 1,
-                },
-            ),
-            None => self.phase = Phase::Idle,
+            Some(next) => {
+                self.alg.phase = Phase::Announcing;
+                out.send(
+                    next,
+                    RingElectionMsg::Coordinator {
+                        origin: self.me().clone(),
+                        leader,
+                        term,
+                        hops: 1,
+                    },
+                );
+            }
+            None => self.end_election(out),
         }
     }
 
-    fn set_leader(&mut self, term: u64, leader: Option<Id>, out: &mut Out<Id>) {
-        self.max_term = self.max_term.max(term);
-        if self.term != term || self.leader != leader {
-            self.term = term;
-            self.confirmed = leader.as_ref() == Some(&self.me);
-            self.leader = leader.clone();
-            out.emit(ElectionEvent::LeaderChanged { term, leader });
+    fn follow(&mut self, term: u64, leader: Option<Id>, out: &mut Out<Id>) {
+        if self.terms.follow(term, leader, out) {
+            self.alg.confirmed = self.terms.is_leading();
         }
     }
 
-    fn acceptable(&self, term: u64, leader: &Id) -> bool {
-        term > self.term || (term == self.term && self.leader.as_ref().is_none_or(|l| l == leader))
-    }
-
+    /// Follow `leader` in `term`; start heartbeats if that is this member.
     fn accept(&mut self, term: u64, leader: Id, out: &mut Out<Id>) {
-        let was_leader = self.leader.as_ref() == Some(&self.me) && self.term == term;
-        self.set_leader(term, Some(leader.clone()), out);
-        self.phase = Phase::Idle;
-        if leader == self.me && !was_leader {
-            self.hb_round += 1;
-            out.set_timer(
-                self.config.heartbeat,
-                RingElectionTimer::Heartbeat {
-                    round: self.hb_round,
-                },
-            );
+        let was_leader = self.terms.is_leading() && self.terms.term() == term;
+        let leads = leader == *self.me();
+        self.follow(term, Some(leader), out);
+        if leads && !was_leader {
+            out.set_timer(self.config.heartbeat, RingElectionTimer::Heartbeat);
         }
     }
 
-    fn live_others(&self) -> Vec<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-}
-
-impl<Id: MemberId> ElectionCore for RingElection<Id> {
-    fn term(&self) -> u64 {
-        self.term
-    }
-    fn leader(&self) -> Option<&Id> {
-        self.leader.as_ref()
-    }
-    fn id(&self) -> &Id {
-        &self.me
+    fn reject(&self, to: Id, out: &mut Out<Id>) {
+        let (term, leader) = self.terms.rejection();
+        out.send(to, RingElectionMsg::Reject { term, leader });
     }
 }
 
 impl<Id: MemberId> Protocol for RingElection<Id> {
-    type Id = Id;
-    type Msg = RingElectionMsg<Id>;
-    type Timer = RingElectionTimer;
-    type Event = ElectionEvent<Id>;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+    protocol_types!(RingElectionMsg<Id>, RingElectionTimer, ElectionEvent<Id>);
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         self.start_election(out);
@@ -279,23 +207,23 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
                 mut ids,
                 max_term,
             } => {
-                self.max_term = self.max_term.max(max_term);
-                if origin == self.me {
-                    if self.phase == Phase::Electing {
+                self.terms.observe(max_term);
+                if origin == *self.me() {
+                    if self.alg.phase == Phase::Electing {
                         self.conclude(ids, out);
                     }
-                } else if self.phase == Phase::Electing && origin < self.me {
+                } else if self.alg.phase == Phase::Electing && origin < *self.me() {
                     // Chang–Roberts suppression: our own election, started by
                     // a higher id, covers this one.
-                } else if !ids.contains(&self.me) {
-                    ids.push(self.me.clone());
+                } else if !ids.contains(self.me()) {
+                    ids.push(self.me().clone());
                     if let Some(next) = self.successor() {
                         out.send(
                             next,
                             RingElectionMsg::Election {
                                 origin,
                                 ids,
-                                max_term: self.max_term,
+                                max_term: self.terms.max_term(),
                             },
                         );
                     }
@@ -307,31 +235,26 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
                 term,
                 hops,
             } => {
-                self.max_term = self.max_term.max(term);
-                if origin == self.me {
-                    if self.phase == Phase::Announcing {
-                        self.phase = Phase::Idle;
+                self.terms.observe(term);
+                if origin == *self.me() {
+                    if self.alg.phase == Phase::Announcing {
+                        self.end_election(out);
                     }
                     return;
                 }
-                if hops as usize > self.members.len() {
+                if hops as usize > self.group.size() {
                     return;
                 }
-                if self.acceptable(term, &leader) {
+                if self.terms.acceptable(term, &leader) {
                     self.accept(term, leader.clone(), out);
-                    if leader < self.me {
+                    self.end_election(out);
+                    if leader < *self.me() {
                         // Our id was missed (a lost message, or we restarted
                         // meanwhile): the highest live id must lead.
                         self.start_election(out);
                     }
-                } else if leader != self.me {
-                    out.send(
-                        leader.clone(),
-                        RingElectionMsg::Reject {
-                            term: self.term,
-                            leader: self.leader.clone(),
-                        },
-                    );
+                } else if leader != *self.me() {
+                    self.reject(leader.clone(), out);
                 }
                 if let Some(next) = self.successor() {
                     out.send(
@@ -346,31 +269,25 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
                 }
             }
             RingElectionMsg::Heartbeat { term } => {
-                self.max_term = self.max_term.max(term);
-                if self.acceptable(term, &from) {
-                    let lower = from < self.me;
+                self.terms.observe(term);
+                if self.terms.acceptable(term, &from) {
+                    let lower = from < *self.me();
                     self.accept(term, from, out);
-                    self.confirmed = true;
-                    if lower && self.phase == Phase::Idle {
+                    self.end_election(out);
+                    self.alg.confirmed = true;
+                    if lower {
                         self.start_election(out);
                     }
                 } else {
-                    out.send(
-                        from,
-                        RingElectionMsg::Reject {
-                            term: self.term,
-                            leader: self.leader.clone(),
-                        },
-                    );
+                    self.reject(from, out);
                 }
             }
             RingElectionMsg::Reject { term, leader } => {
-                self.max_term = self.max_term.max(term);
-                if term > self.term {
-                    self.round += 1;
-                    self.phase = Phase::Idle;
-                    self.set_leader(term, leader.clone(), out);
-                    if leader.as_ref().is_none_or(|l| *l < self.me) {
+                if self.terms.step_down(term, leader, out) {
+                    self.alg.confirmed = self.terms.is_leading();
+                    self.end_election(out);
+                    let me = self.me();
+                    if self.terms.leader().is_none_or(|l| l < me) {
                         self.start_election(out);
                     }
                 }
@@ -380,81 +297,55 @@ impl<Id: MemberId> Protocol for RingElection<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: RingElectionTimer, out: &mut Out<Id>) {
         match timer {
-            RingElectionTimer::Timeout { round } => {
-                if round != self.round {
-                    return;
-                }
-                match self.phase {
-                    Phase::Idle => {}
-                    // Our announcement did not come back, but a leader that
-                    // knows it leads repairs that with its heartbeats.
-                    Phase::Announcing if self.confirmed => self.phase = Phase::Idle,
-                    _ => self.start_election(out),
-                }
-            }
-            RingElectionTimer::Heartbeat { round } => {
-                if round == self.hb_round && self.leader.as_ref() == Some(&self.me) {
-                    for m in self.live_others() {
-                        out.send(m, RingElectionMsg::Heartbeat { term: self.term });
+            RingElectionTimer::Timeout => match self.alg.phase {
+                Phase::Idle => {}
+                // Our announcement did not come back, but a leader that
+                // knows it leads repairs that with its heartbeats.
+                Phase::Announcing if self.alg.confirmed => self.alg.phase = Phase::Idle,
+                _ => self.start_election(out),
+            },
+            RingElectionTimer::Heartbeat => {
+                if self.terms.is_leading() {
+                    let term = self.terms.term();
+                    for m in self.group.live_peers() {
+                        out.send(m.clone(), RingElectionMsg::Heartbeat { term });
                     }
-                    out.set_timer(
-                        self.config.heartbeat,
-                        RingElectionTimer::Heartbeat { round },
-                    );
+                    out.set_timer(self.config.heartbeat, RingElectionTimer::Heartbeat);
                 }
             }
         }
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if !self.down.remove(&m) {
-                return;
-            }
-            let leading = self.leader.as_ref() == Some(&self.me);
-            if leading {
-                out.send(m.clone(), RingElectionMsg::Heartbeat { term: self.term });
-            }
-            // Only the leader (or a member without one) starts the election a
-            // higher newcomer calls for, to avoid N concurrent elections.
-            let higher = self.leader.as_ref().is_none_or(|l| m > *l);
-            if higher && (leading || self.leader.is_none()) && self.phase == Phase::Idle {
-                self.start_election(out);
-            }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if self.leader.as_ref() == Some(&m) {
-                self.set_leader(self.term, None, out);
-                if self.phase == Phase::Idle {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
+                let leading = self.terms.is_leading();
+                if leading {
+                    let term = self.terms.term();
+                    out.send(m.clone(), RingElectionMsg::Heartbeat { term });
+                }
+                // Only the leader (or a member without one) starts the
+                // election a higher newcomer calls for, to avoid N concurrent
+                // elections.
+                let leader = self.terms.leader();
+                let higher = leader.is_none_or(|l| m > *l);
+                if higher && (leading || leader.is_none()) && self.alg.phase == Phase::Idle {
                     self.start_election(out);
                 }
             }
+            Some(Change::Gone(m)) => {
+                if self.terms.is_led_by(&m) {
+                    self.follow(self.terms.term(), None, out);
+                    if self.alg.phase == Phase::Idle {
+                        self.start_election(out);
+                    }
+                }
+            }
+            Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: MemberId> SnapshotCore for RingElection<Id> {
-    type State = ElectionDurable<Id>;
-    fn state(&self) -> ElectionDurable<Id> {
-        ElectionDurable {
-            term: self.term,
-            max_term: self.max_term,
-            successors: Vec::new(),
-        }
-    }
-}
-
-impl<Id: MemberId> SimProtocol for RingElection<Id> {
-    fn msg_kind(msg: &RingElectionMsg<Id>) -> &'static str {
-        match msg {
-            RingElectionMsg::Election { .. } => "election",
-            RingElectionMsg::Coordinator { .. } => "coordinator",
-            RingElectionMsg::Heartbeat { .. } => "heartbeat",
-            RingElectionMsg::Reject { .. } => "reject",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

@@ -80,7 +80,15 @@ fn ms(v: i64) -> Duration {
 
 /// Which failure detector a node runs, with its parameters
 /// (the `[failure_detector]` table; `kind` selects the variant).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Deserializing reads the table key by key, without buffering it (as
+/// serde's internally tagged enums do), so an error is raised at the key it
+/// is about: a TOML deserializer then reports that key's line, and
+/// `serde_path_to_error` its path (`failure_detector.threshold`). A value of
+/// the wrong type, a key no detector has, and a key of another kind than
+/// `kind` are each refused at that key (the last one at the table when
+/// `kind` comes after it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FailureDetectorConfig {
     /// `kind = "heartbeat"`: fixed-deadline heartbeats.
@@ -102,7 +110,183 @@ impl Default for FailureDetectorConfig {
 #[derive(Deserialize)]
 struct NodeFile {
     #[serde(default)]
-    failure_detector: Option<toml::Value>,
+    failure_detector: Option<FailureDetectorConfig>,
+}
+
+/// The keys of each kind's table besides `kind` (checked against the
+/// structs' fields by a test). Every key is an integer but `threshold`.
+const HEARTBEAT_KEYS: &[&str] = &[
+    "interval_ms",
+    "acceptable_pause_ms",
+    "grace_ms",
+    "check_interval_ms",
+];
+const PHI_ACCRUAL_KEYS: &[&str] = &[
+    "threshold",
+    "max_sample_size",
+    "min_std_deviation_ms",
+    "acceptable_heartbeat_pause_ms",
+    "heartbeat_interval_ms",
+    "first_heartbeat_estimate_ms",
+    "grace_ms",
+    "check_interval_ms",
+];
+const SWIM_KEYS: &[&str] = &[
+    "probe_interval_ms",
+    "probe_timeout_ms",
+    "indirect_checks",
+    "retransmit_mult",
+    "suspicion_mult",
+    "suspicion_max_timeout_mult",
+    "awareness_max_multiplier",
+    "max_piggyback",
+    "reconnect_interval_ms",
+    "gossip_interval_ms",
+    "gossip_nodes",
+    "gossip_to_the_dead_ms",
+    "gossip_transmits",
+];
+const KINDS: &[&str] = &["heartbeat", "phi-accrual", "swim"];
+
+/// The `kind` of a `[failure_detector]` table.
+#[derive(Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Kind {
+    Heartbeat,
+    PhiAccrual,
+    Swim,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Heartbeat => "heartbeat",
+            Kind::PhiAccrual => "phi-accrual",
+            Kind::Swim => "swim",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Heartbeat => HEARTBEAT_KEYS,
+            Kind::PhiAccrual => PHI_ACCRUAL_KEYS,
+            Kind::Swim => SWIM_KEYS,
+        }
+    }
+
+    /// Why `key` is not a setting of this kind.
+    fn refuse(self, key: &str) -> String {
+        let of: Vec<&str> = [Kind::Heartbeat, Kind::PhiAccrual, Kind::Swim]
+            .into_iter()
+            .filter(|k| k.keys().contains(&key))
+            .map(Kind::name)
+            .collect();
+        format!(
+            "`{key}` is a setting of {}, not of kind = \"{}\" (whose settings are {})",
+            of.join(" and "),
+            self.name(),
+            self.keys().join(", ")
+        )
+    }
+}
+
+/// One value of the table, typed by its key; refused at once (so at that
+/// key) when no detector, or not the one `kind` already named, has it.
+struct Setting<'a> {
+    key: &'a str,
+    kind: Option<Kind>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Setting<'_> {
+    type Value = toml::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
+        use serde::de::Error;
+        let known = [Kind::Heartbeat, Kind::PhiAccrual, Kind::Swim]
+            .iter()
+            .any(|k| k.keys().contains(&self.key));
+        if !known {
+            let mut all: Vec<&str> = [HEARTBEAT_KEYS, PHI_ACCRUAL_KEYS, SWIM_KEYS].concat();
+            all.sort_unstable();
+            all.dedup();
+            return Err(D::Error::custom(match self.kind {
+                Some(kind) => format!(
+                    "unknown key `{}`: the settings of kind = \"{}\" are {}",
+                    self.key,
+                    kind.name(),
+                    kind.keys().join(", ")
+                ),
+                None => format!(
+                    "unknown key `{}`: known keys are kind, {}",
+                    self.key,
+                    all.join(", ")
+                ),
+            }));
+        }
+        if let Some(kind) = self.kind.filter(|k| !k.keys().contains(&self.key)) {
+            return Err(D::Error::custom(kind.refuse(self.key)));
+        }
+        Ok(if self.key == "threshold" {
+            toml::Value::Float(f64::deserialize(d)?)
+        } else {
+            toml::Value::Integer(i64::deserialize(d)?)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureDetectorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(TableVisitor)
+    }
+}
+
+struct TableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TableVisitor {
+    type Value = FailureDetectorConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a [failure_detector] table with kind = one of {}",
+            KINDS.join(", ")
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut kind: Option<Kind> = None;
+        let mut settings = toml::Table::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "kind" {
+                if kind.is_some() {
+                    return Err(A::Error::duplicate_field("kind"));
+                }
+                kind = Some(map.next_value()?);
+            } else {
+                let value = map.next_value_seed(Setting { key: &key, kind })?;
+                settings.insert(key, value);
+            }
+        }
+        let Some(kind) = kind else {
+            return Err(A::Error::custom(format!(
+                "`kind` is missing: one of {}",
+                KINDS.join(", ")
+            )));
+        };
+        // Keys read before `kind` was known.
+        if let Some(key) = settings.keys().find(|k| !kind.keys().contains(&k.as_str())) {
+            return Err(A::Error::custom(kind.refuse(key)));
+        }
+        // Every key is known and typed: this cannot fail on the settings.
+        let settings = toml::Value::Table(settings);
+        let built = match kind {
+            Kind::Heartbeat => settings.try_into().map(FailureDetectorConfig::Heartbeat),
+            Kind::PhiAccrual => settings.try_into().map(FailureDetectorConfig::PhiAccrual),
+            Kind::Swim => settings.try_into().map(FailureDetectorConfig::Swim),
+        };
+        built.map_err(|e| A::Error::custom(e.message()))
+    }
 }
 
 impl FailureDetectorConfig {
@@ -120,12 +304,7 @@ impl FailureDetectorConfig {
     /// validate it.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let file: NodeFile = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let cfg = match file.failure_detector {
-            None => FailureDetectorConfig::default(),
-            Some(v) => v
-                .try_into::<FailureDetectorConfig>()
-                .map_err(|e| ConfigError::Parse(e.to_string()))?,
-        };
+        let cfg = file.failure_detector.unwrap_or_default();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -630,6 +809,75 @@ mod tests {
             err_of("[failure_detector]\nkind = \"swim\"\nprobe_interval_ms = \"x\"\n")
                 .contains("failure_detector")
         );
+    }
+
+    /// The error of a bad `[failure_detector]` key is raised at that key,
+    /// not at the table: TOML reports the key's line (the table header is
+    /// on line 2 here, every bad key on line 5).
+    #[test]
+    fn errors_point_at_the_key_not_the_table() {
+        for (kind, bad, says) in [
+            ("phi-accrual", "thresold = 3.0", "unknown key `thresold`"),
+            (
+                "phi-accrual",
+                "threshold = \"high\"",
+                "invalid type: string \"high\", expected f64",
+            ),
+            (
+                "swim",
+                "threshold = 3.0",
+                "`threshold` is a setting of phi-accrual",
+            ),
+            ("heartbeat", "interval_ms = 1.5", "expected i64"),
+        ] {
+            let text = format!(
+                "name = \"a\"\n[failure_detector]\nkind = \"{kind}\"\ngrace_ms = 1000\n{bad}\n"
+            )
+            .replace(
+                "grace_ms = 1000",
+                if kind == "swim" {
+                    "gossip_nodes = 2"
+                } else {
+                    "grace_ms = 1000"
+                },
+            );
+            let err = err_of(&text);
+            assert!(
+                err.contains("line 5") && err.contains(says),
+                "for {bad:?} under kind {kind}: {err}"
+            );
+        }
+        // `kind` after the key: refused at the table, naming the key.
+        let err = err_of("[failure_detector]\nthreshold = 3.0\nkind = \"swim\"\n");
+        assert!(
+            err.contains("`threshold` is a setting of phi-accrual"),
+            "{err}"
+        );
+    }
+
+    /// The key lists that type and check each key are the structs' fields.
+    #[test]
+    fn key_lists_match_the_settings() {
+        fn keys<T: Serialize>(t: &T) -> Vec<String> {
+            let toml::Value::Table(t) = toml::Value::try_from(t).expect("table") else {
+                panic!("not a table")
+            };
+            let mut keys: Vec<String> = t.keys().cloned().collect();
+            keys.sort();
+            keys
+        }
+        let sorted = |k: &[&str]| {
+            let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        };
+        let swim = SwimConfig {
+            indirect_checks: Some(3),
+            ..SwimConfig::default()
+        };
+        assert_eq!(keys(&HeartbeatConfig::default()), sorted(HEARTBEAT_KEYS));
+        assert_eq!(keys(&PhiAccrualConfig::default()), sorted(PHI_ACCRUAL_KEYS));
+        assert_eq!(keys(&swim), sorted(SWIM_KEYS));
     }
 
     #[test]

@@ -15,15 +15,20 @@
 //! messages per node per interval (O(N^2) in total) — use SWIM for large
 //! clusters. A peer added with [`FailureDetector::add_member`] is assumed to
 //! have just heartbeated (so a peer that never starts is also detected).
+//!
+//! The heartbeating itself is [`Heartbeats`]'s, shared with the
+//! phi-accrual detector; this module is the fixed-deadline rule.
+//!
+//! [`FailureDetector::add_member`]: troupe_framework::membership::FailureDetector::add_member
 
 use std::time::Duration;
 
-use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
-use troupe_framework::sansio::Protocol;
+use troupe_framework::membership::MemberStatus;
 
-use super::{FdId, FdMessage, FdOutputs, FdTimer, Roster};
+use super::{HeartbeatRule, Heartbeats};
 
-/// Parameters of [`Heartbeat`] (see [`super::config::HeartbeatConfig`]).
+/// Parameters of [`Heartbeat`] (see [`super::config::HeartbeatConfig`]):
+/// its rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatParams {
     /// Heartbeat period.
@@ -36,158 +41,57 @@ pub struct HeartbeatParams {
     pub check_interval: Duration,
 }
 
+/// What the fixed-deadline detector keeps per peer.
 #[derive(Debug, Clone)]
-struct Peer {
+pub struct Peer {
     last_heard: Duration,
 }
 
 /// The fixed-deadline heartbeat detector core.
-#[derive(Debug)]
-pub struct Heartbeat<Id: FdId> {
-    params: HeartbeatParams,
-    roster: Roster<Id, Peer>,
-    seq: u64,
-    left: bool,
-}
+pub type Heartbeat<Id> = Heartbeats<Id, HeartbeatParams>;
 
-impl<Id: FdId> Heartbeat<Id> {
-    /// A detector for node `me`; add peers with [`FailureDetector::add_member`].
-    pub fn new(me: Id, params: HeartbeatParams) -> Self {
-        Self {
-            params,
-            roster: Roster::new(me),
-            seq: 0,
-            left: false,
-        }
-    }
-
-    /// This node's id.
-    pub fn me(&self) -> &Id {
-        &self.roster.me
-    }
-
-    /// Leave gracefully: tell every peer (they report this node `Left`) and
-    /// stop heartbeating.
-    pub fn leave(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
-        }
-        self.left = true;
-        for (id, (status, _)) in &self.roster.peers {
-            if *status != MemberStatus::Left {
-                out.send(id.clone(), FdMessage::Leave);
-            }
-        }
-    }
-
+impl HeartbeatParams {
     fn suspect_after(&self) -> Duration {
-        self.params.interval + self.params.acceptable_pause
+        self.interval + self.acceptable_pause
     }
 }
 
-impl<Id: FdId> Protocol for Heartbeat<Id> {
-    type Id = Id;
-    type Msg = FdMessage<Id>;
-    type Timer = FdTimer<Id>;
-    type Event = MemberEvent<Id>;
+impl HeartbeatRule for HeartbeatParams {
+    const KIND: &'static str = "heartbeat";
+    type Peer = Peer;
 
-    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
-        self.on_timer(now, FdTimer::Tick, out);
-        out.set_timer(self.params.check_interval, FdTimer::Check);
+    fn fresh(&self, now: Duration) -> Peer {
+        Peer { last_heard: now }
     }
 
-    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
-        }
-        match msg {
-            FdMessage::Heartbeat { .. } => {
-                if let Some((MemberStatus::Left, _)) = self.roster.peers.get(&from) {
-                    return;
-                }
-                if !self
-                    .roster
-                    .admit(now, &from, || Peer { last_heard: now }, out)
-                {
-                    return;
-                }
-                if let Some((_, p)) = self.roster.peers.get_mut(&from) {
-                    p.last_heard = now;
-                }
-                self.roster.set_status(now, &from, MemberStatus::Up, out);
+    fn heard(&self, now: Duration, _status: MemberStatus, peer: &mut Peer) {
+        peer.last_heard = now;
+    }
+
+    fn decide(&self, now: Duration, status: MemberStatus, peer: &mut Peer) -> Option<MemberStatus> {
+        let suspect_after = self.suspect_after();
+        let down_after = suspect_after + self.grace;
+        let silent = now.saturating_sub(peer.last_heard);
+        match status {
+            MemberStatus::Up | MemberStatus::Suspect if silent > down_after => {
+                Some(MemberStatus::Down)
             }
-            FdMessage::Leave => self.roster.set_status(now, &from, MemberStatus::Left, out),
-            FdMessage::Swim(_) => {}
+            MemberStatus::Up if silent > suspect_after => Some(MemberStatus::Suspect),
+            _ => None,
         }
     }
 
-    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
-        }
-        match timer {
-            FdTimer::Tick => {
-                self.seq += 1;
-                for (id, (status, _)) in &self.roster.peers {
-                    if *status != MemberStatus::Left {
-                        out.send(id.clone(), FdMessage::Heartbeat { seq: self.seq });
-                    }
-                }
-                out.set_timer(self.params.interval, FdTimer::Tick);
-            }
-            FdTimer::Check => {
-                let suspect_after = self.suspect_after();
-                let down_after = suspect_after + self.params.grace;
-                let changes: Vec<(Id, MemberStatus)> = self
-                    .roster
-                    .peers
-                    .iter()
-                    .filter_map(|(id, (status, p))| {
-                        let silent = now.saturating_sub(p.last_heard);
-                        let want = match status {
-                            MemberStatus::Up | MemberStatus::Suspect if silent > down_after => {
-                                MemberStatus::Down
-                            }
-                            MemberStatus::Up if silent > suspect_after => MemberStatus::Suspect,
-                            _ => return None,
-                        };
-                        Some((id.clone(), want))
-                    })
-                    .collect();
-                for (id, s) in changes {
-                    if s == MemberStatus::Down {
-                        // Report the suspicion first if both deadlines passed
-                        // within one check, so every Down follows a Suspect.
-                        self.roster.set_status(now, &id, MemberStatus::Suspect, out);
-                    }
-                    self.roster.set_status(now, &id, s, out);
-                }
-                out.set_timer(self.params.check_interval, FdTimer::Check);
-            }
-            FdTimer::Swim(_) => {}
-        }
-    }
-}
-
-impl<Id: FdId> FailureDetector for Heartbeat<Id> {
-    fn kind(&self) -> &'static str {
-        "heartbeat"
-    }
-
-    fn view(&self) -> Vec<(Id, MemberStatus)> {
-        self.roster.view()
-    }
-
-    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
-        self.roster
-            .admit(now, &id, || Peer { last_heard: now }, out);
+    fn periods(&self) -> (Duration, Duration) {
+        (self.interval, self.check_interval)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fd::SimId;
+    use crate::fd::{FdMessage, FdOutputs, FdTimer, SimId};
+    use troupe_framework::membership::FailureDetector;
+    use troupe_framework::sansio::Protocol;
 
     fn params() -> HeartbeatParams {
         HeartbeatParams {

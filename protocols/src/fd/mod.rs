@@ -9,6 +9,9 @@
 //! - [`phi::PhiAccrual`] — Hayashibara et al.'s phi-accrual detector with
 //!   Akka's logistic approximation; `Suspect` above a phi threshold, `Down`
 //!   after a further grace period.
+//!
+//!   Both are [`Heartbeats`] detectors (every member heartbeats every
+//!   member); they differ only in their [`HeartbeatRule`].
 //! - [`swim::Swim`] — SWIM (Das, Gupta, Motivala 2002) with the Lifeguard
 //!   extensions (local health, dynamic suspicion timeouts): randomized probing,
 //!   indirect probes, incarnation-numbered suspicion with refutation and
@@ -53,6 +56,8 @@ pub use config::{ConfigError, FailureDetectorConfig};
 pub use heartbeat::Heartbeat;
 pub use phi::PhiAccrual;
 pub use swim::Swim;
+
+use crate::family::protocol_types;
 
 /// Identity of a member that may restart: "same node, maybe another life".
 pub trait MemberIdentity {
@@ -224,6 +229,175 @@ impl<Id: FdId, S> Roster<Id, S> {
     }
 }
 
+/// How a heartbeat detector judges its peers: what it keeps per peer, how a
+/// heartbeat is taken in, and how statuses are decided. The parameters of
+/// [`Heartbeat`] ([`heartbeat::HeartbeatParams`]) and of [`PhiAccrual`]
+/// ([`phi::PhiParams`]) are such rules.
+pub trait HeartbeatRule: Debug {
+    /// The detector's name, as the config writes it.
+    const KIND: &'static str;
+    /// What is kept per peer.
+    type Peer: Debug;
+    /// A peer first heard from (or added) at `now`.
+    fn fresh(&self, now: Duration) -> Self::Peer;
+    /// A heartbeat at `now` from a known peer whose status is `status` (it
+    /// is `Up` right after).
+    fn heard(&self, now: Duration, status: MemberStatus, peer: &mut Self::Peer);
+    /// The status a peer whose status is `status` moves to at a check at
+    /// `now`, if any.
+    fn decide(
+        &self,
+        now: Duration,
+        status: MemberStatus,
+        peer: &mut Self::Peer,
+    ) -> Option<MemberStatus>;
+    /// A check at `now` moved the peer to `status`. Default: nothing to note.
+    fn changed(&self, now: Duration, status: MemberStatus, peer: &mut Self::Peer) {
+        let _ = (now, status, peer);
+    }
+    /// The heartbeat period, and how often statuses are decided.
+    fn periods(&self) -> (Duration, Duration);
+}
+
+/// A heartbeat detector: every `interval` each node heartbeats every member
+/// it knows that has not left (including ones it thinks are `Down`, so a
+/// healed partition is noticed); every `check_interval` it decides each
+/// peer's status by its rule `R` (a `Down` always follows a `Suspect`); any
+/// heartbeat brings a peer back `Up`. [`Heartbeat`] and [`PhiAccrual`] are
+/// heartbeat detectors.
+#[derive(Debug)]
+pub struct Heartbeats<Id: FdId, R: HeartbeatRule> {
+    rule: R,
+    roster: Roster<Id, R::Peer>,
+    seq: u64,
+    left: bool,
+}
+
+impl<Id: FdId, R: HeartbeatRule> Heartbeats<Id, R> {
+    /// A detector for node `me`; add peers with [`FailureDetector::add_member`].
+    pub fn new(me: Id, rule: R) -> Self {
+        Self {
+            rule,
+            roster: Roster::new(me),
+            seq: 0,
+            left: false,
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &Id {
+        &self.roster.me
+    }
+
+    /// Leave gracefully: tell every peer (they report this node `Left`) and
+    /// stop heartbeating.
+    pub fn leave(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.send_to_peers(FdMessage::Leave, out);
+    }
+
+    /// Send `msg` to every peer that has not left.
+    fn send_to_peers(&self, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
+        for (id, (status, _)) in &self.roster.peers {
+            if *status != MemberStatus::Left {
+                out.send(id.clone(), msg.clone());
+            }
+        }
+    }
+
+    fn heartbeat_from(&mut self, now: Duration, from: Id, out: &mut FdOutputs<Id>) {
+        if let Some((MemberStatus::Left, _)) = self.roster.peers.get(&from) {
+            return;
+        }
+        if !self.roster.admit(now, &from, || self.rule.fresh(now), out) {
+            return;
+        }
+        if let Some((status, p)) = self.roster.peers.get_mut(&from) {
+            self.rule.heard(now, *status, p);
+        }
+        self.roster.set_status(now, &from, MemberStatus::Up, out);
+    }
+
+    /// Decide every peer's status.
+    fn check(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        let changes: Vec<(Id, MemberStatus)> = self
+            .roster
+            .peers
+            .iter_mut()
+            .filter_map(|(id, (status, p))| {
+                let to = self.rule.decide(now, *status, p)?;
+                Some((id.clone(), to))
+            })
+            .collect();
+        for (id, s) in changes {
+            if let Some((_, p)) = self.roster.peers.get_mut(&id) {
+                self.rule.changed(now, s, p);
+            }
+            if s == MemberStatus::Down {
+                // Report the suspicion first if both deadlines passed
+                // within one check, so every Down follows a Suspect.
+                self.roster.set_status(now, &id, MemberStatus::Suspect, out);
+            }
+            self.roster.set_status(now, &id, s, out);
+        }
+    }
+}
+
+impl<Id: FdId, R: HeartbeatRule> Protocol for Heartbeats<Id, R> {
+    protocol_types!(FdMessage<Id>, FdTimer<Id>, MemberEvent<Id>);
+
+    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        self.on_timer(now, FdTimer::Tick, out);
+        out.set_timer(self.rule.periods().1, FdTimer::Check);
+    }
+
+    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        match msg {
+            FdMessage::Heartbeat { .. } => self.heartbeat_from(now, from, out),
+            FdMessage::Leave => self.roster.set_status(now, &from, MemberStatus::Left, out),
+            FdMessage::Swim(_) => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
+        if self.left {
+            return;
+        }
+        match timer {
+            FdTimer::Tick => {
+                self.seq += 1;
+                self.send_to_peers(FdMessage::Heartbeat { seq: self.seq }, out);
+                out.set_timer(self.rule.periods().0, FdTimer::Tick);
+            }
+            FdTimer::Check => {
+                self.check(now, out);
+                out.set_timer(self.rule.periods().1, FdTimer::Check);
+            }
+            FdTimer::Swim(_) => {}
+        }
+    }
+}
+
+impl<Id: FdId, R: HeartbeatRule> FailureDetector for Heartbeats<Id, R> {
+    fn kind(&self) -> &'static str {
+        R::KIND
+    }
+
+    fn view(&self) -> Vec<(Id, MemberStatus)> {
+        self.roster.view()
+    }
+
+    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
+        self.roster.admit(now, &id, || self.rule.fresh(now), out);
+    }
+}
+
 /// Whichever detector the config names, driven through one type.
 #[derive(Debug)]
 pub enum AnyDetector<Id: FdId> {
@@ -280,10 +454,7 @@ impl<Id: FdId> AnyDetector<Id> {
 }
 
 impl<Id: FdId> Protocol for AnyDetector<Id> {
-    type Id = Id;
-    type Msg = FdMessage<Id>;
-    type Timer = FdTimer<Id>;
-    type Event = MemberEvent<Id>;
+    protocol_types!(FdMessage<Id>, FdTimer<Id>, MemberEvent<Id>);
 
     fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
         match self {

@@ -27,12 +27,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use troupe_framework::membership::{FailureDetector, MemberEvent, MemberStatus};
-use troupe_framework::sansio::Protocol;
+use troupe_framework::membership::MemberStatus;
 
-use super::{FdId, FdMessage, FdOutputs, FdTimer, Roster};
+use super::{FdId, HeartbeatRule, Heartbeats};
 
-/// Parameters of [`PhiAccrual`] (see [`super::config::PhiAccrualConfig`]).
+/// Parameters of [`PhiAccrual`] (see [`super::config::PhiAccrualConfig`]):
+/// its rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhiParams {
     /// Suspect when phi exceeds this.
@@ -67,9 +67,13 @@ pub fn phi(time_diff_ms: f64, mean_ms: f64, std_dev_ms: f64) -> f64 {
     if p.is_nan() {
         // Only reachable with non-finite inputs; treat as "certainly failed".
         f64::INFINITY
+    } else if p > 0.0 {
+        p
     } else {
-        // -log10(1.0) is -0.0; report +0.0.
-        p.max(0.0)
+        // -log10(1.0) is -0.0; report +0.0. (Not `p.max(0.0)`: which zero
+        // `f64::max` returns for -0.0 and +0.0 is unspecified, and it does
+        // return -0.0 here.)
+        0.0
     }
 }
 
@@ -147,8 +151,9 @@ impl HeartbeatHistory {
     }
 }
 
+/// What the phi-accrual detector keeps per peer.
 #[derive(Debug, Clone)]
-struct Peer {
+pub struct Peer {
     history: HeartbeatHistory,
     last: Duration,
     suspect_since: Option<Duration>,
@@ -159,48 +164,16 @@ struct Peer {
 }
 
 /// The phi-accrual detector core.
-#[derive(Debug)]
-pub struct PhiAccrual<Id: FdId> {
-    params: PhiParams,
-    roster: Roster<Id, Peer>,
-    seq: u64,
-    left: bool,
-}
+pub type PhiAccrual<Id> = Heartbeats<Id, PhiParams>;
 
 impl<Id: FdId> PhiAccrual<Id> {
-    /// A detector for node `me`; add peers with [`FailureDetector::add_member`].
-    pub fn new(me: Id, params: PhiParams) -> Self {
-        Self {
-            params,
-            roster: Roster::new(me),
-            seq: 0,
-            left: false,
-        }
-    }
-
-    fn fresh_peer(&self, now: Duration) -> Peer {
-        Peer {
-            history: HeartbeatHistory::seeded(
-                self.params.max_sample_size,
-                self.params.first_heartbeat_estimate,
-            ),
-            last: now,
-            suspect_since: None,
-            decided_phi: 0.0,
-        }
-    }
-
-    fn phi_of_peer(&self, now: Duration, p: &Peer) -> f64 {
-        peer_phi(&self.params, now, p)
-    }
-
     /// The phi of `peer` at `now` (None if unknown): it rises continuously
     /// between heartbeats, while the status changes only at checks.
     pub fn phi_of(&self, now: Duration, peer: &Id) -> Option<f64> {
         self.roster
             .peers
             .get(peer)
-            .map(|(_, p)| self.phi_of_peer(now, p))
+            .map(|(_, p)| peer_phi(&self.rule, now, p))
     }
 
     /// The phi of every known peer when its status was last decided (at
@@ -216,74 +189,6 @@ impl<Id: FdId> PhiAccrual<Id> {
             .map(|(id, (_, p))| (id.clone(), p.decided_phi))
             .collect()
     }
-
-    /// Leave gracefully: tell every peer and stop heartbeating.
-    pub fn leave(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
-        }
-        self.left = true;
-        for (id, (status, _)) in &self.roster.peers {
-            if *status != MemberStatus::Left {
-                out.send(id.clone(), FdMessage::Leave);
-            }
-        }
-    }
-
-    fn heartbeat_from(&mut self, now: Duration, from: Id, out: &mut FdOutputs<Id>) {
-        if let Some((MemberStatus::Left, _)) = self.roster.peers.get(&from) {
-            return;
-        }
-        let fresh = self.fresh_peer(now);
-        if !self.roster.admit(now, &from, || fresh, out) {
-            return;
-        }
-        let seed = self.fresh_peer(now);
-        if let Some((status, p)) = self.roster.peers.get_mut(&from) {
-            if *status == MemberStatus::Down {
-                p.history = seed.history;
-            } else if now > p.last {
-                p.history.record(now - p.last);
-            }
-            p.last = now;
-            p.suspect_since = None;
-            p.decided_phi = peer_phi(&self.params, now, p);
-        }
-        self.roster.set_status(now, &from, MemberStatus::Up, out);
-    }
-
-    fn check(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
-        let mut changes = Vec::new();
-        for (id, (status, p)) in self.roster.peers.iter_mut() {
-            p.decided_phi = peer_phi(&self.params, now, p);
-            if !matches!(status, MemberStatus::Up | MemberStatus::Suspect) {
-                continue;
-            }
-            let above = p.decided_phi > self.params.threshold;
-            match (status, p.suspect_since) {
-                (MemberStatus::Up, _) if above => changes.push((id.clone(), MemberStatus::Suspect)),
-                (MemberStatus::Suspect, Some(since))
-                    if above && now.saturating_sub(since) >= self.params.grace =>
-                {
-                    changes.push((id.clone(), MemberStatus::Down))
-                }
-                (MemberStatus::Suspect, _) if !above => {
-                    changes.push((id.clone(), MemberStatus::Up))
-                }
-                _ => {}
-            }
-        }
-        for (id, s) in changes {
-            if let Some((_, p)) = self.roster.peers.get_mut(&id) {
-                p.suspect_since = match s {
-                    MemberStatus::Suspect => Some(now),
-                    MemberStatus::Up => None,
-                    _ => p.suspect_since,
-                };
-            }
-            self.roster.set_status(now, &id, s, out);
-        }
-    }
 }
 
 /// Phi of peer `p` at `now` under `params`.
@@ -297,63 +202,55 @@ fn peer_phi(params: &PhiParams, now: Duration, p: &Peer) -> f64 {
     phi(dt, mean, sd)
 }
 
-impl<Id: FdId> Protocol for PhiAccrual<Id> {
-    type Id = Id;
-    type Msg = FdMessage<Id>;
-    type Timer = FdTimer<Id>;
-    type Event = MemberEvent<Id>;
+impl HeartbeatRule for PhiParams {
+    const KIND: &'static str = "phi-accrual";
+    type Peer = Peer;
 
-    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
-        self.on_timer(now, FdTimer::Tick, out);
-        out.set_timer(self.params.check_interval, FdTimer::Check);
-    }
-
-    fn on_message(&mut self, now: Duration, from: Id, msg: FdMessage<Id>, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
-        }
-        match msg {
-            FdMessage::Heartbeat { .. } => self.heartbeat_from(now, from, out),
-            FdMessage::Leave => self.roster.set_status(now, &from, MemberStatus::Left, out),
-            FdMessage::Swim(_) => {}
+    fn fresh(&self, now: Duration) -> Peer {
+        Peer {
+            history: HeartbeatHistory::seeded(self.max_sample_size, self.first_heartbeat_estimate),
+            last: now,
+            suspect_since: None,
+            decided_phi: 0.0,
         }
     }
 
-    fn on_timer(&mut self, now: Duration, timer: FdTimer<Id>, out: &mut FdOutputs<Id>) {
-        if self.left {
-            return;
+    fn heard(&self, now: Duration, status: MemberStatus, p: &mut Peer) {
+        if status == MemberStatus::Down {
+            p.history = self.fresh(now).history;
+        } else if now > p.last {
+            p.history.record(now - p.last);
         }
-        match timer {
-            FdTimer::Tick => {
-                self.seq += 1;
-                for (id, (status, _)) in &self.roster.peers {
-                    if *status != MemberStatus::Left {
-                        out.send(id.clone(), FdMessage::Heartbeat { seq: self.seq });
-                    }
-                }
-                out.set_timer(self.params.heartbeat_interval, FdTimer::Tick);
+        p.last = now;
+        p.suspect_since = None;
+        p.decided_phi = peer_phi(self, now, p);
+    }
+
+    fn decide(&self, now: Duration, status: MemberStatus, p: &mut Peer) -> Option<MemberStatus> {
+        p.decided_phi = peer_phi(self, now, p);
+        let above = p.decided_phi > self.threshold;
+        match (status, p.suspect_since) {
+            (MemberStatus::Up, _) if above => Some(MemberStatus::Suspect),
+            (MemberStatus::Suspect, Some(since))
+                if above && now.saturating_sub(since) >= self.grace =>
+            {
+                Some(MemberStatus::Down)
             }
-            FdTimer::Check => {
-                self.check(now, out);
-                out.set_timer(self.params.check_interval, FdTimer::Check);
-            }
-            FdTimer::Swim(_) => {}
+            (MemberStatus::Suspect, _) if !above => Some(MemberStatus::Up),
+            _ => None,
         }
     }
-}
 
-impl<Id: FdId> FailureDetector for PhiAccrual<Id> {
-    fn kind(&self) -> &'static str {
-        "phi-accrual"
+    fn changed(&self, now: Duration, status: MemberStatus, p: &mut Peer) {
+        p.suspect_since = match status {
+            MemberStatus::Suspect => Some(now),
+            MemberStatus::Up => None,
+            _ => p.suspect_since,
+        };
     }
 
-    fn view(&self) -> Vec<(Id, MemberStatus)> {
-        self.roster.view()
-    }
-
-    fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
-        let fresh = self.fresh_peer(now);
-        self.roster.admit(now, &id, || fresh, out);
+    fn periods(&self) -> (Duration, Duration) {
+        (self.heartbeat_interval, self.check_interval)
     }
 }
 
@@ -361,7 +258,9 @@ impl<Id: FdId> FailureDetector for PhiAccrual<Id> {
 mod tests {
     use super::*;
     use crate::fd::config::PhiAccrualConfig;
-    use crate::fd::SimId;
+    use crate::fd::{FdMessage, FdOutputs, FdTimer, SimId};
+    use troupe_framework::membership::FailureDetector;
+    use troupe_framework::sansio::Protocol;
 
     #[test]
     fn phi_known_values() {
@@ -370,6 +269,33 @@ mod tests {
         assert_eq!(phi(1e9, 1000.0, 100.0), f64::INFINITY);
         assert_eq!(phi(0.0, 1e9, 100.0), 0.0);
         assert!(!phi(f64::INFINITY, 1000.0, 100.0).is_nan());
+    }
+
+    /// No silence, no suspicion: phi is +0.0, never -0.0 (which a status
+    /// page or JSON would show as "-0.0"), whatever `f64::max` does with
+    /// zeros of both signs.
+    #[test]
+    fn phi_at_zero_elapsed_time_is_positive_zero() {
+        let params = PhiAccrualConfig::default().params();
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        let peer = SimId::new(1);
+        d.add_member(Duration::ZERO, peer, &mut out);
+        let at = Duration::from_secs(1);
+        d.on_message(at, peer, FdMessage::Heartbeat { seq: 1 }, &mut out);
+        let reported = [
+            d.phi_of(at, &peer).expect("known"),
+            d.phis()[0].1,
+            phi(0.0, 4000.0, 100.0),
+            phi(std::hint::black_box(0.0), 1000.0, 250.0),
+        ];
+        for p in reported {
+            assert!(
+                p.is_sign_positive() && format!("{p:.2}") == "0.00",
+                "phi {p} ({:?}) at zero elapsed time",
+                format!("{p:.2}")
+            );
+        }
     }
 
     #[test]

@@ -33,15 +33,16 @@
 //! view and fencing tokens protect the resource meanwhile.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
-use crate::testkit::SimProtocol;
+use super::{Lock, LockCommands, LockState, Mine, MutexDurable, MutexEvent};
+use crate::family::protocol_types;
+use crate::group::Change;
+use crate::MemberId;
 
 /// Centralized-mutex wire messages. `req` numbers a client's requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,13 +94,6 @@ pub enum CentralTimer {
     Retry,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mine {
-    Idle,
-    Waiting { req: u64 },
-    Held { req: u64, token: u64 },
-}
-
 #[derive(Debug, Clone)]
 struct CoordState<Id> {
     round: u64,
@@ -110,72 +104,62 @@ struct CoordState<Id> {
 
 /// A centralized-mutex core for one member (client, and coordinator when it
 /// is the highest live member).
+pub type Centralized<Id> = Lock<Id, CentralState<Id>>;
+
+/// The centralized algorithm's own state (see [`Centralized`]).
 #[derive(Debug, Clone)]
-pub struct Centralized<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: MutexConfig,
-    saved: Snapshot<MutexDurable>,
-    max_token: u64,
+pub struct CentralState<Id> {
+    /// This member's last request number.
     seq: u64,
-    mine: Mine,
+    /// The coordinator's state, while this member is the coordinator.
     coord: Option<CoordState<Id>>,
+    /// The last sync round this member started as coordinator.
     rounds: u64,
+}
+
+impl<Id> Default for CentralState<Id> {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            coord: None,
+            rounds: 0,
+        }
+    }
+}
+
+impl<Id: Clone + std::fmt::Debug> LockState for CentralState<Id> {
+    fn resume(&mut self, durable: Option<&MutexDurable>) {
+        let seq = durable.map_or(0, |d| d.seq);
+        (self.seq, self.rounds) = (seq, seq);
+    }
+    fn save(&self, durable: &mut MutexDurable) {
+        durable.seq = self.seq.max(self.rounds);
+    }
 }
 
 type Out<Id> = Outputs<Id, CentralMsg, CentralTimer, MutexEvent>;
 
-impl<Id: Clone + Ord + Debug> Centralized<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: MutexConfig,
-        durable: Option<MutexDurable>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let saved = Snapshot::resumed(durable);
-        let d = durable.unwrap_or_default();
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            max_token: d.max_token,
-            seq: d.seq,
-            mine: Mine::Idle,
-            coord: None,
-            rounds: d.seq,
-        }
-    }
-
+impl<Id: MemberId> Centralized<Id> {
     /// The coordinator in this node's view: the highest live member.
     pub fn coordinator(&self) -> Id {
-        self.members
-            .iter()
-            .rev()
-            .find(|m| **m == self.me || !self.down.contains(*m))
-            .cloned()
-            .unwrap_or_else(|| self.me.clone())
+        self.group.highest_live().clone()
     }
 
     /// True while this node acts as coordinator.
     pub fn is_coordinator(&self) -> bool {
-        self.coord.is_some()
+        self.alg.coord.is_some()
     }
 
     /// Requests queued at this node when it is coordinator (holder excluded).
     pub fn queue_len(&self) -> usize {
-        self.coord.as_ref().map_or(0, |c| c.queue.len())
+        self.alg.coord.as_ref().map_or(0, |c| c.queue.len())
     }
 
     fn state_msg(&self, round: u64) -> CentralMsg {
-        let (holding, waiting) = match self.mine {
+        let (holding, waiting) = match &self.mine {
             Mine::Idle => (None, None),
-            Mine::Waiting { req } => (None, Some(req)),
-            Mine::Held { req, token } => (Some((req, token)), None),
+            Mine::Waiting { req, .. } => (None, Some(*req)),
+            Mine::Held { req, token } => (Some((*req, *token)), None),
         };
         CentralMsg::State {
             round,
@@ -185,19 +169,10 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
         }
     }
 
-    fn live_others(&self) -> Vec<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-
     /// Send, or handle at once when the destination is this node.
     fn post(&mut self, now: Duration, to: Id, msg: CentralMsg, out: &mut Out<Id>) {
-        if to == self.me {
-            let me = self.me.clone();
-            self.on_message(now, me, msg, out);
+        if to == *self.group.me() {
+            self.on_message(now, to, msg, out);
         } else {
             out.send(to, msg);
         }
@@ -205,35 +180,36 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
 
     /// Take the coordinator role if the view says so, or give it up.
     fn check_role(&mut self, now: Duration, out: &mut Out<Id>) {
-        let should = self.coordinator() == self.me;
-        if should && self.coord.is_none() {
-            self.rounds += 1;
-            let others = self.live_others();
+        let me = self.group.me().clone();
+        let should = *self.group.highest_live() == me;
+        if should && self.alg.coord.is_none() {
+            self.alg.rounds += 1;
+            let others: Vec<Id> = self.group.live_peers().cloned().collect();
             let mut st = CoordState {
-                round: self.rounds,
+                round: self.alg.rounds,
                 syncing: others.iter().cloned().collect(),
                 queue: VecDeque::new(),
                 holder: None,
             };
-            match self.mine {
-                Mine::Held { req, token } => st.holder = Some((self.me.clone(), req, token)),
-                Mine::Waiting { req } => st.queue.push_back((self.me.clone(), req)),
+            match &self.mine {
+                Mine::Held { req, token } => st.holder = Some((me, *req, *token)),
+                Mine::Waiting { req, .. } => st.queue.push_back((me, *req)),
                 Mine::Idle => {}
             }
             let round = st.round;
-            self.coord = Some(st);
+            self.alg.coord = Some(st);
             for o in others {
                 out.send(o, CentralMsg::Sync { round });
             }
             self.grant_next(now, out);
-        } else if !should && self.coord.is_some() {
+        } else if !should && self.alg.coord.is_some() {
             // Stepping down; `on_membership` reports our state to the new one.
-            self.coord = None;
+            self.alg.coord = None;
         }
     }
 
     fn grant_next(&mut self, now: Duration, out: &mut Out<Id>) {
-        let Some(st) = self.coord.as_mut() else {
+        let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
         if st.holder.is_some() || !st.syncing.is_empty() {
@@ -249,7 +225,7 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
     }
 
     fn coord_on_request(&mut self, now: Duration, from: Id, req: u64, out: &mut Out<Id>) {
-        let Some(st) = self.coord.as_mut() else {
+        let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
         if let Some((h, hreq, htoken)) = st.holder.clone() {
@@ -264,7 +240,7 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
                 }
             }
         }
-        let Some(st) = self.coord.as_mut() else {
+        let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
         if let Some(q) = st.queue.iter_mut().find(|(id, _)| *id == from) {
@@ -276,7 +252,7 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
     }
 
     fn coord_on_release(&mut self, now: Duration, from: Id, req: u64, out: &mut Out<Id>) {
-        let Some(st) = self.coord.as_mut() else {
+        let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
         if st
@@ -291,55 +267,34 @@ impl<Id: Clone + Ord + Debug> Centralized<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> MutexCore for Centralized<Id> {
+impl<Id: MemberId> LockCommands for Centralized<Id> {
     fn request(&mut self, now: Duration, out: &mut Out<Id>) {
-        if self.mine != Mine::Idle {
+        if !self.mine.is_idle() {
             return;
         }
-        self.seq += 1;
-        let req = self.seq;
-        self.mine = Mine::Waiting { req };
+        self.alg.seq += 1;
+        let req = self.alg.seq;
+        self.mine = Mine::Waiting {
+            req,
+            from: BTreeSet::new(),
+        };
         let c = self.coordinator();
         let token = self.max_token;
         self.post(now, c, CentralMsg::Request { req, token }, out);
     }
 
     fn release(&mut self, now: Duration, out: &mut Out<Id>) {
-        let Mine::Held { req, token } = self.mine else {
+        let Some((req, _)) = self.unhold(out) else {
             return;
         };
-        self.mine = Mine::Idle;
-        out.emit(MutexEvent::Released {
-            resource: self.config.resource.clone(),
-            fencing_token: token,
-        });
         let c = self.coordinator();
         let t = self.max_token;
         self.post(now, c, CentralMsg::Release { req, token: t }, out);
     }
-
-    fn holding(&self) -> Option<u64> {
-        match self.mine {
-            Mine::Held { token, .. } => Some(token),
-            _ => None,
-        }
-    }
-
-    fn is_waiting(&self) -> bool {
-        matches!(self.mine, Mine::Waiting { .. })
-    }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
-    type Id = Id;
-    type Msg = CentralMsg;
-    type Timer = CentralTimer;
-    type Event = MutexEvent;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+impl<Id: MemberId> Protocol for Centralized<Id> {
+    protocol_types!(CentralMsg, CentralTimer, MutexEvent);
 
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
         out.set_timer(self.config.retry, CentralTimer::Retry);
@@ -349,41 +304,30 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
     fn on_message(&mut self, now: Duration, from: Id, msg: CentralMsg, out: &mut Out<Id>) {
         match msg {
             CentralMsg::Request { req, token } => {
-                self.max_token = self.max_token.max(token);
+                self.see(token);
                 self.coord_on_request(now, from, req, out);
             }
             CentralMsg::Release { req, token } => {
-                self.max_token = self.max_token.max(token);
+                self.see(token);
                 self.coord_on_release(now, from, req, out);
             }
             CentralMsg::Grant { req, token } => {
-                self.max_token = self.max_token.max(token);
-                match self.mine {
-                    Mine::Waiting { req: r } if r == req && from == self.coordinator() => {
-                        self.mine = Mine::Held { req, token };
-                        out.emit(MutexEvent::Granted {
-                            resource: self.config.resource.clone(),
-                            fencing_token: token,
-                        });
-                    }
-                    Mine::Held { req: r, .. } if r == req => {}
-                    _ => {
-                        // Stale, or from a node that is not our coordinator:
-                        // refuse it so that it does not stay taken.
-                        let t = self.max_token;
-                        self.post(now, from, CentralMsg::Release { req, token: t }, out);
-                        // Refusing the grant of the request we still wait on
-                        // voids that request: a copy of the same grant must
-                        // not be taken later (once `from` becomes our
-                        // coordinator), since `from` has freed the lock on
-                        // our refusal. Ask again under a new number.
-                        if self.mine == (Mine::Waiting { req }) {
-                            self.seq += 1;
-                            let req = self.seq;
-                            self.mine = Mine::Waiting { req };
-                            let c = self.coordinator();
-                            self.post(now, c, CentralMsg::Request { req, token: t }, out);
-                        }
+                self.see(token);
+                if self.mine.waiting() == Some(req) && from == self.coordinator() {
+                    self.hold(token, out);
+                } else if !matches!(self.mine, Mine::Held { req: r, .. } if r == req) {
+                    // Stale, or from a node that is not our coordinator:
+                    // refuse it so that it does not stay taken.
+                    let t = self.max_token;
+                    self.post(now, from, CentralMsg::Release { req, token: t }, out);
+                    // Refusing the grant of the request we still wait on
+                    // voids that request: a copy of the same grant must not
+                    // be taken later (once `from` becomes our coordinator),
+                    // since `from` has freed the lock on our refusal. Ask
+                    // again under a new number.
+                    if self.mine.waiting() == Some(req) {
+                        self.mine = Mine::Idle;
+                        self.request(now, out);
                     }
                 }
             }
@@ -397,8 +341,8 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
                 waiting,
                 token,
             } => {
-                self.max_token = self.max_token.max(token);
-                let Some(st) = self.coord.as_mut() else {
+                self.see(token);
+                let Some(st) = self.alg.coord.as_mut() else {
                     return;
                 };
                 // Round 0: an unsolicited report from a member that just
@@ -427,19 +371,19 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
 
     fn on_timer(&mut self, _now: Duration, _timer: CentralTimer, out: &mut Out<Id>) {
         out.set_timer(self.config.retry, CentralTimer::Retry);
-        if let Mine::Waiting { req } = self.mine {
+        if let Some(req) = self.mine.waiting() {
             let c = self.coordinator();
-            if c != self.me {
+            if c != *self.group.me() {
                 let token = self.max_token;
                 out.send(c, CentralMsg::Request { req, token });
             }
         }
-        if let Some(st) = &self.coord {
+        if let Some(st) = &self.alg.coord {
             for s in &st.syncing {
                 out.send(s.clone(), CentralMsg::Sync { round: st.round });
             }
             if let Some((h, req, token)) = &st.holder {
-                if *h != self.me {
+                if h != self.group.me() {
                     out.send(
                         h.clone(),
                         CentralMsg::Grant {
@@ -453,61 +397,40 @@ impl<Id: Clone + Ord + Debug> Protocol for Centralized<Id> {
     }
 
     fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
         let before = self.coordinator();
-        if change.status.is_live() {
-            self.down.remove(&m);
-            if let Some(st) = self.coord.as_mut() {
-                // A member back from a crash or a partition: ask its state.
-                if st.syncing.insert(m.clone()) {
-                    out.send(m, CentralMsg::Sync { round: st.round });
+        match self.group.apply(change) {
+            None => return,
+            Some(Change::Back(m) | Change::Live(m)) => {
+                if let Some(st) = self.alg.coord.as_mut() {
+                    // A member back from a crash or a partition (or only
+                    // suspected): ask its state.
+                    if st.syncing.insert(m.clone()) {
+                        out.send(m, CentralMsg::Sync { round: st.round });
+                    }
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if let Some(st) = self.coord.as_mut() {
-                st.syncing.remove(&m);
-                st.queue.retain(|(id, _)| *id != m);
-                if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
-                    st.holder = None;
+            Some(Change::Gone(m)) => {
+                if let Some(st) = self.alg.coord.as_mut() {
+                    st.syncing.remove(&m);
+                    st.queue.retain(|(id, _)| *id != m);
+                    if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
+                        st.holder = None;
+                    }
                 }
+                self.grant_next(now, out);
             }
-            self.grant_next(now, out);
         }
         self.check_role(now, out);
         // A new coordinator for us: report our state (pending request, hold,
         // largest token) without waiting to be asked.
         let c = self.coordinator();
-        if c != self.me && c != before {
+        if c != *self.group.me() && c != before {
             let msg = self.state_msg(0);
             out.send(c, msg);
         }
     }
-}
 
-impl<Id: Clone + Ord + Debug> SnapshotCore for Centralized<Id> {
-    type State = MutexDurable;
-    fn state(&self) -> MutexDurable {
-        MutexDurable {
-            clock: 0,
-            max_token: self.max_token,
-            seq: self.seq.max(self.rounds),
-            hop: 0,
-        }
-    }
-}
-
-impl<Id: Clone + Ord + Debug> SimProtocol for Centralized<Id> {
-    fn msg_kind(msg: &CentralMsg) -> &'static str {
-        match msg {
-            CentralMsg::Request { .. } => "request",
-            CentralMsg::Grant { .. } => "grant",
-            CentralMsg::Release { .. } => "release",
-            CentralMsg::Sync { .. } => "sync",
-            CentralMsg::State { .. } => "state",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

@@ -26,15 +26,16 @@
 //! ahead of ours for a `retry`; the owner answers with `Release` if it is done.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
-use crate::testkit::SimProtocol;
+use super::{Lock, LockCommands, LockState, Mine, MutexEvent};
+use crate::family::protocol_types;
+use crate::group::Change;
+use crate::MemberId;
 
 /// Lamport-mutex wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,72 +82,36 @@ pub enum LamportTimer {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mine<Id> {
-    Idle,
-    Wanted { ts: u64, unacked: BTreeSet<Id> },
-    Held { ts: u64, token: u64 },
-}
-
 /// A Lamport-mutex core for one member.
+pub type LamportMutex<Id> = Lock<Id, LamportState<Id>>;
+
+/// The Lamport mutex's own state (see [`LamportMutex`]): this member's copy
+/// of the request queue.
 #[derive(Debug, Clone)]
-pub struct LamportMutex<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: MutexConfig,
-    saved: Snapshot<MutexDurable>,
-    clock: u64,
-    max_token: u64,
+pub struct LamportState<Id> {
+    /// Pending requests, in `(timestamp, id)` order.
     queue: BTreeSet<(u64, Id)>,
+    /// The largest finished request of every member.
     released: BTreeMap<Id, u64>,
-    mine: Mine<Id>,
 }
 
-type Out<Id> = Outputs<Id, LamportMsg, LamportTimer, MutexEvent>;
-
-impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: MutexConfig,
-        durable: Option<MutexDurable>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let saved = Snapshot::resumed(durable);
-        let d = durable.unwrap_or_default();
+impl<Id> Default for LamportState<Id> {
+    fn default() -> Self {
         Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            clock: d.clock,
-            max_token: d.max_token,
             queue: BTreeSet::new(),
             released: BTreeMap::new(),
-            mine: Mine::Idle,
         }
     }
+}
 
-    /// Number of requests in this member's copy of the queue.
-    pub fn queue_len(&self) -> usize {
-        self.queue.len()
-    }
+impl<Id: Clone + std::fmt::Debug> LockState for LamportState<Id> {
+    const STAMPED: bool = true;
+}
 
-    fn my_ts(&self) -> Option<u64> {
-        match self.mine {
-            Mine::Wanted { ts, .. } | Mine::Held { ts, .. } => Some(ts),
-            Mine::Idle => None,
-        }
-    }
-
+impl<Id: Ord + Clone> LamportState<Id> {
     /// Record that `from` has a request stamped `ts` (unless already finished).
     fn note_request(&mut self, from: &Id, ts: u64) {
-        // A request from a member reported down is a late message of a dead
-        // incarnation (or the view is stale; its `Up` makes us ask again).
-        if self.down.contains(from) || self.released.get(from).is_some_and(|r| *r >= ts) {
+        if self.released.get(from).is_some_and(|r| *r >= ts) {
             return;
         }
         // A member has one request at a time: older ones are finished.
@@ -169,122 +134,94 @@ impl<Id: Clone + Ord + Debug> LamportMutex<Id> {
         *r = (*r).max(ts);
         self.queue.retain(|(t, id)| !(id == from && *t <= ts));
     }
+}
 
-    fn maybe_enter(&mut self, out: &mut Out<Id>) {
-        let Mine::Wanted { ts, unacked } = &self.mine else {
-            return;
-        };
-        let ts = *ts;
-        let first = self
-            .queue
-            .first()
-            .is_some_and(|(t, id)| *t == ts && *id == self.me);
-        if unacked.is_empty() && first {
-            self.max_token += 1;
-            let token = self.max_token;
-            self.mine = Mine::Held { ts, token };
-            out.emit(MutexEvent::Granted {
-                resource: self.config.resource.clone(),
-                fencing_token: token,
-            });
+type Out<Id> = Outputs<Id, LamportMsg, LamportTimer, MutexEvent>;
+
+impl<Id: MemberId> LamportMutex<Id> {
+    /// Number of requests in this member's copy of the queue.
+    pub fn queue_len(&self) -> usize {
+        self.alg.queue.len()
+    }
+
+    /// Record that `from` has a request stamped `ts`, unless `from` is
+    /// reported down: then it is a late message of a dead incarnation (or
+    /// the view is stale; its `Up` makes us ask again).
+    fn note_request(&mut self, from: &Id, ts: u64) {
+        if self.group.is_live(from) {
+            self.alg.note_request(from, ts);
         }
     }
 
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
+    fn maybe_enter(&mut self, out: &mut Out<Id>) {
+        let Some(ts) = self.mine.answered_by_all() else {
+            return;
+        };
+        let me = self.group.me();
+        if self
+            .alg
+            .queue
+            .first()
+            .is_some_and(|(t, id)| *t == ts && id == me)
+        {
+            self.max_token += 1;
+            self.hold(self.max_token, out);
+        }
     }
 }
 
-impl<Id: Clone + Ord + Debug> MutexCore for LamportMutex<Id> {
+impl<Id: MemberId> LockCommands for LamportMutex<Id> {
     fn request(&mut self, _now: Duration, out: &mut Out<Id>) {
-        if self.mine != Mine::Idle {
+        let Some((ts, unacked)) = self.start_stamped() else {
             return;
-        }
-        self.clock += 1;
-        let ts = self.clock;
-        let unacked = self.live_peers();
-        for p in &unacked {
+        };
+        for p in unacked {
             out.send(
-                p.clone(),
+                p,
                 LamportMsg::Request {
                     ts,
                     token: self.max_token,
                 },
             );
         }
-        self.queue.insert((ts, self.me.clone()));
-        self.mine = Mine::Wanted { ts, unacked };
+        self.alg.queue.insert((ts, self.group.me().clone()));
         out.set_timer(self.config.retry, LamportTimer::Retry { ts });
         self.maybe_enter(out);
     }
 
     fn release(&mut self, _now: Duration, out: &mut Out<Id>) {
-        let Mine::Held { ts, token } = self.mine else {
+        let Some((ts, _)) = self.unhold(out) else {
             return;
         };
-        self.mine = Mine::Idle;
-        let me = self.me.clone();
-        self.note_release(&me, ts);
-        for p in self.live_peers() {
+        self.alg.note_release(self.group.me(), ts);
+        for p in self.group.live_peers() {
             out.send(
-                p,
+                p.clone(),
                 LamportMsg::Release {
                     ts,
                     token: self.max_token,
                 },
             );
         }
-        out.emit(MutexEvent::Released {
-            resource: self.config.resource.clone(),
-            fencing_token: token,
-        });
-    }
-
-    fn holding(&self) -> Option<u64> {
-        match self.mine {
-            Mine::Held { token, .. } => Some(token),
-            _ => None,
-        }
-    }
-
-    fn is_waiting(&self) -> bool {
-        matches!(self.mine, Mine::Wanted { .. })
-    }
-
-    fn request_stamp(&self) -> Option<u64> {
-        self.my_ts()
     }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
-    type Id = Id;
-    type Msg = LamportMsg;
-    type Timer = LamportTimer;
-    type Event = MutexEvent;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+impl<Id: MemberId> Protocol for LamportMutex<Id> {
+    protocol_types!(LamportMsg, LamportTimer, MutexEvent);
 
     fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: LamportMsg, out: &mut Out<Id>) {
         match msg {
             LamportMsg::Request { ts, token } => {
-                self.clock = self.clock.max(ts) + 1;
-                self.max_token = self.max_token.max(token);
+                self.witness(ts, token);
                 self.note_request(&from, ts);
                 out.send(
                     from,
                     LamportMsg::Ack {
                         req_ts: ts,
                         ts: self.clock,
-                        pending: self.my_ts(),
+                        pending: self.mine.req(),
                         token: self.max_token,
                     },
                 );
@@ -295,23 +232,18 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
                 pending,
                 token,
             } => {
-                self.clock = self.clock.max(ts) + 1;
-                self.max_token = self.max_token.max(token);
+                self.witness(ts, token);
                 if let Some(p) = pending {
                     self.note_request(&from, p);
                 }
-                if let Mine::Wanted { ts: mine, unacked } = &mut self.mine {
-                    if *mine == req_ts {
-                        unacked.remove(&from);
-                    }
-                }
+                self.mine.answered(&from, req_ts);
             }
             LamportMsg::Release { ts, token } => {
-                self.max_token = self.max_token.max(token);
-                self.note_release(&from, ts);
+                self.see(token);
+                self.alg.note_release(&from, ts);
             }
             LamportMsg::Inquire { ts } => {
-                if self.my_ts() != Some(ts) {
+                if self.mine.req() != Some(ts) {
                     out.send(
                         from,
                         LamportMsg::Release {
@@ -327,10 +259,10 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: LamportTimer, out: &mut Out<Id>) {
         let LamportTimer::Retry { ts } = timer;
-        let Mine::Wanted { ts: mine, unacked } = &self.mine else {
+        let Mine::Waiting { req, from: unacked } = &self.mine else {
             return;
         };
-        if *mine != ts {
+        if *req != ts {
             return;
         }
         for p in unacked.clone() {
@@ -343,9 +275,10 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
             );
         }
         let ahead: Vec<(u64, Id)> = self
+            .alg
             .queue
             .iter()
-            .take_while(|(t, id)| (*t, id) < (ts, &self.me))
+            .take_while(|(t, id)| (*t, id) < (ts, self.group.me()))
             .cloned()
             .collect();
         for (t, id) in ahead {
@@ -355,16 +288,10 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if self.down.remove(&m) {
-                if let Some(ts) = self.my_ts() {
-                    if let Mine::Wanted { unacked, .. } = &mut self.mine {
-                        unacked.insert(m.clone());
-                    }
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
+                if let Some(ts) = self.mine.req() {
+                    self.mine.ask(m.clone());
                     out.send(
                         m,
                         LamportMsg::Request {
@@ -374,36 +301,16 @@ impl<Id: Clone + Ord + Debug> Protocol for LamportMutex<Id> {
                     );
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            self.queue.retain(|(_, id)| *id != m);
-            if let Mine::Wanted { unacked, .. } = &mut self.mine {
-                unacked.remove(&m);
+            Some(Change::Gone(m)) => {
+                self.alg.queue.retain(|(_, id)| *id != m);
+                self.mine.forget(&m);
+                self.maybe_enter(out);
             }
-            self.maybe_enter(out);
+            Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: Clone + Ord + Debug> SnapshotCore for LamportMutex<Id> {
-    type State = MutexDurable;
-    fn state(&self) -> MutexDurable {
-        MutexDurable {
-            clock: self.clock,
-            max_token: self.max_token,
-            seq: 0,
-            hop: 0,
-        }
-    }
-}
-
-impl<Id: Clone + Ord + Debug> SimProtocol for LamportMutex<Id> {
-    fn msg_kind(msg: &LamportMsg) -> &'static str {
-        match msg {
-            LamportMsg::Request { .. } => "request",
-            LamportMsg::Ack { .. } => "ack",
-            LamportMsg::Release { .. } => "release",
-            LamportMsg::Inquire { .. } => "inquire",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

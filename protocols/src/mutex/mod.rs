@@ -5,8 +5,11 @@
 //! [`RicartAgrawala`] (Lamport-stamped requests, deferred replies),
 //! [`TokenRing`] (a token circulating over the live ring, regenerated with a
 //! new generation when lost) and [`LamportMutex`] (replicated request queue,
-//! acks and releases). [`MutexAlgorithm`] names them for configuration files
-//! and [`AnyMutex`] runs the one a configuration names.
+//! acks and releases). Each is a [`Lock`] — the group, the settings, the
+//! fencing tokens, this member's request and the durable snapshot that every
+//! algorithm keeps — around the algorithm's own state. [`MutexAlgorithm`]
+//! names them for configuration files and [`AnyMutex`] runs the one a
+//! configuration names.
 //!
 //! One core guards one resource; a driver that multiplexes several resources
 //! over one connection routes messages by resource name itself.
@@ -42,10 +45,19 @@ pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
 pub use token_ring::TokenRing;
 
+use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{
+    DurableError, Outputs, Protocol, Recovered, Snapshot, SnapshotCore,
+};
+
+use crate::driver::OutputsOf;
+use crate::group::Group;
+use crate::testkit::SimProtocol;
+use crate::MemberId;
 
 crate::algorithms! {
     /// The mutual-exclusion algorithms, by the names configuration files use.
@@ -153,6 +165,270 @@ pub trait MutexCore: Protocol<Event = MutexEvent> {
     }
 }
 
+/// A mutual-exclusion core: what every algorithm keeps — its group, its
+/// settings, its durable counters (a Lamport clock for the algorithms that
+/// stamp their requests, the largest fencing token seen), this member's own
+/// request and the snapshot of its durable state — around the algorithm's
+/// own state `A`. [`Centralized`], [`RicartAgrawala`], [`TokenRing`] and
+/// [`LamportMutex`] are locks of their algorithm's state; each implements
+/// [`Protocol`] and [`LockCommands`], and every lock is a [`MutexCore`], a
+/// [`SnapshotCore`] and a [`SimProtocol`].
+#[derive(Debug, Clone)]
+pub struct Lock<Id, A> {
+    group: Group<Id>,
+    config: MutexConfig,
+    saved: Snapshot<MutexDurable>,
+    clock: u64,
+    max_token: u64,
+    mine: Mine<Id>,
+    alg: A,
+}
+
+/// This member's own request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Mine<Id> {
+    /// Not requesting.
+    #[default]
+    Idle,
+    /// Request `req` (a request number or a Lamport stamp; 0 where the
+    /// algorithm has neither) waits, for the answers of `from` where the
+    /// algorithm asks its peers.
+    Waiting { req: u64, from: BTreeSet<Id> },
+    /// Request `req` holds the lock, with fencing token `token`.
+    Held { req: u64, token: u64 },
+}
+
+impl<Id> Mine<Id> {
+    fn is_idle(&self) -> bool {
+        matches!(self, Mine::Idle)
+    }
+    /// The waiting request.
+    fn waiting(&self) -> Option<u64> {
+        match self {
+            Mine::Waiting { req, .. } => Some(*req),
+            _ => None,
+        }
+    }
+    /// The fencing token of the holding request.
+    fn holding(&self) -> Option<u64> {
+        match self {
+            Mine::Held { token, .. } => Some(*token),
+            _ => None,
+        }
+    }
+    /// The request, waiting or holding.
+    fn req(&self) -> Option<u64> {
+        match self {
+            Mine::Waiting { req, .. } | Mine::Held { req, .. } => Some(*req),
+            Mine::Idle => None,
+        }
+    }
+}
+
+impl<Id: Ord> Mine<Id> {
+    /// The waiting request, once it waits for nobody's answer.
+    fn answered_by_all(&self) -> Option<u64> {
+        match self {
+            Mine::Waiting { req, from } if from.is_empty() => Some(*req),
+            _ => None,
+        }
+    }
+    /// `peer` answered request `req`: stop waiting for it (if that request
+    /// still waits).
+    fn answered(&mut self, peer: &Id, req: u64) {
+        if let Mine::Waiting { req: r, from } = self {
+            if *r == req {
+                from.remove(peer);
+            }
+        }
+    }
+    /// Wait for `peer`'s answer too. Returns the waiting request if `peer`
+    /// was not awaited yet.
+    fn ask(&mut self, peer: Id) -> Option<u64> {
+        match self {
+            Mine::Waiting { req, from } => from.insert(peer).then_some(*req),
+            _ => None,
+        }
+    }
+    /// Stop waiting for `peer` (gone).
+    fn forget(&mut self, peer: &Id) {
+        if let Mine::Waiting { from, .. } = self {
+            from.remove(peer);
+        }
+    }
+}
+
+/// A mutex algorithm's own state: what its [`Lock`] keeps besides the
+/// group, the settings, the durable counters and this member's request. It
+/// starts as the default value.
+pub trait LockState: Clone + Debug + Default {
+    /// True when requests are stamped with the Lamport clock (and granted in
+    /// stamp order): [`MutexCore::request_stamp`] reports the stamp.
+    const STAMPED: bool = false;
+    /// Take up what a previous life made durable (`None` on a first start).
+    /// Default: nothing to take (the lock keeps the clock and the tokens).
+    fn resume(&mut self, durable: Option<&MutexDurable>) {
+        let _ = durable;
+    }
+    /// Write its part of the durable state (`seq`, `hop`). Default: none.
+    fn save(&self, durable: &mut MutexDurable) {
+        let _ = durable;
+    }
+    /// [`MutexCore::epoch`]: the newest token generation this member knows.
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
+    /// The generation of the token this member has, if any.
+    fn token_epoch(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The commands of one algorithm's lock: what [`MutexCore::request`] and
+/// [`MutexCore::release`] do for it.
+pub trait LockCommands: Protocol<Event = MutexEvent> {
+    /// Ask for the lock; no-op while already requesting or holding.
+    fn request(&mut self, now: Duration, out: &mut OutputsOf<Self>);
+    /// Give the lock back; no-op unless holding.
+    fn release(&mut self, now: Duration, out: &mut OutputsOf<Self>);
+}
+
+type LockOut<Id, M, T> = Outputs<Id, M, T, MutexEvent>;
+
+impl<Id: MemberId, A: LockState> Lock<Id, A> {
+    /// A core for `me` among `members`, restarted from `durable` if given.
+    pub fn new(
+        me: Id,
+        members: impl IntoIterator<Item = Id>,
+        config: MutexConfig,
+        durable: Option<MutexDurable>,
+    ) -> Self {
+        let d = durable.unwrap_or_default();
+        let mut alg = A::default();
+        alg.resume(durable.as_ref());
+        Self {
+            group: Group::new(me, members),
+            config,
+            saved: Snapshot::resumed(durable),
+            clock: d.clock,
+            max_token: d.max_token,
+            mine: Mine::Idle,
+            alg,
+        }
+    }
+
+    /// A fencing token is seen on a message.
+    fn see(&mut self, token: u64) {
+        self.max_token = self.max_token.max(token);
+    }
+
+    /// A message stamped `ts` with fencing token `token` is seen: move the
+    /// clock past the stamp, and take the token.
+    fn witness(&mut self, ts: u64, token: u64) {
+        self.clock = self.clock.max(ts) + 1;
+        self.see(token);
+    }
+
+    /// If idle, start a request stamped with the next clock value that waits
+    /// for the answer of every live peer: its stamp and those peers.
+    fn start_stamped(&mut self) -> Option<(u64, BTreeSet<Id>)> {
+        if !self.mine.is_idle() {
+            return None;
+        }
+        self.clock += 1;
+        let from: BTreeSet<Id> = self.group.live_peers().cloned().collect();
+        self.mine = Mine::Waiting {
+            req: self.clock,
+            from: from.clone(),
+        };
+        Some((self.clock, from))
+    }
+
+    /// The waiting request takes the lock with fencing token `token`; the
+    /// user is told.
+    fn hold<M, T>(&mut self, token: u64, out: &mut LockOut<Id, M, T>) {
+        if let Some(req) = self.mine.waiting() {
+            self.mine = Mine::Held { req, token };
+            out.emit(MutexEvent::Granted {
+                resource: self.config.resource.clone(),
+                fencing_token: token,
+            });
+        }
+    }
+
+    /// The held lock is given back; the user is told. Returns the request
+    /// and its fencing token, or `None` when not holding.
+    fn unhold<M, T>(&mut self, out: &mut LockOut<Id, M, T>) -> Option<(u64, u64)> {
+        let Mine::Held { req, token } = self.mine else {
+            return None;
+        };
+        self.mine = Mine::Idle;
+        out.emit(MutexEvent::Released {
+            resource: self.config.resource.clone(),
+            fencing_token: token,
+        });
+        Some((req, token))
+    }
+}
+
+impl<Id: MemberId, A: LockState> Lock<Id, A>
+where
+    Self: SnapshotCore<State = MutexDurable>,
+{
+    /// Save the durable state if it changed (what the algorithm's
+    /// [`Protocol::persist`] does).
+    fn save<M, T>(&mut self, out: &mut LockOut<Id, M, T>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+}
+
+impl<Id: MemberId, A: LockState> MutexCore for Lock<Id, A>
+where
+    Self: LockCommands<Id = Id>,
+{
+    fn request(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        LockCommands::request(self, now, out);
+    }
+    fn release(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        LockCommands::release(self, now, out);
+    }
+    fn holding(&self) -> Option<u64> {
+        self.mine.holding()
+    }
+    fn is_waiting(&self) -> bool {
+        self.mine.waiting().is_some()
+    }
+    fn request_stamp(&self) -> Option<u64> {
+        self.mine.req().filter(|_| A::STAMPED)
+    }
+    fn epoch(&self) -> Option<u64> {
+        self.alg.epoch()
+    }
+    fn held_epoch(&self) -> Option<u64> {
+        self.mine.holding().and(self.alg.token_epoch())
+    }
+}
+
+impl<Id: MemberId, A: LockState> SnapshotCore for Lock<Id, A>
+where
+    Self: Protocol<Id = Id>,
+{
+    type State = MutexDurable;
+    fn state(&self) -> MutexDurable {
+        let mut d = MutexDurable {
+            clock: self.clock,
+            max_token: self.max_token,
+            seq: 0,
+            hop: 0,
+        };
+        self.alg.save(&mut d);
+        d
+    }
+}
+
+impl<Id: MemberId, A: LockState> SimProtocol for Lock<Id, A> where Self: Protocol {}
+
 /// What a lock's handles watch: whether this node holds the lock (with the
 /// grant's fencing token) or waits for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,21 +469,6 @@ impl crate::family::Family for MutexFamily {
             waiting: core.is_waiting(),
         }
     }
-}
-
-/// The group as every core keeps it: `members` plus `me`, sorted, without
-/// duplicates (so every member computes the same ring, ranks and terms).
-pub(crate) fn group<Id: Ord + Clone>(me: &Id, members: impl IntoIterator<Item = Id>) -> Vec<Id> {
-    let mut all: Vec<Id> = members.into_iter().collect();
-    all.push(me.clone());
-    all.sort();
-    all.dedup();
-    all
-}
-
-/// Position of `me` in `members` (sorted), used by several algorithms.
-pub(crate) fn rank<Id: Ord>(members: &[Id], me: &Id) -> usize {
-    members.iter().position(|m| m == me).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -19,16 +19,17 @@
 //! request to the members that have not replied every `retry`; replies carry
 //! the request's timestamp so a stale reply never counts for a newer request.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{MutexConfig, MutexCore, MutexDurable, MutexEvent};
-use crate::testkit::SimProtocol;
+use super::{Lock, LockCommands, LockState, Mine, MutexEvent};
+use crate::family::protocol_types;
+use crate::group::Change;
+use crate::MemberId;
 
 /// Ricart–Agrawala wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,76 +60,36 @@ pub enum RaTimer {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State<Id> {
-    Idle,
-    Wanted { ts: u64, waiting: BTreeSet<Id> },
-    Held { ts: u64, token: u64 },
+/// A Ricart–Agrawala core for one member.
+pub type RicartAgrawala<Id> = Lock<Id, RaState<Id>>;
+
+/// Ricart–Agrawala's own state (see [`RicartAgrawala`]): the replies it
+/// defers until it releases.
+#[derive(Debug, Clone)]
+pub struct RaState<Id> {
+    /// Requesters to answer on release, with the stamp of their request.
+    deferred: BTreeMap<Id, u64>,
 }
 
-/// A Ricart–Agrawala core for one member.
-#[derive(Debug, Clone)]
-pub struct RicartAgrawala<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: MutexConfig,
-    saved: Snapshot<MutexDurable>,
-    clock: u64,
-    max_token: u64,
-    state: State<Id>,
-    deferred: BTreeMap<Id, u64>,
+impl<Id> Default for RaState<Id> {
+    fn default() -> Self {
+        Self {
+            deferred: BTreeMap::new(),
+        }
+    }
+}
+
+impl<Id: Clone + std::fmt::Debug> LockState for RaState<Id> {
+    const STAMPED: bool = true;
 }
 
 type Out<Id> = Outputs<Id, RaMsg, RaTimer, MutexEvent>;
 
-impl<Id: Clone + Ord + Debug> RicartAgrawala<Id> {
-    /// A core for `me` in the group `members` (which should include `me`),
-    /// restarted from `durable` if given. Every member starts believed alive.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: MutexConfig,
-        durable: Option<MutexDurable>,
-    ) -> Self {
-        let mut members: Vec<Id> = members.into_iter().collect();
-        members.sort();
-        members.dedup();
-        let saved = Snapshot::resumed(durable);
-        let d = durable.unwrap_or_default();
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            clock: d.clock,
-            max_token: d.max_token,
-            state: State::Idle,
-            deferred: BTreeMap::new(),
-        }
-    }
-
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-
+impl<Id: MemberId> RicartAgrawala<Id> {
     fn maybe_enter(&mut self, out: &mut Out<Id>) {
-        if let State::Wanted { ts, waiting } = &self.state {
-            if waiting.is_empty() {
-                let ts = *ts;
-                self.max_token += 1;
-                let token = self.max_token;
-                self.state = State::Held { ts, token };
-                out.emit(MutexEvent::Granted {
-                    resource: self.config.resource.clone(),
-                    fencing_token: token,
-                });
-            }
+        if self.mine.answered_by_all().is_some() {
+            self.max_token += 1;
+            self.hold(self.max_token, out);
         }
     }
 
@@ -141,106 +102,63 @@ impl<Id: Clone + Ord + Debug> RicartAgrawala<Id> {
             },
         );
     }
+
+    fn reply(&self, to: Id, req_ts: u64, out: &mut Out<Id>) {
+        let token = self.max_token;
+        out.send(to, RaMsg::Reply { req_ts, token });
+    }
+
+    /// A request stamped `ts`: reply at once, or defer the reply while
+    /// holding or while our own request goes first.
+    fn on_request(&mut self, from: Id, ts: u64, token: u64, out: &mut Out<Id>) {
+        self.witness(ts, token);
+        let defer = match &self.mine {
+            Mine::Held { .. } => true,
+            Mine::Waiting { req: mine, .. } => (*mine, self.group.me()) < (ts, &from),
+            Mine::Idle => false,
+        };
+        if defer {
+            let e = self.alg.deferred.entry(from).or_insert(ts);
+            *e = (*e).max(ts);
+        } else {
+            self.reply(from, ts, out);
+        }
+    }
 }
 
-impl<Id: Clone + Ord + Debug> MutexCore for RicartAgrawala<Id> {
+impl<Id: MemberId> LockCommands for RicartAgrawala<Id> {
     fn request(&mut self, _now: Duration, out: &mut Out<Id>) {
-        if self.state != State::Idle {
+        let Some((ts, peers)) = self.start_stamped() else {
             return;
+        };
+        for p in peers {
+            self.send_request(p, ts, out);
         }
-        self.clock += 1;
-        let ts = self.clock;
-        let waiting = self.live_peers();
-        for p in &waiting {
-            self.send_request(p.clone(), ts, out);
-        }
-        self.state = State::Wanted { ts, waiting };
         out.set_timer(self.config.retry, RaTimer::Retry { ts });
         self.maybe_enter(out);
     }
 
     fn release(&mut self, _now: Duration, out: &mut Out<Id>) {
-        let State::Held { token, .. } = self.state else {
+        if self.unhold(out).is_none() {
             return;
-        };
-        self.state = State::Idle;
-        for (p, req_ts) in std::mem::take(&mut self.deferred) {
-            out.send(
-                p,
-                RaMsg::Reply {
-                    req_ts,
-                    token: self.max_token,
-                },
-            );
         }
-        out.emit(MutexEvent::Released {
-            resource: self.config.resource.clone(),
-            fencing_token: token,
-        });
-    }
-
-    fn holding(&self) -> Option<u64> {
-        match self.state {
-            State::Held { token, .. } => Some(token),
-            _ => None,
-        }
-    }
-
-    fn is_waiting(&self) -> bool {
-        matches!(self.state, State::Wanted { .. })
-    }
-
-    fn request_stamp(&self) -> Option<u64> {
-        match self.state {
-            State::Wanted { ts, .. } | State::Held { ts, .. } => Some(ts),
-            State::Idle => None,
+        for (p, req_ts) in std::mem::take(&mut self.alg.deferred) {
+            self.reply(p, req_ts, out);
         }
     }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
-    type Id = Id;
-    type Msg = RaMsg;
-    type Timer = RaTimer;
-    type Event = MutexEvent;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+impl<Id: MemberId> Protocol for RicartAgrawala<Id> {
+    protocol_types!(RaMsg, RaTimer, MutexEvent);
 
     fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: RaMsg, out: &mut Out<Id>) {
         match msg {
-            RaMsg::Request { ts, token } => {
-                self.clock = self.clock.max(ts) + 1;
-                self.max_token = self.max_token.max(token);
-                let defer = match &self.state {
-                    State::Held { .. } => true,
-                    State::Wanted { ts: mine, .. } => (*mine, &self.me) < (ts, &from),
-                    State::Idle => false,
-                };
-                if defer {
-                    let e = self.deferred.entry(from).or_insert(ts);
-                    *e = (*e).max(ts);
-                } else {
-                    out.send(
-                        from,
-                        RaMsg::Reply {
-                            req_ts: ts,
-                            token: self.max_token,
-                        },
-                    );
-                }
-            }
+            RaMsg::Request { ts, token } => self.on_request(from, ts, token, out),
             RaMsg::Reply { req_ts, token } => {
-                self.max_token = self.max_token.max(token);
-                if let State::Wanted { ts, waiting } = &mut self.state {
-                    if *ts == req_ts {
-                        waiting.remove(&from);
-                    }
-                }
+                self.see(token);
+                self.mine.answered(&from, req_ts);
                 self.maybe_enter(out);
             }
         }
@@ -248,9 +166,9 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
 
     fn on_timer(&mut self, _now: Duration, timer: RaTimer, out: &mut Out<Id>) {
         let RaTimer::Retry { ts } = timer;
-        if let State::Wanted { ts: mine, waiting } = &self.state {
-            if *mine == ts {
-                for p in waiting.clone() {
+        if let Mine::Waiting { req, from } = &self.mine {
+            if *req == ts {
+                for p in from.clone() {
                     self.send_request(p, ts, out);
                 }
                 out.set_timer(self.config.retry, RaTimer::Retry { ts });
@@ -259,46 +177,22 @@ impl<Id: Clone + Ord + Debug> Protocol for RicartAgrawala<Id> {
     }
 
     fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            self.down.remove(&m);
-            if let State::Wanted { ts, waiting } = &mut self.state {
-                let ts = *ts;
-                if waiting.insert(m.clone()) {
+        match self.group.apply(change) {
+            Some(Change::Back(m) | Change::Live(m)) => {
+                if let Some(ts) = self.mine.ask(m.clone()) {
                     self.send_request(m, ts, out);
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            self.deferred.remove(&m);
-            if let State::Wanted { waiting, .. } = &mut self.state {
-                waiting.remove(&m);
+            Some(Change::Gone(m)) => {
+                self.alg.deferred.remove(&m);
+                self.mine.forget(&m);
+                self.maybe_enter(out);
             }
-            self.maybe_enter(out);
+            None => {}
         }
     }
-}
 
-impl<Id: Clone + Ord + Debug> SnapshotCore for RicartAgrawala<Id> {
-    type State = MutexDurable;
-    fn state(&self) -> MutexDurable {
-        MutexDurable {
-            clock: self.clock,
-            max_token: self.max_token,
-            seq: 0,
-            hop: 0,
-        }
-    }
-}
-
-impl<Id: Clone + Ord + Debug> SimProtocol for RicartAgrawala<Id> {
-    fn msg_kind(msg: &RaMsg) -> &'static str {
-        match msg {
-            RaMsg::Request { .. } => "request",
-            RaMsg::Reply { .. } => "reply",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

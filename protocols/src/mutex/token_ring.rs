@@ -28,16 +28,16 @@
 //! over the acks), no starvation.
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{rank, MutexConfig, MutexCore, MutexDurable, MutexEvent};
-use crate::election::next_term;
-use crate::testkit::SimProtocol;
+use super::{Lock, LockCommands, LockState, Mine, MutexDurable, MutexEvent};
+use crate::family::protocol_types;
+use crate::group::Change;
+use crate::MemberId;
 
 /// Token-ring wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,121 +92,100 @@ struct Regen<Id> {
     waiting: BTreeSet<Id>,
 }
 
-/// A token-ring core for one member.
+/// A token-ring core for one member. On a fresh start the lowest member
+/// creates the first token.
+pub type TokenRing<Id> = Lock<Id, TokenRingState<Id>>;
+
+/// The token ring's own state (see [`TokenRing`]).
 #[derive(Debug, Clone)]
-pub struct TokenRing<Id> {
-    me: Id,
-    members: Vec<Id>,
-    down: BTreeSet<Id>,
-    config: MutexConfig,
-    saved: Snapshot<MutexDurable>,
-    max_token: u64,
+pub struct TokenRingState<Id> {
+    /// The newest token generation known (kept durably).
     gen: u64,
+    /// The newest `(generation, hop)` of a token seen (kept durably).
     seen: (u64, u64),
+    /// The token, while this member has it.
     token: Option<Token>,
-    want: bool,
-    held: Option<u64>,
+    /// When this member last saw the token.
     last_seen: Duration,
+    /// The regeneration this member is running, if any.
     regen: Option<Regen<Id>>,
+    /// A `RegenAck` held back until this member leaves the critical section.
     deferred_ack: Option<(Id, u64)>,
+    /// A first start (nothing durable): the lowest member creates the token.
     fresh: bool,
+}
+
+impl<Id> Default for TokenRingState<Id> {
+    fn default() -> Self {
+        Self {
+            gen: 0,
+            seen: (0, 0),
+            token: None,
+            last_seen: Duration::ZERO,
+            regen: None,
+            deferred_ack: None,
+            fresh: true,
+        }
+    }
+}
+
+impl<Id: Clone + std::fmt::Debug> LockState for TokenRingState<Id> {
+    fn resume(&mut self, durable: Option<&MutexDurable>) {
+        self.fresh = durable.is_none();
+        let d = durable.copied().unwrap_or_default();
+        (self.gen, self.seen) = (d.seq, (d.seq, d.hop));
+    }
+    fn save(&self, durable: &mut MutexDurable) {
+        durable.seq = self.gen;
+        durable.hop = if self.seen.0 == self.gen {
+            self.seen.1
+        } else {
+            0
+        };
+    }
+    fn epoch(&self) -> Option<u64> {
+        Some(self.gen)
+    }
+    fn token_epoch(&self) -> Option<u64> {
+        self.token.map(|t| t.gen)
+    }
 }
 
 type Out<Id> = Outputs<Id, RingMsg, RingTimer, MutexEvent>;
 
-impl<Id: Clone + Ord + Debug> TokenRing<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given. On
-    /// a fresh start the lowest member creates the first token.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: MutexConfig,
-        durable: Option<MutexDurable>,
-    ) -> Self {
-        let members = crate::mutex::group(&me, members);
-        let fresh = durable.is_none();
-        let saved = Snapshot::resumed(durable);
-        let d = durable.unwrap_or_default();
-        Self {
-            me,
-            members,
-            down: BTreeSet::new(),
-            config,
-            saved,
-            max_token: d.max_token,
-            gen: d.seq,
-            seen: (d.seq, d.hop),
-            token: None,
-            want: false,
-            held: None,
-            last_seen: Duration::ZERO,
-            regen: None,
-            deferred_ack: None,
-            fresh,
-        }
-    }
-
+impl<Id: MemberId> TokenRing<Id> {
     /// The generation of the newest token this member knows of.
     pub fn generation(&self) -> u64 {
-        self.gen
+        self.alg.gen
     }
 
     /// True while this member has the token (inside or not).
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-
-    fn successor(&self) -> Option<Id> {
-        let live = |m: &&Id| **m != self.me && !self.down.contains(*m);
-        let i = rank(&self.members, &self.me);
-        self.members[i + 1..]
-            .iter()
-            .find(live)
-            .or_else(|| self.members[..i].iter().find(live))
-            .cloned()
-    }
-
-    fn live_peers(&self) -> BTreeSet<Id> {
-        self.members
-            .iter()
-            .filter(|m| **m != self.me && !self.down.contains(*m))
-            .cloned()
-            .collect()
-    }
-
-    fn lowest_live(&self) -> bool {
-        self.members
-            .iter()
-            .find(|m| **m == self.me || !self.down.contains(*m))
-            .is_some_and(|m| *m == self.me)
+        self.alg.token.is_some()
     }
 
     /// We have the token: enter if wanted, else pass it on.
     fn use_token(&mut self, now: Duration, mut t: Token, out: &mut Out<Id>) {
-        self.last_seen = now;
-        if self.want && self.held.is_none() {
+        self.alg.last_seen = now;
+        if self.mine.waiting().is_some() {
             t.counter = t.counter.max(self.max_token) + 1;
             self.max_token = t.counter;
-            self.held = Some(t.counter);
-            self.token = Some(t);
-            out.emit(MutexEvent::Granted {
-                resource: self.config.resource.clone(),
-                fencing_token: t.counter,
-            });
+            self.alg.token = Some(t);
+            self.hold(t.counter, out);
         } else {
-            self.token = Some(t);
+            self.alg.token = Some(t);
             self.pass(out);
         }
     }
 
     fn pass(&mut self, out: &mut Out<Id>) {
-        let Some(mut t) = self.token else {
+        let Some(mut t) = self.alg.token else {
             return;
         };
-        if let Some(next) = self.successor() {
+        if let Some(next) = self.group.successor().cloned() {
             t.hop += 1;
             t.counter = t.counter.max(self.max_token);
-            self.token = None;
+            self.alg.token = None;
             out.send(
                 next,
                 RingMsg::Token {
@@ -220,29 +199,33 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
     }
 
     fn adopt_gen(&mut self, gen: u64) {
-        if gen > self.gen {
-            self.gen = gen;
-            if self.regen.as_ref().is_some_and(|r| r.gen < gen) {
-                self.regen = None;
+        if gen > self.alg.gen {
+            self.alg.gen = gen;
+            if self.alg.regen.as_ref().is_some_and(|r| r.gen < gen) {
+                self.alg.regen = None;
             }
-            if self.held.is_none() && self.token.is_some_and(|t| t.gen < gen) {
-                self.token = None; // an idle token of an older generation dies
+            if self.mine.holding().is_none() && self.alg.token.is_some_and(|t| t.gen < gen) {
+                self.alg.token = None; // an idle token of an older generation dies
             }
         }
     }
 
     fn finish_regen(&mut self, now: Duration, out: &mut Out<Id>) {
-        let done = self.regen.as_ref().is_some_and(|r| r.waiting.is_empty());
+        let done = self
+            .alg
+            .regen
+            .as_ref()
+            .is_some_and(|r| r.waiting.is_empty());
         if !done {
             return;
         }
-        let Some(r) = self.regen.take() else {
+        let Some(r) = self.alg.regen.take() else {
             return;
         };
-        if r.gen != self.gen {
+        if r.gen != self.alg.gen {
             return;
         }
-        self.seen = (r.gen, 0);
+        self.alg.seen = (r.gen, 0);
         let t = Token {
             gen: r.gen,
             hop: 0,
@@ -252,32 +235,30 @@ impl<Id: Clone + Ord + Debug> TokenRing<Id> {
     }
 }
 
-impl<Id: Clone + Ord + Debug> MutexCore for TokenRing<Id> {
+impl<Id: MemberId> LockCommands for TokenRing<Id> {
     fn request(&mut self, now: Duration, out: &mut Out<Id>) {
-        if self.want {
+        if !self.mine.is_idle() {
             return;
         }
-        self.want = true;
-        if let Some(t) = self.token {
+        self.mine = Mine::Waiting {
+            req: 0,
+            from: BTreeSet::new(),
+        };
+        if let Some(t) = self.alg.token {
             // Only possible when alone in the ring.
-            self.token = None;
+            self.alg.token = None;
             self.use_token(now, t, out);
         }
     }
 
     fn release(&mut self, _now: Duration, out: &mut Out<Id>) {
-        let Some(fencing_token) = self.held.take() else {
+        if self.unhold(out).is_none() {
             return;
-        };
-        self.want = false;
-        out.emit(MutexEvent::Released {
-            resource: self.config.resource.clone(),
-            fencing_token,
-        });
-        if let Some((r, gen)) = self.deferred_ack.take() {
+        }
+        if let Some((r, gen)) = self.alg.deferred_ack.take() {
             // A newer generation was announced while we were inside: this
             // token is dead.
-            self.token = None;
+            self.alg.token = None;
             out.send(
                 r,
                 RingMsg::RegenAck {
@@ -285,46 +266,22 @@ impl<Id: Clone + Ord + Debug> MutexCore for TokenRing<Id> {
                     token: self.max_token,
                 },
             );
-        } else if self.token.is_some_and(|t| t.gen < self.gen) {
-            self.token = None; // superseded while we were inside
+        } else if self.alg.token.is_some_and(|t| t.gen < self.alg.gen) {
+            self.alg.token = None; // superseded while we were inside
         } else {
             self.pass(out);
         }
     }
-
-    fn holding(&self) -> Option<u64> {
-        self.held
-    }
-
-    fn epoch(&self) -> Option<u64> {
-        Some(self.gen)
-    }
-
-    fn held_epoch(&self) -> Option<u64> {
-        self.held.and(self.token.map(|t| t.gen))
-    }
-
-    fn is_waiting(&self) -> bool {
-        self.want && self.held.is_none()
-    }
 }
 
-impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
-    type Id = Id;
-    type Msg = RingMsg;
-    type Timer = RingTimer;
-    type Event = MutexEvent;
-
-    fn persist(&mut self, out: &mut Out<Id>) {
-        let state = self.state();
-        self.saved.save(state, out);
-    }
+impl<Id: MemberId> Protocol for TokenRing<Id> {
+    protocol_types!(RingMsg, RingTimer, MutexEvent);
 
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
-        self.last_seen = now;
+        self.alg.last_seen = now;
         out.set_timer(self.config.retry, RingTimer::Tick);
-        if self.fresh && self.members.first() == Some(&self.me) {
-            self.fresh = false;
+        if self.alg.fresh && self.group.rank() == 0 {
+            self.alg.fresh = false;
             let t = Token {
                 gen: 0,
                 hop: 0,
@@ -337,12 +294,12 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
     fn on_message(&mut self, now: Duration, from: Id, msg: RingMsg, out: &mut Out<Id>) {
         match msg {
             RingMsg::Token { gen, hop, counter } => {
-                self.max_token = self.max_token.max(counter);
-                if gen < self.gen || (gen, hop) <= self.seen || self.token.is_some() {
+                self.see(counter);
+                if gen < self.alg.gen || (gen, hop) <= self.alg.seen || self.alg.token.is_some() {
                     return; // stale generation, duplicate, or a second copy
                 }
                 self.adopt_gen(gen);
-                self.seen = (gen, hop);
+                self.alg.seen = (gen, hop);
                 self.use_token(
                     now,
                     Token {
@@ -354,21 +311,21 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
                 );
             }
             RingMsg::Regen { gen } => {
-                if gen < self.gen {
-                    out.send(from, RingMsg::Newer { gen: self.gen });
+                if gen < self.alg.gen {
+                    out.send(from, RingMsg::Newer { gen: self.alg.gen });
                     return;
                 }
                 self.adopt_gen(gen);
-                if self.regen.as_ref().is_some_and(|r| r.gen == gen) {
+                if self.alg.regen.as_ref().is_some_and(|r| r.gen == gen) {
                     return;
                 }
-                let old = self.token.is_some_and(|t| t.gen < gen);
-                if old && self.held.is_some() {
-                    self.deferred_ack = Some((from, gen));
+                let old = self.alg.token.is_some_and(|t| t.gen < gen);
+                if old && self.mine.holding().is_some() {
+                    self.alg.deferred_ack = Some((from, gen));
                     return;
                 }
                 if old {
-                    self.token = None;
+                    self.alg.token = None;
                 }
                 out.send(
                     from,
@@ -380,8 +337,8 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
             }
             RingMsg::Newer { gen } => self.adopt_gen(gen),
             RingMsg::RegenAck { gen, token } => {
-                self.max_token = self.max_token.max(token);
-                if let Some(r) = self.regen.as_mut() {
+                self.see(token);
+                if let Some(r) = self.alg.regen.as_mut() {
                     if r.gen == gen {
                         r.waiting.remove(&from);
                     }
@@ -393,34 +350,30 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
 
     fn on_timer(&mut self, now: Duration, _timer: RingTimer, out: &mut Out<Id>) {
         out.set_timer(self.config.retry, RingTimer::Tick);
-        if let Some(r) = &self.regen {
+        if let Some(r) = &self.alg.regen {
             for p in &r.waiting {
                 out.send(p.clone(), RingMsg::Regen { gen: r.gen });
             }
             return;
         }
-        let overdue = now.saturating_sub(self.last_seen) >= self.config.token_timeout;
-        if overdue && self.token.is_none() && self.lowest_live() {
-            let gen = next_term(self.gen, rank(&self.members, &self.me), self.members.len());
-            self.gen = gen;
-            let waiting = self.live_peers();
+        let overdue = now.saturating_sub(self.alg.last_seen) >= self.config.token_timeout;
+        if overdue && self.alg.token.is_none() && self.group.lowest_live() == self.group.me() {
+            let gen = self.group.next_term(self.alg.gen);
+            self.alg.gen = gen;
+            let waiting: BTreeSet<Id> = self.group.live_peers().cloned().collect();
             for p in &waiting {
                 out.send(p.clone(), RingMsg::Regen { gen });
             }
-            self.regen = Some(Regen { gen, waiting });
-            self.last_seen = now;
+            self.alg.regen = Some(Regen { gen, waiting });
+            self.alg.last_seen = now;
             self.finish_regen(now, out);
         }
     }
 
     fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut Out<Id>) {
-        let m = change.member;
-        if m == self.me || !self.members.contains(&m) {
-            return;
-        }
-        if change.status.is_live() {
-            if self.down.remove(&m) {
-                if let Some(r) = self.regen.as_mut() {
+        match self.group.apply(change) {
+            Some(Change::Back(m)) => {
+                if let Some(r) = self.alg.regen.as_mut() {
                     if r.waiting.insert(m.clone()) {
                         out.send(m.clone(), RingMsg::Regen { gen: r.gen });
                     }
@@ -428,44 +381,22 @@ impl<Id: Clone + Ord + Debug> Protocol for TokenRing<Id> {
                 // Tell the newcomer our generation (after a partition the
                 // older of two tokens dies at the first member that knows
                 // the newer one), and stop keeping the token to ourselves.
-                out.send(m, RingMsg::Newer { gen: self.gen });
-                if self.held.is_none() {
+                out.send(m, RingMsg::Newer { gen: self.alg.gen });
+                if self.mine.holding().is_none() {
                     self.pass(out);
                 }
             }
-        } else if matches!(change.status, MemberStatus::Down | MemberStatus::Left) {
-            self.down.insert(m.clone());
-            if let Some(r) = self.regen.as_mut() {
-                r.waiting.remove(&m);
+            Some(Change::Gone(m)) => {
+                if let Some(r) = self.alg.regen.as_mut() {
+                    r.waiting.remove(&m);
+                }
+                self.finish_regen(now, out);
             }
-            self.finish_regen(now, out);
+            Some(Change::Live(_)) | None => {}
         }
     }
-}
 
-impl<Id: Clone + Ord + Debug> SnapshotCore for TokenRing<Id> {
-    type State = MutexDurable;
-    fn state(&self) -> MutexDurable {
-        MutexDurable {
-            clock: 0,
-            max_token: self.max_token,
-            seq: self.gen,
-            hop: if self.seen.0 == self.gen {
-                self.seen.1
-            } else {
-                0
-            },
-        }
-    }
-}
-
-impl<Id: Clone + Ord + Debug> SimProtocol for TokenRing<Id> {
-    fn msg_kind(msg: &RingMsg) -> &'static str {
-        match msg {
-            RingMsg::Token { .. } => "token",
-            RingMsg::Regen { .. } => "regen",
-            RingMsg::RegenAck { .. } => "regen-ack",
-            RingMsg::Newer { .. } => "newer",
-        }
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.save(out);
     }
 }

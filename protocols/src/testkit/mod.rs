@@ -39,6 +39,7 @@ pub use chaos::Chaos;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -51,7 +52,63 @@ use troupe_framework::sansio::{
 /// What the simulator needs from a core beyond [`Protocol`].
 pub trait SimProtocol: Protocol {
     /// A short stable name for a message's kind, used to count costs.
-    fn msg_kind(msg: &Self::Msg) -> &'static str;
+    /// Default: the name of the message's enum variant, in kebab-case
+    /// ([`variant_kind`]).
+    fn msg_kind(msg: &Self::Msg) -> &'static str {
+        variant_kind(msg)
+    }
+}
+
+/// The name `value`'s `Debug` form starts with — an enum's variant name —
+/// in kebab-case: `RegenAck { gen: 3 }` gives `"regen-ack"`. Each kind is
+/// formatted once per thread and variant (then looked up by the variant's
+/// discriminant) and allocated once for the life of the process.
+pub fn variant_kind<T: Debug>(value: &T) -> &'static str {
+    use std::hash::{Hash, Hasher};
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<(&'static str, u64), &'static str>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::mem::discriminant(value).hash(&mut h);
+    let key = (std::any::type_name::<T>(), h.finish());
+    if let Some(kind) = SEEN.with(|s| s.borrow().get(&key).copied()) {
+        return kind;
+    }
+    let kind = format_kind(value);
+    SEEN.with(|s| s.borrow_mut().insert(key, kind));
+    kind
+}
+
+/// Format the variant name of `value` in kebab-case, interned.
+fn format_kind<T: Debug + ?Sized>(value: &T) -> &'static str {
+    /// Collects the leading name, and stops the formatting after it.
+    struct Name(String);
+    impl std::fmt::Write for Name {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if !(c.is_alphanumeric() || c == '_') {
+                    return Err(std::fmt::Error);
+                }
+                if c.is_uppercase() && !self.0.is_empty() {
+                    self.0.push('-');
+                }
+                self.0.extend(c.to_lowercase());
+            }
+            Ok(())
+        }
+    }
+    static KINDS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut name = Name(String::new());
+    // An error only says that the formatting stopped after the name.
+    let _ = std::fmt::Write::write_fmt(&mut name, format_args!("{value:?}"));
+    let mut kinds = KINDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(kind) = kinds.get(name.0.as_str()) {
+        return kind;
+    }
+    let kind: &'static str = Box::leak(name.0.into_boxed_str());
+    kinds.insert(kind);
+    kind
 }
 
 /// The output buffer type of core `P`.
@@ -1276,6 +1333,22 @@ mod tests {
         let c = ping_all(&mut sim(6, NetFaults::chaotic()), 50);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_default_message_kind_is_the_variant_name_in_kebab_case() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        enum M {
+            Request { ts: u64 },
+            RegenAck(u8),
+            Newer,
+        }
+        assert_eq!(variant_kind(&M::Request { ts: 1 }), "request");
+        assert_eq!(variant_kind(&M::RegenAck(2)), "regen-ack");
+        assert_eq!(variant_kind(&M::Newer), "newer");
+        let (a, b) = (variant_kind(&M::Newer), variant_kind(&M::Newer));
+        assert!(std::ptr::eq(a, b), "allocated once");
     }
 
     #[test]

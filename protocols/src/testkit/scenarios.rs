@@ -88,6 +88,19 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The fault schedule of this scenario for `seed`, with `sim`'s disk
+    /// set to the scenario's.
+    fn chaos<P: SimProtocol>(&self, seed: u64, sim: &mut Sim<P>) -> Chaos<P::Id> {
+        let mut chaos = Chaos::new(seed);
+        chaos.crash_prob = self.crash_prob;
+        chaos.partition_prob = self.partition_prob;
+        chaos.max_crashed = self.max_crashed;
+        sim.set_disk(self.disk);
+        chaos
+    }
+}
+
 const TICK: Duration = Duration::from_millis(10);
 
 /// Checks mutual exclusion: at most one holder among grants made while the
@@ -255,11 +268,7 @@ where
     );
     let mut obs = MutexObserver::default();
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(7));
-    let mut chaos = Chaos::new(seed);
-    chaos.crash_prob = sc.crash_prob;
-    chaos.partition_prob = sc.partition_prob;
-    chaos.max_crashed = sc.max_crashed;
-    sim.set_disk(sc.disk);
+    let mut chaos = sc.chaos(seed, &mut sim);
     sim.start(&mut obs)?;
     let mut held_since: BTreeMap<u32, Duration> = BTreeMap::new();
 
@@ -530,11 +539,7 @@ where
         sc.oracle,
     );
     let mut obs = ElectionObserver::default();
-    let mut chaos = Chaos::new(seed);
-    chaos.crash_prob = sc.crash_prob;
-    chaos.partition_prob = sc.partition_prob;
-    chaos.max_crashed = sc.max_crashed;
-    sim.set_disk(sc.disk);
+    let mut chaos = sc.chaos(seed, &mut sim);
     sim.start(&mut obs)?;
     while sim.now() < sc.chaos_time {
         chaos.tick(&mut sim, &mut obs)?;

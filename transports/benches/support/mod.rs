@@ -138,7 +138,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Raw quinn server config: TLS 1.3, client certificates required (cluster CA),
 /// the transport's ALPN, the same flow-control windows as the transport.
 pub fn raw_server_config(ca: &ClusterCa, tls: &NodeTls) -> quinn::ServerConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = troupe_transports::quic::crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der()).expect("root");
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -196,7 +196,7 @@ pub async fn raw_connect(
 
 /// A raw mTLS client endpoint created on `arbiter` (so its driver runs there).
 pub async fn raw_client_on(arbiter: &Arbiter, ca: &ClusterCa) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = troupe_transports::quic::crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der()).expect("root");
     let id = ca.issue("raw-client").expect("cert");

@@ -117,6 +117,8 @@ mod queue;
 mod tls;
 pub mod wire;
 
+pub use tls::provider as crypto_provider;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -270,6 +272,17 @@ pub enum QuicError {
     /// rustls / quinn refused the TLS setup.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The private key is not the key of the certificate.
+    #[error(
+        "the private key {key} does not belong to the certificate {cert}: give the key issued \
+         with that certificate (`troupe certs issue` writes NODE.pem and NODE.key as a pair)"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A private key file can be read by other users than its owner.
     #[error(
         "{path} has mode {mode:04o}: a private key must be readable by its owner only \
@@ -305,9 +318,10 @@ pub enum QuicError {
 ///   (a host whose clock is far behind shows up here);
 /// - `cert` chains to the CA in `ca` and names `node`.
 ///
-/// [`QuicTransport::bind`] does not run these checks (tests and tools may
-/// bind with any identity); `troupe node` runs them at start-up, and
-/// warns through [`CertificateExpiry`] at start-up and then twice a day.
+/// [`QuicTransport::bind`] runs only the key check (tests and tools may
+/// bind with any other identity); `troupe::runtime::start_node`, and so
+/// `troupe node`, runs them all at start-up, and `troupe node` warns through
+/// [`CertificateExpiry`] at start-up and then twice a day.
 pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result<(), QuicError> {
     #[cfg(unix)]
     {
@@ -325,7 +339,7 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
             });
         }
     }
-    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    let tls = load_tls_files(ca, cert, key)?;
     check_dates(&tls, node, ca, cert, std::time::SystemTime::now())?;
     tls::check_identity(&tls, node).map_err(|e| {
         QuicError::Tls(format!(
@@ -335,6 +349,27 @@ pub fn check_tls_files(node: &str, ca: &Path, cert: &Path, key: &Path) -> Result
             ca.display()
         ))
     })
+}
+
+/// Loads a node's TLS files ([`crate::certs::load_node_tls`]) and checks
+/// that the key belongs to the certificate: [`QuicError::KeyMismatch`], naming
+/// both files, rather than rustls' bare "KeyMismatch" from the TLS setup.
+pub(crate) fn load_tls_files(ca: &Path, cert: &Path, key: &Path) -> Result<NodeTls, QuicError> {
+    let tls = crate::certs::load_node_tls(ca, cert, key)?;
+    match tls::keys_match(&tls) {
+        Ok(()) => Ok(tls),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(QuicError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+        }
+        Err(e) => Err(QuicError::Tls(format!(
+            "{} (key {}) cannot be used: {e}",
+            cert.display(),
+            key.display()
+        ))),
+    }
 }
 
 /// How long before its certificate (or the CA) expires a node starts to warn.
@@ -600,6 +635,13 @@ mod tests {
         });
     }
 
+    /// A UDP address on loopback that nothing listens at (now).
+    fn free_port() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+    }
+
     /// True if a captured line contains every needle.
     fn logged(needles: &[&str]) -> bool {
         LOGS.lock()
@@ -615,12 +657,7 @@ mod tests {
     async fn a_wrong_address_on_the_lower_named_node_does_not_keep_the_pair_apart() {
         capture_warnings();
         let ca = crate::certs::ClusterCa::generate().expect("ca");
-        let free = || {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("free port")
-        };
-        let (a_addr, nowhere) = (free(), free());
+        let (a_addr, nowhere) = (free_port(), free_port());
         // node-a has a wrong address for node-b; its dial there stays in flight
         // for the whole test. The lower name refuses a simultaneous dial, but
         // must not refuse node-b's dial from an address it is not dialing.
@@ -637,7 +674,7 @@ mod tests {
         a.send("node-b", Bytes::from_static(b"x")).expect("queue");
         let mut b = QuicConfig::new(
             "node-b",
-            free(),
+            free_port(),
             TlsSource::InMemory(ca.issue("node-b").expect("b")),
         )
         .with_peer("node-a", a_addr);
@@ -662,13 +699,45 @@ mod tests {
         drop((a, b));
     }
 
+    /// A node that shuts down while dialing a peer that is gone (its
+    /// last frames, say a leave announcement, went to a dead peer) must not
+    /// report that dial afterwards as a failure: "handshake and hello took
+    /// longer than ..." about a peer it no longer talks to is noise that
+    /// sends an operator looking for a network problem.
+    #[actix_rt::test]
+    async fn shutting_down_abandons_a_dial_to_a_dead_peer_without_a_warning() {
+        capture_warnings();
+        let ca = crate::certs::ClusterCa::generate().expect("ca");
+        // Nothing listens at the peer's address: a dial there can only time out.
+        let dead = free_port();
+        let mut c = QuicConfig::new(
+            "node-quitting",
+            "127.0.0.1:0".parse().expect("addr"),
+            TlsSource::InMemory(ca.issue("node-quitting").expect("cert")),
+        )
+        .with_peer("node-dead", dead);
+        c.handshake_timeout = Duration::from_millis(400);
+        let (tx, _rx) = tokio::sync::mpsc::channel(64);
+        let t = QuicTransport::bind(c, tx).await.expect("bind");
+        t.send("node-dead", Bytes::from_static(b"leaving"))
+            .expect("queue");
+        tokio::time::sleep(Duration::from_millis(100)).await; // the dial is under way
+        t.shutdown();
+        // Well past the handshake timeout.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            !logged(&["node=node-quitting"]),
+            "a shut-down transport logged about its abandoned dial: {}",
+            String::from_utf8_lossy(&LOGS.lock().map(|l| l.clone()).unwrap_or_default())
+        );
+        drop(t);
+    }
+
     #[actix_rt::test]
     async fn two_processes_with_one_name_are_reported_by_their_peer() {
         capture_warnings();
         let ca = crate::certs::ClusterCa::generate().expect("ca");
-        let b_addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port");
+        let b_addr = free_port();
         // b knows node-g at some address; incoming connections are accepted
         // by name (certificate + configured peer), from anywhere.
         let (b_tx, _b_rx) = tokio::sync::mpsc::channel(1024);
@@ -931,10 +1000,26 @@ mod tests {
         )
         .expect_err("mismatched key")
         .to_string();
-        assert!(
-            err.contains("node-a.pem") && err.contains("node-b.key"),
-            "{err}"
+        let says = |err: &str| {
+            err.contains("the private key")
+                && err.contains("node-b.key does not belong to the certificate")
+                && err.contains("node-a.pem")
+        };
+        assert!(says(&err), "{err}");
+        // Binding with those files says the same, not rustls' bare "KeyMismatch".
+        let config = QuicConfig::new(
+            "node-a",
+            "127.0.0.1:0".parse().expect("addr"),
+            TlsSource::Files {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("node-a.pem"),
+                key: dir.join("node-b.key"),
+            },
         );
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let bound = actix_rt::System::new().block_on(QuicTransport::bind(config, tx));
+        let err = bound.expect_err("mismatched key").to_string();
+        assert!(says(&err), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -1,6 +1,6 @@
 //! rustls configurations for the QUIC transport.
 //!
-//! Secure mode (the default): TLS 1.3 only, the `ring` provider, ALPN
+//! Secure mode (the default): TLS 1.3 only, the aws-lc-rs provider ([`provider`]), ALPN
 //! [`ALPN`](super::ALPN), 0-RTT off (configs are built by hand, never with quinn's
 //! convenience constructors that enable early data), the cluster CA as the only
 //! trust root on both sides, and client certificates *required*
@@ -29,10 +29,15 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use super::QuicError;
 use crate::certs::NodeTls;
 
-/// The ring provider shared by every config (never the process default: two
-/// providers compiled in would make rustls' `builder()` panic).
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto provider of every config: aws-lc-rs
+/// ([`rustls::crypto::aws_lc_rs::default_provider`], with the post-quantum
+/// hybrid key exchange X25519MLKEM768 preferred), passed explicitly rather
+/// than installed as the process default (two providers compiled in would
+/// make rustls' `builder()` panic). It replaced
+/// `rustls::crypto::ring::default_provider`, deprecated in rustls 0.23.48
+/// because *ring* has no post-quantum algorithms.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The QUIC crypto configs of one node plus its name checker.
@@ -211,6 +216,13 @@ pub(crate) fn check_identity(tls: &NodeTls, node: &str) -> Result<(), String> {
         .checker
         .ok_or_else(|| "no certificate checker in secure mode".to_string())?;
     checker.check_chain(&tls.chain, node)
+}
+
+/// `Ok(())` if `tls.key` is the key of the leaf certificate of `tls.chain`
+/// (or rustls cannot tell), else the error rustls would give at setup.
+pub(crate) fn keys_match(tls: &NodeTls) -> Result<(), rustls::Error> {
+    rustls::sign::CertifiedKey::from_der(tls.chain.clone(), tls.key.clone_key(), &provider())
+        .map(|_| ())
 }
 
 /// Insecure dev mode only: accepts any server certificate (the handshake

@@ -189,7 +189,7 @@ pub async fn collect_frames(
 /// A raw quinn client endpoint trusting `ca`, presenting `identity` (if any),
 /// offering `alpn`.
 pub fn raw_client(ca: &ClusterCa, identity: Option<&NodeTls>, alpn: &[u8]) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = troupe_transports::quic::crypto_provider();
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der()).expect("root");
     let builder = rustls::ClientConfig::builder_with_provider(provider)

@@ -40,7 +40,16 @@ impl Inner {
     async fn accept_one(self: Arc<Self>, incoming: quinn::Incoming) {
         let remote = incoming.remote_address();
         let deadline = self.cfg.handshake_timeout;
-        match tokio::time::timeout(deadline, self.clone().accept_handshake(incoming)).await {
+        let outcome = tokio::time::timeout(deadline, self.clone().accept_handshake(incoming)).await;
+        if outcome.as_ref().is_ok_and(Result::is_ok) {
+            return;
+        }
+        if self.is_shut_down() {
+            // The shutdown broke it off: nothing for an operator to fix.
+            debug!(node = %self.name, %remote, "shutting down: incoming connection dropped");
+            return;
+        }
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(node = %self.name, %remote, "refused incoming connection: {e}"),
             Err(_) => warn!(

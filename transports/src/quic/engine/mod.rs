@@ -173,15 +173,13 @@ impl Inner {
             let material = match &cfg.tls {
                 TlsSource::SelfSigned => None,
                 TlsSource::InMemory(t) => Some(t.clone()),
-                TlsSource::Files { ca, cert, key } => {
-                    Some(crate::certs::load_node_tls(ca, cert, key)?)
-                }
+                TlsSource::Files { ca, cert, key } => Some(super::load_tls_files(ca, cert, key)?),
             };
             tls::insecure(&cfg.node_name, material.as_ref(), ALPN)?
         } else {
             let material = match &cfg.tls {
                 TlsSource::InMemory(t) => t.clone(),
-                TlsSource::Files { ca, cert, key } => crate::certs::load_node_tls(ca, cert, key)?,
+                TlsSource::Files { ca, cert, key } => super::load_tls_files(ca, cert, key)?,
                 TlsSource::SelfSigned => {
                     return Err(QuicError::InvalidConfig(
                         "TlsSource::SelfSigned requires insecure_dev_mode = true".into(),

@@ -175,8 +175,19 @@ impl Inner {
             let mut attempt: u32 = 0;
             while peer.link.borrow().is_none() && !self.is_shut_down() {
                 peer.dialing.store(true, Ordering::Release);
-                let result = self.dial(&peer).await;
+                // A shutdown abandons the dial at once: its outcome is
+                // nobody's business any more, and a peer that is gone
+                // (say, sent this node's leave announcement) would
+                // otherwise be reported as a failure after the node stopped.
+                let result = tokio::select! {
+                    result = self.dial(&peer) => Some(result),
+                    _ = &mut stop => None,
+                };
                 peer.dialing.store(false, Ordering::Release);
+                let Some(result) = result.filter(|_| !self.is_shut_down()) else {
+                    debug!(node = %self.name, peer = %peer.name, "shutting down: dial abandoned");
+                    return;
+                };
                 match result {
                     Ok(()) => break,
                     // Expected when both nodes dial at once; the peer's dial wins.
