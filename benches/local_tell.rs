@@ -67,7 +67,7 @@ impl Side {
 
 /// Which side runs first in `round`: they take turns.
 fn first_in_round(round: usize) -> Side {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         Side::Plain
     } else {
         Side::Troupe

@@ -436,7 +436,7 @@ async fn check_failed_asks_are_not_counted(a: &Node, xa: &Arbiter, window: usize
 /// Whether raw quinn runs first in round `round` of section 3: the two
 /// take turns, as the interleaved sections rotate theirs.
 fn raw_first_in_round(round: usize) -> bool {
-    round % 2 == 0
+    round.is_multiple_of(2)
 }
 
 /// Raw quinn request/response with `window` requests outstanding on one bidi
