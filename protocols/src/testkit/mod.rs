@@ -33,6 +33,7 @@
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
 
 mod chaos;
+pub mod commit;
 pub mod scenarios;
 
 pub use chaos::Chaos;
