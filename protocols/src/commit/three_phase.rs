@@ -40,8 +40,10 @@
 //! node rebuilt from its log in an undecided state is *passive*: it decides
 //! only what a round or a decided node tells it (the textbook's recovery
 //! rule: a recovered process must not act on a state it may have been the
-//! last to know). The coordinator, rebuilt after `PreCommit`, is passive
-//! too: it asks the participants.
+//! last to know). The coordinator rebuilt after `PreCommit` sends its
+//! `PreCommit` again (and asks): it commits only once every participant
+//! acknowledged round 0, which none does once it joined a termination
+//! round, so it cannot contradict one.
 //!
 //! ## Guarantees
 //! Checked at every step of seeded chaos runs (`tests/commit_three_phase.rs`)
@@ -572,9 +574,7 @@ impl<Id: MemberId> ThreePhase<Id> {
             }
             Phase::PreCommitting => {
                 for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
-                    if t.active {
-                        out.send(p.clone(), ThreePhaseMsg::PreCommit { tx, round: 0 });
-                    }
+                    out.send(p.clone(), ThreePhaseMsg::PreCommit { tx, round: 0 });
                     out.send(p.clone(), inquire.clone());
                 }
                 out.set_timer(retry, ThreePhaseTimer::Tx(tx));
@@ -637,7 +637,7 @@ impl<Id: MemberId> ThreePhase<Id> {
             let Some(t) = self.txs.get_mut(&tx) else {
                 return;
             };
-            if t.phase != Phase::PreCommitting || !t.active || !t.participants.contains(&from) {
+            if t.phase != Phase::PreCommitting || !t.participants.contains(&from) {
                 return;
             }
             t.votes.insert(from);
