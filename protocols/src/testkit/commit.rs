@@ -325,6 +325,7 @@ where
     let chaos_end = sc.chaos_time;
     let mut calm = false;
     let mut deadline = Duration::MAX;
+    let mut settle = Duration::MAX;
     let mut ac4: Vec<TxId> = Vec::new();
     loop {
         if !sim.step(&mut obs)? {
@@ -431,13 +432,17 @@ where
                 }
                 sim.set_faults(NetFaults::reliable(sc.faults.max_delay / 2));
                 deadline = now + sc.liveness_bound;
+                settle = now + sc.oracle.down_after.max(sc.oracle.up_after) * 2;
             }
             continue;
         }
         // AC5: every node that knows a transaction decides it.
         let undecided = undecided(&sim, &obs);
         if ac4.is_empty() {
-            if undecided.is_empty() {
+            // "No failures" includes a settled failure detector: no report
+            // of a restart or a healed partition is still on its way.
+            let settled = now >= settle && sim.fd_clean_since().is_some();
+            if undecided.is_empty() && settled {
                 // AC4: all yes, no failures: commit.
                 all_yes = true;
                 let alive = sim.alive();
