@@ -45,6 +45,9 @@ impl<P: SimProtocol<Id = u32, Event = CommitEvent>> Observer<P> for Times {
     }
 }
 
+/// Expected messages, forced writes, coordinator and participant latency (D).
+type Expected = (u64, u64, f64, f64);
+
 struct Cost {
     msgs: u64,
     forced: u64,
@@ -126,7 +129,7 @@ fn main() {
     for case in ["commit", "abort (one no)"] {
         for n in SIZES {
             let no = (case != "commit").then_some(n + 1);
-            let rows: [(&str, Cost, (u64, u64, f64, f64)); 3] = [
+            let rows: [(&str, Cost, Expected); 3] = [
                 (
                     "2PC presumed abort",
                     cost(n, no, |id, m, d| TwoPhase::new(id, m, quiet(true), d)),
