@@ -230,3 +230,48 @@ impl<Id: Clone + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
         self.apply(&rec);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_rebuilds_exactly_what_was_appended() {
+        let mut d: CommitDurable<u32> = CommitDurable::default();
+        let mut out: Outputs<u32, (), (), ()> = Outputs::new();
+        d.append(
+            LogRecord::Ready {
+                tx: 1,
+                coordinator: 9,
+                participants: vec![1, 2],
+            },
+            true,
+            &mut out,
+        );
+        d.append(LogRecord::Joined { tx: 1, round: 4 }, true, &mut out);
+        d.append(
+            LogRecord::Decided {
+                tx: 2,
+                decision: Decision::Commit,
+                coordinator: 1,
+                participants: vec![2],
+            },
+            true,
+            &mut out,
+        );
+        d.append(LogRecord::End { tx: 2 }, false, &mut out);
+        assert_eq!(d.stats, LogStats { forced: 3, lazy: 1 });
+        let mut disk = Recovered::empty();
+        disk.apply(&out.writes).unwrap();
+        let back = CommitDurable::<u32>::recover(&disk).unwrap().unwrap();
+        assert_eq!(back.txs, d.txs);
+        assert_eq!(back.next, 5);
+        assert_eq!(back.txs[&1].stage, Some(Stage::Ready));
+        assert_eq!(back.txs[&1].round, 4);
+        assert!(back.txs[&2].ended);
+        assert_eq!(
+            CommitDurable::<u32>::recover(&Recovered::empty()).unwrap(),
+            None
+        );
+    }
+}
