@@ -3,7 +3,8 @@
 //!
 //! A *family* is a set of algorithms that solve one problem behind one typed
 //! API: mutual exclusion (centralized, Ricart–Agrawala, token ring, Lamport),
-//! leader election (bully, ring, next-in-line)... Each algorithm is a sans-IO
+//! leader election (bully, ring, next-in-line), atomic commit (two-phase,
+//! three-phase)... Each algorithm is a sans-IO
 //! core (see [`troupe_framework::sansio`]) in its own module. The layer gives
 //! a family, for free:
 //!
