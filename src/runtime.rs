@@ -113,9 +113,10 @@ impl RunningNode {
 }
 
 /// Start a node from `config`: check its TLS files, bind QUIC, start the
-/// node with its durable store (`<data_dir>/troupe.redb`, or in memory
-/// without a `data_dir`), start the configured failure detector and, with
-/// `[http]`, the HTTP endpoint. Call inside an actix system.
+/// node with its durable store (`<data_dir>/troupe.redb` and
+/// `troupe.journal.redb`, or in memory without a `data_dir`), start the
+/// configured failure detector and, with `[http]`, the HTTP endpoint. Call
+/// inside an actix system.
 ///
 /// Before anything starts, the `[tls]` files are checked (unless
 /// `insecure_dev_mode`): the key must be readable by its owner only and

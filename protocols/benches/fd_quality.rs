@@ -118,12 +118,19 @@ mod foca_adapter {
         }
     }
 
-    type Out = Outputs<SimId, Packet, Timer<FocaId>, MemberEvent<SimId>>;
+    /// One of foca's timers, numbered: foca expects every timer it submits
+    /// to fire, so no two submissions may be equal keys (Troupe's drivers
+    /// replace a pending timer equal to a new one).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct FocaTimer(u64, Timer<FocaId>);
+
+    type Out = Outputs<SimId, Packet, FocaTimer, MemberEvent<SimId>>;
 
     struct Rt<'a> {
         out: &'a mut Out,
         now: Duration,
         view: &'a mut BTreeMap<SimId, MemberStatus>,
+        timers: &'a mut u64,
     }
 
     impl Rt<'_> {
@@ -150,7 +157,8 @@ mod foca_adapter {
             self.out.send(to.id, Packet(data.to_vec()));
         }
         fn submit_after(&mut self, event: Timer<FocaId>, after: Duration) {
-            self.out.set_timer(after, event);
+            *self.timers += 1;
+            self.out.set_timer(after, FocaTimer(*self.timers, event));
         }
     }
 
@@ -158,6 +166,7 @@ mod foca_adapter {
     pub struct FocaNode {
         foca: Foca<FocaId, PostcardCodec, FocaRng, NoCustomBroadcast>,
         view: BTreeMap<SimId, MemberStatus>,
+        timers: u64,
         pub errors: u64,
     }
 
@@ -172,6 +181,7 @@ mod foca_adapter {
                     PostcardCodec,
                 ),
                 view: BTreeMap::new(),
+                timers: 0,
                 errors: 0,
             }
         }
@@ -180,7 +190,7 @@ mod foca_adapter {
     impl Protocol for FocaNode {
         type Id = SimId;
         type Msg = Packet;
-        type Timer = Timer<FocaId>;
+        type Timer = FocaTimer;
         type Event = MemberEvent<SimId>;
 
         fn on_start(&mut self, _now: Duration, _out: &mut Out) {}
@@ -190,17 +200,19 @@ mod foca_adapter {
                 out,
                 now,
                 view: &mut self.view,
+                timers: &mut self.timers,
             };
             if self.foca.handle_data(&msg.0, rt).is_err() {
                 self.errors += 1;
             }
         }
 
-        fn on_timer(&mut self, now: Duration, timer: Timer<FocaId>, out: &mut Out) {
+        fn on_timer(&mut self, now: Duration, FocaTimer(_, timer): FocaTimer, out: &mut Out) {
             let rt = Rt {
                 out,
                 now,
                 view: &mut self.view,
+                timers: &mut self.timers,
             };
             if self.foca.handle_timer(timer, rt).is_err() {
                 self.errors += 1;
@@ -220,6 +232,7 @@ mod foca_adapter {
                 out,
                 now,
                 view: &mut self.view,
+                timers: &mut self.timers,
             };
             let m = Member::alive(FocaId { id, gen: 0 });
             if self.foca.apply_many(std::iter::once(m), false, rt).is_err() {

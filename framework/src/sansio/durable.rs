@@ -242,13 +242,26 @@ impl Recovered {
     }
 }
 
+/// A log's `(first, last)` index, `None` when it has no record.
+pub type LogBounds = Option<(u64, u64)>;
+
 /// Check that `writes`, applied in order, are valid: every append follows
 /// its log. `bounds_of(log)` gives a log's `(first, last)` index before the
 /// writes (`None` when it has no record); it is asked once per log.
 pub fn check_writes(
     writes: &[Write],
-    mut bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
+    bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
 ) -> Result<(), DurableError> {
+    bounds_after(writes, bounds_of).map(|_| ())
+}
+
+/// [`check_writes`], returning the `(first, last)` index every log the
+/// writes touch has once they are applied (`None`: no record left). For a
+/// store that keeps the bounds of its logs in memory.
+pub fn bounds_after(
+    writes: &[Write],
+    mut bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
+) -> Result<BTreeMap<&str, LogBounds>, DurableError> {
     // The bounds each touched log would have, write after write.
     let mut bounds: BTreeMap<&str, Option<(u64, u64)>> = BTreeMap::new();
     for w in writes {
@@ -297,7 +310,7 @@ pub fn check_writes(
         };
         bounds.insert(log, next);
     }
-    Ok(())
+    Ok(bounds)
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, DurableError> {

@@ -35,7 +35,8 @@ pub mod durable;
 pub mod timers;
 
 pub use durable::{
-    check_writes, DurableError, Recovered, Snapshot, SnapshotCore, Write, STATE_KEY,
+    bounds_after, check_writes, DurableError, LogBounds, Recovered, Snapshot, SnapshotCore, Write,
+    STATE_KEY,
 };
 pub use timers::{TimerOp, TimerTable};
 

@@ -8,13 +8,15 @@
 //! messages and events back until the store says they are durable.
 //!
 //! Two stores:
-//! - [`RedbStore`]: a [redb](https://docs.rs/redb) database file under the
-//!   node's data directory (`<data_dir>/troupe.redb`). A writer thread
-//!   applies submissions in order and **group-commits**: every submission
+//! - [`RedbStore`]: two [redb](https://docs.rs/redb) database files under
+//!   the node's data directory (`<data_dir>/troupe.redb`, the tables, and
+//!   `<data_dir>/troupe.journal.redb`, the journal). A writer thread
+//!   journals submissions in order and **group-commits**: every submission
 //!   that arrives while a commit (one fsync) is in flight joins the next one,
 //!   so many writers share each fsync. A submission is applied atomically
 //!   (all of its writes or none survive a crash), and is acknowledged only
-//!   after the commit that holds it returned.
+//!   after the commit that holds it returned. Another thread folds the
+//!   journal into the tables in large batches.
 //! - [`MemoryStore`]: in memory, acknowledged at once. For nodes without a
 //!   data directory and for simulations, where a clone kept across a node's
 //!   crash plays its disk.
@@ -86,10 +88,14 @@ pub struct StoreStats {
     pub records: u64,
     /// Payload bytes acknowledged.
     pub bytes: u64,
-    /// Syncs (commits, each one fsync for [`RedbStore`]).
+    /// Syncs (journal commits, each one fsync for [`RedbStore`]).
     pub syncs: u64,
     /// Largest group of submissions made durable by one sync.
     pub max_group: u64,
+    /// Journal folds: commits that moved journaled submissions into the
+    /// store's tables ([`RedbStore`]; not counted in `syncs`).
+    #[serde(default)]
+    pub folds: u64,
     /// Submissions refused or failed.
     pub failed: u64,
 }
@@ -128,6 +134,7 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     syncs: AtomicU64,
     max_group: AtomicU64,
+    folds: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -147,6 +154,9 @@ impl Counters {
         self.max_group.fetch_max(group as u64, Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed) + 1
     }
+    pub(crate) fn folded(&self) {
+        self.folds.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn failed(&self, n: usize) {
         self.failed.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -158,6 +168,7 @@ impl Counters {
             bytes: self.bytes.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             max_group: self.max_group.load(Ordering::Relaxed),
+            folds: self.folds.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
     }
