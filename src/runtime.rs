@@ -47,6 +47,12 @@ impl RunningNode {
         self.http.as_ref().map(HttpEndpoint::local_addr)
     }
 
+    /// The URL of the HTTP endpoint, if it runs: `https://ADDR` with
+    /// `[http] client_certs`, else `http://ADDR`.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(HttpEndpoint::url)
+    }
+
     /// Leave the group gracefully, then stop the HTTP endpoint and the node.
     pub async fn shutdown(&self) {
         let _ = self.failure_detector.leave().await;
@@ -211,8 +217,18 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
     let http = match &config.http {
         Some(http) => {
+            let tls = match (&config.tls.ca, &config.tls.cert, &config.tls.key) {
+                (Some(ca), Some(cert), Some(key)) if http.client_certs => Some(
+                    troupe_transports::certs::load_node_tls(ca, cert, key).map_err(|e| {
+                        node.shutdown();
+                        Error::Config(format!("http.client_certs: the node's [tls] files: {e}"))
+                    })?,
+                ),
+                _ => None,
+            };
             match crate::http::start(
                 http,
+                tls.as_ref(),
                 node.clone(),
                 failure_detector.clone(),
                 options.app_routes,
