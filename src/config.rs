@@ -741,6 +741,16 @@ kind = "phi-accrual"
         let http = c.http.expect("[http]");
         assert_eq!(http.max_body_bytes, 64 * 1024);
         assert_eq!(http.token, None);
+        assert!(!http.client_certs, "plain HTTP unless asked");
+        assert_eq!(http.scheme(), "http");
+        // Not loopback, with client certificates only: accepted.
+        let c = Config::from_toml(
+            "name = \"a\"\n[tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [http]\nlisten = \"0.0.0.0:8443\"\nclient_certs = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.http.expect("[http]").scheme(), "https");
         // Not loopback, with a token: accepted, and the token is not printed.
         let c = Config::from_toml(
             &format!("{base}[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"s3cret-s3cret-s3cret\"\n"),
@@ -777,6 +787,9 @@ kind = "phi-accrual"
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 0", "http.max_body_bytes"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"0.0.0.0:8080\"", "set [http] token"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"[::]:8080\"", "set [http] token"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"[::]:8080\"", "client_certs = true"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nclient_certs = true", "http.client_certs"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nclient_certs = \"yes\"", "http.client_certs"),
         ] {
             let err = Config::from_toml(patch, Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(key), "error for {patch:?} does not name {key}: {err}");

@@ -214,14 +214,16 @@ impl NodeClient {
         let said = match tls_error {
             rustls::Error::InvalidCertificate(why) => {
                 let pin = match &tls.server_name {
-                    Some(name) => format!("and name {name:?} (--server-name)"),
-                    None => "and name the URL's host (or pass --server-name with the node's \
-                             name)"
+                    Some(name) => format!(" and name {name:?} (--server-name)"),
+                    None if self.host_is_ip() => String::new(),
+                    None => " and name the URL's host (or pass --server-name with the node's \
+                              name)"
                         .to_string(),
                 };
                 format!(
-                    "the node's certificate is not accepted: {why:?}; it must chain to the CA \
-                     in {} (--ca) {pin}",
+                    "the node's certificate is not accepted ({}): it must chain to the CA \
+                     in {} (--ca){pin}",
+                    troupe::http::tls::describe(why),
                     files.ca.display()
                 )
             }
@@ -239,6 +241,21 @@ impl NodeClient {
             other => format!("TLS failed: {other}"),
         };
         CliError::Other(format!("cannot query {url}: {said}"))
+    }
+
+    /// True if the URL's host is an IP address (not a name).
+    fn host_is_ip(&self) -> bool {
+        let authority = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, rest)| rest);
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok()
     }
 
     /// The error for a refusal `a` of `path`.

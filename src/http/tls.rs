@@ -112,10 +112,10 @@ pub fn client_config(
 ) -> Result<rustls::ClientConfig, Error> {
     let tls_err = |m: String| Error::Tls(m);
     let provider = crypto_provider();
-    let cas = load_cert_chain(&files.ca).map_err(|e| tls_err(format!("CA file {e}")))?;
+    let cas = load_cert_chain(&files.ca).map_err(|e| tls_err(format!("CA file: {e}")))?;
     let chain =
-        load_cert_chain(&files.cert).map_err(|e| tls_err(format!("certificate file {e}")))?;
-    let key = load_private_key(&files.key).map_err(|e| tls_err(format!("key file {e}")))?;
+        load_cert_chain(&files.cert).map_err(|e| tls_err(format!("certificate file: {e}")))?;
+    let key = load_private_key(&files.key).map_err(|e| tls_err(format!("key file: {e}")))?;
     let roots = roots(&cas).map_err(|e| tls_err(format!("{}: {e}", files.ca.display())))?;
     rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
         |e| {
@@ -170,7 +170,20 @@ fn check_client_cert(
     verifier
         .verify_client_cert(leaf, intermediates, UnixTime::now())
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(e) => describe(&e),
+            other => other.to_string(),
+        })
+}
+
+/// What is wrong with a certificate, in words (rustls says `UnknownIssuer`).
+pub fn describe(e: &rustls::CertificateError) -> String {
+    match e {
+        rustls::CertificateError::UnknownIssuer => {
+            "UnknownIssuer: it is not signed by that CA".to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Checks a server's certificate against the cluster CA and the name it
