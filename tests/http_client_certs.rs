@@ -312,10 +312,9 @@ async fn a_non_loopback_endpoint_with_client_certificates_only_starts() {
 #[test]
 fn a_non_loopback_endpoint_without_token_or_client_certificates_is_refused() {
     let c = Certs::new("open");
-    let text = format!(
-        "name = \"solo\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n\
-         cert = \"certs/solo.pem\"\nkey = \"certs/solo.key\"\n[http]\nlisten = \"0.0.0.0:8443\"\n"
-    );
+    let text = "name = \"solo\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n\
+                cert = \"certs/solo.pem\"\nkey = \"certs/solo.key\"\n\
+                [http]\nlisten = \"0.0.0.0:8443\"\n";
     let path = c.dir.join("solo.toml");
     std::fs::write(&path, text).expect("write");
     let err = Config::from_file(&path).expect_err("refused").to_string();

@@ -86,8 +86,8 @@ pub enum Command {
     /// Reads GET URL/v1/status from the node's HTTP endpoint (the `[http]`
     /// table of its config). A node with `[http] client_certs = true`
     /// speaks HTTPS only and wants a client certificate from its cluster
-    /// CA: pass https://HOST:PORT with --ca, --cert and --key (see
-    /// --help for which certificate).
+    /// CA: pass https://HOST:PORT with --ca, --cert and --key (an
+    /// operator's certificate: `troupe certs issue --node ops`).
     Status {
         /// Where the node is, and how to prove who we are.
         #[command(flatten)]
@@ -461,6 +461,24 @@ mod tests {
         let help = node.render_long_help().to_string();
         for word in ["[[peers]]", "RUST_LOG", "exits 0", "exits 1"] {
             assert!(help.contains(word), "{word} missing from:\n{help}");
+        }
+        for sub in ["status", "tree"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .expect("subcommand")
+                .render_long_help()
+                .to_string();
+            for word in [
+                "https://",
+                "client_certs",
+                "--ca",
+                "--cert",
+                "--key",
+                "--server-name",
+            ] {
+                assert!(help.contains(word), "{sub}: {word} missing from:\n{help}");
+            }
         }
     }
 
