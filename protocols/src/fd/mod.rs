@@ -35,6 +35,7 @@
 //! [`sim`] is a deterministic discrete-event simulator for detectors, used by
 //! the tests and the `fd_quality` benchmark.
 
+pub mod chaos;
 pub mod config;
 pub mod heartbeat;
 pub mod phi;
