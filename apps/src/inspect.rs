@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe::http::StatusReport;
 
-use crate::cli::CliError;
+use crate::cli::{CliError, EndpointArgs};
 use crate::http_client::NodeClient;
 
 /// One node of a supervision tree, as `GET /v1/tree` returns it.
@@ -35,14 +35,23 @@ pub struct TreeNode {
 }
 
 /// `troupe status --node URL`: the status table.
-pub fn status_command(url: &str, token: Option<String>) -> Result<String, CliError> {
-    let client = NodeClient::new(url, token, Duration::from_secs(10))?;
-    Ok(format_status(&client.status()?))
+pub fn status_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
+    Ok(format_status(&client(endpoint)?.status()?))
+}
+
+/// The client `troupe status|tree` use.
+fn client(endpoint: &EndpointArgs) -> Result<NodeClient, CliError> {
+    NodeClient::with_tls(
+        &endpoint.node,
+        endpoint.token.clone(),
+        endpoint.client_tls()?,
+        Duration::from_secs(10),
+    )
 }
 
 /// `troupe tree --node URL`: the tree drawing.
-pub fn tree_command(url: &str, token: Option<String>) -> Result<String, CliError> {
-    let client = NodeClient::new(url, token, Duration::from_secs(10))?;
+pub fn tree_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
+    let client = client(endpoint)?;
     let a = client.get("/v1/tree")?;
     if a.status == 404 {
         return Err(CliError::Other(format!(
