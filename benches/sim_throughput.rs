@@ -7,9 +7,14 @@
 //!
 //! Then a whole-framework scenario: 100 nodes, each running the SWIM failure
 //! detector actor, for 10 minutes of virtual time with one node crashed at
-//! minute 1; reports the wall time and checks every survivor saw it Down.
+//! minute 1; reports the wall time and checks every survivor saw it Down
+//! (the bench panics, exiting non-zero, if one did not).
 //!
-//! `cargo bench --bench sim_throughput`
+//! `cargo bench --bench sim_throughput`. Knobs (env), for a quick run of a
+//! debug build (`cargo test --bench sim_throughput`): `TROUPE_SIM_NODES`
+//! (default 100) and `TROUPE_SIM_SECS` (default 60) for the first part,
+//! `TROUPE_SIM_FD_NODES` (default 100) and `TROUPE_SIM_FD_SECS` (default
+//! 600, at least 61: the crash comes at 60 s) for the second.
 
 use std::time::{Duration, Instant};
 
@@ -35,9 +40,18 @@ impl Handler<Ping> for Sink {
     }
 }
 
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
-    let nodes = 100usize;
-    let virtual_secs = 60u64;
+    let nodes = env_or("TROUPE_SIM_NODES", 100).max(1) as usize;
+    let virtual_secs = env_or("TROUPE_SIM_SECS", 60).max(1);
+    let fd_nodes = env_or("TROUPE_SIM_FD_NODES", 100).max(4) as usize;
+    let fd_secs = env_or("TROUPE_SIM_FD_SECS", 600).max(61);
     let wall = Instant::now();
     let (delivered, sent) = run_virtual(move || async move {
         let mut cluster = SimCluster::new(9, FaultPlan::uniform(LinkFaults::lossy(0.01, 0.0)));
@@ -81,9 +95,11 @@ fn main() {
     println!("  virtual/wall speed-up {:.1}x", virtual_secs as f64 / secs);
 
     let wall = Instant::now();
-    let (sent, down) = run_virtual(|| async {
+    let crashed = format!("n{:03}", fd_nodes / 2);
+    let victim = crashed.clone();
+    let (sent, down, survivors) = run_virtual(|| async move {
         let mut cluster = SimCluster::new(10, FaultPlan::uniform(LinkFaults::lossy(0.01, 0.0)));
-        let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+        let names: Vec<String> = (0..fd_nodes).map(|i| format!("n{i:03}")).collect();
         let fd = troupe::protocols::fd::FailureDetectorConfig::default();
         for n in &names {
             let node = cluster.add_node(n).await.expect("node");
@@ -94,21 +110,31 @@ fn main() {
                 .expect("detector");
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
-        cluster.crash("n050");
-        tokio::time::sleep(Duration::from_secs(540)).await;
-        let down = cluster
-            .running()
+        cluster.crash(&victim);
+        tokio::time::sleep(Duration::from_secs(fd_secs - 60)).await;
+        let survivors = cluster.running();
+        let down = survivors
             .iter()
             .filter(|n| {
-                cluster
-                    .node(n)
-                    .and_then(|x| x.membership().status(&"n050".to_string()))
+                cluster.node(n).and_then(|x| x.membership().status(&victim))
                     == Some(troupe::framework::membership::MemberStatus::Down)
             })
             .count();
-        (cluster.net().stats().sent, down)
+        (cluster.net().stats().sent, down, survivors.len())
     });
     let secs = wall.elapsed().as_secs_f64();
-    println!("framework scenario: 100 nodes running SWIM actors, 600 s virtual time, one crash");
-    println!("  {sent} frames, {down}/99 survivors saw the crash Down, wall time {secs:.2} s ({:.0}x faster than real time)", 600.0 / secs);
+    println!("framework scenario: {fd_nodes} nodes running SWIM actors, {fd_secs} s virtual time, one crash");
+    println!(
+        "  {sent} frames, {down}/{survivors} survivors saw the crash Down, wall time {secs:.2} s ({:.0}x faster than real time)",
+        fd_secs as f64 / secs
+    );
+    assert_eq!(
+        survivors,
+        fd_nodes - 1,
+        "every node but {crashed} should still be running"
+    );
+    assert_eq!(
+        down, survivors,
+        "only {down} of {survivors} survivors saw {crashed} Down"
+    );
 }

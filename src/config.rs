@@ -18,8 +18,9 @@
 //! [transport]                     # all optional, see TransportConfig
 //! keep_alive_ms = 2000
 //!
-//! [failure_detector]              # default: SWIM with memberlist's LAN defaults
+//! [failure_detector]              # default: SWIM with the `lan` preset
 //! kind = "phi-accrual"            # or "heartbeat", "swim"
+//! preset = "lan"                  # the default; or "lan-fast", "wan" (troupe_protocols::fd::config::Preset)
 //!
 //! [runtime]                       # framework limits, see NodeOptions
 //! [supervision]                   # root supervisor policy

@@ -4,6 +4,9 @@
 //! and the node's bound on asks handed to actors and not answered yet
 //! (`runtime.max_inflight_deliveries`): past it the node stops taking
 //! frames until answers go out; an ask waiting for inbox room counts once.
+//! And the asks that end in `AskError::Codec`: a request too large for a
+//! frame (never sent), a reply that does not decode as the asker's reply
+//! type.
 
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
@@ -11,13 +14,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use troupe::framework::codec::RemoteError;
+use troupe::framework::codec::{CodecError, RemoteError};
 use troupe::prelude::*;
 
 /// Answered after a (virtual) delay, by a future.
 #[derive(Debug, Serialize, Deserialize)]
 struct Later(u64);
 remote_message!(Later, "test.later", u64);
+
+/// `Later` as an asker built against another version of it sees it: the
+/// same name and request, another reply type.
+#[derive(Debug, Serialize, Deserialize)]
+struct LaterAsText(u64);
+remote_message!(LaterAsText, "test.later", String);
+
+/// A request of any size (nobody handles it: it never leaves).
+#[derive(Debug, Serialize, Deserialize)]
+struct Big(Vec<u8>);
+remote_message!(Big, "test.big", u64);
 
 /// Never answered: the actor stops instead.
 #[derive(Debug, Serialize, Deserialize)]
@@ -273,5 +287,63 @@ fn a_node_at_its_limit_still_takes_control_tells_on_the_simulated_network() {
         assert_eq!(replies, (0..10).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(*pings.lock().unwrap(), 2);
+    });
+}
+
+#[test]
+fn a_reply_that_does_not_decode_fails_the_ask_with_a_codec_error() {
+    run_virtual(|| async {
+        let (_cluster, a, _b, _open, _) = cluster(4096).await;
+        let w = a.lookup::<LaterAsText>("b/w").unwrap();
+        let asked = tokio::time::Instant::now();
+        let r = w.ask(LaterAsText(3)).timeout(Duration::from_secs(30)).await;
+        assert!(
+            matches!(r, Err(AskError::Codec(CodecError::Malformed(_)))),
+            "expected a codec error, got {r:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the asker waited {:?} for a reply it had",
+            asked.elapsed()
+        );
+        // The request itself was fine: the right reply type reads the
+        // answer.
+        let ok = a.lookup::<Later>("b/w").unwrap().ask(Later(3)).await;
+        assert_eq!(ok, Ok(6));
+    });
+}
+
+#[test]
+fn a_request_too_large_for_a_frame_fails_with_a_codec_error_unsent() {
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(9, FaultPlan::reliable());
+        let mut config = NodeConfig::named("a");
+        config.runtime.max_frame_bytes = 1024;
+        let a = cluster.add_node_with(config).await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        let (_open, gate) = watch::channel(false);
+        let spec = ActorSpec::new("w", move || Worker {
+            gate: gate.clone(),
+            pings: Arc::default(),
+        });
+        b.spawn(spec.handles::<Later>()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = cluster.net().stats().sent;
+        let big = a.lookup::<Big>("b/w").unwrap();
+        let r = big
+            .ask(Big(vec![7; 2048]))
+            .timeout(Duration::from_secs(30))
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(AskError::Codec(CodecError::TooLarge { max: 1024, .. }))
+            ),
+            "expected a codec error, got {r:?}"
+        );
+        assert_eq!(cluster.net().stats().sent, sent, "a frame left");
+        // Nothing of it stayed behind: the next ask goes and comes back.
+        let ok = a.lookup::<Later>("b/w").unwrap().ask(Later(4)).await;
+        assert_eq!(ok, Ok(8));
     });
 }

@@ -265,6 +265,63 @@ fn failures_further_apart_than_the_window_never_add_up() {
     });
 }
 
+/// The back-off and the intensity window as the actor lives them, in
+/// virtual time: each delay is measured from the panic (recorded by the
+/// handler) to the next instance's `started`, not read from the
+/// supervisor's own events. The back-off counts the restarts inside the
+/// sliding window only, so it falls back to its base once old failures
+/// have left the window, and only failures inside the window add up to
+/// the limit.
+#[test]
+fn back_off_and_the_sliding_window_as_the_restarted_actor_sees_them() {
+    run_virtual(|| async {
+        let policy = SupervisorPolicy {
+            max_restarts: 2,
+            within: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(150),
+            on_give_up: GiveUp::Stop,
+            ..Default::default()
+        };
+        let (_cluster, a, e) = one_leaf(16, policy, Restart::Permanent).await;
+        let panic = a.lookup::<Panic>("a/x").unwrap();
+        let t0 = tokio::time::Instant::now();
+        // Failure times (ms after t0), with what the window holds at each:
+        //    0: [0]                   1st in the window: 100 ms
+        //  300: [0, 300]              2nd: 200 ms, capped at 150
+        // 1500: [1500]                0 and 300 left the window: 100 ms again
+        // 2100: [1500, 2100]          150
+        // 2600: [2100, 2600]          1500 slid out (a window that only
+        //                             emptied when it expired as a whole
+        //                             would hold three): 150
+        // 2900: [2100, 2600, 2900]    3 > max_restarts: gives up
+        let fail_at = [0u64, 300, 1500, 2100, 2600, 2900];
+        for ms in fail_at {
+            tokio::time::sleep_until(t0 + Duration::from_millis(ms)).await;
+            panic.tell(Panic).unwrap();
+        }
+        tokio::time::sleep_until(t0 + Duration::from_secs(10)).await;
+        let panicked = e.panicked_at.lock().unwrap().clone();
+        let started = e.started_at.lock().unwrap().clone();
+        let handled: Vec<u128> = panicked.iter().map(|p| (*p - t0).as_millis()).collect();
+        assert_eq!(
+            handled,
+            fail_at.iter().map(|ms| u128::from(*ms)).collect::<Vec<_>>(),
+            "each panic was handled when it was told"
+        );
+        assert_eq!(started.len(), 6, "five restarts, then none: {started:?}");
+        let waited: Vec<u128> = panicked
+            .iter()
+            .zip(&started[1..])
+            .map(|(p, s)| (*s - *p).as_millis())
+            .collect();
+        assert_eq!(waited, vec![100, 150, 100, 150, 150]);
+        let tree = a.supervision_tree().await.unwrap();
+        assert_eq!(at(&tree, "s").state, ChildState::GaveUp);
+        assert_eq!(at(&tree, "s/x").restarts, 5);
+    });
+}
+
 /// root (no restart allowed: any escalation to it stops the node)
 /// ├── app (on_give_up: restart; 1 restart allowed)
 /// │   └── inner (escalates at the first failure)

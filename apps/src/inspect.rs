@@ -259,7 +259,7 @@ node-1 (supervisor, one-for-one, running)
       "members": [
         {"name": "node-2", "status": "Up", "incarnation": "7c1e0d2a11111111111111111111ffff", "phi": 0.41},
         {"name": "node-3", "status": "Down", "incarnation": "9a8b7c6d22222222222222222222eeee", "phi": "inf"},
-        {"name": "node-4", "status": "Suspect", "incarnation": null, "phi": null}
+        {"name": "node-4", "status": "Joining", "incarnation": null, "phi": null}
       ],
       "apps": [{"name": "counter", "state": "running", "restarts": 0}],
       "leaders": [{"election": "election", "term": 3, "leader": "node-2"}],
@@ -278,7 +278,7 @@ node-1  incarnation 3f2a9c1e  up 1m 12s  detector phi-accrual
 MEMBER  STATUS      PHI  INCARNATION
 node-2  Up         0.41  7c1e0d2a
 node-3  Down        inf  9a8b7c6d
-node-4  Suspect       -  -
+node-4  Joining       -  -
 
 apps     counter running
 leaders  election: term 3, leader node-2

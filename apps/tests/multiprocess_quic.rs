@@ -11,7 +11,9 @@ use troupe::framework::membership::MemberStatus;
 use troupe::framework::Node;
 use troupe::runtime::start_node;
 use troupe_apps::local_cluster::{wait_seen, wait_up, LocalCluster};
-use troupe_apps::sample::{start_status, Add, Forward, Get, COUNTER};
+use troupe_apps::sample::{
+    start_status, Add, AddInOrder, Forward, Get, GetOrder, StreamOrder, COUNTER,
+};
 
 fn cluster(test: &str, detector: &str) -> LocalCluster {
     loopback_cluster(test, detector, "")
@@ -65,15 +67,40 @@ fn asks_and_tells_across_processes_survive_a_sigkill_and_restart() {
             .unwrap(),
             Ok(7)
         );
-        // 2,000 tells arrive, in order, none lost.
-        let t = node.lookup::<Add>(&format!("node-3/{COUNTER}")).unwrap();
-        for _ in 0..2000 {
-            t.tell(Add(1)).unwrap();
+        // 2,000 tells arrive, in order, none lost: numbered 0..2000, and
+        // the counter checks each number is the one after the last.
+        let t = node
+            .lookup::<AddInOrder>(&format!("node-3/{COUNTER}"))
+            .unwrap();
+        for seq in 0..2000 {
+            t.tell(AddInOrder {
+                stream: "ctl".into(),
+                seq,
+                amount: 1,
+            })
+            .unwrap();
         }
         let get3 = node.lookup::<Get>(&format!("node-3/{COUNTER}")).unwrap();
         assert_eq!(
             get3.ask(Get).timeout(Duration::from_secs(5)).await.unwrap(),
             2000
+        );
+        let order = node
+            .lookup::<GetOrder>(&format!("node-3/{COUNTER}"))
+            .unwrap()
+            .ask(GetOrder("ctl".into()))
+            .timeout(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            order,
+            StreamOrder {
+                received: 2000,
+                next: 2000,
+                out_of_order: 0,
+                first_out_of_order: None,
+            },
+            "the tells arrived out of order"
         );
 
         c.kill("node-3");

@@ -698,10 +698,11 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
-    /// Counts the frames sent through it.
+    /// Counts the frames sent through it, and notes when each was sent.
     #[derive(Default)]
     struct CountingTransport {
         sent: std::sync::atomic::AtomicUsize,
+        at: Mutex<Vec<Instant>>,
     }
 
     impl Transport for CountingTransport {
@@ -710,6 +711,7 @@ mod tests {
         }
         fn send(&self, _: &str, _: Bytes) -> Result<(), TransportError> {
             self.sent.fetch_add(1, Ordering::Relaxed);
+            self.at.lock().unwrap().push(Instant::now());
             Ok(())
         }
         fn shutdown(&self) {}
@@ -755,10 +757,14 @@ mod tests {
     }
 
     /// An unanswered ask is re-sent on its back-off schedule and then fails
-    /// with `Timeout`; the first registration wakes the idle stub.
+    /// with `Timeout`; the first registration wakes the idle stub. Under
+    /// virtual time (as every test here: the counts and times are exact,
+    /// whatever else the machine is doing).
     #[actix_rt::test]
     async fn unanswered_asks_are_resent_then_time_out() {
+        tokio::time::pause();
         let (asks, transport, stub) = started();
+        let t0 = Instant::now();
         let retry = RetryPolicy {
             initial_backoff: Duration::from_millis(30),
             multiplier: 1.0,
@@ -771,8 +777,28 @@ mod tests {
         stub.do_send(Wake);
         // Re-sent twice (3 sends in all, the first by the caller), then failed.
         ends_in_timeout(rx).await;
+        let failed = t0.elapsed();
         assert_eq!(transport.sent.load(Ordering::Relaxed), 2);
         assert_eq!(asks.timers(), 0, "no timer left behind");
+        // Each when due (30 ms after the previous send), at most one tick
+        // late; the deadline likewise.
+        let at: Vec<Duration> = transport
+            .at
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| *t - t0)
+            .collect();
+        let ms = Duration::from_millis;
+        assert!(at[0] >= ms(30) && at[0] <= ms(30) + RPC_TICK, "{at:?}");
+        assert!(
+            at[1] >= at[0] + ms(30) && at[1] <= at[0] + ms(30) + RPC_TICK,
+            "{at:?}"
+        );
+        assert!(
+            failed >= ms(300) && failed <= ms(300) + RPC_TICK,
+            "{failed:?}"
+        );
         // A second ask finds the stub ticking: no wake needed.
         let (tx, _rx) = oneshot::channel();
         assert_eq!(ask(&asks, request(300, retry), tx).1, Registered::Ok);
@@ -782,6 +808,7 @@ mod tests {
     /// an idle stub stops ticking; the next ask wakes it and still times out.
     #[actix_rt::test]
     async fn answered_asks_leave_no_timers_and_an_idle_stub_sleeps() {
+        tokio::time::pause();
         let (asks, transport, stub) = started();
         let retry = RetryPolicy {
             initial_backoff: Duration::from_millis(20),
@@ -816,6 +843,7 @@ mod tests {
     /// A reply from another node than the one asked does not complete it.
     #[actix_rt::test]
     async fn replies_count_only_from_the_node_asked() {
+        tokio::time::pause();
         let (asks, _transport, _stub) = started();
         let (tx, mut rx) = oneshot::channel();
         let (id, _) = ask(&asks, request(5_000, RetryPolicy::none()), tx);
@@ -895,6 +923,7 @@ mod tests {
     /// The watermark sent with an ask is the smallest id still waiting.
     #[actix_rt::test]
     async fn the_watermark_is_the_oldest_unfinished_ask() {
+        tokio::time::pause();
         let (asks, _transport, _stub) = started();
         let begin = || {
             let (tx, rx) = oneshot::channel();

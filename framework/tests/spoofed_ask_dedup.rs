@@ -3,6 +3,10 @@
 //! peer can neither poison nor read a node's entries, whether it claims that
 //! node's whole identity (refused, never recorded) or only its incarnation
 //! (a table of its own).
+//!
+//! Under virtual time: a pause here ends only once everything the frames
+//! set off has run (the clock moves when nothing else can), so what the
+//! node sent is exact, however busy the machine is.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use troupe_framework::actix::{self, Actor, Context, Handler, ResponseFuture};
+use troupe_framework::actix::{Actor, Context, Handler, ResponseFuture};
 use troupe_framework::codec::{self, Envelope, Kind};
 use troupe_framework::transport::{Transport, TransportError, TransportEvent};
 use troupe_framework::{remote_message, ActorPath, ActorSpec, Node, NodeConfig, NodeId};
@@ -98,6 +102,19 @@ async fn node_b() -> (
     (b, tx, sent, open)
 }
 
+/// Run `f` to completion in an actix system on a current-thread runtime
+/// with a paused clock (virtual time).
+fn run_virtual<F: std::future::Future>(f: F) -> F::Output {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a current-thread runtime")
+    })
+    .block_on(f)
+}
+
 /// Delivers `frame` as if from the authenticated peer `peer`, and lets it settle.
 async fn inject(tx: &mpsc::Sender<TransportEvent>, peer: &str, frame: Bytes) {
     tx.send(TransportEvent::Frame {
@@ -115,7 +132,7 @@ fn answer(payload: &[u8]) -> u64 {
 
 #[test]
 fn a_spoofed_ask_does_not_poison_the_real_senders_entry() {
-    actix::System::new().block_on(async {
+    run_virtual(async {
         let (_b, tx, sent, open) = node_b().await;
         let a = NodeId::with_incarnation("a", 0xa);
         // a's ask 1 runs, held by the gate.
@@ -150,7 +167,7 @@ fn a_spoofed_ask_does_not_poison_the_real_senders_entry() {
 
 #[test]
 fn a_peer_naming_another_nodes_incarnation_gets_a_table_of_its_own() {
-    actix::System::new().block_on(async {
+    run_virtual(async {
         let (_b, tx, sent, open) = node_b().await;
         let a = NodeId::with_incarnation("a", 0xa);
         // m uses its own name (so it passes the sender check) with a's

@@ -302,21 +302,6 @@ fn graceful_leave_is_reported_left() {
     }
 }
 
-#[test]
-fn swim_has_no_false_positives_at_five_percent_loss() {
-    for seed in SEEDS {
-        let ctx = format!("seed={seed}");
-        let net = NetConfig {
-            loss: 0.05,
-            ..NetConfig::default()
-        };
-        let mut sim = cluster("swim", 32, seed, net);
-        sim.run_until(secs(600));
-        let downs: usize = (0..32).map(|n| downs_of(&sim, SimId::new(n))).sum();
-        assert_eq!(downs, 0, "{ctx}: false Down events at 5% loss");
-    }
-}
-
 /// Periods (1 s each) between the first and the last live member's `Down`
 /// report of a crashed node, in a cluster of `n` SWIM nodes built from
 /// `toml_extra`, averaged over crashes of 4 different nodes.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -38,12 +39,22 @@ remote_message!(Panic, "test.panic", ());
 pub struct Halt;
 remote_message!(Halt, "test.halt", ());
 
+/// Make the actor wait `0` ms (`ctx.wait`) before it takes its next
+/// message: what arrives meanwhile queues in its inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hold(pub u64);
+remote_message!(Hold, "test.hold", ());
+
 /// What happened, visible to the test across restarts.
 #[derive(Clone, Default)]
 pub struct Effects {
     pub executions: Arc<Mutex<BTreeMap<u64, u32>>>,
     pub notes: Arc<Mutex<Vec<u64>>>,
     pub starts: Arc<AtomicU32>,
+    /// When each instance started (tokio clock: virtual time in simulations).
+    pub started_at: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    /// When each `Panic` was handled, just before the panic.
+    pub panicked_at: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 impl Effects {
@@ -78,6 +89,11 @@ impl Actor for Ledger {
     type Context = Context<Self>;
     fn started(&mut self, _: &mut Context<Self>) {
         self.effects.starts.fetch_add(1, Ordering::SeqCst);
+        self.effects
+            .started_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
     }
 }
 
@@ -113,7 +129,21 @@ impl Handler<Fail> for Ledger {
 impl Handler<Panic> for Ledger {
     type Result = ();
     fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+        self.effects
+            .panicked_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
         panic!("asked to panic (this panic is expected by the test)");
+    }
+}
+
+impl Handler<Hold> for Ledger {
+    type Result = ();
+    fn handle(&mut self, m: Hold, ctx: &mut Context<Self>) {
+        ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+            Duration::from_millis(m.0),
+        )));
     }
 }
 
@@ -133,4 +163,5 @@ pub fn ledger(name: &str, effects: &Effects) -> troupe::framework::ActorSpec<Led
         .handles::<Fail>()
         .handles::<Panic>()
         .handles::<Halt>()
+        .handles::<Hold>()
 }

@@ -26,7 +26,7 @@
 //! | kind | tree (below `apps/NAME`) | messages |
 //! |---|---|---|
 //! | `status` | `status` | [`GetStatus`], [`GetTree`] |
-//! | `counter` | `counter` | [`Add`], [`Get`], [`Forward`] |
+//! | `counter` | `counter` | [`Add`], [`Get`], [`Forward`], [`AddInOrder`], [`GetOrder`] |
 //! | `election` | `election` (protocol), `leader` (logs and answers the leader) | [`GetLeadership`] |
 //! | `lock` | `mutex.RESOURCE` (protocol), `NAME.worker` (acquire / release loop) | tells [`Enter`], [`Exit`] to `audit` |
 //! | `crashtest` | `NAME.first`, `inner` (`NAME.leaf-1`...), `NAME.last` | [`Crash`] |
@@ -40,7 +40,9 @@ mod election;
 mod lock;
 mod status;
 
-pub use counter::{counter_app, Add, CounterKind, Forward, Get, COUNTER};
+pub use counter::{
+    counter_app, Add, AddInOrder, CounterKind, Forward, Get, GetOrder, StreamOrder, COUNTER,
+};
 pub use crashtest::{Crash, CrashHow, CrashtestKind, CrashtestSettings};
 pub use election::{ElectionKind, ElectionSettings, GetLeadership, LEADER};
 pub use lock::{Enter, Exit, LockKind, LockSettings};

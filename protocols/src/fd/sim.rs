@@ -604,68 +604,93 @@ where
 
     /// Process every event up to and including time `t`; then `now() == t`.
     pub fn run_until(&mut self, t: Duration) {
-        while let Some(at) = self.queue.peek_at() {
-            if at > t {
-                break;
-            }
-            let Some(e) = self.queue.pop() else { break };
-            self.now = e.at;
-            self.processed += 1;
-            match e.kind {
-                Kind::Deliver { to, from, msg } => {
-                    let Some(slot) = self.nodes.get_mut(to.node as usize) else {
-                        continue;
-                    };
-                    if slot.id != to || slot.proto.is_none() {
-                        continue;
-                    }
-                    if slot.paused_until > self.now {
-                        let at = slot.paused_until;
-                        self.push(at, Kind::Deliver { to, from, msg });
-                        continue;
-                    }
-                    if let Some(p) = slot.proto.as_mut() {
-                        p.on_message(self.now, from, msg, &mut self.out);
-                    }
-                    self.flush(to.node);
-                }
-                Kind::Timer {
-                    node,
-                    life,
-                    token,
-                    timer,
-                } => {
-                    let slot = &mut self.nodes[node as usize];
-                    if slot.life != life || slot.proto.is_none() {
-                        continue;
-                    }
-                    if slot.paused_until > self.now {
-                        let at = slot.paused_until;
-                        self.push(
-                            at,
-                            Kind::Timer {
-                                node,
-                                life,
-                                token,
-                                timer,
-                            },
-                        );
-                        continue;
-                    }
-                    if !slot.timers.fire(token) {
-                        // Replaced or cancelled since it was armed.
-                        continue;
-                    }
-                    if let Some(p) = slot.proto.as_mut() {
-                        p.on_timer(self.now, timer, &mut self.out);
-                    }
-                    self.flush(node);
-                }
-            }
+        while self.step_until(t) {}
+        if t > self.now {
+            self.now = t;
+        }
+    }
+
+    /// [`Sim::run_until`], calling `check` after every event processed (a
+    /// delivery or a timer): the first error it returns stops the run and
+    /// is returned.
+    pub fn run_until_checked(
+        &mut self,
+        t: Duration,
+        mut check: impl FnMut(&Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        while self.step_until(t) {
+            check(self)?;
         }
         if t > self.now {
             self.now = t;
         }
+        Ok(())
+    }
+
+    /// Process the next event if it is due at or before `t`; false when
+    /// there is none.
+    fn step_until(&mut self, t: Duration) -> bool {
+        match self.queue.peek_at() {
+            Some(at) if at <= t => {}
+            _ => return false,
+        }
+        let Some(e) = self.queue.pop() else {
+            return false;
+        };
+        self.now = e.at;
+        self.processed += 1;
+        match e.kind {
+            Kind::Deliver { to, from, msg } => {
+                let Some(slot) = self.nodes.get_mut(to.node as usize) else {
+                    return true;
+                };
+                if slot.id != to || slot.proto.is_none() {
+                    return true;
+                }
+                if slot.paused_until > self.now {
+                    let at = slot.paused_until;
+                    self.push(at, Kind::Deliver { to, from, msg });
+                    return true;
+                }
+                if let Some(p) = slot.proto.as_mut() {
+                    p.on_message(self.now, from, msg, &mut self.out);
+                }
+                self.flush(to.node);
+            }
+            Kind::Timer {
+                node,
+                life,
+                token,
+                timer,
+            } => {
+                let slot = &mut self.nodes[node as usize];
+                if slot.life != life || slot.proto.is_none() {
+                    return true;
+                }
+                if slot.paused_until > self.now {
+                    let at = slot.paused_until;
+                    self.push(
+                        at,
+                        Kind::Timer {
+                            node,
+                            life,
+                            token,
+                            timer,
+                        },
+                    );
+                    return true;
+                }
+                if !slot.timers.fire(token) {
+                    // Replaced or cancelled since it was armed.
+                    return true;
+                }
+                if let Some(p) = slot.proto.as_mut() {
+                    p.on_timer(self.now, timer, &mut self.out);
+                }
+                self.flush(node);
+            }
+        }
+        true
     }
 
     /// Run for `d` more virtual time.

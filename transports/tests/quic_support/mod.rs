@@ -55,6 +55,21 @@ pub fn logged(needles: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (polling, at most `limit`) until some captured log line contains
+/// every needle; true if one did.
+pub async fn logged_within(needles: &[&str], limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if logged(needles) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A free loopback UDP port, below the range port-0 binds draw from (see
 /// `troupe_transports::ports`), so no endpoint bound meanwhile takes it.
 pub fn reserve_addr() -> SocketAddr {
