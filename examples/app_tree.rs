@@ -8,7 +8,11 @@
 //!
 //! It runs one simulated node under virtual time (no network, a fraction
 //! of a second). The part between the `README` markers is the README's
-//! "Apps as supervised trees" example (a test keeps them the same).
+//! "Apps as supervised trees" example (a test keeps them the same). At the
+//! end it checks what it showed, and fails if it did not happen (the suite
+//! runs the same check, `tests/examples.rs`): both workers were restarted
+//! once, together, and run again, while the rest of the app (its election)
+//! and the app itself were left alone.
 
 use std::path::Path;
 use std::time::Duration;
@@ -94,47 +98,96 @@ async fn start_apps(node: &Node, config: &Config) -> Result<(), troupe::Error> {
 }
 // README: apps as supervised trees (end)
 
-fn print_tree(node: &troupe::framework::TreeNode, depth: usize) {
+fn print_tree(out: &mut String, node: &troupe::framework::TreeNode, depth: usize) {
     let strategy = node.strategy.map(|s| format!(" {s:?}")).unwrap_or_default();
-    println!(
-        "{:indent$}{} ({:?}{strategy}) {:?}, {} restarts",
+    out.push_str(&format!(
+        "{:indent$}{} ({:?}{strategy}) {:?}, {} restarts\n",
         "",
         node.name,
         node.kind,
         node.state,
         node.restarts,
         indent = depth * 2
-    );
+    ));
     for child in &node.children {
-        print_tree(child, depth + 1);
+        print_tree(out, child, depth + 1);
     }
 }
 
-fn main() {
+/// Expect the child at `path` of `tree` to run, restarted `restarts` times.
+fn expect(tree: &troupe::framework::TreeNode, path: &str, restarts: u64) -> Result<(), String> {
+    let child = tree
+        .find(path)
+        .ok_or_else(|| format!("{path} is not in the tree"))?;
+    if child.restarts != restarts || child.state != troupe::framework::ChildState::Running {
+        return Err(format!(
+            "{path}: {:?} after {} restarts, expected running after {restarts}",
+            child.state, child.restarts
+        ));
+    }
+    Ok(())
+}
+
+/// Run the example, printing what happens when `verbose`; `Err` says what
+/// did not happen as shown.
+pub fn run(verbose: bool) -> Result<(), String> {
+    let say = move |text: &str| {
+        if verbose {
+            println!("{text}");
+        }
+    };
     let text = format!("name = \"node-a\"\n[tls]\ninsecure_dev_mode = true\n{APPS}");
-    let config = Config::from_toml(&text, Path::new(".")).expect("config");
+    let config = Config::from_toml(&text, Path::new(".")).map_err(|e| e.to_string())?;
     run_virtual(|| async move {
         let mut cluster = SimCluster::new(1, FaultPlan::reliable());
-        let node = cluster.add_node("node-a").await.expect("node");
+        let node = cluster
+            .add_node("node-a")
+            .await
+            .map_err(|e| e.to_string())?;
         let mut events = node.supervision_events();
-        start_apps(&node, &config).await.expect("apps");
+        start_apps(&node, &config)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        println!("The tree:");
-        print_tree(&node.supervision_tree().await.expect("tree"), 1);
+        let before = node.supervision_tree().await.map_err(|e| e.to_string())?;
+        let mut shown = String::new();
+        print_tree(&mut shown, &before, 1);
+        say(&format!("The tree:\n{shown}"));
+        for worker in ["ingest.worker-1", "ingest.worker-2"] {
+            expect(&before, &format!("apps/ingest/workers/{worker}"), 0)?;
+        }
 
-        println!("\nMaking ingest.worker-2 panic (its siblings restart with it: one-for-all).");
-        println!("The panic message printed next is expected:");
+        say("Making ingest.worker-2 panic (its siblings restart with it: one-for-all).");
+        say("The panic message printed next is expected:");
         node.lookup::<Boom>("node-a/ingest.worker-2")
-            .expect("path")
+            .map_err(|e| e.to_string())?
             .tell(Boom)
-            .expect("tell");
+            .map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         while let Ok(e) = events.try_recv() {
             if !matches!(e.kind, troupe::framework::SupervisionEventKind::Started) {
-                println!("  {:>6.3}s  {e}", e.at.as_secs_f64());
+                say(&format!("  {:>6.3}s  {e}", e.at.as_secs_f64()));
             }
         }
-        println!("\nThe tree after:");
-        print_tree(&node.supervision_tree().await.expect("tree"), 1);
-    });
+        let after = node.supervision_tree().await.map_err(|e| e.to_string())?;
+        let mut shown = String::new();
+        print_tree(&mut shown, &after, 1);
+        say(&format!("\nThe tree after:\n{shown}"));
+        // One-for-all: both workers restarted once; nothing above them.
+        for worker in ["ingest.worker-1", "ingest.worker-2"] {
+            expect(&after, &format!("apps/ingest/workers/{worker}"), 1)?;
+        }
+        for untouched in ["apps/ingest/workers", "apps/ingest/election", "apps/ingest"] {
+            expect(&after, untouched, 0)?;
+        }
+        say("OK: both workers restarted together, once; the rest of the app ran on.");
+        Ok(())
+    })
+}
+
+fn main() {
+    if let Err(e) = run(true) {
+        eprintln!("FAILED: {e}");
+        std::process::exit(1);
+    }
 }

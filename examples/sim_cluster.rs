@@ -4,8 +4,16 @@
 //! (asks, retried and deduplicated) to random accounts over a network that
 //! loses 20 % of frames, duplicates 5 % and reorders the rest. Midway one node
 //! crashes and comes back as a new incarnation, and a partition cuts the
-//! cluster in two and heals. At the end the example checks that no transfer
-//! was applied twice, and prints what the network did.
+//! cluster in two and heals. At the end the example checks, and fails if
+//! one does not hold (the suite runs the same check, `tests/examples.rs`):
+//!
+//! - no transfer was applied twice (asks are executed at most once);
+//! - every transfer that was answered was applied, exactly once;
+//! - the network did what it claims: frames were lost, duplicated, cut by
+//!   the partition and sent to the crashed node, and retries were answered
+//!   from the deduplication table;
+//!
+//! and prints what the network did.
 //!
 //! ```text
 //! cargo run --example sim_cluster            # seed 1
@@ -56,19 +64,42 @@ impl Handler<Credit> for Account {
     }
 }
 
-fn phase(t: Duration, what: &str) {
-    println!("[{:>7.2}s virtual] {what}", t.as_secs_f64());
+/// What a run measured (see the module docs for what it must satisfy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Transfers answered, timed out (unknown outcome), refused.
+    pub answered: u32,
+    /// Transfers whose ask timed out: applied once or not at all.
+    pub timed_out: u32,
+    /// Transfers refused (a node known to be down).
+    pub refused: u32,
+    /// Distinct transfers applied.
+    pub applied: usize,
+    /// Retries answered from the deduplication table.
+    pub deduplicated: u64,
+    /// Frames lost, duplicated, cut by the partition, sent to a crashed node.
+    pub lost: u64,
+    /// See `lost`.
+    pub duplicated: u64,
+    /// See `lost`.
+    pub partitioned: u64,
+    /// See `lost`.
+    pub to_crashed: u64,
 }
 
-fn main() {
-    let seed: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    println!(
+/// Run the example on the simulated network seeded by `seed`, printing what
+/// happens when `verbose`; `Err` says which check failed.
+pub fn run(seed: u64, verbose: bool) -> Result<Report, String> {
+    let say = move |line: String| {
+        if verbose {
+            println!("{line}");
+        }
+    };
+    let phase =
+        move |t: Duration, what: &str| say(format!("[{:>7.2}s virtual] {what}", t.as_secs_f64()));
+    say(format!(
         "Troupe simulated cluster, seed {seed}: 5 nodes, 20% loss, 5% duplication, reordering\n"
-    );
-    let wall = std::time::Instant::now();
+    ));
     run_virtual(move || async move {
         let applied: Applied = Arc::default();
         let mut cluster = SimCluster::new(seed, FaultPlan::uniform(LinkFaults::lossy(0.20, 0.05)));
@@ -86,7 +117,10 @@ fn main() {
         });
         let names = ["n1", "n2", "n3", "n4", "n5"];
         for n in names {
-            cluster.add_node(n).await.expect("start node");
+            cluster
+                .add_node(n)
+                .await
+                .map_err(|e| format!("start {n}: {e}"))?;
         }
         phase(
             cluster.net().now(),
@@ -94,7 +128,8 @@ fn main() {
         );
 
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut report = Report::default();
+        let mut answered_ids = Vec::new();
         let mut next_id = 0u64;
         for round in 0..6 {
             match round {
@@ -106,7 +141,10 @@ fn main() {
                     cluster.crash("n3");
                 }
                 3 => {
-                    cluster.restart("n3").await.expect("restart");
+                    cluster
+                        .restart("n3")
+                        .await
+                        .map_err(|e| format!("restart: {e}"))?;
                     phase(cluster.net().now(), "n3 restarts as a new incarnation");
                     phase(cluster.net().now(), "partition: {n1,n2} | {n3,n4,n5}");
                     cluster.net().partition(&["n1", "n2"], &["n3", "n4", "n5"]);
@@ -119,34 +157,40 @@ fn main() {
             }
             let mut asks = Vec::new();
             for from in cluster.running() {
-                let node = cluster.node(&from).expect("running").clone();
+                let Some(node) = cluster.node(&from).cloned() else {
+                    continue;
+                };
                 for _ in 0..20 {
                     let to = names[rng.gen_range(0..names.len())];
                     let target = node
                         .lookup::<Credit>(&format!("{to}/account"))
-                        .expect("valid path");
+                        .map_err(|e| e.to_string())?;
                     next_id += 1;
                     let id = next_id;
                     asks.push(async move {
-                        target
+                        let r = target
                             .ask(Credit { id, cents: 100 })
                             .timeout(Duration::from_secs(4))
-                            .await
+                            .await;
+                        (id, r)
                     });
                 }
             }
             let results = futures::future::join_all(asks).await;
             let (mut ok, mut timeout, mut other) = (0, 0, 0);
-            for r in &results {
+            for (id, r) in &results {
                 match r {
-                    Ok(_) => ok += 1,
+                    Ok(_) => {
+                        ok += 1;
+                        answered_ids.push(*id);
+                    }
                     Err(AskError::Timeout(_)) => timeout += 1,
                     Err(_) => other += 1,
                 }
             }
-            *outcomes.entry("answered").or_default() += ok;
-            *outcomes.entry("timed out (unknown outcome)").or_default() += timeout;
-            *outcomes.entry("refused (node down)").or_default() += other;
+            report.answered += ok;
+            report.timed_out += timeout;
+            report.refused += other;
             phase(
                 cluster.net().now(),
                 &format!("round {round}: {} transfers: {ok} answered, {timeout} timed out, {other} refused", results.len()),
@@ -156,31 +200,77 @@ fn main() {
         let applied = applied.lock().expect("not poisoned");
         let twice: Vec<_> = applied.iter().filter(|(_, n)| **n > 1).collect();
         let s = cluster.net().stats();
-        println!("\nNetwork: {} frames sent, {} delivered, {} lost, {} duplicated, {} cut by the partition, {} to a crashed node",
-            s.sent, s.delivered, s.lost, s.duplicated, s.partitioned, s.to_crashed);
-        let dedup: u64 = cluster
+        say(format!("\nNetwork: {} frames sent, {} delivered, {} lost, {} duplicated, {} cut by the partition, {} to a crashed node",
+            s.sent, s.delivered, s.lost, s.duplicated, s.partitioned, s.to_crashed));
+        report.deduplicated = cluster
             .running()
             .iter()
             .filter_map(|n| cluster.node(n))
             .map(|n| n.stats().deduplicated)
             .sum();
-        println!("Retries answered from the dedup table instead of re-executed: {dedup}");
-        for (k, v) in &outcomes {
-            println!("Transfers {k}: {v}");
-        }
-        println!(
+        (
+            report.lost,
+            report.duplicated,
+            report.partitioned,
+            report.to_crashed,
+        ) = (s.lost, s.duplicated, s.partitioned, s.to_crashed);
+        report.applied = applied.len();
+        say(format!(
+            "Retries answered from the dedup table instead of re-executed: {}",
+            report.deduplicated
+        ));
+        say(format!(
+            "Transfers answered: {}; timed out (unknown outcome): {}; refused (node down): {}",
+            report.answered, report.timed_out, report.refused
+        ));
+        say(format!(
             "Transfers applied: {} distinct, applied twice: {}",
             applied.len(),
             twice.len()
-        );
-        let path = std::path::Path::new("target/sim_cluster-trace.jsonl");
-        let trace = cluster.net().trace();
-        match trace.write_to(path) {
-            Ok(()) => println!("Trace: {} events in {}", trace.len(), path.display()),
-            Err(e) => println!("Trace not written: {e}"),
+        ));
+        if verbose {
+            let path = std::path::Path::new("target/sim_cluster-trace.jsonl");
+            let trace = cluster.net().trace();
+            match trace.write_to(path) {
+                Ok(()) => say(format!(
+                    "Trace: {} events in {}",
+                    trace.len(),
+                    path.display()
+                )),
+                Err(e) => say(format!("Trace not written: {e}")),
+            }
         }
-        assert!(twice.is_empty(), "a transfer was applied twice: {twice:?}");
-        println!("\nOK: no transfer applied twice (at-most-once held under loss, duplication, crash and partition).");
-    });
+        if !twice.is_empty() {
+            return Err(format!("transfers applied twice: {twice:?}"));
+        }
+        if let Some(id) = answered_ids.iter().find(|id| applied.get(id) != Some(&1)) {
+            return Err(format!("transfer {id} was answered but not applied"));
+        }
+        let r = &report;
+        if r.lost == 0
+            || r.duplicated == 0
+            || r.partitioned == 0
+            || r.to_crashed == 0
+            || r.deduplicated == 0
+        {
+            return Err(format!(
+                "the run did not exercise every fault it claims: {r:?}"
+            ));
+        }
+        say("\nOK: no transfer applied twice, every answered one applied once (at-most-once held under loss, duplication, crash and partition).".into());
+        Ok(report)
+    })
+}
+
+fn main() {
+    let seed: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let wall = std::time::Instant::now();
+    if let Err(e) = run(seed, true) {
+        eprintln!("FAILED: {e}");
+        std::process::exit(1);
+    }
     println!("({:.2} s of wall time)", wall.elapsed().as_secs_f64());
 }

@@ -18,8 +18,9 @@
 //! [transport]                     # all optional, see TransportConfig
 //! keep_alive_ms = 2000
 //!
-//! [failure_detector]              # default: SWIM with memberlist's LAN defaults
+//! [failure_detector]              # default: SWIM with the `lan` preset
 //! kind = "phi-accrual"            # or "heartbeat", "swim"
+//! preset = "lan"                  # the default; or "lan-fast", "wan" (troupe_protocols::fd::config::Preset)
 //!
 //! [runtime]                       # framework limits, see NodeOptions
 //! [supervision]                   # root supervisor policy
@@ -27,8 +28,10 @@
 //!
 //! [http]                          # the node's HTTP endpoint (off when absent), see HttpConfig
 //! listen = "127.0.0.1:8080"       # TCP address; port 0 picks a free one
-//! # token = "..."                 # bearer token; required unless `listen` is loopback
+//! # token = "..."                 # bearer token
+//! # client_certs = true           # HTTPS; clients need a certificate from the cluster CA
 //! # max_body_bytes = 65536        # largest request body (default 64 KiB)
+//! # (a `listen` that is not loopback needs `token`, `client_certs` or both)
 //! ```
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
@@ -144,9 +147,18 @@ fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, 
 /// The node's HTTP endpoint (`[http]`, off when absent): status, and the
 /// routes applications mount under `/v1/<app>/` (see [`crate::http`]).
 ///
-/// Every request must carry `Authorization: Bearer <token>` when `token` is
-/// set. A `listen` address that is not loopback (`127.0.0.0/8`, `[::1]`)
-/// requires a `token`: the node refuses to start without one.
+/// Two ways to keep strangers out, alone or together:
+///
+/// - `token`: every request must carry `Authorization: Bearer <token>`.
+/// - `client_certs = true`: the endpoint speaks HTTPS only, with the node's
+///   own `[tls]` certificate and key, and accepts only clients that present
+///   a certificate chaining to the cluster CA (`[tls] ca`), such as one from
+///   `troupe certs issue`. It needs those files, so it is refused with
+///   `[tls] insecure_dev_mode`.
+///
+/// With both, a request needs both. A `listen` address that is not
+/// loopback (`127.0.0.0/8`, `[::1]`) requires at least one of them: the
+/// node refuses to start without.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -160,6 +172,16 @@ pub struct HttpConfig {
     /// ASCII characters, no spaces; compared in constant time.
     #[serde(default)]
     pub token: Option<String>,
+    /// Serve HTTPS and require a client certificate from the cluster CA
+    /// (default false: plain HTTP). The server presents the node's `[tls]
+    /// cert` (and key); a client must present a certificate that chains to
+    /// `[tls] ca` (every certificate of that file is trusted, as for QUIC),
+    /// or the TLS handshake fails before any HTTP is read. TLS 1.3 or 1.2,
+    /// the aws-lc-rs provider of the QUIC transport
+    /// ([`troupe_transports::quic::crypto_provider`]), ALPN `http/1.1`.
+    /// Not with `[tls] insecure_dev_mode` (which has no CA).
+    #[serde(default)]
+    pub client_certs: bool,
     /// Largest request body in bytes (default 65536, i.e. 64 KiB; at most
     /// [`MAX_HTTP_BODY_BYTES`]). A larger body is refused with 413.
     #[serde(default = "default_max_body_bytes")]
@@ -183,6 +205,7 @@ impl std::fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("client_certs", &self.client_certs)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -205,16 +228,27 @@ impl HttpConfig {
                 self.max_body_bytes
             )));
         }
-        if self.token.is_none() && !self.listen.ip().is_loopback() {
+        if self.token.is_none() && !self.client_certs && !self.listen.ip().is_loopback() {
             return Err(config_err(format!(
                 "http.listen = \"{}\" is not a loopback address, and anyone who can reach it \
                  could read and drive this node: set [http] token = \"...\" (at least \
                  {MIN_HTTP_TOKEN_LEN} characters; clients send `Authorization: Bearer <token>`), \
-                 or listen on 127.0.0.1 or [::1]",
+                 or set [http] client_certs = true (HTTPS; clients must present a certificate \
+                 from the cluster CA), or both, or listen on 127.0.0.1 or [::1]",
                 self.listen
             )));
         }
         Ok(())
+    }
+
+    /// The URL scheme the endpoint serves: `https` with `client_certs`,
+    /// else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.client_certs {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -571,6 +605,15 @@ impl Config {
             .map_err(|e| config_err(e.to_string()))?;
         if let Some(http) = &self.http {
             http.validate()?;
+            if http.client_certs && self.tls.insecure_dev_mode {
+                return Err(config_err(
+                    "http.client_certs = true needs the node's [tls] ca, cert and key (the \
+                     endpoint serves the node's certificate and accepts clients whose \
+                     certificates chain to the CA), and tls.insecure_dev_mode = true has none: \
+                     turn off one of them (a development endpoint on 127.0.0.1 needs neither \
+                     client_certs nor a token)",
+                ));
+            }
         }
         Ok(())
     }
@@ -699,6 +742,16 @@ kind = "phi-accrual"
         let http = c.http.expect("[http]");
         assert_eq!(http.max_body_bytes, 64 * 1024);
         assert_eq!(http.token, None);
+        assert!(!http.client_certs, "plain HTTP unless asked");
+        assert_eq!(http.scheme(), "http");
+        // Not loopback, with client certificates only: accepted.
+        let c = Config::from_toml(
+            "name = \"a\"\n[tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [http]\nlisten = \"0.0.0.0:8443\"\nclient_certs = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.http.expect("[http]").scheme(), "https");
         // Not loopback, with a token: accepted, and the token is not printed.
         let c = Config::from_toml(
             &format!("{base}[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"s3cret-s3cret-s3cret\"\n"),
@@ -735,6 +788,9 @@ kind = "phi-accrual"
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 0", "http.max_body_bytes"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"0.0.0.0:8080\"", "set [http] token"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"[::]:8080\"", "set [http] token"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"[::]:8080\"", "client_certs = true"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nclient_certs = true", "http.client_certs"),
+            ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nclient_certs = \"yes\"", "http.client_certs"),
         ] {
             let err = Config::from_toml(patch, Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(key), "error for {patch:?} does not name {key}: {err}");

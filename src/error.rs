@@ -30,6 +30,11 @@ pub enum Error {
     /// The HTTP endpoint could not start (address in use...).
     #[error("HTTP endpoint: {0}")]
     Http(String),
+    /// TLS files of an HTTPS client that cannot work (a key that is not
+    /// the certificate's, a certificate from another CA...), named in the
+    /// message ([`crate::http::tls::client_config`]).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A protocol reported a failure.
     #[error("protocol: {0}")]
     Protocol(String),

@@ -13,6 +13,10 @@
 //! Configured peers are known before we have heard from them, by name only:
 //! they start as ids with a nil incarnation and are replaced by the real id
 //! on first contact (heartbeat detectors), or serve as join seeds (SWIM).
+//! Every detector reports each of them `Joining` from the start ("configured,
+//! not heard from yet"), `Up` on first contact, and `Down` if none comes
+//! within its first-contact deadline (see `troupe_protocols::fd`), so the
+//! node's view starts the same whichever detector runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -16,11 +16,20 @@
 //! grant is reported here, so a restarted node never reuses a token or a
 //! timestamp.
 //!
-//! Guarantees (see each algorithm's module for its failure behaviour):
-//! - at most one holder at a time while the failure detector is accurate;
-//! - every grant's fencing token is larger than every earlier grant's, so a
-//!   resource that refuses tokens not larger than the last one it accepted
-//!   stays safe even when a partition fools the detector;
+//! Guarantees (stated exactly, per algorithm, in `troupe_protocols::mutex`,
+//! and checked after every step of the simulator's chaos scenarios):
+//! - two nodes hold the lock at the same time only if the failure detector
+//!   falsely suspected a member (a partition, a restart not yet noticed)
+//!   while one of them was being granted it (between its request and its
+//!   grant; token ring: while its token's generation was created) — for
+//!   Ricart–Agrawala and Lamport, only a suspicion between those two nodes
+//!   counts; so with an accurate detector, at most one holder;
+//! - a grant's fencing token is larger than every earlier grant's, except a
+//!   grant made under such a false suspicion, or one whose holder has
+//!   crashed since (its token may die with it); a resource that refuses tokens
+//!   not larger than the last one it accepted therefore stays safe even
+//!   when a partition fools the detector;
+//! - a node's own grants carry growing tokens, across its restarts;
 //! - on one node, holders are serialized: a second local `acquire` waits for
 //!   the first guard to be released;
 //! - an `acquire_within` that times out withdraws its request: if the lock
@@ -54,7 +63,9 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// The fencing token of this grant: larger than every earlier grant's.
+    /// The fencing token of this grant: larger than every earlier grant's,
+    /// with the exceptions the module's guarantees state. Present it to the
+    /// protected resource.
     /// Present it to the protected resource.
     pub fn fencing_token(&self) -> u64 {
         self.token

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use troupe_framework::storage::{DurableStore, MemoryStore, RedbStore};
 use troupe_framework::Node;
+use troupe_transports::certs::NodeTls;
 use troupe_transports::quic::QuicTransport;
 
 use crate::config::Config;
@@ -45,6 +46,12 @@ impl RunningNode {
     /// config said port 0).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpEndpoint::local_addr)
+    }
+
+    /// The URL of the HTTP endpoint, if it runs: `https://ADDR` with
+    /// `[http] client_certs`, else `http://ADDR`.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(HttpEndpoint::url)
     }
 
     /// Leave the group gracefully, then stop the HTTP endpoint and the node.
@@ -171,6 +178,28 @@ fn check_tls(config: &Config) -> Result<(), Error> {
     })
 }
 
+/// The node's TLS material for its HTTPS endpoint (`[http] client_certs`;
+/// `None` otherwise), read before anything starts.
+fn https_tls(config: &Config) -> Result<Option<NodeTls>, Error> {
+    if !config.http.as_ref().is_some_and(|h| h.client_certs) {
+        return Ok(None);
+    }
+    let tls = &config.tls;
+    match (&tls.ca, &tls.cert, &tls.key) {
+        (Some(ca), Some(cert), Some(key)) if !tls.insecure_dev_mode => {
+            troupe_transports::certs::load_node_tls(ca, cert, key)
+                .map(Some)
+                .map_err(|e| {
+                    Error::Config(format!("http.client_certs: the node's [tls] files: {e}"))
+                })
+        }
+        // validate() refuses this; said again for a config built in code.
+        _ => Err(Error::Config(
+            "http.client_certs = true needs the node's [tls] ca, cert and key".to_string(),
+        )),
+    }
+}
+
 /// The parts of a started node; errors not yet located in the config.
 type Started = (
     Node,
@@ -182,6 +211,7 @@ type Started = (
 async fn start(config: &Config, options: StartOptions) -> Result<Started, Error> {
     config.validate()?;
     check_tls(config)?;
+    let http_tls = https_tls(config)?;
     let incarnation = uuid::Uuid::new_v4();
     let quic = config.quic_config(incarnation.to_string())?;
     // Storage first: a bad `data_dir` stops the node before it touches the
@@ -213,6 +243,7 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         Some(http) => {
             match crate::http::start(
                 http,
+                http_tls.as_ref(),
                 node.clone(),
                 failure_detector.clone(),
                 options.app_routes,

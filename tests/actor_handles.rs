@@ -219,3 +219,45 @@ fn messages_to_a_node_known_down_fail_fast_and_dropped_tells_are_counted() {
         assert_eq!(a.stats().dropped_tells, 2);
     });
 }
+
+/// A node reported `Joining` (configured, not heard from yet) is not known
+/// to be down: messages to it are sent as usual, and an ask to it waits for
+/// its reply (or its deadline) instead of failing fast like `Down`/`Left`.
+#[test]
+fn messages_to_a_joining_node_are_sent_not_refused() {
+    use troupe::framework::membership::{MemberEvent, MemberStatus};
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(25, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        let effects = Effects::default();
+        let e = effects.clone();
+        b.spawn(
+            ActorSpec::new("ledger", move || Ledger::new(e.clone()))
+                .handles::<Apply>()
+                .handles::<Note>(),
+        )
+        .await
+        .unwrap();
+        a.publish_membership(MemberEvent {
+            member: "b".into(),
+            status: MemberStatus::Joining,
+            at: a.now(),
+        });
+        assert_eq!(
+            a.membership().status(&"b".to_string()),
+            Some(MemberStatus::Joining)
+        );
+        let ledger = a.actor("b/ledger").unwrap();
+        ledger.tell(Note(1)).unwrap();
+        let balance = ledger
+            .ask(Apply { op: 2, amount: 3 })
+            .timeout(Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(balance, 3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*effects.notes.lock().unwrap(), vec![1]);
+        assert_eq!(a.stats().dropped_tells, 0);
+    });
+}

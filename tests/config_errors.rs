@@ -90,6 +90,50 @@ fn a_key_of_another_detector_kind_is_reported_at_its_line() {
 }
 
 #[test]
+fn an_unknown_preset_is_reported_at_its_line_naming_the_presets() {
+    refused(
+        "[failure_detector]\nkind = \"heartbeat\"\n\npreset = \"fast\"\n",
+        8,
+        "failure_detector.preset",
+        "unknown preset `fast`: the presets are lan-fast, lan, wan",
+    );
+    refused(
+        "[failure_detector]\npreset = 2\nkind = \"swim\"\n",
+        6,
+        "failure_detector.preset",
+        "invalid type: integer `2`",
+    );
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_preset_is_reported_at_its_line() {
+    // lan-fast probes every 300 ms: a 500 ms probe timeout cannot work.
+    refused(
+        "[failure_detector]\nkind = \"swim\"\npreset = \"lan-fast\"\nprobe_timeout_ms = 500\n",
+        8,
+        "failure_detector.probe_timeout_ms",
+        "must be < probe_interval_ms (300), got 500",
+    );
+    // A preset with a key overriding it is accepted.
+    let dir = temp_dir("preset");
+    let path = file_with(
+        &dir,
+        "[failure_detector]\nkind = \"phi-accrual\"\npreset = \"wan\"\ngrace_ms = 5000\n",
+    );
+    let config = Config::from_file(&path).expect("valid");
+    let want = troupe::protocols::fd::FailureDetectorConfig::PhiAccrual(
+        troupe::protocols::fd::config::PhiAccrualConfig {
+            grace_ms: 5000,
+            ..troupe::protocols::fd::config::PhiAccrualConfig::preset(
+                troupe::protocols::fd::config::Preset::Wan,
+            )
+        },
+    );
+    assert_eq!(config.failure_detector, want);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn values_refused_by_validation_name_their_key_and_line() {
     refused(
         "[failure_detector]\nkind = \"heartbeat\"\ninterval_ms = -5\n",

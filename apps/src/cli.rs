@@ -5,8 +5,9 @@
 //! troupe certs issue --dir DIR --node NAME [--days N] [--renew]
 //!                                            issue DIR/NAME.pem and DIR/NAME.key, signed by the CA
 //! troupe node --config FILE                  run one node until SIGINT / SIGTERM
-//! troupe status --node URL [--token T]       a node's status table (GET URL/v1/status)
-//! troupe tree --node URL [--token T]         a node's supervision tree (GET URL/v1/tree)
+//! troupe status --node URL [--token T] [--ca F --cert F --key F [--server-name N]]
+//!                                            a node's status table (GET URL/v1/status)
+//! troupe tree --node URL [...]               a node's supervision tree (GET URL/v1/tree)
 //! troupe cluster up --nodes N --apps A,B --dir DIR [--detector D]
 //! troupe cluster kill|stop|start --dir DIR NODE
 //! troupe cluster down --dir DIR [--clean]    a local cluster of node processes (see `cluster`)
@@ -83,23 +84,22 @@ pub enum Command {
     /// incarnation per member), apps, leaders, counters.
     ///
     /// Reads GET URL/v1/status from the node's HTTP endpoint (the `[http]`
-    /// table of its config).
+    /// table of its config). A node with `[http] client_certs = true`
+    /// speaks HTTPS only and wants a client certificate from its cluster
+    /// CA: pass https://HOST:PORT with --ca, --cert and --key (an
+    /// operator's certificate: `troupe certs issue --node ops`).
     Status {
-        /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
-        #[arg(long)]
-        node: String,
-        /// The node's `[http]` token, if it has one.
-        #[arg(long, env = "TROUPE_HTTP_TOKEN")]
-        token: Option<String>,
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
     },
     /// Print a node's supervision tree, pstree-like (GET URL/v1/tree).
+    ///
+    /// The same options as `troupe status`, https:// included.
     Tree {
-        /// The node's HTTP endpoint, e.g. http://127.0.0.1:8080.
-        #[arg(long)]
-        node: String,
-        /// The node's `[http]` token, if it has one.
-        #[arg(long, env = "TROUPE_HTTP_TOKEN")]
-        token: Option<String>,
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
     },
     /// A local cluster of node processes for development and tests, that
     /// outlives the command: up, kill, stop, start, down.
@@ -119,6 +119,67 @@ pub enum Command {
         #[arg(long, default_value = "phi-accrual", value_parser = ["heartbeat", "phi-accrual", "swim"])]
         detector: String,
     },
+}
+
+/// A node's HTTP endpoint and the client's credentials (`troupe status`,
+/// `troupe tree`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// The node's HTTP endpoint: http://HOST:PORT (its `[http] listen`),
+    /// or https://HOST:PORT for a node with `[http] client_certs = true`.
+    #[arg(long)]
+    pub node: String,
+    /// The node's `[http]` token, if it has one.
+    #[arg(long, env = "TROUPE_HTTP_TOKEN")]
+    pub token: Option<String>,
+    /// https:// only: the cluster CA certificate (PEM, e.g. certs/ca.pem).
+    /// The node's certificate must chain to it.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// https:// only: the client certificate (PEM) the node checks against
+    /// its cluster CA: one issued for the operator (`troupe certs issue
+    /// --dir certs --node ops`) or a node's own.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// https:// only: the private key of --cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// https:// only: the node name the node's certificate must carry.
+    /// Default: the URL's host when it is a name (https://node-a:8443); with
+    /// an IP address, any certificate of the cluster CA is taken (node
+    /// certificates name nodes, not addresses), so pass the node's name to
+    /// pin it.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl EndpointArgs {
+    /// The client's TLS files and server name, if any TLS option was
+    /// given; an error names the ones missing.
+    pub fn client_tls(&self) -> Result<Option<crate::http_client::ClientTls>, CliError> {
+        match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) if self.server_name.is_none() => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(crate::http_client::ClientTls {
+                files: troupe::http::tls::ClientTlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                server_name: self.server_name.clone(),
+            })),
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [("--ca", ca), ("--cert", cert), ("--key", key)]
+                    .into_iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(flag, _)| flag)
+                    .collect();
+                Err(CliError::Other(format!(
+                    "an https:// endpoint needs --ca, --cert and --key together; missing: {}",
+                    missing.join(", ")
+                )))
+            }
+        }
+    }
 }
 
 /// The usual sequence, shown under `troupe --help`.
@@ -209,12 +270,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logs("info");
             node(config)
         }
-        Command::Status { node, token } => {
-            print!("{}", crate::inspect::status_command(&node, token)?);
+        Command::Status { endpoint } => {
+            print!("{}", crate::inspect::status_command(&endpoint)?);
             Ok(())
         }
-        Command::Tree { node, token } => {
-            print!("{}", crate::inspect::tree_command(&node, token)?);
+        Command::Tree { endpoint } => {
+            print!("{}", crate::inspect::tree_command(&endpoint)?);
             Ok(())
         }
         Command::Cluster { action } => crate::cluster::run(action),
@@ -345,7 +406,7 @@ fn node(path: PathBuf) -> Result<(), CliError> {
         apps.start(&running.node, &peers, fd)
             .await
             .map_err(|e| running.config.locate(e))?;
-        match running.http_addr() {
+        match running.http_url() {
             Some(http) => {
                 tracing::info!(node = %running.node.id(), addr = %running.local_addr(), %http, "ready")
             }
@@ -400,6 +461,24 @@ mod tests {
         let help = node.render_long_help().to_string();
         for word in ["[[peers]]", "RUST_LOG", "exits 0", "exits 1"] {
             assert!(help.contains(word), "{word} missing from:\n{help}");
+        }
+        for sub in ["status", "tree"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .expect("subcommand")
+                .render_long_help()
+                .to_string();
+            for word in [
+                "https://",
+                "client_certs",
+                "--ca",
+                "--cert",
+                "--key",
+                "--server-name",
+            ] {
+                assert!(help.contains(word), "{sub}: {word} missing from:\n{help}");
+            }
         }
     }
 

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! `up` makes a cluster CA and node certificates, one config per node
-//! (`node-1` ... `node-N`, QUIC and HTTP on free ports of 127.0.0.1, the fast
-//! failure-detector settings of [`fast_detector_toml`], `data_dir` under
+//! (`node-1` ... `node-N`, QUIC and HTTP on free ports of 127.0.0.1, the
+//! `lan-fast` failure-detector preset ([`fast_detector_toml`]), `data_dir` under
 //! `DIR/data/`), starts the nodes in the background (their own process
 //! group, so they outlive the command and a Ctrl-C of the terminal; output
 //! to `DIR/NODE.log`), and waits until every node's `/v1/status` shows
@@ -65,8 +65,8 @@ pub enum ClusterAction {
         /// (created; must not hold a cluster already).
         #[arg(long)]
         dir: PathBuf,
-        /// Failure detector of the nodes (fast settings: a dead node is
-        /// Down within seconds).
+        /// Failure detector of the nodes (with `preset = "lan-fast"`: a
+        /// dead node is Down about 2 s after the kill).
         #[arg(long, default_value = "phi-accrual", value_parser = ["heartbeat", "phi-accrual", "swim"])]
         detector: String,
         /// Seconds to wait for every node to see every other Up.
@@ -383,14 +383,14 @@ fn not_ready(n: &ClusterNode, all: &[ClusterNode]) -> Option<String> {
         Ok(s) => s,
         Err(e) => return Some(format!("{}: {e}", n.name)),
     };
-    // Up *and* heard from: phi-accrual and SWIM presume configured peers Up
-    // before any contact; a known incarnation proves the link.
+    // Up: heard from (a configured peer is Joining until then), with the
+    // incarnation it was heard from.
     let behind: Vec<String> = all
         .iter()
         .filter(|o| o.name != n.name)
         .filter_map(|o| match s.members.iter().find(|m| m.name == o.name) {
             Some(m) if m.status == MemberStatus::Up && m.incarnation.is_some() => None,
-            Some(m) if m.status == MemberStatus::Up => {
+            Some(m) if matches!(m.status, MemberStatus::Up | MemberStatus::Joining) => {
                 Some(format!("{} not yet heard from", o.name))
             }
             Some(m) => Some(format!("{} {:?}", o.name, m.status)),

@@ -70,7 +70,8 @@ pub fn run(keep: bool, detector: &str) -> Result<(), CliError> {
 }
 
 fn run_in(dir: &Path, detector: &str) -> Result<(), CliError> {
-    println!("Troupe demo: a 3-node cluster over QUIC (mutual TLS) on 127.0.0.1, failure detector: {detector}");
+    println!("Troupe demo: a 3-node cluster over QUIC (mutual TLS) on 127.0.0.1, failure detector: {detector}, preset lan-fast");
+    println!("(preset = \"lan-fast\": a killed node is Down in about 2 s; the default, \"lan\", takes about 8 s)");
     step(1, "Throwaway cluster CA, node certificates and configs");
     let exe = std::env::current_exe().map_err(other)?;
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);

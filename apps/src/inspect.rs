@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe::http::StatusReport;
 
-use crate::cli::CliError;
+use crate::cli::{CliError, EndpointArgs};
 use crate::http_client::NodeClient;
 
 /// One node of a supervision tree, as `GET /v1/tree` returns it.
@@ -35,14 +35,23 @@ pub struct TreeNode {
 }
 
 /// `troupe status --node URL`: the status table.
-pub fn status_command(url: &str, token: Option<String>) -> Result<String, CliError> {
-    let client = NodeClient::new(url, token, Duration::from_secs(10))?;
-    Ok(format_status(&client.status()?))
+pub fn status_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
+    Ok(format_status(&client(endpoint)?.status()?))
+}
+
+/// The client `troupe status|tree` use.
+fn client(endpoint: &EndpointArgs) -> Result<NodeClient, CliError> {
+    NodeClient::with_tls(
+        &endpoint.node,
+        endpoint.token.clone(),
+        endpoint.client_tls()?,
+        Duration::from_secs(10),
+    )
 }
 
 /// `troupe tree --node URL`: the tree drawing.
-pub fn tree_command(url: &str, token: Option<String>) -> Result<String, CliError> {
-    let client = NodeClient::new(url, token, Duration::from_secs(10))?;
+pub fn tree_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
+    let client = client(endpoint)?;
     let a = client.get("/v1/tree")?;
     if a.status == 404 {
         return Err(CliError::Other(format!(
@@ -259,7 +268,7 @@ node-1 (supervisor, one-for-one, running)
       "members": [
         {"name": "node-2", "status": "Up", "incarnation": "7c1e0d2a11111111111111111111ffff", "phi": 0.41},
         {"name": "node-3", "status": "Down", "incarnation": "9a8b7c6d22222222222222222222eeee", "phi": "inf"},
-        {"name": "node-4", "status": "Suspect", "incarnation": null, "phi": null}
+        {"name": "node-4", "status": "Joining", "incarnation": null, "phi": null}
       ],
       "apps": [{"name": "counter", "state": "running", "restarts": 0}],
       "leaders": [{"election": "election", "term": 3, "leader": "node-2"}],
@@ -278,7 +287,7 @@ node-1  incarnation 3f2a9c1e  up 1m 12s  detector phi-accrual
 MEMBER  STATUS      PHI  INCARNATION
 node-2  Up         0.41  7c1e0d2a
 node-3  Down        inf  9a8b7c6d
-node-4  Suspect       -  -
+node-4  Joining       -  -
 
 apps     counter running
 leaders  election: term 3, leader node-2

@@ -5,11 +5,34 @@
 //! every subscriber. Protocols only ever see these events, never which
 //! detector produced them, so switching detectors is a config edit.
 //!
-//! Status moves `Up -> Suspect -> Down`, `Suspect -> Up` (a refuted or cleared
-//! suspicion), and `Up/Suspect -> Left` (graceful leave). A member that is
-//! `Down` or `Left` comes back only as a new incarnation (a restarted node) or
-//! when a healed partition lets the detector hear from it again; that is
-//! reported as a fresh `Up`.
+//! # The state machine
+//!
+//! Every detector publishes the same initial view: each configured peer is
+//! `Joining` ("configured, not heard from yet") from the start, before any
+//! contact. From there:
+//!
+//! ```text
+//! Joining -> Up        first contact (a heartbeat, a SWIM message, or SWIM
+//!                      gossip that it is alive)
+//! Joining -> Down      not heard from within the detector's first-contact
+//!                      deadline (see `troupe_protocols::fd`)
+//! Joining -> Left      it left before this node heard it alive
+//! Joining -> Suspect   SWIM only: first contact while a suspicion of it,
+//!                      raised by its silence, is still pending
+//! Up -> Suspect -> Down, Suspect -> Up (a refuted or cleared suspicion)
+//! Up/Suspect -> Left   graceful leave
+//! Down/Left -> Up      a new incarnation (a restarted node), or a healed
+//!                      partition that lets the detector hear it again
+//! ```
+//!
+//! `Joining` does not come back: a member is `Joining` only until it is
+//! first heard from or given up on. (A detector that restarts — its actor
+//! restarted by its supervisor — starts over from the configured peers and
+//! reports them `Joining` again: it has not heard from them yet.) It counts as live ([`MemberStatus::is_live`]):
+//! protocols keep waiting for a member that has not started yet instead of
+//! acting as if it had failed, and asks to it wait for their deadline
+//! instead of failing at once. What tells "not yet known" from "up" is the
+//! status itself ([`MembershipView::up`] lists only members heard from).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -20,6 +43,9 @@ use serde::{Deserialize, Serialize};
 /// How alive a member looks to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum MemberStatus {
+    /// Configured but not heard from yet: the start of every member's life
+    /// in the view. Live (see [`MemberStatus::is_live`]), but not `Up`.
+    Joining,
     /// Heard from recently; considered alive.
     Up,
     /// Not heard from for longer than the detector tolerates; may be dead.
@@ -31,10 +57,14 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
-    /// `Up` or `Suspect`: still counted as a member by protocols that must not
-    /// act on suspicion alone.
+    /// `Joining`, `Up` or `Suspect`: still counted as a member by protocols
+    /// that must not act on suspicion alone (nor on a member not started
+    /// yet).
     pub fn is_live(self) -> bool {
-        matches!(self, MemberStatus::Up | MemberStatus::Suspect)
+        matches!(
+            self,
+            MemberStatus::Joining | MemberStatus::Up | MemberStatus::Suspect
+        )
     }
 }
 
@@ -87,7 +117,7 @@ impl<Id: Ord + Clone + Debug> MembershipView<Id> {
     pub fn iter(&self) -> impl Iterator<Item = (&Id, MemberStatus)> {
         self.members.iter().map(|(k, v)| (k, *v))
     }
-    /// Members currently `Up` or `Suspect`, ordered by id.
+    /// Members currently `Joining`, `Up` or `Suspect`, ordered by id.
     pub fn live(&self) -> Vec<Id> {
         self.members
             .iter()

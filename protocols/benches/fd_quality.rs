@@ -22,6 +22,8 @@
 //! detection-time vs false-positive trade-off as `target/fd_quality.svg`.
 //!
 //! Run: `cargo bench -p troupe-protocols --bench fd_quality`
+//! Presets: `-- --presets` (or `FD_PRESETS=1`) measures each detector with
+//! each `[failure_detector]` preset instead (see [`run_presets`]).
 //! Quick mode (N = 8, 64; short runs; one seed): add `-- --quick` or set
 //! `FD_QUICK=1`. Filters: `FD_SIZES=64,1024`, `FD_KINDS=troupe-swim,foca`
 //! (names as in the table), `FD_SCENARIOS=loss,pauses` (name prefixes),
@@ -274,30 +276,70 @@ struct Scenario {
     name: &'static str,
     loss: f64,
     pauses: bool,
+    /// Message delay, uniform in this range (milliseconds).
+    delay_ms: (u64, u64),
 }
+
+/// A LAN: 1-10 ms.
+const LAN_DELAY: (u64, u64) = (1, 10);
 
 const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "loss 0%",
         loss: 0.0,
         pauses: false,
+        delay_ms: LAN_DELAY,
     },
     Scenario {
         name: "loss 5%",
         loss: 0.05,
         pauses: false,
+        delay_ms: LAN_DELAY,
     },
     Scenario {
         name: "loss 20%",
         loss: 0.20,
         pauses: false,
+        delay_ms: LAN_DELAY,
     },
     Scenario {
         name: "pauses 1-5s",
         loss: 0.0,
         pauses: true,
+        delay_ms: LAN_DELAY,
     },
 ];
+
+/// The scenarios of the presets' benchmark (`--presets`): a LAN without
+/// and with loss, pauses, and a WAN (20-200 ms one way, 5 % loss).
+const PRESET_SCENARIOS: [Scenario; 4] = [
+    SCENARIOS[0],
+    SCENARIOS[1],
+    SCENARIOS[3],
+    Scenario {
+        name: "wan 5% 20-200ms",
+        loss: 0.05,
+        pauses: false,
+        delay_ms: (20, 200),
+    },
+];
+
+/// When a run crashes members: the first at `first`, then one every
+/// `every` (each at a random offset within its second), at most N/4 of
+/// them, none later than `tail` before the end.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    first: Duration,
+    every: Duration,
+    tail: Duration,
+}
+
+/// The schedule of the main benchmark.
+const CRASHES: Schedule = Schedule {
+    first: Duration::from_secs(30),
+    every: Duration::from_secs(50),
+    tail: Duration::from_secs(60),
+};
 
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -396,14 +438,15 @@ enum Action {
     Pause(Duration),
 }
 
-/// One run: N nodes, crashes every 50 s from t = 30 s (at most N/4, none in
-/// the last 60 s), optional pauses (every 10 s a random live member stalls
-/// for 1-5 s).
+/// One run: N nodes, crashes as `schedule` says ([`CRASHES`]: every 50 s
+/// from t = 30 s, at most N/4, none in the last 60 s), optional pauses
+/// (every 10 s a random live member stalls for 1-5 s).
 fn run<P>(
     n: u32,
     sc: Scenario,
     seed: u64,
     duration: Duration,
+    schedule: Schedule,
     make: &dyn Fn(SimId, u64) -> P,
 ) -> RunStats
 where
@@ -414,8 +457,8 @@ where
     let net = NetConfig {
         loss: sc.loss,
         delay: DelayModel::Uniform {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(10),
+            min: Duration::from_millis(sc.delay_ms.0),
+            max: Duration::from_millis(sc.delay_ms.1),
         },
     };
     let mut sim: Sim<P> = Sim::new(seed, net);
@@ -440,15 +483,15 @@ where
     // (foca), whose probe sent at that very instant then observes the crash
     // with zero delay.
     let mut phase = ChaCha8Rng::seed_from_u64(seed ^ 0x0c4a_5e00);
-    let mut t = Duration::from_secs(30);
-    while actions.len() < max_crashes && t + Duration::from_secs(60) <= duration {
+    let mut t = schedule.first;
+    while actions.len() < max_crashes && t + schedule.tail <= duration {
         let offset = if aligned_crashes() {
             Duration::ZERO
         } else {
             Duration::from_millis(phase.gen_range(0..1000))
         };
         actions.push((t + offset, Action::Crash));
-        t += Duration::from_secs(50);
+        t += schedule.every;
     }
     if sc.pauses {
         let mut t = Duration::from_secs(15);
@@ -595,6 +638,21 @@ where
     out
 }
 
+/// [`run`] of Troupe's detector configured by `cfg` on every member.
+fn run_troupe(
+    n: u32,
+    sc: Scenario,
+    seed: u64,
+    duration: Duration,
+    schedule: Schedule,
+    cfg: &FailureDetectorConfig,
+) -> RunStats {
+    run(n, sc, seed, duration, schedule, &|id, s| {
+        AnyDetector::from_config(id, cfg, vec![], s ^ (u64::from(id.node) << 20))
+            .unwrap_or_else(|e| panic!("config: {e}"))
+    })
+}
+
 fn percentile(v: &[f64], p: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -652,6 +710,10 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick" || a == "quick")
         || std::env::var("FD_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    if std::env::args().any(|a| a == "--presets") || std::env::var_os("FD_PRESETS").is_some() {
+        run_presets(quick);
+        return;
+    }
     let mut sizes: Vec<u32> = if quick {
         vec![8, 64]
     } else {
@@ -711,21 +773,10 @@ fn main() {
                 for &seed in &seeds {
                     let d = Duration::from_secs(secs);
                     let st = match kind {
-                        Kind::Foca => run(n, sc, seed, d, &|id, s| {
+                        Kind::Foca => run(n, sc, seed, d, CRASHES, &|id, s| {
                             FocaNode::new(id, foca_config(n), s ^ (u64::from(id.node) << 20))
                         }),
-                        _ => {
-                            let cfg = any_config(kind);
-                            run(n, sc, seed, d, &|id, s| {
-                                AnyDetector::from_config(
-                                    id,
-                                    &cfg,
-                                    vec![],
-                                    s ^ (u64::from(id.node) << 20),
-                                )
-                                .unwrap_or_else(|e| panic!("config: {e}"))
-                            })
-                        }
+                        _ => run_troupe(n, sc, seed, d, CRASHES, &any_config(kind)),
                     };
                     agg.merge(st);
                 }
@@ -1070,4 +1121,122 @@ fn svg(rows: &[Row]) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// The presets' benchmark (`-- --presets`, or `FD_PRESETS=lan-fast,wan`
+/// to choose presets): each detector with each `[failure_detector]`
+/// preset, at N = 8 and 32 (`FD_SIZES`), in [`PRESET_SCENARIOS`]
+/// (`FD_SCENARIOS`), over many seeds (`FD_SEEDS`; default 32 at N = 8, 8
+/// at N = 32, 4 in quick mode). Crashes are spaced for the preset's
+/// detection time (every 20 / 50 / 120 s for lan-fast / lan / wan, at most
+/// N/4 per run, none in the last 20 / 60 / 150 s) in runs of 600 s (1200 s
+/// for wan), so the rest of each run measures false positives. Reports
+/// the time from a crash to the first and to every live member's `Down`
+/// (p50 / p99 over crashes), false positives per node-hour and messages
+/// per member per second; also written to `target/fd_presets.md`.
+fn run_presets(quick: bool) {
+    use troupe_protocols::fd::config::Preset;
+    let only = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty() && v != "1")
+            .map(|v| v.split(',').map(|x| x.trim().to_string()).collect())
+    };
+    let presets: Vec<Preset> = match only("FD_PRESETS") {
+        Some(names) => names
+            .iter()
+            .map(|n| Preset::from_name(n).unwrap_or_else(|| panic!("FD_PRESETS: no preset {n:?}")))
+            .collect(),
+        None => Preset::ALL.to_vec(),
+    };
+    let kinds_filter = only("FD_KINDS");
+    let scen_filter = only("FD_SCENARIOS");
+    let sizes: Vec<u32> = match std::env::var("FD_SIZES") {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) if quick => vec![8],
+        Err(_) => vec![8, 32],
+    };
+    println!(
+        "fd_quality presets ({} mode): each detector with each [failure_detector] preset",
+        if quick { "quick" } else { "full" }
+    );
+    let mut table = String::from(
+        "| detector | preset | N | scenario | runs x s | crashes (undetected) | first Down p50/p99 s | all Down p50/p99 s | FP per node-hour | msgs/member/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    print!("{table}");
+    for &n in &sizes {
+        for kind in [Kind::Heartbeat, Kind::Phi, Kind::Swim] {
+            if kinds_filter
+                .as_ref()
+                .is_some_and(|f| !f.iter().any(|k| k == kind.name()))
+            {
+                continue;
+            }
+            for &preset in &presets {
+                let (every, tail, secs) = match preset {
+                    Preset::LanFast => (20, 20, 600),
+                    Preset::Lan => (50, 60, 600),
+                    Preset::Wan => (120, 150, 1200),
+                };
+                let schedule = Schedule {
+                    first: Duration::from_secs(30),
+                    every: Duration::from_secs(every),
+                    tail: Duration::from_secs(tail),
+                };
+                let name = if kind == Kind::Swim {
+                    "swim"
+                } else {
+                    kind.name()
+                };
+                let cfg = preset
+                    .config(name)
+                    .unwrap_or_else(|| panic!("no preset for {name}"));
+                let seeds: u64 = match std::env::var("FD_SEEDS").ok().and_then(|v| v.parse().ok()) {
+                    Some(k) => k,
+                    None if quick => 4,
+                    None if n <= 8 => 32,
+                    None => 8,
+                };
+                for sc in PRESET_SCENARIOS {
+                    if scen_filter
+                        .as_ref()
+                        .is_some_and(|f| !f.iter().any(|k| sc.name.starts_with(k.as_str())))
+                    {
+                        continue;
+                    }
+                    let mut agg = RunStats::default();
+                    for seed in 1..=seeds.max(1) {
+                        let d = Duration::from_secs(secs);
+                        agg.merge(run_troupe(n, sc, seed, d, schedule, &cfg));
+                    }
+                    let s = &agg;
+                    let line = format!(
+                        "| {} | {} | {} | {} | {}x{} | {} ({}) | {}/{} | {}/{} | {:.2} | {:.2} |\n",
+                        kind.name(),
+                        preset,
+                        n,
+                        sc.name,
+                        seeds,
+                        secs,
+                        s.crashes,
+                        s.undetected,
+                        fmt_opt(percentile(&s.first, 50.0)),
+                        fmt_opt(percentile(&s.first, 99.0)),
+                        fmt_opt(percentile(&s.all, 50.0)),
+                        fmt_opt(percentile(&s.all, 99.0)),
+                        s.false_positives as f64 / s.node_hours.max(1e-9),
+                        s.msgs_per_member_s / seeds.max(1) as f64,
+                    );
+                    print!("{line}");
+                    table.push_str(&line);
+                }
+            }
+        }
+    }
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+    let _ = std::fs::create_dir_all(target);
+    match std::fs::write(format!("{target}/fd_presets.md"), &table) {
+        Ok(()) => println!("wrote {target}/fd_presets.md"),
+        Err(e) => eprintln!("could not write fd_presets.md: {e}"),
+    }
 }

@@ -37,10 +37,12 @@ pub fn next_term(max_seen: u64, rank: usize, n: usize) -> u64 {
 /// What a membership event did to a [`Group`]'s live set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change<Id> {
-    /// Reported `Up` or `Suspect` while it was down: back in the live set.
+    /// Reported `Up` or `Suspect` (or `Joining`) while it was down: back in
+    /// the live set.
     Back(Id),
-    /// Reported `Up` or `Suspect` while already live (a suspicion, or a
-    /// repeated `Up`): the live set is unchanged.
+    /// Reported `Joining`, `Up` or `Suspect` while already live (not heard
+    /// from yet, a suspicion, or a repeated `Up`): the live set is
+    /// unchanged.
     Live(Id),
     /// Reported `Down` or `Left`: out of the live set (it may have been out
     /// already).
@@ -168,7 +170,7 @@ impl<Id: Clone + Ord> Group<Id> {
             return None;
         }
         Some(match event.status {
-            MemberStatus::Up | MemberStatus::Suspect => {
+            MemberStatus::Joining | MemberStatus::Up | MemberStatus::Suspect => {
                 if self.down.remove(&m) {
                     Change::Back(m)
                 } else {

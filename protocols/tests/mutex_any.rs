@@ -16,6 +16,8 @@ fn every_algorithm_by_name_is_safe_and_live() {
         check_seeds("every_algorithm_by_name_is_safe_and_live", 10, |seed| {
             let mut sc = Scenario::chaotic(4);
             sc.chaos_time = Duration::from_secs(10);
+            // At least 9 per run when this floor was set.
+            sc.min_checked = 5;
             run_mutex(seed, &sc, move |id, m, d| {
                 AnyMutex::new(alg, id, m, MutexConfig::new("r"), d)
             })

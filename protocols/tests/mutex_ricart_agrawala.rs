@@ -23,7 +23,11 @@ fn ricart_agrawala_safe_under_chaos_and_live_after() {
         300,
         |seed| {
             let n = 3 + (seed % 5) as u32;
-            run_mutex(seed, &Scenario::chaotic(n), make).map(|_| ())
+            let mut sc = Scenario::chaotic(n);
+            // Grants under chaos made with an accurate detector: at least 47
+            // in every one of these runs when this floor was set.
+            sc.min_checked = 15;
+            run_mutex(seed, &sc, make).map(|_| ())
         },
     );
 }

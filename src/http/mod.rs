@@ -24,8 +24,17 @@
 //! - With `[http] token` set, every route (the applications' included)
 //!   answers 401 unless the request carries `Authorization: Bearer <token>`;
 //!   the token is compared in constant time (its length is not secret).
-//!   A non-loopback `listen` without a token is refused at start-up
-//!   ([`HttpConfig::validate`]).
+//! - With `[http] client_certs = true`, the endpoint speaks HTTPS only (no
+//!   plain HTTP on that port), presents the node's own `[tls]` certificate
+//!   and requires a client certificate that chains to the cluster CA
+//!   (`[tls] ca`): a client without one, or with one from another CA, is
+//!   refused in the TLS handshake, before any HTTP is read (so such a
+//!   refusal is not counted). TLS 1.3 or 1.2, ALPN `http/1.1`, the QUIC
+//!   transport's aws-lc-rs provider; see [`tls`]. Refused at start-up with
+//!   `[tls] insecure_dev_mode`.
+//! - With both, a request needs both. A non-loopback `listen` with neither
+//!   is refused at start-up ([`HttpConfig::validate`]), the error naming
+//!   both ways.
 //! - The server runs one worker thread (an arbiter of the node's actix
 //!   system; handlers reach the node's actors by message, like any other
 //!   thread), ignores signals (the node handles them) and stops with
@@ -46,6 +55,7 @@
 
 mod errors;
 mod status;
+pub mod tls;
 
 /// The actix-web the endpoint runs, for applications' routes.
 pub use actix_web;
@@ -61,6 +71,7 @@ use actix_web::http::header;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use troupe_framework::Node;
+use troupe_transports::certs::NodeTls;
 
 pub use crate::config::HttpConfig;
 use crate::failure_detector::FailureDetectorHandle;
@@ -202,6 +213,7 @@ impl HttpContext {
 /// The running endpoint, owned by [`crate::runtime::RunningNode`].
 pub struct HttpEndpoint {
     addr: SocketAddr,
+    scheme: &'static str,
     handle: actix_web::dev::ServerHandle,
     ctx: HttpContext,
 }
@@ -210,6 +222,12 @@ impl HttpEndpoint {
     /// The TCP address it serves on (useful when the config said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https://ADDR` with `[http] client_certs`, else `http://ADDR`
+    /// (ADDR: [`HttpEndpoint::local_addr`]).
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The request and refusal counters now.
@@ -224,10 +242,16 @@ impl HttpEndpoint {
 }
 
 /// Start the endpoint `config` describes for `node`, with the applications'
-/// `routes`. Call inside the node's actix system; the server runs until
-/// [`HttpEndpoint::stop`] (or the system stops).
+/// `routes`. With `[http] client_certs`, `tls` is the node's TLS material
+/// (its certificate, key and cluster CA: [`tls::server_config`]); it is
+/// not used otherwise. Call inside the node's actix system; the server runs
+/// until [`HttpEndpoint::stop`] (or the system stops).
+///
+/// A TLS setup that cannot work is an [`Error::Config`] starting with
+/// `http.client_certs`; an address that cannot be bound is [`Error::Http`].
 pub fn start(
     config: &HttpConfig,
+    tls: Option<&NodeTls>,
     node: Node,
     fd: FailureDetectorHandle,
     routes: AppRouteRegistry,
@@ -261,8 +285,19 @@ pub fn start(
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(2)
-    .bind(config.listen)
+    .shutdown_timeout(2);
+    let server = if config.client_certs {
+        let tls = tls.ok_or_else(|| {
+            Error::Config(
+                "http.client_certs = true needs the node's [tls] ca, cert and key".to_string(),
+            )
+        })?;
+        let tls = tls::server_config(tls)
+            .map_err(|e| Error::Config(format!("http.client_certs: {e}")))?;
+        server.bind_rustls_0_23(config.listen, tls)
+    } else {
+        server.bind(config.listen)
+    }
     .map_err(|e| Error::Http(format!("cannot serve [http] listen {}: {e}", config.listen)))?;
     let addr = server
         .addrs()
@@ -276,8 +311,14 @@ pub fn start(
             tracing::error!(error = %e, "HTTP endpoint stopped");
         }
     });
-    tracing::info!(node = %ctx.node.id(), http = %addr, "HTTP endpoint up");
-    Ok(HttpEndpoint { addr, handle, ctx })
+    let scheme = config.scheme();
+    tracing::info!(node = %ctx.node.id(), http = %format!("{scheme}://{addr}"), "HTTP endpoint up");
+    Ok(HttpEndpoint {
+        addr,
+        scheme,
+        handle,
+        ctx,
+    })
 }
 
 /// True if `given` is `expected`, in time that depends on their lengths

@@ -50,8 +50,8 @@ pub struct MemberReport {
     /// The member's node name.
     pub name: String,
     /// Its status in the node's membership view (what protocols act on):
-    /// `Up`, `Suspect` (SWIM's and the heartbeat detectors' suspicion),
-    /// `Down` or `Left`.
+    /// `Joining` (configured, not heard from yet), `Up`, `Suspect` (SWIM's
+    /// and the heartbeat detectors' suspicion), `Down` or `Left`.
     pub status: MemberStatus,
     /// The incarnation the detector last heard from (32 hex digits), or
     /// null before first contact.

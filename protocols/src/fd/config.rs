@@ -14,6 +14,29 @@
 //! `failure_detector.threshold must be > 0, got -1`. Durations are integer
 //! milliseconds (keys end in `_ms`); they are signed so that a negative value
 //! gets that clear error instead of a bare type error.
+//!
+//! # Presets
+//!
+//! `preset = "lan-fast" | "lan" | "wan"` (any `kind`) starts from a named
+//! set of values ([`Preset`]); keys given next to it override the preset's
+//! values one by one. The defaults *are* the `lan` preset, so a table
+//! without `preset` is `preset = "lan"`.
+//!
+//! ```toml
+//! [failure_detector]
+//! kind = "phi-accrual"
+//! preset = "lan-fast"      # Down about 2 s after a crash
+//! grace_ms = 500           # ...but this one value differs
+//! ```
+//!
+//! | preset | heartbeat: interval / pause / grace / check | phi-accrual: interval / pause / min sd / first estimate / threshold / grace / check | SWIM: probe interval / timeout / suspicion_mult (other keys default unless listed) |
+//! |---|---|---|---|
+//! | `lan-fast` | 200 / 600 / 1000 / 100 ms | 200 / 600 / 50 / 200 ms, 8.0, 1000 / 100 ms | 300 / 150 ms, 3 |
+//! | `lan` (default) | 1000 / 3000 / 4000 / 100 ms | 1000 / 3000 / 100 / 1000 ms, 8.0, 4000 / 100 ms | 1000 / 500 ms, 4 |
+//! | `wan` | 1000 / 9000 / 10000 / 200 ms | 1000 / 8000 / 500 / 1000 ms, 10.0, 10000 / 200 ms | 2000 / 1000 ms, 5; gossip every 500 ms to 4, gossip to the dead 60 s |
+//!
+//! What each preset is for, and the detection times measured with each
+//! detector, are in [`Preset`]'s documentation and in the README.
 
 use std::time::Duration;
 
@@ -103,6 +126,140 @@ impl Default for FailureDetectorConfig {
     /// SWIM with memberlist's LAN defaults (it scales to large clusters).
     fn default() -> Self {
         FailureDetectorConfig::Swim(SwimConfig::default())
+    }
+}
+
+/// A named set of `[failure_detector]` values (`preset = "..."`), for each
+/// kind; keys written next to `preset` override its values. Pick by how
+/// long a silence must be tolerated before a member is declared `Down`
+/// (a GC pause, a busy host, a lossy or slow link) against how fast a real
+/// crash must be noticed. Detection times below are the time from a crash
+/// until *every* live member reports it `Down`, measured on the simulator
+/// (`fd_quality -- --presets`, N = 8 and 32, 64 crashes per cell; p50 and
+/// p99 over the crashes; the full table is in BENCHMARKS.md,
+/// "Failure-detector presets"), and [`Preset::detection_bound`] is the
+/// bound each kind is documented (and tested) to meet:
+///
+/// - [`Preset::LanFast`] (`lan-fast`): one host or a quiet LAN (tests,
+///   demos, a rack). Down in about 2 s (p50: heartbeat 1.8, phi-accrual
+///   2.0-2.1, SWIM 1.4-2.0 s; p99 at most 1.9 / 2.2 / 3.2 s). The price:
+///   a member silent for more than about 0.8 s (a stop-the-world pause, an
+///   overloaded host) is suspected, and one silent for 1-2 s is declared
+///   `Down` by mistake (130-300 false `Down`s per node-hour with 1-5 s
+///   pauses every 10 s, none without pauses); five heartbeats per second
+///   to every peer, or about three SWIM probes per second. Not for links
+///   with 100 ms-class delays (SWIM then reports false `Down`s).
+/// - [`Preset::Lan`] (`lan`, the default): a LAN with ordinary pauses;
+///   tolerates about 3 s of silence before a suspicion. Down in about
+///   8 s (p50: heartbeat 7.7-7.9, phi-accrual 8.2-9.7, SWIM 5.8-8.1 s; p99
+///   at most 8.2 / 10.8 / 12.0 s); no false `Down` with 1-5 s pauses.
+///   Akka's phi-accrual defaults and memberlist's LAN profile.
+/// - [`Preset::Wan`] (`wan`): links across sites, with 100 ms-class
+///   delays and loss; tolerates about 10 s of silence. Down in about 20 s
+///   (p50: heartbeat 19.8-19.9, phi-accrual 21.6-21.9, SWIM 13.5-18.5 s;
+///   p99 at most 20.2 / 22.2 / 26.6 s).
+///
+/// The values are in the module documentation's table and on each kind's
+/// `preset` constructor ([`HeartbeatConfig::preset`],
+/// [`PhiAccrualConfig::preset`], [`SwimConfig::preset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// `lan-fast`: Down in about 2 s on one host or a quiet LAN; a pause
+    /// over about a second is taken for a crash.
+    LanFast,
+    /// `lan`: the defaults; Down in about 8 s, tolerates pauses of a few
+    /// seconds.
+    Lan,
+    /// `wan`: tolerant of slow, lossy links; Down in about 20 s.
+    Wan,
+}
+
+impl Preset {
+    /// Every preset, fastest first.
+    pub const ALL: [Preset; 3] = [Preset::LanFast, Preset::Lan, Preset::Wan];
+
+    /// The preset's name as the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::LanFast => "lan-fast",
+            Preset::Lan => "lan",
+            Preset::Wan => "wan",
+        }
+    }
+
+    /// The preset called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The names of all presets, for messages: `lan-fast, lan, wan`.
+    fn names() -> String {
+        Self::ALL.map(Preset::name).join(", ")
+    }
+
+    /// How soon after a crash every live member reports the crashed member
+    /// `Down` with this preset and detector `kind` (`"heartbeat"`,
+    /// `"phi-accrual"`, `"swim"`; `None` for another name), at worst: the
+    /// documented bound, above the p99 measured on the simulator (see
+    /// [`Preset`]) in a cluster of up to 32 members, on a network like the
+    /// preset's (`lan-fast` and `lan`: one-way delays up to 10 ms, up to 5 %
+    /// loss; `wan`: delays of 20-200 ms, 5 % loss), and without members
+    /// stalling (a paused observer reports late).
+    ///
+    /// | preset | heartbeat | phi-accrual | SWIM |
+    /// |---|---|---|---|
+    /// | `lan-fast` | 2.5 s | 3 s | 4 s |
+    /// | `lan` | 9 s | 12 s | 14 s |
+    /// | `wan` | 21 s | 24 s | 30 s |
+    pub fn detection_bound(self, kind: &str) -> Option<Duration> {
+        let ms = match (self, kind) {
+            (Preset::LanFast, "heartbeat") => 2_500,
+            (Preset::LanFast, "phi-accrual") => 3_000,
+            (Preset::LanFast, "swim") => 4_000,
+            (Preset::Lan, "heartbeat") => 9_000,
+            (Preset::Lan, "phi-accrual") => 12_000,
+            (Preset::Lan, "swim") => 14_000,
+            (Preset::Wan, "heartbeat") => 21_000,
+            (Preset::Wan, "phi-accrual") => 24_000,
+            (Preset::Wan, "swim") => 30_000,
+            _ => return None,
+        };
+        Some(Duration::from_millis(ms))
+    }
+
+    /// `kind`'s configuration from this preset.
+    pub fn config(self, kind: &str) -> Option<FailureDetectorConfig> {
+        Some(match kind {
+            "heartbeat" => FailureDetectorConfig::Heartbeat(HeartbeatConfig::preset(self)),
+            "phi-accrual" => FailureDetectorConfig::PhiAccrual(PhiAccrualConfig::preset(self)),
+            "swim" => FailureDetectorConfig::Swim(SwimConfig::preset(self)),
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The value of `preset`: refused at that key (so at its line), naming the
+/// known presets.
+struct PresetName;
+
+impl<'de> serde::de::DeserializeSeed<'de> for PresetName {
+    type Value = Preset;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Preset, D::Error> {
+        use serde::de::Error;
+        let name = String::deserialize(d)?;
+        Preset::from_name(&name).ok_or_else(|| {
+            D::Error::custom(format!(
+                "unknown preset `{name}`: the presets are {}",
+                Preset::names()
+            ))
+        })
     }
 }
 
@@ -217,7 +374,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Setting<'_> {
                     kind.keys().join(", ")
                 ),
                 None => format!(
-                    "unknown key `{}`: known keys are kind, {}",
+                    "unknown key `{}`: known keys are kind, preset, {}",
                     self.key,
                     all.join(", ")
                 ),
@@ -256,6 +413,7 @@ impl<'de> serde::de::Visitor<'de> for TableVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
         let mut kind: Option<Kind> = None;
+        let mut preset: Option<Preset> = None;
         let mut settings = toml::Table::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == "kind" {
@@ -263,6 +421,11 @@ impl<'de> serde::de::Visitor<'de> for TableVisitor {
                     return Err(A::Error::duplicate_field("kind"));
                 }
                 kind = Some(map.next_value()?);
+            } else if key == "preset" {
+                if preset.is_some() {
+                    return Err(A::Error::duplicate_field("preset"));
+                }
+                preset = Some(map.next_value_seed(PresetName)?);
             } else {
                 let value = map.next_value_seed(Setting { key: &key, kind })?;
                 settings.insert(key, value);
@@ -278,15 +441,38 @@ impl<'de> serde::de::Visitor<'de> for TableVisitor {
         if let Some(key) = settings.keys().find(|k| !kind.keys().contains(&k.as_str())) {
             return Err(A::Error::custom(kind.refuse(key)));
         }
-        // Every key is known and typed: this cannot fail on the settings.
-        let settings = toml::Value::Table(settings);
+        // The preset's values (the defaults are `lan`), then the keys
+        // written, one by one.
+        let preset = preset.unwrap_or(Preset::Lan);
         let built = match kind {
-            Kind::Heartbeat => settings.try_into().map(FailureDetectorConfig::Heartbeat),
-            Kind::PhiAccrual => settings.try_into().map(FailureDetectorConfig::PhiAccrual),
-            Kind::Swim => settings.try_into().map(FailureDetectorConfig::Swim),
+            Kind::Heartbeat => overlay(HeartbeatConfig::preset(preset), settings)
+                .map(FailureDetectorConfig::Heartbeat),
+            Kind::PhiAccrual => overlay(PhiAccrualConfig::preset(preset), settings)
+                .map(FailureDetectorConfig::PhiAccrual),
+            Kind::Swim => {
+                overlay(SwimConfig::preset(preset), settings).map(FailureDetectorConfig::Swim)
+            }
         };
-        built.map_err(|e| A::Error::custom(e.message()))
+        built.map_err(A::Error::custom)
     }
+}
+
+/// `base` with the keys of `settings` set to their values. Every key is
+/// one of `T`'s and typed (checked as it was read): this fails only on a
+/// bug.
+fn overlay<T: Serialize + serde::de::DeserializeOwned>(
+    base: T,
+    settings: toml::Table,
+) -> Result<T, String> {
+    let mut values = match toml::Value::try_from(base) {
+        Ok(toml::Value::Table(t)) => t,
+        Ok(other) => return Err(format!("a preset is not a table: {other}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    values.extend(settings);
+    toml::Value::Table(values)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
 }
 
 impl FailureDetectorConfig {
@@ -353,17 +539,35 @@ pub struct HeartbeatConfig {
 }
 
 impl Default for HeartbeatConfig {
+    /// The `lan` preset.
     fn default() -> Self {
-        Self {
-            interval_ms: 1000,
-            acceptable_pause_ms: 3000,
-            grace_ms: 4000,
-            check_interval_ms: 100,
-        }
+        Self::preset(Preset::Lan)
     }
 }
 
 impl HeartbeatConfig {
+    /// The values of `preset`; a crash is `Down` after `interval +
+    /// acceptable_pause + grace` of silence (plus up to one
+    /// `check_interval`):
+    /// - `lan-fast`: interval 200, acceptable pause 600, grace 1000, check
+    ///   100 ms (Suspect after 0.8 s of silence, Down after 1.8 s);
+    /// - `lan`: 1000, 3000, 4000, 100 ms (Suspect after 4 s, Down after 8 s);
+    /// - `wan`: 1000, 9000, 10000, 200 ms (Suspect after 10 s, Down after
+    ///   20 s).
+    pub fn preset(preset: Preset) -> Self {
+        let (interval_ms, acceptable_pause_ms, grace_ms, check_interval_ms) = match preset {
+            Preset::LanFast => (200, 600, 1000, 100),
+            Preset::Lan => (1000, 3000, 4000, 100),
+            Preset::Wan => (1000, 9000, 10_000, 200),
+        };
+        Self {
+            interval_ms,
+            acceptable_pause_ms,
+            grace_ms,
+            check_interval_ms,
+        }
+    }
+
     /// Check every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive_ms("interval_ms", self.interval_ms)?;
@@ -408,8 +612,27 @@ pub struct PhiAccrualConfig {
 }
 
 impl Default for PhiAccrualConfig {
+    /// The `lan` preset (Akka's defaults).
     fn default() -> Self {
-        Self {
+        Self::preset(Preset::Lan)
+    }
+}
+
+impl PhiAccrualConfig {
+    /// The values of `preset` (`max_sample_size` 1000 in all); a crash is
+    /// `Suspect` once phi passes `threshold`, about `heartbeat_interval +
+    /// acceptable_heartbeat_pause` plus 4-5 standard deviations after the
+    /// last heartbeat, and `Down` `grace` later:
+    /// - `lan-fast`: heartbeat interval 200, acceptable pause 600, minimum
+    ///   standard deviation 50, first estimate 200 ms, threshold 8.0, grace
+    ///   1000, check 100 ms (Suspect after about 1 s of silence, Down after
+    ///   about 2 s);
+    /// - `lan` (Akka's defaults): 1000, 3000, 100, 1000 ms, 8.0, 4000, 100
+    ///   ms (Suspect after about 4.5-5 s, Down after about 9 s);
+    /// - `wan`: 1000, 8000, 500, 1000 ms, threshold 10.0, grace 10000, check
+    ///   200 ms (Suspect after about 11.5 s, Down after about 21.5 s).
+    pub fn preset(preset: Preset) -> Self {
+        let lan = Self {
             threshold: 8.0,
             max_sample_size: 1000,
             min_std_deviation_ms: 100,
@@ -418,11 +641,28 @@ impl Default for PhiAccrualConfig {
             first_heartbeat_estimate_ms: 1000,
             grace_ms: 4000,
             check_interval_ms: 100,
+        };
+        match preset {
+            Preset::LanFast => Self {
+                min_std_deviation_ms: 50,
+                acceptable_heartbeat_pause_ms: 600,
+                heartbeat_interval_ms: 200,
+                first_heartbeat_estimate_ms: 200,
+                grace_ms: 1000,
+                ..lan
+            },
+            Preset::Lan => lan,
+            Preset::Wan => Self {
+                threshold: 10.0,
+                min_std_deviation_ms: 500,
+                acceptable_heartbeat_pause_ms: 8000,
+                grace_ms: 10_000,
+                check_interval_ms: 200,
+                ..lan
+            },
         }
     }
-}
 
-impl PhiAccrualConfig {
     /// Check every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
@@ -517,8 +757,30 @@ pub struct SwimConfig {
 }
 
 impl Default for SwimConfig {
+    /// The `lan` preset (memberlist's LAN profile).
     fn default() -> Self {
-        Self {
+        Self::preset(Preset::Lan)
+    }
+}
+
+impl SwimConfig {
+    /// The values of `preset` (`indirect_checks` is left to its default in
+    /// all, so a preset fits any cluster size); a crash is `Down` about a
+    /// probe period or two after it, plus the suspicion timeout (between
+    /// `suspicion_mult * max(1, log10 N)` periods with enough confirmations
+    /// and `suspicion_max_timeout_mult` times that without):
+    /// - `lan-fast`: probe interval 300, probe timeout 150 ms, suspicion
+    ///   multiplier 3, the rest as `lan`;
+    /// - `lan` (memberlist's LAN profile): probe interval 1000, timeout 500
+    ///   ms, `retransmit_mult` 4, `suspicion_mult` 4,
+    ///   `suspicion_max_timeout_mult` 6, `awareness_max_multiplier` 8,
+    ///   `max_piggyback` 16, reconnect every 5000 ms, gossip every 200 ms to
+    ///   3 members, gossip to the dead for 30 s, `gossip_transmits` 6;
+    /// - `wan`: probe interval 2000, timeout 1000 ms, suspicion multiplier
+    ///   5, gossip every 500 ms to 4 members, gossip to the dead for 60 s
+    ///   (memberlist's WAN gossip settings), the rest as `lan`.
+    pub fn preset(preset: Preset) -> Self {
+        let lan = Self {
             probe_interval_ms: 1000,
             probe_timeout_ms: 500,
             indirect_checks: None,
@@ -532,11 +794,27 @@ impl Default for SwimConfig {
             gossip_nodes: 3,
             gossip_to_the_dead_ms: 30_000,
             gossip_transmits: 6,
+        };
+        match preset {
+            Preset::LanFast => Self {
+                probe_interval_ms: 300,
+                probe_timeout_ms: 150,
+                suspicion_mult: 3,
+                ..lan
+            },
+            Preset::Lan => lan,
+            Preset::Wan => Self {
+                probe_interval_ms: 2000,
+                probe_timeout_ms: 1000,
+                suspicion_mult: 5,
+                gossip_interval_ms: 500,
+                gossip_nodes: 4,
+                gossip_to_the_dead_ms: 60_000,
+                ..lan
+            },
         }
     }
-}
 
-impl SwimConfig {
     /// Check every value (cluster-size checks are in
     /// [`FailureDetectorConfig::validate_for_cluster`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -853,6 +1131,167 @@ mod tests {
             err.contains("`threshold` is a setting of phi-accrual"),
             "{err}"
         );
+    }
+
+    /// Each preset expands, for each kind, to the values its documentation
+    /// gives; no preset is the `lan` preset.
+    #[test]
+    fn presets_expand_to_their_documented_values() {
+        let read = |kind: &str, preset: &str| {
+            FailureDetectorConfig::from_toml_str(&format!(
+                "[failure_detector]\nkind = \"{kind}\"\npreset = \"{preset}\"\n"
+            ))
+            .unwrap_or_else(|e| panic!("{kind} {preset}: {e}"))
+        };
+        let hb = |i, p, g, c| {
+            FailureDetectorConfig::Heartbeat(HeartbeatConfig {
+                interval_ms: i,
+                acceptable_pause_ms: p,
+                grace_ms: g,
+                check_interval_ms: c,
+            })
+        };
+        assert_eq!(read("heartbeat", "lan-fast"), hb(200, 600, 1000, 100));
+        assert_eq!(read("heartbeat", "lan"), hb(1000, 3000, 4000, 100));
+        assert_eq!(read("heartbeat", "wan"), hb(1000, 9000, 10_000, 200));
+        let phi = |i, p, sd, first, threshold, g, c| {
+            FailureDetectorConfig::PhiAccrual(PhiAccrualConfig {
+                threshold,
+                max_sample_size: 1000,
+                min_std_deviation_ms: sd,
+                acceptable_heartbeat_pause_ms: p,
+                heartbeat_interval_ms: i,
+                first_heartbeat_estimate_ms: first,
+                grace_ms: g,
+                check_interval_ms: c,
+            })
+        };
+        assert_eq!(
+            read("phi-accrual", "lan-fast"),
+            phi(200, 600, 50, 200, 8.0, 1000, 100)
+        );
+        assert_eq!(
+            read("phi-accrual", "lan"),
+            phi(1000, 3000, 100, 1000, 8.0, 4000, 100)
+        );
+        assert_eq!(
+            read("phi-accrual", "wan"),
+            phi(1000, 8000, 500, 1000, 10.0, 10_000, 200)
+        );
+        let lan = SwimConfig {
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 500,
+            indirect_checks: None,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            awareness_max_multiplier: 8,
+            max_piggyback: 16,
+            reconnect_interval_ms: 5000,
+            gossip_interval_ms: 200,
+            gossip_nodes: 3,
+            gossip_to_the_dead_ms: 30_000,
+            gossip_transmits: 6,
+        };
+        let swim = |c: SwimConfig| FailureDetectorConfig::Swim(c);
+        assert_eq!(
+            read("swim", "lan-fast"),
+            swim(SwimConfig {
+                probe_interval_ms: 300,
+                probe_timeout_ms: 150,
+                suspicion_mult: 3,
+                ..lan.clone()
+            })
+        );
+        assert_eq!(read("swim", "lan"), swim(lan.clone()));
+        assert_eq!(
+            read("swim", "wan"),
+            swim(SwimConfig {
+                probe_interval_ms: 2000,
+                probe_timeout_ms: 1000,
+                suspicion_mult: 5,
+                gossip_interval_ms: 500,
+                gossip_nodes: 4,
+                gossip_to_the_dead_ms: 60_000,
+                ..lan.clone()
+            })
+        );
+        // No preset: `lan`, which is also each kind's `Default`.
+        for kind in KINDS {
+            let text = format!("[failure_detector]\nkind = \"{kind}\"\n");
+            let none = FailureDetectorConfig::from_toml_str(&text).expect("no preset");
+            assert_eq!(none, read(kind, "lan"), "{kind}");
+            assert_eq!(Some(none), Preset::Lan.config(kind), "{kind}");
+            for p in Preset::ALL {
+                assert_eq!(p.config(kind), Some(read(kind, p.name())), "{kind} {p}");
+                assert!(p.config(kind).is_some_and(|c| c.validate().is_ok()));
+                // A preset fits any cluster size (SWIM's indirect checks).
+                assert!(read(kind, p.name()).validate_for_cluster(2).is_ok());
+            }
+        }
+        assert_eq!(Preset::from_name("wan"), Some(Preset::Wan));
+        assert_eq!(Preset::from_name("WAN"), None);
+    }
+
+    /// Keys written next to `preset` override its values, whichever comes
+    /// first; the others keep the preset's values.
+    #[test]
+    fn explicit_keys_override_the_preset() {
+        for text in [
+            "[failure_detector]\nkind = \"phi-accrual\"\npreset = \"lan-fast\"\ngrace_ms = 500\n",
+            "[failure_detector]\ngrace_ms = 500\npreset = \"lan-fast\"\nkind = \"phi-accrual\"\n",
+        ] {
+            let c = FailureDetectorConfig::from_toml_str(text).expect("valid");
+            assert_eq!(
+                c,
+                FailureDetectorConfig::PhiAccrual(PhiAccrualConfig {
+                    grace_ms: 500,
+                    ..PhiAccrualConfig::preset(Preset::LanFast)
+                }),
+                "{text}"
+            );
+        }
+        let c = FailureDetectorConfig::from_toml_str(
+            "[failure_detector]\nkind = \"swim\"\npreset = \"wan\"\nindirect_checks = 1\nprobe_timeout_ms = 1500\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c,
+            FailureDetectorConfig::Swim(SwimConfig {
+                indirect_checks: Some(1),
+                probe_timeout_ms: 1500,
+                ..SwimConfig::preset(Preset::Wan)
+            })
+        );
+        // An override is validated against the preset's other values.
+        let err = err_of(
+            "[failure_detector]\nkind = \"swim\"\npreset = \"lan-fast\"\nprobe_timeout_ms = 500\n",
+        );
+        assert!(
+            err.contains("probe_timeout_ms must be < probe_interval_ms (300), got 500"),
+            "{err}"
+        );
+    }
+
+    /// An unknown preset is refused at its key (its line), naming the
+    /// known presets; so is a preset that is not a string.
+    #[test]
+    fn an_unknown_preset_is_refused_at_its_line_naming_the_presets() {
+        let err = err_of(
+            "name = \"a\"\n[failure_detector]\nkind = \"heartbeat\"\npreset = \"lan-slow\"\n",
+        );
+        assert!(
+            err.contains("line 4")
+                && err.contains("unknown preset `lan-slow`: the presets are lan-fast, lan, wan"),
+            "{err}"
+        );
+        let err = err_of("[failure_detector]\npreset = 3\nkind = \"swim\"\n");
+        assert!(
+            err.contains("line 2") && err.contains("invalid type: integer `3`"),
+            "{err}"
+        );
+        let err = err_of("[failure_detector]\nkind = \"swim\"\npresets = \"lan\"\n");
+        assert!(err.contains("unknown key `presets`"), "{err}");
     }
 
     /// The key lists that type and check each key are the structs' fields.

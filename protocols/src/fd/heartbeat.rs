@@ -13,8 +13,14 @@
 //! message delay plus pauses stay under `acceptable_pause`; a slower peer is
 //! falsely suspected and recovers `Up` on its next heartbeat. Cost: N-1
 //! messages per node per interval (O(N^2) in total) — use SWIM for large
-//! clusters. A peer added with [`FailureDetector::add_member`] is assumed to
-//! have just heartbeated (so a peer that never starts is also detected).
+//! clusters.
+//!
+//! A peer added with [`FailureDetector::add_member`] (a configured peer) is
+//! `Joining` until its first heartbeat makes it `Up`. Its first-contact
+//! deadline is that of a peer that heartbeated when it was added: never
+//! heard from for `interval + acceptable_pause + grace`, it goes straight
+//! to `Down` (no `Suspect`: it was never up), so a peer that never starts
+//! is detected as fast as one that crashed right after starting.
 //!
 //! The heartbeating itself is [`Heartbeats`]'s, shared with the
 //! phi-accrual detector; this module is the fixed-deadline rule.
@@ -73,7 +79,9 @@ impl HeartbeatRule for HeartbeatParams {
         let down_after = suspect_after + self.grace;
         let silent = now.saturating_sub(peer.last_heard);
         match status {
-            MemberStatus::Up | MemberStatus::Suspect if silent > down_after => {
+            MemberStatus::Joining | MemberStatus::Up | MemberStatus::Suspect
+                if silent > down_after =>
+            {
                 Some(MemberStatus::Down)
             }
             MemberStatus::Up if silent > suspect_after => Some(MemberStatus::Suspect),
@@ -116,12 +124,15 @@ mod tests {
         d.add_member(Duration::ZERO, SimId::new(1), &mut out);
         d.on_start(Duration::ZERO, &mut out);
         assert_eq!(out.sends.len(), 1);
+        let hb = FdMessage::Heartbeat { seq: 1 };
+        d.on_message(Duration::ZERO, SimId::new(1), hb, &mut out);
         for ms in (100..=9000).step_by(100) {
             d.on_timer(Duration::from_millis(ms), FdTimer::Check, &mut out);
         }
         assert_eq!(
             statuses(&out),
             vec![
+                (1, MemberStatus::Joining, 0),
                 (1, MemberStatus::Up, 0),
                 (1, MemberStatus::Suspect, 4100),
                 (1, MemberStatus::Down, 8100)
@@ -151,7 +162,29 @@ mod tests {
         d.on_timer(Duration::from_secs(20), FdTimer::Check, &mut out);
         assert_eq!(
             statuses(&out),
-            vec![(1, MemberStatus::Up, 0), (1, MemberStatus::Left, 1000)]
+            vec![(1, MemberStatus::Joining, 0), (1, MemberStatus::Left, 1000)]
         );
+    }
+
+    /// A peer never heard from is `Joining`, then `Down` at the check at
+    /// which a peer that heartbeated when it was added goes `Down` (8.1 s),
+    /// with no `Suspect`; its first heartbeat brings it `Up`.
+    #[test]
+    fn a_peer_never_heard_from_goes_joining_to_down_at_the_same_deadline() {
+        let mut d = Heartbeat::new(SimId::new(0), params());
+        let mut out = FdOutputs::new();
+        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
+        d.on_start(Duration::ZERO, &mut out);
+        for ms in (100..=9000).step_by(100) {
+            d.on_timer(Duration::from_millis(ms), FdTimer::Check, &mut out);
+        }
+        assert_eq!(
+            statuses(&out),
+            vec![(1, MemberStatus::Joining, 0), (1, MemberStatus::Down, 8100)]
+        );
+        out.events.clear();
+        let hb = FdMessage::Heartbeat { seq: 1 };
+        d.on_message(Duration::from_secs(10), SimId::new(1), hb, &mut out);
+        assert_eq!(statuses(&out), vec![(1, MemberStatus::Up, 10_000)]);
     }
 }

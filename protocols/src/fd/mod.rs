@@ -1,7 +1,9 @@
 //! Pluggable failure detectors as sans-IO cores.
 //!
 //! Three detectors, chosen by `[failure_detector] kind = ...` in a node's
-//! config ([`config::FailureDetectorConfig`]):
+//! config ([`config::FailureDetectorConfig`]), each with named sets of
+//! parameters, `preset = "lan-fast" | "lan" | "wan"` ([`config::Preset`]:
+//! a crash is `Down` in about 2, 8 or 20 s; the defaults are `lan`):
 //!
 //! - [`heartbeat::Heartbeat`] — fixed deadline: every member heartbeats every
 //!   member; a silent peer is `Suspect` after `interval + acceptable_pause`
@@ -30,7 +32,30 @@
 //! again). A restarted node (same name, new incarnation, see
 //! [`MemberIdentity`]) replaces its old life: the old id is reported `Down`
 //! (if it was still live) and retired — later messages or gossip about it are
-//! ignored — and the new id is reported `Up`.
+//! ignored — and the new id is reported `Up` (an old id never heard from,
+//! still `Joining`, is retired without a report).
+//!
+//! Initial view, the same for all three: every configured peer is
+//! `Joining` from the start ("configured, not heard from yet"; live, but not
+//! `Up`), `Up` on first contact, and `Down` if it is not heard from within
+//! the detector's *first-contact deadline*:
+//! - heartbeat: `interval + acceptable_pause + grace` (8 s with the
+//!   defaults), the detection time of a peer that heartbeated at start;
+//! - phi-accrual: the instant phi, computed on the window seeded from
+//!   `first_heartbeat_estimate` as if the peer had heartbeated at start,
+//!   has stayed above `threshold` for `grace` (about 9.4 s with the
+//!   defaults): again the detection time of a peer silent since start;
+//! - SWIM: a seed is `Down` after [`Swim::first_contact_deadline`] (a round
+//!   of probes of a cluster of the configured size plus the minimum
+//!   suspicion timeout: 6 s for three nodes with the defaults); a member
+//!   added with its identity is probed from the start and declared dead by
+//!   SWIM itself if it never answers. See [`swim`].
+//!
+//! The deadlines scale with the parameters: with the `lan-fast` preset
+//! they are 1.8 s, about 2 s and 1.5 s.
+//!
+//! A `Joining` peer never reported `Up` goes straight to `Down` (there is
+//! no `Suspect` of a peer that was never up), and never back to `Joining`.
 //!
 //! [`sim`] is a deterministic discrete-event simulator for detectors, used by
 //! the tests and the `fd_quality` benchmark.
@@ -159,13 +184,19 @@ impl<Id: FdId, S> Roster<Id, S> {
         }
     }
 
-    /// Make sure `id` is a known peer (adding it, and replacing an older
-    /// incarnation of the same node, if needed). Returns false if `id` is
-    /// this node or a retired incarnation, which must be ignored.
+    /// Make sure `id` is a known peer (adding it with `status`, `Joining`
+    /// for a configured peer or `Up` for one heard from, and replacing an
+    /// older incarnation of the same node, if needed). Returns false if
+    /// `id` is this node or a retired incarnation, which must be ignored.
+    ///
+    /// A replaced older incarnation that was live is reported `Down`,
+    /// unless it was still `Joining`: a placeholder never heard from (a
+    /// configured peer known by name only) is not a life that ended.
     pub(crate) fn admit(
         &mut self,
         now: Duration,
         id: &Id,
+        status: MemberStatus,
         make: impl FnOnce() -> S,
         out: &mut FdOutputs<Id>,
     ) -> bool {
@@ -182,8 +213,8 @@ impl<Id: FdId, S> Roster<Id, S> {
             .cloned()
             .collect();
         for o in old {
-            if let Some((status, _)) = self.peers.remove(&o) {
-                if status.is_live() {
+            if let Some((old, _)) = self.peers.remove(&o) {
+                if old.is_live() && old != MemberStatus::Joining {
                     out.emit(MemberEvent {
                         member: o.clone(),
                         status: MemberStatus::Down,
@@ -193,10 +224,10 @@ impl<Id: FdId, S> Roster<Id, S> {
             }
             self.retired.insert(o);
         }
-        self.peers.insert(id.clone(), (MemberStatus::Up, make()));
+        self.peers.insert(id.clone(), (status, make()));
         out.emit(MemberEvent {
             member: id.clone(),
-            status: MemberStatus::Up,
+            status,
             at: now,
         });
         true
@@ -239,13 +270,18 @@ pub trait HeartbeatRule: Debug {
     const KIND: &'static str;
     /// What is kept per peer.
     type Peer: Debug;
-    /// A peer first heard from (or added) at `now`.
+    /// A peer first heard from (or added) at `now`: an added peer is
+    /// judged as if it had heartbeated when it was added.
     fn fresh(&self, now: Duration) -> Self::Peer;
     /// A heartbeat at `now` from a known peer whose status is `status` (it
     /// is `Up` right after).
     fn heard(&self, now: Duration, status: MemberStatus, peer: &mut Self::Peer);
     /// The status a peer whose status is `status` moves to at a check at
-    /// `now`, if any.
+    /// `now`, if any. A `Joining` peer (added, never heard from) may only
+    /// move to `Down`, and must do so at the check at which it would have
+    /// gone `Down` had it been `Up` (heard from when it was added): the
+    /// first-contact deadline is the detection time of a peer that fell
+    /// silent right at its admission.
     fn decide(
         &self,
         now: Duration,
@@ -263,9 +299,11 @@ pub trait HeartbeatRule: Debug {
 /// A heartbeat detector: every `interval` each node heartbeats every member
 /// it knows that has not left (including ones it thinks are `Down`, so a
 /// healed partition is noticed); every `check_interval` it decides each
-/// peer's status by its rule `R` (a `Down` always follows a `Suspect`); any
-/// heartbeat brings a peer back `Up`. [`Heartbeat`] and [`PhiAccrual`] are
-/// heartbeat detectors.
+/// peer's status by its rule `R` (a `Down` always follows a `Suspect`,
+/// except for a peer never heard from: `Joining -> Down`); any heartbeat
+/// brings a peer back `Up`. A peer added with
+/// [`FailureDetector::add_member`] is `Joining` until its first heartbeat.
+/// [`Heartbeat`] and [`PhiAccrual`] are heartbeat detectors.
 #[derive(Debug)]
 pub struct Heartbeats<Id: FdId, R: HeartbeatRule> {
     rule: R,
@@ -313,7 +351,8 @@ impl<Id: FdId, R: HeartbeatRule> Heartbeats<Id, R> {
         if let Some((MemberStatus::Left, _)) = self.roster.peers.get(&from) {
             return;
         }
-        if !self.roster.admit(now, &from, || self.rule.fresh(now), out) {
+        let fresh = || self.rule.fresh(now);
+        if !self.roster.admit(now, &from, MemberStatus::Up, fresh, out) {
             return;
         }
         if let Some((status, p)) = self.roster.peers.get_mut(&from) {
@@ -324,22 +363,23 @@ impl<Id: FdId, R: HeartbeatRule> Heartbeats<Id, R> {
 
     /// Decide every peer's status.
     fn check(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
-        let changes: Vec<(Id, MemberStatus)> = self
+        let changes: Vec<(Id, MemberStatus, MemberStatus)> = self
             .roster
             .peers
             .iter_mut()
             .filter_map(|(id, (status, p))| {
                 let to = self.rule.decide(now, *status, p)?;
-                Some((id.clone(), to))
+                Some((id.clone(), *status, to))
             })
             .collect();
-        for (id, s) in changes {
+        for (id, from, s) in changes {
             if let Some((_, p)) = self.roster.peers.get_mut(&id) {
                 self.rule.changed(now, s, p);
             }
-            if s == MemberStatus::Down {
+            if s == MemberStatus::Down && from == MemberStatus::Up {
                 // Report the suspicion first if both deadlines passed
-                // within one check, so every Down follows a Suspect.
+                // within one check, so every Down of a peer heard from
+                // follows a Suspect.
                 self.roster.set_status(now, &id, MemberStatus::Suspect, out);
             }
             self.roster.set_status(now, &id, s, out);
@@ -394,8 +434,11 @@ impl<Id: FdId, R: HeartbeatRule> FailureDetector for Heartbeats<Id, R> {
         self.roster.view()
     }
 
+    /// A configured peer: `Joining` until its first heartbeat.
     fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
-        self.roster.admit(now, &id, || self.rule.fresh(now), out);
+        let fresh = || self.rule.fresh(now);
+        self.roster
+            .admit(now, &id, MemberStatus::Joining, fresh, out);
     }
 }
 
@@ -535,14 +578,16 @@ mod tests {
     fn roster_replaces_old_incarnation() {
         let mut r: Roster<SimId, ()> = Roster::new(SimId::new(0));
         let mut out = FdOutputs::new();
-        assert!(r.admit(Duration::ZERO, &SimId::new(1), || (), &mut out));
+        let up = MemberStatus::Up;
+        assert!(r.admit(Duration::ZERO, &SimId::new(1), up, || (), &mut out));
         let new = SimId {
             node: 1,
             incarnation: 1,
         };
-        assert!(r.admit(Duration::from_secs(1), &new, || (), &mut out));
-        assert!(!r.admit(Duration::from_secs(2), &SimId::new(1), || (), &mut out));
-        assert!(!r.admit(Duration::from_secs(2), &SimId::new(0), || (), &mut out));
+        assert!(r.admit(Duration::from_secs(1), &new, up, || (), &mut out));
+        let t = Duration::from_secs(2);
+        assert!(!r.admit(t, &SimId::new(1), up, || (), &mut out));
+        assert!(!r.admit(t, &SimId::new(0), up, || (), &mut out));
         let st: Vec<_> = out.events.iter().map(|e| (e.member, e.status)).collect();
         assert_eq!(
             st,
@@ -553,6 +598,39 @@ mod tests {
             ]
         );
         assert_eq!(r.view(), vec![(new, MemberStatus::Up)]);
+    }
+
+    /// A configured peer known by name only (a placeholder id) is
+    /// `Joining`; its first heartbeat, from its real id, replaces it with
+    /// no `Down` in between: the placeholder was never a life.
+    #[test]
+    fn roster_replaces_a_joining_placeholder_silently() {
+        let mut r: Roster<SimId, ()> = Roster::new(SimId::new(0));
+        let mut out = FdOutputs::new();
+        let placeholder = SimId::new(1);
+        let real = SimId {
+            node: 1,
+            incarnation: 7,
+        };
+        let t = Duration::from_secs(1);
+        assert!(r.admit(
+            Duration::ZERO,
+            &placeholder,
+            MemberStatus::Joining,
+            || (),
+            &mut out
+        ));
+        assert_eq!(r.view(), vec![(placeholder, MemberStatus::Joining)]);
+        assert!(r.admit(t, &real, MemberStatus::Up, || (), &mut out));
+        let st: Vec<_> = out.events.iter().map(|e| (e.member, e.status)).collect();
+        assert_eq!(
+            st,
+            vec![
+                (placeholder, MemberStatus::Joining),
+                (real, MemberStatus::Up)
+            ]
+        );
+        assert_eq!(r.view(), vec![(real, MemberStatus::Up)]);
     }
 
     #[test]

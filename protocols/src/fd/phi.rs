@@ -15,10 +15,17 @@
 //! `grace` with phi still above it; a heartbeat brings it back `Up`. Before
 //! the first sample the window is seeded, like Akka's, with intervals of
 //! 0.75x and 1.25x `first_heartbeat_estimate`; adding a member counts as a
-//! first heartbeat. When a `Down` peer is heard again its window is reset to
-//! that seed, so an outage does not distort the learned distribution;
-//! shorter gaps (pauses, suspicions) are recorded, which is how the detector
-//! adapts to a jittery peer.
+//! first heartbeat for that clock, but the member is `Joining` until its
+//! first real heartbeat makes it `Up`. A `Joining` member whose phi (on the
+//! seeded window, from its admission) stays above `threshold` for `grace`
+//! goes straight to `Down` (no `Suspect` of a member never up), at the
+//! check at which an `Up` member silent since that instant would: the
+//! first-contact deadline.
+//!
+//! When a `Down` peer is heard again its window is reset to that seed, so
+//! an outage does not distort the learned distribution; shorter gaps
+//! (pauses, suspicions) are recorded, which is how the detector adapts to
+//! a jittery peer.
 //!
 //! Guarantees: strong completeness (a crashed peer's phi grows without bound,
 //! so every live node declares it `Down`); accuracy is probabilistic and
@@ -229,6 +236,23 @@ impl HeartbeatRule for PhiParams {
     fn decide(&self, now: Duration, status: MemberStatus, p: &mut Peer) -> Option<MemberStatus> {
         p.decided_phi = peer_phi(self, now, p);
         let above = p.decided_phi > self.threshold;
+        if status == MemberStatus::Joining {
+            // Never heard from: the same clock as a peer that heartbeated
+            // when it was added (above the threshold, then `grace`), but
+            // without reporting a suspicion of a peer that was never up.
+            return match p.suspect_since {
+                _ if !above => {
+                    p.suspect_since = None;
+                    None
+                }
+                None => {
+                    p.suspect_since = Some(now);
+                    None
+                }
+                Some(since) if now.saturating_sub(since) >= self.grace => Some(MemberStatus::Down),
+                Some(_) => None,
+            };
+        }
         match (status, p.suspect_since) {
             (MemberStatus::Up, _) if above => Some(MemberStatus::Suspect),
             (MemberStatus::Suspect, Some(since))
@@ -379,6 +403,37 @@ mod tests {
             d.phi_of(Duration::from_secs(10_000), &SimId::new(1)),
             Some(f64::INFINITY)
         );
+    }
+
+    /// A peer never heard from is `Joining` and goes straight to `Down` at
+    /// the very check at which a peer that heartbeated when it was added
+    /// goes `Down` (after its `Suspect`): with the defaults, phi on the
+    /// seeded window passes 8 at 5.4 s and `Down` follows 4 s later.
+    #[test]
+    fn a_peer_never_heard_from_goes_down_when_one_silent_since_start_would() {
+        let run = |heard: bool| {
+            let params = PhiAccrualConfig::default().params();
+            let mut d = PhiAccrual::new(SimId::new(0), params);
+            let mut out = FdOutputs::new();
+            d.add_member(Duration::ZERO, SimId::new(1), &mut out);
+            if heard {
+                let hb = FdMessage::Heartbeat { seq: 1 };
+                d.on_message(Duration::ZERO, SimId::new(1), hb, &mut out);
+            }
+            for ms in (100..=12_000).step_by(100) {
+                d.on_timer(Duration::from_millis(ms), FdTimer::Check, &mut out);
+            }
+            out.events
+                .iter()
+                .map(|e| (e.status, e.at.as_millis() as u64))
+                .collect::<Vec<_>>()
+        };
+        use MemberStatus::*;
+        assert_eq!(
+            run(true),
+            vec![(Joining, 0), (Up, 0), (Suspect, 5400), (Down, 9400)]
+        );
+        assert_eq!(run(false), vec![(Joining, 0), (Down, 9400)]);
     }
 
     /// `phis` shows the phi each status was decided on: never an `Up` peer

@@ -12,8 +12,8 @@ use super::lamport::{LamportMsg, LamportTimer};
 use super::ricart_agrawala::{RaMsg, RaTimer};
 use super::token_ring::{RingMsg, RingTimer};
 use super::{
-    Centralized, LamportMutex, MutexAlgorithm, MutexConfig, MutexCore, MutexDurable, MutexEvent,
-    RicartAgrawala, TokenRing,
+    Centralized, Exposure, LamportMutex, MutexAlgorithm, MutexConfig, MutexCore, MutexDurable,
+    MutexEvent, RicartAgrawala, TokenRing,
 };
 
 crate::any_core! {
@@ -33,6 +33,7 @@ crate::any_core! {
         query request_stamp -> Option<u64>;
         query epoch -> Option<u64>;
         query held_epoch -> Option<u64>;
+        query exposure -> Exposure;
     }
     variants {
         /// [`Centralized`].

@@ -7,11 +7,15 @@
 //! 3 messages per entry and exit, 2 message delays before entry. The
 //! coordinator's own requests are served locally (0 messages).
 //!
-//! Guarantees: with an accurate failure detector at most one holder, grants in
-//! the order requests reach the coordinator (no starvation), and fencing
-//! tokens that strictly increase across grants — also across a coordinator
+//! Guarantees (stated exactly in the [module docs](super), exposure
+//! [`Exposure::Group`](super::Exposure)): two members hold the lock at once
+//! only if some member falsely suspected another between one's request and
+//! its grant, so with an accurate failure detector at most one holder;
+//! grants in the order requests reach the coordinator (no starvation); and
+//! fencing tokens that grow across grants — also across a coordinator
 //! failover, because the new coordinator learns the largest token every live
-//! member has seen before it grants anything.
+//! member has seen before it grants anything (a token whose holder and
+//! coordinator both crashed may be lost until one of them is heard from).
 //!
 //! Failure behaviour: the coordinator is a single point of failure for the
 //! time it takes the failure detector to report it. Then the next-highest live
@@ -21,8 +25,10 @@
 //! switches to a new coordinator also sends its `State` unasked, so a
 //! coordinator that took over while views disagreed still learns every
 //! token once they agree). Until every live member has
-//! answered (or is reported down) it grants nothing; then the holder keeps the
-//! lock and the pending requests form the new queue (in the order the
+//! answered (or is reported down) it grants nothing; then every member that
+//! reported holding the lock keeps it (two of them when a partition healed:
+//! each side's holder), nothing is granted until all of them released, and
+//! the pending requests form the new queue (in the order the
 //! answers arrive; the FIFO order of the old queue is not recoverable). A holder or requester that is
 //! reported down is dropped from the queue; a down holder's lock is freed.
 //! Clients re-send an unanswered request every `retry`; the coordinator
@@ -32,7 +38,7 @@
 //! partition); clients accept grants only from the coordinator of their own
 //! view and fencing tokens protect the resource meanwhile.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -99,7 +105,10 @@ struct CoordState<Id> {
     round: u64,
     syncing: BTreeSet<Id>,
     queue: VecDeque<(Id, u64)>,
-    holder: Option<(Id, u64, u64)>,
+    /// Who holds the lock, with `(req, token)`: one member, except after a
+    /// partition healed and more than one reported holding it; nothing is
+    /// granted while any of them holds.
+    holders: BTreeMap<Id, (u64, u64)>,
 }
 
 /// A centralized-mutex core for one member (client, and coordinator when it
@@ -189,10 +198,12 @@ impl<Id: MemberId> Centralized<Id> {
                 round: self.alg.rounds,
                 syncing: others.iter().cloned().collect(),
                 queue: VecDeque::new(),
-                holder: None,
+                holders: BTreeMap::new(),
             };
             match &self.mine {
-                Mine::Held { req, token } => st.holder = Some((me, *req, *token)),
+                Mine::Held { req, token } => {
+                    st.holders.insert(me, (*req, *token));
+                }
                 Mine::Waiting { req, .. } => st.queue.push_back((me, *req)),
                 Mine::Idle => {}
             }
@@ -212,7 +223,7 @@ impl<Id: MemberId> Centralized<Id> {
         let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
-        if st.holder.is_some() || !st.syncing.is_empty() {
+        if !st.holders.is_empty() || !st.syncing.is_empty() {
             return;
         }
         let Some((who, req)) = st.queue.pop_front() else {
@@ -220,7 +231,7 @@ impl<Id: MemberId> Centralized<Id> {
         };
         self.max_token += 1;
         let token = self.max_token;
-        st.holder = Some((who.clone(), req, token));
+        st.holders.insert(who.clone(), (req, token));
         self.post(now, who, CentralMsg::Grant { req, token }, out);
     }
 
@@ -228,16 +239,14 @@ impl<Id: MemberId> Centralized<Id> {
         let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
-        if let Some((h, hreq, htoken)) = st.holder.clone() {
-            if h == from {
-                if hreq == req {
-                    // A duplicate or a lost grant: grant again.
-                    self.post(now, from, CentralMsg::Grant { req, token: htoken }, out);
-                    return;
-                } else if hreq < req {
-                    // It moved on: its release was lost.
-                    st.holder = None;
-                }
+        if let Some(&(hreq, htoken)) = st.holders.get(&from) {
+            if hreq == req {
+                // A duplicate or a lost grant: grant again.
+                self.post(now, from, CentralMsg::Grant { req, token: htoken }, out);
+                return;
+            } else if hreq < req {
+                // It moved on: its release was lost.
+                st.holders.remove(&from);
             }
         }
         let Some(st) = self.alg.coord.as_mut() else {
@@ -255,12 +264,8 @@ impl<Id: MemberId> Centralized<Id> {
         let Some(st) = self.alg.coord.as_mut() else {
             return;
         };
-        if st
-            .holder
-            .as_ref()
-            .is_some_and(|(h, hreq, _)| *h == from && *hreq == req)
-        {
-            st.holder = None;
+        if st.holders.get(&from).is_some_and(|(hreq, _)| *hreq == req) {
+            st.holders.remove(&from);
         }
         st.queue.retain(|(id, r)| !(*id == from && *r <= req));
         self.grant_next(now, out);
@@ -351,9 +356,12 @@ impl<Id: MemberId> Protocol for Centralized<Id> {
                     return;
                 }
                 if let Some((req, t)) = holding {
-                    let replace = st.holder.as_ref().is_none_or(|(_, _, ht)| *ht < t);
-                    if replace {
-                        st.holder = Some((from.clone(), req, t));
+                    // Every member that says it holds the lock is a holder
+                    // (two of them after a partition healed): none is
+                    // forgotten, and nothing is granted until all released.
+                    let newer = st.holders.get(&from).is_none_or(|(_, ht)| *ht < t);
+                    if newer {
+                        st.holders.insert(from.clone(), (req, t));
                     }
                     st.queue.retain(|(id, _)| *id != from);
                 }
@@ -382,7 +390,7 @@ impl<Id: MemberId> Protocol for Centralized<Id> {
             for s in &st.syncing {
                 out.send(s.clone(), CentralMsg::Sync { round: st.round });
             }
-            if let Some((h, req, token)) = &st.holder {
+            for (h, (req, token)) in &st.holders {
                 if h != self.group.me() {
                     out.send(
                         h.clone(),
@@ -413,9 +421,7 @@ impl<Id: MemberId> Protocol for Centralized<Id> {
                 if let Some(st) = self.alg.coord.as_mut() {
                     st.syncing.remove(&m);
                     st.queue.retain(|(id, _)| *id != m);
-                    if st.holder.as_ref().is_some_and(|(h, _, _)| *h == m) {
-                        st.holder = None;
-                    }
+                    st.holders.remove(&m);
                 }
                 self.grant_next(now, out);
             }

@@ -14,9 +14,19 @@
 //! `Request` or duplicate never resurrects a finished request), and a newer
 //! request from a peer supersedes its older ones.
 //!
-//! Guarantees: with an accurate failure detector, at most one holder; grants
-//! in `(Lamport time, id)` order, so no starvation; fencing tokens
-//! (piggybacked on every message, max-merged) strictly increase across grants.
+//! Guarantees (stated exactly in the [module docs](super), exposure
+//! [`Exposure::Holders`](super::Exposure)): two members hold the lock at
+//! once only if one of them falsely suspected the other between its request
+//! and its grant, so with an accurate failure detector at most one holder;
+//! grants in `(Lamport time, id)` order, so no starvation; fencing tokens
+//! (piggybacked on every message, max-merged) grow across grants, except
+//! past a token that died with a crashed holder that had not passed it on.
+//!
+//! A member that restarts (or that the others entered without, while it was
+//! down) may stamp its next request *before* a request that holds the lock:
+//! its clock never saw it. A holder therefore acknowledges a request stamped
+//! before its own only when it leaves, so that request cannot come first in
+//! its owner's queue while the lock is held.
 //!
 //! Failure behaviour: a member reported `Down` is dropped from the queue and
 //! from the acks being waited for; one reported `Up` again is sent the
@@ -32,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{Lock, LockCommands, LockState, Mine, MutexEvent};
+use super::{Exposure, Lock, LockCommands, LockState, Mine, MutexEvent};
 use crate::family::protocol_types;
 use crate::group::Change;
 use crate::MemberId;
@@ -93,6 +103,9 @@ pub struct LamportState<Id> {
     queue: BTreeSet<(u64, Id)>,
     /// The largest finished request of every member.
     released: BTreeMap<Id, u64>,
+    /// Requests stamped before the one this member holds the lock with:
+    /// acknowledged only when it leaves.
+    deferred: BTreeMap<Id, u64>,
 }
 
 impl<Id> Default for LamportState<Id> {
@@ -100,12 +113,14 @@ impl<Id> Default for LamportState<Id> {
         Self {
             queue: BTreeSet::new(),
             released: BTreeMap::new(),
+            deferred: BTreeMap::new(),
         }
     }
 }
 
 impl<Id: Clone + std::fmt::Debug> LockState for LamportState<Id> {
     const STAMPED: bool = true;
+    const EXPOSURE: Exposure = Exposure::Holders;
 }
 
 impl<Id: Ord + Clone> LamportState<Id> {
@@ -151,6 +166,20 @@ impl<Id: MemberId> LamportMutex<Id> {
         if self.group.is_live(from) {
             self.alg.note_request(from, ts);
         }
+    }
+
+    /// Acknowledge `to`'s request stamped `req_ts`, with our own pending
+    /// (or held) request so that it cannot overtake it.
+    fn ack(&self, to: Id, req_ts: u64, out: &mut Out<Id>) {
+        out.send(
+            to,
+            LamportMsg::Ack {
+                req_ts,
+                ts: self.clock,
+                pending: self.mine.req(),
+                token: self.max_token,
+            },
+        );
     }
 
     fn maybe_enter(&mut self, out: &mut Out<Id>) {
@@ -203,6 +232,9 @@ impl<Id: MemberId> LockCommands for LamportMutex<Id> {
                 },
             );
         }
+        for (p, req_ts) in std::mem::take(&mut self.alg.deferred) {
+            self.ack(p, req_ts, out);
+        }
     }
 }
 
@@ -216,15 +248,19 @@ impl<Id: MemberId> Protocol for LamportMutex<Id> {
             LamportMsg::Request { ts, token } => {
                 self.witness(ts, token);
                 self.note_request(&from, ts);
-                out.send(
-                    from,
-                    LamportMsg::Ack {
-                        req_ts: ts,
-                        ts: self.clock,
-                        pending: self.mine.req(),
-                        token: self.max_token,
-                    },
-                );
+                // A request stamped before the one we hold the lock with (a
+                // member that restarted, or that we entered without hearing
+                // from, while it was down) would come first in its own
+                // queue: acknowledge it only when we leave.
+                let earlier = matches!(self.mine, Mine::Held { req, .. }
+                    if (ts, &from) < (req, self.group.me()));
+                let finished = self.alg.released.get(&from).is_some_and(|r| *r >= ts);
+                if earlier && !finished {
+                    let d = self.alg.deferred.entry(from).or_insert(ts);
+                    *d = (*d).max(ts);
+                } else {
+                    self.ack(from, ts, out);
+                }
             }
             LamportMsg::Ack {
                 req_ts,
@@ -303,6 +339,7 @@ impl<Id: MemberId> Protocol for LamportMutex<Id> {
             }
             Some(Change::Gone(m)) => {
                 self.alg.queue.retain(|(_, id)| *id != m);
+                self.alg.deferred.remove(&m);
                 self.mine.forget(&m);
                 self.maybe_enter(out);
             }

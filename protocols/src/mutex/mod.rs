@@ -24,14 +24,49 @@
 //! Every core keeps the largest token it has seen and the cores piggyback it on
 //! their messages (requests, replies, acks, grants, the token itself, the
 //! state transfer during failover); a grant takes `max seen + 1` and stores it
-//! durably. So with an accurate failure detector each grant's token is larger
-//! than every earlier grant's. When the detector is wrong (a partition) two
-//! nodes can believe they hold the lock; a resource that remembers the largest
-//! token it accepted and refuses smaller or equal ones stays safe anyway. A
-//! holder that crashes takes its token with it until it restarts (the token is
-//! in its durable state), so the first grant after such a crash may be refused
-//! by the resource once; every later grant that hears from the restarted node
-//! is larger again.
+//! durably before the grant is reported. A resource that remembers the
+//! largest token it accepted and refuses smaller or equal ones stays safe
+//! even when two nodes believe they hold the lock.
+//!
+//! ## Guarantees, exactly
+//! A *false suspicion* is a running member believed down by another running
+//! member (a partition, a one-way cut, or a restart not yet noticed). A
+//! grant is *exposed* to a false suspicion according to its algorithm's
+//! [`Exposure`]:
+//! * [`RicartAgrawala`], [`LamportMutex`] ([`Exposure::Holders`]): a grant
+//!   to `a` and a grant to `b` expose each other when `a` falsely suspected
+//!   `b` between `a`'s request and `a`'s grant, or `b` falsely suspected `a`
+//!   between `b`'s request and `b`'s grant (a requester waits for every peer
+//!   it believes up, and only for those);
+//! * [`Centralized`] ([`Exposure::Group`]): a grant is exposed when any
+//!   member falsely suspected any other between its request and the grant
+//!   (a third party, the coordinator, decides);
+//! * [`TokenRing`] ([`Exposure::Generation`]): a grant is exposed when any
+//!   member falsely suspected any other while its token's generation was
+//!   being created, from the start of the regeneration to the first grant
+//!   of that generation (the regenerator decides whom to wait for); two
+//!   grants with tokens of the same generation are never both held.
+//!
+//! Then, for every algorithm, under any loss, duplication, reordering,
+//! crash, restart and partition:
+//! 1. **Mutual exclusion.** Two nodes hold the lock at the same time only
+//!    if their grants expose each other (for [`Exposure::Group`] and
+//!    [`Exposure::Generation`]: one of the two grants is exposed). So with
+//!    an accurate detector, at most one holder.
+//! 2. **Fencing.** A grant's token is larger than the token of every earlier
+//!    grant, except an earlier grant whose holder has crashed since (a
+//!    token can die with the only node that knew it, until that node
+//!    restarts and is heard from) or that exposes this one as in 1.
+//! 3. **Per node.** A node's grants carry strictly growing tokens, across
+//!    its restarts too (the largest token is durable before a grant is
+//!    reported).
+//! 4. [`TokenRing`] only: never two holders of tokens of the same
+//!    generation, whatever the detector does.
+//!
+//! `testkit::scenarios::MutexObserver` checks 1 to 4 after every step of
+//! the seeded chaos scenarios, and counts the grants that were not exposed
+//! (for which 1 and 2 admit no exception) so that a run can require enough
+//! of them.
 
 pub mod any;
 pub mod centralized;
@@ -74,6 +109,24 @@ crate::algorithms! {
 }
 
 pub use crate::family::UnknownAlgorithm;
+
+/// Which false suspicions can let two grants of an algorithm overlap or
+/// carry tokens out of order: the condition its guarantees are stated under
+/// (see the module docs). The simulator's checks rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exposure {
+    /// Only between the two holders: one of them falsely suspected the other
+    /// between its request and its grant (Ricart–Agrawala, Lamport).
+    Holders,
+    /// Any member falsely suspecting any other between a grant's request and
+    /// the grant (centralized: the coordinator decides).
+    Group,
+    /// Any member falsely suspecting any other while the generation of the
+    /// grant's token was being created: from the start of its regeneration
+    /// to the first grant of one of its tokens (token ring: the regenerator
+    /// decides whom to wait for).
+    Generation,
+}
 
 /// What a mutex core tells its local user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +215,10 @@ pub trait MutexCore: Protocol<Event = MutexEvent> {
     /// Token ring: the generation of the token this node holds the lock with.
     fn held_epoch(&self) -> Option<u64> {
         None
+    }
+    /// Which false suspicions this algorithm's guarantees are stated under.
+    fn exposure(&self) -> Exposure {
+        Exposure::Group
     }
 }
 
@@ -265,6 +322,9 @@ pub trait LockState: Clone + Debug + Default {
     /// True when requests are stamped with the Lamport clock (and granted in
     /// stamp order): [`MutexCore::request_stamp`] reports the stamp.
     const STAMPED: bool = false;
+    /// Which false suspicions its guarantees are stated under
+    /// ([`MutexCore::exposure`]).
+    const EXPOSURE: Exposure = Exposure::Group;
     /// Take up what a previous life made durable (`None` on a first start).
     /// Default: nothing to take (the lock keeps the clock and the tokens).
     fn resume(&mut self, durable: Option<&MutexDurable>) {
@@ -407,6 +467,9 @@ where
     }
     fn held_epoch(&self) -> Option<u64> {
         self.mine.holding().and(self.alg.token_epoch())
+    }
+    fn exposure(&self) -> Exposure {
+        A::EXPOSURE
     }
 }
 

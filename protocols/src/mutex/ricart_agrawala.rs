@@ -7,9 +7,13 @@
 //! therefore granted in `(Lamport time, id)` order, and each entry costs
 //! 2(N-1) messages (N-1 requests, N-1 replies), one round trip before entry.
 //!
-//! Guarantees: with an accurate failure detector, at most one holder, no
-//! starvation, grants in request order; fencing tokens (carried on requests
-//! and replies, max-merged) strictly increase across grants.
+//! Guarantees (stated exactly in the [module docs](super), exposure
+//! [`Exposure::Holders`](super::Exposure)): two members hold the lock at
+//! once only if one of them falsely suspected the other between its request
+//! and its grant, so with an accurate failure detector at most one holder;
+//! no starvation, grants in request order; fencing tokens (carried on
+//! requests and replies, max-merged) grow across grants, except past a
+//! token that died with a crashed holder that had not passed it on.
 //!
 //! Failure behaviour: a silent peer would block every requester forever; the
 //! membership `Down` event removes it from the set being waited on (and from
@@ -26,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{Lock, LockCommands, LockState, Mine, MutexEvent};
+use super::{Exposure, Lock, LockCommands, LockState, Mine, MutexEvent};
 use crate::family::protocol_types;
 use crate::group::Change;
 use crate::MemberId;
@@ -81,6 +85,7 @@ impl<Id> Default for RaState<Id> {
 
 impl<Id: Clone + std::fmt::Debug> LockState for RaState<Id> {
     const STAMPED: bool = true;
+    const EXPOSURE: Exposure = Exposure::Holders;
 }
 
 type Out<Id> = Outputs<Id, RaMsg, RaTimer, MutexEvent>;

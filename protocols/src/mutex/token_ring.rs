@@ -23,9 +23,22 @@
 //! token (the fencing token, carried in the token and in the acks, protects
 //! the resource) and after healing the newer generation wins.
 //!
-//! Guarantees: at most one holder (accurate detector), fencing tokens strictly
-//! increase (the token carries the counter; regeneration takes the maximum
-//! over the acks), no starvation.
+//! Guarantees (stated exactly in the [module docs](super), exposure
+//! [`Exposure::Generation`](super::Exposure)): never two holders of tokens
+//! of the same generation; two members hold the lock at once only if some
+//! member falsely suspected another while one's token generation was
+//! created, so with an accurate failure detector at most one holder; fencing
+//! tokens grow (the token carries the counter; regeneration takes the
+//! maximum over the acks), except past a token that died with a crashed
+//! holder; no starvation while the token comes back to the lowest live
+//! member within `token_timeout` (holds that add up to more than that in one
+//! round make it regenerate the token, and the round starts over).
+//!
+//! These guarantees assume that a message is not handed to a later life of
+//! its destination: a token sent to a member that crashes and restarts
+//! before it arrives would be honoured by a life that never heard of a newer
+//! generation. The simulator's scenarios keep every delay below the
+//! shortest downtime, so there no message outlives its destination.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -34,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{Lock, LockCommands, LockState, Mine, MutexDurable, MutexEvent};
+use super::{Exposure, Lock, LockCommands, LockState, Mine, MutexDurable, MutexEvent};
 use crate::family::protocol_types;
 use crate::group::Change;
 use crate::MemberId;
@@ -130,6 +143,7 @@ impl<Id> Default for TokenRingState<Id> {
 }
 
 impl<Id: Clone + std::fmt::Debug> LockState for TokenRingState<Id> {
+    const EXPOSURE: Exposure = Exposure::Generation;
     fn resume(&mut self, durable: Option<&MutexDurable>) {
         self.fresh = durable.is_none();
         let d = durable.copied().unwrap_or_default();

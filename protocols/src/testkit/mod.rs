@@ -23,8 +23,10 @@
 //! A quick crash + restart is seen as `Down` then `Up` (a new incarnation). The
 //! oracle also knows when its own reports are *false* (a running member reported
 //! down because of a partition, or restarted before the others noticed): [`Sim::fd_clean_since`] tells tests since when
-//! no such false suspicion has been in force, which is what a protocol's
-//! safety under an accurate failure detector may be checked against.
+//! no such false suspicion has been in force anywhere, and
+//! [`Sim::last_false_suspicion`] when one given member last falsely
+//! suspected another, which is what a protocol's safety under an accurate
+//! failure detector may be checked against.
 //!
 //! An [`Observer`] sees every local event as it is emitted and checks
 //! invariants after every step. Everything is a function of the seed: a
@@ -387,6 +389,11 @@ pub struct Sim<P: SimProtocol> {
     fd_dirty: bool,
     fd_inaccurate: bool,
     clean_since: Duration,
+    /// Pairs `(observer, target)` where a running observer believes a
+    /// running target down, now.
+    suspicions: BTreeSet<(P::Id, P::Id)>,
+    /// Per pair: when such a false suspicion last ended or was reported.
+    suspected_until: BTreeMap<(P::Id, P::Id), Duration>,
     trace: bool,
     disk: DiskModel,
     records: Option<Vec<DurabilityRecord<P::Id>>>,
@@ -419,6 +426,8 @@ impl<P: SimProtocol> Sim<P> {
             fd_dirty: false,
             fd_inaccurate: false,
             clean_since: Duration::ZERO,
+            suspicions: BTreeSet::new(),
+            suspected_until: BTreeMap::new(),
             trace: std::env::var_os("TROUPE_TRACE").is_some(),
             disk: DiskModel::default(),
             records: None,
@@ -579,6 +588,18 @@ impl<P: SimProtocol> Sim<P> {
             None
         } else {
             Some(self.clean_since)
+        }
+    }
+    /// The last time `observer` falsely suspected `target` (believed it down
+    /// while both were running: a partition, or a restart `observer` had not
+    /// noticed yet): the current time while it still does, `None` if it never
+    /// did. A quick restart reported as `Down` + `Up` counts at the report.
+    pub fn last_false_suspicion(&self, observer: &P::Id, target: &P::Id) -> Option<Duration> {
+        let key = (observer.clone(), target.clone());
+        if self.suspicions.contains(&key) {
+            Some(self.now)
+        } else {
+            self.suspected_until.get(&key).copied()
         }
     }
     /// True when no link is cut.
@@ -854,9 +875,19 @@ impl<P: SimProtocol> Sim<P> {
         if self.fd_dirty {
             self.fd_dirty = false;
             let was = self.fd_inaccurate;
-            self.fd_inaccurate = self.opinions.iter().any(|((o, t), (s, _))| {
-                *s == MemberStatus::Down && self.is_alive(o) && self.is_alive(t)
-            });
+            let now: BTreeSet<(P::Id, P::Id)> = self
+                .opinions
+                .iter()
+                .filter(|((o, t), (s, _))| {
+                    *s == MemberStatus::Down && self.is_alive(o) && self.is_alive(t)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for ended in self.suspicions.difference(&now) {
+                self.suspected_until.insert(ended.clone(), self.now);
+            }
+            self.suspicions = now;
+            self.fd_inaccurate = !self.suspicions.is_empty();
             if was && !self.fd_inaccurate {
                 self.clean_since = self.now;
             }
@@ -1005,12 +1036,13 @@ impl<P: SimProtocol> Sim<P> {
         } else {
             seen_life
         };
-        self.opinions.insert(key, (last, op_life));
+        self.opinions.insert(key.clone(), (last, op_life));
         self.fd_dirty = true;
         if reports.contains(&MemberStatus::Down) && self.is_alive(target) {
             // A Down report about a running member (the old incarnation of a
             // restarted node, or a partition): a false suspicion from now on.
             self.clean_since = self.clean_since.max(self.now);
+            self.suspected_until.insert(key, self.now);
         }
         let now = self.now;
         for status in reports {
@@ -1397,10 +1429,16 @@ mod tests {
             s.fd_clean_since().is_none(),
             "a partition is a false suspicion"
         );
+        assert_eq!(s.last_false_suspicion(&1, &2), Some(s.now()), "in force");
+        assert_eq!(s.last_false_suspicion(&2, &1), Some(s.now()));
+        assert_eq!(s.last_false_suspicion(&2, &3), None, "2 and 3 agree");
         s.heal(obs).unwrap();
         s.run_for(ms(400), obs).unwrap();
         assert_eq!(s.opinion(&1, &2), MemberStatus::Up);
         assert!(s.fd_clean_since().is_some());
+        let ended = s.last_false_suspicion(&1, &2).expect("it happened");
+        assert!(ended < s.now() && Some(ended) == s.fd_clean_since());
+        assert_eq!(s.last_false_suspicion(&2, &3), None);
         let reports = s.core(&1).map(|c| c.reports.clone()).unwrap();
         assert_eq!(
             reports,
@@ -1445,5 +1483,8 @@ mod tests {
         s.run_for(ms(400), obs).unwrap();
         let seen = s.core(&2).map(|c| c.reports.clone()).unwrap();
         assert_eq!(seen, vec![(1, MemberStatus::Down), (1, MemberStatus::Up)]);
+        // The restart was noticed late: 2 suspected the running new life.
+        assert!(s.last_false_suspicion(&2, &1).is_some());
+        assert_eq!(s.last_false_suspicion(&1, &2), None);
     }
 }

@@ -4,22 +4,31 @@
 //! benchmark; members are `1..=n` (`u32`).
 //!
 //! ## What the mutex scenario checks
-//! * After every step: at most one holder among grants that were made with an
-//!   accurate failure detector — no false suspicion (a running member reported
-//!   down, by a partition or a restart the others had not noticed) between the
-//!   request and the grant, nor, for token generations, since the generation
-//!   was created. Grants made on false suspicions may overlap (that is what a
-//!   partition does to every one of these algorithms); for them the fenced
-//!   resource is the defence: it accepts a token only if it is larger than
-//!   every token it accepted before, and counts refusals.
-//! * Always, even under partitions: never two holders of tokens of the same
-//!   generation (token ring).
-//! * Liveness, after the faults stop (crashed members restarted, partitions
-//!   healed, fixed-delay reliable network): every pending request is granted
-//!   within the bound; then under constant contention every member is served,
-//!   no member waits for more than N-1 grants to others, grants follow
-//!   `(Lamport time, id)` order where the algorithm defines one, and the
-//!   resource refuses no token.
+//! The guarantees as the [`crate::mutex`] module states them, per
+//! algorithm's [`Exposure`], after every step of every phase (none is
+//! switched off during chaos), by [`MutexObserver`]:
+//! * mutual exclusion: two simultaneous holders must expose each other —
+//!   one falsely suspected the other between its request and its grant
+//!   (Ricart–Agrawala, Lamport), a false suspicion anywhere between one's
+//!   request and its grant (centralized) or while one's token generation
+//!   was created (token ring);
+//! * fencing: a grant's token is larger than every earlier grant's, except
+//!   an earlier grant whose holder crashed since or that exposes it as
+//!   above; the fenced resource (accepts a token only if larger than every
+//!   token it accepted) counts its refusals, each one such an exception;
+//! * a node's own tokens grow, across restarts;
+//! * token ring: never two holders of tokens of the same generation.
+//!
+//! Coverage: grants made without any exposure are checked with no
+//! exception; a run fails unless the chaos phase made at least
+//! [`Scenario::min_checked`] of them.
+//!
+//! Liveness, after the faults stop (crashed members restarted, partitions
+//! healed, fixed-delay reliable network): every pending request is granted
+//! within the bound; then under constant contention every member is served,
+//! no member waits for more than N-1 grants to others, and grants follow
+//! `(Lamport time, id)` order where the algorithm defines one, and the
+//! resource refuses no token.
 //!
 //! ## What the election scenario checks
 //! * After every step: at most one leader per term (over every report ever
@@ -29,7 +38,7 @@
 //!   knowing it leads, the highest running id for bully and ring, unchanged
 //!   three seconds later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -39,7 +48,7 @@ use troupe_framework::sansio::SnapshotCore;
 
 use super::{Chaos, DiskModel, NetFaults, Observer, OracleConfig, Sim, SimProtocol};
 use crate::election::{ElectionCore, ElectionDurable, ElectionEvent};
-use crate::mutex::{MutexCore, MutexEvent};
+use crate::mutex::{Exposure, MutexCore, MutexEvent};
 
 /// How a mutex or election scenario is run.
 #[derive(Debug, Clone)]
@@ -67,6 +76,10 @@ pub struct Scenario {
     /// How long the members' syncs take: their messages wait for them, and
     /// a crash loses what was not synced yet.
     pub disk: DiskModel,
+    /// Mutex: the fewest grants of the chaos phase that must have been made
+    /// without exposure to a false suspicion (checked with no exception),
+    /// or the run fails for lack of coverage.
+    pub min_checked: u64,
 }
 
 impl Scenario {
@@ -84,6 +97,7 @@ impl Scenario {
             request_prob: 0.05,
             liveness_bound: Duration::from_secs(30),
             disk: DiskModel::syncing(Duration::from_micros(500), Duration::from_millis(5)),
+            min_checked: 1,
         }
     }
 }
@@ -103,22 +117,95 @@ impl Scenario {
 
 const TICK: Duration = Duration::from_millis(10);
 
-/// Checks mutual exclusion: at most one holder among grants made while the
-/// failure detector was accurate, and a fenced resource that accepts only
-/// strictly growing tokens.
+/// One grant, as the observer saw it.
+#[derive(Debug, Clone)]
+struct Grant {
+    node: u32,
+    life: u64,
+    token: u64,
+    at: Duration,
+    /// Its request (as noted by [`MutexObserver::note_request`]).
+    since: Duration,
+    /// [`Exposure::Group`]: some member falsely suspected another between
+    /// the request and the grant; [`Exposure::Generation`]: while its
+    /// token's generation was created.
+    unclean: bool,
+    /// [`Exposure::Holders`]: the members this node falsely suspected in
+    /// the window.
+    suspected: BTreeSet<u32>,
+    /// Its holder has crashed since.
+    crashed: bool,
+}
+
+impl Grant {
+    /// Exposed to some false suspicion: the guarantees may make exceptions
+    /// for it.
+    fn exposed(&self, scope: Exposure) -> bool {
+        match scope {
+            Exposure::Holders => !self.suspected.is_empty(),
+            Exposure::Group | Exposure::Generation => self.unclean,
+        }
+    }
+
+    /// `self` and `other` expose each other (see [`crate::mutex`]).
+    fn excuses(&self, other: &Grant, scope: Exposure) -> bool {
+        match scope {
+            Exposure::Holders => {
+                self.suspected.contains(&other.node) || other.suspected.contains(&self.node)
+            }
+            Exposure::Group | Exposure::Generation => self.unclean || other.unclean,
+        }
+    }
+
+    fn describe(&self, scope: Exposure) -> String {
+        let exposure = match scope {
+            Exposure::Holders if self.suspected.is_empty() => "suspected nobody".to_string(),
+            Exposure::Holders => format!("falsely suspected {:?}", self.suspected),
+            Exposure::Group | Exposure::Generation if self.unclean => "exposed".to_string(),
+            Exposure::Group | Exposure::Generation => "accurate detector".to_string(),
+        };
+        format!(
+            "node {} token {} (requested {:?}, granted {:?}, {exposure}{})",
+            self.node,
+            self.token,
+            self.since,
+            self.at,
+            if self.crashed { ", crashed since" } else { "" }
+        )
+    }
+}
+
+/// Checks the mutex guarantees as [`crate::mutex`] states them, after
+/// every step and with no phase switched off: two simultaneous holders
+/// must expose each other, a grant's token must be larger than every
+/// earlier grant's unless that grant's holder crashed since or the two
+/// expose each other, a node's own tokens grow, and (token ring) no two
+/// holders share a generation. It counts the grants made without any
+/// exposure — those for which no exception applied — so that a run can
+/// require a minimum ([`Scenario::min_checked`]).
 #[derive(Debug, Default)]
 pub struct MutexObserver {
     requested_at: BTreeMap<u32, Duration>,
-    granted: Vec<(u32, u64)>,
-    /// Per node: (token, granted while the detector was accurate since the request).
-    clean: BTreeMap<u32, (u64, bool)>,
+    pending: Vec<(u32, u64)>,
+    scope: Option<Exposure>,
+    grants_seen: Vec<Grant>,
+    /// Grant indices by token.
+    by_token: BTreeMap<u64, Vec<usize>>,
+    /// Per node: the index of its latest grant.
+    current: BTreeMap<u32, usize>,
+    /// Per node: its grants whose holder has not crashed since.
+    uncrashed: BTreeMap<u32, Vec<usize>>,
+    /// Per node: its life when last seen running (`None`: crashed).
+    running: BTreeMap<u32, Option<u64>>,
+    members: Vec<u32>,
     /// Largest token the resource accepted.
     pub resource_token: u64,
     /// Grants the resource accepted.
     pub accepted: u64,
-    /// Grants the resource refused (stale tokens).
+    /// Grants the resource refused (each one an allowed exception).
     pub refused: u64,
-    /// When true, a refused token is an error (no faults left to excuse it).
+    /// When true, a refused token is an error even when an exception allows
+    /// it (no faults left, every member heard from: the contention phase).
     pub strict: bool,
     /// Number of grants to others since each waiting node's request.
     overtaken: BTreeMap<u32, u64>,
@@ -129,98 +216,233 @@ pub struct MutexObserver {
     last_stamp: Option<(u64, u32)>,
     /// Total grants seen.
     pub grants: u64,
-    /// When each token generation was first known to any node (≈ when its
+    /// Grants made without any exposure to a false suspicion.
+    pub checked: u64,
+    /// True during a chaos phase: grants are counted in `chaos_grants` and
+    /// `chaos_checked` too.
+    pub chaos: bool,
+    /// Grants seen during the chaos phase.
+    pub chaos_grants: u64,
+    /// Grants without exposure during the chaos phase.
+    pub chaos_checked: u64,
+    /// Steps at which two or more nodes held the lock (all excused).
+    pub overlaps: u64,
+    /// When each token generation was first known to any node (when its
     /// regeneration started).
     epoch_born: BTreeMap<u64, Duration>,
+    /// Per token generation: whether a false suspicion happened between its
+    /// birth and its first grant.
+    epoch_exposed: BTreeMap<u64, bool>,
 }
 
 impl MutexObserver {
-    fn note_request(&mut self, node: u32, now: Duration) {
+    /// Note that `node` requested the lock at `now` (the start of its grant's
+    /// window; without it the window starts at time zero).
+    pub fn note_request(&mut self, node: u32, now: Duration) {
         self.requested_at.insert(node, now);
         self.overtaken.insert(node, 0);
+    }
+
+    fn grant<P>(
+        &mut self,
+        sim: &Sim<P>,
+        scope: Exposure,
+        node: u32,
+        token: u64,
+    ) -> Result<(), String>
+    where
+        P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore,
+    {
+        let n = sim.members().len() as u64;
+        self.grants += 1;
+        let req = self
+            .requested_at
+            .get(&node)
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        let since = req;
+        let clean_since = |t: Duration| sim.fd_clean_since().is_some_and(|c| c <= t);
+        let unclean = match (scope, sim.core(&node).and_then(|c| c.held_epoch())) {
+            // A generation regenerated without some member it believed down
+            // may coexist with an older token until the two meet: exposed
+            // when a false suspicion happened while it was created.
+            (Exposure::Generation, Some(e)) => {
+                let born = self.epoch_born.get(&e).copied().unwrap_or(Duration::ZERO);
+                *self
+                    .epoch_exposed
+                    .entry(e)
+                    .or_insert_with(|| !clean_since(born))
+            }
+            _ => !clean_since(since),
+        };
+        let g = Grant {
+            node,
+            life: sim.life(&node),
+            token,
+            at: sim.now(),
+            since,
+            unclean,
+            suspected: sim
+                .members()
+                .into_iter()
+                .filter(|m| {
+                    *m != node
+                        && sim
+                            .last_false_suspicion(&node, m)
+                            .is_some_and(|t| t >= since)
+                })
+                .collect(),
+            crashed: false,
+        };
+        // 3. A node's own tokens grow, across restarts too.
+        if let Some(&i) = self.current.get(&node) {
+            let prev = &self.grants_seen[i];
+            if token <= prev.token {
+                return Err(format!(
+                    "node {node} granted token {token} after its own earlier grant {}",
+                    prev.describe(scope)
+                ));
+            }
+        }
+        // 2. Larger than every earlier grant's token, but for the exceptions.
+        for i in self.by_token.range(token..).flat_map(|(_, v)| v) {
+            let e = &self.grants_seen[*i];
+            if !e.crashed && !e.excuses(&g, scope) {
+                return Err(format!(
+                    "fencing: {} is not above the earlier {}, whose holder has not crashed since and which does not expose it",
+                    g.describe(scope),
+                    e.describe(scope)
+                ));
+            }
+        }
+        if token > self.resource_token {
+            self.resource_token = token;
+            self.accepted += 1;
+        } else {
+            self.refused += 1;
+            if self.strict {
+                return Err(format!(
+                    "node {node} granted token {token}, not above the resource's {}",
+                    self.resource_token
+                ));
+            }
+        }
+        let exposed = g.exposed(scope);
+        if !exposed {
+            self.checked += 1;
+        }
+        if self.chaos {
+            self.chaos_grants += 1;
+            if !exposed {
+                self.chaos_checked += 1;
+            }
+        }
+        if self.fairness {
+            let mine = self.overtaken.remove(&node).unwrap_or(0);
+            self.max_overtaken = self.max_overtaken.max(mine);
+            if mine > n - 1 {
+                return Err(format!(
+                    "node {node} waited for {mine} grants to others (bound {})",
+                    n - 1
+                ));
+            }
+            for (other, c) in self.overtaken.iter_mut() {
+                if *other != node {
+                    *c += 1;
+                }
+            }
+            if let Some(stamp) = sim.core(&node).and_then(|c| c.request_stamp()) {
+                let key = (stamp, node);
+                if self.last_stamp.is_some_and(|l| l >= key) {
+                    return Err(format!(
+                        "grant order: ({stamp}, {node}) granted after {:?}",
+                        self.last_stamp
+                    ));
+                }
+                self.last_stamp = Some(key);
+            }
+        }
+        let idx = self.grants_seen.len();
+        self.grants_seen.push(g);
+        self.by_token.entry(token).or_default().push(idx);
+        self.current.insert(node, idx);
+        self.uncrashed.entry(node).or_default().push(idx);
+        Ok(())
     }
 }
 
 impl<P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore> Observer<P> for MutexObserver {
     fn on_event(&mut self, _now: Duration, node: &u32, event: &MutexEvent) -> Result<(), String> {
         if let MutexEvent::Granted { fencing_token, .. } = event {
-            self.granted.push((*node, *fencing_token));
+            self.pending.push((*node, *fencing_token));
         }
         Ok(())
     }
 
     fn check(&mut self, sim: &Sim<P>) -> Result<(), String> {
-        let n = sim.members().len() as u64;
-        for (_, c) in sim.cores() {
-            if let Some(e) = c.epoch() {
-                self.epoch_born.entry(e).or_insert(sim.now());
-            }
-        }
-        for (node, token) in std::mem::take(&mut self.granted) {
-            self.grants += 1;
-            let req = self
-                .requested_at
-                .get(&node)
-                .copied()
-                .unwrap_or(Duration::ZERO);
-            // A grant counts for mutual exclusion when no false suspicion
-            // happened since the request (and, for token generations, since
-            // the generation was created: a token regenerated behind a
-            // partition is a second token until the newer one meets it).
-            let since = match sim.core(&node).and_then(|c| c.held_epoch()) {
-                Some(e) => req.min(self.epoch_born.get(&e).copied().unwrap_or(req)),
-                None => req,
-            };
-            let clean = sim.fd_clean_since().is_some_and(|t| t <= since);
-            self.clean.insert(node, (token, clean));
-            if token > self.resource_token {
-                self.resource_token = token;
-                self.accepted += 1;
-            } else {
-                self.refused += 1;
-                if self.strict {
-                    return Err(format!(
-                        "node {node} granted token {token}, not above the resource's {}",
-                        self.resource_token
-                    ));
+        let scope = match self.scope {
+            Some(s) => s,
+            None => match sim.cores().next() {
+                Some((_, c)) => {
+                    self.members = sim.members();
+                    *self.scope.insert(c.exposure())
                 }
-            }
-            if self.fairness {
-                let mine = self.overtaken.remove(&node).unwrap_or(0);
-                self.max_overtaken = self.max_overtaken.max(mine);
-                if mine > n - 1 {
-                    return Err(format!(
-                        "node {node} waited for {mine} grants to others (bound {})",
-                        n - 1
-                    ));
-                }
-                for (other, c) in self.overtaken.iter_mut() {
-                    if *other != node {
-                        *c += 1;
-                    }
-                }
-                if let Some(stamp) = sim.core(&node).and_then(|c| c.request_stamp()) {
-                    let key = (stamp, node);
-                    if self.last_stamp.is_some_and(|l| l >= key) {
-                        return Err(format!(
-                            "grant order: ({stamp}, {node}) granted after {:?}",
-                            self.last_stamp
-                        ));
-                    }
-                    self.last_stamp = Some(key);
+                None => return Ok(()),
+            },
+        };
+        let generations = scope == Exposure::Generation;
+        if generations {
+            for (_, c) in sim.cores() {
+                if let Some(e) = c.epoch() {
+                    self.epoch_born.entry(e).or_insert(sim.now());
                 }
             }
         }
-        let holders: Vec<(u32, u64)> = sim
+        for (node, token) in std::mem::take(&mut self.pending) {
+            self.grant(sim, scope, node, token)?;
+        }
+        // Crashes: the tokens of a crashed holder's grants may die with it.
+        for &id in &self.members {
+            let now = sim.is_alive(&id).then(|| sim.life(&id));
+            let before = self.running.insert(id, now);
+            if before.is_some_and(|b| b.is_some() && b != now) {
+                for i in self.uncrashed.remove(&id).unwrap_or_default() {
+                    self.grants_seen[i].crashed = true;
+                }
+            }
+        }
+        // 1. Simultaneous holders expose each other. A holder is a node
+        // whose grant was reported and that has not released it.
+        if sim.cores().filter(|(_, c)| c.holding().is_some()).count() < 2 {
+            return Ok(());
+        }
+        let holders: Vec<&Grant> = sim
             .cores()
-            .filter_map(|(id, c)| c.holding().map(|t| (*id, t)))
-            .filter(|(id, t)| self.clean.get(id).is_some_and(|(ct, ok)| ct == t && *ok))
+            .filter_map(|(id, c)| {
+                let t = c.holding()?;
+                let g = &self.grants_seen[*self.current.get(id)?];
+                (g.token == t && g.life == sim.life(id)).then_some(g)
+            })
             .collect();
         if holders.len() > 1 {
-            return Err(format!("two holders at once: {holders:?}"));
+            self.overlaps += 1;
         }
-        // Never two holders with tokens of the same generation, whatever the
-        // network and the detector do.
+        for (i, a) in holders.iter().enumerate() {
+            for b in &holders[i + 1..] {
+                if !a.excuses(b, scope) {
+                    return Err(format!(
+                        "two holders at once: {} and {}",
+                        a.describe(scope),
+                        b.describe(scope)
+                    ));
+                }
+            }
+        }
+        // 4. Never two holders with tokens of the same generation, whatever
+        // the network and the detector do.
+        if !generations {
+            return Ok(());
+        }
         let mut by_epoch: BTreeMap<u64, u32> = BTreeMap::new();
         for (id, c) in sim.cores() {
             if let (Some(e), Some(_)) = (c.held_epoch(), c.holding()) {
@@ -240,8 +462,17 @@ impl<P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore> Observer<P> for M
 pub struct MutexOutcome {
     /// Grants during the whole run.
     pub grants: u64,
-    /// Grants the resource refused (only possible during chaos).
+    /// Grants during the chaos phase.
+    pub chaos_grants: u64,
+    /// Grants during the chaos phase made without exposure to a false
+    /// suspicion: checked with no exception allowed.
+    pub chaos_checked: u64,
+    /// Grants the resource refused (allowed exceptions: exposed grants, or
+    /// tokens that died with a crashed holder).
     pub refused: u64,
+    /// Steps at which two nodes held the lock (allowed exceptions: grants
+    /// that expose each other).
+    pub overlaps: u64,
     /// Largest number of grants to others a waiting node saw (contention phase).
     pub max_overtaken: u64,
 }
@@ -273,11 +504,19 @@ where
     let mut held_since: BTreeMap<u32, Duration> = BTreeMap::new();
 
     // Safety phase.
+    obs.chaos = true;
     let end = sc.chaos_time;
     while sim.now() < end {
         chaos.tick(&mut sim, &mut obs)?;
         workload(&mut sim, &mut obs, &mut rng, &mut held_since, sc, true)?;
         sim.run_for(TICK, &mut obs)?;
+    }
+    obs.chaos = false;
+    if obs.chaos_checked < sc.min_checked {
+        return Err(format!(
+            "coverage: only {} of the {} grants under chaos were made without exposure to a false suspicion (at least {} required)",
+            obs.chaos_checked, obs.chaos_grants, sc.min_checked
+        ));
     }
 
     // Liveness phase: no more faults. Pending requests must all be granted.
@@ -349,7 +588,10 @@ where
     }
     Ok(MutexOutcome {
         grants: obs.grants,
+        chaos_grants: obs.chaos_grants,
+        chaos_checked: obs.chaos_checked,
         refused: obs.refused,
+        overlaps: obs.overlaps,
         max_overtaken: obs.max_overtaken,
     })
 }

@@ -1,9 +1,17 @@
 //! The member table: each known member's state (alive, suspect, dead,
-//! left), incarnation number and rarely read details, in admission order
-//! with a deterministic id index; and the core's operations on it:
-//! admitting a member (retiring older lives of the same node), changing
-//! a member's state (keeping the live count and the `Dead` set, and
-//! reporting each change once), random picks and id-ordered passes.
+//! left), incarnation number, whether it was heard of, and rarely read
+//! details, in admission order with a deterministic id index; and the
+//! core's operations on it: admitting a member (retiring older lives of
+//! the same node, and the placeholder of a configured seed), changing a
+//! member's state (keeping the live count and the `Dead` set, and
+//! reporting each change of its reported status once), random picks and
+//! id-ordered passes.
+//!
+//! Reported status: a member's SWIM state, except that a live member not
+//! heard of yet (a configured member added with `add_member`, before any
+//! message from it or news of it) is reported `Joining`. The protocol
+//! treats it exactly as an alive member (it is probed, suspected and
+//! declared dead like any other); only what is reported differs.
 //! Nothing here depends on hash order: the index is never iterated, and
 //! every pass goes through the entries (sorted when order matters).
 
@@ -48,6 +56,20 @@ impl State {
 pub(super) struct Member {
     pub(super) inc: u64,
     pub(super) state: State,
+    /// Heard of: a message from it, news of it alive, or an ack to a probe
+    /// of it. Until then a live member is reported `Joining`.
+    pub(super) heard: bool,
+}
+
+impl Member {
+    /// The status reported for this member (see the module docs).
+    pub(super) fn status(&self) -> MemberStatus {
+        if !self.heard && self.state.live() {
+            MemberStatus::Joining
+        } else {
+            self.state.status()
+        }
+    }
 }
 
 /// The rarely read part of a member's entry.
@@ -238,15 +260,22 @@ impl<Id: FdId> MemberTable<Id> {
 }
 
 impl<Id: FdId> Swim<Id> {
-    fn emit(&self, now: Duration, member: &Id, state: State, out: &mut FdOutputs<Id>) {
+    pub(super) fn emit(
+        &self,
+        now: Duration,
+        member: &Id,
+        status: MemberStatus,
+        out: &mut FdOutputs<Id>,
+    ) {
         out.emit(MemberEvent {
             member: member.clone(),
-            status: state.status(),
+            status,
             at: now,
         });
     }
 
-    /// Change a known member's state, keeping the live count and reporting it.
+    /// Change a known member's state, keeping the live count and reporting
+    /// a change of its reported status.
     pub(super) fn set_state(
         &mut self,
         now: Duration,
@@ -255,12 +284,37 @@ impl<Id: FdId> Swim<Id> {
         inc: u64,
         out: &mut FdOutputs<Id>,
     ) {
+        self.change(now, id, state, inc, false, out);
+    }
+
+    /// `id` was heard of (see [`Member::heard`]): report it as its state
+    /// says from now on.
+    pub(super) fn hear(&mut self, now: Duration, id: &Id, out: &mut FdOutputs<Id>) {
+        if let Some(m) = self.members.get(id).filter(|m| !m.heard).copied() {
+            self.change(now, id, m.state, m.inc, true, out);
+        }
+    }
+
+    /// [`Self::set_state`], also marking the member heard of if `heard`;
+    /// one report for both.
+    pub(super) fn change(
+        &mut self,
+        now: Duration,
+        id: &Id,
+        state: State,
+        inc: u64,
+        heard: bool,
+        out: &mut FdOutputs<Id>,
+    ) {
         let Some((m, d)) = self.members.get_full_mut(id) else {
             return;
         };
         let old = m.state;
+        let reported = m.status();
         m.state = state;
         m.inc = inc;
+        m.heard |= heard;
+        let now_reported = m.status();
         if old != state {
             d.since = now;
             if state == State::Dead {
@@ -277,18 +331,21 @@ impl<Id: FdId> Swim<Id> {
         } else if !old.live() && state.live() {
             self.live += 1;
         }
-        if old != state {
-            self.emit(now, id, state, out);
+        if reported != now_reported {
+            self.emit(now, id, now_reported, out);
         }
     }
 
     /// A member not known yet: retire older incarnations of the same node
-    /// and add it alive. False if it must be ignored.
+    /// (and its placeholder, if it is a seed not heard of yet) and add it
+    /// alive, heard of or not (a configured member: reported `Joining`).
+    /// False if it must be ignored.
     pub(super) fn admit(
         &mut self,
         now: Duration,
         id: &Id,
         inc: u64,
+        heard: bool,
         out: &mut FdOutputs<Id>,
     ) -> bool {
         if *id == self.me || id.same_node(&self.me) || self.retired.contains(id) {
@@ -311,7 +368,10 @@ impl<Id: FdId> Swim<Id> {
             if let Some(m) = self.members.remove(&o) {
                 if m.state.live() {
                     self.live -= 1;
-                    self.emit(now, &o, State::Dead, out);
+                    // A life never heard of did not end: no report.
+                    if m.heard {
+                        self.emit(now, &o, MemberStatus::Down, out);
+                    }
                 }
             }
             self.queue.remove_member(&o);
@@ -322,6 +382,7 @@ impl<Id: FdId> Swim<Id> {
             Member {
                 inc,
                 state: State::Alive,
+                heard,
             },
             MemberDetail {
                 suspicion: None,
@@ -329,7 +390,13 @@ impl<Id: FdId> Swim<Id> {
             },
         );
         self.live += 1;
-        self.emit(now, id, State::Alive, out);
+        self.drop_placeholder(id);
+        let status = if heard {
+            MemberStatus::Up
+        } else {
+            MemberStatus::Joining
+        };
+        self.emit(now, id, status, out);
         // Probe it within the current round, at a random position.
         let lo = self.probe_idx.min(self.probe_order.len());
         let pos = self.rng.gen_range(lo..=self.probe_order.len());

@@ -130,4 +130,7 @@ pub enum SwimTimer<Id> {
     JoinRetry,
     /// Start of a gossip round.
     Gossip,
+    /// The first-contact deadline of the seeds: one not heard of by then
+    /// is reported `Down`.
+    FirstContact,
 }

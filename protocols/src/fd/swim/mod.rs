@@ -103,6 +103,30 @@
 //! Joining goes through seed nodes (`Join`, answered with a membership
 //! snapshot); a graceful `leave` disseminates `Left`; a restarted node (same
 //! name, new identity, see [`super::MemberIdentity`]) replaces its old life.
+//!
+//! Initial view (the same as the heartbeat detectors'): every configured
+//! peer is reported `Joining` from the start until it is *heard of*: a
+//! message from it, news of it alive (a join snapshot, gossip, a
+//! refutation), or an ack to a probe of it; then it is reported as its
+//! SWIM state says (`Up`, or `Suspect` if a suspicion of it is pending).
+//! A configured peer is either a seed or a member added with
+//! [`FailureDetector::add_member`]:
+//! - a seed not heard of is a *placeholder*, outside the member table (a
+//!   node knows its seeds by name only; their identity comes with their
+//!   first message or news): it is neither probed nor gossiped, and is
+//!   reported `Down` when [`Swim::first_contact_deadline`] passes — the
+//!   time in which every member of a cluster of the configured size would
+//!   have probed a silent member once and their confirmed suspicion would
+//!   have expired (a round of `n - 1` periods plus the minimum suspicion
+//!   timeout). A life of the same node admitted later replaces it (`Up`).
+//! - an added member (whose identity is known) is in the member table from
+//!   the start and probed like any other; only its report differs until it
+//!   is heard of, and if it never is, SWIM itself suspects it and declares
+//!   it dead: `Joining -> Down`, with no `Suspect` reported for a member
+//!   never up. Nothing else changes: a cluster whose members are all added
+//!   and started together probes, suspects and disseminates exactly as
+//!   when added members were reported `Up` at once.
+//!
 //! Partitions heal because a node periodically pings one member it thinks is
 //! `Down` and tells it so; a live one refutes, and the refutation spreads.
 //!
@@ -211,6 +235,10 @@ pub struct Swim<Id: FdId> {
     awareness: u32,
     queue: BroadcastQueue<Id>,
     seeds: Vec<Id>,
+    /// Seeds not heard of yet (no life of theirs in `members`), reported
+    /// `Joining`, then `Down` after the first-contact deadline; dropped
+    /// when a life of the same node is admitted. In id order.
+    placeholders: Vec<(Id, MemberStatus)>,
     corrections: Vec<Update<Id>>,
     joined: bool,
     left: bool,
@@ -222,10 +250,16 @@ impl<Id: FdId> Swim<Id> {
     /// members are added with [`FailureDetector::add_member`]); `rng_seed`
     /// drives every random choice.
     pub fn new(me: Id, params: SwimParams, seeds: Vec<Id>, rng_seed: u64) -> Self {
-        let seeds = seeds
+        let seeds: Vec<Id> = seeds
             .into_iter()
             .filter(|s| *s != me && !s.same_node(&me))
             .collect();
+        let mut placeholders: Vec<(Id, MemberStatus)> = seeds
+            .iter()
+            .map(|s| (s.clone(), MemberStatus::Joining))
+            .collect();
+        placeholders.sort_by(|a, b| a.0.cmp(&b.0));
+        placeholders.dedup_by(|a, b| a.0 == b.0);
         let fresh_below = params.gossip_transmits;
         Self {
             me,
@@ -243,6 +277,7 @@ impl<Id: FdId> Swim<Id> {
             awareness: 0,
             queue: BroadcastQueue::new(fresh_below),
             seeds,
+            placeholders,
             corrections: Vec::new(),
             joined: false,
             left: false,
@@ -317,6 +352,46 @@ impl<Id: FdId> Swim<Id> {
         out.send(to, FdMessage::Swim(msg));
     }
 
+    /// How long a seed may stay unheard of before it is reported `Down`:
+    /// the time in which every member of a cluster of the configured size
+    /// `n` (the seeds and this node) would have probed a silent member once
+    /// (a round of `n - 1` protocol periods) and their suspicion, confirmed
+    /// by all of them, would have expired (the minimum suspicion timeout,
+    /// `suspicion_mult * max(1, log10 n)` periods). With the defaults and
+    /// three nodes: 2 + 4 = 6 s.
+    pub fn first_contact_deadline(&self) -> Duration {
+        let n = self.seeds.len() + 1;
+        let round = self.params.probe_interval * (n as u32).saturating_sub(1);
+        let scale = (n as f64).log10().max(1.0);
+        let suspicion = self
+            .params
+            .probe_interval
+            .mul_f64(self.params.suspicion_mult as f64 * scale);
+        round + suspicion
+    }
+
+    /// A life of `id`'s node was admitted: its placeholder, if any, goes
+    /// (without a report: the admitted life's own report replaces it).
+    pub(super) fn drop_placeholder(&mut self, id: &Id) {
+        if !self.placeholders.is_empty() {
+            self.placeholders.retain(|(p, _)| !p.same_node(id));
+        }
+    }
+
+    /// The first-contact deadline passed: seeds still unheard of are `Down`.
+    fn first_contact_passed(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        for (id, status) in &mut self.placeholders {
+            if *status == MemberStatus::Joining {
+                *status = MemberStatus::Down;
+                out.emit(MemberEvent {
+                    member: id.clone(),
+                    status: MemberStatus::Down,
+                    at: now,
+                });
+            }
+        }
+    }
+
     fn send_joins(&mut self, out: &mut FdOutputs<Id>) {
         for s in self.seeds.clone() {
             self.send(s, SwimMessage::Join { inc: self.inc }, out);
@@ -334,7 +409,20 @@ impl<Id: FdId> Protocol for Swim<Id> {
     type Timer = FdTimer<Id>;
     type Event = MemberEvent<Id>;
 
-    fn on_start(&mut self, _now: Duration, out: &mut FdOutputs<Id>) {
+    fn on_start(&mut self, now: Duration, out: &mut FdOutputs<Id>) {
+        if !self.placeholders.is_empty() {
+            for (id, status) in &self.placeholders {
+                out.emit(MemberEvent {
+                    member: id.clone(),
+                    status: *status,
+                    at: now,
+                });
+            }
+            out.set_timer(
+                self.first_contact_deadline(),
+                FdTimer::Swim(SwimTimer::FirstContact),
+            );
+        }
         if !self.seeds.is_empty() && !self.joined {
             // Announce ourselves through gossip as well as to the seeds.
             self.enqueue(Update::Alive {
@@ -391,13 +479,15 @@ impl<Id: FdId> Protocol for Swim<Id> {
             msg,
             SwimMessage::Ping { .. } | SwimMessage::Ack { .. } | SwimMessage::PingReq { .. }
         ) && !self.members.contains_key(&from)
-            && self.admit(now, &from, 0, out)
+            && self.admit(now, &from, 0, true, out)
         {
             self.enqueue(Update::Alive {
                 member: from.clone(),
                 inc: 0,
             });
         }
+        // Any message from a configured member not heard of yet: heard.
+        self.hear(now, &from, out);
         match msg {
             SwimMessage::Ping { seq, updates } => self.answer_ping(now, from, seq, updates, out),
             SwimMessage::Ack { seq, updates } => self.handle_ack(now, seq, updates, out),
@@ -451,6 +541,7 @@ impl<Id: FdId> Protocol for Swim<Id> {
                     self.send_joins(out);
                 }
             }
+            SwimTimer::FirstContact => self.first_contact_passed(now, out),
             SwimTimer::Gossip => {
                 self.gossip_round(now, out);
                 out.set_timer(
@@ -467,20 +558,28 @@ impl<Id: FdId> FailureDetector for Swim<Id> {
         "swim"
     }
 
+    /// Every member and every seed not heard of yet, in id order.
     fn view(&self) -> Vec<(Id, MemberStatus)> {
-        self.sorted_ids(|_| true)
+        let mut view: Vec<(Id, MemberStatus)> = self
+            .sorted_ids(|_| true)
             .into_iter()
             .filter_map(|id| {
-                let status = self.members.get(&id)?.state.status();
+                let status = self.members.get(&id)?.status();
                 Some((id, status))
             })
-            .collect()
+            .collect();
+        if !self.placeholders.is_empty() {
+            view.extend(self.placeholders.iter().cloned());
+            view.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        view
     }
 
     /// A configured peer: known alive at incarnation 0 without gossiping it
-    /// (every node is expected to be configured with it too).
+    /// (every node is expected to be configured with it too), and probed
+    /// like any member, but reported `Joining` until heard of.
     fn add_member(&mut self, now: Duration, id: Id, out: &mut FdOutputs<Id>) {
-        self.admit(now, &id, 0, out);
+        self.admit(now, &id, 0, false, out);
         self.joined = true;
     }
 }

@@ -230,11 +230,11 @@ impl<Id: FdId> Swim<Id> {
         out: &mut FdOutputs<Id>,
     ) {
         self.apply_all(now, updates, out);
-        let mut mine = false;
+        let mut mine = None;
         if let Some(p) = &mut self.probe {
             if p.seq == seq && !p.acked {
                 p.acked = true;
-                mine = true;
+                mine = Some(p.target.clone());
                 // Deviation (f): only a direct ack in time
                 // lowers the local-health score.
                 if !p.indirect {
@@ -242,8 +242,10 @@ impl<Id: FdId> Swim<Id> {
                 }
             }
         }
-        if mine {
-            // Our probe succeeded; nothing to relay.
+        if let Some(target) = mine {
+            // Our probe succeeded (perhaps relayed by a helper): the
+            // target is heard of; nothing to relay.
+            self.hear(now, &target, out);
         } else if let Some((origin, origin_seq)) = self.relays.remove(&seq) {
             let updates = self.piggyback(&origin);
             self.send(

@@ -27,10 +27,155 @@ fn swim(n: u32, peers: u32) -> (Swim<SimId>, FdOutputs<SimId>) {
     for p in 0..peers {
         if p != n {
             s.add_member(Duration::ZERO, id(p), &mut out);
+            // Heard from (most tests are about members known to be up).
+            s.hear(Duration::ZERO, &id(p), &mut out);
         }
     }
     out.events.clear();
     (s, out)
+}
+
+/// (member, status) of each event in `out`.
+fn reports(out: &FdOutputs<SimId>) -> Vec<(u32, MemberStatus)> {
+    out.events
+        .iter()
+        .map(|e| (e.member.node, e.status))
+        .collect()
+}
+
+/// An added member is `Joining` until heard from; a message from it (or
+/// an ack relayed for a probe of it, or news of it alive) makes it `Up`.
+#[test]
+fn an_added_member_is_joining_until_heard_from() {
+    let mut s = Swim::new(id(0), SwimParams::default(), vec![], 1);
+    let mut out = FdOutputs::new();
+    for p in 1..=3 {
+        s.add_member(Duration::ZERO, id(p), &mut out);
+    }
+    s.on_start(Duration::ZERO, &mut out);
+    use MemberStatus::*;
+    assert_eq!(
+        reports(&out),
+        vec![(1, Joining), (2, Joining), (3, Joining)]
+    );
+    assert!(s.view().iter().all(|(_, st)| *st == Joining));
+    out.events.clear();
+    let t = Duration::from_millis(10);
+    let ping = SwimMessage::Ping {
+        seq: 1,
+        updates: vec![],
+    };
+    s.on_message(t, id(1), FdMessage::Swim(ping), &mut out);
+    s.apply(
+        t,
+        Update::Alive {
+            member: id(2),
+            inc: 1,
+        },
+        &mut out,
+    );
+    // Already known at incarnation 0: not news, not heard.
+    s.apply(
+        t,
+        Update::Alive {
+            member: id(3),
+            inc: 0,
+        },
+        &mut out,
+    );
+    assert_eq!(reports(&out), vec![(1, Up), (2, Up)]);
+    assert_eq!(s.view()[2], (id(3), Joining));
+}
+
+/// An added member that never answers is probed, suspected and declared
+/// dead like any other, and reported `Joining -> Down` (no suspicion of a
+/// member never up); heard while suspected, it is reported `Suspect`.
+#[test]
+fn an_added_member_never_heard_from_goes_joining_to_down() {
+    let mut s = Swim::new(id(0), SwimParams::default(), vec![], 1);
+    let mut out = FdOutputs::new();
+    s.add_member(Duration::ZERO, id(1), &mut out);
+    s.add_member(Duration::ZERO, id(2), &mut out);
+    out.events.clear();
+    let t = Duration::from_secs(1);
+    for m in [1, 2] {
+        let suspect = Update::Suspect {
+            member: id(m),
+            inc: 0,
+            from: id(3),
+        };
+        s.apply(t, suspect, &mut out);
+    }
+    assert!(out.events.is_empty(), "{:?}", out.events);
+    assert_eq!(s.view()[0], (id(1), MemberStatus::Joining));
+    let gossip = SwimMessage::Gossip { updates: vec![] };
+    s.on_message(t, id(2), FdMessage::Swim(gossip), &mut out);
+    let dead = Update::Dead {
+        member: id(1),
+        inc: 0,
+        from: id(3),
+    };
+    s.apply(t, dead, &mut out);
+    use MemberStatus::*;
+    assert_eq!(reports(&out), vec![(2, Suspect), (1, Down)]);
+}
+
+/// Seeds known by name only are placeholders: `Joining` at start, `Down`
+/// at the first-contact deadline (6 s for three nodes with the defaults),
+/// and replaced without a `Down` by a life of the same node once heard of.
+#[test]
+fn seeds_are_joining_then_down_at_the_first_contact_deadline() {
+    let seeds = vec![id(1), id(2)];
+    let mut s = Swim::new(id(0), SwimParams::default(), seeds, 1);
+    let mut out = FdOutputs::new();
+    s.on_start(Duration::ZERO, &mut out);
+    use MemberStatus::*;
+    assert_eq!(reports(&out), vec![(1, Joining), (2, Joining)]);
+    assert_eq!(s.first_contact_deadline(), Duration::from_secs(6));
+    assert!(out.timers.iter().any(|op| matches!(
+        op,
+        TimerOp::Set { after, timer }
+            if *timer == FdTimer::Swim(SwimTimer::FirstContact) && *after == Duration::from_secs(6)
+    )));
+    out.events.clear();
+    // Seed 1's real life answers the join.
+    let real = SimId {
+        node: 1,
+        incarnation: 4,
+    };
+    let reply = SwimMessage::JoinReply {
+        members: vec![Update::Alive {
+            member: real,
+            inc: 0,
+        }],
+    };
+    s.on_message(
+        Duration::from_secs(1),
+        real,
+        FdMessage::Swim(reply),
+        &mut out,
+    );
+    assert_eq!(reports(&out), vec![(1, Up)]);
+    out.events.clear();
+    let first_contact = FdTimer::Swim(SwimTimer::FirstContact);
+    s.on_timer(Duration::from_secs(6), first_contact, &mut out);
+    assert_eq!(reports(&out), vec![(2, Down)]);
+    assert_eq!(s.view(), vec![(real, Up), (id(2), Down)]);
+    out.events.clear();
+    // Seed 2 starts late: its join replaces the placeholder, now `Up`.
+    let late = SimId {
+        node: 2,
+        incarnation: 9,
+    };
+    let join = SwimMessage::Join { inc: 0 };
+    s.on_message(
+        Duration::from_secs(30),
+        late,
+        FdMessage::Swim(join),
+        &mut out,
+    );
+    assert_eq!(reports(&out), vec![(2, Up)]);
+    assert_eq!(s.view(), vec![(real, Up), (late, Up)]);
 }
 
 #[test]
@@ -194,6 +339,7 @@ fn member_table_finds_every_member_and_keeps_admission_order() {
         let member = Member {
             inc: i as u64,
             state: State::Alive,
+            heard: true,
         };
         t.insert(*m, member, detail());
     }

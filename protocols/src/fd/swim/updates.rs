@@ -121,7 +121,7 @@ impl<Id: FdId> Swim<Id> {
                     return;
                 }
                 if !self.members.contains_key(&member) {
-                    if self.admit(now, &member, inc, out) {
+                    if self.admit(now, &member, inc, true, out) {
                         self.enqueue(Update::Alive { member, inc });
                     }
                     return;
@@ -130,7 +130,9 @@ impl<Id: FdId> Swim<Id> {
                     return;
                 };
                 if inc > m.inc {
-                    self.set_state(now, &member, State::Alive, inc, out);
+                    // News of it alive: heard of (a refutation, or a
+                    // restart of the same life's numbering).
+                    self.change(now, &member, State::Alive, inc, true, out);
                     self.enqueue(Update::Alive { member, inc });
                 }
             }
