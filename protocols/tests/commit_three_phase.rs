@@ -21,6 +21,10 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
         let o = run_commit(seed, &CommitScenario::three_phase(n), move |id, m, d| {
             ThreePhase::new(id, m, CommitConfig::default(), d)
         })?;
+        // A floor per run, so that no seed passes vacuously.
+        if o.begun < 10 || o.checked < 100 || o.ac4_commits < 3 {
+            return Err(format!("too little checked in this run: {o:?}"));
+        }
         total.begun += o.begun;
         total.commits += o.commits;
         total.aborts += o.aborts;

@@ -23,6 +23,10 @@ fn run(name: &str, presumed_abort: bool) {
         let o = run_commit(seed, &CommitScenario::chaotic(n), move |id, m, d| {
             TwoPhase::new(id, m, config.clone(), d)
         })?;
+        // A floor per run, so that no seed passes vacuously.
+        if o.begun < 10 || o.checked < 100 || o.ac4_commits < 3 {
+            return Err(format!("too little checked in this run: {o:?}"));
+        }
         total.begun += o.begun;
         total.commits += o.commits;
         total.aborts += o.aborts;

@@ -18,7 +18,10 @@
 //! ## Termination
 //! An undecided participant that voted yes asks everyone (`Inquire`) every
 //! `retry` once [`CommitConfig::decision_timeout`] passed. When its failure
-//! detector reports the coordinator down, the **lowest live participant** in
+//! detector reports the coordinator down (or after five decision timeouts
+//! without a decision: a live coordinator whose `PreCommit` is refused
+//! because a participant joined a round cannot finish), the **lowest live
+//! participant** in
 //! its view (a deterministic rule over the [`Group`] live set rather than
 //! the election family: every participant computes it alone, without
 //! messages, and the rounds below make overlapping choices harmless) runs a
@@ -165,6 +168,12 @@ pub enum ThreePhaseTimer {
 }
 
 type Out<Id> = Outputs<Id, ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent>;
+
+/// A participant runs the termination protocol without the coordinator
+/// reported down once it has been uncertain for this many decision
+/// timeouts (a live coordinator cannot finish once a participant joined a
+/// termination round).
+const PATIENCE: u32 = 5;
 
 /// A termination round this node runs.
 #[derive(Debug, Clone)]
@@ -422,14 +431,15 @@ impl<Id: MemberId> ThreePhase<Id> {
     }
 
     /// Run (or continue) a termination round for `tx` if this node should.
-    fn terminate(&mut self, tx: TxId, out: &mut Out<Id>) {
+    fn terminate(&mut self, now: Duration, tx: TxId, out: &mut Out<Id>) {
         let me = self.me().clone();
         let Some(t) = self.txs.get(&tx) else {
             return;
         };
-        if !matches!(t.phase, Phase::Ready | Phase::PreCommitted)
-            || self.group.is_live(&t.coordinator)
-        {
+        // The coordinator is reported down, or has not finished for long
+        // (it cannot, e.g., once some participant joined a round).
+        let given_up = !self.group.is_live(&t.coordinator) || now >= t.deadline;
+        if !matches!(t.phase, Phase::Ready | Phase::PreCommitted) || !given_up {
             return;
         }
         let lowest = t.participants.iter().find(|p| self.group.is_live(p));
@@ -587,7 +597,7 @@ impl<Id: MemberId> ThreePhase<Id> {
             }
             Phase::Ready | Phase::PreCommitted => {
                 self.broadcast(tx, inquire, out);
-                self.terminate(tx, out);
+                self.terminate(now, tx, out);
                 out.set_timer(retry, ThreePhaseTimer::Tx(tx));
             }
             _ => {}
@@ -825,7 +835,7 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
         }
     }
 
-    fn vote(&mut self, tx: TxId, yes: bool, _now: Duration, out: &mut Out<Id>) {
+    fn vote(&mut self, tx: TxId, yes: bool, now: Duration, out: &mut Out<Id>) {
         let Some(t) = self.txs.get_mut(&tx) else {
             return;
         };
@@ -841,6 +851,7 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
             });
             if let Some(t) = self.txs.get_mut(&tx) {
                 t.phase = Phase::Ready;
+                t.deadline = now + PATIENCE * self.config.decision_timeout;
             }
             out.send(coordinator, ThreePhaseMsg::Vote { tx, yes: true });
             out.set_timer(self.config.decision_timeout, ThreePhaseTimer::Tx(tx));

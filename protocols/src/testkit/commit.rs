@@ -328,9 +328,11 @@ where
     let mut settle = Duration::MAX;
     let mut ac4: Vec<TxId> = Vec::new();
     loop {
-        if !sim.step(&mut obs)? {
-            let t = sim.now() + TICK;
-            sim.run_until(t, &mut obs)?;
+        // One event at a time, but never past the next tick.
+        if sim.next_event_at().is_some_and(|t| t <= next_tick) {
+            sim.step(&mut obs)?;
+        } else {
+            sim.run_until(next_tick, &mut obs)?;
         }
         // Crash targets hit by that step.
         let mut hit = None;

@@ -610,6 +610,10 @@ impl<P: SimProtocol> Sim<P> {
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
     }
+    /// When the next scheduled event happens, if any.
+    pub fn next_event_at(&self) -> Option<Duration> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
+    }
 
     fn schedule(&mut self, at: Duration, ev: Ev<P>) {
         self.seq += 1;
