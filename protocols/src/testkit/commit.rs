@@ -439,7 +439,7 @@ where
             continue;
         }
         // AC5: every node that knows a transaction decides it.
-        let undecided = undecided(&sim, &obs);
+        let undecided = undecided(&sim, &obs)?;
         if ac4.is_empty() {
             // "No failures" includes a settled failure detector: no report
             // of a restart or a healed partition is still on its way.
@@ -493,8 +493,9 @@ where
 
 /// The (node, tx) pairs where a node knows `tx` and has not decided it; a
 /// coordinator that has no record of its transaction (presumed abort)
-/// counts as deciding abort, and must agree with the decision.
-fn undecided<P>(sim: &Sim<P>, obs: &CommitObserver) -> Vec<(u32, TxId)>
+/// counts as deciding abort, and must agree with the decision (else an AC1
+/// error).
+fn undecided<P>(sim: &Sim<P>, obs: &CommitObserver) -> Result<Vec<(u32, TxId)>, String>
 where
     P: SimProtocol<Id = u32, Event = CommitEvent> + CommitCore,
 {
@@ -510,12 +511,13 @@ where
                 None if *n == t.coordinator
                     && t.decided.is_some_and(|d| d.0 == Decision::Commit) =>
                 {
-                    // Presumed abort would answer abort on a committed transaction.
-                    stuck.push((*n, *tx));
+                    return Err(format!(
+                        "AC1: coordinator {n} has no record of committed tx {tx} (it would answer abort)"
+                    ));
                 }
                 _ => {}
             }
         }
     }
-    stuck
+    Ok(stuck)
 }
