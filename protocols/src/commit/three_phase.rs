@@ -886,3 +886,161 @@ impl<Id: MemberId> SnapshotCore for ThreePhase<Id> {
 }
 
 impl<Id: MemberId> SimProtocol for ThreePhase<Id> {}
+
+#[cfg(test)]
+mod tests {
+    use troupe_framework::membership::MemberStatus;
+
+    use super::*;
+
+    type O = Out<u32>;
+    const MS: Duration = Duration::from_millis(1);
+
+    fn core(me: u32, disk: &Recovered) -> ThreePhase<u32> {
+        let d = CommitDurable::recover(disk).unwrap();
+        ThreePhase::new(me, [1, 2, 3, 4], CommitConfig::default(), d)
+    }
+
+    /// Participant `me` of tx 1 (coordinator 1, participants 2..=4), Ready.
+    fn ready(me: u32, disk: &mut Recovered) -> ThreePhase<u32> {
+        let mut c = core(me, disk);
+        let mut out = O::new();
+        c.on_start(MS, &mut out);
+        let participants = vec![2, 3, 4];
+        c.on_message(
+            MS,
+            1,
+            ThreePhaseMsg::Prepare {
+                tx: 1,
+                participants,
+            },
+            &mut out,
+        );
+        c.vote(1, true, MS, &mut out);
+        disk.apply(&out.writes).unwrap();
+        assert_eq!(c.status(1).map(|s| s.phase), Some(Phase::Ready));
+        c
+    }
+
+    fn acks(out: &O) -> Vec<(u32, u64)> {
+        out.sends
+            .iter()
+            .filter_map(|(to, m)| match m {
+                ThreePhaseMsg::PreAck { round, .. } => Some((*to, *round)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn down(c: &mut ThreePhase<u32>, who: u32, out: &mut O) {
+        let change = MemberEvent {
+            member: who,
+            status: MemberStatus::Down,
+            at: MS,
+        };
+        c.on_membership(MS, change, out);
+    }
+
+    #[test]
+    fn a_participant_that_joined_a_round_refuses_the_coordinators_precommit_across_restarts() {
+        let mut disk = Recovered::empty();
+        let mut c = ready(3, &mut disk);
+        let mut out = O::new();
+        let req = ThreePhaseMsg::StateReq {
+            tx: 1,
+            round: 5,
+            coordinator: 1,
+            participants: vec![2, 3, 4],
+        };
+        c.on_message(MS, 2, req, &mut out);
+        disk.apply(&out.writes).unwrap();
+        assert!(
+            out.sends.iter().any(|(to, m)| *to == 2 && matches!(m, ThreePhaseMsg::StateReport { round: 5, .. })),
+            "{:?}",
+            out.sends
+        );
+        let mut out = O::new();
+        c.on_message(
+            MS,
+            1,
+            ThreePhaseMsg::PreCommit { tx: 1, round: 0 },
+            &mut out,
+        );
+        assert_eq!(acks(&out), vec![], "round 0 after joining round 5");
+        // Rebuilt from its log, it still refuses round 0 and takes round 5.
+        let mut c = core(3, &disk);
+        let mut out = O::new();
+        c.on_start(MS, &mut out);
+        c.on_message(
+            MS,
+            1,
+            ThreePhaseMsg::PreCommit { tx: 1, round: 0 },
+            &mut out,
+        );
+        assert_eq!(acks(&out), vec![], "round 0 after a restart");
+        c.on_message(
+            MS,
+            2,
+            ThreePhaseMsg::PreCommit { tx: 1, round: 5 },
+            &mut out,
+        );
+        assert_eq!(acks(&out), vec![(2, 5)]);
+        assert_eq!(c.status(1).map(|s| s.phase), Some(Phase::PreCommitted));
+    }
+
+    #[test]
+    fn only_passive_uncertain_reports_decide_nothing_until_everyone_reported() {
+        let mut disk = Recovered::empty();
+        ready(2, &mut disk);
+        // Participant 2 restarts: passive. The coordinator and 4 are down.
+        let mut c = core(2, &disk);
+        let mut out = O::new();
+        c.on_start(MS, &mut out);
+        assert_eq!(c.status(1).map(|s| s.active), Some(false));
+        down(&mut c, 1, &mut out);
+        down(&mut c, 4, &mut out);
+        c.on_timer(MS, ThreePhaseTimer::Tx(1), &mut out);
+        let round = c.rounds.get(&1).map(|r| r.round).expect("2 runs a round");
+        let report = |active| ThreePhaseMsg::StateReport {
+            tx: 1,
+            round,
+            phase: Phase::Ready,
+            active,
+        };
+        c.on_message(MS, 3, report(false), &mut out);
+        assert_eq!(c.decision(1), None, "only passive reports: blocked");
+        // 4 comes back and reports: every participant reported, all uncertain.
+        c.on_membership(
+            MS,
+            MemberEvent {
+                member: 4,
+                status: MemberStatus::Up,
+                at: MS,
+            },
+            &mut out,
+        );
+        c.on_message(MS, 4, report(false), &mut out);
+        assert_eq!(c.decision(1), Some(Decision::Abort));
+    }
+
+    #[test]
+    fn an_active_uncertain_report_aborts_a_partial_round() {
+        let mut disk = Recovered::empty();
+        let mut c = ready(2, &mut disk);
+        let mut out = O::new();
+        down(&mut c, 1, &mut out);
+        down(&mut c, 4, &mut out);
+        c.on_timer(MS, ThreePhaseTimer::Tx(1), &mut out);
+        let round = c.rounds.get(&1).map(|r| r.round).expect("2 runs a round");
+        let pre = ThreePhaseMsg::StateReport {
+            tx: 1,
+            round,
+            phase: Phase::PreCommitted,
+            active: false,
+        };
+        c.on_message(MS, 3, pre, &mut out);
+        // A passive pre-commit does not count in a partial round; 2 is
+        // active and uncertain: abort.
+        assert_eq!(c.decision(1), Some(Decision::Abort));
+    }
+}
