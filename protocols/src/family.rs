@@ -3,7 +3,8 @@
 //!
 //! A *family* is a set of algorithms that solve one problem behind one typed
 //! API: mutual exclusion (centralized, Ricart–Agrawala, token ring, Lamport),
-//! leader election (bully, ring, next-in-line)... Each algorithm is a sans-IO
+//! leader election (bully, ring, next-in-line), atomic commit (two-phase,
+//! three-phase)... Each algorithm is a sans-IO
 //! core (see [`troupe_framework::sansio`]) in its own module. The layer gives
 //! a family, for free:
 //!
@@ -243,7 +244,10 @@ macro_rules! algorithms {
 /// [`SnapshotCore`], [`crate::testkit::SimProtocol`] and family-trait
 /// implementations. Every algorithm's core must have
 /// `new(me, members, config, state: Option<State>)`; the family trait's
-/// commands take `(now, out)` and its queries `&self`.
+/// commands take their arguments, if any (`command begin(tx: TxId);`), then
+/// `(now, out)`, and its queries `&self` and their arguments. The `Any*`
+/// core recovers its state as its first algorithm does
+/// ([`SnapshotCore::recover`]; the algorithms share the state type).
 ///
 /// A message of another algorithm (a misconfigured peer) is dropped and
 /// counted in `foreign_messages()`; the guarantees are those of the chosen
@@ -260,8 +264,8 @@ macro_rules! any_core {
         state $state:ty;
         config $config:ty;
         trait $core_trait:ident {
-            $( command $cmd:ident; )*
-            $( query $q:ident -> $qret:ty; )*
+            $( command $cmd:ident $(( $($carg:ident : $caty:ty),* ))?; )*
+            $( query $q:ident $(( $($qarg:ident : $qaty:ty),* ))? -> $qret:ty; )*
         }
         variants $variants:tt
     ) => {
@@ -302,8 +306,8 @@ macro_rules! any_core {
         }
 
         impl<Id: $crate::MemberId> $core_trait for $any<Id> {
-            $( $crate::any_core!(@command $cmd, $msg, $timer, $variants); )*
-            $( $crate::any_core!(@query $q, $qret, $variants); )*
+            $( $crate::any_core!(@command $cmd ($($($carg : $caty),*)?), $msg, $timer, $variants); )*
+            $( $crate::any_core!(@query $q ($($($qarg : $qaty),*)?), $qret, $variants); )*
         }
 
         impl<Id: $crate::MemberId> ::troupe_framework::sansio::Protocol for $any<Id> {
@@ -353,6 +357,11 @@ macro_rules! any_core {
             type State = $state;
             fn state(&self) -> $state {
                 $crate::any_core!(@read self, $variants, |c| ::troupe_framework::sansio::SnapshotCore::state(c))
+            }
+            fn recover(
+                recovered: &::troupe_framework::sansio::Recovered,
+            ) -> ::std::result::Result<::std::option::Option<$state>, ::troupe_framework::sansio::DurableError> {
+                $crate::any_core!(@recover recovered, $variants)
             }
         }
 
@@ -422,16 +431,22 @@ macro_rules! any_core {
         }
     };
 
-    (@command $cmd:ident, $msg:ident, $timer:ident, $variants:tt) => {
-        fn $cmd(&mut self, now: ::std::time::Duration, out: &mut $crate::driver::OutputsOf<Self>) {
-            $crate::any_core!(@each self, out, $msg, $timer, $variants, |c, o| c.$cmd(now, o))
+    (@command $cmd:ident ($($arg:ident : $aty:ty),*), $msg:ident, $timer:ident, $variants:tt) => {
+        fn $cmd(&mut self, $($arg: $aty,)* now: ::std::time::Duration, out: &mut $crate::driver::OutputsOf<Self>) {
+            $crate::any_core!(@each self, out, $msg, $timer, $variants, |c, o| c.$cmd($($arg,)* now, o))
         }
     };
 
-    (@query $q:ident, $qret:ty, $variants:tt) => {
-        fn $q(&self) -> $qret {
-            $crate::any_core!(@read self, $variants, |c| c.$q())
+    (@query $q:ident ($($arg:ident : $aty:ty),*), $qret:ty, $variants:tt) => {
+        fn $q(&self, $($arg: $aty),*) -> $qret {
+            $crate::any_core!(@read self, $variants, |c| c.$q($($arg),*))
         }
+    };
+
+    // The algorithms share the state type, and recover it alike: the first one's way.
+    (@recover $r:ident,
+        { $(#[$vmeta:meta])* $var:ident => $core:ident, $cmsg:ty, $ctimer:ty; $($rest:tt)* }) => {
+        <$core<Id> as ::troupe_framework::sansio::SnapshotCore>::recover($r)
     };
 
     (@message $self:ident, $out:ident, $now:ident, $from:ident, $m:ident, $msg:ident, $timer:ident,

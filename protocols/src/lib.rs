@@ -9,11 +9,14 @@
 //! - [`mutex`]: distributed mutual exclusion (centralized, Ricart–Agrawala,
 //!   token ring, Lamport);
 //! - [`election`]: leader election (bully, ring, next-in-line);
+//! - [`commit`]: atomic commit (two-phase with presumed abort or nothing,
+//!   three-phase with a termination protocol);
 //! - [`group`]: what their cores share: the group's members and live set
 //!   ([`group::Group`]) and an election's terms ([`group::Terms`]);
 //! - [`family`]: what every family shares (algorithm names, the `Any*`
 //!   run-time choice, the [`family::Family`] trait the typed APIs start),
 //!   and the guide to writing a new family.
+pub mod commit;
 pub mod driver;
 pub mod election;
 pub mod family;

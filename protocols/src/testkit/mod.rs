@@ -35,6 +35,7 @@
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
 
 mod chaos;
+pub mod commit;
 pub mod scenarios;
 
 pub use chaos::Chaos;
@@ -608,6 +609,10 @@ impl<P: SimProtocol> Sim<P> {
     /// True when nothing is scheduled.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
+    }
+    /// When the next scheduled event happens, if any.
+    pub fn next_event_at(&self) -> Option<Duration> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
     }
 
     fn schedule(&mut self, at: Duration, ev: Ev<P>) {

@@ -1,0 +1,277 @@
+//! The commit log: the records a commit core appends to its durable log
+//! `"commit"`, and [`CommitDurable`], what a restarted core rebuilds from
+//! them.
+//!
+//! Every record is appended through the toolkit's durable writes, so it is
+//! on stable storage before any message or event of the same input (or of a
+//! later one) leaves: a record is *forced* exactly when the input that
+//! appends it also sends something that depends on it. Which records are
+//! forced is fixed per protocol (see each core's module header); the
+//! `End` record is always lazy (appended in an input that sends nothing).
+//! The log is never compacted (where `End` would allow truncation, see the
+//! family docs).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::sansio::{DurableError, Outputs, Recovered};
+
+use super::{Decision, TxId};
+
+/// The name of the durable log.
+pub const LOG: &str = "commit";
+
+/// One record of the commit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRecord<Id> {
+    /// Coordinator, presumed-nothing 2PC only: the transaction began, with
+    /// these participants (forced before the first `Prepare`).
+    Begin {
+        /// The transaction.
+        tx: TxId,
+        /// Its participants.
+        participants: Vec<Id>,
+    },
+    /// Participant: voted yes (forced before the vote leaves).
+    Ready {
+        /// The transaction.
+        tx: TxId,
+        /// Its coordinator.
+        coordinator: Id,
+        /// Its participants.
+        participants: Vec<Id>,
+    },
+    /// 3PC, coordinator or participant: pre-committed (forced before the
+    /// `PreCommit` or its acknowledgement leaves).
+    PreCommit {
+        /// The transaction.
+        tx: TxId,
+        /// Its coordinator.
+        coordinator: Id,
+        /// Its participants.
+        participants: Vec<Id>,
+    },
+    /// 3PC participant: joined termination round `round` (forced before its
+    /// state report leaves); it ignores older rounds from then on.
+    Joined {
+        /// The transaction.
+        tx: TxId,
+        /// The round.
+        round: u64,
+    },
+    /// The decision (forced before it is sent or acknowledged).
+    Decided {
+        /// The transaction.
+        tx: TxId,
+        /// What was decided.
+        decision: Decision,
+        /// Its coordinator.
+        coordinator: Id,
+        /// Its participants.
+        participants: Vec<Id>,
+    },
+    /// Coordinator: every participant acknowledged the decision (lazy).
+    End {
+        /// The transaction.
+        tx: TxId,
+    },
+}
+
+impl<Id> LogRecord<Id> {
+    /// The transaction the record is about.
+    pub fn tx(&self) -> TxId {
+        match self {
+            LogRecord::Begin { tx, .. }
+            | LogRecord::Ready { tx, .. }
+            | LogRecord::PreCommit { tx, .. }
+            | LogRecord::Joined { tx, .. }
+            | LogRecord::Decided { tx, .. }
+            | LogRecord::End { tx } => *tx,
+        }
+    }
+}
+
+/// How far a transaction got, as the log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Begun (coordinator) with no later record.
+    Begun,
+    /// Voted yes, no later record.
+    Ready,
+    /// Pre-committed (3PC), no decision.
+    PreCommitted,
+    /// Decided.
+    Decided(Decision),
+}
+
+/// What the log says about one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord<Id> {
+    /// Its coordinator (`None` for a `Begin`, whose writer is it).
+    pub coordinator: Option<Id>,
+    /// Its participants (empty when only `Joined` was logged).
+    pub participants: Vec<Id>,
+    /// How far it got.
+    pub stage: Option<Stage>,
+    /// The last termination round joined (3PC).
+    pub round: u64,
+    /// True once the coordinator logged `End`.
+    pub ended: bool,
+}
+
+/// What a commit core made durable: its log folded per transaction, and the
+/// index of the next record. The core keeps the same fold of what it
+/// appended, so [`CommitDurable`] is also its
+/// [`SnapshotCore::State`](troupe_framework::sansio::SnapshotCore::State).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitDurable<Id> {
+    /// Index of the next record to append.
+    pub next: u64,
+    /// Per transaction, what its records say.
+    pub txs: BTreeMap<TxId, TxRecord<Id>>,
+    /// Records appended, by kind: `[forced, lazy]` counts (see
+    /// [`LogStats`]); kept in memory only, rebuilt as zero.
+    #[serde(skip)]
+    pub stats: LogStats,
+}
+
+impl<Id> Default for CommitDurable<Id> {
+    fn default() -> Self {
+        Self {
+            next: 1,
+            txs: BTreeMap::new(),
+            stats: LogStats::default(),
+        }
+    }
+}
+
+/// Log writes made by one core in its current life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Records appended in an input that also sent something depending on
+    /// them.
+    pub forced: u64,
+    /// Records appended lazily (`End`).
+    pub lazy: u64,
+}
+
+impl<Id: Clone> CommitDurable<Id> {
+    /// Fold one record in.
+    pub fn apply(&mut self, rec: &LogRecord<Id>) {
+        let e = self.txs.entry(rec.tx()).or_insert_with(|| TxRecord {
+            coordinator: None,
+            participants: Vec::new(),
+            stage: None,
+            round: 0,
+            ended: false,
+        });
+        let mut set = |c: &Id, p: &[Id], s: Stage| {
+            e.coordinator = Some(c.clone());
+            e.participants = p.to_vec();
+            e.stage = Some(s);
+        };
+        match rec {
+            LogRecord::Begin { participants, .. } => {
+                e.participants = participants.clone();
+                e.stage = Some(Stage::Begun);
+            }
+            LogRecord::Ready {
+                coordinator,
+                participants,
+                ..
+            } => set(coordinator, participants, Stage::Ready),
+            LogRecord::PreCommit {
+                coordinator,
+                participants,
+                ..
+            } => set(coordinator, participants, Stage::PreCommitted),
+            LogRecord::Decided {
+                decision,
+                coordinator,
+                participants,
+                ..
+            } => set(coordinator, participants, Stage::Decided(*decision)),
+            LogRecord::Joined { round, .. } => e.round = e.round.max(*round),
+            LogRecord::End { .. } => e.ended = true,
+        }
+    }
+}
+
+impl<Id: Clone + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
+    /// The log a previous life left (`None` when it has no record).
+    pub fn recover(r: &Recovered) -> Result<Option<Self>, DurableError> {
+        let records: Vec<(u64, LogRecord<Id>)> = r.log_as(LOG)?;
+        let Some(last) = records.last().map(|(i, _)| *i) else {
+            return Ok(None);
+        };
+        let mut d = Self::default();
+        for (_, rec) in &records {
+            d.apply(rec);
+        }
+        d.next = last + 1;
+        Ok(Some(d))
+    }
+
+    /// Append `rec` to the durable log (`forced`: some send of this input
+    /// depends on it) and fold it in.
+    pub fn append<M, T, E>(
+        &mut self,
+        rec: LogRecord<Id>,
+        forced: bool,
+        out: &mut Outputs<Id, M, T, E>,
+    ) {
+        out.append(LOG, self.next, std::slice::from_ref(&rec));
+        self.next += 1;
+        if forced {
+            self.stats.forced += 1;
+        } else {
+            self.stats.lazy += 1;
+        }
+        self.apply(&rec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_rebuilds_exactly_what_was_appended() {
+        let mut d: CommitDurable<u32> = CommitDurable::default();
+        let mut out: Outputs<u32, (), (), ()> = Outputs::new();
+        d.append(
+            LogRecord::Ready {
+                tx: 1,
+                coordinator: 9,
+                participants: vec![1, 2],
+            },
+            true,
+            &mut out,
+        );
+        d.append(LogRecord::Joined { tx: 1, round: 4 }, true, &mut out);
+        d.append(
+            LogRecord::Decided {
+                tx: 2,
+                decision: Decision::Commit,
+                coordinator: 1,
+                participants: vec![2],
+            },
+            true,
+            &mut out,
+        );
+        d.append(LogRecord::End { tx: 2 }, false, &mut out);
+        assert_eq!(d.stats, LogStats { forced: 3, lazy: 1 });
+        let mut disk = Recovered::empty();
+        disk.apply(&out.writes).unwrap();
+        let back = CommitDurable::<u32>::recover(&disk).unwrap().unwrap();
+        assert_eq!(back.txs, d.txs);
+        assert_eq!(back.next, 5);
+        assert_eq!(back.txs[&1].stage, Some(Stage::Ready));
+        assert_eq!(back.txs[&1].round, 4);
+        assert!(back.txs[&2].ended);
+        assert_eq!(
+            CommitDurable::<u32>::recover(&Recovered::empty()).unwrap(),
+            None
+        );
+    }
+}

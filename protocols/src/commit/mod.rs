@@ -1,0 +1,352 @@
+//! Atomic commit: a transaction spread over several participants commits
+//! everywhere or aborts everywhere.
+//!
+//! Algorithms, each a sans-IO core in its own module: [`TwoPhase`]
+//! (two-phase commit with cooperative termination, presumed abort by
+//! default, presumed nothing on request) and [`ThreePhase`] (Skeen's
+//! three-phase commit with a termination protocol). [`CommitAlgorithm`]
+//! names them for configuration files (`"two-phase"`, `"three-phase"`) and
+//! [`AnyCommit`] runs the one a configuration names.
+//!
+//! ## One core, many transactions
+//! A core plays, per transaction (a [`TxId`] unique across the group), the
+//! *coordinator* (the node where [`CommitCore::begin`] was called) or a
+//! *participant* (a node named in the `begin`; the coordinator is never one
+//! of its own participants). A node takes part in any number of
+//! transactions at once.
+//!
+//! ## The resource manager
+//! A participant asks its local resource manager for its vote with the event
+//! [`CommitEvent::Prepare`]; the manager answers with the command
+//! [`CommitCore::vote`] (any time later, or never: the coordinator then
+//! aborts on its vote timeout). Both roles report the outcome with
+//! [`CommitEvent::Decided`] once it is durable.
+//!
+//! ## Properties
+//! The names the module headers and tests use (`PROTOCOLS.md`): **AC1** all
+//! processes that decide reach the same decision; **AC2** a decision is never
+//! reversed; **AC3** commit only if every participant voted yes; **AC4** with
+//! no failures and all votes yes the decision is commit; **AC5** every
+//! process eventually decides once failures heal. Each core's header says
+//! which hold under which failures.
+//!
+//! ## Durability
+//! Every core keeps a log ([`log::LogRecord`], appended through the
+//! toolkit's durable writes) and is rebuilt from it alone after a crash
+//! ([`CommitDurable`]). The forcing rules are the textbook's: a participant
+//! makes `Ready` durable before it votes yes, a coordinator makes its
+//! decision durable before it sends it, and the `End` record is lazy. The
+//! log is never truncated: a long-lived node would truncate it below the
+//! oldest transaction without `End` (not done yet).
+
+pub mod any;
+pub mod log;
+pub mod three_phase;
+pub mod two_phase;
+
+pub use any::{AnyCommit, AnyCommitMsg};
+pub use log::{CommitDurable, LogRecord, LogStats};
+pub use three_phase::ThreePhase;
+pub use two_phase::TwoPhase;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+
+use crate::driver::OutputsOf;
+
+pub use crate::family::UnknownAlgorithm;
+
+/// A transaction's id, unique across the group (the caller of
+/// [`CommitCore::begin`] picks it).
+pub type TxId = u64;
+
+crate::algorithms! {
+    /// The atomic-commit algorithms, by the names configuration files use.
+    pub enum CommitAlgorithm {
+        /// Two-phase commit: [`TwoPhase`].
+        TwoPhase = "two-phase",
+        /// Three-phase commit: [`ThreePhase`].
+        ThreePhase = "three-phase",
+    }
+}
+
+/// The outcome of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Decision {
+    /// Every participant applies the transaction.
+    Commit,
+    /// No participant applies it.
+    Abort,
+}
+
+/// What a commit core tells its local user (the resource manager).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitEvent {
+    /// Participant: vote on `tx` (answer with [`CommitCore::vote`]).
+    Prepare {
+        /// The transaction.
+        tx: TxId,
+    },
+    /// `tx` is decided, durably, at this node.
+    Decided {
+        /// The transaction.
+        tx: TxId,
+        /// The outcome.
+        decision: Decision,
+    },
+}
+
+/// Settings shared by the commit cores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitConfig {
+    /// How often unanswered messages are sent again.
+    pub retry: Duration,
+    /// Coordinator: how long it waits for every vote before aborting.
+    pub vote_timeout: Duration,
+    /// Participant: how long it waits for the decision after voting yes
+    /// before it asks the others (2PC) or runs the termination protocol
+    /// (3PC, once the coordinator is reported down).
+    pub decision_timeout: Duration,
+    /// 2PC: presumed abort (no `Begin` record, aborts neither forced nor
+    /// acknowledged, an unknown transaction is aborted). `false`: presumed
+    /// nothing. 3PC always presumes abort.
+    pub presumed_abort: bool,
+}
+
+impl Default for CommitConfig {
+    /// Retry every 50 ms, vote timeout 500 ms, decision timeout 200 ms,
+    /// presumed abort.
+    fn default() -> Self {
+        Self {
+            retry: Duration::from_millis(50),
+            vote_timeout: Duration::from_millis(500),
+            decision_timeout: Duration::from_millis(200),
+            presumed_abort: true,
+        }
+    }
+}
+
+/// Where a transaction stands at one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Coordinator: collecting votes.
+    Collecting,
+    /// Coordinator, 3PC: pre-committed, collecting acknowledgements.
+    PreCommitting,
+    /// Participant: waiting for the local vote.
+    Voting,
+    /// Participant: voted yes, uncertain.
+    Ready,
+    /// Participant, 3PC: pre-committed, not yet committed.
+    PreCommitted,
+    /// Decided.
+    Decided(Decision),
+}
+
+/// One transaction at one node, as [`CommitCore::status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxStatus {
+    /// True at the transaction's coordinator.
+    pub coordinator: bool,
+    /// Where it stands.
+    pub phase: Phase,
+    /// False when this node was rebuilt from its log in an undecided phase
+    /// (it then decides only with others: see [`ThreePhase`]).
+    pub active: bool,
+}
+
+/// The commands and queries every commit core offers.
+pub trait CommitCore: Protocol<Event = CommitEvent> {
+    /// Coordinator: start `tx` with `participants` (this node is dropped
+    /// from the list). No-op for a transaction this node already knows.
+    fn begin(
+        &mut self,
+        tx: TxId,
+        participants: Vec<Self::Id>,
+        now: Duration,
+        out: &mut OutputsOf<Self>,
+    );
+    /// Participant: the resource manager's vote on `tx` (after
+    /// [`CommitEvent::Prepare`]). No-op unless this node waits for it.
+    fn vote(&mut self, tx: TxId, yes: bool, now: Duration, out: &mut OutputsOf<Self>);
+    /// Where `tx` stands here (`None`: unknown, e.g. never begun here, or
+    /// forgotten in a crash before anything of it was durable).
+    fn status(&self, tx: TxId) -> Option<TxStatus>;
+    /// The decision on `tx` known here.
+    fn decision(&self, tx: TxId) -> Option<Decision> {
+        match self.status(tx)?.phase {
+            Phase::Decided(d) => Some(d),
+            _ => None,
+        }
+    }
+    /// Log records appended in this life.
+    fn log_stats(&self) -> LogStats;
+    /// Every transaction this node knows, with its status.
+    fn transactions(&self) -> BTreeMap<TxId, TxStatus>;
+}
+
+/// One transaction at one node: the state both cores keep.
+#[derive(Debug, Clone)]
+pub(crate) struct Tx<Id> {
+    pub(crate) coordinator: Id,
+    /// Sorted, without the coordinator.
+    pub(crate) participants: Vec<Id>,
+    pub(crate) phase: Phase,
+    /// Coordinator: participants that voted yes (or acknowledged the
+    /// pre-commit, 3PC).
+    pub(crate) votes: BTreeSet<Id>,
+    /// Coordinator: participants that acknowledged the decision.
+    pub(crate) acks: BTreeSet<Id>,
+    /// Coordinator: when it stops waiting for votes.
+    pub(crate) deadline: Duration,
+    /// See [`TxStatus::active`].
+    pub(crate) active: bool,
+    /// 3PC: the termination round this node joined (0: none).
+    pub(crate) round: u64,
+    /// Coordinator: `End` logged.
+    pub(crate) ended: bool,
+}
+
+impl<Id: Clone + Ord> Tx<Id> {
+    pub(crate) fn new(coordinator: Id, participants: Vec<Id>, phase: Phase) -> Self {
+        Self {
+            coordinator,
+            participants,
+            phase,
+            votes: BTreeSet::new(),
+            acks: BTreeSet::new(),
+            deadline: Duration::ZERO,
+            active: true,
+            round: 0,
+            ended: false,
+        }
+    }
+    pub(crate) fn decided(&self) -> Option<Decision> {
+        match self.phase {
+            Phase::Decided(d) => Some(d),
+            _ => None,
+        }
+    }
+    pub(crate) fn status(&self, me: &Id) -> TxStatus {
+        TxStatus {
+            coordinator: self.coordinator == *me,
+            phase: self.phase,
+            active: self.active,
+        }
+    }
+    /// The participants other than `me`.
+    pub(crate) fn others<'a>(&'a self, me: &'a Id) -> impl Iterator<Item = &'a Id> + 'a {
+        self.participants.iter().filter(move |p| *p != me)
+    }
+}
+
+/// Sorted, deduplicated participants without `coordinator`.
+pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> Vec<Id> {
+    ps.sort();
+    ps.dedup();
+    ps.retain(|p| p != coordinator);
+    ps
+}
+
+/// The transactions a log describes, as a restarted core takes them up:
+/// every undecided one inactive (see [`TxStatus::active`]).
+pub(crate) fn resume<Id: Clone + Ord>(
+    me: &Id,
+    durable: &CommitDurable<Id>,
+) -> BTreeMap<TxId, Tx<Id>> {
+    let mut txs = BTreeMap::new();
+    for (tx, rec) in &durable.txs {
+        let Some(stage) = rec.stage else {
+            // Only a `Joined`: a participant that knows nothing else.
+            continue;
+        };
+        let coordinator = rec.coordinator.clone().unwrap_or_else(|| me.clone());
+        let mine = coordinator == *me;
+        let phase = match stage {
+            log::Stage::Begun => Phase::Collecting,
+            log::Stage::Ready => Phase::Ready,
+            log::Stage::PreCommitted if mine => Phase::PreCommitting,
+            log::Stage::PreCommitted => Phase::PreCommitted,
+            log::Stage::Decided(d) => Phase::Decided(d),
+        };
+        let mut t = Tx::new(coordinator, rec.participants.clone(), phase);
+        t.active = matches!(phase, Phase::Decided(_));
+        t.round = rec.round;
+        t.ended = rec.ended;
+        txs.insert(*tx, t);
+    }
+    txs
+}
+
+/// What a commit instance's handles watch: the transactions this node
+/// knows that are not decided yet, and the decided ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitView {
+    /// Undecided transactions.
+    pub pending: BTreeSet<TxId>,
+    /// Decided transactions.
+    pub decided: BTreeMap<TxId, Decision>,
+}
+
+/// The atomic-commit family: actor `commit.<instance>` on every member.
+#[derive(Debug)]
+pub enum CommitFamily {}
+
+impl crate::family::Family for CommitFamily {
+    type Algorithm = CommitAlgorithm;
+    type Config = CommitConfig;
+    type Core = AnyCommit<String>;
+    type View = CommitView;
+
+    fn actor_name(instance: &str) -> String {
+        format!("commit.{instance}")
+    }
+    fn build(
+        algorithm: CommitAlgorithm,
+        me: String,
+        members: Vec<String>,
+        config: &CommitConfig,
+        recovered: &Recovered,
+    ) -> Result<AnyCommit<String>, DurableError> {
+        let state = AnyCommit::<String>::recover(recovered)?;
+        Ok(AnyCommit::new(
+            algorithm,
+            me,
+            members,
+            config.clone(),
+            state,
+        ))
+    }
+    fn view(core: &AnyCommit<String>) -> CommitView {
+        let mut v = CommitView::default();
+        for (tx, s) in core.transactions() {
+            match s.phase {
+                Phase::Decided(d) => {
+                    v.decided.insert(tx, d);
+                }
+                _ => {
+                    v.pending.insert(tx);
+                }
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in CommitAlgorithm::ALL {
+            assert_eq!(a.name().parse::<CommitAlgorithm>(), Ok(a));
+        }
+        assert_eq!(CommitAlgorithm::TwoPhase.name(), "two-phase");
+        assert_eq!(CommitAlgorithm::ThreePhase.name(), "three-phase");
+        assert!("four-phase".parse::<CommitAlgorithm>().is_err());
+    }
+}
