@@ -60,7 +60,9 @@ mod rm;
 
 pub use notes::NoVote;
 pub use rm::ResourceManager;
-pub use troupe_protocols::commit::{CommitAlgorithm, CommitConfig, CommitFamily, Phase, TxId};
+pub use troupe_protocols::commit::{
+    CommitAlgorithm, CommitConfig, CommitFamily, Decision, Phase, TxId,
+};
 
 use std::fmt;
 use std::rc::Rc;
@@ -68,7 +70,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::Node;
-use troupe_protocols::commit::{CommitCore, Decision};
+use troupe_protocols::commit::CommitCore;
 use troupe_protocols::family::Family;
 
 use crate::family::{self, Instance};
