@@ -13,7 +13,8 @@
 //! [`runtime::start_node`]) with the failure detector the config names
 //! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
 //! ([`http`]), and applications as supervised actor trees, declared in
-//! code or started from the config ([`app`]).
+//! code or started from the config ([`app`]). Typed protocol APIs: locks
+//! ([`lock`]), leader election ([`leader`]), atomic commit ([`commit`]).
 //!
 //! Start with [`prelude`].
 
