@@ -35,6 +35,7 @@
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
 
 mod chaos;
+pub mod broadcast;
 pub mod commit;
 pub mod scenarios;
 
