@@ -19,6 +19,10 @@ fn causal_broadcast_is_ordered_and_agrees_under_chaos() {
     broadcast_common::run_suite(
         "causal_broadcast_is_ordered_and_agrees_under_chaos",
         checks,
-        |seed, sc| run_broadcast(seed, sc, |id, m, s| Causal::new(id, m, Default::default(), s)),
+        |seed, sc| {
+            run_broadcast(seed, sc, |id, m, s| {
+                Causal::new(id, m, Default::default(), s)
+            })
+        },
     );
 }

@@ -15,6 +15,10 @@ fn eager_reliable_broadcast_agrees_under_chaos() {
     broadcast_common::run_suite(
         "eager_reliable_broadcast_agrees_under_chaos",
         OrderChecks::default(),
-        |seed, sc| run_broadcast(seed, sc, |id, m, s| EagerReliable::new(id, m, Default::default(), s)),
+        |seed, sc| {
+            run_broadcast(seed, sc, |id, m, s| {
+                EagerReliable::new(id, m, Default::default(), s)
+            })
+        },
     );
 }

@@ -58,7 +58,7 @@ mod seqset;
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
-pub use reliable::{EagerReliable, Order, Reliable, RelayMsg, RelayTimer};
+pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
 
 use std::time::Duration;

@@ -199,9 +199,11 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
 
     /// Drop `id` from the buffer if it is delivered and every member holds it.
     fn collect(&mut self, id: &MsgId<Id>) {
-        let stable = self.buffer.get(id).is_some_and(|e| {
-            self.group.members().iter().all(|m| e.has.contains(m))
-        }) && self.is_delivered(id);
+        let stable = self
+            .buffer
+            .get(id)
+            .is_some_and(|e| self.group.members().iter().all(|m| e.has.contains(m)))
+            && self.is_delivered(id);
         if stable {
             self.buffer.remove(id);
             self.stats.collected += 1;
@@ -277,7 +279,13 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         self.arm_retry(out);
     }
 
-    fn on_message(&mut self, _now: Duration, from: Id, msg: RelayMsg<Id>, out: &mut OutputsOf<Self>) {
+    fn on_message(
+        &mut self,
+        _now: Duration,
+        from: Id,
+        msg: RelayMsg<Id>,
+        out: &mut OutputsOf<Self>,
+    ) {
         if !self.group.contains(&from) {
             return;
         }
@@ -310,7 +318,12 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         }
     }
 
-    fn on_membership(&mut self, _now: Duration, change: MemberEvent<Id>, out: &mut OutputsOf<Self>) {
+    fn on_membership(
+        &mut self,
+        _now: Duration,
+        change: MemberEvent<Id>,
+        out: &mut OutputsOf<Self>,
+    ) {
         if let Some(Change::Back(p)) = self.group.apply(change) {
             self.catch_up(&p, out);
         }

@@ -129,12 +129,13 @@ impl BroadcastObserver {
         stamps: &Stamps,
     ) -> Result<(), String> {
         self.checked += 1;
-        let pid = payload
-            .try_into()
-            .map(u64::from_le_bytes)
-            .map_err(|_| format!("creation: node {node} delivered a payload never sent: {payload:?}"))?;
+        let pid = payload.try_into().map(u64::from_le_bytes).map_err(|_| {
+            format!("creation: node {node} delivered a payload never sent: {payload:?}")
+        })?;
         let Some(sent) = self.sent.get(&pid) else {
-            return Err(format!("creation: node {node} delivered {pid}, never broadcast"));
+            return Err(format!(
+                "creation: node {node} delivered {pid}, never broadcast"
+            ));
         };
         if sent.sender != sender || id.origin != sender {
             return Err(format!(
@@ -200,7 +201,12 @@ where
         Ok(())
     }
 
-    fn on_event(&mut self, _now: Duration, node: &u32, event: &BroadcastEvent<u32>) -> Result<(), String> {
+    fn on_event(
+        &mut self,
+        _now: Duration,
+        node: &u32,
+        event: &BroadcastEvent<u32>,
+    ) -> Result<(), String> {
         match event {
             BroadcastEvent::Delivered {
                 sender,
@@ -368,7 +374,11 @@ where
                 }
             }
             Some(t) => {
-                let live: Vec<u32> = members.iter().copied().filter(|m| Some(*m) != dead).collect();
+                let live: Vec<u32> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| Some(*m) != dead)
+                    .collect();
                 let pending = pending(&sim, &obs, &live, &calm_pids);
                 if pending.is_empty() {
                     break;
@@ -408,12 +418,7 @@ where
 /// What is missing after healing: per member of `members` (the
 /// survivors), the messages delivered by one of them (or broadcast after
 /// healing) it has not delivered, and its hold-back queue if not empty.
-fn pending<P>(
-    sim: &Sim<P>,
-    obs: &BroadcastObserver,
-    members: &[u32],
-    calm: &[u64],
-) -> Vec<String>
+fn pending<P>(sim: &Sim<P>, obs: &BroadcastObserver, members: &[u32], calm: &[u64]) -> Vec<String>
 where
     P: SimProtocol<Id = u32, Event = BroadcastEvent<u32>>
         + BroadcastCore

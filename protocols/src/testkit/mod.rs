@@ -34,8 +34,8 @@
 //! (see [`check_seeds`]). Messages sent are counted per kind
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
 
-mod chaos;
 pub mod broadcast;
+mod chaos;
 pub mod commit;
 pub mod scenarios;
 
