@@ -5,8 +5,8 @@
 //! time keeps it, acknowledges it to the member it got it from and relays it
 //! to every other live member: so once any member holds a message, every
 //! member gets it even if the sender crashed mid-send. A copy from a member
-//! tells the receiver that member holds it; a member re-sends every `retry`
-//! to the live members not known to hold a message (marked as a re-send, so
+//! tells the receiver that member holds it; a member re-sends a message
+//! `retry` after it last sent it to the live members not known to hold it (marked as a re-send, so
 //! that a duplicate is answered with an `Ack`), and at once to a member
 //! reported up again. A message is dropped from the buffer once it is
 //! delivered here and every member is known to hold it (stable).
@@ -108,6 +108,8 @@ pub type EagerReliable<Id> = Reliable<Id, Unordered>;
 struct Entry<Id> {
     stored: Stored,
     has: BTreeSet<Id>,
+    /// When it was last sent (a re-send waits `retry` after it).
+    sent_at: Duration,
 }
 
 /// The reliable engine with hold-back rule `O` (see the module docs).
@@ -141,7 +143,15 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             .into_iter()
             .map(|(id, stored)| {
                 let has = [group.me().clone(), id.origin.clone()].into();
-                (id, Entry { stored, has })
+                let sent_at = Duration::ZERO;
+                (
+                    id,
+                    Entry {
+                        stored,
+                        has,
+                        sent_at,
+                    },
+                )
             })
             .collect();
         Self {
@@ -217,10 +227,11 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         }
     }
 
-    /// Send every buffered message `to` is not known to hold, as re-sends.
-    fn catch_up(&self, to: &Id, out: &mut OutputsOf<Self>) {
+    /// Send every buffered message `to` is not known to hold, as re-sends
+    /// (only those last sent before `before`).
+    fn catch_up(&self, to: &Id, before: Duration, out: &mut OutputsOf<Self>) {
         for (id, e) in &self.buffer {
-            if !e.has.contains(to) {
+            if !e.has.contains(to) && e.sent_at <= before {
                 if let Some(m) = self.data(id, true) {
                     out.send(to.clone(), m);
                 }
@@ -230,6 +241,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
 
     fn on_data(
         &mut self,
+        now: Duration,
         from: Id,
         id: MsgId<Id>,
         stored: Stored,
@@ -263,7 +275,15 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 out.send(p.clone(), relay.clone());
             }
         }
-        self.buffer.insert(id, Entry { stored, has });
+        let sent_at = now;
+        self.buffer.insert(
+            id,
+            Entry {
+                stored,
+                has,
+                sent_at,
+            },
+        );
         self.deliver_ready(out);
         self.arm_retry(out);
     }
@@ -281,7 +301,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
 
     fn on_message(
         &mut self,
-        _now: Duration,
+        now: Duration,
         from: Id,
         msg: RelayMsg<Id>,
         out: &mut OutputsOf<Self>,
@@ -295,7 +315,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
                 stamps,
                 payload,
                 retry,
-            } => self.on_data(from, id, Stored { stamps, payload }, retry, out),
+            } => self.on_data(now, from, id, Stored { stamps, payload }, retry, out),
             RelayMsg::Ack { id } => {
                 if let Some(e) = self.buffer.get_mut(&id) {
                     e.has.insert(from);
@@ -305,13 +325,19 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         }
     }
 
-    fn on_timer(&mut self, _now: Duration, timer: RelayTimer, out: &mut OutputsOf<Self>) {
+    fn on_timer(&mut self, now: Duration, timer: RelayTimer, out: &mut OutputsOf<Self>) {
         match timer {
             RelayTimer::Retry => {
                 self.retry_armed = false;
+                let before = now.saturating_sub(self.config.retry);
                 let peers: Vec<Id> = self.group.live_peers().cloned().collect();
                 for p in &peers {
-                    self.catch_up(p, out);
+                    self.catch_up(p, before, out);
+                }
+                for e in self.buffer.values_mut() {
+                    if e.sent_at <= before {
+                        e.sent_at = now;
+                    }
                 }
                 self.arm_retry(out);
             }
@@ -325,7 +351,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         out: &mut OutputsOf<Self>,
     ) {
         if let Some(Change::Back(p)) = self.group.apply(change) {
-            self.catch_up(&p, out);
+            self.catch_up(&p, Duration::MAX, out);
         }
     }
 
@@ -357,7 +383,7 @@ impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
 impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O> {}
 
 impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
-    fn broadcast(&mut self, payload: Vec<u8>, _now: Duration, out: &mut OutputsOf<Self>) {
+    fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>) {
         self.seq += 1;
         let me = self.group.me().clone();
         let id = MsgId {
@@ -371,6 +397,7 @@ impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
             Entry {
                 stored,
                 has: [me].into(),
+                sent_at: now,
             },
         );
         if let Some(m) = self.data(&id, false) {
