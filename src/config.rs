@@ -4,6 +4,7 @@
 //! name = "node-a"                 # required: 1-64 of [A-Za-z0-9._-], the SAN of its certificate
 //! listen = "0.0.0.0:7400"         # UDP address (default 0.0.0.0:7400)
 //! data_dir = "data/node-a"        # durable protocol state (default: kept in memory)
+//! # [storage] group_commit = true  # writes waiting for a sync share the next one (default)
 //!
 //! [tls]                           # paths are relative to this file
 //! ca = "certs/ca.pem"
@@ -256,6 +257,28 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7400))
 }
 
+/// `[storage]`: how the durable store in `data_dir` commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Group commit (default `true`): writes of many protocol steps that
+    /// wait while a sync is in flight share the next sync. `false` syncs
+    /// every step's writes on their own (one fsync each): only for
+    /// comparison, or a disk whose syncs cost nothing.
+    #[serde(default = "default_group_commit")]
+    pub group_commit: bool,
+}
+
+fn default_group_commit() -> bool {
+    true
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { group_commit: true }
+    }
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +292,9 @@ pub struct Config {
     /// Directory for durable protocol state (default: in memory only).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// How the durable store in `data_dir` commits.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Certificates.
     #[serde(default)]
     pub tls: TlsConfig,

@@ -6,13 +6,15 @@
 //! - [`framework`] (`troupe-framework`): nodes, named actors, location-transparent
 //!   `tell`/`ask`, supervision, clocks, membership;
 //! - [`transports`] (`troupe-transports`): the simulated network and QUIC;
-//! - [`protocols`] (`troupe-protocols`): failure detectors, locks, elections;
+//! - [`protocols`] (`troupe-protocols`): failure detectors, locks, elections,
+//!   atomic commit;
 //!
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
 //! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
 //! ([`http`]), and applications as supervised actor trees, declared in
-//! code or started from the config ([`app`]).
+//! code or started from the config ([`app`]). Typed protocol APIs: locks
+//! ([`lock`]), leader election ([`leader`]), atomic commit ([`commit`]).
 //!
 //! Start with [`prelude`].
 
@@ -21,6 +23,7 @@ pub use troupe_protocols as protocols;
 pub use troupe_transports as transports;
 
 pub mod app;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod failure_detector;
@@ -35,6 +38,10 @@ pub use error::Error;
 /// The names most programs use.
 pub mod prelude {
     pub use crate::app::{start_app, App, AppContext, AppKind, AppRegistry, AppSpec};
+    pub use crate::commit::{
+        start_commit, AbortReason, CommitAlgorithm, CommitHandle, Outcome, ResourceManager,
+        Transaction, TxId,
+    };
     pub use crate::config::Config;
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};

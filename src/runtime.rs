@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use troupe_framework::storage::{DurableStore, MemoryStore, RedbStore};
+use troupe_framework::storage::{DurableStore, MemoryStore, RedbStore, StoreOptions};
 use troupe_framework::Node;
 use troupe_transports::certs::NodeTls;
 use troupe_transports::quic::QuicTransport;
@@ -217,12 +217,21 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
     // Storage first: a bad `data_dir` stops the node before it touches the
     // network, with an error that names the key.
     let store: Arc<dyn DurableStore> = match &config.data_dir {
-        Some(dir) => Arc::new(RedbStore::open_dir(dir).map_err(|e| {
-            Error::Config(format!(
-                "data_dir {:?} cannot hold the node's state: {e}",
-                dir
-            ))
-        })?),
+        Some(dir) => Arc::new(
+            RedbStore::open_dir_with(
+                dir,
+                StoreOptions {
+                    group_commit: config.storage.group_commit,
+                    ..StoreOptions::default()
+                },
+            )
+            .map_err(|e| {
+                Error::Config(format!(
+                    "data_dir {:?} cannot hold the node's state: {e}",
+                    dir
+                ))
+            })?,
+        ),
         None => Arc::new(MemoryStore::new()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(config.runtime.inbound_queue);

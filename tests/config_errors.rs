@@ -210,3 +210,24 @@ fn a_listen_port_in_use_names_the_file_the_key_and_its_line() {
     drop(taken);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn storage_keys_are_checked_at_their_line() {
+    refused(
+        "[storage]\ngroup_comit = false\n",
+        6,
+        "storage.group_comit",
+        "unknown field",
+    );
+    refused(
+        "[storage]\ngroup_commit = \"no\"\n",
+        6,
+        "storage.group_commit",
+        "boolean",
+    );
+    let dir = temp_dir("storage");
+    let path = file_with(&dir, "[storage]\ngroup_commit = false\n");
+    let c = Config::from_file(&path).expect("a valid [storage] table");
+    assert!(!c.storage.group_commit);
+    std::fs::remove_dir_all(&dir).ok();
+}

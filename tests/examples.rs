@@ -8,13 +8,16 @@
 #[path = "../examples/app_tree.rs"]
 mod app_tree;
 #[allow(dead_code)]
+#[path = "../examples/commit_orders.rs"]
+mod commit_orders;
+#[allow(dead_code)]
 #[path = "../examples/locked_counter.rs"]
 mod locked_counter;
 #[allow(dead_code)]
 #[path = "../examples/sim_cluster.rs"]
 mod sim_cluster;
 
-use troupe::prelude::{ElectionAlgorithm, MutexAlgorithm};
+use troupe::prelude::{CommitAlgorithm, ElectionAlgorithm, MutexAlgorithm};
 
 /// `locked_counter` with `lock` and every election, on the example's own
 /// seed: no update lost or doubled, one holder at a time (enforced: the
@@ -69,4 +72,12 @@ fn sim_cluster_applies_every_transfer_at_most_once() {
 #[test]
 fn app_tree_restarts_both_workers_and_nothing_else() {
     app_tree::run(false).unwrap_or_else(|e| panic!("app_tree: {e}"));
+}
+
+#[test]
+fn commit_orders_commits_then_aborts_on_a_no_vote_and_puts_the_stock_back() {
+    for algorithm in CommitAlgorithm::ALL {
+        commit_orders::run(algorithm, false)
+            .unwrap_or_else(|e| panic!("commit_orders {algorithm}: {e}"));
+    }
 }

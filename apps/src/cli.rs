@@ -8,6 +8,7 @@
 //! troupe status --node URL [--token T] [--ca F --cert F --key F [--server-name N]]
 //!                                            a node's status table (GET URL/v1/status)
 //! troupe tree --node URL [...]               a node's supervision tree (GET URL/v1/tree)
+//! troupe commit in-doubt --node URL [...]    transactions in doubt on a node (GET URL/v1/commit/in-doubt)
 //! troupe cluster up --nodes N --apps A,B --dir DIR [--detector D]
 //! troupe cluster kill|stop|start --dir DIR NODE
 //! troupe cluster down --dir DIR [--clean]    a local cluster of node processes (see `cluster`)
@@ -101,6 +102,13 @@ pub enum Command {
         #[command(flatten)]
         endpoint: EndpointArgs,
     },
+    /// Atomic commit: `troupe commit in-doubt --node URL` lists the
+    /// transactions in doubt on a node (GET URL/v1/commit/in-doubt).
+    Commit {
+        /// in-doubt.
+        #[command(subcommand)]
+        action: CommitAction,
+    },
     /// A local cluster of node processes for development and tests, that
     /// outlives the command: up, kill, stop, start, down.
     Cluster {
@@ -121,8 +129,23 @@ pub enum Command {
     },
 }
 
+/// `troupe commit ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CommitAction {
+    /// List the transactions in doubt on a node: those it voted yes on (or
+    /// coordinates) without knowing the decision yet. They resolve by
+    /// themselves once the failure heals.
+    ///
+    /// The same options as `troupe status`, https:// included.
+    InDoubt {
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+}
+
 /// A node's HTTP endpoint and the client's credentials (`troupe status`,
-/// `troupe tree`).
+/// `troupe tree`, `troupe commit in-doubt`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EndpointArgs {
     /// The node's HTTP endpoint: http://HOST:PORT (its `[http] listen`),
@@ -276,6 +299,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Tree { endpoint } => {
             print!("{}", crate::inspect::tree_command(&endpoint)?);
+            Ok(())
+        }
+        Command::Commit {
+            action: CommitAction::InDoubt { endpoint },
+        } => {
+            print!("{}", crate::inspect::in_doubt_command(&endpoint)?);
             Ok(())
         }
         Command::Cluster { action } => crate::cluster::run(action),

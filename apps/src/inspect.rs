@@ -1,5 +1,7 @@
-//! `troupe status` and `troupe tree`: a node's `/v1/status` as a table and
-//! its supervision tree (`/v1/tree`) as a pstree-like drawing.
+//! `troupe status`, `troupe tree` and `troupe commit in-doubt`: a node's
+//! `/v1/status` as a table, its supervision tree (`/v1/tree`) as a
+//! pstree-like drawing, and its transactions in doubt
+//! (`/v1/commit/in-doubt`) as a table.
 //!
 //! The formatting is pure (data in, text out) and tested on fixtures; the
 //! commands fetch the data with [`NodeClient`].
@@ -8,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe::http::StatusReport;
+use troupe::http::{InDoubtReport, StatusReport};
 
 use crate::cli::{CliError, EndpointArgs};
 use crate::http_client::NodeClient;
@@ -69,6 +71,86 @@ pub fn tree_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
         ))
     })?;
     Ok(format_tree(&tree))
+}
+
+/// `troupe commit in-doubt --node URL`: the in-doubt table.
+pub fn in_doubt_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
+    let client = client(endpoint)?;
+    let path = "/v1/commit/in-doubt";
+    let a = client.get(path)?;
+    if a.status == 404 {
+        return Err(CliError::Other(format!(
+            "{} has no {path} route: this node's troupe does not serve commit yet",
+            client.url()
+        )));
+    }
+    if a.status != 200 {
+        return Err(client.refused(path, &a));
+    }
+    let report: InDoubtReport = serde_json::from_value(a.body).map_err(|e| {
+        CliError::Other(format!(
+            "{}{path} answered something else than a report: {e}",
+            client.url()
+        ))
+    })?;
+    Ok(format_in_doubt(&report))
+}
+
+/// The in-doubt table: one line per transaction.
+pub fn format_in_doubt(r: &InDoubtReport) -> String {
+    if r.transactions.is_empty() {
+        return format!("{}: no transaction in doubt\n", r.node);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {} in doubt\n", r.node, r.transactions.len());
+    let rows: Vec<[String; 5]> = r
+        .transactions
+        .iter()
+        .map(|t| {
+            [
+                t.instance.clone(),
+                format!("{:#x}", t.tx),
+                if t.coordinator {
+                    "coordinator"
+                } else {
+                    "participant"
+                }
+                .to_string(),
+                format!("{:?}", t.phase),
+                if t.active { "" } else { "recovered, asking" }.to_string(),
+            ]
+        })
+        .collect();
+    let head = ["INSTANCE", "TX", "ROLE", "PHASE", "NOTE"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([head[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..4).map(width).collect();
+    let line = |c: [&str; 5]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+        .trim_end()
+        .to_string()
+    };
+    let _ = writeln!(out, "{}", line(head));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
 }
 
 /// `3f2a9c1e` from a 32-hex-digit incarnation.
@@ -295,5 +377,29 @@ http     12 requests, 3 refused (unauthorized 2, not found 1), 0 server errors
 traffic  1234 frames in, 0 bad, 0 spoofed, 1 undeliverable, 0 deduplicated, 0 inbox full, 0 tells to down nodes dropped
 ";
         assert_eq!(format_status(&s), want);
+    }
+
+    #[test]
+    fn the_in_doubt_table_names_role_phase_and_recovery() {
+        let r: InDoubtReport = serde_json::from_str(
+            r#"{"node": "b", "transactions": [
+                {"instance": "commit.orders", "tx": 281474976710657, "coordinator": false, "phase": "Ready", "active": true},
+                {"instance": "commit.orders", "tx": 7, "coordinator": true, "phase": "Collecting", "active": false}
+            ]}"#,
+        )
+        .expect("fixture");
+        let want = "\
+b: 2 in doubt
+
+INSTANCE       TX               ROLE         PHASE       NOTE
+commit.orders  0x1000000000001  participant  Ready
+commit.orders  0x7              coordinator  Collecting  recovered, asking
+";
+        assert_eq!(format_in_doubt(&r), want);
+        let none = InDoubtReport {
+            node: "c".into(),
+            transactions: vec![],
+        };
+        assert_eq!(format_in_doubt(&none), "c: no transaction in doubt\n");
     }
 }

@@ -6,6 +6,8 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /v1/status` | node name, incarnation, uptime, detector, membership as this node sees it (status, incarnation and phi per member), apps, leaders it knows, node and HTTP counters: [`StatusReport`] |
+//! | `GET /v1/tree` | the node's supervision tree |
+//! | `GET /v1/commit/in-doubt` | transactions in doubt on this node, in every commit instance: [`InDoubtReport`] (see [`crate::commit`]) |
 //! | `/v1/<app>/...` | routes an application mounted ([`AppRouteRegistry`]) |
 //!
 //! Guarantees:
@@ -53,6 +55,7 @@
 //! let running = start_node_with(config, StartOptions { app_routes: routes }).await?;
 //! ```
 
+mod commit;
 mod errors;
 mod status;
 pub mod tls;
@@ -76,6 +79,7 @@ use troupe_transports::certs::NodeTls;
 pub use crate::config::HttpConfig;
 use crate::failure_detector::FailureDetectorHandle;
 use crate::Error;
+pub use commit::InDoubtReport;
 pub use errors::{ApiError, Json};
 pub use status::{
     AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected, StatusReport, StoreReport,
@@ -92,7 +96,7 @@ pub type AppRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Path prefixes the endpoint keeps for itself: no application may be
 /// mounted under these names.
-pub const RESERVED: [&str; 2] = ["status", "tree"];
+pub const RESERVED: [&str; 3] = ["status", "tree", "commit"];
 
 /// The applications' routes, by application name, mounted by the endpoint
 /// under `/v1/<name>/`.
@@ -276,7 +280,8 @@ pub fn start(
             .app_data(errors::json_config(limit))
             .wrap(from_fn(guard))
             .service(web::resource("/v1/status").get(status::status))
-            .service(web::resource("/v1/tree").get(status::tree));
+            .service(web::resource("/v1/tree").get(status::tree))
+            .service(web::resource("/v1/commit/in-doubt").get(commit::in_doubt));
         for (name, routes) in &routes.routes {
             let routes = routes.clone();
             app = app.service(web::scope(&format!("/v1/{name}")).configure(move |c| routes(c)));

@@ -35,7 +35,7 @@ mod memory;
 mod redb_store;
 
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, StoreOptions};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -89,6 +89,28 @@ pub const MAX_GROUP: usize = 4096;
 /// into the tables.
 pub const DEFAULT_FOLD_BYTES: usize = 4 << 20;
 
+/// How a [`RedbStore`] commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Journal bytes gathered before a fold (default [`DEFAULT_FOLD_BYTES`]).
+    pub fold_bytes: usize,
+    /// Group commit (the default): submissions that wait while a commit is
+    /// in flight share the next one (up to [`MAX_GROUP`]). Off, every
+    /// submission is a commit (one fsync) of its own: the baseline the
+    /// benchmarks compare against, and a choice for a disk whose syncs are
+    /// free.
+    pub group_commit: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fold_bytes: DEFAULT_FOLD_BYTES,
+            group_commit: true,
+        }
+    }
+}
+
 /// The writer waits while more than this many times the fold size waits to
 /// be folded (the folder keeps those groups in memory).
 const BACKLOG_FOLDS: usize = 4;
@@ -172,7 +194,17 @@ impl RedbStore {
     /// Open (or create) the store whose tables are in file `path` (its
     /// journal is beside it: `troupe.redb` -> `troupe.journal.redb`).
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DurableError> {
-        Self::open_with_fold_bytes(path, DEFAULT_FOLD_BYTES)
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// [`RedbStore::open_dir`] with `options`.
+    pub fn open_dir_with(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self, DurableError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
+        Self::open_with(dir.join(Self::FILE_NAME), options)
     }
 
     /// The journal's file for tables in `path`.
@@ -187,6 +219,24 @@ impl RedbStore {
         path: impl Into<PathBuf>,
         fold_bytes: usize,
     ) -> Result<Self, DurableError> {
+        Self::open_with(
+            path,
+            StoreOptions {
+                fold_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// [`RedbStore::open`] with `options`.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<Self, DurableError> {
+        let StoreOptions {
+            fold_bytes,
+            group_commit,
+        } = options;
         let path = path.into();
         let journal_path = Self::journal_path(&path);
         let tables = Arc::new(open_db(&path, CACHE_BYTES)?);
@@ -232,6 +282,7 @@ impl RedbStore {
                 answers: Answers::start().map_err(|e| store_err(&path, e))?,
                 buffer: Vec::new(),
                 broken: None,
+                max_group: if group_commit { MAX_GROUP } else { 1 },
             };
             std::thread::Builder::new()
                 .name("troupe-store".into())

@@ -42,10 +42,11 @@ fn a_second_store_on_the_same_directory_is_refused_with_the_path() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-#[test]
-fn submissions_waiting_during_a_commit_share_the_next_one() {
+/// 200 submissions queued at once, with or without group commit: the
+/// store's stats after all are answered.
+fn queue_200(options: StoreOptions) -> (StoreStats, Vec<SyncReport>) {
     let d = dir();
-    let s = RedbStore::open_dir(&d).unwrap();
+    let s = RedbStore::open_dir_with(&d, options).unwrap();
     let waits: Vec<Completion> = (0..200u64)
         .map(|i| {
             s.submit(
@@ -62,6 +63,14 @@ fn submissions_waiting_during_a_commit_share_the_next_one() {
         v
     });
     let st = s.stats();
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+    (st, reports)
+}
+
+#[test]
+fn submissions_waiting_during_a_commit_share_the_next_one() {
+    let (st, reports) = queue_200(StoreOptions::default());
     assert_eq!(st.submissions, 200);
     assert!(
         st.syncs < 200 && st.max_group > 1,
@@ -71,8 +80,21 @@ fn submissions_waiting_during_a_commit_share_the_next_one() {
         reports.windows(2).all(|w| w[0].sync <= w[1].sync),
         "answered in order"
     );
-    drop(s);
-    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn without_group_commit_every_submission_is_a_sync_of_its_own() {
+    let (st, reports) = queue_200(StoreOptions {
+        group_commit: false,
+        ..StoreOptions::default()
+    });
+    assert_eq!(st.submissions, 200);
+    assert_eq!(st.syncs, 200, "{st:?}");
+    assert_eq!(st.max_group, 1, "{st:?}");
+    assert!(
+        reports.iter().all(|r| r.group == 1),
+        "every report's group is 1"
+    );
 }
 
 fn wait(c: Completion) -> Result<SyncReport, DurableError> {

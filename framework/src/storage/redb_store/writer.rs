@@ -47,6 +47,9 @@ pub(super) struct Writer {
     /// Why the store takes no more writes: a journal commit failed, after
     /// which redb refuses write transactions until the file is reopened.
     pub(super) broken: Option<DurableError>,
+    /// Most submissions per commit: [`MAX_GROUP`], or 1 without group
+    /// commit.
+    pub(super) max_group: usize,
 }
 
 impl Writer {
@@ -54,7 +57,7 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             self.wait_for_folder();
             let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
+            while jobs.len() < self.max_group {
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
