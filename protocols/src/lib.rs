@@ -11,11 +11,14 @@
 //! - [`election`]: leader election (bully, ring, next-in-line);
 //! - [`commit`]: atomic commit (two-phase with presumed abort or nothing,
 //!   three-phase with a termination protocol);
+//! - [`broadcast`]: group communication (eager reliable, FIFO and causal
+//!   broadcast, layered on one reliable engine);
 //! - [`group`]: what their cores share: the group's members and live set
 //!   ([`group::Group`]) and an election's terms ([`group::Terms`]);
 //! - [`family`]: what every family shares (algorithm names, the `Any*`
 //!   run-time choice, the [`family::Family`] trait the typed APIs start),
 //!   and the guide to writing a new family.
+pub mod broadcast;
 pub mod commit;
 pub mod driver;
 pub mod election;

@@ -34,6 +34,7 @@
 //! (see [`check_seeds`]). Messages sent are counted per kind
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
 
+pub mod broadcast;
 mod chaos;
 pub mod commit;
 pub mod scenarios;

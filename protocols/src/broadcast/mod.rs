@@ -1,0 +1,258 @@
+//! Group communication: broadcast a message to every member of a group,
+//! with a reliability and an ordering guarantee.
+//!
+//! Algorithms, each a sans-IO core in its own module, composed in layers:
+//! [`reliable`] is the eager reliable broadcast every other layer runs on
+//! (relay on first receipt, re-send until acknowledged, a durable history
+//! buffer garbage-collected once a message is stable); [`fifo`] and
+//! [`causal`] add an ordering rule on top of it (a hold-back queue released
+//! by an [`Order`]). [`BroadcastAlgorithm`] names them for configuration
+//! files (`"eager-reliable"`, `"fifo"`, `"causal"`) and [`AnyBroadcast`]
+//! runs the one a configuration names.
+//!
+//! ## Vocabulary
+//! The command is [`BroadcastCore::broadcast`] (an opaque payload); every
+//! member, the sender included, reports [`BroadcastEvent::Delivered`] with
+//! the message's [`MsgId`] (origin and the origin's sequence number) and its
+//! [`Stamps`] (the vector stamp, for the causal layer).
+//!
+//! ## Properties (`PROTOCOLS.md`, and what the tests check)
+//! * **Integrity**: no duplication (a member delivers a message at most
+//!   once, across its restarts too) and no creation (only messages that were
+//!   broadcast, by their sender);
+//! * **Validity**: a message broadcast by a member is delivered by every
+//!   member once failures heal;
+//! * **Agreement** (uniform): a message delivered by any member (even one
+//!   that crashed right after) is delivered by every member once failures
+//!   heal, even when its sender crashed mid-send;
+//! * the layer's order: **FIFO** (one sender's messages in send order) or
+//!   **causal** (`send(m) -> send(m')` implies `m` before `m'` everywhere).
+//!
+//! ## Crash and restart: one identity, durable state
+//! A restarted member is the *same* member (crash-recovery model): its
+//! sequence number, what it delivered (per origin, a [`SeqSet`]) and its
+//! history buffer are durable ([`BroadcastDurable`], written before the
+//! messages and events that depend on them leave). So a restarted sender
+//! goes on numbering where it stopped (a broadcast whose write a crash lost
+//! never left the node and its number is reused), a restarted receiver
+//! never delivers twice, and every message a member holds it still holds
+//! after a restart, so it can still relay it. The alternative (a new
+//! incarnation is a new sender, and a receiver re-joins with no history)
+//! needs a state transfer to tell the joiner where to start each sender's
+//! sequence; durable state makes that unnecessary, at the cost of a write
+//! per received message (batched by the driver's group commit).
+//!
+//! ## Failure detector
+//! Membership reports (`Down`, `Up`) only decide whom to send to now: a
+//! member reported down is skipped by re-sends, and caught up when it is
+//! reported up again. No guarantee depends on their accuracy: a false
+//! suspicion only delays. A member that never comes back keeps every later
+//! message in the others' history buffers (nothing is stable without it).
+
+pub mod any;
+pub mod causal;
+pub mod fifo;
+pub mod reliable;
+mod seqset;
+
+pub use any::{AnyBroadcast, AnyBroadcastMsg};
+pub use causal::Causal;
+pub use fifo::Fifo;
+pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
+pub use seqset::SeqSet;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::clock::VectorClock;
+use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+
+use crate::driver::OutputsOf;
+
+pub use crate::family::UnknownAlgorithm;
+
+crate::algorithms! {
+    /// The broadcast algorithms, by the names configuration files use.
+    pub enum BroadcastAlgorithm {
+        /// Eager reliable broadcast, no order: [`EagerReliable`].
+        EagerReliable = "eager-reliable",
+        /// Reliable FIFO broadcast: [`Fifo`].
+        Fifo = "fifo",
+        /// Reliable causal broadcast: [`Causal`].
+        Causal = "causal",
+    }
+}
+
+/// A broadcast message's identity: its origin (the member that broadcast
+/// it) and its number among the origin's broadcasts (from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MsgId<Id> {
+    /// The member that broadcast it.
+    pub origin: Id,
+    /// Its sequence number among `origin`'s broadcasts (1, 2, ...).
+    pub seq: u64,
+}
+
+/// What a message carries for its ordering layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamps {
+    /// Causal layer: the origin's delivered vector when it broadcast the
+    /// message, its own entry counting the message (so `vector[origin] ==
+    /// seq`). Keyed by [`clock_key`].
+    pub vector: Option<VectorClock>,
+}
+
+/// The key of member `id` in a [`VectorClock`] (which is keyed by node
+/// name): its `Debug` form (`7` for a `u32` id, `"node-a"` with its quotes
+/// for a name).
+pub fn clock_key<Id: std::fmt::Debug>(id: &Id) -> String {
+    format!("{id:?}")
+}
+
+/// What a broadcast core tells its local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BroadcastEvent<Id> {
+    /// A message is delivered here (once, and only once it is durable that
+    /// it was).
+    Delivered {
+        /// The member that broadcast it.
+        sender: Id,
+        /// Its identity.
+        id: MsgId<Id>,
+        /// What was broadcast.
+        payload: Vec<u8>,
+        /// Its ordering stamps.
+        stamps: Stamps,
+    },
+}
+
+/// Settings shared by the broadcast cores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastConfig {
+    /// How often a message is sent again to the live members not known to
+    /// hold it.
+    pub retry: Duration,
+}
+
+impl Default for BroadcastConfig {
+    /// Re-send every 50 ms.
+    fn default() -> Self {
+        Self {
+            retry: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A message kept in a history buffer: its stamps and payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Its ordering stamps.
+    pub stamps: Stamps,
+    /// What was broadcast.
+    pub payload: Vec<u8>,
+}
+
+/// What a broadcast core makes durable (see the module docs), saved whole
+/// after every input that changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastDurable<Id> {
+    /// How many messages this member broadcast.
+    pub seq: u64,
+    /// Per origin, the sequence numbers delivered here.
+    pub delivered: Vec<(Id, SeqSet)>,
+    /// The history buffer: messages received (delivered or held back) and
+    /// not yet known to be stable.
+    pub buffer: Vec<(MsgId<Id>, Stored)>,
+}
+
+impl<Id> Default for BroadcastDurable<Id> {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            delivered: Vec::new(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Counters a broadcast core keeps (this life only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastStats {
+    /// Messages delivered here.
+    pub delivered: u64,
+    /// Messages in the history buffer now.
+    pub buffered: usize,
+    /// Messages received and held back (not deliverable yet) now.
+    pub held_back: usize,
+    /// Messages dropped from the history buffer once stable.
+    pub collected: u64,
+}
+
+/// The commands and queries every broadcast core offers.
+pub trait BroadcastCore: Protocol<Event = BroadcastEvent<<Self as Protocol>::Id>> {
+    /// Broadcast `payload` to the group (this member delivers it too).
+    fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>);
+    /// Counters and queue sizes.
+    fn stats(&self) -> BroadcastStats;
+}
+
+/// What a broadcast instance's handles watch: how many messages this member
+/// delivered, and how many it holds back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastView {
+    /// Messages delivered in this life.
+    pub delivered: u64,
+    /// Messages held back now.
+    pub held_back: usize,
+}
+
+/// The broadcast family: actor `broadcast.<instance>` on every member.
+#[derive(Debug)]
+pub enum BroadcastFamily {}
+
+impl crate::family::Family for BroadcastFamily {
+    type Algorithm = BroadcastAlgorithm;
+    type Config = BroadcastConfig;
+    type Core = AnyBroadcast<String>;
+    type View = BroadcastView;
+
+    fn actor_name(instance: &str) -> String {
+        format!("broadcast.{instance}")
+    }
+    fn build(
+        algorithm: BroadcastAlgorithm,
+        me: String,
+        members: Vec<String>,
+        config: &BroadcastConfig,
+        recovered: &Recovered,
+    ) -> Result<AnyBroadcast<String>, DurableError> {
+        let state = AnyBroadcast::<String>::recover(recovered)?;
+        Ok(AnyBroadcast::new(
+            algorithm,
+            me,
+            members,
+            config.clone(),
+            state,
+        ))
+    }
+    fn view(core: &AnyBroadcast<String>) -> BroadcastView {
+        let s = core.stats();
+        BroadcastView {
+            delivered: s.delivered,
+            held_back: s.held_back,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in BroadcastAlgorithm::ALL {
+            assert_eq!(a.name().parse::<BroadcastAlgorithm>(), Ok(a));
+        }
+        assert!("gossip".parse::<BroadcastAlgorithm>().is_err());
+    }
+}

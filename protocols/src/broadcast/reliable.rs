@@ -1,0 +1,423 @@
+//! Eager reliable broadcast, and the engine every ordering layer runs on.
+//!
+//! The sender delivers its message, keeps it in its history buffer and sends
+//! it to every live member. A member that receives a message for the first
+//! time keeps it, acknowledges it to the member it got it from and relays it
+//! to every other live member: so once any member holds a message, every
+//! member gets it even if the sender crashed mid-send. A copy from a member
+//! tells the receiver that member holds it; a member re-sends a message
+//! `retry` after it last sent it to the live members not known to hold it (marked as a re-send, so
+//! that a duplicate is answered with an `Ack`), and at once to a member
+//! reported up again. A message is dropped from the buffer once it is
+//! delivered here and every member is known to hold it (stable).
+//!
+//! Cost without loss: `N(N-1)` messages per broadcast (the sender's `N-1`
+//! copies, then from each other member one `Ack` and `N-2` relays), the
+//! textbook's `O(N^2)`; one message delay to every member.
+//!
+//! [`Reliable`] is generic over an [`Order`], the hold-back rule of the
+//! ordering layer: [`EagerReliable`] ([`Unordered`]) delivers on first
+//! receipt, [`super::Fifo`] and [`super::Causal`] hold messages back until
+//! their rule allows them.
+//!
+//! Guarantees (see the [family docs](super)): integrity, validity and
+//! uniform agreement under loss, duplication, reordering, partitions that
+//! heal and crash-recovery (a member's state is durable before what depends
+//! on it leaves), whatever the failure detector says (a false suspicion
+//! delays re-sends to the suspect until it is reported up). No order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_framework::membership::MemberEvent;
+use troupe_framework::sansio::{Protocol, Snapshot, SnapshotCore};
+
+use super::{
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, MsgId,
+    SeqSet, Stamps, Stored,
+};
+use crate::driver::OutputsOf;
+use crate::family::protocol_types;
+use crate::group::{Change, Group};
+use crate::MemberId;
+
+/// The wire messages of the reliable engine (shared by its layers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayMsg<Id> {
+    /// A broadcast message, from its origin or relayed.
+    Data {
+        /// Its identity.
+        id: MsgId<Id>,
+        /// Its ordering stamps.
+        stamps: Stamps,
+        /// What was broadcast.
+        payload: Vec<u8>,
+        /// A re-send: the receiver answers a duplicate with an `Ack`.
+        retry: bool,
+    },
+    /// "I hold this message."
+    Ack {
+        /// Which message.
+        id: MsgId<Id>,
+    },
+}
+
+/// The reliable engine's timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayTimer {
+    /// Re-send what live members are not known to hold.
+    Retry,
+}
+
+/// The hold-back rule of an ordering layer on top of [`Reliable`].
+pub trait Order<Id>: Debug + Clone {
+    /// The rule's state for `me`, given what it delivered (per origin).
+    fn new(me: &Id, delivered: &BTreeMap<Id, SeqSet>) -> Self;
+    /// The stamps of `me`'s next broadcast, number `seq`.
+    fn stamp(&self, me: &Id, seq: u64) -> Stamps;
+    /// May `id` (not delivered yet) be delivered now?
+    fn ready(&self, id: &MsgId<Id>, stamps: &Stamps, delivered: &BTreeMap<Id, SeqSet>) -> bool;
+    /// `id` was delivered.
+    fn delivered(&mut self, id: &MsgId<Id>, stamps: &Stamps);
+}
+
+/// No order: deliver on first receipt.
+#[derive(Debug, Clone, Default)]
+pub struct Unordered;
+
+impl<Id> Order<Id> for Unordered {
+    fn new(_: &Id, _: &BTreeMap<Id, SeqSet>) -> Self {
+        Unordered
+    }
+    fn stamp(&self, _: &Id, _: u64) -> Stamps {
+        Stamps::default()
+    }
+    fn ready(&self, _: &MsgId<Id>, _: &Stamps, _: &BTreeMap<Id, SeqSet>) -> bool {
+        true
+    }
+    fn delivered(&mut self, _: &MsgId<Id>, _: &Stamps) {}
+}
+
+/// Eager reliable broadcast, no order (see the module docs).
+pub type EagerReliable<Id> = Reliable<Id, Unordered>;
+
+/// A message in the history buffer, and who is known to hold it.
+#[derive(Debug, Clone)]
+struct Entry<Id> {
+    stored: Stored,
+    has: BTreeSet<Id>,
+    /// When it was last sent (a re-send waits `retry` after it).
+    sent_at: Duration,
+}
+
+/// The reliable engine with hold-back rule `O` (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Reliable<Id, O> {
+    group: Group<Id>,
+    config: BroadcastConfig,
+    seq: u64,
+    delivered: BTreeMap<Id, SeqSet>,
+    buffer: BTreeMap<MsgId<Id>, Entry<Id>>,
+    order: O,
+    retry_armed: bool,
+    stats: BroadcastStats,
+    saved: Snapshot<BroadcastDurable<Id>>,
+}
+
+impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
+    /// A core for `me` among `members`, resumed from `state` (what a
+    /// previous life made durable) if given.
+    pub fn new(
+        me: Id,
+        members: impl IntoIterator<Item = Id>,
+        config: BroadcastConfig,
+        state: Option<BroadcastDurable<Id>>,
+    ) -> Self {
+        let group = Group::new(me, members);
+        let durable = state.clone().unwrap_or_default();
+        let delivered: BTreeMap<Id, SeqSet> = durable.delivered.into_iter().collect();
+        let buffer = durable
+            .buffer
+            .into_iter()
+            .map(|(id, stored)| {
+                let has = [group.me().clone(), id.origin.clone()].into();
+                let sent_at = Duration::ZERO;
+                (
+                    id,
+                    Entry {
+                        stored,
+                        has,
+                        sent_at,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            order: O::new(group.me(), &delivered),
+            group,
+            config,
+            seq: durable.seq,
+            delivered,
+            buffer,
+            retry_armed: false,
+            stats: BroadcastStats::default(),
+            saved: Snapshot::resumed(state),
+        }
+    }
+
+    fn is_delivered(&self, id: &MsgId<Id>) -> bool {
+        self.delivered
+            .get(&id.origin)
+            .is_some_and(|s| s.contains(id.seq))
+    }
+
+    fn data(&self, id: &MsgId<Id>, retry: bool) -> Option<RelayMsg<Id>> {
+        let e = self.buffer.get(id)?;
+        Some(RelayMsg::Data {
+            id: id.clone(),
+            stamps: e.stored.stamps.clone(),
+            payload: e.stored.payload.clone(),
+            retry,
+        })
+    }
+
+    /// Deliver every buffered message the order allows, until none is left.
+    fn deliver_ready(&mut self, out: &mut OutputsOf<Self>) {
+        loop {
+            let next = self.buffer.iter().find(|(id, e)| {
+                !self.is_delivered(id) && self.order.ready(id, &e.stored.stamps, &self.delivered)
+            });
+            let Some((id, e)) = next else { break };
+            let (id, stored) = (id.clone(), e.stored.clone());
+            self.delivered
+                .entry(id.origin.clone())
+                .or_default()
+                .insert(id.seq);
+            self.order.delivered(&id, &stored.stamps);
+            self.stats.delivered += 1;
+            out.emit(BroadcastEvent::Delivered {
+                sender: id.origin.clone(),
+                id: id.clone(),
+                payload: stored.payload,
+                stamps: stored.stamps,
+            });
+            self.collect(&id);
+        }
+    }
+
+    /// Drop `id` from the buffer if it is delivered and every member holds it.
+    fn collect(&mut self, id: &MsgId<Id>) {
+        let stable = self
+            .buffer
+            .get(id)
+            .is_some_and(|e| self.group.members().iter().all(|m| e.has.contains(m)))
+            && self.is_delivered(id);
+        if stable {
+            self.buffer.remove(id);
+            self.stats.collected += 1;
+        }
+    }
+
+    fn arm_retry(&mut self, out: &mut OutputsOf<Self>) {
+        if !self.retry_armed && !self.buffer.is_empty() {
+            self.retry_armed = true;
+            out.set_timer(self.config.retry, RelayTimer::Retry);
+        }
+    }
+
+    /// Send every buffered message `to` is not known to hold, as re-sends
+    /// (only those last sent before `before`).
+    fn catch_up(&self, to: &Id, before: Duration, out: &mut OutputsOf<Self>) {
+        for (id, e) in &self.buffer {
+            if !e.has.contains(to) && e.sent_at <= before {
+                if let Some(m) = self.data(id, true) {
+                    out.send(to.clone(), m);
+                }
+            }
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        now: Duration,
+        from: Id,
+        id: MsgId<Id>,
+        stored: Stored,
+        retry: bool,
+        out: &mut OutputsOf<Self>,
+    ) {
+        if !self.group.contains(&id.origin) || id.seq == 0 {
+            return;
+        }
+        if self.is_delivered(&id) || self.buffer.contains_key(&id) {
+            if let Some(e) = self.buffer.get_mut(&id) {
+                e.has.insert(from.clone());
+            }
+            if retry {
+                out.send(from, RelayMsg::Ack { id: id.clone() });
+            }
+            self.collect(&id);
+            return;
+        }
+        // First receipt: keep it, acknowledge it, relay it.
+        let has: BTreeSet<Id> = [self.group.me().clone(), from.clone(), id.origin.clone()].into();
+        out.send(from.clone(), RelayMsg::Ack { id: id.clone() });
+        let relay = RelayMsg::Data {
+            id: id.clone(),
+            stamps: stored.stamps.clone(),
+            payload: stored.payload.clone(),
+            retry: false,
+        };
+        for p in self.group.live_peers() {
+            if *p != from {
+                out.send(p.clone(), relay.clone());
+            }
+        }
+        let sent_at = now;
+        self.buffer.insert(
+            id,
+            Entry {
+                stored,
+                has,
+                sent_at,
+            },
+        );
+        self.deliver_ready(out);
+        self.arm_retry(out);
+    }
+}
+
+impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
+    protocol_types!(RelayMsg<Id>, RelayTimer, BroadcastEvent<Id>);
+
+    fn on_start(&mut self, _now: Duration, out: &mut OutputsOf<Self>) {
+        // A restarted member delivers what it held back, and re-sends what
+        // it holds to everyone (they answer with acknowledgements).
+        self.deliver_ready(out);
+        self.arm_retry(out);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Duration,
+        from: Id,
+        msg: RelayMsg<Id>,
+        out: &mut OutputsOf<Self>,
+    ) {
+        if !self.group.contains(&from) {
+            return;
+        }
+        match msg {
+            RelayMsg::Data {
+                id,
+                stamps,
+                payload,
+                retry,
+            } => self.on_data(now, from, id, Stored { stamps, payload }, retry, out),
+            RelayMsg::Ack { id } => {
+                if let Some(e) = self.buffer.get_mut(&id) {
+                    e.has.insert(from);
+                }
+                self.collect(&id);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, timer: RelayTimer, out: &mut OutputsOf<Self>) {
+        match timer {
+            RelayTimer::Retry => {
+                self.retry_armed = false;
+                let before = now.saturating_sub(self.config.retry);
+                let peers: Vec<Id> = self.group.live_peers().cloned().collect();
+                for p in &peers {
+                    self.catch_up(p, before, out);
+                }
+                for e in self.buffer.values_mut() {
+                    if e.sent_at <= before {
+                        e.sent_at = now;
+                    }
+                }
+                self.arm_retry(out);
+            }
+        }
+    }
+
+    fn on_membership(
+        &mut self,
+        _now: Duration,
+        change: MemberEvent<Id>,
+        out: &mut OutputsOf<Self>,
+    ) {
+        if let Some(Change::Back(p)) = self.group.apply(change) {
+            self.catch_up(&p, Duration::MAX, out);
+        }
+    }
+
+    fn persist(&mut self, out: &mut OutputsOf<Self>) {
+        let state = self.state();
+        self.saved.save(state, out);
+    }
+}
+
+impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
+    type State = BroadcastDurable<Id>;
+    fn state(&self) -> BroadcastDurable<Id> {
+        BroadcastDurable {
+            seq: self.seq,
+            delivered: self
+                .delivered
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            buffer: self
+                .buffer
+                .iter()
+                .map(|(id, e)| (id.clone(), e.stored.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O> {}
+
+impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
+    fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>) {
+        self.seq += 1;
+        let me = self.group.me().clone();
+        let id = MsgId {
+            origin: me.clone(),
+            seq: self.seq,
+        };
+        let stamps = self.order.stamp(&me, self.seq);
+        let stored = Stored { stamps, payload };
+        self.buffer.insert(
+            id.clone(),
+            Entry {
+                stored,
+                has: [me].into(),
+                sent_at: now,
+            },
+        );
+        if let Some(m) = self.data(&id, false) {
+            for p in self.group.live_peers() {
+                out.send(p.clone(), m.clone());
+            }
+        }
+        self.deliver_ready(out);
+        self.arm_retry(out);
+    }
+
+    fn stats(&self) -> BroadcastStats {
+        BroadcastStats {
+            buffered: self.buffer.len(),
+            held_back: self
+                .buffer
+                .keys()
+                .filter(|id| !self.is_delivered(id))
+                .count(),
+            ..self.stats
+        }
+    }
+}
