@@ -69,8 +69,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use troupe_framework::Node;
-use troupe_protocols::commit::CommitCore;
+use troupe_protocols::commit::{CommitCore, CommitEvent};
 use troupe_protocols::family::Family;
 
 use crate::family::{self, Instance};
@@ -348,15 +349,36 @@ impl Transaction {
         handle.notes.watch(tx);
         let started = tokio::time::Instant::now();
         let outcome = async {
+            // Subscribed before the transaction starts, so its decision
+            // cannot pass unseen.
+            let mut events = handle.instance.subscribe();
             handle
                 .instance
                 .invoke(move |c, now, out| c.begin(tx, participants, now, out))
                 .await?;
-            let view = handle
-                .instance
-                .wait_for(|v| v.decided.contains_key(&tx), Duration::MAX)
-                .await?;
-            if view.decided.get(&tx) == Some(&Decision::Commit) {
+            let decision = loop {
+                match events.recv().await {
+                    Ok(CommitEvent::Decided { tx: t, decision }) if t == tx => break decision,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Events were dropped: ask the core.
+                        let status = handle.instance.invoke(move |c, _, _| c.status(tx)).await?;
+                        if let Some(d) = status.and_then(|s| match s.phase {
+                            Phase::Decided(d) => Some(d),
+                            _ => None,
+                        }) {
+                            break d;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(Error::Protocol(format!(
+                            "commit {:?} stopped before transaction {tx} was decided",
+                            handle.name
+                        )))
+                    }
+                }
+            };
+            if decision == Decision::Commit {
                 return Ok(Outcome::Committed);
             }
             // The no vote's note travels beside the vote: give it a moment.

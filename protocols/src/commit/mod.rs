@@ -186,6 +186,10 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     fn log_stats(&self) -> LogStats;
     /// Every transaction this node knows, with its status.
     fn transactions(&self) -> BTreeMap<TxId, TxStatus>;
+    /// The transactions this node knows that are not decided here yet
+    /// (what [`CommitFamily`]'s view holds, after every input: no status
+    /// is built for the decided ones).
+    fn pending(&self) -> BTreeSet<TxId>;
 }
 
 /// One transaction at one node: the state both cores keep.
@@ -282,13 +286,13 @@ pub(crate) fn resume<Id: Clone + Ord>(
 }
 
 /// What a commit instance's handles watch: the transactions this node
-/// knows that are not decided yet, and the decided ones.
+/// knows that are not decided yet. Decided ones are not in it: the view is
+/// rebuilt after every input, and the decided transactions only grow
+/// (waiters for a decision watch the `Decided` events instead).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitView {
     /// Undecided transactions.
     pub pending: BTreeSet<TxId>,
-    /// Decided transactions.
-    pub decided: BTreeMap<TxId, Decision>,
 }
 
 /// The atomic-commit family: actor `commit.<instance>` on every member.
@@ -321,18 +325,9 @@ impl crate::family::Family for CommitFamily {
         ))
     }
     fn view(core: &AnyCommit<String>) -> CommitView {
-        let mut v = CommitView::default();
-        for (tx, s) in core.transactions() {
-            match s.phase {
-                Phase::Decided(d) => {
-                    v.decided.insert(tx, d);
-                }
-                _ => {
-                    v.pending.insert(tx);
-                }
-            }
+        CommitView {
+            pending: core.pending(),
         }
-        v
     }
 }
 

@@ -873,6 +873,14 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
         let me = self.me();
         self.txs.iter().map(|(tx, t)| (*tx, t.status(me))).collect()
     }
+
+    fn pending(&self) -> std::collections::BTreeSet<TxId> {
+        self.txs
+            .iter()
+            .filter(|(_, t)| t.decided().is_none())
+            .map(|(tx, _)| *tx)
+            .collect()
+    }
 }
 
 impl<Id: MemberId> SnapshotCore for ThreePhase<Id> {
