@@ -192,6 +192,10 @@ pub struct ThreePhase<Id> {
     log: CommitDurable<Id>,
     txs: BTreeMap<TxId, Tx<Id>>,
     rounds: BTreeMap<TxId, Round<Id>>,
+    /// Every transaction that may be undecided here (a superset, pruned
+    /// after every input in `persist`), so the family view costs
+    /// O(undecided) per input, not O(every transaction ever).
+    undecided: std::collections::BTreeSet<TxId>,
 }
 
 impl<Id: MemberId> ThreePhase<Id> {
@@ -204,11 +208,17 @@ impl<Id: MemberId> ThreePhase<Id> {
     ) -> Self {
         let log = durable.unwrap_or_default();
         let txs = resume(&me, &log);
+        let undecided = txs
+            .iter()
+            .filter(|(_, t)| t.decided().is_none())
+            .map(|(tx, _)| *tx)
+            .collect();
         Self {
             group: Group::new(me, members),
             config,
             log,
             txs,
+            undecided,
             rounds: BTreeMap::new(),
         }
     }
@@ -304,6 +314,7 @@ impl<Id: MemberId> ThreePhase<Id> {
         out: &mut Out<Id>,
     ) {
         let ps = clean_participants(&coordinator, participants);
+        self.undecided.insert(tx);
         let t = self
             .txs
             .entry(tx)
@@ -704,6 +715,14 @@ impl<Id: MemberId> ThreePhase<Id> {
 impl<Id: MemberId> Protocol for ThreePhase<Id> {
     protocol_types!(ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent);
 
+    /// After every input: forget the decided ones in `undecided` (it holds
+    /// the transactions in flight, so this is cheap).
+    fn persist(&mut self, _out: &mut Out<Id>) {
+        let txs = &self.txs;
+        self.undecided
+            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+    }
+
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
         let open: Vec<TxId> = self
             .txs
@@ -726,6 +745,7 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
                 match self.txs.get(&tx).map(|t| t.phase) {
                     None => {
                         let ps = clean_participants(&from, participants);
+                        self.undecided.insert(tx);
                         self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
                         out.emit(CommitEvent::Prepare { tx });
                     }
@@ -827,6 +847,7 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
         let empty = ps.is_empty();
         let mut t = Tx::new(me, ps, Phase::Collecting);
         t.deadline = now + self.config.vote_timeout;
+        self.undecided.insert(tx);
         self.txs.insert(tx, t);
         if empty {
             self.coordinator_decides(tx, Decision::Commit, out);
@@ -875,10 +896,10 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
     }
 
     fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.txs
+        self.undecided
             .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
+            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
+            .copied()
             .collect()
     }
 }

@@ -119,6 +119,10 @@ pub struct TwoPhase<Id> {
     config: CommitConfig,
     log: CommitDurable<Id>,
     txs: std::collections::BTreeMap<TxId, Tx<Id>>,
+    /// Every transaction that may be undecided here (a superset, pruned
+    /// after every input in `persist`), so the family view costs
+    /// O(undecided) per input, not O(every transaction ever).
+    undecided: std::collections::BTreeSet<TxId>,
 }
 
 impl<Id: MemberId> TwoPhase<Id> {
@@ -131,11 +135,17 @@ impl<Id: MemberId> TwoPhase<Id> {
     ) -> Self {
         let log = durable.unwrap_or_default();
         let txs = resume(&me, &log);
+        let undecided = txs
+            .iter()
+            .filter(|(_, t)| t.decided().is_none())
+            .map(|(tx, _)| *tx)
+            .collect();
         Self {
             group: Group::new(me, members),
             config,
             log,
             txs,
+            undecided,
         }
     }
 
@@ -213,6 +223,7 @@ impl<Id: MemberId> TwoPhase<Id> {
         participants: Vec<Id>,
         out: &mut Out<Id>,
     ) {
+        self.undecided.insert(tx);
         let t = self
             .txs
             .entry(tx)
@@ -321,6 +332,14 @@ impl<Id: MemberId> TwoPhase<Id> {
 impl<Id: MemberId> Protocol for TwoPhase<Id> {
     protocol_types!(TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent);
 
+    /// After every input: forget the decided ones in `undecided` (it holds
+    /// the transactions in flight, so this is cheap).
+    fn persist(&mut self, _out: &mut Out<Id>) {
+        let txs = &self.txs;
+        self.undecided
+            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+    }
+
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
         let me = self.me().clone();
         let txs: Vec<(TxId, Phase, bool)> = self
@@ -351,6 +370,7 @@ impl<Id: MemberId> Protocol for TwoPhase<Id> {
                 match self.txs.get(&tx).map(|t| t.phase) {
                     None => {
                         let ps = clean_participants(&from, participants);
+                        self.undecided.insert(tx);
                         self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
                         out.emit(CommitEvent::Prepare { tx });
                     }
@@ -432,6 +452,7 @@ impl<Id: MemberId> CommitCore for TwoPhase<Id> {
         }
         let mut t = Tx::new(me, ps, Phase::Collecting);
         t.deadline = now + self.config.vote_timeout;
+        self.undecided.insert(tx);
         self.txs.insert(tx, t);
         if self.txs[&tx].participants.is_empty() {
             self.coordinator_decides(tx, Decision::Commit, out);
@@ -490,10 +511,10 @@ impl<Id: MemberId> CommitCore for TwoPhase<Id> {
     }
 
     fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.txs
+        self.undecided
             .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
+            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
+            .copied()
             .collect()
     }
 }

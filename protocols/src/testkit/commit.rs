@@ -153,6 +153,22 @@ where
     }
 
     fn check(&mut self, sim: &Sim<P>) -> Result<(), String> {
+        // The cheap pending set the family view is built from is exactly
+        // the undecided transactions.
+        for (id, c) in sim.cores() {
+            let undecided: std::collections::BTreeSet<TxId> = c
+                .transactions()
+                .into_iter()
+                .filter(|(_, s)| !matches!(s.phase, crate::commit::Phase::Decided(_)))
+                .map(|(tx, _)| tx)
+                .collect();
+            if c.pending() != undecided {
+                return Err(format!(
+                    "node {id}: pending() {:?} is not its undecided transactions {undecided:?}",
+                    c.pending()
+                ));
+            }
+        }
         // A core's state may hold a decision not yet durable (its event
         // waits for the sync, and a crash may still lose it): it must agree
         // with every reported decision, but only reported ones count.
