@@ -124,14 +124,59 @@ fn accounts(file: &ClusterFile, node: &str) -> (BTreeMap<String, u64>, u64) {
 }
 
 #[test]
-fn transfers_survive_killed_coordinators_and_participants() {
-    let dir = std::env::temp_dir().join(format!("troupe-bank-{}", std::process::id()));
+fn two_phase_transfers_survive_killed_coordinators_and_participants() {
+    run(None);
+}
+
+#[test]
+fn three_phase_transfers_survive_killed_coordinators_and_participants() {
+    run(Some("three-phase"));
+}
+
+/// Runs `troupe bank ...` against `node`; `Ok` with stdout if it exited 0.
+fn bank_cli(file: &ClusterFile, node: &str, args: &[&str]) -> Result<String, String> {
+    let url = &file.nodes.iter().find(|n| n.name == node).expect(node).http;
+    let mut all = vec!["bank", args[0], "--node", url];
+    all.extend(&args[1..]);
+    let out = troupe_run::troupe_within(&all, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{stderr}"))
+    }
+}
+
+fn run(algorithm: Option<&str>) {
+    let tag = algorithm.unwrap_or("default");
+    let dir = std::env::temp_dir().join(format!("troupe-bank-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 path");
     let _cleanup = Cleanup(dir.clone());
     troupe(&[
         "cluster", "up", "--nodes", "3", "--apps", "bank", "--dir", d,
     ]);
+    if let Some(algorithm) = algorithm {
+        // `cluster up` writes `[apps.bank]` with the defaults: stop the
+        // nodes before any transaction, set the algorithm, start them again.
+        for n in NODES {
+            troupe(&["cluster", "stop", "--dir", d, n]);
+        }
+        for n in NODES {
+            let path = dir.join(format!("{n}.toml"));
+            let text = std::fs::read_to_string(&path).expect("config");
+            assert!(text.contains("[apps.bank]\n"), "{text}");
+            let text = text.replace(
+                "[apps.bank]\n",
+                &format!("[apps.bank]\nalgorithm = \"{algorithm}\"\n"),
+            );
+            std::fs::write(&path, text).expect("config");
+        }
+        for n in NODES {
+            troupe(&["cluster", "start", "--dir", d, n]);
+        }
+    }
     let file = read_file(&dir).expect("cluster.json");
     let members: Vec<String> = NODES.map(String::from).to_vec();
 
@@ -140,6 +185,29 @@ fn transfers_survive_killed_coordinators_and_participants() {
         assert_eq!(acc.len(), ACCOUNTS, "{n}: {acc:?}");
         assert_eq!(total, ACCOUNTS as u64 * INITIAL, "{n}");
     }
+    // The CLI: acct-0 is on node-1, acct-1 on node-2, coordinated by node-3.
+    let said =
+        bank_cli(&file, "node-3", &["transfer", "acct-0", "acct-1", "50"]).expect("transfer");
+    assert!(
+        said.contains("committed: 50 from acct-0 to acct-1"),
+        "{said}"
+    );
+    let said = bank_cli(&file, "node-3", &["transfer", "acct-0", "acct-1", "5000"])
+        .expect_err("more than the balance");
+    assert!(
+        said.contains("aborted: node-1 voted no: insufficient funds in acct-0"),
+        "{said}"
+    );
+    let said = bank_cli(&file, "node-1", &["accounts"]).expect("accounts");
+    let line = |a: &str, b: u64| format!("{a:<7}  {b:>12}\n");
+    assert!(
+        said.starts_with(&(line("acct-0", 950) + &line("acct-1", 1050))),
+        "{said}"
+    );
+    assert!(
+        said.ends_with(&line("total", ACCOUNTS as u64 * INITIAL)),
+        "{said}"
+    );
 
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));

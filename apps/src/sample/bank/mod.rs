@@ -32,7 +32,7 @@
 //!   `<node>-local-<incarnation>-<n>`;
 //! - otherwise a transaction of the commit instance `commit.<app>` whose
 //!   participants are the other nodes owning an account, id the
-//!   transaction's id. The coordinator hands each participant its
+//!   transaction's id (hex, `0x...`). The coordinator hands each participant its
 //!   operations ([`Stage`]), then runs the protocol. The core never makes
 //!   its coordinator a participant, so when the coordinator owns one of the
 //!   accounts it prepares its own part *before* the protocol starts (the
@@ -131,6 +131,16 @@ impl Default for BankSettings {
             members: None,
         }
     }
+}
+
+/// A transaction's id as the bank writes it: hex, `0x...`, as `troupe
+/// commit in-doubt` prints it.
+pub fn tx_key(tx: TxId) -> String {
+    format!("{tx:#x}")
+}
+
+fn parse_tx(s: &str) -> Option<TxId> {
+    TxId::from_str_radix(s.strip_prefix("0x")?, 16).ok()
 }
 
 /// The node owning account `account` among `members` (sorted), by the rule
@@ -243,13 +253,13 @@ struct BankRm(Shard);
 
 impl ResourceManager for BankRm {
     async fn prepare(&self, tx: TxId) -> Result<(), String> {
-        self.0.prepare_staged(&tx.to_string()).await
+        self.0.prepare_staged(&tx_key(tx)).await
     }
     async fn commit(&self, tx: TxId) {
-        self.0.commit(&tx.to_string()).await
+        self.0.commit(&tx_key(tx)).await
     }
     async fn abort(&self, tx: TxId) {
-        self.0.abort(&tx.to_string()).await
+        self.0.abort(&tx_key(tx)).await
     }
 }
 
@@ -305,7 +315,7 @@ impl Bank {
     /// commit worker hands over.
     async fn recover_participants(&self) {
         for tx in self.shard.prepared_as_participant() {
-            let Ok(id) = tx.parse::<TxId>() else { continue };
+            let Some(id) = parse_tx(&tx) else { continue };
             match self.status(id).await {
                 Ok(None) | Ok(Some(Phase::Voting)) => self.shard.abort(&tx).await,
                 Ok(_) => {}
@@ -318,7 +328,7 @@ impl Bank {
     async fn resolve_orphans_forever(&self) {
         loop {
             for tx in self.shard.orphans() {
-                let Ok(id) = tx.parse::<TxId>() else {
+                let Some(id) = parse_tx(&tx) else {
                     self.shard.resolved(&tx);
                     continue;
                 };
@@ -406,7 +416,7 @@ impl Bank {
             }
         };
         let id = txn.id();
-        let tx = id.to_string();
+        let tx = tx_key(id);
         let local = mine.is_some();
         if let Some(ops) = mine {
             if let Err(reason) = self.shard.prepare_ops(&tx, ops, true).await {
@@ -469,7 +479,7 @@ impl Bank {
         }
         let txn = self.commit.begin(&others).map_err(|e| e.to_string())?;
         let id = txn.id();
-        let tx = id.to_string();
+        let tx = tx_key(id);
         let mut all = self.shard.read_lock(&tx, false).await?;
         let result = async {
             for n in &others {
@@ -550,7 +560,7 @@ impl Handler<Stage> for Teller {
                 return Err(format!("{} is not on {me}", op.account));
             }
         }
-        self.bank.shard.stage(&m.tx.to_string(), m.work);
+        self.bank.shard.stage(&tx_key(m.tx), m.work);
         Ok(())
     }
 }
@@ -558,7 +568,7 @@ impl Handler<Stage> for Teller {
 impl Handler<TakeSnapshot> for Teller {
     type Result = MessageResult<TakeSnapshot>;
     fn handle(&mut self, m: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.bank.shard.take_snapshot(&m.0.to_string()))
+        MessageResult(self.bank.shard.take_snapshot(&tx_key(m.0)))
     }
 }
 
