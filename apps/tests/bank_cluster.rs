@@ -102,6 +102,37 @@ struct Log {
     read_failures: usize,
 }
 
+/// Notes how a transfer request ended; false if its outcome is unknown.
+fn record(
+    log: &Mutex<Log>,
+    sent: Sent,
+    answer: Result<troupe_apps::http_client::Answer, troupe_apps::cli::CliError>,
+) -> bool {
+    let mut log = log.lock().unwrap();
+    match answer {
+        Ok(a) if a.status == 200 && a.body["outcome"] == "committed" => {
+            let tx = a.body["tx"].as_str().expect("tx").to_string();
+            log.committed.push((tx, sent));
+            true
+        }
+        Ok(a) if a.status == 409 && a.body["outcome"] == "aborted" => {
+            let tx = a.body["tx"].as_str().expect("tx").to_string();
+            let reason = a.body["reason"].as_str().unwrap_or("").to_string();
+            log.aborted.push((tx, sent, reason));
+            true
+        }
+        Ok(a) => {
+            assert!(a.status >= 500, "unexpected answer {} {}", a.status, a.body);
+            log.unknown.push((sent, format!("{} {}", a.status, a.body)));
+            false
+        }
+        Err(e) => {
+            log.unknown.push((sent, e.to_string()));
+            false
+        }
+    }
+}
+
 /// Polls `GET /v1/bank/accounts` on `node` until it answers 200 (within 60 s).
 fn accounts(file: &ClusterFile, node: &str) -> (BTreeMap<String, u64>, u64) {
     let c = client(file, node, Duration::from_secs(30));
@@ -157,25 +188,24 @@ fn run(algorithm: Option<&str>) {
     troupe(&[
         "cluster", "up", "--nodes", "3", "--apps", "bank", "--dir", d,
     ]);
+    // `cluster up` writes `[apps.bank]` with the defaults: stop the nodes
+    // before any transaction, set the algorithm and a prepare delay (so
+    // that a kill finds transfers prepared and undecided), start them again.
+    for n in NODES {
+        troupe(&["cluster", "stop", "--dir", d, n]);
+    }
+    let mut settings = "[apps.bank]\nprepare_delay_ms = 150\n".to_string();
     if let Some(algorithm) = algorithm {
-        // `cluster up` writes `[apps.bank]` with the defaults: stop the
-        // nodes before any transaction, set the algorithm, start them again.
-        for n in NODES {
-            troupe(&["cluster", "stop", "--dir", d, n]);
-        }
-        for n in NODES {
-            let path = dir.join(format!("{n}.toml"));
-            let text = std::fs::read_to_string(&path).expect("config");
-            assert!(text.contains("[apps.bank]\n"), "{text}");
-            let text = text.replace(
-                "[apps.bank]\n",
-                &format!("[apps.bank]\nalgorithm = \"{algorithm}\"\n"),
-            );
-            std::fs::write(&path, text).expect("config");
-        }
-        for n in NODES {
-            troupe(&["cluster", "start", "--dir", d, n]);
-        }
+        settings.push_str(&format!("algorithm = \"{algorithm}\"\n"));
+    }
+    for n in NODES {
+        let path = dir.join(format!("{n}.toml"));
+        let text = std::fs::read_to_string(&path).expect("config");
+        assert!(text.contains("[apps.bank]\n"), "{text}");
+        std::fs::write(&path, text.replace("[apps.bank]\n", &settings)).expect("config");
+    }
+    for n in NODES {
+        troupe(&["cluster", "start", "--dir", d, n]);
     }
     let file = read_file(&dir).expect("cluster.json");
     let members: Vec<String> = NODES.map(String::from).to_vec();
@@ -212,7 +242,7 @@ fn run(algorithm: Option<&str>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    for t in 0..6u64 {
+    for t in 0..8u64 {
         let (log, stop, file) = (log.clone(), stop.clone(), file.clone());
         threads.push(std::thread::spawn(move || {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t + 1) * 0x1234_5678);
@@ -238,33 +268,8 @@ fn run(algorithm: Option<&str>) {
                 };
                 let body = json!({"from": sent.from, "to": sent.to, "amount": amount});
                 let answer = clients[i].post_json("/v1/bank/transfer", &body);
-                let mut log = log.lock().unwrap();
-                match answer {
-                    Ok(a) if a.status == 200 && a.body["outcome"] == "committed" => {
-                        let tx = a.body["tx"].as_str().expect("tx").to_string();
-                        log.committed.push((tx, sent));
-                    }
-                    Ok(a) if a.status == 409 && a.body["outcome"] == "aborted" => {
-                        let tx = a.body["tx"].as_str().expect("tx").to_string();
-                        let reason = a.body["reason"].as_str().unwrap_or("").to_string();
-                        log.aborted.push((tx, sent, reason));
-                    }
-                    Ok(a) => {
-                        assert!(
-                            a.status == 503 || a.status >= 500,
-                            "unexpected answer {} {}",
-                            a.status,
-                            a.body
-                        );
-                        log.unknown.push((sent, format!("{} {}", a.status, a.body)));
-                        drop(log);
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => {
-                        log.unknown.push((sent, e.to_string()));
-                        drop(log);
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+                if !record(&log, sent, answer) {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }));
@@ -288,15 +293,45 @@ fn run(algorithm: Option<&str>) {
                     }
                     _ => log.lock().unwrap().read_failures += 1,
                 }
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(700));
             }
         }));
     }
 
     let settle = |d: u64| std::thread::sleep(Duration::from_millis(d));
     settle(2500);
-    for victim in ["node-1", "node-2"] {
+    for (v, victim) in [(0, "node-1"), (1, "node-2")] {
+        // A burst that the kill finds mid-transaction: transfers the victim
+        // coordinates with its own account in them, and transfers another
+        // node coordinates with the victim as a participant. The prepare
+        // delay holds each for 150 ms between its prepares and its decision.
+        let mut burst = Vec::new();
+        for k in 0..6usize {
+            let other = (v + 1 + k % 2) % 3;
+            let (coordinator, from, to) = if k % 2 == 0 {
+                (v, 3 * (k + 10) + v, 3 * (k + 10) + other)
+            } else {
+                (other, 3 * (k + 10) + other, 3 * (k + 10) + v)
+            };
+            let sent = Sent {
+                from: format!("acct-{from}"),
+                to: format!("acct-{to}"),
+                amount: 1 + k as u64,
+                node: NODES[coordinator],
+            };
+            let (log, file) = (log.clone(), file.clone());
+            burst.push(std::thread::spawn(move || {
+                let body = json!({"from": sent.from, "to": sent.to, "amount": sent.amount});
+                let answer = client(&file, sent.node, Duration::from_secs(40))
+                    .post_json("/v1/bank/transfer", &body);
+                record(&log, sent, answer);
+            }));
+        }
+        settle(120);
         troupe(&["cluster", "kill", "--dir", d, victim]);
+        for b in burst {
+            b.join().expect("burst");
+        }
         settle(1500);
         troupe(&["cluster", "start", "--dir", d, victim]);
         settle(3000);

@@ -7,6 +7,7 @@
 //! initial_balance = 1000       # each account's balance when first created (default 1000)
 //! algorithm = "two-phase"      # or "three-phase" (default two-phase)
 //! members = ["n1", "n2", "n3"] # optional; default: this node and all its peers
+//! prepare_delay_ms = 0         # tests only: a participant's pause between its durable prepare and its vote
 //! ```
 //!
 //! **Partitioning.** The members, sorted by name, are `m[0] .. m[n-1]`;
@@ -110,6 +111,12 @@ pub struct BankSettings {
     /// Who holds accounts (default: this node and all its peers).
     #[serde(default)]
     pub members: Option<Vec<String>>,
+    /// For tests and demonstrations: how long a participant waits after its
+    /// prepare is durable before it votes yes (default 0). Widens the
+    /// window in which a crash finds transfers prepared and undecided.
+    /// Keep it well below the vote timeout (500 ms).
+    #[serde(default)]
+    pub prepare_delay_ms: u64,
 }
 
 fn default_accounts() -> usize {
@@ -129,6 +136,7 @@ impl Default for BankSettings {
             initial_balance: default_balance(),
             algorithm: default_algorithm(),
             members: None,
+            prepare_delay_ms: 0,
         }
     }
 }
@@ -248,12 +256,17 @@ pub struct Bank {
     local_ids: AtomicU64,
 }
 
-/// The resource manager: the shard as a participant.
-struct BankRm(Shard);
+/// The resource manager: the shard as a participant (and the test delay
+/// of [`BankSettings::prepare_delay_ms`]).
+struct BankRm(Shard, Duration);
 
 impl ResourceManager for BankRm {
     async fn prepare(&self, tx: TxId) -> Result<(), String> {
-        self.0.prepare_staged(&tx_key(tx)).await
+        self.0.prepare_staged(&tx_key(tx)).await?;
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
+        Ok(())
     }
     async fn commit(&self, tx: TxId) {
         self.0.commit(&tx_key(tx)).await
@@ -281,7 +294,14 @@ impl Bank {
         let shard = Shard::load(node, app, &mine, s.initial_balance)
             .await
             .map_err(troupe::Error::Config)?;
-        let commit = start_commit(node, app, s.algorithm, &members, BankRm(shard.clone())).await?;
+        let commit = start_commit(
+            node,
+            app,
+            s.algorithm,
+            &members,
+            BankRm(shard.clone(), Duration::from_millis(s.prepare_delay_ms)),
+        )
+        .await?;
         let bank = Arc::new(Bank {
             node: node.clone(),
             shard,

@@ -19,8 +19,12 @@
 //! Read locks (for the consistent read of every balance, see the module
 //! above): a read waits until no transfer is prepared on the shard (new
 //! prepares wait behind it), then takes a snapshot and holds the lock until
-//! its transaction is decided. Waits are bounded ([`WAIT`]); a wait that
-//! runs out votes no. Read locks are kept in memory only: a read is never
+//! its transaction is decided. A participant asked to prepare a transfer
+//! while a read holds or waits for the lock votes no at once ("busy"): the
+//! read may be waiting for that transfer's other half, so waiting would
+//! deadlock until a vote timeout. The coordinator's own prepare and local
+//! transfers wait ([`WAIT`]); a participant's read waits [`READ_WAIT`]. A
+//! wait that runs out votes no. Read locks are kept in memory only: a read is never
 //! applied, and a node that restarts has answered no read since.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +38,9 @@ use troupe::framework::Node;
 /// How long a prepare waits for a read lock, or a read for the prepared
 /// transfers to be decided, before voting no.
 pub const WAIT: Duration = Duration::from_secs(2);
+/// How long a participant's read waits for the prepared transfers to be
+/// decided (below the commit vote timeout, 500 ms).
+pub const READ_WAIT: Duration = Duration::from_millis(400);
 const POLL: Duration = Duration::from_millis(5);
 
 /// One account's part of a transfer: `delta` is added to its balance
@@ -184,7 +191,14 @@ impl Shard {
             let _ = snapshot;
             return Ok(());
         }
-        self.wait_for_reads().await?;
+        // A participant does not wait for a read: the read may be waiting
+        // for this very transaction's other half to be decided.
+        {
+            let st = self.lock();
+            if !st.reads.is_empty() || st.read_waiting > 0 {
+                return Err("busy: a consistent read holds the accounts".into());
+            }
+        }
         let ops = match self.lock().staged.remove(tx) {
             Some(Work::Ops(ops)) => ops,
             // A restarted node (the work was in memory) or an abort that
@@ -322,7 +336,7 @@ impl Shard {
     /// work must still be there (not aborted meanwhile).
     pub async fn read_lock(&self, tx: &str, staged: bool) -> Result<BTreeMap<String, u64>, String> {
         self.lock().read_waiting += 1;
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + if staged { READ_WAIT } else { WAIT };
         let got = loop {
             {
                 let mut st = self.lock();
