@@ -68,7 +68,7 @@ pub enum Command {
     /// node.
     ///
     /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
-    /// kind's settings: status, counter, election, lock, crashtest); status
+    /// kind's settings: status, counter, election, lock, crashtest, bank); status
     /// and counter run by default. Each app is a supervised tree; see
     /// README.md, "Apps as supervised trees".
     ///
