@@ -52,14 +52,15 @@
 //! **The consistent read** (`GET /v1/bank/accounts`) is a transaction over
 //! every other member whose work is [`Work::Read`]: each shard (the
 //! coordinator's own first) waits until no transfer is prepared on it,
-//! takes a read lock that makes new prepares wait, and keeps a snapshot;
-//! once the read commits, the coordinator collects the snapshots. Every
-//! shard's snapshot is taken while all of them hold their locks... more
-//! precisely, strict two-phase locking: a transfer touching two shards
-//! cannot be prepared at one after its snapshot and decided at the other
-//! before it, so the total is the sum of whole transfers. A read that cannot
-//! get its locks within two seconds (transfers in doubt) aborts and is
-//! retried twice, then answers 503.
+//! takes a read lock, and keeps a snapshot; once the read commits, the
+//! coordinator collects the snapshots. While a read holds or waits for a
+//! shard's lock, a participant asked to prepare a transfer there votes no
+//! ("busy"), and the coordinator's own prepares wait. This is strict
+//! two-phase locking: a transfer cannot be prepared on one shard after that
+//! shard's snapshot and decided on another before that one's snapshot, so
+//! the total is the sum of whole transfers. A read that cannot get its
+//! locks within the vote timeout (transfers in doubt, a node down) aborts;
+//! it is tried three times, then the route answers 503.
 //!
 //! Known limits: staged work and read snapshots of a coordinator that
 //! crashed before using them stay in memory until the node restarts; the
@@ -492,7 +493,10 @@ impl Bank {
         let me = self.node.name();
         let others: Vec<String> = self.members.iter().filter(|m| *m != me).cloned().collect();
         if others.is_empty() {
-            let key = format!("{me}-read");
+            let key = format!(
+                "{me}-read-{}",
+                self.local_ids.fetch_add(1, Ordering::Relaxed)
+            );
             let snapshot = self.shard.read_lock(&key, false).await;
             self.shard.release_read(&key);
             return snapshot;

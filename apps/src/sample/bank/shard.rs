@@ -187,9 +187,7 @@ impl Shard {
     pub async fn prepare_staged(&self, tx: &str) -> Result<(), String> {
         let read = matches!(self.lock().staged.get(tx), Some(Work::Read));
         if read {
-            let snapshot = self.read_lock(tx, true).await?;
-            let _ = snapshot;
-            return Ok(());
+            return self.read_lock(tx, true).await.map(|_| ());
         }
         // A participant does not wait for a read: the read may be waiting
         // for this very transaction's other half to be decided.
@@ -282,14 +280,11 @@ impl Shard {
             unreserve(&mut st.reserved, &p.ops);
             apply(&mut st, tx, p.ops)
         };
-        if let Err(e) = writes {
+        if let Err(e) = match writes {
+            Ok(w) => self.submit(w).await,
+            Err(e) => Err(e),
+        } {
             tracing::error!(tx, error = %e, "bank: cannot write a committed transfer");
-            return;
-        }
-        if let Ok(w) = writes {
-            if let Err(e) = self.submit(w).await {
-                tracing::error!(tx, error = %e, "bank: cannot write a committed transfer");
-            }
         }
     }
 
