@@ -92,7 +92,11 @@ fn one(clients: &[NodeClient], mode: Mode, c: usize, i: usize) -> Option<Duratio
             .is_ok_and(|r| r.status == 200)
     } else {
         // Back and forth: balances stay near their start.
-        let (from, to) = if i.is_multiple_of(2) { (from, to) } else { (to, from) };
+        let (from, to) = if i.is_multiple_of(2) {
+            (from, to)
+        } else {
+            (to, from)
+        };
         let body = json!({"from": format!("acct-{from}"), "to": format!("acct-{to}"), "amount": 1});
         clients[node]
             .post_json("/v1/bank/transfer", &body)

@@ -118,6 +118,11 @@ mod tests {
             .unwrap(),
             vec!["status", "counter", "crash", "lock"]
         );
+        assert_eq!(
+            plan("[bank]\naccounts = 10\ninitial_balance = 5\nalgorithm = \"three-phase\"")
+                .unwrap(),
+            vec!["status", "counter", "bank"]
+        );
     }
 
     #[test]
@@ -143,6 +148,13 @@ mod tests {
             ),
             ("[status]\nverbose = true", "apps.status.verbose: unknown field"),
             ("[counter]\nstart = 3", "apps.counter.start: unknown field"),
+            ("[bank]\naccounts = 0", "apps.bank.accounts: must be at least 1"),
+            ("[bank]\nalgorithm = \"paxos\"", "apps.bank.algorithm: unknown variant `paxos`"),
+            ("[bank]\nbalance = 5", "apps.bank.balance: unknown field"),
+            (
+                "[bank]\nmembers = [\"node-a\", \"node-x\"]",
+                "apps.bank.members[1]: \"node-x\" is neither this node nor one of its [[peers]]",
+            ),
             ("[crash]\nkind = \"crashtest\"\nleaves = 0", "apps.crash.leaves: "),
             (
                 "[crash]\nkind = \"crashtest\"\n[crash.inner]\nstrategy = \"all\"",
