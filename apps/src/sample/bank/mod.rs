@@ -63,8 +63,9 @@
 //! it is tried three times, then the route answers 503.
 //!
 //! Known limits: staged work and read snapshots of a coordinator that
-//! crashed before using them stay in memory until the node restarts; the
-//! applied records grow without bound.
+//! crashed before using them stay in memory for a minute (dropped when
+//! later work arrives); the applied records grow without bound; a node
+//! runs at most one bank app (its teller is the actor `bank`).
 
 mod shard;
 

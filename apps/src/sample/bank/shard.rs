@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use troupe::framework::storage::Write;
 use troupe::framework::Node;
 
@@ -42,6 +43,8 @@ pub const WAIT: Duration = Duration::from_secs(2);
 /// decided (below the commit vote timeout, 500 ms).
 pub const READ_WAIT: Duration = Duration::from_millis(400);
 const POLL: Duration = Duration::from_millis(5);
+/// How long staged work and untaken read snapshots are kept.
+const FORGET: Duration = Duration::from_secs(60);
 
 /// One account's part of a transfer: `delta` is added to its balance
 /// (negative: a debit).
@@ -74,14 +77,15 @@ struct State {
     reserved: HashMap<String, u64>,
     prepared: BTreeMap<String, Prepared>,
     applied: BTreeMap<String, Vec<Op>>,
-    /// Work handed over by coordinators, not prepared yet (memory only).
-    staged: HashMap<String, Work>,
+    /// Work handed over by coordinators, not prepared yet (memory only),
+    /// with when it came.
+    staged: HashMap<String, (Work, Instant)>,
     /// Read locks held: the transaction and its snapshot.
     reads: HashMap<String, BTreeMap<String, u64>>,
     /// Reads waiting for the prepared transfers to drain.
     read_waiting: usize,
     /// Snapshots of committed reads, until their coordinator takes them.
-    snapshots: HashMap<String, BTreeMap<String, u64>>,
+    snapshots: HashMap<String, (BTreeMap<String, u64>, Instant)>,
     /// Coordinator-side prepared transfers nobody is waiting for (after a
     /// restart, or when `commit()` failed): resolved by the recovery task.
     orphans: Vec<String>,
@@ -180,12 +184,20 @@ impl Shard {
 
     /// Keep `work` for `tx` until its prepare.
     pub fn stage(&self, tx: &str, work: Work) {
-        self.lock().staged.insert(tx.to_string(), work);
+        let now = Instant::now();
+        let mut st = self.lock();
+        // Work whose coordinator never ran the vote (it crashed, or gave
+        // up) and snapshots nobody took: dropped after a while.
+        st.staged
+            .retain(|_, (_, at)| now.duration_since(*at) < FORGET);
+        st.snapshots
+            .retain(|_, (_, at)| now.duration_since(*at) < FORGET);
+        st.staged.insert(tx.to_string(), (work, now));
     }
 
     /// The participant's prepare: take the staged work of `tx` and prepare it.
     pub async fn prepare_staged(&self, tx: &str) -> Result<(), String> {
-        let read = matches!(self.lock().staged.get(tx), Some(Work::Read));
+        let read = matches!(self.lock().staged.get(tx), Some((Work::Read, _)));
         if read {
             return self.read_lock(tx, true).await.map(|_| ());
         }
@@ -198,7 +210,7 @@ impl Shard {
             }
         }
         let ops = match self.lock().staged.remove(tx) {
-            Some(Work::Ops(ops)) => ops,
+            Some((Work::Ops(ops), _)) => ops,
             // A restarted node (the work was in memory) or an abort that
             // came first.
             _ => return Err(format!("transaction {tx} is unknown here (aborted?)")),
@@ -264,7 +276,8 @@ impl Shard {
         let writes = {
             let mut st = self.lock();
             if let Some(snapshot) = st.reads.remove(tx) {
-                st.snapshots.insert(tx.to_string(), snapshot);
+                st.snapshots
+                    .insert(tx.to_string(), (snapshot, Instant::now()));
                 return;
             }
             if st.applied.contains_key(tx) {
@@ -360,7 +373,7 @@ impl Shard {
 
     /// The snapshot of committed read `tx`, once.
     pub fn take_snapshot(&self, tx: &str) -> Option<BTreeMap<String, u64>> {
-        self.lock().snapshots.remove(tx)
+        self.lock().snapshots.remove(tx).map(|(s, _)| s)
     }
 
     /// Transfers prepared here and not decided yet.
