@@ -448,6 +448,17 @@ fn run(algorithm: Option<&str>) {
         assert_eq!(*total, ACCOUNTS as u64 * INITIAL, "a read during the run");
         assert_eq!(*n, ACCOUNTS);
     }
+    // Why transfers aborted, by the reason's first words.
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, r) in &log.aborted {
+        let words: Vec<&str> = r
+            .split_whitespace()
+            .take(4)
+            .filter(|w| !w.starts_with("acct-"))
+            .collect();
+        *reasons.entry(words.join(" ")).or_default() += 1;
+    }
+    eprintln!("bank: aborted because {reasons:?}");
     let unknown_killed = log
         .unknown
         .iter()

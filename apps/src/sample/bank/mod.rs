@@ -54,8 +54,9 @@
 //! coordinator's own first) waits until no transfer is prepared on it,
 //! takes a read lock, and keeps a snapshot; once the read commits, the
 //! coordinator collects the snapshots. While a read holds or waits for a
-//! shard's lock, a participant asked to prepare a transfer there votes no
-//! ("busy"), and the coordinator's own prepares wait. This is strict
+//! shard's lock, a participant asked to prepare a transfer there waits
+//! 100 ms at most, then votes no ("busy"); the coordinator's own prepares
+//! wait up to two seconds. This is strict
 //! two-phase locking: a transfer cannot be prepared on one shard after that
 //! shard's snapshot and decided on another before that one's snapshot, so
 //! the total is the sum of whole transfers. A read that cannot get its

@@ -20,9 +20,10 @@
 //! above): a read waits until no transfer is prepared on the shard (new
 //! prepares wait behind it), then takes a snapshot and holds the lock until
 //! its transaction is decided. A participant asked to prepare a transfer
-//! while a read holds or waits for the lock votes no at once ("busy"): the
-//! read may be waiting for that transfer's other half, so waiting would
-//! deadlock until a vote timeout. The coordinator's own prepare and local
+//! while a read holds or waits for the lock waits at most
+//! [`PARTICIPANT_WAIT`], then votes no ("busy"): the read may be waiting
+//! for that transfer's other half, so a longer wait would only deadlock
+//! until a vote timeout. The coordinator's own prepare and local
 //! transfers wait ([`WAIT`]); a participant's read waits [`READ_WAIT`]. A
 //! wait that runs out votes no. Read locks are kept in memory only: a read is never
 //! applied, and a node that restarts has answered no read since.
@@ -39,6 +40,9 @@ use troupe::framework::Node;
 /// How long a prepare waits for a read lock, or a read for the prepared
 /// transfers to be decided, before voting no.
 pub const WAIT: Duration = Duration::from_secs(2);
+/// How long a participant's transfer prepare waits for a read lock before
+/// voting no ("busy").
+pub const PARTICIPANT_WAIT: Duration = Duration::from_millis(100);
 /// How long a participant's read waits for the prepared transfers to be
 /// decided (below the commit vote timeout, 500 ms).
 pub const READ_WAIT: Duration = Duration::from_millis(400);
@@ -201,14 +205,9 @@ impl Shard {
         if read {
             return self.read_lock(tx, true).await.map(|_| ());
         }
-        // A participant does not wait for a read: the read may be waiting
-        // for this very transaction's other half to be decided.
-        {
-            let st = self.lock();
-            if !st.reads.is_empty() || st.read_waiting > 0 {
-                return Err("busy: a consistent read holds the accounts".into());
-            }
-        }
+        // A participant waits only briefly for a read: the read may be
+        // waiting for this very transaction's other half to be decided.
+        self.wait_for_reads(PARTICIPANT_WAIT).await?;
         let ops = match self.lock().staged.remove(tx) {
             Some((Work::Ops(ops), _)) => ops,
             // A restarted node (the work was in memory) or an abort that
@@ -218,8 +217,8 @@ impl Shard {
         self.prepare_ops(tx, ops, false).await
     }
 
-    async fn wait_for_reads(&self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
+    async fn wait_for_reads(&self, limit: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             {
                 let st = self.lock();
@@ -243,7 +242,7 @@ impl Shard {
         coordinator: bool,
     ) -> Result<(), String> {
         if coordinator {
-            self.wait_for_reads().await?;
+            self.wait_for_reads(WAIT).await?;
         }
         let write = {
             let mut st = self.lock();
@@ -330,7 +329,7 @@ impl Shard {
 
     /// Apply `ops` at once, as transfer `id` (both accounts on this shard).
     pub async fn apply_local(&self, id: &str, ops: Vec<Op>) -> Result<(), String> {
-        self.wait_for_reads().await?;
+        self.wait_for_reads(WAIT).await?;
         let writes = {
             let mut st = self.lock();
             check_funds(&st, &ops)?;
