@@ -68,7 +68,7 @@ pub enum Command {
     /// node.
     ///
     /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
-    /// kind's settings: status, counter, election, lock, crashtest); status
+    /// kind's settings: status, counter, election, lock, crashtest, bank); status
     /// and counter run by default. Each app is a supervised tree; see
     /// README.md, "Apps as supervised trees".
     ///
@@ -109,6 +109,13 @@ pub enum Command {
         #[command(subcommand)]
         action: CommitAction,
     },
+    /// The bank sample app's client: `troupe bank transfer --node URL FROM
+    /// TO AMOUNT`, `troupe bank accounts --node URL`.
+    Bank {
+        /// transfer or accounts.
+        #[command(subcommand)]
+        action: BankAction,
+    },
     /// A local cluster of node processes for development and tests, that
     /// outlives the command: up, kill, stop, start, down.
     Cluster {
@@ -138,6 +145,31 @@ pub enum CommitAction {
     ///
     /// The same options as `troupe status`, https:// included.
     InDoubt {
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+}
+
+/// `troupe bank ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BankAction {
+    /// Transfer AMOUNT from account FROM to account TO, coordinated by the
+    /// node (POST URL/v1/bank/transfer). Exits non-zero unless it committed.
+    Transfer {
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// The account debited (acct-N).
+        from: String,
+        /// The account credited (acct-N).
+        to: String,
+        /// How much.
+        amount: u64,
+    },
+    /// Every balance and the total, read as one read-only transaction
+    /// (GET URL/v1/bank/accounts).
+    Accounts {
         /// Where the node is, and how to prove who we are.
         #[command(flatten)]
         endpoint: EndpointArgs,
@@ -305,6 +337,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             action: CommitAction::InDoubt { endpoint },
         } => {
             print!("{}", crate::inspect::in_doubt_command(&endpoint)?);
+            Ok(())
+        }
+        Command::Bank {
+            action:
+                BankAction::Transfer {
+                    endpoint,
+                    from,
+                    to,
+                    amount,
+                },
+        } => {
+            print!(
+                "{}",
+                crate::bank_cli::transfer_command(&endpoint, &from, &to, amount)?
+            );
+            Ok(())
+        }
+        Command::Bank {
+            action: BankAction::Accounts { endpoint },
+        } => {
+            print!("{}", crate::bank_cli::accounts_command(&endpoint)?);
             Ok(())
         }
         Command::Cluster { action } => crate::cluster::run(action),

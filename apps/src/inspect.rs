@@ -42,7 +42,7 @@ pub fn status_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
 }
 
 /// The client `troupe status|tree` use.
-fn client(endpoint: &EndpointArgs) -> Result<NodeClient, CliError> {
+pub(crate) fn client(endpoint: &EndpointArgs) -> Result<NodeClient, CliError> {
     NodeClient::with_tls(
         &endpoint.node,
         endpoint.token.clone(),

@@ -10,6 +10,7 @@
 //! - [`demo`]: `troupe demo`, a real cluster over QUIC on 127.0.0.1;
 //! - [`local_cluster`]: node processes on one machine, for the demo and tests.
 
+pub mod bank_cli;
 pub mod cli;
 pub mod cluster;
 pub mod demo;

@@ -16,6 +16,9 @@
 //! hold_ms = 20                  # optional: length of each critical section (default 20)
 //! members = ["n1", "n2", "n3"]  # optional, as for the election
 //!
+//! [apps.bank]                   # accounts over the nodes, transfers by atomic commit (see `bank`)
+//! accounts = 100
+//!
 //! [apps.crash]                  # a tree whose leaves panic on request, to watch supervision
 //! kind = "crashtest"
 //! leaves = 3
@@ -29,17 +32,23 @@
 //! | `counter` | `counter` | [`Add`], [`Get`], [`Forward`], [`AddInOrder`], [`GetOrder`] |
 //! | `election` | `election` (protocol), `leader` (logs and answers the leader) | [`GetLeadership`] |
 //! | `lock` | `mutex.RESOURCE` (protocol), `NAME.worker` (acquire / release loop) | tells [`Enter`], [`Exit`] to `audit` |
+//! | `bank` | `commit.NAME` (protocol), `bank` (the teller: routes, transfers) | [`Transfer`], [`ReadAccounts`], [`Stage`], [`TakeSnapshot`], [`GetInDoubt`], [`GetApplied`] |
 //! | `crashtest` | `NAME.first`, `inner` (`NAME.leaf-1`...), `NAME.last` | [`Crash`] |
 //!
 //! Their messages are public so that other programs (the demo, the tests, a
 //! dashboard) can talk to them from their own node.
 
+mod bank;
 mod counter;
 mod crashtest;
 mod election;
 mod lock;
 mod status;
 
+pub use bank::{
+    bank_routes, owner, BankInDoubt, BankKind, BankSettings, GetApplied, GetInDoubt, Op,
+    ReadAccounts, Stage, TakeSnapshot, Transfer, TransferOutcome, Work, BANK,
+};
 pub use counter::{
     counter_app, Add, AddInOrder, CounterKind, Forward, Get, GetOrder, StreamOrder, COUNTER,
 };
@@ -59,6 +68,7 @@ use troupe::framework::Node;
 pub fn registry() -> AppRegistry {
     let mut r = AppRegistry::new();
     r.register(StatusKind)
+        .register(BankKind)
         .register(CounterKind)
         .register(ElectionKind)
         .register(LockKind)
@@ -108,6 +118,11 @@ mod tests {
             .unwrap(),
             vec!["status", "counter", "crash", "lock"]
         );
+        assert_eq!(
+            plan("[bank]\naccounts = 10\ninitial_balance = 5\nalgorithm = \"three-phase\"")
+                .unwrap(),
+            vec!["status", "counter", "bank"]
+        );
     }
 
     #[test]
@@ -133,6 +148,13 @@ mod tests {
             ),
             ("[status]\nverbose = true", "apps.status.verbose: unknown field"),
             ("[counter]\nstart = 3", "apps.counter.start: unknown field"),
+            ("[bank]\naccounts = 0", "apps.bank.accounts: must be at least 1"),
+            ("[bank]\nalgorithm = \"paxos\"", "apps.bank.algorithm: unknown variant `paxos`"),
+            ("[bank]\nbalance = 5", "apps.bank.balance: unknown field"),
+            (
+                "[bank]\nmembers = [\"node-a\", \"node-x\"]",
+                "apps.bank.members[1]: \"node-x\" is neither this node nor one of its [[peers]]",
+            ),
             ("[crash]\nkind = \"crashtest\"\nleaves = 0", "apps.crash.leaves: "),
             (
                 "[crash]\nkind = \"crashtest\"\n[crash.inner]\nstrategy = \"all\"",
@@ -140,7 +162,7 @@ mod tests {
             ),
             (
                 "[x]\nkind = \"elect\"",
-                "apps.x.kind: unknown app kind \"elect\" (known kinds: counter, crashtest, election, lock, status)",
+                "apps.x.kind: unknown app kind \"elect\" (known kinds: bank, counter, crashtest, election, lock, status)",
             ),
         ] {
             let err = plan(text).expect_err(text).to_string();
