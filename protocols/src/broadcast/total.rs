@@ -29,12 +29,12 @@
 //! agreement, under loss, duplication, reordering, healing partitions and
 //! crash-recovery) plus **total order**: every member delivers in the one
 //! order of the sequencer's slots, so any two messages delivered by two
-//! members are delivered by both in the same order (and one sender's
-//! messages in send order: the sequencer orders them as it receives them,
-//! which the engine does not guarantee to be FIFO, so FIFO is **not**
-//! promised across senders' numbering). Safety holds whatever the failure
-//! detector says: there is one sequencer and no failover, so a false
-//! suspicion cannot create a second one.
+//! members are delivered by both in the same order; more, every member's
+//! deliveries are a prefix of that one order (no gaps). FIFO is **not**
+//! promised: the sequencer orders another member's messages as they reach
+//! it, and the engine may reorder them on the way. Safety holds whatever
+//! the failure detector says: there is one sequencer and no failover, so a
+//! false suspicion cannot create a second one.
 //!
 //! **No failover.** When the sequencer is down (crashed or partitioned
 //! away), nothing new is delivered anywhere until it is back: it recovers
@@ -148,3 +148,56 @@ impl<Id: Ord + Clone + Debug> Order<Id> for SequencerOrder<Id> {
 
 /// Reliable total-order broadcast, fixed sequencer (see the module docs).
 pub type Total<Id> = Reliable<Id, SequencerOrder<Id>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(origin: u32, seq: u64) -> MsgId<u32> {
+        MsgId { origin, seq }
+    }
+
+    #[test]
+    fn data_waits_for_its_slot_and_the_order_message_for_its_data() {
+        let mut o = SequencerOrder::new(&2, &[1, 2, 3], &BTreeMap::new());
+        let data = Stamps::default();
+        let order = Stamps {
+            assigns: Some((clock_key(&3u32), 1)),
+            ..Stamps::default()
+        };
+        let mut delivered: BTreeMap<u32, SeqSet> = BTreeMap::new();
+        o.received(&id(3, 1), &data);
+        assert!(!o.ready(&id(3, 1), &data, &delivered), "not ordered yet");
+        assert!(o.take_controls(&delivered).is_empty(), "not the sequencer");
+        // Slot 2: the order message arrives, slot 1 is still missing.
+        o.received(&id(1, 2), &order);
+        assert!(!o.ready(&id(3, 1), &data, &delivered), "slot 1 first");
+        assert!(o.ready(&id(1, 1), &data, &delivered));
+        delivered.entry(1).or_default().insert(1);
+        assert!(o.ready(&id(3, 1), &data, &delivered));
+        assert!(!o.ready(&id(1, 2), &order, &delivered), "after its data");
+        delivered.entry(3).or_default().insert(1);
+        o.delivered(&id(3, 1), &data);
+        assert!(o.ready(&id(1, 2), &order, &delivered) && o.silent(&order));
+    }
+
+    #[test]
+    fn the_sequencer_orders_each_held_message_once() {
+        let mut o = SequencerOrder::new(&1, &[3, 1, 2], &BTreeMap::new());
+        o.received(&id(2, 1), &Stamps::default());
+        o.received(&id(3, 1), &Stamps::default());
+        let controls = o.take_controls(&BTreeMap::new());
+        assert_eq!(controls.len(), 2);
+        for (s, c) in controls.iter().enumerate() {
+            o.received(&id(1, s as u64 + 1), c);
+        }
+        assert!(o.take_controls(&BTreeMap::new()).is_empty());
+        // A restart replays the buffer, order messages first: nothing new.
+        let mut r = SequencerOrder::new(&1, &[1, 2, 3], &BTreeMap::new());
+        r.received(&id(1, 1), &controls[0]);
+        r.received(&id(2, 1), &Stamps::default());
+        r.received(&id(3, 1), &Stamps::default());
+        let again = r.take_controls(&BTreeMap::new());
+        assert_eq!(again, vec![controls[1].clone()]);
+    }
+}
