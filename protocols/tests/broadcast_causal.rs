@@ -15,6 +15,7 @@ fn causal_broadcast_is_ordered_and_agrees_under_chaos() {
     let checks = OrderChecks {
         fifo: true,
         causal: true,
+        total: false,
     };
     broadcast_common::run_suite(
         "causal_broadcast_is_ordered_and_agrees_under_chaos",

@@ -3,7 +3,10 @@
 //! broadcast (the origin sends to N-1 members, each of them relays to the
 //! others: N(N-1), "O(N^2)"). Here the copy a member would send back to the
 //! member it got the message from is an `Ack` instead, so the total is the
-//! same N(N-1); FIFO and causal add no message. Printed as the table in
+//! same N(N-1); FIFO and causal add no message. Total order (fixed
+//! sequencer) adds one order message, itself N(N-1), per broadcast of the
+//! N-1 members that are not the sequencer: N(N-1)(2N-1)/N here, where every
+//! member broadcasts as often. Printed as the table in
 //! BENCHMARKS.md ("Broadcast costs"); the counts are asserted.
 
 use std::time::Duration;
@@ -58,7 +61,11 @@ fn messages_per_broadcast_match_the_textbook() {
                 "| {algorithm} | {n} | {data:.1} | {acks:.1} | {:.1} | {textbook} |",
                 data + acks
             );
-            assert_eq!(data + acks, textbook, "{algorithm} N={n}");
+            let expected = match algorithm {
+                BroadcastAlgorithm::Total => textbook * f64::from(2 * n - 1) / f64::from(n),
+                _ => textbook,
+            };
+            assert!((data + acks - expected).abs() < 1e-9, "{algorithm} N={n}");
         }
     }
 }

@@ -15,6 +15,7 @@ fn fifo_broadcast_is_ordered_and_agrees_under_chaos() {
     let checks = OrderChecks {
         fifo: true,
         causal: false,
+        total: false,
     };
     broadcast_common::run_suite(
         "fifo_broadcast_is_ordered_and_agrees_under_chaos",

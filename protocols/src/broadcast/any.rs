@@ -10,7 +10,7 @@
 use super::reliable::{RelayMsg, RelayTimer};
 use super::{
     BroadcastAlgorithm, BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent,
-    BroadcastStats, Causal, EagerReliable, Fifo,
+    BroadcastStats, Causal, EagerReliable, Fifo, Total,
 };
 
 crate::any_core! {
@@ -33,5 +33,7 @@ crate::any_core! {
         Fifo => Fifo, RelayMsg<Id>, RelayTimer;
         /// [`Causal`].
         Causal => Causal, RelayMsg<Id>, RelayTimer;
+        /// [`Total`].
+        Total => Total, RelayMsg<Id>, RelayTimer;
     }
 }

@@ -36,7 +36,7 @@ pub struct VectorOrder {
 }
 
 impl<Id: std::fmt::Debug> Order<Id> for VectorOrder {
-    fn new(_: &Id, delivered: &BTreeMap<Id, SeqSet>) -> Self {
+    fn new(_: &Id, _: &[Id], delivered: &BTreeMap<Id, SeqSet>) -> Self {
         let v = delivered.iter().map(|(o, s)| (clock_key(o), s.prefix()));
         Self {
             delivered: v.collect(),
@@ -45,7 +45,10 @@ impl<Id: std::fmt::Debug> Order<Id> for VectorOrder {
     fn stamp(&self, me: &Id, _seq: u64) -> Stamps {
         let mut v = self.delivered.clone();
         v.increment(&clock_key(me));
-        Stamps { vector: Some(v) }
+        Stamps {
+            vector: Some(v),
+            ..Stamps::default()
+        }
     }
     fn ready(&self, id: &MsgId<Id>, stamps: &Stamps, _: &BTreeMap<Id, SeqSet>) -> bool {
         let Some(ts) = &stamps.vector else {

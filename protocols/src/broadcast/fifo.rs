@@ -24,7 +24,7 @@ use super::{MsgId, SeqSet, Stamps};
 pub struct SenderOrder;
 
 impl<Id: Ord> Order<Id> for SenderOrder {
-    fn new(_: &Id, _: &BTreeMap<Id, SeqSet>) -> Self {
+    fn new(_: &Id, _: &[Id], _: &BTreeMap<Id, SeqSet>) -> Self {
         SenderOrder
     }
     fn stamp(&self, _: &Id, _: u64) -> Stamps {

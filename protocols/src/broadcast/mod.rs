@@ -6,8 +6,10 @@
 //! (relay on first receipt, re-send until acknowledged, a durable history
 //! buffer garbage-collected once a message is stable); [`fifo`] and
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
-//! by an [`Order`]). [`BroadcastAlgorithm`] names them for configuration
-//! files (`"eager-reliable"`, `"fifo"`, `"causal"`) and [`AnyBroadcast`]
+//! by an [`Order`]), and [`total`] a global order set by a sequencer's
+//! order messages sent through the same engine. [`BroadcastAlgorithm`]
+//! names them for configuration files (`"eager-reliable"`, `"fifo"`,
+//! `"causal"`, `"total-sequencer"`) and [`AnyBroadcast`]
 //! runs the one a configuration names.
 //!
 //! ## Vocabulary
@@ -26,7 +28,8 @@
 //!   that crashed right after) is delivered by every member once failures
 //!   heal, even when its sender crashed mid-send;
 //! * the layer's order: **FIFO** (one sender's messages in send order) or
-//!   **causal** (`send(m) -> send(m')` implies `m` before `m'` everywhere).
+//!   **causal** (`send(m) -> send(m')` implies `m` before `m'` everywhere)
+//!   or **total** (every member delivers in one global order).
 //!
 //! ## Crash and restart: one identity, durable state
 //! A restarted member is the *same* member (crash-recovery model): its
@@ -54,12 +57,14 @@ pub mod causal;
 pub mod fifo;
 pub mod reliable;
 mod seqset;
+pub mod total;
 
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
+pub use total::Total;
 
 use std::time::Duration;
 
@@ -80,6 +85,8 @@ crate::algorithms! {
         Fifo = "fifo",
         /// Reliable causal broadcast: [`Causal`].
         Causal = "causal",
+        /// Reliable total-order broadcast, fixed sequencer: [`Total`].
+        Total = "total-sequencer",
     }
 }
 
@@ -100,6 +107,12 @@ pub struct Stamps {
     /// message, its own entry counting the message (so `vector[origin] ==
     /// seq`). Keyed by [`clock_key`].
     pub vector: Option<VectorClock>,
+    /// Total-order layer: set on the sequencer's order messages only, the
+    /// data message it assigns the slot of this order message (the
+    /// sequencer's sequence number) to: its origin (by [`clock_key`]) and
+    /// its sequence number.
+    #[serde(default)]
+    pub assigns: Option<(String, u64)>,
 }
 
 /// The key of member `id` in a [`VectorClock`] (which is keyed by node

@@ -73,14 +73,30 @@ pub enum RelayTimer {
 
 /// The hold-back rule of an ordering layer on top of [`Reliable`].
 pub trait Order<Id>: Debug + Clone {
-    /// The rule's state for `me`, given what it delivered (per origin).
-    fn new(me: &Id, delivered: &BTreeMap<Id, SeqSet>) -> Self;
+    /// The rule's state for `me` among `members`, given what it delivered
+    /// (per origin). The engine then calls [`Order::received`] for every
+    /// message of its history buffer.
+    fn new(me: &Id, members: &[Id], delivered: &BTreeMap<Id, SeqSet>) -> Self;
     /// The stamps of `me`'s next broadcast, number `seq`.
     fn stamp(&self, me: &Id, seq: u64) -> Stamps;
     /// May `id` (not delivered yet) be delivered now?
     fn ready(&self, id: &MsgId<Id>, stamps: &Stamps, delivered: &BTreeMap<Id, SeqSet>) -> bool;
     /// `id` was delivered.
     fn delivered(&mut self, id: &MsgId<Id>, stamps: &Stamps);
+    /// `id` entered the history buffer (first receipt, own broadcast, or
+    /// rebuilt from the durable buffer after a restart).
+    fn received(&mut self, _id: &MsgId<Id>, _stamps: &Stamps) {}
+    /// Control messages this member must broadcast now, as their stamps
+    /// (empty payload; the total-order sequencer's order messages). The
+    /// engine calls it after every input that changed the buffer.
+    fn take_controls(&mut self, _delivered: &BTreeMap<Id, SeqSet>) -> Vec<Stamps> {
+        Vec::new()
+    }
+    /// True for a control message: delivered to the layer (it counts in
+    /// the durable delivered sets) but not reported to the user.
+    fn silent(&self, _stamps: &Stamps) -> bool {
+        false
+    }
 }
 
 /// No order: deliver on first receipt.
@@ -88,7 +104,7 @@ pub trait Order<Id>: Debug + Clone {
 pub struct Unordered;
 
 impl<Id> Order<Id> for Unordered {
-    fn new(_: &Id, _: &BTreeMap<Id, SeqSet>) -> Self {
+    fn new(_: &Id, _: &[Id], _: &BTreeMap<Id, SeqSet>) -> Self {
         Unordered
     }
     fn stamp(&self, _: &Id, _: u64) -> Stamps {
@@ -138,7 +154,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         let group = Group::new(me, members);
         let durable = state.clone().unwrap_or_default();
         let delivered: BTreeMap<Id, SeqSet> = durable.delivered.into_iter().collect();
-        let buffer = durable
+        let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = durable
             .buffer
             .into_iter()
             .map(|(id, stored)| {
@@ -154,8 +170,12 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 )
             })
             .collect();
+        let mut order = O::new(group.me(), group.members(), &delivered);
+        for (id, e) in &buffer {
+            order.received(id, &e.stored.stamps);
+        }
         Self {
-            order: O::new(group.me(), &delivered),
+            order,
             group,
             config,
             seq: durable.seq,
@@ -183,8 +203,18 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         })
     }
 
-    /// Deliver every buffered message the order allows, until none is left.
-    fn deliver_ready(&mut self, out: &mut OutputsOf<Self>) {
+    /// Broadcast the control messages the order asks for, then deliver
+    /// every buffered message the order allows, until none is left.
+    fn deliver_ready(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        loop {
+            let controls = self.order.take_controls(&self.delivered);
+            if controls.is_empty() {
+                break;
+            }
+            for stamps in controls {
+                self.originate(stamps, Vec::new(), now, out);
+            }
+        }
         loop {
             let next = self.buffer.iter().find(|(id, e)| {
                 !self.is_delivered(id) && self.order.ready(id, &e.stored.stamps, &self.delivered)
@@ -196,13 +226,15 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 .or_default()
                 .insert(id.seq);
             self.order.delivered(&id, &stored.stamps);
-            self.stats.delivered += 1;
-            out.emit(BroadcastEvent::Delivered {
-                sender: id.origin.clone(),
-                id: id.clone(),
-                payload: stored.payload,
-                stamps: stored.stamps,
-            });
+            if !self.order.silent(&stored.stamps) {
+                self.stats.delivered += 1;
+                out.emit(BroadcastEvent::Delivered {
+                    sender: id.origin.clone(),
+                    id: id.clone(),
+                    payload: stored.payload,
+                    stamps: stored.stamps,
+                });
+            }
             self.collect(&id);
         }
     }
@@ -276,6 +308,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             }
         }
         let sent_at = now;
+        self.order.received(&id, &stored.stamps);
         self.buffer.insert(
             id,
             Entry {
@@ -284,18 +317,49 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 sent_at,
             },
         );
-        self.deliver_ready(out);
+        self.deliver_ready(now, out);
         self.arm_retry(out);
+    }
+
+    /// Number, keep and send a new message of this member.
+    fn originate(
+        &mut self,
+        stamps: Stamps,
+        payload: Vec<u8>,
+        now: Duration,
+        out: &mut OutputsOf<Self>,
+    ) {
+        self.seq += 1;
+        let me = self.group.me().clone();
+        let id = MsgId {
+            origin: me.clone(),
+            seq: self.seq,
+        };
+        self.order.received(&id, &stamps);
+        let stored = Stored { stamps, payload };
+        self.buffer.insert(
+            id.clone(),
+            Entry {
+                stored,
+                has: [me].into(),
+                sent_at: now,
+            },
+        );
+        if let Some(m) = self.data(&id, false) {
+            for p in self.group.live_peers() {
+                out.send(p.clone(), m.clone());
+            }
+        }
     }
 }
 
 impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
     protocol_types!(RelayMsg<Id>, RelayTimer, BroadcastEvent<Id>);
 
-    fn on_start(&mut self, _now: Duration, out: &mut OutputsOf<Self>) {
+    fn on_start(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
         // A restarted member delivers what it held back, and re-sends what
         // it holds to everyone (they answer with acknowledgements).
-        self.deliver_ready(out);
+        self.deliver_ready(now, out);
         self.arm_retry(out);
     }
 
@@ -384,28 +448,9 @@ impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O>
 
 impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
     fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>) {
-        self.seq += 1;
-        let me = self.group.me().clone();
-        let id = MsgId {
-            origin: me.clone(),
-            seq: self.seq,
-        };
-        let stamps = self.order.stamp(&me, self.seq);
-        let stored = Stored { stamps, payload };
-        self.buffer.insert(
-            id.clone(),
-            Entry {
-                stored,
-                has: [me].into(),
-                sent_at: now,
-            },
-        );
-        if let Some(m) = self.data(&id, false) {
-            for p in self.group.live_peers() {
-                out.send(p.clone(), m.clone());
-            }
-        }
-        self.deliver_ready(out);
+        let stamps = self.order.stamp(self.group.me(), self.seq + 1);
+        self.originate(stamps, payload, now, out);
+        self.deliver_ready(now, out);
         self.arm_retry(out);
     }
 

@@ -19,7 +19,16 @@
 //!   sender had delivered (its own included) when it was asked to broadcast
 //!   `m`, which is closed under the relation as long as no causal error was
 //!   reported before. It also checks the core's stamp against it: the stamp
-//!   of `m` must count, for every origin, at least the messages of the past.
+//!   of `m` must count, for every origin, at least the messages of the past;
+//! * **total** (when asked): the members' delivery sequences are consistent
+//!   with one global order. When `node` delivers `p`, for every other member
+//!   `k` that delivered `p`: no message `k` delivered after `p` may be
+//!   delivered by `node` already, and every message `k` delivered before
+//!   `p` must be (by agreement `node` delivers it some day, so delivering it
+//!   after `p` would break the order: caught at once). Every such pair
+//!   counts in [`BroadcastObserver::total_checked`]. Deliveries whose report
+//!   a crash lost are counted as delivered but have no position (a weaker
+//!   check, never a false alarm).
 //!
 //! A delivery is the core's durable record; its event is reported once that
 //! record is synced, and a crash between the sync and the report loses the
@@ -56,6 +65,8 @@ pub struct OrderChecks {
     pub fifo: bool,
     /// Causal order (implies FIFO).
     pub causal: bool,
+    /// Total order: every member delivers in one global order.
+    pub total: bool,
 }
 
 /// A broadcast the checker knows of.
@@ -84,6 +95,12 @@ pub struct BroadcastObserver {
     pub checked: u64,
     /// Causal-past members checked as delivered before a delivery.
     pub causal_checked: u64,
+    /// Per member, the payloads it reported delivering, in order.
+    sequence: BTreeMap<u32, Vec<u64>>,
+    /// Position of `(member, payload)` in the member's `sequence`.
+    position: BTreeMap<(u32, u64), usize>,
+    /// Pairs of messages checked for one global order.
+    pub total_checked: u64,
 }
 
 impl BroadcastObserver {
@@ -118,6 +135,35 @@ impl BroadcastObserver {
                     .and_then(|(_, r)| r.get(&id.origin))
                     .is_some_and(|s| s.contains(id.seq))
             })
+    }
+
+    /// Total order: `node` delivering `pid` now (see the module docs).
+    fn check_total(&mut self, node: u32, pid: u64) -> Result<(), String> {
+        let mut pairs = 0;
+        for (&k, seq) in &self.sequence {
+            let Some(&at) = self.position.get(&(k, pid)).filter(|_| k != node) else {
+                continue;
+            };
+            for (i, q) in seq.iter().enumerate().filter(|(i, _)| *i != at) {
+                pairs += 1;
+                let before = self.has_delivered(node, *q);
+                if i > at && before {
+                    return Err(format!(
+                        "total order: node {node} delivered {q} before {pid}, node {k} {pid} before {q}"
+                    ));
+                }
+                if i < at && !before {
+                    return Err(format!(
+                        "total order: node {node} delivers {pid} before {q}, node {k} {q} before {pid}"
+                    ));
+                }
+            }
+        }
+        self.total_checked += pairs;
+        let seq = self.sequence.entry(node).or_default();
+        self.position.insert((node, pid), seq.len());
+        seq.push(pid);
+        Ok(())
     }
 
     fn saw(
@@ -177,6 +223,9 @@ impl BroadcastObserver {
                     ));
                 }
             }
+        }
+        if self.checks.total {
+            self.check_total(node, pid)?;
         }
         Ok(())
     }
@@ -281,6 +330,8 @@ pub struct BroadcastOutcome {
     pub checked: u64,
     /// Causal-past entries checked.
     pub causal_checked: u64,
+    /// Message pairs checked for one global order.
+    pub total_checked: u64,
     /// Crashes (random).
     pub crashes: u64,
     /// Messages sent, all kinds.
@@ -392,6 +443,7 @@ where
     out.delivered_messages = obs.delivered_anywhere().len() as u64;
     out.checked = obs.checked;
     out.causal_checked = obs.causal_checked;
+    out.total_checked = obs.total_checked;
     out.sent = sim.total_sent();
     out.collected = sim.cores().map(|(_, c)| c.stats().collected).sum();
     Ok(out)

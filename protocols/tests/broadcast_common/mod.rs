@@ -22,10 +22,16 @@ pub fn run_suite(
         if checks.causal && o.causal_checked < 1000 {
             return Err(format!("too few causal constraints checked: {o:?}"));
         }
+        if checks.total && o.total_checked < 1000 {
+            return Err(format!(
+                "too few message pairs checked for total order: {o:?}"
+            ));
+        }
         total.broadcasts += o.broadcasts;
         total.delivered_messages += o.delivered_messages;
         total.checked += o.checked;
         total.causal_checked += o.causal_checked;
+        total.total_checked += o.total_checked;
         total.crashes += o.crashes;
         total.sent += o.sent;
         total.collected += o.collected;
