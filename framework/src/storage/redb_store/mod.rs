@@ -92,10 +92,10 @@ pub const DEFAULT_FOLD_BYTES: usize = 4 << 20;
 /// How a [`RedbStore`] commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Journal bytes gathered before a fold (default [`DEFAULT_FOLD_BYTES`]).
+    /// Journal bytes gathered before a fold (default 4 MiB).
     pub fold_bytes: usize,
     /// Group commit (the default): submissions that wait while a commit is
-    /// in flight share the next one (up to [`MAX_GROUP`]). Off, every
+    /// in flight share the next one (up to 4096). Off, every
     /// submission is a commit (one fsync) of its own: the baseline the
     /// benchmarks compare against, and a choice for a disk whose syncs are
     /// free.
