@@ -126,7 +126,12 @@ pub fn clock_key<Id: std::fmt::Debug>(id: &Id) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BroadcastEvent<Id> {
     /// A message is delivered here (once, and only once it is durable that
-    /// it was).
+    /// it was). Across a crash this is *at most once* to the application:
+    /// a node that crashes after its delivery is durable but before this
+    /// event reached the user never reports it again (its restarted core
+    /// knows the message as delivered). An application that must see every
+    /// message applies it in its own durable state before acting on it, or
+    /// rereads what it missed.
     Delivered {
         /// The member that broadcast it.
         sender: Id,
