@@ -255,6 +255,82 @@ pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> 
     ps
 }
 
+/// A core's transactions, with the set of those that may be undecided
+/// (a superset, pruned after every input), so the family view costs
+/// O(transactions in flight) per input, not O(every transaction ever).
+/// Derefs to the map; [`TxBook::insert`] and [`TxBook::get_or_insert`]
+/// are the ways in (the commit checker asserts `pending` at every step).
+#[derive(Debug, Clone)]
+pub(crate) struct TxBook<Id> {
+    txs: BTreeMap<TxId, Tx<Id>>,
+    undecided: BTreeSet<TxId>,
+}
+
+impl<Id: Clone + Ord> TxBook<Id> {
+    /// The transactions `durable` describes, taken up by `me` after a
+    /// restart (see [`resume`]).
+    pub(crate) fn resume(me: &Id, durable: &CommitDurable<Id>) -> Self {
+        let txs = resume(me, durable);
+        let undecided = txs
+            .iter()
+            .filter(|(_, t)| t.decided().is_none())
+            .map(|(tx, _)| *tx)
+            .collect();
+        Self { txs, undecided }
+    }
+
+    /// Add (or replace) `tx`.
+    pub(crate) fn insert(&mut self, tx: TxId, t: Tx<Id>) {
+        self.undecided.insert(tx);
+        self.txs.insert(tx, t);
+    }
+
+    /// `tx`, added as `new()` if unknown.
+    pub(crate) fn get_or_insert(&mut self, tx: TxId, new: impl FnOnce() -> Tx<Id>) -> &mut Tx<Id> {
+        self.undecided.insert(tx);
+        self.txs.entry(tx).or_insert_with(new)
+    }
+
+    /// Forget the decided ones among the undecided (after every input).
+    pub(crate) fn prune(&mut self) {
+        let txs = &self.txs;
+        self.undecided
+            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+    }
+
+    /// `tx`'s status as `me` sees it.
+    pub(crate) fn status(&self, me: &Id, tx: TxId) -> Option<TxStatus> {
+        self.txs.get(&tx).map(|t| t.status(me))
+    }
+
+    /// Every transaction with its status.
+    pub(crate) fn transactions(&self, me: &Id) -> BTreeMap<TxId, TxStatus> {
+        self.txs.iter().map(|(tx, t)| (*tx, t.status(me))).collect()
+    }
+
+    /// The undecided transactions.
+    pub(crate) fn pending(&self) -> BTreeSet<TxId> {
+        self.undecided
+            .iter()
+            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
+            .copied()
+            .collect()
+    }
+}
+
+impl<Id> std::ops::Deref for TxBook<Id> {
+    type Target = BTreeMap<TxId, Tx<Id>>;
+    fn deref(&self) -> &Self::Target {
+        &self.txs
+    }
+}
+
+impl<Id> std::ops::DerefMut for TxBook<Id> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.txs
+    }
+}
+
 /// The transactions a log describes, as a restarted core takes them up:
 /// every undecided one inactive (see [`TxStatus::active`]).
 pub(crate) fn resume<Id: Clone + Ord>(

@@ -75,8 +75,8 @@ use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
 
 use super::{
-    clean_participants, resume, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision,
-    LogRecord, LogStats, Phase, Tx, TxId, TxStatus,
+    clean_participants, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord,
+    LogStats, Phase, Tx, TxBook, TxId, TxStatus,
 };
 use crate::family::protocol_types;
 use crate::group::{Change, Group};
@@ -190,12 +190,8 @@ pub struct ThreePhase<Id> {
     group: Group<Id>,
     config: CommitConfig,
     log: CommitDurable<Id>,
-    txs: BTreeMap<TxId, Tx<Id>>,
+    txs: TxBook<Id>,
     rounds: BTreeMap<TxId, Round<Id>>,
-    /// Every transaction that may be undecided here (a superset, pruned
-    /// after every input in `persist`), so the family view costs
-    /// O(undecided) per input, not O(every transaction ever).
-    undecided: std::collections::BTreeSet<TxId>,
 }
 
 impl<Id: MemberId> ThreePhase<Id> {
@@ -207,18 +203,12 @@ impl<Id: MemberId> ThreePhase<Id> {
         durable: Option<CommitDurable<Id>>,
     ) -> Self {
         let log = durable.unwrap_or_default();
-        let txs = resume(&me, &log);
-        let undecided = txs
-            .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
-            .collect();
+        let txs = TxBook::resume(&me, &log);
         Self {
             group: Group::new(me, members),
             config,
             log,
             txs,
-            undecided,
             rounds: BTreeMap::new(),
         }
     }
@@ -314,11 +304,9 @@ impl<Id: MemberId> ThreePhase<Id> {
         out: &mut Out<Id>,
     ) {
         let ps = clean_participants(&coordinator, participants);
-        self.undecided.insert(tx);
         let t = self
             .txs
-            .entry(tx)
-            .or_insert_with(|| Tx::new(coordinator, ps, Phase::Voting));
+            .get_or_insert(tx, || Tx::new(coordinator, ps, Phase::Voting));
         if t.phase == Phase::Voting {
             self.decide(tx, Decision::Abort, true, out);
         }
@@ -715,12 +703,10 @@ impl<Id: MemberId> ThreePhase<Id> {
 impl<Id: MemberId> Protocol for ThreePhase<Id> {
     protocol_types!(ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones in `undecided` (it holds
-    /// the transactions in flight, so this is cheap).
+    /// After every input: forget the decided ones among the undecided (the
+    /// transactions in flight, so this is cheap).
     fn persist(&mut self, _out: &mut Out<Id>) {
-        let txs = &self.txs;
-        self.undecided
-            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+        self.txs.prune();
     }
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
@@ -745,7 +731,6 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
                 match self.txs.get(&tx).map(|t| t.phase) {
                     None => {
                         let ps = clean_participants(&from, participants);
-                        self.undecided.insert(tx);
                         self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
                         out.emit(CommitEvent::Prepare { tx });
                     }
@@ -847,7 +832,6 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
         let empty = ps.is_empty();
         let mut t = Tx::new(me, ps, Phase::Collecting);
         t.deadline = now + self.config.vote_timeout;
-        self.undecided.insert(tx);
         self.txs.insert(tx, t);
         if empty {
             self.coordinator_decides(tx, Decision::Commit, out);
@@ -883,7 +867,7 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
     }
 
     fn status(&self, tx: TxId) -> Option<TxStatus> {
-        self.txs.get(&tx).map(|t| t.status(self.me()))
+        self.txs.status(self.me(), tx)
     }
 
     fn log_stats(&self) -> LogStats {
@@ -891,16 +875,11 @@ impl<Id: MemberId> CommitCore for ThreePhase<Id> {
     }
 
     fn transactions(&self) -> BTreeMap<TxId, TxStatus> {
-        let me = self.me();
-        self.txs.iter().map(|(tx, t)| (*tx, t.status(me))).collect()
+        self.txs.transactions(self.me())
     }
 
     fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.undecided
-            .iter()
-            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
-            .copied()
-            .collect()
+        self.txs.pending()
     }
 }
 

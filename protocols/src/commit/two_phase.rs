@@ -54,8 +54,8 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::{Outputs, Protocol, SnapshotCore};
 
 use super::{
-    clean_participants, resume, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision,
-    LogRecord, LogStats, Phase, Tx, TxId, TxStatus,
+    clean_participants, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord,
+    LogStats, Phase, Tx, TxBook, TxId, TxStatus,
 };
 use crate::family::protocol_types;
 use crate::group::Group;
@@ -118,11 +118,7 @@ pub struct TwoPhase<Id> {
     group: Group<Id>,
     config: CommitConfig,
     log: CommitDurable<Id>,
-    txs: std::collections::BTreeMap<TxId, Tx<Id>>,
-    /// Every transaction that may be undecided here (a superset, pruned
-    /// after every input in `persist`), so the family view costs
-    /// O(undecided) per input, not O(every transaction ever).
-    undecided: std::collections::BTreeSet<TxId>,
+    txs: TxBook<Id>,
 }
 
 impl<Id: MemberId> TwoPhase<Id> {
@@ -134,18 +130,12 @@ impl<Id: MemberId> TwoPhase<Id> {
         durable: Option<CommitDurable<Id>>,
     ) -> Self {
         let log = durable.unwrap_or_default();
-        let txs = resume(&me, &log);
-        let undecided = txs
-            .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
-            .collect();
+        let txs = TxBook::resume(&me, &log);
         Self {
             group: Group::new(me, members),
             config,
             log,
             txs,
-            undecided,
         }
     }
 
@@ -223,11 +213,9 @@ impl<Id: MemberId> TwoPhase<Id> {
         participants: Vec<Id>,
         out: &mut Out<Id>,
     ) {
-        self.undecided.insert(tx);
         let t = self
             .txs
-            .entry(tx)
-            .or_insert_with(|| Tx::new(coordinator, participants, Phase::Voting));
+            .get_or_insert(tx, || Tx::new(coordinator, participants, Phase::Voting));
         if matches!(t.phase, Phase::Voting) {
             let rec = LogRecord::Decided {
                 tx,
@@ -332,12 +320,10 @@ impl<Id: MemberId> TwoPhase<Id> {
 impl<Id: MemberId> Protocol for TwoPhase<Id> {
     protocol_types!(TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones in `undecided` (it holds
-    /// the transactions in flight, so this is cheap).
+    /// After every input: forget the decided ones among the undecided (the
+    /// transactions in flight, so this is cheap).
     fn persist(&mut self, _out: &mut Out<Id>) {
-        let txs = &self.txs;
-        self.undecided
-            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+        self.txs.prune();
     }
 
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {
@@ -370,7 +356,6 @@ impl<Id: MemberId> Protocol for TwoPhase<Id> {
                 match self.txs.get(&tx).map(|t| t.phase) {
                     None => {
                         let ps = clean_participants(&from, participants);
-                        self.undecided.insert(tx);
                         self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
                         out.emit(CommitEvent::Prepare { tx });
                     }
@@ -452,7 +437,6 @@ impl<Id: MemberId> CommitCore for TwoPhase<Id> {
         }
         let mut t = Tx::new(me, ps, Phase::Collecting);
         t.deadline = now + self.config.vote_timeout;
-        self.undecided.insert(tx);
         self.txs.insert(tx, t);
         if self.txs[&tx].participants.is_empty() {
             self.coordinator_decides(tx, Decision::Commit, out);
@@ -498,7 +482,7 @@ impl<Id: MemberId> CommitCore for TwoPhase<Id> {
     }
 
     fn status(&self, tx: TxId) -> Option<TxStatus> {
-        self.txs.get(&tx).map(|t| t.status(self.me()))
+        self.txs.status(self.me(), tx)
     }
 
     fn log_stats(&self) -> LogStats {
@@ -506,16 +490,11 @@ impl<Id: MemberId> CommitCore for TwoPhase<Id> {
     }
 
     fn transactions(&self) -> std::collections::BTreeMap<TxId, TxStatus> {
-        let me = self.me();
-        self.txs.iter().map(|(tx, t)| (*tx, t.status(me))).collect()
+        self.txs.transactions(self.me())
     }
 
     fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.undecided
-            .iter()
-            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
-            .copied()
-            .collect()
+        self.txs.pending()
     }
 }
 
