@@ -315,14 +315,7 @@ where
     P: SimProtocol<Id = u32, Event = CommitEvent> + CommitCore + SnapshotCore,
 {
     let members: Vec<u32> = (1..=sc.nodes).collect();
-    let m2 = members.clone();
-    let mut sim: Sim<P> = Sim::new(
-        seed,
-        members.clone(),
-        Box::new(move |id, r| make(*id, m2.clone(), super::recover_state::<P>(r))),
-        sc.faults,
-        sc.oracle,
-    );
+    let mut sim: Sim<P> = super::snapshot_sim(seed, sc.nodes, sc.faults, sc.oracle, make);
     sim.set_disk(sc.disk);
     let mut chaos = Chaos::new(seed);
     chaos.crash_prob = sc.crash_prob;

@@ -1272,6 +1272,30 @@ pub fn recover_state<P: SnapshotCore>(r: &Recovered) -> Option<P::State> {
     })
 }
 
+/// A simulation of members `1..=nodes`, each core built by `make(id,
+/// members, state)` from what its disk holds ([`recover_state`]): how every
+/// family scenario (mutex, election, commit, broadcast) starts.
+pub fn snapshot_sim<P>(
+    seed: u64,
+    nodes: u32,
+    faults: NetFaults,
+    oracle: OracleConfig,
+    make: impl Fn(u32, Vec<u32>, Option<P::State>) -> P + 'static,
+) -> Sim<P>
+where
+    P: SimProtocol<Id = u32> + SnapshotCore,
+{
+    let members: Vec<u32> = (1..=nodes).collect();
+    let m2 = members.clone();
+    Sim::new(
+        seed,
+        members,
+        Box::new(move |id, r| make(*id, m2.clone(), recover_state::<P>(r))),
+        faults,
+        oracle,
+    )
+}
+
 /// Convenience: milliseconds as a [`Duration`].
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -488,15 +488,7 @@ pub fn run_mutex<P>(
 where
     P: SimProtocol<Id = u32, Event = MutexEvent> + MutexCore + SnapshotCore,
 {
-    let members: Vec<u32> = (1..=sc.nodes).collect();
-    let m2 = members.clone();
-    let mut sim: Sim<P> = Sim::new(
-        seed,
-        members.clone(),
-        Box::new(move |id, r| make(*id, m2.clone(), super::recover_state::<P>(r))),
-        sc.faults,
-        sc.oracle,
-    );
+    let mut sim: Sim<P> = super::snapshot_sim(seed, sc.nodes, sc.faults, sc.oracle, make);
     let mut obs = MutexObserver::default();
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(7));
     let mut chaos = sc.chaos(seed, &mut sim);
@@ -771,15 +763,7 @@ where
         + ElectionCore
         + SnapshotCore<State = ElectionDurable<u32>>,
 {
-    let members: Vec<u32> = (1..=sc.nodes).collect();
-    let m2 = members.clone();
-    let mut sim: Sim<P> = Sim::new(
-        seed,
-        members,
-        Box::new(move |id, r| make(*id, m2.clone(), super::recover_state::<P>(r))),
-        sc.faults,
-        sc.oracle,
-    );
+    let mut sim: Sim<P> = super::snapshot_sim(seed, sc.nodes, sc.faults, sc.oracle, make);
     let mut obs = ElectionObserver::default();
     let mut chaos = sc.chaos(seed, &mut sim);
     sim.start(&mut obs)?;
