@@ -64,3 +64,93 @@ impl<Id: std::fmt::Debug> Order<Id> for VectorOrder {
 
 /// Reliable causal broadcast (see the module docs).
 pub type Causal<Id> = Reliable<Id, VectorOrder>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broadcast::{BroadcastConfig, BroadcastCore, BroadcastEvent};
+    use crate::driver::OutputsOf;
+    use troupe_framework::sansio::Protocol;
+
+    type Core = Causal<u32>;
+
+    fn core(me: u32) -> Core {
+        let config = BroadcastConfig {
+            keep_log: true,
+            ..BroadcastConfig::default()
+        };
+        Causal::new(me, [1, 2, 3], config, None)
+    }
+
+    /// (index, payload, held back) of every delivery in `out`.
+    fn deliveries(out: &OutputsOf<Core>) -> Vec<(u64, Vec<u8>, bool)> {
+        out.events
+            .iter()
+            .map(
+                |BroadcastEvent::Delivered {
+                     index,
+                     payload,
+                     held_back,
+                     ..
+                 }| { (*index, payload.clone(), *held_back) },
+            )
+            .collect()
+    }
+
+    /// The first copy of a data message `from` sent to `to` in `out`.
+    fn copy_to(out: &OutputsOf<Core>, to: u32) -> RelayMsgOf {
+        out.sends
+            .iter()
+            .find(|(d, _)| *d == to)
+            .expect("a copy")
+            .1
+            .clone()
+    }
+    type RelayMsgOf = crate::broadcast::RelayMsg<u32>;
+
+    #[test]
+    fn a_reply_that_arrives_before_its_cause_waits_and_is_marked_held_back() {
+        let now = std::time::Duration::ZERO;
+        let (mut a, mut b, mut c) = (core(1), core(2), core(3));
+        let mut out = OutputsOf::<Core>::new();
+        a.broadcast(b"question".to_vec(), now, &mut out);
+        let question = copy_to(&out, 2);
+        let mut out = OutputsOf::<Core>::new();
+        b.on_message(now, 1, question.clone(), &mut out);
+        assert_eq!(deliveries(&out), vec![(1, b"question".to_vec(), false)]);
+        let mut out = OutputsOf::<Core>::new();
+        b.broadcast(b"answer".to_vec(), now, &mut out);
+        let answer = copy_to(&out, 3);
+        // c hears the answer first: it waits for its cause.
+        let mut out = OutputsOf::<Core>::new();
+        c.on_message(now, 2, answer, &mut out);
+        assert!(
+            deliveries(&out).is_empty(),
+            "the answer waits for the question"
+        );
+        assert_eq!(c.stats().held_back, 1);
+        let mut out = OutputsOf::<Core>::new();
+        c.on_message(now, 1, question, &mut out);
+        assert_eq!(
+            deliveries(&out),
+            vec![
+                (1, b"question".to_vec(), false),
+                (2, b"answer".to_vec(), true)
+            ]
+        );
+        // Both are in the delivery log, at their indexes, in the same step.
+        let logged: Vec<u64> = out
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                troupe_framework::sansio::Write::Append { log, first, .. }
+                    if log == crate::broadcast::DELIVERY_LOG =>
+                {
+                    Some(*first)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logged, vec![1, 2]);
+    }
+}

@@ -141,7 +141,36 @@ pub enum BroadcastEvent<Id> {
         payload: Vec<u8>,
         /// Its ordering stamps.
         stamps: Stamps,
+        /// Its position among this member's deliveries, from 1, counted
+        /// durably across restarts (the n-th message delivered here). With
+        /// [`BroadcastConfig::keep_log`] it is also its index in
+        /// [`DELIVERY_LOG`].
+        index: u64,
+        /// It waited in the hold-back queue: it arrived before the layer's
+        /// rule allowed it (a cause, an earlier message of its sender, or
+        /// its total-order slot was missing then).
+        held_back: bool,
     },
+}
+
+/// The durable log in which a core configured with
+/// [`BroadcastConfig::keep_log`] records each delivery ([`LoggedDelivery`]),
+/// at its [`BroadcastEvent::Delivered::index`], in the same durable write
+/// as the delivery itself: the log holds every message delivered here,
+/// exactly once, across crashes.
+pub const DELIVERY_LOG: &str = "delivered";
+
+/// A record of [`DELIVERY_LOG`]: one delivery, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedDelivery<Id> {
+    /// Its identity (its origin is the sender).
+    pub id: MsgId<Id>,
+    /// Its ordering stamps.
+    pub stamps: Stamps,
+    /// What was broadcast.
+    pub payload: Vec<u8>,
+    /// It waited in the hold-back queue.
+    pub held_back: bool,
 }
 
 /// Settings shared by the broadcast cores.
@@ -150,13 +179,20 @@ pub struct BroadcastConfig {
     /// How often a message is sent again to the live members not known to
     /// hold it.
     pub retry: Duration,
+    /// Record every delivery in the durable [`DELIVERY_LOG`] (for
+    /// applications that read back what was delivered, such as a chat's
+    /// history). The log grows by one record per delivery and is never
+    /// trimmed by the core.
+    #[serde(default)]
+    pub keep_log: bool,
 }
 
 impl Default for BroadcastConfig {
-    /// Re-send every 50 ms.
+    /// Re-send every 50 ms, no delivery log.
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
+            keep_log: false,
         }
     }
 }
@@ -181,6 +217,10 @@ pub struct BroadcastDurable<Id> {
     /// The history buffer: messages received (delivered or held back) and
     /// not yet known to be stable.
     pub buffer: Vec<(MsgId<Id>, Stored)>,
+    /// How many messages were delivered to the user here (control messages
+    /// of a layer not counted): the last [`BroadcastEvent::Delivered::index`].
+    #[serde(default)]
+    pub delivered_count: u64,
 }
 
 impl<Id> Default for BroadcastDurable<Id> {
@@ -189,6 +229,7 @@ impl<Id> Default for BroadcastDurable<Id> {
             seq: 0,
             delivered: Vec::new(),
             buffer: Vec::new(),
+            delivered_count: 0,
         }
     }
 }
@@ -196,6 +237,9 @@ impl<Id> Default for BroadcastDurable<Id> {
 /// Counters a broadcast core keeps (this life only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastStats {
+    /// Messages this member broadcast (across restarts): its last
+    /// broadcast's sequence number.
+    pub sent: u64,
     /// Messages delivered here.
     pub delivered: u64,
     /// Messages in the history buffer now.

@@ -35,8 +35,8 @@ use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Protocol, Snapshot, SnapshotCore};
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, MsgId,
-    SeqSet, Stamps, Stored,
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats,
+    LoggedDelivery, MsgId, SeqSet, Stamps, Stored, DELIVERY_LOG,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -126,6 +126,9 @@ struct Entry<Id> {
     has: BTreeSet<Id>,
     /// When it was last sent (a re-send waits `retry` after it).
     sent_at: Duration,
+    /// It was not deliverable when it arrived (or when the buffer was
+    /// rebuilt after a restart): it waits in the hold-back queue.
+    held: bool,
 }
 
 /// The reliable engine with hold-back rule `O` (see the module docs).
@@ -135,6 +138,7 @@ pub struct Reliable<Id, O> {
     config: BroadcastConfig,
     seq: u64,
     delivered: BTreeMap<Id, SeqSet>,
+    delivered_count: u64,
     buffer: BTreeMap<MsgId<Id>, Entry<Id>>,
     order: O,
     retry_armed: bool,
@@ -166,6 +170,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                         stored,
                         has,
                         sent_at,
+                        held: true,
                     },
                 )
             })
@@ -180,6 +185,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             config,
             seq: durable.seq,
             delivered,
+            delivered_count: durable.delivered_count,
             buffer,
             retry_armed: false,
             stats: BroadcastStats::default(),
@@ -220,7 +226,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 !self.is_delivered(id) && self.order.ready(id, &e.stored.stamps, &self.delivered)
             });
             let Some((id, e)) = next else { break };
-            let (id, stored) = (id.clone(), e.stored.clone());
+            let (id, stored, held_back) = (id.clone(), e.stored.clone(), e.held);
             self.delivered
                 .entry(id.origin.clone())
                 .or_default()
@@ -228,11 +234,24 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             self.order.delivered(&id, &stored.stamps);
             if !self.order.silent(&stored.stamps) {
                 self.stats.delivered += 1;
+                self.delivered_count += 1;
+                let index = self.delivered_count;
+                if self.config.keep_log {
+                    let record = LoggedDelivery {
+                        id: id.clone(),
+                        stamps: stored.stamps.clone(),
+                        payload: stored.payload.clone(),
+                        held_back,
+                    };
+                    out.append(DELIVERY_LOG, index, &[record]);
+                }
                 out.emit(BroadcastEvent::Delivered {
                     sender: id.origin.clone(),
                     id: id.clone(),
                     payload: stored.payload,
                     stamps: stored.stamps,
+                    index,
+                    held_back,
                 });
             }
             self.collect(&id);
@@ -309,12 +328,14 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         }
         let sent_at = now;
         self.order.received(&id, &stored.stamps);
+        let held = !self.order.ready(&id, &stored.stamps, &self.delivered);
         self.buffer.insert(
             id,
             Entry {
                 stored,
                 has,
                 sent_at,
+                held,
             },
         );
         self.deliver_ready(now, out);
@@ -343,6 +364,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 stored,
                 has: [me].into(),
                 sent_at: now,
+                held: false,
             },
         );
         if let Some(m) = self.data(&id, false) {
@@ -440,6 +462,7 @@ impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
                 .iter()
                 .map(|(id, e)| (id.clone(), e.stored.clone()))
                 .collect(),
+            delivered_count: self.delivered_count,
         }
     }
 }
@@ -456,6 +479,7 @@ impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
 
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
+            sent: self.seq,
             buffered: self.buffer.len(),
             held_back: self
                 .buffer

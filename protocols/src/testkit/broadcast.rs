@@ -20,6 +20,9 @@
 //!   `m`, which is closed under the relation as long as no causal error was
 //!   reported before. It also checks the core's stamp against it: the stamp
 //!   of `m` must count, for every origin, at least the messages of the past;
+//! * **index**: a member numbers its deliveries 1, 2, 3, ... across its
+//!   restarts, without gap or repeat (a delivery whose report a crash lost
+//!   still takes its number: the checker reads it from the durable state);
 //! * **total** (when asked): the members' delivery sequences are consistent
 //!   with one global order. When `node` delivers `p`, for every other member
 //!   `k` that delivered `p`: no message `k` delivered after `p` may be
@@ -101,6 +104,9 @@ pub struct BroadcastObserver {
     position: BTreeMap<(u32, u64), usize>,
     /// Pairs of messages checked for one global order.
     pub total_checked: u64,
+    /// Per member, the index of its last delivery (reported, or rebuilt
+    /// from its durable state after a restart).
+    index: BTreeMap<u32, u64>,
 }
 
 impl BroadcastObserver {
@@ -243,7 +249,9 @@ where
                 // Just restarted: its disk holds what it recovered (what it
                 // delivered since is on the disk only once reported).
                 let state = sim.disk(id).and_then(super::recover_state::<P>);
-                let delivered = state.unwrap_or_default().delivered.into_iter().collect();
+                let state = state.unwrap_or_default();
+                self.index.insert(*id, state.delivered_count);
+                let delivered = state.delivered.into_iter().collect();
                 self.recovered.insert(*id, (life, delivered));
             }
         }
@@ -262,7 +270,18 @@ where
                 id,
                 payload,
                 stamps,
-            } => self.saw(*node, *sender, id, payload, stamps),
+                index,
+                held_back: _,
+            } => {
+                let last = self.index.entry(*node).or_default();
+                if *index != *last + 1 {
+                    return Err(format!(
+                        "index: node {node} reported delivery #{index} after #{last}"
+                    ));
+                }
+                *last = *index;
+                self.saw(*node, *sender, id, payload, stamps)
+            }
         }
     }
 }
