@@ -23,6 +23,7 @@ pub use troupe_protocols as protocols;
 pub use troupe_transports as transports;
 
 pub mod app;
+pub mod broadcast;
 pub mod commit;
 pub mod config;
 pub mod error;
@@ -38,6 +39,7 @@ pub use error::Error;
 /// The names most programs use.
 pub mod prelude {
     pub use crate::app::{start_app, App, AppContext, AppKind, AppRegistry, AppSpec};
+    pub use crate::broadcast::{start_broadcast, BroadcastGroup, Delivery};
     pub use crate::commit::{
         start_commit, AbortReason, CommitAlgorithm, CommitHandle, Outcome, ResourceManager,
         Transaction, TxId,
@@ -53,6 +55,7 @@ pub mod prelude {
         RemoteMessage, RemoteRef, Restart, RetryPolicy, Sender, Strategy, SupervisorPolicy,
         SupervisorSpec, TellError,
     };
+    pub use troupe_protocols::broadcast::BroadcastAlgorithm;
     pub use troupe_protocols::election::ElectionAlgorithm;
     pub use troupe_protocols::mutex::MutexAlgorithm;
     pub use troupe_transports::sim::{run_virtual, FaultPlan, LinkFaults, SimCluster};
