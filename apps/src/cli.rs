@@ -9,6 +9,8 @@
 //!                                            a node's status table (GET URL/v1/status)
 //! troupe tree --node URL [...]               a node's supervision tree (GET URL/v1/tree)
 //! troupe commit in-doubt --node URL [...]    transactions in doubt on a node (GET URL/v1/commit/in-doubt)
+//! troupe bank transfer|accounts --node URL ...   the bank app's client
+//! troupe chat --node URL --room ROOM [--once]  the chat app's client
 //! troupe cluster up --nodes N --apps A,B --dir DIR [--detector D]
 //! troupe cluster kill|stop|start --dir DIR NODE
 //! troupe cluster down --dir DIR [--clean]    a local cluster of node processes (see `cluster`)
@@ -115,6 +117,21 @@ pub enum Command {
         /// transfer or accounts.
         #[command(subcommand)]
         action: BankAction,
+    },
+    /// The chat sample app's client: `troupe chat --node URL --room ROOM`
+    /// shows the room's messages as the node delivers them (replies and
+    /// messages that waited in the hold-back queue marked) and posts the
+    /// lines typed; `/reply ID TEXT` answers a message, `/quit` leaves.
+    Chat {
+        /// Where the node is, and how to prove who we are.
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// The room (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        room: String,
+        /// Print the room's messages and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// A local cluster of node processes for development and tests, that
     /// outlives the command: up, kill, stop, start, down.
@@ -360,6 +377,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", crate::bank_cli::accounts_command(&endpoint)?);
             Ok(())
         }
+        Command::Chat {
+            endpoint,
+            room,
+            once,
+        } => crate::chat_cli::chat_command(&endpoint, &room, once),
         Command::Cluster { action } => crate::cluster::run(action),
         Command::Demo { keep, detector } => {
             init_logs("warn");

@@ -11,6 +11,7 @@
 //! - [`local_cluster`]: node processes on one machine, for the demo and tests.
 
 pub mod bank_cli;
+pub mod chat_cli;
 pub mod cli;
 pub mod cluster;
 pub mod demo;

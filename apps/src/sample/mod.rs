@@ -19,6 +19,9 @@
 //! [apps.bank]                   # accounts over the nodes, transfers by atomic commit (see `bank`)
 //! accounts = 100
 //!
+//! [apps.chat]                   # rooms of messages and replies by causal broadcast (see `chat`)
+//! algorithm = "causal"          # optional (default causal)
+//!
 //! [apps.crash]                  # a tree whose leaves panic on request, to watch supervision
 //! kind = "crashtest"
 //! leaves = 3
@@ -33,12 +36,14 @@
 //! | `election` | `election` (protocol), `leader` (logs and answers the leader) | [`GetLeadership`] |
 //! | `lock` | `mutex.RESOURCE` (protocol), `NAME.worker` (acquire / release loop) | tells [`Enter`], [`Exit`] to `audit` |
 //! | `bank` | `commit.NAME` (protocol), `bank` (the teller: routes, transfers) | [`Transfer`], [`ReadAccounts`], [`Stage`], [`TakeSnapshot`], [`GetInDoubt`], [`GetApplied`] |
+//! | `chat` | `broadcast.NAME` (protocol), `chat` (the room keeper: routes, history) | [`Post`], [`ReadRoom`] |
 //! | `crashtest` | `NAME.first`, `inner` (`NAME.leaf-1`...), `NAME.last` | [`Crash`] |
 //!
 //! Their messages are public so that other programs (the demo, the tests, a
 //! dashboard) can talk to them from their own node.
 
 mod bank;
+mod chat;
 mod counter;
 mod crashtest;
 mod election;
@@ -48,6 +53,10 @@ mod status;
 pub use bank::{
     bank_routes, owner, BankInDoubt, BankKind, BankSettings, GetApplied, GetInDoubt, Op,
     ReadAccounts, Stage, TakeSnapshot, Transfer, TransferOutcome, Work, BANK,
+};
+pub use chat::{
+    chat_routes, message_key, ChatEntry, ChatKind, ChatLine, ChatSettings, Post, PostError,
+    ReadRoom, CHAT,
 };
 pub use counter::{
     counter_app, Add, AddInOrder, CounterKind, Forward, Get, GetOrder, StreamOrder, COUNTER,
@@ -62,13 +71,14 @@ use troupe::failure_detector::FailureDetectorHandle;
 use troupe::framework::Node;
 
 /// The registry of the sample kinds (`status`, `counter`, `election`,
-/// `lock`, `crashtest`), with `status` and `counter` started by default:
+/// `lock`, `bank`, `chat`, `crashtest`), with `status` and `counter` started by default:
 /// what `troupe node` reads its `[apps]` tables with. An embedding program
 /// can add its own kinds to it.
 pub fn registry() -> AppRegistry {
     let mut r = AppRegistry::new();
     r.register(StatusKind)
         .register(BankKind)
+        .register(ChatKind)
         .register(CounterKind)
         .register(ElectionKind)
         .register(LockKind)
@@ -162,7 +172,7 @@ mod tests {
             ),
             (
                 "[x]\nkind = \"elect\"",
-                "apps.x.kind: unknown app kind \"elect\" (known kinds: bank, counter, crashtest, election, lock, status)",
+                "apps.x.kind: unknown app kind \"elect\" (known kinds: bank, chat, counter, crashtest, election, lock, status)",
             ),
         ] {
             let err = plan(text).expect_err(text).to_string();
