@@ -252,7 +252,9 @@ async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: D
                     while let Ok(Some(x)) = d.next().await {
                         if Instant::now() >= start {
                             let sent = Duration::from_nanos(x.payload.sent_ns);
-                            s.lock().unwrap().push(origin.elapsed().saturating_sub(sent));
+                            s.lock()
+                                .unwrap()
+                                .push(origin.elapsed().saturating_sub(sent));
                         }
                     }
                 });
@@ -334,9 +336,8 @@ fn main() {
         for i in order {
             let dir = base.join(uuid::Uuid::new_v4().to_string());
             std::fs::create_dir_all(&dir).expect("bench dir");
-            let run = actix_rt::System::new().block_on(measure(
-                &dir, modes[i], window, warmup, len,
-            ));
+            let run =
+                actix_rt::System::new().block_on(measure(&dir, modes[i], window, warmup, len));
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "  round {}: {:<28} {:>9.0} deliveries/s per member  p50 {:>7.2} ms  p99 {:>7.2} ms",
@@ -346,7 +347,11 @@ fn main() {
                 run.p50.as_secs_f64() * 1e3,
                 run.p99.as_secs_f64() * 1e3,
             );
-            assert!(run.per_member > 0.0, "{}: nothing delivered", modes[i].name());
+            assert!(
+                run.per_member > 0.0,
+                "{}: nothing delivered",
+                modes[i].name()
+            );
             got[i] = run;
         }
         for i in 0..modes.len() {

@@ -6,7 +6,10 @@
 //! same N(N-1); FIFO and causal add no message. Total order (fixed
 //! sequencer) adds one order message, itself N(N-1), per broadcast of the
 //! N-1 members that are not the sequencer: N(N-1)(2N-1)/N here, where every
-//! member broadcasts as often. Printed as the table in
+//! member broadcasts as often. NACK-based multicast sends N-1 first
+//! transmissions and no acknowledgement; its session messages are counted
+//! separately (they depend on time, not on the number of broadcasts).
+//! Printed as the table in
 //! BENCHMARKS.md ("Broadcast costs"); the counts are asserted.
 
 use std::time::Duration;
@@ -63,9 +66,103 @@ fn messages_per_broadcast_match_the_textbook() {
             );
             let expected = match algorithm {
                 BroadcastAlgorithm::Total => textbook * f64::from(2 * n - 1) / f64::from(n),
+                // First transmissions only; its sessions are counted in
+                // `nack_sends_n_minus_one_per_broadcast_plus_sessions`.
+                BroadcastAlgorithm::Nack => f64::from(n - 1),
                 _ => textbook,
             };
             assert!((data + acks - expected).abs() < 1e-9, "{algorithm} N={n}");
+        }
+    }
+}
+
+/// NACK-based multicast (`"nack"`), `rounds` rounds in which every member
+/// broadcasts once, `gap` apart: per broadcast, the first transmissions
+/// ("data"), the session messages, and the NACKs and repairs (none without
+/// loss); and the virtual time from the first broadcast to the last.
+fn nack_per_broadcast(n: u32, rounds: u32, gap: Duration) -> (f64, f64, f64, Duration) {
+    let members: Vec<u32> = (1..=n).collect();
+    let m2 = members.clone();
+    let mut sim: Sim<AnyBroadcast<u32>> = Sim::new(
+        1,
+        members.clone(),
+        Box::new(move |id, _| {
+            AnyBroadcast::new(
+                BroadcastAlgorithm::Nack,
+                *id,
+                m2.clone(),
+                Default::default(),
+                None,
+            )
+        }),
+        NetFaults::reliable(ms(5)),
+        OracleConfig::default(),
+    );
+    sim.start(&mut ()).unwrap();
+    let start = sim.now();
+    for r in 0..rounds {
+        for &m in &members {
+            let payload = (r * 100 + m).to_le_bytes().to_vec();
+            sim.command(&m, &mut (), |c, now, o| c.broadcast(payload, now, o))
+                .unwrap();
+            sim.run_for(gap, &mut ()).unwrap();
+        }
+    }
+    let span = sim.now() - start;
+    sim.run_for(Duration::from_secs(2), &mut ()).unwrap();
+    for (_, c) in sim.cores() {
+        let s = c.stats();
+        assert_eq!(s.delivered, u64::from(rounds * n), "nack N={n}");
+        assert_eq!(s.buffered, 0, "nack N={n}: history not collected");
+    }
+    assert!(
+        sim.is_idle(),
+        "nack N={n}: sessions go on once all is stable"
+    );
+    let b = f64::from(rounds * n);
+    let count = |k: &str| sim.sent_counts().get(k).copied().unwrap_or(0) as f64;
+    let recovery = count("nack") + count("repair");
+    (count("data") / b, count("session") / b, recovery / b, span)
+}
+
+/// NACK-based multicast: exactly `N-1` first transmissions per broadcast
+/// (the textbook figure), no NACK or repair without loss, and session
+/// messages that depend on time, not on the number of broadcasts: at most
+/// one multicast (`N-1` messages) per member per session period (100 ms)
+/// from the first broadcast until the history is collected (a period or
+/// two after the last). Two workloads: the one above (every member
+/// broadcasts 4 times, one broadcast every 20 ms), and a burst (every
+/// member 10 times, one broadcast every 1 ms), where the sessions are
+/// spread over more broadcasts.
+#[test]
+fn nack_sends_n_minus_one_per_broadcast_plus_sessions() {
+    let period = Duration::from_millis(100);
+    println!("| workload | N | data / broadcast | sessions / broadcast | NACK + repair | total | eager N(N-1) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, rounds, gap) in [
+        ("4 each, 20 ms apart", 4u32, ms(20)),
+        ("burst: 10 each, 1 ms apart", 10, ms(1)),
+    ] {
+        for n in [3u32, 5, 9, 17] {
+            let (data, sessions, recovery, span) = nack_per_broadcast(n, rounds, gap);
+            let eager = f64::from(n * (n - 1));
+            println!(
+                "| {name} | {n} | {data:.1} | {sessions:.1} | {recovery:.1} | {:.1} | {eager} |",
+                data + sessions + recovery
+            );
+            assert!((data - f64::from(n - 1)).abs() < 1e-9, "nack N={n}: {data}");
+            assert_eq!(recovery, 0.0, "nack N={n}: NACKs without loss");
+            // Session periods from the first broadcast to the collection.
+            let periods = (span.as_secs_f64() / period.as_secs_f64()).ceil() + 3.0;
+            let bound = f64::from(n * (n - 1)) * periods / f64::from(rounds * n);
+            assert!(
+                sessions <= bound,
+                "nack N={n} {name}: {sessions} sessions per broadcast, bound {bound}"
+            );
+            assert!(
+                data + sessions < eager,
+                "nack N={n} {name}: not cheaper than eager"
+            );
         }
     }
 }

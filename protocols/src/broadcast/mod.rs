@@ -7,9 +7,12 @@
 //! buffer garbage-collected once a message is stable); [`fifo`] and
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
 //! by an [`Order`]), and [`total`] a global order set by a sequencer's
-//! order messages sent through the same engine. [`BroadcastAlgorithm`]
+//! order messages sent through the same engine. [`nack`] is a separate
+//! engine: NACK-based reliable multicast (one multicast from the origin,
+//! receivers detect gaps and NACK them, any holder repairs, stability from
+//! periodic sessions), with FIFO delivery per sender. [`BroadcastAlgorithm`]
 //! names them for configuration files (`"eager-reliable"`, `"fifo"`,
-//! `"causal"`, `"total-sequencer"`) and [`AnyBroadcast`]
+//! `"causal"`, `"total-sequencer"`, `"nack"`) and [`AnyBroadcast`]
 //! runs the one a configuration names.
 //!
 //! ## Vocabulary
@@ -55,6 +58,7 @@
 pub mod any;
 pub mod causal;
 pub mod fifo;
+pub mod nack;
 pub mod reliable;
 mod seqset;
 pub mod total;
@@ -62,6 +66,7 @@ pub mod total;
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
+pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
 pub use total::Total;
@@ -87,6 +92,8 @@ crate::algorithms! {
         Causal = "causal",
         /// Reliable total-order broadcast, fixed sequencer: [`Total`].
         Total = "total-sequencer",
+        /// NACK-based reliable multicast, FIFO per sender: [`Nack`].
+        Nack = "nack",
     }
 }
 
@@ -177,7 +184,8 @@ pub struct LoggedDelivery<Id> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastConfig {
     /// How often a message is sent again to the live members not known to
-    /// hold it.
+    /// hold it. For [`Nack`], the base of its delays (session period
+    /// `2 * retry`, NACK and repair delays in `[retry/5, retry]`).
     pub retry: Duration,
     /// Record every delivery in the durable [`DELIVERY_LOG`] (for
     /// applications that read back what was delivered, such as a chat's
