@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
 
@@ -371,39 +371,12 @@ pub struct CommitView {
     pub pending: BTreeSet<TxId>,
 }
 
-/// The atomic-commit family: actor `commit.<instance>` on every member.
-#[derive(Debug)]
-pub enum CommitFamily {}
-
-impl crate::family::Family for CommitFamily {
-    type Algorithm = CommitAlgorithm;
-    type Config = CommitConfig;
-    type Core = AnyCommit<String>;
-    type View = CommitView;
-
-    fn actor_name(instance: &str) -> String {
-        format!("commit.{instance}")
-    }
-    fn build(
-        algorithm: CommitAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &CommitConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyCommit<String>, DurableError> {
-        let state = AnyCommit::<String>::recover(recovered)?;
-        Ok(AnyCommit::new(
-            algorithm,
-            me,
-            members,
-            config.clone(),
-            state,
-        ))
-    }
-    fn view(core: &AnyCommit<String>) -> CommitView {
-        CommitView {
-            pending: core.pending(),
-        }
+crate::family::family! {
+    /// The atomic-commit family: actor `commit.<instance>` on every member.
+    pub enum CommitFamily {
+        actor = |instance| format!("commit.{instance}");
+        core AnyCommit(CommitAlgorithm, CommitConfig);
+        view CommitView = |core| CommitView { pending: core.pending() };
     }
 }
 
@@ -413,11 +386,8 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in CommitAlgorithm::ALL {
-            assert_eq!(a.name().parse::<CommitAlgorithm>(), Ok(a));
-        }
+        crate::family::assert_names_round_trip::<CommitAlgorithm>("four-phase");
         assert_eq!(CommitAlgorithm::TwoPhase.name(), "two-phase");
         assert_eq!(CommitAlgorithm::ThreePhase.name(), "three-phase");
-        assert!("four-phase".parse::<CommitAlgorithm>().is_err());
     }
 }

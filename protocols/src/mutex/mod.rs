@@ -85,9 +85,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{
-    DurableError, Outputs, Protocol, Recovered, Snapshot, SnapshotCore,
-};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use crate::driver::OutputsOf;
 use crate::group::Group;
@@ -502,35 +500,13 @@ pub struct MutexView {
     pub waiting: bool,
 }
 
-/// The mutual-exclusion family: one lock per resource, actor
-/// `mutex.<resource>` on every member.
-#[derive(Debug)]
-pub enum MutexFamily {}
-
-impl crate::family::Family for MutexFamily {
-    type Algorithm = MutexAlgorithm;
-    type Config = MutexConfig;
-    type Core = AnyMutex<String>;
-    type View = MutexView;
-
-    fn actor_name(resource: &str) -> String {
-        format!("mutex.{resource}")
-    }
-    fn build(
-        algorithm: MutexAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &MutexConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyMutex<String>, DurableError> {
-        let state = AnyMutex::<String>::recover(recovered)?;
-        Ok(AnyMutex::new(algorithm, me, members, config.clone(), state))
-    }
-    fn view(core: &AnyMutex<String>) -> MutexView {
-        MutexView {
-            holding: core.holding(),
-            waiting: core.is_waiting(),
-        }
+crate::family::family! {
+    /// The mutual-exclusion family: one lock per resource, actor
+    /// `mutex.<resource>` on every member.
+    pub enum MutexFamily {
+        actor = |resource| format!("mutex.{resource}");
+        core AnyMutex(MutexAlgorithm, MutexConfig);
+        view MutexView = |core| MutexView { holding: core.holding(), waiting: core.is_waiting() };
     }
 }
 
@@ -540,13 +516,6 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in MutexAlgorithm::ALL {
-            assert_eq!(a.name().parse::<MutexAlgorithm>(), Ok(a));
-            assert_eq!(a.to_string(), a.name());
-            let bytes = rmp_serde::to_vec(&a).unwrap();
-            let back: MutexAlgorithm = rmp_serde::from_slice(&bytes).unwrap();
-            assert_eq!(back, a);
-        }
-        assert!("paxos".parse::<MutexAlgorithm>().is_err());
+        crate::family::assert_names_round_trip::<MutexAlgorithm>("paxos");
     }
 }
