@@ -45,7 +45,7 @@
 //!    messages and timers, its own state (`RaState`, a `LockState`: what it
 //!    adds to the durable state, if anything) and its core — the generic core
 //!    around that state (`pub type RicartAgrawala<Id> = Lock<Id,
-//!    RaState<Id>>`) — implementing [`Protocol`] (the associated types with
+//!    RaState>`) — implementing [`Protocol`] (the associated types with
 //!    `protocol_types!`) and the family's commands (`LockCommands`). Set
 //!    timers by key ([`troupe_framework::sansio::Outputs::set_timer`]
 //!    replaces a pending equal timer), so no round counters are needed. The
