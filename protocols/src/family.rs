@@ -45,7 +45,7 @@
 //!    messages and timers, its own state (`RaState`, a `LockState`: what it
 //!    adds to the durable state, if anything) and its core — the generic core
 //!    around that state (`pub type RicartAgrawala<Id> = Lock<Id,
-//!    RaState<Id>>`) — implementing [`Protocol`] (the associated types with
+//!    RaState>`) — implementing [`Protocol`] (the associated types with
 //!    `protocol_types!`) and the family's commands (`LockCommands`). Set
 //!    timers by key ([`troupe_framework::sansio::Outputs::set_timer`]
 //!    replaces a pending equal timer), so no round counters are needed. The
@@ -135,6 +135,74 @@ pub trait Family: 'static {
     ) -> Result<Self::Core, DurableError>;
     /// The view of `core`.
     fn view(core: &Self::Core) -> Self::View;
+}
+
+/// Declare a protocol family: the uninhabited type naming it and its
+/// [`Family`] implementation, which builds the family's `Any*` core (made by
+/// [`any_core!`](crate::any_core)) from what a previous life made durable.
+///
+/// ```ignore
+/// family! {
+///     /// The atomic-commit family.
+///     pub enum CommitFamily {
+///         actor = |instance| format!("commit.{instance}");
+///         core AnyCommit(CommitAlgorithm, CommitConfig);
+///         view CommitView = |core| CommitView { pending: core.pending() };
+///     }
+/// }
+/// ```
+macro_rules! family {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $family:ident {
+            actor = |$instance:ident| $actor:expr;
+            core $core:ident($alg:ty, $config:ty);
+            view $view:ty = |$c:ident| $body:expr;
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis enum $family {}
+
+        impl $crate::family::Family for $family {
+            type Algorithm = $alg;
+            type Config = $config;
+            type Core = $core<String>;
+            type View = $view;
+
+            fn actor_name($instance: &str) -> String {
+                $actor
+            }
+            fn build(
+                algorithm: $alg,
+                me: String,
+                members: Vec<String>,
+                config: &$config,
+                recovered: &::troupe_framework::sansio::Recovered,
+            ) -> Result<$core<String>, ::troupe_framework::sansio::DurableError> {
+                let state = <$core<String> as ::troupe_framework::sansio::SnapshotCore>::recover(recovered)?;
+                Ok($core::new(algorithm, me, members, Clone::clone(config), state))
+            }
+            fn view($c: &$core<String>) -> $view {
+                $body
+            }
+        }
+    };
+}
+pub(crate) use family;
+
+/// Test helper: every algorithm of `A` parses back from its name, displays
+/// as it, and survives a serde round trip; `unknown` is not a name.
+#[cfg(test)]
+pub(crate) fn assert_names_round_trip<A: Algorithm>(unknown: &str) {
+    for &a in A::all() {
+        assert_eq!(a.name().parse::<A>(), Ok(a));
+        assert_eq!(a.to_string(), a.name());
+        let bytes = rmp_serde::to_vec(&a).unwrap();
+        let back: A = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, a);
+    }
+    assert!(unknown.parse::<A>().is_err());
 }
 
 /// The associated types of a [`Protocol`] impl for a core generic over its

@@ -225,12 +225,14 @@ pub trait Protocol {
     /// What the protocol tells its local user.
     type Event: Clone + Debug;
 
-    /// Called once when the driver starts the core.
+    /// Called once when the driver starts the core. Default: nothing to do.
     fn on_start(
         &mut self,
         now: Duration,
         out: &mut Outputs<Self::Id, Self::Msg, Self::Timer, Self::Event>,
-    );
+    ) {
+        let _ = (now, out);
+    }
 
     /// A message arrived from `from`.
     fn on_message(

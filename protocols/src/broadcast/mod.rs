@@ -75,7 +75,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::clock::VectorClock;
-use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
 
@@ -276,41 +276,15 @@ pub struct BroadcastView {
     pub held_back: usize,
 }
 
-/// The broadcast family: actor `broadcast.<instance>` on every member.
-#[derive(Debug)]
-pub enum BroadcastFamily {}
-
-impl crate::family::Family for BroadcastFamily {
-    type Algorithm = BroadcastAlgorithm;
-    type Config = BroadcastConfig;
-    type Core = AnyBroadcast<String>;
-    type View = BroadcastView;
-
-    fn actor_name(instance: &str) -> String {
-        format!("broadcast.{instance}")
-    }
-    fn build(
-        algorithm: BroadcastAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &BroadcastConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyBroadcast<String>, DurableError> {
-        let state = AnyBroadcast::<String>::recover(recovered)?;
-        Ok(AnyBroadcast::new(
-            algorithm,
-            me,
-            members,
-            config.clone(),
-            state,
-        ))
-    }
-    fn view(core: &AnyBroadcast<String>) -> BroadcastView {
-        let s = core.stats();
-        BroadcastView {
-            delivered: s.delivered,
-            held_back: s.held_back,
-        }
+crate::family::family! {
+    /// The broadcast family: actor `broadcast.<instance>` on every member.
+    pub enum BroadcastFamily {
+        actor = |instance| format!("broadcast.{instance}");
+        core AnyBroadcast(BroadcastAlgorithm, BroadcastConfig);
+        view BroadcastView = |core| {
+            let s = core.stats();
+            BroadcastView { delivered: s.delivered, held_back: s.held_back }
+        };
     }
 }
 
@@ -320,9 +294,6 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in BroadcastAlgorithm::ALL {
-            assert_eq!(a.name().parse::<BroadcastAlgorithm>(), Ok(a));
-        }
-        assert!("gossip".parse::<BroadcastAlgorithm>().is_err());
+        crate::family::assert_names_round_trip::<BroadcastAlgorithm>("gossip");
     }
 }

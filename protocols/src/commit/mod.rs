@@ -40,11 +40,13 @@
 //! oldest transaction without `End` (not done yet).
 
 pub mod any;
+pub mod base;
 pub mod log;
 pub mod three_phase;
 pub mod two_phase;
 
 pub use any::{AnyCommit, AnyCommitMsg};
+pub use base::{Commit, CommitRules, CommitState, TxMsg, TxTimer};
 pub use log::{CommitDurable, LogRecord, LogStats};
 pub use three_phase::ThreePhase;
 pub use two_phase::TwoPhase;
@@ -53,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
 
@@ -192,175 +194,6 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     fn pending(&self) -> BTreeSet<TxId>;
 }
 
-/// One transaction at one node: the state both cores keep.
-#[derive(Debug, Clone)]
-pub(crate) struct Tx<Id> {
-    pub(crate) coordinator: Id,
-    /// Sorted, without the coordinator.
-    pub(crate) participants: Vec<Id>,
-    pub(crate) phase: Phase,
-    /// Coordinator: participants that voted yes (or acknowledged the
-    /// pre-commit, 3PC).
-    pub(crate) votes: BTreeSet<Id>,
-    /// Coordinator: participants that acknowledged the decision.
-    pub(crate) acks: BTreeSet<Id>,
-    /// Coordinator: when it stops waiting for votes.
-    pub(crate) deadline: Duration,
-    /// See [`TxStatus::active`].
-    pub(crate) active: bool,
-    /// 3PC: the termination round this node joined (0: none).
-    pub(crate) round: u64,
-    /// Coordinator: `End` logged.
-    pub(crate) ended: bool,
-}
-
-impl<Id: Clone + Ord> Tx<Id> {
-    pub(crate) fn new(coordinator: Id, participants: Vec<Id>, phase: Phase) -> Self {
-        Self {
-            coordinator,
-            participants,
-            phase,
-            votes: BTreeSet::new(),
-            acks: BTreeSet::new(),
-            deadline: Duration::ZERO,
-            active: true,
-            round: 0,
-            ended: false,
-        }
-    }
-    pub(crate) fn decided(&self) -> Option<Decision> {
-        match self.phase {
-            Phase::Decided(d) => Some(d),
-            _ => None,
-        }
-    }
-    pub(crate) fn status(&self, me: &Id) -> TxStatus {
-        TxStatus {
-            coordinator: self.coordinator == *me,
-            phase: self.phase,
-            active: self.active,
-        }
-    }
-    /// The participants other than `me`.
-    pub(crate) fn others<'a>(&'a self, me: &'a Id) -> impl Iterator<Item = &'a Id> + 'a {
-        self.participants.iter().filter(move |p| *p != me)
-    }
-}
-
-/// Sorted, deduplicated participants without `coordinator`.
-pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> Vec<Id> {
-    ps.sort();
-    ps.dedup();
-    ps.retain(|p| p != coordinator);
-    ps
-}
-
-/// A core's transactions, with the set of those that may be undecided
-/// (a superset, pruned after every input), so the family view costs
-/// O(transactions in flight) per input, not O(every transaction ever).
-/// Derefs to the map; [`TxBook::insert`] and [`TxBook::get_or_insert`]
-/// are the ways in (the commit checker asserts `pending` at every step).
-#[derive(Debug, Clone)]
-pub(crate) struct TxBook<Id> {
-    txs: BTreeMap<TxId, Tx<Id>>,
-    undecided: BTreeSet<TxId>,
-}
-
-impl<Id: Clone + Ord> TxBook<Id> {
-    /// The transactions `durable` describes, taken up by `me` after a
-    /// restart (see [`resume`]).
-    pub(crate) fn resume(me: &Id, durable: &CommitDurable<Id>) -> Self {
-        let txs = resume(me, durable);
-        let undecided = txs
-            .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
-            .collect();
-        Self { txs, undecided }
-    }
-
-    /// Add (or replace) `tx`.
-    pub(crate) fn insert(&mut self, tx: TxId, t: Tx<Id>) {
-        self.undecided.insert(tx);
-        self.txs.insert(tx, t);
-    }
-
-    /// `tx`, added as `new()` if unknown.
-    pub(crate) fn get_or_insert(&mut self, tx: TxId, new: impl FnOnce() -> Tx<Id>) -> &mut Tx<Id> {
-        self.undecided.insert(tx);
-        self.txs.entry(tx).or_insert_with(new)
-    }
-
-    /// Forget the decided ones among the undecided (after every input).
-    pub(crate) fn prune(&mut self) {
-        let txs = &self.txs;
-        self.undecided
-            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
-    }
-
-    /// `tx`'s status as `me` sees it.
-    pub(crate) fn status(&self, me: &Id, tx: TxId) -> Option<TxStatus> {
-        self.txs.get(&tx).map(|t| t.status(me))
-    }
-
-    /// Every transaction with its status.
-    pub(crate) fn transactions(&self, me: &Id) -> BTreeMap<TxId, TxStatus> {
-        self.txs.iter().map(|(tx, t)| (*tx, t.status(me))).collect()
-    }
-
-    /// The undecided transactions.
-    pub(crate) fn pending(&self) -> BTreeSet<TxId> {
-        self.undecided
-            .iter()
-            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
-            .copied()
-            .collect()
-    }
-}
-
-impl<Id> std::ops::Deref for TxBook<Id> {
-    type Target = BTreeMap<TxId, Tx<Id>>;
-    fn deref(&self) -> &Self::Target {
-        &self.txs
-    }
-}
-
-impl<Id> std::ops::DerefMut for TxBook<Id> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.txs
-    }
-}
-
-/// The transactions a log describes, as a restarted core takes them up:
-/// every undecided one inactive (see [`TxStatus::active`]).
-pub(crate) fn resume<Id: Clone + Ord>(
-    me: &Id,
-    durable: &CommitDurable<Id>,
-) -> BTreeMap<TxId, Tx<Id>> {
-    let mut txs = BTreeMap::new();
-    for (tx, rec) in &durable.txs {
-        let Some(stage) = rec.stage else {
-            // Only a `Joined`: a participant that knows nothing else.
-            continue;
-        };
-        let coordinator = rec.coordinator.clone().unwrap_or_else(|| me.clone());
-        let mine = coordinator == *me;
-        let phase = match stage {
-            log::Stage::Begun => Phase::Collecting,
-            log::Stage::Ready => Phase::Ready,
-            log::Stage::PreCommitted if mine => Phase::PreCommitting,
-            log::Stage::PreCommitted => Phase::PreCommitted,
-            log::Stage::Decided(d) => Phase::Decided(d),
-        };
-        let mut t = Tx::new(coordinator, rec.participants.clone(), phase);
-        t.active = matches!(phase, Phase::Decided(_));
-        t.round = rec.round;
-        t.ended = rec.ended;
-        txs.insert(*tx, t);
-    }
-    txs
-}
-
 /// What a commit instance's handles watch: the transactions this node
 /// knows that are not decided yet. Decided ones are not in it: the view is
 /// rebuilt after every input, and the decided transactions only grow
@@ -371,39 +204,12 @@ pub struct CommitView {
     pub pending: BTreeSet<TxId>,
 }
 
-/// The atomic-commit family: actor `commit.<instance>` on every member.
-#[derive(Debug)]
-pub enum CommitFamily {}
-
-impl crate::family::Family for CommitFamily {
-    type Algorithm = CommitAlgorithm;
-    type Config = CommitConfig;
-    type Core = AnyCommit<String>;
-    type View = CommitView;
-
-    fn actor_name(instance: &str) -> String {
-        format!("commit.{instance}")
-    }
-    fn build(
-        algorithm: CommitAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &CommitConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyCommit<String>, DurableError> {
-        let state = AnyCommit::<String>::recover(recovered)?;
-        Ok(AnyCommit::new(
-            algorithm,
-            me,
-            members,
-            config.clone(),
-            state,
-        ))
-    }
-    fn view(core: &AnyCommit<String>) -> CommitView {
-        CommitView {
-            pending: core.pending(),
-        }
+crate::family::family! {
+    /// The atomic-commit family: actor `commit.<instance>` on every member.
+    pub enum CommitFamily {
+        actor = |instance| format!("commit.{instance}");
+        core AnyCommit(CommitAlgorithm, CommitConfig);
+        view CommitView = |core| CommitView { pending: core.pending() };
     }
 }
 
@@ -413,11 +219,8 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in CommitAlgorithm::ALL {
-            assert_eq!(a.name().parse::<CommitAlgorithm>(), Ok(a));
-        }
+        crate::family::assert_names_round_trip::<CommitAlgorithm>("four-phase");
         assert_eq!(CommitAlgorithm::TwoPhase.name(), "two-phase");
         assert_eq!(CommitAlgorithm::ThreePhase.name(), "three-phase");
-        assert!("four-phase".parse::<CommitAlgorithm>().is_err());
     }
 }

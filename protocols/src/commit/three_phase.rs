@@ -68,38 +68,22 @@
 //! at the price of blocking a minority.)
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{
-    clean_participants, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord,
-    LogStats, Phase, Tx, TxBook, TxId, TxStatus,
-};
+use super::base::{tx_messages, Commit, CommitRules, CommitState, TxMsg, TxTimer};
+use super::{CommitConfig, CommitEvent, Decision, LogRecord, Phase, TxId};
 use crate::family::protocol_types;
-use crate::group::{Change, Group};
-use crate::testkit::SimProtocol;
+use crate::group::Change;
 use crate::MemberId;
 
-/// Three-phase-commit wire messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ThreePhaseMsg<Id> {
-    /// Coordinator to participant: vote on `tx`.
-    Prepare {
-        /// The transaction.
-        tx: TxId,
-        /// Every participant.
-        participants: Vec<Id>,
-    },
-    /// Participant to coordinator: its vote.
-    Vote {
-        /// The transaction.
-        tx: TxId,
-        /// Yes or no.
-        yes: bool,
-    },
+tx_messages! {
+    /// Three-phase-commit wire messages: the ones every commit algorithm
+    /// exchanges, then pre-commit and termination.
+    pub enum ThreePhaseMsg<Id> {
     /// Pre-commit (round 0: from the coordinator; else from the termination
     /// round `round`).
     PreCommit {
@@ -114,27 +98,6 @@ pub enum ThreePhaseMsg<Id> {
         tx: TxId,
         /// The round.
         round: u64,
-    },
-    /// The decision.
-    Decision {
-        /// The transaction.
-        tx: TxId,
-        /// The outcome.
-        decision: Decision,
-    },
-    /// Participant to coordinator: the commit is durable here.
-    Ack {
-        /// The transaction.
-        tx: TxId,
-    },
-    /// An undecided node asks what was decided.
-    Inquire {
-        /// The transaction.
-        tx: TxId,
-        /// Its coordinator.
-        coordinator: Id,
-        /// Its participants.
-        participants: Vec<Id>,
     },
     /// Termination round `round` asks for the receiver's state.
     StateReq {
@@ -158,14 +121,11 @@ pub enum ThreePhaseMsg<Id> {
         /// See [`TxStatus::active`].
         active: bool,
     },
+    }
 }
 
 /// Three-phase-commit timers: one per transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ThreePhaseTimer {
-    /// Something of `tx` may need doing again.
-    Tx(TxId),
-}
+pub type ThreePhaseTimer = TxTimer;
 
 type Out<Id> = Outputs<Id, ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent>;
 
@@ -184,141 +144,81 @@ struct Round<Id> {
     awaiting: Option<BTreeSet<Id>>,
 }
 
-/// A three-phase-commit core for one member (see the module docs).
+/// Three-phase commit's own state: the termination rounds this node runs.
 #[derive(Debug, Clone)]
-pub struct ThreePhase<Id> {
-    group: Group<Id>,
-    config: CommitConfig,
-    log: CommitDurable<Id>,
-    txs: TxBook<Id>,
+pub struct ThreePhaseState<Id> {
     rounds: BTreeMap<TxId, Round<Id>>,
 }
 
-impl<Id: MemberId> ThreePhase<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: CommitConfig,
-        durable: Option<CommitDurable<Id>>,
-    ) -> Self {
-        let log = durable.unwrap_or_default();
-        let txs = TxBook::resume(&me, &log);
+impl<Id> Default for ThreePhaseState<Id> {
+    fn default() -> Self {
         Self {
-            group: Group::new(me, members),
-            config,
-            log,
-            txs,
             rounds: BTreeMap::new(),
         }
     }
+}
 
-    fn me(&self) -> &Id {
-        self.group.me()
+impl<Id: Clone + Debug> CommitState for ThreePhaseState<Id> {
+    const ALWAYS_PRESUMES_ABORT: bool = true;
+    fn patience(config: &CommitConfig) -> Option<Duration> {
+        Some(PATIENCE * config.decision_timeout)
     }
-
-    fn record(
-        &mut self,
-        tx: TxId,
-        out: &mut Out<Id>,
-        forced: bool,
-        make: impl FnOnce(&Tx<Id>) -> LogRecord<Id>,
-    ) {
-        if let Some(t) = self.txs.get(&tx) {
-            let rec = make(t);
-            self.log.append(rec, forced, out);
-        }
-    }
-
-    /// Decide `tx` here (any role), durably; tell the user. Returns false
-    /// when it was decided already.
-    fn decide(&mut self, tx: TxId, d: Decision, forced: bool, out: &mut Out<Id>) -> bool {
-        if self.txs.get(&tx).is_none_or(|t| t.decided().is_some()) {
-            return false;
-        }
-        // A presumed abort is not logged by the coordinator.
-        let me = self.me().clone();
-        let coordinator_abort = self.txs[&tx].coordinator == me && d == Decision::Abort;
-        if !coordinator_abort {
-            self.record(tx, out, forced, |t| LogRecord::Decided {
-                tx,
-                decision: d,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            });
-        }
-        if let Some(t) = self.txs.get_mut(&tx) {
-            t.phase = Phase::Decided(d);
-        }
+    /// A decided transaction needs no termination round.
+    fn decided(&mut self, tx: TxId) {
         self.rounds.remove(&tx);
-        out.emit(CommitEvent::Decided { tx, decision: d });
-        true
     }
+}
 
-    /// Tell every other participant and the coordinator.
-    fn broadcast(&self, tx: TxId, msg: ThreePhaseMsg<Id>, out: &mut Out<Id>) {
-        let me = self.me();
-        if let Some(t) = self.txs.get(&tx) {
-            if t.coordinator != *me {
-                out.send(t.coordinator.clone(), msg.clone());
-            }
-            for p in t.others(me) {
-                out.send(p.clone(), msg.clone());
-            }
-        }
+/// A three-phase-commit core for one member (see the module docs).
+pub type ThreePhase<Id> = Commit<Id, ThreePhaseState<Id>>;
+
+impl<Id: MemberId> ThreePhase<Id> {
+    /// Decide `tx` here, durably (`forced`), unless the coordinator
+    /// aborts: a presumed abort is not logged by the coordinator.
+    fn decide_forced(&mut self, tx: TxId, d: Decision, forced: bool, out: &mut Out<Id>) -> bool {
+        let me = self.me().clone();
+        let coordinator_abort =
+            self.txs.get(&tx).is_some_and(|t| t.coordinator == me) && d == Decision::Abort;
+        self.decide(tx, d, (!coordinator_abort).then_some(forced), out)
     }
 
     /// Learn decision `d` from someone who knows; acknowledge a commit to
     /// the coordinator.
-    fn learn(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
-        let me = self.me().clone();
+    fn on_decision(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
         let Some(t) = self.txs.get(&tx) else {
             return;
         };
-        let coordinator = t.coordinator.clone();
-        if coordinator == me {
-            // Told by a termination round: nothing left to collect.
-            if self.decide(tx, d, false, out) {
-                if let Some(t) = self.txs.get_mut(&tx) {
-                    t.ended = true;
-                }
-            }
-            out.cancel_timer(ThreePhaseTimer::Tx(tx));
+        if t.coordinator != *self.me() {
+            self.learn(tx, d, d == Decision::Commit, out);
             return;
         }
-        let ack = d == Decision::Commit;
-        if self.decide(tx, d, ack, out) {
-            out.cancel_timer(ThreePhaseTimer::Tx(tx));
+        // Told by a termination round: nothing left to collect.
+        if self.decide_forced(tx, d, false, out) {
+            if let Some(t) = self.txs.get_mut(&tx) {
+                t.ended = true;
+            }
         }
-        if ack && self.txs.get(&tx).and_then(Tx::decided) == Some(d) {
-            out.send(coordinator, ThreePhaseMsg::Ack { tx });
-        }
+        out.cancel_timer(TxTimer::Tx(tx));
     }
 
-    /// A participant that has not voted yes aborts on its own, durably.
-    fn abort_unilaterally(
-        &mut self,
-        tx: TxId,
-        coordinator: Id,
-        participants: Vec<Id>,
-        out: &mut Out<Id>,
-    ) {
-        let ps = clean_participants(&coordinator, participants);
-        let t = self
-            .txs
-            .get_or_insert(tx, || Tx::new(coordinator, ps, Phase::Voting));
-        if t.phase == Phase::Voting {
-            self.decide(tx, Decision::Abort, true, out);
-        }
+    /// Make `tx`'s pre-commit durable (forced: its `PreCommit` or `PreAck`
+    /// is about to leave).
+    fn log_precommit(&mut self, tx: TxId, out: &mut Out<Id>) {
+        self.record(
+            tx,
+            true,
+            |t| LogRecord::PreCommit {
+                tx,
+                coordinator: t.coordinator.clone(),
+                participants: t.participants.clone(),
+            },
+            out,
+        );
     }
 
     /// Coordinator: every vote is yes: pre-commit.
     fn coordinator_precommits(&mut self, tx: TxId, out: &mut Out<Id>) {
-        self.record(tx, out, true, |t| LogRecord::PreCommit {
-            tx,
-            coordinator: t.coordinator.clone(),
-            participants: t.participants.clone(),
-        });
+        self.log_precommit(tx, out);
         if let Some(t) = self.txs.get_mut(&tx) {
             t.phase = Phase::PreCommitting;
             t.votes.clear();
@@ -329,34 +229,10 @@ impl<Id: MemberId> ThreePhase<Id> {
         out.set_timer(self.config.retry, ThreePhaseTimer::Tx(tx));
     }
 
-    /// Coordinator: decide and tell every participant.
-    fn coordinator_decides(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
-        if !self.decide(tx, d, true, out) {
-            return;
-        }
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        t.acks.clear();
-        for p in &t.participants {
-            out.send(p.clone(), ThreePhaseMsg::Decision { tx, decision: d });
-        }
-        if d == Decision::Commit {
-            out.set_timer(self.config.retry, ThreePhaseTimer::Tx(tx));
-        } else {
-            t.ended = true;
-            out.cancel_timer(ThreePhaseTimer::Tx(tx));
-        }
-    }
-
     /// Termination: a participant pre-commits (in `round`), durably.
     fn participant_precommits(&mut self, tx: TxId, out: &mut Out<Id>) {
         if self.txs.get(&tx).map(|t| t.phase) == Some(Phase::Ready) {
-            self.record(tx, out, true, |t| LogRecord::PreCommit {
-                tx,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            });
+            self.log_precommit(tx, out);
             if let Some(t) = self.txs.get_mut(&tx) {
                 t.phase = Phase::PreCommitted;
             }
@@ -369,8 +245,8 @@ impl<Id: MemberId> ThreePhase<Id> {
         if let Some(t) = self.txs.get_mut(&tx) {
             t.round = round;
         }
-        if self.rounds.get(&tx).is_some_and(|r| r.round < round) {
-            self.rounds.remove(&tx);
+        if self.alg.rounds.get(&tx).is_some_and(|r| r.round < round) {
+            self.alg.rounds.remove(&tx);
         }
     }
 
@@ -383,31 +259,12 @@ impl<Id: MemberId> ThreePhase<Id> {
         participants: Vec<Id>,
         out: &mut Out<Id>,
     ) {
-        match self.txs.get(&tx).map(|t| (t.phase, t.round, t.active)) {
+        let (phase, active) = match self.txs.get(&tx).map(|t| (t.phase, t.round, t.active)) {
             None | Some((Phase::Voting, _, _)) => {
                 self.abort_unilaterally(tx, coordinator, participants, out);
-                let phase = Phase::Decided(Decision::Abort);
-                out.send(
-                    from,
-                    ThreePhaseMsg::StateReport {
-                        tx,
-                        round,
-                        phase,
-                        active: true,
-                    },
-                );
+                (Phase::Decided(Decision::Abort), true)
             }
-            Some((phase @ Phase::Decided(_), _, active)) => {
-                out.send(
-                    from,
-                    ThreePhaseMsg::StateReport {
-                        tx,
-                        round,
-                        phase,
-                        active,
-                    },
-                );
-            }
+            Some((phase @ Phase::Decided(_), _, active)) => (phase, active),
             Some((phase @ (Phase::Ready | Phase::PreCommitted), joined, active)) => {
                 if round < joined {
                     return;
@@ -415,18 +272,17 @@ impl<Id: MemberId> ThreePhase<Id> {
                 if round > joined {
                     self.join(tx, round, out);
                 }
-                out.send(
-                    from,
-                    ThreePhaseMsg::StateReport {
-                        tx,
-                        round,
-                        phase,
-                        active,
-                    },
-                );
+                (phase, active)
             }
-            Some(_) => {}
-        }
+            Some(_) => return,
+        };
+        let report = ThreePhaseMsg::StateReport {
+            tx,
+            round,
+            phase,
+            active,
+        };
+        out.send(from, report);
     }
 
     /// Run (or continue) a termination round for `tx` if this node should.
@@ -445,7 +301,7 @@ impl<Id: MemberId> ThreePhase<Id> {
         if lowest != Some(&me) {
             return;
         }
-        if self.rounds.get(&tx).is_none_or(|r| r.round != t.round) {
+        if self.alg.rounds.get(&tx).is_none_or(|r| r.round != t.round) {
             // A new round, above every round seen, in this node's stripe.
             let rank = t.participants.iter().position(|p| *p == me).unwrap_or(0);
             let round = crate::group::next_term(t.round, rank, t.participants.len());
@@ -453,7 +309,7 @@ impl<Id: MemberId> ThreePhase<Id> {
             self.join(tx, round, out);
             let mut reports = BTreeMap::new();
             reports.insert(me.clone(), (phase, active));
-            self.rounds.insert(
+            self.alg.rounds.insert(
                 tx,
                 Round {
                     round,
@@ -462,7 +318,7 @@ impl<Id: MemberId> ThreePhase<Id> {
                 },
             );
         }
-        let (Some(t), Some(r)) = (self.txs.get(&tx), self.rounds.get(&tx)) else {
+        let (Some(t), Some(r)) = (self.txs.get(&tx), self.alg.rounds.get(&tx)) else {
             return;
         };
         match &r.awaiting {
@@ -488,7 +344,7 @@ impl<Id: MemberId> ThreePhase<Id> {
 
     /// Apply the termination rules to the reports of this node's round.
     fn evaluate(&mut self, tx: TxId, out: &mut Out<Id>) {
-        let (Some(t), Some(r)) = (self.txs.get(&tx), self.rounds.get(&tx)) else {
+        let (Some(t), Some(r)) = (self.txs.get(&tx), self.alg.rounds.get(&tx)) else {
             return;
         };
         if let Some(awaiting) = &r.awaiting {
@@ -531,7 +387,7 @@ impl<Id: MemberId> ThreePhase<Id> {
             for p in &uncertain {
                 out.send(p.clone(), ThreePhaseMsg::PreCommit { tx, round });
             }
-            if let Some(r) = self.rounds.get_mut(&tx) {
+            if let Some(r) = self.alg.rounds.get_mut(&tx) {
                 r.awaiting = Some(uncertain);
             }
             self.evaluate_awaiting(tx, out);
@@ -542,6 +398,7 @@ impl<Id: MemberId> ThreePhase<Id> {
 
     fn evaluate_awaiting(&mut self, tx: TxId, out: &mut Out<Id>) {
         let done = self
+            .alg
             .rounds
             .get(&tx)
             .and_then(|r| r.awaiting.as_ref())
@@ -553,70 +410,17 @@ impl<Id: MemberId> ThreePhase<Id> {
 
     /// The termination round decides: durably, then everyone is told.
     fn round_decides(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
-        if self.decide(tx, d, true, out) {
+        if self.decide_forced(tx, d, true, out) {
             self.broadcast(tx, ThreePhaseMsg::Decision { tx, decision: d }, out);
             out.cancel_timer(ThreePhaseTimer::Tx(tx));
         }
     }
 
-    fn on_timer_tx(&mut self, now: Duration, tx: TxId, out: &mut Out<Id>) {
-        let me = self.me().clone();
-        let Some(t) = self.txs.get(&tx) else {
-            return;
-        };
-        let retry = self.config.retry;
-        let inquire = ThreePhaseMsg::Inquire {
-            tx,
-            coordinator: t.coordinator.clone(),
-            participants: t.participants.clone(),
-        };
-        match t.phase {
-            Phase::Collecting if now >= t.deadline => {
-                self.coordinator_decides(tx, Decision::Abort, out);
-            }
-            Phase::Collecting => {
-                for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
-                    let participants = t.participants.clone();
-                    out.send(p.clone(), ThreePhaseMsg::Prepare { tx, participants });
-                }
-                out.set_timer(retry, ThreePhaseTimer::Tx(tx));
-            }
-            Phase::PreCommitting => {
-                for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
-                    out.send(p.clone(), ThreePhaseMsg::PreCommit { tx, round: 0 });
-                    out.send(p.clone(), inquire.clone());
-                }
-                out.set_timer(retry, ThreePhaseTimer::Tx(tx));
-            }
-            Phase::Decided(d) if t.coordinator == me && !t.ended => {
-                for p in t.participants.iter().filter(|p| !t.acks.contains(*p)) {
-                    out.send(p.clone(), ThreePhaseMsg::Decision { tx, decision: d });
-                }
-                out.set_timer(retry, ThreePhaseTimer::Tx(tx));
-            }
-            Phase::Ready | Phase::PreCommitted => {
-                self.broadcast(tx, inquire, out);
-                self.terminate(now, tx, out);
-                out.set_timer(retry, ThreePhaseTimer::Tx(tx));
-            }
-            _ => {}
-        }
-    }
-
     fn on_vote(&mut self, tx: TxId, from: Id, yes: bool, out: &mut Out<Id>) {
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        if t.phase != Phase::Collecting || !t.participants.contains(&from) {
-            return;
-        }
-        if !yes {
-            self.coordinator_decides(tx, Decision::Abort, out);
-            return;
-        }
-        t.votes.insert(from);
-        if t.votes.len() == t.participants.len() {
-            self.coordinator_precommits(tx, out);
+        match self.tally(tx, from, Phase::Collecting, yes) {
+            Some(Decision::Commit) => self.coordinator_precommits(tx, out),
+            Some(Decision::Abort) => self.coordinator_decides(tx, Decision::Abort, out),
+            None => {}
         }
     }
 
@@ -643,19 +447,12 @@ impl<Id: MemberId> ThreePhase<Id> {
 
     fn on_preack(&mut self, tx: TxId, from: Id, round: u64, out: &mut Out<Id>) {
         if round == 0 {
-            let Some(t) = self.txs.get_mut(&tx) else {
-                return;
-            };
-            if t.phase != Phase::PreCommitting || !t.participants.contains(&from) {
-                return;
-            }
-            t.votes.insert(from);
-            if t.votes.len() == t.participants.len() {
+            if self.tally(tx, from, Phase::PreCommitting, true).is_some() {
                 self.coordinator_decides(tx, Decision::Commit, out);
             }
             return;
         }
-        if let Some(r) = self.rounds.get_mut(&tx) {
+        if let Some(r) = self.alg.rounds.get_mut(&tx) {
             if r.round == round {
                 if let Some(a) = r.awaiting.as_mut() {
                     a.remove(&from);
@@ -666,36 +463,41 @@ impl<Id: MemberId> ThreePhase<Id> {
             }
         }
     }
+}
 
-    fn on_inquire(
-        &mut self,
-        tx: TxId,
-        from: Id,
-        coordinator: Id,
-        participants: Vec<Id>,
-        out: &mut Out<Id>,
-    ) {
-        let me = self.me().clone();
-        match self.txs.get(&tx).map(|t| t.phase) {
-            Some(Phase::Decided(d)) => out.send(from, ThreePhaseMsg::Decision { tx, decision: d }),
-            None if coordinator == me => out.send(
-                from,
-                ThreePhaseMsg::Decision {
-                    tx,
-                    decision: Decision::Abort,
-                },
-            ),
-            None | Some(Phase::Voting) => {
-                self.abort_unilaterally(tx, coordinator, participants, out);
-                out.send(
-                    from,
-                    ThreePhaseMsg::Decision {
-                        tx,
-                        decision: Decision::Abort,
-                    },
-                );
+impl<Id: MemberId> CommitRules for ThreePhase<Id> {
+    /// Log a commit (forced) and wait for its acknowledgements; a presumed
+    /// abort is neither logged nor acknowledged.
+    fn coordinator_decides(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
+        if self.decide_forced(tx, d, true, out) {
+            self.announce(tx, d, d == Decision::Commit, out);
+        }
+    }
+
+    /// The coordinator sends its pre-commit again (and asks); an
+    /// uncertain participant asks around and runs the termination protocol
+    /// if it should.
+    fn on_own_timer(&mut self, now: Duration, tx: TxId, out: &mut Out<Id>) {
+        let Some(t) = self.txs.get(&tx) else {
+            return;
+        };
+        let retry = self.config.retry;
+        match t.phase {
+            Phase::PreCommitting => {
+                let inquire =
+                    ThreePhaseMsg::inquire(tx, t.coordinator.clone(), t.participants.clone());
+                for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
+                    out.send(p.clone(), ThreePhaseMsg::PreCommit { tx, round: 0 });
+                    out.send(p.clone(), inquire.clone());
+                }
+                out.set_timer(retry, TxTimer::Tx(tx));
             }
-            Some(_) => {}
+            Phase::Ready | Phase::PreCommitted => {
+                self.inquire(tx, out);
+                self.terminate(now, tx, out);
+                out.set_timer(retry, TxTimer::Tx(tx));
+            }
+            _ => {}
         }
     }
 }
@@ -722,48 +524,14 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
     }
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: ThreePhaseMsg<Id>, out: &mut Out<Id>) {
-        let me = self.me().clone();
+        let Some((from, msg)) = self.on_shared(from, msg, out) else {
+            return;
+        };
         match msg {
-            ThreePhaseMsg::Prepare { tx, participants } => {
-                if from == me {
-                    return;
-                }
-                match self.txs.get(&tx).map(|t| t.phase) {
-                    None => {
-                        let ps = clean_participants(&from, participants);
-                        self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
-                        out.emit(CommitEvent::Prepare { tx });
-                    }
-                    Some(Phase::Ready) => out.send(from, ThreePhaseMsg::Vote { tx, yes: true }),
-                    Some(Phase::Decided(Decision::Abort)) => {
-                        out.send(from, ThreePhaseMsg::Vote { tx, yes: false })
-                    }
-                    Some(_) => {}
-                }
-            }
             ThreePhaseMsg::Vote { tx, yes } => self.on_vote(tx, from, yes, out),
             ThreePhaseMsg::PreCommit { tx, round } => self.on_precommit(tx, from, round, out),
             ThreePhaseMsg::PreAck { tx, round } => self.on_preack(tx, from, round, out),
-            ThreePhaseMsg::Decision { tx, decision } => self.learn(tx, decision, out),
-            ThreePhaseMsg::Ack { tx } => {
-                let Some(t) = self.txs.get_mut(&tx) else {
-                    return;
-                };
-                if t.coordinator != me || t.decided().is_none() || t.ended {
-                    return;
-                }
-                t.acks.insert(from);
-                if t.participants.iter().all(|p| t.acks.contains(p)) {
-                    t.ended = true;
-                    self.log.append(LogRecord::End { tx }, false, out);
-                    out.cancel_timer(ThreePhaseTimer::Tx(tx));
-                }
-            }
-            ThreePhaseMsg::Inquire {
-                tx,
-                coordinator,
-                participants,
-            } => self.on_inquire(tx, from, coordinator, participants, out),
+            ThreePhaseMsg::Decision { tx, decision } => self.on_decision(tx, decision, out),
             ThreePhaseMsg::StateReq {
                 tx,
                 round,
@@ -776,7 +544,7 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
                 phase,
                 active,
             } => {
-                let Some(r) = self.rounds.get_mut(&tx) else {
+                let Some(r) = self.alg.rounds.get_mut(&tx) else {
                     return;
                 };
                 if r.round != round || r.awaiting.is_some() {
@@ -785,11 +553,15 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
                 r.reports.insert(from, (phase, active));
                 self.evaluate(tx, out);
             }
+            // Handled by `on_shared`.
+            ThreePhaseMsg::Prepare { .. }
+            | ThreePhaseMsg::Ack { .. }
+            | ThreePhaseMsg::Inquire { .. } => {}
         }
     }
 
     fn on_timer(&mut self, now: Duration, timer: ThreePhaseTimer, out: &mut Out<Id>) {
-        let ThreePhaseTimer::Tx(tx) = timer;
+        let TxTimer::Tx(tx) = timer;
         self.on_timer_tx(now, tx, out);
     }
 
@@ -806,7 +578,7 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
                 .map(|(tx, _)| *tx)
                 .collect();
             for tx in affected {
-                if self.rounds.contains_key(&tx) {
+                if self.alg.rounds.contains_key(&tx) {
                     self.evaluate(tx, out);
                     self.evaluate_awaiting(tx, out);
                 }
@@ -822,84 +594,13 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
     }
 }
 
-impl<Id: MemberId> CommitCore for ThreePhase<Id> {
-    fn begin(&mut self, tx: TxId, participants: Vec<Id>, now: Duration, out: &mut Out<Id>) {
-        if self.txs.contains_key(&tx) {
-            return;
-        }
-        let me = self.me().clone();
-        let ps = clean_participants(&me, participants);
-        let empty = ps.is_empty();
-        let mut t = Tx::new(me, ps, Phase::Collecting);
-        t.deadline = now + self.config.vote_timeout;
-        self.txs.insert(tx, t);
-        if empty {
-            self.coordinator_decides(tx, Decision::Commit, out);
-        } else {
-            self.on_timer_tx(now, tx, out);
-        }
-    }
-
-    fn vote(&mut self, tx: TxId, yes: bool, now: Duration, out: &mut Out<Id>) {
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        if t.phase != Phase::Voting {
-            return;
-        }
-        let coordinator = t.coordinator.clone();
-        if yes {
-            self.record(tx, out, true, |t| LogRecord::Ready {
-                tx,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            });
-            if let Some(t) = self.txs.get_mut(&tx) {
-                t.phase = Phase::Ready;
-                t.deadline = now + PATIENCE * self.config.decision_timeout;
-            }
-            out.send(coordinator, ThreePhaseMsg::Vote { tx, yes: true });
-            out.set_timer(self.config.decision_timeout, ThreePhaseTimer::Tx(tx));
-        } else {
-            self.decide(tx, Decision::Abort, false, out);
-            out.send(coordinator, ThreePhaseMsg::Vote { tx, yes: false });
-        }
-    }
-
-    fn status(&self, tx: TxId) -> Option<TxStatus> {
-        self.txs.status(self.me(), tx)
-    }
-
-    fn log_stats(&self) -> LogStats {
-        self.log.stats
-    }
-
-    fn transactions(&self) -> BTreeMap<TxId, TxStatus> {
-        self.txs.transactions(self.me())
-    }
-
-    fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.txs.pending()
-    }
-}
-
-impl<Id: MemberId> SnapshotCore for ThreePhase<Id> {
-    type State = CommitDurable<Id>;
-    fn state(&self) -> CommitDurable<Id> {
-        self.log.clone()
-    }
-    fn recover(r: &Recovered) -> Result<Option<CommitDurable<Id>>, DurableError> {
-        CommitDurable::recover(r)
-    }
-}
-
-impl<Id: MemberId> SimProtocol for ThreePhase<Id> {}
-
 #[cfg(test)]
 mod tests {
     use troupe_framework::membership::MemberStatus;
+    use troupe_framework::sansio::Recovered;
 
     use super::*;
+    use crate::commit::{CommitCore, CommitDurable};
 
     type O = Out<u32>;
     const MS: Duration = Duration::from_millis(1);
@@ -940,13 +641,26 @@ mod tests {
             .collect()
     }
 
-    fn down(c: &mut ThreePhase<u32>, who: u32, out: &mut O) {
+    fn member(c: &mut ThreePhase<u32>, who: u32, status: MemberStatus, out: &mut O) {
         let change = MemberEvent {
             member: who,
-            status: MemberStatus::Down,
+            status,
             at: MS,
         };
         c.on_membership(MS, change, out);
+    }
+
+    /// The coordinator (1) and participant 4 go down; participant 2 runs a
+    /// termination round, whose number is returned.
+    fn run_round(c: &mut ThreePhase<u32>, out: &mut O) -> u64 {
+        member(c, 1, MemberStatus::Down, out);
+        member(c, 4, MemberStatus::Down, out);
+        c.on_timer(MS, ThreePhaseTimer::Tx(1), out);
+        c.alg
+            .rounds
+            .get(&1)
+            .map(|r| r.round)
+            .expect("2 runs a round")
     }
 
     #[test]
@@ -1005,10 +719,7 @@ mod tests {
         let mut out = O::new();
         c.on_start(MS, &mut out);
         assert_eq!(c.status(1).map(|s| s.active), Some(false));
-        down(&mut c, 1, &mut out);
-        down(&mut c, 4, &mut out);
-        c.on_timer(MS, ThreePhaseTimer::Tx(1), &mut out);
-        let round = c.rounds.get(&1).map(|r| r.round).expect("2 runs a round");
+        let round = run_round(&mut c, &mut out);
         let report = |active| ThreePhaseMsg::StateReport {
             tx: 1,
             round,
@@ -1018,15 +729,7 @@ mod tests {
         c.on_message(MS, 3, report(false), &mut out);
         assert_eq!(c.decision(1), None, "only passive reports: blocked");
         // 4 comes back and reports: every participant reported, all uncertain.
-        c.on_membership(
-            MS,
-            MemberEvent {
-                member: 4,
-                status: MemberStatus::Up,
-                at: MS,
-            },
-            &mut out,
-        );
+        member(&mut c, 4, MemberStatus::Up, &mut out);
         c.on_message(MS, 4, report(false), &mut out);
         assert_eq!(c.decision(1), Some(Decision::Abort));
     }
@@ -1036,10 +739,7 @@ mod tests {
         let mut disk = Recovered::empty();
         let mut c = ready(2, &mut disk);
         let mut out = O::new();
-        down(&mut c, 1, &mut out);
-        down(&mut c, 4, &mut out);
-        c.on_timer(MS, ThreePhaseTimer::Tx(1), &mut out);
-        let round = c.rounds.get(&1).map(|r| r.round).expect("2 runs a round");
+        let round = run_round(&mut c, &mut out);
         let pre = ThreePhaseMsg::StateReport {
             tx: 1,
             round,

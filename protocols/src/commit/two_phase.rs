@@ -50,269 +50,51 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{Outputs, Protocol, SnapshotCore};
+use troupe_framework::sansio::{Outputs, Protocol};
 
-use super::{
-    clean_participants, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord,
-    LogStats, Phase, Tx, TxBook, TxId, TxStatus,
-};
+use super::base::{tx_messages, Commit, CommitRules, CommitState, TxTimer};
+use super::{CommitEvent, Decision, Phase, TxId};
 use crate::family::protocol_types;
-use crate::group::Group;
-use crate::testkit::SimProtocol;
 use crate::MemberId;
 
-/// Two-phase-commit wire messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TwoPhaseMsg<Id> {
-    /// Coordinator to participant: vote on `tx`.
-    Prepare {
-        /// The transaction.
-        tx: TxId,
-        /// Every participant (for termination).
-        participants: Vec<Id>,
-    },
-    /// Participant to coordinator: its vote.
-    Vote {
-        /// The transaction.
-        tx: TxId,
-        /// Yes or no.
-        yes: bool,
-    },
-    /// The decision (from the coordinator, or from any node that knows it).
-    Decision {
-        /// The transaction.
-        tx: TxId,
-        /// The outcome.
-        decision: Decision,
-    },
-    /// Participant to coordinator: the decision is durable here.
-    Ack {
-        /// The transaction.
-        tx: TxId,
-    },
-    /// An uncertain participant asks what was decided.
-    Inquire {
-        /// The transaction.
-        tx: TxId,
-        /// Its coordinator.
-        coordinator: Id,
-        /// Its participants.
-        participants: Vec<Id>,
-    },
+tx_messages! {
+    /// Two-phase-commit wire messages: only the ones every commit algorithm
+    /// exchanges.
+    pub enum TwoPhaseMsg<Id> {}
 }
 
 /// Two-phase-commit timers: one per transaction (retries, vote timeout,
 /// decision timeout).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TwoPhaseTimer {
-    /// Something of `tx` may need doing again.
-    Tx(TxId),
-}
+pub type TwoPhaseTimer = TxTimer;
+
+/// Two-phase commit's own state: nothing besides what every [`Commit`]
+/// core keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TwoPhaseState;
+
+impl CommitState for TwoPhaseState {}
+
+/// A two-phase-commit core for one member (see the module docs).
+pub type TwoPhase<Id> = Commit<Id, TwoPhaseState>;
 
 type Out<Id> = Outputs<Id, TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent>;
 
-/// A two-phase-commit core for one member (see the module docs).
-#[derive(Debug, Clone)]
-pub struct TwoPhase<Id> {
-    group: Group<Id>,
-    config: CommitConfig,
-    log: CommitDurable<Id>,
-    txs: TxBook<Id>,
-}
-
-impl<Id: MemberId> TwoPhase<Id> {
-    /// A core for `me` among `members`, restarted from `durable` if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: CommitConfig,
-        durable: Option<CommitDurable<Id>>,
-    ) -> Self {
-        let log = durable.unwrap_or_default();
-        let txs = TxBook::resume(&me, &log);
-        Self {
-            group: Group::new(me, members),
-            config,
-            log,
-            txs,
-        }
-    }
-
-    fn me(&self) -> &Id {
-        self.group.me()
-    }
-
-    /// Does `decision` need acknowledging (and a forced record)?
-    fn acknowledged(&self, d: Decision) -> bool {
-        d == Decision::Commit || !self.config.presumed_abort
-    }
-
-    /// Coordinator: decide `tx`, log as the rules say, tell everyone.
+impl<Id: MemberId> CommitRules for TwoPhase<Id> {
+    /// Log the decision (forced) only when it is acknowledged; wait for the
+    /// acknowledgements only then, and when there is someone to wait for.
     fn coordinator_decides(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
         let ack = self.acknowledged(d);
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        if t.decided().is_some() {
-            return;
-        }
-        if ack {
-            let rec = LogRecord::Decided {
-                tx,
-                decision: d,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, true, out);
-        }
-        t.phase = Phase::Decided(d);
-        t.acks.clear();
-        out.emit(CommitEvent::Decided { tx, decision: d });
-        for p in &t.participants {
-            out.send(p.clone(), TwoPhaseMsg::Decision { tx, decision: d });
-        }
-        if ack && !t.participants.is_empty() {
-            out.set_timer(self.config.retry, TwoPhaseTimer::Tx(tx));
-        } else {
-            t.ended = true;
-            out.cancel_timer(TwoPhaseTimer::Tx(tx));
+        if self.decide(tx, d, ack.then_some(true), out) {
+            let wait = ack && !self.txs[&tx].participants.is_empty();
+            self.announce(tx, d, wait, out);
         }
     }
 
-    /// Participant: `d` was decided; make it durable (forced when it is
-    /// acknowledged), tell the user.
-    fn participant_learns(&mut self, tx: TxId, d: Decision, out: &mut Out<Id>) {
-        let ack = self.acknowledged(d);
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        if t.decided().is_none() {
-            let rec = LogRecord::Decided {
-                tx,
-                decision: d,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, ack, out);
-            t.phase = Phase::Decided(d);
-            out.emit(CommitEvent::Decided { tx, decision: d });
-            out.cancel_timer(TwoPhaseTimer::Tx(tx));
-        }
-        if ack && t.decided() == Some(d) {
-            out.send(t.coordinator.clone(), TwoPhaseMsg::Ack { tx });
-        }
-    }
-
-    /// Participant that has not voted yes: abort on its own, durably
-    /// (forced: it is about to tell someone).
-    fn abort_unilaterally(
-        &mut self,
-        tx: TxId,
-        coordinator: Id,
-        participants: Vec<Id>,
-        out: &mut Out<Id>,
-    ) {
-        let t = self
-            .txs
-            .get_or_insert(tx, || Tx::new(coordinator, participants, Phase::Voting));
-        if matches!(t.phase, Phase::Voting) {
-            let rec = LogRecord::Decided {
-                tx,
-                decision: Decision::Abort,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, true, out);
-            t.phase = Phase::Decided(Decision::Abort);
-            out.emit(CommitEvent::Decided {
-                tx,
-                decision: Decision::Abort,
-            });
-        }
-    }
-
-    fn on_inquire(
-        &mut self,
-        tx: TxId,
-        from: Id,
-        coordinator: Id,
-        participants: Vec<Id>,
-        out: &mut Out<Id>,
-    ) {
-        let me = self.me().clone();
-        match self.txs.get(&tx).map(|t| t.phase) {
-            Some(Phase::Decided(d)) => {
-                out.send(from, TwoPhaseMsg::Decision { tx, decision: d });
-            }
-            // Uncertain, or still collecting votes: nothing to say.
-            Some(Phase::Ready | Phase::Collecting | Phase::PreCommitting | Phase::PreCommitted) => {
-            }
-            None if coordinator == me => {
-                // No record at the coordinator: presumed abort (presumed
-                // nothing always has a record of a begun transaction).
-                out.send(
-                    from,
-                    TwoPhaseMsg::Decision {
-                        tx,
-                        decision: Decision::Abort,
-                    },
-                );
-            }
-            None | Some(Phase::Voting) => {
-                self.abort_unilaterally(tx, coordinator, participants, out);
-                out.send(
-                    from,
-                    TwoPhaseMsg::Decision {
-                        tx,
-                        decision: Decision::Abort,
-                    },
-                );
-            }
-        }
-    }
-
-    fn on_timer_tx(&mut self, now: Duration, tx: TxId, out: &mut Out<Id>) {
-        let me = self.me().clone();
-        let Some(t) = self.txs.get(&tx) else {
-            return;
-        };
-        let retry = self.config.retry;
-        match t.phase {
-            Phase::Collecting if now >= t.deadline => {
-                self.coordinator_decides(tx, Decision::Abort, out);
-            }
-            Phase::Collecting => {
-                for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
-                    out.send(
-                        p.clone(),
-                        TwoPhaseMsg::Prepare {
-                            tx,
-                            participants: t.participants.clone(),
-                        },
-                    );
-                }
-                out.set_timer(retry, TwoPhaseTimer::Tx(tx));
-            }
-            Phase::Decided(d) if t.coordinator == me && !t.ended => {
-                for p in t.participants.iter().filter(|p| !t.acks.contains(*p)) {
-                    out.send(p.clone(), TwoPhaseMsg::Decision { tx, decision: d });
-                }
-                out.set_timer(retry, TwoPhaseTimer::Tx(tx));
-            }
-            Phase::Ready => {
-                let ask = TwoPhaseMsg::Inquire {
-                    tx,
-                    coordinator: t.coordinator.clone(),
-                    participants: t.participants.clone(),
-                };
-                out.send(t.coordinator.clone(), ask.clone());
-                for p in t.others(&me) {
-                    out.send(p.clone(), ask.clone());
-                }
-                out.set_timer(retry, TwoPhaseTimer::Tx(tx));
-            }
-            _ => {}
+    /// An uncertain participant asks around.
+    fn on_own_timer(&mut self, _now: Duration, tx: TxId, out: &mut Out<Id>) {
+        if self.txs.get(&tx).is_some_and(|t| t.phase == Phase::Ready) {
+            self.inquire(tx, out);
+            out.set_timer(self.config.retry, TxTimer::Tx(tx));
         }
     }
 }
@@ -337,7 +119,7 @@ impl<Id: MemberId> Protocol for TwoPhase<Id> {
             match phase {
                 // Presumed nothing: begun, never decided: abort.
                 Phase::Collecting => self.coordinator_decides(tx, Decision::Abort, out),
-                Phase::Ready => out.set_timer(Duration::ZERO, TwoPhaseTimer::Tx(tx)),
+                Phase::Ready => out.set_timer(Duration::ZERO, TxTimer::Tx(tx)),
                 Phase::Decided(_) if open_coordinator => {
                     self.on_timer_tx(now, tx, out);
                 }
@@ -347,167 +129,32 @@ impl<Id: MemberId> Protocol for TwoPhase<Id> {
     }
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: TwoPhaseMsg<Id>, out: &mut Out<Id>) {
-        let me = self.me().clone();
+        let Some((from, msg)) = self.on_shared(from, msg, out) else {
+            return;
+        };
         match msg {
-            TwoPhaseMsg::Prepare { tx, participants } => {
-                if from == me {
-                    return;
-                }
-                match self.txs.get(&tx).map(|t| t.phase) {
-                    None => {
-                        let ps = clean_participants(&from, participants);
-                        self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
-                        out.emit(CommitEvent::Prepare { tx });
-                    }
-                    Some(Phase::Ready) => out.send(from, TwoPhaseMsg::Vote { tx, yes: true }),
-                    Some(Phase::Decided(Decision::Abort)) => {
-                        out.send(from, TwoPhaseMsg::Vote { tx, yes: false })
-                    }
-                    Some(_) => {}
-                }
-            }
             TwoPhaseMsg::Vote { tx, yes } => {
-                let Some(t) = self.txs.get_mut(&tx) else {
-                    return;
-                };
-                if t.phase != Phase::Collecting || !t.participants.contains(&from) {
-                    return;
-                }
-                if !yes {
-                    self.coordinator_decides(tx, Decision::Abort, out);
-                    return;
-                }
-                t.votes.insert(from);
-                if t.votes.len() == t.participants.len() {
-                    self.coordinator_decides(tx, Decision::Commit, out);
+                if let Some(d) = self.tally(tx, from, Phase::Collecting, yes) {
+                    self.coordinator_decides(tx, d, out);
                 }
             }
             TwoPhaseMsg::Decision { tx, decision } => {
-                let coordinator = self.txs.get(&tx).map(|t| t.coordinator == me);
-                match coordinator {
-                    Some(false) => self.participant_learns(tx, decision, out),
+                let ack = self.acknowledged(decision);
+                match self.txs.get(&tx).map(|t| t.coordinator == *self.me()) {
+                    Some(false) => self.learn(tx, decision, ack, out),
                     // Never voted yes here: acknowledge when asked to.
-                    None if self.acknowledged(decision) => {
-                        out.send(from, TwoPhaseMsg::Ack { tx });
-                    }
+                    None if ack => out.send(from, TwoPhaseMsg::Ack { tx }),
                     _ => {}
                 }
             }
-            TwoPhaseMsg::Ack { tx } => {
-                let Some(t) = self.txs.get_mut(&tx) else {
-                    return;
-                };
-                if t.coordinator != me || t.decided().is_none() || t.ended {
-                    return;
-                }
-                t.acks.insert(from);
-                if t.participants.iter().all(|p| t.acks.contains(p)) {
-                    t.ended = true;
-                    self.log.append(LogRecord::End { tx }, false, out);
-                    out.cancel_timer(TwoPhaseTimer::Tx(tx));
-                }
+            // Handled by `on_shared`.
+            TwoPhaseMsg::Prepare { .. } | TwoPhaseMsg::Ack { .. } | TwoPhaseMsg::Inquire { .. } => {
             }
-            TwoPhaseMsg::Inquire {
-                tx,
-                coordinator,
-                participants,
-            } => self.on_inquire(tx, from, coordinator, participants, out),
         }
     }
 
     fn on_timer(&mut self, now: Duration, timer: TwoPhaseTimer, out: &mut Out<Id>) {
-        let TwoPhaseTimer::Tx(tx) = timer;
+        let TxTimer::Tx(tx) = timer;
         self.on_timer_tx(now, tx, out);
     }
 }
-
-impl<Id: MemberId> CommitCore for TwoPhase<Id> {
-    fn begin(&mut self, tx: TxId, participants: Vec<Id>, now: Duration, out: &mut Out<Id>) {
-        if self.txs.contains_key(&tx) {
-            return;
-        }
-        let me = self.me().clone();
-        let ps = clean_participants(&me, participants);
-        if !self.config.presumed_abort {
-            let rec = LogRecord::Begin {
-                tx,
-                participants: ps.clone(),
-            };
-            self.log.append(rec, true, out);
-        }
-        let mut t = Tx::new(me, ps, Phase::Collecting);
-        t.deadline = now + self.config.vote_timeout;
-        self.txs.insert(tx, t);
-        if self.txs[&tx].participants.is_empty() {
-            self.coordinator_decides(tx, Decision::Commit, out);
-            return;
-        }
-        self.on_timer_tx(now, tx, out);
-    }
-
-    fn vote(&mut self, tx: TxId, yes: bool, _now: Duration, out: &mut Out<Id>) {
-        let Some(t) = self.txs.get_mut(&tx) else {
-            return;
-        };
-        if t.phase != Phase::Voting {
-            return;
-        }
-        let coordinator = t.coordinator.clone();
-        if yes {
-            let rec = LogRecord::Ready {
-                tx,
-                coordinator: coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, true, out);
-            t.phase = Phase::Ready;
-            out.send(coordinator, TwoPhaseMsg::Vote { tx, yes: true });
-            out.set_timer(self.config.decision_timeout, TwoPhaseTimer::Tx(tx));
-        } else {
-            let forced = !self.config.presumed_abort;
-            let rec = LogRecord::Decided {
-                tx,
-                decision: Decision::Abort,
-                coordinator: coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, forced, out);
-            t.phase = Phase::Decided(Decision::Abort);
-            out.emit(CommitEvent::Decided {
-                tx,
-                decision: Decision::Abort,
-            });
-            out.send(coordinator, TwoPhaseMsg::Vote { tx, yes: false });
-        }
-    }
-
-    fn status(&self, tx: TxId) -> Option<TxStatus> {
-        self.txs.status(self.me(), tx)
-    }
-
-    fn log_stats(&self) -> LogStats {
-        self.log.stats
-    }
-
-    fn transactions(&self) -> std::collections::BTreeMap<TxId, TxStatus> {
-        self.txs.transactions(self.me())
-    }
-
-    fn pending(&self) -> std::collections::BTreeSet<TxId> {
-        self.txs.pending()
-    }
-}
-
-impl<Id: MemberId> SnapshotCore for TwoPhase<Id> {
-    type State = CommitDurable<Id>;
-    fn state(&self) -> CommitDurable<Id> {
-        self.log.clone()
-    }
-    fn recover(
-        r: &troupe_framework::sansio::Recovered,
-    ) -> Result<Option<Self::State>, troupe_framework::sansio::DurableError> {
-        CommitDurable::recover(r)
-    }
-}
-
-impl<Id: MemberId> SimProtocol for TwoPhase<Id> {}

@@ -49,9 +49,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{
-    DurableError, Outputs, Protocol, Recovered, Snapshot, SnapshotCore,
-};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use crate::group::{Group, Terms};
 use crate::testkit::SimProtocol;
@@ -246,39 +244,16 @@ pub struct Leadership {
     pub leader: Option<String>,
 }
 
-/// The leader-election family: actor `election` (or `election.<name>` for
-/// a named election) on every member.
-#[derive(Debug)]
-pub enum ElectionFamily {}
-
-impl crate::family::Family for ElectionFamily {
-    type Algorithm = ElectionAlgorithm;
-    type Config = ElectionConfig;
-    type Core = AnyElection<String>;
-    type View = Leadership;
-
-    fn actor_name(instance: &str) -> String {
-        if instance.is_empty() {
-            "election".to_string()
-        } else {
-            format!("election.{instance}")
-        }
-    }
-    fn build(
-        algorithm: ElectionAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &ElectionConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyElection<String>, DurableError> {
-        let state = AnyElection::<String>::recover(recovered)?;
-        Ok(AnyElection::new(algorithm, me, members, *config, state))
-    }
-    fn view(core: &AnyElection<String>) -> Leadership {
-        Leadership {
-            term: core.term(),
-            leader: core.leader().cloned(),
-        }
+crate::family::family! {
+    /// The leader-election family: actor `election` (or `election.<name>`
+    /// for a named election) on every member.
+    pub enum ElectionFamily {
+        actor = |instance| match instance {
+            "" => "election".to_string(),
+            named => format!("election.{named}"),
+        };
+        core AnyElection(ElectionAlgorithm, ElectionConfig);
+        view Leadership = |core| Leadership { term: core.term(), leader: core.leader().cloned() };
     }
 }
 
@@ -288,9 +263,6 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for a in ElectionAlgorithm::ALL {
-            assert_eq!(a.name().parse::<ElectionAlgorithm>(), Ok(a));
-        }
-        assert!("raft".parse::<ElectionAlgorithm>().is_err());
+        crate::family::assert_names_round_trip::<ElectionAlgorithm>("raft");
     }
 }

@@ -103,9 +103,6 @@ pub struct LamportState<Id> {
     queue: BTreeSet<(u64, Id)>,
     /// The largest finished request of every member.
     released: BTreeMap<Id, u64>,
-    /// Requests stamped before the one this member holds the lock with:
-    /// acknowledged only when it leaves.
-    deferred: BTreeMap<Id, u64>,
 }
 
 impl<Id> Default for LamportState<Id> {
@@ -113,7 +110,6 @@ impl<Id> Default for LamportState<Id> {
         Self {
             queue: BTreeSet::new(),
             released: BTreeMap::new(),
-            deferred: BTreeMap::new(),
         }
     }
 }
@@ -168,18 +164,15 @@ impl<Id: MemberId> LamportMutex<Id> {
         }
     }
 
-    /// Acknowledge `to`'s request stamped `req_ts`, with our own pending
-    /// (or held) request so that it cannot overtake it.
-    fn ack(&self, to: Id, req_ts: u64, out: &mut Out<Id>) {
-        out.send(
-            to,
-            LamportMsg::Ack {
-                req_ts,
-                ts: self.clock,
-                pending: self.mine.req(),
-                token: self.max_token,
-            },
-        );
+    /// The acknowledgement of the request stamped `req_ts`, with our own
+    /// pending (or held) request so that it cannot overtake it.
+    fn ack(&self, req_ts: u64) -> LamportMsg {
+        LamportMsg::Ack {
+            req_ts,
+            ts: self.clock,
+            pending: self.mine.req(),
+            token: self.max_token,
+        }
     }
 
     fn maybe_enter(&mut self, out: &mut Out<Id>) {
@@ -232,16 +225,12 @@ impl<Id: MemberId> LockCommands for LamportMutex<Id> {
                 },
             );
         }
-        for (p, req_ts) in std::mem::take(&mut self.alg.deferred) {
-            self.ack(p, req_ts, out);
-        }
+        self.answer_deferred(Self::ack, out);
     }
 }
 
 impl<Id: MemberId> Protocol for LamportMutex<Id> {
     protocol_types!(LamportMsg, LamportTimer, MutexEvent);
-
-    fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: LamportMsg, out: &mut Out<Id>) {
         match msg {
@@ -256,10 +245,9 @@ impl<Id: MemberId> Protocol for LamportMutex<Id> {
                     if (ts, &from) < (req, self.group.me()));
                 let finished = self.alg.released.get(&from).is_some_and(|r| *r >= ts);
                 if earlier && !finished {
-                    let d = self.alg.deferred.entry(from).or_insert(ts);
-                    *d = (*d).max(ts);
+                    self.deferred.defer(from, ts);
                 } else {
-                    self.ack(from, ts, out);
+                    out.send(from, self.ack(ts));
                 }
             }
             LamportMsg::Ack {
@@ -339,7 +327,7 @@ impl<Id: MemberId> Protocol for LamportMutex<Id> {
             }
             Some(Change::Gone(m)) => {
                 self.alg.queue.retain(|(_, id)| *id != m);
-                self.alg.deferred.remove(&m);
+                self.deferred.forget(&m);
                 self.mine.forget(&m);
                 self.maybe_enter(out);
             }

@@ -80,14 +80,12 @@ pub use lamport::LamportMutex;
 pub use ricart_agrawala::RicartAgrawala;
 pub use token_ring::TokenRing;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{
-    DurableError, Outputs, Protocol, Recovered, Snapshot, SnapshotCore,
-};
+use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use crate::driver::OutputsOf;
 use crate::group::Group;
@@ -238,6 +236,9 @@ pub struct Lock<Id, A> {
     clock: u64,
     max_token: u64,
     mine: Mine<Id>,
+    /// Stamped algorithms: the answers held back until the lock is
+    /// released.
+    deferred: Deferred<Id>,
     alg: A,
 }
 
@@ -355,6 +356,48 @@ pub trait LockCommands: Protocol<Event = MutexEvent> {
 
 type LockOut<Id, M, T> = Outputs<Id, M, T, MutexEvent>;
 
+/// Requests whose answer a member holds back until it releases the lock
+/// (the stamped algorithms: Ricart–Agrawala, Lamport): per requester, the stamp of its latest
+/// deferred request.
+#[derive(Debug, Clone)]
+pub(crate) struct Deferred<Id>(BTreeMap<Id, u64>);
+
+impl<Id> Default for Deferred<Id> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<Id: Ord> Deferred<Id> {
+    /// Hold back the answer to `from`'s request stamped `ts`.
+    pub(crate) fn defer(&mut self, from: Id, ts: u64) {
+        let e = self.0.entry(from).or_insert(ts);
+        *e = (*e).max(ts);
+    }
+    /// `who` is gone: there is nothing to answer.
+    pub(crate) fn forget(&mut self, who: &Id) {
+        self.0.remove(who);
+    }
+    /// Every deferred request, to be answered now.
+    fn take(&mut self) -> BTreeMap<Id, u64> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl<Id: MemberId, A: LockState> Lock<Id, A> {
+    /// Answer every request deferred until now (on release) with the
+    /// message `answer` builds from its stamp.
+    fn answer_deferred<M, T>(
+        &mut self,
+        answer: impl Fn(&Self, u64) -> M,
+        out: &mut LockOut<Id, M, T>,
+    ) {
+        for (p, req_ts) in self.deferred.take() {
+            out.send(p, answer(self, req_ts));
+        }
+    }
+}
+
 impl<Id: MemberId, A: LockState> Lock<Id, A> {
     /// A core for `me` among `members`, restarted from `durable` if given.
     pub fn new(
@@ -373,6 +416,7 @@ impl<Id: MemberId, A: LockState> Lock<Id, A> {
             clock: d.clock,
             max_token: d.max_token,
             mine: Mine::Idle,
+            deferred: Deferred::default(),
             alg,
         }
     }
@@ -502,35 +546,13 @@ pub struct MutexView {
     pub waiting: bool,
 }
 
-/// The mutual-exclusion family: one lock per resource, actor
-/// `mutex.<resource>` on every member.
-#[derive(Debug)]
-pub enum MutexFamily {}
-
-impl crate::family::Family for MutexFamily {
-    type Algorithm = MutexAlgorithm;
-    type Config = MutexConfig;
-    type Core = AnyMutex<String>;
-    type View = MutexView;
-
-    fn actor_name(resource: &str) -> String {
-        format!("mutex.{resource}")
-    }
-    fn build(
-        algorithm: MutexAlgorithm,
-        me: String,
-        members: Vec<String>,
-        config: &MutexConfig,
-        recovered: &Recovered,
-    ) -> Result<AnyMutex<String>, DurableError> {
-        let state = AnyMutex::<String>::recover(recovered)?;
-        Ok(AnyMutex::new(algorithm, me, members, config.clone(), state))
-    }
-    fn view(core: &AnyMutex<String>) -> MutexView {
-        MutexView {
-            holding: core.holding(),
-            waiting: core.is_waiting(),
-        }
+crate::family::family! {
+    /// The mutual-exclusion family: one lock per resource, actor
+    /// `mutex.<resource>` on every member.
+    pub enum MutexFamily {
+        actor = |resource| format!("mutex.{resource}");
+        core AnyMutex(MutexAlgorithm, MutexConfig);
+        view MutexView = |core| MutexView { holding: core.holding(), waiting: core.is_waiting() };
     }
 }
 
@@ -540,13 +562,6 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in MutexAlgorithm::ALL {
-            assert_eq!(a.name().parse::<MutexAlgorithm>(), Ok(a));
-            assert_eq!(a.to_string(), a.name());
-            let bytes = rmp_serde::to_vec(&a).unwrap();
-            let back: MutexAlgorithm = rmp_serde::from_slice(&bytes).unwrap();
-            assert_eq!(back, a);
-        }
-        assert!("paxos".parse::<MutexAlgorithm>().is_err());
+        crate::family::assert_names_round_trip::<MutexAlgorithm>("paxos");
     }
 }

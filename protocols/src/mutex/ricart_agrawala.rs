@@ -23,7 +23,6 @@
 //! request to the members that have not replied every `retry`; replies carry
 //! the request's timestamp so a stale reply never counts for a newer request.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,25 +64,15 @@ pub enum RaTimer {
 }
 
 /// A Ricart–Agrawala core for one member.
-pub type RicartAgrawala<Id> = Lock<Id, RaState<Id>>;
+pub type RicartAgrawala<Id> = Lock<Id, RaState>;
 
-/// Ricart–Agrawala's own state (see [`RicartAgrawala`]): the replies it
-/// defers until it releases.
-#[derive(Debug, Clone)]
-pub struct RaState<Id> {
-    /// Requesters to answer on release, with the stamp of their request.
-    deferred: BTreeMap<Id, u64>,
-}
+/// Ricart–Agrawala's own state (see [`RicartAgrawala`]): nothing besides
+/// what every [`Lock`] keeps (the replies it defers until it releases
+/// included).
+#[derive(Debug, Clone, Default)]
+pub struct RaState;
 
-impl<Id> Default for RaState<Id> {
-    fn default() -> Self {
-        Self {
-            deferred: BTreeMap::new(),
-        }
-    }
-}
-
-impl<Id: Clone + std::fmt::Debug> LockState for RaState<Id> {
+impl LockState for RaState {
     const STAMPED: bool = true;
     const EXPOSURE: Exposure = Exposure::Holders;
 }
@@ -91,6 +80,14 @@ impl<Id: Clone + std::fmt::Debug> LockState for RaState<Id> {
 type Out<Id> = Outputs<Id, RaMsg, RaTimer, MutexEvent>;
 
 impl<Id: MemberId> RicartAgrawala<Id> {
+    /// "Go ahead" for the request stamped `req_ts`.
+    fn reply(&self, req_ts: u64) -> RaMsg {
+        RaMsg::Reply {
+            req_ts,
+            token: self.max_token,
+        }
+    }
+
     fn maybe_enter(&mut self, out: &mut Out<Id>) {
         if self.mine.answered_by_all().is_some() {
             self.max_token += 1;
@@ -108,11 +105,6 @@ impl<Id: MemberId> RicartAgrawala<Id> {
         );
     }
 
-    fn reply(&self, to: Id, req_ts: u64, out: &mut Out<Id>) {
-        let token = self.max_token;
-        out.send(to, RaMsg::Reply { req_ts, token });
-    }
-
     /// A request stamped `ts`: reply at once, or defer the reply while
     /// holding or while our own request goes first.
     fn on_request(&mut self, from: Id, ts: u64, token: u64, out: &mut Out<Id>) {
@@ -123,10 +115,9 @@ impl<Id: MemberId> RicartAgrawala<Id> {
             Mine::Idle => false,
         };
         if defer {
-            let e = self.alg.deferred.entry(from).or_insert(ts);
-            *e = (*e).max(ts);
+            self.deferred.defer(from, ts);
         } else {
-            self.reply(from, ts, out);
+            out.send(from, self.reply(ts));
         }
     }
 }
@@ -144,19 +135,14 @@ impl<Id: MemberId> LockCommands for RicartAgrawala<Id> {
     }
 
     fn release(&mut self, _now: Duration, out: &mut Out<Id>) {
-        if self.unhold(out).is_none() {
-            return;
-        }
-        for (p, req_ts) in std::mem::take(&mut self.alg.deferred) {
-            self.reply(p, req_ts, out);
+        if self.unhold(out).is_some() {
+            self.answer_deferred(Self::reply, out);
         }
     }
 }
 
 impl<Id: MemberId> Protocol for RicartAgrawala<Id> {
     protocol_types!(RaMsg, RaTimer, MutexEvent);
-
-    fn on_start(&mut self, _now: Duration, _out: &mut Out<Id>) {}
 
     fn on_message(&mut self, _now: Duration, from: Id, msg: RaMsg, out: &mut Out<Id>) {
         match msg {
@@ -189,7 +175,7 @@ impl<Id: MemberId> Protocol for RicartAgrawala<Id> {
                 }
             }
             Some(Change::Gone(m)) => {
-                self.alg.deferred.remove(&m);
+                self.deferred.forget(&m);
                 self.mine.forget(&m);
                 self.maybe_enter(out);
             }
