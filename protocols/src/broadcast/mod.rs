@@ -58,6 +58,7 @@
 pub mod any;
 pub mod causal;
 pub mod fifo;
+pub mod ledger;
 pub mod nack;
 pub mod reliable;
 mod seqset;
@@ -66,6 +67,7 @@ pub mod total;
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
+pub use ledger::Ledger;
 pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
@@ -145,6 +147,7 @@ pub enum BroadcastEvent<Id> {
         /// Its identity.
         id: MsgId<Id>,
         /// What was broadcast.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         /// Its ordering stamps.
         stamps: Stamps,
@@ -175,6 +178,7 @@ pub struct LoggedDelivery<Id> {
     /// Its ordering stamps.
     pub stamps: Stamps,
     /// What was broadcast.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// It waited in the hold-back queue.
     pub held_back: bool,
@@ -211,6 +215,7 @@ pub struct Stored {
     /// Its ordering stamps.
     pub stamps: Stamps,
     /// What was broadcast.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -101,11 +101,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Protocol, Snapshot, SnapshotCore};
+use troupe_framework::sansio::{Protocol, SnapshotCore};
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats,
-    LoggedDelivery, MsgId, SeqSet, Stamps, Stored, DELIVERY_LOG,
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Ledger,
+    MsgId, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -126,6 +126,7 @@ pub enum NackMsg<Id> {
         /// Its identity.
         id: MsgId<Id>,
         /// What was broadcast.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// A retransmission, by any member that holds the message, multicast.
@@ -133,6 +134,7 @@ pub enum NackMsg<Id> {
         /// Its identity.
         id: MsgId<Id>,
         /// What was broadcast.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// "I miss these messages of `origin`", multicast to the group.
@@ -216,12 +218,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 pub struct Nack<Id> {
     group: Group<Id>,
     timing: Timing,
-    seq: u64,
-    delivered: BTreeMap<Id, SeqSet>,
-    /// Deliveries reported to the user, across lives (the last index).
-    delivered_count: u64,
-    /// Record deliveries in [`DELIVERY_LOG`].
-    keep_log: bool,
+    ledger: Ledger<Id>,
     buffer: BTreeMap<MsgId<Id>, Stored>,
     /// Per origin, the highest sequence number known to exist.
     highest: BTreeMap<Id, u64>,
@@ -243,7 +240,6 @@ pub struct Nack<Id> {
     rng: Box<ChaCha8Rng>,
     stats: BroadcastStats,
     nack_stats: NackStats,
-    saved: Snapshot<BroadcastDurable<Id>>,
 }
 
 impl<Id: MemberId> Nack<Id> {
@@ -257,14 +253,11 @@ impl<Id: MemberId> Nack<Id> {
     ) -> Self {
         let group = Group::new(me, members);
         let resumed = state.is_some();
-        let durable = state.clone().unwrap_or_default();
-        let delivered: BTreeMap<Id, SeqSet> = durable
-            .delivered
-            .into_iter()
-            .filter(|(o, _)| group.contains(o))
-            .collect();
+        let durable = state.unwrap_or_default();
+        let ledger = Ledger::new(&durable, group.members(), &config);
         let buffer: BTreeMap<MsgId<Id>, Stored> = durable.buffer.into_iter().collect();
-        let mut highest: BTreeMap<Id, u64> = delivered
+        let mut highest: BTreeMap<Id, u64> = ledger
+            .delivered()
             .iter()
             .map(|(o, s)| (o.clone(), s.prefix()))
             .collect();
@@ -275,10 +268,7 @@ impl<Id: MemberId> Nack<Id> {
         Self {
             group,
             timing: Timing::new(&config),
-            seq: durable.seq,
-            delivered,
-            delivered_count: durable.delivered_count,
-            keep_log: config.keep_log,
+            ledger,
             buffer,
             highest,
             known: BTreeMap::new(),
@@ -291,7 +281,6 @@ impl<Id: MemberId> Nack<Id> {
             rng: Box::new(ChaCha8Rng::seed_from_u64(0)),
             stats: BroadcastStats::default(),
             nack_stats: NackStats::default(),
-            saved: Snapshot::resumed(state),
         }
     }
 
@@ -317,13 +306,11 @@ impl<Id: MemberId> Nack<Id> {
     }
 
     fn prefix(&self, origin: &Id) -> u64 {
-        self.delivered.get(origin).map_or(0, SeqSet::prefix)
+        self.ledger.prefix(origin)
     }
 
     fn is_delivered(&self, id: &MsgId<Id>) -> bool {
-        self.delivered
-            .get(&id.origin)
-            .is_some_and(|s| s.contains(id.seq))
+        self.ledger.is_delivered(id)
     }
 
     /// A random delay in `[lo, hi]`.
@@ -378,29 +365,9 @@ impl<Id: MemberId> Nack<Id> {
                 let Some(stored) = self.buffer.get(&id) else {
                     break;
                 };
-                let payload = stored.payload.clone();
-                self.delivered.entry(o.clone()).or_default().insert(id.seq);
-                self.stats.delivered += 1;
-                self.delivered_count += 1;
-                let index = self.delivered_count;
                 let held_back = fresh != Some(&id);
-                if self.keep_log {
-                    let record = LoggedDelivery {
-                        id: id.clone(),
-                        stamps: Stamps::default(),
-                        payload: payload.clone(),
-                        held_back,
-                    };
-                    out.append(DELIVERY_LOG, index, &[record]);
-                }
-                out.emit(BroadcastEvent::Delivered {
-                    sender: o.clone(),
-                    id,
-                    payload,
-                    stamps: Stamps::default(),
-                    index,
-                    held_back,
-                });
+                self.ledger.deliver(&id, stored, held_back, false, out);
+                self.stats.delivered += 1;
             }
         }
     }
@@ -421,7 +388,7 @@ impl<Id: MemberId> Nack<Id> {
     }
 
     /// Drop every stable message from the buffer.
-    fn collect(&mut self) {
+    fn collect(&mut self, out: &mut OutputsOf<Self>) {
         let stable: Vec<MsgId<Id>> = self
             .buffer
             .keys()
@@ -430,6 +397,7 @@ impl<Id: MemberId> Nack<Id> {
             .collect();
         for id in stable {
             self.buffer.remove(&id);
+            self.ledger.dropped(&id, out);
             self.repaired_at.remove(&id);
             self.stats.collected += 1;
         }
@@ -522,15 +490,14 @@ impl<Id: MemberId> Nack<Id> {
         self.learn_highest(&id.origin, id.seq);
         if !self.is_delivered(&id) && !self.buffer.contains_key(&id) {
             let origin = id.origin.clone();
-            self.buffer.insert(
-                id.clone(),
-                Stored {
-                    stamps: Stamps::default(),
-                    payload,
-                },
-            );
+            let stored = Stored {
+                stamps: Stamps::default(),
+                payload,
+            };
+            self.ledger.kept(&id, &stored, out);
+            self.buffer.insert(id.clone(), stored);
             self.deliver_ready(Some(&id), out);
-            self.collect();
+            self.collect(out);
             self.check_gap(&origin, out);
         } else {
             self.check_gap(&id.origin, out);
@@ -636,7 +603,7 @@ impl<Id: MemberId> Nack<Id> {
             self.learn_highest(&o, high.max(prefix));
             origins.push(o);
         }
-        self.collect();
+        self.collect(out);
         for o in &origins {
             self.check_gap(o, out);
         }
@@ -740,28 +707,19 @@ impl<Id: MemberId> Protocol for Nack<Id> {
     }
 
     fn persist(&mut self, out: &mut OutputsOf<Self>) {
-        let state = self.state();
-        self.saved.save(state, out);
+        self.ledger.persist(out);
     }
 }
 
 impl<Id: MemberId> SnapshotCore for Nack<Id> {
     type State = BroadcastDurable<Id>;
     fn state(&self) -> BroadcastDurable<Id> {
-        BroadcastDurable {
-            seq: self.seq,
-            delivered: self
-                .delivered
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            buffer: self
-                .buffer
-                .iter()
-                .map(|(id, s)| (id.clone(), s.clone()))
-                .collect(),
-            delivered_count: self.delivered_count,
-        }
+        self.ledger.durable(self.buffer.iter())
+    }
+    fn recover(
+        recovered: &troupe_framework::sansio::Recovered,
+    ) -> Result<Option<BroadcastDurable<Id>>, troupe_framework::sansio::DurableError> {
+        Ledger::recover(recovered)
     }
 }
 
@@ -770,29 +728,28 @@ impl<Id: MemberId> crate::testkit::SimProtocol for Nack<Id> {}
 impl<Id: MemberId> BroadcastCore for Nack<Id> {
     fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>) {
         let _ = now;
-        self.seq += 1;
+        let seq = self.ledger.next_seq();
         let me = self.group.me().clone();
         let id = MsgId {
             origin: me.clone(),
-            seq: self.seq,
+            seq,
         };
-        self.learn_highest(&me, self.seq);
-        self.buffer.insert(
-            id.clone(),
-            Stored {
-                stamps: Stamps::default(),
-                payload: payload.clone(),
-            },
-        );
+        self.learn_highest(&me, seq);
+        let stored = Stored {
+            stamps: Stamps::default(),
+            payload: payload.clone(),
+        };
+        self.ledger.kept(&id, &stored, out);
+        self.buffer.insert(id.clone(), stored);
         self.deliver_ready(Some(&id), out);
         self.multicast(NackMsg::Data { id, payload }, out);
-        self.collect();
+        self.collect(out);
         self.arm_session(out);
     }
 
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
-            sent: self.seq,
+            sent: self.ledger.seq(),
             buffered: self.buffer.len(),
             held_back: self
                 .buffer

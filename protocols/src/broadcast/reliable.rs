@@ -32,11 +32,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Protocol, Snapshot, SnapshotCore};
+use troupe_framework::sansio::{Protocol, SnapshotCore};
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats,
-    LoggedDelivery, MsgId, SeqSet, Stamps, Stored, DELIVERY_LOG,
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Ledger,
+    MsgId, SeqSet, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -53,6 +53,7 @@ pub enum RelayMsg<Id> {
         /// Its ordering stamps.
         stamps: Stamps,
         /// What was broadcast.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         /// A re-send: the receiver answers a duplicate with an `Ack`.
         retry: bool,
@@ -136,14 +137,13 @@ struct Entry<Id> {
 pub struct Reliable<Id, O> {
     group: Group<Id>,
     config: BroadcastConfig,
-    seq: u64,
-    delivered: BTreeMap<Id, SeqSet>,
-    delivered_count: u64,
+    ledger: Ledger<Id>,
     buffer: BTreeMap<MsgId<Id>, Entry<Id>>,
+    /// The buffered messages not delivered yet (the hold-back queue).
+    pending: BTreeSet<MsgId<Id>>,
     order: O,
     retry_armed: bool,
     stats: BroadcastStats,
-    saved: Snapshot<BroadcastDurable<Id>>,
 }
 
 impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
@@ -156,8 +156,8 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         state: Option<BroadcastDurable<Id>>,
     ) -> Self {
         let group = Group::new(me, members);
-        let durable = state.clone().unwrap_or_default();
-        let delivered: BTreeMap<Id, SeqSet> = durable.delivered.into_iter().collect();
+        let durable = state.unwrap_or_default();
+        let ledger = Ledger::new(&durable, group.members(), &config);
         let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = durable
             .buffer
             .into_iter()
@@ -175,28 +175,29 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 )
             })
             .collect();
-        let mut order = O::new(group.me(), group.members(), &delivered);
+        let mut order = O::new(group.me(), group.members(), ledger.delivered());
         for (id, e) in &buffer {
             order.received(id, &e.stored.stamps);
         }
+        let pending = buffer
+            .keys()
+            .filter(|id| !ledger.is_delivered(id))
+            .cloned()
+            .collect();
         Self {
             order,
             group,
             config,
-            seq: durable.seq,
-            delivered,
-            delivered_count: durable.delivered_count,
+            ledger,
             buffer,
+            pending,
             retry_armed: false,
             stats: BroadcastStats::default(),
-            saved: Snapshot::resumed(state),
         }
     }
 
     fn is_delivered(&self, id: &MsgId<Id>) -> bool {
-        self.delivered
-            .get(&id.origin)
-            .is_some_and(|s| s.contains(id.seq))
+        self.ledger.is_delivered(id)
     }
 
     fn data(&self, id: &MsgId<Id>, retry: bool) -> Option<RelayMsg<Id>> {
@@ -213,7 +214,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
     /// every buffered message the order allows, until none is left.
     fn deliver_ready(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
         loop {
-            let controls = self.order.take_controls(&self.delivered);
+            let controls = self.order.take_controls(self.ledger.delivered());
             if controls.is_empty() {
                 break;
             }
@@ -222,44 +223,25 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             }
         }
         loop {
-            let next = self.buffer.iter().find(|(id, e)| {
-                !self.is_delivered(id) && self.order.ready(id, &e.stored.stamps, &self.delivered)
+            let next = self.pending.iter().find(|id| {
+                let e = &self.buffer[*id];
+                self.order
+                    .ready(id, &e.stored.stamps, self.ledger.delivered())
             });
-            let Some((id, e)) = next else { break };
-            let (id, stored, held_back) = (id.clone(), e.stored.clone(), e.held);
-            self.delivered
-                .entry(id.origin.clone())
-                .or_default()
-                .insert(id.seq);
-            self.order.delivered(&id, &stored.stamps);
-            if !self.order.silent(&stored.stamps) {
+            let Some(id) = next.cloned() else { break };
+            self.pending.remove(&id);
+            let e = &self.buffer[&id];
+            let silent = self.order.silent(&e.stored.stamps);
+            if self.ledger.deliver(&id, &e.stored, e.held, silent, out) && !silent {
                 self.stats.delivered += 1;
-                self.delivered_count += 1;
-                let index = self.delivered_count;
-                if self.config.keep_log {
-                    let record = LoggedDelivery {
-                        id: id.clone(),
-                        stamps: stored.stamps.clone(),
-                        payload: stored.payload.clone(),
-                        held_back,
-                    };
-                    out.append(DELIVERY_LOG, index, &[record]);
-                }
-                out.emit(BroadcastEvent::Delivered {
-                    sender: id.origin.clone(),
-                    id: id.clone(),
-                    payload: stored.payload,
-                    stamps: stored.stamps,
-                    index,
-                    held_back,
-                });
             }
-            self.collect(&id);
+            self.order.delivered(&id, &self.buffer[&id].stored.stamps);
+            self.collect(&id, out);
         }
     }
 
     /// Drop `id` from the buffer if it is delivered and every member holds it.
-    fn collect(&mut self, id: &MsgId<Id>) {
+    fn collect(&mut self, id: &MsgId<Id>, out: &mut OutputsOf<Self>) {
         let stable = self
             .buffer
             .get(id)
@@ -267,6 +249,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             && self.is_delivered(id);
         if stable {
             self.buffer.remove(id);
+            self.ledger.dropped(id, out);
             self.stats.collected += 1;
         }
     }
@@ -309,7 +292,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             if retry {
                 out.send(from, RelayMsg::Ack { id: id.clone() });
             }
-            self.collect(&id);
+            self.collect(&id, out);
             return;
         }
         // First receipt: keep it, acknowledge it, relay it.
@@ -328,7 +311,11 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         }
         let sent_at = now;
         self.order.received(&id, &stored.stamps);
-        let held = !self.order.ready(&id, &stored.stamps, &self.delivered);
+        let held = !self
+            .order
+            .ready(&id, &stored.stamps, self.ledger.delivered());
+        self.ledger.kept(&id, &stored, out);
+        self.pending.insert(id.clone());
         self.buffer.insert(
             id,
             Entry {
@@ -350,14 +337,16 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         now: Duration,
         out: &mut OutputsOf<Self>,
     ) {
-        self.seq += 1;
+        let seq = self.ledger.next_seq();
         let me = self.group.me().clone();
         let id = MsgId {
             origin: me.clone(),
-            seq: self.seq,
+            seq,
         };
         self.order.received(&id, &stamps);
         let stored = Stored { stamps, payload };
+        self.ledger.kept(&id, &stored, out);
+        self.pending.insert(id.clone());
         self.buffer.insert(
             id.clone(),
             Entry {
@@ -406,7 +395,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
                 if let Some(e) = self.buffer.get_mut(&id) {
                     e.has.insert(from);
                 }
-                self.collect(&id);
+                self.collect(&id, out);
             }
         }
     }
@@ -442,28 +431,20 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
     }
 
     fn persist(&mut self, out: &mut OutputsOf<Self>) {
-        let state = self.state();
-        self.saved.save(state, out);
+        self.ledger.persist(out);
     }
 }
 
 impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
     type State = BroadcastDurable<Id>;
     fn state(&self) -> BroadcastDurable<Id> {
-        BroadcastDurable {
-            seq: self.seq,
-            delivered: self
-                .delivered
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            buffer: self
-                .buffer
-                .iter()
-                .map(|(id, e)| (id.clone(), e.stored.clone()))
-                .collect(),
-            delivered_count: self.delivered_count,
-        }
+        self.ledger
+            .durable(self.buffer.iter().map(|(id, e)| (id, &e.stored)))
+    }
+    fn recover(
+        recovered: &troupe_framework::sansio::Recovered,
+    ) -> Result<Option<BroadcastDurable<Id>>, troupe_framework::sansio::DurableError> {
+        Ledger::recover(recovered)
     }
 }
 
@@ -471,7 +452,7 @@ impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O>
 
 impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
     fn broadcast(&mut self, payload: Vec<u8>, now: Duration, out: &mut OutputsOf<Self>) {
-        let stamps = self.order.stamp(self.group.me(), self.seq + 1);
+        let stamps = self.order.stamp(self.group.me(), self.ledger.seq() + 1);
         self.originate(stamps, payload, now, out);
         self.deliver_ready(now, out);
         self.arm_retry(out);
@@ -479,13 +460,9 @@ impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
 
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
-            sent: self.seq,
+            sent: self.ledger.seq(),
             buffered: self.buffer.len(),
-            held_back: self
-                .buffer
-                .keys()
-                .filter(|id| !self.is_delivered(id))
-                .count(),
+            held_back: self.pending.len(),
             ..self.stats
         }
     }
