@@ -228,7 +228,7 @@ async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: D
                             p.tell_wait(Ping(Payload::new(origin))).await.expect("tell");
                         }
                         k += 1;
-                        if k % window == 0 {
+                        if k.is_multiple_of(window) {
                             for f in &flushes {
                                 f.ask(Flush).await.expect("flush");
                             }

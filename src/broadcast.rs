@@ -129,6 +129,10 @@ pub async fn start_broadcast_with<T: Serialize + DeserializeOwned>(
     Ok(BroadcastGroup::new(instance, keep_log))
 }
 
+/// What [`prepare_broadcast`] returns: the driver's actor spec and the
+/// group's handle.
+pub type PreparedGroup<T> = (ActorSpec<Driver<AnyBroadcast<String>>>, BroadcastGroup<T>);
+
 /// The driver's actor spec of group `name` (to place in an app's
 /// supervision tree) and the group's handle; as [`start_broadcast_with`]
 /// otherwise.
@@ -138,7 +142,7 @@ pub fn prepare_broadcast<T: Serialize + DeserializeOwned>(
     algorithm: BroadcastAlgorithm,
     members: &[String],
     config: BroadcastConfig,
-) -> Result<(ActorSpec<Driver<AnyBroadcast<String>>>, BroadcastGroup<T>), Error> {
+) -> Result<PreparedGroup<T>, Error> {
     let keep_log = config.keep_log;
     let (spec, instance) =
         family::prepare::<BroadcastFamily>(node, name, algorithm, members, config)?;

@@ -5,7 +5,7 @@
 //! healing (see `troupe_protocols::testkit::broadcast`). Failing seeds
 //! replay with `TROUPE_SEED=<seed>`.
 
-use troupe_protocols::broadcast::Causal;
+use troupe_protocols::broadcast::{Causal, Engine};
 use troupe_protocols::testkit::broadcast::{run_broadcast, OrderChecks};
 
 mod broadcast_common;

@@ -5,7 +5,7 @@
 //! healing (see `troupe_protocols::testkit::broadcast`). Failing seeds
 //! replay with `TROUPE_SEED=<seed>`.
 
-use troupe_protocols::broadcast::Fifo;
+use troupe_protocols::broadcast::{Engine, Fifo};
 use troupe_protocols::testkit::broadcast::{run_broadcast, OrderChecks};
 
 mod broadcast_common;

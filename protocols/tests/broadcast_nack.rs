@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use troupe_protocols::broadcast::{BroadcastConfig, BroadcastCore, Nack};
+use troupe_protocols::broadcast::{BroadcastConfig, BroadcastCore, Engine, Nack};
 use troupe_protocols::testkit::broadcast::{run_broadcast, OrderChecks};
 use troupe_protocols::testkit::{check_seeds, ms, seeds, NetFaults, OracleConfig, Sim};
 

@@ -9,7 +9,7 @@
 //! `troupe_protocols::broadcast::total`). Failing seeds replay with
 //! `TROUPE_SEED=<seed>`.
 
-use troupe_protocols::broadcast::Total;
+use troupe_protocols::broadcast::{Engine, Total};
 use troupe_protocols::testkit::broadcast::{run_broadcast, BroadcastScenario, OrderChecks};
 
 mod broadcast_common;

@@ -9,6 +9,7 @@
 
 use super::nack::{NackMsg, NackTimer};
 use super::reliable::{RelayMsg, RelayTimer};
+use super::Engine;
 use super::{
     BroadcastAlgorithm, BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent,
     BroadcastStats, Causal, EagerReliable, Fifo, Nack, Total,

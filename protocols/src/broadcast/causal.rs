@@ -68,7 +68,7 @@ pub type Causal<Id> = Reliable<Id, VectorOrder>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broadcast::{BroadcastConfig, BroadcastCore, BroadcastEvent};
+    use crate::broadcast::{BroadcastConfig, BroadcastCore, BroadcastEvent, Engine};
     use crate::driver::OutputsOf;
     use troupe_framework::sansio::Protocol;
 

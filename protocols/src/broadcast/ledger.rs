@@ -19,6 +19,10 @@
 //! durable together before its messages and events leave (the driver's
 //! rule), so the parts never disagree. [`Ledger::recover`] rebuilds a
 //! [`BroadcastDurable`] from them.
+//!
+//! [`Engine`] is how every broadcast core is built: one constructor opens
+//! the group, the ledger and the buffered messages from what a previous
+//! life left, and hands them to the core's [`Engine::open`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +32,7 @@ use super::{
     clock_key, BroadcastConfig, BroadcastDurable, BroadcastEvent, LoggedDelivery, MsgId, SeqSet,
     Stored, DELIVERY_LOG,
 };
+use crate::group::Group;
 use crate::MemberId;
 
 const META: &str = "meta";
@@ -221,5 +226,47 @@ impl<Id: MemberId> Ledger<Id> {
             }
         }
         Ok(Some(state))
+    }
+}
+
+/// What a broadcast core starts from (see [`Engine`]).
+#[derive(Debug)]
+pub struct Opened<Id> {
+    /// This member and the group.
+    pub group: Group<Id>,
+    /// Its numbering and deliveries.
+    pub ledger: Ledger<Id>,
+    /// The messages its history buffer held.
+    pub buffer: Vec<(MsgId<Id>, Stored)>,
+    /// The settings.
+    pub config: BroadcastConfig,
+    /// True when rebuilt from a previous life's durable state.
+    pub resumed: bool,
+}
+
+/// A broadcast core, built from what it [`Opened`] with.
+pub trait Engine<Id: MemberId>: Sized {
+    /// The core for what it opened with.
+    fn open(opened: Opened<Id>) -> Self;
+
+    /// A core for `me` among `members`, resumed from `state` (what a
+    /// previous life made durable) if given.
+    fn new(
+        me: Id,
+        members: impl IntoIterator<Item = Id>,
+        config: BroadcastConfig,
+        state: Option<BroadcastDurable<Id>>,
+    ) -> Self {
+        let group = Group::new(me, members);
+        let resumed = state.is_some();
+        let durable = state.unwrap_or_default();
+        let ledger = Ledger::new(&durable, group.members(), &config);
+        Self::open(Opened {
+            group,
+            ledger,
+            buffer: durable.buffer,
+            config,
+            resumed,
+        })
     }
 }

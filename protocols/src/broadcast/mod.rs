@@ -67,7 +67,7 @@ pub mod total;
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
-pub use ledger::Ledger;
+pub use ledger::{Engine, Ledger, Opened};
 pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;

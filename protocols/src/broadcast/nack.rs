@@ -104,8 +104,8 @@ use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Protocol, SnapshotCore};
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Ledger,
-    MsgId, Stamps, Stored,
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Engine,
+    Ledger, MsgId, Opened, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -242,20 +242,16 @@ pub struct Nack<Id> {
     nack_stats: NackStats,
 }
 
-impl<Id: MemberId> Nack<Id> {
-    /// A core for `me` among `members`, resumed from `state` (what a
-    /// previous life made durable) if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: BroadcastConfig,
-        state: Option<BroadcastDurable<Id>>,
-    ) -> Self {
-        let group = Group::new(me, members);
-        let resumed = state.is_some();
-        let durable = state.unwrap_or_default();
-        let ledger = Ledger::new(&durable, group.members(), &config);
-        let buffer: BTreeMap<MsgId<Id>, Stored> = durable.buffer.into_iter().collect();
+impl<Id: MemberId> Engine<Id> for Nack<Id> {
+    fn open(opened: Opened<Id>) -> Self {
+        let Opened {
+            group,
+            ledger,
+            buffer,
+            config,
+            resumed,
+        } = opened;
+        let buffer: BTreeMap<MsgId<Id>, Stored> = buffer.into_iter().collect();
         let mut highest: BTreeMap<Id, u64> = ledger
             .delivered()
             .iter()
@@ -283,7 +279,9 @@ impl<Id: MemberId> Nack<Id> {
             nack_stats: NackStats::default(),
         }
     }
+}
 
+impl<Id: MemberId> Nack<Id> {
     /// The same core with `seed` mixed into the seed of its delay
     /// generator (default 0): simulations pass their own seed so that the
     /// delays differ from run to run; deployments need not (members already

@@ -35,8 +35,8 @@ use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Protocol, SnapshotCore};
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Ledger,
-    MsgId, SeqSet, Stamps, Stored,
+    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Engine,
+    Ledger, MsgId, Opened, SeqSet, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -146,20 +146,16 @@ pub struct Reliable<Id, O> {
     stats: BroadcastStats,
 }
 
-impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
-    /// A core for `me` among `members`, resumed from `state` (what a
-    /// previous life made durable) if given.
-    pub fn new(
-        me: Id,
-        members: impl IntoIterator<Item = Id>,
-        config: BroadcastConfig,
-        state: Option<BroadcastDurable<Id>>,
-    ) -> Self {
-        let group = Group::new(me, members);
-        let durable = state.unwrap_or_default();
-        let ledger = Ledger::new(&durable, group.members(), &config);
-        let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = durable
-            .buffer
+impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
+    fn open(opened: Opened<Id>) -> Self {
+        let Opened {
+            group,
+            ledger,
+            buffer,
+            config,
+            ..
+        } = opened;
+        let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = buffer
             .into_iter()
             .map(|(id, stored)| {
                 let has = [group.me().clone(), id.origin.clone()].into();
@@ -195,7 +191,9 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             stats: BroadcastStats::default(),
         }
     }
+}
 
+impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
     fn is_delivered(&self, id: &MsgId<Id>) -> bool {
         self.ledger.is_delivered(id)
     }
