@@ -270,3 +270,24 @@ pub trait Engine<Id: MemberId>: Sized {
         })
     }
 }
+
+/// Implements `SnapshotCore` for a broadcast engine: its state is its
+/// ledger's (field `ledger`) with the history buffer `$buffer` yields (an
+/// iterator of `(&MsgId, &Stored)`), recovered through [`Ledger::recover`].
+macro_rules! ledger_snapshot {
+    (impl<$($gen:ident $(: $bound:path)?),*> for $ty:ty, |$s:ident| $buffer:expr) => {
+        impl<$($gen $(: $bound)?),*> ::troupe_framework::sansio::SnapshotCore for $ty {
+            type State = $crate::broadcast::BroadcastDurable<Id>;
+            fn state(&self) -> Self::State {
+                let $s = self;
+                $s.ledger.durable($buffer)
+            }
+            fn recover(
+                recovered: &::troupe_framework::sansio::Recovered,
+            ) -> Result<Option<Self::State>, ::troupe_framework::sansio::DurableError> {
+                $crate::broadcast::Ledger::recover(recovered)
+            }
+        }
+    };
+}
+pub(crate) use ledger_snapshot;

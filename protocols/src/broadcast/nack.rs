@@ -101,11 +101,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Protocol, SnapshotCore};
+use troupe_framework::sansio::Protocol;
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Engine,
-    Ledger, MsgId, Opened, Stamps, Stored,
+    BroadcastConfig, BroadcastCore, BroadcastEvent, BroadcastStats, Engine, Ledger, MsgId, Opened,
+    Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -691,12 +691,7 @@ impl<Id: MemberId> Protocol for Nack<Id> {
         }
     }
 
-    fn on_membership(
-        &mut self,
-        _now: Duration,
-        change: MemberEvent<Id>,
-        out: &mut OutputsOf<Self>,
-    ) {
+    fn on_membership(&mut self, _: Duration, change: MemberEvent<Id>, out: &mut OutputsOf<Self>) {
         if let Some(Change::Back(p)) = self.group.apply(change) {
             self.catch_up(&p, out);
             self.nack_stats.sessions += 1;
@@ -709,17 +704,7 @@ impl<Id: MemberId> Protocol for Nack<Id> {
     }
 }
 
-impl<Id: MemberId> SnapshotCore for Nack<Id> {
-    type State = BroadcastDurable<Id>;
-    fn state(&self) -> BroadcastDurable<Id> {
-        self.ledger.durable(self.buffer.iter())
-    }
-    fn recover(
-        recovered: &troupe_framework::sansio::Recovered,
-    ) -> Result<Option<BroadcastDurable<Id>>, troupe_framework::sansio::DurableError> {
-        Ledger::recover(recovered)
-    }
-}
+super::ledger::ledger_snapshot!(impl<Id: MemberId> for Nack<Id>, |s| s.buffer.iter());
 
 impl<Id: MemberId> crate::testkit::SimProtocol for Nack<Id> {}
 

@@ -32,11 +32,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberEvent;
-use troupe_framework::sansio::{Protocol, SnapshotCore};
+use troupe_framework::sansio::Protocol;
 
 use super::{
-    BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Engine,
-    Ledger, MsgId, Opened, SeqSet, Stamps, Stored,
+    BroadcastConfig, BroadcastCore, BroadcastEvent, BroadcastStats, Engine, Ledger, MsgId, Opened,
+    SeqSet, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -147,30 +147,23 @@ pub struct Reliable<Id, O> {
 }
 
 impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
-    fn open(opened: Opened<Id>) -> Self {
-        let Opened {
-            group,
-            ledger,
-            buffer,
-            config,
-            ..
-        } = opened;
-        let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = buffer
-            .into_iter()
-            .map(|(id, stored)| {
-                let has = [group.me().clone(), id.origin.clone()].into();
-                let sent_at = Duration::ZERO;
-                (
-                    id,
-                    Entry {
-                        stored,
-                        has,
-                        sent_at,
-                        held: true,
-                    },
-                )
-            })
-            .collect();
+    fn open(o: Opened<Id>) -> Self {
+        let (group, ledger) = (o.group, o.ledger);
+        // Every buffered message was held back or waits to be known stable;
+        // this member and its origin hold it.
+        let entry = |(id, stored): (MsgId<Id>, Stored)| {
+            let has = [group.me().clone(), id.origin.clone()].into();
+            let sent_at = Duration::ZERO;
+            let held = true;
+            let e = Entry {
+                stored,
+                has,
+                sent_at,
+                held,
+            };
+            (id, e)
+        };
+        let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = o.buffer.into_iter().map(entry).collect();
         let mut order = O::new(group.me(), group.members(), ledger.delivered());
         for (id, e) in &buffer {
             order.received(id, &e.stored.stamps);
@@ -183,7 +176,7 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
         Self {
             order,
             group,
-            config,
+            config: o.config,
             ledger,
             buffer,
             pending,
@@ -417,12 +410,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         }
     }
 
-    fn on_membership(
-        &mut self,
-        _now: Duration,
-        change: MemberEvent<Id>,
-        out: &mut OutputsOf<Self>,
-    ) {
+    fn on_membership(&mut self, _: Duration, change: MemberEvent<Id>, out: &mut OutputsOf<Self>) {
         if let Some(Change::Back(p)) = self.group.apply(change) {
             self.catch_up(&p, Duration::MAX, out);
         }
@@ -433,18 +421,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
     }
 }
 
-impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
-    type State = BroadcastDurable<Id>;
-    fn state(&self) -> BroadcastDurable<Id> {
-        self.ledger
-            .durable(self.buffer.iter().map(|(id, e)| (id, &e.stored)))
-    }
-    fn recover(
-        recovered: &troupe_framework::sansio::Recovered,
-    ) -> Result<Option<BroadcastDurable<Id>>, troupe_framework::sansio::DurableError> {
-        Ledger::recover(recovered)
-    }
-}
+super::ledger::ledger_snapshot!(impl<Id: MemberId, O: Order<Id>> for Reliable<Id, O>, |s| s.buffer.iter().map(|(id, e)| (id, &e.stored)));
 
 impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O> {}
 
