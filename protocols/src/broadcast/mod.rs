@@ -52,17 +52,25 @@
 //! suspicion only delays. A member that never comes back keeps every later
 //! message in the others' history buffers (nothing is stable without it).
 
+pub mod anti_entropy;
 pub mod any;
 pub mod causal;
+pub mod epidemic;
 pub mod fifo;
+pub mod plumtree;
 pub mod reliable;
+pub mod rumor;
 mod seqset;
 pub mod total;
 
+pub use anti_entropy::{AntiEntropyPull, AntiEntropyPush, AntiEntropyPushPull};
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
+pub use epidemic::{Epidemic, GossipConfig, GossipMsg, GossipStats, GossipTimer};
 pub use fifo::Fifo;
+pub use plumtree::Plumtree;
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
+pub use rumor::RumorMongering;
 pub use seqset::SeqSet;
 pub use total::Total;
 
@@ -87,6 +95,17 @@ crate::algorithms! {
         Causal = "causal",
         /// Reliable total-order broadcast, fixed sequencer: [`Total`].
         Total = "total-sequencer",
+        /// Anti-entropy, push: [`AntiEntropyPush`].
+        AntiEntropyPush = "anti-entropy-push",
+        /// Anti-entropy, pull: [`AntiEntropyPull`].
+        AntiEntropyPull = "anti-entropy-pull",
+        /// Anti-entropy, push-pull: [`AntiEntropyPushPull`].
+        AntiEntropyPushPull = "anti-entropy",
+        /// Rumor mongering (feedback + coin) backed by anti-entropy:
+        /// [`RumorMongering`].
+        Rumor = "rumor",
+        /// Plumtree, epidemic broadcast trees: [`Plumtree`].
+        Plumtree = "plumtree",
     }
 }
 
@@ -174,7 +193,7 @@ pub struct LoggedDelivery<Id> {
 }
 
 /// Settings shared by the broadcast cores.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BroadcastConfig {
     /// How often a message is sent again to the live members not known to
     /// hold it.
@@ -185,14 +204,19 @@ pub struct BroadcastConfig {
     /// trimmed by the core.
     #[serde(default)]
     pub keep_log: bool,
+    /// Settings of the epidemic broadcasts ([`anti_entropy`], [`rumor`],
+    /// [`plumtree`]); the others ignore them.
+    #[serde(default)]
+    pub gossip: GossipConfig,
 }
 
 impl Default for BroadcastConfig {
-    /// Re-send every 50 ms, no delivery log.
+    /// Re-send every 50 ms, no delivery log, [`GossipConfig::default`].
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
             keep_log: false,
+            gossip: GossipConfig::default(),
         }
     }
 }
