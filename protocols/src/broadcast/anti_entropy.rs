@@ -31,6 +31,8 @@
 //! healed). Membership reports only decide whom to contact: a false
 //! suspicion delays the suspect's exchanges until it is reported up.
 
+use std::time::Duration;
+
 use super::epidemic::{Epidemic, GossipConfig, Mode, Pass, Spread, Store};
 use crate::MemberId;
 
@@ -53,6 +55,7 @@ impl<Id: MemberId, const M: u8> Spread<Id> for Exchange<M> {
             mode,
             period: config.period,
             fanout: config.fanout.max(1),
+            min_age: Duration::ZERO,
         })
     }
     fn new(_: &Store<Id>) -> Self {

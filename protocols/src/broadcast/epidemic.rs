@@ -212,6 +212,9 @@ pub struct Pass {
     pub period: Duration,
     /// With how many random live peers.
     pub fanout: usize,
+    /// Offer only messages at least this old (a backing pass leaves fresh
+    /// messages to the fast path).
+    pub min_age: Duration,
 }
 
 /// A message in the history buffer.
@@ -414,11 +417,13 @@ impl<Id: MemberId> Store<Id> {
         }
     }
 
-    /// The buffered messages a member with `digest` lacks.
-    fn lacked_by(&self, digest: &Digest<Id>) -> Vec<Item<Id>> {
+    /// The buffered messages a member with `digest` lacks, of those born
+    /// by `born_by`.
+    fn lacked_by(&self, digest: &Digest<Id>, born_by: Duration) -> Vec<Item<Id>> {
         let d: BTreeMap<&Id, &SeqSet> = digest.iter().map(|(k, v)| (k, v)).collect();
         self.buffer
             .iter()
+            .filter(|(_, h)| h.born <= born_by)
             .filter(|(id, _)| !d.get(&id.origin).is_some_and(|s| s.contains(id.seq)))
             .map(|(id, h)| Item {
                 id: id.clone(),
@@ -427,11 +432,12 @@ impl<Id: MemberId> Store<Id> {
             .collect()
     }
 
-    /// The buffered messages `peer` is not known to hold.
-    fn may_lack(&self, peer: &Id) -> Vec<Item<Id>> {
+    /// The buffered messages `peer` is not known to hold, of those born by
+    /// `born_by`.
+    fn may_lack(&self, peer: &Id, born_by: Duration) -> Vec<Item<Id>> {
         self.buffer
             .iter()
-            .filter(|(id, _)| !self.knows(peer, id))
+            .filter(|(id, h)| h.born <= born_by && !self.knows(peer, id))
             .map(|(id, h)| Item {
                 id: id.clone(),
                 stored: h.stored.clone(),
@@ -660,7 +666,7 @@ impl<Id: MemberId, S: Spread<Id>> Epidemic<Id, S> {
         for p in self.st.random_peers(pass.fanout, None) {
             match pass.mode {
                 Mode::Push => {
-                    let items = self.st.may_lack(&p);
+                    let items = self.st.may_lack(&p, now.saturating_sub(pass.min_age));
                     if !items.is_empty() {
                         let digest = digest.clone();
                         out.send(
@@ -683,7 +689,6 @@ impl<Id: MemberId, S: Spread<Id>> Epidemic<Id, S> {
 
     fn on_push(
         &mut self,
-        mode: Option<Mode>,
         from: Id,
         digest: Digest<Id>,
         items: Vec<Item<Id>>,
@@ -702,8 +707,11 @@ impl<Id: MemberId, S: Spread<Id>> Epidemic<Id, S> {
                 self.new_message(&id, Some(&from), now, out);
             }
         }
+        let pass = S::pass(&self.st.config.gossip);
+        let born_by = now.saturating_sub(pass.map_or(Duration::ZERO, |p| p.min_age));
+        let mode = pass.map(|p| p.mode);
         if ask {
-            let items = self.st.lacked_by(&digest);
+            let items = self.st.lacked_by(&digest, born_by);
             let digest = self.st.digest();
             out.send(
                 from,
@@ -727,16 +735,12 @@ impl<Id: MemberId, S: Spread<Id>> Epidemic<Id, S> {
         }
     }
 
-    fn on_pull(
-        &mut self,
-        mode: Option<Mode>,
-        from: Id,
-        digest: Digest<Id>,
-        now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_pull(&mut self, from: Id, digest: Digest<Id>, now: Duration, out: &mut Out<Id>) {
         self.st.learn(&from, &digest, now);
-        let items = self.st.lacked_by(&digest);
+        let pass = S::pass(&self.st.config.gossip);
+        let born_by = now.saturating_sub(pass.map_or(Duration::ZERO, |p| p.min_age));
+        let mode = pass.map(|p| p.mode);
+        let items = self.st.lacked_by(&digest, born_by);
         // Push-pull: ask back for what the digest shows this member lacks.
         let lacks = digest.iter().any(|(o, set)| {
             let mine = self.st.delivered.get(o).cloned().unwrap_or_default();
@@ -768,12 +772,11 @@ impl<Id: MemberId, S: Spread<Id>> Protocol for Epidemic<Id, S> {
         if !self.st.group.contains(&from) || from == *self.st.group.me() {
             return;
         }
-        let mode = S::pass(&self.st.config.gossip).map(|p| p.mode);
         match msg {
             GossipMsg::Push { digest, items, ask } => {
-                self.on_push(mode, from, digest, items, ask, now, out)
+                self.on_push(from, digest, items, ask, now, out)
             }
-            GossipMsg::Pull { digest } => self.on_pull(mode, from, digest, now, out),
+            GossipMsg::Pull { digest } => self.on_pull(from, digest, now, out),
             other => self.spread.on_message(&mut self.st, from, other, now, out),
         }
         self.arm(out);

@@ -7,10 +7,21 @@
 //! buffer garbage-collected once a message is stable); [`fifo`] and
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
 //! by an [`Order`]), and [`total`] a global order set by a sequencer's
-//! order messages sent through the same engine. [`BroadcastAlgorithm`]
-//! names them for configuration files (`"eager-reliable"`, `"fifo"`,
-//! `"causal"`, `"total-sequencer"`) and [`AnyBroadcast`]
-//! runs the one a configuration names.
+//! order messages sent through the same engine. The epidemic (gossip)
+//! broadcasts run on their own engine, [`epidemic`] (durable delivered sets
+//! and a bounded history buffer, an anti-entropy exchange, seeded random
+//! peers): [`anti_entropy`] (push, pull, push-pull), [`rumor`] (rumor
+//! mongering, feedback + coin, backed by a slow anti-entropy pass) and
+//! [`plumtree`] (epidemic broadcast trees: eager push on a spanning tree,
+//! lazy announcements, prune and graft; backed by the same pass: the
+//! efficient choice at scale). They cost `O(N)` messages per broadcast
+//! instead of `N(N-1)`, deliver in no order, and guarantee agreement only
+//! for members that miss a message for less than their history bound (see
+//! each module). [`BroadcastAlgorithm`] names them for configuration files
+//! (`"eager-reliable"`, `"fifo"`, `"causal"`, `"total-sequencer"`,
+//! `"anti-entropy-push"`, `"anti-entropy-pull"`, `"anti-entropy"`,
+//! `"rumor"`, `"plumtree"`) and [`AnyBroadcast`] runs the one a
+//! configuration names.
 //!
 //! ## Vocabulary
 //! The command is [`BroadcastCore::broadcast`] (an opaque payload); every

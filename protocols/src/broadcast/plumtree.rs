@@ -25,8 +25,12 @@
 //! a lost graft whose announcers are all used up, or a restart that forgot
 //! pending grafts) is made up for by a slow **anti-entropy pass**
 //! ([`GossipConfig::anti_entropy_period`], push-pull with one random live
-//! peer, see [`super::epidemic`]). A message learned through it is spread
-//! as a first receipt.
+//! peer, see [`super::epidemic`]; it offers only messages older than its
+//! period, so that it does not race the tree). A message learned through
+//! it is announced to every neighbour, eager ones included, rather than
+//! pushed (its copy may be on its way along the tree: pushing it, or
+//! pruning the tree link that brings that copy, would break the tree); a
+//! neighbour that lacks it grafts.
 //!
 //! Guarantees (see the [family docs](super)): integrity (no duplication,
 //! across restarts too; no creation). Without the pass: a message reaches
@@ -73,8 +77,12 @@ pub struct Tree<Id> {
     eager: BTreeSet<Id>,
     lazy: BTreeSet<Id>,
     /// Messages to announce at the next flush, with the member each came
-    /// from (not told).
-    queue: Vec<(MsgId<Id>, Option<Id>)>,
+    /// from (not told), and whether to announce it to the eager peers too
+    /// (a message learned through the anti-entropy pass).
+    queue: Vec<(MsgId<Id>, Option<Id>, bool)>,
+    /// Messages learned through the anti-entropy pass: a later copy along
+    /// the tree is no reason to prune it.
+    via_pass: BTreeSet<MsgId<Id>>,
     flush_armed: bool,
     missing: BTreeMap<MsgId<Id>, Missing<Id>>,
     tokens: BTreeMap<u64, MsgId<Id>>,
@@ -124,12 +132,20 @@ impl<Id: MemberId> Tree<Id> {
             out.cancel_timer(GossipTimer::Graft(m.token));
         }
         let Some(item) = st.item(id) else { return };
-        for p in &self.eager {
-            if Some(p) != from && st.group().is_live(p) {
-                out.send(p.clone(), GossipMsg::Gossip { item: item.clone() });
+        // A message learned through the pass is only announced: its copy
+        // may be on its way along the tree, and pushing it eagerly would
+        // prune tree links (a member that lacks it grafts this one).
+        let by_pass = from.is_some() && !via_tree;
+        if by_pass {
+            self.via_pass.insert(id.clone());
+        } else {
+            for p in &self.eager {
+                if Some(p) != from && st.group().is_live(p) {
+                    out.send(p.clone(), GossipMsg::Gossip { item: item.clone() });
+                }
             }
         }
-        self.queue.push((id.clone(), from.cloned()));
+        self.queue.push((id.clone(), from.cloned(), by_pass));
         if !self.flush_armed {
             self.flush_armed = true;
             out.set_timer(st.config().period, GossipTimer::Spread);
@@ -173,14 +189,18 @@ impl<Id: MemberId> Tree<Id> {
     fn flush(&mut self, st: &mut Store<Id>, out: &mut Out<Id>) {
         self.flush_armed = false;
         let queue = std::mem::take(&mut self.queue);
-        for q in &self.lazy {
+        self.via_pass.retain(|id| st.item_exists(id));
+        for q in &self.view {
             if !st.group().is_live(q) {
                 continue;
             }
+            let lazy = self.lazy.contains(q);
             let ids: Vec<MsgId<Id>> = queue
                 .iter()
-                .filter(|(id, from)| from.as_ref() != Some(q) && !st.knows(q, id))
-                .map(|(id, _)| id.clone())
+                .filter(|(id, from, all)| {
+                    (lazy || *all) && from.as_ref() != Some(q) && !st.knows(q, id)
+                })
+                .map(|(id, _, _)| id.clone())
                 .collect();
             if !ids.is_empty() {
                 out.send(q.clone(), GossipMsg::IHave { ids });
@@ -195,6 +215,7 @@ impl<Id: MemberId> Spread<Id> for Tree<Id> {
             mode: Mode::PushPull,
             period: config.anti_entropy_period,
             fanout: 1,
+            min_age: config.anti_entropy_period,
         })
     }
 
@@ -206,6 +227,7 @@ impl<Id: MemberId> Spread<Id> for Tree<Id> {
             view,
             lazy: BTreeSet::new(),
             queue: Vec::new(),
+            via_pass: BTreeSet::new(),
             flush_armed: false,
             missing: BTreeMap::new(),
             tokens: BTreeMap::new(),
@@ -237,7 +259,7 @@ impl<Id: MemberId> Spread<Id> for Tree<Id> {
                 let id = item.id.clone();
                 if st.accept(item, Some(&from), now, out) {
                     self.spread_new(st, &id, Some(&from), true, out);
-                } else if st.first_from(&id) != Some(&from) {
+                } else if st.first_from(&id) != Some(&from) && !self.via_pass.contains(&id) {
                     // A redundant tree link (a copy the network duplicated
                     // from the same sender is not one).
                     self.make_lazy(&from);

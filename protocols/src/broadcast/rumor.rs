@@ -73,6 +73,7 @@ impl<Id: MemberId> Spread<Id> for Rumors<Id> {
             mode: Mode::PushPull,
             period: config.anti_entropy_period,
             fanout: 1,
+            min_age: config.anti_entropy_period,
         })
     }
 
