@@ -272,15 +272,15 @@ pub trait Engine<Id: MemberId>: Sized {
 }
 
 /// Implements `SnapshotCore` for a broadcast engine: its state is its
-/// ledger's (field `ledger`) with the history buffer `$buffer` yields (an
+/// ledger's (`$ledger`) with the history buffer `$buffer` yields (an
 /// iterator of `(&MsgId, &Stored)`), recovered through [`Ledger::recover`].
 macro_rules! ledger_snapshot {
-    (impl<$($gen:ident $(: $bound:path)?),*> for $ty:ty, |$s:ident| $buffer:expr) => {
+    (impl<$($gen:ident $(: $bound:path)?),*> for $ty:ty, |$s:ident| $ledger:expr, $buffer:expr) => {
         impl<$($gen $(: $bound)?),*> ::troupe_framework::sansio::SnapshotCore for $ty {
             type State = $crate::broadcast::BroadcastDurable<Id>;
             fn state(&self) -> Self::State {
                 let $s = self;
-                $s.ledger.durable($buffer)
+                $ledger.durable($buffer)
             }
             fn recover(
                 recovered: &::troupe_framework::sansio::Recovered,

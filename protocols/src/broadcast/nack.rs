@@ -704,7 +704,7 @@ impl<Id: MemberId> Protocol for Nack<Id> {
     }
 }
 
-super::ledger::ledger_snapshot!(impl<Id: MemberId> for Nack<Id>, |s| s.buffer.iter());
+super::ledger::ledger_snapshot!(impl<Id: MemberId> for Nack<Id>, |s| s.ledger, s.buffer.iter());
 
 impl<Id: MemberId> crate::testkit::SimProtocol for Nack<Id> {}
 

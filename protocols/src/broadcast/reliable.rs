@@ -421,7 +421,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
     }
 }
 
-super::ledger::ledger_snapshot!(impl<Id: MemberId, O: Order<Id>> for Reliable<Id, O>, |s| s.buffer.iter().map(|(id, e)| (id, &e.stored)));
+super::ledger::ledger_snapshot!(impl<Id: MemberId, O: Order<Id>> for Reliable<Id, O>, |s| s.ledger, s.buffer.iter().map(|(id, e)| (id, &e.stored)));
 
 impl<Id: MemberId, O: Order<Id>> crate::testkit::SimProtocol for Reliable<Id, O> {}
 

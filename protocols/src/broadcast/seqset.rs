@@ -46,6 +46,24 @@ impl SeqSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Add every number of `other`; true if any was new.
+    pub fn union_with(&mut self, other: &SeqSet) -> bool {
+        let missing = self.missing_from(other);
+        for s in &missing {
+            self.insert(*s);
+        }
+        !missing.is_empty()
+    }
+
+    /// The numbers of `other` that are not in this set, ascending.
+    pub fn missing_from(&self, other: &SeqSet) -> Vec<u64> {
+        let mut out: Vec<u64> = (self.prefix + 1..=other.prefix)
+            .filter(|s| !self.above.contains(s))
+            .collect();
+        out.extend(other.above.iter().copied().filter(|s| !self.contains(*s)));
+        out
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +79,22 @@ mod tests {
         assert!(s.insert(1));
         assert_eq!((s.prefix(), s.len()), (3, 3));
         assert!(s.contains(2) && !s.contains(4));
+    }
+
+    #[test]
+    fn missing_and_union() {
+        let mut a = SeqSet::default();
+        let mut b = SeqSet::default();
+        for x in [1, 2, 5] {
+            a.insert(x);
+        }
+        for x in [1, 2, 3, 4, 7] {
+            b.insert(x);
+        }
+        assert_eq!(a.missing_from(&b), vec![3, 4, 7]);
+        assert_eq!(b.missing_from(&a), vec![5]);
+        assert!(a.union_with(&b));
+        assert_eq!((a.prefix(), a.len()), (5, 6));
+        assert!(!a.union_with(&b));
     }
 }
