@@ -532,6 +532,30 @@ impl<Id: MemberId> Store<Id> {
     }
 }
 
+/// What a [`Spread`] method works with: the shared store, the time, and
+/// the outputs of the input being handled.
+pub struct Cx<'a, Id: MemberId> {
+    /// The shared state.
+    pub st: &'a mut Store<Id>,
+    /// Now.
+    pub now: Duration,
+    /// The outputs.
+    pub out: &'a mut Out<Id>,
+}
+
+/// The slow anti-entropy pass that backs a fast, probabilistic spread
+/// (rumor mongering, Plumtree): push-pull with one peer every
+/// `anti_entropy_period`, offering only messages older than a period (so
+/// it does not race the fast path); none when the period is zero.
+pub fn backing_pass(config: &GossipConfig) -> Option<Pass> {
+    (config.anti_entropy_period > Duration::ZERO).then_some(Pass {
+        mode: Mode::PushPull,
+        period: config.anti_entropy_period,
+        fanout: 1,
+        min_age: config.anti_entropy_period,
+    })
+}
+
 /// How a new message travels fast in one epidemic algorithm (the
 /// anti-entropy exchange being the slow, sure path). Every method has a
 /// default that does nothing.
@@ -542,36 +566,13 @@ pub trait Spread<Id: MemberId>: Debug + Clone {
     fn new(store: &Store<Id>) -> Self;
     /// `id` was delivered here first: broadcast here (`from` none) or
     /// received from `from` through the anti-entropy exchange.
-    fn on_new(
-        &mut self,
-        _st: &mut Store<Id>,
-        _id: &MsgId<Id>,
-        _from: Option<&Id>,
-        _now: Duration,
-        _out: &mut Out<Id>,
-    ) {
-    }
+    fn on_new(&mut self, _cx: Cx<'_, Id>, _id: &MsgId<Id>, _from: Option<&Id>) {}
     /// A message of this algorithm (not an anti-entropy one).
-    fn on_message(
-        &mut self,
-        _st: &mut Store<Id>,
-        _from: Id,
-        _msg: GossipMsg<Id>,
-        _now: Duration,
-        _out: &mut Out<Id>,
-    ) {
-    }
+    fn on_message(&mut self, _cx: Cx<'_, Id>, _from: Id, _msg: GossipMsg<Id>) {}
     /// A timer of this algorithm (not [`GossipTimer::Round`]).
-    fn on_timer(
-        &mut self,
-        _st: &mut Store<Id>,
-        _timer: GossipTimer,
-        _now: Duration,
-        _out: &mut Out<Id>,
-    ) {
-    }
+    fn on_timer(&mut self, _cx: Cx<'_, Id>, _timer: GossipTimer) {}
     /// The live set changed.
-    fn on_change(&mut self, _st: &mut Store<Id>, _change: Change<Id>, _out: &mut Out<Id>) {}
+    fn on_change(&mut self, _cx: Cx<'_, Id>, _change: Change<Id>) {}
 }
 
 /// An epidemic broadcast core: the shared [`Store`] and anti-entropy
@@ -616,7 +617,12 @@ impl<Id: MemberId, S: Spread<Id>> Epidemic<Id, S> {
     }
 
     fn new_message(&mut self, id: &MsgId<Id>, from: Option<&Id>, now: Duration, out: &mut Out<Id>) {
-        self.spread.on_new(&mut self.st, id, from, now, out);
+        let cx = Cx {
+            st: &mut self.st,
+            now,
+            out,
+        };
+        self.spread.on_new(cx, id, from);
     }
 
     fn round(&mut self, pass: Pass, now: Duration, out: &mut Out<Id>) {
@@ -745,7 +751,14 @@ impl<Id: MemberId, S: Spread<Id>> Protocol for Epidemic<Id, S> {
                 self.on_push(from, digest, items, ask, now, out)
             }
             GossipMsg::Pull { digest } => self.on_pull(from, digest, now, out),
-            other => self.spread.on_message(&mut self.st, from, other, now, out),
+            other => {
+                let cx = Cx {
+                    st: &mut self.st,
+                    now,
+                    out,
+                };
+                self.spread.on_message(cx, from, other)
+            }
         }
         self.arm(out);
     }
@@ -758,19 +771,26 @@ impl<Id: MemberId, S: Spread<Id>> Protocol for Epidemic<Id, S> {
                     self.round(pass, now, out);
                 }
             }
-            other => self.spread.on_timer(&mut self.st, other, now, out),
+            other => {
+                let cx = Cx {
+                    st: &mut self.st,
+                    now,
+                    out,
+                };
+                self.spread.on_timer(cx, other)
+            }
         }
         self.arm(out);
     }
 
-    fn on_membership(
-        &mut self,
-        _now: Duration,
-        change: MemberEvent<Id>,
-        out: &mut OutputsOf<Self>,
-    ) {
+    fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut OutputsOf<Self>) {
         if let Some(c) = self.st.group.apply(change) {
-            self.spread.on_change(&mut self.st, c, out);
+            let cx = Cx {
+                st: &mut self.st,
+                now,
+                out,
+            };
+            self.spread.on_change(cx, c);
         }
         self.arm(out);
     }

@@ -52,7 +52,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::epidemic::{
-    random_view, Epidemic, GossipConfig, GossipMsg, GossipTimer, Mode, Out, Pass, Spread, Store,
+    backing_pass, random_view, Cx, Epidemic, GossipConfig, GossipMsg, GossipTimer, Out, Pass,
+    Spread, Store,
 };
 use super::MsgId;
 use crate::group::Change;
@@ -211,12 +212,7 @@ impl<Id: MemberId> Tree<Id> {
 
 impl<Id: MemberId> Spread<Id> for Tree<Id> {
     fn pass(config: &GossipConfig) -> Option<Pass> {
-        (config.anti_entropy_period > Duration::ZERO).then_some(Pass {
-            mode: Mode::PushPull,
-            period: config.anti_entropy_period,
-            fanout: 1,
-            min_age: config.anti_entropy_period,
-        })
+        backing_pass(config)
     }
 
     fn new(st: &Store<Id>) -> Self {
@@ -235,25 +231,12 @@ impl<Id: MemberId> Spread<Id> for Tree<Id> {
         }
     }
 
-    fn on_new(
-        &mut self,
-        st: &mut Store<Id>,
-        id: &MsgId<Id>,
-        from: Option<&Id>,
-        _now: Duration,
-        out: &mut Out<Id>,
-    ) {
-        self.spread_new(st, id, from, false, out);
+    fn on_new(&mut self, cx: Cx<'_, Id>, id: &MsgId<Id>, from: Option<&Id>) {
+        self.spread_new(cx.st, id, from, false, cx.out);
     }
 
-    fn on_message(
-        &mut self,
-        st: &mut Store<Id>,
-        from: Id,
-        msg: GossipMsg<Id>,
-        now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_message(&mut self, cx: Cx<'_, Id>, from: Id, msg: GossipMsg<Id>) {
+        let Cx { st, now, out } = cx;
         match msg {
             GossipMsg::Gossip { item } => {
                 let id = item.id.clone();
@@ -310,21 +293,15 @@ impl<Id: MemberId> Spread<Id> for Tree<Id> {
         }
     }
 
-    fn on_timer(
-        &mut self,
-        st: &mut Store<Id>,
-        timer: GossipTimer,
-        now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_timer(&mut self, cx: Cx<'_, Id>, timer: GossipTimer) {
         match timer {
-            GossipTimer::Spread => self.flush(st, out),
-            GossipTimer::Graft(token) => self.graft(st, token, now, out),
+            GossipTimer::Spread => self.flush(cx.st, cx.out),
+            GossipTimer::Graft(token) => self.graft(cx.st, token, cx.now, cx.out),
             GossipTimer::Round => {}
         }
     }
 
-    fn on_change(&mut self, _st: &mut Store<Id>, change: Change<Id>, _out: &mut Out<Id>) {
+    fn on_change(&mut self, _cx: Cx<'_, Id>, change: Change<Id>) {
         match change {
             Change::Gone(p) => {
                 self.eager.remove(&p);

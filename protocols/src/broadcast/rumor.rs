@@ -36,12 +36,11 @@
 //! may go cold without it (the pass still reaches it once it is up).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use rand::Rng;
 
 use super::epidemic::{
-    Epidemic, GossipConfig, GossipMsg, GossipTimer, Mode, Out, Pass, Spread, Store,
+    backing_pass, Cx, Epidemic, GossipConfig, GossipMsg, GossipTimer, Out, Pass, Spread, Store,
 };
 use super::MsgId;
 use crate::MemberId;
@@ -69,12 +68,7 @@ impl<Id: MemberId> Rumors<Id> {
 
 impl<Id: MemberId> Spread<Id> for Rumors<Id> {
     fn pass(config: &GossipConfig) -> Option<Pass> {
-        (config.anti_entropy_period > Duration::ZERO).then_some(Pass {
-            mode: Mode::PushPull,
-            period: config.anti_entropy_period,
-            fanout: 1,
-            min_age: config.anti_entropy_period,
-        })
+        backing_pass(config)
     }
 
     fn new(_: &Store<Id>) -> Self {
@@ -84,14 +78,8 @@ impl<Id: MemberId> Spread<Id> for Rumors<Id> {
         }
     }
 
-    fn on_new(
-        &mut self,
-        st: &mut Store<Id>,
-        id: &MsgId<Id>,
-        from: Option<&Id>,
-        _now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_new(&mut self, cx: Cx<'_, Id>, id: &MsgId<Id>, from: Option<&Id>) {
+        let Cx { st, out, .. } = cx;
         let Some(item) = st.item(id) else { return };
         self.hot.insert(id.clone());
         let fanout = st.config().fanout;
@@ -106,21 +94,20 @@ impl<Id: MemberId> Spread<Id> for Rumors<Id> {
         self.arm(st, out);
     }
 
-    fn on_message(
-        &mut self,
-        st: &mut Store<Id>,
-        from: Id,
-        msg: GossipMsg<Id>,
-        now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_message(&mut self, cx: Cx<'_, Id>, from: Id, msg: GossipMsg<Id>) {
+        let Cx { st, now, out } = cx;
         match msg {
             GossipMsg::Rumor { items } => {
                 let mut had = Vec::new();
                 for item in items {
                     let id = item.id.clone();
                     if st.accept(item, Some(&from), now, out) {
-                        self.on_new(st, &id, Some(&from), now, out);
+                        let cx = Cx {
+                            st: &mut *st,
+                            now,
+                            out: &mut *out,
+                        };
+                        self.on_new(cx, &id, Some(&from));
                     } else {
                         had.push(id);
                     }
@@ -143,13 +130,8 @@ impl<Id: MemberId> Spread<Id> for Rumors<Id> {
         }
     }
 
-    fn on_timer(
-        &mut self,
-        st: &mut Store<Id>,
-        timer: GossipTimer,
-        _now: Duration,
-        out: &mut Out<Id>,
-    ) {
+    fn on_timer(&mut self, cx: Cx<'_, Id>, timer: GossipTimer) {
+        let Cx { st, out, .. } = cx;
         if timer != GossipTimer::Spread {
             return;
         }

@@ -36,6 +36,15 @@ fn swim(n: u32, peers: u32) -> (Swim<SimId>, FdOutputs<SimId>) {
 }
 
 /// (member, status) of each event in `out`.
+/// `member` suspected at incarnation `inc` by `from`.
+fn suspect(member: u32, inc: u64, from: u32) -> Update<SimId> {
+    Update::Suspect {
+        member: id(member),
+        inc,
+        from: id(from),
+    }
+}
+
 fn reports(out: &FdOutputs<SimId>) -> Vec<(u32, MemberStatus)> {
     out.events
         .iter()
@@ -286,11 +295,7 @@ fn refutes_suspicion_of_itself() {
         id(1),
         FdMessage::Swim(SwimMessage::Ping {
             seq: 1,
-            updates: vec![Update::Suspect {
-                member: id(0),
-                inc: 0,
-                from: id(1),
-            }],
+            updates: vec![suspect(0, 0, 1)],
         }),
         &mut out,
     );
@@ -463,11 +468,7 @@ fn stale_news_is_corrected_in_the_ack() {
         id(1),
         FdMessage::Swim(SwimMessage::Ping {
             seq: 9,
-            updates: vec![Update::Suspect {
-                member: id(2),
-                inc: 1,
-                from: id(1),
-            }],
+            updates: vec![suspect(2, 1, 1)],
         }),
         &mut out,
     );
@@ -489,15 +490,7 @@ fn stale_news_is_corrected_in_the_ack() {
 fn suspicion_is_verified_by_a_last_ping_before_the_deadline() {
     let (mut s, mut out) = swim(0, 3);
     let t = Duration::from_secs(1);
-    s.apply(
-        t,
-        Update::Suspect {
-            member: id(2),
-            inc: 0,
-            from: id(1),
-        },
-        &mut out,
-    );
+    s.apply(t, suspect(2, 0, 1), &mut out);
     // N = 3: no confirmations expected, timeout = min = 4 s.
     let Some(TimerOp::Set { after, timer }) = out.timers.last().cloned() else {
         panic!("a timer was set")
@@ -659,15 +652,7 @@ fn no_gossip_timer_when_gossip_nodes_is_zero() {
 fn alive_with_higher_incarnation_clears_suspicion() {
     let (mut s, mut out) = swim(0, 5);
     let t = Duration::from_secs(1);
-    s.apply(
-        t,
-        Update::Suspect {
-            member: id(2),
-            inc: 0,
-            from: id(1),
-        },
-        &mut out,
-    );
+    s.apply(t, suspect(2, 0, 1), &mut out);
     s.apply(
         t,
         Update::Alive {
