@@ -9,6 +9,7 @@
 
 use super::nack::{NackMsg, NackTimer};
 use super::reliable::{RelayMsg, RelayTimer};
+use super::total::{TotalMsg, TotalTimer};
 use super::{
     BroadcastAlgorithm, BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent,
     BroadcastStats, Causal, EagerReliable, Fifo, Nack, Total,
@@ -35,7 +36,7 @@ crate::any_core! {
         /// [`Causal`].
         Causal => Causal, RelayMsg<Id>, RelayTimer;
         /// [`Total`].
-        Total => Total, RelayMsg<Id>, RelayTimer;
+        Total => Total, TotalMsg<Id>, TotalTimer;
         /// [`Nack`].
         Nack => Nack, NackMsg<Id>, NackTimer;
     }

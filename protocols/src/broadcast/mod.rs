@@ -6,13 +6,15 @@
 //! (relay on first receipt, re-send until acknowledged, a durable history
 //! buffer garbage-collected once a message is stable); [`fifo`] and
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
-//! by an [`Order`]), and [`total`] a global order set by a sequencer's
-//! order messages sent through the same engine. [`nack`] is a separate
+//! by an [`Order`]), [`total`] a global order set by a sequencer's
+//! order messages sent through the same engine (the sequencer chosen by an
+//! embedded election, with failover). [`nack`] is a separate
 //! engine: NACK-based reliable multicast (one multicast from the origin,
 //! receivers detect gaps and NACK them, any holder repairs, stability from
 //! periodic sessions), with FIFO delivery per sender. [`BroadcastAlgorithm`]
 //! names them for configuration files (`"eager-reliable"`, `"fifo"`,
-//! `"causal"`, `"total-sequencer"`, `"nack"`) and [`AnyBroadcast`]
+//! `"causal"`, `"total-sequencer"`, `"nack"`) and
+//! [`AnyBroadcast`]
 //! runs the one a configuration names.
 //!
 //! ## Vocabulary
@@ -54,6 +56,9 @@
 //! reported up again. No guarantee depends on their accuracy: a false
 //! suspicion only delays. A member that never comes back keeps every later
 //! message in the others' history buffers (nothing is stable without it).
+//! [`total`] also feeds them to its election (a new sequencer); its safety
+//! does not depend on their accuracy either, its liveness needs a
+//! majority.
 
 pub mod any;
 pub mod causal;
@@ -69,7 +74,7 @@ pub use fifo::Fifo;
 pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
-pub use total::Total;
+pub use total::{Total, TotalMsg, TotalStamp, TotalTimer};
 
 use std::time::Duration;
 
@@ -78,6 +83,7 @@ use troupe_framework::clock::VectorClock;
 use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
 
 use crate::driver::OutputsOf;
+use crate::election::ElectionDurable;
 
 pub use crate::family::UnknownAlgorithm;
 
@@ -90,7 +96,7 @@ crate::algorithms! {
         Fifo = "fifo",
         /// Reliable causal broadcast: [`Causal`].
         Causal = "causal",
-        /// Reliable total-order broadcast, fixed sequencer: [`Total`].
+        /// Reliable total-order broadcast, a sequencer with failover: [`Total`].
         Total = "total-sequencer",
         /// NACK-based reliable multicast, FIFO per sender: [`Nack`].
         Nack = "nack",
@@ -114,12 +120,15 @@ pub struct Stamps {
     /// message, its own entry counting the message (so `vector[origin] ==
     /// seq`). Keyed by [`clock_key`].
     pub vector: Option<VectorClock>,
-    /// Total-order layer: set on the sequencer's order messages only, the
-    /// data message it assigns the slot of this order message (the
-    /// sequencer's sequence number) to: its origin (by [`clock_key`]) and
-    /// its sequence number.
+    /// The data message a control message is about, by origin (by
+    /// [`clock_key`]) and sequence number: the message a total-order
+    /// sequencer's order message puts in its slot.
     #[serde(default)]
     pub assigns: Option<(String, u64)>,
+    /// Total-order layer ([`total`]): set on its control messages only
+    /// (order, join and accept messages).
+    #[serde(default)]
+    pub total: Option<TotalStamp>,
 }
 
 /// The key of member `id` in a [`VectorClock`] (which is keyed by node
@@ -229,6 +238,10 @@ pub struct BroadcastDurable<Id> {
     /// of a layer not counted): the last [`BroadcastEvent::Delivered::index`].
     #[serde(default)]
     pub delivered_count: u64,
+    /// What the ordering layer keeps besides the delivered sets and the
+    /// buffer (nothing for FIFO and causal).
+    #[serde(default = "OrderDurable::default")]
+    pub order: OrderDurable<Id>,
 }
 
 impl<Id> Default for BroadcastDurable<Id> {
@@ -238,6 +251,34 @@ impl<Id> Default for BroadcastDurable<Id> {
             delivered: Vec::new(),
             buffer: Vec::new(),
             delivered_count: 0,
+            order: OrderDurable::default(),
+        }
+    }
+}
+
+/// The durable state of an ordering layer (see [`Order::durable`]), saved
+/// with [`BroadcastDurable`] in the same write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDurable<Id> {
+    /// [`total`]: the next slot of the global order to deliver here.
+    #[serde(default)]
+    pub slot: u64,
+    /// [`total`]: the newest epoch of which an order message was seen, and
+    /// the last slot its sequencer re-proposed.
+    #[serde(default)]
+    pub epoch: (u64, u64),
+    /// [`total`]: the embedded election's durable state (its term is this
+    /// member's promise).
+    #[serde(default = "Option::default")]
+    pub election: Option<ElectionDurable<Id>>,
+}
+
+impl<Id> Default for OrderDurable<Id> {
+    fn default() -> Self {
+        Self {
+            slot: 0,
+            epoch: (0, 0),
+            election: None,
         }
     }
 }

@@ -761,6 +761,7 @@ impl<Id: MemberId> SnapshotCore for Nack<Id> {
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect(),
             delivered_count: self.delivered_count,
+            order: Default::default(),
         }
     }
 }

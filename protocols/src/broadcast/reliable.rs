@@ -36,7 +36,7 @@ use troupe_framework::sansio::{Protocol, Snapshot, SnapshotCore};
 
 use super::{
     BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats,
-    LoggedDelivery, MsgId, SeqSet, Stamps, Stored, DELIVERY_LOG,
+    LoggedDelivery, MsgId, OrderDurable, SeqSet, Stamps, Stored, DELIVERY_LOG,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -96,6 +96,15 @@ pub trait Order<Id>: Debug + Clone {
     /// the durable delivered sets) but not reported to the user.
     fn silent(&self, _stamps: &Stamps) -> bool {
         false
+    }
+    /// Take up what the rule made durable in a previous life (called once,
+    /// right after [`Order::new`], before the buffer is replayed).
+    /// Default: nothing kept.
+    fn resume(&mut self, _durable: &OrderDurable<Id>) {}
+    /// What the rule keeps on stable storage besides the delivered sets and
+    /// the buffer, saved with them after every input. Default: nothing.
+    fn durable(&self) -> OrderDurable<Id> {
+        OrderDurable::default()
     }
 }
 
@@ -176,6 +185,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             })
             .collect();
         let mut order = O::new(group.me(), group.members(), &delivered);
+        order.resume(&durable.order);
         for (id, e) in &buffer {
             order.received(id, &e.stored.stamps);
         }
@@ -209,23 +219,48 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         })
     }
 
+    /// The hold-back rule.
+    pub fn order(&self) -> &O {
+        &self.order
+    }
+
+    /// The hold-back rule, to tell it what a composite core learned (an
+    /// embedded election's leader); call [`Reliable::settle`] after.
+    pub fn order_mut(&mut self) -> &mut O {
+        &mut self.order
+    }
+
+    /// Broadcast the control messages the order asks for and deliver what
+    /// it allows now (after a change made through [`Reliable::order_mut`]).
+    pub fn settle(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        self.deliver_ready(now, out);
+        self.arm_retry(out);
+    }
+
     /// Broadcast the control messages the order asks for, then deliver
-    /// every buffered message the order allows, until none is left.
+    /// every buffered message the order allows, until neither is left.
     fn deliver_ready(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
         loop {
             let controls = self.order.take_controls(&self.delivered);
-            if controls.is_empty() {
-                break;
-            }
+            let sent = !controls.is_empty();
             for stamps in controls {
                 self.originate(stamps, Vec::new(), now, out);
             }
+            if !self.deliver_some(out) && !sent {
+                break;
+            }
         }
+    }
+
+    /// Deliver every buffered message the order allows; true if any.
+    fn deliver_some(&mut self, out: &mut OutputsOf<Self>) -> bool {
+        let mut any = false;
         loop {
             let next = self.buffer.iter().find(|(id, e)| {
                 !self.is_delivered(id) && self.order.ready(id, &e.stored.stamps, &self.delivered)
             });
             let Some((id, e)) = next else { break };
+            any = true;
             let (id, stored, held_back) = (id.clone(), e.stored.clone(), e.held);
             self.delivered
                 .entry(id.origin.clone())
@@ -256,6 +291,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             }
             self.collect(&id);
         }
+        any
     }
 
     /// Drop `id` from the buffer if it is delivered and every member holds it.
@@ -463,6 +499,7 @@ impl<Id: MemberId, O: Order<Id>> SnapshotCore for Reliable<Id, O> {
                 .map(|(id, e)| (id.clone(), e.stored.clone()))
                 .collect(),
             delivered_count: self.delivered_count,
+            order: self.order.durable(),
         }
     }
 }

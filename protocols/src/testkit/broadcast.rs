@@ -315,6 +315,9 @@ pub struct BroadcastScenario {
     /// for good a few milliseconds later (mid-send: some copies out, some
     /// lost). Agreement is then required of the survivors only.
     pub crash_stop: bool,
+    /// Which member [`BroadcastScenario::crash_stop`] crashes for good
+    /// (if it is up then); `None`: a random live one.
+    pub stop_victim: Option<u32>,
     /// Time allowed for agreement and validity after the faults stop.
     pub liveness_bound: Duration,
 }
@@ -334,6 +337,7 @@ impl BroadcastScenario {
             oracle: OracleConfig::default(),
             disk: DiskModel::syncing(Duration::from_micros(500), Duration::from_millis(5)),
             crash_stop: true,
+            stop_victim: None,
             liveness_bound: Duration::from_secs(20),
         }
     }
@@ -397,7 +401,12 @@ where
         match calm_at {
             None if now < sc.chaos_time => {
                 if sc.crash_stop && dead.is_none() && now >= sc.chaos_time / 2 {
-                    if let Some(&victim) = sim.alive().choose(&mut rng) {
+                    let alive = sim.alive();
+                    let pick = match sc.stop_victim {
+                        Some(v) => alive.iter().find(|m| **m == v),
+                        None => alive.choose(&mut rng),
+                    };
+                    if let Some(&victim) = pick {
                         broadcast(&mut sim, &mut obs, victim, next_pid)?;
                         next_pid += 1;
                         out.broadcasts += 1;
