@@ -12,7 +12,7 @@ use super::reliable::{RelayMsg, RelayTimer};
 use super::total::{TotalMsg, TotalTimer};
 use super::{
     BroadcastAlgorithm, BroadcastConfig, BroadcastCore, BroadcastDurable, BroadcastEvent,
-    BroadcastStats, Causal, EagerReliable, Fifo, Nack, Total,
+    BroadcastStats, Causal, EagerReliable, Fifo, LamportTotal, Nack, Total,
 };
 
 crate::any_core! {
@@ -37,6 +37,8 @@ crate::any_core! {
         Causal => Causal, RelayMsg<Id>, RelayTimer;
         /// [`Total`].
         Total => Total, TotalMsg<Id>, TotalTimer;
+        /// [`LamportTotal`].
+        LamportTotal => LamportTotal, RelayMsg<Id>, RelayTimer;
         /// [`Nack`].
         Nack => Nack, NackMsg<Id>, NackTimer;
     }

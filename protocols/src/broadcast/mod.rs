@@ -8,12 +8,14 @@
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
 //! by an [`Order`]), [`total`] a global order set by a sequencer's
 //! order messages sent through the same engine (the sequencer chosen by an
-//! embedded election, with failover). [`nack`] is a separate
+//! embedded election, with failover), and [`lamport_total`] a global
+//! order by Lamport timestamps and acknowledgements from every member.
+//! [`nack`] is a separate
 //! engine: NACK-based reliable multicast (one multicast from the origin,
 //! receivers detect gaps and NACK them, any holder repairs, stability from
 //! periodic sessions), with FIFO delivery per sender. [`BroadcastAlgorithm`]
 //! names them for configuration files (`"eager-reliable"`, `"fifo"`,
-//! `"causal"`, `"total-sequencer"`, `"nack"`) and
+//! `"causal"`, `"total-sequencer"`, `"total-lamport"`, `"nack"`) and
 //! [`AnyBroadcast`]
 //! runs the one a configuration names.
 //!
@@ -58,11 +60,13 @@
 //! message in the others' history buffers (nothing is stable without it).
 //! [`total`] also feeds them to its election (a new sequencer); its safety
 //! does not depend on their accuracy either, its liveness needs a
-//! majority.
+//! majority. [`lamport_total`] waits for every member: one that never
+//! comes back blocks its delivery for good.
 
 pub mod any;
 pub mod causal;
 pub mod fifo;
+pub mod lamport_total;
 pub mod nack;
 pub mod reliable;
 mod seqset;
@@ -71,6 +75,7 @@ pub mod total;
 pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use fifo::Fifo;
+pub use lamport_total::LamportTotal;
 pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use seqset::SeqSet;
@@ -98,6 +103,9 @@ crate::algorithms! {
         Causal = "causal",
         /// Reliable total-order broadcast, a sequencer with failover: [`Total`].
         Total = "total-sequencer",
+        /// Reliable total-order broadcast, Lamport timestamps and
+        /// acknowledgements from every member: [`LamportTotal`].
+        LamportTotal = "total-lamport",
         /// NACK-based reliable multicast, FIFO per sender: [`Nack`].
         Nack = "nack",
     }
@@ -122,13 +130,18 @@ pub struct Stamps {
     pub vector: Option<VectorClock>,
     /// The data message a control message is about, by origin (by
     /// [`clock_key`]) and sequence number: the message a total-order
-    /// sequencer's order message puts in its slot.
+    /// sequencer's order message puts in its slot, or the message a
+    /// Lamport acknowledgement acknowledges.
     #[serde(default)]
     pub assigns: Option<(String, u64)>,
     /// Total-order layer ([`total`]): set on its control messages only
     /// (order, join and accept messages).
     #[serde(default)]
     pub total: Option<TotalStamp>,
+    /// Lamport total order ([`lamport_total`]): the message's Lamport
+    /// timestamp (data messages and acknowledgements).
+    #[serde(default)]
+    pub lamport: Option<u64>,
 }
 
 /// The key of member `id` in a [`VectorClock`] (which is keyed by node
@@ -271,6 +284,13 @@ pub struct OrderDurable<Id> {
     /// member's promise).
     #[serde(default = "Option::default")]
     pub election: Option<ElectionDurable<Id>>,
+    /// [`lamport_total`]: this member's Lamport clock.
+    #[serde(default)]
+    pub clock: u64,
+    /// [`lamport_total`]: per member, the largest timestamp of the
+    /// contiguous prefix of its messages received here.
+    #[serde(default = "Vec::new")]
+    pub heard: Vec<(Id, u64)>,
 }
 
 impl<Id> Default for OrderDurable<Id> {
@@ -279,6 +299,8 @@ impl<Id> Default for OrderDurable<Id> {
             slot: 0,
             epoch: (0, 0),
             election: None,
+            clock: 0,
+            heard: Vec::new(),
         }
     }
 }

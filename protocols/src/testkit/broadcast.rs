@@ -18,8 +18,9 @@
 //!   itself, independently of the core's vector stamps: the messages the
 //!   sender had delivered (its own included) when it was asked to broadcast
 //!   `m`, which is closed under the relation as long as no causal error was
-//!   reported before. It also checks the core's stamp against it: the stamp
-//!   of `m` must count, for every origin, at least the messages of the past;
+//!   reported before. It also checks the core's vector stamp, when it has
+//!   one (a Lamport total order has none), against it: the stamp of `m`
+//!   must count, for every origin, at least the messages of the past;
 //! * **index**: a member numbers its deliveries 1, 2, 3, ... across its
 //!   restarts, without gap or repeat (a delivery whose report a crash lost
 //!   still takes its number: the checker reads it from the durable state);
@@ -218,14 +219,16 @@ impl BroadcastObserver {
                 ));
             }
             self.causal_checked += sent.past.len() as u64;
-            // The core's stamp counts at least the past, per origin.
+            // The core's vector stamp, if any, counts at least the past,
+            // per origin.
             let vector = stamps.vector.clone().unwrap_or_default();
+            let vector_stamped = stamps.vector.is_some();
             let mut per_origin: BTreeMap<u32, u64> = BTreeMap::new();
             for p in &sent.past {
                 *per_origin.entry(self.sent[p].sender).or_default() += 1;
             }
             for (origin, n) in per_origin {
-                if vector.get(&clock_key(&origin)) < n {
+                if vector_stamped && vector.get(&clock_key(&origin)) < n {
                     return Err(format!(
                         "causal stamp: {pid} from {sender} stamped {vector:?}, but its past holds {n} messages of {origin}"
                     ));
