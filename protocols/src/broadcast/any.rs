@@ -10,11 +10,12 @@
 use super::epidemic::{GossipMsg, GossipTimer};
 use super::nack::{NackMsg, NackTimer};
 use super::reliable::{RelayMsg, RelayTimer};
+use super::total::{TotalMsg, TotalTimer};
 use super::Engine;
 use super::{
     AntiEntropyPull, AntiEntropyPush, AntiEntropyPushPull, BroadcastAlgorithm, BroadcastConfig,
     BroadcastCore, BroadcastDurable, BroadcastEvent, BroadcastStats, Causal, EagerReliable, Fifo,
-    Nack, Plumtree, RumorMongering, Total,
+    LamportTotal, Nack, Plumtree, RumorMongering, Total,
 };
 
 crate::any_core! {
@@ -38,7 +39,9 @@ crate::any_core! {
         /// [`Causal`].
         Causal => Causal, RelayMsg<Id>, RelayTimer;
         /// [`Total`].
-        Total => Total, RelayMsg<Id>, RelayTimer;
+        Total => Total, TotalMsg<Id>, TotalTimer;
+        /// [`LamportTotal`].
+        LamportTotal => LamportTotal, RelayMsg<Id>, RelayTimer;
         /// [`Nack`].
         Nack => Nack, NackMsg<Id>, NackTimer;
         /// [`AntiEntropyPush`].

@@ -13,6 +13,7 @@
 //! | `meta` | `(seq, delivered_count)` | at the end of an input that changed them |
 //! | `d/<origin>` | `(origin, SeqSet)` | at the end of an input that delivered a message of `origin` |
 //! | `b/<origin>/<seq>` | `(MsgId, Stored)` | when the message enters the buffer ([`Ledger::kept`]), deleted when it leaves ([`Ledger::dropped`]) |
+//! | `order` | the ordering layer's [`OrderDurable`] (total order) | at the end of an input that changed it ([`Ledger::persist_order`]) |
 //!
 //! plus, with [`super::BroadcastConfig::keep_log`], one record of
 //! [`super::DELIVERY_LOG`] per delivery. All of an input's writes are made
@@ -29,13 +30,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use troupe_framework::sansio::{DurableError, Outputs, Recovered};
 
 use super::{
-    clock_key, BroadcastConfig, BroadcastDurable, BroadcastEvent, LoggedDelivery, MsgId, SeqSet,
-    Stored, DELIVERY_LOG,
+    clock_key, BroadcastConfig, BroadcastDurable, BroadcastEvent, LoggedDelivery, MsgId,
+    OrderDurable, SeqSet, Stored, DELIVERY_LOG,
 };
 use crate::group::Group;
 use crate::MemberId;
 
 const META: &str = "meta";
+const ORDER: &str = "order";
 
 fn delivered_key<Id: std::fmt::Debug>(origin: &Id) -> String {
     format!("d/{}", clock_key(origin))
@@ -55,6 +57,8 @@ pub struct Ledger<Id> {
     keep_log: bool,
     meta_dirty: bool,
     origins_dirty: BTreeSet<Id>,
+    /// The ordering layer's durable state as last saved.
+    order: OrderDurable<Id>,
 }
 
 impl<Id: MemberId> Ledger<Id> {
@@ -73,6 +77,7 @@ impl<Id: MemberId> Ledger<Id> {
             keep_log: config.keep_log,
             meta_dirty: false,
             origins_dirty: BTreeSet::new(),
+            order: durable.order.clone(),
         }
     }
 
@@ -180,6 +185,19 @@ impl<Id: MemberId> Ledger<Id> {
         }
     }
 
+    /// Save the ordering layer's durable state `order` under `order` if it
+    /// changed (call from `persist`, with [`Ledger::persist`]).
+    pub fn persist_order<M, T, E>(
+        &mut self,
+        order: OrderDurable<Id>,
+        out: &mut Outputs<Id, M, T, E>,
+    ) {
+        if order != self.order {
+            out.put(ORDER, &order);
+            self.order = order;
+        }
+    }
+
     /// The whole durable state, with `buffer` the history buffer.
     pub fn durable<'a>(
         &self,
@@ -197,6 +215,7 @@ impl<Id: MemberId> Ledger<Id> {
                 .collect(),
             buffer: buffer.map(|(id, s)| (id.clone(), s.clone())).collect(),
             delivered_count: self.count,
+            order: self.order.clone(),
         }
     }
 
@@ -212,6 +231,7 @@ impl<Id: MemberId> Ledger<Id> {
         let mut state = BroadcastDurable {
             seq,
             delivered_count,
+            order: r.get_as(ORDER)?.unwrap_or_default(),
             ..BroadcastDurable::default()
         };
         for key in r.keys() {
@@ -242,6 +262,8 @@ pub struct Opened<Id> {
     pub config: BroadcastConfig,
     /// True when rebuilt from a previous life's durable state.
     pub resumed: bool,
+    /// What the ordering layer kept (see `Order::durable`).
+    pub order: OrderDurable<Id>,
 }
 
 /// A broadcast core, built from what it [`Opened`] with.
@@ -267,6 +289,7 @@ pub trait Engine<Id: MemberId>: Sized {
             buffer: durable.buffer,
             config,
             resumed,
+            order: durable.order,
         })
     }
 }

@@ -6,8 +6,11 @@
 //! (relay on first receipt, re-send until acknowledged, a durable history
 //! buffer garbage-collected once a message is stable); [`fifo`] and
 //! [`causal`] add an ordering rule on top of it (a hold-back queue released
-//! by an [`Order`]), and [`total`] a global order set by a sequencer's
-//! order messages sent through the same engine. [`nack`] is a separate
+//! by an [`Order`]), [`total`] a global order set by a sequencer's
+//! order messages sent through the same engine (the sequencer chosen by an
+//! embedded election, with failover), and [`lamport_total`] a global
+//! order by Lamport timestamps and acknowledgements from every member.
+//! [`nack`] is a separate
 //! engine: NACK-based reliable multicast (one multicast from the origin,
 //! receivers detect gaps and NACK them, any holder repairs, stability from
 //! periodic sessions), with FIFO delivery per sender. The
@@ -24,7 +27,7 @@
 //! durable state through one [`Ledger`] and is built through [`Engine`].
 //! [`BroadcastAlgorithm`] names them for configuration files
 //! (`"eager-reliable"`, `"fifo"`, `"causal"`, `"total-sequencer"`,
-//! `"nack"`, `"anti-entropy-push"`, `"anti-entropy-pull"`,
+//! `"total-lamport"`, `"nack"`, `"anti-entropy-push"`, `"anti-entropy-pull"`,
 //! `"anti-entropy"`, `"rumor"`, `"plumtree"`) and [`AnyBroadcast`] runs
 //! the one a configuration names.
 //!
@@ -67,12 +70,17 @@
 //! reported up again. No guarantee depends on their accuracy: a false
 //! suspicion only delays. A member that never comes back keeps every later
 //! message in the others' history buffers (nothing is stable without it).
+//! [`total`] also feeds them to its election (a new sequencer); its safety
+//! does not depend on their accuracy either, its liveness needs a
+//! majority. [`lamport_total`] waits for every member: one that never
+//! comes back blocks its delivery for good.
 
 pub mod anti_entropy;
 pub mod any;
 pub mod causal;
 pub mod epidemic;
 pub mod fifo;
+pub mod lamport_total;
 pub mod ledger;
 pub mod nack;
 pub mod plumtree;
@@ -86,13 +94,14 @@ pub use any::{AnyBroadcast, AnyBroadcastMsg};
 pub use causal::Causal;
 pub use epidemic::{Epidemic, GossipConfig, GossipMsg, GossipStats, GossipTimer};
 pub use fifo::Fifo;
+pub use lamport_total::LamportTotal;
 pub use ledger::{Engine, Ledger, Opened};
 pub use nack::{Nack, NackMsg, NackStats, NackTimer};
 pub use plumtree::Plumtree;
 pub use reliable::{EagerReliable, Order, RelayMsg, RelayTimer, Reliable};
 pub use rumor::RumorMongering;
 pub use seqset::SeqSet;
-pub use total::Total;
+pub use total::{Total, TotalMsg, TotalStamp, TotalTimer};
 
 use std::time::Duration;
 
@@ -101,6 +110,7 @@ use troupe_framework::clock::VectorClock;
 use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
+use crate::election::ElectionDurable;
 
 pub use crate::family::UnknownAlgorithm;
 
@@ -113,8 +123,11 @@ crate::algorithms! {
         Fifo = "fifo",
         /// Reliable causal broadcast: [`Causal`].
         Causal = "causal",
-        /// Reliable total-order broadcast, fixed sequencer: [`Total`].
+        /// Reliable total-order broadcast, a sequencer with failover: [`Total`].
         Total = "total-sequencer",
+        /// Reliable total-order broadcast, Lamport timestamps and
+        /// acknowledgements from every member: [`LamportTotal`].
+        LamportTotal = "total-lamport",
         /// NACK-based reliable multicast, FIFO per sender: [`Nack`].
         Nack = "nack",
         /// Anti-entropy, push: [`AntiEntropyPush`].
@@ -148,12 +161,20 @@ pub struct Stamps {
     /// message, its own entry counting the message (so `vector[origin] ==
     /// seq`). Keyed by [`clock_key`].
     pub vector: Option<VectorClock>,
-    /// Total-order layer: set on the sequencer's order messages only, the
-    /// data message it assigns the slot of this order message (the
-    /// sequencer's sequence number) to: its origin (by [`clock_key`]) and
-    /// its sequence number.
+    /// The data message a control message is about, by origin (by
+    /// [`clock_key`]) and sequence number: the message a total-order
+    /// sequencer's order message puts in its slot, or the message a
+    /// Lamport acknowledgement acknowledges.
     #[serde(default)]
     pub assigns: Option<(String, u64)>,
+    /// Total-order layer ([`total`]): set on its control messages only
+    /// (order, join and accept messages).
+    #[serde(default)]
+    pub total: Option<TotalStamp>,
+    /// Lamport total order ([`lamport_total`]): the message's Lamport
+    /// timestamp (data messages and acknowledgements).
+    #[serde(default)]
+    pub lamport: Option<u64>,
 }
 
 /// The key of member `id` in a [`VectorClock`] (which is keyed by node
@@ -271,6 +292,10 @@ pub struct BroadcastDurable<Id> {
     /// of a layer not counted): the last [`BroadcastEvent::Delivered::index`].
     #[serde(default)]
     pub delivered_count: u64,
+    /// What the ordering layer keeps besides the delivered sets and the
+    /// buffer (nothing for FIFO and causal).
+    #[serde(default = "OrderDurable::default")]
+    pub order: OrderDurable<Id>,
 }
 
 impl<Id> Default for BroadcastDurable<Id> {
@@ -280,6 +305,43 @@ impl<Id> Default for BroadcastDurable<Id> {
             delivered: Vec::new(),
             buffer: Vec::new(),
             delivered_count: 0,
+            order: OrderDurable::default(),
+        }
+    }
+}
+
+/// The durable state of an ordering layer (see [`Order::durable`]), saved
+/// with [`BroadcastDurable`] in the same write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDurable<Id> {
+    /// [`total`]: the next slot of the global order to deliver here.
+    #[serde(default)]
+    pub slot: u64,
+    /// [`total`]: the newest epoch of which an order message was seen, and
+    /// the last slot its sequencer re-proposed.
+    #[serde(default)]
+    pub epoch: (u64, u64),
+    /// [`total`]: the embedded election's durable state (its term is this
+    /// member's promise).
+    #[serde(default = "Option::default")]
+    pub election: Option<ElectionDurable<Id>>,
+    /// [`lamport_total`]: this member's Lamport clock.
+    #[serde(default)]
+    pub clock: u64,
+    /// [`lamport_total`]: per member, the largest timestamp of the
+    /// contiguous prefix of its messages received here.
+    #[serde(default = "Vec::new")]
+    pub heard: Vec<(Id, u64)>,
+}
+
+impl<Id> Default for OrderDurable<Id> {
+    fn default() -> Self {
+        Self {
+            slot: 0,
+            epoch: (0, 0),
+            election: None,
+            clock: 0,
+            heard: Vec::new(),
         }
     }
 }

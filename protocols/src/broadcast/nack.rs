@@ -250,6 +250,7 @@ impl<Id: MemberId> Engine<Id> for Nack<Id> {
             buffer,
             config,
             resumed,
+            ..
         } = opened;
         let buffer: BTreeMap<MsgId<Id>, Stored> = buffer.into_iter().collect();
         let mut highest: BTreeMap<Id, u64> = ledger

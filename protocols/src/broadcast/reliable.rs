@@ -36,7 +36,7 @@ use troupe_framework::sansio::Protocol;
 
 use super::{
     BroadcastConfig, BroadcastCore, BroadcastEvent, BroadcastStats, Engine, Ledger, MsgId, Opened,
-    SeqSet, Stamps, Stored,
+    OrderDurable, SeqSet, Stamps, Stored,
 };
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
@@ -97,6 +97,16 @@ pub trait Order<Id>: Debug + Clone {
     /// the durable delivered sets) but not reported to the user.
     fn silent(&self, _stamps: &Stamps) -> bool {
         false
+    }
+    /// Take up what the rule made durable in a previous life (called once,
+    /// right after [`Order::new`], before the buffer is replayed).
+    /// Default: nothing kept.
+    fn resume(&mut self, _durable: &OrderDurable<Id>) {}
+    /// What the rule keeps on stable storage besides the delivered sets and
+    /// the buffer, saved with them after every input that changes it.
+    /// Default: nothing.
+    fn durable(&self) -> OrderDurable<Id> {
+        OrderDurable::default()
     }
 }
 
@@ -165,6 +175,7 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
         };
         let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = o.buffer.into_iter().map(entry).collect();
         let mut order = O::new(group.me(), group.members(), ledger.delivered());
+        order.resume(&o.order);
         for (id, e) in &buffer {
             order.received(id, &e.stored.stamps);
         }
@@ -201,18 +212,55 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         })
     }
 
+    /// The hold-back rule.
+    pub fn order(&self) -> &O {
+        &self.order
+    }
+
+    /// The hold-back rule, to tell it what a composite core learned (an
+    /// embedded election's leader); call [`Reliable::settle`] after.
+    pub fn order_mut(&mut self) -> &mut O {
+        &mut self.order
+    }
+
+    /// Broadcast the control messages the order asks for and deliver what
+    /// it allows now (after a change made through [`Reliable::order_mut`]).
+    pub fn settle(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        self.deliver_ready(now, out);
+        self.arm_retry(out);
+    }
+
+    /// Make durable what changed, with the ordering layer's state as
+    /// `amend` completes it (a composite core adds its own part).
+    pub fn persist_with(
+        &mut self,
+        amend: impl FnOnce(&mut OrderDurable<Id>),
+        out: &mut OutputsOf<Self>,
+    ) {
+        self.ledger.persist(out);
+        let mut order = self.order.durable();
+        amend(&mut order);
+        self.ledger.persist_order(order, out);
+    }
+
     /// Broadcast the control messages the order asks for, then deliver
-    /// every buffered message the order allows, until none is left.
+    /// every buffered message the order allows, until neither is left.
     fn deliver_ready(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
         loop {
             let controls = self.order.take_controls(self.ledger.delivered());
-            if controls.is_empty() {
-                break;
-            }
+            let sent = !controls.is_empty();
             for stamps in controls {
                 self.originate(stamps, Vec::new(), now, out);
             }
+            if !self.deliver_some(out) && !sent {
+                break;
+            }
         }
+    }
+
+    /// Deliver every buffered message the order allows; true if any.
+    fn deliver_some(&mut self, out: &mut OutputsOf<Self>) -> bool {
+        let mut any = false;
         loop {
             let next = self.pending.iter().find(|id| {
                 let e = &self.buffer[*id];
@@ -220,6 +268,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                     .ready(id, &e.stored.stamps, self.ledger.delivered())
             });
             let Some(id) = next.cloned() else { break };
+            any = true;
             self.pending.remove(&id);
             let e = &self.buffer[&id];
             let silent = self.order.silent(&e.stored.stamps);
@@ -229,6 +278,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             self.order.delivered(&id, &self.buffer[&id].stored.stamps);
             self.collect(&id, out);
         }
+        any
     }
 
     /// Drop `id` from the buffer if it is delivered and every member holds it.
@@ -417,7 +467,7 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
     }
 
     fn persist(&mut self, out: &mut OutputsOf<Self>) {
-        self.ledger.persist(out);
+        self.persist_with(|_| {}, out);
     }
 }
 

@@ -18,8 +18,9 @@
 //!   itself, independently of the core's vector stamps: the messages the
 //!   sender had delivered (its own included) when it was asked to broadcast
 //!   `m`, which is closed under the relation as long as no causal error was
-//!   reported before. It also checks the core's stamp against it: the stamp
-//!   of `m` must count, for every origin, at least the messages of the past;
+//!   reported before. It also checks the core's vector stamp, when it has
+//!   one (a Lamport total order has none), against it: the stamp of `m`
+//!   must count, for every origin, at least the messages of the past;
 //! * **index**: a member numbers its deliveries 1, 2, 3, ... across its
 //!   restarts, without gap or repeat (a delivery whose report a crash lost
 //!   still takes its number: the checker reads it from the durable state);
@@ -218,14 +219,16 @@ impl BroadcastObserver {
                 ));
             }
             self.causal_checked += sent.past.len() as u64;
-            // The core's stamp counts at least the past, per origin.
+            // The core's vector stamp, if any, counts at least the past,
+            // per origin.
             let vector = stamps.vector.clone().unwrap_or_default();
+            let vector_stamped = stamps.vector.is_some();
             let mut per_origin: BTreeMap<u32, u64> = BTreeMap::new();
             for p in &sent.past {
                 *per_origin.entry(self.sent[p].sender).or_default() += 1;
             }
             for (origin, n) in per_origin {
-                if vector.get(&clock_key(&origin)) < n {
+                if vector_stamped && vector.get(&clock_key(&origin)) < n {
                     return Err(format!(
                         "causal stamp: {pid} from {sender} stamped {vector:?}, but its past holds {n} messages of {origin}"
                     ));
@@ -315,6 +318,9 @@ pub struct BroadcastScenario {
     /// for good a few milliseconds later (mid-send: some copies out, some
     /// lost). Agreement is then required of the survivors only.
     pub crash_stop: bool,
+    /// Which member [`BroadcastScenario::crash_stop`] crashes for good
+    /// (if it is up then); `None`: a random live one.
+    pub stop_victim: Option<u32>,
     /// Time allowed for agreement and validity after the faults stop.
     pub liveness_bound: Duration,
 }
@@ -334,6 +340,7 @@ impl BroadcastScenario {
             oracle: OracleConfig::default(),
             disk: DiskModel::syncing(Duration::from_micros(500), Duration::from_millis(5)),
             crash_stop: true,
+            stop_victim: None,
             liveness_bound: Duration::from_secs(20),
         }
     }
@@ -397,7 +404,12 @@ where
         match calm_at {
             None if now < sc.chaos_time => {
                 if sc.crash_stop && dead.is_none() && now >= sc.chaos_time / 2 {
-                    if let Some(&victim) = sim.alive().choose(&mut rng) {
+                    let alive = sim.alive();
+                    let pick = match sc.stop_victim {
+                        Some(v) => alive.iter().find(|m| **m == v),
+                        None => alive.choose(&mut rng),
+                    };
+                    if let Some(&victim) = pick {
                         broadcast(&mut sim, &mut obs, victim, next_pid)?;
                         next_pid += 1;
                         out.broadcasts += 1;
