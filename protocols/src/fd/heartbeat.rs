@@ -117,12 +117,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn silent_peer_goes_suspect_then_down_and_recovers() {
+    /// A started detector of member 0 watching member 1.
+    fn started() -> (Heartbeat<SimId>, FdOutputs<SimId>) {
         let mut d = Heartbeat::new(SimId::new(0), params());
         let mut out = FdOutputs::new();
         d.add_member(Duration::ZERO, SimId::new(1), &mut out);
         d.on_start(Duration::ZERO, &mut out);
+        (d, out)
+    }
+
+    #[test]
+    fn silent_peer_goes_suspect_then_down_and_recovers() {
+        let (mut d, mut out) = started();
         assert_eq!(out.sends.len(), 1);
         let hb = FdMessage::Heartbeat { seq: 1 };
         d.on_message(Duration::ZERO, SimId::new(1), hb, &mut out);
@@ -171,10 +177,7 @@ mod tests {
     /// with no `Suspect`; its first heartbeat brings it `Up`.
     #[test]
     fn a_peer_never_heard_from_goes_joining_to_down_at_the_same_deadline() {
-        let mut d = Heartbeat::new(SimId::new(0), params());
-        let mut out = FdOutputs::new();
-        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
-        d.on_start(Duration::ZERO, &mut out);
+        let (mut d, mut out) = started();
         for ms in (100..=9000).step_by(100) {
             d.on_timer(Duration::from_millis(ms), FdTimer::Check, &mut out);
         }

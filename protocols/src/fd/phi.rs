@@ -346,23 +346,26 @@ mod tests {
         assert!((h.mean_ms() - 400.0).abs() < 1e-9);
     }
 
+    /// A detector of member 0 that heard `beats` heartbeats from member 1,
+    /// one a second from t = 1 s.
+    fn beating(params: PhiParams, beats: u64) -> (PhiAccrual<SimId>, FdOutputs<SimId>) {
+        let mut d = PhiAccrual::new(SimId::new(0), params);
+        let mut out = FdOutputs::new();
+        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
+        for s in 1..=beats {
+            let beat = FdMessage::Heartbeat { seq: s };
+            d.on_message(Duration::from_secs(s), SimId::new(1), beat, &mut out);
+        }
+        (d, out)
+    }
+
     #[test]
     fn min_std_deviation_clamps() {
         let mut params = PhiAccrualConfig::default().params();
         params.acceptable_heartbeat_pause = Duration::ZERO;
-        let mut d = PhiAccrual::new(SimId::new(0), params);
-        let mut out = FdOutputs::new();
-        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
         // Perfectly regular heartbeats: sd of the window tends to 0 but the
         // 100 ms floor is used.
-        for s in 1..=2000u64 {
-            d.on_message(
-                Duration::from_secs(s),
-                SimId::new(1),
-                FdMessage::Heartbeat { seq: s },
-                &mut out,
-            );
-        }
+        let (d, _) = beating(params, 2000);
         let now = Duration::from_secs(2000) + Duration::from_millis(1200);
         let p = d.phi_of(now, &SimId::new(1)).expect("known");
         assert!((p - 1.643).abs() < 0.001, "phi {p}");
@@ -370,18 +373,7 @@ mod tests {
 
     #[test]
     fn crash_goes_suspect_then_down_after_grace() {
-        let params = PhiAccrualConfig::default().params();
-        let mut d = PhiAccrual::new(SimId::new(0), params);
-        let mut out = FdOutputs::new();
-        d.add_member(Duration::ZERO, SimId::new(1), &mut out);
-        for s in 1..=10u64 {
-            d.on_message(
-                Duration::from_secs(s),
-                SimId::new(1),
-                FdMessage::Heartbeat { seq: s },
-                &mut out,
-            );
-        }
+        let (mut d, mut out) = beating(PhiAccrualConfig::default().params(), 10);
         out.events.clear();
         let mut t = Duration::from_secs(10);
         while t < Duration::from_secs(30) {

@@ -36,6 +36,14 @@ fn swim(n: u32, peers: u32) -> (Swim<SimId>, FdOutputs<SimId>) {
 }
 
 /// (member, status) of each event in `out`.
+/// An ack of probe `seq` carrying no update.
+fn ack(seq: u64) -> FdMessage<SimId> {
+    FdMessage::Swim(SwimMessage::Ack {
+        seq,
+        updates: vec![],
+    })
+}
+
 /// `member` suspected at incarnation `inc` by `from`.
 fn suspect(member: u32, inc: u64, from: u32) -> Update<SimId> {
     Update::Suspect {
@@ -257,15 +265,7 @@ fn only_a_direct_ack_in_time_lowers_local_health() {
         })
         .expect("a helper");
     assert_ne!(helper, target);
-    s.on_message(
-        t + Duration::from_millis(1600),
-        helper,
-        FdMessage::Swim(SwimMessage::Ack {
-            seq,
-            updates: vec![],
-        }),
-        &mut out,
-    );
+    s.on_message(t + Duration::from_millis(1600), helper, ack(seq), &mut out);
     assert_eq!(s.local_health(), 2);
     // The next probe is acked directly, in time.
     let t2 = t + Duration::from_secs(3);
@@ -275,15 +275,7 @@ fn only_a_direct_ack_in_time_lowers_local_health() {
         [(to, FdMessage::Swim(SwimMessage::Ping { seq, .. }))] => (*to, *seq),
         other => panic!("expected one ping: {other:?}"),
     };
-    s.on_message(
-        t2 + Duration::from_millis(5),
-        target,
-        FdMessage::Swim(SwimMessage::Ack {
-            seq,
-            updates: vec![],
-        }),
-        &mut out,
-    );
+    s.on_message(t2 + Duration::from_millis(5), target, ack(seq), &mut out);
     assert_eq!(s.local_health(), 1);
 }
 
