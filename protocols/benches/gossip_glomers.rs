@@ -25,6 +25,8 @@
 //! Besides every algorithm with its defaults, two tuned rows: `nack` with
 //! `retry = 500 ms` (a session every second while something is unstable)
 //! and `plumtree` with announcements batched every 200 ms.
+//! `GG_ONLY=nack,plumtree` runs only the configurations whose name starts
+//! with one of the given prefixes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -181,6 +183,11 @@ fn main() {
             ..BroadcastConfig::default()
         },
     ));
+    // GG_ONLY=name,name: only the configurations whose name starts with one of them.
+    if let Ok(only) = std::env::var("GG_ONLY") {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        configs.retain(|(name, _, _)| wanted.iter().any(|w| name.starts_with(w)));
+    }
     if quick {
         configs.truncate(2);
     }
