@@ -98,7 +98,8 @@ fn measure(algorithm: BroadcastAlgorithm, config: BroadcastConfig, run: Run, sec
     let mut obs = Arrivals::default();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     sim.start(&mut obs).expect("start");
-    sim.run_for(Duration::from_secs(2), &mut obs).expect("settle");
+    sim.run_for(Duration::from_secs(2), &mut obs)
+        .expect("settle");
     sim.reset_counts();
     let start = sim.now();
     let mut ops = 0u64;
@@ -133,7 +134,8 @@ fn measure(algorithm: BroadcastAlgorithm, config: BroadcastConfig, run: Run, sec
     if split {
         sim.heal(&mut obs).expect("heal");
     }
-    sim.run_for(Duration::from_secs(5), &mut obs).expect("drain");
+    sim.run_for(Duration::from_secs(5), &mut obs)
+        .expect("drain");
     let per_op = sim.total_sent() as f64 / ops as f64;
     let mut to_all: Vec<f64> = sent_at
         .iter()

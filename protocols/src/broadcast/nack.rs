@@ -55,7 +55,7 @@
 //!
 //! **Durable state, crash-recovery.** As [`super::reliable`]: the sequence
 //! number, the delivered prefixes and the history buffer are durable
-//! ([`BroadcastDurable`], written before the messages and events that
+//! ([`super::BroadcastDurable`], written before the messages and events that
 //! depend on them leave). A restarted member is the same member: it numbers
 //! on where it stopped, never delivers twice, still holds (and can repair)
 //! every message it held, and multicasts a session at once. What it knew

@@ -1,5 +1,5 @@
 //! What both commit cores are made of: the per-transaction state
-//! ([`Tx`], [`TxBook`]), the messages both exchange (`Prepare`, `Vote`,
+//! (`Tx`, `TxBook`), the messages both exchange (`Prepare`, `Vote`,
 //! `Decision`, `Ack`, `Inquire`: [`TxMsg`], declared with
 //! `tx_messages!`), one timer ([`TxTimer`]), and the generic core
 //! [`Commit`] — group, settings, log and transactions around the
@@ -44,13 +44,13 @@ pub trait TxMsg<Id>: Clone {
     fn ack(tx: TxId) -> Self;
     /// An undecided node asks what was decided.
     fn inquire(tx: TxId, coordinator: Id, participants: Vec<Id>) -> Self;
-    /// The message as one [`Commit::on_shared`] handles, or itself when it
+    /// The message as one `Commit::on_shared` handles, or itself when it
     /// is the algorithm's to handle.
     fn shared(self) -> Result<SharedMsg<Id>, Self>;
 }
 
 /// The messages every commit algorithm handles alike
-/// ([`Commit::on_shared`]); see the algorithms' message enums.
+/// (`Commit::on_shared`); see the algorithms' message enums.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedMsg<Id> {
     /// Coordinator to participant: vote on `tx`.

@@ -22,7 +22,7 @@
 //! without a decision: a live coordinator whose `PreCommit` is refused
 //! because a participant joined a round cannot finish), the **lowest live
 //! participant** in
-//! its view (a deterministic rule over the [`Group`] live set rather than
+//! its view (a deterministic rule over the [`crate::group::Group`] live set rather than
 //! the election family: every participant computes it alone, without
 //! messages, and the rounds below make overlapping choices harmless) runs a
 //! termination round `r` (striped by rank like election terms, larger than
@@ -118,7 +118,7 @@ tx_messages! {
         round: u64,
         /// `Ready`, `PreCommitted` or `Decided`.
         phase: Phase,
-        /// See [`TxStatus::active`].
+        /// See [`super::TxStatus::active`].
         active: bool,
     },
     }

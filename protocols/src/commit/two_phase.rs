@@ -1,6 +1,6 @@
 //! Two-phase commit (Gray; Lampson–Sturgis) with cooperative termination,
 //! presumed abort by default (Mohan, Lindsay, Obermarck), presumed nothing
-//! on request ([`CommitConfig::presumed_abort`]).
+//! on request ([`super::CommitConfig::presumed_abort`]).
 //!
 //! Phase 1: the coordinator sends `Prepare` to every participant; each asks
 //! its resource manager ([`CommitEvent::Prepare`]) and answers `Vote`. A yes
@@ -25,7 +25,7 @@
 //! one-way delays, participants after 3.
 //!
 //! Termination: a `Ready` participant that hears nothing for
-//! [`CommitConfig::decision_timeout`] asks the coordinator and every other
+//! [`super::CommitConfig::decision_timeout`] asks the coordinator and every other
 //! participant (`Inquire`, repeated every `retry`). A decided node answers
 //! with the decision; a participant that has not voted yet aborts
 //! unilaterally (durably, before answering) and answers *abort*; a `Ready`
