@@ -15,14 +15,12 @@
 //! `cargo test -p troupe-apps --release --test bank_bench -- --ignored --nocapture`
 //! (`BANK_BENCH_CLIENTS=n`: other than 8 clients; `BANK_BENCH_ALGORITHMS=two-phase`: one algorithm)
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_apps::cluster::{read_file, running, ClusterFile};
+use troupe_apps::cluster::{read_file, ClusterFile};
 use troupe_apps::http_client::NodeClient;
 
 #[path = "troupe_run/mod.rs"]
@@ -39,21 +37,6 @@ fn troupe(args: &[&str]) {
         "troupe {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(file) = read_file(&self.0) {
-            for n in file.nodes.iter().filter(|n| running(n)) {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(n.pid.to_string())
-                    .status();
-            }
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,7 +140,7 @@ fn bench(algorithm: &str) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 path");
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = troupe_run::KillNodesOnDrop(dir.clone());
     troupe(&[
         "cluster", "up", "--nodes", "3", "--apps", "bank", "--dir", d,
     ]);

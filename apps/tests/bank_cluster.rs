@@ -20,14 +20,12 @@
 //! Run with `--test bank_cluster -- --nocapture` to see the counts.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_apps::cluster::{read_file, running, ClusterFile};
+use troupe_apps::cluster::{read_file, ClusterFile};
 use troupe_apps::http_client::NodeClient;
 use troupe_apps::sample::{owner, Op};
 
@@ -37,33 +35,6 @@ mod troupe_run;
 const ACCOUNTS: usize = 100;
 const INITIAL: u64 = 1000;
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
-
-fn troupe(args: &[&str]) -> Output {
-    let out = troupe_run::troupe_within(args, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "troupe {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Whatever happens to the test, no node process survives it.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(file) = read_file(&self.0) {
-            for n in file.nodes.iter().filter(|n| running(n)) {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(n.pid.to_string())
-                    .status();
-            }
-        }
-    }
-}
 
 fn client(file: &ClusterFile, name: &str, timeout: Duration) -> NodeClient {
     let n = file.nodes.iter().find(|n| n.name == name).expect(name);
@@ -184,15 +155,15 @@ fn run(algorithm: Option<&str>) {
     let dir = std::env::temp_dir().join(format!("troupe-bank-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 path");
-    let _cleanup = Cleanup(dir.clone());
-    troupe(&[
+    let _cleanup = troupe_run::KillNodesOnDrop(dir.clone());
+    troupe_run::troupe_ok(&[
         "cluster", "up", "--nodes", "3", "--apps", "bank", "--dir", d,
     ]);
     // `cluster up` writes `[apps.bank]` with the defaults: stop the nodes
     // before any transaction, set the algorithm and a prepare delay (so
     // that a kill finds transfers prepared and undecided), start them again.
     for n in NODES {
-        troupe(&["cluster", "stop", "--dir", d, n]);
+        troupe_run::troupe_ok(&["cluster", "stop", "--dir", d, n]);
     }
     let mut settings = "[apps.bank]\nprepare_delay_ms = 150\n".to_string();
     if let Some(algorithm) = algorithm {
@@ -205,7 +176,7 @@ fn run(algorithm: Option<&str>) {
         std::fs::write(&path, text.replace("[apps.bank]\n", &settings)).expect("config");
     }
     for n in NODES {
-        troupe(&["cluster", "start", "--dir", d, n]);
+        troupe_run::troupe_ok(&["cluster", "start", "--dir", d, n]);
     }
     let file = read_file(&dir).expect("cluster.json");
     let members: Vec<String> = NODES.map(String::from).to_vec();
@@ -328,12 +299,12 @@ fn run(algorithm: Option<&str>) {
             }));
         }
         settle(120);
-        troupe(&["cluster", "kill", "--dir", d, victim]);
+        troupe_run::troupe_ok(&["cluster", "kill", "--dir", d, victim]);
         for b in burst {
             b.join().expect("burst");
         }
         settle(1500);
-        troupe(&["cluster", "start", "--dir", d, victim]);
+        troupe_run::troupe_ok(&["cluster", "start", "--dir", d, victim]);
         settle(3000);
     }
     stop.store(true, Ordering::Relaxed);
@@ -478,5 +449,5 @@ fn run(algorithm: Option<&str>) {
     assert!(!log.unknown.is_empty(), "no transfer was cut by a kill");
     assert!(log.reads.len() >= 2, "too few consistent reads");
 
-    troupe(&["cluster", "down", "--dir", d]);
+    troupe_run::troupe_ok(&["cluster", "down", "--dir", d]);
 }

@@ -16,14 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_apps::cluster::{read_file, running, ClusterFile};
+use troupe_apps::cluster::{read_file, ClusterFile};
 use troupe_apps::http_client::NodeClient;
 
 #[path = "troupe_run/mod.rs"]
@@ -31,33 +30,6 @@ mod troupe_run;
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const ROOM: &str = "lobby";
-
-fn troupe(args: &[&str]) -> Output {
-    let out = troupe_run::troupe_within(args, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "troupe {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Whatever happens to the test, no node process survives it.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(file) = read_file(&self.0) {
-            for n in file.nodes.iter().filter(|n| running(n)) {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(n.pid.to_string())
-                    .status();
-            }
-        }
-    }
-}
 
 fn url<'a>(file: &'a ClusterFile, name: &str) -> &'a str {
     &file.nodes.iter().find(|n| n.name == name).expect(name).http
@@ -120,8 +92,8 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
     let dir = std::env::temp_dir().join(format!("troupe-chat-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 path");
-    let _cleanup = Cleanup(dir.clone());
-    troupe(&[
+    let _cleanup = troupe_run::KillNodesOnDrop(dir.clone());
+    troupe_run::troupe_ok(&[
         "cluster", "up", "--nodes", "3", "--apps", "chat", "--dir", d,
     ]);
     let file = read_file(&dir).expect("cluster.json");
@@ -190,9 +162,9 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
             .map(|m| m["id"].as_str().expect("id").to_string())
             .collect()
     };
-    troupe(&["cluster", "kill", "--dir", d, "node-2"]);
+    troupe_run::troupe_ok(&["cluster", "kill", "--dir", d, "node-2"]);
     std::thread::sleep(Duration::from_secs(2));
-    troupe(&["cluster", "start", "--dir", d, "node-2"]);
+    troupe_run::troupe_ok(&["cluster", "start", "--dir", d, "node-2"]);
     std::thread::sleep(Duration::from_secs(4));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -259,7 +231,7 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
     println!("{held_back} deliveries waited in a hold-back queue");
 
     // The terminal client.
-    let out = troupe(&[
+    let out = troupe_run::troupe_ok(&[
         "chat",
         "--node",
         url(&file, "node-1"),
@@ -321,5 +293,5 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
         shown.contains("node-3: a typed reply  (reply to"),
         "the terminal does not show the reply: {shown}"
     );
-    troupe(&["cluster", "down", "--dir", d]);
+    troupe_run::troupe_ok(&["cluster", "down", "--dir", d]);
 }

@@ -5,8 +5,8 @@
 //! counter routes work, `troupe status` prints the table, and `down` leaves
 //! no process behind.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -54,22 +54,6 @@ fn fails(args: &[&str], says: &str) {
     );
 }
 
-/// Whatever happens to the test, no node process survives it.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(file) = read_file(&self.0) {
-            for n in file.nodes.iter().filter(|n| running(n)) {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(n.pid.to_string())
-                    .status();
-            }
-        }
-    }
-}
-
 fn client(file: &ClusterFile, name: &str) -> NodeClient {
     let n = file.nodes.iter().find(|n| n.name == name).expect(name);
     NodeClient::new(&n.http, None, Duration::from_secs(5)).expect("url")
@@ -112,7 +96,7 @@ fn cluster_up_kill_start_stop_down_end_to_end() {
     let dir = std::env::temp_dir().join(format!("troupe-cluster-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().expect("utf-8 path");
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = troupe_run::KillNodesOnDrop(dir.clone());
 
     fails(&["cluster", "kill", "--dir", d, "node-1"], "no cluster in");
     ok(&[

@@ -30,3 +30,36 @@ pub fn troupe_within(args: &[&str], limit: Duration) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `troupe ARGS` (within two minutes) and fails the test, quoting its
+/// output, unless it succeeds.
+#[allow(dead_code)] // not every test that includes this module uses it
+pub fn troupe_ok(args: &[&str]) -> Output {
+    let out = troupe_within(args, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "troupe {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whatever happens to the test, no node process of the local cluster in
+/// this directory survives it (SIGKILL on drop).
+#[allow(dead_code)] // not every test that includes this module uses it
+pub struct KillNodesOnDrop(pub std::path::PathBuf);
+
+impl Drop for KillNodesOnDrop {
+    fn drop(&mut self) {
+        use troupe_apps::cluster::{read_file, running};
+        if let Ok(file) = read_file(&self.0) {
+            for n in file.nodes.iter().filter(|n| running(n)) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(n.pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
