@@ -20,6 +20,7 @@
 //!
 //! `crate::lock` and `crate::leader` are built on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -107,6 +108,7 @@ fn spec<F: Family>(
     troupe_framework::ids::validate_name(&name)
         .map_err(|e| Error::Config(format!("{algorithm} instance {instance:?}: {e}")))?;
     let all = group(node, members)?;
+    let protocol = name.clone();
     let spec = DriverSpec::recovering(name, move |n: &Node, recovered| {
         F::build(
             algorithm,
@@ -116,7 +118,20 @@ fn spec<F: Family>(
             recovered,
         )
     })
-    .membership();
+    .membership()
+    .hook(Arc::new(move || {
+        let protocol = protocol.clone();
+        Box::new(move |n: &Node, events: &[_]| {
+            if !n.tracing() {
+                return;
+            }
+            for e in events {
+                if let Some(t) = F::trace(&protocol, e) {
+                    n.trace(t);
+                }
+            }
+        })
+    }));
     Ok(spec.view(F::view))
 }
 

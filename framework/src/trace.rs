@@ -87,6 +87,32 @@ pub enum TraceEvent {
         /// What happened, e.g. `exited, panicked: boom (at src/x.rs:3:5)`.
         event: String,
     },
+    /// A broadcast message was delivered to the application here (reported
+    /// once its delivery is durable), as `"ev":"delivered"`:
+    ///
+    /// ```text
+    /// {"t_us":2100,"node":"n2","ev":"delivered","protocol":"broadcast.chat","origin":"n1","seq":3,"index":5,"vector":[["n1",3],["n2",1]],"held_back":false}
+    /// ```
+    ///
+    /// `troupe_protocols::testkit::trace_check` checks causal and total
+    /// order from these lines.
+    Delivered {
+        /// The broadcast instance (its actor name, e.g. `broadcast.chat`).
+        protocol: String,
+        /// The member that broadcast the message.
+        origin: String,
+        /// Its number among `origin`'s broadcasts (from 1).
+        seq: u64,
+        /// Its position among this node's deliveries of `protocol` (from 1).
+        index: u64,
+        /// Its vector stamp (causal broadcast only): per node name, the
+        /// messages of that node the origin had delivered when it broadcast
+        /// it, its own entry counting the message (`== seq`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vector: Option<Vec<(String, u64)>>,
+        /// It waited in the hold-back queue.
+        held_back: bool,
+    },
     /// A free-form annotation (a lock granted, a leader elected...).
     Note {
         /// The text.

@@ -72,7 +72,6 @@ use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-#[allow(unused_imports)] // for the docs
 use troupe_framework::sansio::Protocol;
 use troupe_framework::sansio::{DurableError, Recovered, SnapshotCore};
 
@@ -135,6 +134,16 @@ pub trait Family: 'static {
     ) -> Result<Self::Core, DurableError>;
     /// The view of `core`.
     fn view(core: &Self::Core) -> Self::View;
+    /// What a node's trace records of `event`, emitted by instance
+    /// `protocol` (its actor name); nothing by default. Called once the
+    /// event's input is durable, for nodes that trace.
+    fn trace(
+        protocol: &str,
+        event: &<Self::Core as Protocol>::Event,
+    ) -> Option<troupe_framework::trace::TraceEvent> {
+        let _ = (protocol, event);
+        None
+    }
 }
 
 /// Declare a protocol family: the uninhabited type naming it and its
@@ -158,6 +167,7 @@ macro_rules! family {
             actor = |$instance:ident| $actor:expr;
             core $core:ident($alg:ty, $config:ty);
             view $view:ty = |$c:ident| $body:expr;
+            $(trace = |$tp:ident, $te:ident| $tbody:expr;)?
         }
     ) => {
         $(#[$meta])*
@@ -186,6 +196,14 @@ macro_rules! family {
             fn view($c: &$core<String>) -> $view {
                 $body
             }
+            $(
+                fn trace(
+                    $tp: &str,
+                    $te: &<$core<String> as ::troupe_framework::sansio::Protocol>::Event,
+                ) -> Option<::troupe_framework::trace::TraceEvent> {
+                    $tbody
+                }
+            )?
         }
     };
 }

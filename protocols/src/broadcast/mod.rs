@@ -389,6 +389,41 @@ crate::family::family! {
             let s = core.stats();
             BroadcastView { delivered: s.delivered, held_back: s.held_back }
         };
+        trace = |protocol, event| Some(delivered_trace(protocol, event));
+    }
+}
+
+/// The trace line of a delivery ([`TraceEvent::Delivered`]): node names
+/// without the quotes of [`clock_key`].
+///
+/// [`TraceEvent::Delivered`]: troupe_framework::trace::TraceEvent::Delivered
+pub fn delivered_trace(
+    protocol: &str,
+    event: &BroadcastEvent<String>,
+) -> troupe_framework::trace::TraceEvent {
+    let BroadcastEvent::Delivered {
+        id,
+        stamps,
+        index,
+        held_back,
+        ..
+    } = event;
+    let unquote = |k: &str| -> String {
+        k.strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .map(str::to_string)
+            .unwrap_or_else(|| k.to_string())
+    };
+    troupe_framework::trace::TraceEvent::Delivered {
+        protocol: protocol.to_string(),
+        origin: id.origin.clone(),
+        seq: id.seq,
+        index: *index,
+        vector: stamps
+            .vector
+            .as_ref()
+            .map(|v| v.iter().map(|(k, n)| (unquote(k), n)).collect()),
+        held_back: *held_back,
     }
 }
 
