@@ -38,6 +38,7 @@ pub mod broadcast;
 mod chaos;
 pub mod commit;
 pub mod scenarios;
+pub mod trace_check;
 
 pub use chaos::Chaos;
 
