@@ -20,6 +20,8 @@
 //!   starts an instance on a node — its actor name, how to build the core
 //!   from its algorithm, members, settings and what it made durable, and the
 //!   *view* (a projection of the core's state) that handles watch and wait on.
+//!   Optionally, what a node's trace records of its events
+//!   ([`Family::trace`]; the broadcast family records its deliveries).
 //!
 //! The driver needs no edit for a new family: a message type is carried
 //! once it implements [`crate::driver::WireMessage`], which `any_core!` does.
