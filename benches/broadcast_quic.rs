@@ -28,58 +28,18 @@
 //! `cargo test --benches` runs it) one short round checks that it works.
 
 use std::cell::RefCell;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use troupe::config::Config;
 use troupe::prelude::*;
-use troupe::runtime::{start_node, RunningNode};
 
-const NAMES: [&str; 3] = ["a", "b", "c"];
+#[path = "support/mod.rs"]
+mod support;
 
-fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn config(dir: &Path, name: &str, ports: &[u16; 3]) -> Config {
-    let me = NAMES.iter().position(|n| *n == name).expect("a name");
-    let peers: String = NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != me)
-        .map(|(i, n)| {
-            format!(
-                "[[peers]]\nname = \"{n}\"\naddr = \"127.0.0.1:{}\"\n",
-                ports[i]
-            )
-        })
-        .collect();
-    Config::from_toml(
-        &format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
-             [tls]\ninsecure_dev_mode = true\n{peers}\
-             [failure_detector]\nkind = \"swim\"\npreset = \"lan-fast\"\n",
-            ports[me],
-            dir.join(name).display().to_string()
-        ),
-        Path::new("."),
-    )
-    .expect("bench config")
-}
+use support::{env, median, median_d, percentile, three_nodes, wait_up, NAMES};
 
 /// What is sent: when (nanoseconds since the run's origin) and padding to
 /// 100 bytes.
@@ -160,35 +120,11 @@ struct Run {
     p99: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: Duration) -> Run {
-    let ports = [free_port(), free_port(), free_port()];
     let members: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
     let origin = Instant::now();
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    for n in NAMES {
-        nodes.push(
-            start_node(config(dir, n, &ports))
-                .await
-                .expect("node starts"),
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|n| {
-        NAMES
-            .iter()
-            .filter(|m| **m != n.node.name())
-            .all(|m| n.node.membership().status(&m.to_string()) == Some(MemberStatus::Up))
-    }) {
-        assert!(Instant::now() < deadline, "the bench cluster never came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let nodes = three_nodes(dir, "").await;
+    wait_up(&nodes).await;
     let start = Instant::now() + warmup;
     let end = start + len;
     let seen: Vec<Seen> = vec![Seen::default(), Seen::default()];
@@ -289,16 +225,6 @@ async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: D
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn median_d(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -23,18 +23,19 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use troupe::commit::start_commit_with;
-use troupe::config::Config;
 use troupe::prelude::*;
 use troupe::protocols::commit::CommitConfig;
-use troupe::runtime::{start_node, RunningNode};
+use troupe::runtime::RunningNode;
 
-const NAMES: [&str; 3] = ["a", "b", "c"];
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{env, median, median_d, percentile, three_nodes, wait_up, NAMES};
 
 /// Votes yes at once and keeps nothing.
 struct Yes;
@@ -47,20 +48,6 @@ impl ResourceManager for Yes {
     async fn abort(&self, _tx: TxId) {}
 }
 
-fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// One configuration's measurement.
 #[derive(Debug, Clone, Default)]
 struct Run {
@@ -69,40 +56,6 @@ struct Run {
     p99: Duration,
     aborted: u64,
     syncs_per_sec: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn config(dir: &Path, name: &str, ports: &[u16; 3], group_commit: bool) -> Config {
-    let me = NAMES.iter().position(|n| *n == name).expect("a name");
-    let peers: String = NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != me)
-        .map(|(i, n)| {
-            format!(
-                "[[peers]]\nname = \"{n}\"\naddr = \"127.0.0.1:{}\"\n",
-                ports[i]
-            )
-        })
-        .collect();
-    Config::from_toml(
-        &format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
-             [storage]\ngroup_commit = {group_commit}\n\
-             [tls]\ninsecure_dev_mode = true\n{peers}\
-             [failure_detector]\nkind = \"swim\"\npreset = \"lan-fast\"\n",
-            ports[me],
-            dir.join(name).display().to_string()
-        ),
-        Path::new("."),
-    )
-    .expect("bench config")
 }
 
 /// Three nodes with `group_commit`, `clients` clients on `a` for `len`
@@ -115,14 +68,11 @@ async fn measure(
     warmup: Duration,
     len: Duration,
 ) -> Run {
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    let mut handles = Vec::new();
+    let storage = format!("[storage]\ngroup_commit = {group_commit}\n");
+    let nodes = three_nodes(dir, &storage).await;
     let members: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
-    for n in NAMES {
-        let node = start_node(config(dir, n, &ports, group_commit))
-            .await
-            .expect("node starts");
+    let mut handles = Vec::new();
+    for node in &nodes {
         // Timeouts far above the latencies measured, so that a slow
         // configuration is measured, not aborted.
         let timing = CommitConfig {
@@ -133,20 +83,9 @@ async fn measure(
         let h = start_commit_with(&node.node, "bench", algorithm, &members, timing, Yes)
             .await
             .expect("commit starts");
-        nodes.push(node);
         handles.push(h);
     }
-    // Everyone sees everyone up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|n| {
-        NAMES
-            .iter()
-            .filter(|m| **m != n.node.name())
-            .all(|m| n.node.membership().status(&m.to_string()) == Some(MemberStatus::Up))
-    }) {
-        assert!(Instant::now() < deadline, "the bench cluster never came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up(&nodes).await;
     let store_syncs =
         |nodes: &[RunningNode]| -> u64 { nodes.iter().map(|n| n.node.store().stats().syncs).sum() };
     let coordinator = handles[0].clone();
@@ -223,16 +162,6 @@ fn raw_fsync(dir: &Path, len: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn median_d(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let rounds: usize = if quick {
@@ -241,7 +170,7 @@ fn main() {
         env("COMMIT_BENCH_ROUNDS", 5usize).max(1)
     };
     let len = if quick {
-        Duration::from_millis(300)
+        Duration::from_secs(2)
     } else {
         Duration::from_secs_f64(env("COMMIT_BENCH_SECS", 3.0f64))
     };

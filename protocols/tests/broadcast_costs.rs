@@ -381,3 +381,31 @@ fn nack_sends_n_minus_one_per_broadcast_plus_sessions() {
         }
     }
 }
+
+/// N = 65 for the relaying algorithms whose cost is N(N-1) (eager, FIFO,
+/// causal) and NACK multicast: slow in a debug build (over a million
+/// messages each), so run on demand:
+/// `cargo test -p troupe-protocols --test broadcast_costs -- --ignored --nocapture`.
+/// The total-order algorithms (N or N+1 times that) are not run at 65.
+#[test]
+#[ignore = "over a million simulated messages per algorithm; run on demand"]
+fn messages_per_broadcast_at_65_members() {
+    let n = 65u32;
+    let textbook = f64::from(n * (n - 1));
+    for algorithm in [
+        BroadcastAlgorithm::EagerReliable,
+        BroadcastAlgorithm::Fifo,
+        BroadcastAlgorithm::Causal,
+    ] {
+        let (data, acks) = per_broadcast(algorithm, n);
+        println!(
+            "| {algorithm} | {n} | {data:.1} | {acks:.1} | {:.1} | {textbook} |",
+            data + acks
+        );
+        assert!((data + acks - textbook).abs() < 1e-9, "{algorithm} N={n}");
+    }
+    let (data, sessions, recovery, _) = nack_per_broadcast(n, 2, ms(1));
+    println!("| nack (burst) | {n} | {data:.1} | sessions {sessions:.1} | NACK + repair {recovery:.1} | N-1 = {} |", n - 1);
+    assert!((data - f64::from(n - 1)).abs() < 1e-9, "nack N={n}");
+    assert_eq!(recovery, 0.0, "nack N={n}: no loss, no NACK");
+}

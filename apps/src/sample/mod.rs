@@ -133,6 +133,10 @@ mod tests {
                 .unwrap(),
             vec!["status", "counter", "bank"]
         );
+        assert_eq!(
+            plan("[chat]\nalgorithm = \"plumtree\"").unwrap(),
+            vec!["status", "counter", "chat"]
+        );
     }
 
     #[test]
@@ -161,6 +165,8 @@ mod tests {
             ("[bank]\naccounts = 0", "apps.bank.accounts: must be at least 1"),
             ("[bank]\nalgorithm = \"paxos\"", "apps.bank.algorithm: unknown variant `paxos`"),
             ("[bank]\nbalance = 5", "apps.bank.balance: unknown field"),
+            ("[chat]\nalgorithm = \"paxos\"", "apps.chat.algorithm: unknown variant `paxos`"),
+            ("[chat]\nrooms = 3", "apps.chat.rooms: unknown field"),
             (
                 "[bank]\nmembers = [\"node-a\", \"node-x\"]",
                 "apps.bank.members[1]: \"node-x\" is neither this node nor one of its [[peers]]",

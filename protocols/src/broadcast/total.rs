@@ -72,9 +72,9 @@
 //! re-proposed by the newer sequencer. FIFO is **not** promised.
 //!
 //! **Liveness** needs a majority of the group up and connected and a
-//! stable leader (bully's; a late claim of a leader already reported down
-//! is answered by reporting it down to the election again, so the group
-//! does not follow a dead leader): a crashed sequencer is replaced by the
+//! stable leader (bully's; bully answers a late claim of a leader already
+//! reported down with a new election, so the group does not follow a dead
+//! leader): a crashed sequencer is replaced by the
 //! next election (crash-stop included: delivery resumes with the new
 //! sequencer, which orders what the old one left undecided), but with half the group or
 //! more down, nothing new is delivered until enough members are back. One
@@ -95,7 +95,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use troupe_framework::membership::{MemberEvent, MemberStatus};
+use troupe_framework::membership::MemberEvent;
 use troupe_framework::sansio::{Outputs, Protocol, SnapshotCore};
 
 use super::reliable::{Order, RelayMsg, RelayTimer, Reliable};
@@ -636,8 +636,6 @@ type ElectionOut<Id> = Outputs<Id, BullyMsg<Id>, BullyTimer, ElectionEvent<Id>>;
 pub struct Total<Id> {
     engine: Box<Engine<Id>>,
     election: Bully<Id>,
-    /// Members reported down (or gone), as the election saw them.
-    down: BTreeSet<Id>,
 }
 
 impl<Id: MemberId> super::Engine<Id> for Total<Id> {
@@ -649,11 +647,7 @@ impl<Id: MemberId> super::Engine<Id> for Total<Id> {
         let election = Bully::new(me, members, ElectionConfig::default(), election_state);
         let mut engine = Box::new(<Engine<Id> as super::Engine<Id>>::open(o));
         engine.order_mut().follow(election.term(), None);
-        Self {
-            engine,
-            election,
-            down: BTreeSet::new(),
-        }
+        Self { engine, election }
     }
 }
 
@@ -705,19 +699,6 @@ impl<Id: MemberId> Total<Id> {
         let leader = self.election.leader().cloned();
         self.engine.order_mut().follow(term, leader.as_ref());
         self.relay(out, |e, o| e.settle(now, o));
-        // A claim from a member already reported down (a late message of a
-        // crashed leader) would leave the election following a leader it
-        // will never hear a `Down` of again: report it again.
-        if let Some(l) = leader.filter(|l| self.down.contains(l)) {
-            let change = MemberEvent {
-                member: l,
-                status: MemberStatus::Down,
-                at: now,
-            };
-            let mut eo = Outputs::new();
-            self.election.on_membership(now, change, &mut eo);
-            self.carry(now, out, eo);
-        }
     }
 }
 
@@ -747,11 +728,6 @@ impl<Id: MemberId> Protocol for Total<Id> {
     }
 
     fn on_membership(&mut self, now: Duration, change: MemberEvent<Id>, out: &mut TotalOut<Id>) {
-        if change.status.is_live() {
-            self.down.remove(&change.member);
-        } else if change.member != *self.election.id() {
-            self.down.insert(change.member.clone());
-        }
         let c = change.clone();
         self.relay(out, |e, o| e.on_membership(now, c, o));
         self.elect(now, out, |e, o| e.on_membership(now, change, o));

@@ -164,6 +164,11 @@ impl<Id: MemberId> Bully<Id> {
         if from < *self.group.me() {
             // The bully rule: a lower member must not lead while I live.
             self.start_election(out);
+        } else if !self.group.is_live(&from) {
+            // A late claim of a leader already reported down: no `Down`
+            // will come again to end its leadership, so elect now (if it
+            // is in fact back, its `Up` brings another election).
+            self.start_election(out);
         }
     }
 }
