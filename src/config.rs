@@ -33,6 +33,9 @@
 //! # client_certs = true           # HTTPS; clients need a certificate from the cluster CA
 //! # max_body_bytes = 65536        # largest request body (default 64 KiB)
 //! # (a `listen` that is not loopback needs `token`, `client_certs` or both)
+//!
+//! [trace]                         # a JSON-lines trace of the node (off when absent)
+//! file = "node-a.trace.jsonl"     # appended to; read with `troupe trace check`
 //! ```
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
@@ -279,6 +282,18 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[trace]`: record what the node does as JSON lines (sends, deliveries
+/// of frames, timers, supervision, broadcast deliveries with their vector
+/// stamps...; see `troupe_framework::trace`), for space-time diagrams and
+/// `troupe trace check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// The file the lines are appended to (relative to the config file's
+    /// folder).
+    pub file: PathBuf,
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +335,9 @@ pub struct Config {
     /// The node's HTTP endpoint (default: none).
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// `[trace]`: a JSON-lines trace of the node (default: none).
+    #[serde(default)]
+    pub trace: Option<TraceConfig>,
     /// The file and text this config was read from, to say where an error is.
     #[serde(skip)]
     source: Source,
@@ -498,6 +516,9 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(t) = c.trace.as_mut().filter(|t| t.file.is_relative()) {
+            t.file = base.join(&t.file);
         }
         c.validate().map_err(|e| c.locate(e))?;
         Ok(c)
@@ -724,6 +745,21 @@ kind = "phi-accrual"
         assert_eq!(reachable_from(listen("[::]:7401"), &[v6, v4]), Some(v6));
         assert_eq!(reachable_from(listen("127.0.0.1:7401"), &[v6]), None);
         assert_eq!(reachable_from(listen("127.0.0.1:7401"), &[]), None);
+    }
+
+    #[test]
+    fn a_trace_file_is_relative_to_the_config_and_its_table_is_checked() {
+        let c = Config::from_toml(GOOD, Path::new("/etc/troupe")).unwrap();
+        assert_eq!(c.trace, None);
+        let traced = format!("{GOOD}[trace]\nfile = \"logs/a.jsonl\"\n");
+        let c = Config::from_toml(&traced, Path::new("/etc/troupe")).unwrap();
+        assert_eq!(
+            c.trace.map(|t| t.file),
+            Some(PathBuf::from("/etc/troupe/logs/a.jsonl"))
+        );
+        let typo = format!("{GOOD}[trace]\npath = \"a.jsonl\"\n");
+        let err = Config::from_toml(&typo, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("trace.path") && err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -242,10 +242,16 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         }
         e => Error::Transport(e.to_string()),
     })?);
-    let node = Node::builder(config.node_config())
+    let mut builder = Node::builder(config.node_config())
         .incarnation(incarnation.as_u128())
-        .store(store)
-        .start(transport.clone(), rx)?;
+        .store(store);
+    if let Some(t) = &config.trace {
+        let sink = troupe_framework::trace::FileTraceSink::append(&t.file).map_err(|e| {
+            Error::Config(format!("trace.file: cannot append to {}: {e}", t.file.display()))
+        })?;
+        builder = builder.trace(Arc::new(sink));
+    }
+    let node = builder.start(transport.clone(), rx)?;
     let failure_detector =
         start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
     let http = match &config.http {

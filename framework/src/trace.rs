@@ -190,3 +190,46 @@ impl TraceSink for TraceRecorder {
         }
     }
 }
+
+/// Appends trace events as JSON lines to a file (`[trace] file` of a
+/// node's config), one `write` per line, so that a node killed at any
+/// moment leaves whole lines behind. `t_us` is wall-clock time in
+/// microseconds since the Unix epoch, so that the files of several nodes
+/// can be read together; within one file, lines are in the order the node
+/// recorded them.
+pub struct FileTraceSink {
+    file: Mutex<std::fs::File>,
+}
+
+impl FileTraceSink {
+    /// Open `path` for appending (created if missing).
+    pub fn append(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
+    }
+}
+
+impl TraceSink for FileTraceSink {
+    fn record(&self, node: &str, event: TraceEvent) {
+        let t_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros().min(u64::MAX as u128) as u64);
+        let line = Line {
+            t_us,
+            node,
+            event: &event,
+        };
+        if let Ok(mut bytes) = serde_json::to_vec(&line) {
+            bytes.push(b'\n');
+            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = f.write_all(&bytes) {
+                tracing::warn!(error = %e, "trace file: a line was not written");
+            }
+        }
+    }
+}
