@@ -758,8 +758,13 @@ kind = "phi-accrual"
             Some(PathBuf::from("/etc/troupe/logs/a.jsonl"))
         );
         let typo = format!("{GOOD}[trace]\npath = \"a.jsonl\"\n");
-        let err = Config::from_toml(&typo, Path::new(".")).unwrap_err().to_string();
-        assert!(err.contains("trace.path") && err.contains("unknown field"), "{err}");
+        let err = Config::from_toml(&typo, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trace.path") && err.contains("unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

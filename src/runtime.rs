@@ -247,7 +247,10 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         .store(store);
     if let Some(t) = &config.trace {
         let sink = troupe_framework::trace::FileTraceSink::append(&t.file).map_err(|e| {
-            Error::Config(format!("trace.file: cannot append to {}: {e}", t.file.display()))
+            Error::Config(format!(
+                "trace.file: cannot append to {}: {e}",
+                t.file.display()
+            ))
         })?;
         builder = builder.trace(Arc::new(sink));
     }

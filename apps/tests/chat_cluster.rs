@@ -257,7 +257,10 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
     let said = String::from_utf8_lossy(&out.stdout);
     println!("{said}");
     let text = std::fs::read_to_string(&traces[0]).expect("node-1's trace");
-    let delivered = text.lines().filter(|l| l.contains("\"ev\":\"delivered\"")).count();
+    let delivered = text
+        .lines()
+        .filter(|l| l.contains("\"ev\":\"delivered\""))
+        .count();
     assert!(
         delivered >= acked.len(),
         "node-1's trace holds {delivered} deliveries, fewer than the {} acknowledged messages",

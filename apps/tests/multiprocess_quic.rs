@@ -124,15 +124,7 @@ fn asks_and_tells_across_processes_survive_a_sigkill_and_restart() {
             .unwrap();
         // The new incarnation starts from scratch; traffic resumes both ways.
         assert_eq!(add(&node, "node-3", 3).await, 3);
-        assert_eq!(
-            fwd.ask(Forward {
-                node: "node-3".into(),
-                amount: 4
-            })
-            .await
-            .unwrap(),
-            Ok(7)
-        );
+        // node-1 forwards only once its own view has node-3 back.
         wait_seen(
             &node,
             "node-1",
@@ -142,6 +134,15 @@ fn asks_and_tells_across_processes_survive_a_sigkill_and_restart() {
         )
         .await
         .unwrap();
+        assert_eq!(
+            fwd.ask(Forward {
+                node: "node-3".into(),
+                amount: 4
+            })
+            .await
+            .unwrap(),
+            Ok(7)
+        );
         ctl.shutdown().await;
     });
     c.shutdown();
