@@ -337,7 +337,8 @@ fn start(dir: &Path, name: &str, timeout: Duration) -> Result<(), CliError> {
         let n = ClusterNode { pid, ..n.clone() };
         if !running(&n) {
             return Err(other(format!(
-                "{name} (pid {pid}) exited during start-up: see {}",
+                "{name} (pid {pid}) exited during start-up ({}): see {}",
+                gone(pid),
                 n.log.display()
             )));
         }
@@ -374,9 +375,10 @@ fn client(n: &ClusterNode) -> Result<NodeClient, CliError> {
 fn not_ready(n: &ClusterNode, all: &[ClusterNode]) -> Option<String> {
     if !running(n) {
         return Some(format!(
-            "{} (pid {}) exited: see {}",
+            "{} (pid {}) exited ({}): see {}",
             n.name,
             n.pid,
+            gone(n.pid),
             n.log.display()
         ));
     }
@@ -474,6 +476,24 @@ fn wait_gone(n: &ClusterNode, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     true
+}
+
+/// What `/proc` says of a process [`running`] found gone: no such process,
+/// a zombie (with its exit status unknown to us), or another command line
+/// (the pid was reused). For error messages.
+fn gone(pid: u32) -> String {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
+        return "no such process".into();
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?');
+    let cmdline = std::fs::read(proc_dir.join("cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    format!("state {state}, command line {:?}", cmdline.trim())
 }
 
 /// True while `n.pid` is alive, not a zombie, and runs `n`'s config.
