@@ -282,6 +282,39 @@ mod tests {
         )
     }
 
+    /// A trace from a compact spec: whitespace-separated deliveries
+    /// `node:origin#seq`, each optionally with a vector `@k=v,k=v`, and
+    /// `noise` for a line that is not a delivery.
+    fn trace(spec: &str) -> String {
+        spec.split_whitespace()
+            .map(|tok| {
+                if tok == "noise" {
+                    return noise();
+                }
+                let (head, vector) = tok.split_once('@').unwrap_or((tok, ""));
+                let (node, rest) = head.split_once(':').expect("node:origin#seq");
+                let (origin, seq) = rest.split_once('#').expect("origin#seq");
+                let v: Vec<(&str, u64)> = vector
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(|e| {
+                        let (k, n) = e.split_once('=').expect("k=v");
+                        (k, n.parse().expect("a count"))
+                    })
+                    .collect();
+                d(node, origin, seq.parse().expect("a seq"), &v)
+            })
+            .collect()
+    }
+
+    /// The checker refuses `t` (with `causal` / `total`), saying `says`;
+    /// its message.
+    fn refused(t: &str, causal: bool, total: bool, says: &str) -> String {
+        let e = check_broadcast_trace(t, causal, total).unwrap_err();
+        assert!(e.contains(says), "{e}\n  does not say: {says}");
+        e
+    }
+
     fn noise() -> String {
         "{\"t_us\":0,\"node\":\"n1\",\"ev\":\"send\",\"to\":\"n2\",\"seq\":1,\"bytes\":9,\"kind\":\"tell\",\"tag\":\"x\"}\n".into()
     }
@@ -289,16 +322,7 @@ mod tests {
     /// n1 broadcasts a; n2 delivers it then broadcasts b (which depends on
     /// a); n3 delivers a then b.
     fn causal_ok() -> String {
-        [
-            d("n1", "n1", 1, &[("n1", 1)]),
-            noise(),
-            d("n2", "n1", 1, &[("n1", 1)]),
-            d("n2", "n2", 1, &[("n1", 1), ("n2", 1)]),
-            d("n3", "n1", 1, &[("n1", 1)]),
-            d("n3", "n2", 1, &[("n1", 1), ("n2", 1)]),
-            d("n1", "n2", 1, &[("n1", 1), ("n2", 1)]),
-        ]
-        .concat()
+        trace("n1:n1#1@n1=1 noise n2:n1#1@n1=1 n2:n2#1@n1=1,n2=1 n3:n1#1@n1=1 n3:n2#1@n1=1,n2=1 n1:n2#1@n1=1,n2=1")
     }
 
     #[test]
@@ -316,25 +340,18 @@ mod tests {
     #[test]
     fn a_duplicate_fails() {
         let t = causal_ok() + &d("n3", "n1", 1, &[("n1", 1)]);
-        let e = check_broadcast_trace(&t, false, false).unwrap_err();
-        assert!(e.contains("n3 delivered n1#1 twice (lines 5 and 8)"), "{e}");
+        refused(&t, false, false, "n3 delivered n1#1 twice (lines 5 and 8)");
     }
 
     #[test]
     fn a_missing_cause_fails() {
         // n3 delivers b before a, its cause.
-        let t = [
-            d("n1", "n1", 1, &[("n1", 1)]),
-            d("n2", "n1", 1, &[("n1", 1)]),
-            d("n2", "n2", 1, &[("n1", 1), ("n2", 1)]),
-            d("n3", "n2", 1, &[("n1", 1), ("n2", 1)]),
-            d("n3", "n1", 1, &[("n1", 1)]),
-        ]
-        .concat();
-        let e = check_broadcast_trace(&t, true, false).unwrap_err();
-        assert!(
-            e.contains("line 4: causal order violated: node n3 delivered n2#1"),
-            "{e}"
+        let t = trace("n1:n1#1@n1=1 n2:n1#1@n1=1 n2:n2#1@n1=1,n2=1 n3:n2#1@n1=1,n2=1 n3:n1#1@n1=1");
+        let e = refused(
+            &t,
+            true,
+            false,
+            "line 4: causal order violated: node n3 delivered n2#1",
         );
         assert!(e.contains("missing n1#1"), "{e}");
         // Without the causal check it passes.
@@ -343,54 +360,34 @@ mod tests {
 
     #[test]
     fn a_fifo_gap_fails() {
-        let t = [
-            d("n1", "n1", 1, &[("n1", 1)]),
-            d("n1", "n1", 2, &[("n1", 2)]),
-            d("n2", "n1", 2, &[("n1", 2)]),
-        ]
-        .concat();
-        let e = check_broadcast_trace(&t, true, false).unwrap_err();
-        assert!(
-            e.contains("line 3: FIFO violated: node n2 delivered n1#2"),
-            "{e}"
+        let t = trace("n1:n1#1@n1=1 n1:n1#2@n1=2 n2:n1#2@n1=2");
+        refused(
+            &t,
+            true,
+            false,
+            "line 3: FIFO violated: node n2 delivered n1#2",
         );
     }
 
     #[test]
     fn a_missing_vector_fails_the_causal_check() {
         let t = d("n1", "n1", 1, &[]);
-        let e = check_broadcast_trace(&t, true, false).unwrap_err();
-        assert!(e.contains("without a vector stamp"), "{e}");
+        refused(&t, true, false, "without a vector stamp");
         check_broadcast_trace(&t, false, true).unwrap();
     }
 
     #[test]
     fn total_order() {
         // Same order of the common messages; n3 missed one: fine.
-        let ok = [
-            d("n1", "n1", 1, &[]),
-            d("n1", "n2", 1, &[]),
-            d("n1", "n3", 1, &[]),
-            d("n2", "n1", 1, &[]),
-            d("n2", "n3", 1, &[]),
-            d("n3", "n2", 1, &[]),
-            d("n3", "n3", 1, &[]),
-        ]
-        .concat();
+        let ok = trace("n1:n1#1 n1:n2#1 n1:n3#1 n2:n1#1 n2:n3#1 n3:n2#1 n3:n3#1");
         check_broadcast_trace(&ok, false, true).unwrap();
         // n3 swaps n2#1 and n3#1.
-        let bad = [
-            d("n1", "n1", 1, &[]),
-            d("n1", "n2", 1, &[]),
-            d("n1", "n3", 1, &[]),
-            d("n3", "n3", 1, &[]),
-            d("n3", "n2", 1, &[]),
-        ]
-        .concat();
-        let e = check_broadcast_trace(&bad, false, true).unwrap_err();
-        assert!(
-            e.contains("node n1 delivered n2#1 (line 2) where node n3 delivered n3#1 (line 4)"),
-            "{e}"
+        let bad = trace("n1:n1#1 n1:n2#1 n1:n3#1 n3:n3#1 n3:n2#1");
+        refused(
+            &bad,
+            false,
+            true,
+            "node n1 delivered n2#1 (line 2) where node n3 delivered n3#1 (line 4)",
         );
         check_broadcast_trace(&bad, true, false).unwrap_err(); // no vectors
         check_broadcast_trace(&bad, false, false).unwrap();

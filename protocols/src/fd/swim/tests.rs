@@ -36,6 +36,22 @@ fn swim(n: u32, peers: u32) -> (Swim<SimId>, FdOutputs<SimId>) {
 }
 
 /// (member, status) of each event in `out`.
+/// Member 0 with `params`, no peers yet, and an empty output buffer.
+fn alone(params: SwimParams) -> (Swim<SimId>, FdOutputs<SimId>) {
+    (Swim::new(id(0), params, vec![], 1), FdOutputs::new())
+}
+
+/// `s` receives SWIM message `msg` from `from` at `t`.
+fn hear(
+    s: &mut Swim<SimId>,
+    t: Duration,
+    from: SimId,
+    msg: SwimMessage<SimId>,
+    out: &mut FdOutputs<SimId>,
+) {
+    s.on_message(t, from, FdMessage::Swim(msg), out);
+}
+
 /// An ack of probe `seq` carrying no update.
 fn ack(seq: u64) -> FdMessage<SimId> {
     FdMessage::Swim(SwimMessage::Ack {
@@ -166,12 +182,7 @@ fn seeds_are_joining_then_down_at_the_first_contact_deadline() {
             inc: 0,
         }],
     };
-    s.on_message(
-        Duration::from_secs(1),
-        real,
-        FdMessage::Swim(reply),
-        &mut out,
-    );
+    hear(&mut s, Duration::from_secs(1), real, reply, &mut out);
     assert_eq!(reports(&out), vec![(1, Up)]);
     out.events.clear();
     let first_contact = FdTimer::Swim(SwimTimer::FirstContact);
@@ -185,12 +196,7 @@ fn seeds_are_joining_then_down_at_the_first_contact_deadline() {
         incarnation: 9,
     };
     let join = SwimMessage::Join { inc: 0 };
-    s.on_message(
-        Duration::from_secs(30),
-        late,
-        FdMessage::Swim(join),
-        &mut out,
-    );
+    hear(&mut s, Duration::from_secs(30), late, join, &mut out);
     assert_eq!(reports(&out), vec![(2, Up)]);
     assert_eq!(s.view(), vec![(real, Up), (late, Up)]);
 }
@@ -545,8 +551,7 @@ fn gossip_stops_after_gossip_transmits_and_piggyback_finishes_the_job() {
         gossip_transmits: 4,
         ..SwimParams::default()
     };
-    let mut s = Swim::new(id(0), params, vec![], 1);
-    let mut out = FdOutputs::new();
+    let (mut s, mut out) = alone(params);
     for p in 1..10 {
         s.add_member(Duration::ZERO, id(p), &mut out);
     }
@@ -627,8 +632,7 @@ fn no_gossip_timer_when_gossip_nodes_is_zero() {
         gossip_nodes: 0,
         ..SwimParams::default()
     };
-    let mut s = Swim::new(id(0), params, vec![], 1);
-    let mut out = FdOutputs::new();
+    let (mut s, mut out) = alone(params);
     s.on_start(Duration::ZERO, &mut out);
     assert!(!out.timers.iter().any(
         |op| matches!(op, TimerOp::Set { timer, .. } if *timer == FdTimer::Swim(SwimTimer::Gossip))
