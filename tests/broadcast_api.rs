@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe::broadcast::Delivery;
-use troupe::failure_detector::start_failure_detector;
 use troupe::prelude::*;
-use troupe::protocols::fd::FailureDetectorConfig;
+
+mod common;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
 
@@ -33,32 +33,19 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(seed: u64, plan: FaultPlan) -> Self {
-        let mut sim = SimCluster::new(seed, plan);
+    async fn start(seed: u64) -> Self {
         let groups: Groups = Rc::default();
         let g = groups.clone();
-        sim.on_start(move |node: Node| {
+        let sim = common::detecting_cluster(seed, &NODES, move |node, members| {
             let groups = g.clone();
             async move {
-                let members: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
-                let peers: Vec<String> = members
-                    .iter()
-                    .filter(|m| *m != node.name())
-                    .cloned()
-                    .collect();
-                start_failure_detector(&node, &FailureDetectorConfig::default(), &peers)
-                    .await
-                    .unwrap();
                 let group = start_broadcast(&node, "talk", BroadcastAlgorithm::Causal, &members)
                     .await
                     .unwrap();
                 groups.borrow_mut().insert(node.name().to_string(), group);
             }
-        });
-        for n in NODES {
-            sim.add_node(n).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        })
+        .await;
         Self { sim, groups }
     }
 
@@ -96,7 +83,7 @@ fn key(id: &troupe::broadcast::MessageId) -> String {
 #[test]
 fn typed_messages_reach_everyone_in_causal_order_with_their_stamps() {
     run_virtual(|| async {
-        let c = Cluster::start(1, FaultPlan::reliable()).await;
+        let c = Cluster::start(1).await;
         let q = c
             .group("a")
             .broadcast(&line("question", None))
@@ -134,7 +121,7 @@ fn typed_messages_reach_everyone_in_causal_order_with_their_stamps() {
 #[test]
 fn a_restarted_node_keeps_its_numbering_and_its_log() {
     run_virtual(|| async {
-        let mut c = Cluster::start(3, FaultPlan::reliable()).await;
+        let mut c = Cluster::start(3).await;
         for i in 0..3 {
             c.group("a")
                 .broadcast(&line(&format!("before {i}"), None))

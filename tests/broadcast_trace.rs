@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use troupe::failure_detector::start_failure_detector;
 use troupe::prelude::*;
-use troupe::protocols::fd::FailureDetectorConfig;
+
 use troupe::protocols::testkit::trace_check::check_broadcast_trace;
+
+mod common;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
 
@@ -22,21 +23,11 @@ type Groups = Rc<RefCell<BTreeMap<(String, &'static str), BroadcastGroup<String>
 #[test]
 fn deliveries_are_traced_and_the_trace_shows_causal_and_total_order() {
     run_virtual(|| async {
-        let mut sim = SimCluster::new(7, FaultPlan::reliable());
         let groups: Groups = Rc::default();
         let g = groups.clone();
-        sim.on_start(move |node: Node| {
+        let sim = common::detecting_cluster(7, &NODES, move |node, members| {
             let groups = g.clone();
             async move {
-                let members: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
-                let peers: Vec<String> = members
-                    .iter()
-                    .filter(|m| *m != node.name())
-                    .cloned()
-                    .collect();
-                start_failure_detector(&node, &FailureDetectorConfig::default(), &peers)
-                    .await
-                    .unwrap();
                 for (instance, algorithm) in [
                     ("talk", BroadcastAlgorithm::Causal),
                     ("order", BroadcastAlgorithm::Total),
@@ -49,11 +40,8 @@ fn deliveries_are_traced_and_the_trace_shows_causal_and_total_order() {
                         .insert((node.name().to_string(), instance), group);
                 }
             }
-        });
-        for n in NODES {
-            sim.add_node(n).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        })
+        .await;
         let group = |n: &str, i: &'static str| groups.borrow()[&(n.to_string(), i)].clone();
 
         // Rounds of concurrent broadcasts from every node, each round after

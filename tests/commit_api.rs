@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use troupe::commit::{in_doubt_on, CommitConfig, Decision, InDoubt, Phase};
-use troupe::failure_detector::start_failure_detector;
 use troupe::prelude::*;
-use troupe::protocols::fd::FailureDetectorConfig;
+
+mod common;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
 
@@ -72,7 +72,6 @@ struct Cluster {
 impl Cluster {
     /// Three nodes running commit instance `orders` with `algorithm`.
     async fn start(seed: u64, algorithm: CommitAlgorithm) -> Self {
-        let mut sim = SimCluster::new(seed, FaultPlan::reliable());
         let mut rms = BTreeMap::new();
         let mut gates = BTreeMap::new();
         for n in NODES {
@@ -89,29 +88,16 @@ impl Cluster {
         }
         let handles: Rc<RefCell<BTreeMap<String, CommitHandle>>> = Rc::default();
         let (h, r) = (handles.clone(), rms.clone());
-        sim.on_start(move |node: Node| {
+        let sim = common::detecting_cluster(seed, &NODES, move |node, members| {
             let (handles, rm) = (h.clone(), r[node.name()].clone());
             async move {
-                let members: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
-                let peers: Vec<String> = members
-                    .iter()
-                    .filter(|m| *m != node.name())
-                    .cloned()
-                    .collect();
-                start_failure_detector(&node, &FailureDetectorConfig::default(), &peers)
-                    .await
-                    .unwrap();
                 let handle = start_commit(&node, "orders", algorithm, &members, rm)
                     .await
                     .unwrap();
                 handles.borrow_mut().insert(node.name().to_string(), handle);
             }
-        });
-        for n in NODES {
-            sim.add_node(n).await.unwrap();
-        }
-        // Let the failure detectors see everyone up.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        })
+        .await;
         Self {
             sim,
             rms,

@@ -165,3 +165,43 @@ pub fn ledger(name: &str, effects: &Effects) -> troupe::framework::ActorSpec<Led
         .handles::<Halt>()
         .handles::<Hold>()
 }
+
+/// A simulated cluster (`seed`, reliable network) of `nodes`, each running
+/// the default failure detector over the others and then `setup(node,
+/// members)` (every node's start and restart); returns once the detectors
+/// had three virtual seconds to see everyone up.
+pub async fn detecting_cluster<F, Fut>(
+    seed: u64,
+    nodes: &[&str],
+    setup: F,
+) -> troupe::transports::sim::SimCluster
+where
+    F: Fn(troupe::framework::Node, Vec<String>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    use troupe::transports::sim::{FaultPlan, SimCluster};
+    let members: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    let mut sim = SimCluster::new(seed, FaultPlan::reliable());
+    let setup = std::rc::Rc::new(setup);
+    let all = members.clone();
+    sim.on_start(move |node: troupe::framework::Node| {
+        let (setup, members) = (setup.clone(), all.clone());
+        async move {
+            let peers: Vec<String> = members
+                .iter()
+                .filter(|m| *m != node.name())
+                .cloned()
+                .collect();
+            let fd = troupe::protocols::fd::FailureDetectorConfig::default();
+            troupe::failure_detector::start_failure_detector(&node, &fd, &peers)
+                .await
+                .unwrap();
+            setup(node, members).await;
+        }
+    });
+    for n in &members {
+        sim.add_node(n).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim
+}
