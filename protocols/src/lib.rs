@@ -26,6 +26,7 @@ pub mod family;
 pub mod fd;
 pub mod group;
 pub mod mutex;
+pub mod raft;
 pub mod testkit;
 
 /// What a protocol needs of a member id: ordered (ranks, rings, tie

@@ -37,6 +37,7 @@
 pub mod broadcast;
 mod chaos;
 pub mod commit;
+pub mod raft;
 pub mod scenarios;
 pub mod trace_check;
 
