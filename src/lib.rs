@@ -32,6 +32,7 @@ pub mod family;
 pub mod http;
 pub mod leader;
 pub mod lock;
+pub mod raft;
 pub mod runtime;
 
 pub use error::Error;
@@ -47,6 +48,7 @@ pub mod prelude {
     pub use crate::config::Config;
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};
+    pub use crate::raft::{start_raft, ProposeError, ReadError, Replica};
     pub use crate::runtime::{start_node, start_node_with, RunningNode, StartOptions};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};

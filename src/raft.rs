@@ -1,0 +1,343 @@
+//! Replicated state machines on Raft: a typed API over the Raft family.
+//!
+//! ```ignore
+//! // On every member, with the same name and members:
+//! let kv: Replica<KvStore> = start_raft(&node, "kv", &members, RaftConfig::default()).await?;
+//! let reply = kv.propose(KvCommand::Put { key: "a".into(), value: "1".into() }, None).await?;
+//! let value = kv.read(|store| store.get("a").cloned()).await?;     // linearizable
+//! ```
+//!
+//! An instance is a driver actor `raft.<name>` on every member, supervised,
+//! rebuilt from the node's durable store (term, vote, log, snapshot) on
+//! every restart, running [`troupe_protocols::raft::Raft`] around the
+//! application's [`StateMachine`]. The guarantees are Raft's (stated in
+//! `troupe_protocols::raft` and checked after every step of seeded chaos
+//! runs).
+//!
+//! **What a caller learns** ([`ProposeError`] says which case it is):
+//! - `Ok(reply)`: the command was committed and applied once, and this is
+//!   what the state machine answered;
+//! - [`ProposeError::NotLeader`] / [`ProposeError::NotApplied`]: certainly
+//!   **not** applied (this node does not lead, or the entry was replaced);
+//!   safe to retry elsewhere;
+//! - [`ProposeError::Unknown`] (including a timeout): the command may or may
+//!   not have been applied; retry it with the same [`Session`] to have it
+//!   applied at most once.
+//!
+//! Reads: [`Replica::read`] is linearizable (the configured read mode:
+//! ReadIndex by default, or a lease) and runs on the leader;
+//! [`Replica::read_local`] reads this replica's state as applied so far
+//! (possibly stale).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use troupe_framework::supervision::ActorSpec;
+use troupe_framework::Node;
+use troupe_protocols::driver::Driver;
+use troupe_protocols::raft::{
+    CommandError, Outcome, Raft, RaftAlgorithm, RaftConfig, RaftError, RaftFamily, RaftStatus,
+    RaftView, Role, Session, StateMachine,
+};
+
+use crate::family::{self, Instance};
+use crate::Error;
+
+/// How long a proposal or a read waits at most, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a proposal produced no reply (see the module docs for what each
+/// case means for the command).
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead; the leader it knows, if any. Not applied.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader of the current term, if known.
+        leader: Option<String>,
+    },
+    /// Certainly not applied (the entry was replaced, a transfer or a
+    /// configuration change is under way, the command does not encode).
+    #[error("not applied: {0}")]
+    NotApplied(String),
+    /// It may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The state machine refused it (see [`CommandError`]).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl ProposeError {
+    /// True when the command was certainly not applied.
+    pub fn certainly_not_applied(&self) -> bool {
+        matches!(
+            self,
+            ProposeError::NotLeader { .. } | ProposeError::NotApplied(_)
+        )
+    }
+}
+
+/// Why a linearizable read produced no answer. Reads change nothing, so a
+/// failed read can always be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// This node does not lead; the leader it knows, if any.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader of the current term, if known.
+        leader: Option<String>,
+    },
+    /// Leadership was lost before the read was confirmed.
+    #[error("leadership lost before the read was confirmed")]
+    LeadershipLost,
+    /// The read was not confirmed in time, or the protocol stopped.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn refused(e: RaftError<String>) -> ProposeError {
+    match e {
+        RaftError::NotLeader { leader } => ProposeError::NotLeader { leader },
+        other => ProposeError::NotApplied(other.to_string()),
+    }
+}
+
+/// One member's replica of a Raft-replicated state machine `S`. Cheap to
+/// clone.
+pub struct Replica<S: StateMachine> {
+    instance: Instance<RaftFamily<S>>,
+}
+
+impl<S: StateMachine> Clone for Replica<S> {
+    fn clone(&self) -> Self {
+        Self {
+            instance: self.instance.clone(),
+        }
+    }
+}
+
+/// Start replica group `name` on `node` over `members` (this node is added
+/// if missing). Every initial member starts it with the same name and
+/// members; a node added later starts it with `config.joining` set.
+pub async fn start_raft<S: StateMachine>(
+    node: &Node,
+    name: &str,
+    members: &[String],
+    config: RaftConfig,
+) -> Result<Replica<S>, Error> {
+    let instance =
+        family::start::<RaftFamily<S>>(node, name, RaftAlgorithm::Raft, members, config).await?;
+    Ok(Replica { instance })
+}
+
+/// What [`prepare_raft`] returns: the driver's actor spec and the handle.
+pub type PreparedReplica<S> = (ActorSpec<Driver<Raft<String, S>>>, Replica<S>);
+
+/// The actor spec of replica group `name` (for an application's own
+/// supervision tree) and its handle.
+pub fn prepare_raft<S: StateMachine>(
+    node: &Node,
+    name: &str,
+    members: &[String],
+    config: RaftConfig,
+) -> Result<PreparedReplica<S>, Error> {
+    let (spec, instance) =
+        family::prepare::<RaftFamily<S>>(node, name, RaftAlgorithm::Raft, members, config)?;
+    Ok((spec, Replica { instance }))
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Propose `command` (on the leader), optionally under a client
+    /// `session`, and wait at most [`DEFAULT_TIMEOUT`] for its outcome.
+    pub async fn propose(
+        &self,
+        command: S::Command,
+        session: Option<Session>,
+    ) -> Result<S::Reply, ProposeError> {
+        self.propose_within(command, session, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Replica::propose`] waiting at most `timeout`.
+    pub async fn propose_within(
+        &self,
+        command: S::Command,
+        session: Option<Session>,
+        timeout: Duration,
+    ) -> Result<S::Reply, ProposeError> {
+        let started = self
+            .instance
+            .invoke(move |core, now, out| core.propose(now, session, &command, out))
+            .await
+            .map_err(|e| ProposeError::NotApplied(e.to_string()))?;
+        let (index, term) = started.map_err(refused)?;
+        let wait = async {
+            loop {
+                let outcome = self
+                    .instance
+                    .invoke(move |core, _, _| core.take_result(index, term))
+                    .await
+                    .map_err(|e| ProposeError::Unknown(e.to_string()))?;
+                match outcome {
+                    Some(Outcome::Applied(Ok(reply))) => return Ok(reply),
+                    Some(Outcome::Applied(Err(e))) => return Err(ProposeError::Command(e)),
+                    Some(Outcome::NotApplied) => {
+                        return Err(ProposeError::NotApplied(format!(
+                            "entry {index} of term {term} was replaced by another leader's"
+                        )))
+                    }
+                    Some(Outcome::Unknown) => {
+                        return Err(ProposeError::Unknown(format!(
+                            "entry {index} of term {term}: this replica lost track of it"
+                        )))
+                    }
+                    None => {}
+                }
+                self.instance
+                    .wait_for(|v| v.applied >= index, Duration::MAX)
+                    .await
+                    .map_err(|e| ProposeError::Unknown(e.to_string()))?;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProposeError::Unknown(format!(
+                    "no outcome within {timeout:?} for entry {index} of term {term}"
+                )))
+            })
+    }
+
+    /// A linearizable read (on the leader): `f` runs on the state machine
+    /// once it reflects every write completed before the read began. Waits
+    /// at most [`DEFAULT_TIMEOUT`].
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        self.read_within(f, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Replica::read`] waiting at most `timeout`.
+    pub async fn read_within<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, ReadError> {
+        let failed = |e: Error| ReadError::Failed(e.to_string());
+        let id = self
+            .instance
+            .invoke(|core, now, out| core.read_index(now, out))
+            .await
+            .map_err(failed)?
+            .map_err(|e| match e {
+                RaftError::NotLeader { leader } => ReadError::NotLeader { leader },
+                other => ReadError::Failed(other.to_string()),
+            })?;
+        let wait = async {
+            let index = loop {
+                let (outcome, epoch) = self
+                    .instance
+                    .invoke(move |core, _, _| core.take_read(id))
+                    .await
+                    .map_err(failed)?;
+                match outcome {
+                    Some(Some(index)) => break index,
+                    Some(None) => return Err(ReadError::LeadershipLost),
+                    None => {}
+                }
+                self.instance
+                    .wait_for(|v| v.read_epoch != epoch, Duration::MAX)
+                    .await
+                    .map_err(failed)?;
+            };
+            self.instance
+                .wait_for(|v| v.applied >= index, Duration::MAX)
+                .await
+                .map_err(failed)?;
+            self.instance
+                .invoke(move |core, _, _| f(core.machine()))
+                .await
+                .map_err(failed)
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReadError::Failed(format!(
+                    "not confirmed within {timeout:?}"
+                )))
+            })
+    }
+
+    /// Read this replica's state as applied so far (possibly stale).
+    pub async fn read_local<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        self.instance
+            .invoke(move |core, _, _| f(core.machine()))
+            .await
+    }
+
+    /// Role, term, indexes, configuration and (on the leader) each
+    /// member's match index.
+    pub async fn status(&self) -> Result<RaftStatus<String>, Error> {
+        self.instance.invoke(|core, _, _| core.status()).await
+    }
+
+    /// The view as last published (role, leader, term, indexes).
+    pub fn view(&self) -> RaftView {
+        self.instance.view()
+    }
+
+    /// Wait until this replica knows a leader (itself or another), at most
+    /// `timeout`; returns it.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<String, Error> {
+        let v = self
+            .instance
+            .wait_for(|v| v.leader.is_some(), timeout)
+            .await?;
+        v.leader
+            .ok_or_else(|| Error::Protocol("no leader".to_string()))
+    }
+
+    /// True when this replica leads (as last published).
+    pub fn is_leader(&self) -> bool {
+        self.instance.view().role == Role::Leader
+    }
+
+    /// Change the voters and learners (on the leader; one change at a
+    /// time, through the joint configuration). Returns once the change is
+    /// proposed; the configuration in effect shows in [`Replica::status`].
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<String>,
+        learners: BTreeSet<String>,
+    ) -> Result<u64, ProposeError> {
+        self.instance
+            .invoke(move |core, now, out| core.change_membership(now, voters, learners, out))
+            .await
+            .map_err(|e| ProposeError::NotApplied(e.to_string()))?
+            .map_err(refused)
+    }
+
+    /// Hand leadership to `to` (on the leader).
+    pub async fn transfer_leadership(&self, to: &str) -> Result<(), ProposeError> {
+        let to = to.to_string();
+        self.instance
+            .invoke(move |core, _, out| core.transfer_leadership(to, out))
+            .await
+            .map_err(|e| ProposeError::NotApplied(e.to_string()))?
+            .map_err(refused)
+    }
+
+    /// The instance's actor name.
+    pub fn name(&self) -> &str {
+        self.instance.name()
+    }
+
+    /// The node it runs on.
+    pub fn node(&self) -> &Node {
+        self.instance.node()
+    }
+}
