@@ -37,10 +37,7 @@ pub fn transfer_command(
             "transfer {tx} aborted: {}",
             a.body["reason"].as_str().unwrap_or("no reason given")
         ))),
-        404 => Err(CliError::Other(format!(
-            "{} has no {path} route: is the bank app running there ([apps.bank])?",
-            client.url()
-        ))),
+        404 => Err(client.no_app(path, "bank")),
         _ => Err(client.refused(path, &a)),
     }
 }
@@ -51,10 +48,7 @@ pub fn accounts_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
     let path = "/v1/bank/accounts";
     let a = client.get(path)?;
     if a.status == 404 {
-        return Err(CliError::Other(format!(
-            "{} has no {path} route: is the bank app running there ([apps.bank])?",
-            client.url()
-        )));
+        return Err(client.no_app(path, "bank"));
     }
     if a.status != 200 {
         return Err(client.refused(path, &a));

@@ -47,20 +47,13 @@ pub fn format_message(m: &Value) -> String {
     line
 }
 
-fn no_route(client: &NodeClient, path: &str) -> CliError {
-    CliError::Other(format!(
-        "{} has no {path} route: is the chat app running there ([apps.chat])?",
-        client.url()
-    ))
-}
-
 /// The room's messages after `after`, from the node.
 fn read(client: &NodeClient, room: &str, after: u64) -> Result<Vec<Value>, CliError> {
     let path = format!("/v1/chat/{room}?after={after}");
     let a = client.get(&path)?;
     match a.status {
         200 => Ok(a.body["messages"].as_array().cloned().unwrap_or_default()),
-        404 => Err(no_route(client, &path)),
+        404 => Err(client.no_app(&path, "chat")),
         _ => Err(client.refused(&path, &a)),
     }
 }
@@ -76,7 +69,7 @@ pub fn post(
     let a = client.post_json(&path, &json!({"text": text, "reply_to": reply_to}))?;
     match a.status {
         200 => Ok(a.body["id"].as_str().unwrap_or("?").to_string()),
-        404 => Err(no_route(client, &path)),
+        404 => Err(client.no_app(&path, "chat")),
         _ => Err(client.refused(&path, &a)),
     }
 }

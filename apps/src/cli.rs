@@ -11,6 +11,7 @@
 //! troupe commit in-doubt --node URL [...]    transactions in doubt on a node (GET URL/v1/commit/in-doubt)
 //! troupe bank transfer|accounts --node URL ...   the bank app's client
 //! troupe chat --node URL --room ROOM [--once]  the chat app's client
+//! troupe kv get|put|cas|del|cluster --node URL ...  the kv app's client
 //! troupe cluster up --nodes N --apps A,B --dir DIR [--detector D]
 //! troupe cluster kill|stop|start --dir DIR NODE
 //! troupe cluster down --dir DIR [--clean]    a local cluster of node processes (see `cluster`)
@@ -72,8 +73,8 @@ pub enum Command {
     /// node.
     ///
     /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
-    /// kind's settings: status, counter, election, lock, crashtest, bank); status
-    /// and counter run by default. Each app is a supervised tree; see
+    /// kind's settings: status, counter, election, lock, crashtest, bank,
+    /// chat, kv); status and counter run by default. Each app is a supervised tree; see
     /// README.md, "Apps as supervised trees".
     ///
     /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
@@ -134,6 +135,16 @@ pub enum Command {
         /// Print the room's messages and exit.
         #[arg(long)]
         once: bool,
+    },
+    /// The kv sample app's client: `troupe kv get|put|cas|del --node URL
+    /// KEY [VALUE]`, `troupe kv cluster --node URL`. Any node serves any
+    /// request; a write answered "not applied" can be sent again, one whose
+    /// outcome is unknown may or may not have been applied
+    /// (`--idempotency-key CLIENT:SEQ` makes it apply at most once).
+    Kv {
+        /// get, put, cas, del or cluster.
+        #[command(subcommand)]
+        action: crate::kv_cli::KvCliAction,
     },
     /// A local cluster of node processes for development and tests, that
     /// outlives the command: up, kill, stop, start, down.
@@ -415,6 +426,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             room,
             once,
         } => crate::chat_cli::chat_command(&endpoint, &room, once),
+        Command::Kv { action } => {
+            print!("{}", crate::kv_cli::run(action)?);
+            Ok(())
+        }
         Command::Cluster { action } => crate::cluster::run(action),
         Command::Demo { keep, detector } => {
             init_logs("warn");

@@ -63,6 +63,8 @@ pub struct Answer {
     pub status: u16,
     /// The body, parsed as JSON (`Value::Null` if it was not JSON).
     pub body: Value,
+    /// The `Retry-After` header in seconds, if the node sent one.
+    pub retry_after: Option<u64>,
 }
 
 impl NodeClient {
@@ -144,25 +146,55 @@ impl NodeClient {
 
     /// `GET path`, whatever the status code.
     pub fn get(&self, path: &str) -> Result<Answer, CliError> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let res = req.call().map_err(|e| self.unreachable(path, e))?;
-        Self::answer(res).map_err(|e| self.unreachable(path, e))
+        self.request("GET", path, None, &[])
     }
 
     /// `POST path` with a JSON body, whatever the status code.
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Answer, CliError> {
-        let mut req = self.agent.post(format!("{}{path}", self.base));
+        self.request("POST", path, Some(body), &[])
+    }
+
+    /// `METHOD path`, with a JSON body if given (sent with `Content-Type:
+    /// application/json`) and `headers`, whatever the status code. Sent
+    /// once: never retried, whatever the method.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, CliError> {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let res = req
-            .content_type("application/json")
-            .send(body.to_string())
-            .map_err(|e| self.unreachable(path, e))?;
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let sent = match body {
+            Some(body) => {
+                let req = req
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .map_err(|e| self.bad_request(path, e))?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = req.body(()).map_err(|e| self.bad_request(path, e))?;
+                self.agent.run(req)
+            }
+        };
+        let res = sent.map_err(|e| self.unreachable(path, e))?;
         Self::answer(res).map_err(|e| self.unreachable(path, e))
+    }
+
+    fn bad_request(&self, path: &str, e: ureq::http::Error) -> CliError {
+        CliError::Other(format!(
+            "cannot make a request for {}{path}: {e}",
+            self.base
+        ))
     }
 
     /// `GET path` as a `T`; a non-2xx answer is an error quoting the node.
@@ -186,10 +218,16 @@ impl NodeClient {
 
     fn answer(mut res: ureq::http::Response<ureq::Body>) -> Result<Answer, ureq::Error> {
         let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let text = res.body_mut().read_to_string()?;
         Ok(Answer {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            retry_after,
         })
     }
 
@@ -256,6 +294,15 @@ impl NodeClient {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok()
+    }
+
+    /// The error for a 404 of `path` from a node that does not run the
+    /// sample app `app` (its routes are not mounted).
+    pub fn no_app(&self, path: &str, app: &str) -> CliError {
+        CliError::Other(format!(
+            "{} has no {path} route: is the {app} app running there ([apps.{app}])?",
+            self.base
+        ))
     }
 
     /// The error for a refusal `a` of `path`.

@@ -1,8 +1,10 @@
 //! # troupe-apps: the `troupe` command and its sample applications
 //!
 //! - [`sample`]: the kinds of apps a node runs from its config (`status`,
-//!   `counter`, `election`, `lock`, `crashtest`), each a supervised tree, and
-//!   their messages;
+//!   `counter`, `election`, `lock`, `bank`, `chat`, `kv`, `crashtest`), each
+//!   a supervised tree, and their messages;
+//! - [`bank_cli`], [`chat_cli`], [`kv_cli`]: `troupe bank`, `troupe chat`,
+//!   `troupe kv`, clients of those apps' HTTP routes;
 //! - [`cli`]: `troupe certs init|issue`, `troupe node --config FILE`;
 //! - [`inspect`]: `troupe status` and `troupe tree`, over [`http_client`];
 //! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
@@ -17,5 +19,6 @@ pub mod cluster;
 pub mod demo;
 pub mod http_client;
 pub mod inspect;
+pub mod kv_cli;
 pub mod local_cluster;
 pub mod sample;

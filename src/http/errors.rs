@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 pub struct ApiError {
     status: StatusCode,
     body: Map<String, Value>,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -28,7 +29,11 @@ impl ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(message.into()));
         body.insert("status".into(), Value::from(status.as_u16()));
-        Self { status, body }
+        Self {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     /// 400 Bad Request.
@@ -44,6 +49,13 @@ impl ApiError {
     /// 503 Service Unavailable (an application's actor does not answer).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// Adds the header `Retry-After: <seconds>` (for a 503 whose request
+    /// can be sent again).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Adds `key: value` to the body (`error` and `status` stay as they are).
@@ -68,11 +80,14 @@ impl ApiError {
     }
 
     /// The response: this status and body, plus `WWW-Authenticate: Bearer`
-    /// on a 401.
+    /// on a 401 and `Retry-After` when set.
     pub(crate) fn error_response_json(&self) -> HttpResponse<BoxBody> {
         let mut res = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         res.json(&self.body)
     }

@@ -22,6 +22,9 @@
 //! [apps.chat]                   # rooms of messages and replies by causal broadcast (see `chat`)
 //! algorithm = "causal"          # optional (default causal)
 //!
+//! [apps.kv]                     # a replicated key-value store on Raft (see `kv`)
+//! read_mode = "read-index"      # optional (default read-index; or "lease")
+//!
 //! [apps.crash]                  # a tree whose leaves panic on request, to watch supervision
 //! kind = "crashtest"
 //! leaves = 3
@@ -37,6 +40,7 @@
 //! | `lock` | `mutex.RESOURCE` (protocol), `NAME.worker` (acquire / release loop) | tells [`Enter`], [`Exit`] to `audit` |
 //! | `bank` | `commit.NAME` (protocol), `bank` (the teller: routes, transfers) | [`Transfer`], [`ReadAccounts`], [`Stage`], [`TakeSnapshot`], [`GetInDoubt`], [`GetApplied`] |
 //! | `chat` | `broadcast.NAME` (protocol), `chat` (the room keeper: routes, history) | [`Post`], [`ReadRoom`] |
+//! | `kv` | `raft.NAME` (protocol), `kv` (the gateway: routes, forwarding to the leader) | [`KvRequest`], [`GetKvStatus`] |
 //! | `crashtest` | `NAME.first`, `inner` (`NAME.leaf-1`...), `NAME.last` | [`Crash`] |
 //!
 //! Their messages are public so that other programs (the demo, the tests, a
@@ -47,6 +51,7 @@ mod chat;
 mod counter;
 mod crashtest;
 mod election;
+mod kv;
 mod lock;
 mod status;
 
@@ -63,6 +68,11 @@ pub use counter::{
 };
 pub use crashtest::{Crash, CrashHow, CrashtestKind, CrashtestSettings};
 pub use election::{ElectionKind, ElectionSettings, GetLeadership, LEADER};
+pub use kv::{
+    cluster_json, idempotency_key, kv_routes, parse_session, respond, CasBody, Consistency,
+    GetKvStatus, GetQuery, KvAction, KvAnswer, KvKind, KvRequest, KvSettings, PutBody,
+    IDEMPOTENCY_KEY, KV, MAX_KEY_BYTES,
+};
 pub use lock::{Enter, Exit, LockKind, LockSettings};
 pub use status::{status_app, GetStatus, GetTree, NodeStatus, StatusKind, STATUS};
 
@@ -71,7 +81,7 @@ use troupe::failure_detector::FailureDetectorHandle;
 use troupe::framework::Node;
 
 /// The registry of the sample kinds (`status`, `counter`, `election`,
-/// `lock`, `bank`, `chat`, `crashtest`), with `status` and `counter` started by default:
+/// `lock`, `bank`, `chat`, `kv`, `crashtest`), with `status` and `counter` started by default:
 /// what `troupe node` reads its `[apps]` tables with. An embedding program
 /// can add its own kinds to it.
 pub fn registry() -> AppRegistry {
@@ -79,6 +89,7 @@ pub fn registry() -> AppRegistry {
     r.register(StatusKind)
         .register(BankKind)
         .register(ChatKind)
+        .register(KvKind)
         .register(CounterKind)
         .register(ElectionKind)
         .register(LockKind)
@@ -137,6 +148,10 @@ mod tests {
             plan("[chat]\nalgorithm = \"plumtree\"").unwrap(),
             vec!["status", "counter", "chat"]
         );
+        assert_eq!(
+            plan("[kv]\nread_mode = \"lease\"\nheartbeat_ms = 20\nsnapshot_after = 100").unwrap(),
+            vec!["status", "counter", "kv"]
+        );
     }
 
     #[test]
@@ -167,6 +182,28 @@ mod tests {
             ("[bank]\nbalance = 5", "apps.bank.balance: unknown field"),
             ("[chat]\nalgorithm = \"paxos\"", "apps.chat.algorithm: unknown variant `paxos`"),
             ("[chat]\nrooms = 3", "apps.chat.rooms: unknown field"),
+            ("[kv]\nread_mode = \"quorum\"", "apps.kv.read_mode: unknown variant `quorum`"),
+            ("[kv]\nelection_timeout = 3", "apps.kv.election_timeout: unknown field"),
+            ("[kv]\nheartbeat_ms = \"fast\"", "apps.kv.heartbeat_ms: invalid type"),
+            ("[kv]\nheartbeat_ms = 0", "apps.kv.heartbeat_ms: must be at least 1"),
+            ("[kv]\nsnapshot_after = 0", "apps.kv.snapshot_after: must be at least 1"),
+            ("[kv]\nrequest_timeout_ms = 0", "apps.kv.request_timeout_ms: must be at least 1"),
+            (
+                "[kv]\nelection_min_ms = 500\nelection_max_ms = 500",
+                "apps.kv.election_max_ms: must be greater than election_min_ms (500)",
+            ),
+            (
+                "[kv]\nheartbeat_ms = 300",
+                "apps.kv.heartbeat_ms: must be less than election_min_ms (300)",
+            ),
+            (
+                "[kv]\nmembers = [\"node-b\", \"node-c\"]",
+                "apps.kv.members: must include this node, \"node-a\"",
+            ),
+            (
+                "[kv]\nmembers = [\"node-a\", \"node-q\"]",
+                "apps.kv.members[1]: \"node-q\" is neither this node nor one of its [[peers]]",
+            ),
             (
                 "[bank]\nmembers = [\"node-a\", \"node-x\"]",
                 "apps.bank.members[1]: \"node-x\" is neither this node nor one of its [[peers]]",
@@ -178,7 +215,7 @@ mod tests {
             ),
             (
                 "[x]\nkind = \"elect\"",
-                "apps.x.kind: unknown app kind \"elect\" (known kinds: bank, chat, counter, crashtest, election, lock, status)",
+                "apps.x.kind: unknown app kind \"elect\" (known kinds: bank, chat, counter, crashtest, election, kv, lock, status)",
             ),
         ] {
             let err = plan(text).expect_err(text).to_string();
