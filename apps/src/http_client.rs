@@ -151,17 +151,18 @@ impl NodeClient {
 
     /// `POST path` with a JSON body, whatever the status code.
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Answer, CliError> {
-        self.request("POST", path, Some(body), &[])
+        self.request("POST", path, Some(&body.to_string()), &[])
     }
 
-    /// `METHOD path`, with a JSON body if given (sent with `Content-Type:
-    /// application/json`) and `headers`, whatever the status code. Sent
-    /// once: never retried, whatever the method.
+    /// `METHOD path` with `headers` and, if given, a body (sent with
+    /// `Content-Type: application/json` unless `headers` name another
+    /// type), whatever the status code. Sent once: never retried, whatever
+    /// the method.
     pub fn request(
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, CliError> {
         let mut req = ureq::http::Request::builder()
@@ -173,10 +174,15 @@ impl NodeClient {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
+        let typed = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
         let sent = match body {
             Some(body) => {
+                if !typed {
+                    req = req.header("Content-Type", "application/json");
+                }
                 let req = req
-                    .header("Content-Type", "application/json")
                     .body(body.to_string())
                     .map_err(|e| self.bad_request(path, e))?;
                 self.agent.run(req)

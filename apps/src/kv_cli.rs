@@ -183,7 +183,8 @@ fn write(
         .map(|k| (IDEMPOTENCY_KEY, k))
         .into_iter()
         .collect();
-    let a = match c.request(method, &path, body.as_ref(), &headers) {
+    let body = body.map(|b| b.to_string());
+    let a = match c.request(method, &path, body.as_deref(), &headers) {
         Ok(a) => a,
         Err(e) => {
             return Err(CliError::Other(format!(
