@@ -829,6 +829,15 @@ pub struct Manual {
 impl Manual {
     /// Servers `1..=n` with `config`, each started.
     pub fn new(n: u32, config: RaftConfig) -> Self {
+        Self::with_disks(n, config, |_| troupe_framework::sansio::Recovered::empty())
+    }
+
+    /// Servers `1..=n` with `config`, each rebuilt from `disk(id)` and started.
+    pub fn with_disks(
+        n: u32,
+        config: RaftConfig,
+        disk: impl Fn(u32) -> troupe_framework::sansio::Recovered,
+    ) -> Self {
         let members: Vec<u32> = (1..=n).collect();
         let mut m = Self {
             cores: BTreeMap::new(),
@@ -840,7 +849,7 @@ impl Manual {
                 *id,
                 Membership::new(members.clone()),
                 config.clone(),
-                &troupe_framework::sansio::Recovered::empty(),
+                &disk(*id),
             )
             .unwrap_or_else(|e| panic!("node {id}: {e}"));
             m.cores.insert(*id, core);
