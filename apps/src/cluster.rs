@@ -59,7 +59,7 @@ pub enum ClusterAction {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
         nodes: u16,
         /// Apps every node runs, comma-separated: status, counter, election,
-        /// lock, crashtest, bank.
+        /// lock, crashtest, bank, chat.
         #[arg(long, value_delimiter = ',', default_value = "counter")]
         apps: Vec<String>,
         /// Directory for certificates, configs, logs, data and cluster.json
