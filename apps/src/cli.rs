@@ -74,8 +74,8 @@ pub enum Command {
     ///
     /// The apps to run are `[apps.NAME]` tables (`kind = "..."` and the
     /// kind's settings: status, counter, election, lock, crashtest, bank,
-    /// chat, kv); status and counter run by default. Each app is a supervised tree; see
-    /// README.md, "Apps as supervised trees".
+    /// chat, kv); status and counter run by default. Each app is a
+    /// supervised tree; see README.md, "Apps as supervised trees".
     ///
     /// Logs go to stdout; RUST_LOG sets the level (default info). On SIGINT or
     /// SIGTERM the node leaves the group (its peers see it Left) and exits 0;

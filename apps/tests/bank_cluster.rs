@@ -17,6 +17,9 @@
 //!   failed (their node was killed) are unknown: they are checked by the
 //!   atomicity and balance rules only.
 //!
+//! Before the traffic, `troupe tree` must draw the bank's orphan resolver
+//! as an actor of the app's tree on every node.
+//!
 //! Run with `--test bank_cluster -- --nocapture` to see the counts.
 
 use std::collections::BTreeMap;
@@ -185,6 +188,17 @@ fn run(algorithm: Option<&str>) {
         let (acc, total) = accounts(&file, n);
         assert_eq!(acc.len(), ACCOUNTS, "{n}: {acc:?}");
         assert_eq!(total, ACCOUNTS as u64 * INITIAL, "{n}");
+    }
+    // The orphan resolver is an actor in the bank app's tree (it stops and
+    // restarts with the app), not a task spawned beside it.
+    for n in &file.nodes {
+        let out = troupe_run::troupe_ok(&["tree", "--node", &n.http]);
+        let drawn = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            drawn.contains("bank.orphans (actor, running)"),
+            "{}: no orphan resolver in the bank app's tree:\n{drawn}",
+            n.name
+        );
     }
     // The CLI: acct-0 is on node-1, acct-1 on node-2, coordinated by node-3.
     let said =

@@ -119,3 +119,144 @@ fn figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_counting() {
         assert_eq!(m.core(id).log().term_at(2), Some(2), "S{id}");
     }
 }
+
+/// Logs of the given terms (index 1..) as a server's durable state.
+fn disk(term: u64, terms: &[u64]) -> troupe_framework::sansio::Recovered {
+    use troupe_framework::sansio::{Outputs, Recovered};
+    use troupe_protocols::raft::{Entry, HardState, Payload, HARD_KEY, LOG};
+    let mut out = Outputs::<u32, (), (), ()>::new();
+    out.put(HARD_KEY, &HardState::<u32> { term, vote: None });
+    let entries: Vec<Entry<u32>> = terms
+        .iter()
+        .map(|t| Entry {
+            term: *t,
+            payload: Payload::Noop,
+        })
+        .collect();
+    out.append(LOG, 1, &entries);
+    let mut r = Recovered::empty();
+    r.apply(&out.writes).unwrap();
+    r
+}
+
+/// The fast back-up (section 5.3): a follower with a long log of stale
+/// terms is brought in line in one rejection per conflicting term, not one
+/// per entry.
+#[test]
+fn a_rejection_skips_a_whole_conflicting_term() {
+    let leader_log = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+    let follower_log = [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3];
+    let mut m = Manual::with_disks(2, config(), |id| {
+        if id == 1 {
+            disk(6, &leader_log)
+        } else {
+            disk(3, &follower_log)
+        }
+    });
+    m.timeout(1);
+    let mut rejections = 0;
+    while let Some(i) = m.queue.iter().position(|_| true) {
+        let (from, to, msg) = m.queue.remove(i);
+        if let RaftMsg::AppendReply { ok: false, .. } = msg {
+            rejections += 1;
+        }
+        m.input(to, |c, now, out| {
+            troupe_framework::sansio::Protocol::on_message(c, now, from, msg, out)
+        });
+    }
+    assert_eq!(m.core(1).role(), Role::Leader);
+    assert_eq!(m.core(1).term(), 7);
+    // The follower's log now is the leader's (plus its no-op).
+    for i in 1..=11 {
+        assert_eq!(
+            m.core(2).log().term_at(i),
+            m.core(1).log().term_at(i),
+            "index {i}"
+        );
+    }
+    // Without the hint this takes one rejection per entry (8); with it one
+    // per conflicting term of the follower (3 and 2) plus the first probe.
+    assert!(rejections <= 3, "{rejections} rejections");
+}
+
+/// A leader cut off from the majority stops serving linearizable reads
+/// (check-quorum), and the majority elects a new leader that serves.
+#[test]
+fn a_partitioned_leader_stops_serving_and_the_majority_elects() {
+    use std::time::Duration;
+    use troupe_protocols::raft::kv::KvStore;
+    use troupe_protocols::raft::{Membership, Raft};
+    use troupe_protocols::testkit::{NetFaults, OracleConfig, Sim};
+    let members: Vec<u32> = (1..=5).collect();
+    let m2 = members.clone();
+    let mut sim: Sim<Raft<u32, KvStore>> = Sim::new(
+        7,
+        members.clone(),
+        Box::new(move |id, r| {
+            Raft::recover(*id, Membership::new(m2.clone()), RaftConfig::default(), r).unwrap()
+        }),
+        NetFaults::reliable(Duration::from_millis(2)),
+        OracleConfig::default(),
+    );
+    sim.start(&mut ()).unwrap();
+    sim.run_for(Duration::from_secs(2), &mut ()).unwrap();
+    let leader = *sim
+        .cores()
+        .find(|(_, c)| c.role() == Role::Leader)
+        .expect("a leader")
+        .0;
+    let term = sim.core(&leader).unwrap().term();
+    let buddy = *members.iter().find(|m| **m != leader).unwrap();
+    let majority: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|m| *m != leader && *m != buddy)
+        .collect();
+    sim.partition(&[vec![leader, buddy], majority.clone()], &mut ())
+        .unwrap();
+    // A read asked right after the cut is never confirmed.
+    let mut read = None;
+    sim.command(&leader, &mut (), |c, now, out| {
+        read = c.read_index(now, out).ok()
+    })
+    .unwrap();
+    let read = read.expect("the leader accepts the read");
+    sim.run_for(Duration::from_secs(2), &mut ()).unwrap();
+    let mut outcome = None;
+    sim.command(&leader, &mut (), |c, _, _| outcome = c.take_read(read).0)
+        .unwrap();
+    assert_eq!(outcome, Some(None), "the cut-off leader failed the read");
+    let old = sim.core(&leader).unwrap();
+    assert_ne!(old.role(), Role::Leader, "check-quorum: it stepped down");
+    let mut refused = false;
+    sim.command(&leader, &mut (), |c, now, out| {
+        refused = c.read_index(now, out).is_err()
+    })
+    .unwrap();
+    assert!(refused);
+    let new = majority
+        .iter()
+        .find(|m| sim.core(m).unwrap().role() == Role::Leader)
+        .expect("the majority elected a leader");
+    assert!(sim.core(new).unwrap().term() > term);
+    let mut ok = None;
+    sim.command(new, &mut (), |c, now, out| ok = c.read_index(now, out).ok())
+        .unwrap();
+    sim.run_for(Duration::from_millis(200), &mut ()).unwrap();
+    let mut confirmed = None;
+    let id = ok.expect("the new leader accepts reads");
+    sim.command(new, &mut (), |c, _, _| confirmed = c.take_read(id).0)
+        .unwrap();
+    assert!(matches!(confirmed, Some(Some(_))), "{confirmed:?}");
+    // Healing: the old leader follows the new term, with pre-vote its term
+    // did not run ahead.
+    sim.heal(&mut ()).unwrap();
+    sim.run_for(Duration::from_secs(1), &mut ()).unwrap();
+    let new_term = sim.core(new).unwrap().term();
+    assert_eq!(
+        sim.core(new).unwrap().role(),
+        Role::Leader,
+        "not deposed by the rejoin"
+    );
+    assert_eq!(sim.core(&leader).unwrap().term(), new_term);
+}

@@ -16,11 +16,13 @@
 //!   end of the observer's last pause (a paused detector decides nothing).
 //!   The bound comes from the detector's parameters: heartbeat's module
 //!   states `interval + acceptable_pause + grace + check_interval` from the
-//!   last heartbeat; SWIM's is derived from its parameters (every member
-//!   probes the dead one within `2 (N-1)` periods of at most
-//!   `awareness_max_multiplier` probe intervals, then the longest
-//!   suspicion timeout); phi-accrual states no bound (its threshold depends
-//!   on the learned distribution), and is checked against 60 s.
+//!   last heartbeat, checked from the crash plus the largest network delay
+//!   (the last message arrives by then); SWIM's is derived from its
+//!   parameters (every member probes the dead one within `2 (N-1)` periods
+//!   of at most `awareness_max_multiplier` probe intervals, then the
+//!   longest suspicion timeout), checked with 5 s of slack; phi-accrual
+//!   states no bound (its threshold depends on the learned distribution),
+//!   and is checked against 60 s.
 //! - **Accuracy**: no `Down` is reported of a node that is running with
 //!   that identity when the network was calm for the [`Bounds::accuracy`]
 //!   window before (loss at most 5 %, no pause, no partition): for the
@@ -68,11 +70,14 @@ impl Bounds {
         match config {
             FailureDetectorConfig::Heartbeat(c) => {
                 let p = c.params();
-                // The module's bound, from the last heartbeat's arrival
-                // (at most one interval and one delay before the crash).
+                // The module's bound, from the last message's arrival;
+                // whatever the crashed node sent last arrives at most one
+                // network delay after the crash, so from the crash the
+                // bound is that plus the largest delay, and no more (a
+                // detector one check late fails it).
                 let silence = p.interval + p.acceptable_pause + p.grace + p.check_interval;
                 Self {
-                    detect: silence + p.interval + MAX_DELAY + p.check_interval,
+                    detect: silence + MAX_DELAY,
                     accuracy: silence + Duration::from_secs(1),
                     pairwise: true,
                 }

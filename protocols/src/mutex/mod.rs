@@ -65,8 +65,10 @@
 //!
 //! `testkit::scenarios::MutexObserver` checks 1 to 4 after every step of
 //! the seeded chaos scenarios, and counts the grants that were not exposed
-//! (for which 1 and 2 admit no exception) so that a run can require enough
-//! of them.
+//! themselves (for [`Exposure::Group`] and [`Exposure::Generation`], 1 and
+//! 2 admit no exception for them; for [`Exposure::Holders`], only one made
+//! by a node that another grant's node falsely suspected) so that a run,
+//! or a set of runs, can require enough of them.
 
 pub mod any;
 pub mod centralized;

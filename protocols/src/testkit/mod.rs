@@ -33,10 +33,15 @@
 //! failing run prints its seed and replays with `TROUPE_SEED=<seed>`
 //! (see [`check_seeds`]). Messages sent are counted per kind
 //! ([`Sim::sent_counts`]) so that benchmarks can report protocol costs.
+//!
+//! Checkers for what runs record, in the simulator or on real nodes:
+//! [`trace_check`] for a broadcast's delivery order, [`linearizability`]
+//! for the client histories of a replicated key-value service.
 
 pub mod broadcast;
 mod chaos;
 pub mod commit;
+pub mod linearizability;
 pub mod raft;
 pub mod scenarios;
 pub mod trace_check;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::linearizability::{History, KvOp, KvRet, OpId};
 use super::{Chaos, DiskModel, NetFaults, Observer, OracleConfig, Sim};
 use crate::raft::kv::{KvCommand, KvReply, KvStore};
 use crate::raft::{
@@ -264,61 +265,6 @@ impl Observer<KvRaft> for RaftObserver {
     }
 }
 
-/// One client operation on the key-value store, as the scenario records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientOp {
-    /// The client.
-    pub client: u32,
-    /// The key.
-    pub key: String,
-    /// What it did.
-    pub op: KvOp,
-    /// When it was invoked (virtual time).
-    pub invoke: Duration,
-    /// How it ended.
-    pub end: OpEnd,
-}
-
-/// A client operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvOp {
-    /// Read the key.
-    Get,
-    /// Write a value.
-    Put(String),
-    /// Compare-and-set.
-    Cas {
-        /// The value expected (`None`: absent).
-        expected: Option<String>,
-        /// The new value.
-        value: String,
-    },
-    /// Remove the key.
-    Delete,
-}
-
-/// How a client operation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpEnd {
-    /// It returned at this time with this result.
-    Returned(Duration, KvResult),
-    /// Its outcome is unknown (it may have taken effect, or not).
-    Unknown,
-    /// It certainly did not take effect.
-    Failed,
-}
-
-/// What an operation returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvResult {
-    /// A read's value.
-    Value(Option<String>),
-    /// A write or delete done.
-    Done,
-    /// A compare-and-set that found another value.
-    Mismatch(Option<String>),
-}
-
 /// Settings of one scenario run.
 #[derive(Debug, Clone)]
 pub struct RaftScenario {
@@ -381,8 +327,9 @@ impl RaftScenario {
 /// What a run produced.
 #[derive(Debug)]
 pub struct RaftOutcome {
-    /// The clients' operations.
-    pub history: Vec<ClientOp>,
+    /// The clients' operations (check with
+    /// [`super::linearizability::check_kv`]).
+    pub history: History,
     /// The checker's counters.
     pub observer: RaftObserver,
     /// Operations that returned.
@@ -410,7 +357,7 @@ struct Client {
     id: u32,
     seq: u64,
     leader: Option<u32>,
-    op: Option<(ClientOp, Pending, Duration)>,
+    op: Option<(OpId, Pending, Duration)>,
 }
 
 /// How long a client waits before it gives an operation up as unknown.
@@ -452,7 +399,7 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
             op: None,
         })
         .collect();
-    let mut history = Vec::new();
+    let history = History::new();
     let tick = Duration::from_millis(5);
     let end = s.chaos;
     let mut next_change = Duration::ZERO;
@@ -472,7 +419,7 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
             }
         }
         for c in clients.iter_mut() {
-            client_step(&mut sim, &mut obs, &mut rng, c, &members, &mut history)?;
+            client_step(&mut sim, &mut obs, &mut rng, c, &members, &history)?;
         }
         sim.run_for(tick, &mut obs)?;
     }
@@ -483,21 +430,21 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
     while sim.now() < settle && clients.iter().any(|c| c.op.is_some()) {
         for c in clients.iter_mut() {
             if c.op.is_some() {
-                client_step(&mut sim, &mut obs, &mut rng, c, &members, &mut history)?;
+                client_step(&mut sim, &mut obs, &mut rng, c, &members, &history)?;
             }
         }
         sim.run_for(tick, &mut obs)?;
     }
     for c in clients.iter_mut() {
-        if let Some((mut op, _, _)) = c.op.take() {
-            op.end = OpEnd::Unknown;
-            history.push(op);
+        if let Some((op, _, _)) = c.op.take() {
+            history.record_unknown(op);
         }
     }
     liveness(&mut sim, &mut obs)?;
     let returned = history
+        .operations()
         .iter()
-        .filter(|o| matches!(o.end, OpEnd::Returned(..)))
+        .filter(|o| matches!(o.outcome, super::linearizability::Outcome::Returned { .. }))
         .count();
     Ok(RaftOutcome {
         history,
@@ -626,26 +573,17 @@ fn client_step(
     rng: &mut ChaCha8Rng,
     c: &mut Client,
     members: &[u32],
-    history: &mut Vec<ClientOp>,
+    history: &History,
 ) -> Result<(), String> {
     let now = sim.now();
-    if let Some((mut op, pending, since)) = c.op.take() {
+    if let Some((op, pending, since)) = c.op.take() {
         match poll(sim, obs, &pending)? {
             Poll::Waiting(p) if now.saturating_sub(since) < GIVE_UP => {
                 c.op = Some((op, p, since));
             }
-            Poll::Waiting(_) | Poll::Lost => {
-                op.end = OpEnd::Unknown;
-                history.push(op);
-            }
-            Poll::Failed => {
-                op.end = OpEnd::Failed;
-                history.push(op);
-            }
-            Poll::Done(r) => {
-                op.end = OpEnd::Returned(now, r);
-                history.push(op);
-            }
+            Poll::Waiting(_) | Poll::Lost => history.record_unknown(op),
+            Poll::Failed => history.record_failed(op),
+            Poll::Done(r) => history.record_return(op, now, r),
         }
         return Ok(());
     }
@@ -660,7 +598,7 @@ fn client_step(
     let value = format!("{}-{}", c.id, c.seq + 1);
     let op = match rng.gen_range(0..10) {
         0..=3 => KvOp::Get,
-        4..=6 => KvOp::Put(value),
+        4..=6 => KvOp::Put { value },
         7..=8 => KvOp::Cas {
             expected: if rng.gen_bool(0.3) {
                 None
@@ -679,7 +617,7 @@ fn client_step(
     let mut started: Option<Result<Pending, RaftError<u32>>> = None;
     let cmd = match &op {
         KvOp::Get => None,
-        KvOp::Put(v) => Some(KvCommand::Put {
+        KvOp::Put { value: v } => Some(KvCommand::Put {
             key: key.clone(),
             value: v.clone(),
         }),
@@ -720,17 +658,8 @@ fn client_step(
     }
     match started {
         Some(Ok(p)) => {
-            c.op = Some((
-                ClientOp {
-                    client: c.id,
-                    key,
-                    op,
-                    invoke: now,
-                    end: OpEnd::Unknown,
-                },
-                p,
-                now,
-            ));
+            let id = history.record_invoke(u64::from(c.id), key, op, now);
+            c.op = Some((id, p, now));
         }
         Some(Err(RaftError::NotLeader { leader })) => c.leader = leader,
         _ => c.leader = None,
@@ -740,7 +669,7 @@ fn client_step(
 
 enum Poll {
     Waiting(Pending),
-    Done(KvResult),
+    Done(KvRet),
     Failed,
     Lost,
 }
@@ -768,9 +697,9 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
                     index,
                     term,
                 }),
-                Some(Outcome::Applied(Ok(KvReply::Done { .. }))) => Poll::Done(KvResult::Done),
+                Some(Outcome::Applied(Ok(KvReply::Done { .. }))) => Poll::Done(KvRet::Ok),
                 Some(Outcome::Applied(Ok(KvReply::Mismatch { current }))) => {
-                    Poll::Done(KvResult::Mismatch(current))
+                    Poll::Done(KvRet::Mismatch { current })
                 }
                 Some(Outcome::NotApplied) => Poll::Failed,
                 Some(Outcome::Applied(Err(_)) | Outcome::Unknown) => Poll::Lost,
@@ -804,7 +733,7 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
                 return Ok(waiting(Some(index)));
             }
             let value = core.machine().get(key).map(|v| v.value.clone());
-            Ok(Poll::Done(KvResult::Value(value)))
+            Ok(Poll::Done(KvRet::Value(value)))
         }
     }
 }
@@ -829,6 +758,15 @@ pub struct Manual {
 impl Manual {
     /// Servers `1..=n` with `config`, each started.
     pub fn new(n: u32, config: RaftConfig) -> Self {
+        Self::with_disks(n, config, |_| troupe_framework::sansio::Recovered::empty())
+    }
+
+    /// Servers `1..=n` with `config`, each rebuilt from `disk(id)` and started.
+    pub fn with_disks(
+        n: u32,
+        config: RaftConfig,
+        disk: impl Fn(u32) -> troupe_framework::sansio::Recovered,
+    ) -> Self {
         let members: Vec<u32> = (1..=n).collect();
         let mut m = Self {
             cores: BTreeMap::new(),
@@ -840,7 +778,7 @@ impl Manual {
                 *id,
                 Membership::new(members.clone()),
                 config.clone(),
-                &troupe_framework::sansio::Recovered::empty(),
+                &disk(*id),
             )
             .unwrap_or_else(|e| panic!("node {id}: {e}"));
             m.cores.insert(*id, core);

@@ -19,8 +19,10 @@
 //! * a node's own tokens grow, across restarts;
 //! * token ring: never two holders of tokens of the same generation.
 //!
-//! Coverage: grants made without any exposure are checked with no
-//! exception; a run fails unless the chaos phase made at least
+//! Coverage: grants not exposed themselves are counted (for Ricart–Agrawala
+//! and Lamport that is: their node suspected nobody between request and
+//! grant, so only a grant whose node falsely suspected theirs can excuse
+//! them); a run fails unless the chaos phase made at least
 //! [`Scenario::min_checked`] of them.
 //!
 //! Liveness, after the faults stop (crashed members restarted, partitions

@@ -38,8 +38,9 @@
 //!   its coordinator a participant, so when the coordinator owns one of the
 //!   accounts it prepares its own part *before* the protocol starts (the
 //!   same durable prepare, marked as its own) and applies the outcome
-//!   `commit()` returns. If it crashes in between, the recovery task
-//!   resolves its part after the restart from the commit log: decided →
+//!   `commit()` returns. If it crashes in between, the app's orphan
+//!   resolver (the actor `<app>.orphans` in the app's tree) resolves its
+//!   part after the restart from the commit log: decided →
 //!   that decision; no record → abort (both algorithms presume abort: no
 //!   record means no commit was ever sent); still deciding (three-phase,
 //!   pre-committed) → wait.
@@ -314,14 +315,6 @@ impl Bank {
             local_ids: AtomicU64::new(0),
         });
         bank.recover_participants().await;
-        let b = bank.clone();
-        actix_rt::spawn(async move {
-            let stopped = b.node.stopped();
-            tokio::select! {
-                _ = b.resolve_orphans_forever() => {}
-                _ = stopped => {}
-            }
-        });
         Ok(bank)
     }
 
@@ -347,8 +340,10 @@ impl Bank {
         }
     }
 
-    /// Resolve the coordinator's own part of transfers nobody waits for.
-    async fn resolve_orphans_forever(&self) {
+    /// Resolve the coordinator's own part of transfers nobody waits for
+    /// (run by the app's [`OrphanResolver`] actor, so it stops and restarts
+    /// with the app).
+    async fn resolve_orphans_forever(self: Arc<Self>) {
         loop {
             for tx in self.shard.orphans() {
                 let Some(id) = parse_tx(&tx) else {
@@ -639,6 +634,11 @@ impl AppKind for BankKind {
             .strategy(Strategy::RestForOne)
             .start(move |app| async move {
                 let bank = Bank::start(app.node(), &name, s, members).await?;
+                let b = bank.clone();
+                app.spawn(ActorSpec::new(format!("{name}.orphans"), move || {
+                    OrphanResolver { bank: b.clone() }
+                }))
+                .await?;
                 app.spawn(
                     ActorSpec::new(BANK, move || Teller { bank: bank.clone() })
                         .handles::<Transfer>()
@@ -653,6 +653,21 @@ impl AppKind for BankKind {
     }
     fn routes(&self, _: &BankSettings) -> Option<AppRoutes> {
         Some(bank_routes())
+    }
+}
+
+/// The bank app's child that resolves orphaned coordinator parts: the
+/// loop runs as this actor's future, so it lives in the app's tree, stops
+/// with the app and is restarted with it (a restarted app starts a new
+/// one; none is left running beside it).
+struct OrphanResolver {
+    bank: Arc<Bank>,
+}
+
+impl Actor for OrphanResolver {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(self.bank.clone().resolve_orphans_forever().into_actor(self));
     }
 }
 
