@@ -44,21 +44,6 @@ fn client(file: &ClusterFile, name: &str, timeout: Duration) -> NodeClient {
     NodeClient::new(&n.http, None, timeout).expect("url")
 }
 
-/// A small deterministic generator (xorshift64*), seeded per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Sent {
     from: String,
@@ -230,7 +215,7 @@ fn run(algorithm: Option<&str>) {
     for t in 0..8u64 {
         let (log, stop, file) = (log.clone(), stop.clone(), file.clone());
         threads.push(std::thread::spawn(move || {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 0x1234_5678));
+            let mut rng = troupe_run::Rng::for_client(t);
             let clients: Vec<NodeClient> = NODES
                 .iter()
                 .map(|n| client(&file, n, Duration::from_secs(40)))

@@ -48,18 +48,6 @@ fn room(c: &NodeClient) -> Option<Vec<Value>> {
     }
 }
 
-/// A small deterministic generator (xorshift64*), seeded per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 /// Every acknowledged post: id -> (text, the id it answers).
 type Acked = Arc<Mutex<BTreeMap<String, (String, Option<String>)>>>;
 
@@ -127,7 +115,7 @@ fn no_node_shows_a_reply_before_its_question_across_a_kill() {
         threads.push(std::thread::spawn(move || {
             let node = NODES[t as usize % 3];
             let c = client(&file, node);
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 0x1234_5678));
+            let mut rng = troupe_run::Rng::for_client(t);
             let mut k = 0;
             while !stop.load(Ordering::Relaxed) {
                 let Some(shown) = room(&c) else {

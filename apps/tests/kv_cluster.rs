@@ -45,18 +45,6 @@ const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 const CLIENTS: u64 = 6;
 
-/// A small deterministic generator (xorshift64*), seeded per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 fn client(file: &ClusterFile, name: &str) -> NodeClient {
     let n = file.nodes.iter().find(|n| n.name == name).expect(name);
     // Above the app's request timeout (5 s) and its forwarding margin.
@@ -153,24 +141,37 @@ struct Counts {
     retried_and_returned: u64,
 }
 
-/// One client: random operations until `stop`, each recorded in `history`.
-#[allow(clippy::too_many_arguments)]
-fn run_client(
-    id: u64,
-    file: &ClusterFile,
-    history: &History,
+/// What the clients share.
+struct Run {
+    file: ClusterFile,
+    history: History,
+    /// The clock of the history.
     start: Instant,
-    stop: &AtomicBool,
-    down: &Mutex<Option<String>>,
-    counts: &Mutex<Counts>,
-) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((id + 1) * 0x1234_5678));
+    /// Set when the clients are to stop.
+    stop: AtomicBool,
+    /// The node killed now, which the clients leave alone.
+    down: Mutex<Option<String>>,
+    counts: Mutex<Counts>,
+}
+
+/// One client: random operations until `run.stop`, each recorded in
+/// `run.history`.
+fn run_client(id: u64, run: &Run) {
+    let Run {
+        file,
+        history,
+        start,
+        stop,
+        down,
+        counts,
+    } = run;
+    let mut rng = troupe_run::Rng::for_client(id);
     let clients: BTreeMap<&str, NodeClient> = NODES.iter().map(|n| (*n, client(file, n))).collect();
-    let sessions = id % 2 == 0;
+    let sessions = id.is_multiple_of(2);
     let (mut n, mut seq) = (0u64, 0u64);
     // The last value this client saw per key: what its CAS expects.
     let mut seen: BTreeMap<&str, Option<String>> = BTreeMap::new();
-    let pick = |rng: &mut Rng| -> &NodeClient {
+    let pick = |rng: &mut troupe_run::Rng| -> &NodeClient {
         let down = down.lock().unwrap().clone();
         let live: Vec<&str> = NODES
             .into_iter()
@@ -207,7 +208,7 @@ fn run_client(
             .into_iter()
             .collect();
         let op_id: OpId = history.record_invoke(id, key, op.clone(), start.elapsed());
-        let send = |rng: &mut Rng| {
+        let send = |rng: &mut troupe_run::Rng| {
             ended(
                 &op,
                 pick(rng).request(method, &path, body.as_deref(), &headers),
@@ -300,25 +301,21 @@ fn the_kv_service_is_linearizable_while_nodes_are_killed_and_restarted() {
     let file = read_file(&dir).expect("cluster.json");
     leader(&file, Duration::from_secs(30));
 
-    let history = History::new();
-    let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let down: Arc<Mutex<Option<String>>> = Arc::default();
-    let counts: Arc<Mutex<Counts>> = Arc::default();
+    let run = Arc::new(Run {
+        file: file.clone(),
+        history: History::new(),
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        down: Mutex::new(None),
+        counts: Mutex::default(),
+    });
     let threads: Vec<_> = (0..CLIENTS)
         .map(|id| {
-            let (file, history, stop, down, counts) = (
-                file.clone(),
-                history.clone(),
-                stop.clone(),
-                down.clone(),
-                counts.clone(),
-            );
-            std::thread::spawn(move || {
-                run_client(id, &file, &history, start, &stop, &down, &counts)
-            })
+            let run = run.clone();
+            std::thread::spawn(move || run_client(id, &run))
         })
         .collect();
+    let (history, start) = (&run.history, run.start);
 
     // The nemesis: the leader, a follower, the new leader.
     std::thread::sleep(Duration::from_secs(3));
@@ -334,14 +331,14 @@ fn the_kv_service_is_linearizable_while_nodes_are_killed_and_restarted() {
             l
         };
         troupe_run::troupe_ok(&["cluster", "kill", "--dir", d, &victim]);
-        *down.lock().unwrap() = Some(victim.clone());
+        *run.down.lock().unwrap() = Some(victim.clone());
         std::thread::sleep(Duration::from_secs(2));
         troupe_run::troupe_ok(&["cluster", "start", "--dir", d, &victim]);
-        *down.lock().unwrap() = None;
+        *run.down.lock().unwrap() = None;
         killed.push(victim);
         std::thread::sleep(Duration::from_secs(3));
     }
-    stop.store(true, Ordering::Relaxed);
+    run.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().expect("client thread");
     }
@@ -361,7 +358,7 @@ fn the_kv_service_is_linearizable_while_nodes_are_killed_and_restarted() {
     }
 
     let checked = Instant::now();
-    let report = match check_kv(&history) {
+    let report = match check_kv(history) {
         Ok(report) => report,
         Err(e) => {
             let path = history_file(&dir);
@@ -369,7 +366,7 @@ fn the_kv_service_is_linearizable_while_nodes_are_killed_and_restarted() {
             panic!("the history is not linearizable ({}): {e}", path.display());
         }
     };
-    let counts = counts.lock().unwrap();
+    let counts = run.counts.lock().unwrap();
     eprintln!(
         "kv: killed {killed:?} (leader at the end {l}); {report} in {:?}; returned {:?}; \
          {} not applied (503), unknown: {:?}; {} copies sent again under a session, {} of those writes then answered",

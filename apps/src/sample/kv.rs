@@ -618,11 +618,11 @@ pub fn kv_routes(timeout: Duration) -> AppRoutes {
     Arc::new(move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(RouteTimeout(timeout)))
             .service(web::resource("/_cluster").get(cluster_route))
-            .service(web::resource("/{key}/cas").post(cas_route))
+            .service(web::resource("/{key}/cas").post(body_route::<CasBody>))
             .service(
                 web::resource("/{key}")
                     .get(get_route)
-                    .put(put_route)
+                    .put(body_route::<PutBody>)
                     .delete(delete_route),
             );
     })
@@ -757,35 +757,40 @@ async fn write(
     respond(&key, serve(&ctx, &timeout, action).await?)
 }
 
-async fn put_route(
-    ctx: web::Data<HttpContext>,
-    timeout: web::Data<RouteTimeout>,
-    req: HttpRequest,
-    key: web::Path<String>,
-    body: Json<PutBody>,
-) -> Result<HttpResponse, ApiError> {
-    let value = body.0.value;
-    write(ctx, timeout, req, key.into_inner(), |key| KvCommand::Put {
-        key,
-        value,
-    })
-    .await
+/// The JSON body of a write route, and the change it asks for.
+trait WriteBody: serde::de::DeserializeOwned + 'static {
+    fn command(self, key: String) -> KvCommand;
 }
 
-async fn cas_route(
+impl WriteBody for PutBody {
+    fn command(self, key: String) -> KvCommand {
+        KvCommand::Put {
+            key,
+            value: self.value,
+        }
+    }
+}
+
+impl WriteBody for CasBody {
+    fn command(self, key: String) -> KvCommand {
+        KvCommand::Cas {
+            key,
+            expected: self.expected,
+            value: self.value,
+        }
+    }
+}
+
+/// `PUT /v1/kv/{key}` and `POST /v1/kv/{key}/cas`.
+async fn body_route<B: WriteBody>(
     ctx: web::Data<HttpContext>,
     timeout: web::Data<RouteTimeout>,
     req: HttpRequest,
     key: web::Path<String>,
-    body: Json<CasBody>,
+    body: Json<B>,
 ) -> Result<HttpResponse, ApiError> {
-    let CasBody { expected, value } = body.0;
-    write(ctx, timeout, req, key.into_inner(), |key| KvCommand::Cas {
-        key,
-        expected,
-        value,
-    })
-    .await
+    let body = body.0;
+    write(ctx, timeout, req, key.into_inner(), |key| body.command(key)).await
 }
 
 async fn delete_route(

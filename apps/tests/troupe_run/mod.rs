@@ -1,5 +1,6 @@
-//! Running the `troupe` binary from a test, bounded in time: shared by the
-//! tests that drive it as a user would (`#[path]`-included, so that each
+//! Running the `troupe` binary from a test, bounded in time, and the
+//! random choices of the clients of the cluster tests: shared by the tests
+//! that drive it as a user would (`#[path]`-included, so that each
 //! compiles only this).
 
 use std::process::{Command, Output, Stdio};
@@ -61,5 +62,26 @@ impl Drop for KillNodesOnDrop {
                     .status();
             }
         }
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for a test's client
+/// threads, one per client.
+#[allow(dead_code)] // not every test that includes this module uses it
+pub struct Rng(u64);
+
+#[allow(dead_code)]
+impl Rng {
+    /// The generator of client `n` (each client its own sequence).
+    pub fn for_client(n: u64) -> Self {
+        Rng(0x9E37_79B9_7F4A_7C15 ^ ((n + 1) * 0x1234_5678))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
