@@ -333,6 +333,9 @@ impl Gateway {
         let me = self.node.name().to_string();
         let mut why = String::from("no time left to serve it");
         let mut leader = None;
+        // The leader a forwarded-to node named, which this node may not
+        // know yet.
+        let mut named: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -349,8 +352,8 @@ impl Gateway {
                         Some(l) => format!("{me} does not lead ({l} does)"),
                         None => format!("{me} knows no leader"),
                     };
-                    leader = l.clone();
-                    l.filter(|l| *l != me)
+                    leader = named.take().or(l);
+                    leader.clone().filter(|l| *l != me)
                 }
             };
             if req.hops > 0 {
@@ -364,7 +367,7 @@ impl Gateway {
                         leader: hint,
                     }) => {
                         why = format!("{l}: {reason}");
-                        leader = hint;
+                        named = hint.filter(|h| *h != l);
                     }
                     Ok(answer) => return answer,
                     Err(reason) => why = reason,
