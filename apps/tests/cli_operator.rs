@@ -179,7 +179,7 @@ fn node_names_the_config_file_and_the_key_in_an_apps_table_error() {
         &[
             "node-a.toml:14: apps.x.kind",
             "\"gossip\"",
-            "bank, chat, counter, crashtest, election, lock, status",
+            "bank, chat, counter, crashtest, election, kv, lock, status",
         ],
     );
     // The flat form of earlier versions says what to write instead.
