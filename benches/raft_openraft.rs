@@ -25,19 +25,26 @@
 //!   flight per follower, snapshot every 10 000 entries). Clients:
 //!   `replica.propose((), None).await` on the leader.
 //!
-//! Per round and concurrency, both systems run (the order alternates) on a
-//! fresh cluster: warm-up, then clients write for the measured window;
-//! writes/s counts the writes started in the window, latency is each
-//! write's (p50/p99 over all clients), CPU is all threads' schedstat run
-//! time over the window per write. Tables give medians over rounds, the
-//! ratio the median of per-round ratios.
+//! - **Troupe cores alone** (a diagnostic third column, not the
+//!   comparison): the same three sans-IO cores pumped by a loop in this
+//!   bench, messages handed over as values, writes dropped: what the
+//!   framework path costs on top of the cores is the difference.
+//!
+//! Per round and concurrency, the three run one after the other (openraft
+//! and Troupe alternate which goes first) on a fresh cluster: warm-up,
+//! then clients write for the measured window; writes/s counts the writes
+//! started in the window, latency is each write's (p50/p99 over all
+//! clients), CPU is all threads' schedstat run time over the window per
+//! write (steadier than rates on this shared machine). Tables give medians
+//! over rounds, the ratio the median of per-round ratios.
 //!
 //! `cargo bench --bench raft_openraft`. Knobs (env): `RAFT_BENCH_ROUNDS`
 //! (5), `RAFT_BENCH_SECS` measured seconds (2, after 0.5 s of warm-up),
 //! `RAFT_BENCH_CLIENTS` (`1,64,256,1024`), `RAFT_BENCH_OPENRAFT_THREADS`
-//! (2), `RAFT_BENCH_ONLY` (`openraft` or `troupe`). Without `--bench` (as
-//! `cargo test --benches` runs it) one short round at 1 and 64 clients
-//! checks that it works.
+//! (2), `RAFT_BENCH_ONLY` (`openraft`, `troupe` or `cores`),
+//! `RAFT_BENCH_MAX_BATCH` / `RAFT_BENCH_MAX_INFLIGHT` (Troupe's, default
+//! 512 / 8). Without `--bench` (as `cargo test --benches` runs it) one
+//! short round at 1 and 64 clients checks that it works.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +55,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::{env, median, median_d, percentile};
+use troupe::protocols::raft::RaftConfig;
 
 /// mimalloc for both sides, as the `troupe` binary uses it.
 #[global_allocator]
@@ -535,7 +543,7 @@ mod tr {
     /// Nodes a, b, c on this actix system, joined in memory, each running
     /// replica group "bench"; returns the nodes, the leader's replica, and
     /// the count of frames the transport refused (a full queue).
-    pub async fn cluster() -> (Vec<Node>, Replica<Last>, Arc<AtomicU64>) {
+    pub async fn cluster(config: RaftConfig) -> (Vec<Node>, Replica<Last>, Arc<AtomicU64>) {
         let names = ["a", "b", "c"];
         let refused = Arc::new(AtomicU64::new(0));
         let mut txs = HashMap::new();
@@ -563,7 +571,7 @@ mod tr {
         let members: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut replicas = Vec::new();
         for node in &nodes {
-            let r = start_raft::<Last>(node, "bench", &members, RaftConfig::default())
+            let r = start_raft::<Last>(node, "bench", &members, config.clone())
                 .await
                 .expect("raft");
             replicas.push(r);
@@ -582,9 +590,14 @@ mod tr {
     }
 }
 
-fn measure_troupe(clients: usize, warmup: Duration, len: Duration) -> (Run, u64) {
+fn measure_troupe(
+    config: RaftConfig,
+    clients: usize,
+    warmup: Duration,
+    len: Duration,
+) -> (Run, u64) {
     actix_rt::System::new().block_on(async move {
-        let (nodes, leader, refused) = tr::cluster().await;
+        let (nodes, leader, refused) = tr::cluster(config).await;
         let w = Window::new(warmup, len);
         let mut tasks = Vec::new();
         for _ in 0..clients {
@@ -616,6 +629,121 @@ fn measure_troupe(clients: usize, warmup: Duration, len: Duration) -> (Run, u64)
     })
 }
 
+
+// ---- Troupe's cores alone (diagnostic) -------------------------------------
+
+/// The three sans-IO Raft cores pumped by a loop on this thread, with
+/// nothing of the framework: messages handed over as values (no codec),
+/// durable writes dropped (a store that costs nothing), timers ignored
+/// once the leader is elected (no failure, nothing to resend), clients
+/// as a FIFO of outstanding proposals, each collected with `take_result`
+/// as soon as the leader applied it and replaced by the client's next.
+/// openraft's bench shape exactly; what the framework path adds on top of
+/// the cores is the difference to the `troupe` column.
+fn measure_cores(config: RaftConfig, clients: usize, warmup: Duration, len: Duration) -> Run {
+    use std::collections::VecDeque;
+    use troupe::framework::sansio::{Outputs, Protocol, Recovered};
+    use troupe::protocols::raft::{Membership, Raft, RaftEvent, RaftMsg, RaftTimer, Role};
+
+    type Core = Raft<u32, tr::Last>;
+    type Out = Outputs<u32, RaftMsg<u32>, RaftTimer, RaftEvent<u32>>;
+    let t0 = Instant::now();
+    let now = || t0.elapsed();
+    let mut cores: Vec<Core> = (0..3u32)
+        .map(|i| {
+            Raft::recover(i, Membership::new(0..3u32), config.clone(), &Recovered::empty())
+                .expect("core")
+        })
+        .collect();
+    let mut out = Out::new();
+    let mut queue: VecDeque<(u32, u32, RaftMsg<u32>)> = VecDeque::new();
+    let route = |from: u32, out: &mut Out, queue: &mut VecDeque<(u32, u32, RaftMsg<u32>)>| {
+        let o = out.take();
+        assert!(o.write_error.is_none(), "a write failed");
+        for (to, m) in o.sends {
+            queue.push_back((to, from, m));
+        }
+    };
+    for (i, c) in cores.iter_mut().enumerate() {
+        c.on_start(now(), &mut out);
+        c.persist(&mut out);
+        route(i as u32, &mut out, &mut queue);
+    }
+    // Node 0 campaigns at once (pre-vote, then the election).
+    cores[0].on_timer(now(), RaftTimer::Election, &mut out);
+    cores[0].persist(&mut out);
+    route(0, &mut out, &mut queue);
+    let step = |cores: &mut Vec<Core>,
+                    out: &mut Out,
+                    queue: &mut VecDeque<(u32, u32, RaftMsg<u32>)>|
+     -> bool {
+        let Some((to, from, m)) = queue.pop_front() else {
+            return false;
+        };
+        let c = &mut cores[to as usize];
+        c.on_message(now(), from, m, out);
+        c.persist(out);
+        route(to, out, queue);
+        true
+    };
+    while !(cores[0].role() == Role::Leader && cores[0].commit_index() >= 1) {
+        assert!(step(&mut cores, &mut out, &mut queue), "no leader");
+    }
+    let w = Window::new(warmup, len);
+    // Outstanding proposals in index order: (index, term, started).
+    let mut outstanding: VecDeque<(u64, u64, Instant)> = VecDeque::new();
+    let propose = |cores: &mut Vec<Core>,
+                   out: &mut Out,
+                   queue: &mut VecDeque<(u32, u32, RaftMsg<u32>)>|
+     -> (u64, u64, Instant) {
+        let started = Instant::now();
+        let (i, t) = cores[0]
+            .propose(now(), None, &(), out)
+            .expect("the leader proposes");
+        cores[0].persist(out);
+        route(0, out, queue);
+        (i, t, started)
+    };
+    for _ in 0..clients {
+        let p = propose(&mut cores, &mut out, &mut queue);
+        outstanding.push_back(p);
+    }
+    let mut lat = Vec::new();
+    let mut cpu0 = None;
+    let mut cpu = None;
+    while !outstanding.is_empty() {
+        assert!(
+            step(&mut cores, &mut out, &mut queue),
+            "the cores went idle with writes outstanding"
+        );
+        let applied = cores[0].applied_index();
+        while outstanding.front().is_some_and(|(i, _, _)| *i <= applied) {
+            let (i, t, started) = outstanding.pop_front().expect("front");
+            let r = cores[0].take_result(i, t);
+            assert!(
+                matches!(r, Some(troupe::protocols::raft::Outcome::Applied(Ok(())))),
+                "write {i}: {r:?}"
+            );
+            let done = Instant::now();
+            if started >= w.start && started < w.end {
+                lat.push(done - started);
+            }
+            if done < w.end {
+                let p = propose(&mut cores, &mut out, &mut queue);
+                outstanding.push_back(p);
+            }
+        }
+        let t = Instant::now();
+        if cpu0.is_none() && t >= w.start {
+            cpu0 = Some(cpu_ns());
+        }
+        if cpu.is_none() && t >= w.end {
+            cpu = Some(cpu_ns() - cpu0.unwrap_or_else(cpu_ns));
+        }
+    }
+    summarize(lat, cpu.unwrap_or(0), len)
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let rounds: usize = if quick {
@@ -636,52 +764,66 @@ fn main() {
         .collect();
     let threads: usize = env("RAFT_BENCH_OPENRAFT_THREADS", 2usize);
     let only = std::env::var("RAFT_BENCH_ONLY").unwrap_or_default();
-    let (run_or, run_tr) = (only != "troupe", only != "openraft");
+    let (run_or, run_tr, run_cores) = (
+        only.is_empty() || only == "openraft",
+        only.is_empty() || only == "troupe",
+        only.is_empty() || only == "cores",
+    );
+    let defaults = RaftConfig::default();
+    let config = RaftConfig {
+        max_batch: env("RAFT_BENCH_MAX_BATCH", defaults.max_batch),
+        max_inflight: env("RAFT_BENCH_MAX_INFLIGHT", defaults.max_inflight),
+        ..defaults
+    };
     let dropped = Arc::new(AtomicU64::new(0));
     println!(
         "Raft, 3 voters in one process, in-memory log and state machine, empty writes; \
-         {rounds} round(s) of {len:?} after {warmup:?} warm-up; openraft on {} ; Troupe on one actix system",
+         {rounds} round(s) of {len:?} after {warmup:?} warm-up; openraft 0.9.25 on {}; \
+         Troupe on one actix system (max_batch {}, max_inflight {})",
         if threads == 0 {
             "a current-thread tokio runtime".to_string()
         } else {
             format!("a {threads}-worker tokio runtime")
-        }
+        },
+        config.max_batch,
+        config.max_inflight,
     );
-    let mut results: BTreeMap<usize, (Vec<Run>, Vec<Run>, Vec<f64>)> = BTreeMap::new();
+    // Per concurrency: openraft, troupe, cores, per-round ratios troupe/openraft.
+    type Row = (Vec<Run>, Vec<Run>, Vec<Run>, Vec<f64>);
+    let mut results: BTreeMap<usize, Row> = BTreeMap::new();
     for round in 0..rounds {
         for (ci, &c) in clients.iter().enumerate() {
             let troupe_first = (round + ci) % 2 == 1;
-            let mut got: [Option<Run>; 2] = [None, None];
-            for side in if troupe_first { [1, 0] } else { [0, 1] } {
-                if side == 0 && run_or {
-                    got[0] = Some(measure_openraft(threads, c, warmup, len));
-                } else if side == 1 && run_tr {
-                    let (r, refused) = measure_troupe(c, warmup, len);
-                    dropped.fetch_add(refused, Ordering::Relaxed);
-                    got[1] = Some(r);
+            let mut got: [Option<Run>; 3] = [None, None, None];
+            let order = if troupe_first { [1, 0, 2] } else { [0, 1, 2] };
+            for side in order {
+                match side {
+                    0 if run_or => got[0] = Some(measure_openraft(threads, c, warmup, len)),
+                    1 if run_tr => {
+                        let (r, refused) = measure_troupe(config.clone(), c, warmup, len);
+                        dropped.fetch_add(refused, Ordering::Relaxed);
+                        got[1] = Some(r);
+                    }
+                    2 if run_cores => got[2] = Some(measure_cores(config.clone(), c, warmup, len)),
+                    _ => {}
                 }
             }
-            let show = |name: &str, r: &Run| {
-                println!(
-                    "  round {} clients {c:>4}: {name:<8} {:>9.0} writes/s  p50 {:>8.1} us  p99 {:>8.1} us  {:>6.2} CPU-us/write",
-                    round + 1,
-                    r.per_sec,
-                    r.p50.as_secs_f64() * 1e6,
-                    r.p99.as_secs_f64() * 1e6,
-                    r.cpu_us_per_write
-                )
-            };
             let e = results.entry(c).or_default();
-            if let Some(r) = &got[0] {
-                show("openraft", r);
-                e.0.push(r.clone());
-            }
-            if let Some(r) = &got[1] {
-                show("troupe", r);
-                e.1.push(r.clone());
+            for (i, name) in ["openraft", "troupe", "cores"].iter().enumerate() {
+                if let Some(r) = &got[i] {
+                    println!(
+                        "  round {} clients {c:>4}: {name:<8} {:>9.0} writes/s  p50 {:>8.1} us  p99 {:>8.1} us  {:>6.2} CPU-us/write",
+                        round + 1,
+                        r.per_sec,
+                        r.p50.as_secs_f64() * 1e6,
+                        r.p99.as_secs_f64() * 1e6,
+                        r.cpu_us_per_write
+                    );
+                    [&mut e.0, &mut e.1, &mut e.2][i].push(r.clone());
+                }
             }
             if let (Some(o), Some(t)) = (&got[0], &got[1]) {
-                e.2.push(t.per_sec / o.per_sec);
+                e.3.push(t.per_sec / o.per_sec);
             }
         }
     }
@@ -703,7 +845,7 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut behind = Vec::new();
-    for (c, (o, t, ratios)) in &results {
+    for (c, (o, t, _, ratios)) in &results {
         let ratio = if ratios.is_empty() {
             "-".to_string()
         } else {
@@ -722,6 +864,14 @@ fn main() {
         };
         println!("| {c} | {} | {} | {ratio} |", cell(o), cell(t));
     }
+    if run_cores {
+        println!("\nTroupe's cores alone, no framework (diagnostic):\n");
+        println!("| clients | writes/s | p50 | p99 | CPU-us/write |");
+        println!("|---:|---:|---:|---:|---:|");
+        for (c, (_, _, k, _)) in &results {
+            println!("| {c} | {} |", cell(k));
+        }
+    }
     println!(
         "\nframes the in-memory transport refused (queue full): {}",
         dropped.load(Ordering::Relaxed)
@@ -730,7 +880,9 @@ fn main() {
         if behind.is_empty() {
             println!("goal (Troupe >= openraft writes/s at every concurrency): holds");
         } else {
-            println!("goal (Troupe >= openraft writes/s at every concurrency): not met at {behind:?} clients");
+            println!(
+                "goal (Troupe >= openraft writes/s at every concurrency): not met at {behind:?} clients"
+            );
         }
     }
 }

@@ -114,8 +114,8 @@ fn cost(n: u32, clients: usize, cfg: RaftConfig, warmup: Duration, window: Durat
     assert_eq!(leader(&sim), Some(l), "the leader changed");
     let writes = sim.core(&l).expect("leader").applied_index() - counted_from.unwrap_or(0);
     let sent = sim.sent_counts();
-    let appends = sent.get("Append").copied().unwrap_or(0);
-    let replies = sent.get("AppendReply").copied().unwrap_or(0);
+    let appends = sent.get("append").copied().unwrap_or(0);
+    let replies = sent.get("append-reply").copied().unwrap_or(0);
     Cost {
         writes,
         appends,
