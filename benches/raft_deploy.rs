@@ -78,7 +78,11 @@ async fn cluster(dir: &Path) -> (Vec<RunningNode>, Vec<Replica<KvStore>>, usize)
 
 /// Wait until a replica other than `except` leads and commits a write;
 /// its index.
-async fn leader_among(replicas: &[Replica<KvStore>], except: Option<usize>, at_most: Duration) -> usize {
+async fn leader_among(
+    replicas: &[Replica<KvStore>],
+    except: Option<usize>,
+    at_most: Duration,
+) -> usize {
     let t0 = Instant::now();
     loop {
         assert!(t0.elapsed() < at_most, "no leader within {at_most:?}");
@@ -99,7 +103,8 @@ async fn leader_among(replicas: &[Replica<KvStore>], except: Option<usize>, at_m
 async fn measure(dir: &Path, clients: usize, warmup: Duration, len: Duration) -> Run {
     let (nodes, replicas, l) = cluster(dir).await;
     let leader = replicas[l].clone();
-    let syncs = |nodes: &[RunningNode]| -> u64 { nodes.iter().map(|n| n.node.store().stats().syncs).sum() };
+    let syncs =
+        |nodes: &[RunningNode]| -> u64 { nodes.iter().map(|n| n.node.store().stats().syncs).sum() };
     let start = Instant::now() + warmup;
     let end = start + len;
     let mut tasks = Vec::new();
@@ -167,7 +172,11 @@ fn fresh(base: &Path) -> PathBuf {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let rounds: usize = if quick { 1 } else { env("RAFT_DEPLOY_ROUNDS", 5usize).max(1) };
+    let rounds: usize = if quick {
+        1
+    } else {
+        env("RAFT_DEPLOY_ROUNDS", 5usize).max(1)
+    };
     let len = if quick {
         Duration::from_secs(1)
     } else {
@@ -179,7 +188,11 @@ fn main() {
         .split(',')
         .map(|c| c.trim().parse().expect("RAFT_DEPLOY_CLIENTS: numbers"))
         .collect();
-    let kills: usize = if quick { 1 } else { env("RAFT_DEPLOY_KILLS", 20usize) };
+    let kills: usize = if quick {
+        1
+    } else {
+        env("RAFT_DEPLOY_KILLS", 20usize)
+    };
     let base: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raft-deploy");
     println!(
         "Raft (KvStore, default RaftConfig) on 3 nodes over QUIC in one process, durable logs \
@@ -222,13 +235,20 @@ fn main() {
             median(rs.iter().map(|r| r.syncs_per_sec).collect()),
         );
     }
-    println!("| (disk: raw fsync, 1 writer) | {:.0} syncs/s | | | |", median(raw));
+    println!(
+        "| (disk: raw fsync, 1 writer) | {:.0} syncs/s | | | |",
+        median(raw)
+    );
     let mut took = Vec::new();
     for k in 0..kills {
         let dir = fresh(&base);
         let t = actix_rt::System::new().block_on(failover(&dir));
         let _ = std::fs::remove_dir_all(&dir);
-        println!("  kill {}: new leader serving after {:.0} ms", k + 1, t.as_secs_f64() * 1e3);
+        println!(
+            "  kill {}: new leader serving after {:.0} ms",
+            k + 1,
+            t.as_secs_f64() * 1e3
+        );
         took.push(t);
     }
     took.sort();

@@ -140,8 +140,8 @@ mod or {
     };
     use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
     use openraft::{
-        Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, RaftTypeConfig,
-        SnapshotMeta, StorageError, StoredMembership, Vote,
+        Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+        RaftTypeConfig, SnapshotMeta, StorageError, StoredMembership, Vote,
     };
 
     /// An empty write, as in openraft's benchmark.
@@ -193,7 +193,12 @@ mod or {
 
         async fn get_log_state(&mut self) -> Result<LogState<Cfg>, StorageError<Id>> {
             let l = lock(&self.0);
-            let last = l.entries.values().next_back().map(|e| e.log_id).or(l.purged);
+            let last = l
+                .entries
+                .values()
+                .next_back()
+                .map(|e| e.log_id)
+                .or(l.purged);
             Ok(LogState {
                 last_purged_log_id: l.purged,
                 last_log_id: last,
@@ -222,7 +227,11 @@ mod or {
             Ok(lock(&self.0).committed)
         }
 
-        async fn append<I>(&mut self, entries: I, done: LogFlushed<Cfg>) -> Result<(), StorageError<Id>>
+        async fn append<I>(
+            &mut self,
+            entries: I,
+            done: LogFlushed<Cfg>,
+        ) -> Result<(), StorageError<Id>>
         where
             I: IntoIterator<Item = Entry<Cfg>> + OptionalSend,
         {
@@ -325,7 +334,9 @@ mod or {
             Ok(())
         }
 
-        async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Cfg>>, StorageError<Id>> {
+        async fn get_current_snapshot(
+            &mut self,
+        ) -> Result<Option<Snapshot<Cfg>>, StorageError<Id>> {
             Ok(lock(&self.0).snapshot.clone().map(|meta| Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(Vec::new())),
@@ -367,8 +378,10 @@ mod or {
             &mut self,
             rpc: InstallSnapshotRequest<Cfg>,
             _option: RPCOption,
-        ) -> Result<InstallSnapshotResponse<Id>, RPCError<Id, (), RaftError<Id, InstallSnapshotError>>>
-        {
+        ) -> Result<
+            InstallSnapshotResponse<Id>,
+            RPCError<Id, (), RaftError<Id, InstallSnapshotError>>,
+        > {
             self.raft
                 .install_snapshot(rpc)
                 .await
@@ -418,7 +431,11 @@ async fn openraft_cluster() -> (or::Router, or::Raft) {
     *router.0.lock().expect("router") = rafts.clone();
     let leader = rafts[&0].clone();
     leader
-        .initialize([0u64, 1, 2].into_iter().collect::<std::collections::BTreeSet<_>>())
+        .initialize(
+            [0u64, 1, 2]
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
         .await
         .expect("initialize");
     for r in rafts.values() {
@@ -566,7 +583,11 @@ mod tr {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let _ = t.peers.set(peers);
-            nodes.push(Node::builder(NodeConfig::named(n)).start(t, rx).expect("node"));
+            nodes.push(
+                Node::builder(NodeConfig::named(n))
+                    .start(t, rx)
+                    .expect("node"),
+            );
         }
         let members: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut replicas = Vec::new();
@@ -581,7 +602,10 @@ mod tr {
             if let Some(r) = replicas.iter().find(|r| r.is_leader()) {
                 break r.clone();
             }
-            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "no leader");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "no leader"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
         // The leader's no-op committed: proposals commit from here on.
@@ -629,7 +653,6 @@ fn measure_troupe(
     })
 }
 
-
 // ---- Troupe's cores alone (diagnostic) -------------------------------------
 
 /// The three sans-IO Raft cores pumped by a loop on this thread, with
@@ -651,8 +674,13 @@ fn measure_cores(config: RaftConfig, clients: usize, warmup: Duration, len: Dura
     let now = || t0.elapsed();
     let mut cores: Vec<Core> = (0..3u32)
         .map(|i| {
-            Raft::recover(i, Membership::new(0..3u32), config.clone(), &Recovered::empty())
-                .expect("core")
+            Raft::recover(
+                i,
+                Membership::new(0..3u32),
+                config.clone(),
+                &Recovered::empty(),
+            )
+            .expect("core")
         })
         .collect();
     let mut out = Out::new();
@@ -674,8 +702,8 @@ fn measure_cores(config: RaftConfig, clients: usize, warmup: Duration, len: Dura
     cores[0].persist(&mut out);
     route(0, &mut out, &mut queue);
     let step = |cores: &mut Vec<Core>,
-                    out: &mut Out,
-                    queue: &mut VecDeque<(u32, u32, RaftMsg<u32>)>|
+                out: &mut Out,
+                queue: &mut VecDeque<(u32, u32, RaftMsg<u32>)>|
      -> bool {
         let Some((to, from, m)) = queue.pop_front() else {
             return false;

@@ -96,7 +96,10 @@ fn cost(n: u32, clients: usize, cfg: RaftConfig, warmup: Duration, window: Durat
             if w.is_none_or(|i| i <= applied) {
                 let mut got = None;
                 sim.command(&l, &mut (), |c, now, out| {
-                    got = Some(c.propose(now, None, &cmd, out).expect("the leader proposes"));
+                    got = Some(
+                        c.propose(now, None, &cmd, out)
+                            .expect("the leader proposes"),
+                    );
                 })
                 .expect("command");
                 *w = got.map(|(i, _)| i);
