@@ -291,7 +291,7 @@ mod tests {
         disk.apply(&out.writes).unwrap();
         // A log written by an older version, fields named.
         let mut named = O::new();
-        named.append(LOG, 3, &[cmd.clone()]);
+        named.append(LOG, 3, std::slice::from_ref(&cmd));
         disk.apply(&named.writes).unwrap();
         let back: Vec<(u64, Entry<u32>)> = disk.log_as(LOG).unwrap();
         assert_eq!(back, vec![(1, noop(1)), (2, cmd.clone()), (3, cmd)]);
