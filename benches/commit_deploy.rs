@@ -21,8 +21,6 @@
 //! `three-phase`). Without `--bench` (as `cargo test --benches` runs it)
 //! one short round checks that it works.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -35,7 +33,7 @@ use troupe::runtime::RunningNode;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{env, median, median_d, percentile, three_nodes, wait_up, NAMES};
+use support::{env, median, median_d, percentile, raw_fsync, three_nodes, wait_up, NAMES};
 
 /// Votes yes at once and keeps nothing.
 struct Yes;
@@ -139,27 +137,6 @@ async fn measure(
         aborted,
         syncs_per_sec: syncs as f64 / secs,
     }
-}
-
-/// Appends of 100 bytes, each `sync_data`ed, for `len`: syncs per second.
-fn raw_fsync(dir: &Path, len: Duration) -> f64 {
-    let path = dir.join("raw-fsync");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .expect("raw file");
-    let record = [0x2au8; 100];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < len {
-        f.write_all(&record).expect("write");
-        f.sync_data().expect("sync");
-        n += 1;
-    }
-    let _ = std::fs::remove_file(&path);
-    n as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each benchmark uses its own subset
 
+use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -103,4 +105,25 @@ pub async fn wait_up(nodes: &[RunningNode]) {
         assert!(Instant::now() < deadline, "the bench cluster never came up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Appends of 100 bytes, each `sync_data`ed, for `len`: syncs per second.
+pub fn raw_fsync(dir: &Path, len: Duration) -> f64 {
+    let path = dir.join("raw-fsync");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .expect("raw file");
+    let record = [0x2au8; 100];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < len {
+        f.write_all(&record).expect("write");
+        f.sync_data().expect("sync");
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / start.elapsed().as_secs_f64()
 }

@@ -139,7 +139,19 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     /// (a single voter commits at once) and send to whoever has room.
     pub(super) fn after_leader_append(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
         self.advance_commit(now, out);
-        let peers: Vec<Id> = self.progress.keys().cloned().collect();
+        // Only the followers with room for an append (under load every
+        // slot is usually taken: then nothing is cloned or allocated).
+        let last = self.log.last_index();
+        let max = self.config.max_inflight;
+        let peers: Vec<Id> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| match p.flow {
+                Flow::Snapshot { .. } | Flow::Probe => !p.probing,
+                Flow::Replicate => p.inflight.len() < max && p.next <= last,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in peers {
             self.replicate(&id, out);
         }

@@ -470,36 +470,38 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     pub(super) fn apply_committed(&mut self, out: &mut OutputsOf<Self>) {
         while self.applied < self.commit {
             let index = self.applied + 1;
-            let Some(entry) = self.log.entry(index).cloned() else {
+            // Borrowed, not cloned: the log, the proposals and the machine
+            // are disjoint fields.
+            let Some(entry) = self.log.entry(index) else {
                 break;
             };
+            let term = entry.term;
             let mine = self.proposals.remove(&index);
-            let digest = match &entry.payload {
-                Payload::Noop => 0,
+            let (digest, outcome) = match &entry.payload {
+                Payload::Noop | Payload::Config(_) => {
+                    let d = u64::from(matches!(entry.payload, Payload::Config(_)));
+                    (d, mine.filter(|t| *t != term).map(|_| Outcome::NotApplied))
+                }
                 Payload::Command { session, bytes } => {
                     let reply = self.machine.apply(index, session.as_ref(), bytes);
-                    if let Some(t) = mine {
-                        let outcome = if t == entry.term {
+                    let outcome = mine.map(|t| {
+                        if t == term {
                             Outcome::Applied(reply)
                         } else {
                             Outcome::NotApplied
-                        };
-                        self.settle_result(index, outcome);
-                    }
-                    digest(bytes)
+                        }
+                    });
+                    (digest(bytes), outcome)
                 }
-                Payload::Config(_) => 1,
             };
-            if let (Some(t), Payload::Noop | Payload::Config(_)) = (mine, &entry.payload) {
-                if t != entry.term {
-                    self.settle_result(index, Outcome::NotApplied);
-                }
+            if let Some(o) = outcome {
+                self.settle_result(index, o);
             }
             self.applied = index;
             self.stats.applied += 1;
             out.emit(RaftEvent::Applied {
                 index,
-                term: entry.term,
+                term,
                 digest,
             });
         }
