@@ -37,6 +37,7 @@ fn quiet_mutex_config() -> MutexConfig {
         resource: "r".into(),
         retry: Duration::from_secs(3600),
         token_timeout: Duration::from_secs(3600),
+        ..MutexConfig::new("r")
     }
 }
 

@@ -158,6 +158,12 @@ pub struct MutexConfig {
     /// Token ring only: how long the lowest live member waits without seeing
     /// the token before regenerating it.
     pub token_timeout: Duration,
+    /// A deliberately broken Ricart–Agrawala that drops the node-id
+    /// tie-break between equal timestamps (two members can then hold the
+    /// lock at once). Only for the tests that prove the model checker
+    /// catches it; never set it otherwise.
+    #[doc(hidden)]
+    pub unsafe_no_tie_break: bool,
 }
 
 impl MutexConfig {
@@ -167,6 +173,7 @@ impl MutexConfig {
             resource: resource.into(),
             retry: Duration::from_millis(250),
             token_timeout: Duration::from_secs(1),
+            unsafe_no_tie_break: false,
         }
     }
 }

@@ -111,6 +111,7 @@ impl<Id: MemberId> RicartAgrawala<Id> {
         self.witness(ts, token);
         let defer = match &self.mine {
             Mine::Held { .. } => true,
+            Mine::Waiting { req: mine, .. } if self.config.unsafe_no_tie_break => *mine < ts,
             Mine::Waiting { req: mine, .. } => (*mine, self.group.me()) < (ts, &from),
             Mine::Idle => false,
         };

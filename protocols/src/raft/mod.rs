@@ -129,6 +129,11 @@ pub struct RaftConfig {
     /// configuration, never campaigns, and learns the configuration from
     /// the leader that adds it.
     pub joining: bool,
+    /// A deliberately broken Raft that commits entries of earlier terms by
+    /// counting replicas (Figure 8). Only for the tests that prove the
+    /// checkers catch it; never set it otherwise.
+    #[doc(hidden)]
+    pub unsafe_commit_old_terms: bool,
 }
 
 impl Default for RaftConfig {
@@ -148,6 +153,7 @@ impl Default for RaftConfig {
             max_sessions: 10_000,
             seed: 0,
             joining: false,
+            unsafe_commit_old_terms: false,
         }
     }
 }

@@ -291,7 +291,9 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
                 self.progress.get(id).map_or(0, |p| p.matched)
             }
         });
-        if n <= self.commit || n == u64::MAX || self.log.term_at(n) != Some(self.term) {
+        let own_term =
+            self.log.term_at(n) == Some(self.term) || self.config.unsafe_commit_old_terms;
+        if n <= self.commit || n == u64::MAX || !own_term {
             return;
         }
         self.commit = n;

@@ -122,7 +122,7 @@ pub(super) struct Incoming<Id: Ord> {
 }
 
 /// One Raft server (see the module docs of [`super`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Raft<Id: MemberId, S: StateMachine> {
     pub(super) me: Id,
     pub(super) config: RaftConfig,

@@ -84,7 +84,7 @@ struct Sent {
 }
 
 /// Checks integrity and the order of every delivery (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BroadcastObserver {
     checks: OrderChecks,
     sent: BTreeMap<u64, Sent>,

@@ -50,7 +50,7 @@ struct TxInfo {
 }
 
 /// Checks AC1–AC3 at every step (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CommitObserver {
     txs: BTreeMap<TxId, TxInfo>,
     /// Per (node, tx): its decision.

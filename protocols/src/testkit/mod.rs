@@ -42,6 +42,8 @@ pub mod broadcast;
 mod chaos;
 pub mod commit;
 pub mod linearizability;
+pub mod model;
+pub mod models;
 pub mod raft;
 pub mod scenarios;
 pub mod trace_check;
@@ -379,6 +381,237 @@ impl<P: SimProtocol> Slot<P> {
     }
 }
 
+impl<P: Protocol> Clone for Ev<P> {
+    fn clone(&self) -> Self {
+        match self {
+            Ev::Deliver { from, to, msg } => Ev::Deliver {
+                from: from.clone(),
+                to: to.clone(),
+                msg: msg.clone(),
+            },
+            Ev::Timer {
+                node,
+                life,
+                token,
+                timer,
+            } => Ev::Timer {
+                node: node.clone(),
+                life: *life,
+                token: *token,
+                timer: timer.clone(),
+            },
+            Ev::Sync { node, life, upto } => Ev::Sync {
+                node: node.clone(),
+                life: *life,
+                upto: *upto,
+            },
+            Ev::Recheck {
+                observer,
+                observer_life,
+                target,
+            } => Ev::Recheck {
+                observer: observer.clone(),
+                observer_life: *observer_life,
+                target: target.clone(),
+            },
+        }
+    }
+}
+
+impl<P: Protocol> Clone for Held<P> {
+    fn clone(&self) -> Self {
+        Self {
+            needs: self.needs,
+            sends: self.sends.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<P: SimProtocol + Clone> Clone for Slot<P> {
+    fn clone(&self) -> Self {
+        Self {
+            core: self.core.clone(),
+            life: self.life,
+            disk: self.disk.clone(),
+            pending: self.pending.clone(),
+            syncing: self.syncing,
+            submitted: self.submitted,
+            synced: self.synced,
+            held: self.held.clone(),
+            timers: self.timers.clone(),
+            timer_keys: self.timer_keys.clone(),
+        }
+    }
+}
+
+/// A copy of the whole simulation (for a model checker's branches); the
+/// factory is shared.
+impl<P: SimProtocol + Clone> Clone for Sim<P> {
+    fn clone(&self) -> Self {
+        Self {
+            seed: self.seed,
+            rng: self.rng.clone(),
+            now: self.now,
+            seq: self.seq,
+            queue: self.queue.clone(),
+            nodes: self.nodes.clone(),
+            factory: self.factory.clone(),
+            faults: self.faults,
+            blocked: self.blocked.clone(),
+            oracle: self.oracle,
+            opinions: self.opinions.clone(),
+            sent: self.sent.clone(),
+            delivered: self.delivered,
+            fd_dirty: self.fd_dirty,
+            fd_inaccurate: self.fd_inaccurate,
+            clean_since: self.clean_since,
+            suspicions: self.suspicions.clone(),
+            suspected_until: self.suspected_until.clone(),
+            trace: self.trace,
+            disk: self.disk,
+            records: self.records.clone(),
+        }
+    }
+}
+
+/// One event waiting in a simulation's queue, as a model checker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending<Id, Msg, Timer> {
+    /// A message on its way.
+    Deliver {
+        /// Sender.
+        from: Id,
+        /// Receiver.
+        to: Id,
+        /// The message.
+        msg: Msg,
+    },
+    /// A timer of `node`.
+    Timer {
+        /// The node.
+        node: Id,
+        /// The timer.
+        timer: Timer,
+        /// True when no other timer of the node is due before it.
+        first: bool,
+    },
+    /// A sync of `node`'s disk.
+    Sync {
+        /// The node.
+        node: Id,
+    },
+    /// The failure detector's report on `target` to `observer`.
+    Report {
+        /// Who learns.
+        observer: Id,
+        /// About whom.
+        target: Id,
+    },
+}
+
+/// The key of a queued event (its position in the queue).
+pub type EventKey = (Duration, u64);
+
+/// A queued event of core `P`'s simulation.
+pub type PendingOf<P> = Pending<<P as Protocol>::Id, <P as Protocol>::Msg, <P as Protocol>::Timer>;
+
+/// Per (observer, target): what the observer's failure detector says of
+/// the target, and of which life.
+pub type Opinions<Id> = BTreeMap<(Id, Id), (MemberStatus, u64)>;
+
+impl<P: SimProtocol> Sim<P> {
+    /// Every queued event, in queue order (for a model checker, which may
+    /// run any of them next: [`Sim::run_key`]).
+    pub fn pending(&self) -> Vec<(EventKey, PendingOf<P>)> {
+        let mut seen_timer: BTreeSet<P::Id> = BTreeSet::new();
+        self.queue
+            .iter()
+            .map(|(k, ev)| {
+                let p = match ev {
+                    Ev::Deliver { from, to, msg } => Pending::Deliver {
+                        from: from.clone(),
+                        to: to.clone(),
+                        msg: msg.clone(),
+                    },
+                    Ev::Timer { node, timer, .. } => Pending::Timer {
+                        node: node.clone(),
+                        timer: timer.clone(),
+                        first: seen_timer.insert(node.clone()),
+                    },
+                    Ev::Sync { node, .. } => Pending::Sync { node: node.clone() },
+                    Ev::Recheck {
+                        observer, target, ..
+                    } => Pending::Report {
+                        observer: observer.clone(),
+                        target: target.clone(),
+                    },
+                };
+                (*k, p)
+            })
+            .collect()
+    }
+
+    /// Run the queued event `key` now, whatever its scheduled time (the
+    /// clock moves to it if it is later, unless `frozen`: then every input
+    /// sees the same time). `Ok(false)` if there is no such event.
+    pub fn run_key(
+        &mut self,
+        key: EventKey,
+        frozen: bool,
+        obs: &mut impl Observer<P>,
+    ) -> Result<bool, String> {
+        let Some(ev) = self.queue.remove(&key) else {
+            return Ok(false);
+        };
+        if !frozen {
+            self.now = self.now.max(key.0);
+        }
+        self.run_event(ev, obs)?;
+        self.after_step(obs)?;
+        Ok(true)
+    }
+
+    /// Lose the queued message `key` (`false`: not a message).
+    pub fn drop_key(&mut self, key: EventKey) -> bool {
+        match self.queue.get(&key) {
+            Some(Ev::Deliver { .. }) => {
+                self.queue.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Deliver the queued message `key` twice (`false`: not a message).
+    pub fn duplicate_key(&mut self, key: EventKey) -> bool {
+        let Some(ev @ Ev::Deliver { .. }) = self.queue.get(&key).cloned() else {
+            return false;
+        };
+        self.schedule(key.0, ev);
+        true
+    }
+
+    /// Every node's disk, life and liveness, for fingerprints.
+    pub fn durable_states(&self) -> Vec<(&P::Id, u64, bool, &Recovered)> {
+        self.nodes
+            .iter()
+            .map(|(id, s)| (id, s.life, s.core.is_some(), &s.disk))
+            .collect()
+    }
+
+    /// The links cut now (from, to).
+    pub fn blocked_links(&self) -> &BTreeSet<(P::Id, P::Id)> {
+        &self.blocked
+    }
+
+    /// What each member's failure detector says of each other member (and
+    /// of which life), for fingerprints.
+    pub fn opinions(&self) -> &Opinions<P::Id> {
+        &self.opinions
+    }
+}
+
 /// The simulator: one core per member, a network, a membership oracle.
 pub struct Sim<P: SimProtocol> {
     seed: u64,
@@ -387,7 +620,7 @@ pub struct Sim<P: SimProtocol> {
     seq: u64,
     queue: BTreeMap<(Duration, u64), Ev<P>>,
     nodes: BTreeMap<P::Id, Slot<P>>,
-    factory: Factory<P>,
+    factory: std::rc::Rc<std::cell::RefCell<Factory<P>>>,
     faults: NetFaults,
     blocked: BTreeSet<(P::Id, P::Id)>,
     oracle: OracleConfig,
@@ -424,7 +657,7 @@ impl<P: SimProtocol> Sim<P> {
             seq: 0,
             queue: BTreeMap::new(),
             nodes: BTreeMap::new(),
-            factory,
+            factory: std::rc::Rc::new(std::cell::RefCell::new(factory)),
             faults,
             blocked: BTreeSet::new(),
             oracle,
@@ -442,7 +675,7 @@ impl<P: SimProtocol> Sim<P> {
         };
         let ids: Vec<P::Id> = members.into_iter().collect();
         for id in &ids {
-            let core = (sim.factory)(id, &Recovered::empty());
+            let core = (sim.factory.borrow_mut())(id, &Recovered::empty());
             sim.nodes
                 .insert(id.clone(), Slot::new(Some(core), Recovered::empty()));
         }
@@ -943,6 +1176,13 @@ impl<P: SimProtocol> Sim<P> {
                 Ev::Recheck { .. } => {}
             }
         }
+        self.run_event(ev, obs)?;
+        self.after_step(obs)?;
+        Ok(true)
+    }
+
+    /// Carry out one scheduled event (already taken off the queue).
+    fn run_event(&mut self, ev: Ev<P>, obs: &mut impl Observer<P>) -> Result<(), String> {
         match ev {
             Ev::Deliver { from, to, msg } => {
                 if self.input(&to, obs, |core, now, out| {
@@ -981,8 +1221,7 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
         }
-        self.after_step(obs)?;
-        Ok(true)
+        Ok(())
     }
 
     /// Process every event scheduled up to `until`, then set the clock to `until`.
@@ -1166,7 +1405,7 @@ impl<P: SimProtocol> Sim<P> {
             eprintln!("{:?} RESTART {node:?}", self.now);
         }
         let disk = slot.disk.clone();
-        let core = (self.factory)(node, &disk);
+        let core = (self.factory.borrow_mut())(node, &disk);
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = Some(core);
         }

@@ -67,7 +67,7 @@ pub fn entry_digest(e: &Entry<u32>) -> u64 {
 }
 
 /// Checks Raft's safety properties after every step (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RaftObserver {
     /// term -> its leader.
     leaders: BTreeMap<u64, u32>,

@@ -185,7 +185,7 @@ impl Grant {
 /// holders share a generation. It counts the grants made without any
 /// exposure — those for which no exception applied — so that a run can
 /// require a minimum ([`Scenario::min_checked`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MutexObserver {
     requested_at: BTreeMap<u32, Duration>,
     pending: Vec<(u32, u64)>,
@@ -626,7 +626,7 @@ where
 /// Checks leader election: at most one leader per term, everyone who knows a
 /// leader for a term agrees, and each node's term never goes back (across
 /// restarts too).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ElectionObserver {
     leaders: BTreeMap<u64, u32>,
     /// Per (node, life): the term its running core was last seen in.

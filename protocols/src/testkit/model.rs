@@ -1,0 +1,809 @@
+//! Model checking: an exhaustive search over the orders in which a
+//! simulation's events can happen, with faults within bounds, for the
+//! shortest path that breaks an invariant.
+//!
+//! A state of the search is a whole [`Sim`] — every node's core, the
+//! messages in flight, the pending timers, the disks — together with the
+//! [`Observer`] that checks it (the same observers the seeded chaos tests
+//! use, so every property they check is checked here) and what is left of
+//! the fault budget. From a state, the search may take any of these steps:
+//!
+//! - deliver any message in flight (any order: the network is asynchronous);
+//! - fire a node's next timer (by default only when nothing else is
+//!   pending: timeouts are longer than message delays; see [`Timers`]);
+//! - finish any pending disk sync, and deliver any pending failure-detector
+//!   report (with a simulated disk or detector that has them);
+//! - run any client command of the model that has not run yet on this path;
+//! - within the bounds: drop or duplicate a message in flight, crash a
+//!   running node (losing what its disk had not synced), restart a crashed
+//!   one from its disk, cut the group in two (the detector then reports the
+//!   other side down: a wrong suspicion, since nobody crashed) and heal it.
+//!
+//! The observer checks every state reached; breadth-first search
+//! ([`Search::bfs`]) returns the shortest counterexample, depth-first
+//! ([`Search::dfs`]) goes deep with little memory. States are identified by a
+//! 64-bit fingerprint of their `Debug` forms (cores, in-flight messages as a
+//! multiset, timers, disks, observer, budget): two states with the same
+//! fingerprint are explored once. A fingerprint collision could hide a
+//! state (with 64 bits and millions of states, a chance around 1e-7).
+//!
+//! **Eventually** properties are checked on *quiescent* states — nothing in
+//! flight, no sync or report pending, every command run: only timers left —
+//! with [`Model::at_rest`]; under fair scheduling a run reaches such a state
+//! once the protocol has finished its work, so a quiescent state where the
+//! goal does not hold is a counterexample (e.g. a lock requested and never
+//! granted with every message delivered).
+//!
+//! A counterexample is the list of steps from the initial state; it prints
+//! as readable lines, is written as JSON lines ([`Counterexample::to_json_lines`])
+//! and replays deterministically ([`replay`]): every step is the index of a
+//! choice among the choices of its state, which are listed in a fixed order.
+//!
+//! Not done: symmetry reduction (member ids are baked into every core's
+//! state, so permuting them is core-specific), and a parallel search (the
+//! machines this runs on have two cores, which the suite already uses).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{Debug, Write as _};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{EventKey, Observer, Out, Pending, Sim, SimProtocol};
+
+/// A command's action: `(simulation, observer) -> Err` on a broken property.
+pub type Action<P, O> = Rc<dyn Fn(&mut Sim<P>, &mut O) -> Result<(), String>>;
+/// A predicate on a state.
+pub type Guard<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> bool>;
+/// A goal on a quiescent state (`Err`: why it does not hold).
+pub type Goal<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> Result<(), String>>;
+/// Builds a model's initial state.
+pub type Init<P, O> = Rc<dyn Fn() -> Result<(Sim<P>, O), String>>;
+
+/// A client command a model offers: run once per path, on `node`, when
+/// `enabled` says so.
+pub struct Command<P: SimProtocol, O> {
+    /// What it does, for traces ("1 requests the lock").
+    pub label: String,
+    /// The node it runs on (it is offered only while the node runs).
+    pub node: P::Id,
+    /// The command: usually `sim.command(&node, obs, ...)`, with whatever
+    /// the observer must be told first.
+    pub run: Action<P, O>,
+    /// When it may run (default: always).
+    pub enabled: Guard<P, O>,
+    /// Run it as soon as it is enabled, as part of the step that enabled
+    /// it, instead of offering it as a step of its own (a local reaction,
+    /// such as a resource manager voting when asked: fewer interleavings).
+    pub eager: bool,
+}
+
+impl<P: SimProtocol, O> Clone for Command<P, O> {
+    fn clone(&self) -> Self {
+        Self {
+            label: self.label.clone(),
+            node: self.node.clone(),
+            run: self.run.clone(),
+            enabled: self.enabled.clone(),
+            eager: self.eager,
+        }
+    }
+}
+
+impl<P: SimProtocol, O> Command<P, O> {
+    /// A command that may run at any time: `run(sim, observer)`.
+    pub fn new(
+        label: impl Into<String>,
+        node: P::Id,
+        run: impl Fn(&mut Sim<P>, &mut O) -> Result<(), String> + 'static,
+    ) -> Self {
+        Self {
+            label: label.into(),
+            node,
+            run: Rc::new(run),
+            enabled: Rc::new(|_, _| true),
+            eager: false,
+        }
+    }
+
+    /// Run it as part of the step that enables it (see [`Command::eager`]).
+    pub fn eager(mut self) -> Self {
+        self.eager = true;
+        self
+    }
+
+    /// A command that runs `f` on the core of `node`.
+    pub fn on_core(
+        label: impl Into<String>,
+        node: P::Id,
+        f: impl Fn(&mut P, Duration, &mut Out<P>) + 'static,
+    ) -> Self
+    where
+        O: Observer<P>,
+        P::Id: 'static,
+    {
+        let f = Rc::new(f);
+        let at = node.clone();
+        Self::new(label, node, move |sim, obs| {
+            let f = f.clone();
+            sim.command(&at, obs, move |c, now, out| f(c, now, out))
+                .map(|_| ())
+        })
+    }
+
+    /// Only when `enabled` holds.
+    pub fn when(mut self, enabled: impl Fn(&Sim<P>, &O) -> bool + 'static) -> Self {
+        self.enabled = Rc::new(enabled);
+        self
+    }
+}
+
+/// What to check: the initial state, the client commands and the goal.
+pub struct Model<P: SimProtocol, O> {
+    /// Its name (for reports).
+    pub name: String,
+    /// The initial simulation (started) and observer.
+    pub init: Init<P, O>,
+    /// The client commands.
+    pub commands: Vec<Command<P, O>>,
+    /// The goal every quiescent state must meet (`Err`: why not); `None`:
+    /// safety only.
+    pub at_rest: Option<Goal<P, O>>,
+    /// The members the search may crash (`None`: any).
+    pub crashable: Option<Vec<P::Id>>,
+}
+
+impl<P: SimProtocol, O> Clone for Model<P, O> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            init: self.init.clone(),
+            commands: self.commands.clone(),
+            at_rest: self.at_rest.clone(),
+            crashable: self.crashable.clone(),
+        }
+    }
+}
+
+/// The bounds of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    /// Steps per path at most.
+    pub max_depth: usize,
+    /// Distinct states at most (the search stops, undecided, beyond).
+    pub max_states: usize,
+    /// Messages that may be dropped per path.
+    pub drops: u32,
+    /// Messages that may be duplicated per path.
+    pub duplicates: u32,
+    /// Crashes per path.
+    pub crashes: u32,
+    /// A crashed node may restart (from its disk).
+    pub restarts: bool,
+    /// Partitions per path (cut the group in two; healing is a step too).
+    pub partitions: u32,
+    /// When timers may fire (see [`Timers`]).
+    pub timers: Timers,
+    /// Timer firings per path at most (`None`: no bound). Retries and
+    /// rounds that grow a counter make every firing a new state; a bound
+    /// keeps such searches finite.
+    pub timer_fires: Option<u32>,
+    /// Keep the clock still: every input sees the initial time, so states
+    /// that differ only in when things happened are one state (the default;
+    /// cores whose safety rests on elapsed time, such as leases, need
+    /// `false`).
+    pub frozen_clock: bool,
+}
+
+/// When a pending timer may fire in the search (and when the failure
+/// detectors report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Timers {
+    /// Only when nothing else is pending (no message in flight, no sync,
+    /// no failure-detector report): timeouts are longer than message
+    /// delays, and so is failure detection (the pending reports come all
+    /// together, as one step, while no message is in flight). The
+    /// default: it keeps retries, heartbeats and reports
+    /// from multiplying the states while every message is still on its
+    /// way; a dropped message is then recovered by the timer that fires
+    /// once the network is idle.
+    #[default]
+    WhenIdle,
+    /// A node's next timer, at any time (the network may be slower than
+    /// any timeout).
+    Next,
+    /// Any of a node's timers, in any order.
+    Any,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_depth: 30,
+            max_states: 1_000_000,
+            drops: 0,
+            duplicates: 0,
+            crashes: 0,
+            restarts: true,
+            partitions: 0,
+            timers: Timers::WhenIdle,
+            timer_fires: None,
+            frozen_clock: true,
+        }
+    }
+}
+
+/// What is left of the fault budget on one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Budget {
+    timer_fires: u32,
+    drops: u32,
+    duplicates: u32,
+    crashes: u32,
+    partitions: u32,
+}
+
+/// One step a state allows.
+#[derive(Debug, Clone)]
+enum Choice<Id> {
+    Run(EventKey),
+    Fire(EventKey),
+    Reports(Vec<EventKey>),
+    Drop(EventKey),
+    Duplicate(EventKey),
+    Command(usize),
+    Crash(Id),
+    Restart(Id),
+    Partition(Vec<Id>),
+    Heal,
+}
+
+/// One search node.
+struct State<P: SimProtocol, O> {
+    sim: Sim<P>,
+    obs: O,
+    used: Vec<bool>,
+    budget: Budget,
+    depth: usize,
+}
+
+impl<P: SimProtocol + Clone, O: Clone> Clone for State<P, O> {
+    fn clone(&self) -> Self {
+        Self {
+            sim: self.sim.clone(),
+            obs: self.obs.clone(),
+            used: self.used.clone(),
+            budget: self.budget,
+            depth: self.depth,
+        }
+    }
+}
+
+/// One step of a counterexample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The step's number (1 is the first after the initial state).
+    pub step: usize,
+    /// The index of the choice taken among its state's choices.
+    pub choice: usize,
+    /// What it did.
+    pub what: String,
+}
+
+/// A path from the initial state to a state that breaks a property.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counterexample {
+    /// The model.
+    pub model: String,
+    /// The steps.
+    pub steps: Vec<Step>,
+    /// The property broken, as the observer or goal said.
+    pub violation: String,
+}
+
+impl Counterexample {
+    /// One JSON object per line: the steps, then the violation.
+    pub fn to_json_lines(&self) -> String {
+        let mut s = String::new();
+        for step in &self.steps {
+            let _ = writeln!(
+                s,
+                "{}",
+                serde_json::json!({"model": self.model, "step": step.step, "choice": step.choice, "what": step.what})
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            serde_json::json!({"model": self.model, "violation": self.violation})
+        );
+        s
+    }
+}
+
+impl std::fmt::Display for Counterexample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: {} steps to a violation:",
+            self.model,
+            self.steps.len()
+        )?;
+        for s in &self.steps {
+            writeln!(f, "  {:>3}. {}", s.step, s.what)?;
+        }
+        write!(f, "  violated: {}", self.violation)
+    }
+}
+
+/// How a search ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every state within the bounds was explored; every property held.
+    Holds,
+    /// A property broke.
+    Violated(Box<Counterexample>),
+    /// The state bound was hit before the search finished: nothing found
+    /// so far, but not everything was seen.
+    Undecided,
+}
+
+/// What a search did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// States explored (expanded).
+    pub explored: u64,
+    /// Distinct states seen.
+    pub unique: u64,
+    /// Deepest path.
+    pub depth: usize,
+    /// True when some path was cut by the depth bound.
+    pub depth_limited: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match &self.verdict {
+            Verdict::Holds if self.depth_limited => "holds within the depth bound",
+            Verdict::Holds => "holds (exhaustive)",
+            Verdict::Violated(_) => "VIOLATED",
+            Verdict::Undecided => "undecided (state bound reached)",
+        };
+        write!(
+            f,
+            "{verdict}: {} states explored, {} unique, depth {}, {:.2?}",
+            self.explored, self.unique, self.depth, self.elapsed
+        )
+    }
+}
+
+/// A hasher fed by `Debug` formatting, without allocating.
+struct HashWriter(std::collections::hash_map::DefaultHasher);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn hash_debug<T: Debug + ?Sized>(v: &T) -> u64 {
+    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let _ = write!(w, "{v:?}");
+    w.0.finish()
+}
+
+/// The search over a [`Model`].
+pub struct Search<P: SimProtocol, O> {
+    model: Model<P, O>,
+    bounds: Bounds,
+}
+
+impl<P, O> Search<P, O>
+where
+    P: SimProtocol + Clone + Debug,
+    O: Observer<P> + Clone + Debug,
+{
+    /// A search of `model` within `bounds`.
+    pub fn new(model: Model<P, O>, bounds: Bounds) -> Self {
+        Self { model, bounds }
+    }
+
+    fn fingerprint(&self, s: &State<P, O>) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (id, core) in s.sim.cores() {
+            hash_debug(id).hash(&mut h);
+            hash_debug(core).hash(&mut h);
+        }
+        for (id, life, up, disk) in s.sim.durable_states() {
+            (hash_debug(id), life, up, hash_debug(disk)).hash(&mut h);
+        }
+        let mut messages: Vec<u64> = Vec::new();
+        let mut others: Vec<u64> = Vec::new();
+        for (_, p) in s.sim.pending() {
+            match &p {
+                Pending::Deliver { .. } | Pending::Report { .. } => messages.push(hash_debug(&p)),
+                _ => others.push(hash_debug(&p)),
+            }
+        }
+        messages.sort_unstable();
+        messages.hash(&mut h);
+        others.hash(&mut h);
+        hash_debug(s.sim.blocked_links()).hash(&mut h);
+        hash_debug(s.sim.opinions()).hash(&mut h);
+        hash_debug(&s.obs).hash(&mut h);
+        s.used.hash(&mut h);
+        s.budget.hash(&mut h);
+        h.finish()
+    }
+
+    /// The steps state `s` allows, in a fixed order.
+    fn choices(&self, s: &State<P, O>) -> Vec<(Choice<P::Id>, String)> {
+        let mut out = Vec::new();
+        let pending = s.sim.pending();
+        let idle = pending
+            .iter()
+            .all(|(_, p)| matches!(p, Pending::Timer { .. }));
+        let network_idle = pending
+            .iter()
+            .all(|(_, p)| matches!(p, Pending::Timer { .. } | Pending::Report { .. }));
+        for (key, p) in &pending {
+            match p {
+                Pending::Deliver { from, to, msg } => out.push((
+                    Choice::Run(*key),
+                    format!("deliver {from:?} -> {to:?}: {msg:?}"),
+                )),
+                Pending::Timer { node, timer, first } => {
+                    let may = match self.bounds.timers {
+                        Timers::WhenIdle => *first && idle,
+                        Timers::Next => *first,
+                        Timers::Any => true,
+                    };
+                    if may && s.budget.timer_fires > 0 {
+                        out.push((Choice::Fire(*key), format!("timer {node:?}: {timer:?}")));
+                    }
+                }
+                Pending::Sync { node } => {
+                    out.push((Choice::Run(*key), format!("disk sync at {node:?}")))
+                }
+                Pending::Report { observer, target } => {
+                    if self.bounds.timers != Timers::WhenIdle {
+                        out.push((
+                            Choice::Run(*key),
+                            format!("failure detector tells {observer:?} about {target:?}"),
+                        ))
+                    }
+                }
+            }
+        }
+        let reports: Vec<EventKey> = pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Report { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        if self.bounds.timers == Timers::WhenIdle && network_idle && !reports.is_empty() {
+            out.push((
+                Choice::Reports(reports),
+                "the failure detectors report what changed".to_string(),
+            ));
+        }
+        for (i, c) in self.model.commands.iter().enumerate() {
+            if !c.eager && !s.used[i] && s.sim.is_alive(&c.node) && (c.enabled)(&s.sim, &s.obs) {
+                out.push((Choice::Command(i), c.label.clone()));
+            }
+        }
+        for (key, p) in &pending {
+            if let Pending::Deliver { from, to, msg } = p {
+                if s.budget.drops > 0 {
+                    out.push((
+                        Choice::Drop(*key),
+                        format!("LOSE {from:?} -> {to:?}: {msg:?}"),
+                    ));
+                }
+                if s.budget.duplicates > 0 {
+                    out.push((
+                        Choice::Duplicate(*key),
+                        format!("DUPLICATE {from:?} -> {to:?}: {msg:?}"),
+                    ));
+                }
+            }
+        }
+        for id in s.sim.members() {
+            if s.sim.is_alive(&id) {
+                let may = self
+                    .model
+                    .crashable
+                    .as_ref()
+                    .is_none_or(|c| c.contains(&id));
+                if s.budget.crashes > 0 && may {
+                    out.push((Choice::Crash(id.clone()), format!("CRASH {id:?}")));
+                }
+            } else if self.bounds.restarts {
+                out.push((Choice::Restart(id.clone()), format!("RESTART {id:?}")));
+            }
+        }
+        if s.sim.blocked_links().is_empty() {
+            if s.budget.partitions > 0 {
+                let members = s.sim.members();
+                // Every split into two non-empty sides, each once.
+                let n = members.len();
+                for mask in 1..(1u64 << n) - 1 {
+                    if mask & 1 == 0 {
+                        continue;
+                    }
+                    let side: Vec<P::Id> = (0..n)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| members[i].clone())
+                        .collect();
+                    out.push((
+                        Choice::Partition(side.clone()),
+                        format!("PARTITION {side:?} from the rest"),
+                    ));
+                }
+            }
+        } else {
+            out.push((Choice::Heal, "HEAL the partition".to_string()));
+        }
+        out
+    }
+
+    /// Take choice `c` in `s` (a copy); `Err` when a property broke.
+    fn take(&self, s: &State<P, O>, c: &Choice<P::Id>) -> (State<P, O>, Result<(), String>) {
+        let mut next = s.clone();
+        next.depth += 1;
+        let r = match c {
+            Choice::Run(key) => next
+                .sim
+                .run_key(*key, self.bounds.frozen_clock, &mut next.obs)
+                .map(|_| ()),
+            Choice::Reports(keys) => keys.iter().try_for_each(|key| {
+                next.sim
+                    .run_key(*key, self.bounds.frozen_clock, &mut next.obs)
+                    .map(|_| ())
+            }),
+            Choice::Fire(key) => {
+                next.budget.timer_fires = next.budget.timer_fires.saturating_sub(1);
+                next.sim
+                    .run_key(*key, self.bounds.frozen_clock, &mut next.obs)
+                    .map(|_| ())
+            }
+            Choice::Drop(key) => {
+                next.budget.drops -= 1;
+                next.sim.drop_key(*key);
+                next.obs.check(&next.sim)
+            }
+            Choice::Duplicate(key) => {
+                next.budget.duplicates -= 1;
+                next.sim.duplicate_key(*key);
+                next.obs.check(&next.sim)
+            }
+            Choice::Command(i) => {
+                next.used[*i] = true;
+                (self.model.commands[*i].run)(&mut next.sim, &mut next.obs)
+            }
+            Choice::Crash(id) => {
+                next.budget.crashes -= 1;
+                next.sim.crash(id, &mut next.obs)
+            }
+            Choice::Restart(id) => next.sim.restart(id, &mut next.obs),
+            Choice::Partition(side) => {
+                next.budget.partitions -= 1;
+                next.sim
+                    .partition(std::slice::from_ref(side), &mut next.obs)
+            }
+            Choice::Heal => next.sim.heal(&mut next.obs),
+        };
+        let r = r.and_then(|()| self.run_eager(&mut next));
+        (next, r)
+    }
+
+    /// Run every eager command that is enabled, until none is.
+    fn run_eager(&self, s: &mut State<P, O>) -> Result<(), String> {
+        loop {
+            let ready = self.model.commands.iter().enumerate().find(|(i, c)| {
+                c.eager && !s.used[*i] && s.sim.is_alive(&c.node) && (c.enabled)(&s.sim, &s.obs)
+            });
+            let Some((i, c)) = ready else {
+                return Ok(());
+            };
+            s.used[i] = true;
+            (c.run)(&mut s.sim, &mut s.obs)?;
+        }
+    }
+
+    fn quiescent(&self, s: &State<P, O>) -> bool {
+        s.used.iter().all(|u| *u)
+            && s.sim
+                .pending()
+                .iter()
+                .all(|(_, p)| matches!(p, Pending::Timer { .. }))
+    }
+
+    fn initial(&self) -> Result<State<P, O>, String> {
+        let (sim, obs) = (self.model.init)()?;
+        let mut s = State {
+            sim,
+            obs,
+            used: vec![false; self.model.commands.len()],
+            budget: Budget {
+                timer_fires: self.bounds.timer_fires.unwrap_or(u32::MAX),
+                drops: self.bounds.drops,
+                duplicates: self.bounds.duplicates,
+                crashes: self.bounds.crashes,
+                partitions: self.bounds.partitions,
+            },
+            depth: 0,
+        };
+        self.run_eager(&mut s)?;
+        Ok(s)
+    }
+
+    /// Breadth-first: the shortest counterexample, if any.
+    pub fn bfs(&self) -> Result<Report, String> {
+        self.search(true)
+    }
+
+    /// Depth-first with the depth bound.
+    pub fn dfs(&self) -> Result<Report, String> {
+        self.search(false)
+    }
+
+    fn search(&self, breadth_first: bool) -> Result<Report, String> {
+        let started = Instant::now();
+        let init = self.initial()?;
+        let root = self.fingerprint(&init);
+        // fingerprint -> (parent, choice index, description)
+        let mut seen: HashMap<u64, Option<(u64, usize, String)>> = HashMap::new();
+        seen.insert(root, None);
+        let mut frontier: VecDeque<(State<P, O>, u64)> = VecDeque::new();
+        frontier.push_back((init, root));
+        let (mut explored, mut deepest, mut depth_limited) = (0u64, 0usize, false);
+        let report = |verdict, explored, unique: usize, depth, limited| Report {
+            verdict,
+            explored,
+            unique: unique as u64,
+            depth,
+            depth_limited: limited,
+            elapsed: started.elapsed(),
+        };
+        while let Some((state, fp)) = if breadth_first {
+            frontier.pop_front()
+        } else {
+            frontier.pop_back()
+        } {
+            explored += 1;
+            deepest = deepest.max(state.depth);
+            if self.quiescent(&state) {
+                if let Some(goal) = &self.model.at_rest {
+                    if let Err(e) = goal(&state.sim, &state.obs) {
+                        let cx = self.path(&seen, fp, format!("at rest: {e}"));
+                        return Ok(report(
+                            Verdict::Violated(Box::new(cx)),
+                            explored,
+                            seen.len(),
+                            deepest,
+                            depth_limited,
+                        ));
+                    }
+                }
+            }
+            if state.depth >= self.bounds.max_depth {
+                depth_limited = true;
+                continue;
+            }
+            for (i, (choice, what)) in self.choices(&state).into_iter().enumerate() {
+                let (next, result) = self.take(&state, &choice);
+                let nfp = self.fingerprint(&next);
+                if let Err(e) = result {
+                    // The path to this state, then the step that broke it
+                    // (the broken state itself is not recorded: another
+                    // path may have reached a state of the same print).
+                    let mut cx = self.path(&seen, fp, e);
+                    cx.steps.push(Step {
+                        step: cx.steps.len() + 1,
+                        choice: i,
+                        what,
+                    });
+                    return Ok(report(
+                        Verdict::Violated(Box::new(cx)),
+                        explored,
+                        seen.len(),
+                        deepest,
+                        depth_limited,
+                    ));
+                }
+                if seen.contains_key(&nfp) {
+                    continue;
+                }
+                seen.insert(nfp, Some((fp, i, what)));
+                if seen.len() >= self.bounds.max_states {
+                    return Ok(report(
+                        Verdict::Undecided,
+                        explored,
+                        seen.len(),
+                        deepest,
+                        depth_limited,
+                    ));
+                }
+                frontier.push_back((next, nfp));
+            }
+        }
+        Ok(report(
+            Verdict::Holds,
+            explored,
+            seen.len(),
+            deepest,
+            depth_limited,
+        ))
+    }
+
+    fn path(
+        &self,
+        seen: &HashMap<u64, Option<(u64, usize, String)>>,
+        mut fp: u64,
+        violation: String,
+    ) -> Counterexample {
+        let mut steps = Vec::new();
+        while let Some(Some((parent, choice, what))) = seen.get(&fp) {
+            steps.push((*choice, what.clone()));
+            fp = *parent;
+        }
+        steps.reverse();
+        Counterexample {
+            model: self.model.name.clone(),
+            steps: steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, (choice, what))| Step {
+                    step: i + 1,
+                    choice,
+                    what,
+                })
+                .collect(),
+            violation,
+        }
+    }
+
+    /// Replay `steps` (choice indexes) from the initial state: the result
+    /// of the last step, and every step's description. A counterexample
+    /// replays to its violation.
+    pub fn replay(&self, steps: &[usize]) -> Result<Vec<String>, (Vec<String>, String)> {
+        let mut state = self.initial().map_err(|e| (Vec::new(), e))?;
+        let mut done = Vec::new();
+        for &i in steps {
+            let choices = self.choices(&state);
+            let Some((choice, what)) = choices.get(i) else {
+                let e = format!("step {}: no choice {i}", done.len() + 1);
+                return Err((done, e));
+            };
+            done.push(what.clone());
+            let (next, result) = self.take(&state, choice);
+            if let Err(e) = result {
+                return Err((done, e));
+            }
+            state = next;
+        }
+        Ok(done)
+    }
+}
+
+/// Replay a counterexample with `search`: `Ok` with the violation it
+/// reproduces, `Err` if it does not.
+pub fn replay<P, O>(search: &Search<P, O>, cx: &Counterexample) -> Result<String, String>
+where
+    P: SimProtocol + Clone + Debug,
+    O: Observer<P> + Clone + Debug,
+{
+    let steps: Vec<usize> = cx.steps.iter().map(|s| s.choice).collect();
+    match search.replay(&steps) {
+        Err((_, e)) => Ok(e),
+        Ok(_) if cx.violation.starts_with("at rest: ") => Ok(cx.violation.clone()),
+        Ok(_) => Err("the path replays without a violation".to_string()),
+    }
+}
