@@ -11,6 +11,12 @@
 //! SKIPPED and why to stderr, past libtest's output capture, so a plain
 //! `cargo test` shows it next to the test's `ok` (a second test checks
 //! that). `TROUPE_NETNS_UNAVAILABLE=reason` skips it on purpose.
+//!
+//! A second test runs the kv app (Raft) on the three hosts, cuts the
+//! leader off from both others, and checks that the cut-off leader stops
+//! serving linearizable reads while the majority elects a leader that
+//! serves writes and reads, and that the old leader catches up after the
+//! heal.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,6 +27,7 @@ use std::time::Duration;
 use troupe::config::Config;
 use troupe::framework::membership::MemberStatus;
 use troupe::runtime::start_node;
+use troupe_apps::http_client::NodeClient;
 use troupe_apps::local_cluster::{fast_detector_toml, wait_seen, wait_up, LocalCluster};
 use troupe_apps::sample::{start_status, Add, COUNTER};
 
@@ -87,6 +94,19 @@ fn reach(net: &str, prefix: &str, i: u8, j: u8) -> bool {
     }
 }
 
+/// Why the multi-host tests cannot run here, written past libtest's
+/// capture; `None` when they can.
+fn skip(test: &str) -> Option<()> {
+    let why = unavailable()?;
+    // Not `println!`/`eprintln!`: libtest captures those and shows them
+    // only for a failed test, and this one then just says `ok`.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED multi-host test {test}: it cannot run here ({why})"
+    );
+    Some(())
+}
+
 /// Removes the namespaces even when the test fails.
 struct Hosts(String);
 impl Drop for Hosts {
@@ -124,15 +144,7 @@ fn a_skipped_run_says_so_past_output_capture() {
 
 #[test]
 fn three_hosts_survive_a_cut_link_and_a_killed_node() {
-    if let Some(why) = unavailable() {
-        // Not `println!`/`eprintln!`: libtest captures those and shows them
-        // only for a failed test, and this one then just says `ok`.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED multi-host test three_hosts_survive_a_cut_link_and_a_killed_node: \
-             it cannot run here ({})",
-            why
-        );
+    if skip("three_hosts_survive_a_cut_link_and_a_killed_node").is_some() {
         return;
     }
     // tr<pid>: a later run recognises what a killed run left behind.
@@ -263,6 +275,174 @@ fn three_hosts_survive_a_cut_link_and_a_killed_node() {
         .unwrap();
         ctl.shutdown().await;
     });
+    c.shutdown();
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const KV_TOKEN: &str = "netns-kv-test-token-0123";
+
+/// The leader host `client` names in `_cluster`, if any.
+fn kv_leader(client: &NodeClient) -> Option<String> {
+    let a = client.get("/v1/kv/_cluster").ok()?;
+    (a.status == 200)
+        .then(|| a.body["leader"].as_str().map(String::from))
+        .flatten()
+}
+
+#[test]
+fn a_kv_leader_cut_off_stops_serving_and_the_majority_elects() {
+    if skip("a_kv_leader_cut_off_stops_serving_and_the_majority_elects").is_some() {
+        return;
+    }
+    let prefix = format!("tk{}", std::process::id());
+    let _ = netns_in(None, &["down", &prefix, "3"]);
+    let hosts = Hosts(prefix.clone());
+    let net = netns_in(None, &["up", &prefix, "3"]).expect("namespaces");
+    let octets: Vec<u8> = net.split('.').filter_map(|o| o.parse().ok()).collect();
+    assert_eq!(octets.len(), 3, "netns.sh up printed {net:?}");
+    let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], i));
+    let names = ["host-1", "host-2", "host-3"];
+    let dir = std::env::temp_dir().join(format!("troupe-multihost-kv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let host_ip = |name: &str| ip(names.iter().position(|n| *n == name).unwrap() as u8 + 1);
+    let mut c = LocalCluster::create_with(
+        &dir,
+        PathBuf::from(env!("CARGO_BIN_EXE_troupe")),
+        &[(names[0], ip(1)), (names[1], ip(2)), (names[2], ip(3))],
+        None,
+        &fast_detector_toml("swim"),
+        &|name| {
+            (
+                String::new(),
+                format!(
+                    "[http]\nlisten = \"{}:8080\"\ntoken = \"{KV_TOKEN}\"\n\n\
+                     [apps.kv]\nmembers = [\"host-1\", \"host-2\", \"host-3\"]\n",
+                    host_ip(name)
+                ),
+            )
+        },
+    )
+    .expect("cluster files");
+    for (i, n) in names.iter().enumerate() {
+        let ns = format!("{prefix}-h{}", i + 1);
+        c.spawn_wrapped(n, &["ip", "netns", "exec", &ns])
+            .expect("spawn in namespace");
+    }
+    let client = |name: &str| {
+        NodeClient::new(
+            &format!("http://{}:8080", host_ip(name)),
+            Some(KV_TOKEN.to_string()),
+            Duration::from_secs(10),
+        )
+        .expect("url")
+    };
+    let logs = c.dir().display().to_string();
+    let eventually = |what: &str, limit: Duration, mut ok: Box<dyn FnMut() -> bool + '_>| {
+        let start = std::time::Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < limit,
+                "not within {limit:?}: {what}; logs in {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // A leader every host agrees on, and a write through it.
+    let mut leader = String::new();
+    eventually(
+        "an agreed leader",
+        Duration::from_secs(30),
+        Box::new(|| {
+            let seen: Vec<Option<String>> = names.iter().map(|n| kv_leader(&client(n))).collect();
+            match &seen[0] {
+                Some(l) if seen.iter().all(|s| s.as_ref() == Some(l)) => {
+                    leader = l.clone();
+                    true
+                }
+                _ => false,
+            }
+        }),
+    );
+    let put = |at: &str, value: &str| {
+        client(at)
+            .request(
+                "PUT",
+                "/v1/kv/k",
+                Some(&format!("{{\"value\":\"{value}\"}}")),
+                &[],
+            )
+            .expect("PUT answered")
+    };
+    assert_eq!(put(&leader, "before").status, 200);
+    let l = names.iter().position(|n| *n == leader).unwrap() + 1;
+    let others: Vec<usize> = (1..=3).filter(|i| *i != l).collect();
+    println!("leader {leader}; cutting it off from hosts {others:?}");
+
+    // Cut the leader off from both others (each drops its traffic).
+    for j in &others {
+        netns_in(
+            Some(&net),
+            &["cut", &prefix, &j.to_string(), &l.to_string()],
+        )
+        .unwrap();
+    }
+    // The cut-off leader never answers a linearizable read with a value:
+    // no quorum confirms it is still the leader.
+    let read = client(&leader).get("/v1/kv/k").expect("GET answered");
+    assert_ne!(
+        read.status, 200,
+        "the cut-off leader served a linearizable read: {:?}",
+        read.body
+    );
+    // The majority elects a new leader that serves writes and reads.
+    let majority = names[others[0] - 1];
+    let mut new_leader = String::new();
+    eventually(
+        "a new leader on the majority side",
+        Duration::from_secs(20),
+        Box::new(|| match kv_leader(&client(majority)) {
+            Some(n) if n != leader => {
+                new_leader = n;
+                true
+            }
+            _ => false,
+        }),
+    );
+    assert_eq!(put(majority, "after").status, 200);
+    let read = client(majority).get("/v1/kv/k").expect("GET answered");
+    assert_eq!(
+        (read.status, read.body["value"].as_str()),
+        (200, Some("after"))
+    );
+    // Still nothing linearizable from the old leader's side.
+    let read = client(&leader).get("/v1/kv/k").expect("GET answered");
+    assert_ne!(
+        read.status, 200,
+        "the cut-off node served a linearizable read: {:?}",
+        read.body
+    );
+    // A stale read there shows the old value: it missed the new write.
+    let stale = client(&leader)
+        .get("/v1/kv/k?consistency=stale")
+        .expect("GET answered");
+    assert_eq!(stale.body["value"].as_str(), Some("before"));
+
+    // Heal: the old leader follows the new one and reads the new value.
+    for j in &others {
+        netns_in(Some(&net), &["heal", &prefix, &j.to_string()]).unwrap();
+    }
+    eventually(
+        "the old leader reads the new value after the heal",
+        Duration::from_secs(30),
+        Box::new(|| {
+            client(&leader)
+                .get("/v1/kv/k")
+                .is_ok_and(|a| a.status == 200 && a.body["value"].as_str() == Some("after"))
+        }),
+    );
+    println!("new leader {new_leader}");
     c.shutdown();
     drop(hosts);
     let _ = std::fs::remove_dir_all(&dir);
