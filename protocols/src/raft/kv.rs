@@ -87,22 +87,22 @@ impl KvStore {
     }
 }
 
+impl KvStore {
+    /// Set `key` to `value` by the entry at `index`.
+    fn set(&mut self, index: u64, key: String, value: String) -> KvReply {
+        let revision = index;
+        self.entries.insert(key, Versioned { value, revision });
+        KvReply::Done { revision }
+    }
+}
+
 impl StateMachine for KvStore {
     type Command = KvCommand;
     type Reply = KvReply;
 
     fn apply(&mut self, index: u64, command: KvCommand) -> KvReply {
         match command {
-            KvCommand::Put { key, value } => {
-                self.entries.insert(
-                    key,
-                    Versioned {
-                        value,
-                        revision: index,
-                    },
-                );
-                KvReply::Done { revision: index }
-            }
+            KvCommand::Put { key, value } => self.set(index, key, value),
             KvCommand::Cas {
                 key,
                 expected,
@@ -112,14 +112,7 @@ impl StateMachine for KvStore {
                 if current != expected {
                     return KvReply::Mismatch { current };
                 }
-                self.entries.insert(
-                    key,
-                    Versioned {
-                        value,
-                        revision: index,
-                    },
-                );
-                KvReply::Done { revision: index }
+                self.set(index, key, value)
             }
             KvCommand::Delete { key } => {
                 self.entries.remove(&key);

@@ -211,6 +211,32 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         }
     }
 
+    /// Common handling of a follower's answer of `term` to the round
+    /// `round`: a newer term deposes this leader; a stale answer, or one
+    /// to a server that no longer leads, is ignored (`false`); otherwise
+    /// the follower counts as heard from (check-quorum, reads).
+    pub(super) fn heard_follower(
+        &mut self,
+        from: &Id,
+        term: u64,
+        round: u64,
+        out: &mut OutputsOf<Self>,
+    ) -> bool {
+        if term > self.term {
+            self.become_follower(term, None, out);
+            return false;
+        }
+        if self.role != Role::Leader || term < self.term {
+            return false;
+        }
+        let Some(p) = self.progress.get_mut(from) else {
+            return false;
+        };
+        p.active = true;
+        p.acked_round = p.acked_round.max(round);
+        true
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_append_reply(
         &mut self,
@@ -224,18 +250,13 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         round: u64,
         out: &mut OutputsOf<Self>,
     ) {
-        if term > self.term {
-            return self.become_follower(term, None, out);
-        }
-        if self.role != Role::Leader || term < self.term {
+        if !self.heard_follower(&from, term, round, out) {
             return;
         }
         let last_term_of = |t: u64| self.log.last_index_of_term(t);
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        p.active = true;
-        p.acked_round = p.acked_round.max(round);
         if ok {
             if index > p.matched {
                 p.matched = index;

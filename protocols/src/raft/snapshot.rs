@@ -21,7 +21,7 @@ use super::machine::{Replicated, StateMachine};
 use super::membership::Membership;
 use super::message::RaftMsg;
 use super::server::{Flow, Incoming, Raft, SnapshotRecord};
-use super::{Outcome, RaftEvent, Role, SNAPSHOT_KEY};
+use super::{Outcome, RaftEvent, SNAPSHOT_KEY};
 use crate::driver::OutputsOf;
 use crate::MemberId;
 
@@ -217,17 +217,12 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         round: u64,
         out: &mut OutputsOf<Self>,
     ) {
-        if term > self.term {
-            return self.become_follower(term, None, out);
-        }
-        if self.role != Role::Leader || term < self.term {
+        if !self.heard_follower(&from, term, round, out) {
             return;
         }
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        p.active = true;
-        p.acked_round = p.acked_round.max(round);
         let Flow::Snapshot { index: sending, .. } = p.flow else {
             return self.confirm_reads(now, out);
         };

@@ -672,6 +672,15 @@ where
             depth_limited: limited,
             elapsed: started.elapsed(),
         };
+        let violated = |cx, explored, unique, depth, limited| {
+            report(
+                Verdict::Violated(Box::new(cx)),
+                explored,
+                unique,
+                depth,
+                limited,
+            )
+        };
         while let Some((state, fp)) = if breadth_first {
             frontier.pop_front()
         } else {
@@ -683,13 +692,7 @@ where
                 if let Some(goal) = &self.model.at_rest {
                     if let Err(e) = goal(&state.sim, &state.obs) {
                         let cx = self.path(&seen, fp, format!("at rest: {e}"));
-                        return Ok(report(
-                            Verdict::Violated(Box::new(cx)),
-                            explored,
-                            seen.len(),
-                            deepest,
-                            depth_limited,
-                        ));
+                        return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
                     }
                 }
             }
@@ -710,13 +713,7 @@ where
                         choice: i,
                         what,
                     });
-                    return Ok(report(
-                        Verdict::Violated(Box::new(cx)),
-                        explored,
-                        seen.len(),
-                        deepest,
-                        depth_limited,
-                    ));
+                    return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
                 }
                 if seen.contains_key(&nfp) {
                     continue;
