@@ -61,21 +61,6 @@ use troupe::protocols::raft::RaftConfig;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// CPU time of every thread of this process (schedstat run time), in ns.
-fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 /// One measurement.
 #[derive(Debug, Clone, Default)]
 struct Run {
@@ -115,12 +100,12 @@ fn summarize(mut lat: Vec<Duration>, cpu_ns: u64, len: Duration) -> Run {
     }
 }
 
-/// Samples `cpu_ns()` at the window's start and end.
+/// Samples `support::cpu_ns()` at the window's start and end.
 async fn cpu_over(w: Window) -> u64 {
     tokio::time::sleep_until(w.start.into()).await;
-    let c0 = cpu_ns();
+    let c0 = support::cpu_ns();
     tokio::time::sleep_until(w.end.into()).await;
-    cpu_ns() - c0
+    support::cpu_ns() - c0
 }
 
 // ---- openraft --------------------------------------------------------------
@@ -763,10 +748,10 @@ fn measure_cores(config: RaftConfig, clients: usize, warmup: Duration, len: Dura
         }
         let t = Instant::now();
         if cpu0.is_none() && t >= w.start {
-            cpu0 = Some(cpu_ns());
+            cpu0 = Some(support::cpu_ns());
         }
         if cpu.is_none() && t >= w.end {
-            cpu = Some(cpu_ns() - cpu0.unwrap_or_else(cpu_ns));
+            cpu = Some(support::cpu_ns() - cpu0.unwrap_or_else(support::cpu_ns));
         }
     }
     summarize(lat, cpu.unwrap_or(0), len)

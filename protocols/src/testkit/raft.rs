@@ -738,11 +738,6 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
     }
 }
 
-/// The keys the scenario's clients use.
-pub fn keys() -> BTreeSet<String> {
-    KEYS.iter().map(|k| k.to_string()).collect()
-}
-
 /// Hand-driven servers for scripted scenarios (the Raft paper's figures):
 /// every message sent waits in a queue until the script delivers or drops
 /// it; timers fire only when the script says so; durable writes are
