@@ -126,9 +126,20 @@ pub async fn start_raft<S: StateMachine>(
     members: &[String],
     config: RaftConfig,
 ) -> Result<Replica<S>, Error> {
+    let config = per_incarnation(node.id().incarnation.as_u128(), config);
     let instance =
         family::start::<RaftFamily<S>>(node, name, RaftAlgorithm::Raft, members, config).await?;
     Ok(Replica { instance })
+}
+
+/// `config` with the node's incarnation mixed into its seed: two clusters
+/// of same-named nodes, or one node before and after a restart, draw
+/// different election timeouts (servers that time out in lockstep split
+/// their votes again and again). The simulator builds cores directly and
+/// keeps its seeded determinism.
+fn per_incarnation(incarnation: u128, mut config: RaftConfig) -> RaftConfig {
+    config.seed ^= (incarnation as u64) ^ ((incarnation >> 64) as u64);
+    config
 }
 
 /// What [`prepare_raft`] returns: the driver's actor spec and the handle.
@@ -142,6 +153,7 @@ pub fn prepare_raft<S: StateMachine>(
     members: &[String],
     config: RaftConfig,
 ) -> Result<PreparedReplica<S>, Error> {
+    let config = per_incarnation(node.id().incarnation.as_u128(), config);
     let (spec, instance) =
         family::prepare::<RaftFamily<S>>(node, name, RaftAlgorithm::Raft, members, config)?;
     Ok((spec, Replica { instance }))
@@ -339,5 +351,36 @@ impl<S: StateMachine> Replica<S> {
     /// The node it runs on.
     pub fn node(&self) -> &Node {
         self.instance.node()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_incarnation_draws_its_own_election_timeouts() {
+        let seeded = |incarnation: u128, seed: u64| {
+            per_incarnation(
+                incarnation,
+                RaftConfig {
+                    seed,
+                    ..RaftConfig::default()
+                },
+            )
+            .seed
+        };
+        let (a, b) = (
+            0x1234_5678_9abc_def0_u128 << 64 | 7,
+            0x0fed_cba9_u128 << 64 | 7,
+        );
+        assert_ne!(seeded(a, 0), seeded(b, 0), "the high half counts");
+        assert_ne!(seeded(a, 0), seeded(a + 1, 0), "the low half counts");
+        assert_eq!(seeded(a, 5), seeded(a, 5), "one incarnation, one sequence");
+        assert_ne!(
+            seeded(a, 5),
+            seeded(a, 6),
+            "the configured seed still counts"
+        );
     }
 }

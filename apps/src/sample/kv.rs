@@ -213,17 +213,14 @@ impl KvSettings {
     }
 
     /// Raft's settings on `node`.
-    fn raft_config(&self, node: &Node) -> RaftConfig {
+    fn raft_config(&self) -> RaftConfig {
         let ms = Duration::from_millis;
-        let incarnation = node.id().incarnation.as_u128();
         RaftConfig {
             election_min: ms(self.election_min_ms),
             election_max: ms(self.election_max_ms),
             heartbeat: ms(self.heartbeat_ms),
             snapshot_after: self.snapshot_after,
             read_mode: self.read_mode,
-            // Another sequence of election timeouts in every incarnation.
-            seed: (incarnation as u64) ^ ((incarnation >> 64) as u64),
             ..RaftConfig::default()
         }
     }
@@ -551,7 +548,7 @@ impl AppKind for KvKind {
     }
     fn build(&self, ctx: &AppContext, s: KvSettings) -> Result<AppSpec, troupe::Error> {
         let members = s.members.clone().unwrap_or_else(|| ctx.members());
-        let config = s.raft_config(ctx.node());
+        let config = s.raft_config();
         let (driver, replica) = prepare_raft::<KvStore>(ctx.node(), ctx.name(), &members, config)?;
         let gateway = Arc::new(Gateway {
             node: ctx.node().clone(),

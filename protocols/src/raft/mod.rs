@@ -123,7 +123,9 @@ pub struct RaftConfig {
     pub clock_drift: f64,
     /// Client sessions kept at most.
     pub max_sessions: usize,
-    /// Mixed into each server's random election timeouts.
+    /// Mixed into each server's random election timeouts (with its name).
+    /// `troupe::raft::start_raft` also mixes in the node's incarnation, so
+    /// fresh clusters and restarted servers draw new timeouts.
     pub seed: u64,
     /// This server joins an existing group: it starts with no
     /// configuration, never campaigns, and learns the configuration from
