@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --example app_tree
+//! cargo run --example app_tree -- --trace tree.jsonl   # and write the run's trace
 //! ```
 //!
 //! It runs one simulated node under virtual time (no network, a fraction
@@ -21,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use troupe::app::{AppContext, AppKind, AppRegistry, AppSpec, ClusterInfo};
 use troupe::config::Config;
 use troupe::prelude::*;
+
+#[path = "common/trace_arg.rs"]
+mod trace_arg;
 
 // README: apps as supervised trees (begin)
 /// Tell a worker to panic.
@@ -131,6 +135,12 @@ fn expect(tree: &troupe::framework::TreeNode, path: &str, restarts: u64) -> Resu
 /// Run the example, printing what happens when `verbose`; `Err` says what
 /// did not happen as shown.
 pub fn run(verbose: bool) -> Result<(), String> {
+    run_traced(verbose, None)
+}
+
+/// [`run`], writing the run's trace (its supervision events among them) to
+/// `trace` when given (before the checks).
+pub fn run_traced(verbose: bool, trace: Option<std::path::PathBuf>) -> Result<(), String> {
     let say = move |text: &str| {
         if verbose {
             println!("{text}");
@@ -170,6 +180,9 @@ pub fn run(verbose: bool) -> Result<(), String> {
             }
         }
         let after = node.supervision_tree().await.map_err(|e| e.to_string())?;
+        if let Some(path) = &trace {
+            trace_arg::write(path, &cluster.net().trace());
+        }
         let mut shown = String::new();
         print_tree(&mut shown, &after, 1);
         say(&format!("\nThe tree after:\n{shown}"));
@@ -186,7 +199,9 @@ pub fn run(verbose: bool) -> Result<(), String> {
 }
 
 fn main() {
-    if let Err(e) = run(true) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let trace = trace_arg::take(&mut args);
+    if let Err(e) = run_traced(true, trace) {
         eprintln!("FAILED: {e}");
         std::process::exit(1);
     }

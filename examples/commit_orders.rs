@@ -3,6 +3,8 @@
 //!
 //! ```sh
 //! cargo run --example commit_orders
+//! cargo run --example commit_orders -- --trace orders.jsonl   # orders.two-phase.jsonl, orders.three-phase.jsonl
+//! troupe trace view orders.two-phase.jsonl -o orders.html     # a space-time diagram
 //! ```
 //!
 //! Three simulated nodes under virtual time (no network, a fraction of a
@@ -18,6 +20,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use troupe::prelude::*;
+
+#[path = "common/trace_arg.rs"]
+mod trace_arg;
 
 // README: atomic commit (begin)
 /// A participant's share of an order: one item from its stock.
@@ -57,6 +62,16 @@ async fn order(orders: &CommitHandle) -> Result<Outcome, troupe::Error> {
 /// Run the example with `algorithm`, printing what happens when `verbose`;
 /// `Err` says what did not happen as shown.
 pub fn run(algorithm: CommitAlgorithm, verbose: bool) -> Result<(), String> {
+    run_traced(algorithm, verbose, None)
+}
+
+/// [`run`], writing the run's trace to `trace` when given (before the
+/// checks).
+pub fn run_traced(
+    algorithm: CommitAlgorithm,
+    verbose: bool,
+    trace: Option<std::path::PathBuf>,
+) -> Result<(), String> {
     run_virtual(|| async move {
         let stocks: Vec<Rc<Cell<u32>>> = [0, 5, 1].map(|n| Rc::new(Cell::new(n))).to_vec();
         let handles: Rc<RefCell<Vec<CommitHandle>>> = Rc::default();
@@ -86,6 +101,9 @@ pub fn run(algorithm: CommitAlgorithm, verbose: bool) -> Result<(), String> {
         let second = order(&a).await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let left = (stocks[1].get(), stocks[2].get());
+        if let Some(path) = &trace {
+            trace_arg::write(path, &cluster.net().trace());
+        }
         if verbose {
             println!("{algorithm}: first order {first:?}, second order {second:?}");
             println!("stock left: b {}, c {}", left.0, left.1);
@@ -108,8 +126,12 @@ pub fn run(algorithm: CommitAlgorithm, verbose: bool) -> Result<(), String> {
 }
 
 fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let trace = trace_arg::take(&mut args);
     for algorithm in CommitAlgorithm::ALL {
-        if let Err(e) = run(algorithm, true) {
+        // One file per algorithm: `t.jsonl` -> `t.two-phase.jsonl`.
+        let file = trace.as_ref().map(|t| t.with_extension(format!("{algorithm}.jsonl")));
+        if let Err(e) = run_traced(algorithm, true, file) {
             eprintln!("FAILED: {e}");
             std::process::exit(1);
         }

@@ -5,6 +5,7 @@
 //! troupe certs init --dir certs                      # once per cluster
 //! troupe certs issue --dir certs --node node-a       # once per node
 //! cargo run --example embedded_node -- node-a.toml   # a config as in examples/configs/
+//! cargo run --example embedded_node -- node-a.toml --trace node-a.jsonl  # and trace it
 //! ```
 //!
 //! It installs logging (`RUST_LOG`, default `info`), starts an actix system
@@ -32,6 +33,10 @@ use serde::{Deserialize, Serialize};
 use troupe::framework::supervision::ActorSetup;
 use troupe::prelude::*;
 use troupe::runtime::Stopped;
+
+#[path = "common/trace_arg.rs"]
+#[allow(dead_code)] // `write` is for the simulated examples
+mod trace_arg;
 
 /// "Hello, I am `name`": answered with a greeting naming this actor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,17 +74,24 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: embedded_node NODE_CONFIG.toml");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let trace = trace_arg::take(&mut args);
+    let Some(path) = args.first().cloned() else {
+        eprintln!("usage: embedded_node NODE_CONFIG.toml [--trace FILE]");
         return ExitCode::from(2);
     };
-    let config = match Config::from_file(&path) {
+    let mut config = match Config::from_file(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{path}: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // `--trace FILE`: as `[trace] file = FILE` in the config (appended to,
+    // one JSON line per event, wall-clock `t_us`).
+    if let Some(file) = trace {
+        config.trace = Some(troupe::config::TraceConfig { file });
+    }
     let system = actix_rt::System::new();
     let outcome = system.block_on(async move {
         let running = start_node(config).await?;

@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --example locked_counter                          # centralized lock, bully election
 //! cargo run --example locked_counter -- ricart-agrawala ring  # any lock, any election
+//! cargo run --example locked_counter -- --trace lc.jsonl      # and write the run's trace
+//! troupe trace view lc.jsonl -o lc.html                       # its space-time diagram
 //! ```
 //!
 //! Locks: `centralized`, `ricart-agrawala`, `token-ring`, `lamport`;
@@ -42,6 +44,9 @@ use serde::{Deserialize, Serialize};
 use troupe::failure_detector::start_failure_detector;
 use troupe::prelude::*;
 use troupe::protocols::fd::FailureDetectorConfig;
+
+#[path = "common/trace_arg.rs"]
+mod trace_arg;
 
 const WORKERS: [&str; 4] = ["n1", "n2", "n3", "n4"];
 /// The leader, killed at [`CRASH_AT`].
@@ -151,6 +156,19 @@ pub fn run(
     election: ElectionAlgorithm,
     seed: u64,
     verbose: bool,
+) -> Result<Report, String> {
+    run_traced(lock, election, seed, verbose, None)
+}
+
+/// [`run`], writing the run's trace (every send, delivery, drop, timer,
+/// crash...) to `trace` when given, before the checks (a failed run's
+/// trace is the one to look at).
+pub fn run_traced(
+    lock: MutexAlgorithm,
+    election: ElectionAlgorithm,
+    seed: u64,
+    verbose: bool,
+    trace: Option<std::path::PathBuf>,
 ) -> Result<Report, String> {
     let say = move |line: String| {
         if verbose {
@@ -312,6 +330,9 @@ pub fn run(
             ));
         }
 
+        if let Some(path) = &trace {
+            trace_arg::write(path, &cluster.net().trace());
+        }
         let s = store.lock().expect("not poisoned");
         let acked = acked.lock().expect("not poisoned");
         let overlaps = overlaps.lock().expect("not poisoned");
@@ -387,7 +408,9 @@ pub fn run(
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let trace = trace_arg::take(&mut args);
+    let mut args = args.into_iter();
     let lock: MutexAlgorithm = args.next().map_or(MutexAlgorithm::Centralized, |a| {
         a.parse().unwrap_or_else(|e| {
             panic!("{e}; use centralized, ricart-agrawala, token-ring or lamport")
@@ -397,7 +420,7 @@ fn main() {
         a.parse()
             .unwrap_or_else(|e| panic!("{e}; use bully, ring or next-in-line"))
     });
-    if let Err(e) = run(lock, election, 7, true) {
+    if let Err(e) = run_traced(lock, election, 7, true, trace) {
         eprintln!("FAILED: {e}");
         std::process::exit(1);
     }

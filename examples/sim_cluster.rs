@@ -16,12 +16,15 @@
 //! and prints what the network did.
 //!
 //! ```text
-//! cargo run --example sim_cluster            # seed 1
-//! cargo run --example sim_cluster -- 42      # another seed: another run, replayable
+//! cargo run --example sim_cluster                  # seed 1
+//! cargo run --example sim_cluster -- 42            # another seed: another run, replayable
+//! cargo run --example sim_cluster -- 1 --rounds 200  # a longer run (default 6 rounds)
+//! cargo run --example sim_cluster -- --trace t.jsonl # the trace somewhere else
 //! ```
 //!
 //! The full trace (every send, delivery, drop, crash and restart) is written
-//! to `target/sim_cluster-trace.jsonl`.
+//! to `target/sim_cluster-trace.jsonl` (or the `--trace` file); draw it with
+//! `troupe trace view target/sim_cluster-trace.jsonl -o sim_cluster.html`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use troupe::prelude::*;
+
+#[path = "common/trace_arg.rs"]
+mod trace_arg;
 
 /// Add `cents` to the account; `id` names the transfer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +96,19 @@ pub struct Report {
 /// Run the example on the simulated network seeded by `seed`, printing what
 /// happens when `verbose`; `Err` says which check failed.
 pub fn run(seed: u64, verbose: bool) -> Result<Report, String> {
+    let trace = verbose.then(|| "target/sim_cluster-trace.jsonl".into());
+    run_with(seed, 6, verbose, trace)
+}
+
+/// [`run`] with `rounds` rounds of transfers (at least 5: the crash, the
+/// restart with the partition and the heal happen in rounds 2, 3 and 4),
+/// writing the trace to `trace` when given.
+pub fn run_with(
+    seed: u64,
+    rounds: u32,
+    verbose: bool,
+    trace: Option<std::path::PathBuf>,
+) -> Result<Report, String> {
     let say = move |line: String| {
         if verbose {
             println!("{line}");
@@ -131,7 +150,7 @@ pub fn run(seed: u64, verbose: bool) -> Result<Report, String> {
         let mut report = Report::default();
         let mut answered_ids = Vec::new();
         let mut next_id = 0u64;
-        for round in 0..6 {
+        for round in 0..rounds.max(5) {
             match round {
                 2 => {
                     phase(
@@ -228,17 +247,8 @@ pub fn run(seed: u64, verbose: bool) -> Result<Report, String> {
             applied.len(),
             twice.len()
         ));
-        if verbose {
-            let path = std::path::Path::new("target/sim_cluster-trace.jsonl");
-            let trace = cluster.net().trace();
-            match trace.write_to(path) {
-                Ok(()) => say(format!(
-                    "Trace: {} events in {}",
-                    trace.len(),
-                    path.display()
-                )),
-                Err(e) => say(format!("Trace not written: {e}")),
-            }
+        if let Some(path) = &trace {
+            trace_arg::write(path, &cluster.net().trace());
         }
         if !twice.is_empty() {
             return Err(format!("transfers applied twice: {twice:?}"));
@@ -263,12 +273,24 @@ pub fn run(seed: u64, verbose: bool) -> Result<Report, String> {
 }
 
 fn main() {
-    let seed: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let trace = trace_arg::take(&mut args)
+        .unwrap_or_else(|| "target/sim_cluster-trace.jsonl".into());
+    let mut rounds = 6;
+    if let Some(i) = args.iter().position(|a| a == "--rounds") {
+        args.remove(i);
+        rounds = match args.get(i).map(|r| r.parse::<u32>()) {
+            Some(Ok(r)) => r,
+            _ => {
+                eprintln!("--rounds needs a number");
+                std::process::exit(2);
+            }
+        };
+        args.remove(i);
+    }
+    let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
     let wall = std::time::Instant::now();
-    if let Err(e) = run(seed, true) {
+    if let Err(e) = run_with(seed, rounds, true, Some(trace)) {
         eprintln!("FAILED: {e}");
         std::process::exit(1);
     }
