@@ -18,6 +18,9 @@
 //! troupe demo                                a 3-node cluster over QUIC on 127.0.0.1, narrated
 //! troupe trace check [--causal] [--total] FILE...
 //!                                            check broadcast order in JSON-lines traces
+//! troupe trace view FILE... [-o out.html] [--axis auto|time|logical]
+//!                                            a space-time diagram (one self-contained HTML page)
+//! troupe trace shiviz FILE... [-o out.log]   the traces as a ShiViz log
 //! ```
 //!
 //! Logs go through `tracing` to stdout, coloured only on a terminal; set
@@ -165,9 +168,11 @@ pub enum Command {
         detector: String,
     },
     /// Traces: `troupe trace check [--causal] [--total] FILE...` checks the
-    /// broadcast deliveries recorded in JSON-lines traces.
+    /// broadcast deliveries recorded in JSON-lines traces; `troupe trace
+    /// view FILE... -o out.html` draws them as a space-time diagram;
+    /// `troupe trace shiviz FILE...` writes them as a ShiViz log.
     Trace {
-        /// check.
+        /// check, view or shiviz.
         #[command(subcommand)]
         action: TraceAction,
     },
@@ -191,6 +196,40 @@ pub enum TraceAction {
         /// same order.
         #[arg(long)]
         total: bool,
+        /// The trace files (JSON lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Draw JSON-lines traces (from the simulator, from nodes' `[trace]
+    /// file`s, from the model checker) as a space-time diagram: one HTML
+    /// file that opens without a network. One lane per node, an arrow per
+    /// message from send to delivery (lost ones dashed, ending in a cross),
+    /// marks for timers, syncs, supervision, broadcast deliveries, notes,
+    /// crashes and restarts; hover for details, wheel to zoom, drag to
+    /// pan, filters by protocol, message type and node, click an event for
+    /// its causal past and future. Several files (one per node, say) are
+    /// merged: a message is matched by its sender and `seq`.
+    View {
+        /// Where to write the page.
+        #[arg(short, long, default_value = "trace.html")]
+        output: PathBuf,
+        /// The axis it opens with: `time` (`t_us`), `logical` (happened-
+        /// before order: no arrow goes backwards), or `auto` (logical for
+        /// several nodes' wall-clock files or a frozen clock, else time).
+        #[arg(long, value_enum, default_value = "auto")]
+        axis: crate::trace_view::Axis,
+        /// The trace files (JSON lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write JSON-lines traces as a log for ShiViz (a space-time diagram
+    /// viewer): its parser expression on the first line, then per event
+    /// its text and `host {vector clock}`, the clocks computed from the
+    /// messages' sends and deliveries. Open the file in ShiViz's input page.
+    Shiviz {
+        /// Where to write the log (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
         /// The trace files (JSON lines).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -435,16 +474,49 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logs("warn");
             crate::demo::run(keep, &detector)
         }
-        Command::Trace {
-            action:
-                TraceAction::Check {
-                    causal,
-                    total,
-                    files,
-                },
-        } => {
-            print!("{}", trace_check(&files, causal, total)?);
+        Command::Trace { action } => {
+            print!("{}", trace(action)?);
             Ok(())
+        }
+    }
+}
+
+/// `troupe trace ...`: what to print.
+pub fn trace(action: TraceAction) -> Result<String, CliError> {
+    match action {
+        TraceAction::Check {
+            causal,
+            total,
+            files,
+        } => trace_check(&files, causal, total),
+        TraceAction::View {
+            output,
+            axis,
+            files,
+        } => {
+            let graph = crate::trace_graph::read_files(&files)
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            let (page, summary) = crate::trace_view::render(&graph, &files, axis);
+            std::fs::write(&output, page)
+                .map_err(|e| CliError::Other(format!("{}: {e}", output.display())))?;
+            Ok(format!("{}: {summary}\n", output.display()))
+        }
+        TraceAction::Shiviz { output, files } => {
+            let graph = crate::trace_graph::read_files(&files)
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            let (log, events) = crate::shiviz::render(&graph);
+            match output {
+                None => Ok(log),
+                Some(path) => {
+                    std::fs::write(&path, log)
+                        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+                    Ok(format!(
+                        "{}: {events} events on {} hosts, for ShiViz (paste it, or open the file, on its input page)\n",
+                        path.display(),
+                        graph.nodes.len()
+                    ))
+                }
+            }
         }
     }
 }

@@ -10,7 +10,10 @@
 //! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
 //!   that outlives the command;
 //! - [`demo`]: `troupe demo`, a real cluster over QUIC on 127.0.0.1;
-//! - [`local_cluster`]: node processes on one machine, for the demo and tests.
+//! - [`local_cluster`]: node processes on one machine, for the demo and tests;
+//! - [`trace_graph`], [`trace_view`], [`shiviz`]: `troupe trace view` (a
+//!   space-time diagram as one HTML page) and `troupe trace shiviz` (a
+//!   ShiViz log) of JSON-lines traces.
 
 pub mod bank_cli;
 pub mod chat_cli;
@@ -22,3 +25,6 @@ pub mod inspect;
 pub mod kv_cli;
 pub mod local_cluster;
 pub mod sample;
+pub mod shiviz;
+pub mod trace_graph;
+pub mod trace_view;
