@@ -7,8 +7,11 @@
 #    skipped; nothing else depends on them.
 #    Installs Python's `cryptography` (pip) for the certificate interop
 #    test when it is missing; without it that test says it was skipped.
+#    Installs Chromium (Debian package `chromium`) for the browser tests
+#    (the space-time diagrams of `troupe trace view`) when root; without
+#    it those tests say "SKIPPED: chromium not installed".
 # 2. Says in one line whether the multi-host tests will run or be skipped,
-#    and why (`scripts/netns.sh check`).
+#    and why (`scripts/netns.sh check`), and the same for the browser tests.
 # 3. Runs every test of the workspace (unit, property, simulation,
 #    multi-process over QUIC on loopback, multi-host in namespaces).
 set -euo pipefail
@@ -33,6 +36,24 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import cryptography' >/de
   echo "== installing Python cryptography for the certificate interop test"
   python3 -m pip install --quiet cryptography >/dev/null 2>&1 \
     || echo "== could not install Python cryptography; the certificate interop test will report SKIPPED"
+fi
+
+# The browser tests (apps/tests/trace_view_browser.rs) drive headless
+# Chromium; without it they report SKIPPED.
+have_chromium() {
+  [ -n "${CHROMIUM:-}" ] && [ -x "${CHROMIUM}" ] && return 0
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1
+}
+if ! have_chromium && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "== could not install chromium"
+fi
+if have_chromium; then
+  echo "== browser tests will run (headless chromium available)"
+else
+  echo "== browser tests will be SKIPPED: chromium not installed (apt-get install chromium as root, or set CHROMIUM)"
 fi
 
 if why=$(bash scripts/netns.sh check 2>&1); then
