@@ -357,6 +357,55 @@ fn several_nodes_files_open_on_the_logical_axis() {
     );
 }
 
+/// A model checker's counterexample (three-phase commit losing agreement
+/// under a partition, as in protocols/tests/model_check.rs), replayed as
+/// a trace: drawn on the logical axis (the checker's clock is frozen),
+/// every message and event of it.
+#[test]
+fn a_model_checker_counterexample_is_drawn() {
+    use troupe::protocols::commit::CommitAlgorithm;
+    use troupe::protocols::testkit::model::{Bounds, Search, Verdict};
+    use troupe::protocols::testkit::models::{self, Mutation};
+
+    let mut m = models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None);
+    m.crashable = Some(vec![1]);
+    let search = Search::new(
+        m,
+        Bounds {
+            max_depth: 40,
+            max_states: 400_000,
+            timer_fires: Some(6),
+            crashes: 1,
+            restarts: false,
+            partitions: 1,
+            ..Bounds::default()
+        },
+    );
+    let Verdict::Violated(cx) = search.bfs().unwrap().verdict else {
+        panic!("3PC under a partition: no counterexample");
+    };
+    let dir = out_dir();
+    let trace_file = dir.join("3pc-counterexample.jsonl");
+    std::fs::write(&trace_file, search.trace(&cx).unwrap()).unwrap();
+    let trace = read_trace(&trace_file);
+    let want = expected(&trace);
+    assert!(want.arrows > 5 && want.dropped > 0, "{want:?}");
+    assert!(trace.iter().any(|l| l.text.contains("VIOLATED")));
+
+    let html = dir.join("3pc-counterexample.html");
+    let summary = view(&[&trace_file], &html, &[]);
+    assert!(summary.contains("logical axis"), "{summary}");
+    let Some(chromium) = Chromium::or_skip("trace view of a model checker's counterexample") else {
+        return;
+    };
+    let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1400, 600)).unwrap());
+    assert_eq!(attrs["data-axis"], "logical");
+    assert_eq!(shown(&attrs), want, "{attrs:?}");
+    chromium
+        .screenshot(&file_url(&html, ""), &dir.join("3pc-counterexample.png"), (1400, 600))
+        .unwrap();
+}
+
 /// The render time of a 100,000-event trace (sim_cluster, 218 rounds:
 /// about 51,000 message arrows): a benchmark, not a timed test.
 #[test]

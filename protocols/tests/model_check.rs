@@ -155,6 +155,46 @@ fn three_phase_commit_violates_agreement_under_a_partition() {
         cx.steps.iter().any(|s| s.what.starts_with("PARTITION")),
         "{cx}"
     );
+    // Its trace, for `troupe trace view` (apps/tests/trace_view_browser.rs
+    // draws it): every message delivered or lost was sent, and the story's
+    // turns are in it.
+    let trace = s.trace(&cx).unwrap();
+    check_trace(&trace, cx.steps.len());
+    assert!(trace.contains("PARTITION"), "{trace}");
+    assert!(trace.contains("\"ev\":\"crash\"") || !cx.steps.iter().any(|s| s.what.starts_with("CRASH")));
+    assert!(trace.contains("VIOLATED: "), "{trace}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("3pc-counterexample.jsonl");
+    std::fs::write(&path, &trace).unwrap();
+    eprintln!("3PC counterexample trace: {}", path.display());
+}
+
+/// A counterexample's trace: JSON lines of the framework's format, each
+/// delivery or drop matching an earlier send from its sender to its node
+/// (by sender and `seq`), and at least one delivery per step that was one.
+fn check_trace(trace: &str, steps: usize) {
+    use std::collections::HashMap;
+    let mut sends: HashMap<(String, u64), String> = HashMap::new();
+    let (mut delivered, mut lines) = (0, 0);
+    for line in trace.lines() {
+        lines += 1;
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let node = v["node"].as_str().unwrap().to_string();
+        match v["ev"].as_str().unwrap() {
+            "send" => {
+                let seq = v["seq"].as_u64().unwrap();
+                let to = v["to"].as_str().unwrap().to_string();
+                assert!(v["msg"].is_string(), "{line}");
+                assert!(sends.insert((node, seq), to).is_none(), "seq reused: {line}");
+            }
+            "deliver" | "drop" => {
+                let key = (v["from"].as_str().unwrap().to_string(), v["seq"].as_u64().unwrap());
+                assert_eq!(sends.get(&key), Some(&node), "no send for {line}");
+                delivered += usize::from(v["ev"] == "deliver");
+            }
+            _ => {}
+        }
+    }
+    assert!(lines > steps && delivered > 0, "{trace}");
 }
 
 #[test]

@@ -75,7 +75,6 @@
       if ((evk[i] === DELIVER || evk[i] === DROP) && peer[i] >= 0) ends[fill[peer[i]]++] = i;
     }
   }
-  // Crashed spans per lane: [crash x index, restart index or -1].
   const arrows = new Int32Array(arrowTotal);
   const opens = [];
   {
@@ -263,7 +262,7 @@
     const ix = buildIndex(state.axis);
     const span = Math.max(ix.max - ix.min, state.axis === 'time' ? 1 : 1);
     const width = W - GUTTER - RIGHT;
-    state.scale = width / (span * 1.02);
+    state.scale = width / (span * 1.04);
     state.v0 = ix.min - span * 0.01;
   }
   const unitPerSecond = () => (state.axis === 'time' ? 1e6 : 1);
@@ -307,7 +306,7 @@
     ctx.stroke();
     ctx.textAlign = 'left';
     ctx.fillStyle = '#8b949e';
-    ctx.fillText(state.axis === 'time' ? 't' : 'logical', 6, (TOP - 6) / 2);
+    ctx.fillText(state.axis === 'time' ? 'time' : 'logical', 8, (TOP - 6) / 2);
   }
 
   function drawLanes(ix) {
@@ -356,7 +355,7 @@
   }
 
   // Arrows in the window, by color, one path per color; returns counts.
-  function drawArrows(ix, only, emph) {
+  function drawArrows(ix, only, emph, labels) {
     const x = ix.x;
     const vmin = val(GUTTER - 2), vmax = val(W);
     const start = lowerBoundArr(ix.maxHi, vmin);
@@ -377,6 +376,7 @@
       const x2 = px(x[d]), y2 = rowY(rowOf[lane[d]]);
       if (Math.max(y1, y2) < TOP - 4 || Math.min(y1, y2) > H + 4) continue;
       drawn++;
+      if (labels && labels.length < 5 * 200) labels.push(d, x1, y1, x2, y2);
       if (evk[d] === DROP) {
         dropped++;
         drops.push(x1, y1, x1 + (x2 - x1) * 0.8, y1 + (y2 - y1) * 0.8);
@@ -469,7 +469,7 @@
     return n;
   }
 
-  function drawMarks(ix, only) {
+  function drawMarks(ix, only, labels) {
     const x = ix.x;
     const vmin = val(GUTTER - 8), vmax = val(W + 8);
     let n = 0;
@@ -491,6 +491,7 @@
         if (kind === lastKind && p - lastPx < 0.5) continue;
         lastPx = p; lastKind = kind;
         drawMark(kind, p, y, small);
+        if (labels && labels.length < 3 * 300) labels.push(i, p, y);
       }
     }
     return n;
@@ -527,6 +528,59 @@
     }
   }
 
+  function shortText(i) {
+    const k = evk[i];
+    let t = labelIx[i] >= 0 ? S[labelIx[i]] : MARK_NAME[k];
+    if (k === SUPERVISION) t = t.replace(/^supervision /, '');
+    return t.length > 34 ? t.slice(0, 33) + '…' : t;
+  }
+  const overlaps = (placed, r) => placed.some((q) =>
+    r.x < q.x + q.w && q.x < r.x + r.w && r.y < q.y + q.h && q.y < r.y + r.h);
+  function drawArrowLabels(list, placed) {
+    ctx.font = '10px system-ui, sans-serif';
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'left';
+    for (let k = 0; k < list.length; k += 5) {
+      const d = list[k], s = peer[d];
+      const lost = evk[d] === DROP;
+      const tag = (tagIx[s] >= 0 && S[tagIx[s]] ? S[tagIx[s]] : kindName(s)) + (lost ? ' ✕' : '');
+      // A lost message's line stops at 80 % of the way.
+      const f = lost ? 0.4 : 0.5;
+      const mx = list[k + 1] + (list[k + 3] - list[k + 1]) * f;
+      const my = list[k + 2] + (list[k + 4] - list[k + 2]) * f;
+      const w = ctx.measureText(tag).width + 4;
+      const r = { x: mx + 3, y: my - 7, w, h: 13 };
+      if (r.x + r.w > W) r.x = mx - 3 - w;
+      if (overlaps(placed, r)) continue;
+      placed.push(r);
+      ctx.fillStyle = 'rgba(255,255,255,0.85)';
+      ctx.fillRect(r.x, r.y, r.w, r.h);
+      ctx.fillStyle = lost ? DROP_COLOR : colorOfKind(s);
+      ctx.fillText(tag, r.x + 2, my);
+    }
+  }
+  function drawMarkLabels(list, placed) {
+    ctx.font = '10px system-ui, sans-serif';
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'left';
+    for (let k = 0; k < list.length; k += 3) {
+      const i = list[k], x = list[k + 1], y = list[k + 2];
+      const text = shortText(i);
+      const w = ctx.measureText(text).width + 4;
+      for (const dy of [-20, 16, -32]) {
+        const r = { x: x - 2, y: y + dy - 6, w, h: 12 };
+        if (r.x + r.w > W) r.x = x + 2 - w;
+        if (overlaps(placed, r)) continue;
+        placed.push(r);
+        ctx.fillStyle = 'rgba(255,255,255,0.85)';
+        ctx.fillRect(r.x, r.y, r.w, r.h);
+        ctx.fillStyle = MARK_COLOR[evk[i]] || MARK_COLOR[OTHER];
+        ctx.fillText(text, r.x + 2, y + dy);
+        break;
+      }
+    }
+  }
+
   let frame = 0;
   function draw() {
     frame = 0;
@@ -546,9 +600,15 @@
     ctx.clip();
     const sel = state.selected;
     if (sel >= 0) ctx.globalAlpha = 0.16;
-    const a = drawArrows(ix, null, null);
+    const arrowLabels = [], markLabels = [];
+    const a = drawArrows(ix, null, null, arrowLabels);
     const open = drawOpen(ix, null);
-    const marks = drawMarks(ix, null);
+    const marks = drawMarks(ix, null, markLabels);
+    // Words, when there is room for them: message types along the arrows,
+    // what the marks say next to them.
+    const placed = [];
+    if (a.drawn <= 150) drawArrowLabels(arrowLabels, placed);
+    if (marks <= 200) drawMarkLabels(markLabels, placed);
     if (sel >= 0) {
       ctx.globalAlpha = 1;
       const past = state.past, fut = state.future;

@@ -585,7 +585,9 @@ where
             }
             Choice::Command(i) => {
                 next.used[*i] = true;
-                (self.model.commands[*i].run)(&mut next.sim, &mut next.obs)
+                let c = &self.model.commands[*i];
+                next.sim.trace_note(&c.node, format!("command: {}", c.label));
+                (c.run)(&mut next.sim, &mut next.obs)
             }
             Choice::Crash(id) => {
                 next.budget.crashes -= 1;
@@ -613,6 +615,7 @@ where
                 return Ok(());
             };
             s.used[i] = true;
+            s.sim.trace_note(&c.node, format!("command: {}", c.label));
             (c.run)(&mut s.sim, &mut s.obs)?;
         }
     }
@@ -787,6 +790,56 @@ where
             state = next;
         }
         Ok(done)
+    }
+}
+
+impl<P, O> Search<P, O>
+where
+    P: SimProtocol + Clone + Debug,
+    O: Observer<P> + Clone + Debug,
+{
+    /// The trace of a counterexample (JSON lines of
+    /// `troupe_framework::trace`, see [`Sim::record_trace`]): its steps
+    /// replayed with the simulation recording, each message's send and
+    /// delivery or loss, timers, crashes, restarts, and as notes the
+    /// commands, the cores' events, failure-detector reports, partitions,
+    /// and at the end the violation (at the node of the last step). Draw it
+    /// with `troupe trace view FILE` (the model checker's clock is usually
+    /// frozen: the page opens on the logical, happened-before axis).
+    pub fn trace(&self, cx: &Counterexample) -> Result<String, String> {
+        let mut state = self.initial()?;
+        state.sim.record_trace();
+        let mut last_node = None;
+        for (n, step) in cx.steps.iter().enumerate() {
+            let choices = self.choices(&state);
+            let Some((choice, _)) = choices.get(step.choice) else {
+                return Err(format!("step {}: no choice {}", n + 1, step.choice));
+            };
+            last_node = match choice {
+                Choice::Crash(id) | Choice::Restart(id) => Some(id.clone()),
+                Choice::Command(i) => Some(self.model.commands[*i].node.clone()),
+                Choice::Run(key) | Choice::Fire(key) | Choice::Drop(key) | Choice::Duplicate(key) => {
+                    state.sim.pending().into_iter().find(|(k, _)| k == key).map(|(_, p)| match p {
+                        Pending::Deliver { to, .. } => to,
+                        Pending::Timer { node, .. } | Pending::Sync { node } => node,
+                        Pending::Report { observer, .. } => observer,
+                    })
+                }
+                _ => last_node,
+            };
+            let (next, result) = self.take(&state, choice);
+            state = next;
+            if result.is_err() {
+                break;
+            }
+        }
+        let at = last_node.or_else(|| state.sim.members().into_iter().next());
+        if let Some(node) = at {
+            state
+                .sim
+                .trace_note(&node, format!("VIOLATED: {}", cx.violation));
+        }
+        Ok(state.sim.trace_jsonl().unwrap_or_default().to_string())
     }
 }
 
