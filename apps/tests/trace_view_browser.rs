@@ -298,6 +298,32 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
     assert_eq!(attrs["data-past"], past.to_string(), "causal past");
     assert_eq!(attrs["data-future"], future.to_string(), "causal future");
 
+    // Hover, click, zoom, pan, filter, axis: driven as a user would.
+    let probe = dir.join("locked_counter-probe.html");
+    std::fs::write(&probe, PROBE.replace("DIAGRAM", "locked_counter.html#x0=4.93&x1=5.45")).unwrap();
+    let attrs = body_attributes(
+        &chromium
+            .dump_dom_scripted(&file_url(&probe, ""), (1500, 900), 5_000)
+            .unwrap(),
+    );
+    assert_eq!(attrs.get("data-done").map(String::as_str), Some("yes"), "{attrs:?}");
+    assert!(!attrs.contains_key("data-error"), "{attrs:?}");
+    assert_eq!(attrs["data-tip-shown"], "true", "{attrs:?}");
+    let tip = &attrs["data-tip"];
+    assert!(tip.contains("sent t=") && (tip.contains("delivered t=") || tip.contains("lost")), "{tip}");
+    assert_eq!(attrs["data-selected"], attrs["data-pick"], "a click selects the event");
+    let n = |k: &str| attrs[k].parse::<f64>().unwrap();
+    assert!(n("data-zoom") > 1.5, "the wheel zooms in: {attrs:?}");
+    assert!(n("data-arrows-zoomed") < n("data-arrows-before"), "{attrs:?}");
+    assert!((n("data-pan-px") - 300.0).abs() < 1.0, "a drag of 300 px pans 300 px: {attrs:?}");
+    assert_eq!(n("data-arrows-all"), want.arrows as f64, "fit shows everything again");
+    let store_arrows = m
+        .values()
+        .filter(|&&s| tag_of(&trace[s]).is_some_and(|t| t.contains("store")))
+        .count();
+    assert_eq!(n("data-arrows-store"), store_arrows as f64, "typed filter 'store'");
+    assert_eq!(attrs["data-axis"], "logical");
+
     // For people: the whole run, and the crash of the leader up close.
     let whole = dir.join("locked_counter.png");
     chromium.screenshot(&file_url(&html, ""), &whole, size).unwrap();
@@ -312,6 +338,68 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
         crash.display()
     );
 }
+
+/// A page that drives the diagram in an `<iframe>` as a user would, and
+/// writes what it saw on its own `<body>`: hover over a send (the tooltip
+/// tells the message), click it (it is selected), wheel (zoom in), drag
+/// (pan), type in the protocol filter, switch the axis. After each, the
+/// frame the page asked for is drawn at once (`traceView.flush()`):
+/// headless Chromium runs an iframe's animation frames only now and then.
+const PROBE: &str = r#"<!DOCTYPE html><html><body>
+<iframe id="f" src="DIAGRAM" width="1400" height="800"></iframe>
+<script>
+const f = document.getElementById('f');
+const out = document.body.dataset;
+f.onload = () => {
+  const w = f.contentWindow, d = f.contentDocument, tv = w.traceView;
+  w.addEventListener('error', (e) => { out.error = (out.error || '') + e.message; });
+  const canvas = d.getElementById('canvas');
+  const rect = canvas.getBoundingClientRect();
+  const at = (x, y) => ({ clientX: rect.left + x, clientY: rect.top + y, bubbles: true, cancelable: true });
+  // What the page drew after an interaction (its next frame, drawn now).
+  const arrows = () => { tv.flush(); return Number(d.body.dataset.arrows); };
+  // A send in the middle of the view.
+  let pick = -1;
+  for (let i = 0; i < tv.kinds.length; i++) {
+    const p = tv.position(i);
+    if (tv.kinds[i] === 0 && p && p.x > 500 && p.x < 900) { pick = i; break; }
+  }
+  out.pick = pick;
+  const p = tv.position(pick);
+  w.dispatchEvent(new w.MouseEvent('mousemove', at(p.x, p.y)));
+  const tip = d.getElementById('tip');
+  out.tipShown = String(!tip.hidden);
+  out.tip = tip.textContent.slice(0, 300);
+  canvas.dispatchEvent(new w.MouseEvent('mousedown', at(p.x, p.y)));
+  w.dispatchEvent(new w.MouseEvent('mouseup', at(p.x, p.y)));
+  out.selected = d.body.dataset.selected;
+  w.dispatchEvent(new w.KeyboardEvent('keydown', { key: 'Escape' }));
+  out.arrowsBefore = arrows();
+  const scale = tv.state.scale;
+  canvas.dispatchEvent(new w.WheelEvent('wheel', Object.assign({ deltaY: -500 }, at(700, 300))));
+  out.zoom = (tv.state.scale / scale).toFixed(3);
+  out.arrowsZoomed = arrows();
+  const v0 = tv.state.v0, s = tv.state.scale;
+  canvas.dispatchEvent(new w.MouseEvent('mousedown', at(700, 300)));
+  w.dispatchEvent(new w.MouseEvent('mousemove', at(850, 300)));
+  w.dispatchEvent(new w.MouseEvent('mousemove', at(1000, 300)));
+  w.dispatchEvent(new w.MouseEvent('mouseup', at(1000, 300)));
+  out.panPx = ((v0 - tv.state.v0) * s).toFixed(1);
+  out.arrowsPanned = arrows();
+  d.getElementById('fit').click();
+  out.arrowsAll = arrows();
+  const proto = d.getElementById('proto');
+  proto.value = 'store';
+  proto.dispatchEvent(new w.Event('input'));
+  out.arrowsStore = arrows();
+  const axis = d.getElementById('axis');
+  axis.value = 'logical';
+  axis.dispatchEvent(new w.Event('change'));
+  tv.flush();
+  out.axis = d.body.dataset.axis;
+  out.done = 'yes';
+};
+</script></body></html>"#;
 
 /// Two nodes' own trace files with wall clocks that disagree (b's is
 /// behind): the page opens on the logical axis, and every message is

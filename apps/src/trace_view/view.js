@@ -680,6 +680,13 @@
   function parsed(i) {
     try { return JSON.parse(D.lines[i]); } catch (e) { return {}; }
   }
+  function oneLine(i) {
+    const k = evk[i];
+    const s = k === SEND ? i : peer[i];
+    const tag = s >= 0 && tagIx[s] >= 0 ? S[tagIx[s]] : '';
+    const what = k === SEND ? 'send' : k === DELIVER ? 'delivery' : 'loss';
+    return `${what} of ${s >= 0 ? kindName(s) : ''} ${tag}`.trim();
+  }
   function describe(i) {
     const k = evk[i];
     const here = D.nodes[lane[i]];
@@ -714,22 +721,28 @@
 
   // ---- interaction -----------------------------------------------------
   const tip = document.getElementById('tip');
-  function hit(mx, my) {
+  // The visible events under the mouse on its lane, nearest first (on one
+  // pixel, message ends before marks); [] when none.
+  function hits(mx, my) {
     const ix = buildIndex(state.axis);
     const r = Math.floor((my - TOP + state.scrollY) / laneH);
-    if (r < 0 || r >= rows.length || mx < GUTTER - 6) return -1;
-    if (Math.abs(my - rowY(r)) > Math.max(12, laneH / 2)) return -1;
+    if (r < 0 || r >= rows.length || mx < GUTTER - 6) return [];
+    if (Math.abs(my - rowY(r)) > Math.max(12, laneH / 2)) return [];
     const ids = ix.all[rows[r]];
     const x = ix.x;
     const a = lowerBound(ids, x, val(mx - 7)), b = lowerBound(ids, x, val(mx + 7));
-    let best = -1, bestD = 1e9;
+    const found = [];
     for (let k = a; k < b; k++) {
       const i = ids[k];
-      if (!visible[i]) continue;
-      const d = Math.abs(px(x[i]) - mx);
-      if (d < bestD) { best = i; bestD = d; }
+      if (visible[i]) found.push([Math.round(Math.abs(px(x[i]) - mx)), evk[i] <= DROP ? 0 : 1, k, i]);
     }
-    return best;
+    found.sort((p, q) => p[0] - q[0] || p[1] - q[1] || p[2] - q[2]);
+    if (!found.length) return [];
+    return found.filter((f) => f[0] <= found[0][0] + 1).map((f) => f[3]);
+  }
+  function hit(mx, my) {
+    const h = hits(mx, my);
+    return h.length ? h[0] : -1;
   }
   let drag = null;
   canvas.addEventListener('mousedown', (e) => {
@@ -759,9 +772,14 @@
       return;
     }
     if (mx < 0 || my < 0 || mx > W || my > H) { tip.hidden = true; return; }
-    const i = hit(mx, my);
-    if (i < 0) { tip.hidden = true; return; }
-    tip.innerHTML = describe(i);
+    const here = hits(mx, my);
+    if (!here.length) { tip.hidden = true; return; }
+    let h = describe(here[0]);
+    if (here.length > 1) {
+      const more = here.slice(1, 6).map((j) => esc(evk[j] <= DROP ? oneLine(j) : shortText(j)));
+      h += `<br>also here: ${more.join(' · ')}${here.length > 6 ? ` · and ${here.length - 6} more` : ''}`;
+    }
+    tip.innerHTML = h;
     tip.hidden = false;
     const tw = tip.offsetWidth, th = tip.offsetHeight;
     tip.style.left = Math.min(W - tw - 4, mx + 14) + 'px';
@@ -881,4 +899,18 @@
   document.body.dataset.setupMs = (T_DRAW - T_START).toFixed(1);
   document.body.dataset.renderMs = T_END.toFixed(1);
   window.addEventListener('resize', () => { resize(); redraw(); });
+  // For scripts and tests driving the page: where event `i` is drawn
+  // (canvas coordinates; null when its lane is hidden), and the view.
+  window.traceView = {
+    position(i) {
+      const r = rowOf[lane[i]];
+      return r < 0 ? null : { x: px(X[state.axis][i]), y: rowY(r) };
+    },
+    state,
+    kinds: evk,
+    // Draw now what an interaction asked to be drawn at the next frame.
+    flush() {
+      if (frame) { cancelAnimationFrame(frame); draw(); }
+    },
+  };
 })();

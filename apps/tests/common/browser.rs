@@ -139,6 +139,28 @@ impl Chromium {
         )
     }
 
+    /// [`Chromium::dump_dom`] for a page that drives another: pages from
+    /// files may reach each other (a test page scripting a page in an
+    /// `<iframe>`), and the DOM is read after `virtual_ms` of virtual time
+    /// (timers and animation frames run, as fast as they can).
+    pub fn dump_dom_scripted(
+        &self,
+        url: &str,
+        (width, height): (u32, u32),
+        virtual_ms: u32,
+    ) -> Result<String, String> {
+        self.run(
+            &[
+                format!("--window-size={width},{height}"),
+                "--allow-file-access-from-files".to_string(),
+                format!("--virtual-time-budget={virtual_ms}"),
+                "--dump-dom".to_string(),
+                url.to_string(),
+            ],
+            Duration::from_secs(120),
+        )
+    }
+
     /// Loads `url` in a `width` x `height` window and saves a PNG of it
     /// at `out`.
     pub fn screenshot(&self, url: &str, out: &Path, (width, height): (u32, u32)) -> Result<(), String> {
