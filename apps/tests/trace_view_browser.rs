@@ -324,12 +324,14 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
     assert_eq!(n("data-arrows-store"), store_arrows as f64, "typed filter 'store'");
     assert_eq!(attrs["data-axis"], "logical");
 
-    // For people: the whole run, and the crash of the leader up close.
+    // For people: the whole run, and the crash of the leader up close
+    // without the failure detector's heartbeats (the README's picture,
+    // docs/img/locked_counter-trace.png, is this one).
     let whole = dir.join("locked_counter.png");
     chromium.screenshot(&file_url(&html, ""), &whole, size).unwrap();
     let crash = dir.join("locked_counter-crash.png");
     chromium
-        .screenshot(&file_url(&html, "x0=4.93&x1=5.45"), &crash, size)
+        .screenshot(&file_url(&html, README_VIEW), &crash, (1400, 720))
         .unwrap();
     let _ = writeln!(
         std::io::stderr(),
@@ -338,6 +340,11 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
         crash.display()
     );
 }
+
+/// The view of the README's picture: 4.86 s to 5.96 s, the leader n4
+/// crashing at 5 s, the others' requests to it lost, a new election and
+/// the lock moving to n3; `!fd` hides the failure detector's heartbeats.
+const README_VIEW: &str = "x0=4.86&x1=5.96&proto=!fd";
 
 /// A page that drives the diagram in an `<iframe>` as a user would, and
 /// writes what it saw on its own `<body>`: hover over a send (the tooltip
@@ -494,40 +501,122 @@ fn a_model_checker_counterexample_is_drawn() {
         .unwrap();
 }
 
-/// The render time of a 100,000-event trace (sim_cluster, 218 rounds:
-/// about 51,000 message arrows): a benchmark, not a timed test.
+/// A page that times the diagram's frames while panning it (drags of 40
+/// px, each frame drawn and its pixels flushed): 10 frames with all of the
+/// trace in view, 10 zoomed in 20 times. Writes the median milliseconds
+/// per frame of each on its `<body>`.
+const PAN_PROBE: &str = r#"<!DOCTYPE html><html><body>
+<iframe id="f" src="DIAGRAM" width="1400" height="800"></iframe>
+<script>
+const f = document.getElementById('f');
+f.onload = () => {
+  const w = f.contentWindow, d = f.contentDocument, tv = w.traceView;
+  const canvas = d.getElementById('canvas');
+  const ctx = canvas.getContext('2d');
+  const rect = canvas.getBoundingClientRect();
+  const at = (x, y) => ({ clientX: rect.left + x, clientY: rect.top + y, bubbles: true, cancelable: true });
+  const frames = () => {
+    const ms = [];
+    for (let k = 0; k < 10; k++) {
+      const t = w.performance.now();
+      canvas.dispatchEvent(new w.MouseEvent('mousedown', at(700, 300)));
+      w.dispatchEvent(new w.MouseEvent('mousemove', at(700 + (k % 2 ? 40 : -40), 300)));
+      w.dispatchEvent(new w.MouseEvent('mouseup', at(700 + (k % 2 ? 40 : -40), 300)));
+      tv.flush();
+      ctx.getImageData(0, 0, 1, 1);
+      ms.push(w.performance.now() - t);
+    }
+    ms.sort((a, b) => a - b);
+    return ms[5].toFixed(1);
+  };
+  document.body.dataset.panAll = frames();
+  for (let k = 0; k < 10; k++) {
+    canvas.dispatchEvent(new w.WheelEvent('wheel', Object.assign({ deltaY: -200 }, at(700, 300))));
+  }
+  tv.flush();
+  document.body.dataset.zoom = (tv.state.scale).toExponential(2);
+  document.body.dataset.arrowsZoomed = d.body.dataset.arrows;
+  document.body.dataset.panZoomed = frames();
+};
+</script></body></html>"#;
+
+/// The render time of 100,000-event traces: a messages-heavy one
+/// (sim_cluster, 218 rounds: about 51,000 message arrows, few marks) and
+/// a marks-heavy one (16 locked_counter runs one after the other: about
+/// 102,000 events, 29,000 of them marks). A benchmark, not a timed test.
 #[test]
 #[ignore = "benchmark: cargo test -p troupe-apps --test trace_view_browser -- --ignored --nocapture"]
 fn bench_render_100k_events() {
     let dir = out_dir();
-    let trace_file = dir.join("sim_cluster-100k.jsonl");
-    sim_cluster::run_with(1, 218, false, Some(trace_file.clone())).expect("the example's checks");
-    let events = read_trace(&trace_file).len();
-    let html = dir.join("sim_cluster-100k.html");
-    let started = std::time::Instant::now();
-    let summary = view(&[&trace_file], &html, &[]);
-    let build = started.elapsed();
+    let messages = dir.join("sim_cluster-100k.jsonl");
+    sim_cluster::run_with(1, 218, false, Some(messages.clone())).expect("the example's checks");
+    let one = dir.join("locked_counter-once.jsonl");
+    locked_counter::run_traced(
+        MutexAlgorithm::Centralized,
+        ElectionAlgorithm::Bully,
+        7,
+        false,
+        Some(one.clone()),
+    )
+    .expect("the example's checks");
+    // 16 runs in a row: each copy later by 13 s, its seqs numbered on.
+    let marks = dir.join("locked_counter-16x.jsonl");
+    let text = std::fs::read_to_string(&one).unwrap();
+    let mut tiled = String::new();
+    for copy in 0..16u64 {
+        for line in text.lines() {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            v["t_us"] = (v["t_us"].as_u64().unwrap() + copy * 13_000_000).into();
+            if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+                if v["ev"] != "delivered" {
+                    v["seq"] = (seq + copy * 1_000_000).into();
+                }
+            }
+            tiled.push_str(&v.to_string());
+            tiled.push('\n');
+        }
+    }
+    std::fs::write(&marks, tiled).unwrap();
     let Some(chromium) = Chromium::or_skip("trace view benchmark") else {
         return;
     };
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1400, 800)).unwrap());
-        assert_eq!(attrs["data-events"], events.to_string());
-        let ms = |k: &str| attrs[k].parse::<f64>().unwrap();
-        runs.push((ms("data-render-ms"), ms("data-setup-ms"), ms("data-draw-ms")));
+    for (name, trace_file) in [("sim_cluster-100k", messages), ("locked_counter-16x", marks)] {
+        let events = read_trace(&trace_file).len();
+        let html = dir.join(format!("{name}.html"));
+        let started = std::time::Instant::now();
+        let summary = view(&[&trace_file], &html, &[]);
+        let build = started.elapsed();
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1400, 800)).unwrap());
+            assert_eq!(attrs["data-events"], events.to_string());
+            let ms = |k: &str| attrs[k].parse::<f64>().unwrap();
+            runs.push((ms("data-render-ms"), ms("data-setup-ms"), ms("data-draw-ms")));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (render, setup, draw) = runs[runs.len() / 2];
+        let probe = dir.join(format!("{name}-pan.html"));
+        std::fs::write(&probe, PAN_PROBE.replace("DIAGRAM", &format!("{name}.html"))).unwrap();
+        let pan = body_attributes(
+            &chromium
+                .dump_dom_scripted(&file_url(&probe, ""), (1500, 900), 5_000)
+                .unwrap(),
+        );
+        chromium
+            .screenshot(&file_url(&html, ""), &dir.join(format!("{name}.png")), (1400, 800))
+            .unwrap();
+        let _ = writeln!(
+            std::io::stderr(),
+            "trace view bench {name}: {events} events, page {:.1} MB written in {:.2} s by this build of troupe ({}); \
+             in Chromium, median of 5: {render:.0} ms from navigation start to the first diagram \
+             ({setup:.0} ms indexing, {draw:.0} ms drawing with pixels flushed); all runs (render, indexing, drawing) {runs:?}; \
+             panning: {} ms per frame with everything in view, {} ms zoomed in 20 times ({} arrows in view)",
+            std::fs::metadata(&html).unwrap().len() as f64 / 1e6,
+            build.as_secs_f64(),
+            summary.trim(),
+            pan.get("data-pan-all").map_or("?", String::as_str),
+            pan.get("data-pan-zoomed").map_or("?", String::as_str),
+            pan.get("data-arrows-zoomed").map_or("?", String::as_str),
+        );
     }
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (render, setup, draw) = runs[runs.len() / 2];
-    chromium
-        .screenshot(&file_url(&html, ""), &dir.join("sim_cluster-100k.png"), (1400, 800))
-        .unwrap();
-    let _ = writeln!(
-        std::io::stderr(),
-        "trace view bench: {events} events, page {:.1} MB written in {:.2} s by this build of troupe ({summary}); \
-         in Chromium, median of 5: {render:.0} ms from navigation start to the first diagram \
-         ({setup:.0} ms indexing, {draw:.0} ms drawing with pixels flushed); all runs {runs:?}",
-        std::fs::metadata(&html).unwrap().len() as f64 / 1e6,
-        build.as_secs_f64(),
-    );
 }

@@ -364,6 +364,9 @@
     const drops = [];
     let drawn = 0, dropped = 0;
     const heads = [];
+    // With thousands of arrows in view many fall on the same pixels: each
+    // (start pixel, end pixel, lanes, kind) is stroked once (all counted).
+    const dedupe = end - start > 4000 ? new Map() : null;
     for (let k = start; k < end && k < ix.arr.length; k++) {
       const d = ix.arr[k];
       const s = peer[d];
@@ -376,9 +379,19 @@
       const x2 = px(x[d]), y2 = rowY(rowOf[lane[d]]);
       if (Math.max(y1, y2) < TOP - 4 || Math.min(y1, y2) > H + 4) continue;
       drawn++;
+      if (evk[d] === DROP) dropped++;
+      if (dedupe) {
+        const group = ((rowOf[lane[s]] * rows.length) + rowOf[lane[d]]) * 32
+          + (evk[d] === DROP ? 31 : (kindIx[s] + 1) % 31);
+        const clamp = (v) => Math.max(0, Math.min(200000, Math.round(v) + 100000));
+        const key = clamp(x1) * 200001 + clamp(x2);
+        let set = dedupe.get(group);
+        if (!set) { set = new Set(); dedupe.set(group, set); }
+        if (set.has(key)) continue;
+        set.add(key);
+      }
       if (labels && labels.length < 5 * 200) labels.push(d, x1, y1, x2, y2);
       if (evk[d] === DROP) {
-        dropped++;
         drops.push(x1, y1, x1 + (x2 - x1) * 0.8, y1 + (y2 - y1) * 0.8);
         continue;
       }
@@ -559,11 +572,19 @@
       ctx.fillText(tag, r.x + 2, my);
     }
   }
-  function drawMarkLabels(list, placed) {
+  // Crashes, restarts, notes, broadcast deliveries and supervision first;
+  // timers and syncs (frequent) only when there are few marks.
+  function drawMarkLabels(list, placed, all) {
     ctx.font = '10px system-ui, sans-serif';
     ctx.textBaseline = 'middle';
     ctx.textAlign = 'left';
+    const order = [];
     for (let k = 0; k < list.length; k += 3) {
+      const routine = evk[list[k]] === TIMER || evk[list[k]] === SYNC;
+      if (!routine) order.push(k);
+    }
+    if (all) for (let k = 0; k < list.length; k += 3) if (evk[list[k]] === TIMER || evk[list[k]] === SYNC) order.push(k);
+    for (const k of order) {
       const i = list[k], x = list[k + 1], y = list[k + 2];
       const text = shortText(i);
       const w = ctx.measureText(text).width + 4;
@@ -607,8 +628,8 @@
     // Words, when there is room for them: message types along the arrows,
     // what the marks say next to them.
     const placed = [];
-    if (a.drawn <= 150) drawArrowLabels(arrowLabels, placed);
-    if (marks <= 200) drawMarkLabels(markLabels, placed);
+    if (a.drawn <= 80) drawArrowLabels(arrowLabels, placed);
+    if (marks <= 200) drawMarkLabels(markLabels, placed, marks <= 15);
     if (sel >= 0) {
       ctx.globalAlpha = 1;
       const past = state.past, fut = state.future;
