@@ -130,7 +130,9 @@ fn main() {
     let trace = trace_arg::take(&mut args);
     for algorithm in CommitAlgorithm::ALL {
         // One file per algorithm: `t.jsonl` -> `t.two-phase.jsonl`.
-        let file = trace.as_ref().map(|t| t.with_extension(format!("{algorithm}.jsonl")));
+        let file = trace
+            .as_ref()
+            .map(|t| t.with_extension(format!("{algorithm}.jsonl")));
         if let Err(e) = run_traced(algorithm, true, file) {
             eprintln!("FAILED: {e}");
             std::process::exit(1);

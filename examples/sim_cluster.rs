@@ -274,8 +274,8 @@ pub fn run_with(
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let trace = trace_arg::take(&mut args)
-        .unwrap_or_else(|| "target/sim_cluster-trace.jsonl".into());
+    let trace =
+        trace_arg::take(&mut args).unwrap_or_else(|| "target/sim_cluster-trace.jsonl".into());
     let mut rounds = 6;
     if let Some(i) = args.iter().position(|a| a == "--rounds") {
         args.remove(i);

@@ -4,6 +4,9 @@
 //! the suite. `embedded_node`, which serves over QUIC until a signal, runs
 //! as a process in `tests/embedded_node.rs`.
 
+// Each example brings its own copy of examples/common/trace_arg.rs.
+#![allow(clippy::duplicate_mod)]
+
 #[allow(dead_code)]
 #[path = "../examples/app_tree.rs"]
 mod app_tree;

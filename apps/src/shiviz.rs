@@ -180,7 +180,10 @@ mod tests {
             );
             if let Some(prev) = last.get(host.as_str()) {
                 for (h, c) in prev.iter() {
-                    assert!(clock.get(h).copied().unwrap_or(0) >= *c, "{host}'s clock went down");
+                    assert!(
+                        clock.get(h).copied().unwrap_or(0) >= *c,
+                        "{host}'s clock went down"
+                    );
                 }
             }
             last.insert(host, clock);
@@ -191,7 +194,9 @@ mod tests {
             if text.starts_with("deliver ") {
                 let from = between(text, " from ", " #").expect("delivery names its sender");
                 let key = (from, host.clone(), seq(text).expect("seq"));
-                let sent = sends.get(&key).unwrap_or_else(|| panic!("{text}: no send before it"));
+                let sent = sends
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("{text}: no send before it"));
                 for (h, c) in sent.iter() {
                     assert!(
                         clock.get(h).copied().unwrap_or(0) >= *c,
@@ -203,7 +208,10 @@ mod tests {
         }
         for (_, clock, _) in events {
             for (h, c) in clock {
-                assert!(own.get(h.as_str()).is_some_and(|n| c <= n), "entry {h}={c} out of range");
+                assert!(
+                    own.get(h.as_str()).is_some_and(|n| c <= n),
+                    "entry {h}={c} out of range"
+                );
             }
         }
         assert!(deliveries > 0 || !events.iter().any(|e| e.2.starts_with("deliver ")));
@@ -216,13 +224,27 @@ mod tests {
     #[test]
     fn clocks_are_a_happened_before_shiviz_accepts() {
         // a sends to b twice (one lost), b answers, c hears from b.
-        let trace = line(0, "a", r#""ev":"send","to":"b","seq":1,"bytes":5,"kind":"tell","tag":"x""#)
-            + &line(1, "a", r#""ev":"send","to":"b","seq":2,"bytes":5,"kind":"tell","tag":"x""#)
-            + &line(1, "b", r#""ev":"drop","from":"a","seq":1,"reason":"loss""#)
+        let trace = line(
+            0,
+            "a",
+            r#""ev":"send","to":"b","seq":1,"bytes":5,"kind":"tell","tag":"x""#,
+        ) + &line(
+            1,
+            "a",
+            r#""ev":"send","to":"b","seq":2,"bytes":5,"kind":"tell","tag":"x""#,
+        ) + &line(1, "b", r#""ev":"drop","from":"a","seq":1,"reason":"loss""#)
             + &line(2, "b", r#""ev":"timer","name":"fd:Tick""#)
             + &line(3, "b", r#""ev":"deliver","from":"a","seq":2"#)
-            + &line(4, "b", r#""ev":"send","to":"a","seq":3,"bytes":5,"kind":"reply","tag":"""#)
-            + &line(4, "b", r#""ev":"send","to":"c node","seq":4,"bytes":5,"kind":"tell","tag":"y""#)
+            + &line(
+                4,
+                "b",
+                r#""ev":"send","to":"a","seq":3,"bytes":5,"kind":"reply","tag":"""#,
+            )
+            + &line(
+                4,
+                "b",
+                r#""ev":"send","to":"c node","seq":4,"bytes":5,"kind":"tell","tag":"y""#,
+            )
             + &line(5, "a", r#""ev":"deliver","from":"b","seq":3"#)
             + &line(6, "c node", r#""ev":"deliver","from":"b","seq":4"#)
             + &line(7, "c node", r#""ev":"crash""#);

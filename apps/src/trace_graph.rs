@@ -158,9 +158,20 @@ impl Event {
     /// A short text for a mark (what a legend or a log line says).
     pub fn label(&self) -> String {
         let s = |k: &str| self.str_field(k).unwrap_or("");
-        let n = |k: &str| self.fields.get(k).map(|v| v.to_string()).unwrap_or_default();
+        let n = |k: &str| {
+            self.fields
+                .get(k)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
         match self.kind {
-            Kind::Send => format!("send {} {} to {} #{}", s("kind"), s("tag"), s("to"), n("seq")),
+            Kind::Send => format!(
+                "send {} {} to {} #{}",
+                s("kind"),
+                s("tag"),
+                s("to"),
+                n("seq")
+            ),
             Kind::Deliver => format!("deliver from {} #{}", s("from"), n("seq")),
             Kind::Drop => format!("drop from {} #{} ({})", s("from"), n("seq"), s("reason")),
             Kind::Timer => format!("timer {}", s("name")),
@@ -336,9 +347,9 @@ impl Graph {
                 };
                 let t_us = match fields.get("t_us") {
                     None => 0,
-                    Some(v) => v
-                        .as_u64()
-                        .ok_or_else(|| bad(format!("\"t_us\" is not a number of microseconds: {v}")))?,
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        bad(format!("\"t_us\" is not a number of microseconds: {v}"))
+                    })?,
                 };
                 let kind = Kind::parse(&ev);
                 if matches!(kind, Kind::Send | Kind::Deliver | Kind::Drop) {
@@ -439,9 +450,8 @@ impl Graph {
                 let Some(candidates) = sends.get(&(*from, seq)) else {
                     continue;
                 };
-                let to_me = |&&s: &&usize| {
-                    self.events[s].peer() == Some(self.nodes[e.lane].as_str())
-                };
+                let to_me =
+                    |&&s: &&usize| self.events[s].peer() == Some(self.nodes[e.lane].as_str());
                 let matching: Vec<&usize> = candidates.iter().filter(to_me).collect();
                 let chosen = match matching.as_slice() {
                     [] => None,

@@ -192,8 +192,7 @@ pub fn render(graph: &Graph, files: &[PathBuf], axis: Axis) -> (String, Summary)
         };
         let protocol = e.protocol();
         data.kind.push(strings.get(kind));
-        data.tag
-            .push(strings.get(tag.or(protocol.as_deref())));
+        data.tag.push(strings.get(tag.or(protocol.as_deref())));
         data.label.push(strings.get(label.as_deref()));
         data.lines.push(&e.line);
         if send.is_some() {

@@ -11,6 +11,9 @@
 //! trace of the sim_cluster example and reports the time to the first
 //! diagram (BENCHMARKS.md, "Space-time diagrams").
 
+// Each example brings its own copy of examples/common/trace_arg.rs.
+#![allow(clippy::duplicate_mod)]
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,7 +88,9 @@ fn matches(trace: &[Line]) -> HashMap<usize, usize> {
     let mut out = HashMap::new();
     for (i, l) in trace.iter().enumerate() {
         if l.ev == "deliver" || l.ev == "drop" {
-            if let Some(&s) = sends.get(&(l.peer.as_deref().unwrap(), l.node.as_str(), l.seq.unwrap())) {
+            if let Some(&s) =
+                sends.get(&(l.peer.as_deref().unwrap(), l.node.as_str(), l.seq.unwrap()))
+            {
                 out.insert(i, s);
             }
         }
@@ -206,8 +211,14 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
     .expect("the example's own checks");
     let trace = read_trace(&trace_file);
     let want = expected(&trace);
-    assert!(want.arrows > 1000 && want.dropped > 0 && want.marks > 100, "{want:?}");
-    assert!(trace.iter().any(|l| l.ev == "crash"), "the leader's crash is in the trace");
+    assert!(
+        want.arrows > 1000 && want.dropped > 0 && want.marks > 100,
+        "{want:?}"
+    );
+    assert!(
+        trace.iter().any(|l| l.ev == "crash"),
+        "the leader's crash is in the trace"
+    );
 
     let html = dir.join("locked_counter.html");
     let summary = view(&[&trace_file], &html, &[]);
@@ -229,7 +240,9 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
     assert_eq!(attrs["data-axis"], "time");
 
     // The same on the logical axis (everything still in view).
-    let dom = chromium.dump_dom(&file_url(&html, "axis=logical"), size).unwrap();
+    let dom = chromium
+        .dump_dom(&file_url(&html, "axis=logical"), size)
+        .unwrap();
     let attrs = body_attributes(&dom);
     assert_eq!(shown(&attrs), want, "logical axis: {attrs:?}");
     assert_eq!(attrs["data-axis"], "logical");
@@ -246,7 +259,9 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
         let v: Value = serde_json::from_str(&l.text).unwrap();
         match l.ev.as_str() {
             "send" => v["tag"].as_str().map(str::to_string),
-            "timer" => v["name"].as_str().map(|n| n.split(':').next().unwrap().to_string()),
+            "timer" => v["name"]
+                .as_str()
+                .map(|n| n.split(':').next().unwrap().to_string()),
             "sync" | "delivered" => v["protocol"].as_str().map(str::to_string),
             "supervision" => v["path"].as_str().map(str::to_string),
             _ => None,
@@ -270,7 +285,11 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
         .unwrap();
     let attrs = body_attributes(&dom);
     assert_eq!(attrs["data-lanes"], "4");
-    assert_eq!(attrs["data-arrows"], filtered_arrows.to_string(), "{attrs:?}");
+    assert_eq!(
+        attrs["data-arrows"],
+        filtered_arrows.to_string(),
+        "{attrs:?}"
+    );
     assert_eq!(attrs["data-marks"], filtered_marks.to_string(), "{attrs:?}");
     assert!(filtered_arrows < want.arrows && filtered_marks < want.marks);
 
@@ -300,35 +319,65 @@ fn the_locked_counter_diagram_shows_every_message_and_event_of_its_trace() {
 
     // Hover, click, zoom, pan, filter, axis: driven as a user would.
     let probe = dir.join("locked_counter-probe.html");
-    std::fs::write(&probe, PROBE.replace("DIAGRAM", "locked_counter.html#x0=4.93&x1=5.45")).unwrap();
+    std::fs::write(
+        &probe,
+        PROBE.replace("DIAGRAM", "locked_counter.html#x0=4.93&x1=5.45"),
+    )
+    .unwrap();
     let attrs = body_attributes(
         &chromium
             .dump_dom_scripted(&file_url(&probe, ""), (1500, 900), 5_000)
             .unwrap(),
     );
-    assert_eq!(attrs.get("data-done").map(String::as_str), Some("yes"), "{attrs:?}");
+    assert_eq!(
+        attrs.get("data-done").map(String::as_str),
+        Some("yes"),
+        "{attrs:?}"
+    );
     assert!(!attrs.contains_key("data-error"), "{attrs:?}");
     assert_eq!(attrs["data-tip-shown"], "true", "{attrs:?}");
     let tip = &attrs["data-tip"];
-    assert!(tip.contains("sent t=") && (tip.contains("delivered t=") || tip.contains("lost")), "{tip}");
-    assert_eq!(attrs["data-selected"], attrs["data-pick"], "a click selects the event");
+    assert!(
+        tip.contains("sent t=") && (tip.contains("delivered t=") || tip.contains("lost")),
+        "{tip}"
+    );
+    assert_eq!(
+        attrs["data-selected"], attrs["data-pick"],
+        "a click selects the event"
+    );
     let n = |k: &str| attrs[k].parse::<f64>().unwrap();
     assert!(n("data-zoom") > 1.5, "the wheel zooms in: {attrs:?}");
-    assert!(n("data-arrows-zoomed") < n("data-arrows-before"), "{attrs:?}");
-    assert!((n("data-pan-px") - 300.0).abs() < 1.0, "a drag of 300 px pans 300 px: {attrs:?}");
-    assert_eq!(n("data-arrows-all"), want.arrows as f64, "fit shows everything again");
+    assert!(
+        n("data-arrows-zoomed") < n("data-arrows-before"),
+        "{attrs:?}"
+    );
+    assert!(
+        (n("data-pan-px") - 300.0).abs() < 1.0,
+        "a drag of 300 px pans 300 px: {attrs:?}"
+    );
+    assert_eq!(
+        n("data-arrows-all"),
+        want.arrows as f64,
+        "fit shows everything again"
+    );
     let store_arrows = m
         .values()
         .filter(|&&s| tag_of(&trace[s]).is_some_and(|t| t.contains("store")))
         .count();
-    assert_eq!(n("data-arrows-store"), store_arrows as f64, "typed filter 'store'");
+    assert_eq!(
+        n("data-arrows-store"),
+        store_arrows as f64,
+        "typed filter 'store'"
+    );
     assert_eq!(attrs["data-axis"], "logical");
 
     // For people: the whole run, and the crash of the leader up close
     // without the failure detector's heartbeats (the README's picture,
     // docs/img/locked_counter-trace.png, is this one).
     let whole = dir.join("locked_counter.png");
-    chromium.screenshot(&file_url(&html, ""), &whole, size).unwrap();
+    chromium
+        .screenshot(&file_url(&html, ""), &whole, size)
+        .unwrap();
     let crash = dir.join("locked_counter-crash.png");
     chromium
         .screenshot(&file_url(&html, README_VIEW), &crash, (1400, 720))
@@ -437,7 +486,11 @@ fn several_nodes_files_open_on_the_logical_axis() {
     let Some(chromium) = Chromium::or_skip("trace view of two nodes' files") else {
         return;
     };
-    let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1000, 600)).unwrap());
+    let attrs = body_attributes(
+        &chromium
+            .dump_dom(&file_url(&html, ""), (1000, 600))
+            .unwrap(),
+    );
     assert_eq!(attrs["data-axis"], "logical");
     assert_eq!(
         shown(&attrs),
@@ -493,11 +546,19 @@ fn a_model_checker_counterexample_is_drawn() {
     let Some(chromium) = Chromium::or_skip("trace view of a model checker's counterexample") else {
         return;
     };
-    let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1400, 600)).unwrap());
+    let attrs = body_attributes(
+        &chromium
+            .dump_dom(&file_url(&html, ""), (1400, 600))
+            .unwrap(),
+    );
     assert_eq!(attrs["data-axis"], "logical");
     assert_eq!(shown(&attrs), want, "{attrs:?}");
     chromium
-        .screenshot(&file_url(&html, ""), &dir.join("3pc-counterexample.png"), (1400, 600))
+        .screenshot(
+            &file_url(&html, ""),
+            &dir.join("3pc-counterexample.png"),
+            (1400, 600),
+        )
         .unwrap();
 }
 
@@ -580,7 +641,10 @@ fn bench_render_100k_events() {
     let Some(chromium) = Chromium::or_skip("trace view benchmark") else {
         return;
     };
-    for (name, trace_file) in [("sim_cluster-100k", messages), ("locked_counter-16x", marks)] {
+    for (name, trace_file) in [
+        ("sim_cluster-100k", messages),
+        ("locked_counter-16x", marks),
+    ] {
         let events = read_trace(&trace_file).len();
         let html = dir.join(format!("{name}.html"));
         let started = std::time::Instant::now();
@@ -588,22 +652,38 @@ fn bench_render_100k_events() {
         let build = started.elapsed();
         let mut runs = Vec::new();
         for _ in 0..5 {
-            let attrs = body_attributes(&chromium.dump_dom(&file_url(&html, ""), (1400, 800)).unwrap());
+            let attrs = body_attributes(
+                &chromium
+                    .dump_dom(&file_url(&html, ""), (1400, 800))
+                    .unwrap(),
+            );
             assert_eq!(attrs["data-events"], events.to_string());
             let ms = |k: &str| attrs[k].parse::<f64>().unwrap();
-            runs.push((ms("data-render-ms"), ms("data-setup-ms"), ms("data-draw-ms")));
+            runs.push((
+                ms("data-render-ms"),
+                ms("data-setup-ms"),
+                ms("data-draw-ms"),
+            ));
         }
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (render, setup, draw) = runs[runs.len() / 2];
         let probe = dir.join(format!("{name}-pan.html"));
-        std::fs::write(&probe, PAN_PROBE.replace("DIAGRAM", &format!("{name}.html"))).unwrap();
+        std::fs::write(
+            &probe,
+            PAN_PROBE.replace("DIAGRAM", &format!("{name}.html")),
+        )
+        .unwrap();
         let pan = body_attributes(
             &chromium
                 .dump_dom_scripted(&file_url(&probe, ""), (1500, 900), 5_000)
                 .unwrap(),
         );
         chromium
-            .screenshot(&file_url(&html, ""), &dir.join(format!("{name}.png")), (1400, 800))
+            .screenshot(
+                &file_url(&html, ""),
+                &dir.join(format!("{name}.png")),
+                (1400, 800),
+            )
             .unwrap();
         let _ = writeln!(
             std::io::stderr(),

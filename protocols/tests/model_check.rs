@@ -161,7 +161,9 @@ fn three_phase_commit_violates_agreement_under_a_partition() {
     let trace = s.trace(&cx).unwrap();
     check_trace(&trace, cx.steps.len());
     assert!(trace.contains("PARTITION"), "{trace}");
-    assert!(trace.contains("\"ev\":\"crash\"") || !cx.steps.iter().any(|s| s.what.starts_with("CRASH")));
+    assert!(
+        trace.contains("\"ev\":\"crash\"") || !cx.steps.iter().any(|s| s.what.starts_with("CRASH"))
+    );
     assert!(trace.contains("VIOLATED: "), "{trace}");
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("3pc-counterexample.jsonl");
     std::fs::write(&path, &trace).unwrap();
@@ -184,10 +186,16 @@ fn check_trace(trace: &str, steps: usize) {
                 let seq = v["seq"].as_u64().unwrap();
                 let to = v["to"].as_str().unwrap().to_string();
                 assert!(v["msg"].is_string(), "{line}");
-                assert!(sends.insert((node, seq), to).is_none(), "seq reused: {line}");
+                assert!(
+                    sends.insert((node, seq), to).is_none(),
+                    "seq reused: {line}"
+                );
             }
             "deliver" | "drop" => {
-                let key = (v["from"].as_str().unwrap().to_string(), v["seq"].as_u64().unwrap());
+                let key = (
+                    v["from"].as_str().unwrap().to_string(),
+                    v["seq"].as_u64().unwrap(),
+                );
                 assert_eq!(sends.get(&key), Some(&node), "no send for {line}");
                 delivered += usize::from(v["ev"] == "deliver");
             }

@@ -119,8 +119,12 @@ impl Chromium {
         let err = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
         let _ = std::fs::remove_dir_all(&profile);
         match status {
-            None => Err(format!("chromium {args:?} did not exit within {limit:?}; stderr:\n{err}")),
-            Some(s) if !s.success() => Err(format!("chromium {args:?} failed ({s}); stderr:\n{err}")),
+            None => Err(format!(
+                "chromium {args:?} did not exit within {limit:?}; stderr:\n{err}"
+            )),
+            Some(s) if !s.success() => {
+                Err(format!("chromium {args:?} failed ({s}); stderr:\n{err}"))
+            }
             Some(_) => Ok(out),
         }
     }
@@ -163,7 +167,12 @@ impl Chromium {
 
     /// Loads `url` in a `width` x `height` window and saves a PNG of it
     /// at `out`.
-    pub fn screenshot(&self, url: &str, out: &Path, (width, height): (u32, u32)) -> Result<(), String> {
+    pub fn screenshot(
+        &self,
+        url: &str,
+        out: &Path,
+        (width, height): (u32, u32),
+    ) -> Result<(), String> {
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
@@ -176,7 +185,8 @@ impl Chromium {
             ],
             Duration::from_secs(120),
         )?;
-        let png = std::fs::read(out).map_err(|e| format!("no screenshot at {}: {e}", out.display()))?;
+        let png =
+            std::fs::read(out).map_err(|e| format!("no screenshot at {}: {e}", out.display()))?;
         if !png.starts_with(b"\x89PNG\r\n\x1a\n") {
             return Err(format!("{} is not a PNG", out.display()));
         }

@@ -58,10 +58,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use troupe_framework::membership::{MemberEvent, MemberStatus};
-use troupe_framework::trace::TraceEvent;
 use troupe_framework::sansio::{
     Outputs, Protocol, Recovered, SnapshotCore, TimerOp, TimerTable, Write,
 };
+use troupe_framework::trace::TraceEvent;
 
 /// What the simulator needs from a core beyond [`Protocol`].
 pub trait SimProtocol: Protocol {
@@ -914,17 +914,16 @@ impl<P: SimProtocol> Sim<P> {
             return;
         }
         self.tracer = Some(SimTrace::default());
-        let queued: Vec<(EventKey, P::Id, P::Id, P::Msg)> = self
+        let queued: Vec<(EventKey, Ev<P>)> = self
             .queue
             .iter()
-            .filter_map(|(k, ev)| match ev {
-                Ev::Deliver { from, to, msg } => {
-                    Some((*k, from.clone(), to.clone(), msg.clone()))
-                }
-                _ => None,
-            })
+            .filter(|(_, ev)| matches!(ev, Ev::Deliver { .. }))
+            .map(|(k, ev)| (*k, ev.clone()))
             .collect();
-        for (key, from, to, msg) in queued {
+        for (key, ev) in queued {
+            let Ev::Deliver { from, to, msg } = ev else {
+                continue;
+            };
             let seq = self.trace_send(&from, &to, &msg);
             if let Some(t) = self.tracer.as_mut() {
                 t.sends.insert(key, seq);

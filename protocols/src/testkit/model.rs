@@ -586,7 +586,8 @@ where
             Choice::Command(i) => {
                 next.used[*i] = true;
                 let c = &self.model.commands[*i];
-                next.sim.trace_note(&c.node, format!("command: {}", c.label));
+                next.sim
+                    .trace_note(&c.node, format!("command: {}", c.label));
                 (c.run)(&mut next.sim, &mut next.obs)
             }
             Choice::Crash(id) => {
@@ -818,13 +819,19 @@ where
             last_node = match choice {
                 Choice::Crash(id) | Choice::Restart(id) => Some(id.clone()),
                 Choice::Command(i) => Some(self.model.commands[*i].node.clone()),
-                Choice::Run(key) | Choice::Fire(key) | Choice::Drop(key) | Choice::Duplicate(key) => {
-                    state.sim.pending().into_iter().find(|(k, _)| k == key).map(|(_, p)| match p {
+                Choice::Run(key)
+                | Choice::Fire(key)
+                | Choice::Drop(key)
+                | Choice::Duplicate(key) => state
+                    .sim
+                    .pending()
+                    .into_iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, p)| match p {
                         Pending::Deliver { to, .. } => to,
                         Pending::Timer { node, .. } | Pending::Sync { node } => node,
                         Pending::Report { observer, .. } => observer,
-                    })
-                }
+                    }),
                 _ => last_node,
             };
             let (next, result) = self.take(&state, choice);
