@@ -74,6 +74,10 @@ pub fn render(graph: &Graph) -> (String, usize) {
                     e.seq().unwrap_or(0),
                     e.fields.get("bytes").and_then(|b| b.as_u64()).unwrap_or(0)
                 );
+                // A model checker's trace has the message itself.
+                if let Some(msg) = e.fields.get("msg").and_then(|m| m.as_str()) {
+                    t.push_str(&format!(": {msg}"));
+                }
                 for &d in &graph.ends_of[i] {
                     let end = &graph.events[d];
                     if end.kind == Kind::Drop {

@@ -207,8 +207,10 @@ pub fn render(graph: &Graph, files: &[PathBuf], axis: Axis) -> (String, Summary)
     }
     data.strings = strings.list;
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_string());
-    // Inside <script>: "</" would end it; "\/" is the same in JSON.
-    let json = json.replace("</", "<\\/");
+    // Inside <script>, "</script" would end it and "<!--" change how it is
+    // parsed: no "<" at all ("<" only occurs inside JSON strings, where
+    // "\u003c" is the same character).
+    let json = json.replace('<', "\\u003c");
     let title = html_escape(&format!("Troupe trace: {}", data.title));
     let page = PAGE
         .replace("{{TITLE}}", &title)
@@ -231,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_its_data_cannot_end_the_script() {
-        let text = "{\"t_us\":0,\"node\":\"a\",\"ev\":\"note\",\"text\":\"</script><b>\"}\n\
+        let text = "{\"t_us\":0,\"node\":\"a\",\"ev\":\"note\",\"text\":\"<!--<script></script><b>\"}\n\
                     {\"t_us\":5,\"node\":\"a\",\"ev\":\"send\",\"to\":\"b\",\"seq\":1,\"bytes\":3,\"kind\":\"tell\",\"tag\":\"t\"}\n\
                     {\"t_us\":9,\"node\":\"b\",\"ev\":\"deliver\",\"from\":\"a\",\"seq\":1}\n";
         let g = Graph::from_texts(&[(PathBuf::from("a.jsonl"), text.to_string())]).unwrap();
@@ -249,6 +251,10 @@ mod tests {
         let data: serde_json::Value = serde_json::from_str(&page[start..end]).unwrap();
         assert_eq!(data["nodes"], serde_json::json!(["a", "b"]));
         assert_eq!(data["peer"], serde_json::json!([-1, -1, 1]));
+        assert!(data["lines"][0]
+            .as_str()
+            .unwrap()
+            .contains("<!--<script></script><b>"));
     }
 
     #[test]

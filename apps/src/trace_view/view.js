@@ -730,6 +730,7 @@
           }
         }
         if (endStart[s + 1] === endStart[s]) h += 'no delivery or drop in the trace<br>';
+        if (m.msg) h += `message: ${esc(m.msg)}<br>`;
         if (m.lamport !== undefined) h += `Lamport stamp ${m.lamport}<br>`;
         if (m.vector) h += `vector stamp ${esc(m.vector.map((p) => p[0] + ':' + p[1]).join(' '))}<br>`;
       }
