@@ -215,7 +215,8 @@ pub enum TraceAction {
         output: PathBuf,
         /// The axis it opens with: `time` (`t_us`), `logical` (happened-
         /// before order: no arrow goes backwards), or `auto` (logical for
-        /// several nodes' wall-clock files or a frozen clock, else time).
+        /// several nodes' wall-clock files with messages between them, or
+        /// a frozen clock; else time).
         #[arg(long, value_enum, default_value = "auto")]
         axis: crate::trace_view::Axis,
         /// The trace files (JSON lines).

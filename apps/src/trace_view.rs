@@ -133,9 +133,12 @@ pub fn render(graph: &Graph, files: &[PathBuf], axis: Axis) -> (String, Summary)
     let axis = match axis {
         Axis::Time => "time",
         Axis::Logical => "logical",
-        // One instant for everything (a model checker's frozen clock) or
-        // unsynchronized clocks: time says nothing across lanes.
-        Axis::Auto if wall || t0 == t1 => "logical",
+        // One instant for everything (a model checker's frozen clock), or
+        // several nodes' clocks, not synchronized, and messages between
+        // them to order their events by: time says little across lanes.
+        // (Without messages the logical axis would only number each lane's
+        // events: wall-clock time is the better guess.)
+        Axis::Auto if (wall && graph.arrows() > 0) || t0 == t1 => "logical",
         Axis::Auto => "time",
     };
     let n = graph.events.len();
@@ -255,6 +258,23 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("<!--<script></script><b>"));
+    }
+
+    #[test]
+    fn several_wall_clocks_open_on_the_logical_axis_when_messages_order_them() {
+        let t = |us: u64| 1_700_000_000_000_000 + us;
+        let a = format!("{{\"t_us\":{},\"node\":\"a\",\"ev\":\"send\",\"to\":\"b\",\"seq\":1,\"bytes\":1,\"kind\":\"tell\",\"tag\":\"x\"}}\n", t(5));
+        let b = format!(
+            "{{\"t_us\":{},\"node\":\"b\",\"ev\":\"deliver\",\"from\":\"a\",\"seq\":1}}\n",
+            t(1)
+        );
+        let files = [PathBuf::from("a"), PathBuf::from("b")];
+        let g = Graph::from_texts(&[(files[0].clone(), a.clone()), (files[1].clone(), b)]).unwrap();
+        assert_eq!(render(&g, &files, Axis::Auto).1.axis, "logical");
+        // Without messages between them: time.
+        let c = format!("{{\"t_us\":{},\"node\":\"c\",\"ev\":\"crash\"}}\n", t(2));
+        let g = Graph::from_texts(&[(files[0].clone(), a), (files[1].clone(), c)]).unwrap();
+        assert_eq!(render(&g, &files, Axis::Auto).1.axis, "time");
     }
 
     #[test]

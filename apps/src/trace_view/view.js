@@ -679,7 +679,9 @@
     for (const k of ['tell', 'ask', 'reply', 'error']) {
       if (kindsPresent.has(k)) items.push(`<span class="item"><span class="swatch" style="background:${KIND_COLORS[k]}"></span>${k}</span>`);
     }
-    items.push(`<span class="item"><span style="color:${DROP_COLOR}">- - ✕</span>lost</span>`);
+    let drops = 0;
+    for (let i = 0; i < N; i++) if (evk[i] === DROP) drops++;
+    if (drops) items.push(`<span class="item"><span style="color:${DROP_COLOR}">- - ✕</span>lost</span>`);
     const shapes = { timer: '|', sync: '■', supervision: '▲', delivered: '●', note: '◆', crash: '✕', restart: '▶', other: '●' };
     const present = new Set();
     for (let i = 0; i < N; i++) if (evk[i] >= TIMER) present.add(evk[i]);
