@@ -213,8 +213,8 @@ pub enum TraceAction {
         /// Where to write the page.
         #[arg(short, long, default_value = "trace.html")]
         output: PathBuf,
-        /// The axis it opens with: `time` (`t_us`), `logical` (happened-
-        /// before order: no arrow goes backwards), or `auto` (logical for
+        /// The axis it opens with: `time` (`t_us`), `logical`
+        /// (happened-before order: no arrow goes backwards), or `auto` (logical for
         /// several nodes' wall-clock files with messages between them, or
         /// a frozen clock; else time).
         #[arg(long, value_enum, default_value = "auto")]

@@ -30,8 +30,8 @@ const SCRIPT: &str = include_str!("trace_view/view.js");
 /// Which axis the page opens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Axis {
-    /// Logical when the files are several nodes' wall-clock traces, time
-    /// otherwise.
+    /// Logical for several nodes' wall-clock traces with messages between
+    /// them, or a frozen clock; time otherwise.
     Auto,
     /// `t_us`, as recorded.
     Time,
