@@ -323,6 +323,52 @@ impl Counterexample {
     }
 }
 
+impl Counterexample {
+    /// Read back what [`Counterexample::to_json_lines`] wrote: the steps
+    /// (`choice` and `what`, in the order of the lines) and the violation.
+    /// `Err` names the line that is not such an object.
+    pub fn from_json_lines(text: &str) -> Result<Self, String> {
+        let mut cx = Counterexample {
+            model: String::new(),
+            steps: Vec::new(),
+            violation: String::new(),
+        };
+        let mut violation = None;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let at = |e: &str| format!("line {}: {e}", i + 1);
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+            let model = v["model"].as_str().ok_or_else(|| at("no \"model\""))?;
+            if cx.model.is_empty() {
+                cx.model = model.to_string();
+            } else if cx.model != model {
+                return Err(at(&format!("model {model:?}, not {:?} as above", cx.model)));
+            }
+            if violation.is_some() {
+                return Err(at("a line after the violation"));
+            }
+            if let Some(e) = v["violation"].as_str() {
+                violation = Some(e.to_string());
+                continue;
+            }
+            let choice = v["choice"]
+                .as_u64()
+                .ok_or_else(|| at("no \"choice\" (a step's index among its state's choices)"))?;
+            cx.steps.push(Step {
+                step: cx.steps.len() + 1,
+                choice: usize::try_from(choice).map_err(|e| at(&e.to_string()))?,
+                what: v["what"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        cx.violation = violation.ok_or("no violation line (the last line of a counterexample)")?;
+        Ok(cx)
+    }
+}
+
 impl std::fmt::Display for Counterexample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -367,6 +413,18 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+impl Report {
+    /// States explored per second of wall time (0 when no time passed).
+    pub fn states_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.explored as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verdict = match &self.verdict {
@@ -377,8 +435,12 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "{verdict}: {} states explored, {} unique, depth {}, {:.2?}",
-            self.explored, self.unique, self.depth, self.elapsed
+            "{verdict}: {} states explored, {} unique, depth {}, {:.2?} ({:.0} states/s)",
+            self.explored,
+            self.unique,
+            self.depth,
+            self.elapsed,
+            self.states_per_second()
         )
     }
 }
@@ -767,40 +829,131 @@ where
         }
     }
 
-    /// Replay `steps` (choice indexes) from the initial state: the result
-    /// of the last step, and every step's description. A counterexample
-    /// replays to its violation.
-    pub fn replay(&self, steps: &[usize]) -> Result<Vec<String>, (Vec<String>, String)> {
-        let mut state = self.initial().map_err(|e| (Vec::new(), e))?;
+    /// Replay `steps` (choice indexes) from the initial state and say
+    /// what it did: a step broke a property, or the path ends in a
+    /// quiescent state that misses the model's goal ([`Replay::Violated`]),
+    /// or neither ([`Replay::Clean`]). `Err`: the path does not fit this
+    /// search (a step names a choice its state does not have: another
+    /// model, or other bounds, which change the choices), or the model
+    /// does not start.
+    pub fn replay(&self, steps: &[usize]) -> Result<Replay, String> {
+        let mut state = self.initial()?;
         let mut done = Vec::new();
         for &i in steps {
             let choices = self.choices(&state);
             let Some((choice, what)) = choices.get(i) else {
-                let e = format!("step {}: no choice {i}", done.len() + 1);
-                return Err((done, e));
+                return Err(format!(
+                    "step {}: no choice {i} (the state has {}): the path was found with another \
+                     model or other bounds",
+                    done.len() + 1,
+                    choices.len()
+                ));
             };
             done.push(what.clone());
             let (next, result) = self.take(&state, choice);
-            if let Err(e) = result {
-                return Err((done, e));
+            if let Err(violation) = result {
+                return Ok(Replay::Violated {
+                    steps: done,
+                    violation,
+                });
             }
             state = next;
         }
-        Ok(done)
+        if let (true, Some(goal)) = (self.quiescent(&state), &self.model.at_rest) {
+            if let Err(e) = goal(&state.sim, &state.obs) {
+                return Ok(Replay::Violated {
+                    steps: done,
+                    violation: format!("at rest: {e}"),
+                });
+            }
+        }
+        Ok(Replay::Clean { steps: done })
     }
 }
 
-/// Replay a counterexample with `search`: `Ok` with the violation it
-/// reproduces, `Err` if it does not.
-pub fn replay<P, O>(search: &Search<P, O>, cx: &Counterexample) -> Result<String, String>
+/// What replaying a path did ([`Search::replay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// A property broke: the steps taken (the last one broke it, unless the
+    /// violation is at rest) and the violation.
+    Violated {
+        /// What each step did.
+        steps: Vec<String>,
+        /// The property broken, as the observer or goal said.
+        violation: String,
+    },
+    /// Every step ran and every property held.
+    Clean {
+        /// What each step did.
+        steps: Vec<String>,
+    },
+}
+
+/// A search of any model behind one type: the models of the catalog
+/// ([`super::models::Check`]) differ in their cores and observers.
+pub trait Checker {
+    /// The model's name.
+    fn model_name(&self) -> &str;
+    /// [`Search::bfs`].
+    fn bfs(&self) -> Result<Report, String>;
+    /// [`Search::dfs`].
+    fn dfs(&self) -> Result<Report, String>;
+    /// [`Search::replay`].
+    fn replay(&self, steps: &[usize]) -> Result<Replay, String>;
+}
+
+impl<P, O> Checker for Search<P, O>
 where
     P: SimProtocol + Clone + Debug,
     O: Observer<P> + Clone + Debug,
 {
-    let steps: Vec<usize> = cx.steps.iter().map(|s| s.choice).collect();
-    match search.replay(&steps) {
-        Err((_, e)) => Ok(e),
-        Ok(_) if cx.violation.starts_with("at rest: ") => Ok(cx.violation.clone()),
-        Ok(_) => Err("the path replays without a violation".to_string()),
+    fn model_name(&self) -> &str {
+        &self.model.name
     }
+    fn bfs(&self) -> Result<Report, String> {
+        Search::bfs(self)
+    }
+    fn dfs(&self) -> Result<Report, String> {
+        Search::dfs(self)
+    }
+    fn replay(&self, steps: &[usize]) -> Result<Replay, String> {
+        Search::replay(self, steps)
+    }
+}
+
+/// Replay a counterexample with `search`: `Ok` with the violation it
+/// reproduces (at its last step, or at rest after it), `Err` if it does
+/// not, or if it does not fit ([`replay_steps`]).
+pub fn replay<S: Checker + ?Sized>(search: &S, cx: &Counterexample) -> Result<String, String> {
+    match replay_steps(search, cx)? {
+        Replay::Violated { violation, .. } => Ok(violation),
+        Replay::Clean { .. } => Err("the path replays without a violation".to_string()),
+    }
+}
+
+/// Replay the steps of `cx` with `search` ([`Search::replay`]) and check
+/// that each did what the trace says it did. `Err`: the path does not fit
+/// this search — a choice its state does not have, or one that does
+/// something else (a step is the index of a choice, and the choices of a
+/// state depend on the model and the bounds: replay with those the trace
+/// was found with).
+pub fn replay_steps<S: Checker + ?Sized>(
+    search: &S,
+    cx: &Counterexample,
+) -> Result<Replay, String> {
+    let choices: Vec<usize> = cx.steps.iter().map(|s| s.choice).collect();
+    let replayed = search.replay(&choices)?;
+    let (Replay::Violated { steps, .. } | Replay::Clean { steps }) = &replayed;
+    for (i, (did, said)) in steps.iter().zip(&cx.steps).enumerate() {
+        if *did != said.what {
+            return Err(format!(
+                "step {}: the trace says {:?}, its choice {} here is {did:?}: the path was \
+                 found with another model or other bounds",
+                i + 1,
+                said.what,
+                said.choice
+            ));
+        }
+    }
+    Ok(replayed)
 }
