@@ -32,15 +32,20 @@
 //! **The failure detector** (`KV_BENCH_DETECTOR`, default `swim`, as in
 //! `benches/raft_deploy.rs`; `troupe cluster up` uses the `lan-fast`
 //! preset: a dead node is `Down` about 2 s after the kill). Raft does not
-//! listen to it: followers notice a dead leader only through their
-//! election timers, so failover does not wait for the detector. What the
-//! detector does change is forwarding: a survivor that still names the
-//! dead leader forwards a write to it, and until the detector says `Down`
-//! that ask waits for its deadline (the request answers 504, outcome
-//! unknown, after `request_timeout_ms`, 5 s); once `Down`, the ask fails
-//! at once (503, not applied). Probes sent after a survivor learned the
-//! new leader go there directly, which is what the failover time
-//! measures; the probes' answers per kill are printed.
+//! listen to it (the Raft core ignores membership events): followers
+//! notice a dead leader only through their election timers, so failover
+//! does not wait for the detector, and a failover measured here is over
+//! long before the detector says `Down`. What the detector does change is
+//! forwarding: a survivor that still names the dead leader forwards a
+//! write to it, and until the detector says `Down` that ask waits for its
+//! deadline, so the request answers 504 (outcome unknown) after
+//! `request_timeout_ms` (5 s), even if a new leader serves meanwhile;
+//! once `Down`, an ask to it fails at once and the gateway tries again
+//! every 20 ms until its replica knows the new leader. Probes sent after
+//! a survivor learned the new leader go there, which is what the failover
+//! time measures; each kill's line counts the probes' answers. After the
+//! restart the detector must see the new incarnation `Up` everywhere
+//! before the next kill (otherwise forwarding to it would fail).
 //!
 //! Client threads, the three nodes and whatever else runs on the machine
 //! share its cores: the CPU columns say how close to full they were.
