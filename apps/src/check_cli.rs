@@ -94,8 +94,10 @@ pub struct CheckArgs {
     /// transaction must have decided it (two-phase commit blocks).
     #[arg(long)]
     pub must_decide: bool,
-    /// Write the counterexample, if one is found, to FILE as JSON lines
-    /// (one step a line, then the violation).
+    /// Write the counterexample, if one is found, to FILE as JSON lines:
+    /// each step, then what happened in it as trace events (sends,
+    /// deliveries, losses, timers, crashes, notes: what `troupe trace view`
+    /// draws), and last the violation.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Replay a counterexample written by --trace (with the options it was
@@ -142,12 +144,14 @@ pub fn run(args: &CheckArgs) -> Result<(), CliError> {
         println!("{}", summary(&report, check, depth_first));
         if let Verdict::Violated(cx) = &report.verdict {
             if let Some(file) = &args.trace {
-                std::fs::write(file, cx.to_json_lines())
+                let lines = cx.to_json_lines();
+                std::fs::write(file, &lines)
                     .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
                 println!(
-                    "trace:    {} ({} JSON lines: the steps, then the violation)",
+                    "trace:    {} ({} steps and the violation, {} trace events)",
                     file.display(),
-                    cx.steps.len() + 1
+                    cx.steps.len(),
+                    lines.lines().count() - cx.steps.len() - 1
                 );
             }
             return Err(CliError::Other(format!(

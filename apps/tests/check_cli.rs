@@ -79,13 +79,57 @@ fn three_phase_commit_under_a_partition_breaks_agreement() {
     assert!(out.contains("states/s"), "{out}");
     assert!(err.contains("AC1"), "{err}");
     let lines = std::fs::read_to_string(&trace).unwrap();
-    assert_eq!(lines.lines().count(), 13, "{lines}");
+    // The 12 steps and the violation, and between them what happened as
+    // the framework's trace lines: every delivery or loss of a message
+    // after its send, the crash, the partition and the violation noted.
+    let (mut steps, mut sends, mut events) = (0, 0, Vec::new());
+    let mut sent = std::collections::BTreeSet::new();
     for line in lines.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert_eq!(v["model"], "commit three-phase n=3", "{line}");
+        match v["ev"].as_str() {
+            None => {
+                assert_eq!(v["model"], "commit three-phase n=3", "{line}");
+                steps += 1;
+            }
+            Some(ev) => {
+                assert!(v["t_us"].is_u64() && v["node"].is_string(), "{line}");
+                let node = v["node"].as_str().unwrap().to_string();
+                match ev {
+                    "send" => {
+                        sends += 1;
+                        sent.insert((node, v["seq"].as_u64().unwrap()));
+                    }
+                    "deliver" | "drop" => {
+                        let key = (
+                            v["from"].as_str().unwrap().to_string(),
+                            v["seq"].as_u64().unwrap(),
+                        );
+                        assert!(sent.contains(&key), "{ev} before its send: {line}");
+                    }
+                    _ => {}
+                }
+                events.push(format!(
+                    "{ev} {}",
+                    v.get("text").and_then(|t| t.as_str()).unwrap_or("")
+                ));
+            }
+        }
     }
-    assert!(lines.lines().last().unwrap().contains("\"violation\""));
+    assert_eq!(steps, 13, "{lines}");
+    assert!(sends >= 7, "{lines}");
+    assert!(events.iter().any(|e| e.starts_with("crash")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("drop")),
+        "a vote lost in the partition: {events:?}"
+    );
+    assert!(events.iter().any(|e| e.contains("PARTITION")), "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| e.contains("VIOLATED")).count(),
+        3,
+        "{events:?}"
+    );
+    assert!(lines.lines().any(|l| l.contains("\"violation\"")));
 
     // The trace replays to the violation with the options it was found
     // with; with others it does not fit (exit 2).

@@ -46,6 +46,7 @@ pub mod model;
 pub mod models;
 pub mod raft;
 pub mod scenarios;
+pub mod sim_trace;
 pub mod trace_check;
 
 pub use chaos::Chaos;
@@ -61,6 +62,7 @@ use troupe_framework::membership::{MemberEvent, MemberStatus};
 use troupe_framework::sansio::{
     Outputs, Protocol, Recovered, SnapshotCore, TimerOp, TimerTable, Write,
 };
+use troupe_framework::trace::TraceEvent;
 
 /// What the simulator needs from a core beyond [`Protocol`].
 pub trait SimProtocol: Protocol {
@@ -321,6 +323,8 @@ enum Ev<P: Protocol> {
         from: P::Id,
         to: P::Id,
         msg: P::Msg,
+        /// The send's number, for traces (not part of the state).
+        id: u64,
     },
     Timer {
         node: P::Id,
@@ -384,10 +388,11 @@ impl<P: SimProtocol> Slot<P> {
 impl<P: Protocol> Clone for Ev<P> {
     fn clone(&self) -> Self {
         match self {
-            Ev::Deliver { from, to, msg } => Ev::Deliver {
+            Ev::Deliver { from, to, msg, id } => Ev::Deliver {
                 from: from.clone(),
                 to: to.clone(),
                 msg: msg.clone(),
+                id: *id,
             },
             Ev::Timer {
                 node,
@@ -471,6 +476,8 @@ impl<P: SimProtocol + Clone> Clone for Sim<P> {
             trace: self.trace,
             disk: self.disk,
             records: self.records.clone(),
+            msg_seq: self.msg_seq,
+            recording: self.recording.clone(),
         }
     }
 }
@@ -529,7 +536,7 @@ impl<P: SimProtocol> Sim<P> {
             .iter()
             .map(|(k, ev)| {
                 let p = match ev {
-                    Ev::Deliver { from, to, msg } => Pending::Deliver {
+                    Ev::Deliver { from, to, msg, .. } => Pending::Deliver {
                         from: from.clone(),
                         to: to.clone(),
                         msg: msg.clone(),
@@ -575,7 +582,9 @@ impl<P: SimProtocol> Sim<P> {
     /// Lose the queued message `key` (`false`: not a message).
     pub fn drop_key(&mut self, key: EventKey) -> bool {
         match self.queue.get(&key) {
-            Some(Ev::Deliver { .. }) => {
+            Some(Ev::Deliver { from, to, id, .. }) => {
+                let (from, to, id) = (from.clone(), to.clone(), *id);
+                self.trace_drop(&from, &to, id, "lost");
                 self.queue.remove(&key);
                 true
             }
@@ -638,6 +647,9 @@ pub struct Sim<P: SimProtocol> {
     trace: bool,
     disk: DiskModel,
     records: Option<Vec<DurabilityRecord<P::Id>>>,
+    /// Messages sent so far (numbers them in traces).
+    msg_seq: u64,
+    recording: Option<sim_trace::SimTrace>,
 }
 
 impl<P: SimProtocol> Sim<P> {
@@ -672,6 +684,8 @@ impl<P: SimProtocol> Sim<P> {
             trace: std::env::var_os("TROUPE_TRACE").is_some(),
             disk: DiskModel::default(),
             records: None,
+            msg_seq: 0,
+            recording: None,
         };
         let ids: Vec<P::Id> = members.into_iter().collect();
         for id in &ids {
@@ -707,6 +721,53 @@ impl<P: SimProtocol> Sim<P> {
     /// Record durability steps for [`check_durability_order`] from now on.
     pub fn record_durability(&mut self) {
         self.records.get_or_insert_with(Vec::new);
+    }
+
+    /// Record the run as the framework's JSON-lines trace from now on
+    /// (see [`sim_trace`]); [`Sim::take_trace`] takes the lines.
+    pub fn record_trace(&mut self) {
+        self.recording.get_or_insert_with(Default::default);
+    }
+
+    /// The trace lines recorded since the last call (none unless
+    /// [`Sim::record_trace`] was called).
+    pub fn take_trace(&mut self) -> Vec<String> {
+        self.recording
+            .as_mut()
+            .map(|t| t.take())
+            .unwrap_or_default()
+    }
+
+    /// Stamp trace lines with `at` instead of the clock (`None`: the
+    /// clock again).
+    pub fn set_trace_clock(&mut self, at: Option<Duration>) {
+        if let Some(t) = self.recording.as_mut() {
+            t.set_clock(at);
+        }
+    }
+
+    /// Add a note at `node` to the trace (when recording).
+    pub fn trace_note(&mut self, node: &P::Id, text: impl FnOnce() -> String) {
+        let now = self.now;
+        if let Some(t) = self.recording.as_mut() {
+            t.note(now, &sim_trace::node_name(node), text());
+        }
+    }
+
+    fn trace_event(&mut self, node: &P::Id, event: impl FnOnce() -> TraceEvent) {
+        let now = self.now;
+        if let Some(t) = self.recording.as_mut() {
+            t.record(now, &sim_trace::node_name(node), event(), None);
+        }
+    }
+
+    fn trace_drop(&mut self, from: &P::Id, to: &P::Id, seq: u64, reason: &str) {
+        let from = sim_trace::node_name(from);
+        self.trace_event(to, || TraceEvent::Drop {
+            from,
+            seq,
+            reason: reason.into(),
+        });
     }
 
     /// The durability steps recorded so far.
@@ -941,6 +1002,12 @@ impl<P: SimProtocol> Sim<P> {
         }
         for (to, msg) in sends {
             *self.sent.entry(P::msg_kind(&msg)).or_insert(0) += 1;
+            self.msg_seq += 1;
+            let id = self.msg_seq;
+            if let Some(t) = self.recording.as_mut() {
+                let (a, b) = (sim_trace::node_name(from), sim_trace::node_name(&to));
+                t.send(self.now, &a, &b, id, &msg);
+            }
             if to == *from {
                 // A node talking to itself: local, never lost.
                 let at = self.now;
@@ -950,14 +1017,17 @@ impl<P: SimProtocol> Sim<P> {
                         from: from.clone(),
                         to,
                         msg,
+                        id,
                     },
                 );
                 continue;
             }
             if self.blocked.contains(&(from.clone(), to.clone())) {
+                self.trace_drop(from, &to, id, "partition");
                 continue;
             }
             if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
+                self.trace_drop(from, &to, id, "lost");
                 continue;
             }
             let copies = if self.faults.duplicate > 0.0 && self.rng.gen_bool(self.faults.duplicate)
@@ -974,6 +1044,7 @@ impl<P: SimProtocol> Sim<P> {
                         from: from.clone(),
                         to: to.clone(),
                         msg: msg.clone(),
+                        id,
                     },
                 );
             }
@@ -985,6 +1056,7 @@ impl<P: SimProtocol> Sim<P> {
             if self.trace {
                 eprintln!("{:?} EVENT {from:?}: {ev:?}", self.now);
             }
+            self.trace_note(from, || format!("{ev:?}"));
             obs.on_event(self.now, from, &ev)
                 .map_err(|e| format!("t={:?} node {:?}: {e}", self.now, from))?;
         }
@@ -1168,7 +1240,7 @@ impl<P: SimProtocol> Sim<P> {
         let now = self.now;
         if self.trace {
             match &ev {
-                Ev::Deliver { from, to, msg } => {
+                Ev::Deliver { from, to, msg, .. } => {
                     eprintln!("{now:?} deliver {from:?} -> {to:?}: {msg:?}")
                 }
                 Ev::Timer { node, timer, .. } => eprintln!("{now:?} timer {node:?}: {timer:?}"),
@@ -1184,7 +1256,16 @@ impl<P: SimProtocol> Sim<P> {
     /// Carry out one scheduled event (already taken off the queue).
     fn run_event(&mut self, ev: Ev<P>, obs: &mut impl Observer<P>) -> Result<(), String> {
         match ev {
-            Ev::Deliver { from, to, msg } => {
+            Ev::Deliver { from, to, msg, id } => {
+                if self.is_alive(&to) {
+                    let sender = sim_trace::node_name(&from);
+                    self.trace_event(&to, || TraceEvent::Deliver {
+                        from: sender,
+                        seq: id,
+                    });
+                } else {
+                    self.trace_drop(&from, &to, id, "crashed");
+                }
                 if self.input(&to, obs, |core, now, out| {
                     core.on_message(now, from, msg, out)
                 })? {
@@ -1203,6 +1284,8 @@ impl<P: SimProtocol> Sim<P> {
                         s.timers.fire(token)
                     });
                 if current {
+                    let name = format!("{timer:?}");
+                    self.trace_event(&node, || TraceEvent::Timer { name });
                     self.input(&node, obs, |core, now, out| core.on_timer(now, timer, out))?;
                 }
             }
@@ -1297,6 +1380,9 @@ impl<P: SimProtocol> Sim<P> {
         }
         let now = self.now;
         for status in reports {
+            self.trace_note(observer, || {
+                format!("failure detector: {target:?} {status:?}")
+            });
             if self.trace {
                 eprintln!("{now:?} membership at {observer:?}: {target:?} {status:?}");
             }
@@ -1360,6 +1446,7 @@ impl<P: SimProtocol> Sim<P> {
             Some(s) if s.core.is_some() => (s.life, s.syncing),
             _ => return self.after_step(obs),
         };
+        self.trace_event(node, || TraceEvent::Crash);
         if let Some(upto) = syncing {
             if self.rng.gen_bool(0.5) {
                 self.sync_to(node, life, upto)?;
@@ -1404,7 +1491,9 @@ impl<P: SimProtocol> Sim<P> {
         if self.trace {
             eprintln!("{:?} RESTART {node:?}", self.now);
         }
+        let incarnation = slot.life.to_string();
         let disk = slot.disk.clone();
+        self.trace_event(node, || TraceEvent::Restart { incarnation });
         let core = (self.factory.borrow_mut())(node, &disk);
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = Some(core);
@@ -1431,6 +1520,9 @@ impl<P: SimProtocol> Sim<P> {
     ) -> Result<(), String> {
         if self.trace {
             eprintln!("{:?} PARTITION {groups:?}", self.now);
+        }
+        for id in self.members() {
+            self.trace_note(&id, || format!("PARTITION {groups:?}"));
         }
         let ids = self.members();
         let group_of = |id: &P::Id| {
@@ -1460,6 +1552,7 @@ impl<P: SimProtocol> Sim<P> {
         if self.trace {
             eprintln!("{:?} BLOCK {from:?} -> {to:?}", self.now);
         }
+        self.trace_note(from, || format!("BLOCK {from:?} -> {to:?}"));
         self.blocked.insert((from.clone(), to.clone()));
         self.schedule_rechecks(None);
         self.after_step(obs)
@@ -1470,6 +1563,9 @@ impl<P: SimProtocol> Sim<P> {
         if !self.blocked.is_empty() {
             if self.trace {
                 eprintln!("{:?} HEAL", self.now);
+            }
+            for id in self.members() {
+                self.trace_note(&id, || "HEAL".to_string());
             }
             self.blocked.clear();
             self.schedule_rechecks(None);

@@ -59,7 +59,9 @@ pub type Action<P, O> = Rc<dyn Fn(&mut Sim<P>, &mut O) -> Result<(), String>>;
 pub type Guard<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> bool>;
 /// A goal on a quiescent state (`Err`: why it does not hold).
 pub type Goal<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> Result<(), String>>;
-/// Builds a model's initial state.
+/// Builds a model's initial state: the simulation (not started: the
+/// search starts it, recording its trace when it writes a counterexample)
+/// and the observer.
 pub type Init<P, O> = Rc<dyn Fn() -> Result<(Sim<P>, O), String>>;
 
 /// A client command a model offers: run once per path, on `node`, when
@@ -144,7 +146,7 @@ impl<P: SimProtocol, O> Command<P, O> {
 pub struct Model<P: SimProtocol, O> {
     /// Its name (for reports).
     pub name: String,
-    /// The initial simulation (started) and observer.
+    /// The initial simulation (not started) and observer.
     pub init: Init<P, O>,
     /// The client commands.
     pub commands: Vec<Command<P, O>>,
@@ -290,6 +292,10 @@ pub struct Step {
     pub choice: usize,
     /// What it did.
     pub what: String,
+    /// What happened in it, as the framework's JSON trace lines (see
+    /// [`super::sim_trace`]); empty until the counterexample is traced.
+    #[serde(skip)]
+    pub events: Vec<String>,
 }
 
 /// A path from the initial state to a state that breaks a property.
@@ -301,18 +307,34 @@ pub struct Counterexample {
     pub steps: Vec<Step>,
     /// The property broken, as the observer or goal said.
     pub violation: String,
+    /// What happened as the members started, as trace lines (see
+    /// [`Step::events`]).
+    #[serde(skip)]
+    pub start_events: Vec<String>,
 }
 
 impl Counterexample {
-    /// One JSON object per line: the steps, then the violation.
+    /// One JSON object per line: each step (`model`, `step`, `choice`,
+    /// `what`) followed by what happened in it as the framework's trace
+    /// lines (`t_us`, `node`, `ev`..., stamped with the step's number in
+    /// milliseconds: the model's clock stands still), then the violation
+    /// (also a `note` line at every member, for the viewers). `troupe trace
+    /// view` draws it; [`Counterexample::from_json_lines`] reads the steps
+    /// back.
     pub fn to_json_lines(&self) -> String {
         let mut s = String::new();
+        for line in &self.start_events {
+            let _ = writeln!(s, "{line}");
+        }
         for step in &self.steps {
             let _ = writeln!(
                 s,
                 "{}",
                 serde_json::json!({"model": self.model, "step": step.step, "choice": step.choice, "what": step.what})
             );
+            for line in &step.events {
+                let _ = writeln!(s, "{line}");
+            }
         }
         let _ = writeln!(
             s,
@@ -332,6 +354,7 @@ impl Counterexample {
             model: String::new(),
             steps: Vec::new(),
             violation: String::new(),
+            start_events: Vec::new(),
         };
         let mut violation = None;
         for (i, line) in text
@@ -342,6 +365,10 @@ impl Counterexample {
             let at = |e: &str| format!("line {}: {e}", i + 1);
             let v: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+            if v.get("ev").is_some() {
+                // What happened in a step, for the viewers.
+                continue;
+            }
             let model = v["model"].as_str().ok_or_else(|| at("no \"model\""))?;
             if cx.model.is_empty() {
                 cx.model = model.to_string();
@@ -362,6 +389,7 @@ impl Counterexample {
                 step: cx.steps.len() + 1,
                 choice: usize::try_from(choice).map_err(|e| at(&e.to_string()))?,
                 what: v["what"].as_str().unwrap_or_default().to_string(),
+                events: Vec::new(),
             });
         }
         cx.violation = violation.ok_or("no violation line (the last line of a counterexample)")?;
@@ -647,7 +675,9 @@ where
             }
             Choice::Command(i) => {
                 next.used[*i] = true;
-                (self.model.commands[*i].run)(&mut next.sim, &mut next.obs)
+                let c = &self.model.commands[*i];
+                next.sim.trace_note(&c.node, || c.label.clone());
+                (c.run)(&mut next.sim, &mut next.obs)
             }
             Choice::Crash(id) => {
                 next.budget.crashes -= 1;
@@ -675,6 +705,7 @@ where
                 return Ok(());
             };
             s.used[i] = true;
+            s.sim.trace_note(&c.node, || c.label.clone());
             (c.run)(&mut s.sim, &mut s.obs)?;
         }
     }
@@ -688,7 +719,18 @@ where
     }
 
     fn initial(&self) -> Result<State<P, O>, String> {
-        let (sim, obs) = (self.model.init)()?;
+        self.initial_traced(false)
+    }
+
+    /// The initial state, its simulation started (recording its trace if
+    /// `traced`, stamped 0).
+    fn initial_traced(&self, traced: bool) -> Result<State<P, O>, String> {
+        let (mut sim, mut obs) = (self.model.init)()?;
+        if traced {
+            sim.record_trace();
+            sim.set_trace_clock(Some(Duration::ZERO));
+        }
+        sim.start(&mut obs)?;
         let mut s = State {
             sim,
             obs,
@@ -774,6 +816,7 @@ where
                         step: cx.steps.len() + 1,
                         choice: i,
                         what,
+                        events: Vec::new(),
                     });
                     return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
                 }
@@ -814,7 +857,7 @@ where
             fp = *parent;
         }
         steps.reverse();
-        Counterexample {
+        let mut cx = Counterexample {
             model: self.model.name.clone(),
             steps: steps
                 .into_iter()
@@ -823,9 +866,43 @@ where
                     step: i + 1,
                     choice,
                     what,
+                    events: Vec::new(),
                 })
                 .collect(),
             violation,
+            start_events: Vec::new(),
+        };
+        self.trace(&mut cx);
+        cx
+    }
+
+    /// Fill in what happened at each step of `cx` (its trace lines), by
+    /// running it again with the simulation recording. The steps were
+    /// found by this search, so they replay; if one does not (it cannot),
+    /// the trace stops there.
+    fn trace(&self, cx: &mut Counterexample) {
+        let Ok(mut state) = self.initial_traced(true) else {
+            return;
+        };
+        cx.start_events = state.sim.take_trace();
+        let members = state.sim.members();
+        let last = cx.steps.len();
+        for (n, step) in cx.steps.iter_mut().enumerate() {
+            state
+                .sim
+                .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
+            let Some((choice, _)) = self.choices(&state).into_iter().nth(step.choice) else {
+                return;
+            };
+            let (mut next, result) = self.take(&state, &choice);
+            if n + 1 == last || result.is_err() {
+                for id in &members {
+                    next.sim
+                        .trace_note(id, || format!("VIOLATED: {}", cx.violation));
+                }
+            }
+            step.events = next.sim.take_trace();
+            state = next;
         }
     }
 

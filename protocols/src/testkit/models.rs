@@ -92,7 +92,7 @@ pub fn mutex(
     };
     let init = move || {
         let config = config.clone();
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             AnyMutex::new(
                 algorithm,
                 id,
@@ -101,9 +101,7 @@ pub fn mutex(
                 recover_state::<AnyMutex<u32>>(r),
             )
         });
-        let mut obs = MutexObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, MutexObserver::default()))
     };
     let mut commands = Vec::new();
     for id in 1..=requesters.min(n) {
@@ -156,7 +154,7 @@ pub fn mutex(
 /// The members elect a leader on their own.
 pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>, ElectionObserver> {
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             AnyElection::new(
                 algorithm,
                 id,
@@ -165,9 +163,7 @@ pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>,
                 recover_state::<AnyElection<u32>>(r),
             )
         });
-        let mut obs = ElectionObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, ElectionObserver::default()))
     };
     Model {
         name: format!("election {algorithm} n={n}"),
@@ -185,7 +181,7 @@ pub fn commit(
     mutation: Mutation,
 ) -> Model<AnyCommit<u32>, CommitObserver> {
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::CommitForgetsDecision && id == 1 {
                 None
             } else {
@@ -193,9 +189,7 @@ pub fn commit(
             };
             AnyCommit::new(algorithm, id, members, CommitConfig::default(), state)
         });
-        let mut obs = CommitObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, CommitObserver::default()))
     };
     let participants: Vec<u32> = (2..=n).collect();
     let mut commands = vec![Command::new("1 begins transaction 1", 1, {
@@ -268,7 +262,7 @@ pub fn broadcast(
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let checks = order_checks(algorithm);
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::BroadcastForgetsDeliveries {
                 None
             } else {
@@ -276,9 +270,7 @@ pub fn broadcast(
             };
             AnyBroadcast::new(algorithm, id, members, Default::default(), state)
         });
-        let mut obs = BroadcastObserver::new(checks);
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, BroadcastObserver::new(checks)))
     };
     let mut commands = Vec::new();
     for (node, pid) in [(1u32, 1u64), (2, 2)] {
@@ -314,7 +306,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
     };
     let init = move || {
         let config = config.clone();
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let mut r = r.clone();
             if mutation == Mutation::RaftForgetsVote {
                 r.apply(&[troupe_framework::sansio::Write::Delete {
@@ -325,9 +317,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
             Raft::recover(id, Membership::new(members), config.clone(), &r)
                 .unwrap_or_else(|e| panic!("raft {id}: {e}"))
         });
-        let mut obs = RaftObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, RaftObserver::default()))
     };
     let mut commands = Vec::new();
     for id in 1..=n {
