@@ -4,14 +4,17 @@
 //! measured in the same run; then the time to fail over after the leader
 //! is stopped.
 //!
-//! Not three `troupe node` processes driven over HTTP: the key-value app
-//! and its HTTP API are not on main yet. Instead this bench is the
-//! minimal app: a `KvStore` replica group (`start_raft`, default
-//! `RaftConfig`) on three nodes started by the bench (`troupe::runtime::
-//! start_node`, the same start-up `troupe node` runs, each with its own
-//! data directory, the SWIM detector at `lan-fast`), `C` clients on the
-//! leader's arbiter each proposing `Put { key: "k<client>", value: 16
-//! bytes }` back to back through `Replica::propose`.
+//! The in-process variant: no HTTP, no kv app, no separate processes.
+//! Issue 19's own setup (three `troupe node` processes running the kv
+//! app, driven over HTTP, the leader SIGKILLed) is
+//! `apps/tests/kv_bench.rs`; this bench is what is left without the
+//! processes and the HTTP layer: a `KvStore` replica group (`start_raft`,
+//! default `RaftConfig`) on three nodes started by the bench
+//! (`troupe::runtime::start_node`, the same start-up `troupe node` runs,
+//! each with its own data directory, the SWIM detector at `lan-fast`),
+//! `C` clients on the leader's arbiter each proposing `Put { key:
+//! "k<client>", value: 16 bytes }` back to back through
+//! `Replica::propose`.
 //!
 //! Per round: 1, 16 and 256 clients, each on a fresh cluster (the order
 //! rotates between rounds), then a raw fsync loop (append 100 bytes +

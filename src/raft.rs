@@ -313,6 +313,16 @@ impl<S: StateMachine> Replica<S> {
             .ok_or_else(|| Error::Protocol("no leader".to_string()))
     }
 
+    /// Wait until the view this replica publishes meets `ready`, at most
+    /// `timeout` (`Duration::MAX`: no limit); returns that view.
+    pub async fn wait_view(
+        &self,
+        ready: impl Fn(&RaftView) -> bool,
+        timeout: Duration,
+    ) -> Result<RaftView, Error> {
+        self.instance.wait_for(ready, timeout).await
+    }
+
     /// True when this replica leads (as last published).
     pub fn is_leader(&self) -> bool {
         self.instance.view().role == Role::Leader

@@ -6,6 +6,8 @@
 //! - [`bank_cli`], [`chat_cli`], [`kv_cli`]: `troupe bank`, `troupe chat`,
 //!   `troupe kv`, clients of those apps' HTTP routes;
 //! - [`cli`]: `troupe certs init|issue`, `troupe node --config FILE`;
+//! - [`check_cli`]: `troupe check`, the model checker over every protocol
+//!   family;
 //! - [`inspect`]: `troupe status` and `troupe tree`, over [`http_client`];
 //! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
 //!   that outlives the command;
@@ -17,6 +19,7 @@
 
 pub mod bank_cli;
 pub mod chat_cli;
+pub mod check_cli;
 pub mod cli;
 pub mod cluster;
 pub mod demo;

@@ -5,8 +5,9 @@
 //! A trace is the JSON lines of `troupe::framework::trace` — from the
 //! simulator (`SimNetwork::trace`, one file, virtual time), from nodes
 //! (`[trace] file`, one file per node, wall-clock `t_us`), or from the
-//! model checker (`Search::trace`, a counterexample replayed). Several
-//! files are read as one trace:
+//! model checker (`troupe check --trace`, `Counterexample::to_json_lines`:
+//! its step and violation lines, which have no `ev`, are skipped; the
+//! events of each step follow it). Several files are read as one trace:
 //!
 //! - **Lanes.** Each node is a lane; its events keep the order of its lines
 //!   (a node's own order is the one thing every source gets right). A node
@@ -263,6 +264,9 @@ pub struct Graph {
     pub cut: usize,
     /// How many files were read.
     pub files: usize,
+    /// Some were a model checker's counterexample (step lines): its clock
+    /// counts steps, many events share one instant.
+    pub model_checker: bool,
 }
 
 /// Reads `files` (JSON lines) as one trace.
@@ -316,6 +320,7 @@ impl Graph {
     /// Reads trace texts (`(file name, JSON lines)`) as one trace.
     pub fn from_texts(texts: &[(PathBuf, String)]) -> Result<Graph, TraceError> {
         let mut parsed: Vec<(String, Event)> = Vec::new();
+        let mut model_checker = false;
         for (fi, (file, text)) in texts.iter().enumerate() {
             for (li, raw) in text.lines().enumerate() {
                 let line = raw.trim();
@@ -332,10 +337,11 @@ impl Graph {
                 let Value::Object(fields) = value else {
                     return Err(bad("not a JSON object".into()));
                 };
-                if fields.contains_key("model") && fields.contains_key("step") {
-                    return Err(bad(
-                        "a model checker's counterexample steps, not a trace: write the trace of the counterexample with `Search::trace` (testkit::model)".into(),
-                    ));
+                if fields.contains_key("model") && !fields.contains_key("ev") {
+                    // A model checker's step or violation: its events are
+                    // the trace lines around it.
+                    model_checker = true;
+                    continue;
                 }
                 let node = match fields.get("node") {
                     Some(Value::String(n)) => n.clone(),
@@ -417,6 +423,7 @@ impl Graph {
             lanes,
             cut: 0,
             files: texts.len(),
+            model_checker,
         };
         g.match_messages(&lane_of_owned(&g.nodes));
         g.order_events();
@@ -720,12 +727,18 @@ mod tests {
         )];
         let e = Graph::from_texts(&texts).unwrap_err().to_string();
         assert!(e.starts_with("x.jsonl:2: no \"node\""), "{e}");
+        // A model checker's counterexample: its steps and violation are
+        // skipped, the events between them read.
         let texts = vec![(
             PathBuf::from("cx.jsonl"),
-            "{\"model\":\"m\",\"step\":1,\"choice\":0,\"what\":\"x\"}\n".to_string(),
+            "{\"model\":\"m\",\"step\":1,\"choice\":0,\"what\":\"x\"}\n".to_string()
+                + &note(1000, "1")
+                + "{\"model\":\"m\",\"violation\":\"v\"}\n",
         )];
-        let e = Graph::from_texts(&texts).unwrap_err().to_string();
-        assert!(e.contains("counterexample"), "{e}");
+        let g = Graph::from_texts(&texts).unwrap();
+        assert_eq!(g.events.len(), 1);
+        assert_eq!(g.nodes, ["1"]);
+        assert!(g.model_checker);
     }
 
     /// Vector clocks: each lane's own entry counts its events, a delivery

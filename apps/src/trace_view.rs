@@ -31,7 +31,8 @@ const SCRIPT: &str = include_str!("trace_view/view.js");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Axis {
     /// Logical for several nodes' wall-clock traces with messages between
-    /// them, or a frozen clock; time otherwise.
+    /// them, a frozen clock or a model checker's counterexample; time
+    /// otherwise.
     Auto,
     /// `t_us`, as recorded.
     Time,
@@ -133,12 +134,13 @@ pub fn render(graph: &Graph, files: &[PathBuf], axis: Axis) -> (String, Summary)
     let axis = match axis {
         Axis::Time => "time",
         Axis::Logical => "logical",
-        // One instant for everything (a model checker's frozen clock), or
+        // One instant for everything (a frozen clock), or
         // several nodes' clocks, not synchronized, and messages between
         // them to order their events by: time says little across lanes.
         // (Without messages the logical axis would only number each lane's
         // events: wall-clock time is the better guess.)
-        Axis::Auto if (wall && graph.arrows() > 0) || t0 == t1 => "logical",
+        // A model checker's steps: many events at each step's instant.
+        Axis::Auto if (wall && graph.arrows() > 0) || t0 == t1 || graph.model_checker => "logical",
         Axis::Auto => "time",
     };
     let n = graph.events.len();

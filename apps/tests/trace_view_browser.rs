@@ -49,6 +49,13 @@ fn read_trace(path: &Path) -> Vec<Line> {
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
+        // A model checker's step and violation lines are not events.
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap()
+                .get("ev")
+                .is_some()
+        })
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -506,35 +513,32 @@ fn several_nodes_files_open_on_the_logical_axis() {
 }
 
 /// A model checker's counterexample (three-phase commit losing agreement
-/// under a partition, as in protocols/tests/model_check.rs), replayed as
-/// a trace: drawn on the logical axis (the checker's clock is frozen),
-/// every message and event of it.
+/// under a partition, the README's `troupe check` run), written by
+/// `troupe check --trace` (its steps, each followed by its events): drawn
+/// on the logical axis, every message and event of it.
 #[test]
 fn a_model_checker_counterexample_is_drawn() {
-    use troupe::protocols::commit::CommitAlgorithm;
-    use troupe::protocols::testkit::model::{Bounds, Search, Verdict};
-    use troupe::protocols::testkit::models::{self, Mutation};
-
-    let mut m = models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None);
-    m.crashable = Some(vec![1]);
-    let search = Search::new(
-        m,
-        Bounds {
-            max_depth: 40,
-            max_states: 400_000,
-            timer_fires: Some(6),
-            crashes: 1,
-            restarts: false,
-            partitions: 1,
-            ..Bounds::default()
-        },
-    );
-    let Verdict::Violated(cx) = search.bfs().unwrap().verdict else {
-        panic!("3PC under a partition: no counterexample");
-    };
     let dir = out_dir();
     let trace_file = dir.join("3pc-counterexample.jsonl");
-    std::fs::write(&trace_file, search.trace(&cx).unwrap()).unwrap();
+    let out = troupe_run::troupe_within(
+        &[
+            "check",
+            "commit",
+            "--algorithm",
+            "three-phase",
+            "--crashes",
+            "1",
+            "--crashable",
+            "1",
+            "--no-restarts",
+            "--partitions",
+            "1",
+            "--trace",
+            trace_file.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(out.status.code(), Some(1), "a violation: {out:?}");
     let trace = read_trace(&trace_file);
     let want = expected(&trace);
     assert!(want.arrows > 5 && want.dropped > 0, "{want:?}");

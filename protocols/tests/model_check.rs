@@ -1,33 +1,16 @@
 //! Model checking every family (`testkit::model`, `testkit::models`):
 //! each model at 3 members explored within its bounds with its properties
 //! holding, and each kept mutation caught with a counterexample that
-//! replays. Bounds and the numbers they give are in BENCHMARKS.md.
+//! replays. The models, their bounds and the mutations are the catalog's
+//! (`models::Family`, `models::Mutation`, `models::Check`), which
+//! `troupe check` runs too; the numbers they give are in BENCHMARKS.md.
 
-use troupe_protocols::broadcast::BroadcastAlgorithm;
 use troupe_protocols::commit::CommitAlgorithm;
-use troupe_protocols::election::ElectionAlgorithm;
-use troupe_protocols::mutex::MutexAlgorithm;
-use troupe_protocols::testkit::model::{replay, Bounds, Counterexample, Report, Search, Verdict};
-use troupe_protocols::testkit::models::{self, order_checks, Mutation};
-use troupe_protocols::testkit::{Observer, SimProtocol};
+use troupe_protocols::testkit::model::{replay, Bounds, Counterexample, Report, Verdict};
+use troupe_protocols::testkit::models::{order_checks, Algorithm, Check, Family, Mutation};
 
-/// `max_depth` steps, at most six timer firings per path (retries and
-/// heartbeats would otherwise make every path endless), 400 000 states.
-fn bounds(max_depth: usize) -> Bounds {
-    Bounds {
-        max_depth,
-        max_states: 400_000,
-        timer_fires: Some(6),
-        ..Bounds::default()
-    }
-}
-
-fn holds<P, O>(s: &Search<P, O>) -> Report
-where
-    P: SimProtocol + Clone + std::fmt::Debug,
-    O: Observer<P> + Clone + std::fmt::Debug,
-{
-    let r = s.bfs().unwrap();
+fn holds(check: &Check) -> Report {
+    let r = check.search().unwrap().bfs().unwrap();
     if let Verdict::Violated(cx) = &r.verdict {
         panic!("{cx}");
     }
@@ -35,54 +18,86 @@ where
     r
 }
 
-fn caught<P, O>(s: &Search<P, O>, what: &str) -> Counterexample
-where
-    P: SimProtocol + Clone + std::fmt::Debug,
-    O: Observer<P> + Clone + std::fmt::Debug,
-{
-    caught_by(s, what, true)
+/// Every algorithm the suite checks of `family`, without a mutation.
+fn every_algorithm_holds(family: Family) {
+    for alg in family.checked_algorithms() {
+        let r = holds(&Check::new(alg, Mutation::None).unwrap());
+        eprintln!("{family} {alg}: {r}");
+    }
 }
 
-fn caught_by<P, O>(s: &Search<P, O>, what: &str, breadth_first: bool) -> Counterexample
-where
-    P: SimProtocol + Clone + std::fmt::Debug,
-    O: Observer<P> + Clone + std::fmt::Debug,
-{
-    let r = if breadth_first { s.bfs() } else { s.dfs() }.unwrap();
+/// The suite's check of `mutation` (the algorithm and bounds it is caught
+/// with).
+fn mutated(mutation: Mutation) -> Check {
+    let (alg, _) = mutation.caught_with().expect("a mutation the suite keeps");
+    Check::new(alg, mutation).unwrap()
+}
+
+fn caught(check: &Check, what: &str) -> Counterexample {
+    let s = check.search().unwrap();
+    let r = s.bfs().unwrap();
     let Verdict::Violated(cx) = r.verdict.clone() else {
         panic!("{what}: the search did not catch it: {r}");
     };
     eprintln!("{what}: {r}\n{cx}");
-    // The trace replays to the same violation.
-    let again = replay(s, &cx).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(!again.is_empty());
-    assert!(cx.to_json_lines().lines().count() == cx.steps.len() + 1);
+    // The trace replays to the same violation, also once written as JSON
+    // lines and read back.
+    let again = replay(&*s, &cx).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(again, cx.violation);
+    let lines = cx.to_json_lines();
+    let read = Counterexample::from_json_lines(&lines).unwrap();
+    let stripped = |c: &Counterexample| {
+        let steps: Vec<_> = c
+            .steps
+            .iter()
+            .map(|s| (s.step, s.choice, s.what.clone()))
+            .collect();
+        (c.model.clone(), steps, c.violation.clone())
+    };
+    assert_eq!(stripped(&read), stripped(&cx));
+    // Between the steps, what happened as the framework's trace lines:
+    // every message delivered or lost after it was sent, the violation
+    // noted at every member.
+    let mut sent = std::collections::BTreeSet::new();
+    let (mut steps, mut violated) = (0, 0);
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        match v["ev"].as_str() {
+            None => steps += 1,
+            Some("send") => {
+                sent.insert((field("node"), v["seq"].as_u64()));
+            }
+            Some("deliver" | "drop") => assert!(
+                sent.contains(&(field("from"), v["seq"].as_u64())),
+                "{what}: {line} before its send"
+            ),
+            Some("note") if field("text").starts_with("VIOLATED") => violated += 1,
+            Some(_) => {}
+        }
+    }
+    assert_eq!(
+        steps,
+        cx.steps.len() + 1,
+        "{what}: the steps and the violation"
+    );
+    if !cx.steps.is_empty() {
+        assert!(violated >= 2, "{what}: the violation noted at every member");
+    }
     *cx
 }
 
 #[test]
 fn every_mutex_holds_with_three_members() {
-    for alg in MutexAlgorithm::ALL {
-        let r = holds(&Search::new(
-            models::mutex(alg, 3, 2, Mutation::None),
-            bounds(60),
-        ));
-        eprintln!("mutex {alg}: {r}");
-    }
+    every_algorithm_holds(Family::Mutex);
 }
 
 #[test]
 fn ricart_agrawala_without_the_tie_break_is_caught() {
-    let s = Search::new(
-        models::mutex(
-            MutexAlgorithm::RicartAgrawala,
-            3,
-            2,
-            Mutation::MutexNoTieBreak,
-        ),
-        bounds(60),
+    let cx = caught(
+        &mutated(Mutation::MutexNoTieBreak),
+        "Ricart-Agrawala without tie-break",
     );
-    let cx = caught(&s, "Ricart-Agrawala without tie-break");
     assert!(
         cx.violation.contains("hold") || cx.violation.contains("token"),
         "{}",
@@ -92,37 +107,30 @@ fn ricart_agrawala_without_the_tie_break_is_caught() {
 
 #[test]
 fn every_election_holds_with_three_members() {
-    for alg in ElectionAlgorithm::ALL {
-        let r = holds(&Search::new(
-            models::election(alg, 3),
-            Bounds {
-                crashes: 1,
-                ..bounds(16)
-            },
-        ));
-        eprintln!("election {alg}: {r}");
-    }
+    every_algorithm_holds(Family::Election);
+}
+
+fn commit(alg: CommitAlgorithm) -> Check {
+    Check::new(Algorithm::Commit(alg), Mutation::None).unwrap()
 }
 
 #[test]
 fn two_phase_commit_holds_and_blocks_without_its_coordinator() {
-    let r = holds(&Search::new(
-        models::commit(CommitAlgorithm::TwoPhase, 3, Mutation::None),
-        bounds(40),
-    ));
+    let r = holds(&commit(CommitAlgorithm::TwoPhase));
     eprintln!("2PC: {r}");
     // With a crash, the search reaches the blocking state: every
     // participant ready, the coordinator down, nobody able to decide.
-    let mut m = models::commit(CommitAlgorithm::TwoPhase, 3, Mutation::None);
-    m.at_rest = Some(models::everyone_alive_decided());
-    let s = Search::new(
-        m,
-        Bounds {
+    let base = commit(CommitAlgorithm::TwoPhase);
+    let blocking = Check {
+        must_decide: true,
+        bounds: Bounds {
             crashes: 1,
-            ..bounds(40)
+            ..base.bounds
         },
-    );
-    let cx = caught(&s, "2PC blocking");
+        ..base
+    };
+    let cx = caught(&blocking, "2PC blocking");
+    assert!(cx.violation.starts_with("at rest: "), "{cx}");
     assert!(
         cx.steps.iter().any(|s| s.what.starts_with("CRASH 1")),
         "{cx}"
@@ -131,148 +139,66 @@ fn two_phase_commit_holds_and_blocks_without_its_coordinator() {
 
 #[test]
 fn three_phase_commit_violates_agreement_under_a_partition() {
-    let r = holds(&Search::new(
-        models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None),
-        bounds(40),
-    ));
+    let r = holds(&commit(CommitAlgorithm::ThreePhase));
     eprintln!("3PC: {r}");
     // The coordinator may crash (once, for good), the group may be cut in
     // two anywhere at any time.
-    let mut m = models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None);
-    m.crashable = Some(vec![1]);
-    let s = Search::new(
-        m,
-        Bounds {
+    let base = commit(CommitAlgorithm::ThreePhase);
+    let partitioned = Check {
+        crashable: Some(vec![1]),
+        bounds: Bounds {
             crashes: 1,
             restarts: false,
             partitions: 1,
-            ..bounds(40)
+            ..base.bounds
         },
-    );
-    let cx = caught(&s, "3PC partition");
+        ..base
+    };
+    let cx = caught(&partitioned, "3PC partition");
     assert!(cx.violation.contains("AC1"), "{}", cx.violation);
     assert!(
         cx.steps.iter().any(|s| s.what.starts_with("PARTITION")),
         "{cx}"
     );
-    // Its trace, for `troupe trace view` (apps/tests/trace_view_browser.rs
-    // draws it): every message delivered or lost was sent, and the story's
-    // turns are in it.
-    let trace = s.trace(&cx).unwrap();
-    check_trace(&trace, cx.steps.len());
-    assert!(trace.contains("PARTITION"), "{trace}");
-    assert!(
-        trace.contains("\"ev\":\"crash\"") || !cx.steps.iter().any(|s| s.what.starts_with("CRASH"))
-    );
-    assert!(trace.contains("VIOLATED: "), "{trace}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("3pc-counterexample.jsonl");
-    std::fs::write(&path, &trace).unwrap();
-    eprintln!("3PC counterexample trace: {}", path.display());
-}
-
-/// A counterexample's trace: JSON lines of the framework's format, each
-/// delivery or drop matching an earlier send from its sender to its node
-/// (by sender and `seq`), and at least one delivery per step that was one.
-fn check_trace(trace: &str, steps: usize) {
-    use std::collections::HashMap;
-    let mut sends: HashMap<(String, u64), String> = HashMap::new();
-    let (mut delivered, mut lines) = (0, 0);
-    for line in trace.lines() {
-        lines += 1;
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let node = v["node"].as_str().unwrap().to_string();
-        match v["ev"].as_str().unwrap() {
-            "send" => {
-                let seq = v["seq"].as_u64().unwrap();
-                let to = v["to"].as_str().unwrap().to_string();
-                assert!(v["msg"].is_string(), "{line}");
-                assert!(
-                    sends.insert((node, seq), to).is_none(),
-                    "seq reused: {line}"
-                );
-            }
-            "deliver" | "drop" => {
-                let key = (
-                    v["from"].as_str().unwrap().to_string(),
-                    v["seq"].as_u64().unwrap(),
-                );
-                assert_eq!(sends.get(&key), Some(&node), "no send for {line}");
-                delivered += usize::from(v["ev"] == "deliver");
-            }
-            _ => {}
-        }
-    }
-    assert!(lines > steps && delivered > 0, "{trace}");
 }
 
 #[test]
 fn a_coordinator_that_forgets_its_decision_is_caught() {
-    let s = Search::new(
-        models::commit(
-            CommitAlgorithm::TwoPhase,
-            3,
-            Mutation::CommitForgetsDecision,
-        ),
-        Bounds {
-            crashes: 1,
-            drops: 1,
-            ..bounds(40)
-        },
+    caught(
+        &mutated(Mutation::CommitForgetsDecision),
+        "2PC decision not durable",
     );
-    caught(&s, "2PC decision not durable");
 }
 
 #[test]
 fn every_broadcast_order_holds_with_three_members() {
-    // The total orders are not here: total-sequencer passes 400 000 states
-    // before depth 8 (its embedded election and acknowledgements), too
-    // many for the suite.
-    for alg in [
-        BroadcastAlgorithm::EagerReliable,
-        BroadcastAlgorithm::Fifo,
-        BroadcastAlgorithm::Causal,
-    ] {
-        assert!(!order_checks(alg).total);
-        let r = holds(&Search::new(
-            models::broadcast(alg, 3, Mutation::None),
-            bounds(40),
-        ));
-        eprintln!("broadcast {alg}: {r}");
+    // The total orders are not checked: their state spaces do not fit
+    // (`Family::checked_algorithms`).
+    for alg in Family::Broadcast.checked_algorithms() {
+        let Algorithm::Broadcast(b) = alg else {
+            panic!("{alg} is not a broadcast");
+        };
+        assert!(!order_checks(b).total);
     }
+    every_algorithm_holds(Family::Broadcast);
 }
 
 #[test]
 fn a_broadcast_that_forgets_its_deliveries_is_caught() {
-    let s = Search::new(
-        models::broadcast(
-            BroadcastAlgorithm::Causal,
-            3,
-            Mutation::BroadcastForgetsDeliveries,
-        ),
-        Bounds {
-            crashes: 1,
-            ..bounds(40)
-        },
+    caught(
+        &mutated(Mutation::BroadcastForgetsDeliveries),
+        "broadcast deliveries not durable",
     );
-    caught(&s, "broadcast deliveries not durable");
 }
 
 #[test]
 fn raft_holds_with_three_servers() {
-    let r = holds(&Search::new(models::raft(3, Mutation::None), bounds(22)));
-    eprintln!("raft: {r}");
+    every_algorithm_holds(Family::Raft);
 }
 
 #[test]
 fn raft_forgetting_its_vote_is_caught() {
-    let s = Search::new(
-        models::raft(3, Mutation::RaftForgetsVote),
-        Bounds {
-            crashes: 1,
-            ..bounds(30)
-        },
-    );
-    let cx = caught(&s, "raft vote not durable");
+    let cx = caught(&mutated(Mutation::RaftForgetsVote), "raft vote not durable");
     assert!(
         cx.violation.contains("election safety") || cx.violation.contains("leader completeness"),
         "{}",
@@ -282,4 +208,39 @@ fn raft_forgetting_its_vote_is_caught() {
         cx.steps.iter().any(|s| s.what.starts_with("RESTART")),
         "{cx}"
     );
+}
+
+#[test]
+fn the_catalog_refuses_what_does_not_fit() {
+    // Every mutation the suite keeps applies to the algorithm it is caught
+    // with, and to no other family.
+    for m in Mutation::ALL {
+        if let Some((alg, _)) = m.caught_with() {
+            assert!(m.applies_to(alg), "{m} {alg}");
+            assert!(Family::ALL
+                .into_iter()
+                .filter(|f| *f != alg.family())
+                .all(|f| f.algorithms().into_iter().all(|a| !m.applies_to(a))));
+        }
+    }
+    let lamport = Algorithm::parse(Family::Mutex, "lamport").unwrap();
+    let e = Check::new(lamport, Mutation::MutexNoTieBreak).unwrap_err();
+    assert!(
+        e.contains("no-tie-break") && e.contains("ricart-agrawala only"),
+        "{e}"
+    );
+    let e = Check::new(Algorithm::Raft, Mutation::CommitForgetsDecision).unwrap_err();
+    assert!(e.contains("any commit algorithm"), "{e}");
+    let e = Algorithm::parse(Family::Commit, "four-phase").unwrap_err();
+    assert!(e.contains("four-phase") && e.contains("three-phase"), "{e}");
+    let too_big = Check {
+        members: 9,
+        ..Check::new(Algorithm::Raft, Mutation::None).unwrap()
+    };
+    assert!(too_big.validate().unwrap_err().contains("9 members"));
+    let stray = Check {
+        crashable: Some(vec![4]),
+        ..Check::new(Algorithm::Raft, Mutation::None).unwrap()
+    };
+    assert!(stray.validate().unwrap_err().contains("crashable member 4"));
 }

@@ -53,7 +53,9 @@
 //!   or this node's replica does not run. Send it again.
 //! - **504** `{"error":"outcome unknown: ...","outcome":"unknown"}`: no
 //!   outcome within the timeout (the leader was asked and did not answer,
-//!   or lost track of the entry): the write **may or may not** have been
+//!   or lost track of the entry, or this node learned that the leader it
+//!   forwarded to was replaced, which ends the wait at once): the write
+//!   **may or may not** have been
 //!   applied, and may still be. A read that timed out answers 504 too (a
 //!   read changes nothing, so it can always be sent again).
 //! - 400: a malformed body (naming the field), key or `Idempotency-Key`;
@@ -457,7 +459,30 @@ impl Gateway {
         } else {
             ask
         };
-        match ask.await {
+        // This replica learning of a newer term with another leader (or
+        // none) means `leader` was deposed or is gone: waiting out the ask
+        // would only hold the client until the timeout.
+        let term = self.replica.view().term;
+        let replaced = self.replica.wait_view(
+            |v| v.term > term && v.leader.as_deref() != Some(leader),
+            Duration::MAX,
+        );
+        let answer = tokio::select! {
+            answer = ask => answer,
+            Ok(v) = replaced => {
+                let why = format!(
+                    "the leader {leader} was replaced in term {} while the request was forwarded to it",
+                    v.term
+                );
+                // A read is not a change: asking the new leader is safe.
+                return if write {
+                    Ok(KvAnswer::Unknown(why))
+                } else {
+                    Err(why)
+                };
+            }
+        };
+        match answer {
             Ok(answer) => Ok(answer),
             // The request never reached the leader's gateway.
             Err(

@@ -3,19 +3,24 @@
 //! that drive it as a user would (`#[path]`-included, so that each
 //! compiles only this).
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `troupe ARGS` and returns its output; a process still running
-/// after `limit` is killed and fails the test.
-pub fn troupe_within(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+/// Starts `troupe ARGS` (no input, its output piped), not waited for.
+pub fn spawn_troupe(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_troupe"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn troupe");
+        .expect("spawn troupe")
+}
+
+/// Runs `troupe ARGS` and returns its output; a process still running
+/// after `limit` is killed and fails the test.
+pub fn troupe_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = spawn_troupe(args);
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Ok(Some(_)) = child.try_wait() {

@@ -46,6 +46,7 @@ pub mod model;
 pub mod models;
 pub mod raft;
 pub mod scenarios;
+pub mod sim_trace;
 pub mod trace_check;
 
 pub use chaos::Chaos;
@@ -322,6 +323,8 @@ enum Ev<P: Protocol> {
         from: P::Id,
         to: P::Id,
         msg: P::Msg,
+        /// The send's number, for traces (not part of the state).
+        id: u64,
     },
     Timer {
         node: P::Id,
@@ -385,10 +388,11 @@ impl<P: SimProtocol> Slot<P> {
 impl<P: Protocol> Clone for Ev<P> {
     fn clone(&self) -> Self {
         match self {
-            Ev::Deliver { from, to, msg } => Ev::Deliver {
+            Ev::Deliver { from, to, msg, id } => Ev::Deliver {
                 from: from.clone(),
                 to: to.clone(),
                 msg: msg.clone(),
+                id: *id,
             },
             Ev::Timer {
                 node,
@@ -472,7 +476,8 @@ impl<P: SimProtocol + Clone> Clone for Sim<P> {
             trace: self.trace,
             disk: self.disk,
             records: self.records.clone(),
-            tracer: self.tracer.clone(),
+            msg_seq: self.msg_seq,
+            recording: self.recording.clone(),
         }
     }
 }
@@ -531,7 +536,7 @@ impl<P: SimProtocol> Sim<P> {
             .iter()
             .map(|(k, ev)| {
                 let p = match ev {
-                    Ev::Deliver { from, to, msg } => Pending::Deliver {
+                    Ev::Deliver { from, to, msg, .. } => Pending::Deliver {
                         from: from.clone(),
                         to: to.clone(),
                         msg: msg.clone(),
@@ -569,7 +574,7 @@ impl<P: SimProtocol> Sim<P> {
         if !frozen {
             self.now = self.now.max(key.0);
         }
-        self.run_event(key, ev, obs)?;
+        self.run_event(ev, obs)?;
         self.after_step(obs)?;
         Ok(true)
     }
@@ -577,11 +582,10 @@ impl<P: SimProtocol> Sim<P> {
     /// Lose the queued message `key` (`false`: not a message).
     pub fn drop_key(&mut self, key: EventKey) -> bool {
         match self.queue.get(&key) {
-            Some(Ev::Deliver { from, to, .. }) => {
-                let (from, to) = (from.clone(), to.clone());
+            Some(Ev::Deliver { from, to, id, .. }) => {
+                let (from, to, id) = (from.clone(), to.clone(), *id);
+                self.trace_drop(&from, &to, id, "lost");
                 self.queue.remove(&key);
-                let seq = self.traced_seq(&key);
-                self.trace_drop(&from, &to, seq, "lost (model checker)");
                 true
             }
             _ => false,
@@ -593,11 +597,7 @@ impl<P: SimProtocol> Sim<P> {
         let Some(ev @ Ev::Deliver { .. }) = self.queue.get(&key).cloned() else {
             return false;
         };
-        let copy = self.schedule(key.0, ev);
-        let seq = self.traced_seq(&key);
-        if let Some(t) = self.tracer.as_mut() {
-            t.sends.insert(copy, seq);
-        }
+        self.schedule(key.0, ev);
         true
     }
 
@@ -647,34 +647,9 @@ pub struct Sim<P: SimProtocol> {
     trace: bool,
     disk: DiskModel,
     records: Option<Vec<DurabilityRecord<P::Id>>>,
-    /// The trace being recorded ([`Sim::record_trace`]).
-    tracer: Option<SimTrace>,
-}
-
-/// A simulation's trace as JSON lines of `troupe_framework::trace` (see
-/// [`Sim::record_trace`]), and the `seq` of the send of each queued message.
-#[derive(Debug, Clone, Default)]
-struct SimTrace {
-    out: String,
-    sends: BTreeMap<EventKey, u64>,
-    next: u64,
-}
-
-/// One trace line: the framework's event, with the message's `Debug` form
-/// for sends (`msg`), which the sans-IO cores have instead of frames.
-#[derive(serde::Serialize)]
-struct TraceLine<'a> {
-    t_us: u64,
-    node: &'a str,
-    #[serde(flatten)]
-    event: &'a TraceEvent,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    msg: Option<String>,
-}
-
-/// A member's name in a trace: its `Debug` form without quotes.
-fn trace_name<Id: Debug>(id: &Id) -> String {
-    format!("{id:?}").trim_matches('"').to_string()
+    /// Messages sent so far (numbers them in traces).
+    msg_seq: u64,
+    recording: Option<sim_trace::SimTrace>,
 }
 
 impl<P: SimProtocol> Sim<P> {
@@ -709,7 +684,8 @@ impl<P: SimProtocol> Sim<P> {
             trace: std::env::var_os("TROUPE_TRACE").is_some(),
             disk: DiskModel::default(),
             records: None,
-            tracer: None,
+            msg_seq: 0,
+            recording: None,
         };
         let ids: Vec<P::Id> = members.into_iter().collect();
         for id in &ids {
@@ -745,6 +721,53 @@ impl<P: SimProtocol> Sim<P> {
     /// Record durability steps for [`check_durability_order`] from now on.
     pub fn record_durability(&mut self) {
         self.records.get_or_insert_with(Vec::new);
+    }
+
+    /// Record the run as the framework's JSON-lines trace from now on
+    /// (see [`sim_trace`]); [`Sim::take_trace`] takes the lines.
+    pub fn record_trace(&mut self) {
+        self.recording.get_or_insert_with(Default::default);
+    }
+
+    /// The trace lines recorded since the last call (none unless
+    /// [`Sim::record_trace`] was called).
+    pub fn take_trace(&mut self) -> Vec<String> {
+        self.recording
+            .as_mut()
+            .map(|t| t.take())
+            .unwrap_or_default()
+    }
+
+    /// Stamp trace lines with `at` instead of the clock (`None`: the
+    /// clock again).
+    pub fn set_trace_clock(&mut self, at: Option<Duration>) {
+        if let Some(t) = self.recording.as_mut() {
+            t.set_clock(at);
+        }
+    }
+
+    /// Add a note at `node` to the trace (when recording).
+    pub fn trace_note(&mut self, node: &P::Id, text: impl FnOnce() -> String) {
+        let now = self.now;
+        if let Some(t) = self.recording.as_mut() {
+            t.note(now, &sim_trace::node_name(node), text());
+        }
+    }
+
+    fn trace_event(&mut self, node: &P::Id, event: impl FnOnce() -> TraceEvent) {
+        let now = self.now;
+        if let Some(t) = self.recording.as_mut() {
+            t.record(now, &sim_trace::node_name(node), event(), None);
+        }
+    }
+
+    fn trace_drop(&mut self, from: &P::Id, to: &P::Id, seq: u64, reason: &str) {
+        let from = sim_trace::node_name(from);
+        self.trace_event(to, || TraceEvent::Drop {
+            from,
+            seq,
+            reason: reason.into(),
+        });
     }
 
     /// The durability steps recorded so far.
@@ -894,112 +917,9 @@ impl<P: SimProtocol> Sim<P> {
         self.queue.first_key_value().map(|((at, _), _)| *at)
     }
 
-    fn schedule(&mut self, at: Duration, ev: Ev<P>) -> EventKey {
+    fn schedule(&mut self, at: Duration, ev: Ev<P>) {
         self.seq += 1;
         self.queue.insert((at, self.seq), ev);
-        (at, self.seq)
-    }
-
-    /// Record the trace of what happens from now on, as the JSON lines of
-    /// `troupe_framework::trace` (read them with [`Sim::trace_jsonl`]; draw
-    /// them with `troupe trace view`): each message's send (`tag`: its
-    /// kind, `msg`: its `Debug` form; `seq`: numbered by the simulation)
-    /// and delivery or drop (lost, cut by a partition, or to a crashed
-    /// node), timers, crashes and restarts, and as notes the cores'
-    /// events, disk syncs, failure-detector reports, partitions and heals.
-    /// Messages already on their way are recorded as sent now. `t_us` is
-    /// the virtual time (a model checker's frozen clock leaves it at 0).
-    pub fn record_trace(&mut self) {
-        if self.tracer.is_some() {
-            return;
-        }
-        self.tracer = Some(SimTrace::default());
-        let queued: Vec<(EventKey, Ev<P>)> = self
-            .queue
-            .iter()
-            .filter(|(_, ev)| matches!(ev, Ev::Deliver { .. }))
-            .map(|(k, ev)| (*k, ev.clone()))
-            .collect();
-        for (key, ev) in queued {
-            let Ev::Deliver { from, to, msg } = ev else {
-                continue;
-            };
-            let seq = self.trace_send(&from, &to, &msg);
-            if let Some(t) = self.tracer.as_mut() {
-                t.sends.insert(key, seq);
-            }
-        }
-    }
-
-    /// The trace recorded since [`Sim::record_trace`] (`None`: not recording).
-    pub fn trace_jsonl(&self) -> Option<&str> {
-        self.tracer.as_ref().map(|t| t.out.as_str())
-    }
-
-    /// Add a note to the trace being recorded, at `node` (nothing when not
-    /// recording).
-    pub fn trace_note(&mut self, node: &P::Id, text: impl Into<String>) {
-        if self.tracer.is_some() {
-            self.trace_event(node, TraceEvent::Note { text: text.into() }, None);
-        }
-    }
-
-    fn trace_event(&mut self, node: &P::Id, event: TraceEvent, msg: Option<String>) {
-        let t_us = self.now.as_micros().min(u64::MAX as u128) as u64;
-        let Some(t) = self.tracer.as_mut() else {
-            return;
-        };
-        let name = trace_name(node);
-        let line = TraceLine {
-            t_us,
-            node: &name,
-            event: &event,
-            msg,
-        };
-        if let Ok(text) = serde_json::to_string(&line) {
-            t.out.push_str(&text);
-            t.out.push('\n');
-        }
-    }
-
-    /// Records the send of `msg` and returns its `seq`.
-    fn trace_send(&mut self, from: &P::Id, to: &P::Id, msg: &P::Msg) -> u64 {
-        let Some(t) = self.tracer.as_mut() else {
-            return 0;
-        };
-        let seq = t.next;
-        t.next += 1;
-        let event = TraceEvent::Send {
-            to: trace_name(to),
-            seq,
-            bytes: 0,
-            kind: "tell".to_string(),
-            tag: P::msg_kind(msg).to_string(),
-            lamport: None,
-            vector: None,
-        };
-        self.trace_event(from, event, Some(format!("{msg:?}")));
-        seq
-    }
-
-    /// Records the loss of the message `seq` from `from` to `to`.
-    fn trace_drop(&mut self, from: &P::Id, to: &P::Id, seq: u64, reason: &str) {
-        if self.tracer.is_some() {
-            let event = TraceEvent::Drop {
-                from: trace_name(from),
-                seq,
-                reason: reason.to_string(),
-            };
-            self.trace_event(to, event, None);
-        }
-    }
-
-    /// The `seq` of the queued message `key` (0 when not recording).
-    fn traced_seq(&self, key: &EventKey) -> u64 {
-        self.tracer
-            .as_ref()
-            .and_then(|t| t.sends.get(key).copied())
-            .unwrap_or(0)
     }
 
     fn delay(&mut self) -> Duration {
@@ -1082,29 +1002,32 @@ impl<P: SimProtocol> Sim<P> {
         }
         for (to, msg) in sends {
             *self.sent.entry(P::msg_kind(&msg)).or_insert(0) += 1;
-            let seq = self.trace_send(from, &to, &msg);
+            self.msg_seq += 1;
+            let id = self.msg_seq;
+            if let Some(t) = self.recording.as_mut() {
+                let (a, b) = (sim_trace::node_name(from), sim_trace::node_name(&to));
+                t.send(self.now, &a, &b, id, &msg);
+            }
             if to == *from {
                 // A node talking to itself: local, never lost.
                 let at = self.now;
-                let key = self.schedule(
+                self.schedule(
                     at,
                     Ev::Deliver {
                         from: from.clone(),
                         to,
                         msg,
+                        id,
                     },
                 );
-                if let Some(t) = self.tracer.as_mut() {
-                    t.sends.insert(key, seq);
-                }
                 continue;
             }
             if self.blocked.contains(&(from.clone(), to.clone())) {
-                self.trace_drop(from, &to, seq, "partition");
+                self.trace_drop(from, &to, id, "partition");
                 continue;
             }
             if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
-                self.trace_drop(from, &to, seq, "loss");
+                self.trace_drop(from, &to, id, "lost");
                 continue;
             }
             let copies = if self.faults.duplicate > 0.0 && self.rng.gen_bool(self.faults.duplicate)
@@ -1115,17 +1038,15 @@ impl<P: SimProtocol> Sim<P> {
             };
             for _ in 0..copies {
                 let at = self.now + self.delay();
-                let key = self.schedule(
+                self.schedule(
                     at,
                     Ev::Deliver {
                         from: from.clone(),
                         to: to.clone(),
                         msg: msg.clone(),
+                        id,
                     },
                 );
-                if let Some(t) = self.tracer.as_mut() {
-                    t.sends.insert(key, seq);
-                }
             }
         }
         if let Some(timers) = timers {
@@ -1135,7 +1056,7 @@ impl<P: SimProtocol> Sim<P> {
             if self.trace {
                 eprintln!("{:?} EVENT {from:?}: {ev:?}", self.now);
             }
-            self.trace_note(from, format!("{ev:?}"));
+            self.trace_note(from, || format!("{ev:?}"));
             obs.on_event(self.now, from, &ev)
                 .map_err(|e| format!("t={:?} node {:?}: {e}", self.now, from))?;
         }
@@ -1312,15 +1233,14 @@ impl<P: SimProtocol> Sim<P> {
 
     /// Process the next scheduled event. Returns `Ok(false)` when nothing is left.
     pub fn step(&mut self, obs: &mut impl Observer<P>) -> Result<bool, String> {
-        let Some((key, ev)) = self.queue.pop_first() else {
+        let Some(((at, _), ev)) = self.queue.pop_first() else {
             return Ok(false);
         };
-        let at = key.0;
         self.now = self.now.max(at);
         let now = self.now;
         if self.trace {
             match &ev {
-                Ev::Deliver { from, to, msg } => {
+                Ev::Deliver { from, to, msg, .. } => {
                     eprintln!("{now:?} deliver {from:?} -> {to:?}: {msg:?}")
                 }
                 Ev::Timer { node, timer, .. } => eprintln!("{now:?} timer {node:?}: {timer:?}"),
@@ -1328,34 +1248,23 @@ impl<P: SimProtocol> Sim<P> {
                 Ev::Recheck { .. } => {}
             }
         }
-        self.run_event(key, ev, obs)?;
+        self.run_event(ev, obs)?;
         self.after_step(obs)?;
         Ok(true)
     }
 
     /// Carry out one scheduled event (already taken off the queue).
-    fn run_event(
-        &mut self,
-        key: EventKey,
-        ev: Ev<P>,
-        obs: &mut impl Observer<P>,
-    ) -> Result<(), String> {
+    fn run_event(&mut self, ev: Ev<P>, obs: &mut impl Observer<P>) -> Result<(), String> {
         match ev {
-            Ev::Deliver { from, to, msg } => {
-                if self.tracer.is_some() {
-                    let seq = self.traced_seq(&key);
-                    if self.is_alive(&to) {
-                        let event = TraceEvent::Deliver {
-                            from: trace_name(&from),
-                            seq,
-                        };
-                        self.trace_event(&to, event, None);
-                    } else {
-                        self.trace_drop(&from, &to, seq, "crashed");
-                    }
-                    if let Some(t) = self.tracer.as_mut() {
-                        t.sends.remove(&key);
-                    }
+            Ev::Deliver { from, to, msg, id } => {
+                if self.is_alive(&to) {
+                    let sender = sim_trace::node_name(&from);
+                    self.trace_event(&to, || TraceEvent::Deliver {
+                        from: sender,
+                        seq: id,
+                    });
+                } else {
+                    self.trace_drop(&from, &to, id, "crashed");
                 }
                 if self.input(&to, obs, |core, now, out| {
                     core.on_message(now, from, msg, out)
@@ -1375,16 +1284,13 @@ impl<P: SimProtocol> Sim<P> {
                         s.timers.fire(token)
                     });
                 if current {
-                    if self.tracer.is_some() {
-                        let name = format!("{timer:?}");
-                        self.trace_event(&node, TraceEvent::Timer { name }, None);
-                    }
+                    let name = format!("{timer:?}");
+                    self.trace_event(&node, || TraceEvent::Timer { name });
                     self.input(&node, obs, |core, now, out| core.on_timer(now, timer, out))?;
                 }
             }
             Ev::Sync { node, life, upto } => {
                 if self.life(&node) == life && self.is_alive(&node) {
-                    self.trace_note(&node, format!("disk sync (submissions up to {upto})"));
                     self.synced(&node, life, upto, obs)?;
                 }
             }
@@ -1474,10 +1380,12 @@ impl<P: SimProtocol> Sim<P> {
         }
         let now = self.now;
         for status in reports {
+            self.trace_note(observer, || {
+                format!("failure detector: {target:?} {status:?}")
+            });
             if self.trace {
                 eprintln!("{now:?} membership at {observer:?}: {target:?} {status:?}");
             }
-            self.trace_note(observer, format!("failure detector: {target:?} {status:?}"));
             let change = MemberEvent {
                 member: target.clone(),
                 status,
@@ -1538,7 +1446,7 @@ impl<P: SimProtocol> Sim<P> {
             Some(s) if s.core.is_some() => (s.life, s.syncing),
             _ => return self.after_step(obs),
         };
-        self.trace_event(node, TraceEvent::Crash, None);
+        self.trace_event(node, || TraceEvent::Crash);
         if let Some(upto) = syncing {
             if self.rng.gen_bool(0.5) {
                 self.sync_to(node, life, upto)?;
@@ -1583,14 +1491,9 @@ impl<P: SimProtocol> Sim<P> {
         if self.trace {
             eprintln!("{:?} RESTART {node:?}", self.now);
         }
-        let (disk, life) = (slot.disk.clone(), slot.life);
-        self.trace_event(
-            node,
-            TraceEvent::Restart {
-                incarnation: format!("life {life}"),
-            },
-            None,
-        );
+        let incarnation = slot.life.to_string();
+        let disk = slot.disk.clone();
+        self.trace_event(node, || TraceEvent::Restart { incarnation });
         let core = (self.factory.borrow_mut())(node, &disk);
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = Some(core);
@@ -1618,6 +1521,9 @@ impl<P: SimProtocol> Sim<P> {
         if self.trace {
             eprintln!("{:?} PARTITION {groups:?}", self.now);
         }
+        for id in self.members() {
+            self.trace_note(&id, || format!("PARTITION {groups:?}"));
+        }
         let ids = self.members();
         let group_of = |id: &P::Id| {
             groups
@@ -1631,10 +1537,6 @@ impl<P: SimProtocol> Sim<P> {
                     self.blocked.insert((a.clone(), b.clone()));
                 }
             }
-        }
-        for a in &ids {
-            let side: Vec<&P::Id> = ids.iter().filter(|b| group_of(b) == group_of(a)).collect();
-            self.trace_note(a, format!("PARTITION: cut off from all but {side:?}"));
         }
         self.schedule_rechecks(None);
         self.after_step(obs)
@@ -1650,8 +1552,8 @@ impl<P: SimProtocol> Sim<P> {
         if self.trace {
             eprintln!("{:?} BLOCK {from:?} -> {to:?}", self.now);
         }
+        self.trace_note(from, || format!("BLOCK {from:?} -> {to:?}"));
         self.blocked.insert((from.clone(), to.clone()));
-        self.trace_note(from, format!("BLOCK: link to {to:?} cut"));
         self.schedule_rechecks(None);
         self.after_step(obs)
     }
@@ -1662,10 +1564,10 @@ impl<P: SimProtocol> Sim<P> {
             if self.trace {
                 eprintln!("{:?} HEAL", self.now);
             }
-            self.blocked.clear();
-            for a in self.members() {
-                self.trace_note(&a, "HEAL: every link restored");
+            for id in self.members() {
+                self.trace_note(&id, || "HEAL".to_string());
             }
+            self.blocked.clear();
             self.schedule_rechecks(None);
         }
         self.after_step(obs)

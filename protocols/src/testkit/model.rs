@@ -59,7 +59,9 @@ pub type Action<P, O> = Rc<dyn Fn(&mut Sim<P>, &mut O) -> Result<(), String>>;
 pub type Guard<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> bool>;
 /// A goal on a quiescent state (`Err`: why it does not hold).
 pub type Goal<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> Result<(), String>>;
-/// Builds a model's initial state.
+/// Builds a model's initial state: the simulation (not started: the
+/// search starts it, recording its trace when it writes a counterexample)
+/// and the observer.
 pub type Init<P, O> = Rc<dyn Fn() -> Result<(Sim<P>, O), String>>;
 
 /// A client command a model offers: run once per path, on `node`, when
@@ -144,7 +146,7 @@ impl<P: SimProtocol, O> Command<P, O> {
 pub struct Model<P: SimProtocol, O> {
     /// Its name (for reports).
     pub name: String,
-    /// The initial simulation (started) and observer.
+    /// The initial simulation (not started) and observer.
     pub init: Init<P, O>,
     /// The client commands.
     pub commands: Vec<Command<P, O>>,
@@ -290,6 +292,10 @@ pub struct Step {
     pub choice: usize,
     /// What it did.
     pub what: String,
+    /// What happened in it, as the framework's JSON trace lines (see
+    /// [`super::sim_trace`]); empty until the counterexample is traced.
+    #[serde(skip)]
+    pub events: Vec<String>,
 }
 
 /// A path from the initial state to a state that breaks a property.
@@ -301,18 +307,34 @@ pub struct Counterexample {
     pub steps: Vec<Step>,
     /// The property broken, as the observer or goal said.
     pub violation: String,
+    /// What happened as the members started, as trace lines (see
+    /// [`Step::events`]).
+    #[serde(skip)]
+    pub start_events: Vec<String>,
 }
 
 impl Counterexample {
-    /// One JSON object per line: the steps, then the violation.
+    /// One JSON object per line: each step (`model`, `step`, `choice`,
+    /// `what`) followed by what happened in it as the framework's trace
+    /// lines (`t_us`, `node`, `ev`..., stamped with the step's number in
+    /// milliseconds: the model's clock stands still), then the violation
+    /// (also a `note` line at every member, for the viewers). `troupe trace
+    /// view` draws it; [`Counterexample::from_json_lines`] reads the steps
+    /// back.
     pub fn to_json_lines(&self) -> String {
         let mut s = String::new();
+        for line in &self.start_events {
+            let _ = writeln!(s, "{line}");
+        }
         for step in &self.steps {
             let _ = writeln!(
                 s,
                 "{}",
                 serde_json::json!({"model": self.model, "step": step.step, "choice": step.choice, "what": step.what})
             );
+            for line in &step.events {
+                let _ = writeln!(s, "{line}");
+            }
         }
         let _ = writeln!(
             s,
@@ -320,6 +342,58 @@ impl Counterexample {
             serde_json::json!({"model": self.model, "violation": self.violation})
         );
         s
+    }
+}
+
+impl Counterexample {
+    /// Read back what [`Counterexample::to_json_lines`] wrote: the steps
+    /// (`choice` and `what`, in the order of the lines) and the violation.
+    /// `Err` names the line that is not such an object.
+    pub fn from_json_lines(text: &str) -> Result<Self, String> {
+        let mut cx = Counterexample {
+            model: String::new(),
+            steps: Vec::new(),
+            violation: String::new(),
+            start_events: Vec::new(),
+        };
+        let mut violation = None;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let at = |e: &str| format!("line {}: {e}", i + 1);
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+            if v.get("ev").is_some() {
+                // What happened in a step, for the viewers.
+                continue;
+            }
+            let model = v["model"].as_str().ok_or_else(|| at("no \"model\""))?;
+            if cx.model.is_empty() {
+                cx.model = model.to_string();
+            } else if cx.model != model {
+                return Err(at(&format!("model {model:?}, not {:?} as above", cx.model)));
+            }
+            if violation.is_some() {
+                return Err(at("a line after the violation"));
+            }
+            if let Some(e) = v["violation"].as_str() {
+                violation = Some(e.to_string());
+                continue;
+            }
+            let choice = v["choice"]
+                .as_u64()
+                .ok_or_else(|| at("no \"choice\" (a step's index among its state's choices)"))?;
+            cx.steps.push(Step {
+                step: cx.steps.len() + 1,
+                choice: usize::try_from(choice).map_err(|e| at(&e.to_string()))?,
+                what: v["what"].as_str().unwrap_or_default().to_string(),
+                events: Vec::new(),
+            });
+        }
+        cx.violation = violation.ok_or("no violation line (the last line of a counterexample)")?;
+        Ok(cx)
     }
 }
 
@@ -367,6 +441,18 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+impl Report {
+    /// States explored per second of wall time (0 when no time passed).
+    pub fn states_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.explored as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verdict = match &self.verdict {
@@ -377,8 +463,12 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "{verdict}: {} states explored, {} unique, depth {}, {:.2?}",
-            self.explored, self.unique, self.depth, self.elapsed
+            "{verdict}: {} states explored, {} unique, depth {}, {:.2?} ({:.0} states/s)",
+            self.explored,
+            self.unique,
+            self.depth,
+            self.elapsed,
+            self.states_per_second()
         )
     }
 }
@@ -586,8 +676,7 @@ where
             Choice::Command(i) => {
                 next.used[*i] = true;
                 let c = &self.model.commands[*i];
-                next.sim
-                    .trace_note(&c.node, format!("command: {}", c.label));
+                next.sim.trace_note(&c.node, || c.label.clone());
                 (c.run)(&mut next.sim, &mut next.obs)
             }
             Choice::Crash(id) => {
@@ -616,7 +705,7 @@ where
                 return Ok(());
             };
             s.used[i] = true;
-            s.sim.trace_note(&c.node, format!("command: {}", c.label));
+            s.sim.trace_note(&c.node, || c.label.clone());
             (c.run)(&mut s.sim, &mut s.obs)?;
         }
     }
@@ -630,7 +719,18 @@ where
     }
 
     fn initial(&self) -> Result<State<P, O>, String> {
-        let (sim, obs) = (self.model.init)()?;
+        self.initial_traced(false)
+    }
+
+    /// The initial state, its simulation started (recording its trace if
+    /// `traced`, stamped 0).
+    fn initial_traced(&self, traced: bool) -> Result<State<P, O>, String> {
+        let (mut sim, mut obs) = (self.model.init)()?;
+        if traced {
+            sim.record_trace();
+            sim.set_trace_clock(Some(Duration::ZERO));
+        }
+        sim.start(&mut obs)?;
         let mut s = State {
             sim,
             obs,
@@ -716,6 +816,7 @@ where
                         step: cx.steps.len() + 1,
                         choice: i,
                         what,
+                        events: Vec::new(),
                     });
                     return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
                 }
@@ -756,7 +857,7 @@ where
             fp = *parent;
         }
         steps.reverse();
-        Counterexample {
+        let mut cx = Counterexample {
             model: self.model.name.clone(),
             steps: steps
                 .into_iter()
@@ -765,102 +866,171 @@ where
                     step: i + 1,
                     choice,
                     what,
+                    events: Vec::new(),
                 })
                 .collect(),
             violation,
+            start_events: Vec::new(),
+        };
+        self.trace(&mut cx);
+        cx
+    }
+
+    /// Fill in what happened at each step of `cx` (its trace lines), by
+    /// running it again with the simulation recording. The steps were
+    /// found by this search, so they replay; if one does not (it cannot),
+    /// the trace stops there.
+    fn trace(&self, cx: &mut Counterexample) {
+        let Ok(mut state) = self.initial_traced(true) else {
+            return;
+        };
+        cx.start_events = state.sim.take_trace();
+        let members = state.sim.members();
+        let last = cx.steps.len();
+        for (n, step) in cx.steps.iter_mut().enumerate() {
+            state
+                .sim
+                .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
+            let Some((choice, _)) = self.choices(&state).into_iter().nth(step.choice) else {
+                return;
+            };
+            let (mut next, result) = self.take(&state, &choice);
+            if n + 1 == last || result.is_err() {
+                for id in &members {
+                    next.sim
+                        .trace_note(id, || format!("VIOLATED: {}", cx.violation));
+                }
+            }
+            step.events = next.sim.take_trace();
+            state = next;
         }
     }
 
-    /// Replay `steps` (choice indexes) from the initial state: the result
-    /// of the last step, and every step's description. A counterexample
-    /// replays to its violation.
-    pub fn replay(&self, steps: &[usize]) -> Result<Vec<String>, (Vec<String>, String)> {
-        let mut state = self.initial().map_err(|e| (Vec::new(), e))?;
+    /// Replay `steps` (choice indexes) from the initial state and say
+    /// what it did: a step broke a property, or the path ends in a
+    /// quiescent state that misses the model's goal ([`Replay::Violated`]),
+    /// or neither ([`Replay::Clean`]). `Err`: the path does not fit this
+    /// search (a step names a choice its state does not have: another
+    /// model, or other bounds, which change the choices), or the model
+    /// does not start.
+    pub fn replay(&self, steps: &[usize]) -> Result<Replay, String> {
+        let mut state = self.initial()?;
         let mut done = Vec::new();
         for &i in steps {
             let choices = self.choices(&state);
             let Some((choice, what)) = choices.get(i) else {
-                let e = format!("step {}: no choice {i}", done.len() + 1);
-                return Err((done, e));
+                return Err(format!(
+                    "step {}: no choice {i} (the state has {}): the path was found with another \
+                     model or other bounds",
+                    done.len() + 1,
+                    choices.len()
+                ));
             };
             done.push(what.clone());
             let (next, result) = self.take(&state, choice);
-            if let Err(e) = result {
-                return Err((done, e));
+            if let Err(violation) = result {
+                return Ok(Replay::Violated {
+                    steps: done,
+                    violation,
+                });
             }
             state = next;
         }
-        Ok(done)
+        if let (true, Some(goal)) = (self.quiescent(&state), &self.model.at_rest) {
+            if let Err(e) = goal(&state.sim, &state.obs) {
+                return Ok(Replay::Violated {
+                    steps: done,
+                    violation: format!("at rest: {e}"),
+                });
+            }
+        }
+        Ok(Replay::Clean { steps: done })
     }
 }
 
-impl<P, O> Search<P, O>
+/// What replaying a path did ([`Search::replay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// A property broke: the steps taken (the last one broke it, unless the
+    /// violation is at rest) and the violation.
+    Violated {
+        /// What each step did.
+        steps: Vec<String>,
+        /// The property broken, as the observer or goal said.
+        violation: String,
+    },
+    /// Every step ran and every property held.
+    Clean {
+        /// What each step did.
+        steps: Vec<String>,
+    },
+}
+
+/// A search of any model behind one type: the models of the catalog
+/// ([`super::models::Check`]) differ in their cores and observers.
+pub trait Checker {
+    /// The model's name.
+    fn model_name(&self) -> &str;
+    /// [`Search::bfs`].
+    fn bfs(&self) -> Result<Report, String>;
+    /// [`Search::dfs`].
+    fn dfs(&self) -> Result<Report, String>;
+    /// [`Search::replay`].
+    fn replay(&self, steps: &[usize]) -> Result<Replay, String>;
+}
+
+impl<P, O> Checker for Search<P, O>
 where
     P: SimProtocol + Clone + Debug,
     O: Observer<P> + Clone + Debug,
 {
-    /// The trace of a counterexample (JSON lines of
-    /// `troupe_framework::trace`, see [`Sim::record_trace`]): its steps
-    /// replayed with the simulation recording, each message's send and
-    /// delivery or loss, timers, crashes, restarts, and as notes the
-    /// commands, the cores' events, failure-detector reports, partitions,
-    /// and at the end the violation (at the node of the last step). Draw it
-    /// with `troupe trace view FILE` (the model checker's clock is usually
-    /// frozen: the page opens on the logical, happened-before axis).
-    pub fn trace(&self, cx: &Counterexample) -> Result<String, String> {
-        let mut state = self.initial()?;
-        state.sim.record_trace();
-        let mut last_node = None;
-        for (n, step) in cx.steps.iter().enumerate() {
-            let choices = self.choices(&state);
-            let Some((choice, _)) = choices.get(step.choice) else {
-                return Err(format!("step {}: no choice {}", n + 1, step.choice));
-            };
-            last_node = match choice {
-                Choice::Crash(id) | Choice::Restart(id) => Some(id.clone()),
-                Choice::Command(i) => Some(self.model.commands[*i].node.clone()),
-                Choice::Run(key)
-                | Choice::Fire(key)
-                | Choice::Drop(key)
-                | Choice::Duplicate(key) => state
-                    .sim
-                    .pending()
-                    .into_iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, p)| match p {
-                        Pending::Deliver { to, .. } => to,
-                        Pending::Timer { node, .. } | Pending::Sync { node } => node,
-                        Pending::Report { observer, .. } => observer,
-                    }),
-                _ => last_node,
-            };
-            let (next, result) = self.take(&state, choice);
-            state = next;
-            if result.is_err() {
-                break;
-            }
-        }
-        let at = last_node.or_else(|| state.sim.members().into_iter().next());
-        if let Some(node) = at {
-            state
-                .sim
-                .trace_note(&node, format!("VIOLATED: {}", cx.violation));
-        }
-        Ok(state.sim.trace_jsonl().unwrap_or_default().to_string())
+    fn model_name(&self) -> &str {
+        &self.model.name
+    }
+    fn bfs(&self) -> Result<Report, String> {
+        Search::bfs(self)
+    }
+    fn dfs(&self) -> Result<Report, String> {
+        Search::dfs(self)
+    }
+    fn replay(&self, steps: &[usize]) -> Result<Replay, String> {
+        Search::replay(self, steps)
     }
 }
 
 /// Replay a counterexample with `search`: `Ok` with the violation it
-/// reproduces, `Err` if it does not.
-pub fn replay<P, O>(search: &Search<P, O>, cx: &Counterexample) -> Result<String, String>
-where
-    P: SimProtocol + Clone + Debug,
-    O: Observer<P> + Clone + Debug,
-{
-    let steps: Vec<usize> = cx.steps.iter().map(|s| s.choice).collect();
-    match search.replay(&steps) {
-        Err((_, e)) => Ok(e),
-        Ok(_) if cx.violation.starts_with("at rest: ") => Ok(cx.violation.clone()),
-        Ok(_) => Err("the path replays without a violation".to_string()),
+/// reproduces (at its last step, or at rest after it), `Err` if it does
+/// not, or if it does not fit ([`replay_steps`]).
+pub fn replay<S: Checker + ?Sized>(search: &S, cx: &Counterexample) -> Result<String, String> {
+    match replay_steps(search, cx)? {
+        Replay::Violated { violation, .. } => Ok(violation),
+        Replay::Clean { .. } => Err("the path replays without a violation".to_string()),
     }
+}
+
+/// Replay the steps of `cx` with `search` ([`Search::replay`]) and check
+/// that each did what the trace says it did. `Err`: the path does not fit
+/// this search — a choice its state does not have, or one that does
+/// something else (a step is the index of a choice, and the choices of a
+/// state depend on the model and the bounds: replay with those the trace
+/// was found with).
+pub fn replay_steps<S: Checker + ?Sized>(
+    search: &S,
+    cx: &Counterexample,
+) -> Result<Replay, String> {
+    let choices: Vec<usize> = cx.steps.iter().map(|s| s.choice).collect();
+    let replayed = search.replay(&choices)?;
+    let (Replay::Violated { steps, .. } | Replay::Clean { steps }) = &replayed;
+    for (i, (did, said)) in steps.iter().zip(&cx.steps).enumerate() {
+        if *did != said.what {
+            return Err(format!(
+                "step {}: the trace says {:?}, its choice {} here is {did:?}: the path was \
+                 found with another model or other bounds",
+                i + 1,
+                said.what,
+                said.choice
+            ));
+        }
+    }
+    Ok(replayed)
 }

@@ -2,30 +2,34 @@
 //! ([`super::model`]), at small sizes, with the observers the chaos tests
 //! use as their invariants.
 //!
-//! - [`mutex`]: every member requests the lock once and releases it once
-//!   granted; safety by [`MutexObserver`]; at rest nobody waits and every
-//!   member was granted the lock.
+//! - [`mutex`]: members `1..=requesters` request the lock once each and
+//!   release it once granted; safety by [`MutexObserver`]; at rest nobody
+//!   waits and every request was granted.
 //! - [`election`]: the members elect on their own; safety (one leader per
 //!   term, terms that grow) by [`ElectionObserver`].
 //! - [`commit`]: member 1 coordinates one transaction over the others,
-//!   each of which votes yes when asked; AC1–AC3 by [`CommitObserver`]; at
-//!   rest (without crashes or partitions) every member decided.
+//!   each of which votes yes when asked; AC1–AC3 by [`CommitObserver`];
+//!   with [`everyone_alive_decided`] as its goal, at rest every running
+//!   member that knows the transaction decided it.
 //! - [`broadcast`]: members 1 and 2 broadcast one message each; the
-//!   algorithm's order by [`BroadcastObserver`]; at rest every member
-//!   delivered every message.
+//!   algorithm's order by [`BroadcastObserver`].
 //! - [`raft`]: three servers elect and replicate a client's write;
 //!   election safety, log matching, leader completeness and state-machine
 //!   safety by [`RaftObserver`].
 //!
 //! Each takes a [`Mutation`] for the tests that prove the search catches a
 //! broken variant of the family.
+//!
+//! The catalog ([`Family`], [`Algorithm`], [`Mutation`], [`Check`]) names
+//! them and holds the bounds the suite checks each within:
+//! `tests/model_check.rs` and `troupe check` both start from it.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::broadcast::{BroadcastObserver, OrderChecks};
 use super::commit::CommitObserver;
-use super::model::{Command, Goal, Model};
+use super::model::{Bounds, Checker, Command, Goal, Model, Search};
 use super::raft::{KvRaft, RaftObserver};
 use super::scenarios::{ElectionObserver, MutexObserver};
 use super::{recover_state, NetFaults, OracleConfig, Sim};
@@ -88,7 +92,7 @@ pub fn mutex(
     };
     let init = move || {
         let config = config.clone();
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             AnyMutex::new(
                 algorithm,
                 id,
@@ -97,9 +101,7 @@ pub fn mutex(
                 recover_state::<AnyMutex<u32>>(r),
             )
         });
-        let mut obs = MutexObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, MutexObserver::default()))
     };
     let mut commands = Vec::new();
     for id in 1..=requesters.min(n) {
@@ -152,7 +154,7 @@ pub fn mutex(
 /// The members elect a leader on their own.
 pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>, ElectionObserver> {
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             AnyElection::new(
                 algorithm,
                 id,
@@ -161,9 +163,7 @@ pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>,
                 recover_state::<AnyElection<u32>>(r),
             )
         });
-        let mut obs = ElectionObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, ElectionObserver::default()))
     };
     Model {
         name: format!("election {algorithm} n={n}"),
@@ -181,7 +181,7 @@ pub fn commit(
     mutation: Mutation,
 ) -> Model<AnyCommit<u32>, CommitObserver> {
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::CommitForgetsDecision && id == 1 {
                 None
             } else {
@@ -189,9 +189,7 @@ pub fn commit(
             };
             AnyCommit::new(algorithm, id, members, CommitConfig::default(), state)
         });
-        let mut obs = CommitObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, CommitObserver::default()))
     };
     let participants: Vec<u32> = (2..=n).collect();
     let mut commands = vec![Command::new("1 begins transaction 1", 1, {
@@ -264,7 +262,7 @@ pub fn broadcast(
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let checks = order_checks(algorithm);
     let init = move || {
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::BroadcastForgetsDeliveries {
                 None
             } else {
@@ -272,9 +270,7 @@ pub fn broadcast(
             };
             AnyBroadcast::new(algorithm, id, members, Default::default(), state)
         });
-        let mut obs = BroadcastObserver::new(checks);
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, BroadcastObserver::new(checks)))
     };
     let mut commands = Vec::new();
     for (node, pid) in [(1u32, 1u64), (2, 2)] {
@@ -310,7 +306,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
     };
     let init = move || {
         let config = config.clone();
-        let mut s = sim(n, move |id, members, r| {
+        let s = sim(n, move |id, members, r| {
             let mut r = r.clone();
             if mutation == Mutation::RaftForgetsVote {
                 r.apply(&[troupe_framework::sansio::Write::Delete {
@@ -321,9 +317,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
             Raft::recover(id, Membership::new(members), config.clone(), &r)
                 .unwrap_or_else(|e| panic!("raft {id}: {e}"))
         });
-        let mut obs = RaftObserver::default();
-        s.start(&mut obs)?;
-        Ok((s, obs))
+        Ok((s, RaftObserver::default()))
     };
     let mut commands = Vec::new();
     for id in 1..=n {
@@ -355,5 +349,490 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
         commands,
         at_rest: None,
         crashable: None,
+    }
+}
+
+// The catalog: every model with the bounds the suite checks it within and
+// the mutations it can run with. `tests/model_check.rs` and `troupe check`
+// both start from here.
+
+/// The bounds the suite searches within: `max_depth` steps, at most six
+/// timer firings per path (retries and heartbeats would otherwise make
+/// every path endless), 400 000 states; the rest as [`Bounds::default`].
+pub fn suite_bounds(max_depth: usize) -> Bounds {
+    Bounds {
+        max_depth,
+        max_states: 400_000,
+        timer_fires: Some(6),
+        ..Bounds::default()
+    }
+}
+
+/// A protocol family with a model in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Mutual exclusion: [`mutex`].
+    Mutex,
+    /// Leader election: [`election`].
+    Election,
+    /// Atomic commit: [`commit`].
+    Commit,
+    /// Broadcast: [`broadcast`].
+    Broadcast,
+    /// Raft: [`raft`].
+    Raft,
+}
+
+impl Family {
+    /// Every family, in a stable order.
+    pub const ALL: [Family; 5] = [
+        Family::Mutex,
+        Family::Election,
+        Family::Commit,
+        Family::Broadcast,
+        Family::Raft,
+    ];
+
+    /// The name `troupe check` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Mutex => "mutex",
+            Family::Election => "election",
+            Family::Commit => "commit",
+            Family::Broadcast => "broadcast",
+            Family::Raft => "raft",
+        }
+    }
+
+    /// What the model does and what it checks.
+    pub fn about(self) -> &'static str {
+        match self {
+            Family::Mutex => {
+                "members 1 and 2 request the lock once each and release it when granted; \
+                 mutual exclusion and fencing tokens as the chaos suites check them; at \
+                 rest nobody waits and every request was granted"
+            }
+            Family::Election => {
+                "the members elect on their own; one leader per term, terms that grow"
+            }
+            Family::Commit => {
+                "member 1 coordinates one transaction over the others, which vote yes; \
+                 AC1-AC3 (one decision, never changed, commit only on all yes)"
+            }
+            Family::Broadcast => {
+                "members 1 and 2 broadcast one message each; the algorithm's order, no \
+                 message delivered twice"
+            }
+            Family::Raft => {
+                "the servers elect a leader and a client writes x through it; election \
+                 safety, log matching, leader completeness, state-machine safety"
+            }
+        }
+    }
+
+    /// Every algorithm the family's model runs.
+    pub fn algorithms(self) -> Vec<Algorithm> {
+        match self {
+            Family::Mutex => MutexAlgorithm::ALL.map(Algorithm::Mutex).to_vec(),
+            Family::Election => ElectionAlgorithm::ALL.map(Algorithm::Election).to_vec(),
+            Family::Commit => CommitAlgorithm::ALL.map(Algorithm::Commit).to_vec(),
+            Family::Broadcast => BroadcastAlgorithm::ALL.map(Algorithm::Broadcast).to_vec(),
+            Family::Raft => vec![Algorithm::Raft],
+        }
+    }
+
+    /// The algorithms the suite checks (and `troupe check FAMILY` without
+    /// an algorithm): all of them but the broadcasts beyond causal order,
+    /// whose state spaces do not fit the suite's bounds (total-sequencer
+    /// passes 400 000 states before depth 8: its embedded election and
+    /// acknowledgements).
+    pub fn checked_algorithms(self) -> Vec<Algorithm> {
+        match self {
+            Family::Broadcast => [
+                BroadcastAlgorithm::EagerReliable,
+                BroadcastAlgorithm::Fifo,
+                BroadcastAlgorithm::Causal,
+            ]
+            .map(Algorithm::Broadcast)
+            .to_vec(),
+            other => other.algorithms(),
+        }
+    }
+
+    /// The group sizes the model takes (every model runs at 3 in the suite).
+    pub fn members(self) -> std::ops::RangeInclusive<u32> {
+        2..=5
+    }
+
+    /// The group size the suite checks.
+    pub const DEFAULT_MEMBERS: u32 = 3;
+
+    /// The bounds the suite checks the family's algorithms within (without
+    /// a mutation).
+    pub fn bounds(self) -> Bounds {
+        match self {
+            Family::Mutex => suite_bounds(60),
+            Family::Election => Bounds {
+                crashes: 1,
+                ..suite_bounds(16)
+            },
+            Family::Commit | Family::Broadcast => suite_bounds(40),
+            Family::Raft => suite_bounds(22),
+        }
+    }
+
+    /// The mutations of the family.
+    pub fn mutations(self) -> Vec<Mutation> {
+        Mutation::ALL
+            .into_iter()
+            .filter(|m| m.family() == Some(self))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown family {s:?} (known: {})", names(Family::ALL)))
+    }
+}
+
+fn names<T: std::fmt::Display>(all: impl IntoIterator<Item = T>) -> String {
+    all.into_iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An algorithm of a family of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// A mutual-exclusion algorithm.
+    Mutex(MutexAlgorithm),
+    /// An election algorithm.
+    Election(ElectionAlgorithm),
+    /// An atomic-commit algorithm.
+    Commit(CommitAlgorithm),
+    /// A broadcast algorithm.
+    Broadcast(BroadcastAlgorithm),
+    /// Raft (the family has one algorithm).
+    Raft,
+}
+
+impl Algorithm {
+    /// Its family.
+    pub fn family(self) -> Family {
+        match self {
+            Algorithm::Mutex(_) => Family::Mutex,
+            Algorithm::Election(_) => Family::Election,
+            Algorithm::Commit(_) => Family::Commit,
+            Algorithm::Broadcast(_) => Family::Broadcast,
+            Algorithm::Raft => Family::Raft,
+        }
+    }
+
+    /// Its name (the configuration name; "raft" for Raft).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Mutex(a) => a.name(),
+            Algorithm::Election(a) => a.name(),
+            Algorithm::Commit(a) => a.name(),
+            Algorithm::Broadcast(a) => a.name(),
+            Algorithm::Raft => "raft",
+        }
+    }
+
+    /// The algorithm of `family` called `name`; `Err` says which it knows.
+    pub fn parse(family: Family, name: &str) -> Result<Self, String> {
+        let all = family.algorithms();
+        all.iter()
+            .copied()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown algorithm {name:?} for {family} (known: {})",
+                    names(all)
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Mutation {
+    /// Every broken variant ([`Mutation::None`] left out).
+    pub const ALL: [Mutation; 5] = [
+        Mutation::MutexNoTieBreak,
+        Mutation::CommitForgetsDecision,
+        Mutation::BroadcastForgetsDeliveries,
+        Mutation::RaftForgetsVote,
+        Mutation::RaftCommitsOldTerms,
+    ];
+
+    /// The name `troupe check --mutation` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::None => "none",
+            Mutation::MutexNoTieBreak => "no-tie-break",
+            Mutation::CommitForgetsDecision => "forgets-decision",
+            Mutation::BroadcastForgetsDeliveries => "forgets-deliveries",
+            Mutation::RaftForgetsVote => "forgets-vote",
+            Mutation::RaftCommitsOldTerms => "commits-old-terms",
+        }
+    }
+
+    /// What is broken.
+    pub fn about(self) -> &'static str {
+        match self {
+            Mutation::None => "the protocol as it is",
+            Mutation::MutexNoTieBreak => {
+                "Ricart-Agrawala without the node-id tie-break between equal timestamps"
+            }
+            Mutation::CommitForgetsDecision => {
+                "the coordinator comes back from a crash without its log (its decision \
+                 sent before it was durable)"
+            }
+            Mutation::BroadcastForgetsDeliveries => {
+                "a member comes back from a crash without what it had delivered"
+            }
+            Mutation::RaftForgetsVote => {
+                "a server comes back from a crash without its term and vote (the vote \
+                 sent before it was durable)"
+            }
+            Mutation::RaftCommitsOldTerms => {
+                "a leader commits an entry of an earlier term by counting replicas"
+            }
+        }
+    }
+
+    /// Its family (`None` for [`Mutation::None`], which fits every family).
+    pub fn family(self) -> Option<Family> {
+        match self {
+            Mutation::None => None,
+            Mutation::MutexNoTieBreak => Some(Family::Mutex),
+            Mutation::CommitForgetsDecision => Some(Family::Commit),
+            Mutation::BroadcastForgetsDeliveries => Some(Family::Broadcast),
+            Mutation::RaftForgetsVote | Mutation::RaftCommitsOldTerms => Some(Family::Raft),
+        }
+    }
+
+    /// Whether it breaks `algorithm` (the tie-break is Ricart-Agrawala's;
+    /// the others break any algorithm of their family).
+    pub fn applies_to(self, algorithm: Algorithm) -> bool {
+        match self {
+            Mutation::MutexNoTieBreak => {
+                algorithm == Algorithm::Mutex(MutexAlgorithm::RicartAgrawala)
+            }
+            other => other.family().is_none_or(|f| f == algorithm.family()),
+        }
+    }
+
+    /// What it breaks: its family, or the one algorithm it applies to.
+    pub fn breaks(self) -> String {
+        match self {
+            Mutation::None => "nothing".to_string(),
+            Mutation::MutexNoTieBreak => "mutex ricart-agrawala only".to_string(),
+            other => match other.family() {
+                Some(f) if f.algorithms().len() == 1 => f.to_string(),
+                Some(f) => format!("any {f} algorithm"),
+                None => String::new(),
+            },
+        }
+    }
+
+    /// The algorithm the suite catches it with, and the bounds: `None`
+    /// for a mutation the suite does not keep (Raft committing old terms).
+    pub fn caught_with(self) -> Option<(Algorithm, Bounds)> {
+        match self {
+            Mutation::None | Mutation::RaftCommitsOldTerms => None,
+            Mutation::MutexNoTieBreak => Some((
+                Algorithm::Mutex(MutexAlgorithm::RicartAgrawala),
+                Family::Mutex.bounds(),
+            )),
+            Mutation::CommitForgetsDecision => Some((
+                Algorithm::Commit(CommitAlgorithm::TwoPhase),
+                Bounds {
+                    crashes: 1,
+                    drops: 1,
+                    ..suite_bounds(40)
+                },
+            )),
+            Mutation::BroadcastForgetsDeliveries => Some((
+                Algorithm::Broadcast(BroadcastAlgorithm::Causal),
+                Bounds {
+                    crashes: 1,
+                    ..suite_bounds(40)
+                },
+            )),
+            Mutation::RaftForgetsVote => Some((
+                Algorithm::Raft,
+                Bounds {
+                    crashes: 1,
+                    ..suite_bounds(30)
+                },
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Mutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mutation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        std::iter::once(Mutation::None)
+            .chain(Mutation::ALL)
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown mutation {s:?} (known: none, {})",
+                    names(Mutation::ALL)
+                )
+            })
+    }
+}
+
+/// One model of the catalog and the bounds to search it within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The algorithm (and so the family).
+    pub algorithm: Algorithm,
+    /// The group size.
+    pub members: u32,
+    /// The broken variant to run, if any.
+    pub mutation: Mutation,
+    /// The bounds.
+    pub bounds: Bounds,
+    /// The members the search may crash (`None`: any).
+    pub crashable: Option<Vec<u32>>,
+    /// Commit only: at rest, every running member that knows the
+    /// transaction has decided it ([`everyone_alive_decided`]; two-phase
+    /// commit fails it, blocking while its coordinator is down).
+    pub must_decide: bool,
+}
+
+impl Check {
+    /// `algorithm` with `mutation` as the suite checks it: at
+    /// [`Family::DEFAULT_MEMBERS`], within the bounds the suite catches the
+    /// mutation with ([`Mutation::caught_with`]) or else the family's
+    /// ([`Family::bounds`]). `Err`: the mutation does not apply.
+    pub fn new(algorithm: Algorithm, mutation: Mutation) -> Result<Self, String> {
+        let bounds = match mutation.caught_with() {
+            Some((_, bounds)) => bounds,
+            None => algorithm.family().bounds(),
+        };
+        let check = Check {
+            algorithm,
+            members: Family::DEFAULT_MEMBERS,
+            mutation,
+            bounds,
+            crashable: None,
+            must_decide: false,
+        };
+        check.validate()?;
+        Ok(check)
+    }
+
+    /// Whether the model can run: the mutation applies to the algorithm,
+    /// the group size is one the family takes, the crashable members are
+    /// members, `must_decide` is for commit. `Err` names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let family = self.algorithm.family();
+        if !self.mutation.applies_to(self.algorithm) {
+            let fits: Vec<Mutation> = Mutation::ALL
+                .into_iter()
+                .filter(|m| m.applies_to(self.algorithm))
+                .collect();
+            return Err(format!(
+                "mutation {:?} does not apply to {family} {}: it breaks {} (mutations of {} {}: {})",
+                self.mutation.name(),
+                self.algorithm,
+                self.mutation.breaks(),
+                family,
+                self.algorithm,
+                if fits.is_empty() {
+                    "none".to_string()
+                } else {
+                    names(fits)
+                }
+            ));
+        }
+        let range = family.members();
+        if !range.contains(&self.members) {
+            return Err(format!(
+                "{} members: {family} models take {} to {}",
+                self.members,
+                range.start(),
+                range.end()
+            ));
+        }
+        if let Some(bad) = self
+            .crashable
+            .iter()
+            .flatten()
+            .find(|m| !(1..=self.members).contains(*m))
+        {
+            return Err(format!(
+                "crashable member {bad}: the members are 1 to {}",
+                self.members
+            ));
+        }
+        if self.must_decide && family != Family::Commit {
+            return Err(format!(
+                "the decided-at-rest goal is commit's, not {family}'s"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The search of the model (validated first).
+    pub fn search(&self) -> Result<Box<dyn Checker>, String> {
+        self.validate()?;
+        let n = self.members;
+        fn boxed<P, O>(
+            mut m: Model<P, O>,
+            c: &Check,
+            crashable: Option<Vec<P::Id>>,
+        ) -> Box<dyn Checker>
+        where
+            P: super::SimProtocol + Clone + std::fmt::Debug + 'static,
+            O: super::Observer<P> + Clone + std::fmt::Debug + 'static,
+        {
+            if crashable.is_some() {
+                m.crashable = crashable;
+            }
+            Box::new(Search::new(m, c.bounds))
+        }
+        let crashable = self.crashable.clone();
+        Ok(match self.algorithm {
+            Algorithm::Mutex(a) => boxed(mutex(a, n, 2, self.mutation), self, crashable),
+            Algorithm::Election(a) => boxed(election(a, n), self, crashable),
+            Algorithm::Commit(a) => {
+                let mut m = commit(a, n, self.mutation);
+                if self.must_decide {
+                    m.at_rest = Some(everyone_alive_decided());
+                }
+                boxed(m, self, crashable)
+            }
+            Algorithm::Broadcast(a) => boxed(broadcast(a, n, self.mutation), self, crashable),
+            Algorithm::Raft => boxed(raft(n, self.mutation), self, crashable),
+        })
     }
 }
