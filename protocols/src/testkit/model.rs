@@ -429,8 +429,12 @@ pub enum Verdict {
 pub struct Report {
     /// How it ended.
     pub verdict: Verdict,
-    /// States explored (expanded).
+    /// States explored (expanded: their successors computed).
     pub explored: u64,
+    /// Successor states computed, repeats included (each step taken from
+    /// an explored state, plus the initial state): what stateright calls
+    /// its state count.
+    pub generated: u64,
     /// Distinct states seen.
     pub unique: u64,
     /// Deepest path.
@@ -768,18 +772,21 @@ where
         let mut frontier: VecDeque<(State<P, O>, u64)> = VecDeque::new();
         frontier.push_back((init, root));
         let (mut explored, mut deepest, mut depth_limited) = (0u64, 0usize, false);
-        let report = |verdict, explored, unique: usize, depth, limited| Report {
+        let mut generated = 1u64;
+        let report = |verdict, explored, generated, unique: usize, depth, limited| Report {
             verdict,
             explored,
+            generated,
             unique: unique as u64,
             depth,
             depth_limited: limited,
             elapsed: started.elapsed(),
         };
-        let violated = |cx, explored, unique, depth, limited| {
+        let violated = |cx, explored, generated, unique, depth, limited| {
             report(
                 Verdict::Violated(Box::new(cx)),
                 explored,
+                generated,
                 unique,
                 depth,
                 limited,
@@ -796,7 +803,7 @@ where
                 if let Some(goal) = &self.model.at_rest {
                     if let Err(e) = goal(&state.sim, &state.obs) {
                         let cx = self.path(&seen, fp, format!("at rest: {e}"));
-                        return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
+                        return Ok(violated(cx, explored, generated, seen.len(), deepest, depth_limited));
                     }
                 }
             }
@@ -806,6 +813,7 @@ where
             }
             for (i, (choice, what)) in self.choices(&state).into_iter().enumerate() {
                 let (next, result) = self.take(&state, &choice);
+                generated += 1;
                 let nfp = self.fingerprint(&next);
                 if let Err(e) = result {
                     // The path to this state, then the step that broke it
@@ -818,7 +826,7 @@ where
                         what,
                         events: Vec::new(),
                     });
-                    return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
+                    return Ok(violated(cx, explored, generated, seen.len(), deepest, depth_limited));
                 }
                 if seen.contains_key(&nfp) {
                     continue;
@@ -828,6 +836,7 @@ where
                     return Ok(report(
                         Verdict::Undecided,
                         explored,
+                        generated,
                         seen.len(),
                         deepest,
                         depth_limited,
@@ -839,6 +848,7 @@ where
         Ok(report(
             Verdict::Holds,
             explored,
+            generated,
             seen.len(),
             deepest,
             depth_limited,
