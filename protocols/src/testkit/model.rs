@@ -477,20 +477,63 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// A hasher fed by `Debug` formatting, without allocating.
-struct HashWriter(std::collections::hash_map::DefaultHasher);
+/// A hasher fed by `Debug` formatting, without allocating: eight bytes at
+/// a time, each word folded in by a 64x64->128-bit multiply (as wyhash
+/// does). Cheaper than SipHash, whose generic code runs unoptimized in the
+/// debug builds the suite runs; not meant to resist chosen inputs, only to
+/// tell states apart.
+struct HashWriter(u64);
+
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn fold(h: u64, w: u64) -> u64 {
+    let m = u128::from(h ^ w) * u128::from(MIX ^ 0xA076_1D64_78BD_642F);
+    (m as u64) ^ ((m >> 64) as u64)
+}
 
 impl std::fmt::Write for HashWriter {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.write(s.as_bytes());
+        let b = s.as_bytes();
+        let mut chunks = b.chunks_exact(8);
+        let mut h = self.0;
+        for c in &mut chunks {
+            h = fold(h, u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 = fold(h, u64::from_le_bytes(tail) ^ ((b.len() as u64) << 56));
         Ok(())
     }
 }
 
 fn hash_debug<T: Debug + ?Sized>(v: &T) -> u64 {
-    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let mut w = HashWriter(MIX);
     let _ = write!(w, "{v:?}");
-    w.0.finish()
+    w.0
+}
+
+/// The states seen: fingerprint -> the parent's and the index of the
+/// choice that led here (`None`: the initial state). Fingerprints are
+/// hashes already: the map does not hash them again.
+type Seen = HashMap<u64, Option<(u64, usize)>, std::hash::BuildHasherDefault<IdentityHasher>>;
+
+/// A hasher for keys that are hashes already (u64 fingerprints).
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The search over a [`Model`].
@@ -516,7 +559,9 @@ where
             hash_debug(core).hash(&mut h);
         }
         for (id, life, up, disk) in s.sim.durable_states() {
-            (hash_debug(id), life, up, hash_debug(disk)).hash(&mut h);
+            // The disk's bytes as they are (their Debug form lists every
+            // byte in decimal: the costliest part of a print).
+            (hash_debug(id), life, up, disk).hash(&mut h);
         }
         let mut messages: Vec<u64> = Vec::new();
         let mut others: Vec<u64> = Vec::new();
@@ -537,9 +582,12 @@ where
         h.finish()
     }
 
-    /// The steps state `s` allows, in a fixed order.
-    fn choices(&self, s: &State<P, O>) -> Vec<(Choice<P::Id>, String)> {
+    /// The steps state `s` allows, in a fixed order, each with what it
+    /// does when `describe` (else an empty string: the search records a
+    /// step by its index and describes only the steps of a counterexample).
+    fn choices(&self, s: &State<P, O>, describe: bool) -> Vec<(Choice<P::Id>, String)> {
         let mut out = Vec::new();
+        let d = |f: &dyn Fn() -> String| if describe { f() } else { String::new() };
         let pending = s.sim.pending();
         let idle = pending
             .iter()
@@ -551,7 +599,7 @@ where
             match p {
                 Pending::Deliver { from, to, msg } => out.push((
                     Choice::Run(*key),
-                    format!("deliver {from:?} -> {to:?}: {msg:?}"),
+                    d(&|| format!("deliver {from:?} -> {to:?}: {msg:?}")),
                 )),
                 Pending::Timer { node, timer, first } => {
                     let may = match self.bounds.timers {
@@ -560,17 +608,17 @@ where
                         Timers::Any => true,
                     };
                     if may && s.budget.timer_fires > 0 {
-                        out.push((Choice::Fire(*key), format!("timer {node:?}: {timer:?}")));
+                        out.push((Choice::Fire(*key), d(&|| format!("timer {node:?}: {timer:?}"))));
                     }
                 }
                 Pending::Sync { node } => {
-                    out.push((Choice::Run(*key), format!("disk sync at {node:?}")))
+                    out.push((Choice::Run(*key), d(&|| format!("disk sync at {node:?}"))))
                 }
                 Pending::Report { observer, target } => {
                     if self.bounds.timers != Timers::WhenIdle {
                         out.push((
                             Choice::Run(*key),
-                            format!("failure detector tells {observer:?} about {target:?}"),
+                            d(&|| format!("failure detector tells {observer:?} about {target:?}")),
                         ))
                     }
                 }
@@ -584,12 +632,12 @@ where
         if self.bounds.timers == Timers::WhenIdle && network_idle && !reports.is_empty() {
             out.push((
                 Choice::Reports(reports),
-                "the failure detectors report what changed".to_string(),
+                d(&|| "the failure detectors report what changed".to_string()),
             ));
         }
         for (i, c) in self.model.commands.iter().enumerate() {
             if !c.eager && !s.used[i] && s.sim.is_alive(&c.node) && (c.enabled)(&s.sim, &s.obs) {
-                out.push((Choice::Command(i), c.label.clone()));
+                out.push((Choice::Command(i), d(&|| c.label.clone())));
             }
         }
         for (key, p) in &pending {
@@ -597,13 +645,13 @@ where
                 if s.budget.drops > 0 {
                     out.push((
                         Choice::Drop(*key),
-                        format!("LOSE {from:?} -> {to:?}: {msg:?}"),
+                        d(&|| format!("LOSE {from:?} -> {to:?}: {msg:?}")),
                     ));
                 }
                 if s.budget.duplicates > 0 {
                     out.push((
                         Choice::Duplicate(*key),
-                        format!("DUPLICATE {from:?} -> {to:?}: {msg:?}"),
+                        d(&|| format!("DUPLICATE {from:?} -> {to:?}: {msg:?}")),
                     ));
                 }
             }
@@ -616,10 +664,10 @@ where
                     .as_ref()
                     .is_none_or(|c| c.contains(&id));
                 if s.budget.crashes > 0 && may {
-                    out.push((Choice::Crash(id.clone()), format!("CRASH {id:?}")));
+                    out.push((Choice::Crash(id.clone()), d(&|| format!("CRASH {id:?}"))));
                 }
             } else if self.bounds.restarts {
-                out.push((Choice::Restart(id.clone()), format!("RESTART {id:?}")));
+                out.push((Choice::Restart(id.clone()), d(&|| format!("RESTART {id:?}"))));
             }
         }
         if s.sim.blocked_links().is_empty() {
@@ -637,12 +685,12 @@ where
                         .collect();
                     out.push((
                         Choice::Partition(side.clone()),
-                        format!("PARTITION {side:?} from the rest"),
+                        d(&|| format!("PARTITION {side:?} from the rest")),
                     ));
                 }
             }
         } else {
-            out.push((Choice::Heal, "HEAL the partition".to_string()));
+            out.push((Choice::Heal, d(&|| "HEAL the partition".to_string())));
         }
         out
     }
@@ -766,8 +814,8 @@ where
         let started = Instant::now();
         let init = self.initial()?;
         let root = self.fingerprint(&init);
-        // fingerprint -> (parent, choice index, description)
-        let mut seen: HashMap<u64, Option<(u64, usize, String)>> = HashMap::new();
+        // fingerprint -> (parent, choice index)
+        let mut seen: Seen = Seen::default();
         seen.insert(root, None);
         let mut frontier: VecDeque<(State<P, O>, u64)> = VecDeque::new();
         frontier.push_back((init, root));
@@ -802,8 +850,16 @@ where
             if self.quiescent(&state) {
                 if let Some(goal) = &self.model.at_rest {
                     if let Err(e) = goal(&state.sim, &state.obs) {
-                        let cx = self.path(&seen, fp, format!("at rest: {e}"));
-                        return Ok(violated(cx, explored, generated, seen.len(), deepest, depth_limited));
+                        let steps = self.steps_to(&seen, fp);
+                        let cx = self.counterexample(&steps, format!("at rest: {e}"));
+                        return Ok(violated(
+                            cx,
+                            explored,
+                            generated,
+                            seen.len(),
+                            deepest,
+                            depth_limited,
+                        ));
                     }
                 }
             }
@@ -811,7 +867,7 @@ where
                 depth_limited = true;
                 continue;
             }
-            for (i, (choice, what)) in self.choices(&state).into_iter().enumerate() {
+            for (i, (choice, _)) in self.choices(&state, false).into_iter().enumerate() {
                 let (next, result) = self.take(&state, &choice);
                 generated += 1;
                 let nfp = self.fingerprint(&next);
@@ -819,19 +875,22 @@ where
                     // The path to this state, then the step that broke it
                     // (the broken state itself is not recorded: another
                     // path may have reached a state of the same print).
-                    let mut cx = self.path(&seen, fp, e);
-                    cx.steps.push(Step {
-                        step: cx.steps.len() + 1,
-                        choice: i,
-                        what,
-                        events: Vec::new(),
-                    });
-                    return Ok(violated(cx, explored, generated, seen.len(), deepest, depth_limited));
+                    let mut steps = self.steps_to(&seen, fp);
+                    steps.push(i);
+                    let cx = self.counterexample(&steps, e);
+                    return Ok(violated(
+                        cx,
+                        explored,
+                        generated,
+                        seen.len(),
+                        deepest,
+                        depth_limited,
+                    ));
                 }
                 if seen.contains_key(&nfp) {
                     continue;
                 }
-                seen.insert(nfp, Some((fp, i, what)));
+                seen.insert(nfp, Some((fp, i)));
                 if seen.len() >= self.bounds.max_states {
                     return Ok(report(
                         Verdict::Undecided,
@@ -855,27 +914,29 @@ where
         ))
     }
 
-    fn path(
-        &self,
-        seen: &HashMap<u64, Option<(u64, usize, String)>>,
-        mut fp: u64,
-        violation: String,
-    ) -> Counterexample {
+    /// The choice indexes of the path to the state of print `fp`.
+    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<usize> {
         let mut steps = Vec::new();
-        while let Some(Some((parent, choice, what))) = seen.get(&fp) {
-            steps.push((*choice, what.clone()));
+        while let Some(Some((parent, choice))) = seen.get(&fp) {
+            steps.push(*choice);
             fp = *parent;
         }
         steps.reverse();
+        steps
+    }
+
+    /// The counterexample of the path `choices` (each step described and
+    /// traced by running it again).
+    fn counterexample(&self, choices: &[usize], violation: String) -> Counterexample {
         let mut cx = Counterexample {
             model: self.model.name.clone(),
-            steps: steps
-                .into_iter()
+            steps: choices
+                .iter()
                 .enumerate()
-                .map(|(i, (choice, what))| Step {
+                .map(|(i, choice)| Step {
                     step: i + 1,
-                    choice,
-                    what,
+                    choice: *choice,
+                    what: String::new(),
                     events: Vec::new(),
                 })
                 .collect(),
@@ -901,9 +962,11 @@ where
             state
                 .sim
                 .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
-            let Some((choice, _)) = self.choices(&state).into_iter().nth(step.choice) else {
+            let Some((choice, what)) = self.choices(&state, true).into_iter().nth(step.choice)
+            else {
                 return;
             };
+            step.what = what;
             let (mut next, result) = self.take(&state, &choice);
             if n + 1 == last || result.is_err() {
                 for id in &members {
@@ -927,7 +990,7 @@ where
         let mut state = self.initial()?;
         let mut done = Vec::new();
         for &i in steps {
-            let choices = self.choices(&state);
+            let choices = self.choices(&state, true);
             let Some((choice, what)) = choices.get(i) else {
                 return Err(format!(
                     "step {}: no choice {i} (the state has {}): the path was found with another \
