@@ -459,3 +459,29 @@ mod sr_2pc {
         }
     }
 }
+
+/// The total-order broadcasts, which do not fit the suite (a bench:
+/// `cargo test -p troupe-protocols --test model_check total_order --
+/// --ignored --nocapture`): each at 3 members with one message (member 1
+/// broadcasts it), breadth-first within the suite's bounds and a state
+/// bound of 50 000: how deep a search gets, not a verdict.
+#[test]
+#[ignore = "a bench: the total orders do not fit the suite's time"]
+fn total_order_broadcasts_bench() {
+    use troupe_protocols::broadcast::BroadcastAlgorithm;
+    use troupe_protocols::testkit::model::Search;
+    use troupe_protocols::testkit::models::broadcasts;
+    for alg in [BroadcastAlgorithm::LamportTotal, BroadcastAlgorithm::Total] {
+        for messages in [1] {
+            let bounds = Bounds {
+                max_states: 50_000,
+                ..Family::Broadcast.bounds()
+            };
+            let r = Search::new(broadcasts(alg, 3, messages, Mutation::None), bounds)
+                .bfs()
+                .unwrap();
+            assert!(!matches!(r.verdict, Verdict::Violated(_)), "{r}");
+            eprintln!("broadcast {alg} n=3 messages={messages}: {r}");
+        }
+    }
+}

@@ -497,7 +497,10 @@ impl std::fmt::Write for HashWriter {
         let mut chunks = b.chunks_exact(8);
         let mut h = self.0;
         for c in &mut chunks {
-            h = fold(h, u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            h = fold(
+                h,
+                u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            );
         }
         let mut tail = [0u8; 8];
         let rest = chunks.remainder();
@@ -608,7 +611,10 @@ where
                         Timers::Any => true,
                     };
                     if may && s.budget.timer_fires > 0 {
-                        out.push((Choice::Fire(*key), d(&|| format!("timer {node:?}: {timer:?}"))));
+                        out.push((
+                            Choice::Fire(*key),
+                            d(&|| format!("timer {node:?}: {timer:?}")),
+                        ));
                     }
                 }
                 Pending::Sync { node } => {
@@ -667,7 +673,10 @@ where
                     out.push((Choice::Crash(id.clone()), d(&|| format!("CRASH {id:?}"))));
                 }
             } else if self.bounds.restarts {
-                out.push((Choice::Restart(id.clone()), d(&|| format!("RESTART {id:?}"))));
+                out.push((
+                    Choice::Restart(id.clone()),
+                    d(&|| format!("RESTART {id:?}")),
+                ));
             }
         }
         if s.sim.blocked_links().is_empty() {

@@ -260,6 +260,17 @@ pub fn broadcast(
     n: u32,
     mutation: Mutation,
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
+    broadcasts(algorithm, n, 2, mutation)
+}
+
+/// Members `1..=messages` broadcast one message each (message `i` from
+/// member `i`).
+pub fn broadcasts(
+    algorithm: BroadcastAlgorithm,
+    n: u32,
+    messages: u32,
+    mutation: Mutation,
+) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let checks = order_checks(algorithm);
     let init = move || {
         let s = sim(n, move |id, members, r| {
@@ -273,7 +284,7 @@ pub fn broadcast(
         Ok((s, BroadcastObserver::new(checks)))
     };
     let mut commands = Vec::new();
-    for (node, pid) in [(1u32, 1u64), (2, 2)] {
+    for (node, pid) in (1..=messages.min(n)).map(|i| (i, u64::from(i))) {
         let c = Command::new(
             format!("{node} broadcasts message {pid}"),
             node,
@@ -288,7 +299,11 @@ pub fn broadcast(
         commands.push(c);
     }
     Model {
-        name: format!("broadcast {algorithm} n={n}"),
+        name: if messages == 2 {
+            format!("broadcast {algorithm} n={n}")
+        } else {
+            format!("broadcast {algorithm} n={n} messages={messages}")
+        },
         init: Rc::new(init),
         commands,
         at_rest: None,
