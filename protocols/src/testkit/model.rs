@@ -265,6 +265,9 @@ enum Choice<Id> {
 /// One search node.
 struct State<P: SimProtocol, O> {
     sim: Sim<P>,
+    /// Per member (in order): the version of its core whose fingerprint
+    /// is cached, and that fingerprint (see [`Sim::core_versions`]).
+    core_prints: Vec<Option<(u64, u64)>>,
     obs: O,
     used: Vec<bool>,
     budget: Budget,
@@ -275,6 +278,7 @@ impl<P: SimProtocol + Clone, O: Clone> Clone for State<P, O> {
     fn clone(&self) -> Self {
         Self {
             sim: self.sim.clone(),
+            core_prints: self.core_prints.clone(),
             obs: self.obs.clone(),
             used: self.used.clone(),
             budget: self.budget,
@@ -555,11 +559,25 @@ where
         Self { model, bounds }
     }
 
-    fn fingerprint(&self, s: &State<P, O>) -> u64 {
+    /// The state's fingerprint. A core's part is cached in the state (and
+    /// so in its successors) while the core's version stays the same: a
+    /// step changes one or two cores, and formatting every core of every
+    /// successor was the largest cost of the search.
+    fn fingerprint(&self, s: &mut State<P, O>) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for (id, core) in s.sim.cores() {
-            hash_debug(id).hash(&mut h);
-            hash_debug(core).hash(&mut h);
+        let members = s.sim.core_versions().count();
+        s.core_prints.resize(members, None);
+        for (i, (id, version, core)) in s.sim.core_versions().enumerate() {
+            let Some(core) = core else { continue };
+            let print = match s.core_prints[i] {
+                Some((v, print)) if v == version => print,
+                _ => {
+                    let print = hash_debug(id) ^ hash_debug(core).rotate_left(1);
+                    s.core_prints[i] = Some((version, print));
+                    print
+                }
+            };
+            print.hash(&mut h);
         }
         for (id, life, up, disk) in s.sim.durable_states() {
             // The disk's bytes as they are (their Debug form lists every
@@ -794,6 +812,7 @@ where
         sim.start(&mut obs)?;
         let mut s = State {
             sim,
+            core_prints: Vec::new(),
             obs,
             used: vec![false; self.model.commands.len()],
             budget: Budget {
@@ -821,8 +840,8 @@ where
 
     fn search(&self, breadth_first: bool) -> Result<Report, String> {
         let started = Instant::now();
-        let init = self.initial()?;
-        let root = self.fingerprint(&init);
+        let mut init = self.initial()?;
+        let root = self.fingerprint(&mut init);
         // fingerprint -> (parent, choice index)
         let mut seen: Seen = Seen::default();
         seen.insert(root, None);
@@ -877,9 +896,9 @@ where
                 continue;
             }
             for (i, (choice, _)) in self.choices(&state, false).into_iter().enumerate() {
-                let (next, result) = self.take(&state, &choice);
+                let (mut next, result) = self.take(&state, &choice);
                 generated += 1;
-                let nfp = self.fingerprint(&next);
+                let nfp = self.fingerprint(&mut next);
                 if let Err(e) = result {
                     // The path to this state, then the step that broke it
                     // (the broken state itself is not recorded: another
