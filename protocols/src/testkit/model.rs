@@ -26,6 +26,9 @@
 //! multiset, timers, disks, observer, budget): two states with the same
 //! fingerprint are explored once. A fingerprint collision could hide a
 //! state (with 64 bits and millions of states, a chance around 1e-7).
+//! A core's part of the print is cached while the core is unchanged (the
+//! simulator versions each core), so a step reformats only the cores it
+//! touched; a step's description is formatted only for counterexamples.
 //!
 //! **Eventually** properties are checked on *quiescent* states — nothing in
 //! flight, no sync or report pending, every command run: only timers left —
@@ -40,8 +43,11 @@
 //! choice among the choices of its state, which are listed in a fixed order.
 //!
 //! Not done: symmetry reduction (member ids are baked into every core's
-//! state, so permuting them is core-specific), and a parallel search (the
-//! machines this runs on have two cores, which the suite already uses).
+//! state, the messages, the disks' encoded bytes and the observers, so
+//! permuting them is specific to each family; see BENCHMARKS.md),
+//! partial-order reduction, and a parallel search (the machines this runs
+//! on have two cores, which the suite already uses; the models hold `Rc`s
+//! and are not `Send`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{Debug, Write as _};
