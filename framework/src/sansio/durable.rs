@@ -128,7 +128,7 @@ pub enum DurableError {
 /// Everything a protocol instance made durable, as it is rebuilt after a
 /// restart: its keys and its logs. Also the in-memory model of a store that
 /// drivers and simulators apply writes to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Recovered {
     kv: BTreeMap<String, Vec<u8>>,
     logs: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,

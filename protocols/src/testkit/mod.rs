@@ -353,6 +353,10 @@ struct Held<P: Protocol> {
 
 struct Slot<P: SimProtocol> {
     core: Option<P>,
+    /// Bumped whenever the core may have changed (a mutable access, a
+    /// crash, a restart): a model checker caches the core's fingerprint
+    /// while it stays the same ([`Sim::core_versions`]).
+    version: u64,
     life: u64,
     /// What is on the disk: survives crashes.
     disk: Recovered,
@@ -372,6 +376,7 @@ impl<P: SimProtocol> Slot<P> {
     fn new(core: Option<P>, disk: Recovered) -> Self {
         Self {
             core,
+            version: 0,
             life: 0,
             disk,
             pending: VecDeque::new(),
@@ -437,6 +442,7 @@ impl<P: SimProtocol + Clone> Clone for Slot<P> {
     fn clone(&self) -> Self {
         Self {
             core: self.core.clone(),
+            version: self.version,
             life: self.life,
             disk: self.disk.clone(),
             pending: self.pending.clone(),
@@ -607,6 +613,16 @@ impl<P: SimProtocol> Sim<P> {
             .iter()
             .map(|(id, s)| (id, s.life, s.core.is_some(), &s.disk))
             .collect()
+    }
+
+    /// Every member in order with its core's version and its core (`None`
+    /// while crashed): the version changes whenever the core may have (a
+    /// mutable access, a crash, a restart), so a copy of this simulation
+    /// whose member shows the same version as before has the same core.
+    pub fn core_versions(&self) -> impl Iterator<Item = (&P::Id, u64, Option<&P>)> {
+        self.nodes
+            .iter()
+            .map(|(id, s)| (id, s.version, s.core.as_ref()))
     }
 
     /// The links cut now (from, to).
@@ -840,7 +856,10 @@ impl<P: SimProtocol> Sim<P> {
         self.nodes.get(id).and_then(|s| s.core.as_ref())
     }
     fn core_mut(&mut self, id: &P::Id) -> Option<&mut P> {
-        self.nodes.get_mut(id).and_then(|s| s.core.as_mut())
+        self.nodes.get_mut(id).and_then(|s| {
+            s.version += 1;
+            s.core.as_mut()
+        })
     }
     /// All running cores, in member order.
     pub fn cores(&self) -> impl Iterator<Item = (&P::Id, &P)> {
@@ -1454,6 +1473,7 @@ impl<P: SimProtocol> Sim<P> {
         }
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = None;
+            slot.version += 1;
             slot.pending.clear();
             slot.syncing = None;
             slot.held.clear();
@@ -1497,6 +1517,7 @@ impl<P: SimProtocol> Sim<P> {
         let core = (self.factory.borrow_mut())(node, &disk);
         if let Some(slot) = self.nodes.get_mut(node) {
             slot.core = Some(core);
+            slot.version += 1;
         }
         for t in self.members() {
             if t != *node {

@@ -26,6 +26,9 @@
 //! multiset, timers, disks, observer, budget): two states with the same
 //! fingerprint are explored once. A fingerprint collision could hide a
 //! state (with 64 bits and millions of states, a chance around 1e-7).
+//! A core's part of the print is cached while the core is unchanged (the
+//! simulator versions each core), so a step reformats only the cores it
+//! touched; a step's description is formatted only for counterexamples.
 //!
 //! **Eventually** properties are checked on *quiescent* states — nothing in
 //! flight, no sync or report pending, every command run: only timers left —
@@ -40,8 +43,11 @@
 //! choice among the choices of its state, which are listed in a fixed order.
 //!
 //! Not done: symmetry reduction (member ids are baked into every core's
-//! state, so permuting them is core-specific), and a parallel search (the
-//! machines this runs on have two cores, which the suite already uses).
+//! state, the messages, the disks' encoded bytes and the observers, so
+//! permuting them is specific to each family; see BENCHMARKS.md),
+//! partial-order reduction, and a parallel search (the machines this runs
+//! on have two cores, which the suite already uses; the models hold `Rc`s
+//! and are not `Send`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{Debug, Write as _};
@@ -265,6 +271,9 @@ enum Choice<Id> {
 /// One search node.
 struct State<P: SimProtocol, O> {
     sim: Sim<P>,
+    /// Per member (in order): the version of its core whose fingerprint
+    /// is cached, and that fingerprint (see [`Sim::core_versions`]).
+    core_prints: Vec<Option<(u64, u64)>>,
     obs: O,
     used: Vec<bool>,
     budget: Budget,
@@ -275,6 +284,7 @@ impl<P: SimProtocol + Clone, O: Clone> Clone for State<P, O> {
     fn clone(&self) -> Self {
         Self {
             sim: self.sim.clone(),
+            core_prints: self.core_prints.clone(),
             obs: self.obs.clone(),
             used: self.used.clone(),
             budget: self.budget,
@@ -429,8 +439,12 @@ pub enum Verdict {
 pub struct Report {
     /// How it ended.
     pub verdict: Verdict,
-    /// States explored (expanded).
+    /// States explored (expanded: their successors computed).
     pub explored: u64,
+    /// Successor states computed, repeats included (each step taken from
+    /// an explored state, plus the initial state): what stateright calls
+    /// its state count.
+    pub generated: u64,
     /// Distinct states seen.
     pub unique: u64,
     /// Deepest path.
@@ -473,20 +487,66 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// A hasher fed by `Debug` formatting, without allocating.
-struct HashWriter(std::collections::hash_map::DefaultHasher);
+/// A hasher fed by `Debug` formatting, without allocating: eight bytes at
+/// a time, each word folded in by a 64x64->128-bit multiply (as wyhash
+/// does). Cheaper than SipHash, whose generic code runs unoptimized in the
+/// debug builds the suite runs; not meant to resist chosen inputs, only to
+/// tell states apart.
+struct HashWriter(u64);
+
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn fold(h: u64, w: u64) -> u64 {
+    let m = u128::from(h ^ w) * u128::from(MIX ^ 0xA076_1D64_78BD_642F);
+    (m as u64) ^ ((m >> 64) as u64)
+}
 
 impl std::fmt::Write for HashWriter {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.write(s.as_bytes());
+        let b = s.as_bytes();
+        let mut chunks = b.chunks_exact(8);
+        let mut h = self.0;
+        for c in &mut chunks {
+            h = fold(
+                h,
+                u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            );
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 = fold(h, u64::from_le_bytes(tail) ^ ((b.len() as u64) << 56));
         Ok(())
     }
 }
 
 fn hash_debug<T: Debug + ?Sized>(v: &T) -> u64 {
-    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let mut w = HashWriter(MIX);
     let _ = write!(w, "{v:?}");
-    w.0.finish()
+    w.0
+}
+
+/// The states seen: fingerprint -> the parent's and the index of the
+/// choice that led here (`None`: the initial state). Fingerprints are
+/// hashes already: the map does not hash them again.
+type Seen = HashMap<u64, Option<(u64, usize)>, std::hash::BuildHasherDefault<IdentityHasher>>;
+
+/// A hasher for keys that are hashes already (u64 fingerprints).
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The search over a [`Model`].
@@ -505,14 +565,30 @@ where
         Self { model, bounds }
     }
 
-    fn fingerprint(&self, s: &State<P, O>) -> u64 {
+    /// The state's fingerprint. A core's part is cached in the state (and
+    /// so in its successors) while the core's version stays the same: a
+    /// step changes one or two cores, and formatting every core of every
+    /// successor was the largest cost of the search.
+    fn fingerprint(&self, s: &mut State<P, O>) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for (id, core) in s.sim.cores() {
-            hash_debug(id).hash(&mut h);
-            hash_debug(core).hash(&mut h);
+        let members = s.sim.core_versions().count();
+        s.core_prints.resize(members, None);
+        for (i, (id, version, core)) in s.sim.core_versions().enumerate() {
+            let Some(core) = core else { continue };
+            let print = match s.core_prints[i] {
+                Some((v, print)) if v == version => print,
+                _ => {
+                    let print = hash_debug(id) ^ hash_debug(core).rotate_left(1);
+                    s.core_prints[i] = Some((version, print));
+                    print
+                }
+            };
+            print.hash(&mut h);
         }
         for (id, life, up, disk) in s.sim.durable_states() {
-            (hash_debug(id), life, up, hash_debug(disk)).hash(&mut h);
+            // The disk's bytes as they are (their Debug form lists every
+            // byte in decimal: the costliest part of a print).
+            (hash_debug(id), life, up, disk).hash(&mut h);
         }
         let mut messages: Vec<u64> = Vec::new();
         let mut others: Vec<u64> = Vec::new();
@@ -533,9 +609,12 @@ where
         h.finish()
     }
 
-    /// The steps state `s` allows, in a fixed order.
-    fn choices(&self, s: &State<P, O>) -> Vec<(Choice<P::Id>, String)> {
+    /// The steps state `s` allows, in a fixed order, each with what it
+    /// does when `describe` (else an empty string: the search records a
+    /// step by its index and describes only the steps of a counterexample).
+    fn choices(&self, s: &State<P, O>, describe: bool) -> Vec<(Choice<P::Id>, String)> {
         let mut out = Vec::new();
+        let d = |f: &dyn Fn() -> String| if describe { f() } else { String::new() };
         let pending = s.sim.pending();
         let idle = pending
             .iter()
@@ -547,7 +626,7 @@ where
             match p {
                 Pending::Deliver { from, to, msg } => out.push((
                     Choice::Run(*key),
-                    format!("deliver {from:?} -> {to:?}: {msg:?}"),
+                    d(&|| format!("deliver {from:?} -> {to:?}: {msg:?}")),
                 )),
                 Pending::Timer { node, timer, first } => {
                     let may = match self.bounds.timers {
@@ -556,17 +635,20 @@ where
                         Timers::Any => true,
                     };
                     if may && s.budget.timer_fires > 0 {
-                        out.push((Choice::Fire(*key), format!("timer {node:?}: {timer:?}")));
+                        out.push((
+                            Choice::Fire(*key),
+                            d(&|| format!("timer {node:?}: {timer:?}")),
+                        ));
                     }
                 }
                 Pending::Sync { node } => {
-                    out.push((Choice::Run(*key), format!("disk sync at {node:?}")))
+                    out.push((Choice::Run(*key), d(&|| format!("disk sync at {node:?}"))))
                 }
                 Pending::Report { observer, target } => {
                     if self.bounds.timers != Timers::WhenIdle {
                         out.push((
                             Choice::Run(*key),
-                            format!("failure detector tells {observer:?} about {target:?}"),
+                            d(&|| format!("failure detector tells {observer:?} about {target:?}")),
                         ))
                     }
                 }
@@ -580,12 +662,12 @@ where
         if self.bounds.timers == Timers::WhenIdle && network_idle && !reports.is_empty() {
             out.push((
                 Choice::Reports(reports),
-                "the failure detectors report what changed".to_string(),
+                d(&|| "the failure detectors report what changed".to_string()),
             ));
         }
         for (i, c) in self.model.commands.iter().enumerate() {
             if !c.eager && !s.used[i] && s.sim.is_alive(&c.node) && (c.enabled)(&s.sim, &s.obs) {
-                out.push((Choice::Command(i), c.label.clone()));
+                out.push((Choice::Command(i), d(&|| c.label.clone())));
             }
         }
         for (key, p) in &pending {
@@ -593,13 +675,13 @@ where
                 if s.budget.drops > 0 {
                     out.push((
                         Choice::Drop(*key),
-                        format!("LOSE {from:?} -> {to:?}: {msg:?}"),
+                        d(&|| format!("LOSE {from:?} -> {to:?}: {msg:?}")),
                     ));
                 }
                 if s.budget.duplicates > 0 {
                     out.push((
                         Choice::Duplicate(*key),
-                        format!("DUPLICATE {from:?} -> {to:?}: {msg:?}"),
+                        d(&|| format!("DUPLICATE {from:?} -> {to:?}: {msg:?}")),
                     ));
                 }
             }
@@ -612,10 +694,13 @@ where
                     .as_ref()
                     .is_none_or(|c| c.contains(&id));
                 if s.budget.crashes > 0 && may {
-                    out.push((Choice::Crash(id.clone()), format!("CRASH {id:?}")));
+                    out.push((Choice::Crash(id.clone()), d(&|| format!("CRASH {id:?}"))));
                 }
             } else if self.bounds.restarts {
-                out.push((Choice::Restart(id.clone()), format!("RESTART {id:?}")));
+                out.push((
+                    Choice::Restart(id.clone()),
+                    d(&|| format!("RESTART {id:?}")),
+                ));
             }
         }
         if s.sim.blocked_links().is_empty() {
@@ -633,12 +718,12 @@ where
                         .collect();
                     out.push((
                         Choice::Partition(side.clone()),
-                        format!("PARTITION {side:?} from the rest"),
+                        d(&|| format!("PARTITION {side:?} from the rest")),
                     ));
                 }
             }
         } else {
-            out.push((Choice::Heal, "HEAL the partition".to_string()));
+            out.push((Choice::Heal, d(&|| "HEAL the partition".to_string())));
         }
         out
     }
@@ -733,6 +818,7 @@ where
         sim.start(&mut obs)?;
         let mut s = State {
             sim,
+            core_prints: Vec::new(),
             obs,
             used: vec![false; self.model.commands.len()],
             budget: Budget {
@@ -760,26 +846,29 @@ where
 
     fn search(&self, breadth_first: bool) -> Result<Report, String> {
         let started = Instant::now();
-        let init = self.initial()?;
-        let root = self.fingerprint(&init);
-        // fingerprint -> (parent, choice index, description)
-        let mut seen: HashMap<u64, Option<(u64, usize, String)>> = HashMap::new();
+        let mut init = self.initial()?;
+        let root = self.fingerprint(&mut init);
+        // fingerprint -> (parent, choice index)
+        let mut seen: Seen = Seen::default();
         seen.insert(root, None);
         let mut frontier: VecDeque<(State<P, O>, u64)> = VecDeque::new();
         frontier.push_back((init, root));
         let (mut explored, mut deepest, mut depth_limited) = (0u64, 0usize, false);
-        let report = |verdict, explored, unique: usize, depth, limited| Report {
+        let mut generated = 1u64;
+        let report = |verdict, explored, generated, unique: usize, depth, limited| Report {
             verdict,
             explored,
+            generated,
             unique: unique as u64,
             depth,
             depth_limited: limited,
             elapsed: started.elapsed(),
         };
-        let violated = |cx, explored, unique, depth, limited| {
+        let violated = |cx, explored, generated, unique, depth, limited| {
             report(
                 Verdict::Violated(Box::new(cx)),
                 explored,
+                generated,
                 unique,
                 depth,
                 limited,
@@ -795,8 +884,16 @@ where
             if self.quiescent(&state) {
                 if let Some(goal) = &self.model.at_rest {
                     if let Err(e) = goal(&state.sim, &state.obs) {
-                        let cx = self.path(&seen, fp, format!("at rest: {e}"));
-                        return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
+                        let steps = self.steps_to(&seen, fp);
+                        let cx = self.counterexample(&steps, format!("at rest: {e}"));
+                        return Ok(violated(
+                            cx,
+                            explored,
+                            generated,
+                            seen.len(),
+                            deepest,
+                            depth_limited,
+                        ));
                     }
                 }
             }
@@ -804,30 +901,35 @@ where
                 depth_limited = true;
                 continue;
             }
-            for (i, (choice, what)) in self.choices(&state).into_iter().enumerate() {
-                let (next, result) = self.take(&state, &choice);
-                let nfp = self.fingerprint(&next);
+            for (i, (choice, _)) in self.choices(&state, false).into_iter().enumerate() {
+                let (mut next, result) = self.take(&state, &choice);
+                generated += 1;
+                let nfp = self.fingerprint(&mut next);
                 if let Err(e) = result {
                     // The path to this state, then the step that broke it
                     // (the broken state itself is not recorded: another
                     // path may have reached a state of the same print).
-                    let mut cx = self.path(&seen, fp, e);
-                    cx.steps.push(Step {
-                        step: cx.steps.len() + 1,
-                        choice: i,
-                        what,
-                        events: Vec::new(),
-                    });
-                    return Ok(violated(cx, explored, seen.len(), deepest, depth_limited));
+                    let mut steps = self.steps_to(&seen, fp);
+                    steps.push(i);
+                    let cx = self.counterexample(&steps, e);
+                    return Ok(violated(
+                        cx,
+                        explored,
+                        generated,
+                        seen.len(),
+                        deepest,
+                        depth_limited,
+                    ));
                 }
                 if seen.contains_key(&nfp) {
                     continue;
                 }
-                seen.insert(nfp, Some((fp, i, what)));
+                seen.insert(nfp, Some((fp, i)));
                 if seen.len() >= self.bounds.max_states {
                     return Ok(report(
                         Verdict::Undecided,
                         explored,
+                        generated,
                         seen.len(),
                         deepest,
                         depth_limited,
@@ -839,33 +941,36 @@ where
         Ok(report(
             Verdict::Holds,
             explored,
+            generated,
             seen.len(),
             deepest,
             depth_limited,
         ))
     }
 
-    fn path(
-        &self,
-        seen: &HashMap<u64, Option<(u64, usize, String)>>,
-        mut fp: u64,
-        violation: String,
-    ) -> Counterexample {
+    /// The choice indexes of the path to the state of print `fp`.
+    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<usize> {
         let mut steps = Vec::new();
-        while let Some(Some((parent, choice, what))) = seen.get(&fp) {
-            steps.push((*choice, what.clone()));
+        while let Some(Some((parent, choice))) = seen.get(&fp) {
+            steps.push(*choice);
             fp = *parent;
         }
         steps.reverse();
+        steps
+    }
+
+    /// The counterexample of the path `choices` (each step described and
+    /// traced by running it again).
+    fn counterexample(&self, choices: &[usize], violation: String) -> Counterexample {
         let mut cx = Counterexample {
             model: self.model.name.clone(),
-            steps: steps
-                .into_iter()
+            steps: choices
+                .iter()
                 .enumerate()
-                .map(|(i, (choice, what))| Step {
+                .map(|(i, choice)| Step {
                     step: i + 1,
-                    choice,
-                    what,
+                    choice: *choice,
+                    what: String::new(),
                     events: Vec::new(),
                 })
                 .collect(),
@@ -891,9 +996,11 @@ where
             state
                 .sim
                 .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
-            let Some((choice, _)) = self.choices(&state).into_iter().nth(step.choice) else {
+            let Some((choice, what)) = self.choices(&state, true).into_iter().nth(step.choice)
+            else {
                 return;
             };
+            step.what = what;
             let (mut next, result) = self.take(&state, &choice);
             if n + 1 == last || result.is_err() {
                 for id in &members {
@@ -917,7 +1024,7 @@ where
         let mut state = self.initial()?;
         let mut done = Vec::new();
         for &i in steps {
-            let choices = self.choices(&state);
+            let choices = self.choices(&state, true);
             let Some((choice, what)) = choices.get(i) else {
                 return Err(format!(
                     "step {}: no choice {i} (the state has {}): the path was found with another \

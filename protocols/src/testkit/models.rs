@@ -260,6 +260,17 @@ pub fn broadcast(
     n: u32,
     mutation: Mutation,
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
+    broadcasts(algorithm, n, 2, mutation)
+}
+
+/// Members `1..=messages` broadcast one message each (message `i` from
+/// member `i`).
+pub fn broadcasts(
+    algorithm: BroadcastAlgorithm,
+    n: u32,
+    messages: u32,
+    mutation: Mutation,
+) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let checks = order_checks(algorithm);
     let init = move || {
         let s = sim(n, move |id, members, r| {
@@ -273,7 +284,7 @@ pub fn broadcast(
         Ok((s, BroadcastObserver::new(checks)))
     };
     let mut commands = Vec::new();
-    for (node, pid) in [(1u32, 1u64), (2, 2)] {
+    for (node, pid) in (1..=messages.min(n)).map(|i| (i, u64::from(i))) {
         let c = Command::new(
             format!("{node} broadcasts message {pid}"),
             node,
@@ -288,7 +299,11 @@ pub fn broadcast(
         commands.push(c);
     }
     Model {
-        name: format!("broadcast {algorithm} n={n}"),
+        name: if messages == 2 {
+            format!("broadcast {algorithm} n={n}")
+        } else {
+            format!("broadcast {algorithm} n={n} messages={messages}")
+        },
         init: Rc::new(init),
         commands,
         at_rest: None,
@@ -443,9 +458,12 @@ impl Family {
 
     /// The algorithms the suite checks (and `troupe check FAMILY` without
     /// an algorithm): all of them but the broadcasts beyond causal order,
-    /// whose state spaces do not fit the suite's bounds (total-sequencer
-    /// passes 400 000 states before depth 8: its embedded election and
-    /// acknowledgements).
+    /// whose state spaces do not fit the suite's bounds even with one
+    /// message (`total_order_broadcasts_bench` in `tests/model_check.rs`:
+    /// total-sequencer has not finished depth 6 at 50 000 states, its
+    /// embedded election, order and accept messages each relayed by every
+    /// member; total-lamport not depth 9, its acknowledgements relayed
+    /// likewise).
     pub fn checked_algorithms(self) -> Vec<Algorithm> {
         match self {
             Family::Broadcast => [
