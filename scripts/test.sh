@@ -7,6 +7,9 @@
 #    skipped; nothing else depends on them.
 #    Installs Python's `cryptography` (pip) for the certificate interop
 #    test when it is missing; without it that test says it was skipped.
+#    Installs `promtool` (Debian package `prometheus`, when root) for the
+#    test that checks a real scrape of `GET /metrics`; without it that test
+#    says SKIPPED (the strict exposition-format parser test still runs).
 # 2. Says in one line whether the multi-host tests will run or be skipped,
 #    and why (`scripts/netns.sh check`).
 # 3. Runs every test of the workspace (unit, property, simulation,
@@ -33,6 +36,18 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import cryptography' >/de
   echo "== installing Python cryptography for the certificate interop test"
   python3 -m pip install --quiet cryptography >/dev/null 2>&1 \
     || echo "== could not install Python cryptography; the certificate interop test will report SKIPPED"
+fi
+
+# promtool checks a real scrape of GET /metrics (tests/metrics.rs); the
+# package's daemon is not needed and not started by this script.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing promtool (Debian package prometheus) for the metrics format test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+      || echo "== could not install prometheus; the promtool test will report SKIPPED"
+  else
+    echo "== promtool missing and not root: the promtool test will report SKIPPED"
+  fi
 fi
 
 if why=$(bash scripts/netns.sh check 2>&1); then
