@@ -432,22 +432,15 @@ impl Dispatcher {
                         let reply = ReplyTo::new(&self.shared, name, asker, id);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
-                                let metrics = &self.shared.metrics;
-                                self.traffic.record(
-                                    metrics,
-                                    Direction::Received,
-                                    MessageKind::Ask,
+                                let served = self.traffic.served(
+                                    &self.shared.metrics,
                                     from,
                                     env.type_tag,
-                                    bytes.len(),
                                 );
-                                let reply = reply.metered(self.traffic.get(
-                                    metrics,
-                                    Direction::Sent,
-                                    MessageKind::Reply,
-                                    from,
-                                    env.type_tag,
-                                ));
+                                if let Some(s) = &served {
+                                    s.asks.record(bytes.len());
+                                }
+                                let reply = reply.metered(served);
                                 let msg = Incoming::of(bytes, &env, peer);
                                 self.deliver(env.to.actor, &handler, msg, Some(reply))
                             }

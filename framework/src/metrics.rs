@@ -108,6 +108,14 @@ impl Traffic {
     }
 }
 
+/// The counters of the asks this node serves for one (peer, type): asks
+/// received and replies sent, found with one lookup per ask and shared
+/// with the ask's reply handle.
+pub(crate) struct ServedAsks {
+    pub(crate) asks: Traffic,
+    pub(crate) replies: Traffic,
+}
+
 /// The meters of the asks of one handle (one peer, one type).
 pub(crate) struct AskMeters {
     /// Each copy of the request sent.
@@ -550,6 +558,7 @@ fn metric(labels: &[(&str, &str)]) -> proto::Metric {
 #[derive(Default)]
 pub(crate) struct TrafficCache {
     map: HashMap<Box<str>, Option<Traffic>>,
+    served: HashMap<Box<str>, Option<Arc<ServedAsks>>>,
     key: String,
 }
 
@@ -589,6 +598,32 @@ impl TrafficCache {
         let t = metrics.traffic(dir, peer, tag, kind);
         self.map.insert(self.key.as_str().into(), t.clone());
         t
+    }
+
+    /// The counters of asks of type `tag` served for `peer` (received asks,
+    /// sent replies), looked up once and kept.
+    pub(crate) fn served(
+        &mut self,
+        metrics: &NodeMetrics,
+        peer: &str,
+        tag: &str,
+    ) -> Option<Arc<ServedAsks>> {
+        if !metrics.message_metrics {
+            return None;
+        }
+        self.key.clear();
+        self.key.push_str(peer);
+        self.key.push('\0');
+        self.key.push_str(tag);
+        if let Some(s) = self.served.get(self.key.as_str()) {
+            return s.clone();
+        }
+        let s = Some(Arc::new(ServedAsks {
+            asks: metrics.traffic(Direction::Received, peer, tag, MessageKind::Ask)?,
+            replies: metrics.traffic(Direction::Sent, peer, tag, MessageKind::Reply)?,
+        }));
+        self.served.insert(self.key.as_str().into(), s.clone());
+        s
     }
 
     /// Count one message of `bytes` bytes (without cloning the counters).

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 
 use crate::codec::{self, EnvelopeRef, Kind, RemoteError};
 use crate::ids::ActorPath;
-use crate::metrics::Traffic;
+use crate::metrics::ServedAsks;
 use crate::node::NodeShared;
 
 /// The node's count of asks handed to actors and not answered yet, and the
@@ -70,7 +70,7 @@ pub(crate) struct ReplyTo {
     record: bool,
     answered: bool,
     /// Counts the answer sent (see [`crate::metrics`]).
-    meter: Option<Traffic>,
+    meter: Option<Arc<ServedAsks>>,
 }
 
 impl ReplyTo {
@@ -89,9 +89,9 @@ impl ReplyTo {
         }
     }
 
-    /// Count the answer, once sent, on `meter` (replies to asks of one
-    /// type from one peer).
-    pub(crate) fn metered(mut self, meter: Option<Traffic>) -> Self {
+    /// Count the answer, once sent, on `meter` (asks of one type from one
+    /// peer).
+    pub(crate) fn metered(mut self, meter: Option<Arc<ServedAsks>>) -> Self {
         self.meter = meter;
         self
     }
@@ -177,7 +177,7 @@ impl ReplyTo {
             match shared.transport.send(&self.to, frame) {
                 Ok(()) => {
                     if let Some(m) = &self.meter {
-                        m.record(len);
+                        m.replies.record(len);
                     }
                 }
                 Err(e) => {

@@ -730,14 +730,15 @@ impl Paired {
 /// Remote tell throughput with the per-message metrics on (nodes a -> b,
 /// the default) and off (c -> d, `message_metrics = false`), same arbiters,
 /// same frame length, interleaved in blocks whose order alternates, and
-/// the ratio off/on (the cost of the metrics on the hot path) per round.
+/// the ratio on/off (the cost of the metrics on the hot path) per round;
+/// then pipelined asks (`window` in flight), on and off first in turn.
 async fn metrics_on_off(
     a: &Node,
     xa: &Arbiter,
     xb: &Arbiter,
     ca: &ClusterCa,
     progress: &Arc<Progress>,
-    n: u64,
+    (n, asks, window): (u64, u64, usize),
     rounds: usize,
 ) {
     let (c_addr, d_addr) = (reserve_addr(), reserve_addr());
@@ -827,6 +828,39 @@ async fn metrics_on_off(
         median(&off_cpu),
         median(&ratios),
         median(&on_cpu) / median(&off_cpu)
+    );
+
+    // Pipelined asks: a clock read and a histogram observation more per
+    // ask with the metrics on.
+    let (mut ask_ratios, mut ask_cpu_ratios) = (vec![], vec![]);
+    for round in 0..rounds {
+        let on_first = round % 2 == 0;
+        let run = |on: bool| {
+            let (node, sink) = if on { (a, "b/sink") } else { (&c, "d/sink") };
+            framework_pipelined(node, xa, sink, asks, window)
+        };
+        let (on, off) = if on_first {
+            let on = run(true).await;
+            (on, run(false).await)
+        } else {
+            let off = run(false).await;
+            (run(true).await, off)
+        };
+        println!(
+            "    round {round} ({} first): asks metrics on {:>8.0}/s ({:>5.0} CPU-ns/ask, {} failed)   off {:>8.0}/s ({:>5.0} CPU-ns/ask, {} failed)   on/off throughput {:.3}   CPU on/off {:.3}",
+            if on_first { "on" } else { "off" },
+            on.rate, on.cpu_ns, on.failed, off.rate, off.cpu_ns, off.failed,
+            on.rate / off.rate,
+            on.cpu_ns / off.cpu_ns
+        );
+        ask_ratios.push(on.rate / off.rate);
+        ask_cpu_ratios.push(on.cpu_ns / off.cpu_ns);
+    }
+    println!(
+        "metrics on the ask path, {asks} pipelined asks ({window} in flight) per round and side, {rounds} rounds: \
+         median per-round on/off throughput ratio {:.3}; median CPU-per-ask ratio on/off {:.3}",
+        median(&ask_ratios),
+        median(&ask_cpu_ratios)
     );
     c.shutdown();
     d.shutdown();
@@ -929,7 +963,7 @@ fn main() {
             return;
         }
         if only == "metrics" {
-            metrics_on_off(&a, &xa, &xb, &ca, &progress, n, rounds).await;
+            metrics_on_off(&a, &xa, &xb, &ca, &progress, (n, asks, window), rounds).await;
             return;
         }
         if only == "tell" {
