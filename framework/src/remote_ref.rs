@@ -225,11 +225,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// The meters of this handle's remote asks (`None`: not counted).
-    fn ask_meters(&self) -> Option<Arc<AskMeters>> {
+    fn ask_meters(&self) -> Option<&Arc<AskMeters>> {
         self.meters
             .ask
             .get_or_init(|| self.shared.metrics.ask_meters(&self.target.node, M::NAME))
-            .clone()
+            .as_ref()
     }
 
     /// Like [`tell`](Self::tell), but when the transport's queue to the
@@ -366,9 +366,9 @@ impl<M: RemoteMessage> Ask<M> {
             };
         }
         let meters = target.ask_meters();
-        let started = meters.as_ref().map(|_| tokio::time::Instant::now());
-        let result = Self::remote(target, msg, timeout, retry, meters.clone()).await;
-        if let Some(m) = &meters {
+        let started = meters.map(|_| tokio::time::Instant::now());
+        let result = Self::remote(&target, msg, timeout, retry, meters).await;
+        if let Some(m) = meters {
             if let Err(e) = &result {
                 m.failed(crate::metrics::failure_reason(&e.error));
             }
@@ -381,11 +381,11 @@ impl<M: RemoteMessage> Ask<M> {
 
     /// A remote ask: its reply, or its error and whether an answer arrived.
     async fn remote(
-        target: RemoteRef<M>,
+        target: &RemoteRef<M>,
         msg: M,
         timeout: Duration,
         retry: RetryPolicy,
-        meters: Option<Arc<AskMeters>>,
+        meters: Option<&Arc<AskMeters>>,
     ) -> Result<M::Reply, Failed> {
         // A node known to be Down or Left cannot answer: say so now rather
         // than after the deadline.
@@ -404,7 +404,7 @@ impl<M: RemoteMessage> Ask<M> {
                 to: target.target.clone(),
                 timeout,
                 retry,
-                meters: meters.clone(),
+                meters: meters.cloned(),
             };
             let Begun {
                 id,
@@ -442,7 +442,7 @@ impl<M: RemoteMessage> Ask<M> {
             let len = frame.len();
             match shared.transport.send(to_node, frame) {
                 Ok(()) => {
-                    if let Some(m) = &meters {
+                    if let Some(m) = meters {
                         m.sent.record(len);
                     }
                 }
