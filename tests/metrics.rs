@@ -116,10 +116,7 @@ async fn http(
 /// that parses strictly and follows the conventions.
 async fn scrape(addr: SocketAddr, token: Option<&str>) -> (String, Exposition) {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .iter()
-        .map(|a| ("Authorization", a.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     let (code, head, body) = http(addr, "GET", "/metrics", &headers).await;
     assert_eq!(code, 200, "{body}");
     let ct = head.get("content-type").map(String::as_str).unwrap_or("");
@@ -232,14 +229,9 @@ async fn cluster(a_runtime: &str) -> Cluster {
                 .expect("election"),
         );
         locks.push(
-            start_lock(
-                &n.node,
-                "ledger",
-                MutexAlgorithm::RicartAgrawala,
-                &members,
-            )
-            .await
-            .expect("lock"),
+            start_lock(&n.node, "ledger", MutexAlgorithm::RicartAgrawala, &members)
+                .await
+                .expect("lock"),
         );
     }
     for e in &elections {
@@ -272,8 +264,20 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
         ("type", "metrics_test.bump"),
         ("kind", "tell"),
     ];
-    let told = |peer| [("peer", peer), ("type", "metrics_test.bump"), ("kind", "tell")];
-    let asked = |peer, kind| [("peer", peer), ("type", "metrics_test.read"), ("kind", kind)];
+    let told = |peer| {
+        [
+            ("peer", peer),
+            ("type", "metrics_test.bump"),
+            ("kind", "tell"),
+        ]
+    };
+    let asked = |peer, kind| {
+        [
+            ("peer", peer),
+            ("type", "metrics_test.read"),
+            ("kind", kind),
+        ]
+    };
 
     // Tells are never retried: exact, and the same bytes on both sides.
     assert_eq!(c.before.get("troupe_messages_sent_total", &tell), None);
@@ -286,7 +290,10 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
         Some(TELLS as f64)
     );
     let bytes = a.get("troupe_sent_bytes_total", &tell).unwrap();
-    assert!(bytes >= (TELLS * 20) as f64, "{bytes} bytes for {TELLS} tells");
+    assert!(
+        bytes >= (TELLS * 20) as f64,
+        "{bytes} bytes for {TELLS} tells"
+    );
     assert_eq!(
         b.get("troupe_received_bytes_total", &told("a")),
         Some(bytes),
@@ -295,16 +302,25 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
 
     // Asks: copies may be re-sent on a slow machine, answers count once.
     let asks = c.asks as f64;
-    let sent = a.get("troupe_messages_sent_total", &asked("b", "ask")).unwrap();
+    let sent = a
+        .get("troupe_messages_sent_total", &asked("b", "ask"))
+        .unwrap();
     assert!(sent >= asks + 1.0, "{sent} asks sent, {asks} + 1 made");
     assert_eq!(
         a.get("troupe_messages_received_total", &asked("b", "reply")),
         Some(asks + 1.0),
         "every answer, the error one included"
     );
-    let received = b.get("troupe_messages_received_total", &asked("a", "ask")).unwrap();
-    assert!(received >= asks, "{received} asks received, {asks} executed");
-    let replied = b.get("troupe_messages_sent_total", &asked("a", "reply")).unwrap();
+    let received = b
+        .get("troupe_messages_received_total", &asked("a", "ask"))
+        .unwrap();
+    assert!(
+        received >= asks,
+        "{received} asks received, {asks} executed"
+    );
+    let replied = b
+        .get("troupe_messages_sent_total", &asked("a", "reply"))
+        .unwrap();
     assert!(replied >= asks, "{replied} replies sent, {asks} asks");
     let read = [("peer", "b"), ("type", "metrics_test.read")];
     assert_eq!(
@@ -316,7 +332,11 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
     assert_eq!(
         a.get(
             "troupe_asks_failed_total",
-            &[("peer", "b"), ("type", "metrics_test.read"), ("reason", "refused")]
+            &[
+                ("peer", "b"),
+                ("type", "metrics_test.read"),
+                ("reason", "refused")
+            ]
         ),
         Some(1.0)
     );
@@ -330,7 +350,10 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
     // Membership and the failure detector.
     let member = |m, s| [("member", m), ("status", s)];
     assert_eq!(a.get("troupe_member_status", &member("b", "Up")), Some(1.0));
-    assert_eq!(a.get("troupe_member_status", &member("b", "Down")), Some(0.0));
+    assert_eq!(
+        a.get("troupe_member_status", &member("b", "Down")),
+        Some(0.0)
+    );
     assert!(
         a.get("troupe_member_transitions_total", &member("b", "Up"))
             .unwrap()
@@ -339,7 +362,10 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
     let phi = a.get("troupe_member_phi", &[("member", "b")]).unwrap();
     assert!(phi.is_finite() && phi >= 0.0, "phi {phi}");
     assert_eq!(
-        a.get("troupe_node_info", &[("node", "a"), ("detector", "phi-accrual")]),
+        a.get(
+            "troupe_node_info",
+            &[("node", "a"), ("detector", "phi-accrual")]
+        ),
         Some(1.0)
     );
 
@@ -357,7 +383,11 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
     assert_eq!(a.get("troupe_lock_grants_total", &lock), Some(1.0));
     assert_eq!(a.get("troupe_lock_releases_total", &lock), Some(1.0));
     assert_eq!(a.get("troupe_lock_held", &lock), Some(0.0));
-    assert_eq!(b.get("troupe_lock_grants_total", &lock), None, "b never held it");
+    assert_eq!(
+        b.get("troupe_lock_grants_total", &lock),
+        None,
+        "b never held it"
+    );
     assert_eq!(b.get("troupe_lock_held", &lock), Some(0.0));
 
     // Apps and restarts.
@@ -417,7 +447,10 @@ async fn promtool_accepts_a_real_scrape() {
     ] {
         let (text, _) = scrape(addr, token).await;
         let (ok, out) = promtool_check(&text);
-        assert!(ok, "promtool check metrics refused the scrape:\n{out}\n{text}");
+        assert!(
+            ok,
+            "promtool check metrics refused the scrape:\n{out}\n{text}"
+        );
     }
     // And it is a real check: it refuses a counter without `_total`.
     let (ok, _) = promtool_check("# HELP troupe_x X.\n# TYPE troupe_x counter\ntroupe_x 1\n");
@@ -456,14 +489,9 @@ fn promtool_check(text: &str) -> (bool, String) {
 #[actix_rt::test]
 async fn metrics_obey_the_token_and_answer_404_and_405_in_json() {
     let ports = [free_port(), free_port()];
-    let a = start_node(config(
-        "a",
-        ports,
-        &format!("token = \"{TOKEN}\"\n"),
-        "",
-    ))
-    .await
-    .expect("a starts");
+    let a = start_node(config("a", ports, &format!("token = \"{TOKEN}\"\n"), ""))
+        .await
+        .expect("a starts");
     let addr = a.http_addr().unwrap();
     let bearer = format!("Bearer {TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
@@ -486,9 +514,18 @@ async fn metrics_obey_the_token_and_answer_404_and_405_in_json() {
     }
     let (_, exp) = scrape(addr, Some(TOKEN)).await;
     let code = |c| [("code", c)];
-    assert_eq!(exp.get("troupe_http_rejected_total", &code("401")), Some(2.0));
-    assert_eq!(exp.get("troupe_http_rejected_total", &code("405")), Some(1.0));
-    assert_eq!(exp.get("troupe_http_rejected_total", &code("404")), Some(2.0));
+    assert_eq!(
+        exp.get("troupe_http_rejected_total", &code("401")),
+        Some(2.0)
+    );
+    assert_eq!(
+        exp.get("troupe_http_rejected_total", &code("405")),
+        Some(1.0)
+    );
+    assert_eq!(
+        exp.get("troupe_http_rejected_total", &code("404")),
+        Some(2.0)
+    );
     assert_eq!(exp.get("troupe_http_requests_total", &[]), Some(6.0));
     a.shutdown().await;
 }
@@ -509,13 +546,20 @@ async fn message_metrics_off_leaves_the_per_message_counters_out() {
     }
     // The rest is read from the node's state: still there.
     assert!(a.get("troupe_frames_received_total", &[]).unwrap() > 0.0);
-    assert_eq!(a.get("troupe_lock_grants_total", &[("protocol", "mutex.ledger")]), Some(1.0));
+    assert_eq!(
+        a.get("troupe_lock_grants_total", &[("protocol", "mutex.ledger")]),
+        Some(1.0)
+    );
     // b counts as usual what a sent it.
     let (_, b) = scrape(c.b.http_addr().unwrap(), None).await;
     assert_eq!(
         b.get(
             "troupe_messages_received_total",
-            &[("peer", "a"), ("type", "metrics_test.bump"), ("kind", "tell")]
+            &[
+                ("peer", "a"),
+                ("type", "metrics_test.bump"),
+                ("kind", "tell")
+            ]
         ),
         Some(TELLS as f64)
     );
@@ -549,15 +593,27 @@ fn nodes_of_one_process_keep_separate_metrics() {
         assert_eq!(read.ask(Read).await.unwrap(), 10);
         let scrape = |n: &Node| parse(&n.gather_metrics().encode_text()).expect("parses");
         let (a, b, c) = (scrape(&nodes[0]), scrape(&nodes[1]), scrape(&nodes[2]));
-        let sent = [("peer", "b"), ("type", "metrics_test.bump"), ("kind", "tell")];
-        let got = [("peer", "a"), ("type", "metrics_test.bump"), ("kind", "tell")];
+        let sent = [
+            ("peer", "b"),
+            ("type", "metrics_test.bump"),
+            ("kind", "tell"),
+        ];
+        let got = [
+            ("peer", "a"),
+            ("type", "metrics_test.bump"),
+            ("kind", "tell"),
+        ];
         assert_eq!(a.get("troupe_messages_sent_total", &sent), Some(10.0));
         assert_eq!(b.get("troupe_messages_received_total", &got), Some(10.0));
         for (who, exp) in [("b", &b), ("c", &c)] {
             assert_eq!(exp.get("troupe_messages_sent_total", &sent), None, "{who}");
         }
         for (who, exp) in [("a", &a), ("c", &c)] {
-            assert_eq!(exp.get("troupe_messages_received_total", &got), None, "{who}");
+            assert_eq!(
+                exp.get("troupe_messages_received_total", &got),
+                None,
+                "{who}"
+            );
         }
         for exp in [&a, &b, &c] {
             check_conventions(exp).unwrap();
@@ -646,7 +702,9 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         if let Some(r) = rest.strip_prefix('}') {
             return Ok((labels, r));
         }
-        let (name, r) = rest.split_once("=\"").ok_or(format!("bad label in {s:?}"))?;
+        let (name, r) = rest
+            .split_once("=\"")
+            .ok_or(format!("bad label in {s:?}"))?;
         if !valid_name(name, false) || name.starts_with("__") {
             return Err(format!("bad label name {name:?}"));
         }
@@ -761,9 +819,7 @@ fn parse(text: &str) -> Result<Exposition, String> {
         if line.starts_with('#') {
             continue;
         }
-        let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
-            .ok_or_else(|| at("no value".into()))?;
+        let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value".into()))?;
         let name = &line[..name_end];
         if !valid_name(name, true) {
             return Err(at(format!("bad metric name {name:?}")));
@@ -788,7 +844,7 @@ fn parse(text: &str) -> Result<Exposition, String> {
         let family = family_of(name, &exp.families)
             .ok_or_else(|| at(format!("sample {name} without a TYPE")))?;
         enter(&family, &mut current).map_err(at)?;
-        if exp.families[&family].0 == "counter" && !(value >= 0.0) {
+        if exp.families[&family].0 == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("a negative or NaN counter".into()));
         }
         if name.ends_with("_bucket") && !labels.contains_key("le") {
@@ -825,7 +881,9 @@ fn parse(text: &str) -> Result<Exposition, String> {
 /// Per label set: buckets cumulative, a `+Inf` bucket equal to `_count`,
 /// and a `_sum`.
 fn check_histogram(name: &str, samples: &[Sample]) -> Result<(), String> {
-    let mut sets: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+    // Per label set (without `le`): its buckets (le, cumulative count).
+    type LabelSet = Vec<(String, String)>;
+    let mut sets: BTreeMap<LabelSet, Vec<(f64, f64)>> = BTreeMap::new();
     let mut counts = BTreeMap::new();
     let mut sums = BTreeMap::new();
     for s in samples.iter().filter(|s| s.family == name) {
@@ -930,11 +988,26 @@ fn the_parser_refuses_what_the_format_forbids() {
     }
     // And the conventions.
     for (text, says) in [
-        ("# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n", "prefix"),
-        ("# HELP troupe_x X.\n# TYPE troupe_x counter\ntroupe_x 1\n", "_total"),
-        ("# HELP troupe_x_total X.\n# TYPE troupe_x_total gauge\ntroupe_x_total 1\n", "_total"),
-        ("# HELP troupe_wait_ms X.\n# TYPE troupe_wait_ms gauge\ntroupe_wait_ms 1\n", "base unit"),
-        ("# HELP troupe_bytes_in X.\n# TYPE troupe_bytes_in gauge\ntroupe_bytes_in 1\n", "bytes"),
+        (
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n",
+            "prefix",
+        ),
+        (
+            "# HELP troupe_x X.\n# TYPE troupe_x counter\ntroupe_x 1\n",
+            "_total",
+        ),
+        (
+            "# HELP troupe_x_total X.\n# TYPE troupe_x_total gauge\ntroupe_x_total 1\n",
+            "_total",
+        ),
+        (
+            "# HELP troupe_wait_ms X.\n# TYPE troupe_wait_ms gauge\ntroupe_wait_ms 1\n",
+            "base unit",
+        ),
+        (
+            "# HELP troupe_bytes_in X.\n# TYPE troupe_bytes_in gauge\ntroupe_bytes_in 1\n",
+            "bytes",
+        ),
         ("# TYPE troupe_x gauge\ntroupe_x 1\n", "HELP"),
     ] {
         let err = check_conventions(&parse(text).expect(text)).expect_err(text);

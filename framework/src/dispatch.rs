@@ -345,18 +345,12 @@ impl Dispatcher {
         match env.kind {
             // The view borrows its payload from the frame (both decoders do), as
             // `Parked` relies on too: a slice of it, not a copy.
-            Kind::Reply { id } => self.reply_arrived(
-                from,
-                id,
-                Ok(bytes.slice_ref(env.payload)),
-                bytes.len(),
-            ),
-            Kind::ErrorReply { id, ref error } => self.reply_arrived(
-                from,
-                id,
-                Err(AskError::Remote(error.clone())),
-                bytes.len(),
-            ),
+            Kind::Reply { id } => {
+                self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload)), bytes.len())
+            }
+            Kind::ErrorReply { id, ref error } => {
+                self.reply_arrived(from, id, Err(AskError::Remote(error.clone())), bytes.len())
+            }
             Kind::Tell => match resolve(&self.shared, &env) {
                 Ok(handler) => {
                     let msg = Incoming::of(bytes, &env, peer);
@@ -432,11 +426,9 @@ impl Dispatcher {
                         let reply = ReplyTo::new(&self.shared, name, asker, id);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
-                                let served = self.traffic.served(
-                                    &self.shared.metrics,
-                                    from,
-                                    env.type_tag,
-                                );
+                                let served =
+                                    self.traffic
+                                        .served(&self.shared.metrics, from, env.type_tag);
                                 if let Some(s) = &served {
                                     s.asks.record(bytes.len());
                                 }

@@ -58,7 +58,9 @@ use std::time::Duration;
 
 pub use prometheus;
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 use crate::membership::MemberStatus;
 
@@ -509,7 +511,10 @@ impl Families {
             f
         });
         if family.get_field_type() != kind {
-            tracing::warn!(metric = name, "a metric of this name has another type: left out");
+            tracing::warn!(
+                metric = name,
+                "a metric of this name has another type: left out"
+            );
             return;
         }
         family.mut_metric().push(m);
@@ -689,7 +694,9 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("troupe_sent_bytes_total{kind=\"tell\",peer=\"b\",type=\"bank.deposit\"} 150"),
+            out.contains(
+                "troupe_sent_bytes_total{kind=\"tell\",peer=\"b\",type=\"bank.deposit\"} 150"
+            ),
             "{out}"
         );
         assert!(
@@ -699,7 +706,9 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("troupe_received_bytes_total{kind=\"ask\",peer=\"c\",type=\"bank.read\"} 30"),
+            out.contains(
+                "troupe_received_bytes_total{kind=\"ask\",peer=\"c\",type=\"bank.read\"} 30"
+            ),
             "{out}"
         );
     }
@@ -723,11 +732,19 @@ mod tests {
     fn counters_are_made_once_and_refuse_other_labels() {
         let m = NodeMetrics::new(true);
         let a = m
-            .counter("troupe_test_events_total", "Test events.", &[("protocol", "p")])
+            .counter(
+                "troupe_test_events_total",
+                "Test events.",
+                &[("protocol", "p")],
+            )
             .unwrap();
         a.inc();
         let b = m
-            .counter("troupe_test_events_total", "Test events.", &[("protocol", "p")])
+            .counter(
+                "troupe_test_events_total",
+                "Test events.",
+                &[("protocol", "p")],
+            )
             .unwrap();
         b.inc();
         assert_eq!(a.get(), 2, "the same child");
@@ -769,7 +786,10 @@ mod tests {
         assert!(text(&m).contains("troupe_test_term{protocol=\"raft.kv\"} 7"));
         value.store(0, std::sync::atomic::Ordering::Relaxed);
         assert!(!text(&m).contains("troupe_test_term"));
-        assert!(m.sources.lock().unwrap().is_empty(), "a gone source is dropped");
+        assert!(
+            m.sources.lock().unwrap().is_empty(),
+            "a gone source is dropped"
+        );
     }
 
     #[test]

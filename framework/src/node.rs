@@ -458,9 +458,7 @@ impl Node {
             changed
         };
         if changed {
-            self.shared
-                .metrics
-                .transition(&event.member, event.status);
+            self.shared.metrics.transition(&event.member, event.status);
             tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
             let _ = self.shared.members.send(event);
         }

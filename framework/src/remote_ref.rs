@@ -215,9 +215,12 @@ impl<M: RemoteMessage> RemoteRef<M> {
     #[inline]
     fn count_tell(&self, bytes: usize) {
         let traffic = self.meters.tell.get_or_init(|| {
-            self.shared
-                .metrics
-                .traffic(Direction::Sent, &self.target.node, M::NAME, MessageKind::Tell)
+            self.shared.metrics.traffic(
+                Direction::Sent,
+                &self.target.node,
+                M::NAME,
+                MessageKind::Tell,
+            )
         });
         if let Some(t) = traffic {
             t.record(bytes);

@@ -77,8 +77,8 @@ use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use troupe_framework::sansio::Protocol;
 use troupe_framework::metrics::SampleKind;
+use troupe_framework::sansio::Protocol;
 use troupe_framework::sansio::{DurableError, Recovered, SnapshotCore};
 
 use crate::driver::Drivable;

@@ -2,7 +2,6 @@
 //! [`StatusReport`] (serialized to JSON; the same types deserialize it, for
 //! `troupe status` and tests).
 
-
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberStatus;

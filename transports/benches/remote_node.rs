@@ -749,7 +749,11 @@ async fn metrics_on_off(
     let off_progress = Arc::new(Progress::default());
     let spec = sink(&off_progress);
     let d2 = d.clone();
-    on(xb, async move { d2.spawn(spec).await.expect("spawn sink on d") }).await;
+    on(
+        xb,
+        async move { d2.spawn(spec).await.expect("spawn sink on d") },
+    )
+    .await;
     assert!(a.metrics().message_metrics() && !c.metrics().message_metrics());
     framework_tell_to(&c, xa, &off_progress, 20_000, "d/sink").await;
     let block: u64 = env_or("REMOTE_BENCH_BLOCK", 100_000u64).clamp(1, n);

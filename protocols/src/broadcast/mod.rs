@@ -110,8 +110,8 @@ use troupe_framework::clock::VectorClock;
 use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
-use crate::family::ViewMetric;
 use crate::election::ElectionDurable;
+use crate::family::ViewMetric;
 
 pub use crate::family::UnknownAlgorithm;
 
