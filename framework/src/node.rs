@@ -15,7 +15,10 @@
 //! - the **inbound dispatcher** ([`crate::dispatch`]), a task on the node
 //!   actor's arbiter that takes frames from the transport and hands messages
 //!   to local actors, in arrival order per actor, with bounded memory and
-//!   back-pressure to the remote senders. Bad input never stops a node.
+//!   back-pressure to the remote senders. Bad input never stops a node;
+//! - the node's **metrics** ([`NodeMetrics`], [`Node::metrics`],
+//!   [`Node::gather_metrics`]): its own Prometheus registry, per-message
+//!   counters kept as traffic flows, the rest read when scraped.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
