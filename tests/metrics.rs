@@ -420,8 +420,37 @@ async fn metrics_follow_the_traffic_the_protocols_and_the_conventions() {
 
     // The endpoint counts its own requests.
     assert!(b2.get("troupe_http_requests_total", &[]).unwrap() >= 2.0);
+
+    // Every metric served is listed, with its type, in `troupe::metrics`.
+    let listed = documented();
+    for exp in [&a, &b, &b2] {
+        for (name, (kind, _)) in &exp.families {
+            assert_eq!(
+                listed.get(name),
+                Some(kind),
+                "{name} ({kind}) is not listed with that type in src/metrics.rs"
+            );
+        }
+    }
     c.a.shutdown().await;
     c.b.shutdown().await;
+}
+
+/// The metrics listed in `troupe::metrics`' docs: name -> type.
+fn documented() -> BTreeMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs");
+    let text = std::fs::read_to_string(path).expect("src/metrics.rs");
+    let listed: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | `troupe_"))
+        .filter_map(|row| {
+            let (name, rest) = row.split_once('`')?;
+            let kind = rest.split('|').nth(1)?.trim();
+            Some((format!("troupe_{name}"), kind.to_string()))
+        })
+        .collect();
+    assert!(listed.len() > 40, "the list in src/metrics.rs: {listed:?}");
+    listed
 }
 
 /// Runs `promtool check metrics` on a real scrape; says SKIPPED (on
