@@ -7,8 +7,10 @@
 //! traffic sent (exact counts where nothing can retry). Also: `promtool
 //! check metrics` on a real scrape when promtool is installed (SKIPPED
 //! otherwise, said on stderr), the token and 404/405 on `/metrics`,
-//! `[runtime] message_metrics = false`, and nodes of one process (the
-//! simulator) keeping separate numbers.
+//! `[runtime] message_metrics = false`, nodes of one process (the
+//! simulator) keeping separate numbers, Raft, broadcast and commit
+//! reporting their views and events (simulated), and every metric served
+//! being listed in `troupe::metrics`' docs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,6 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troupe::config::Config;
 use troupe::framework::AskError;
 use troupe::prelude::*;
+
+mod common;
 
 const TOKEN: &str = "metrics-token-0123456789";
 const TELLS: u64 = 25;
@@ -647,6 +651,155 @@ fn nodes_of_one_process_keep_separate_metrics() {
         for exp in [&a, &b, &c] {
             check_conventions(exp).unwrap();
         }
+    });
+}
+
+/// A resource manager that votes yes to everything.
+#[derive(Clone)]
+struct Yes;
+
+impl ResourceManager for Yes {
+    async fn prepare(&self, _: TxId) -> Result<(), String> {
+        Ok(())
+    }
+    async fn commit(&self, _: TxId) {}
+    async fn abort(&self, _: TxId) {}
+}
+
+/// The instances one node of [`families_report_their_views_and_events`] runs.
+struct Instances {
+    raft: Replica<troupe::protocols::raft::kv::KvStore>,
+    talk: BroadcastGroup<String>,
+    orders: CommitHandle,
+}
+
+/// Raft, broadcast and commit (three simulated nodes) report to each
+/// node's metrics: the Raft term, commit and applied index and leader,
+/// broadcasts delivered, commit decisions and pending transactions.
+#[test]
+fn families_report_their_views_and_events() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use troupe::protocols::raft::kv::{KvCommand, KvStore};
+    use troupe::protocols::raft::RaftConfig;
+
+    run_virtual(|| async {
+        let nodes = ["a", "b", "c"];
+        let all: Rc<RefCell<BTreeMap<String, Instances>>> = Rc::default();
+        let all2 = all.clone();
+        let sim = common::detecting_cluster(9, &nodes, move |node, members| {
+            let all = all2.clone();
+            async move {
+                let raft = start_raft::<KvStore>(&node, "kv", &members, RaftConfig::default())
+                    .await
+                    .unwrap();
+                let talk = start_broadcast(&node, "talk", BroadcastAlgorithm::Fifo, &members)
+                    .await
+                    .unwrap();
+                let orders =
+                    start_commit(&node, "orders", CommitAlgorithm::TwoPhase, &members, Yes)
+                        .await
+                        .unwrap();
+                all.borrow_mut()
+                    .insert(node.name().to_string(), Instances { raft, talk, orders });
+            }
+        })
+        .await;
+        let get = |n: &str| {
+            let i = &all.borrow()[n];
+            (i.raft.clone(), i.talk.clone(), i.orders.clone())
+        };
+        // Raft: three writes through the leader.
+        let start = tokio::time::Instant::now();
+        let leader = loop {
+            if let Some(n) = nodes.iter().find(|n| get(n).0.is_leader()) {
+                break n.to_string();
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no Raft leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for i in 0..3 {
+            let put = KvCommand::Put {
+                key: format!("k{i}"),
+                value: "v".into(),
+            };
+            get(&leader).0.propose(put, None).await.expect("a write");
+        }
+        // Broadcast: two from a. Commit: one transaction from a.
+        for text in ["hello", "world"] {
+            get("a").1.broadcast(&text.to_string()).await.unwrap();
+        }
+        let members: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        let tx = get("a").2.begin(&members).unwrap();
+        assert_eq!(tx.commit().await.unwrap(), Outcome::Committed);
+        for n in nodes {
+            get(n)
+                .1
+                .wait_delivered(2, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let scrape = |n: &str| {
+            let node = sim.node(n).unwrap();
+            let exp = parse(&node.gather_metrics().encode_text()).expect("parses");
+            check_conventions(&exp).unwrap();
+            let listed = documented();
+            for (name, (kind, _)) in &exp.families {
+                assert_eq!(listed.get(name), Some(kind), "{name} ({kind}) not listed");
+            }
+            exp
+        };
+        let raft = [("protocol", "raft.kv")];
+        let mut leaders = 0.0;
+        for n in nodes {
+            let exp = scrape(n);
+            assert!(exp.get("troupe_raft_term", &raft).unwrap() >= 1.0, "{n}");
+            // The leader's no-op of its term, then the three writes.
+            assert!(
+                exp.get("troupe_raft_commit_index", &raft).unwrap() >= 4.0,
+                "{n}"
+            );
+            assert!(
+                exp.get("troupe_raft_applied_index", &raft).unwrap() >= 4.0,
+                "{n}"
+            );
+            leaders += exp.get("troupe_raft_leader", &raft).unwrap();
+            assert_eq!(
+                exp.get(
+                    "troupe_broadcast_delivered_total",
+                    &[("protocol", "broadcast.talk")]
+                ),
+                Some(2.0),
+                "{n}"
+            );
+            assert_eq!(
+                exp.get(
+                    "troupe_broadcast_held_back",
+                    &[("protocol", "broadcast.talk")]
+                ),
+                Some(0.0),
+                "{n}"
+            );
+            let orders = |d| [("protocol", "commit.orders"), ("decision", d)];
+            assert_eq!(
+                exp.get("troupe_commit_decisions_total", &orders("commit")),
+                Some(1.0),
+                "{n}"
+            );
+            assert_eq!(
+                exp.get("troupe_commit_decisions_total", &orders("abort")),
+                None,
+                "{n}"
+            );
+            assert_eq!(
+                exp.get("troupe_commit_pending", &[("protocol", "commit.orders")]),
+                Some(0.0),
+                "{n}"
+            );
+        }
+        assert_eq!(leaders, 1.0, "one Raft leader");
     });
 }
 
