@@ -44,7 +44,7 @@
 //! | `troupe_inbound_in_flight_limit` | gauge | | `[runtime] max_inflight_deliveries` |
 //! | `troupe_member_status` | gauge | `member`, `status` | 1 for the member's status in the membership view (`Joining`, `Up`, `Suspect`, `Down`, `Left`), 0 for the others |
 //! | `troupe_member_transitions_total` | counter | `member`, `status` | changes of the membership view, by the status moved to (counted as published) |
-//! | `troupe_member_phi` | gauge | `member` | the failure detector's phi for the member (phi-accrual only; `+Inf` once silent far past the threshold) |
+//! | `troupe_member_phi` | gauge | `member` | the phi-accrual detector's phi for the member as of its last check (every `check_interval`, or the last heartbeat): the value that goes with the status, as in `/v1/status` (phi-accrual only; `+Inf` once silent far past the threshold) |
 //! | `troupe_app_state` | gauge | `app`, `state` | 1 for the application's state (`running`, `restarting`, `stopped`, `gave-up`), 0 for the others |
 //! | `troupe_app_restarts_total` | counter | `app` | times the application was restarted as a whole |
 //! | `troupe_restarts_total` | counter | `child` | restarts of each child of the node's root supervisor (protocol instances, the failure detector, `apps`...) |
@@ -146,7 +146,7 @@ pub async fn gather(node: &Node, fd: &FailureDetectorHandle) -> Result<Families,
         if let Some(phi) = life.phi {
             f.gauge(
                 "troupe_member_phi",
-                "The phi-accrual failure detector's phi for the member.",
+                "The phi-accrual failure detector's phi for the member, as of its last check.",
                 &[("member", name.as_str())],
                 phi,
             );
