@@ -10,6 +10,9 @@
 #    Installs Chromium (Debian package `chromium`) for the browser tests
 #    (the space-time diagrams of `troupe trace view`) when root; without
 #    it those tests say "SKIPPED: chromium not installed".
+#    Installs `promtool` (Debian package `prometheus`, when root) for the
+#    test that checks a real scrape of `GET /metrics`; without it that test
+#    says SKIPPED (the strict exposition-format parser test still runs).
 # 2. Says in one line whether the multi-host tests will run or be skipped,
 #    and why (`scripts/netns.sh check`), and the same for the browser tests.
 # 3. Runs every test of the workspace (unit, property, simulation,
@@ -54,6 +57,18 @@ if have_chromium; then
   echo "== browser tests will run (headless chromium available)"
 else
   echo "== browser tests will be SKIPPED: chromium not installed (apt-get install chromium as root, or set CHROMIUM)"
+fi
+
+# promtool checks a real scrape of GET /metrics (tests/metrics.rs); the
+# package's daemon is not needed and not started by this script.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing promtool (Debian package prometheus) for the metrics format test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+      || echo "== could not install prometheus; the promtool test will report SKIPPED"
+  else
+    echo "== promtool missing and not root: the promtool test will report SKIPPED"
+  fi
 fi
 
 if why=$(bash scripts/netns.sh check 2>&1); then

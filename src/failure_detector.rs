@@ -138,6 +138,24 @@ pub struct DetectorMember {
     pub phi: Option<f64>,
 }
 
+/// Per member name, the life the detector counts as current among
+/// `members` (a restarted node has one entry per incarnation heard from):
+/// a live one if any, else the last one heard from (a nil incarnation: not
+/// heard from yet).
+pub fn current_lives(members: Vec<DetectorMember>) -> BTreeMap<String, DetectorMember> {
+    let rank = |m: &DetectorMember| (m.status.is_live(), !m.id.incarnation.is_nil());
+    let mut lives: BTreeMap<String, DetectorMember> = BTreeMap::new();
+    for m in members {
+        let keep = lives
+            .get(&m.id.name)
+            .is_some_and(|kept| rank(kept) > rank(&m));
+        if !keep {
+            lives.insert(m.id.name.clone(), m);
+        }
+    }
+    lives
+}
+
 /// A handle to the node's running failure detector.
 #[derive(Clone)]
 pub struct FailureDetectorHandle {

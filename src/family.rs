@@ -7,6 +7,10 @@
 //! rebuilt from the node's durable store on every restart — and returns an
 //! [`Instance`]. [`prepare`] does the same but hands back the actor spec, for
 //! an application that places the protocol in its own supervision tree.
+//! Either way the instance reports to the node's metrics (`GET /metrics`,
+//! see [`crate::metrics`]): what [`Family::view_metrics`] reads from its
+//! view at every scrape, and the counters [`Family::event_metric`] names,
+//! each labelled `protocol="<actor name>"`.
 //!
 //! An [`Instance`] offers what every typed API needs:
 //! - **commands** against the core ([`Instance::invoke`]), answered once
@@ -20,14 +24,17 @@
 //!
 //! `crate::lock` and `crate::leader` are built on it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
+use troupe_framework::metrics::prometheus::IntCounter;
+use troupe_framework::metrics::Sample;
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::Node;
 use troupe_protocols::driver::{spawn_driver, Driver, DriverHandle, DriverSpec, OutputsOf};
-use troupe_protocols::family::Family;
+use troupe_protocols::family::{EventMetric, Family};
 
 use crate::Error;
 
@@ -121,7 +128,21 @@ fn spec<F: Family>(
     .membership()
     .hook(Arc::new(move || {
         let protocol = protocol.clone();
+        // The event counters of this instance, made on first use.
+        let mut counters: HashMap<EventMetric, Option<IntCounter>> = HashMap::new();
         Box::new(move |n: &Node, events: &[_]| {
+            for e in events {
+                if let Some(m) = F::event_metric(e) {
+                    let counter = counters.entry(m).or_insert_with(|| {
+                        let mut labels = vec![("protocol", protocol.as_str())];
+                        labels.extend(m.label);
+                        n.metrics().counter(m.name, m.help, &labels)
+                    });
+                    if let Some(c) = counter {
+                        c.inc();
+                    }
+                }
+            }
             if !n.tracing() {
                 return;
             }
@@ -132,7 +153,30 @@ fn spec<F: Family>(
             }
         })
     }));
-    Ok(spec.view(F::view))
+    let (spec, view) = spec.view(F::view);
+    // Read at every scrape, until the instance is gone for good (its spec,
+    // which holds the view's sender, dropped).
+    let rx = view.clone();
+    let name = spec.name().to_string();
+    node.metrics().set_source(
+        name.clone(),
+        Box::new(move |out: &mut Vec<Sample>| {
+            if rx.has_changed().is_err() {
+                return false;
+            }
+            let mut metrics = Vec::new();
+            F::view_metrics(&rx.borrow(), &mut metrics);
+            out.extend(metrics.into_iter().map(|m| Sample {
+                name: m.name,
+                help: m.help,
+                kind: m.kind,
+                labels: vec![("protocol", name.clone())],
+                value: m.value,
+            }));
+            true
+        }),
+    );
+    Ok((spec, view))
 }
 
 impl<F: Family> Instance<F> {

@@ -12,8 +12,9 @@
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
 //! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
-//! ([`http`]), and applications as supervised actor trees, declared in
-//! code or started from the config ([`app`]). Typed protocol APIs: locks
+//! ([`http`]) and its Prometheus metrics ([`metrics`]), and applications
+//! as supervised actor trees, declared in code or started from the config
+//! ([`app`]). Typed protocol APIs: locks
 //! ([`lock`]), leader election ([`leader`]), atomic commit ([`commit`]).
 //!
 //! Start with [`prelude`].
@@ -32,6 +33,7 @@ pub mod family;
 pub mod http;
 pub mod leader;
 pub mod lock;
+pub mod metrics;
 pub mod raft;
 pub mod runtime;
 

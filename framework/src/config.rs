@@ -135,6 +135,12 @@ pub struct NodeOptions {
     pub dedup_capacity: usize,
     /// Retry policy for asks (`[runtime.retry]`).
     pub retry: RetryPolicy,
+    /// Count remote messages and bytes per peer, message type and kind,
+    /// and time remote asks, for the node's metrics (default true; see
+    /// [`crate::metrics`]). Off, those counters and the ask histogram are
+    /// left out of `GET /metrics`; what is read from the node's state when
+    /// scraped is still there.
+    pub message_metrics: bool,
 }
 
 impl Default for NodeOptions {
@@ -147,6 +153,7 @@ impl Default for NodeOptions {
             dedup_ttl: Duration::from_millis(60_000),
             dedup_capacity: 100_000,
             retry: RetryPolicy::default(),
+            message_metrics: true,
         }
     }
 }

@@ -64,6 +64,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::codec::{self, EnvelopeView, Kind, NodeIdView, RemoteError};
 use crate::error::AskError;
 use crate::ids::NodeId;
+use crate::metrics::{Direction, MessageKind, Traffic, TrafficCache};
 use crate::node::{NodeActor, NodeShared, Peer, PeerEvent};
 use crate::remote::{Dispatched, ErasedHandler, LocalFut, Undelivered};
 use crate::reply::ReplyTo;
@@ -176,6 +177,8 @@ struct TellCache {
     /// The target actor's name.
     actor: String,
     handler: Arc<dyn ErasedHandler>,
+    /// The counters of these tells (see [`crate::metrics`]).
+    traffic: Option<Traffic>,
 }
 
 /// Runs the dispatcher until the transport's channel closes.
@@ -196,10 +199,12 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         parked: 0,
         held_asks: 0,
         spare: VecDeque::new(),
+        traffic: TrafficCache::default(),
     };
     let mut since_yield = 0usize;
     loop {
         let busy = d.busy();
+        d.shared.inbound_busy.store(busy, Ordering::Relaxed);
         let readable = if busy < limit {
             control_ceiling = None;
             true
@@ -284,6 +289,8 @@ struct Dispatcher {
     /// faults (the allocator returned the big buffer to the OS in between).
     /// Bounded by the in-flight limit, like the queues themselves.
     spare: VecDeque<Parked>,
+    /// Message counters by (kind, peer, type), for the node's metrics.
+    traffic: TrafficCache,
 }
 
 impl Dispatcher {
@@ -338,9 +345,11 @@ impl Dispatcher {
         match env.kind {
             // The view borrows its payload from the frame (both decoders do), as
             // `Parked` relies on too: a slice of it, not a copy.
-            Kind::Reply { id } => self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload))),
+            Kind::Reply { id } => {
+                self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload)), bytes.len())
+            }
             Kind::ErrorReply { id, ref error } => {
-                self.reply_arrived(from, id, Err(AskError::Remote(error.clone())))
+                self.reply_arrived(from, id, Err(AskError::Remote(error.clone())), bytes.len())
             }
             Kind::Tell => match resolve(&self.shared, &env) {
                 Ok(handler) => {
@@ -348,6 +357,16 @@ impl Dispatcher {
                     let delivered = self.deliver(env.to.actor, &handler, msg, None);
                     match delivered {
                         Ok(()) => {
+                            let traffic = self.traffic.get(
+                                &self.shared.metrics,
+                                Direction::Received,
+                                MessageKind::Tell,
+                                from,
+                                env.type_tag,
+                            );
+                            if let Some(t) = &traffic {
+                                t.record(bytes.len());
+                            }
                             if let Some(h) = codec::tell_header_len(bytes, &env) {
                                 self.cache = Some(Box::new(TellCache {
                                     peer: from.to_string(),
@@ -355,6 +374,7 @@ impl Dispatcher {
                                     from: env.from.to_node_id(),
                                     actor: env.to.actor.to_string(),
                                     handler,
+                                    traffic,
                                 }));
                             }
                         }
@@ -379,19 +399,40 @@ impl Dispatcher {
                             .stats
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
+                        self.count_copy(from, &env, bytes.len());
                     }
                     Verdict::Answered(frame) => {
                         self.shared
                             .stats
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
-                        let _ = self.shared.transport.send(from, frame);
+                        self.count_copy(from, &env, bytes.len());
+                        let len = frame.len();
+                        if self.shared.transport.send(from, frame).is_ok()
+                            && resolve(&self.shared, &env).is_ok()
+                        {
+                            self.traffic.record(
+                                &self.shared.metrics,
+                                Direction::Sent,
+                                MessageKind::Reply,
+                                from,
+                                env.type_tag,
+                                len,
+                            );
+                        }
                     }
                     Verdict::Execute => {
                         let (asker, name) = sender;
                         let reply = ReplyTo::new(&self.shared, name, asker, id);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
+                                let served =
+                                    self.traffic
+                                        .served(&self.shared.metrics, from, env.type_tag);
+                                if let Some(s) = &served {
+                                    s.asks.record(bytes.len());
+                                }
+                                let reply = reply.metered(served);
                                 let msg = Incoming::of(bytes, &env, peer);
                                 self.deliver(env.to.actor, &handler, msg, Some(reply))
                             }
@@ -456,9 +497,27 @@ impl Dispatcher {
             // and reports errors.
             return false;
         }
+        if let Some(t) = &c.traffic {
+            t.record(bytes.len());
+        }
         self.cache = Some(c);
         self.shared.observe(&stamp);
         true
+    }
+
+    /// Count a retried copy of an ask (not executed again) as received,
+    /// when its type is one the target actor handles.
+    fn count_copy(&mut self, from: &str, env: &EnvelopeView<'_>, bytes: usize) {
+        if self.shared.metrics.message_metrics() && resolve(&self.shared, env).is_ok() {
+            self.traffic.record(
+                &self.shared.metrics,
+                Direction::Received,
+                MessageKind::Ask,
+                from,
+                env.type_tag,
+                bytes,
+            );
+        }
     }
 
     /// Hand a message to `actor` through `handler`, or park it behind a tell
@@ -581,9 +640,16 @@ impl Dispatcher {
         tracing::warn!(node = %self.shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "message not delivered");
     }
 
-    /// A reply to one of this node's asks: complete the waiting ask directly.
-    fn reply_arrived(&self, from: &str, id: u64, result: Result<Bytes, AskError>) {
-        self.shared.asks.complete(id, from, result);
+    /// A reply to one of this node's asks, in a frame of `frame_len`
+    /// bytes: complete the waiting ask directly.
+    fn reply_arrived(
+        &self,
+        from: &str,
+        id: u64,
+        result: Result<Bytes, AskError>,
+        frame_len: usize,
+    ) {
+        self.shared.asks.complete(id, from, result, frame_len);
     }
 }
 

@@ -14,6 +14,7 @@
 //! | [`supervision`] | supervision trees: one-for-one / one-for-all / rest-for-one, intensity, back-off, escalation, events, tree snapshots |
 //! | [`clock`] | Lamport and vector clocks |
 //! | [`membership`] | the membership view, its events, the [`membership::FailureDetector`] trait |
+//! | [`metrics`] | the node's metrics: its own Prometheus registry, per-message counters, what is read when scraped |
 //! | [`sansio`] | the shape of every protocol core: inputs in, [`sansio::Outputs`] out |
 //! | [`transport`] | the boundary to the network ([`transport::Transport`]) |
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
@@ -51,6 +52,7 @@ pub mod error;
 pub mod ids;
 pub mod inbox;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod remote;

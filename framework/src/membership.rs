@@ -57,6 +57,26 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    /// Every status, in the order of the state machine above.
+    pub const ALL: [MemberStatus; 5] = [
+        MemberStatus::Joining,
+        MemberStatus::Up,
+        MemberStatus::Suspect,
+        MemberStatus::Down,
+        MemberStatus::Left,
+    ];
+
+    /// Its name, as serde and the node's endpoints write it (`"Up"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberStatus::Joining => "Joining",
+            MemberStatus::Up => "Up",
+            MemberStatus::Suspect => "Suspect",
+            MemberStatus::Down => "Down",
+            MemberStatus::Left => "Left",
+        }
+    }
+
     /// `Joining`, `Up` or `Suspect`: still counted as a member by protocols
     /// that must not act on suspicion alone (nor on a member not started
     /// yet).

@@ -15,10 +15,13 @@
 //! - the **inbound dispatcher** ([`crate::dispatch`]), a task on the node
 //!   actor's arbiter that takes frames from the transport and hands messages
 //!   to local actors, in arrival order per actor, with bounded memory and
-//!   back-pressure to the remote senders. Bad input never stops a node.
+//!   back-pressure to the remote senders. Bad input never stops a node;
+//! - the node's **metrics** ([`NodeMetrics`], [`Node::metrics`],
+//!   [`Node::gather_metrics`]): its own Prometheus registry, per-message
+//!   counters kept as traffic flows, the rest read when scraped.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use crate::config::{NodeConfig, NodeOptions};
 use crate::error::NodeError;
 use crate::ids::{ActorPath, NameError, NodeId};
 use crate::membership::{MemberEvent, MemberStatus, MembershipView};
+use crate::metrics::{Families, NodeMetrics};
 use crate::registry::Registry;
 use crate::remote::RemoteMessage;
 use crate::remote_ref::{ActorHandle, RemoteRef};
@@ -133,6 +137,11 @@ pub(crate) struct NodeShared {
     dedup: Mutex<DedupTable>,
     /// Asks handed to actors and not answered yet.
     pub(crate) answering: Answering,
+    /// The node's metrics (see [`crate::metrics`]).
+    pub(crate) metrics: Arc<NodeMetrics>,
+    /// What the inbound dispatcher counts against
+    /// `runtime.max_inflight_deliveries`, as of its last event.
+    pub(crate) inbound_busy: AtomicUsize,
 }
 
 impl NodeShared {
@@ -232,6 +241,7 @@ impl NodeBuilder {
             None => NodeId::new(&self.config.name),
         };
         let options = self.config.runtime.clone();
+        let metrics = Arc::new(NodeMetrics::new(options.message_metrics));
         let (dedup_ttl, dedup_capacity) = (options.dedup_ttl, options.dedup_capacity);
         let registry = Registry::new();
         let lamport = Arc::new(AtomicU64::new(0));
@@ -281,6 +291,8 @@ impl NodeBuilder {
                 lamport: lamport.clone(),
                 dedup: Mutex::new(DedupTable::new(dedup_ttl, dedup_capacity)),
                 answering: Answering::default(),
+                metrics,
+                inbound_busy: AtomicUsize::new(0),
             });
             shared_out = Some(shared.clone());
             NodeActor {
@@ -449,6 +461,7 @@ impl Node {
             changed
         };
         if changed {
+            self.shared.metrics.transition(&event.member, event.status);
             tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
             let _ = self.shared.members.send(event);
         }
@@ -475,6 +488,96 @@ impl Node {
             mailbox_full: s.mailbox_full.load(Ordering::Relaxed),
             dropped_tells: s.dropped_tells.load(Ordering::Relaxed),
         }
+    }
+
+    /// The node's metrics: its registry (for an application's own
+    /// metrics), event counters and scrape-time sources (see
+    /// [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.shared.metrics
+    }
+
+    /// Every metric the framework knows for this node, now: the counters
+    /// kept as traffic flows, the sources' samples, and the node's state
+    /// read at this moment (its counters, asks and deliveries in flight,
+    /// the membership view). See [`crate::metrics`] for the list.
+    pub fn gather_metrics(&self) -> Families {
+        let mut f = self.shared.metrics.gather();
+        let s = self.stats();
+        for (name, help, value) in [
+            (
+                "troupe_frames_received_total",
+                "Frames received from the transport.",
+                s.frames_in,
+            ),
+            (
+                "troupe_bad_frames_total",
+                "Frames that did not decode.",
+                s.bad_frames,
+            ),
+            (
+                "troupe_spoofed_frames_total",
+                "Frames whose claimed sender was not the authenticated peer.",
+                s.spoofed_frames,
+            ),
+            (
+                "troupe_undeliverable_messages_total",
+                "Messages for an unknown actor or with an unknown type.",
+                s.undeliverable,
+            ),
+            (
+                "troupe_asks_deduplicated_total",
+                "Retried copies of asks not executed again (running, answered, or finished at their sender).",
+                s.deduplicated,
+            ),
+            (
+                "troupe_mailbox_full_total",
+                "Times a remote message found its actor's inbox full.",
+                s.mailbox_full,
+            ),
+            (
+                "troupe_dropped_tells_total",
+                "Tells not sent because the target node was Down or Left.",
+                s.dropped_tells,
+            ),
+        ] {
+            f.counter(name, help, &[], value as f64);
+        }
+        for (name, help, value) in [
+            (
+                "troupe_asks_in_flight",
+                "Remote asks of this node waiting for their answer.",
+                self.shared.asks.len(),
+            ),
+            (
+                "troupe_asks_executing",
+                "Asks from other nodes handed to this node's actors and not answered yet.",
+                self.shared.answering.running(),
+            ),
+            (
+                "troupe_inbound_in_flight",
+                "Deliveries waiting for inbox room, parked messages and unanswered asks (counted against the in-flight limit).",
+                self.shared.inbound_busy.load(Ordering::Relaxed),
+            ),
+            (
+                "troupe_inbound_in_flight_limit",
+                "The node's runtime.max_inflight_deliveries.",
+                self.shared.options.max_inflight_deliveries,
+            ),
+        ] {
+            f.gauge(name, help, &[], value as f64);
+        }
+        for (member, status) in self.membership().iter() {
+            for s in MemberStatus::ALL {
+                f.gauge(
+                    "troupe_member_status",
+                    "1 for the member's status in this node's membership view, 0 for the others.",
+                    &[("member", member.as_str()), ("status", s.name())],
+                    if s == status { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        f
     }
 
     /// True once the node has stopped.

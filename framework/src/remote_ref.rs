@@ -33,6 +33,7 @@ use crate::codec::{self, decode_payload, EnvelopeRef, Kind, RemoteError};
 use crate::config::RetryPolicy;
 use crate::error::{AskError, TellError};
 use crate::ids::ActorPath;
+use crate::metrics::{AskMeters, Direction, MessageKind, Traffic};
 use crate::node::NodeShared;
 use crate::remote::{LocalSend, RemoteMessage};
 use crate::rpc::{Begun, Registered, Request, Wake};
@@ -52,6 +53,8 @@ pub struct RemoteRef<M: RemoteMessage> {
     cache: Arc<ArcSwapOption<Arc<dyn LocalSend<M>>>>,
     /// The encoded header every remote tell of this handle starts with.
     prefix: Arc<OnceLock<Vec<u8>>>,
+    /// Its counters for the node's metrics, made on first use.
+    meters: Arc<RefMeters>,
     local: bool,
     control: bool,
     _m: PhantomData<fn(M)>,
@@ -66,6 +69,7 @@ impl<M: RemoteMessage> Clone for RemoteRef<M> {
             pinned: self.pinned.clone(),
             cache: self.cache.clone(),
             prefix: self.prefix.clone(),
+            meters: self.meters.clone(),
             local: self.local,
             control: self.control,
             _m: PhantomData,
@@ -89,6 +93,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             pinned: Arc::new(OnceLock::new()),
             cache: Arc::new(ArcSwapOption::empty()),
             prefix: Arc::new(OnceLock::new()),
+            meters: Arc::default(),
             local,
             control: false,
             _m: PhantomData,
@@ -200,10 +205,34 @@ impl<M: RemoteMessage> RemoteRef<M> {
         };
         let sent = codec::with_scratch(|buf| {
             self.encode_tell_into(buf, &msg)?;
-            Ok::<_, TellError>(send(buf))
+            Ok::<_, TellError>(send(buf).map(|()| buf.len()))
         })?;
-        sent?;
+        self.count_tell(sent?);
         Ok(())
+    }
+
+    /// Count a remote tell of `bytes` bytes handed to the transport.
+    #[inline]
+    fn count_tell(&self, bytes: usize) {
+        let traffic = self.meters.tell.get_or_init(|| {
+            self.shared.metrics.traffic(
+                Direction::Sent,
+                &self.target.node,
+                M::NAME,
+                MessageKind::Tell,
+            )
+        });
+        if let Some(t) = traffic {
+            t.record(bytes);
+        }
+    }
+
+    /// The meters of this handle's remote asks (`None`: not counted).
+    fn ask_meters(&self) -> Option<&Arc<AskMeters>> {
+        self.meters
+            .ask
+            .get_or_init(|| self.shared.metrics.ask_meters(&self.target.node, M::NAME))
+            .as_ref()
     }
 
     /// Like [`tell`](Self::tell), but when the transport's queue to the
@@ -219,10 +248,12 @@ impl<M: RemoteMessage> RemoteRef<M> {
         self.check_reachable()?;
         let mut frame = Vec::new();
         self.encode_tell_into(&mut frame, &msg)?;
+        let len = frame.len();
         self.shared
             .transport
             .send_wait(&self.target.node, Bytes::from(frame))
             .await?;
+        self.count_tell(len);
         Ok(())
     }
 
@@ -337,10 +368,32 @@ impl<M: RemoteMessage> Ask<M> {
                 Err(_) => Err(AskError::Timeout(timeout)),
             };
         }
+        let meters = target.ask_meters();
+        let started = meters.map(|_| tokio::time::Instant::now());
+        let result = Self::remote(&target, msg, timeout, retry, meters).await;
+        if let Some(m) = meters {
+            if let Err(e) = &result {
+                m.failed(crate::metrics::failure_reason(&e.error));
+            }
+            if let (Some(t), Ok(_) | Err(Failed { answered: true, .. })) = (started, &result) {
+                m.answered(t.elapsed());
+            }
+        }
+        result.map_err(|f| f.error)
+    }
+
+    /// A remote ask: its reply, or its error and whether an answer arrived.
+    async fn remote(
+        target: &RemoteRef<M>,
+        msg: M,
+        timeout: Duration,
+        retry: RetryPolicy,
+        meters: Option<&Arc<AskMeters>>,
+    ) -> Result<M::Reply, Failed> {
         // A node known to be Down or Left cannot answer: say so now rather
         // than after the deadline.
         if let Some(e) = target.shared.unreachable(&target.target.node) {
-            return Err(AskError::Unreachable(e));
+            return Err(AskError::Unreachable(e).into());
         }
         // Register (with the re-send and deadline timers, which the node's
         // RPC stub carries out), then send the first copy from here.
@@ -354,6 +407,7 @@ impl<M: RemoteMessage> Ask<M> {
                 to: target.target.clone(),
                 timeout,
                 retry,
+                meters: meters.cloned(),
             };
             let Begun {
                 id,
@@ -383,22 +437,62 @@ impl<M: RemoteMessage> Ask<M> {
                     Err(e.into())
                 }
             }
-        })??;
+        })
+        .map_err(AskError::from)??;
         // Not armed: the ask ended already (the node stopped, or the
         // deadline passed), and the reply channel says how.
         if shared.asks.arm(id, frame.clone()) {
+            let len = frame.len();
             match shared.transport.send(to_node, frame) {
+                Ok(()) => {
+                    if let Some(m) = meters {
+                        m.sent.record(len);
+                    }
+                }
                 // A full queue is like a lost request: the re-sends cover it.
-                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+                Err(TransportError::QueueFull { .. }) => {}
                 Err(e) => {
                     shared.asks.fail(id, AskError::Unreachable(e.clone()));
-                    return Err(AskError::Unreachable(e));
+                    return Err(AskError::Unreachable(e).into());
                 }
             }
         }
-        let bytes = rx.await.map_err(|_| AskError::NodeStopped)??;
-        Ok(decode_payload(&bytes)?)
+        let answer = rx.await.map_err(|_| AskError::NodeStopped)?;
+        // From here on an answer arrived (an error answer included).
+        let answered = |error: AskError| Failed {
+            error,
+            answered: true,
+        };
+        let bytes = match answer {
+            Ok(bytes) => bytes,
+            Err(e @ AskError::Remote(_)) => return Err(answered(e)),
+            Err(e) => return Err(e.into()),
+        };
+        decode_payload(&bytes).map_err(|e| answered(e.into()))
     }
+}
+
+/// Why a remote ask failed, and whether an answer had arrived (for the
+/// ask-duration histogram).
+struct Failed {
+    error: AskError,
+    answered: bool,
+}
+
+impl From<AskError> for Failed {
+    fn from(error: AskError) -> Self {
+        Failed {
+            error,
+            answered: false,
+        }
+    }
+}
+
+/// A handle's counters, made on first use (see [`crate::metrics`]).
+#[derive(Default)]
+struct RefMeters {
+    tell: OnceLock<Option<Traffic>>,
+    ask: OnceLock<Option<Arc<AskMeters>>>,
 }
 
 impl<M: RemoteMessage> IntoFuture for Ask<M> {

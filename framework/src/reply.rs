@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 
 use crate::codec::{self, EnvelopeRef, Kind, RemoteError};
 use crate::ids::ActorPath;
+use crate::metrics::ServedAsks;
 use crate::node::NodeShared;
 
 /// The node's count of asks handed to actors and not answered yet, and the
@@ -68,6 +69,8 @@ pub(crate) struct ReplyTo {
     /// The answer is remembered in the deduplication table.
     record: bool,
     answered: bool,
+    /// Counts the answer sent (see [`crate::metrics`]).
+    meter: Option<Arc<ServedAsks>>,
 }
 
 impl ReplyTo {
@@ -82,7 +85,15 @@ impl ReplyTo {
             id,
             record: true,
             answered: false,
+            meter: None,
         }
+    }
+
+    /// Count the answer, once sent, on `meter` (asks of one type from one
+    /// peer).
+    pub(crate) fn metered(mut self, meter: Option<Arc<ServedAsks>>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// A handle for ask `id` from node `to` that is refused unexecuted (it
@@ -162,8 +173,16 @@ impl ReplyTo {
                 let sender = (self.asker, self.to.clone());
                 shared.dedup().answered(&sender, id, frame.clone());
             }
-            if let Err(e) = shared.transport.send(&self.to, frame) {
-                tracing::debug!(ask = id, to = %self.to, error = %e, "reply not sent (the asker will retry or time out)");
+            let len = frame.len();
+            match shared.transport.send(&self.to, frame) {
+                Ok(()) => {
+                    if let Some(m) = &self.meter {
+                        m.replies.record(len);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(ask = id, to = %self.to, error = %e, "reply not sent (the asker will retry or time out)")
+                }
             }
         }
     }

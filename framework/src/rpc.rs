@@ -52,6 +52,7 @@ use tokio::time::Instant;
 use crate::config::RetryPolicy;
 use crate::error::AskError;
 use crate::ids::{ActorPath, NodeId};
+use crate::metrics::AskMeters;
 use crate::transport::{Transport, TransportError};
 
 /// How often the [`RpcStub`] looks for due re-sends and deadlines while asks
@@ -108,6 +109,8 @@ struct Waiting {
     /// This ask's entries in `due`.
     deadline: (Instant, u64),
     next_resend: Option<(Instant, u64)>,
+    /// Its handle's counters (re-sends, the answer), when they are on.
+    meters: Option<Arc<AskMeters>>,
 }
 
 /// What a timer entry does when it comes due.
@@ -133,6 +136,8 @@ pub(crate) struct Request {
     pub(crate) to: Arc<ActorPath>,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
+    /// Counters of re-sends and of the answer (`None`: not counted).
+    pub(crate) meters: Option<Arc<AskMeters>>,
 }
 
 /// An ask entered by [`Outstanding::begin`]: its correlation id, and the
@@ -242,6 +247,7 @@ impl Outstanding {
                 timeout: req.timeout,
                 deadline,
                 next_resend: None,
+                meters: req.meters,
             },
         );
         let done_below = t.waiting.keys().next().copied().unwrap_or(id);
@@ -274,15 +280,25 @@ impl Outstanding {
         }
     }
 
-    /// Complete ask `id` with a reply from `from`. False (and nothing
-    /// changes) when the ask is not waiting — late, duplicate or already
-    /// timed out — or was sent to another node.
-    pub(crate) fn complete(&self, id: u64, from: &str, result: Result<Bytes, AskError>) -> bool {
+    /// Complete ask `id` with a reply from `from` that came in a frame of
+    /// `frame_len` bytes. False (and nothing changes) when the ask is not
+    /// waiting — late, duplicate or already timed out — or was sent to
+    /// another node.
+    pub(crate) fn complete(
+        &self,
+        id: u64,
+        from: &str,
+        result: Result<Bytes, AskError>,
+        frame_len: usize,
+    ) -> bool {
         let mut t = self.lock();
         match t.waiting.get(&id) {
             Some(w) if w.to.node == from => {
                 if let Some(w) = t.remove(id) {
                     drop(t);
+                    if let Some(m) = &w.meters {
+                        m.answers.record(frame_len);
+                    }
                     let _ = w.reply.send(result);
                 }
                 true
@@ -323,7 +339,8 @@ impl Outstanding {
     /// Carry out every re-send and deadline due at `now`: re-send through
     /// `transport`, fail timed-out asks with [`AskError::Timeout`].
     fn fire_due(&self, now: Instant, transport: &dyn Transport) {
-        let mut resend: Vec<(u64, Arc<ActorPath>, Bytes)> = Vec::new();
+        type Resend = (u64, Arc<ActorPath>, Bytes, Option<Arc<AskMeters>>);
+        let mut resend: Vec<Resend> = Vec::new();
         let mut expired: Vec<Waiting> = Vec::new();
         {
             let mut t = self.lock();
@@ -339,15 +356,21 @@ impl Outstanding {
                         };
                         w.next_resend = None;
                         w.attempts += 1;
-                        resend.push((id, w.to.clone(), w.frame.clone()));
+                        resend.push((id, w.to.clone(), w.frame.clone(), w.meters.clone()));
                         t.schedule_resend(id, now);
                     }
                 }
             }
         }
-        for (id, to, frame) in resend {
+        for (id, to, frame, meters) in resend {
+            let len = frame.len();
             match transport.send(&to.node, frame) {
-                Ok(()) | Err(TransportError::QueueFull { .. }) => {}
+                Ok(()) => {
+                    if let Some(m) = meters {
+                        m.sent.record(len);
+                    }
+                }
+                Err(TransportError::QueueFull { .. }) => {}
                 Err(e) => tracing::debug!(ask = id, error = %e, "retry could not be sent"),
             }
         }
@@ -373,7 +396,7 @@ impl Outstanding {
         self.lock().waiting.is_empty()
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().waiting.len()
     }
 
@@ -725,6 +748,7 @@ mod tests {
             }),
             timeout: Duration::from_millis(timeout_ms),
             retry,
+            meters: None,
         }
     }
 
@@ -823,7 +847,7 @@ mod tests {
                 woken += 1;
                 stub.do_send(Wake);
             }
-            assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[7]))));
+            assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[7])), 0));
             assert_eq!(rx.await.expect("reply"), Ok(Bytes::from_static(&[7])));
         }
         assert_eq!(woken, 1, "one wake-up for a stream of asks");
@@ -847,9 +871,9 @@ mod tests {
         let (asks, _transport, _stub) = started();
         let (tx, mut rx) = oneshot::channel();
         let (id, _) = ask(&asks, request(5_000, RetryPolicy::none()), tx);
-        assert!(!asks.complete(id, "c", Ok(Bytes::from_static(&[1]))));
+        assert!(!asks.complete(id, "c", Ok(Bytes::from_static(&[1])), 0));
         assert!(rx.try_recv().is_err());
-        assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[2]))));
+        assert!(asks.complete(id, "b", Ok(Bytes::from_static(&[2])), 0));
         assert_eq!(rx.await.expect("reply"), Ok(Bytes::from_static(&[2])));
     }
 
@@ -936,10 +960,10 @@ mod tests {
         let (b, b_below, _rb) = begin();
         let (c, c_below, _rc) = begin();
         assert_eq!((b_below, c_below), (a, a));
-        assert!(asks.complete(b, "b", Ok(Bytes::from_static(&[]))));
+        assert!(asks.complete(b, "b", Ok(Bytes::from_static(&[])), 0));
         let (_, d_below, _rd) = begin();
         assert_eq!(d_below, a, "a is still waiting");
-        assert!(asks.complete(a, "b", Ok(Bytes::from_static(&[]))));
+        assert!(asks.complete(a, "b", Ok(Bytes::from_static(&[])), 0));
         let (_, e_below, _re) = begin();
         assert_eq!(e_below, c);
     }

@@ -21,7 +21,10 @@
 //!   from its algorithm, members, settings and what it made durable, and the
 //!   *view* (a projection of the core's state) that handles watch and wait on.
 //!   Optionally, what a node's trace records of its events
-//!   ([`Family::trace`]; the broadcast family records its deliveries).
+//!   ([`Family::trace`]; the broadcast family records its deliveries), and
+//!   what it reports to the node's metrics: numbers read from the view at
+//!   every scrape ([`Family::view_metrics`]: a Raft term, a lock held) and
+//!   counters of events ([`Family::event_metric`]: grants, decisions).
 //!
 //! The driver needs no edit for a new family: a message type is carried
 //! once it implements [`crate::driver::WireMessage`], which `any_core!` does.
@@ -74,6 +77,7 @@ use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use troupe_framework::metrics::SampleKind;
 use troupe_framework::sansio::Protocol;
 use troupe_framework::sansio::{DurableError, Recovered, SnapshotCore};
 
@@ -146,6 +150,68 @@ pub trait Family: 'static {
         let _ = (protocol, event);
         None
     }
+    /// What `view` reports to the node's metrics (`GET /metrics`), read at
+    /// every scrape and labelled with the instance's actor name
+    /// (`protocol`); nothing by default.
+    fn view_metrics(view: &Self::View, out: &mut Vec<ViewMetric>) {
+        let _ = (view, out);
+    }
+    /// The counter `event` adds one to in the node's metrics, labelled with
+    /// the instance's actor name (`protocol`) and the metric's own label if
+    /// any; none by default. Counted once the event's input is durable.
+    fn event_metric(event: &<Self::Core as Protocol>::Event) -> Option<EventMetric> {
+        let _ = event;
+        None
+    }
+}
+
+/// A number a family reads from its view for the node's metrics (see
+/// [`Family::view_metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewMetric {
+    /// The metric's name: `troupe_` prefix, base units, `_total` for a
+    /// counter.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: SampleKind,
+    /// The value.
+    pub value: f64,
+}
+
+impl ViewMetric {
+    /// A gauge.
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            kind: SampleKind::Gauge,
+            value,
+        }
+    }
+    /// A counter (a count the view keeps; it may restart from zero with
+    /// the instance).
+    pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            kind: SampleKind::Counter,
+            value,
+        }
+    }
+}
+
+/// The counter an event adds one to (see [`Family::event_metric`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventMetric {
+    /// The counter's name (`troupe_` prefix, `_total` suffix).
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// A label of its own besides `protocol` (the same label name for
+    /// every event counted under this name), e.g. `("decision", "commit")`.
+    pub label: Option<(&'static str, &'static str)>,
 }
 
 /// Declare a protocol family: the uninhabited type naming it and its
@@ -170,6 +236,8 @@ macro_rules! family {
             core $core:ident($alg:ty, $config:ty);
             view $view:ty = |$c:ident| $body:expr;
             $(trace = |$tp:ident, $te:ident| $tbody:expr;)?
+            $(view_metrics = |$mv:ident, $mo:ident| $mbody:expr;)?
+            $(event_metric = |$me:ident| $ebody:expr;)?
         }
     ) => {
         $(#[$meta])*
@@ -204,6 +272,18 @@ macro_rules! family {
                     $te: &<$core<String> as ::troupe_framework::sansio::Protocol>::Event,
                 ) -> Option<::troupe_framework::trace::TraceEvent> {
                     $tbody
+                }
+            )?
+            $(
+                fn view_metrics($mv: &$view, $mo: &mut Vec<$crate::family::ViewMetric>) {
+                    $mbody
+                }
+            )?
+            $(
+                fn event_metric(
+                    $me: &<$core<String> as ::troupe_framework::sansio::Protocol>::Event,
+                ) -> Option<$crate::family::EventMetric> {
+                    $ebody
                 }
             )?
         }

@@ -8,6 +8,7 @@
 //! | `GET /v1/status` | node name, incarnation, uptime, detector, membership as this node sees it (status, incarnation and phi per member), apps, leaders it knows, node and HTTP counters: [`StatusReport`] |
 //! | `GET /v1/tree` | the node's supervision tree |
 //! | `GET /v1/commit/in-doubt` | transactions in doubt on this node, in every commit instance: [`InDoubtReport`] (see [`crate::commit`]) |
+//! | `GET /metrics` | the node's metrics in the Prometheus text format 0.0.4 (`Content-Type: text/plain; version=0.0.4; charset=utf-8`): traffic per peer and message type, ask latencies and failures, membership and phi, apps, protocol instances; every metric is listed in [`crate::metrics`]. Outside `/v1/`, where Prometheus looks by default, so no application name is reserved for it |
 //! | `/v1/<app>/...` | routes an application mounted ([`AppRouteRegistry`]) |
 //!
 //! Guarantees:
@@ -23,9 +24,13 @@
 //!   stops the endpoint or the node. Malformed HTTP below the routing layer
 //!   (a request line that does not parse, a header section over actix-web's
 //!   limit) is answered by actix-web itself and not counted.
-//! - With `[http] token` set, every route (the applications' included)
-//!   answers 401 unless the request carries `Authorization: Bearer <token>`;
-//!   the token is compared in constant time (its length is not secret).
+//! - With `[http] token` set, every route (the applications' and
+//!   `/metrics` included) answers 401 unless the request carries
+//!   `Authorization: Bearer <token>`; the token is compared in constant
+//!   time (its length is not secret). A Prometheus server sends it with
+//!   `authorization: {type: Bearer, credentials: <token>}` in its scrape
+//!   config (and, with `client_certs`, `scheme: https` and a `tls_config`
+//!   naming a client certificate from the cluster CA).
 //! - With `[http] client_certs = true`, the endpoint speaks HTTPS only (no
 //!   plain HTTP on that port), presents the node's own `[tls]` certificate
 //!   and requires a client certificate that chains to the cluster CA
@@ -57,6 +62,7 @@
 
 mod commit;
 mod errors;
+mod metrics;
 mod status;
 pub mod tls;
 
@@ -281,7 +287,8 @@ pub fn start(
             .wrap(from_fn(guard))
             .service(web::resource("/v1/status").get(status::status))
             .service(web::resource("/v1/tree").get(status::tree))
-            .service(web::resource("/v1/commit/in-doubt").get(commit::in_doubt));
+            .service(web::resource("/v1/commit/in-doubt").get(commit::in_doubt))
+            .service(web::resource("/metrics").get(metrics::metrics));
         for (name, routes) in &routes.routes {
             let routes = routes.clone();
             app = app.service(web::scope(&format!("/v1/{name}")).configure(move |c| routes(c)));

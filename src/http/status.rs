@@ -2,8 +2,6 @@
 //! [`StatusReport`] (serialized to JSON; the same types deserialize it, for
 //! `troupe status` and tests).
 
-use std::collections::BTreeMap;
-
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use troupe_framework::membership::MemberStatus;
@@ -12,6 +10,7 @@ use troupe_framework::storage::StoreStats;
 use troupe_framework::{ChildState, TreeNode};
 
 use super::{ApiError, HttpContext};
+use crate::failure_detector::current_lives;
 
 /// The body of `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,20 +146,8 @@ pub(super) async fn status(
             ApiError::unavailable(format!("the failure detector does not answer: {e}"))
         })?;
     // Per name, the incarnation and phi of the life the detector counts as
-    // current: a live one if any, else the last one heard from (a nil
-    // incarnation: not heard from yet).
-    let mut lives: BTreeMap<String, (Option<String>, Option<f64>, bool)> = BTreeMap::new();
-    for m in detected {
-        let incarnation =
-            (!m.id.incarnation.is_nil()).then(|| m.id.incarnation.simple().to_string());
-        let rank = (m.status.is_live(), incarnation.is_some());
-        let keep = lives
-            .get(&m.id.name)
-            .is_some_and(|(inc, _, live)| (*live, inc.is_some()) > rank);
-        if !keep {
-            lives.insert(m.id.name.clone(), (incarnation, m.phi, rank.0));
-        }
-    }
+    // current.
+    let lives = current_lives(detected);
     let members = node
         .membership()
         .iter()
@@ -169,8 +156,10 @@ pub(super) async fn status(
             MemberReport {
                 name: name.clone(),
                 status,
-                incarnation: life.and_then(|l| l.0.clone()),
-                phi: life.and_then(|l| l.1),
+                incarnation: life
+                    .filter(|l| !l.id.incarnation.is_nil())
+                    .map(|l| l.id.incarnation.simple().to_string()),
+                phi: life.and_then(|l| l.phi),
             }
         })
         .collect();

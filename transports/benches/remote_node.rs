@@ -34,7 +34,10 @@
 //! for profiling), `REMOTE_BENCH_ONLY=tell-vs-raw` or `ask-vs-raw` (only
 //! section 1, or only section 2, each with its baselines), `REMOTE_BENCH_ONLY=rtt`
 //! or `raw-rtt` (only the framework's, or raw quinn's, one-in-flight round
-//! trips, e.g. to count system calls), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
+//! trips, e.g. to count system calls), `REMOTE_BENCH_ONLY=metrics` (tell
+//! throughput with the per-message metrics on, nodes a -> b, against a
+//! second pair c -> d with `message_metrics = false`, interleaved in blocks:
+//! the cost of the metrics on the hot path), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
 //! cost of spawning and cancelling two `run_later` timers per request on one
 //! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
 
@@ -152,11 +155,24 @@ fn sink(progress: &Arc<Progress>) -> ActorSpec<Sink> {
 
 /// Binds a QUIC transport and starts a node on it, both on `arbiter`.
 async fn start_node(arbiter: &Arbiter, cfg: QuicConfig, incarnation: u128) -> Node {
+    start_node_metrics(arbiter, cfg, incarnation, true).await
+}
+
+/// [`start_node`] with the per-message metrics on or off
+/// (`[runtime] message_metrics`).
+async fn start_node_metrics(
+    arbiter: &Arbiter,
+    cfg: QuicConfig,
+    incarnation: u128,
+    message_metrics: bool,
+) -> Node {
     on(arbiter, async move {
         let name = cfg.node_name.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(NodeConfig::named("x").runtime.inbound_queue);
         let t = QuicTransport::bind(cfg, tx).await.expect("bind");
-        Node::builder(NodeConfig::named(name))
+        let mut config = NodeConfig::named(name);
+        config.runtime.message_metrics = message_metrics;
+        Node::builder(config)
             .incarnation(incarnation)
             .start(Arc::new(t), rx)
             .expect("node")
@@ -228,17 +244,28 @@ fn codec_cost(iters: u64) -> (f64, f64) {
     (enc, dec)
 }
 
-async fn count(a: &Node, xa: &Arbiter) -> u64 {
-    let r = a.lookup::<Count>("b/sink").expect("path");
+async fn count_at(a: &Node, xa: &Arbiter, sink: &str) -> u64 {
+    let r = a.lookup::<Count>(sink).expect("path");
     on(xa, async move { r.ask(Count).await.expect("count") }).await
 }
 
 /// Framework tell throughput: (msg/s, CPU-ns per message, QueueFull waits).
 async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> (f64, f64, u64) {
-    let before = count(a, xa).await;
+    framework_tell_to(a, xa, progress, n, "b/sink").await
+}
+
+/// [`framework_tell`] to the sink at `sink`.
+async fn framework_tell_to(
+    a: &Node,
+    xa: &Arbiter,
+    progress: &Progress,
+    n: u64,
+    sink: &str,
+) -> (f64, f64, u64) {
+    let before = count_at(a, xa, sink).await;
     progress.target.store(before + n, Ordering::Relaxed);
     *progress.reached.lock().expect("lock") = None;
-    let r = a.lookup::<Blob>("b/sink").expect("path");
+    let r = a.lookup::<Blob>(sink).expect("path");
     let started = Instant::now();
     let cpu0 = cpu_ns();
     let full = on(xa, async move {
@@ -278,7 +305,7 @@ async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> 
         tokio::time::sleep(Duration::from_micros(200)).await;
     };
     let cpu = cpu_ns() - cpu0;
-    let after = count(a, xa).await;
+    let after = count_at(a, xa, sink).await;
     assert_eq!(
         after - before,
         n,
@@ -700,6 +727,149 @@ impl Paired {
     }
 }
 
+/// Remote tell throughput with the per-message metrics on (nodes a -> b,
+/// the default) and off (c -> d, `message_metrics = false`), same arbiters,
+/// same frame length, interleaved in blocks whose order alternates, and
+/// the ratio on/off (the cost of the metrics on the hot path) per round;
+/// then pipelined asks (`window` in flight), on and off first in turn.
+async fn metrics_on_off(
+    a: &Node,
+    xa: &Arbiter,
+    xb: &Arbiter,
+    ca: &ClusterCa,
+    progress: &Arc<Progress>,
+    (n, asks, window): (u64, u64, usize),
+    rounds: usize,
+) {
+    let (c_addr, d_addr) = (reserve_addr(), reserve_addr());
+    let c_cfg = config("c", c_addr, ca.issue("c").expect("c"), &[("d", d_addr)]);
+    let d_cfg = config("d", d_addr, ca.issue("d").expect("d"), &[("c", c_addr)]);
+    let c = start_node_metrics(xa, c_cfg, 5, false).await;
+    let d = start_node_metrics(xb, d_cfg, 6, false).await;
+    let off_progress = Arc::new(Progress::default());
+    let spec = sink(&off_progress);
+    let d2 = d.clone();
+    on(
+        xb,
+        async move { d2.spawn(spec).await.expect("spawn sink on d") },
+    )
+    .await;
+    assert!(a.metrics().message_metrics() && !c.metrics().message_metrics());
+    framework_tell_to(&c, xa, &off_progress, 20_000, "d/sink").await;
+    let block: u64 = env_or("REMOTE_BENCH_BLOCK", 100_000u64).clamp(1, n);
+    let blocks = n.div_ceil(block);
+    let (mut ratios, mut on_rates, mut off_rates, mut on_cpu, mut off_cpu) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut on_first = 0usize;
+    for round in 0..rounds {
+        // Per side (on, off): seconds, CPU-ns, messages.
+        let mut acc = [(0f64, 0f64, 0u64); 2];
+        for k in 0..blocks {
+            let m = block.min(n - k * block);
+            let first = (round + k as usize) % 2;
+            on_first += usize::from(first == 0);
+            for turn in 0..2 {
+                let side = (first + turn) % 2;
+                let (rate, cpu, _) = if side == 0 {
+                    framework_tell_to(a, xa, progress, m, "b/sink").await
+                } else {
+                    framework_tell_to(&c, xa, &off_progress, m, "d/sink").await
+                };
+                acc[side].0 += m as f64 / rate;
+                acc[side].1 += cpu * m as f64;
+                acc[side].2 += m;
+            }
+        }
+        let [(on_r, on_c), (off_r, off_c)] =
+            acc.map(|(secs, cpu, msgs)| (msgs as f64 / secs, cpu / msgs as f64));
+        println!(
+            "    round {round}: metrics on {on_r:>9.0} msg/s ({on_c:>5.0} CPU-ns/msg)   metrics off {off_r:>9.0} msg/s ({off_c:>5.0} CPU-ns/msg)   on/off throughput {:.3}   CPU on/off {:.3}",
+            on_r / off_r,
+            on_c / off_c
+        );
+        ratios.push(on_r / off_r);
+        on_rates.push(on_r);
+        off_rates.push(off_r);
+        on_cpu.push(on_c);
+        off_cpu.push(off_c);
+    }
+    let total_blocks = rounds * blocks as usize;
+    assert!(
+        on_first.abs_diff(total_blocks - on_first) <= 1,
+        "the blocks did not alternate: metrics on first in {on_first} of {total_blocks}"
+    );
+    // The counters counted what was sent (and nothing on the side where
+    // they are off).
+    let text = a.gather_metrics().encode_text();
+    let sent = text
+        .lines()
+        .find(|l| {
+            l.starts_with("troupe_messages_sent_total{")
+                && l.contains("peer=\"b\"")
+                && l.contains("type=\"bench.blob\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("a's counter of Blob tells to b");
+    assert!(
+        sent >= (rounds as u64 * n) as f64,
+        "a counted {sent} Blob tells, sent at least {}",
+        rounds as u64 * n
+    );
+    assert!(
+        !c.gather_metrics()
+            .encode_text()
+            .contains("troupe_messages_sent_total"),
+        "c counts messages with message_metrics = false"
+    );
+    println!(
+        "metrics on the hot path, {n} tells per round and side in blocks of {block}, {rounds} rounds: \
+         metrics on median {:.0} msg/s ({:.0} CPU-ns/msg), off median {:.0} msg/s ({:.0} CPU-ns/msg); \
+         median per-round on/off throughput ratio {:.3}; CPU-per-message ratio on/off {:.3}",
+        median(&on_rates),
+        median(&on_cpu),
+        median(&off_rates),
+        median(&off_cpu),
+        median(&ratios),
+        median(&on_cpu) / median(&off_cpu)
+    );
+
+    // Pipelined asks: a clock read and a histogram observation more per
+    // ask with the metrics on.
+    let (mut ask_ratios, mut ask_cpu_ratios) = (vec![], vec![]);
+    for round in 0..rounds {
+        let on_first = round % 2 == 0;
+        let run = |on: bool| {
+            let (node, sink) = if on { (a, "b/sink") } else { (&c, "d/sink") };
+            framework_pipelined(node, xa, sink, asks, window)
+        };
+        let (on, off) = if on_first {
+            let on = run(true).await;
+            (on, run(false).await)
+        } else {
+            let off = run(false).await;
+            (run(true).await, off)
+        };
+        println!(
+            "    round {round} ({} first): asks metrics on {:>8.0}/s ({:>5.0} CPU-ns/ask, {} failed)   off {:>8.0}/s ({:>5.0} CPU-ns/ask, {} failed)   on/off throughput {:.3}   CPU on/off {:.3}",
+            if on_first { "on" } else { "off" },
+            on.rate, on.cpu_ns, on.failed, off.rate, off.cpu_ns, off.failed,
+            on.rate / off.rate,
+            on.cpu_ns / off.cpu_ns
+        );
+        ask_ratios.push(on.rate / off.rate);
+        ask_cpu_ratios.push(on.cpu_ns / off.cpu_ns);
+    }
+    println!(
+        "metrics on the ask path, {asks} pipelined asks ({window} in flight) per round and side, {rounds} rounds: \
+         median per-round on/off throughput ratio {:.3}; median CPU-per-ask ratio on/off {:.3}",
+        median(&ask_ratios),
+        median(&ask_cpu_ratios)
+    );
+    c.shutdown();
+    d.shutdown();
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -794,6 +964,10 @@ fn main() {
                     s[s.len() * 99 / 100]
                 );
             }
+            return;
+        }
+        if only == "metrics" {
+            metrics_on_off(&a, &xa, &xb, &ca, &progress, (n, asks, window), rounds).await;
             return;
         }
         if only == "tell" {

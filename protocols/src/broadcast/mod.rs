@@ -111,6 +111,7 @@ use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
 use crate::election::ElectionDurable;
+use crate::family::ViewMetric;
 
 pub use crate::family::UnknownAlgorithm;
 
@@ -390,6 +391,18 @@ crate::family::family! {
             BroadcastView { delivered: s.delivered, held_back: s.held_back }
         };
         trace = |protocol, event| Some(delivered_trace(protocol, event));
+        view_metrics = |view, out| {
+            out.push(ViewMetric::counter(
+                "troupe_broadcast_delivered_total",
+                "Messages delivered here (in this life of the instance).",
+                view.delivered as f64,
+            ));
+            out.push(ViewMetric::gauge(
+                "troupe_broadcast_held_back",
+                "Messages received and held back (waiting for their order) now.",
+                view.held_back as f64,
+            ));
+        };
     }
 }
 

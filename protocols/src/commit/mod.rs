@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
+use crate::family::{EventMetric, ViewMetric};
 
 pub use crate::family::UnknownAlgorithm;
 
@@ -210,6 +211,24 @@ crate::family::family! {
         actor = |instance| format!("commit.{instance}");
         core AnyCommit(CommitAlgorithm, CommitConfig);
         view CommitView = |core| CommitView { pending: core.pending() };
+        view_metrics = |view, out| {
+            out.push(ViewMetric::gauge(
+                "troupe_commit_pending",
+                "Transactions this node knows that are not decided yet.",
+                view.pending.len() as f64,
+            ));
+        };
+        event_metric = |event| match event {
+            CommitEvent::Decided { decision, .. } => Some(EventMetric {
+                name: "troupe_commit_decisions_total",
+                help: "Transactions decided at this node, by decision (commit, abort).",
+                label: Some(("decision", match decision {
+                    Decision::Commit => "commit",
+                    Decision::Abort => "abort",
+                })),
+            }),
+            CommitEvent::Prepare { .. } => None,
+        };
     }
 }
 

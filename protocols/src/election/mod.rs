@@ -51,6 +51,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
+use crate::family::{EventMetric, ViewMetric};
 use crate::group::{Group, Terms};
 use crate::testkit::SimProtocol;
 use crate::MemberId;
@@ -254,6 +255,26 @@ crate::family::family! {
         };
         core AnyElection(ElectionAlgorithm, ElectionConfig);
         view Leadership = |core| Leadership { term: core.term(), leader: core.leader().cloned() };
+        view_metrics = |view, out| {
+            out.push(ViewMetric::gauge(
+                "troupe_election_term",
+                "The election term this node is in.",
+                view.term as f64,
+            ));
+            out.push(ViewMetric::gauge(
+                "troupe_election_leader_known",
+                "1 while this node knows the leader of its term.",
+                f64::from(u8::from(view.leader.is_some())),
+            ));
+        };
+        event_metric = |event| match event {
+            ElectionEvent::LeaderChanged { leader: Some(_), .. } => Some(EventMetric {
+                name: "troupe_elections_total",
+                help: "Elections this node saw end: leader changes that name a leader.",
+                label: None,
+            }),
+            ElectionEvent::LeaderChanged { leader: None, .. } => None,
+        };
     }
 }
 

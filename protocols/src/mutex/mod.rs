@@ -90,6 +90,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::{Outputs, Protocol, Snapshot, SnapshotCore};
 
 use crate::driver::OutputsOf;
+use crate::family::{EventMetric, ViewMetric};
 use crate::group::Group;
 use crate::testkit::SimProtocol;
 use crate::MemberId;
@@ -562,6 +563,30 @@ crate::family::family! {
         actor = |resource| format!("mutex.{resource}");
         core AnyMutex(MutexAlgorithm, MutexConfig);
         view MutexView = |core| MutexView { holding: core.holding(), waiting: core.is_waiting() };
+        view_metrics = |view, out| {
+            out.push(ViewMetric::gauge(
+                "troupe_lock_held",
+                "1 while this node holds the lock.",
+                f64::from(u8::from(view.holding.is_some())),
+            ));
+            out.push(ViewMetric::gauge(
+                "troupe_lock_waiting",
+                "1 while this node has a request for the lock outstanding.",
+                f64::from(u8::from(view.waiting)),
+            ));
+        };
+        event_metric = |event| Some(match event {
+            MutexEvent::Granted { .. } => EventMetric {
+                name: "troupe_lock_grants_total",
+                help: "Grants of the lock to this node.",
+                label: None,
+            },
+            MutexEvent::Released { .. } => EventMetric {
+                name: "troupe_lock_releases_total",
+                help: "Releases of the lock by this node.",
+                label: None,
+            },
+        });
     }
 }
 

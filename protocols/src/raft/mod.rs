@@ -359,6 +359,30 @@ impl<S: StateMachine> crate::family::Family for RaftFamily<S> {
             read_epoch: core.read_epoch,
         }
     }
+
+    fn view_metrics(view: &RaftView, out: &mut Vec<crate::family::ViewMetric>) {
+        use crate::family::ViewMetric;
+        out.push(ViewMetric::gauge(
+            "troupe_raft_term",
+            "The Raft term this server is in.",
+            view.term as f64,
+        ));
+        out.push(ViewMetric::gauge(
+            "troupe_raft_commit_index",
+            "The highest log index this server knows committed.",
+            view.commit as f64,
+        ));
+        out.push(ViewMetric::gauge(
+            "troupe_raft_applied_index",
+            "The highest log index applied to this server's state machine.",
+            view.applied as f64,
+        ));
+        out.push(ViewMetric::gauge(
+            "troupe_raft_leader",
+            "1 while this server leads its term.",
+            f64::from(u8::from(view.role == Role::Leader)),
+        ));
+    }
 }
 
 impl<Id: MemberId> Default for Membership<Id> {
