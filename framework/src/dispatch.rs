@@ -322,6 +322,11 @@ impl Dispatcher {
                 .spoofed_frames
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %self.shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
+            self.shared.trace_received(
+                from,
+                &env.stamp,
+                Some("sender is not the authenticated peer"),
+            );
             if let Kind::Ask { id, .. } = env.kind {
                 // Answered, to the authenticated peer, so its asker does
                 // not wait for a deadline; never executed.
@@ -338,8 +343,12 @@ impl Dispatcher {
         match env.kind {
             // The view borrows its payload from the frame (both decoders do), as
             // `Parked` relies on too: a slice of it, not a copy.
-            Kind::Reply { id } => self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload))),
+            Kind::Reply { id } => {
+                self.shared.trace_received(from, &env.stamp, None);
+                self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload)))
+            }
             Kind::ErrorReply { id, ref error } => {
+                self.shared.trace_received(from, &env.stamp, None);
                 self.reply_arrived(from, id, Err(AskError::Remote(error.clone())))
             }
             Kind::Tell => match resolve(&self.shared, &env) {
@@ -348,6 +357,7 @@ impl Dispatcher {
                     let delivered = self.deliver(env.to.actor, &handler, msg, None);
                     match delivered {
                         Ok(()) => {
+                            self.shared.trace_received(from, &env.stamp, None);
                             if let Some(h) = codec::tell_header_len(bytes, &env) {
                                 self.cache = Some(Box::new(TellCache {
                                     peer: from.to_string(),
@@ -379,17 +389,28 @@ impl Dispatcher {
                             .stats
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
+                        self.shared.trace_received(
+                            from,
+                            &env.stamp,
+                            Some("duplicate ask (running or finished)"),
+                        );
                     }
                     Verdict::Answered(frame) => {
                         self.shared
                             .stats
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
+                        self.shared.trace_received(
+                            from,
+                            &env.stamp,
+                            Some("duplicate ask (its reply sent again)"),
+                        );
                         let _ = self.shared.transport.send(from, frame);
                     }
                     Verdict::Execute => {
                         let (asker, name) = sender;
-                        let reply = ReplyTo::new(&self.shared, name, asker, id);
+                        let ask_seq = env.stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
+                        let reply = ReplyTo::new(&self.shared, name, asker, id).caused_by(ask_seq);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
                                 let msg = Incoming::of(bytes, &env, peer);
@@ -400,6 +421,9 @@ impl Dispatcher {
                                 reply: Some(reply),
                             }),
                         };
+                        if delivered.is_ok() {
+                            self.shared.trace_received(from, &env.stamp, None);
+                        }
                         if let Err(Undelivered { error, reply }) = delivered {
                             self.undeliverable(from, &env, &error);
                             // Not handed over: answer the error. (Dropped
@@ -458,6 +482,7 @@ impl Dispatcher {
         }
         self.cache = Some(c);
         self.shared.observe(&stamp);
+        self.shared.trace_received(from, &stamp, None);
         true
     }
 
@@ -579,6 +604,10 @@ impl Dispatcher {
             .undeliverable
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node = %self.shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "message not delivered");
+        if self.shared.tracing() {
+            self.shared
+                .trace_received(from, &env.stamp, Some(&format!("undeliverable: {e}")));
+        }
     }
 
     /// A reply to one of this node's asks: complete the waiting ask directly.

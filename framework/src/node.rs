@@ -160,6 +160,77 @@ impl NodeShared {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Record a frame this node sent (`seq`: its Lamport stamp) and, when
+    /// the transport refused it, its drop. Nothing when tracing is off.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn trace_send(
+        &self,
+        to: &str,
+        seq: u64,
+        bytes: usize,
+        kind: &str,
+        tag: &str,
+        cause: Option<(&str, u64)>,
+        sent: &Result<(), TransportError>,
+    ) {
+        let Some(t) = &self.trace else { return };
+        let me = self.id.name.as_str();
+        t.record_frame(
+            me,
+            crate::trace::FrameEvent::Send {
+                to,
+                seq,
+                bytes,
+                kind,
+                tag,
+                lamport: Some(seq),
+                cause,
+            },
+        );
+        if let Err(e) = sent {
+            let reason = e.to_string();
+            t.record_frame(
+                me,
+                crate::trace::FrameEvent::Drop {
+                    from: me,
+                    to: Some(to),
+                    seq,
+                    reason: &reason,
+                },
+            );
+        }
+    }
+
+    /// Record a frame received from `from` with `stamp`: delivered, or
+    /// dropped for `reason`. Nothing when tracing is off.
+    #[inline]
+    pub(crate) fn trace_received(
+        &self,
+        from: &str,
+        stamp: &Option<crate::codec::ClockStamp>,
+        dropped: Option<&str>,
+    ) {
+        let Some(t) = &self.trace else { return };
+        let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
+        let event = match dropped {
+            None => crate::trace::FrameEvent::Deliver { from, seq },
+            Some(reason) => crate::trace::FrameEvent::Drop {
+                from,
+                to: None,
+                seq,
+                reason,
+            },
+        };
+        t.record_frame(&self.id.name, event);
+    }
+
+    /// True while tracing is on.
+    #[inline]
+    pub(crate) fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
     pub(crate) fn stamp(&self) -> Option<crate::codec::ClockStamp> {
         let t = self.lamport.fetch_add(1, Ordering::Relaxed) + 1;
@@ -349,6 +420,13 @@ impl Node {
             t.record(&self.shared.id.name, event);
         }
     }
+    /// Write out the trace lines recorded so far (see
+    /// [`TraceSink::flush`]); nothing when tracing is off.
+    pub fn flush_trace(&self) {
+        if let Some(t) = &self.shared.trace {
+            t.flush();
+        }
+    }
     /// True while tracing is on (to skip building events otherwise).
     pub fn tracing(&self) -> bool {
         self.shared.trace.is_some()
@@ -518,6 +596,9 @@ impl Actor for NodeActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.shared.trace {
+            t.flush();
+        }
         self.shared.stopped_watch.send_replace(true);
         self.shared
             .asks

@@ -199,8 +199,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
             }
         };
         let sent = codec::with_scratch(|buf| {
-            self.encode_tell_into(buf, &msg)?;
-            Ok::<_, TellError>(send(buf))
+            let seq = self.encode_tell_into(buf, &msg)?;
+            let sent = send(buf);
+            self.shared
+                .trace_send(to, seq, buf.len(), "tell", M::NAME, None, &sent);
+            Ok::<_, TellError>(sent)
         })?;
         sent?;
         Ok(())
@@ -218,11 +221,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         self.check_reachable()?;
         let mut frame = Vec::new();
-        self.encode_tell_into(&mut frame, &msg)?;
-        self.shared
+        let seq = self.encode_tell_into(&mut frame, &msg)?;
+        let bytes = frame.len();
+        let sent = self
+            .shared
             .transport
             .send_wait(&self.target.node, Bytes::from(frame))
-            .await?;
+            .await;
+        self.shared
+            .trace_send(&self.target.node, seq, bytes, "tell", M::NAME, None, &sent);
+        sent?;
         Ok(())
     }
 
@@ -241,6 +249,22 @@ impl<M: RemoteMessage> RemoteRef<M> {
                     .stats
                     .dropped_tells
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.shared.tracing() {
+                    // Never sent: a drop with a fresh stamp and no send.
+                    let seq = self.shared.stamp().and_then(|s| s.lamport).unwrap_or(0);
+                    let reason = e.to_string();
+                    if let Some(t) = &self.shared.trace {
+                        t.record_frame(
+                            &self.shared.id.name,
+                            crate::trace::FrameEvent::Drop {
+                                from: &self.shared.id.name,
+                                to: Some(&self.target.node),
+                                seq,
+                                reason: &reason,
+                            },
+                        );
+                    }
+                }
                 Err(TellError::Transport(e))
             }
         }
@@ -248,7 +272,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// The frame for a remote tell of `msg`: this handle's cached envelope
     /// header, the payload encoded in place, and a fresh Lamport stamp.
-    fn encode_tell_into(&self, buf: &mut Vec<u8>, msg: &M) -> Result<(), TellError> {
+    /// Returns the frame's Lamport stamp (its `seq` in traces).
+    fn encode_tell_into(&self, buf: &mut Vec<u8>, msg: &M) -> Result<u64, TellError> {
         let prefix = match self.prefix.get() {
             Some(p) => p,
             None => {
@@ -269,7 +294,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             stamp.as_ref(),
             self.shared.options.max_frame_bytes,
         )?;
-        Ok(())
+        Ok(stamp.and_then(|s| s.lamport).unwrap_or(0))
     }
 
     /// Like [`tell`](Self::tell) for a local target, but refuses with
@@ -349,7 +374,7 @@ impl<M: RemoteMessage> Ask<M> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The payload is encoded into this thread's reused buffer and
         // copied once, into the frame.
-        let (id, frame) = codec::with_encoded_payload(&msg, |payload| {
+        let (id, seq, frame) = codec::with_encoded_payload(&msg, |payload| {
             let req = Request {
                 to: target.target.clone(),
                 timeout,
@@ -367,6 +392,7 @@ impl<M: RemoteMessage> Ask<M> {
                 Registered::Closed => return Err(AskError::NodeStopped),
             }
             let stamp = shared.stamp();
+            let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
             let env = EnvelopeRef {
                 from: &shared.id,
                 from_actor: target.from_actor.as_deref(),
@@ -377,7 +403,7 @@ impl<M: RemoteMessage> Ask<M> {
                 stamp: stamp.as_ref(),
             };
             match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-                Ok(frame) => Ok((id, Bytes::from(frame))),
+                Ok(frame) => Ok((id, seq, Bytes::from(frame))),
                 Err(e) => {
                     shared.asks.fail(id, AskError::Codec(e.clone()));
                     Err(e.into())
@@ -387,7 +413,10 @@ impl<M: RemoteMessage> Ask<M> {
         // Not armed: the ask ended already (the node stopped, or the
         // deadline passed), and the reply channel says how.
         if shared.asks.arm(id, frame.clone()) {
-            match shared.transport.send(to_node, frame) {
+            let bytes = frame.len();
+            let sent = shared.transport.send(to_node, frame);
+            shared.trace_send(to_node, seq, bytes, "ask", M::NAME, None, &sent);
+            match sent {
                 // A full queue is like a lost request: the re-sends cover it.
                 Ok(()) | Err(TransportError::QueueFull { .. }) => {}
                 Err(e) => {
