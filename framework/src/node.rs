@@ -528,6 +528,11 @@ impl Node {
         };
         if changed {
             tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
+            if self.tracing() {
+                self.trace(TraceEvent::Note {
+                    text: format!("membership: {} is {:?}", event.member, event.status),
+                });
+            }
             let _ = self.shared.members.send(event);
         }
     }

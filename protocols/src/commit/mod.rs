@@ -210,6 +210,12 @@ crate::family::family! {
         actor = |instance| format!("commit.{instance}");
         core AnyCommit(CommitAlgorithm, CommitConfig);
         view CommitView = |core| CommitView { pending: core.pending() };
+        trace = |protocol, event| match event {
+            CommitEvent::Decided { tx, decision } => Some(troupe_framework::trace::TraceEvent::Note {
+                text: format!("{protocol}: commit decided {tx:?}: {decision:?}"),
+            }),
+            CommitEvent::Prepare { .. } => None,
+        };
     }
 }
 
