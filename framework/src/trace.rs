@@ -351,6 +351,8 @@ struct Pending {
     lines: Vec<u8>,
     /// Lines dropped since the writer last took `lines`.
     dropped: u64,
+    /// Lines dropped in all.
+    dropped_total: u64,
     /// The node name of the last line (for the writer's own notes).
     node: String,
     woken: bool,
@@ -423,10 +425,9 @@ impl FileTraceSink {
         })
     }
 
-    /// Lines dropped so far because the writer was behind (since the last
-    /// time the writer took the waiting lines).
+    /// Lines dropped so far because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.shared.lock().dropped
+        self.shared.lock().dropped_total
     }
 
     fn push(&self, node: &str, line: &impl Serialize) {
@@ -445,6 +446,7 @@ impl FileTraceSink {
             let mut p = self.shared.lock();
             if p.lines.len() + buf.len() > PENDING_CAP {
                 p.dropped += 1;
+                p.dropped_total += 1;
                 return;
             }
             if p.node != node {

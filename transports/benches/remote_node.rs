@@ -36,7 +36,11 @@
 //! or `raw-rtt` (only the framework's, or raw quinn's, one-in-flight round
 //! trips, e.g. to count system calls), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
 //! cost of spawning and cancelling two `run_later` timers per request on one
-//! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
+//! context, as the RPC stub does per ask, for W = 16..4096 outstanding),
+//! `REMOTE_BENCH_ONLY=trace` (framework tells with `[trace] file` on vs off:
+//! a second node pair records every frame to trace files under the system
+//! temp folder, default rotation; rounds interleaved, the off pair and the on
+//! pair taking turns at going first; the ratio of medians is printed).
 
 mod support;
 
@@ -66,6 +70,7 @@ use support::{
     transport_throughput, HeldAddr, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
+use troupe_framework::trace::{FileTraceSink, TraceSink};
 use troupe_framework::transport::TransportError;
 use troupe_framework::{ActorPath, ActorSpec, Node, NodeConfig, NodeId, TellError};
 use troupe_transports::certs::ClusterCa;
@@ -152,14 +157,25 @@ fn sink(progress: &Arc<Progress>) -> ActorSpec<Sink> {
 
 /// Binds a QUIC transport and starts a node on it, both on `arbiter`.
 async fn start_node(arbiter: &Arbiter, cfg: QuicConfig, incarnation: u128) -> Node {
+    start_node_traced(arbiter, cfg, incarnation, None).await
+}
+
+/// [`start_node`], recording a trace to `trace` when given.
+async fn start_node_traced(
+    arbiter: &Arbiter,
+    cfg: QuicConfig,
+    incarnation: u128,
+    trace: Option<Arc<FileTraceSink>>,
+) -> Node {
     on(arbiter, async move {
         let name = cfg.node_name.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(NodeConfig::named("x").runtime.inbound_queue);
         let t = QuicTransport::bind(cfg, tx).await.expect("bind");
-        Node::builder(NodeConfig::named(name))
-            .incarnation(incarnation)
-            .start(Arc::new(t), rx)
-            .expect("node")
+        let mut b = Node::builder(NodeConfig::named(name)).incarnation(incarnation);
+        if let Some(sink) = trace {
+            b = b.trace(sink);
+        }
+        b.start(Arc::new(t), rx).expect("node")
     })
     .await
 }
@@ -228,17 +244,28 @@ fn codec_cost(iters: u64) -> (f64, f64) {
     (enc, dec)
 }
 
-async fn count(a: &Node, xa: &Arbiter) -> u64 {
-    let r = a.lookup::<Count>("b/sink").expect("path");
+async fn count_at(a: &Node, xa: &Arbiter, path: &str) -> u64 {
+    let r = a.lookup::<Count>(path).expect("path");
     on(xa, async move { r.ask(Count).await.expect("count") }).await
 }
 
 /// Framework tell throughput: (msg/s, CPU-ns per message, QueueFull waits).
 async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> (f64, f64, u64) {
-    let before = count(a, xa).await;
+    framework_tell_to(a, xa, progress, n, "b/sink").await
+}
+
+/// [`framework_tell`] to the sink at `path`.
+async fn framework_tell_to(
+    a: &Node,
+    xa: &Arbiter,
+    progress: &Progress,
+    n: u64,
+    path: &str,
+) -> (f64, f64, u64) {
+    let before = count_at(a, xa, path).await;
     progress.target.store(before + n, Ordering::Relaxed);
     *progress.reached.lock().expect("lock") = None;
-    let r = a.lookup::<Blob>("b/sink").expect("path");
+    let r = a.lookup::<Blob>(path).expect("path");
     let started = Instant::now();
     let cpu0 = cpu_ns();
     let full = on(xa, async move {
@@ -278,7 +305,7 @@ async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> 
         tokio::time::sleep(Duration::from_micros(200)).await;
     };
     let cpu = cpu_ns() - cpu0;
-    let after = count(a, xa).await;
+    let after = count_at(a, xa, path).await;
     assert_eq!(
         after - before,
         n,
@@ -794,6 +821,70 @@ fn main() {
                     s[s.len() * 99 / 100]
                 );
             }
+            return;
+        }
+        if only == "trace" {
+            let dir = std::env::temp_dir().join(format!("troupe-bench-trace-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("trace dir");
+            let sinks: Vec<Arc<FileTraceSink>> = ["at", "bt"]
+                .iter()
+                .map(|n| Arc::new(FileTraceSink::append(&dir.join(format!("{n}.jsonl"))).expect("trace file")))
+                .collect();
+            let (at_addr, bt_addr) = (reserve_addr(), reserve_addr());
+            let at = start_node_traced(
+                &xa,
+                config("at", at_addr, ca.issue("at").expect("at"), &[("bt", bt_addr)]),
+                3,
+                Some(sinks[0].clone()),
+            )
+            .await;
+            let bt = start_node_traced(
+                &xb,
+                config("bt", bt_addr, ca.issue("bt").expect("bt"), &[("at", at_addr)]),
+                4,
+                Some(sinks[1].clone()),
+            )
+            .await;
+            let progress_t = Arc::new(Progress::default());
+            let spec = sink(&progress_t);
+            let bt2 = bt.clone();
+            on(&xb, async move { bt2.spawn(spec).await.expect("spawn sink") }).await;
+            framework_tell_to(&at, &xa, &progress_t, 20_000, "bt/sink").await;
+            let (mut off, mut on_) = (vec![], vec![]);
+            for round in 0..rounds {
+                let mut run = [(0f64, 0f64); 2];
+                for k in 0..2 {
+                    // Rounds alternate which pair goes first.
+                    let traced = (k + round) % 2 == 1;
+                    let (t, tc, _) = if traced {
+                        framework_tell_to(&at, &xa, &progress_t, n, "bt/sink").await
+                    } else {
+                        framework_tell(&a, &xa, &progress, n).await
+                    };
+                    run[usize::from(traced)] = (t, tc);
+                }
+                println!(
+                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg), trace on {:>9.0} msg/s ({:>5.0} CPU-ns/msg): ratio {:.3}",
+                    run[0].0, run[0].1, run[1].0, run[1].1, run[1].0 / run[0].0
+                );
+                off.push(run[0].0);
+                on_.push(run[1].0);
+            }
+            for s in &sinks {
+                s.flush();
+            }
+            let bytes: u64 = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            println!(
+                "trace on/off: median {:.0} vs {:.0} msg/s, ratio {:.3} (target >= 0.90); trace lines dropped (writer behind): {}; {} MiB of trace files left",
+                median(&on_),
+                median(&off),
+                median(&on_) / median(&off),
+                sinks.iter().map(|s| s.dropped()).sum::<u64>(),
+                bytes >> 20
+            );
+            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
         if only == "tell" {
