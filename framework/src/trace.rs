@@ -350,9 +350,9 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 struct Pending {
     lines: Vec<u8>,
     /// Lines dropped since the writer last took `lines`.
-    dropped: u64,
+    dropped_since: u64,
     /// Lines dropped in all.
-    dropped_total: u64,
+    dropped: u64,
     /// The node name of the last line (for the writer's own notes).
     node: String,
     woken: bool,
@@ -427,7 +427,7 @@ impl FileTraceSink {
 
     /// Lines dropped so far because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.shared.lock().dropped_total
+        self.shared.lock().dropped
     }
 
     fn push(&self, node: &str, line: &impl Serialize) {
@@ -445,8 +445,8 @@ impl FileTraceSink {
             buf.push(b'\n');
             let mut p = self.shared.lock();
             if p.lines.len() + buf.len() > PENDING_CAP {
+                p.dropped_since += 1;
                 p.dropped += 1;
-                p.dropped_total += 1;
                 return;
             }
             if p.node != node {
@@ -536,7 +536,7 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile) {
             }
             std::mem::swap(&mut p.lines, &mut batch);
             p.woken = false;
-            let dropped = std::mem::take(&mut p.dropped);
+            let dropped = std::mem::take(&mut p.dropped_since);
             let node = if dropped > 0 {
                 p.node.clone()
             } else {
