@@ -112,6 +112,9 @@ pub(crate) struct NodeShared {
     root_policy: crate::supervision::SupervisorPolicy,
     pub(crate) store: Arc<dyn DurableStore>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
+    /// Where frame events go: the trace, unless the transport records
+    /// frames itself ([`Transport::traces_frames`]).
+    pub(crate) frame_trace: Option<Arc<dyn TraceSink>>,
     pub(crate) epoch: tokio::time::Instant,
     members: broadcast::Sender<MemberEvent<String>>,
     peers: broadcast::Sender<PeerEvent>,
@@ -174,7 +177,7 @@ impl NodeShared {
         cause: Option<(&str, u64)>,
         sent: &Result<(), TransportError>,
     ) {
-        let Some(t) = &self.trace else { return };
+        let Some(t) = &self.frame_trace else { return };
         let me = self.id.name.as_str();
         t.record_frame(
             me,
@@ -211,7 +214,7 @@ impl NodeShared {
         stamp: &Option<crate::codec::ClockStamp>,
         dropped: Option<&str>,
     ) {
-        let Some(t) = &self.trace else { return };
+        let Some(t) = &self.frame_trace else { return };
         let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
         let event = match dropped {
             None => crate::trace::FrameEvent::Deliver { from, seq },
@@ -225,10 +228,10 @@ impl NodeShared {
         t.record_frame(&self.id.name, event);
     }
 
-    /// True while tracing is on.
+    /// True while frames are traced.
     #[inline]
     pub(crate) fn tracing(&self) -> bool {
-        self.trace.is_some()
+        self.frame_trace.is_some()
     }
 
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
@@ -310,6 +313,7 @@ impl NodeBuilder {
         let rpc = RpcStub::new(transport.clone(), asks.clone()).start();
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let trace = self.trace;
+        let frame_trace = trace.clone().filter(|_| !transport.traces_frames());
         let policy = self.config.supervision;
         let mut shared_out = None;
         let actor = NodeActor::create(|ctx| {
@@ -340,6 +344,7 @@ impl NodeBuilder {
                 hub,
                 root_policy: policy,
                 store,
+                frame_trace,
                 trace,
                 epoch,
                 members,

@@ -253,7 +253,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
                     // Never sent: a drop with a fresh stamp and no send.
                     let seq = self.shared.stamp().and_then(|s| s.lamport).unwrap_or(0);
                     let reason = e.to_string();
-                    if let Some(t) = &self.shared.trace {
+                    if let Some(t) = &self.shared.frame_trace {
                         t.record_frame(
                             &self.shared.id.name,
                             crate::trace::FrameEvent::Drop {

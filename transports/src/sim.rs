@@ -748,6 +748,9 @@ pub struct SimTransport {
 }
 
 impl Transport for SimTransport {
+    fn traces_frames(&self) -> bool {
+        true
+    }
     fn local_name(&self) -> &str {
         &self.name
     }
