@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     // `--trace FILE`: as `[trace] file = FILE` in the config (appended to,
     // one JSON line per event, wall-clock `t_us`).
     if let Some(file) = trace {
-        config.trace = Some(troupe::config::TraceConfig { file });
+        config.trace = Some(troupe::config::TraceConfig::new(file));
     }
     let system = actix_rt::System::new();
     let outcome = system.block_on(async move {

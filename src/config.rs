@@ -35,7 +35,10 @@
 //! # (a `listen` that is not loopback needs `token`, `client_certs` or both)
 //!
 //! [trace]                         # a JSON-lines trace of the node (off when absent)
-//! file = "node-a.trace.jsonl"     # appended to; read with `troupe trace check`
+//! file = "node-a.trace.jsonl"     # appended to; read with `troupe trace view` / `check`
+//! # max_bytes = 67108864          # rotate past this size: FILE -> FILE.1 (default 64 MiB, >= 4096)
+//! # keep = 3                      # rotated files kept (default 3, at most 100);
+//! #                               # the files never hold more than max_bytes * (keep + 1)
 //! ```
 //!
 //! Every field but `name` has a default. [`Config::validate`] rejects values
@@ -292,6 +295,42 @@ pub struct TraceConfig {
     /// The file the lines are appended to (relative to the config file's
     /// folder).
     pub file: PathBuf,
+    /// When the file passes this size it is renamed `FILE.1` (older ones
+    /// shifted, beyond `keep` deleted) and a new one is started (default
+    /// 64 MiB; at least 4096).
+    #[serde(default = "default_trace_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (default 3, at most 100). The trace never takes
+    /// more than `max_bytes × (keep + 1)` on disk.
+    #[serde(default = "default_trace_keep")]
+    pub keep: u32,
+}
+
+fn default_trace_max_bytes() -> u64 {
+    troupe_framework::trace::Rotation::DEFAULT_MAX_BYTES
+}
+
+fn default_trace_keep() -> u32 {
+    troupe_framework::trace::Rotation::DEFAULT_KEEP
+}
+
+impl TraceConfig {
+    /// A trace to `file` with the default rotation.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        Self {
+            file: file.into(),
+            max_bytes: default_trace_max_bytes(),
+            keep: default_trace_keep(),
+        }
+    }
+
+    /// The rotation these settings describe.
+    pub fn rotation(&self) -> troupe_framework::trace::Rotation {
+        troupe_framework::trace::Rotation {
+            max_bytes: self.max_bytes,
+            keep: self.keep,
+        }
+    }
 }
 
 /// A node's whole configuration.
@@ -610,6 +649,20 @@ impl Config {
                 )));
             }
         }
+        if let Some(t) = &self.trace {
+            if t.max_bytes < 4096 {
+                return Err(config_err(format!(
+                    "trace.max_bytes: {} is too small (at least 4096)",
+                    t.max_bytes
+                )));
+            }
+            if t.keep > 100 {
+                return Err(config_err(format!(
+                    "trace.keep: {} rotated files is too many (at most 100)",
+                    t.keep
+                )));
+            }
+        }
         let t = &self.transport;
         for (key, v) in [
             ("transport.send_queue", t.send_queue as u64),
@@ -757,6 +810,26 @@ kind = "phi-accrual"
             c.trace.map(|t| t.file),
             Some(PathBuf::from("/etc/troupe/logs/a.jsonl"))
         );
+        let c = Config::from_toml(&traced, Path::new("/etc/troupe")).unwrap();
+        let t = c.trace.unwrap();
+        assert_eq!((t.max_bytes, t.keep), (64 << 20, 3));
+        assert_eq!(t.rotation().cap(), 256 << 20);
+        let rotated = format!("{traced}max_bytes = 10000\nkeep = 0\n");
+        let t = Config::from_toml(&rotated, Path::new("."))
+            .unwrap()
+            .trace
+            .unwrap();
+        assert_eq!((t.max_bytes, t.keep), (10000, 0));
+        for (bad, key) in [
+            ("max_bytes = 100", "trace.max_bytes"),
+            ("keep = 101", "trace.keep"),
+            ("max_bytes = -1", "trace.max_bytes"),
+        ] {
+            let err = Config::from_toml(&format!("{traced}{bad}\n"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
         let typo = format!("{GOOD}[trace]\npath = \"a.jsonl\"\n");
         let err = Config::from_toml(&typo, Path::new("."))
             .unwrap_err()

@@ -246,12 +246,13 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         .incarnation(incarnation.as_u128())
         .store(store);
     if let Some(t) = &config.trace {
-        let sink = troupe_framework::trace::FileTraceSink::append(&t.file).map_err(|e| {
-            Error::Config(format!(
-                "trace.file: cannot append to {}: {e}",
-                t.file.display()
-            ))
-        })?;
+        let sink = troupe_framework::trace::FileTraceSink::with_rotation(&t.file, t.rotation())
+            .map_err(|e| {
+                Error::Config(format!(
+                    "trace.file: cannot append to {}: {e}",
+                    t.file.display()
+                ))
+            })?;
         builder = builder.trace(Arc::new(sink));
     }
     let node = builder.start(transport.clone(), rx)?;

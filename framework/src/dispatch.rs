@@ -329,6 +329,11 @@ impl Dispatcher {
                 .spoofed_frames
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %self.shared.id.name, peer = %from, claimed = %env.from.name, "dropping a frame whose sender is not the authenticated peer");
+            self.shared.trace_received(
+                from,
+                &env.stamp,
+                Some("sender is not the authenticated peer"),
+            );
             if let Kind::Ask { id, .. } = env.kind {
                 // Answered, to the authenticated peer, so its asker does
                 // not wait for a deadline; never executed.
@@ -346,9 +351,11 @@ impl Dispatcher {
             // The view borrows its payload from the frame (both decoders do), as
             // `Parked` relies on too: a slice of it, not a copy.
             Kind::Reply { id } => {
+                self.shared.trace_received(from, &env.stamp, None);
                 self.reply_arrived(from, id, Ok(bytes.slice_ref(env.payload)), bytes.len())
             }
             Kind::ErrorReply { id, ref error } => {
+                self.shared.trace_received(from, &env.stamp, None);
                 self.reply_arrived(from, id, Err(AskError::Remote(error.clone())), bytes.len())
             }
             Kind::Tell => match resolve(&self.shared, &env) {
@@ -367,6 +374,7 @@ impl Dispatcher {
                             if let Some(t) = &traffic {
                                 t.record(bytes.len());
                             }
+                            self.shared.trace_received(from, &env.stamp, None);
                             if let Some(h) = codec::tell_header_len(bytes, &env) {
                                 self.cache = Some(Box::new(TellCache {
                                     peer: from.to_string(),
@@ -400,12 +408,22 @@ impl Dispatcher {
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
                         self.count_copy(from, &env, bytes.len());
+                        self.shared.trace_received(
+                            from,
+                            &env.stamp,
+                            Some("duplicate ask (running or finished)"),
+                        );
                     }
                     Verdict::Answered(frame) => {
                         self.shared
                             .stats
                             .deduplicated
                             .fetch_add(1, Ordering::Relaxed);
+                        self.shared.trace_received(
+                            from,
+                            &env.stamp,
+                            Some("duplicate ask (its reply sent again)"),
+                        );
                         self.count_copy(from, &env, bytes.len());
                         let len = frame.len();
                         if self.shared.transport.send(from, frame).is_ok()
@@ -423,7 +441,8 @@ impl Dispatcher {
                     }
                     Verdict::Execute => {
                         let (asker, name) = sender;
-                        let reply = ReplyTo::new(&self.shared, name, asker, id);
+                        let ask_seq = env.stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
+                        let reply = ReplyTo::new(&self.shared, name, asker, id).caused_by(ask_seq);
                         let delivered = match resolve(&self.shared, &env) {
                             Ok(handler) => {
                                 let served =
@@ -441,6 +460,9 @@ impl Dispatcher {
                                 reply: Some(reply),
                             }),
                         };
+                        if delivered.is_ok() {
+                            self.shared.trace_received(from, &env.stamp, None);
+                        }
                         if let Err(Undelivered { error, reply }) = delivered {
                             self.undeliverable(from, &env, &error);
                             // Not handed over: answer the error. (Dropped
@@ -502,6 +524,7 @@ impl Dispatcher {
         }
         self.cache = Some(c);
         self.shared.observe(&stamp);
+        self.shared.trace_received(from, &stamp, None);
         true
     }
 
@@ -638,6 +661,10 @@ impl Dispatcher {
             .undeliverable
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node = %self.shared.id.name, peer = %from, to = %format_args!("{}/{}", env.to.node, env.to.actor), tag = %env.type_tag, error = %e, "message not delivered");
+        if self.shared.tracing() {
+            self.shared
+                .trace_received(from, &env.stamp, Some(&format!("undeliverable: {e}")));
+        }
     }
 
     /// A reply to one of this node's asks, in a frame of `frame_len`

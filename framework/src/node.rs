@@ -116,6 +116,9 @@ pub(crate) struct NodeShared {
     root_policy: crate::supervision::SupervisorPolicy,
     pub(crate) store: Arc<dyn DurableStore>,
     pub(crate) trace: Option<Arc<dyn TraceSink>>,
+    /// Where frame events go: the trace, unless the transport records
+    /// frames itself ([`Transport::traces_frames`]).
+    pub(crate) frame_trace: Option<Arc<dyn TraceSink>>,
     pub(crate) epoch: tokio::time::Instant,
     members: broadcast::Sender<MemberEvent<String>>,
     peers: broadcast::Sender<PeerEvent>,
@@ -167,6 +170,77 @@ impl NodeShared {
     /// True once the node has stopped.
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Record a frame this node sent (`seq`: its Lamport stamp) and, when
+    /// the transport refused it, its drop. Nothing when tracing is off.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn trace_send(
+        &self,
+        to: &str,
+        seq: u64,
+        bytes: usize,
+        kind: &str,
+        tag: &str,
+        cause: Option<(&str, u64)>,
+        sent: &Result<(), TransportError>,
+    ) {
+        let Some(t) = &self.frame_trace else { return };
+        let me = self.id.name.as_str();
+        t.record_frame(
+            me,
+            crate::trace::FrameEvent::Send {
+                to,
+                seq,
+                bytes,
+                kind,
+                tag,
+                lamport: Some(seq),
+                cause,
+            },
+        );
+        if let Err(e) = sent {
+            let reason = e.to_string();
+            t.record_frame(
+                me,
+                crate::trace::FrameEvent::Drop {
+                    from: me,
+                    to: Some(to),
+                    seq,
+                    reason: &reason,
+                },
+            );
+        }
+    }
+
+    /// Record a frame received from `from` with `stamp`: delivered, or
+    /// dropped for `reason`. Nothing when tracing is off.
+    #[inline]
+    pub(crate) fn trace_received(
+        &self,
+        from: &str,
+        stamp: &Option<crate::codec::ClockStamp>,
+        dropped: Option<&str>,
+    ) {
+        let Some(t) = &self.frame_trace else { return };
+        let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
+        let event = match dropped {
+            None => crate::trace::FrameEvent::Deliver { from, seq },
+            Some(reason) => crate::trace::FrameEvent::Drop {
+                from,
+                to: None,
+                seq,
+                reason,
+            },
+        };
+        t.record_frame(&self.id.name, event);
+    }
+
+    /// True while frames are traced.
+    #[inline]
+    pub(crate) fn tracing(&self) -> bool {
+        self.frame_trace.is_some()
     }
 
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
@@ -249,6 +323,7 @@ impl NodeBuilder {
         let rpc = RpcStub::new(transport.clone(), asks.clone()).start();
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let trace = self.trace;
+        let frame_trace = trace.clone().filter(|_| !transport.traces_frames());
         let policy = self.config.supervision;
         let mut shared_out = None;
         let actor = NodeActor::create(|ctx| {
@@ -279,6 +354,7 @@ impl NodeBuilder {
                 hub,
                 root_policy: policy,
                 store,
+                frame_trace,
                 trace,
                 epoch,
                 members,
@@ -359,6 +435,13 @@ impl Node {
     pub fn trace(&self, event: TraceEvent) {
         if let Some(t) = &self.shared.trace {
             t.record(&self.shared.id.name, event);
+        }
+    }
+    /// Write out the trace lines recorded so far (see
+    /// [`TraceSink::flush`]); nothing when tracing is off.
+    pub fn flush_trace(&self) {
+        if let Some(t) = &self.shared.trace {
+            t.flush();
         }
     }
     /// True while tracing is on (to skip building events otherwise).
@@ -463,6 +546,11 @@ impl Node {
         if changed {
             self.shared.metrics.transition(&event.member, event.status);
             tracing::info!(node = %self.shared.id.name, member = %event.member, status = ?event.status, "membership change");
+            if self.tracing() {
+                self.trace(TraceEvent::Note {
+                    text: format!("membership: {} is {:?}", event.member, event.status),
+                });
+            }
             let _ = self.shared.members.send(event);
         }
     }
@@ -621,6 +709,9 @@ impl Actor for NodeActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.shared.trace {
+            t.flush();
+        }
         self.shared.stopped_watch.send_replace(true);
         self.shared
             .asks

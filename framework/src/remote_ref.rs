@@ -204,8 +204,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
             }
         };
         let sent = codec::with_scratch(|buf| {
-            self.encode_tell_into(buf, &msg)?;
-            Ok::<_, TellError>(send(buf).map(|()| buf.len()))
+            let seq = self.encode_tell_into(buf, &msg)?;
+            let sent = send(buf);
+            self.shared
+                .trace_send(to, seq, buf.len(), "tell", M::NAME, None, &sent);
+            Ok::<_, TellError>(sent.map(|()| buf.len()))
         })?;
         self.count_tell(sent?);
         Ok(())
@@ -247,12 +250,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         self.check_reachable()?;
         let mut frame = Vec::new();
-        self.encode_tell_into(&mut frame, &msg)?;
+        let seq = self.encode_tell_into(&mut frame, &msg)?;
         let len = frame.len();
-        self.shared
+        let sent = self
+            .shared
             .transport
             .send_wait(&self.target.node, Bytes::from(frame))
-            .await?;
+            .await;
+        self.shared
+            .trace_send(&self.target.node, seq, len, "tell", M::NAME, None, &sent);
+        sent?;
         self.count_tell(len);
         Ok(())
     }
@@ -272,6 +279,22 @@ impl<M: RemoteMessage> RemoteRef<M> {
                     .stats
                     .dropped_tells
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.shared.tracing() {
+                    // Never sent: a drop with a fresh stamp and no send.
+                    let seq = self.shared.stamp().and_then(|s| s.lamport).unwrap_or(0);
+                    let reason = e.to_string();
+                    if let Some(t) = &self.shared.frame_trace {
+                        t.record_frame(
+                            &self.shared.id.name,
+                            crate::trace::FrameEvent::Drop {
+                                from: &self.shared.id.name,
+                                to: Some(&self.target.node),
+                                seq,
+                                reason: &reason,
+                            },
+                        );
+                    }
+                }
                 Err(TellError::Transport(e))
             }
         }
@@ -279,7 +302,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// The frame for a remote tell of `msg`: this handle's cached envelope
     /// header, the payload encoded in place, and a fresh Lamport stamp.
-    fn encode_tell_into(&self, buf: &mut Vec<u8>, msg: &M) -> Result<(), TellError> {
+    /// Returns the frame's Lamport stamp (its `seq` in traces).
+    fn encode_tell_into(&self, buf: &mut Vec<u8>, msg: &M) -> Result<u64, TellError> {
         let prefix = match self.prefix.get() {
             Some(p) => p,
             None => {
@@ -300,7 +324,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
             stamp.as_ref(),
             self.shared.options.max_frame_bytes,
         )?;
-        Ok(())
+        Ok(stamp.and_then(|s| s.lamport).unwrap_or(0))
     }
 
     /// Like [`tell`](Self::tell) for a local target, but refuses with
@@ -402,7 +426,7 @@ impl<M: RemoteMessage> Ask<M> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The payload is encoded into this thread's reused buffer and
         // copied once, into the frame.
-        let (id, frame) = codec::with_encoded_payload(&msg, |payload| {
+        let (id, seq, frame) = codec::with_encoded_payload(&msg, |payload| {
             let req = Request {
                 to: target.target.clone(),
                 timeout,
@@ -421,6 +445,7 @@ impl<M: RemoteMessage> Ask<M> {
                 Registered::Closed => return Err(AskError::NodeStopped),
             }
             let stamp = shared.stamp();
+            let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
             let env = EnvelopeRef {
                 from: &shared.id,
                 from_actor: target.from_actor.as_deref(),
@@ -431,7 +456,7 @@ impl<M: RemoteMessage> Ask<M> {
                 stamp: stamp.as_ref(),
             };
             match codec::encode_ref(&env, shared.options.max_frame_bytes) {
-                Ok(frame) => Ok((id, Bytes::from(frame))),
+                Ok(frame) => Ok((id, seq, Bytes::from(frame))),
                 Err(e) => {
                     shared.asks.fail(id, AskError::Codec(e.clone()));
                     Err(e.into())
@@ -443,7 +468,9 @@ impl<M: RemoteMessage> Ask<M> {
         // deadline passed), and the reply channel says how.
         if shared.asks.arm(id, frame.clone()) {
             let len = frame.len();
-            match shared.transport.send(to_node, frame) {
+            let sent = shared.transport.send(to_node, frame);
+            shared.trace_send(to_node, seq, len, "ask", M::NAME, None, &sent);
+            match sent {
                 Ok(()) => {
                     if let Some(m) = meters {
                         m.sent.record(len);

@@ -66,6 +66,9 @@ pub(crate) struct ReplyTo {
     asker: u128,
     /// The ask's correlation id.
     id: u64,
+    /// The ask frame's Lamport stamp (its `seq` in traces): the reply's
+    /// `cause`.
+    ask_seq: u64,
     /// The answer is remembered in the deduplication table.
     record: bool,
     answered: bool,
@@ -83,6 +86,7 @@ impl ReplyTo {
             to,
             asker,
             id,
+            ask_seq: 0,
             record: true,
             answered: false,
             meter: None,
@@ -104,6 +108,13 @@ impl ReplyTo {
         let mut reply = Self::new(shared, to, 0, id);
         reply.record = false;
         reply
+    }
+
+    /// Name the ask frame's Lamport stamp, recorded as the `cause` of the
+    /// reply's send in traces.
+    pub(crate) fn caused_by(mut self, ask_seq: u64) -> Self {
+        self.ask_seq = ask_seq;
+        self
     }
 
     /// Answer with the encoded reply `payload`.
@@ -140,6 +151,7 @@ impl ReplyTo {
             actor: String::new(),
         };
         let stamp = shared.stamp();
+        let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
         let env = EnvelopeRef {
             from: &shared.id,
             from_actor: None,
@@ -149,9 +161,14 @@ impl ReplyTo {
             payload,
             stamp: stamp.as_ref(),
         };
+        let mut kind_name = match kind {
+            Kind::Reply { .. } => "reply",
+            _ => "error",
+        };
         let frame = match codec::encode_ref(&env, shared.options.max_frame_bytes) {
             Ok(f) => Some(Bytes::from(f)),
             Err(e) => {
+                kind_name = "error";
                 // The reply itself is too big: tell the asker instead of going silent.
                 tracing::warn!(ask = id, error = %e, "reply could not be encoded");
                 let kind = Kind::ErrorReply {
@@ -174,7 +191,17 @@ impl ReplyTo {
                 shared.dedup().answered(&sender, id, frame.clone());
             }
             let len = frame.len();
-            match shared.transport.send(&self.to, frame) {
+            let sent = shared.transport.send(&self.to, frame);
+            shared.trace_send(
+                &self.to,
+                seq,
+                len,
+                kind_name,
+                "",
+                Some((&self.to, self.ask_seq)),
+                &sent,
+            );
+            match sent {
                 Ok(()) => {
                     if let Some(m) = &self.meter {
                         m.replies.record(len);

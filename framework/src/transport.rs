@@ -334,6 +334,12 @@ pub enum TransportError {
 pub trait Transport: Send + Sync + 'static {
     /// This node's name as the transport knows it.
     fn local_name(&self) -> &str;
+    /// True when the transport records sends, deliveries and drops in the
+    /// trace itself (the simulated network, with its network-wide
+    /// sequence numbers); then the node does not record frames again.
+    fn traces_frames(&self) -> bool {
+        false
+    }
     /// Queue `frame` for `to`. Never blocks; see [`TransportError`].
     fn send(&self, to: &str, frame: Bytes) -> Result<(), TransportError>;
     /// Queue a *control* frame (heartbeats, failure-detector probes) for `to`:

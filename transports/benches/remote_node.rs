@@ -39,7 +39,11 @@
 //! second pair c -> d with `message_metrics = false`, interleaved in blocks:
 //! the cost of the metrics on the hot path), `REMOTE_BENCH_ONLY=timers` (plain actix, no framework: the
 //! cost of spawning and cancelling two `run_later` timers per request on one
-//! context, as the RPC stub does per ask, for W = 16..4096 outstanding).
+//! context, as the RPC stub does per ask, for W = 16..4096 outstanding),
+//! `REMOTE_BENCH_ONLY=trace` (framework tells with `[trace] file` on vs off:
+//! a second node pair records every frame to trace files under the system
+//! temp folder, default rotation; rounds interleaved, the off pair and the on
+//! pair taking turns at going first; the ratio of medians is printed).
 
 mod support;
 
@@ -69,6 +73,7 @@ use support::{
     transport_throughput, HeldAddr, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
+use troupe_framework::trace::{FileTraceSink, TraceSink};
 use troupe_framework::transport::TransportError;
 use troupe_framework::{ActorPath, ActorSpec, Node, NodeConfig, NodeId, TellError};
 use troupe_transports::certs::ClusterCa;
@@ -155,16 +160,17 @@ fn sink(progress: &Arc<Progress>) -> ActorSpec<Sink> {
 
 /// Binds a QUIC transport and starts a node on it, both on `arbiter`.
 async fn start_node(arbiter: &Arbiter, cfg: QuicConfig, incarnation: u128) -> Node {
-    start_node_metrics(arbiter, cfg, incarnation, true).await
+    start_node_with(arbiter, cfg, incarnation, true, None).await
 }
 
 /// [`start_node`] with the per-message metrics on or off
-/// (`[runtime] message_metrics`).
-async fn start_node_metrics(
+/// (`[runtime] message_metrics`), recording a trace to `trace` when given.
+async fn start_node_with(
     arbiter: &Arbiter,
     cfg: QuicConfig,
     incarnation: u128,
     message_metrics: bool,
+    trace: Option<Arc<FileTraceSink>>,
 ) -> Node {
     on(arbiter, async move {
         let name = cfg.node_name.clone();
@@ -172,10 +178,11 @@ async fn start_node_metrics(
         let t = QuicTransport::bind(cfg, tx).await.expect("bind");
         let mut config = NodeConfig::named(name);
         config.runtime.message_metrics = message_metrics;
-        Node::builder(config)
-            .incarnation(incarnation)
-            .start(Arc::new(t), rx)
-            .expect("node")
+        let mut b = Node::builder(config).incarnation(incarnation);
+        if let Some(sink) = trace {
+            b = b.trace(sink);
+        }
+        b.start(Arc::new(t), rx).expect("node")
     })
     .await
 }
@@ -244,8 +251,8 @@ fn codec_cost(iters: u64) -> (f64, f64) {
     (enc, dec)
 }
 
-async fn count_at(a: &Node, xa: &Arbiter, sink: &str) -> u64 {
-    let r = a.lookup::<Count>(sink).expect("path");
+async fn count_at(a: &Node, xa: &Arbiter, path: &str) -> u64 {
+    let r = a.lookup::<Count>(path).expect("path");
     on(xa, async move { r.ask(Count).await.expect("count") }).await
 }
 
@@ -254,18 +261,18 @@ async fn framework_tell(a: &Node, xa: &Arbiter, progress: &Progress, n: u64) -> 
     framework_tell_to(a, xa, progress, n, "b/sink").await
 }
 
-/// [`framework_tell`] to the sink at `sink`.
+/// [`framework_tell`] to the sink at `path`.
 async fn framework_tell_to(
     a: &Node,
     xa: &Arbiter,
     progress: &Progress,
     n: u64,
-    sink: &str,
+    path: &str,
 ) -> (f64, f64, u64) {
-    let before = count_at(a, xa, sink).await;
+    let before = count_at(a, xa, path).await;
     progress.target.store(before + n, Ordering::Relaxed);
     *progress.reached.lock().expect("lock") = None;
-    let r = a.lookup::<Blob>(sink).expect("path");
+    let r = a.lookup::<Blob>(path).expect("path");
     let started = Instant::now();
     let cpu0 = cpu_ns();
     let full = on(xa, async move {
@@ -305,7 +312,7 @@ async fn framework_tell_to(
         tokio::time::sleep(Duration::from_micros(200)).await;
     };
     let cpu = cpu_ns() - cpu0;
-    let after = count_at(a, xa, sink).await;
+    let after = count_at(a, xa, path).await;
     assert_eq!(
         after - before,
         n,
@@ -744,8 +751,8 @@ async fn metrics_on_off(
     let (c_addr, d_addr) = (reserve_addr(), reserve_addr());
     let c_cfg = config("c", c_addr, ca.issue("c").expect("c"), &[("d", d_addr)]);
     let d_cfg = config("d", d_addr, ca.issue("d").expect("d"), &[("c", c_addr)]);
-    let c = start_node_metrics(xa, c_cfg, 5, false).await;
-    let d = start_node_metrics(xb, d_cfg, 6, false).await;
+    let c = start_node_with(xa, c_cfg, 5, false, None).await;
+    let d = start_node_with(xb, d_cfg, 6, false, None).await;
     let off_progress = Arc::new(Progress::default());
     let spec = sink(&off_progress);
     let d2 = d.clone();
@@ -968,6 +975,66 @@ fn main() {
         }
         if only == "metrics" {
             metrics_on_off(&a, &xa, &xb, &ca, &progress, (n, asks, window), rounds).await;
+            return;
+        }
+        if only == "trace" {
+            let dir = std::env::temp_dir().join(format!("troupe-bench-trace-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("trace dir");
+            let sinks: Vec<Arc<FileTraceSink>> = ["at", "bt"]
+                .iter()
+                .map(|n| Arc::new(FileTraceSink::append(&dir.join(format!("{n}.jsonl"))).expect("trace file")))
+                .collect();
+            let (at_addr, bt_addr) = (reserve_addr(), reserve_addr());
+            let at = start_node_with(
+                &xa,
+                config("at", at_addr, ca.issue("at").expect("at"), &[("bt", bt_addr)]),
+                3, true, Some(sinks[0].clone()))
+            .await;
+            let bt = start_node_with(
+                &xb,
+                config("bt", bt_addr, ca.issue("bt").expect("bt"), &[("at", at_addr)]),
+                4, true, Some(sinks[1].clone()))
+            .await;
+            let progress_t = Arc::new(Progress::default());
+            let spec = sink(&progress_t);
+            let bt2 = bt.clone();
+            on(&xb, async move { bt2.spawn(spec).await.expect("spawn sink") }).await;
+            framework_tell_to(&at, &xa, &progress_t, 20_000, "bt/sink").await;
+            let (mut off, mut on_) = (vec![], vec![]);
+            for round in 0..rounds {
+                let mut run = [(0f64, 0f64); 2];
+                for k in 0..2 {
+                    // Rounds alternate which pair goes first.
+                    let traced = (k + round) % 2 == 1;
+                    let (t, tc, _) = if traced {
+                        framework_tell_to(&at, &xa, &progress_t, n, "bt/sink").await
+                    } else {
+                        framework_tell(&a, &xa, &progress, n).await
+                    };
+                    run[usize::from(traced)] = (t, tc);
+                }
+                println!(
+                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg), trace on {:>9.0} msg/s ({:>5.0} CPU-ns/msg): ratio {:.3}",
+                    run[0].0, run[0].1, run[1].0, run[1].1, run[1].0 / run[0].0
+                );
+                off.push(run[0].0);
+                on_.push(run[1].0);
+            }
+            for s in &sinks {
+                s.flush();
+            }
+            let bytes: u64 = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            println!(
+                "trace on/off: median {:.0} vs {:.0} msg/s, ratio {:.3} (target >= 0.90); trace lines dropped (writer behind): {}; {} MiB of trace files left",
+                median(&on_),
+                median(&off),
+                median(&on_) / median(&off),
+                sinks.iter().map(|s| s.dropped()).sum::<u64>(),
+                bytes >> 20
+            );
+            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
         if only == "tell" {

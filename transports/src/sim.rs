@@ -434,7 +434,15 @@ impl SimNetwork {
     fn record_crashed(&self, to: &str, frames: impl IntoIterator<Item = (String, u64)>) {
         for (from, seq) in frames {
             let reason = "crashed".into();
-            self.record(to, TraceEvent::Drop { from, seq, reason });
+            self.record(
+                to,
+                TraceEvent::Drop {
+                    from,
+                    to: None,
+                    seq,
+                    reason,
+                },
+            );
         }
     }
 
@@ -506,6 +514,7 @@ impl SimNetwork {
                 tag,
                 lamport,
                 vector,
+                cause: None,
             },
         );
         let drop_reason = if !matches!(s.nodes.get(from), Some(Some(_)))
@@ -524,6 +533,7 @@ impl SimNetwork {
                 to,
                 TraceEvent::Drop {
                     from: from.to_string(),
+                    to: None,
                     seq,
                     reason: reason.into(),
                 },
@@ -537,6 +547,7 @@ impl SimNetwork {
                 to,
                 TraceEvent::Drop {
                     from: from.to_string(),
+                    to: None,
                     seq,
                     reason: "loss".into(),
                 },
@@ -737,6 +748,9 @@ pub struct SimTransport {
 }
 
 impl Transport for SimTransport {
+    fn traces_frames(&self) -> bool {
+        true
+    }
     fn local_name(&self) -> &str {
         &self.name
     }

@@ -211,6 +211,12 @@ crate::family::family! {
         actor = |instance| format!("commit.{instance}");
         core AnyCommit(CommitAlgorithm, CommitConfig);
         view CommitView = |core| CommitView { pending: core.pending() };
+        trace = |protocol, event| match event {
+            CommitEvent::Decided { tx, decision } => Some(troupe_framework::trace::TraceEvent::Note {
+                text: format!("{protocol}: commit decided {tx:?}: {decision:?}"),
+            }),
+            CommitEvent::Prepare { .. } => None,
+        };
         view_metrics = |view, out| {
             out.push(ViewMetric::gauge(
                 "troupe_commit_pending",

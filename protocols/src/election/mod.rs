@@ -255,6 +255,16 @@ crate::family::family! {
         };
         core AnyElection(ElectionAlgorithm, ElectionConfig);
         view Leadership = |core| Leadership { term: core.term(), leader: core.leader().cloned() };
+        trace = |protocol, event| Some(troupe_framework::trace::TraceEvent::Note {
+            text: match event {
+                ElectionEvent::LeaderChanged { term, leader: Some(l) } => {
+                    format!("{protocol}: leader elected {l} (term {term})")
+                }
+                ElectionEvent::LeaderChanged { term, leader: None } => {
+                    format!("{protocol}: no leader (term {term}), electing")
+                }
+            },
+        });
         view_metrics = |view, out| {
             out.push(ViewMetric::gauge(
                 "troupe_election_term",

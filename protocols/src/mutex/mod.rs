@@ -563,6 +563,16 @@ crate::family::family! {
         actor = |resource| format!("mutex.{resource}");
         core AnyMutex(MutexAlgorithm, MutexConfig);
         view MutexView = |core| MutexView { holding: core.holding(), waiting: core.is_waiting() };
+        trace = |protocol, event| Some(troupe_framework::trace::TraceEvent::Note {
+            text: match event {
+                MutexEvent::Granted { fencing_token, .. } => {
+                    format!("{protocol}: lock granted (fencing token {fencing_token})")
+                }
+                MutexEvent::Released { fencing_token, .. } => {
+                    format!("{protocol}: lock released (fencing token {fencing_token})")
+                }
+            },
+        });
         view_metrics = |view, out| {
             out.push(ViewMetric::gauge(
                 "troupe_lock_held",

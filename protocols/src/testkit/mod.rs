@@ -781,6 +781,7 @@ impl<P: SimProtocol> Sim<P> {
         let from = sim_trace::node_name(from);
         self.trace_event(to, || TraceEvent::Drop {
             from,
+            to: None,
             seq,
             reason: reason.into(),
         });

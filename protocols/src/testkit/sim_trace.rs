@@ -112,6 +112,7 @@ impl SimTrace {
             tag: tag_of(&debug),
             lamport: None,
             vector: None,
+            cause: None,
         };
         self.record(now, from, event, Some(("msg", debug)));
     }
