@@ -21,6 +21,13 @@
 //! asks for them), and from local commands ([`Invoke`]: a closure run against
 //! the core, which is how typed APIs like `lock.acquire()` are built).
 //!
+//! A command whose answer comes later (a Raft proposal answered once its
+//! entry is applied) is an [`Await`] ([`DriverHandle::settle`]), for a core
+//! that [`Settles`]: the command's closure takes the request and returns
+//! the core's token for it; the driver keeps a waiter per token and, after
+//! every input, takes the core's settled tokens and answers their waiters
+//! with that input's outputs. One message and one wake-up per request.
+//!
 //! Guarantees:
 //! - the core sees inputs one at a time, in the order the actor handles them,
 //!   with the node's clock; after each input the driver calls the core's
@@ -37,11 +44,15 @@
 //!   holds — the writes that were acknowledged, nothing else;
 //! - a message the network refuses (unknown peer, full queue) is dropped with
 //!   a debug log — protocols are written for lossy networks;
-//! - timers of an old life never fire after a restart.
+//! - timers of an old life never fire after a restart;
+//! - a waiter whose token the core never settles in this life (the actor
+//!   stopped or restarted) is answered [`Awaited::Dropped`], never left
+//!   hanging; one whose command never ran, [`Awaited::NotRunning`].
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -50,7 +61,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot, watch};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::remote::Sender;
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, TimerOp, TimerTable};
+use troupe_framework::sansio::{
+    DurableError, Outputs, Protocol, Recovered, Settles, TimerOp, TimerTable,
+};
 use troupe_framework::storage::{Completion, SyncReport};
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::trace::TraceEvent;
@@ -157,6 +170,66 @@ pub type MakeCore<P> = Arc<dyn Fn(&Node, &Recovered) -> Result<P, DurableError> 
 /// the input's outputs are carried out (nothing when it did not change).
 pub type ViewHook<P> = Box<dyn FnMut(&P) -> Option<Box<dyn FnOnce()>>>;
 
+/// A command whose answer comes when the core settles the request it took
+/// (see [`Settles`] and [`DriverHandle::settle`]).
+pub struct Await<P: Settles>(pub AwaitCommand<P>);
+
+/// The closure inside an [`Await`]: takes the request (with the current
+/// time and the output buffer) and says how it is answered.
+pub type AwaitCommand<P> = Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Started<P> + Send>;
+
+/// Answers a settled request: given the core (as it is after the input that
+/// settled it), the token and the settlement, returns what sends the
+/// answer (run when that input's outputs are carried out).
+pub type Waiter<P> = Box<
+    dyn FnOnce(&mut P, <P as Settles>::Token, <P as Settles>::Settled) -> Box<dyn FnOnce()>
+        + Send,
+>;
+
+/// What an [`Await`] command's closure did.
+pub enum Started<P: Settles> {
+    /// Answered at once (e.g. refused): what sends the answer.
+    Answered(Box<dyn FnOnce() + Send>),
+    /// The core took the request as `token`; `waiter` answers it once
+    /// settled.
+    Waiting(P::Token, Waiter<P>),
+}
+
+impl<P: Settles + 'static> actix::Message for Await<P> {
+    type Result = ();
+}
+
+/// The driver's waiters, type-erased (the driver runs any core; only
+/// cores that [`Settles`] have them).
+trait Waiting<P>: 'static {
+    /// Take what the core settled and answer the waiters of those tokens
+    /// (their answers join `replies`).
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn FnOnce()>>);
+    fn as_any(&mut self) -> &mut dyn Any;
+}
+
+/// The waiters of a core that settles, by token.
+struct Waiters<P: Settles> {
+    waiting: HashMap<P::Token, Waiter<P>>,
+    taken: Vec<(P::Token, P::Settled)>,
+}
+
+impl<P: Settles + 'static> Waiting<P> for Waiters<P> {
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn FnOnce()>>) {
+        core.take_settled(&mut self.taken);
+        for (token, settled) in self.taken.drain(..) {
+            // A token no one waits for (a waiter of a stopped life, a
+            // request taken by another command) is dropped.
+            if let Some((token, w)) = self.waiting.remove_entry(&token) {
+                replies.push(w(core, token, settled));
+            }
+        }
+    }
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// Outputs of earlier inputs waiting for their writes to become durable.
 struct Held<P: Protocol> {
     /// The submission that must be durable first.
@@ -192,6 +265,8 @@ pub struct Driver<P: Drivable> {
     durable: u64,
     #[allow(clippy::box_collection)] // boxed for `Unpin`, as `core`
     held: Box<VecDeque<Held<P>>>,
+    /// Waiters of [`Await`] commands (cores that [`Settles`] only).
+    waiters: Option<Box<dyn Waiting<P>>>,
 }
 
 impl<P> Driver<P>
@@ -236,6 +311,7 @@ where
             submitted: 0,
             durable: 0,
             held: Box::new(VecDeque::new()),
+            waiters: None,
         }
     }
 
@@ -276,9 +352,21 @@ where
             return;
         };
         f(core, now, &mut self.out);
+        self.after_input(ctx, Vec::new());
+    }
+
+    /// After an input: the core's `persist`, its view, the waiters of what
+    /// it settled; then carry out (or hold) the outputs, with `replies`.
+    fn after_input(&mut self, ctx: &mut Context<Self>, mut replies: Vec<Box<dyn FnOnce()>>) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
         core.persist(&mut self.out);
         let view = self.view.as_mut().and_then(|v| v(core));
-        self.flush(ctx, view, None);
+        if let Some(w) = self.waiters.as_mut() {
+            w.settle(core, &mut replies);
+        }
+        self.flush(ctx, view, replies);
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, e: &DurableError) {
@@ -289,12 +377,12 @@ where
     }
 
     /// Carry out the outputs of the input just fed; `view` publishes the
-    /// core's new view and `reply` answers a command, once they are released.
+    /// core's new view and `replies` answer commands, once they are released.
     fn flush(
         &mut self,
         ctx: &mut Context<Self>,
         view: Option<Box<dyn FnOnce()>>,
-        reply: Option<Box<dyn FnOnce()>>,
+        replies: Vec<Box<dyn FnOnce()>>,
     ) {
         let out = self.out.take();
         if let Some(e) = out.write_error {
@@ -332,7 +420,7 @@ where
             sends: out.sends,
             view,
             events: out.events,
-            replies: reply.into_iter().collect(),
+            replies,
         };
         if self.held.is_empty() && held.ticket <= self.durable {
             self.carry_out(held);
@@ -527,11 +615,39 @@ where
             return Box::pin(async move { Err(DriverError::NotRunning(name)) });
         };
         let r = (m.0)(core, now, &mut self.out);
-        core.persist(&mut self.out);
-        let view = self.view.as_mut().and_then(|v| v(core));
         let (tx, rx) = oneshot::channel();
-        self.flush(ctx, view, Some(Box::new(move || drop(tx.send(r)))));
+        self.after_input(ctx, vec![Box::new(move || drop(tx.send(r)))]);
         Box::pin(async move { rx.await.map_err(|_| DriverError::NotRunning(name)) })
+    }
+}
+
+impl<P> Handler<Await<P>> for Driver<P>
+where
+    P: Drivable + Settles,
+{
+    type Result = ();
+    fn handle(&mut self, m: Await<P>, ctx: &mut Context<Self>) {
+        let now = self.now();
+        // Not running: dropping the command answers `NotRunning`.
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let reply = match (m.0)(core, now, &mut self.out) {
+            Started::Answered(r) => Some(r as Box<dyn FnOnce()>),
+            Started::Waiting(token, waiter) => {
+                let w = self.waiters.get_or_insert_with(|| {
+                    Box::new(Waiters::<P> {
+                        waiting: HashMap::new(),
+                        taken: Vec::new(),
+                    })
+                });
+                if let Some(w) = w.as_any().downcast_mut::<Waiters<P>>() {
+                    w.waiting.insert(token, waiter);
+                }
+                None
+            }
+        };
+        self.after_input(ctx, reply.into_iter().collect());
     }
 }
 
@@ -664,6 +780,7 @@ impl<P: Drivable> DriverSpec<P> {
             node: node.clone(),
             name,
             events,
+            addr: Arc::new(Mutex::new(None)),
         };
         (actor, handle)
     }
@@ -684,18 +801,63 @@ where
 }
 
 /// Local access to a running driver: commands and events.
-pub struct DriverHandle<P: Protocol> {
+pub struct DriverHandle<P: Drivable> {
     node: Node,
     name: String,
     events: broadcast::Sender<P::Event>,
+    /// The running driver's address, looked up in the node's registry
+    /// again only once it is gone (a restart).
+    addr: Arc<Mutex<Option<Addr<Driver<P>>>>>,
 }
 
-impl<P: Protocol> Clone for DriverHandle<P> {
+impl<P: Drivable> Clone for DriverHandle<P> {
     fn clone(&self) -> Self {
         Self {
             node: self.node.clone(),
             name: self.name.clone(),
             events: self.events.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+/// The answer to an [`Await`] command ([`DriverHandle::settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaited<T> {
+    /// What the command answered: at once, or once its request settled.
+    Done(T),
+    /// The command never ran (the protocol is not running): the core did
+    /// not see it.
+    NotRunning,
+    /// The core took the request, but this life of the protocol stopped
+    /// before settling it: it may or may not have taken effect.
+    Dropped,
+}
+
+/// Sends an [`Awaited`] answer exactly once: what it was given, or, when
+/// dropped unanswered, `NotRunning` before the core took the request and
+/// `Dropped` after.
+struct Answer<T> {
+    tx: Option<oneshot::Sender<Awaited<T>>>,
+    taken: bool,
+}
+
+impl<T> Answer<T> {
+    fn send(mut self, v: T) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Awaited::Done(v));
+        }
+    }
+}
+
+impl<T> Drop for Answer<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(if self.taken {
+                Awaited::Dropped
+            } else {
+                Awaited::NotRunning
+            });
         }
     }
 }
@@ -722,11 +884,20 @@ where
         &self.node
     }
 
+    /// The running driver's address: the cached one while it is
+    /// connected, else looked up again.
     fn addr(&self) -> Result<Addr<Driver<P>>, DriverError> {
-        self.node
+        let mut cached = self.addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = cached.as_ref().filter(|a| a.connected()) {
+            return Ok(a.clone());
+        }
+        let a = self
+            .node
             .registry()
             .typed_addr::<Driver<P>>(&self.name)
-            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))
+            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
+        *cached = Some(a.clone());
+        Ok(a)
     }
 
     /// Run `f` against the core without waiting (for use in `Drop`).
@@ -749,7 +920,65 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        invoke_named(&self.node, &self.name, f).await
+        self.addr()?
+            .send(Invoke(Box::new(f)))
+            .await
+            .map_err(|_| DriverError::NotRunning(self.name.clone()))?
+    }
+}
+
+impl<P> DriverHandle<P>
+where
+    P: Drivable + Settles,
+    P::Token: Send + 'static,
+    P::Settled: 'static,
+{
+    /// A request answered once the core settles it, in one message to the
+    /// driver: `start` runs against the core (with the current time and
+    /// the output buffer) and either takes the request, returning the
+    /// core's token for it, or answers at once (`Err`: a refusal). Once
+    /// the core settles the token, `finish` runs against the core (as it
+    /// is after the input that settled it) with the token and the
+    /// settlement, and its value is the answer. Every answer leaves once everything the core
+    /// wrote up to the input that produced it is durable.
+    ///
+    /// [`Awaited::NotRunning`]: `start` never ran; [`Awaited::Dropped`]:
+    /// the request was taken, then the protocol stopped (or restarted)
+    /// before settling it. A caller that stops waiting (a timeout) leaves
+    /// the waiter to be dropped when the token settles.
+    pub async fn settle<T: Send + 'static>(
+        &self,
+        start: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T>
+            + Send
+            + 'static,
+        finish: impl FnOnce(&mut P, P::Token, P::Settled) -> T + Send + 'static,
+    ) -> Awaited<T> {
+        let (tx, rx) = oneshot::channel();
+        let mut answer = Answer {
+            tx: Some(tx),
+            taken: false,
+        };
+        let command: AwaitCommand<P> = Box::new(move |core, now, out| match start(core, now, out) {
+            Ok(token) => {
+                answer.taken = true;
+                Started::Waiting(
+                    token,
+                    Box::new(move |core: &mut P, token, settled| {
+                        let v = finish(core, token, settled);
+                        Box::new(move || answer.send(v)) as Box<dyn FnOnce()>
+                    }),
+                )
+            }
+            Err(v) => Started::Answered(Box::new(move || answer.send(v))),
+        });
+        match self.addr() {
+            // A mailbox that is closed drops the command: `NotRunning`.
+            Ok(a) => a.do_send(Await(command)),
+            Err(_) => return Awaited::NotRunning,
+        }
+        // Every path answers before dropping the sender; a lost one can
+        // only be a command taken and then lost with its actor.
+        rx.await.unwrap_or(Awaited::Dropped)
     }
 }
 

@@ -272,6 +272,32 @@ pub trait Protocol {
     }
 }
 
+/// A core that settles some requests of its local user later than the
+/// input that made them: a proposal once its entry is applied (or known
+/// lost), a read once it is confirmed. The user names such a request by a
+/// [`Settles::Token`] the core hands out (and marks as awaited) when it
+/// takes the request; the core queues `(token, outcome)` when the request
+/// settles, and whoever drives it takes the queue after every input, as
+/// it carries out that input's outputs (the pull shape of raft-rs's
+/// `Ready` and quinn-proto's `poll_*`).
+///
+/// The protocol driver routes each settled token to the future waiting
+/// for it: one command and one wake-up per request, instead of a waiter
+/// that polls the core whenever a view changes. The outcome is answered
+/// with the outputs of the input that settled it, so after that input's
+/// writes are durable. A simulator may take the queue whenever it likes;
+/// nothing is settled twice, and a core keeps only the settlements not
+/// taken yet.
+pub trait Settles: Protocol {
+    /// Names one awaited request.
+    type Token: Clone + Eq + std::hash::Hash + Debug;
+    /// What the request came to.
+    type Settled;
+    /// Move every settlement queued since the last call into `into`, in
+    /// the order they were settled.
+    fn take_settled(&mut self, into: &mut Vec<(Self::Token, Self::Settled)>);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,6 +215,33 @@ pub enum Outcome<R> {
     Unknown,
 }
 
+/// A request of the local user awaited through
+/// [`troupe_framework::sansio::Settles`] (see [`Raft::await_result`] and
+/// [`Raft::await_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RaftToken {
+    /// The proposal at `index` made in `term`.
+    Write {
+        /// Its index.
+        index: u64,
+        /// The term it was proposed in.
+        term: u64,
+    },
+    /// The read with this id.
+    Read(u64),
+}
+
+/// What an awaited request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftSettled<R> {
+    /// A proposal's outcome (as [`Raft::take_result`] gives it).
+    Write(ProposalOutcome<R>),
+    /// A read: `true` when it is confirmed and its read index applied (the
+    /// state machine can be read now), `false` when it failed (leadership
+    /// lost before it was confirmed).
+    Read(bool),
+}
+
 /// Why a command was refused (nothing was proposed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError<Id> {
