@@ -49,14 +49,19 @@ impl DurableStore for MemoryStore {
     }
     fn submit(&self, ns: &str, writes: Vec<Write>) -> Completion {
         let mut spaces = self.spaces();
-        let space = spaces.entry(ns.to_string()).or_default();
-        match space.apply(&writes) {
+        let space = match spaces.get_mut(ns) {
+            Some(s) => s,
+            None => spaces.entry(ns.to_string()).or_default(),
+        };
+        // Counted before the records move into the store.
+        let (n, records, bytes) = Counters::measure(writes.iter());
+        match space.apply_owned(writes) {
             Ok(()) => {
-                let sync = self.inner.counters.synced(1, writes.iter());
+                let sync = self.inner.counters.synced_measured(1, n, records, bytes);
                 Completion::Done(Ok(SyncReport {
                     sync,
                     group: 1,
-                    writes: writes.len(),
+                    writes: n as usize,
                 }))
             }
             Err(e) => {
