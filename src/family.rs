@@ -139,7 +139,7 @@ fn spec<F: Family>(
             }
         })
     }));
-    Ok(spec.view(F::view))
+    Ok(spec.view_unless(F::view, F::view_unchanged))
 }
 
 impl<F: Family> Instance<F> {

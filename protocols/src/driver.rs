@@ -52,6 +52,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -210,8 +211,37 @@ trait Waiting<P>: 'static {
 
 /// The waiters of a core that settles, by token.
 struct Waiters<P: Settles> {
-    waiting: HashMap<P::Token, Waiter<P>>,
+    waiting: HashMap<P::Token, Waiter<P>, BuildHasherDefault<TokenHasher>>,
     taken: Vec<(P::Token, P::Settled)>,
+}
+
+/// A multiply-rotate hasher (FxHash's) for waiter tokens: small keys the
+/// core makes, not chosen by a peer, so no defence against collisions is
+/// needed (SipHash cost more than the rest of the lookup).
+#[derive(Default, Clone, Copy)]
+struct TokenHasher(u64);
+
+impl TokenHasher {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.add(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
 }
 
 impl<P: Settles + 'static> Waiting<P> for Waiters<P> {
@@ -637,7 +667,7 @@ where
             Started::Waiting(token, waiter) => {
                 let w = self.waiters.get_or_insert_with(|| {
                     Box::new(Waiters::<P> {
-                        waiting: HashMap::new(),
+                        waiting: HashMap::default(),
                         taken: Vec::new(),
                     })
                 });
@@ -716,8 +746,22 @@ impl<P: Protocol> DriverSpec<P> {
     /// never shows state that is not durable yet), across restarts too.
     /// Returns the spec and a receiver of the views.
     pub fn view<V>(
+        self,
+        view: impl Fn(&P) -> V + Send + Sync + 'static,
+    ) -> (Self, watch::Receiver<V>)
+    where
+        V: Clone + PartialEq + Default + Send + Sync + 'static,
+        P: 'static,
+    {
+        self.view_unless(view, |_, _| false)
+    }
+    /// [`DriverSpec::view`], skipping the view after an input when
+    /// `unchanged(core, last)` says it would equal the last one (a cheap
+    /// check instead of building the view after every input).
+    pub fn view_unless<V>(
         mut self,
         view: impl Fn(&P) -> V + Send + Sync + 'static,
+        unchanged: impl Fn(&P, &V) -> bool + Send + Sync + 'static,
     ) -> (Self, watch::Receiver<V>)
     where
         V: Clone + PartialEq + Default + Send + Sync + 'static,
@@ -726,10 +770,14 @@ impl<P: Protocol> DriverSpec<P> {
         let (tx, rx) = watch::channel(V::default());
         let tx = Arc::new(tx);
         let view = Arc::new(view);
+        let unchanged = Arc::new(unchanged);
         self.view = Some(Arc::new(move || {
-            let (tx, view) = (tx.clone(), view.clone());
+            let (tx, view, unchanged) = (tx.clone(), view.clone(), unchanged.clone());
             let mut last: Option<V> = None;
             Box::new(move |core: &P| {
+                if last.as_ref().is_some_and(|l| unchanged(core, l)) {
+                    return None;
+                }
                 let v = view(core);
                 if last.as_ref() == Some(&v) {
                     return None;

@@ -374,6 +374,15 @@ impl<S: StateMachine> crate::family::Family for RaftFamily<S> {
         Raft::recover(me, initial, config.clone(), recovered)
     }
 
+    fn view_unchanged(core: &Raft<String, S>, last: &RaftView) -> bool {
+        last.applied == core.applied
+            && last.commit == core.commit
+            && last.read_epoch == core.read_epoch
+            && last.term == core.term
+            && last.role == core.role
+            && last.leader == core.leader
+    }
+
     fn view(core: &Raft<String, S>) -> RaftView {
         RaftView {
             term: core.term,

@@ -835,11 +835,16 @@ impl<Id: MemberId, S: StateMachine> Protocol for Raft<Id, S> {
     }
 
     fn persist(&mut self, out: &mut OutputsOf<Self>) {
-        let hard = HardState {
-            term: self.term,
-            vote: self.vote.clone(),
-        };
-        if self.saved.as_ref() != Some(&hard) {
+        // Compared in place: this runs after every input.
+        let saved = self
+            .saved
+            .as_ref()
+            .is_some_and(|h| h.term == self.term && h.vote == self.vote);
+        if !saved {
+            let hard = HardState {
+                term: self.term,
+                vote: self.vote.clone(),
+            };
             out.put(HARD_KEY, &hard);
             self.saved = Some(hard);
         }
