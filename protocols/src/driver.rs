@@ -32,12 +32,18 @@
 //! - the core sees inputs one at a time, in the order the actor handles them,
 //!   with the node's clock; after each input the driver calls the core's
 //!   [`Protocol::persist`], then carries the outputs out in the order produced;
+//! - **one turn, one flush**: the outputs of the inputs handled in one turn
+//!   of the actor (everything its mailbox and inbox held when it woke up)
+//!   are carried out together once the turn's messages are handled — one
+//!   store submission (the turn's writes, in order, atomically), then the
+//!   sends, the view as it is after the turn, events and replies, in order.
+//!   Under load many proposals share one submission;
 //! - **durability first**: no message, event or command reply of an input
 //!   leaves before that input's writes, and every earlier input's writes,
 //!   are durable. Outputs that wait for a sync are held in order while the
 //!   core keeps taking inputs (so the writes of many inputs share a sync);
-//!   timers are armed at once (they only produce new inputs, whose outputs
-//!   wait their turn);
+//!   timers are armed when their turn is flushed (they only produce new
+//!   inputs, whose outputs wait their turn);
 //! - a failed write (store error, a value that does not encode, an append
 //!   that does not follow its log) stops the actor; nothing held is sent.
 //!   Its supervisor restarts it, and the core is rebuilt from what the store
@@ -297,6 +303,10 @@ pub struct Driver<P: Drivable> {
     held: Box<VecDeque<Held<P>>>,
     /// Waiters of [`Await`] commands (cores that [`Settles`] only).
     waiters: Option<Box<dyn Waiting<P>>>,
+    /// Replies of the inputs since the last flush.
+    replies: Vec<Box<dyn FnOnce()>>,
+    /// A flush of the inputs of this turn is scheduled.
+    flush_pending: bool,
 }
 
 impl<P> Driver<P>
@@ -342,6 +352,8 @@ where
             durable: 0,
             held: Box::new(VecDeque::new()),
             waiters: None,
+            replies: Vec::new(),
+            flush_pending: false,
         }
     }
 
@@ -382,16 +394,38 @@ where
             return;
         };
         f(core, now, &mut self.out);
-        self.after_input(ctx, Vec::new());
+        self.after_input(ctx, None);
     }
 
-    /// After an input: the core's `persist`, its view, the waiters of what
-    /// it settled; then carry out (or hold) the outputs, with `replies`.
-    fn after_input(&mut self, ctx: &mut Context<Self>, mut replies: Vec<Box<dyn FnOnce()>>) {
+    /// After an input: the core's `persist`; `reply` answers the command
+    /// that was the input. The outputs are carried out by the next
+    /// [`Driver::flush_inputs`], which runs once the actor has handled
+    /// every message already queued: the inputs of one turn share one
+    /// store submission and one release.
+    fn after_input(&mut self, ctx: &mut Context<Self>, reply: Option<Box<dyn FnOnce()>>) {
         let Some(core) = self.core.as_mut() else {
             return;
         };
         core.persist(&mut self.out);
+        if let Some(r) = reply {
+            self.replies.push(r);
+        }
+        if !self.flush_pending {
+            self.flush_pending = true;
+            // Spawned futures run after the mailbox is drained.
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush_inputs(ctx)));
+        }
+    }
+
+    /// Carry out (or hold) what the inputs since the last flush produced,
+    /// in order, as one: the core's view after them, the waiters of what
+    /// they settled, their replies.
+    fn flush_inputs(&mut self, ctx: &mut Context<Self>) {
+        self.flush_pending = false;
+        let mut replies = std::mem::take(&mut self.replies);
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
         let view = self.view.as_mut().and_then(|v| v(core));
         if let Some(w) = self.waiters.as_mut() {
             w.settle(core, &mut replies);
@@ -646,7 +680,7 @@ where
         };
         let r = (m.0)(core, now, &mut self.out);
         let (tx, rx) = oneshot::channel();
-        self.after_input(ctx, vec![Box::new(move || drop(tx.send(r)))]);
+        self.after_input(ctx, Some(Box::new(move || drop(tx.send(r)))));
         Box::pin(async move { rx.await.map_err(|_| DriverError::NotRunning(name)) })
     }
 }
@@ -677,7 +711,7 @@ where
                 None
             }
         };
-        self.after_input(ctx, reply.into_iter().collect());
+        self.after_input(ctx, reply);
     }
 }
 

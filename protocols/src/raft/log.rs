@@ -179,11 +179,16 @@ impl<Id: MemberId> RaftLog<Id> {
             return;
         }
         let first = self.last_index() + 1;
-        let encoded: Result<Vec<Vec<u8>>, _> = entries.iter().map(rmp_serde::to_vec).collect();
-        match encoded {
-            Ok(records) => out.append_bytes(LOG, first, records),
-            // Records the failed write, naming the entry that does not encode.
-            Err(_) => out.append(LOG, first, &entries),
+        for (i, e) in entries.iter().enumerate() {
+            match rmp_serde::to_vec(e) {
+                Ok(record) => out.append_record(LOG, first + i as u64, record),
+                // Records the failed write, naming the entry that does not
+                // encode (the driver then applies nothing of this input).
+                Err(_) => {
+                    out.append(LOG, first, &entries);
+                    break;
+                }
+            }
         }
         self.entries.extend(entries);
     }

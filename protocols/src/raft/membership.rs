@@ -78,7 +78,19 @@ impl<Id: MemberId> Membership<Id> {
             if set.is_empty() {
                 return u64::MAX;
             }
-            let mut v: Vec<u64> = set.iter().map(&value).collect();
+            // On the stack for the usual group sizes (this runs on every
+            // append reply and proposal of a leader).
+            let mut small = [0u64; 16];
+            let mut large = Vec::new();
+            let v: &mut [u64] = if set.len() <= small.len() {
+                for (slot, id) in small.iter_mut().zip(set) {
+                    *slot = value(id);
+                }
+                &mut small[..set.len()]
+            } else {
+                large.extend(set.iter().map(&value));
+                &mut large
+            };
             v.sort_unstable_by(|a, b| b.cmp(a));
             v[set.len() / 2]
         };
