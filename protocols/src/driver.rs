@@ -966,20 +966,23 @@ where
         &self.node
     }
 
-    /// The running driver's address: the cached one while it is
-    /// connected, else looked up again.
-    fn addr(&self) -> Result<Addr<Driver<P>>, DriverError> {
+    /// Run `f` with the running driver's address: the cached one while it
+    /// is connected, else looked up again.
+    fn with_addr<T>(&self, f: impl FnOnce(&Addr<Driver<P>>) -> T) -> Result<T, DriverError> {
         let mut cached = self.addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = cached.as_ref().filter(|a| a.connected()) {
-            return Ok(a.clone());
+        match cached.as_ref() {
+            Some(a) if a.connected() => Ok(f(a)),
+            _ => {
+                let a = self
+                    .node
+                    .registry()
+                    .typed_addr::<Driver<P>>(&self.name)
+                    .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
+                let r = f(&a);
+                *cached = Some(a);
+                Ok(r)
+            }
         }
-        let a = self
-            .node
-            .registry()
-            .typed_addr::<Driver<P>>(&self.name)
-            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
-        *cached = Some(a.clone());
-        Ok(a)
     }
 
     /// Run `f` against the core without waiting (for use in `Drop`).
@@ -987,8 +990,7 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static,
     ) -> Result<(), DriverError> {
-        self.addr()?.do_send(Invoke::<P, ()>(Box::new(f)));
-        Ok(())
+        self.with_addr(|a| a.do_send(Invoke::<P, ()>(Box::new(f))))
     }
 
     /// The driver's actor name.
@@ -1002,8 +1004,7 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        self.addr()?
-            .send(Invoke(Box::new(f)))
+        self.with_addr(|a| a.send(Invoke(Box::new(f))))?
             .await
             .map_err(|_| DriverError::NotRunning(self.name.clone()))?
     }
@@ -1053,10 +1054,9 @@ where
             }
             Err(v) => Started::Answered(Box::new(move || answer.send(v))),
         });
-        match self.addr() {
-            // A mailbox that is closed drops the command: `NotRunning`.
-            Ok(a) => a.do_send(Await(command)),
-            Err(_) => return Awaited::NotRunning,
+        // A mailbox that is closed drops the command: `NotRunning`.
+        if self.with_addr(|a| a.do_send(Await(command))).is_err() {
+            return Awaited::NotRunning;
         }
         // Every path answers before dropping the sender; a lost one can
         // only be a command taken and then lost with its actor.
