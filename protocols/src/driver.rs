@@ -179,27 +179,33 @@ pub type ViewHook<P> = Box<dyn FnMut(&P) -> Option<Box<dyn FnOnce()>>>;
 
 /// A command whose answer comes when the core settles the request it took
 /// (see [`Settles`] and [`DriverHandle::settle`]).
-pub struct Await<P: Settles>(pub AwaitCommand<P>);
+pub struct Await<P: Settles>(pub Box<dyn AwaitJob<P>>);
 
-/// The closure inside an [`Await`]: takes the request (with the current
-/// time and the output buffer) and says how it is answered.
-pub type AwaitCommand<P> = Box<dyn FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Started<P> + Send>;
+/// An answer, sent when the outputs of the input that produced it are
+/// carried out.
+pub trait Reply {
+    /// Send it.
+    fn send(self: Box<Self>);
+}
 
-/// Answers a settled request: given the core (as it is after the input that
-/// settled it), the token and the settlement, returns what sends the
-/// answer (run when that input's outputs are carried out).
-pub type Waiter<P> = Box<
-    dyn FnOnce(&mut P, <P as Settles>::Token, <P as Settles>::Settled) -> Box<dyn FnOnce()>
-        + Send,
->;
+impl<F: FnOnce()> Reply for F {
+    fn send(self: Box<Self>) {
+        (*self)()
+    }
+}
 
-/// What an [`Await`] command's closure did.
-pub enum Started<P: Settles> {
-    /// Answered at once (e.g. refused): what sends the answer.
-    Answered(Box<dyn FnOnce() + Send>),
-    /// The core took the request as `token`; `waiter` answers it once
-    /// settled.
-    Waiting(P::Token, Waiter<P>),
+/// What an [`Await`] carries through its life: it takes the request, is
+/// kept by the driver under the request's token, computes its answer when
+/// the token settles, and is itself the [`Reply`] that sends the answer
+/// (one allocation per request).
+pub trait AwaitJob<P: Settles>: Reply + Send {
+    /// Take the request (with the current time and the output buffer):
+    /// the core's token for it, or `None` when it is answered at once
+    /// (refused), without waiting.
+    fn start(&mut self, core: &mut P, now: Duration, out: &mut OutputsOf<P>) -> Option<P::Token>;
+    /// Its token settled: compute the answer from the core (as it is after
+    /// the input that settled it) and the settlement.
+    fn settle(&mut self, core: &mut P, token: P::Token, settled: P::Settled);
 }
 
 impl<P: Settles + 'static> actix::Message for Await<P> {
@@ -211,13 +217,13 @@ impl<P: Settles + 'static> actix::Message for Await<P> {
 trait Waiting<P>: 'static {
     /// Take what the core settled and answer the waiters of those tokens
     /// (their answers join `replies`).
-    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn FnOnce()>>);
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn Reply>>);
     fn as_any(&mut self) -> &mut dyn Any;
 }
 
 /// The waiters of a core that settles, by token.
 struct Waiters<P: Settles> {
-    waiting: HashMap<P::Token, Waiter<P>, BuildHasherDefault<TokenHasher>>,
+    waiting: HashMap<P::Token, Box<dyn AwaitJob<P>>, BuildHasherDefault<TokenHasher>>,
     taken: Vec<(P::Token, P::Settled)>,
 }
 
@@ -251,13 +257,14 @@ impl Hasher for TokenHasher {
 }
 
 impl<P: Settles + 'static> Waiting<P> for Waiters<P> {
-    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn FnOnce()>>) {
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn Reply>>) {
         core.take_settled(&mut self.taken);
         for (token, settled) in self.taken.drain(..) {
             // A token no one waits for (a waiter of a stopped life, a
             // request taken by another command) is dropped.
-            if let Some((token, w)) = self.waiting.remove_entry(&token) {
-                replies.push(w(core, token, settled));
+            if let Some((token, mut job)) = self.waiting.remove_entry(&token) {
+                job.settle(core, token, settled);
+                replies.push(job);
             }
         }
     }
@@ -273,7 +280,7 @@ struct Held<P: Protocol> {
     sends: Vec<(P::Id, P::Msg)>,
     view: Option<Box<dyn FnOnce()>>,
     events: Vec<P::Event>,
-    replies: Vec<Box<dyn FnOnce()>>,
+    replies: Vec<Box<dyn Reply>>,
 }
 
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
@@ -304,7 +311,7 @@ pub struct Driver<P: Drivable> {
     /// Waiters of [`Await`] commands (cores that [`Settles`] only).
     waiters: Option<Box<dyn Waiting<P>>>,
     /// Replies of the inputs since the last flush.
-    replies: Vec<Box<dyn FnOnce()>>,
+    replies: Vec<Box<dyn Reply>>,
     /// A flush of the inputs of this turn is scheduled.
     flush_pending: bool,
 }
@@ -402,7 +409,7 @@ where
     /// [`Driver::flush_inputs`], which runs once the actor has handled
     /// every message already queued: the inputs of one turn share one
     /// store submission and one release.
-    fn after_input(&mut self, ctx: &mut Context<Self>, reply: Option<Box<dyn FnOnce()>>) {
+    fn after_input(&mut self, ctx: &mut Context<Self>, reply: Option<Box<dyn Reply>>) {
         let Some(core) = self.core.as_mut() else {
             return;
         };
@@ -446,7 +453,7 @@ where
         &mut self,
         ctx: &mut Context<Self>,
         view: Option<Box<dyn FnOnce()>>,
-        replies: Vec<Box<dyn FnOnce()>>,
+        replies: Vec<Box<dyn Reply>>,
     ) {
         let out = self.out.take();
         if let Some(e) = out.write_error {
@@ -585,7 +592,7 @@ where
             }
         }
         for r in held.replies {
-            r();
+            r.send();
         }
     }
 }
@@ -696,9 +703,10 @@ where
         let Some(core) = self.core.as_mut() else {
             return;
         };
-        let reply = match (m.0)(core, now, &mut self.out) {
-            Started::Answered(r) => Some(r as Box<dyn FnOnce()>),
-            Started::Waiting(token, waiter) => {
+        let mut job = m.0;
+        let reply = match job.start(core, now, &mut self.out) {
+            None => Some(job as Box<dyn Reply>),
+            Some(token) => {
                 let w = self.waiters.get_or_insert_with(|| {
                     Box::new(Waiters::<P> {
                         waiting: HashMap::default(),
@@ -706,7 +714,7 @@ where
                     })
                 });
                 if let Some(w) = w.as_any().downcast_mut::<Waiters<P>>() {
-                    w.waiting.insert(token, waiter);
+                    w.waiting.insert(token, job);
                 }
                 None
             }
@@ -916,6 +924,51 @@ pub enum Awaited<T> {
     Dropped,
 }
 
+/// The [`AwaitJob`] of [`DriverHandle::settle`]: its two closures, the
+/// answer once known, and where to send it.
+struct Job<S, F, T> {
+    start: Option<S>,
+    finish: Option<F>,
+    value: Option<T>,
+    answer: Answer<T>,
+}
+
+impl<P, S, F, T> AwaitJob<P> for Job<S, F, T>
+where
+    P: Settles,
+    S: FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T> + Send,
+    F: FnOnce(&mut P, P::Token, P::Settled) -> T + Send,
+    T: Send,
+{
+    fn start(&mut self, core: &mut P, now: Duration, out: &mut OutputsOf<P>) -> Option<P::Token> {
+        match (self.start.take()?)(core, now, out) {
+            Ok(token) => {
+                self.answer.taken = true;
+                Some(token)
+            }
+            Err(v) => {
+                self.value = Some(v);
+                None
+            }
+        }
+    }
+    fn settle(&mut self, core: &mut P, token: P::Token, settled: P::Settled) {
+        if let Some(finish) = self.finish.take() {
+            self.value = Some(finish(core, token, settled));
+        }
+    }
+}
+
+impl<S, F, T> Reply for Job<S, F, T> {
+    fn send(self: Box<Self>) {
+        let Job { value, answer, .. } = *self;
+        // Without a value (never settled) the answer's drop says why.
+        if let Some(v) = value {
+            answer.send(v);
+        }
+    }
+}
+
 /// Sends an [`Awaited`] answer exactly once: what it was given, or, when
 /// dropped unanswered, `NotRunning` before the core took the request and
 /// `Dropped` after.
@@ -1037,23 +1090,16 @@ where
         finish: impl FnOnce(&mut P, P::Token, P::Settled) -> T + Send + 'static,
     ) -> Awaited<T> {
         let (tx, rx) = oneshot::channel();
-        let mut answer = Answer {
-            tx: Some(tx),
-            taken: false,
+        let job = Job {
+            start: Some(start),
+            finish: Some(finish),
+            value: None,
+            answer: Answer {
+                tx: Some(tx),
+                taken: false,
+            },
         };
-        let command: AwaitCommand<P> = Box::new(move |core, now, out| match start(core, now, out) {
-            Ok(token) => {
-                answer.taken = true;
-                Started::Waiting(
-                    token,
-                    Box::new(move |core: &mut P, token, settled| {
-                        let v = finish(core, token, settled);
-                        Box::new(move || answer.send(v)) as Box<dyn FnOnce()>
-                    }),
-                )
-            }
-            Err(v) => Started::Answered(Box::new(move || answer.send(v))),
-        });
+        let command: Box<dyn AwaitJob<P>> = Box::new(job);
         // A mailbox that is closed drops the command: `NotRunning`.
         if self.with_addr(|a| a.do_send(Await(command))).is_err() {
             return Awaited::NotRunning;

@@ -12,6 +12,8 @@
 //! compaction of the head), so the in-memory log and the durable one never
 //! disagree about what a restarted server will find.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::Outputs;
 
@@ -20,6 +22,31 @@ use crate::MemberId;
 
 /// The name of the durable log of entries.
 pub const LOG: &str = "log";
+
+/// `value` as compact msgpack (structs as arrays), in a vector of exactly
+/// its length: encoded into this thread's reused buffer, then copied once
+/// (encoding straight into a new vector grows it three or four times for
+/// a small entry).
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        // Re-entered (a value whose serialization encodes another): a
+        // fresh buffer.
+        let Ok(mut buf) = s.try_borrow_mut() else {
+            return rmp_serde::to_vec(value);
+        };
+        buf.clear();
+        rmp_serde::encode::write(&mut *buf, value)?;
+        let bytes = buf.as_slice().to_vec();
+        // Keep a buffer for small values, not the largest ever encoded.
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        Ok(bytes)
+    })
+}
 
 /// A client session: a retried command with the same `(client, seq)` is
 /// applied once.
@@ -180,7 +207,7 @@ impl<Id: MemberId> RaftLog<Id> {
         }
         let first = self.last_index() + 1;
         for (i, e) in entries.iter().enumerate() {
-            match rmp_serde::to_vec(e) {
+            match encode(e) {
                 Ok(record) => out.append_record(LOG, first + i as u64, record),
                 // Records the failed write, naming the entry that does not
                 // encode (the driver then applies nothing of this input).

@@ -589,7 +589,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         command: &S::Command,
         out: &mut OutputsOf<Self>,
     ) -> Result<(u64, u64), RaftError<Id>> {
-        let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Encode(e.to_string()))?;
+        let bytes = super::log::encode(command).map_err(|e| RaftError::Encode(e.to_string()))?;
         self.propose_payload(now, Payload::Command { session, bytes }, out)
     }
 
