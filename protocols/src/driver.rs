@@ -556,10 +556,11 @@ where
 
     fn carry_out(&mut self, held: Held<P>) {
         for (to, msg) in held.sends {
-            let node = to.node_name().to_string();
-            let peer = match self.peers.get(&node) {
+            let node = to.node_name();
+            // Looked up by the borrowed name: no allocation per send.
+            let peer = match self.peers.get(node) {
                 Some(r) => r,
-                None => match ActorPath::new(node.clone(), self.name.clone()) {
+                None => match ActorPath::new(node.to_string(), self.name.clone()) {
                     Ok(path) => {
                         let mut r = self
                             .node
@@ -568,7 +569,7 @@ where
                         if self.control {
                             r = r.control();
                         }
-                        self.peers.entry(node.clone()).or_insert(r)
+                        self.peers.entry(node.to_string()).or_insert(r)
                     }
                     Err(e) => {
                         tracing::warn!(protocol = %self.name, peer = %node, error = %e, "bad peer name; message dropped");

@@ -101,6 +101,13 @@ impl<Id: MemberId> Membership<Id> {
         }
     }
 
+    /// True when `id` is the only voter of the configuration, or of its
+    /// joint half: then its own log alone can move the quorum value.
+    pub fn sole_voter(&self, id: &Id) -> bool {
+        let alone = |set: &BTreeSet<Id>| set.len() == 1 && set.contains(id);
+        alone(&self.voters) || self.joint.as_ref().is_some_and(alone)
+    }
+
     /// The configuration that ends a joint phase: the new voters alone.
     pub fn finished(&self) -> Self {
         let voters = self.joint.clone().unwrap_or_else(|| self.voters.clone());
