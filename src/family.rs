@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
+use troupe_framework::sansio::Settles;
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::Node;
-use troupe_framework::sansio::Settles;
 use troupe_protocols::driver::{
     spawn_driver, Awaited, Driver, DriverHandle, DriverSpec, OutputsOf,
 };
@@ -207,11 +207,7 @@ impl<F: Family> Instance<F> {
             ) -> Result<<F::Core as Settles>::Token, T>
             + Send
             + 'static,
-        finish: impl FnOnce(
-                &mut F::Core,
-                <F::Core as Settles>::Token,
-                <F::Core as Settles>::Settled,
-            ) -> T
+        finish: impl FnOnce(&mut F::Core, <F::Core as Settles>::Token, <F::Core as Settles>::Settled) -> T
             + Send
             + 'static,
     ) -> Awaited<T>

@@ -1085,9 +1085,7 @@ where
     /// the waiter to be dropped when the token settles.
     pub async fn settle<T: Send + 'static>(
         &self,
-        start: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T>
-            + Send
-            + 'static,
+        start: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T> + Send + 'static,
         finish: impl FnOnce(&mut P, P::Token, P::Settled) -> T + Send + 'static,
     ) -> Awaited<T> {
         let (tx, rx) = oneshot::channel();

@@ -318,13 +318,18 @@ fn awaited_requests_settle_once_as_polled_ones_would() {
     })
     .unwrap();
     let (w, r) = (w.unwrap(), r.unwrap());
-    assert!(settled(&mut sim, leader).is_empty(), "nothing settles at once");
+    assert!(
+        settled(&mut sim, leader).is_empty(),
+        "nothing settles at once"
+    );
     sim.run_for(Duration::from_millis(100), &mut ()).unwrap();
     let got = settled(&mut sim, leader);
     assert!(
         matches!(
             got.get(&w),
-            Some(RaftSettled::Write(Outcome::Applied(Ok(KvReply::Done { .. }))))
+            Some(RaftSettled::Write(Outcome::Applied(Ok(
+                KvReply::Done { .. }
+            ))))
         ),
         "{got:?}"
     );
@@ -341,8 +346,10 @@ fn awaited_requests_settle_once_as_polled_ones_would() {
     sim.run_for(Duration::from_millis(100), &mut ()).unwrap();
     assert!(settled(&mut sim, leader).is_empty());
     let mut late = None;
-    sim.command(&leader, &mut (), |c, _, _| late = Some(c.await_result(pi, pt)))
-        .unwrap();
+    sim.command(&leader, &mut (), |c, _, _| {
+        late = Some(c.await_result(pi, pt))
+    })
+    .unwrap();
     let got = settled(&mut sim, leader);
     assert!(
         matches!(

@@ -27,7 +27,9 @@ pub const LOG: &str = "log";
 /// its length: encoded into this thread's reused buffer, then copied once
 /// (encoding straight into a new vector grows it three or four times for
 /// a small entry).
-pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+pub(super) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     thread_local! {
         static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }

@@ -127,6 +127,54 @@ pub(super) struct Proposal {
     pub(super) awaited: bool,
 }
 
+/// The entries proposed here, by index: a deque in index order, since a
+/// leader proposes at the end of its log and applies from the front (a
+/// B-tree insert and remove per proposal cost more than the rest of it).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Proposals(VecDeque<(u64, Proposal)>);
+
+impl Proposals {
+    fn position(&self, index: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&index, |(i, _)| *i)
+    }
+    pub(super) fn insert(&mut self, index: u64, p: Proposal) {
+        if self.0.back().is_none_or(|(i, _)| *i < index) {
+            return self.0.push_back((index, p));
+        }
+        match self.position(index) {
+            Ok(at) => self.0[at].1 = p,
+            Err(at) => self.0.insert(at, (index, p)),
+        }
+    }
+    pub(super) fn get(&self, index: &u64) -> Option<&Proposal> {
+        self.position(*index).ok().map(|at| &self.0[at].1)
+    }
+    pub(super) fn get_mut(&mut self, index: &u64) -> Option<&mut Proposal> {
+        let at = self.position(*index).ok()?;
+        Some(&mut self.0[at].1)
+    }
+    pub(super) fn remove(&mut self, index: &u64) -> Option<Proposal> {
+        if self.0.front().is_some_and(|(i, _)| i == index) {
+            return self.0.pop_front().map(|(_, p)| p);
+        }
+        let at = self.position(*index).ok()?;
+        self.0.remove(at).map(|(_, p)| p)
+    }
+    /// Take out the proposals at `index` and after.
+    pub(super) fn split_off(&mut self, index: &u64) -> Proposals {
+        let at = self.0.partition_point(|(i, _)| i < index);
+        Proposals(self.0.split_off(at))
+    }
+}
+
+impl IntoIterator for Proposals {
+    type Item = (u64, Proposal);
+    type IntoIter = std::collections::vec_deque::IntoIter<(u64, Proposal)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// A snapshot being received, chunk by chunk.
 #[derive(Debug, Clone)]
 pub(super) struct Incoming<Id: Ord> {
@@ -177,7 +225,7 @@ pub struct Raft<Id: MemberId, S: StateMachine> {
     pub(super) transfer: Option<Id>,
     pub(super) last_quorum_check: Duration,
     /// Entries proposed here by index, until applied or lost.
-    pub(super) proposals: BTreeMap<u64, Proposal>,
+    pub(super) proposals: Proposals,
     /// Outcomes of proposals not awaited, for [`Raft::take_result`].
     pub(super) results: BTreeMap<u64, ProposalOutcome<S::Reply>>,
     /// Awaited requests settled and not taken yet ([`Settles`]).
@@ -266,7 +314,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
             lease_until: Duration::ZERO,
             transfer: None,
             last_quorum_check: Duration::ZERO,
-            proposals: BTreeMap::new(),
+            proposals: Proposals::default(),
             results: BTreeMap::new(),
             settled: Vec::new(),
             read_waits: BTreeSet::new(),
@@ -876,3 +924,39 @@ impl<Id: MemberId, S: StateMachine> Settles for Raft<Id, S> {
 
 /// What a proposal's outcome is, as [`Raft::take_result`] reports it.
 pub type ProposalOutcome<R> = Outcome<Applied<R>>;
+
+#[cfg(test)]
+mod tests {
+    use super::{Proposal, Proposals};
+
+    fn p(term: u64) -> Proposal {
+        Proposal {
+            term,
+            awaited: false,
+        }
+    }
+
+    #[test]
+    fn proposals_behave_as_a_map_by_index() {
+        let mut ps = Proposals::default();
+        for i in [5, 6, 9] {
+            ps.insert(i, p(1));
+        }
+        ps.insert(7, p(2));
+        ps.insert(3, p(2));
+        ps.insert(6, p(3));
+        let all = |ps: &Proposals| ps.0.iter().map(|(i, p)| (*i, p.term)).collect::<Vec<_>>();
+        assert_eq!(all(&ps), vec![(3, 2), (5, 1), (6, 3), (7, 2), (9, 1)]);
+        assert_eq!(ps.get(&7).map(|p| p.term), Some(2));
+        assert!(ps.get(&8).is_none());
+        ps.get_mut(&9).unwrap().awaited = true;
+        assert!(ps.get(&9).unwrap().awaited);
+        assert_eq!(ps.remove(&3).map(|p| p.term), Some(2));
+        assert_eq!(ps.remove(&6).map(|p| p.term), Some(3));
+        assert!(ps.remove(&6).is_none());
+        let tail: Vec<u64> = ps.split_off(&7).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(tail, vec![7, 9]);
+        assert_eq!(all(&ps), vec![(5, 1)]);
+        assert!(ps.split_off(&100).into_iter().next().is_none());
+    }
+}

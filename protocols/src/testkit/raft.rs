@@ -432,7 +432,9 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
             }
         }
         for c in clients.iter_mut() {
-            client_step(&mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken)?;
+            client_step(
+                &mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken,
+            )?;
         }
         sim.run_for(tick, &mut obs)?;
     }
@@ -443,7 +445,9 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
     while sim.now() < settle && clients.iter().any(|c| c.op.is_some()) {
         for c in clients.iter_mut() {
             if c.op.is_some() {
-                client_step(&mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken)?;
+                client_step(
+                    &mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken,
+                )?;
             }
         }
         sim.run_for(tick, &mut obs)?;
@@ -728,7 +732,9 @@ fn take_settled(
 fn write_outcome(o: Outcome<Result<KvReply, crate::raft::CommandError>>) -> Poll {
     match o {
         Outcome::Applied(Ok(KvReply::Done { .. })) => Poll::Done(KvRet::Ok),
-        Outcome::Applied(Ok(KvReply::Mismatch { current })) => Poll::Done(KvRet::Mismatch { current }),
+        Outcome::Applied(Ok(KvReply::Mismatch { current })) => {
+            Poll::Done(KvRet::Mismatch { current })
+        }
         Outcome::NotApplied => Poll::Failed,
         Outcome::Applied(Err(_)) | Outcome::Unknown => Poll::Lost,
     }
