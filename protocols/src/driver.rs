@@ -588,8 +588,13 @@ where
             if let Some(h) = self.hook.as_mut() {
                 h(&self.node, &held.events);
             }
-            for ev in held.events {
-                let _ = self.events.send(ev);
+            // One look at the subscribers per batch rather than a locked
+            // send per event that no one would receive (Raft emits one per
+            // applied entry).
+            if self.events.receiver_count() > 0 {
+                for ev in held.events {
+                    let _ = self.events.send(ev);
+                }
             }
         }
         for r in held.replies {

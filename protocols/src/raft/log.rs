@@ -203,23 +203,21 @@ impl<Id: MemberId> RaftLog<Id> {
     /// not maps with field names (`Outputs::append`): a third of the bytes
     /// and of the encoding time of a small command's entry. Both forms
     /// decode the same way, so logs written either way recover.
-    pub fn append<M, T, E>(&mut self, entries: Vec<Entry<Id>>, out: &mut Outputs<Id, M, T, E>) {
-        if entries.is_empty() {
-            return;
-        }
-        let first = self.last_index() + 1;
-        for (i, e) in entries.iter().enumerate() {
-            match encode(e) {
-                Ok(record) => out.append_record(LOG, first + i as u64, record),
+    pub fn append<M, T, E>(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry<Id>>,
+        out: &mut Outputs<Id, M, T, E>,
+    ) {
+        for e in entries {
+            let index = self.last_index() + 1;
+            match encode(&e) {
+                Ok(record) => out.append_record(LOG, index, record),
                 // Records the failed write, naming the entry that does not
                 // encode (the driver then applies nothing of this input).
-                Err(_) => {
-                    out.append(LOG, first, &entries);
-                    break;
-                }
+                Err(_) => out.append(LOG, index, std::slice::from_ref(&e)),
             }
+            self.entries.push(e);
         }
-        self.entries.extend(entries);
     }
 
     /// Remove the entries at `index` and after, durably (a conflicting tail).

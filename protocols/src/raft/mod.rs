@@ -334,7 +334,9 @@ pub struct RaftView {
     pub commit: u64,
     /// The last applied index.
     pub applied: u64,
-    /// Grows whenever a read is settled (confirmed or failed).
+    /// Grows whenever a read collected with [`Raft::take_read`] is settled
+    /// (confirmed or failed); awaited reads ([`Raft::await_read`]) settle
+    /// through [`troupe_framework::sansio::Settles`] instead.
     pub read_epoch: u64,
 }
 

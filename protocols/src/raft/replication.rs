@@ -337,7 +337,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         if self.membership.is_joint() {
             let finished = self.membership.finished();
             self.append_entries(
-                vec![Entry {
+                [Entry {
                     term: self.term,
                     payload: super::log::Payload::Config(finished),
                 }],

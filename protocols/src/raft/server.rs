@@ -447,10 +447,15 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
 
     /// Append entries to the log, durably, and take in the configurations
     /// they carry.
-    pub(super) fn append_entries(&mut self, entries: Vec<Entry<Id>>, out: &mut OutputsOf<Self>) {
-        let has_config = entries
-            .iter()
-            .any(|e| matches!(e.payload, Payload::Config(_)));
+    pub(super) fn append_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry<Id>>,
+        out: &mut OutputsOf<Self>,
+    ) {
+        let mut has_config = false;
+        let entries = entries
+            .into_iter()
+            .inspect(|e| has_config |= matches!(e.payload, Payload::Config(_)));
         self.log.append(entries, out);
         if has_config {
             self.refresh_membership();
@@ -651,7 +656,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         self.check_leading()?;
         let index = self.log.last_index() + 1;
         self.append_entries(
-            vec![Entry {
+            [Entry {
                 term: self.term,
                 payload,
             }],
