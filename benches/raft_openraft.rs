@@ -15,15 +15,18 @@
 //!   machine's cores; 0 = a current-thread runtime). Clients:
 //!   `raft.client_write(Empty).await`.
 //! - **Troupe**: the production path with only the network swapped: three
-//!   `Node`s on one actix system (one thread), each with its default
+//!   `Node`s on one actix system (one thread; `RAFT_BENCH_TROUPE_THREADS=2`
+//!   puts the followers on a second arbiter), each with its default
 //!   in-memory durable store (`MemoryStore`), joined by an in-memory
 //!   transport that puts every encoded frame straight into the peer node's
 //!   inbound channel (no QUIC); `start_raft` puts a supervised `Driver`
 //!   actor around the sans-IO Raft core on each; every message is encoded
 //!   and decoded by the framework's codec, every log write goes through the
 //!   store. `RaftConfig::default()` (512 entries per append, 8 appends in
-//!   flight per follower, snapshot every 10 000 entries). Clients:
-//!   `replica.propose((), None).await` on the leader.
+//!   flight per follower, snapshot every 10 000 entries). Node `a` leads
+//!   (a leadership transfer if another won the first election). Clients:
+//!   `replica.propose((), None).await` on the leader: one command to the
+//!   driver, answered when the core settles the entry.
 //!
 //! - **Troupe cores alone** (a diagnostic third column, not the
 //!   comparison): the same three sans-IO cores pumped by a loop in this
@@ -41,7 +44,8 @@
 //! `cargo bench --bench raft_openraft`. Knobs (env): `RAFT_BENCH_ROUNDS`
 //! (5), `RAFT_BENCH_SECS` measured seconds (2, after 0.5 s of warm-up),
 //! `RAFT_BENCH_CLIENTS` (`1,64,256,1024`), `RAFT_BENCH_OPENRAFT_THREADS`
-//! (2), `RAFT_BENCH_ONLY` (`openraft`, `troupe` or `cores`),
+//! (2), `RAFT_BENCH_TROUPE_THREADS` (1 or 2), `RAFT_BENCH_ONLY`
+//! (`openraft`, `troupe` or `cores`),
 //! `RAFT_BENCH_MAX_BATCH` / `RAFT_BENCH_MAX_INFLIGHT` (Troupe's, default
 //! 512 / 8). Without `--bench` (as `cargo test --benches` runs it) one
 //! short round at 1 and 64 clients checks that it works.
@@ -919,6 +923,26 @@ fn main() {
             )
         };
         println!("| {c} | {} | {} | {ratio} |", cell(o), cell(t));
+    }
+    // Cores' worth of CPU each side used: writes/s x CPU per write.
+    let cores = |runs: &[Run]| -> String {
+        if runs.is_empty() {
+            return "-".into();
+        }
+        format!(
+            "{:.2}",
+            median(
+                runs.iter()
+                    .map(|r| r.per_sec * r.cpu_us_per_write / 1e6)
+                    .collect()
+            )
+        )
+    };
+    println!("\nCPU used, in cores (writes/s x CPU per write; the machine has 2):\n");
+    println!("| clients | openraft | Troupe |");
+    println!("|---:|---:|---:|");
+    for (c, (o, t, _, _)) in &results {
+        println!("| {c} | {} | {} |", cores(o), cores(t));
     }
     if run_cores {
         println!("\nTroupe's cores alone, no framework (diagnostic):\n");
