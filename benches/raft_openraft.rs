@@ -15,15 +15,18 @@
 //!   machine's cores; 0 = a current-thread runtime). Clients:
 //!   `raft.client_write(Empty).await`.
 //! - **Troupe**: the production path with only the network swapped: three
-//!   `Node`s on one actix system (one thread), each with its default
+//!   `Node`s on one actix system (one thread; `RAFT_BENCH_TROUPE_THREADS=2`
+//!   puts the followers on a second arbiter), each with its default
 //!   in-memory durable store (`MemoryStore`), joined by an in-memory
 //!   transport that puts every encoded frame straight into the peer node's
 //!   inbound channel (no QUIC); `start_raft` puts a supervised `Driver`
 //!   actor around the sans-IO Raft core on each; every message is encoded
 //!   and decoded by the framework's codec, every log write goes through the
 //!   store. `RaftConfig::default()` (512 entries per append, 8 appends in
-//!   flight per follower, snapshot every 10 000 entries). Clients:
-//!   `replica.propose((), None).await` on the leader.
+//!   flight per follower, snapshot every 10 000 entries). Node `a` leads
+//!   (a leadership transfer if another won the first election). Clients:
+//!   `replica.propose((), None).await` on the leader: one command to the
+//!   driver, answered when the core settles the entry.
 //!
 //! - **Troupe cores alone** (a diagnostic third column, not the
 //!   comparison): the same three sans-IO cores pumped by a loop in this
@@ -41,7 +44,8 @@
 //! `cargo bench --bench raft_openraft`. Knobs (env): `RAFT_BENCH_ROUNDS`
 //! (5), `RAFT_BENCH_SECS` measured seconds (2, after 0.5 s of warm-up),
 //! `RAFT_BENCH_CLIENTS` (`1,64,256,1024`), `RAFT_BENCH_OPENRAFT_THREADS`
-//! (2), `RAFT_BENCH_ONLY` (`openraft`, `troupe` or `cores`),
+//! (2), `RAFT_BENCH_TROUPE_THREADS` (1 or 2), `RAFT_BENCH_ONLY`
+//! (`openraft`, `troupe` or `cores`),
 //! `RAFT_BENCH_MAX_BATCH` / `RAFT_BENCH_MAX_INFLIGHT` (Troupe's, default
 //! 512 / 8). Without `--bench` (as `cargo test --benches` runs it) one
 //! short round at 1 and 64 clients checks that it works.
@@ -542,10 +546,20 @@ mod tr {
     /// Frames queued per node (as many as QUIC keeps per peer).
     const QUEUE: usize = 8192;
 
+    /// What [`cluster`] returns: the nodes, the leader's replica (on this
+    /// thread), the count of frames the transport refused (a full queue),
+    /// and the second arbiter, if any (stop it after the nodes).
+    pub type Cluster = (
+        Vec<Node>,
+        Replica<Last>,
+        Arc<AtomicU64>,
+        Option<actix_rt::Arbiter>,
+    );
+
     /// Nodes a, b, c on this actix system, joined in memory, each running
-    /// replica group "bench"; returns the nodes, the leader's replica, and
-    /// the count of frames the transport refused (a full queue).
-    pub async fn cluster(config: RaftConfig) -> (Vec<Node>, Replica<Last>, Arc<AtomicU64>) {
+    /// replica group "bench", with "a" leading. `threads` 1: all on this
+    /// arbiter (thread); 2: the followers b and c on a second arbiter.
+    pub async fn cluster(config: RaftConfig, threads: usize) -> Cluster {
         let names = ["a", "b", "c"];
         let refused = Arc::new(AtomicU64::new(0));
         let mut txs = HashMap::new();
@@ -555,7 +569,10 @@ mod tr {
             txs.insert(n.to_string(), tx);
             rxs.push(rx);
         }
+        let members: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let second = (threads > 1).then(actix_rt::Arbiter::new);
         let mut nodes = Vec::new();
+        let mut replicas = Vec::new();
         for (n, rx) in names.into_iter().zip(rxs) {
             let t = Arc::new(InMemory {
                 name: n.into(),
@@ -568,45 +585,65 @@ mod tr {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let _ = t.peers.set(peers);
-            nodes.push(
-                Node::builder(NodeConfig::named(n))
+            let (members, config) = (members.clone(), config.clone());
+            let start = move || async move {
+                let node = Node::builder(NodeConfig::named(n))
                     .start(t, rx)
-                    .expect("node"),
-            );
-        }
-        let members: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut replicas = Vec::new();
-        for node in &nodes {
-            let r = start_raft::<Last>(node, "bench", &members, config.clone())
-                .await
-                .expect("raft");
+                    .expect("node");
+                let r = start_raft::<Last>(&node, "bench", &members, config)
+                    .await
+                    .expect("raft");
+                (node, r)
+            };
+            let (node, r) = match &second {
+                // Started on the second arbiter's thread, where its actors
+                // and its dispatcher then run.
+                Some(arbiter) if n != "a" => {
+                    let (tx, started) = tokio::sync::oneshot::channel();
+                    arbiter.spawn_fn(move || {
+                        actix_rt::spawn(async move {
+                            let _ = tx.send(start().await);
+                        });
+                    });
+                    started.await.expect("follower started")
+                }
+                _ => start().await,
+            };
+            nodes.push(node);
             replicas.push(r);
         }
+        // "a" leads (as openraft's bench initializes node 0 as leader): the
+        // clients run on its thread.
         let t0 = std::time::Instant::now();
-        let leader = loop {
+        loop {
+            if replicas[0].is_leader() {
+                break;
+            }
             if let Some(r) = replicas.iter().find(|r| r.is_leader()) {
-                break r.clone();
+                let _ = r.transfer_leadership("a").await;
             }
             assert!(
                 t0.elapsed() < std::time::Duration::from_secs(10),
                 "no leader"
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        };
+        }
+        let leader = replicas[0].clone();
         // The leader's no-op committed: proposals commit from here on.
         leader.propose((), None).await.expect("first write");
-        (nodes, leader, refused)
+        (nodes, leader, refused, second)
     }
 }
 
 fn measure_troupe(
     config: RaftConfig,
+    threads: usize,
     clients: usize,
     warmup: Duration,
     len: Duration,
 ) -> (Run, u64) {
     actix_rt::System::new().block_on(async move {
-        let (nodes, leader, refused) = tr::cluster(config).await;
+        let (nodes, leader, refused, second) = tr::cluster(config, threads).await;
         let w = Window::new(warmup, len);
         let mut tasks = Vec::new();
         for _ in 0..clients {
@@ -633,6 +670,9 @@ fn measure_troupe(
         }
         for n in &nodes {
             n.shutdown();
+        }
+        if let Some(a) = second {
+            a.stop();
         }
         (summarize(lat, cpu, len), refused.load(Ordering::Relaxed))
     })
@@ -776,6 +816,7 @@ fn main() {
         .map(|c| c.trim().parse().expect("RAFT_BENCH_CLIENTS: numbers"))
         .collect();
     let threads: usize = env("RAFT_BENCH_OPENRAFT_THREADS", 2usize);
+    let troupe_threads: usize = env("RAFT_BENCH_TROUPE_THREADS", 1usize).clamp(1, 2);
     let only = std::env::var("RAFT_BENCH_ONLY").unwrap_or_default();
     let (run_or, run_tr, run_cores) = (
         only.is_empty() || only == "openraft",
@@ -792,11 +833,16 @@ fn main() {
     println!(
         "Raft, 3 voters in one process, in-memory log and state machine, empty writes; \
          {rounds} round(s) of {len:?} after {warmup:?} warm-up; openraft 0.9.25 on {}; \
-         Troupe on one actix system (max_batch {}, max_inflight {})",
+         Troupe on one actix system, {} (max_batch {}, max_inflight {})",
         if threads == 0 {
             "a current-thread tokio runtime".to_string()
         } else {
             format!("a {threads}-worker tokio runtime")
+        },
+        if troupe_threads == 1 {
+            "one thread"
+        } else {
+            "two threads (the leader and its clients on one, the followers on the other)"
         },
         config.max_batch,
         config.max_inflight,
@@ -813,7 +859,8 @@ fn main() {
                 match side {
                     0 if run_or => got[0] = Some(measure_openraft(threads, c, warmup, len)),
                     1 if run_tr => {
-                        let (r, refused) = measure_troupe(config.clone(), c, warmup, len);
+                        let (r, refused) =
+                            measure_troupe(config.clone(), troupe_threads, c, warmup, len);
                         dropped.fetch_add(refused, Ordering::Relaxed);
                         got[1] = Some(r);
                     }
@@ -876,6 +923,26 @@ fn main() {
             )
         };
         println!("| {c} | {} | {} | {ratio} |", cell(o), cell(t));
+    }
+    // Cores' worth of CPU each side used: writes/s x CPU per write.
+    let cores = |runs: &[Run]| -> String {
+        if runs.is_empty() {
+            return "-".into();
+        }
+        format!(
+            "{:.2}",
+            median(
+                runs.iter()
+                    .map(|r| r.per_sec * r.cpu_us_per_write / 1e6)
+                    .collect()
+            )
+        )
+    };
+    println!("\nCPU used, in cores (writes/s x CPU per write; the machine has 2):\n");
+    println!("| clients | openraft | Troupe |");
+    println!("|---:|---:|---:|");
+    for (c, (o, t, _, _)) in &results {
+        println!("| {c} | {} | {} |", cores(o), cores(t));
     }
     if run_cores {
         println!("\nTroupe's cores alone, no framework (diagnostic):\n");

@@ -15,6 +15,10 @@
 //! An [`Instance`] offers what every typed API needs:
 //! - **commands** against the core ([`Instance::invoke`]), answered once
 //!   everything the core wrote up to and including the command is durable;
+//! - for a core that [`Settles`], **requests answered later**
+//!   ([`Instance::settle`]): one command takes the request, and the answer
+//!   comes when the core settles it (a Raft proposal once applied), with
+//!   no polling and no wake-up of anyone else;
 //! - the **view**, a projection of the core's state chosen by the family
 //!   ([`Family::view`]), published only once the state it shows is durable:
 //!   read it ([`Instance::view`]), watch it ([`Instance::watch`]) or wait for
@@ -31,9 +35,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use troupe_framework::metrics::prometheus::IntCounter;
 use troupe_framework::metrics::Sample;
+use troupe_framework::sansio::Settles;
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::Node;
-use troupe_protocols::driver::{spawn_driver, Driver, DriverHandle, DriverSpec, OutputsOf};
+use troupe_protocols::driver::{
+    spawn_driver, Awaited, Driver, DriverHandle, DriverSpec, OutputsOf,
+};
 use troupe_protocols::family::{EventMetric, Family};
 
 use crate::Error;
@@ -153,7 +160,7 @@ fn spec<F: Family>(
             }
         })
     }));
-    let (spec, view) = spec.view(F::view);
+    let (spec, view) = spec.view_unless(F::view, F::view_unchanged);
     // Read at every scrape, until the instance is gone for good (its spec,
     // which holds the view's sender, dropped).
     let rx = view.clone();
@@ -229,6 +236,31 @@ impl<F: Family> Instance<F> {
         f: impl FnOnce(&mut F::Core, Duration, &mut OutputsOf<F::Core>) -> R + Send + 'static,
     ) -> Result<R, Error> {
         Ok(self.driver.invoke(f).await?)
+    }
+
+    /// A request answered once the core settles it: `start` takes it
+    /// (returning the core's token) or refuses it at once (`Err`), `finish`
+    /// turns the settlement into the answer (see
+    /// [`DriverHandle::settle`]). One message to the driver, one wake-up.
+    pub async fn settle<T: Send + 'static>(
+        &self,
+        start: impl FnOnce(
+                &mut F::Core,
+                Duration,
+                &mut OutputsOf<F::Core>,
+            ) -> Result<<F::Core as Settles>::Token, T>
+            + Send
+            + 'static,
+        finish: impl FnOnce(&mut F::Core, <F::Core as Settles>::Token, <F::Core as Settles>::Settled) -> T
+            + Send
+            + 'static,
+    ) -> Awaited<T>
+    where
+        F::Core: Settles,
+        <F::Core as Settles>::Token: Send + 'static,
+        <F::Core as Settles>::Settled: 'static,
+    {
+        self.driver.settle(start, finish).await
     }
 
     /// Run `f` against the core without waiting (for use in `Drop`).

@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::Node;
-use troupe_protocols::driver::Driver;
+use troupe_protocols::driver::{Awaited, Driver};
 use troupe_protocols::raft::{
-    CommandError, Outcome, Raft, RaftAlgorithm, RaftConfig, RaftError, RaftFamily, RaftStatus,
-    RaftView, Role, Session, StateMachine,
+    CommandError, Outcome, Raft, RaftAlgorithm, RaftConfig, RaftError, RaftFamily, RaftSettled,
+    RaftStatus, RaftToken, RaftView, Role, Session, StateMachine,
 };
 
 use crate::family::{self, Instance};
@@ -171,53 +171,54 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// [`Replica::propose`] waiting at most `timeout`.
+    ///
+    /// One command to the driver: it proposes and leaves a waiter for the
+    /// entry, which the driver answers when the core settles it (applied,
+    /// replaced, or lost track of), once that is durable.
     pub async fn propose_within(
         &self,
         command: S::Command,
         session: Option<Session>,
         timeout: Duration,
     ) -> Result<S::Reply, ProposeError> {
-        let started = self
-            .instance
-            .invoke(move |core, now, out| core.propose(now, session, &command, out))
-            .await
-            .map_err(|e| ProposeError::NotApplied(e.to_string()))?;
-        let (index, term) = started.map_err(refused)?;
-        let wait = async {
-            loop {
-                let outcome = self
-                    .instance
-                    .invoke(move |core, _, _| core.take_result(index, term))
-                    .await
-                    .map_err(|e| ProposeError::Unknown(e.to_string()))?;
-                match outcome {
-                    Some(Outcome::Applied(Ok(reply))) => return Ok(reply),
-                    Some(Outcome::Applied(Err(e))) => return Err(ProposeError::Command(e)),
-                    Some(Outcome::NotApplied) => {
-                        return Err(ProposeError::NotApplied(format!(
-                            "entry {index} of term {term} was replaced by another leader's"
-                        )))
-                    }
-                    Some(Outcome::Unknown) => {
-                        return Err(ProposeError::Unknown(format!(
-                            "entry {index} of term {term}: this replica lost track of it"
-                        )))
-                    }
-                    None => {}
+        let settled = self.instance.settle(
+            // A refusal answers at once (nothing was proposed).
+            move |core, now, out| match core.propose(now, session, &command, out) {
+                Ok((index, term)) => Ok(core.await_result(index, term)),
+                Err(e) => Err(Err(refused(e))),
+            },
+            |_, token, settled| match (token, settled) {
+                (_, RaftSettled::Write(Outcome::Applied(Ok(reply)))) => Ok(reply),
+                (_, RaftSettled::Write(Outcome::Applied(Err(e)))) => Err(ProposeError::Command(e)),
+                (RaftToken::Write { index, term }, RaftSettled::Write(Outcome::NotApplied)) => {
+                    Err(ProposeError::NotApplied(format!(
+                        "entry {index} of term {term} was replaced by another leader's"
+                    )))
                 }
-                self.instance
-                    .wait_for(|v| v.applied >= index, Duration::MAX)
-                    .await
-                    .map_err(|e| ProposeError::Unknown(e.to_string()))?;
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProposeError::Unknown(format!(
-                    "no outcome within {timeout:?} for entry {index} of term {term}"
-                )))
-            })
+                (RaftToken::Write { index, term }, RaftSettled::Write(Outcome::Unknown)) => {
+                    Err(ProposeError::Unknown(format!(
+                        "entry {index} of term {term}: this replica lost track of it"
+                    )))
+                }
+                (token, settled) => Err(ProposeError::Unknown(format!(
+                    "{token:?} settled as {settled:?}"
+                ))),
+            },
+        );
+        match tokio::time::timeout(timeout, settled).await {
+            Ok(Awaited::Done(r)) => r,
+            Ok(Awaited::NotRunning) => Err(ProposeError::NotApplied(format!(
+                "protocol {:?} is not running",
+                self.instance.name()
+            ))),
+            Ok(Awaited::Dropped) => Err(ProposeError::Unknown(format!(
+                "protocol {:?} stopped before the entry's outcome was known",
+                self.instance.name()
+            ))),
+            Err(_) => Err(ProposeError::Unknown(format!(
+                "no outcome within {timeout:?}"
+            ))),
+        }
     }
 
     /// A linearizable read (on the leader): `f` runs on the state machine
@@ -231,54 +232,37 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// [`Replica::read`] waiting at most `timeout`.
+    ///
+    /// One command to the driver: it asks for the read and leaves a
+    /// waiter, which runs `f` once the read is confirmed and its index
+    /// applied.
     pub async fn read_within<R: Send + 'static>(
         &self,
         f: impl FnOnce(&S) -> R + Send + 'static,
         timeout: Duration,
     ) -> Result<R, ReadError> {
-        let failed = |e: Error| ReadError::Failed(e.to_string());
-        let id = self
-            .instance
-            .invoke(|core, now, out| core.read_index(now, out))
-            .await
-            .map_err(failed)?
-            .map_err(|e| match e {
-                RaftError::NotLeader { leader } => ReadError::NotLeader { leader },
-                other => ReadError::Failed(other.to_string()),
-            })?;
-        let wait = async {
-            let index = loop {
-                let (outcome, epoch) = self
-                    .instance
-                    .invoke(move |core, _, _| core.take_read(id))
-                    .await
-                    .map_err(failed)?;
-                match outcome {
-                    Some(Some(index)) => break index,
-                    Some(None) => return Err(ReadError::LeadershipLost),
-                    None => {}
-                }
-                self.instance
-                    .wait_for(|v| v.read_epoch != epoch, Duration::MAX)
-                    .await
-                    .map_err(failed)?;
-            };
-            self.instance
-                .wait_for(|v| v.applied >= index, Duration::MAX)
-                .await
-                .map_err(failed)?;
-            self.instance
-                .invoke(move |core, _, _| f(core.machine()))
-                .await
-                .map_err(failed)
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ReadError::Failed(format!(
-                    "not confirmed within {timeout:?}"
-                )))
-            })
+        let settled = self.instance.settle(
+            |core, now, out| match core.read_index(now, out) {
+                Ok(id) => Ok(core.await_read(id)),
+                Err(RaftError::NotLeader { leader }) => Err(Err(ReadError::NotLeader { leader })),
+                Err(other) => Err(Err(ReadError::Failed(other.to_string()))),
+            },
+            move |core, _, settled| match settled {
+                RaftSettled::Read(true) => Ok(f(core.machine())),
+                RaftSettled::Read(false) => Err(ReadError::LeadershipLost),
+                other => Err(ReadError::Failed(format!("read settled as {other:?}"))),
+            },
+        );
+        match tokio::time::timeout(timeout, settled).await {
+            Ok(Awaited::Done(r)) => r,
+            Ok(Awaited::NotRunning | Awaited::Dropped) => Err(ReadError::Failed(format!(
+                "protocol {:?} is not running",
+                self.instance.name()
+            ))),
+            Err(_) => Err(ReadError::Failed(format!(
+                "not confirmed within {timeout:?}"
+            ))),
+        }
     }
 
     /// Read this replica's state as applied so far (possibly stale).

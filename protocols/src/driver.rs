@@ -21,27 +21,45 @@
 //! asks for them), and from local commands ([`Invoke`]: a closure run against
 //! the core, which is how typed APIs like `lock.acquire()` are built).
 //!
+//! A command whose answer comes later (a Raft proposal answered once its
+//! entry is applied) is an [`Await`] ([`DriverHandle::settle`]), for a core
+//! that [`Settles`]: the command's closure takes the request and returns
+//! the core's token for it; the driver keeps a waiter per token and, after
+//! every input, takes the core's settled tokens and answers their waiters
+//! with that input's outputs. One message and one wake-up per request.
+//!
 //! Guarantees:
 //! - the core sees inputs one at a time, in the order the actor handles them,
 //!   with the node's clock; after each input the driver calls the core's
 //!   [`Protocol::persist`], then carries the outputs out in the order produced;
+//! - **one turn, one flush**: the outputs of the inputs handled in one turn
+//!   of the actor (everything its mailbox and inbox held when it woke up)
+//!   are carried out together once the turn's messages are handled — one
+//!   store submission (the turn's writes, in order, atomically), then the
+//!   sends, the view as it is after the turn, events and replies, in order.
+//!   Under load many proposals share one submission;
 //! - **durability first**: no message, event or command reply of an input
 //!   leaves before that input's writes, and every earlier input's writes,
 //!   are durable. Outputs that wait for a sync are held in order while the
 //!   core keeps taking inputs (so the writes of many inputs share a sync);
-//!   timers are armed at once (they only produce new inputs, whose outputs
-//!   wait their turn);
+//!   timers are armed when their turn is flushed (they only produce new
+//!   inputs, whose outputs wait their turn);
 //! - a failed write (store error, a value that does not encode, an append
 //!   that does not follow its log) stops the actor; nothing held is sent.
 //!   Its supervisor restarts it, and the core is rebuilt from what the store
 //!   holds — the writes that were acknowledged, nothing else;
 //! - a message the network refuses (unknown peer, full queue) is dropped with
 //!   a debug log — protocols are written for lossy networks;
-//! - timers of an old life never fire after a restart.
+//! - timers of an old life never fire after a restart;
+//! - a waiter whose token the core never settles in this life (the actor
+//!   stopped or restarted) is answered [`Awaited::Dropped`], never left
+//!   hanging; one whose command never ran, [`Awaited::NotRunning`].
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -50,7 +68,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot, watch};
 use troupe_framework::membership::MemberEvent;
 use troupe_framework::remote::Sender;
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, TimerOp, TimerTable};
+use troupe_framework::sansio::{
+    DurableError, Outputs, Protocol, Recovered, Settles, TimerOp, TimerTable,
+};
 use troupe_framework::storage::{Completion, SyncReport};
 use troupe_framework::supervision::ActorSpec;
 use troupe_framework::trace::TraceEvent;
@@ -157,6 +177,102 @@ pub type MakeCore<P> = Arc<dyn Fn(&Node, &Recovered) -> Result<P, DurableError> 
 /// the input's outputs are carried out (nothing when it did not change).
 pub type ViewHook<P> = Box<dyn FnMut(&P) -> Option<Box<dyn FnOnce()>>>;
 
+/// A command whose answer comes when the core settles the request it took
+/// (see [`Settles`] and [`DriverHandle::settle`]).
+pub struct Await<P: Settles>(pub Box<dyn AwaitJob<P>>);
+
+/// An answer, sent when the outputs of the input that produced it are
+/// carried out.
+pub trait Reply {
+    /// Send it.
+    fn send(self: Box<Self>);
+}
+
+impl<F: FnOnce()> Reply for F {
+    fn send(self: Box<Self>) {
+        (*self)()
+    }
+}
+
+/// What an [`Await`] carries through its life: it takes the request, is
+/// kept by the driver under the request's token, computes its answer when
+/// the token settles, and is itself the [`Reply`] that sends the answer
+/// (one allocation per request).
+pub trait AwaitJob<P: Settles>: Reply + Send {
+    /// Take the request (with the current time and the output buffer):
+    /// the core's token for it, or `None` when it is answered at once
+    /// (refused), without waiting.
+    fn start(&mut self, core: &mut P, now: Duration, out: &mut OutputsOf<P>) -> Option<P::Token>;
+    /// Its token settled: compute the answer from the core (as it is after
+    /// the input that settled it) and the settlement.
+    fn settle(&mut self, core: &mut P, token: P::Token, settled: P::Settled);
+}
+
+impl<P: Settles + 'static> actix::Message for Await<P> {
+    type Result = ();
+}
+
+/// The driver's waiters, type-erased (the driver runs any core; only
+/// cores that [`Settles`] have them).
+trait Waiting<P>: 'static {
+    /// Take what the core settled and answer the waiters of those tokens
+    /// (their answers join `replies`).
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn Reply>>);
+    fn as_any(&mut self) -> &mut dyn Any;
+}
+
+/// The waiters of a core that settles, by token.
+struct Waiters<P: Settles> {
+    waiting: HashMap<P::Token, Box<dyn AwaitJob<P>>, BuildHasherDefault<TokenHasher>>,
+    taken: Vec<(P::Token, P::Settled)>,
+}
+
+/// A multiply-rotate hasher (FxHash's) for waiter tokens: small keys the
+/// core makes, not chosen by a peer, so no defence against collisions is
+/// needed (SipHash cost more than the rest of the lookup).
+#[derive(Default, Clone, Copy)]
+struct TokenHasher(u64);
+
+impl TokenHasher {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.add(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+impl<P: Settles + 'static> Waiting<P> for Waiters<P> {
+    fn settle(&mut self, core: &mut P, replies: &mut Vec<Box<dyn Reply>>) {
+        core.take_settled(&mut self.taken);
+        for (token, settled) in self.taken.drain(..) {
+            // A token no one waits for (a waiter of a stopped life, a
+            // request taken by another command) is dropped.
+            if let Some((token, mut job)) = self.waiting.remove_entry(&token) {
+                job.settle(core, token, settled);
+                replies.push(job);
+            }
+        }
+    }
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// Outputs of earlier inputs waiting for their writes to become durable.
 struct Held<P: Protocol> {
     /// The submission that must be durable first.
@@ -164,7 +280,7 @@ struct Held<P: Protocol> {
     sends: Vec<(P::Id, P::Msg)>,
     view: Option<Box<dyn FnOnce()>>,
     events: Vec<P::Event>,
-    replies: Vec<Box<dyn FnOnce()>>,
+    replies: Vec<Box<dyn Reply>>,
 }
 
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
@@ -192,6 +308,12 @@ pub struct Driver<P: Drivable> {
     durable: u64,
     #[allow(clippy::box_collection)] // boxed for `Unpin`, as `core`
     held: Box<VecDeque<Held<P>>>,
+    /// Waiters of [`Await`] commands (cores that [`Settles`] only).
+    waiters: Option<Box<dyn Waiting<P>>>,
+    /// Replies of the inputs since the last flush.
+    replies: Vec<Box<dyn Reply>>,
+    /// A flush of the inputs of this turn is scheduled.
+    flush_pending: bool,
 }
 
 impl<P> Driver<P>
@@ -236,6 +358,9 @@ where
             submitted: 0,
             durable: 0,
             held: Box::new(VecDeque::new()),
+            waiters: None,
+            replies: Vec::new(),
+            flush_pending: false,
         }
     }
 
@@ -276,9 +401,43 @@ where
             return;
         };
         f(core, now, &mut self.out);
+        self.after_input(ctx, None);
+    }
+
+    /// After an input: the core's `persist`; `reply` answers the command
+    /// that was the input. The outputs are carried out by the next
+    /// [`Driver::flush_inputs`], which runs once the actor has handled
+    /// every message already queued: the inputs of one turn share one
+    /// store submission and one release.
+    fn after_input(&mut self, ctx: &mut Context<Self>, reply: Option<Box<dyn Reply>>) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
         core.persist(&mut self.out);
+        if let Some(r) = reply {
+            self.replies.push(r);
+        }
+        if !self.flush_pending {
+            self.flush_pending = true;
+            // Spawned futures run after the mailbox is drained.
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush_inputs(ctx)));
+        }
+    }
+
+    /// Carry out (or hold) what the inputs since the last flush produced,
+    /// in order, as one: the core's view after them, the waiters of what
+    /// they settled, their replies.
+    fn flush_inputs(&mut self, ctx: &mut Context<Self>) {
+        self.flush_pending = false;
+        let mut replies = std::mem::take(&mut self.replies);
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
         let view = self.view.as_mut().and_then(|v| v(core));
-        self.flush(ctx, view, None);
+        if let Some(w) = self.waiters.as_mut() {
+            w.settle(core, &mut replies);
+        }
+        self.flush(ctx, view, replies);
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, e: &DurableError) {
@@ -289,12 +448,12 @@ where
     }
 
     /// Carry out the outputs of the input just fed; `view` publishes the
-    /// core's new view and `reply` answers a command, once they are released.
+    /// core's new view and `replies` answer commands, once they are released.
     fn flush(
         &mut self,
         ctx: &mut Context<Self>,
         view: Option<Box<dyn FnOnce()>>,
-        reply: Option<Box<dyn FnOnce()>>,
+        replies: Vec<Box<dyn Reply>>,
     ) {
         let out = self.out.take();
         if let Some(e) = out.write_error {
@@ -332,7 +491,7 @@ where
             sends: out.sends,
             view,
             events: out.events,
-            replies: reply.into_iter().collect(),
+            replies,
         };
         if self.held.is_empty() && held.ticket <= self.durable {
             self.carry_out(held);
@@ -397,10 +556,11 @@ where
 
     fn carry_out(&mut self, held: Held<P>) {
         for (to, msg) in held.sends {
-            let node = to.node_name().to_string();
-            let peer = match self.peers.get(&node) {
+            let node = to.node_name();
+            // Looked up by the borrowed name: no allocation per send.
+            let peer = match self.peers.get(node) {
                 Some(r) => r,
-                None => match ActorPath::new(node.clone(), self.name.clone()) {
+                None => match ActorPath::new(node.to_string(), self.name.clone()) {
                     Ok(path) => {
                         let mut r = self
                             .node
@@ -409,7 +569,7 @@ where
                         if self.control {
                             r = r.control();
                         }
-                        self.peers.entry(node.clone()).or_insert(r)
+                        self.peers.entry(node.to_string()).or_insert(r)
                     }
                     Err(e) => {
                         tracing::warn!(protocol = %self.name, peer = %node, error = %e, "bad peer name; message dropped");
@@ -428,12 +588,17 @@ where
             if let Some(h) = self.hook.as_mut() {
                 h(&self.node, &held.events);
             }
-            for ev in held.events {
-                let _ = self.events.send(ev);
+            // One look at the subscribers per batch rather than a locked
+            // send per event that no one would receive (Raft emits one per
+            // applied entry).
+            if self.events.receiver_count() > 0 {
+                for ev in held.events {
+                    let _ = self.events.send(ev);
+                }
             }
         }
         for r in held.replies {
-            r();
+            r.send();
         }
     }
 }
@@ -527,11 +692,40 @@ where
             return Box::pin(async move { Err(DriverError::NotRunning(name)) });
         };
         let r = (m.0)(core, now, &mut self.out);
-        core.persist(&mut self.out);
-        let view = self.view.as_mut().and_then(|v| v(core));
         let (tx, rx) = oneshot::channel();
-        self.flush(ctx, view, Some(Box::new(move || drop(tx.send(r)))));
+        self.after_input(ctx, Some(Box::new(move || drop(tx.send(r)))));
         Box::pin(async move { rx.await.map_err(|_| DriverError::NotRunning(name)) })
+    }
+}
+
+impl<P> Handler<Await<P>> for Driver<P>
+where
+    P: Drivable + Settles,
+{
+    type Result = ();
+    fn handle(&mut self, m: Await<P>, ctx: &mut Context<Self>) {
+        let now = self.now();
+        // Not running: dropping the command answers `NotRunning`.
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let mut job = m.0;
+        let reply = match job.start(core, now, &mut self.out) {
+            None => Some(job as Box<dyn Reply>),
+            Some(token) => {
+                let w = self.waiters.get_or_insert_with(|| {
+                    Box::new(Waiters::<P> {
+                        waiting: HashMap::default(),
+                        taken: Vec::new(),
+                    })
+                });
+                if let Some(w) = w.as_any().downcast_mut::<Waiters<P>>() {
+                    w.waiting.insert(token, job);
+                }
+                None
+            }
+        };
+        self.after_input(ctx, reply);
     }
 }
 
@@ -600,8 +794,22 @@ impl<P: Protocol> DriverSpec<P> {
     /// never shows state that is not durable yet), across restarts too.
     /// Returns the spec and a receiver of the views.
     pub fn view<V>(
+        self,
+        view: impl Fn(&P) -> V + Send + Sync + 'static,
+    ) -> (Self, watch::Receiver<V>)
+    where
+        V: Clone + PartialEq + Default + Send + Sync + 'static,
+        P: 'static,
+    {
+        self.view_unless(view, |_, _| false)
+    }
+    /// [`DriverSpec::view`], skipping the view after an input when
+    /// `unchanged(core, last)` says it would equal the last one (a cheap
+    /// check instead of building the view after every input).
+    pub fn view_unless<V>(
         mut self,
         view: impl Fn(&P) -> V + Send + Sync + 'static,
+        unchanged: impl Fn(&P, &V) -> bool + Send + Sync + 'static,
     ) -> (Self, watch::Receiver<V>)
     where
         V: Clone + PartialEq + Default + Send + Sync + 'static,
@@ -610,10 +818,14 @@ impl<P: Protocol> DriverSpec<P> {
         let (tx, rx) = watch::channel(V::default());
         let tx = Arc::new(tx);
         let view = Arc::new(view);
+        let unchanged = Arc::new(unchanged);
         self.view = Some(Arc::new(move || {
-            let (tx, view) = (tx.clone(), view.clone());
+            let (tx, view, unchanged) = (tx.clone(), view.clone(), unchanged.clone());
             let mut last: Option<V> = None;
             Box::new(move |core: &P| {
+                if last.as_ref().is_some_and(|l| unchanged(core, l)) {
+                    return None;
+                }
                 let v = view(core);
                 if last.as_ref() == Some(&v) {
                     return None;
@@ -664,6 +876,7 @@ impl<P: Drivable> DriverSpec<P> {
             node: node.clone(),
             name,
             events,
+            addr: Arc::new(Mutex::new(None)),
         };
         (actor, handle)
     }
@@ -684,18 +897,108 @@ where
 }
 
 /// Local access to a running driver: commands and events.
-pub struct DriverHandle<P: Protocol> {
+pub struct DriverHandle<P: Drivable> {
     node: Node,
     name: String,
     events: broadcast::Sender<P::Event>,
+    /// The running driver's address, looked up in the node's registry
+    /// again only once it is gone (a restart).
+    addr: Arc<Mutex<Option<Addr<Driver<P>>>>>,
 }
 
-impl<P: Protocol> Clone for DriverHandle<P> {
+impl<P: Drivable> Clone for DriverHandle<P> {
     fn clone(&self) -> Self {
         Self {
             node: self.node.clone(),
             name: self.name.clone(),
             events: self.events.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+/// The answer to an [`Await`] command ([`DriverHandle::settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaited<T> {
+    /// What the command answered: at once, or once its request settled.
+    Done(T),
+    /// The command never ran (the protocol is not running): the core did
+    /// not see it.
+    NotRunning,
+    /// The core took the request, but this life of the protocol stopped
+    /// before settling it: it may or may not have taken effect.
+    Dropped,
+}
+
+/// The [`AwaitJob`] of [`DriverHandle::settle`]: its two closures, the
+/// answer once known, and where to send it.
+struct Job<S, F, T> {
+    start: Option<S>,
+    finish: Option<F>,
+    value: Option<T>,
+    answer: Answer<T>,
+}
+
+impl<P, S, F, T> AwaitJob<P> for Job<S, F, T>
+where
+    P: Settles,
+    S: FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T> + Send,
+    F: FnOnce(&mut P, P::Token, P::Settled) -> T + Send,
+    T: Send,
+{
+    fn start(&mut self, core: &mut P, now: Duration, out: &mut OutputsOf<P>) -> Option<P::Token> {
+        match (self.start.take()?)(core, now, out) {
+            Ok(token) => {
+                self.answer.taken = true;
+                Some(token)
+            }
+            Err(v) => {
+                self.value = Some(v);
+                None
+            }
+        }
+    }
+    fn settle(&mut self, core: &mut P, token: P::Token, settled: P::Settled) {
+        if let Some(finish) = self.finish.take() {
+            self.value = Some(finish(core, token, settled));
+        }
+    }
+}
+
+impl<S, F, T> Reply for Job<S, F, T> {
+    fn send(self: Box<Self>) {
+        let Job { value, answer, .. } = *self;
+        // Without a value (never settled) the answer's drop says why.
+        if let Some(v) = value {
+            answer.send(v);
+        }
+    }
+}
+
+/// Sends an [`Awaited`] answer exactly once: what it was given, or, when
+/// dropped unanswered, `NotRunning` before the core took the request and
+/// `Dropped` after.
+struct Answer<T> {
+    tx: Option<oneshot::Sender<Awaited<T>>>,
+    taken: bool,
+}
+
+impl<T> Answer<T> {
+    fn send(mut self, v: T) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Awaited::Done(v));
+        }
+    }
+}
+
+impl<T> Drop for Answer<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(if self.taken {
+                Awaited::Dropped
+            } else {
+                Awaited::NotRunning
+            });
         }
     }
 }
@@ -722,11 +1025,23 @@ where
         &self.node
     }
 
-    fn addr(&self) -> Result<Addr<Driver<P>>, DriverError> {
-        self.node
-            .registry()
-            .typed_addr::<Driver<P>>(&self.name)
-            .ok_or_else(|| DriverError::NotRunning(self.name.clone()))
+    /// Run `f` with the running driver's address: the cached one while it
+    /// is connected, else looked up again.
+    fn with_addr<T>(&self, f: impl FnOnce(&Addr<Driver<P>>) -> T) -> Result<T, DriverError> {
+        let mut cached = self.addr.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some(a) if a.connected() => Ok(f(a)),
+            _ => {
+                let a = self
+                    .node
+                    .registry()
+                    .typed_addr::<Driver<P>>(&self.name)
+                    .ok_or_else(|| DriverError::NotRunning(self.name.clone()))?;
+                let r = f(&a);
+                *cached = Some(a);
+                Ok(r)
+            }
+        }
     }
 
     /// Run `f` against the core without waiting (for use in `Drop`).
@@ -734,8 +1049,7 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) + Send + 'static,
     ) -> Result<(), DriverError> {
-        self.addr()?.do_send(Invoke::<P, ()>(Box::new(f)));
-        Ok(())
+        self.with_addr(|a| a.do_send(Invoke::<P, ()>(Box::new(f))))
     }
 
     /// The driver's actor name.
@@ -749,7 +1063,54 @@ where
         &self,
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> R + Send + 'static,
     ) -> Result<R, DriverError> {
-        invoke_named(&self.node, &self.name, f).await
+        self.with_addr(|a| a.send(Invoke(Box::new(f))))?
+            .await
+            .map_err(|_| DriverError::NotRunning(self.name.clone()))?
+    }
+}
+
+impl<P> DriverHandle<P>
+where
+    P: Drivable + Settles,
+    P::Token: Send + 'static,
+    P::Settled: 'static,
+{
+    /// A request answered once the core settles it, in one message to the
+    /// driver: `start` runs against the core (with the current time and
+    /// the output buffer) and either takes the request, returning the
+    /// core's token for it, or answers at once (`Err`: a refusal). Once
+    /// the core settles the token, `finish` runs against the core (as it
+    /// is after the input that settled it) with the token and the
+    /// settlement, and its value is the answer. Every answer leaves once everything the core
+    /// wrote up to the input that produced it is durable.
+    ///
+    /// [`Awaited::NotRunning`]: `start` never ran; [`Awaited::Dropped`]:
+    /// the request was taken, then the protocol stopped (or restarted)
+    /// before settling it. A caller that stops waiting (a timeout) leaves
+    /// the waiter to be dropped when the token settles.
+    pub async fn settle<T: Send + 'static>(
+        &self,
+        start: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>) -> Result<P::Token, T> + Send + 'static,
+        finish: impl FnOnce(&mut P, P::Token, P::Settled) -> T + Send + 'static,
+    ) -> Awaited<T> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            start: Some(start),
+            finish: Some(finish),
+            value: None,
+            answer: Answer {
+                tx: Some(tx),
+                taken: false,
+            },
+        };
+        let command: Box<dyn AwaitJob<P>> = Box::new(job);
+        // A mailbox that is closed drops the command: `NotRunning`.
+        if self.with_addr(|a| a.do_send(Await(command))).is_err() {
+            return Awaited::NotRunning;
+        }
+        // Every path answers before dropping the sender; a lost one can
+        // only be a command taken and then lost with its actor.
+        rx.await.unwrap_or(Awaited::Dropped)
     }
 }
 

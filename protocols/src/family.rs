@@ -140,6 +140,13 @@ pub trait Family: 'static {
     ) -> Result<Self::Core, DurableError>;
     /// The view of `core`.
     fn view(core: &Self::Core) -> Self::View;
+    /// True when `view(core)` is certainly `last`: a cheap check that lets
+    /// the driver skip building the view after an input that changed
+    /// nothing it shows. `false` (the default) builds and compares it.
+    fn view_unchanged(core: &Self::Core, last: &Self::View) -> bool {
+        let _ = (core, last);
+        false
+    }
     /// What a node's trace records of `event`, emitted by instance
     /// `protocol` (its actor name); nothing by default. Called once the
     /// event's input is durable, for nodes that trace.

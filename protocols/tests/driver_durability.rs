@@ -9,18 +9,22 @@
 //! - a failed write stops the protocol actor and nothing of it is sent; its
 //!   supervisor restarts it from what the store holds;
 //! - `set_timer` replaces a pending timer equal to the new one and
-//!   `cancel_timer` removes it.
+//!   `cancel_timer` removes it;
+//! - an awaited request ([`DriverHandle::settle`]) is answered once the
+//!   core settles its token, after the settling input's writes are durable;
+//!   a refusal at once; `Dropped` when the protocol stops after taking it,
+//!   `NotRunning` when it never ran.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, Write};
+use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, Settles, Write};
 use troupe_framework::storage::{Completion, DurableStore, MemoryStore, StoreStats, SyncReport};
 use troupe_framework::{Node, NodeConfig};
-use troupe_protocols::driver::{spawn_driver, DriverHandle, DriverSpec, WireMessage};
+use troupe_protocols::driver::{spawn_driver, Awaited, DriverHandle, DriverSpec, WireMessage};
 use troupe_transports::sim::{run_virtual, FaultPlan, SimCluster, SimNetwork};
 
 /// "I appended record `index`".
@@ -43,6 +47,17 @@ struct Journal {
     last: u64,
     heard: Vec<u64>,
     fired: Vec<(Duration, &'static str)>,
+    /// Records of the peer someone awaits hearing of; heard, not taken.
+    awaited: BTreeSet<u64>,
+    settled: Vec<(u64, ())>,
+}
+
+impl Settles for Journal {
+    type Token = u64;
+    type Settled = ();
+    fn take_settled(&mut self, into: &mut Vec<(u64, ())>) {
+        into.append(&mut self.settled);
+    }
 }
 
 type Out = Outputs<String, Wrote, Tick, u64>;
@@ -73,6 +88,9 @@ impl Protocol for Journal {
     fn on_start(&mut self, _: Duration, _: &mut Out) {}
     fn on_message(&mut self, _: Duration, _from: String, m: Wrote, _: &mut Out) {
         self.heard.push(m.0);
+        if self.awaited.remove(&m.0) {
+            self.settled.push((m.0, ()));
+        }
     }
     fn on_timer(&mut self, now: Duration, t: Tick, _: &mut Out) {
         self.fired.push((
@@ -280,6 +298,84 @@ fn a_failed_write_stops_the_protocol_sends_nothing_and_it_restarts_from_the_stor
             Ok(2),
             "appends continue from the store"
         );
+    });
+}
+
+#[test]
+fn awaited_requests_are_answered_when_settled_and_durable_or_said_lost() {
+    run_virtual(|| async {
+        let net = SimNetwork::new(3, FaultPlan::reliable());
+        let gate = GateStore::default();
+        let (a, b) = pair(&net, &gate).await;
+        // `a` awaits hearing of `b`'s record `n`, appending one of its own
+        // when it takes the request; the answer is what it heard by then.
+        let await_heard = |a: &DriverHandle<Journal>, n: u64| {
+            let a = a.clone();
+            actix::spawn(async move {
+                a.settle(
+                    move |c: &mut Journal, _, out| {
+                        if n == 0 {
+                            return Err(vec![]); // refused at once
+                        }
+                        c.append(out);
+                        c.awaited.insert(n);
+                        Ok(n)
+                    },
+                    |c, token, ()| {
+                        assert_eq!(c.heard.last(), Some(&token));
+                        c.heard.clone()
+                    },
+                )
+                .await
+            })
+        };
+        assert_eq!(await_heard(&a, 0).await.unwrap(), Awaited::Done(vec![]));
+        let first = await_heard(&a, 1);
+        settle().await;
+        gate.release();
+        b.invoke(|c, _, out| c.append(out)).await.unwrap();
+        settle().await;
+        assert_eq!(first.await.unwrap(), Awaited::Done(vec![1]));
+
+        // Settled while `a`'s own write waits for its sync: the answer
+        // waits too.
+        let second = await_heard(&a, 2);
+        settle().await;
+        b.invoke(|c, _, out| c.append(out)).await.unwrap();
+        settle().await;
+        assert!(!second.is_finished(), "the answer waits for the sync");
+        gate.release();
+        settle().await;
+        assert_eq!(second.await.unwrap(), Awaited::Done(vec![1, 2]));
+
+        // Taken, then the protocol stops (a failed write): `Dropped`.
+        let third = await_heard(&a, 3);
+        settle().await;
+        gate.release();
+        settle().await;
+        gate.gate.lock().unwrap().fail_next = true;
+        let _ = a.invoke(|c, _, out| c.append(out)).await;
+        assert_eq!(third.await.unwrap(), Awaited::Dropped);
+
+        // The restarted protocol (a new address) answers again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let fourth = await_heard(&a, 3);
+        settle().await;
+        gate.release();
+        b.invoke(|c, _, out| c.append(out)).await.unwrap();
+        settle().await;
+        assert_eq!(fourth.await.unwrap(), Awaited::Done(vec![3]));
+
+        // A protocol that never ran: `NotRunning`.
+        let (transport, rx) = net.attach("c", 16);
+        let node = Node::builder(NodeConfig::named("c"))
+            .start(transport, rx)
+            .expect("node starts");
+        let (_, idle) = DriverSpec::new("journal", |_| Journal::default()).into_actor(&node);
+        let never = idle
+            .settle(|_: &mut Journal, _, _| Ok(1), |_, _, ()| 0u8)
+            .await;
+        assert_eq!(never, Awaited::NotRunning);
     });
 }
 

@@ -17,6 +17,8 @@ struct Totals {
     installs: u64,
     changes: u64,
     returned: usize,
+    /// Of them, by the clients that await their outcomes (even ids).
+    awaited: usize,
     checked: usize,
 }
 
@@ -35,6 +37,18 @@ fn run(seed: u64, s: &RaftScenario, t: &mut Totals) -> Result<(), String> {
     t.installs += out.observer.installs;
     t.changes += out.observer.changes;
     t.returned += out.returned;
+    t.awaited += out
+        .history
+        .operations()
+        .iter()
+        .filter(|o| o.client % 2 == 0)
+        .filter(|o| {
+            matches!(
+                o.outcome,
+                troupe_protocols::testkit::linearizability::Outcome::Returned { .. }
+            )
+        })
+        .count();
     t.checked += report.operations;
     Ok(())
 }
@@ -45,8 +59,8 @@ fn safe_under_chaos(seeds: u64) {
         run(seed, &RaftScenario::for_seed(seed), &mut t)
     });
     eprintln!(
-        "applied {}, snapshot installs {}, client ops returned {}, ops checked {}",
-        t.applied, t.installs, t.returned, t.checked
+        "applied {}, snapshot installs {}, client ops returned {} ({} awaited), ops checked {}",
+        t.applied, t.installs, t.returned, t.awaited, t.checked
     );
     let n = troupe_protocols::testkit::seeds(seeds).len();
     assert!(
@@ -57,6 +71,14 @@ fn safe_under_chaos(seeds: u64) {
     assert!(
         t.returned > 50 * n,
         "too few client operations returned: {}",
+        t.returned
+    );
+    // Both ways of collecting outcomes (polling, and the awaited
+    // settlements the driver uses) return their share.
+    assert!(
+        t.awaited > 20 * n && t.returned - t.awaited > 20 * n,
+        "too few returned by one kind of client: {} of {} awaited",
+        t.awaited,
         t.returned
     );
     assert!(n < 20 || t.installs > 0, "no snapshot was ever installed");

@@ -260,3 +260,142 @@ fn a_partitioned_leader_stops_serving_and_the_majority_elects() {
     );
     assert_eq!(sim.core(&leader).unwrap().term(), new_term);
 }
+
+/// Awaited requests (how the driver collects outcomes) settle exactly as
+/// polled ones would, each once: a write applied with its reply, a write
+/// the cut-off leader took and a new leader replaced as not applied, a
+/// read the cut-off leader could not confirm as failed, a confirmed read
+/// once its index is applied; a settlement already there when the request
+/// is awaited is queued at once.
+#[test]
+fn awaited_requests_settle_once_as_polled_ones_would() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+    use troupe_framework::sansio::Settles;
+    use troupe_protocols::raft::kv::{KvReply, KvStore};
+    use troupe_protocols::raft::{Membership, Outcome, Raft, RaftSettled, RaftToken};
+    use troupe_protocols::testkit::{NetFaults, OracleConfig, Sim};
+    type Core = Raft<u32, KvStore>;
+    let members: Vec<u32> = (1..=3).collect();
+    let m2 = members.clone();
+    let mut sim: Sim<Core> = Sim::new(
+        11,
+        members.clone(),
+        Box::new(move |id, r| {
+            Raft::recover(*id, Membership::new(m2.clone()), RaftConfig::default(), r).unwrap()
+        }),
+        NetFaults::reliable(Duration::from_millis(2)),
+        OracleConfig::default(),
+    );
+    sim.start(&mut ()).unwrap();
+    sim.run_for(Duration::from_secs(2), &mut ()).unwrap();
+    let leader = *sim
+        .cores()
+        .find(|(_, c)| c.role() == Role::Leader)
+        .expect("a leader")
+        .0;
+    let cmd = |k: &str| KvCommand::Put {
+        key: k.into(),
+        value: "v".into(),
+    };
+    // What `node` settled since the last call, each token once.
+    let settled = |sim: &mut Sim<Core>, node: u32| {
+        let mut got = Vec::new();
+        sim.command(&node, &mut (), |c, _, _| c.take_settled(&mut got))
+            .unwrap();
+        let n = got.len();
+        let map: HashMap<RaftToken, RaftSettled<KvReply>> = got.into_iter().collect();
+        assert_eq!(map.len(), n, "a token settled twice");
+        map
+    };
+    // An awaited write and read that succeed.
+    let (mut w, mut r) = (None, None);
+    sim.command(&leader, &mut (), |c, now, out| {
+        let (i, t) = c.propose(now, None, &cmd("a"), out).unwrap();
+        w = Some(c.await_result(i, t));
+        let id = c.read_index(now, out).unwrap();
+        r = Some(c.await_read(id));
+    })
+    .unwrap();
+    let (w, r) = (w.unwrap(), r.unwrap());
+    assert!(
+        settled(&mut sim, leader).is_empty(),
+        "nothing settles at once"
+    );
+    sim.run_for(Duration::from_millis(100), &mut ()).unwrap();
+    let got = settled(&mut sim, leader);
+    assert!(
+        matches!(
+            got.get(&w),
+            Some(RaftSettled::Write(Outcome::Applied(Ok(
+                KvReply::Done { .. }
+            ))))
+        ),
+        "{got:?}"
+    );
+    assert_eq!(got.get(&r), Some(&RaftSettled::Read(true)));
+    assert_eq!(got.len(), 2);
+    // A polled write settles for `take_result`, never as awaited; awaiting
+    // it afterwards queues its outcome at once.
+    let mut polled = None;
+    sim.command(&leader, &mut (), |c, now, out| {
+        polled = c.propose(now, None, &cmd("b"), out).ok();
+    })
+    .unwrap();
+    let (pi, pt) = polled.unwrap();
+    sim.run_for(Duration::from_millis(100), &mut ()).unwrap();
+    assert!(settled(&mut sim, leader).is_empty());
+    let mut late = None;
+    sim.command(&leader, &mut (), |c, _, _| {
+        late = Some(c.await_result(pi, pt))
+    })
+    .unwrap();
+    let got = settled(&mut sim, leader);
+    assert!(
+        matches!(
+            got.get(&late.unwrap()),
+            Some(RaftSettled::Write(Outcome::Applied(Ok(_))))
+        ),
+        "{got:?}"
+    );
+    // Cut the leader off: what it takes now is replaced or fails.
+    let others: Vec<u32> = members.iter().copied().filter(|m| *m != leader).collect();
+    sim.partition(&[vec![leader], others.clone()], &mut ())
+        .unwrap();
+    let (mut lost_w, mut lost_r) = (None, None);
+    sim.command(&leader, &mut (), |c, now, out| {
+        let (i, t) = c.propose(now, None, &cmd("c"), out).unwrap();
+        lost_w = Some(c.await_result(i, t));
+        let id = c.read_index(now, out).unwrap();
+        lost_r = Some(c.await_read(id));
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(2), &mut ()).unwrap();
+    let got = settled(&mut sim, leader);
+    assert_eq!(
+        got.get(&lost_r.unwrap()),
+        Some(&RaftSettled::Read(false)),
+        "check-quorum failed the read: {got:?}"
+    );
+    assert!(!got.contains_key(&lost_w.unwrap()), "not settled yet");
+    let new = *others
+        .iter()
+        .find(|m| sim.core(m).unwrap().role() == Role::Leader)
+        .expect("the others elected a leader");
+    sim.command(&new, &mut (), |c, now, out| {
+        c.propose(now, None, &cmd("d"), out).unwrap();
+    })
+    .unwrap();
+    sim.heal(&mut ()).unwrap();
+    sim.run_for(Duration::from_secs(1), &mut ()).unwrap();
+    let got = settled(&mut sim, leader);
+    assert_eq!(
+        got.get(&lost_w.unwrap()),
+        Some(&RaftSettled::Write(Outcome::NotApplied)),
+        "the new leader's entry replaced it: {got:?}"
+    );
+    assert_eq!(got.len(), 1);
+    // Nothing settles twice.
+    sim.run_for(Duration::from_secs(1), &mut ()).unwrap();
+    assert!(settled(&mut sim, leader).is_empty());
+}

@@ -197,37 +197,50 @@ impl Recovered {
     pub fn apply(&mut self, writes: &[Write]) -> Result<(), DurableError> {
         self.check(writes)?;
         for w in writes {
+            self.apply_one(w.clone());
+        }
+        Ok(())
+    }
+
+    /// [`Recovered::apply`] taking the writes, whose keys and records
+    /// move in (not copied).
+    pub fn apply_owned(&mut self, writes: Vec<Write>) -> Result<(), DurableError> {
+        self.check(&writes)?;
+        for w in writes {
             self.apply_one(w);
         }
         Ok(())
     }
 
-    fn apply_one(&mut self, w: &Write) {
+    fn apply_one(&mut self, w: Write) {
         match w {
             Write::Put { key, value } => {
-                self.kv.insert(key.clone(), value.clone());
+                self.kv.insert(key, value);
             }
             Write::Delete { key } => {
-                self.kv.remove(key);
+                self.kv.remove(&key);
             }
             Write::Append {
                 log,
                 first,
                 records,
             } => {
-                let l = self.logs.entry(log.clone()).or_default();
-                for (i, r) in records.iter().enumerate() {
-                    l.insert(first + i as u64, r.clone());
+                let l = match self.logs.get_mut(&log) {
+                    Some(l) => l,
+                    None => self.logs.entry(log).or_default(),
+                };
+                for (i, r) in records.into_iter().enumerate() {
+                    l.insert(first + i as u64, r);
                 }
             }
             Write::TruncateFrom { log, index } => {
-                if let Some(l) = self.logs.get_mut(log) {
-                    l.split_off(index);
+                if let Some(l) = self.logs.get_mut(&log) {
+                    l.split_off(&index);
                 }
             }
             Write::TruncateBefore { log, index } => {
-                if let Some(l) = self.logs.get_mut(log) {
-                    *l = l.split_off(index);
+                if let Some(l) = self.logs.get_mut(&log) {
+                    *l = l.split_off(&index);
                 }
             }
         }
@@ -252,7 +265,7 @@ pub fn check_writes(
     writes: &[Write],
     bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
 ) -> Result<(), DurableError> {
-    bounds_after(writes, bounds_of).map(|_| ())
+    fold_bounds(writes, bounds_of).map(|_| ())
 }
 
 /// [`check_writes`], returning the `(first, last)` index every log the
@@ -260,18 +273,27 @@ pub fn check_writes(
 /// store that keeps the bounds of its logs in memory.
 pub fn bounds_after(
     writes: &[Write],
-    mut bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
+    bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
 ) -> Result<BTreeMap<&str, LogBounds>, DurableError> {
+    Ok(fold_bounds(writes, bounds_of)?.into_iter().collect())
+}
+
+/// The bounds each log `writes` touch has after them, in the order the logs
+/// were first touched (a short list: a submission touches one log or two).
+fn fold_bounds(
+    writes: &[Write],
+    mut bounds_of: impl FnMut(&str) -> Result<Option<(u64, u64)>, DurableError>,
+) -> Result<Vec<(&str, LogBounds)>, DurableError> {
     // The bounds each touched log would have, write after write.
-    let mut bounds: BTreeMap<&str, Option<(u64, u64)>> = BTreeMap::new();
+    let mut bounds: Vec<(&str, LogBounds)> = Vec::new();
     for w in writes {
         let (log, b) = match w {
             Write::Put { .. } | Write::Delete { .. } => continue,
             Write::Append { log, .. }
             | Write::TruncateFrom { log, .. }
             | Write::TruncateBefore { log, .. } => {
-                let b = match bounds.get(log.as_str()) {
-                    Some(b) => *b,
+                let b = match bounds.iter().find(|(l, _)| *l == log.as_str()) {
+                    Some((_, b)) => *b,
                     None => bounds_of(log)?,
                 };
                 (log.as_str(), b)
@@ -308,7 +330,10 @@ pub fn bounds_after(
             }
             (_, b) => b,
         };
-        bounds.insert(log, next);
+        match bounds.iter_mut().find(|(l, _)| *l == log) {
+            Some((_, b)) => *b = next,
+            None => bounds.push((log, next)),
+        }
     }
     Ok(bounds)
 }

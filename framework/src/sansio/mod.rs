@@ -142,15 +142,44 @@ impl<Id, Msg, Timer, Event> Outputs<Id, Msg, Timer, Event> {
         self.append_bytes(log, first, encoded);
     }
     /// Durably append raw records to `log`, the first at index `first`.
-    pub fn append_bytes(&mut self, log: &str, first: u64, records: Vec<Vec<u8>>) {
+    /// Appends that continue the previous write's append to the same log
+    /// join it (one write, the same records in the same order).
+    pub fn append_bytes(&mut self, log: &str, first: u64, mut records: Vec<Vec<u8>>) {
         if records.is_empty() {
             return;
         }
-        self.writes.push(Write::Append {
-            log: log.to_string(),
-            first,
-            records,
-        });
+        match self.continued_append(log, first) {
+            Some(r) => r.append(&mut records),
+            None => self.writes.push(Write::Append {
+                log: log.to_string(),
+                first,
+                records,
+            }),
+        }
+    }
+    /// Durably append one raw record to `log` at index `index` (joining
+    /// the previous write when it is an append to `log` ending just before).
+    pub fn append_record(&mut self, log: &str, index: u64, record: Vec<u8>) {
+        match self.continued_append(log, index) {
+            Some(r) => r.push(record),
+            None => self.writes.push(Write::Append {
+                log: log.to_string(),
+                first: index,
+                records: vec![record],
+            }),
+        }
+    }
+    /// The records of the last write when it is an append to `log` that
+    /// `next` continues.
+    fn continued_append(&mut self, log: &str, next: u64) -> Option<&mut Vec<Vec<u8>>> {
+        match self.writes.last_mut() {
+            Some(Write::Append {
+                log: l,
+                first,
+                records,
+            }) if l == log && *first + records.len() as u64 == next => Some(records),
+            _ => None,
+        }
     }
     /// Durably remove the records of `log` at `index` and after (a log's
     /// conflicting tail).
@@ -272,6 +301,32 @@ pub trait Protocol {
     }
 }
 
+/// A core that settles some requests of its local user later than the
+/// input that made them: a proposal once its entry is applied (or known
+/// lost), a read once it is confirmed. The user names such a request by a
+/// [`Settles::Token`] the core hands out (and marks as awaited) when it
+/// takes the request; the core queues `(token, outcome)` when the request
+/// settles, and whoever drives it takes the queue after every input, as
+/// it carries out that input's outputs (the pull shape of raft-rs's
+/// `Ready` and quinn-proto's `poll_*`).
+///
+/// The protocol driver routes each settled token to the future waiting
+/// for it: one command and one wake-up per request, instead of a waiter
+/// that polls the core whenever a view changes. The outcome is answered
+/// with the outputs of the input that settled it, so after that input's
+/// writes are durable. A simulator may take the queue whenever it likes;
+/// nothing is settled twice, and a core keeps only the settlements not
+/// taken yet.
+pub trait Settles: Protocol {
+    /// Names one awaited request.
+    type Token: Clone + Eq + std::hash::Hash + Debug;
+    /// What the request came to.
+    type Settled;
+    /// Move every settlement queued since the last call into `into`, in
+    /// the order they were settled.
+    fn take_settled(&mut self, into: &mut Vec<(Self::Token, Self::Settled)>);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +365,47 @@ mod tests {
         assert_eq!(out.events, vec![9]);
         assert_eq!(out.writes.len(), 1);
         assert!(out.write_error.is_some());
+    }
+
+    #[test]
+    fn appends_that_continue_the_last_write_join_it_others_do_not() {
+        let mut out = O::new();
+        out.append_record("l", 5, vec![5]);
+        out.append_bytes("l", 6, vec![vec![6], vec![7]]);
+        out.append_record("l", 8, vec![8]);
+        // Not contiguous, another log, or after another write: new writes.
+        out.append_record("l", 10, vec![10]);
+        out.append_record("m", 11, vec![11]);
+        out.put("k", &1u8);
+        out.append_record("m", 12, vec![12]);
+        let logs: Vec<(String, u64, usize)> = out
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Append {
+                    log,
+                    first,
+                    records,
+                } => Some((log.clone(), *first, records.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            logs,
+            vec![
+                ("l".into(), 5, 4),
+                ("l".into(), 10, 1),
+                ("m".into(), 11, 1),
+                ("m".into(), 12, 1)
+            ]
+        );
+        let mut r = Recovered::empty();
+        assert!(r.apply(&out.writes[..2]).is_err(), "the gap is kept");
+        r.apply(&out.writes[..1]).unwrap();
+        assert_eq!(
+            r.log("l").map(|(i, b)| (i, b[0])).collect::<Vec<_>>(),
+            vec![(5, 5), (6, 6), (7, 7), (8, 8)]
+        );
     }
 
     #[test]

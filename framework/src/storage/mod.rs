@@ -141,12 +141,22 @@ pub(crate) struct Counters {
 impl Counters {
     /// Count a sync that acknowledged `group` submissions holding `writes`.
     pub(crate) fn synced<'a>(&self, group: usize, writes: impl Iterator<Item = &'a Write>) -> u64 {
+        let (n, records, bytes) = Self::measure(writes);
+        self.synced_measured(group, n, records, bytes)
+    }
+    /// Writes, records and bytes of `writes`.
+    pub(crate) fn measure<'a>(writes: impl Iterator<Item = &'a Write>) -> (u64, u64, u64) {
         let (mut n, mut records, mut bytes) = (0u64, 0u64, 0u64);
         for w in writes {
             n += 1;
             records += w.records() as u64;
             bytes += w.bytes() as u64;
         }
+        (n, records, bytes)
+    }
+    /// Count a sync that acknowledged `group` submissions holding `n`
+    /// writes of `records` records and `bytes` bytes.
+    pub(crate) fn synced_measured(&self, group: usize, n: u64, records: u64, bytes: u64) -> u64 {
         self.submissions.fetch_add(group as u64, Ordering::Relaxed);
         self.writes.fetch_add(n, Ordering::Relaxed);
         self.records.fetch_add(records, Ordering::Relaxed);

@@ -138,17 +138,18 @@ mod tests {
                 (2, b"answer".to_vec(), true)
             ]
         );
-        // Both are in the delivery log, at their indexes, in the same step.
+        // Both are in the delivery log, at their indexes, in the same step
+        // (contiguous appends may share one write).
         let logged: Vec<u64> = out
             .writes
             .iter()
-            .filter_map(|w| match w {
-                troupe_framework::sansio::Write::Append { log, first, .. }
-                    if log == crate::broadcast::DELIVERY_LOG =>
-                {
-                    Some(*first)
-                }
-                _ => None,
+            .flat_map(|w| match w {
+                troupe_framework::sansio::Write::Append {
+                    log,
+                    first,
+                    records,
+                } if log == crate::broadcast::DELIVERY_LOG => *first..*first + records.len() as u64,
+                _ => 0..0,
             })
             .collect();
         assert_eq!(logged, vec![1, 2]);

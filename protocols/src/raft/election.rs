@@ -206,7 +206,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         }
         self.emit_role(out);
         self.append_entries(
-            vec![Entry {
+            [Entry {
                 term: self.term,
                 payload: Payload::Noop,
             }],

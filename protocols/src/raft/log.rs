@@ -12,6 +12,8 @@
 //! compaction of the head), so the in-memory log and the durable one never
 //! disagree about what a restarted server will find.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::Outputs;
 
@@ -20,6 +22,33 @@ use crate::MemberId;
 
 /// The name of the durable log of entries.
 pub const LOG: &str = "log";
+
+/// `value` as compact msgpack (structs as arrays), in a vector of exactly
+/// its length: encoded into this thread's reused buffer, then copied once
+/// (encoding straight into a new vector grows it three or four times for
+/// a small entry).
+pub(super) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        // Re-entered (a value whose serialization encodes another): a
+        // fresh buffer.
+        let Ok(mut buf) = s.try_borrow_mut() else {
+            return rmp_serde::to_vec(value);
+        };
+        buf.clear();
+        rmp_serde::encode::write(&mut *buf, value)?;
+        let bytes = buf.as_slice().to_vec();
+        // Keep a buffer for small values, not the largest ever encoded.
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        Ok(bytes)
+    })
+}
 
 /// A client session: a retried command with the same `(client, seq)` is
 /// applied once.
@@ -174,18 +203,21 @@ impl<Id: MemberId> RaftLog<Id> {
     /// not maps with field names (`Outputs::append`): a third of the bytes
     /// and of the encoding time of a small command's entry. Both forms
     /// decode the same way, so logs written either way recover.
-    pub fn append<M, T, E>(&mut self, entries: Vec<Entry<Id>>, out: &mut Outputs<Id, M, T, E>) {
-        if entries.is_empty() {
-            return;
+    pub fn append<M, T, E>(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry<Id>>,
+        out: &mut Outputs<Id, M, T, E>,
+    ) {
+        for e in entries {
+            let index = self.last_index() + 1;
+            match encode(&e) {
+                Ok(record) => out.append_record(LOG, index, record),
+                // Records the failed write, naming the entry that does not
+                // encode (the driver then applies nothing of this input).
+                Err(_) => out.append(LOG, index, std::slice::from_ref(&e)),
+            }
+            self.entries.push(e);
         }
-        let first = self.last_index() + 1;
-        let encoded: Result<Vec<Vec<u8>>, _> = entries.iter().map(rmp_serde::to_vec).collect();
-        match encoded {
-            Ok(records) => out.append_bytes(LOG, first, records),
-            // Records the failed write, naming the entry that does not encode.
-            Err(_) => out.append(LOG, first, &entries),
-        }
-        self.entries.extend(entries);
     }
 
     /// Remove the entries at `index` and after, durably (a conflicting tail).

@@ -78,7 +78,19 @@ impl<Id: MemberId> Membership<Id> {
             if set.is_empty() {
                 return u64::MAX;
             }
-            let mut v: Vec<u64> = set.iter().map(&value).collect();
+            // On the stack for the usual group sizes (this runs on every
+            // append reply and proposal of a leader).
+            let mut small = [0u64; 16];
+            let mut large = Vec::new();
+            let v: &mut [u64] = if set.len() <= small.len() {
+                for (slot, id) in small.iter_mut().zip(set) {
+                    *slot = value(id);
+                }
+                &mut small[..set.len()]
+            } else {
+                large.extend(set.iter().map(&value));
+                &mut large
+            };
             v.sort_unstable_by(|a, b| b.cmp(a));
             v[set.len() / 2]
         };
@@ -87,6 +99,13 @@ impl<Id: MemberId> Membership<Id> {
             Some(j) => old.min(reached(j)),
             None => old,
         }
+    }
+
+    /// True when `id` is the only voter of the configuration, or of its
+    /// joint half: then its own log alone can move the quorum value.
+    pub fn sole_voter(&self, id: &Id) -> bool {
+        let alone = |set: &BTreeSet<Id>| set.len() == 1 && set.contains(id);
+        alone(&self.voters) || self.joint.as_ref().is_some_and(alone)
     }
 
     /// The configuration that ends a joint phase: the new voters alone.

@@ -217,6 +217,33 @@ pub enum Outcome<R> {
     Unknown,
 }
 
+/// A request of the local user awaited through
+/// [`troupe_framework::sansio::Settles`] (see [`Raft::await_result`] and
+/// [`Raft::await_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RaftToken {
+    /// The proposal at `index` made in `term`.
+    Write {
+        /// Its index.
+        index: u64,
+        /// The term it was proposed in.
+        term: u64,
+    },
+    /// The read with this id.
+    Read(u64),
+}
+
+/// What an awaited request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftSettled<R> {
+    /// A proposal's outcome (as [`Raft::take_result`] gives it).
+    Write(ProposalOutcome<R>),
+    /// A read: `true` when it is confirmed and its read index applied (the
+    /// state machine can be read now), `false` when it failed (leadership
+    /// lost before it was confirmed).
+    Read(bool),
+}
+
 /// Why a command was refused (nothing was proposed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError<Id> {
@@ -309,7 +336,9 @@ pub struct RaftView {
     pub commit: u64,
     /// The last applied index.
     pub applied: u64,
-    /// Grows whenever a read is settled (confirmed or failed).
+    /// Grows whenever a read collected with [`Raft::take_read`] is settled
+    /// (confirmed or failed); awaited reads ([`Raft::await_read`]) settle
+    /// through [`troupe_framework::sansio::Settles`] instead.
     pub read_epoch: u64,
 }
 
@@ -347,6 +376,15 @@ impl<S: StateMachine> crate::family::Family for RaftFamily<S> {
             Membership::new(members)
         };
         Raft::recover(me, initial, config.clone(), recovered)
+    }
+
+    fn view_unchanged(core: &Raft<String, S>, last: &RaftView) -> bool {
+        last.applied == core.applied
+            && last.commit == core.commit
+            && last.read_epoch == core.read_epoch
+            && last.term == core.term
+            && last.role == core.role
+            && last.leader == core.leader
     }
 
     fn view(core: &Raft<String, S>) -> RaftView {

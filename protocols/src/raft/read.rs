@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::machine::StateMachine;
 use super::server::{PendingRead, Raft};
-use super::{RaftError, ReadMode, Role};
+use super::{RaftError, RaftSettled, RaftToken, ReadMode, Role};
 use crate::driver::OutputsOf;
 use crate::MemberId;
 
@@ -46,12 +46,13 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
             && now < self.lease_until
             && self.log.term_at(self.commit) == Some(self.term);
         if lease_ok {
-            self.settle_read(id, Some(self.commit));
+            self.settle_read(id, Some(self.commit), false);
             return Ok(id);
         }
         self.reads.push_back(PendingRead {
             id,
             round: self.round + 1,
+            awaited: false,
         });
         let me = self.me.clone();
         let outstanding = self.quorum_round(&me) < self.round;
@@ -71,6 +72,37 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     /// once returned settled. Also returns the current read epoch.
     pub fn take_read(&mut self, id: u64) -> (Option<Option<u64>>, u64) {
         (self.read_outcomes.remove(&id), self.read_epoch)
+    }
+
+    /// Await read `id` through [`troupe_framework::sansio::Settles`]
+    /// instead of [`Raft::take_read`]: `(RaftToken::Read(id),
+    /// RaftSettled::Read(true))` is queued once the read is confirmed
+    /// **and** this server has applied its read index (read the state
+    /// machine then), `RaftSettled::Read(false)` when it failed (leadership
+    /// lost: retry elsewhere; also for an id this server does not know).
+    /// At once if that is already so. Returns its token.
+    pub fn await_read(&mut self, id: u64) -> RaftToken {
+        let token = RaftToken::Read(id);
+        // Pending reads are in id order (the one just asked is last).
+        if let Ok(i) = self.reads.binary_search_by_key(&id, |r| r.id) {
+            self.reads[i].awaited = true;
+            return token;
+        }
+        match self.read_outcomes.remove(&id) {
+            Some(Some(index)) => self.wait_to_apply(id, index),
+            Some(None) | None => self.settled.push((token, RaftSettled::Read(false))),
+        }
+        token
+    }
+
+    /// An awaited read confirmed at `index`: settled once it is applied.
+    fn wait_to_apply(&mut self, id: u64, index: u64) {
+        if index <= self.applied {
+            self.settled
+                .push((RaftToken::Read(id), RaftSettled::Read(true)));
+        } else {
+            self.read_waits.insert((index, id));
+        }
     }
 
     /// The largest round a quorum has acknowledged.
@@ -112,7 +144,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         if committed_in_term {
             while self.reads.front().is_some_and(|r| r.round <= q) {
                 if let Some(r) = self.reads.pop_front() {
-                    self.settle_read(r.id, Some(self.commit));
+                    self.settle_read(r.id, Some(self.commit), r.awaited);
                 }
             }
         }
@@ -124,13 +156,24 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     /// Fail every read not confirmed yet (this server stops leading).
     pub(super) fn fail_reads(&mut self) {
         while let Some(r) = self.reads.pop_front() {
-            self.settle_read(r.id, None);
+            self.settle_read(r.id, None, r.awaited);
         }
     }
 
-    fn settle_read(&mut self, id: u64, outcome: Option<u64>) {
+    /// Record read `id`'s outcome: for [`Raft::take_read`] (and a new read
+    /// epoch), or, when `awaited`, queued once it can be read.
+    fn settle_read(&mut self, id: u64, outcome: Option<u64>, awaited: bool) {
         if outcome.is_some() {
             self.stats.reads += 1;
+        }
+        if awaited {
+            match outcome {
+                Some(index) => self.wait_to_apply(id, index),
+                None => self
+                    .settled
+                    .push((RaftToken::Read(id), RaftSettled::Read(false))),
+            }
+            return;
         }
         self.read_outcomes.insert(id, outcome);
         while self.read_outcomes.len() > 1 << 16 {

@@ -138,7 +138,13 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     /// After the leader appended to its own log: commit what a quorum has
     /// (a single voter commits at once) and send to whoever has room.
     pub(super) fn after_leader_append(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
-        self.advance_commit(now, out);
+        // Followers never match past the leader's log, so its own last
+        // index is the largest value of every voter set it is in: raising
+        // it moves the quorum value only of a set where it votes alone (or
+        // when the entry changed the sets themselves).
+        if self.membership.sole_voter(&self.me) || self.config_index == self.log.last_index() {
+            self.advance_commit(now, out);
+        }
         // Only the followers with room for an append (under load every
         // slot is usually taken: then nothing is cloned or allocated).
         let last = self.log.last_index();
@@ -331,7 +337,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         if self.membership.is_joint() {
             let finished = self.membership.finished();
             self.append_entries(
-                vec![Entry {
+                [Entry {
                     term: self.term,
                     payload: super::log::Payload::Config(finished),
                 }],

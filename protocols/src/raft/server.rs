@@ -13,13 +13,15 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use troupe_framework::sansio::{DurableError, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{DurableError, Protocol, Recovered, Settles, SnapshotCore};
 
 use super::log::{Entry, Payload, RaftLog, Session, LOG};
 use super::machine::{Applied, Replicated, StateMachine};
 use super::membership::Membership;
 use super::message::{RaftMsg, RaftTimer};
-use super::{Outcome, RaftConfig, RaftError, RaftEvent, RaftStats, RaftStatus, Role};
+use super::{
+    Outcome, RaftConfig, RaftError, RaftEvent, RaftSettled, RaftStats, RaftStatus, RaftToken, Role,
+};
 use crate::driver::OutputsOf;
 use crate::testkit::SimProtocol;
 use crate::MemberId;
@@ -110,6 +112,67 @@ impl Progress {
 pub(super) struct PendingRead {
     pub(super) id: u64,
     pub(super) round: u64,
+    /// Settled through [`Settles`] (see [`Raft::await_read`]) rather than
+    /// kept for [`Raft::take_read`].
+    pub(super) awaited: bool,
+}
+
+/// An entry proposed here, until it is applied or known lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Proposal {
+    /// The term it was proposed in.
+    pub(super) term: u64,
+    /// Settled through [`Settles`] (see [`Raft::await_result`]) rather
+    /// than kept for [`Raft::take_result`].
+    pub(super) awaited: bool,
+}
+
+/// The entries proposed here, by index: a deque in index order, since a
+/// leader proposes at the end of its log and applies from the front (a
+/// B-tree insert and remove per proposal cost more than the rest of it).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Proposals(VecDeque<(u64, Proposal)>);
+
+impl Proposals {
+    fn position(&self, index: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&index, |(i, _)| *i)
+    }
+    pub(super) fn insert(&mut self, index: u64, p: Proposal) {
+        if self.0.back().is_none_or(|(i, _)| *i < index) {
+            return self.0.push_back((index, p));
+        }
+        match self.position(index) {
+            Ok(at) => self.0[at].1 = p,
+            Err(at) => self.0.insert(at, (index, p)),
+        }
+    }
+    pub(super) fn get(&self, index: &u64) -> Option<&Proposal> {
+        self.position(*index).ok().map(|at| &self.0[at].1)
+    }
+    pub(super) fn get_mut(&mut self, index: &u64) -> Option<&mut Proposal> {
+        let at = self.position(*index).ok()?;
+        Some(&mut self.0[at].1)
+    }
+    pub(super) fn remove(&mut self, index: &u64) -> Option<Proposal> {
+        if self.0.front().is_some_and(|(i, _)| i == index) {
+            return self.0.pop_front().map(|(_, p)| p);
+        }
+        let at = self.position(*index).ok()?;
+        self.0.remove(at).map(|(_, p)| p)
+    }
+    /// Take out the proposals at `index` and after.
+    pub(super) fn split_off(&mut self, index: &u64) -> Proposals {
+        let at = self.0.partition_point(|(i, _)| i < index);
+        Proposals(self.0.split_off(at))
+    }
+}
+
+impl IntoIterator for Proposals {
+    type Item = (u64, Proposal);
+    type IntoIter = std::collections::vec_deque::IntoIter<(u64, Proposal)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 /// A snapshot being received, chunk by chunk.
@@ -161,9 +224,15 @@ pub struct Raft<Id: MemberId, S: StateMachine> {
     pub(super) lease_until: Duration,
     pub(super) transfer: Option<Id>,
     pub(super) last_quorum_check: Duration,
-    /// Index -> term of entries proposed here, until applied or lost.
-    pub(super) proposals: BTreeMap<u64, u64>,
+    /// Entries proposed here by index, until applied or lost.
+    pub(super) proposals: Proposals,
+    /// Outcomes of proposals not awaited, for [`Raft::take_result`].
     pub(super) results: BTreeMap<u64, ProposalOutcome<S::Reply>>,
+    /// Awaited requests settled and not taken yet ([`Settles`]).
+    pub(super) settled: Vec<(RaftToken, RaftSettled<S::Reply>)>,
+    /// Awaited reads confirmed at `(index, id)`, waiting for this server
+    /// to apply `index`.
+    pub(super) read_waits: BTreeSet<(u64, u64)>,
     pub(super) stats: RaftStats,
 }
 
@@ -245,8 +314,10 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
             lease_until: Duration::ZERO,
             transfer: None,
             last_quorum_check: Duration::ZERO,
-            proposals: BTreeMap::new(),
+            proposals: Proposals::default(),
             results: BTreeMap::new(),
+            settled: Vec::new(),
+            read_waits: BTreeSet::new(),
             stats: RaftStats::default(),
             config,
         };
@@ -376,10 +447,15 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
 
     /// Append entries to the log, durably, and take in the configurations
     /// they carry.
-    pub(super) fn append_entries(&mut self, entries: Vec<Entry<Id>>, out: &mut OutputsOf<Self>) {
-        let has_config = entries
-            .iter()
-            .any(|e| matches!(e.payload, Payload::Config(_)));
+    pub(super) fn append_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry<Id>>,
+        out: &mut OutputsOf<Self>,
+    ) {
+        let mut has_config = false;
+        let entries = entries
+            .into_iter()
+            .inspect(|e| has_config |= matches!(e.payload, Payload::Config(_)));
         self.log.append(entries, out);
         if has_config {
             self.refresh_membership();
@@ -390,10 +466,9 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
     pub(super) fn truncate_log(&mut self, index: u64, out: &mut OutputsOf<Self>) {
         debug_assert!(index > self.commit, "a committed entry is never truncated");
         self.log.truncate_from(index, out);
-        let lost: Vec<u64> = self.proposals.range(index..).map(|(i, _)| *i).collect();
-        for i in lost {
-            self.proposals.remove(&i);
-            self.settle_result(i, Outcome::NotApplied);
+        let lost = self.proposals.split_off(&index);
+        for (i, p) in lost {
+            self.settle_result(i, p, Outcome::NotApplied);
         }
         if self.config_index >= index {
             self.refresh_membership();
@@ -480,12 +555,23 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
             let (digest, outcome) = match &entry.payload {
                 Payload::Noop | Payload::Config(_) => {
                     let d = u64::from(matches!(entry.payload, Payload::Config(_)));
-                    (d, mine.filter(|t| *t != term).map(|_| Outcome::NotApplied))
+                    let outcome = mine.and_then(|p| {
+                        if p.term != term {
+                            Some(Outcome::NotApplied)
+                        } else if p.awaited {
+                            // Not a command: no reply to give (the typed
+                            // API awaits only commands).
+                            Some(Outcome::Unknown)
+                        } else {
+                            None
+                        }
+                    });
+                    (d, outcome)
                 }
                 Payload::Command { session, bytes } => {
                     let reply = self.machine.apply(index, session.as_ref(), bytes);
-                    let outcome = mine.map(|t| {
-                        if t == term {
+                    let outcome = mine.map(|p| {
+                        if p.term == term {
                             Outcome::Applied(reply)
                         } else {
                             Outcome::NotApplied
@@ -494,8 +580,8 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
                     (digest(bytes), outcome)
                 }
             };
-            if let Some(o) = outcome {
-                self.settle_result(index, o);
+            if let (Some(p), Some(o)) = (mine, outcome) {
+                self.settle_result(index, p, o);
             }
             self.applied = index;
             self.stats.applied += 1;
@@ -505,13 +591,42 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
                 digest,
             });
         }
+        self.release_reads();
         self.maybe_snapshot(out);
     }
 
-    pub(super) fn settle_result(&mut self, index: u64, outcome: ProposalOutcome<S::Reply>) {
+    /// Record the outcome of proposal `p` at `index`: queued for
+    /// [`Settles::take_settled`] when awaited, else kept for
+    /// [`Raft::take_result`].
+    pub(super) fn settle_result(
+        &mut self,
+        index: u64,
+        p: Proposal,
+        outcome: ProposalOutcome<S::Reply>,
+    ) {
+        if p.awaited {
+            let token = RaftToken::Write {
+                index,
+                term: p.term,
+            };
+            self.settled.push((token, RaftSettled::Write(outcome)));
+            return;
+        }
         self.results.insert(index, outcome);
         while self.results.len() > KEPT_RESULTS {
             self.results.pop_first();
+        }
+    }
+
+    /// Settle the awaited reads whose index is now applied.
+    pub(super) fn release_reads(&mut self) {
+        while let Some(&(index, id)) = self.read_waits.first() {
+            if index > self.applied {
+                break;
+            }
+            self.read_waits.pop_first();
+            self.settled
+                .push((RaftToken::Read(id), RaftSettled::Read(true)));
         }
     }
 
@@ -527,7 +642,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         command: &S::Command,
         out: &mut OutputsOf<Self>,
     ) -> Result<(u64, u64), RaftError<Id>> {
-        let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Encode(e.to_string()))?;
+        let bytes = super::log::encode(command).map_err(|e| RaftError::Encode(e.to_string()))?;
         self.propose_payload(now, Payload::Command { session, bytes }, out)
     }
 
@@ -541,13 +656,19 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         self.check_leading()?;
         let index = self.log.last_index() + 1;
         self.append_entries(
-            vec![Entry {
+            [Entry {
                 term: self.term,
                 payload,
             }],
             out,
         );
-        self.proposals.insert(index, self.term);
+        self.proposals.insert(
+            index,
+            Proposal {
+                term: self.term,
+                awaited: false,
+            },
+        );
         self.stats.proposed += 1;
         self.after_leader_append(now, out);
         Ok((index, self.term))
@@ -572,7 +693,7 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         if let Some(o) = self.results.remove(&index) {
             return Some(o);
         }
-        if self.proposals.get(&index) == Some(&term) {
+        if self.proposals.get(&index).is_some_and(|p| p.term == term) {
             return None;
         }
         match self.log.term_at(index) {
@@ -585,6 +706,34 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
             // gone from a log that lost it: whether it applied is unknown.
             _ => Some(Outcome::Unknown),
         }
+    }
+
+    /// Await the outcome of the proposal at `index` made in `term` through
+    /// [`Settles`] instead of [`Raft::take_result`]: it is queued as
+    /// `(RaftToken::Write { index, term }, RaftSettled::Write(outcome))`
+    /// when it settles, with the outcome `take_result` would have given
+    /// (at once if it is settled already). Returns its token.
+    pub fn await_result(&mut self, index: u64, term: u64) -> RaftToken {
+        let token = RaftToken::Write { index, term };
+        if let Some(p) = self.proposals.get_mut(&index).filter(|p| p.term == term) {
+            p.awaited = true;
+            return token;
+        }
+        match self.take_result(index, term) {
+            Some(outcome) => self.settled.push((token, RaftSettled::Write(outcome))),
+            // Still in the log with its term and not applied, but not
+            // proposed in this life of the core: applying it settles it.
+            None => {
+                self.proposals.insert(
+                    index,
+                    Proposal {
+                        term,
+                        awaited: true,
+                    },
+                );
+            }
+        }
+        token
     }
 
     /// Change the configuration to `voters` and `learners` (leader only). A
@@ -739,11 +888,16 @@ impl<Id: MemberId, S: StateMachine> Protocol for Raft<Id, S> {
     }
 
     fn persist(&mut self, out: &mut OutputsOf<Self>) {
-        let hard = HardState {
-            term: self.term,
-            vote: self.vote.clone(),
-        };
-        if self.saved.as_ref() != Some(&hard) {
+        // Compared in place: this runs after every input.
+        let saved = self
+            .saved
+            .as_ref()
+            .is_some_and(|h| h.term == self.term && h.vote == self.vote);
+        if !saved {
+            let hard = HardState {
+                term: self.term,
+                vote: self.vote.clone(),
+            };
             out.put(HARD_KEY, &hard);
             self.saved = Some(hard);
         }
@@ -765,5 +919,49 @@ impl<Id: MemberId, S: StateMachine> SnapshotCore for Raft<Id, S> {
 
 impl<Id: MemberId, S: StateMachine> SimProtocol for Raft<Id, S> {}
 
+impl<Id: MemberId, S: StateMachine> Settles for Raft<Id, S> {
+    type Token = RaftToken;
+    type Settled = RaftSettled<S::Reply>;
+    fn take_settled(&mut self, into: &mut Vec<(RaftToken, RaftSettled<S::Reply>)>) {
+        into.append(&mut self.settled);
+    }
+}
+
 /// What a proposal's outcome is, as [`Raft::take_result`] reports it.
 pub type ProposalOutcome<R> = Outcome<Applied<R>>;
+
+#[cfg(test)]
+mod tests {
+    use super::{Proposal, Proposals};
+
+    fn p(term: u64) -> Proposal {
+        Proposal {
+            term,
+            awaited: false,
+        }
+    }
+
+    #[test]
+    fn proposals_behave_as_a_map_by_index() {
+        let mut ps = Proposals::default();
+        for i in [5, 6, 9] {
+            ps.insert(i, p(1));
+        }
+        ps.insert(7, p(2));
+        ps.insert(3, p(2));
+        ps.insert(6, p(3));
+        let all = |ps: &Proposals| ps.0.iter().map(|(i, p)| (*i, p.term)).collect::<Vec<_>>();
+        assert_eq!(all(&ps), vec![(3, 2), (5, 1), (6, 3), (7, 2), (9, 1)]);
+        assert_eq!(ps.get(&7).map(|p| p.term), Some(2));
+        assert!(ps.get(&8).is_none());
+        ps.get_mut(&9).unwrap().awaited = true;
+        assert!(ps.get(&9).unwrap().awaited);
+        assert_eq!(ps.remove(&3).map(|p| p.term), Some(2));
+        assert_eq!(ps.remove(&6).map(|p| p.term), Some(3));
+        assert!(ps.remove(&6).is_none());
+        let tail: Vec<u64> = ps.split_off(&7).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(tail, vec![7, 9]);
+        assert_eq!(all(&ps), vec![(5, 1)]);
+        assert!(ps.split_off(&100).into_iter().next().is_none());
+    }
+}

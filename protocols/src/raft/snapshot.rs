@@ -186,14 +186,10 @@ impl<Id: MemberId, S: StateMachine> Raft<Id, S> {
         self.machine = machine;
         self.commit = self.commit.max(record.index);
         self.applied = record.index;
-        let covered: Vec<u64> = self
-            .proposals
-            .range(..=record.index)
-            .map(|(i, _)| *i)
-            .collect();
-        for i in covered {
-            self.proposals.remove(&i);
-            self.settle_result(i, Outcome::Unknown);
+        let kept = self.proposals.split_off(&(record.index + 1));
+        let covered = std::mem::replace(&mut self.proposals, kept);
+        for (i, p) in covered {
+            self.settle_result(i, p, Outcome::Unknown);
         }
         out.emit(RaftEvent::SnapshotInstalled {
             index: record.index,

@@ -1174,7 +1174,7 @@ impl<P: SimProtocol> Sim<P> {
         };
         while slot.pending.front().is_some_and(|(t, _)| *t <= upto) {
             if let Some((t, writes)) = slot.pending.pop_front() {
-                slot.disk.apply(&writes).map_err(|e| {
+                slot.disk.apply_owned(writes).map_err(|e| {
                     format!("t={now:?} node {node:?}: durable write {t} refused: {e}")
                 })?;
             }

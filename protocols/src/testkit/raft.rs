@@ -23,8 +23,13 @@
 //! keys) are recorded with their invoke and return times, and outcomes
 //! that are unknown (the server crashed, the answer did not come) as such;
 //! [`RaftOutcome::history`] is checked by the linearizability checker.
+//! Odd clients collect their outcomes as the sim's earlier clients did
+//! ([`Raft::take_result`], [`Raft::take_read`] and the applied index);
+//! even clients await them as the driver does (`await_result`,
+//! `await_read`, and [`Settles::take_settled`] after their polls, which
+//! must never settle a token twice).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -34,9 +39,10 @@ use super::linearizability::{History, KvOp, KvRet, OpId};
 use super::{Chaos, DiskModel, NetFaults, Observer, OracleConfig, Sim};
 use crate::raft::kv::{KvCommand, KvReply, KvStore};
 use crate::raft::{
-    Entry, Membership, Outcome, Payload, Raft, RaftConfig, RaftError, RaftEvent, ReadMode, Role,
-    Session,
+    Entry, Membership, Outcome, Payload, Raft, RaftConfig, RaftError, RaftEvent, RaftSettled,
+    RaftToken, ReadMode, Role, Session,
 };
+use troupe_framework::sansio::Settles;
 
 /// The core the scenario runs.
 pub type KvRaft = Raft<u32, KvStore>;
@@ -343,6 +349,7 @@ enum Pending {
         life: u64,
         index: u64,
         term: u64,
+        awaited: bool,
     },
     Read {
         node: u32,
@@ -350,8 +357,13 @@ enum Pending {
         id: u64,
         at: Option<u64>,
         key: String,
+        awaited: bool,
     },
 }
+
+/// What each node settled for awaited requests and no poll collected yet,
+/// with the node's life they belong to.
+type Taken = HashMap<u32, (u64, HashMap<RaftToken, RaftSettled<KvReply>>)>;
 
 struct Client {
     id: u32,
@@ -400,6 +412,7 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
         })
         .collect();
     let history = History::new();
+    let mut taken = Taken::new();
     let tick = Duration::from_millis(5);
     let end = s.chaos;
     let mut next_change = Duration::ZERO;
@@ -419,7 +432,9 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
             }
         }
         for c in clients.iter_mut() {
-            client_step(&mut sim, &mut obs, &mut rng, c, &members, &history)?;
+            client_step(
+                &mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken,
+            )?;
         }
         sim.run_for(tick, &mut obs)?;
     }
@@ -430,7 +445,9 @@ pub fn run_kv_raft(seed: u64, s: &RaftScenario) -> Result<RaftOutcome, String> {
     while sim.now() < settle && clients.iter().any(|c| c.op.is_some()) {
         for c in clients.iter_mut() {
             if c.op.is_some() {
-                client_step(&mut sim, &mut obs, &mut rng, c, &members, &history)?;
+                client_step(
+                    &mut sim, &mut obs, &mut rng, c, &members, &history, &mut taken,
+                )?;
             }
         }
         sim.run_for(tick, &mut obs)?;
@@ -574,10 +591,11 @@ fn client_step(
     c: &mut Client,
     members: &[u32],
     history: &History,
+    taken: &mut Taken,
 ) -> Result<(), String> {
     let now = sim.now();
     if let Some((op, pending, since)) = c.op.take() {
-        match poll(sim, obs, &pending)? {
+        match poll(sim, obs, &pending, taken)? {
             Poll::Waiting(p) if now.saturating_sub(since) < GIVE_UP => {
                 c.op = Some((op, p, since));
             }
@@ -633,22 +651,35 @@ fn client_step(
         client: format!("c{}", c.id),
         seq: c.seq,
     };
+    let awaited = c.id.is_multiple_of(2);
     let ran = sim.command(&node, obs, |core, now, out| {
         started = Some(match &cmd {
-            None => core.read_index(now, out).map(|id| Pending::Read {
-                node,
-                life,
-                id,
-                at: None,
-                key: key.clone(),
+            None => core.read_index(now, out).map(|id| {
+                if awaited {
+                    core.await_read(id);
+                }
+                Pending::Read {
+                    node,
+                    life,
+                    id,
+                    at: None,
+                    key: key.clone(),
+                    awaited,
+                }
             }),
             Some(cmd) => core
                 .propose(now, Some(session), cmd, out)
-                .map(|(index, term)| Pending::Write {
-                    node,
-                    life,
-                    index,
-                    term,
+                .map(|(index, term)| {
+                    if awaited {
+                        core.await_result(index, term);
+                    }
+                    Pending::Write {
+                        node,
+                        life,
+                        index,
+                        term,
+                        awaited,
+                    }
                 }),
         });
     })?;
@@ -674,7 +705,47 @@ enum Poll {
     Lost,
 }
 
-fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Poll, String> {
+/// The settlement of `token` on `node` (in its life `life`), if it came:
+/// takes what the node settled since the last poll into `taken`.
+fn take_settled(
+    sim: &mut Sim<KvRaft>,
+    obs: &mut RaftObserver,
+    taken: &mut Taken,
+    node: u32,
+    life: u64,
+    token: RaftToken,
+) -> Result<Option<RaftSettled<KvReply>>, String> {
+    let mut got = Vec::new();
+    sim.command(&node, obs, |c, _, _| c.take_settled(&mut got))?;
+    let slot = taken.entry(node).or_insert_with(|| (life, HashMap::new()));
+    if slot.0 != life {
+        *slot = (life, HashMap::new());
+    }
+    for (t, settled) in got {
+        if slot.1.insert(t, settled).is_some() {
+            return Err(format!("node {node}: {t:?} was settled twice"));
+        }
+    }
+    Ok(slot.1.remove(&token))
+}
+
+fn write_outcome(o: Outcome<Result<KvReply, crate::raft::CommandError>>) -> Poll {
+    match o {
+        Outcome::Applied(Ok(KvReply::Done { .. })) => Poll::Done(KvRet::Ok),
+        Outcome::Applied(Ok(KvReply::Mismatch { current })) => {
+            Poll::Done(KvRet::Mismatch { current })
+        }
+        Outcome::NotApplied => Poll::Failed,
+        Outcome::Applied(Err(_)) | Outcome::Unknown => Poll::Lost,
+    }
+}
+
+fn poll(
+    sim: &mut Sim<KvRaft>,
+    obs: &mut RaftObserver,
+    p: &Pending,
+    taken: &mut Taken,
+) -> Result<Poll, String> {
     let (node, life) = match p {
         Pending::Write { node, life, .. } | Pending::Read { node, life, .. } => (*node, *life),
     };
@@ -686,8 +757,26 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
         });
     }
     match p {
-        Pending::Write { index, term, .. } => {
-            let (index, term) = (*index, *term);
+        &Pending::Write {
+            index,
+            term,
+            awaited: true,
+            ..
+        } => {
+            let token = RaftToken::Write { index, term };
+            Ok(match take_settled(sim, obs, taken, node, life, token)? {
+                None => Poll::Waiting(Pending::Write {
+                    node,
+                    life,
+                    index,
+                    term,
+                    awaited: true,
+                }),
+                Some(RaftSettled::Write(o)) => write_outcome(o),
+                Some(other) => return Err(format!("write {token:?} settled as {other:?}")),
+            })
+        }
+        &Pending::Write { index, term, .. } => {
             let mut got = None;
             sim.command(&node, obs, |c, _, _| got = c.take_result(index, term))?;
             Ok(match got {
@@ -696,14 +785,36 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
                     life,
                     index,
                     term,
+                    awaited: false,
                 }),
-                Some(Outcome::Applied(Ok(KvReply::Done { .. }))) => Poll::Done(KvRet::Ok),
-                Some(Outcome::Applied(Ok(KvReply::Mismatch { current }))) => {
-                    Poll::Done(KvRet::Mismatch { current })
-                }
-                Some(Outcome::NotApplied) => Poll::Failed,
-                Some(Outcome::Applied(Err(_)) | Outcome::Unknown) => Poll::Lost,
+                Some(o) => write_outcome(o),
             })
+        }
+        Pending::Read {
+            id,
+            key,
+            awaited: true,
+            ..
+        } => {
+            let token = RaftToken::Read(*id);
+            match take_settled(sim, obs, taken, node, life, token)? {
+                None => Ok(Poll::Waiting(Pending::Read {
+                    node,
+                    life,
+                    id: *id,
+                    at: None,
+                    key: key.clone(),
+                    awaited: true,
+                })),
+                // Confirmed, and its read index applied: read now.
+                Some(RaftSettled::Read(true)) => {
+                    let core = sim.core(&node).ok_or("a live node without a core")?;
+                    let value = core.machine().get(key).map(|v| v.value.clone());
+                    Ok(Poll::Done(KvRet::Value(value)))
+                }
+                Some(RaftSettled::Read(false)) => Ok(Poll::Failed),
+                Some(other) => Err(format!("read {token:?} settled as {other:?}")),
+            }
         }
         Pending::Read { id, at, key, .. } => {
             let id = *id;
@@ -714,6 +825,7 @@ fn poll(sim: &mut Sim<KvRaft>, obs: &mut RaftObserver, p: &Pending) -> Result<Po
                     id,
                     at,
                     key: key.clone(),
+                    awaited: false,
                 })
             };
             let index = match at {
