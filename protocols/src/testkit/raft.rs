@@ -651,7 +651,7 @@ fn client_step(
         client: format!("c{}", c.id),
         seq: c.seq,
     };
-    let awaited = c.id % 2 == 0;
+    let awaited = c.id.is_multiple_of(2);
     let ran = sim.command(&node, obs, |core, now, out| {
         started = Some(match &cmd {
             None => core.read_index(now, out).map(|id| {
