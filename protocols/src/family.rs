@@ -70,7 +70,11 @@
 //! 6. **The typed API** (root crate, `src/lock.rs`): a thin layer over
 //!    `troupe::family::start::<MutexFamily>` that turns commands and views
 //!    into the user's vocabulary (`acquire` returns a guard once the view
-//!    says the lock is held).
+//!    says the lock is held). A request answered later, one per caller (a
+//!    Raft proposal answered once applied), is better served by
+//!    [`troupe_framework::sansio::Settles`]: the core hands out a token and
+//!    queues its outcome, and `Instance::settle` answers that caller alone
+//!    (`src/raft.rs`), where a view would wake every waiter on each change.
 
 use std::fmt::{Debug, Display};
 use std::str::FromStr;

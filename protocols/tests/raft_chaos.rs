@@ -41,7 +41,7 @@ fn run(seed: u64, s: &RaftScenario, t: &mut Totals) -> Result<(), String> {
         .history
         .operations()
         .iter()
-        .filter(|o| o.client % 2 == 0)
+        .filter(|o| o.client.is_multiple_of(2))
         .filter(|o| {
             matches!(
                 o.outcome,
