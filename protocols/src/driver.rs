@@ -24,9 +24,10 @@
 //! A command whose answer comes later (a Raft proposal answered once its
 //! entry is applied) is an [`Await`] ([`DriverHandle::settle`]), for a core
 //! that [`Settles`]: the command's closure takes the request and returns
-//! the core's token for it; the driver keeps a waiter per token and, after
-//! every input, takes the core's settled tokens and answers their waiters
-//! with that input's outputs. One message and one wake-up per request.
+//! the core's token for it; the driver keeps a waiter per token and, when
+//! it carries out a turn's outputs, takes the core's settled tokens and
+//! answers their waiters with those outputs. One message and one wake-up
+//! per request.
 //!
 //! Guarantees:
 //! - the core sees inputs one at a time, in the order the actor handles them,
@@ -789,9 +790,10 @@ impl<P: Protocol> DriverSpec<P> {
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// Publish `view(core)` on a watch channel after every input that
-    /// changes it, when that input's outputs are carried out (so a view
-    /// never shows state that is not durable yet), across restarts too.
+    /// Publish `view(core)` on a watch channel after every turn of inputs
+    /// that changes it, when those inputs' outputs are carried out (so a
+    /// view never shows state that is not durable yet), across restarts
+    /// too.
     /// Returns the spec and a receiver of the views.
     pub fn view<V>(
         self,
@@ -805,7 +807,7 @@ impl<P: Protocol> DriverSpec<P> {
     }
     /// [`DriverSpec::view`], skipping the view after an input when
     /// `unchanged(core, last)` says it would equal the last one (a cheap
-    /// check instead of building the view after every input).
+    /// check instead of building the view after every turn).
     pub fn view_unless<V>(
         mut self,
         view: impl Fn(&P) -> V + Send + Sync + 'static,

@@ -306,9 +306,10 @@ pub trait Protocol {
 /// lost), a read once it is confirmed. The user names such a request by a
 /// [`Settles::Token`] the core hands out (and marks as awaited) when it
 /// takes the request; the core queues `(token, outcome)` when the request
-/// settles, and whoever drives it takes the queue after every input, as
-/// it carries out that input's outputs (the pull shape of raft-rs's
-/// `Ready` and quinn-proto's `poll_*`).
+/// settles, and whoever drives it takes the queue when it carries out the
+/// outputs of the inputs that settled them (the protocol driver: once per
+/// actor turn; the pull shape of raft-rs's `Ready` and quinn-proto's
+/// `poll_*`).
 ///
 /// The protocol driver routes each settled token to the future waiting
 /// for it: one command and one wake-up per request, instead of a waiter
