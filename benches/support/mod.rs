@@ -17,21 +17,10 @@ use troupe::runtime::{start_node, RunningNode};
 /// The nodes of a bench cluster.
 pub const NAMES: [&str; 3] = ["a", "b", "c"];
 
-/// CPU time of every thread of this process (schedstat run time), in ns;
-/// 0 where `/proc` has no schedstat.
-pub fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
+#[path = "../../transports/benches/support/cpu.rs"]
+mod cpu;
+#[allow(unused_imports)] // not every bench measures CPU
+pub use cpu::cpu_ns;
 
 /// `key` from the environment, parsed, or `default`.
 pub fn env<T: std::str::FromStr>(key: &str, default: T) -> T {

@@ -112,20 +112,9 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time used so far by all threads of this process (ns), from schedstat.
-pub fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
+#[path = "cpu.rs"]
+mod cpu;
+pub use cpu::cpu_ns;
 
 /// The `p` quantile (0..=1) of an ascending-sorted, non-empty slice.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
