@@ -12,7 +12,8 @@
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
 //! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
-//! ([`http`]) and its Prometheus metrics ([`metrics`]), and applications
+//! ([`http`]) with its live dashboard ([`dashboard`]) and Prometheus
+//! metrics ([`metrics`]), and applications
 //! as supervised actor trees, declared in code or started from the config
 //! ([`app`]). Typed protocol APIs: locks
 //! ([`lock`]), leader election ([`leader`]), atomic commit ([`commit`]).
@@ -27,6 +28,7 @@ pub mod app;
 pub mod broadcast;
 pub mod commit;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod failure_detector;
 pub mod family;

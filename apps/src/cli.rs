@@ -183,6 +183,13 @@ pub enum Command {
     /// depth or state bound), 1 on a violation (its steps printed, and
     /// written as JSON lines to --trace), 2 on bad arguments.
     Check(crate::check_cli::CheckArgs),
+    /// Serve the live cluster dashboard from this machine, reading a node's
+    /// HTTP endpoint (for nodes with `[http] dashboard = false`, or behind
+    /// a token or client certificates the browser does not have).
+    ///
+    /// Open the URL it prints. Repeat --node to fall back on other nodes
+    /// when one stops answering.
+    Dashboard(crate::dashboard_cli::DashboardArgs),
     /// Traces: `troupe trace check [--causal] [--total] FILE...` checks the
     /// broadcast deliveries recorded in JSON-lines traces; `troupe trace
     /// view FILE... -o out.html` draws them as a space-time diagram;
@@ -505,6 +512,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             crate::demo::run(keep, &detector)
         }
         Command::Check(args) => crate::check_cli::run(&args),
+        Command::Dashboard(args) => {
+            init_logs("warn");
+            crate::dashboard_cli::run(&args, |_| {})
+        }
         Command::Trace { action } => {
             print!("{}", trace(action)?);
             Ok(())
@@ -679,6 +690,7 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     };
     let options = StartOptions {
         app_routes: apps.routes().map_err(|e| config.locate(e))?,
+        app_panels: apps.panels(),
     };
     let system = actix_rt::System::new();
     system.block_on(async move {

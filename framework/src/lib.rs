@@ -20,6 +20,7 @@
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
 //! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
+//! | [`live`] | the live tap on a node's traffic, for the dashboard |
 //!
 //! A minimal remote-capable actor:
 //!
@@ -51,6 +52,7 @@ pub mod dispatch;
 pub mod error;
 pub mod ids;
 pub mod inbox;
+pub mod live;
 pub mod membership;
 pub mod metrics;
 pub mod node;
