@@ -192,6 +192,11 @@ impl NodeShared {
             return;
         }
         let me = self.id.name.as_str();
+        let current = match cause {
+            Some(_) => None,
+            None => crate::remote::current_cause(),
+        };
+        let cause = cause.or(current.as_ref().map(|(n, s)| (&**n, *s)));
         self.record_frame(crate::trace::FrameEvent::Send {
             to,
             seq,

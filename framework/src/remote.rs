@@ -112,6 +112,39 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
     }
 }
 
+thread_local! {
+    static CAUSE: std::cell::RefCell<Option<(Arc<str>, u64)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The frame being handled on this thread, as `(sender, seq)`, while
+/// frames are traced: set while an actor's handler runs for a remote
+/// message (its synchronous part: a handler's future runs later, without
+/// it), and by a protocol driver while it sends what an input from a remote
+/// message produced. Every frame sent meanwhile is traced with this
+/// `cause` (see [`crate::trace::FrameEvent::Send`]), so a message can be
+/// followed to the messages it caused. `None` otherwise.
+pub fn current_cause() -> Option<(Arc<str>, u64)> {
+    CAUSE.with(|c| c.borrow().clone())
+}
+
+/// Run `f` with `cause` as the [`current_cause`] (`None`: none), restoring
+/// the previous one after.
+pub fn with_cause<R>(cause: Option<(Arc<str>, u64)>, f: impl FnOnce() -> R) -> R {
+    if cause.is_none() && CAUSE.with(|c| c.borrow().is_none()) {
+        return f();
+    }
+    let before = CAUSE.with(|c| c.replace(cause));
+    struct Restore(Option<(Arc<str>, u64)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            CAUSE.with(|c| *c.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
 /// A future that the node's dispatcher drives to completion (single-threaded):
 /// a message waiting for room in an actor's inbox.
 pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -139,11 +172,14 @@ pub(crate) struct Undelivered {
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode `payload` and put it in the actor's inbox: a tell when `reply`
     /// is `None`, an ask answered through `reply` otherwise.
+    /// `cause` is the frame's `seq` while frames are traced: set as the
+    /// [`current_cause`] while the actor handles the message.
     fn dispatch(
         &self,
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
+        cause: Option<u64>,
     ) -> Result<Dispatched, Undelivered>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
     fn local(&self) -> &(dyn Any + Send + Sync);
@@ -261,6 +297,7 @@ where
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
+        cause: Option<u64>,
     ) -> Result<Dispatched, Undelivered> {
         let msg: M = match decode_payload(payload) {
             Ok(m) => m,
@@ -270,18 +307,23 @@ where
             }
         };
         let msg = W::wrap(msg, from);
+        let cause: Option<(Arc<str>, u64)> = cause.map(|seq| (Arc::from(from.name), seq));
         let job: Job<A> = match reply {
             // Run as actix runs a `do_send`: the result is handled, with no
             // one to answer.
             None => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
-                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+                with_cause(cause, || {
+                    MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+                });
             }),
             // Run as actix runs a `send`, and answer right here when the
             // handler's answer is ready at once (no hop back through the
             // dispatcher); else when its future finishes.
             Some(reply) => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
                 let (tx, mut rx) = tokio::sync::oneshot::channel::<M::Reply>();
-                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+                with_cause(cause, || {
+                    MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+                });
                 match rx.try_recv() {
                     Ok(answer) => answer_with(reply, &answer),
                     // A dropped sender (the handler's future cannot finish)
