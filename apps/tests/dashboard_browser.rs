@@ -1,10 +1,11 @@
 //! The live dashboard in a real browser: a three-node `troupe cluster`
-//! running the kv, lock and election apps, node-1's page at `/` open in
+//! running the kv, lock, election, bank and chat apps, node-1's page at `/` open in
 //! headless Chromium (driven over the DevTools protocol), node-3 SIGKILLed,
 //! and node-3 seen turning `Down` in node-1's row of the membership table
 //! without the page being reloaded. Also checked on the page: every node's
 //! column, the kv app's panel from each node, the election's leader, the
-//! lock, the supervision trees and live traffic arrows. The same cluster is
+//! lock, the bank's and the chat's panels, the supervision trees and live
+//! traffic arrows. The same cluster is
 //! then shown by `troupe dashboard --node URL --node URL` (the page served
 //! from the operator's side), which keeps updating when the first node it
 //! reads from is killed.
@@ -57,14 +58,14 @@ fn the_dashboard_shows_a_killed_node_going_down_without_a_reload() {
         "--nodes",
         "3",
         "--apps",
-        "kv,lock,election",
+        "kv,lock,election,bank,chat",
         "--dir",
         d,
     ]);
     let file = read_file(&dir).expect("cluster file");
     let url = format!("{}/?every_ms=300", http_of(&file, "node-1"));
     let shots = browser::target_dir().join("dashboard");
-    let mut page = chromium.open(&url, (1400, 1000)).expect("browser opens");
+    let mut page = chromium.open(&url, (1400, 1250)).expect("browser opens");
 
     // Everything is there once the cluster settled.
     let up = |o: &str, m: &str| format!("{} === 'Up'", cell(o, m));
@@ -74,6 +75,8 @@ fn the_dashboard_shows_a_killed_node_going_down_without_a_reload() {
         up("node-2", "node-3"),
         up("node-3", "node-1"),
         "document.querySelectorAll('.panel[data-app=\"kv\"]').length === 3".to_string(),
+        // Every bundled app's panel, built (no error) on every node.
+        "['bank', 'chat'].every(a => document.querySelectorAll(`.panel[data-app=\"${a}\"] dl`).length === 3)".to_string(),
         // The kv panel of a node shows the replica's leader once elected.
         "[...document.querySelectorAll('.panel[data-app=\"kv\"] dd')].some(d => d.textContent.startsWith('node-'))".to_string(),
         "document.querySelectorAll('tr[data-election]').length >= 3".to_string(),
