@@ -308,6 +308,16 @@ pub struct EndpointArgs {
     /// or https://HOST:PORT for a node with `[http] client_certs = true`.
     #[arg(long)]
     pub node: String,
+    /// The client's credentials.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+}
+
+/// What a client of a node's HTTP endpoint proves itself with: the
+/// node's token, and for an https:// endpoint a certificate of the
+/// cluster CA.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientAuthArgs {
     /// The node's `[http]` token, if it has one.
     #[arg(long, env = "TROUPE_HTTP_TOKEN")]
     pub token: Option<String>,
@@ -332,7 +342,7 @@ pub struct EndpointArgs {
     pub server_name: Option<String>,
 }
 
-impl EndpointArgs {
+impl ClientAuthArgs {
     /// The client's TLS files and server name, if any TLS option was
     /// given; an error names the ones missing.
     pub fn client_tls(&self) -> Result<Option<crate::http_client::ClientTls>, CliError> {

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use troupe::dashboard::{ClusterSnapshot, DEFAULT_EVERY, PAGE};
 use troupe::http::actix_web::http::header;
 use troupe::http::actix_web::{web, App, HttpResponse, HttpServer};
 
-use crate::cli::{CliError, EndpointArgs};
+use crate::cli::{CliError, ClientAuthArgs, EndpointArgs};
 use crate::http_client::NodeClient;
 
 /// The options of `troupe dashboard`.
@@ -36,18 +35,9 @@ pub struct DashboardArgs {
     /// Where to serve the page.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
-    /// The nodes' `[http]` token, if they have one.
-    #[arg(long, env = "TROUPE_HTTP_TOKEN")]
-    pub token: Option<String>,
-    /// https:// only: the cluster CA certificate (PEM).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// https:// only: the client certificate (PEM) from the cluster CA.
-    #[arg(long, value_name = "FILE")]
-    pub cert: Option<PathBuf>,
-    /// https:// only: the private key of --cert (PEM).
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    /// The nodes' credentials (the same for every --node).
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 impl DashboardArgs {
@@ -58,11 +48,7 @@ impl DashboardArgs {
             .map(|url| {
                 crate::inspect::client(&EndpointArgs {
                     node: url.clone(),
-                    token: self.token.clone(),
-                    ca: self.ca.clone(),
-                    cert: self.cert.clone(),
-                    key: self.key.clone(),
-                    server_name: None,
+                    auth: self.auth.clone(),
                 })
             })
             .collect()
