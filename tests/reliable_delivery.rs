@@ -239,7 +239,9 @@ fn unknown_channel_wrong_type_and_bad_acks_get_clear_errors_and_the_nodes_keep_r
         );
 
         // A working session...
-        let tx = ReliableSender::<Item>::connect(&a, "b/items").await.unwrap();
+        let tx = ReliableSender::<Item>::connect(&a, "b/items")
+            .await
+            .unwrap();
         let mut events = tx.events();
         for i in 1..=10 {
             tx.send(Item(i)).await.unwrap();
@@ -301,7 +303,9 @@ fn a_restarted_receiver_gets_everything_unacknowledged_again_and_the_producer_is
         let rx = ReliableReceiver::start::<Item>(&b, "items", "sink")
             .await
             .unwrap();
-        let tx = ReliableSender::<Item>::connect(&a, "b/items").await.unwrap();
+        let tx = ReliableSender::<Item>::connect(&a, "b/items")
+            .await
+            .unwrap();
         let mut events = tx.events();
         for i in 1..=50 {
             tx.send(Item(i)).await.unwrap();
