@@ -344,3 +344,34 @@ fn a_restarted_receiver_gets_everything_unacknowledged_again_and_the_producer_is
         );
     });
 }
+
+#[allow(dead_code)]
+#[path = "../examples/reliable_orders.rs"]
+mod reliable_orders;
+
+#[test]
+fn the_example_delivers_every_order_once_and_the_readme_shows_it_word_for_word() {
+    for seed in [1, 2] {
+        let lost = reliable_orders::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(lost > 0, "seed {seed}: the network lost nothing");
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/examples/reliable_orders.rs")).unwrap();
+    let shown = readme
+        .split("## Reliable delivery")
+        .nth(1)
+        .and_then(|s| s.split("```rust\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("a rust block in the README's section");
+    let compiled = example
+        .split("// README: reliable delivery (begin)\n")
+        .nth(1)
+        .and_then(|s| s.split("// README: reliable delivery (end)").next())
+        .expect("markers in the example");
+    assert_eq!(
+        shown.trim(),
+        compiled.trim(),
+        "copy the example's marked part into the README"
+    );
+}
