@@ -46,16 +46,22 @@ impl Actor for Consumer {
 impl Handler<Item> for Consumer {
     type Result = ();
     fn handle(&mut self, m: Item, _: &mut Context<Self>) {
-        let mut items = self.seen.items.lock().unwrap();
+        self.seen.record(m.0);
+    }
+}
+
+impl Seen {
+    /// Record item `n`, noting a violation unless it is the next one.
+    fn record(&self, n: u64) {
+        let mut items = self.items.lock().unwrap();
         let expected = items.last().map_or(1, |l| l + 1);
-        if m.0 != expected {
-            self.seen
-                .violations
+        if n != expected {
+            self.violations
                 .lock()
                 .unwrap()
-                .push(format!("expected {expected}, got {}", m.0));
+                .push(format!("expected {expected}, got {n}"));
         }
-        items.push(m.0);
+        items.push(n);
     }
 }
 
@@ -374,4 +380,80 @@ fn the_example_delivers_every_order_once_and_the_readme_shows_it_word_for_word()
         compiled.trim(),
         "copy the example's marked part into the README"
     );
+}
+
+/// Panics (once) on the item `panic_at`, before recording it.
+struct Flaky {
+    seen: Seen,
+    panic_at: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Actor for Flaky {
+    type Context = Context<Self>;
+}
+
+impl Handler<Item> for Flaky {
+    type Result = ();
+    fn handle(&mut self, m: Item, _: &mut Context<Self>) {
+        use std::sync::atomic::Ordering;
+        let once = self
+            .panic_at
+            .compare_exchange(m.0, 0, Ordering::SeqCst, Ordering::SeqCst);
+        if once.is_ok() {
+            panic!("asked to panic at item {} (expected by the test)", m.0);
+        }
+        self.seen.record(m.0);
+    }
+}
+
+#[test]
+fn a_consumer_restarted_by_its_supervisor_gets_what_it_had_not_handled_again() {
+    run_virtual(|| async {
+        let mut cluster = SimCluster::new(13, FaultPlan::reliable());
+        let a = cluster.add_node("a").await.unwrap();
+        let b = cluster.add_node("b").await.unwrap();
+        let seen = Seen::default();
+        let panic_at = Arc::new(std::sync::atomic::AtomicU64::new(150));
+        let (s, p) = (seen.clone(), panic_at.clone());
+        b.spawn(
+            ActorSpec::new("sink", move || Flaky {
+                seen: s.clone(),
+                panic_at: p.clone(),
+            })
+            .handles::<Item>(),
+        )
+        .await
+        .unwrap();
+        let rx = ReliableReceiver::start::<Item>(&b, "items", "sink")
+            .await
+            .unwrap();
+        let tx = ReliableSender::<Item>::connect(&a, "b/items")
+            .await
+            .unwrap();
+        for i in 1..=300 {
+            tx.send(Item(i)).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(60), tx.flush())
+            .await
+            .expect("all handled after the restart")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.stats().redelivered > 0, "{:?}", rx.stats());
+        assert_eq!(
+            panic_at.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "it panicked"
+        );
+        // The item it panicked on and those queued behind it in the dead
+        // instance's inbox reached the new instance: no gap, no duplicate.
+        assert!(
+            seen.violations.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.violations.lock().unwrap()
+        );
+        assert_eq!(
+            seen.items.lock().unwrap().clone(),
+            (1..=300).collect::<Vec<_>>()
+        );
+    });
 }
