@@ -916,12 +916,17 @@ impl Handler<Sender<Data>> for ReceiverActor {
     fn handle(&mut self, m: Sender<Data>, ctx: &mut Context<Self>) {
         let Sender { from, msg } = m;
         let producer = msg.producer;
-        let items = msg.items.into_iter().map(|p| p.0).collect();
+        let frame = Frame {
+            base: msg.base,
+            first: msg.first,
+            items: msg.items.into_iter().map(|p| p.0).collect(),
+        };
         let mut out = Vec::new();
         let now = self.node.now();
-        match self.core.on_data(
-            now, &from.name, producer, msg.base, msg.first, items, &mut out,
-        ) {
+        match self
+            .core
+            .on_data(now, &from.name, producer, frame, &mut out)
+        {
             Err(e) => {
                 tracing::debug!(channel = %self.channel, error = %e, "reliable frame refused");
             }

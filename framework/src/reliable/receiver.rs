@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::sender::Frame;
 use super::wire::Grant;
 
 /// Flow control and acknowledgement policy of the consumer side.
@@ -230,18 +231,17 @@ impl ReceiverCore {
         Ok(grant_of(consumer, window, s))
     }
 
-    /// A data frame from `node`: messages ready for the consumer, in order,
-    /// go into `out`.
+    /// A data frame of session `producer` from `node`: messages ready for
+    /// the consumer, in order, go into `out`.
     pub fn on_data(
         &mut self,
         now: Duration,
         node: &str,
         producer: u64,
-        base: u64,
-        first: u64,
-        items: Vec<Bytes>,
+        frame: Frame,
         out: &mut Vec<Delivery>,
     ) -> Result<DataOutcome, ReceiveError> {
+        let Frame { base, first, items } = frame;
         let window = self.settings.window;
         let (s, new) = self.session(now, node, producer)?;
         let mut o = DataOutcome {
@@ -415,6 +415,10 @@ mod tests {
         range.map(|i| Bytes::from(vec![i as u8])).collect()
     }
 
+    fn frame(base: u64, first: u64, items: Vec<Bytes>) -> Frame {
+        Frame { base, first, items }
+    }
+
     fn seqs(out: &[Delivery]) -> Vec<u64> {
         out.iter().map(|d| d.seq).collect()
     }
@@ -433,9 +437,13 @@ mod tests {
                 limit: 10
             }
         );
-        let o = r.on_data(T, "a", 1, 1, 1, items(1..=3), &mut out).unwrap();
+        let o = r
+            .on_data(T, "a", 1, frame(1, 1, items(1..=3)), &mut out)
+            .unwrap();
         assert_eq!((o.delivered, o.duplicates, o.ack_now), (3, 0, false));
-        let o = r.on_data(T, "a", 1, 1, 2, items(2..=4), &mut out).unwrap();
+        let o = r
+            .on_data(T, "a", 1, frame(1, 2, items(2..=4)), &mut out)
+            .unwrap();
         assert_eq!((o.delivered, o.duplicates, o.ack_now), (1, 2, true));
         assert_eq!(seqs(&out), vec![1, 2, 3, 4]);
         assert_eq!(out[3].payload, Bytes::from(vec![4u8]));
@@ -447,12 +455,16 @@ mod tests {
         let mut r = ReceiverCore::new(9, settings(10));
         let mut out = Vec::new();
         r.open(T, "a", 1).unwrap();
-        let o = r.on_data(T, "a", 1, 1, 3, items(3..=4), &mut out).unwrap();
+        let o = r
+            .on_data(T, "a", 1, frame(1, 3, items(3..=4)), &mut out)
+            .unwrap();
         assert_eq!(o.delivered, 0);
         assert!(o.ack_now, "a gap is acknowledged at once");
-        r.on_data(T, "a", 1, 1, 4, items(4..=5), &mut out).unwrap();
+        r.on_data(T, "a", 1, frame(1, 4, items(4..=5)), &mut out)
+            .unwrap();
         assert!(out.is_empty());
-        r.on_data(T, "a", 1, 1, 1, items(1..=2), &mut out).unwrap();
+        r.on_data(T, "a", 1, frame(1, 1, items(1..=2)), &mut out)
+            .unwrap();
         assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5]);
         assert_eq!(r.stats().duplicates, 1, "4 was buffered twice");
     }
@@ -462,7 +474,9 @@ mod tests {
         let mut r = ReceiverCore::new(9, settings(3));
         let mut out = Vec::new();
         r.open(T, "a", 1).unwrap();
-        let o = r.on_data(T, "a", 1, 1, 1, items(1..=5), &mut out).unwrap();
+        let o = r
+            .on_data(T, "a", 1, frame(1, 1, items(1..=5)), &mut out)
+            .unwrap();
         assert_eq!(o.delivered, 3);
         assert!(o.ack_now);
         assert_eq!(r.stats().out_of_window, 2);
@@ -479,7 +493,8 @@ mod tests {
             })
         );
         assert_eq!(r.ack(1, false, true), None, "nothing new");
-        r.on_data(T, "a", 1, 1, 4, items(4..=5), &mut out).unwrap();
+        r.on_data(T, "a", 1, frame(1, 4, items(4..=5)), &mut out)
+            .unwrap();
         assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5]);
         // Confirming beyond what was delivered is capped.
         r.confirm(1, 99);
@@ -491,7 +506,9 @@ mod tests {
         // A fresh incarnation sees a frame of a session it never heard of.
         let mut r = ReceiverCore::new(10, settings(10));
         let mut out = Vec::new();
-        let o = r.on_data(T, "a", 1, 6, 7, items(7..=8), &mut out).unwrap();
+        let o = r
+            .on_data(T, "a", 1, frame(6, 7, items(7..=8)), &mut out)
+            .unwrap();
         assert!(o.ack_now, "a new session is acknowledged at once");
         assert!(out.is_empty(), "6 is missing");
         assert_eq!(
@@ -502,7 +519,8 @@ mod tests {
                 limit: 15
             }
         );
-        r.on_data(T, "a", 1, 6, 6, items(6..=6), &mut out).unwrap();
+        r.on_data(T, "a", 1, frame(6, 6, items(6..=6)), &mut out)
+            .unwrap();
         assert_eq!(seqs(&out), vec![6, 7, 8]);
     }
 
@@ -511,7 +529,8 @@ mod tests {
         let mut r = ReceiverCore::new(9, settings(10));
         let mut out = Vec::new();
         r.open(T, "a", 1).unwrap();
-        r.on_data(T, "a", 1, 1, 1, items(1..=4), &mut out).unwrap();
+        r.on_data(T, "a", 1, frame(1, 1, items(1..=4)), &mut out)
+            .unwrap();
         r.confirm(1, 2);
         out.clear();
         r.redeliver(&mut out);
@@ -525,12 +544,12 @@ mod tests {
         let mut out = Vec::new();
         r.open(T, "a", 1).unwrap();
         let e = r
-            .on_data(T, "b", 1, 1, 1, items(1..=1), &mut out)
+            .on_data(T, "b", 1, frame(1, 1, items(1..=1)), &mut out)
             .unwrap_err();
         assert!(matches!(e, ReceiveError::WrongNode { .. }), "{e}");
         assert!(r.close(1));
         let e = r
-            .on_data(T, "a", 1, 1, 1, items(1..=1), &mut out)
+            .on_data(T, "a", 1, frame(1, 1, items(1..=1)), &mut out)
             .unwrap_err();
         assert_eq!(e, ReceiveError::Retired { producer: 1 });
         assert!(out.is_empty());
@@ -543,7 +562,8 @@ mod tests {
         let mut out = Vec::new();
         r.open(T, "a", 1).unwrap();
         r.open(T, "a", 2).unwrap();
-        r.on_data(T, "a", 2, 1, 1, items(1..=1), &mut out).unwrap();
+        r.on_data(T, "a", 2, frame(1, 1, items(1..=1)), &mut out)
+            .unwrap();
         assert_eq!(r.expire_idle(Duration::from_secs(11)), 1);
         assert_eq!(r.sessions(), 1);
         r.confirm(2, 1);
