@@ -259,6 +259,10 @@ struct SenderInner {
     core: Mutex<SenderCore>,
     /// Woken when an acknowledgement was accepted (room, progress).
     room: tokio::sync::Notify,
+    /// Woken when messages were queued and not transmitted: the flusher
+    /// sends them (when the producer yields).
+    dirty: tokio::sync::Notify,
+    max_batch: u64,
     data: RemoteRef<Data>,
     node: Node,
     producer: u64,
@@ -335,11 +339,19 @@ impl SenderInner {
         self.transmit(frames);
     }
 
+    /// Transmit what was queued and not sent yet.
+    async fn flush_queued(&self) {
+        let mut frames = Vec::new();
+        lock(&self.core).flush(&mut frames);
+        self.transmit_wait(frames).await;
+    }
+
     fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.room.notify_waiters();
+        self.dirty.notify_one();
         let close = self.node.lookup::<Close>(&self.data.path().to_string());
         if let Ok(r) = close {
             let _ = r.tell(Close {
@@ -392,6 +404,8 @@ impl<M: RemoteMessage> ReliableSender<M> {
         let inner = Arc::new(SenderInner {
             core: Mutex::new(SenderCore::new(settings)),
             room: tokio::sync::Notify::new(),
+            dirty: tokio::sync::Notify::new(),
+            max_batch: settings.max_batch.max(1) as u64,
             data: node.actor_ref::<Data>(path.clone()),
             node: node.clone(),
             producer,
@@ -434,6 +448,18 @@ impl<M: RemoteMessage> ReliableSender<M> {
             Err(e) => return Err(ReliableError::Open(e)),
         };
         inner.on_ack(grant);
+        // The flusher: sends what `send` queued once the producer yields
+        // (a producer that sends in a loop fills whole batches itself).
+        let flusher = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                flusher.dirty.notified().await;
+                if flusher.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+                flusher.flush_queued().await;
+            }
+        });
         Ok(Self {
             inner,
             _guard: guard,
@@ -454,11 +480,21 @@ impl<M: RemoteMessage> ReliableSender<M> {
             let notified = self.inner.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Queued; transmitted in batches: here when a batch is full or
+            // the window is (before waiting), else by the flusher.
             let mut frames = Vec::new();
-            let pushed = lock(&self.inner.core).push(self.inner.now(), payload, &mut frames);
+            let pushed = {
+                let mut core = lock(&self.inner.core);
+                let pushed = core.push_queued(self.inner.now(), payload);
+                if pushed.is_err() || core.unsent() >= self.inner.max_batch {
+                    core.flush(&mut frames);
+                }
+                pushed
+            };
+            self.inner.transmit_wait(frames).await;
             match pushed {
                 Ok(seq) => {
-                    self.inner.transmit_wait(frames).await;
+                    self.inner.dirty.notify_one();
                     return Ok(seq);
                 }
                 Err(p) => {
@@ -480,12 +516,15 @@ impl<M: RemoteMessage> ReliableSender<M> {
             rmp_serde::to_vec(&msg).map_err(|e| Err(ReliableError::Encode(e.to_string())))?,
         );
         let mut frames = Vec::new();
-        let pushed = lock(&self.inner.core).push(self.inner.now(), payload, &mut frames);
+        let pushed = {
+            let mut core = lock(&self.inner.core);
+            let pushed = core.push_queued(self.inner.now(), payload);
+            core.flush(&mut frames);
+            pushed
+        };
+        self.inner.transmit(frames);
         match pushed {
-            Ok(seq) => {
-                self.inner.transmit(frames);
-                Ok(seq)
-            }
+            Ok(seq) => Ok(seq),
             // Another clone took the last slot meanwhile.
             Err(_) => Err(Ok(msg)),
         }
@@ -866,6 +905,10 @@ impl ReceiverActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if !self.waiting {
+            // Notices a restarted consumer even when nothing new arrives.
+            self.consumer_handler();
+        }
         self.pump(ctx);
         self.sync_confirmations();
         for p in self.core.producers() {

@@ -222,6 +222,37 @@ impl SenderCore {
         Ok(seq)
     }
 
+    /// Take `payload` as the next message if the window has room, without
+    /// transmitting it yet: it waits, with the others queued so, for
+    /// [`flush`](Self::flush), which sends them in batches. Gives the
+    /// payload back when the window is full.
+    pub fn push_queued(&mut self, now: Duration, payload: Bytes) -> Result<u64, Bytes> {
+        if !self.has_room() {
+            return Err(payload);
+        }
+        let seq = self.next;
+        self.next += 1;
+        self.stats.sent += 1;
+        self.buffer.push_back(payload);
+        self.arm(now);
+        Ok(seq)
+    }
+
+    /// Messages taken and never transmitted (within the window).
+    pub fn unsent(&self) -> u64 {
+        (self.next - 1)
+            .min(self.limit)
+            .saturating_sub(self.sent_upto)
+    }
+
+    /// Frames, of at most `max_batch` messages, for every message taken
+    /// and not transmitted yet.
+    pub fn flush(&mut self, out: &mut Vec<Frame>) {
+        if self.unsent() > 0 {
+            self.transmit(self.sent_upto + 1, out, false);
+        }
+    }
+
     /// An acknowledgement (or the grant that answered the opening ask)
     /// arrived. Frames to send at once (after a consumer restart, or newly
     /// granted messages that were held back) go into `out`.
@@ -469,6 +500,31 @@ mod tests {
         // Progress resets the back-off.
         s.on_ack(800 * MS, grant(1, 3, 13), &mut out).unwrap();
         assert_eq!(s.deadline(), Some(900 * MS));
+    }
+
+    #[test]
+    fn queued_messages_go_in_batches_on_flush_and_timeouts_cover_unflushed_ones() {
+        let mut s = SenderCore::new(settings());
+        let mut out = Vec::new();
+        s.on_ack(Duration::ZERO, grant(1, 0, 6), &mut out).unwrap();
+        for i in 1..=7 {
+            let r = s.push_queued(Duration::ZERO, b(i));
+            assert_eq!(r.is_ok(), i <= 6, "{i}");
+        }
+        assert_eq!(s.unsent(), 6);
+        s.flush(&mut out);
+        assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(out.len(), 2, "two batches of 3");
+        assert_eq!(s.stats().resent, 0, "first transmissions");
+        assert_eq!(s.unsent(), 0);
+        out.clear();
+        s.flush(&mut out);
+        assert!(out.is_empty());
+        // One queued and never flushed goes with the next timeout.
+        s.on_ack(MS, grant(1, 6, 12), &mut out).unwrap();
+        s.push_queued(MS, b(7)).unwrap();
+        s.on_tick(101 * MS, &mut out);
+        assert_eq!(seqs(&out), vec![7]);
     }
 
     #[test]
