@@ -9,6 +9,7 @@
 //! | [`codec`] | the one wire codec: versioned, size-limited msgpack [`codec::Envelope`]s |
 //! | [`remote`] | remote-capable messages ([`RemoteMessage`], [`remote_message!`]) |
 //! | [`remote_ref`] | [`RemoteRef`]: location-transparent `tell` / `ask` |
+//! | [`reliable`] | reliable point-to-point channels: exactly once, in order, flow-controlled ([`reliable::ReliableSender`], [`reliable::ReliableReceiver`]) |
 //! | [`rpc`] | the RPC stub: correlation ids, deadlines, retries, at-most-once dedup |
 //! | [`node`] | the [`Node`]: registry, inbound dispatch with back-pressure, membership |
 //! | [`supervision`] | supervision trees: one-for-one / one-for-all / rest-for-one, intensity, back-off, escalation, events, tree snapshots |
@@ -57,6 +58,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod registry;
+pub mod reliable;
 pub mod remote;
 pub mod remote_ref;
 mod reply;

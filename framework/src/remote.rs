@@ -181,9 +181,21 @@ pub(crate) trait ErasedHandler: Send + Sync {
         reply: Option<ReplyTo>,
         cause: Option<u64>,
     ) -> Result<Dispatched, Undelivered>;
+    /// Like a tell through [`dispatch`](Self::dispatch), and once the
+    /// handler has returned, call `then.0(then.1)`: how a reliable channel
+    /// learns what its consumer handled (see [`crate::reliable`]).
+    fn dispatch_then(
+        &self,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        then: AfterHandled,
+    ) -> Result<Dispatched, Undelivered>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
     fn local(&self) -> &(dyn Any + Send + Sync);
 }
+
+/// Called with the number after a delivered message's handler returned.
+pub(crate) type AfterHandled = (Arc<dyn Fn(u64) + Send + Sync>, u64);
 
 /// Typed delivery to a local actor, used by [`crate::RemoteRef`] without
 /// serialization.
@@ -339,6 +351,40 @@ where
                 }
             }),
         };
+        self.push(job)
+    }
+    fn dispatch_then(
+        &self,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        then: AfterHandled,
+    ) -> Result<Dispatched, Undelivered> {
+        let msg: M = match decode_payload(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                let error = RemoteError::BadPayload(e.to_string());
+                return Err(Undelivered { error, reply: None });
+            }
+        };
+        let msg = W::wrap(msg, from);
+        self.push(Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+            MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+            (then.0)(then.1);
+        }))
+    }
+    fn local(&self) -> &(dyn Any + Send + Sync) {
+        &self.local
+    }
+}
+
+impl<A, M, W> TypedHandler<A, M, W>
+where
+    A: Actor<Context = Context<A>> + Handler<W>,
+    M: RemoteMessage,
+    W: Wrap<M>,
+{
+    /// Put `job` in the actor's inbox, or say how to when it is full.
+    fn push(&self, job: Job<A>) -> Result<Dispatched, Undelivered> {
         match self.inbox.try_push(job) {
             Ok(()) => Ok(Dispatched::Queued),
             // The job (and an ask's `ReplyTo` in it, which answers
@@ -356,8 +402,5 @@ where
                 })))
             }
         }
-    }
-    fn local(&self) -> &(dyn Any + Send + Sync) {
-        &self.local
     }
 }
