@@ -64,9 +64,14 @@
 //! - Mutual TLS 1.3 with the cluster CA as the only root (or the CAs of a
 //!   `ca.pem` holding several, while the cluster changes CA), client certificates
 //!   required, ALPN [`ALPN`], no 0-RTT.
-//! - **Only configured peers are accepted**: an incoming connection whose hello
-//!   names a node that is not in [`QuicConfig::peers`] is refused, even with a valid
-//!   cluster certificate. A peer whose certificate does not name the node it claims
+//! - **Only known peers are accepted** (configured in [`QuicConfig::peers`] or
+//!   added with [`QuicTransport::add_peer`]): an incoming connection whose hello
+//!   names another node is refused, even with a valid cluster certificate --
+//!   unless [`QuicConfig::accept_joins`] is set (a node configured with seeds):
+//!   then the cluster CA decides, and a node whose certificate chains to it and
+//!   names the node its hello claims is accepted and added to the peer table.
+//!   Seeds ([`QuicConfig::seeds`]) are dialed by address; the certificate must
+//!   chain to the cluster CA and name the node the seed's hello claims. A peer whose certificate does not name the node it claims
 //!   (or, when dialing, the node we dialed) is refused. Every refusal is logged with
 //!   `tracing::warn!` and closes only that connection.
 //! - Bad input on an authenticated connection (length prefix over
@@ -165,6 +170,20 @@ pub struct QuicConfig {
     /// The peers this node talks to and accepts: node name -> address. An entry
     /// naming this node itself is ignored.
     pub peers: BTreeMap<String, SocketAddr>,
+    /// Addresses of seed nodes to join the cluster through (default none):
+    /// dialed at bind without knowing their names (the certificate must
+    /// chain to the cluster CA; the hello says who answered), retried with
+    /// back-off until each answered once. An address of this node itself is
+    /// skipped. Needs [`QuicConfig::accept_joins`].
+    pub seeds: Vec<SocketAddr>,
+    /// Accept nodes that are not in [`QuicConfig::peers`] (default false):
+    /// an incoming hello from an unknown name is accepted when the
+    /// certificate chains to the cluster CA and names that node, and the
+    /// hello (version 2) says where it listens; the node is then added to the
+    /// peer table ([`QuicTransport::add_peer`]). The cluster CA decides who
+    /// may join. Also makes this node send version-2 hellos (with its listen
+    /// address). Without it only configured (or added) peers are accepted.
+    pub accept_joins: bool,
     /// TLS identity.
     pub tls: TlsSource,
     /// Largest frame sent or accepted, in bytes (default 16 MiB).
@@ -198,6 +217,8 @@ impl QuicConfig {
             incarnation: uuid::Uuid::new_v4().to_string(),
             listen,
             peers: BTreeMap::new(),
+            seeds: Vec::new(),
+            accept_joins: false,
             tls,
             max_frame_size: 16 * 1024 * 1024,
             send_queue_capacity: 8192,
@@ -234,6 +255,9 @@ impl QuicConfig {
             }
         }
         let bad = |m: &str| Err(QuicError::InvalidConfig(m.to_string()));
+        if !self.seeds.is_empty() && !self.accept_joins {
+            return bad("seeds need accept_joins = true (joining is a two-way exchange)");
+        }
         if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
             return bad("max_frame_size must be between 1 and u32::MAX");
         }
@@ -306,6 +330,14 @@ pub enum QuicError {
     /// `bind` was not called inside a tokio runtime.
     #[error("QuicTransport::bind must run inside a tokio runtime (actix System or Arbiter)")]
     NoRuntime,
+    /// A peer could not be added at run time ([`QuicTransport::add_peer`]).
+    #[error("cannot add peer {name:?}: {reason}")]
+    AddPeer {
+        /// The peer's name as given.
+        name: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 /// Checks a node's TLS files before it starts, so that a mistake stops the
@@ -550,6 +582,42 @@ impl QuicTransport {
     /// Names of the peers with a confirmed connection right now, sorted.
     pub fn connected_peers(&self) -> Vec<String> {
         self.inner.connected_peers()
+    }
+
+    /// Adds a peer at run time (a member learned from a seed or another
+    /// member): frames to `name` can be sent from now on, and a connection
+    /// from it is accepted. The connection is made on first send, and its
+    /// certificate must name `name` as for a configured peer. Returns
+    /// `Ok(true)` if the peer is new, `Ok(false)` if it was known (it keeps
+    /// its address: only the node itself moves it, by its hello). Sends to other peers never wait
+    /// for this (the peer table is swapped, not locked, on the send path).
+    ///
+    /// # Errors
+    /// [`QuicError::AddPeer`] saying why if `name` is not a valid node
+    /// name, is this node, `addr` is of an IP family this node cannot reach,
+    /// or the transport is shut down.
+    pub fn add_peer(&self, name: &str, addr: SocketAddr) -> Result<bool, QuicError> {
+        self.inner.add_peer(name, addr)
+    }
+
+    /// Every peer this transport knows (configured, added, or accepted as a
+    /// joiner) with the address it dials, sorted by name.
+    pub fn peers(&self) -> Vec<(String, SocketAddr)> {
+        self.inner.peer_list()
+    }
+
+    /// Grows by one whenever a peer is added (see [`QuicTransport::add_peer`];
+    /// joiners accepted through [`QuicConfig::accept_joins`] count too):
+    /// cheap to poll for "did the peer table change".
+    pub fn peer_generation(&self) -> u64 {
+        self.inner.peer_generation()
+    }
+
+    /// The address this node tells others to dial: its bound address
+    /// ([`QuicTransport::local_addr`]); an unspecified IP (`0.0.0.0`) is
+    /// replaced by the receiver with the IP the node's connection came from.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.inner.local_addr
     }
 
     /// Shuts down and waits until the endpoint has closed its connections (the

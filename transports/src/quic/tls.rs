@@ -11,6 +11,12 @@
 //! [`PeerNameChecker`] (for an accepted connection that name is the one the peer
 //! claims in its hello).
 //!
+//! Dialing a *seed* (an address whose node name is not known yet): the
+//! server certificate must chain to the cluster CA and be valid for the first
+//! DNS name it carries ([`SeedServerVerifier`]); which node answered is
+//! learned from its hello, and [`PeerNameChecker`] then checks that the
+//! certificate names exactly that node.
+//!
 //! Insecure dev mode: a throwaway self-signed certificate, no client
 //! certificates, and a server verifier that accepts any certificate (it still checks
 //! the handshake signature, so the connection is encrypted, just not
@@ -44,6 +50,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub(crate) struct TlsSetup {
     pub server: Arc<QuicServerConfig>,
     pub client: Arc<QuicClientConfig>,
+    /// For dialing seeds (see the module docs).
+    pub seed_client: Arc<QuicClientConfig>,
     /// `None` in insecure dev mode.
     pub checker: Option<PeerNameChecker>,
 }
@@ -79,23 +87,29 @@ pub(crate) fn secure(tls: &NodeTls, alpn: &[u8]) -> Result<TlsSetup, QuicError> 
     let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| tls_err("building the server-certificate verifier", e))?;
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err("TLS 1.3 client config", e))?
-        .dangerous()
-        .with_custom_certificate_verifier(server_verifier.clone())
-        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
-        .map_err(|e| tls_err("node certificate/key rejected for client auth", e))?;
-    client.alpn_protocols = vec![alpn.to_vec()];
-    client.enable_early_data = false;
+    let client_with = |verifier: Arc<dyn ServerCertVerifier>| {
+        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls_err("TLS 1.3 client config", e))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
+            .map_err(|e| tls_err("node certificate/key rejected for client auth", e))?;
+        client.alpn_protocols = vec![alpn.to_vec()];
+        client.enable_early_data = false;
+        QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))
+    };
+    let client = client_with(server_verifier.clone())?;
+    let seed_client = client_with(Arc::new(SeedServerVerifier {
+        inner: server_verifier.clone(),
+    }))?;
 
     Ok(TlsSetup {
         server: Arc::new(
             QuicServerConfig::try_from(server).map_err(|e| tls_err("QUIC server config", e))?,
         ),
-        client: Arc::new(
-            QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))?,
-        ),
+        client: Arc::new(client),
+        seed_client: Arc::new(seed_client),
         checker: Some(PeerNameChecker {
             verifier: server_verifier,
         }),
@@ -137,13 +151,14 @@ pub(crate) fn insecure(
         .with_no_client_auth();
     client.alpn_protocols = vec![alpn.to_vec()];
     client.enable_early_data = false;
+    let client =
+        Arc::new(QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))?);
     Ok(TlsSetup {
         server: Arc::new(
             QuicServerConfig::try_from(server).map_err(|e| tls_err("QUIC server config", e))?,
         ),
-        client: Arc::new(
-            QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))?,
-        ),
+        seed_client: client.clone(),
+        client,
         checker: None,
     })
 }
@@ -223,6 +238,59 @@ pub(crate) fn check_identity(tls: &NodeTls, node: &str) -> Result<(), String> {
 pub(crate) fn keys_match(tls: &NodeTls) -> Result<(), rustls::Error> {
     rustls::sign::CertifiedKey::from_der(tls.chain.clone(), tls.key.clone_key(), &provider())
         .map(|_| ())
+}
+
+/// For dialing a seed: the certificate must chain to the cluster CA and be
+/// valid (for the first DNS name it carries: the node name is not known
+/// before the hello; [`PeerNameChecker`] checks it exactly afterwards).
+#[derive(Debug)]
+struct SeedServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for SeedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let name = cert
+            .valid_dns_names()
+            .next()
+            .and_then(|n| ServerName::try_from(n.to_string()).ok())
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ))?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Insecure dev mode only: accepts any server certificate (the handshake

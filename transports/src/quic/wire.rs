@@ -8,7 +8,12 @@
 //! - The *hello* is the first (and only) frame on the one bidirectional stream the
 //!   dialer opens: `b"TRPH"`, version `1`, the node name and its incarnation string
 //!   (each a `u8` length plus UTF-8 bytes). The acceptor answers with its own hello
-//!   on the same stream.
+//!   on the same stream. Version `2` (sent by nodes configured with seeds, see
+//!   [`Hello::listen`]) appends the sender's listen address as a third string
+//!   (`ip:port`), so that a node it joins through can dial it back; an acceptor
+//!   answers in the version it was greeted with, so nodes without seeds keep
+//!   speaking version 1 and interoperate with older nodes. The ALPN stays
+//!   `troupe/1`: everything after the hello is unchanged.
 //! - Connection close codes: [`CLOSE_SHUTDOWN`], [`CLOSE_REFUSED`],
 //!   [`CLOSE_PROTOCOL`], [`CLOSE_DUPLICATE`], [`CLOSE_REPLACED`].
 
@@ -37,6 +42,7 @@ pub(crate) const COALESCE_LIMIT: usize = 4096;
 pub const MAX_HELLO: usize = 1024;
 const HELLO_MAGIC: &[u8; 4] = b"TRPH";
 const HELLO_VERSION: u8 = 1;
+const HELLO_VERSION_LISTEN: u8 = 2;
 
 /// A wire-format violation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +191,10 @@ pub struct Hello {
     pub name: String,
     /// Incarnation string (changes when the node restarts).
     pub incarnation: String,
+    /// Where the sender listens (hello version 2; `None`: version 1). Its IP
+    /// may be unspecified (`0.0.0.0`): the receiver then takes the IP the
+    /// connection came from.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Hello {
@@ -195,15 +205,26 @@ impl Hello {
                 "name or incarnation longer than 255 bytes",
             ));
         }
-        let body_len = 4 + 1 + 1 + self.name.len() + 1 + self.incarnation.len();
+        let listen = self.listen.map(|a| a.to_string());
+        let listen_len = listen.as_ref().map_or(0, |l| 1 + l.len());
+        let body_len = 4 + 1 + 1 + self.name.len() + 1 + self.incarnation.len() + listen_len;
         let mut b = BytesMut::with_capacity(4 + body_len);
         b.put_u32(body_len as u32);
         b.extend_from_slice(HELLO_MAGIC);
-        b.put_u8(HELLO_VERSION);
+        b.put_u8(if listen.is_some() {
+            HELLO_VERSION_LISTEN
+        } else {
+            HELLO_VERSION
+        });
         b.put_u8(self.name.len() as u8);
         b.extend_from_slice(self.name.as_bytes());
         b.put_u8(self.incarnation.len() as u8);
         b.extend_from_slice(self.incarnation.as_bytes());
+        if let Some(l) = listen {
+            // A socket address is at most 47 bytes long.
+            b.put_u8(l.len() as u8);
+            b.extend_from_slice(l.as_bytes());
+        }
         Ok(b.freeze())
     }
 
@@ -213,15 +234,29 @@ impl Hello {
             return Err(WireError::BadHello("missing TRPH magic"));
         }
         body.advance(4);
-        if body.get_u8() != HELLO_VERSION {
+        let version = body.get_u8();
+        if version != HELLO_VERSION && version != HELLO_VERSION_LISTEN {
             return Err(WireError::BadHello("unsupported hello version"));
         }
         let name = take_str(&mut body)?;
         let incarnation = take_str(&mut body)?;
+        let listen = if version == HELLO_VERSION_LISTEN {
+            Some(
+                take_str(&mut body)?
+                    .parse()
+                    .map_err(|_| WireError::BadHello("listen address is not ip:port"))?,
+            )
+        } else {
+            None
+        };
         if !body.is_empty() {
             return Err(WireError::BadHello("trailing bytes"));
         }
-        Ok(Hello { name, incarnation })
+        Ok(Hello {
+            name,
+            incarnation,
+            listen,
+        })
     }
 }
 
@@ -301,11 +336,30 @@ mod tests {
         let h = Hello {
             name: "node-a".into(),
             incarnation: "1234".into(),
+            listen: None,
         };
         let enc = h.encode().expect("encode");
+        assert_eq!(enc[8], HELLO_VERSION, "no listen address: version 1");
         assert_eq!(Hello::decode(&enc[4..]), Ok(h));
         assert!(Hello::decode(b"XXXX\x01\x00\x00").is_err());
         assert!(Hello::decode(b"TRPH\x01\x09ab").is_err());
-        assert!(Hello::decode(b"TRPH\x02\x00\x00").is_err());
+        assert!(Hello::decode(b"TRPH\x02\x00\x00").is_err(), "v2 without address");
+        assert!(Hello::decode(b"TRPH\x03\x00\x00").is_err());
+    }
+
+    #[test]
+    fn hello_v2_carries_the_listen_address() {
+        let h = Hello {
+            name: "node-c".into(),
+            incarnation: "77".into(),
+            listen: Some("[::1]:7000".parse().expect("addr")),
+        };
+        let enc = h.encode().expect("encode");
+        assert_eq!(enc[8], HELLO_VERSION_LISTEN);
+        assert_eq!(Hello::decode(&enc[4..]), Ok(h));
+        assert_eq!(
+            Hello::decode(b"TRPH\x02\x01c\x01i\x03abc"),
+            Err(WireError::BadHello("listen address is not ip:port"))
+        );
     }
 }

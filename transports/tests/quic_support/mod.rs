@@ -248,6 +248,7 @@ pub async fn raw_hello_on(conn: &quinn::Connection, claimed: &str) -> Result<(),
     let hello = Hello {
         name: claimed.to_string(),
         incarnation: "raw".to_string(),
+        listen: None,
     };
     send.write_all(&hello.encode().map_err(|e| e.to_string())?)
         .await

@@ -1,9 +1,12 @@
 //! Inbound: the accept loop and the accepting side of the hello exchange.
 //!
 //! Each incoming connection gets its own task with the handshake timeout.
-//! Only configured peers are accepted, and only when the certificate names
-//! the node the hello claims (unless in insecure dev mode); every refusal is
-//! logged and closes only that connection. Simultaneous dials are settled
+//! Only known peers (configured or added) are accepted, and only when the
+//! certificate names the node the hello claims (unless in insecure dev mode);
+//! with `accept_joins` an unknown node is accepted too when its certificate
+//! chains to the cluster CA and names it, and its hello (version 2) says
+//! where it listens: it is added to the peer table. Every refusal is logged
+//! and closes only that connection. Simultaneous dials are settled
 //! here (the connection dialed by the lower name wins) before anything is
 //! written on either connection; the duplicate rule of [`Inner::register`]
 //! settles the rest, before this side answers the hello, so a losing dialer
@@ -13,17 +16,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::super::wire;
 use super::links::Registration;
 use super::reader::read_hello;
 use super::{close, Inner};
 
-/// `addr` with an IPv4-mapped IPv6 address (as seen by a dual-stack socket)
-/// written as IPv4, so that addresses compare equal across the two forms.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+use super::seeds::canonical;
+
+/// Where to dial a node that said it listens at `listen` and whose
+/// connection came from `from`: an unspecified IP is replaced by `from`'s.
+fn dial_back(listen: SocketAddr, from: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(from.ip().to_canonical(), listen.port())
+    } else {
+        listen
+    }
 }
 
 impl Inner {
@@ -81,17 +90,47 @@ impl Inner {
         if theirs.name == self.name {
             return refuse(format!("peer claims to be this node ({:?})", theirs.name));
         }
-        let Some(peer) = self.peers.get(&theirs.name).cloned() else {
+        let known = self.peers.load().get(&theirs.name).cloned();
+        if known.is_none() && !self.cfg.accept_joins {
             return refuse(format!(
-                "node {:?} is not a configured peer (only configured peers are accepted)",
+                "node {:?} is not a configured peer (only configured peers are accepted; \
+                 set `seeds` in the config to let nodes join through this one)",
                 theirs.name
             ));
-        };
+        }
+        // The certificate first: nothing is added for a node the CA did not vouch for.
         if let Some(checker) = &self.checker {
             if let Err(e) = checker.check(&conn, &theirs.name) {
                 return refuse(format!("peer claiming {:?}: {e}", theirs.name));
             }
         }
+        let listen = theirs
+            .listen
+            .map(|l| dial_back(l, conn.remote_address()));
+        let peer = match (known, listen) {
+            (Some(peer), None) => peer,
+            (Some(peer), Some(addr)) => {
+                if canonical(peer.addr()) != canonical(addr) {
+                    debug!(node = %self.name, peer = %peer.name, old = %peer.addr(), new = %addr, "peer now listens elsewhere");
+                    peer.set_addr(addr);
+                }
+                peer
+            }
+            (None, None) => {
+                return refuse(format!(
+                    "node {:?} is not a known peer and its hello (version 1) does not say where \
+                     it listens: a joining node must be configured with `seeds`",
+                    theirs.name
+                ));
+            }
+            (None, Some(addr)) => match self.get_or_add(&theirs.name, addr) {
+                Ok((peer, _)) => {
+                    info!(node = %self.name, peer = %peer.name, %addr, "accepted joining node");
+                    peer
+                }
+                Err(e) => return refuse(format!("joining node: {e}")),
+            },
+        };
         // Simultaneous dials: the connection dialed by the lower name wins, so the
         // lower-named node refuses the peer's dial while its own is in flight
         // (nothing has been written on either yet, so nothing is lost) -- if its
@@ -101,7 +140,7 @@ impl Inner {
         // the duplicate rule of `register` settles any race.
         if self.name < peer.name && peer.dialing.load(Ordering::Acquire) {
             let from = conn.remote_address();
-            if canonical(from) == canonical(peer.addr) {
+            if canonical(from) == canonical(peer.addr()) {
                 close(
                     &conn,
                     wire::CLOSE_DUPLICATE,
@@ -111,7 +150,7 @@ impl Inner {
                 return Ok(());
             }
             warn!(
-                node = %self.name, peer = %peer.name, remote = %from, addr = %peer.addr,
+                node = %self.name, peer = %peer.name, remote = %from, addr = %peer.addr(),
                 "accepting the peer's connection while dialing it at another address: \
                  is the configured addr of {:?} in [[peers]] right?", peer.name
             );
@@ -128,7 +167,13 @@ impl Inner {
             }
             Err(Registration::ShuttingDown) => return Err("transport is shutting down".into()),
         }
-        let hello = self.hello().encode().map_err(|e| e.to_string())?;
+        // Answer in the version we were greeted with (a version-1 node
+        // cannot read version 2).
+        let mut hello = self.hello();
+        if theirs.listen.is_none() {
+            hello.listen = None;
+        }
+        let hello = hello.encode().map_err(|e| e.to_string())?;
         send.write_all(&hello)
             .await
             .map_err(|e| format!("sending hello to {:?}: {e}", theirs.name))?;

@@ -20,6 +20,8 @@
 //!   exchange (who is accepted, the simultaneous-dial rule).
 //! - [`links`]: making a confirmed connection a peer's current one (the
 //!   duplicate rule, PeerUp / PeerDown) and watching it until it closes.
+//! - [`seeds`]: dialing seed addresses (names unknown until the hello) and
+//!   adding peers at run time.
 //! - [`reader`]: incoming streams, handed to the node as sources, and the
 //!   ordering argument (per sender and class, a subsequence of the sender's
 //!   order).
@@ -28,13 +30,15 @@ mod inbound;
 mod links;
 mod outbound;
 mod reader;
+mod seeds;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, SendStream, VarInt};
 use tokio::sync::{watch, Mutex, Notify};
@@ -74,7 +78,9 @@ struct PeerState {
 
 pub(crate) struct Peer {
     name: String,
-    addr: SocketAddr,
+    /// Where to dial it: configured, or learned (a seed's address, a
+    /// joiner's hello, an announcement); a joiner's newer hello updates it.
+    addr: RwLock<SocketAddr>,
     data_q: FrameQueue<SendStream>,
     ctrl_q: FrameQueue<SendStream>,
     /// Held across the PeerUp / PeerDown sends, so events for one peer are ordered.
@@ -89,6 +95,36 @@ pub(crate) struct Peer {
     dialing: AtomicBool,
 }
 
+impl Peer {
+    fn new(name: &str, addr: SocketAddr, cfg: &QuicConfig) -> Self {
+        Peer {
+            name: name.to_string(),
+            addr: RwLock::new(addr),
+            data_q: FrameQueue::new(cfg.send_queue_capacity, cfg.max_batch),
+            ctrl_q: FrameQueue::new(cfg.control_queue_capacity, cfg.max_batch),
+            state: Mutex::new(PeerState::default()),
+            current_id: AtomicU64::new(0),
+            link: watch::channel(None).0,
+            want_connect: Notify::new(),
+            dialing: AtomicBool::new(false),
+        }
+    }
+
+    /// Where to dial the peer now.
+    fn addr(&self) -> SocketAddr {
+        // A poisoned lock still holds a valid address.
+        *self.addr.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_addr(&self, addr: SocketAddr) {
+        *self.addr.write().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+}
+
+/// The peer table: read on every send without a lock, replaced whole (under
+/// [`Inner::peers_insert`]) when a peer is added.
+type PeerMap = HashMap<String, Arc<Peer>, BuildHasherDefault<Fnv1a>>;
+
 pub(crate) struct Inner {
     pub(crate) name: String,
     pub(crate) incarnation: String,
@@ -96,9 +132,17 @@ pub(crate) struct Inner {
     pub(crate) endpoint: Endpoint,
     cfg: QuicConfig,
     client_config: quinn::ClientConfig,
+    /// For dialing a seed, whose name is unknown until its hello: the
+    /// certificate must chain to the cluster CA, the name is checked after
+    /// the hello.
+    seed_client_config: quinn::ClientConfig,
     checker: Option<PeerNameChecker>,
     inbound: InboundSender,
-    peers: HashMap<String, Arc<Peer>, BuildHasherDefault<Fnv1a>>,
+    peers: ArcSwap<PeerMap>,
+    /// Serializes additions to `peers` (and orders them with shutdown).
+    peers_insert: std::sync::Mutex<()>,
+    /// Bumped on every added peer.
+    peer_generation: AtomicU64,
     shutdown_tx: watch::Sender<bool>,
     /// Mirrors `shutdown_tx` for the per-send check (no lock).
     closed: AtomicBool,
@@ -192,7 +236,9 @@ impl Inner {
         let mut server_config = quinn::ServerConfig::with_crypto(setup.server);
         server_config.transport_config(tc.clone());
         let mut client_config = quinn::ClientConfig::new(setup.client);
-        client_config.transport_config(tc);
+        client_config.transport_config(tc.clone());
+        let mut seed_client_config = quinn::ClientConfig::new(setup.seed_client);
+        seed_client_config.transport_config(tc);
 
         let endpoint =
             Endpoint::server(server_config, cfg.listen).map_err(|source| QuicError::Bind {
@@ -205,36 +251,30 @@ impl Inner {
         })?;
 
         let (shutdown_tx, _) = watch::channel(false);
-        let mut peers = HashMap::default();
+        let mut peers = PeerMap::default();
         let mut started = Vec::new();
         for (name, addr) in &cfg.peers {
             if *name == cfg.node_name {
                 debug!(node = %cfg.node_name, "ignoring peer entry naming this node");
                 continue;
             }
-            let peer = Arc::new(Peer {
-                name: name.clone(),
-                addr: *addr,
-                data_q: FrameQueue::new(cfg.send_queue_capacity, cfg.max_batch),
-                ctrl_q: FrameQueue::new(cfg.control_queue_capacity, cfg.max_batch),
-                state: Mutex::new(PeerState::default()),
-                current_id: AtomicU64::new(0),
-                link: watch::channel(None).0,
-                want_connect: Notify::new(),
-                dialing: AtomicBool::new(false),
-            });
+            let peer = Arc::new(Peer::new(name, *addr, &cfg));
             started.push(peer.clone());
             peers.insert(name.clone(), peer);
         }
+        let n_peers = peers.len();
         let inner = Arc::new(Inner {
             name: cfg.node_name.clone(),
             incarnation: cfg.incarnation.clone(),
             local_addr,
             endpoint,
             client_config,
+            seed_client_config,
             checker: setup.checker,
             inbound,
-            peers,
+            peers: ArcSwap::from_pointee(peers),
+            peers_insert: std::sync::Mutex::new(()),
+            peer_generation: AtomicU64::new(0),
             shutdown_tx,
             closed: AtomicBool::new(false),
             next_link_id: AtomicU64::new(1),
@@ -246,7 +286,14 @@ impl Inner {
             tokio::spawn(inner.clone().connector(peer));
         }
         tokio::spawn(inner.clone().accept_loop());
-        info!(node = %inner.name, addr = %local_addr, peers = inner.peers.len(), "QUIC transport bound");
+        for seed in inner.cfg.seeds.clone() {
+            tokio::spawn(inner.clone().seed_dialer(seed));
+        }
+        info!(
+            node = %inner.name, addr = %local_addr, peers = n_peers,
+            seeds = inner.cfg.seeds.len(), accept_joins = inner.cfg.accept_joins,
+            "QUIC transport bound"
+        );
         Ok(inner)
     }
 
@@ -260,7 +307,9 @@ impl Inner {
         }
         self.shutdown_tx.send_replace(true);
         debug!(node = %self.name, "QUIC transport shutting down");
-        for peer in self.peers.values() {
+        // After `closed` is set no peer is added (checked under this lock).
+        let _adding = self.peers_insert.lock().unwrap_or_else(|e| e.into_inner());
+        for peer in self.peers.load().values() {
             peer.data_q.close();
             peer.ctrl_q.close();
         }
@@ -274,7 +323,8 @@ impl Inner {
         frame: Bytes,
         control: bool,
     ) -> Result<(), TransportError> {
-        let (queue, capacity, link) = self.queue_for(to, frame.len(), control)?;
+        let peers = self.peers.load();
+        let (queue, capacity, link) = self.queue_for(&peers, to, frame.len(), control)?;
         queue
             .try_push(frame, link)
             .map_err(|e| Self::push_error(e, to, capacity))
@@ -287,7 +337,8 @@ impl Inner {
         frame: &[u8],
         control: bool,
     ) -> Result<(), TransportError> {
-        let (queue, capacity, link) = self.queue_for(to, frame.len(), control)?;
+        let peers = self.peers.load();
+        let (queue, capacity, link) = self.queue_for(&peers, to, frame.len(), control)?;
         queue
             .try_push_slice(frame, link)
             .map_err(|e| Self::push_error(e, to, capacity))
@@ -296,12 +347,13 @@ impl Inner {
     /// The queue a frame of `len` bytes for `to` goes to, its capacity, and
     /// the peer's current connection (0 if none), on whose stream the frame
     /// may be written at once when the queue's writer is idle.
-    fn queue_for(
+    fn queue_for<'p>(
         &self,
+        peers: &'p PeerMap,
         to: &str,
         len: usize,
         control: bool,
-    ) -> Result<(&FrameQueue<SendStream>, usize, u64), TransportError> {
+    ) -> Result<(&'p FrameQueue<SendStream>, usize, u64), TransportError> {
         if self.is_shut_down() {
             return Err(TransportError::Closed);
         }
@@ -311,8 +363,7 @@ impl Inner {
                 max: self.cfg.max_frame_size,
             });
         }
-        let peer = self
-            .peers
+        let peer = peers
             .get(to)
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
         let link = peer.current_id.load(Ordering::Acquire);
@@ -345,7 +396,9 @@ impl Inner {
         }
         let peer = self
             .peers
+            .load()
             .get(to)
+            .cloned()
             .ok_or_else(|| TransportError::UnknownPeer(to.to_string()))?;
         peer.data_q
             .push(frame)
@@ -356,6 +409,7 @@ impl Inner {
     pub(crate) fn connected_peers(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .peers
+            .load()
             .values()
             .filter(|p| p.current_id.load(Ordering::Acquire) != 0)
             .map(|p| p.name.clone())

@@ -47,7 +47,7 @@ impl WireSink for SendStream {
 }
 
 /// Why a dial did not produce the peer's current connection.
-enum DialError {
+pub(super) enum DialError {
     /// The duplicate rule kept another connection (expected, not an error).
     Duplicate,
     /// Anything else, described.
@@ -60,7 +60,7 @@ impl From<String> for DialError {
     }
 }
 
-fn seed_for(a: &str, b: &str) -> u64 {
+pub(super) fn seed_for(a: &str, b: &str) -> u64 {
     // FNV-1a: a stable per-(node, peer) seed for the back-off jitter.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in a.bytes().chain([0u8]).chain(b.bytes()) {
@@ -198,12 +198,12 @@ impl Inner {
                     // Loud for the first attempts, then every tenth.
                     Err(DialError::Failed(e)) if attempt < 3 || attempt.is_multiple_of(10) => {
                         warn!(
-                            node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                            node = %self.name, peer = %peer.name, addr = %peer.addr(), attempt,
                             "connecting to peer failed: {e}"
                         )
                     }
                     Err(DialError::Failed(e)) => debug!(
-                        node = %self.name, peer = %peer.name, addr = %peer.addr, attempt,
+                        node = %self.name, peer = %peer.name, addr = %peer.addr(), attempt,
                         "connecting to peer failed: {e}"
                     ),
                 }
@@ -225,7 +225,7 @@ impl Inner {
     async fn dial(self: &Arc<Self>, peer: &Arc<Peer>) -> Result<(), DialError> {
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), peer.addr, &peer.name)
+            .connect_with(self.client_config.clone(), peer.addr(), &peer.name)
             .map_err(|e| format!("cannot start connection: {e}"))?;
         let deadline = self.cfg.handshake_timeout;
         let handshake = async {
@@ -264,7 +264,7 @@ impl Inner {
                 close(&conn, wire::CLOSE_REFUSED, "unexpected node name in hello");
                 return Err(format!(
                     "peer at {} says it is {:?}, expected {:?}",
-                    peer.addr, theirs.name, peer.name
+                    peer.addr(), theirs.name, peer.name
                 )
                 .into());
             }
@@ -282,10 +282,13 @@ impl Inner {
         }
     }
 
+    /// This node's hello: version 2 (with the listen address) when it
+    /// accepts joins, else version 1.
     pub(super) fn hello(&self) -> Hello {
         Hello {
             name: self.name.clone(),
             incarnation: self.incarnation.clone(),
+            listen: self.cfg.accept_joins.then_some(self.local_addr),
         }
     }
 }
