@@ -16,6 +16,11 @@
 //! name = "node-b"
 //! addr = "192.0.2.2:7400"         # host:port; names are resolved at start-up
 //!
+//! # seeds = ["192.0.2.1:7400"]    # join through these (host:port), instead of or
+//! #                               # besides [[peers]]; `seeds = []` on the first node.
+//! #                               # Any node with `seeds` accepts joiners whose
+//! #                               # certificate chains to the cluster CA (crate::join)
+//!
 //! [transport]                     # all optional, see TransportConfig
 //! keep_alive_ms = 2000
 //!
@@ -366,6 +371,13 @@ pub struct Config {
     /// The other nodes of the cluster.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Seed nodes to join the cluster through (`host:port` each; default:
+    /// absent). When present, even empty, membership is dynamic: this node
+    /// dials its seeds, accepts nodes that are not in `[[peers]]` when their
+    /// certificate chains to the cluster CA, and learns and announces members
+    /// ([`crate::join`]). Absent: only `[[peers]]` are accepted.
+    #[serde(default)]
+    pub seeds: Option<Vec<String>>,
     /// Transport tuning.
     #[serde(default)]
     pub transport: TransportConfig,
@@ -660,6 +672,15 @@ impl Config {
                 )));
             }
         }
+        for (i, seed) in self.seeds.iter().flatten().enumerate() {
+            if seed.rsplit_once(':').is_none_or(|(host, port)| {
+                host.is_empty() || port.parse::<u16>().is_err()
+            }) {
+                return Err(config_err(format!(
+                    "seeds[{i}]: {seed:?} must be host:port (such as \"10.0.0.1:7400\")"
+                )));
+            }
+        }
         if let Some(t) = &self.trace {
             if t.max_bytes < 4096 {
                 return Err(config_err(format!(
@@ -711,9 +732,14 @@ impl Config {
                 }
             }
         }
-        self.failure_detector
-            .validate_for_cluster(self.peers.len() + 1)
-            .map_err(|e| config_err(e.to_string()))?;
+        match self.seeds {
+            // Joining nodes: the cluster's size is not known up front.
+            Some(_) => self.failure_detector.validate(),
+            None => self
+                .failure_detector
+                .validate_for_cluster(self.peers.len() + 1),
+        }
+        .map_err(|e| config_err(e.to_string()))?;
         if let Some(http) = &self.http {
             http.validate()?;
             if http.client_certs && self.tls.insecure_dev_mode {
@@ -772,6 +798,23 @@ impl Config {
                 }
             })?;
             q.peers.insert(p.name.clone(), addr);
+        }
+        if let Some(seeds) = &self.seeds {
+            q.accept_joins = true;
+            for (i, seed) in seeds.iter().enumerate() {
+                let resolved: Vec<SocketAddr> = seed
+                    .to_socket_addrs()
+                    .map_err(|e| config_err(format!("seeds[{i}] {seed:?}: {e}")))?
+                    .collect();
+                let addr = reachable_from(self.listen, &resolved).ok_or_else(|| {
+                    config_err(format!(
+                        "seeds[{i}] {seed:?} resolves to nothing this node can reach from its \
+                         listen address {} (resolved: {resolved:?})",
+                        self.listen
+                    ))
+                })?;
+                q.seeds.push(addr);
+            }
         }
         Ok(q)
     }
@@ -869,6 +912,34 @@ kind = "phi-accrual"
     }
 
     #[test]
+    fn seeds_make_membership_dynamic() {
+        let c = Config::from_toml(
+            "name = \"c\"\nlisten = \"127.0.0.1:0\"\nseeds = [\"127.0.0.1:7000\", \"localhost:7001\"]\n\
+             [tls]\ninsecure_dev_mode = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let q = c.quic_config("inc".into()).unwrap();
+        assert!(q.accept_joins);
+        assert_eq!(q.seeds.len(), 2);
+        assert_eq!(q.seeds[0], "127.0.0.1:7000".parse().unwrap());
+        assert!(q.peers.is_empty());
+        let c = Config::from_toml(
+            "name = \"a\"\nseeds = []\n[tls]\ninsecure_dev_mode = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let q = c.quic_config("inc".into()).unwrap();
+        assert!(q.accept_joins && q.seeds.is_empty(), "an empty list: accept joiners");
+        let c = Config::from_toml(
+            "name = \"a\"\n[tls]\ninsecure_dev_mode = true\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(!c.quic_config("inc".into()).unwrap().accept_joins);
+    }
+
+    #[test]
     fn minimal_insecure_config_gets_defaults() {
         let c = Config::from_toml(
             "name = \"a\"\n[tls]\ninsecure_dev_mode = true\n",
@@ -931,6 +1002,9 @@ kind = "phi-accrual"
             ("name = \"a\"\nlisten = \"localhost:7400\"\n[tls]\ninsecure_dev_mode = true", "takes no host name"),
             ("name = \"a\"\nlisten = \"127.0.0.1\"\n[tls]\ninsecure_dev_mode = true", "IP address and port"),
             ("name = \"a\"\nbogus = 1\n[tls]\ninsecure_dev_mode = true", "bogus"),
+            ("name = \"a\"\nseeds = [\"10.0.0.1\"]\n[tls]\ninsecure_dev_mode = true", "seeds[0]"),
+            ("name = \"a\"\nseeds = [\"10.0.0.1:7400\", \":1\"]\n[tls]\ninsecure_dev_mode = true", "seeds[1]"),
+            ("name = \"a\"\nseeds = \"10.0.0.1:7400\"\n[tls]\ninsecure_dev_mode = true", "seeds"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\ntoken = \"0123456789abcdef\"", "listen"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1\"", "IP address and port"),
             ("name = \"a\"\n[tls]\ninsecure_dev_mode = true\n[http]\nlisten = \"127.0.0.1:0\"\nport = 1", "port"),

@@ -161,6 +161,9 @@ pub fn current_lives(members: Vec<DetectorMember>) -> BTreeMap<String, DetectorM
 pub struct FailureDetectorHandle {
     driver: DriverHandle<NodeDetector>,
     kind: &'static str,
+    /// Members added at run time ([`Self::add_member`]), watched again by a
+    /// restarted detector actor.
+    joined: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FailureDetectorHandle {
@@ -210,6 +213,33 @@ impl FailureDetectorHandle {
             .await?)
     }
 
+    /// Start watching the node `name`, learned at run time (a member that
+    /// joined through a seed, see [`crate::join`]): like a configured peer,
+    /// it shows `Joining` until first contact, then `Up`. Nothing happens if
+    /// the detector already tracks a life of that node (whatever its status:
+    /// a new incarnation is admitted on first contact by itself). Returns
+    /// whether the node was added.
+    pub async fn add_member(&self, name: &str) -> Result<bool, Error> {
+        let id = NodeId::with_incarnation(name.to_string(), 0);
+        let added = self
+            .driver
+            .invoke(move |core, now, out| {
+                if core.inner.view().iter().any(|(m, _)| m.name == id.name) {
+                    return false;
+                }
+                core.inner.add_member(now, id, out);
+                true
+            })
+            .await?;
+        if added {
+            let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+            if !joined.iter().any(|n| n == name) {
+                joined.push(name.to_string());
+            }
+        }
+        Ok(added)
+    }
+
     /// Leave the group gracefully: peers will report this node `Left`.
     pub async fn leave(&self) -> Result<(), Error> {
         self.driver
@@ -225,14 +255,34 @@ pub async fn start_failure_detector(
     config: &FailureDetectorConfig,
     peers: &[String],
 ) -> Result<FailureDetectorHandle, Error> {
-    config
-        .validate_for_cluster(peers.len() + 1)
-        .map_err(|e| Error::Config(e.to_string()))?;
+    start_failure_detector_with(node, config, peers, false).await
+}
+
+/// [`start_failure_detector`]; with `dynamic` (a node configured with
+/// seeds) the cluster may grow, so the config is not checked against the
+/// size of `peers`, and members are added later with
+/// [`FailureDetectorHandle::add_member`].
+pub async fn start_failure_detector_with(
+    node: &Node,
+    config: &FailureDetectorConfig,
+    peers: &[String],
+    dynamic: bool,
+) -> Result<FailureDetectorHandle, Error> {
+    if dynamic {
+        config.validate()
+    } else {
+        config.validate_for_cluster(peers.len() + 1)
+    }
+    .map_err(|e| Error::Config(e.to_string()))?;
     // Fail now, not in the actor factory, if the config cannot build a detector.
     NodeDetector::new(node.id().clone(), config, peers)?;
-    let (cfg, peer_list) = (config.clone(), peers.to_vec());
+    let joined: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (cfg, peer_list, later) = (config.clone(), peers.to_vec(), joined.clone());
     let make = move |n: &Node| {
-        NodeDetector::new(n.id().clone(), &cfg, &peer_list)
+        let mut all = peer_list.clone();
+        let later = later.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        all.extend(later.into_iter().filter(|j| !peer_list.contains(j)));
+        NodeDetector::new(n.id().clone(), &cfg, &all)
             .unwrap_or_else(|e| unreachable!("validated above: {e}"))
     };
     let hook: Arc<dyn Fn() -> EventHook<NodeDetector> + Send + Sync> = Arc::new(|| {
@@ -243,5 +293,6 @@ pub async fn start_failure_detector(
     Ok(FailureDetectorHandle {
         driver,
         kind: config.kind(),
+        joined,
     })
 }

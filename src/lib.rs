@@ -11,7 +11,7 @@
 //!
 //! and assembles real nodes from a config file ([`config::Config`],
 //! [`runtime::start_node`]) with the failure detector the config names
-//! ([`failure_detector`]), with `[http]` the node's HTTP endpoint
+//! ([`failure_detector`]), joining through seed nodes ([`join`]), with `[http]` the node's HTTP endpoint
 //! ([`http`]) with its live dashboard ([`dashboard`]) and Prometheus
 //! metrics ([`metrics`]), and applications
 //! as supervised actor trees, declared in code or started from the config
@@ -33,6 +33,7 @@ pub mod error;
 pub mod failure_detector;
 pub mod family;
 pub mod http;
+pub mod join;
 pub mod leader;
 pub mod lock;
 pub mod metrics;

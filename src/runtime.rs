@@ -11,7 +11,7 @@ use troupe_transports::quic::QuicTransport;
 
 use crate::config::Config;
 use crate::dashboard::AppPanelRegistry;
-use crate::failure_detector::{start_failure_detector, FailureDetectorHandle};
+use crate::failure_detector::{start_failure_detector_with, FailureDetectorHandle};
 use crate::http::{AppRouteRegistry, HttpEndpoint};
 use crate::Error;
 
@@ -259,8 +259,21 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         builder = builder.trace(Arc::new(sink));
     }
     let node = builder.start(transport.clone(), rx)?;
-    let failure_detector =
-        start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
+    let failure_detector = start_failure_detector_with(
+        &node,
+        &config.failure_detector,
+        &config.peer_names(),
+        config.seeds.is_some(),
+    )
+    .await?;
+    if config.seeds.is_some() {
+        if let Err(e) =
+            crate::join::start_join(&node, transport.clone(), failure_detector.clone()).await
+        {
+            node.shutdown();
+            return Err(e);
+        }
+    }
     if let Err(e) = crate::dashboard::start_dashboard(
         &node,
         failure_detector.clone(),
@@ -299,6 +312,7 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         listen = %transport.local_addr(),
         detector = failure_detector.kind(),
         peers = config.peers.len(),
+        seeds = config.seeds.as_ref().map_or(0, Vec::len),
         "node up"
     );
     Ok((node, transport, failure_detector, http))
