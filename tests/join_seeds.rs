@@ -1,0 +1,167 @@
+//! Joining through seed nodes over real QUIC with real certificates (files
+//! from `certs::init` / `certs::issue`), nodes started as `troupe node`
+//! starts them (`start_node`):
+//! - a (`seeds = []`), b and c (`seeds = [a]` only) see each other `Up`;
+//! - c shuts down: a and b see it `Left`; c restarts (a new incarnation, on
+//!   another port): everyone sees it `Up` again, and it sees them `Up`;
+//! - d, whose certificate is from another CA, never becomes a member.
+//!
+//! Run: `cargo test -p troupe --test join_seeds`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use troupe::config::Config;
+use troupe::prelude::*;
+use troupe::runtime::RunningNode;
+use troupe::transports::certs;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A temporary directory with the cluster CA (`certs/`: a, b, c) and
+/// another CA (`other/`: d).
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "troupe-join-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        for (sub, names) in [("certs", &["a", "b", "c"][..]), ("other", &["d"][..])] {
+            let d = dir.join(sub);
+            certs::init(&d).expect("CA");
+            for n in names {
+                certs::issue(&d, n).expect("issue");
+            }
+        }
+        Self { dir }
+    }
+
+    /// Node `name`'s config: certificates from `sub`, `seeds` as given,
+    /// failure detector `fd` (a `[failure_detector]` body).
+    fn config(&self, name: &str, sub: &str, listen: &str, seeds: &[String], fd: &str) -> Config {
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+        Config::from_toml(
+            &format!(
+                "name = \"{name}\"\nlisten = \"{listen}\"\nseeds = [{}]\n[tls]\n\
+                 ca = \"{sub}/ca.pem\"\ncert = \"{sub}/{name}.pem\"\nkey = \"{sub}/{name}.key\"\n\
+                 [failure_detector]\n{fd}\n",
+                seeds.join(", ")
+            ),
+            &self.dir,
+        )
+        .expect("config")
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn view_of(node: &RunningNode) -> BTreeMap<String, MemberStatus> {
+    node.node
+        .membership()
+        .iter()
+        .map(|(name, status)| (name.clone(), status))
+        .collect()
+}
+
+/// Waits until `node`'s view gives each of `want` its status.
+async fn until(node: &RunningNode, want: &[(&str, &[MemberStatus])], what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let view = view_of(node);
+        if want
+            .iter()
+            .all(|(n, ok)| view.get(*n).is_some_and(|s| ok.contains(s)))
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: {} sees {view:?} after {WAIT:?}",
+            node.node.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const UP: &[MemberStatus] = &[MemberStatus::Up];
+const GONE: &[MemberStatus] = &[MemberStatus::Left, MemberStatus::Down];
+
+async fn scenario(tag: &str, fd: &str) {
+    let certs = Certs::new(tag);
+    let a = start_node(certs.config("a", "certs", "127.0.0.1:0", &[], fd))
+        .await
+        .expect("a starts");
+    let seed = vec![a.local_addr().to_string()];
+    let b = start_node(certs.config("b", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("b starts");
+    let c = start_node(certs.config("c", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("c starts");
+    until(&a, &[("b", UP), ("c", UP)], "a sees the joiners").await;
+    until(&b, &[("a", UP), ("c", UP)], "b sees a and c").await;
+    until(&c, &[("a", UP), ("b", UP)], "c sees a and b").await;
+
+    // c leaves: a and b see it gone.
+    let c_port = c.local_addr().port();
+    c.shutdown().await;
+    until(&a, &[("c", GONE), ("b", UP)], "a sees c leave").await;
+    until(&b, &[("c", GONE), ("a", UP)], "b sees c leave").await;
+    assert_eq!(view_of(&a)["c"], MemberStatus::Left, "a graceful leave");
+    drop(c);
+
+    // c comes back as a new incarnation on another port, knowing only a.
+    let c2 = start_node(certs.config("c", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("c restarts");
+    assert_ne!(c2.local_addr().port(), c_port);
+    until(&a, &[("b", UP), ("c", UP)], "a sees c again").await;
+    until(&b, &[("a", UP), ("c", UP)], "b sees c again").await;
+    until(&c2, &[("a", UP), ("b", UP)], "the new c sees a and b").await;
+
+    // d's certificate is from another CA: never a member anywhere.
+    let d = start_node(certs.config("d", "other", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("d starts (its files are consistent)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in [&a, &b, &c2] {
+        assert!(!view_of(n).contains_key("d"), "{:?}", view_of(n));
+    }
+    assert!(d.transport.connected_peers().is_empty());
+    assert!(view_of(&d).is_empty(), "{:?}", view_of(&d));
+    for n in [&d, &c2, &b, &a] {
+        n.shutdown().await;
+    }
+}
+
+#[actix_rt::test]
+async fn join_leave_rejoin_with_heartbeat() {
+    scenario(
+        "heartbeat",
+        "kind = \"heartbeat\"\npreset = \"lan-fast\"",
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn join_leave_rejoin_with_swim() {
+    scenario("swim", "kind = \"swim\"\npreset = \"lan-fast\"").await;
+}
+
+#[actix_rt::test]
+async fn join_leave_rejoin_with_phi_accrual() {
+    scenario("phi", "kind = \"phi-accrual\"\npreset = \"lan-fast\"").await;
+}
