@@ -673,9 +673,10 @@ impl Config {
             }
         }
         for (i, seed) in self.seeds.iter().flatten().enumerate() {
-            if seed.rsplit_once(':').is_none_or(|(host, port)| {
-                host.is_empty() || port.parse::<u16>().is_err()
-            }) {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
                 return Err(config_err(format!(
                     "seeds[{i}]: {seed:?} must be host:port (such as \"10.0.0.1:7400\")"
                 )));
@@ -930,7 +931,10 @@ kind = "phi-accrual"
         )
         .unwrap();
         let q = c.quic_config("inc".into()).unwrap();
-        assert!(q.accept_joins && q.seeds.is_empty(), "an empty list: accept joiners");
+        assert!(
+            q.accept_joins && q.seeds.is_empty(),
+            "an empty list: accept joiners"
+        );
         let c = Config::from_toml(
             "name = \"a\"\n[tls]\ninsecure_dev_mode = true\n",
             Path::new("."),

@@ -196,7 +196,9 @@ impl Join {
                     match fd.add_member(&name).await {
                         Ok(true) => info!(node = %me, member = %name, "watching new member"),
                         Ok(false) => {}
-                        Err(e) => warn!(node = %me, member = %name, "failure detector did not take new member: {e}"),
+                        Err(e) => {
+                            warn!(node = %me, member = %name, "failure detector did not take new member: {e}")
+                        }
                     }
                 });
             }
@@ -289,7 +291,9 @@ impl Handler<Sender<Announce>> for Join {
                 continue;
             }
             match self.take(&from, m, sender_at) {
-                Ok(true) => info!(node = %self.me(), %from, member = %m.name, addr = %m.addr, "learned member"),
+                Ok(true) => {
+                    info!(node = %self.me(), %from, member = %m.name, addr = %m.addr, "learned member")
+                }
                 Ok(false) => {}
                 Err(e) => warn!(
                     node = %self.me(), %from,

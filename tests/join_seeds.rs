@@ -4,6 +4,7 @@
 //! - a (`seeds = []`), b and c (`seeds = [a]` only) see each other `Up`;
 //! - c shuts down: a and b see it `Left`; c restarts (a new incarnation, on
 //!   another port): everyone sees it `Up` again, and it sees them `Up`;
+//! - c dies without a word: a and b see it `Down`; it restarts: `Up` again;
 //! - d, whose certificate is from another CA, never becomes a member.
 //!
 //! Run: `cargo test -p troupe --test join_seeds`.
@@ -132,6 +133,24 @@ async fn scenario(tag: &str, fd: &str) {
     until(&b, &[("a", UP), ("c", UP)], "b sees c again").await;
     until(&c2, &[("a", UP), ("b", UP)], "the new c sees a and b").await;
 
+    // c dies (no leave announcement): a and b see it Down; it comes back Up.
+    c2.node.shutdown();
+    c2.transport.close().await;
+    drop(c2);
+    until(&a, &[("c", GONE), ("b", UP)], "a sees c die").await;
+    until(&b, &[("c", GONE), ("a", UP)], "b sees c die").await;
+    let c2 = start_node(certs.config("c", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("c restarts after a crash");
+    until(&a, &[("b", UP), ("c", UP)], "a sees c after its crash").await;
+    until(&b, &[("a", UP), ("c", UP)], "b sees c after its crash").await;
+    until(
+        &c2,
+        &[("a", UP), ("b", UP)],
+        "c sees a and b after its crash",
+    )
+    .await;
+
     // d's certificate is from another CA: never a member anywhere.
     let d = start_node(certs.config("d", "other", "127.0.0.1:0", &seed, fd))
         .await
@@ -149,11 +168,7 @@ async fn scenario(tag: &str, fd: &str) {
 
 #[actix_rt::test]
 async fn join_leave_rejoin_with_heartbeat() {
-    scenario(
-        "heartbeat",
-        "kind = \"heartbeat\"\npreset = \"lan-fast\"",
-    )
-    .await;
+    scenario("heartbeat", "kind = \"heartbeat\"\npreset = \"lan-fast\"").await;
 }
 
 #[actix_rt::test]

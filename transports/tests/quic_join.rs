@@ -60,15 +60,19 @@ async fn a_node_joins_through_a_seed_address_alone() {
     c.send("node-a", frame("from-c", 0)).expect("c sends to a");
     let mut skipped = Vec::new();
     assert!(
-        wait_for(&mut c_rx, WAIT, &mut skipped, |e| is_frame_from(e, "node-a"))
-            .await
-            .is_some(),
+        wait_for(&mut c_rx, WAIT, &mut skipped, |e| is_frame_from(
+            e, "node-a"
+        ))
+        .await
+        .is_some(),
         "c got a's frame: {skipped:?}"
     );
     assert!(
-        wait_for(&mut a_rx, WAIT, &mut skipped, |e| is_frame_from(e, "node-c"))
-            .await
-            .is_some(),
+        wait_for(&mut a_rx, WAIT, &mut skipped, |e| is_frame_from(
+            e, "node-c"
+        ))
+        .await
+        .is_some(),
         "a got c's frame: {skipped:?}"
     );
     assert!(logged(&["node=node-a", "accepted joining node", "node-c"]));
@@ -128,9 +132,7 @@ async fn a_certificate_from_another_ca_cannot_join_through_a_seed() {
         logged_within(&["node=node-a", "refused incoming connection", &d_s], WAIT).await,
         "a logs the refusal of d's connection"
     );
-    assert!(
-        logged_within(&["node=node-d", "joining through seed failed", "TLS"], WAIT).await
-    );
+    assert!(logged_within(&["node=node-d", "joining through seed failed", "TLS"], WAIT).await);
     let at_a = drain(&mut a_rx, QUIET).await;
     assert!(
         !at_a

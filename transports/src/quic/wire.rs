@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(Hello::decode(&enc[4..]), Ok(h));
         assert!(Hello::decode(b"XXXX\x01\x00\x00").is_err());
         assert!(Hello::decode(b"TRPH\x01\x09ab").is_err());
-        assert!(Hello::decode(b"TRPH\x02\x00\x00").is_err(), "v2 without address");
+        assert!(
+            Hello::decode(b"TRPH\x02\x00\x00").is_err(),
+            "v2 without address"
+        );
         assert!(Hello::decode(b"TRPH\x03\x00\x00").is_err());
     }
 

@@ -104,9 +104,7 @@ impl Inner {
                 return refuse(format!("peer claiming {:?}: {e}", theirs.name));
             }
         }
-        let listen = theirs
-            .listen
-            .map(|l| dial_back(l, conn.remote_address()));
+        let listen = theirs.listen.map(|l| dial_back(l, conn.remote_address()));
         let peer = match (known, listen) {
             (Some(peer), None) => peer,
             (Some(peer), Some(addr)) => {

@@ -264,7 +264,9 @@ impl Inner {
                 close(&conn, wire::CLOSE_REFUSED, "unexpected node name in hello");
                 return Err(format!(
                     "peer at {} says it is {:?}, expected {:?}",
-                    peer.addr(), theirs.name, peer.name
+                    peer.addr(),
+                    theirs.name,
+                    peer.name
                 )
                 .into());
             }
