@@ -105,6 +105,17 @@ pub enum AnnounceError {
         /// The address as announced.
         addr: String,
     },
+    /// An unspecified IP (`0.0.0.0`) for a member other than the sender.
+    #[error(
+        "member {name:?} has address {addr:?}: an unspecified IP is only allowed for the \
+         sender's own entry"
+    )]
+    Unspecified {
+        /// The member's name as announced.
+        name: String,
+        /// The address as announced.
+        addr: String,
+    },
     /// The transport refused the member (a bad name, this node, another IP family).
     #[error("{0}")]
     Refused(String),
@@ -137,6 +148,9 @@ struct Join {
     in_fd: BTreeSet<String>,
     /// Round-robin position of the periodic resync.
     next_resync: usize,
+    /// Announced entries already refused with a warning (said again at
+    /// debug level only: the same list comes back with every resync).
+    refused: BTreeSet<(String, String)>,
 }
 
 impl Join {
@@ -148,6 +162,7 @@ impl Join {
             seen: None,
             in_fd: BTreeSet::new(),
             next_resync: 0,
+            refused: BTreeSet::new(),
         }
     }
 
@@ -245,7 +260,12 @@ impl Join {
             // Only the sender may say "where you reach me" this way.
             match sender_at.filter(|_| m.name == from) {
                 Some(at) => addr = SocketAddr::new(at.ip(), addr.port()),
-                None => return Err(bad()),
+                None => {
+                    return Err(AnnounceError::Unspecified {
+                        name: m.name.clone(),
+                        addr: m.addr.clone(),
+                    })
+                }
             }
         }
         self.transport
@@ -295,10 +315,15 @@ impl Handler<Sender<Announce>> for Join {
                     info!(node = %self.me(), %from, member = %m.name, addr = %m.addr, "learned member")
                 }
                 Ok(false) => {}
-                Err(e) => warn!(
-                    node = %self.me(), %from,
-                    "malformed member announcement: {e}; member ignored"
-                ),
+                Err(e) => {
+                    if self.refused.len() < MAX_ANNOUNCED
+                        && self.refused.insert((m.name.clone(), m.addr.clone()))
+                    {
+                        warn!(node = %self.me(), %from, "member announcement: {e}; member ignored");
+                    } else {
+                        debug!(node = %self.me(), %from, "member announcement: {e}; member ignored");
+                    }
+                }
             }
         }
         // Added peers are watched and announced by the next check; a sender

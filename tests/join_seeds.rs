@@ -20,6 +20,18 @@ use troupe::transports::certs;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Logs to the test's output (shown for a failing test) at `RUST_LOG`,
+/// default warnings.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A temporary directory with the cluster CA (`certs/`: a, b, c) and
 /// another CA (`other/`: d).
 struct Certs {
@@ -101,6 +113,7 @@ const UP: &[MemberStatus] = &[MemberStatus::Up];
 const GONE: &[MemberStatus] = &[MemberStatus::Left, MemberStatus::Down];
 
 async fn scenario(tag: &str, fd: &str) {
+    init_logs();
     let certs = Certs::new(tag);
     let a = start_node(certs.config("a", "certs", "127.0.0.1:0", &[], fd))
         .await
@@ -179,4 +192,57 @@ async fn join_leave_rejoin_with_swim() {
 #[actix_rt::test]
 async fn join_leave_rejoin_with_phi_accrual() {
     scenario("phi", "kind = \"phi-accrual\"\npreset = \"lan-fast\"").await;
+}
+
+/// A member that announces garbage (bad addresses, this node's own name,
+/// a name that is no node name, too many members) gets each entry refused
+/// with a warning; the receiving node keeps running and keeps its view.
+#[actix_rt::test]
+async fn malformed_announcements_are_ignored() {
+    use troupe::join::{Announce, AnnouncedMember, JOIN_ACTOR, MAX_ANNOUNCED};
+    init_logs();
+    let certs = Certs::new("malformed");
+    let fd = "kind = \"heartbeat\"\npreset = \"lan-fast\"";
+    let a = start_node(certs.config("a", "certs", "127.0.0.1:0", &[], fd))
+        .await
+        .expect("a starts");
+    let seed = vec![a.local_addr().to_string()];
+    let b = start_node(certs.config("b", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("b starts");
+    until(&a, &[("b", UP)], "a sees b").await;
+    let member = |name: &str, addr: &str| AnnouncedMember {
+        name: name.into(),
+        addr: addr.into(),
+    };
+    let to_a = b
+        .node
+        .lookup::<Announce>(&format!("a/{JOIN_ACTOR}"))
+        .expect("path")
+        .control();
+    for members in [
+        vec![member("x", "not an address")],
+        vec![member("y", "0.0.0.0:7000")], // unspecified IP, not the sender's entry
+        vec![member("not a name", "127.0.0.1:9")],
+        vec![member("v6", "[::1]:9")], // a listens on IPv4
+        vec![member("a", "127.0.0.1:9")],
+        (0..=MAX_ANNOUNCED)
+            .map(|i| member(&format!("n{i}"), "127.0.0.1:9"))
+            .collect(),
+    ] {
+        to_a.tell(Announce { members }).expect("sent");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let known: Vec<String> = a.transport.peers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(known, vec!["b".to_string()], "nothing malformed was added");
+    assert_eq!(view_of(&a).get("b"), Some(&MemberStatus::Up));
+    // a still answers: a third node joins through it.
+    let c = start_node(certs.config("c", "certs", "127.0.0.1:0", &seed, fd))
+        .await
+        .expect("c starts");
+    until(&a, &[("b", UP), ("c", UP)], "a after the garbage").await;
+    until(&b, &[("a", UP), ("c", UP)], "b sees c").await;
+    for n in [&c, &b, &a] {
+        n.shutdown().await;
+    }
 }

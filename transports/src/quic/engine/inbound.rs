@@ -105,12 +105,16 @@ impl Inner {
             }
         }
         let listen = theirs.listen.map(|l| dial_back(l, conn.remote_address()));
+        // The peer moved (restarted on another address): a dial of ours in
+        // flight goes to the old one and must not keep its connection out.
+        let mut moved = false;
         let peer = match (known, listen) {
             (Some(peer), None) => peer,
             (Some(peer), Some(addr)) => {
                 if canonical(peer.addr()) != canonical(addr) {
                     debug!(node = %self.name, peer = %peer.name, old = %peer.addr(), new = %addr, "peer now listens elsewhere");
                     peer.set_addr(addr);
+                    moved = true;
                 }
                 peer
             }
@@ -136,7 +140,7 @@ impl Inner {
         // address (a wrong `addr` for the peer here) may never complete; refusing
         // would then keep the two nodes apart, so the peer's dial is taken and
         // the duplicate rule of `register` settles any race.
-        if self.name < peer.name && peer.dialing.load(Ordering::Acquire) {
+        if self.name < peer.name && peer.dialing.load(Ordering::Acquire) && !moved {
             let from = conn.remote_address();
             if canonical(from) == canonical(peer.addr()) {
                 close(

@@ -11,8 +11,9 @@
 //! client config (the certificate must chain to the cluster CA), the hello
 //! says who answered, the [`PeerNameChecker`](super::super::tls) then checks
 //! that the certificate names exactly that node, and the connection becomes
-//! that peer's current one. Each seed is dialed until it answered once; the
-//! peer's own connector takes over from there.
+//! that peer's current one. Each seed is dialed until it answered once, or
+//! until a peer at its address is known (a member announced it); the peer's
+//! own connector takes over from there.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -135,6 +136,17 @@ impl Inner {
         let mut rng = ChaCha8Rng::seed_from_u64(seed_for(&self.incarnation, &seed.to_string()));
         let mut attempt: u32 = 0;
         loop {
+            // Known by now under its name (announced by a member): the peer's
+            // own connector reaches it from here on.
+            let seed_c = canonical(seed);
+            if let Some((name, _)) = self
+                .peer_list()
+                .into_iter()
+                .find(|(_, a)| canonical(*a) == seed_c)
+            {
+                debug!(node = %self.name, %seed, peer = %name, "seed is a known peer; not dialing it as a seed");
+                return;
+            }
             let result = tokio::select! {
                 r = self.dial_seed(seed) => r,
                 _ = &mut stop => return,
