@@ -37,8 +37,9 @@
 //!   made if that node's certificate chains to the cluster CA and names it.
 //! - An address that another member announced does not replace one this
 //!   node already has for that name; a node's own hello does.
-//! - Only for QUIC nodes started from a config ([`crate::runtime`]); the
-//!   simulated network has a fixed set of nodes.
+//! - Nodes started from a config ([`crate::runtime`]) run it on QUIC; on
+//!   the simulated network, start it yourself with a [`SimPeers`] table
+//!   (see `tests/join_seeds.rs`).
 //!
 //! # Example config lines
 //! ```toml
@@ -121,16 +122,108 @@ pub enum AnnounceError {
     Refused(String),
 }
 
+/// The peer table the join protocol reads and grows: the QUIC transport's
+/// ([`QuicTransport`]), or [`SimPeers`] on the simulated network.
+pub trait PeerTable: Send + Sync + 'static {
+    /// Adds `name` at `addr`; `Ok(true)` if it is new, `Ok(false)` if known
+    /// (which keeps its address). `Err` says why not.
+    fn add_peer(&self, name: &str, addr: SocketAddr) -> Result<bool, String>;
+    /// Every known peer and its address, sorted by name.
+    fn peers(&self) -> Vec<(String, SocketAddr)>;
+    /// Grows by one whenever a peer is added, by anyone.
+    fn peer_generation(&self) -> u64;
+    /// The address this node tells others to dial.
+    fn advertised_addr(&self) -> SocketAddr;
+}
+
+impl PeerTable for QuicTransport {
+    fn add_peer(&self, name: &str, addr: SocketAddr) -> Result<bool, String> {
+        QuicTransport::add_peer(self, name, addr).map_err(|e| e.to_string())
+    }
+    fn peers(&self) -> Vec<(String, SocketAddr)> {
+        QuicTransport::peers(self)
+    }
+    fn peer_generation(&self) -> u64 {
+        QuicTransport::peer_generation(self)
+    }
+    fn advertised_addr(&self) -> SocketAddr {
+        QuicTransport::advertised_addr(self)
+    }
+}
+
+/// A [`PeerTable`] for a node on the simulated network, where every node
+/// reaches every other by name: it holds names (addresses are the
+/// placeholder [`SimPeers::ADDR`]), starting from the seed *names*. On the
+/// simulated network a seed learns a joiner from the joiner's first
+/// [`Announce`] (on QUIC, from its hello).
+#[derive(Debug)]
+pub struct SimPeers {
+    me: String,
+    peers: std::sync::Mutex<std::collections::BTreeMap<String, SocketAddr>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl SimPeers {
+    /// The placeholder address of every simulated node.
+    pub const ADDR: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+        7400,
+    );
+
+    /// The table of node `me`, knowing `seeds` (node names).
+    pub fn new(me: &str, seeds: &[&str]) -> Arc<Self> {
+        Arc::new(SimPeers {
+            me: me.to_string(),
+            peers: std::sync::Mutex::new(
+                seeds
+                    .iter()
+                    .filter(|s| **s != me)
+                    .map(|s| (s.to_string(), Self::ADDR))
+                    .collect(),
+            ),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+impl PeerTable for SimPeers {
+    fn add_peer(&self, name: &str, addr: SocketAddr) -> Result<bool, String> {
+        troupe_framework::ids::validate_name(name).map_err(|e| e.to_string())?;
+        if name == self.me {
+            return Err(format!("cannot add peer {name:?}: that is this node"));
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.contains_key(name) {
+            return Ok(false);
+        }
+        peers.insert(name.to_string(), addr);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(true)
+    }
+    fn peers(&self) -> Vec<(String, SocketAddr)> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.iter().map(|(n, a)| (n.clone(), *a)).collect()
+    }
+    fn peer_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn advertised_addr(&self) -> SocketAddr {
+        Self::ADDR
+    }
+}
+
 /// Start the join protocol on `node` (a node configured with `seeds`):
-/// spawns the [`JOIN_ACTOR`], supervised under the node.
+/// spawns the [`JOIN_ACTOR`], supervised under the node, growing `peers`
+/// (the node's QUIC transport, or a [`SimPeers`]) and `failure_detector`.
 pub async fn start_join(
     node: &Node,
-    transport: Arc<QuicTransport>,
+    peers: Arc<dyn PeerTable>,
     failure_detector: FailureDetectorHandle,
 ) -> Result<(), Error> {
     let n = node.clone();
     let spec = ActorSpec::new(JOIN_ACTOR, move || {
-        Join::new(n.clone(), transport.clone(), failure_detector.clone())
+        Join::new(n.clone(), peers.clone(), failure_detector.clone())
     })
     .handles_from::<Announce>();
     node.spawn(spec).await?;
@@ -140,7 +233,7 @@ pub async fn start_join(
 /// The join actor: see the module docs.
 struct Join {
     node: Node,
-    transport: Arc<QuicTransport>,
+    transport: Arc<dyn PeerTable>,
     fd: FailureDetectorHandle,
     /// The transport's peer generation last acted on (`None`: not yet).
     seen: Option<u64>,
@@ -154,7 +247,7 @@ struct Join {
 }
 
 impl Join {
-    fn new(node: Node, transport: Arc<QuicTransport>, fd: FailureDetectorHandle) -> Self {
+    fn new(node: Node, transport: Arc<dyn PeerTable>, fd: FailureDetectorHandle) -> Self {
         Join {
             node,
             transport,
@@ -270,7 +363,7 @@ impl Join {
         }
         self.transport
             .add_peer(&m.name, addr)
-            .map_err(|e| AnnounceError::Refused(e.to_string()))
+            .map_err(AnnounceError::Refused)
     }
 }
 

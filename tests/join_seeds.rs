@@ -5,7 +5,10 @@
 //! - c shuts down: a and b see it `Left`; c restarts (a new incarnation, on
 //!   another port): everyone sees it `Up` again, and it sees them `Up`;
 //! - c dies without a word: a and b see it `Down`; it restarts: `Up` again;
-//! - d, whose certificate is from another CA, never becomes a member.
+//! - d, whose certificate is from another CA, never becomes a member;
+//! - malformed announcements are refused entry by entry, the node runs on;
+//! - the same join / leave / crash / rejoin story on the simulated network
+//!   under virtual time ([`troupe::join::SimPeers`]).
 //!
 //! Run: `cargo test -p troupe --test join_seeds`.
 
@@ -244,5 +247,90 @@ async fn malformed_announcements_are_ignored() {
     until(&b, &[("a", UP), ("c", UP)], "b sees c").await;
     for n in [&c, &b, &a] {
         n.shutdown().await;
+    }
+}
+
+/// The same story on the simulated network under virtual time: a
+/// (seeds: none), b and c (seed: a) see each other `Up`; c leaves (`Left`
+/// everywhere), restarts (`Up` again), crashes (`Down`), restarts (`Up`).
+#[test]
+fn join_leave_rejoin_simulated() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use troupe::failure_detector::{start_failure_detector_with, FailureDetectorHandle};
+    use troupe::join::{start_join, SimPeers};
+    use troupe::protocols::fd::FailureDetectorConfig;
+
+    fn sim_view(node: &Node) -> BTreeMap<String, MemberStatus> {
+        node.membership()
+            .iter()
+            .map(|(name, status)| (name.clone(), status))
+            .collect()
+    }
+    async fn sim_until(node: &Node, want: &[(&str, &[MemberStatus])], what: &str) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let view = sim_view(node);
+            if want
+                .iter()
+                .all(|(n, ok)| view.get(*n).is_some_and(|s| ok.contains(s)))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what}: {} sees {view:?}",
+                node.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    for kind in ["heartbeat", "phi-accrual", "swim"] {
+        run_virtual(move || async move {
+            let text = format!("[failure_detector]\nkind = \"{kind}\"\npreset = \"lan-fast\"\n");
+            let config = FailureDetectorConfig::from_toml_str(&text).expect("config");
+            let handles: Rc<RefCell<BTreeMap<String, FailureDetectorHandle>>> = Rc::default();
+            let mut cluster = SimCluster::new(7, FaultPlan::reliable());
+            let hs = handles.clone();
+            cluster.on_start(move |node: Node| {
+                let (cfg, hs) = (config.clone(), hs.clone());
+                async move {
+                    let seeds: &[&str] = if node.name() == "a" { &[] } else { &["a"] };
+                    let peers = SimPeers::new(node.name(), seeds);
+                    let fd = start_failure_detector_with(&node, &cfg, &[], true)
+                        .await
+                        .expect("fd");
+                    start_join(&node, peers, fd.clone()).await.expect("join");
+                    hs.borrow_mut().insert(node.name().to_string(), fd);
+                }
+            });
+            let a = cluster.add_node("a").await.expect("a");
+            let b = cluster.add_node("b").await.expect("b");
+            let c = cluster.add_node("c").await.expect("c");
+            sim_until(&a, &[("b", UP), ("c", UP)], kind).await;
+            sim_until(&b, &[("a", UP), ("c", UP)], kind).await;
+            sim_until(&c, &[("a", UP), ("b", UP)], kind).await;
+
+            let fd_c = handles.borrow().get("c").cloned().expect("c's detector");
+            fd_c.leave().await.expect("leave");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cluster.crash("c");
+            sim_until(&a, &[("c", &[MemberStatus::Left]), ("b", UP)], kind).await;
+            sim_until(&b, &[("c", &[MemberStatus::Left]), ("a", UP)], kind).await;
+
+            let c = cluster.restart("c").await.expect("c again");
+            sim_until(&a, &[("b", UP), ("c", UP)], kind).await;
+            sim_until(&b, &[("a", UP), ("c", UP)], kind).await;
+            sim_until(&c, &[("a", UP), ("b", UP)], kind).await;
+
+            cluster.crash("c");
+            sim_until(&a, &[("c", &[MemberStatus::Down]), ("b", UP)], kind).await;
+            sim_until(&b, &[("c", &[MemberStatus::Down]), ("a", UP)], kind).await;
+            let c = cluster.restart("c").await.expect("c after its crash");
+            sim_until(&a, &[("b", UP), ("c", UP)], kind).await;
+            sim_until(&b, &[("a", UP), ("c", UP)], kind).await;
+            sim_until(&c, &[("a", UP), ("b", UP)], kind).await;
+        });
     }
 }
