@@ -37,6 +37,12 @@
 //!   made if that node's certificate chains to the cluster CA and names it.
 //! - An address that another member announced does not replace one this
 //!   node already has for that name; a node's own hello does.
+//! - Every node of a cluster that uses seeds should have `seeds` (an empty
+//!   list will do): a node without it runs no [`JOIN_ACTOR`], so the
+//!   announcements its peers send it are counted and logged as
+//!   undeliverable, and it refuses joiners.
+//! - In insecure dev mode there are no certificates: any node that reaches
+//!   a seed may join, under any name.
 //! - Nodes started from a config ([`crate::runtime`]) run it on QUIC; on
 //!   the simulated network, start it yourself with a [`SimPeers`] table
 //!   (see `tests/join_seeds.rs`).
