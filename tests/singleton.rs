@@ -19,6 +19,10 @@ use troupe::prelude::*;
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/cluster_features.rs"]
+mod cluster_features;
+
 const NODES: [&str; 3] = ["a", "b", "c"];
 const NAME: &str = "counter";
 
@@ -250,4 +254,13 @@ fn a_partition_runs_one_instance_per_side_until_it_heals() {
             snapshot(&sim, &handles)
         );
     });
+}
+
+/// `examples/cluster_features.rs` (the README's example) proves what it says.
+#[test]
+fn the_cluster_features_example() {
+    let r = cluster_features::run(1).expect("the example runs");
+    assert_eq!(r.first, (101, 5));
+    assert_eq!(r.ledger_on, ("c".to_string(), "b".to_string()));
+    assert_eq!(r.after_crash, 1, "a fresh instance on b");
 }
