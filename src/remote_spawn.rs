@@ -92,7 +92,7 @@ pub enum SpawnError {
         known: Vec<String>,
     },
     /// An actor of this name already runs on the target node.
-    #[error("an actor named {name:?} already exists on node {node:?}{}", match .spawned_kind { Some(k) => format!(" (spawned there as kind {k:?})"), None => String::new() })]
+    #[error("an actor named {name:?} already exists on node {node:?}{}", spawned_note(.spawned_kind))]
     NameTaken {
         /// The node asked.
         node: String,
@@ -150,6 +150,13 @@ pub enum SpawnError {
         /// What happened.
         reason: String,
     },
+}
+
+fn spawned_note(kind: &Option<String>) -> String {
+    match kind {
+        Some(k) => format!(" (spawned there as kind {k:?})"),
+        None => String::new(),
+    }
 }
 
 /// A spawn request, as it crosses the wire (what [`SpawnRemote::spawn_remote`] sends).

@@ -201,9 +201,26 @@ fn clear_errors_and_the_target_keeps_running() {
             .unwrap_err();
         assert_eq!(err, SpawnError::NoSpawner { node: "c".into() });
 
-        // Target down: crash b, let the detectors see it.
+        // Target down: crash b. Before the detector sees it, the request
+        // is lost with b: a timeout (the actor may or may not exist).
         sim.crash("b");
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let err = spawn_remote_within(
+            &a,
+            "b",
+            "worker",
+            "w5",
+            &WorkerArgs { start: 0 },
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(&err, SpawnError::Timeout { .. }), "{err}");
+        // Once a's membership says b is down, the answer is at once.
+        let start = tokio::time::Instant::now();
+        while a.membership().status(&"b".to_string()).is_some_and(|s| s.is_live()) {
+            assert!(start.elapsed() < Duration::from_secs(60), "b never seen down");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let err = a
             .spawn_remote("b", "worker", "w5", WorkerArgs { start: 0 })
             .await

@@ -40,10 +40,10 @@ impl Actor for Counter {
     type Context = Context<Self>;
 }
 impl Handler<Incr> for Counter {
-    type Result = (u64, String, u64);
-    fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> (u64, String, u64) {
+    type Result = MessageResult<Incr>;
+    fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> MessageResult<Incr> {
         self.n += 1;
-        (self.term, self.node.clone(), self.n)
+        MessageResult((self.term, self.node.clone(), self.n))
     }
 }
 
