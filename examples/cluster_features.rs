@@ -75,6 +75,9 @@ pub struct Report {
     pub first: (i64, i64),
     /// Where the ledger ran before the crash, and after.
     pub ledger_on: (String, String),
+    /// What the first ask after the crash got: `LeaderChanged` (it went to
+    /// the crashed node, which the proxy's node still believed leads).
+    pub first_after_crash: Result<i64, SingletonError>,
     /// The ledger's answer after the crash (a fresh instance: state is not moved).
     pub after_crash: i64,
 }
@@ -131,8 +134,11 @@ pub fn run(seed: u64) -> Result<Report, String> {
         };
         let before = running_on(&sim);
         sim.crash(&before);
-        let after_crash = ledger_of("a")
-            .proxy::<Add>()
+        let proxy = ledger_of("a").proxy::<Add>();
+        let first_after_crash = proxy.ask(Add(1), Duration::from_secs(20)).await;
+        // The first went to the crashed node: it may or may not have run
+        // there (with its instance). Asking again reaches the new one.
+        let after_crash = proxy
             .ask(Add(1), Duration::from_secs(20))
             .await
             .map_err(|e| e.to_string())?;
@@ -140,6 +146,7 @@ pub fn run(seed: u64) -> Result<Report, String> {
         Ok(Report {
             first,
             ledger_on: (before, after),
+            first_after_crash,
             after_crash,
         })
     })

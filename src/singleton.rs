@@ -38,8 +38,11 @@
 //!   [`SingletonError::NoLeader`] or [`SingletonError::Timeout`]. It re-sends
 //!   only when the request cannot have run: the leader answered that no
 //!   such actor runs there (not started yet, or already moved), or the
-//!   request could not be handed to the network. After a timeout the
-//!   request may or may not have run, as for every ask.
+//!   request could not be handed to the network. If the leadership moves
+//!   away from the node the request went to before it answers, the ask
+//!   ends at once with [`SingletonError::LeaderChanged`]; after that, or
+//!   after a timeout, the request may or may not have run, as for every
+//!   ask, and the caller decides whether to ask again.
 //!
 //! # What "exactly one" means
 //!
@@ -65,6 +68,7 @@
 //! - Between the old leader's failure and the new election there is no
 //!   instance at all (the time the failure detector and the election take).
 
+use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +113,20 @@ pub enum SingletonError {
         name: String,
         /// The timeout.
         after: Duration,
+    },
+    /// The leadership moved away from the node the ask was sent to before
+    /// it answered (that node failed, or lost an election): the request
+    /// may or may not have run there. Asking again reaches the new leader's
+    /// instance (a fresh one, when the old node failed); whether that is
+    /// safe is the caller's call (it is for idempotent messages).
+    #[error("singleton {name:?}: the leadership moved from {from:?} (now {now:?}) before it answered (the request may or may not have run)")]
+    LeaderChanged {
+        /// The singleton.
+        name: String,
+        /// Where the request went.
+        from: String,
+        /// The leadership now.
+        now: Leadership,
     },
     /// The tell could not be sent to the instance's node.
     #[error("singleton {name:?} on {node:?}: {error}")]
@@ -409,7 +427,32 @@ impl<M: RemoteMessage> SingletonProxy<M> {
                 .node
                 .lookup::<M>(&format!("{leader}/{}", self.name))
                 .map_err(|e| ask_err(AskError::Remote(RemoteError::Refused(e.to_string()))))?;
-            match target.ask(msg.clone()).timeout(remaining).await {
+            // Sent to `leader`; if the election moves on to another leader
+            // meanwhile, that instance is gone or stale: say so now rather
+            // than at the deadline.
+            let asked = target.ask(msg.clone()).timeout(remaining).into_future();
+            let moved = async {
+                loop {
+                    if changes.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let l = self.election.current();
+                    if l.leader.as_deref() != Some(leader.as_str()) {
+                        return l;
+                    }
+                }
+            };
+            let answer = tokio::select! {
+                answer = asked => answer,
+                now = moved => {
+                    return Err(SingletonError::LeaderChanged {
+                        name: self.name.clone(),
+                        from: leader.clone(),
+                        now,
+                    })
+                }
+            };
+            match answer {
                 Ok(reply) => return Ok(reply),
                 // Not run: the instance is not (or no longer) there, or the
                 // request never left. Look again shortly.

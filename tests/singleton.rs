@@ -2,7 +2,8 @@
 //! b, c with failure detectors and a bully election): the instance runs on
 //! the leader only and a proxy on any node reaches it; the leader crashes,
 //! a new instance starts on the new leader and the proxies reach it (an
-//! ask sent meanwhile waits for it); the old leader comes back, wins the
+//! ask sent to the crashed leader ends with `LeaderChanged` when the
+//! election moves on, not at its deadline); the old leader comes back, wins the
 //! bully election again and the instance moves back. At every 5 ms step
 //! of each seeded run, at most one instance runs among the live nodes that
 //! agree on the term. A partition runs one instance per side, with
@@ -168,10 +169,11 @@ fn scenario(seed: u64) {
             assert_eq!((term, node.as_str()), (term_c, "c"));
         }
 
-        // Crash the leader; an ask sent right away waits for the next one.
+        // Crash the leader. An ask sent right away goes to c (a does not
+        // know yet): it ends when the leadership moves, not at its deadline.
         sim.crash("c");
         let p = proxy(&handles, "a");
-        let waiting = actix_rt::spawn(async move { p.ask(Incr, Duration::from_secs(20)).await });
+        let lost = actix_rt::spawn(async move { p.ask(Incr, Duration::from_secs(60)).await });
         assert!(
             run_checked(&sim, &handles, Duration::from_secs(20), settled_on("b")).await,
             "seed {seed}: never settled on b: {:?}",
@@ -179,7 +181,19 @@ fn scenario(seed: u64) {
         );
         let term_b = handles.borrow()["b"].1.running_here().expect("runs on b");
         assert!(term_b > term_c);
-        let (term, node, _) = waiting.await.unwrap().expect("the waiting ask got through");
+        let t = tokio::time::Instant::now();
+        match lost.await.unwrap() {
+            Err(SingletonError::LeaderChanged { from, now, .. }) => {
+                assert_eq!(from, "c");
+                assert_ne!(now.leader.as_deref(), Some("c"), "{now:?}");
+            }
+            other => panic!("the ask sent to the crashed leader: {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "ended with the move");
+        let (term, node, _) = proxy(&handles, "a")
+            .ask(Incr, Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!((term, node.as_str()), (term_b, "b"));
         proxy(&handles, "b").tell(Incr).unwrap();
         let (_, node, n) = proxy(&handles, "a")
@@ -263,4 +277,9 @@ fn the_cluster_features_example() {
     assert_eq!(r.first, (101, 5));
     assert_eq!(r.ledger_on, ("c".to_string(), "b".to_string()));
     assert_eq!(r.after_crash, 1, "a fresh instance on b");
+    assert!(
+        matches!(r.first_after_crash, Err(SingletonError::LeaderChanged { .. })),
+        "{:?}",
+        r.first_after_crash
+    );
 }
