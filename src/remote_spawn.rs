@@ -376,7 +376,8 @@ pub async fn spawn_remote_within<A: Serialize>(
         node: target.to_string(),
         reason,
     };
-    let args = rmp_serde::to_vec(args).map_err(|e| failed(format!("arguments did not encode: {e}")))?;
+    let args =
+        rmp_serde::to_vec(args).map_err(|e| failed(format!("arguments did not encode: {e}")))?;
     let spawner = node
         .lookup::<SpawnRequest>(&format!("{target}/{SPAWNER_ACTOR}"))
         .map_err(|e| failed(e.to_string()))?;

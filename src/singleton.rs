@@ -107,7 +107,9 @@ pub enum SingletonError {
         name: String,
     },
     /// No answer within the timeout: the request may or may not have run.
-    #[error("singleton {name:?}: no answer within {after:?} (the request may or may not have run)")]
+    #[error(
+        "singleton {name:?}: no answer within {after:?} (the request may or may not have run)"
+    )]
     Timeout {
         /// The singleton.
         name: String,

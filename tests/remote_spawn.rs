@@ -84,7 +84,8 @@ fn spawn_on_another_node_and_message_it() {
         let b = sim.node("b").unwrap().clone();
         let tree = b.supervision_tree().await.unwrap();
         assert!(
-            tree.find(&format!("{SPAWNED_SUPERVISOR}/worker-7")).is_some(),
+            tree.find(&format!("{SPAWNED_SUPERVISOR}/worker-7"))
+                .is_some(),
             "{tree:#?}"
         );
         // A failure restarts it on b, from its arguments.
@@ -129,7 +130,13 @@ fn clear_errors_and_the_target_keeps_running() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, SpawnError::NameTaken { spawned_kind: None, .. }),
+            matches!(
+                &err,
+                SpawnError::NameTaken {
+                    spawned_kind: None,
+                    ..
+                }
+            ),
             "{err}"
         );
         // The node's reserved namespace.
@@ -152,7 +159,10 @@ fn clear_errors_and_the_target_keeps_running() {
                 known: vec!["worker".into()]
             }
         );
-        assert!(err.to_string().contains("no spawnable kind \"nope\""), "{err}");
+        assert!(
+            err.to_string().contains("no spawnable kind \"nope\""),
+            "{err}"
+        );
 
         // Arguments of the wrong type.
         let err = a
@@ -217,8 +227,15 @@ fn clear_errors_and_the_target_keeps_running() {
         assert!(matches!(&err, SpawnError::Timeout { .. }), "{err}");
         // Once a's membership says b is down, the answer is at once.
         let start = tokio::time::Instant::now();
-        while a.membership().status(&"b".to_string()).is_some_and(|s| s.is_live()) {
-            assert!(start.elapsed() < Duration::from_secs(60), "b never seen down");
+        while a
+            .membership()
+            .status(&"b".to_string())
+            .is_some_and(|s| s.is_live())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "b never seen down"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let err = a

@@ -48,6 +48,10 @@ impl Handler<Incr> for Counter {
     }
 }
 
+/// One live node: its name, the term and leader it knows, whether it runs
+/// an instance.
+type Row = (String, u64, Option<String>, bool);
+
 type Handles = Rc<RefCell<BTreeMap<String, (LeaderElection, Singleton)>>>;
 
 async fn cluster(seed: u64) -> (SimCluster, Handles, Rc<RefCell<Vec<SingletonError>>>) {
@@ -85,7 +89,7 @@ async fn cluster(seed: u64) -> (SimCluster, Handles, Rc<RefCell<Vec<SingletonErr
 }
 
 /// (node, term it knows, runs an instance) for every live node.
-fn snapshot(sim: &SimCluster, handles: &Handles) -> Vec<(String, u64, Option<String>, bool)> {
+fn snapshot(sim: &SimCluster, handles: &Handles) -> Vec<Row> {
     let handles = handles.borrow();
     sim.running()
         .into_iter()
@@ -104,7 +108,7 @@ async fn run_checked(
     sim: &SimCluster,
     handles: &Handles,
     total: Duration,
-    until: impl Fn(&[(String, u64, Option<String>, bool)]) -> bool,
+    until: impl Fn(&[Row]) -> bool,
 ) -> bool {
     let start = tokio::time::Instant::now();
     loop {
@@ -132,7 +136,7 @@ async fn run_checked(
 }
 
 /// Every live node knows `leader`, which alone runs the instance.
-fn settled_on(leader: &str) -> impl Fn(&[(String, u64, Option<String>, bool)]) -> bool + '_ {
+fn settled_on(leader: &str) -> impl Fn(&[Row]) -> bool + '_ {
     move |snap| {
         snap.iter()
             .all(|(n, _, l, running)| l.as_deref() == Some(leader) && *running == (n == leader))
@@ -242,9 +246,7 @@ fn a_partition_runs_one_instance_per_side_until_it_heals() {
         let (sim, handles, _) = cluster(11).await;
         assert!(run_checked(&sim, &handles, Duration::from_secs(10), settled_on("c")).await);
         sim.net().partition(&["a"], &["b", "c"]);
-        let two = |snap: &[(String, u64, Option<String>, bool)]| {
-            snap.iter().filter(|(_, _, _, r)| *r).count() == 2
-        };
+        let two = |snap: &[Row]| snap.iter().filter(|(_, _, _, r)| *r).count() == 2;
         assert!(
             run_checked(&sim, &handles, Duration::from_secs(20), two).await,
             "{:?}",
@@ -278,7 +280,10 @@ fn the_cluster_features_example() {
     assert_eq!(r.ledger_on, ("c".to_string(), "b".to_string()));
     assert_eq!(r.after_crash, 1, "a fresh instance on b");
     assert!(
-        matches!(r.first_after_crash, Err(SingletonError::LeaderChanged { .. })),
+        matches!(
+            r.first_after_crash,
+            Err(SingletonError::LeaderChanged { .. })
+        ),
         "{:?}",
         r.first_after_crash
     );
