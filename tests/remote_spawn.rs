@@ -3,7 +3,9 @@
 //! worker is supervised on b (restarted there with its arguments); a name
 //! clash, an unknown kind, arguments that do not decode, a bad or reserved
 //! name and a node without a spawner each answer a clear error and leave
-//! the target running; a target that crashed answers `NodeDown`.
+//! the target running; a target that crashed answers `Timeout` before the
+//! detector sees it and `NodeDown` after; over a network that loses and
+//! duplicates frames, every request is executed exactly once.
 
 use std::time::Duration;
 
@@ -264,5 +266,61 @@ fn clear_errors_and_the_target_keeps_running() {
             ),
             "{err}"
         );
+    });
+}
+
+/// At most once over a network that loses and duplicates frames: every
+/// request is executed exactly once by b's spawner (the RPC layer's
+/// re-sends and the network's duplicates are deduplicated), so none of
+/// them is answered `NameTaken` by a copy of itself.
+#[test]
+fn retried_and_duplicated_requests_spawn_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use troupe::transports::sim::LinkFaults;
+    run_virtual(|| async {
+        let built = Arc::new(AtomicUsize::new(0));
+        let b2 = built.clone();
+        let sim = common::detecting_cluster(21, &["a", "b"], move |node, _| {
+            let built = b2.clone();
+            async move {
+                let kinds =
+                    SpawnKinds::new().kind("worker", move |name: &str, args: WorkerArgs| {
+                        built.fetch_add(1, Ordering::SeqCst);
+                        ActorSpec::new(name, move || Worker { total: args.start }).handles::<Add>()
+                    });
+                start_spawner(&node, kinds).await.unwrap();
+            }
+        })
+        .await;
+        sim.net()
+            .set_plan(FaultPlan::uniform(LinkFaults::lossy(0.2, 0.3)));
+        let a = sim.node("a").unwrap().clone();
+        const N: usize = 30;
+        let mut spawned = 0;
+        for i in 0..N {
+            match spawn_remote_within(
+                &a,
+                "b",
+                "worker",
+                &format!("w{i}"),
+                &WorkerArgs { start: i as i64 },
+                Duration::from_secs(10),
+            )
+            .await
+            {
+                Ok(path) => {
+                    assert_eq!(path.to_string(), format!("b/w{i}"));
+                    spawned += 1;
+                }
+                Err(e) => panic!("request {i}: {e}"),
+            }
+        }
+        assert_eq!(spawned, N);
+        assert_eq!(built.load(Ordering::SeqCst), N, "each request built once");
+        let stats = sim.net().stats();
+        assert!(stats.duplicated > 0 && stats.lost > 0, "{stats:?}");
+        let dedup = sim.node("b").unwrap().stats().deduplicated;
+        assert!(dedup > 0, "copies of requests reached b and were not run again");
     });
 }
