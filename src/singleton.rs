@@ -256,10 +256,10 @@ impl Actor for Manager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // A restarted manager finds the instance it left running (or not).
-        if !self.node.registry().is_running(&self.name) {
-            self.running.send_replace(None);
-        }
+        // A restarted manager keeps what it knew (`running` outlives it):
+        // the next reconcile stops an instance that must not run (stopping
+        // one that is gone is harmless) and adopts one that already runs
+        // under the singleton supervisor.
         let mut changes = self.election.watch();
         let me = ctx.address();
         ctx.spawn(
@@ -300,7 +300,16 @@ impl Handler<Reconcile> for Manager {
                         .root_supervisor()
                         .ensure_supervisor(SupervisorSpec::new(SINGLETON_SUPERVISOR, policy))
                         .await?;
-                    sup.spawn_arc(child).await
+                    match sup.spawn_arc(child).await {
+                        // Ours already, under the singleton supervisor (a
+                        // restarted manager): adopt it.
+                        Err(NodeError::NameTaken(taken))
+                            if sup.tree().await?.children.iter().any(|c| c.name == taken) =>
+                        {
+                            Ok(())
+                        }
+                        other => other,
+                    }
                 };
                 // `wait`: nothing else is handled until the start is done.
                 ctx.wait(fut.into_actor(self).map(move |r, this, _| match r {

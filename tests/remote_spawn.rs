@@ -321,6 +321,9 @@ fn retried_and_duplicated_requests_spawn_once() {
         let stats = sim.net().stats();
         assert!(stats.duplicated > 0 && stats.lost > 0, "{stats:?}");
         let dedup = sim.node("b").unwrap().stats().deduplicated;
-        assert!(dedup > 0, "copies of requests reached b and were not run again");
+        assert!(
+            dedup > 0,
+            "copies of requests reached b and were not run again"
+        );
     });
 }
