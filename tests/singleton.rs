@@ -6,8 +6,9 @@
 //! election moves on, not at its deadline); the old leader comes back, wins the
 //! bully election again and the instance moves back. At every 5 ms step
 //! of each seeded run, at most one instance runs among the live nodes that
-//! agree on the term. A partition runs one instance per side, with
-//! different terms, and one again after healing (the documented limit).
+//! agree on the term. The same crash-and-move under every election
+//! algorithm. A partition runs one instance per side, with different
+//! terms, and one again after healing (the documented limit).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -55,15 +56,20 @@ type Row = (String, u64, Option<String>, bool);
 type Handles = Rc<RefCell<BTreeMap<String, (LeaderElection, Singleton)>>>;
 
 async fn cluster(seed: u64) -> (SimCluster, Handles, Rc<RefCell<Vec<SingletonError>>>) {
+    cluster_with(seed, ElectionAlgorithm::Bully).await
+}
+
+async fn cluster_with(
+    seed: u64,
+    algorithm: ElectionAlgorithm,
+) -> (SimCluster, Handles, Rc<RefCell<Vec<SingletonError>>>) {
     let handles: Handles = Rc::default();
     let first_tells: Rc<RefCell<Vec<SingletonError>>> = Rc::default();
     let (h, t) = (handles.clone(), first_tells.clone());
     let sim = common::detecting_cluster(seed, &NODES, move |node, members| {
         let (h, t) = (h.clone(), t.clone());
         async move {
-            let election = start_election(&node, ElectionAlgorithm::Bully, &members)
-                .await
-                .unwrap();
+            let election = start_election(&node, algorithm, &members).await.unwrap();
             let me = node.name().to_string();
             let singleton = start_singleton(&node, &election, NAME, move |term| {
                 let me = me.clone();
@@ -287,4 +293,48 @@ fn the_cluster_features_example() {
         "{:?}",
         r.first_after_crash
     );
+}
+
+/// The leader all live nodes agree on, if they do and it alone runs the instance.
+fn agreed(snap: &[Row]) -> Option<String> {
+    let leader = snap.first()?.2.clone()?;
+    let settled = settled_on(&leader)(snap);
+    settled.then_some(leader)
+}
+
+/// Every election algorithm: the leader crashes, a new instance starts on
+/// the new leader and a proxy reaches it; checked at every step.
+#[test]
+fn moves_with_the_leader_under_every_election() {
+    for algorithm in ElectionAlgorithm::ALL {
+        for seed in [5, 6] {
+            run_virtual(|| async move {
+                let (mut sim, handles, _) = cluster_with(seed, algorithm).await;
+                assert!(
+                    run_checked(&sim, &handles, Duration::from_secs(20), |s| agreed(s)
+                        .is_some())
+                    .await,
+                    "{algorithm} seed {seed}: {:?}",
+                    snapshot(&sim, &handles)
+                );
+                let first = agreed(&snapshot(&sim, &handles)).unwrap();
+                sim.crash(&first);
+                assert!(
+                    run_checked(&sim, &handles, Duration::from_secs(30), |s| agreed(s)
+                        .is_some_and(|l| l != first))
+                    .await,
+                    "{algorithm} seed {seed}: no new leader after {first} crashed: {:?}",
+                    snapshot(&sim, &handles)
+                );
+                let second = agreed(&snapshot(&sim, &handles)).unwrap();
+                let asker = NODES.iter().find(|n| **n != first).unwrap();
+                let (_, node, n) = proxy(&handles, asker)
+                    .ask(Incr, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                assert_eq!((node.as_str(), n), (second.as_str(), 1));
+                assert!(!run_checked(&sim, &handles, Duration::from_secs(3), |_| false).await);
+            });
+        }
+    }
 }
