@@ -37,6 +37,8 @@ pub struct StartOptions {
     pub app_routes: AppRouteRegistry,
     /// The applications' dashboard panels ([`crate::dashboard`]).
     pub app_panels: AppPanelRegistry,
+    /// The kinds other nodes may spawn here ([`crate::remote_spawn`]).
+    pub spawn_kinds: crate::remote_spawn::SpawnKinds,
 }
 
 impl RunningNode {
@@ -268,6 +270,10 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
     )
     .await
     {
+        node.shutdown();
+        return Err(e);
+    }
+    if let Err(e) = crate::remote_spawn::start_spawner(&node, options.spawn_kinds.clone()).await {
         node.shutdown();
         return Err(e);
     }
