@@ -338,22 +338,411 @@ impl Default for Rotation {
     }
 }
 
-/// Lines waiting for the writer past this many bytes are dropped (and
+/// Records waiting for the writer past this many bytes are dropped (and
 /// counted) instead of blocking the node.
 const PENDING_CAP: usize = 8 << 20;
-/// The writer is woken early once this many bytes wait.
-const WAKE_AT: usize = 256 << 10;
+/// The writer is woken early once this many bytes of records wait.
+const WAKE_AT: usize = 128 << 10;
 /// The writer writes out what waits at least this often.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// The writer hands its JSON to the file in pieces of about this size.
+const WRITE_CHUNK: usize = 256 << 10;
 
-#[derive(Default)]
+/// What a [`FileTraceSink`] stamps its records with, read on the node's
+/// thread for every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Clock {
+    /// The CPU's time-stamp counter (x86-64, when the kernel itself keeps
+    /// time with it, so it is invariant and synchronized across cores):
+    /// about a third of the cost of a wall-clock read on a VM. The writer
+    /// maps it to wall-clock time (see [`Span`]).
+    Tsc,
+    /// Wall-clock nanoseconds since the Unix epoch.
+    Wall,
+}
+
+impl Clock {
+    /// The TSC where the kernel's clock source is the TSC, else the wall
+    /// clock (decided once per process).
+    fn detect() -> Self {
+        static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+        *CLOCK.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let source = std::fs::read_to_string(
+                    "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                );
+                if source.is_ok_and(|s| s.trim() == "tsc") {
+                    return Clock::Tsc;
+                }
+            }
+            Clock::Wall
+        })
+    }
+
+    #[inline]
+    fn read(self) -> u64 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `rdtsc` has no preconditions (x86-64 always has it).
+            Clock::Tsc => unsafe { core::arch::x86_64::_rdtsc() },
+            _ => now_ns(),
+        }
+    }
+
+    /// A reading of this clock and of the wall clock at the same moment.
+    fn pair(self) -> Pair {
+        if self == Clock::Wall {
+            let w = now_ns();
+            return Pair { raw: w, wall_ns: w };
+        }
+        // The wall clock between two counter reads, the tightest of a few
+        // tries (the thread may be preempted between the reads).
+        let mut best = (u64::MAX, Pair { raw: 0, wall_ns: 0 });
+        for _ in 0..4 {
+            let a = self.read();
+            let wall_ns = now_ns();
+            let b = self.read();
+            let width = b.wrapping_sub(a);
+            if width < best.0 {
+                best = (
+                    width,
+                    Pair {
+                        raw: a + width / 2,
+                        wall_ns,
+                    },
+                );
+            }
+            // ~10 us at any plausible counter rate.
+            if width < 30_000 {
+                break;
+            }
+        }
+        best.1
+    }
+}
+
+/// A [`Clock`] reading and the wall-clock time (ns since the epoch) it
+/// stands for.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    raw: u64,
+    wall_ns: u64,
+}
+
+/// Maps the raw stamps of the records of one batch to wall-clock
+/// microseconds: linearly between the pair taken when the writer took the
+/// previous batch and the pair taken when it took this one, clamped to that
+/// interval (every record of the batch was stamped within it, give or take
+/// a preemption between a stamp and its append).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: Pair,
+    to: Pair,
+    /// Wall-clock ns per raw tick.
+    scale: f64,
+    wall: bool,
+}
+
+impl Span {
+    fn new(clock: Clock, from: Pair, to: Pair) -> Self {
+        let ticks = to.raw.saturating_sub(from.raw);
+        let ns = to.wall_ns.saturating_sub(from.wall_ns);
+        Self {
+            from,
+            to,
+            scale: if ticks == 0 {
+                0.0
+            } else {
+                ns as f64 / ticks as f64
+            },
+            wall: clock == Clock::Wall,
+        }
+    }
+
+    #[inline]
+    fn to_us(&self, raw: u64) -> u64 {
+        let ns = if self.wall {
+            raw
+        } else if raw <= self.from.raw || self.to.wall_ns <= self.from.wall_ns {
+            // Before the interval, or the wall clock went back: its start
+            // (its end if it went back).
+            if self.to.wall_ns <= self.from.wall_ns {
+                self.to.wall_ns
+            } else {
+                self.from.wall_ns
+            }
+        } else if raw >= self.to.raw {
+            self.to.wall_ns
+        } else {
+            let off = ((raw - self.from.raw) as f64 * self.scale) as u64;
+            (self.from.wall_ns + off).min(self.to.wall_ns)
+        };
+        ns / 1000
+    }
+}
+
+/// The binary records a [`FileTraceSink`] keeps for its writer: a tag
+/// byte, the raw [`Clock`] stamp (u64, little-endian), then the fields of
+/// the event, integers as u64 and strings as a u32 length and their bytes.
+/// The writer turns them into JSON lines.
+mod rec {
+    /// `FrameEvent::Send`: seq, bytes, [lamport], [cause seq], node, to,
+    /// kind, tag, [cause node].
+    pub(super) const SEND: u8 = 1;
+    /// `FrameEvent::Deliver`: seq, node, from.
+    pub(super) const DELIVER: u8 = 2;
+    /// `FrameEvent::Drop`: seq, node, from, reason, [to].
+    pub(super) const DROP: u8 = 3;
+    /// Any other event: the JSON line without its `t_us` (it starts with
+    /// `{"node":`).
+    pub(super) const JSON: u8 = 4;
+    /// Flag: the first optional field is there (lamport; drop's `to`).
+    pub(super) const OPT_A: u8 = 0x10;
+    /// Flag: the second optional field is there (cause).
+    pub(super) const OPT_B: u8 = 0x20;
+}
+
+/// Bytes a string takes in a record.
+#[inline]
+fn str_len(s: &str) -> usize {
+    4 + s.len()
+}
+
+#[inline]
+fn put_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    // Longer strings are cut (at a char boundary) to what a u32 counts.
+    let mut end = s.len().min(u32::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.extend_from_slice(&(end as u32).to_le_bytes());
+    buf.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// The size of `event`'s record.
+#[inline]
+fn frame_record_len(node: &str, event: &FrameEvent<'_>) -> usize {
+    9 + match *event {
+        FrameEvent::Send {
+            to,
+            kind,
+            tag,
+            lamport,
+            cause,
+            ..
+        } => {
+            16 + str_len(node)
+                + str_len(to)
+                + str_len(kind)
+                + str_len(tag)
+                + lamport.map_or(0, |_| 8)
+                + cause.map_or(0, |(n, _)| 8 + str_len(n))
+        }
+        FrameEvent::Deliver { from, .. } => 8 + str_len(node) + str_len(from),
+        FrameEvent::Drop {
+            from, to, reason, ..
+        } => 8 + str_len(node) + str_len(from) + str_len(reason) + to.map_or(0, str_len),
+    }
+}
+
+/// Append `event`'s record, stamped `raw`.
+#[inline]
+fn put_frame_record(buf: &mut Vec<u8>, raw: u64, node: &str, event: &FrameEvent<'_>) {
+    match *event {
+        FrameEvent::Send {
+            to,
+            seq,
+            bytes,
+            kind,
+            tag,
+            lamport,
+            cause,
+        } => {
+            let mut t = rec::SEND;
+            if lamport.is_some() {
+                t |= rec::OPT_A;
+            }
+            if cause.is_some() {
+                t |= rec::OPT_B;
+            }
+            buf.push(t);
+            put_u64(buf, raw);
+            put_u64(buf, seq);
+            put_u64(buf, bytes as u64);
+            if let Some(l) = lamport {
+                put_u64(buf, l);
+            }
+            if let Some((_, s)) = cause {
+                put_u64(buf, s);
+            }
+            put_str(buf, node);
+            put_str(buf, to);
+            put_str(buf, kind);
+            put_str(buf, tag);
+            if let Some((n, _)) = cause {
+                put_str(buf, n);
+            }
+        }
+        FrameEvent::Deliver { from, seq } => {
+            buf.push(rec::DELIVER);
+            put_u64(buf, raw);
+            put_u64(buf, seq);
+            put_str(buf, node);
+            put_str(buf, from);
+        }
+        FrameEvent::Drop {
+            from,
+            to,
+            seq,
+            reason,
+        } => {
+            buf.push(rec::DROP | if to.is_some() { rec::OPT_A } else { 0 });
+            put_u64(buf, raw);
+            put_u64(buf, seq);
+            put_str(buf, node);
+            put_str(buf, from);
+            put_str(buf, reason);
+            if let Some(to) = to {
+                put_str(buf, to);
+            }
+        }
+    }
+}
+
+/// Reads records back.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.buf.split_first()?;
+        self.buf = rest;
+        Some(b)
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Option<u64> {
+        let (head, rest) = self.buf.split_first_chunk::<8>()?;
+        self.buf = rest;
+        Some(u64::from_le_bytes(*head))
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let (head, rest) = self.buf.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*head) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (s, rest) = rest.split_at(len);
+        self.buf = rest;
+        Some(s)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+}
+
+/// Turn the next record of `r` into a JSON line (with its newline) at the
+/// end of `out`; `None` when no whole record is left. Returns the record's
+/// node name.
+fn format_record<'a>(r: &mut Reader<'a>, span: &Span, out: &mut Vec<u8>) -> Option<&'a str> {
+    let tag = r.u8()?;
+    let t_us = span.to_us(r.u64()?);
+    let node = match tag & 0x0f {
+        rec::SEND => {
+            let seq = r.u64()?;
+            let bytes = r.u64()? as usize;
+            let lamport = if tag & rec::OPT_A != 0 {
+                Some(r.u64()?)
+            } else {
+                None
+            };
+            let cause_seq = if tag & rec::OPT_B != 0 {
+                Some(r.u64()?)
+            } else {
+                None
+            };
+            let node = r.str()?;
+            let to = r.str()?;
+            let kind = r.str()?;
+            let tag_name = r.str()?;
+            let cause = match cause_seq {
+                Some(s) => Some((r.str()?, s)),
+                None => None,
+            };
+            let event = FrameEvent::Send {
+                to,
+                seq,
+                bytes,
+                kind,
+                tag: tag_name,
+                lamport,
+                cause,
+            };
+            write_frame_line(out, t_us, node, &event);
+            node
+        }
+        rec::DELIVER => {
+            let seq = r.u64()?;
+            let node = r.str()?;
+            let from = r.str()?;
+            write_frame_line(out, t_us, node, &FrameEvent::Deliver { from, seq });
+            node
+        }
+        rec::DROP => {
+            let seq = r.u64()?;
+            let node = r.str()?;
+            let from = r.str()?;
+            let reason = r.str()?;
+            let to = if tag & rec::OPT_A != 0 {
+                Some(r.str()?)
+            } else {
+                None
+            };
+            let event = FrameEvent::Drop {
+                from,
+                to,
+                seq,
+                reason,
+            };
+            write_frame_line(out, t_us, node, &event);
+            node
+        }
+        rec::JSON => {
+            let rest = r.bytes()?;
+            // `{"node":"…",…}` after `{"t_us":…,`.
+            out.extend_from_slice(b"{\"t_us\":");
+            write_u64(out, t_us);
+            out.push(b',');
+            out.extend_from_slice(rest.get(1..)?);
+            ""
+        }
+        _ => return None,
+    };
+    out.push(b'\n');
+    Some(node)
+}
+
 struct Pending {
-    lines: Vec<u8>,
-    /// Lines dropped since the writer last took `lines`.
+    /// Records for the writer (see [`rec`]).
+    records: Vec<u8>,
+    /// Lines dropped since the writer last took `records`.
     dropped_since: u64,
     /// Lines dropped in all.
     dropped: u64,
-    /// The node name of the last line (for the writer's own notes).
+    /// The node name of the last dropped line (for the writer's note).
     node: String,
     woken: bool,
     shutdown: bool,
@@ -382,11 +771,16 @@ thread_local! {
 /// Unix epoch, so that the files of several nodes can be read together;
 /// within one file, lines are in the order the node recorded them.
 ///
-/// Cheap on the node's paths: a line is serialized by the caller and
-/// appended to a buffer under a short lock; a background thread writes the
-/// buffer out (whole lines only) at least every 50 ms, when 256 KiB wait,
-/// on [`TraceSink::flush`] and when the sink is dropped. If more than
-/// 8 MiB wait (the disk cannot keep up), further lines are dropped and
+/// Cheap on the node's paths: a frame event is appended as a small binary
+/// record (its fields and a time stamp: the CPU's time-stamp counter where
+/// the kernel keeps time with it, else the wall clock) to a buffer under a
+/// short lock, with no allocation once the buffer has grown; other events
+/// are serialized by the caller. A background thread turns the records into
+/// JSON lines (the time stamps into wall-clock time, interpolated between
+/// two wall-clock readings it takes per batch) and writes them out (whole
+/// lines only) at least every 50 ms, when 128 KiB of records wait, on
+/// [`TraceSink::flush`] and when the sink is dropped. If more than 8 MiB of
+/// records wait (the disk cannot keep up), further lines are dropped and
 /// counted, never blocking the node; once the writer catches up it writes a
 /// `note` line saying how many were lost. A node killed by a signal loses
 /// the lines not yet written (at most about 50 ms of them).
@@ -396,6 +790,7 @@ thread_local! {
 /// is started; a line never spans two files.
 pub struct FileTraceSink {
     shared: Arc<SinkShared>,
+    clock: Clock,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -409,18 +804,37 @@ impl FileTraceSink {
     /// Open `path` for appending (created if missing), rotated as `rotation`
     /// says.
     pub fn with_rotation(path: &std::path::Path, rotation: Rotation) -> std::io::Result<Self> {
+        Self::with_clock(path, rotation, Clock::detect())
+    }
+
+    fn with_clock(
+        path: &std::path::Path,
+        rotation: Rotation,
+        clock: Clock,
+    ) -> std::io::Result<Self> {
         let mut out = RotatingFile::open(path.to_path_buf(), rotation)?;
         let shared = Arc::new(SinkShared {
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                records: Vec::with_capacity(2 * WAKE_AT),
+                dropped_since: 0,
+                dropped: 0,
+                node: String::new(),
+                woken: false,
+                shutdown: false,
+                flush_asked: 0,
+                flushed: 0,
+            }),
             wake: std::sync::Condvar::new(),
             done: std::sync::Condvar::new(),
         });
         let s = shared.clone();
+        let start = clock.pair();
         let writer = std::thread::Builder::new()
             .name("troupe-trace".into())
-            .spawn(move || write_loop(&s, &mut out))?;
+            .spawn(move || write_loop(&s, &mut out, clock, start))?;
         Ok(Self {
             shared,
+            clock,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -430,39 +844,25 @@ impl FileTraceSink {
         self.shared.lock().dropped
     }
 
-    fn push(&self, node: &str, line: &impl Serialize) {
-        self.push_with(node, |buf| serde_json::to_writer(buf, line).is_ok());
-    }
-
-    /// Append the line `write` puts in a buffer (`false`: no line).
-    fn push_with(&self, node: &str, write: impl FnOnce(&mut Vec<u8>) -> bool) {
-        LINE.with(|cell| {
-            let mut fresh = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let buf = match guard.as_deref_mut() {
-                Ok(b) => b,
-                Err(_) => &mut fresh,
-            };
-            buf.clear();
-            if !write(&mut *buf) {
-                return;
-            }
-            buf.push(b'\n');
-            let mut p = self.shared.lock();
-            if p.lines.len() + buf.len() > PENDING_CAP {
-                p.dropped_since += 1;
-                p.dropped += 1;
-                return;
-            }
+    /// Append a record of `len` bytes, written by `put` (which gets the
+    /// clock reading), or count it dropped.
+    #[inline]
+    fn push_record(&self, node: &str, len: usize, put: impl FnOnce(&mut Vec<u8>, u64)) {
+        let raw = self.clock.read();
+        let mut p = self.shared.lock();
+        if p.records.len() + len > PENDING_CAP {
+            p.dropped_since += 1;
+            p.dropped += 1;
             if p.node != node {
                 p.node = node.to_string();
             }
-            p.lines.extend_from_slice(buf);
-            if p.lines.len() >= WAKE_AT && !p.woken {
-                p.woken = true;
-                self.shared.wake.notify_one();
-            }
-        });
+            return;
+        }
+        put(&mut p.records, raw);
+        if p.records.len() >= WAKE_AT && !p.woken {
+            p.woken = true;
+            self.shared.wake.notify_one();
+        }
     }
 }
 
@@ -532,22 +932,36 @@ fn write_frame_line(buf: &mut Vec<u8>, t_us: u64, node: &str, event: &FrameEvent
     buf.push(b'}');
 }
 
+/// `v` in decimal, two digits at a time.
+#[inline]
 fn write_u64(buf: &mut Vec<u8>, mut v: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        digits[i] = b'0' + v as u8;
     }
     buf.extend_from_slice(&digits[i..]);
 }
 
 /// A JSON string: copied as is when nothing in it needs escaping (node
 /// names and message tags), else escaped by serde_json.
+#[inline]
 fn write_json_str(buf: &mut Vec<u8>, s: &str) {
     if s.bytes()
         .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
@@ -560,29 +974,57 @@ fn write_json_str(buf: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn now_us() -> u64 {
+fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros().min(u64::MAX as u128) as u64)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+fn now_us() -> u64 {
+    now_ns() / 1000
+}
+
+/// [`Line`] without its `t_us` (the writer puts it in front).
+#[derive(Serialize)]
+struct Untimed<'a> {
+    node: &'a str,
+    #[serde(flatten)]
+    event: &'a TraceEvent,
 }
 
 impl TraceSink for FileTraceSink {
     fn record(&self, node: &str, event: TraceEvent) {
-        let line = Line {
-            t_us: now_us(),
-            node,
-            event: &event,
-        };
-        self.push(node, &line);
+        LINE.with(|cell| {
+            let mut fresh = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let buf = match guard.as_deref_mut() {
+                Ok(b) => b,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            let line = Untimed {
+                node,
+                event: &event,
+            };
+            if serde_json::to_writer(&mut *buf, &line).is_err() || buf.len() > u32::MAX as usize {
+                return;
+            }
+            self.push_record(node, 13 + buf.len(), |out, raw| {
+                out.push(rec::JSON);
+                put_u64(out, raw);
+                out.extend_from_slice(&(buf.len() as u32).to_le_bytes());
+                out.extend_from_slice(buf);
+            });
+        });
     }
 
+    #[inline]
     fn record_frame(&self, node: &str, event: FrameEvent<'_>) {
-        // Written by hand: the same JSON as `record` gives, several times
-        // cheaper than serde's flattened tagged enum (every frame costs
-        // two lines, at up to millions of frames a second).
-        self.push_with(node, |buf| {
-            write_frame_line(buf, now_us(), node, &event);
-            true
+        // A binary record: the JSON is written by the writer thread (every
+        // frame costs two lines, at up to millions of frames a second).
+        let len = frame_record_len(node, &event);
+        self.push_record(node, len, |out, raw| {
+            put_frame_record(out, raw, node, &event)
         });
     }
 
@@ -611,21 +1053,30 @@ impl Drop for FileTraceSink {
     }
 }
 
-/// The writer thread: takes the waiting lines and writes them out, until
-/// the sink is dropped (then once more, so nothing recorded is lost).
-fn write_loop(shared: &SinkShared, out: &mut RotatingFile) {
-    let mut batch = Vec::new();
+/// The writer thread: takes the waiting records, writes them out as JSON
+/// lines, until the sink is dropped (then once more, so nothing recorded is
+/// lost).
+fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: Pair) {
+    let mut batch: Vec<u8> = Vec::with_capacity(2 * WAKE_AT);
+    let mut text: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (4 << 10));
+    let mut last = start;
+    let write = |out: &mut RotatingFile, text: &mut Vec<u8>| {
+        if let Err(e) = out.write_lines(text) {
+            tracing::warn!(error = %e, path = %out.path.display(), "trace file: lines were not written");
+        }
+        text.clear();
+    };
     loop {
         let (dropped, node, asked, shutdown) = {
             let mut p = shared.lock();
-            if p.lines.is_empty() && !p.shutdown && p.flush_asked == p.flushed {
+            if p.records.is_empty() && !p.shutdown && p.flush_asked == p.flushed {
                 p = shared
                     .wake
                     .wait_timeout(p, FLUSH_EVERY)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-            std::mem::swap(&mut p.lines, &mut batch);
+            std::mem::swap(&mut p.records, &mut batch);
             p.woken = false;
             let dropped = std::mem::take(&mut p.dropped_since);
             let node = if dropped > 0 {
@@ -635,6 +1086,25 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile) {
             };
             (dropped, node, p.flush_asked, p.shutdown)
         };
+        if !batch.is_empty() {
+            let now = clock.pair();
+            let span = Span::new(clock, last, now);
+            last = now;
+            let mut r = Reader { buf: &batch };
+            while !r.buf.is_empty() {
+                if format_record(&mut r, &span, &mut text).is_none() {
+                    break;
+                }
+                if text.len() >= WRITE_CHUNK {
+                    write(out, &mut text);
+                }
+            }
+            // After a burst, give back what a quiet node does not need.
+            if batch.len() < WAKE_AT && batch.capacity() > 8 * WAKE_AT {
+                batch = Vec::with_capacity(2 * WAKE_AT);
+            }
+            batch.clear();
+        }
         if dropped > 0 {
             let note = TraceEvent::Note {
                 text: format!("trace: {dropped} lines dropped (the trace writer fell behind)"),
@@ -644,18 +1114,12 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile) {
                 node: &node,
                 event: &note,
             };
-            if serde_json::to_writer(&mut batch, &line).is_ok() {
-                batch.push(b'\n');
+            if serde_json::to_writer(&mut text, &line).is_ok() {
+                text.push(b'\n');
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = out.write_lines(&batch) {
-                tracing::warn!(error = %e, path = %out.path.display(), "trace file: lines were not written");
-            }
-            batch.clear();
-            if batch.capacity() > 4 * WAKE_AT {
-                batch = Vec::new();
-            }
+        if !text.is_empty() {
+            write(out, &mut text);
         }
         let mut p = shared.lock();
         p.flushed = p.flushed.max(asked);
