@@ -488,10 +488,12 @@ impl Span {
 /// the event, integers as u64 and strings as a u32 length and their bytes.
 /// The writer turns them into JSON lines.
 mod rec {
-    /// `FrameEvent::Send`: seq, bytes, [lamport], [cause seq], node, to,
-    /// kind, tag, [cause node].
+    /// `FrameEvent::Send`: seq, bytes, [lamport], [cause seq], then the
+    /// strings as one block (its length, u32, first): node, to, kind, tag,
+    /// [cause node]. The block is what the writer's [`super::Template`]
+    /// for sends is keyed by.
     pub(super) const SEND: u8 = 1;
-    /// `FrameEvent::Deliver`: seq, node, from.
+    /// `FrameEvent::Deliver`: seq, then the block of strings node, from.
     pub(super) const DELIVER: u8 = 2;
     /// `FrameEvent::Drop`: seq, node, from, reason, [to].
     pub(super) const DROP: u8 = 3;
@@ -538,18 +540,32 @@ fn frame_record_len(node: &str, event: &FrameEvent<'_>) -> usize {
             cause,
             ..
         } => {
-            16 + str_len(node)
+            20 + str_len(node)
                 + str_len(to)
                 + str_len(kind)
                 + str_len(tag)
                 + lamport.map_or(0, |_| 8)
                 + cause.map_or(0, |(n, _)| 8 + str_len(n))
         }
-        FrameEvent::Deliver { from, .. } => 8 + str_len(node) + str_len(from),
+        FrameEvent::Deliver { from, .. } => 12 + str_len(node) + str_len(from),
         FrameEvent::Drop {
             from, to, reason, ..
         } => 8 + str_len(node) + str_len(from) + str_len(reason) + to.map_or(0, str_len),
     }
+}
+
+/// Reserve a block's length; returns where it goes.
+#[inline]
+fn block_start(buf: &mut Vec<u8>) -> usize {
+    buf.extend_from_slice(&[0; 4]);
+    buf.len()
+}
+
+/// Write the length of the block begun at `start`.
+#[inline]
+fn block_end(buf: &mut [u8], start: usize) {
+    let len = (buf.len() - start) as u32;
+    buf[start - 4..start].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Append `event`'s record, stamped `raw`.
@@ -582,6 +598,7 @@ fn put_frame_record(buf: &mut Vec<u8>, raw: u64, node: &str, event: &FrameEvent<
             if let Some((_, s)) = cause {
                 put_u64(buf, s);
             }
+            let block = block_start(buf);
             put_str(buf, node);
             put_str(buf, to);
             put_str(buf, kind);
@@ -589,13 +606,16 @@ fn put_frame_record(buf: &mut Vec<u8>, raw: u64, node: &str, event: &FrameEvent<
             if let Some((n, _)) = cause {
                 put_str(buf, n);
             }
+            block_end(buf, block);
         }
         FrameEvent::Deliver { from, seq } => {
             buf.push(rec::DELIVER);
             put_u64(buf, raw);
             put_u64(buf, seq);
+            let block = block_start(buf);
             put_str(buf, node);
             put_str(buf, from);
+            block_end(buf, block);
         }
         FrameEvent::Drop {
             from,
@@ -654,85 +674,193 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Turn the next record of `r` into a JSON line (with its newline) at the
-/// end of `out`; `None` when no whole record is left. Returns the record's
-/// node name.
-fn format_record<'a>(r: &mut Reader<'a>, span: &Span, out: &mut Vec<u8>) -> Option<&'a str> {
-    let tag = r.u8()?;
-    let t_us = span.to_us(r.u64()?);
-    let node = match tag & 0x0f {
-        rec::SEND => {
-            let seq = r.u64()?;
-            let bytes = r.u64()? as usize;
-            let lamport = if tag & rec::OPT_A != 0 {
-                Some(r.u64()?)
-            } else {
-                None
-            };
-            let cause_seq = if tag & rec::OPT_B != 0 {
-                Some(r.u64()?)
-            } else {
-                None
-            };
-            let node = r.str()?;
-            let to = r.str()?;
-            let kind = r.str()?;
-            let tag_name = r.str()?;
-            let cause = match cause_seq {
-                Some(s) => Some((r.str()?, s)),
-                None => None,
-            };
-            let event = FrameEvent::Send {
-                to,
-                seq,
-                bytes,
-                kind,
-                tag: tag_name,
-                lamport,
-                cause,
-            };
-            write_frame_line(out, t_us, node, &event);
-            node
+/// The constant middle parts of the JSON lines of the last send, or
+/// delivery, the writer formatted, keyed by their record's block of
+/// strings: a node's frames mostly go to few peers with few message types,
+/// so the strings are escaped once, not once per line.
+#[derive(Default)]
+struct Template {
+    /// The block of strings it was made from (empty: none yet).
+    key: Vec<u8>,
+    /// Send: `,"node":…,"ev":"send","to":…,"seq":`; deliver:
+    /// `,"node":…,"ev":"deliver","from":…,"seq":`.
+    head: Vec<u8>,
+    /// Send: `,"kind":…,"tag":…`.
+    mid: Vec<u8>,
+    /// Send with a cause: `,"cause":[…,`.
+    cause: Vec<u8>,
+}
+
+impl Template {
+    /// Make this the template of a send whose block of strings is `block`.
+    fn make_send(&mut self, block: &[u8]) -> Option<()> {
+        let mut r = Reader { buf: block };
+        let (node, to, kind, tag) = (r.str()?, r.str()?, r.str()?, r.str()?);
+        let cause = if r.buf.is_empty() { None } else { Some(r.str()?) };
+        self.clear();
+        self.head.extend_from_slice(b",\"node\":");
+        write_json_str(&mut self.head, node);
+        self.head.extend_from_slice(b",\"ev\":\"send\",\"to\":");
+        write_json_str(&mut self.head, to);
+        self.head.extend_from_slice(b",\"seq\":");
+        self.mid.extend_from_slice(b",\"kind\":");
+        write_json_str(&mut self.mid, kind);
+        self.mid.extend_from_slice(b",\"tag\":");
+        write_json_str(&mut self.mid, tag);
+        if let Some(c) = cause {
+            self.cause.extend_from_slice(b",\"cause\":[");
+            write_json_str(&mut self.cause, c);
+            self.cause.push(b',');
         }
-        rec::DELIVER => {
-            let seq = r.u64()?;
-            let node = r.str()?;
-            let from = r.str()?;
-            write_frame_line(out, t_us, node, &FrameEvent::Deliver { from, seq });
-            node
-        }
-        rec::DROP => {
-            let seq = r.u64()?;
-            let node = r.str()?;
-            let from = r.str()?;
-            let reason = r.str()?;
-            let to = if tag & rec::OPT_A != 0 {
-                Some(r.str()?)
-            } else {
-                None
-            };
-            let event = FrameEvent::Drop {
-                from,
-                to,
-                seq,
-                reason,
-            };
-            write_frame_line(out, t_us, node, &event);
-            node
-        }
-        rec::JSON => {
-            let rest = r.bytes()?;
-            // `{"node":"…",…}` after `{"t_us":…,`.
-            out.extend_from_slice(b"{\"t_us\":");
+        self.key.extend_from_slice(block);
+        Some(())
+    }
+
+    /// Make this the template of a delivery whose block of strings is
+    /// `block`.
+    fn make_deliver(&mut self, block: &[u8]) -> Option<()> {
+        let mut r = Reader { buf: block };
+        let (node, from) = (r.str()?, r.str()?);
+        self.clear();
+        self.head.extend_from_slice(b",\"node\":");
+        write_json_str(&mut self.head, node);
+        self.head.extend_from_slice(b",\"ev\":\"deliver\",\"from\":");
+        write_json_str(&mut self.head, from);
+        self.head.extend_from_slice(b",\"seq\":");
+        self.key.extend_from_slice(block);
+        Some(())
+    }
+
+    fn clear(&mut self) {
+        self.key.clear();
+        self.head.clear();
+        self.mid.clear();
+        self.cause.clear();
+    }
+}
+
+/// What the writer keeps from line to line.
+#[derive(Default)]
+struct Formatter {
+    send: Template,
+    deliver: Template,
+    /// `t_us / 10_000` of the last line, and its digits: the time's leading
+    /// digits change every 10 ms only.
+    t_high: u64,
+    t_high_digits: Vec<u8>,
+}
+
+impl Formatter {
+    /// `{"t_us":T`
+    #[inline]
+    fn time(&mut self, out: &mut Vec<u8>, t_us: u64) {
+        out.extend_from_slice(b"{\"t_us\":");
+        let high = t_us / 10_000;
+        if high == 0 {
             write_u64(out, t_us);
-            out.push(b',');
-            out.extend_from_slice(rest.get(1..)?);
-            ""
+            return;
         }
-        _ => return None,
-    };
-    out.push(b'\n');
-    Some(node)
+        if high != self.t_high || self.t_high_digits.is_empty() {
+            self.t_high = high;
+            self.t_high_digits.clear();
+            write_u64(&mut self.t_high_digits, high);
+        }
+        out.extend_from_slice(&self.t_high_digits);
+        let low = (t_us % 10_000) as usize;
+        out.extend_from_slice(&[
+            b'0' + (low / 1000) as u8,
+            b'0' + (low / 100 % 10) as u8,
+            b'0' + (low / 10 % 10) as u8,
+            b'0' + (low % 10) as u8,
+        ]);
+    }
+
+    /// Turn the next record of `r` into a JSON line (with its newline) at
+    /// the end of `out`; `None` when no whole record is left (or it is not
+    /// one).
+    fn record(&mut self, r: &mut Reader<'_>, span: &Span, out: &mut Vec<u8>) -> Option<()> {
+        let tag = r.u8()?;
+        let t_us = span.to_us(r.u64()?);
+        match tag & 0x0f {
+            rec::SEND => {
+                let seq = r.u64()?;
+                let bytes = r.u64()?;
+                let lamport = if tag & rec::OPT_A != 0 {
+                    Some(r.u64()?)
+                } else {
+                    None
+                };
+                let cause_seq = if tag & rec::OPT_B != 0 {
+                    Some(r.u64()?)
+                } else {
+                    None
+                };
+                let block = r.bytes()?;
+                if self.send.key != block {
+                    self.send.make_send(block)?;
+                }
+                self.time(out, t_us);
+                out.extend_from_slice(&self.send.head);
+                write_u64(out, seq);
+                out.extend_from_slice(b",\"bytes\":");
+                write_u64(out, bytes);
+                out.extend_from_slice(&self.send.mid);
+                if let Some(l) = lamport {
+                    out.extend_from_slice(b",\"lamport\":");
+                    write_u64(out, l);
+                }
+                if let Some(s) = cause_seq {
+                    if self.send.cause.is_empty() {
+                        return None;
+                    }
+                    out.extend_from_slice(&self.send.cause);
+                    write_u64(out, s);
+                    out.push(b']');
+                }
+                out.extend_from_slice(b"}\n");
+            }
+            rec::DELIVER => {
+                let seq = r.u64()?;
+                let block = r.bytes()?;
+                if self.deliver.key != block {
+                    self.deliver.make_deliver(block)?;
+                }
+                self.time(out, t_us);
+                out.extend_from_slice(&self.deliver.head);
+                write_u64(out, seq);
+                out.extend_from_slice(b"}\n");
+            }
+            rec::DROP => {
+                let seq = r.u64()?;
+                let node = r.str()?;
+                let from = r.str()?;
+                let reason = r.str()?;
+                let to = if tag & rec::OPT_A != 0 {
+                    Some(r.str()?)
+                } else {
+                    None
+                };
+                let event = FrameEvent::Drop {
+                    from,
+                    to,
+                    seq,
+                    reason,
+                };
+                write_frame_line(out, t_us, node, &event);
+                out.push(b'\n');
+            }
+            rec::JSON => {
+                let rest = r.bytes()?;
+                // `{"node":"…",…}` after `{"t_us":…,`.
+                self.time(out, t_us);
+                out.push(b',');
+                out.extend_from_slice(rest.get(1..)?);
+                out.push(b'\n');
+            }
+            _ => return None,
+        }
+        Some(())
+    }
 }
 
 struct Pending {
@@ -1060,6 +1188,7 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
     let mut batch: Vec<u8> = Vec::with_capacity(2 * WAKE_AT);
     let mut text: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (4 << 10));
     let mut last = start;
+    let mut fmt = Formatter::default();
     let write = |out: &mut RotatingFile, text: &mut Vec<u8>| {
         if let Err(e) = out.write_lines(text) {
             tracing::warn!(error = %e, path = %out.path.display(), "trace file: lines were not written");
@@ -1092,7 +1221,7 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
             last = now;
             let mut r = Reader { buf: &batch };
             while !r.buf.is_empty() {
-                if format_record(&mut r, &span, &mut text).is_none() {
+                if fmt.record(&mut r, &span, &mut text).is_none() {
                     break;
                 }
                 if text.len() >= WRITE_CHUNK {
@@ -1292,73 +1421,216 @@ mod tests {
         assert!(first > 0, "the oldest lines were rotated away");
     }
 
-    #[test]
-    fn frame_events_serialize_like_trace_events() {
-        let dir = temp_dir("frames");
-        let path = dir.join("n.jsonl");
-        let sink = FileTraceSink::append(&path).unwrap();
-        let ev = FrameEvent::Send {
-            to: "b",
-            seq: 7,
-            bytes: 90,
-            kind: "reply",
-            tag: "",
-            lamport: Some(7),
-            cause: Some(("b", 3)),
-        };
-        let others = [
-            ev,
-            FrameEvent::Send {
-                to: "odd \"name\"\n\u{e9}",
-                seq: u64::MAX,
+    /// Strings that need escaping, or nearly do.
+    const TRICKY: &[&str] = &[
+        "",
+        "plain.tag",
+        "odd \"name\"\n\u{e9}",
+        "back\\slash",
+        "queue full\t\\",
+        "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f} \u{7f}",
+        "caf\u{e9} \u{1f980} \u{2028}\u{2029} \u{feff}",
+        "</script>",
+        "\r\n",
+    ];
+
+    fn tricky_frames() -> Vec<FrameEvent<'static>> {
+        let mut v = Vec::new();
+        for (i, &s) in TRICKY.iter().enumerate() {
+            let i = i as u64;
+            v.push(FrameEvent::Send {
+                to: s,
+                seq: i,
+                bytes: 90,
+                kind: "reply",
+                tag: s,
+                lamport: Some(i),
+                cause: Some((s, 3)),
+            });
+            // The same strings again (the writer's templates hit).
+            v.push(FrameEvent::Send {
+                to: s,
+                seq: u64::MAX - i,
+                bytes: usize::MAX,
+                kind: "reply",
+                tag: s,
+                lamport: Some(i * 1_000_000_007),
+                cause: Some((s, 0)),
+            });
+            v.push(FrameEvent::Send {
+                to: "b",
+                seq: i,
                 bytes: 0,
-                kind: "tell",
+                kind: s,
                 tag: "x.y",
                 lamport: None,
                 cause: None,
-            },
-            FrameEvent::Deliver { from: "b", seq: 0 },
-            FrameEvent::Drop {
-                from: "a",
-                to: Some("c"),
+            });
+            v.push(FrameEvent::Deliver { from: s, seq: i });
+            v.push(FrameEvent::Deliver { from: s, seq: i + 1 });
+            v.push(FrameEvent::Drop {
+                from: s,
+                to: Some(s),
                 seq: 12345678901,
-                reason: "queue full\t\\",
-            },
-            FrameEvent::Drop {
+                reason: s,
+            });
+            v.push(FrameEvent::Drop {
                 from: "c",
                 to: None,
                 seq: 9,
-                reason: "",
-            },
-        ];
-        for e in others {
-            sink.record_frame("a", e);
-            sink.record("a", e.to_event());
+                reason: s,
+            });
+        }
+        v
+    }
+
+    #[test]
+    fn frame_events_serialize_like_trace_events() {
+        for clock in [Clock::detect(), Clock::Wall] {
+            let dir = temp_dir(&format!("frames-{clock:?}"));
+            let path = dir.join("n.jsonl");
+            let before = now_us();
+            let sink = FileTraceSink::with_clock(&path, Rotation::default(), clock).unwrap();
+            let frames = tricky_frames();
+            for (i, &e) in frames.iter().enumerate() {
+                let node = TRICKY[i % TRICKY.len()];
+                sink.record_frame(node, e);
+                sink.record(node, e.to_event());
+            }
+            sink.flush();
+            let after = now_us();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let raw: Vec<&str> = text.lines().collect();
+            assert_eq!(raw.len(), 2 * frames.len());
+            let mut last_t = 0;
+            for (i, pair) in raw.chunks(2).enumerate() {
+                let node = TRICKY[i % TRICKY.len()];
+                let event = frames[i].to_event();
+                for line in pair {
+                    // Byte for byte what serde writes for the same time.
+                    let v: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("{line}: {e}"));
+                    let t_us = v["t_us"].as_u64().unwrap();
+                    assert!(
+                        (before..=after).contains(&t_us),
+                        "{clock:?}: {before} <= {t_us} <= {after}"
+                    );
+                    assert!(t_us >= last_t, "{clock:?}: time went back");
+                    last_t = t_us;
+                    let want = serde_json::to_string(&Line {
+                        t_us,
+                        node,
+                        event: &event,
+                    })
+                    .unwrap();
+                    assert_eq!(*line, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_strings_and_numbers_are_written_as_serde_writes_them() {
+        let mut extra: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        extra.extend(TRICKY.iter().map(|s| s.to_string()));
+        for s in &extra {
+            let mut buf = Vec::new();
+            write_json_str(&mut buf, s);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+        let mut values = vec![0, 1, 9, 10, 11, 99, 100, 101, 12345, u64::MAX, u64::MAX - 1];
+        for p in 1..20 {
+            let x = 10u64.pow(p);
+            values.extend([x - 1, x, x + 1]);
+        }
+        let mut fmt = Formatter::default();
+        for v in values {
+            let mut buf = Vec::new();
+            write_u64(&mut buf, v);
+            assert_eq!(String::from_utf8(buf).unwrap(), v.to_string());
+            let mut buf = Vec::new();
+            fmt.time(&mut buf, v);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                format!("{{\"t_us\":{v}")
+            );
+        }
+    }
+
+    #[test]
+    fn span_interpolates_within_its_pair_of_readings() {
+        let from = Pair {
+            raw: 1_000,
+            wall_ns: 5_000_000,
+        };
+        let to = Pair {
+            raw: 3_000,
+            wall_ns: 9_000_000,
+        };
+        let s = Span::new(Clock::Tsc, from, to);
+        assert_eq!(s.to_us(0), 5_000);
+        assert_eq!(s.to_us(1_000), 5_000);
+        assert_eq!(s.to_us(2_000), 7_000);
+        assert_eq!(s.to_us(2_999), 8_998);
+        assert_eq!(s.to_us(3_000), 9_000);
+        assert_eq!(s.to_us(u64::MAX), 9_000);
+        let mut last = 0;
+        for raw in (0..4_000).step_by(7) {
+            let t = s.to_us(raw);
+            assert!(t >= last);
+            last = t;
+        }
+        // A wall clock that went back: the later reading for all.
+        let back = Span::new(Clock::Tsc, to, Pair { raw: 4_000, wall_ns: 1_000 });
+        assert_eq!(back.to_us(3_500), 1);
+        // No time between the readings.
+        let same = Span::new(Clock::Tsc, from, from);
+        assert_eq!(same.to_us(1_000), 5_000);
+        // Wall-clock stamps are the time already.
+        let wall = Span::new(Clock::Wall, from, to);
+        assert_eq!(wall.to_us(123_456_789), 123_456);
+    }
+
+    #[test]
+    fn lines_of_several_threads_are_all_written_in_time_order_per_thread() {
+        let dir = temp_dir("threads");
+        let path = dir.join("n.jsonl");
+        let sink = Arc::new(FileTraceSink::append(&path).unwrap());
+        let per = 20_000u64;
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let from = format!("p{i}");
+                    for seq in 0..per {
+                        sink.record_frame("n", FrameEvent::Deliver { from: &from, seq });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
         sink.flush();
+        assert_eq!(sink.dropped(), 0);
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect();
-        assert_eq!(lines.len(), 2 * others.len());
-        assert_eq!(lines[0]["ev"], "send");
-        assert_eq!(lines[0]["cause"], serde_json::json!(["b", 3]));
-        assert_eq!(lines[0]["seq"], 7);
-        let strip = |v: &serde_json::Value| {
-            let mut v = v.clone();
-            v.as_object_mut().unwrap().remove("t_us");
-            v
-        };
-        for pair in lines.chunks(2) {
-            // Hand-written and serde lines say the same.
-            assert_eq!(strip(&pair[0]), strip(&pair[1]));
+        let mut next = [0u64; 3];
+        let mut last_t = [0u64; 3];
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let i: usize = v["from"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(v["seq"].as_u64().unwrap(), next[i]);
+            next[i] += 1;
+            let t = v["t_us"].as_u64().unwrap();
+            assert!(t >= last_t[i]);
+            last_t[i] = t;
         }
-        // Byte for byte too, once the times are equal.
-        let raw: Vec<&str> = text.lines().collect();
-        let untimed = |l: &str| l.split_once(',').unwrap().1.to_string();
-        for pair in raw.chunks(2) {
-            assert_eq!(untimed(pair[0]), untimed(pair[1]));
-        }
+        assert_eq!(next, [per; 3]);
     }
 }
