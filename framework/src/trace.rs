@@ -347,6 +347,11 @@ const WAKE_AT: usize = 128 << 10;
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// The writer hands its JSON to the file in pieces of about this size.
 const WRITE_CHUNK: usize = 256 << 10;
+/// Records are kept in buffers of this size, allocated once and reused
+/// (a growing buffer would cost the node reallocations and fresh pages).
+const CHUNK: usize = 64 << 10;
+/// Empty chunks kept for reuse past a burst (the rest are freed).
+const SPARE_CHUNKS: usize = 32;
 
 /// What a [`FileTraceSink`] stamps its records with, read on the node's
 /// thread for every line.
@@ -864,8 +869,13 @@ impl Formatter {
 }
 
 struct Pending {
-    /// Records for the writer (see [`rec`]).
-    records: Vec<u8>,
+    /// Records for the writer (see [`rec`]), in chunks, the last one being
+    /// filled; a record never spans two.
+    chunks: Vec<Vec<u8>>,
+    /// Bytes in `chunks`.
+    bytes: usize,
+    /// Empty chunks to reuse.
+    spare: Vec<Vec<u8>>,
     /// Lines dropped since the writer last took `records`.
     dropped_since: u64,
     /// Lines dropped in all.
@@ -943,7 +953,9 @@ impl FileTraceSink {
         let mut out = RotatingFile::open(path.to_path_buf(), rotation)?;
         let shared = Arc::new(SinkShared {
             pending: Mutex::new(Pending {
-                records: Vec::with_capacity(2 * WAKE_AT),
+                chunks: Vec::new(),
+                bytes: 0,
+                spare: Vec::new(),
                 dropped_since: 0,
                 dropped: 0,
                 node: String::new(),
@@ -978,7 +990,7 @@ impl FileTraceSink {
     fn push_record(&self, node: &str, len: usize, put: impl FnOnce(&mut Vec<u8>, u64)) {
         let raw = self.clock.read();
         let mut p = self.shared.lock();
-        if p.records.len() + len > PENDING_CAP {
+        if p.bytes + len > PENDING_CAP {
             p.dropped_since += 1;
             p.dropped += 1;
             if p.node != node {
@@ -986,8 +998,22 @@ impl FileTraceSink {
             }
             return;
         }
-        put(&mut p.records, raw);
-        if p.records.len() >= WAKE_AT && !p.woken {
+        p.bytes += len;
+        let room = p
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= len);
+        if !room {
+            let chunk = match p.spare.pop() {
+                Some(c) if c.capacity() >= len => c,
+                _ => Vec::with_capacity(CHUNK.max(len)),
+            };
+            p.chunks.push(chunk);
+        }
+        if let Some(chunk) = p.chunks.last_mut() {
+            put(chunk, raw);
+        }
+        if p.bytes >= WAKE_AT && !p.woken {
             p.woken = true;
             self.shared.wake.notify_one();
         }
@@ -1185,7 +1211,7 @@ impl Drop for FileTraceSink {
 /// lines, until the sink is dropped (then once more, so nothing recorded is
 /// lost).
 fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: Pair) {
-    let mut batch: Vec<u8> = Vec::with_capacity(2 * WAKE_AT);
+    let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut text: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (4 << 10));
     let mut last = start;
     let mut fmt = Formatter::default();
@@ -1198,14 +1224,15 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
     loop {
         let (dropped, node, asked, shutdown) = {
             let mut p = shared.lock();
-            if p.records.is_empty() && !p.shutdown && p.flush_asked == p.flushed {
+            if p.bytes == 0 && !p.shutdown && p.flush_asked == p.flushed {
                 p = shared
                     .wake
                     .wait_timeout(p, FLUSH_EVERY)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-            std::mem::swap(&mut p.records, &mut batch);
+            std::mem::swap(&mut p.chunks, &mut batch);
+            p.bytes = 0;
             p.woken = false;
             let dropped = std::mem::take(&mut p.dropped_since);
             let node = if dropped > 0 {
@@ -1219,20 +1246,17 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
             let now = clock.pair();
             let span = Span::new(clock, last, now);
             last = now;
-            let mut r = Reader { buf: &batch };
-            while !r.buf.is_empty() {
-                if fmt.record(&mut r, &span, &mut text).is_none() {
-                    break;
-                }
-                if text.len() >= WRITE_CHUNK {
-                    write(out, &mut text);
+            for chunk in &batch {
+                let mut r = Reader { buf: chunk };
+                while !r.buf.is_empty() {
+                    if fmt.record(&mut r, &span, &mut text).is_none() {
+                        break;
+                    }
+                    if text.len() >= WRITE_CHUNK {
+                        write(out, &mut text);
+                    }
                 }
             }
-            // After a burst, give back what a quiet node does not need.
-            if batch.len() < WAKE_AT && batch.capacity() > 8 * WAKE_AT {
-                batch = Vec::with_capacity(2 * WAKE_AT);
-            }
-            batch.clear();
         }
         if dropped > 0 {
             let note = TraceEvent::Note {
@@ -1251,6 +1275,14 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
             write(out, &mut text);
         }
         let mut p = shared.lock();
+        // The chunks go back for reuse (beyond a few, after a burst, or
+        // made for an outsized record: freed).
+        for mut chunk in batch.drain(..) {
+            if p.spare.len() < SPARE_CHUNKS && chunk.capacity() == CHUNK {
+                chunk.clear();
+                p.spare.push(chunk);
+            }
+        }
         p.flushed = p.flushed.max(asked);
         shared.done.notify_all();
         if shutdown {
