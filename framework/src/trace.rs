@@ -679,6 +679,102 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes an [`Out`] keeps free past every piece, so that a short piece
+/// (padded to this size) is copied with one fixed-size move.
+const SLACK: usize = 64;
+
+/// The writer's JSON, written through a cursor into zeroed room (which
+/// spares it a `memcpy` call and a capacity check per piece).
+struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Out {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; WRITE_CHUNK + (8 << 10)],
+            pos: 0,
+        }
+    }
+
+    /// What was written.
+    fn text(&self) -> &[u8] {
+        &self.buf[..self.pos]
+    }
+
+    /// Make room for `n` more bytes (and the slack).
+    #[inline]
+    fn room(&mut self, n: usize) {
+        if self.pos + n + SLACK > self.buf.len() {
+            self.buf.resize(self.pos + n + SLACK, 0);
+        }
+    }
+
+    #[inline]
+    fn lit<const N: usize>(&mut self, s: &[u8; N]) {
+        self.buf[self.pos..self.pos + N].copy_from_slice(s);
+        self.pos += N;
+    }
+
+    /// The first `p.len` bytes of a [`Padded`] piece.
+    #[inline]
+    fn piece(&mut self, p: &Padded) {
+        if p.len <= SLACK {
+            // Its padding lands past the cursor, to be overwritten.
+            self.buf[self.pos..self.pos + SLACK].copy_from_slice(&p.bytes[..SLACK]);
+        } else {
+            self.buf[self.pos..self.pos + p.len].copy_from_slice(&p.bytes[..p.len]);
+        }
+        self.pos += p.len;
+    }
+
+    /// Any bytes (room made here).
+    fn bytes(&mut self, b: &[u8]) {
+        self.room(b.len());
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+
+    /// `v` in decimal (room for 20 digits must have been made).
+    #[inline]
+    fn num(&mut self, mut v: u64) {
+        let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+        let digits = &mut self.buf[self.pos..self.pos + n];
+        let mut i = n;
+        while v >= 100 {
+            let d = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+        }
+        if v >= 10 {
+            let d = v as usize * 2;
+            digits[..2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+        } else {
+            digits[0] = b'0' + v as u8;
+        }
+        self.pos += n;
+    }
+}
+
+/// A piece of a line, followed by at least [`SLACK`] bytes of padding.
+#[derive(Default)]
+struct Padded {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Padded {
+    /// Build the piece with `f`.
+    fn set(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        self.bytes.clear();
+        f(&mut self.bytes);
+        self.len = self.bytes.len();
+        self.bytes.resize(self.len + SLACK, 0);
+    }
+}
+
 /// The constant middle parts of the JSON lines of the last send, or
 /// delivery, the writer formatted, keyed by their record's block of
 /// strings: a node's frames mostly go to few peers with few message types,
@@ -689,11 +785,11 @@ struct Template {
     key: Vec<u8>,
     /// Send: `,"node":…,"ev":"send","to":…,"seq":`; deliver:
     /// `,"node":…,"ev":"deliver","from":…,"seq":`.
-    head: Vec<u8>,
+    head: Padded,
     /// Send: `,"kind":…,"tag":…`.
-    mid: Vec<u8>,
-    /// Send with a cause: `,"cause":[…,`.
-    cause: Vec<u8>,
+    mid: Padded,
+    /// Send with a cause: `,"cause":[…,` (else empty).
+    cause: Padded,
 }
 
 impl Template {
@@ -702,21 +798,27 @@ impl Template {
         let mut r = Reader { buf: block };
         let (node, to, kind, tag) = (r.str()?, r.str()?, r.str()?, r.str()?);
         let cause = if r.buf.is_empty() { None } else { Some(r.str()?) };
-        self.clear();
-        self.head.extend_from_slice(b",\"node\":");
-        write_json_str(&mut self.head, node);
-        self.head.extend_from_slice(b",\"ev\":\"send\",\"to\":");
-        write_json_str(&mut self.head, to);
-        self.head.extend_from_slice(b",\"seq\":");
-        self.mid.extend_from_slice(b",\"kind\":");
-        write_json_str(&mut self.mid, kind);
-        self.mid.extend_from_slice(b",\"tag\":");
-        write_json_str(&mut self.mid, tag);
-        if let Some(c) = cause {
-            self.cause.extend_from_slice(b",\"cause\":[");
-            write_json_str(&mut self.cause, c);
-            self.cause.push(b',');
-        }
+        self.head.set(|b| {
+            b.extend_from_slice(b",\"node\":");
+            write_json_str(b, node);
+            b.extend_from_slice(b",\"ev\":\"send\",\"to\":");
+            write_json_str(b, to);
+            b.extend_from_slice(b",\"seq\":");
+        });
+        self.mid.set(|b| {
+            b.extend_from_slice(b",\"kind\":");
+            write_json_str(b, kind);
+            b.extend_from_slice(b",\"tag\":");
+            write_json_str(b, tag);
+        });
+        self.cause.set(|b| {
+            if let Some(c) = cause {
+                b.extend_from_slice(b",\"cause\":[");
+                write_json_str(b, c);
+                b.push(b',');
+            }
+        });
+        self.key.clear();
         self.key.extend_from_slice(block);
         Some(())
     }
@@ -726,21 +828,16 @@ impl Template {
     fn make_deliver(&mut self, block: &[u8]) -> Option<()> {
         let mut r = Reader { buf: block };
         let (node, from) = (r.str()?, r.str()?);
-        self.clear();
-        self.head.extend_from_slice(b",\"node\":");
-        write_json_str(&mut self.head, node);
-        self.head.extend_from_slice(b",\"ev\":\"deliver\",\"from\":");
-        write_json_str(&mut self.head, from);
-        self.head.extend_from_slice(b",\"seq\":");
+        self.head.set(|b| {
+            b.extend_from_slice(b",\"node\":");
+            write_json_str(b, node);
+            b.extend_from_slice(b",\"ev\":\"deliver\",\"from\":");
+            write_json_str(b, from);
+            b.extend_from_slice(b",\"seq\":");
+        });
+        self.key.clear();
         self.key.extend_from_slice(block);
         Some(())
-    }
-
-    fn clear(&mut self) {
-        self.key.clear();
-        self.head.clear();
-        self.mid.clear();
-        self.cause.clear();
     }
 }
 
@@ -752,38 +849,39 @@ struct Formatter {
     /// `t_us / 10_000` of the last line, and its digits: the time's leading
     /// digits change every 10 ms only.
     t_high: u64,
-    t_high_digits: Vec<u8>,
+    t_high_digits: Padded,
+    /// For the lines not written through templates.
+    scratch: Vec<u8>,
 }
 
 impl Formatter {
-    /// `{"t_us":T`
+    /// `{"t_us":T` (room for 20 + 8 bytes must have been made).
     #[inline]
-    fn time(&mut self, out: &mut Vec<u8>, t_us: u64) {
-        out.extend_from_slice(b"{\"t_us\":");
+    fn time(&mut self, out: &mut Out, t_us: u64) {
+        out.lit(b"{\"t_us\":");
         let high = t_us / 10_000;
         if high == 0 {
-            write_u64(out, t_us);
+            out.num(t_us);
             return;
         }
-        if high != self.t_high || self.t_high_digits.is_empty() {
+        if high != self.t_high || self.t_high_digits.len == 0 {
             self.t_high = high;
-            self.t_high_digits.clear();
-            write_u64(&mut self.t_high_digits, high);
+            self.t_high_digits.set(|b| write_u64(b, high));
         }
-        out.extend_from_slice(&self.t_high_digits);
+        out.piece(&self.t_high_digits);
         let low = (t_us % 10_000) as usize;
-        out.extend_from_slice(&[
-            b'0' + (low / 1000) as u8,
-            b'0' + (low / 100 % 10) as u8,
-            b'0' + (low / 10 % 10) as u8,
-            b'0' + (low % 10) as u8,
+        out.lit(&[
+            DIGIT_PAIRS[low / 100 * 2],
+            DIGIT_PAIRS[low / 100 * 2 + 1],
+            DIGIT_PAIRS[low % 100 * 2],
+            DIGIT_PAIRS[low % 100 * 2 + 1],
         ]);
     }
 
     /// Turn the next record of `r` into a JSON line (with its newline) at
     /// the end of `out`; `None` when no whole record is left (or it is not
     /// one).
-    fn record(&mut self, r: &mut Reader<'_>, span: &Span, out: &mut Vec<u8>) -> Option<()> {
+    fn record(&mut self, r: &mut Reader<'_>, span: &Span, out: &mut Out) -> Option<()> {
         let tag = r.u8()?;
         let t_us = span.to_us(r.u64()?);
         match tag & 0x0f {
@@ -804,25 +902,29 @@ impl Formatter {
                 if self.send.key != block {
                     self.send.make_send(block)?;
                 }
+                let t = &self.send;
+                if cause_seq.is_some() != (t.cause.len > 0) {
+                    return None;
+                }
+                // Time, 4 numbers and the literals: under 256 bytes.
+                out.room(t.head.len + t.mid.len + t.cause.len + 256);
                 self.time(out, t_us);
-                out.extend_from_slice(&self.send.head);
-                write_u64(out, seq);
-                out.extend_from_slice(b",\"bytes\":");
-                write_u64(out, bytes);
-                out.extend_from_slice(&self.send.mid);
+                let t = &self.send;
+                out.piece(&t.head);
+                out.num(seq);
+                out.lit(b",\"bytes\":");
+                out.num(bytes);
+                out.piece(&t.mid);
                 if let Some(l) = lamport {
-                    out.extend_from_slice(b",\"lamport\":");
-                    write_u64(out, l);
+                    out.lit(b",\"lamport\":");
+                    out.num(l);
                 }
                 if let Some(s) = cause_seq {
-                    if self.send.cause.is_empty() {
-                        return None;
-                    }
-                    out.extend_from_slice(&self.send.cause);
-                    write_u64(out, s);
-                    out.push(b']');
+                    out.piece(&t.cause);
+                    out.num(s);
+                    out.lit(b"]");
                 }
-                out.extend_from_slice(b"}\n");
+                out.lit(b"}\n");
             }
             rec::DELIVER => {
                 let seq = r.u64()?;
@@ -830,10 +932,11 @@ impl Formatter {
                 if self.deliver.key != block {
                     self.deliver.make_deliver(block)?;
                 }
+                out.room(self.deliver.head.len + 128);
                 self.time(out, t_us);
-                out.extend_from_slice(&self.deliver.head);
-                write_u64(out, seq);
-                out.extend_from_slice(b"}\n");
+                out.piece(&self.deliver.head);
+                out.num(seq);
+                out.lit(b"}\n");
             }
             rec::DROP => {
                 let seq = r.u64()?;
@@ -851,16 +954,19 @@ impl Formatter {
                     seq,
                     reason,
                 };
-                write_frame_line(out, t_us, node, &event);
-                out.push(b'\n');
+                self.scratch.clear();
+                write_frame_line(&mut self.scratch, t_us, node, &event);
+                self.scratch.push(b'\n');
+                out.bytes(&self.scratch);
             }
             rec::JSON => {
-                let rest = r.bytes()?;
+                let rest = r.bytes()?.get(1..)?;
                 // `{"node":"…",…}` after `{"t_us":…,`.
+                out.room(64);
                 self.time(out, t_us);
-                out.push(b',');
-                out.extend_from_slice(rest.get(1..)?);
-                out.push(b'\n');
+                out.lit(b",");
+                out.bytes(rest);
+                out.lit(b"\n");
             }
             _ => return None,
         }
@@ -1086,26 +1192,28 @@ fn write_frame_line(buf: &mut Vec<u8>, t_us: u64, node: &str, event: &FrameEvent
     buf.push(b'}');
 }
 
+/// "00" to "99".
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 /// `v` in decimal, two digits at a time.
 #[inline]
 fn write_u64(buf: &mut Vec<u8>, mut v: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     while v >= 100 {
         let d = (v % 100) as usize * 2;
         v /= 100;
         i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
     }
     if v >= 10 {
         let d = v as usize * 2;
         i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
     } else {
         i -= 1;
         digits[i] = b'0' + v as u8;
@@ -1212,14 +1320,14 @@ impl Drop for FileTraceSink {
 /// lost).
 fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: Pair) {
     let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut text: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (4 << 10));
+    let mut text = Out::new();
     let mut last = start;
     let mut fmt = Formatter::default();
-    let write = |out: &mut RotatingFile, text: &mut Vec<u8>| {
-        if let Err(e) = out.write_lines(text) {
+    let write = |out: &mut RotatingFile, text: &mut Out| {
+        if let Err(e) = out.write_lines(text.text()) {
             tracing::warn!(error = %e, path = %out.path.display(), "trace file: lines were not written");
         }
-        text.clear();
+        text.pos = 0;
     };
     loop {
         let (dropped, node, asked, shutdown) = {
@@ -1252,7 +1360,7 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
                     if fmt.record(&mut r, &span, &mut text).is_none() {
                         break;
                     }
-                    if text.len() >= WRITE_CHUNK {
+                    if text.pos >= WRITE_CHUNK {
                         write(out, &mut text);
                     }
                 }
@@ -1267,11 +1375,12 @@ fn write_loop(shared: &SinkShared, out: &mut RotatingFile, clock: Clock, start: 
                 node: &node,
                 event: &note,
             };
-            if serde_json::to_writer(&mut text, &line).is_ok() {
-                text.push(b'\n');
+            if let Ok(mut note) = serde_json::to_vec(&line) {
+                note.push(b'\n');
+                text.bytes(&note);
             }
         }
-        if !text.is_empty() {
+        if text.pos > 0 {
             write(out, &mut text);
         }
         let mut p = shared.lock();
@@ -1586,11 +1695,13 @@ mod tests {
             let mut buf = Vec::new();
             write_u64(&mut buf, v);
             assert_eq!(String::from_utf8(buf).unwrap(), v.to_string());
-            let mut buf = Vec::new();
-            fmt.time(&mut buf, v);
+            let mut out = Out::new();
+            out.num(v);
+            out.lit(b" ");
+            fmt.time(&mut out, v);
             assert_eq!(
-                String::from_utf8(buf).unwrap(),
-                format!("{{\"t_us\":{v}")
+                String::from_utf8(out.text().to_vec()).unwrap(),
+                format!("{v} {{\"t_us\":{v}")
             );
         }
     }
