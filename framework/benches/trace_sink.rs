@@ -65,7 +65,9 @@ fn main() {
     let mut cpus = Vec::new();
     for round in 0..rounds {
         let sinks: Vec<Arc<FileTraceSink>> = (0..threads)
-            .map(|i| Arc::new(FileTraceSink::append(&dir.join(format!("n{i}.jsonl"))).expect("sink")))
+            .map(|i| {
+                Arc::new(FileTraceSink::append(&dir.join(format!("n{i}.jsonl"))).expect("sink"))
+            })
             .collect();
         let cpu0 = cpu_ns();
         let started = Instant::now();
@@ -106,7 +108,10 @@ fn main() {
                 })
             })
             .collect();
-        let per_thread: Vec<_> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+        let per_thread: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
         for s in &sinks {
             s.flush();
         }

@@ -467,7 +467,7 @@ impl Span {
     }
 
     #[inline]
-    fn to_us(&self, raw: u64) -> u64 {
+    fn micros(self, raw: u64) -> u64 {
         let ns = if self.wall {
             raw
         } else if raw <= self.from.raw || self.to.wall_ns <= self.from.wall_ns {
@@ -797,7 +797,11 @@ impl Template {
     fn make_send(&mut self, block: &[u8]) -> Option<()> {
         let mut r = Reader { buf: block };
         let (node, to, kind, tag) = (r.str()?, r.str()?, r.str()?, r.str()?);
-        let cause = if r.buf.is_empty() { None } else { Some(r.str()?) };
+        let cause = if r.buf.is_empty() {
+            None
+        } else {
+            Some(r.str()?)
+        };
         self.head.set(|b| {
             b.extend_from_slice(b",\"node\":");
             write_json_str(b, node);
@@ -883,7 +887,7 @@ impl Formatter {
     /// one).
     fn record(&mut self, r: &mut Reader<'_>, span: &Span, out: &mut Out) -> Option<()> {
         let tag = r.u8()?;
-        let t_us = span.to_us(r.u64()?);
+        let t_us = span.micros(r.u64()?);
         match tag & 0x0f {
             rec::SEND => {
                 let seq = r.u64()?;
@@ -1608,7 +1612,10 @@ mod tests {
                 cause: None,
             });
             v.push(FrameEvent::Deliver { from: s, seq: i });
-            v.push(FrameEvent::Deliver { from: s, seq: i + 1 });
+            v.push(FrameEvent::Deliver {
+                from: s,
+                seq: i + 1,
+            });
             v.push(FrameEvent::Drop {
                 from: s,
                 to: Some(s),
@@ -1649,8 +1656,8 @@ mod tests {
                 let event = frames[i].to_event();
                 for line in pair {
                     // Byte for byte what serde writes for the same time.
-                    let v: serde_json::Value = serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("{line}: {e}"));
+                    let v: serde_json::Value =
+                        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
                     let t_us = v["t_us"].as_u64().unwrap();
                     assert!(
                         (before..=after).contains(&t_us),
@@ -1717,27 +1724,34 @@ mod tests {
             wall_ns: 9_000_000,
         };
         let s = Span::new(Clock::Tsc, from, to);
-        assert_eq!(s.to_us(0), 5_000);
-        assert_eq!(s.to_us(1_000), 5_000);
-        assert_eq!(s.to_us(2_000), 7_000);
-        assert_eq!(s.to_us(2_999), 8_998);
-        assert_eq!(s.to_us(3_000), 9_000);
-        assert_eq!(s.to_us(u64::MAX), 9_000);
+        assert_eq!(s.micros(0), 5_000);
+        assert_eq!(s.micros(1_000), 5_000);
+        assert_eq!(s.micros(2_000), 7_000);
+        assert_eq!(s.micros(2_999), 8_998);
+        assert_eq!(s.micros(3_000), 9_000);
+        assert_eq!(s.micros(u64::MAX), 9_000);
         let mut last = 0;
         for raw in (0..4_000).step_by(7) {
-            let t = s.to_us(raw);
+            let t = s.micros(raw);
             assert!(t >= last);
             last = t;
         }
         // A wall clock that went back: the later reading for all.
-        let back = Span::new(Clock::Tsc, to, Pair { raw: 4_000, wall_ns: 1_000 });
-        assert_eq!(back.to_us(3_500), 1);
+        let back = Span::new(
+            Clock::Tsc,
+            to,
+            Pair {
+                raw: 4_000,
+                wall_ns: 1_000,
+            },
+        );
+        assert_eq!(back.micros(3_500), 1);
         // No time between the readings.
         let same = Span::new(Clock::Tsc, from, from);
-        assert_eq!(same.to_us(1_000), 5_000);
+        assert_eq!(same.micros(1_000), 5_000);
         // Wall-clock stamps are the time already.
         let wall = Span::new(Clock::Wall, from, to);
-        assert_eq!(wall.to_us(123_456_789), 123_456);
+        assert_eq!(wall.micros(123_456_789), 123_456);
     }
 
     #[test]
