@@ -20,6 +20,7 @@
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
 //! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
+//! | [`receptionist`], [`pubsub`], [`death_watch`] | cluster-wide discovery, topic pub/sub, remote death-watch |
 //!
 //! A minimal remote-capable actor:
 //!
@@ -47,6 +48,7 @@
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod death_watch;
 pub mod dispatch;
 pub mod error;
 pub mod ids;
@@ -54,6 +56,8 @@ pub mod inbox;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod pubsub;
+pub mod receptionist;
 pub mod registry;
 pub mod remote;
 pub mod remote_ref;
