@@ -54,7 +54,7 @@ impl<M: RemoteMessage> std::fmt::Debug for Topic<M> {
 }
 
 impl<M: RemoteMessage> Topic<M> {
-    /// The topic `name` (1-120 characters of `[A-Za-z0-9._:/-]`).
+    /// The topic `name` (1-121 characters of `[A-Za-z0-9._:/-]`).
     pub fn new(name: impl Into<String>) -> Result<Self, DiscoveryError> {
         let name = name.into();
         let key = ServiceKey::new(format!("pubsub:{name}"))
@@ -153,6 +153,7 @@ mod tests {
             Topic::<News>::new("bad topic"),
             Err(DiscoveryError::BadKey(n)) if n == "bad topic"
         ));
-        assert!(Topic::<News>::new("x".repeat(121)).is_err());
+        assert!(Topic::<News>::new("x".repeat(121)).is_ok());
+        assert!(Topic::<News>::new("x".repeat(122)).is_err());
     }
 }
