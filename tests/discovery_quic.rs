@@ -275,3 +275,204 @@ async fn bench_receptionist_visibility_quic() {
         m.running.node.shutdown();
     }
 }
+
+/// Nanoseconds of the host's wall clock (shared by the processes of the
+/// three-process benchmark).
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+const CHILD_ENV: &str = "TROUPE_DISCOVERY_BENCH_CHILD";
+const ROUNDS: u32 = 100;
+
+/// One node of the three-process benchmark; does nothing unless started by
+/// `bench_receptionist_visibility_3_processes` (which sets `CHILD_ENV` to
+/// `name:port-a,port-b,port-c`). Talks on stdin/stdout, lines prefixed
+/// `DISC `: prints `ready`, `reg <i> <ns>` when it registers key i (on
+/// `reg <i>` from stdin, after one ask round trip to the next node, printed
+/// as `rtt <i> <ns>`), `seen <i> <ns>` when its `find` first lists key i.
+#[actix_rt::test]
+#[ignore = "a child process of bench_receptionist_visibility_3_processes"]
+async fn discovery_bench_child_process() {
+    use std::io::{BufRead, Write};
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (name, ports) = spec.split_once(':').unwrap();
+    let ports: Vec<u16> = ports.split(',').map(|p| p.parse().unwrap()).collect();
+    let ports = [ports[0], ports[1], ports[2]];
+    let name = NODES.iter().find(|n| **n == name).unwrap();
+    let running = start_node(config(name, &ports)).await.unwrap();
+    let node = running.node.clone();
+    let receptionist = Receptionist::start(&node).await.unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    node.spawn(worker("w", &got)).await.unwrap();
+    for i in 0..ROUNDS {
+        node.spawn(worker(&format!("w{i}"), &got)).await.unwrap();
+    }
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "DISC {line}");
+        let _ = out.flush();
+    };
+    while node.membership().up().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every node serves `w`: wait until the others' are reachable.
+    let next = NODES[(NODES.iter().position(|n| n == name).unwrap() + 1) % 3];
+    let probe = node.lookup::<Job>(&format!("{next}/w")).unwrap();
+    while probe
+        .ask(Job(0))
+        .timeout(Duration::from_secs(1))
+        .await
+        .is_err()
+    {}
+    say("ready".into());
+    // Watch for every key.
+    let r = receptionist.clone();
+    actix_rt::spawn(async move {
+        let mut seen = vec![false; ROUNDS as usize];
+        loop {
+            for i in 0..ROUNDS as usize {
+                if !seen[i] {
+                    let key: ServiceKey<Job> = ServiceKey::new(format!("bench-{i}")).unwrap();
+                    if !r.find_paths(&key).is_empty() {
+                        seen[i] = true;
+                        say(format!("seen {i} {}", unix_ns()));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("reg"), Some(i)) => {
+                let i: u32 = i.parse().unwrap();
+                let t = std::time::Instant::now();
+                probe
+                    .ask(Job(i))
+                    .timeout(Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                say(format!("rtt {i} {}", t.elapsed().as_nanos()));
+                let key: ServiceKey<Job> = ServiceKey::new(format!("bench-{i}")).unwrap();
+                let t0 = unix_ns();
+                receptionist.register(&key, &format!("w{i}")).unwrap();
+                say(format!("reg {i} {t0}"));
+            }
+            _ => break,
+        }
+    }
+    node.shutdown();
+}
+
+/// The receptionist benchmark on a three-process QUIC cluster (loopback,
+/// insecure dev mode, heartbeat detector): this test binary started three
+/// times as `discovery_bench_child_process`. For each of 100 keys, one
+/// process (in turn) registers an actor; the time until all three
+/// processes' `find` lists it (wall clock of the host, 200 us polling), and,
+/// as the baseline in the same run, the registering process's ask round
+/// trip to the next one just before.
+/// `cargo test --release --test discovery_quic -- --ignored --nocapture bench_receptionist_visibility_3_processes`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_receptionist_visibility_3_processes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let ports = [free_port(), free_port(), free_port()];
+    let spec = format!("{},{},{}", ports[0], ports[1], ports[2]);
+    let exe = std::env::current_exe().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<(usize, String)>();
+    let mut children = Vec::new();
+    let mut stdins = Vec::new();
+    for (k, name) in NODES.iter().enumerate() {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "discovery_bench_child_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, format!("{name}:{spec}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        stdins.push(child.stdin.take().unwrap());
+        let out = child.stdout.take().unwrap();
+        let tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(l) = line.strip_prefix("DISC ") {
+                    let _ = tx.send((k, l.to_string()));
+                }
+            }
+        });
+        children.push(child);
+    }
+    let next = |what: &str| -> (usize, Vec<String>) {
+        let (k, l) = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no {what} from the children within 60 s"));
+        (k, l.split_whitespace().map(str::to_string).collect())
+    };
+    let mut ready = 0;
+    while ready < 3 {
+        if next("ready").1[0] == "ready" {
+            ready += 1;
+        }
+    }
+    let (mut visible, mut rtt) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        let k = i as usize % 3;
+        writeln!(stdins[k], "reg {i}").unwrap();
+        let (mut t0, mut seen) = (None, Vec::new());
+        while t0.is_none() || seen.len() < 3 {
+            let (_, w) = next("progress");
+            let n: u32 = w[1].parse().unwrap();
+            let v: u128 = w[2].parse().unwrap();
+            match w[0].as_str() {
+                "rtt" if n == i => rtt.push(Duration::from_nanos(v as u64)),
+                "reg" if n == i => t0 = Some(v),
+                "seen" if n == i => seen.push(v),
+                _ => {}
+            }
+        }
+        let last = seen.into_iter().max().unwrap();
+        visible.push(Duration::from_nanos((last - t0.unwrap()) as u64));
+    }
+    for (mut s, mut c) in stdins.into_iter().zip(children) {
+        let _ = writeln!(s, "quit");
+        drop(s);
+        let _ = c.wait();
+    }
+    visible.sort();
+    rtt.sort();
+    let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    let _ = writeln!(
+        std::io::stderr(),
+        "receptionist visibility, QUIC loopback, 3 processes, {ROUNDS} registrations: \
+         p50 {:?} p90 {:?} p99 {:?}; ask round trip p50 {:?} p99 {:?}; ratio p50 {:.2}",
+        p(&visible, 0.5),
+        p(&visible, 0.9),
+        p(&visible, 0.99),
+        p(&rtt, 0.5),
+        p(&rtt, 0.99),
+        p(&visible, 0.5).as_secs_f64() / p(&rtt, 0.5).as_secs_f64()
+    );
+}

@@ -533,3 +533,91 @@ fn an_actor_is_told_terminated() {
         );
     });
 }
+
+/// The simulator half of the receptionist benchmark (BENCHMARKS.md,
+/// "Receptionist: time to visibility"): at 64 and 256 nodes (SWIM), the
+/// virtual time from `register` on one node until every node's `find`
+/// lists it, against the same run's baseline: a plain tell from that node
+/// to every other node, until all have it. Links: 1-10 ms uniform, FIFO,
+/// no loss.
+/// `cargo test --release --test discovery_sim -- --ignored --nocapture bench_`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_receptionist_visibility_sim() {
+    use std::io::Write;
+    for n in [64usize, 256] {
+        run_virtual(|| async move {
+            let names: Vec<String> = (0..n).map(|i| format!("n{i:03}")).collect();
+            let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+            let wall = std::time::Instant::now();
+            let (sim, h, got) = cluster(42, &refs).await;
+            let setup = wall.elapsed();
+            sim.net().set_plan(FaultPlan::uniform(LinkFaults {
+                delay: troupe::transports::sim::Delay::Uniform {
+                    min: Duration::from_millis(1),
+                    max: Duration::from_millis(10),
+                },
+                ..LinkFaults::reliable()
+            }));
+            // Let the start-up registrations settle.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rounds = 20;
+            let (mut visible, mut fanout, mut frames) = (Vec::new(), Vec::new(), Vec::new());
+            let wall = std::time::Instant::now();
+            for i in 0..rounds {
+                let from = &names[(i * 7) % n];
+                let node = sim.node(from).unwrap().clone();
+                // Baseline: a tell to every other node's `w`.
+                got.lock().unwrap().clear();
+                let t = tokio::time::Instant::now();
+                for other in names.iter().filter(|o| *o != from) {
+                    node.lookup::<Work>(&format!("{other}/w"))
+                        .unwrap()
+                        .tell(Work(i as u32))
+                        .unwrap();
+                }
+                while got.lock().unwrap().len() < n - 1 {
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                fanout.push(t.elapsed());
+                // A registration until every node finds it.
+                let name = format!("b{i}");
+                node.spawn(worker(&name, &got)).await.unwrap();
+                let key: ServiceKey<Work> = ServiceKey::new(format!("bench-{i}")).unwrap();
+                let before = sim.net().stats().sent;
+                let t = tokio::time::Instant::now();
+                h.borrow()[from.as_str()]
+                    .receptionist
+                    .register(&key, &name)
+                    .unwrap();
+                while !names.iter().all(|r| {
+                    !h.borrow()[r.as_str()]
+                        .receptionist
+                        .find_paths(&key)
+                        .is_empty()
+                }) {
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                visible.push(t.elapsed());
+                frames.push(sim.net().stats().sent - before);
+            }
+            let wall = wall.elapsed();
+            visible.sort();
+            fanout.sort();
+            let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+            let mean_frames = frames.iter().sum::<u64>() as f64 / frames.len() as f64;
+            let _ = writeln!(
+                std::io::stderr(),
+                "receptionist visibility, simulator, {n} nodes (SWIM, 1-10 ms links), {rounds} registrations: \
+                 p50 {:?} max {:?}; baseline tell to all others p50 {:?} max {:?}; ratio p50 {:.2}; \
+                 frames during a registration (SWIM included) {mean_frames:.0}; \
+                 wall: cluster start {setup:?}, rounds {wall:?}",
+                p(&visible, 0.5),
+                p(&visible, 1.0),
+                p(&fanout, 0.5),
+                p(&fanout, 1.0),
+                p(&visible, 0.5).as_secs_f64() / p(&fanout, 0.5).as_secs_f64(),
+            );
+        });
+    }
+}
