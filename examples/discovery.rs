@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe::framework::death_watch::{DeathReason, DeathWatch};
-use troupe::framework::pubsub::{PubSub, Topic};
-use troupe::framework::receptionist::{Receptionist, ServiceKey};
+use troupe::framework::pubsub::{PubSub, Published, Topic};
+use troupe::framework::receptionist::{DiscoveryError, Receptionist, ServiceKey};
 use troupe::prelude::*;
 
 /// Something to print.
@@ -41,6 +41,33 @@ impl Handler<Print> for Printer {
     }
 }
 
+// README: discovery (begin)
+/// On every node: register the local `printer` under the key `printers`
+/// and subscribe it to the topic `news`.
+fn join(receptionist: &Receptionist) -> Result<(), DiscoveryError> {
+    let printers: ServiceKey<Print> = ServiceKey::new("printers")?;
+    receptionist.register(&printers, "printer")?;
+    PubSub::new(receptionist.clone()).subscribe(&Topic::<Print>::new("news")?, "printer")
+}
+
+/// On any node: every printer in the cluster, and one message told to
+/// every subscriber of `news` (at most once each).
+fn printers_and_news(
+    receptionist: &Receptionist,
+) -> Result<(Vec<RemoteRef<Print>>, Published), DiscoveryError> {
+    let printers = receptionist.find(&ServiceKey::<Print>::new("printers")?);
+    let news = Topic::new("news")?;
+    let published = PubSub::new(receptionist.clone()).publish(&news, Print("hello".into()));
+    Ok((printers, published))
+}
+
+/// Resolves when `printer` is gone: stopped (with its exit reason), its
+/// node down, left or restarted, or it never existed.
+async fn gone(watch: DeathWatch, printer: RemoteRef<Print>) -> DeathReason {
+    watch.watch(&printer).await.reason
+}
+// README: discovery (end)
+
 /// What the run saw.
 #[derive(Debug)]
 pub struct Report {
@@ -58,8 +85,6 @@ pub struct Report {
 pub fn run() -> Result<Report, String> {
     run_virtual(|| async {
         let printed = Arc::new(Mutex::new(Vec::new()));
-        let key: ServiceKey<Print> = ServiceKey::new("printers").map_err(|e| e.to_string())?;
-        let topic: Topic<Print> = Topic::new("news").map_err(|e| e.to_string())?;
         let mut sim = SimCluster::new(1, FaultPlan::reliable());
         let mut services = Vec::new();
         for name in ["a", "b", "c"] {
@@ -81,36 +106,38 @@ pub fn run() -> Result<Report, String> {
             let spec = ActorSpec::new("printer", move || Printer { printed: p.clone() })
                 .handles::<Print>();
             node.spawn(spec).await.map_err(|e| e.to_string())?;
-            receptionist
-                .register(&key, "printer")
-                .map_err(|e| e.to_string())?;
-            PubSub::new(receptionist.clone())
-                .subscribe(&topic, "printer")
-                .map_err(|e| e.to_string())?;
+            join(&receptionist).map_err(|e| e.to_string())?;
             services.push((node, receptionist, watch));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (a, receptionist, watch) = &services[0];
-        let paths = |r: &Receptionist| -> Vec<String> {
-            r.find(&key).iter().map(|p| p.path().to_string()).collect()
-        };
-        let found = paths(receptionist);
-
-        PubSub::new(receptionist.clone()).publish(&topic, Print("hello".into()));
+        let (printers, published) = printers_and_news(receptionist).map_err(|e| e.to_string())?;
+        let found = printers.iter().map(|p| p.path().to_string()).collect();
+        if published.sent != 3 {
+            return Err(format!(
+                "published to {} subscribers, not 3",
+                published.sent
+            ));
+        }
         let c_printer = a.lookup::<Print>("c/printer").map_err(|e| e.to_string())?;
-        let watched = watch.watch(&c_printer);
+        let ended = actix_rt::spawn(gone(watch.clone(), c_printer));
         tokio::time::sleep(Duration::from_millis(100)).await;
         services[2]
             .0
             .stop_actor("printer")
             .await
             .map_err(|e| e.to_string())?;
-        let reason = tokio::time::timeout(Duration::from_secs(5), watched)
+        let reason = tokio::time::timeout(Duration::from_secs(5), ended)
             .await
             .map_err(|_| "the watch did not fire".to_string())?
-            .reason;
+            .map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let found_after = paths(receptionist);
+        let key: ServiceKey<Print> = ServiceKey::new("printers").map_err(|e| e.to_string())?;
+        let found_after = receptionist
+            .find(&key)
+            .iter()
+            .map(|p| p.path().to_string())
+            .collect();
         let printed = printed.lock().unwrap().len();
         Ok(Report {
             found,

@@ -336,11 +336,11 @@ async fn discovery_bench_child_process() {
     actix_rt::spawn(async move {
         let mut seen = vec![false; ROUNDS as usize];
         loop {
-            for i in 0..ROUNDS as usize {
-                if !seen[i] {
+            for (i, seen) in seen.iter_mut().enumerate() {
+                if !*seen {
                     let key: ServiceKey<Job> = ServiceKey::new(format!("bench-{i}")).unwrap();
                     if !r.find_paths(&key).is_empty() {
-                        seen[i] = true;
+                        *seen = true;
                         say(format!("seen {i} {}", unix_ns()));
                     }
                 }
