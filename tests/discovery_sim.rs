@@ -31,6 +31,10 @@ remote_message!(Work, "test.discovery.work", ());
 struct Boom;
 remote_message!(Boom, "test.discovery.boom", ());
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Halt;
+remote_message!(Halt, "test.discovery.halt", ());
+
 /// Records the `Work` it gets under its path.
 struct Worker {
     me: String,
@@ -55,6 +59,13 @@ impl Handler<Boom> for Worker {
     }
 }
 
+impl Handler<Halt> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 fn worker(name: &str, got: &Arc<Mutex<Vec<(String, u32)>>>) -> ActorSpec<Worker> {
     let got = got.clone();
     ActorSpec::with_context(name, move |cx| Worker {
@@ -63,6 +74,7 @@ fn worker(name: &str, got: &Arc<Mutex<Vec<(String, u32)>>>) -> ActorSpec<Worker>
     })
     .handles::<Work>()
     .handles::<Boom>()
+    .handles::<Halt>()
 }
 
 fn key() -> ServiceKey<Work> {
@@ -471,6 +483,37 @@ fn watches_fire_with_the_exit_reason_or_no_such_actor() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(h.borrow()["b"].watch.watchers(), 0);
         assert_eq!(dw.pending(), 0);
+    });
+}
+
+/// A transient actor that stops by itself is not restarted: it has ended,
+/// although its name stays claimed. Watches fire, its registration goes.
+#[test]
+fn a_transient_actor_that_stops_normally_has_ended() {
+    run_virtual(|| async {
+        let (sim, h, got) = cluster(13, &["a", "b"]).await;
+        let b = sim.node("b").unwrap().clone();
+        b.spawn(worker("tr", &got).restart(Restart::Transient))
+            .await
+            .unwrap();
+        h.borrow()["b"].receptionist.register(&key(), "tr").unwrap();
+        let watch = h.borrow()["a"].watch.watch_path("b/tr".parse().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(found(&h, "a").contains("b/tr"));
+        b.lookup::<Halt>("b/tr").unwrap().tell(Halt).unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(2), watch)
+            .await
+            .expect("told within 2 s");
+        assert_eq!(t.reason, DeathReason::Stopped(ExitReason::Stopped));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(found(&h, "a"), paths(&["a/w", "b/w"]));
+        assert!(!b.registry().exists("tr"));
+        // A late watch gets the remembered reason.
+        let t = h.borrow()["a"]
+            .watch
+            .watch_path("b/tr".parse().unwrap())
+            .await;
+        assert_eq!(t.reason, DeathReason::Stopped(ExitReason::Stopped));
     });
 }
 
