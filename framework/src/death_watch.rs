@@ -46,9 +46,15 @@
 //!   accurate as the failure detector: after a partition the actor may in
 //!   fact still run (as with Akka's death-watch, a `Down` is final for the
 //!   watch).
-//! - Bad input (a malformed actor name, an answer for an unknown watch or
-//!   from the wrong node) is refused, logged and counted; the node keeps
-//!   running.
+//! - Bad input (a malformed actor name, an answer for a watch of another
+//!   node) is refused, logged and counted; the node keeps running. An
+//!   answer for a watch already fired or cancelled is ignored.
+//!
+//! Not guaranteed: a watch of a node this node does not know yet (not in
+//! its membership view, unknown to the transport) waits, resent every
+//! `resync_interval`, until the node is reachable; nothing says "no such
+//! node". The cost: every `resync_interval`, one message per watched node
+//! listing this node's pending watches on it, and one answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
