@@ -293,7 +293,8 @@ const ROUNDS: u32 = 100;
 /// `name:port-a,port-b,port-c`). Talks on stdin/stdout, lines prefixed
 /// `DISC `: prints `ready`, `reg <i> <ns>` when it registers key i (on
 /// `reg <i>` from stdin, after one ask round trip to the next node, printed
-/// as `rtt <i> <ns>`), `seen <i> <ns>` when its `find` first lists key i.
+/// as `rtt <i> <ns>`), `seen <i> <ns>` when its subscription to key i
+/// first lists an actor.
 #[actix_rt::test]
 #[ignore = "a child process of bench_receptionist_visibility_3_processes"]
 async fn discovery_bench_child_process() {
@@ -331,23 +332,19 @@ async fn discovery_bench_child_process() {
         .is_err()
     {}
     say("ready".into());
-    // Watch for every key.
-    let r = receptionist.clone();
-    actix_rt::spawn(async move {
-        let mut seen = vec![false; ROUNDS as usize];
-        loop {
-            for (i, seen) in seen.iter_mut().enumerate() {
-                if !*seen {
-                    let key: ServiceKey<Job> = ServiceKey::new(format!("bench-{i}")).unwrap();
-                    if !r.find_paths(&key).is_empty() {
-                        *seen = true;
-                        say(format!("seen {i} {}", unix_ns()));
-                    }
+    // Follow every key: told when the key's set changes (no polling).
+    for i in 0..ROUNDS {
+        let key: ServiceKey<Job> = ServiceKey::new(format!("bench-{i}")).unwrap();
+        let mut sub = receptionist.subscribe(&key);
+        actix_rt::spawn(async move {
+            while let Some(set) = sub.next_paths().await {
+                if !set.is_empty() {
+                    say(format!("seen {i} {}", unix_ns()));
+                    return;
                 }
             }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    });
+        });
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -384,7 +381,8 @@ async fn discovery_bench_child_process() {
 /// insecure dev mode, heartbeat detector): this test binary started three
 /// times as `discovery_bench_child_process`. For each of 100 keys, one
 /// process (in turn) registers an actor; the time until all three
-/// processes' `find` lists it (wall clock of the host, 200 us polling), and,
+/// processes' subscription to the key lists it (wall clock of the host),
+/// and,
 /// as the baseline in the same run, the registering process's ask round
 /// trip to the next one just before.
 /// `cargo test --release --test discovery_quic -- --ignored --nocapture bench_receptionist_visibility_3_processes`
