@@ -509,10 +509,8 @@ fn a_transient_actor_that_stops_normally_has_ended() {
         assert_eq!(found(&h, "a"), paths(&["a/w", "b/w"]));
         assert!(!b.registry().exists("tr"));
         // A late watch gets the remembered reason.
-        let t = h.borrow()["a"]
-            .watch
-            .watch_path("b/tr".parse().unwrap())
-            .await;
+        let late = h.borrow()["a"].watch.watch_path("b/tr".parse().unwrap());
+        let t = late.await;
         assert_eq!(t.reason, DeathReason::Stopped(ExitReason::Stopped));
     });
 }
