@@ -193,6 +193,16 @@ pub struct HttpConfig {
     /// [`MAX_HTTP_BODY_BYTES`]). A larger body is refused with 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Serve the live dashboard page at `/` (default true; see
+    /// [`crate::dashboard`]). With `false`, `/` answers 404 and the
+    /// dashboard's JSON (`/v1/dashboard/...`) is still served, for
+    /// `troupe dashboard --node URL` to show.
+    #[serde(default = "default_true")]
+    pub dashboard: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Shortest `[http] token` accepted.
@@ -214,6 +224,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("client_certs", &self.client_certs)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("dashboard", &self.dashboard)
             .finish()
     }
 }

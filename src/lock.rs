@@ -40,7 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_framework::Node;
-use troupe_protocols::mutex::{MutexAlgorithm, MutexConfig, MutexCore, MutexFamily};
+use troupe_protocols::family::Family;
+use troupe_protocols::mutex::{MutexAlgorithm, MutexConfig, MutexCore, MutexFamily, MutexView};
 
 use crate::family::{self, Instance};
 use crate::Error;
@@ -118,6 +119,28 @@ pub async fn start_lock_with(
     let instance =
         family::start::<MutexFamily>(node, &resource, algorithm, members, config).await?;
     Ok(DistributedLock::new(instance, resource))
+}
+
+/// Every lock running on `node` (actors `mutex.<resource>`), with what
+/// this node knows of it (holding with a fencing token, or waiting), by
+/// resource.
+pub async fn running_locks(node: &Node) -> Vec<(String, MutexView)> {
+    let mut out = Vec::new();
+    for name in node.registry().names() {
+        let Some(resource) = name.strip_prefix("mutex.") else {
+            continue;
+        };
+        let view = troupe_protocols::driver::invoke_named(
+            node,
+            &name,
+            |core: &mut <MutexFamily as Family>::Core, _, _| MutexFamily::view(core),
+        )
+        .await;
+        if let Ok(v) = view {
+            out.push((resource.to_string(), v));
+        }
+    }
+    out
 }
 
 impl DistributedLock {

@@ -10,6 +10,7 @@ use troupe_transports::certs::NodeTls;
 use troupe_transports::quic::QuicTransport;
 
 use crate::config::Config;
+use crate::dashboard::AppPanelRegistry;
 use crate::failure_detector::{start_failure_detector, FailureDetectorHandle};
 use crate::http::{AppRouteRegistry, HttpEndpoint};
 use crate::Error;
@@ -34,6 +35,10 @@ pub struct StartOptions {
     /// The applications' HTTP routes, mounted under `/v1/<app>/` when the
     /// config has `[http]` (ignored otherwise).
     pub app_routes: AppRouteRegistry,
+    /// The applications' dashboard panels ([`crate::dashboard`]).
+    pub app_panels: AppPanelRegistry,
+    /// The kinds other nodes may spawn here ([`crate::remote_spawn`]).
+    pub spawn_kinds: crate::remote_spawn::SpawnKinds,
 }
 
 impl RunningNode {
@@ -258,6 +263,20 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
     let node = builder.start(transport.clone(), rx)?;
     let failure_detector =
         start_failure_detector(&node, &config.failure_detector, &config.peer_names()).await?;
+    if let Err(e) = crate::dashboard::start_dashboard(
+        &node,
+        failure_detector.clone(),
+        options.app_panels.clone(),
+    )
+    .await
+    {
+        node.shutdown();
+        return Err(e);
+    }
+    if let Err(e) = crate::remote_spawn::start_spawner(&node, options.spawn_kinds.clone()).await {
+        node.shutdown();
+        return Err(e);
+    }
     let http = match &config.http {
         Some(http) => {
             match crate::http::start(
@@ -266,6 +285,7 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
                 node.clone(),
                 failure_detector.clone(),
                 options.app_routes,
+                options.app_panels,
             ) {
                 Ok(endpoint) => Some(endpoint),
                 Err(e) => {

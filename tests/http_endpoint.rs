@@ -83,6 +83,7 @@ async fn start(http_extra: &str) -> RunningNode {
         config(http_extra),
         StartOptions {
             app_routes: routes(),
+            ..StartOptions::default()
         },
     )
     .await

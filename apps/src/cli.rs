@@ -183,6 +183,13 @@ pub enum Command {
     /// depth or state bound), 1 on a violation (its steps printed, and
     /// written as JSON lines to --trace), 2 on bad arguments.
     Check(crate::check_cli::CheckArgs),
+    /// Serve the live cluster dashboard from this machine, reading a node's
+    /// HTTP endpoint (for nodes with `[http] dashboard = false`, or behind
+    /// a token or client certificates the browser does not have).
+    ///
+    /// Open the URL it prints. Repeat --node to fall back on other nodes
+    /// when one stops answering.
+    Dashboard(crate::dashboard_cli::DashboardArgs),
     /// Traces: `troupe trace check [--causal] [--total] FILE...` checks the
     /// broadcast deliveries recorded in JSON-lines traces; `troupe trace
     /// view FILE... -o out.html` draws them as a space-time diagram;
@@ -301,6 +308,16 @@ pub struct EndpointArgs {
     /// or https://HOST:PORT for a node with `[http] client_certs = true`.
     #[arg(long)]
     pub node: String,
+    /// The client's credentials.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+}
+
+/// What a client of a node's HTTP endpoint proves itself with: the
+/// node's token, and for an https:// endpoint a certificate of the
+/// cluster CA.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientAuthArgs {
     /// The node's `[http]` token, if it has one.
     #[arg(long, env = "TROUPE_HTTP_TOKEN")]
     pub token: Option<String>,
@@ -325,7 +342,7 @@ pub struct EndpointArgs {
     pub server_name: Option<String>,
 }
 
-impl EndpointArgs {
+impl ClientAuthArgs {
     /// The client's TLS files and server name, if any TLS option was
     /// given; an error names the ones missing.
     pub fn client_tls(&self) -> Result<Option<crate::http_client::ClientTls>, CliError> {
@@ -505,6 +522,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             crate::demo::run(keep, &detector)
         }
         Command::Check(args) => crate::check_cli::run(&args),
+        Command::Dashboard(args) => {
+            init_logs("warn");
+            crate::dashboard_cli::run(&args, |_| {})
+        }
         Command::Trace { action } => {
             print!("{}", trace(action)?);
             Ok(())
@@ -679,6 +700,8 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     };
     let options = StartOptions {
         app_routes: apps.routes().map_err(|e| config.locate(e))?,
+        app_panels: apps.panels(),
+        ..StartOptions::default()
     };
     let system = actix_rt::System::new();
     system.block_on(async move {

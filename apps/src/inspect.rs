@@ -45,8 +45,8 @@ pub fn status_command(endpoint: &EndpointArgs) -> Result<String, CliError> {
 pub(crate) fn client(endpoint: &EndpointArgs) -> Result<NodeClient, CliError> {
     NodeClient::with_tls(
         &endpoint.node,
-        endpoint.token.clone(),
-        endpoint.client_tls()?,
+        endpoint.auth.token.clone(),
+        endpoint.auth.client_tls()?,
         Duration::from_secs(10),
     )
 }

@@ -11,6 +11,8 @@
 //! - [`inspect`]: `troupe status` and `troupe tree`, over [`http_client`];
 //! - [`cluster`]: `troupe cluster up|kill|stop|start|down`, a local cluster
 //!   that outlives the command;
+//! - [`dashboard_cli`]: `troupe dashboard`, the live dashboard served from
+//!   the operator's machine;
 //! - [`demo`]: `troupe demo`, a real cluster over QUIC on 127.0.0.1;
 //! - [`local_cluster`]: node processes on one machine, for the demo and tests;
 //! - [`trace_graph`], [`trace_view`], [`shiviz`]: `troupe trace view` (a
@@ -22,6 +24,7 @@ pub mod chat_cli;
 pub mod check_cli;
 pub mod cli;
 pub mod cluster;
+pub mod dashboard_cli;
 pub mod demo;
 pub mod http_client;
 pub mod inspect;

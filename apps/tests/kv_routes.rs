@@ -86,6 +86,8 @@ impl Nodes {
                         .expect("a valid [apps] table");
                     let options = StartOptions {
                         app_routes: plan.routes().expect("routes"),
+                        app_panels: plan.panels(),
+                        ..StartOptions::default()
                     };
                     let r = start_node_with(config, options).await.expect("node starts");
                     let peers = r.config.peer_names();

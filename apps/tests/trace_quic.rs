@@ -2,7 +2,8 @@
 //! `troupe node` starts them, insecure dev mode), each with a `[trace]
 //! file`. After tells, an ask and a lock taken and given back, the two
 //! files together hold a send for every delivery (matched by `(from,
-//! seq)`), the reply's send names its ask as `cause`, the lock shows up as
+//! seq)`), the reply's send names its ask as `cause`, the lock's protocol
+//! messages name the message whose handling sent them, the lock shows up as
 //! note lines, and `troupe trace view` draws the messages as arrows
 //! between the two lanes.
 
@@ -209,6 +210,34 @@ async fn two_quic_nodes_trace_matching_sends_and_deliveries_and_replies_name_the
     assert!(of("a", "deliver")
         .iter()
         .any(|l| l["from"] == "b" && l["seq"] == replies[0]["seq"]));
+    // Beyond replies: a protocol message sent while its driver handled a
+    // remote one names that one as its cause (Ricart-Agrawala: the reply
+    // to a request), and every cause is a frame its node had received.
+    let mut caused = 0;
+    for node in NODES {
+        let mut received = BTreeSet::new();
+        for l in lines.iter().filter(|l| l["node"] == node) {
+            if l["ev"] == "deliver" {
+                received.insert((
+                    l["from"].as_str().unwrap().to_string(),
+                    l["seq"].as_u64().unwrap(),
+                ));
+            }
+            if l["ev"] != "send" || l["kind"] == "reply" || l["cause"].is_null() {
+                continue;
+            }
+            let cause = (
+                l["cause"][0].as_str().unwrap().to_string(),
+                l["cause"][1].as_u64().unwrap(),
+            );
+            assert!(
+                received.contains(&cause),
+                "{l}: a cause {node} had not received"
+            );
+            caused += 1;
+        }
+    }
+    assert!(caused >= 1, "no protocol message names its cause");
     let notes: Vec<&str> = of("a", "note")
         .iter()
         .filter_map(|l| l["text"].as_str())

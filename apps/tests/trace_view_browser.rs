@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 #[path = "common/browser.rs"]
+#[allow(dead_code)] // the DevTools driver is for the dashboard test
 mod browser;
 #[path = "troupe_run/mod.rs"]
 mod troupe_run;

@@ -115,6 +115,8 @@ struct Parked {
     from_incarnation: uuid::Uuid,
     /// How to answer it, when it is an ask.
     reply: Option<ReplyTo>,
+    /// See [`Incoming::cause`].
+    cause: Option<u64>,
 }
 
 /// A received message on its way to an actor.
@@ -127,19 +129,29 @@ struct Incoming<'a> {
     peer: PeerName<'a>,
     /// The sender its envelope names (`from.name` is `peer`).
     from: &'a NodeIdView<'a>,
+    /// The frame's `seq` (its Lamport stamp) while frames are traced: the
+    /// cause of what the actor sends while it handles the message (see
+    /// [`crate::remote::current_cause`]); `None` otherwise.
+    cause: Option<u64>,
 }
 
 impl<'a> Incoming<'a> {
     /// The message of a decoded envelope `env` that came in `frame` from
     /// `peer` (whose name the envelope's sender was checked against).
-    fn of(frame: &'a Bytes, env: &'a EnvelopeView<'a>, peer: PeerName<'a>) -> Self {
+    fn of(frame: &'a Bytes, env: &'a EnvelopeView<'a>, peer: PeerName<'a>, tracing: bool) -> Self {
         Incoming {
             frame,
             payload: env.payload,
             peer,
             from: &env.from,
+            cause: cause_of(tracing, &env.stamp),
         }
     }
+}
+
+/// The `seq` a traced frame with `stamp` is known by (see [`Incoming::cause`]).
+fn cause_of(tracing: bool, stamp: &Option<codec::ClockStamp>) -> Option<u64> {
+    tracing.then(|| stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0))
 }
 
 /// The authenticated peer's name as the transport gave it: shared for a
@@ -360,7 +372,7 @@ impl Dispatcher {
             }
             Kind::Tell => match resolve(&self.shared, &env) {
                 Ok(handler) => {
-                    let msg = Incoming::of(bytes, &env, peer);
+                    let msg = Incoming::of(bytes, &env, peer, self.shared.tracing());
                     let delivered = self.deliver(env.to.actor, &handler, msg, None);
                     match delivered {
                         Ok(()) => {
@@ -452,7 +464,7 @@ impl Dispatcher {
                                     s.asks.record(bytes.len());
                                 }
                                 let reply = reply.metered(served);
-                                let msg = Incoming::of(bytes, &env, peer);
+                                let msg = Incoming::of(bytes, &env, peer, self.shared.tracing());
                                 self.deliver(env.to.actor, &handler, msg, Some(reply))
                             }
                             Err(error) => Err(Undelivered {
@@ -509,6 +521,7 @@ impl Dispatcher {
                     payload,
                     peer,
                     from: &view,
+                    cause: cause_of(self.shared.tracing(), &stamp),
                 },
                 None,
             )
@@ -557,6 +570,7 @@ impl Dispatcher {
             payload,
             peer,
             from,
+            cause,
         } = msg;
         // Usually nothing is blocked: then the name is not even hashed.
         let parked_behind = if self.blocked.is_empty() {
@@ -573,12 +587,13 @@ impl Dispatcher {
                 from_name: peer.to_shared(),
                 from_incarnation: from.incarnation,
                 reply,
+                cause,
             });
             self.parked += 1;
             return Ok(());
         }
         let ask = reply.is_some();
-        if let Some(full) = self.hand_over(handler.as_ref(), payload, from, reply)? {
+        if let Some(full) = self.hand_over(handler.as_ref(), payload, from, reply, cause)? {
             let queue = std::mem::take(&mut self.spare);
             self.block(actor.to_string(), full, ask, queue);
         }
@@ -593,8 +608,9 @@ impl Dispatcher {
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
+        cause: Option<u64>,
     ) -> Result<Option<LocalFut<()>>, Undelivered> {
-        Ok(match handler.dispatch(payload, from, reply)? {
+        Ok(match handler.dispatch(payload, from, reply, cause)? {
             Dispatched::Queued => None,
             Dispatched::Full(fut) => Some(fut),
         })
@@ -630,7 +646,7 @@ impl Dispatcher {
                 name: &p.from_name,
                 incarnation: p.from_incarnation,
             };
-            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply) {
+            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply, p.cause) {
                 Ok(None) => {}
                 Ok(Some(full)) => {
                     self.block(actor, full, ask, queue);

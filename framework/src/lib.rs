@@ -9,6 +9,7 @@
 //! | [`codec`] | the one wire codec: versioned, size-limited msgpack [`codec::Envelope`]s |
 //! | [`remote`] | remote-capable messages ([`RemoteMessage`], [`remote_message!`]) |
 //! | [`remote_ref`] | [`RemoteRef`]: location-transparent `tell` / `ask` |
+//! | [`reliable`] | reliable point-to-point channels: exactly once, in order, flow-controlled ([`reliable::ReliableSender`], [`reliable::ReliableReceiver`]) |
 //! | [`rpc`] | the RPC stub: correlation ids, deadlines, retries, at-most-once dedup |
 //! | [`node`] | the [`Node`]: registry, inbound dispatch with back-pressure, membership |
 //! | [`supervision`] | supervision trees: one-for-one / one-for-all / rest-for-one, intensity, back-off, escalation, events, tree snapshots |
@@ -21,6 +22,7 @@
 //! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
 //! | [`receptionist`], [`pubsub`], [`death_watch`] | cluster-wide discovery, topic pub/sub, remote death-watch |
+//! | [`live`] | the live tap on a node's traffic, for the dashboard |
 //!
 //! A minimal remote-capable actor:
 //!
@@ -53,12 +55,14 @@ pub mod dispatch;
 pub mod error;
 pub mod ids;
 pub mod inbox;
+pub mod live;
 pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pubsub;
 pub mod receptionist;
 pub mod registry;
+pub mod reliable;
 pub mod remote;
 pub mod remote_ref;
 mod reply;

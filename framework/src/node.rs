@@ -119,6 +119,8 @@ pub(crate) struct NodeShared {
     /// Where frame events go: the trace, unless the transport records
     /// frames itself ([`Transport::traces_frames`]).
     pub(crate) frame_trace: Option<Arc<dyn TraceSink>>,
+    /// The live tap on the node's frames (see [`crate::live`]).
+    pub(crate) live: Arc<crate::live::LiveTraffic>,
     pub(crate) epoch: tokio::time::Instant,
     members: broadcast::Sender<MemberEvent<String>>,
     peers: broadcast::Sender<PeerEvent>,
@@ -186,31 +188,41 @@ impl NodeShared {
         cause: Option<(&str, u64)>,
         sent: &Result<(), TransportError>,
     ) {
-        let Some(t) = &self.frame_trace else { return };
+        if self.frame_trace.is_none() && !self.live.watching() {
+            return;
+        }
         let me = self.id.name.as_str();
-        t.record_frame(
-            me,
-            crate::trace::FrameEvent::Send {
-                to,
-                seq,
-                bytes,
-                kind,
-                tag,
-                lamport: Some(seq),
-                cause,
-            },
-        );
+        let current = match cause {
+            Some(_) => None,
+            None => crate::remote::current_cause(),
+        };
+        let cause = cause.or(current.as_ref().map(|(n, s)| (&**n, *s)));
+        self.record_frame(crate::trace::FrameEvent::Send {
+            to,
+            seq,
+            bytes,
+            kind,
+            tag,
+            lamport: Some(seq),
+            cause,
+        });
         if let Err(e) = sent {
             let reason = e.to_string();
-            t.record_frame(
-                me,
-                crate::trace::FrameEvent::Drop {
-                    from: me,
-                    to: Some(to),
-                    seq,
-                    reason: &reason,
-                },
-            );
+            self.record_frame(crate::trace::FrameEvent::Drop {
+                from: me,
+                to: Some(to),
+                seq,
+                reason: &reason,
+            });
+        }
+    }
+
+    /// Hand a frame event to the trace and the live tap (each when on).
+    #[inline]
+    pub(crate) fn record_frame(&self, event: crate::trace::FrameEvent<'_>) {
+        self.live.record(&self.id.name, &event);
+        if let Some(t) = &self.frame_trace {
+            t.record_frame(&self.id.name, event);
         }
     }
 
@@ -223,7 +235,9 @@ impl NodeShared {
         stamp: &Option<crate::codec::ClockStamp>,
         dropped: Option<&str>,
     ) {
-        let Some(t) = &self.frame_trace else { return };
+        if !self.tracing() {
+            return;
+        }
         let seq = stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0);
         let event = match dropped {
             None => crate::trace::FrameEvent::Deliver { from, seq },
@@ -234,13 +248,14 @@ impl NodeShared {
                 reason,
             },
         };
-        t.record_frame(&self.id.name, event);
+        self.record_frame(event);
     }
 
-    /// True while frames are traced.
+    /// True while frames are traced (to a trace, or to the live tap while
+    /// someone watches it).
     #[inline]
     pub(crate) fn tracing(&self) -> bool {
-        self.frame_trace.is_some()
+        self.frame_trace.is_some() || self.live.watching()
     }
 
     /// Tick the node's Lamport clock for a send and return the stamp to carry.
@@ -355,6 +370,7 @@ impl NodeBuilder {
                 root_policy: policy,
                 store,
                 frame_trace,
+                live: Arc::new(crate::live::LiveTraffic::default()),
                 trace,
                 epoch,
                 members,
@@ -447,6 +463,12 @@ impl Node {
     /// True while tracing is on (to skip building events otherwise).
     pub fn tracing(&self) -> bool {
         self.shared.trace.is_some()
+    }
+
+    /// The live tap on this node's frames (see [`crate::live`]): hold a
+    /// [`LiveTraffic::watch`](crate::live::LiveTraffic::watch) to fill it.
+    pub fn live_traffic(&self) -> &Arc<crate::live::LiveTraffic> {
+        &self.shared.live
     }
 
     /// Spawn a named actor (or a nested supervisor) under the node's root

@@ -25,8 +25,8 @@
 //!   dispatcher keeps arrival order per actor, and a local tell is an actix
 //!   `do_send`. That is FIFO with possible gaps, not reliable FIFO. On the
 //!   simulated network with reordering faults there is no order at all.
-//!   A message that must get through needs the reliable-delivery layer,
-//!   not this.
+//!   A message that must get through needs a reliable channel
+//!   ([`crate::reliable`], point to point), not this.
 
 use crate::receptionist::{DiscoveryError, Receptionist, ServiceKey};
 use crate::remote::RemoteMessage;

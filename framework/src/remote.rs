@@ -112,6 +112,39 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
     }
 }
 
+thread_local! {
+    static CAUSE: std::cell::RefCell<Option<(Arc<str>, u64)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The frame being handled on this thread, as `(sender, seq)`, while
+/// frames are traced: set while an actor's handler runs for a remote
+/// message (its synchronous part: a handler's future runs later, without
+/// it), and by a protocol driver while it sends what an input from a remote
+/// message produced. Every frame sent meanwhile is traced with this
+/// `cause` (see [`crate::trace::FrameEvent::Send`]), so a message can be
+/// followed to the messages it caused. `None` otherwise.
+pub fn current_cause() -> Option<(Arc<str>, u64)> {
+    CAUSE.with(|c| c.borrow().clone())
+}
+
+/// Run `f` with `cause` as the [`current_cause`] (`None`: none), restoring
+/// the previous one after.
+pub fn with_cause<R>(cause: Option<(Arc<str>, u64)>, f: impl FnOnce() -> R) -> R {
+    if cause.is_none() && CAUSE.with(|c| c.borrow().is_none()) {
+        return f();
+    }
+    let before = CAUSE.with(|c| c.replace(cause));
+    struct Restore(Option<(Arc<str>, u64)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            CAUSE.with(|c| *c.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
 /// A future that the node's dispatcher drives to completion (single-threaded):
 /// a message waiting for room in an actor's inbox.
 pub(crate) type LocalFut<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -139,15 +172,30 @@ pub(crate) struct Undelivered {
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode `payload` and put it in the actor's inbox: a tell when `reply`
     /// is `None`, an ask answered through `reply` otherwise.
+    /// `cause` is the frame's `seq` while frames are traced: set as the
+    /// [`current_cause`] while the actor handles the message.
     fn dispatch(
         &self,
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
+        cause: Option<u64>,
+    ) -> Result<Dispatched, Undelivered>;
+    /// Like a tell through [`dispatch`](Self::dispatch), and once the
+    /// handler has returned, call `then.0(then.1)`: how a reliable channel
+    /// learns what its consumer handled (see [`crate::reliable`]).
+    fn dispatch_then(
+        &self,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        then: AfterHandled,
     ) -> Result<Dispatched, Undelivered>;
     /// The typed local sender, as an `Arc<dyn LocalSend<M>>` behind `Any`.
     fn local(&self) -> &(dyn Any + Send + Sync);
 }
+
+/// Called with the number after a delivered message's handler returned.
+pub(crate) type AfterHandled = (Arc<dyn Fn(u64) + Send + Sync>, u64);
 
 /// Typed delivery to a local actor, used by [`crate::RemoteRef`] without
 /// serialization.
@@ -261,6 +309,7 @@ where
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
+        cause: Option<u64>,
     ) -> Result<Dispatched, Undelivered> {
         let msg: M = match decode_payload(payload) {
             Ok(m) => m,
@@ -270,18 +319,23 @@ where
             }
         };
         let msg = W::wrap(msg, from);
+        let cause: Option<(Arc<str>, u64)> = cause.map(|seq| (Arc::from(from.name), seq));
         let job: Job<A> = match reply {
             // Run as actix runs a `do_send`: the result is handled, with no
             // one to answer.
             None => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
-                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+                with_cause(cause, || {
+                    MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+                });
             }),
             // Run as actix runs a `send`, and answer right here when the
             // handler's answer is ready at once (no hop back through the
             // dispatcher); else when its future finishes.
             Some(reply) => Box::new(move |act: &mut A, ctx: &mut Context<A>| {
                 let (tx, mut rx) = tokio::sync::oneshot::channel::<M::Reply>();
-                MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+                with_cause(cause, || {
+                    MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, Some(tx));
+                });
                 match rx.try_recv() {
                     Ok(answer) => answer_with(reply, &answer),
                     // A dropped sender (the handler's future cannot finish)
@@ -297,6 +351,40 @@ where
                 }
             }),
         };
+        self.push(job)
+    }
+    fn dispatch_then(
+        &self,
+        payload: &[u8],
+        from: &NodeIdView<'_>,
+        then: AfterHandled,
+    ) -> Result<Dispatched, Undelivered> {
+        let msg: M = match decode_payload(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                let error = RemoteError::BadPayload(e.to_string());
+                return Err(Undelivered { error, reply: None });
+            }
+        };
+        let msg = W::wrap(msg, from);
+        self.push(Box::new(move |act: &mut A, ctx: &mut Context<A>| {
+            MessageResponse::<A, W>::handle(act.handle(msg, ctx), ctx, None);
+            (then.0)(then.1);
+        }))
+    }
+    fn local(&self) -> &(dyn Any + Send + Sync) {
+        &self.local
+    }
+}
+
+impl<A, M, W> TypedHandler<A, M, W>
+where
+    A: Actor<Context = Context<A>> + Handler<W>,
+    M: RemoteMessage,
+    W: Wrap<M>,
+{
+    /// Put `job` in the actor's inbox, or say how to when it is full.
+    fn push(&self, job: Job<A>) -> Result<Dispatched, Undelivered> {
         match self.inbox.try_push(job) {
             Ok(()) => Ok(Dispatched::Queued),
             // The job (and an ask's `ReplyTo` in it, which answers
@@ -314,8 +402,5 @@ where
                 })))
             }
         }
-    }
-    fn local(&self) -> &(dyn Any + Send + Sync) {
-        &self.local
     }
 }

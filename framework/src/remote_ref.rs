@@ -283,17 +283,12 @@ impl<M: RemoteMessage> RemoteRef<M> {
                     // Never sent: a drop with a fresh stamp and no send.
                     let seq = self.shared.stamp().and_then(|s| s.lamport).unwrap_or(0);
                     let reason = e.to_string();
-                    if let Some(t) = &self.shared.frame_trace {
-                        t.record_frame(
-                            &self.shared.id.name,
-                            crate::trace::FrameEvent::Drop {
-                                from: &self.shared.id.name,
-                                to: Some(&self.target.node),
-                                seq,
-                                reason: &reason,
-                            },
-                        );
-                    }
+                    self.shared.record_frame(crate::trace::FrameEvent::Drop {
+                        from: &self.shared.id.name,
+                        to: Some(&self.target.node),
+                        seq,
+                        reason: &reason,
+                    });
                 }
                 Err(TellError::Transport(e))
             }

@@ -279,10 +279,16 @@ struct Held<P: Protocol> {
     /// The submission that must be durable first.
     ticket: u64,
     sends: Vec<(P::Id, P::Msg)>,
+    /// What caused the sends while frames are traced: from each index of
+    /// `sends`, the frame whose input produced them (see [`Cause`]).
+    causes: Vec<(usize, Option<Cause>)>,
     view: Option<Box<dyn FnOnce()>>,
     events: Vec<P::Event>,
     replies: Vec<Box<dyn Reply>>,
 }
+
+/// A remote frame, `(sender, seq)`: see `troupe_framework::remote::current_cause`.
+type Cause = (std::sync::Arc<str>, u64);
 
 /// The actor that drives core `P`. Build it with [`Driver::new`] inside an
 /// `ActorSpec` factory (so a restart builds a fresh one), or let
@@ -315,6 +321,9 @@ pub struct Driver<P: Drivable> {
     replies: Vec<Box<dyn Reply>>,
     /// A flush of the inputs of this turn is scheduled.
     flush_pending: bool,
+    /// The causes of this turn's sends so far (see [`Held::causes`]):
+    /// empty unless an input came from a traced remote frame.
+    causes: Vec<(usize, Option<Cause>)>,
 }
 
 impl<P> Driver<P>
@@ -362,6 +371,7 @@ where
             waiters: None,
             replies: Vec::new(),
             flush_pending: false,
+            causes: Vec::new(),
         }
     }
 
@@ -391,6 +401,15 @@ where
         self.node.now()
     }
 
+    /// An input starts: the sends it produces were caused by the remote
+    /// frame being handled, if any (traced only).
+    fn mark_cause(&mut self) {
+        let cause = troupe_framework::remote::current_cause();
+        if cause.is_some() || !self.causes.is_empty() {
+            self.causes.push((self.out.sends.len(), cause));
+        }
+    }
+
     /// Feed one input to the core (if it runs), then carry out its outputs.
     fn input(
         &mut self,
@@ -398,6 +417,7 @@ where
         f: impl FnOnce(&mut P, Duration, &mut OutputsOf<P>),
     ) {
         let now = self.now();
+        self.mark_cause();
         let Some(core) = self.core.as_mut() else {
             return;
         };
@@ -490,6 +510,7 @@ where
         let held = Held {
             ticket: self.submitted,
             sends: out.sends,
+            causes: std::mem::take(&mut self.causes),
             view,
             events: out.events,
             replies,
@@ -556,7 +577,12 @@ where
     }
 
     fn carry_out(&mut self, held: Held<P>) {
-        for (to, msg) in held.sends {
+        let mut causes = held.causes.into_iter().peekable();
+        let mut cause: Option<Cause> = None;
+        for (i, (to, msg)) in held.sends.into_iter().enumerate() {
+            while causes.peek().is_some_and(|(from, _)| *from <= i) {
+                cause = causes.next().and_then(|(_, c)| c);
+            }
             let node = to.node_name();
             // Looked up by the borrowed name: no allocation per send.
             let peer = match self.peers.get(node) {
@@ -578,7 +604,12 @@ where
                     }
                 },
             };
-            if let Err(e) = peer.tell(Wire(msg)) {
+            let sent = if cause.is_some() {
+                troupe_framework::remote::with_cause(cause.clone(), || peer.tell(Wire(msg)))
+            } else {
+                peer.tell(Wire(msg))
+            };
+            if let Err(e) = sent {
                 tracing::debug!(protocol = %self.name, peer = %node, error = %e, "protocol message not sent");
             }
         }
@@ -692,6 +723,9 @@ where
         let Some(core) = self.core.as_mut() else {
             return Box::pin(async move { Err(DriverError::NotRunning(name)) });
         };
+        if !self.causes.is_empty() {
+            self.causes.push((self.out.sends.len(), None));
+        }
         let r = (m.0)(core, now, &mut self.out);
         let (tx, rx) = oneshot::channel();
         self.after_input(ctx, Some(Box::new(move || drop(tx.send(r)))));

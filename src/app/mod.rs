@@ -64,13 +64,14 @@
 //! [`AppRegistry`] of app kinds (see [`registry`]): `[apps.NAME]` tables with
 //! `kind = "..."` and the kind's typed settings.
 //!
-//! # HTTP routes (to be connected)
+//! # HTTP routes and dashboard panels
 //!
-//! An app will declare the HTTP routes it serves under `/v1/<app>/...` on
-//! the node's HTTP endpoint here, on [`AppSpec`], with the route types of the
-//! `troupe::http` module (being written alongside this one); the node's
-//! endpoint mounts them when it starts the app. Until then an app talks to
-//! the outside through its actors' remote messages.
+//! An app kind declares the HTTP routes it serves under `/v1/<app>/...` on
+//! the node's endpoint ([`AppKind::routes`], mounted through
+//! [`AppsPlan::routes`] and [`crate::runtime::StartOptions::app_routes`])
+//! and the panel it shows on the node's live dashboard
+//! ([`AppKind::panel`], through [`AppsPlan::panels`] and
+//! [`crate::runtime::StartOptions::app_panels`]; see [`crate::dashboard`]).
 
 pub mod registry;
 

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::{GiveUp, Node, Strategy, SupervisorPolicy};
 
 use super::{start_app, App, AppSpec};
+use crate::dashboard::{AppPanel, AppPanelRegistry};
 use crate::failure_detector::FailureDetectorHandle;
 use crate::http::{AppRouteRegistry, AppRoutes};
 use crate::Error;
@@ -169,6 +170,14 @@ pub trait AppKind: Send + Sync + 'static {
         let _ = settings;
         None
     }
+
+    /// The panel the app shows on the node's dashboard (see
+    /// [`crate::dashboard`]), given its settings; none by default. It is
+    /// built each time a dashboard asks, on the node, and only reads.
+    fn panel(&self, settings: &Self::Settings) -> Option<AppPanel> {
+        let _ = settings;
+        None
+    }
 }
 
 /// Optional overrides of a supervisor policy, as written in a config table
@@ -229,8 +238,8 @@ fn deserialize_at<T: DeserializeOwned>(table: toml::Table, key: &str) -> Result<
 
 type BuildFn = Box<dyn FnOnce(&AppContext) -> Result<AppSpec, Error> + Send>;
 
-/// A planned app: what builds it, and its routes.
-type Planned = (BuildFn, Option<AppRoutes>);
+/// A planned app: what builds it, its routes and its dashboard panel.
+type Planned = (BuildFn, Option<AppRoutes>, Option<AppPanel>);
 
 /// A kind with its settings type erased.
 trait ErasedKind: Send + Sync {
@@ -257,10 +266,12 @@ impl<K: AppKind> ErasedKind for Kind<K> {
             .check(&settings, cluster)
             .map_err(|e| Error::Config(format!("apps.{name}.{e}")))?;
         let routes = self.0.routes(&settings);
+        let panel = self.0.panel(&settings);
         let kind = self.0.clone();
         Ok((
             Box::new(move |ctx: &AppContext| kind.build(ctx, settings)),
             routes,
+            panel,
         ))
     }
 }
@@ -271,6 +282,7 @@ struct PlannedApp {
     overrides: PolicyOverrides,
     build: BuildFn,
     routes: Option<AppRoutes>,
+    panel: Option<AppPanel>,
 }
 
 /// The apps a config asks for, checked and ready to start
@@ -295,6 +307,18 @@ impl AppsPlan {
             }
         }
         Ok(registry)
+    }
+
+    /// The dashboard panels of the planned apps, by app name, for
+    /// [`crate::runtime::StartOptions::app_panels`].
+    pub fn panels(&self) -> AppPanelRegistry {
+        let mut registry = AppPanelRegistry::new();
+        for app in &self.apps {
+            if let Some(p) = &app.panel {
+                registry.add(&app.name, p.clone());
+            }
+        }
+        registry
     }
 
     /// Build and start every app on `node`, in order, with the node's
@@ -455,12 +479,13 @@ impl AppRegistry {
             .apply(AppSpec::default_policy())
             .validate(&format!("apps.{name}.supervision"))?;
         debug_assert!(COMMON_KEYS.iter().all(|k| !table.contains_key(*k)));
-        let (build, routes) = erased.plan(name, table, cluster)?;
+        let (build, routes, panel) = erased.plan(name, table, cluster)?;
         Ok(PlannedApp {
             name: name.to_string(),
             overrides,
             build,
             routes,
+            panel,
         })
     }
 }

@@ -46,6 +46,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, message)
     }
 
+    /// 404 Not Found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
     /// 503 Service Unavailable (an application's actor does not answer).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
@@ -209,6 +214,17 @@ pub(crate) fn json_config(limit: usize) -> web::JsonConfig {
             }
             .into()
         })
+}
+
+/// How a query string that does not parse is refused: 400, quoting it.
+pub(crate) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|e, req| {
+        let detail = match e {
+            actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::bad_request(format!("query string {:?}: {detail}", req.query_string())).into()
+    })
 }
 
 fn too_large(limit: usize) -> ApiError {

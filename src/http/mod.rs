@@ -5,6 +5,9 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the live dashboard page ([`crate::dashboard`]), unless `[http] dashboard = false` |
+//! | `GET /v1/dashboard/snapshot` | what every node of the cluster knows, gathered by this one: [`crate::dashboard::ClusterSnapshot`] |
+//! | `GET /v1/dashboard/events` | the same as server-sent events, every `every_ms` (default 500) |
 //! | `GET /v1/status` | node name, incarnation, uptime, detector, membership as this node sees it (status, incarnation and phi per member), apps, leaders it knows, node and HTTP counters: [`StatusReport`] |
 //! | `GET /v1/tree` | the node's supervision tree |
 //! | `GET /v1/commit/in-doubt` | transactions in doubt on this node, in every commit instance: [`InDoubtReport`] (see [`crate::commit`]) |
@@ -57,10 +60,12 @@
 //! routes.mount("counter", Arc::new(|cfg: &mut web::ServiceConfig| {
 //!     cfg.service(web::resource("").get(read_counter));   // GET /v1/counter
 //! }))?;
-//! let running = start_node_with(config, StartOptions { app_routes: routes }).await?;
+//! let options = StartOptions { app_routes: routes, ..StartOptions::default() };
+//! let running = start_node_with(config, options).await?;
 //! ```
 
 mod commit;
+mod dashboard;
 mod errors;
 mod metrics;
 mod status;
@@ -83,12 +88,14 @@ use troupe_framework::Node;
 use troupe_transports::certs::NodeTls;
 
 pub use crate::config::HttpConfig;
+use crate::dashboard::AppPanelRegistry;
 use crate::failure_detector::FailureDetectorHandle;
 use crate::Error;
 pub use commit::InDoubtReport;
 pub use errors::{ApiError, Json};
 pub use status::{
-    AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected, StatusReport, StoreReport,
+    member_reports, AppState, HttpCountersSnapshot, LeaderReport, MemberReport, Rejected,
+    StatusReport, StoreReport,
 };
 pub use troupe_framework::node::NodeStatsSnapshot;
 
@@ -102,7 +109,7 @@ pub type AppRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
 /// Path prefixes the endpoint keeps for itself: no application may be
 /// mounted under these names.
-pub const RESERVED: [&str; 3] = ["status", "tree", "commit"];
+pub const RESERVED: [&str; 4] = ["status", "tree", "commit", "dashboard"];
 
 /// The applications' routes, by application name, mounted by the endpoint
 /// under `/v1/<name>/`.
@@ -197,6 +204,8 @@ struct Shared {
     counters: HttpCounters,
     token: Option<Box<[u8]>>,
     max_body_bytes: usize,
+    /// `[http] dashboard`: serve the page at `/`.
+    dashboard: bool,
 }
 
 /// What handlers, the applications' included, can read:
@@ -205,6 +214,7 @@ struct Shared {
 pub struct HttpContext {
     node: Node,
     fd: FailureDetectorHandle,
+    panels: AppPanelRegistry,
     shared: Arc<Shared>,
 }
 
@@ -252,7 +262,7 @@ impl HttpEndpoint {
 }
 
 /// Start the endpoint `config` describes for `node`, with the applications'
-/// `routes`. With `[http] client_certs`, `tls` is the node's TLS material
+/// `routes` and dashboard `panels`. With `[http] client_certs`, `tls` is the node's TLS material
 /// (its certificate, key and cluster CA: [`tls::server_config`]); it is
 /// not used otherwise. Call inside the node's actix system; the server runs
 /// until [`HttpEndpoint::stop`] (or the system stops).
@@ -265,6 +275,7 @@ pub fn start(
     node: Node,
     fd: FailureDetectorHandle,
     routes: AppRouteRegistry,
+    panels: AppPanelRegistry,
 ) -> Result<HttpEndpoint, Error> {
     config.validate()?;
     let shared = Arc::new(Shared {
@@ -274,8 +285,14 @@ pub fn start(
             .as_ref()
             .map(|t| t.as_bytes().to_vec().into_boxed_slice()),
         max_body_bytes: config.max_body_bytes,
+        dashboard: config.dashboard,
     });
-    let ctx = HttpContext { node, fd, shared };
+    let ctx = HttpContext {
+        node,
+        fd,
+        panels,
+        shared,
+    };
     let app_ctx = ctx.clone();
     let server = HttpServer::new(move || {
         let ctx = app_ctx.clone();
@@ -284,7 +301,11 @@ pub fn start(
             .app_data(web::Data::new(ctx))
             .app_data(web::PayloadConfig::new(limit))
             .app_data(errors::json_config(limit))
+            .app_data(errors::query_config())
             .wrap(from_fn(guard))
+            .service(web::resource("/").get(dashboard::page))
+            .service(web::resource("/v1/dashboard/snapshot").get(dashboard::snapshot))
+            .service(web::resource("/v1/dashboard/events").get(dashboard::events))
             .service(web::resource("/v1/status").get(status::status))
             .service(web::resource("/v1/tree").get(status::tree))
             .service(web::resource("/v1/commit/in-doubt").get(commit::in_doubt))

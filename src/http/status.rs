@@ -136,19 +136,20 @@ impl Rejected {
     }
 }
 
-/// `GET /v1/status`.
-pub(super) async fn status(
-    ctx: web::Data<HttpContext>,
-) -> Result<web::Json<StatusReport>, ApiError> {
-    let node = ctx.node();
-    let detected =
-        ctx.failure_detector().members().await.map_err(|e| {
-            ApiError::unavailable(format!("the failure detector does not answer: {e}"))
-        })?;
-    // Per name, the incarnation and phi of the life the detector counts as
-    // current.
+/// The group as `node` sees it: each member's status in the membership
+/// view, with the incarnation and phi of the life its failure detector
+/// `fd` counts as current. An error (for a 503) when the detector does not
+/// answer.
+pub async fn member_reports(
+    node: &troupe_framework::Node,
+    fd: &crate::failure_detector::FailureDetectorHandle,
+) -> Result<Vec<MemberReport>, String> {
+    let detected = fd
+        .members()
+        .await
+        .map_err(|e| format!("the failure detector does not answer: {e}"))?;
     let lives = current_lives(detected);
-    let members = node
+    Ok(node
         .membership()
         .iter()
         .map(|(name, status)| {
@@ -162,7 +163,17 @@ pub(super) async fn status(
                 phi: life.and_then(|l| l.phi),
             }
         })
-        .collect();
+        .collect())
+}
+
+/// `GET /v1/status`.
+pub(super) async fn status(
+    ctx: web::Data<HttpContext>,
+) -> Result<web::Json<StatusReport>, ApiError> {
+    let node = ctx.node();
+    let members = member_reports(node, ctx.failure_detector())
+        .await
+        .map_err(ApiError::unavailable)?;
     let shared = &ctx.shared;
     let apps = crate::app::list_apps(node)
         .await

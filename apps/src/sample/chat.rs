@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use troupe::app::{check_members, AppContext, AppKind, AppSpec, ClusterInfo};
 use troupe::broadcast::{prepare_broadcast, BroadcastGroup, Delivery, MessageId};
+use troupe::dashboard::{AppPanel, Panel};
 use troupe::http::actix_web::{web, HttpResponse};
 use troupe::http::{ApiError, AppRoutes, HttpContext, Json};
 use troupe::prelude::*;
@@ -170,6 +171,22 @@ pub struct ReadRoom {
 }
 remote_message!(ReadRoom, "troupe.chat.read", Vec<ChatEntry>);
 
+/// What the keeper holds, room by room (for the dashboard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRooms;
+remote_message!(GetRooms, "troupe.chat.rooms", ChatRooms);
+
+/// The answer to [`GetRooms`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRooms {
+    /// Messages delivered on this node, all rooms together.
+    pub delivered: u64,
+    /// Of them, those that waited in the hold-back queue.
+    pub held_back: u64,
+    /// Per room: its messages and the last one's id.
+    pub rooms: BTreeMap<String, (u64, String)>,
+}
+
 /// What the keeper has delivered: every entry, and the ids seen.
 #[derive(Debug, Default)]
 struct History {
@@ -263,6 +280,24 @@ impl Handler<Post> for Keeper {
     }
 }
 
+impl Handler<GetRooms> for Keeper {
+    type Result = MessageResult<GetRooms>;
+    fn handle(&mut self, _: GetRooms, _: &mut Context<Self>) -> Self::Result {
+        let h = self.history.lock().expect("history");
+        let mut r = ChatRooms {
+            delivered: h.entries.len() as u64,
+            ..ChatRooms::default()
+        };
+        for e in &h.entries {
+            r.held_back += u64::from(e.held_back);
+            let room = r.rooms.entry(e.room.clone()).or_default();
+            room.0 += 1;
+            room.1.clone_from(&e.id);
+        }
+        MessageResult(r)
+    }
+}
+
 impl Handler<ReadRoom> for Keeper {
     type Result = MessageResult<ReadRoom>;
     fn handle(&mut self, m: ReadRoom, _: &mut Context<Self>) -> Self::Result {
@@ -315,12 +350,31 @@ impl AppKind for ChatKind {
                     history: history.clone(),
                 })
                 .handles::<Post>()
-                .handles::<ReadRoom>(),
+                .handles::<ReadRoom>()
+                .handles::<GetRooms>(),
             ))
     }
     fn routes(&self, _: &ChatSettings) -> Option<AppRoutes> {
         Some(chat_routes())
     }
+    fn panel(&self, _: &ChatSettings) -> Option<AppPanel> {
+        Some(Arc::new(|node: Node| Box::pin(chat_panel(node))))
+    }
+}
+
+/// The chat's dashboard panel: messages delivered here, held back, and
+/// per room how many and the last one.
+async fn chat_panel(node: Node) -> Result<Panel, String> {
+    let r = crate::sample::ask_local(&node, CHAT, GetRooms).await?;
+    let rows = r
+        .rooms
+        .iter()
+        .map(|(room, (n, last))| vec![room.clone(), n.to_string(), last.clone()])
+        .collect();
+    Ok(Panel::new("chat: causal broadcast")
+        .field("delivered here", r.delivered)
+        .field("held back first", r.held_back)
+        .table(&["room", "messages", "last"], rows))
 }
 
 /// The body of `POST /v1/chat/{room}`.

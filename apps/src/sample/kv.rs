@@ -93,6 +93,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use troupe::app::{check_members, AppContext, AppKind, AppSpec, ClusterInfo};
+use troupe::dashboard::{AppPanel, Panel};
 use troupe::framework::codec::RemoteError;
 use troupe::framework::{AskError, RetryPolicy};
 use troupe::http::actix_web::http::StatusCode;
@@ -592,6 +593,39 @@ impl AppKind for KvKind {
     fn routes(&self, s: &KvSettings) -> Option<AppRoutes> {
         Some(kv_routes(Duration::from_millis(s.request_timeout_ms)))
     }
+    fn panel(&self, _: &KvSettings) -> Option<AppPanel> {
+        Some(Arc::new(|node: Node| Box::pin(kv_panel(node))))
+    }
+}
+
+/// The kv app's dashboard panel: this node's replica (role, term, leader,
+/// commit and applied index) and, on the leader, each member's match index.
+async fn kv_panel(node: Node) -> Result<Panel, String> {
+    // `hops: 1`: this replica's own status, never forwarded.
+    let s = super::ask_local(&node, KV, GetKvStatus { hops: 1 }).await??;
+    let rows = s
+        .membership
+        .members()
+        .into_iter()
+        .map(|m| {
+            let role = if s.membership.is_voter(&m) {
+                "voter"
+            } else {
+                "learner"
+            };
+            let matched = s.matched.get(&m).map_or("–".to_string(), u64::to_string);
+            vec![m, role.to_string(), matched]
+        })
+        .collect();
+    Ok(Panel::new("kv: Raft replica")
+        .field("role", format!("{:?}", s.role))
+        .field("term", s.term)
+        .field("leader", s.leader.as_deref().unwrap_or("none known"))
+        .field("commit index", s.commit)
+        .field("applied", s.applied)
+        .field("last log index", s.last_index)
+        .field("snapshot index", s.snapshot_index)
+        .table(&["member", "role", "match (leader only)"], rows))
 }
 
 /// The body of `PUT /v1/kv/{key}`.

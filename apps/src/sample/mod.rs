@@ -109,6 +109,22 @@ pub async fn start_status(
     start_app(node, status_app(&ctx)).await
 }
 
+/// Ask this node's actor `actor` (an app's) for `m`, within 2 s; the error
+/// says which actor did not answer. For the apps' dashboard panels.
+pub(crate) async fn ask_local<M: troupe::framework::RemoteMessage>(
+    node: &troupe::framework::Node,
+    actor: &str,
+    m: M,
+) -> Result<M::Reply, String> {
+    let r = node
+        .lookup::<M>(&format!("{}/{actor}", node.name()))
+        .map_err(|e| format!("{actor}: {e}"))?;
+    r.ask(m)
+        .timeout(std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("{actor} does not answer: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,3 +237,235 @@ pub fn target_dir() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("target"))
 }
+
+/// A Chromium that stays open, driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: commands on its fd 3, answers on its fd 4,
+/// each a JSON message ended by a NUL byte), for pages that must be watched
+/// while something else happens (the live dashboard while a node is
+/// killed). One page, opened by [`Chromium::open`]; the browser is killed
+/// when this is dropped.
+pub struct BrowserPage {
+    child: std::process::Child,
+    to_browser: std::fs::File,
+    answers: std::sync::mpsc::Receiver<serde_json::Value>,
+    session: String,
+    next_id: u64,
+    profile: PathBuf,
+}
+
+impl Chromium {
+    /// Opens `url` in a `width` x `height` window of a browser that stays
+    /// open (see [`BrowserPage`]).
+    pub fn open(&self, url: &str, (width, height): (u32, u32)) -> Result<BrowserPage, String> {
+        use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let profile = std::env::temp_dir().join(format!(
+            "troupe-chromium-{}-{}",
+            std::process::id(),
+            PROFILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+        let pipe = || -> Result<(OwnedFd, OwnedFd), String> {
+            let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+            if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+                return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: both were just opened by pipe(2) and are owned here.
+            Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+        };
+        let (cmd_read, cmd_write) = pipe()?;
+        let (ans_read, ans_write) = pipe()?;
+        let (cr, aw) = (cmd_read.into_raw_fd(), ans_write.into_raw_fd());
+        let mut command = Command::new(&self.exe);
+        command
+            .args(FLAGS)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--window-size={width},{height}"))
+            .arg("--remote-debugging-pipe")
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(cr, 3) < 0 || libc::dup2(aw, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
+        // SAFETY: the child has its copies; these are ours to close.
+        unsafe {
+            drop(OwnedFd::from_raw_fd(cr));
+            drop(OwnedFd::from_raw_fd(aw));
+        }
+        let child = spawned.map_err(|e| format!("{}: {e}", self.exe.display()))?;
+        let (tx, answers) = std::sync::mpsc::channel();
+        let mut from_browser = std::fs::File::from(ans_read);
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            loop {
+                let n = match std::io::Read::read(&mut from_browser, &mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == 0) {
+                    let msg: Vec<u8> = buf.drain(..=end).collect();
+                    if let Ok(v) = serde_json::from_slice(&msg[..msg.len() - 1]) {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let mut page = BrowserPage {
+            child,
+            to_browser: std::fs::File::from(cmd_write),
+            answers,
+            session: String::new(),
+            next_id: 0,
+            profile,
+        };
+        let target = page.call("Target.createTarget", serde_json::json!({ "url": url }))?;
+        let target_id = target["targetId"].as_str().unwrap_or_default().to_string();
+        let attached = page.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target_id, "flatten": true }),
+        )?;
+        page.session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| format!("no session: {attached}"))?
+            .to_string();
+        Ok(page)
+    }
+}
+
+impl BrowserPage {
+    /// Sends `method` with `params` (to the page once attached) and waits
+    /// up to 30 s for its answer's `result`.
+    fn call(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() {
+            msg["sessionId"] = serde_json::Value::String(self.session.clone());
+        }
+        let mut bytes = serde_json::to_vec(&msg).map_err(|e| e.to_string())?;
+        bytes.push(0);
+        self.to_browser
+            .write_all(&bytes)
+            .map_err(|e| format!("{method}: the browser is gone: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .answers
+                .recv_timeout(left)
+                .map_err(|_| format!("{method}: no answer within 30 s"))?;
+            if v["id"].as_u64() != Some(id) {
+                continue; // an event, or another call's answer
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("{method}: {e}"));
+            }
+            return Ok(v["result"].clone());
+        }
+    }
+
+    /// The value of `expression` evaluated in the page (JSON; promises
+    /// awaited).
+    pub fn eval(&mut self, expression: &str) -> Result<serde_json::Value, String> {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        )?;
+        if let Some(e) = r.get("exceptionDetails") {
+            return Err(format!("{expression}: {e}"));
+        }
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Polls `expression` every 100 ms until it is `true`, for at most
+    /// `limit` (an exception, as while the page still loads, counts as not
+    /// yet); the last value or exception otherwise.
+    pub fn wait_for(&mut self, expression: &str, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let v = match self.eval(expression) {
+                Ok(serde_json::Value::Bool(true)) => return Ok(()),
+                Ok(v) => v.to_string(),
+                Err(e) if e.contains("no answer within") || e.contains("the browser is gone") => {
+                    return Err(e)
+                }
+                Err(e) => e,
+            };
+            if start.elapsed() > limit {
+                return Err(format!("{expression} still {v} after {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Saves a PNG of the page's viewport at `out`.
+    pub fn screenshot(&mut self, out: &Path) -> Result<(), String> {
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        )?;
+        let data = r["data"].as_str().ok_or("no screenshot data")?;
+        let png = base64_decode(data)?;
+        if !png.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return Err("the screenshot is not a PNG".into());
+        }
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(out, png).map_err(|e| format!("{}: {e}", out.display()))
+    }
+}
+
+impl Drop for BrowserPage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Standard base64 (with padding), as the DevTools protocol sends binary.
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let val = |c: u8| -> Result<u32, String> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("not base64: {:?}", c as char)),
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for quad in bytes.chunks(4) {
+        let pad = quad.iter().rev().take_while(|&&b| b == b'=').count();
+        let mut n = 0u32;
+        for &c in quad {
+            n = (n << 6) | if c == b'=' { 0 } else { val(c)? };
+        }
+        n <<= 6 * (4 - quad.len() as u32);
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3usize.saturating_sub(pad)]);
+    }
+    Ok(out)
+}

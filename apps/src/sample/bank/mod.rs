@@ -83,6 +83,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use troupe::app::{check_members, AppContext, AppKind, AppSpec, ClusterInfo};
 use troupe::commit::{CommitHandle, InDoubt, Phase};
+use troupe::dashboard::{AppPanel, Panel};
 use troupe::http::actix_web::{web, HttpResponse};
 use troupe::http::{ApiError, AppRoutes, HttpContext, Json};
 use troupe::prelude::*;
@@ -654,6 +655,42 @@ impl AppKind for BankKind {
     fn routes(&self, _: &BankSettings) -> Option<AppRoutes> {
         Some(bank_routes())
     }
+    fn panel(&self, _: &BankSettings) -> Option<AppPanel> {
+        Some(Arc::new(|node: Node| Box::pin(bank_panel(node))))
+    }
+}
+
+/// The bank's dashboard panel: the transactions in doubt on this node and
+/// the transfers prepared on its shard and not decided yet.
+async fn bank_panel(node: Node) -> Result<Panel, String> {
+    let r = crate::sample::ask_local(&node, BANK, GetInDoubt).await??;
+    let rows = r
+        .in_doubt
+        .iter()
+        .map(|d| {
+            vec![
+                d.tx.to_string(),
+                d.instance.clone(),
+                if d.coordinator {
+                    "coordinator"
+                } else {
+                    "participant"
+                }
+                .to_string(),
+                format!("{:?}", d.phase),
+                if d.active {
+                    "resolving"
+                } else {
+                    "waiting for the others"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    Ok(Panel::new("bank: atomic commit")
+        .field("in doubt", r.in_doubt.len())
+        .field("prepared, undecided", r.prepared.len())
+        .table(&["tx", "instance", "role", "phase", "state"], rows))
 }
 
 /// The bank app's child that resolves orphaned coordinator parts: the
