@@ -17,6 +17,15 @@ fn the_readme_commit_example_is_the_compiled_one() {
 }
 
 #[test]
+fn the_readme_discovery_example_is_the_compiled_one() {
+    same(
+        "## Discovery, pub/sub and death-watch",
+        "discovery.rs",
+        "discovery",
+    );
+}
+
+#[test]
 fn the_readme_cluster_features_example_is_the_compiled_one() {
     same(
         "## Remote spawn and cluster singleton",
