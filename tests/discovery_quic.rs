@@ -92,8 +92,9 @@ async fn start_cluster() -> Vec<Member> {
         let running = start_node(config(n, &ports))
             .await
             .unwrap_or_else(|e| panic!("{n}: {e}"));
-        let receptionist = Receptionist::start(&running.node).await.unwrap();
-        let watch = DeathWatch::start(&running.node).await.unwrap();
+        // `start_node` starts both services on every node.
+        let receptionist = running.receptionist.clone();
+        let watch = running.death_watch.clone();
         out.push(Member {
             running,
             receptionist,
@@ -308,7 +309,7 @@ async fn discovery_bench_child_process() {
     let name = NODES.iter().find(|n| **n == name).unwrap();
     let running = start_node(config(name, &ports)).await.unwrap();
     let node = running.node.clone();
-    let receptionist = Receptionist::start(&node).await.unwrap();
+    let receptionist = running.receptionist.clone();
     let got = Arc::new(Mutex::new(Vec::new()));
     node.spawn(worker("w", &got)).await.unwrap();
     for i in 0..ROUNDS {

@@ -657,7 +657,8 @@ pub struct DeathWatch {
 
 impl DeathWatch {
     /// Start death-watch on `node` (an actor named [`DEATH_WATCH_ACTOR`]),
-    /// with the default settings. Start it on every node of the cluster.
+    /// with the default settings. Start it on every node of the cluster (`troupe::runtime::start_node`
+    /// does, for the nodes it starts).
     pub async fn start(node: &Node) -> Result<Self, DiscoveryError> {
         Self::start_with(node, DeathWatchConfig::default()).await
     }

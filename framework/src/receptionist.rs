@@ -772,7 +772,8 @@ pub struct Receptionist {
 impl Receptionist {
     /// Start the receptionist on `node` (an actor named
     /// [`RECEPTIONIST_ACTOR`] under the node's root supervisor), with the
-    /// default settings. Start it on every node of the cluster.
+    /// default settings. Start it on every node of the cluster (`troupe::runtime::start_node`
+    /// does, for the nodes it starts).
     pub async fn start(node: &Node) -> Result<Self, DiscoveryError> {
         Self::start_with(node, ReceptionistConfig::default()).await
     }
