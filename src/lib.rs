@@ -17,6 +17,8 @@
 //! as supervised actor trees, declared in code or started from the config
 //! ([`app`]). Typed protocol APIs: locks
 //! ([`lock`]), leader election ([`leader`]), atomic commit ([`commit`]).
+//! Cluster features: remote spawn ([`remote_spawn`]) and the cluster
+//! singleton ([`singleton`]).
 //!
 //! Start with [`prelude`].
 
@@ -38,7 +40,9 @@ pub mod leader;
 pub mod lock;
 pub mod metrics;
 pub mod raft;
+pub mod remote_spawn;
 pub mod runtime;
+pub mod singleton;
 
 pub use error::Error;
 
@@ -54,7 +58,9 @@ pub mod prelude {
     pub use crate::leader::{start_election, LeaderElection, Leadership};
     pub use crate::lock::{start_lock, DistributedLock, LockGuard};
     pub use crate::raft::{start_raft, ProposeError, ReadError, Replica};
+    pub use crate::remote_spawn::{start_spawner, SpawnError, SpawnKinds, SpawnRemote};
     pub use crate::runtime::{start_node, start_node_with, RunningNode, StartOptions};
+    pub use crate::singleton::{start_singleton, Singleton, SingletonError, SingletonProxy};
     pub use troupe_framework::actix::prelude::*;
     pub use troupe_framework::membership::{MemberEvent, MemberStatus};
     pub use troupe_framework::{

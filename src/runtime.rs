@@ -10,6 +10,9 @@ use troupe_transports::certs::NodeTls;
 use troupe_transports::quic::QuicTransport;
 
 use crate::config::Config;
+use troupe_framework::death_watch::DeathWatch;
+use troupe_framework::receptionist::Receptionist;
+
 use crate::dashboard::AppPanelRegistry;
 use crate::failure_detector::{start_failure_detector_with, FailureDetectorHandle};
 use crate::http::{AppRouteRegistry, HttpEndpoint};
@@ -25,6 +28,12 @@ pub struct RunningNode {
     pub failure_detector: FailureDetectorHandle,
     /// Its HTTP endpoint (when the config has `[http]`).
     pub http: Option<HttpEndpoint>,
+    /// Its receptionist: cluster-wide discovery and pub/sub topics
+    /// ([`troupe_framework::receptionist`], [`troupe_framework::pubsub`]).
+    pub receptionist: Receptionist,
+    /// Its death-watch of actors on any node
+    /// ([`troupe_framework::death_watch`]).
+    pub death_watch: DeathWatch,
     /// The config it was started from.
     pub config: Config,
 }
@@ -37,6 +46,8 @@ pub struct StartOptions {
     pub app_routes: AppRouteRegistry,
     /// The applications' dashboard panels ([`crate::dashboard`]).
     pub app_panels: AppPanelRegistry,
+    /// The kinds other nodes may spawn here ([`crate::remote_spawn`]).
+    pub spawn_kinds: crate::remote_spawn::SpawnKinds,
 }
 
 impl RunningNode {
@@ -143,11 +154,20 @@ pub async fn start_node(config: Config) -> Result<RunningNode, Error> {
 /// [`start_node`] with the applications' HTTP routes.
 pub async fn start_node_with(config: Config, options: StartOptions) -> Result<RunningNode, Error> {
     match start(&config, options).await {
-        Ok((node, transport, failure_detector, http)) => Ok(RunningNode {
+        Ok(Started {
             node,
             transport,
             failure_detector,
             http,
+            receptionist,
+            death_watch,
+        }) => Ok(RunningNode {
+            node,
+            transport,
+            failure_detector,
+            http,
+            receptionist,
+            death_watch,
             config,
         }),
         Err(e) => Err(config.locate(e)),
@@ -204,12 +224,14 @@ fn https_tls(config: &Config) -> Result<Option<NodeTls>, Error> {
 }
 
 /// The parts of a started node; errors not yet located in the config.
-type Started = (
-    Node,
-    Arc<QuicTransport>,
-    FailureDetectorHandle,
-    Option<HttpEndpoint>,
-);
+struct Started {
+    node: Node,
+    transport: Arc<QuicTransport>,
+    failure_detector: FailureDetectorHandle,
+    http: Option<HttpEndpoint>,
+    receptionist: Receptionist,
+    death_watch: DeathWatch,
+}
 
 async fn start(config: &Config, options: StartOptions) -> Result<Started, Error> {
     config.validate()?;
@@ -284,6 +306,24 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         node.shutdown();
         return Err(e);
     }
+    if let Err(e) = crate::remote_spawn::start_spawner(&node, options.spawn_kinds.clone()).await {
+        node.shutdown();
+        return Err(e);
+    }
+    let services = async {
+        let r = Receptionist::start(&node).await?;
+        let w = DeathWatch::start(&node).await?;
+        Ok::<_, troupe_framework::receptionist::DiscoveryError>((r, w))
+    };
+    let (receptionist, death_watch) = match services.await {
+        Ok(s) => s,
+        Err(e) => {
+            node.shutdown();
+            return Err(Error::Config(format!(
+                "the receptionist or death-watch did not start: {e}"
+            )));
+        }
+    };
     let http = match &config.http {
         Some(http) => {
             match crate::http::start(
@@ -315,5 +355,12 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         seeds = config.seeds.as_ref().map_or(0, Vec::len),
         "node up"
     );
-    Ok((node, transport, failure_detector, http))
+    Ok(Started {
+        node,
+        transport,
+        failure_detector,
+        http,
+        receptionist,
+        death_watch,
+    })
 }

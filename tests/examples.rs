@@ -14,6 +14,9 @@ mod app_tree;
 #[path = "../examples/commit_orders.rs"]
 mod commit_orders;
 #[allow(dead_code)]
+#[path = "../examples/discovery.rs"]
+mod discovery;
+#[allow(dead_code)]
 #[path = "../examples/locked_counter.rs"]
 mod locked_counter;
 #[allow(dead_code)]
@@ -83,4 +86,20 @@ fn commit_orders_commits_then_aborts_on_a_no_vote_and_puts_the_stock_back() {
         commit_orders::run(algorithm, false)
             .unwrap_or_else(|e| panic!("commit_orders {algorithm}: {e}"));
     }
+}
+
+/// `discovery`: every printer found, one publish printed by all three,
+/// the watch told the stop's reason, the stopped printer no longer found.
+#[test]
+fn discovery_finds_publishes_and_watches() {
+    let r = discovery::run().unwrap_or_else(|e| panic!("discovery: {e}"));
+    assert_eq!(r.found, ["a/printer", "b/printer", "c/printer"]);
+    assert_eq!(r.printed, 3);
+    assert_eq!(
+        r.reason,
+        troupe::framework::death_watch::DeathReason::Stopped(
+            troupe::framework::ExitReason::Shutdown
+        )
+    );
+    assert_eq!(r.found_after, ["a/printer", "b/printer"]);
 }

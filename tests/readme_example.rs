@@ -16,6 +16,24 @@ fn the_readme_commit_example_is_the_compiled_one() {
     same("## Atomic commit", "commit_orders.rs", "atomic commit");
 }
 
+#[test]
+fn the_readme_discovery_example_is_the_compiled_one() {
+    same(
+        "## Discovery, pub/sub and death-watch",
+        "discovery.rs",
+        "discovery",
+    );
+}
+
+#[test]
+fn the_readme_cluster_features_example_is_the_compiled_one() {
+    same(
+        "## Remote spawn and cluster singleton",
+        "cluster_features.rs",
+        "cluster features",
+    );
+}
+
 /// The first rust block under `heading` is `example`'s part between its
 /// `// README: <marker> (begin)` and `(end)` lines.
 fn same(heading: &str, example: &str, marker: &str) {

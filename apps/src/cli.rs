@@ -701,6 +701,7 @@ fn node(path: PathBuf) -> Result<(), CliError> {
     let options = StartOptions {
         app_routes: apps.routes().map_err(|e| config.locate(e))?,
         app_panels: apps.panels(),
+        ..StartOptions::default()
     };
     let system = actix_rt::System::new();
     system.block_on(async move {

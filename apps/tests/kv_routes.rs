@@ -87,6 +87,7 @@ impl Nodes {
                     let options = StartOptions {
                         app_routes: plan.routes().expect("routes"),
                         app_panels: plan.panels(),
+                        ..StartOptions::default()
                     };
                     let r = start_node_with(config, options).await.expect("node starts");
                     let peers = r.config.peer_names();

@@ -21,6 +21,7 @@
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
 //! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
+//! | [`receptionist`], [`pubsub`], [`death_watch`] | cluster-wide discovery, topic pub/sub, remote death-watch |
 //! | [`live`] | the live tap on a node's traffic, for the dashboard |
 //!
 //! A minimal remote-capable actor:
@@ -49,6 +50,7 @@
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod death_watch;
 pub mod dispatch;
 pub mod error;
 pub mod ids;
@@ -57,6 +59,8 @@ pub mod live;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod pubsub;
+pub mod receptionist;
 pub mod registry;
 pub mod reliable;
 pub mod remote;

@@ -285,6 +285,12 @@ impl Supervisor {
                 self.stop_all();
                 self.restarts.clear();
                 self.state = ChildState::GaveUp;
+                // Its children stay stopped: they ended (for death-watch).
+                for slot in self.slots.values() {
+                    for n in slot.factory.actor_names() {
+                        self.registry.end(&n);
+                    }
+                }
             }
         }
     }
@@ -470,12 +476,20 @@ impl Handler<ChildExited> for Supervisor {
                 reason: msg.reason.clone(),
             },
         );
+        for n in slot.factory.actor_names() {
+            self.registry.note_exit(&n, &msg.reason);
+        }
         match restart {
             Restart::Temporary => {
                 self.remove_slot(msg.key);
                 return;
             }
-            Restart::Transient if !msg.reason.is_abnormal() => return,
+            Restart::Transient if !msg.reason.is_abnormal() => {
+                for n in slot.factory.actor_names() {
+                    self.registry.end(&n);
+                }
+                return;
+            }
             Restart::Transient | Restart::Permanent => {}
         }
         let n = self.count_restart();
