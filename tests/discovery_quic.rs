@@ -19,6 +19,7 @@ use troupe::config::Config;
 use troupe::framework::death_watch::{DeathReason, DeathWatch};
 use troupe::framework::pubsub::{PubSub, Topic};
 use troupe::framework::receptionist::{Receptionist, ServiceKey};
+use troupe::framework::reliable_pubsub::{subscribe_reliable, ReliablePublisher};
 use troupe::framework::ExitReason;
 use troupe::prelude::*;
 
@@ -190,6 +191,46 @@ async fn discovery_pubsub_and_death_watch_over_quic() {
             .collect();
         assert_eq!(seq, (0..50).collect::<Vec<_>>(), "{s}");
     }
+
+    // A reliable topic: every node's worker subscribes; a publishes;
+    // each gets each message exactly once, in order.
+    let reliable: Topic<Job> = Topic::new("jobs-reliable").unwrap();
+    let mut receivers = Vec::new();
+    for m in &members {
+        receivers.push(
+            subscribe_reliable(&m.receptionist, &reliable, "w")
+                .await
+                .unwrap(),
+        );
+    }
+    let publisher = ReliablePublisher::new(members[0].receptionist.clone(), reliable).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while publisher.subscribers().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reliable subscribers not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    got.lock().unwrap().clear();
+    for i in 0..200 {
+        let p = publisher.publish(Job(i)).await;
+        assert_eq!((p.sent, p.failed), (3, 0), "publish {i}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), publisher.flush())
+        .await
+        .expect("acknowledged")
+        .unwrap();
+    let got_now = got.lock().unwrap().clone();
+    for s in &truth {
+        let seq: Vec<u32> = got_now
+            .iter()
+            .filter(|(p, _)| p == s)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(seq, (0..200).collect::<Vec<_>>(), "reliable {s}");
+    }
+    drop(receivers);
 
     // a watches c/w; c stops it; a is told, and c/w leaves every find.
     let watch = members[0]

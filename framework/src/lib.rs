@@ -21,7 +21,7 @@
 //! | [`config`] | [`NodeConfig`] from TOML, every field defaulted |
 //! | [`storage`] | the node's durable store (redb, group commit) for protocol state and logs |
 //! | [`trace`] | JSON-lines traces for space-time diagrams |
-//! | [`receptionist`], [`pubsub`], [`death_watch`] | cluster-wide discovery, topic pub/sub, remote death-watch |
+//! | [`receptionist`], [`pubsub`], [`reliable_pubsub`], [`death_watch`] | cluster-wide discovery, topic pub/sub (at most once, or exactly once in order per publisher), remote death-watch |
 //! | [`live`] | the live tap on a node's traffic, for the dashboard |
 //!
 //! A minimal remote-capable actor:
@@ -63,6 +63,7 @@ pub mod pubsub;
 pub mod receptionist;
 pub mod registry;
 pub mod reliable;
+pub mod reliable_pubsub;
 pub mod remote;
 pub mod remote_ref;
 mod reply;

@@ -25,8 +25,9 @@
 //!   dispatcher keeps arrival order per actor, and a local tell is an actix
 //!   `do_send`. That is FIFO with possible gaps, not reliable FIFO. On the
 //!   simulated network with reordering faults there is no order at all.
-//!   A message that must get through needs a reliable channel
-//!   ([`crate::reliable`], point to point), not this.
+//!   A message that must get through needs a reliable topic
+//!   ([`crate::reliable_pubsub`]: exactly once and in order per publisher
+//!   and subscriber, over [`crate::reliable`] channels), not this.
 
 use crate::receptionist::{DiscoveryError, Receptionist, ServiceKey};
 use crate::remote::RemoteMessage;
