@@ -29,14 +29,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use troupe_transports::certs::{load_cert_chain, load_private_key, NodeTls};
-use troupe_transports::quic::crypto_provider;
+use troupe_transports::quic::{crypto_provider, CaServerVerifier, ServerNameRule};
 
 use crate::Error;
 
@@ -147,7 +146,15 @@ pub fn client_config(
         .with_protocol_versions(VERSIONS)
         .map_err(|e| tls_err(format!("TLS versions: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ClusterServerVerifier { inner, expected }))
+        .with_custom_certificate_verifier(Arc::new(CaServerVerifier::new(
+            inner,
+            // The name given, else the URL's DNS name, else (an IP
+            // address) the certificate's own first DNS name.
+            match expected {
+                Some(name) => ServerNameRule::Exact(name),
+                None => ServerNameRule::DialedOrOwn,
+            },
+        )))
         .with_client_auth_cert(chain, key)
         .map_err(|e| tls_err(format!("{}: {e}", files.cert.display())))?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
@@ -183,64 +190,6 @@ pub fn describe(e: &rustls::CertificateError) -> String {
             "UnknownIssuer: it is not signed by that CA".to_string()
         }
         other => other.to_string(),
-    }
-}
-
-/// Checks a server's certificate against the cluster CA and the name it
-/// must carry: the one configured, else the URL's DNS name, else (an IP
-/// address) the certificate's own first DNS name (see the module docs).
-#[derive(Debug)]
-struct ClusterServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    expected: Option<ServerName<'static>>,
-}
-
-impl ServerCertVerifier for ClusterServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let name = match (&self.expected, server_name) {
-            (Some(expected), _) => expected.clone(),
-            (None, ServerName::DnsName(_)) => server_name.to_owned(),
-            (None, _) => {
-                let cert = webpki::EndEntityCert::try_from(end_entity)
-                    .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-                let name = cert.valid_dns_names().next().ok_or_else(|| {
-                    rustls::Error::General("the server's certificate names no node".into())
-                })?;
-                ServerName::try_from(name.to_string())
-                    .map_err(|e| rustls::Error::General(format!("server certificate name: {e}")))?
-            }
-        };
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

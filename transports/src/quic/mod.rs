@@ -120,6 +120,8 @@
 mod engine;
 mod queue;
 mod tls;
+/// The server-certificate verifier of seeds and HTTPS clients.
+pub use tls::{CaServerVerifier, ServerNameRule};
 pub mod wire;
 
 pub use tls::provider as crypto_provider;

@@ -13,7 +13,7 @@
 //!
 //! Dialing a *seed* (an address whose node name is not known yet): the
 //! server certificate must chain to the cluster CA and be valid for the first
-//! DNS name it carries ([`SeedServerVerifier`]); which node answered is
+//! DNS name it carries ([`CaServerVerifier`], [`ServerNameRule::Own`]); which node answered is
 //! learned from its hello, and [`PeerNameChecker`] then checks that the
 //! certificate names exactly that node.
 //!
@@ -100,9 +100,10 @@ pub(crate) fn secure(tls: &NodeTls, alpn: &[u8]) -> Result<TlsSetup, QuicError> 
         QuicClientConfig::try_from(client).map_err(|e| tls_err("QUIC client config", e))
     };
     let client = client_with(server_verifier.clone())?;
-    let seed_client = client_with(Arc::new(SeedServerVerifier {
-        inner: server_verifier.clone(),
-    }))?;
+    let seed_client = client_with(Arc::new(CaServerVerifier::new(
+        server_verifier.clone(),
+        ServerNameRule::Own,
+    )))?;
 
     Ok(TlsSetup {
         server: Arc::new(
@@ -240,33 +241,59 @@ pub(crate) fn keys_match(tls: &NodeTls) -> Result<(), rustls::Error> {
         .map(|_| ())
 }
 
-/// For dialing a seed: the certificate must chain to the cluster CA and be
-/// valid (for the first DNS name it carries: the node name is not known
-/// before the hello; [`PeerNameChecker`] checks it exactly afterwards).
-#[derive(Debug)]
-struct SeedServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+/// Which name a server's certificate must carry, besides chaining to the
+/// cluster CA ([`CaServerVerifier`]).
+#[derive(Debug, Clone)]
+pub enum ServerNameRule {
+    /// Exactly this one.
+    Exact(ServerName<'static>),
+    /// The name dialed when it is a DNS name; when it is an IP address, the
+    /// certificate's own first DNS name (any certificate of the CA).
+    DialedOrOwn,
+    /// The certificate's own first DNS name, whatever was dialed (a seed,
+    /// whose node name is learned from its hello and checked then with
+    /// [`PeerNameChecker`]).
+    Own,
 }
 
-impl ServerCertVerifier for SeedServerVerifier {
+/// A server-certificate verifier: the chain must lead to the cluster CA and
+/// the certificate be valid for the name its [`ServerNameRule`] picks. Used
+/// for dialing seeds and by the HTTPS clients of a node's endpoint.
+#[derive(Debug)]
+pub struct CaServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    rule: ServerNameRule,
+}
+
+impl CaServerVerifier {
+    /// `inner` (a WebPKI verifier over the cluster CA) with `rule`.
+    pub fn new(inner: Arc<WebPkiServerVerifier>, rule: ServerNameRule) -> Self {
+        Self { inner, rule }
+    }
+}
+
+impl ServerCertVerifier for CaServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        let name = cert
-            .valid_dns_names()
-            .next()
-            .and_then(|n| ServerName::try_from(n.to_string()).ok())
-            .ok_or(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName,
-            ))?;
+        let name = match (&self.rule, server_name) {
+            (ServerNameRule::Exact(expected), _) => expected.clone(),
+            (ServerNameRule::DialedOrOwn, ServerName::DnsName(_)) => server_name.to_owned(),
+            _ => {
+                let cert = webpki::EndEntityCert::try_from(end_entity)
+                    .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+                let name = cert.valid_dns_names().next().ok_or_else(|| {
+                    rustls::Error::General("the server's certificate names no node".into())
+                })?;
+                ServerName::try_from(name.to_string())
+                    .map_err(|e| rustls::Error::General(format!("server certificate name: {e}")))?
+            }
+        };
         self.inner
             .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
     }
