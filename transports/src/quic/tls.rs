@@ -251,8 +251,8 @@ pub enum ServerNameRule {
     /// certificate's own first DNS name (any certificate of the CA).
     DialedOrOwn,
     /// The certificate's own first DNS name, whatever was dialed (a seed,
-    /// whose node name is learned from its hello and checked then with
-    /// [`PeerNameChecker`]).
+    /// whose node name is learned from its hello and checked then by the
+    /// transport against the certificate).
     Own,
 }
 
