@@ -238,28 +238,7 @@ impl Inner {
                     return Err(e.into());
                 }
             }
-            let (mut send, mut recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| format!("opening hello stream: {e}"))?;
-            let hello = self.hello().encode().map_err(|e| e.to_string())?;
-            send.write_all(&hello)
-                .await
-                .map_err(|e| format!("sending hello: {e}"))?;
-            let theirs = match read_hello(&mut recv).await {
-                Ok(h) => h,
-                Err(e) => {
-                    return Err(match conn.close_reason() {
-                        Some(quinn::ConnectionError::ApplicationClosed(c))
-                            if c.error_code == VarInt::from_u32(wire::CLOSE_DUPLICATE) =>
-                        {
-                            DialError::Duplicate
-                        }
-                        Some(reason) => format!("peer refused us: {reason}").into(),
-                        None => format!("peer sent no valid hello: {e}").into(),
-                    });
-                }
-            };
+            let (mut send, theirs) = self.exchange_hello(&conn, "peer").await?;
             if theirs.name != peer.name {
                 close(&conn, wire::CLOSE_REFUSED, "unexpected node name in hello");
                 return Err(format!(
@@ -272,7 +251,7 @@ impl Inner {
             }
             // The hello stream has served its purpose.
             let _ = send.finish();
-            Ok((conn, theirs))
+            Ok::<_, DialError>((conn, theirs))
         };
         let (conn, theirs) = tokio::time::timeout(deadline, handshake)
             .await
@@ -281,6 +260,37 @@ impl Inner {
             Ok(()) => Ok(()),
             Err(Registration::Duplicate) => Err(DialError::Duplicate),
             Err(Registration::ShuttingDown) => Err("transport is shutting down".to_string().into()),
+        }
+    }
+
+    /// As the dialer of `conn`: open the hello stream, send this node's
+    /// hello and read the other side's (`who` names it in errors: `peer`,
+    /// `seed`). The stream is returned to be finished once the hello is
+    /// checked.
+    pub(super) async fn exchange_hello(
+        &self,
+        conn: &Connection,
+        who: &str,
+    ) -> Result<(quinn::SendStream, Hello), DialError> {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("opening hello stream: {e}"))?;
+        let hello = self.hello().encode().map_err(|e| e.to_string())?;
+        send.write_all(&hello)
+            .await
+            .map_err(|e| format!("sending hello: {e}"))?;
+        match read_hello(&mut recv).await {
+            Ok(h) => Ok((send, h)),
+            Err(e) => Err(match conn.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == VarInt::from_u32(wire::CLOSE_DUPLICATE) =>
+                {
+                    DialError::Duplicate
+                }
+                Some(reason) => format!("{who} refused us: {reason}").into(),
+                None => format!("{who} sent no valid hello: {e}").into(),
+            }),
         }
     }
 

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use quinn::VarInt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, info, warn};
@@ -27,7 +26,6 @@ use tracing::{debug, info, warn};
 use super::super::wire;
 use super::links::Registration;
 use super::outbound::{seed_for, DialError};
-use super::reader::read_hello;
 use super::{close, Inner, Peer, PeerMap};
 use crate::quic::QuicError;
 
@@ -197,28 +195,7 @@ impl Inner {
             let conn = connecting
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let (mut send, mut recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| format!("opening hello stream: {e}"))?;
-            let hello = self.hello().encode().map_err(|e| e.to_string())?;
-            send.write_all(&hello)
-                .await
-                .map_err(|e| format!("sending hello: {e}"))?;
-            let theirs = match read_hello(&mut recv).await {
-                Ok(h) => h,
-                Err(e) => {
-                    return Err(match conn.close_reason() {
-                        Some(quinn::ConnectionError::ApplicationClosed(c))
-                            if c.error_code == VarInt::from_u32(wire::CLOSE_DUPLICATE) =>
-                        {
-                            DialError::Duplicate
-                        }
-                        Some(reason) => format!("seed refused us: {reason}").into(),
-                        None => format!("seed sent no valid hello: {e}").into(),
-                    });
-                }
-            };
+            let (mut send, theirs) = self.exchange_hello(&conn, "seed").await?;
             if theirs.name == self.name {
                 close(&conn, wire::CLOSE_REFUSED, "dialed myself");
                 return Err(format!("seed {seed} is this node itself").into());
@@ -230,7 +207,7 @@ impl Inner {
                 }
             }
             let _ = send.finish();
-            Ok((conn, theirs))
+            Ok::<_, DialError>((conn, theirs))
         };
         let (conn, theirs) = tokio::time::timeout(deadline, handshake)
             .await
