@@ -593,6 +593,8 @@ impl Dispatcher {
             return Ok(());
         }
         let ask = reply.is_some();
+        // The sender's shared name: no copy when the transport shares it.
+        let cause = cause.map(|seq| (peer.to_shared(), seq));
         if let Some(full) = self.hand_over(handler.as_ref(), payload, from, reply, cause)? {
             let queue = std::mem::take(&mut self.spare);
             self.block(actor.to_string(), full, ask, queue);
@@ -608,7 +610,7 @@ impl Dispatcher {
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
-        cause: Option<u64>,
+        cause: Option<(Arc<str>, u64)>,
     ) -> Result<Option<LocalFut<()>>, Undelivered> {
         Ok(match handler.dispatch(payload, from, reply, cause)? {
             Dispatched::Queued => None,
@@ -646,7 +648,8 @@ impl Dispatcher {
                 name: &p.from_name,
                 incarnation: p.from_incarnation,
             };
-            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply, p.cause) {
+            let cause = p.cause.map(|seq| (p.from_name.clone(), seq));
+            match self.hand_over(p.handler.as_ref(), &p.payload, &from, p.reply, cause) {
                 Ok(None) => {}
                 Ok(Some(full)) => {
                     self.block(actor, full, ask, queue);

@@ -191,12 +191,27 @@ impl NodeShared {
         if self.frame_trace.is_none() && !self.live.watching() {
             return;
         }
+        if cause.is_none() {
+            return crate::remote::with_current_cause(|current| {
+                self.record_send(to, seq, bytes, kind, tag, current, sent)
+            });
+        }
+        self.record_send(to, seq, bytes, kind, tag, cause, sent);
+    }
+
+    /// [`Self::trace_send`] once its cause is known.
+    #[allow(clippy::too_many_arguments)]
+    fn record_send(
+        &self,
+        to: &str,
+        seq: u64,
+        bytes: usize,
+        kind: &str,
+        tag: &str,
+        cause: Option<(&str, u64)>,
+        sent: &Result<(), TransportError>,
+    ) {
         let me = self.id.name.as_str();
-        let current = match cause {
-            Some(_) => None,
-            None => crate::remote::current_cause(),
-        };
-        let cause = cause.or(current.as_ref().map(|(n, s)| (&**n, *s)));
         self.record_frame(crate::trace::FrameEvent::Send {
             to,
             seq,

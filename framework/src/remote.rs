@@ -127,6 +127,14 @@ pub fn current_cause() -> Option<(Arc<str>, u64)> {
     CAUSE.with(|c| c.borrow().clone())
 }
 
+/// `f` of the [`current_cause`], borrowed (no reference count touched).
+pub fn with_current_cause<R>(f: impl FnOnce(Option<(&str, u64)>) -> R) -> R {
+    CAUSE.with(|c| {
+        let c = c.borrow();
+        f(c.as_ref().map(|(n, s)| (&**n, *s)))
+    })
+}
+
 /// Run `f` with `cause` as the [`current_cause`] (`None`: none), restoring
 /// the previous one after.
 pub fn with_cause<R>(cause: Option<(Arc<str>, u64)>, f: impl FnOnce() -> R) -> R {
@@ -172,14 +180,14 @@ pub(crate) struct Undelivered {
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode `payload` and put it in the actor's inbox: a tell when `reply`
     /// is `None`, an ask answered through `reply` otherwise.
-    /// `cause` is the frame's `seq` while frames are traced: set as the
-    /// [`current_cause`] while the actor handles the message.
+    /// `cause` is the frame's `(sender, seq)` while frames are traced: set
+    /// as the [`current_cause`] while the actor handles the message.
     fn dispatch(
         &self,
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
-        cause: Option<u64>,
+        cause: Option<(Arc<str>, u64)>,
     ) -> Result<Dispatched, Undelivered>;
     /// Like a tell through [`dispatch`](Self::dispatch), and once the
     /// handler has returned, call `then.0(then.1)`: how a reliable channel
@@ -309,7 +317,7 @@ where
         payload: &[u8],
         from: &NodeIdView<'_>,
         reply: Option<ReplyTo>,
-        cause: Option<u64>,
+        cause: Option<(Arc<str>, u64)>,
     ) -> Result<Dispatched, Undelivered> {
         let msg: M = match decode_payload(payload) {
             Ok(m) => m,
@@ -319,7 +327,6 @@ where
             }
         };
         let msg = W::wrap(msg, from);
-        let cause: Option<(Arc<str>, u64)> = cause.map(|seq| (Arc::from(from.name), seq));
         let job: Job<A> = match reply {
             // Run as actix runs a `do_send`: the result is handled, with no
             // one to answer.
