@@ -128,12 +128,9 @@ impl LiveTraffic {
         if !self.watching() {
             return;
         }
-        let t_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
         let mut e = LiveEvent {
             id: 0,
-            t_us,
+            t_us: wall_us(),
             ev: String::new(),
             peer: String::new(),
             seq: 0,
@@ -195,6 +192,14 @@ impl LiveTraffic {
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Wall-clock time now, microseconds since the Unix epoch (0 for a clock
+/// set before it): the time base of the tap and of dashboard snapshots.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_framework::actix::prelude::*;
-use troupe_framework::live::{LiveEvent, LiveTraffic, LiveWatch};
+use troupe_framework::live::{wall_us, LiveEvent, LiveTraffic, LiveWatch};
 use troupe_framework::membership::MemberStatus;
 use troupe_framework::node::NodeStatsSnapshot;
 use troupe_framework::{remote_message, ActorSpec, Node, TreeNode};
@@ -312,12 +312,6 @@ pub async fn start_dashboard(
     )
     .await?;
     Ok(())
-}
-
-fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// What `node` knows now, with its tap's events after `after`.

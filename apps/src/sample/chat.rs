@@ -365,7 +365,7 @@ impl AppKind for ChatKind {
 /// The chat's dashboard panel: messages delivered here, held back, and
 /// per room how many and the last one.
 async fn chat_panel(node: Node) -> Result<Panel, String> {
-    let r = crate::sample::ask_local(&node, CHAT, GetRooms).await?;
+    let r = crate::sample::ask_local(&node, CHAT, GetRooms, crate::sample::PANEL_TIMEOUT).await?;
     let rows = r
         .rooms
         .iter()
@@ -405,14 +405,9 @@ pub fn chat_routes() -> AppRoutes {
 }
 
 async fn ask_keeper<M: RemoteMessage>(node: &Node, m: M) -> Result<M::Reply, ApiError> {
-    let keeper = node
-        .lookup::<M>(&format!("{}/{CHAT}", node.name()))
-        .map_err(|e| ApiError::unavailable(format!("no chat: {e}")))?;
-    keeper
-        .ask(m)
-        .timeout(ROUTE_TIMEOUT)
+    crate::sample::ask_local(node, CHAT, m, ROUTE_TIMEOUT)
         .await
-        .map_err(|e| ApiError::unavailable(format!("the chat app does not answer: {e}")))
+        .map_err(ApiError::unavailable)
 }
 
 async fn post_route(

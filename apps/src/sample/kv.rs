@@ -602,7 +602,7 @@ impl AppKind for KvKind {
 /// commit and applied index) and, on the leader, each member's match index.
 async fn kv_panel(node: Node) -> Result<Panel, String> {
     // `hops: 1`: this replica's own status, never forwarded.
-    let s = super::ask_local(&node, KV, GetKvStatus { hops: 1 }).await??;
+    let s = super::ask_local(&node, KV, GetKvStatus { hops: 1 }, super::PANEL_TIMEOUT).await??;
     let rows = s
         .membership
         .members()

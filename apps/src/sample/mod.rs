@@ -109,21 +109,26 @@ pub async fn start_status(
     start_app(node, status_app(&ctx)).await
 }
 
-/// Ask this node's actor `actor` (an app's) for `m`, within 2 s; the error
-/// says which actor did not answer. For the apps' dashboard panels.
+/// Ask this node's actor `actor` (an app's) for `m` within `timeout`; the
+/// error says which actor is missing or did not answer. For the apps'
+/// routes (as a 503) and dashboard panels.
 pub(crate) async fn ask_local<M: troupe::framework::RemoteMessage>(
     node: &troupe::framework::Node,
     actor: &str,
     m: M,
+    timeout: std::time::Duration,
 ) -> Result<M::Reply, String> {
     let r = node
         .lookup::<M>(&format!("{}/{actor}", node.name()))
-        .map_err(|e| format!("{actor}: {e}"))?;
+        .map_err(|e| format!("no {actor} actor on this node: {e}"))?;
     r.ask(m)
-        .timeout(std::time::Duration::from_secs(2))
+        .timeout(timeout)
         .await
-        .map_err(|e| format!("{actor} does not answer: {e}"))
+        .map_err(|e| format!("the {actor} actor does not answer: {e}"))
 }
+
+/// How long a dashboard panel waits for its app's actor.
+pub(crate) const PANEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -663,7 +663,8 @@ impl AppKind for BankKind {
 /// The bank's dashboard panel: the transactions in doubt on this node and
 /// the transfers prepared on its shard and not decided yet.
 async fn bank_panel(node: Node) -> Result<Panel, String> {
-    let r = crate::sample::ask_local(&node, BANK, GetInDoubt).await??;
+    let r =
+        crate::sample::ask_local(&node, BANK, GetInDoubt, crate::sample::PANEL_TIMEOUT).await??;
     let rows = r
         .in_doubt
         .iter()
@@ -731,14 +732,9 @@ pub fn bank_routes() -> AppRoutes {
 }
 
 async fn ask_teller<M: RemoteMessage>(node: &Node, m: M) -> Result<M::Reply, ApiError> {
-    let teller = node
-        .lookup::<M>(&format!("{}/{BANK}", node.name()))
-        .map_err(|e| ApiError::unavailable(format!("no bank: {e}")))?;
-    teller
-        .ask(m)
-        .timeout(ROUTE_TIMEOUT)
+    crate::sample::ask_local(node, BANK, m, ROUTE_TIMEOUT)
         .await
-        .map_err(|e| ApiError::unavailable(format!("the bank app does not answer: {e}")))
+        .map_err(ApiError::unavailable)
 }
 
 async fn transfer_route(
