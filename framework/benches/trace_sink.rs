@@ -15,12 +15,13 @@
 //!
 //! Run with `cargo bench -p troupe-framework --bench trace_sink`. Knobs
 //! (env): `TRACE_BENCH_N`, `TRACE_BENCH_ROUNDS` (default 5),
-//! `TRACE_BENCH_THREADS` (default 2), `TRACE_BENCH_RATE`.
+//! `TRACE_BENCH_THREADS` (default 2), `TRACE_BENCH_RATE`,
+//! `TRACE_BENCH_FORMAT` (`jsonl`, the default, or `binary`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use troupe_framework::trace::{FileTraceSink, FrameEvent, TraceSink};
+use troupe_framework::trace::{FileTraceSink, FrameEvent, Rotation, TraceFormat, TraceSink};
 
 #[cfg(not(feature = "bench-system-alloc"))]
 #[global_allocator]
@@ -56,17 +57,22 @@ fn main() {
     let threads: usize = env_or("TRACE_BENCH_THREADS", 2).max(1);
     let rate: u64 = env_or("TRACE_BENCH_RATE", 2_000_000u64).max(1000);
     let step = rate / 1000;
+    let format = match std::env::var("TRACE_BENCH_FORMAT").as_deref() {
+        Ok("binary") => TraceFormat::Binary,
+        _ => TraceFormat::Jsonl,
+    };
     let dir = std::env::temp_dir().join(format!("troupe-trace-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     println!(
-        "trace sink: {threads} threads x {n} frames (alternating send / deliver lines) per round, {rate} lines/s each"
+        "trace sink ({format:?}): {threads} threads x {n} frames (alternating send / deliver lines) per round, {rate} lines/s each"
     );
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     for round in 0..rounds {
         let sinks: Vec<Arc<FileTraceSink>> = (0..threads)
             .map(|i| {
-                Arc::new(FileTraceSink::append(&dir.join(format!("n{i}.jsonl"))).expect("sink"))
+                let path = dir.join(format!("n{i}-{round}.trace"));
+                Arc::new(FileTraceSink::open(&path, Rotation::default(), format).expect("sink"))
             })
             .collect();
         let cpu0 = cpu_ns();

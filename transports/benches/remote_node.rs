@@ -41,9 +41,10 @@
 //! cost of spawning and cancelling two `run_later` timers per request on one
 //! context, as the RPC stub does per ask, for W = 16..4096 outstanding),
 //! `REMOTE_BENCH_ONLY=trace` (framework tells with `[trace] file` on vs off:
-//! a second node pair records every frame to trace files under the system
-//! temp folder, default rotation; rounds interleaved, the off pair and the on
-//! pair taking turns at going first; the ratio of medians is printed).
+//! two more node pairs record every frame to trace files under the system
+//! temp folder, default rotation, one as JSON lines and one in the binary
+//! format; per round the off pair and the two traced pairs run in turn, the
+//! order rotating; the medians and the median per-round ratios are printed).
 
 mod support;
 
@@ -73,7 +74,7 @@ use support::{
     transport_throughput, HeldAddr, RawOneWay,
 };
 use troupe_framework::codec::{self, Envelope, Kind};
-use troupe_framework::trace::{FileTraceSink, TraceSink};
+use troupe_framework::trace::{FileTraceSink, Rotation, TraceFormat, TraceSink};
 use troupe_framework::transport::TransportError;
 use troupe_framework::{ActorPath, ActorSpec, Node, NodeConfig, NodeId, TellError};
 use troupe_transports::certs::ClusterCa;
@@ -980,60 +981,94 @@ fn main() {
         if only == "trace" {
             let dir = std::env::temp_dir().join(format!("troupe-bench-trace-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("trace dir");
-            let sinks: Vec<Arc<FileTraceSink>> = ["at", "bt"]
-                .iter()
-                .map(|n| Arc::new(FileTraceSink::append(&dir.join(format!("{n}.jsonl"))).expect("trace file")))
-                .collect();
-            let (at_addr, bt_addr) = (reserve_addr(), reserve_addr());
-            let at = start_node_with(
-                &xa,
-                config("at", at_addr, ca.issue("at").expect("at"), &[("bt", bt_addr)]),
-                3, true, Some(sinks[0].clone()))
-            .await;
-            let bt = start_node_with(
-                &xb,
-                config("bt", bt_addr, ca.issue("bt").expect("bt"), &[("at", at_addr)]),
-                4, true, Some(sinks[1].clone()))
-            .await;
-            let progress_t = Arc::new(Progress::default());
-            let spec = sink(&progress_t);
-            let bt2 = bt.clone();
-            on(&xb, async move { bt2.spawn(spec).await.expect("spawn sink") }).await;
-            framework_tell_to(&at, &xa, &progress_t, 20_000, "bt/sink").await;
-            let (mut off, mut on_) = (vec![], vec![]);
+            // One traced pair per format: JSON lines (at -> bt), binary (ct -> dt).
+            let formats = [TraceFormat::Jsonl, TraceFormat::Binary];
+            let mut pairs = Vec::new();
+            for (i, format) in formats.into_iter().enumerate() {
+                let names = [format!("t{i}a"), format!("t{i}b")];
+                let sinks: Vec<Arc<FileTraceSink>> = names
+                    .iter()
+                    .map(|n| {
+                        Arc::new(
+                            FileTraceSink::open(&dir.join(format!("{n}.trace")), Rotation::default(), format)
+                                .expect("trace file"),
+                        )
+                    })
+                    .collect();
+                let (x_addr, y_addr) = (reserve_addr(), reserve_addr());
+                let x = start_node_with(
+                    &xa,
+                    config(&names[0], x_addr, ca.issue(&names[0]).expect("cert"), &[(&names[1], y_addr)]),
+                    10 + 2 * i as u128, true, Some(sinks[0].clone()))
+                .await;
+                let y = start_node_with(
+                    &xb,
+                    config(&names[1], y_addr, ca.issue(&names[1]).expect("cert"), &[(&names[0], x_addr)]),
+                    11 + 2 * i as u128, true, Some(sinks[1].clone()))
+                .await;
+                let progress_t = Arc::new(Progress::default());
+                let spec = sink(&progress_t);
+                let y2 = y.clone();
+                on(&xb, async move { y2.spawn(spec).await.expect("spawn sink") }).await;
+                let to = format!("{}/sink", names[1]);
+                framework_tell_to(&x, &xa, &progress_t, 20_000, &to).await;
+                pairs.push((x, progress_t, to, sinks));
+            }
+            // Per round: off, JSON lines, binary, in an order that turns.
+            let mut runs: [Vec<f64>; 3] = Default::default();
+            let mut ratios: [Vec<f64>; 2] = Default::default();
             for round in 0..rounds {
-                let mut run = [(0f64, 0f64); 2];
-                for k in 0..2 {
-                    // Rounds alternate which pair goes first.
-                    let traced = (k + round) % 2 == 1;
-                    let (t, tc, _) = if traced {
-                        framework_tell_to(&at, &xa, &progress_t, n, "bt/sink").await
+                let mut run = [(0f64, 0f64); 3];
+                for k in 0..3 {
+                    let which = (k + round) % 3;
+                    run[which] = if which == 0 {
+                        let (t, tc, _) = framework_tell(&a, &xa, &progress, n).await;
+                        (t, tc)
                     } else {
-                        framework_tell(&a, &xa, &progress, n).await
+                        let (x, p, to, _) = &pairs[which - 1];
+                        let (t, tc, _) = framework_tell_to(x, &xa, p, n, to).await;
+                        (t, tc)
                     };
-                    run[usize::from(traced)] = (t, tc);
                 }
                 println!(
-                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg), trace on {:>9.0} msg/s ({:>5.0} CPU-ns/msg): ratio {:.3}",
-                    run[0].0, run[0].1, run[1].0, run[1].1, run[1].0 / run[0].0
+                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg), jsonl {:>9.0} msg/s ({:>5.0} CPU-ns/msg) ratio {:.3}, binary {:>9.0} msg/s ({:>5.0} CPU-ns/msg) ratio {:.3}",
+                    run[0].0, run[0].1, run[1].0, run[1].1, run[1].0 / run[0].0, run[2].0, run[2].1, run[2].0 / run[0].0
                 );
-                off.push(run[0].0);
-                on_.push(run[1].0);
+                for (i, r) in run.iter().enumerate() {
+                    runs[i].push(r.0);
+                }
+                ratios[0].push(run[1].0 / run[0].0);
+                ratios[1].push(run[2].0 / run[0].0);
             }
-            for s in &sinks {
-                s.flush();
+            let mut dropped = 0;
+            for (_, _, _, sinks) in &pairs {
+                for s in sinks {
+                    s.flush();
+                    dropped += s.dropped();
+                }
             }
-            let bytes: u64 = std::fs::read_dir(&dir)
-                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-                .unwrap_or(0);
-            println!(
-                "trace on/off: median {:.0} vs {:.0} msg/s, ratio {:.3} (target >= 0.90); trace lines dropped (writer behind): {}; {} MiB of trace files left",
-                median(&on_),
-                median(&off),
-                median(&on_) / median(&off),
-                sinks.iter().map(|s| s.dropped()).sum::<u64>(),
-                bytes >> 20
-            );
+            let size = |prefix: &str| -> u64 {
+                std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                            .filter_map(|e| e.metadata().ok())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0)
+            };
+            for (i, name) in ["jsonl", "binary"].iter().enumerate() {
+                println!(
+                    "trace {name} on/off: median {:.0} vs {:.0} msg/s, ratio of medians {:.3}, median of per-round ratios {:.3} (target >= 0.90); {} MiB of trace files left (capped by rotation)",
+                    median(&runs[i + 1]),
+                    median(&runs[0]),
+                    median(&runs[i + 1]) / median(&runs[0]),
+                    median(&ratios[i]),
+                    size(&format!("t{i}")) >> 20
+                );
+            }
+            println!("trace lines dropped (writer behind): {dropped}");
             let _ = std::fs::remove_dir_all(&dir);
             return;
         }

@@ -1,0 +1,869 @@
+//! The binary record stream of a [`super::FileTraceSink`]: what the node's
+//! threads append for its writer, and, as written, the body of a binary
+//! trace file (see [`super::binary`]).
+//!
+//! A record is a tag byte (the kind in the low nibble, flags above it) and
+//! its fields, integers as LEB128 varints. Every timed record carries the
+//! difference of its clock stamp to the previous timed record's, zigzag
+//! encoded (the stamps of two threads can interleave out of order). The
+//! strings of a frame record (node, peer, kind, message tag, cause node)
+//! are not repeated per frame: they form a *block* kept in one of
+//! [`SLOTS`] slots, and a record names its slot. The encoder defines a
+//! block (a `DEF` record, just before the record that uses it) when it is
+//! not in its slot already; the decoder mirrors the slots. A node's frames
+//! go to few peers with few message types, so a frame record is about
+//! 6-12 bytes instead of its ~200-byte JSON line.
+//!
+//! Guarantees: decoding the records an [`Encoder`] wrote, in order, from
+//! a fresh [`Decoder`] yields every field as given; a malformed or
+//! truncated stream is an error naming the byte offset, never a panic.
+
+use super::clock::Pair;
+use super::FrameEvent;
+
+/// Record kinds (the low nibble of the tag) and flags.
+pub(super) mod tag {
+    /// A frame sent: dt, seq, bytes, [lamport], [cause seq], slot.
+    pub(crate) const SEND: u8 = 1;
+    /// A frame delivered: dt, seq, slot.
+    pub(crate) const DELIVER: u8 = 2;
+    /// A frame dropped: dt, seq, node, from, reason, [to] (strings inline:
+    /// drops are rare).
+    pub(crate) const DROP: u8 = 3;
+    /// Any other event: dt, then the JSON line without its `t_us` (it
+    /// starts with `{"node":`), length first.
+    pub(crate) const JSON: u8 = 4;
+    /// A block of strings for a slot: slot, block kind, count, strings.
+    pub(crate) const DEF: u8 = 5;
+    /// Written by the writer: a clock reading and the wall-clock time it
+    /// stands for (two u64, little-endian). Records between two of them
+    /// were stamped between the two readings.
+    pub(crate) const CLOCK: u8 = 6;
+    /// Written by the writer: the stamp the next `dt` is counted from
+    /// (u64, little-endian).
+    pub(crate) const BASE: u8 = 7;
+    /// Written by the writer: a JSON line with its own time (`t_us`, then
+    /// the line without it, as `JSON`), e.g. how many lines were dropped.
+    pub(crate) const NOTE_AT: u8 = 8;
+    /// Flag: the first optional field is there (send's lamport; drop's `to`).
+    pub(crate) const OPT_A: u8 = 0x10;
+    /// Flag: the second optional field is there (send's cause).
+    pub(crate) const OPT_B: u8 = 0x20;
+    /// Flag (send): the lamport stamp equals `seq` (as on real nodes).
+    pub(crate) const LAMPORT_IS_SEQ: u8 = 0x40;
+}
+
+/// Block slots kept by the encoder (and mirrored by decoders).
+pub(super) const SLOTS: usize = 64;
+
+/// A send's block: node, to, kind, tag, [cause node].
+const SEND_BLOCK: u8 = 1;
+/// A delivery's block: node, from.
+const DELIVER_BLOCK: u8 = 2;
+
+#[inline]
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+#[inline]
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+#[inline]
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_varint(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// A slot's key: block kind, count, then each string (length first).
+fn put_key(key: &mut Vec<u8>, kind: u8, strs: &[&str]) {
+    key.clear();
+    key.push(kind);
+    key.push(strs.len() as u8);
+    for s in strs {
+        put_str(key, s);
+    }
+}
+
+/// True when `key` is the key of (`kind`, `strs`).
+#[inline]
+fn key_is(key: &[u8], kind: u8, strs: &[&str]) -> bool {
+    let [k, n, tail @ ..] = key else {
+        return false;
+    };
+    let mut rest: &[u8] = tail;
+    if *k != kind || usize::from(*n) != strs.len() {
+        return false;
+    }
+    for s in strs {
+        let len = s.len();
+        let head = if len < 0x80 {
+            match rest.split_first() {
+                Some((&l, tail)) if usize::from(l) == len => tail,
+                _ => return false,
+            }
+        } else {
+            let mut r = Reader::new(rest);
+            match r.varint() {
+                Ok(l) if l == len as u64 => r.rest(),
+                _ => return false,
+            }
+        };
+        if head.len() < len || head[..len] != *s.as_bytes() {
+            return false;
+        }
+        rest = &head[len..];
+    }
+    rest.is_empty()
+}
+
+/// The slot a block hashes to.
+#[inline]
+fn slot_of(kind: u8, strs: &[&str]) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = u64::from(kind);
+    for s in strs {
+        for c in s.as_bytes().chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        h = (h.rotate_left(5) ^ s.len() as u64).wrapping_mul(K);
+    }
+    (h >> 58) as usize % SLOTS
+}
+
+/// Writes records (see the module docs). One per stream: its slots and its
+/// last stamp are the state a decoder mirrors.
+pub(super) struct Encoder {
+    last_raw: u64,
+    slots: Vec<Vec<u8>>,
+    /// The slot the last send / delivery used (checked first).
+    mru: [usize; 2],
+    /// Slots defined since the last [`Self::sync_into`].
+    dirty: u64,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self {
+            last_raw: 0,
+            slots: vec![Vec::new(); SLOTS],
+            mru: [0; 2],
+            dirty: 0,
+        }
+    }
+}
+
+impl Encoder {
+    /// Bring `mirror` (a decoder that has read everything this encoder
+    /// wrote up to its last sync) to this encoder's state, without reading
+    /// the records written since: the slots defined meanwhile and the last
+    /// stamp.
+    pub(super) fn sync_into(&mut self, mirror: &mut Decoder) {
+        mirror.last_raw = self.last_raw;
+        while self.dirty != 0 {
+            let i = self.dirty.trailing_zeros() as usize;
+            self.dirty &= self.dirty - 1;
+            mirror.define(i, &self.slots[i]);
+        }
+    }
+
+    /// The most bytes [`Self::frame`] appends for this event.
+    #[inline]
+    pub(super) fn frame_bound(node: &str, event: &FrameEvent<'_>) -> usize {
+        let strs = match *event {
+            FrameEvent::Send {
+                to,
+                kind,
+                tag,
+                cause,
+                ..
+            } => node.len() + to.len() + kind.len() + tag.len() + cause.map_or(0, |(n, _)| n.len()),
+            FrameEvent::Deliver { from, .. } => node.len() + from.len(),
+            FrameEvent::Drop {
+                from, to, reason, ..
+            } => node.len() + from.len() + reason.len() + to.map_or(0, str::len),
+        };
+        // Tags, slot bytes, six varints and five string lengths at most.
+        96 + strs
+    }
+
+    /// The most bytes [`Self::json`] appends for a line of `len` bytes.
+    pub(super) fn json_bound(len: usize) -> usize {
+        24 + len
+    }
+
+    #[inline]
+    fn dt(&mut self, buf: &mut Vec<u8>, raw: u64) {
+        let d = raw.wrapping_sub(self.last_raw) as i64;
+        self.last_raw = raw;
+        put_varint(buf, zigzag(d));
+    }
+
+    /// The slot holding (`kind`, `strs`), defined first (a `DEF` record in
+    /// `buf`) when it does not hold it yet.
+    #[inline]
+    fn slot(&mut self, buf: &mut Vec<u8>, kind: u8, strs: &[&str]) -> u8 {
+        let m = self.mru[usize::from(kind - 1)];
+        if key_is(&self.slots[m], kind, strs) {
+            return m as u8;
+        }
+        let s = slot_of(kind, strs);
+        if !key_is(&self.slots[s], kind, strs) {
+            put_key(&mut self.slots[s], kind, strs);
+            self.dirty |= 1 << s;
+            buf.push(tag::DEF);
+            buf.push(s as u8);
+            buf.extend_from_slice(&self.slots[s]);
+        }
+        self.mru[usize::from(kind - 1)] = s;
+        s as u8
+    }
+
+    /// Append `event` at `node`, stamped `raw`.
+    #[inline]
+    pub(super) fn frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        raw: u64,
+        node: &str,
+        event: &FrameEvent<'_>,
+    ) {
+        match *event {
+            FrameEvent::Send {
+                to,
+                seq,
+                bytes,
+                kind,
+                tag: mtag,
+                lamport,
+                cause,
+            } => {
+                let slot = match cause {
+                    None => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]),
+                    Some((c, _)) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag, c]),
+                };
+                let mut t = tag::SEND;
+                match lamport {
+                    Some(l) if l == seq => t |= tag::LAMPORT_IS_SEQ,
+                    Some(_) => t |= tag::OPT_A,
+                    None => {}
+                }
+                if cause.is_some() {
+                    t |= tag::OPT_B;
+                }
+                buf.push(t);
+                self.dt(buf, raw);
+                put_varint(buf, seq);
+                put_varint(buf, bytes as u64);
+                if let Some(l) = lamport.filter(|&l| l != seq) {
+                    put_varint(buf, l);
+                }
+                if let Some((_, s)) = cause {
+                    put_varint(buf, s);
+                }
+                buf.push(slot);
+            }
+            FrameEvent::Deliver { from, seq } => {
+                let slot = self.slot(buf, DELIVER_BLOCK, &[node, from]);
+                buf.push(tag::DELIVER);
+                self.dt(buf, raw);
+                put_varint(buf, seq);
+                buf.push(slot);
+            }
+            FrameEvent::Drop {
+                from,
+                to,
+                seq,
+                reason,
+            } => {
+                buf.push(tag::DROP | if to.is_some() { tag::OPT_A } else { 0 });
+                self.dt(buf, raw);
+                put_varint(buf, seq);
+                put_str(buf, node);
+                put_str(buf, from);
+                put_str(buf, reason);
+                if let Some(to) = to {
+                    put_str(buf, to);
+                }
+            }
+        }
+    }
+
+    /// Append an event already written as JSON (`{"node":…}`, no `t_us`).
+    pub(super) fn json(&mut self, buf: &mut Vec<u8>, raw: u64, json: &[u8]) {
+        buf.push(tag::JSON);
+        self.dt(buf, raw);
+        put_varint(buf, json.len() as u64);
+        buf.extend_from_slice(json);
+    }
+}
+
+/// A malformed record stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset of the record (from the start of what was decoded).
+    pub offset: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "byte {}: {}", self.offset, self.what)
+    }
+}
+
+/// Reads a record's fields.
+pub(super) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    pub(super) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    #[inline]
+    pub(super) fn u8(&mut self) -> Result<u8, &'static str> {
+        let (&b, rest) = self.buf.split_first().ok_or("truncated record")?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(super) fn u64_le(&mut self) -> Result<u64, &'static str> {
+        let (head, rest) = self
+            .buf
+            .split_first_chunk::<8>()
+            .ok_or("truncated record")?;
+        self.buf = rest;
+        Ok(u64::from_le_bytes(*head))
+    }
+
+    #[inline]
+    pub(super) fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 64 bits")
+    }
+
+    #[inline]
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
+        let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
+        if self.buf.len() < len {
+            return Err("truncated record");
+        }
+        let (s, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(s)
+    }
+
+    #[inline]
+    pub(super) fn str(&mut self) -> Result<&'a str, &'static str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
+    }
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rec<'a> {
+    Send {
+        raw: u64,
+        seq: u64,
+        bytes: u64,
+        lamport: Option<u64>,
+        cause_seq: Option<u64>,
+        slot: u8,
+    },
+    Deliver {
+        raw: u64,
+        seq: u64,
+        slot: u8,
+    },
+    Drop {
+        raw: u64,
+        seq: u64,
+        node: &'a str,
+        from: &'a str,
+        reason: &'a str,
+        to: Option<&'a str>,
+    },
+    /// `json` is `{"node":…}` without the time.
+    Json {
+        raw: u64,
+        json: &'a [u8],
+    },
+    /// A slot was (re)defined.
+    Def {
+        slot: u8,
+    },
+    Clock(Pair),
+    Base,
+    NoteAt {
+        t_us: u64,
+        json: &'a [u8],
+    },
+}
+
+/// A slot's block as decoded.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Block {
+    /// The key as written (for re-defining the slot in a new file).
+    pub(super) key: Vec<u8>,
+    /// Send or delivery block.
+    pub(super) kind: u8,
+    pub(super) strs: Vec<String>,
+    /// Bumped on every definition (formatters cache per generation).
+    pub(super) generation: u64,
+}
+
+impl Block {
+    /// A send block's strings: node, to, kind, tag, cause node.
+    pub(super) fn send(&self) -> Option<(&str, &str, &str, &str, Option<&str>)> {
+        match (self.kind, self.strs.as_slice()) {
+            (SEND_BLOCK, [n, t, k, g]) => Some((n, t, k, g, None)),
+            (SEND_BLOCK, [n, t, k, g, c]) => Some((n, t, k, g, Some(c))),
+            _ => None,
+        }
+    }
+
+    /// A delivery block's strings: node, from.
+    pub(super) fn deliver(&self) -> Option<(&str, &str)> {
+        match (self.kind, self.strs.as_slice()) {
+            (DELIVER_BLOCK, [n, f]) => Some((n, f)),
+            _ => None,
+        }
+    }
+}
+
+/// Mirrors an [`Encoder`]'s state while reading its records.
+#[derive(Clone)]
+pub(super) struct Decoder {
+    pub(super) last_raw: u64,
+    pub(super) slots: Vec<Block>,
+    generation: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self {
+            last_raw: 0,
+            slots: vec![Block::default(); SLOTS],
+            generation: 0,
+        }
+    }
+}
+
+impl Decoder {
+    #[inline]
+    fn raw(&mut self, r: &mut Reader<'_>) -> Result<u64, &'static str> {
+        let d = unzigzag(r.varint()?);
+        self.last_raw = self.last_raw.wrapping_add(d as u64);
+        Ok(self.last_raw)
+    }
+
+    /// Decode the record at the start of `buf`; returns it and its length.
+    /// `offset` (of `buf` in the stream) is only for the error.
+    #[inline]
+    pub(super) fn next<'a>(
+        &mut self,
+        buf: &'a [u8],
+        offset: usize,
+    ) -> Result<(Rec<'a>, usize), DecodeError> {
+        let mut r = Reader::new(buf);
+        let rec = self
+            .decode(&mut r)
+            .map_err(|what| DecodeError { offset, what })?;
+        Ok((rec, buf.len() - r.buf.len()))
+    }
+
+    #[inline]
+    fn decode<'a>(&mut self, r: &mut Reader<'a>) -> Result<Rec<'a>, &'static str> {
+        let t = r.u8()?;
+        Ok(match t & 0x0f {
+            tag::SEND => {
+                let raw = self.raw(r)?;
+                let seq = r.varint()?;
+                let bytes = r.varint()?;
+                let lamport = if t & tag::LAMPORT_IS_SEQ != 0 {
+                    Some(seq)
+                } else if t & tag::OPT_A != 0 {
+                    Some(r.varint()?)
+                } else {
+                    None
+                };
+                let cause_seq = if t & tag::OPT_B != 0 {
+                    Some(r.varint()?)
+                } else {
+                    None
+                };
+                let slot = self.used_slot(r.u8()?, SEND_BLOCK)?;
+                let has_cause = self.slots[usize::from(slot)].strs.len() == 5;
+                if has_cause != cause_seq.is_some() {
+                    return Err("a send's cause does not match its block");
+                }
+                Rec::Send {
+                    raw,
+                    seq,
+                    bytes,
+                    lamport,
+                    cause_seq,
+                    slot,
+                }
+            }
+            tag::DELIVER => {
+                let raw = self.raw(r)?;
+                let seq = r.varint()?;
+                let slot = self.used_slot(r.u8()?, DELIVER_BLOCK)?;
+                Rec::Deliver { raw, seq, slot }
+            }
+            tag::DROP => Rec::Drop {
+                raw: self.raw(r)?,
+                seq: r.varint()?,
+                node: r.str()?,
+                from: r.str()?,
+                reason: r.str()?,
+                to: if t & tag::OPT_A != 0 {
+                    Some(r.str()?)
+                } else {
+                    None
+                },
+            },
+            tag::JSON => Rec::Json {
+                raw: self.raw(r)?,
+                json: r.bytes()?,
+            },
+            tag::DEF => {
+                let slot = r.u8()?;
+                if usize::from(slot) >= SLOTS {
+                    return Err("slot out of range");
+                }
+                let start = r.rest();
+                let kind = r.u8()?;
+                let n = r.u8()?;
+                let want = match kind {
+                    SEND_BLOCK => 4..=5,
+                    DELIVER_BLOCK => 2..=2,
+                    _ => return Err("unknown block kind"),
+                };
+                if !want.contains(&n) {
+                    return Err("wrong number of strings in a block");
+                }
+                let mut strs = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    strs.push(r.str()?.to_string());
+                }
+                let key = start[..start.len() - r.rest().len()].to_vec();
+                self.generation += 1;
+                self.slots[usize::from(slot)] = Block {
+                    key,
+                    kind,
+                    strs,
+                    generation: self.generation,
+                };
+                Rec::Def { slot }
+            }
+            tag::CLOCK => Rec::Clock(Pair {
+                raw: r.u64_le()?,
+                wall_ns: r.u64_le()?,
+            }),
+            tag::BASE => {
+                self.last_raw = r.u64_le()?;
+                Rec::Base
+            }
+            tag::NOTE_AT => Rec::NoteAt {
+                t_us: r.varint()?,
+                json: r.bytes()?,
+            },
+            _ => return Err("unknown record tag"),
+        })
+    }
+
+    /// Define `slot` from its key (as the encoder keeps it); false when the
+    /// key does not parse.
+    fn define(&mut self, slot: usize, key: &[u8]) -> bool {
+        let mut r = Reader::new(key);
+        let parsed = (|| -> Result<(u8, Vec<String>), &'static str> {
+            let kind = r.u8()?;
+            let n = r.u8()?;
+            let strs = (0..n)
+                .map(|_| r.str().map(str::to_string))
+                .collect::<Result<_, _>>()?;
+            Ok((kind, strs))
+        })();
+        let Ok((kind, strs)) = parsed else {
+            return false;
+        };
+        self.generation += 1;
+        self.slots[slot] = Block {
+            key: key.to_vec(),
+            kind,
+            strs,
+            generation: self.generation,
+        };
+        true
+    }
+
+    fn used_slot(&self, slot: u8, kind: u8) -> Result<u8, &'static str> {
+        match self.slots.get(usize::from(slot)) {
+            Some(b) if b.kind == kind => Ok(slot),
+            Some(_) => Err("a record names a slot not defined for it"),
+            None => Err("slot out of range"),
+        }
+    }
+
+    /// Records that give a fresh decoder this one's state: `BASE` and a
+    /// `DEF` per defined slot (the start of a new file).
+    pub(super) fn restate(&self, buf: &mut Vec<u8>) {
+        buf.push(tag::BASE);
+        buf.extend_from_slice(&self.last_raw.to_le_bytes());
+        for (i, b) in self.slots.iter().enumerate() {
+            if !b.key.is_empty() {
+                buf.push(tag::DEF);
+                buf.push(i as u8);
+                buf.extend_from_slice(&b.key);
+            }
+        }
+    }
+}
+
+/// A `CLOCK` record.
+pub(super) fn put_clock(buf: &mut Vec<u8>, p: Pair) {
+    buf.push(tag::CLOCK);
+    buf.extend_from_slice(&p.raw.to_le_bytes());
+    buf.extend_from_slice(&p.wall_ns.to_le_bytes());
+}
+
+/// A `NOTE_AT` record.
+pub(super) fn put_note_at(buf: &mut Vec<u8>, t_us: u64, json: &[u8]) {
+    buf.push(tag::NOTE_AT);
+    put_varint(buf, t_us);
+    put_varint(buf, json.len() as u64);
+    buf.extend_from_slice(json);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_zigzag_round_trip() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(Reader::new(&b).varint(), Ok(v));
+        }
+        for d in [0i64, 1, -1, 63, -64, i64::MAX, i64::MIN] {
+            assert_eq!(unzigzag(zigzag(d)), d);
+        }
+        assert!(Reader::new(&[0xff; 11]).varint().is_err());
+    }
+
+    #[test]
+    fn frames_decode_as_encoded_with_blocks_defined_once() {
+        let long = "x".repeat(300);
+        let events = [
+            FrameEvent::Send {
+                to: "b",
+                seq: 7,
+                bytes: 96,
+                kind: "tell",
+                tag: "t.x",
+                lamport: Some(7),
+                cause: None,
+            },
+            FrameEvent::Send {
+                to: "b",
+                seq: 8,
+                bytes: 96,
+                kind: "tell",
+                tag: "t.x",
+                lamport: Some(3),
+                cause: Some(("c", 2)),
+            },
+            FrameEvent::Send {
+                to: &long,
+                seq: u64::MAX,
+                bytes: usize::MAX,
+                kind: "ask",
+                tag: &long,
+                lamport: None,
+                cause: None,
+            },
+            FrameEvent::Deliver { from: "b", seq: 1 },
+            FrameEvent::Deliver { from: "b", seq: 2 },
+            FrameEvent::Drop {
+                from: "a",
+                to: Some("b"),
+                seq: 4,
+                reason: "full",
+            },
+        ];
+        let mut enc = Encoder::default();
+        let mut buf = Vec::new();
+        let stamps = [100u64, 90, 5_000, 5_001, u64::MAX, 3];
+        for (e, &raw) in events.iter().zip(&stamps) {
+            let before = buf.len();
+            enc.frame(&mut buf, raw, "a", e);
+            assert!(buf.len() - before <= Encoder::frame_bound("a", e));
+        }
+        enc.json(&mut buf, 9, b"{\"node\":\"a\"}");
+        let mut dec = Decoder::default();
+        let (mut pos, mut defs, mut got) = (0, 0, Vec::new());
+        while pos < buf.len() {
+            let (rec, len) = dec.next(&buf[pos..], pos).unwrap();
+            pos += len;
+            match rec {
+                Rec::Def { .. } => defs += 1,
+                Rec::Send {
+                    raw,
+                    seq,
+                    bytes,
+                    lamport,
+                    cause_seq,
+                    slot,
+                } => {
+                    let (n, to, k, t, c) = dec.slots[usize::from(slot)].send().unwrap();
+                    got.push(format!(
+                        "{raw} send {n} {to} {k} {t} {seq} {bytes} {lamport:?} {c:?} {cause_seq:?}"
+                    ));
+                }
+                Rec::Deliver { raw, seq, slot } => {
+                    let (n, f) = dec.slots[usize::from(slot)].deliver().unwrap();
+                    got.push(format!("{raw} deliver {n} {f} {seq}"));
+                }
+                Rec::Drop {
+                    raw,
+                    seq,
+                    node,
+                    from,
+                    reason,
+                    to,
+                } => got.push(format!("{raw} drop {node} {from} {to:?} {seq} {reason}")),
+                Rec::Json { raw, json } => {
+                    got.push(format!("{raw} {}", String::from_utf8_lossy(json)))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Four blocks: the two sends' (with and without a cause), the long
+        // one, the delivery's; the second delivery reuses its block.
+        assert_eq!(defs, 4);
+        assert_eq!(
+            got,
+            [
+                "100 send a b tell t.x 7 96 Some(7) None None".to_string(),
+                "90 send a b tell t.x 8 96 Some(3) Some(\"c\") Some(2)".into(),
+                format!(
+                    "5000 send a {long} ask {long} {} {} None None None",
+                    u64::MAX,
+                    usize::MAX
+                ),
+                "5001 deliver a b 1".into(),
+                format!("{} deliver a b 2", u64::MAX),
+                "3 drop a a Some(\"b\") 4 full".into(),
+                "9 {\"node\":\"a\"}".into(),
+            ]
+        );
+        // Every cut of the stream is an error or a shorter stream, never a
+        // panic; a foreign byte is named.
+        for cut in 0..buf.len() {
+            let mut dec = Decoder::default();
+            let mut pos = 0;
+            while pos < cut {
+                match dec.next(&buf[pos..cut], pos) {
+                    Ok((_, len)) => pos += len,
+                    Err(e) => {
+                        assert_eq!(e.offset, pos);
+                        break;
+                    }
+                }
+            }
+        }
+        let e = Decoder::default().next(&[0x0e], 0).unwrap_err();
+        assert_eq!(e.what, "unknown record tag");
+    }
+
+    #[test]
+    fn a_restated_decoder_reads_the_rest_of_the_stream() {
+        let mut enc = Encoder::default();
+        let mut buf = Vec::new();
+        for (i, peer) in ["p1", "p2", "p1", "p3"].iter().enumerate() {
+            enc.frame(
+                &mut buf,
+                1000 + i as u64,
+                "n",
+                &FrameEvent::Deliver {
+                    from: peer,
+                    seq: i as u64,
+                },
+            );
+        }
+        let split = buf.len();
+        enc.frame(
+            &mut buf,
+            2000,
+            "n",
+            &FrameEvent::Deliver { from: "p2", seq: 9 },
+        );
+        let mut first = Decoder::default();
+        let mut pos = 0;
+        while pos < split {
+            pos += first.next(&buf[pos..], pos).unwrap().1;
+        }
+        let mut fresh = Vec::new();
+        first.restate(&mut fresh);
+        fresh.extend_from_slice(&buf[split..]);
+        let mut second = Decoder::default();
+        let mut pos = 0;
+        let mut last = None;
+        while pos < fresh.len() {
+            let (rec, len) = second.next(&fresh[pos..], pos).unwrap();
+            pos += len;
+            if let Rec::Deliver { raw, seq, slot } = rec {
+                last = Some((
+                    raw,
+                    seq,
+                    second.slots[usize::from(slot)]
+                        .deliver()
+                        .unwrap()
+                        .1
+                        .to_string(),
+                ));
+            }
+        }
+        assert_eq!(last, Some((2000, 9, "p2".to_string())));
+    }
+}
