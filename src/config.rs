@@ -39,8 +39,10 @@
 //! # max_body_bytes = 65536        # largest request body (default 64 KiB)
 //! # (a `listen` that is not loopback needs `token`, `client_certs` or both)
 //!
-//! [trace]                         # a JSON-lines trace of the node (off when absent)
+//! [trace]                         # a trace of the node (off when absent)
 //! file = "node-a.trace.jsonl"     # appended to; read with `troupe trace view` / `check`
+//! # format = "jsonl"              # "jsonl" (JSON lines, default) or "binary" (compact, cheap
+//! #                               # at full traffic; `troupe trace jsonl FILE` converts it)
 //! # max_bytes = 67108864          # rotate past this size: FILE -> FILE.1 (default 64 MiB, >= 4096)
 //! # keep = 3                      # rotated files kept (default 3, at most 100);
 //! #                               # the files never hold more than max_bytes * (keep + 1)
@@ -320,6 +322,13 @@ pub struct TraceConfig {
     /// more than `max_bytes × (keep + 1)` on disk.
     #[serde(default = "default_trace_keep")]
     pub keep: u32,
+    /// `"jsonl"` (default): JSON lines, as the simulator writes them;
+    /// `"binary"`: the compact binary trace, about a sixth of the bytes and
+    /// of the recording cost at full traffic (see BENCHMARKS.md), read by
+    /// every `troupe trace` command and turned into the same JSON lines by
+    /// `troupe trace jsonl`.
+    #[serde(default)]
+    pub format: troupe_framework::trace::TraceFormat,
 }
 
 fn default_trace_max_bytes() -> u64 {
@@ -337,6 +346,7 @@ impl TraceConfig {
             file: file.into(),
             max_bytes: default_trace_max_bytes(),
             keep: default_trace_keep(),
+            format: Default::default(),
         }
     }
 
@@ -875,7 +885,15 @@ kind = "phi-accrual"
             .trace
             .unwrap();
         assert_eq!((t.max_bytes, t.keep), (10000, 0));
+        assert_eq!(t.format, troupe_framework::trace::TraceFormat::Jsonl);
+        let binary = format!("{traced}format = \"binary\"\n");
+        let t = Config::from_toml(&binary, Path::new("."))
+            .unwrap()
+            .trace
+            .unwrap();
+        assert_eq!(t.format, troupe_framework::trace::TraceFormat::Binary);
         for (bad, key) in [
+            ("format = \"json\"", "trace.format"),
             ("max_bytes = 100", "trace.max_bytes"),
             ("keep = 101", "trace.keep"),
             ("max_bytes = -1", "trace.max_bytes"),

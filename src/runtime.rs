@@ -271,7 +271,7 @@ async fn start(config: &Config, options: StartOptions) -> Result<Started, Error>
         .incarnation(incarnation.as_u128())
         .store(store);
     if let Some(t) = &config.trace {
-        let sink = troupe_framework::trace::FileTraceSink::with_rotation(&t.file, t.rotation())
+        let sink = troupe_framework::trace::FileTraceSink::open(&t.file, t.rotation(), t.format)
             .map_err(|e| {
                 Error::Config(format!(
                     "trace.file: cannot append to {}: {e}",

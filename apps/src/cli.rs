@@ -21,6 +21,7 @@
 //! troupe trace view FILE... [-o out.html] [--axis auto|time|logical]
 //!                                            a space-time diagram (one self-contained HTML page)
 //! troupe trace shiviz FILE... [-o out.log]   the traces as a ShiViz log
+//! troupe trace jsonl FILE... [-o out.jsonl]  binary traces as JSON lines
 //! troupe check --list | FAMILY [--algorithm A] [--mutation M] [bounds] [--trace FILE]
 //!                                            model-check a protocol (see `check_cli`)
 //! ```
@@ -219,7 +220,7 @@ pub enum TraceAction {
         /// same order.
         #[arg(long)]
         total: bool,
-        /// The trace files (JSON lines).
+        /// The trace files (JSON lines or binary).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -242,7 +243,19 @@ pub enum TraceAction {
         /// frozen clock or a model checker's counterexample; else time).
         #[arg(long, value_enum, default_value = "auto")]
         axis: crate::trace_view::Axis,
-        /// The trace files (JSON lines).
+        /// The trace files (JSON lines or binary).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write traces as JSON lines, one event per line, as the simulator
+    /// writes them: a binary trace (`[trace] format = "binary"`) decoded, a
+    /// JSON-lines file as it is. Several files are written one after the
+    /// other, in the order given.
+    Jsonl {
+        /// Where to write the lines (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The trace files (JSON lines or binary).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -254,7 +267,7 @@ pub enum TraceAction {
         /// Where to write the log (default: standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// The trace files (JSON lines).
+        /// The trace files (JSON lines or binary).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -553,6 +566,27 @@ pub fn trace(action: TraceAction) -> Result<String, CliError> {
                 .map_err(|e| CliError::Other(format!("{}: {e}", output.display())))?;
             Ok(format!("{}: {summary}\n", output.display()))
         }
+        TraceAction::Jsonl { output, files } => {
+            let mut all = String::new();
+            for f in &files {
+                all.push_str(
+                    &crate::trace_graph::read_text(f)
+                        .map_err(|e| CliError::Other(e.to_string()))?,
+                );
+            }
+            match output {
+                None => Ok(all),
+                Some(path) => {
+                    std::fs::write(&path, &all)
+                        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+                    Ok(format!(
+                        "{}: {} events as JSON lines\n",
+                        path.display(),
+                        all.lines().count()
+                    ))
+                }
+            }
+        }
         TraceAction::Shiviz { output, files } => {
             let graph = crate::trace_graph::read_files(&files)
                 .map_err(|e| CliError::Other(e.to_string()))?;
@@ -577,8 +611,7 @@ pub fn trace(action: TraceAction) -> Result<String, CliError> {
 pub fn trace_check(files: &[PathBuf], causal: bool, total: bool) -> Result<String, CliError> {
     let mut all = String::new();
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
+        let text = crate::trace_graph::read_text(f).map_err(|e| CliError::Other(e.to_string()))?;
         all.push_str(&text);
         if !all.is_empty() && !all.ends_with('\n') {
             all.push('\n');

@@ -269,15 +269,25 @@ pub struct Graph {
     pub model_checker: bool,
 }
 
-/// Reads `files` (JSON lines) as one trace.
+/// Reads a trace file, JSON lines or binary (`[trace] format = "binary"`),
+/// as JSON lines. What a damaged binary file lost is said on standard
+/// error, naming the file and the bytes.
+pub fn read_text(f: &std::path::Path) -> Result<String, TraceError> {
+    let d = troupe::framework::trace::read_jsonl(f).map_err(|error| TraceError::Read {
+        file: f.to_path_buf(),
+        error,
+    })?;
+    for what in &d.damaged {
+        eprintln!("troupe: {}: {what}", f.display());
+    }
+    Ok(d.jsonl)
+}
+
+/// Reads `files` (JSON lines or binary traces) as one trace.
 pub fn read_files(files: &[PathBuf]) -> Result<Graph, TraceError> {
     let mut texts = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|error| TraceError::Read {
-            file: f.clone(),
-            error,
-        })?;
-        texts.push((f.clone(), text));
+        texts.push((f.clone(), read_text(f)?));
     }
     let graph = Graph::from_texts(&texts)?;
     if graph.events.is_empty() {

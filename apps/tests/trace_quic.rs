@@ -60,9 +60,11 @@ fn config(name: &str, ports: &[u16; 2], trace: &Path) -> Config {
     let mut text = format!(
         "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\n[tls]\ninsecure_dev_mode = true\n\
          [failure_detector]\nkind = \"heartbeat\"\ninterval_ms = 100\nacceptable_pause_ms = 2000\n\
-         [trace]\nfile = {:?}\n",
+         [trace]\nfile = {:?}\nformat = \"{}\"\n",
         ports[NODES.iter().position(|n| *n == name).unwrap()],
         trace.to_str().unwrap(),
+        // Node a records the binary format, b JSON lines: read alike.
+        if name == "a" { "binary" } else { "jsonl" },
     );
     for (peer, port) in NODES.iter().zip(ports) {
         if *peer != name {
@@ -75,8 +77,9 @@ fn config(name: &str, ports: &[u16; 2], trace: &Path) -> Config {
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
+    let d = troupe::framework::trace::read_jsonl(path).unwrap();
+    assert!(d.damaged.is_empty(), "{:?}", d.damaged);
+    d.jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
@@ -89,7 +92,7 @@ async fn two_quic_nodes_trace_matching_sends_and_deliveries_and_replies_name_the
     std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<PathBuf> = NODES
         .iter()
-        .map(|n| dir.join(format!("{n}.jsonl")))
+        .map(|n| dir.join(format!("{n}.trace")))
         .collect();
     let ports = [free_port(), free_port()];
     let members: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
@@ -253,7 +256,18 @@ async fn two_quic_nodes_trace_matching_sends_and_deliveries_and_replies_name_the
         "{notes:?}"
     );
 
-    // The viewer pairs them too: one arrow per delivery, on two lanes.
+    // Node a's file is binary; `troupe trace jsonl` gives its lines.
+    assert_eq!(std::fs::read(&files[0]).unwrap().first(), Some(&0));
+    let out = troupe_run::troupe_ok(&["trace", "jsonl", files[0].to_str().unwrap()]);
+    let converted = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        converted.lines().count(),
+        read_lines(&files[0]).len(),
+        "troupe trace jsonl"
+    );
+
+    // The viewer pairs them too (one file binary, one JSON lines): one
+    // arrow per delivery, on two lanes.
     let html = dir.join("view.html");
     let out = troupe_run::troupe_ok(&[
         "trace",
