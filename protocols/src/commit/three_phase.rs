@@ -1160,4 +1160,83 @@ mod tests {
         // active and uncertain: abort.
         assert_eq!(c.decision(1), Some(Decision::Abort));
     }
+
+    #[test]
+    fn the_election_term_and_the_joined_round_survive_a_restart() {
+        let mut disk = Recovered::empty();
+        let mut c = ready(2, &mut disk);
+        let mut out = O::new();
+        let round = run_round(&mut c, &mut out);
+        c.persist(&mut out);
+        disk.apply(&out.writes).unwrap();
+        let term = c.termination_leader().0;
+        assert!(term > 0);
+        assert!(disk.get(super::super::log::ELECTION_KEY).is_some());
+        // Rebuilt: the term it was in, no leader known, the election asleep.
+        let mut c = core(2, &disk);
+        assert_eq!(c.termination_leader(), (term, None));
+        let mut out = O::new();
+        c.on_start(MS, &mut out);
+        assert!(out.sends.is_empty(), "{:?}", out.sends);
+        // Leading again: a larger term, and a round above the one joined.
+        let again = run_round(&mut c, &mut out);
+        assert!(c.termination_leader().0 > term);
+        assert!(again > round, "{again} after {round}");
+        assert_eq!(again % 4, 1, "2's stripe (rank 1 of 4)");
+    }
+
+    #[test]
+    fn a_participant_asked_in_an_older_round_names_the_round_it_joined() {
+        let mut disk = Recovered::empty();
+        let mut c = ready(3, &mut disk);
+        let mut out = O::new();
+        let req = |round| ThreePhaseMsg::StateReq {
+            tx: 1,
+            round,
+            coordinator: 1,
+            participants: vec![2, 3, 4],
+        };
+        c.on_message(MS, 4, req(7), &mut out);
+        let mut out = O::new();
+        // A runner behind (two nodes both believing they lead): no report,
+        // but the round to start above.
+        c.on_message(MS, 2, req(5), &mut out);
+        assert_eq!(
+            out.sends,
+            vec![(
+                2,
+                ThreePhaseMsg::Terminate {
+                    tx: 1,
+                    round: 7,
+                    coordinator: 1,
+                    participants: vec![2, 3, 4],
+                }
+            )]
+        );
+        // Nor does round 5 decide for it.
+        let mut out = O::new();
+        c.on_message(
+            MS,
+            2,
+            ThreePhaseMsg::RoundAbort { tx: 1, round: 5 },
+            &mut out,
+        );
+        c.on_message(
+            MS,
+            2,
+            ThreePhaseMsg::PreCommit { tx: 1, round: 5 },
+            &mut out,
+        );
+        assert!(out.sends.is_empty(), "{:?}", out.sends);
+        assert_eq!(c.status(1).map(|s| s.phase), Some(Phase::Ready));
+        // Round 7's abort it decides, durably, and tells everyone.
+        c.on_message(
+            MS,
+            4,
+            ThreePhaseMsg::RoundAbort { tx: 1, round: 7 },
+            &mut out,
+        );
+        assert_eq!(c.decision(1), Some(Decision::Abort));
+        assert!(!out.writes.is_empty());
+    }
 }
