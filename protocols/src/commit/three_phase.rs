@@ -241,7 +241,8 @@ struct Round<Id> {
 #[derive(Debug, Clone)]
 pub struct ThreePhaseState<Id> {
     rounds: BTreeMap<TxId, Round<Id>>,
-    election: Bully<Id>,
+    /// Boxed: the any-core enum keeps its variants of similar size.
+    election: Box<Bully<Id>>,
     /// The election runs (in this life): this node needed a termination
     /// coordinator, or an election message arrived.
     awake: bool,
@@ -262,7 +263,7 @@ impl<Id: MemberId> CommitState<Id> for ThreePhaseState<Id> {
         let saved = election.state();
         Self {
             rounds: BTreeMap::new(),
-            election,
+            election: Box::new(election),
             awake: false,
             saved,
         }
