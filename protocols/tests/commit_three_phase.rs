@@ -16,6 +16,7 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
     let name = "three_phase_is_atomic_under_crashes_and_a_lossy_network";
     let mut total = CommitOutcome::default();
     let mut crashes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sent: BTreeMap<&'static str, u64> = BTreeMap::new();
     check_seeds(name, 100, |seed| {
         let n = 3 + (seed % 4) as u32;
         let o = run_commit(seed, &CommitScenario::three_phase(n), move |id, m, d| {
@@ -33,9 +34,12 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
         for (k, v) in o.step_crashes {
             *crashes.entry(k).or_insert(0) += v;
         }
+        for (k, v) in o.sent {
+            *sent.entry(k).or_insert(0) += v;
+        }
         Ok(())
     });
-    eprintln!("{name}: {total:?} step crashes {crashes:?}");
+    eprintln!("{name}: {total:?} step crashes {crashes:?} messages {sent:?}");
     if troupe_protocols::testkit::seeds(100).len() < 100 {
         return; // a replay of one seed: no coverage to require
     }
@@ -46,6 +50,12 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
     );
     assert!(total.commits > 500 && total.aborts > 500, "{total:?}");
     assert!(total.ac4_commits >= 300, "{total:?}");
+    // The termination paths ran: requests to the elected leader, the
+    // election itself, and aborts decided for a non-participant leader.
+    for (kind, floor) in [("terminate", 100), ("election", 1000), ("round-abort", 20)] {
+        let n = sent.get(kind).copied().unwrap_or(0);
+        assert!(n >= floor, "{kind} messages: {n}");
+    }
     for step in [
         "coordinator Collecting",
         "coordinator PreCommitting",

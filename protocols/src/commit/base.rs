@@ -19,16 +19,22 @@ use super::{
     Phase, TxId, TxStatus,
 };
 use crate::driver::OutputsOf;
+use crate::election::bully::BullyTimer;
 use crate::group::Group;
 use crate::testkit::SimProtocol;
 use crate::MemberId;
 
 /// A commit core's timers: one per transaction (retries, vote timeout,
-/// decision timeout).
+/// decision timeout), and 3PC's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxTimer {
     /// Something of `tx` may need doing again.
     Tx(TxId),
+    /// 3PC: the termination round this node runs for `tx` may need doing
+    /// again.
+    Round(TxId),
+    /// 3PC: a timer of the embedded election.
+    Election(BullyTimer),
 }
 
 /// The messages both commit algorithms exchange, built by the shared
@@ -330,8 +336,11 @@ pub(crate) fn resume<Id: Clone + Ord>(
 
 /// A commit algorithm's own state: what its [`Commit`] keeps besides the
 /// group, the settings, the log and the transactions, and the few rules in
-/// which the algorithms differ. It starts as the default value.
-pub trait CommitState: Clone + Debug + Default {
+/// which the algorithms differ.
+pub trait CommitState<Id>: Clone + Debug {
+    /// The state the member of `group` starts with, after a previous life
+    /// made `durable` durable (the default value on a first start).
+    fn open(group: &Group<Id>, config: &CommitConfig, durable: &CommitDurable<Id>) -> Self;
     /// True when the algorithm presumes abort whatever
     /// [`CommitConfig::presumed_abort`] says.
     const ALWAYS_PRESUMES_ABORT: bool = false;
@@ -380,7 +389,7 @@ pub struct Commit<Id, A> {
     pub(crate) alg: A,
 }
 
-impl<Id: MemberId, A: CommitState> Commit<Id, A> {
+impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
     /// A core for `me` among `members`, restarted from `durable` if given.
     pub fn new(
         me: Id,
@@ -390,12 +399,14 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
     ) -> Self {
         let log = durable.unwrap_or_default();
         let txs = TxBook::resume(&me, &log);
+        let group = Group::new(me, members);
+        let alg = A::open(&group, &config, &log);
         Self {
-            group: Group::new(me, members),
+            group,
             config,
             log,
             txs,
-            alg: A::default(),
+            alg,
         }
     }
 
@@ -686,7 +697,7 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
     }
 }
 
-impl<Id: MemberId, A: CommitState> Commit<Id, A>
+impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A>
 where
     Self: CommitRules<Id = Id>,
     <Self as Protocol>::Msg: TxMsg<Id>,
@@ -706,7 +717,7 @@ where
     }
 }
 
-impl<Id: MemberId, A: CommitState> CommitCore for Commit<Id, A>
+impl<Id: MemberId, A: CommitState<Id>> CommitCore for Commit<Id, A>
 where
     Self: CommitRules<Id = Id>,
     <Self as Protocol>::Msg: TxMsg<Id>,
@@ -781,7 +792,7 @@ where
     }
 }
 
-impl<Id: MemberId, A: CommitState> SnapshotCore for Commit<Id, A>
+impl<Id: MemberId, A: CommitState<Id>> SnapshotCore for Commit<Id, A>
 where
     Self: Protocol<Id = Id>,
 {
@@ -794,4 +805,4 @@ where
     }
 }
 
-impl<Id: MemberId, A: CommitState> SimProtocol for Commit<Id, A> where Self: Protocol {}
+impl<Id: MemberId, A: CommitState<Id>> SimProtocol for Commit<Id, A> where Self: Protocol {}

@@ -17,9 +17,14 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::{DurableError, Outputs, Recovered};
 
 use super::{Decision, TxId};
+use crate::election::ElectionDurable;
 
 /// The name of the durable log.
 pub const LOG: &str = "commit";
+
+/// The key under which 3PC keeps its embedded election's durable state
+/// (beside the log, saved whole when it changes).
+pub const ELECTION_KEY: &str = "commit.election";
 
 /// One record of the commit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +138,10 @@ pub struct CommitDurable<Id> {
     /// [`LogStats`]); kept in memory only, rebuilt as zero.
     #[serde(skip)]
     pub stats: LogStats,
+    /// 3PC: its embedded election's durable state, stored under
+    /// [`ELECTION_KEY`] (not in the log; `None` when never saved).
+    #[serde(default = "Option::default")]
+    pub election: Option<ElectionDurable<Id>>,
 }
 
 impl<Id> Default for CommitDurable<Id> {
@@ -141,6 +150,7 @@ impl<Id> Default for CommitDurable<Id> {
             next: 1,
             txs: BTreeMap::new(),
             stats: LogStats::default(),
+            election: None,
         }
     }
 }
@@ -198,13 +208,21 @@ impl<Id: Clone> CommitDurable<Id> {
 }
 
 impl<Id: Clone + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
-    /// The log a previous life left (`None` when it has no record).
+    /// The log a previous life left, with the election state saved beside
+    /// it (`None` when it left neither).
     pub fn recover(r: &Recovered) -> Result<Option<Self>, DurableError> {
         let records: Vec<(u64, LogRecord<Id>)> = r.log_as(LOG)?;
+        let election: Option<ElectionDurable<Id>> = r.get_as(ELECTION_KEY)?;
         let Some(last) = records.last().map(|(i, _)| *i) else {
-            return Ok(None);
+            return Ok(election.map(|e| Self {
+                election: Some(e),
+                ..Self::default()
+            }));
         };
-        let mut d = Self::default();
+        let mut d = Self {
+            election,
+            ..Self::default()
+        };
         for (_, rec) in &records {
             d.apply(rec);
         }

@@ -37,7 +37,9 @@
 //! makes `Ready` durable before it votes yes, a coordinator makes its
 //! decision durable before it sends it, and the `End` record is lazy. The
 //! log is never truncated: a long-lived node would truncate it below the
-//! oldest transaction without `End` (not done yet).
+//! oldest transaction without `End` (not done yet). [`ThreePhase`] also
+//! saves the durable state of its embedded election (its term) under
+//! [`log::ELECTION_KEY`], beside the log, whenever it changes.
 
 pub mod any;
 pub mod base;
@@ -58,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use troupe_framework::sansio::Protocol;
 
 use crate::driver::OutputsOf;
+use crate::election::ElectionConfig;
 use crate::family::{EventMetric, ViewMetric};
 
 pub use crate::family::UnknownAlgorithm;
@@ -117,17 +120,22 @@ pub struct CommitConfig {
     /// acknowledged, an unknown transaction is aborted). `false`: presumed
     /// nothing. 3PC always presumes abort.
     pub presumed_abort: bool,
+    /// 3PC: the timing of the embedded bully election that chooses the
+    /// termination coordinator (see [`ThreePhase`]). 2PC ignores it.
+    #[serde(default)]
+    pub election: ElectionConfig,
 }
 
 impl Default for CommitConfig {
     /// Retry every 50 ms, vote timeout 500 ms, decision timeout 200 ms,
-    /// presumed abort.
+    /// presumed abort, the election's defaults ([`ElectionConfig::default`]).
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
             vote_timeout: Duration::from_millis(500),
             decision_timeout: Duration::from_millis(200),
             presumed_abort: true,
+            election: ElectionConfig::default(),
         }
     }
 }

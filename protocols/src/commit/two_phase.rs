@@ -53,8 +53,9 @@ use std::time::Duration;
 use troupe_framework::sansio::{Outputs, Protocol};
 
 use super::base::{tx_messages, Commit, CommitRules, CommitState, TxTimer};
-use super::{CommitEvent, Decision, Phase, TxId};
+use super::{CommitConfig, CommitDurable, CommitEvent, Decision, Phase, TxId};
 use crate::family::protocol_types;
+use crate::group::Group;
 use crate::MemberId;
 
 tx_messages! {
@@ -72,7 +73,11 @@ pub type TwoPhaseTimer = TxTimer;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TwoPhaseState;
 
-impl CommitState for TwoPhaseState {}
+impl<Id> CommitState<Id> for TwoPhaseState {
+    fn open(_: &Group<Id>, _: &CommitConfig, _: &CommitDurable<Id>) -> Self {
+        Self
+    }
+}
 
 /// A two-phase-commit core for one member (see the module docs).
 pub type TwoPhase<Id> = Commit<Id, TwoPhaseState>;
@@ -154,7 +159,9 @@ impl<Id: MemberId> Protocol for TwoPhase<Id> {
     }
 
     fn on_timer(&mut self, now: Duration, timer: TwoPhaseTimer, out: &mut Out<Id>) {
-        let TxTimer::Tx(tx) = timer;
-        self.on_timer_tx(now, tx, out);
+        // 2PC sets only transaction timers (the others are 3PC's).
+        if let TxTimer::Tx(tx) = timer {
+            self.on_timer_tx(now, tx, out);
+        }
     }
 }

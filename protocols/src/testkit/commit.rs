@@ -273,6 +273,8 @@ pub struct CommitOutcome {
     pub step_crashes: BTreeMap<String, u64>,
     /// Random crashes and partitions are not counted here.
     pub ac4_commits: u64,
+    /// Messages sent, by kind ([`SimProtocol::msg_kind`]).
+    pub sent: BTreeMap<&'static str, u64>,
 }
 
 const TICK: Duration = Duration::from_millis(10);
@@ -497,6 +499,7 @@ where
         }
     }
     out.checked = obs.checked;
+    out.sent = sim.sent_counts().clone();
     Ok(out)
 }
 
