@@ -96,6 +96,32 @@ fn put_key(key: &mut Vec<u8>, kind: u8, strs: &[&str]) {
     }
 }
 
+/// `a == b` for slices of equal length, compared a word at a time in
+/// line (the strings of a frame are a few bytes: a `memcmp` call per
+/// string cost more than the comparison).
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        // The last word, overlapping the ones compared.
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        (0..n).all(|i| a[i] == b[i])
+    }
+}
+
 /// True when `key` is the key of (`kind`, `strs`).
 #[inline]
 fn key_is(key: &[u8], kind: u8, strs: &[&str]) -> bool {
@@ -120,7 +146,7 @@ fn key_is(key: &[u8], kind: u8, strs: &[&str]) -> bool {
                 _ => return false,
             }
         };
-        if head.len() < len || head[..len] != *s.as_bytes() {
+        if head.len() < len || !same_bytes(&head[..len], s.as_bytes()) {
             return false;
         }
         rest = &head[len..];
@@ -668,6 +694,20 @@ pub(super) fn put_note_at(buf: &mut Vec<u8>, t_us: u64, json: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            assert!(same_bytes(a, a));
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!same_bytes(a, &b), "{n} {i}");
+            }
+        }
+    }
 
     #[test]
     fn varints_and_zigzag_round_trip() {
