@@ -323,10 +323,10 @@ pub struct TraceConfig {
     #[serde(default = "default_trace_keep")]
     pub keep: u32,
     /// `"jsonl"` (default): JSON lines, as the simulator writes them;
-    /// `"binary"`: the compact binary trace, about a sixth of the bytes and
-    /// of the recording cost at full traffic (see BENCHMARKS.md), read by
-    /// every `troupe trace` command and turned into the same JSON lines by
-    /// `troupe trace jsonl`.
+    /// `"binary"`: the compact binary trace, a tenth or less of the bytes
+    /// and about half the recording cost at full traffic (see
+    /// BENCHMARKS.md), read by every `troupe trace` command and turned into
+    /// the same JSON lines by `troupe trace jsonl`.
     #[serde(default)]
     pub format: troupe_framework::trace::TraceFormat,
 }

@@ -40,7 +40,7 @@ pub enum TraceFormat {
     #[default]
     Jsonl,
     /// The compact binary trace (see `troupe_framework::trace::binary`):
-    /// about a sixth of the bytes, and the writer only copies records. Every
+    /// a tenth or less of the bytes, and the writer only copies records. Every
     /// `troupe trace` command reads it; `troupe trace jsonl` (or
     /// [`super::read_jsonl`]) turns it into the same JSON lines.
     Binary,
