@@ -43,8 +43,9 @@
 //! `REMOTE_BENCH_ONLY=trace` (framework tells with `[trace] file` on vs off:
 //! two more node pairs record every frame to trace files under the system
 //! temp folder, default rotation, one as JSON lines and one in the binary
-//! format; per round the off pair and the two traced pairs run in turn, the
-//! order rotating; the medians and the median per-round ratios are printed).
+//! format (`REMOTE_BENCH_TRACE=binary` or `jsonl`: that one only); per
+//! round the off pair and the traced pairs run in turn, the order rotating;
+//! the medians and the median per-round ratios are printed).
 
 mod support;
 
@@ -982,9 +983,14 @@ fn main() {
             let dir = std::env::temp_dir().join(format!("troupe-bench-trace-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("trace dir");
             // One traced pair per format: JSON lines (at -> bt), binary (ct -> dt).
-            let formats = [TraceFormat::Jsonl, TraceFormat::Binary];
+            // `REMOTE_BENCH_TRACE=binary` (or `jsonl`): that format only.
+            let formats: Vec<TraceFormat> = match std::env::var("REMOTE_BENCH_TRACE").as_deref() {
+                Ok("binary") => vec![TraceFormat::Binary],
+                Ok("jsonl") => vec![TraceFormat::Jsonl],
+                _ => vec![TraceFormat::Jsonl, TraceFormat::Binary],
+            };
             let mut pairs = Vec::new();
-            for (i, format) in formats.into_iter().enumerate() {
+            for (i, &format) in formats.iter().enumerate() {
                 let names = [format!("t{i}a"), format!("t{i}b")];
                 let sinks: Vec<Arc<FileTraceSink>> = names
                     .iter()
@@ -1015,12 +1021,13 @@ fn main() {
                 pairs.push((x, progress_t, to, sinks));
             }
             // Per round: off, JSON lines, binary, in an order that turns.
-            let mut runs: [Vec<f64>; 3] = Default::default();
-            let mut ratios: [Vec<f64>; 2] = Default::default();
+            let kinds = pairs.len() + 1;
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); kinds];
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); kinds - 1];
             for round in 0..rounds {
-                let mut run = [(0f64, 0f64); 3];
-                for k in 0..3 {
-                    let which = (k + round) % 3;
+                let mut run = vec![(0f64, 0f64); kinds];
+                for k in 0..kinds {
+                    let which = (k + round) % kinds;
                     run[which] = if which == 0 {
                         let (t, tc, _) = framework_tell(&a, &xa, &progress, n).await;
                         (t, tc)
@@ -1030,15 +1037,24 @@ fn main() {
                         (t, tc)
                     };
                 }
-                println!(
-                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg), jsonl {:>9.0} msg/s ({:>5.0} CPU-ns/msg) ratio {:.3}, binary {:>9.0} msg/s ({:>5.0} CPU-ns/msg) ratio {:.3}",
-                    run[0].0, run[0].1, run[1].0, run[1].1, run[1].0 / run[0].0, run[2].0, run[2].1, run[2].0 / run[0].0
+                let mut line = format!(
+                    "    round {round}: tell trace off {:>9.0} msg/s ({:>5.0} CPU-ns/msg)",
+                    run[0].0, run[0].1
                 );
+                for (i, f) in formats.iter().enumerate() {
+                    let r = run[i + 1];
+                    line += &format!(
+                        ", {f:?} {:>9.0} msg/s ({:>5.0} CPU-ns/msg) ratio {:.3}",
+                        r.0,
+                        r.1,
+                        r.0 / run[0].0
+                    );
+                    ratios[i].push(r.0 / run[0].0);
+                }
+                println!("{line}");
                 for (i, r) in run.iter().enumerate() {
                     runs[i].push(r.0);
                 }
-                ratios[0].push(run[1].0 / run[0].0);
-                ratios[1].push(run[2].0 / run[0].0);
             }
             let mut dropped = 0;
             for (_, _, _, sinks) in &pairs {
@@ -1058,9 +1074,9 @@ fn main() {
                     })
                     .unwrap_or(0)
             };
-            for (i, name) in ["jsonl", "binary"].iter().enumerate() {
+            for (i, name) in formats.iter().enumerate() {
                 println!(
-                    "trace {name} on/off: median {:.0} vs {:.0} msg/s, ratio of medians {:.3}, median of per-round ratios {:.3} (target >= 0.90); {} MiB of trace files left (capped by rotation)",
+                    "trace {name:?} on/off: median {:.0} vs {:.0} msg/s, ratio of medians {:.3}, median of per-round ratios {:.3} (target >= 0.90); {} MiB of trace files left (capped by rotation)",
                     median(&runs[i + 1]),
                     median(&runs[0]),
                     median(&runs[i + 1]) / median(&runs[0]),
