@@ -62,6 +62,7 @@ fn quiet(presumed_abort: bool) -> CommitConfig {
         vote_timeout: Duration::from_secs(3600),
         decision_timeout: Duration::from_secs(3600),
         presumed_abort,
+        ..CommitConfig::default()
     }
 }
 

@@ -14,7 +14,11 @@
 //! the core's transactions and catches up: it asks for the votes the core
 //! still waits for, and hands the manager every decision of a participant
 //! transaction it has not handed yet — after a restart, every decision in
-//! the node's log again (at least once delivery).
+//! the node's log again (at least once delivery). Once the manager's
+//! `commit` / `abort` returned, the worker tells the core
+//! ([`CommitCore::applied`]): only then may the core forget the decision
+//! and drop it from its log (see "Forgetting" in
+//! `troupe_protocols::commit`).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -159,11 +163,15 @@ impl<R: ResourceManager> Worker<R> {
         });
     }
 
+    /// Hand decision `d` on `tx` to the manager; once it applied it, tell
+    /// the core (which may then forget it).
     fn deliver(self: &Rc<Self>, tx: TxId, d: Decision, seen: &Rc<RefCell<Seen>>) {
         if !seen.borrow_mut().delivered.insert(tx) {
             return;
         }
         let rm = self.rm.clone();
+        let this = self.clone();
+        let seen = seen.clone();
         actix_rt::spawn(async move {
             let applied = actix_rt::spawn(async move {
                 match d {
@@ -173,7 +181,21 @@ impl<R: ResourceManager> Worker<R> {
             })
             .await;
             if applied.is_err() {
+                // Not applied: the core keeps the decision (a restart
+                // hands it over again).
                 tracing::error!(tx, ?d, "the resource manager panicked applying a decision");
+                return;
+            }
+            match this
+                .instance
+                .invoke(move |c, now, out| c.applied(tx, now, out))
+                .await
+            {
+                // Applied: the core forgets it in time, and so does this.
+                Ok(()) => {
+                    seen.borrow_mut().delivered.remove(&tx);
+                }
+                Err(e) => tracing::warn!(tx, error = %e, "commit: applied not delivered"),
             }
         });
     }

@@ -28,10 +28,12 @@ crate::any_core! {
     trait CommitCore {
         command begin(tx: TxId, participants: Vec<Id>);
         command vote(tx: TxId, yes: bool);
+        command applied(tx: TxId);
         query status(tx: TxId) -> Option<TxStatus>;
         query log_stats -> LogStats;
         query transactions -> BTreeMap<TxId, TxStatus>;
         query pending -> BTreeSet<TxId>;
+        query forgot(coordinator: &Id, tx: TxId) -> bool;
     }
     variants {
         /// [`TwoPhase`].

@@ -35,9 +35,41 @@
 //! toolkit's durable writes) and is rebuilt from it alone after a crash
 //! ([`CommitDurable`]). The forcing rules are the textbook's: a participant
 //! makes `Ready` durable before it votes yes, a coordinator makes its
-//! decision durable before it sends it, and the `End` record is lazy. The
-//! log is never truncated: a long-lived node would truncate it below the
-//! oldest transaction without `End` (not done yet).
+//! decision durable before it sends it, and the `End` record is lazy.
+//!
+//! ## Forgetting
+//! The log and the transactions a core keeps stay bounded over a long run:
+//! a transaction nobody can still need is *forgotten* (dropped from memory,
+//! and from the log at the next compaction, see [`log`]).
+//! * A **coordinator** forgets its transaction once it *ended*: a commit
+//!   (or, presuming nothing, an abort) once every participant acknowledged
+//!   it — so every participant holds the decision durably, and the *abort*
+//!   its presumption then answers about an unknown transaction can only
+//!   reach a node that already decided — and a presumed abort at once
+//!   (it answers *abort* about it anyway). A 3PC coordinator told the
+//!   outcome by a termination round collects the acknowledgements too.
+//! * Its **floor** is its lowest transaction not ended (or the next id it
+//!   would use); it rides on every `Prepare` it sends. Transaction ids must
+//!   grow per coordinator (the typed API's do): a `begin` below what a
+//!   coordinator already used is a no-op.
+//! * A **participant** forgets a transaction it decided once its resource
+//!   manager applied the decision ([`CommitCore::applied`]: until then a
+//!   restart hands it over again) and its coordinator's floor is above it
+//!   (the coordinator ended it, so no participant can still be uncertain
+//!   about a commit). It keeps the
+//!   floors (durably, in its compacted log); below a coordinator's floor, a
+//!   transaction it does not know is one it forgot or never took part in:
+//!   a stale `Prepare` for it starts nothing, and an `Inquire` or a 3PC
+//!   state request about it gets no answer — never a unilateral abort,
+//!   which could contradict a commit it forgot. [`CommitCore::forgot`]
+//!   says which transactions a node forgot (the commit checker uses it to
+//!   tell a forgotten transaction from a reversed decision).
+//!
+//! So what is kept is the transactions in flight, the decided ones of
+//! coordinators whose floor has not passed them yet (a coordinator's
+//! transaction blocked on a participant that is down holds its floor, and
+//! the others' decided ones of that coordinator, until it ends), and one
+//! floor per coordinator.
 
 pub mod any;
 pub mod base;
@@ -117,17 +149,27 @@ pub struct CommitConfig {
     /// acknowledged, an unknown transaction is aborted). `false`: presumed
     /// nothing. 3PC always presumes abort.
     pub presumed_abort: bool,
+    /// Compact the log once this many transactions can be forgotten (and
+    /// at least as many as are still known: see [`log`]'s "Compaction").
+    #[serde(default = "default_compact_every")]
+    pub compact_every: u32,
+}
+
+fn default_compact_every() -> u32 {
+    base::COMPACT_EVERY
 }
 
 impl Default for CommitConfig {
     /// Retry every 50 ms, vote timeout 500 ms, decision timeout 200 ms,
-    /// presumed abort.
+    /// presumed abort, compaction every [`base::COMPACT_EVERY`] forgotten
+    /// transactions.
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
             vote_timeout: Duration::from_millis(500),
             decision_timeout: Duration::from_millis(200),
             presumed_abort: true,
+            compact_every: base::COMPACT_EVERY,
         }
     }
 }
@@ -193,6 +235,17 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     /// (what [`CommitFamily`]'s view holds, after every input: no status
     /// is built for the decided ones).
     fn pending(&self) -> BTreeSet<TxId>;
+    /// True when this node has no record of `tx`, whose coordinator is
+    /// `coordinator`, because it forgot it (see "Forgetting" in the family
+    /// docs) or never will hear of it: a message about it is stale, and it
+    /// is never started or decided here again.
+    fn forgot(&self, coordinator: &Self::Id, tx: TxId) -> bool;
+    /// Participant: the resource manager applied the decision on `tx`
+    /// (durably: it needs it no more). Until then the decision is kept
+    /// (and, after a restart, reported again by [`CommitCore::transactions`]),
+    /// so a decision is never forgotten before it was applied. No-op for a
+    /// transaction not decided here or coordinated here.
+    fn applied(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
 }
 
 /// What a commit instance's handles watch: the transactions this node

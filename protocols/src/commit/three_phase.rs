@@ -192,13 +192,11 @@ impl<Id: MemberId> ThreePhase<Id> {
             self.learn(tx, d, d == Decision::Commit, out);
             return;
         }
-        // Told by a termination round: nothing left to collect.
+        // Told by a termination round: it ends a commit once every
+        // participant acknowledged it (only then may it forget it).
         if self.decide_forced(tx, d, false, out) {
-            if let Some(t) = self.txs.get_mut(&tx) {
-                t.ended = true;
-            }
+            self.announce(tx, d, d == Decision::Commit, out);
         }
-        out.cancel_timer(TxTimer::Tx(tx));
     }
 
     /// Make `tx`'s pre-commit durable (forced: its `PreCommit` or `PreAck`
@@ -259,6 +257,9 @@ impl<Id: MemberId> ThreePhase<Id> {
         participants: Vec<Id>,
         out: &mut Out<Id>,
     ) {
+        if self.forgot(&coordinator, tx) {
+            return;
+        }
         let (phase, active) = match self.txs.get(&tx).map(|t| (t.phase, t.round, t.active)) {
             None | Some((Phase::Voting, _, _)) => {
                 self.abort_unilaterally(tx, coordinator, participants, out);
@@ -506,9 +507,10 @@ impl<Id: MemberId> Protocol for ThreePhase<Id> {
     protocol_types!(ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent);
 
     /// After every input: forget the decided ones among the undecided (the
-    /// transactions in flight, so this is cheap).
-    fn persist(&mut self, _out: &mut Out<Id>) {
-        self.txs.prune();
+    /// transactions in flight, so this is cheap), and compact the log once
+    /// enough transactions can be forgotten.
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.tidy(out);
     }
 
     fn on_start(&mut self, _now: Duration, out: &mut Out<Id>) {
@@ -622,6 +624,7 @@ mod tests {
             ThreePhaseMsg::Prepare {
                 tx: 1,
                 participants,
+                floor: 0,
             },
             &mut out,
         );
