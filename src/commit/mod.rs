@@ -69,9 +69,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use troupe_framework::Node;
-use troupe_protocols::commit::{CommitCore, CommitEvent};
+use troupe_protocols::commit::CommitCore;
+use troupe_protocols::driver::Awaited;
 use troupe_protocols::family::Family;
 
 use crate::family::{self, Instance};
@@ -349,33 +349,27 @@ impl Transaction {
         handle.notes.watch(tx);
         let started = tokio::time::Instant::now();
         let outcome = async {
-            // Subscribed before the transaction starts, so its decision
-            // cannot pass unseen.
-            let mut events = handle.instance.subscribe();
-            handle
+            // One command: begin, and a waiter the driver answers with the
+            // decision once it is durable here (one message, one wake-up;
+            // no event stream to sift).
+            let settled = handle
                 .instance
-                .invoke(move |c, now, out| c.begin(tx, participants, now, out))
-                .await?;
-            let decision = loop {
-                match events.recv().await {
-                    Ok(CommitEvent::Decided { tx: t, decision }) if t == tx => break decision,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Events were dropped: ask the core.
-                        let status = handle.instance.invoke(move |c, _, _| c.status(tx)).await?;
-                        if let Some(d) = status.and_then(|s| match s.phase {
-                            Phase::Decided(d) => Some(d),
-                            _ => None,
-                        }) {
-                            break d;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(Error::Protocol(format!(
-                            "commit {:?} stopped before transaction {tx} was decided",
-                            handle.name
-                        )))
-                    }
+                .settle(
+                    move |c, now, out| {
+                        c.begin(tx, participants, now, out);
+                        c.await_decision(tx, now, out);
+                        Ok(tx)
+                    },
+                    |_, _, decision| decision,
+                )
+                .await;
+            let decision = match settled {
+                Awaited::Done(d) => d,
+                Awaited::NotRunning | Awaited::Dropped => {
+                    return Err(Error::Protocol(format!(
+                        "commit {:?} stopped before transaction {tx} was decided",
+                        handle.name
+                    )))
                 }
             };
             if decision == Decision::Commit {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, Settles, SnapshotCore};
 
 use super::{
     log, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord, LogStats,
@@ -195,6 +195,9 @@ pub(crate) struct Tx<Id> {
     /// Participant: the resource manager applied the decision (in this
     /// life): see [`CommitCore::applied`].
     pub(crate) applied: bool,
+    /// Coordinator: a command awaits the decision (see
+    /// [`CommitCore::await_decision`]).
+    pub(crate) awaited: bool,
 }
 
 impl<Id: Clone + Ord> Tx<Id> {
@@ -210,6 +213,7 @@ impl<Id: Clone + Ord> Tx<Id> {
             round: 0,
             ended: false,
             applied: false,
+            awaited: false,
         }
     }
     pub(crate) fn decided(&self) -> Option<Decision> {
@@ -481,6 +485,9 @@ pub struct Commit<Id, A> {
     pub(crate) log: CommitDurable<Id>,
     pub(crate) txs: TxBook<Id>,
     pub(crate) alg: A,
+    /// Decisions awaited by a command, not yet taken by the driver (see
+    /// [`Settles`]).
+    pub(crate) settled: Vec<(TxId, Decision)>,
 }
 
 impl<Id: MemberId, A: CommitState> Commit<Id, A> {
@@ -499,6 +506,7 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
             log,
             txs,
             alg: A::default(),
+            settled: Vec::new(),
         }
     }
 
@@ -593,6 +601,9 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
             self.log.append(rec, forced, out);
         }
         t.phase = Phase::Decided(d);
+        if std::mem::take(&mut t.awaited) {
+            self.settled.push((tx, d));
+        }
         self.alg.decided(tx);
         out.emit(CommitEvent::Decided { tx, decision: d });
         true
@@ -957,6 +968,20 @@ where
         Commit::forgot(self, coordinator, tx)
     }
 
+    fn await_decision(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        let me = self.me().clone();
+        let Some(t) = self.txs.get_mut(&tx) else {
+            return;
+        };
+        if t.coordinator != me {
+            return;
+        }
+        match t.decided() {
+            Some(d) => self.settled.push((tx, d)),
+            None => t.awaited = true,
+        }
+    }
+
     fn applied(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
         let me = self.me().clone();
         let Some(t) = self.txs.get_mut(&tx) else {
@@ -986,6 +1011,20 @@ where
 }
 
 impl<Id: MemberId, A: CommitState> SimProtocol for Commit<Id, A> where Self: Protocol {}
+
+/// A coordinator's decisions settle the commands that await them
+/// ([`CommitCore::await_decision`]): token the transaction, settlement its
+/// decision.
+impl<Id: MemberId, A: CommitState> Settles for Commit<Id, A>
+where
+    Self: Protocol,
+{
+    type Token = TxId;
+    type Settled = Decision;
+    fn take_settled(&mut self, into: &mut Vec<(TxId, Decision)>) {
+        into.append(&mut self.settled);
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -246,6 +246,12 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     /// so a decision is never forgotten before it was applied. No-op for a
     /// transaction not decided here or coordinated here.
     fn applied(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: settle `tx` with its decision once it is decided here
+    /// (at once if it is), for a command that awaits it through the
+    /// driver ([`troupe_framework::sansio::Settles`]: token `tx`,
+    /// settlement the [`Decision`]). No-op for a transaction not
+    /// coordinated here.
+    fn await_decision(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
 }
 
 /// What a commit instance's handles watch: the transactions this node
