@@ -243,9 +243,10 @@ pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> 
     ps
 }
 
-/// A core's transactions, with the set of those that may be undecided
-/// (a superset, pruned after every input), so the family view costs
-/// O(transactions in flight) per input, not O(every transaction ever);
+/// A core's transactions, with the set of the undecided ones (kept
+/// exactly: a transaction leaves it when it is decided, see
+/// [`TxBook::decided`]), so the family view costs O(transactions in
+/// flight) per input, not O(every transaction ever);
 /// and what forgetting needs: this node's own open transactions (its
 /// floor), the decided ones it takes part in by coordinator (waiting for
 /// that coordinator's floor), and the ones it may forget.
@@ -350,21 +351,27 @@ impl<Id: Clone + Ord> TxBook<Id> {
 
     /// Add (or replace) `tx`.
     pub(crate) fn insert(&mut self, tx: TxId, t: Tx<Id>) {
-        self.undecided.insert(tx);
+        if t.decided().is_none() {
+            self.undecided.insert(tx);
+        } else {
+            self.undecided.remove(&tx);
+        }
         self.txs.insert(tx, t);
     }
 
     /// `tx`, added as `new()` if unknown.
     pub(crate) fn get_or_insert(&mut self, tx: TxId, new: impl FnOnce() -> Tx<Id>) -> &mut Tx<Id> {
-        self.undecided.insert(tx);
-        self.txs.entry(tx).or_insert_with(new)
+        let t = self.txs.entry(tx).or_insert_with(new);
+        if t.decided().is_none() {
+            self.undecided.insert(tx);
+        }
+        t
     }
 
-    /// Forget the decided ones among the undecided (after every input).
-    pub(crate) fn prune(&mut self) {
-        let txs = &self.txs;
-        self.undecided
-            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+    /// `tx` was just decided (the only way a transaction's phase becomes
+    /// `Decided`: [`Commit::decide`]).
+    pub(crate) fn decided(&mut self, tx: TxId) {
+        self.undecided.remove(&tx);
     }
 
     /// `tx`'s status as `me` sees it.
@@ -379,11 +386,7 @@ impl<Id: Clone + Ord> TxBook<Id> {
 
     /// The undecided transactions.
     pub(crate) fn pending(&self) -> BTreeSet<TxId> {
-        self.undecided
-            .iter()
-            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
-            .copied()
-            .collect()
+        self.undecided.clone()
     }
 }
 
@@ -530,11 +533,9 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
         }
     }
 
-    /// After every input: prune the undecided set, and once enough
-    /// transactions may be forgotten (see [`COMPACT_EVERY`]), forget them
-    /// and compact the log.
+    /// After every input: once enough transactions may be forgotten (see
+    /// [`COMPACT_EVERY`]), forget them and compact the log.
     pub(crate) fn tidy<M>(&mut self, out: &mut TxOut<Id, M>) {
-        self.txs.prune();
         let done = self.txs.done.len();
         let every = self.config.compact_every.max(1) as usize;
         if done < every || done < self.txs.len() - done {
@@ -604,6 +605,7 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
         if std::mem::take(&mut t.awaited) {
             self.settled.push((tx, d));
         }
+        self.txs.decided(tx);
         self.alg.decided(tx);
         out.emit(CommitEvent::Decided { tx, decision: d });
         true

@@ -506,9 +506,8 @@ impl<Id: MemberId> CommitRules for ThreePhase<Id> {
 impl<Id: MemberId> Protocol for ThreePhase<Id> {
     protocol_types!(ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones among the undecided (the
-    /// transactions in flight, so this is cheap), and compact the log once
-    /// enough transactions can be forgotten.
+    /// After every input: compact the log once enough transactions can be
+    /// forgotten.
     fn persist(&mut self, out: &mut Out<Id>) {
         self.tidy(out);
     }

@@ -102,9 +102,8 @@ impl<Id: MemberId> CommitRules for TwoPhase<Id> {
 impl<Id: MemberId> Protocol for TwoPhase<Id> {
     protocol_types!(TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones among the undecided (the
-    /// transactions in flight, so this is cheap), and compact the log once
-    /// enough transactions can be forgotten.
+    /// After every input: compact the log once enough transactions can be
+    /// forgotten.
     fn persist(&mut self, out: &mut Out<Id>) {
         self.tidy(out);
     }
