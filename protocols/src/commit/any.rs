@@ -30,6 +30,8 @@ crate::any_core! {
         command vote(tx: TxId, yes: bool);
         command applied(tx: TxId);
         command await_decision(tx: TxId);
+        command reserve(tx: TxId);
+        command release(tx: TxId);
         query status(tx: TxId) -> Option<TxStatus>;
         query log_stats -> LogStats;
         query transactions -> BTreeMap<TxId, TxStatus>;

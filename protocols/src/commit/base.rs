@@ -286,9 +286,9 @@ impl<Id: Clone + Ord> TxBook<Id> {
         for (tx, t) in &txs {
             if t.coordinator == *me {
                 book.own_next = book.own_next.max(tx + 1);
-                if t.ended {
-                    book.done.push(*tx);
-                } else {
+                // An ended one is forgotten once its user applied it
+                // again (see `CommitCore::applied`).
+                if !t.ended {
                     book.own.insert(*tx);
                 }
             }
@@ -338,7 +338,9 @@ impl<Id: Clone + Ord> TxBook<Id> {
             if !t.ended {
                 t.ended = true;
                 self.own.remove(&tx);
-                self.done.push(tx);
+                if t.applied {
+                    self.done.push(tx);
+                }
             }
         }
     }
@@ -527,7 +529,7 @@ impl<Id: MemberId, A: CommitState> Commit<Id, A> {
             return false;
         }
         if coordinator == self.me() {
-            tx < self.txs.own_next
+            tx < self.txs.own_next && !self.txs.own.contains(&tx)
         } else {
             tx < self.log.floor(coordinator)
         }
@@ -970,6 +972,19 @@ where
         Commit::forgot(self, coordinator, tx)
     }
 
+    fn reserve(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        let me = self.me().clone();
+        if !self.txs.contains_key(&tx) && !self.forgot(&me, tx) {
+            self.txs.own.insert(tx);
+        }
+    }
+
+    fn release(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        if !self.txs.contains_key(&tx) {
+            self.txs.own.remove(&tx);
+        }
+    }
+
     fn await_decision(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
         let me = self.me().clone();
         let Some(t) = self.txs.get_mut(&tx) else {
@@ -989,10 +1004,16 @@ where
         let Some(t) = self.txs.get_mut(&tx) else {
             return;
         };
-        if t.coordinator == me || t.applied || t.decided().is_none() {
+        if t.applied || t.decided().is_none() {
             return;
         }
         t.applied = true;
+        if t.coordinator == me {
+            if t.ended {
+                self.txs.done.push(tx);
+            }
+            return;
+        }
         let coordinator = t.coordinator.clone();
         let floor = self.log.floor(&coordinator);
         self.txs.settle(tx, &coordinator, floor);

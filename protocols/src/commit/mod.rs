@@ -41,17 +41,20 @@
 //! The log and the transactions a core keeps stay bounded over a long run:
 //! a transaction nobody can still need is *forgotten* (dropped from memory,
 //! and from the log at the next compaction, see [`log`]).
-//! * A **coordinator** forgets its transaction once it *ended*: a commit
+//! * A **coordinator** forgets its transaction once its user applied the
+//!   decision ([`CommitCore::applied`]) and it *ended*: a commit
 //!   (or, presuming nothing, an abort) once every participant acknowledged
 //!   it — so every participant holds the decision durably, and the *abort*
 //!   its presumption then answers about an unknown transaction can only
 //!   reach a node that already decided — and a presumed abort at once
 //!   (it answers *abort* about it anyway). A 3PC coordinator told the
 //!   outcome by a termination round collects the acknowledgements too.
-//! * Its **floor** is its lowest transaction not ended (or the next id it
-//!   would use); it rides on every `Prepare` it sends. Transaction ids must
-//!   grow per coordinator (the typed API's do): a `begin` below what a
-//!   coordinator already used is a no-op.
+//! * Its **floor** is its lowest transaction not ended, or reserved and
+//!   not begun yet ([`CommitCore::reserve`]), or else the next id it would
+//!   use; it rides on every `Prepare` it sends. Transaction ids must grow
+//!   per coordinator in the order they are begun or reserved (the typed
+//!   API reserves each id as it draws it): a `begin` below the floor of a
+//!   transaction neither known nor reserved is a no-op.
 //! * A **participant** forgets a transaction it decided once its resource
 //!   manager applied the decision ([`CommitCore::applied`]: until then a
 //!   restart hands it over again) and its coordinator's floor is above it
@@ -240,11 +243,13 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     /// docs) or never will hear of it: a message about it is stale, and it
     /// is never started or decided here again.
     fn forgot(&self, coordinator: &Self::Id, tx: TxId) -> bool;
-    /// Participant: the resource manager applied the decision on `tx`
-    /// (durably: it needs it no more). Until then the decision is kept
-    /// (and, after a restart, reported again by [`CommitCore::transactions`]),
+    /// The local user applied the decision on `tx` (a participant's
+    /// resource manager; a coordinator's application, which may hold a
+    /// part of the transaction of its own): durably, it needs it no more.
+    /// Until then the decision is kept (and, after a restart, reported
+    /// again by [`CommitCore::transactions`] and [`CommitCore::status`]),
     /// so a decision is never forgotten before it was applied. No-op for a
-    /// transaction not decided here or coordinated here.
+    /// transaction not decided here.
     fn applied(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
     /// Coordinator: settle `tx` with its decision once it is decided here
     /// (at once if it is), for a command that awaits it through the
@@ -252,6 +257,14 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     /// settlement the [`Decision`]). No-op for a transaction not
     /// coordinated here.
     fn await_decision(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: `tx` will be begun here later (its id is drawn, its
+    /// `begin` has not run yet): the floor stays at or below it until it
+    /// is begun and ends, or is [released](CommitCore::release). A caller
+    /// that draws ids before it begins them, possibly out of order (the
+    /// typed API), reserves each as it draws it.
+    fn reserve(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: a reserved `tx` will never be begun.
+    fn release(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
 }
 
 /// What a commit instance's handles watch: the transactions this node

@@ -553,9 +553,9 @@ where
     Ok(out)
 }
 
-/// The resource managers: every running participant applies the decisions
-/// it holds, once per life (`done` remembers (node, life, tx)), as the
-/// typed API's worker does after a restart too.
+/// The local users: every running node applies the decisions it holds
+/// (participants' resource managers, coordinators' applications), once per
+/// life (`done` remembers (node, life, tx)).
 pub fn apply_decisions<P>(
     sim: &mut Sim<P>,
     obs: &mut impl Observer<P>,
@@ -571,9 +571,7 @@ where
             .transactions()
             .into_iter()
             .filter(|(tx, s)| {
-                !s.coordinator
-                    && matches!(s.phase, Phase::Decided(_))
-                    && !done.contains(&(n, life, *tx))
+                matches!(s.phase, Phase::Decided(_)) && !done.contains(&(n, life, *tx))
             })
             .map(|(tx, _)| tx)
             .collect();
