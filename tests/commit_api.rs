@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use troupe::commit::{in_doubt_on, CommitConfig, Decision, InDoubt, Phase};
+use troupe::commit::{in_doubt_on, start_commit_with, CommitConfig, Decision, InDoubt, Phase};
 use troupe::prelude::*;
 
 mod common;
@@ -72,6 +72,11 @@ struct Cluster {
 impl Cluster {
     /// Three nodes running commit instance `orders` with `algorithm`.
     async fn start(seed: u64, algorithm: CommitAlgorithm) -> Self {
+        Self::start_with(seed, algorithm, CommitConfig::default()).await
+    }
+
+    /// [`Cluster::start`] with `config`.
+    async fn start_with(seed: u64, algorithm: CommitAlgorithm, config: CommitConfig) -> Self {
         let mut rms = BTreeMap::new();
         let mut gates = BTreeMap::new();
         for n in NODES {
@@ -90,8 +95,9 @@ impl Cluster {
         let (h, r) = (handles.clone(), rms.clone());
         let sim = common::detecting_cluster(seed, &NODES, move |node, members| {
             let (handles, rm) = (h.clone(), r[node.name()].clone());
+            let config = config.clone();
             async move {
-                let handle = start_commit(&node, "orders", algorithm, &members, rm)
+                let handle = start_commit_with(&node, "orders", algorithm, &members, config, rm)
                     .await
                     .unwrap();
                 handles.borrow_mut().insert(node.name().to_string(), handle);
@@ -167,6 +173,47 @@ fn a_transaction_commits_at_every_participant() {
             let other = c.handle("b").begin(&["a".into(), "c".into()]).unwrap();
             assert_ne!(other.id(), next.id());
             assert_eq!(c.handle("a").coordinator_of(other.id()), Some("b"));
+        }
+    });
+}
+
+#[test]
+fn a_long_run_forgets_what_every_manager_applied() {
+    run_virtual(|| async {
+        for algorithm in CommitAlgorithm::ALL {
+            let config = CommitConfig {
+                compact_every: 4,
+                ..CommitConfig::default()
+            };
+            let c = Cluster::start_with(5, algorithm, config).await;
+            let mut ids = Vec::new();
+            for _ in 0..60 {
+                let tx = c.handle("a").begin(&bc()).unwrap();
+                ids.push(tx.id());
+                assert_eq!(tx.commit().await.unwrap(), Outcome::Committed);
+            }
+            // Every manager applied every decision (once: nothing was
+            // forgotten before it was applied) ...
+            let expect: Vec<Call> = ids
+                .iter()
+                .flat_map(|id| [Call::Prepare(*id), Call::Commit(*id)])
+                .collect();
+            c.eventually("commits applied", Duration::from_secs(2), |n| {
+                n == "a" || c.calls(n) == expect
+            })
+            .await;
+            // ... and each node keeps only the last few transactions.
+            for n in NODES {
+                let kept = c
+                    .handle(n)
+                    .instance()
+                    .invoke(|core, _, _| {
+                        troupe::protocols::commit::CommitCore::transactions(core).len()
+                    })
+                    .await
+                    .unwrap();
+                assert!(kept < 20, "{algorithm} {n}: {kept} transactions kept");
+            }
         }
     });
 }

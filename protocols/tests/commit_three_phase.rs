@@ -19,8 +19,13 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
     let mut sent: BTreeMap<&'static str, u64> = BTreeMap::new();
     check_seeds(name, 100, |seed| {
         let n = 3 + (seed % 4) as u32;
+        // Compact often, so that forgetting is checked under chaos too.
+        let config = CommitConfig {
+            compact_every: 1 + (seed % 3) as u32,
+            ..CommitConfig::default()
+        };
         let o = run_commit(seed, &CommitScenario::three_phase(n), move |id, m, d| {
-            ThreePhase::new(id, m, CommitConfig::default(), d)
+            ThreePhase::new(id, m, config.clone(), d)
         })?;
         // A floor per run, so that no seed passes vacuously.
         if o.begun < 10 || o.checked < 100 || o.ac4_commits < 3 {
@@ -31,6 +36,8 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
         total.aborts += o.aborts;
         total.checked += o.checked;
         total.ac4_commits += o.ac4_commits;
+        total.forgotten += o.forgotten;
+        total.compactions += o.compactions;
         for (k, v) in o.step_crashes {
             *crashes.entry(k).or_insert(0) += v;
         }
@@ -56,6 +63,10 @@ fn three_phase_is_atomic_under_crashes_and_a_lossy_network() {
         let n = sent.get(kind).copied().unwrap_or(0);
         assert!(n >= floor, "{kind} messages: {n}");
     }
+    assert!(
+        total.forgotten > 1000 && total.compactions > 100,
+        "{total:?}"
+    );
     for step in [
         "coordinator Collecting",
         "coordinator PreCommitting",

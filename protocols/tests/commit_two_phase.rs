@@ -18,6 +18,8 @@ fn run(name: &str, presumed_abort: bool) {
         let n = 3 + (seed % 4) as u32;
         let config = CommitConfig {
             presumed_abort,
+            // Compact often, so that forgetting is checked under chaos too.
+            compact_every: 1 + (seed % 3) as u32,
             ..CommitConfig::default()
         };
         let o = run_commit(seed, &CommitScenario::chaotic(n), move |id, m, d| {
@@ -32,6 +34,8 @@ fn run(name: &str, presumed_abort: bool) {
         total.aborts += o.aborts;
         total.checked += o.checked;
         total.ac4_commits += o.ac4_commits;
+        total.forgotten += o.forgotten;
+        total.compactions += o.compactions;
         for (k, v) in o.step_crashes {
             *crashes.entry(k).or_insert(0) += v;
         }
@@ -48,6 +52,10 @@ fn run(name: &str, presumed_abort: bool) {
     );
     assert!(total.commits > 500 && total.aborts > 500, "{total:?}");
     assert!(total.ac4_commits >= 300, "{total:?}");
+    assert!(
+        total.forgotten > 1000 && total.compactions > 100,
+        "{total:?}"
+    );
     for step in [
         "coordinator Collecting",
         "coordinator Decided",

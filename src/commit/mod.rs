@@ -69,9 +69,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use troupe_framework::Node;
-use troupe_protocols::commit::{CommitCore, CommitEvent};
+use troupe_protocols::commit::CommitCore;
+use troupe_protocols::driver::Awaited;
 use troupe_protocols::family::Family;
 
 use crate::family::{self, Instance};
@@ -294,10 +294,19 @@ impl CommitHandle {
                 "a transaction needs a participant besides its coordinator".into(),
             ));
         }
+        let tx = self.ids.next()?;
+        // Ids are drawn now and begun at `commit()`, maybe out of order:
+        // the core keeps its floor at or below a drawn id until it ends.
+        // (Not running: the transaction fails at `commit()` anyway.)
+        let _ = self
+            .instance
+            .invoke_detached(move |c, now, out| c.reserve(tx, now, out));
         Ok(Transaction {
             handle: self.clone(),
-            tx: self.ids.next()?,
+            tx,
             participants: ps,
+            started: false,
+            held: false,
         })
     }
 
@@ -305,6 +314,14 @@ impl CommitHandle {
     pub async fn in_doubt(&self) -> Result<Vec<InDoubt>, Error> {
         let txs = self.instance.invoke(|c, _, _| c.transactions()).await?;
         Ok(in_doubt_of(self.instance.name(), txs).collect())
+    }
+
+    /// This node's application applied the decision on `tx`, a transaction
+    /// it coordinates and [held](Transaction::hold): the core may forget it.
+    pub fn applied(&self, tx: TxId) {
+        let _ = self
+            .instance
+            .invoke_detached(move |c, now, out| c.applied(tx, now, out));
     }
 
     /// The decision on `tx` known at this node.
@@ -323,6 +340,23 @@ pub struct Transaction {
     handle: CommitHandle,
     tx: TxId,
     participants: Vec<String>,
+    /// `commit()` ran: nothing to release on drop.
+    started: bool,
+    /// See [`Transaction::hold`].
+    held: bool,
+}
+
+impl Drop for Transaction {
+    /// Never committed: the core may let its floor pass the id.
+    fn drop(&mut self) {
+        if !self.started {
+            let tx = self.tx;
+            let _ = self
+                .handle
+                .instance
+                .invoke_detached(move |c, now, out| c.release(tx, now, out));
+        }
+    }
 }
 
 impl Transaction {
@@ -336,46 +370,57 @@ impl Transaction {
         &self.participants
     }
 
+    /// Keep the decision in this node's commit log after `commit()`
+    /// returns, until [`CommitHandle::applied`] says the application
+    /// applied it: for an application that holds a part of the transaction
+    /// of its own on the coordinator, and after a crash reads the outcome
+    /// from the log ([`CommitHandle::decision`]; no record means abort).
+    /// Without it the coordinator may forget the transaction once
+    /// `commit()` returned and every participant acknowledged.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
     /// Run the protocol: ask every participant to prepare, decide, and
     /// return the decision once it is durable here. An error means this
     /// node's commit driver stopped (the node shut down): the transaction
     /// is then in doubt until the node restarts.
-    pub async fn commit(self) -> Result<Outcome, Error> {
-        let Transaction {
-            handle,
-            tx,
-            participants,
-        } = self;
+    pub async fn commit(mut self) -> Result<Outcome, Error> {
+        self.started = true;
+        let handle = self.handle.clone();
+        let tx = self.tx;
+        let held = self.held;
+        let participants = std::mem::take(&mut self.participants);
+        drop(self);
         handle.notes.watch(tx);
         let started = tokio::time::Instant::now();
         let outcome = async {
-            // Subscribed before the transaction starts, so its decision
-            // cannot pass unseen.
-            let mut events = handle.instance.subscribe();
-            handle
+            // One command: begin, and a waiter the driver answers with the
+            // decision once it is durable here (one message, one wake-up;
+            // no event stream to sift).
+            let settled = handle
                 .instance
-                .invoke(move |c, now, out| c.begin(tx, participants, now, out))
-                .await?;
-            let decision = loop {
-                match events.recv().await {
-                    Ok(CommitEvent::Decided { tx: t, decision }) if t == tx => break decision,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Events were dropped: ask the core.
-                        let status = handle.instance.invoke(move |c, _, _| c.status(tx)).await?;
-                        if let Some(d) = status.and_then(|s| match s.phase {
-                            Phase::Decided(d) => Some(d),
-                            _ => None,
-                        }) {
-                            break d;
-                        }
+                .settle(
+                    move |c, now, out| {
+                        c.begin(tx, participants, now, out);
+                        c.await_decision(tx, now, out);
+                        Ok(tx)
+                    },
+                    |_, _, decision| decision,
+                )
+                .await;
+            let decision = match settled {
+                Awaited::Done(d) => {
+                    if !held {
+                        handle.applied(tx);
                     }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(Error::Protocol(format!(
-                            "commit {:?} stopped before transaction {tx} was decided",
-                            handle.name
-                        )))
-                    }
+                    d
+                }
+                Awaited::NotRunning | Awaited::Dropped => {
+                    return Err(Error::Protocol(format!(
+                        "commit {:?} stopped before transaction {tx} was decided",
+                        handle.name
+                    )))
                 }
             };
             if decision == Decision::Commit {

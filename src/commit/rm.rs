@@ -14,7 +14,11 @@
 //! the core's transactions and catches up: it asks for the votes the core
 //! still waits for, and hands the manager every decision of a participant
 //! transaction it has not handed yet — after a restart, every decision in
-//! the node's log again (at least once delivery).
+//! the node's log again (at least once delivery). Once the manager's
+//! `commit` / `abort` returned, the worker tells the core
+//! ([`CommitCore::applied`]): only then may the core forget the decision
+//! and drop it from its log (see "Forgetting" in
+//! `troupe_protocols::commit`).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -61,6 +65,8 @@ pub trait ResourceManager: 'static {
 struct Seen {
     preparing: HashSet<TxId>,
     delivered: HashSet<TxId>,
+    /// Applied by the manager, not yet told to the core.
+    applied: Vec<TxId>,
 }
 
 pub(crate) struct Worker<R> {
@@ -147,23 +153,67 @@ impl<R: ResourceManager> Worker<R> {
         });
     }
 
-    /// A decision event: hand it over if this node is a participant.
+    /// A decision event: hand it over if this node is a participant (not
+    /// its coordinator, which the id names: see `ids`).
     fn decided(self: &Rc<Self>, tx: TxId, d: Decision, seen: &Rc<RefCell<Seen>>) {
+        let me = self.instance.node().name();
+        if self
+            .members
+            .get(super::ids::coordinator_index(tx))
+            .map(String::as_str)
+            != Some(me)
+        {
+            self.deliver(tx, d, seen);
+        }
+    }
+
+    /// Tell the core, in one command per batch, that the manager applied
+    /// the decisions on `tx` (and those that finished meanwhile).
+    fn applied(self: &Rc<Self>, tx: TxId, seen: &Rc<RefCell<Seen>>) {
+        let first = {
+            let mut s = seen.borrow_mut();
+            s.applied.push(tx);
+            s.applied.len() == 1
+        };
+        if !first {
+            return;
+        }
         let this = self.clone();
         let seen = seen.clone();
         actix_rt::spawn(async move {
-            let status = this.instance.invoke(move |c, _, _| c.status(tx)).await;
-            if matches!(status, Ok(Some(s)) if !s.coordinator) {
-                this.deliver(tx, d, &seen);
+            // Let the managers that finish in this turn join the batch.
+            tokio::task::yield_now().await;
+            let txs = {
+                let mut s = seen.borrow_mut();
+                let txs = std::mem::take(&mut s.applied);
+                for tx in &txs {
+                    // The core forgets it in time, and so does this.
+                    s.delivered.remove(tx);
+                }
+                txs
+            };
+            let sent = this.instance.invoke_detached(move |c, now, out| {
+                for tx in txs {
+                    c.applied(tx, now, out);
+                }
+            });
+            if let Err(e) = sent {
+                // The core keeps the decisions (a restart hands them over
+                // again).
+                tracing::warn!(error = %e, "commit: applied not delivered");
             }
         });
     }
 
+    /// Hand decision `d` on `tx` to the manager; once it applied it, tell
+    /// the core (which may then forget it).
     fn deliver(self: &Rc<Self>, tx: TxId, d: Decision, seen: &Rc<RefCell<Seen>>) {
         if !seen.borrow_mut().delivered.insert(tx) {
             return;
         }
         let rm = self.rm.clone();
+        let this = self.clone();
+        let seen = seen.clone();
         actix_rt::spawn(async move {
             let applied = actix_rt::spawn(async move {
                 match d {
@@ -173,8 +223,12 @@ impl<R: ResourceManager> Worker<R> {
             })
             .await;
             if applied.is_err() {
+                // Not applied: the core keeps the decision (a restart
+                // hands it over again).
                 tracing::error!(tx, ?d, "the resource manager panicked applying a decision");
+                return;
             }
+            this.applied(tx, &seen);
         });
     }
 }

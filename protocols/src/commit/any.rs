@@ -28,15 +28,32 @@ crate::any_core! {
     trait CommitCore {
         command begin(tx: TxId, participants: Vec<Id>);
         command vote(tx: TxId, yes: bool);
+        command applied(tx: TxId);
+        command await_decision(tx: TxId);
+        command reserve(tx: TxId);
+        command release(tx: TxId);
         query status(tx: TxId) -> Option<TxStatus>;
         query log_stats -> LogStats;
         query transactions -> BTreeMap<TxId, TxStatus>;
         query pending -> BTreeSet<TxId>;
+        query forgot(coordinator: &Id, tx: TxId) -> bool;
     }
     variants {
         /// [`TwoPhase`].
         TwoPhase => TwoPhase, TwoPhaseMsg<Id>, TwoPhaseTimer;
         /// [`ThreePhase`].
         ThreePhase => ThreePhase, ThreePhaseMsg<Id>, ThreePhaseTimer;
+    }
+}
+
+/// The chosen core's decisions settle the commands that await them.
+impl<Id: crate::MemberId> troupe_framework::sansio::Settles for AnyCommit<Id> {
+    type Token = TxId;
+    type Settled = super::Decision;
+    fn take_settled(&mut self, into: &mut Vec<(TxId, super::Decision)>) {
+        match &mut self.inner {
+            Inner::TwoPhase(c) => c.take_settled(into),
+            Inner::ThreePhase(c) => c.take_settled(into),
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
-use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, SnapshotCore};
+use troupe_framework::sansio::{DurableError, Outputs, Protocol, Recovered, Settles, SnapshotCore};
 
 use super::{
     log, CommitConfig, CommitCore, CommitDurable, CommitEvent, Decision, LogRecord, LogStats,
@@ -40,8 +40,9 @@ pub enum TxTimer {
 /// The messages both commit algorithms exchange, built by the shared
 /// handling of [`Commit`] (implemented by `tx_messages!`).
 pub trait TxMsg<Id>: Clone {
-    /// Coordinator to participant: vote on `tx`.
-    fn prepare(tx: TxId, participants: Vec<Id>) -> Self;
+    /// Coordinator to participant: vote on `tx`; `floor` is the
+    /// coordinator's floor (see [`CommitDurable::floors`]).
+    fn prepare(tx: TxId, participants: Vec<Id>, floor: TxId) -> Self;
     /// Participant to coordinator: its vote.
     fn vote(tx: TxId, yes: bool) -> Self;
     /// The decision.
@@ -65,6 +66,8 @@ pub enum SharedMsg<Id> {
         tx: TxId,
         /// Every participant.
         participants: Vec<Id>,
+        /// The coordinator's floor.
+        floor: TxId,
     },
     /// Participant to coordinator: the decision is durable here.
     Ack {
@@ -100,6 +103,10 @@ macro_rules! tx_messages {
                 tx: $crate::commit::TxId,
                 /// Every participant (for termination).
                 participants: Vec<Id>,
+                /// The coordinator's floor: each of its transactions below
+                /// it is ended (see [`CommitDurable`](crate::commit::CommitDurable)'s
+                /// `floors`).
+                floor: $crate::commit::TxId,
             },
             /// Participant to coordinator: its vote.
             Vote {
@@ -134,8 +141,12 @@ macro_rules! tx_messages {
         }
 
         impl<Id: Clone> $crate::commit::base::TxMsg<Id> for $name<Id> {
-            fn prepare(tx: $crate::commit::TxId, participants: Vec<Id>) -> Self {
-                Self::Prepare { tx, participants }
+            fn prepare(
+                tx: $crate::commit::TxId,
+                participants: Vec<Id>,
+                floor: $crate::commit::TxId,
+            ) -> Self {
+                Self::Prepare { tx, participants, floor }
             }
             fn vote(tx: $crate::commit::TxId, yes: bool) -> Self {
                 Self::Vote { tx, yes }
@@ -152,7 +163,9 @@ macro_rules! tx_messages {
             fn shared(self) -> Result<$crate::commit::base::SharedMsg<Id>, Self> {
                 use $crate::commit::base::SharedMsg;
                 match self {
-                    Self::Prepare { tx, participants } => Ok(SharedMsg::Prepare { tx, participants }),
+                    Self::Prepare { tx, participants, floor } => {
+                        Ok(SharedMsg::Prepare { tx, participants, floor })
+                    }
                     Self::Ack { tx } => Ok(SharedMsg::Ack { tx }),
                     Self::Inquire { tx, coordinator, participants } => {
                         Ok(SharedMsg::Inquire { tx, coordinator, participants })
@@ -185,6 +198,12 @@ pub(crate) struct Tx<Id> {
     pub(crate) round: u64,
     /// Coordinator: `End` logged.
     pub(crate) ended: bool,
+    /// Participant: the resource manager applied the decision (in this
+    /// life): see [`CommitCore::applied`].
+    pub(crate) applied: bool,
+    /// Coordinator: a command awaits the decision (see
+    /// [`CommitCore::await_decision`]).
+    pub(crate) awaited: bool,
 }
 
 impl<Id: Clone + Ord> Tx<Id> {
@@ -199,6 +218,8 @@ impl<Id: Clone + Ord> Tx<Id> {
             active: true,
             round: 0,
             ended: false,
+            applied: false,
+            awaited: false,
         }
     }
     pub(crate) fn decided(&self) -> Option<Decision> {
@@ -228,15 +249,31 @@ pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> 
     ps
 }
 
-/// A core's transactions, with the set of those that may be undecided
-/// (a superset, pruned after every input), so the family view costs
-/// O(transactions in flight) per input, not O(every transaction ever).
+/// A core's transactions, with the set of the undecided ones (kept
+/// exactly: a transaction leaves it when it is decided, see
+/// [`TxBook::decided`]), so the family view costs O(transactions in
+/// flight) per input, not O(every transaction ever);
+/// and what forgetting needs: this node's own open transactions (its
+/// floor), the decided ones it takes part in by coordinator (waiting for
+/// that coordinator's floor), and the ones it may forget.
 /// Derefs to the map; [`TxBook::insert`] and [`TxBook::get_or_insert`]
 /// are the ways in (the commit checker asserts `pending` at every step).
 #[derive(Debug, Clone)]
 pub(crate) struct TxBook<Id> {
     txs: BTreeMap<TxId, Tx<Id>>,
     undecided: BTreeSet<TxId>,
+    /// Coordinator: its transactions not ended yet (the lowest is its
+    /// floor).
+    own: BTreeSet<TxId>,
+    /// Coordinator: one above the highest transaction it began (or the
+    /// floor it announced before a restart).
+    own_next: TxId,
+    /// Participant: decided transactions, by coordinator, kept until that
+    /// coordinator's floor passes them.
+    settled: BTreeMap<Id, BTreeSet<TxId>>,
+    /// Transactions nobody can need any more: forgotten at the next
+    /// compaction.
+    done: Vec<TxId>,
 }
 
 impl<Id: Clone + Ord> TxBook<Id> {
@@ -244,31 +281,105 @@ impl<Id: Clone + Ord> TxBook<Id> {
     /// restart (see [`resume`]).
     pub(crate) fn resume(me: &Id, durable: &CommitDurable<Id>) -> Self {
         let txs = resume(me, durable);
-        let undecided = txs
-            .iter()
-            .filter(|(_, t)| t.decided().is_none())
-            .map(|(tx, _)| *tx)
-            .collect();
-        Self { txs, undecided }
+        let mut book = Self {
+            txs: BTreeMap::new(),
+            undecided: BTreeSet::new(),
+            own: BTreeSet::new(),
+            own_next: durable.floor(me),
+            settled: BTreeMap::new(),
+            done: Vec::new(),
+        };
+        for (tx, t) in &txs {
+            if t.coordinator == *me {
+                book.own_next = book.own_next.max(tx + 1);
+                // An ended one is forgotten once its user applied it
+                // again (see `CommitCore::applied`).
+                if !t.ended {
+                    book.own.insert(*tx);
+                }
+            }
+            if t.decided().is_none() {
+                book.undecided.insert(*tx);
+            }
+        }
+        book.txs = txs;
+        book
+    }
+
+    /// Participant: `tx` of `coordinator` is decided and applied here;
+    /// forget it once the coordinator's floor is above it.
+    fn settle(&mut self, tx: TxId, coordinator: &Id, floor: TxId) {
+        if tx < floor {
+            self.done.push(tx);
+        } else {
+            self.settled
+                .entry(coordinator.clone())
+                .or_default()
+                .insert(tx);
+        }
+    }
+
+    /// `coordinator`'s floor rose to `floor`: the decided transactions
+    /// below it may be forgotten.
+    fn floor_rose(&mut self, coordinator: &Id, floor: TxId) {
+        if let Some(s) = self.settled.get_mut(coordinator) {
+            let above = s.split_off(&floor);
+            self.done.extend(std::mem::replace(s, above));
+            if s.is_empty() {
+                self.settled.remove(coordinator);
+            }
+        }
+    }
+
+    /// Coordinator: `tx` began here.
+    fn began(&mut self, tx: TxId) {
+        self.own.insert(tx);
+        self.own_next = self.own_next.max(tx + 1);
+    }
+
+    /// Coordinator: `tx` ended (every participant has the decision, or it
+    /// is a presumed abort): mark it, and forget it at the next compaction.
+    pub(crate) fn end(&mut self, tx: TxId) {
+        if let Some(t) = self.txs.get_mut(&tx) {
+            if !t.ended {
+                t.ended = true;
+                self.own.remove(&tx);
+                if t.applied {
+                    self.done.push(tx);
+                }
+            }
+        }
+    }
+
+    /// The floor this node announces as a coordinator: every transaction
+    /// it began below it is ended.
+    pub(crate) fn own_floor(&self) -> TxId {
+        self.own.first().copied().unwrap_or(self.own_next)
     }
 
     /// Add (or replace) `tx`.
     pub(crate) fn insert(&mut self, tx: TxId, t: Tx<Id>) {
-        self.undecided.insert(tx);
+        if t.decided().is_none() {
+            self.undecided.insert(tx);
+        } else {
+            self.undecided.remove(&tx);
+        }
         self.txs.insert(tx, t);
     }
 
     /// `tx`, added as `new()` if unknown.
     pub(crate) fn get_or_insert(&mut self, tx: TxId, new: impl FnOnce() -> Tx<Id>) -> &mut Tx<Id> {
-        self.undecided.insert(tx);
-        self.txs.entry(tx).or_insert_with(new)
+        let t = self.txs.entry(tx).or_insert_with(new);
+        if t.decided().is_none() {
+            self.undecided.insert(tx);
+        }
+        t
     }
 
-    /// Forget the decided ones among the undecided (after every input).
-    pub(crate) fn prune(&mut self) {
-        let txs = &self.txs;
-        self.undecided
-            .retain(|tx| txs.get(tx).is_some_and(|t| t.decided().is_none()));
+    /// `tx` was just decided (the only way a transaction's phase becomes
+    /// `Decided`: [`Commit::decide`]).
+    pub(crate) fn decided(&mut self, tx: TxId) {
+        self.undecided.remove(&tx);
     }
 
     /// `tx`'s status as `me` sees it.
@@ -283,11 +394,7 @@ impl<Id: Clone + Ord> TxBook<Id> {
 
     /// The undecided transactions.
     pub(crate) fn pending(&self) -> BTreeSet<TxId> {
-        self.undecided
-            .iter()
-            .filter(|tx| self.txs.get(tx).is_some_and(|t| t.decided().is_none()))
-            .copied()
-            .collect()
+        self.undecided.clone()
     }
 }
 
@@ -358,6 +465,11 @@ pub trait CommitState<Id>: Clone + Debug {
     }
 }
 
+/// Compact the log once this many transactions (and at least as many as
+/// are still known) can be forgotten, unless the configuration says
+/// otherwise ([`CommitConfig::compact_every`]).
+pub const COMPACT_EVERY: u32 = 256;
+
 /// What one algorithm's commit core does its own way; [`Commit`] does the
 /// rest of [`CommitCore`] with them.
 pub trait CommitRules: Protocol<Event = CommitEvent, Timer = TxTimer> {
@@ -387,6 +499,9 @@ pub struct Commit<Id, A> {
     pub(crate) log: CommitDurable<Id>,
     pub(crate) txs: TxBook<Id>,
     pub(crate) alg: A,
+    /// Decisions awaited by a command, not yet taken by the driver (see
+    /// [`Settles`]).
+    pub(crate) settled: Vec<(TxId, Decision)>,
 }
 
 impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
@@ -407,11 +522,46 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
             log,
             txs,
             alg,
+            settled: Vec::new(),
         }
     }
 
     pub(crate) fn me(&self) -> &Id {
         self.group.me()
+    }
+
+    /// True when this node has no record of `tx` (of `coordinator`)
+    /// because it forgot it, or never will hear of it: `tx` is below the
+    /// coordinator's floor (for this node's own transactions: below the
+    /// next id it expects). A message about it is stale: it is neither
+    /// started nor decided again here.
+    pub fn forgot(&self, coordinator: &Id, tx: TxId) -> bool {
+        if self.txs.contains_key(&tx) {
+            return false;
+        }
+        if coordinator == self.me() {
+            tx < self.txs.own_next && !self.txs.own.contains(&tx)
+        } else {
+            tx < self.log.floor(coordinator)
+        }
+    }
+
+    /// After every input: once enough transactions may be forgotten (see
+    /// [`COMPACT_EVERY`]), forget them and compact the log.
+    pub(crate) fn tidy<M>(&mut self, out: &mut TxOut<Id, M>) {
+        let done = self.txs.done.len();
+        let every = self.config.compact_every.max(1) as usize;
+        if done < every || done < self.txs.len() - done {
+            return;
+        }
+        for tx in std::mem::take(&mut self.txs.done) {
+            self.txs.remove(&tx);
+            self.log.forget(tx);
+        }
+        let me = self.me().clone();
+        let floor = self.txs.own_floor();
+        self.log.raise_floor(&me, floor);
+        self.log.compact(out);
     }
 
     /// Does the algorithm, so configured, presume abort?
@@ -465,6 +615,10 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
             self.log.append(rec, forced, out);
         }
         t.phase = Phase::Decided(d);
+        if std::mem::take(&mut t.awaited) {
+            self.settled.push((tx, d));
+        }
+        self.txs.decided(tx);
         self.alg.decided(tx);
         out.emit(CommitEvent::Decided { tx, decision: d });
         true
@@ -489,10 +643,27 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         }
         if wait {
             out.set_timer(self.config.retry, TxTimer::Tx(tx));
-        } else {
-            t.ended = true;
-            out.cancel_timer(TxTimer::Tx(tx));
+            return;
         }
+        // Ended without acknowledgements (a presumed abort, or no
+        // participant). If the log holds anything of `tx` (3PC's
+        // `PreCommit`, a logged commit), the decision and `End` go in too,
+        // lazily: a restart must find it ended, since its floor passes it.
+        let logged = self.log.txs.get(&tx).map(|r| (r.stage, r.ended));
+        if let Some((stage, false)) = logged {
+            if stage != Some(log::Stage::Decided(d)) {
+                let rec = LogRecord::Decided {
+                    tx,
+                    decision: d,
+                    coordinator: t.coordinator.clone(),
+                    participants: t.participants.clone(),
+                };
+                self.log.append(rec, false, out);
+            }
+            self.log.append(LogRecord::End { tx }, false, out);
+        }
+        self.txs.end(tx);
+        out.cancel_timer(TxTimer::Tx(tx));
     }
 
     /// Participant: `d` was decided; make it durable (forced when it is
@@ -525,6 +696,10 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         participants: Vec<Id>,
         out: &mut TxOut<Id, M>,
     ) {
+        if self.forgot(&coordinator, tx) {
+            // Decided and forgotten here: never decided again.
+            return;
+        }
         let ps = clean_participants(&coordinator, participants);
         let t = self
             .txs
@@ -537,8 +712,10 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
     }
 
     /// Answer `from`'s `Inquire` about `tx`: the decision if known here; a
-    /// coordinator with no record presumes abort; a participant that has
-    /// not voted yes aborts; an uncertain one has nothing to say.
+    /// coordinator with no record presumes abort (it forgets a commit only
+    /// once every participant acknowledged it, so no one can still need
+    /// it); a participant that forgot `tx` (see [`Commit::forgot`]) or an
+    /// uncertain one has nothing to say; one that has not voted yes aborts.
     fn on_inquire<M: TxMsg<Id>>(
         &mut self,
         tx: TxId,
@@ -551,6 +728,7 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         match self.txs.get(&tx).map(|t| t.phase) {
             Some(Phase::Decided(d)) => out.send(from, M::decision(tx, d)),
             None if coordinator == *self.me() => out.send(from, abort),
+            None if self.forgot(&coordinator, tx) => {}
             None | Some(Phase::Voting) => {
                 self.abort_unilaterally(tx, coordinator, participants, out);
                 out.send(from, abort);
@@ -568,9 +746,11 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         out: &mut TxOut<Id, M>,
     ) -> Option<(Id, M)> {
         match msg.shared() {
-            Ok(SharedMsg::Prepare { tx, participants }) => {
-                self.on_prepare(tx, from, participants, out)
-            }
+            Ok(SharedMsg::Prepare {
+                tx,
+                participants,
+                floor,
+            }) => self.on_prepare(tx, from, participants, floor, out),
             Ok(SharedMsg::Ack { tx }) => self.on_ack(tx, from, out),
             Ok(SharedMsg::Inquire {
                 tx,
@@ -582,20 +762,26 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         None
     }
 
-    /// Participant: `from` asks for a vote on `tx` (`Prepare`). A new
-    /// transaction goes to the resource manager; a vote already given is
-    /// sent again.
+    /// Participant: `from` asks for a vote on `tx` (`Prepare`) and
+    /// announces its floor. A new transaction goes to the resource manager
+    /// unless it is below the floor (a stale `Prepare`: the coordinator
+    /// ended it); a vote already given is sent again.
     fn on_prepare<M: TxMsg<Id>>(
         &mut self,
         tx: TxId,
         from: Id,
         participants: Vec<Id>,
+        floor: TxId,
         out: &mut TxOut<Id, M>,
     ) {
         if from == *self.me() {
             return;
         }
+        if self.log.raise_floor(&from, floor) {
+            self.txs.floor_rose(&from, floor);
+        }
         match self.txs.get(&tx).map(|t| t.phase) {
+            None if tx < self.log.floor(&from) => {}
             None => {
                 let ps = clean_participants(&from, participants);
                 self.txs.insert(tx, Tx::new(from, ps, Phase::Voting));
@@ -619,7 +805,7 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         }
         t.acks.insert(from);
         if t.participants.iter().all(|p| t.acks.contains(p)) {
-            t.ended = true;
+            self.txs.end(tx);
             self.log.append(LogRecord::End { tx }, false, out);
             out.cancel_timer(TxTimer::Tx(tx));
         }
@@ -658,8 +844,9 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         };
         match t.phase {
             Phase::Collecting => {
+                let floor = self.txs.own_floor();
                 for p in t.participants.iter().filter(|p| !t.votes.contains(*p)) {
-                    out.send(p.clone(), M::prepare(tx, t.participants.clone()));
+                    out.send(p.clone(), M::prepare(tx, t.participants.clone(), floor));
                 }
             }
             Phase::Decided(d) if t.coordinator == *self.me() && !t.ended => {
@@ -723,10 +910,10 @@ where
     <Self as Protocol>::Msg: TxMsg<Id>,
 {
     fn begin(&mut self, tx: TxId, participants: Vec<Id>, now: Duration, out: &mut OutputsOf<Self>) {
-        if self.txs.contains_key(&tx) {
+        let me = self.me().clone();
+        if self.txs.contains_key(&tx) || self.forgot(&me, tx) {
             return;
         }
-        let me = self.me().clone();
         let ps = clean_participants(&me, participants);
         if !self.presumed_abort() {
             // Presumed nothing: the participant list is durable first.
@@ -740,6 +927,7 @@ where
         let mut t = Tx::new(me, ps, Phase::Collecting);
         t.deadline = now + self.config.vote_timeout;
         self.txs.insert(tx, t);
+        self.txs.began(tx);
         if empty {
             self.coordinator_decides(tx, Decision::Commit, out);
         } else {
@@ -790,6 +978,57 @@ where
     fn pending(&self) -> BTreeSet<TxId> {
         self.txs.pending()
     }
+
+    fn forgot(&self, coordinator: &Id, tx: TxId) -> bool {
+        Commit::forgot(self, coordinator, tx)
+    }
+
+    fn reserve(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        let me = self.me().clone();
+        if !self.txs.contains_key(&tx) && !self.forgot(&me, tx) {
+            self.txs.own.insert(tx);
+        }
+    }
+
+    fn release(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        if !self.txs.contains_key(&tx) {
+            self.txs.own.remove(&tx);
+        }
+    }
+
+    fn await_decision(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        let me = self.me().clone();
+        let Some(t) = self.txs.get_mut(&tx) else {
+            return;
+        };
+        if t.coordinator != me {
+            return;
+        }
+        match t.decided() {
+            Some(d) => self.settled.push((tx, d)),
+            None => t.awaited = true,
+        }
+    }
+
+    fn applied(&mut self, tx: TxId, _now: Duration, _out: &mut OutputsOf<Self>) {
+        let me = self.me().clone();
+        let Some(t) = self.txs.get_mut(&tx) else {
+            return;
+        };
+        if t.applied || t.decided().is_none() {
+            return;
+        }
+        t.applied = true;
+        if t.coordinator == me {
+            if t.ended {
+                self.txs.done.push(tx);
+            }
+            return;
+        }
+        let coordinator = t.coordinator.clone();
+        let floor = self.log.floor(&coordinator);
+        self.txs.settle(tx, &coordinator, floor);
+    }
 }
 
 impl<Id: MemberId, A: CommitState<Id>> SnapshotCore for Commit<Id, A>
@@ -806,3 +1045,118 @@ where
 }
 
 impl<Id: MemberId, A: CommitState<Id>> SimProtocol for Commit<Id, A> where Self: Protocol {}
+
+/// A coordinator's decisions settle the commands that await them
+/// ([`CommitCore::await_decision`]): token the transaction, settlement its
+/// decision.
+impl<Id: MemberId, A: CommitState<Id>> Settles for Commit<Id, A>
+where
+    Self: Protocol,
+{
+    type Token = TxId;
+    type Settled = Decision;
+    fn take_settled(&mut self, into: &mut Vec<(TxId, Decision)>) {
+        into.append(&mut self.settled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::commit::log::LOG;
+    use crate::commit::{AnyCommit, Decision};
+    use crate::commit::{CommitAlgorithm, CommitConfig};
+    use crate::testkit::commit::{apply_decisions, CommitObserver};
+    use crate::testkit::{snapshot_sim, NetFaults, OracleConfig, Sim};
+
+    const N: u32 = 3;
+    const EVERY: u32 = 16;
+
+    /// Run `count` transactions, `batch` at a time, every vote yes; after
+    /// each batch the durable log and the kept transactions of every node
+    /// stay under a bound independent of `count`. Node 3 restarts now and
+    /// then, from its compacted log.
+    fn long_run(algorithm: CommitAlgorithm, count: u64, batch: u64) {
+        let config = CommitConfig {
+            compact_every: EVERY,
+            ..CommitConfig::default()
+        };
+        let mut sim: Sim<AnyCommit<u32>> = snapshot_sim(
+            7,
+            N,
+            NetFaults::reliable(Duration::from_millis(1)),
+            OracleConfig::default(),
+            move |id, m, d| AnyCommit::new(algorithm, id, m, config.clone(), d),
+        );
+        let mut obs = CommitObserver::default();
+        sim.start(&mut obs).unwrap();
+        let mut next: TxId = 1;
+        let mut most_records = 0;
+        let mut most_kept = 0;
+        let mut applied = std::collections::BTreeSet::new();
+        while next <= count {
+            let first = next;
+            for _ in 0..batch {
+                let c = (next % u64::from(N)) as u32 + 1;
+                let others: Vec<u32> = (1..=N).filter(|m| *m != c).collect();
+                obs.begun(next, c, others.clone());
+                let tx = next;
+                sim.command(&c, &mut obs, |core, now, o| core.begin(tx, others, now, o))
+                    .unwrap();
+                next += 1;
+            }
+            // Let the batch finish, answering every Prepare with yes.
+            for _ in 0..10_000 {
+                for (node, tx) in obs.take_prepares() {
+                    obs.voted(node, tx, true);
+                    sim.command(&node, &mut obs, |c, now, o| c.vote(tx, true, now, o))
+                        .unwrap();
+                }
+                if !sim.step(&mut obs).unwrap() {
+                    break;
+                }
+                if (first..next).all(|tx| obs.decision(tx).is_some()) && sim.is_idle() {
+                    break;
+                }
+            }
+            for tx in first..next {
+                assert_eq!(obs.decision(tx), Some(Decision::Commit), "tx {tx}");
+            }
+            apply_decisions(&mut sim, &mut obs, &mut applied).unwrap();
+            for id in 1..=N {
+                let records = sim.disk(&id).map_or(0, |d| d.log(LOG).count());
+                let kept = sim.core(&id).map_or(0, |c| c.transactions().len());
+                most_records = most_records.max(records);
+                most_kept = most_kept.max(kept);
+            }
+            if next % 97 < batch {
+                sim.crash(&3, &mut obs).unwrap();
+                sim.restart(&3, &mut obs).unwrap();
+            }
+            obs.close_decided(&sim);
+        }
+        // Bounded by the compaction threshold and the batch, not by `count`.
+        let bound = 8 * (EVERY as usize + batch as usize);
+        assert!(most_records <= bound, "log grew to {most_records} records");
+        assert!(most_kept <= bound, "kept {most_kept} transactions");
+        let stats: Vec<_> = (1..=N)
+            .filter_map(|id| sim.core(&id).map(|c| c.log_stats()))
+            .collect();
+        assert!(
+            stats.iter().all(|s| s.compactions > 0 && s.forgotten > 0),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_two_phase_run_keeps_the_log_bounded() {
+        long_run(CommitAlgorithm::TwoPhase, 2_000, 5);
+    }
+
+    #[test]
+    fn a_long_three_phase_run_keeps_the_log_bounded() {
+        long_run(CommitAlgorithm::ThreePhase, 2_000, 5);
+    }
+}

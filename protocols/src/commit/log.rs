@@ -8,9 +8,20 @@
 //! appends it also sends something that depends on it. Which records are
 //! forced is fixed per protocol (see each core's module header); the
 //! `End` record is always lazy (appended in an input that sends nothing).
-//! The log is never compacted (where `End` would allow truncation, see the
-//! family docs).
-
+//!
+//! ## Compaction
+//! The log stays bounded: a core *forgets* a transaction nobody can still
+//! need (see "Forgetting" in the family docs: a coordinator once it ended
+//! it, a participant once the coordinator's floor passed it), and once
+//! enough are forgotten ([`CommitDurable::compact`]) it rewrites what is
+//! left — one `Kept` record per transaction still known, one `Floor` record
+//! per coordinator floor — at the tail of the log and truncates everything
+//! before (the toolkit's `TruncateBefore`), both in the same input, so a
+//! crash keeps either the old log or the new one. The rewrite costs
+//! O(transactions still known) and happens once per that many forgotten
+//! ones (at least [`super::CommitConfig::compact_every`]), so it is O(1)
+//! per transaction; the log holds at most the known transactions' records
+//! plus those of the forgotten ones since the last compaction.
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -80,18 +91,36 @@ pub enum LogRecord<Id> {
         /// The transaction.
         tx: TxId,
     },
+    /// Compaction: what the log said about `tx` when it was rewritten.
+    Kept {
+        /// The transaction.
+        tx: TxId,
+        /// Its fold.
+        record: TxRecord<Id>,
+    },
+    /// Compaction: every transaction of `coordinator` below `below` that
+    /// this node does not know was forgotten (or never concerned it); see
+    /// [`CommitDurable::floors`].
+    Floor {
+        /// The coordinator.
+        coordinator: Id,
+        /// Its floor.
+        below: TxId,
+    },
 }
 
 impl<Id> LogRecord<Id> {
-    /// The transaction the record is about.
-    pub fn tx(&self) -> TxId {
+    /// The transaction the record is about (`None` for a `Floor`).
+    pub fn tx(&self) -> Option<TxId> {
         match self {
             LogRecord::Begin { tx, .. }
             | LogRecord::Ready { tx, .. }
             | LogRecord::PreCommit { tx, .. }
             | LogRecord::Joined { tx, .. }
             | LogRecord::Decided { tx, .. }
-            | LogRecord::End { tx } => *tx,
+            | LogRecord::Kept { tx, .. }
+            | LogRecord::End { tx } => Some(*tx),
+            LogRecord::Floor { .. } => None,
         }
     }
 }
@@ -124,16 +153,27 @@ pub struct TxRecord<Id> {
     pub ended: bool,
 }
 
-/// What a commit core made durable: its log folded per transaction, and the
-/// index of the next record. The core keeps the same fold of what it
-/// appended, so [`CommitDurable`] is also its
+/// What a commit core made durable: its log folded per transaction, the
+/// coordinators' floors, and the index of the next record. The core keeps
+/// the same fold of what it appended (less what it forgot), so
+/// [`CommitDurable`] is also its
 /// [`SnapshotCore::State`](troupe_framework::sansio::SnapshotCore::State).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "Id: Serialize",
+    deserialize = "Id: Ord + Deserialize<'de>"
+))]
 pub struct CommitDurable<Id> {
     /// Index of the next record to append.
     pub next: u64,
     /// Per transaction, what its records say.
     pub txs: BTreeMap<TxId, TxRecord<Id>>,
+    /// Per coordinator, its floor as last heard (for this node itself: the
+    /// floor it announces): every transaction of that coordinator below it
+    /// is ended at the coordinator, so one this node does not know is one
+    /// it forgot (or never took part in). Only grows. Written at
+    /// compaction (only then does a node forget what a floor covers).
+    pub floors: BTreeMap<Id, TxId>,
     /// Records appended, by kind: `[forced, lazy]` counts (see
     /// [`LogStats`]); kept in memory only, rebuilt as zero.
     #[serde(skip)]
@@ -149,6 +189,7 @@ impl<Id> Default for CommitDurable<Id> {
         Self {
             next: 1,
             txs: BTreeMap::new(),
+            floors: BTreeMap::new(),
             stats: LogStats::default(),
             election: None,
         }
@@ -163,12 +204,28 @@ pub struct LogStats {
     pub forced: u64,
     /// Records appended lazily (`End`).
     pub lazy: u64,
+    /// Compactions made.
+    pub compactions: u64,
+    /// Records written again by compactions (`Kept`, `Floor`).
+    pub rewritten: u64,
+    /// Transactions forgotten.
+    pub forgotten: u64,
 }
 
-impl<Id: Clone> CommitDurable<Id> {
+impl<Id: Clone + Ord> CommitDurable<Id> {
     /// Fold one record in.
     pub fn apply(&mut self, rec: &LogRecord<Id>) {
-        let e = self.txs.entry(rec.tx()).or_insert_with(|| TxRecord {
+        let Some(tx) = rec.tx() else {
+            if let LogRecord::Floor { coordinator, below } = rec {
+                self.raise_floor(coordinator, *below);
+            }
+            return;
+        };
+        if let LogRecord::Kept { record, .. } = rec {
+            self.txs.insert(tx, record.clone());
+            return;
+        }
+        let e = self.txs.entry(tx).or_insert_with(|| TxRecord {
             coordinator: None,
             participants: Vec::new(),
             stage: None,
@@ -203,11 +260,42 @@ impl<Id: Clone> CommitDurable<Id> {
             } => set(coordinator, participants, Stage::Decided(*decision)),
             LogRecord::Joined { round, .. } => e.round = e.round.max(*round),
             LogRecord::End { .. } => e.ended = true,
+            LogRecord::Kept { .. } | LogRecord::Floor { .. } => {}
+        }
+    }
+
+    /// `coordinator`'s floor as known here (0: none heard).
+    pub fn floor(&self, coordinator: &Id) -> TxId {
+        self.floors.get(coordinator).copied().unwrap_or(0)
+    }
+
+    /// Raise `coordinator`'s floor to `below` (floors only grow); true when
+    /// it rose.
+    pub fn raise_floor(&mut self, coordinator: &Id, below: TxId) -> bool {
+        match self.floors.get_mut(coordinator) {
+            Some(f) if *f >= below => false,
+            Some(f) => {
+                *f = below;
+                true
+            }
+            None if below == 0 => false,
+            None => {
+                self.floors.insert(coordinator.clone(), below);
+                true
+            }
+        }
+    }
+
+    /// Forget `tx`: drop it from the fold (its records leave the log at the
+    /// next [`CommitDurable::compact`]).
+    pub fn forget(&mut self, tx: TxId) {
+        if self.txs.remove(&tx).is_some() {
+            self.stats.forgotten += 1;
         }
     }
 }
 
-impl<Id: Clone + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
+impl<Id: Clone + Ord + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
     /// The log a previous life left, with the election state saved beside
     /// it (`None` when it left neither).
     pub fn recover(r: &Recovered) -> Result<Option<Self>, DurableError> {
@@ -228,6 +316,29 @@ impl<Id: Clone + Serialize + serde::de::DeserializeOwned> CommitDurable<Id> {
         }
         d.next = last + 1;
         Ok(Some(d))
+    }
+
+    /// Rewrite the log as the fold says it now: one `Floor` record per
+    /// floor and one `Kept` record per known transaction, appended at the
+    /// tail, then every earlier record truncated — in one input, so a
+    /// crash keeps the old log or the new one, never a mix. What was
+    /// forgotten since the last compaction leaves the disk here.
+    pub fn compact<M, T, E>(&mut self, out: &mut Outputs<Id, M, T, E>) {
+        let start = self.next;
+        let floors = self.floors.iter().map(|(c, below)| LogRecord::Floor {
+            coordinator: c.clone(),
+            below: *below,
+        });
+        let kept = self.txs.iter().map(|(tx, r)| LogRecord::Kept {
+            tx: *tx,
+            record: r.clone(),
+        });
+        let records: Vec<LogRecord<Id>> = floors.chain(kept).collect();
+        out.append(LOG, start, &records);
+        out.truncate_before(LOG, start);
+        self.next += records.len() as u64;
+        self.stats.compactions += 1;
+        self.stats.rewritten += records.len() as u64;
     }
 
     /// Append `rec` to the durable log (`forced`: some send of this input
@@ -278,7 +389,14 @@ mod tests {
             &mut out,
         );
         d.append(LogRecord::End { tx: 2 }, false, &mut out);
-        assert_eq!(d.stats, LogStats { forced: 3, lazy: 1 });
+        assert_eq!(
+            d.stats,
+            LogStats {
+                forced: 3,
+                lazy: 1,
+                ..LogStats::default()
+            }
+        );
         let mut disk = Recovered::empty();
         disk.apply(&out.writes).unwrap();
         let back = CommitDurable::<u32>::recover(&disk).unwrap().unwrap();

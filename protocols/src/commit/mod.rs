@@ -35,11 +35,47 @@
 //! toolkit's durable writes) and is rebuilt from it alone after a crash
 //! ([`CommitDurable`]). The forcing rules are the textbook's: a participant
 //! makes `Ready` durable before it votes yes, a coordinator makes its
-//! decision durable before it sends it, and the `End` record is lazy. The
-//! log is never truncated: a long-lived node would truncate it below the
-//! oldest transaction without `End` (not done yet). [`ThreePhase`] also
-//! saves the durable state of its embedded election (its term) under
-//! [`log::ELECTION_KEY`], beside the log, whenever it changes.
+//! decision durable before it sends it, and the `End` record is lazy.
+//! [`ThreePhase`] also saves the durable state of its embedded election
+//! (its term) under [`log::ELECTION_KEY`], beside the log, whenever it
+//! changes.
+//!
+//! ## Forgetting
+//! The log and the transactions a core keeps stay bounded over a long run:
+//! a transaction nobody can still need is *forgotten* (dropped from memory,
+//! and from the log at the next compaction, see [`log`]).
+//! * A **coordinator** forgets its transaction once its user applied the
+//!   decision ([`CommitCore::applied`]) and it *ended*: a commit
+//!   (or, presuming nothing, an abort) once every participant acknowledged
+//!   it — so every participant holds the decision durably, and the *abort*
+//!   its presumption then answers about an unknown transaction can only
+//!   reach a node that already decided — and a presumed abort at once
+//!   (it answers *abort* about it anyway). A 3PC coordinator told the
+//!   outcome by a termination round collects the acknowledgements too.
+//! * Its **floor** is its lowest transaction not ended, or reserved and
+//!   not begun yet ([`CommitCore::reserve`]), or else the next id it would
+//!   use; it rides on every `Prepare` it sends. Transaction ids must grow
+//!   per coordinator in the order they are begun or reserved (the typed
+//!   API reserves each id as it draws it): a `begin` below the floor of a
+//!   transaction neither known nor reserved is a no-op.
+//! * A **participant** forgets a transaction it decided once its resource
+//!   manager applied the decision ([`CommitCore::applied`]: until then a
+//!   restart hands it over again) and its coordinator's floor is above it
+//!   (the coordinator ended it, so no participant can still be uncertain
+//!   about a commit). It keeps the
+//!   floors (durably, in its compacted log); below a coordinator's floor, a
+//!   transaction it does not know is one it forgot or never took part in:
+//!   a stale `Prepare` for it starts nothing, and an `Inquire` or a 3PC
+//!   state request about it gets no answer — never a unilateral abort,
+//!   which could contradict a commit it forgot. [`CommitCore::forgot`]
+//!   says which transactions a node forgot (the commit checker uses it to
+//!   tell a forgotten transaction from a reversed decision).
+//!
+//! So what is kept is the transactions in flight, the decided ones of
+//! coordinators whose floor has not passed them yet (a coordinator's
+//! transaction blocked on a participant that is down holds its floor, and
+//! the others' decided ones of that coordinator, until it ends), and one
+//! floor per coordinator.
 
 pub mod any;
 pub mod base;
@@ -124,11 +160,20 @@ pub struct CommitConfig {
     /// termination coordinator (see [`ThreePhase`]). 2PC ignores it.
     #[serde(default)]
     pub election: ElectionConfig,
+    /// Compact the log once this many transactions can be forgotten (and
+    /// at least as many as are still known: see [`log`]'s "Compaction").
+    #[serde(default = "default_compact_every")]
+    pub compact_every: u32,
+}
+
+fn default_compact_every() -> u32 {
+    base::COMPACT_EVERY
 }
 
 impl Default for CommitConfig {
     /// Retry every 50 ms, vote timeout 500 ms, decision timeout 200 ms,
-    /// presumed abort, the election's defaults ([`ElectionConfig::default`]).
+    /// presumed abort, the election's defaults ([`ElectionConfig::default`]),
+    /// compaction every [`base::COMPACT_EVERY`] forgotten transactions.
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
@@ -136,6 +181,7 @@ impl Default for CommitConfig {
             decision_timeout: Duration::from_millis(200),
             presumed_abort: true,
             election: ElectionConfig::default(),
+            compact_every: base::COMPACT_EVERY,
         }
     }
 }
@@ -201,6 +247,33 @@ pub trait CommitCore: Protocol<Event = CommitEvent> {
     /// (what [`CommitFamily`]'s view holds, after every input: no status
     /// is built for the decided ones).
     fn pending(&self) -> BTreeSet<TxId>;
+    /// True when this node has no record of `tx`, whose coordinator is
+    /// `coordinator`, because it forgot it (see "Forgetting" in the family
+    /// docs) or never will hear of it: a message about it is stale, and it
+    /// is never started or decided here again.
+    fn forgot(&self, coordinator: &Self::Id, tx: TxId) -> bool;
+    /// The local user applied the decision on `tx` (a participant's
+    /// resource manager; a coordinator's application, which may hold a
+    /// part of the transaction of its own): durably, it needs it no more.
+    /// Until then the decision is kept (and, after a restart, reported
+    /// again by [`CommitCore::transactions`] and [`CommitCore::status`]),
+    /// so a decision is never forgotten before it was applied. No-op for a
+    /// transaction not decided here.
+    fn applied(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: settle `tx` with its decision once it is decided here
+    /// (at once if it is), for a command that awaits it through the
+    /// driver ([`troupe_framework::sansio::Settles`]: token `tx`,
+    /// settlement the [`Decision`]). No-op for a transaction not
+    /// coordinated here.
+    fn await_decision(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: `tx` will be begun here later (its id is drawn, its
+    /// `begin` has not run yet): the floor stays at or below it until it
+    /// is begun and ends, or is [released](CommitCore::release). A caller
+    /// that draws ids before it begins them, possibly out of order (the
+    /// typed API), reserves each as it draws it.
+    fn reserve(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
+    /// Coordinator: a reserved `tx` will never be begun.
+    fn release(&mut self, tx: TxId, now: Duration, out: &mut OutputsOf<Self>);
 }
 
 /// What a commit instance's handles watch: the transactions this node

@@ -367,13 +367,11 @@ impl<Id: MemberId> ThreePhase<Id> {
             self.learn(tx, d, d == Decision::Commit, out);
             return;
         }
-        // Told by a termination round: nothing left to collect.
+        // Told by a termination round: it ends a commit once every
+        // participant acknowledged it (only then may it forget it).
         if self.decide_forced(tx, d, false, out) {
-            if let Some(t) = self.txs.get_mut(&tx) {
-                t.ended = true;
-            }
+            self.announce(tx, d, d == Decision::Commit, out);
         }
-        out.cancel_timer(TxTimer::Tx(tx));
     }
 
     /// Make `tx`'s pre-commit durable (forced: its `PreCommit` or `PreAck`
@@ -435,6 +433,9 @@ impl<Id: MemberId> ThreePhase<Id> {
         participants: Vec<Id>,
         out: &mut Out<Id>,
     ) {
+        if self.forgot(&coordinator, tx) {
+            return;
+        }
         let (phase, active) = match self.txs.get(&tx).map(|t| (t.phase, t.round, t.active)) {
             None | Some((Phase::Voting, _, _)) => {
                 self.abort_unilaterally(tx, coordinator, participants, out);
@@ -884,11 +885,11 @@ impl<Id: MemberId> CommitRules for ThreePhase<Id> {
 impl<Id: MemberId> Protocol for ThreePhase<Id> {
     protocol_types!(ThreePhaseMsg<Id>, ThreePhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones among the undecided (the
-    /// transactions in flight, so this is cheap), and save the election's
-    /// state if it changed (before the messages of the same input leave).
+    /// After every input: compact the log once enough transactions can be
+    /// forgotten, and save the election's state if it changed (before the
+    /// messages of the same input leave).
     fn persist(&mut self, out: &mut Out<Id>) {
-        self.txs.prune();
+        self.tidy(out);
         let state = self.alg.election.state();
         if state != self.alg.saved {
             out.put(ELECTION_KEY, &state);
@@ -1028,6 +1029,7 @@ mod tests {
             ThreePhaseMsg::Prepare {
                 tx: 1,
                 participants,
+                floor: 0,
             },
             &mut out,
         );

@@ -107,10 +107,10 @@ impl<Id: MemberId> CommitRules for TwoPhase<Id> {
 impl<Id: MemberId> Protocol for TwoPhase<Id> {
     protocol_types!(TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent);
 
-    /// After every input: forget the decided ones among the undecided (the
-    /// transactions in flight, so this is cheap).
-    fn persist(&mut self, _out: &mut Out<Id>) {
-        self.txs.prune();
+    /// After every input: compact the log once enough transactions can be
+    /// forgotten.
+    fn persist(&mut self, out: &mut Out<Id>) {
+        self.tidy(out);
     }
 
     fn on_start(&mut self, now: Duration, out: &mut Out<Id>) {

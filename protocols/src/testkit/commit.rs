@@ -10,7 +10,11 @@
 //! * **AC1** every decision on a transaction equals the first one made;
 //! * **AC2** a node's decision never changes, across restarts too;
 //! * **AC3** a commit only when every participant's resource manager voted
-//!   yes.
+//!   yes;
+//! * **forgetting** ([`CommitCore::forgot`]): a node that forgot a
+//!   committed transaction does so only once no running node of it is
+//!   still undecided (a forgotten transaction is not a reversal: its node
+//!   reports no decision, and one it reports later must be the same).
 //!
 //! After the faults stop (crashed nodes restarted, partitions healed, a
 //! reliable network): **AC5** every node that knows a transaction decides it
@@ -128,14 +132,17 @@ impl CommitObserver {
         Ok(())
     }
 
-    /// Stop checking the status of transactions every node decided.
+    /// Stop checking the status of transactions every node decided (or
+    /// decided and forgot).
     pub fn close_decided<P: CommitCore<Id = u32> + SimProtocol>(&mut self, sim: &Sim<P>) {
         let txs = &self.txs;
         self.open.retain(|tx| {
             let Some(t) = txs.get(tx) else { return false };
             let all = std::iter::once(&t.coordinator).chain(&t.participants);
-            !all.clone()
-                .all(|n| sim.core(n).is_some_and(|c| c.decision(*tx).is_some()))
+            !all.clone().all(|n| {
+                sim.core(n)
+                    .is_some_and(|c| c.decision(*tx).is_some() || c.forgot(&t.coordinator, *tx))
+            })
         });
     }
 }
@@ -173,6 +180,7 @@ where
         // waits for the sync, and a crash may still lose it): it must agree
         // with every reported decision, but only reported ones count.
         for tx in &self.open {
+            self.check_forgotten(sim, *tx)?;
             for (id, c) in sim.cores() {
                 let Some(d) = c.decision(*tx) else { continue };
                 self.checked += 1;
@@ -190,6 +198,40 @@ where
                         ));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CommitObserver {
+    /// A running node of committed `tx` that forgot it does so only once
+    /// no running node of `tx` is undecided (a coordinator with no record
+    /// would answer *abort*; a participant, nothing).
+    fn check_forgotten<P>(&self, sim: &Sim<P>, tx: TxId) -> Result<(), String>
+    where
+        P: SimProtocol<Id = u32, Event = CommitEvent> + CommitCore,
+    {
+        let Some(t) = self.txs.get(&tx) else {
+            return Ok(());
+        };
+        if t.decided.map(|d| d.0) != Some(Decision::Commit) {
+            return Ok(());
+        }
+        let all = || std::iter::once(&t.coordinator).chain(&t.participants);
+        let forgetter = all().find(|n| {
+            sim.core(n)
+                .is_some_and(|c| c.status(tx).is_none() && c.forgot(&t.coordinator, tx))
+        });
+        let Some(f) = forgetter else {
+            return Ok(());
+        };
+        for n in all() {
+            let phase = sim.core(n).and_then(|c| c.status(tx)).map(|s| s.phase);
+            if phase.is_some_and(|p| !matches!(p, Phase::Decided(_))) {
+                return Err(format!(
+                    "node {f} forgot committed tx {tx} while node {n} is still {phase:?}"
+                ));
             }
         }
         Ok(())
@@ -275,6 +317,11 @@ pub struct CommitOutcome {
     pub ac4_commits: u64,
     /// Messages sent, by kind ([`SimProtocol::msg_kind`]).
     pub sent: BTreeMap<&'static str, u64>,
+    /// Transactions forgotten and log compactions, summed over the
+    /// running nodes' current lives at the end.
+    pub forgotten: u64,
+    /// See `forgotten`.
+    pub compactions: u64,
 }
 
 const TICK: Duration = Duration::from_millis(10);
@@ -330,6 +377,7 @@ where
     let mut down: BTreeMap<u32, Duration> = BTreeMap::new();
     let mut next_tx: TxId = 1;
     let mut all_yes = false;
+    let mut applied = BTreeSet::new();
     sim.start(&mut obs)?;
 
     let mut next_tick = Duration::ZERO;
@@ -397,6 +445,7 @@ where
             down.remove(&n);
             sim.restart(&n, &mut obs)?;
         }
+        apply_decisions(&mut sim, &mut obs, &mut applied)?;
         obs.close_decided(&sim);
         if !calm {
             chaos.tick(&mut sim, &mut obs)?;
@@ -500,7 +549,41 @@ where
     }
     out.checked = obs.checked;
     out.sent = sim.sent_counts().clone();
+    for (_, c) in sim.cores() {
+        out.forgotten += c.log_stats().forgotten;
+        out.compactions += c.log_stats().compactions;
+    }
     Ok(out)
+}
+
+/// The local users: every running node applies the decisions it holds
+/// (participants' resource managers, coordinators' applications), once per
+/// life (`done` remembers (node, life, tx)).
+pub fn apply_decisions<P>(
+    sim: &mut Sim<P>,
+    obs: &mut impl Observer<P>,
+    done: &mut BTreeSet<(u32, u64, TxId)>,
+) -> Result<(), String>
+where
+    P: SimProtocol<Id = u32, Event = CommitEvent> + CommitCore,
+{
+    for n in sim.alive() {
+        let life = sim.life(&n);
+        let Some(c) = sim.core(&n) else { continue };
+        let decided: Vec<TxId> = c
+            .transactions()
+            .into_iter()
+            .filter(|(tx, s)| {
+                matches!(s.phase, Phase::Decided(_)) && !done.contains(&(n, life, *tx))
+            })
+            .map(|(tx, _)| tx)
+            .collect();
+        for tx in decided {
+            done.insert((n, life, tx));
+            sim.command(&n, obs, |c, now, o| c.applied(tx, now, o))?;
+        }
+    }
+    Ok(())
 }
 
 /// The (node, tx) pairs where a node knows `tx` and has not decided it; a
@@ -523,9 +606,21 @@ where
                 None if *n == t.coordinator
                     && t.decided.is_some_and(|d| d.0 == Decision::Commit) =>
                 {
-                    return Err(format!(
-                        "AC1: coordinator {n} has no record of committed tx {tx} (it would answer abort)"
-                    ));
+                    // It may forget the commit once every participant
+                    // holds it (acknowledged, or forgot it in turn).
+                    for p in &t.participants {
+                        match sim.core(p) {
+                            None => stuck.push((*p, *tx)),
+                            Some(pc)
+                                if pc.decision(*tx) == Some(Decision::Commit)
+                                    || pc.forgot(n, *tx) => {}
+                            Some(_) => {
+                                return Err(format!(
+                                    "AC1: coordinator {n} has no record of committed tx {tx} (it would answer abort) while participant {p} does not hold the commit"
+                                ));
+                            }
+                        }
+                    }
                 }
                 _ => {}
             }

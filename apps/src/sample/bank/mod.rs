@@ -43,7 +43,10 @@
 //!   part after the restart from the commit log: decided →
 //!   that decision; no record → abort (both algorithms presume abort: no
 //!   record means no commit was ever sent); still deciding (three-phase,
-//!   pre-committed) → wait.
+//!   pre-committed) → wait. Such a transaction is
+//!   [held](troupe::commit::Transaction::hold): the commit log keeps its
+//!   decision until this part applied it (`CommitHandle::applied`), so a
+//!   log compaction never turns a commit into "no record".
 //!
 //! A participant's prepare checks funds and reserves the debit durably;
 //! commit applies, abort releases; both are idempotent and each shard keeps
@@ -352,9 +355,13 @@ impl Bank {
                     continue;
                 };
                 match self.status(id).await {
-                    Ok(Some(Phase::Decided(Decision::Commit))) => self.shard.commit(&tx).await,
+                    Ok(Some(Phase::Decided(Decision::Commit))) => {
+                        self.shard.commit(&tx).await;
+                        self.commit.applied(id);
+                    }
                     Ok(Some(Phase::Decided(Decision::Abort))) | Ok(None) => {
-                        self.shard.abort(&tx).await
+                        self.shard.abort(&tx).await;
+                        self.commit.applied(id);
                     }
                     Ok(Some(_)) => {}
                     Err(e) => tracing::warn!(tx, error = %e, "bank: cannot read the commit core"),
@@ -425,7 +432,7 @@ impl Bank {
             };
         }
         let others: Vec<String> = parts.keys().map(|n| n.to_string()).collect();
-        let txn = match self.commit.begin(&others) {
+        let mut txn = match self.commit.begin(&others) {
             Ok(t) => t,
             Err(e) => {
                 return TransferOutcome::Unknown {
@@ -437,6 +444,11 @@ impl Bank {
         let id = txn.id();
         let tx = tx_key(id);
         let local = mine.is_some();
+        if local {
+            // The decision stays in the commit log until this node's own
+            // part applied it (the orphan resolver reads it after a crash).
+            txn.hold();
+        }
         if let Some(ops) = mine {
             if let Err(reason) = self.shard.prepare_ops(&tx, ops, true).await {
                 return TransferOutcome::Aborted { tx, reason };
@@ -453,12 +465,14 @@ impl Bank {
             Ok(Outcome::Committed) => {
                 if local {
                     self.shard.commit(&tx).await;
+                    self.commit.applied(id);
                 }
                 TransferOutcome::Committed { tx }
             }
             Ok(Outcome::Aborted(reason)) => {
                 if local {
                     self.shard.abort(&tx).await;
+                    self.commit.applied(id);
                 }
                 TransferOutcome::Aborted {
                     tx,
