@@ -38,7 +38,10 @@
 //!   are carried out together once the turn's messages are handled — one
 //!   store submission (the turn's writes, in order, atomically), then the
 //!   sends, the view as it is after the turn, events and replies, in order.
-//!   Under load many proposals share one submission;
+//!   Under load many proposals share one submission. A store that does not
+//!   group commits ([`troupe_framework::storage::DurableStore::groups_commits`],
+//!   `[storage] group_commit = false`) gets every input's writes as a
+//!   submission of their own, flushed as the input is handled;
 //! - **durability first**: no message, event or command reply of an input
 //!   leaves before that input's writes, and every earlier input's writes,
 //!   are durable. Outputs that wait for a sync are held in order while the
@@ -437,6 +440,12 @@ where
         core.persist(&mut self.out);
         if let Some(r) = reply {
             self.replies.push(r);
+        }
+        if !self.node.store().groups_commits() {
+            // No group commit: this input's writes are a submission (one
+            // sync) of their own.
+            self.flush_inputs(ctx);
+            return;
         }
         if !self.flush_pending {
             self.flush_pending = true;

@@ -123,6 +123,13 @@ pub trait DurableStore: Send + Sync + 'static {
     fn stats(&self) -> StoreStats;
     /// Where the store keeps its data, for messages (`"memory"` for [`MemoryStore`]).
     fn location(&self) -> String;
+    /// False when durable writes are not to be grouped at all (`[storage]
+    /// group_commit = false`): the store syncs every submission on its own,
+    /// and protocol drivers submit every input's writes as it is handled
+    /// rather than a turn's inputs' together. True by default.
+    fn groups_commits(&self) -> bool {
+        true
+    }
 }
 
 /// Shared counters behind [`StoreStats`].

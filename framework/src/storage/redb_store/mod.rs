@@ -96,9 +96,11 @@ pub struct StoreOptions {
     pub fold_bytes: usize,
     /// Group commit (the default): submissions that wait while a commit is
     /// in flight share the next one (up to 4096). Off, every
-    /// submission is a commit (one fsync) of its own: the baseline the
-    /// benchmarks compare against, and a choice for a disk whose syncs are
-    /// free.
+    /// submission is a commit (one fsync) of its own, and protocol drivers
+    /// submit each input's writes on their own instead of a turn's
+    /// together ([`DurableStore::groups_commits`]): one fsync per forced
+    /// record, the baseline the benchmarks compare against, and a choice
+    /// for a disk whose syncs are free.
     pub group_commit: bool,
 }
 
@@ -151,6 +153,8 @@ pub struct RedbStore {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// [`StoreOptions::group_commit`].
+    group_commit: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -297,6 +301,7 @@ impl RedbStore {
             jobs: Some(tx),
             writer: Some(writer),
             counters,
+            group_commit,
         })
     }
 
@@ -390,6 +395,10 @@ impl DurableStore for RedbStore {
             }
         }
         Ok(recovered)
+    }
+
+    fn groups_commits(&self) -> bool {
+        self.group_commit
     }
 
     fn submit(&self, ns: &str, writes: Vec<Write>) -> Completion {
