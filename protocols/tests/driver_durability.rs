@@ -110,6 +110,8 @@ impl Protocol for Journal {
 struct GateStore {
     inner: MemoryStore,
     gate: Arc<Mutex<Gate>>,
+    /// Say the store groups no commits (`[storage] group_commit = false`).
+    ungrouped: bool,
 }
 
 /// A submission waiting for the test to acknowledge it.
@@ -162,6 +164,9 @@ impl DurableStore for GateStore {
     }
     fn location(&self) -> String {
         "gate".into()
+    }
+    fn groups_commits(&self) -> bool {
+        !self.ungrouped
     }
 }
 
@@ -418,4 +423,35 @@ fn keyed_timers_replace_and_cancel_in_the_driver() {
             "the replacing timer fired, at 3 s: {fired:?}"
         );
     });
+}
+
+#[test]
+fn a_store_without_group_commit_gets_each_inputs_writes_on_their_own() {
+    for ungrouped in [false, true] {
+        run_virtual(move || async move {
+            let net = SimNetwork::new(1, FaultPlan::reliable());
+            let gate = GateStore {
+                ungrouped,
+                ..GateStore::default()
+            };
+            let (a, _b) = pair(&net, &gate).await;
+            // Three appends in one turn of the driver.
+            let pending: Vec<_> = (0..3)
+                .map(|_| {
+                    let a = a.clone();
+                    actix::spawn(async move { a.invoke(|c, _, out| c.append(out)).await })
+                })
+                .collect();
+            settle().await;
+            let want = if ungrouped { 3 } else { 1 };
+            assert_eq!(gate.waiting(), want, "submissions, ungrouped: {ungrouped}");
+            gate.release();
+            let mut got = Vec::new();
+            for p in pending {
+                got.push(p.await.unwrap().unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [1, 2, 3]);
+        });
+    }
 }
