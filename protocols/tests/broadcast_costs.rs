@@ -37,8 +37,14 @@ const RELAYING: [BroadcastAlgorithm; 5] = [
     BroadcastAlgorithm::LamportTotal,
 ];
 
-/// Messages sent per broadcast, by kind, for `algorithm` in a group of `n`.
+/// Messages sent per broadcast, by kind, for `algorithm` in a group of `n`
+/// (every member broadcasting 4 times).
 fn per_broadcast(algorithm: BroadcastAlgorithm, n: u32) -> (f64, f64) {
+    per_broadcast_rounds(algorithm, n, 4)
+}
+
+/// [`per_broadcast`] with every member broadcasting `rounds` times.
+fn per_broadcast_rounds(algorithm: BroadcastAlgorithm, n: u32, rounds: u32) -> (f64, f64) {
     let members: Vec<u32> = (1..=n).collect();
     let m2 = members.clone();
     let mut sim: Sim<AnyBroadcast<u32>> = Sim::new(
@@ -56,7 +62,6 @@ fn per_broadcast(algorithm: BroadcastAlgorithm, n: u32) -> (f64, f64) {
         sim.run_for(Duration::from_secs(1), &mut ()).unwrap();
         sim.reset_counts();
     }
-    let rounds = 4u32;
     for r in 0..rounds {
         for &m in &members {
             let payload = (r * 100 + m).to_le_bytes().to_vec();
@@ -408,4 +413,28 @@ fn messages_per_broadcast_at_65_members() {
     println!("| nack (burst) | {n} | {data:.1} | sessions {sessions:.1} | NACK + repair {recovery:.1} | N-1 = {} |", n - 1);
     assert!((data - f64::from(n - 1)).abs() < 1e-9, "nack N={n}");
     assert_eq!(recovery, 0.0, "nack N={n}: no loss, no NACK");
+}
+
+/// N = 65 for the two total orders, every member broadcasting once: about
+/// 18 million simulated messages each, so run on demand in a release build:
+/// `cargo test --release -p troupe-protocols --test broadcast_costs --
+/// --ignored total_order --nocapture`.
+#[test]
+#[ignore = "about 18 million simulated messages per algorithm; run on demand, in release"]
+fn total_order_messages_per_broadcast_at_65_members() {
+    let n = 65u32;
+    let textbook = f64::from(n * (n - 1));
+    for (algorithm, expected) in [
+        (BroadcastAlgorithm::Total, textbook * f64::from(n + 1)),
+        (BroadcastAlgorithm::LamportTotal, textbook * f64::from(n)),
+    ] {
+        let started = std::time::Instant::now();
+        let (data, acks) = per_broadcast_rounds(algorithm, n, 1);
+        println!(
+            "| {algorithm} | {n} | {data:.1} | {acks:.1} | {:.1} | {textbook} | {expected} | ({:.1} s)",
+            data + acks,
+            started.elapsed().as_secs_f64()
+        );
+        assert!((data + acks - expected).abs() < 1e-9, "{algorithm} N={n}");
+    }
 }
