@@ -324,6 +324,10 @@ pub struct Driver<P: Drivable> {
     replies: Vec<Box<dyn Reply>>,
     /// A flush of the inputs of this turn is scheduled.
     flush_pending: bool,
+    /// The node's store groups commits (read once: see
+    /// [`troupe_framework::storage::DurableStore::groups_commits`]); if not,
+    /// every input is flushed on its own.
+    groups_commits: bool,
     /// The causes of this turn's sends so far (see [`Held::causes`]):
     /// empty unless an input came from a traced remote frame.
     causes: Vec<(usize, Option<Cause>)>,
@@ -354,6 +358,7 @@ where
             Ok(c) => (Some(Box::new(c)), None),
             Err(e) => (None, Some(e)),
         };
+        let groups_commits = node.store().groups_commits();
         Self {
             core,
             failed,
@@ -374,6 +379,7 @@ where
             waiters: None,
             replies: Vec::new(),
             flush_pending: false,
+            groups_commits,
             causes: Vec::new(),
         }
     }
@@ -441,7 +447,7 @@ where
         if let Some(r) = reply {
             self.replies.push(r);
         }
-        if !self.node.store().groups_commits() {
+        if !self.groups_commits {
             // No group commit: this input's writes are a submission (one
             // sync) of their own.
             self.flush_inputs(ctx);

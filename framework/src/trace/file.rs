@@ -4,8 +4,11 @@
 //! Guarantees: every event recorded is written, in the order the node
 //! recorded it, unless more than 8 MiB of records wait for the writer
 //! (then lines are dropped and counted, and a `note` line says how many);
-//! the files stay within [`Rotation::cap`]; a file is never left holding
-//! half a JSON line or a binary record that cannot be decoded on its own.
+//! the files stay within [`Rotation::cap`] (a binary file may pass
+//! `max_bytes` by one record); rotation never splits a JSON line, and a
+//! binary file starts with what its records need to be read alone. A node
+//! killed while the writer writes can leave a cut last line or record
+//! (readers report it, see `binary`).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -310,12 +313,6 @@ impl Drop for FileTraceSink {
 /// definitions when deciding whether a batch fits as it is.
 const HEADER_ROOM: u64 = 16 << 10;
 
-/// True when a batch is copied without reading its records: binary, and
-/// the file does not fill within it.
-fn start_copy(format: TraceFormat, fits: bool) -> bool {
-    format == TraceFormat::Binary && fits
-}
-
 /// The writer thread's state.
 struct Writer<'a> {
     out: &'a mut RotatingFile,
@@ -380,8 +377,9 @@ impl Writer<'_> {
                     // state the next file starts with).
                     self.dec = start;
                 }
+                let copy = self.format == TraceFormat::Binary && fits;
                 for chunk in &batch {
-                    let done = if start_copy(self.format, fits) {
+                    let done = if copy {
                         self.header(span.from());
                         self.copy(chunk);
                         Ok(())

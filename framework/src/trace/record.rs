@@ -588,28 +588,9 @@ impl Decoder {
                     return Err("slot out of range");
                 }
                 let start = r.rest();
-                let kind = r.u8()?;
-                let n = r.u8()?;
-                let want = match kind {
-                    SEND_BLOCK => 4..=5,
-                    DELIVER_BLOCK => 2..=2,
-                    _ => return Err("unknown block kind"),
-                };
-                if !want.contains(&n) {
-                    return Err("wrong number of strings in a block");
-                }
-                let mut strs = Vec::with_capacity(usize::from(n));
-                for _ in 0..n {
-                    strs.push(r.str()?.to_string());
-                }
-                let key = start[..start.len() - r.rest().len()].to_vec();
-                self.generation += 1;
-                self.slots[usize::from(slot)] = Block {
-                    key,
-                    kind,
-                    strs,
-                    generation: self.generation,
-                };
+                let (kind, strs) = parse_key(r)?;
+                let key = &start[..start.len() - r.rest().len()];
+                self.install(usize::from(slot), key, kind, strs);
                 Rec::Def { slot }
             }
             tag::CLOCK => Rec::Clock(Pair {
@@ -631,18 +612,17 @@ impl Decoder {
     /// Define `slot` from its key (as the encoder keeps it); false when the
     /// key does not parse.
     fn define(&mut self, slot: usize, key: &[u8]) -> bool {
-        let mut r = Reader::new(key);
-        let parsed = (|| -> Result<(u8, Vec<String>), &'static str> {
-            let kind = r.u8()?;
-            let n = r.u8()?;
-            let strs = (0..n)
-                .map(|_| r.str().map(str::to_string))
-                .collect::<Result<_, _>>()?;
-            Ok((kind, strs))
-        })();
-        let Ok((kind, strs)) = parsed else {
-            return false;
-        };
+        match parse_key(&mut Reader::new(key)) {
+            Ok((kind, strs)) => {
+                self.install(slot, key, kind, strs);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Put a parsed block in `slot`.
+    fn install(&mut self, slot: usize, key: &[u8], kind: u8, strs: Vec<String>) {
         self.generation += 1;
         self.slots[slot] = Block {
             key: key.to_vec(),
@@ -650,7 +630,6 @@ impl Decoder {
             strs,
             generation: self.generation,
         };
-        true
     }
 
     fn used_slot(&self, slot: u8, kind: u8) -> Result<u8, &'static str> {
@@ -674,6 +653,24 @@ impl Decoder {
             }
         }
     }
+}
+
+/// A slot's key (see [`put_key`]): its block kind and strings, checked.
+fn parse_key(r: &mut Reader<'_>) -> Result<(u8, Vec<String>), &'static str> {
+    let kind = r.u8()?;
+    let n = r.u8()?;
+    let want = match kind {
+        SEND_BLOCK => 4..=5,
+        DELIVER_BLOCK => 2..=2,
+        _ => return Err("unknown block kind"),
+    };
+    if !want.contains(&n) {
+        return Err("wrong number of strings in a block");
+    }
+    let strs = (0..n)
+        .map(|_| r.str().map(str::to_string))
+        .collect::<Result<_, _>>()?;
+    Ok((kind, strs))
 }
 
 /// A `CLOCK` record.

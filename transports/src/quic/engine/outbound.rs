@@ -17,6 +17,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Connection, SendStream, VarInt};
@@ -26,6 +27,7 @@ use tracing::{debug, warn};
 
 use super::super::queue::{Sink, WireSink};
 use super::super::wire::{self, Hello};
+use super::super::QuicConfig;
 use super::links::Registration;
 use super::reader::read_hello;
 use super::{close, Inner, Peer};
@@ -58,6 +60,15 @@ impl From<String> for DialError {
     fn from(e: String) -> Self {
         DialError::Failed(e)
     }
+}
+
+/// The wait before reconnect attempt `attempt` (from 0): the minimum
+/// doubled per attempt, capped at the maximum, jittered by 0.5-1.5.
+pub(super) fn reconnect_delay(cfg: &QuicConfig, attempt: u32, rng: &mut impl Rng) -> Duration {
+    cfg.reconnect_min
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(cfg.reconnect_max)
+        .mul_f64(rng.gen_range(0.5..1.5))
 }
 
 pub(super) fn seed_for(a: &str, b: &str) -> u64 {
@@ -207,12 +218,7 @@ impl Inner {
                         "connecting to peer failed: {e}"
                     ),
                 }
-                let base = self
-                    .cfg
-                    .reconnect_min
-                    .saturating_mul(1u32 << attempt.min(16))
-                    .min(self.cfg.reconnect_max);
-                let delay = base.mul_f64(rng.gen_range(0.5..1.5));
+                let delay = reconnect_delay(&self.cfg, attempt, &mut rng);
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

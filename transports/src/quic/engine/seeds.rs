@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, info, warn};
 
@@ -169,12 +169,7 @@ impl Inner {
                     debug!(node = %self.name, %seed, attempt, "joining through seed failed: {e}")
                 }
             }
-            let base = self
-                .cfg
-                .reconnect_min
-                .saturating_mul(1u32 << attempt.min(16))
-                .min(self.cfg.reconnect_max);
-            let delay = base.mul_f64(rng.gen_range(0.5..1.5));
+            let delay = super::outbound::reconnect_delay(&self.cfg, attempt, &mut rng);
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
