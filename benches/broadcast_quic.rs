@@ -24,7 +24,10 @@
 //!
 //! Run with `cargo bench --bench broadcast_quic`. Knobs (env):
 //! `BCAST_BENCH_ROUNDS` (5), `BCAST_BENCH_SECS` per configuration (3, after
-//! 0.5 s of warm-up), `BCAST_BENCH_WINDOW` (64). Without `--bench` (as
+//! 0.5 s of warm-up), `BCAST_BENCH_WINDOW` (64), `BCAST_BENCH_ALGOS` (the
+//! broadcast algorithms, comma-separated configuration names; default
+//! `fifo,causal`), `BCAST_BENCH_STORE=memory` (no `data_dir`: the nodes'
+//! durable state in memory; default on disk). Without `--bench` (as
 //! `cargo test --benches` runs it) one short round checks that it works.
 
 use std::cell::RefCell;
@@ -34,12 +37,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use troupe::broadcast::start_broadcast_with;
 use troupe::prelude::*;
+use troupe_protocols::broadcast::BroadcastConfig;
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{env, median, median_d, percentile, three_nodes, wait_up, NAMES};
+use support::{env, median, median_d, percentile, three_nodes_stored, wait_up, NAMES};
 
 /// What is sent: when (nanoseconds since the run's origin) and padding to
 /// 100 bytes.
@@ -120,10 +125,16 @@ struct Run {
     p99: Duration,
 }
 
-async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: Duration) -> Run {
+async fn measure(
+    dir: Option<&Path>,
+    mode: Mode,
+    window: usize,
+    warmup: Duration,
+    len: Duration,
+) -> Run {
     let members: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
     let origin = Instant::now();
-    let nodes = three_nodes(dir, "").await;
+    let nodes = three_nodes_stored(dir, "").await;
     wait_up(&nodes).await;
     let start = Instant::now() + warmup;
     let end = start + len;
@@ -176,9 +187,14 @@ async fn measure(dir: &Path, mode: Mode, window: usize, warmup: Duration, len: D
         Mode::Broadcast(algorithm) => {
             let groups: Rc<RefCell<Vec<BroadcastGroup<Payload>>>> = Rc::default();
             for n in &nodes {
-                let g = start_broadcast::<Payload>(&n.node, "bench", algorithm, &members)
-                    .await
-                    .expect("group");
+                let config = BroadcastConfig {
+                    keep_log: std::env::var("BCAST_BENCH_NOLOG").is_err(),
+                    ..BroadcastConfig::default()
+                };
+                let g =
+                    start_broadcast_with::<Payload>(&n.node, "bench", algorithm, &members, config)
+                        .await
+                        .expect("group");
                 groups.borrow_mut().push(g);
             }
             for (i, g) in groups.borrow()[1..].iter().enumerate() {
@@ -242,14 +258,20 @@ fn main() {
     let warmup = Duration::from_millis(if quick { 100 } else { 500 });
     let window: usize = env("BCAST_BENCH_WINDOW", 64usize).max(1);
     let base: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("broadcast-quic");
-    let modes = [
-        Mode::Tells,
-        Mode::Broadcast(BroadcastAlgorithm::Fifo),
-        Mode::Broadcast(BroadcastAlgorithm::Causal),
-    ];
+    let algos = std::env::var("BCAST_BENCH_ALGOS").unwrap_or_else(|_| "fifo,causal".into());
+    let mut modes = vec![Mode::Tells];
+    for a in algos.split(',').filter(|a| !a.is_empty()) {
+        let algo: BroadcastAlgorithm = a
+            .trim()
+            .parse()
+            .expect("BCAST_BENCH_ALGOS: broadcast algorithm names");
+        modes.push(Mode::Broadcast(algo));
+    }
+    let memory = std::env::var("BCAST_BENCH_STORE").is_ok_and(|s| s == "memory");
     println!(
         "broadcast over QUIC, 3 nodes, a sends to b and c, {window} in flight, \
-         {rounds} round(s) of {len:?}"
+         {rounds} round(s) of {len:?}, durable state {}",
+        if memory { "in memory" } else { "on disk" }
     );
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
@@ -262,8 +284,13 @@ fn main() {
         for i in order {
             let dir = base.join(uuid::Uuid::new_v4().to_string());
             std::fs::create_dir_all(&dir).expect("bench dir");
-            let run =
-                actix_rt::System::new().block_on(measure(&dir, modes[i], window, warmup, len));
+            let run = actix_rt::System::new().block_on(measure(
+                (!memory).then_some(dir.as_path()),
+                modes[i],
+                window,
+                warmup,
+                len,
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "  round {}: {:<28} {:>9.0} deliveries/s per member  p50 {:>7.2} ms  p99 {:>7.2} ms",

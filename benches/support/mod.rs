@@ -57,7 +57,7 @@ pub fn median_d(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn config(dir: &Path, name: &str, ports: &[u16; 3], extra: &str) -> Config {
+fn config(dir: Option<&Path>, name: &str, ports: &[u16; 3], extra: &str) -> Config {
     let me = NAMES.iter().position(|n| *n == name).expect("a name");
     let peers: String = NAMES
         .iter()
@@ -72,11 +72,14 @@ fn config(dir: &Path, name: &str, ports: &[u16; 3], extra: &str) -> Config {
         .collect();
     Config::from_toml(
         &format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\n{extra}\
+            "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\n{}{extra}\
              [tls]\ninsecure_dev_mode = true\n{peers}\
              [failure_detector]\nkind = \"swim\"\npreset = \"lan-fast\"\n",
             ports[me],
-            dir.join(name).display().to_string()
+            dir.map_or(String::new(), |d| format!(
+                "data_dir = {:?}\n",
+                d.join(name).display().to_string()
+            ))
         ),
         Path::new("."),
     )
@@ -87,6 +90,13 @@ fn config(dir: &Path, name: &str, ports: &[u16; 3], extra: &str) -> Config {
 /// (`extra`: TOML tables added to each config, e.g. `[storage]`), started
 /// (see [`wait_up`]).
 pub async fn three_nodes(dir: &Path, extra: &str) -> Vec<RunningNode> {
+    three_nodes_stored(Some(dir), extra).await
+}
+
+/// As [`three_nodes`], with the nodes' durable state in memory when `dir`
+/// is `None` (no `data_dir`).
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub async fn three_nodes_stored(dir: Option<&Path>, extra: &str) -> Vec<RunningNode> {
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes = Vec::new();
     for n in NAMES {
