@@ -22,11 +22,14 @@
 //! messages per operation, median under 400 ms and maximum under 600 ms.
 //! The goal: one configuration with fewer than 20 messages per
 //! operation **and** median under 400 ms **and** maximum under 600 ms.
-//! Besides every algorithm with its defaults, two tuned rows: `nack` with
-//! `retry = 500 ms` (a session every second while something is unstable)
-//! and `plumtree` with announcements batched every 200 ms.
+//! Besides every algorithm with its defaults, three tuned rows: `nack`
+//! with `retry = 500 ms` (a session every second while something is
+//! unstable), `plumtree` with its tree optimisation at 3 hops, and
+//! `plumtree` with announcements batched every 200 ms.
 //! `GG_ONLY=nack,plumtree` runs only the configurations whose name starts
-//! with one of the given prefixes.
+//! with one of the given prefixes; `GG_PLUMTREE=period_ms,graft_ms,hops[,
+//! anti_entropy_ms]` adds a Plumtree row with those settings; `GG_KINDS=1`
+//! prints each run's messages per operation by kind to stderr.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -137,6 +140,14 @@ fn measure(algorithm: BroadcastAlgorithm, config: BroadcastConfig, run: Run, sec
     sim.run_for(Duration::from_secs(5), &mut obs)
         .expect("drain");
     let per_op = sim.total_sent() as f64 / ops as f64;
+    if std::env::var_os("GG_KINDS").is_some() {
+        let kinds: Vec<String> = sim
+            .sent_counts()
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", *v as f64 / ops as f64))
+            .collect();
+        eprintln!("  {:?}: per op {}", run.name(), kinds.join(", "));
+    }
     let mut to_all: Vec<f64> = sent_at
         .iter()
         .map(|(p, at)| {
@@ -175,6 +186,17 @@ fn main() {
         },
     ));
     configs.push((
+        "plumtree, tree optimisation at 3 hops".into(),
+        BroadcastAlgorithm::Plumtree,
+        BroadcastConfig {
+            gossip: GossipConfig {
+                optimization_threshold: 3,
+                ..GossipConfig::default()
+            },
+            ..BroadcastConfig::default()
+        },
+    ));
+    configs.push((
         "plumtree, announce every 200 ms".into(),
         BroadcastAlgorithm::Plumtree,
         BroadcastConfig {
@@ -185,6 +207,29 @@ fn main() {
             ..BroadcastConfig::default()
         },
     ));
+    // GG_PLUMTREE=period_ms,graft_ms,threshold[,anti_entropy_ms]: one more Plumtree row.
+    if let Ok(v) = std::env::var("GG_PLUMTREE") {
+        let f: Vec<u64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if f.len() >= 3 {
+            let mut gossip = GossipConfig {
+                period: Duration::from_millis(f[0]),
+                graft_timeout: Duration::from_millis(f[1]),
+                optimization_threshold: f[2] as u32,
+                ..GossipConfig::default()
+            };
+            if let Some(ae) = f.get(3) {
+                gossip.anti_entropy_period = Duration::from_millis(*ae);
+            }
+            configs.push((
+                format!("plumtree-custom {v}"),
+                BroadcastAlgorithm::Plumtree,
+                BroadcastConfig {
+                    gossip,
+                    ..BroadcastConfig::default()
+                },
+            ));
+        }
+    }
     // GG_ONLY=name,name: only the configurations whose name starts with one of them.
     if let Ok(only) = std::env::var("GG_ONLY") {
         let wanted: Vec<&str> = only.split(',').map(str::trim).collect();

@@ -38,6 +38,24 @@ const WARM_UP: usize = 10;
 const MEASURED: usize = 30;
 const RECOVERY: usize = 10;
 
+/// A spread whose eager links (Plumtree's tree) can be read.
+trait Links: Spread<u32> {
+    /// The eager peers (none for a spread without a tree).
+    fn eager_links(&self) -> Vec<u32>;
+}
+
+impl Links for plumtree::Tree {
+    fn eager_links(&self) -> Vec<u32> {
+        self.eager().iter().copied().collect()
+    }
+}
+
+impl Links for rumor::Rumors {
+    fn eager_links(&self) -> Vec<u32> {
+        Vec::new()
+    }
+}
+
 /// When each member delivered each payload.
 #[derive(Default)]
 struct Arrivals(BTreeMap<Vec<u8>, Vec<Duration>>);
@@ -60,28 +78,35 @@ struct Row {
     max_ms: f64,
     within_1s: f64,
     grafts: f64,
+    swaps: f64,
+    /// The eager graph: (mean over members of the farthest member's
+    /// distance, the largest such distance), in hops; `inf` if it is not
+    /// connected.
+    depth: (f64, f64),
 }
 
 const PATH: [&str; 6] = ["gossip", "ihave", "graft", "prune", "rumor", "feedback"];
 
-fn phase<S: Spread<u32>>(
+fn phase<S: Links>(
     sim: &mut Sim<Epidemic<u32, S>>,
     obs: &mut Arrivals,
     rng: &mut ChaCha8Rng,
-    n: u32,
     count: usize,
     gap: Duration,
     tag: u32,
+    origin: Option<u32>,
 ) -> Row {
+    let n = sim.cores().count() as u32;
     let members: Vec<u32> = (1..=n).collect();
     sim.reset_counts();
     obs.0.clear();
     let dup0: u64 = sim.cores().map(|(_, c)| c.gossip_stats().duplicates).sum();
     let del0: u64 = sim.cores().map(|(_, c)| c.stats().delivered).sum();
     let graft0: u64 = sim.cores().map(|(_, c)| c.gossip_stats().grafts).sum();
+    let swap0: u64 = sim.cores().map(|(_, c)| c.gossip_stats().swaps).sum();
     let mut sent_at = Vec::new();
     for i in 0..count {
-        let m = *members.choose(rng).unwrap();
+        let m = origin.unwrap_or_else(|| *members.choose(rng).unwrap());
         let payload = (tag * 1000 + i as u32).to_le_bytes().to_vec();
         sent_at.push((payload.clone(), sim.now()));
         sim.command(&m, obs, |c, now, o| c.broadcast(payload, now, o))
@@ -108,6 +133,11 @@ fn phase<S: Spread<u32>>(
         .map(|(_, c)| c.gossip_stats().grafts)
         .sum::<u64>()
         - graft0;
+    let swaps: u64 = sim
+        .cores()
+        .map(|(_, c)| c.gossip_stats().swaps)
+        .sum::<u64>()
+        - swap0;
     let mut to_all = Vec::new();
     let mut quick = 0usize;
     for (p, at) in &sent_at {
@@ -140,13 +170,60 @@ fn phase<S: Spread<u32>>(
         max_ms: to_all[to_all.len() - 1],
         within_1s: quick as f64 / (b * f64::from(n)),
         grafts: grafts as f64 / b,
+        swaps: swaps as f64 / b,
+        depth: eager_depth(sim, n),
     }
 }
 
-fn run<S: Spread<u32>>(
+/// The eager links' graph, from every member: (mean, max) of its
+/// eccentricity in hops (a link counts if either end holds it eager).
+fn eager_depth<S: Links>(sim: &Sim<Epidemic<u32, S>>, n: u32) -> (f64, f64) {
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); n as usize + 1];
+    let mut any = false;
+    for (id, c) in sim.cores() {
+        for p in c.spread().eager_links() {
+            any = true;
+            adj[*id as usize].push(p as usize);
+            adj[p as usize].push(*id as usize);
+        }
+    }
+    if !any {
+        return (f64::NAN, f64::NAN);
+    }
+    let (mut sum, mut max) = (0f64, 0f64);
+    for s in 1..=n as usize {
+        let mut dist = vec![u32::MAX; n as usize + 1];
+        dist[s] = 0;
+        let mut queue = std::collections::VecDeque::from([s]);
+        while let Some(u) = queue.pop_front() {
+            for &v in &adj[u] {
+                if dist[v] == u32::MAX {
+                    dist[v] = dist[u] + 1;
+                    queue.push_back(v);
+                }
+            }
+        }
+        let ecc = dist[1..]
+            .iter()
+            .map(|d| {
+                if *d == u32::MAX {
+                    f64::INFINITY
+                } else {
+                    f64::from(*d)
+                }
+            })
+            .fold(0f64, f64::max);
+        sum += ecc;
+        max = max.max(ecc);
+    }
+    (sum / f64::from(n), max)
+}
+
+fn run<S: Links>(
     n: u32,
+    config: BroadcastConfig,
     cut: impl Fn(&Sim<Epidemic<u32, S>>) -> (u32, u32),
-) -> (Row, Row, (u32, u32)) {
+) -> (Row, Row, Row, (u32, u32)) {
     let members: Vec<u32> = (1..=n).collect();
     let m2 = members.clone();
     let faults = NetFaults {
@@ -158,7 +235,7 @@ fn run<S: Spread<u32>>(
     let mut sim: Sim<Epidemic<u32, S>> = Sim::new(
         42,
         members,
-        Box::new(move |id, _| Epidemic::new(*id, m2.clone(), config(), None)),
+        Box::new(move |id, _| Epidemic::new(*id, m2.clone(), config.clone(), None)),
         faults,
         OracleConfig::default(),
     );
@@ -169,19 +246,19 @@ fn run<S: Spread<u32>>(
         &mut sim,
         &mut obs,
         &mut rng,
-        n,
         WARM_UP,
         Duration::from_millis(300),
         1,
+        None,
     );
     let steady = phase(
         &mut sim,
         &mut obs,
         &mut rng,
-        n,
         MEASURED,
         Duration::from_millis(500),
         2,
+        None,
     );
     let (a, b) = cut(&sim);
     sim.block(&a, &b, &mut obs).unwrap();
@@ -190,12 +267,21 @@ fn run<S: Spread<u32>>(
         &mut sim,
         &mut obs,
         &mut rng,
-        n,
         RECOVERY,
         Duration::from_millis(300),
         3,
+        None,
     );
-    (steady, recovery, (a, b))
+    let one = phase(
+        &mut sim,
+        &mut obs,
+        &mut rng,
+        MEASURED,
+        Duration::from_millis(300),
+        4,
+        Some(n / 2),
+    );
+    (steady, recovery, one, (a, b))
 }
 
 /// Default settings; `GRAFT_MS` overrides the graft timeout.
@@ -207,6 +293,15 @@ fn config() -> BroadcastConfig {
     c
 }
 
+/// The tree optimisation's threshold of the optimised rows: 3 hops, or
+/// `OPT_HOPS`.
+fn opt_hops() -> u32 {
+    std::env::var("OPT_HOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
 /// A tree link of a warmed-up Plumtree group: member 1 and its first
 /// eager peer.
 fn tree_link(sim: &Sim<Plumtree<u32>>) -> (u32, u32) {
@@ -216,24 +311,52 @@ fn tree_link(sim: &Sim<Plumtree<u32>>) -> (u32, u32) {
 
 fn print(name: &str, n: u32, phase: &str, r: &Row) {
     println!(
-        "| {name} | {n} | {phase} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.3} | {:.2} |",
-        r.payloads, r.path, r.ae, r.redundancy, r.median_ms, r.max_ms, r.within_1s, r.grafts
+        "| {name} | {n} | {phase} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.1} / {:.0} |",
+        r.payloads,
+        r.path,
+        r.ae,
+        r.redundancy,
+        r.median_ms,
+        r.max_ms,
+        r.within_1s,
+        r.grafts,
+        r.swaps,
+        r.depth.0,
+        r.depth.1
     );
 }
 
 fn main() {
     println!(
-        "| algorithm | N | phase | payload msgs / broadcast | dissemination msgs / broadcast | anti-entropy msgs / broadcast | duplicates / delivery | to all, median ms | to all, max ms | delivered within 1 s | grafts / broadcast |"
+        "| algorithm | N | phase | payload msgs / broadcast | dissemination msgs / broadcast | anti-entropy msgs / broadcast | duplicates / delivery | to all, median ms | to all, max ms | delivered within 1 s | grafts / broadcast | swaps / broadcast | tree depth, mean / max hops |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in [256u32, 1024] {
         let t = Instant::now();
-        let (s, r, cut) = run::<plumtree::Tree>(n, tree_link);
-        print("plumtree", n, "steady", &s);
-        print("plumtree", n, &format!("cut {}-{}", cut.0, cut.1), &r);
-        let (s, r, _) = run::<rumor::Rumors>(n, |_| cut);
+        let mut cut = (0, 0);
+        for (name, hops) in [("plumtree", 0), ("plumtree, optimised", opt_hops())] {
+            let mut c = config();
+            c.gossip.optimization_threshold = hops;
+            let (s, r, o, at) = run::<plumtree::Tree>(n, c, tree_link);
+            let name = format!(
+                "{name}{}",
+                if hops > 0 {
+                    format!(" ({hops} hops)")
+                } else {
+                    String::new()
+                }
+            );
+            print(&name, n, "steady", &s);
+            print(&name, n, &format!("cut {}-{}", at.0, at.1), &r);
+            print(&name, n, &format!("one origin ({})", n / 2), &o);
+            if hops == 0 {
+                cut = at;
+            }
+        }
+        let (s, r, o, _) = run::<rumor::Rumors>(n, config(), |_| cut);
         print("rumor", n, "steady", &s);
         print("rumor", n, &format!("cut {}-{}", cut.0, cut.1), &r);
+        print("rumor", n, &format!("one origin ({})", n / 2), &o);
         eprintln!("N={n}: {:.1} s", t.elapsed().as_secs_f64());
     }
 }

@@ -92,11 +92,22 @@ pub struct GossipConfig {
     /// Rounds (of `period`) a message stays in the history buffer when it
     /// is not known to be stable before.
     pub history_rounds: u32,
+    /// Plumtree's tree optimisation: a member that got a message over a
+    /// tree link and sees it announced (IHAVE) by a lazy peer through
+    /// which it would have been at least this many hops closer to the
+    /// origin swaps the two links (GRAFTs the announcer, PRUNEs the tree
+    /// link), so the tree gets shallower for that origin. Zero (the
+    /// default) turns it off: the tree is shared by every origin, and with
+    /// many origins the swaps for one undo those for another (measured in
+    /// BENCHMARKS.md, "Epidemic broadcast at scale"); 3 suits a few
+    /// origins.
+    pub optimization_threshold: u32,
 }
 
 impl Default for GossipConfig {
     /// Fanout 3, 50 ms rounds, stop probability 1/4, anti-entropy backing
-    /// every 500 ms, graft after 100 ms, history of 600 rounds (30 s).
+    /// every 500 ms, graft after 100 ms, history of 600 rounds (30 s),
+    /// Plumtree's tree optimisation off.
     fn default() -> Self {
         Self {
             fanout: 3,
@@ -105,6 +116,7 @@ impl Default for GossipConfig {
             anti_entropy_period: Duration::from_millis(500),
             graft_timeout: Duration::from_millis(100),
             history_rounds: 600,
+            optimization_threshold: 0,
         }
     }
 }
@@ -162,13 +174,20 @@ pub enum GossipMsg<Id> {
     Gossip {
         /// The message.
         item: Item<Id>,
+        /// The receiver's distance from the origin along this copy's path:
+        /// the links it crossed, this one included (1 from the origin;
+        /// [`u32::MAX`] when the sender does not know its own).
+        hops: u32,
     },
     /// Plumtree: lazy push, "I have these".
     IHave {
-        /// The announced messages.
-        ids: Vec<MsgId<Id>>,
+        /// The announced messages, each with the receiver's distance from
+        /// its origin through the sender (as [`GossipMsg::Gossip`]'s
+        /// `hops`).
+        ids: Vec<(MsgId<Id>, u32)>,
     },
-    /// Plumtree: "send me these, and be my eager peer".
+    /// Plumtree: "send me these, and be my eager peer" (no message: a
+    /// tree-optimisation graft, only "be my eager peer").
     Graft {
         /// The messages wanted.
         ids: Vec<MsgId<Id>>,
@@ -242,6 +261,9 @@ pub struct GossipStats {
     pub grafts: u64,
     /// Plumtree: PRUNEs sent.
     pub prunes: u64,
+    /// Plumtree: tree-optimisation swaps (a GRAFT to a shallower announcer
+    /// and a PRUNE to the deeper tree link).
+    pub swaps: u64,
 }
 
 /// What the epidemic broadcasts share (see the module docs): the group,
