@@ -770,11 +770,25 @@ impl<Id: MemberId> BroadcastCore for Nack<Id> {
         BroadcastStats {
             sent: self.ledger.seq(),
             buffered: self.buffer.len(),
+            // Held back: what is buffered past an origin's delivered
+            // prefix (delivery is in sequence order), counted per origin
+            // rather than by testing every buffered message.
             held_back: self
-                .buffer
-                .keys()
-                .filter(|id| !self.is_delivered(id))
-                .count(),
+                .group
+                .members()
+                .iter()
+                .map(|o| {
+                    let from = MsgId {
+                        origin: o.clone(),
+                        seq: self.prefix(o) + 1,
+                    };
+                    let to = MsgId {
+                        origin: o.clone(),
+                        seq: u64::MAX,
+                    };
+                    self.buffer.range(from..=to).count()
+                })
+                .sum(),
             ..self.stats
         }
     }
