@@ -44,6 +44,11 @@ use troupe_protocols::broadcast::BroadcastConfig;
 #[path = "support/mod.rs"]
 mod support;
 
+/// The allocator the `troupe` binary runs with (both sides of the
+/// comparison use it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use support::{env, median, median_d, percentile, three_nodes_stored, wait_up, NAMES};
 
 /// What is sent: when (nanoseconds since the run's origin) and padding to

@@ -64,6 +64,33 @@ pub struct Outputs<Id, Msg, Timer, Event> {
     pub write_error: Option<DurableError>,
 }
 
+thread_local! {
+    /// Where durable values are encoded before they are copied out at
+    /// their exact size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `value` as msgpack (named fields), in a buffer of exactly its size:
+/// encoded into a reused per-thread buffer, then copied once, rather than
+/// grown from empty by doubling (a realloc chain per durable write).
+fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            rmp_serde::encode::write_named(&mut *buf, value)?;
+            let bytes = buf.to_vec();
+            if buf.capacity() > 1 << 20 {
+                // A one-off large value: do not keep its buffer.
+                *buf = Vec::new();
+            }
+            Ok(bytes)
+        }
+        // Encoding re-entered (a value's Serialize emitting a write): no
+        // scratch for the inner one.
+        Err(_) => rmp_serde::to_vec_named(value),
+    })
+}
+
 impl<Id, Msg, Timer, Event> Default for Outputs<Id, Msg, Timer, Event> {
     fn default() -> Self {
         Self {
@@ -102,7 +129,7 @@ impl<Id, Msg, Timer, Event> Outputs<Id, Msg, Timer, Event> {
     /// namespace. A value that does not encode is recorded as a failed write
     /// ([`Outputs::write_error`]), never as an empty one.
     pub fn put<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        match rmp_serde::to_vec_named(value) {
+        match encode_exact(value) {
             Ok(bytes) => self.put_bytes(key, bytes),
             Err(e) => self.fail_write(DurableError::Encode {
                 key: key.to_string(),
@@ -129,7 +156,7 @@ impl<Id, Msg, Timer, Event> Outputs<Id, Msg, Timer, Event> {
     pub fn append<T: Serialize>(&mut self, log: &str, first: u64, records: &[T]) {
         let mut encoded = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            match rmp_serde::to_vec_named(r) {
+            match encode_exact(r) {
                 Ok(b) => encoded.push(b),
                 Err(e) => {
                     return self.fail_write(DurableError::Encode {
