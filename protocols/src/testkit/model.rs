@@ -24,7 +24,9 @@
 //! ([`Search::dfs`]) goes deep with little memory. States are identified by a
 //! 64-bit fingerprint of their `Debug` forms (cores, in-flight messages as a
 //! multiset, timers, disks, observer, budget): two states with the same
-//! fingerprint are explored once. A fingerprint collision could hide a
+//! fingerprint are explored once (the pending timers and syncs count per
+//! member, in their order at that member, not in the order different
+//! members armed them). A fingerprint collision could hide a
 //! state (with 64 bits and millions of states, a chance around 1e-7).
 //! A core's part of the print is cached while the core is unchanged (the
 //! simulator versions each core), so a step reformats only the cores it
@@ -716,15 +718,23 @@ where
             (hash_debug(id), life, up, disk).hash(&mut h);
         }
         let mut messages: Vec<u64> = Vec::new();
-        let mut others: Vec<u64> = Vec::new();
+        let mut others: Vec<(u64, u64)> = Vec::new();
         for (_, p) in s.sim.pending() {
             match &p {
                 Pending::Deliver { .. } | Pending::Report { .. } => messages.push(hash_debug(&p)),
-                _ => others.push(hash_debug(&p)),
+                Pending::Timer { node, .. } | Pending::Sync { node } => {
+                    others.push((hash_debug(node), hash_debug(&p)))
+                }
             }
         }
         messages.sort_unstable();
         messages.hash(&mut h);
+        // Timers and syncs by member, each member's in queue order: which
+        // of its timers is due first matters, the order in which different
+        // members armed theirs does not (a timer re-armed goes to the end
+        // of the queue, so that order only tells which member re-armed
+        // last).
+        others.sort_by_key(|(node, _)| *node);
         others.hash(&mut h);
         hash_debug(s.sim.blocked_links()).hash(&mut h);
         hash_debug(s.sim.opinions()).hash(&mut h);
