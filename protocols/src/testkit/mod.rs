@@ -483,6 +483,7 @@ impl<P: SimProtocol + Clone> Clone for Sim<P> {
             disk: self.disk,
             records: self.records.clone(),
             msg_seq: self.msg_seq,
+            events_reported: self.events_reported,
             recording: self.recording.clone(),
         }
     }
@@ -625,6 +626,13 @@ impl<P: SimProtocol> Sim<P> {
             .map(|(id, s)| (id, s.version, s.core.as_ref()))
     }
 
+    /// How many events the members have reported to the observer so far
+    /// (a model checker tells a step that the observer saw from one that
+    /// it did not by comparing this before and after it).
+    pub fn events_reported(&self) -> u64 {
+        self.events_reported
+    }
+
     /// The links cut now (from, to).
     pub fn blocked_links(&self) -> &BTreeSet<(P::Id, P::Id)> {
         &self.blocked
@@ -665,6 +673,10 @@ pub struct Sim<P: SimProtocol> {
     records: Option<Vec<DurabilityRecord<P::Id>>>,
     /// Messages sent so far (numbers them in traces).
     msg_seq: u64,
+    /// Events reported to the observer so far (not part of the state: a
+    /// model checker compares it before and after a step, see
+    /// [`Sim::events_reported`]).
+    events_reported: u64,
     recording: Option<sim_trace::SimTrace>,
 }
 
@@ -701,6 +713,7 @@ impl<P: SimProtocol> Sim<P> {
             disk: DiskModel::default(),
             records: None,
             msg_seq: 0,
+            events_reported: 0,
             recording: None,
         };
         let ids: Vec<P::Id> = members.into_iter().collect();
@@ -1073,6 +1086,7 @@ impl<P: SimProtocol> Sim<P> {
             self.arm_timers(from, life, timers);
         }
         for ev in events {
+            self.events_reported += 1;
             if self.trace {
                 eprintln!("{:?} EVENT {from:?}: {ev:?}", self.now);
             }

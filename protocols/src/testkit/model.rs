@@ -24,7 +24,9 @@
 //! ([`Search::dfs`]) goes deep with little memory. States are identified by a
 //! 64-bit fingerprint of their `Debug` forms (cores, in-flight messages as a
 //! multiset, timers, disks, observer, budget): two states with the same
-//! fingerprint are explored once. A fingerprint collision could hide a
+//! fingerprint are explored once (the pending timers and syncs count per
+//! member, in their order at that member, not in the order different
+//! members armed them). A fingerprint collision could hide a
 //! state (with 64 bits and millions of states, a chance around 1e-7).
 //! A core's part of the print is cached while the core is unchanged (the
 //! simulator versions each core), so a step reformats only the cores it
@@ -42,12 +44,67 @@
 //! and replays deterministically ([`replay`]): every step is the index of a
 //! choice among the choices of its state, which are listed in a fixed order.
 //!
-//! Not done: symmetry reduction (member ids are baked into every core's
-//! state, the messages, the disks' encoded bytes and the observers, so
-//! permuting them is specific to each family; see BENCHMARKS.md),
-//! partial-order reduction, and a parallel search (the machines this runs
-//! on have two cores, which the suite already uses; the models hold `Rc`s
-//! and are not `Send`).
+//! ## Partial-order reduction: sleep sets
+//!
+//! On by default ([`Model::partial_order`], [`Search::partial_order`];
+//! only with the clock frozen). Two steps *commute* when each acts on one
+//! member's core — a message delivered to it, its disk's sync, a command
+//! of the model on it — not the same member's, and the observer did not
+//! see both (a step is *seen* when a member reports an event or a command
+//! runs). Such a pair is independent: each changes only its own core and
+//! disk and adds messages to the multiset in flight, neither disables
+//! the other, and the observer, which saw at most one of them, sees the
+//! same events in the same order either way. Everything else — timers
+//! (with [`Timers::WhenIdle`] a delivery that sends disables them), the
+//! failure detectors' reports, drops, duplicates, crashes, restarts,
+//! partitions, heals, and a step that changed another member's core than
+//! its own (an eager command set off elsewhere: checked after each step)
+//! — is dependent on every step.
+//!
+//! The search keeps, with every state seen, a *sleep set* (Godefroid): the
+//! steps already explored from an earlier state on the path, or before this
+//! one from the same state, that commute with the steps since; a step
+//! asleep is not taken (the same steps in the other order reach the same
+//! state and are explored). A successor's sleep set is the steps asleep in
+//! its parent or taken from the parent before it that commute with the
+//! step to it. A state reached again with a sleep set that lacks some of
+//! the steps asleep in the one it was stored with is stored with the
+//! intersection, and the steps that woke up are taken from it (the pitfall
+//! of sleep sets with state caching: without this, a step could stay
+//! asleep on every path).
+//!
+//! What it preserves. With sleep sets alone (no persistent sets), every
+//! state reachable within the bounds is still reached, at its shortest
+//! distance: for any path from the initial state, the search explores a
+//! path of the same steps, each member's in the same order, with the same
+//! length (by induction on the path: the first of its steps in the order
+//! the state lists its choices that can be moved to the front is not
+//! asleep and is taken, and the rest is not led by a step asleep in the
+//! successor). So the observer's checks of every step and state, and the
+//! goals on quiescent states ([`Model::at_rest`]), are checked as without
+//! the reduction, and breadth-first search still returns a shortest
+//! counterexample (of the same length; it may be another path of that
+//! length). What it saves is steps taken (`generated`), not states: states
+//! that differ only in what an observer counts in the order things
+//! happened (counters of checks done) merge, so `unique` may drop a
+//! little. Its soundness rests on two things the search cannot see: a
+//! model's commands are local ([`Model::partial_order`]), and an observer's
+//! `check` after a step does not record anything that depends on the
+//! order of two unseen steps of different members other than such
+//! counters.
+//!
+//! It does not cut the states of protocols whose members receive
+//! messages from several others in any order (every broadcast): a
+//! member's next message may be one not sent yet, so no subset of the
+//! steps enabled now is persistent (safe to explore alone) without
+//! knowing the future, which is what dynamic partial-order reduction
+//! computes on a depth-first search; not done.
+//!
+//! Not done either: symmetry reduction (member ids are baked into every
+//! core's state, the messages, the disks' encoded bytes and the observers,
+//! so permuting them is specific to each family; see BENCHMARKS.md), and a
+//! parallel search (the machines this runs on have two cores, which the
+//! suite already uses; the models hold `Rc`s and are not `Send`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{Debug, Write as _};
@@ -57,7 +114,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{EventKey, Observer, Out, Pending, Sim, SimProtocol};
+use super::{EventKey, Observer, Out, Pending, PendingOf, Sim, SimProtocol};
 
 /// A command's action: `(simulation, observer) -> Err` on a broken property.
 pub type Action<P, O> = Rc<dyn Fn(&mut Sim<P>, &mut O) -> Result<(), String>>;
@@ -161,6 +218,14 @@ pub struct Model<P: SimProtocol, O> {
     pub at_rest: Option<Goal<P, O>>,
     /// The members the search may crash (`None`: any).
     pub crashable: Option<Vec<P::Id>>,
+    /// Search with the partial-order reduction (see the module docs),
+    /// which is sound only for a model whose commands are *local*: each
+    /// command's guard (`enabled`) reads, and its action changes, only the
+    /// core of its own node (and the observer), and an eager command
+    /// becomes enabled only by a step of its own node. The search checks
+    /// the second half as it goes (a step that changes another core counts
+    /// as a step on the whole simulation); the first is the model's word.
+    pub partial_order: bool,
 }
 
 impl<P: SimProtocol, O> Clone for Model<P, O> {
@@ -171,6 +236,7 @@ impl<P: SimProtocol, O> Clone for Model<P, O> {
             commands: self.commands.clone(),
             at_rest: self.at_rest.clone(),
             crashable: self.crashable.clone(),
+            partial_order: self.partial_order,
         }
     }
 }
@@ -451,6 +517,13 @@ pub struct Report {
     pub depth: usize,
     /// True when some path was cut by the depth bound.
     pub depth_limited: bool,
+    /// Steps not taken because they were asleep (partial-order reduction:
+    /// an equivalent order of the same steps is explored elsewhere); 0
+    /// without the reduction.
+    pub slept: u64,
+    /// States expanded again because they were reached with a smaller
+    /// sleep set than when they were expanded (counted in `explored`).
+    pub reexpanded: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -477,13 +550,23 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "{verdict}: {} states explored, {} unique, depth {}, {:.2?} ({:.0} states/s)",
+            "{verdict}: {} states explored, {} unique, {} generated, depth {}, {:.2?} ({:.0} \
+             states/s)",
             self.explored,
             self.unique,
+            self.generated,
             self.depth,
             self.elapsed,
             self.states_per_second()
-        )
+        )?;
+        if self.slept > 0 || self.reexpanded > 0 {
+            write!(
+                f,
+                "; partial-order reduction: {} steps asleep, {} states expanded again",
+                self.slept, self.reexpanded
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -526,10 +609,42 @@ fn hash_debug<T: Debug + ?Sized>(v: &T) -> u64 {
     w.0
 }
 
-/// The states seen: fingerprint -> the parent's and the index of the
-/// choice that led here (`None`: the initial state). Fingerprints are
-/// hashes already: the map does not hash them again.
-type Seen = HashMap<u64, Option<(u64, usize)>, std::hash::BuildHasherDefault<IdentityHasher>>;
+/// The states seen: fingerprint -> the parent's, and the index and
+/// identity ([`Search::identify`]; 0 without the reduction) of the choice
+/// that led here (`None`: the initial state). Fingerprints are hashes
+/// already: the map does not hash them again.
+type Seen = HashMap<u64, Option<(u64, usize, u64)>, std::hash::BuildHasherDefault<IdentityHasher>>;
+
+/// A state waiting to be expanded: the state, its print, and for a state
+/// expanded again (reached with a smaller sleep set) the steps that woke
+/// up.
+type Queued<P, O> = (State<P, O>, u64, Option<Vec<u64>>);
+
+/// Per state seen (by fingerprint), with the partial-order reduction: its
+/// sleep set and whether it was expanded yet.
+type Sleeps = HashMap<u64, (Vec<Move>, bool), std::hash::BuildHasherDefault<IdentityHasher>>;
+
+/// A step as the partial-order reduction sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Move {
+    /// What it is ([`Search::identify`]).
+    tid: u64,
+    /// The member whose core it acts on (a print of its id); `None`: it
+    /// acts on the whole simulation (a fault, a timer, the failure
+    /// detectors, a step that changed another core than its own).
+    node: Option<u64>,
+    /// The observer saw it (an event was reported, a command ran).
+    visible: bool,
+}
+
+impl Move {
+    /// Whether the two steps commute: each acts on one core, not the
+    /// same, and the observer did not see both.
+    fn independent(&self, other: &Move) -> bool {
+        matches!((self.node, other.node), (Some(a), Some(b)) if a != b)
+            && !(self.visible && other.visible)
+    }
+}
 
 /// A hasher for keys that are hashes already (u64 fingerprints).
 #[derive(Default)]
@@ -553,6 +668,8 @@ impl Hasher for IdentityHasher {
 pub struct Search<P: SimProtocol, O> {
     model: Model<P, O>,
     bounds: Bounds,
+    /// The partial-order reduction is on.
+    por: bool,
 }
 
 impl<P, O> Search<P, O>
@@ -562,7 +679,17 @@ where
 {
     /// A search of `model` within `bounds`.
     pub fn new(model: Model<P, O>, bounds: Bounds) -> Self {
-        Self { model, bounds }
+        let por = model.partial_order && bounds.frozen_clock;
+        Self { model, bounds, por }
+    }
+
+    /// The same search with the partial-order reduction on or off (it is
+    /// on when the model allows it, [`Model::partial_order`], and the
+    /// clock is frozen: a step that moves the clock acts on every core;
+    /// turning it on for a model that does not allow it does nothing).
+    pub fn partial_order(mut self, on: bool) -> Self {
+        self.por = on && self.model.partial_order && self.bounds.frozen_clock;
+        self
     }
 
     /// The state's fingerprint. A core's part is cached in the state (and
@@ -591,15 +718,23 @@ where
             (hash_debug(id), life, up, disk).hash(&mut h);
         }
         let mut messages: Vec<u64> = Vec::new();
-        let mut others: Vec<u64> = Vec::new();
+        let mut others: Vec<(u64, u64)> = Vec::new();
         for (_, p) in s.sim.pending() {
             match &p {
                 Pending::Deliver { .. } | Pending::Report { .. } => messages.push(hash_debug(&p)),
-                _ => others.push(hash_debug(&p)),
+                Pending::Timer { node, .. } | Pending::Sync { node } => {
+                    others.push((hash_debug(node), hash_debug(&p)))
+                }
             }
         }
         messages.sort_unstable();
         messages.hash(&mut h);
+        // Timers and syncs by member, each member's in queue order: which
+        // of its timers is due first matters, the order in which different
+        // members armed theirs does not (a timer re-armed goes to the end
+        // of the queue, so that order only tells which member re-armed
+        // last).
+        others.sort_by_key(|(node, _)| *node);
         others.hash(&mut h);
         hash_debug(s.sim.blocked_links()).hash(&mut h);
         hash_debug(s.sim.opinions()).hash(&mut h);
@@ -848,111 +983,202 @@ where
         let started = Instant::now();
         let mut init = self.initial()?;
         let root = self.fingerprint(&mut init);
-        // fingerprint -> (parent, choice index)
         let mut seen: Seen = Seen::default();
         seen.insert(root, None);
-        let mut frontier: VecDeque<(State<P, O>, u64)> = VecDeque::new();
-        frontier.push_back((init, root));
-        let (mut explored, mut deepest, mut depth_limited) = (0u64, 0usize, false);
-        let mut generated = 1u64;
-        let report = |verdict, explored, generated, unique: usize, depth, limited| Report {
-            verdict,
-            explored,
-            generated,
-            unique: unique as u64,
-            depth,
-            depth_limited: limited,
-            elapsed: started.elapsed(),
+        // With the reduction: per state seen, its sleep set (the
+        // intersection of those it was reached with) and whether it was
+        // expanded yet.
+        let mut sleeps: Sleeps = Sleeps::default();
+        if self.por {
+            sleeps.insert(root, (Vec::new(), false));
+        }
+        // A state, its print, and for a state expanded again (reached
+        // with a smaller sleep set) the steps that woke up.
+        let mut frontier: VecDeque<Queued<P, O>> = VecDeque::new();
+        frontier.push_back((init, root, None));
+        let mut report = Report {
+            verdict: Verdict::Holds,
+            explored: 0,
+            generated: 1,
+            unique: 1,
+            depth: 0,
+            depth_limited: false,
+            slept: 0,
+            reexpanded: 0,
+            elapsed: Duration::ZERO,
         };
-        let violated = |cx, explored, generated, unique, depth, limited| {
-            report(
-                Verdict::Violated(Box::new(cx)),
-                explored,
-                generated,
-                unique,
-                depth,
-                limited,
-            )
+        let done = |mut r: Report, verdict, seen: &Seen| {
+            r.verdict = verdict;
+            r.unique = seen.len() as u64;
+            r.elapsed = started.elapsed();
+            Ok(r)
         };
-        while let Some((state, fp)) = if breadth_first {
+        while let Some((state, fp, woke)) = if breadth_first {
             frontier.pop_front()
         } else {
             frontier.pop_back()
         } {
-            explored += 1;
-            deepest = deepest.max(state.depth);
-            if self.quiescent(&state) {
+            report.explored += 1;
+            report.depth = report.depth.max(state.depth);
+            if woke.is_some() {
+                report.reexpanded += 1;
+            } else if self.quiescent(&state) {
                 if let Some(goal) = &self.model.at_rest {
                     if let Err(e) = goal(&state.sim, &state.obs) {
                         let steps = self.steps_to(&seen, fp);
                         let cx = self.counterexample(&steps, format!("at rest: {e}"));
-                        return Ok(violated(
-                            cx,
-                            explored,
-                            generated,
-                            seen.len(),
-                            deepest,
-                            depth_limited,
-                        ));
+                        return done(report, Verdict::Violated(Box::new(cx)), &seen);
                     }
                 }
             }
             if state.depth >= self.bounds.max_depth {
-                depth_limited = true;
+                report.depth_limited = true;
                 continue;
             }
-            for (i, (choice, _)) in self.choices(&state, false).into_iter().enumerate() {
+            let sleep = match sleeps.get_mut(&fp) {
+                Some((sleep, expanded)) => {
+                    *expanded = true;
+                    sleep.clone()
+                }
+                None => Vec::new(),
+            };
+            let choices = self.choices(&state, false);
+            let ids = if self.por {
+                self.identify(&state, &choices)
+            } else {
+                Vec::new()
+            };
+            // The steps taken from this state so far (with the reduction).
+            let mut taken: Vec<Move> = Vec::new();
+            for (i, (choice, _)) in choices.into_iter().enumerate() {
+                let (tid, node) = ids.get(i).copied().unwrap_or((0, None));
+                if self.por {
+                    if sleep.iter().any(|m| m.tid == tid) {
+                        report.slept += 1;
+                        continue;
+                    }
+                    if woke.as_ref().is_some_and(|w| !w.contains(&tid))
+                        || taken.iter().any(|m| m.tid == tid)
+                    {
+                        // Taken when the state was first expanded, or the
+                        // same step as one taken (a copy of a message).
+                        continue;
+                    }
+                }
                 let (mut next, result) = self.take(&state, &choice);
-                generated += 1;
+                report.generated += 1;
                 let nfp = self.fingerprint(&mut next);
                 if let Err(e) = result {
                     // The path to this state, then the step that broke it
                     // (the broken state itself is not recorded: another
                     // path may have reached a state of the same print).
                     let mut steps = self.steps_to(&seen, fp);
-                    steps.push(i);
+                    steps.push((i, tid));
                     let cx = self.counterexample(&steps, e);
-                    return Ok(violated(
-                        cx,
-                        explored,
-                        generated,
-                        seen.len(),
-                        deepest,
-                        depth_limited,
-                    ));
+                    return done(report, Verdict::Violated(Box::new(cx)), &seen);
                 }
-                if seen.contains_key(&nfp) {
+                if self.por {
+                    let m = self.moved(&state, &next, tid, node);
+                    // Asleep in the successor: the steps asleep here or
+                    // taken here before, which commute with this one.
+                    let sleep_next: Vec<Move> = sleep
+                        .iter()
+                        .chain(&taken)
+                        .filter(|s| s.independent(&m))
+                        .copied()
+                        .collect();
+                    taken.push(m);
+                    if let Some((old, expanded)) = sleeps.get_mut(&nfp) {
+                        // Seen: what was asleep there and is not now must
+                        // be taken from it after all.
+                        let woke: Vec<u64> = old
+                            .iter()
+                            .filter(|o| !sleep_next.iter().any(|s| s.tid == o.tid))
+                            .map(|o| o.tid)
+                            .collect();
+                        if !woke.is_empty() {
+                            old.retain(|o| sleep_next.iter().any(|s| s.tid == o.tid));
+                            if *expanded {
+                                frontier.push_back((next, nfp, Some(woke)));
+                            }
+                        }
+                        continue;
+                    }
+                    sleeps.insert(nfp, (sleep_next, false));
+                } else if seen.contains_key(&nfp) {
                     continue;
                 }
-                seen.insert(nfp, Some((fp, i)));
+                seen.insert(nfp, Some((fp, i, tid)));
                 if seen.len() >= self.bounds.max_states {
-                    return Ok(report(
-                        Verdict::Undecided,
-                        explored,
-                        generated,
-                        seen.len(),
-                        deepest,
-                        depth_limited,
-                    ));
+                    return done(report, Verdict::Undecided, &seen);
                 }
-                frontier.push_back((next, nfp));
+                frontier.push_back((next, nfp, None));
             }
         }
-        Ok(report(
-            Verdict::Holds,
-            explored,
-            generated,
-            seen.len(),
-            deepest,
-            depth_limited,
-        ))
+        done(report, Verdict::Holds, &seen)
     }
 
-    /// The choice indexes of the path to the state of print `fp`.
-    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<usize> {
+    /// Each choice's identity for the reduction: a print of the step (the
+    /// same for the same step in any state that allows it: a message by
+    /// its sender, receiver and content, a command by its index) and the
+    /// member whose core it acts on (`None`: a step on the whole
+    /// simulation).
+    fn identify(
+        &self,
+        s: &State<P, O>,
+        choices: &[(Choice<P::Id>, String)],
+    ) -> Vec<(u64, Option<u64>)> {
+        let pending: HashMap<EventKey, PendingOf<P>> = s.sim.pending().into_iter().collect();
+        let event = |key: &EventKey| pending.get(key).map_or(0, hash_debug);
+        choices
+            .iter()
+            .map(|(c, _)| match c {
+                Choice::Run(key) => match pending.get(key) {
+                    Some(p @ Pending::Deliver { to, .. }) => {
+                        (fold(1, hash_debug(p)), Some(hash_debug(to)))
+                    }
+                    Some(p @ Pending::Sync { node }) => {
+                        (fold(2, hash_debug(p)), Some(hash_debug(node)))
+                    }
+                    _ => (fold(3, event(key)), None),
+                },
+                Choice::Fire(key) => (fold(4, event(key)), None),
+                Choice::Command(i) => (
+                    fold(5, *i as u64),
+                    Some(hash_debug(&self.model.commands[*i].node)),
+                ),
+                Choice::Drop(key) => (fold(6, event(key)), None),
+                Choice::Duplicate(key) => (fold(7, event(key)), None),
+                Choice::Reports(_) => (fold(8, 0), None),
+                Choice::Crash(id) => (fold(9, hash_debug(id)), None),
+                Choice::Restart(id) => (fold(10, hash_debug(id)), None),
+                Choice::Partition(side) => (fold(11, hash_debug(side)), None),
+                Choice::Heal => (fold(12, 0), None),
+            })
+            .collect()
+    }
+
+    /// What step `tid` on `node` (see [`Search::identify`]) did from `s`
+    /// to `next`: the observer saw it if a member reported an event or a
+    /// command ran; it acts on the whole simulation if it changed another
+    /// member's core than its own (an eager command of another node).
+    fn moved(&self, s: &State<P, O>, next: &State<P, O>, tid: u64, node: Option<u64>) -> Move {
+        let visible = next.sim.events_reported() != s.sim.events_reported() || next.used != s.used;
+        let node = node.filter(|n| {
+            s.sim
+                .core_versions()
+                .zip(next.sim.core_versions())
+                .all(|((id, v, _), (_, w, _))| v == w || hash_debug(id) == *n)
+        });
+        Move { tid, node, visible }
+    }
+
+    /// The path to the state of print `fp`: each step's choice index and
+    /// identity.
+    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<(usize, u64)> {
         let mut steps = Vec::new();
-        while let Some(Some((parent, choice))) = seen.get(&fp) {
-            steps.push(*choice);
+        while let Some(Some((parent, choice, tid))) = seen.get(&fp) {
+            steps.push((*choice, *tid));
             fp = *parent;
         }
         steps.reverse();
@@ -961,13 +1187,13 @@ where
 
     /// The counterexample of the path `choices` (each step described and
     /// traced by running it again).
-    fn counterexample(&self, choices: &[usize], violation: String) -> Counterexample {
+    fn counterexample(&self, choices: &[(usize, u64)], violation: String) -> Counterexample {
         let mut cx = Counterexample {
             model: self.model.name.clone(),
             steps: choices
                 .iter()
                 .enumerate()
-                .map(|(i, choice)| Step {
+                .map(|(i, (choice, _))| Step {
                     step: i + 1,
                     choice: *choice,
                     what: String::new(),
@@ -977,15 +1203,19 @@ where
             violation,
             start_events: Vec::new(),
         };
-        self.trace(&mut cx);
+        let tids: Vec<u64> = choices.iter().map(|(_, tid)| *tid).collect();
+        self.trace(&mut cx, &tids);
         cx
     }
 
     /// Fill in what happened at each step of `cx` (its trace lines), by
     /// running it again with the simulation recording. The steps were
     /// found by this search, so they replay; if one does not (it cannot),
-    /// the trace stops there.
-    fn trace(&self, cx: &mut Counterexample) {
+    /// the trace stops there. With the reduction, a step is found by its
+    /// identity (`tids`) and its choice index set from it: a state seen
+    /// first on one path may have been expanded again from another copy
+    /// of it, whose choices are listed in another order.
+    fn trace(&self, cx: &mut Counterexample, tids: &[u64]) {
         let Ok(mut state) = self.initial_traced(true) else {
             return;
         };
@@ -996,8 +1226,15 @@ where
             state
                 .sim
                 .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
-            let Some((choice, what)) = self.choices(&state, true).into_iter().nth(step.choice)
-            else {
+            let choices = self.choices(&state, true);
+            if self.por {
+                let ids = self.identify(&state, &choices);
+                let Some(i) = ids.iter().position(|(tid, _)| Some(tid) == tids.get(n)) else {
+                    return;
+                };
+                step.choice = i;
+            }
+            let Some((choice, what)) = choices.into_iter().nth(step.choice) else {
                 return;
             };
             step.what = what;

@@ -148,6 +148,7 @@ pub fn mutex(
             },
         )),
         crashable: None,
+        partial_order: true,
     }
 }
 
@@ -171,6 +172,7 @@ pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>,
         commands: Vec::new(),
         at_rest: None,
         crashable: None,
+        partial_order: true,
     }
 }
 
@@ -226,6 +228,7 @@ pub fn commit(
         commands,
         at_rest: None,
         crashable: None,
+        partial_order: true,
     }
 }
 
@@ -308,6 +311,7 @@ pub fn broadcasts(
         commands,
         at_rest: None,
         crashable: None,
+        partial_order: true,
     }
 }
 
@@ -364,6 +368,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
         commands,
         at_rest: None,
         crashable: None,
+        partial_order: true,
     }
 }
 
@@ -744,6 +749,9 @@ pub struct Check {
     /// transaction has decided it ([`everyone_alive_decided`]; two-phase
     /// commit fails it, blocking while its coordinator is down).
     pub must_decide: bool,
+    /// Search with the partial-order reduction ([`Search::partial_order`];
+    /// on by default: every model of the catalog allows it).
+    pub partial_order: bool,
 }
 
 impl Check {
@@ -763,6 +771,7 @@ impl Check {
             bounds,
             crashable: None,
             must_decide: false,
+            partial_order: true,
         };
         check.validate()?;
         Ok(check)
@@ -836,7 +845,7 @@ impl Check {
             if crashable.is_some() {
                 m.crashable = crashable;
             }
-            Box::new(Search::new(m, c.bounds))
+            Box::new(Search::new(m, c.bounds).partial_order(c.partial_order))
         }
         let crashable = self.crashable.clone();
         Ok(match self.algorithm {
