@@ -191,10 +191,15 @@ impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
         Ok(MsgId { origin: me, seq })
     }
 
-    /// How many messages this member has delivered (the last index), as
-    /// its durable delivery log says; 0 without the log.
+    /// How many messages this member has delivered in all its lives (the
+    /// index of its last delivery), once durable: asked of the running
+    /// core, whose ledger keeps the count (no read of the store, whatever
+    /// the log's length; with or without the delivery log).
     pub async fn delivered_count(&self) -> Result<u64, Error> {
-        Ok(self.logged(u64::MAX).await?.1)
+        Ok(self
+            .instance
+            .invoke(|core, _, _| core.stats().index)
+            .await?)
     }
 
     /// The deliveries logged here after index `after` (all of them for 0),

@@ -142,6 +142,11 @@ fn a_restarted_node_keeps_its_numbering_and_its_log() {
             .wait_delivered(5, Duration::from_secs(10))
             .await
             .unwrap();
+        assert_eq!(
+            c.group("c").delivered_count().await.unwrap(),
+            5,
+            "the count spans the restart (the ledger's, not this life's)"
+        );
         c.group("c").broadcast(&line("after", None)).await.unwrap();
         let got = c.all("c", 6).await;
         let indexes: Vec<u64> = got.iter().map(|d| d.index).collect();

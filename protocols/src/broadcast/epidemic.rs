@@ -866,6 +866,7 @@ impl<Id: MemberId, S: Spread<Id>> BroadcastCore for Epidemic<Id, S> {
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
             sent: self.st.ledger.seq(),
+            index: self.st.ledger.count(),
             buffered: self.st.buffer.len(),
             held_back: 0,
             ..self.st.stats

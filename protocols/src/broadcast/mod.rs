@@ -361,6 +361,10 @@ pub struct BroadcastStats {
     pub held_back: usize,
     /// Messages dropped from the history buffer once stable.
     pub collected: u64,
+    /// The index of the last delivery reported here (across restarts,
+    /// from the durable ledger): how many messages this member has
+    /// delivered in all its lives.
+    pub index: u64,
 }
 
 /// The commands and queries every broadcast core offers.

@@ -769,6 +769,7 @@ impl<Id: MemberId> BroadcastCore for Nack<Id> {
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
             sent: self.ledger.seq(),
+            index: self.ledger.count(),
             buffered: self.buffer.len(),
             // Held back: what is buffered past an origin's delivered
             // prefix (delivery is in sequence order), counted per origin

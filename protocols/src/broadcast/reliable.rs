@@ -486,6 +486,7 @@ impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
     fn stats(&self) -> BroadcastStats {
         BroadcastStats {
             sent: self.ledger.seq(),
+            index: self.ledger.count(),
             buffered: self.buffer.len(),
             held_back: self.pending.len(),
             ..self.stats
