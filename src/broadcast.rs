@@ -196,9 +196,7 @@ impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
     /// core, whose ledger keeps the count (no read of the store, whatever
     /// the log's length; with or without the delivery log).
     pub async fn delivered_count(&self) -> Result<u64, Error> {
-        self.instance
-            .invoke(|core, _, _| core.stats().index)
-            .await
+        self.instance.invoke(|core, _, _| core.stats().index).await
     }
 
     /// The deliveries logged here after index `after` (all of them for 0),

@@ -108,6 +108,26 @@ pub async fn three_nodes_stored(dir: Option<&Path>, extra: &str) -> Vec<RunningN
     nodes
 }
 
+/// Three free loopback ports, for [`start_one`].
+pub fn three_ports() -> [u16; 3] {
+    [free_port(), free_port(), free_port()]
+}
+
+/// Node `name` (one of [`NAMES`]) of a three-node cluster on `ports`,
+/// started on the current actix system (a node per thread: one thread per
+/// node, as three processes would have), its store under `dir` (`None`:
+/// in memory).
+pub async fn start_one(
+    dir: Option<&Path>,
+    name: &str,
+    ports: &[u16; 3],
+    extra: &str,
+) -> RunningNode {
+    start_node(config(dir, name, ports, extra))
+        .await
+        .expect("node starts")
+}
+
 /// Wait until every node of `nodes` sees the others `Up` (30 s at most).
 pub async fn wait_up(nodes: &[RunningNode]) {
     let deadline = Instant::now() + Duration::from_secs(30);
