@@ -193,6 +193,36 @@ impl<M: RemoteMessage> RemoteRef<M> {
             return sent.map_err(|_| TellError::Local(RemoteError::ActorStopped));
         }
         self.check_reachable()?;
+        let len = self.send_remote(&msg)??;
+        self.count_tell(len);
+        Ok(())
+    }
+
+    /// [`tell`](Self::tell), except that a remote message that finds the
+    /// transport's queue to its node full (`QueueFull`) is handed back
+    /// with the error instead of being dropped, for a caller that keeps it
+    /// and sends it later with [`tell_wait`](Self::tell_wait), in order
+    /// behind it (the protocol driver's back-pressure).
+    pub fn tell_or_return(&self, msg: M) -> Result<(), (TellError, Option<M>)> {
+        if self.is_local() {
+            return self.tell(msg).map_err(|e| (e, None));
+        }
+        self.check_reachable().map_err(|e| (e, None))?;
+        match self.send_remote(&msg) {
+            Ok(Ok(len)) => {
+                self.count_tell(len);
+                Ok(())
+            }
+            Ok(Err(e @ TransportError::QueueFull { .. })) => Err((e.into(), Some(msg))),
+            Ok(Err(e)) => Err((e.into(), None)),
+            Err(e) => Err((e, None)),
+        }
+    }
+
+    /// Encode `msg` for its remote target and hand the frame to the
+    /// transport: the frame's length, or why the transport refused it
+    /// (the outer error: it did not encode).
+    fn send_remote(&self, msg: &M) -> Result<Result<usize, TransportError>, TellError> {
         // Encoded into this thread's reused buffer and copied into the
         // transport's queue: no allocation per message on this path.
         let (to, transport) = (&self.target.node, &self.shared.transport);
@@ -203,15 +233,13 @@ impl<M: RemoteMessage> RemoteRef<M> {
                 transport.send_slice(to, frame)
             }
         };
-        let sent = codec::with_scratch(|buf| {
-            let seq = self.encode_tell_into(buf, &msg)?;
+        codec::with_scratch(|buf| {
+            let seq = self.encode_tell_into(buf, msg)?;
             let sent = send(buf);
             self.shared
                 .trace_send(to, seq, buf.len(), "tell", M::NAME, None, &sent);
             Ok::<_, TellError>(sent.map(|()| buf.len()))
-        })?;
-        self.count_tell(sent?);
-        Ok(())
+        })
     }
 
     /// Count a remote tell of `bytes` bytes handed to the transport.

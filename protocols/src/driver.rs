@@ -60,9 +60,11 @@
 //!   hanging; one whose command never ran, [`Awaited::NotRunning`].
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -331,6 +333,63 @@ pub struct Driver<P: Drivable> {
     /// The causes of this turn's sends so far (see [`Held::causes`]):
     /// empty unless an input came from a traced remote frame.
     causes: Vec<(usize, Option<Cause>)>,
+    /// Sends that found a peer's transport queue full, kept in order and
+    /// drained with `tell_wait` (see [`Backlog`]).
+    backlog: Rc<RefCell<Backlog<P::Msg>>>,
+}
+
+/// Most sends kept for one peer whose transport queue is full; past it
+/// they are dropped, as a lost message (the cores' timers recover it).
+const BACKLOG_CAP: usize = 4096;
+/// Kept sends, over all peers, above which the replies to commands wait.
+const BACKLOG_HIGH: usize = 1024;
+/// How long one kept send may wait for room before the peer's backlog is
+/// dropped (a slow or partitioned peer must not hold the protocol up).
+const BACKLOG_WAIT: Duration = Duration::from_millis(500);
+
+/// The driver's back-pressure. A protocol message that finds the
+/// transport's queue to its peer full is kept, and the messages after it
+/// to the same peer queue behind it; a task per peer sends them in order
+/// with `tell_wait`. While more than [`BACKLOG_HIGH`] are kept, the replies
+/// to commands (a broadcast's answer, a proposal's) wait too, so callers
+/// that produce faster than the peers take in are slowed down instead of
+/// having their messages dropped and re-sent by timers. A peer whose
+/// queue stays full [`BACKLOG_WAIT`] loses its backlog (a lost message, as
+/// before this existed: the cores recover it), and the replies go.
+struct Backlog<M> {
+    peers: BTreeMap<String, PeerBacklog<M>>,
+    kept: usize,
+    replies: Vec<Box<dyn Reply>>,
+}
+
+struct PeerBacklog<M> {
+    queue: VecDeque<Wire<M>>,
+    draining: bool,
+}
+
+impl<M> Default for Backlog<M> {
+    fn default() -> Self {
+        Self {
+            peers: BTreeMap::new(),
+            kept: 0,
+            replies: Vec::new(),
+        }
+    }
+}
+
+impl<M> Backlog<M> {
+    fn has(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(|p| !p.queue.is_empty())
+    }
+
+    /// The replies held back, once the backlog is low enough.
+    fn release(&mut self) -> Vec<Box<dyn Reply>> {
+        if self.kept < BACKLOG_HIGH / 2 || self.replies.is_empty() {
+            std::mem::take(&mut self.replies)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl<P> Driver<P>
@@ -381,6 +440,7 @@ where
             flush_pending: false,
             groups_commits,
             causes: Vec::new(),
+            backlog: Rc::default(),
         }
     }
 
@@ -531,7 +591,7 @@ where
             replies,
         };
         if self.held.is_empty() && held.ticket <= self.durable {
-            self.carry_out(held);
+            self.carry_out(ctx, held);
         } else {
             self.held.push_back(held);
         }
@@ -550,10 +610,10 @@ where
     }
 
     /// Carry out every held batch whose writes are now durable, in order.
-    fn release(&mut self, _ctx: &mut Context<Self>) {
+    fn release(&mut self, ctx: &mut Context<Self>) {
         while self.held.front().is_some_and(|h| h.ticket <= self.durable) {
             if let Some(h) = self.held.pop_front() {
-                self.carry_out(h);
+                self.carry_out(ctx, h);
             }
         }
     }
@@ -591,7 +651,7 @@ where
         }
     }
 
-    fn carry_out(&mut self, held: Held<P>) {
+    fn carry_out(&mut self, ctx: &mut Context<Self>, held: Held<P>) {
         let mut causes = held.causes.into_iter().peekable();
         let mut cause: Option<Cause> = None;
         for (i, (to, msg)) in held.sends.into_iter().enumerate() {
@@ -619,13 +679,28 @@ where
                     }
                 },
             };
+            if self.backlog.borrow().has(node) {
+                // Behind what is kept for this peer: in order.
+                let peer = peer.clone();
+                self.keep(ctx, node, peer, Wire(msg));
+                continue;
+            }
             let sent = if cause.is_some() {
-                troupe_framework::remote::with_cause(cause.clone(), || peer.tell(Wire(msg)))
+                troupe_framework::remote::with_cause(cause.clone(), || {
+                    peer.tell_or_return(Wire(msg))
+                })
             } else {
-                peer.tell(Wire(msg))
+                peer.tell_or_return(Wire(msg))
             };
-            if let Err(e) = sent {
-                tracing::debug!(protocol = %self.name, peer = %node, error = %e, "protocol message not sent");
+            match sent {
+                Ok(()) => {}
+                Err((_, Some(msg))) => {
+                    let peer = peer.clone();
+                    self.keep(ctx, node, peer, msg);
+                }
+                Err((e, None)) => {
+                    tracing::debug!(protocol = %self.name, peer = %node, error = %e, "protocol message not sent");
+                }
             }
         }
         if let Some(publish) = held.view {
@@ -644,9 +719,99 @@ where
                 }
             }
         }
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.kept > BACKLOG_HIGH || !backlog.replies.is_empty() {
+            // Back-pressure: the commands' callers wait for the backlog.
+            backlog.replies.extend(held.replies);
+            return;
+        }
+        drop(backlog);
         for r in held.replies {
             r.send();
         }
+    }
+
+    /// Keep `msg` for `node`, whose transport queue is full (see
+    /// [`Backlog`]), and start sending that peer's backlog if no task does.
+    fn keep(
+        &mut self,
+        ctx: &mut Context<Self>,
+        node: &str,
+        peer: RemoteRef<Wire<P::Msg>>,
+        msg: Wire<P::Msg>,
+    ) {
+        let mut backlog = self.backlog.borrow_mut();
+        let b = &mut *backlog;
+        let p = b
+            .peers
+            .entry(node.to_string())
+            .or_insert_with(|| PeerBacklog {
+                queue: VecDeque::new(),
+                draining: false,
+            });
+        if p.queue.len() >= BACKLOG_CAP {
+            tracing::debug!(protocol = %self.name, peer = %node, "protocol message not sent: the peer's backlog is full");
+            return;
+        }
+        p.queue.push_back(msg);
+        b.kept += 1;
+        if p.draining {
+            return;
+        }
+        p.draining = true;
+        drop(backlog);
+        let (shared, node, name) = (self.backlog.clone(), node.to_string(), self.name.clone());
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(async move {
+            loop {
+                let next = {
+                    let mut b = shared.borrow_mut();
+                    let b = &mut *b;
+                    let Some(p) = b.peers.get_mut(&node) else {
+                        break;
+                    };
+                    match p.queue.pop_front() {
+                        Some(m) => {
+                            b.kept -= 1;
+                            m
+                        }
+                        None => {
+                            p.draining = false;
+                            break;
+                        }
+                    }
+                };
+                let sent = tokio::time::timeout(BACKLOG_WAIT, peer.tell_wait(next)).await;
+                let failed = match sent {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no room in its queue for {BACKLOG_WAIT:?}")),
+                };
+                let mut b = shared.borrow_mut();
+                if let Some(why) = failed {
+                    // Lost, as a dropped message is: the cores recover it.
+                    let dropped = b.peers.get_mut(&node).map_or(0, |p| {
+                        p.draining = false;
+                        std::mem::take(&mut p.queue).len()
+                    });
+                    b.kept -= dropped;
+                    tracing::debug!(protocol = %name, peer = %node, error = %why, dropped, "protocol messages not sent");
+                }
+                let replies = b.release();
+                let stop = !b.peers.get(&node).is_some_and(|p| p.draining);
+                drop(b);
+                for r in replies {
+                    r.send();
+                }
+                if stop {
+                    break;
+                }
+            }
+            // Whatever the backlog still holds back goes once it is low.
+            let replies = shared.borrow_mut().release();
+            for r in replies {
+                r.send();
+            }
+        }));
     }
 }
 
