@@ -52,8 +52,12 @@
 //!   that does not follow its log) stops the actor; nothing held is sent.
 //!   Its supervisor restarts it, and the core is rebuilt from what the store
 //!   holds — the writes that were acknowledged, nothing else;
-//! - a message the network refuses (unknown peer, full queue) is dropped with
-//!   a debug log — protocols are written for lossy networks;
+//! - a message the network refuses (unknown or down peer, a frame too large)
+//!   is dropped with a debug log — protocols are written for lossy
+//!   networks; one that finds the peer's queue full is kept and sent in
+//!   order once there is room, and the replies to commands wait while many
+//!   are kept (back-pressure, see `Backlog`), up to a bound per peer and
+//!   500 ms, past which it is dropped too;
 //! - timers of an old life never fire after a restart;
 //! - a waiter whose token the core never settles in this life (the actor
 //!   stopped or restarted) is answered [`Awaited::Dropped`], never left
