@@ -90,20 +90,10 @@ fn config(dir: Option<&Path>, name: &str, ports: &[u16; 3], extra: &str) -> Conf
 /// (`extra`: TOML tables added to each config, e.g. `[storage]`), started
 /// (see [`wait_up`]).
 pub async fn three_nodes(dir: &Path, extra: &str) -> Vec<RunningNode> {
-    three_nodes_stored(Some(dir), extra).await
-}
-
-/// As [`three_nodes`], with the nodes' durable state in memory when `dir`
-/// is `None` (no `data_dir`).
-#[allow(dead_code)] // not every bench that includes this module uses it
-pub async fn three_nodes_stored(dir: Option<&Path>, extra: &str) -> Vec<RunningNode> {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = three_ports();
     let mut nodes = Vec::new();
     for n in NAMES {
-        let node = start_node(config(dir, n, &ports, extra))
-            .await
-            .expect("node starts");
-        nodes.push(node);
+        nodes.push(start_one(Some(dir), n, &ports, extra).await);
     }
     nodes
 }

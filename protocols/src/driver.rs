@@ -383,7 +383,8 @@ impl<M> Default for Backlog<M> {
 
 impl<M> Backlog<M> {
     fn has(&self, peer: &str) -> bool {
-        self.peers.get(peer).is_some_and(|p| !p.queue.is_empty())
+        // Nothing kept (the usual case): no lookup per send.
+        self.kept > 0 && self.peers.get(peer).is_some_and(|p| !p.queue.is_empty())
     }
 
     /// The replies held back, once the backlog is low enough.

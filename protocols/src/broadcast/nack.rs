@@ -371,27 +371,23 @@ impl<Id: MemberId> Nack<Id> {
         }
     }
 
-    /// True if `id` is delivered here and every other member reported it
-    /// delivered (its origin holds it by definition).
-    fn is_stable(&self, id: &MsgId<Id>) -> bool {
-        self.is_delivered(id)
-            && self.group.members().iter().all(|m| {
-                *m == *self.group.me()
-                    || *m == id.origin
-                    || self
-                        .known
-                        .get(m)
-                        .and_then(|k| k.get(&id.origin))
-                        .is_some_and(|p| *p >= id.seq)
-            })
+    /// The buffered messages of `origin` numbered `first..=last`.
+    fn buffered_of(&self, origin: &Id, first: u64, last: u64) -> impl Iterator<Item = &MsgId<Id>> {
+        let at = |seq| MsgId {
+            origin: origin.clone(),
+            seq,
+        };
+        self.buffer.range(at(first)..=at(last)).map(|(id, _)| id)
     }
 
-    /// Drop every stable message from the buffer. Per origin, the stable
-    /// messages are a prefix (delivery is in sequence order, and a report
-    /// is a delivered prefix): the least prefix the other members reported
-    /// bounds it, so this costs a range scan per origin, not a test of
-    /// every buffered message (which made each input cost the buffer's
-    /// size under load).
+    /// Drop every stable message from the buffer: delivered here and
+    /// reported delivered by every other member (its origin holds it by
+    /// definition). Per origin, the stable messages are a prefix (delivery
+    /// is in sequence order, and a report is a delivered prefix), bounded
+    /// by this member's delivered prefix and the least prefix the other
+    /// members reported: a range scan per origin, not a test of every
+    /// buffered message (which made each input cost the buffer's size
+    /// under load).
     fn collect(&mut self, out: &mut OutputsOf<Self>) {
         let mut stable: Vec<MsgId<Id>> = Vec::new();
         for o in self.group.members() {
@@ -413,21 +409,7 @@ impl<Id: MemberId> Nack<Id> {
             if bound == 0 {
                 continue;
             }
-            let from = MsgId {
-                origin: o.clone(),
-                seq: 0,
-            };
-            let to = MsgId {
-                origin: o.clone(),
-                seq: bound,
-            };
-            stable.extend(
-                self.buffer
-                    .range(from..=to)
-                    .map(|(id, _)| id)
-                    .filter(|id| self.is_stable(id))
-                    .cloned(),
-            );
+            stable.extend(self.buffered_of(o, 1, bound).cloned());
         }
         for id in stable {
             self.buffer.remove(&id);
@@ -778,17 +760,7 @@ impl<Id: MemberId> BroadcastCore for Nack<Id> {
                 .group
                 .members()
                 .iter()
-                .map(|o| {
-                    let from = MsgId {
-                        origin: o.clone(),
-                        seq: self.prefix(o) + 1,
-                    };
-                    let to = MsgId {
-                        origin: o.clone(),
-                        seq: u64::MAX,
-                    };
-                    self.buffer.range(from..=to).count()
-                })
+                .map(|o| self.buffered_of(o, self.prefix(o) + 1, u64::MAX).count())
                 .sum(),
             ..self.stats
         }

@@ -207,6 +207,16 @@ pub(crate) struct Tx<Id> {
 }
 
 impl<Id: Clone + Ord> Tx<Id> {
+    /// The log record of this transaction decided `decision`.
+    fn decided_record(&self, tx: TxId, decision: Decision) -> LogRecord<Id> {
+        LogRecord::Decided {
+            tx,
+            decision,
+            coordinator: self.coordinator.clone(),
+            participants: self.participants.clone(),
+        }
+    }
+
     pub(crate) fn new(coordinator: Id, participants: Vec<Id>, phase: Phase) -> Self {
         Self {
             coordinator,
@@ -606,13 +616,7 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
             return false;
         }
         if let Some(forced) = log {
-            let rec = LogRecord::Decided {
-                tx,
-                decision: d,
-                coordinator: t.coordinator.clone(),
-                participants: t.participants.clone(),
-            };
-            self.log.append(rec, forced, out);
+            self.log.append(t.decided_record(tx, d), forced, out);
         }
         t.phase = Phase::Decided(d);
         if std::mem::take(&mut t.awaited) {
@@ -652,13 +656,7 @@ impl<Id: MemberId, A: CommitState<Id>> Commit<Id, A> {
         let logged = self.log.txs.get(&tx).map(|r| (r.stage, r.ended));
         if let Some((stage, false)) = logged {
             if stage != Some(log::Stage::Decided(d)) {
-                let rec = LogRecord::Decided {
-                    tx,
-                    decision: d,
-                    coordinator: t.coordinator.clone(),
-                    participants: t.participants.clone(),
-                };
-                self.log.append(rec, false, out);
+                self.log.append(t.decided_record(tx, d), false, out);
             }
             self.log.append(LogRecord::End { tx }, false, out);
         }
