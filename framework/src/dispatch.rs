@@ -212,6 +212,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
         held_asks: 0,
         spare: VecDeque::new(),
         traffic: TrafficCache::default(),
+        delivered: Vec::new(),
     };
     let mut since_yield = 0usize;
     loop {
@@ -243,6 +244,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                     TransportEvent::Frame { from, bytes } => {
                         d.count_frames(1);
                         d.on_frame(PeerName::Borrowed(&from), &bytes);
+                        d.flush_delivered(&from);
                         since_yield += 1;
                     }
                     TransportEvent::Frames { from, frames } => {
@@ -254,9 +256,11 @@ pub(crate) async fn run(shared: Arc<NodeShared>, rx: InboundReceiver, node: Addr
                             // let the actors catch up in the middle of it.
                             if since_yield >= YIELD_EVERY_FRAMES {
                                 since_yield = 0;
+                                d.flush_delivered(&from);
                                 tokio::task::yield_now().await;
                             }
                         }
+                        d.flush_delivered(&from);
                     }
                     TransportEvent::PeerUp { peer } => node.do_send(Peer(PeerEvent::Up(peer))),
                     TransportEvent::PeerDown { peer, reason } => {
@@ -303,6 +307,11 @@ struct Dispatcher {
     spare: VecDeque<Parked>,
     /// Message counters by (kind, peer, type), for the node's metrics.
     traffic: TrafficCache,
+    /// While frames are traced: the stamps of the tells the fast path
+    /// delivered from the peer whose frames are being read, recorded
+    /// together (one clock reading and trace lock for a batch) before
+    /// anything else is recorded or the dispatcher yields.
+    delivered: Vec<u64>,
 }
 
 impl Dispatcher {
@@ -322,11 +331,22 @@ impl Dispatcher {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Record the deliveries the fast path kept (see `delivered`), from
+    /// `from`.
+    fn flush_delivered(&mut self, from: &str) {
+        if !self.delivered.is_empty() {
+            self.shared.trace_delivered(from, &self.delivered);
+            self.delivered.clear();
+        }
+    }
+
     fn on_frame(&mut self, peer: PeerName<'_>, bytes: &Bytes) {
         let from: &str = peer.as_str();
         if self.on_cached_tell(peer, bytes) {
             return;
         }
+        // What the full path records comes after the deliveries kept.
+        self.flush_delivered(from);
         let env = match codec::decode_view(bytes, self.shared.options.max_frame_bytes) {
             Ok(env) => env,
             Err(e) => {
@@ -537,7 +557,11 @@ impl Dispatcher {
         }
         self.cache = Some(c);
         self.shared.observe(&stamp);
-        self.shared.trace_received(from, &stamp, None);
+        if self.shared.tracing() {
+            // Recorded with the rest of the batch (`flush_delivered`).
+            self.delivered
+                .push(stamp.as_ref().and_then(|s| s.lamport).unwrap_or(0));
+        }
         true
     }
 

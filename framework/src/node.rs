@@ -149,6 +149,16 @@ pub(crate) struct NodeShared {
     pub(crate) inbound_busy: AtomicUsize,
 }
 
+/// A frame sent, as [`NodeShared::trace_send`] records it.
+struct SentFrame<'a> {
+    to: &'a str,
+    seq: u64,
+    bytes: usize,
+    kind: &'a str,
+    tag: &'a str,
+    hint: Option<&'a crate::trace::SlotHint>,
+}
+
 impl NodeShared {
     /// The error for a message to `node` when the membership view says it
     /// is `Down` or `Left` (one lock-free load when nobody is).
@@ -176,6 +186,8 @@ impl NodeShared {
 
     /// Record a frame this node sent (`seq`: its Lamport stamp) and, when
     /// the transport refused it, its drop. Nothing when tracing is off.
+    /// `hint`: the sending handle's [`SlotHint`](crate::trace::SlotHint),
+    /// if it keeps one (its sends always carry the same strings).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn trace_send(
@@ -187,32 +199,44 @@ impl NodeShared {
         tag: &str,
         cause: Option<(&str, u64)>,
         sent: &Result<(), TransportError>,
+        hint: Option<&crate::trace::SlotHint>,
     ) {
         if self.frame_trace.is_none() && !self.live.watching() {
             return;
         }
+        let send = SentFrame {
+            to,
+            seq,
+            bytes,
+            kind,
+            tag,
+            hint,
+        };
         if cause.is_none() {
             return crate::remote::with_current_cause(|current| {
-                self.record_send(to, seq, bytes, kind, tag, current, sent)
+                self.record_send(&send, current, sent)
             });
         }
-        self.record_send(to, seq, bytes, kind, tag, cause, sent);
+        self.record_send(&send, cause, sent);
     }
 
     /// [`Self::trace_send`] once its cause is known.
-    #[allow(clippy::too_many_arguments)]
     fn record_send(
         &self,
-        to: &str,
-        seq: u64,
-        bytes: usize,
-        kind: &str,
-        tag: &str,
+        send: &SentFrame<'_>,
         cause: Option<(&str, u64)>,
         sent: &Result<(), TransportError>,
     ) {
         let me = self.id.name.as_str();
-        self.record_frame(crate::trace::FrameEvent::Send {
+        let &SentFrame {
+            to,
+            seq,
+            bytes,
+            kind,
+            tag,
+            hint,
+        } = send;
+        let event = crate::trace::FrameEvent::Send {
             to,
             seq,
             bytes,
@@ -220,7 +244,15 @@ impl NodeShared {
             tag,
             lamport: Some(seq),
             cause,
-        });
+        };
+        self.live.record(&self.id.name, &event);
+        if let Some(t) = &self.frame_trace {
+            match hint {
+                // A hint names the strings of a send without a cause.
+                Some(hint) if cause.is_none() => t.record_send_hinted(me, event, hint),
+                _ => t.record_frame(me, event),
+            }
+        }
         if let Err(e) = sent {
             let reason = e.to_string();
             self.record_frame(crate::trace::FrameEvent::Drop {
@@ -264,6 +296,22 @@ impl NodeShared {
             },
         };
         self.record_frame(event);
+    }
+
+    /// Record the frames stamped `seqs` from `from` as delivered together
+    /// (one batch the dispatcher read): the trace takes them at once.
+    pub(crate) fn trace_delivered(&self, from: &str, seqs: &[u64]) {
+        if self.live.watching() {
+            for &seq in seqs {
+                self.live.record(
+                    &self.id.name,
+                    &crate::trace::FrameEvent::Deliver { from, seq },
+                );
+            }
+        }
+        if let Some(t) = &self.frame_trace {
+            t.record_delivered(&self.id.name, from, seqs);
+        }
     }
 
     /// True while frames are traced (to a trace, or to the live tap while

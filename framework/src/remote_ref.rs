@@ -236,8 +236,9 @@ impl<M: RemoteMessage> RemoteRef<M> {
         codec::with_scratch(|buf| {
             let seq = self.encode_tell_into(buf, msg)?;
             let sent = send(buf);
+            let hint = Some(&self.meters.trace_slot);
             self.shared
-                .trace_send(to, seq, buf.len(), "tell", M::NAME, None, &sent);
+                .trace_send(to, seq, buf.len(), "tell", M::NAME, None, &sent, hint);
             Ok::<_, TellError>(sent.map(|()| buf.len()))
         })
     }
@@ -285,8 +286,17 @@ impl<M: RemoteMessage> RemoteRef<M> {
             .transport
             .send_wait(&self.target.node, Bytes::from(frame))
             .await;
-        self.shared
-            .trace_send(&self.target.node, seq, len, "tell", M::NAME, None, &sent);
+        let hint = Some(&self.meters.trace_slot);
+        self.shared.trace_send(
+            &self.target.node,
+            seq,
+            len,
+            "tell",
+            M::NAME,
+            None,
+            &sent,
+            hint,
+        );
         sent?;
         self.count_tell(len);
         Ok(())
@@ -492,7 +502,7 @@ impl<M: RemoteMessage> Ask<M> {
         if shared.asks.arm(id, frame.clone()) {
             let len = frame.len();
             let sent = shared.transport.send(to_node, frame);
-            shared.trace_send(to_node, seq, len, "ask", M::NAME, None, &sent);
+            shared.trace_send(to_node, seq, len, "ask", M::NAME, None, &sent, None);
             match sent {
                 Ok(()) => {
                     if let Some(m) = meters {
@@ -543,6 +553,8 @@ impl From<AskError> for Failed {
 struct RefMeters {
     tell: OnceLock<Option<Traffic>>,
     ask: OnceLock<Option<Arc<AskMeters>>>,
+    /// Where the node's trace keeps the strings of this handle's tells.
+    trace_slot: crate::trace::SlotHint,
 }
 
 impl<M: RemoteMessage> IntoFuture for Ask<M> {

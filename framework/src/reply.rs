@@ -200,6 +200,7 @@ impl ReplyTo {
                 "",
                 Some((&self.to, self.ask_seq)),
                 &sent,
+                None,
             );
             match sent {
                 Ok(()) => {

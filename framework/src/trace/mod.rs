@@ -243,6 +243,15 @@ impl FrameEvent<'_> {
     }
 }
 
+/// Where a sink last found the strings of one call site's sends (its
+/// node, peer, kind and message tag): kept by the caller (e.g. a
+/// `RemoteRef`) and handed to [`TraceSink::record_send_hinted`], so a sink
+/// that keeps those strings in slots (the file sink) checks one number
+/// instead of comparing the strings on every frame. A hint must only ever
+/// be used with the same four strings; a stale hint is only slower.
+#[derive(Debug, Default)]
+pub struct SlotHint(pub(crate) std::sync::atomic::AtomicU64);
+
 /// Receives trace events.
 pub trait TraceSink: Send + Sync + 'static {
     /// Record `event` at `node`.
@@ -251,6 +260,22 @@ pub trait TraceSink: Send + Sync + 'static {
     /// [`TraceEvent`]).
     fn record_frame(&self, node: &str, event: FrameEvent<'_>) {
         self.record(node, event.to_event());
+    }
+    /// Record a [`FrameEvent::Send`] at `node` made by the call site that
+    /// keeps `hint` (by default as [`Self::record_frame`] does; `hint` is
+    /// only a shortcut for finding the event's strings).
+    fn record_send_hinted(&self, node: &str, event: FrameEvent<'_>, hint: &SlotHint) {
+        let _ = hint;
+        self.record_frame(node, event);
+    }
+    /// Record that `node` delivered the frames stamped `seqs` from `from`,
+    /// in this order, together (one batch read from the network): by
+    /// default a [`FrameEvent::Deliver`] each. A sink may give them one
+    /// time.
+    fn record_delivered(&self, node: &str, from: &str, seqs: &[u64]) {
+        for &seq in seqs {
+            self.record_frame(node, FrameEvent::Deliver { from, seq });
+        }
     }
     /// Write out everything recorded so far (by default nothing to do).
     fn flush(&self) {}

@@ -18,8 +18,14 @@
 //! a fresh [`Decoder`] yields every field as given; a malformed or
 //! truncated stream is an error naming the byte offset, never a panic.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::clock::Pair;
 use super::FrameEvent;
+
+/// Numbers slot definitions across every encoder of the process, so a
+/// [`super::SlotHint`] names one definition of one encoder's slot.
+static DEFINITIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Record kinds (the low nibble of the tag) and flags.
 pub(super) mod tag {
@@ -175,6 +181,8 @@ fn slot_of(kind: u8, strs: &[&str]) -> usize {
 pub(super) struct Encoder {
     last_raw: u64,
     slots: Vec<Vec<u8>>,
+    /// Each slot's definition number (from `DEFINITIONS`; 0: empty).
+    defined: Vec<u64>,
     /// The slot the last send / delivery used (checked first).
     mru: [usize; 2],
     /// Slots defined since the last [`Self::sync_into`].
@@ -186,6 +194,7 @@ impl Default for Encoder {
         Self {
             last_raw: 0,
             slots: vec![Vec::new(); SLOTS],
+            defined: vec![0; SLOTS],
             mru: [0; 2],
             dirty: 0,
         }
@@ -226,6 +235,14 @@ impl Encoder {
         96 + strs
     }
 
+    /// The most bytes [`Self::delivered`] appends for `count` deliveries.
+    #[inline]
+    pub(super) fn delivered_bound(node: &str, from: &str, count: usize) -> usize {
+        // A block definition, then per delivery a tag, two varints and a
+        // slot byte.
+        96 + node.len() + from.len() + 22 * count
+    }
+
     /// The most bytes [`Self::json`] appends for a line of `len` bytes.
     pub(super) fn json_bound(len: usize) -> usize {
         24 + len
@@ -249,6 +266,7 @@ impl Encoder {
         let s = slot_of(kind, strs);
         if !key_is(&self.slots[s], kind, strs) {
             put_key(&mut self.slots[s], kind, strs);
+            self.defined[s] = DEFINITIONS.fetch_add(1, Ordering::Relaxed);
             self.dirty |= 1 << s;
             buf.push(tag::DEF);
             buf.push(s as u8);
@@ -267,6 +285,22 @@ impl Encoder {
         node: &str,
         event: &FrameEvent<'_>,
     ) {
+        self.frame_hinted(buf, raw, node, event, None);
+    }
+
+    /// [`Self::frame`], where a send without a cause finds its block
+    /// through `hint` (a slot and its definition number; see
+    /// [`super::SlotHint`]) while that definition stands, and leaves the
+    /// slot it used there.
+    #[inline]
+    pub(super) fn frame_hinted(
+        &mut self,
+        buf: &mut Vec<u8>,
+        raw: u64,
+        node: &str,
+        event: &FrameEvent<'_>,
+        hint: Option<&AtomicU64>,
+    ) {
         match *event {
             FrameEvent::Send {
                 to,
@@ -277,9 +311,21 @@ impl Encoder {
                 lamport,
                 cause,
             } => {
-                let slot = match cause {
-                    None => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]),
-                    Some((c, _)) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag, c]),
+                let slot = match (cause, hint) {
+                    (None, Some(hint)) => {
+                        let h = hint.load(Ordering::Relaxed);
+                        let s = (h & 0xff) as usize;
+                        if h != 0 && s < SLOTS && self.defined[s] == h >> 8 {
+                            s as u8
+                        } else {
+                            let s = self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]);
+                            let s_ = usize::from(s);
+                            hint.store(self.defined[s_] << 8 | s_ as u64, Ordering::Relaxed);
+                            s
+                        }
+                    }
+                    (None, None) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]),
+                    (Some((c, _)), _) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag, c]),
                 };
                 let mut t = tag::SEND;
                 match lamport {
@@ -325,6 +371,27 @@ impl Encoder {
                     put_str(buf, to);
                 }
             }
+        }
+    }
+
+    /// Append the deliveries at `node` of the frames stamped `seqs` from
+    /// `from`, all stamped `raw` (the same records as [`Self::frame`]'s, the
+    /// block looked up once).
+    #[inline]
+    pub(super) fn delivered(
+        &mut self,
+        buf: &mut Vec<u8>,
+        raw: u64,
+        node: &str,
+        from: &str,
+        seqs: &[u64],
+    ) {
+        let slot = self.slot(buf, DELIVER_BLOCK, &[node, from]);
+        for &seq in seqs {
+            buf.push(tag::DELIVER);
+            self.dt(buf, raw);
+            put_varint(buf, seq);
+            buf.push(slot);
         }
     }
 
