@@ -124,10 +124,18 @@ impl LiveTraffic {
     }
 
     /// Keep `event`, seen at `node` (nothing while nobody watches).
+    #[inline]
     pub(crate) fn record(&self, node: &str, event: &FrameEvent<'_>) {
-        if !self.watching() {
-            return;
+        if self.watching() {
+            self.keep(node, event);
         }
+    }
+
+    /// [`Self::record`] while someone watches (kept out of the callers'
+    /// paths: they run for every frame).
+    #[cold]
+    #[inline(never)]
+    fn keep(&self, node: &str, event: &FrameEvent<'_>) {
         let mut e = LiveEvent {
             id: 0,
             t_us: wall_us(),

@@ -113,7 +113,10 @@ impl<M: RemoteMessage> Wrap<M> for Sender<M> {
 }
 
 thread_local! {
-    static CAUSE: std::cell::RefCell<Option<(Arc<str>, u64)>> = const { std::cell::RefCell::new(None) };
+    /// The cause a [`with_cause`] on this thread holds (on its stack)
+    /// while its closure runs; null otherwise.
+    static CAUSE: std::cell::Cell<*const (Arc<str>, u64)> =
+        const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// The frame being handled on this thread, as `(sender, seq)`, while
@@ -124,32 +127,40 @@ thread_local! {
 /// `cause` (see [`crate::trace::FrameEvent::Send`]), so a message can be
 /// followed to the messages it caused. `None` otherwise.
 pub fn current_cause() -> Option<(Arc<str>, u64)> {
-    CAUSE.with(|c| c.borrow().clone())
+    let p = CAUSE.with(std::cell::Cell::get);
+    // SAFETY: `CAUSE` is non-null only while the `with_cause` that set it
+    // runs its closure, on this thread; this call is inside that closure,
+    // so the cause it points at (on that call's stack) is alive.
+    unsafe { p.as_ref() }.cloned()
 }
 
 /// `f` of the [`current_cause`], borrowed (no reference count touched).
 pub fn with_current_cause<R>(f: impl FnOnce(Option<(&str, u64)>) -> R) -> R {
-    CAUSE.with(|c| {
-        let c = c.borrow();
-        f(c.as_ref().map(|(n, s)| (&**n, *s)))
-    })
+    let p = CAUSE.with(std::cell::Cell::get);
+    // SAFETY: as in `current_cause`: the cause outlives this call.
+    let cause = unsafe { p.as_ref() };
+    f(cause.map(|(n, s)| (&**n, *s)))
 }
 
 /// Run `f` with `cause` as the [`current_cause`] (`None`: none), restoring
-/// the previous one after.
+/// the previous one after (also when `f` panics).
 pub fn with_cause<R>(cause: Option<(Arc<str>, u64)>, f: impl FnOnce() -> R) -> R {
-    if cause.is_none() && CAUSE.with(|c| c.borrow().is_none()) {
+    let before = CAUSE.with(std::cell::Cell::get);
+    if cause.is_none() && before.is_null() {
         return f();
     }
-    let before = CAUSE.with(|c| c.replace(cause));
-    struct Restore(Option<(Arc<str>, u64)>);
+    // Puts `before` back when dropped. Locals drop in reverse order, so
+    // `_restore` (declared after `held`) resets the pointer before the
+    // cause it points at goes.
+    struct Restore(*const (Arc<str>, u64));
     impl Drop for Restore {
         fn drop(&mut self) {
-            let before = self.0.take();
-            CAUSE.with(|c| *c.borrow_mut() = before);
+            CAUSE.with(|c| c.set(self.0));
         }
     }
+    let held = cause;
     let _restore = Restore(before);
+    CAUSE.with(|c| c.set(held.as_ref().map_or(std::ptr::null(), |c| c as *const _)));
     f()
 }
 
@@ -409,5 +420,34 @@ where
                 })))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Option<(String, u64)> {
+        with_current_cause(|c| c.map(|(n, s)| (n.to_string(), s)))
+    }
+
+    #[test]
+    fn causes_nest_and_are_restored_even_after_a_panic() {
+        assert_eq!(now(), None);
+        with_cause(Some((Arc::from("a"), 1)), || {
+            assert_eq!(now(), Some(("a".into(), 1)));
+            with_cause(None, || assert_eq!(now(), None));
+            with_cause(Some((Arc::from("b"), 2)), || {
+                assert_eq!(now(), Some(("b".into(), 2)));
+                assert_eq!(current_cause().map(|(n, s)| (n.to_string(), s)), now());
+            });
+            let hit = std::panic::catch_unwind(|| {
+                with_cause(Some((Arc::from("c"), 3)), || panic!("handler panics"))
+            });
+            assert!(hit.is_err());
+            assert_eq!(now(), Some(("a".into(), 1)));
+        });
+        assert_eq!(now(), None);
+        assert_eq!(current_cause(), None);
     }
 }
