@@ -842,6 +842,9 @@ mod tests {
                         seq: i,
                     },
                 );
+                // Frames whose seq follows their slot's last one (not
+                // written: a new file restates the last).
+                sink.record_frame("n1", FrameEvent::Deliver { from: "p0", seq: i });
             }
             sink.flush();
             drop(sink);
@@ -857,7 +860,7 @@ mod tests {
             } else {
                 0
             };
-            let (mut notes, mut frames) = (Vec::new(), Vec::new());
+            let (mut notes, mut frames, mut solo) = (Vec::new(), Vec::new(), Vec::new());
             for name in ["n.trace.2", "n.trace.1", "n.trace"] {
                 let size = std::fs::metadata(dir.join(name)).unwrap().len();
                 assert!(
@@ -872,6 +875,8 @@ mod tests {
                         .unwrap_or_else(|e| panic!("{name}: split line {line:?}: {e}"));
                     if let Some(t) = v["text"].as_str() {
                         notes.push(t.split(' ').nth(1).unwrap().parse::<u64>().unwrap());
+                    } else if v["from"] == "p0" {
+                        solo.push(v["seq"].as_u64().unwrap());
                     } else {
                         let seq = v["seq"].as_u64().unwrap();
                         assert_eq!(v["from"], peers[(seq % 3) as usize], "{line}");
@@ -885,7 +890,7 @@ mod tests {
                 .sum();
             assert!(total_bytes <= rotation.cap() + 3 * slack);
             // The newest lines survive, in order and without gaps.
-            for seen in [&notes, &frames] {
+            for seen in [&notes, &frames, &solo] {
                 assert!(!seen.is_empty());
                 let first = seen[0];
                 assert_eq!(*seen, (first..total).collect::<Vec<_>>(), "{format:?}");
@@ -1039,6 +1044,46 @@ mod tests {
             last_t[i] = t;
         }
         assert_eq!(next, [per; 3]);
+    }
+
+    #[test]
+    fn a_binary_file_started_after_copied_batches_restates_each_slots_last_seq() {
+        // Batches that fit are copied as they are (the writer's mirror of
+        // the encoder is synced, not decoded); the batch that fills a file
+        // starts the next one from that mirror, which must hold the last
+        // seq of every slot for the records that follow it unwritten.
+        let dir = temp_dir("copied-batches");
+        let path = dir.join("n.trace");
+        let rotation = Rotation {
+            max_bytes: 40_000,
+            keep: 20,
+        };
+        let sink = FileTraceSink::open(&path, rotation, TraceFormat::Binary).unwrap();
+        let per_batch = 500u64;
+        let batches = 100u64;
+        for b in 0..batches {
+            let seqs: Vec<u64> = (b * per_batch..(b + 1) * per_batch).collect();
+            sink.record_delivered("n", "p0", &seqs);
+            sink.flush();
+        }
+        drop(sink);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.len() >= 3, "the files rotated: {names:?}");
+        // Oldest first: n.trace.N .. n.trace.1, n.trace.
+        names.sort_by_key(|n| {
+            std::cmp::Reverse(n.rsplit('.').next().unwrap().parse::<u32>().unwrap_or(0))
+        });
+        let mut seen = Vec::new();
+        for name in &names {
+            for line in read_back(&dir.join(name)).lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                seen.push(v["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(seen, (0..batches * per_batch).collect::<Vec<_>>());
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Formatter {
             }
             Rec::Json { raw, json } => self.json(out, span.micros(raw), json),
             Rec::NoteAt { t_us, json } => self.json(out, t_us, json),
-            Rec::Def { .. } | Rec::Clock(_) | Rec::Base => {}
+            Rec::Def { .. } | Rec::Clock(_) | Rec::Base | Rec::LastSeq => {}
         }
     }
 

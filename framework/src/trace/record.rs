@@ -10,9 +10,12 @@
 //! are not repeated per frame: they form a *block* kept in one of
 //! [`SLOTS`] slots, and a record names its slot. The encoder defines a
 //! block (a `DEF` record, just before the record that uses it) when it is
-//! not in its slot already; the decoder mirrors the slots. A node's frames
-//! go to few peers with few message types, so a frame record is about
-//! 6-12 bytes instead of its ~200-byte JSON line.
+//! not in its slot already; the decoder mirrors the slots. Each slot also
+//! keeps the `seq` of its last record, and a record whose `seq` is the
+//! next one leaves it out (`tag::NEXT`). A node's frames go to few peers
+//! with few message types, and its Lamport stamps rise by one per frame,
+//! so a frame record is about 3-6 bytes instead of its ~200-byte JSON
+//! line.
 //!
 //! Guarantees: decoding the records an [`Encoder`] wrote, in order, from
 //! a fresh [`Decoder`] yields every field as given; a malformed or
@@ -51,18 +54,28 @@ pub(super) mod tag {
     /// Written by the writer: a JSON line with its own time (`t_us`, then
     /// the line without it, as `JSON`), e.g. how many lines were dropped.
     pub(crate) const NOTE_AT: u8 = 8;
+    /// Written by the writer at the start of a file: the last `seq` a
+    /// slot's records had (slot, seq), for the `NEXT` records that follow.
+    pub(crate) const LAST_SEQ: u8 = 9;
     /// Flag: the first optional field is there (send's lamport; drop's `to`).
     pub(crate) const OPT_A: u8 = 0x10;
     /// Flag: the second optional field is there (send's cause).
     pub(crate) const OPT_B: u8 = 0x20;
     /// Flag (send): the lamport stamp equals `seq` (as on real nodes).
     pub(crate) const LAMPORT_IS_SEQ: u8 = 0x40;
+    /// Flag (send, delivery): `seq` is one more than the last `seq` of a
+    /// record in the same slot (0 after its definition), and is not
+    /// written. A node's Lamport stamps rise by one per frame it sends,
+    /// so most frames to or from a peer follow the previous one.
+    pub(crate) const NEXT: u8 = 0x80;
 }
 
 /// Block slots kept by the encoder (and mirrored by decoders).
 pub(super) const SLOTS: usize = 64;
 
-/// A send's block: node, to, kind, tag, [cause node].
+/// A send's block: node, to, kind, tag, [cause node]. Its records are
+/// `SEND`s; a delivery's block's are `DELIVER`s. Each slot also keeps the
+/// `seq` of its last record (see `tag::NEXT`).
 const SEND_BLOCK: u8 = 1;
 /// A delivery's block: node, from.
 const DELIVER_BLOCK: u8 = 2;
@@ -181,6 +194,8 @@ fn slot_of(kind: u8, strs: &[&str]) -> usize {
 pub(super) struct Encoder {
     last_raw: u64,
     slots: Vec<Vec<u8>>,
+    /// Each slot's last record's `seq` (see `tag::NEXT`).
+    last_seq: Vec<u64>,
     /// Each slot's definition number (from `DEFINITIONS`; 0: empty).
     defined: Vec<u64>,
     /// The slot the last send / delivery used (checked first).
@@ -194,6 +209,7 @@ impl Default for Encoder {
         Self {
             last_raw: 0,
             slots: vec![Vec::new(); SLOTS],
+            last_seq: vec![0; SLOTS],
             defined: vec![0; SLOTS],
             mru: [0; 2],
             dirty: 0,
@@ -212,6 +228,9 @@ impl Encoder {
             let i = self.dirty.trailing_zeros() as usize;
             self.dirty &= self.dirty - 1;
             mirror.define(i, &self.slots[i]);
+        }
+        for (block, &seq) in mirror.slots.iter_mut().zip(&self.last_seq) {
+            block.last_seq = seq;
         }
     }
 
@@ -266,6 +285,7 @@ impl Encoder {
         let s = slot_of(kind, strs);
         if !key_is(&self.slots[s], kind, strs) {
             put_key(&mut self.slots[s], kind, strs);
+            self.last_seq[s] = 0;
             self.defined[s] = DEFINITIONS.fetch_add(1, Ordering::Relaxed);
             self.dirty |= 1 << s;
             buf.push(tag::DEF);
@@ -336,9 +356,15 @@ impl Encoder {
                 if cause.is_some() {
                     t |= tag::OPT_B;
                 }
+                let next = self.follows(slot, seq);
+                if next {
+                    t |= tag::NEXT;
+                }
                 buf.push(t);
                 self.dt(buf, raw);
-                put_varint(buf, seq);
+                if !next {
+                    put_varint(buf, seq);
+                }
                 put_varint(buf, bytes as u64);
                 if let Some(l) = lamport.filter(|&l| l != seq) {
                     put_varint(buf, l);
@@ -350,10 +376,7 @@ impl Encoder {
             }
             FrameEvent::Deliver { from, seq } => {
                 let slot = self.slot(buf, DELIVER_BLOCK, &[node, from]);
-                buf.push(tag::DELIVER);
-                self.dt(buf, raw);
-                put_varint(buf, seq);
-                buf.push(slot);
+                self.deliver(buf, raw, slot, seq);
             }
             FrameEvent::Drop {
                 from,
@@ -388,11 +411,30 @@ impl Encoder {
     ) {
         let slot = self.slot(buf, DELIVER_BLOCK, &[node, from]);
         for &seq in seqs {
-            buf.push(tag::DELIVER);
-            self.dt(buf, raw);
-            put_varint(buf, seq);
-            buf.push(slot);
+            self.deliver(buf, raw, slot, seq);
         }
+    }
+
+    /// A `DELIVER` record in `slot`.
+    #[inline]
+    fn deliver(&mut self, buf: &mut Vec<u8>, raw: u64, slot: u8, seq: u64) {
+        let next = self.follows(slot, seq);
+        buf.push(tag::DELIVER | if next { tag::NEXT } else { 0 });
+        self.dt(buf, raw);
+        if !next {
+            put_varint(buf, seq);
+        }
+        buf.push(slot);
+    }
+
+    /// True when `seq` is one more than `slot`'s last (then it need not be
+    /// written); it becomes the slot's last either way.
+    #[inline]
+    fn follows(&mut self, slot: u8, seq: u64) -> bool {
+        let last = &mut self.last_seq[usize::from(slot)];
+        let next = seq == last.wrapping_add(1);
+        *last = seq;
+        next
     }
 
     /// Append an event already written as JSON (`{"node":…}`, no `t_us`).
@@ -515,6 +557,8 @@ pub(super) enum Rec<'a> {
     },
     Clock(Pair),
     Base,
+    /// A slot's last `seq` was restated.
+    LastSeq,
     NoteAt {
         t_us: u64,
         json: &'a [u8],
@@ -531,6 +575,8 @@ pub(super) struct Block {
     pub(super) strs: Vec<String>,
     /// Bumped on every definition (formatters cache per generation).
     pub(super) generation: u64,
+    /// The `seq` of the slot's last record (see `tag::NEXT`).
+    pub(super) last_seq: u64,
 }
 
 impl Block {
@@ -599,11 +645,13 @@ impl Decoder {
         Ok(match t & 0x0f {
             tag::SEND => {
                 let raw = self.raw(r)?;
-                let seq = r.varint()?;
+                let written = if t & tag::NEXT != 0 {
+                    None
+                } else {
+                    Some(r.varint()?)
+                };
                 let bytes = r.varint()?;
-                let lamport = if t & tag::LAMPORT_IS_SEQ != 0 {
-                    Some(seq)
-                } else if t & tag::OPT_A != 0 {
+                let lamport = if t & tag::OPT_A != 0 && t & tag::LAMPORT_IS_SEQ == 0 {
                     Some(r.varint()?)
                 } else {
                     None
@@ -614,6 +662,12 @@ impl Decoder {
                     None
                 };
                 let slot = self.used_slot(r.u8()?, SEND_BLOCK)?;
+                let seq = self.seq_in(slot, written);
+                let lamport = if t & tag::LAMPORT_IS_SEQ != 0 {
+                    Some(seq)
+                } else {
+                    lamport
+                };
                 let has_cause = self.slots[usize::from(slot)].strs.len() == 5;
                 if has_cause != cause_seq.is_some() {
                     return Err("a send's cause does not match its block");
@@ -629,9 +683,24 @@ impl Decoder {
             }
             tag::DELIVER => {
                 let raw = self.raw(r)?;
-                let seq = r.varint()?;
+                let written = if t & tag::NEXT != 0 {
+                    None
+                } else {
+                    Some(r.varint()?)
+                };
                 let slot = self.used_slot(r.u8()?, DELIVER_BLOCK)?;
+                let seq = self.seq_in(slot, written);
                 Rec::Deliver { raw, seq, slot }
+            }
+            tag::LAST_SEQ => {
+                let slot = r.u8()?;
+                let seq = r.varint()?;
+                match self.slots.get_mut(usize::from(slot)) {
+                    Some(b) if !b.key.is_empty() => b.last_seq = seq,
+                    Some(_) => return Err("a record names a slot not defined for it"),
+                    None => return Err("slot out of range"),
+                }
+                Rec::LastSeq
             }
             tag::DROP => Rec::Drop {
                 raw: self.raw(r)?,
@@ -696,7 +765,18 @@ impl Decoder {
             kind,
             strs,
             generation: self.generation,
+            last_seq: 0,
         };
+    }
+
+    /// The `seq` of a record in `slot`: as `written`, or (not written)
+    /// one more than the slot's last; it becomes the slot's last.
+    #[inline]
+    fn seq_in(&mut self, slot: u8, written: Option<u64>) -> u64 {
+        let last = &mut self.slots[usize::from(slot)].last_seq;
+        let seq = written.unwrap_or_else(|| last.wrapping_add(1));
+        *last = seq;
+        seq
     }
 
     fn used_slot(&self, slot: u8, kind: u8) -> Result<u8, &'static str> {
@@ -707,8 +787,8 @@ impl Decoder {
         }
     }
 
-    /// Records that give a fresh decoder this one's state: `BASE` and a
-    /// `DEF` per defined slot (the start of a new file).
+    /// Records that give a fresh decoder this one's state: `BASE`, and a
+    /// `DEF` per defined slot with its `LAST_SEQ` (the start of a new file).
     pub(super) fn restate(&self, buf: &mut Vec<u8>) {
         buf.push(tag::BASE);
         buf.extend_from_slice(&self.last_raw.to_le_bytes());
@@ -717,6 +797,11 @@ impl Decoder {
                 buf.push(tag::DEF);
                 buf.push(i as u8);
                 buf.extend_from_slice(&b.key);
+                if b.last_seq != 0 {
+                    buf.push(tag::LAST_SEQ);
+                    buf.push(i as u8);
+                    put_varint(buf, b.last_seq);
+                }
             }
         }
     }
@@ -936,6 +1021,20 @@ mod tests {
             );
         }
         let split = buf.len();
+        let before = buf.len();
+        // p1's last was 2: 3 follows it (not written, restated for the
+        // second decoder by `LAST_SEQ`).
+        enc.frame(
+            &mut buf,
+            1010,
+            "n",
+            &FrameEvent::Deliver { from: "p1", seq: 3 },
+        );
+        assert_eq!(
+            buf.len() - before,
+            3,
+            "tag, dt, slot: the seq is not written"
+        );
         enc.frame(
             &mut buf,
             2000,
@@ -952,12 +1051,12 @@ mod tests {
         fresh.extend_from_slice(&buf[split..]);
         let mut second = Decoder::default();
         let mut pos = 0;
-        let mut last = None;
+        let mut got = Vec::new();
         while pos < fresh.len() {
             let (rec, len) = second.next(&fresh[pos..], pos).unwrap();
             pos += len;
             if let Rec::Deliver { raw, seq, slot } = rec {
-                last = Some((
+                got.push((
                     raw,
                     seq,
                     second.slots[usize::from(slot)]
@@ -968,6 +1067,9 @@ mod tests {
                 ));
             }
         }
-        assert_eq!(last, Some((2000, 9, "p2".to_string())));
+        assert_eq!(
+            got,
+            [(1010, 3, "p1".to_string()), (2000, 9, "p2".to_string())]
+        );
     }
 }
