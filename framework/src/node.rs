@@ -249,7 +249,7 @@ impl NodeShared {
         if let Some(t) = &self.frame_trace {
             match hint {
                 // A hint names the strings of a send without a cause.
-                Some(hint) if cause.is_none() => t.record_send_hinted(me, event, hint),
+                Some(hint) if cause.is_none() => t.record_send_hinted(me, &event, hint),
                 _ => t.record_frame(me, event),
             }
         }

@@ -393,12 +393,12 @@ impl TraceSink for FileTraceSink {
     }
 
     #[inline]
-    fn record_send_hinted(&self, node: &str, event: FrameEvent<'_>, hint: &SlotHint) {
+    fn record_send_hinted(&self, node: &str, event: &FrameEvent<'_>, hint: &SlotHint) {
         self.push_record(
             node,
             1,
-            Encoder::frame_bound(node, &event),
-            |enc, out, raw| enc.frame_hinted(out, raw, node, &event, Some(&hint.0)),
+            Encoder::frame_bound(node, event),
+            |enc, out, raw| enc.frame_hinted(out, raw, node, event, Some(&hint.0)),
         );
     }
 
@@ -1126,7 +1126,7 @@ mod tests {
                         lamport: Some(seq),
                         cause: None,
                     };
-                    sink.record_send_hinted("n", event, &hint);
+                    sink.record_send_hinted("n", &event, &hint);
                 }
             })
         };

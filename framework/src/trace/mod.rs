@@ -264,9 +264,9 @@ pub trait TraceSink: Send + Sync + 'static {
     /// Record a [`FrameEvent::Send`] at `node` made by the call site that
     /// keeps `hint` (by default as [`Self::record_frame`] does; `hint` is
     /// only a shortcut for finding the event's strings).
-    fn record_send_hinted(&self, node: &str, event: FrameEvent<'_>, hint: &SlotHint) {
+    fn record_send_hinted(&self, node: &str, event: &FrameEvent<'_>, hint: &SlotHint) {
         let _ = hint;
-        self.record_frame(node, event);
+        self.record_frame(node, *event);
     }
     /// Record that `node` delivered the frames stamped `seqs` from `from`,
     /// in this order, together (one batch read from the network): by
