@@ -149,16 +149,6 @@ pub(crate) struct NodeShared {
     pub(crate) inbound_busy: AtomicUsize,
 }
 
-/// A frame sent, as [`NodeShared::trace_send`] records it.
-struct SentFrame<'a> {
-    to: &'a str,
-    seq: u64,
-    bytes: usize,
-    kind: &'a str,
-    tag: &'a str,
-    hint: Option<&'a crate::trace::SlotHint>,
-}
-
 impl NodeShared {
     /// The error for a message to `node` when the membership view says it
     /// is `Down` or `Left` (one lock-free load when nobody is).
@@ -186,8 +176,10 @@ impl NodeShared {
 
     /// Record a frame this node sent (`seq`: its Lamport stamp) and, when
     /// the transport refused it, its drop. Nothing when tracing is off.
-    /// `hint`: the sending handle's [`SlotHint`](crate::trace::SlotHint),
-    /// if it keeps one (its sends always carry the same strings).
+    /// `cause`: the frame that caused it, if the caller knows (else the
+    /// [current cause](crate::remote::current_cause)). `hint`: the sending
+    /// handle's [`SlotHint`](crate::trace::SlotHint), if it keeps one (its
+    /// sends always carry the same strings).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn trace_send(
@@ -204,64 +196,42 @@ impl NodeShared {
         if self.frame_trace.is_none() && !self.live.watching() {
             return;
         }
-        let send = SentFrame {
-            to,
-            seq,
-            bytes,
-            kind,
-            tag,
-            hint,
-        };
-        if cause.is_none() {
-            return crate::remote::with_current_cause(|current| {
-                self.record_send(&send, current, sent)
-            });
+        let me = self.id.name.as_str();
+        crate::remote::with_current_cause(|current| {
+            let cause = cause.or(current);
+            let event = crate::trace::FrameEvent::Send {
+                to,
+                seq,
+                bytes,
+                kind,
+                tag,
+                lamport: Some(seq),
+                cause,
+            };
+            self.live.record(me, &event);
+            if let Some(t) = &self.frame_trace {
+                match hint {
+                    // A hint names the strings of a send without a cause.
+                    Some(hint) if cause.is_none() => t.record_send_hinted(me, &event, hint),
+                    _ => t.record_frame(me, event),
+                }
+            }
+        });
+        if let Err(e) = sent {
+            self.trace_refused(to, seq, e);
         }
-        self.record_send(&send, cause, sent);
     }
 
-    /// [`Self::trace_send`] once its cause is known.
-    fn record_send(
-        &self,
-        send: &SentFrame<'_>,
-        cause: Option<(&str, u64)>,
-        sent: &Result<(), TransportError>,
-    ) {
-        let me = self.id.name.as_str();
-        let &SentFrame {
-            to,
+    /// Record that the transport refused the frame `seq` to `to`.
+    #[cold]
+    fn trace_refused(&self, to: &str, seq: u64, e: &TransportError) {
+        let reason = e.to_string();
+        self.record_frame(crate::trace::FrameEvent::Drop {
+            from: self.id.name.as_str(),
+            to: Some(to),
             seq,
-            bytes,
-            kind,
-            tag,
-            hint,
-        } = send;
-        let event = crate::trace::FrameEvent::Send {
-            to,
-            seq,
-            bytes,
-            kind,
-            tag,
-            lamport: Some(seq),
-            cause,
-        };
-        self.live.record(&self.id.name, &event);
-        if let Some(t) = &self.frame_trace {
-            match hint {
-                // A hint names the strings of a send without a cause.
-                Some(hint) if cause.is_none() => t.record_send_hinted(me, &event, hint),
-                _ => t.record_frame(me, event),
-            }
-        }
-        if let Err(e) = sent {
-            let reason = e.to_string();
-            self.record_frame(crate::trace::FrameEvent::Drop {
-                from: me,
-                to: Some(to),
-                seq,
-                reason: &reason,
-            });
-        }
+            reason: &reason,
+        });
     }
 
     /// Hand a frame event to the trace and the live tap (each when on).

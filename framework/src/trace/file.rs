@@ -614,13 +614,16 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Binary: copy `chunk`'s records as they are.
+    /// Binary: copy `chunk`'s records as they are (a full chunk straight
+    /// from the node's buffer to the file, after what waits in `bin`).
     fn copy(&mut self, chunk: &[u8]) {
-        for piece in chunk.chunks(WRITE_CHUNK) {
-            self.bin.extend_from_slice(piece);
-            if self.bin.len() >= WRITE_CHUNK {
-                self.write();
-            }
+        if self.bin.len() + chunk.len() < WRITE_CHUNK {
+            self.bin.extend_from_slice(chunk);
+            return;
+        }
+        self.write();
+        if let Err(e) = self.out.write_all(chunk) {
+            tracing::warn!(error = %e, path = %self.out.path.display(), "trace file: lines were not written");
         }
     }
 
