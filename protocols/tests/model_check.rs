@@ -588,6 +588,7 @@ fn partial_order_bench() {
         for por in [false, true] {
             let c = Check {
                 partial_order: por,
+                symmetry: false,
                 ..check.clone()
             };
             let s = c.search().unwrap();
@@ -681,5 +682,162 @@ fn total_orders_at_three_members_bench() {
         eprintln!(
             "broadcast {alg} n=3 messages={messages} mutation={mutation} (reduction {por}): {r}"
         );
+    }
+}
+
+/// One search of a model with the symmetry reduction on or off: the
+/// report, and the counterexample's length if any (which replays to the
+/// violation it names).
+fn searched<P, O>(
+    model: troupe_protocols::testkit::model::Model<P, O>,
+    bounds: Bounds,
+    symmetry: bool,
+) -> (Report, Option<usize>)
+where
+    P: troupe_protocols::testkit::SimProtocol + Clone + std::fmt::Debug,
+    O: troupe_protocols::testkit::Observer<P> + Clone + std::fmt::Debug,
+{
+    let s = troupe_protocols::testkit::model::Search::new(model, bounds)
+        .symmetry(symmetry)
+        .count_orbits(!symmetry);
+    assert_eq!(s.symmetric(), symmetry, "{:?}", s.symmetry_refused());
+    let r = s.bfs().unwrap();
+    let len = match &r.verdict {
+        Verdict::Violated(cx) => {
+            assert_eq!(replay(&s, cx).unwrap(), cx.violation);
+            Some(cx.steps.len())
+        }
+        _ => None,
+    };
+    (r, len)
+}
+
+/// The symmetry reduction against the plain search on the models that
+/// declare interchangeable members: `(name, model)` searched both ways
+/// within `bounds`; the same verdict, the same depth bound, a
+/// counterexample of the same length that replays, fewer states with it.
+fn symmetry_compared<P, O>(
+    name: &str,
+    model: impl Fn() -> troupe_protocols::testkit::model::Model<P, O>,
+    bounds: Bounds,
+) -> (Report, Report)
+where
+    P: troupe_protocols::testkit::SimProtocol + Clone + std::fmt::Debug,
+    O: troupe_protocols::testkit::Observer<P> + Clone + std::fmt::Debug,
+{
+    let (off, off_len) = searched(model(), bounds, false);
+    let (on, on_len) = searched(model(), bounds, true);
+    eprintln!("{name}: symmetry off: {off}");
+    eprintln!("{name}: symmetry on:  {on}");
+    let kind = |r: &Report| match &r.verdict {
+        Verdict::Violated(_) => "violated".to_string(),
+        v => format!("{v:?} (depth bound: {})", r.depth_limited),
+    };
+    assert_eq!(kind(&off), kind(&on), "{name}");
+    assert_eq!(off_len, on_len, "{name}: counterexample lengths");
+    if off_len.is_none() {
+        assert!(on.unique < off.unique, "{name}: no state merged");
+        // Every class of states up to a permutation of the interchangeable
+        // members that the plain search sees, the reduced one sees once.
+        assert_eq!(off.orbits, Some(on.unique), "{name}: orbits");
+    }
+    (off, on)
+}
+
+/// The symmetry reduction keeps the verdicts and the counterexample
+/// lengths: causal broadcast at 3 members with 2 messages (members 1 and
+/// 2 interchangeable with their payloads) holds both ways, with fewer
+/// states; FIFO broadcast checked for causal order (a causal broadcast
+/// that ignores the vector but for the sender's entry) is caught both
+/// ways in as many steps, and its counterexample found with the
+/// reduction replays step by step.
+#[test]
+fn symmetry_keeps_verdicts_and_counterexample_lengths() {
+    use troupe_protocols::broadcast::BroadcastAlgorithm::{Causal, Fifo};
+    use troupe_protocols::testkit::models::{broadcasts, broadcasts_checked};
+    let bounds = Family::Broadcast.bounds();
+    symmetry_compared(
+        "broadcast causal n=3",
+        || broadcasts(Causal, 3, 2, Mutation::None),
+        bounds,
+    );
+    symmetry_compared(
+        "broadcast fifo checked as causal n=3",
+        || broadcasts_checked(Fifo, 3, 2, Mutation::None, order_checks(Causal)),
+        bounds,
+    );
+    symmetry_compared(
+        "2PC n=4 (3 participants)",
+        || troupe_protocols::testkit::models::commit(CommitAlgorithm::TwoPhase, 4, Mutation::None),
+        Family::Commit.bounds(),
+    );
+    // Where it does not apply, it stays off: 3PC's termination elects by
+    // id, and a crash would need the disks renamed.
+    let three = Check::new(
+        Algorithm::Commit(CommitAlgorithm::ThreePhase),
+        Mutation::None,
+    )
+    .unwrap();
+    let s = troupe_protocols::testkit::model::Search::new(
+        troupe_protocols::testkit::models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None),
+        three.bounds,
+    );
+    assert!(!s.symmetric() && s.symmetry_refused().is_some());
+    let s = troupe_protocols::testkit::model::Search::new(
+        troupe_protocols::testkit::models::commit(CommitAlgorithm::TwoPhase, 3, Mutation::None),
+        Bounds {
+            crashes: 1,
+            ..three.bounds
+        },
+    );
+    assert!(!s.symmetric(), "{:?}", s.symmetry_refused());
+}
+
+/// The symmetry reduction on every model that declares interchangeable
+/// members, against the plain search (both with the partial-order
+/// reduction), and on what it brings within reach (a bench: `cargo test
+/// --release -p troupe-protocols --test model_check symmetry_bench --
+/// --ignored --nocapture --test-threads=1`; `SYM_ONLY=text` runs the rows
+/// whose name contains it).
+#[test]
+#[ignore = "a bench: prints the numbers BENCHMARKS.md records"]
+fn symmetry_bench() {
+    use troupe_protocols::broadcast::BroadcastAlgorithm::{Causal, EagerReliable, Fifo};
+    use troupe_protocols::testkit::models::{broadcasts, broadcasts_checked, commit};
+    let only = std::env::var("SYM_ONLY").unwrap_or_default();
+    let run = |name: &str| name.contains(&only);
+    let b = Family::Broadcast.bounds();
+    for alg in [EagerReliable, Fifo, Causal] {
+        for messages in [2, 3] {
+            let name = format!("broadcast {alg} n=3 messages={messages}");
+            if run(&name) {
+                symmetry_compared(&name, || broadcasts(alg, 3, messages, Mutation::None), b);
+            }
+        }
+    }
+    let name = "broadcast fifo checked as causal n=3";
+    if run(name) {
+        symmetry_compared(
+            name,
+            || broadcasts_checked(Fifo, 3, 2, Mutation::None, order_checks(Causal)),
+            b,
+        );
+    }
+    let c = Family::Commit.bounds();
+    let drop = Bounds { drops: 1, ..c };
+    for (name, n, bounds) in [
+        ("2PC n=3", 3, c),
+        ("2PC n=4", 4, c),
+        ("2PC n=5", 5, c),
+        ("2PC n=3, 1 drop", 3, drop),
+        ("2PC n=4, 1 drop", 4, drop),
+    ] {
+        if run(name) {
+            symmetry_compared(
+                name,
+                || commit(CommitAlgorithm::TwoPhase, n, Mutation::None),
+                bounds,
+            );
+        }
     }
 }

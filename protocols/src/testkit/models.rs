@@ -29,11 +29,14 @@ use std::time::Duration;
 
 use super::broadcast::{BroadcastObserver, OrderChecks};
 use super::commit::CommitObserver;
-use super::model::{Bounds, Checker, Command, Goal, Model, Search};
+use super::model::{Bounds, Checker, Command, Goal, Model, Renaming, Search, Symmetry};
 use super::raft::{KvRaft, RaftObserver};
 use super::scenarios::{ElectionObserver, MutexObserver};
 use super::{recover_state, NetFaults, OracleConfig, Sim};
-use crate::broadcast::{AnyBroadcast, BroadcastAlgorithm, BroadcastCore};
+use crate::broadcast::{
+    any::AnyBroadcastTimer, AnyBroadcast, AnyBroadcastMsg, BroadcastAlgorithm, BroadcastCore,
+};
+use crate::commit::any::{AnyCommitMsg, AnyCommitTimer};
 use crate::commit::{AnyCommit, CommitAlgorithm, CommitConfig, CommitCore};
 use crate::election::{AnyElection, ElectionAlgorithm, ElectionConfig};
 use crate::mutex::{AnyMutex, MutexAlgorithm, MutexConfig, MutexCore};
@@ -149,6 +152,7 @@ pub fn mutex(
         )),
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -173,6 +177,7 @@ pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>,
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -222,6 +227,20 @@ pub fn commit(
             .eager(),
         );
     }
+    // Two-phase commit treats its participants alike (no tie-break by
+    // id); three-phase commit does not (its termination protocol elects
+    // the highest live member).
+    let symmetry = (algorithm == CommitAlgorithm::TwoPhase && n > 2).then(|| Symmetry {
+        classes: vec![(2..=n).collect()],
+        core: Rc::new(|c: &AnyCommit<u32>, r: &Renaming<'_, u32>| {
+            c.renamed(r).expect("two-phase commit cores rename")
+        }) as Rc<dyn Fn(&AnyCommit<u32>, &Renaming<'_, u32>) -> AnyCommit<u32>>,
+        message: Rc::new(|m: &AnyCommitMsg<u32>, r: &Renaming<'_, u32>| {
+            m.renamed(r).expect("two-phase commit messages rename")
+        }),
+        timer: Rc::new(|t: &AnyCommitTimer, _: &Renaming<'_, u32>| t.clone()),
+        observer: Rc::new(|o: &CommitObserver, r: &Renaming<'_, u32>| o.renamed(r)),
+    });
     Model {
         name: format!("commit {algorithm} n={n}"),
         init: Rc::new(init),
@@ -229,6 +248,7 @@ pub fn commit(
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry,
     }
 }
 
@@ -274,7 +294,20 @@ pub fn broadcasts(
     messages: u32,
     mutation: Mutation,
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
-    let checks = order_checks(algorithm);
+    broadcasts_checked(algorithm, n, messages, mutation, order_checks(algorithm))
+}
+
+/// [`broadcasts`], checked for the orders `checks` instead of those the
+/// algorithm promises (FIFO broadcast checked for causal order is a
+/// causal broadcast that ignores every entry of the vector but the
+/// sender's: a broken variant the search must catch).
+pub fn broadcasts_checked(
+    algorithm: BroadcastAlgorithm,
+    n: u32,
+    messages: u32,
+    mutation: Mutation,
+    checks: OrderChecks,
+) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let init = move || {
         let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::BroadcastForgetsDeliveries {
@@ -301,6 +334,40 @@ pub fn broadcasts(
         );
         commands.push(c);
     }
+    // Eager reliable, FIFO and causal broadcast treat members alike (no
+    // tie-break by id): the broadcasters are interchangeable with their
+    // payloads (each payload is its sender's id), and so are the others.
+    let symmetric = matches!(
+        algorithm,
+        BroadcastAlgorithm::EagerReliable | BroadcastAlgorithm::Fifo | BroadcastAlgorithm::Causal
+    );
+    let symmetry = symmetric.then(|| {
+        let senders = messages.min(n);
+        fn payload(r: &Renaming<'_, u32>, p: &[u8]) -> Vec<u8> {
+            match <[u8; 8]>::try_from(p) {
+                Ok(b) => pid(r, u64::from_le_bytes(b)).to_le_bytes().to_vec(),
+                Err(_) => p.to_vec(),
+            }
+        }
+        fn pid(r: &Renaming<'_, u32>, p: u64) -> u64 {
+            u32::try_from(p).map_or(p, |m| u64::from(r.id(&m)))
+        }
+        Symmetry {
+            classes: vec![(1..=senders).collect(), (senders + 1..=n).collect()],
+            core: Rc::new(|c: &AnyBroadcast<u32>, r: &Renaming<'_, u32>| {
+                c.renamed(r, &|p| payload(r, p))
+                    .expect("eager, FIFO and causal cores rename")
+            }),
+            message: Rc::new(|m: &AnyBroadcastMsg<u32>, r: &Renaming<'_, u32>| {
+                m.renamed(r, &|p| payload(r, p))
+                    .expect("eager, FIFO and causal messages rename")
+            }),
+            timer: Rc::new(|t: &AnyBroadcastTimer, _: &Renaming<'_, u32>| t.clone()),
+            observer: Rc::new(|o: &BroadcastObserver, r: &Renaming<'_, u32>| {
+                o.renamed(r, &|p| pid(r, p))
+            }),
+        }
+    });
     Model {
         name: if messages == 2 {
             format!("broadcast {algorithm} n={n}")
@@ -312,6 +379,7 @@ pub fn broadcasts(
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry,
     }
 }
 
@@ -369,6 +437,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -752,6 +821,10 @@ pub struct Check {
     /// Search with the partial-order reduction ([`Search::partial_order`];
     /// on by default: every model of the catalog allows it).
     pub partial_order: bool,
+    /// Search with the symmetry reduction where the model declares
+    /// interchangeable members and the bounds allow it
+    /// ([`Search::symmetry`]; on by default).
+    pub symmetry: bool,
 }
 
 impl Check {
@@ -772,6 +845,7 @@ impl Check {
             crashable: None,
             must_decide: false,
             partial_order: true,
+            symmetry: true,
         };
         check.validate()?;
         Ok(check)
@@ -845,7 +919,11 @@ impl Check {
             if crashable.is_some() {
                 m.crashable = crashable;
             }
-            Box::new(Search::new(m, c.bounds).partial_order(c.partial_order))
+            Box::new(
+                Search::new(m, c.bounds)
+                    .partial_order(c.partial_order)
+                    .symmetry(c.symmetry),
+            )
         }
         let crashable = self.crashable.clone();
         Ok(match self.algorithm {
