@@ -105,9 +105,28 @@ fn ricart_agrawala_without_the_tie_break_is_caught() {
     );
 }
 
+/// Every election at 3 members, exhaustively within the family's bounds
+/// (one crash for good, six timer firings: `Family::bounds`); and
+/// next-in-line with a crash and a restart, exhaustively too.
 #[test]
 fn every_election_holds_with_three_members() {
-    every_algorithm_holds(Family::Election);
+    every_algorithm_holds_exhaustively(Family::Election);
+    let alg = Algorithm::Election(troupe_protocols::election::ElectionAlgorithm::NextInLine);
+    let mut check = Check::new(alg, Mutation::None).unwrap();
+    check.bounds.restarts = true;
+    let r = holds(&check);
+    eprintln!("election {alg} with a restart: {r}");
+    assert!(!r.depth_limited, "{r}");
+}
+
+/// Every algorithm the suite checks of `family`, without a mutation, with
+/// every path explored to its end (no path cut by the depth bound).
+fn every_algorithm_holds_exhaustively(family: Family) {
+    for alg in family.checked_algorithms() {
+        let r = holds(&Check::new(alg, Mutation::None).unwrap());
+        eprintln!("{family} {alg}: {r}");
+        assert!(!r.depth_limited, "{family} {alg}: {r}");
+    }
 }
 
 fn commit(alg: CommitAlgorithm) -> Check {
@@ -193,7 +212,7 @@ fn a_broadcast_that_forgets_its_deliveries_is_caught() {
 
 #[test]
 fn raft_holds_with_three_servers() {
-    every_algorithm_holds(Family::Raft);
+    every_algorithm_holds_exhaustively(Family::Raft);
 }
 
 #[test]
@@ -880,7 +899,8 @@ fn symmetry_bench() {
 /// PROBE_CRASHES=1 PROBE_DEPTH=200 cargo test --release -p
 /// troupe-protocols --test model_check bounds_probe -- --ignored
 /// --nocapture`): the model `PROBE` (`family/algorithm`) at 3 members
-/// within the family's bounds changed by the `PROBE_*` variables.
+/// within the family's bounds changed by the `PROBE_*` variables
+/// (`PROBE_DFS=1`: depth-first).
 #[test]
 #[ignore = "a bench: a probe of bounds"]
 fn bounds_probe() {
@@ -906,6 +926,11 @@ fn bounds_probe() {
     if let Some(r) = var("PROBE_RESTARTS") {
         check.bounds.restarts = r != "0";
     }
-    let r = check.search().unwrap().bfs().unwrap();
+    let s = check.search().unwrap();
+    let r = if var("PROBE_DFS").is_some() {
+        s.dfs().unwrap()
+    } else {
+        s.bfs().unwrap()
+    };
     eprintln!("{probe} {:?}: {r}", check.bounds);
 }
