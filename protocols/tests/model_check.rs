@@ -704,6 +704,10 @@ fn total_orders_at_three_members_bench() {
     }
 }
 
+/// Set by `symmetry_bench`: `symmetry_compared` also runs the search with
+/// the partial-order reduction alone (the suite's before this change).
+static SYM_BENCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One search of a model with the symmetry reduction on or off and the
 /// partial-order reduction on or off: the report, and the
 /// counterexample's length if any (which replays to the violation it
@@ -756,7 +760,7 @@ where
     let (off, off_len) = searched(model(), bounds, false, false);
     let (on, on_len) = searched(model(), bounds, true, false);
     let (both, both_len) = searched(model(), bounds, true, true);
-    if std::env::var("SYM_BENCH").is_ok() {
+    if SYM_BENCH.load(std::sync::atomic::Ordering::Relaxed) {
         // As the suite ran before: the partial-order reduction alone.
         let (por, _) = searched(model(), bounds, false, true);
         eprintln!("{name}: partial order:              {por}");
@@ -843,9 +847,7 @@ fn symmetry_bench() {
     use troupe_protocols::testkit::models::{broadcasts, broadcasts_checked, commit};
     let only = std::env::var("SYM_ONLY").unwrap_or_default();
     let run = |name: &str| name.contains(&only);
-    // SAFETY of the environment: the bench runs alone in its process
-    // (`--test-threads=1` and a filter), so no other thread reads it.
-    unsafe { std::env::set_var("SYM_BENCH", "1") };
+    SYM_BENCH.store(true, std::sync::atomic::Ordering::Relaxed);
     let b = Family::Broadcast.bounds();
     for alg in [EagerReliable, Fifo, Causal] {
         let name = format!("broadcast {alg} n=3 messages=2");

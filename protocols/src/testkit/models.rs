@@ -20,6 +20,13 @@
 //! Each takes a [`Mutation`] for the tests that prove the search catches a
 //! broken variant of the family.
 //!
+//! The models whose members are interchangeable declare it for the
+//! symmetry reduction ([`super::model::Symmetry`]): eager reliable, FIFO
+//! and causal broadcast (the broadcasters with their payloads, and the
+//! other members) and two-phase commit (the participants). The others
+//! order members by id somewhere (tie-breaks, elections, rings, a fixed
+//! coordinator) or were not examined (Raft), and declare none.
+//!
 //! The catalog ([`Family`], [`Algorithm`], [`Mutation`], [`Check`]) names
 //! them and holds the bounds the suite checks each within:
 //! `tests/model_check.rs` and `troupe check` both start from it.
