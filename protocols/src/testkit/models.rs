@@ -392,10 +392,19 @@ pub fn broadcasts_checked(
 
 /// Three servers elect a leader and replicate one write.
 pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
+    raft_with(n, mutation, RaftConfig::default().max_batch)
+}
+
+/// [`raft`] with AppendEntries of at most `max_batch` entries (with 1, a
+/// follower acknowledges an old entry before the leader's no-op of its
+/// term: what Raft's Figure 8 needs against a leader that commits old
+/// entries by counting).
+pub fn raft_with(n: u32, mutation: Mutation, max_batch: usize) -> Model<KvRaft, RaftObserver> {
     let config = RaftConfig {
         pre_vote: false,
         check_quorum: false,
         unsafe_commit_old_terms: mutation == Mutation::RaftCommitsOldTerms,
+        max_batch,
         ..RaftConfig::default()
     };
     let init = move || {
