@@ -59,6 +59,20 @@ pub struct Group<Id> {
     down: BTreeSet<Id>,
 }
 
+impl<Id: Clone + Ord + std::fmt::Debug> Group<Id> {
+    /// The group as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction (the members kept sorted).
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Self {
+        let mut members: Vec<Id> = self.members.iter().map(|m| r.id(m)).collect();
+        members.sort();
+        Self {
+            me: r.id(&self.me),
+            members,
+            down: self.down.iter().map(|m| r.id(m)).collect(),
+        }
+    }
+}
+
 impl<Id: Clone + Ord> Group<Id> {
     /// The group of `members` and `me` (added if missing), sorted, without
     /// duplicates.

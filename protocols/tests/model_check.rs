@@ -105,9 +105,28 @@ fn ricart_agrawala_without_the_tie_break_is_caught() {
     );
 }
 
+/// Every election at 3 members, exhaustively within the family's bounds
+/// (one crash for good, six timer firings: `Family::bounds`); and
+/// next-in-line with a crash and a restart, exhaustively too.
 #[test]
 fn every_election_holds_with_three_members() {
-    every_algorithm_holds(Family::Election);
+    every_algorithm_holds_exhaustively(Family::Election);
+    let alg = Algorithm::Election(troupe_protocols::election::ElectionAlgorithm::NextInLine);
+    let mut check = Check::new(alg, Mutation::None).unwrap();
+    check.bounds.restarts = true;
+    let r = holds(&check);
+    eprintln!("election {alg} with a restart: {r}");
+    assert!(!r.depth_limited, "{r}");
+}
+
+/// Every algorithm the suite checks of `family`, without a mutation, with
+/// every path explored to its end (no path cut by the depth bound).
+fn every_algorithm_holds_exhaustively(family: Family) {
+    for alg in family.checked_algorithms() {
+        let r = holds(&Check::new(alg, Mutation::None).unwrap());
+        eprintln!("{family} {alg}: {r}");
+        assert!(!r.depth_limited, "{family} {alg}: {r}");
+    }
 }
 
 fn commit(alg: CommitAlgorithm) -> Check {
@@ -193,7 +212,7 @@ fn a_broadcast_that_forgets_its_deliveries_is_caught() {
 
 #[test]
 fn raft_holds_with_three_servers() {
-    every_algorithm_holds(Family::Raft);
+    every_algorithm_holds_exhaustively(Family::Raft);
 }
 
 #[test]
@@ -588,6 +607,7 @@ fn partial_order_bench() {
         for por in [false, true] {
             let c = Check {
                 partial_order: por,
+                symmetry: false,
                 ..check.clone()
             };
             let s = c.search().unwrap();
@@ -681,5 +701,272 @@ fn total_orders_at_three_members_bench() {
         eprintln!(
             "broadcast {alg} n=3 messages={messages} mutation={mutation} (reduction {por}): {r}"
         );
+    }
+}
+
+/// Set by `symmetry_bench`: `symmetry_compared` also runs the search with
+/// the partial-order reduction alone (the suite's before this change).
+static SYM_BENCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One search of a model with the symmetry reduction on or off and the
+/// partial-order reduction on or off: the report, and the
+/// counterexample's length if any (which replays to the violation it
+/// names). Without the symmetry reduction, it counts the orbits.
+fn searched<P, O>(
+    model: troupe_protocols::testkit::model::Model<P, O>,
+    bounds: Bounds,
+    symmetry: bool,
+    por: bool,
+) -> (Report, Option<usize>)
+where
+    P: troupe_protocols::testkit::SimProtocol + Clone + std::fmt::Debug,
+    O: troupe_protocols::testkit::Observer<P> + Clone + std::fmt::Debug,
+{
+    let s = troupe_protocols::testkit::model::Search::new(model, bounds)
+        .partial_order(por)
+        .symmetry(symmetry)
+        .count_orbits(!symmetry);
+    assert_eq!(s.symmetric(), symmetry, "{:?}", s.symmetry_refused());
+    let r = s.bfs().unwrap();
+    let len = match &r.verdict {
+        Verdict::Violated(cx) => {
+            assert_eq!(replay(&s, cx).unwrap(), cx.violation);
+            Some(cx.steps.len())
+        }
+        _ => None,
+    };
+    (r, len)
+}
+
+/// The symmetry reduction against the plain search on a model that
+/// declares interchangeable members, within `bounds`: the plain search
+/// (counting orbits) and the reduced one without the partial-order
+/// reduction, then the reduced one with it (as the suite runs). The same
+/// verdict, the same depth bound, counterexamples of the same length that
+/// replay, and, where the model holds, exactly one state per orbit of the
+/// plain search's states (sleep sets alone keep every state but the
+/// commit observer's order-dependent counter: see the module docs of
+/// `testkit::model`, so the count is compared without them). Returns
+/// the plain report and the reduced one with both reductions.
+fn symmetry_compared<P, O>(
+    name: &str,
+    model: impl Fn() -> troupe_protocols::testkit::model::Model<P, O>,
+    bounds: Bounds,
+) -> (Report, Report)
+where
+    P: troupe_protocols::testkit::SimProtocol + Clone + std::fmt::Debug,
+    O: troupe_protocols::testkit::Observer<P> + Clone + std::fmt::Debug,
+{
+    let (off, off_len) = searched(model(), bounds, false, false);
+    let (on, on_len) = searched(model(), bounds, true, false);
+    let (both, both_len) = searched(model(), bounds, true, true);
+    if SYM_BENCH.load(std::sync::atomic::Ordering::Relaxed) {
+        // As the suite ran before: the partial-order reduction alone.
+        let (por, _) = searched(model(), bounds, false, true);
+        eprintln!("{name}: partial order:              {por}");
+    }
+    eprintln!("{name}: plain:                      {off}");
+    eprintln!("{name}: symmetry:                   {on}");
+    eprintln!("{name}: symmetry and partial order: {both}");
+    let kind = |r: &Report| match &r.verdict {
+        Verdict::Violated(_) => "violated".to_string(),
+        v => format!("{v:?} (depth bound: {})", r.depth_limited),
+    };
+    assert_eq!(kind(&off), kind(&on), "{name}");
+    assert_eq!(kind(&off), kind(&both), "{name}");
+    assert_eq!(off_len, on_len, "{name}: counterexample lengths");
+    assert_eq!(off_len, both_len, "{name}: counterexample lengths");
+    if off.verdict == Verdict::Holds {
+        assert!(on.unique < off.unique, "{name}: no state merged");
+        // Every class of states up to a permutation of the interchangeable
+        // members that the plain search sees, the reduced one sees once.
+        assert_eq!(off.orbits, Some(on.unique), "{name}: orbits");
+    }
+    (off, both)
+}
+
+/// The symmetry reduction keeps the verdicts and the counterexample
+/// lengths: causal broadcast at 3 members with 2 messages (members 1 and
+/// 2 interchangeable with their payloads) holds both ways, with fewer
+/// states; FIFO broadcast checked for causal order (a causal broadcast
+/// that ignores the vector but for the sender's entry) is caught both
+/// ways in as many steps, and its counterexample found with the
+/// reduction replays step by step.
+#[test]
+fn symmetry_keeps_verdicts_and_counterexample_lengths() {
+    use troupe_protocols::broadcast::BroadcastAlgorithm::{Causal, Fifo};
+    use troupe_protocols::testkit::models::{broadcasts, broadcasts_checked};
+    let bounds = Family::Broadcast.bounds();
+    symmetry_compared(
+        "broadcast causal n=3",
+        || broadcasts(Causal, 3, 2, Mutation::None),
+        bounds,
+    );
+    symmetry_compared(
+        "broadcast fifo checked as causal n=3",
+        || broadcasts_checked(Fifo, 3, 2, Mutation::None, order_checks(Causal)),
+        bounds,
+    );
+    symmetry_compared(
+        "2PC n=4 (3 participants)",
+        || troupe_protocols::testkit::models::commit(CommitAlgorithm::TwoPhase, 4, Mutation::None),
+        Family::Commit.bounds(),
+    );
+    // Where it does not apply, it stays off: 3PC's termination elects by
+    // id, and a crash would need the disks renamed.
+    let three = Check::new(
+        Algorithm::Commit(CommitAlgorithm::ThreePhase),
+        Mutation::None,
+    )
+    .unwrap();
+    let s = troupe_protocols::testkit::model::Search::new(
+        troupe_protocols::testkit::models::commit(CommitAlgorithm::ThreePhase, 3, Mutation::None),
+        three.bounds,
+    );
+    assert!(!s.symmetric() && s.symmetry_refused().is_some());
+    let s = troupe_protocols::testkit::model::Search::new(
+        troupe_protocols::testkit::models::commit(CommitAlgorithm::TwoPhase, 3, Mutation::None),
+        Bounds {
+            crashes: 1,
+            ..three.bounds
+        },
+    );
+    assert!(!s.symmetric(), "{:?}", s.symmetry_refused());
+}
+
+/// The symmetry reduction on every model that declares interchangeable
+/// members, against the plain search (both with the partial-order
+/// reduction), and on what it brings within reach (a bench: `cargo test
+/// --release -p troupe-protocols --test model_check symmetry_bench --
+/// --ignored --nocapture --test-threads=1`; `SYM_ONLY=text` runs the rows
+/// whose name contains it).
+#[test]
+#[ignore = "a bench: prints the numbers BENCHMARKS.md records"]
+fn symmetry_bench() {
+    use troupe_protocols::broadcast::BroadcastAlgorithm::{Causal, EagerReliable, Fifo};
+    use troupe_protocols::testkit::models::{broadcasts, broadcasts_checked, commit};
+    let only = std::env::var("SYM_ONLY").unwrap_or_default();
+    let run = |name: &str| name.contains(&only);
+    SYM_BENCH.store(true, std::sync::atomic::Ordering::Relaxed);
+    let b = Family::Broadcast.bounds();
+    for alg in [EagerReliable, Fifo, Causal] {
+        let name = format!("broadcast {alg} n=3 messages=2");
+        if run(&name) {
+            symmetry_compared(&name, || broadcasts(alg, 3, 2, Mutation::None), b);
+        }
+    }
+    // Three messages, one from each member (all three interchangeable),
+    // with the reduction only: how far it gets within 150 000 states (the
+    // plain search's frontier outgrew 6 GB of memory).
+    for alg in [EagerReliable, Fifo, Causal] {
+        let name = format!("broadcast {alg} n=3 messages=3");
+        if run(&name) {
+            let bounds = Bounds {
+                max_states: 150_000,
+                ..b
+            };
+            let (r, _) = searched(broadcasts(alg, 3, 3, Mutation::None), bounds, true, true);
+            eprintln!("{name}: symmetry on: {r}");
+        }
+    }
+    let name = "broadcast fifo checked as causal n=3";
+    if run(name) {
+        symmetry_compared(
+            name,
+            || broadcasts_checked(Fifo, 3, 2, Mutation::None, order_checks(Causal)),
+            b,
+        );
+    }
+    let c = Family::Commit.bounds();
+    let drop = Bounds { drops: 1, ..c };
+    for (name, n, bounds) in [
+        ("2PC n=3", 3, c),
+        ("2PC n=4", 4, c),
+        ("2PC n=5", 5, c),
+        ("2PC n=3, 1 drop", 3, drop),
+        ("2PC n=4, 1 drop", 4, drop),
+    ] {
+        if run(name) {
+            symmetry_compared(
+                name,
+                || commit(CommitAlgorithm::TwoPhase, n, Mutation::None),
+                bounds,
+            );
+        }
+    }
+}
+
+/// Probe the bounds under which a model's search completes (a bench for
+/// choosing the suite's bounds: `PROBE=election/bully PROBE_FIRES=4
+/// PROBE_CRASHES=1 PROBE_DEPTH=200 cargo test --release -p
+/// troupe-protocols --test model_check bounds_probe -- --ignored
+/// --nocapture`): the model `PROBE` (`family/algorithm`) at 3 members
+/// within the family's bounds changed by the `PROBE_*` variables
+/// (`PROBE_DFS=1`: depth-first).
+#[test]
+#[ignore = "a bench: a probe of bounds"]
+fn bounds_probe() {
+    let var = |k: &str| std::env::var(k).ok();
+    let num = |k: &str| var(k).map(|v| v.parse::<u64>().unwrap());
+    let probe = var("PROBE").unwrap_or_else(|| "election/bully".into());
+    let (family, alg) = probe.split_once('/').unwrap_or((probe.as_str(), "raft"));
+    let family: Family = family.parse().unwrap();
+    let alg = Algorithm::parse(family, alg).unwrap();
+    let mut check = Check::new(alg, Mutation::None).unwrap();
+    if let Some(f) = num("PROBE_FIRES") {
+        check.bounds.timer_fires = Some(f as u32);
+    }
+    if let Some(c) = num("PROBE_CRASHES") {
+        check.bounds.crashes = c as u32;
+    }
+    if let Some(d) = num("PROBE_DEPTH") {
+        check.bounds.max_depth = d as usize;
+    }
+    if let Some(s) = num("PROBE_STATES") {
+        check.bounds.max_states = s as usize;
+    }
+    if let Some(r) = var("PROBE_RESTARTS") {
+        check.bounds.restarts = r != "0";
+    }
+    let s = check.search().unwrap();
+    let r = if var("PROBE_DFS").is_some() {
+        s.dfs().unwrap()
+    } else {
+        s.bfs().unwrap()
+    };
+    eprintln!("{probe} {:?}: {r}", check.bounds);
+}
+
+/// A probe for Raft's Figure-8 mutation (a leader commits an entry of an
+/// earlier term by counting replicas), not caught by the suite: depth-first
+/// within `FIG8_DEPTH` steps (default 50), two crashes with restarts, one
+/// drop, `FIG8_FIRES` timer firings (default 6), and AppendEntries of one
+/// entry each (the leader's no-op of its term otherwise travels with the
+/// old entry and commits it lawfully). `cargo test --release -p
+/// troupe-protocols --test model_check figure8 -- --ignored --nocapture`.
+#[test]
+#[ignore = "a probe: minutes, and not known to succeed"]
+fn raft_figure8_probe() {
+    use troupe_protocols::testkit::model::Search;
+    use troupe_protocols::testkit::models::raft_with;
+    let num = |k: &str, d: u64| std::env::var(k).map_or(d, |v| v.parse().unwrap());
+    let bounds = Bounds {
+        crashes: 2,
+        drops: num("FIG8_DROPS", 1) as u32,
+        timer_fires: Some(num("FIG8_FIRES", 6) as u32),
+        max_depth: num("FIG8_DEPTH", 50) as usize,
+        max_states: num("FIG8_STATES", 3_000_000) as usize,
+        ..Family::Raft.bounds()
+    };
+    let s = Search::new(raft_with(3, Mutation::RaftCommitsOldTerms, 1), bounds);
+    let r = if std::env::var("FIG8_BFS").is_ok() {
+        s.bfs().unwrap()
+    } else {
+        s.dfs().unwrap()
+    };
+    eprintln!("raft commits old terms, batches of 1, {bounds:?}: {r}");
+    if let Verdict::Violated(cx) = &r.verdict {
+        eprintln!("{cx}");
+        assert_eq!(replay(&s, cx).unwrap(), cx.violation);
     }
 }

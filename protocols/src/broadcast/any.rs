@@ -56,3 +56,45 @@ crate::any_core! {
         Plumtree => Plumtree, GossipMsg<Id>, GossipTimer;
     }
 }
+
+impl<Id: crate::MemberId> AnyBroadcast<Id> {
+    /// The core as it is with every member `m` called `r.to(m)` and every
+    /// payload `p` replaced by `payload(p)`, for the model checker's
+    /// symmetry reduction ([`crate::testkit::model::Symmetry`]): the
+    /// eager reliable, FIFO and causal cores; `None` for the others.
+    pub fn renamed(
+        &self,
+        r: &crate::testkit::model::Renaming<'_, Id>,
+        payload: &dyn Fn(&[u8]) -> Vec<u8>,
+    ) -> Option<Self> {
+        let inner = match &self.inner {
+            Inner::EagerReliable(c) => Inner::EagerReliable(c.renamed(r, payload)?),
+            Inner::Fifo(c) => Inner::Fifo(c.renamed(r, payload)?),
+            Inner::Causal(c) => Inner::Causal(c.renamed(r, payload)?),
+            _ => return None,
+        };
+        Some(Self {
+            inner,
+            foreign: self.foreign,
+        })
+    }
+}
+
+impl<Id: crate::MemberId> AnyBroadcastMsg<Id> {
+    /// The message renamed as [`AnyBroadcast::renamed`] renames a core:
+    /// the reliable engine's messages; `None` for the others.
+    pub fn renamed(
+        &self,
+        r: &crate::testkit::model::Renaming<'_, Id>,
+        payload: &dyn Fn(&[u8]) -> Vec<u8>,
+    ) -> Option<Self> {
+        Some(match self {
+            AnyBroadcastMsg::EagerReliable(m) => {
+                AnyBroadcastMsg::EagerReliable(m.renamed(r, payload)?)
+            }
+            AnyBroadcastMsg::Fifo(m) => AnyBroadcastMsg::Fifo(m.renamed(r, payload)?),
+            AnyBroadcastMsg::Causal(m) => AnyBroadcastMsg::Causal(m.renamed(r, payload)?),
+            _ => return None,
+        })
+    }
+}

@@ -60,6 +60,10 @@ impl<Id: std::fmt::Debug> Order<Id> for VectorOrder {
     fn delivered(&mut self, id: &MsgId<Id>, _: &Stamps) {
         self.delivered.increment(&clock_key(&id.origin));
     }
+    fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        let delivered = self.delivered.iter().map(|(k, c)| (r.key(k), c)).collect();
+        Some(Self { delivered })
+    }
 }
 
 /// Reliable causal broadcast (see the module docs).

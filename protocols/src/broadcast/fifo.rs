@@ -35,6 +35,9 @@ impl<Id: Ord> Order<Id> for SenderOrder {
         id.seq == next
     }
     fn delivered(&mut self, _: &MsgId<Id>, _: &Stamps) {}
+    fn renamed(&self, _: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        Some(SenderOrder)
+    }
 }
 
 /// Reliable FIFO broadcast (see the module docs).

@@ -62,6 +62,25 @@ pub struct Ledger<Id> {
 }
 
 impl<Id: MemberId> Ledger<Id> {
+    /// The ledger as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction; `None` if its order layer's
+    /// durable state cannot be renamed ([`OrderDurable::renamed`]).
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        Some(Self {
+            seq: self.seq,
+            delivered: self
+                .delivered
+                .iter()
+                .map(|(o, s)| (r.id(o), s.clone()))
+                .collect(),
+            count: self.count,
+            keep_log: self.keep_log,
+            meta_dirty: self.meta_dirty,
+            origins_dirty: self.origins_dirty.iter().map(|o| r.id(o)).collect(),
+            order: self.order.renamed(r)?,
+        })
+    }
+
     /// The ledger of a member resumed from `durable` (default: a first
     /// start), keeping only the origins in `members`.
     pub fn new(durable: &BroadcastDurable<Id>, members: &[Id], config: &BroadcastConfig) -> Self {

@@ -444,6 +444,81 @@ pub fn delivered_trace(
     }
 }
 
+/// Renaming members in the broadcast types, for the model checker's
+/// symmetry reduction ([`crate::testkit::model::Symmetry`]): each returns
+/// the value as it is with every member `m` called `r.to(m)`, or `None`
+/// for what it cannot rename (the total orders' stamps and durable
+/// state, which no symmetric model uses).
+mod rename {
+    use super::{MsgId, OrderDurable, Stamps, Stored};
+    use crate::testkit::model::Renaming;
+    use crate::MemberId;
+
+    impl<Id: MemberId> MsgId<Id> {
+        /// Renamed (see the module docs).
+        pub fn renamed(&self, r: &Renaming<'_, Id>) -> Self {
+            MsgId {
+                origin: r.id(&self.origin),
+                seq: self.seq,
+            }
+        }
+    }
+
+    impl Stamps {
+        /// Renamed: the vector clock's entries and the assigned message's
+        /// origin (keyed by [`super::clock_key`]). `None` with a total-order
+        /// stamp.
+        pub fn renamed<Id: MemberId>(&self, r: &Renaming<'_, Id>) -> Option<Self> {
+            if self.total.is_some() {
+                return None;
+            }
+            Some(Stamps {
+                vector: self
+                    .vector
+                    .as_ref()
+                    .map(|v| v.iter().map(|(k, c)| (r.key(k), c)).collect()),
+                assigns: self.assigns.as_ref().map(|(k, seq)| (r.key(k), *seq)),
+                total: None,
+                lamport: self.lamport,
+            })
+        }
+    }
+
+    impl Stored {
+        /// Renamed, its payload by `payload` (the data a model ties to
+        /// members).
+        pub fn renamed<Id: MemberId>(
+            &self,
+            r: &Renaming<'_, Id>,
+            payload: &dyn Fn(&[u8]) -> Vec<u8>,
+        ) -> Option<Self> {
+            Some(Stored {
+                stamps: self.stamps.renamed(r)?,
+                payload: payload(&self.payload),
+            })
+        }
+    }
+
+    impl<Id: MemberId> OrderDurable<Id> {
+        /// Renamed; `None` with an embedded election's state (the
+        /// sequencer's).
+        pub fn renamed(&self, r: &Renaming<'_, Id>) -> Option<Self> {
+            if self.election.is_some() {
+                return None;
+            }
+            let mut heard: Vec<(Id, u64)> = self.heard.iter().map(|(m, t)| (r.id(m), *t)).collect();
+            heard.sort();
+            Some(OrderDurable {
+                slot: self.slot,
+                epoch: self.epoch,
+                election: None,
+                clock: self.clock,
+                heard,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ use super::{
 use crate::driver::OutputsOf;
 use crate::family::protocol_types;
 use crate::group::{Change, Group};
+use crate::testkit::model::Renaming;
 use crate::MemberId;
 
 /// The wire messages of the reliable engine (shared by its layers).
@@ -63,6 +64,32 @@ pub enum RelayMsg<Id> {
         /// Which message.
         id: MsgId<Id>,
     },
+}
+
+impl<Id: MemberId> RelayMsg<Id> {
+    /// The message as it is with every member `m` called `r.to(m)` and its
+    /// payload replaced by `payload(p)`, for the model checker's symmetry
+    /// reduction; `None` with a total-order stamp.
+    pub fn renamed(
+        &self,
+        r: &Renaming<'_, Id>,
+        payload: &dyn Fn(&[u8]) -> Vec<u8>,
+    ) -> Option<Self> {
+        Some(match self {
+            RelayMsg::Data {
+                id,
+                stamps,
+                payload: p,
+                retry,
+            } => RelayMsg::Data {
+                id: id.renamed(r),
+                stamps: stamps.renamed(r)?,
+                payload: payload(p),
+                retry: *retry,
+            },
+            RelayMsg::Ack { id } => RelayMsg::Ack { id: id.renamed(r) },
+        })
+    }
 }
 
 /// The reliable engine's timers.
@@ -108,6 +135,12 @@ pub trait Order<Id>: Debug + Clone {
     fn durable(&self) -> OrderDurable<Id> {
         OrderDurable::default()
     }
+    /// The rule's state as it is with every member `m` called `r.to(m)`,
+    /// for the model checker's symmetry reduction. Default: `None` (a rule
+    /// that cannot be renamed; the model then declares no symmetry).
+    fn renamed(&self, _r: &Renaming<'_, Id>) -> Option<Self> {
+        None
+    }
 }
 
 /// No order: deliver on first receipt.
@@ -125,6 +158,9 @@ impl<Id> Order<Id> for Unordered {
         true
     }
     fn delivered(&mut self, _: &MsgId<Id>, _: &Stamps) {}
+    fn renamed(&self, _: &Renaming<'_, Id>) -> Option<Self> {
+        Some(Unordered)
+    }
 }
 
 /// Eager reliable broadcast, no order (see the module docs).
@@ -198,6 +234,37 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
 }
 
 impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
+    /// The core as it is with every member `m` called `r.to(m)` and every
+    /// payload `p` replaced by `payload(p)` (the data a model ties to
+    /// members), for the model checker's symmetry reduction; `None` if
+    /// its order rule cannot be renamed ([`Order::renamed`]).
+    pub fn renamed(
+        &self,
+        r: &Renaming<'_, Id>,
+        payload: &dyn Fn(&[u8]) -> Vec<u8>,
+    ) -> Option<Self> {
+        let mut buffer = BTreeMap::new();
+        for (id, e) in &self.buffer {
+            let e = Entry {
+                stored: e.stored.renamed(r, payload)?,
+                has: e.has.iter().map(|m| r.id(m)).collect(),
+                sent_at: e.sent_at,
+                held: e.held,
+            };
+            buffer.insert(id.renamed(r), e);
+        }
+        Some(Self {
+            group: self.group.renamed(r),
+            config: self.config.clone(),
+            ledger: self.ledger.renamed(r)?,
+            buffer,
+            pending: self.pending.iter().map(|id| id.renamed(r)).collect(),
+            order: self.order.renamed(r)?,
+            retry_armed: self.retry_armed,
+            stats: self.stats,
+        })
+    }
+
     fn is_delivered(&self, id: &MsgId<Id>) -> bool {
         self.ledger.is_delivered(id)
     }

@@ -57,3 +57,31 @@ impl<Id: crate::MemberId> troupe_framework::sansio::Settles for AnyCommit<Id> {
         }
     }
 }
+
+impl<Id: crate::MemberId> AnyCommit<Id> {
+    /// The core as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction
+    /// ([`crate::testkit::model::Symmetry`]): two-phase commit; `None` for
+    /// three-phase commit, whose termination protocol elects by id.
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        let inner = match &self.inner {
+            Inner::TwoPhase(c) => Inner::TwoPhase(c.renamed(r)?),
+            Inner::ThreePhase(_) => return None,
+        };
+        Some(Self {
+            inner,
+            foreign: self.foreign,
+        })
+    }
+}
+
+impl<Id: crate::MemberId> AnyCommitMsg<Id> {
+    /// The message renamed as [`AnyCommit::renamed`] renames a core;
+    /// `None` for three-phase commit's.
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        match self {
+            AnyCommitMsg::TwoPhase(m) => Some(AnyCommitMsg::TwoPhase(m.renamed(r))),
+            AnyCommitMsg::ThreePhase(_) => None,
+        }
+    }
+}

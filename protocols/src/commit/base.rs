@@ -251,6 +251,66 @@ impl<Id: Clone + Ord> Tx<Id> {
     }
 }
 
+impl<Id: MemberId> Tx<Id> {
+    /// Renamed (see [`Commit::renamed`]).
+    pub(crate) fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Self {
+        let mut participants: Vec<Id> = self.participants.iter().map(|p| r.id(p)).collect();
+        participants.sort();
+        Self {
+            coordinator: r.id(&self.coordinator),
+            participants,
+            phase: self.phase,
+            votes: self.votes.iter().map(|p| r.id(p)).collect(),
+            acks: self.acks.iter().map(|p| r.id(p)).collect(),
+            deadline: self.deadline,
+            active: self.active,
+            round: self.round,
+            ended: self.ended,
+            applied: self.applied,
+            awaited: self.awaited,
+        }
+    }
+}
+
+impl<Id: MemberId> TxBook<Id> {
+    /// Renamed (see [`Commit::renamed`]).
+    pub(crate) fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Self {
+        Self {
+            txs: self.txs.iter().map(|(tx, t)| (*tx, t.renamed(r))).collect(),
+            undecided: self.undecided.clone(),
+            own: self.own.clone(),
+            own_next: self.own_next,
+            settled: self
+                .settled
+                .iter()
+                .map(|(c, s)| (r.id(c), s.clone()))
+                .collect(),
+            done: self.done.clone(),
+        }
+    }
+}
+
+impl<Id: MemberId, A: Clone> Commit<Id, A> {
+    /// The core as it is with every member `m` called `r.to(m)`, given
+    /// its algorithm's own state already renamed (`alg`), for the model
+    /// checker's symmetry reduction; `None` if its log cannot be renamed
+    /// ([`CommitDurable::renamed`]).
+    pub(crate) fn renamed_with(
+        &self,
+        r: &crate::testkit::model::Renaming<'_, Id>,
+        alg: A,
+    ) -> Option<Self> {
+        Some(Self {
+            group: self.group.renamed(r),
+            config: self.config.clone(),
+            log: self.log.renamed(r)?,
+            txs: self.txs.renamed(r),
+            alg,
+            settled: self.settled.clone(),
+        })
+    }
+}
+
 /// Sorted, deduplicated participants without `coordinator`.
 pub(crate) fn clean_participants<Id: Ord>(coordinator: &Id, mut ps: Vec<Id>) -> Vec<Id> {
     ps.sort();

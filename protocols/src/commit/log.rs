@@ -360,6 +360,48 @@ impl<Id: Clone + Ord + Serialize + serde::de::DeserializeOwned> CommitDurable<Id
     }
 }
 
+/// `ps` renamed and sorted (participant lists are kept sorted).
+fn renamed_sorted<Id: crate::MemberId>(
+    ps: &[Id],
+    r: &crate::testkit::model::Renaming<'_, Id>,
+) -> Vec<Id> {
+    let mut ps: Vec<Id> = ps.iter().map(|p| r.id(p)).collect();
+    ps.sort();
+    ps
+}
+
+impl<Id: crate::MemberId> TxRecord<Id> {
+    /// The record as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction.
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Self {
+        Self {
+            coordinator: self.coordinator.as_ref().map(|c| r.id(c)),
+            participants: renamed_sorted(&self.participants, r),
+            stage: self.stage,
+            round: self.round,
+            ended: self.ended,
+        }
+    }
+}
+
+impl<Id: crate::MemberId> CommitDurable<Id> {
+    /// The log as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction; `None` with an embedded
+    /// election's state (3PC's).
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        if self.election.is_some() {
+            return None;
+        }
+        Some(Self {
+            next: self.next,
+            txs: self.txs.iter().map(|(tx, t)| (*tx, t.renamed(r))).collect(),
+            floors: self.floors.iter().map(|(c, f)| (r.id(c), *f)).collect(),
+            stats: self.stats,
+            election: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,54 @@ impl<Id> CommitState<Id> for TwoPhaseState {
 /// A two-phase-commit core for one member (see the module docs).
 pub type TwoPhase<Id> = Commit<Id, TwoPhaseState>;
 
+impl<Id: MemberId> TwoPhase<Id> {
+    /// The core as it is with every member `m` called `r.to(m)`, for the
+    /// model checker's symmetry reduction
+    /// ([`crate::testkit::model::Symmetry`]).
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Option<Self> {
+        self.renamed_with(r, TwoPhaseState)
+    }
+}
+
+impl<Id: MemberId> TwoPhaseMsg<Id> {
+    /// The message as it is with every member `m` called `r.to(m)` (its
+    /// participant lists kept sorted), for the model checker's symmetry
+    /// reduction.
+    pub fn renamed(&self, r: &crate::testkit::model::Renaming<'_, Id>) -> Self {
+        let sorted = |ps: &[Id]| {
+            let mut ps: Vec<Id> = ps.iter().map(|p| r.id(p)).collect();
+            ps.sort();
+            ps
+        };
+        match self {
+            Self::Prepare {
+                tx,
+                participants,
+                floor,
+            } => Self::Prepare {
+                tx: *tx,
+                participants: sorted(participants),
+                floor: *floor,
+            },
+            Self::Vote { tx, yes } => Self::Vote { tx: *tx, yes: *yes },
+            Self::Decision { tx, decision } => Self::Decision {
+                tx: *tx,
+                decision: *decision,
+            },
+            Self::Ack { tx } => Self::Ack { tx: *tx },
+            Self::Inquire {
+                tx,
+                coordinator,
+                participants,
+            } => Self::Inquire {
+                tx: *tx,
+                coordinator: r.id(coordinator),
+                participants: sorted(participants),
+            },
+        }
+    }
+}
+
 type Out<Id> = Outputs<Id, TwoPhaseMsg<Id>, TwoPhaseTimer, CommitEvent>;
 
 impl<Id: MemberId> CommitRules for TwoPhase<Id> {

@@ -121,6 +121,66 @@ impl BroadcastObserver {
         }
     }
 
+    /// The checker as it is with every member `m` called `r.to(m)` and
+    /// every payload `p` called `pid(p)` (a model whose payloads name
+    /// their senders renames them with the senders), for the model
+    /// checker's symmetry reduction.
+    pub fn renamed(&self, r: &super::model::Renaming<'_, u32>, pid: &dyn Fn(u64) -> u64) -> Self {
+        let m = |id: &u32| r.id(id);
+        let pids = |s: &BTreeSet<u64>| s.iter().map(|p| pid(*p)).collect::<BTreeSet<u64>>();
+        Self {
+            checks: self.checks,
+            sent: self
+                .sent
+                .iter()
+                .map(|(p, s)| {
+                    let s = Sent {
+                        sender: m(&s.sender),
+                        past: pids(&s.past),
+                    };
+                    (pid(*p), s)
+                })
+                .collect(),
+            delivered: self
+                .delivered
+                .iter()
+                .map(|(n, s)| (m(n), pids(s)))
+                .collect(),
+            last: self
+                .last
+                .iter()
+                .map(|((a, b), p)| ((m(a), m(b)), pid(*p)))
+                .collect(),
+            ids: self
+                .ids
+                .iter()
+                .map(|(p, id)| (pid(*p), id.renamed(r)))
+                .collect(),
+            recovered: self
+                .recovered
+                .iter()
+                .map(|(n, (life, d))| {
+                    let d = d.iter().map(|(o, s)| (m(o), s.clone())).collect();
+                    (m(n), (*life, d))
+                })
+                .collect(),
+            checked: self.checked,
+            causal_checked: self.causal_checked,
+            sequence: self
+                .sequence
+                .iter()
+                .map(|(n, seq)| (m(n), seq.iter().map(|p| pid(*p)).collect()))
+                .collect(),
+            position: self
+                .position
+                .iter()
+                .map(|((n, p), i)| ((m(n), pid(*p)), *i))
+                .collect(),
+            total_checked: self.total_checked,
+            index: self.index.iter().map(|(n, i)| (m(n), *i)).collect(),
+        }
+    }
+
     /// `node` is asked to broadcast `payload`.
     pub fn broadcast(&mut self, node: u32, payload: u64) {
         let past = self.delivered.get(&node).cloned().unwrap_or_default();

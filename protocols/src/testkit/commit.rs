@@ -68,6 +68,39 @@ pub struct CommitObserver {
 }
 
 impl CommitObserver {
+    /// The checker as it is with every member `m` called `r.to(m)` (the
+    /// participant lists kept sorted), for the model checker's symmetry
+    /// reduction.
+    pub fn renamed(&self, r: &super::model::Renaming<'_, u32>) -> Self {
+        let m = |id: &u32| r.id(id);
+        let txs = self
+            .txs
+            .iter()
+            .map(|(tx, t)| {
+                let mut participants: Vec<u32> = t.participants.iter().map(m).collect();
+                participants.sort();
+                let t = TxInfo {
+                    coordinator: m(&t.coordinator),
+                    participants,
+                    votes: t.votes.iter().map(|(p, v)| (m(p), *v)).collect(),
+                    decided: t.decided.map(|(d, by)| (d, m(&by))),
+                };
+                (*tx, t)
+            })
+            .collect();
+        Self {
+            txs,
+            by_node: self
+                .by_node
+                .iter()
+                .map(|((n, tx), d)| ((m(n), *tx), *d))
+                .collect(),
+            open: self.open.clone(),
+            prepares: self.prepares.iter().map(|(n, tx)| (m(n), *tx)).collect(),
+            checked: self.checked,
+        }
+    }
+
     /// Register a transaction begun at `coordinator`.
     pub fn begun(&mut self, tx: TxId, coordinator: u32, participants: Vec<u32>) {
         self.txs.insert(

@@ -100,11 +100,92 @@
 //! knowing the future, which is what dynamic partial-order reduction
 //! computes on a depth-first search; not done.
 //!
-//! Not done either: symmetry reduction (member ids are baked into every
-//! core's state, the messages, the disks' encoded bytes and the observers,
-//! so permuting them is specific to each family; see BENCHMARKS.md), and a
-//! parallel search (the machines this runs on have two cores, which the
-//! suite already uses; the models hold `Rc`s and are not `Send`).
+//! ## Symmetry reduction
+//!
+//! On by default where it applies ([`Model::symmetry`],
+//! [`Search::symmetry`]). A model may declare classes of *interchangeable*
+//! members: members whose cores treat each other alike (no tie-break,
+//! rank or election by id), started alike, offered the same commands
+//! (the `k`-th command of one is the `k`-th of another, with the same
+//! guard), and that the observer and the goal judge alike. Then the
+//! transition system is invariant under every permutation `π` of the
+//! members that maps each class to itself: `s -> t` is a step iff
+//! `π(s) -> π(t)` is one, and a property holds in `s` iff it holds in
+//! `π(s)`. The search merges states equal up to such a permutation: a
+//! state's fingerprint is the least, over the permutations (at most 3! or
+//! 4! here), of the print of the state renamed by it, so the first copy of
+//! a class reached is explored and the others are not. Every state
+//! reachable is still reached up to a permutation, at its shortest
+//! distance (the orbit of a path is a path of the same length), so the
+//! verdicts and the BFS counterexample lengths are those of the plain
+//! search.
+//!
+//! Renaming a state: the simulation's own parts are renamed by the
+//! search (which member a core, a timer or a sync belongs to, a message's
+//! sender and receiver, cut links, the failure detectors' opinions, the
+//! commands run); what is inside a core, a message, a timer and the
+//! observer by the model's functions ([`Symmetry`]), which build the
+//! renamed value itself — every id it holds mapped, what is sorted by id
+//! sorted again, what an id is encoded in (a vector clock's key) encoded
+//! again, and whatever data the model ties to members (a broadcast's
+//! payload, which is its sender's id) renamed with them — so that the
+//! renamed state prints exactly as the state it stands for. That is the
+//! one thing the soundness rests on besides the model's word that its
+//! members are interchangeable: a renaming function that forgets an id
+//! (or a position that stands for one) would merge states that are not
+//! equivalent. Renaming the `Debug` text instead would not do: with
+//! `u32` ids a `2` may be a member, a count or a sequence number, and
+//! the text of a renamed state is not the text of a state (its maps and
+//! sets are in the old order). The disks are the exception: they are left
+//! out of the fingerprint, which is sound only because the reduction
+//! applies only when no crash is allowed (nothing reads a disk but a
+//! restart, and the observers read one only after a restart); renaming
+//! them would mean decoding every record. With a crash allowed the
+//! search runs without it ([`Search::symmetry_refused`] says why).
+//!
+//! Checked by tests: with the reduction on, the same verdicts and
+//! counterexample lengths as with it off, and (without sleep sets)
+//! exactly as many states as the plain search's states fall into classes
+//! up to a permutation ([`Search::count_orbits`], [`Report::orbits`]):
+//! no class is lost and none is split.
+//!
+//! Counterexamples: a state is explored from the first copy reached, which
+//! may be a permutation of the one the recorded path leads to; the path is
+//! rebuilt by running it again from the initial state, taking at each
+//! step the first choice whose successor has the recorded fingerprint (at
+//! the last step of a step violation, the first choice that breaks a
+//! property). The steps recorded are real and unpermuted, and replay
+//! exactly ([`replay`]); the violation is the one this path meets (it may
+//! name other members than the one the search met).
+//!
+//! With the partial-order reduction: sleep sets name steps of one state,
+//! and the copies of a class may be permutations of each other. A state
+//! reached again whose copy differs from the one stored (their plain
+//! prints differ) wakes every step asleep in the stored one: expanded
+//! already, it is expanded again from the new copy, every step (so
+//! nothing asleep in another naming is left out). The tests run the
+//! combination too: the same verdicts and counterexample lengths; as many
+//! states as orbits for the broadcasts, fewer for 2PC with a drop, where
+//! sleep sets also merge states that differ only in the commit
+//! observer's order-dependent count of checks (as they do without the
+//! symmetry reduction).
+//!
+//! Which models declare it: eager reliable, FIFO and causal broadcast
+//! (the broadcasters, with their payloads, and the other members), and
+//! two-phase commit (the participants). Not three-phase commit (its
+//! termination protocol elects the highest live member), not the
+//! total-order broadcasts (the sequencer is elected by id; Lamport's
+//! total order breaks timestamp ties by id), not bully, ring or
+//! next-in-line election, nor Ricart–Agrawala or Lamport's mutex
+//! (timestamp ties broken by id), the centralized mutex (a fixed
+//! coordinator) or the token ring (the ring is the order of ids). Raft
+//! does not declare it yet: whether its core breaks no tie by id was not
+//! examined, and renaming its logs, indexes and durable state is not
+//! written.
+//!
+//! Not done: a parallel search (the machines this runs on have two
+//! cores, which the suite already uses; the models hold `Rc`s and are not
+//! `Send`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{Debug, Write as _};
@@ -226,6 +307,10 @@ pub struct Model<P: SimProtocol, O> {
     /// the second half as it goes (a step that changes another core counts
     /// as a step on the whole simulation); the first is the model's word.
     pub partial_order: bool,
+    /// The members that are interchangeable, and how to rename them in a
+    /// state's parts, for the symmetry reduction (see the module docs);
+    /// `None`: no two members are.
+    pub symmetry: Option<Symmetry<P, O>>,
 }
 
 impl<P: SimProtocol, O> Clone for Model<P, O> {
@@ -237,6 +322,71 @@ impl<P: SimProtocol, O> Clone for Model<P, O> {
             at_rest: self.at_rest.clone(),
             crashable: self.crashable.clone(),
             partial_order: self.partial_order,
+            symmetry: self.symmetry.clone(),
+        }
+    }
+}
+
+/// A renaming of members: every member `m` is called `to(m)` (a
+/// permutation of the group).
+pub struct Renaming<'a, Id> {
+    /// The group, every member (for keys derived from ids).
+    pub members: &'a [Id],
+    /// The new name of a member (itself for an id that is not renamed).
+    pub to: &'a dyn Fn(&Id) -> Id,
+}
+
+impl<Id: Debug> Renaming<'_, Id> {
+    /// The new name of `id`.
+    pub fn id(&self, id: &Id) -> Id {
+        (self.to)(id)
+    }
+
+    /// A key derived from a member's id by its `Debug` form (a vector
+    /// clock's entry, [`crate::broadcast::clock_key`]) renamed: the key of
+    /// the member's new name; a key that is no member's is kept.
+    pub fn key(&self, key: &str) -> String {
+        self.members
+            .iter()
+            .find(|m| format!("{m:?}") == key)
+            .map_or_else(|| key.to_string(), |m| format!("{:?}", self.id(m)))
+    }
+}
+
+/// A function that renames members in a part of a state ([`Symmetry`]).
+pub type RenameFn<T, Id> = Rc<dyn Fn(&T, &Renaming<'_, Id>) -> T>;
+
+/// What a model declares for the symmetry reduction: the members that are
+/// interchangeable, and, for each kind of part of a state that names
+/// members, the function that renames them. Each must return the part
+/// exactly as it is in the state where every member `m` is called `to(m)`
+/// (re-sorting what is kept sorted by id), so that a renamed state prints
+/// as the state it stands for (see the module docs for what the model
+/// vouches for).
+pub struct Symmetry<P: SimProtocol, O> {
+    /// The classes of interchangeable members: the search merges states
+    /// equal up to a permutation of the members that maps each class to
+    /// itself (the members in no class keep their names).
+    pub classes: Vec<Vec<P::Id>>,
+    /// A core renamed.
+    pub core: RenameFn<P, P::Id>,
+    /// A message renamed.
+    pub message: RenameFn<P::Msg, P::Id>,
+    /// A timer renamed.
+    pub timer: RenameFn<P::Timer, P::Id>,
+    /// The observer renamed (with whatever data the model ties to members,
+    /// such as a broadcast's payload naming its sender).
+    pub observer: RenameFn<O, P::Id>,
+}
+
+impl<P: SimProtocol, O> Clone for Symmetry<P, O> {
+    fn clone(&self) -> Self {
+        Self {
+            classes: self.classes.clone(),
+            core: self.core.clone(),
+            message: self.message.clone(),
+            timer: self.timer.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
@@ -340,6 +490,10 @@ struct State<P: SimProtocol, O> {
     /// Per member (in order): the version of its core whose fingerprint
     /// is cached, and that fingerprint (see [`Sim::core_versions`]).
     core_prints: Vec<Option<(u64, u64)>>,
+    /// The print of the state as it is (with the symmetry reduction, its
+    /// fingerprint is the least print of its permutations): set by
+    /// [`Search::fingerprint`].
+    actual: u64,
     obs: O,
     used: Vec<bool>,
     budget: Budget,
@@ -351,6 +505,7 @@ impl<P: SimProtocol + Clone, O: Clone> Clone for State<P, O> {
         Self {
             sim: self.sim.clone(),
             core_prints: self.core_prints.clone(),
+            actual: self.actual,
             obs: self.obs.clone(),
             used: self.used.clone(),
             budget: self.budget,
@@ -524,6 +679,12 @@ pub struct Report {
     /// States expanded again because they were reached with a smaller
     /// sleep set than when they were expanded (counted in `explored`).
     pub reexpanded: u64,
+    /// With [`Search::count_orbits`] (the symmetry reduction off): how
+    /// many classes of states equal up to a permutation of the
+    /// interchangeable members the states seen fall in (distinct
+    /// canonical prints) — the states a search with the reduction should
+    /// find.
+    pub orbits: Option<u64>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -559,6 +720,9 @@ impl std::fmt::Display for Report {
             self.elapsed,
             self.states_per_second()
         )?;
+        if let Some(orbits) = self.orbits {
+            write!(f, "; {orbits} up to symmetry")?;
+        }
         if self.slept > 0 || self.reexpanded > 0 {
             write!(
                 f,
@@ -615,14 +779,20 @@ fn hash_debug<T: Debug + ?Sized>(v: &T) -> u64 {
 /// already: the map does not hash them again.
 type Seen = HashMap<u64, Option<(u64, usize, u64)>, std::hash::BuildHasherDefault<IdentityHasher>>;
 
+/// The print recorded for the last step of a counterexample that broke a
+/// property in the step (the state it led to is not recorded).
+const BROKEN: u64 = u64::MAX;
+
 /// A state waiting to be expanded: the state, its print, and for a state
 /// expanded again (reached with a smaller sleep set) the steps that woke
 /// up.
 type Queued<P, O> = (State<P, O>, u64, Option<Vec<u64>>);
 
 /// Per state seen (by fingerprint), with the partial-order reduction: its
-/// sleep set and whether it was expanded yet.
-type Sleeps = HashMap<u64, (Vec<Move>, bool), std::hash::BuildHasherDefault<IdentityHasher>>;
+/// sleep set, whether it was expanded yet, and the print of the copy
+/// stored (with the symmetry reduction, the copies of one fingerprint may
+/// be permutations of each other).
+type Sleeps = HashMap<u64, (Vec<Move>, bool, u64), std::hash::BuildHasherDefault<IdentityHasher>>;
 
 /// A step as the partial-order reduction sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -670,6 +840,48 @@ pub struct Search<P: SimProtocol, O> {
     bounds: Bounds,
     /// The partial-order reduction is on.
     por: bool,
+    /// The symmetry reduction is on.
+    sym: bool,
+    /// Count the orbits of the states seen ([`Report::orbits`]).
+    orbits: bool,
+    /// With [`Model::symmetry`] that applies: every permutation of the
+    /// interchangeable members (the identity first).
+    perms: Vec<Perm<P::Id>>,
+}
+
+/// One permutation of the interchangeable members.
+struct Perm<Id> {
+    /// `(member, its new name)` for every interchangeable member.
+    map: Vec<(Id, Id)>,
+    /// Per command of the model, the index of its image: the command of
+    /// the same rank among those of the renamed node.
+    commands: Vec<usize>,
+}
+
+impl<Id: Clone + PartialEq> Perm<Id> {
+    fn to(&self, id: &Id) -> Id {
+        self.map
+            .iter()
+            .find(|(a, _)| a == id)
+            .map_or_else(|| id.clone(), |(_, b)| b.clone())
+    }
+}
+
+/// Every permutation of `items` (the identity first).
+fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            out.push(tail);
+        }
+    }
+    out
 }
 
 impl<P, O> Search<P, O>
@@ -677,19 +889,126 @@ where
     P: SimProtocol + Clone + Debug,
     O: Observer<P> + Clone + Debug,
 {
-    /// A search of `model` within `bounds`.
+    /// A search of `model` within `bounds`, with the partial-order
+    /// reduction if the model allows it ([`Search::partial_order`]) and
+    /// the symmetry reduction if the model declares interchangeable
+    /// members and the bounds allow it ([`Search::symmetry`]).
     pub fn new(model: Model<P, O>, bounds: Bounds) -> Self {
         let por = model.partial_order && bounds.frozen_clock;
-        Self { model, bounds, por }
+        let mut search = Self {
+            model,
+            bounds,
+            por,
+            sym: false,
+            orbits: false,
+            perms: Vec::new(),
+        };
+        search.perms = search.permutations().unwrap_or_default();
+        search.sym = search.perms.len() > 1;
+        search
+    }
+
+    /// The permutations the symmetry reduction merges states by, or why
+    /// it does not apply: the model declares no symmetry, a crash is
+    /// allowed (the disks, which a restart reads, are not renamed), or a
+    /// permutation maps a command to no command of the renamed node.
+    fn permutations(&self) -> Result<Vec<Perm<P::Id>>, String> {
+        let sym = self
+            .model
+            .symmetry
+            .as_ref()
+            .ok_or("the model declares no interchangeable members")?;
+        if self.bounds.crashes > 0 {
+            return Err("crashes are allowed: the disks are not renamed".into());
+        }
+        let commands = &self.model.commands;
+        let rank = |i: usize| {
+            commands[..i]
+                .iter()
+                .filter(|c| c.node == commands[i].node)
+                .count()
+        };
+        // Every permutation of each class, combined.
+        let mut maps: Vec<Vec<(P::Id, P::Id)>> = vec![Vec::new()];
+        for class in &sym.classes {
+            let mut next = Vec::new();
+            for map in &maps {
+                for image in permutations(class) {
+                    let mut m = map.clone();
+                    m.extend(class.iter().cloned().zip(image));
+                    next.push(m);
+                }
+            }
+            maps = next;
+        }
+        let mut out = Vec::new();
+        for map in maps {
+            let mut perm = Perm {
+                map,
+                commands: Vec::new(),
+            };
+            for (i, c) in commands.iter().enumerate() {
+                let node = perm.to(&c.node);
+                let r = rank(i);
+                let j = (0..commands.len())
+                    .find(|&j| commands[j].node == node && rank(j) == r)
+                    .ok_or_else(|| format!("command {:?} has no image at {node:?}", c.label))?;
+                perm.commands.push(j);
+            }
+            out.push(perm);
+        }
+        Ok(out)
     }
 
     /// The same search with the partial-order reduction on or off (it is
     /// on when the model allows it, [`Model::partial_order`], and the
     /// clock is frozen: a step that moves the clock acts on every core;
-    /// turning it on for a model that does not allow it does nothing).
+    /// turning it on for a model that does not allow it does nothing). It
+    /// combines with the symmetry reduction (see the module docs).
     pub fn partial_order(mut self, on: bool) -> Self {
         self.por = on && self.model.partial_order && self.bounds.frozen_clock;
         self
+    }
+
+    /// The same search with the symmetry reduction on or off (on by
+    /// default where it applies: the model declares interchangeable
+    /// members, [`Model::symmetry`], and no crash is allowed; turning it
+    /// on where it does not apply does nothing). It combines with the
+    /// partial-order reduction (see the module docs).
+    pub fn symmetry(mut self, on: bool) -> Self {
+        self.sym = on && self.perms.len() > 1;
+        self
+    }
+
+    /// The same search counting, with the symmetry reduction off, the
+    /// classes of the states it sees up to a permutation of the
+    /// interchangeable members ([`Report::orbits`]; a check of the
+    /// reduction: the search with it should see as many states). Costs a
+    /// renaming of every state per permutation; does nothing where the
+    /// symmetry reduction does not apply.
+    pub fn count_orbits(mut self, on: bool) -> Self {
+        self.orbits = on && self.perms.len() > 1;
+        self
+    }
+
+    /// Whether the symmetry reduction runs in this search.
+    pub fn symmetric(&self) -> bool {
+        self.sym
+    }
+
+    /// Why the symmetry reduction does not apply to this search (`None`:
+    /// it does, whether or not it is switched on).
+    pub fn symmetry_refused(&self) -> Option<String> {
+        match self.permutations() {
+            Ok(p) if p.len() > 1 => None,
+            Ok(_) => Some("fewer than two interchangeable members".into()),
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Whether the partial-order reduction runs.
+    fn por(&self) -> bool {
+        self.por
     }
 
     /// The state's fingerprint. A core's part is cached in the state (and
@@ -697,6 +1016,16 @@ where
     /// step changes one or two cores, and formatting every core of every
     /// successor was the largest cost of the search.
     fn fingerprint(&self, s: &mut State<P, O>) -> u64 {
+        if self.sym {
+            return self.canonical(s);
+        }
+        let fp = self.plain_fingerprint(s);
+        s.actual = fp;
+        fp
+    }
+
+    /// The fingerprint without the symmetry reduction.
+    fn plain_fingerprint(&self, s: &mut State<P, O>) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let members = s.sim.core_versions().count();
         s.core_prints.resize(members, None);
@@ -742,6 +1071,132 @@ where
         s.used.hash(&mut h);
         s.budget.hash(&mut h);
         h.finish()
+    }
+
+    /// The canonical print of `s` ([`Search::canonical`]) in a search
+    /// without the symmetry reduction (on a copy whose cache of core
+    /// prints, which holds plain prints here, is emptied).
+    fn orbit(&self, s: &State<P, O>) -> u64 {
+        let mut c = s.clone();
+        c.core_prints.clear();
+        self.canonical(&mut c)
+    }
+
+    /// With the symmetry reduction: the least over the permutations of the
+    /// interchangeable members of the print of the state renamed by each
+    /// (see the module docs), so that states equal up to such a
+    /// permutation have one print. The parts are those of
+    /// [`Search::fingerprint`] but the disks (no crash is allowed, so no
+    /// disk is read again: they cannot change what follows), each renamed
+    /// by the model's functions ([`Symmetry`]) and the simulation's own
+    /// (members' slots, senders and receivers, timers' owners, cut links,
+    /// the failure detectors' opinions, the commands run). A renamed
+    /// core's print is cached like a core's, per permutation.
+    fn canonical(&self, s: &mut State<P, O>) -> u64 {
+        let Some(sym) = &self.model.symmetry else {
+            unreachable!("the symmetry reduction runs only with a model's symmetry")
+        };
+        let members = s.sim.members();
+        let n = self.perms.len();
+        s.core_prints.resize(members.len() * n, None);
+        let pending = s.sim.pending();
+        let mut best = u64::MAX;
+        for (k, perm) in self.perms.iter().enumerate() {
+            let to = |id: &P::Id| perm.to(id);
+            let r = Renaming {
+                members: &members,
+                to: &to,
+            };
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut cores: Vec<(P::Id, u64)> = Vec::new();
+            for (i, (id, version, core)) in s.sim.core_versions().enumerate() {
+                let Some(core) = core else { continue };
+                let new = r.id(id);
+                let slot = i * n + k;
+                let print = match s.core_prints[slot] {
+                    Some((v, print)) if v == version => print,
+                    _ => {
+                        let print = if k == 0 {
+                            hash_debug(core)
+                        } else {
+                            hash_debug(&(sym.core)(core, &r))
+                        };
+                        let print = hash_debug(&new) ^ print.rotate_left(1);
+                        s.core_prints[slot] = Some((version, print));
+                        print
+                    }
+                };
+                cores.push((new, print));
+            }
+            cores.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, print) in &cores {
+                print.hash(&mut h);
+            }
+            let mut messages: Vec<u64> = Vec::new();
+            let mut others: Vec<(u64, u64)> = Vec::new();
+            for (_, p) in &pending {
+                let renamed: PendingOf<P> = match p {
+                    Pending::Deliver { from, to, msg } => Pending::Deliver {
+                        from: r.id(from),
+                        to: r.id(to),
+                        msg: (sym.message)(msg, &r),
+                    },
+                    Pending::Report { observer, target } => Pending::Report {
+                        observer: r.id(observer),
+                        target: r.id(target),
+                    },
+                    Pending::Timer { node, timer, first } => Pending::Timer {
+                        node: r.id(node),
+                        timer: (sym.timer)(timer, &r),
+                        first: *first,
+                    },
+                    Pending::Sync { node } => Pending::Sync { node: r.id(node) },
+                };
+                match &renamed {
+                    Pending::Deliver { .. } | Pending::Report { .. } => {
+                        messages.push(hash_debug(&renamed))
+                    }
+                    Pending::Timer { node, .. } | Pending::Sync { node } => {
+                        others.push((hash_debug(node), hash_debug(&renamed)))
+                    }
+                }
+            }
+            messages.sort_unstable();
+            messages.hash(&mut h);
+            others.sort_by_key(|(node, _)| *node);
+            others.hash(&mut h);
+            let blocked: std::collections::BTreeSet<(P::Id, P::Id)> = s
+                .sim
+                .blocked_links()
+                .iter()
+                .map(|(a, b)| (r.id(a), r.id(b)))
+                .collect();
+            hash_debug(&blocked).hash(&mut h);
+            let opinions: std::collections::BTreeMap<_, _> = s
+                .sim
+                .opinions()
+                .iter()
+                .map(|((a, b), v)| ((r.id(a), r.id(b)), *v))
+                .collect();
+            hash_debug(&opinions).hash(&mut h);
+            if k == 0 {
+                hash_debug(&s.obs).hash(&mut h);
+            } else {
+                hash_debug(&(sym.observer)(&s.obs, &r)).hash(&mut h);
+            }
+            let mut used = vec![false; s.used.len()];
+            for (i, u) in s.used.iter().enumerate() {
+                used[perm.commands[i]] = *u;
+            }
+            used.hash(&mut h);
+            s.budget.hash(&mut h);
+            let print = h.finish();
+            if k == 0 {
+                s.actual = print;
+            }
+            best = best.min(print);
+        }
+        best
     }
 
     /// The steps state `s` allows, in a fixed order, each with what it
@@ -954,6 +1409,7 @@ where
         let mut s = State {
             sim,
             core_prints: Vec::new(),
+            actual: 0,
             obs,
             used: vec![false; self.model.commands.len()],
             budget: Budget {
@@ -983,14 +1439,21 @@ where
         let started = Instant::now();
         let mut init = self.initial()?;
         let root = self.fingerprint(&mut init);
+        // With `count_orbits`: the canonical prints of the states seen.
+        let count = self.orbits && !self.sym;
+        let mut classes: Option<std::collections::HashSet<u64>> = count.then(|| {
+            let mut c = std::collections::HashSet::new();
+            c.insert(self.orbit(&init));
+            c
+        });
         let mut seen: Seen = Seen::default();
         seen.insert(root, None);
         // With the reduction: per state seen, its sleep set (the
         // intersection of those it was reached with) and whether it was
         // expanded yet.
         let mut sleeps: Sleeps = Sleeps::default();
-        if self.por {
-            sleeps.insert(root, (Vec::new(), false));
+        if self.por() {
+            sleeps.insert(root, (Vec::new(), false, init.actual));
         }
         // A state, its print, and for a state expanded again (reached
         // with a smaller sleep set) the steps that woke up.
@@ -1005,10 +1468,15 @@ where
             depth_limited: false,
             slept: 0,
             reexpanded: 0,
+            orbits: None,
             elapsed: Duration::ZERO,
         };
-        let done = |mut r: Report, verdict, seen: &Seen| {
+        let done = |mut r: Report,
+                    verdict,
+                    seen: &Seen,
+                    classes: &Option<std::collections::HashSet<u64>>| {
             r.verdict = verdict;
+            r.orbits = classes.as_ref().map(|c| c.len() as u64);
             r.unique = seen.len() as u64;
             r.elapsed = started.elapsed();
             Ok(r)
@@ -1027,7 +1495,7 @@ where
                     if let Err(e) = goal(&state.sim, &state.obs) {
                         let steps = self.steps_to(&seen, fp);
                         let cx = self.counterexample(&steps, format!("at rest: {e}"));
-                        return done(report, Verdict::Violated(Box::new(cx)), &seen);
+                        return done(report, Verdict::Violated(Box::new(cx)), &seen, &classes);
                     }
                 }
             }
@@ -1036,14 +1504,14 @@ where
                 continue;
             }
             let sleep = match sleeps.get_mut(&fp) {
-                Some((sleep, expanded)) => {
+                Some((sleep, expanded, _)) => {
                     *expanded = true;
                     sleep.clone()
                 }
                 None => Vec::new(),
             };
             let choices = self.choices(&state, false);
-            let ids = if self.por {
+            let ids = if self.por() {
                 self.identify(&state, &choices)
             } else {
                 Vec::new()
@@ -1052,7 +1520,7 @@ where
             let mut taken: Vec<Move> = Vec::new();
             for (i, (choice, _)) in choices.into_iter().enumerate() {
                 let (tid, node) = ids.get(i).copied().unwrap_or((0, None));
-                if self.por {
+                if self.por() {
                     if sleep.iter().any(|m| m.tid == tid) {
                         report.slept += 1;
                         continue;
@@ -1073,11 +1541,11 @@ where
                     // (the broken state itself is not recorded: another
                     // path may have reached a state of the same print).
                     let mut steps = self.steps_to(&seen, fp);
-                    steps.push((i, tid));
+                    steps.push((i, tid, BROKEN));
                     let cx = self.counterexample(&steps, e);
-                    return done(report, Verdict::Violated(Box::new(cx)), &seen);
+                    return done(report, Verdict::Violated(Box::new(cx)), &seen, &classes);
                 }
-                if self.por {
+                if self.por() {
                     let m = self.moved(&state, &next, tid, node);
                     // Asleep in the successor: the steps asleep here or
                     // taken here before, which commute with this one.
@@ -1088,7 +1556,23 @@ where
                         .copied()
                         .collect();
                     taken.push(m);
-                    if let Some((old, expanded)) = sleeps.get_mut(&nfp) {
+                    if let Some((old, expanded, actual)) = sleeps.get_mut(&nfp) {
+                        if *actual != next.actual {
+                            // A permutation of the copy stored: its sleep
+                            // set names other steps. Everything asleep
+                            // there wakes up: expanded already, it is
+                            // expanded again (this copy, every step).
+                            if !old.is_empty() {
+                                old.clear();
+                                if *expanded {
+                                    let all = self.choices(&next, false);
+                                    let all = self.identify(&next, &all);
+                                    let all = all.into_iter().map(|(tid, _)| tid).collect();
+                                    frontier.push_back((next, nfp, Some(all)));
+                                }
+                            }
+                            continue;
+                        }
                         // Seen: what was asleep there and is not now must
                         // be taken from it after all.
                         let woke: Vec<u64> = old
@@ -1104,18 +1588,21 @@ where
                         }
                         continue;
                     }
-                    sleeps.insert(nfp, (sleep_next, false));
+                    sleeps.insert(nfp, (sleep_next, false, next.actual));
                 } else if seen.contains_key(&nfp) {
                     continue;
                 }
                 seen.insert(nfp, Some((fp, i, tid)));
+                if let Some(classes) = &mut classes {
+                    classes.insert(self.orbit(&next));
+                }
                 if seen.len() >= self.bounds.max_states {
-                    return done(report, Verdict::Undecided, &seen);
+                    return done(report, Verdict::Undecided, &seen, &classes);
                 }
                 frontier.push_back((next, nfp, None));
             }
         }
-        done(report, Verdict::Holds, &seen)
+        done(report, Verdict::Holds, &seen, &classes)
     }
 
     /// Each choice's identity for the reduction: a print of the step (the
@@ -1173,12 +1660,12 @@ where
         Move { tid, node, visible }
     }
 
-    /// The path to the state of print `fp`: each step's choice index and
-    /// identity.
-    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<(usize, u64)> {
+    /// The path to the state of print `fp`: each step's choice index,
+    /// identity, and the print of the state it led to.
+    fn steps_to(&self, seen: &Seen, mut fp: u64) -> Vec<(usize, u64, u64)> {
         let mut steps = Vec::new();
         while let Some(Some((parent, choice, tid))) = seen.get(&fp) {
-            steps.push((*choice, *tid));
+            steps.push((*choice, *tid, fp));
             fp = *parent;
         }
         steps.reverse();
@@ -1187,13 +1674,13 @@ where
 
     /// The counterexample of the path `choices` (each step described and
     /// traced by running it again).
-    fn counterexample(&self, choices: &[(usize, u64)], violation: String) -> Counterexample {
+    fn counterexample(&self, choices: &[(usize, u64, u64)], violation: String) -> Counterexample {
         let mut cx = Counterexample {
             model: self.model.name.clone(),
             steps: choices
                 .iter()
                 .enumerate()
-                .map(|(i, (choice, _))| Step {
+                .map(|(i, (choice, _, _))| Step {
                     step: i + 1,
                     choice: *choice,
                     what: String::new(),
@@ -1203,8 +1690,9 @@ where
             violation,
             start_events: Vec::new(),
         };
-        let tids: Vec<u64> = choices.iter().map(|(_, tid)| *tid).collect();
-        self.trace(&mut cx, &tids);
+        let tids: Vec<u64> = choices.iter().map(|(_, tid, _)| *tid).collect();
+        let prints: Vec<u64> = choices.iter().map(|(_, _, fp)| *fp).collect();
+        self.trace(&mut cx, &tids, &prints);
         cx
     }
 
@@ -1215,7 +1703,17 @@ where
     /// identity (`tids`) and its choice index set from it: a state seen
     /// first on one path may have been expanded again from another copy
     /// of it, whose choices are listed in another order.
-    fn trace(&self, cx: &mut Counterexample, tids: &[u64]) {
+    ///
+    /// With the symmetry reduction, a state was explored from the first
+    /// copy of it the search reached, which may be a permutation of the
+    /// copy this path reaches: a step is found by the print of the state
+    /// it leads to (`prints`; [`BROKEN`] for the last step of a
+    /// violation: the first choice that breaks a property), so the path
+    /// recorded is one of real, unpermuted steps, each the first in its
+    /// state's order that leads to a state of the print found (a
+    /// permutation of the one the search found), with the violation as
+    /// this path meets it.
+    fn trace(&self, cx: &mut Counterexample, tids: &[u64], prints: &[u64]) {
         let Ok(mut state) = self.initial_traced(true) else {
             return;
         };
@@ -1227,7 +1725,29 @@ where
                 .sim
                 .set_trace_clock(Some(Duration::from_millis(n as u64 + 1)));
             let choices = self.choices(&state, true);
-            if self.por {
+            let mut found = None;
+            if self.sym {
+                let want = prints.get(n).copied().unwrap_or(BROKEN);
+                for (i, (choice, _)) in choices.iter().enumerate() {
+                    let (mut next, result) = self.take(&state, choice);
+                    let hit = match &result {
+                        Err(e) if want == BROKEN => {
+                            cx.violation = e.clone();
+                            true
+                        }
+                        Err(_) => false,
+                        Ok(()) => want != BROKEN && self.fingerprint(&mut next) == want,
+                    };
+                    if hit {
+                        step.choice = i;
+                        found = Some((next, result));
+                        break;
+                    }
+                }
+                if found.is_none() {
+                    return;
+                }
+            } else if self.por() {
                 let ids = self.identify(&state, &choices);
                 let Some(i) = ids.iter().position(|(tid, _)| Some(tid) == tids.get(n)) else {
                     return;
@@ -1238,7 +1758,16 @@ where
                 return;
             };
             step.what = what;
-            let (mut next, result) = self.take(&state, &choice);
+            let (mut next, result) = match found {
+                Some(f) => f,
+                None => self.take(&state, &choice),
+            };
+            if self.sym && n + 1 == last && result.is_ok() && self.quiescent(&next) {
+                // The goal as this (permuted) path meets it.
+                if let Some(Err(e)) = self.model.at_rest.as_ref().map(|g| g(&next.sim, &next.obs)) {
+                    cx.violation = format!("at rest: {e}");
+                }
+            }
             if n + 1 == last || result.is_err() {
                 for id in &members {
                     next.sim

@@ -20,6 +20,13 @@
 //! Each takes a [`Mutation`] for the tests that prove the search catches a
 //! broken variant of the family.
 //!
+//! The models whose members are interchangeable declare it for the
+//! symmetry reduction ([`super::model::Symmetry`]): eager reliable, FIFO
+//! and causal broadcast (the broadcasters with their payloads, and the
+//! other members) and two-phase commit (the participants). The others
+//! order members by id somewhere (tie-breaks, elections, rings, a fixed
+//! coordinator) or were not examined (Raft), and declare none.
+//!
 //! The catalog ([`Family`], [`Algorithm`], [`Mutation`], [`Check`]) names
 //! them and holds the bounds the suite checks each within:
 //! `tests/model_check.rs` and `troupe check` both start from it.
@@ -29,11 +36,14 @@ use std::time::Duration;
 
 use super::broadcast::{BroadcastObserver, OrderChecks};
 use super::commit::CommitObserver;
-use super::model::{Bounds, Checker, Command, Goal, Model, Search};
+use super::model::{Bounds, Checker, Command, Goal, Model, Renaming, Search, Symmetry};
 use super::raft::{KvRaft, RaftObserver};
 use super::scenarios::{ElectionObserver, MutexObserver};
 use super::{recover_state, NetFaults, OracleConfig, Sim};
-use crate::broadcast::{AnyBroadcast, BroadcastAlgorithm, BroadcastCore};
+use crate::broadcast::{
+    any::AnyBroadcastTimer, AnyBroadcast, AnyBroadcastMsg, BroadcastAlgorithm, BroadcastCore,
+};
+use crate::commit::any::{AnyCommitMsg, AnyCommitTimer};
 use crate::commit::{AnyCommit, CommitAlgorithm, CommitConfig, CommitCore};
 use crate::election::{AnyElection, ElectionAlgorithm, ElectionConfig};
 use crate::mutex::{AnyMutex, MutexAlgorithm, MutexConfig, MutexCore};
@@ -149,6 +159,7 @@ pub fn mutex(
         )),
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -173,6 +184,7 @@ pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>,
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -222,6 +234,20 @@ pub fn commit(
             .eager(),
         );
     }
+    // Two-phase commit treats its participants alike (no tie-break by
+    // id); three-phase commit does not (its termination protocol elects
+    // the highest live member).
+    let symmetry = (algorithm == CommitAlgorithm::TwoPhase && n > 2).then(|| Symmetry {
+        classes: vec![(2..=n).collect()],
+        core: Rc::new(|c: &AnyCommit<u32>, r: &Renaming<'_, u32>| {
+            c.renamed(r).expect("two-phase commit cores rename")
+        }) as Rc<dyn Fn(&AnyCommit<u32>, &Renaming<'_, u32>) -> AnyCommit<u32>>,
+        message: Rc::new(|m: &AnyCommitMsg<u32>, r: &Renaming<'_, u32>| {
+            m.renamed(r).expect("two-phase commit messages rename")
+        }),
+        timer: Rc::new(|t: &AnyCommitTimer, _: &Renaming<'_, u32>| t.clone()),
+        observer: Rc::new(|o: &CommitObserver, r: &Renaming<'_, u32>| o.renamed(r)),
+    });
     Model {
         name: format!("commit {algorithm} n={n}"),
         init: Rc::new(init),
@@ -229,6 +255,7 @@ pub fn commit(
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry,
     }
 }
 
@@ -274,7 +301,20 @@ pub fn broadcasts(
     messages: u32,
     mutation: Mutation,
 ) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
-    let checks = order_checks(algorithm);
+    broadcasts_checked(algorithm, n, messages, mutation, order_checks(algorithm))
+}
+
+/// [`broadcasts`], checked for the orders `checks` instead of those the
+/// algorithm promises (FIFO broadcast checked for causal order is a
+/// causal broadcast that ignores every entry of the vector but the
+/// sender's: a broken variant the search must catch).
+pub fn broadcasts_checked(
+    algorithm: BroadcastAlgorithm,
+    n: u32,
+    messages: u32,
+    mutation: Mutation,
+    checks: OrderChecks,
+) -> Model<AnyBroadcast<u32>, BroadcastObserver> {
     let init = move || {
         let s = sim(n, move |id, members, r| {
             let state = if mutation == Mutation::BroadcastForgetsDeliveries {
@@ -301,6 +341,40 @@ pub fn broadcasts(
         );
         commands.push(c);
     }
+    // Eager reliable, FIFO and causal broadcast treat members alike (no
+    // tie-break by id): the broadcasters are interchangeable with their
+    // payloads (each payload is its sender's id), and so are the others.
+    let symmetric = matches!(
+        algorithm,
+        BroadcastAlgorithm::EagerReliable | BroadcastAlgorithm::Fifo | BroadcastAlgorithm::Causal
+    );
+    let symmetry = symmetric.then(|| {
+        let senders = messages.min(n);
+        fn payload(r: &Renaming<'_, u32>, p: &[u8]) -> Vec<u8> {
+            match <[u8; 8]>::try_from(p) {
+                Ok(b) => pid(r, u64::from_le_bytes(b)).to_le_bytes().to_vec(),
+                Err(_) => p.to_vec(),
+            }
+        }
+        fn pid(r: &Renaming<'_, u32>, p: u64) -> u64 {
+            u32::try_from(p).map_or(p, |m| u64::from(r.id(&m)))
+        }
+        Symmetry {
+            classes: vec![(1..=senders).collect(), (senders + 1..=n).collect()],
+            core: Rc::new(|c: &AnyBroadcast<u32>, r: &Renaming<'_, u32>| {
+                c.renamed(r, &|p| payload(r, p))
+                    .expect("eager, FIFO and causal cores rename")
+            }),
+            message: Rc::new(|m: &AnyBroadcastMsg<u32>, r: &Renaming<'_, u32>| {
+                m.renamed(r, &|p| payload(r, p))
+                    .expect("eager, FIFO and causal messages rename")
+            }),
+            timer: Rc::new(|t: &AnyBroadcastTimer, _: &Renaming<'_, u32>| t.clone()),
+            observer: Rc::new(|o: &BroadcastObserver, r: &Renaming<'_, u32>| {
+                o.renamed(r, &|p| pid(r, p))
+            }),
+        }
+    });
     Model {
         name: if messages == 2 {
             format!("broadcast {algorithm} n={n}")
@@ -312,15 +386,25 @@ pub fn broadcasts(
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry,
     }
 }
 
 /// Three servers elect a leader and replicate one write.
 pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
+    raft_with(n, mutation, RaftConfig::default().max_batch)
+}
+
+/// [`raft`] with AppendEntries of at most `max_batch` entries (with 1, a
+/// follower acknowledges an old entry before the leader's no-op of its
+/// term: what Raft's Figure 8 needs against a leader that commits old
+/// entries by counting).
+pub fn raft_with(n: u32, mutation: Mutation, max_batch: usize) -> Model<KvRaft, RaftObserver> {
     let config = RaftConfig {
         pre_vote: false,
         check_quorum: false,
         unsafe_commit_old_terms: mutation == Mutation::RaftCommitsOldTerms,
+        max_batch,
         ..RaftConfig::default()
     };
     let init = move || {
@@ -369,6 +453,7 @@ pub fn raft(n: u32, mutation: Mutation) -> Model<KvRaft, RaftObserver> {
         at_rest: None,
         crashable: None,
         partial_order: true,
+        symmetry: None,
     }
 }
 
@@ -495,12 +580,23 @@ impl Family {
     pub fn bounds(self) -> Bounds {
         match self {
             Family::Mutex => suite_bounds(60),
+            // Exhaustive at 3 members: one crash, for good (with a
+            // restart, bully's state space has message-only paths of
+            // hundreds of steps and the ring's is 448 000 states; see
+            // BENCHMARKS.md), six timer firings.
             Family::Election => Bounds {
                 crashes: 1,
-                ..suite_bounds(16)
+                restarts: false,
+                ..suite_bounds(100)
             },
             Family::Commit | Family::Broadcast => suite_bounds(40),
-            Family::Raft => suite_bounds(22),
+            // Exhaustive at 3 servers: two timer firings (an election and
+            // one more timeout: a heartbeat or a rival election), no fault;
+            // three firings are 1.3 million states.
+            Family::Raft => Bounds {
+                timer_fires: Some(2),
+                ..suite_bounds(100)
+            },
         }
     }
 
@@ -752,6 +848,10 @@ pub struct Check {
     /// Search with the partial-order reduction ([`Search::partial_order`];
     /// on by default: every model of the catalog allows it).
     pub partial_order: bool,
+    /// Search with the symmetry reduction where the model declares
+    /// interchangeable members and the bounds allow it
+    /// ([`Search::symmetry`]; on by default).
+    pub symmetry: bool,
 }
 
 impl Check {
@@ -772,6 +872,7 @@ impl Check {
             crashable: None,
             must_decide: false,
             partial_order: true,
+            symmetry: true,
         };
         check.validate()?;
         Ok(check)
@@ -845,7 +946,11 @@ impl Check {
             if crashable.is_some() {
                 m.crashable = crashable;
             }
-            Box::new(Search::new(m, c.bounds).partial_order(c.partial_order))
+            Box::new(
+                Search::new(m, c.bounds)
+                    .partial_order(c.partial_order)
+                    .symmetry(c.symmetry),
+            )
         }
         let crashable = self.crashable.clone();
         Ok(match self.algorithm {
