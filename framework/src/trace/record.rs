@@ -296,6 +296,24 @@ impl Encoder {
         s as u8
     }
 
+    /// The slot of a send block (`strs`), found through `hint` while the
+    /// definition it names stands, else looked up (and left in `hint`).
+    /// A hint of 0 names nothing (an empty slot's definition number is 0).
+    #[inline]
+    fn send_slot_hinted(&mut self, buf: &mut Vec<u8>, hint: &AtomicU64, strs: &[&str]) -> u8 {
+        let h = hint.load(Ordering::Relaxed);
+        let s = (h & 0xff) as usize;
+        if h != 0 && s < SLOTS && self.defined[s] == h >> 8 {
+            return s as u8;
+        }
+        let s = self.slot(buf, SEND_BLOCK, strs);
+        hint.store(
+            self.defined[usize::from(s)] << 8 | u64::from(s),
+            Ordering::Relaxed,
+        );
+        s
+    }
+
     /// Append `event` at `node`, stamped `raw`.
     #[inline]
     pub(super) fn frame(
@@ -332,18 +350,7 @@ impl Encoder {
                 cause,
             } => {
                 let slot = match (cause, hint) {
-                    (None, Some(hint)) => {
-                        let h = hint.load(Ordering::Relaxed);
-                        let s = (h & 0xff) as usize;
-                        if h != 0 && s < SLOTS && self.defined[s] == h >> 8 {
-                            s as u8
-                        } else {
-                            let s = self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]);
-                            let s_ = usize::from(s);
-                            hint.store(self.defined[s_] << 8 | s_ as u64, Ordering::Relaxed);
-                            s
-                        }
-                    }
+                    (None, Some(hint)) => self.send_slot_hinted(buf, hint, &[node, to, kind, mtag]),
                     (None, None) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag]),
                     (Some((c, _)), _) => self.slot(buf, SEND_BLOCK, &[node, to, kind, mtag, c]),
                 };
