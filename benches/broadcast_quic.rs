@@ -29,7 +29,8 @@
 //! 0.5 s of warm-up), `BCAST_BENCH_WINDOW` (64), `BCAST_BENCH_ALGOS` (the
 //! broadcast algorithms, comma-separated configuration names; default
 //! `fifo,causal`), `BCAST_BENCH_STORE=memory` (no `data_dir`: the nodes'
-//! durable state in memory; default on disk). Without `--bench` (as
+//! durable state in memory; default on disk), `BCAST_BENCH_FLOW` (the
+//! groups' flow-control window, `BroadcastConfig::window`; 0 for none). Without `--bench` (as
 //! `cargo test --benches` runs it) one short round checks that it works.
 
 use std::path::{Path, PathBuf};
@@ -222,6 +223,7 @@ async fn node_main(me: usize, sh: Arc<Shared>) {
         Mode::Broadcast(algorithm) => {
             let config = BroadcastConfig {
                 keep_log: std::env::var("BCAST_BENCH_NOLOG").is_err(),
+                window: env("BCAST_BENCH_FLOW", BroadcastConfig::default().window),
                 ..BroadcastConfig::default()
             };
             let g = start_broadcast_with::<Payload>(&node, "bench", algorithm, &members, config)

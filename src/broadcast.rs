@@ -85,6 +85,8 @@ pub struct Delivery<T> {
 pub struct BroadcastGroup<T> {
     instance: Instance<BroadcastFamily>,
     keep_log: bool,
+    /// [`BroadcastConfig::window`].
+    window: usize,
     _payload: PhantomData<fn(T) -> T>,
 }
 
@@ -93,6 +95,7 @@ impl<T> Clone for BroadcastGroup<T> {
         Self {
             instance: self.instance.clone(),
             keep_log: self.keep_log,
+            window: self.window,
             _payload: PhantomData,
         }
     }
@@ -124,9 +127,10 @@ pub async fn start_broadcast_with<T: Serialize + DeserializeOwned>(
     members: &[String],
     config: BroadcastConfig,
 ) -> Result<BroadcastGroup<T>, Error> {
-    let keep_log = config.keep_log;
-    let instance = family::start::<BroadcastFamily>(node, name, algorithm, members, config).await?;
-    Ok(BroadcastGroup::new(instance, keep_log))
+    let handle = |instance| BroadcastGroup::new(instance, &config);
+    let instance =
+        family::start::<BroadcastFamily>(node, name, algorithm, members, config.clone()).await?;
+    Ok(handle(instance))
 }
 
 /// What [`prepare_broadcast`] returns: the driver's actor spec and the
@@ -143,10 +147,9 @@ pub fn prepare_broadcast<T: Serialize + DeserializeOwned>(
     members: &[String],
     config: BroadcastConfig,
 ) -> Result<PreparedGroup<T>, Error> {
-    let keep_log = config.keep_log;
     let (spec, instance) =
-        family::prepare::<BroadcastFamily>(node, name, algorithm, members, config)?;
-    Ok((spec, BroadcastGroup::new(instance, keep_log)))
+        family::prepare::<BroadcastFamily>(node, name, algorithm, members, config.clone())?;
+    Ok((spec, BroadcastGroup::new(instance, &config)))
 }
 
 fn decode<T: DeserializeOwned>(id: &MessageId, payload: &[u8]) -> Result<T, Error> {
@@ -159,12 +162,13 @@ fn decode<T: DeserializeOwned>(id: &MessageId, payload: &[u8]) -> Result<T, Erro
 }
 
 impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
-    /// A handle on a started instance (`keep_log`: whether its config
-    /// keeps the delivery log).
-    pub fn new(instance: Instance<BroadcastFamily>, keep_log: bool) -> Self {
+    /// A handle on a started instance, started with `config` (whether it
+    /// keeps the delivery log, its flow-control window).
+    pub fn new(instance: Instance<BroadcastFamily>, config: &BroadcastConfig) -> Self {
         Self {
             instance,
-            keep_log,
+            keep_log: config.keep_log,
+            window: config.window,
             _payload: PhantomData,
         }
     }
@@ -177,9 +181,22 @@ impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
     /// Broadcast `payload` to the group; returns its id once it is durable
     /// here (from then on a crash does not lose it). This member delivers
     /// it too, like every other.
+    ///
+    /// Flow control: while [`BroadcastConfig::window`] of this member's
+    /// messages are in flight (not yet held by every live member), it
+    /// first waits for that number to fall below the window, so a sender
+    /// cannot run ahead of its receivers (callers waiting at once may each
+    /// pass, so at most the window plus the concurrent callers are in
+    /// flight). Members reported down do not count.
     pub async fn broadcast(&self, payload: &T) -> Result<MessageId, Error> {
         let bytes = rmp_serde::to_vec(payload)
             .map_err(|e| Error::Protocol(format!("the payload does not encode: {e}")))?;
+        if self.window > 0 && self.instance.view().in_flight >= self.window {
+            let window = self.window;
+            self.instance
+                .wait_for(|v| v.in_flight < window, Duration::MAX)
+                .await?;
+        }
         let me = self.instance.node().name().to_string();
         let seq = self
             .instance

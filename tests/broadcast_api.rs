@@ -181,3 +181,62 @@ fn a_restarted_node_keeps_its_numbering_and_its_log() {
         assert!(!live.held_back);
     });
 }
+
+/// Flow control: with a window of 4, a sender's fifth broadcast waits while
+/// its first four are in flight (member c runs no instance of the group, so
+/// it holds none of them, and it is live: the failure detector reports it
+/// up), and goes out once c starts the group and the re-sends reach it.
+/// The waiting call sent nothing: c delivers five messages, not six.
+#[test]
+fn a_broadcast_waits_while_its_window_is_in_flight() {
+    use troupe::broadcast::start_broadcast_with;
+    use troupe_protocols::broadcast::BroadcastConfig;
+    run_virtual(|| async {
+        let c = Cluster::start(5).await;
+        let members: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+        let config = BroadcastConfig {
+            window: 4,
+            keep_log: true,
+            ..BroadcastConfig::default()
+        };
+        let start = |n: &str| {
+            let node = c.sim.node(n).expect("node").clone();
+            let (members, config) = (members.clone(), config.clone());
+            async move {
+                start_broadcast_with::<Line>(&node, "w", BroadcastAlgorithm::Fifo, &members, config)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = start("a").await;
+        let _b = start("b").await;
+        for i in 0..4 {
+            a.broadcast(&line(&format!("in window {i}"), None))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.instance().view().in_flight, 4, "c holds none of them");
+        let fifth =
+            tokio::time::timeout(Duration::from_secs(2), a.broadcast(&line("waited", None))).await;
+        assert!(
+            fifth.is_err(),
+            "the fifth broadcast did not wait: {fifth:?}"
+        );
+        let late = start("c").await;
+        let id = tokio::time::timeout(Duration::from_secs(10), a.broadcast(&line("fifth", None)))
+            .await
+            .expect("the window frees once c holds the messages")
+            .unwrap();
+        assert_eq!(id.seq, 5, "the call that waited sent nothing");
+        late.wait_delivered(5, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let mut d = late.deliveries(0).await.unwrap();
+        let mut texts = Vec::new();
+        for _ in 0..5 {
+            texts.push(d.next().await.unwrap().unwrap().payload.text);
+        }
+        assert_eq!(texts.last().map(String::as_str), Some("fifth"));
+    });
+}

@@ -50,6 +50,9 @@ impl<Id: std::fmt::Debug> Order<Id> for VectorOrder {
             ..Stamps::default()
         }
     }
+    fn in_sequence(&self) -> bool {
+        true
+    }
     fn ready(&self, id: &MsgId<Id>, stamps: &Stamps, _: &BTreeMap<Id, SeqSet>) -> bool {
         let Some(ts) = &stamps.vector else {
             return false;

@@ -30,6 +30,9 @@ impl<Id: Ord> Order<Id> for SenderOrder {
     fn stamp(&self, _: &Id, _: u64) -> Stamps {
         Stamps::default()
     }
+    fn in_sequence(&self) -> bool {
+        true
+    }
     fn ready(&self, id: &MsgId<Id>, _: &Stamps, delivered: &BTreeMap<Id, SeqSet>) -> bool {
         let next = delivered.get(&id.origin).map_or(0, SeqSet::prefix) + 1;
         id.seq == next

@@ -255,15 +255,32 @@ pub struct BroadcastConfig {
     /// [`plumtree`]); the others ignore them.
     #[serde(default)]
     pub gossip: GossipConfig,
+    /// Flow control: the most messages of this member that may be in
+    /// flight (not yet known to be held by every live member) before the
+    /// typed API's `broadcast` waits for some to arrive; 0 for no limit. A
+    /// sender that outruns its receivers is slowed down to their pace
+    /// instead of filling the transport's queues, whose overflow only the
+    /// re-send timers would recover. Members reported down do not count:
+    /// a crashed member does not stop the group. The eager engines (eager
+    /// reliable, FIFO, causal, both total orders) track it; NACK and the
+    /// epidemic engines do not ([`BroadcastStats::in_flight`] is 0).
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_window() -> usize {
+    256
 }
 
 impl Default for BroadcastConfig {
-    /// Re-send every 50 ms, no delivery log, [`GossipConfig::default`].
+    /// Re-send every 50 ms, no delivery log, [`GossipConfig::default`], a
+    /// window of 1024 unstable messages.
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
             keep_log: false,
             gossip: GossipConfig::default(),
+            window: default_window(),
         }
     }
 }
@@ -365,6 +382,12 @@ pub struct BroadcastStats {
     /// from the durable ledger): how many messages this member has
     /// delivered in all its lives.
     pub index: u64,
+    /// This member's own messages not yet known to be held by every live
+    /// member: what [`BroadcastConfig::window`] bounds. Zero for engines
+    /// that do not track it (NACK, whose stability comes from periodic
+    /// sessions, and the epidemic ones).
+    #[serde(default)]
+    pub in_flight: usize,
 }
 
 /// The commands and queries every broadcast core offers.
@@ -383,6 +406,10 @@ pub struct BroadcastView {
     pub delivered: u64,
     /// Messages held back now.
     pub held_back: usize,
+    /// This member's own messages not yet held by every live member
+    /// ([`BroadcastStats::in_flight`]).
+    #[serde(default)]
+    pub in_flight: usize,
 }
 
 crate::family::family! {
@@ -392,7 +419,11 @@ crate::family::family! {
         core AnyBroadcast(BroadcastAlgorithm, BroadcastConfig);
         view BroadcastView = |core| {
             let s = core.stats();
-            BroadcastView { delivered: s.delivered, held_back: s.held_back }
+            BroadcastView {
+                delivered: s.delivered,
+                held_back: s.held_back,
+                in_flight: s.in_flight,
+            }
         };
         trace = |protocol, event| Some(delivered_trace(protocol, event));
         view_metrics = |view, out| {

@@ -120,6 +120,14 @@ pub trait Order<Id>: Debug + Clone {
     fn take_controls(&mut self, _delivered: &BTreeMap<Id, SeqSet>) -> Vec<Stamps> {
         Vec::new()
     }
+    /// True if an origin's messages can only become deliverable in their
+    /// sequence order (FIFO and causal order): the engine then tests only
+    /// each origin's lowest held-back message, instead of every held-back
+    /// one, so a long hold-back queue costs per origin, not per message.
+    /// Default: false (every held-back message is tested).
+    fn in_sequence(&self) -> bool {
+        false
+    }
     /// True for a control message: delivered to the layer (it counts in
     /// the durable delivered sets) but not reported to the user.
     fn silent(&self, _stamps: &Stamps) -> bool {
@@ -176,6 +184,9 @@ struct Entry<Id> {
     /// It was not deliverable when it arrived (or when the buffer was
     /// rebuilt after a restart): it waits in the hold-back queue.
     held: bool,
+    /// This member's own message, not yet held by every live member
+    /// (counted in [`BroadcastStats::in_flight`]).
+    in_flight: bool,
 }
 
 /// The reliable engine with hold-back rule `O` (see the module docs).
@@ -190,6 +201,8 @@ pub struct Reliable<Id, O> {
     order: O,
     retry_armed: bool,
     stats: BroadcastStats,
+    /// This member's own messages not yet held by every live member.
+    in_flight: usize,
 }
 
 impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
@@ -206,6 +219,7 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
                 has,
                 sent_at,
                 held,
+                in_flight: false,
             };
             (id, e)
         };
@@ -220,7 +234,7 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
             .filter(|id| !ledger.is_delivered(id))
             .cloned()
             .collect();
-        Self {
+        let mut engine = Self {
             order,
             group,
             config: o.config,
@@ -229,7 +243,10 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
             pending,
             retry_armed: false,
             stats: BroadcastStats::default(),
-        }
+            in_flight: 0,
+        };
+        engine.count_in_flight();
+        engine
     }
 }
 
@@ -250,6 +267,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 has: e.has.iter().map(|m| r.id(m)).collect(),
                 sent_at: e.sent_at,
                 held: e.held,
+                in_flight: e.in_flight,
             };
             buffer.insert(id.renamed(r), e);
         }
@@ -262,6 +280,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             order: self.order.renamed(r)?,
             retry_armed: self.retry_armed,
             stats: self.stats,
+            in_flight: self.in_flight,
         })
     }
 
@@ -327,6 +346,9 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
 
     /// Deliver every buffered message the order allows; true if any.
     fn deliver_some(&mut self, out: &mut OutputsOf<Self>) -> bool {
+        if self.order.in_sequence() {
+            return self.deliver_in_sequence(out);
+        }
         let mut any = false;
         loop {
             let next = self.pending.iter().find(|id| {
@@ -336,20 +358,106 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             });
             let Some(id) = next.cloned() else { break };
             any = true;
-            self.pending.remove(&id);
-            let e = &self.buffer[&id];
-            let silent = self.order.silent(&e.stored.stamps);
-            if self.ledger.deliver(&id, &e.stored, e.held, silent, out) && !silent {
-                self.stats.delivered += 1;
-            }
-            self.order.delivered(&id, &self.buffer[&id].stored.stamps);
-            self.collect(&id, out);
+            self.deliver_one(id, out);
         }
         any
     }
 
-    /// Drop `id` from the buffer if it is delivered and every member holds it.
+    /// [`Reliable::deliver_some`] for an order whose messages become
+    /// deliverable in each origin's sequence ([`Order::in_sequence`]):
+    /// passes over the origins, testing each one's lowest held-back
+    /// message, until a pass delivers nothing (a delivery of one origin may
+    /// free another's: causal order).
+    fn deliver_in_sequence(&mut self, out: &mut OutputsOf<Self>) -> bool {
+        let mut any = false;
+        loop {
+            let mut progressed = false;
+            let mut next = self.pending.first().cloned();
+            while let Some(id) = next {
+                let e = &self.buffer[&id];
+                if self
+                    .order
+                    .ready(&id, &e.stored.stamps, self.ledger.delivered())
+                {
+                    progressed = true;
+                    self.deliver_one(id.clone(), out);
+                    // The same origin's next one, if held back.
+                    next = self
+                        .pending
+                        .range(&id..)
+                        .next()
+                        .filter(|n| n.origin == id.origin)
+                        .cloned();
+                    if next.is_none() {
+                        next = self.after_origin(&id.origin);
+                    }
+                } else {
+                    next = self.after_origin(&id.origin);
+                }
+            }
+            if !progressed {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    /// The lowest held-back message of the first origin after `origin`.
+    fn after_origin(&self, origin: &Id) -> Option<MsgId<Id>> {
+        let past = MsgId {
+            origin: origin.clone(),
+            seq: u64::MAX,
+        };
+        self.pending
+            .range((std::ops::Bound::Excluded(&past), std::ops::Bound::Unbounded))
+            .next()
+            .cloned()
+    }
+
+    /// Deliver held-back message `id`, which the order allows now.
+    fn deliver_one(&mut self, id: MsgId<Id>, out: &mut OutputsOf<Self>) {
+        self.pending.remove(&id);
+        let e = &self.buffer[&id];
+        let silent = self.order.silent(&e.stored.stamps);
+        if self.ledger.deliver(&id, &e.stored, e.held, silent, out) && !silent {
+            self.stats.delivered += 1;
+        }
+        self.order.delivered(&id, &self.buffer[&id].stored.stamps);
+        self.collect(&id, out);
+    }
+
+    /// Mark every own message as in flight or not, from who holds it and
+    /// who is live now (on opening, and after a membership change).
+    fn count_in_flight(&mut self) {
+        let me = self.group.me().clone();
+        let (first, last) = (
+            MsgId {
+                origin: me.clone(),
+                seq: 0,
+            },
+            MsgId {
+                origin: me,
+                seq: u64::MAX,
+            },
+        );
+        let mut n = 0;
+        for e in self.buffer.range_mut(first..=last).map(|(_, e)| e) {
+            e.in_flight = !self.group.live_peers().all(|p| e.has.contains(p));
+            n += usize::from(e.in_flight);
+        }
+        self.in_flight = n;
+    }
+
+    /// Drop `id` from the buffer if it is delivered and every member holds
+    /// it; first, if it is an own message in flight that every live member
+    /// now holds, count it out of flight.
     fn collect(&mut self, id: &MsgId<Id>, out: &mut OutputsOf<Self>) {
+        if let Some(e) = self.buffer.get_mut(id) {
+            if e.in_flight && self.group.live_peers().all(|p| e.has.contains(p)) {
+                e.in_flight = false;
+                self.in_flight -= 1;
+            }
+        }
         let stable = self
             .buffer
             .get(id)
@@ -369,15 +477,67 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         }
     }
 
-    /// Send every buffered message `to` is not known to hold, as re-sends
-    /// (only those last sent before `before`).
-    fn catch_up(&self, to: &Id, before: Duration, out: &mut OutputsOf<Self>) {
+    /// Send the buffered messages `to` is not known to hold, as re-sends
+    /// (a member reported up again): at most [`Reliable::resend_cap`] of
+    /// them, the oldest; the re-send passes send the rest.
+    fn catch_up(&self, to: &Id, out: &mut OutputsOf<Self>) {
+        let missing = self.buffer.iter().filter(|(_, e)| !e.has.contains(to));
+        for (id, _) in missing.take(self.resend_cap()) {
+            if let Some(m) = self.data(id, true) {
+                out.send(to.clone(), m);
+            }
+        }
+    }
+
+    /// The re-send pass: every buffered message last sent `retry` ago or
+    /// more goes again to the live members not known to hold it, at most
+    /// [`Reliable::resend_cap`] messages to each member per pass, oldest
+    /// (lowest numbers) first: the rest wait for the next pass. Without the
+    /// cap, a buffer that grew while a member was slow would be re-sent
+    /// whole every `retry`, and the re-sends would keep the member slow
+    /// (a congestion collapse).
+    fn resend_due(&mut self, now: Duration, out: &mut OutputsOf<Self>) {
+        let before = now.saturating_sub(self.config.retry);
+        let cap = self.resend_cap();
+        let peers: Vec<Id> = self.group.live_peers().cloned().collect();
+        let mut left = vec![cap; peers.len()];
+        let mut resent = Vec::new();
         for (id, e) in &self.buffer {
-            if !e.has.contains(to) && e.sent_at <= before {
+            if e.sent_at > before {
+                continue;
+            }
+            let mut sent = false;
+            for (p, left) in peers.iter().zip(left.iter_mut()) {
+                if *left == 0 || e.has.contains(p) {
+                    continue;
+                }
+                *left -= 1;
+                sent = true;
                 if let Some(m) = self.data(id, true) {
-                    out.send(to.clone(), m);
+                    out.send(p.clone(), m);
                 }
             }
+            if sent {
+                resent.push(id.clone());
+            }
+            if left.iter().all(|l| *l == 0) {
+                break;
+            }
+        }
+        for id in resent {
+            if let Some(e) = self.buffer.get_mut(&id) {
+                e.sent_at = now;
+            }
+        }
+    }
+
+    /// The most messages one re-send pass sends to one member: the flow
+    /// control window ([`BroadcastConfig::window`]), at least 64; no cap
+    /// without a window.
+    fn resend_cap(&self) -> usize {
+        match self.config.window {
+            0 => usize::MAX,
+            w => w.max(64),
         }
     }
 
@@ -431,6 +591,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 has,
                 sent_at,
                 held,
+                in_flight: false,
             },
         );
         self.deliver_ready(now, out);
@@ -455,6 +616,8 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
         let stored = Stored { stamps, payload };
         self.ledger.kept(&id, &stored, out);
         self.pending.insert(id.clone());
+        let in_flight = self.group.live_peers().next().is_some();
+        self.in_flight += usize::from(in_flight);
         self.buffer.insert(
             id.clone(),
             Entry {
@@ -462,6 +625,7 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
                 has: [me].into(),
                 sent_at: now,
                 held: false,
+                in_flight,
             },
         );
         if let Some(m) = self.data(&id, false) {
@@ -512,24 +676,17 @@ impl<Id: MemberId, O: Order<Id>> Protocol for Reliable<Id, O> {
         match timer {
             RelayTimer::Retry => {
                 self.retry_armed = false;
-                let before = now.saturating_sub(self.config.retry);
-                let peers: Vec<Id> = self.group.live_peers().cloned().collect();
-                for p in &peers {
-                    self.catch_up(p, before, out);
-                }
-                for e in self.buffer.values_mut() {
-                    if e.sent_at <= before {
-                        e.sent_at = now;
-                    }
-                }
+                self.resend_due(now, out);
                 self.arm_retry(out);
             }
         }
     }
 
     fn on_membership(&mut self, _: Duration, change: MemberEvent<Id>, out: &mut OutputsOf<Self>) {
-        if let Some(Change::Back(p)) = self.group.apply(change) {
-            self.catch_up(&p, Duration::MAX, out);
+        let change = self.group.apply(change);
+        self.count_in_flight();
+        if let Some(Change::Back(p)) = change {
+            self.catch_up(&p, out);
         }
     }
 
@@ -556,7 +713,157 @@ impl<Id: MemberId, O: Order<Id>> BroadcastCore for Reliable<Id, O> {
             index: self.ledger.count(),
             buffered: self.buffer.len(),
             held_back: self.pending.len(),
+            in_flight: self.in_flight,
             ..self.stats
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broadcast::{Engine, Fifo};
+    use troupe_framework::membership::MemberStatus;
+
+    type Core = Fifo<u32>;
+
+    fn core(me: u32, window: usize) -> Core {
+        let config = BroadcastConfig {
+            window,
+            ..BroadcastConfig::default()
+        };
+        Fifo::new(me, [1, 2, 3], config, None)
+    }
+
+    fn out() -> OutputsOf<Core> {
+        OutputsOf::<Core>::new()
+    }
+
+    fn report(c: &mut Core, member: u32, status: MemberStatus) {
+        let ev = MemberEvent {
+            member,
+            status,
+            at: Duration::ZERO,
+        };
+        c.on_membership(Duration::ZERO, ev, &mut out());
+    }
+
+    fn ack(c: &mut Core, from: u32, seq: u64) {
+        let id = MsgId { origin: 1, seq };
+        c.on_message(Duration::ZERO, from, RelayMsg::Ack { id }, &mut out());
+    }
+
+    /// The sequence numbers of the data messages to `to` in `o`.
+    fn data_to(o: &OutputsOf<Core>, to: u32) -> Vec<u64> {
+        o.sends
+            .iter()
+            .filter_map(|(d, m)| match m {
+                RelayMsg::Data { id, .. } if *d == to => Some(id.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn own_messages_are_in_flight_until_every_live_member_holds_them() {
+        let mut a = core(1, 16);
+        for i in 0..5u8 {
+            a.broadcast(vec![i], Duration::ZERO, &mut out());
+        }
+        assert_eq!(a.stats().in_flight, 5);
+        for seq in 1..=5 {
+            ack(&mut a, 2, seq);
+        }
+        assert_eq!(a.stats().in_flight, 5, "member 3 holds none of them");
+        ack(&mut a, 3, 1);
+        assert_eq!(a.stats().in_flight, 4);
+        // A member reported down does not hold the others back...
+        report(&mut a, 3, MemberStatus::Down);
+        assert_eq!(a.stats().in_flight, 0);
+        // ...until it is back: then what it lacks is in flight again.
+        report(&mut a, 3, MemberStatus::Up);
+        assert_eq!(a.stats().in_flight, 4);
+        for seq in 2..=5 {
+            ack(&mut a, 3, seq);
+        }
+        assert_eq!(a.stats().in_flight, 0);
+        assert_eq!(a.stats().buffered, 0, "held by all and delivered: stable");
+        // Restarted from its durable state, a sender counts what is in
+        // flight again (its buffer, nobody known to hold it).
+        a.broadcast(vec![9], Duration::ZERO, &mut out());
+        let state = troupe_framework::sansio::SnapshotCore::state(&a);
+        let b = Fifo::new(1, [1, 2, 3], a.config.clone(), Some(state));
+        assert_eq!(b.stats().in_flight, 1);
+    }
+
+    #[test]
+    fn a_resend_pass_sends_each_member_at_most_the_window_oldest_first() {
+        let mut a = core(1, 64);
+        for i in 0..150u32 {
+            a.broadcast(i.to_le_bytes().to_vec(), Duration::ZERO, &mut out());
+        }
+        for seq in 1..=10 {
+            ack(&mut a, 2, seq);
+        }
+        let retry = a.config.retry;
+        let mut o = out();
+        a.on_timer(retry, RelayTimer::Retry, &mut o);
+        assert_eq!(data_to(&o, 2), (11..=74).collect::<Vec<_>>());
+        assert_eq!(data_to(&o, 3), (1..=64).collect::<Vec<_>>());
+        // A pass before those are due again goes on with the rest (a
+        // message re-sent to one member waits a `retry` for the others).
+        let mut o = out();
+        a.on_timer(retry + retry / 2, RelayTimer::Retry, &mut o);
+        assert_eq!(data_to(&o, 2), (75..=138).collect::<Vec<_>>());
+        assert_eq!(data_to(&o, 3), (75..=138).collect::<Vec<_>>());
+        // Without a window, a pass re-sends everything due.
+        let mut u = core(1, 0);
+        for i in 0..150u32 {
+            u.broadcast(i.to_le_bytes().to_vec(), Duration::ZERO, &mut out());
+        }
+        let mut o = out();
+        u.on_timer(retry, RelayTimer::Retry, &mut o);
+        assert_eq!(data_to(&o, 2).len(), 150);
+    }
+
+    #[test]
+    fn a_long_held_back_run_is_delivered_in_sequence() {
+        // Member 2 hears member 1's 200 messages in reverse, and member 3's
+        // 50 in order in between: each origin in sequence, all delivered.
+        let mut a = core(1, 0);
+        let mut c = core(3, 0);
+        let mut copies = Vec::new();
+        for i in 0..200u32 {
+            let mut o = out();
+            a.broadcast(i.to_le_bytes().to_vec(), Duration::ZERO, &mut o);
+            copies.push(o.sends.into_iter().find(|(d, _)| *d == 2).unwrap().1);
+        }
+        let mut b = core(2, 0);
+        let mut order = Vec::new();
+        for (k, m) in copies.into_iter().rev().enumerate() {
+            let mut o = out();
+            b.on_message(Duration::ZERO, 1, m, &mut o);
+            if k % 4 == 0 {
+                let mut oc = out();
+                c.broadcast(vec![k as u8], Duration::ZERO, &mut oc);
+                let m = oc.sends.into_iter().find(|(d, _)| *d == 2).unwrap().1;
+                b.on_message(Duration::ZERO, 3, m, &mut o);
+            }
+            order.extend(
+                o.events
+                    .into_iter()
+                    .map(|BroadcastEvent::Delivered { id, .. }| (id.origin, id.seq)),
+            );
+        }
+        let of = |origin: u32| -> Vec<u64> {
+            order
+                .iter()
+                .filter(|(o, _)| *o == origin)
+                .map(|(_, s)| *s)
+                .collect()
+        };
+        assert_eq!(of(1), (1..=200).collect::<Vec<_>>());
+        assert_eq!(of(3), (1..=50).collect::<Vec<_>>());
+        assert_eq!(b.stats().held_back, 0);
     }
 }
