@@ -425,6 +425,9 @@ pub fn list() -> String {
             range.end(),
             describe(&f.bounds(), None)
         );
+        for a in checked.iter().filter(|a| f.bounds_for(**a) != f.bounds()) {
+            let _ = writeln!(s, "  bounds for {a}: {}", describe(&f.bounds_for(*a), None));
+        }
         let mutations = f.mutations();
         if mutations.is_empty() {
             s.push_str("  mutations:  none\n");

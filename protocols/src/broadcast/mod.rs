@@ -255,6 +255,14 @@ pub struct BroadcastConfig {
     /// [`plumtree`]); the others ignore them.
     #[serde(default)]
     pub gossip: GossipConfig,
+    /// A deliberately broken total order by Lamport timestamps that
+    /// delivers the head of its queue once it heard a later message from
+    /// *one* other member instead of from every one (total order is then
+    /// lost). Only for the tests that prove the model checker catches it;
+    /// never set it otherwise.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsafe_lamport_one_ack: bool,
 }
 
 impl Default for BroadcastConfig {
@@ -264,6 +272,7 @@ impl Default for BroadcastConfig {
             retry: Duration::from_millis(50),
             keep_log: false,
             gossip: GossipConfig::default(),
+            unsafe_lamport_one_ack: false,
         }
     }
 }
