@@ -319,6 +319,9 @@ fn summary(r: &Report, check: &Check, depth_first: bool) -> String {
         Verdict::Violated(_) if depth_first => {
             "VIOLATED (depth-first: a counterexample, not necessarily the shortest)".to_string()
         }
+        Verdict::Violated(_) if r.forced > 0 => "VIOLATED (breadth-first; the inert-first \
+             reduction may make it longer than the shortest)"
+            .to_string(),
         Verdict::Violated(_) => "VIOLATED (breadth-first: the shortest counterexample)".to_string(),
         Verdict::Holds if r.depth_limited => format!(
             "holds to depth {}: no violation, but paths were cut at the depth bound \

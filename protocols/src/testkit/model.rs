@@ -1075,10 +1075,9 @@ where
         {
             return None;
         }
-        let pending: HashMap<EventKey, PendingOf<P>> = s.sim.pending().into_iter().collect();
         choices.iter().position(|(c, _)| {
             let Choice::Run(key) = c else { return false };
-            let Some(Pending::Deliver { from, to, msg }) = pending.get(key) else {
+            let Some((from, to, msg)) = s.sim.delivery(key) else {
                 return false;
             };
             s.sim.core(to).is_some_and(|core| inert(core, from, msg))
@@ -1099,15 +1098,10 @@ where
         let Choice::Run(key) = c else {
             return Err("the inert-first reduction took a step that is not a delivery".into());
         };
-        let before: Vec<EventKey> = s
-            .sim
-            .pending()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k != key)
-            .collect();
-        let after: Vec<EventKey> = next.sim.pending().into_iter().map(|(k, _)| k).collect();
-        if next.sim.events_reported() != s.sim.events_reported() || before != after {
+        let before = s.sim.pending_keys().filter(|k| k != key);
+        if next.sim.events_reported() != s.sim.events_reported()
+            || !before.eq(next.sim.pending_keys())
+        {
             let what = self
                 .choices(s, true)
                 .into_iter()
