@@ -319,6 +319,9 @@ fn summary(r: &Report, check: &Check, depth_first: bool) -> String {
         Verdict::Violated(_) if depth_first => {
             "VIOLATED (depth-first: a counterexample, not necessarily the shortest)".to_string()
         }
+        Verdict::Violated(_) if r.forced > 0 => "VIOLATED (breadth-first; the inert-first \
+             reduction may make it longer than the shortest)"
+            .to_string(),
         Verdict::Violated(_) => "VIOLATED (breadth-first: the shortest counterexample)".to_string(),
         Verdict::Holds if r.depth_limited => format!(
             "holds to depth {}: no violation, but paths were cut at the depth bound \
@@ -425,6 +428,9 @@ pub fn list() -> String {
             range.end(),
             describe(&f.bounds(), None)
         );
+        for a in checked.iter().filter(|a| f.bounds_for(**a) != f.bounds()) {
+            let _ = writeln!(s, "  bounds for {a}: {}", describe(&f.bounds_for(*a), None));
+        }
         let mutations = f.mutations();
         if mutations.is_empty() {
             s.push_str("  mutations:  none\n");

@@ -36,6 +36,8 @@ fn list_names_every_family_and_mutation() {
         "no-tie-break",
         "forgets-decision",
         "forgets-deliveries",
+        "one-ack",
+        "bounds for total-lamport: depth 60",
         "forgets-vote",
         "depth 60, 400000 states",
         "members:    3 (2 to 5)",

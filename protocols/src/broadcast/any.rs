@@ -80,6 +80,23 @@ impl<Id: crate::MemberId> AnyBroadcast<Id> {
     }
 }
 
+impl<Id: crate::MemberId> AnyBroadcast<Id> {
+    /// True when receiving `msg` from `from` now only records who holds
+    /// a message (cores on the reliable engine: [`super::Reliable::inert`],
+    /// [`Total::inert`]), for the model checker's inert-first reduction;
+    /// always false for the others.
+    pub fn inert(&self, from: &Id, msg: &AnyBroadcastMsg<Id>) -> bool {
+        match (&self.inner, msg) {
+            (Inner::EagerReliable(c), AnyBroadcastMsg::EagerReliable(m)) => c.inert(from, m),
+            (Inner::Fifo(c), AnyBroadcastMsg::Fifo(m)) => c.inert(from, m),
+            (Inner::Causal(c), AnyBroadcastMsg::Causal(m)) => c.inert(from, m),
+            (Inner::LamportTotal(c), AnyBroadcastMsg::LamportTotal(m)) => c.inert(from, m),
+            (Inner::Total(c), AnyBroadcastMsg::Total(m)) => c.inert(from, m),
+            _ => false,
+        }
+    }
+}
+
 impl<Id: crate::MemberId> AnyBroadcastMsg<Id> {
     /// The message renamed as [`AnyBroadcast::renamed`] renames a core:
     /// the reliable engine's messages; `None` for the others.

@@ -266,6 +266,14 @@ pub struct BroadcastConfig {
     /// epidemic engines do not ([`BroadcastStats::in_flight`] is 0).
     #[serde(default = "default_window")]
     pub window: usize,
+    /// A deliberately broken total order by Lamport timestamps that
+    /// delivers the head of its queue once it heard a later message from
+    /// *one* other member instead of from every one (total order is then
+    /// lost). Only for the tests that prove the model checker catches it;
+    /// never set it otherwise.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsafe_lamport_one_ack: bool,
 }
 
 fn default_window() -> usize {
@@ -274,13 +282,14 @@ fn default_window() -> usize {
 
 impl Default for BroadcastConfig {
     /// Re-send every 50 ms, no delivery log, [`GossipConfig::default`], a
-    /// window of 1024 unstable messages.
+    /// window of 256 messages in flight.
     fn default() -> Self {
         Self {
             retry: Duration::from_millis(50),
             keep_log: false,
             gossip: GossipConfig::default(),
             window: default_window(),
+            unsafe_lamport_one_ack: false,
         }
     }
 }

@@ -149,6 +149,9 @@ pub trait Order<Id>: Debug + Clone {
     fn renamed(&self, _r: &Renaming<'_, Id>) -> Option<Self> {
         None
     }
+    /// Take up the settings of the broadcast (called once, right after
+    /// [`Order::new`]). Default: none read.
+    fn configure(&mut self, _config: &BroadcastConfig) {}
 }
 
 /// No order: deliver on first receipt.
@@ -225,6 +228,7 @@ impl<Id: MemberId, O: Order<Id>> Engine<Id> for Reliable<Id, O> {
         };
         let buffer: BTreeMap<MsgId<Id>, Entry<Id>> = o.buffer.into_iter().map(entry).collect();
         let mut order = O::new(group.me(), group.members(), ledger.delivered());
+        order.configure(&o.config);
         order.resume(&o.order);
         for (id, e) in &buffer {
             order.received(id, &e.stored.stamps);
@@ -296,6 +300,33 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
             payload: e.stored.payload.clone(),
             retry,
         })
+    }
+
+    /// True when receiving `msg` from `from` now only records who holds
+    /// a message, for the model checker's inert-first reduction
+    /// ([`crate::testkit::model::Model::inert`]): an acknowledgement, or
+    /// a copy (not a re-send) of a message this member holds or delivered.
+    /// Such an input sends nothing and reports nothing; it adds `from` to
+    /// the holders of the message, which only the retry timer, a
+    /// member's return (failure detector) and the collection of stable
+    /// messages read; a collection happens in either order (it is tried
+    /// on every delivery and on every such input), so the input commutes
+    /// with every other input but a timer and a membership change. It
+    /// stays inert: a member does not forget what it holds without a
+    /// crash.
+    pub fn inert(&self, from: &Id, msg: &RelayMsg<Id>) -> bool {
+        if !self.group.contains(from) {
+            return true;
+        }
+        match msg {
+            RelayMsg::Ack { .. } => true,
+            RelayMsg::Data { id, retry, .. } => {
+                !retry
+                    && self.group.contains(&id.origin)
+                    && id.seq != 0
+                    && (self.is_delivered(id) || self.buffer.contains_key(id))
+            }
+        }
     }
 
     /// The hold-back rule.

@@ -658,6 +658,15 @@ impl<Id: MemberId> Total<Id> {
         (self.election.term(), self.election.leader())
     }
 
+    /// [`Reliable::inert`] for the engine's messages; an election
+    /// message is never inert.
+    pub fn inert(&self, from: &Id, msg: &TotalMsg<Id>) -> bool {
+        match msg {
+            TotalMsg::Relay(m) => self.engine.inert(from, m),
+            TotalMsg::Election(_) => false,
+        }
+    }
+
     fn relay(
         &mut self,
         out: &mut TotalOut<Id>,

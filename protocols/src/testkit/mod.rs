@@ -535,6 +535,21 @@ pub type PendingOf<P> = Pending<<P as Protocol>::Id, <P as Protocol>::Msg, <P as
 pub type Opinions<Id> = BTreeMap<(Id, Id), (MemberStatus, u64)>;
 
 impl<P: SimProtocol> Sim<P> {
+    /// The keys of the queued events, in queue order (what
+    /// [`Sim::pending`] lists, without copying the events).
+    pub(crate) fn pending_keys(&self) -> impl Iterator<Item = EventKey> + '_ {
+        self.queue.keys().copied()
+    }
+
+    /// The queued event `key` if it is a message on its way: its sender,
+    /// receiver and message (without copying them).
+    pub(crate) fn delivery(&self, key: &EventKey) -> Option<(&P::Id, &P::Id, &P::Msg)> {
+        match self.queue.get(key)? {
+            Ev::Deliver { from, to, msg, .. } => Some((from, to, msg)),
+            _ => None,
+        }
+    }
+
     /// Every queued event, in queue order (for a model checker, which may
     /// run any of them next: [`Sim::run_key`]).
     pub fn pending(&self) -> Vec<(EventKey, PendingOf<P>)> {

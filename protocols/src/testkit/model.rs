@@ -100,6 +100,37 @@
 //! knowing the future, which is what dynamic partial-order reduction
 //! computes on a depth-first search; not done.
 //!
+//! ## Inert-first reduction
+//!
+//! On by default where the model declares *inert* deliveries
+//! ([`Model::inert`], [`Search::inert_first`]): the broadcasts on the
+//! reliable engine, whose every broadcast costs `N(N-1)` messages of which
+//! most only tell a member who else holds a message (an acknowledgement, a
+//! copy of a message it holds). From a state where no fault can follow (no
+//! drop, duplicate, crash or partition left in the budget, none in force,
+//! no member down that may restart) and with [`Timers::WhenIdle`], the
+//! search takes the first inert delivery enabled *alone*
+//! ([`Report::forced`]). That set of one step is persistent: the step
+//! stays enabled and inert until taken (the model's word: a member does
+//! not forget what it holds without a crash), and every step that can be
+//! taken before it commutes with it — a step at another member by the
+//! independence above, a step at its receiver because the model declares
+//! that an inert delivery commutes with every input of its core but a
+//! timer, a failure-detector report, a crash and a restart, none of which
+//! can happen while a message is in flight with those bounds. It is
+//! invisible (it reports nothing, sends nothing, arms nothing: checked as
+//! the search goes, an `Err` if not). So every quiescent state and every
+//! sequence of events the observer sees are still reached (the classical
+//! argument for persistent sets with invisible steps; no cycle proviso is
+//! needed, every path being finite), and the verdicts hold; what is lost is
+//! intermediate states that differ from a reached one only in inert
+//! deliveries still in flight, and BFS's shortest counterexamples (a
+//! counterexample may be longer by the inert steps forced before its
+//! violation; and with a depth bound that cuts paths, a state within the
+//! bound may be reached only by a longer path, beyond it). A state
+//! expanded again (reached with a smaller sleep set) takes its woken
+//! steps as without the reduction.
+//!
 //! ## Symmetry reduction
 //!
 //! On by default where it applies ([`Model::symmetry`],
@@ -194,6 +225,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use troupe_framework::sansio::Protocol;
 
 use super::{EventKey, Observer, Out, Pending, PendingOf, Sim, SimProtocol};
 
@@ -207,6 +239,9 @@ pub type Goal<P, O> = Rc<dyn Fn(&Sim<P>, &O) -> Result<(), String>>;
 /// search starts it, recording its trace when it writes a counterexample)
 /// and the observer.
 pub type Init<P, O> = Rc<dyn Fn() -> Result<(Sim<P>, O), String>>;
+/// Says whether delivering a message (from the given sender) to the
+/// given core now is *inert* (see [`Model::inert`]).
+pub type Inert<P> = Rc<dyn Fn(&P, &<P as Protocol>::Id, &<P as Protocol>::Msg) -> bool>;
 
 /// A client command a model offers: run once per path, on `node`, when
 /// `enabled` says so.
@@ -311,6 +346,16 @@ pub struct Model<P: SimProtocol, O> {
     /// state's parts, for the symmetry reduction (see the module docs);
     /// `None`: no two members are.
     pub symmetry: Option<Symmetry<P, O>>,
+    /// The deliveries that are *inert* where the model says so, for the
+    /// inert-first reduction (see the module docs); `None`: none is. A
+    /// delivery is inert when, given to its receiver's core as it is,
+    /// it sends nothing, arms no timer, reports nothing, and commutes
+    /// with every input of that core but a timer, a failure-detector
+    /// report, a crash and a restart (it only records bookkeeping that
+    /// nothing else reads before those), and it stays inert whatever
+    /// the receiver takes in first. The model's word; the search checks
+    /// the first three halves as it goes.
+    pub inert: Option<Inert<P>>,
 }
 
 impl<P: SimProtocol, O> Clone for Model<P, O> {
@@ -323,6 +368,7 @@ impl<P: SimProtocol, O> Clone for Model<P, O> {
             crashable: self.crashable.clone(),
             partial_order: self.partial_order,
             symmetry: self.symmetry.clone(),
+            inert: self.inert.clone(),
         }
     }
 }
@@ -685,6 +731,9 @@ pub struct Report {
     /// canonical prints) — the states a search with the reduction should
     /// find.
     pub orbits: Option<u64>,
+    /// States from which the inert-first reduction took one inert
+    /// delivery alone ([`Model::inert`]); 0 without it.
+    pub forced: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -729,6 +778,9 @@ impl std::fmt::Display for Report {
                 "; partial-order reduction: {} steps asleep, {} states expanded again",
                 self.slept, self.reexpanded
             )?;
+        }
+        if self.forced > 0 {
+            write!(f, "; inert-first: {} states took one step", self.forced)?;
         }
         Ok(())
     }
@@ -844,6 +896,8 @@ pub struct Search<P: SimProtocol, O> {
     sym: bool,
     /// Count the orbits of the states seen ([`Report::orbits`]).
     orbits: bool,
+    /// The inert-first reduction is on.
+    inert: bool,
     /// With [`Model::symmetry`] that applies: every permutation of the
     /// interchangeable members (the identity first).
     perms: Vec<Perm<P::Id>>,
@@ -901,8 +955,10 @@ where
             por,
             sym: false,
             orbits: false,
+            inert: false,
             perms: Vec::new(),
         };
+        search.inert = search.model.inert.is_some();
         search.perms = search.permutations().unwrap_or_default();
         search.sym = search.perms.len() > 1;
         search
@@ -989,6 +1045,75 @@ where
     pub fn count_orbits(mut self, on: bool) -> Self {
         self.orbits = on && self.perms.len() > 1;
         self
+    }
+
+    /// The same search with the inert-first reduction on or off (on by
+    /// default where the model declares inert deliveries,
+    /// [`Model::inert`]; see the module docs). It combines with the
+    /// other two.
+    pub fn inert_first(mut self, on: bool) -> Self {
+        self.inert = on && self.model.inert.is_some();
+        self
+    }
+
+    /// The choice the inert-first reduction takes alone from `s`, if any:
+    /// the first delivery the model declares inert, in a state from
+    /// which no fault can follow (no drop, duplicate, crash or partition
+    /// left, none in force, no member down that may restart) and with
+    /// [`Timers::WhenIdle`] (no timer and no failure-detector report
+    /// while a message is in flight).
+    fn forced(&self, s: &State<P, O>, choices: &[(Choice<P::Id>, String)]) -> Option<usize> {
+        let inert = self.model.inert.as_ref().filter(|_| self.inert)?;
+        let b = &s.budget;
+        if self.bounds.timers != Timers::WhenIdle
+            || b.drops > 0
+            || b.duplicates > 0
+            || b.crashes > 0
+            || b.partitions > 0
+            || !s.sim.blocked_links().is_empty()
+            || (self.bounds.restarts && s.sim.members().iter().any(|m| !s.sim.is_alive(m)))
+        {
+            return None;
+        }
+        choices.iter().position(|(c, _)| {
+            let Choice::Run(key) = c else { return false };
+            let Some((from, to, msg)) = s.sim.delivery(key) else {
+                return false;
+            };
+            s.sim.core(to).is_some_and(|core| inert(core, from, msg))
+        })
+    }
+
+    /// Check that the inert delivery `c` from `s` to `next` did what the
+    /// model says such a delivery does: no report, and nothing pending
+    /// but what was (a message, a timer or a sync more would be an input
+    /// to come that the delivery caused). `Err`: the model's
+    /// [`Model::inert`] is wrong.
+    fn check_inert(
+        &self,
+        s: &State<P, O>,
+        next: &State<P, O>,
+        c: &Choice<P::Id>,
+    ) -> Result<(), String> {
+        let Choice::Run(key) = c else {
+            return Err("the inert-first reduction took a step that is not a delivery".into());
+        };
+        let before = s.sim.pending_keys().filter(|k| k != key);
+        if next.sim.events_reported() != s.sim.events_reported()
+            || !before.eq(next.sim.pending_keys())
+        {
+            let what = self
+                .choices(s, true)
+                .into_iter()
+                .find(|(x, _)| matches!(x, Choice::Run(k) if k == key));
+            return Err(format!(
+                "{}: a delivery the model declares inert reported an event or caused an \
+                 input: {}",
+                self.model.name,
+                what.map_or_else(String::new, |(_, d)| d)
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the symmetry reduction runs in this search.
@@ -1469,6 +1594,7 @@ where
             slept: 0,
             reexpanded: 0,
             orbits: None,
+            forced: 0,
             elapsed: Duration::ZERO,
         };
         let done = |mut r: Report,
@@ -1511,6 +1637,16 @@ where
                 None => Vec::new(),
             };
             let choices = self.choices(&state, false);
+            // Expanded again, a state takes the steps that woke up as
+            // they are (more steps than needed is sound).
+            let forced = if woke.is_none() {
+                self.forced(&state, &choices)
+            } else {
+                None
+            };
+            if forced.is_some() {
+                report.forced += 1;
+            }
             let ids = if self.por() {
                 self.identify(&state, &choices)
             } else {
@@ -1520,7 +1656,10 @@ where
             let mut taken: Vec<Move> = Vec::new();
             for (i, (choice, _)) in choices.into_iter().enumerate() {
                 let (tid, node) = ids.get(i).copied().unwrap_or((0, None));
-                if self.por() {
+                if forced.is_some_and(|f| f != i) {
+                    continue;
+                }
+                if self.por() && forced.is_none() {
                     if sleep.iter().any(|m| m.tid == tid) {
                         report.slept += 1;
                         continue;
@@ -1535,6 +1674,9 @@ where
                 }
                 let (mut next, result) = self.take(&state, &choice);
                 report.generated += 1;
+                if forced.is_some() {
+                    self.check_inert(&state, &next, &choice)?;
+                }
                 let nfp = self.fingerprint(&mut next);
                 if let Err(e) = result {
                     // The path to this state, then the step that broke it
