@@ -55,7 +55,13 @@ pub(super) type Group = (u64, Vec<(String, Vec<Write>)>);
 ///
 /// Namespaces never share a key, so each one's writes are applied together
 /// (in their order), one namespace after the other: the B-trees are then
-/// written in key order, a leaf at a time.
+/// written in key order, a leaf at a time. Within a namespace, the key-value
+/// writes of the whole fold are coalesced first ([`coalesce`]): only each
+/// key's last write reaches the table, so a value put and deleted again
+/// before the fold (a broadcast's buffered message once stable) costs one
+/// removal, and a key rewritten by every submission (a protocol's `meta`)
+/// one insertion. Logs and key-values never interact, so the logs' writes
+/// are applied in their order beside them.
 pub(super) fn fold_into(txn: &WriteTransaction, groups: Vec<Group>) -> Result<Option<u64>, String> {
     let mut kv = txn.open_table(KV).map_err(|e| e.to_string())?;
     let mut log = txn.open_table(LOG).map_err(|e| e.to_string())?;
@@ -68,14 +74,41 @@ pub(super) fn fold_into(txn: &WriteTransaction, groups: Vec<Group>) -> Result<Op
         }
     }
     for (ns, submissions) in spaces {
-        for writes in submissions {
-            apply(&mut kv, &mut log, &ns, &writes).map_err(|e| e.to_string())?;
+        let (values, logs) = coalesce(&submissions);
+        for (key, value) in values {
+            match value {
+                Some(v) => kv.insert((ns.as_str(), key), v),
+                None => kv.remove((ns.as_str(), key)),
+            }
+            .map_err(|e| e.to_string())?;
         }
+        apply(&mut kv, &mut log, &ns, logs).map_err(|e| e.to_string())?;
     }
     if let Some(last) = last {
         meta.insert(FOLDED, last).map_err(|e| e.to_string())?;
     }
     Ok(last)
+}
+
+/// One namespace's `submissions` (in order) as the last write of each key
+/// (`None`: deleted), in key order, and the log writes in their order:
+/// applying the two gives the tables what applying every write in order
+/// gives.
+fn coalesce(submissions: &[Vec<Write>]) -> (BTreeMap<&str, Option<&[u8]>>, Vec<&Write>) {
+    let mut values = BTreeMap::new();
+    let mut logs = Vec::new();
+    for w in submissions.iter().flatten() {
+        match w {
+            Write::Put { key, value } => {
+                values.insert(key.as_str(), Some(value.as_slice()));
+            }
+            Write::Delete { key } => {
+                values.insert(key.as_str(), None);
+            }
+            other => logs.push(other),
+        }
+    }
+    (values, logs)
 }
 
 /// `(first, last)` of log `name` of `ns` in the `log` table.
@@ -93,11 +126,11 @@ pub(super) fn table_bounds(
     }))
 }
 
-pub(super) fn apply(
+pub(super) fn apply<'w>(
     kv: &mut redb::Table<(&str, &str), &[u8]>,
     log: &mut redb::Table<(&str, &str, u64), &[u8]>,
     ns: &str,
-    writes: &[Write],
+    writes: impl IntoIterator<Item = &'w Write>,
 ) -> Result<(), redb::StorageError> {
     for w in writes {
         match w {

@@ -164,6 +164,72 @@ fn the_contract_holds_whether_the_journal_folds_after_every_group_or_never() {
     }
 }
 
+/// A fold of many groups writes only each key's last write (the groups
+/// folded together at the next open): a key put and deleted within the
+/// fold is absent, a key deleted and put again holds the last value, a key
+/// folded before and deleted now is gone, and the logs' writes keep their
+/// order beside the values.
+#[test]
+fn a_fold_of_many_groups_keeps_each_keys_last_write() {
+    let d = dir();
+    let path = d.join(RedbStore::FILE_NAME);
+    std::fs::create_dir_all(&d).unwrap();
+    let del = |k: &str| Write::Delete { key: k.into() };
+    {
+        let s = RedbStore::open_with_fold_bytes(&path, 1).unwrap();
+        wait(s.submit(
+            "p",
+            vec![contract::put("old", b"1"), contract::put("kept", b"1")],
+        ))
+        .unwrap();
+        s.wait_folded();
+    }
+    {
+        let s = RedbStore::open_with_fold_bytes(&path, usize::MAX).unwrap();
+        let groups = [
+            vec![
+                contract::put("short", b"1"),
+                contract::put("kept", b"2"),
+                contract::append("log", 1, 5),
+            ],
+            vec![
+                del("short"),
+                del("old"),
+                contract::put("back", b"1"),
+                Write::TruncateFrom {
+                    log: "log".into(),
+                    index: 4,
+                },
+            ],
+            vec![
+                del("back"),
+                contract::put("kept", b"3"),
+                contract::append("log", 4, 2),
+                contract::put("back", b"2"),
+            ],
+        ];
+        for g in groups {
+            wait(s.submit("p", g)).unwrap();
+        }
+        assert_eq!(journal_entries(&s).len(), 3, "nothing folded yet");
+    }
+    // Opening folds the three groups in one transaction.
+    let s = RedbStore::open_with_fold_bytes(&path, usize::MAX).unwrap();
+    assert!(journal_entries(&s).is_empty());
+    let p = s.load("p").unwrap();
+    let keys: Vec<&str> = p.keys().collect();
+    assert_eq!(keys, ["back", "kept"]);
+    assert_eq!(p.get("kept"), Some(&b"3"[..]));
+    assert_eq!(p.get("back"), Some(&b"2"[..]));
+    let recs: Vec<u64> = p
+        .log("log")
+        .map(|(_, r)| u64::from_le_bytes(r.try_into().unwrap()))
+        .collect();
+    assert_eq!(recs, vec![1, 2, 3, 4, 5]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn a_load_sees_the_tables_and_the_journal_in_order() {
     let d = dir();
