@@ -57,6 +57,10 @@ use troupe_protocols::driver::Driver;
 use crate::family::{self, Instance};
 use crate::Error;
 
+/// Deliveries read from the durable log at a time, when a reader starts
+/// or falls behind.
+const LOG_PAGE: usize = 1024;
+
 /// A message's identity: its sender (a node name) and its number among the
 /// sender's broadcasts, from 1.
 pub type MessageId = MsgId<String>;
@@ -216,33 +220,32 @@ impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
         self.instance.invoke(|core, _, _| core.stats().index).await
     }
 
-    /// The deliveries logged here after index `after` (all of them for 0),
-    /// and the last index in the log. Reads the store.
-    async fn logged(&self, after: u64) -> Result<(Vec<(u64, LoggedDelivery<String>)>, u64), Error> {
+    /// Up to [`LOG_PAGE`] deliveries logged here after index `after`, in
+    /// index order. Reads that range of the store's log only.
+    async fn logged(&self, after: u64) -> Result<Vec<(u64, LoggedDelivery<String>)>, Error> {
         if !self.keep_log {
-            return Ok((Vec::new(), 0));
+            return Ok(Vec::new());
         }
         let ns = self.instance.name().to_string();
         let store = self.instance.node().store().clone();
         let (ns, loaded) = tokio::task::spawn_blocking(move || {
-            let loaded = store.load(&ns);
+            let loaded = store.load_log(&ns, DELIVERY_LOG, after, LOG_PAGE);
             (ns, loaded)
         })
         .await
         .map_err(|e| Error::Protocol(format!("reading a delivery log: {e}")))?;
-        let recovered = loaded
+        let records = loaded
             .map_err(|e| Error::Protocol(format!("reading the delivery log of {ns}: {e}")))?;
-        let last = recovered.log_bounds(DELIVERY_LOG).map_or(0, |(_, l)| l);
-        if after >= last {
-            return Ok((Vec::new(), last));
-        }
-        let records = recovered
-            .log_as::<LoggedDelivery<String>>(DELIVERY_LOG)
-            .map_err(|e| Error::Protocol(format!("reading the delivery log of {ns}: {e}")))?;
-        Ok((
-            records.into_iter().filter(|(i, _)| *i > after).collect(),
-            last,
-        ))
+        records
+            .into_iter()
+            .map(|(i, bytes)| {
+                rmp_serde::from_slice(&bytes).map(|r| (i, r)).map_err(|e| {
+                    Error::Protocol(format!(
+                        "reading the delivery log of {ns}: record {i} does not decode: {e}"
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The deliveries after index `after`, in delivery order: first those
@@ -256,6 +259,7 @@ impl<T: Serialize + DeserializeOwned> BroadcastGroup<T> {
             group: self.clone(),
             live,
             backlog: std::collections::VecDeque::new(),
+            more: false,
             last: after,
         };
         d.refill().await?;
@@ -290,14 +294,21 @@ pub struct Deliveries<T> {
     group: BroadcastGroup<T>,
     live: Receiver<BroadcastEvent<String>>,
     backlog: std::collections::VecDeque<(u64, LoggedDelivery<String>)>,
+    /// The last page read from the log was full: read the next one before
+    /// waiting for live deliveries.
+    more: bool,
     /// The index of the last delivery handed out.
     last: u64,
 }
 
 impl<T: Serialize + DeserializeOwned> Deliveries<T> {
-    /// Queue what the log holds after `last`.
+    /// Queue the next page of what the log holds after `last` (the
+    /// pages after it are read when this one is handed out: see
+    /// [`Deliveries::next`]).
     async fn refill(&mut self) -> Result<(), Error> {
-        let (records, _) = self.group.logged(self.last).await?;
+        let from = self.backlog.back().map_or(self.last, |(i, _)| *i);
+        let records = self.group.logged(from).await?;
+        self.more = records.len() == LOG_PAGE;
         self.backlog.extend(records);
         Ok(())
     }
@@ -325,6 +336,11 @@ impl<T: Serialize + DeserializeOwned> Deliveries<T> {
                     continue;
                 }
                 return self.hand_out(index, r).map(Some);
+            }
+            if self.more {
+                // The last page read was full: the log holds more.
+                self.refill().await?;
+                continue;
             }
             match self.live.recv().await {
                 Ok(BroadcastEvent::Delivered {

@@ -240,3 +240,36 @@ fn a_broadcast_waits_while_its_window_is_in_flight() {
         assert_eq!(texts.last().map(String::as_str), Some("fifth"));
     });
 }
+
+/// A reader of a log longer than a page (1024 deliveries) reads it page by
+/// page, with no live delivery to wake it between pages: every delivery
+/// once, in order, from the first or from any index.
+#[test]
+fn a_reader_pages_through_a_long_delivery_log() {
+    run_virtual(|| async {
+        let c = Cluster::start(7).await;
+        const N: u64 = 2100;
+        for i in 0..N {
+            c.group("a")
+                .broadcast(&line(&format!("m{i}"), None))
+                .await
+                .unwrap();
+        }
+        c.group("c")
+            .wait_delivered(N, Duration::from_secs(60))
+            .await
+            .unwrap();
+        for after in [0, 1023, 1024, 2000] {
+            let mut d = c.group("c").deliveries(after).await.unwrap();
+            for want in after + 1..=N {
+                let x = tokio::time::timeout(Duration::from_secs(10), d.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("from {after}: delivery {want} never came"))
+                    .unwrap()
+                    .expect("open");
+                assert_eq!(x.index, want);
+                assert_eq!(x.payload.text, format!("m{}", want - 1));
+            }
+        }
+    });
+}

@@ -133,6 +133,27 @@ impl DurableStore for MemoryStore {
             .map(Space::recovered)
             .unwrap_or_default())
     }
+    fn load_log(
+        &self,
+        ns: &str,
+        log: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, DurableError> {
+        let spaces = self.spaces();
+        let Some(l) = spaces.get(ns).and_then(|s| s.logs.get(log)) else {
+            return Ok(Vec::new());
+        };
+        let skip = (after + 1).saturating_sub(l.first);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        Ok(l.records
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(max)
+            .map(|(k, r)| (l.first + k as u64, r.clone()))
+            .collect())
+    }
     fn submit(&self, ns: &str, writes: Vec<Write>) -> Completion {
         let mut spaces = self.spaces();
         let space = match spaces.get_mut(ns) {
@@ -171,6 +192,7 @@ mod tests {
     fn memory_store_keeps_the_contract_and_clones_share() {
         let s = MemoryStore::new();
         futures::executor::block_on(super::super::contract::exercise(&s));
+        futures::executor::block_on(super::super::contract::exercise_log_pages(&s));
         let t = s.clone();
         let _ = s.submit("x", vec![super::super::contract::put("k", b"v")]);
         assert_eq!(t.load("x").unwrap().get("k"), Some(&b"v"[..]));

@@ -116,6 +116,28 @@ pub trait DurableStore: Send + Sync + 'static {
     /// Everything namespace `ns` has made durable, once submissions in
     /// flight are answered.
     fn load(&self, ns: &str) -> Result<Recovered, DurableError>;
+    /// The records of log `log` of namespace `ns` after index `after`, at
+    /// most `max` of them, in index order, once submissions in flight are
+    /// answered: a contiguous run from the first index past `after` the
+    /// log holds (fewer than `max` when the log ends). For readers that
+    /// page through a long log (a broadcast group's delivery log) without
+    /// loading the whole namespace. The default loads it ([`Self::load`]);
+    /// the stores read the range only.
+    fn load_log(
+        &self,
+        ns: &str,
+        log: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, DurableError> {
+        Ok(self
+            .load(ns)?
+            .log(log)
+            .filter(|(i, _)| *i > after)
+            .take(max)
+            .map(|(i, r)| (i, r.to_vec()))
+            .collect())
+    }
     /// Make `writes` of namespace `ns` durable, atomically and after every
     /// earlier submission.
     fn submit(&self, ns: &str, writes: Vec<Write>) -> Completion;
@@ -211,6 +233,42 @@ pub(crate) mod contract {
                 .map(|i| i.to_le_bytes().to_vec())
                 .collect(),
         }
+    }
+
+    /// `load_log` pages through a log as `load` reads it: after appends
+    /// and truncations at both ends, for every start and page size.
+    pub(crate) async fn exercise_log_pages(store: &dyn DurableStore) {
+        let trunc_before = Write::TruncateBefore {
+            log: "log".into(),
+            index: 6,
+        };
+        let trunc_from = Write::TruncateFrom {
+            log: "log".into(),
+            index: 15,
+        };
+        for writes in [
+            vec![append("log", 1, 20), append("other", 1, 3)],
+            vec![trunc_before, put("k", b"v")],
+            vec![trunc_from, append("log", 15, 10)],
+        ] {
+            store.submit("paged", writes).wait().await.unwrap();
+        }
+        let whole = store.load("paged").unwrap();
+        assert_eq!(whole.log_bounds("log"), Some((6, 24)));
+        for after in [0, 5, 6, 10, 14, 23, 24, 30] {
+            for max in [0, 1, 3, 100] {
+                let want: Vec<(u64, Vec<u8>)> = whole
+                    .log("log")
+                    .filter(|(i, _)| *i > after)
+                    .take(max)
+                    .map(|(i, r)| (i, r.to_vec()))
+                    .collect();
+                let got = store.load_log("paged", "log", after, max).unwrap();
+                assert_eq!(got, want, "after {after}, at most {max}");
+            }
+        }
+        assert!(store.load_log("paged", "none", 0, 10).unwrap().is_empty());
+        assert!(store.load_log("nobody", "log", 0, 10).unwrap().is_empty());
     }
 
     pub(crate) async fn exercise(store: &dyn DurableStore) {

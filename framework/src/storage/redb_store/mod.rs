@@ -401,6 +401,75 @@ impl DurableStore for RedbStore {
         self.group_commit
     }
 
+    fn load_log(
+        &self,
+        ns: &str,
+        name: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, DurableError> {
+        self.barrier()?;
+        let e = |e: &dyn std::fmt::Display| store_err(&self.path, e);
+        // As `load`: the journal first, then the tables.
+        let journal = self.journal.begin_read().map_err(|x| e(&x))?;
+        let journal = journal.open_table(JOURNAL).map_err(|x| e(&x))?;
+        let txn = self.tables.begin_read().map_err(|x| e(&x))?;
+        let folded = txn
+            .open_table(META)
+            .map_err(|x| e(&x))?
+            .get(FOLDED)
+            .map_err(|x| e(&x))?
+            .map_or(0, |v| v.value());
+        // The journal's writes to this log, in order.
+        let mut writes = Vec::new();
+        for item in journal.range(folded + 1..).map_err(|x| e(&x))? {
+            let (k, v) = item.map_err(|x| e(&x))?;
+            let group = decode_group(v.value()).map_err(|x| e(&journal_err(k.value(), x)))?;
+            for (space, ws) in group {
+                if space == ns {
+                    writes.extend(ws.into_iter().filter(|w| match w {
+                        Write::Append { log, .. }
+                        | Write::TruncateFrom { log, .. }
+                        | Write::TruncateBefore { log, .. } => log == name,
+                        _ => false,
+                    }));
+                }
+            }
+        }
+        // Appends only: they land past the tables' last record, so the
+        // tables' first `max` after `after` are the log's. A truncation
+        // may cut those: then the tables' whole rest is read.
+        let appends_only = writes.iter().all(|w| matches!(w, Write::Append { .. }));
+        let from = after.saturating_add(1);
+        let log = txn.open_table(LOG).map_err(|x| e(&x))?;
+        let mut records = BTreeMap::new();
+        for item in log
+            .range((ns, name, from)..=(ns, name, u64::MAX))
+            .map_err(|x| e(&x))?
+            .take(if appends_only { max } else { usize::MAX })
+        {
+            let (k, v) = item.map_err(|x| e(&x))?;
+            records.insert(k.value().2, v.value().to_vec());
+        }
+        for w in writes {
+            match w {
+                Write::Append {
+                    first, records: rs, ..
+                } => {
+                    for (i, r) in (first..).zip(rs) {
+                        if i >= from {
+                            records.insert(i, r);
+                        }
+                    }
+                }
+                Write::TruncateFrom { index, .. } => records.retain(|i, _| *i < index),
+                Write::TruncateBefore { index, .. } => records.retain(|i, _| *i >= index),
+                _ => {}
+            }
+        }
+        Ok(records.into_iter().take(max).collect())
+    }
+
     fn submit(&self, ns: &str, writes: Vec<Write>) -> Completion {
         let (done, rx) = oneshot::channel();
         match self.send(Job::Submit {

@@ -149,6 +149,7 @@ fn the_contract_holds_whether_the_journal_folds_after_every_group_or_never() {
             } else {
                 assert_eq!(left, vec![1, 2, 3, 4, 5]);
             }
+            futures::executor::block_on(contract::exercise_log_pages(&s));
         }
         // Reopening folds whatever the journal still holds.
         let s = RedbStore::open_with_fold_bytes(&path, fold_bytes).unwrap();
@@ -162,6 +163,59 @@ fn the_contract_holds_whether_the_journal_folds_after_every_group_or_never() {
         drop(s);
         let _ = std::fs::remove_dir_all(&d);
     }
+}
+
+/// `load_log` over a log whose head the tables hold and whose journal cuts
+/// it: a truncation in the journal past the first page of the tables, and
+/// appends past the tables' end, read as `load` reads them.
+#[test]
+fn a_page_of_a_log_sees_the_journal_over_the_tables() {
+    let d = dir();
+    let path = d.join(RedbStore::FILE_NAME);
+    std::fs::create_dir_all(&d).unwrap();
+    {
+        let s = RedbStore::open_with_fold_bytes(&path, 1).unwrap();
+        wait(s.submit("p", vec![contract::append("log", 1, 20)])).unwrap();
+        s.wait_folded();
+    }
+    let s = RedbStore::open_with_fold_bytes(&path, usize::MAX).unwrap();
+    let page = |after, max| -> Vec<u64> {
+        s.load_log("p", "log", after, max)
+            .unwrap()
+            .into_iter()
+            .map(|(i, r)| {
+                assert_eq!(u64::from_le_bytes(r.try_into().unwrap()), i);
+                i
+            })
+            .collect()
+    };
+    assert_eq!(page(0, 3), [1, 2, 3]);
+    wait(s.submit("p", vec![contract::append("log", 21, 2)])).unwrap();
+    assert_eq!(page(19, 10), [20, 21, 22]);
+    wait(s.submit(
+        "p",
+        vec![Write::TruncateBefore {
+            log: "log".into(),
+            index: 12,
+        }],
+    ))
+    .unwrap();
+    assert_eq!(page(0, 3), [12, 13, 14], "the cut head is not a page");
+    wait(s.submit(
+        "p",
+        vec![
+            Write::TruncateFrom {
+                log: "log".into(),
+                index: 14,
+            },
+            contract::append("log", 14, 1),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(page(0, 10), [12, 13, 14]);
+    assert_eq!(journal_entries(&s).len(), 3);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A fold of many groups writes only each key's last write (the groups
