@@ -308,8 +308,9 @@ impl<Id: MemberId, O: Order<Id>> Reliable<Id, O> {
     /// a copy (not a re-send) of a message this member holds or delivered.
     /// Such an input sends nothing and reports nothing; it adds `from` to
     /// the holders of the message, which only the retry timer, a
-    /// member's return (failure detector) and the collection of stable
-    /// messages read; a collection happens in either order (it is tried
+    /// member's return (failure detector), the collection of stable
+    /// messages and the count of own messages in flight (read by the typed
+    /// API's flow control, outside the core) read; a collection happens in either order (it is tried
     /// on every delivery and on every such input), so the input commutes
     /// with every other input but a timer and a membership change. It
     /// stays inert: a member does not forget what it holds without a
