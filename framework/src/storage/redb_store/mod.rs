@@ -347,12 +347,23 @@ impl Drop for RedbStore {
     }
 }
 
-impl DurableStore for RedbStore {
-    fn load(&self, ns: &str) -> Result<Recovered, DurableError> {
+/// What [`RedbStore::begin_read`] opens: the journal's table, the tables'
+/// read transaction, and the last journal entry the tables hold.
+type DurableRead = (
+    redb::ReadOnlyTable<u64, &'static [u8]>,
+    redb::ReadTransaction,
+    u64,
+);
+
+impl RedbStore {
+    /// A consistent read of what is durable, once submissions in flight
+    /// are answered: the journal's table, then a read of the tables and
+    /// the last journal entry they hold. The journal first: an entry
+    /// deleted from it before this read was folded before the tables'
+    /// read.
+    fn begin_read(&self) -> Result<DurableRead, DurableError> {
         self.barrier()?;
         let e = |e: &dyn std::fmt::Display| store_err(&self.path, e);
-        // The journal first, then the tables: an entry deleted from the
-        // journal before this read was folded before the tables' read below.
         let journal = self.journal.begin_read().map_err(|x| e(&x))?;
         let journal = journal.open_table(JOURNAL).map_err(|x| e(&x))?;
         let txn = self.tables.begin_read().map_err(|x| e(&x))?;
@@ -362,6 +373,14 @@ impl DurableStore for RedbStore {
             .get(FOLDED)
             .map_err(|x| e(&x))?
             .map_or(0, |v| v.value());
+        Ok((journal, txn, folded))
+    }
+}
+
+impl DurableStore for RedbStore {
+    fn load(&self, ns: &str) -> Result<Recovered, DurableError> {
+        let e = |e: &dyn std::fmt::Display| store_err(&self.path, e);
+        let (journal, txn, folded) = self.begin_read()?;
         let kv = txn.open_table(KV).map_err(|x| e(&x))?;
         let mut keys = BTreeMap::new();
         for item in kv.range((ns, "")..).map_err(|x| e(&x))? {
@@ -408,18 +427,8 @@ impl DurableStore for RedbStore {
         after: u64,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, DurableError> {
-        self.barrier()?;
         let e = |e: &dyn std::fmt::Display| store_err(&self.path, e);
-        // As `load`: the journal first, then the tables.
-        let journal = self.journal.begin_read().map_err(|x| e(&x))?;
-        let journal = journal.open_table(JOURNAL).map_err(|x| e(&x))?;
-        let txn = self.tables.begin_read().map_err(|x| e(&x))?;
-        let folded = txn
-            .open_table(META)
-            .map_err(|x| e(&x))?
-            .get(FOLDED)
-            .map_err(|x| e(&x))?
-            .map_or(0, |v| v.value());
+        let (journal, txn, folded) = self.begin_read()?;
         // The journal's writes to this log, in order.
         let mut writes = Vec::new();
         for item in journal.range(folded + 1..).map_err(|x| e(&x))? {
