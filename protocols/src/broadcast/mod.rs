@@ -262,8 +262,10 @@ pub struct BroadcastConfig {
     /// instead of filling the transport's queues, whose overflow only the
     /// re-send timers would recover. Members reported down do not count:
     /// a crashed member does not stop the group. The eager engines (eager
-    /// reliable, FIFO, causal, both total orders) track it; NACK and the
-    /// epidemic engines do not ([`BroadcastStats::in_flight`] is 0).
+    /// reliable, FIFO, causal, both total orders) and NACK track it (NACK
+    /// from its members' session reports, which it then sends early under
+    /// load); the epidemic engines do not ([`BroadcastStats::in_flight`]
+    /// is 0).
     #[serde(default = "default_window")]
     pub window: usize,
     /// A deliberately broken total order by Lamport timestamps that
@@ -392,9 +394,8 @@ pub struct BroadcastStats {
     /// delivered in all its lives.
     pub index: u64,
     /// This member's own messages not yet known to be held by every live
-    /// member: what [`BroadcastConfig::window`] bounds. Zero for engines
-    /// that do not track it (NACK, whose stability comes from periodic
-    /// sessions, and the epidemic ones).
+    /// member: what [`BroadcastConfig::window`] bounds. Zero for the
+    /// epidemic engines, which do not track it.
     #[serde(default)]
     pub in_flight: usize,
 }

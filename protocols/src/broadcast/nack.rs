@@ -46,6 +46,17 @@
 //! (`2 * retry`) while something is unstable, whatever the message rate;
 //! see `protocols/tests/broadcast_costs.rs`.
 //!
+//! **Flow control.** With [`super::BroadcastConfig::window`] set (the
+//! default), this member's messages that some live member has not yet
+//! reported delivered are counted in flight
+//! ([`super::BroadcastStats::in_flight`]; the typed API's `broadcast`
+//! waits while the window is full), and a member that delivered a quarter
+//! of the window (at least 16) of other members' messages since its last
+//! session multicasts one at once, so a busy sender learns of its
+//! messages' arrival long before its window is used up. Under load that
+//! adds `N-1` session messages per `window/4` deliveries at each member;
+//! without load (fewer deliveries between two session timers) nothing.
+//!
 //! **Randomness.** The delays come from a ChaCha8 generator seeded at
 //! [`Protocol::on_start`] from the member's id (its `Debug` form), the
 //! start time and an optional seed ([`Nack::with_rng_seed`], which
@@ -240,6 +251,10 @@ pub struct Nack<Id> {
     rng: Box<ChaCha8Rng>,
     stats: BroadcastStats,
     nack_stats: NackStats,
+    /// Deliveries of other origins since this member's last session.
+    unreported: usize,
+    /// [`BroadcastConfig::window`]: the flow control's window.
+    window: usize,
 }
 
 impl<Id: MemberId> Engine<Id> for Nack<Id> {
@@ -263,6 +278,8 @@ impl<Id: MemberId> Engine<Id> for Nack<Id> {
             *h = (*h).max(id.seq);
         }
         Self {
+            window: config.window,
+            unreported: 0,
             group,
             timing: Timing::new(&config),
             ledger,
@@ -367,7 +384,56 @@ impl<Id: MemberId> Nack<Id> {
                 let held_back = fresh != Some(&id);
                 self.ledger.deliver(&id, stored, held_back, false, out);
                 self.stats.delivered += 1;
+                if o != *self.group.me() {
+                    self.unreported += 1;
+                }
             }
+        }
+        if self.window > 0 && self.unreported >= self.early_report() {
+            self.send_session(out);
+        }
+    }
+
+    /// Deliveries since the last session after which a member reports at
+    /// once instead of at the next session timer: a quarter of the flow
+    /// control's window (at least 16), so that a sender waiting for its
+    /// window hears of its messages' arrival long before the window is
+    /// used up. Without a window, never.
+    fn early_report(&self) -> usize {
+        (self.window / 4).max(16)
+    }
+
+    /// Multicast a session now.
+    fn send_session(&mut self, out: &mut OutputsOf<Self>) {
+        self.nack_stats.sessions += 1;
+        self.unreported = 0;
+        self.multicast(self.session(), out);
+    }
+
+    /// This member's buffered messages that some live member has not
+    /// reported delivered (its sessions' prefixes): what the flow
+    /// control's window bounds. Counted from the buffer, so a restarted
+    /// member, which knows nobody's prefix yet, counts only what it still
+    /// holds (and asks for the reports in its sessions).
+    fn in_flight(&self) -> usize {
+        if self.window == 0 {
+            return 0;
+        }
+        let me = self.group.me();
+        let reported = self
+            .group
+            .live_peers()
+            .map(|p| {
+                self.known
+                    .get(p)
+                    .and_then(|k| k.get(me))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .min();
+        match reported {
+            Some(r) => self.buffered_of(me, r.saturating_add(1), u64::MAX).count(),
+            None => 0,
         }
     }
 
@@ -646,8 +712,7 @@ impl<Id: MemberId> Protocol for Nack<Id> {
         self.deliver_ready(None, out);
         if self.resumed {
             // Tell the others what this member holds and lacks.
-            self.nack_stats.sessions += 1;
-            self.multicast(self.session(), out);
+            self.send_session(out);
         }
         let origins: Vec<Id> = self.highest.keys().cloned().collect();
         for o in &origins {
@@ -673,8 +738,7 @@ impl<Id: MemberId> Protocol for Nack<Id> {
             NackTimer::Session => {
                 self.session_armed = false;
                 if !self.buffer.is_empty() {
-                    self.nack_stats.sessions += 1;
-                    self.multicast(self.session(), out);
+                    self.send_session(out);
                 }
                 self.arm_session(out);
             }
@@ -762,6 +826,7 @@ impl<Id: MemberId> BroadcastCore for Nack<Id> {
                 .iter()
                 .map(|o| self.buffered_of(o, self.prefix(o) + 1, u64::MAX).count())
                 .sum(),
+            in_flight: self.in_flight(),
             ..self.stats
         }
     }
@@ -782,6 +847,89 @@ mod tests {
             NetFaults::reliable(ms(5)),
             OracleConfig::default(),
         )
+    }
+
+    fn core(me: u32, window: usize) -> Nack<u32> {
+        let config = BroadcastConfig {
+            window,
+            ..BroadcastConfig::default()
+        };
+        Nack::new(me, [1, 2, 3], config, None)
+    }
+
+    fn report(c: &mut Nack<u32>, from: u32, prefix_of_1: u64) {
+        let have = vec![(1, prefix_of_1, prefix_of_1)];
+        let msg = NackMsg::Session {
+            have,
+            waiting: Vec::new(),
+        };
+        c.on_message(
+            Duration::ZERO,
+            from,
+            msg,
+            &mut OutputsOf::<Nack<u32>>::new(),
+        );
+    }
+
+    #[test]
+    fn own_messages_are_in_flight_until_every_live_member_reports_them() {
+        let mut a = core(1, 64);
+        for i in 0..5u8 {
+            a.broadcast(vec![i], Duration::ZERO, &mut OutputsOf::<Nack<u32>>::new());
+        }
+        assert_eq!(a.stats().in_flight, 5, "nobody reported yet");
+        report(&mut a, 2, 5);
+        assert_eq!(a.stats().in_flight, 5, "member 3 reported nothing");
+        report(&mut a, 3, 3);
+        assert_eq!(a.stats().in_flight, 2);
+        let down = MemberEvent {
+            member: 3,
+            status: troupe_framework::membership::MemberStatus::Down,
+            at: Duration::ZERO,
+        };
+        a.on_membership(Duration::ZERO, down, &mut OutputsOf::<Nack<u32>>::new());
+        assert_eq!(a.stats().in_flight, 0, "a member down does not count");
+        assert_eq!(core(1, 0).stats().in_flight, 0);
+    }
+
+    #[test]
+    fn a_busy_receiver_reports_every_quarter_window_without_waiting_for_its_timer() {
+        // Window 64: a report after 16 deliveries of others' messages.
+        let mut a = core(1, 64);
+        let mut b = core(2, 64);
+        let mut sessions = Vec::new();
+        for k in 1..=40u64 {
+            let mut o = OutputsOf::<Nack<u32>>::new();
+            a.broadcast(vec![k as u8], Duration::ZERO, &mut o);
+            let data = o.sends.into_iter().find(|(to, _)| *to == 2).unwrap().1;
+            let mut o = OutputsOf::<Nack<u32>>::new();
+            b.on_message(Duration::ZERO, 1, data, &mut o);
+            if o.sends
+                .iter()
+                .any(|(to, m)| *to == 1 && matches!(m, NackMsg::Session { .. }))
+            {
+                sessions.push(k);
+            }
+        }
+        assert_eq!(sessions, [16, 32]);
+        // Without a window, only the session timer reports (every one of
+        // the 40 is delivered, and no session goes).
+        let mut a = core(1, 0);
+        let mut c = core(2, 0);
+        for k in 1..=40u64 {
+            let mut o = OutputsOf::<Nack<u32>>::new();
+            a.broadcast(vec![k as u8], Duration::ZERO, &mut o);
+            let data = o.sends.into_iter().find(|(to, _)| *to == 2).unwrap().1;
+            let mut o = OutputsOf::<Nack<u32>>::new();
+            c.on_message(Duration::ZERO, 1, data, &mut o);
+            assert!(
+                !o.sends
+                    .iter()
+                    .any(|(_, m)| matches!(m, NackMsg::Session { .. })),
+                "no early report without a window"
+            );
+        }
+        assert_eq!(c.stats().delivered, 40);
     }
 
     #[test]
