@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! troupe check --list
-//! troupe check FAMILY [--algorithm A] [--members N] [--mutation M]
+//! troupe check FAMILY [--algorithm A] [--members|--nodes N] [--mutation M]
 //!              [--search bfs|dfs] [--depth D] [--max-states S]
-//!              [--drops K] [--duplicates K] [--crashes K] [--crashable 1,2] [--no-restarts]
+//!              [--faults drop,dup,crash,partition] [--drops K] [--duplicates K] [--crashes K] [--crashable 1,2] [--no-restarts]
 //!              [--partitions K] [--timers when-idle|next|any] [--timer-fires K]
 //!              [--clock-runs] [--must-decide] [--trace FILE.jsonl | --replay FILE.jsonl]
 //! ```
@@ -43,7 +43,7 @@ pub struct CheckArgs {
     #[arg(long, short)]
     pub algorithm: Option<String>,
     /// The group size (default 3).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', visible_alias = "nodes")]
     pub members: Option<u32>,
     /// Run a deliberately broken variant (default: none); its default
     /// bounds are those the suite catches it within.
@@ -59,6 +59,16 @@ pub struct CheckArgs {
     /// Distinct states at most: the search stops there, undecided.
     #[arg(long, value_name = "S")]
     pub max_states: Option<usize>,
+    /// Faults allowed once per path, by name (`drop`, `dup`, `crash`,
+    /// `partition`), e.g. `--faults drop,dup,crash`; an explicit count
+    /// (`--drops K`, ...) wins over it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FAULT,...",
+        value_parser = ["drop", "dup", "crash", "partition"]
+    )]
+    pub faults: Option<Vec<String>>,
     /// Messages the network may lose per path.
     #[arg(long, value_name = "K")]
     pub drops: Option<u32>,
@@ -200,6 +210,14 @@ fn checks(args: &CheckArgs) -> Result<Vec<Check>, CliError> {
             let b = &mut c.bounds;
             set(&mut b.max_depth, args.depth);
             set(&mut b.max_states, args.max_states);
+            for fault in args.faults.iter().flatten() {
+                match fault.as_str() {
+                    "drop" => b.drops = 1,
+                    "dup" => b.duplicates = 1,
+                    "crash" => b.crashes = 1,
+                    _ => b.partitions = 1,
+                }
+            }
             set(&mut b.drops, args.drops);
             set(&mut b.duplicates, args.duplicates);
             set(&mut b.crashes, args.crashes);

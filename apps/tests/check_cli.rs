@@ -179,6 +179,33 @@ fn a_correct_model_holds_and_a_mutation_is_caught() {
     assert!(out.contains("VIOLATED"), "{out}");
 }
 
+/// The spelling: `--nodes N` and `--faults drop,dup,crash` (one of
+/// each per path; an explicit count wins).
+#[test]
+fn nodes_and_named_faults_set_the_size_and_the_fault_budget() {
+    let (code, out, err) = check(&[
+        "broadcast",
+        "--algorithm",
+        "fifo",
+        "--nodes",
+        "2",
+        "--faults",
+        "drop,dup,crash",
+        "--crashes",
+        "0",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("model:    broadcast fifo n=2"), "{out}");
+    assert!(
+        out.contains("1 lost message") && out.contains("1 duplicated message"),
+        "{out}"
+    );
+    assert!(!out.contains("1 crash"), "--crashes 0 wins: {out}");
+    let (code, _, err) = check(&["broadcast", "--faults", "byzantine"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("byzantine"), "{err}");
+}
+
 #[test]
 fn bad_arguments_exit_2_naming_the_bad_value() {
     for (args, says) in [
