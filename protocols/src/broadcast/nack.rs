@@ -892,13 +892,11 @@ mod tests {
         assert_eq!(core(1, 0).stats().in_flight, 0);
     }
 
-    #[test]
-    fn a_busy_receiver_reports_every_quarter_window_without_waiting_for_its_timer() {
-        // Window 64: a report after 16 deliveries of others' messages.
-        let mut a = core(1, 64);
-        let mut b = core(2, 64);
+    /// The broadcasts (`1..=n`) of `a` (member 1) that made `b` (member 2),
+    /// receiving each, send a session to `a` at once.
+    fn reports_at_once(a: &mut Nack<u32>, b: &mut Nack<u32>, n: u64) -> Vec<u64> {
         let mut sessions = Vec::new();
-        for k in 1..=40u64 {
+        for k in 1..=n {
             let mut o = OutputsOf::<Nack<u32>>::new();
             a.broadcast(vec![k as u8], Duration::ZERO, &mut o);
             let data = o.sends.into_iter().find(|(to, _)| *to == 2).unwrap().1;
@@ -911,24 +909,18 @@ mod tests {
                 sessions.push(k);
             }
         }
-        assert_eq!(sessions, [16, 32]);
+        sessions
+    }
+
+    #[test]
+    fn a_busy_receiver_reports_every_quarter_window_without_waiting_for_its_timer() {
+        // Window 64: a report after 16 deliveries of others' messages.
+        let (mut a, mut b) = (core(1, 64), core(2, 64));
+        assert_eq!(reports_at_once(&mut a, &mut b, 40), [16, 32]);
         // Without a window, only the session timer reports (every one of
-        // the 40 is delivered, and no session goes).
-        let mut a = core(1, 0);
-        let mut c = core(2, 0);
-        for k in 1..=40u64 {
-            let mut o = OutputsOf::<Nack<u32>>::new();
-            a.broadcast(vec![k as u8], Duration::ZERO, &mut o);
-            let data = o.sends.into_iter().find(|(to, _)| *to == 2).unwrap().1;
-            let mut o = OutputsOf::<Nack<u32>>::new();
-            c.on_message(Duration::ZERO, 1, data, &mut o);
-            assert!(
-                !o.sends
-                    .iter()
-                    .any(|(_, m)| matches!(m, NackMsg::Session { .. })),
-                "no early report without a window"
-            );
-        }
+        // the 40 is delivered, and no session goes at once).
+        let (mut a, mut c) = (core(1, 0), core(2, 0));
+        assert!(reports_at_once(&mut a, &mut c, 40).is_empty());
         assert_eq!(c.stats().delivered, 40);
     }
 
