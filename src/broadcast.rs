@@ -302,12 +302,11 @@ pub struct Deliveries<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Deliveries<T> {
-    /// Queue the next page of what the log holds after `last` (the
-    /// pages after it are read when this one is handed out: see
-    /// [`Deliveries::next`]).
+    /// Queue the next page of what the log holds after `last` (called
+    /// with the queue empty; the pages after it are read when this one is
+    /// handed out: see [`Deliveries::next`]).
     async fn refill(&mut self) -> Result<(), Error> {
-        let from = self.backlog.back().map_or(self.last, |(i, _)| *i);
-        let records = self.group.logged(from).await?;
+        let records = self.group.logged(self.last).await?;
         self.more = records.len() == LOG_PAGE;
         self.backlog.extend(records);
         Ok(())

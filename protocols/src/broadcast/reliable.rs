@@ -848,6 +848,17 @@ mod tests {
         a.on_timer(retry + retry / 2, RelayTimer::Retry, &mut o);
         assert_eq!(data_to(&o, 2), (75..=138).collect::<Vec<_>>());
         assert_eq!(data_to(&o, 3), (75..=138).collect::<Vec<_>>());
+        // A member back up is caught up on what it lacks, capped the same
+        // way (the passes send the rest).
+        report(&mut a, 3, MemberStatus::Down);
+        let mut o = out();
+        let ev = MemberEvent {
+            member: 3,
+            status: MemberStatus::Up,
+            at: Duration::ZERO,
+        };
+        a.on_membership(Duration::ZERO, ev, &mut o);
+        assert_eq!(data_to(&o, 3), (1..=64).collect::<Vec<_>>());
         // Without a window, a pass re-sends everything due.
         let mut u = core(1, 0);
         for i in 0..150u32 {
