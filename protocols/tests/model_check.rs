@@ -5,6 +5,7 @@
 //! (`models::Family`, `models::Mutation`, `models::Check`), which
 //! `troupe check` runs too; the numbers they give are in BENCHMARKS.md.
 
+use troupe_protocols::broadcast::BroadcastAlgorithm;
 use troupe_protocols::commit::CommitAlgorithm;
 use troupe_protocols::testkit::model::{replay, Bounds, Counterexample, Report, Verdict};
 use troupe_protocols::testkit::models::{order_checks, Algorithm, Check, Family, Mutation};
@@ -189,23 +190,34 @@ fn a_coordinator_that_forgets_its_decision_is_caught() {
     );
 }
 
+/// Every broadcast algorithm but total order by Lamport timestamps
+/// (`lamport_total_order_holds_with_three_members`, a test of its own so
+/// that the two longest searches run side by side), exhaustively within
+/// its bounds (`Family::bounds_for`): the sequencer's total order from a
+/// settled start.
 #[test]
-fn every_broadcast_order_holds_with_three_members() {
-    // Total order by Lamport timestamps among them, exhaustively; the
-    // sequencer's does not fit (`Family::checked_algorithms`).
-    let mut total = 0;
+fn every_broadcast_algorithm_holds_with_three_members() {
+    let mut checked = 0;
     for alg in Family::Broadcast.checked_algorithms() {
-        let Algorithm::Broadcast(b) = alg else {
-            panic!("{alg} is not a broadcast");
-        };
+        if alg == Algorithm::Broadcast(BroadcastAlgorithm::LamportTotal) {
+            continue;
+        }
         let r = holds(&Check::new(alg, Mutation::None).unwrap());
         eprintln!("broadcast {alg}: {r}");
-        if order_checks(b).total {
-            total += 1;
-            assert!(!r.depth_limited, "{alg} not exhaustive: {r}");
-        }
+        assert!(!r.depth_limited, "{alg} not exhaustive: {r}");
+        checked += 1;
     }
-    assert_eq!(total, 1, "one total order checked");
+    assert_eq!(checked, BroadcastAlgorithm::ALL.len() - 1);
+}
+
+/// Total order by Lamport timestamps at three members with two contested
+/// messages, exhaustively.
+#[test]
+fn lamport_total_order_holds_with_three_members() {
+    let alg = Algorithm::Broadcast(BroadcastAlgorithm::LamportTotal);
+    let r = holds(&Check::new(alg, Mutation::None).unwrap());
+    eprintln!("broadcast {alg}: {r}");
+    assert!(!r.depth_limited, "{alg} not exhaustive: {r}");
 }
 
 #[test]
@@ -497,48 +509,12 @@ mod sr_2pc {
     }
 }
 
-/// The total-order broadcasts, which do not fit the suite (a bench:
-/// `cargo test -p troupe-protocols --test model_check total_order --
-/// --ignored --nocapture`): each at 3 members with one message (member 1
-/// broadcasts it), breadth-first within the suite's bounds and a state
-/// bound of 50 000: how deep a search gets, not a verdict; then the
-/// sequencer at 2 members with 2 messages, to the end.
-#[test]
-#[ignore = "a bench: the total orders do not fit the suite's time"]
-fn total_order_broadcasts_bench() {
-    use troupe_protocols::broadcast::BroadcastAlgorithm;
-    use troupe_protocols::testkit::model::Search;
-    use troupe_protocols::testkit::models::broadcasts;
-    for alg in [BroadcastAlgorithm::LamportTotal, BroadcastAlgorithm::Total] {
-        let bounds = Bounds {
-            max_states: 50_000,
-            ..Family::Broadcast.bounds()
-        };
-        let r = Search::new(broadcasts(alg, 3, 1, Mutation::None), bounds)
-            .bfs()
-            .unwrap();
-        assert!(!matches!(r.verdict, Verdict::Violated(_)), "{r}");
-        eprintln!("broadcast {alg} n=3 messages=1: {r}");
-    }
-    // The sequencer at two members, two messages: exhaustive, but about
-    // 127 000 states and minutes in a debug build.
-    let r = Search::new(
-        broadcasts(BroadcastAlgorithm::Total, 2, 2, Mutation::None),
-        Family::Broadcast.bounds(),
-    )
-    .bfs()
-    .unwrap();
-    assert!(!matches!(r.verdict, Verdict::Violated(_)), "{r}");
-    eprintln!("broadcast total-sequencer n=2 messages=2: {r}");
-}
-
 /// Total-order broadcast by Lamport timestamps at two members with two
-/// messages (one from each), which fits where three members do not (see
-/// `total_order_broadcasts_bench`); and the same model whose members
-/// forget their deliveries across a crash, caught.
+/// messages (one from each); and the same model whose members forget
+/// their deliveries across a crash, caught (at two members the crash and
+/// restart fit the suite's time).
 #[test]
 fn lamport_total_order_holds_with_two_members() {
-    use troupe_protocols::broadcast::BroadcastAlgorithm;
     use troupe_protocols::testkit::model::Search;
     use troupe_protocols::testkit::models::broadcasts;
     let alg = BroadcastAlgorithm::LamportTotal;
@@ -653,7 +629,6 @@ fn partial_order_bench() {
 #[test]
 #[ignore = "over a minute in a debug build"]
 fn lamport_total_order_forgetting_deliveries_is_caught_with_three_members() {
-    use troupe_protocols::broadcast::BroadcastAlgorithm;
     use troupe_protocols::testkit::model::Search;
     use troupe_protocols::testkit::models::broadcasts;
     let mut model = broadcasts(
@@ -685,12 +660,11 @@ fn lamport_total_order_forgetting_deliveries_is_caught_with_three_members() {
 /// The total orders at three members (a bench: `cargo test --release -p
 /// troupe-protocols --test model_check three_members_bench -- --ignored
 /// --nocapture`; `TOTAL_POR=0` without the partial-order reduction, which
-/// also turns off the inert-first one): total-lamport with one message
-/// exhaustively, the sequencer with one message within 400 000 states,
-/// total-lamport with two messages (exhaustive with the inert-first
-/// reduction, and in the suite: `every_broadcast_order_holds_with_three_members`),
-/// and the sequencer forgetting its deliveries with two messages and a
-/// crash (not caught within 400 000 states).
+/// also turns off the inert-first one), each within its suite bounds
+/// (`Family::bounds_for`: no timer firing) and a state bound: one
+/// message each, two messages each (what the suite checks:
+/// `every_broadcast_algorithm_holds_with_three_members`, `lamport_total_order_holds_with_three_members`), and each
+/// forgetting its deliveries with two messages and one crash.
 #[test]
 #[ignore = "a bench: minutes, even optimized"]
 fn total_orders_at_three_members_bench() {
@@ -700,15 +674,23 @@ fn total_orders_at_three_members_bench() {
     let por = std::env::var("TOTAL_POR").map_or(true, |v| v != "0");
     let runs = [
         (LamportTotal, 1, Mutation::None, 0, 2_000_000),
-        (Total, 1, Mutation::None, 0, 400_000),
-        (LamportTotal, 2, Mutation::None, 0, 400_000),
-        (Total, 2, Mutation::BroadcastForgetsDeliveries, 1, 400_000),
+        (Total, 1, Mutation::None, 0, 2_000_000),
+        (LamportTotal, 2, Mutation::None, 0, 2_000_000),
+        (Total, 2, Mutation::None, 0, 2_000_000),
+        (
+            LamportTotal,
+            2,
+            Mutation::BroadcastForgetsDeliveries,
+            1,
+            1_000_000,
+        ),
+        (Total, 2, Mutation::BroadcastForgetsDeliveries, 1, 1_000_000),
     ];
     for (alg, messages, mutation, crashes, max_states) in runs {
         let bounds = Bounds {
             crashes,
             max_states,
-            ..Family::Broadcast.bounds()
+            ..Family::Broadcast.bounds_for(Algorithm::Broadcast(alg))
         };
         let r = Search::new(broadcasts(alg, 3, messages, mutation), bounds)
             .partial_order(por)

@@ -53,6 +53,7 @@ pub use chaos::Chaos;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
+use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -325,6 +326,9 @@ enum Ev<P: Protocol> {
         msg: P::Msg,
         /// The send's number, for traces (not part of the state).
         id: u64,
+        /// The model checker's print of the message (computed once per
+        /// send, shared by its copies; not part of the state).
+        print: std::cell::OnceCell<u64>,
     },
     Timer {
         node: P::Id,
@@ -390,14 +394,39 @@ impl<P: SimProtocol> Slot<P> {
     }
 }
 
+/// How a simulation copies a node's slot.
+type CopySlot<P> = fn(&Slot<P>) -> Slot<P>;
+
+/// Node `id`'s slot, to change: copied first if another copy of the
+/// simulation shares it.
+fn slot_mut<'a, P: SimProtocol>(
+    nodes: &'a mut BTreeMap<P::Id, Rc<Slot<P>>>,
+    copy: Option<CopySlot<P>>,
+    id: &P::Id,
+) -> Option<&'a mut Slot<P>> {
+    let rc = nodes.get_mut(id)?;
+    if Rc::get_mut(rc).is_none() {
+        let copy = copy.expect("a slot is shared only by copies of a simulation");
+        *rc = Rc::new(copy(rc));
+    }
+    Rc::get_mut(rc)
+}
+
 impl<P: Protocol> Clone for Ev<P> {
     fn clone(&self) -> Self {
         match self {
-            Ev::Deliver { from, to, msg, id } => Ev::Deliver {
+            Ev::Deliver {
+                from,
+                to,
+                msg,
+                id,
+                print,
+            } => Ev::Deliver {
                 from: from.clone(),
                 to: to.clone(),
                 msg: msg.clone(),
                 id: *id,
+                print: print.clone(),
             },
             Ev::Timer {
                 node,
@@ -467,6 +496,7 @@ impl<P: SimProtocol + Clone> Clone for Sim<P> {
             seq: self.seq,
             queue: self.queue.clone(),
             nodes: self.nodes.clone(),
+            copy_slot: Some(<Slot<P> as Clone>::clone),
             factory: self.factory.clone(),
             faults: self.faults,
             blocked: self.blocked.clone(),
@@ -530,6 +560,10 @@ pub type EventKey = (Duration, u64);
 /// A queued event of core `P`'s simulation.
 pub type PendingOf<P> = Pending<<P as Protocol>::Id, <P as Protocol>::Msg, <P as Protocol>::Timer>;
 
+/// A queued event of core `P`'s simulation, borrowed.
+pub(crate) type PendingRef<'a, P> =
+    Pending<&'a <P as Protocol>::Id, &'a <P as Protocol>::Msg, &'a <P as Protocol>::Timer>;
+
 /// Per (observer, target): what the observer's failure detector says of
 /// the target, and of which life.
 pub type Opinions<Id> = BTreeMap<(Id, Id), (MemberStatus, u64)>;
@@ -548,6 +582,80 @@ impl<P: SimProtocol> Sim<P> {
             Ev::Deliver { from, to, msg, .. } => Some((from, to, msg)),
             _ => None,
         }
+    }
+
+    /// Every queued event, in queue order, as [`Sim::pending`] lists it
+    /// but borrowed (nothing is copied).
+    pub(crate) fn pending_refs(&self) -> Vec<(EventKey, PendingRef<'_, P>)> {
+        let mut seen_timer: BTreeSet<&P::Id> = BTreeSet::new();
+        self.queue
+            .iter()
+            .map(|(k, ev)| (*k, Self::pending_ref(ev, &mut seen_timer)))
+            .collect()
+    }
+
+    fn pending_ref<'a>(ev: &'a Ev<P>, seen_timer: &mut BTreeSet<&'a P::Id>) -> PendingRef<'a, P> {
+        match ev {
+            Ev::Deliver { from, to, msg, .. } => Pending::Deliver { from, to, msg },
+            Ev::Timer { node, timer, .. } => Pending::Timer {
+                node,
+                timer,
+                first: seen_timer.insert(node),
+            },
+            Ev::Sync { node, .. } => Pending::Sync { node },
+            Ev::Recheck {
+                observer, target, ..
+            } => Pending::Report { observer, target },
+        }
+    }
+
+    /// The print of the queued message `key` by `print` (computed once per
+    /// send and kept with it, copies included: `print` must depend on the
+    /// message only); `None` if `key` is not a queued message.
+    pub(crate) fn message_print(
+        &self,
+        key: &EventKey,
+        print: impl FnOnce(&PendingRef<'_, P>) -> u64,
+    ) -> Option<u64> {
+        match self.queue.get(key)? {
+            ev @ Ev::Deliver { print: cached, .. } => {
+                Some(*cached.get_or_init(|| print(&Self::pending_ref(ev, &mut BTreeSet::new()))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The prints of the queued events, for a model checker's
+    /// fingerprint: of each message and failure-detector report (by
+    /// `print`; a message's print is kept with it as
+    /// [`Sim::message_print`] keeps it), and of each timer and sync with
+    /// its node's (by `print` and `node`), in queue order.
+    pub(crate) fn pending_prints(
+        &self,
+        print: impl Fn(&PendingRef<'_, P>) -> u64,
+        node: impl Fn(&P::Id) -> u64,
+    ) -> (Vec<u64>, Vec<(u64, u64)>) {
+        let mut seen_timer: BTreeSet<&P::Id> = BTreeSet::new();
+        let mut messages = Vec::new();
+        let mut others = Vec::new();
+        for ev in self.queue.values() {
+            let p = Self::pending_ref(ev, &mut seen_timer);
+            match (&p, ev) {
+                (Pending::Deliver { .. }, Ev::Deliver { print: cached, .. }) => {
+                    messages.push(*cached.get_or_init(|| print(&p)))
+                }
+                (Pending::Timer { node: at, .. } | Pending::Sync { node: at }, _) => {
+                    others.push((node(at), print(&p)))
+                }
+                _ => messages.push(print(&p)),
+            }
+        }
+        (messages, others)
+    }
+
+    /// Whether every queued event is a timer (nothing else is pending).
+    pub(crate) fn only_timers_pending(&self) -> bool {
+        self.queue.values().all(|ev| matches!(ev, Ev::Timer { .. }))
     }
 
     /// Every queued event, in queue order (for a model checker, which may
@@ -667,7 +775,12 @@ pub struct Sim<P: SimProtocol> {
     now: Duration,
     seq: u64,
     queue: BTreeMap<(Duration, u64), Ev<P>>,
-    nodes: BTreeMap<P::Id, Slot<P>>,
+    /// Each node's slot, shared between copies of the simulation until
+    /// one of them changes it (a model checker copies a state per step).
+    nodes: BTreeMap<P::Id, Rc<Slot<P>>>,
+    /// How to copy a shared slot before changing it: set by
+    /// [`Sim::clone`], the only way a slot becomes shared.
+    copy_slot: Option<CopySlot<P>>,
     factory: std::rc::Rc<std::cell::RefCell<Factory<P>>>,
     faults: NetFaults,
     blocked: BTreeSet<(P::Id, P::Id)>,
@@ -712,6 +825,7 @@ impl<P: SimProtocol> Sim<P> {
             seq: 0,
             queue: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            copy_slot: None,
             factory: std::rc::Rc::new(std::cell::RefCell::new(factory)),
             faults,
             blocked: BTreeSet::new(),
@@ -734,8 +848,10 @@ impl<P: SimProtocol> Sim<P> {
         let ids: Vec<P::Id> = members.into_iter().collect();
         for id in &ids {
             let core = (sim.factory.borrow_mut())(id, &Recovered::empty());
-            sim.nodes
-                .insert(id.clone(), Slot::new(Some(core), Recovered::empty()));
+            sim.nodes.insert(
+                id.clone(),
+                Rc::new(Slot::new(Some(core), Recovered::empty())),
+            );
         }
         for a in &ids {
             for b in &ids {
@@ -885,7 +1001,7 @@ impl<P: SimProtocol> Sim<P> {
         self.nodes.get(id).and_then(|s| s.core.as_ref())
     }
     fn core_mut(&mut self, id: &P::Id) -> Option<&mut P> {
-        self.nodes.get_mut(id).and_then(|s| {
+        slot_mut(&mut self.nodes, self.copy_slot, id).and_then(|s| {
             s.version += 1;
             s.core.as_mut()
         })
@@ -1015,7 +1131,7 @@ impl<P: SimProtocol> Sim<P> {
             );
         }
         self.arm_timers(from, life, out.timers);
-        if let Some(slot) = self.nodes.get_mut(from) {
+        if let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, from) {
             slot.held.push_back(Held {
                 needs,
                 sends: out.sends,
@@ -1066,6 +1182,7 @@ impl<P: SimProtocol> Sim<P> {
                         to,
                         msg,
                         id,
+                        print: Default::default(),
                     },
                 );
                 continue;
@@ -1093,6 +1210,7 @@ impl<P: SimProtocol> Sim<P> {
                         to: to.clone(),
                         msg: msg.clone(),
                         id,
+                        print: Default::default(),
                     },
                 );
             }
@@ -1114,7 +1232,7 @@ impl<P: SimProtocol> Sim<P> {
 
     fn arm_timers(&mut self, node: &P::Id, life: u64, ops: Vec<TimerOp<P::Timer>>) {
         for op in ops {
-            let Some(slot) = self.nodes.get_mut(node) else {
+            let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) else {
                 return;
             };
             let old = match op {
@@ -1146,7 +1264,7 @@ impl<P: SimProtocol> Sim<P> {
     /// Hand one input's writes to `node`'s disk.
     fn submit(&mut self, node: &P::Id, life: u64, writes: Vec<Write>) -> Result<(), String> {
         let instant = self.disk.instant();
-        let Some(slot) = self.nodes.get_mut(node) else {
+        let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) else {
             return Ok(());
         };
         slot.submitted += 1;
@@ -1181,7 +1299,7 @@ impl<P: SimProtocol> Sim<P> {
         } else {
             self.rng.gen_range(lo..=hi)
         });
-        if let Some(slot) = self.nodes.get_mut(node) {
+        if let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) {
             slot.syncing = Some(upto);
         }
         let at = self.now + took;
@@ -1198,7 +1316,7 @@ impl<P: SimProtocol> Sim<P> {
     /// Put every submission up to `upto` on the disk.
     fn sync_to(&mut self, node: &P::Id, life: u64, upto: u64) -> Result<(), String> {
         let now = self.now;
-        let Some(slot) = self.nodes.get_mut(node) else {
+        let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) else {
             return Ok(());
         };
         while slot.pending.front().is_some_and(|(t, _)| *t <= upto) {
@@ -1227,7 +1345,7 @@ impl<P: SimProtocol> Sim<P> {
         obs: &mut impl Observer<P>,
     ) -> Result<(), String> {
         self.sync_to(node, life, upto)?;
-        while let Some(h) = self.nodes.get_mut(node).and_then(|s| {
+        while let Some(h) = slot_mut(&mut self.nodes, self.copy_slot, node).and_then(|s| {
             let ready = s.held.front().is_some_and(|h| h.needs <= s.synced);
             ready.then(|| s.held.pop_front()).flatten()
         }) {
@@ -1305,7 +1423,9 @@ impl<P: SimProtocol> Sim<P> {
     /// Carry out one scheduled event (already taken off the queue).
     fn run_event(&mut self, ev: Ev<P>, obs: &mut impl Observer<P>) -> Result<(), String> {
         match ev {
-            Ev::Deliver { from, to, msg, id } => {
+            Ev::Deliver {
+                from, to, msg, id, ..
+            } => {
                 if self.is_alive(&to) {
                     let sender = sim_trace::node_name(&from);
                     self.trace_event(&to, || TraceEvent::Deliver {
@@ -1328,7 +1448,7 @@ impl<P: SimProtocol> Sim<P> {
                 timer,
             } => {
                 let current = self.life(&node) == life
-                    && self.nodes.get_mut(&node).is_some_and(|s| {
+                    && slot_mut(&mut self.nodes, self.copy_slot, &node).is_some_and(|s| {
                         s.timer_keys.remove(&token);
                         s.timers.fire(token)
                     });
@@ -1501,7 +1621,7 @@ impl<P: SimProtocol> Sim<P> {
                 self.sync_to(node, life, upto)?;
             }
         }
-        if let Some(slot) = self.nodes.get_mut(node) {
+        if let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) {
             slot.core = None;
             slot.version += 1;
             slot.pending.clear();
@@ -1529,7 +1649,7 @@ impl<P: SimProtocol> Sim<P> {
     /// old timers never fire). It starts believing every member is up; the
     /// oracle corrects it after the detection delay.
     pub fn restart(&mut self, node: &P::Id, obs: &mut impl Observer<P>) -> Result<(), String> {
-        let Some(slot) = self.nodes.get_mut(node) else {
+        let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) else {
             return Ok(());
         };
         if slot.core.is_some() {
@@ -1545,7 +1665,7 @@ impl<P: SimProtocol> Sim<P> {
         let disk = slot.disk.clone();
         self.trace_event(node, || TraceEvent::Restart { incarnation });
         let core = (self.factory.borrow_mut())(node, &disk);
-        if let Some(slot) = self.nodes.get_mut(node) {
+        if let Some(slot) = slot_mut(&mut self.nodes, self.copy_slot, node) {
             slot.core = Some(core);
             slot.version += 1;
         }
@@ -1700,7 +1820,7 @@ mod tests {
 
     /// A tiny core: on `ping` it answers `pong`; it counts what it received
     /// and remembers membership reports. Durable: the number of pongs seen.
-    #[derive(Debug, Default)]
+    #[derive(Debug, Default, Clone)]
     struct Echo {
         pongs: u64,
         reports: Vec<(u32, MemberStatus)>,
@@ -1871,6 +1991,34 @@ mod tests {
                 (3, MemberStatus::Up)
             ]
         );
+    }
+
+    #[test]
+    fn a_copy_runs_on_its_own_and_leaves_the_original_as_it_was() {
+        // The copies share their node slots until one changes them
+        // (copy-on-write): what a copy does must not show in the other.
+        let ping = |s: &mut Sim<Echo>, rounds: u32| {
+            for _ in 0..rounds {
+                for to in [2, 3] {
+                    s.command(&1, &mut (), |_, _, out| out.send(to, true))
+                        .unwrap();
+                }
+                s.run_for(ms(50), &mut ()).unwrap();
+            }
+        };
+        let pongs = |s: &Sim<Echo>| s.core(&1).map(|c| c.pongs);
+        let mut s = sim(2, NetFaults::reliable(ms(5)));
+        ping_all(&mut s, 2);
+        let before = (pongs(&s), s.disk(&1).cloned());
+        assert_eq!(before.0, Some(4));
+        let mut copy = s.clone();
+        ping(&mut copy, 3);
+        assert_eq!(pongs(&copy), Some(10));
+        assert_eq!((pongs(&s), s.disk(&1).cloned()), before);
+        // And the original goes on from where it was.
+        ping(&mut s, 1);
+        assert_eq!(pongs(&s), Some(6));
+        assert_eq!(pongs(&copy), Some(10));
     }
 
     #[test]

@@ -227,7 +227,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use troupe_framework::sansio::Protocol;
 
-use super::{EventKey, Observer, Out, Pending, PendingOf, Sim, SimProtocol};
+use super::{EventKey, Observer, Out, Pending, PendingOf, PendingRef, Sim, SimProtocol};
 
 /// A command's action: `(simulation, observer) -> Err` on a broken property.
 pub type Action<P, O> = Rc<dyn Fn(&mut Sim<P>, &mut O) -> Result<(), String>>;
@@ -356,6 +356,15 @@ pub struct Model<P: SimProtocol, O> {
     /// the receiver takes in first. The model's word; the search checks
     /// the first three halves as it goes.
     pub inert: Option<Inert<P>>,
+    /// Start the search from a *settled* group: before the first step,
+    /// the started simulation runs every queued event but the timers, in
+    /// queue order, until only timers are pending (`false`: the search
+    /// starts right after the start). For a core whose start-up traffic
+    /// (an embedded election, joins) is not what the model checks and
+    /// would crowd out what is: the start-up's own orders are the
+    /// subject of another model (the election's). A model that settles
+    /// checks the protocol from one start-up outcome only.
+    pub settled: bool,
 }
 
 impl<P: SimProtocol, O> Clone for Model<P, O> {
@@ -369,6 +378,7 @@ impl<P: SimProtocol, O> Clone for Model<P, O> {
             partial_order: self.partial_order,
             symmetry: self.symmetry.clone(),
             inert: self.inert.clone(),
+            settled: self.settled,
         }
     }
 }
@@ -1171,16 +1181,7 @@ where
             // byte in decimal: the costliest part of a print).
             (hash_debug(id), life, up, disk).hash(&mut h);
         }
-        let mut messages: Vec<u64> = Vec::new();
-        let mut others: Vec<(u64, u64)> = Vec::new();
-        for (_, p) in s.sim.pending() {
-            match &p {
-                Pending::Deliver { .. } | Pending::Report { .. } => messages.push(hash_debug(&p)),
-                Pending::Timer { node, .. } | Pending::Sync { node } => {
-                    others.push((hash_debug(node), hash_debug(&p)))
-                }
-            }
-        }
+        let (mut messages, mut others) = s.sim.pending_prints(|p| hash_debug(p), hash_debug);
         messages.sort_unstable();
         messages.hash(&mut h);
         // Timers and syncs by member, each member's in queue order: which
@@ -1330,7 +1331,7 @@ where
     fn choices(&self, s: &State<P, O>, describe: bool) -> Vec<(Choice<P::Id>, String)> {
         let mut out = Vec::new();
         let d = |f: &dyn Fn() -> String| if describe { f() } else { String::new() };
-        let pending = s.sim.pending();
+        let pending = s.sim.pending_refs();
         let idle = pending
             .iter()
             .all(|(_, p)| matches!(p, Pending::Timer { .. }));
@@ -1511,11 +1512,27 @@ where
     }
 
     fn quiescent(&self, s: &State<P, O>) -> bool {
-        s.used.iter().all(|u| *u)
-            && s.sim
+        s.used.iter().all(|u| *u) && s.sim.only_timers_pending()
+    }
+
+    /// Run every queued event but the timers, in queue order, until only
+    /// timers are pending ([`Model::settled`]).
+    fn settle(&self, sim: &mut Sim<P>, obs: &mut O) -> Result<(), String> {
+        const MOST: usize = 100_000;
+        for _ in 0..MOST {
+            let next = sim
                 .pending()
-                .iter()
-                .all(|(_, p)| matches!(p, Pending::Timer { .. }))
+                .into_iter()
+                .find(|(_, p)| !matches!(p, Pending::Timer { .. }));
+            let Some((key, _)) = next else {
+                return Ok(());
+            };
+            sim.run_key(key, self.bounds.frozen_clock, obs)?;
+        }
+        Err(format!(
+            "{}: still not settled after {MOST} start-up events",
+            self.model.name
+        ))
     }
 
     fn initial(&self) -> Result<State<P, O>, String> {
@@ -1531,6 +1548,9 @@ where
             sim.set_trace_clock(Some(Duration::ZERO));
         }
         sim.start(&mut obs)?;
+        if self.model.settled {
+            self.settle(&mut sim, &mut obs)?;
+        }
         let mut s = State {
             sim,
             core_prints: Vec::new(),
@@ -1757,14 +1777,19 @@ where
         s: &State<P, O>,
         choices: &[(Choice<P::Id>, String)],
     ) -> Vec<(u64, Option<u64>)> {
-        let pending: HashMap<EventKey, PendingOf<P>> = s.sim.pending().into_iter().collect();
-        let event = |key: &EventKey| pending.get(key).map_or(0, hash_debug);
+        let pending: HashMap<EventKey, PendingRef<'_, P>> =
+            s.sim.pending_refs().into_iter().collect();
+        let event = |key: &EventKey| {
+            s.sim
+                .message_print(key, |p| hash_debug(p))
+                .unwrap_or_else(|| pending.get(key).map_or(0, hash_debug))
+        };
         choices
             .iter()
             .map(|(c, _)| match c {
                 Choice::Run(key) => match pending.get(key) {
-                    Some(p @ Pending::Deliver { to, .. }) => {
-                        (fold(1, hash_debug(p)), Some(hash_debug(to)))
+                    Some(Pending::Deliver { to, .. }) => {
+                        (fold(1, event(key)), Some(hash_debug(to)))
                     }
                     Some(p @ Pending::Sync { node }) => {
                         (fold(2, hash_debug(p)), Some(hash_debug(node)))
