@@ -30,7 +30,15 @@
 //! state (with 64 bits and millions of states, a chance around 1e-7).
 //! A core's part of the print is cached while the core is unchanged (the
 //! simulator versions each core), so a step reformats only the cores it
-//! touched; a step's description is formatted only for counterexamples.
+//! touched; a message's print is computed once per send; a step's
+//! description is formatted only for counterexamples. Copying a state
+//! for a successor is cheap where the step left things alone: the
+//! simulator's node slots (core, disk, timers) are shared between copies
+//! until one of them changes.
+//!
+//! A model may start *settled* ([`Model::settled`]): the start-up's
+//! messages (an embedded election, joins) run in queue order before the
+//! search begins, which then checks the protocol from that one outcome.
 //!
 //! **Eventually** properties are checked on *quiescent* states — nothing in
 //! flight, no sync or report pending, every command run: only timers left —
