@@ -1351,3 +1351,57 @@ pub async fn invoke_named<P: Drivable, R: Send + 'static>(
         .await
         .map_err(|_| DriverError::NotRunning(name.to_string()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(b: &mut Backlog<u8>, peer: &str, n: usize) {
+        let p = b
+            .peers
+            .entry(peer.to_string())
+            .or_insert_with(|| PeerBacklog {
+                queue: VecDeque::new(),
+                draining: true,
+            });
+        for i in 0..n {
+            p.queue.push_back(Wire(i as u8));
+        }
+        b.kept += n;
+    }
+
+    #[test]
+    fn a_peer_has_a_backlog_only_while_sends_are_kept_for_it() {
+        let mut b = Backlog::<u8>::default();
+        assert!(!b.has("b"));
+        kept(&mut b, "b", 2);
+        assert!(b.has("b"));
+        assert!(!b.has("c"), "another peer's sends go straight out");
+        b.peers.get_mut("b").unwrap().queue.clear();
+        b.kept = 0;
+        assert!(!b.has("b"));
+    }
+
+    #[test]
+    fn replies_wait_until_the_backlog_is_below_half_its_high_mark() {
+        let sent = Rc::new(RefCell::new(0));
+        let mut b = Backlog::<u8>::default();
+        kept(&mut b, "b", BACKLOG_HIGH + 1);
+        for _ in 0..3 {
+            let s = sent.clone();
+            b.replies.push(Box::new(move || *s.borrow_mut() += 1));
+        }
+        assert!(b.release().is_empty(), "above the high mark");
+        b.kept = BACKLOG_HIGH / 2;
+        assert!(b.release().is_empty(), "at half the high mark");
+        b.kept = BACKLOG_HIGH / 2 - 1;
+        let replies = b.release();
+        assert_eq!(replies.len(), 3, "below half: every reply, in order");
+        for r in replies {
+            r.send();
+        }
+        assert_eq!(*sent.borrow(), 3);
+        assert!(b.replies.is_empty());
+        assert!(b.release().is_empty());
+    }
+}
