@@ -526,6 +526,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             once,
         } => crate::chat_cli::chat_command(&endpoint, &room, once),
         Command::Kv { action } => {
+            quiet_on_closed_pipe();
             print!("{}", crate::kv_cli::run(action)?);
             Ok(())
         }
@@ -534,12 +535,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logs("warn");
             crate::demo::run(keep, &detector)
         }
-        Command::Check(args) => crate::check_cli::run(&args),
+        Command::Check(args) => {
+            quiet_on_closed_pipe();
+            crate::check_cli::run(&args)
+        }
         Command::Dashboard(args) => {
             init_logs("warn");
             crate::dashboard_cli::run(&args, |_| {})
         }
         Command::Trace { action } => {
+            quiet_on_closed_pipe();
             print!("{}", trace(action)?);
             Ok(())
         }
@@ -778,6 +783,21 @@ async fn warn_before_expiry(expiry: Option<CertificateExpiry>) -> std::convert::
         if let Some(warning) = expiry.warning(std::time::SystemTime::now()) {
             tracing::warn!("{warning}");
         }
+    }
+}
+
+/// For a command that only prints its results (`check`, `kv`, `trace`):
+/// when whoever reads its output goes away (`troupe check ... | head`),
+/// it ends quietly, as Unix tools do, instead of panicking on the failed
+/// print (Rust ignores `SIGPIPE` by default). Not for the commands that
+/// run nodes: they write to sockets and children, where a closed peer is
+/// an error to handle, not a reason to stop.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition; called before this
+    // command starts any thread or writes anything.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -241,3 +241,28 @@ fn bad_arguments_exit_2_naming_the_bad_value() {
         assert!(err.contains(says), "{args:?}: {says:?} missing from {err}");
     }
 }
+
+/// Output piped into a reader that is gone (`troupe check --list | head`
+/// with `head` done): the command ends quietly, no panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["check", "--list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -395,12 +395,21 @@ pub fn broadcasts_checked(
             }),
         }
     });
+    let settled = algorithm == BroadcastAlgorithm::Total;
     Model {
-        name: if messages == 2 {
-            format!("broadcast {algorithm} n={n}")
-        } else {
-            format!("broadcast {algorithm} n={n} messages={messages}")
-        },
+        name: format!(
+            "broadcast {algorithm} n={n}{}{}",
+            if messages == 2 {
+                String::new()
+            } else {
+                format!(" messages={messages}")
+            },
+            if settled {
+                " (from a settled start: election decided, joins delivered)"
+            } else {
+                ""
+            }
+        ),
         init: Rc::new(init),
         commands,
         at_rest: None,
@@ -410,7 +419,7 @@ pub fn broadcasts_checked(
         inert: Some(Rc::new(
             |c: &AnyBroadcast<u32>, from: &u32, m: &AnyBroadcastMsg<u32>| c.inert(from, m),
         )),
-        settled: algorithm == BroadcastAlgorithm::Total,
+        settled,
     }
 }
 
