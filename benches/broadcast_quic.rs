@@ -28,7 +28,10 @@
 //! `BCAST_BENCH_ROUNDS` (5), `BCAST_BENCH_SECS` per configuration (3, after
 //! 0.5 s of warm-up), `BCAST_BENCH_WINDOW` (64), `BCAST_BENCH_ALGOS` (the
 //! broadcast algorithms, comma-separated configuration names; default
-//! `fifo,causal`), `BCAST_BENCH_STORE=memory` (no `data_dir`: the nodes'
+//! `fifo,causal`; `relay-tells` adds plain tells in the eager engine's
+//! pattern, each receiver relaying a copy to the other and acknowledging
+//! to the sender: what the six messages per broadcast cost without the
+//! engine), `BCAST_BENCH_STORE=memory` (no `data_dir`: the nodes'
 //! durable state in memory; default on disk), `BCAST_BENCH_FLOW` (the
 //! groups' flow-control window, `BroadcastConfig::window`; 0 for none). Without `--bench` (as
 //! `cargo test --benches` runs it) one short round checks that it works.
@@ -80,13 +83,36 @@ remote_message!(Ping, "bench.bcast.ping", ());
 struct Flush;
 remote_message!(Flush, "bench.bcast.flush", ());
 
+/// A receiver's copy of a ping to the other receiver (the relay pattern).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Relayed(Payload);
+remote_message!(Relayed, "bench.bcast.relayed", ());
+
+/// A receiver's acknowledgement of a ping to the sender (the relay
+/// pattern).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Acked(u64);
+remote_message!(Acked, "bench.bcast.acked", ());
+
 /// Latencies seen at a receiver.
 type Seen = Arc<Mutex<Vec<Duration>>>;
+
+/// Where a receiver of the relay pattern sends its copy and its
+/// acknowledgement.
+struct Echoes {
+    relay: RemoteRef<Relayed>,
+    ack: RemoteRef<Acked>,
+    /// Copies and acknowledgements the transport refused (queue full).
+    refused: Arc<AtomicUsize>,
+}
 
 struct Sink {
     origin: Instant,
     from: Instant,
     seen: Seen,
+    /// The relay pattern: on each ping, a copy to the other receiver and
+    /// an acknowledgement to the sender.
+    echoes: Option<Echoes>,
 }
 
 impl Actor for Sink {
@@ -101,7 +127,26 @@ impl Handler<Ping> for Sink {
             let sent = Duration::from_nanos(p.sent_ns);
             self.seen.lock().unwrap().push(now.saturating_sub(sent));
         }
+        if let Some(e) = &self.echoes {
+            let sent = p.sent_ns;
+            if e.relay.tell(Relayed(p)).is_err() {
+                e.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            if e.ack.tell(Acked(sent)).is_err() {
+                e.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
+}
+
+impl Handler<Relayed> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Relayed, _: &mut Context<Self>) {}
+}
+
+impl Handler<Acked> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Acked, _: &mut Context<Self>) {}
 }
 
 impl Handler<Flush> for Sink {
@@ -112,6 +157,11 @@ impl Handler<Flush> for Sink {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Tells,
+    /// Plain tells in the eager engine's pattern: each receiver relays a
+    /// copy to the other receiver and acknowledges to the sender (6
+    /// messages per broadcast at 3 members, as the engine sends), with no
+    /// engine behind them: what the message pattern alone costs.
+    RelayTells,
     Broadcast(BroadcastAlgorithm),
 }
 
@@ -119,6 +169,7 @@ impl Mode {
     fn name(self) -> String {
         match self {
             Mode::Tells => "plain tells".into(),
+            Mode::RelayTells => "tells in the relay pattern".into(),
             Mode::Broadcast(a) => format!("{a} broadcast"),
         }
     }
@@ -149,6 +200,8 @@ struct Shared {
     ready: AtomicUsize,
     /// Nodes done with the measured time (none shuts down before all are).
     done: AtomicUsize,
+    /// Relay-pattern messages the transport refused.
+    refused: Arc<AtomicUsize>,
 }
 
 /// Wait (on the node's own actix system) until `n` nodes have counted in
@@ -173,16 +226,27 @@ async fn node_main(me: usize, sh: Arc<Shared>) {
     let node = running.node.clone();
     let mut tasks = Vec::new();
     match sh.mode {
-        Mode::Tells => {
-            if me > 0 {
-                let (origin, from, seen) = (sh.origin, sh.start, sh.seen[me - 1].clone());
+        Mode::Tells | Mode::RelayTells => {
+            let relay = sh.mode == Mode::RelayTells;
+            if me > 0 || relay {
+                let (origin, from) = (sh.origin, sh.start);
+                let seen = sh.seen[me.max(1) - 1].clone();
+                let (n, refused) = (node.clone(), sh.refused.clone());
+                let other = if me == 1 { "c/sink" } else { "b/sink" };
                 node.spawn(
                     ActorSpec::new("sink", move || Sink {
                         origin,
                         from,
                         seen: seen.clone(),
+                        echoes: (relay && me > 0).then(|| Echoes {
+                            relay: n.lookup::<Relayed>(other).expect("lookup"),
+                            ack: n.lookup::<Acked>("a/sink").expect("lookup"),
+                            refused: refused.clone(),
+                        }),
                     })
                     .handles::<Ping>()
+                    .handles::<Relayed>()
+                    .handles::<Acked>()
                     .handles::<Flush>(),
                 )
                 .await
@@ -274,7 +338,14 @@ async fn node_main(me: usize, sh: Arc<Shared>) {
 
 /// One configuration: three nodes, each on its own thread (as three
 /// processes would run them), for `warmup` then `len`.
-fn measure(dir: Option<&Path>, mode: Mode, window: usize, warmup: Duration, len: Duration) -> Run {
+/// Also returns how many relay-pattern messages the transport refused.
+fn measure(
+    dir: Option<&Path>,
+    mode: Mode,
+    window: usize,
+    warmup: Duration,
+    len: Duration,
+) -> (Run, usize) {
     let origin = Instant::now();
     // The nodes need a few seconds to come up: the measured time starts
     // once all are up and ready (see `node_main`), so it is set far ahead
@@ -291,6 +362,7 @@ fn measure(dir: Option<&Path>, mode: Mode, window: usize, warmup: Duration, len:
         up: AtomicUsize::new(0),
         ready: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
+        refused: Arc::default(),
     });
     let threads: Vec<_> = (0..3)
         .map(|me| {
@@ -314,11 +386,12 @@ fn measure(dir: Option<&Path>, mode: Mode, window: usize, warmup: Duration, len:
         .flat_map(|s| s.lock().unwrap().clone())
         .collect();
     lat.sort();
-    Run {
+    let run = Run {
         per_member: counted.iter().sum::<usize>() as f64 / 2.0 / len.as_secs_f64(),
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
-    }
+    };
+    (run, sh.refused.load(Ordering::Relaxed))
 }
 
 fn main() {
@@ -339,6 +412,10 @@ fn main() {
     let algos = std::env::var("BCAST_BENCH_ALGOS").unwrap_or_else(|_| "fifo,causal".into());
     let mut modes = vec![Mode::Tells];
     for a in algos.split(',').filter(|a| !a.is_empty()) {
+        if a.trim() == "relay-tells" {
+            modes.push(Mode::RelayTells);
+            continue;
+        }
         let algo: BroadcastAlgorithm = a
             .trim()
             .parse()
@@ -362,13 +439,20 @@ fn main() {
         for i in order {
             let dir = base.join(uuid::Uuid::new_v4().to_string());
             std::fs::create_dir_all(&dir).expect("bench dir");
-            let run = measure(
+            let (run, refused) = measure(
                 (!memory).then_some(dir.as_path()),
                 modes[i],
                 window,
                 warmup,
                 len,
             );
+            if refused > 0 {
+                println!(
+                    "  round {}: {}: {refused} relay-pattern messages refused (queue full)",
+                    round + 1,
+                    modes[i].name()
+                );
+            }
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "  round {}: {:<28} {:>9.0} deliveries/s per member  p50 {:>7.2} ms  p99 {:>7.2} ms",
