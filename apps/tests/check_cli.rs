@@ -37,6 +37,7 @@ fn list_names_every_family_and_mutation() {
         "forgets-decision",
         "forgets-deliveries",
         "one-ack",
+        "forgets-term",
         "bounds for total-lamport: depth 60",
         "forgets-vote",
         "depth 60, 400000 states",

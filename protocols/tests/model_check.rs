@@ -120,6 +120,22 @@ fn every_election_holds_with_three_members() {
     assert!(!r.depth_limited, "{r}");
 }
 
+/// A next-in-line member that comes back from a crash without its term:
+/// its term goes back (terms must only grow: with it, the member could
+/// claim a term it already led in, beside another leader of that term).
+#[test]
+fn an_election_that_forgets_its_term_is_caught() {
+    let cx = caught(
+        &mutated(Mutation::ElectionForgetsTerm),
+        "election term not durable",
+    );
+    assert!(cx.violation.contains("term"), "{}", cx.violation);
+    assert!(
+        cx.steps.iter().any(|s| s.what.starts_with("RESTART")),
+        "{cx}"
+    );
+}
+
 /// Every algorithm the suite checks of `family`, without a mutation, with
 /// every path explored to its end (no path cut by the depth bound).
 fn every_algorithm_holds_exhaustively(family: Family) {

@@ -81,6 +81,9 @@ pub enum Mutation {
     /// its queue once it heard a later message from one other member
     /// instead of from every one.
     LamportOneAck,
+    /// Election: a member comes back from a crash without its term, as if
+    /// the term were not made durable before the member claimed it.
+    ElectionForgetsTerm,
 }
 
 fn sim<P: super::SimProtocol<Id = u32>>(
@@ -176,16 +179,19 @@ pub fn mutex(
 }
 
 /// The members elect a leader on their own.
-pub fn election(algorithm: ElectionAlgorithm, n: u32) -> Model<AnyElection<u32>, ElectionObserver> {
+pub fn election(
+    algorithm: ElectionAlgorithm,
+    n: u32,
+    mutation: Mutation,
+) -> Model<AnyElection<u32>, ElectionObserver> {
     let init = move || {
         let s = sim(n, move |id, members, r| {
-            AnyElection::new(
-                algorithm,
-                id,
-                members,
-                ElectionConfig::default(),
-                recover_state::<AnyElection<u32>>(r),
-            )
+            let state = if mutation == Mutation::ElectionForgetsTerm {
+                None
+            } else {
+                recover_state::<AnyElection<u32>>(r)
+            };
+            AnyElection::new(algorithm, id, members, ElectionConfig::default(), state)
         });
         Ok((s, ElectionObserver::default()))
     };
@@ -747,8 +753,9 @@ impl std::fmt::Display for Algorithm {
 
 impl Mutation {
     /// Every broken variant ([`Mutation::None`] left out).
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 7] = [
         Mutation::MutexNoTieBreak,
+        Mutation::ElectionForgetsTerm,
         Mutation::CommitForgetsDecision,
         Mutation::BroadcastForgetsDeliveries,
         Mutation::LamportOneAck,
@@ -764,6 +771,7 @@ impl Mutation {
             Mutation::CommitForgetsDecision => "forgets-decision",
             Mutation::BroadcastForgetsDeliveries => "forgets-deliveries",
             Mutation::LamportOneAck => "one-ack",
+            Mutation::ElectionForgetsTerm => "forgets-term",
             Mutation::RaftForgetsVote => "forgets-vote",
             Mutation::RaftCommitsOldTerms => "commits-old-terms",
         }
@@ -791,6 +799,10 @@ impl Mutation {
                 "a server comes back from a crash without its term and vote (the vote \
                  sent before it was durable)"
             }
+            Mutation::ElectionForgetsTerm => {
+                "a member comes back from a crash without its term (its claim sent \
+                 before the term was durable)"
+            }
             Mutation::RaftCommitsOldTerms => {
                 "a leader commits an entry of an earlier term by counting replicas"
             }
@@ -803,6 +815,7 @@ impl Mutation {
             Mutation::None => None,
             Mutation::MutexNoTieBreak => Some(Family::Mutex),
             Mutation::CommitForgetsDecision => Some(Family::Commit),
+            Mutation::ElectionForgetsTerm => Some(Family::Election),
             Mutation::BroadcastForgetsDeliveries | Mutation::LamportOneAck => {
                 Some(Family::Broadcast)
             }
@@ -867,6 +880,14 @@ impl Mutation {
                 let alg = Algorithm::Broadcast(BroadcastAlgorithm::LamportTotal);
                 Some((alg, Family::Broadcast.bounds_for(alg)))
             }
+            Mutation::ElectionForgetsTerm => Some((
+                Algorithm::Election(ElectionAlgorithm::NextInLine),
+                Bounds {
+                    crashes: 1,
+                    restarts: true,
+                    ..Family::Election.bounds()
+                },
+            )),
             Mutation::RaftForgetsVote => Some((
                 Algorithm::Raft,
                 Bounds {
@@ -1026,7 +1047,7 @@ impl Check {
         let crashable = self.crashable.clone();
         Ok(match self.algorithm {
             Algorithm::Mutex(a) => boxed(mutex(a, n, 2, self.mutation), self, crashable),
-            Algorithm::Election(a) => boxed(election(a, n), self, crashable),
+            Algorithm::Election(a) => boxed(election(a, n, self.mutation), self, crashable),
             Algorithm::Commit(a) => {
                 let mut m = commit(a, n, self.mutation);
                 if self.must_decide {
