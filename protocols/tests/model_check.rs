@@ -226,6 +226,32 @@ fn every_broadcast_algorithm_holds_with_three_members() {
     assert_eq!(checked, BroadcastAlgorithm::ALL.len() - 1);
 }
 
+/// The settled start (`Model::settled`) is what makes the sequencer fit:
+/// with one message it is exhaustive in a few hundred states; started
+/// unsettled, its election's start-up alone fills a bound a hundred times
+/// larger.
+#[test]
+fn the_sequencer_fits_from_a_settled_start_only() {
+    use troupe_protocols::testkit::model::Search;
+    use troupe_protocols::testkit::models::broadcasts;
+    let alg = BroadcastAlgorithm::Total;
+    let bounds = Bounds {
+        max_states: 40_000,
+        ..Family::Broadcast.bounds_for(Algorithm::Broadcast(alg))
+    };
+    let settled = broadcasts(alg, 3, 1, Mutation::None);
+    assert!(settled.settled);
+    let r = Search::new(settled.clone(), bounds).bfs().unwrap();
+    assert_eq!(r.verdict, Verdict::Holds, "{r}");
+    assert!(!r.depth_limited && r.unique < 1_000, "{r}");
+    let unsettled = troupe_protocols::testkit::model::Model {
+        settled: false,
+        ..settled
+    };
+    let r = Search::new(unsettled, bounds).bfs().unwrap();
+    assert_eq!(r.verdict, Verdict::Undecided, "{r}");
+}
+
 /// Total order by Lamport timestamps at three members with two contested
 /// messages, exhaustively.
 #[test]

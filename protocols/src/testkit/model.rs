@@ -1529,10 +1529,11 @@ where
         const MOST: usize = 100_000;
         for _ in 0..MOST {
             let next = sim
-                .pending()
+                .pending_refs()
                 .into_iter()
-                .find(|(_, p)| !matches!(p, Pending::Timer { .. }));
-            let Some((key, _)) = next else {
+                .find(|(_, p)| !matches!(p, Pending::Timer { .. }))
+                .map(|(key, _)| key);
+            let Some(key) = next else {
                 return Ok(());
             };
             sim.run_key(key, self.bounds.frozen_clock, obs)?;
